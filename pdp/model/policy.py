@@ -1,0 +1,170 @@
+"""The policy model: plain frozen values produced by the loader, consumed by the compiler.
+
+Every element that an author wrote keeps its `SourceLocation`, so errors found later (a CEL
+error, an undefined variable) still point at the text. See docs/POLICY_FORMAT.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pdp.errors import SourceLocation
+
+API_VERSION = "pdp/v1"
+WILDCARD = "*"
+
+Tenancy = Literal["tenant", "global"]
+RuleEffect = Literal["allow", "deny"]
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A CEL expression as written; `location` is where its first character sits in the file."""
+
+    source: str
+    location: SourceLocation
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionGroup:
+    op: Literal["all", "any", "none"]
+    items: tuple[Condition, ...]
+    location: SourceLocation
+
+
+Condition = Expr | ConditionGroup
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    name: str
+    scopes: tuple[str, ...]
+    location: SourceLocation
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    actions: tuple[str, ...]  # may contain "*"
+    effect: RuleEffect
+    location: SourceLocation
+    roles: tuple[str, ...] | None = None  # None = any principal; may contain "*"
+    derived_roles: tuple[str, ...] = ()
+    condition: Condition | None = None
+    reason: str = ""
+    obligations: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CrossTenantRule:
+    """An audited exception to tenant isolation: when it matches, the tenant check passes."""
+
+    id: str
+    actions: tuple[str, ...]
+    location: SourceLocation
+    roles: tuple[str, ...] | None = None
+    derived_roles: tuple[str, ...] = ()
+    condition: Condition | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcePolicy:
+    id: str
+    resource: str
+    file: str
+    location: SourceLocation
+    actions: dict[str, ActionSpec]
+    rules: tuple[Rule, ...]
+    tenancy: Tenancy = "tenant"
+    imports: tuple[str, ...] = ()
+    variables: dict[str, Expr] = field(default_factory=dict)
+    cross_tenant: tuple[CrossTenantRule, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRule:
+    id: str
+    resources: tuple[str, ...]  # kinds, may contain "*"
+    actions: tuple[str, ...]  # may contain "*"
+    reason: str
+    location: SourceLocation
+    roles: tuple[str, ...] | None = None
+    condition: Condition | None = None  # when it holds, the request is denied
+
+
+@dataclass(frozen=True, slots=True)
+class GuardPolicy:
+    id: str
+    file: str
+    location: SourceLocation
+    rules: tuple[GuardRule, ...]
+    imports: tuple[str, ...] = ()
+    variables: dict[str, Expr] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedRole:
+    name: str
+    parent_roles: tuple[str, ...]  # may contain "*"
+    location: SourceLocation
+    condition: Condition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Definitions:
+    id: str
+    file: str
+    location: SourceLocation
+    constants: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, Expr] = field(default_factory=dict)
+    derived_roles: dict[str, DerivedRole] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    effect: RuleEffect
+    rule: str | None = None  # None = not checked
+    policy: str | None = None
+    reasons: tuple[str, ...] | None = None
+    obligations: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TestCase:
+    name: str
+    location: SourceLocation
+    principal: dict[str, Any]  # JSON-shaped, as a request would carry it
+    resource: dict[str, Any]  # JSON-shaped, without `actions`
+    expect: dict[str, Expectation]  # action -> expectation
+    context: dict[str, Any] = field(default_factory=dict)
+    now: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TestSuite:
+    id: str
+    file: str
+    location: SourceLocation
+    cases: tuple[TestCase, ...]
+    now: datetime | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySource:
+    """Everything loaded from one policy directory (or bundle), before compilation."""
+
+    resource_policies: tuple[ResourcePolicy, ...] = ()
+    guard_policies: tuple[GuardPolicy, ...] = ()
+    definitions: tuple[Definitions, ...] = ()
+    test_suites: tuple[TestSuite, ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)  # data.<stem>
+    route_mapping: dict[str, Any] | None = None  # the gateway mapping document, as loaded
+    route_mapping_file: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)  # relative path -> content

@@ -1,0 +1,321 @@
+"""The decision request: validated once at the edge, then plain dicts all the way into CEL.
+
+`parse_check_request` turns a JSON-shaped mapping (from `pdp check`, a test suite, or the gRPC
+conversion) into a `CheckRequest`. Every problem raises `RequestError` naming the field path;
+nothing here ever evaluates attribute values (a string that looks like CEL stays a string).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pdp.errors import LimitExceeded, RequestError
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Request limits; each protects the server from one kind of abuse."""
+
+    # Bounds the work of one call: resources x actions decisions.
+    max_checks: int = 1000
+    # Bounds the number of resources in one batch.
+    max_resources: int = 500
+    # Deeply nested attributes are a recursion/CPU bomb for converters and CEL.
+    max_attr_depth: int = 16
+    # Total number of attribute values (scalars + containers) across the request.
+    max_attr_values: int = 20_000
+    # One attribute string longer than this is almost surely an attack or a mistake.
+    max_string_length: int = 64 * 1024
+    # Ids, kinds, actions, roles, scopes, tenants.
+    max_id_length: int = 512
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRequest:
+    """One resource and the actions asked about it. `resource` is the dict CEL sees."""
+
+    resource: dict[str, Any]  # {kind, id, tenant, attr}
+    actions: tuple[str, ...]
+
+    @property
+    def kind(self) -> str:
+        return self.resource["kind"]
+
+    @property
+    def id(self) -> str:
+        return self.resource["id"]
+
+    @property
+    def tenant(self) -> str:
+        return self.resource["tenant"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """A validated decision request. The dicts are exactly what CEL sees."""
+
+    principal: dict[str, Any]  # {id, tenant, roles, scopes, attr, actor}
+    resources: tuple[ResourceRequest, ...]
+    context: dict[str, Any] = field(default_factory=dict)  # {ip, country, time, attr}
+    request_id: str = ""
+    explain: bool = False
+    # Derived once so the engine's scope/role checks are set lookups.
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    actor_scopes: frozenset[str] | None = None  # None when there is no actor
+    time: datetime | None = None  # context.time parsed; None = use the clock
+
+
+def _str(v: Any, path: str, limits: Limits, *, required: bool = True, empty_ok: bool = False) -> str:
+    if v is None:
+        if required:
+            raise RequestError(path, "is required")
+        return ""
+    if not isinstance(v, str):
+        raise RequestError(path, f"must be a string, got {_type_name(v)}")
+    if not v and not empty_ok and required:
+        raise RequestError(path, "must not be empty")
+    if len(v) > limits.max_id_length:
+        raise LimitExceeded(path, f"is longer than {limits.max_id_length} characters")
+    return v
+
+
+def _str_list(v: Any, path: str, limits: Limits) -> list[str]:
+    if v is None:
+        return []
+    if not isinstance(v, list | tuple):
+        raise RequestError(path, f"must be a list of strings, got {_type_name(v)}")
+    out = []
+    for i, item in enumerate(v):
+        out.append(_str(item, f"{path}[{i}]", limits))
+    return out
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, Mapping):
+        return "object"
+    if isinstance(v, list | tuple):
+        return "list"
+    return type(v).__name__
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+
+def _attrs(v: Any, path: str, limits: Limits, budget: _Budget) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise RequestError(path, f"must be an object, got {_type_name(v)}")
+    return _json_value(v, path, limits, budget, 1)
+
+
+def _json_value(v: Any, path: str, limits: Limits, budget: _Budget, depth: int) -> Any:
+    """Check an attribute value is JSON-shaped and within limits; returns plain dicts/lists."""
+    budget.left -= 1
+    if budget.left < 0:
+        raise LimitExceeded(path, f"request has more than {limits.max_attr_values} attribute values")
+    if depth > limits.max_attr_depth:
+        raise LimitExceeded(path, f"attributes nested deeper than {limits.max_attr_depth} levels")
+    if v is None or isinstance(v, bool | int):
+        return v
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            raise RequestError(path, "must be a finite number")
+        return v
+    if isinstance(v, str):
+        if len(v) > limits.max_string_length:
+            raise LimitExceeded(path, f"string longer than {limits.max_string_length} characters")
+        return v
+    if isinstance(v, Mapping):
+        out = {}
+        for k, item in v.items():
+            if not isinstance(k, str):
+                raise RequestError(path, f"object keys must be strings, got {_type_name(k)}")
+            out[k] = _json_value(item, f"{path}.{k}", limits, budget, depth + 1)
+        return out
+    if isinstance(v, list | tuple):
+        return [
+            _json_value(item, f"{path}[{i}]", limits, budget, depth + 1) for i, item in enumerate(v)
+        ]
+    raise RequestError(path, f"unsupported value of type {_type_name(v)}")
+
+
+def parse_time(v: Any, path: str) -> datetime:
+    """RFC 3339 timestamp string (or an aware datetime) to an aware UTC datetime."""
+    if isinstance(v, datetime):
+        if v.tzinfo is None:
+            raise RequestError(path, "timestamp must carry a time zone")
+        return v.astimezone(UTC)
+    if not isinstance(v, str):
+        raise RequestError(path, f"must be an RFC 3339 timestamp string, got {_type_name(v)}")
+    s = v.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        t = datetime.fromisoformat(s)
+    except ValueError:
+        raise RequestError(path, f"`{v}` is not an RFC 3339 timestamp") from None
+    if t.tzinfo is None:
+        raise RequestError(path, f"`{v}` has no time zone offset")
+    return t.astimezone(UTC)
+
+
+def _object(v: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(v, Mapping):
+        raise RequestError(path, f"must be an object, got {_type_name(v)}")
+    return v
+
+
+def _check_keys(obj: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:
+    for k in obj:
+        if k not in allowed:
+            raise RequestError(f"{path}.{k}" if path else k, "unknown field")
+
+
+_PRINCIPAL_KEYS = frozenset({"id", "tenant", "roles", "scopes", "attr", "actor"})
+_ACTOR_KEYS = frozenset({"id", "type", "scopes", "attr"})
+_RESOURCE_KEYS = frozenset({"kind", "id", "tenant", "attr", "actions"})
+_CONTEXT_KEYS = frozenset({"ip", "country", "time", "attr"})
+_REQUEST_KEYS = frozenset({"request_id", "requestId", "principal", "resources", "context", "explain"})
+
+
+def parse_principal(v: Any, limits: Limits, budget: _Budget, path: str = "principal") -> dict:
+    p = _object(v, path)
+    _check_keys(p, _PRINCIPAL_KEYS, path)
+    actor = None
+    if p.get("actor") is not None:
+        a = _object(p["actor"], f"{path}.actor")
+        _check_keys(a, _ACTOR_KEYS, f"{path}.actor")
+        actor = {
+            "id": _str(a.get("id"), f"{path}.actor.id", limits),
+            "type": _str(a.get("type"), f"{path}.actor.type", limits, required=False),
+            "scopes": _str_list(a.get("scopes"), f"{path}.actor.scopes", limits),
+            "attr": _attrs(a.get("attr"), f"{path}.actor.attr", limits, budget),
+        }
+    return {
+        "id": _str(p.get("id"), f"{path}.id", limits),
+        # A missing tenant is not an error here: the engine denies it (`missing_tenant`)
+        # for every kind that a tenant owns, and global kinds do not need it.
+        "tenant": _str(p.get("tenant"), f"{path}.tenant", limits, required=False),
+        "roles": _str_list(p.get("roles"), f"{path}.roles", limits),
+        "scopes": _str_list(p.get("scopes"), f"{path}.scopes", limits),
+        "attr": _attrs(p.get("attr"), f"{path}.attr", limits, budget),
+        "actor": actor,
+    }
+
+
+def parse_resource(v: Any, limits: Limits, budget: _Budget, path: str) -> ResourceRequest:
+    r = _object(v, path)
+    _check_keys(r, _RESOURCE_KEYS, path)
+    actions = _str_list(r.get("actions"), f"{path}.actions", limits)
+    if not actions:
+        raise RequestError(f"{path}.actions", "must list at least one action")
+    resource = {
+        "kind": _str(r.get("kind"), f"{path}.kind", limits),
+        "id": _str(r.get("id"), f"{path}.id", limits),
+        "tenant": _str(r.get("tenant"), f"{path}.tenant", limits, required=False),
+        "attr": _attrs(r.get("attr"), f"{path}.attr", limits, budget),
+    }
+    return ResourceRequest(resource=resource, actions=tuple(dict.fromkeys(actions)))
+
+
+def parse_context(v: Any, limits: Limits, budget: _Budget) -> tuple[dict[str, Any], datetime | None]:
+    if v is None:
+        return {"ip": "", "country": "", "attr": {}}, None
+    c = _object(v, "context")
+    _check_keys(c, _CONTEXT_KEYS, "context")
+    ip = _str(c.get("ip"), "context.ip", limits, required=False)
+    if ip:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address") from None
+    country = _str(c.get("country"), "context.country", limits, required=False)
+    time = parse_time(c["time"], "context.time") if c.get("time") not in (None, "") else None
+    ctx: dict[str, Any] = {
+        "ip": ip,
+        "country": country.upper(),
+        "attr": _attrs(c.get("attr"), "context.attr", limits, budget),
+    }
+    if time is not None:
+        ctx["time"] = time
+    return ctx, time
+
+
+def parse_check_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> CheckRequest:
+    """Validate a JSON-shaped request; raise `RequestError` naming the first bad field."""
+    req = _object(obj, "request")
+    _check_keys(req, _REQUEST_KEYS, "")
+    budget = _Budget(limits.max_attr_values)
+    if "principal" not in req:
+        raise RequestError("principal", "is required")
+    principal = parse_principal(req["principal"], limits, budget)
+    raw_resources = req.get("resources")
+    if not isinstance(raw_resources, list | tuple) or not raw_resources:
+        raise RequestError("resources", "must be a non-empty list")
+    if len(raw_resources) > limits.max_resources:
+        raise LimitExceeded("resources", f"more than {limits.max_resources} resources")
+    resources = tuple(
+        parse_resource(r, limits, budget, f"resources[{i}]") for i, r in enumerate(raw_resources)
+    )
+    checks = sum(len(r.actions) for r in resources)
+    if checks > limits.max_checks:
+        raise LimitExceeded("resources", f"{checks} resource x action checks exceed {limits.max_checks}")
+    context, time = parse_context(req.get("context"), limits, budget)
+    request_id = req.get("request_id", req.get("requestId"))
+    explain = req.get("explain", False)
+    if not isinstance(explain, bool):
+        raise RequestError("explain", "must be a boolean")
+    return make_check_request(
+        principal,
+        resources,
+        context,
+        request_id=_str(request_id, "request_id", limits, required=False),
+        explain=explain,
+        time=time,
+    )
+
+
+def make_check_request(
+    principal: dict[str, Any],
+    resources: Sequence[ResourceRequest],
+    context: dict[str, Any],
+    *,
+    request_id: str = "",
+    explain: bool = False,
+    time: datetime | None = None,
+) -> CheckRequest:
+    """Assemble a request from already-validated parts (the gRPC conversion uses this)."""
+    actor = principal.get("actor")
+    return CheckRequest(
+        principal=principal,
+        resources=tuple(resources),
+        context=context,
+        request_id=request_id,
+        explain=explain,
+        roles=frozenset(principal["roles"]),
+        scopes=frozenset(principal["scopes"]),
+        actor_scopes=frozenset(actor["scopes"]) if actor else None,
+        time=time,
+    )
