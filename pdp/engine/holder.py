@@ -1,0 +1,74 @@
+"""The atomic reference to the active engine.
+
+A new policy set is compiled and indexed aside, then swapped in by rebinding one attribute
+(atomic under the GIL). A caller reads `holder.current` once per request and decides wholly
+under that engine, so a decision never mixes two bundles.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pdp.errors import NoPoliciesError
+
+if TYPE_CHECKING:
+    from pdp.engine.engine import Engine
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """Status of the holder, reported by the server-info RPC and health."""
+
+    activated_at: float | None  # unix time of the last successful swap
+    last_attempt_at: float | None
+    last_error: str
+
+
+class EngineHolder:
+    def __init__(self, engine: Engine | None = None) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()  # serialises writers only; readers never take it
+        self._activated_at = time.time() if engine is not None else None
+        self._last_attempt_at: float | None = self._activated_at
+        self._last_error = ""
+        self._listeners: list[Callable[[Engine], None]] = []
+
+    @property
+    def current(self) -> Engine | None:
+        return self._engine
+
+    def require(self) -> Engine:
+        engine = self._engine
+        if engine is None:
+            raise NoPoliciesError("no policies are active yet")
+        return engine
+
+    def swap(self, engine: Engine) -> None:
+        with self._lock:
+            self._engine = engine
+            now = time.time()
+            self._activated_at = now
+            self._last_attempt_at = now
+            self._last_error = ""
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(engine)
+
+    def record_failure(self, error: str) -> None:
+        """A candidate was refused; the active engine (if any) keeps serving."""
+        with self._lock:
+            self._last_attempt_at = time.time()
+            self._last_error = error
+
+    def on_swap(self, listener: Callable[[Engine], None]) -> None:
+        """Call `listener(engine)` after every swap (health status, metrics, caches)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    @property
+    def status(self) -> Activation:
+        return Activation(self._activated_at, self._last_attempt_at, self._last_error)
