@@ -1,0 +1,347 @@
+"""Safe, position-keeping YAML for the policy loader (the only place pdp touches `yaml`).
+
+Documents are composed into PyYAML's node tree, never constructed into Python objects by
+PyYAML, so that every value keeps its line and column and nothing can instantiate a tag.
+Scalars are resolved with the YAML 1.2 core schema (what yaml-language-server uses), which
+avoids YAML 1.1 surprises such as `country: NO` becoming `false` or `on:` becoming `true`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pdp.errors import PolicyError, SourceLocation
+
+# A policy file is a few kilobytes; a megabyte is a mistake or an attack.
+MAX_FILE_BYTES = 1024 * 1024
+# Nesting beyond this is not a policy; it also keeps the recursive composer far from
+# Python's recursion limit.
+MAX_DEPTH = 64
+
+_TAG = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL = (f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null"))
+SEQ, MAP = f"{_TAG}seq", f"{_TAG}map"
+
+
+class _CoreResolver(yaml.resolver.Resolver):
+    """YAML 1.2 core schema: only null, bool, int and float are implicit; all else is a str."""
+
+    yaml_implicit_resolvers: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
+
+
+for _tag, _regexp, _first in (
+    (NULL, r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    (BOOL, r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    (INT, r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    (
+        FLOAT,
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        list("-+.0123456789"),
+    ),
+):
+    _CoreResolver.add_implicit_resolver(_tag, re.compile(_regexp), _first)
+
+
+class _Loader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.composer.Composer,
+    _CoreResolver,
+):
+    """Composer only (no constructor), with aliases forbidden and nesting bounded."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _CoreResolver.__init__(self)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(yaml.AliasEvent):
+            # Aliases are how "billion laughs" bombs work, and policies never need them.
+            event = self.get_event()
+            raise yaml.composer.ComposerError(
+                None, None, "yaml aliases (`*name`) are not supported", event.start_mark
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nesting deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class FileContext:
+    """Collects the errors of one file and turns marks into `SourceLocation`s."""
+
+    def __init__(self, file: str, errors: list[PolicyError]) -> None:
+        self.file = file
+        self.errors = errors
+        self.lines: list[str] = []  # the decoded text, for block-scalar positions
+
+    def loc(self, node: Node | None) -> SourceLocation:
+        if node is None:
+            return SourceLocation(self.file, 1, 1)
+        return SourceLocation(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def error(self, message: str, node: Node | None = None) -> None:
+        self.errors.append(PolicyError(message, self.loc(node)))
+
+    def error_at(self, message: str, location: SourceLocation) -> None:
+        self.errors.append(PolicyError(message, location))
+
+
+def parse_yaml(ctx: FileContext, text: str) -> Node | None:
+    """Compose one YAML document; on failure record the parser's error and return None."""
+    try:
+        return _Loader(text).get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = SourceLocation(ctx.file, mark.line + 1, mark.column + 1) if mark else ctx.loc(None)
+        what = " ".join(p for p in (e.context, e.problem) if p)
+        ctx.error_at(f"malformed yaml: {_clean(what)}", where)
+    except yaml.YAMLError as e:  # ReaderError: a control character or bad encoding
+        ctx.error_at(f"malformed yaml: {_clean(str(e).splitlines()[0])}", ctx.loc(None))
+    except RecursionError:
+        ctx.error_at(f"malformed yaml: nesting deeper than {MAX_DEPTH} levels", ctx.loc(None))
+    return None
+
+
+def _clean(message: str) -> str:
+    return message.strip().rstrip(".").replace("'", "`")
+
+
+def decode(ctx: FileContext, content: bytes) -> str | None:
+    if len(content) > MAX_FILE_BYTES:
+        ctx.error(f"file is larger than {MAX_FILE_BYTES} bytes")
+        return None
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        ctx.error(f"file is not valid utf-8 (byte offset {e.start})")
+        return None
+
+
+def type_name(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return {
+        NULL: "null",
+        BOOL: "a bool",
+        INT: "a number",
+        FLOAT: "a number",
+        STR: "a string",
+    }.get(node.tag, f"a `{node.tag}` value")
+
+
+def is_str(node: Node | None) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == STR
+
+
+def expr_location(ctx: FileContext, node: ScalarNode) -> SourceLocation:
+    """Where the first character of a scalar's content sits (not its quote or `|`)."""
+    line, col = node.start_mark.line, node.start_mark.column
+    if node.style in ("'", '"'):
+        return SourceLocation(ctx.file, line + 1, col + 2)
+    if node.style in ("|", ">"):
+        indent = 0
+        for text in ctx.lines[line + 1 : node.end_mark.line + 1]:
+            if text.strip():
+                indent = len(text) - len(text.lstrip(" "))
+                break
+        return SourceLocation(ctx.file, line + 2, indent + 1)
+    return SourceLocation(ctx.file, line + 1, col + 1)
+
+
+def scalar_value(ctx: FileContext, node: ScalarNode) -> Any:
+    """A scalar's JSON value; records an error and returns None for what JSON cannot hold."""
+    tag, text = node.tag, node.value
+    try:
+        if tag == STR:
+            return text
+        if tag == NULL:
+            return None
+        if tag == BOOL:
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if tag == INT:
+            if text.startswith(("0o", "0x")):
+                return int(text, 0)
+            return int(text, 10)
+        if tag == FLOAT:
+            f = float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf"))
+            if math.isnan(f) or math.isinf(f):
+                ctx.error("numbers must be finite (no `.inf` or `.nan`)", node)
+                return None
+            return f
+    except ValueError:
+        ctx.error(f"`{text[:64]}` is not a valid `{tag.removeprefix(_TAG)}`", node)
+        return None
+    ctx.error(f"unsupported yaml tag `{tag}`", node)
+    return None
+
+
+def mapping_items(ctx: FileContext, node: MappingNode) -> dict[str, tuple[Node, Node]]:
+    """A mapping's entries by key; duplicate and non-string keys are reported and dropped."""
+    out: dict[str, tuple[Node, Node]] = {}
+    for key, value in node.value:
+        if not is_str(key):
+            ctx.error(f"mapping keys must be strings, got {type_name(key)}", key)
+            continue
+        if key.value in out:
+            first = ctx.loc(out[key.value][0])
+            ctx.error(f"duplicate key `{key.value}` (first defined at line {first.line})", key)
+            continue
+        out[key.value] = (key, value)
+    return out
+
+
+def to_json(ctx: FileContext, node: Node) -> Any:
+    """A node as plain JSON values (dict/list/str/int/float/bool/None)."""
+    if isinstance(node, MappingNode):
+        if node.tag != MAP:
+            ctx.error(f"unsupported yaml tag `{node.tag}`", node)
+        return {k: to_json(ctx, v) for k, (_, v) in mapping_items(ctx, node).items()}
+    if isinstance(node, SequenceNode):
+        if node.tag != SEQ:
+            ctx.error(f"unsupported yaml tag `{node.tag}`", node)
+        return [to_json(ctx, item) for item in node.value]
+    assert isinstance(node, ScalarNode)
+    return scalar_value(ctx, node)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+_MISSING = object()
+
+
+class Fields:
+    """Typed access to the keys of one mapping node, reporting every problem in `ctx`.
+
+    When the node is not a mapping at all, one error is reported and every accessor returns
+    its default, so one mistake does not cascade into a page of "missing field" errors.
+    """
+
+    def __init__(
+        self,
+        ctx: FileContext,
+        node: Node | None,
+        allowed: Iterable[str] | None,
+        what: str,
+    ) -> None:
+        self.ctx = ctx
+        self.node = node
+        self.allowed = tuple(allowed) if allowed is not None else None  # None: free-form keys
+        self.ok = isinstance(node, MappingNode)
+        self.items: dict[str, tuple[Node, Node]] = {}
+        if node is None:
+            return
+        if not isinstance(node, MappingNode):
+            ctx.error(f"{what} must be a mapping, got {type_name(node)}", node)
+            return
+        self.items = mapping_items(ctx, node)
+        for key, (key_node, _) in self.items.items():
+            if self.allowed is not None and key not in self.allowed:
+                ctx.error(
+                    f"unknown key `{key}` in {what}{did_you_mean(key, self.allowed)}", key_node
+                )
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.items
+
+    def get(self, key: str, *, required: bool = False) -> Node | None:
+        """The value node of `key`; a null value counts as absent."""
+        entry = self.items.get(key)
+        if entry is not None and not (isinstance(entry[1], ScalarNode) and entry[1].tag == NULL):
+            return entry[1]
+        if required and self.ok:
+            at = entry[0] if entry is not None else self.node
+            self.ctx.error(f"missing required field `{key}`", at)
+        return None
+
+    def key_node(self, key: str) -> Node | None:
+        entry = self.items.get(key)
+        return entry[0] if entry else None
+
+    def str(self, key: str, *, required: bool = False, default: str = "") -> str:
+        node = self.get(key, required=required)
+        if node is None:
+            return default
+        if not is_str(node):
+            self.ctx.error(f"`{key}` must be a string, got {type_name(node)}", node)
+            return default
+        assert isinstance(node, ScalarNode)
+        if required and not node.value:
+            self.ctx.error(f"`{key}` must not be empty", node)
+        return node.value
+
+    def str_list(self, key: str, *, required: bool = False) -> list[tuple[str, Node]] | None:
+        """A list of strings as (value, node) pairs; None when absent. A lone string is an error."""
+        node = self.get(key, required=required)
+        if node is None:
+            return None
+        if not isinstance(node, SequenceNode):
+            self.ctx.error(f"`{key}` must be a list of strings, got {type_name(node)}", node)
+            return None
+        out: list[tuple[str, Node]] = []
+        for item in node.value:
+            if not is_str(item) or not item.value:
+                got = "an empty string" if is_str(item) else type_name(item)
+                self.ctx.error(f"`{key}` must be a list of strings, got {got} in the list", item)
+                continue
+            out.append((item.value, item))
+        if required and not node.value:
+            self.ctx.error(f"`{key}` must not be empty", node)
+        return out
+
+    def mapping(self, key: str, *, required: bool = False) -> MappingNode | None:
+        node = self.get(key, required=required)
+        if node is None:
+            return None
+        if not isinstance(node, MappingNode):
+            self.ctx.error(f"`{key}` must be a mapping, got {type_name(node)}", node)
+            return None
+        return node
+
+    def sequence(self, key: str, *, required: bool = False) -> SequenceNode | None:
+        node = self.get(key, required=required)
+        if node is None:
+            return None
+        if not isinstance(node, SequenceNode):
+            self.ctx.error(f"`{key}` must be a list, got {type_name(node)}", node)
+            return None
+        return node
+
+    def choice(self, key: str, choices: tuple[str, ...], *, default: str = "") -> str:
+        node = self.get(key)
+        if node is None:
+            return default
+        if not is_str(node) or node.value not in choices:  # type: ignore[union-attr]
+            shown = f"`{node.value}`" if isinstance(node, ScalarNode) else type_name(node)
+            allowed = " or ".join(f"`{c}`" for c in choices)
+            self.ctx.error(f"`{key}` must be {allowed}, got {shown}", node)
+            return default
+        return node.value  # type: ignore[union-attr]

@@ -1,0 +1,660 @@
+"""Policy directory / bundle files → `PolicySource`, reporting every error at once.
+
+See docs/POLICY_FORMAT.md. Files are classified by path: `*_test.yaml` are test suites, files
+under a `data/` folder are data, other `*.yaml` are documents dispatched on `kind`. Each file is
+composed into a YAML node tree (`pdp.model._yaml`) so that every value keeps its position, and
+every problem becomes a `PolicyError` with file:line:column. Nothing is raised until all files
+and all cross-file references have been checked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pdp.errors import PolicyError, PolicyErrors, SourceLocation
+from pdp.model import _suite
+from pdp.model._yaml import (
+    BOOL,
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    NULL,
+    Fields,
+    FileContext,
+    decode,
+    did_you_mean,
+    expr_location,
+    is_str,
+    parse_yaml,
+    to_json,
+    type_name,
+)
+from pdp.model.policy import (
+    API_VERSION,
+    WILDCARD,
+    ActionSpec,
+    Condition,
+    ConditionGroup,
+    CrossTenantRule,
+    Definitions,
+    DerivedRole,
+    Expr,
+    GuardPolicy,
+    GuardRule,
+    PolicySource,
+    ResourcePolicy,
+    Rule,
+    TestSuite,
+)
+
+__all__ = ["MAX_DEPTH", "MAX_FILES", "MAX_FILE_BYTES", "load_policy_dir", "load_policy_files"]
+
+# A policy repository with more files than this is not one we were meant to load.
+MAX_FILES = 10_000
+
+KINDS = ("ResourcePolicy", "GuardPolicy", "Definitions", "TestSuite", "RouteMapping")
+_TOP_KEYS = ("apiVersion", "kind", "metadata", "spec")
+_METADATA_KEYS = ("id", "description")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_YAML_SUFFIXES = (".yaml", ".yml")
+_DATA_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def classify(path: str) -> str | None:
+    """`data`, `test`, `policy`, or None for files the loader does not read."""
+    p = PurePosixPath(path)
+    suffix = p.suffix.lower()
+    if "data" in p.parts[:-1] and suffix in _DATA_SUFFIXES:
+        return "data"
+    if p.name.lower().endswith(("_test.yaml", "_test.yml")):
+        return "test"
+    if suffix in _YAML_SUFFIXES:
+        return "policy"
+    return None
+
+
+def load_policy_dir(path: str | Path) -> PolicySource:
+    """Load every policy, test and data file under `path` (hidden entries are skipped)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise PolicyErrors([PolicyError(f"`{path}` is not a directory")])
+    files: dict[str, bytes] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue
+        if classify(rel.as_posix()) is None:
+            continue
+        with p.open("rb") as f:
+            # One byte over the limit is enough for the size check to report it.
+            files[rel.as_posix()] = f.read(MAX_FILE_BYTES + 1)
+    return load_policy_files(files)
+
+
+def load_policy_files(files: Mapping[str, bytes]) -> PolicySource:
+    """Load `{relative posix path: content}`; raise `PolicyErrors` listing every problem."""
+    errors: list[PolicyError] = []
+    loader = _Loader(errors)
+    if len(files) > MAX_FILES:
+        raise PolicyErrors([PolicyError(f"more than {MAX_FILES} files")])
+    for path in sorted(files):
+        kind = classify(path)
+        if kind is None:
+            continue
+        ctx = FileContext(path, errors)
+        if path.startswith("/") or ".." in PurePosixPath(path).parts or "\\" in path:
+            ctx.error(f"`{path}` is not a relative posix path")
+            continue
+        loader.files[path] = files[path]
+        text = decode(ctx, files[path])
+        if text is None:
+            continue
+        ctx.lines = text.splitlines()
+        if kind == "data":
+            loader.load_data(ctx, text)
+        else:
+            loader.load_document(ctx, text, is_test=kind == "test")
+    loader.check_references()
+    if errors:
+        errors.sort(
+            key=lambda e: (
+                (e.location.file, e.location.line, e.location.column) if e.location else ("", 0, 0)
+            )
+        )
+        raise PolicyErrors(errors)
+    return loader.result()
+
+
+@dataclass
+class _Refs:
+    """Names a policy refers to, with where they were written, for the cross-file checks."""
+
+    imports: list[tuple[str, SourceLocation]] = field(default_factory=list)
+    derived_roles: list[tuple[str, SourceLocation]] = field(default_factory=list)
+
+
+class _Loader:
+    def __init__(self, errors: list[PolicyError]) -> None:
+        self.errors = errors
+        self.files: dict[str, bytes] = {}
+        self.resource_policies: list[tuple[ResourcePolicy, _Refs]] = []
+        self.guard_policies: list[tuple[GuardPolicy, _Refs]] = []
+        self.definitions: list[Definitions] = []
+        self.suites: list[TestSuite] = []
+        self.expectations: list[_suite.ExpectRef] = []
+        self.data: dict[str, Any] = {}
+        self.data_files: dict[str, str] = {}
+        self.route_mapping: dict[str, Any] | None = None
+        self.route_mapping_file = ""
+        # kind -> id -> location of the first definition
+        self.ids: dict[str, dict[str, SourceLocation]] = {k: {} for k in KINDS}
+
+    def result(self) -> PolicySource:
+        return PolicySource(
+            resource_policies=tuple(p for p, _ in self.resource_policies),
+            guard_policies=tuple(p for p, _ in self.guard_policies),
+            definitions=tuple(self.definitions),
+            test_suites=tuple(self.suites),
+            data=self.data,
+            route_mapping=self.route_mapping,
+            route_mapping_file=self.route_mapping_file,
+            files=self.files,
+        )
+
+    # -- data ------------------------------------------------------------------------------
+
+    def load_data(self, ctx: FileContext, text: str) -> None:
+        stem = PurePosixPath(ctx.file).stem
+        if stem in self.data_files:
+            ctx.error(
+                f"duplicate data name `data.{stem}` (also defined by `{self.data_files[stem]}`)"
+            )
+            return
+        self.data_files[stem] = ctx.file
+        if ctx.file.lower().endswith(".json"):
+            value = _load_json(ctx, text)
+        else:
+            node = parse_yaml(ctx, text)
+            if node is None:
+                if not any(e.location and e.location.file == ctx.file for e in ctx.errors):
+                    ctx.error("data file is empty")
+                return
+            value = to_json(ctx, node)
+        self.data[stem] = value
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def load_document(self, ctx: FileContext, text: str, *, is_test: bool) -> None:
+        before = len(ctx.errors)
+        node = parse_yaml(ctx, text)
+        if node is None:
+            if len(ctx.errors) == before:
+                ctx.error("file is empty")
+            return
+        top = Fields(ctx, node, _TOP_KEYS, "the document")
+        if not top.ok:
+            return
+        api = top.get("apiVersion", required=True)
+        if api is not None and not (is_str(api) and api.value == API_VERSION):
+            shown = f"`{api.value}`" if isinstance(api, ScalarNode) else type_name(api)
+            ctx.error(f"unknown apiVersion {shown}, expected `{API_VERSION}`", api)
+        kind_node = top.get("kind", required=True)
+        if kind_node is None:
+            return
+        kind = kind_node.value if is_str(kind_node) else None
+        if kind not in KINDS:
+            shown = (
+                f"`{kind_node.value}`"
+                if isinstance(kind_node, ScalarNode)
+                else type_name(kind_node)
+            )
+            choices = ", ".join(f"`{k}`" for k in KINDS)
+            hint = (
+                did_you_mean(str(kind_node.value), KINDS)
+                if isinstance(kind_node, ScalarNode)
+                else ""
+            )
+            ctx.error(f"unknown kind {shown}{hint}, expected one of {choices}", kind_node)
+            return
+        if is_test != (kind == "TestSuite"):
+            if is_test:
+                ctx.error(f"a `_test.yaml` file must hold a `TestSuite`, got `{kind}`", kind_node)
+            else:
+                ctx.error(
+                    "a `TestSuite` must be in a file whose name ends in `_test.yaml`", kind_node
+                )
+            return
+        if kind == "RouteMapping":
+            self._route_mapping(ctx, node)
+            return
+        meta = Fields(ctx, top.get("metadata", required=True), _METADATA_KEYS, "`metadata`")
+        doc_id = meta.str("id", required=True)
+        description = meta.str("description")
+        id_node = meta.get("id")
+        location = ctx.loc(node)
+        if doc_id:
+            first = self.ids[kind].get(doc_id)
+            if first is not None:
+                ctx.error(f"duplicate {kind} id `{doc_id}` (first defined at {first})", id_node)
+            else:
+                self.ids[kind][doc_id] = ctx.loc(id_node)
+        spec = top.get("spec", required=True)
+        if spec is None:
+            return
+        if kind == "ResourcePolicy":
+            self._resource_policy(ctx, spec, doc_id, description, location)
+        elif kind == "GuardPolicy":
+            self._guard_policy(ctx, spec, doc_id, description, location)
+        elif kind == "Definitions":
+            self._definitions(ctx, spec, doc_id, description, location)
+        else:
+            suite, refs = _suite.load_suite(ctx, spec, doc_id, description, location)
+            if suite is not None:
+                self.suites.append(suite)
+            self.expectations.extend(refs)
+
+    def _route_mapping(self, ctx: FileContext, node: Node) -> None:
+        if self.route_mapping is not None:
+            ctx.error(f"more than one RouteMapping (first in `{self.route_mapping_file}`)", node)
+            return
+        value = to_json(ctx, node)
+        if isinstance(value, dict):
+            self.route_mapping = value
+            self.route_mapping_file = ctx.file
+
+    # -- ResourcePolicy --------------------------------------------------------------------------
+
+    _RESOURCE_SPEC_KEYS = (
+        "resource",
+        "tenancy",
+        "imports",
+        "actions",
+        "variables",
+        "crossTenant",
+        "rules",
+    )
+    _RULE_KEYS = (
+        "id",
+        "actions",
+        "effect",
+        "roles",
+        "derivedRoles",
+        "condition",
+        "reason",
+        "obligations",
+    )
+    _CROSS_KEYS = ("id", "actions", "roles", "derivedRoles", "condition", "reason")
+
+    def _resource_policy(
+        self, ctx: FileContext, spec: Node, doc_id: str, description: str, location: SourceLocation
+    ) -> None:
+        f = Fields(ctx, spec, self._RESOURCE_SPEC_KEYS, "`spec`")
+        if not f.ok:
+            return
+        refs = _Refs()
+        resource = f.str("resource", required=True)
+        tenancy = f.choice("tenancy", ("tenant", "global"), default="tenant")
+        imports = _names(f.str_list("imports"), ctx, refs.imports)
+        actions = self._actions(ctx, f)
+        variables = _variables(ctx, f.mapping("variables"))
+        declared = set(actions)
+        cross = []
+        cross_ids: dict[str, SourceLocation] = {}
+        for item in _items(f.sequence("crossTenant")):
+            r = Fields(ctx, item, self._CROSS_KEYS, "a `crossTenant` rule")
+            if not r.ok:
+                continue
+            rid = _rule_id(ctx, r, cross_ids, "crossTenant rule")
+            acts = _rule_actions(ctx, r, declared, bool(actions))
+            roles = _opt_names(r.str_list("roles"))
+            derived = _names(r.str_list("derivedRoles"), ctx, refs.derived_roles)
+            cond = condition(ctx, r.get("condition"))
+            reason = r.str("reason")
+            cross.append(
+                CrossTenantRule(
+                    id=rid,
+                    actions=acts,
+                    location=ctx.loc(item),
+                    roles=roles,
+                    derived_roles=derived,
+                    condition=cond,
+                    reason=reason,
+                )
+            )
+        rules = []
+        rule_ids: dict[str, SourceLocation] = {}
+        for item in _items(f.sequence("rules")):
+            r = Fields(ctx, item, self._RULE_KEYS, "a rule")
+            if not r.ok:
+                continue
+            rid = _rule_id(ctx, r, rule_ids, "rule")
+            acts = _rule_actions(ctx, r, declared, bool(actions))
+            effect_node = r.get("effect", required=True)
+            effect = r.choice("effect", ("allow", "deny"), default="") if effect_node else ""
+            roles = _opt_names(r.str_list("roles"))
+            derived = _names(r.str_list("derivedRoles"), ctx, refs.derived_roles)
+            cond = condition(ctx, r.get("condition"))
+            reason = r.str("reason")
+            obligations_node = r.mapping("obligations")
+            obligations = to_json(ctx, obligations_node) if obligations_node is not None else {}
+            rules.append(
+                Rule(
+                    id=rid,
+                    actions=acts,
+                    effect=effect or "deny",  # type: ignore[arg-type]
+                    location=ctx.loc(item),
+                    roles=roles,
+                    derived_roles=derived,
+                    condition=cond,
+                    reason=reason,
+                    obligations=obligations,
+                )
+            )
+        if resource:
+            first = self.ids.setdefault("resource", {}).get(resource)
+            if first is not None:
+                ctx.error(
+                    f"resource kind `{resource}` already has a policy (at {first})",
+                    f.get("resource"),
+                )
+            else:
+                self.ids["resource"][resource] = ctx.loc(f.get("resource"))
+        policy = ResourcePolicy(
+            id=doc_id,
+            resource=resource,
+            file=ctx.file,
+            location=location,
+            actions=actions,
+            rules=tuple(rules),
+            tenancy=tenancy,  # type: ignore[arg-type]
+            imports=imports,
+            variables=variables,
+            cross_tenant=tuple(cross),
+            description=description,
+        )
+        self.resource_policies.append((policy, refs))
+
+    def _actions(self, ctx: FileContext, f: Fields) -> dict[str, ActionSpec]:
+        node = f.mapping("actions", required=True)
+        out: dict[str, ActionSpec] = {}
+        if node is None:
+            return out
+        for name, (key, value) in Fields(ctx, node, None, "`actions`").items.items():
+            if name == WILDCARD:
+                ctx.error("`*` is not an action name; declare every action of the kind", key)
+                continue
+            if isinstance(value, ScalarNode) and value.tag == NULL:
+                value = None  # `share:` declares an action that needs no scope
+            a = Fields(ctx, value, ("scopes",), f"action `{name}`")
+            scopes = tuple(s for s, _ in a.str_list("scopes") or ())
+            out[name] = ActionSpec(name=name, scopes=scopes, location=ctx.loc(key))
+        if not node.value:
+            ctx.error("`actions` must declare at least one action", node)
+        return out
+
+    # -- GuardPolicy -----------------------------------------------------------------------------
+
+    _GUARD_SPEC_KEYS = ("imports", "variables", "rules")
+    _GUARD_RULE_KEYS = ("id", "resources", "actions", "roles", "effect", "condition", "reason")
+
+    def _guard_policy(
+        self, ctx: FileContext, spec: Node, doc_id: str, description: str, location: SourceLocation
+    ) -> None:
+        f = Fields(ctx, spec, self._GUARD_SPEC_KEYS, "`spec`")
+        if not f.ok:
+            return
+        refs = _Refs()
+        imports = _names(f.str_list("imports"), ctx, refs.imports)
+        variables = _variables(ctx, f.mapping("variables"))
+        rules = []
+        ids: dict[str, SourceLocation] = {}
+        for item in _items(f.sequence("rules", required=True)):
+            r = Fields(ctx, item, self._GUARD_RULE_KEYS, "a guard rule")
+            if not r.ok:
+                continue
+            rid = _rule_id(ctx, r, ids, "rule")
+            resources = tuple(n for n, _ in r.str_list("resources", required=True) or ())
+            acts = tuple(n for n, _ in r.str_list("actions", required=True) or ())
+            effect = r.get("effect")
+            if effect is not None:
+                if is_str(effect) and effect.value == "allow":
+                    ctx.error(
+                        "a guard rule can never allow: `effect` must be `deny` or omitted", effect
+                    )
+                else:
+                    r.choice("effect", ("deny",))
+            rules.append(
+                GuardRule(
+                    id=rid,
+                    resources=resources,
+                    actions=acts,
+                    reason=r.str("reason", required=True),
+                    location=ctx.loc(item),
+                    roles=_opt_names(r.str_list("roles")),
+                    condition=condition(ctx, r.get("condition")),
+                )
+            )
+        policy = GuardPolicy(
+            id=doc_id,
+            file=ctx.file,
+            location=location,
+            rules=tuple(rules),
+            imports=imports,
+            variables=variables,
+            description=description,
+        )
+        self.guard_policies.append((policy, refs))
+
+    # -- Definitions -----------------------------------------------------------------------------
+
+    def _definitions(
+        self, ctx: FileContext, spec: Node, doc_id: str, description: str, location: SourceLocation
+    ) -> None:
+        f = Fields(ctx, spec, ("constants", "variables", "derivedRoles"), "`spec`")
+        if not f.ok:
+            return
+        constants_node = f.mapping("constants")
+        constants = to_json(ctx, constants_node) if constants_node is not None else {}
+        variables = _variables(ctx, f.mapping("variables"))
+        derived: dict[str, DerivedRole] = {}
+        roles_node = f.mapping("derivedRoles")
+        if roles_node is not None:
+            for name, (key, value) in Fields(ctx, roles_node, None, "`derivedRoles`").items.items():
+                d = Fields(ctx, value, ("parentRoles", "condition"), f"derived role `{name}`")
+                if not d.ok:
+                    continue
+                parents = tuple(n for n, _ in d.str_list("parentRoles", required=True) or ())
+                derived[name] = DerivedRole(
+                    name=name,
+                    parent_roles=parents,
+                    location=ctx.loc(key),
+                    condition=condition(ctx, d.get("condition")),
+                )
+        self.definitions.append(
+            Definitions(
+                id=doc_id,
+                file=ctx.file,
+                location=location,
+                constants=constants,
+                variables=variables,
+                derived_roles=derived,
+                description=description,
+            )
+        )
+
+    # -- cross-file checks -------------------------------------------------------------------------
+
+    def check_references(self) -> None:
+        defs = {d.id: d for d in self.definitions}
+        policies: list[tuple[Any, _Refs]] = [*self.resource_policies, *self.guard_policies]
+        for _, refs in policies:
+            known = True
+            for name, loc in refs.imports:
+                if name not in defs:
+                    known = False
+                    hint = did_you_mean(name, defs)
+                    self.errors.append(
+                        PolicyError(f"imports unknown Definitions `{name}`{hint}", loc)
+                    )
+            if not known:
+                continue  # the derived roles may well live in the missing import
+            available = {role for name, _ in refs.imports for role in defs[name].derived_roles}
+            for name, loc in refs.derived_roles:
+                if name not in available:
+                    hint = did_you_mean(name, available)
+                    self.errors.append(
+                        PolicyError(
+                            f"derived role `{name}` is not defined in any imported Definitions{hint}",
+                            loc,
+                        )
+                    )
+        by_kind = {p.resource: p for p, _ in self.resource_policies}
+        for ref in self.expectations:
+            policy = by_kind.get(ref.kind)
+            if policy is not None and ref.action not in policy.actions:
+                hint = did_you_mean(ref.action, policy.actions)
+                self.errors.append(
+                    PolicyError(
+                        f"action `{ref.action}` is not declared by the policy of resource kind `{ref.kind}`{hint}",
+                        ref.location,
+                    )
+                )
+
+
+# -- helpers shared by the kinds -------------------------------------------------------------------
+
+
+def _items(node: SequenceNode | None) -> list[Node]:
+    return list(node.value) if node is not None else []
+
+
+def _names(
+    items: list[tuple[str, Node]] | None, ctx: FileContext, sink: list[tuple[str, SourceLocation]]
+) -> tuple[str, ...]:
+    for name, node in items or ():
+        sink.append((name, ctx.loc(node)))
+    return tuple(name for name, _ in items or ())
+
+
+def _opt_names(items: list[tuple[str, Node]] | None) -> tuple[str, ...] | None:
+    return None if items is None else tuple(name for name, _ in items)
+
+
+def _rule_id(ctx: FileContext, r: Fields, seen: dict[str, SourceLocation], what: str) -> str:
+    rid = r.str("id", required=True)
+    if rid:
+        if rid in seen:
+            ctx.error(
+                f"duplicate {what} id `{rid}` (first defined at line {seen[rid].line})", r.get("id")
+            )
+        else:
+            seen[rid] = ctx.loc(r.get("id"))
+    return rid
+
+
+def _rule_actions(ctx: FileContext, r: Fields, declared: set[str], check: bool) -> tuple[str, ...]:
+    items = r.str_list("actions", required=True) or []
+    for name, node in items:
+        if check and name != WILDCARD and name not in declared:
+            hint = did_you_mean(name, declared)
+            ctx.error(f"action `{name}` is not declared in the policy's `actions`{hint}", node)
+    return tuple(name for name, _ in items)
+
+
+def _variables(ctx: FileContext, node: MappingNode | None) -> dict[str, Expr]:
+    out: dict[str, Expr] = {}
+    if node is None:
+        return out
+    for name, (key, value) in Fields(ctx, node, None, "`variables`").items.items():
+        if not _IDENT.match(name):
+            ctx.error(f"variable name `{name}` is not a valid identifier", key)
+            continue
+        expr = condition(ctx, value, what=f"variable `{name}`")
+        if isinstance(expr, ConditionGroup):
+            ctx.error(f"variable `{name}` must be a CEL string, got a mapping", value)
+        elif expr is not None:
+            out[name] = expr
+    return out
+
+
+_GROUP_OPS = ("all", "any", "none")
+
+
+def condition(ctx: FileContext, node: Node | None, what: str = "`condition`") -> Condition | None:
+    """A CEL string → `Expr`; `{all|any|none: [...]}` → `ConditionGroup`; else an error."""
+    if node is None:
+        return None
+    if isinstance(node, ScalarNode) and (is_str(node) or node.tag == BOOL):
+        if not node.value.strip():
+            ctx.error(f"{what} must not be empty", node)
+            return None
+        # A bare `true`/`false` is valid CEL, so the raw text is kept as the expression.
+        return Expr(node.value, expr_location(ctx, node))
+    if isinstance(node, MappingNode) and len(node.value) == 1:
+        key, items = node.value[0]
+        if is_str(key) and key.value in _GROUP_OPS:
+            if not isinstance(items, SequenceNode) or not items.value:
+                ctx.error(f"`{key.value}` must be a non-empty list of conditions", items)
+                return None
+            parts = [condition(ctx, item, what="a condition") for item in items.value]
+            if any(p is None for p in parts):
+                return None
+            return ConditionGroup(
+                key.value, tuple(p for p in parts if p is not None), ctx.loc(node)
+            )  # type: ignore[arg-type]
+    ctx.error(
+        f"{what} must be a CEL string or a mapping with one key of `all`, `any`, `none`, got {type_name(node)}",
+        node,
+    )
+    return None
+
+
+def _load_json(ctx: FileContext, text: str) -> Any:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ValueError(f"duplicate key `{k}`")
+            out[k] = v
+        return out
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"`{name}` is not valid json")
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except json.JSONDecodeError as e:
+        ctx.error_at(
+            f"malformed json: {e.msg.lower()}", SourceLocation(ctx.file, e.lineno, e.colno)
+        )
+        return None
+    except (ValueError, RecursionError) as e:
+        ctx.error(
+            f"malformed json: {e}"
+            if isinstance(e, ValueError)
+            else "malformed json: nested too deeply"
+        )
+        return None
+    if _depth(value) > MAX_DEPTH:
+        ctx.error(f"json nested deeper than {MAX_DEPTH} levels")
+        return None
+    return value
+
+
+def _depth(value: Any) -> int:
+    # Iterative: the value may be nested just under the recursion limit.
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
