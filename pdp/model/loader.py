@@ -9,19 +9,26 @@ and all cross-file references have been checked.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, ScalarNode
 
 from pdp.errors import PolicyError, PolicyErrors, SourceLocation
 from pdp.model import _suite
+from pdp.model._values import (
+    condition,
+    load_json,
+    name_list,
+    opt_name_list,
+    parse_variables,
+    rule_actions,
+    rule_id,
+    seq_items,
+)
 from pdp.model._yaml import (
-    BOOL,
     MAX_DEPTH,
     MAX_FILE_BYTES,
     NULL,
@@ -29,7 +36,6 @@ from pdp.model._yaml import (
     FileContext,
     decode,
     did_you_mean,
-    expr_location,
     is_str,
     parse_yaml,
     to_json,
@@ -39,12 +45,9 @@ from pdp.model.policy import (
     API_VERSION,
     WILDCARD,
     ActionSpec,
-    Condition,
-    ConditionGroup,
     CrossTenantRule,
     Definitions,
     DerivedRole,
-    Expr,
     GuardPolicy,
     GuardRule,
     PolicySource,
@@ -61,7 +64,6 @@ MAX_FILES = 10_000
 KINDS = ("ResourcePolicy", "GuardPolicy", "Definitions", "TestSuite", "RouteMapping")
 _TOP_KEYS = ("apiVersion", "kind", "metadata", "spec")
 _METADATA_KEYS = ("id", "description")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _YAML_SUFFIXES = (".yaml", ".yml")
 _DATA_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -178,7 +180,7 @@ class _Loader:
             return
         self.data_files[stem] = ctx.file
         if ctx.file.lower().endswith(".json"):
-            value = _load_json(ctx, text)
+            value = load_json(ctx, text)
         else:
             node = parse_yaml(ctx, text)
             if node is None:
@@ -300,20 +302,20 @@ class _Loader:
         refs = _Refs()
         resource = f.str("resource", required=True)
         tenancy = f.choice("tenancy", ("tenant", "global"), default="tenant")
-        imports = _names(f.str_list("imports"), ctx, refs.imports)
+        imports = name_list(f.str_list("imports"), ctx, refs.imports)
         actions = self._actions(ctx, f)
-        variables = _variables(ctx, f.mapping("variables"))
+        variables = parse_variables(ctx, f.mapping("variables"))
         declared = set(actions)
         cross = []
         cross_ids: dict[str, SourceLocation] = {}
-        for item in _items(f.sequence("crossTenant")):
+        for item in seq_items(f.sequence("crossTenant")):
             r = Fields(ctx, item, self._CROSS_KEYS, "a `crossTenant` rule")
             if not r.ok:
                 continue
-            rid = _rule_id(ctx, r, cross_ids, "crossTenant rule")
-            acts = _rule_actions(ctx, r, declared, bool(actions))
-            roles = _opt_names(r.str_list("roles"))
-            derived = _names(r.str_list("derivedRoles"), ctx, refs.derived_roles)
+            rid = rule_id(ctx, r, cross_ids, "crossTenant rule")
+            acts = rule_actions(ctx, r, declared, bool(actions))
+            roles = opt_name_list(r.str_list("roles"))
+            derived = name_list(r.str_list("derivedRoles"), ctx, refs.derived_roles)
             cond = condition(ctx, r.get("condition"))
             reason = r.str("reason")
             cross.append(
@@ -329,16 +331,16 @@ class _Loader:
             )
         rules = []
         rule_ids: dict[str, SourceLocation] = {}
-        for item in _items(f.sequence("rules")):
+        for item in seq_items(f.sequence("rules")):
             r = Fields(ctx, item, self._RULE_KEYS, "a rule")
             if not r.ok:
                 continue
-            rid = _rule_id(ctx, r, rule_ids, "rule")
-            acts = _rule_actions(ctx, r, declared, bool(actions))
+            rid = rule_id(ctx, r, rule_ids, "rule")
+            acts = rule_actions(ctx, r, declared, bool(actions))
             effect_node = r.get("effect", required=True)
             effect = r.choice("effect", ("allow", "deny"), default="") if effect_node else ""
-            roles = _opt_names(r.str_list("roles"))
-            derived = _names(r.str_list("derivedRoles"), ctx, refs.derived_roles)
+            roles = opt_name_list(r.str_list("roles"))
+            derived = name_list(r.str_list("derivedRoles"), ctx, refs.derived_roles)
             cond = condition(ctx, r.get("condition"))
             reason = r.str("reason")
             obligations_node = r.mapping("obligations")
@@ -410,15 +412,15 @@ class _Loader:
         if not f.ok:
             return
         refs = _Refs()
-        imports = _names(f.str_list("imports"), ctx, refs.imports)
-        variables = _variables(ctx, f.mapping("variables"))
+        imports = name_list(f.str_list("imports"), ctx, refs.imports)
+        variables = parse_variables(ctx, f.mapping("variables"))
         rules = []
         ids: dict[str, SourceLocation] = {}
-        for item in _items(f.sequence("rules", required=True)):
+        for item in seq_items(f.sequence("rules", required=True)):
             r = Fields(ctx, item, self._GUARD_RULE_KEYS, "a guard rule")
             if not r.ok:
                 continue
-            rid = _rule_id(ctx, r, ids, "rule")
+            rid = rule_id(ctx, r, ids, "rule")
             resources = tuple(n for n, _ in r.str_list("resources", required=True) or ())
             acts = tuple(n for n, _ in r.str_list("actions", required=True) or ())
             effect = r.get("effect")
@@ -436,7 +438,7 @@ class _Loader:
                     actions=acts,
                     reason=r.str("reason", required=True),
                     location=ctx.loc(item),
-                    roles=_opt_names(r.str_list("roles")),
+                    roles=opt_name_list(r.str_list("roles")),
                     condition=condition(ctx, r.get("condition")),
                 )
             )
@@ -461,7 +463,7 @@ class _Loader:
             return
         constants_node = f.mapping("constants")
         constants = to_json(ctx, constants_node) if constants_node is not None else {}
-        variables = _variables(ctx, f.mapping("variables"))
+        variables = parse_variables(ctx, f.mapping("variables"))
         derived: dict[str, DerivedRole] = {}
         roles_node = f.mapping("derivedRoles")
         if roles_node is not None:
@@ -525,136 +527,3 @@ class _Loader:
                         ref.location,
                     )
                 )
-
-
-# -- helpers shared by the kinds -------------------------------------------------------------------
-
-
-def _items(node: SequenceNode | None) -> list[Node]:
-    return list(node.value) if node is not None else []
-
-
-def _names(
-    items: list[tuple[str, Node]] | None, ctx: FileContext, sink: list[tuple[str, SourceLocation]]
-) -> tuple[str, ...]:
-    for name, node in items or ():
-        sink.append((name, ctx.loc(node)))
-    return tuple(name for name, _ in items or ())
-
-
-def _opt_names(items: list[tuple[str, Node]] | None) -> tuple[str, ...] | None:
-    return None if items is None else tuple(name for name, _ in items)
-
-
-def _rule_id(ctx: FileContext, r: Fields, seen: dict[str, SourceLocation], what: str) -> str:
-    rid = r.str("id", required=True)
-    if rid:
-        if rid in seen:
-            ctx.error(
-                f"duplicate {what} id `{rid}` (first defined at line {seen[rid].line})", r.get("id")
-            )
-        else:
-            seen[rid] = ctx.loc(r.get("id"))
-    return rid
-
-
-def _rule_actions(ctx: FileContext, r: Fields, declared: set[str], check: bool) -> tuple[str, ...]:
-    items = r.str_list("actions", required=True) or []
-    for name, node in items:
-        if check and name != WILDCARD and name not in declared:
-            hint = did_you_mean(name, declared)
-            ctx.error(f"action `{name}` is not declared in the policy's `actions`{hint}", node)
-    return tuple(name for name, _ in items)
-
-
-def _variables(ctx: FileContext, node: MappingNode | None) -> dict[str, Expr]:
-    out: dict[str, Expr] = {}
-    if node is None:
-        return out
-    for name, (key, value) in Fields(ctx, node, None, "`variables`").items.items():
-        if not _IDENT.match(name):
-            ctx.error(f"variable name `{name}` is not a valid identifier", key)
-            continue
-        expr = condition(ctx, value, what=f"variable `{name}`")
-        if isinstance(expr, ConditionGroup):
-            ctx.error(f"variable `{name}` must be a CEL string, got a mapping", value)
-        elif expr is not None:
-            out[name] = expr
-    return out
-
-
-_GROUP_OPS = ("all", "any", "none")
-
-
-def condition(ctx: FileContext, node: Node | None, what: str = "`condition`") -> Condition | None:
-    """A CEL string → `Expr`; `{all|any|none: [...]}` → `ConditionGroup`; else an error."""
-    if node is None:
-        return None
-    if isinstance(node, ScalarNode) and (is_str(node) or node.tag == BOOL):
-        if not node.value.strip():
-            ctx.error(f"{what} must not be empty", node)
-            return None
-        # A bare `true`/`false` is valid CEL, so the raw text is kept as the expression.
-        return Expr(node.value, expr_location(ctx, node))
-    if isinstance(node, MappingNode) and len(node.value) == 1:
-        key, items = node.value[0]
-        if is_str(key) and key.value in _GROUP_OPS:
-            if not isinstance(items, SequenceNode) or not items.value:
-                ctx.error(f"`{key.value}` must be a non-empty list of conditions", items)
-                return None
-            parts = [condition(ctx, item, what="a condition") for item in items.value]
-            if any(p is None for p in parts):
-                return None
-            return ConditionGroup(
-                key.value, tuple(p for p in parts if p is not None), ctx.loc(node)
-            )  # type: ignore[arg-type]
-    ctx.error(
-        f"{what} must be a CEL string or a mapping with one key of `all`, `any`, `none`, got {type_name(node)}",
-        node,
-    )
-    return None
-
-
-def _load_json(ctx: FileContext, text: str) -> Any:
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError(f"duplicate key `{k}`")
-            out[k] = v
-        return out
-
-    def constant(name: str) -> Any:
-        raise ValueError(f"`{name}` is not valid json")
-
-    try:
-        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
-    except json.JSONDecodeError as e:
-        ctx.error_at(
-            f"malformed json: {e.msg.lower()}", SourceLocation(ctx.file, e.lineno, e.colno)
-        )
-        return None
-    except (ValueError, RecursionError) as e:
-        ctx.error(
-            f"malformed json: {e}"
-            if isinstance(e, ValueError)
-            else "malformed json: nested too deeply"
-        )
-        return None
-    if _depth(value) > MAX_DEPTH:
-        ctx.error(f"json nested deeper than {MAX_DEPTH} levels")
-        return None
-    return value
-
-
-def _depth(value: Any) -> int:
-    # Iterative: the value may be nested just under the recursion limit.
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        deepest = max(deepest, d)
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
-    return deepest
