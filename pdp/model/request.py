@@ -74,7 +74,9 @@ class CheckRequest:
     time: datetime | None = None  # context.time parsed; None = use the clock
 
 
-def _str(v: Any, path: str, limits: Limits, *, required: bool = True, empty_ok: bool = False) -> str:
+def _str(
+    v: Any, path: str, limits: Limits, *, required: bool = True, empty_ok: bool = False
+) -> str:
     if v is None:
         if required:
             raise RequestError(path, "is required")
@@ -134,7 +136,9 @@ def _json_value(v: Any, path: str, limits: Limits, budget: _Budget, depth: int) 
     """Check an attribute value is JSON-shaped and within limits; returns plain dicts/lists."""
     budget.left -= 1
     if budget.left < 0:
-        raise LimitExceeded(path, f"request has more than {limits.max_attr_values} attribute values")
+        raise LimitExceeded(
+            path, f"request has more than {limits.max_attr_values} attribute values"
+        )
     if depth > limits.max_attr_depth:
         raise LimitExceeded(path, f"attributes nested deeper than {limits.max_attr_depth} levels")
     if v is None or isinstance(v, bool | int):
@@ -166,7 +170,7 @@ def parse_time(v: Any, path: str) -> datetime:
     if isinstance(v, datetime):
         if v.tzinfo is None:
             raise RequestError(path, "timestamp must carry a time zone")
-        return v.astimezone(UTC)
+        return _to_utc(v, v, path)
     if not isinstance(v, str):
         raise RequestError(path, f"must be an RFC 3339 timestamp string, got {_type_name(v)}")
     s = v.strip()
@@ -178,7 +182,15 @@ def parse_time(v: Any, path: str) -> datetime:
         raise RequestError(path, f"`{v}` is not an RFC 3339 timestamp") from None
     if t.tzinfo is None:
         raise RequestError(path, f"`{v}` has no time zone offset")
-    return t.astimezone(UTC)
+    return _to_utc(t, v, path)
+
+
+def _to_utc(t: datetime, raw: Any, path: str) -> datetime:
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 is a valid string whose UTC instant is past year 9999.
+        raise RequestError(path, f"`{raw}` is out of the supported time range") from None
 
 
 def _object(v: Any, path: str) -> Mapping[str, Any]:
@@ -197,7 +209,9 @@ _PRINCIPAL_KEYS = frozenset({"id", "tenant", "roles", "scopes", "attr", "actor"}
 _ACTOR_KEYS = frozenset({"id", "type", "scopes", "attr"})
 _RESOURCE_KEYS = frozenset({"kind", "id", "tenant", "attr", "actions"})
 _CONTEXT_KEYS = frozenset({"ip", "country", "time", "attr"})
-_REQUEST_KEYS = frozenset({"request_id", "requestId", "principal", "resources", "context", "explain"})
+_REQUEST_KEYS = frozenset(
+    {"request_id", "requestId", "principal", "resources", "context", "explain"}
+)
 
 
 def parse_principal(v: Any, limits: Limits, budget: _Budget, path: str = "principal") -> dict:
@@ -240,7 +254,9 @@ def parse_resource(v: Any, limits: Limits, budget: _Budget, path: str) -> Resour
     return ResourceRequest(resource=resource, actions=tuple(dict.fromkeys(actions)))
 
 
-def parse_context(v: Any, limits: Limits, budget: _Budget) -> tuple[dict[str, Any], datetime | None]:
+def parse_context(
+    v: Any, limits: Limits, budget: _Budget
+) -> tuple[dict[str, Any], datetime | None]:
     if v is None:
         return {"ip": "", "country": "", "attr": {}}, None
     c = _object(v, "context")
@@ -281,7 +297,9 @@ def parse_check_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> CheckReque
     )
     checks = sum(len(r.actions) for r in resources)
     if checks > limits.max_checks:
-        raise LimitExceeded("resources", f"{checks} resource x action checks exceed {limits.max_checks}")
+        raise LimitExceeded(
+            "resources", f"{checks} resource x action checks exceed {limits.max_checks}"
+        )
     context, time = parse_context(req.get("context"), limits, budget)
     request_id = req.get("request_id", req.get("requestId"))
     explain = req.get("explain", False)
