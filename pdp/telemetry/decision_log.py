@@ -1,0 +1,205 @@
+"""The decision-log record: one JSON object per Check, documented in docs/DECISION_LOG.md.
+
+`build_record` turns an observation into a record (masked) on the writer thread;
+`request_from_record` gives back the decision request in the exact JSON shape accepted by
+`pdp.model.request.parse_check_request`, so logged traffic can be replayed against a
+candidate bundle (`pdp bundle diff --requests decisions.jsonl`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pdp.errors import RequestError
+from pdp.model.decision import ActionDecision, CheckResponse
+from pdp.model.request import CheckRequest, parse_time
+from pdp.telemetry.masking import Masked, Masker
+from pdp.telemetry.observation import Observation
+
+# Identifies the record layout; bumped on any incompatible change so readers can refuse
+# what they do not understand instead of misreading it.
+SCHEMA = "pdp.decision_log/v1"
+
+
+def request_to_json(request: CheckRequest, *, time: datetime | None = None) -> dict[str, Any]:
+    """The JSON shape of `request`, as `parse_check_request` accepts it (unmasked).
+
+    `time` pins `context.time` when the caller sent none, so a replay decides at the instant
+    the original decision was made rather than at replay time.
+    """
+    p = request.principal
+    principal: dict[str, Any] = {
+        "id": p["id"],
+        "tenant": p.get("tenant", ""),
+        "roles": list(p.get("roles", ())),
+        "scopes": list(p.get("scopes", ())),
+        "attr": p.get("attr", {}),
+    }
+    actor = p.get("actor")
+    if actor:
+        principal["actor"] = {
+            "id": actor["id"],
+            "type": actor.get("type", ""),
+            "scopes": list(actor.get("scopes", ())),
+            "attr": actor.get("attr", {}),
+        }
+    resources = [
+        {
+            "kind": r.resource["kind"],
+            "id": r.resource["id"],
+            "tenant": r.resource.get("tenant", ""),
+            "attr": r.resource.get("attr", {}),
+            "actions": list(r.actions),
+        }
+        for r in request.resources
+    ]
+    c = request.context
+    context: dict[str, Any] = {
+        "ip": c.get("ip", ""),
+        "country": c.get("country", ""),
+        "attr": c.get("attr", {}),
+    }
+    when = request.time or time
+    if when is not None:
+        context["time"] = _rfc3339(when)
+    out: dict[str, Any] = {
+        "request_id": request.request_id,
+        "principal": principal,
+        "resources": resources,
+        "context": context,
+    }
+    if request.explain:
+        out["explain"] = True
+    return out
+
+
+def request_from_record(record: Mapping[str, Any], *, pin_time: bool = True) -> dict[str, Any]:
+    """The replayable request of a decision-log record (a fresh copy).
+
+    With `pin_time=False`, a `context.time` the server filled in (the caller sent none) is
+    removed, so the replay decides at the replay's own clock.
+    Raises `ValueError` for a record without a request (one whose request failed to convert).
+    """
+    request = record.get("request")
+    if not isinstance(request, Mapping):
+        raise ValueError("decision-log record has no `request` object")
+    out = copy.deepcopy(dict(request))
+    if not pin_time and record.get("time_pinned"):
+        out.get("context", {}).pop("time", None)
+    return out
+
+
+def build_record(
+    obs: Observation,
+    masker: Masker,
+    *,
+    trace_id: str = "",
+    span_id: str = "",
+) -> dict[str, Any]:
+    """One masked record for one observed call."""
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "decision_id": "",
+        "timestamp": _rfc3339(datetime.fromtimestamp(obs.start_time, UTC)),
+        "rpc": obs.rpc,
+        "caller": {"address": obs.peer, "identity": obs.peer_identity},
+    }
+    request, response = obs.request, obs.response
+    masked: Masked | None = None
+    if request is not None:
+        pinned = None if request.time is not None else _decision_time(obs)
+        masked = masker.mask_request(request_to_json(request, time=pinned))
+        record["request_id"] = masked.request["request_id"]
+        record["principal"] = _principal_summary(masked.request["principal"])
+    if response is not None:
+        record["decision_id"] = response.decision_id
+        record["bundle"] = {
+            "name": response.bundle.name,
+            "version": response.bundle.version,
+            "revision": response.bundle.revision,
+        }
+        record["resources"] = _results(request, masked, response)
+        record["effects"] = effect_counts(response)
+    if obs.error_code:
+        message = masked.redact(obs.error_message) if masked else obs.error_message
+        record["error"] = {"code": obs.error_code, "message": message}
+    record["latency_ms"] = round(obs.latency_s * 1000.0, 3)
+    record["trace_id"] = trace_id
+    record["span_id"] = span_id
+    if request is not None and masked is not None:
+        record["time_pinned"] = request.time is None
+        record["request"] = masked.request
+    return record
+
+
+def effect_counts(response: CheckResponse) -> dict[str, int]:
+    counts = {"allow": 0, "deny": 0}
+    for r in response.results:
+        for d in r.actions.values():
+            counts[d.effect] = counts.get(d.effect, 0) + 1
+    return counts
+
+
+def _principal_summary(p: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: p[k] for k in ("id", "tenant", "roles", "scopes")}
+    actor = p.get("actor")
+    if actor:
+        out["actor"] = {k: actor[k] for k in ("id", "type", "scopes")}
+    return out
+
+
+def _results(
+    request: CheckRequest | None, masked: Masked | None, response: CheckResponse
+) -> list[dict[str, Any]]:
+    # Map each (kind, id) the caller sent to its masked id, so a masked resource id never
+    # reappears through the decision half of the record.
+    ids: dict[tuple[str, str], str] = {}
+    if request is not None and masked is not None:
+        for orig, m in zip(request.resources, masked.request["resources"]):
+            ids[(orig.resource["kind"], orig.resource["id"])] = m["id"]
+    out = []
+    for r in response.results:
+        out.append(
+            {
+                "kind": r.kind,
+                "id": ids.get((r.kind, r.id), r.id if masked is None else masked.redact(r.id)),
+                "actions": {a: _action(d, masked) for a, d in r.actions.items()},
+            }
+        )
+    return out
+
+
+def _action(d: ActionDecision, masked: Masked | None) -> dict[str, Any]:
+    # Explain traces are left out: they repeat the request's values in free text and can be
+    # large; `pdp check --explain` reproduces them from the logged request.
+    out: dict[str, Any] = {
+        "effect": d.effect,
+        "policy": d.policy,
+        "rule": d.rule,
+        "reasons": list(d.reasons),
+    }
+    if d.obligations:
+        out["obligations"] = dict(d.obligations)
+    if d.message:
+        out["message"] = masked.redact(d.message) if masked else d.message
+    if d.errors:
+        out["errors"] = [masked.redact(e) if masked else e for e in d.errors]
+    return out
+
+
+def _decision_time(obs: Observation) -> datetime:
+    """The instant the decision was made under: the engine's own, else the call's start."""
+    response = obs.response
+    if response is not None and response.evaluated_at:
+        try:
+            return parse_time(response.evaluated_at, "evaluated_at")
+        except RequestError:
+            pass  # an unexpected format: the call's start time is as good
+    return datetime.fromtimestamp(obs.start_time, UTC)
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

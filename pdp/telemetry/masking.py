@@ -1,0 +1,216 @@
+"""Masking: what an operator marks sensitive, and credentials, never reach a decision-log sink.
+
+Masking works on the JSON shape of a request (the shape `parse_check_request` accepts), so the
+masked request stays replayable. Two layers:
+
+- **Always**: keys that carry credentials (`authorization`, `cookie`, `token`, `password`, ...)
+  are dropped from every attribute object, at any depth, case-insensitively; string values that
+  look like credentials (`Bearer ...`, `Basic ...`, a JWT) are replaced by the placeholder,
+  wherever they are. No configuration turns this off.
+- **Operator paths**: `principal.attr.email`, `resources[*].attr.ssn`, `context.attr.token`,
+  `principal.actor.attr.*`. A path targets a value inside an `attr` object (any JSON value,
+  replaced by the placeholder) or one of the scalar identity fields listed in
+  `_MASKABLE_FIELDS`. Structural fields (kinds, actions, roles, scopes) cannot be masked: the
+  record would no longer say what was decided, and the request would no longer parse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+# What a masked value becomes. A string, so a masked attribute is still valid JSON and still
+# parses as an attribute value on replay.
+MASKED = "[masked]"
+
+# Keys dropped from every attribute object, compared lower-cased with `-` read as `_`.
+# These name credentials; a decision log is read by far more people than a credential may be.
+ALWAYS_DROPPED_KEYS = frozenset(
+    {
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+        "set_cookie",
+        "x_api_key",
+        "api_key",
+        "apikey",
+        "token",
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "bearer",
+        "jwt",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+    }
+)
+
+# A string that is itself a credential, whatever key holds it: an HTTP auth header value or a
+# compact JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`).
+_CREDENTIAL_VALUE = re.compile(
+    r"^\s*(?:(?:bearer|basic|digest|negotiate)\s+\S|eyJ[\w-]*\.[\w-]+\.[\w-]*)", re.IGNORECASE
+)
+
+# Scalar identity fields an operator may mask, and what they become. `context.ip` must stay
+# an IP address to parse, so it becomes empty (= unknown); the others become the placeholder.
+_MASKABLE_FIELDS: dict[tuple[str, ...], str] = {
+    ("principal", "id"): MASKED,
+    ("principal", "tenant"): MASKED,
+    ("principal", "actor", "id"): MASKED,
+    ("principal", "actor", "type"): MASKED,
+    ("resources", "*", "id"): MASKED,
+    ("resources", "*", "tenant"): MASKED,
+    ("context", "ip"): "",
+    ("context", "country"): "",
+    ("request_id",): MASKED,
+}
+
+_SEGMENT = re.compile(r"^(?P<key>[^.\[\]]+)(?P<index>\[(?:\*|\d+)\])?$")
+
+
+class MaskPathError(ValueError):
+    """An operator mask path that is malformed or targets a field that cannot be masked."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Path:
+    text: str
+    # Each step is a dict key, `*` (every key / every list item) or an int list index.
+    steps: tuple[str | int, ...]
+    replacement: str
+
+
+def _parse_path(text: str) -> _Path:
+    steps: list[str | int] = []
+    for seg in text.strip().split("."):
+        m = _SEGMENT.match(seg)
+        if not m:
+            raise MaskPathError(f"mask path `{text}`: bad segment `{seg}`")
+        steps.append(m["key"])
+        if m["index"]:
+            inner = m["index"][1:-1]
+            steps.append("*" if inner == "*" else int(inner))
+    shape = tuple("*" if isinstance(s, int) else s for s in steps)
+    if shape in _MASKABLE_FIELDS:
+        return _Path(text, tuple(steps), _MASKABLE_FIELDS[shape])
+    if "attr" in shape:
+        owner = shape[: shape.index("attr")]
+        if owner in {("principal",), ("principal", "actor"), ("resources", "*"), ("context",)}:
+            if len(shape) > len(owner) + 1:
+                return _Path(text, tuple(steps), MASKED)
+            raise MaskPathError(
+                f"mask path `{text}` masks a whole `attr` object; name its keys (or `.*`)"
+            )
+    raise MaskPathError(
+        f"mask path `{text}` is not an attribute path (`principal.attr.KEY`, "
+        f"`resources[*].attr.KEY`, `context.attr.KEY`, ...) nor a maskable identity field"
+    )
+
+
+# Masked strings shorter than this are not redacted from free text (messages, errors): "a"
+# or "eu" would blank out unrelated words and say more about the value than it hides.
+MIN_REDACTED_LENGTH = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Masked:
+    request: dict[str, Any]  # the masked deep copy
+    secrets: frozenset[str]  # original strings that were masked, to redact from free text
+
+    def redact(self, text: str) -> str:
+        """Blank masked values out of free text (engine messages, CEL and request errors)."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASKED)
+        return text
+
+
+class Masker:
+    """Applies the always-on credential scrub and the operator's paths to a request dict."""
+
+    def __init__(self, paths: Iterable[str] = ()) -> None:
+        self._paths = tuple(_parse_path(p) for p in paths if p.strip())
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(p.text for p in self._paths)
+
+    def mask_request(self, request: dict[str, Any]) -> Masked:
+        """Mask a deep copy of a JSON-shaped request; `request` itself is left untouched."""
+        secrets: set[str] = set()
+        out = {k: _scrub(v, secrets) if k in _HOLDERS else v for k, v in request.items()}
+        for path in self._paths:
+            _apply(out, path.steps, path.replacement, secrets)
+        return Masked(out, frozenset(s for s in secrets if len(s) >= MIN_REDACTED_LENGTH))
+
+
+# Top-level request keys whose subtrees are scrubbed. Their own fixed keys (`id`, `tenant`,
+# `kind`, `actions`, `ip`, ...) never collide with `ALWAYS_DROPPED_KEYS`, so dropping keys at
+# any depth below them only ever touches free-form attribute keys.
+_HOLDERS = frozenset({"principal", "resources", "context"})
+
+
+def _scrub(value: Any, secrets: set[str]) -> Any:
+    """Deep-copy `value`, dropping credential keys and replacing credential-looking strings."""
+    if isinstance(value, str):
+        if _CREDENTIAL_VALUE.match(value):
+            secrets.add(value)
+            return MASKED
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if _normal_key(k) in ALWAYS_DROPPED_KEYS:
+                _collect_strings(v, secrets)
+            else:
+                out[k] = _scrub(v, secrets)
+        return out
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+def _collect_strings(value: Any, secrets: set[str]) -> None:
+    if isinstance(value, str):
+        secrets.add(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_strings(v, secrets)
+    elif isinstance(value, list):
+        for v in value:
+            _collect_strings(v, secrets)
+
+
+def _normal_key(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
+def _apply(node: Any, steps: tuple[str | int, ...], replacement: str, secrets: set[str]) -> None:
+    if not steps:
+        return
+    step, rest = steps[0], steps[1:]
+    if step == "*":
+        if isinstance(node, dict):
+            keys: Iterable[Any] = list(node)
+        elif isinstance(node, list):
+            keys = range(len(node))
+        else:
+            return
+    elif isinstance(step, int):
+        if not isinstance(node, list) or step >= len(node):
+            return
+        keys = (step,)
+    else:
+        if not isinstance(node, dict) or step not in node:
+            return
+        keys = (step,)
+    for k in keys:
+        if rest:
+            _apply(node[k], rest, replacement, secrets)
+        elif node[k] is not None and node[k] != "":
+            _collect_strings(node[k], secrets)
+            node[k] = replacement

@@ -1,0 +1,168 @@
+"""The service's metrics, created once on a `Meter` and fed by the decision-log writer.
+
+Names follow OpenTelemetry conventions (dotted, unit in `unit`); the Prometheus exporter turns
+them into `pdp_decisions_total`, `pdp_decision_duration_seconds`, ...
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from pdp.model.decision import BundleInfo, CheckResponse
+
+if TYPE_CHECKING:
+    from pdp.engine.engine import Engine
+    from pdp.engine.holder import EngineHolder
+
+# Latency buckets (seconds): decisions take tens of microseconds in the engine and up to tens
+# of milliseconds over the network with large batches; the default OTel buckets (0..10 s in
+# coarse steps) would put nearly every decision in the first bucket.
+LATENCY_BUCKETS_S = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+# Batch-size buckets (resource x action checks per call), up to `Limits.max_checks` (1000).
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+# Reason codes are a closed set only for the engine's own; rules name their own reasons.
+# Past this many distinct (effect, reason) pairs, further reasons are counted as `other` so a
+# policy that puts request data into reasons cannot blow up the metric's cardinality.
+MAX_REASON_SERIES = 200
+OTHER_REASON = "other"
+
+
+class Metrics:
+    """The instruments, plus the bundle state the observable gauge reports."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.decisions = meter.create_counter(
+            "pdp.decisions",
+            unit="{decision}",
+            description="Resource x action decisions, by effect and first reason",
+        )
+        self.latency = meter.create_histogram(
+            "pdp.decision.duration",
+            unit="s",
+            description="Time to answer one Check call (all its decisions)",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self.batch_size = meter.create_histogram(
+            "pdp.check.batch_size",
+            unit="{check}",
+            description="Resource x action checks asked in one call",
+            explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+        )
+        self.errors = meter.create_counter(
+            "pdp.check.errors", unit="{call}", description="Calls answered with an error, by code"
+        )
+        self.activations = meter.create_counter(
+            "pdp.bundle.activations",
+            unit="{activation}",
+            description="Bundles activated (swapped in) since the process started",
+        )
+        self.failures = meter.create_counter(
+            "pdp.bundle.failures",
+            unit="{failure}",
+            description="Candidate bundles refused (bad signature, failing tests, compile error)",
+        )
+        self.log_dropped = meter.create_counter(
+            "pdp.decision_log.dropped",
+            unit="{record}",
+            description="Decision-log records lost, by reason (queue_full, sink_error)",
+        )
+        self._lock = threading.Lock()
+        self._active: BundleInfo | None = None
+        self._reasons: set[tuple[str, str]] = set()
+        meter.create_observable_gauge(
+            "pdp.bundle.active",
+            callbacks=[self._observe_active],
+            unit="{bundle}",
+            description="1 for the active bundle, labelled with its name, version and revision",
+        )
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def record_call(
+        self, response: CheckResponse | None, latency_s: float, error_code: str
+    ) -> None:
+        self.latency.record(latency_s, {"outcome": "error" if error_code else "ok"})
+        if error_code:
+            self.errors.add(1, {"code": error_code})
+        if response is None:
+            return
+        counts: dict[tuple[str, str], int] = {}
+        checks = 0
+        for r in response.results:
+            for d in r.actions.values():
+                key = (d.effect, self._reason(d.effect, d.reasons[0] if d.reasons else ""))
+                counts[key] = counts.get(key, 0) + 1
+                checks += 1
+        for (effect, reason), n in counts.items():
+            self.decisions.add(n, {"effect": effect, "reason": reason})
+        self.batch_size.record(checks)
+
+    def _reason(self, effect: str, reason: str) -> str:
+        key = (effect, reason)
+        if key in self._reasons:
+            return reason
+        with self._lock:
+            if len(self._reasons) >= MAX_REASON_SERIES:
+                return OTHER_REASON
+            self._reasons.add(key)
+        return reason
+
+    def record_dropped(self, n: int, reason: str) -> None:
+        if n:
+            self.log_dropped.add(n, {"reason": reason})
+
+    # -- bundles -----------------------------------------------------------------------------
+
+    def watch(self, holder: EngineHolder) -> None:
+        """Count activations from now on and report the holder's active bundle."""
+        holder.on_swap(self.bundle_activated)
+        engine = holder.current
+        if engine is not None:
+            self.bundle_activated(engine)
+
+    def bundle_activated(self, engine: Engine) -> None:
+        bundle: BundleInfo | None = getattr(engine, "bundle", None)
+        with self._lock:
+            self._active = bundle
+        self.activations.add(1, _bundle_attributes(bundle))
+
+    def bundle_failed(self, error: str = "") -> None:
+        # The error text is free-form (file paths, messages): never an attribute.
+        self.failures.add(1)
+
+    def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            bundle = self._active
+        if bundle is None:
+            return []
+        return [Observation(1, _bundle_attributes(bundle))]
+
+
+def _bundle_attributes(bundle: BundleInfo | None) -> dict[str, Any]:
+    if bundle is None:
+        return {}
+    return {
+        "bundle.name": bundle.name,
+        "bundle.version": bundle.version,
+        "bundle.revision": bundle.revision,
+    }

@@ -1,0 +1,216 @@
+"""The telemetry observer the server calls after every Check: a bounded queue and its writer.
+
+`on_check` only appends the observation to a bounded deque (an atomic operation under the
+GIL: no lock, no wake-up, no allocation beyond the deque's own) or, when the queue is full,
+counts a drop. Everything else happens on one writer thread: the span (with the call's own
+start and end times), the metrics, the masked decision-log record and the sink writes. A
+decision therefore never waits for telemetry, and telemetry that cannot keep up loses records
+it counts (`pdp.decision_log.dropped` and a periodic warning) rather than slowing decisions.
+`close()` stops intake and flushes everything queued before shutting the sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pdp.telemetry.decision_log import build_record
+from pdp.telemetry.masking import Masker
+from pdp.telemetry.metrics import Metrics
+from pdp.telemetry.observation import Observation
+from pdp.telemetry.sinks import Sink
+from pdp.telemetry.tracing import record_span
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from pdp.engine.holder import EngineHolder
+    from pdp.telemetry.otel import Otel
+
+log = logging.getLogger("pdp.telemetry")
+
+# Default bound of the queue between the request threads and the writer: at ~1 KiB per queued
+# observation this caps telemetry's backlog near 10 MiB, a few seconds of peak traffic. The
+# bound is approximate by at most the number of request threads (they check, then append).
+DEFAULT_QUEUE_SIZE = 10_000
+# Records handed to a sink at once: amortises file writes and OTLP exports without holding
+# many records out of the queue's accounting for long.
+MAX_BATCH = 512
+# How long the idle writer sleeps between looks at the queue; the delay before a record
+# reaches its sink. Polling spares `on_check` a wake-up signal (a lock) per call.
+POLL_INTERVAL_S = 0.05
+# At most one "records dropped" warning per interval, so an overload does not also flood the log.
+DROP_WARNING_INTERVAL_S = 10.0
+# `close()` waits this long for the writer to drain before giving up on the rest.
+CLOSE_TIMEOUT_S = 30.0
+
+
+class TelemetryObserver:
+    """Implements the server's observer protocol (`on_check`, `close`)."""
+
+    def __init__(
+        self,
+        *,
+        sinks: Sequence[Sink] = (),
+        masker: Masker | None = None,
+        tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        otel: Otel | None = None,
+        on_close: Iterable[Callable[[], Any]] = (),
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self._sinks = tuple(sinks)
+        self._masker = masker or Masker()
+        self._tracer = tracer
+        self._metrics = metrics
+        self._max = queue_size
+        # The providers behind `tracer`/`metrics`, shut down (flushed) last on close.
+        self.otel = otel
+        self._on_close = (*on_close, otel.shutdown) if otel is not None else tuple(on_close)
+        self._queue: deque[Observation] = deque()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        # Drops are counted under a lock: it is taken only on the overload path.
+        self._drop_lock = threading.Lock()
+        self._dropped = 0
+        self._reported = 0  # drops already added to the metric (writer thread only)
+        self._unwarned = 0
+        self._last_warning = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pdp-decision-log", daemon=True)
+        self._thread.start()
+
+    # -- request threads ---------------------------------------------------------------------
+
+    def on_check(self, record: Observation) -> None:
+        if self._closed or len(self._queue) >= self._max:
+            with self._drop_lock:
+                self._dropped += 1
+            return
+        self._queue.append(record)
+
+    # -- bundle events (called by whoever loads bundles) ---------------------------------------
+
+    def watch_holder(self, holder: EngineHolder) -> None:
+        if self._metrics is not None:
+            self._metrics.watch(holder)
+
+    def record_bundle_failure(self, error: str = "") -> None:
+        if self._metrics is not None:
+            self._metrics.bundle_failed(error)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Observations dropped because the queue was full (or the observer closed)."""
+        return self._dropped
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.is_set()  # read before draining: nothing queued is left behind
+            self._drain()
+            self._report_drops()
+            if stopping:
+                return
+            self._stop.wait(POLL_INTERVAL_S)
+
+    def _drain(self) -> None:
+        wrote = False
+        while self._queue:
+            batch = []
+            while self._queue and len(batch) < MAX_BATCH:
+                batch.append(self._queue.popleft())
+            records = [r for r in map(self._process, batch) if r is not None]
+            if records:
+                self._write(records)
+                wrote = True
+        if wrote:
+            for sink in self._sinks:
+                try:
+                    sink.flush()
+                except Exception:
+                    log.exception("decision-log sink %s failed to flush", type(sink).__name__)
+
+    def _process(self, obs: Observation) -> dict[str, Any] | None:
+        try:
+            trace_id, span_id = record_span(self._tracer, obs)
+            if self._metrics is not None:
+                self._metrics.record_call(obs.response, obs.latency_s, obs.error_code)
+            if not self._sinks:
+                return None
+            return build_record(obs, self._masker, trace_id=trace_id, span_id=span_id)
+        except Exception:
+            # A bug here must cost one record, never the writer thread.
+            log.exception("decision-log record could not be built")
+            if self._metrics is not None:
+                self._metrics.record_dropped(1, "build_error")
+            return None
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        for sink in self._sinks:
+            try:
+                sink.write(records)
+            except Exception:
+                log.exception("decision-log sink %s failed to write", type(sink).__name__)
+                if self._metrics is not None:
+                    self._metrics.record_dropped(len(records), "sink_error")
+
+    def _report_drops(self, *, final: bool = False) -> None:
+        dropped = self._dropped
+        delta = dropped - self._reported
+        if delta:
+            self._reported = dropped
+            self._unwarned += delta
+            if self._metrics is not None:
+                self._metrics.record_dropped(delta, "queue_full")
+        now = time.monotonic()
+        if self._unwarned and (final or now - self._last_warning >= DROP_WARNING_INTERVAL_S):
+            log.warning(
+                "decision log dropped %d records: queue full (size %d); total dropped %d",
+                self._unwarned,
+                self._max,
+                dropped,
+            )
+            self._unwarned = 0
+            self._last_warning = now
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop intake, write everything queued, close the sinks and the exporters."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._thread.join(CLOSE_TIMEOUT_S)
+        if not self._thread.is_alive():
+            # A request thread may have appended between its `_closed` check and the writer's
+            # last look at the queue.
+            self._drain()
+        else:
+            log.warning("decision-log writer did not finish within %.0fs", CLOSE_TIMEOUT_S)
+        self._report_drops(final=True)
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("decision-log sink %s failed to close", type(sink).__name__)
+        for shutdown in self._on_close:
+            try:
+                shutdown()
+            except Exception:
+                log.exception("telemetry shutdown step failed")

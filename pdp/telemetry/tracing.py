@@ -1,0 +1,86 @@
+"""One span per Check, created after the fact with the call's real start and end times.
+
+The observer runs after the answer is sent, on the writer thread, so tracing costs the request
+path nothing: the span is started at `start_time` and ended at `start_time + latency`, under
+the W3C trace context the caller sent in its gRPC metadata (`traceparent`, `tracestate`),
+extracted with the configured propagator (`OTEL_PROPAGATORS`, W3C trace context by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from pdp.telemetry.decision_log import effect_counts
+from pdp.telemetry.observation import Observation
+
+SPAN_NAME = "pdp.Check"
+
+# Only these metadata keys are handed to the propagator: the rest (`authorization` above all)
+# has no business in trace context and is never copied out of the observation.
+PROPAGATION_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def extract_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
+    carrier: dict[str, str] = {}
+    for key, value in metadata:
+        k = key.lower()
+        if k in PROPAGATION_KEYS and isinstance(value, str):
+            carrier[k] = value
+    return propagate.extract(carrier)
+
+
+def record_span(tracer: Tracer | None, obs: Observation) -> tuple[str, str]:
+    """Create the Check span (when tracing is on); return (trace id, span id) as hex.
+
+    With tracing off, the caller's trace id (if it sent one) is still returned, so decision
+    records can be joined with the caller's trace.
+    """
+    parent = extract_context(obs.metadata)
+    if tracer is None:
+        ctx = trace.get_current_span(parent).get_span_context()
+        return (trace.format_trace_id(ctx.trace_id) if ctx.is_valid else "", "")
+    start_ns = int(obs.start_time * 1e9)
+    span = tracer.start_span(
+        SPAN_NAME,
+        context=parent,
+        kind=SpanKind.SERVER,
+        start_time=start_ns,
+        attributes=_attributes(obs),
+    )
+    if obs.error_code:
+        span.set_status(Status(StatusCode.ERROR, f"{obs.error_code}: {obs.error_message}"[:200]))
+    span.end(end_time=start_ns + int(obs.latency_s * 1e9))
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return ("", "")
+    return (trace.format_trace_id(ctx.trace_id), trace.format_span_id(ctx.span_id))
+
+
+def _attributes(obs: Observation) -> Mapping[str, str | int]:
+    service, _, method = obs.rpc.lstrip("/").partition("/")
+    attrs: dict[str, str | int] = {
+        "rpc.system": "grpc",
+        "rpc.service": service,
+        "rpc.method": method,
+        "pdp.peer": obs.peer,
+    }
+    if obs.error_code:
+        attrs["rpc.grpc.status"] = obs.error_code
+    response = obs.response
+    if response is not None:
+        counts = effect_counts(response)
+        attrs.update(
+            {
+                "pdp.decision_id": response.decision_id,
+                "pdp.bundle.name": response.bundle.name,
+                "pdp.bundle.version": response.bundle.version,
+                "pdp.bundle.revision": response.bundle.revision,
+                "pdp.decisions.allow": counts.get("allow", 0),
+                "pdp.decisions.deny": counts.get("deny", 0),
+            }
+        )
+    return attrs
