@@ -1,0 +1,199 @@
+"""Poll a bundle source, load new bundles aside, and swap them into an `EngineHolder`.
+
+The active engine is replaced only by a bundle that verified, compiled and passed its tests;
+anything else is refused with its reason (`holder.record_failure`) while the last good bundle
+keeps serving. The last good archive is persisted to a cache directory so a restart with the
+source unreachable still serves it (re-verified, with the same trust, on the way in).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from pdp.engine import EngineHolder
+from pdp.errors import BundleError
+
+from .build import write_atomic
+from .load import LoadedBundle, load_bundle
+from .sources import BundleSource, SourceUnavailable
+
+log = logging.getLogger("pdp.bundle")
+
+CACHE_FILE_NAME = "last-good.pdpb"
+DEFAULT_POLL_INTERVAL = 30.0
+# Below this, polling is a load test on the bundle server rather than a refresh.
+MIN_POLL_INTERVAL = 0.05
+
+Loader = Callable[[bytes], LoadedBundle]
+
+
+class Outcome(enum.Enum):
+    ACTIVATED = "activated"
+    UNCHANGED = "unchanged"
+    REFUSED = "refused"
+    UNAVAILABLE = "unavailable"
+
+
+class Reloader:
+    """Keeps `holder` on the newest good bundle of `source`.
+
+    `poll_once()` is one synchronous step (tests drive it directly); `start()` runs it once,
+    falls back to the cache when that gave no engine, then polls in a daemon thread every
+    `poll_interval` plus a random 0..`jitter` seconds, so replicas do not poll in lockstep.
+    """
+
+    def __init__(
+        self,
+        source: BundleSource,
+        holder: EngineHolder,
+        *,
+        trust: Sequence[Ed25519PublicKey] | None = None,
+        require_signature: bool = False,
+        cache_dir: str | Path | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        jitter: float | None = None,
+        loader: Loader | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if require_signature and not trust:
+            raise BundleError("a signature is required but no trusted key was given")
+        self.source = source
+        self.holder = holder
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.poll_interval = max(poll_interval, MIN_POLL_INTERVAL)
+        self.jitter = self.poll_interval / 10 if jitter is None else max(jitter, 0.0)
+        self._trust = list(trust) if trust else None
+        self._require_signature = require_signature
+        self._loader: Loader = loader or self._default_loader
+        self._rng = rng or random.Random()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._poll_lock = threading.Lock()  # one poll at a time, from the thread or a caller
+        self._active_sha = ""  # archive sha256 of the active bundle
+        self._refused_sha = ""  # the last refused archive, not retried until it changes
+        self.active: LoadedBundle | None = None
+
+    def _default_loader(self, data: bytes) -> LoadedBundle:
+        return load_bundle(data, self._trust, self._require_signature)
+
+    # -- one step -------------------------------------------------------------------------
+
+    def poll_once(self) -> Outcome:
+        with self._poll_lock:
+            return self._poll()
+
+    def _poll(self) -> Outcome:
+        try:
+            fetched = self.source.fetch()
+        except SourceUnavailable as exc:
+            log.warning("bundle source %s unavailable: %s", self.source.describe(), exc)
+            self.holder.record_failure(f"source unavailable: {exc}")
+            return Outcome.UNAVAILABLE
+        if fetched is None:
+            return Outcome.UNCHANGED
+        sha = hashlib.sha256(fetched.data).hexdigest()
+        if sha in (self._active_sha, self._refused_sha):
+            return Outcome.UNCHANGED
+        if self._try_activate(fetched.data, fetched.origin, sha):
+            self._persist(fetched.data)
+            return Outcome.ACTIVATED
+        return Outcome.REFUSED
+
+    def _try_activate(self, data: bytes, origin: str, sha: str) -> bool:
+        try:
+            loaded = self._loader(data)
+        except BundleError as exc:
+            reason = str(exc)
+        except Exception as exc:  # a loader bug must not take the serving bundle down
+            log.exception("unexpected error loading bundle from %s", origin)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+        else:
+            self.holder.swap(loaded.engine)
+            self.active = loaded
+            self._active_sha = sha
+            self._refused_sha = ""
+            info = loaded.info
+            log.info(
+                "activated bundle %s %s (revision %s, digest %s) from %s",
+                info.name,
+                info.version,
+                info.revision[:12] or "-",
+                info.digest[:12],
+                origin,
+            )
+            return True
+        self._refused_sha = sha
+        current = self.holder.current
+        serving = f"{current.bundle.name} {current.bundle.version}" if current else "nothing"
+        log.error("refused bundle from %s: %s (still serving %s)", origin, reason, serving)
+        self.holder.record_failure(f"refused bundle from {origin}: {reason}")
+        return False
+
+    # -- the last good bundle, on disk ------------------------------------------------------
+
+    @property
+    def cache_path(self) -> Path | None:
+        return self.cache_dir / CACHE_FILE_NAME if self.cache_dir is not None else None
+
+    def _persist(self, data: bytes) -> None:
+        path = self.cache_path
+        if path is None:
+            return
+        try:
+            write_atomic(path, data)
+        except OSError as exc:  # serving matters more than the cache: warn and go on
+            log.warning("cannot persist bundle to %s: %s", path, exc)
+
+    def load_cached(self) -> bool:
+        """Activate the persisted last good bundle; True when it is now serving."""
+        path = self.cache_path
+        if path is None or not path.is_file():
+            return False
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            log.warning("cannot read cached bundle %s: %s", path, exc)
+            return False
+        sha = hashlib.sha256(data).hexdigest()
+        with self._poll_lock:
+            return self._try_activate(data, f"cache {path}", sha)
+
+    # -- the polling thread -----------------------------------------------------------------
+
+    def next_delay(self) -> float:
+        return self.poll_interval + self._rng.uniform(0, self.jitter)
+
+    def start(self) -> None:
+        """First poll now (cache fallback when it leaves nothing serving), then poll in the
+        background."""
+        self.poll_once()
+        if self.holder.current is None:
+            source_error = self.holder.status.last_error
+            if self.load_cached():
+                # Keep the source's error visible: the cache serves because the source failed.
+                log.warning("serving cached bundle; source %s gave none", self.source.describe())
+                self.holder.record_failure(f"serving cached bundle; {source_error}")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="pdp-bundle-reloader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.next_delay()):
+            try:
+                self.poll_once()
+            except Exception:  # the poller must outlive any single bad poll
+                log.exception("bundle poll failed")
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

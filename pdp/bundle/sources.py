@@ -1,0 +1,185 @@
+"""Where bundles come from: a file, a directory of versioned bundles, an HTTP(S) URL.
+
+A source only fetches bytes; it never verifies or compiles (the reloader does). `fetch()`
+returns None when the source knows nothing changed since its last answer (same file, or an
+HTTP 304 to If-None-Match), so polling an unchanged source costs a stat or a tiny request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pdp import __version__
+from pdp.errors import BundleError
+
+from .archive import MAX_ARCHIVE_BYTES
+from .manifest import SemVer
+
+# A poll must not hang the reloader thread on a stalled server.
+HTTP_TIMEOUT_SECONDS = 10.0
+# Bundle files in a directory source: `<name>-<semver>.pdpb` (or `.tar.gz`).
+_BUNDLE_FILE = re.compile(
+    r"^(?P<name>.+?)-(?P<version>\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?)"
+    r"\.(?:pdpb|tar\.gz)$"
+)
+
+
+class SourceUnavailable(BundleError):
+    """The source could not be read (unreachable, missing, HTTP error); nothing was judged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    data: bytes
+    origin: str  # the file or URL it came from, for logs and status
+    etag: str = ""
+
+
+class BundleSource(Protocol):
+    def fetch(self) -> Fetched | None:
+        """New bundle bytes, or None when unchanged; raises `SourceUnavailable`."""
+        ...
+
+    def describe(self) -> str: ...
+
+
+class MemorySource:
+    """An in-memory source for tests and embedding: `put()` a bundle, the next fetch sees it."""
+
+    def __init__(self, data: bytes | None = None) -> None:
+        self._lock = threading.Lock()
+        self._data = data
+        self._serial = 0
+        self._seen = -1
+        self.unavailable = False
+
+    def put(self, data: bytes) -> None:
+        with self._lock:
+            self._data = data
+            self._serial += 1
+
+    def fetch(self) -> Fetched | None:
+        with self._lock:
+            if self.unavailable or self._data is None:
+                raise SourceUnavailable("memory source has no bundle")
+            if self._seen == self._serial:
+                return None
+            self._seen = self._serial
+            return Fetched(self._data, f"memory#{self._serial}")
+
+    def describe(self) -> str:
+        return "memory"
+
+
+class FileSource:
+    """One bundle file; re-read when its identity (inode, size, mtime) changes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int, int] | None = None
+
+    def fetch(self) -> Fetched | None:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if stamp == self._stamp:
+                return None
+            if st.st_size > MAX_ARCHIVE_BYTES:
+                raise SourceUnavailable(f"`{self.path}` is larger than {MAX_ARCHIVE_BYTES} bytes")
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot read `{self.path}`: {exc.strerror or exc}") from None
+        self._stamp = stamp
+        return Fetched(data, str(self.path))
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+def newest_bundle(directory: Path) -> Path | None:
+    """The bundle file with the highest semantic version (ties: the last name, for stability)."""
+    best: tuple[SemVer, str] | None = None
+    best_path: Path | None = None
+    try:
+        entries = list(os.scandir(directory))
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot list `{directory}`: {exc.strerror or exc}") from None
+    for entry in entries:
+        m = _BUNDLE_FILE.match(entry.name)
+        if m is None or not entry.is_file():
+            continue
+        try:
+            key = (SemVer.parse(m["version"]), entry.name)
+        except BundleError:
+            continue
+        if best is None or key > best:
+            best, best_path = key, Path(entry.path)
+    return best_path
+
+
+class DirectorySource:
+    """A directory of `<name>-<version>.pdpb` files: the highest version is the one served."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._current: FileSource | None = None
+
+    def fetch(self) -> Fetched | None:
+        newest = newest_bundle(self.directory)
+        if newest is None:
+            raise SourceUnavailable(f"no bundle files in `{self.directory}`")
+        if self._current is None or self._current.path != newest:
+            self._current = FileSource(newest)
+        return self._current.fetch()
+
+    def describe(self) -> str:
+        return f"{self.directory}/ (highest version)"
+
+
+class HttpSource:
+    """An HTTP(S) URL polled with If-None-Match; urllib keeps pdp free of an HTTP dependency."""
+
+    def __init__(self, url: str, *, timeout: float = HTTP_TIMEOUT_SECONDS) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.etag = ""
+
+    def fetch(self) -> Fetched | None:
+        headers = {"User-Agent": f"pdp/{__version__}", "Accept": "application/octet-stream"}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        request = urllib.request.Request(self.url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                data = response.read(MAX_ARCHIVE_BYTES + 1)
+                etag = response.headers.get("ETag", "")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 304:
+                return None
+            raise SourceUnavailable(f"`{self.url}` answered HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SourceUnavailable(f"cannot fetch `{self.url}`: {reason}") from None
+        if len(data) > MAX_ARCHIVE_BYTES:
+            raise SourceUnavailable(f"`{self.url}` sent more than {MAX_ARCHIVE_BYTES} bytes")
+        self.etag = etag
+        return Fetched(data, self.url, etag)
+
+    def describe(self) -> str:
+        return self.url
+
+
+def open_source(spec: str) -> BundleSource:
+    """`http(s)://...` → HttpSource; an existing directory → DirectorySource; else a file."""
+    if spec.startswith(("http://", "https://")):
+        return HttpSource(spec)
+    if Path(spec).is_dir():
+        return DirectorySource(spec)
+    return FileSource(spec)
