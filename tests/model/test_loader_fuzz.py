@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +13,12 @@ from pdp.errors import PolicyErrors
 from pdp.model.loader import load_policy_files
 from pdp.model.policy import PolicySource
 
-FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+# PDP_FUZZ_EXAMPLES=5000 for a deeper local run.
+FUZZ = settings(
+    max_examples=int(os.environ.get("PDP_FUZZ_EXAMPLES", "300")),
+    deadline=2000,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 NAMES = st.sampled_from(
     ["p.yaml", "x_test.yaml", "data/d.json", "data/d.yaml", "a/b.yml", "README.md", "data/e.yml"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,12 @@ from hypothesis import strategies as st
 from pdp.errors import LimitExceeded, RequestError
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, parse_check_request
 
-FUZZ = settings(max_examples=400, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+# PDP_FUZZ_EXAMPLES=5000 for a deeper local run.
+FUZZ = settings(
+    max_examples=int(os.environ.get("PDP_FUZZ_EXAMPLES", "400")),
+    deadline=2000,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 scalars = (
     st.none()
