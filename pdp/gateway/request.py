@@ -1,0 +1,197 @@
+"""HTTP request attributes → decision request. Pure: no gRPC, no clock, no I/O.
+
+`translate` answers what to do before the engine is asked: let a public path through,
+refuse bad credentials (401), refuse an unmapped route, or build the `CheckRequest` for one
+resource and one action.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from pdp.errors import RequestError
+from pdp.gateway.mapping import RouteMapping, RouteMatch, split_path
+from pdp.gateway.templates import RenderEnv, render_value
+from pdp.gateway.tokens import AuthError, bearer_token, principal_from_claims
+from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, parse_check_request
+
+UNMAPPED_ROUTE = "unmapped_route"
+INVALID_PATH = "invalid_path"
+INVALID_REQUEST = "invalid_request"
+PUBLIC_ROUTE = "public_route"
+
+Kind = Literal["check", "allow", "deny", "unauthenticated", "bad_request"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAttributes:
+    """What ext_authz tells us about one HTTP request, as plain values."""
+
+    method: str
+    path: str  # the request target: path and query, not decoded
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    source_ip: str = ""
+    request_id: str = ""
+    # `metadata_context.filter_metadata[namespace]` of Envoy's jwt_authn filter, when sent.
+    jwt_metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    kind: Kind
+    reason: str = ""
+    message: str = ""
+    request: CheckRequest | None = None  # set when kind == "check"
+    match: RouteMatch | None = None
+    env: RenderEnv | None = None  # for the headers added on allow
+
+
+Verify = Callable[[str], dict[str, Any]]
+
+
+def client_ip(source_ip: str, forwarded_for: str, trusted_hops: int) -> str:
+    """The client address: the peer's, or the entry `trusted_hops` from the right of XFF.
+
+    Each trusted proxy appends the address it received the request from, so only the last
+    `trusted_hops` entries were written by someone we trust; anything left of them is
+    whatever the client chose to send. With fewer entries than trusted hops the request did
+    not come through our proxies, and the peer address is the only fact we have.
+    """
+    if trusted_hops > 0 and forwarded_for:
+        entries = [e.strip() for e in forwarded_for.split(",") if e.strip()]
+        if len(entries) >= trusted_hops:
+            ip = _normal_ip(entries[-trusted_hops])
+            if ip:
+                return ip
+    return _normal_ip(source_ip)
+
+
+def _normal_ip(text: str) -> str:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # "203.0.113.5:443"
+        text = text.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def authenticate(
+    attrs: HttpAttributes, mapping: RouteMapping, verify: Verify | None
+) -> tuple[dict, dict]:
+    """(claims, principal) for the request, or `AuthError`."""
+    auth = mapping.auth
+    if auth.source == "envoy_jwt_authn":
+        payload = (attrs.jwt_metadata or {}).get(auth.metadata_key)
+        if not isinstance(payload, Mapping):
+            raise AuthError("missing_token", "no verified token in the jwt_authn metadata")
+        claims = dict(payload)
+    else:
+        token = bearer_token(attrs.headers, auth)
+        if verify is None:
+            raise AuthError("no_keys", "no verification keys are configured")
+        claims = verify(token)
+    return claims, principal_from_claims(claims, mapping.claims)
+
+
+def translate(
+    attrs: HttpAttributes,
+    mapping: RouteMapping,
+    verify: Verify | None,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    claims: Mapping[str, Any] | None = None,
+) -> Translation:
+    """Decide what the request needs. `claims`, when given, stand for a verified token
+    (the mapping tests use it); otherwise the credential is taken from `attrs`."""
+    split = split_path(attrs.path)
+    if split is None:
+        return Translation("bad_request", INVALID_PATH, "the path has `.`/`..` or empty segments")
+    segments, query = split
+    match = mapping.match(attrs.method, segments)
+    if match is not None and match.route.public:
+        return Translation("allow", PUBLIC_ROUTE, match=match)
+    if match is None and mapping.unmapped_allow:
+        return Translation("allow", UNMAPPED_ROUTE)
+    try:
+        if claims is not None:
+            verified, principal = dict(claims), principal_from_claims(claims, mapping.claims)
+        else:
+            verified, principal = authenticate(attrs, mapping, verify)
+    except AuthError as e:
+        return Translation("unauthenticated", e.reason, e.message, match=match)
+    env = RenderEnv(
+        method=attrs.method.upper(),
+        path=attrs.path,
+        params=match.params if match else {},
+        headers=attrs.headers,
+        query=dict(parse_qsl(query, keep_blank_values=True)),
+        claims=verified,
+        principal=principal,
+    )
+    if match is None:
+        return Translation("deny", UNMAPPED_ROUTE, "no route maps this method and path", env=env)
+    return build_check(attrs, mapping, match, env, principal, limits)
+
+
+def build_check(
+    attrs: HttpAttributes,
+    mapping: RouteMapping,
+    match: RouteMatch,
+    env: RenderEnv,
+    principal: dict[str, Any],
+    limits: Limits = DEFAULT_LIMITS,
+) -> Translation:
+    res = match.route.resource
+    assert res is not None
+    context_attr = _render_map(mapping.context_attr, env) | _render_map(
+        match.route.context_attr, env
+    )
+    obj = {
+        "request_id": attrs.request_id,
+        "principal": principal,
+        "resources": [
+            {
+                "kind": res.kind,
+                "id": _text(render_value(res.id, env)),
+                "tenant": _text(render_value(res.tenant, env)),
+                "attr": _render_map(res.attr, env),
+                "actions": [match.action],
+            }
+        ],
+        "context": {
+            "ip": client_ip(
+                attrs.source_ip, attrs.headers.get("x-forwarded-for", ""), mapping.trusted_hops
+            ),
+            "attr": context_attr,
+        },
+    }
+    try:
+        request = parse_check_request(obj, limits)
+    except RequestError as e:
+        return Translation("bad_request", INVALID_REQUEST, str(e), match=match, env=env)
+    return Translation("check", request=request, match=match, env=env)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _render_map(templates: Mapping[str, Any], env: RenderEnv) -> dict[str, Any]:
+    out = {}
+    for key, template in templates.items():
+        value = render_value(template, env)
+        if value is not None:  # a missing claim or header is an absent attribute, not null
+            out[key] = value
+    return out

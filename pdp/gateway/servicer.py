@@ -1,0 +1,247 @@
+"""`envoy.service.auth.v3.Authorization/Check`: a thin servicer over the pure translation.
+
+The route mapping and the verification keys belong to the active bundle, so they are
+compiled once per engine (on first use after a swap) and a request uses the mapping of the
+same engine that decides it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import json_format
+
+from pdp.errors import NoPoliciesError, PdpError
+from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr_pb2
+from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
+from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
+from pdp.gateway.mapping import RouteMapping, load_route_mapping
+from pdp.gateway.request import HttpAttributes, Verify, translate
+from pdp.gateway.response import Outcome, error_outcome, outcome_for, to_envoy
+from pdp.gateway.tokens import KeySetError, TokenVerifier, load_jwks
+from pdp.model.decision import CheckResponse
+from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
+
+if TYPE_CHECKING:
+    from pdp.engine import Engine, EngineHolder
+
+SERVICE_NAME = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
+log = logging.getLogger("pdp.gateway")
+
+
+def new_decision_id() -> str:
+    # The engine's format (128 random bits, hex), for answers given without asking it.
+    return os.urandom(16).hex()
+
+
+class GatewayConfigError(PdpError):
+    """The bundle's mapping or keys cannot be used; every request is refused (500)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    """Operator settings; each one, when set, overrides the bundle's mapping."""
+
+    mapping: Mapping[str, Any] | None = None  # a RouteMapping document used instead of the bundle's
+    mapping_file: str = "mapping.yaml"
+    jwks: Any = None  # a JWKS (parsed JSON) used instead of the bundle's data/jwks.json
+    issuer: tuple[str, ...] | None = None
+    audience: tuple[str, ...] | None = None
+    leeway: float | None = None
+    trusted_hops: int | None = None
+    source: str | None = None  # "jwt" | "envoy_jwt_authn"
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    mapping: RouteMapping
+    verify: Verify | None
+
+
+MappingOf = Callable[["Engine"], tuple[Mapping[str, Any] | None, str]]
+
+
+def bundle_mapping(engine: Engine) -> tuple[Mapping[str, Any] | None, str]:
+    """The RouteMapping document the engine's bundle carries, if its policy set keeps one."""
+    ps = engine.policy_set
+    return getattr(ps, "route_mapping", None), getattr(
+        ps, "route_mapping_file", ""
+    ) or "mapping.yaml"
+
+
+def load_mapping_file(path: str | Path) -> dict[str, Any]:
+    """A standalone mapping file (`--gateway-mapping`), read through the policy loader."""
+    from pdp.model.loader import load_policy_files
+
+    source = load_policy_files({"mapping.yaml": Path(path).read_bytes()})
+    if source.route_mapping is None:
+        raise GatewayConfigError(f"`{path}` holds no `kind: RouteMapping` document")
+    return source.route_mapping
+
+
+def build_gateway(
+    doc: Mapping[str, Any] | None, file: str, data: Mapping[str, Any], options: GatewayOptions
+) -> Gateway:
+    if options.mapping is not None:
+        doc, file = options.mapping, options.mapping_file
+    if doc is None:
+        raise GatewayConfigError("the active bundle has no route mapping (mapping.yaml)")
+    try:
+        mapping = load_route_mapping(doc, file)
+    except PdpError as e:
+        raise GatewayConfigError(f"bad route mapping: {e}") from e
+    auth = mapping.auth
+    auth = dataclasses.replace(
+        auth,
+        issuer=auth.issuer if options.issuer is None else options.issuer,
+        audience=auth.audience if options.audience is None else options.audience,
+        leeway=auth.leeway if options.leeway is None else options.leeway,
+        source=auth.source if options.source is None else options.source,
+    )
+    hops = mapping.trusted_hops if options.trusted_hops is None else options.trusted_hops
+    mapping = dataclasses.replace(mapping, auth=auth, trusted_hops=hops)
+    verify: Verify | None = None
+    if auth.source == "jwt":
+        jwks = options.jwks if options.jwks is not None else data.get(auth.jwks)
+        if jwks is None:
+            raise GatewayConfigError(
+                f"no verification keys: no `data/{auth.jwks}.json` and none configured"
+            )
+        try:
+            verify = TokenVerifier(load_jwks(jwks, auth.algorithms), auth).verify
+        except KeySetError as e:
+            raise GatewayConfigError(str(e)) from e
+    return Gateway(mapping, verify)
+
+
+class GatewayResolver:
+    """The compiled gateway of an engine, rebuilt when the active engine changes."""
+
+    def __init__(
+        self, options: GatewayOptions | None = None, mapping_of: MappingOf = bundle_mapping
+    ):
+        self.options = options or GatewayOptions()
+        self._mapping_of = mapping_of
+        self._lock = threading.Lock()
+        self._cached: tuple[Engine, Gateway | GatewayConfigError] | None = None
+
+    def resolve(self, engine: Engine) -> Gateway:
+        cached = self._cached
+        if cached is None or cached[0] is not engine:
+            with self._lock:
+                cached = self._cached
+                if cached is None or cached[0] is not engine:
+                    cached = (engine, self._build(engine))
+                    self._cached = cached
+        result = cached[1]
+        if isinstance(result, GatewayConfigError):
+            raise result
+        return result
+
+    def _build(self, engine: Engine) -> Gateway | GatewayConfigError:
+        doc, file = self._mapping_of(engine)
+        try:
+            return build_gateway(doc, file, engine.policy_set.data, self.options)
+        except GatewayConfigError as e:
+            log.error("gateway disabled for this bundle: %s", e)
+            return e
+
+
+def attributes_from_proto(
+    attributes: attr_pb2.AttributeContext, jwt_namespace: str
+) -> HttpAttributes:
+    http = attributes.request.http
+    headers = dict(http.headers)
+    if not headers and http.header_map.headers:
+        # `encode_raw_headers: true` sends a list; repeated headers merge as HTTP says.
+        for h in http.header_map.headers:
+            value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+            key = h.key.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+    jwt_meta = None
+    filter_metadata = attributes.metadata_context.filter_metadata
+    if jwt_namespace in filter_metadata:
+        jwt_meta = json_format.MessageToDict(filter_metadata[jwt_namespace])
+    socket = attributes.source.address.socket_address
+    return HttpAttributes(
+        method=http.method or headers.get(":method", ""),
+        path=http.path or headers.get(":path", ""),
+        headers=headers,
+        source_ip=socket.address,
+        request_id=http.id,
+        jwt_metadata=jwt_meta,
+    )
+
+
+DecisionHook = Callable[[Outcome, CheckRequest | None, CheckResponse | None], None]
+
+
+class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
+    def __init__(
+        self,
+        holder: EngineHolder,
+        resolver: GatewayResolver | None = None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        on_decision: DecisionHook | None = None,
+    ):
+        self.holder = holder
+        self.resolver = resolver or GatewayResolver()
+        self.limits = limits
+        self.on_decision = on_decision
+
+    def Check(self, request: ext.CheckRequest, context: grpc.ServicerContext) -> ext.CheckResponse:
+        return to_envoy(self.check(request))
+
+    def check(self, request: ext.CheckRequest) -> Outcome:
+        check_request: CheckRequest | None = None
+        decision: CheckResponse | None = None
+        try:
+            engine = self.holder.require()
+            gateway = self.resolver.resolve(engine)
+            attrs = attributes_from_proto(
+                request.attributes, gateway.mapping.auth.metadata_namespace
+            )
+            translation = translate(attrs, gateway.mapping, gateway.verify, self.limits)
+            check_request = translation.request
+            if check_request is not None:
+                decision = engine.check(check_request)
+            outcome = outcome_for(translation, decision, gateway.mapping, new_decision_id())
+        except NoPoliciesError:
+            outcome = error_outcome("no_policies", new_decision_id(), unavailable=True)
+        except GatewayConfigError:
+            outcome = error_outcome("gateway_misconfigured", new_decision_id())
+        except Exception:
+            decision_id = new_decision_id()
+            log.exception("ext_authz check failed (decision %s)", decision_id)
+            outcome = error_outcome("internal_error", decision_id)
+        if self.on_decision is not None:
+            try:
+                self.on_decision(outcome, check_request, decision)
+            except Exception:
+                log.exception("decision hook failed")
+        return outcome
+
+
+def add_ext_authz(
+    server: grpc.Server,
+    holder: EngineHolder,
+    options: GatewayOptions | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    on_decision: DecisionHook | None = None,
+) -> str:
+    """Register the servicer on `server`; returns the full service name (for health/reflection)."""
+    servicer = ExtAuthzServicer(
+        holder, GatewayResolver(options), limits=limits, on_decision=on_decision
+    )
+    ext_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    return SERVICE_NAME

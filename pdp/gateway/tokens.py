@@ -1,0 +1,244 @@
+"""Bearer tokens: verify a JWT against a JWKS and map its claims to a principal.
+
+The algorithm is chosen from the *key*, never from the token: each JWK allows only the
+algorithms of its key type (and its own `alg`, when it names one), so `alg: none` and
+HS256-signed-with-the-public-key (key confusion) are refused before any signature check.
+Symmetric (`oct`) and private keys are refused when the key set is loaded: a bundle is
+public, and a shared secret in it would let anyone mint tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from pdp.gateway.mapping import AuthConfig, ClaimsConfig
+from pdp.gateway.templates import dig
+
+# One token longer than this is not an access token; refuse before base64/JSON work.
+MAX_TOKEN_BYTES = 16 * 1024
+
+_ALGS_BY_KEY: dict[tuple[str, str], frozenset[str]] = {
+    ("RSA", ""): frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
+    ("EC", "P-256"): frozenset({"ES256"}),
+    ("EC", "P-384"): frozenset({"ES384"}),
+    ("EC", "P-521"): frozenset({"ES512"}),
+    ("OKP", "Ed25519"): frozenset({"EdDSA"}),
+    ("OKP", "Ed448"): frozenset({"EdDSA"}),
+}
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
+
+
+class AuthError(Exception):
+    """A missing or bad credential (HTTP 401); `reason` is a stable code for logs and clients."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{reason}: {message}")
+
+
+class KeySetError(ValueError):
+    """A JWKS that cannot be used (a configuration error, not the caller's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    kid: str
+    algorithms: frozenset[str]
+    key: Any  # a `cryptography` public key
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    keys: tuple[VerificationKey, ...]
+
+    def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
+        usable = [k for k in self.keys if alg in k.algorithms]
+        if kid is not None:
+            return [k for k in usable if k.kid == kid]
+        return usable
+
+
+def load_jwks(obj: Any, allowed: Sequence[str] = ("RS256", "ES256", "EdDSA")) -> KeySet:
+    """A JWKS (`{"keys": [...]}` as parsed JSON, or its text) to verification keys."""
+    if isinstance(obj, str | bytes):
+        try:
+            obj = json.loads(obj)
+        except ValueError as e:
+            raise KeySetError(f"jwks is not valid json: {e}") from None
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("keys"), list):
+        raise KeySetError("jwks must be an object with a `keys` list")
+    out = []
+    for i, jwk in enumerate(obj["keys"]):
+        where = f"jwks key {i}" + (f" (`{jwk.get('kid')}`)" if isinstance(jwk, Mapping) else "")
+        if not isinstance(jwk, Mapping):
+            raise KeySetError(f"{where}: must be an object")
+        kty, crv = jwk.get("kty", ""), jwk.get("crv", "")
+        if kty == "oct":
+            raise KeySetError(
+                f"{where}: symmetric (`oct`) keys are refused; publish public keys only"
+            )
+        if any(m in jwk for m in _PRIVATE_MEMBERS):
+            raise KeySetError(f"{where}: holds private key material; publish public keys only")
+        if jwk.get("use", "sig") != "sig":
+            continue  # an encryption key is not for us
+        algs = _ALGS_BY_KEY.get((kty, "" if kty == "RSA" else crv))
+        if algs is None:
+            raise KeySetError(f"{where}: unsupported key type `{kty}` `{crv}`")
+        if jwk.get("alg"):
+            algs = algs & {jwk["alg"]}
+        algs = algs & frozenset(allowed)
+        if not algs:
+            continue  # allowed by nobody: keeping it could only widen what we accept
+        try:
+            # PyJWK needs an algorithm to pick the key parser; any of the key's will do.
+            key = jwt.PyJWK(dict(jwk), algorithm=sorted(algs)[0]).key
+        except jwt.PyJWKError as e:
+            raise KeySetError(f"{where}: {e}") from None
+        kid = jwk.get("kid")
+        out.append(
+            VerificationKey(kid=kid if isinstance(kid, str) else "", algorithms=algs, key=key)
+        )
+    return KeySet(tuple(out))
+
+
+class TokenVerifier:
+    """Verifies tokens for one bundle's authentication settings; thread-safe (immutable)."""
+
+    def __init__(self, keys: KeySet, auth: AuthConfig):
+        self.keys = keys
+        self.auth = auth
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The verified claims, or `AuthError`."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError("malformed_token", "token too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as e:
+            raise AuthError("malformed_token", str(e)) from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.auth.algorithms:
+            raise AuthError("disallowed_algorithm", f"algorithm `{alg}` is not accepted")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise AuthError("malformed_token", "`kid` must be a string")
+        candidates = self.keys.candidates(kid, alg)
+        if not candidates:
+            raise AuthError("unknown_key", f"no key for kid `{kid}` and algorithm `{alg}`")
+        options: dict[str, Any] = {
+            "require": list(self.auth.require),
+            "verify_aud": bool(self.auth.audience),
+        }
+        last: AuthError | None = None
+        for key in candidates:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key=key.key,
+                    algorithms=[alg],
+                    audience=list(self.auth.audience) or None,
+                    issuer=list(self.auth.issuer) or None,
+                    leeway=self.auth.leeway,
+                    options=options,  # type: ignore[arg-type]
+                )
+            except jwt.InvalidSignatureError:
+                last = AuthError("invalid_signature", "signature verification failed")
+                continue  # without a kid, another key may verify it
+            except jwt.InvalidTokenError as e:
+                raise _auth_error(e) from None
+            if not isinstance(claims, dict):
+                raise AuthError("malformed_token", "claims must be a json object")
+            return claims
+        assert last is not None
+        raise last
+
+
+def _auth_error(e: jwt.InvalidTokenError) -> AuthError:
+    for cls, reason in (
+        (jwt.ExpiredSignatureError, "token_expired"),
+        (jwt.ImmatureSignatureError, "token_not_yet_valid"),
+        (jwt.InvalidIssuerError, "invalid_issuer"),
+        (jwt.InvalidAudienceError, "invalid_audience"),
+        (jwt.MissingRequiredClaimError, "missing_claim"),
+        (jwt.InvalidAlgorithmError, "disallowed_algorithm"),
+        (jwt.DecodeError, "malformed_token"),
+    ):
+        if isinstance(e, cls):
+            return AuthError(reason, str(e))
+    return AuthError("invalid_token", str(e))
+
+
+def bearer_token(headers: Mapping[str, str], auth: AuthConfig) -> str:
+    """The token from the configured header, or `AuthError(missing_token)`."""
+    value = headers.get(auth.header, "").strip()
+    if not value:
+        raise AuthError("missing_token", f"no `{auth.header}` header")
+    if not auth.scheme:
+        return value
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != auth.scheme.lower() or not token.strip():
+        raise AuthError("missing_token", f"`{auth.header}` is not a `{auth.scheme}` credential")
+    return token.strip()
+
+
+def _claim(claims: Mapping[str, Any], name: str) -> Any:
+    return claims[name] if name in claims else dig(claims, name)
+
+
+def _string_list(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()  # OAuth `scope` is one space-separated string
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise AuthError("invalid_claims", f"claim `{name}` must be a string or a list of strings")
+
+
+def _scopes(claims: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    out: dict[str, None] = {}
+    for name in names:
+        for scope in _string_list(_claim(claims, name), name):
+            out[scope] = None
+    return list(out)
+
+
+def principal_from_claims(claims: Mapping[str, Any], cfg: ClaimsConfig) -> dict[str, Any]:
+    """A JSON-shaped principal (as `parse_check_request` takes it) from verified claims."""
+    pid = _claim(claims, cfg.id)
+    if not isinstance(pid, str) or not pid:
+        raise AuthError("invalid_claims", f"claim `{cfg.id}` (the principal id) is missing")
+    tenant = _claim(claims, cfg.tenant)
+    if tenant is not None and not isinstance(tenant, str):
+        raise AuthError("invalid_claims", f"claim `{cfg.tenant}` (the tenant) must be a string")
+    principal: dict[str, Any] = {
+        "id": pid,
+        "tenant": tenant or "",
+        "roles": _string_list(_claim(claims, cfg.roles), cfg.roles),
+        "scopes": _scopes(claims, cfg.scopes),
+        "attr": {
+            name: value
+            for name, claim in cfg.attr.items()
+            if (value := _claim(claims, claim)) is not None
+        },
+    }
+    if cfg.actor:
+        act = _claim(claims, cfg.actor)
+        if act is not None:
+            if not isinstance(act, Mapping) or not isinstance(act.get("sub"), str):
+                raise AuthError(
+                    "invalid_claims", f"claim `{cfg.actor}` must be an object with `sub`"
+                )
+            principal["actor"] = {
+                "id": act["sub"],
+                "type": act.get("typ", "") if isinstance(act.get("typ"), str) else "",
+                "scopes": _scopes(act, cfg.scopes),
+                "attr": {},
+            }
+    return principal
