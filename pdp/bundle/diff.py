@@ -208,15 +208,6 @@ def diff(
         if isinstance(raw, str):
             report.errors.append(f"{origin}: {raw}")
             continue
-        # The same request from both bundles' suites (or the file) is decided once.
-        key = json.dumps(
-            {k: v for k, v in raw.items() if k not in ("request_id", "requestId")},
-            sort_keys=True,
-            default=str,
-        )
-        if key in seen:
-            continue
-        seen.add(key)
         try:
             request = parse_check_request(raw)
         except RequestError as exc:
@@ -224,12 +215,26 @@ def diff(
             continue
         if request.time is None:
             request = dataclasses.replace(request, time=frozen)
-        _compare(report, origin, request, old.engine, new.engine)
+        _compare(report, origin, request, old.engine, new.engine, seen)
     return report
 
 
+def _decision_key(request: CheckRequest, resource: Mapping[str, Any], action: str) -> str:
+    """Identifies one decision, so one asked by both bundles' suites is counted once."""
+    return json.dumps(
+        [request.principal, resource, action, request.context, request.time],
+        sort_keys=True,
+        default=str,
+    )
+
+
 def _compare(
-    report: DiffReport, origin: str, request: CheckRequest, old: Engine, new: Engine
+    report: DiffReport,
+    origin: str,
+    request: CheckRequest,
+    old: Engine,
+    new: Engine,
+    seen: set[str],
 ) -> None:
     report.requests += 1
     before = old.check(request).results
@@ -237,6 +242,10 @@ def _compare(
     principal = request.principal["id"]
     for res, a, b in zip(request.resources, before, after):
         for action in res.actions:
+            key = _decision_key(request, res.resource, action)
+            if key in seen:
+                continue
+            seen.add(key)
             report.decisions += 1
             da, db = a.actions[action], b.actions[action]
             if da.effect != db.effect:
