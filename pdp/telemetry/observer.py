@@ -12,6 +12,7 @@ it counts (`pdp.decision_log.dropped` and a periodic warning) rather than slowin
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -81,7 +82,7 @@ class TelemetryObserver:
         self._dropped = 0
         self._reported = 0  # drops already added to the metric (writer thread only)
         self._unwarned = 0
-        self._last_warning = 0.0
+        self._last_warning = -math.inf  # the first drop warns at once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pdp-decision-log", daemon=True)
         self._thread.start()
