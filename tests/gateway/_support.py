@@ -32,14 +32,19 @@ MAPPING: dict[str, Any] = {
                     "kind": "document",
                     "id": "{doc}",
                     "tenant": "{tenant}",
-                    "attr": {"kb": "{kb}", "owner": "{query.owner}"},
+                    "attr": {"kb": "{kb}"},
                 },
             },
             {
                 "path": "/v1/tenants/{tenant}/kb/search",
                 "methods": ["GET", "POST"],
                 "action": "search",
-                "resource": {"kind": "kb", "id": "search", "tenant": "{tenant}"},
+                "resource": {
+                    "kind": "kb",
+                    "id": "search",
+                    "tenant": "{tenant}",
+                    "attr": {"q": "{query.q}"},
+                },
             },
             {
                 "path": "/v1/tenants/{tenant}/kb/{kb}",

@@ -59,7 +59,7 @@ def test_request_is_built_from_route_claims_and_headers(keys, mapping, verify):
     tr = translate(
         _http(
             "GET",
-            "/v1/tenants/acme/kb/k1/docs/d1?owner=alice",
+            "/v1/tenants/acme/kb/k1/docs/d1?x=1",
             token,
             **{"x-forwarded-for": "6.6.6.6, 203.0.113.7"},
         ),
@@ -76,13 +76,20 @@ def test_request_is_built_from_route_claims_and_headers(keys, mapping, verify):
         "kind": "document",
         "id": "d1",
         "tenant": "acme",
-        "attr": {"kb": "k1", "owner": "alice"},
+        "attr": {"kb": "k1"},
     }
     assert res.actions == ("read",)
     # One trusted hop: the entry the proxy appended, not the one the client sent.
     assert req.context["ip"] == "203.0.113.7"
     assert req.context["attr"] == {"mfa": True}
     assert req.request_id == "r1"
+
+
+def test_query_template(keys, mapping, verify):
+    tr = translate(
+        _http("GET", "/v1/tenants/acme/kb/search?q=a%20b", keys.token()), mapping, verify
+    )
+    assert tr.request.resources[0].resource["attr"] == {"q": "a b"}
 
 
 def test_principal_template(keys, mapping, verify):
