@@ -121,7 +121,7 @@ def build_record(
             "version": response.bundle.version,
             "revision": response.bundle.revision,
         }
-        record["resources"] = _results(request, masked, response)
+        record["decisions"] = _results(request, masked, response)
         record["effects"] = effect_counts(response)
     if obs.error_code:
         message = masked.redact(obs.error_message) if masked else obs.error_message

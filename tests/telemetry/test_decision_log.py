@@ -29,7 +29,7 @@ def test_record_fields(make_obs: ObsFactory) -> None:
     }
     assert record["bundle"] == {"name": "platform", "version": "1.4.0", "revision": "abc123"}
     assert record["effects"] == {"allow": 2, "deny": 1}
-    doc1 = record["resources"][0]
+    doc1 = record["decisions"][0]
     assert doc1["kind"] == "document" and doc1["id"] == "doc-1"
     assert doc1["actions"]["read"] == {
         "effect": "allow",
@@ -78,8 +78,8 @@ def test_masked_values_reach_no_part_of_the_record(make_obs: ObsFactory) -> None
         assert secret not in text
     assert "authorization" not in text.lower()
     record = json.loads(text)
-    assert [r["id"] for r in record["resources"]] == [MASKED, MASKED]
-    assert MASKED in record["resources"][0]["actions"]["delete"]["message"]
+    assert [r["id"] for r in record["decisions"]] == [MASKED, MASKED]
+    assert MASKED in record["decisions"][0]["actions"]["delete"]["message"]
 
 
 def test_error_record_without_response(make_obs: ObsFactory) -> None:
@@ -96,7 +96,7 @@ def test_error_record_without_response(make_obs: ObsFactory) -> None:
         "message": f"context.ip: `{MASKED}` is not an IP address",
     }
     assert record["decision_id"] == ""
-    assert "resources" not in record and "request" in record
+    assert "decisions" not in record and "request" in record
 
 
 def test_record_without_request_has_no_request_key(make_obs: ObsFactory) -> None:
@@ -106,3 +106,12 @@ def test_record_without_request_has_no_request_key(make_obs: ObsFactory) -> None
     assert "request" not in record
     with pytest.raises(ValueError, match="no `request`"):
         request_from_record(record)
+
+
+def test_record_is_not_mistaken_for_a_plain_request(make_obs: ObsFactory) -> None:
+    # `pdp bundle diff --requests` reads a line as a plain request when it has `principal`
+    # and `resources` at the top, and as a wrapped one when it has a `request` object: a
+    # decision-log record must only ever match the second.
+    record = build_record(make_obs(), Masker())
+    assert "resources" not in record
+    assert isinstance(record["request"], dict)
