@@ -1,0 +1,388 @@
+"""Pure translation between the pdp.v1 protobuf messages and the model's values.
+
+`request_from_proto` builds the same `CheckRequest` that `parse_check_request` builds from JSON
+(same dict shapes, same validation, same field paths and `Limits`), in one pass over the
+message with no JSON round trip. Struct numbers stay floats: CEL compares int and double
+numerically. `response_to_proto` and `server_info_to_proto` go the other way. Nothing here
+touches gRPC itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.struct_pb2 import ListValue, Struct, Value
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pdp.errors import LimitExceeded, RequestError
+from pdp.model.decision import (
+    ALLOW,
+    DENY,
+    ActionDecision,
+    BundleInfo,
+    CheckResponse,
+    ResourceDecision,
+    TraceStep,
+)
+from pdp.model.request import (
+    CheckRequest,
+    Limits,
+    ResourceRequest,
+    make_check_request,
+)
+
+from ._gen.pdp.v1 import decision_pb2 as _pb
+
+if TYPE_CHECKING:
+    from pdp.engine.holder import Activation
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NANOS_PER_SECOND = 1_000_000_000
+
+
+class _AttrError(Exception):
+    """Raised deep inside a Struct; each frame adds its path segment while it unwinds, so the
+    happy path never builds a path string."""
+
+    def __init__(self, message: str, limit: bool) -> None:
+        self.message = message
+        self.limit = limit
+        self.segments: list[str] = []
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+
+def _struct(s: Struct, limits: Limits, budget: _Budget, depth: int) -> dict[str, Any]:
+    budget.left -= 1
+    if budget.left < 0:
+        raise _AttrError(f"request has more than {limits.max_attr_values} attribute values", True)
+    if depth > limits.max_attr_depth:
+        raise _AttrError(f"attributes nested deeper than {limits.max_attr_depth} levels", True)
+    out = {}
+    for key, value in s.fields.items():
+        try:
+            out[key] = _value(value, limits, budget, depth + 1)
+        except _AttrError as e:
+            e.segments.append(f".{key}")
+            raise
+    return out
+
+
+def _list(lv: ListValue, limits: Limits, budget: _Budget, depth: int) -> list[Any]:
+    budget.left -= 1
+    if budget.left < 0:
+        raise _AttrError(f"request has more than {limits.max_attr_values} attribute values", True)
+    if depth > limits.max_attr_depth:
+        raise _AttrError(f"attributes nested deeper than {limits.max_attr_depth} levels", True)
+    out = []
+    for i, value in enumerate(lv.values):
+        try:
+            out.append(_value(value, limits, budget, depth + 1))
+        except _AttrError as e:
+            e.segments.append(f"[{i}]")
+            raise
+    return out
+
+
+def _value(v: Value, limits: Limits, budget: _Budget, depth: int) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "struct_value":
+        return _struct(v.struct_value, limits, budget, depth)
+    if kind == "list_value":
+        return _list(v.list_value, limits, budget, depth)
+    budget.left -= 1
+    if budget.left < 0:
+        raise _AttrError(f"request has more than {limits.max_attr_values} attribute values", True)
+    if depth > limits.max_attr_depth:
+        raise _AttrError(f"attributes nested deeper than {limits.max_attr_depth} levels", True)
+    if kind == "string_value":
+        s = v.string_value
+        if len(s) > limits.max_string_length:
+            raise _AttrError(f"string longer than {limits.max_string_length} characters", True)
+        return s
+    if kind == "number_value":
+        n = v.number_value
+        if math.isnan(n) or math.isinf(n):
+            raise _AttrError("must be a finite number", False)
+        return n
+    if kind == "bool_value":
+        return v.bool_value
+    return None  # null_value, or a Value with no kind set (JSON null either way)
+
+
+def _attrs(msg: Any, name: str, path: str, limits: Limits, budget: _Budget) -> dict[str, Any]:
+    """`msg.<name>` (a Struct) as a plain dict; an absent Struct is an empty one."""
+    if not msg.HasField(name):
+        return {}
+    try:
+        return _struct(getattr(msg, name), limits, budget, 1)
+    except _AttrError as e:
+        where = path + "".join(reversed(e.segments))
+        raise (LimitExceeded if e.limit else RequestError)(where, e.message) from None
+
+
+def _str(s: str, path: str, limits: Limits, *, required: bool) -> str:
+    if not s:
+        if required:
+            raise RequestError(path, "is required")
+        return s
+    if len(s) > limits.max_id_length:
+        raise LimitExceeded(path, f"is longer than {limits.max_id_length} characters")
+    return s
+
+
+def _str_list(items: Any, path: str, limits: Limits) -> list[str]:
+    out = list(items)
+    for i, s in enumerate(out):
+        if not s:
+            raise RequestError(f"{path}[{i}]", "must not be empty")
+        if len(s) > limits.max_id_length:
+            raise LimitExceeded(f"{path}[{i}]", f"is longer than {limits.max_id_length} characters")
+    return out
+
+
+def _principal(p: _pb.Principal, limits: Limits, budget: _Budget) -> dict[str, Any]:
+    actor = None
+    if p.HasField("actor"):
+        a = p.actor
+        actor = {
+            "id": _str(a.id, "principal.actor.id", limits, required=True),
+            "type": _str(a.type, "principal.actor.type", limits, required=False),
+            "scopes": _str_list(a.scopes, "principal.actor.scopes", limits),
+            "attr": _attrs(a, "attr", "principal.actor.attr", limits, budget),
+        }
+    return {
+        "id": _str(p.id, "principal.id", limits, required=True),
+        # A missing tenant is the engine's business (`missing_tenant`), as in the JSON parser.
+        "tenant": _str(p.tenant, "principal.tenant", limits, required=False),
+        "roles": _str_list(p.roles, "principal.roles", limits),
+        "scopes": _str_list(p.scopes, "principal.scopes", limits),
+        "attr": _attrs(p, "attr", "principal.attr", limits, budget),
+        "actor": actor,
+    }
+
+
+def _resource(r: _pb.Resource, i: int, limits: Limits, budget: _Budget) -> ResourceRequest:
+    path = f"resources[{i}]"
+    actions = _str_list(r.actions, f"{path}.actions", limits)
+    if not actions:
+        raise RequestError(f"{path}.actions", "must list at least one action")
+    resource = {
+        "kind": _str(r.kind, f"{path}.kind", limits, required=True),
+        "id": _str(r.id, f"{path}.id", limits, required=True),
+        "tenant": _str(r.tenant, f"{path}.tenant", limits, required=False),
+        "attr": _attrs(r, "attr", f"{path}.attr", limits, budget),
+    }
+    return ResourceRequest(resource=resource, actions=tuple(dict.fromkeys(actions)))
+
+
+def timestamp_to_datetime(ts: Timestamp, path: str) -> datetime:
+    """An aware UTC datetime; out-of-range seconds or nanos are a `RequestError` at `path`."""
+    if not 0 <= ts.nanos < _NANOS_PER_SECOND:
+        raise RequestError(path, f"nanos `{ts.nanos}` out of range")
+    try:
+        return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    except OverflowError:
+        raise RequestError(path, f"`{ts.seconds}` seconds is out of the supported range") from None
+
+
+def _context(
+    msg: _pb.CheckRequest, limits: Limits, budget: _Budget
+) -> tuple[dict[str, Any], datetime | None]:
+    if not msg.HasField("context"):
+        return {"ip": "", "country": "", "attr": {}}, None
+    c = msg.context
+    ip = _str(c.ip, "context.ip", limits, required=False)
+    if ip:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address") from None
+    country = _str(c.country, "context.country", limits, required=False)
+    time = timestamp_to_datetime(c.time, "context.time") if c.HasField("time") else None
+    ctx: dict[str, Any] = {
+        "ip": ip,
+        "country": country.upper(),
+        "attr": _attrs(c, "attr", "context.attr", limits, budget),
+    }
+    if time is not None:
+        ctx["time"] = time
+    return ctx, time
+
+
+def request_from_proto(msg: _pb.CheckRequest, limits: Limits) -> CheckRequest:
+    """Validate and convert; raises `RequestError` (or `LimitExceeded`) naming the field."""
+    budget = _Budget(limits.max_attr_values)
+    if not msg.HasField("principal"):
+        raise RequestError("principal", "is required")
+    principal = _principal(msg.principal, limits, budget)
+    raw = msg.resources
+    if not raw:
+        raise RequestError("resources", "must be a non-empty list")
+    if len(raw) > limits.max_resources:
+        raise LimitExceeded("resources", f"more than {limits.max_resources} resources")
+    resources = [_resource(r, i, limits, budget) for i, r in enumerate(raw)]
+    checks = sum(len(r.actions) for r in resources)
+    if checks > limits.max_checks:
+        raise LimitExceeded(
+            "resources", f"{checks} resource x action checks exceed {limits.max_checks}"
+        )
+    context, time = _context(msg, limits, budget)
+    return make_check_request(
+        principal,
+        resources,
+        context,
+        request_id=_str(msg.request_id, "request_id", limits, required=False),
+        explain=msg.explain,
+        time=time,
+    )
+
+
+# -- model -> proto ---------------------------------------------------------------------------
+
+
+def _bundle(b: BundleInfo) -> _pb.Bundle:
+    return _pb.Bundle(name=b.name, version=b.version, revision=b.revision, digest=b.digest)
+
+
+def _action(d: ActionDecision) -> _pb.ActionResult:
+    out = _pb.ActionResult(
+        effect=_pb.EFFECT_ALLOW if d.effect == ALLOW else _pb.EFFECT_DENY,
+        policy=d.policy,
+        rule=d.rule,
+        reasons=d.reasons,
+        message=d.message,
+        errors=d.errors,
+    )
+    if d.obligations:
+        out.obligations.update(d.obligations)
+    if d.trace:
+        out.trace.extend(
+            _pb.TraceStep(
+                stage=s.stage, policy=s.policy, rule=s.rule, outcome=s.outcome, detail=s.detail
+            )
+            for s in d.trace
+        )
+    return out
+
+
+def response_to_proto(resp: CheckResponse) -> _pb.CheckResponse:
+    out = _pb.CheckResponse(
+        decision_id=resp.decision_id,
+        request_id=resp.request_id,
+        bundle=_bundle(resp.bundle),
+        evaluated_at=resp.evaluated_at,
+        time_dependent=resp.time_dependent,
+    )
+    results = out.results
+    for r in resp.results:
+        item = results.add(kind=r.kind, id=r.id)
+        actions = item.actions
+        for name, d in r.actions.items():
+            actions[name].CopyFrom(_action(d))
+    return out
+
+
+def _timestamp(unix: float) -> Timestamp:
+    ts = Timestamp()
+    seconds = math.floor(unix)
+    ts.seconds = seconds
+    ts.nanos = int((unix - seconds) * _NANOS_PER_SECOND)
+    return ts
+
+
+def server_info_to_proto(
+    version: str,
+    bundle: BundleInfo | None,
+    status: Activation,
+    limits: Limits,
+    max_message_bytes: int,
+) -> _pb.ServerInfoResponse:
+    out = _pb.ServerInfoResponse(
+        pdp_version=version,
+        last_error=status.last_error,
+        limits=_pb.Limits(
+            max_checks=limits.max_checks,
+            max_resources=limits.max_resources,
+            max_attr_depth=limits.max_attr_depth,
+            max_attr_values=limits.max_attr_values,
+            max_string_length=limits.max_string_length,
+            max_id_length=limits.max_id_length,
+            max_message_bytes=max_message_bytes,
+        ),
+    )
+    if bundle is not None:
+        out.active_bundle.CopyFrom(_bundle(bundle))
+    if status.activated_at is not None:
+        out.activated_at.CopyFrom(_timestamp(status.activated_at))
+    if status.last_attempt_at is not None:
+        out.last_attempt_at.CopyFrom(_timestamp(status.last_attempt_at))
+    return out
+
+
+# -- proto -> model (what a client reads) -----------------------------------------------------
+
+
+def struct_to_dict(s: Struct) -> dict[str, Any]:
+    """A Struct as plain values, without limits (for answers from a trusted server)."""
+    return {k: value_to_python(v) for k, v in s.fields.items()}
+
+
+def value_to_python(v: Value) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(v.struct_value)
+    if kind == "list_value":
+        return [value_to_python(x) for x in v.list_value.values]
+    if kind in (None, "null_value"):
+        return None
+    return getattr(v, kind)
+
+
+def bundle_from_proto(b: _pb.Bundle) -> BundleInfo:
+    return BundleInfo(name=b.name, version=b.version, revision=b.revision, digest=b.digest)
+
+
+def _action_from_proto(a: _pb.ActionResult) -> ActionDecision:
+    return ActionDecision(
+        # Fail closed: EFFECT_UNSPECIFIED (or a value from a newer server) is a deny.
+        effect=ALLOW if a.effect == _pb.EFFECT_ALLOW else DENY,
+        policy=a.policy,
+        rule=a.rule,
+        reasons=tuple(a.reasons),
+        obligations=struct_to_dict(a.obligations),
+        message=a.message,
+        errors=tuple(a.errors),
+        trace=tuple(
+            TraceStep(
+                stage=s.stage, policy=s.policy, rule=s.rule, outcome=s.outcome, detail=s.detail
+            )
+            for s in a.trace
+        ),
+    )
+
+
+def response_from_proto(msg: _pb.CheckResponse) -> CheckResponse:
+    return CheckResponse(
+        request_id=msg.request_id,
+        decision_id=msg.decision_id,
+        bundle=bundle_from_proto(msg.bundle),
+        results=tuple(
+            ResourceDecision(
+                kind=r.kind,
+                id=r.id,
+                actions={name: _action_from_proto(a) for name, a in r.actions.items()},
+            )
+            for r in msg.results
+        ),
+        evaluated_at=msg.evaluated_at,
+        time_dependent=msg.time_dependent,
+    )

@@ -1,0 +1,47 @@
+"""Hooks the server offers to code it must not import: telemetry and extra gRPC services.
+
+The telemetry package implements `Observer` and is injected by the CLI; the server never
+imports opentelemetry. The observer is called once after every Check (on success and on
+error) and closed once at shutdown, after in-flight calls have finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from pdp.model.decision import CheckResponse
+from pdp.model.request import CheckRequest
+
+
+@dataclass(frozen=True, slots=True)
+class CheckObservation:
+    """One finished Check call."""
+
+    request: CheckRequest | None  # None when the message did not convert
+    response: CheckResponse | None  # None when the call failed
+    error_code: str  # gRPC status code name (`INVALID_ARGUMENT`), "" on success
+    error_message: str
+    peer: str  # gRPC peer address, e.g. `ipv4:127.0.0.1:5555`
+    peer_identity: str  # mTLS identity (URI SAN such as a SPIFFE id, DNS SAN, or CN); ""
+    metadata: tuple[tuple[str, str | bytes], ...]  # incoming metadata (`traceparent`, ...)
+    start_time: float  # unix seconds when the call started
+    latency_s: float
+    rpc: str  # e.g. `/pdp.v1.DecisionService/Check`
+
+
+class Observer(Protocol):
+    def on_check(self, record: CheckObservation) -> None:
+        """Called on the serving thread after each Check: must not block (queue and return)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release; called once at shutdown."""
+        ...
+
+
+# Registers a servicer on the server and returns its full service name (for health/reflection).
+ServiceRegistrar = Callable[[grpc.Server], str]

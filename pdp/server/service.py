@@ -1,0 +1,133 @@
+"""The pdp.v1.DecisionService servicer: convert, decide, convert back.
+
+Check takes the raw request bytes (no deserializer registered) so an undecodable message is an
+INVALID_ARGUMENT from `status_for`, not the generic INTERNAL grpc would answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from pdp import __version__
+from pdp.model.request import CheckRequest, Limits
+
+from ._gen.pdp.v1 import decision_pb2 as _pb
+from .convert import request_from_proto, response_to_proto, server_info_to_proto
+from .hooks import CheckObservation, Observer
+from .identity import primary_identity
+from .status import code_name, status_for
+
+if TYPE_CHECKING:
+    from pdp.engine.holder import EngineHolder
+
+SERVICE_NAME: str = _pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+CHECK_RPC = f"/{SERVICE_NAME}/Check"
+
+log = logging.getLogger("pdp.server")
+
+_parse = _pb.CheckRequest.FromString
+
+
+class DecisionService:
+    def __init__(
+        self,
+        holder: EngineHolder,
+        limits: Limits,
+        max_message_bytes: int,
+        observer: Observer | None = None,
+    ) -> None:
+        self.holder = holder
+        self.limits = limits
+        self.max_message_bytes = max_message_bytes
+        self.observer = observer
+        # Chosen once: without an observer the per-call path stays bare.
+        self.check: Callable[[bytes, grpc.ServicerContext], bytes] = (
+            self._check_observed if observer is not None else self._check
+        )
+
+    def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            request = request_from_proto(_parse(data), self.limits)
+            return response_to_proto(self.holder.require().check(request)).SerializeToString()
+        except Exception as exc:
+            context.abort_with_status(status_for(exc, CHECK_RPC))
+            raise  # unreachable: abort_with_status raises
+
+    def _check_observed(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        start = time.time()
+        t0 = time.perf_counter()
+        request: CheckRequest | None = None
+        try:
+            request = request_from_proto(_parse(data), self.limits)
+            response = self.holder.require().check(request)
+            out = response_to_proto(response).SerializeToString()
+        except Exception as exc:
+            status = status_for(exc, CHECK_RPC)
+            self._observe(context, request, None, status, start, t0)
+            context.abort_with_status(status)
+            raise
+        self._observe(context, request, response, None, start, t0)
+        return out
+
+    def _observe(
+        self,
+        context: grpc.ServicerContext,
+        request: CheckRequest | None,
+        response: Any,
+        status: grpc.Status | None,
+        start: float,
+        t0: float,
+    ) -> None:
+        record = CheckObservation(
+            request=request,
+            response=response,
+            error_code=code_name(status) if status else "",
+            error_message=status.details if status else "",
+            peer=context.peer(),
+            peer_identity=primary_identity(context.auth_context()),
+            metadata=tuple((m.key, m.value) for m in context.invocation_metadata()),
+            start_time=start,
+            latency_s=time.perf_counter() - t0,
+            rpc=CHECK_RPC,
+        )
+        try:
+            self.observer.on_check(record)  # type: ignore[union-attr]
+        except Exception:
+            # Telemetry must never fail a decision.
+            log.exception("observer failed")
+
+    def server_info(
+        self, _request: _pb.ServerInfoRequest, context: grpc.ServicerContext
+    ) -> _pb.ServerInfoResponse:
+        try:
+            engine = self.holder.current
+            return server_info_to_proto(
+                __version__,
+                engine.bundle if engine is not None else None,
+                self.holder.status,
+                self.limits,
+                self.max_message_bytes,
+            )
+        except Exception as exc:
+            context.abort_with_status(status_for(exc, f"/{SERVICE_NAME}/ServerInfo"))
+            raise
+
+    def register(self, server: grpc.Server) -> str:
+        handlers = {
+            "Check": grpc.unary_unary_rpc_method_handler(self.check),
+            "ServerInfo": grpc.unary_unary_rpc_method_handler(
+                self.server_info,
+                request_deserializer=_pb.ServerInfoRequest.FromString,
+                response_serializer=_pb.ServerInfoResponse.SerializeToString,
+            ),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
+        return SERVICE_NAME
