@@ -51,6 +51,13 @@ TARGETS: tuple[Target, ...] = (
         files=("pdp/v1/*.proto",),
         out=ROOT / "pdp" / "server" / "_gen",
     ),
+    # The Envoy ext_authz v3 subset served by pdp.gateway (see docs/GATEWAY.md).
+    Target(
+        name="envoy",
+        proto_root=ROOT / "proto",
+        files=("envoy/**/*.proto",),
+        out=ROOT / "pdp" / "gateway" / "_gen",
+    ),
 )
 
 

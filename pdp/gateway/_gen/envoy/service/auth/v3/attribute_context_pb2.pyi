@@ -1,7 +1,7 @@
 import datetime
 
-from pdp.gateway._gen.envoy.config.core.v3 import address_pb2 as _address_pb2
-from pdp.gateway._gen.envoy.config.core.v3 import base_pb2 as _base_pb2
+from ....config.core.v3 import address_pb2 as _address_pb2
+from ....config.core.v3 import base_pb2 as _base_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

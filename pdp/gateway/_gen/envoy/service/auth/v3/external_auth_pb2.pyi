@@ -1,6 +1,6 @@
-from pdp.gateway._gen.envoy.config.core.v3 import base_pb2 as _base_pb2
-from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as _attribute_context_pb2
-from pdp.gateway._gen.envoy.type.v3 import http_status_pb2 as _http_status_pb2
+from ....config.core.v3 import base_pb2 as _base_pb2
+from . import attribute_context_pb2 as _attribute_context_pb2
+from ....type.v3 import http_status_pb2 as _http_status_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
