@@ -245,3 +245,12 @@ def add_ext_authz(
     )
     ext_grpc.add_AuthorizationServicer_to_server(servicer, server)
     return SERVICE_NAME
+
+
+def ext_authz_registrar(
+    holder: EngineHolder,
+    options: GatewayOptions | None = None,
+    **kwargs: Any,
+) -> Callable[[grpc.Server], str]:
+    """For `pdp.server.build_server(..., extra_services=[ext_authz_registrar(holder)])`."""
+    return lambda server: add_ext_authz(server, holder, options, **kwargs)

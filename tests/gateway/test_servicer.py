@@ -176,3 +176,27 @@ def test_mapping_tests_section():
     results = run_mapping_tests(load_route_mapping(doc), StubEngine())
     assert [r.passed for r in results] == [True, True, True, False]
     assert results[3].problems == ("action: got `write`, expected `read`",)
+
+
+def test_registrar_registers_on_a_server(keys):
+    from concurrent import futures
+
+    import grpc
+
+    from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
+    from pdp.gateway.servicer import SERVICE_NAME, ext_authz_registrar
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    holder = StubHolder(StubEngine(data={"jwks": keys.jwks()}))
+    assert (
+        ext_authz_registrar(holder)(server) == SERVICE_NAME == "envoy.service.auth.v3.Authorization"
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = ext_grpc.AuthorizationStub(channel)
+            resp = stub.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", keys.token()), timeout=5)
+            assert resp.status.code == 0
+    finally:
+        server.stop(grace=None)
