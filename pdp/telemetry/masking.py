@@ -156,22 +156,41 @@ _HOLDERS = frozenset({"principal", "resources", "context"})
 
 def _scrub(value: Any, secrets: set[str]) -> Any:
     """Deep-copy `value`, dropping credential keys and replacing credential-looking strings."""
-    if isinstance(value, str):
+    # `type(...) is` rather than isinstance: this runs on every node of every logged request,
+    # and request values are exactly JSON types (parse_check_request built them).
+    t = type(value)
+    if t is str:
         if _CREDENTIAL_VALUE.match(value):
             secrets.add(value)
             return MASKED
         return value
-    if isinstance(value, dict):
+    if t is dict:
         out = {}
         for k, v in value.items():
-            if _normal_key(k) in ALWAYS_DROPPED_KEYS:
+            if _is_dropped_key(k):
                 _collect_strings(v, secrets)
             else:
                 out[k] = _scrub(v, secrets)
         return out
-    if isinstance(value, list):
+    if t is list:
         return [_scrub(v, secrets) for v in value]
     return value
+
+
+# Attribute keys repeat from request to request; remembering the verdict for this many
+# distinct keys saves normalising each one every time, while bounding the memory a caller
+# sending random keys can make it use.
+MAX_KEY_CACHE = 10_000
+_key_verdicts: dict[str, bool] = {}
+
+
+def _is_dropped_key(key: str) -> bool:
+    verdict = _key_verdicts.get(key)
+    if verdict is None:
+        verdict = key.lower().replace("-", "_") in ALWAYS_DROPPED_KEYS
+        if len(_key_verdicts) < MAX_KEY_CACHE:
+            _key_verdicts[key] = verdict
+    return verdict
 
 
 def _collect_strings(value: Any, secrets: set[str]) -> None:
@@ -183,10 +202,6 @@ def _collect_strings(value: Any, secrets: set[str]) -> None:
     elif isinstance(value, list):
         for v in value:
             _collect_strings(v, secrets)
-
-
-def _normal_key(key: str) -> str:
-    return key.lower().replace("-", "_")
 
 
 def _apply(node: Any, steps: tuple[str | int, ...], replacement: str, secrets: set[str]) -> None:

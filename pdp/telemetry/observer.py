@@ -135,6 +135,13 @@ class TelemetryObserver:
             while self._queue and len(batch) < MAX_BATCH:
                 batch.append(self._queue.popleft())
             records = [r for r in map(self._process, batch) if r is not None]
+            if self._metrics is not None:
+                try:
+                    self._metrics.record_calls(
+                        (o.response, o.latency_s, o.error_code) for o in batch
+                    )
+                except Exception:
+                    log.exception("decision metrics could not be recorded")
             if records:
                 self._write(records)
                 wrote = True
@@ -148,8 +155,6 @@ class TelemetryObserver:
     def _process(self, obs: Observation) -> dict[str, Any] | None:
         try:
             trace_id, span_id = record_span(self._tracer, obs)
-            if self._metrics is not None:
-                self._metrics.record_call(obs.response, obs.latency_s, obs.error_code)
             if not self._sinks:
                 return None
             return build_record(obs, self._masker, trace_id=trace_id, span_id=span_id)

@@ -30,7 +30,8 @@ def extract_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
         k = key.lower()
         if k in PROPAGATION_KEYS and isinstance(value, str):
             carrier[k] = value
-    return propagate.extract(carrier)
+    # An untraced caller (no propagation keys) starts a new trace; skip the propagators.
+    return propagate.extract(carrier) if carrier else Context()
 
 
 def record_span(tracer: Tracer | None, obs: Observation) -> tuple[str, str]:
@@ -64,11 +65,13 @@ def record_span(tracer: Tracer | None, obs: Observation) -> tuple[str, str]:
 
 def _attributes(obs: Observation) -> Mapping[str, str | int]:
     service, _, method = obs.rpc.lstrip("/").partition("/")
+    # Few attributes on purpose: the SDK validates each one, and the span's cost is paid on
+    # the writer thread for every call. The rest of the story is in the decision-log record,
+    # found by the trace id.
     attrs: dict[str, str | int] = {
         "rpc.system": "grpc",
         "rpc.service": service,
         "rpc.method": method,
-        "pdp.peer": obs.peer,
     }
     if obs.error_code:
         attrs["rpc.grpc.status"] = obs.error_code
@@ -78,8 +81,6 @@ def _attributes(obs: Observation) -> Mapping[str, str | int]:
         attrs.update(
             {
                 "pdp.decision_id": response.decision_id,
-                "pdp.bundle.name": response.bundle.name,
-                "pdp.bundle.version": response.bundle.version,
                 "pdp.bundle.revision": response.bundle.revision,
                 "pdp.decisions.allow": counts.get("allow", 0),
                 "pdp.decisions.deny": counts.get("deny", 0),
