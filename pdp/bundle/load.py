@@ -70,10 +70,14 @@ def describe_failures(report: SuiteReport) -> str:
 
 
 def bundle_info(manifest: Manifest) -> BundleInfo:
+    # The API reports a bundle built from uncommitted sources as `<revision>-dirty`.
+    revision = (
+        f"{manifest.revision}-dirty" if manifest.dirty and manifest.revision else manifest.revision
+    )
     return BundleInfo(
         name=manifest.name,
         version=manifest.version,
-        revision=manifest.revision,
+        revision=revision,
         digest=manifest.digest,
     )
 
