@@ -1,16 +1,16 @@
-"""Observations built from `pdp.model` values, shaped like the server's `CheckObservation`."""
+"""Server `CheckObservation`s built from `pdp.model` values, as the decision service makes them."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pdp.model.decision import ActionDecision, BundleInfo, CheckResponse, ResourceDecision
 from pdp.model.request import CheckRequest, parse_check_request
+from pdp.server.hooks import CheckObservation
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -19,18 +19,21 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"
 BUNDLE = BundleInfo(name="platform", version="1.4.0", revision="abc123", digest="sha256:x")
 
 
-@dataclass(frozen=True)
-class Obs:
-    request: CheckRequest | None
-    response: CheckResponse | None
-    error_code: str = ""
-    error_message: str = ""
-    peer: str = "ipv4:127.0.0.1:40000"
-    peer_identity: str = "spiffe://example.org/gateway"
-    metadata: Sequence[tuple[str, str | bytes]] = field(default_factory=tuple)
-    start_time: float = field(default_factory=time.time)
-    latency_s: float = 0.00042
-    rpc: str = "/pdp.v1.DecisionService/Check"
+def observation(
+    request: CheckRequest | None, response: CheckResponse | None, **fields: Any
+) -> CheckObservation:
+    defaults: dict[str, Any] = {
+        "error_code": "",
+        "error_message": "",
+        "peer": "ipv4:127.0.0.1:40000",
+        "peer_identity": "spiffe://example.org/gateway",
+        "metadata": (),
+        "start_time": time.time(),
+        "latency_s": 0.00042,
+        "rpc": "/pdp.v1.DecisionService/Check",
+    }
+    defaults.update(fields)
+    return CheckObservation(request=request, response=response, **defaults)
 
 
 def request_dict(**overrides: Any) -> dict[str, Any]:
@@ -102,14 +105,14 @@ def response_for(request: CheckRequest, decision_id: str = "dec-1") -> CheckResp
     )
 
 
-ObsFactory = Callable[..., Obs]
+ObsFactory = Callable[..., CheckObservation]
 
 
 @pytest.fixture
 def make_obs() -> ObsFactory:
     def make(
         *, decision_id: str = "dec-1", request: dict[str, Any] | None = None, **fields: Any
-    ) -> Obs:
+    ) -> CheckObservation:
         req = parse_check_request(request if request is not None else request_dict())
         fields.setdefault(
             "metadata",
@@ -119,6 +122,6 @@ def make_obs() -> ObsFactory:
                 ("user-agent", "grpc-python/1.60"),
             ),
         )
-        return Obs(request=req, response=response_for(req, decision_id), **fields)
+        return observation(req, response_for(req, decision_id), **fields)
 
     return make

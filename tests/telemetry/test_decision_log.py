@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -84,8 +85,8 @@ def test_masked_values_reach_no_part_of_the_record(make_obs: ObsFactory) -> None
 
 def test_error_record_without_response(make_obs: ObsFactory) -> None:
     obs = make_obs()
-    failed = type(obs)(
-        request=obs.request,
+    failed = dataclasses.replace(
+        obs,
         response=None,
         error_code="INVALID_ARGUMENT",
         error_message="context.ip: `alice@acme.example` is not an IP address",
@@ -101,7 +102,7 @@ def test_error_record_without_response(make_obs: ObsFactory) -> None:
 
 def test_record_without_request_has_no_request_key(make_obs: ObsFactory) -> None:
     obs = make_obs()
-    failed = type(obs)(request=None, response=None, error_code="INVALID_ARGUMENT")
+    failed = dataclasses.replace(obs, request=None, response=None, error_code="INVALID_ARGUMENT")
     record = build_record(failed, Masker())
     assert "request" not in record
     with pytest.raises(ValueError, match="no `request`"):

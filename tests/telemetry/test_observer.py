@@ -241,3 +241,11 @@ def test_failing_sink_costs_records_not_the_writer(
     assert len(good.records) == 1
     (dropped,) = points(reader, "pdp.decision_log.dropped")
     assert dropped.attributes["reason"] == "sink_error"
+
+
+def test_telemetry_observer_satisfies_the_servers_observer_protocol() -> None:
+    from pdp.server.hooks import Observer as ServerObserver
+
+    observer: ServerObserver = TelemetryObserver()  # checked by mypy; at run time, by shape
+    assert callable(observer.on_check) and callable(observer.close)
+    observer.close()
