@@ -1,0 +1,105 @@
+"""The public face of the compiler: `CelEnv`, `compile_cel`, `CompiledCel`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from pdp.cel import _ast
+from pdp.cel._compile import generate
+from pdp.cel._network import GeoTable
+from pdp.errors import CelCompileError
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class CelEnv:
+    """What a compiled expression may reference besides the activation.
+
+    `constants` (`C.x`) and `data` (`data.x`) are inlined at compile time; `variables` maps a
+    name to CEL source, compiled on first use and inlined wherever `V.name` appears.
+    `names` declares extra activation variables (tools and conformance tests use it).
+    """
+
+    def __init__(
+        self,
+        *,
+        constants: Mapping[str, Any] = _EMPTY,
+        variables: Mapping[str, str] = _EMPTY,
+        data: Mapping[str, Any] = _EMPTY,
+        names: Iterable[str] = (),
+    ) -> None:
+        self.constants = constants
+        self.variables = variables
+        self.data = data
+        self.names = frozenset(names)
+        self._parsed: dict[str, _ast.Node] = {}
+        self._geo: GeoTable | None = None
+        self._lock = threading.Lock()
+
+    def parsed_variable(self, name: str) -> _ast.Node:
+        node = self._parsed.get(name)
+        if node is None:
+            node = _ast.parse(self.variables[name])
+            self._parsed[name] = node
+        return node
+
+    def geo_table(self) -> GeoTable:
+        with self._lock:
+            if self._geo is None:
+                try:
+                    self._geo = GeoTable(self.data.get("geoip"))
+                except (KeyError, ValueError, TypeError) as e:
+                    raise CelCompileError(
+                        f"invalid data.geoip table: {e}", "country(...)"
+                    ) from None
+            return self._geo
+
+
+class CompiledCel:
+    """A compiled expression; call it with the activation dict.
+
+    Each instance gets its own subclass whose `__call__` is the generated function, so a call
+    costs no extra Python frame.
+    """
+
+    source: str
+    uses_time: bool
+    python_source: str
+    __slots__ = ("python_source", "source", "uses_time")
+
+    def __call__(self, activation: Mapping[str, Any]) -> Any:  # replaced per instance
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"CompiledCel({self.source!r})"
+
+
+def _make(
+    source: str, fn: Callable[[Mapping[str, Any]], Any], uses_time: bool, py: str
+) -> CompiledCel:
+    cls = type("CompiledCel", (CompiledCel,), {"__slots__": (), "__call__": staticmethod(fn)})
+    obj: CompiledCel = object.__new__(cls)
+    obj.source = source
+    obj.uses_time = uses_time
+    obj.python_source = py
+    return obj
+
+
+def compile_cel(source: str, env: CelEnv, *, require_bool: bool = False) -> CompiledCel:
+    """Compile `source` once; raise CelCompileError for anything not supported.
+
+    With `require_bool`, a non-bool result at run time is a CelEvalError.
+    """
+    if not isinstance(source, str):
+        raise CelCompileError("expression must be a string", str(source))
+    ast = _ast.parse(source)
+    fn, uses_time, py = generate(env, source, ast, require_bool=require_bool, names=env.names)
+    return _make(source, fn, uses_time, py)
+
+
+def compile_cel_bool(source: str, env: CelEnv) -> CompiledCel:
+    """Compile a condition: a result other than bool is a CelEvalError at run time."""
+    return compile_cel(source, env, require_bool=True)

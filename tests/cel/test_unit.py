@@ -1,0 +1,203 @@
+"""Unit tests of the CEL compiler: API, errors, extensions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from pdp.cel import CelCompileError, CelEnv, CelEvalError, CelUint, compile_cel, compile_cel_bool
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def act(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "principal": {
+            "id": "alice",
+            "tenant": "acme",
+            "roles": ["user"],
+            "scopes": ["kb:read", "kb:write"],
+            "attr": {"dept": "eng"},
+            "actor": None,
+        },
+        "resource": {
+            "kind": "document",
+            "id": "d1",
+            "tenant": "acme",
+            "attr": {"owner": "alice", "level": 3.0},
+        },
+        "action": "read",
+        "context": {"ip": "10.1.2.3", "attr": {"mfa": True}},
+        "now": NOW,
+    }
+    base.update(over)
+    return base
+
+
+def ev(src: str, env: CelEnv | None = None, **over: Any) -> Any:
+    return compile_cel(src, env or CelEnv())(act(**over))
+
+
+@pytest.mark.parametrize(
+    ("src", "want"),
+    [
+        ('resource.attr.owner == principal.id && "kb:read" in principal.scopes', True),
+        ("R.attr.owner == P.id", True),
+        ("resource.attr.level >= 3", True),
+        ("resource.attr.level == 3", True),
+        ("1 == 1.0", True),
+        ("1u == 1", True),
+        ("true == 1", False),
+        ("actor == null", True),
+        ("has(resource.attr.owner)", True),
+        ("has(resource.attr.nope)", False),
+        ("resource.attr.nope == 1 || true", True),
+        ("false && resource.attr.nope == 1", False),
+        ("principal.roles.exists(r, r == 'user')", True),
+        ("[1, 2, 3].map(x, x * 2)", [2, 4, 6]),
+        ("[1, 2, 3].filter(x, x > 1)", [2, 3]),
+        ("'abc'.startsWith('a') && 'abc'.matches('^a.c$')", True),
+        ("size(principal.scopes)", 2),
+        ("type(1u) == uint", True),
+        ("type(1) == int", True),
+        ("principal.scopes.containsAll(['kb:read'])", True),
+        ("hasAny(principal.scopes, ['x', 'kb:write'])", True),
+        ("isSubset(['kb:read'], principal.scopes)", True),
+        ("intersect(principal.scopes, ['kb:write', 'z'])", ["kb:write"]),
+        ("'A.b'.lowerAscii().split('.')", ["a", "b"]),
+    ],
+)
+def test_values(src: str, want: Any) -> None:
+    got = ev(src)
+    assert got == want and type(got) is type(want)
+
+
+def test_uint_is_distinct() -> None:
+    v = ev("1u")
+    assert isinstance(v, CelUint) and v == 1
+
+
+@pytest.mark.parametrize(
+    ("src", "msg"),
+    [
+        ("resource.attr.nope", "no such key: `nope`"),
+        ("1 / 0", "division by zero"),
+        ("9223372036854775807 + 1", "overflow"),
+        ("'a' < 1", "no matching overload"),
+        ("has(resource.nope.x)", "no such key"),
+        ("1 && true", "no matching overload"),
+    ],
+)
+def test_eval_errors(src: str, msg: str) -> None:
+    with pytest.raises(CelEvalError, match=msg):
+        ev(src)
+
+
+def test_require_bool() -> None:
+    c = compile_cel_bool("resource.attr.level", CelEnv())
+    with pytest.raises(CelEvalError, match="want bool"):
+        c(act())
+    assert compile_cel_bool("resource.attr.level > 1.0", CelEnv())(act()) is True
+
+
+@pytest.mark.parametrize(
+    ("src", "msg", "line", "column"),
+    [
+        ("1 +", "syntax error", 1, 4),
+        ("a.b == 1", "undeclared reference to `a`", 1, 1),
+        ("principal.id == 'x' &&\n  nosuch(1)", "unknown function `nosuch`", 2, 3),
+        ("size(1, 2)", "wrong number of arguments", 1, 1),
+        ("C.nope", "undefined constant `C.nope`", 1, 3),
+        ("V.nope", "undefined variable `V.nope`", 1, 3),
+        ("data.nope", "undefined data entry", 1, 6),
+        ("Foo{a: 1}", "not supported", 1, 1),
+    ],
+)
+def test_compile_errors(src: str, msg: str, line: int, column: int) -> None:
+    with pytest.raises(CelCompileError, match=msg) as ei:
+        compile_cel(src, CelEnv())
+    e = ei.value
+    assert (e.line, e.column) == (line, column)
+    assert "^" in str(e)
+
+
+def test_variables_inline_and_cycles() -> None:
+    env = CelEnv(
+        variables={
+            "is_owner": "resource.attr.owner == principal.id",
+            "ok": "V.is_owner && C.flag",
+            "a": "V.b",
+            "b": "V.a",
+            "bad": "1 +",
+        },
+        constants={"flag": True},
+    )
+    assert compile_cel("V.ok", env)(act()) is True
+    with pytest.raises(CelCompileError, match="cycle") as ei:
+        compile_cel("V.a", env)
+    assert ei.value.variable in ("a", "b")  # type: ignore[attr-defined]
+    with pytest.raises(CelCompileError) as ei:
+        compile_cel("true && V.bad", env)
+    assert ei.value.variable == "bad"  # type: ignore[attr-defined]
+    assert ei.value.expression == "1 +"
+
+
+def test_uses_time() -> None:
+    env = CelEnv(variables={"late": "now.getHours() > 18"})
+    assert compile_cel("now > timestamp('2020-01-01T00:00:00Z')", env).uses_time
+    assert compile_cel("now().getFullYear() == 2026", env).uses_time
+    assert compile_cel("context.time < now", env).uses_time
+    assert compile_cel("has(context.time)", env).uses_time
+    assert compile_cel("V.late", env).uses_time
+    assert not compile_cel("principal.id == 'x'", env).uses_time
+
+
+def test_time_functions() -> None:
+    assert ev("now.getHours('Europe/Paris')") == 13
+    assert ev("now.getHours()") == 12
+    assert ev("now.getDayOfWeek()") == 4  # 2026-01-01 is a Thursday
+    assert ev("now.getFullYear('America/Los_Angeles')") == 2026
+    assert ev("now - duration('24h') < now")
+    assert ev("string(duration('1h30m'))") == "5400s"
+    with pytest.raises(CelEvalError, match="time zone"):
+        ev("now.getHours('Mars/Olympus')")
+
+
+def test_network_and_country() -> None:
+    env = CelEnv(
+        data={
+            "geoip": {
+                "ranges": [
+                    {"cidr": "81.2.69.0/24", "country": "GB"},
+                    {"cidr": "10.0.0.0/8", "country": "ZZ"},
+                    {"cidr": "10.1.0.0/16", "country": "FR"},
+                    {"cidr": "2001:db8::/32", "country": "DE"},
+                ]
+            }
+        },
+        constants={"corp": ["10.0.0.0/8", "192.168.0.0/16"]},
+    )
+    assert ev("country(context.ip)", env) == "FR"
+    assert ev("country('10.2.0.1')", env) == "ZZ"
+    assert ev("country('81.2.69.160')", env) == "GB"
+    assert ev("country('2001:db8::1')", env) == "DE"
+    assert ev("country('8.8.8.8')", env) == ""
+    assert ev("country('garbage')", env) == ""
+    assert ev("inCIDRs(context.ip, C.corp)", env) is True
+    assert ev("inCIDRs('8.8.8.8', C.corp)", env) is False
+    assert ev("inCIDRs(context.ip, ['10.1.2.0/24'])", env) is True
+    assert ev("cidr('10.0.0.0/8').containsIP(context.ip)", env) is True
+    assert ev("ip(context.ip).isLoopback()", env) is False
+    with pytest.raises(CelEvalError, match="parse error"):
+        ev("inCIDRs('nope', C.corp)", env)
+
+
+def test_fail_closed_absorption() -> None:
+    # An error on one side of || is absorbed only by a true on the other.
+    assert ev("resource.attr.missing || true") is True
+    with pytest.raises(CelEvalError):
+        ev("resource.attr.missing || false")
+    with pytest.raises(CelEvalError):
+        ev("true && resource.attr.missing")
