@@ -1,0 +1,302 @@
+"""`pdp serve`: the decision service over gRPC, with health and reflection.
+
+    pdp serve --policies DIR [--listen HOST:PORT]... [--unix PATH]... [--tls-cert F --tls-key F
+              [--client-ca F [--allow-identity ID]...]] [limits] [--workers N]
+
+The server starts NOT_SERVING, a policy source fills the engine holder (then SERVING), and
+SIGTERM/SIGINT stop it gracefully: refuse new calls, finish in-flight ones, exit 0. With
+`--workers N` this process only supervises N copies of itself sharing the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from pdp.model.request import DEFAULT_LIMITS, Limits
+
+log = logging.getLogger("pdp.serve")
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+# A worker that dies sooner than this after its start is failing, not crashing: give up.
+_MIN_WORKER_LIFETIME_S = 5.0
+
+# Limit flags: (flag, Limits field, help).
+_LIMIT_FLAGS = (
+    ("--max-checks", "max_checks", "most resource x action checks per request"),
+    ("--max-resources", "max_resources", "most resources per request"),
+    ("--max-attr-depth", "max_attr_depth", "deepest attribute nesting"),
+    ("--max-attr-values", "max_attr_values", "most attribute values per request"),
+    ("--max-string-length", "max_string_length", "longest attribute string"),
+    ("--max-id-length", "max_id_length", "longest id, kind, action, role or scope"),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from pdp.server import DEFAULT_GRACE_S, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_THREADS
+
+    p = subparsers.add_parser("serve", help="serve decisions over gRPC")
+    src = p.add_argument_group("policy source")
+    src.add_argument("--policies", metavar="DIR", help="serve the policy directory DIR")
+    from .bundle import add_serve_arguments  # --bundle SOURCE and its flags (bundle engineer)
+
+    add_serve_arguments(src)
+    net = p.add_argument_group("listeners")
+    net.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"TCP address, repeatable (default {DEFAULT_LISTEN} unless --unix is given)",
+    )
+    net.add_argument("--unix", action="append", metavar="PATH", help="Unix socket, repeatable")
+    tls = p.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", metavar="PEM", help="server certificate chain")
+    tls.add_argument("--tls-key", metavar="PEM", help="server private key")
+    tls.add_argument("--client-ca", metavar="PEM", help="require client certificates from it")
+    tls.add_argument(
+        "--allow-identity",
+        action="append",
+        metavar="ID",
+        help="allowed client identity (URI SAN such as a SPIFFE id, or DNS SAN), repeatable",
+    )
+    lim = p.add_argument_group("limits")
+    for flag, name, text in _LIMIT_FLAGS:
+        default = getattr(DEFAULT_LIMITS, name)
+        lim.add_argument(flag, type=int, default=default, metavar="N", help=f"{text} ({default})")
+    lim.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        metavar="N",
+        help=f"largest request message ({DEFAULT_MAX_MESSAGE_BYTES})",
+    )
+    run_ = p.add_argument_group("process")
+    run_.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="processes sharing the port (1)"
+    )
+    run_.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS, metavar="N", help="RPC threads per process"
+    )
+    run_.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_S,
+        metavar="SECONDS",
+        help=f"time in-flight calls get to finish at shutdown ({DEFAULT_GRACE_S:g})",
+    )
+    run_.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    # Set by the supervisor for its workers only.
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=run, serve_parser=p)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(**{name: getattr(args, name) for _flag, name, _help in _LIMIT_FLAGS})
+
+
+def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an error)
+    from pdp.server import ServerConfig, TlsConfig
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return "--tls-cert and --tls-key go together"
+    if args.client_ca and not args.tls_cert:
+        return "--client-ca needs --tls-cert and --tls-key"
+    if args.allow_identity and not args.client_ca:
+        return "--allow-identity needs --client-ca (identities come from client certificates)"
+    tls = None
+    if args.tls_cert:
+        try:
+            tls = TlsConfig(
+                cert_pem=Path(args.tls_cert).read_bytes(),
+                key_pem=Path(args.tls_key).read_bytes(),
+                client_ca_pem=Path(args.client_ca).read_bytes() if args.client_ca else None,
+            )
+        except OSError as exc:
+            return f"cannot read TLS file: {exc}"
+    listen = args.listen or ([] if args.unix else [DEFAULT_LISTEN])
+    return ServerConfig(
+        listen=tuple(listen),
+        unix=tuple(args.unix or ()),
+        tls=tls,
+        allow_identities=frozenset(args.allow_identity or ()),
+        limits=_limits(args),
+        max_message_bytes=args.max_message_bytes,
+        threads=args.threads,
+        reuse_port=args.reuse_port,
+    )
+
+
+# -- policy sources ---------------------------------------------------------------------------
+# A starter fills the holder (now or later) and returns a function that stops it, or raises.
+# Another source (a bundle path or URL, polled) is one more branch in `start_policy_source`.
+
+Stopper = Callable[[], None]
+
+
+def _start_policy_dir(directory: str, holder) -> Stopper:  # holder: EngineHolder
+    from pdp.engine import Engine
+    from pdp.model.decision import BundleInfo
+
+    from ._common import load_and_compile
+
+    _source, policy_set = load_and_compile(directory)
+    bundle = BundleInfo(name=Path(directory).resolve().name, version="0.0.0", revision="")
+    holder.swap(Engine(policy_set, bundle))
+    log.info("serving policies from %s", directory)
+    return lambda: None
+
+
+def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
+    if args.policies and args.bundle:
+        raise ValueError("give one policy source: --policies DIR or --bundle SOURCE")
+    if args.policies:
+        return _start_policy_dir(args.policies, holder)
+    if args.bundle:  # polled bundles, hot-swapped (pdp.cli.bundle, bundle engineer)
+        from .bundle import start_bundle_source
+
+        return start_bundle_source(args, holder)
+    raise ValueError("no policy source: give --policies DIR or --bundle SOURCE")
+
+
+def _observer(args: argparse.Namespace):  # -> Observer | None
+    """The telemetry observer built from the operator's flags (none yet)."""
+    return None
+
+
+# -- one server process -----------------------------------------------------------------------
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from pdp.engine import EngineHolder
+    from pdp.errors import PolicyErrors
+    from pdp.server import build_server
+
+    from ._common import print_policy_errors
+
+    config = _server_config(args)
+    if isinstance(config, str):
+        return _fail(config)
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    holder = EngineHolder()
+    try:
+        server = build_server(holder, config, observer=_observer(args))
+    except RuntimeError as exc:  # grpc: cannot bind
+        return _fail(f"cannot listen: {exc}")
+    server.start()
+    for address in server.addresses:
+        log.info("listening on %s", address)
+    try:
+        stop_source = start_policy_source(args, holder)
+    except PolicyErrors as exc:
+        print_policy_errors(exc)
+        server.stop(0)
+        return 1
+    except (OSError, ValueError) as exc:
+        server.stop(0)
+        return _fail(str(exc))
+    while not stop.wait(0.5):
+        pass
+    stop_source()
+    server.stop(args.grace)
+    log.info("stopped")
+    return 0
+
+
+# -- supervisor for --workers N ---------------------------------------------------------------
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """This invocation's flags, rebuilt from the parsed namespace, for one worker."""
+    parser: argparse.ArgumentParser = args.serve_parser
+    argv = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "workers", "reuse_port"):
+            continue
+        value = getattr(args, action.dest, None)
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            if value:
+                argv.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value or ():
+                argv += [flag, str(item)]
+        elif value is not None and value != action.default:
+            argv += [flag, str(value)]
+    return [*argv, "--workers", "1", "--reuse-port"]
+
+
+def supervise(args: argparse.Namespace) -> int:
+    if args.unix:
+        return _fail("--unix cannot be combined with --workers > 1")
+    listen = args.listen or [DEFAULT_LISTEN]
+    if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
+        return _fail("--workers > 1 needs fixed ports (port 0 would differ per worker)")
+    command = [sys.executable, "-m", "pdp.cli.main", "serve", *_worker_argv(args)]
+    stopping = threading.Event()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    workers: list[tuple[subprocess.Popen[bytes], float]] = []
+    for _ in range(args.workers):
+        workers.append((subprocess.Popen(command), time.monotonic()))
+    log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
+    status = 0
+    while not stopping.wait(0.2):
+        for i, (proc, started) in enumerate(workers):
+            code = proc.poll()
+            if code is None:
+                continue
+            if time.monotonic() - started < _MIN_WORKER_LIFETIME_S:
+                log.error("worker %d exited with %d at start; stopping", proc.pid, code)
+                status = code or 1
+                stopping.set()
+                break
+            log.warning("worker %d exited with %d; restarting it", proc.pid, code)
+            workers[i] = (subprocess.Popen(command), time.monotonic())
+    for proc, _ in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc, _ in workers:
+        code = proc.wait()
+        if code != 0 and status == 0:
+            status = code
+    return status
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.workers < 1:
+        return _fail("--workers must be at least 1")
+    if args.workers > 1:
+        return supervise(args)
+    return serve(args)

