@@ -11,14 +11,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pdp.telemetry.masking import MaskPathError
-from pdp.telemetry.observer import DEFAULT_QUEUE_SIZE, TelemetryObserver
-from pdp.telemetry.otel import TelemetryConfigError
-from pdp.telemetry.setup import TelemetryOptions, build_observer
-from pdp.telemetry.sinks import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+# Only the light options module at import: every `pdp` command registers its flags, and the
+# OpenTelemetry SDK takes a tenth of a second to import.
+from pdp.telemetry.config import (
+    DEFAULT_BACKUPS,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_QUEUE_SIZE,
+    TelemetryOptions,
+)
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
+    from pdp.telemetry.observer import TelemetryObserver
 
 _SPECIAL_SINKS = ("stdout", "otlp")
 
@@ -136,13 +140,13 @@ def observer_from_args(
     options = options_from_args(args)
     if not options.enabled:
         return None
+    from pdp.telemetry.setup import build_observer
+
     return build_observer(options, holder)
 
 
 __all__ = [
-    "MaskPathError",
     "TelemetryArgumentError",
-    "TelemetryConfigError",
     "add_telemetry_arguments",
     "observer_from_args",
     "options_from_args",

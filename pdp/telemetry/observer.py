@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pdp.telemetry.config import DEFAULT_QUEUE_SIZE
 from pdp.telemetry.decision_log import build_record
 from pdp.telemetry.masking import Masker
 from pdp.telemetry.metrics import Metrics
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pdp.telemetry")
 
-# Default bound of the queue between the request threads and the writer: at ~1 KiB per queued
-# observation this caps telemetry's backlog near 10 MiB, a few seconds of peak traffic. The
-# bound is approximate by at most the number of request threads (they check, then append).
-DEFAULT_QUEUE_SIZE = 10_000
 # Records handed to a sink at once: amortises file writes and OTLP exports without holding
 # many records out of the queue's accounting for long.
 MAX_BATCH = 512

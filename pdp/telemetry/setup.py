@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pdp.telemetry.config import TelemetryOptions
 from pdp.telemetry.masking import Masker
 from pdp.telemetry.metrics import Metrics
-from pdp.telemetry.observer import DEFAULT_QUEUE_SIZE, TelemetryObserver
+from pdp.telemetry.observer import TelemetryObserver
 from pdp.telemetry.otel import Otel, make_resource, setup_otel
 from pdp.telemetry.sinks import (
-    DEFAULT_BACKUPS,
-    DEFAULT_MAX_BYTES,
     RotatingFileSink,
     Sink,
     StreamSink,
@@ -21,22 +19,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
 
     from pdp.engine.holder import EngineHolder
-
-
-@dataclass(frozen=True)
-class TelemetryOptions:
-    decision_log: tuple[str, ...] = ()  # each `stdout`, `otlp` or a file path
-    mask: tuple[str, ...] = ()  # operator mask paths
-    queue_size: int = DEFAULT_QUEUE_SIZE
-    max_bytes: int = DEFAULT_MAX_BYTES  # file rotation size
-    backups: int = DEFAULT_BACKUPS
-    otel: bool = True  # traces and metrics through the OTEL_* configured exporters
-    prometheus: str | None = None  # HOST:PORT of an opt-in scrape endpoint
-    extra_sinks: tuple[Sink, ...] = field(default=())  # for tests and embedders
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.decision_log or self.otel or self.prometheus or self.extra_sinks)
 
 
 def open_sink(spec: str, options: TelemetryOptions, resource: Resource | None = None) -> Sink:

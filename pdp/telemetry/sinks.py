@@ -15,11 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-# Default size at which the decision-log file is rotated: bounds one file so it can be shipped,
-# opened and grepped; with the default backups it bounds disk use to about 600 MiB.
-DEFAULT_MAX_BYTES = 100 * 1024 * 1024
-# Default number of rotated files kept (`decisions.jsonl.1` ... `.5`); older ones are deleted.
-DEFAULT_BACKUPS = 5
+from pdp.telemetry.config import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 
 Record = dict[str, Any]
 
