@@ -8,6 +8,7 @@ CPU-bound, microsecond-scale work (BENCHMARKING.md), and one process is one core
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pdp.model.request import DEFAULT_LIMITS, Limits
 
 from .hooks import Observer, ServiceRegistrar
 from .identity import AllowListInterceptor
-from .service import DecisionService
+from .service import Activity, DecisionService
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
@@ -34,6 +35,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # Calls run on these threads; the work is CPU-bound under the GIL, so more threads only add
 # contention, while too few let one slow client's call hold up others.
 DEFAULT_THREADS = 8
+# Shutdown waits for this long a pause in calls before it stops the server (see `stop`).
+DRAIN_QUIET_S = 0.2
 # How long in-flight calls may run after shutdown begins before they are cancelled.
 DEFAULT_GRACE_S = 10.0
 
@@ -74,6 +77,7 @@ class PdpServer:
         self.service_names = tuple(service_names)
         self.addresses = addresses
         self.observer = observer
+        self.activity: Activity | None = None
 
     @property
     def port(self) -> int:
@@ -96,9 +100,19 @@ class PdpServer:
         self.grpc_server.start()
 
     def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
-        """Stop accepting calls, let in-flight ones finish (up to `grace` s), close the observer."""
+        """Drain, stop accepting calls, let in-flight ones finish, close the observer.
+
+        grpc's stop() cancels calls the transport has received but the server has not yet
+        picked up, and under load (the GIL busy with decisions) there are some. So first
+        report NOT_SERVING and wait, within `grace`, until no call has run for `DRAIN_QUIET_S`;
+        then stop, with what is left of `grace` for calls still running.
+        """
+        deadline = time.monotonic() + grace
         self.set_serving(False)
-        self.grpc_server.stop(grace).wait()
+        if self.activity is not None:
+            while self.activity.quiet_for() < DRAIN_QUIET_S and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self.grpc_server.stop(max(deadline - time.monotonic(), 0.0)).wait()
         if self.observer is not None:
             try:
                 self.observer.close()
@@ -162,6 +176,7 @@ def build_server(
             addresses.append(f"{target.rsplit(':', 1)[0]}:{port}")
 
     pdp_server = PdpServer(server, health_servicer, names, addresses, observer)
+    pdp_server.activity = decisions.activity
     pdp_server.set_serving(holder.current is not None)
     holder.on_swap(lambda _engine: pdp_server.set_serving(True))
     return pdp_server

@@ -7,6 +7,7 @@ INVALID_ARGUMENT from `status_for`, not the generic INTERNAL grpc would answer.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,32 @@ log = logging.getLogger("pdp.server")
 _parse = _pb.CheckRequest.FromString
 
 
+class Activity:
+    """Calls in flight and when the last one began or ended: shutdown waits for quiet."""
+
+    __slots__ = ("_lock", "in_flight", "last_change")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.last_change = time.monotonic()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.last_change = time.monotonic()
+
+    def exit(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.last_change = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last call ended, 0 while any call runs."""
+        with self._lock:
+            return 0.0 if self.in_flight else time.monotonic() - self.last_change
+
+
 class DecisionService:
     def __init__(
         self,
@@ -45,20 +72,31 @@ class DecisionService:
         self.limits = limits
         self.max_message_bytes = max_message_bytes
         self.observer = observer
+        self.activity = Activity()
         # Chosen once: without an observer the per-call path stays bare.
         self.check: Callable[[bytes, grpc.ServicerContext], bytes] = (
             self._check_observed if observer is not None else self._check
         )
 
     def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        self.activity.enter()
         try:
             request = request_from_proto(_parse(data), self.limits)
             return response_to_proto(self.holder.require().check(request)).SerializeToString()
         except Exception as exc:
             context.abort_with_status(status_for(exc, CHECK_RPC))
             raise  # unreachable: abort_with_status raises
+        finally:
+            self.activity.exit()
 
     def _check_observed(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        self.activity.enter()
+        try:
+            return self._check_observed_inner(data, context)
+        finally:
+            self.activity.exit()
+
+    def _check_observed_inner(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         start = time.time()
         t0 = time.perf_counter()
         request: CheckRequest | None = None

@@ -1,0 +1,129 @@
+"""`pdp serve` as a real process: startup, SIGTERM drain with calls in flight, workers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pdp.client import Client, Retry
+
+from .conftest import ALICE, DOC, free_port
+
+
+@contextmanager
+def pdp_serve(*args: str) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pdp.cli.main", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def wait_serving(port: int, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < end:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    pytest.fail("server did not become SERVING")
+
+
+def heavy_batch() -> list[dict]:
+    # 1,000 checks with attributes: long enough that several calls are in flight at SIGTERM.
+    return [
+        {
+            **DOC,
+            "id": f"d{i}",
+            "attr": {"owner": "alice", "tags": list(range(20))},
+            "actions": ["read", "write"],
+        }
+        for i in range(500)
+    ]
+
+
+def test_sigterm_drains_in_flight_calls(policy_dir: Path) -> None:
+    port = free_port()
+    with pdp_serve("--policies", str(policy_dir), "--listen", f"127.0.0.1:{port}") as proc:
+        wait_serving(port, proc)
+        batch = heavy_batch()
+        # No retries: a call the server dropped must show up as a failure here.
+        no_retry = Retry(attempts=1)
+        with (
+            Client(f"127.0.0.1:{port}", timeout=30, retry=no_retry) as c,
+            ThreadPoolExecutor(12) as pool,
+        ):
+            c.check(ALICE, batch[:1])  # connected before the burst
+            started = time.perf_counter()
+            c.check(ALICE, batch)
+            one_call = time.perf_counter() - started
+            futures = [pool.submit(c.check, ALICE, batch) for _ in range(12)]
+            time.sleep(min(one_call, 0.05))
+            proc.send_signal(signal.SIGTERM)
+            results = [f.result() for f in futures]  # raises if any call was lost
+            assert all(len(r.results) == 500 for r in results)
+            assert proc.wait(30) == 0
+        out = proc.stdout.read() if proc.stdout else ""
+        assert "received SIGTERM" in out
+
+
+def test_refuses_new_calls_after_shutdown(policy_dir: Path) -> None:
+    port = free_port()
+    with pdp_serve("--policies", str(policy_dir), "--listen", f"127.0.0.1:{port}") as proc:
+        wait_serving(port, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    with Client(f"127.0.0.1:{port}", timeout=0.5) as c, pytest.raises(grpc.RpcError) as info:
+        c.check(ALICE, [{**DOC, "actions": ["read"]}])
+    assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_two_workers_serve_one_port(policy_dir: Path) -> None:
+    port = free_port()
+    with pdp_serve(
+        "--policies", str(policy_dir), "--listen", f"127.0.0.1:{port}", "--workers", "2"
+    ) as proc:
+        wait_serving(port, proc)
+        for _ in range(40):
+            # A new connection each time: the kernel spreads connections over the workers.
+            with Client(f"127.0.0.1:{port}", timeout=5) as c:
+                assert c.is_allowed(ALICE, DOC, "read")
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        out = proc.stdout.read() if proc.stdout else ""
+        pids = {
+            line.split("[", 1)[1].split("]", 1)[0]
+            for line in out.splitlines()
+            if "listening on" in line
+        }
+        assert len(pids) == 2, out
+
+
+def test_bad_policies_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("apiVersion: pdp/v1\nkind: Nonsense\n")
+    with pdp_serve("--policies", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}") as proc:
+        assert proc.wait(30) == 1
