@@ -207,12 +207,12 @@ class _Builder:
         if d == "member_dot":
             operand, name = ch
             line, col = _pos(name)
-            return Select(line, col, self.build(operand), self._ident(name))
+            return Select(line, col, self.build(operand), str(name))
         if d == "member_dot_arg":
             operand, name, *rest = ch
             line, col = _pos(name)
             args = self._exprlist(rest[0]) if rest else []
-            return Call(line, col, self._ident(name), args, self.build(operand))
+            return Call(line, col, str(name), args, self.build(operand))
         if d == "member_index":
             operand, idx = ch
             return Call(line, col, "_[_]", [self.build(operand), self.build(idx)])
@@ -314,7 +314,7 @@ def _parse_int(text: str) -> int:
 
 
 _ESC = re.compile(
-    r"\\(?:([abfnrtv\\'\"`?])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|([0-3][0-7]{2})|(.|\n|$))"
+    r"\\(?:([abfnrtv\\'\"`?])|[xX]([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|([0-3][0-7]{2})|(.|\n|$))"
 )
 _SIMPLE = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
            "\\": "\\", "'": "'", '"': '"', "`": "`", "?": "?"}  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pdp.cel import _ast as A
 from pdp.cel import _values as v
 from pdp.cel._library import GLOBALS, MEMBERS, Fn
+from pdp.cel._macros import MACROS as _MACROS
+from pdp.cel._macros import iter_pairs, iter_range, macro_error
 from pdp.cel._network import CidrSet
 from pdp.errors import CelCompileError, CelEvalError
 
@@ -91,21 +93,6 @@ _RUNTIME: dict[str, Any] = {
 }
 
 
-def _iter_range(r: Any) -> Any:
-    cr = r.__class__
-    if cr is list or cr is tuple:
-        return r
-    if cr is dict or isinstance(r, dict):
-        return list(r)
-    v.no_overload("comprehension range", r)
-
-
-def _macro_error(e: Any, name: str) -> Any:
-    if isinstance(e, BaseException):
-        raise e
-    v.no_overload(name, e)
-
-
 def wrap_error(e: BaseException) -> CelEvalError:
     if isinstance(e, CelEvalError):
         return e
@@ -134,8 +121,9 @@ def _map_build(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return out
 
 
-_RUNTIME["_iter"] = _iter_range
-_RUNTIME["_macro_error"] = _macro_error
+_RUNTIME["_iter"] = iter_range
+_RUNTIME["_pairs"] = iter_pairs
+_RUNTIME["_macro_error"] = macro_error
 _RUNTIME["_wrap"] = wrap_error
 _RUNTIME["_map"] = _map_build
 
@@ -205,7 +193,7 @@ class Compiler:
         mark = len(self.lines)
         self.emit("try:")
         with self.block():
-            code = self.c(node)
+            code = self.isolated(node)
             self.emit(f"{out} = {code.expr}")
         if code.const or (len(self.lines) == mark + 2 and _is_simple_local(code.expr)):
             del self.lines[mark:]
@@ -220,15 +208,7 @@ class Compiler:
         """Compile a statement-heavy subexpression, in a nested function once nesting is deep."""
         if self.depth < _MAX_BLOCK_DEPTH:
             return self.c(node)
-        fname = self.tmp("f")
-        self.emit(f"def {fname}():")
-        saved = self.depth
-        self.depth = 0
-        with self.block(counts=False):
-            code = self.c(node)
-            self.emit(f"return {code.expr}")
-        self.depth = saved
-        return Code(f"{fname}()", code.kind)
+        return self.in_function(lambda: self.c(node))
 
     # --- nodes ------------------------------------------------------------------------------
 
@@ -300,12 +280,20 @@ class Compiler:
             if base == "context" and node.field == "time" and "context" not in self.names:
                 self.uses_time = True
         qn = _qualified(node)
+        if qn is not None and qn in self.names and self._unscoped_root(node):
+            self.loads.add(qn)
+            return Code(_local(qn))
         if qn is not None and qn in v.TYPE_NAMES and not self._is_var_root(node):
             return self.const(v.TYPE_NAMES[qn])
         operand = self.c(root)
         if operand.const and isinstance(operand.value, dict) and node.field in operand.value:
             return self.const(operand.value[node.field])
         return Code(f"{operand.expr}[{node.field!r}]")
+
+    def _unscoped_root(self, node: A.Node) -> bool:
+        while isinstance(node, A.Select):
+            node = node.operand
+        return isinstance(node, A.Ident) and node.name not in self.scope
 
     def _is_var_root(self, node: A.Node) -> bool:
         while isinstance(node, A.Select):
@@ -427,13 +415,33 @@ class Compiler:
         is_and = node.fn == "_&&_"
         stop, go = ("False", "True") if is_and else ("True", "False")
         out = self.tmp("r")
-        a = self.guarded(node.args[0])
+        operands = _chain(node)
+        if len(operands) > 2:
+            # A flat chain: one pass that stops at the first absorbing value, so long
+            # `a && b && c ...` chains do not nest Python blocks.
+            temps: list[str] = []
+            self.emit("while True:")
+            with self.block():
+                for op in operands:
+                    t = self.guarded(op)
+                    temps.append(t)
+                    self.emit(f"if {t} is {stop}:")
+                    with self.block(counts=False):
+                        self.emit(f"{out} = {stop}")
+                        self.emit("break")
+                all_go = " and ".join(f"{t} is {go}" for t in temps)
+                self.emit(
+                    f"{out} = {go} if {all_go} else _logic_error({node.fn!r}, {', '.join(temps)})"
+                )
+                self.emit("break")
+            return Code(out, "bool")
+        a = self.guarded(operands[0])
         self.emit(f"if {a} is {stop}:")
         with self.block(counts=False):
             self.emit(f"{out} = {stop}")
         self.emit("else:")
         with self.block(counts=False):
-            b = self.guarded(node.args[1])
+            b = self.guarded(operands[1])
             self.emit(f"if {b} is {stop}:")
             with self.block(counts=False):
                 self.emit(f"{out} = {stop}")
@@ -509,19 +517,20 @@ class Compiler:
             except CelEvalError:
                 pass
         op = _ORDER_OP[node.fn]
-        num = ("int", "double", "uint")
-        if a.kind in num and b.kind in num:
+        if a.kind == b.kind and a.kind in ("int", "double", "uint", "string"):
             return Code(f"({a.expr} {op} {b.expr})", "bool")
-        if b.kind in num:
+        guard_b = _fast_num_guard(b)
+        if guard_b is not None:
             t = self.tmp()
             return Code(
-                f"({t} {op} {b.expr} if ({t} := {a.expr}).__class__ in _NUM else _{fn}({t}, {b.expr}))",
+                f"({t} {op} {b.expr} if ({t} := {a.expr}).__class__ {guard_b} else _{fn}({t}, {b.expr}))",
                 "bool",
             )
-        if a.kind in num:
+        guard_a = _fast_num_guard(a)
+        if guard_a is not None:
             t = self.tmp()
             return Code(
-                f"({a.expr} {op} {t} if ({t} := {b.expr}).__class__ in _NUM else _{fn}({a.expr}, {t}))",
+                f"({a.expr} {op} {t} if ({t} := {b.expr}).__class__ {guard_a} else _{fn}({a.expr}, {t}))",
                 "bool",
             )
         return Code(f"_{fn}({a.expr}, {b.expr})", "bool")
@@ -581,112 +590,31 @@ class Compiler:
             kind = None
         return Code(f"_{fn}({a.expr}, {b.expr})", kind)
 
-    # --- macros -----------------------------------------------------------------------------
-
-    def _loop(self, node: A.Call) -> tuple[str, str, A.Node]:
-        assert node.target is not None
-        var = node.args[0]
-        assert isinstance(var, A.Ident)
-        rng = self.c(node.target)
-        it = self.tmp("it")
-        self.emit(f"{it} = _iter({rng.expr})")
-        local = self.tmp("v")
-        return it, local, var
+    # --- macros ---------------------------------------------------------------------------
 
     @contextmanager
-    def _bound(self, name: str, local: str) -> Iterator[None]:
+    def bound(self, binds: dict[str, str]) -> Iterator[None]:
         saved = self.scope
-        self.scope = {**saved, name: local}
+        self.scope = {**saved, **binds}
         try:
             yield
         finally:
             self.scope = saved
 
-    def quantifier(self, node: A.Call) -> Code:
-        name = node.fn
-        if len(node.args) != 2:
-            raise self.err(f"wrong number of arguments to macro `{name}`: want 2", node)
-        if name == "existsOne":
-            name = "exists_one"
-        if self.depth >= _MAX_BLOCK_DEPTH:
-            return self.isolated_macro(node)
-        it, local, var = self._loop(node)
-        out = self.tmp("r")
-        pred = node.args[1]
-        if name == "exists_one":
-            n = self.tmp("n")
-            self.emit(f"{n} = 0")
-            self.emit(f"for {local} in {it}:")
-            with self.block(), self._bound(var.name, local):
-                p = self.c(pred)
-                pv = self.tmp()
-                self.emit(f"{pv} = {p.expr}")
-                self.emit(f"if {pv} is True:")
-                with self.block(counts=False):
-                    self.emit(f"{n} += 1")
-                self.emit(f"elif {pv} is not False:")
-                with self.block(counts=False):
-                    self.emit(f"_macro_error({pv}, 'exists_one')")
-            self.emit(f"{out} = {n} == 1")
-            return Code(out, "bool")
-        stop, go = ("False", "True") if name == "all" else ("True", "False")
-        errv = self.tmp("e")
-        self.emit(f"{out} = {go}")
-        self.emit(f"{errv} = None")
-        self.emit(f"for {local} in {it}:")
-        with self.block(), self._bound(var.name, local):
-            pv = self.guarded(pred)
-            self.emit(f"if {pv} is {stop}:")
-            with self.block(counts=False):
-                self.emit(f"{out} = {stop}")
-                self.emit("break")
-            self.emit(f"if {pv} is not {go}:")
-            with self.block(counts=False):
-                self.emit(f"{errv} = {pv}")
-        self.emit(f"if {out} is {go} and {errv} is not None:")
-        with self.block(counts=False):
-            self.emit(f"_macro_error({errv}, {name!r})")
-        return Code(out, "bool")
+    def too_deep(self) -> bool:
+        return self.depth >= _MAX_BLOCK_DEPTH
 
-    def isolated_macro(self, node: A.Call) -> Code:
+    def in_function(self, build: Callable[[], Code]) -> Code:
+        """Emit `build()` inside a nested function: a fresh block-nesting budget for Python."""
         fname = self.tmp("f")
         self.emit(f"def {fname}():")
         saved = self.depth
         self.depth = 0
         with self.block(counts=False):
-            code = self.c(node)
+            code = build()
             self.emit(f"return {code.expr}")
         self.depth = saved
         return Code(f"{fname}()", code.kind)
-
-    def map_filter(self, node: A.Call) -> Code:
-        name = node.fn
-        want = (2, 3) if name == "map" else (2,)
-        if len(node.args) not in want:
-            raise self.err(f"wrong number of arguments to macro `{name}`", node)
-        if self.depth >= _MAX_BLOCK_DEPTH:
-            return self.isolated_macro(node)
-        it, local, var = self._loop(node)
-        out = self.tmp("r")
-        self.emit(f"{out} = []")
-        self.emit(f"for {local} in {it}:")
-        with self.block(), self._bound(var.name, local):
-            if name == "filter" or len(node.args) == 3:
-                p = self.c(node.args[1])
-                pv = self.tmp()
-                self.emit(f"{pv} = {p.expr}")
-                self.emit(f"if {pv} is not True:")
-                with self.block(counts=False):
-                    self.emit(f"if {pv} is not False:")
-                    with self.block(counts=False):
-                        self.emit(f"_macro_error({pv}, {name!r})")
-                    self.emit("continue")
-            if name == "filter":
-                self.emit(f"{out}.append({local})")
-            else:
-                f = self.c(node.args[-1])
-                self.emit(f"{out}.append({f.expr})")
-        return Code(out, "list")
 
     def bind(self, node: A.Call) -> Code:
         if len(node.args) != 3 or not isinstance(node.args[0], A.Ident):
@@ -696,7 +624,7 @@ class Compiler:
         init = self.c(node.args[1])
         local = self.tmp("v")
         self.emit(f"{local} = {init.expr}")
-        with self._bound(node.args[0].name, local):
+        with self.bound({node.args[0].name: local}):
             return self.c(node.args[2])
 
 
@@ -718,14 +646,33 @@ _OPERATORS: dict[str, Any] = {
     **dict.fromkeys(_ARITH, Compiler.arith),
 }
 
-_MACROS: dict[str, Any] = {
-    "all": Compiler.quantifier,
-    "exists": Compiler.quantifier,
-    "exists_one": Compiler.quantifier,
-    "existsOne": Compiler.quantifier,
-    "map": Compiler.map_filter,
-    "filter": Compiler.map_filter,
-}
+
+def _fast_num_guard(c: Code) -> str | None:
+    """A class test under which Python's comparison with constant `c` equals CEL's.
+
+    CEL compares int with double as doubles; Python compares exactly. They agree whenever the
+    constant is an int that a double represents exactly, or when both sides are doubles.
+    """
+    if not c.const:
+        return None
+    if c.kind == "int" and abs(c.value) <= 2**53:
+        return "in _NUM"
+    if c.kind == "double":
+        return "is float"
+    return None
+
+
+def _chain(node: A.Call) -> list[A.Node]:
+    """The operands of a chain of the same logical operator, in evaluation order."""
+    out: list[A.Node] = []
+    stack: list[A.Node] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, A.Call) and n.fn == node.fn and n.target is None:
+            stack.extend(reversed(n.args))
+        else:
+            out.append(n)
+    return out
 
 
 def _qualified(node: A.Node) -> str | None:
@@ -740,7 +687,7 @@ def _qualified(node: A.Node) -> str | None:
 
 
 def _local(name: str) -> str:
-    return name if name in ACTIVATION else f"a_{name}"
+    return name if name in ACTIVATION else "a_" + name.replace(".", "_D_")
 
 
 def _is_simple_local(expr: str) -> bool:
@@ -779,7 +726,7 @@ def generate(
     limit = sys.getrecursionlimit()
     try:
         sys.setrecursionlimit(max(limit, 20000))
-        exec(compile(text, f"<cel:{source[:40]}>", "exec"), glb)
+        exec(compile(text, "<cel>", "exec"), glb)
     except (SyntaxError, RecursionError, MemoryError, ValueError) as e:
         raise CelCompileError(f"expression too complex to compile ({e})", source, 1, 1) from None
     finally:

@@ -227,7 +227,11 @@ def map_lookup(m: dict[Any, Any], k: Any) -> tuple[bool, Any]:
 def lt(a: Any, b: Any) -> bool:
     ca = a.__class__
     cb = b.__class__
-    if (ca in NUMERIC and cb in NUMERIC) or (ca is cb and ca in ORDERED_SAME):
+    if ca is cb and (ca in NUMERIC or ca in ORDERED_SAME):
+        return bool(a < b)
+    if ca in NUMERIC and cb in NUMERIC:
+        if ca is float or cb is float:
+            return float(a) < float(b)
         return bool(a < b)
     if isinstance(a, datetime) and isinstance(b, datetime):
         return a < b
@@ -237,7 +241,11 @@ def lt(a: Any, b: Any) -> bool:
 def le(a: Any, b: Any) -> bool:
     ca = a.__class__
     cb = b.__class__
-    if (ca in NUMERIC and cb in NUMERIC) or (ca is cb and ca in ORDERED_SAME):
+    if ca is cb and (ca in NUMERIC or ca in ORDERED_SAME):
+        return bool(a <= b)
+    if ca in NUMERIC and cb in NUMERIC:
+        if ca is float or cb is float:
+            return float(a) <= float(b)
         return bool(a <= b)
     if isinstance(a, datetime) and isinstance(b, datetime):
         return a <= b
@@ -247,7 +255,11 @@ def le(a: Any, b: Any) -> bool:
 def gt(a: Any, b: Any) -> bool:
     ca = a.__class__
     cb = b.__class__
-    if (ca in NUMERIC and cb in NUMERIC) or (ca is cb and ca in ORDERED_SAME):
+    if ca is cb and (ca in NUMERIC or ca in ORDERED_SAME):
+        return bool(a > b)
+    if ca in NUMERIC and cb in NUMERIC:
+        if ca is float or cb is float:
+            return float(a) > float(b)
         return bool(a > b)
     if isinstance(a, datetime) and isinstance(b, datetime):
         return a > b
@@ -257,7 +269,11 @@ def gt(a: Any, b: Any) -> bool:
 def ge(a: Any, b: Any) -> bool:
     ca = a.__class__
     cb = b.__class__
-    if (ca in NUMERIC and cb in NUMERIC) or (ca is cb and ca in ORDERED_SAME):
+    if ca is cb and (ca in NUMERIC or ca in ORDERED_SAME):
+        return bool(a >= b)
+    if ca in NUMERIC and cb in NUMERIC:
+        if ca is float or cb is float:
+            return float(a) >= float(b)
         return bool(a >= b)
     if isinstance(a, datetime) and isinstance(b, datetime):
         return a >= b
@@ -326,15 +342,15 @@ def not_(x: Any) -> bool:
     no_overload("!_", x)
 
 
-def logic_error(op: str, a: Any, b: Any) -> NoReturn:
-    """Both operands of `&&`/`||` were errors or non-bools: raise the first error."""
-    for v in (a, b):
-        if isinstance(v, BaseException):
-            raise v
-    for v in (a, b):
-        if v.__class__ is not bool:
-            no_overload(op, v)
-    raise AssertionError("logic_error called with two bools")
+def logic_error(op: str, *vals: Any) -> NoReturn:
+    """No operand of `&&`/`||` absorbed the others: raise the first error (or non-bool)."""
+    for x in vals:
+        if isinstance(x, BaseException):
+            raise x
+    for x in vals:
+        if x.__class__ is not bool:
+            no_overload(op, x)
+    raise AssertionError("logic_error called with bools only")
 
 
 def cond_error(c: Any) -> NoReturn:
@@ -410,7 +426,11 @@ def sub(a: Any, b: Any) -> Any:
         from pdp.cel._time import check_duration, check_timestamp
 
         if isinstance(b, datetime):
-            return check_duration(a - b)
+            d = a - b
+            # The reference engines hold a timestamp difference in int64 nanoseconds.
+            if abs(d.days) > 106_751:
+                fail("duration out of range")
+            return check_duration(d)
         if cb is timedelta:
             try:
                 return check_timestamp(a - b)

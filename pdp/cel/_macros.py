@@ -1,0 +1,148 @@
+"""Comprehension macros: all, exists, exists_one/existsOne, map, filter (one iteration variable)
+and their two-variable forms (all, exists, existsOne, transformList, transformMap)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pdp.cel import _ast as A
+from pdp.cel import _values as v
+
+if TYPE_CHECKING:
+    from pdp.cel._compile import Code, Compiler
+
+
+def iter_range(r: Any) -> Any:
+    cr = r.__class__
+    if cr is list or cr is tuple:
+        return r
+    if cr is dict or isinstance(r, dict):
+        return list(r)
+    v.no_overload("comprehension range", r)
+
+
+def iter_pairs(r: Any) -> Any:
+    cr = r.__class__
+    if cr is list or cr is tuple:
+        return list(enumerate(r))
+    if cr is dict or isinstance(r, dict):
+        return list(r.items())
+    v.no_overload("comprehension range", r)
+
+
+def macro_error(e: Any, name: str) -> Any:
+    if isinstance(e, BaseException):
+        raise e
+    v.no_overload(name, e)
+
+
+def _header(comp: Compiler, node: A.Call, nvars: int) -> tuple[str, dict[str, str]]:
+    """Emit the range evaluation; return the `for` line and the bindings of the variables."""
+    assert node.target is not None
+    names: list[str] = []
+    for arg in node.args[:nvars]:
+        if not isinstance(arg, A.Ident) or arg.name.startswith("."):
+            raise comp.err(f"`{node.fn}` wants a simple identifier as iteration variable", arg)
+        names.append(arg.name)
+    if nvars == 2 and names[0] == names[1]:
+        raise comp.err(f"`{node.fn}`: the two iteration variables must differ", node)
+    rng = comp.c(node.target)
+    it = comp.tmp("it")
+    locals_ = [comp.tmp("v") for _ in names]
+    comp.emit(f"{it} = {'_iter' if nvars == 1 else '_pairs'}({rng.expr})")
+    return f"for {', '.join(locals_)} in {it}:", dict(zip(names, locals_))
+
+
+def quantifier(comp: Compiler, node: A.Call) -> Code:
+    from pdp.cel._compile import Code
+
+    name = "exists_one" if node.fn == "existsOne" else node.fn
+    if len(node.args) not in (2, 3):
+        raise comp.err(f"wrong number of arguments to macro `{node.fn}`: want 2 or 3", node)
+    if comp.too_deep():
+        return comp.in_function(lambda: quantifier(comp, node))
+    loop, binds = _header(comp, node, len(node.args) - 1)
+    pred = node.args[-1]
+    out = comp.tmp("r")
+    if name == "exists_one":
+        n = comp.tmp("n")
+        comp.emit(f"{n} = 0")
+        comp.emit(loop)
+        with comp.block(), comp.bound(binds):
+            pv = comp.tmp()
+            comp.emit(f"{pv} = {comp.c(pred).expr}")
+            comp.emit(f"if {pv} is True:")
+            with comp.block(counts=False):
+                comp.emit(f"{n} += 1")
+            comp.emit(f"elif {pv} is not False:")
+            with comp.block(counts=False):
+                comp.emit(f"_macro_error({pv}, 'exists_one')")
+        comp.emit(f"{out} = {n} == 1")
+        return Code(out, "bool")
+    stop, go = ("False", "True") if name == "all" else ("True", "False")
+    errv = comp.tmp("e")
+    comp.emit(f"{out} = {go}")
+    comp.emit(f"{errv} = None")
+    comp.emit(loop)
+    with comp.block(), comp.bound(binds):
+        pv = comp.guarded(pred)
+        comp.emit(f"if {pv} is {stop}:")
+        with comp.block(counts=False):
+            comp.emit(f"{out} = {stop}")
+            comp.emit("break")
+        comp.emit(f"if {pv} is not {go}:")
+        with comp.block(counts=False):
+            comp.emit(f"{errv} = {pv}")
+    comp.emit(f"if {out} is {go} and {errv} is not None:")
+    with comp.block(counts=False):
+        comp.emit(f"_macro_error({errv}, {name!r})")
+    return Code(out, "bool")
+
+
+def transform(comp: Compiler, node: A.Call) -> Code:
+    """map / filter (one variable), transformList / transformMap (two variables)."""
+    from pdp.cel._compile import Code
+
+    name = node.fn
+    nvars = 2 if name in ("transformList", "transformMap") else 1
+    allowed = {"map": (2, 3), "filter": (2,)}.get(name, (3, 4))
+    if len(node.args) not in allowed:
+        raise comp.err(f"wrong number of arguments to macro `{name}`", node)
+    if comp.too_deep():
+        return comp.in_function(lambda: transform(comp, node))
+    loop, binds = _header(comp, node, nvars)
+    out = comp.tmp("r")
+    to_map = name == "transformMap"
+    comp.emit(f"{out} = {{}}" if to_map else f"{out} = []")
+    comp.emit(loop)
+    with comp.block(), comp.bound(binds):
+        has_filter = name == "filter" or len(node.args) == nvars + 2
+        if has_filter:
+            pv = comp.tmp()
+            comp.emit(f"{pv} = {comp.c(node.args[nvars]).expr}")
+            comp.emit(f"if {pv} is not True:")
+            with comp.block(counts=False):
+                comp.emit(f"if {pv} is not False:")
+                with comp.block(counts=False):
+                    comp.emit(f"_macro_error({pv}, {name!r})")
+                comp.emit("continue")
+        first = next(iter(binds.values()))
+        if name == "filter":
+            comp.emit(f"{out}.append({first})")
+        elif to_map:
+            comp.emit(f"{out}[{first}] = {comp.c(node.args[-1]).expr}")
+        else:
+            comp.emit(f"{out}.append({comp.c(node.args[-1]).expr})")
+    return Code(out, "map" if to_map else "list")
+
+
+MACROS = {
+    "all": quantifier,
+    "exists": quantifier,
+    "exists_one": quantifier,
+    "existsOne": quantifier,
+    "map": transform,
+    "filter": transform,
+    "transformList": transform,
+    "transformMap": transform,
+}
