@@ -95,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_.add_argument("--log-level", default="INFO", help="logging level (INFO)")
     # Set by the supervisor for its workers only.
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # --decision-log, --mask, --log-queue-size, --otel, --prometheus, ... (pdp.telemetry owns them)
+    from pdp.telemetry.cli import add_telemetry_arguments
+
+    add_telemetry_arguments(p)
     p.set_defaults(func=run, serve_parser=p)
 
 
@@ -171,9 +175,15 @@ def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
     raise ValueError("no policy source: give --policies DIR or --bundle SOURCE")
 
 
-def _observer(args: argparse.Namespace):  # -> Observer | None
-    """The telemetry observer built from the operator's flags (none yet)."""
-    return None
+def _observer(args: argparse.Namespace, holder):  # -> Observer | None
+    """The telemetry observer built from the operator's flags (None when all of it is off).
+
+    Raises ValueError (a bad flag, mask path or OTEL_* setting) or OSError (a log file or the
+    Prometheus port cannot be opened).
+    """
+    from pdp.telemetry.cli import observer_from_args
+
+    return observer_from_args(args, holder)
 
 
 # -- one server process -----------------------------------------------------------------------
@@ -202,8 +212,14 @@ def serve(args: argparse.Namespace) -> int:
     _install_stop_handlers(stop)
     holder = EngineHolder()
     try:
-        server = build_server(holder, config, observer=_observer(args))
+        observer = _observer(args, holder)
+    except (OSError, ValueError) as exc:
+        return _fail(f"telemetry: {exc}")
+    try:
+        server = build_server(holder, config, observer=observer)
     except RuntimeError as exc:  # grpc: cannot bind
+        if observer is not None:
+            observer.close()
         return _fail(f"cannot listen: {exc}")
     server.start()
     for address in server.addresses:
