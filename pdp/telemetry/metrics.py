@@ -143,11 +143,20 @@ class Metrics:
     # -- bundles -----------------------------------------------------------------------------
 
     def watch(self, holder: EngineHolder) -> None:
-        """Count activations from now on and report the holder's active bundle."""
+        """Count activations and refusals from now on and report the holder's active bundle."""
         holder.on_swap(self.bundle_activated)
         engine = holder.current
         if engine is not None:
             self.bundle_activated(engine)
+        # EngineHolder tells listeners about swaps only; its failures (a refused candidate, an
+        # unreachable source) are seen by wrapping this one instance's `record_failure`.
+        original = holder.record_failure
+
+        def record_failure(error: str) -> None:
+            original(error)
+            self.bundle_failed(error)
+
+        holder.record_failure = record_failure  # type: ignore[method-assign]
 
     def bundle_activated(self, engine: Engine) -> None:
         bundle: BundleInfo | None = getattr(engine, "bundle", None)

@@ -44,6 +44,7 @@ class FakeHolder:
     def __init__(self) -> None:
         self.current: Any = None
         self._listeners: list[Any] = []
+        self.failures: list[str] = []
 
     def on_swap(self, listener: Any) -> None:
         self._listeners.append(listener)
@@ -52,6 +53,9 @@ class FakeHolder:
         self.current = engine
         for listener in self._listeners:
             listener(engine)
+
+    def record_failure(self, error: str) -> None:
+        self.failures.append(error)
 
 
 def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
@@ -110,6 +114,7 @@ def test_metrics(make_obs: ObsFactory, metrics: tuple[Metrics, InMemoryMetricRea
     observer.watch_holder(holder)  # type: ignore[arg-type]
     holder.swap(FakeEngine())
     observer.record_bundle_failure("signature does not verify")
+    holder.record_failure("refused bundle from x: tests fail")  # seen through the holder
     for i in range(3):
         observer.on_check(make_obs(decision_id=f"d{i}"))
     observer.close()
@@ -126,7 +131,8 @@ def test_metrics(make_obs: ObsFactory, metrics: tuple[Metrics, InMemoryMetricRea
     (activations,) = points(reader, "pdp.bundle.activations")
     assert activations.value == 1 and activations.attributes["bundle.revision"] == "abc123"
     (failures,) = points(reader, "pdp.bundle.failures")
-    assert failures.value == 1
+    assert failures.value == 2
+    assert holder.failures == ["refused bundle from x: tests fail"]  # still recorded
     (active,) = points(reader, "pdp.bundle.active")
     assert active.value == 1
     assert dict(active.attributes) == {
