@@ -109,7 +109,9 @@ def test_two_workers_serve_one_port(policy_dir: Path) -> None:
         wait_serving(port, proc)
         for _ in range(40):
             # A new connection each time: the kernel spreads connections over the workers.
-            with Client(f"127.0.0.1:{port}", timeout=5) as c:
+            # A worker still loading its policies answers UNAVAILABLE: the client retries.
+            patient = Retry(attempts=100, max_backoff_s=0.2)
+            with Client(f"127.0.0.1:{port}", timeout=20, retry=patient) as c:
                 assert c.is_allowed(ALICE, DOC, "read")
         time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
