@@ -1,0 +1,150 @@
+"""The client library against a real server: sync and async, retries, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pdp.client import AsyncClient, Client, Retry
+from pdp.engine import Engine, EngineHolder, compile_policy_set
+from pdp.model.loader import load_policy_dir
+from pdp.server import CheckObservation, PdpServer, ServerConfig, build_server
+
+POLICY = """
+apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: notes}
+spec:
+  resource: note
+  actions:
+    read: {}
+    edit: {scopes: ["notes:write"]}
+  rules:
+    - id: owner
+      actions: ["*"]
+      effect: allow
+      condition: resource.attr.owner == principal.id
+      obligations: {watermark: true}
+"""
+
+BOB = {"id": "bob", "tenant": "t1", "roles": ["user"], "scopes": ["notes:write"]}
+NOTE = {"kind": "note", "id": "n1", "tenant": "t1", "attr": {"owner": "bob"}}
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.codes: list[str] = []
+
+    def on_check(self, record: CheckObservation) -> None:
+        self.codes.append(record.error_code)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    root = tmp_path_factory.mktemp("notes")
+    (root / "note.yaml").write_text(textwrap.dedent(POLICY).lstrip())
+    return Engine(compile_policy_set(load_policy_dir(Path(root))))
+
+
+@pytest.fixture
+def holder() -> EngineHolder:
+    return EngineHolder()
+
+
+@pytest.fixture
+def counter() -> Counter:
+    return Counter()
+
+
+@pytest.fixture
+def server(holder: EngineHolder, counter: Counter) -> Iterator[PdpServer]:
+    s = build_server(holder, ServerConfig(listen=("127.0.0.1:0",)), observer=counter)
+    s.start()
+    yield s
+    s.stop(0)
+
+
+def test_sync_client(server: PdpServer, holder: EngineHolder, engine: Engine) -> None:
+    holder.swap(engine)
+    with Client(f"127.0.0.1:{server.port}") as c:
+        resp = c.check(
+            BOB, [{**NOTE, "actions": ["read", "edit"]}], {"time": "2026-01-01T00:00:00Z"}
+        )
+        assert resp.results[0].actions["edit"].obligations == {"watermark": True}
+        assert resp.evaluated_at.startswith("2026-01-01")
+        assert c.is_allowed(BOB, NOTE, "edit")
+        assert not c.is_allowed({**BOB, "scopes": []}, NOTE, "edit")
+        assert not c.is_allowed(BOB, NOTE, "no-such-action")
+
+
+def test_async_client(server: PdpServer, holder: EngineHolder, engine: Engine) -> None:
+    holder.swap(engine)
+
+    async def main() -> tuple[bool, bool, str]:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as c:
+            resp = await c.check(BOB, [{**NOTE, "actions": ["read"]}], request_id="a-1")
+            info = await c.server_info()
+            return (
+                await c.is_allowed(BOB, NOTE, "read"),
+                await c.is_allowed({**BOB, "id": "eve"}, NOTE, "read"),
+                resp.request_id + info.pdp_version,
+            )
+
+    allowed, other, text = asyncio.run(main())
+    assert allowed and not other and text.startswith("a-1")
+
+
+def test_retries_unavailable_until_policies_arrive(
+    server: PdpServer, holder: EngineHolder, engine: Engine, counter: Counter
+) -> None:
+    threading.Timer(0.3, holder.swap, (engine,)).start()
+    retry = Retry(attempts=20, initial_backoff_s=0.05, max_backoff_s=0.1)
+    with Client(f"127.0.0.1:{server.port}", timeout=5, retry=retry) as c:
+        assert c.is_allowed(BOB, NOTE, "read")
+    assert counter.codes[0] == "UNAVAILABLE" and counter.codes[-1] == ""
+
+
+def test_retries_are_bounded(server: PdpServer, counter: Counter) -> None:
+    retry = Retry(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.01)
+    with Client(f"127.0.0.1:{server.port}", timeout=5, retry=retry) as c:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            c.check(BOB, [{**NOTE, "actions": ["read"]}])
+        assert time.monotonic() - started < 1
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert counter.codes == ["UNAVAILABLE"] * 3
+
+
+def test_async_retries_bounded_by_deadline(server: PdpServer, counter: Counter) -> None:
+    async def main() -> grpc.StatusCode:
+        retry = Retry(attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.05)
+        async with AsyncClient(f"127.0.0.1:{server.port}", timeout=0.3, retry=retry) as c:
+            try:
+                await c.check(BOB, [{**NOTE, "actions": ["read"]}])
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+        raise AssertionError("no error")
+
+    started = time.monotonic()
+    assert asyncio.run(main()) == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 1.5 and 1 < len(counter.codes) < 100
+
+
+def test_invalid_argument_is_not_retried(
+    server: PdpServer, holder: EngineHolder, engine: Engine, counter: Counter
+) -> None:
+    holder.swap(engine)
+    with Client(f"127.0.0.1:{server.port}") as c, pytest.raises(grpc.RpcError) as info:
+        c.check(BOB, [{**NOTE, "actions": [""]}])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert counter.codes == ["INVALID_ARGUMENT"]
