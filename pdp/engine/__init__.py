@@ -1,0 +1,20 @@
+"""The engine: compile a policy source once, then decide requests against it."""
+
+from .compile import compile_policy_set
+from .compiled import PolicySet, RuleRef
+from .engine import Engine, new_decision_id
+from .holder import Activation, EngineHolder
+from .suites import CaseResult, SuiteReport, run_test_suites
+
+__all__ = [
+    "Activation",
+    "CaseResult",
+    "Engine",
+    "EngineHolder",
+    "PolicySet",
+    "RuleRef",
+    "SuiteReport",
+    "compile_policy_set",
+    "new_decision_id",
+    "run_test_suites",
+]

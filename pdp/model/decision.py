@@ -112,7 +112,13 @@ def action_decision_dict(d: ActionDecision) -> dict[str, Any]:
         out["errors"] = list(d.errors)
     if d.trace:
         out["trace"] = [
-            {"stage": s.stage, "policy": s.policy, "rule": s.rule, "outcome": s.outcome, "detail": s.detail}
+            {
+                "stage": s.stage,
+                "policy": s.policy,
+                "rule": s.rule,
+                "outcome": s.outcome,
+                "detail": s.detail,
+            }
             for s in d.trace
         ]
     return out

@@ -59,7 +59,7 @@ from pdp.model.policy import (
 __all__ = ["MAX_DEPTH", "MAX_FILES", "MAX_FILE_BYTES", "load_policy_dir", "load_policy_files"]
 
 # A policy repository with more files than this is not one we were meant to load.
-MAX_FILES = 10_000
+MAX_FILES = 100_000
 
 KINDS = ("ResourcePolicy", "GuardPolicy", "Definitions", "TestSuite", "RouteMapping")
 _TOP_KEYS = ("apiVersion", "kind", "metadata", "spec")

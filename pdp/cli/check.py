@@ -1,0 +1,50 @@
+"""`pdp check --policies DIR --request FILE|-`: one decision request (JSON) in, decisions out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pdp.engine import Engine
+from pdp.errors import PolicyErrors, RequestError
+from pdp.model.request import parse_check_request
+
+from ._common import load_and_compile, print_policy_errors
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("check", help="decide one request given as JSON")
+    p.add_argument("--policies", required=True, metavar="DIR", help="policy directory")
+    p.add_argument("--request", required=True, metavar="FILE", help="request JSON file, or -")
+    p.add_argument("--explain", action="store_true", help="include the evaluation trace")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        _source, policy_set = load_and_compile(args.policies)
+    except PolicyErrors as exc:
+        print_policy_errors(exc)
+        return 1
+    try:
+        if args.request == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.request) as f:
+                text = f.read()
+        raw = json.loads(text)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read request: {exc}", file=sys.stderr)
+        return 2
+    if args.explain and isinstance(raw, dict):
+        raw = {**raw, "explain": True}
+    try:
+        request = parse_check_request(raw)
+    except RequestError as exc:
+        print(f"error: invalid request: {exc}", file=sys.stderr)
+        return 2
+    response = Engine(policy_set).check(request)
+    json.dump(response.to_dict(), sys.stdout, indent=2, default=str)
+    print()
+    return 0

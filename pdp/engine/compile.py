@@ -1,0 +1,389 @@
+"""Compile a loaded `PolicySource` into an immutable `PolicySet`.
+
+Every CEL expression is compiled once here; every problem found (CEL syntax, unknown function,
+undefined variable or constant, bad references) is collected with its file:line:column and
+raised together as `PolicyErrors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pdp.cel import CelEnv, compile_cel
+from pdp.errors import CelCompileError, PolicyError, PolicyErrors, SourceLocation
+from pdp.model.policy import (
+    WILDCARD,
+    Condition,
+    ConditionGroup,
+    Definitions,
+    DerivedRole,
+    Expr,
+    GuardPolicy,
+    PolicySource,
+    ResourcePolicy,
+)
+
+from .compiled import (
+    CompiledAction,
+    CompiledDerivedRole,
+    CompiledKind,
+    CompiledRule,
+    CondFn,
+    PolicySet,
+    RuleRef,
+)
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.items: list[PolicyError] = []
+
+    def add(self, message: str, location: SourceLocation | None, snippet: str = "") -> None:
+        self.items.append(PolicyError(message, location, snippet=snippet))
+
+
+def _cel_location(expr: Expr, err: CelCompileError) -> SourceLocation:
+    """Map a position inside an expression to a position in its file."""
+    loc = expr.location
+    if err.line <= 1:
+        return SourceLocation(loc.file, loc.line, loc.column + err.column - 1)
+    # Block scalars keep their indentation on every line.
+    return SourceLocation(loc.file, loc.line + err.line - 1, loc.column + err.column - 1)
+
+
+class _Scope:
+    """The CEL environment of one policy: its imported constants and variables."""
+
+    def __init__(
+        self,
+        env: CelEnv,
+        variables: Mapping[str, Expr],
+        errors: _Errors,
+    ) -> None:
+        self.env = env
+        self.variables = variables
+        self.errors = errors
+
+    def compile_expr(self, expr: Expr) -> tuple[CondFn, bool] | None:
+        try:
+            compiled = compile_cel(expr.source, self.env)
+        except CelCompileError as err:
+            var = getattr(err, "variable", None)
+            where = self.variables.get(var) if var else None
+            if where is not None:
+                self.errors.add(
+                    f"in variable `{var}`: {err.message}", _cel_location(where, err), err.caret()
+                )
+            else:
+                self.errors.add(err.message, _cel_location(expr, err), err.caret())
+            return None
+        return _bool_condition(compiled, expr.source), bool(compiled.uses_time)
+
+    def compile_condition(self, cond: Condition | None) -> tuple[CondFn | None, bool, str]:
+        """Returns (fn, uses_time, source text for traces); fn None when there is none or on error."""
+        if cond is None:
+            return None, False, ""
+        if isinstance(cond, Expr):
+            got = self.compile_expr(cond)
+            if got is None:
+                return _never_compiled, False, cond.source
+            return got[0], got[1], cond.source
+        assert isinstance(cond, ConditionGroup)
+        parts = [self.compile_condition(c) for c in cond.items]
+        fns = [p[0] or _always_true for p in parts]
+        uses_time = any(p[1] for p in parts)
+        text = f"{cond.op}({', '.join(p[2] for p in parts)})"
+        return _group(cond.op, fns), uses_time, text
+
+
+def _never_compiled(_: Mapping[str, Any]) -> bool:
+    # Only reachable if a set with compile errors were used, which compile_policy_set prevents.
+    raise RuntimeError("condition failed to compile")
+
+
+def _always_true(_: Mapping[str, Any]) -> bool:
+    return True
+
+
+class ConditionError(Exception):
+    """A condition could not be evaluated: a CEL error or a non-bool result."""
+
+
+def _bool_condition(compiled: Any, source: str) -> CondFn:
+    def run(act: Mapping[str, Any]) -> bool:
+        value = compiled(act)
+        if value is True or value is False:
+            return value
+        raise ConditionError(f"condition `{source}` gave a non-bool value")
+
+    return run
+
+
+def _group(op: str, fns: list[CondFn]) -> CondFn:
+    """all/any/none with CEL's error absorption: a decisive value beats an error."""
+
+    def all_(act: Mapping[str, Any]) -> bool:
+        error: Exception | None = None
+        for fn in fns:
+            try:
+                if not fn(act):
+                    return False
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return True
+
+    def any_(act: Mapping[str, Any]) -> bool:
+        error: Exception | None = None
+        for fn in fns:
+            try:
+                if fn(act):
+                    return True
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return False
+
+    if op == "all":
+        return all_
+    if op == "any":
+        return any_
+
+    def none_(act: Mapping[str, Any]) -> bool:
+        return not any_(act)
+
+    return none_
+
+
+def _roles(roles: Iterable[str] | None) -> frozenset[str] | None:
+    if roles is None:
+        return None
+    roles = frozenset(roles)
+    return None if WILDCARD in roles else roles
+
+
+def compile_policy_set(source: PolicySource) -> PolicySet:
+    """Compile everything; raise `PolicyErrors` with every problem found."""
+    errors = _Errors()
+    data = dict(source.data)
+    defs: dict[str, Definitions] = {d.id: d for d in source.definitions}
+
+    # Derived roles are compiled once, in the environment of the Definitions that declares them.
+    derived: dict[str, dict[str, CompiledDerivedRole]] = {}
+    for d in source.definitions:
+        scope = _scope_for([d.id], defs, {}, data, errors, own=d)
+        derived[d.id] = {
+            name: _compile_derived(d.id, role, scope) for name, role in d.derived_roles.items()
+        }
+        # Compile every variable on its own so an error points at it even when unused.
+        for expr in d.variables.values():
+            scope.compile_expr(expr)
+
+    guard_rules: list[tuple[GuardPolicy, Any, CompiledRule]] = []
+    rule_refs: list[RuleRef] = []
+    for g in source.guard_policies:
+        scope = _scope_for(g.imports, defs, g.variables, data, errors)
+        for rule in g.rules:
+            fn, uses_time, text = scope.compile_condition(rule.condition)
+            compiled = CompiledRule(
+                policy=g.id,
+                id=rule.id,
+                stage="guard",
+                roles=_roles(rule.roles),
+                derived_roles=(),
+                condition=fn,
+                reason=rule.reason,
+                condition_source=text,
+                uses_time=uses_time,
+            )
+            guard_rules.append((g, rule, compiled))
+            rule_refs.append(RuleRef(g.id, rule.id, "guard", g.file, rule.location.line))
+
+    kinds: dict[str, CompiledKind] = {}
+    for p in source.resource_policies:
+        kinds[p.resource] = _compile_resource_policy(
+            p, defs, derived, data, errors, guard_rules, rule_refs
+        )
+
+    country_of = None
+    if "geoip" in data:
+        country_of = _country_lookup(data, errors)
+
+    if errors.items:
+        raise PolicyErrors(errors.items)
+    return PolicySet(
+        kinds=kinds,
+        rules=tuple(rule_refs),
+        country_of=country_of,
+        data=data,
+        rule_count=len(rule_refs),
+        route_mapping=source.route_mapping,
+        route_mapping_file=source.route_mapping_file,
+    )
+
+
+def _scope_for(
+    imports: Iterable[str],
+    defs: Mapping[str, Definitions],
+    local_vars: Mapping[str, Expr],
+    data: Mapping[str, Any],
+    errors: _Errors,
+    own: Definitions | None = None,
+) -> _Scope:
+    constants: dict[str, Any] = {}
+    variables: dict[str, Expr] = {}
+    for name in imports:
+        d = defs.get(name)
+        if d is None:
+            continue  # the loader reports unknown imports
+        constants.update(d.constants)
+        variables.update(d.variables)
+    if own is not None:
+        constants.update(own.constants)
+        variables.update(own.variables)
+    variables.update(local_vars)
+    env = CelEnv(
+        constants=constants,
+        variables={k: v.source for k, v in variables.items()},
+        data=data,
+    )
+    return _Scope(env, variables, errors)
+
+
+def _compile_derived(def_id: str, role: DerivedRole, scope: _Scope) -> CompiledDerivedRole:
+    fn, uses_time, text = scope.compile_condition(role.condition)
+    return CompiledDerivedRole(
+        name=role.name,
+        definitions_id=def_id,
+        parent_roles=_roles(role.parent_roles),
+        condition=fn,
+        source=text,
+        uses_time=uses_time,
+    )
+
+
+def _applies(names: tuple[str, ...], name: str) -> bool:
+    return WILDCARD in names or name in names
+
+
+def _compile_resource_policy(
+    p: ResourcePolicy,
+    defs: Mapping[str, Definitions],
+    derived: Mapping[str, Mapping[str, CompiledDerivedRole]],
+    data: Mapping[str, Any],
+    errors: _Errors,
+    guard_rules: list[tuple[GuardPolicy, Any, CompiledRule]],
+    rule_refs: list[RuleRef],
+) -> CompiledKind:
+    scope = _scope_for(p.imports, defs, p.variables, data, errors)
+    for expr in p.variables.values():
+        scope.compile_expr(expr)
+
+    visible_roles: dict[str, CompiledDerivedRole] = {}
+    for name in p.imports:
+        visible_roles.update(derived.get(name, {}))
+
+    def derived_for(
+        names: tuple[str, ...], location: SourceLocation
+    ) -> tuple[CompiledDerivedRole, ...]:
+        out = []
+        for n in names:
+            role = visible_roles.get(n)
+            if role is None:
+                errors.add(
+                    f"derived role `{n}` is not defined in any imported definitions", location
+                )
+            else:
+                out.append(role)
+        return tuple(out)
+
+    compiled_rules: list[tuple[tuple[str, ...], CompiledRule]] = []
+    for rule in p.rules:
+        fn, uses_time, text = scope.compile_condition(rule.condition)
+        compiled_rules.append(
+            (
+                rule.actions,
+                CompiledRule(
+                    policy=p.id,
+                    id=rule.id,
+                    stage=rule.effect,
+                    roles=_roles(rule.roles),
+                    derived_roles=derived_for(rule.derived_roles, rule.location),
+                    condition=fn,
+                    reason=rule.reason,
+                    obligations=dict(rule.obligations),
+                    condition_source=text,
+                    uses_time=uses_time,
+                    derived_only=rule.roles is None and bool(rule.derived_roles),
+                ),
+            )
+        )
+        rule_refs.append(RuleRef(p.id, rule.id, rule.effect, p.file, rule.location.line))
+
+    cross: list[tuple[tuple[str, ...], CompiledRule]] = []
+    for rule in p.cross_tenant:
+        fn, uses_time, text = scope.compile_condition(rule.condition)
+        cross.append(
+            (
+                rule.actions,
+                CompiledRule(
+                    policy=p.id,
+                    id=rule.id,
+                    stage="cross_tenant",
+                    roles=_roles(rule.roles),
+                    derived_roles=derived_for(rule.derived_roles, rule.location),
+                    condition=fn,
+                    reason=rule.reason,
+                    condition_source=text,
+                    uses_time=uses_time,
+                    derived_only=rule.roles is None and bool(rule.derived_roles),
+                ),
+            )
+        )
+        rule_refs.append(RuleRef(p.id, rule.id, "cross_tenant", p.file, rule.location.line))
+
+    actions: dict[str, CompiledAction] = {}
+    for name, spec in p.actions.items():
+        guards = tuple(
+            c
+            for _g, rule, c in guard_rules
+            if _applies(rule.resources, p.resource) and _applies(rule.actions, name)
+        )
+        mine = [c for acts, c in compiled_rules if _applies(acts, name)]
+        denies = tuple(c for c in mine if c.stage == "deny")
+        allows = tuple(c for c in mine if c.stage == "allow")
+        ct = tuple(c for acts, c in cross if _applies(acts, name))
+        every = (*guards, *denies, *allows, *ct)
+        uses_time = any(c.uses_time or any(r.uses_time for r in c.derived_roles) for c in every)
+        actions[name] = CompiledAction(
+            name=name,
+            scopes=frozenset(spec.scopes),
+            scope_list=tuple(sorted(spec.scopes)),
+            cross_tenant=ct,
+            guards=guards,
+            denies=denies,
+            allows=allows,
+            uses_time=uses_time,
+        )
+    return CompiledKind(kind=p.resource, policy=p.id, tenancy=p.tenancy, actions=actions)
+
+
+def _country_lookup(data: Mapping[str, Any], errors: _Errors) -> Any:
+    """Resolve context.country from the bundle's geo table with the CEL `country()` function."""
+    try:
+        compiled = compile_cel("country(context.ip)", CelEnv(data=data))
+    except CelCompileError as err:
+        errors.add(f"geo data cannot be used: {err.message}", None)
+        return None
+
+    def country_of(ip: str) -> str:
+        try:
+            value = compiled({"context": {"ip": ip}})
+        except Exception:
+            return ""
+        return value if isinstance(value, str) else ""
+
+    return country_of

@@ -1,0 +1,87 @@
+"""The compiled, immutable policy set: what the engine decides with.
+
+Everything is resolved at build time — imports, derived roles, guard applicability, wildcard
+actions — into one flat table `kind -> action -> CompiledAction`, so a decision touches only
+the rules that can apply to its kind and action, however many other policies are loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# A compiled condition: called with the activation, returns True/False or raises on error.
+CondFn = Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDerivedRole:
+    name: str
+    definitions_id: str
+    parent_roles: frozenset[str] | None  # None = any principal
+    condition: CondFn | None
+    source: str = ""
+    uses_time: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule ready to run. `stage` is guard | deny | allow | cross_tenant."""
+
+    policy: str
+    id: str
+    stage: str
+    roles: frozenset[str] | None  # None = any principal (no roles, or "*")
+    derived_roles: tuple[CompiledDerivedRole, ...]
+    condition: CondFn | None
+    reason: str = ""
+    obligations: Mapping[str, Any] = field(default_factory=dict)
+    condition_source: str = ""
+    uses_time: bool = False
+    # True when the rule names derived roles but no plain roles: then only they can match.
+    derived_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAction:
+    name: str
+    scopes: frozenset[str]
+    scope_list: tuple[str, ...]  # sorted, for messages
+    cross_tenant: tuple[CompiledRule, ...]
+    guards: tuple[CompiledRule, ...]
+    denies: tuple[CompiledRule, ...]
+    allows: tuple[CompiledRule, ...]
+    uses_time: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledKind:
+    kind: str
+    policy: str
+    tenancy: str  # tenant | global
+    actions: Mapping[str, CompiledAction]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    """A rule as the coverage report names it."""
+
+    policy: str
+    rule: str
+    stage: str
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    kinds: Mapping[str, CompiledKind]
+    rules: tuple[RuleRef, ...]  # every rule, for coverage
+    # Resolves context.country from the bundle's geo data; None when there is no table.
+    country_of: Callable[[str], str] | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    rule_count: int = 0
+    # The gateway's HTTP mapping document, versioned with the policies (pdp.gateway reads it).
+    route_mapping: Mapping[str, Any] | None = None
+    route_mapping_file: str = ""

@@ -1,0 +1,360 @@
+"""decide(): the decision semantics of DESIGN.md, per resource x action, failing closed.
+
+Order: kind and action known → tenant isolation (with audited exceptions) → scopes of the
+principal and of the actor → guards and deny rules (any match denies; an error denies) →
+allow rules (first match allows; an error does not allow) → default deny.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pdp.model import decision as d
+from pdp.model.decision import (
+    ActionDecision,
+    BundleInfo,
+    CheckResponse,
+    ResourceDecision,
+    TraceStep,
+)
+from pdp.model.request import CheckRequest, ResourceRequest
+
+from .compiled import CompiledAction, CompiledKind, CompiledRule, PolicySet
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_decision_id() -> str:
+    # 128 random bits, hex: unique per decision, cheaper than uuid4's string formatting.
+    return os.urandom(16).hex()
+
+
+class _Undecided:
+    """Per-resource memo of derived roles, so each is evaluated at most once per resource."""
+
+    __slots__ = ("derived",)
+
+    def __init__(self) -> None:
+        self.derived: dict[str, bool | Exception] = {}
+
+
+class Engine:
+    """Decides requests under one immutable `PolicySet`; safe to share between threads."""
+
+    def __init__(
+        self,
+        policy_set: PolicySet,
+        bundle: BundleInfo | None = None,
+        *,
+        clock: Clock = _utc_now,
+    ) -> None:
+        self.policy_set = policy_set
+        self.bundle = bundle or BundleInfo(name="local", version="0.0.0", revision="")
+        self._kinds: Mapping[str, CompiledKind] = policy_set.kinds
+        self._clock = clock
+
+    def check(
+        self, request: CheckRequest, *, coverage: set[tuple[str, str]] | None = None
+    ) -> CheckResponse:
+        """Decide every resource x action of `request`.
+
+        `coverage`, when given, receives (policy, rule) for every rule that matched — the test
+        runner uses it; the serving path passes nothing.
+        """
+        now = request.time or self._clock()
+        context = request.context
+        country_of = self.policy_set.country_of
+        if not context.get("country") and context.get("ip") and country_of is not None:
+            context = {**context, "country": country_of(context["ip"])}
+        time_dependent = False
+        results = []
+        for res in request.resources:
+            decisions, td = self._decide_resource(request, res, context, now, coverage)
+            time_dependent = time_dependent or td
+            results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
+        return CheckResponse(
+            request_id=request.request_id,
+            decision_id=new_decision_id(),
+            bundle=self.bundle,
+            results=tuple(results),
+            evaluated_at=now.isoformat(),
+            time_dependent=time_dependent,
+        )
+
+    def _decide_resource(
+        self,
+        request: CheckRequest,
+        res: ResourceRequest,
+        context: Mapping[str, Any],
+        now: datetime,
+        coverage: set[tuple[str, str]] | None,
+    ) -> tuple[dict[str, ActionDecision], bool]:
+        kind = self._kinds.get(res.kind)
+        if kind is None:
+            deny = ActionDecision(
+                effect=d.DENY,
+                reasons=(d.UNKNOWN_RESOURCE_KIND,),
+                message=f"no policy governs resource kind `{res.kind}`",
+            )
+            return dict.fromkeys(res.actions, deny), False
+        activation = {
+            "principal": request.principal,
+            "resource": res.resource,
+            "action": "",
+            "context": context,
+            "now": now,
+        }
+        memo = _Undecided()
+        out: dict[str, ActionDecision] = {}
+        time_dependent = False
+        for action in res.actions:
+            compiled = kind.actions.get(action)
+            if compiled is None:
+                out[action] = ActionDecision(
+                    effect=d.DENY,
+                    policy=kind.policy,
+                    reasons=(d.UNKNOWN_ACTION,),
+                    message=f"resource kind `{res.kind}` has no action `{action}`",
+                )
+                continue
+            time_dependent = time_dependent or compiled.uses_time
+            activation["action"] = action
+            try:
+                out[action] = self._decide(request, res, kind, compiled, activation, memo, coverage)
+            except Exception as exc:  # fail closed on anything unexpected
+                out[action] = ActionDecision(
+                    effect=d.DENY,
+                    policy=kind.policy,
+                    reasons=(d.INTERNAL_ERROR,),
+                    errors=(f"internal error: {type(exc).__name__}",),
+                )
+        return out, time_dependent
+
+    def _decide(
+        self,
+        request: CheckRequest,
+        res: ResourceRequest,
+        kind: CompiledKind,
+        action: CompiledAction,
+        act: dict[str, Any],
+        memo: _Undecided,
+        coverage: set[tuple[str, str]] | None,
+    ) -> ActionDecision:
+        trace: list[TraceStep] | None = [] if request.explain else None
+        errors: list[str] = []
+        reasons_extra: tuple[str, ...] = ()
+        policy = kind.policy
+
+        # 1. Tenant isolation.
+        if kind.tenancy == "tenant":
+            ptenant = request.principal["tenant"]
+            rtenant = res.resource["tenant"]
+            if not ptenant or not rtenant:
+                who = "principal" if not ptenant else "resource"
+                return self._deny(
+                    policy, "", (d.MISSING_TENANT,), f"{who} has no tenant", trace, errors
+                )
+            if ptenant != rtenant:
+                exception = self._first_match(
+                    action.cross_tenant, request, act, memo, trace, errors, deny=False
+                )
+                if exception is None:
+                    return self._deny(
+                        policy,
+                        "",
+                        (d.TENANT_MISMATCH,),
+                        f"principal tenant `{ptenant}` differs from resource tenant `{rtenant}`",
+                        trace,
+                        errors,
+                    )
+                if coverage is not None:
+                    coverage.add((exception.policy, exception.id))
+                reasons_extra = (d.CROSS_TENANT_EXCEPTION,) + (
+                    (exception.reason,) if exception.reason else ()
+                )
+            elif trace is not None:
+                trace.append(TraceStep("tenant", policy, "", "passed", f"tenant `{ptenant}`"))
+
+        # 2. Scopes, of the credential and of the acting agent.
+        if action.scopes:
+            missing = action.scopes - request.scopes
+            if missing:
+                names = ", ".join(f"`{s}`" for s in sorted(missing))
+                return self._deny(
+                    policy, "", (d.MISSING_SCOPE,), f"principal lacks scope {names}", trace, errors
+                )
+            if request.actor_scopes is not None:
+                missing = action.scopes - request.actor_scopes
+                if missing:
+                    names = ", ".join(f"`{s}`" for s in sorted(missing))
+                    return self._deny(
+                        policy,
+                        "",
+                        (d.ACTOR_MISSING_SCOPE,),
+                        f"actor lacks scope {names}",
+                        trace,
+                        errors,
+                    )
+        if trace is not None:
+            trace.append(TraceStep("scope", policy, "", "passed", ", ".join(action.scope_list)))
+
+        # 3. Deny overrides: guards first, then the policy's deny rules.
+        for rules in (action.guards, action.denies):
+            before = len(errors)
+            rule = self._first_match(rules, request, act, memo, trace, errors, deny=True)
+            if rule is not None:
+                if coverage is not None:
+                    coverage.add((rule.policy, rule.id))
+                reasons = (rule.reason,) if rule.reason else ()
+                if len(errors) > before:  # matched because its condition failed: fail closed
+                    reasons = (*reasons, d.CONDITION_ERROR)
+                return ActionDecision(
+                    effect=d.DENY,
+                    policy=rule.policy,
+                    rule=rule.id,
+                    reasons=reasons,
+                    errors=tuple(errors),
+                    trace=tuple(trace) if trace is not None else (),
+                )
+
+        # 4. Allow.
+        rule = self._first_match(action.allows, request, act, memo, trace, errors, deny=False)
+        if rule is not None:
+            if coverage is not None:
+                coverage.add((rule.policy, rule.id))
+            reasons = (rule.reason,) if rule.reason else ()
+            return ActionDecision(
+                effect=d.ALLOW,
+                policy=rule.policy,
+                rule=rule.id,
+                reasons=reasons_extra + reasons,
+                obligations=rule.obligations,
+                errors=tuple(errors),
+                trace=tuple(trace) if trace is not None else (),
+            )
+
+        # 5. Default deny.
+        reasons = (d.NO_MATCHING_RULE,) + ((d.CONDITION_ERROR,) if errors else ())
+        return self._deny(policy, "", reasons, "", trace, errors)
+
+    @staticmethod
+    def _deny(
+        policy: str,
+        rule: str,
+        reasons: tuple[str, ...],
+        message: str,
+        trace: list[TraceStep] | None,
+        errors: list[str],
+    ) -> ActionDecision:
+        if trace is not None:
+            trace.append(
+                TraceStep("default" if not rule else "deny_rule", policy, rule, "deny", message)
+            )
+        return ActionDecision(
+            effect=d.DENY,
+            policy=policy,
+            rule=rule,
+            reasons=reasons,
+            message=message,
+            errors=tuple(errors),
+            trace=tuple(trace) if trace is not None else (),
+        )
+
+    def _first_match(
+        self,
+        rules: tuple[CompiledRule, ...],
+        request: CheckRequest,
+        act: Mapping[str, Any],
+        memo: _Undecided,
+        trace: list[TraceStep] | None,
+        errors: list[str],
+        *,
+        deny: bool,
+    ) -> CompiledRule | None:
+        """The first rule that matches. With `deny`, an error counts as a match (fail closed)."""
+        roles = request.roles
+        for rule in rules:
+            if not self._principal_matches(rule, roles, act, memo, errors, deny=deny):
+                if trace is not None:
+                    trace.append(TraceStep(rule.stage, rule.policy, rule.id, "skipped", "roles"))
+                continue
+            cond = rule.condition
+            if cond is None:
+                if trace is not None:
+                    trace.append(TraceStep(rule.stage, rule.policy, rule.id, "matched", ""))
+                return rule
+            try:
+                matched = cond(act)
+            except Exception as exc:
+                message = _error_text(rule, exc)
+                errors.append(message)
+                if trace is not None:
+                    trace.append(TraceStep(rule.stage, rule.policy, rule.id, "error", message))
+                if deny:
+                    return rule
+                continue
+            if trace is not None:
+                trace.append(
+                    TraceStep(
+                        rule.stage,
+                        rule.policy,
+                        rule.id,
+                        "matched" if matched else "not_matched",
+                        rule.condition_source,
+                    )
+                )
+            if matched:
+                return rule
+        return None
+
+    @staticmethod
+    def _principal_matches(
+        rule: CompiledRule,
+        roles: frozenset[str],
+        act: Mapping[str, Any],
+        memo: _Undecided,
+        errors: list[str],
+        *,
+        deny: bool,
+    ) -> bool:
+        if not rule.derived_only:
+            if rule.roles is None or not rule.roles.isdisjoint(roles):
+                return True
+            if not rule.derived_roles:
+                return False
+        for role in rule.derived_roles:
+            held = memo.derived.get(role.name)
+            if held is None:
+                held = _derived_role_holds(role, roles, act)
+                memo.derived[role.name] = held
+            if held is True:
+                return True
+            if isinstance(held, Exception):
+                errors.append(f"derived role `{role.name}`: {held}")
+                if deny:
+                    return True
+        return False
+
+
+def _derived_role_holds(
+    role: Any, roles: frozenset[str], act: Mapping[str, Any]
+) -> bool | Exception:
+    if role.parent_roles is not None and role.parent_roles.isdisjoint(roles):
+        return False
+    if role.condition is None:
+        return True
+    try:
+        return bool(role.condition(act))
+    except Exception as exc:
+        return exc
+
+
+def _error_text(rule: CompiledRule, exc: Exception) -> str:
+    return f"rule `{rule.policy}/{rule.id}`: {exc}"

@@ -1,0 +1,164 @@
+"""Decision semantics, one outcome per test, through load → compile → check."""
+
+from __future__ import annotations
+
+from pdp.engine import Engine
+from pdp.model.request import parse_check_request
+
+from .conftest import alice, decide, doc
+
+
+def test_owner_is_allowed_by_derived_role(engine: Engine) -> None:
+    d = decide(engine, alice(), doc(), ["read"])["read"]
+    assert (d.effect, d.policy, d.rule) == ("allow", "documents", "owner-all")
+
+
+def test_other_user_cannot_read_unshared_object(engine: Engine) -> None:
+    d = decide(engine, alice(id="bob"), doc(), ["read"])["read"]
+    assert d.effect == "deny"
+    assert d.reasons == ("no_matching_rule",)
+
+
+def test_explicit_share_allows_with_obligations(engine: Engine) -> None:
+    d = decide(
+        engine, alice(id="bob"), doc(attr={"owner": "alice", "shared_with": ["bob"]}), ["read"]
+    )["read"]
+    assert (d.effect, d.rule) == ("allow", "shared-read")
+    assert dict(d.obligations) == {"mask_fields": ["email"]}
+
+
+def test_tenant_mismatch_denied_before_rules(engine: Engine) -> None:
+    d = decide(engine, alice(tenant="globex"), doc(), ["read"])["read"]
+    assert d.effect == "deny"
+    assert d.reasons == ("tenant_mismatch",)
+    assert "globex" in d.message and "acme" in d.message
+
+
+def test_missing_tenant_is_an_error_not_a_match(engine: Engine) -> None:
+    p = alice()
+    del p["tenant"]
+    r = doc()
+    del r["tenant"]
+    d = decide(engine, p, r, ["read"])["read"]
+    assert (d.effect, d.reasons) == ("deny", ("missing_tenant",))
+
+
+def test_cross_tenant_exception_is_audited(engine: Engine) -> None:
+    support = alice(id="sam", tenant="vendor", roles=["support"])
+    with_ticket = decide(engine, support, doc(), ["read"], {"attr": {"ticket": "T-1"}})["read"]
+    assert with_ticket.effect == "allow"
+    assert with_ticket.rule == "support-read"
+    assert "cross_tenant_exception" in with_ticket.reasons
+    assert "support_ticket" in with_ticket.reasons
+    without = decide(engine, support, doc(), ["read"], {"attr": {"ticket": ""}})["read"]
+    assert without.reasons == ("tenant_mismatch",)
+    # The exception covers `read` only.
+    other = decide(engine, support, doc(), ["write"], {"attr": {"ticket": "T-1"}})["write"]
+    assert other.reasons == ("tenant_mismatch",)
+
+
+def test_global_kind_skips_tenant_isolation(engine: Engine) -> None:
+    p = alice()
+    del p["tenant"]
+    d = decide(engine, p, {"kind": "catalog_model", "id": "gpt"}, ["list"])["list"]
+    assert (d.effect, d.rule) == ("allow", "anyone-lists")
+
+
+def test_missing_scope_names_the_scope(engine: Engine) -> None:
+    d = decide(engine, alice(scopes=["docs:read", "docs:write"]), doc(), ["delete"])["delete"]
+    assert (d.effect, d.reasons) == ("deny", ("missing_scope",))
+    assert "`docs:delete`" in d.message
+
+
+def test_actor_needs_its_own_scope(engine: Engine) -> None:
+    agent = {"id": "agent-7", "type": "ai_agent", "scopes": ["docs:read"]}
+    ok = decide(engine, alice(actor=agent), doc(), ["read"])["read"]
+    assert ok.effect == "allow"
+    denied = decide(engine, alice(actor=agent), doc(), ["write"])["write"]
+    assert (denied.effect, denied.reasons) == ("deny", ("actor_missing_scope",))
+    assert "`docs:write`" in denied.message
+
+
+def test_deny_overrides_allow(engine: Engine) -> None:
+    d = decide(engine, alice(), doc(attr={"owner": "alice", "legal_hold": True}), ["delete"])[
+        "delete"
+    ]
+    assert (d.effect, d.rule, d.reasons) == ("deny", "no-delete-legal-hold", ("legal_hold",))
+
+
+def test_guard_denies_across_kinds_with_country_from_geo_data(engine: Engine) -> None:
+    d = decide(engine, alice(), doc(), ["read"], {"ip": "175.45.176.9"})["read"]
+    assert (d.effect, d.policy, d.rule, d.reasons) == (
+        "deny",
+        "geo",
+        "blocked-country",
+        ("blocked_country",),
+    )
+    ok = decide(engine, alice(), doc(), ["read"], {"ip": "81.2.69.10"})["read"]
+    assert ok.effect == "allow"
+    # An explicit country in the request wins over the table.
+    explicit = decide(engine, alice(), doc(), ["read"], {"ip": "81.2.69.10", "country": "kp"})[
+        "read"
+    ]
+    assert explicit.effect == "deny"
+
+
+def test_error_in_deny_rule_denies(engine: Engine) -> None:
+    d = decide(engine, alice(), doc(), ["write"])["write"]
+    assert (d.effect, d.rule) == ("deny", "broken-deny")
+    assert "condition_error" in d.reasons
+    assert d.errors and "broken-deny" in d.errors[0]
+
+
+def test_error_in_allow_rule_never_allows(engine: Engine) -> None:
+    d = decide(engine, alice(id="bob"), doc(), ["share"])["share"]
+    assert d.effect == "deny"
+    assert "no_matching_rule" in d.reasons and "condition_error" in d.reasons
+    assert d.errors
+
+
+def test_unknown_kind_and_action(engine: Engine) -> None:
+    d = decide(engine, alice(), doc(kind="spaceship"), ["fly"])["fly"]
+    assert d.reasons == ("unknown_resource_kind",)
+    d = decide(engine, alice(), doc(), ["fly"])["fly"]
+    assert d.reasons == ("unknown_action",)
+
+
+def test_batch_many_resources_and_actions(engine: Engine) -> None:
+    raw = {
+        "principal": alice(id="bob"),
+        "resources": [
+            {
+                **doc(id=f"d{i}", attr={"owner": "alice", "shared_with": ["bob"] if i % 2 else []}),
+                "actions": ["read", "write"],
+            }
+            for i in range(10)
+        ],
+    }
+    response = engine.check(parse_check_request(raw))
+    assert [r.id for r in response.results] == [f"d{i}" for i in range(10)]
+    for i, r in enumerate(response.results):
+        assert r.actions["read"].effect == ("allow" if i % 2 else "deny")
+        assert r.actions["write"].effect == "deny"
+    assert len(response.decision_id) == 32
+
+
+def test_explain_returns_trace(engine: Engine) -> None:
+    d = decide(
+        engine,
+        alice(id="bob"),
+        doc(attr={"owner": "alice", "shared_with": ["bob"]}),
+        ["read"],
+        explain=True,
+    )["read"]
+    stages = [(s.stage, s.rule, s.outcome) for s in d.trace]
+    assert ("allow", "owner-all", "skipped") in stages
+    assert ("allow", "shared-read", "matched") in stages
+    assert ("guard", "blocked-country", "not_matched") in stages
+
+
+def test_unrelated_policies_are_not_consulted(engine: Engine) -> None:
+    compiled = engine.policy_set.kinds["document"].actions["read"]
+    rule_ids = {r.id for r in (*compiled.guards, *compiled.denies, *compiled.allows)}
+    assert rule_ids == {"blocked-country", "owner-all", "shared-read", "support-read"}
+    assert "anyone-lists" not in rule_ids
