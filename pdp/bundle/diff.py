@@ -156,8 +156,38 @@ def load_subject(path: str | Path) -> Subject:
     return Subject(info, Engine(compiled.policy_set, info), tuple(compiled.source.test_suites))
 
 
+def _from_record(origin: str, record: Any) -> tuple[str, Mapping[str, Any] | str]:
+    for reader in _READERS:
+        request = reader(record)
+        if request is not None:
+            return origin, request
+    return origin, "not a decision request nor a known record format"
+
+
+def _read_json_document(path: str | Path) -> Iterator[tuple[str, Mapping[str, Any] | str]]:
+    """A `.json` file: one request (or record), or a list of them — like `pdp check` takes."""
+    try:
+        record = json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise BundleError(f"cannot read `{path}`: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        yield str(path), f"not JSON: {exc}"
+        return
+    if isinstance(record, list):
+        for i, item in enumerate(record):
+            yield _from_record(f"{path}[{i}]", item)
+    else:
+        yield _from_record(str(path), record)
+
+
 def read_request_file(path: str | Path) -> Iterator[tuple[str, Mapping[str, Any] | str]]:
-    """(origin, request) per non-empty line, or (origin, error message) for a bad line."""
+    """(origin, request) per non-empty line, or (origin, error message) for a bad line.
+
+    A file named `*.json` is instead one JSON document: a request, or a list of requests.
+    """
+    if str(path).lower().endswith(".json"):
+        yield from _read_json_document(path)
+        return
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below, generator-scoped
     except OSError as exc:
@@ -178,13 +208,7 @@ def read_request_file(path: str | Path) -> Iterator[tuple[str, Mapping[str, Any]
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 yield origin, f"not JSON: {exc}"
                 continue
-            for reader in _READERS:
-                request = reader(record)
-                if request is not None:
-                    yield origin, request
-                    break
-            else:
-                yield origin, "not a decision request nor a known record format"
+            yield _from_record(origin, record)
 
 
 def suite_requests(subjects: Iterable[Subject]) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -236,17 +260,19 @@ def _compare(
     new: Engine,
     seen: set[str],
 ) -> None:
-    report.requests += 1
     before = old.check(request).results
     after = new.check(request).results
     principal = request.principal["id"]
+    new_decisions = False
     for res, a, b in zip(request.resources, before, after):
         for action in res.actions:
             key = _decision_key(request, res.resource, action)
             if key in seen:
                 continue
             seen.add(key)
+            new_decisions = True
             report.decisions += 1
             da, db = a.actions[action], b.actions[action]
             if da.effect != db.effect:
                 report.changes.append(Change(origin, principal, res.kind, res.id, action, da, db))
+    report.requests += new_decisions  # requests that asked something not asked before

@@ -81,3 +81,19 @@ def test_diff_a_bundle_against_a_working_tree(
     write_tree(tree, policy_files(3))
     assert main(["bundle", "diff", old, str(tree)]) == 1
     assert "a3: deny -> allow" in capsys.readouterr().out
+
+
+def test_requests_json_document_holding_a_list(
+    bundles: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = bundles
+    request = {
+        "principal": {"id": "dave", "tenant": "t1", "roles": ["user"]},
+        "resources": [{"kind": "thing", "id": "r2", "tenant": "t1", "actions": ["a2"]}],
+    }
+    path = tmp_path / "requests.json"
+    path.write_text(json.dumps([request], indent=2))
+    assert main(["bundle", "diff", old, new, "--requests", str(path)]) == 1
+    assert f"dave thing/r2 a2: deny -> allow (no_matching_rule -> things/allow-a2) [{path}[0]]" in (
+        capsys.readouterr().out
+    )

@@ -85,6 +85,7 @@ def test_twenty_swaps_under_load_without_a_failed_or_mixed_decision() -> None:
                     assert time.monotonic() < deadline, f"bundle {n} never activated"
                     time.sleep(0.01)
                 time.sleep(0.03)  # let clients decide under this bundle too
+            time.sleep(0.3)  # a few polls of the unchanged last bundle: 304s
         finally:
             stop.set()
             for t in threads:
