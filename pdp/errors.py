@@ -51,8 +51,11 @@ class PolicyError(PdpError):
 class PolicyErrors(PdpError):
     """All the problems of one load, so an author fixes them in one pass."""
 
-    def __init__(self, errors: Sequence[PolicyError]):
+    def __init__(self, errors: Sequence[PolicyError], partial: object = None):
         self.errors = list(errors)
+        # What did load (a PolicySource), so a later stage can still report its own errors
+        # and the author sees everything in one pass.
+        self.partial = partial
         super().__init__("\n".join(e.render() for e in self.errors))
 
 

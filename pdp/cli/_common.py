@@ -6,15 +6,31 @@ import sys
 from pathlib import Path
 
 from pdp.engine import PolicySet, compile_policy_set
-from pdp.errors import PolicyErrors
+from pdp.errors import PolicyError, PolicyErrors
 from pdp.model.loader import load_policy_dir
 from pdp.model.policy import PolicySource
 
 
 def load_and_compile(directory: str | Path) -> tuple[PolicySource, PolicySet]:
     """Load and compile; raises PolicyErrors with every problem, loader's and compiler's."""
-    source = load_policy_dir(directory)
+    try:
+        source = load_policy_dir(directory)
+    except PolicyErrors as exc:
+        if not isinstance(exc.partial, PolicySource):
+            raise
+        errors = list(exc.errors)
+        try:
+            compile_policy_set(exc.partial)
+        except PolicyErrors as more:
+            errors.extend(more.errors)
+        errors.sort(key=_position)
+        raise PolicyErrors(errors) from None
     return source, compile_policy_set(source)
+
+
+def _position(err: PolicyError) -> tuple[str, int, int]:
+    loc = err.location
+    return (loc.file, loc.line, loc.column) if loc else ("", 0, 0)
 
 
 def print_policy_errors(exc: PolicyErrors) -> None:

@@ -286,17 +286,11 @@ def _compile_resource_policy(
     for name in p.imports:
         visible_roles.update(derived.get(name, {}))
 
-    def derived_for(
-        names: tuple[str, ...], location: SourceLocation
-    ) -> tuple[CompiledDerivedRole, ...]:
+    def derived_for(names: tuple[str, ...]) -> tuple[CompiledDerivedRole, ...]:
         out = []
         for n in names:
             role = visible_roles.get(n)
-            if role is None:
-                errors.add(
-                    f"derived role `{n}` is not defined in any imported definitions", location
-                )
-            else:
+            if role is not None:  # an unknown name is the loader's error to report
                 out.append(role)
         return tuple(out)
 
@@ -311,7 +305,7 @@ def _compile_resource_policy(
                     id=rule.id,
                     stage=rule.effect,
                     roles=_roles(rule.roles),
-                    derived_roles=derived_for(rule.derived_roles, rule.location),
+                    derived_roles=derived_for(rule.derived_roles),
                     condition=fn,
                     reason=rule.reason,
                     obligations=dict(rule.obligations),
@@ -334,7 +328,7 @@ def _compile_resource_policy(
                     id=rule.id,
                     stage="cross_tenant",
                     roles=_roles(rule.roles),
-                    derived_roles=derived_for(rule.derived_roles, rule.location),
+                    derived_roles=derived_for(rule.derived_roles),
                     condition=fn,
                     reason=rule.reason,
                     condition_source=text,

@@ -129,7 +129,7 @@ def load_policy_files(files: Mapping[str, bytes]) -> PolicySource:
                 (e.location.file, e.location.line, e.location.column) if e.location else ("", 0, 0)
             )
         )
-        raise PolicyErrors(errors)
+        raise PolicyErrors(errors, partial=loader.result())
     return loader.result()
 
 
