@@ -17,6 +17,11 @@ from typing import IO, Any, Protocol
 
 from pdp.telemetry.config import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 
+try:
+    import orjson as _orjson
+except ImportError:  # optional: the standard library does the same, slower
+    _orjson = None  # type: ignore[assignment]
+
 Record = dict[str, Any]
 
 
@@ -29,8 +34,19 @@ class Sink(Protocol):
 
 
 def to_json_line(record: Record) -> str:
-    # `default=str` keeps one odd value (a datetime in an obligation) from losing the record.
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+    return to_json_bytes(record).decode()
+
+
+def to_json_bytes(record: Record) -> bytes:
+    """One JSON line, UTF-8. orjson when installed: serialising is the writer's largest cost
+    on big batch records, and orjson does it several times faster than the standard library.
+    `default=str` keeps one odd value (say, a datetime in an obligation) from losing the record.
+    """
+    if _orjson is not None:
+        return _orjson.dumps(record, default=str, option=_orjson.OPT_APPEND_NEWLINE)
+    return (
+        json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+    ).encode()
 
 
 class MemorySink:
@@ -98,7 +114,7 @@ class RotatingFileSink:
 
     def write(self, records: Sequence[Record]) -> None:
         for record in records:
-            data = to_json_line(record).encode()
+            data = to_json_bytes(record)
             # A record is never split across files; an oversized record gets a file of its own.
             if self._size and self._size + len(data) > self.max_bytes:
                 self._rotate()
