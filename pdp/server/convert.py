@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NANOS_PER_SECOND = 1_000_000_000
+_EFFECT_ALLOW = _pb.EFFECT_ALLOW
+_EFFECT_DENY = _pb.EFFECT_DENY
 
 
 class _AttrError(Exception):
@@ -253,41 +255,47 @@ def _bundle(b: BundleInfo) -> _pb.Bundle:
     return _pb.Bundle(name=b.name, version=b.version, revision=b.revision, digest=b.digest)
 
 
-def _action(d: ActionDecision) -> _pb.ActionResult:
-    out = _pb.ActionResult(
-        effect=_pb.EFFECT_ALLOW if d.effect == ALLOW else _pb.EFFECT_DENY,
-        policy=d.policy,
-        rule=d.rule,
-        reasons=d.reasons,
-        message=d.message,
-        errors=d.errors,
-    )
+def _fill_action(a: _pb.ActionResult, d: ActionDecision) -> None:
+    # Filled in place, field by field, skipping defaults: a third faster than building an
+    # ActionResult and copying it into the map.
+    a.effect = _EFFECT_ALLOW if d.effect == ALLOW else _EFFECT_DENY
+    if d.policy:
+        a.policy = d.policy
+    if d.rule:
+        a.rule = d.rule
+    if d.reasons:
+        a.reasons.extend(d.reasons)
+    if d.message:
+        a.message = d.message
+    if d.errors:
+        a.errors.extend(d.errors)
     if d.obligations:
-        out.obligations.update(d.obligations)
+        a.obligations.update(d.obligations)
     if d.trace:
-        out.trace.extend(
-            _pb.TraceStep(
-                stage=s.stage, policy=s.policy, rule=s.rule, outcome=s.outcome, detail=s.detail
-            )
-            for s in d.trace
-        )
-    return out
+        add = a.trace.add
+        for s in d.trace:
+            add(stage=s.stage, policy=s.policy, rule=s.rule, outcome=s.outcome, detail=s.detail)
 
 
 def response_to_proto(resp: CheckResponse) -> _pb.CheckResponse:
     out = _pb.CheckResponse(
         decision_id=resp.decision_id,
         request_id=resp.request_id,
-        bundle=_bundle(resp.bundle),
         evaluated_at=resp.evaluated_at,
         time_dependent=resp.time_dependent,
     )
-    results = out.results
+    b, bundle = out.bundle, resp.bundle
+    b.name, b.version, b.revision, b.digest = (
+        bundle.name,
+        bundle.version,
+        bundle.revision,
+        bundle.digest,
+    )
+    add = out.results.add
     for r in resp.results:
-        item = results.add(kind=r.kind, id=r.id)
-        actions = item.actions
+        actions = add(kind=r.kind, id=r.id).actions
         for name, d in r.actions.items():
-            actions[name].CopyFrom(_action(d))
+            _fill_action(actions[name], d)
     return out
 
 
