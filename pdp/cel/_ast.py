@@ -200,7 +200,32 @@ class _Builder:
             )  # fmt: skip
         if d == "unary":
             op, operand = ch
+            # Like the reference parsers, a run of the same prefix operator cancels in pairs:
+            # `!!x` is `x` (no bool check) and `--x` is `x`.
+            run = 1
+            while True:
+                while (
+                    isinstance(operand, Tree)
+                    and operand.data in _PASS_THROUGH
+                    and operand.data != "unary"
+                    and len(operand.children) == 1
+                    and isinstance(operand.children[0], Tree)
+                    and operand.children[0].data in ("unary", "member", "primary")
+                ):
+                    operand = operand.children[0]
+                if (
+                    isinstance(operand, Tree)
+                    and operand.data == "unary"
+                    and len(operand.children) == 2
+                    and operand.children[0].data == op.data
+                ):
+                    run += 1
+                    operand = operand.children[1]
+                    continue
+                break
             inner = self.build(operand)
+            if run % 2 == 0:
+                return inner
             if op.data == "unary_not":
                 return Call(line, col, "!_", [inner])
             return Call(line, col, "-_", [inner])

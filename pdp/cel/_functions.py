@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -34,6 +35,8 @@ def to_int(v: Any) -> int:
     cv = v.__class__
     if cv is int:
         return v  # type: ignore[no-any-return]
+    if cv is bool:
+        return int(v)
     if cv is CelUint:
         if v > INT64_MAX:
             fail("integer overflow")
@@ -91,19 +94,25 @@ def to_double(v: Any) -> float:
 
 
 def _fmt_double(v: float) -> str:
+    """Go's strconv.FormatFloat(v, 'g', -1, 64), which the reference engines use."""
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
-    r = repr(v)
-    if r.endswith(".0"):
-        r = r[:-2]
-    if "e" in r:
-        mant, _, exp = r.partition("e")
-        sign = exp[0] if exp[0] in "+-" else "+"
-        digits = exp.lstrip("+-").rjust(2, "0")
-        r = f"{mant}e{sign}{digits}"
-    return r
+    if v == 0.0:
+        return "-0" if math.copysign(1.0, v) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(v)).normalize().as_tuple()
+    ds = "".join(map(str, digits))
+    exp10 = len(ds) + int(exponent) - 1
+    neg = "-" if sign else ""
+    if exp10 < -4 or exp10 >= 6:
+        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+        return f"{neg}{mant}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
+    if exp10 >= len(ds) - 1:
+        return neg + ds + "0" * (exp10 - len(ds) + 1)
+    if exp10 >= 0:
+        return f"{neg}{ds[: exp10 + 1]}.{ds[exp10 + 1 :]}"
+    return f"{neg}0.{'0' * (-exp10 - 1)}{ds}"
 
 
 def to_string(v: Any) -> str:

@@ -82,7 +82,7 @@ def quantifier(comp: Compiler, node: A.Call) -> Code:
     stop, go = ("False", "True") if name == "all" else ("True", "False")
     errv = comp.tmp("e")
     comp.emit(f"{out} = {go}")
-    comp.emit(f"{errv} = None")
+    comp.emit(f"{errv} = _NOERR")
     comp.emit(loop)
     with comp.block(), comp.bound(binds):
         pv = comp.guarded(pred)
@@ -93,7 +93,7 @@ def quantifier(comp: Compiler, node: A.Call) -> Code:
         comp.emit(f"if {pv} is not {go}:")
         with comp.block(counts=False):
             comp.emit(f"{errv} = {pv}")
-    comp.emit(f"if {out} is {go} and {errv} is not None:")
+    comp.emit(f"if {out} is {go} and {errv} is not _NOERR:")
     with comp.block(counts=False):
         comp.emit(f"_macro_error({errv}, {name!r})")
     return Code(out, "bool")

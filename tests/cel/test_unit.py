@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pdp.cel import CelCompileError, CelEnv, CelEvalError, CelUint, compile_cel, compile_cel_bool
 
@@ -201,3 +204,34 @@ def test_fail_closed_absorption() -> None:
         ev("resource.attr.missing || false")
     with pytest.raises(CelEvalError):
         ev("true && resource.attr.missing")
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.sampled_from(
+            [*"abxyz019._'\"()[]{}!-+*/%<>=&|?:,$ \n\\", " in ", "has(", "principal", "R.attr"]
+        ),
+        max_size=30,
+    ).map("".join)
+)
+def test_fuzz_compiler_raises_only_compile_errors(src: str) -> None:
+    try:
+        compiled = compile_cel(src, CelEnv())
+    except CelCompileError:
+        return
+    with contextlib.suppress(CelEvalError):
+        compiled(act())
+
+
+def test_deep_nesting_compiles() -> None:
+    deep = "(" * 60 + "1" + ")" * 60
+    assert ev(deep) == 1
+    chain = " && ".join(["true"] * 200)
+    assert ev(chain) is True
+    nested = "true"
+    for _ in range(30):
+        nested = f"(principal.id == 'alice' ? {nested} : false)"
+    assert ev(nested) is True
+    macros = "[1].all(x, " * 25 + "true" + ")" * 25
+    assert ev(macros) is True

@@ -1,0 +1,257 @@
+"""Code generation for CEL operators (a mixin of the Compiler).
+
+Comparisons and membership get inline fast paths guarded by a class test, under which Python's
+operator is exactly CEL's; everything else calls the runtime in `_values`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pdp.cel import _ast as A
+from pdp.cel import _values as v
+from pdp.errors import CelEvalError
+
+if TYPE_CHECKING:
+    from pdp.cel._compile import Code, Compiler
+
+    _Base = Compiler
+else:
+    _Base = object
+
+
+def _code(*args: Any) -> Code:
+    from pdp.cel._compile import Code
+
+    return Code(*args)
+
+
+class Operators(_Base):
+    # --- operators --------------------------------------------------------------------------
+
+    def logic(self, node: A.Call) -> Code:
+        is_and = node.fn == "_&&_"
+        stop, go = ("False", "True") if is_and else ("True", "False")
+        out = self.tmp("r")
+        operands = _chain(node)
+        if len(operands) > 2:
+            # A flat chain: one pass that stops at the first absorbing value, so long
+            # `a && b && c ...` chains do not nest Python blocks.
+            temps: list[str] = []
+            self.emit("while True:")
+            with self.block():
+                for op in operands:
+                    t = self.guarded(op)
+                    temps.append(t)
+                    self.emit(f"if {t} is {stop}:")
+                    with self.block(counts=False):
+                        self.emit(f"{out} = {stop}")
+                        self.emit("break")
+                all_go = " and ".join(f"{t} is {go}" for t in temps)
+                self.emit(
+                    f"{out} = {go} if {all_go} else _logic_error({node.fn!r}, {', '.join(temps)})"
+                )
+                self.emit("break")
+            return _code(out, "bool")
+        a = self.guarded(operands[0])
+        self.emit(f"if {a} is {stop}:")
+        with self.block(counts=False):
+            self.emit(f"{out} = {stop}")
+        self.emit("else:")
+        with self.block(counts=False):
+            b = self.guarded(operands[1])
+            self.emit(f"if {b} is {stop}:")
+            with self.block(counts=False):
+                self.emit(f"{out} = {stop}")
+            self.emit(f"elif {a} is {go} and {b} is {go}:")
+            with self.block(counts=False):
+                self.emit(f"{out} = {go}")
+            self.emit("else:")
+            with self.block(counts=False):
+                self.emit(f"{out} = _logic_error({node.fn!r}, {a}, {b})")
+        return _code(out, "bool")
+
+    def ternary(self, node: A.Call) -> Code:
+        cond, yes, no = node.args
+        c = self.c(cond)
+        cv = self.tmp("c")
+        self.emit(f"{cv} = {c.expr}")
+        out = self.tmp("r")
+        self.emit(f"if {cv} is True:")
+        with self.block(counts=False):
+            y = self.isolated(yes)
+            self.emit(f"{out} = {y.expr}")
+        self.emit(f"elif {cv} is False:")
+        with self.block(counts=False):
+            n = self.isolated(no)
+            self.emit(f"{out} = {n.expr}")
+        self.emit("else:")
+        with self.block(counts=False):
+            self.emit(f"{out} = _cond_error({cv})")
+        return _code(out, y.kind if y.kind == n.kind else None)
+
+    def not_(self, node: A.Call) -> Code:
+        a = self.c(node.args[0])
+        if a.kind == "bool":
+            return _code(f"(not {a.expr})", "bool")
+        t = self.tmp()
+        return _code(f"(not {t} if ({t} := {a.expr}).__class__ is bool else _not({t}))", "bool")
+
+    def neg(self, node: A.Call) -> Code:
+        a = self.c(node.args[0])
+        if a.const:
+            try:
+                return self.const(v.neg(a.value))
+            except CelEvalError:
+                pass
+        return _code(f"_neg({a.expr})", a.kind if a.kind in ("int", "double") else None)
+
+    def equality(self, node: A.Call) -> Code:
+        a, b = (self.c(x) for x in node.args)
+        negate = node.fn == "_!=_"
+        if a.const and b.const:
+            return self.const(v.eq(a.value, b.value) != negate)
+        op = "!=" if negate else "=="
+        simple = ("string", "bytes", "timestamp", "duration")
+        if a.kind in simple or b.kind in simple or (a.kind == b.kind and a.kind in ("int", "bool")):
+            return _code(f"({a.expr} {op} {b.expr})", "bool")
+        if a.kind == "null" or b.kind == "null":
+            other = b if a.kind == "null" else a
+            return _code(f"({other.expr} is {'not ' if negate else ''}None)", "bool")
+        ta, tb = self.tmp(), self.tmp()
+        slow = "_ne" if negate else "_eq"
+        return _code(
+            f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
+            f"is str else {slow}({ta}, {tb}))",
+            "bool",
+        )
+
+    def ordering(self, node: A.Call) -> Code:
+        a, b = (self.c(x) for x in node.args)
+        fn = _ORDER[node.fn]
+        if a.const and b.const:
+            try:
+                return self.const(getattr(v, fn)(a.value, b.value))
+            except CelEvalError:
+                pass
+        op = _ORDER_OP[node.fn]
+        if a.kind == b.kind and a.kind in ("int", "double", "uint", "string"):
+            return _code(f"({a.expr} {op} {b.expr})", "bool")
+        guard_b = _fast_num_guard(b)
+        if guard_b is not None:
+            t = self.tmp()
+            return _code(
+                f"({t} {op} {b.expr} if ({t} := {a.expr}).__class__ {guard_b} else _{fn}({t}, {b.expr}))",
+                "bool",
+            )
+        guard_a = _fast_num_guard(a)
+        if guard_a is not None:
+            t = self.tmp()
+            return _code(
+                f"({a.expr} {op} {t} if ({t} := {b.expr}).__class__ {guard_a} else _{fn}({a.expr}, {t}))",
+                "bool",
+            )
+        return _code(f"_{fn}({a.expr}, {b.expr})", "bool")
+
+    def in_(self, node: A.Call) -> Code:
+        a, b = (self.c(x) for x in node.args)
+        if a.const and b.const:
+            try:
+                return self.const(v.in_(a.value, b.value))
+            except CelEvalError:
+                pass
+        if (
+            b.const
+            and isinstance(b.value, list)
+            and b.value
+            and all(x.__class__ is str for x in b.value)
+        ):
+            # A constant list of strings: a frozenset lookup, exact for str needles.
+            s = self.glob(frozenset(b.value), "set")
+            t = self.tmp()
+            return _code(
+                f"({t} in {s} if ({t} := {a.expr}).__class__ is str else _in({t}, {b.expr}))",
+                "bool",
+            )
+        if a.kind == "string":
+            t = self.tmp()
+            return _code(
+                f"({a.expr} in {t} if ({t} := {b.expr}).__class__ in _LD else _in({a.expr}, {t}))",
+                "bool",
+            )
+        return _code(f"_in({a.expr}, {b.expr})", "bool")
+
+    def index(self, node: A.Call) -> Code:
+        a, b = (self.c(x) for x in node.args)
+        if a.const and b.const:
+            try:
+                return self.const(v.index(a.value, b.value))
+            except CelEvalError:
+                pass
+        if b.kind == "string":
+            # For a str key, Python's dict lookup is CEL's; on any other type it raises.
+            return _code(f"{a.expr}[{b.expr}]")
+        return _code(f"_index({a.expr}, {b.expr})")
+
+    def arith(self, node: A.Call) -> Code:
+        a, b = (self.c(x) for x in node.args)
+        fn = _ARITH[node.fn]
+        if a.const and b.const:
+            try:
+                return self.const(getattr(v, fn)(a.value, b.value))
+            except CelEvalError:
+                pass
+        kind = (
+            a.kind if a.kind == b.kind and a.kind in ("int", "double", "string", "uint") else None
+        )
+        if node.fn != "_+_" and kind == "string":
+            kind = None
+        return _code(f"_{fn}({a.expr}, {b.expr})", kind)
+
+
+_ORDER = {"_<_": "lt", "_<=_": "le", "_>_": "gt", "_>=_": "ge"}
+_ORDER_OP = {"_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">="}
+_ARITH = {"_+_": "add", "_-_": "sub", "_*_": "mul", "_/_": "div", "_%_": "mod"}
+
+
+def _fast_num_guard(c: Code) -> str | None:
+    """A class test under which Python's comparison with constant `c` equals CEL's.
+
+    CEL compares int with double as doubles; Python compares exactly. They agree whenever the
+    constant is an int that a double represents exactly, or when both sides are doubles.
+    """
+    if not c.const:
+        return None
+    if c.kind == "int" and abs(c.value) <= 2**53:
+        return "in _NUM"
+    if c.kind == "double":
+        return "is float"
+    return None
+
+
+def _chain(node: A.Call) -> list[A.Node]:
+    """The operands of a chain of the same logical operator, in evaluation order."""
+    out: list[A.Node] = []
+    stack: list[A.Node] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, A.Call) and n.fn == node.fn and n.target is None:
+            stack.extend(reversed(n.args))
+        else:
+            out.append(n)
+    return out
+
+
+_OPERATORS: dict[str, Any] = {
+    "_&&_": Operators.logic,
+    "_||_": Operators.logic,
+    "_?_:_": Operators.ternary,
+    "!_": Operators.not_,
+    "-_": Operators.neg,
+    "_==_": Operators.equality,
+    "_!=_": Operators.equality,
+    "@in": Operators.in_,
+    "_[_]": Operators.index,
+    **dict.fromkeys(_ORDER, Operators.ordering),
+    **dict.fromkeys(_ARITH, Operators.arith),
+}
