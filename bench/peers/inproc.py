@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from workload import Effects, Request, floor_request
+from .workload import Effects, Request, floor_request
 
 PEERS = Path(__file__).resolve().parent
 
