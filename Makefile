@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint fmt proto bench clean
+.PHONY: serve test lint fmt proto bench bench-compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,13 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+
+# pdp vs cedarpy, regopy, casbin, Cerbos and the hand-written floor (bench/compare.py). Needs
+# h2load (Debian nghttp2-client) and npm for the gRPC part; installs the `bench` extra.
+bench-compare: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client) || true
+	$(BIN)/python bench/compare.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
