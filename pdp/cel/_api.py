@@ -95,8 +95,14 @@ def compile_cel(source: str, env: CelEnv, *, require_bool: bool = False) -> Comp
     """
     if not isinstance(source, str):
         raise CelCompileError("expression must be a string", str(source))
-    ast = _ast.parse(source)
-    fn, uses_time, py = generate(env, source, ast, require_bool=require_bool, names=env.names)
+    try:
+        ast = _ast.parse(source)
+        fn, uses_time, py = generate(env, source, ast, require_bool=require_bool, names=env.names)
+    except CelCompileError as e:
+        # `.variable` names the V.x whose source holds the error; None for the expression itself.
+        if not hasattr(e, "variable"):
+            e.variable = None  # type: ignore[attr-defined]
+        raise
     return _make(source, fn, uses_time, py)
 
 

@@ -85,6 +85,7 @@ _RUNTIME: dict[str, Any] = {
     "_fail": v.fail,
     "_now": v.now_of,
     "_NUM": v.NUMERIC,
+    "_ORD": frozenset({int, float, str}),
     "_LD": frozenset({list, dict, tuple}),
     "_iter": None,  # set below
     "_macro_error": None,

@@ -151,7 +151,13 @@ class Operators(_Base):
                 f"({a.expr} {op} {t} if ({t} := {b.expr}).__class__ {guard_a} else _{fn}({a.expr}, {t}))",
                 "bool",
             )
-        return _code(f"_{fn}({a.expr}, {b.expr})", "bool")
+        # Same class among int/double/string: Python's operator is CEL's.
+        ta, tb = self.tmp(), self.tmp()
+        return _code(
+            f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
+            f"in _ORD else _{fn}({ta}, {tb}))",
+            "bool",
+        )
 
     def in_(self, node: A.Call) -> Code:
         a, b = (self.c(x) for x in node.args)

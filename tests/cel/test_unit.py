@@ -123,6 +123,7 @@ def test_compile_errors(src: str, msg: str, line: int, column: int) -> None:
         compile_cel(src, CelEnv())
     e = ei.value
     assert (e.line, e.column) == (line, column)
+    assert e.variable is None  # type: ignore[attr-defined]
     assert "^" in str(e)
 
 
