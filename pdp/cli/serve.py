@@ -78,6 +78,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"largest request message ({DEFAULT_MAX_MESSAGE_BYTES})",
     )
+    gw = p.add_argument_group("gateway (Envoy ext_authz, served on the same port)")
+    gw.add_argument("--no-ext-authz", action="store_true", help="do not serve ext_authz")
+    gw.add_argument(
+        "--gateway-mapping", metavar="FILE", help="route mapping to use instead of the bundle's"
+    )
+    gw.add_argument("--jwks", metavar="FILE", help="JWKS to use instead of data/jwks.json")
+    gw.add_argument("--jwt-issuer", action="append", metavar="ISS", help="accepted `iss`")
+    gw.add_argument("--jwt-audience", action="append", metavar="AUD", help="accepted `aud`")
+    gw.add_argument("--jwt-leeway", type=float, metavar="SECONDS", help="clock skew allowed")
+    gw.add_argument(
+        "--trusted-hops", type=int, metavar="N", help="proxies trusted in x-forwarded-for"
+    )
     run_ = p.add_argument_group("process")
     run_.add_argument(
         "--workers", type=int, default=1, metavar="N", help="processes sharing the port (1)"
@@ -186,6 +198,23 @@ def _observer(args: argparse.Namespace, holder):  # -> Observer | None
     return observer_from_args(args, holder)
 
 
+def _ext_authz(args: argparse.Namespace, holder, config, observer):  # -> ServiceRegistrar
+    """Envoy's ext_authz servicer; its mapping and keys come from the bundle unless overridden."""
+    import json
+
+    from pdp.gateway.servicer import GatewayOptions, ext_authz_registrar, load_mapping_file
+
+    options = GatewayOptions(
+        mapping=load_mapping_file(args.gateway_mapping) if args.gateway_mapping else None,
+        jwks=json.loads(Path(args.jwks).read_text()) if args.jwks else None,
+        issuer=tuple(args.jwt_issuer) if args.jwt_issuer else None,
+        audience=tuple(args.jwt_audience) if args.jwt_audience else None,
+        leeway=args.jwt_leeway,
+        trusted_hops=args.trusted_hops,
+    )
+    return ext_authz_registrar(holder, options, limits=config.limits, observer=observer)
+
+
 # -- one server process -----------------------------------------------------------------------
 
 
@@ -200,7 +229,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from pdp.engine import EngineHolder
-    from pdp.errors import PolicyErrors
+    from pdp.errors import PdpError, PolicyErrors
     from pdp.server import build_server
 
     from ._common import print_policy_errors
@@ -216,7 +245,11 @@ def serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail(f"telemetry: {exc}")
     try:
-        server = build_server(holder, config, observer=observer)
+        extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
+    except (OSError, ValueError, PdpError) as exc:
+        return _fail(f"gateway: {exc}")
+    try:
+        server = build_server(holder, config, observer=observer, extra_services=extra)
     except RuntimeError as exc:  # grpc: cannot bind
         if observer is not None:
             observer.close()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import json_format
 
+from pdp.engine import new_decision_id
 from pdp.errors import NoPoliciesError, PdpError
 from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr_pb2
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
@@ -29,6 +30,8 @@ from pdp.gateway.response import Outcome, error_outcome, outcome_for, to_envoy
 from pdp.gateway.tokens import KeySetError, TokenVerifier, load_jwks
 from pdp.model.decision import CheckResponse
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
+from pdp.server.hooks import CheckObservation, Observer
+from pdp.server.identity import primary_identity
 
 if TYPE_CHECKING:
     from pdp.engine import Engine, EngineHolder
@@ -37,9 +40,8 @@ SERVICE_NAME = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
 log = logging.getLogger("pdp.gateway")
 
 
-def new_decision_id() -> str:
-    # The engine's format (128 random bits, hex), for answers given without asking it.
-    return os.urandom(16).hex()
+EXT_AUTHZ_RPC = f"/{SERVICE_NAME}/Check"
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class GatewayConfigError(PdpError):
@@ -192,16 +194,57 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         *,
         limits: Limits = DEFAULT_LIMITS,
         on_decision: DecisionHook | None = None,
+        observer: Observer | None = None,
     ):
         self.holder = holder
         self.resolver = resolver or GatewayResolver()
         self.limits = limits
         self.on_decision = on_decision
+        self.observer = observer
 
     def Check(self, request: ext.CheckRequest, context: grpc.ServicerContext) -> ext.CheckResponse:
-        return to_envoy(self.check(request))
+        if self.observer is None:
+            return to_envoy(self.check(request))
+        start, t0 = time.time(), time.perf_counter()
+        seen: list[tuple[CheckRequest | None, CheckResponse | None]] = []
+        outcome = self.check(request, seen.append)
+        self._observe(context, outcome, seen, start, t0)
+        return to_envoy(outcome)
 
-    def check(self, request: ext.CheckRequest) -> Outcome:
+    def _observe(
+        self,
+        context: grpc.ServicerContext,
+        outcome: Outcome,
+        seen: list[tuple[CheckRequest | None, CheckResponse | None]],
+        start: float,
+        t0: float,
+    ) -> None:
+        """One decision-log record per ext_authz call, like the decision API's."""
+        check_request, decision = seen[0] if seen else (None, None)
+        # A policy allow or deny is a decision; 401/400/5xx outcomes are errors of the call.
+        decided = decision is not None and outcome.grpc_code in (0, 7)
+        record = CheckObservation(
+            request=check_request,
+            response=decision,
+            error_code="" if decided else _CODE_NAMES.get(outcome.grpc_code, "UNKNOWN"),
+            error_message="" if decided else outcome.reason,
+            peer=context.peer(),
+            peer_identity=primary_identity(context.auth_context()),
+            metadata=tuple((m.key, m.value) for m in context.invocation_metadata()),
+            start_time=start,
+            latency_s=time.perf_counter() - t0,
+            rpc=EXT_AUTHZ_RPC,
+        )
+        try:
+            self.observer.on_check(record)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("decision observer failed")
+
+    def check(
+        self,
+        request: ext.CheckRequest,
+        report: Callable[[tuple[CheckRequest | None, CheckResponse | None]], None] | None = None,
+    ) -> Outcome:
         check_request: CheckRequest | None = None
         decision: CheckResponse | None = None
         try:
@@ -223,6 +266,8 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
             decision_id = new_decision_id()
             log.exception("ext_authz check failed (decision %s)", decision_id)
             outcome = error_outcome("internal_error", decision_id)
+        if report is not None:
+            report((check_request, decision))
         if self.on_decision is not None:
             try:
                 self.on_decision(outcome, check_request, decision)
@@ -238,10 +283,15 @@ def add_ext_authz(
     *,
     limits: Limits = DEFAULT_LIMITS,
     on_decision: DecisionHook | None = None,
+    observer: Observer | None = None,
 ) -> str:
     """Register the servicer on `server`; returns the full service name (for health/reflection)."""
     servicer = ExtAuthzServicer(
-        holder, GatewayResolver(options), limits=limits, on_decision=on_decision
+        holder,
+        GatewayResolver(options),
+        limits=limits,
+        on_decision=on_decision,
+        observer=observer,
     )
     ext_grpc.add_AuthorizationServicer_to_server(servicer, server)
     return SERVICE_NAME

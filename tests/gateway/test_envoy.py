@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import urllib.request
-from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -249,69 +248,89 @@ def _wait_ready(admin: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"envoy not ready:\n{log.read_text()[-3000:]}")
 
 
+def _wait_serving(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"pdp serve exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"pdp serve not serving:\n{log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    engine_mod = pytest.importorskip(
-        "pdp.engine", reason="the engine does not import yet", exc_type=ImportError
-    )
-    Engine, EngineHolder = engine_mod.Engine, engine_mod.EngineHolder
-    from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
-    from pdp.gateway.servicer import ExtAuthzServicer, GatewayResolver
-    from pdp.model.decision import BundleInfo
-    from pdp.model.loader import load_policy_files
-
+    """Envoy → a real `pdp serve` process (policies, mapping and JWKS from one directory)."""
     keys = Keys()
+    tmp = tmp_path_factory.mktemp("envoy")
+    policies = tmp / "policies"
     files = {name: text.encode() for name, text in POLICIES.items()}
     files["mapping.yaml"] = json.dumps(MAPPING).encode()  # JSON is YAML
     files["data/jwks.json"] = json.dumps(keys.jwks()).encode()
-    source = load_policy_files(files)
-    engine = Engine(engine_mod.compile_policy_set(source), BundleInfo("envoy-test", "1.0.0", "t"))
-    holder = EngineHolder(engine)
-    resolver = GatewayResolver(mapping_of=lambda _e: (source.route_mapping, "mapping.yaml"))
+    for name, data in files.items():
+        (policies / name).parent.mkdir(parents=True, exist_ok=True)
+        (policies / name).write_bytes(data)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    ext_grpc.add_AuthorizationServicer_to_server(ExtAuthzServicer(holder, resolver), server)
-    pdp_port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-
-    tmp = tmp_path_factory.mktemp("envoy")
-    listen, admin = _free_port(), _free_port()
-    cfg = tmp / "envoy.json"
-    cfg.write_text(_envoy_config(listen, admin, upstream.server_address[1], pdp_port))
-    log = tmp / "envoy.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
+    pdp_port = _free_port()
+    decision_log = tmp / "decisions.jsonl"
+    pdp_log = tmp / "pdp.log"
+    with pdp_log.open("wb") as out:
+        pdp = subprocess.Popen(
             [
-                ENVOY,
-                "-c",
-                str(cfg),
-                "--disable-hot-restart",
-                "--log-level",
-                "warn",
-                "--concurrency",
-                "2",
+                sys.executable, "-m", "pdp.cli.main", "serve",
+                "--policies", str(policies),
+                "--listen", f"127.0.0.1:{pdp_port}",
+                "--decision-log", str(decision_log),
+                "--otel", "off",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-        )
+        )  # fmt: skip
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    listen, admin = _free_port(), _free_port()
+    cfg = tmp / "envoy.json"
+    cfg.write_text(_envoy_config(listen, admin, upstream.server_address[1], pdp_port))
+    log = tmp / "envoy.log"
+    proc = None
     try:
+        _wait_serving(pdp_port, pdp, pdp_log)
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [ENVOY, "-c", str(cfg), "--disable-hot-restart", "--log-level", "warn",
+                 "--concurrency", "2"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         _wait_ready(admin, proc, log)
-        yield {"port": listen, "admin": admin, "keys": keys}
+        yield {"port": listen, "admin": admin, "keys": keys, "decision_log": decision_log}
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            _stop(proc)
+        _stop(pdp)
         upstream.shutdown()
         upstream.server_close()
-        server.stop(grace=None)
 
 
 def _send(port: int, method: str, path: str, token: str | None = None, **headers: str):
@@ -525,3 +544,30 @@ def test_through_envoy(stack: dict[str, Any]) -> None:
     assert delta("error") == 0
     assert len(statuses) >= 15
     print(f"{len(statuses)} requests through envoy: {statuses.count(200)} ok", file=sys.stderr)
+
+
+def test_ext_authz_calls_reach_the_decision_log(stack: dict[str, Any]) -> None:
+    """Each ext_authz call is one record, with the decision the client was answered with."""
+    keys = stack["keys"]
+    token = keys.token({"roles": ["user"], "scope": "kb:read"})
+    status, headers, _ = _send(
+        stack["port"], "GET", "/v1/tenants/globex/kb/k1/docs/d9", token, **CORP
+    )
+    assert status == 403
+    decision_id = headers["x-pdp-decision-id"]
+    log: Path = stack["decision_log"]
+    deadline = time.monotonic() + 10
+    record = None
+    while record is None and time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        found = [json.loads(x) for x in lines if decision_id in x]
+        record = found[0] if found else None
+        time.sleep(0.05)
+    assert record is not None, "no decision-log record for the ext_authz call"
+    assert record["rpc"] == "/envoy.service.auth.v3.Authorization/Check"
+    assert record["caller"]["address"].startswith("ipv4:127.0.0.1:")
+    assert record["principal"]["id"] == "alice"
+    action = record["decisions"][0]["actions"]
+    (only,) = action.values()
+    assert only["effect"] == "deny" and only["reasons"] == ["tenant_mismatch"]
+    assert "authorization" not in json.dumps(record["request"]).lower()
