@@ -9,17 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-CONFORMANCE = Path("/work/shared/cel-conformance")
-_SUMMARY: list[str] = []
-
-
-def record_summary(line: str) -> None:
-    _SUMMARY.append(line)
+from cel_support import CONFORMANCE, SUMMARY
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for line in _SUMMARY:
+    for line in SUMMARY:
         terminalreporter.write_line(line)
 
 

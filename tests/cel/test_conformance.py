@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cel_support import CONFORMANCE, record_summary
+
 from pdp.cel import CelEnv, CelUint, compile_cel
 from pdp.cel._values import TYPE_NAMES
 from pdp.errors import CelCompileError, CelEvalError
-from tests.cel.conftest import CONFORMANCE, record_summary
 
 FILES = [
     "basic", "bindings_ext", "comparisons", "conversions", "dynamic", "fields", "fp_math",

@@ -1,0 +1,14 @@
+"""State shared by the CEL tests and their conftest (tests/cel is on sys.path, no package:
+a `tests.cel` package named `cel` would shadow the generated `cel.expr` protobuf modules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFORMANCE = Path("/work/shared/cel-conformance")
+SUMMARY: list[str] = []
+
+
+def record_summary(line: str) -> None:
+    """Keep a line for the terminal summary, so `pytest -q` shows it too."""
+    SUMMARY.append(line)
