@@ -42,6 +42,7 @@ _LIMIT_FLAGS = (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from pdp.server import DEFAULT_GRACE_S, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_THREADS
+    from pdp.server.cache import DEFAULT_CACHE_ENTRIES
 
     p = subparsers.add_parser("serve", help="serve decisions over gRPC")
     src = p.add_argument_group("policy source")
@@ -104,6 +105,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help=f"time in-flight calls get to finish at shutdown ({DEFAULT_GRACE_S:g})",
     )
+    run_.add_argument(
+        "--decision-cache",
+        type=int,
+        default=DEFAULT_CACHE_ENTRIES,
+        metavar="N",
+        help=f"cached decisions for repeated requests, 0 = off ({DEFAULT_CACHE_ENTRIES})",
+    )
     run_.add_argument("--log-level", default="INFO", help="logging level (INFO)")
     # Set by the supervisor for its workers only.
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
@@ -152,6 +160,7 @@ def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an err
         max_message_bytes=args.max_message_bytes,
         threads=args.threads,
         reuse_port=args.reuse_port,
+        decision_cache=max(args.decision_cache, 0),
     )
 
 

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pdp.model.request import DEFAULT_LIMITS, Limits
 
+from .cache import DEFAULT_CACHE_ENTRIES, DecisionCache
 from .hooks import Observer, ServiceRegistrar
 from .identity import AllowListInterceptor
 from .service import Activity, DecisionService
@@ -58,6 +59,7 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     threads: int = DEFAULT_THREADS
     reuse_port: bool = False  # share the port with sibling worker processes
+    decision_cache: int = DEFAULT_CACHE_ENTRIES  # entries; 0 disables the decision cache
     extra_options: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
 
@@ -78,6 +80,7 @@ class PdpServer:
         self.addresses = addresses
         self.observer = observer
         self.activity: Activity | None = None
+        self.decision_cache: DecisionCache | None = None
 
     @property
     def port(self) -> int:
@@ -146,7 +149,10 @@ def build_server(
         options=options,
         interceptors=interceptors,
     )
-    decisions = DecisionService(holder, config.limits, config.max_message_bytes, observer)
+    cache = DecisionCache(config.decision_cache) if config.decision_cache > 0 else None
+    decisions = DecisionService(
+        holder, config.limits, config.max_message_bytes, observer, cache=cache
+    )
     names = [decisions.register(server)]
     names += [register(server) for register in extra_services]
 
@@ -177,6 +183,7 @@ def build_server(
 
     pdp_server = PdpServer(server, health_servicer, names, addresses, observer)
     pdp_server.activity = decisions.activity
+    pdp_server.decision_cache = cache
     pdp_server.set_serving(holder.current is not None)
     holder.on_swap(lambda _engine: pdp_server.set_serving(True))
     return pdp_server

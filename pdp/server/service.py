@@ -6,24 +6,30 @@ INVALID_ARGUMENT from `status_for`, not the generic INTERNAL grpc would answer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from pdp import __version__
+from pdp.engine.engine import new_decision_id
+from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest, Limits
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
+from .cache import CachedDecision, DecisionCache, cacheable, split_request_id, string_field
 from .convert import request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CheckObservation, Observer
 from .identity import primary_identity
 from .status import code_name, status_for
 
 if TYPE_CHECKING:
+    from pdp.engine import Engine
     from pdp.engine.holder import EngineHolder
 
 SERVICE_NAME: str = _pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -60,6 +66,13 @@ class Activity:
             return 0.0 if self.in_flight else time.monotonic() - self.last_change
 
 
+def _ids(decision_id: str, request_id: str, evaluated_at: str) -> bytes:
+    """CheckResponse fields 1, 2 and 5, appended to a cached body (the last value wins)."""
+    return (
+        string_field(1, decision_id) + string_field(2, request_id) + string_field(5, evaluated_at)
+    )
+
+
 class DecisionService:
     def __init__(
         self,
@@ -67,11 +80,14 @@ class DecisionService:
         limits: Limits,
         max_message_bytes: int,
         observer: Observer | None = None,
+        *,
+        cache: DecisionCache | None = None,
     ) -> None:
         self.holder = holder
         self.limits = limits
         self.max_message_bytes = max_message_bytes
         self.observer = observer
+        self.cache = cache
         self.activity = Activity()
         # Chosen once: without an observer the per-call path stays bare.
         self.check: Callable[[bytes, grpc.ServicerContext], bytes] = (
@@ -81,13 +97,58 @@ class DecisionService:
     def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         self.activity.enter()
         try:
-            request = request_from_proto(_parse(data), self.limits)
-            return response_to_proto(self.holder.require().check(request)).SerializeToString()
+            return self._decide(data, observed=False)[0]
         except Exception as exc:
             context.abort_with_status(status_for(exc, CHECK_RPC))
             raise  # unreachable: abort_with_status raises
         finally:
             self.activity.exit()
+
+    def _decide(
+        self, data: bytes, *, observed: bool
+    ) -> tuple[bytes, CheckRequest | None, CheckResponse | None]:
+        """The reply bytes, and (when observed, for the decision log) the request and response."""
+        engine = self.holder.require()
+        cache = self.cache
+        split = split_request_id(data) if cache is not None else None
+        if split is not None:
+            entry = cache.get(engine, split[0])  # type: ignore[union-attr]
+            if entry is not None:
+                return self._from_cache(entry, split[1], observed)
+        request = request_from_proto(_parse(data), self.limits)
+        response = engine.check(request)
+        # A request id that was not encoded first stays inside the key: not worth caching.
+        if split is not None and split[1] == request.request_id and cacheable(request, response):
+            return self._store(engine, split[0], request, response), request, response
+        return response_to_proto(response).SerializeToString(), request, response
+
+    def _from_cache(
+        self, entry: CachedDecision, request_id: str, observed: bool
+    ) -> tuple[bytes, CheckRequest | None, CheckResponse | None]:
+        decision_id = new_decision_id()
+        evaluated_at = entry.evaluated_at or datetime.now(UTC).isoformat()
+        out = entry.body + _ids(decision_id, request_id, evaluated_at)
+        if not observed:
+            return out, None, None
+        response = dataclasses.replace(
+            entry.response,
+            decision_id=decision_id,
+            request_id=request_id,
+            evaluated_at=evaluated_at,
+        )
+        return out, dataclasses.replace(entry.request, request_id=request_id), response
+
+    def _store(
+        self, engine: Engine, key: bytes, request: CheckRequest, response: CheckResponse
+    ) -> bytes:
+        msg = response_to_proto(response)
+        for name in ("decision_id", "request_id", "evaluated_at"):
+            msg.ClearField(name)
+        body = msg.SerializeToString()
+        evaluated_at = response.evaluated_at if request.time is not None else ""
+        entry = CachedDecision(body, evaluated_at, request, response)
+        self.cache.put(engine, key, entry)  # type: ignore[union-attr]
+        return body + _ids(response.decision_id, response.request_id, response.evaluated_at)
 
     def _check_observed(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         self.activity.enter()
@@ -99,14 +160,11 @@ class DecisionService:
     def _check_observed_inner(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         start = time.time()
         t0 = time.perf_counter()
-        request: CheckRequest | None = None
         try:
-            request = request_from_proto(_parse(data), self.limits)
-            response = self.holder.require().check(request)
-            out = response_to_proto(response).SerializeToString()
+            out, request, response = self._decide(data, observed=True)
         except Exception as exc:
             status = status_for(exc, CHECK_RPC)
-            self._observe(context, request, None, status, start, t0)
+            self._observe(context, None, None, status, start, t0)
             context.abort_with_status(status)
             raise
         self._observe(context, request, response, None, start, t0)

@@ -1,0 +1,128 @@
+"""A cache of serialized decisions for repeated requests, the cheapest per-call path there is.
+
+Gateways ask the same question over and over (one user, one route, one resource). A hit skips
+protobuf parsing, conversion, the engine and serialization: the server answers with the cached
+response bytes plus three fields appended per call — a fresh `decision_id`, the caller's
+`request_id` and `evaluated_at`. Appending works because a protobuf message may be split
+across concatenated encodings (the last value of a scalar field wins), so no byte of the cached
+body is rewritten.
+
+Correctness rules:
+- The key is the request's serialized bytes without its `request_id` (field 1, which every
+  protobuf encoder writes first), so two requests share an entry only if they carry the same
+  principal, resources, actions, context and explain flag, byte for byte.
+- Entries belong to one engine: a bundle swap starts an empty cache (no decision outlives the
+  bundle it was made under).
+- A decision that read the clock (`now`, `context.time` in a condition) is cached only when the
+  request fixed `context.time` itself — then it is a pure function of the request; otherwise it
+  is never cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cachetools import LRUCache
+
+from pdp.model.decision import CheckResponse
+from pdp.model.request import CheckRequest
+
+if TYPE_CHECKING:
+    from pdp.engine import Engine
+
+# Entries kept per engine; each holds a request's bytes and its response's, ~1-4 KB for a
+# typical gateway request, so the default bounds the cache to tens of MB.
+DEFAULT_CACHE_ENTRIES = 10_000
+# A request bigger than this is a batch that is unlikely to repeat: not worth the memory.
+MAX_CACHED_REQUEST_BYTES = 16 * 1024
+
+_REQUEST_ID_TAG = 0x0A  # field 1, length-delimited: CheckRequest.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class CachedDecision:
+    body: bytes  # the serialized CheckResponse without decision_id, request_id, evaluated_at
+    evaluated_at: str  # "" = the call's own time (the decision did not depend on it)
+    request: CheckRequest  # for the decision log on a hit
+    response: CheckResponse
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def string_field(number: int, value: str) -> bytes:
+    """The protobuf encoding of one string field."""
+    data = value.encode()
+    return bytes(((number << 3) | 2,)) + _varint(len(data)) + data
+
+
+def split_request_id(data: bytes) -> tuple[bytes, str] | None:
+    """(key, request_id) for a serialized CheckRequest; None when it cannot be a cache key."""
+    if len(data) > MAX_CACHED_REQUEST_BYTES:
+        return None
+    if not data or data[0] != _REQUEST_ID_TAG:
+        return data, ""
+    # Decode the length varint of field 1.
+    length, shift, i = 0, 0, 1
+    while i < len(data):
+        b = data[i]
+        length |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            break
+        shift += 7
+        if shift > 28:
+            return None
+    end = i + length
+    if end > len(data):
+        return None  # malformed: let the parser report it
+    try:
+        request_id = data[i:end].decode()
+    except UnicodeDecodeError:
+        return None
+    return data[end:], request_id
+
+
+class DecisionCache:
+    """Thread-safe LRU of `CachedDecision`s, emptied whenever the engine changes."""
+
+    def __init__(self, maxsize: int = DEFAULT_CACHE_ENTRIES) -> None:
+        self._maxsize = maxsize
+        self._lru: LRUCache[bytes, CachedDecision] = LRUCache(maxsize)
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, engine: Engine, key: bytes) -> CachedDecision | None:
+        with self._lock:
+            entry = self._lru.get(key) if engine is self._engine else None
+            if entry is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return entry
+
+    def put(self, engine: Engine, key: bytes, entry: CachedDecision) -> None:
+        with self._lock:
+            if engine is not self._engine:
+                # A new bundle: nothing decided under the old one may be served again.
+                self._lru = LRUCache(self._maxsize)
+                self._engine = engine
+            self._lru[key] = entry
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+def cacheable(request: CheckRequest, response: CheckResponse) -> bool:
+    """A decision is a pure function of (engine, request) unless it read the server's clock."""
+    return not response.time_dependent or request.time is not None
