@@ -68,7 +68,8 @@ class CompiledCel:
     source: str
     uses_time: bool
     python_source: str
-    __slots__ = ("python_source", "source", "uses_time")
+    reads: frozenset[str]  # activation names it reads (`principal`, `action`, ...)
+    __slots__ = ("python_source", "reads", "source", "uses_time")
 
     def __call__(self, activation: Mapping[str, Any]) -> Any:  # replaced per instance
         raise NotImplementedError
@@ -78,13 +79,18 @@ class CompiledCel:
 
 
 def _make(
-    source: str, fn: Callable[[Mapping[str, Any]], Any], uses_time: bool, py: str
+    source: str,
+    fn: Callable[[Mapping[str, Any]], Any],
+    uses_time: bool,
+    py: str,
+    reads: frozenset[str],
 ) -> CompiledCel:
     cls = type("CompiledCel", (CompiledCel,), {"__slots__": (), "__call__": staticmethod(fn)})
     obj: CompiledCel = object.__new__(cls)
     obj.source = source
     obj.uses_time = uses_time
     obj.python_source = py
+    obj.reads = reads
     return obj
 
 
@@ -97,13 +103,15 @@ def compile_cel(source: str, env: CelEnv, *, require_bool: bool = False) -> Comp
         raise CelCompileError("expression must be a string", str(source))
     try:
         ast = _ast.parse(source)
-        fn, uses_time, py = generate(env, source, ast, require_bool=require_bool, names=env.names)
+        fn, uses_time, py, reads = generate(
+            env, source, ast, require_bool=require_bool, names=env.names
+        )
     except CelCompileError as e:
         # `.variable` names the V.x whose source holds the error; None for the expression itself.
         if not hasattr(e, "variable"):
             e.variable = None  # type: ignore[attr-defined]
         raise
-    return _make(source, fn, uses_time, py)
+    return _make(source, fn, uses_time, py, reads)
 
 
 def compile_cel_bool(source: str, env: CelEnv) -> CompiledCel:

@@ -471,8 +471,8 @@ def _is_simple_local(expr: str) -> bool:
 
 def generate(
     env: CelEnv, source: str, ast: A.Node, *, require_bool: bool, names: frozenset[str]
-) -> tuple[Any, bool, str]:
-    """Return (function, uses_time, python source)."""
+) -> tuple[Any, bool, str, frozenset[str]]:
+    """Return (function, uses_time, python source, activation names it reads)."""
     comp = Compiler(env, source, names)
     code = comp.c(ast)
     body = comp.lines
@@ -506,7 +506,7 @@ def generate(
         raise CelCompileError(f"expression too complex to compile ({e})", source, 1, 1) from None
     finally:
         sys.setrecursionlimit(limit)
-    return glb["_cel"], comp.uses_time, text
+    return glb["_cel"], comp.uses_time, text, frozenset(comp.loads)
 
 
 __all__ = ["datetime", "generate", "timedelta"]

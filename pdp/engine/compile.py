@@ -8,9 +8,9 @@ raised together as `PolicyErrors`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from pdp.cel import CelEnv, compile_cel
+from pdp.cel import CelEnv, CompiledCel, compile_cel
 from pdp.errors import CelCompileError, PolicyError, PolicyErrors, SourceLocation
 from pdp.model.policy import (
     WILDCARD,
@@ -65,9 +65,10 @@ class _Scope:
         self.variables = variables
         self.errors = errors
 
-    def compile_expr(self, expr: Expr) -> tuple[CondFn, bool] | None:
+    def compile_expr(self, expr: Expr, *, condition: bool = True) -> CompiledCel | None:
+        """Compile; a condition must give a bool at run time (anything else is an error)."""
         try:
-            compiled = compile_cel(expr.source, self.env)
+            return compile_cel(expr.source, self.env, require_bool=condition)
         except CelCompileError as err:
             var = getattr(err, "variable", None)
             where = self.variables.get(var) if var else None
@@ -78,23 +79,34 @@ class _Scope:
             else:
                 self.errors.add(err.message, _cel_location(expr, err), err.caret())
             return None
-        return _bool_condition(compiled, expr.source), bool(compiled.uses_time)
 
-    def compile_condition(self, cond: Condition | None) -> tuple[CondFn | None, bool, str]:
-        """Returns (fn, uses_time, source text for traces); fn None when there is none or on error."""
+    def compile_condition(self, cond: Condition | None) -> _Cond:
         if cond is None:
-            return None, False, ""
+            return _Cond(None, False, "", frozenset())
         if isinstance(cond, Expr):
-            got = self.compile_expr(cond)
-            if got is None:
-                return _never_compiled, False, cond.source
-            return got[0], got[1], cond.source
+            compiled = self.compile_expr(cond)
+            if compiled is None:
+                return _Cond(_never_compiled, False, cond.source, frozenset())
+            # The compiled expression is itself the condition: no wrapper frame per call.
+            return _Cond(compiled, compiled.uses_time, cond.source, compiled.reads)
         assert isinstance(cond, ConditionGroup)
         parts = [self.compile_condition(c) for c in cond.items]
-        fns = [p[0] or _always_true for p in parts]
-        uses_time = any(p[1] for p in parts)
-        text = f"{cond.op}({', '.join(p[2] for p in parts)})"
-        return _group(cond.op, fns), uses_time, text
+        fns = [p.fn or _always_true for p in parts]
+        return _Cond(
+            _group(cond.op, fns),
+            any(p.uses_time for p in parts),
+            f"{cond.op}({', '.join(p.text for p in parts)})",
+            frozenset().union(*(p.reads for p in parts)),
+        )
+
+
+class _Cond(NamedTuple):
+    """A compiled condition: the function (None = no condition), and what it depends on."""
+
+    fn: CondFn | None
+    uses_time: bool
+    text: str  # the source, for explain traces
+    reads: frozenset[str]  # activation names read
 
 
 def _never_compiled(_: Mapping[str, Any]) -> bool:
@@ -104,20 +116,6 @@ def _never_compiled(_: Mapping[str, Any]) -> bool:
 
 def _always_true(_: Mapping[str, Any]) -> bool:
     return True
-
-
-class ConditionError(Exception):
-    """A condition could not be evaluated: a CEL error or a non-bool result."""
-
-
-def _bool_condition(compiled: Any, source: str) -> CondFn:
-    def run(act: Mapping[str, Any]) -> bool:
-        value = compiled(act)
-        if value is True or value is False:
-            return value
-        raise ConditionError(f"condition `{source}` gave a non-bool value")
-
-    return run
 
 
 def _group(op: str, fns: list[CondFn]) -> CondFn:
@@ -180,14 +178,14 @@ def compile_policy_set(source: PolicySource) -> PolicySet:
         }
         # Compile every variable on its own so an error points at it even when unused.
         for expr in d.variables.values():
-            scope.compile_expr(expr)
+            scope.compile_expr(expr, condition=False)
 
     guard_rules: list[tuple[GuardPolicy, Any, CompiledRule]] = []
     rule_refs: list[RuleRef] = []
     for g in source.guard_policies:
         scope = _scope_for(g.imports, defs, g.variables, data, errors)
         for rule in g.rules:
-            fn, uses_time, text = scope.compile_condition(rule.condition)
+            fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
             compiled = CompiledRule(
                 policy=g.id,
                 id=rule.id,
@@ -254,7 +252,7 @@ def _scope_for(
 
 
 def _compile_derived(def_id: str, role: DerivedRole, scope: _Scope) -> CompiledDerivedRole:
-    fn, uses_time, text = scope.compile_condition(role.condition)
+    fn, uses_time, text, reads = scope.compile_condition(role.condition)
     return CompiledDerivedRole(
         name=role.name,
         definitions_id=def_id,
@@ -262,6 +260,7 @@ def _compile_derived(def_id: str, role: DerivedRole, scope: _Scope) -> CompiledD
         condition=fn,
         source=text,
         uses_time=uses_time,
+        per_action="action" in reads,
     )
 
 
@@ -280,7 +279,7 @@ def _compile_resource_policy(
 ) -> CompiledKind:
     scope = _scope_for(p.imports, defs, p.variables, data, errors)
     for expr in p.variables.values():
-        scope.compile_expr(expr)
+        scope.compile_expr(expr, condition=False)
 
     visible_roles: dict[str, CompiledDerivedRole] = {}
     for name in p.imports:
@@ -296,7 +295,7 @@ def _compile_resource_policy(
 
     compiled_rules: list[tuple[tuple[str, ...], CompiledRule]] = []
     for rule in p.rules:
-        fn, uses_time, text = scope.compile_condition(rule.condition)
+        fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
         compiled_rules.append(
             (
                 rule.actions,
@@ -319,7 +318,7 @@ def _compile_resource_policy(
 
     cross: list[tuple[tuple[str, ...], CompiledRule]] = []
     for rule in p.cross_tenant:
-        fn, uses_time, text = scope.compile_condition(rule.condition)
+        fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
         cross.append(
             (
                 rule.actions,

@@ -23,6 +23,9 @@ class CompiledDerivedRole:
     condition: CondFn | None
     source: str = ""
     uses_time: bool = False
+    # Its condition reads `action`: it may hold for one action and not another, so it is
+    # evaluated per action instead of once per resource.
+    per_action: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ class _Undecided:
     __slots__ = ("derived",)
 
     def __init__(self) -> None:
-        self.derived: dict[str, bool | Exception] = {}
+        self.derived: dict[str | tuple[str, str], bool | Exception] = {}
 
 
 class Engine:
@@ -330,10 +330,11 @@ class Engine:
             if not rule.derived_roles:
                 return False
         for role in rule.derived_roles:
-            held = memo.derived.get(role.name)
+            key = (role.name, act["action"]) if role.per_action else role.name
+            held = memo.derived.get(key)
             if held is None:
                 held = _derived_role_holds(role, roles, act)
-                memo.derived[role.name] = held
+                memo.derived[key] = held
             if held is True:
                 return True
             if isinstance(held, Exception):

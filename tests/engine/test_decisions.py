@@ -162,3 +162,61 @@ def test_unrelated_policies_are_not_consulted(engine: Engine) -> None:
     rule_ids = {r.id for r in (*compiled.guards, *compiled.denies, *compiled.allows)}
     assert rule_ids == {"blocked-country", "owner-all", "shared-read", "support-read"}
     assert "anyone-lists" not in rule_ids
+
+
+PER_ACTION = {
+    "defs.yaml": """
+        apiVersion: pdp/v1
+        kind: Definitions
+        metadata: {id: defs}
+        spec:
+          derivedRoles:
+            reader:
+              parentRoles: ["*"]
+              condition: action == "read"
+    """,
+    "notes.yaml": """
+        apiVersion: pdp/v1
+        kind: ResourcePolicy
+        metadata: {id: notes}
+        spec:
+          resource: note
+          imports: [defs]
+          actions: {read: {}, write: {}, tag: {}}
+          rules:
+            - id: readers
+              actions: ["*"]
+              effect: allow
+              derivedRoles: [reader]
+            - id: not-a-bool
+              actions: [tag]
+              effect: allow
+              condition: resource.attr.label
+    """,
+}
+
+
+def _notes_engine(tmp_path) -> Engine:
+    from pdp.engine import compile_policy_set
+    from pdp.model.loader import load_policy_dir
+
+    from .conftest import write_tree
+
+    return Engine(compile_policy_set(load_policy_dir(write_tree(tmp_path, PER_ACTION))))
+
+
+def test_derived_role_reading_action_is_decided_per_action(tmp_path) -> None:
+    engine = _notes_engine(tmp_path)
+    note = {"kind": "note", "id": "n", "tenant": "acme", "attr": {}}
+    for order in (["read", "write"], ["write", "read"]):
+        got = decide(engine, alice(), note, order)
+        assert (got["read"].effect, got["write"].effect) == ("allow", "deny"), order
+
+
+def test_non_bool_condition_is_an_error_not_an_allow(tmp_path) -> None:
+    engine = _notes_engine(tmp_path)
+    note = {"kind": "note", "id": "n", "tenant": "acme", "attr": {"label": "yes"}}
+    d = decide(engine, alice(), note, ["tag"])["tag"]
+    assert d.effect == "deny"
+    assert "condition_error" in d.reasons
+    assert d.errors
