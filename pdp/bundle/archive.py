@@ -80,7 +80,8 @@ def pack(manifest: bytes, files: Mapping[str, bytes], signature: bytes | None, m
     if signature is not None:
         entries[SIGNATURE_NAME] = signature
     for path, content in files.items():
-        check_path(path)
+        # The reader checks the full entry name, so the writer must too.
+        check_path(FILES_PREFIX + path)
         entries[FILES_PREFIX + path] = content
     tar_buf = io.BytesIO()
     with tarfile.open(fileobj=tar_buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
