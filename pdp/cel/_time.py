@@ -5,6 +5,7 @@ CEL specifies nanoseconds; sub-microsecond digits in literals are truncated (doc
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
@@ -37,6 +38,11 @@ def check_duration(d: timedelta) -> timedelta:
     return d
 
 
+# Requests repeat the same timestamps (auth_time, a frozen time) across rules and resources.
+_TIMESTAMP_CACHE_ENTRIES = 1024
+
+
+@functools.lru_cache(maxsize=_TIMESTAMP_CACHE_ENTRIES)
 def parse_timestamp(s: str) -> datetime:
     m = _TS_RE.match(s)
     if m is None:

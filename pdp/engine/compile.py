@@ -7,11 +7,13 @@ raised together as `PolicyErrors`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from pdp.cel import CelEnv, CompiledCel, compile_cel
 from pdp.errors import CelCompileError, PolicyError, PolicyErrors, SourceLocation
+from pdp.model.decision import ALLOW, DENY, NO_MATCHING_RULE, ActionDecision
 from pdp.model.policy import (
     WILDCARD,
     Condition,
@@ -156,6 +158,22 @@ def _group(op: str, fns: list[CondFn]) -> CondFn:
     return none_
 
 
+def _with_decision(rule: CompiledRule) -> CompiledRule:
+    """The rule with the decision it makes when it matches without errors."""
+    reasons = (rule.reason,) if rule.reason else ()
+    if rule.stage == "allow":
+        made = ActionDecision(
+            effect=ALLOW,
+            policy=rule.policy,
+            rule=rule.id,
+            reasons=reasons,
+            obligations=rule.obligations,
+        )
+    else:
+        made = ActionDecision(effect=DENY, policy=rule.policy, rule=rule.id, reasons=reasons)
+    return dataclasses.replace(rule, decision=made)
+
+
 def _roles(roles: Iterable[str] | None) -> frozenset[str] | None:
     if roles is None:
         return None
@@ -197,7 +215,7 @@ def compile_policy_set(source: PolicySource) -> PolicySet:
                 condition_source=text,
                 uses_time=uses_time,
             )
-            guard_rules.append((g, rule, compiled))
+            guard_rules.append((g, rule, _with_decision(compiled)))
             rule_refs.append(RuleRef(g.id, rule.id, "guard", g.file, rule.location.line))
 
     kinds: dict[str, CompiledKind] = {}
@@ -316,6 +334,7 @@ def _compile_resource_policy(
         )
         rule_refs.append(RuleRef(p.id, rule.id, rule.effect, p.file, rule.location.line))
 
+    compiled_rules = [(acts, _with_decision(c)) for acts, c in compiled_rules]
     cross: list[tuple[tuple[str, ...], CompiledRule]] = []
     for rule in p.cross_tenant:
         fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
@@ -360,6 +379,7 @@ def _compile_resource_policy(
             denies=denies,
             allows=allows,
             uses_time=uses_time,
+            no_rule=ActionDecision(effect=DENY, policy=p.id, reasons=(NO_MATCHING_RULE,)),
         )
     return CompiledKind(kind=p.resource, policy=p.id, tenancy=p.tenancy, actions=actions)
 

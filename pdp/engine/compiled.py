@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pdp.model.decision import ActionDecision
+
 # A compiled condition: called with the activation, returns True/False or raises on error.
 CondFn = Callable[[Mapping[str, Any]], bool]
 
@@ -44,6 +46,13 @@ class CompiledRule:
     uses_time: bool = False
     # True when the rule names derived roles but no plain roles: then only they can match.
     derived_only: bool = False
+    # What the rule decides when it matches cleanly (no errors, no trace): made once, shared.
+    decision: ActionDecision | None = None
+    # No roles and no derived roles: every principal qualifies (a field, read per rule per call).
+    any_principal: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "any_principal", self.roles is None and not self.derived_roles)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,7 @@ class CompiledAction:
     denies: tuple[CompiledRule, ...]
     allows: tuple[CompiledRule, ...]
     uses_time: bool
+    no_rule: ActionDecision  # the default deny, made once
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,9 @@ from .compiled import CompiledAction, CompiledKind, CompiledRule, PolicySet
 
 Clock = Callable[[], datetime]
 
+# Distinct missing-scope denials kept for reuse; bounded because scope sets come from callers.
+_MAX_SCOPE_DENIALS = 4096
+
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
@@ -59,6 +62,7 @@ class Engine:
         self.bundle = bundle or BundleInfo(name="local", version="0.0.0", revision="")
         self._kinds: Mapping[str, CompiledKind] = policy_set.kinds
         self._clock = clock
+        self._scope_denials: dict[tuple[str, str, frozenset[str]], ActionDecision] = {}
 
     def check(
         self, request: CheckRequest, *, coverage: set[tuple[str, str]] | None = None
@@ -186,21 +190,12 @@ class Engine:
         if action.scopes:
             missing = action.scopes - request.scopes
             if missing:
-                names = ", ".join(f"`{s}`" for s in sorted(missing))
-                return self._deny(
-                    policy, "", (d.MISSING_SCOPE,), f"principal lacks scope {names}", trace, errors
-                )
+                return self._scope_denial(policy, d.MISSING_SCOPE, "principal", missing, trace)
             if request.actor_scopes is not None:
                 missing = action.scopes - request.actor_scopes
                 if missing:
-                    names = ", ".join(f"`{s}`" for s in sorted(missing))
-                    return self._deny(
-                        policy,
-                        "",
-                        (d.ACTOR_MISSING_SCOPE,),
-                        f"actor lacks scope {names}",
-                        trace,
-                        errors,
+                    return self._scope_denial(
+                        policy, d.ACTOR_MISSING_SCOPE, "actor", missing, trace
                     )
         if trace is not None:
             trace.append(TraceStep("scope", policy, "", "passed", ", ".join(action.scope_list)))
@@ -212,6 +207,8 @@ class Engine:
             if rule is not None:
                 if coverage is not None:
                     coverage.add((rule.policy, rule.id))
+                if not errors and trace is None:
+                    return rule.decision  # type: ignore[return-value]
                 reasons = (rule.reason,) if rule.reason else ()
                 if len(errors) > before:  # matched because its condition failed: fail closed
                     reasons = (*reasons, d.CONDITION_ERROR)
@@ -229,6 +226,8 @@ class Engine:
         if rule is not None:
             if coverage is not None:
                 coverage.add((rule.policy, rule.id))
+            if not errors and trace is None and not reasons_extra:
+                return rule.decision  # type: ignore[return-value]
             reasons = (rule.reason,) if rule.reason else ()
             return ActionDecision(
                 effect=d.ALLOW,
@@ -241,8 +240,32 @@ class Engine:
             )
 
         # 5. Default deny.
+        if not errors and trace is None:
+            return action.no_rule
         reasons = (d.NO_MATCHING_RULE,) + ((d.CONDITION_ERROR,) if errors else ())
         return self._deny(policy, "", reasons, "", trace, errors)
+
+    def _scope_denial(
+        self,
+        policy: str,
+        code: str,
+        who: str,
+        missing: frozenset[str],
+        trace: list[TraceStep] | None,
+    ) -> ActionDecision:
+        """Missing-scope denials repeat across a batch: each distinct one is made once."""
+        key = (policy, code, missing)
+        made = self._scope_denials.get(key)
+        if made is None:
+            names = ", ".join(f"`{s}`" for s in sorted(missing))
+            made = ActionDecision(
+                effect=d.DENY, policy=policy, reasons=(code,), message=f"{who} lacks scope {names}"
+            )
+            if len(self._scope_denials) < _MAX_SCOPE_DENIALS:
+                self._scope_denials[key] = made
+        if trace is not None:
+            return self._deny(policy, "", made.reasons, made.message, trace, [])
+        return made
 
     @staticmethod
     def _deny(
@@ -281,7 +304,9 @@ class Engine:
         """The first rule that matches. With `deny`, an error counts as a match (fail closed)."""
         roles = request.roles
         for rule in rules:
-            if not self._principal_matches(rule, roles, act, memo, errors, deny=deny):
+            if rule.any_principal:
+                pass
+            elif not self._principal_matches(rule, roles, act, memo, errors, deny=deny):
                 if trace is not None:
                     trace.append(TraceStep(rule.stage, rule.policy, rule.id, "skipped", "roles"))
                 continue
