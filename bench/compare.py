@@ -473,6 +473,10 @@ def main() -> None:
         "whose every decision runs every rule kind (workload.heavy). A warm-up of 500 calls "
         "precedes each run; figures are the round with the median req/s, rounds alternate servers.",
         "pdp serve runs without a decision cache: each call is decided afresh.",
+        "Found by the agreement step: when the principal's `scopes` attribute is null or absent, "
+        "Cerbos skips the scope deny rules whose condition then errors, and the allow rules "
+        "grant (fails open); the payload sends an explicit empty list. pdp denies "
+        "(`missing_scope`) either way.",
     ]
     text = render(meta, rows, grpc_rows, scale, notes)
     print(text)

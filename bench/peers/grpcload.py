@@ -74,6 +74,8 @@ def cerbos_payload(raw: Request) -> bytes:
     def value(v: Any) -> struct_pb2.Value:
         out = struct_pb2.Value()
         if isinstance(v, list):
+            # SetInParent: an empty list must still be a list, not an unset (null) value.
+            out.list_value.SetInParent()
             out.list_value.extend(v)
         else:
             out.string_value = v
