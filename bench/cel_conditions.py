@@ -1,6 +1,6 @@
 """µs per evaluation of typical policy conditions: pdp.cel vs a hand-written lambda vs cel-expr-python.
 
-.venv/bin/python bench/cel.py
+.venv/bin/python bench/cel_conditions.py
 """
 
 from __future__ import annotations
