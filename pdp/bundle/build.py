@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pdp import __version__
-from pdp.engine import SuiteReport
+from pdp.engine import SuiteCheck, SuiteReport
 from pdp.errors import BundleError
 from pdp.model.loader import MAX_FILE_BYTES, MAX_FILES, classify
 
@@ -124,6 +125,7 @@ def build_bundle(
     name: str | None = None,
     version: str = DEFAULT_VERSION,
     env: dict[str, str] | None = None,
+    checks: Sequence[SuiteCheck] = (),
 ) -> Built:
     """Collect, compile and test `directory`, then pack it.
 
@@ -145,7 +147,7 @@ def build_bundle(
         builder=f"pdp {__version__}",
         files={p: FileEntry(sha256_hex(c), len(c)) for p, c in files.items()},
     )
-    compiled = compile_files(files, bundle_info(manifest))
+    compiled = compile_files(files, bundle_info(manifest), checks)
     if compiled.report.failed:
         raise TestsFailed(compiled.report)
     archive = pack(manifest.canonical_bytes(), files, None, epoch)

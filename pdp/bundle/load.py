@@ -12,7 +12,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pdp.engine import Engine, PolicySet, SuiteReport, compile_policy_set, run_test_suites
+from pdp.engine import (
+    Engine,
+    PolicySet,
+    SuiteCheck,
+    SuiteReport,
+    compile_policy_set,
+    run_test_suites,
+    with_checks,
+)
 from pdp.errors import BundleError, PolicyErrors
 from pdp.model.decision import BundleInfo
 from pdp.model.loader import load_policy_files
@@ -49,12 +57,19 @@ class Compiled:
     report: SuiteReport
 
 
-def compile_files(files: Mapping[str, bytes], bundle: BundleInfo | None = None) -> Compiled:
+def compile_files(
+    files: Mapping[str, bytes],
+    bundle: BundleInfo | None = None,
+    checks: Sequence[SuiteCheck] = (),
+) -> Compiled:
     """Load, compile and test policy files. Raises `PolicyErrors` on load or compile errors;
-    test failures are in the report for the caller to judge."""
+    test failures (of the suites, and of `checks` such as the gateway's mapping cases) are in
+    the report for the caller to judge."""
     source = load_policy_files(files)
     policy_set = compile_policy_set(source)
     report = run_test_suites(policy_set, source.test_suites, bundle=bundle)
+    if checks:
+        report = with_checks(report, source, Engine(policy_set, bundle), checks)
     return Compiled(source, policy_set, report)
 
 
@@ -82,11 +97,11 @@ def bundle_info(manifest: Manifest) -> BundleInfo:
     )
 
 
-def activate(verified: VerifiedBundle) -> LoadedBundle:
+def activate(verified: VerifiedBundle, checks: Sequence[SuiteCheck] = ()) -> LoadedBundle:
     """Compile and test a verified bundle. Raises `BundleError` with the reason it is refused."""
     info = bundle_info(verified.manifest)
     try:
-        compiled = compile_files(verified.files, info)
+        compiled = compile_files(verified.files, info, checks)
     except PolicyErrors as exc:
         first = exc.errors[0].render().splitlines()[0] if exc.errors else "unknown error"
         more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
@@ -110,9 +125,10 @@ def load_bundle(
     source: bytes | str | Path,
     trust: Sequence[Ed25519PublicKey] | None = None,
     require_signature: bool = False,
+    checks: Sequence[SuiteCheck] = (),
 ) -> LoadedBundle:
     """Verify (layout, digests, signature), compile and test a bundle.
 
     Raises `BundleError` naming why the bundle is refused.
     """
-    return activate(open_bundle(source, trust, require_signature=require_signature))
+    return activate(open_bundle(source, trust, require_signature=require_signature), checks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pdp.engine import PolicySet, compile_policy_set
+from pdp.engine import PolicySet, SuiteCheck, compile_policy_set
 from pdp.errors import PolicyError, PolicyErrors
 from pdp.model.loader import load_policy_dir
 from pdp.model.policy import PolicySource
@@ -31,6 +31,13 @@ def load_and_compile(directory: str | Path) -> tuple[PolicySource, PolicySet]:
 def _position(err: PolicyError) -> tuple[str, int, int]:
     loc = err.location
     return (loc.file, loc.line, loc.column) if loc else ("", 0, 0)
+
+
+def policy_checks() -> tuple[SuiteCheck, ...]:
+    """Checks beyond the YAML test suites that building, testing and serving all run."""
+    from pdp.gateway.mapping_tests import mapping_check
+
+    return (mapping_check,)
 
 
 def print_policy_errors(exc: PolicyErrors) -> None:

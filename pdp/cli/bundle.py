@@ -14,6 +14,7 @@ from pdp.bundle import (
     TestsFailed,
     build_bundle,
     diff,
+    load_bundle,
     load_private_key,
     load_public_keys,
     load_subject,
@@ -32,7 +33,7 @@ from pdp.bundle.verify import check_digests
 from pdp.engine import EngineHolder
 from pdp.errors import BundleError, PolicyErrors
 
-from ._common import print_policy_errors
+from ._common import policy_checks, print_policy_errors
 
 # diff exit codes, so `pdp bundle diff` can gate a pull request.
 EXIT_SAME = 0
@@ -94,7 +95,9 @@ def _error(message: str) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     try:
-        built = build_bundle(args.directory, name=args.name, version=args.version)
+        built = build_bundle(
+            args.directory, name=args.name, version=args.version, checks=policy_checks()
+        )
     except PolicyErrors as exc:
         print_policy_errors(exc)
         return 1
@@ -269,6 +272,9 @@ def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Calla
             cache_dir=args.cache_dir,
             poll_interval=args.poll_interval,
             jitter=args.poll_jitter,
+            loader=lambda data: load_bundle(
+                data, trust, args.require_signature, checks=policy_checks()
+            ),
         )
     except BundleError as exc:
         raise ValueError(str(exc)) from None

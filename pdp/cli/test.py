@@ -6,10 +6,10 @@ import argparse
 import sys
 from xml.etree import ElementTree as ET
 
-from pdp.engine import SuiteReport, run_test_suites
+from pdp.engine import Engine, SuiteReport, run_test_suites, with_checks
 from pdp.errors import PolicyErrors
 
-from ._common import load_and_compile, print_policy_errors
+from ._common import load_and_compile, policy_checks, print_policy_errors
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
         print_policy_errors(exc)
         return 1
     report = run_test_suites(policy_set, source.test_suites, filter=args.filter)
+    if not args.filter:
+        report = with_checks(report, source, Engine(policy_set), policy_checks())
     for r in report.results:
         if not r.passed:
             print(f"FAIL {r.file}:{r.line} {r.suite} / {r.case} [{r.action}]")

@@ -4,7 +4,7 @@ from .compile import compile_policy_set
 from .compiled import PolicySet, RuleRef
 from .engine import Engine, new_decision_id
 from .holder import Activation, EngineHolder
-from .suites import CaseResult, SuiteReport, run_test_suites
+from .suites import CaseResult, SuiteCheck, SuiteReport, run_test_suites, with_checks
 
 __all__ = [
     "Activation",
@@ -13,8 +13,10 @@ __all__ = [
     "EngineHolder",
     "PolicySet",
     "RuleRef",
+    "SuiteCheck",
     "SuiteReport",
     "compile_policy_set",
     "new_decision_id",
     "run_test_suites",
+    "with_checks",
 ]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pdp.errors import RequestError
 from pdp.model.decision import ActionDecision, BundleInfo
-from pdp.model.policy import Expectation, TestCase, TestSuite
+from pdp.model.policy import Expectation, PolicySource, TestCase, TestSuite
 from pdp.model.request import CheckRequest, parse_check_request
 
 from .compiled import PolicySet, RuleRef
@@ -61,6 +61,22 @@ class SuiteReport:
             hit = (r.policy, r.rule) in self.covered
             out[r.policy] = (cov + hit, total + 1, [*missing, *(() if hit else (r,))])
         return out
+
+
+# A check beyond the YAML test suites (e.g. the gateway's route-mapping cases), run by whoever
+# builds or loads policies: (source, engine) -> its case results, merged into the report.
+SuiteCheck = Callable[[PolicySource, Engine], Sequence[CaseResult]]
+
+
+def with_checks(
+    report: SuiteReport, source: PolicySource, engine: Engine, checks: Iterable[SuiteCheck]
+) -> SuiteReport:
+    extra: list[CaseResult] = []
+    for check in checks:
+        extra.extend(check(source, engine))
+    if not extra:
+        return report
+    return SuiteReport(report.results + tuple(extra), report.rules, report.covered)
 
 
 @dataclass(slots=True)

@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pdp.engine import CaseResult
 from pdp.gateway.mapping import RouteMapping
 from pdp.gateway.request import HttpAttributes, translate
 from pdp.gateway.response import outcome_for
+from pdp.model.policy import PolicySource
 
 if TYPE_CHECKING:
     from pdp.engine import Engine
@@ -82,6 +84,35 @@ def run_mapping_tests(
     mapping: RouteMapping, engine: Engine | None = None
 ) -> list[MappingCaseResult]:
     return [run_case(case, mapping, engine) for case in mapping.tests]
+
+
+def mapping_check(source: PolicySource, engine: Engine) -> list[CaseResult]:
+    """The mapping's cases as test-suite results (a `pdp.engine.SuiteCheck`), so `pdp test`,
+    `pdp bundle build` and bundle loading refuse a mapping that is broken or fails its tests."""
+    from pdp.errors import PdpError
+    from pdp.gateway.mapping import load_route_mapping
+
+    if source.route_mapping is None:
+        return []
+    file = source.route_mapping_file or "mapping.yaml"
+    try:
+        mapping = load_route_mapping(source.route_mapping, file)
+    except PdpError as e:
+        return [CaseResult("route-mapping", "load", "-", file, 0, False, failure=str(e))]
+    return [
+        CaseResult(
+            suite="route-mapping",
+            case=r.name,
+            action="http",
+            file=file,
+            line=0,
+            passed=r.passed,
+            expected="pass",
+            actual="; ".join(r.problems),
+            failure="; ".join(r.problems),
+        )
+        for r in run_mapping_tests(mapping, engine)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

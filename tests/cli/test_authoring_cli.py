@@ -155,3 +155,42 @@ def test_check_rejects_bad_request_without_traceback(tmp_path: Path) -> None:
     assert "principal.id" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+MAPPING = """
+apiVersion: pdp/v1
+kind: RouteMapping
+metadata: {id: notes-gateway}
+spec:
+  authentication: {source: jwt, issuer: https://idp.test, audience: notes}
+  claims: {id: sub, tenant: tid, roles: roles, scopes: [scope]}
+  routes:
+    - path: /v1/tenants/{tenant}/notes/{note}
+      methods: {GET: read}
+      resource: {kind: note, id: "{note}", tenant: "{tenant}", attr: {owner: "{claims.sub}"}}
+  tests:
+    - name: owner reads
+      request:
+        method: GET
+        path: /v1/tenants/t1/notes/n1
+        claims: {sub: ann, tid: t1, roles: [user], scope: "notes:read"}
+      expect: {kind: note, action: read, effect: allow}
+    - name: wrongly expected to be refused
+      request:
+        method: GET
+        path: /v1/tenants/t1/notes/n1
+        claims: {sub: ann, tid: t1, roles: [user], scope: "notes:read"}
+      expect: {effect: deny}
+"""
+
+
+def test_test_runs_the_gateway_mapping_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = SUITE.split("    - name: wrong expectation")[0]
+    write(tmp_path, {"notes.yaml": POLICY, "notes_test.yaml": suite, "mapping.yaml": MAPPING})
+    assert main(["test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "route-mapping / wrongly expected to be refused" in out
+    assert "owner reads" not in out  # passing cases are not listed
+    assert out.strip().splitlines()[-1] == "2 passed, 1 failed"
