@@ -193,7 +193,17 @@ def grpc_section(
         want = workload.floor_request(raw)
         servers: list[
             tuple[str, Callable[..., Any], Callable[[dict], bytes], Callable[[bytes], Any]]
-        ] = [("pdp", grpcload.pdp_server, grpcload.pdp_payload, grpcload.pdp_effects)]
+        ] = [
+            ("pdp", grpcload.pdp_server, grpcload.pdp_payload, grpcload.pdp_effects),
+            # h2load repeats one body, so with the decision cache every call is a hit: also
+            # measure every call decided afresh.
+            (
+                "pdp-nocache",
+                lambda w, c, p, t: grpcload.pdp_server(w, c, p, t, cache=0),
+                grpcload.pdp_payload,
+                grpcload.pdp_effects,
+            ),
+        ]
         if cerbos is not None:
             servers.append(
                 (
@@ -212,7 +222,7 @@ def grpc_section(
                 for _ in range(args.grpc_rounds):
                     for name, start, payload_of, effects_of in servers:
                         payload = payload_of(raw)
-                        w = workers if name == "pdp" else 0
+                        w = workers if name.startswith("pdp") else 0
                         with start(w, server_cpus, payload, tmp) as srv:
                             reply = grpcload.call_raw(srv.port, srv.method, payload)
                             if effects_of(reply) != want:
@@ -241,7 +251,10 @@ def grpc_section(
                 for name, rs in results.items():
                     # The round with the median throughput, whole (its own p50/p99), not a mix.
                     mid = sorted(rs, key=lambda r: r.rps)[len(rs) // 2]
-                    server_label = f"pdp serve --workers {workers}" if name == "pdp" else "Cerbos"
+                    server_label = {
+                        "pdp": f"pdp serve --workers {workers}",
+                        "pdp-nocache": f"pdp serve --workers {workers} --decision-cache 0",
+                    }.get(name, "Cerbos")
                     rows.append(
                         GrpcRow(
                             server_label,
@@ -338,15 +351,25 @@ def render(
             "",
             "## gRPC, loopback, h2load (one connection per client, `-t 1`)",
             "",
-            "| server | request | pinning | h2load | req/s | decisions/s | p50 ms | p99 ms | pdp throughput ÷ this | rounds req/s |",
+            "| server | request | pinning | h2load | req/s | decisions/s | p50 ms | p99 ms "
+            "| pdp req/s ÷ this (cache on / off) | rounds req/s |",
             "|---|---|---|---|---:|---:|---:|---:|---|---|",
         ]
-        by_key = {
-            (r.shape, r.pinning, r.concurrency): r for r in grpc_rows if r.server.startswith("pdp")
+        cached = {
+            (r.shape, r.pinning, r.concurrency): r
+            for r in grpc_rows
+            if r.server.startswith("pdp") and "--decision-cache 0" not in r.server
+        }
+        fresh = {
+            (r.shape, r.pinning, r.concurrency): r
+            for r in grpc_rows
+            if "--decision-cache 0" in r.server
         }
         for r in grpc_rows:
-            ours = by_key.get((r.shape, r.pinning, r.concurrency))
-            ratio = "—" if r.server.startswith("pdp") or ours is None else f"{ours.rps / r.rps:.2f}"
+            key = (r.shape, r.pinning, r.concurrency)
+            ratio = "—"
+            if not r.server.startswith("pdp") and key in cached and key in fresh:
+                ratio = f"{cached[key].rps / r.rps:.2f} / {fresh[key].rps / r.rps:.2f}"
             rounds = ", ".join(f"{x:,.0f}" for x in r.rounds)
             out.append(
                 f"| {r.server} | {r.shape} | {r.pinning} | {r.concurrency} | {r.rps:,.0f} | "
@@ -472,7 +495,10 @@ def main() -> None:
         "context, so the IP is a principal attribute); h2load repeats one body, the request "
         "whose every decision runs every rule kind (workload.heavy). A warm-up of 500 calls "
         "precedes each run; figures are the round with the median req/s, rounds alternate servers.",
-        "pdp serve runs without a decision cache: each call is decided afresh.",
+        "`pdp serve` has a decision cache on by default (`--decision-cache 10000`); since h2load "
+        "repeats one body, every call is then a hit (the gateway case: the same question over "
+        "and over). The `--decision-cache 0` rows decide every call afresh; Cerbos has no such "
+        "cache.",
         "Found by the agreement step: when the principal's `scopes` attribute is null or absent, "
         "Cerbos skips the scope deny rules whose condition then errors, and the allow rules "
         "grant (fails open); the payload sends an explicit empty list. pdp denies "

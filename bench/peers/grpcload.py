@@ -170,7 +170,10 @@ def stop(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def pdp_server(workers: int, cpus: str | None, payload: bytes, tmp: Path) -> Iterator[Server]:
+def pdp_server(
+    workers: int, cpus: str | None, payload: bytes, tmp: Path, cache: int | None = None
+) -> Iterator[Server]:
+    """`pdp serve` on a free port; `cache` sets --decision-cache (None: the server's default)."""
     port = free_port()
     log = tmp / f"pdp-{port}.log"
     cmd = [
@@ -185,6 +188,7 @@ def pdp_server(workers: int, cpus: str | None, payload: bytes, tmp: Path) -> Ite
         str(workers),
         "--log-level",
         "WARNING",
+        *(["--decision-cache", str(cache)] if cache is not None else []),
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
