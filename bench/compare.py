@@ -68,7 +68,8 @@ class GrpcRow:
     p50_us: float
     p99_us: float
     checks: int  # decisions per request
-    rounds: list[float] = field(default_factory=list)
+    cpu_us: float  # server CPU µs per request
+    rounds: list[str] = field(default_factory=list)
 
 
 def fmt_ratio(peer: float, ours: float) -> str:
@@ -203,6 +204,13 @@ def grpc_section(
                 grpcload.pdp_payload,
                 grpcload.pdp_effects,
             ),
+            # A lever, not yet a server flag: each worker pinned to its own core.
+            (
+                "pdp-pinned",
+                lambda w, c, p, t: grpcload.pdp_server(w, c, p, t, pin_workers=True),
+                grpcload.pdp_payload,
+                grpcload.pdp_effects,
+            ),
         ]
         if cerbos is not None:
             servers.append(
@@ -221,6 +229,8 @@ def grpc_section(
                 results: dict[str, list[grpcload.LoadResult]] = {s[0]: [] for s in servers}
                 for _ in range(args.grpc_rounds):
                     for name, start, payload_of, effects_of in servers:
+                        if name == "pdp-pinned" and (workers < 2 or server_cpus is not None):
+                            continue
                         payload = payload_of(raw)
                         w = workers if name.startswith("pdp") else 0
                         with start(w, server_cpus, payload, tmp) as srv:
@@ -237,6 +247,7 @@ def grpc_section(
                                 streams=streams,
                                 cpus=client_cpus,
                                 tmp=tmp,
+                                server_session=srv.proc.pid,
                             )
                         if not r.bytes_ok:
                             sys.exit(
@@ -245,15 +256,19 @@ def grpc_section(
                             )
                         results[name].append(r)
                         log(
-                            f"  {name:6} {n_res}x3 {label:28} -c{clients} -m{streams}: "
-                            f"{r.rps:8.0f} req/s  p50 {r.p50_us / 1000:6.2f} ms  p99 {r.p99_us / 1000:6.2f} ms"
+                            f"  {name:11} {n_res}x3 {label:28} -c{clients} -m{streams}: "
+                            f"{r.rps:8.0f} req/s  p50 {r.p50_us / 1000:6.2f} ms  "
+                            f"p99 {r.p99_us / 1000:6.2f} ms  server CPU {r.server_cpu_us:5.0f} µs/req"
                         )
                 for name, rs in results.items():
+                    if not rs:
+                        continue
                     # The round with the median throughput, whole (its own p50/p99), not a mix.
                     mid = sorted(rs, key=lambda r: r.rps)[len(rs) // 2]
                     server_label = {
                         "pdp": f"pdp serve --workers {workers}",
                         "pdp-nocache": f"pdp serve --workers {workers} --decision-cache 0",
+                        "pdp-pinned": f"pdp serve --workers {workers}, each worker pinned to a core by the bench (lever)",
                     }.get(name, "Cerbos")
                     rows.append(
                         GrpcRow(
@@ -265,7 +280,16 @@ def grpc_section(
                             mid.p50_us,
                             mid.p99_us,
                             checks,
-                            [r.rps for r in rs],
+                            statistics.median(r.server_cpu_us for r in rs),
+                            [
+                                f"{r.rps:,.0f}"
+                                + (
+                                    " (" + ":".join(f"{x * 100:.0f}" for x in r.cpu_split) + ")"
+                                    if workers > 1 and name != "cerbos"
+                                    else ""
+                                )
+                                for r in rs
+                            ],
                         )
                     )
     return rows, notes
@@ -352,28 +376,36 @@ def render(
             "## gRPC, loopback, h2load (one connection per client, `-t 1`)",
             "",
             "| server | request | pinning | h2load | req/s | decisions/s | p50 ms | p99 ms "
-            "| pdp req/s ÷ this (cache on / off) | rounds req/s |",
-            "|---|---|---|---|---:|---:|---:|---:|---|---|",
+            "| server CPU µs/req | pdp req/s ÷ this (cache on / off) "
+            "| rounds: req/s (% of CPU per worker) |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---|---|",
         ]
         cached = {
             (r.shape, r.pinning, r.concurrency): r
             for r in grpc_rows
-            if r.server.startswith("pdp") and "--decision-cache 0" not in r.server
+            if r.server.startswith("pdp")
+            and "--decision-cache 0" not in r.server
+            and "(lever)" not in r.server
         }
         fresh = {
             (r.shape, r.pinning, r.concurrency): r
             for r in grpc_rows
             if "--decision-cache 0" in r.server
         }
+        pinned = {
+            (r.shape, r.pinning, r.concurrency): r for r in grpc_rows if "(lever)" in r.server
+        }
         for r in grpc_rows:
             key = (r.shape, r.pinning, r.concurrency)
             ratio = "—"
             if not r.server.startswith("pdp") and key in cached and key in fresh:
                 ratio = f"{cached[key].rps / r.rps:.2f} / {fresh[key].rps / r.rps:.2f}"
-            rounds = ", ".join(f"{x:,.0f}" for x in r.rounds)
+                if key in pinned:
+                    ratio += f" (lever: {pinned[key].rps / r.rps:.2f})"
+            rounds = ", ".join(r.rounds)
             out.append(
                 f"| {r.server} | {r.shape} | {r.pinning} | {r.concurrency} | {r.rps:,.0f} | "
-                f"{r.rps * r.checks:,.0f} | {r.p50_us / 1000:.2f} | {r.p99_us / 1000:.2f} | {ratio} | {rounds} |"
+                f"{r.rps * r.checks:,.0f} | {r.p50_us / 1000:.2f} | {r.p99_us / 1000:.2f} | {r.cpu_us:,.0f} | {ratio} | {rounds} |"
             )
     if scale:
         out += [
@@ -494,7 +526,16 @@ def main() -> None:
         "gRPC: both servers get the same question as their own protobuf (Cerbos has no request "
         "context, so the IP is a principal attribute); h2load repeats one body, the request "
         "whose every decision runs every rule kind (workload.heavy). A warm-up of 500 calls "
-        "precedes each run; figures are the round with the median req/s, rounds alternate servers.",
+        "precedes each run; figures are the round with the median req/s, rounds alternate servers. "
+        "Server CPU µs/req is the server processes' user + system time over the run / requests "
+        "(from /proc): the cost per call, which load from other processes moves far less than "
+        "req/s. With `--workers 2` the rounds column shows how that CPU split between the "
+        "workers: the kernel's SO_REUSEPORT hash spreads h2load's 4 connections 2:2, 3:1 or "
+        "4:0, and an uneven split (e.g. 75:25) idles part of a core.",
+        "The `(lever)` rows are not what `pdp serve` does today: after start, the bench pins each "
+        "worker process (all its threads) to its own core with sched_setaffinity, as the server "
+        "could at worker start. Unpinned, a worker's gRPC and pool threads migrate between the "
+        "cores and hand the GIL across them, which costs about twice the CPU per call.",
         "`pdp serve` has a decision cache on by default (`--decision-cache 10000`); since h2load "
         "repeats one body, every call is then a hit (the gateway case: the same question over "
         "and over). The `--decision-cache 0` rows decide every call afresh; Cerbos has no such "

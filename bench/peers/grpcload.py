@@ -171,9 +171,16 @@ def stop(server: Server) -> None:
 
 @contextlib.contextmanager
 def pdp_server(
-    workers: int, cpus: str | None, payload: bytes, tmp: Path, cache: int | None = None
+    workers: int,
+    cpus: str | None,
+    payload: bytes,
+    tmp: Path,
+    cache: int | None = None,
+    pin_workers: bool = False,
 ) -> Iterator[Server]:
-    """`pdp serve` on a free port; `cache` sets --decision-cache (None: the server's default)."""
+    """`pdp serve` on a free port; `cache` sets --decision-cache (None: the server's default).
+    `pin_workers` pins worker i (every thread of it) to the i-th available CPU once it is up:
+    what the server could do itself at worker start; measured here, not yet a server flag."""
     port = free_port()
     log = tmp / f"pdp-{port}.log"
     cmd = [
@@ -198,9 +205,23 @@ def pdp_server(
         if workers > 1:
             # Workers bind one by one; let every one come up before the load starts.
             time.sleep(1.5)
+        if pin_workers:
+            pin_session_workers(proc.pid)
         yield server
     finally:
         stop(server)
+
+
+def pin_session_workers(sid: int) -> None:
+    """Pin each worker process of session `sid` (not the supervisor) to its own CPU: all its
+    threads now; threads it starts later inherit the mask."""
+    cpus = sorted(os.sched_getaffinity(0))
+    workers = sorted(pid for pid in session_cpu(sid) if pid != sid)
+    for i, pid in enumerate(workers):
+        cpu = {cpus[i % len(cpus)]}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+                os.sched_setaffinity(int(task.name), cpu)
 
 
 def cerbos_binary(install: bool = True) -> Path | None:
@@ -271,6 +292,11 @@ class LoadResult:
     reply_frame: int  # bytes of one reply's gRPC frame
     client_cpus: str | None
     concurrency: str
+    server_cpu_us: float = float("nan")  # server CPU time (user + system) per request
+    # Share of that CPU time per busy server process, largest first: `pdp serve --workers N`
+    # gets connections spread by the kernel's SO_REUSEPORT hash, which with few connections
+    # is often uneven.
+    cpu_split: tuple[float, ...] = ()
 
     @property
     def bytes_ok(self) -> bool:
@@ -298,7 +324,11 @@ def run_h2load(
     cpus: str | None,
     tmp: Path,
     warmup: int = 500,
+    server_session: int | None = None,
 ) -> LoadResult:
+    """One h2load run. `server_session`: the server's session id, whose processes' CPU time
+    over the run is reported per request — a figure that other load on the machine moves far
+    less than req/s."""
     body = tmp / f"body-{port}-{len(payload)}.bin"
     body.write_bytes(frame(payload))
     uri = f"http://127.0.0.1:{port}{method}"
@@ -321,6 +351,7 @@ def run_h2load(
     # A short unlogged run first: connection setup, JIT-less warm paths, Cerbos' plan caches.
     subprocess.run([*base, "-n", str(warmup), uri], capture_output=True, check=False, timeout=120)
     log = tmp / f"h2load-{port}.log"
+    cpu0 = session_cpu(server_session) if server_session else {}
     out = subprocess.run(
         [*base, "-n", str(requests), f"--log-file={log}", uri],
         capture_output=True,
@@ -328,6 +359,14 @@ def run_h2load(
         check=False,
         timeout=600,
     ).stdout
+    per_proc = (
+        {pid: t - cpu0.get(pid, 0.0) for pid, t in session_cpu(server_session).items()}
+        if server_session
+        else {}
+    )
+    cpu = sum(per_proc.values()) if server_session else float("nan")
+    busy = sorted((t for t in per_proc.values() if t > 0.02 * cpu), reverse=True)
+    split = tuple(t / cpu for t in busy) if cpu and cpu == cpu else ()
     succeeded = int(_grab(r"requests: .*?(\d+) succeeded", out))
     rps = float(_grab(r"finished in [\d.]+\w+, ([\d.]+) req/s", out))
     data_bytes = int(_grab(r"traffic: .*\((\d+)\) data", out))
@@ -349,7 +388,25 @@ def run_h2load(
         reply_frame=reply_frame,
         client_cpus=cpus,
         concurrency=f"-c{clients} -m{streams}",
+        server_cpu_us=cpu / requests * 1e6,
+        cpu_split=split,
     )
+
+
+def session_cpu(sid: int) -> dict[int, float]:
+    """User + system CPU seconds of each live process in session `sid` (a server started with
+    start_new_session, its --workers children included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        # After "pid (comm)": state ppid pgrp session ... utime(12th) stime(13th).
+        if int(fields[3]) == sid:
+            out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _grab(pattern: str, text: str) -> str:
