@@ -116,8 +116,22 @@ _RESERVED = frozenset(
 
 _parser: CELParser | None = None
 
+# Longer sources skip the fast path: only the tree walker's recursion bounds nesting depth
+# ("expression nests too deeply"), and an expression nested that deeply is at least this long.
+_FAST_MAX_LEN = 10_000
+
 
 def parse(source: str) -> Node:
+    if len(source) <= _FAST_MAX_LEN:
+        try:
+            return parse_fast(source)
+        except Exception:  # any trouble: the tree walker decides and reports
+            pass
+    return parse_tree(source)
+
+
+def parse_tree(source: str) -> Node:
+    """Parse with celpy's CELParser and walk its tree: the reference path, owning all errors."""
     global _parser
     if _parser is None:
         _parser = CELParser()
@@ -303,32 +317,35 @@ class _Builder:
         return [self.build(c) for c in t.children]
 
     def _literal(self, tok: Token) -> Any:
-        kind = tok.type
-        text = str(tok)
         try:
-            if kind == "INT_LIT":
-                v = _parse_int(text)
-                if v < INT64_MIN or v > INT64_MAX:
-                    raise self.err(f"integer literal out of range: `{text}`", tok)
-                return v
-            if kind == "UINT_LIT":
-                v = _parse_int(text[:-1])
-                if v < 0 or v > UINT64_MAX:
-                    raise self.err(f"unsigned integer literal out of range: `{text}`", tok)
-                return CelUint(v)
-            if kind == "FLOAT_LIT":
-                return float(text)
-            if kind == "BOOL_LIT":
-                return text == "true"
-            if kind == "NULL_LIT":
-                return None
-            if kind in ("STRING_LIT", "MLSTRING_LIT"):
-                return _unquote(text, as_bytes=False)
-            if kind == "BYTES_LIT":
-                return _unquote(text[1:], as_bytes=True)
+            return literal_value(tok.type, str(tok))
         except ValueError as e:
             raise self.err(str(e), tok) from None
-        raise self.err(f"unsupported literal `{text}`", tok)
+
+
+def literal_value(kind: str, text: str) -> Any:
+    """The value of a literal token; ValueError (with the user-facing message) when invalid."""
+    if kind == "INT_LIT":
+        v = _parse_int(text)
+        if v < INT64_MIN or v > INT64_MAX:
+            raise ValueError(f"integer literal out of range: `{text}`")
+        return v
+    if kind == "UINT_LIT":
+        v = _parse_int(text[:-1])
+        if v < 0 or v > UINT64_MAX:
+            raise ValueError(f"unsigned integer literal out of range: `{text}`")
+        return CelUint(v)
+    if kind == "FLOAT_LIT":
+        return float(text)
+    if kind == "BOOL_LIT":
+        return text == "true"
+    if kind == "NULL_LIT":
+        return None
+    if kind in ("STRING_LIT", "MLSTRING_LIT"):
+        return _unquote(text, as_bytes=False)
+    if kind == "BYTES_LIT":
+        return _unquote(text[1:], as_bytes=True)
+    raise ValueError(f"unsupported literal `{text}`")
 
 
 def _parse_int(text: str) -> int:
@@ -381,3 +398,7 @@ def _unquote(text: str, *, as_bytes: bool) -> Any:
         return data.decode()
     except UnicodeDecodeError:
         raise ValueError("invalid UTF-8 in string literal") from None
+
+
+# At the end: _parser imports this module's node classes and helpers.
+from pdp.cel._parser import parse_fast  # noqa: E402
