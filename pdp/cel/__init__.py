@@ -13,7 +13,7 @@ Known differences from the CEL spec (everything else follows the conformance sui
 - protobuf messages, enums, wrappers, optionals and `string.format` are not supported.
 """
 
-from pdp.cel._api import CelEnv, CompiledCel, compile_cel, compile_cel_bool
+from pdp.cel._api import CelEnv, CompiledCel, batch, compile_cel, compile_cel_bool
 from pdp.cel._values import CelType, CelUint
 from pdp.errors import CelCompileError, CelEvalError
 
@@ -24,6 +24,7 @@ __all__ = [
     "CelType",
     "CelUint",
     "CompiledCel",
+    "batch",
     "compile_cel",
     "compile_cel_bool",
 ]

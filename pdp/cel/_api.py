@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -117,3 +119,21 @@ def compile_cel(source: str, env: CelEnv, *, require_bool: bool = False) -> Comp
 def compile_cel_bool(source: str, env: CelEnv) -> CompiledCel:
     """Compile a condition: a result other than bool is a CelEvalError at run time."""
     return compile_cel(source, env, require_bool=True)
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Many `compile_cel` calls follow (a whole policy set): pause the cyclic GC meanwhile.
+
+    Compiling allocates millions of long-lived objects (ASTs, code, classes) and almost no
+    cycles, so each full collection rescans everything made so far for nothing: at 10,000
+    policies that was ~2 s of ~18. Collection resumes at the end (unless it was already off:
+    nested batches, or a caller's own gc.disable(), are left as they were).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from pdp.cel import CelEnv, CompiledCel, compile_cel
+from pdp.cel import CelEnv, CompiledCel, batch, compile_cel
 from pdp.errors import CelCompileError, PolicyError, PolicyErrors, SourceLocation
 from pdp.model.decision import ALLOW, DENY, NO_MATCHING_RULE, ActionDecision
 from pdp.model.policy import (
@@ -183,6 +183,11 @@ def _roles(roles: Iterable[str] | None) -> frozenset[str] | None:
 
 def compile_policy_set(source: PolicySource) -> PolicySet:
     """Compile everything; raise `PolicyErrors` with every problem found."""
+    with batch():  # thousands of compile_cel calls: no cyclic GC passes meanwhile
+        return _compile_policy_set(source)
+
+
+def _compile_policy_set(source: PolicySource) -> PolicySet:
     errors = _Errors()
     data = dict(source.data)
     defs: dict[str, Definitions] = {d.id: d for d in source.definitions}

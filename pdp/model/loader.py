@@ -9,6 +9,7 @@ and all cross-file references have been checked.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -101,6 +102,19 @@ def load_policy_dir(path: str | Path) -> PolicySource:
 
 def load_policy_files(files: Mapping[str, bytes]) -> PolicySource:
     """Load `{relative posix path: content}`; raise `PolicyErrors` listing every problem."""
+    # Loading builds many long-lived objects (YAML nodes, policy values) and no garbage
+    # cycles to speak of: full GC passes over the growing heap were ~10% of loading 10,000
+    # files. Collection resumes after (unless it was already off).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_policy_files(files)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load_policy_files(files: Mapping[str, bytes]) -> PolicySource:
     errors: list[PolicyError] = []
     loader = _Loader(errors)
     if len(files) > MAX_FILES:
