@@ -102,17 +102,61 @@ if _CParser is not None:
             _CParser.__init__(self, stream)
             _CoreResolver.__init__(self)
 
+        # libyaml's composer calls these three in Python for every node. With no path
+        # resolvers the first two do nothing, and a tag depends only on the arguments,
+        # so it is memoized: policy files repeat the same keys and values over and over.
+        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+            pass
+
+        def ascend_resolver(self) -> None:
+            pass
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            key = (kind, value, implicit)
+            tag = _RESOLVED.get(key)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(_RESOLVED) >= _RESOLVED_MAX:
+                    _RESOLVED.clear()
+                _RESOLVED[key] = tag
+            return tag
+
+    _RESOLVED: dict[tuple[Any, Any, Any], str] = {}
+    _RESOLVED_MAX = 4096
+
+
+# libyaml's only alias syntax: `*` then an anchor name of [0-9A-Za-z_-] (its scanner's IS_ALPHA).
+# A text without this cannot hold an alias; one with it (even inside a quoted string) takes the
+# event pre-scan, which tells for sure.
+_MAYBE_ALIAS = re.compile(r"\*[0-9A-Za-z_-]")
+# Every collection on a path from the root has at least one indicator character of its own
+# (`-`, `?` or `:` for block collections, `[` or `{` for flow ones), so their count bounds the
+# nesting depth without parsing.
+_INDICATORS = "-?:[{"
+# Up to this bound, libyaml's recursive composer is far from exhausting the C stack; the
+# composed tree's depth is then checked in Python. Beyond it: the event pre-scan first.
+_C_SAFE_DEPTH = 1000
+
 
 def _compose_fast(text: str) -> Node | None:
     """Compose with libyaml when the document is plainly safe; None means "use the slow path".
 
-    libyaml's composer recurses in C and resolves aliases itself, so first walk the event
-    stream (iterative, in C) to refuse aliases and deep nesting before composing; anything
-    unusual or malformed goes to the pure-Python loader, whose errors are the ones we report.
+    libyaml's composer recurses in C and resolves aliases itself, so aliases and deep nesting
+    must be refused before it runs. Cheap text checks settle most policy files (no alias
+    syntax, a bound on depth); otherwise walk the event stream first (iterative, in C).
+    Anything unusual or malformed goes to the pure-Python loader, whose errors are the ones we
+    report.
     """
     if _CParser is None:
         return None
     try:
+        if _MAYBE_ALIAS.search(text) is None:
+            bound = sum(map(text.count, _INDICATORS))
+            if bound <= _C_SAFE_DEPTH:
+                node = _CLoader(text).get_single_node()
+                if bound > MAX_DEPTH and node is not None and _depth(node) > MAX_DEPTH:
+                    return None
+                return node
         scan = _CLoader(text)
         depth = 0
         while scan.check_event():
@@ -128,6 +172,23 @@ def _compose_fast(text: str) -> Node | None:
         return _CLoader(text).get_single_node()
     except yaml.YAMLError:
         return None
+
+
+def _depth(root: Node) -> int:
+    """Collection nesting depth of a composed tree (iterative: it may be deep)."""
+    deepest = 0
+    stack: list[tuple[Node, int]] = [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, SequenceNode):
+            deepest = max(deepest, d)
+            stack.extend((child, d + 1) for child in node.value)
+        elif isinstance(node, MappingNode):
+            deepest = max(deepest, d)
+            for k, v in node.value:
+                stack.append((k, d + 1))
+                stack.append((v, d + 1))
+    return deepest
 
 
 class FileContext:
