@@ -14,9 +14,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# bench/ (not bench/peers/) on the path: bench/peers/pdp/ would shadow the real `pdp` package.
-sys.path.insert(0, str(ROOT / "bench"))
 
+
+def _load_peers() -> None:
+    """Import bench/peers as the package `peers` without putting bench/ (or bench/peers/, whose
+    policy folder `pdp/` would shadow the real package) on sys.path for the whole test run."""
+    if "peers" in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "peers",
+        ROOT / "bench/peers/__init__.py",
+        submodule_search_locations=[str(ROOT / "bench/peers")],
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["peers"] = module
+    spec.loader.exec_module(module)
+
+
+_load_peers()
 from peers import inproc, workload  # noqa: E402
 
 REQUESTS = [
