@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -101,6 +102,13 @@ def test_refuses_new_calls_after_shutdown(policy_dir: Path) -> None:
     assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+def _cpus_allowed(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Cpus_allowed_list for {pid}")
+
+
 def test_two_workers_serve_one_port(policy_dir: Path) -> None:
     port = free_port()
     with pdp_serve(
@@ -113,6 +121,11 @@ def test_two_workers_serve_one_port(policy_dir: Path) -> None:
             patient = Retry(attempts=100, max_backoff_s=0.2)
             with Client(f"127.0.0.1:{port}", timeout=20, retry=patient) as c:
                 assert c.is_allowed(ALICE, DOC, "read")
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        allowed = [_cpus_allowed(int(pid)) for pid in children]
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2:  # one core each, different cores
+            assert sorted(allowed) == [str(cpus[0]), str(cpus[1])], allowed
         time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
