@@ -69,9 +69,21 @@ def _struct(s: Struct, limits: Limits, budget: _Budget, depth: int) -> dict[str,
     if depth > limits.max_attr_depth:
         raise _AttrError(f"attributes nested deeper than {limits.max_attr_depth} levels", True)
     out = {}
-    for key, value in s.fields.items():
+    fields = s.fields
+    max_len = limits.max_string_length
+    for key in fields:  # iterating keys and indexing beats .items() on a protobuf map
+        value = fields[key]
         try:
-            out[key] = _value(value, limits, budget, depth + 1)
+            # Flat strings are most attributes: handled inline, without a call per value.
+            if value.WhichOneof("kind") == "string_value":
+                budget.left -= 1
+                text = value.string_value
+                if budget.left < 0 or len(text) > max_len or depth >= limits.max_attr_depth:
+                    out[key] = _value(value, limits, budget, depth + 1)  # reports the limit
+                else:
+                    out[key] = text
+            else:
+                out[key] = _value(value, limits, budget, depth + 1)
         except _AttrError as e:
             e.segments.append(f".{key}")
             raise
