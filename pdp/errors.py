@@ -65,11 +65,12 @@ class CelCompileError(PdpError):
     `line`/`column` are 1-based positions inside `expression`.
     """
 
-    def __init__(self, message: str, expression: str, line: int = 1, column: int = 1):
+    def __init__(self, message: str, expression: str, line: int | None = 1, column: int | None = 1):
         self.message = message
         self.expression = expression
-        self.line = line
-        self.column = column
+        # Some parser tokens carry no position; point at the start rather than fail.
+        self.line = line if isinstance(line, int) and line >= 1 else 1
+        self.column = column if isinstance(column, int) and column >= 1 else 1
         super().__init__(f"{message}\n{self.caret()}")
 
     def caret(self) -> str:

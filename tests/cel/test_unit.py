@@ -211,7 +211,23 @@ def test_fail_closed_absorption() -> None:
 @given(
     st.lists(
         st.sampled_from(
-            [*"abxyz019._'\"()[]{}!-+*/%<>=&|?:,$ \n\\", " in ", "has(", "principal", "R.attr"]
+            [
+                *"abxyz019._'\"()[]{}!-+*/%<>=&|?:,$ \n\\",
+                " in ",
+                "has(",
+                "principal",
+                "R.attr",
+                "true",
+                "false",
+                "null",
+                "1u",
+                "2.5",
+                "b'x'",
+                "r'x'",
+                ".all(",
+                ".map(",
+                "size(",
+            ]
         ),
         max_size=30,
     ).map("".join)
@@ -236,3 +252,11 @@ def test_deep_nesting_compiles() -> None:
     assert ev(nested) is True
     macros = "[1].all(x, " * 25 + "true" + ")" * 25
     assert ev(macros) is True
+
+
+@pytest.mark.parametrize("source", ["true{}", "false{a: 1}", "null{}"])
+def test_message_construction_on_a_literal_is_a_compile_error(source: str) -> None:
+    # These tokens carry no position in the parser: the error must still render.
+    with pytest.raises(CelCompileError) as info:
+        compile_cel(source, CelEnv())
+    assert "^" in str(info.value)
