@@ -73,10 +73,13 @@ def new_decision_id() -> str:
 class _Undecided:
     """Per-resource memo of derived roles, so each is evaluated at most once per resource."""
 
-    __slots__ = ("derived",)
+    __slots__ = ("derived", "used_time")
 
     def __init__(self) -> None:
         self.derived: dict[str | tuple[str, str], bool | Exception] = {}
+        # A condition that may read the clock was evaluated: the answer is not cacheable
+        # unless the request fixed the time. Decided by tenant or scope alone, it is.
+        self.used_time = False
 
 
 class Engine:
@@ -156,7 +159,6 @@ class Engine:
         }
         memo = _Undecided()
         out: dict[str, ActionDecision] = {}
-        time_dependent = False
         for action in res.actions:
             compiled = kind.actions.get(action)
             if compiled is None:
@@ -167,7 +169,6 @@ class Engine:
                     message=f"resource kind `{res.kind}` has no action `{action}`",
                 )
                 continue
-            time_dependent = time_dependent or compiled.uses_time
             activation["action"] = action
             try:
                 out[action] = self._decide(request, res, kind, compiled, activation, memo, coverage)
@@ -178,7 +179,7 @@ class Engine:
                     reasons=(d.INTERNAL_ERROR,),
                     errors=(f"internal error: {type(exc).__name__}",),
                 )
-        return out, time_dependent
+        return out, memo.used_time
 
     def _decide(
         self,
@@ -205,6 +206,7 @@ class Engine:
                     policy, "", (d.MISSING_TENANT,), f"{who} has no tenant", trace, errors
                 )
             if ptenant != rtenant:
+                memo.used_time = memo.used_time or action.uses_time
                 exception = self._first_match(
                     action.cross_tenant, request, act, memo, trace, errors, deny=False
                 )
@@ -240,6 +242,7 @@ class Engine:
             trace.append(TraceStep("scope", policy, "", "passed", ", ".join(action.scope_list)))
 
         # 3. Deny overrides: guards first, then the policy's deny rules.
+        memo.used_time = memo.used_time or action.uses_time
         for rules in (action.guards, action.denies):
             before = len(errors)
             rule = self._first_match(rules, request, act, memo, trace, errors, deny=True)

@@ -220,3 +220,21 @@ def test_non_bool_condition_is_an_error_not_an_allow(tmp_path) -> None:
     assert d.effect == "deny"
     assert "condition_error" in d.reasons
     assert d.errors
+
+
+def test_time_dependence_is_reported_only_when_the_clock_could_matter() -> None:
+    """`time_dependent` gates caching: true once a clock-reading rule was evaluated."""
+    from pathlib import Path
+
+    from pdp.engine import compile_policy_set
+    from pdp.model.loader import load_policy_dir
+
+    root = Path(__file__).resolve().parents[2] / "policies"
+    engine = Engine(compile_policy_set(load_policy_dir(root)))
+    principal = alice(scopes=["docs:read"])  # no docs:delete
+    document = doc(attr={"owner": "alice", "classification": "internal"})
+    raw = {"principal": principal, "resources": [{**document, "actions": ["delete"]}]}
+    # Denied by the missing scope before the step-up guard (which reads `now`) runs.
+    assert engine.check(parse_check_request(raw)).time_dependent is False
+    principal["scopes"].append("docs:delete")
+    assert engine.check(parse_check_request(raw)).time_dependent is True
