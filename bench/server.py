@@ -1,6 +1,7 @@
 """Load the gRPC decision server on loopback and compare it with the in-process engine.
 
     .venv/bin/python bench/server.py [--duration 5] [--connections 8] [--streams 8]
+    .venv/bin/python bench/server.py --telemetry [--rounds 5] [--workers 1]
 
 For 1-resource x 3-action and 20-resource x 3-action requests, against `pdp serve --workers 1`
 and `--workers 2`, prints throughput and p50/p99 latency, and the ratio of the server's
@@ -8,6 +9,16 @@ throughput to the in-process engine deciding the same requests on one core (what
 costs). Load comes from h2load (Debian `nghttp2-client`) when installed, which drives unary
 gRPC from C; otherwise from Python client processes (slower: they then compete for the CPU).
 Not a test: figures depend on the machine; say which with every figure.
+
+`--telemetry` measures what the decision log and tracing cost a real server (issue 6: at most
+15%). Per worker count, request size and decision cache (on, the default, and
+`--decision-cache 0`), it starts two servers side by side: **off** (`--otel off`, no decision
+log) and **on** (`--decision-log FILE --otel on`, traces and metrics exported over OTLP/gRPC to
+a small receiver this script runs on 127.0.0.1, default sampler). h2load runs alternate between
+them (the order flips every round, since the shared 2-core machine drifts), and the medians of
+`--rounds` runs give on/off throughput and their ratio, with server CPU per request (from
+/proc, less moved by other load than req/s). The on server must have logged every call and
+dropped none: a writer that fell behind and dropped records would look cheap.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -123,7 +135,14 @@ def request_bytes(n: int) -> bytes:
     return request_to_proto(PRINCIPAL, resources(n), CONTEXT).SerializeToString()
 
 
-def start_server(directory: Path, workers: int, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    directory: Path,
+    workers: int,
+    port: int,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    stderr: Any = None,
+) -> subprocess.Popen[bytes]:
     from pdp.client import Client, Retry
 
     proc = subprocess.Popen(
@@ -131,7 +150,12 @@ def start_server(directory: Path, workers: int, port: int) -> subprocess.Popen[b
             *(sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(directory)),
             *("--listen", f"127.0.0.1:{port}", "--workers", str(workers)),
             *("--log-level", "WARNING"),
-        ]
+            *extra,
+        ],
+        env=env,
+        stderr=stderr,
+        # Its own session: /proc CPU accounting finds the server and its --workers children.
+        start_new_session=True,
     )
     # Every worker must be up: new connections land on workers at random.
     patient = Retry(attempts=200, max_backoff_s=0.1)
@@ -171,6 +195,7 @@ def h2load(port: int, body: bytes, reply_size: int, args: argparse.Namespace) ->
         raise SystemExit(f"h2load: {received} bytes for {done} replies of ~{framed}: errors")
     return {
         "rps": rps,
+        "done": done,
         "p50_ms": times[len(times) // 2] / 1000,
         "p99_ms": times[int(len(times) * 0.99)] / 1000,
     }
@@ -201,6 +226,222 @@ def python_load(port: int, body: bytes, args: argparse.Namespace) -> dict[str, f
     }
 
 
+# -- --telemetry: decision log + tracing on vs off ----------------------------------------------
+
+OTLP_SERVICES = (
+    "opentelemetry.proto.collector.trace.v1.TraceService",
+    "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "opentelemetry.proto.collector.logs.v1.LogsService",
+)
+
+
+class OtlpReceiver:
+    """An OTLP/gRPC receiver on 127.0.0.1 that keeps trace exports as raw bytes.
+
+    No deserializer: the bench process shares the CPU with the servers, so spans are only
+    decoded (and counted) after a run, outside the measured window. An empty message is a valid
+    encoding of every Export*ServiceResponse.
+    """
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+
+        self.lock = threading.Lock()
+        self.traces: list[bytes] = []
+        self.exports: dict[str, int] = {}
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        for service in OTLP_SERVICES:
+            handler = grpc.unary_unary_rpc_method_handler(self._handler(service))
+            self.server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, {"Export": handler}),)
+            )
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def _handler(self, service: str) -> Any:
+        def export(data: bytes, _context: Any) -> bytes:
+            with self.lock:
+                self.exports[service] = self.exports.get(service, 0) + 1
+                if service == OTLP_SERVICES[0]:
+                    self.traces.append(data)
+            return b""
+
+        return export
+
+    def take_spans(self) -> int:
+        """Spans received since the last call (decoded now, off the measured window)."""
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        with self.lock:
+            traces, self.traces = self.traces, []
+        n = 0
+        for data in traces:
+            msg = trace_service_pb2.ExportTraceServiceRequest.FromString(data)
+            n += sum(len(ss.spans) for rs in msg.resource_spans for ss in rs.scope_spans)
+        return n
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
+
+
+def session_cpu_s(sid: int) -> float:
+    """User + system CPU seconds of the live processes of session `sid` (server + workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        # After "pid (comm)": state ppid pgrp session ... utime (12th), stime (13th).
+        if int(fields[3]) == sid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def log_lines(path: Path) -> int:
+    """Records in a decision-log file and its rotated backups (per-worker files included)."""
+    n = 0
+    for f in path.parent.glob(path.stem + "*"):
+        with f.open("rb") as fh:
+            n += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    return n
+
+
+def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
+    import grpc
+
+    from pdp.server._gen.pdp.v1 import decision_pb2
+
+    if not shutil.which("h2load"):
+        raise SystemExit("--telemetry needs h2load (apt-get install -y nghttp2-client)")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    caches = [c.strip() for c in args.caches.split(",")]
+    receiver = OtlpReceiver()
+    tmp = Path(tempfile.mkdtemp(prefix="pdp-bench-telemetry-"))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    on_env = base_env | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_SERVICE_NAME": "pdp-bench",
+    }
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    rows = []
+    try:
+        for workers in [int(w) for w in args.workers.split(",")]:
+            for cache in caches:
+                cache_args = ("--decision-cache", "0") if cache == "off" else ()
+                log_file = tmp / f"decisions-w{workers}-c{cache}.jsonl"
+                err_file = tmp / f"stderr-w{workers}-c{cache}.txt"
+                off_port, on_port = free_port(), free_port()
+                off = start_server(
+                    directory, workers, off_port, (*cache_args, "--otel", "off"), base_env
+                )
+                with err_file.open("wb") as err:
+                    on = start_server(
+                        directory,
+                        workers,
+                        on_port,
+                        (*cache_args, "--otel", "on", "--decision-log", str(log_file)),
+                        on_env,
+                        stderr=err,
+                    )
+                try:
+                    for n in sizes:
+                        body = request_bytes(n)
+                        with grpc.insecure_channel(f"127.0.0.1:{on_port}") as ch:
+                            raw = ch.unary_unary("/pdp.v1.DecisionService/Check")(body, timeout=10)
+                        assert len(decision_pb2.CheckResponse.FromString(raw).results) == n
+                        runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+                        for rnd in range(args.rounds):
+                            order = [("off", off), ("on", on)]
+                            if rnd % 2:
+                                order.reverse()
+                            for name, proc in order:
+                                port = off_port if name == "off" else on_port
+                                cpu0 = session_cpu_s(proc.pid)
+                                result = h2load(port, body, len(raw), args)
+                                # Let the writer drain what it holds: its CPU is the call's.
+                                time.sleep(0.3 if name == "on" else 0)
+                                cpu = session_cpu_s(proc.pid) - cpu0
+                                result["cpu_us"] = cpu / max(result["done"], 1) * 1e6
+                                runs[name].append(result)
+                                print(
+                                    f"  w{workers} cache {cache:<3} {n:>2}x3 round {rnd + 1}"
+                                    f" {name:<3} {result['rps']:>8.0f} req/s"
+                                    f" {result['cpu_us']:>6.0f} µs CPU/req",
+                                    flush=True,
+                                )
+                        med = {
+                            k: {
+                                m: statistics.median(r[m] for r in v)
+                                for m in ("rps", "p50_ms", "p99_ms", "cpu_us")
+                            }
+                            for k, v in runs.items()
+                        }
+                        rows.append(
+                            {
+                                "workers": workers,
+                                "cache": cache,
+                                "resources": n,
+                                "off": med["off"],
+                                "on": med["on"],
+                                "ratio": med["on"]["rps"] / med["off"]["rps"],
+                                "pair_ratios": [
+                                    a["rps"] / b["rps"] for a, b in zip(runs["on"], runs["off"])
+                                ],
+                            }
+                        )
+                finally:
+                    stop_server(off)
+                    stop_server(on)
+                dropped = [
+                    line
+                    for line in err_file.read_text(errors="replace").splitlines()
+                    if "dropped" in line
+                ]
+                for row in rows:
+                    if row["workers"] == workers and row["cache"] == cache:
+                        row["dropped_warnings"] = dropped
+                spans, records = receiver.take_spans(), log_lines(log_file)
+                print(f"  on server: {records} records logged, {spans} spans received", flush=True)
+                if dropped:
+                    print(
+                        "  WARNING: the on server dropped records:\n    " + "\n    ".join(dropped)
+                    )
+                if not spans or not records:
+                    raise SystemExit("the on server exported no spans or logged no records")
+    except BaseException:
+        print(f"(server logs and decision logs kept in {tmp})")
+        raise
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        receiver.stop()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\n{'request':<8} {'workers':>7} {'cache':>5} {'off req/s':>10} {'on req/s':>9}"
+        f" {'on/off':>7} {'cost':>6} {'off µs/req':>11} {'on µs/req':>10}"
+        f" {'off p99':>8} {'on p99':>7}  per-round on/off"
+    )
+    for r in rows:
+        print(
+            f"{r['resources']:>2}x3{'':<4} {r['workers']:>7} {r['cache']:>5}"
+            f" {r['off']['rps']:>10.0f} {r['on']['rps']:>9.0f} {r['ratio']:>7.3f}"
+            f" {1 - r['ratio']:>6.1%} {r['off']['cpu_us']:>11.0f} {r['on']['cpu_us']:>10.0f}"
+            f" {r['off']['p99_ms']:>8.2f} {r['on']['p99_ms']:>7.2f}"
+            f"  {' '.join(f'{x:.2f}' for x in r['pair_ratios'])}"
+        )
+    print("target (issue 6): cost <= 15%, i.e. on/off >= 0.85")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
@@ -209,6 +450,15 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,20", help="resources per request (3 actions each)")
     parser.add_argument("--workers", default="1,2", help="server worker counts to run")
     parser.add_argument("--json", action="store_true", help="also print results as JSON")
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="decision log + OTLP tracing on vs off, as a throughput ratio (issue 6)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="--telemetry: on/off runs each")
+    parser.add_argument(
+        "--caches", default="on,off", help="--telemetry: decision cache settings to run"
+    )
     args = parser.parse_args()
 
     import grpc
@@ -219,6 +469,14 @@ def main() -> int:
     tool = "h2load" if shutil.which("h2load") else "python"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
     print(f"policies: {directory}; load: {tool} -c{args.connections} -m{args.streams}")
+    if args.telemetry:
+        print(
+            "reproduce: .venv/bin/python bench/server.py --telemetry"
+            f" --duration {args.duration} --rounds {args.rounds} --workers {args.workers}"
+            f" --sizes {args.sizes} --caches {args.caches}"
+            f" --connections {args.connections} --streams {args.streams}"
+        )
+        return telemetry_main(args, directory)
     print(f"reproduce: .venv/bin/python bench/server.py --duration {args.duration}")
     sizes = [int(s) for s in args.sizes.split(",")]
     baseline = {n: in_process_rps(directory, n) for n in sizes}
