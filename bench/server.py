@@ -18,7 +18,8 @@ a small receiver this script runs on 127.0.0.1, default sampler). h2load runs al
 them (the order flips every round, since the shared 2-core machine drifts), and the medians of
 `--rounds` runs give on/off throughput and their ratio, with server CPU per request (from
 /proc, less moved by other load than req/s). The on server must have logged every call and
-dropped none: a writer that fell behind and dropped records would look cheap.
+dropped none: a writer that fell behind and dropped records would look cheap. Requests carry a
+fixed `context.time`, so with the cache on every repeated call is a hit.
 """
 
 from __future__ import annotations
@@ -129,10 +130,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request_bytes(n: int) -> bytes:
+# The example policies read the clock (business hours), and a decision that read it is cached
+# only when the request fixes `context.time`; --telemetry sends this time so that with the
+# decision cache on every call after the first really is a hit.
+PINNED_TIME = "2026-03-02T10:00:00Z"
+
+
+def request_bytes(n: int, *, pinned_time: bool = False) -> bytes:
     from pdp.client._convert import request_to_proto
 
-    return request_to_proto(PRINCIPAL, resources(n), CONTEXT).SerializeToString()
+    context = CONTEXT | {"time": PINNED_TIME} if pinned_time else CONTEXT
+    return request_to_proto(PRINCIPAL, resources(n), context).SerializeToString()
 
 
 def start_server(
@@ -352,7 +360,7 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                     )
                 try:
                     for n in sizes:
-                        body = request_bytes(n)
+                        body = request_bytes(n, pinned_time=True)
                         with grpc.insecure_channel(f"127.0.0.1:{on_port}") as ch:
                             raw = ch.unary_unary("/pdp.v1.DecisionService/Check")(body, timeout=10)
                         assert len(decision_pb2.CheckResponse.FromString(raw).results) == n
