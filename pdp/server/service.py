@@ -24,7 +24,7 @@ from pdp.model.request import CheckRequest, Limits
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .cache import CachedDecision, DecisionCache, cacheable, split_request_id, string_field
 from .convert import request_from_proto, response_to_proto, server_info_to_proto
-from .hooks import CheckObservation, Observer
+from .hooks import Observer
 from .identity import primary_identity
 from .status import code_name, status_for
 
@@ -73,6 +73,120 @@ def _ids(decision_id: str, request_id: str, evaluated_at: str) -> bytes:
     )
 
 
+class _CacheHit:
+    """A cache hit's ids, from which its request and response are made when first read."""
+
+    __slots__ = ("decision_id", "entry", "evaluated_at", "request_id")
+
+    def __init__(
+        self, entry: CachedDecision, decision_id: str, request_id: str, evaluated_at: str
+    ) -> None:
+        self.entry = entry
+        self.decision_id = decision_id
+        self.request_id = request_id
+        self.evaluated_at = evaluated_at
+
+
+class _ObservedCheck:
+    """A `CheckObservation` whose costly parts are computed when telemetry first reads them.
+
+    The observer reads an observation on its writer thread, after the reply is sent. Under
+    load `context.peer()` and `auth_context()` on the serving thread were the largest part of
+    the decision log's cost there (they contend with gRPC's own threads for the call), and a
+    cache hit's request and response copies cost more than the hit itself; here they are
+    made off the request path. The context stays readable after the call ends (the gRPC call
+    object lives as long as it is referenced), so holding it until the writer drains is safe;
+    the queue bounds how many are held.
+    """
+
+    __slots__ = (
+        "_context",
+        "_hit",
+        "_identity",
+        "_peer",
+        "_request",
+        "_response",
+        "error_code",
+        "error_message",
+        "latency_s",
+        "metadata",
+        "start_time",
+    )
+
+    rpc = CHECK_RPC
+
+    def __init__(
+        self,
+        request: CheckRequest | _CacheHit | None,
+        response: CheckResponse | None,
+        error_code: str,
+        error_message: str,
+        context: grpc.ServicerContext,
+        metadata: tuple[tuple[str, str | bytes], ...],
+        start_time: float,
+        latency_s: float,
+    ) -> None:
+        self._hit = request if type(request) is _CacheHit else None
+        self._request = None if self._hit is not None else request
+        self._response = response
+        self.error_code = error_code
+        self.error_message = error_message
+        self._context: grpc.ServicerContext | None = context
+        self._peer: str | None = None
+        self._identity = ""
+        self.metadata = metadata
+        self.start_time = start_time
+        self.latency_s = latency_s
+
+    @property
+    def cache_hit(self) -> _CacheHit | None:
+        """The hit this call was answered from, None otherwise. Telemetry keys per-decision
+        fragments of its record on `cache_hit.entry`, which every hit on one cached decision
+        shares, and then never needs `request`/`response`."""
+        return self._hit
+
+    def _expand_hit(self) -> None:
+        hit = self._hit
+        if hit is not None and self._request is None:
+            self._request = dataclasses.replace(hit.entry.request, request_id=hit.request_id)
+            self._response = dataclasses.replace(
+                hit.entry.response,
+                decision_id=hit.decision_id,
+                request_id=hit.request_id,
+                evaluated_at=hit.evaluated_at,
+            )
+
+    @property
+    def request(self) -> CheckRequest | None:
+        if self._hit is not None:
+            self._expand_hit()
+        return self._request  # type: ignore[return-value]
+
+    @property
+    def response(self) -> CheckResponse | None:
+        if self._hit is not None:
+            self._expand_hit()
+        return self._response
+
+    def _read_context(self) -> None:
+        context, self._context = self._context, None
+        if context is not None:
+            self._peer = context.peer()
+            self._identity = primary_identity(context.auth_context())
+
+    @property
+    def peer(self) -> str:
+        if self._peer is None:
+            self._read_context()
+        return self._peer or ""
+
+    @property
+    def peer_identity(self) -> str:
+        if self._peer is None:
+            self._read_context()
+        return self._identity
+
+
 class DecisionService:
     def __init__(
         self,
@@ -106,8 +220,12 @@ class DecisionService:
 
     def _decide(
         self, data: bytes, *, observed: bool
-    ) -> tuple[bytes, CheckRequest | None, CheckResponse | None]:
-        """The reply bytes, and (when observed, for the decision log) the request and response."""
+    ) -> tuple[bytes, CheckRequest | _CacheHit | None, CheckResponse | None]:
+        """The reply bytes, and (when observed, for the decision log) the request and response.
+
+        A cache hit observed returns a `_CacheHit` in place of the request: the observation
+        builds the hit's own request and response from it later, on the telemetry writer.
+        """
         engine = self.holder.require()
         cache = self.cache
         split = split_request_id(data) if cache is not None else None
@@ -124,19 +242,15 @@ class DecisionService:
 
     def _from_cache(
         self, entry: CachedDecision, request_id: str, observed: bool
-    ) -> tuple[bytes, CheckRequest | None, CheckResponse | None]:
+    ) -> tuple[bytes, _CacheHit | None, None]:
         decision_id = new_decision_id()
         evaluated_at = entry.evaluated_at or datetime.now(UTC).isoformat()
         out = entry.body + _ids(decision_id, request_id, evaluated_at)
         if not observed:
             return out, None, None
-        response = dataclasses.replace(
-            entry.response,
-            decision_id=decision_id,
-            request_id=request_id,
-            evaluated_at=evaluated_at,
-        )
-        return out, dataclasses.replace(entry.request, request_id=request_id), response
+        # Two `dataclasses.replace` calls cost more than the rest of a hit: deferred to the
+        # telemetry writer, which only needs them for the record.
+        return out, _CacheHit(entry, decision_id, request_id, evaluated_at), None
 
     def _store(
         self, engine: Engine, key: bytes, request: CheckRequest, response: CheckResponse
@@ -173,26 +287,26 @@ class DecisionService:
     def _observe(
         self,
         context: grpc.ServicerContext,
-        request: CheckRequest | None,
+        request: CheckRequest | _CacheHit | None,
         response: Any,
         status: grpc.Status | None,
         start: float,
         t0: float,
     ) -> None:
-        record = CheckObservation(
-            request=request,
-            response=response,
-            error_code=code_name(status) if status else "",
-            error_message=status.details if status else "",
-            peer=context.peer(),
-            peer_identity=primary_identity(context.auth_context()),
-            metadata=tuple((m.key, m.value) for m in context.invocation_metadata()),
-            start_time=start,
-            latency_s=time.perf_counter() - t0,
-            rpc=CHECK_RPC,
+        record = _ObservedCheck(
+            request,
+            response,
+            code_name(status) if status else "",
+            status.details if status else "",
+            context,
+            # Already a tuple of (key, value) namedtuples: no copy.
+            context.invocation_metadata(),  # type: ignore[arg-type]
+            start,
+            time.perf_counter() - t0,
         )
         try:
-            self.observer.on_check(record)  # type: ignore[union-attr]
+            # Structurally a CheckObservation (same attributes), read lazily by the observer.
+            self.observer.on_check(record)  # type: ignore[union-attr,arg-type]
         except Exception:
             # Telemetry must never fail a decision.
             log.exception("observer failed")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pdp.errors import RequestError
 from pdp.model.decision import ActionDecision, CheckResponse
@@ -133,6 +134,145 @@ def build_record(
         record["time_pinned"] = request.time is None
         record["request"] = masked.request
     return record
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What the span and the metrics read of a successful call's decisions."""
+
+    decisions: tuple[tuple[str, str, int], ...]  # (effect, first reason, count)
+    checks: int  # resource x action decisions
+    allow: int
+    deny: int
+
+
+def summarize(response: CheckResponse) -> Summary:
+    counts: dict[tuple[str, str], int] = {}
+    for r in response.results:
+        for d in r.actions.values():
+            key = (d.effect, d.reasons[0] if d.reasons else "")
+            counts[key] = counts.get(key, 0) + 1
+    allow = sum(n for (effect, _), n in counts.items() if effect == "allow")
+    deny = sum(n for (effect, _), n in counts.items() if effect == "deny")
+    return Summary(
+        tuple((e, r, n) for (e, r), n in counts.items()), sum(counts.values()), allow, deny
+    )
+
+
+class CachedEntry(Protocol):
+    """A server decision-cache entry (`pdp.server.cache.CachedDecision`), read structurally."""
+
+    @property
+    def request(self) -> CheckRequest: ...
+
+    @property
+    def response(self) -> CheckResponse: ...
+
+
+class CacheHit(Protocol):
+    """What an observation answered from the server's decision cache offers as `cache_hit`."""
+
+    @property
+    def entry(self) -> CachedEntry: ...
+
+    @property
+    def decision_id(self) -> str: ...
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def evaluated_at(self) -> str: ...
+
+
+class RecordShape:
+    """The parts of a record that every cache hit on one cached decision shares.
+
+    A hit differs from the decision it was cached from only by its decision id, request id,
+    time and call details, so the masked request, the principal summary and the decisions are
+    built once per cached entry and shared (never mutated: sinks only serialise them) by the
+    records of all its hits. Built only when `request_id` is not masked: a masked request id
+    is a secret the shared free text was not redacted for.
+    """
+
+    __slots__ = (
+        "bundle",
+        "context",
+        "decisions",
+        "effects",
+        "entry",
+        "explain",
+        "pinned",
+        "principal",
+        "request_principal",
+        "resources",
+        "revision",
+        "summary",
+    )
+
+    def __init__(self, entry: CachedEntry, masker: Masker) -> None:
+        request, response = entry.request, entry.response
+        self.entry = entry
+        masked = masker.mask_request(request_to_json(request))
+        req = masked.request
+        self.principal = _principal_summary(req["principal"])
+        self.bundle = {
+            "name": response.bundle.name,
+            "version": response.bundle.version,
+            "revision": response.bundle.revision,
+        }
+        self.revision = response.bundle.revision
+        self.decisions = _results(request, masked, response)
+        self.effects = effect_counts(response)
+        self.summary = summarize(response)
+        self.request_principal = req["principal"]
+        self.resources = req["resources"]
+        # Without a time of its own the request is logged with each hit's decision instant.
+        self.pinned = request.time is None
+        self.context = req["context"]
+        self.explain = bool(req.get("explain"))
+
+    def record(
+        self, obs: Observation, hit: CacheHit, *, trace_id: str = "", span_id: str = ""
+    ) -> dict[str, Any]:
+        """The record `build_record` would make for this hit (same keys, same order)."""
+        context = self.context
+        if self.pinned:
+            context = {**context, "time": _rfc3339(_hit_time(hit, obs))}
+        request: dict[str, Any] = {
+            "request_id": hit.request_id,
+            "principal": self.request_principal,
+            "resources": self.resources,
+            "context": context,
+        }
+        if self.explain:
+            request["explain"] = True
+        return {
+            "schema": SCHEMA,
+            "decision_id": hit.decision_id,
+            "timestamp": _rfc3339(datetime.fromtimestamp(obs.start_time, UTC)),
+            "rpc": obs.rpc,
+            "caller": {"address": obs.peer, "identity": obs.peer_identity},
+            "request_id": hit.request_id,
+            "principal": self.principal,
+            "bundle": self.bundle,
+            "decisions": self.decisions,
+            "effects": self.effects,
+            "latency_ms": round(obs.latency_s * 1000.0, 3),
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "time_pinned": self.pinned,
+            "request": request,
+        }
+
+
+def _hit_time(hit: CacheHit, obs: Observation) -> datetime:
+    if hit.evaluated_at:
+        try:
+            return parse_time(hit.evaluated_at, "evaluated_at")
+        except RequestError:
+            pass
+    return datetime.fromtimestamp(obs.start_time, UTC)
 
 
 def effect_counts(response: CheckResponse) -> dict[str, int]:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from pdp.model.decision import BundleInfo, CheckResponse
+from pdp.model.decision import BundleInfo
+from pdp.telemetry.decision_log import Summary
 
 if TYPE_CHECKING:
     from pdp.engine.engine import Engine
@@ -102,25 +103,23 @@ class Metrics:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def record_calls(self, calls: Iterable[tuple[CheckResponse | None, float, str]]) -> None:
-        """Record a batch of calls as (response, latency seconds, error code)."""
+    def record_calls(self, calls: Iterable[tuple[Summary | None, float, str]]) -> None:
+        """Record a batch of calls as (decision summary or None, latency seconds, error code)."""
         # Counters are summed over the batch first: one SDK `add` per series per batch
         # instead of one per call is most of the metrics' cost on the writer thread.
         decisions: dict[tuple[str, str], int] = {}
         errors: dict[str, int] = {}
-        for response, latency_s, error_code in calls:
-            self.latency.record(latency_s, _ERROR if error_code else _OK)
+        latency, batch_size = self.latency.record, self.batch_size.record
+        for summary, latency_s, error_code in calls:
+            latency(latency_s, _ERROR if error_code else _OK)
             if error_code:
                 errors[error_code] = errors.get(error_code, 0) + 1
-            if response is None:
+            if summary is None:
                 continue
-            checks = 0
-            for r in response.results:
-                for d in r.actions.values():
-                    key = (d.effect, d.reasons[0] if d.reasons else "")
-                    decisions[key] = decisions.get(key, 0) + 1
-                    checks += 1
-            self.batch_size.record(checks)
+            for effect, reason, n in summary.decisions:
+                key = (effect, reason)
+                decisions[key] = decisions.get(key, 0) + n
+            batch_size(summary.checks)
         for (effect, reason), n in decisions.items():
             self.decisions.add(n, {"effect": effect, "reason": self._reason(effect, reason)})
         for code, n in errors.items():

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pdp.telemetry.config import DEFAULT_QUEUE_SIZE
-from pdp.telemetry.decision_log import build_record
+from pdp.telemetry.decision_log import RecordShape, Summary, build_record, summarize
 from pdp.telemetry.masking import Masker
 from pdp.telemetry.metrics import Metrics
 from pdp.telemetry.observation import Observation
@@ -38,6 +38,8 @@ log = logging.getLogger("pdp.telemetry")
 # Records handed to a sink at once: amortises file writes and OTLP exports without holding
 # many records out of the queue's accounting for long.
 MAX_BATCH = 512
+# Cached decisions whose shared record parts are kept (one per distinct cached request).
+MAX_SHAPES = 1024
 # How long the idle writer sleeps between looks at the queue; the delay before a record
 # reaches its sink. Polling spares `on_check` a wake-up signal (a lock) per call.
 POLL_INTERVAL_S = 0.05
@@ -72,6 +74,9 @@ class TelemetryObserver:
         self.otel = otel
         self._on_close = (*on_close, otel.shutdown) if otel is not None else tuple(on_close)
         self._queue: deque[Observation] = deque()
+        # Cache hits share their record's decision parts (see RecordShape); writer thread only.
+        self._shapes: dict[int, RecordShape] = {}
+        self._shares = not self._masker.masks_request_id
         self._closed = False
         self._close_lock = threading.Lock()
         # Drops are counted under a lock: it is taken only on the overload path.
@@ -131,12 +136,14 @@ class TelemetryObserver:
             batch = []
             while self._queue and len(batch) < MAX_BATCH:
                 batch.append(self._queue.popleft())
-            records = [r for r in map(self._process, batch) if r is not None]
+            records: list[dict[str, Any]] = []
+            calls: list[tuple[Summary | None, float, str]] = []
+            for obs in batch:
+                summary = self._process(obs, records)
+                calls.append((summary, obs.latency_s, obs.error_code))
             if self._metrics is not None:
                 try:
-                    self._metrics.record_calls(
-                        (o.response, o.latency_s, o.error_code) for o in batch
-                    )
+                    self._metrics.record_calls(calls)
                 except Exception:
                     log.exception("decision metrics could not be recorded")
             if records:
@@ -149,18 +156,43 @@ class TelemetryObserver:
                 except Exception:
                     log.exception("decision-log sink %s failed to flush", type(sink).__name__)
 
-    def _process(self, obs: Observation) -> dict[str, Any] | None:
+    def _shape(self, entry: Any) -> RecordShape:
+        """The shared record parts of a cached decision, built on its first hit."""
+        shape = self._shapes.get(id(entry))
+        if shape is None or shape.entry is not entry:
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()  # cheaper than LRU bookkeeping; rebuilt on the next hit
+            shape = self._shapes[id(entry)] = RecordShape(entry, self._masker)
+        return shape
+
+    def _process(self, obs: Observation, records: list[dict[str, Any]]) -> Summary | None:
+        """Span and record (appended to `records`) of one call; its summary for the metrics."""
+        summary: Summary | None = None
         try:
-            trace_id, span_id = record_span(self._tracer, obs)
-            if not self._sinks:
-                return None
-            return build_record(obs, self._masker, trace_id=trace_id, span_id=span_id)
+            hit = getattr(obs, "cache_hit", None)
+            shape = self._shape(hit.entry) if hit is not None and self._shares else None
+            if shape is not None:
+                summary, decision_id, revision = shape.summary, hit.decision_id, shape.revision
+            elif (response := obs.response) is not None:
+                summary = summarize(response)
+                decision_id, revision = response.decision_id, response.bundle.revision
+            else:
+                decision_id = revision = ""
+            trace_id, span_id = record_span(
+                self._tracer, obs, decision_id=decision_id, revision=revision, summary=summary
+            )
+            if self._sinks:
+                if shape is not None:
+                    record = shape.record(obs, hit, trace_id=trace_id, span_id=span_id)
+                else:
+                    record = build_record(obs, self._masker, trace_id=trace_id, span_id=span_id)
+                records.append(record)
         except Exception:
             # A bug here must cost one record, never the writer thread.
             log.exception("decision-log record could not be built")
             if self._metrics is not None:
                 self._metrics.record_dropped(1, "build_error")
-            return None
+        return summary
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         for sink in self._sinks:

@@ -14,7 +14,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from pdp.telemetry.decision_log import effect_counts
+from pdp.telemetry.decision_log import Summary
 from pdp.telemetry.observation import Observation
 
 SPAN_NAME = "pdp.Check"
@@ -34,9 +34,18 @@ def extract_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
     return propagate.extract(carrier) if carrier else Context()
 
 
-def record_span(tracer: Tracer | None, obs: Observation) -> tuple[str, str]:
+def record_span(
+    tracer: Tracer | None,
+    obs: Observation,
+    *,
+    decision_id: str = "",
+    revision: str = "",
+    summary: Summary | None = None,
+) -> tuple[str, str]:
     """Create the Check span (when tracing is on); return (trace id, span id) as hex.
 
+    `decision_id`, `revision` and `summary` are the call's (the writer has them already, from
+    the response or from a cache hit's shared shape); `summary` is None when the call failed.
     With tracing off, the caller's trace id (if it sent one) is still returned, so decision
     records can be joined with the caller's trace.
     """
@@ -52,7 +61,7 @@ def record_span(tracer: Tracer | None, obs: Observation) -> tuple[str, str]:
         context=parent,
         kind=SpanKind.SERVER,
         start_time=start_ns,
-        attributes=_attributes(obs),
+        attributes=_attributes(obs, decision_id, revision, summary),
     )
     if obs.error_code:
         span.set_status(Status(StatusCode.ERROR, f"{obs.error_code}: {obs.error_message}"[:200]))
@@ -63,27 +72,30 @@ def record_span(tracer: Tracer | None, obs: Observation) -> tuple[str, str]:
     return (trace.format_trace_id(ctx.trace_id), trace.format_span_id(ctx.span_id))
 
 
-def _attributes(obs: Observation) -> Mapping[str, str | int]:
-    service, _, method = obs.rpc.lstrip("/").partition("/")
+# (rpc path) -> (service, method): one rpc per servicer, split once.
+_rpc_names: dict[str, tuple[str, str]] = {}
+
+
+def _attributes(
+    obs: Observation, decision_id: str, revision: str, summary: Summary | None
+) -> Mapping[str, str | int]:
+    names = _rpc_names.get(obs.rpc)
+    if names is None:
+        service, _, method = obs.rpc.lstrip("/").partition("/")
+        names = _rpc_names[obs.rpc] = (service, method)
     # Few attributes on purpose: the SDK validates each one, and the span's cost is paid on
     # the writer thread for every call. The rest of the story is in the decision-log record,
     # found by the trace id.
     attrs: dict[str, str | int] = {
         "rpc.system": "grpc",
-        "rpc.service": service,
-        "rpc.method": method,
+        "rpc.service": names[0],
+        "rpc.method": names[1],
     }
     if obs.error_code:
         attrs["rpc.grpc.status"] = obs.error_code
-    response = obs.response
-    if response is not None:
-        counts = effect_counts(response)
-        attrs.update(
-            {
-                "pdp.decision_id": response.decision_id,
-                "pdp.bundle.revision": response.bundle.revision,
-                "pdp.decisions.allow": counts.get("allow", 0),
-                "pdp.decisions.deny": counts.get("deny", 0),
-            }
-        )
+    if summary is not None:
+        attrs["pdp.decision_id"] = decision_id
+        attrs["pdp.bundle.revision"] = revision
+        attrs["pdp.decisions.allow"] = summary.allow
+        attrs["pdp.decisions.deny"] = summary.deny
     return attrs

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from pdp.model.request import parse_check_request
 from pdp.telemetry import MASKED, SCHEMA, Masker, build_record, request_from_record
+from pdp.telemetry.decision_log import RecordShape
 
-from .conftest import TOKEN, ObsFactory, request_dict
+from .conftest import TOKEN, ObsFactory, observation, request_dict, response_for
 
 
 def test_record_fields(make_obs: ObsFactory) -> None:
@@ -116,3 +118,36 @@ def test_record_is_not_mistaken_for_a_plain_request(make_obs: ObsFactory) -> Non
     record = build_record(make_obs(), Masker())
     assert "resources" not in record
     assert isinstance(record["request"], dict)
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+@pytest.mark.parametrize("paths", [(), ("principal.attr.email", "resources[*].id", "context.ip")])
+def test_cache_hit_record_from_shared_shape_equals_the_full_build(
+    pinned: bool, paths: tuple[str, ...]
+) -> None:
+    # A cache hit's record is assembled from parts shared by every hit on the cached entry;
+    # it must be byte for byte the record built from the hit's own request and response.
+    overrides = {} if pinned else {"context": {"ip": "10.1.2.3", "time": "2026-03-01T11:00:00Z"}}
+    req = parse_check_request(request_dict(**overrides))
+    resp = response_for(req, "dec-0")
+    masker = Masker(paths)
+    hit = SimpleNamespace(
+        entry=SimpleNamespace(request=req, response=resp),
+        decision_id="dec-9",
+        request_id="req-9",
+        evaluated_at="2026-03-01T12:00:05.250000+00:00",
+    )
+    obs = observation(
+        dataclasses.replace(req, request_id="req-9"),
+        dataclasses.replace(
+            resp, decision_id="dec-9", request_id="req-9", evaluated_at=hit.evaluated_at
+        ),
+    )
+    shape = RecordShape(hit.entry, masker)  # type: ignore[arg-type]
+    for _ in range(2):  # the shared parts survive being serialised
+        got = shape.record(obs, hit, trace_id="t" * 32, span_id="s" * 16)  # type: ignore[arg-type]
+        want = build_record(obs, masker, trace_id="t" * 32, span_id="s" * 16)
+        assert json.dumps(got) == json.dumps(want)
+    assert shape.summary.allow == want["effects"]["allow"]
+    assert shape.summary.deny == want["effects"]["deny"]
+    assert Masker(["request_id"]).masks_request_id and not masker.masks_request_id
