@@ -68,6 +68,8 @@ class TelemetryObserver:
         self._sinks = tuple(sinks)
         self._masker = masker or Masker()
         self._tracer = tracer
+        # The cheap span path when the exporters allow it (see DirectSpans); else SDK spans.
+        self._spans = otel.direct_spans if otel is not None else None
         self._metrics = metrics
         self._max = queue_size
         # The providers behind `tracer`/`metrics`, shut down (flushed) last on close.
@@ -178,9 +180,14 @@ class TelemetryObserver:
                 decision_id, revision = response.decision_id, response.bundle.revision
             else:
                 decision_id = revision = ""
-            trace_id, span_id = record_span(
-                self._tracer, obs, decision_id=decision_id, revision=revision, summary=summary
-            )
+            if self._spans is not None:
+                trace_id, span_id = self._spans.record(
+                    obs, decision_id=decision_id, revision=revision, summary=summary
+                )
+            else:
+                trace_id, span_id = record_span(
+                    self._tracer, obs, decision_id=decision_id, revision=revision, summary=summary
+                )
             if self._sinks:
                 if shape is not None:
                     record = shape.record(obs, hit, trace_id=trace_id, span_id=span_id)

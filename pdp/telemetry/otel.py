@@ -28,6 +28,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Tracer
 
+from pdp.telemetry.otlp_spans import FastOTLPSpanExporter
+from pdp.telemetry.tracing import DirectSpans
+
 log = logging.getLogger("pdp.telemetry")
 
 # The service name when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES names one.
@@ -88,6 +91,8 @@ class Otel:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     prometheus_address: tuple[str, int] | None = None  # where the scrape endpoint listens
+    # Spans written without SDK span objects, when every exporter takes encoded spans.
+    direct_spans: DirectSpans | None = None
     _servers: list[Any] = field(default_factory=list)
 
     def shutdown(self) -> None:
@@ -121,10 +126,13 @@ def setup_otel(
     if traces:
         exporters = list(span_exporters) if span_exporters is not None else _span_exporters()
         provider = TracerProvider(resource=resource)
-        for exporter in exporters:
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+        processors = [BatchSpanProcessor(exporter) for exporter in exporters]
+        for processor in processors:
+            provider.add_span_processor(processor)
         otel.tracer_provider = provider
         otel.tracer = provider.get_tracer(SCOPE)
+        if exporters and all(isinstance(e, FastOTLPSpanExporter) for e in exporters):
+            otel.direct_spans = DirectSpans(otel.tracer, processors, SCOPE)
     if metrics:
         readers = list(metric_readers) if metric_readers is not None else _metric_readers(otel)
         if prometheus:
@@ -140,8 +148,6 @@ def _span_exporters() -> list[SpanExporter]:
         if name == "otlp":
             _check_protocol()
             # The SDK's exporter with a faster span encoder (same messages, see otlp_spans).
-            from pdp.telemetry.otlp_spans import FastOTLPSpanExporter
-
             out.append(FastOTLPSpanExporter())
         elif name == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter

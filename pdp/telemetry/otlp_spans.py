@@ -15,7 +15,7 @@ encoded by the SDK's own `_encode_span`, so the output is always what the SDK wo
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common._internal import (
@@ -29,7 +29,10 @@ from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import (
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind
 
 _pack_q = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack
@@ -61,8 +64,18 @@ _key_prefixes: dict[str, bytes] = {}
 _MAX_KEYS = 1024
 
 
-def _key_value(key: str, value: Any) -> bytes | None:
-    """An encoded `KeyValue`, or None for a value this encoder leaves to the SDK."""
+# Whole encoded `KeyValue`s for the (key, value) pairs that repeat (rpc names, revision,
+# counts); cleared when full, since unique values (decision ids) pass through it too.
+_pairs: dict[tuple[str, Any], bytes] = {}
+_MAX_PAIRS = 4096
+
+
+def _key_value(key: str, value: str | bool | int | float) -> bytes:
+    """An encoded `Span.attributes` entry (field 9)."""
+    pair = (key, value, type(value))  # 1 and True are equal keys, not equal encodings
+    kv = _pairs.get(pair)  # type: ignore[arg-type]
+    if kv is not None:
+        return kv
     t = type(value)
     if t is str:
         any_value = _ld(0x0A, value.encode())  # AnyValue.string_value = 1
@@ -73,59 +86,111 @@ def _key_value(key: str, value: Any) -> bytes | None:
     elif t is float:
         any_value = b"\x21" + _pack_d(value)  # double_value = 4
     else:
-        return None
+        raise TypeError(f"attribute {key!r}: {t.__name__} is not a scalar")
     prefix = _key_prefixes.get(key)
     if prefix is None:
         prefix = _ld(0x0A, key.encode())
         if len(_key_prefixes) < _MAX_KEYS:
             _key_prefixes[key] = prefix
-    body = prefix + _ld(0x12, any_value)
-    return _ld(0x4A, body)  # Span.attributes = 9
+    kv = _ld(0x4A, prefix + _ld(0x12, any_value))  # Span.attributes = 9
+    if len(_pairs) >= _MAX_PAIRS:
+        _pairs.clear()
+    _pairs[pair] = kv  # type: ignore[index]
+    return kv
 
 
-def encode_span(span: ReadableSpan) -> bytes:
+def encode_span(span: ReadableSpan | EncodedSpan) -> bytes:
     """One `Span` message's wire bytes, the same message `_encode_span` builds."""
+    if type(span) is EncodedSpan:
+        return span.data
     if span.events or span.links:
-        return _encode_span(span).SerializeToString()
-    attributes = []
-    for key, value in (span.attributes or {}).items():
-        kv = _key_value(key, value)
-        if kv is None:
-            return _encode_span(span).SerializeToString()
-        attributes.append(kv)
+        return _encode_span(span).SerializeToString()  # type: ignore[arg-type]
+    attributes = span.attributes or {}
+    for value in attributes.values():
+        if type(value) not in _SCALARS:
+            return _encode_span(span).SerializeToString()  # type: ignore[arg-type]
     ctx = span.get_span_context()
+    status = span.status
+    return span_bytes(
+        ctx.trace_id,
+        ctx.span_id,
+        ctx.trace_state,
+        span.parent,
+        span.name,
+        span.kind,
+        span.start_time or 0,
+        span.end_time or 0,
+        attributes,
+        span.dropped_attributes,  # type: ignore[union-attr]
+        status.status_code.value if status is not None else None,
+        status.description if status is not None else None,
+    )
+
+
+_SCALARS = frozenset({str, bool, int, float})
+
+
+def span_bytes(
+    trace_id: int,
+    span_id: int,
+    trace_state: Any,
+    parent: SpanContext | None,
+    name: str,
+    kind: SpanKind,
+    start_ns: int,
+    end_ns: int,
+    attributes: Mapping[str, Any],
+    dropped_attributes: int = 0,
+    status_code: int | None = 0,
+    status_description: str | None = None,
+) -> bytes:
+    """A `Span` message from its parts; attribute values must be str, bool, int or float."""
     parts = [
-        b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),  # trace_id = 1
-        b"\x12\x08" + ctx.span_id.to_bytes(8, "big"),  # span_id = 2
+        b"\x0a\x10" + trace_id.to_bytes(16, "big"),  # trace_id = 1
+        b"\x12\x08" + span_id.to_bytes(8, "big"),  # span_id = 2
     ]
-    if ctx.trace_state:
-        state = ",".join(f"{k}={v}" for k, v in ctx.trace_state.items())
+    if trace_state:
+        state = ",".join(f"{k}={v}" for k, v in trace_state.items())
         parts.append(_ld(0x1A, state.encode()))  # trace_state = 3
-    parent = span.parent
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))  # parent_span_id = 4
-    parts.append(_ld(0x2A, span.name.encode()))  # name = 5
-    parts.append(_KINDS[span.kind])
-    parts.append(b"\x39" + _pack_q(span.start_time or 0))  # start_time_unix_nano = 7
-    parts.append(b"\x41" + _pack_q(span.end_time or 0))  # end_time_unix_nano = 8
-    parts.extend(attributes)
-    if span.dropped_attributes:
-        parts.append(b"\x50" + _varint(span.dropped_attributes))  # = 10
-    status = span.status
-    if status is not None:
+    parts.append(_ld(0x2A, name.encode()))  # name = 5
+    parts.append(_KINDS[kind])
+    parts.append(b"\x39" + _pack_q(start_ns))  # start_time_unix_nano = 7
+    parts.append(b"\x41" + _pack_q(end_ns))  # end_time_unix_nano = 8
+    for key, value in attributes.items():
+        parts.append(_key_value(key, value))  # type: ignore[arg-type]
+    if dropped_attributes:
+        parts.append(b"\x50" + _varint(dropped_attributes))  # = 10
+    if status_code is not None:
         # Status: message = 2, code = 3 (the SDK always sends a status, even UNSET).
         body = b""
-        if status.description:
-            body += _ld(0x12, status.description.encode())
-        if status.status_code.value:
-            body += b"\x18" + _varint(status.status_code.value)
+        if status_description:
+            body += _ld(0x12, status_description.encode())
+        if status_code:
+            body += b"\x18" + _varint(status_code)
         parts.append(_ld(0x7A, body))  # status = 15
     flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
     parts.append(b"\x85\x01" + _pack_i(flags))  # flags = 16 (fixed32)
     return b"".join(parts)
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
+class EncodedSpan:
+    """A finished span already encoded, handed to a `BatchSpanProcessor` in place of a
+    `ReadableSpan` (it reads `context.trace_flags`; the exporter reads the rest)."""
+
+    __slots__ = ("context", "data", "instrumentation_scope", "resource")
+
+    def __init__(
+        self, context: SpanContext, resource: Resource, scope: InstrumentationScope, data: bytes
+    ) -> None:
+        self.context = context
+        self.resource = resource
+        self.instrumentation_scope = scope
+        self.data = data
+
+
+def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """`ExportTraceServiceRequest` wire bytes: spans grouped by resource, then scope."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     for span in spans:
@@ -155,5 +220,7 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
 class FastOTLPSpanExporter(OTLPSpanExporter):
     """`OTLPSpanExporter` with `encode_request` in place of the SDK's message building."""
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+    def _translate_data(  # type: ignore[override]
+        self, data: Sequence[ReadableSpan | EncodedSpan]
+    ) -> ExportTraceServiceRequest:
         return ExportTraceServiceRequest.FromString(encode_request(data))

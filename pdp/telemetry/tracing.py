@@ -9,13 +9,17 @@ extracted with the configured propagator (`OTEL_PROPAGATORS`, W3C trace context 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
 from pdp.telemetry.decision_log import Summary
 from pdp.telemetry.observation import Observation
+from pdp.telemetry.otlp_spans import EncodedSpan, span_bytes
 
 SPAN_NAME = "pdp.Check"
 
@@ -99,3 +103,84 @@ def _attributes(
         attrs["pdp.decisions.allow"] = summary.allow
         attrs["pdp.decisions.deny"] = summary.deny
     return attrs
+
+
+class DirectSpans:
+    """The Check span written straight to OTLP bytes, without an SDK `Span` object.
+
+    Creating, validating and ending an SDK span, then encoding it, was the largest cost per
+    call on the writer thread (~55 µs of ~110 µs), all of it holding the GIL the serving
+    threads need. This makes the same span with the tracer's own sampler (so
+    `OTEL_TRACES_SAMPLER` applies as usual), id generator, resource and scope, encodes it once
+    and hands it to the provider's batch span processors, whose exporter sends it. Used only
+    when every span exporter is a `FastOTLPSpanExporter` (which accepts encoded spans); any
+    other exporter gets real SDK spans through `record_span`.
+    """
+
+    def __init__(self, tracer: Tracer, processors: Sequence[SpanProcessor], scope: str) -> None:
+        sdk_tracer: Any = tracer
+        self._sampler = sdk_tracer.sampler
+        self._ids = sdk_tracer.id_generator
+        self._resource = sdk_tracer.resource
+        self._scope = InstrumentationScope(scope)
+        self._processors = tuple(processors)
+
+    def record(
+        self,
+        obs: Observation,
+        *,
+        decision_id: str = "",
+        revision: str = "",
+        summary: Summary | None = None,
+    ) -> tuple[str, str]:
+        """As `record_span`: (trace id, span id) as hex."""
+        parent_context = extract_context(obs.metadata)
+        parent: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
+        if parent is not None and parent.is_valid:
+            trace_id = parent.trace_id
+            random_trace_id = parent.trace_flags.random_trace_id
+        else:
+            parent = None
+            trace_id = self._ids.generate_trace_id()
+            random_trace_id = self._ids.is_trace_id_random()
+        attributes = _attributes(obs, decision_id, revision, summary)
+        result = self._sampler.should_sample(
+            parent_context, trace_id, SPAN_NAME, SpanKind.SERVER, attributes, ()
+        )
+        flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
+        if random_trace_id:
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        span_id = self._ids.generate_span_id()
+        if result.decision.is_sampled():
+            context = SpanContext(
+                trace_id,
+                span_id,
+                is_remote=False,
+                trace_flags=TraceFlags(flags),
+                trace_state=result.trace_state,
+            )
+            start_ns = round(obs.start_time * 1e6) * 1000
+            if obs.error_code:
+                status: tuple[int, str | None] = (
+                    StatusCode.ERROR.value,
+                    f"{obs.error_code}: {obs.error_message}"[:200],
+                )
+            else:
+                status = (StatusCode.UNSET.value, None)
+            data = span_bytes(
+                trace_id,
+                span_id,
+                result.trace_state,
+                parent,
+                SPAN_NAME,
+                SpanKind.SERVER,
+                start_ns,
+                start_ns + round(obs.latency_s * 1e9),
+                result.attributes or {},
+                0,
+                *status,
+            )
+            span = EncodedSpan(context, self._resource, self._scope, data)
+            for processor in self._processors:
+                processor.on_end(span)  # type: ignore[arg-type]
+        return (trace.format_trace_id(trace_id), trace.format_span_id(span_id))

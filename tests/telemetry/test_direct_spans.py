@@ -1,0 +1,93 @@
+"""Spans written without SDK span objects (DirectSpans) are the spans the SDK would export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _encode_span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from pdp.telemetry.decision_log import summarize
+from pdp.telemetry.otel import make_resource
+from pdp.telemetry.otlp_spans import EncodedSpan, encode_request
+from pdp.telemetry.tracing import DirectSpans, record_span
+
+from .conftest import TRACE_ID, ObsFactory
+
+
+class Collect(SpanProcessor):
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+
+    def on_end(self, span: Any) -> None:
+        self.spans.append(span)
+
+
+def _pair(obs: Any, **provider_args: Any) -> tuple[Span | None, Span | None, tuple[str, str]]:
+    """The span DirectSpans writes for `obs` and the one the SDK makes (same span id)."""
+    provider = TracerProvider(resource=make_resource(), **provider_args)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("pdp")
+    collect = Collect()
+    direct = DirectSpans(tracer, [collect], "pdp")
+    response = obs.response
+    kwargs: dict[str, Any] = {"decision_id": "", "revision": "", "summary": None}
+    if response is not None:
+        kwargs = {
+            "decision_id": response.decision_id,
+            "revision": response.bundle.revision,
+            "summary": summarize(response),
+        }
+    ids = direct.record(obs, **kwargs)
+    record_span(tracer, obs, **kwargs)
+    got = Span.FromString(collect.spans[0].data) if collect.spans else None
+    sdk = memory.get_finished_spans()
+    want = _encode_span(sdk[0]) if sdk else None
+    if got is not None and want is not None:
+        want.span_id = got.span_id
+    return got, want, ids
+
+
+def test_direct_span_is_the_sdk_span(make_obs: ObsFactory) -> None:
+    got, want, (trace_id, span_id) = _pair(make_obs())
+    assert got is not None and got == want
+    assert got.trace_id.hex() == TRACE_ID == trace_id  # joins the caller's trace
+    assert got.span_id.hex() == span_id
+
+
+def test_direct_span_of_a_failed_call(make_obs: ObsFactory) -> None:
+    obs = make_obs(error_code="INVALID_ARGUMENT", error_message="bad request")
+    object.__setattr__(obs, "response", None)
+    got, want, _ = _pair(obs)
+    assert got is not None and got == want
+    assert got.status.code == 2 and got.status.message.startswith("INVALID_ARGUMENT")
+
+
+def test_sampler_is_honoured(make_obs: ObsFactory) -> None:
+    # Not sampled: nothing exported, but the record still gets the call's trace id.
+    got, want, (trace_id, _span_id) = _pair(make_obs(metadata=()), sampler=ALWAYS_OFF)
+    assert got is None and want is None
+    assert len(trace_id) == 32
+
+
+def test_encoded_spans_batch_with_sdk_spans(make_obs: ObsFactory) -> None:
+    provider = TracerProvider(resource=make_resource())
+    tracer = provider.get_tracer("pdp")
+    collect = Collect()
+    DirectSpans(tracer, [collect], "pdp").record(make_obs())
+    (span,) = collect.spans
+    assert isinstance(span, EncodedSpan) and span.context.trace_flags.sampled
+    # One resource, one scope, one span: grouped as the SDK groups real spans.
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest.FromString(encode_request([span, span]))
+    (rs,) = request.resource_spans
+    (ss,) = rs.scope_spans
+    assert ss.scope.name == "pdp" and len(ss.spans) == 2
