@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.metrics import Meter
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -137,7 +137,13 @@ def setup_otel(
         readers = list(metric_readers) if metric_readers is not None else _metric_readers(otel)
         if prometheus:
             readers.append(_prometheus_reader(otel, *parse_host_port(prometheus)))
-        otel.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        # Measurements are recorded on the writer thread, outside any span, so the SDK's
+        # default trace-based exemplar filter can never keep one; it only costs its check on
+        # every measurement. An operator's OTEL_METRICS_EXEMPLAR_FILTER still applies.
+        extra: dict[str, Any] = {}
+        if not os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
+            extra["exemplar_filter"] = AlwaysOffExemplarFilter()
+        otel.meter_provider = MeterProvider(resource=resource, metric_readers=readers, **extra)
         otel.meter = otel.meter_provider.get_meter(SCOPE)
     return otel
 

@@ -192,12 +192,22 @@ class EncodedSpan:
 
 def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """`ExportTraceServiceRequest` wire bytes: spans grouped by resource, then scope."""
-    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    # Grouped by resource object identity first: hashing a Resource (all its attributes) for
+    # every span was a visible cost; equal resources are merged below as the SDK does.
+    by_id: dict[int, tuple[Resource, dict[Any, list[bytes]]]] = {}
     for span in spans:
-        scopes = groups.setdefault(span.resource, {})
-        scopes.setdefault(span.instrumentation_scope or None, []).append(
+        resource = span.resource
+        group = by_id.get(id(resource))
+        if group is None:
+            group = by_id[id(resource)] = (resource, {})
+        group[1].setdefault(span.instrumentation_scope or None, []).append(
             _ld(0x12, encode_span(span))  # ScopeSpans.spans = 2
         )
+    groups: dict[Resource, dict[Any, list[bytes]]] = {}
+    for resource, scopes in by_id.values():
+        merged = groups.setdefault(resource, {})
+        for scope, encoded in scopes.items():
+            merged.setdefault(scope, []).extend(encoded)
     out = []
     for resource, scopes in groups.items():
         body = [_ld(0x0A, _encode_resource(resource).SerializeToString())]  # resource = 1
