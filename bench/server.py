@@ -354,7 +354,13 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                         directory,
                         workers,
                         on_port,
-                        (*cache_args, "--otel", "on", "--decision-log", str(log_file)),
+                        (
+                            *cache_args,
+                            *("--otel", "on", "--decision-log", str(log_file)),
+                            # Rotation (100 MiB) stays on, as in production; enough backups
+                            # are kept that every record can be counted afterwards.
+                            *("--decision-log-backups", "1000"),
+                        ),
                         on_env,
                         stderr=err,
                     )
@@ -417,6 +423,8 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                         row["dropped_warnings"] = dropped
                 spans, records = receiver.take_spans(), log_lines(log_file)
                 print(f"  on server: {records} records logged, {spans} spans received", flush=True)
+                if records != spans:
+                    print("  WARNING: records and spans differ: something was lost")
                 if dropped:
                     print(
                         "  WARNING: the on server dropped records:\n    " + "\n    ".join(dropped)
