@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, sampling
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
@@ -124,6 +124,12 @@ class DirectSpans:
         self._resource = sdk_tracer.resource
         self._scope = InstrumentationScope(scope)
         self._processors = tuple(processors)
+        # The default sampler (parent-based, always on: also what OTEL_TRACES_SAMPLER=
+        # parentbased_always_on builds) is decided inline from the parent's flag, as it
+        # would decide, without its SamplingResult; any other sampler is asked.
+        self._default_sampler = (
+            self._sampler.get_description() == sampling.DEFAULT_ON.get_description()
+        )
 
     def record(
         self,
@@ -143,21 +149,26 @@ class DirectSpans:
             parent = None
             trace_id = self._ids.generate_trace_id()
             random_trace_id = self._ids.is_trace_id_random()
-        attributes = _attributes(obs, decision_id, revision, summary)
-        result = self._sampler.should_sample(
-            parent_context, trace_id, SPAN_NAME, SpanKind.SERVER, attributes, ()
-        )
-        flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
-        if random_trace_id:
-            flags |= TraceFlags.RANDOM_TRACE_ID
+        attributes: Mapping[str, Any] = _attributes(obs, decision_id, revision, summary)
+        if self._default_sampler:
+            sampled = parent is None or parent.trace_flags.sampled
+            trace_state = parent.trace_state if parent is not None else None
+        else:
+            result = self._sampler.should_sample(
+                parent_context, trace_id, SPAN_NAME, SpanKind.SERVER, attributes, ()
+            )
+            sampled = result.decision.is_sampled()
+            trace_state = result.trace_state
+            attributes = result.attributes or {}
         span_id = self._ids.generate_span_id()
-        if result.decision.is_sampled():
+        if sampled:
+            flags = TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if random_trace_id else 0)
             context = SpanContext(
                 trace_id,
                 span_id,
                 is_remote=False,
                 trace_flags=TraceFlags(flags),
-                trace_state=result.trace_state,
+                trace_state=trace_state,
             )
             start_ns = round(obs.start_time * 1e6) * 1000
             if obs.error_code:
@@ -170,17 +181,17 @@ class DirectSpans:
             data = span_bytes(
                 trace_id,
                 span_id,
-                result.trace_state,
+                trace_state,
                 parent,
                 SPAN_NAME,
                 SpanKind.SERVER,
                 start_ns,
                 start_ns + round(obs.latency_s * 1e9),
-                result.attributes or {},
+                attributes,
                 0,
                 *status,
             )
             span = EncodedSpan(context, self._resource, self._scope, data)
             for processor in self._processors:
                 processor.on_end(span)  # type: ignore[arg-type]
-        return (trace.format_trace_id(trace_id), trace.format_span_id(span_id))
+        return (format(trace_id, "032x"), format(span_id, "016x"))  # trace.format_*_id

@@ -91,3 +91,11 @@ def test_encoded_spans_batch_with_sdk_spans(make_obs: ObsFactory) -> None:
     (rs,) = request.resource_spans
     (ss,) = rs.scope_spans
     assert ss.scope.name == "pdp" and len(ss.spans) == 2
+
+
+def test_default_sampler_follows_an_unsampled_parent(make_obs: ObsFactory) -> None:
+    # The default sampler is decided inline: a caller that did not sample gets no span.
+    unsampled = (("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-00"),)
+    got, want, (trace_id, _span_id) = _pair(make_obs(metadata=unsampled))
+    assert got is None and want is None
+    assert trace_id == TRACE_ID
