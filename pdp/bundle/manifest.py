@@ -117,10 +117,6 @@ class Manifest:
         file's digest. Reported as the bundle digest."""
         return hashlib.sha256(self.canonical_bytes()).hexdigest()
 
-    @property
-    def semver(self) -> SemVer:
-        return SemVer.parse(self.version)
-
     @classmethod
     def from_bytes(cls, raw: bytes) -> Manifest:
         try:

@@ -15,7 +15,6 @@ from pdp.cel._values import (
     INT64_MIN,
     LISTS,
     T_DOUBLE,
-    TYPE_NAMES,
     UINT64_MAX,
     CelType,
     CelUint,
@@ -339,16 +338,6 @@ def intersect(a: Any, b: Any) -> list[Any]:
 def is_subset(a: Any, b: Any) -> bool:
     _lists("isSubset", a, b)
     return all(in_(x, b) for x in a)
-
-
-def size_fn(v: Any) -> int:
-    from pdp.cel._values import size
-
-    return size(v)
-
-
-def type_named(name: str) -> CelType | None:
-    return TYPE_NAMES.get(name)
 
 
 __all__ = ["T_DOUBLE", "eq"]
