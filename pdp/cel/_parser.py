@@ -1,36 +1,34 @@
-"""The fast path of CEL parsing: celpy's grammar and lark LALR parser, building our AST inline.
+"""The fast path of CEL parsing: a hand-written recursive-descent parser for celpy's grammar.
 
-celpy's `CELParser` has lark build a full `Tree` (with propagated positions) that `_ast` then
-walks again; at 10,000 policies that tree building was the largest single cost of loading. Here
-the same grammar, with the same lexer options, runs through lark's LALR parser with an embedded
-transformer: each grammar rule's callback builds `_ast` nodes as the parser reduces, so no
-`Tree` is ever made.
+celpy's parser (lark LALR over `cel.lark`) costs ~250 µs for a one-line condition, most of it
+lark's per-token machinery; at 10,000 policies that was the largest single cost of compiling.
+This parser reads the same language straight into `_ast` nodes, ~10x faster.
 
-The callbacks only handle expressions that parse and build cleanly. On any problem (a syntax
-error, a reserved identifier, a bad literal, an invalid message name) they give up with
-`Fallback`, and `_ast.parse` redoes the work on the original tree-walking path, which owns every
-error message and position. So errors are exactly those of the tree walker, and a success here
-is checked to give the same AST as the tree walker (tests/cel/test_parser_equivalence.py).
+It only has to be right on success. On anything it is unsure of (a syntax error, a reserved
+identifier, a bad literal, message construction `T{...}`, a lexing corner) it gives up with
+`Fallback`, and `_ast.parse` redoes the work with celpy's parser and the tree walker, which own
+every error message and position. tests/cel/test_parser_equivalence.py checks that whatever
+this parser accepts, the tree walker accepts with the same AST (positions included).
 
-Values passed between callbacks are tuples `(node, line, column, ...)`: `line`/`column` are
-where the rule's text starts (what lark's propagated `meta` gave the tree walker), which is not
-always the node's own position (a `Select` sits at its field name). A fourth item tags values
-the tree walker treats specially: `_NAME` for a dotted identifier (allowed as a message type
-name), `_UNARY` for a run of prefix operators (`!!x` cancels to `x`).
+Lexing follows lark's contextual lexer for this grammar: where an operand may start, the
+terminals are tried in lark's order (bytes, multi-line string, string, float, uint, int,
+identifier: first match wins, so `-1` is a literal there and `1.` a float); after an operand
+only operators and punctuation exist, so `a -1` is a subtraction. The terminal regexes are
+lark's own (a test checks they still are).
+
+Node positions are those of the tree walker: a binary operator, index or ternary sits where its
+left operand's text starts, a `Select` or method call at its field name, a prefix operator at
+itself, a literal at its token (celpy's lexer makes `true`/`false` tokens without a position,
+hence `None`), a parenthesised expression's text starts at its `(`.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from bisect import bisect_left
 from typing import Any
 
-import celpy
-from celpy.celparser import CELParser
-from lark import Lark, Token
-
 from pdp.cel._ast import (
-    _BINOPS,
     _RESERVED,
     Call,
     Ident,
@@ -39,7 +37,6 @@ from pdp.cel._ast import (
     MapLit,
     Node,
     Select,
-    Struct,
     literal_value,
 )
 
@@ -48,222 +45,256 @@ class Fallback(Exception):
     """The fast path cannot build this expression; the tree walker decides (and reports)."""
 
 
-_NAME = "name"
-_UNARY = "unary"
+# lark's patterns for the terminals that may start an operand, in the order its lexer tries
+# them (BYTES_LIT before MLSTRING_LIT before STRING_LIT; FLOAT_LIT before UINT_LIT before
+# INT_LIT; IDENT last: `r'x'` is a string, `rx` an identifier). `{4-8}` is literal text in
+# celpy's grammar, not a repeat count; kept as is so the same strings lex the same way.
+_ESC_DQ = r"""\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4-8}"""
+_ESC_SQ = r"""\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}"""
+_MLSTRING = (
+    f"(?:[rR]?'''(?:{_ESC_SQ}|\r\n|\r|\n|.)*?'''|[rR]?\"\"\"(?:{_ESC_DQ}|\r\n|\r|\n|.)*?\"\"\")"
+)
+_STRING = f"(?:[rR]?'(?:{_ESC_SQ}|.)*?'|[rR]?\"(?:{_ESC_DQ}|.)*?\")"
+_INT = r"(?:-?0x(?:[0-9abcdefABCDEF])+|-?(?:[0-9])+)"
+TERMINALS: tuple[tuple[str, str], ...] = (
+    ("BYTES_LIT", f"(?:[bB]{_MLSTRING}|[bB]{_STRING})"),
+    ("MLSTRING_LIT", _MLSTRING),
+    ("STRING_LIT", _STRING),
+    (
+        "FLOAT_LIT",
+        r"(?:-?(?:[0-9])+[eE][+-]?(?:[0-9])+"
+        r"|-?(?:[0-9])+\.(?:[0-9])*(?:[eE][+-]?(?:[0-9])+)?"
+        r"|-?(?:[0-9])*\.(?:[0-9])+(?:[eE][+-]?(?:[0-9])+)?)",
+    ),
+    ("UINT_LIT", _INT + "[uU]"),
+    ("INT_LIT", _INT),
+    ("IDENT", "[_a-zA-Z][_a-zA-Z0-9]*"),
+)
+_OPERAND = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in TERMINALS), re.M)
+_IDENT = re.compile("[_a-zA-Z][_a-zA-Z0-9]*")
+_IDENT_CHAR = frozenset("_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+# Ignored text: lark's WHITESPACE and COMMENT (`.` stops at "\n" only, so a "\r" is commented).
+_SKIP = re.compile(r"(?:[\t\n\f\r ]+|//.*)*")
+
+# Binary operators after an operand: text -> (precedence, CEL function). All left-associative.
+_BINARY: dict[str, tuple[int, str]] = {
+    "||": (1, "_||_"),
+    "&&": (2, "_&&_"),
+    "<": (3, "_<_"),
+    "<=": (3, "_<=_"),
+    ">": (3, "_>_"),
+    ">=": (3, "_>=_"),
+    "==": (3, "_==_"),
+    "!=": (3, "_!=_"),
+    "in": (3, "@in"),
+    "+": (4, "_+_"),
+    "-": (4, "_-_"),
+    "*": (5, "_*_"),
+    "/": (5, "_/_"),
+    "%": (5, "_%_"),
+}
+_TWO_CHAR = frozenset(["||", "&&", "<=", ">=", "==", "!="])
+
+# A parsed operand: (node, line, column) where its text starts; a prefix-operator run adds
+# (function, run length, innermost operand) so `!!x` cancels to `x` as in the tree walker.
+_Value = tuple[Any, ...]
 
 
-def _ident(tok: Token) -> str:
-    name = str(tok)
-    if name in _RESERVED:
+class _Parser:
+    __slots__ = ("newlines", "pos", "src")
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.pos = 0
+        self.newlines = [i for i, c in enumerate(src) if c == "\n"] if "\n" in src else []
+
+    def at(self, pos: int) -> tuple[int, int]:
+        """lark's line and column (1-based; only "\\n" starts a line) of offset `pos`."""
+        nl = self.newlines
+        if not nl:
+            return 1, pos + 1
+        k = bisect_left(nl, pos)
+        return k + 1, pos - (nl[k - 1] if k else -1)
+
+    def skip(self) -> str:
+        """Skip ignored text; the next character ("" at the end)."""
+        m = _SKIP.match(self.src, self.pos)
+        pos = self.pos = m.end()  # type: ignore[union-attr]  # the pattern matches ""
+        return self.src[pos : pos + 1]
+
+    def expect(self, char: str) -> None:
+        if self.skip() != char:
+            raise Fallback
+        self.pos += 1
+
+    def parse(self) -> Node:
+        node = self.expr()[0]
+        if self.skip():
+            raise Fallback  # trailing input
+        return node
+
+    def expr(self) -> _Value:
+        # expr: conditionalor ["?" conditionalor ":" expr]  (the middle is not a full expr)
+        cond = self.binary(1)
+        if self.skip() != "?":
+            return cond
+        self.pos += 1
+        then = self.binary(1)
+        self.expect(":")
+        other = self.expr()
+        return (Call(cond[1], cond[2], "_?_:_", [cond[0], then[0], other[0]]), cond[1], cond[2])
+
+    def operator(self) -> str:
+        """The binary operator at the current position, or "" (not consumed)."""
+        c = self.skip()
+        if not c:
+            return ""
+        two = self.src[self.pos : self.pos + 2]
+        if two in _TWO_CHAR:
+            return two
+        if two == "in":
+            # After an operand lark's lexer knows no identifiers: `a inx` lexes as `a in x`.
+            if self.src[self.pos + 2 : self.pos + 3] in _IDENT_CHAR:
+                raise Fallback
+            return two
+        return c if c in _BINARY else ""
+
+    def binary(self, min_prec: int) -> _Value:
+        left = self.unary()
+        while True:
+            op = self.operator()
+            if not op:
+                return left
+            prec, fn = _BINARY[op]
+            if prec < min_prec:
+                return left
+            self.pos += len(op)
+            right = self.binary(prec + 1)
+            left = (Call(left[1], left[2], fn, [left[0], right[0]]), left[1], left[2])
+
+    def unary(self) -> _Value:
+        c = self.skip()
+        m = _OPERAND.match(self.src, self.pos)
+        if m is None and (c == "!" or c == "-"):  # a literal such as `-1` wins over `-`
+            fn = "!_" if c == "!" else "-_"
+            line, col = self.at(self.pos)
+            self.pos += 1
+            inner = self.unary()
+            if len(inner) > 3 and inner[3] == fn:
+                count = inner[4] + 1
+                base = inner[5]
+            else:
+                count = 1
+                base = inner[0]
+            node = base if count % 2 == 0 else Call(line, col, fn, [base])
+            return (node, line, col, fn, count, base)
+        return self.member(self.primary(m, c))
+
+    def member(self, value: _Value) -> _Value:
+        node, line, col = value[0], value[1], value[2]
+        while True:
+            c = self.skip()
+            if c == ".":
+                self.pos += 1
+                name, nline, ncol = self.field_name()
+                if self.skip() == "(":
+                    self.pos += 1
+                    node = Call(nline, ncol, name, self.exprs(")"), node)
+                else:
+                    node = Select(nline, ncol, node, name)
+            elif c == "[":
+                self.pos += 1
+                index = self.expr()[0]
+                self.expect("]")
+                node = Call(line, col, "_[_]", [node, index])
+            elif c == "{":
+                raise Fallback  # message construction: never supported, the tree walker reports
+            else:
+                return (node, line, col) if node is not value[0] else value
+
+    def field_name(self) -> tuple[str, int, int]:
+        """The identifier after a `.`: any word but `true`/`false`, which celpy's lexer
+        turns into literals everywhere."""
+        self.skip()
+        m = _IDENT.match(self.src, self.pos)
+        if m is None:
+            raise Fallback
+        name = m.group()
+        if name == "true" or name == "false":
+            raise Fallback
+        line, col = self.at(self.pos)
+        self.pos = m.end()
+        return name, line, col
+
+    def primary(self, m: re.Match[str] | None, c: str) -> _Value:
+        pos = self.pos
+        if m is not None:
+            kind = m.lastgroup
+            text = m.group()
+            self.pos = m.end()
+            if kind == "IDENT":
+                if text == "true" or text == "false":
+                    return (Lit(None, None, text == "true"), None, None)  # type: ignore[arg-type]
+                line, col = self.at(pos)
+                if text == "null":
+                    return (Lit(line, col, None), line, col)
+                if text in _RESERVED:
+                    raise Fallback
+                if self.skip() == "(":
+                    self.pos += 1
+                    return (Call(line, col, text, self.exprs(")")), line, col)
+                return (Ident(line, col, text), line, col)
+            line, col = self.at(pos)
+            try:
+                value = literal_value(kind, text)  # type: ignore[arg-type]
+            except ValueError:
+                raise Fallback from None
+            return (Lit(line, col, value), line, col)
+        line, col = self.at(pos)
+        self.pos = pos + 1
+        if c == "(":
+            inner = self.expr()
+            self.expect(")")
+            return (inner[0], line, col)
+        if c == "[":
+            return (ListLit(line, col, self.exprs("]")), line, col)
+        if c == "{":
+            entries: list[tuple[Node, Node]] = []
+            if self.skip() == "}":
+                self.pos += 1
+            else:
+                while True:
+                    key = self.expr()[0]
+                    self.expect(":")
+                    entries.append((key, self.expr()[0]))
+                    if self.skip() != ",":
+                        break
+                    self.pos += 1
+                self.expect("}")
+            return (MapLit(line, col, entries), line, col)
+        if c == ".":
+            name = self.field_name()[0]
+            if name in _RESERVED:
+                raise Fallback
+            if self.skip() == "(":
+                self.pos += 1
+                return (Call(line, col, "." + name, self.exprs(")")), line, col)
+            return (Ident(line, col, "." + name), line, col)
         raise Fallback
-    return name
 
-
-def _exprs(vals: list[Any]) -> list[Node]:
-    # exprlist children alternate expression, ",", expression...
-    return [vals[i][0] for i in range(0, len(vals), 2)]
-
-
-class _Callbacks:
-    """One method per grammar rule (lark calls it with the rule's children, tokens included)."""
-
-    # Single-child rules pass their child's value through unchanged (tags included).
-    def member(self, ch: list[Any]) -> Any:
-        return ch[0]
-
-    primary = member
-
-    def expr(self, ch: list[Any]) -> Any:
-        if len(ch) == 1:
-            return ch[0]
-        c = ch[0]
-        return (Call(c[1], c[2], "_?_:_", [c[0], ch[2][0], ch[4][0]]), c[1], c[2])
-
-    def conditionalor(self, ch: list[Any]) -> Any:
-        if len(ch) == 1:
-            return ch[0]
-        a = ch[0]
-        return (Call(a[1], a[2], "_||_", [a[0], ch[2][0]]), a[1], a[2])
-
-    def conditionaland(self, ch: list[Any]) -> Any:
-        if len(ch) == 1:
-            return ch[0]
-        a = ch[0]
-        return (Call(a[1], a[2], "_&&_", [a[0], ch[2][0]]), a[1], a[2])
-
-    # relation/addition/multiplication: [operator value, right] where the operator rule's value
-    # is (function name, left value); the call sits where the left operand starts.
-    def relation(self, ch: list[Any]) -> Any:
-        if len(ch) == 1:
-            return ch[0]
-        fn, a = ch[0]
-        return (Call(a[1], a[2], fn, [a[0], ch[1][0]]), a[1], a[2])
-
-    addition = relation
-    multiplication = relation
-
-    def unary(self, ch: list[Any]) -> Any:
-        if len(ch) == 1:
-            return ch[0]
-        (fn, line, col), inner = ch
-        # A run of the same prefix operator cancels in pairs, as in the tree walker: count the
-        # run and keep its innermost operand (`base`).
-        if len(inner) > 3 and inner[3] is _UNARY and inner[4] == fn:
-            count = inner[5] + 1
-            base = inner[6]
-        else:
-            count = 1
-            base = inner[0]
-        node = base if count % 2 == 0 else Call(line, col, fn, [base])
-        return (node, line, col, _UNARY, fn, count, base)
-
-    def unary_not(self, ch: list[Any]) -> Any:
-        tok = ch[0]
-        return ("!_", tok.line or 1, tok.column or 1)
-
-    def unary_neg(self, ch: list[Any]) -> Any:
-        tok = ch[0]
-        return ("-_", tok.line or 1, tok.column or 1)
-
-    def member_dot(self, ch: list[Any]) -> Any:
-        operand, _dot, name = ch
-        node = Select(name.line or 1, name.column or 1, operand[0], str(name))
-        if len(operand) > 3 and operand[3] is _NAME:
-            return (node, operand[1], operand[2], _NAME)
-        return (node, operand[1], operand[2])
-
-    def member_dot_arg(self, ch: list[Any]) -> Any:
-        operand, name = ch[0], ch[2]
-        args = _exprs(ch[4]) if len(ch) == 6 else []
-        node = Call(name.line or 1, name.column or 1, str(name), args, operand[0])
-        return (node, operand[1], operand[2])
-
-    def member_index(self, ch: list[Any]) -> Any:
-        operand = ch[0]
-        node = Call(operand[1], operand[2], "_[_]", [operand[0], ch[2][0]])
-        return (node, operand[1], operand[2])
-
-    def member_object(self, ch: list[Any]) -> Any:
-        operand = ch[0]
-        if len(operand) <= 3 or operand[3] is not _NAME:
-            raise Fallback  # not a dotted name: the tree walker reports it
-        parts: list[str] = []
-        n = operand[0]
-        while isinstance(n, Select):
-            parts.append(n.field)
-            n = n.operand
-        assert isinstance(n, Ident)
-        parts.append(n.name)
-        fields: list[tuple[str, Node]] = []
-        if len(ch) == 4:
-            fi = ch[2]
-            for i in range(0, len(fi), 4):
-                fields.append((str(fi[i]), fi[i + 2][0]))
-        node = Struct(operand[1], operand[2], ".".join(reversed(parts)), fields)
-        return (node, operand[1], operand[2])
-
-    def literal(self, ch: list[Any]) -> Any:
-        tok = ch[0]
-        # Raw token positions, as lark's propagated meta gave the tree walker: celpy's lexer
-        # callback makes `true`/`false` tokens without a position, so theirs are None.
-        line, col = tok.line, tok.column
-        try:
-            value = literal_value(tok.type, str(tok))
-        except ValueError:
-            raise Fallback from None
-        return (Lit(line, col, value), line, col)
-
-    def ident(self, ch: list[Any]) -> Any:
-        tok = ch[0]
-        line, col = tok.line or 1, tok.column or 1
-        return (Ident(line, col, _ident(tok)), line, col, _NAME)
-
-    def dot_ident(self, ch: list[Any]) -> Any:
-        dot, tok = ch
-        line, col = dot.line or 1, dot.column or 1
-        return (Ident(line, col, "." + _ident(tok)), line, col, _NAME)
-
-    def ident_arg(self, ch: list[Any]) -> Any:
-        tok = ch[0]
-        line, col = tok.line or 1, tok.column or 1
-        args = _exprs(ch[2]) if len(ch) == 4 else []
-        return (Call(line, col, _ident(tok), args), line, col)
-
-    def dot_ident_arg(self, ch: list[Any]) -> Any:
-        dot, tok = ch[0], ch[1]
-        line, col = dot.line or 1, dot.column or 1
-        args = _exprs(ch[3]) if len(ch) == 5 else []
-        return (Call(line, col, "." + _ident(tok), args), line, col)
-
-    def paren_expr(self, ch: list[Any]) -> Any:
-        tok = ch[0]
-        return (ch[1][0], tok.line or 1, tok.column or 1)
-
-    def list_lit(self, ch: list[Any]) -> Any:
-        tok = ch[0]
-        line, col = tok.line or 1, tok.column or 1
-        items = _exprs(ch[1]) if len(ch) == 3 else []
-        return (ListLit(line, col, items), line, col)
-
-    def map_lit(self, ch: list[Any]) -> Any:
-        tok = ch[0]
-        line, col = tok.line or 1, tok.column or 1
-        entries: list[tuple[Node, Node]] = []
-        if len(ch) == 3:
-            mi = ch[1]
-            for i in range(0, len(mi), 4):
-                entries.append((mi[i][0], mi[i + 2][0]))
-        return (MapLit(line, col, entries), line, col)
-
-    # Lists: returned raw (separators included) for the rule that uses them.
-    def exprlist(self, ch: list[Any]) -> Any:
-        return ch
-
-    fieldinits = exprlist
-    mapinits = exprlist
-
-
-def _binop(fn: str) -> Any:
-    def op(self: _Callbacks, ch: list[Any]) -> Any:
-        return (fn, ch[0])
-
-    return op
-
-
-for _rule, _fn in _BINOPS.items():
-    setattr(_Callbacks, _rule, _binop(_fn))
-
-
-_lark: Lark | None = None
-
-
-def _parser() -> Lark:
-    global _lark
-    if _lark is None:
-        # The options of celpy's CELParser (same grammar, lexer, priorities, placeholders), but:
-        # all tokens kept so callbacks see where `(`, `[`, `!`... start; no propagated
-        # positions (the callbacks carry them); the transformer applied while parsing; and no
-        # debug (it only prints lark's state stack on a syntax error, which the fallback to
-        # celpy's own parser then prints anyway).
-        grammar = (Path(celpy.__file__).parent / "cel.lark").read_text()
-        _lark = Lark(
-            grammar,
-            parser="lalr",
-            start="expr",
-            debug=False,
-            g_regex_flags=re.M,
-            lexer_callbacks={"IDENT": CELParser.ambiguous_literals},
-            propagate_positions=False,
-            maybe_placeholders=False,
-            priority="invert",
-            keep_all_tokens=True,
-            transformer=_Callbacks(),
-        )
-    return _lark
+    def exprs(self, close: str) -> list[Node]:
+        """`[expr ("," expr)*] close`, after the opening bracket (no trailing comma)."""
+        if self.skip() == close:
+            self.pos += 1
+            return []
+        items = [self.expr()[0]]
+        while self.skip() == ",":
+            self.pos += 1
+            items.append(self.expr()[0])
+        self.expect(close)
+        return items
 
 
 def parse_fast(source: str) -> Node:
-    """The AST of `source`; `Fallback` (or any lark error) when the tree walker must decide."""
-    value = _parser().parse(source)
-    node: Node = value[0]
-    return node
+    """The AST of `source`; `Fallback` (or another exception) when the tree walker must decide."""
+    return _Parser(source).parse()
