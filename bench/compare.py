@@ -180,7 +180,7 @@ def grpc_section(
     nproc = len(cpus)
     configs: list[tuple[str, str | None, str | None, int]] = [
         # (label, server cpus, client cpus, pdp workers)
-        (f"shared {nproc} cores", None, None, args.workers or nproc),
+        (f"shared {nproc} cores", None, None, args.workers or 4 * nproc),
     ]
     if nproc >= 2:
         configs.append(
@@ -204,13 +204,6 @@ def grpc_section(
                 grpcload.pdp_payload,
                 grpcload.pdp_effects,
             ),
-            # A lever, not yet a server flag: each worker pinned to its own core.
-            (
-                "pdp-pinned",
-                lambda w, c, p, t: grpcload.pdp_server(w, c, p, t, pin_workers=True),
-                grpcload.pdp_payload,
-                grpcload.pdp_effects,
-            ),
         ]
         if cerbos is not None:
             servers.append(
@@ -229,8 +222,6 @@ def grpc_section(
                 results: dict[str, list[grpcload.LoadResult]] = {s[0]: [] for s in servers}
                 for _ in range(args.grpc_rounds):
                     for name, start, payload_of, effects_of in servers:
-                        if name == "pdp-pinned" and (workers < 2 or server_cpus is not None):
-                            continue
                         payload = payload_of(raw)
                         w = workers if name.startswith("pdp") else 0
                         with start(w, server_cpus, payload, tmp) as srv:
@@ -268,7 +259,6 @@ def grpc_section(
                     server_label = {
                         "pdp": f"pdp serve --workers {workers}",
                         "pdp-nocache": f"pdp serve --workers {workers} --decision-cache 0",
-                        "pdp-pinned": f"pdp serve --workers {workers}, each worker pinned to a core by the bench (lever)",
                     }.get(name, "Cerbos")
                     rows.append(
                         GrpcRow(
@@ -383,25 +373,18 @@ def render(
         cached = {
             (r.shape, r.pinning, r.concurrency): r
             for r in grpc_rows
-            if r.server.startswith("pdp")
-            and "--decision-cache 0" not in r.server
-            and "(lever)" not in r.server
+            if r.server.startswith("pdp") and "--decision-cache 0" not in r.server
         }
         fresh = {
             (r.shape, r.pinning, r.concurrency): r
             for r in grpc_rows
             if "--decision-cache 0" in r.server
         }
-        pinned = {
-            (r.shape, r.pinning, r.concurrency): r for r in grpc_rows if "(lever)" in r.server
-        }
         for r in grpc_rows:
             key = (r.shape, r.pinning, r.concurrency)
             ratio = "—"
             if not r.server.startswith("pdp") and key in cached and key in fresh:
                 ratio = f"{cached[key].rps / r.rps:.2f} / {fresh[key].rps / r.rps:.2f}"
-                if key in pinned:
-                    ratio += f" (lever: {pinned[key].rps / r.rps:.2f})"
             rounds = ", ".join(r.rounds)
             out.append(
                 f"| {r.server} | {r.shape} | {r.pinning} | {r.concurrency} | {r.rps:,.0f} | "
@@ -430,7 +413,10 @@ def main() -> None:
     ap.add_argument("--no-grpc", action="store_true", help="skip the gRPC servers")
     ap.add_argument("--no-scale", action="store_true", help="skip the 10,000-policy load")
     ap.add_argument(
-        "--workers", type=int, default=0, help="pdp serve workers when unpinned (nproc)"
+        "--workers",
+        type=int,
+        default=0,
+        help="pdp serve workers when client and server share the cores (4 x nproc)",
     )
     ap.add_argument("--clients", type=int, default=4, help="h2load -c (4)")
     ap.add_argument("--streams", type=int, default=8, help="h2load -m (8)")
@@ -529,13 +515,14 @@ def main() -> None:
         "precedes each run; figures are the round with the median req/s, rounds alternate servers. "
         "Server CPU µs/req is the server processes' user + system time over the run / requests "
         "(from /proc): the cost per call, which load from other processes moves far less than "
-        "req/s. With `--workers 2` the rounds column shows how that CPU split between the "
-        "workers: the kernel's SO_REUSEPORT hash spreads h2load's 4 connections 2:2, 3:1 or "
-        "4:0, and an uneven split (e.g. 75:25) idles part of a core.",
-        "The `(lever)` rows are not what `pdp serve` does today: after start, the bench pins each "
-        "worker process (all its threads) to its own core with sched_setaffinity, as the server "
-        "could at worker start. Unpinned, a worker's gRPC and pool threads migrate between the "
-        "cores and hand the GIL across them, which costs about twice the CPU per call.",
+        "req/s. With `--workers N` the rounds column shows how that CPU split between the "
+        "workers: the kernel's SO_REUSEPORT hash hands each of h2load's 4 connections to a "
+        "random worker. Each worker is pinned whole to one core (a worker whose threads "
+        "migrate between cores hands the GIL across them: about twice the CPU per call); with "
+        "more workers than cores the supervisor moves workers between cores every 0.5 s to "
+        "even out the cores' load (pdp/cli/_balance.py), so two connections that hashed to "
+        "different workers never wait on one core while the other idles. Connections that hash "
+        "to the same worker still share its one core: 4 x nproc workers make that rare.",
         "`pdp serve` has a decision cache on by default (`--decision-cache 10000`); since h2load "
         "repeats one body, every call is then a hit (the gateway case: the same question over "
         "and over). The `--decision-cache 0` rows decide every call afresh; Cerbos has no such "

@@ -176,11 +176,8 @@ def pdp_server(
     payload: bytes,
     tmp: Path,
     cache: int | None = None,
-    pin_workers: bool = False,
 ) -> Iterator[Server]:
-    """`pdp serve` on a free port; `cache` sets --decision-cache (None: the server's default).
-    `pin_workers` pins worker i (every thread of it) to the i-th available CPU once it is up:
-    what the server could do itself at worker start; measured here, not yet a server flag."""
+    """`pdp serve` on a free port; `cache` sets --decision-cache (None: the server's default)."""
     port = free_port()
     log = tmp / f"pdp-{port}.log"
     cmd = [
@@ -205,23 +202,9 @@ def pdp_server(
         if workers > 1:
             # Workers bind one by one; let every one come up before the load starts.
             time.sleep(1.5)
-        if pin_workers:
-            pin_session_workers(proc.pid)
         yield server
     finally:
         stop(server)
-
-
-def pin_session_workers(sid: int) -> None:
-    """Pin each worker process of session `sid` (not the supervisor) to its own CPU: all its
-    threads now; threads it starts later inherit the mask."""
-    cpus = sorted(os.sched_getaffinity(0))
-    workers = sorted(pid for pid in session_cpu(sid) if pid != sid)
-    for i, pid in enumerate(workers):
-        cpu = {cpus[i % len(cpus)]}
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(ProcessLookupError, FileNotFoundError):
-                os.sched_setaffinity(int(task.name), cpu)
 
 
 def cerbos_binary(install: bool = True) -> Path | None:
@@ -325,10 +308,18 @@ def run_h2load(
     tmp: Path,
     warmup: int = 500,
     server_session: int | None = None,
+    duration: float | None = None,
 ) -> LoadResult:
     """One h2load run. `server_session`: the server's session id, whose processes' CPU time
     over the run is reported per request — a figure that other load on the machine moves far
-    less than req/s."""
+    less than req/s.
+
+    `duration`: run for that many seconds (h2load -D) instead of `requests` calls. With -n,
+    h2load gives each connection an equal share of the calls and stops when the slowest
+    connection is done, so a server whose connections are served unevenly (`pdp serve
+    --workers N`: the kernel's SO_REUSEPORT hash) is measured at the pace of its busiest
+    worker while the others idle; with -D every connection keeps calling until the time is up,
+    as clients of a real server do, and the p99 still shows the busiest worker's latency."""
     body = tmp / f"body-{port}-{len(payload)}.bin"
     body.write_bytes(frame(payload))
     uri = f"http://127.0.0.1:{port}{method}"
@@ -352,8 +343,9 @@ def run_h2load(
     subprocess.run([*base, "-n", str(warmup), uri], capture_output=True, check=False, timeout=120)
     log = tmp / f"h2load-{port}.log"
     cpu0 = session_cpu(server_session) if server_session else {}
+    amount = ["-D", f"{duration:g}"] if duration else ["-n", str(requests)]
     out = subprocess.run(
-        [*base, "-n", str(requests), f"--log-file={log}", uri],
+        [*base, *amount, f"--log-file={log}", uri],
         capture_output=True,
         text=True,
         check=False,
@@ -368,6 +360,8 @@ def run_h2load(
     busy = sorted((t for t in per_proc.values() if t > 0.02 * cpu), reverse=True)
     split = tuple(t / cpu for t in busy) if cpu and cpu == cpu else ()
     succeeded = int(_grab(r"requests: .*?(\d+) succeeded", out))
+    if duration:
+        requests = int(_grab(r"requests: (\d+) total", out))
     rps = float(_grab(r"finished in [\d.]+\w+, ([\d.]+) req/s", out))
     data_bytes = int(_grab(r"traffic: .*\((\d+)\) data", out))
     durations = []

@@ -24,11 +24,15 @@ from types import FrameType
 
 from pdp.model.request import DEFAULT_LIMITS, Limits
 
+from ._balance import Balancer, initial_cpus
+
 log = logging.getLogger("pdp.serve")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # A worker that dies sooner than this after its start is failing, not crashing: give up.
 _MIN_WORKER_LIFETIME_S = 5.0
+# How often the supervisor re-balances workers over cores (when there are more than cores).
+_BALANCE_INTERVAL_S = 0.5
 
 # Limit flags: (flag, Limits field, help).
 _LIMIT_FLAGS = (
@@ -100,8 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-pin-workers",
         dest="pin_workers",
         action="store_false",
-        help="let the OS move workers between cores (default: with --workers N <= cores, "
-        "worker i runs on the i-th allowed core)",
+        help="let the OS move workers between cores (default: each worker runs on one core; "
+        "with more workers than cores, the supervisor moves workers to even the cores' load)",
     )
     run_.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, metavar="N", help="RPC threads per process"
@@ -338,8 +342,11 @@ def supervise(args: argparse.Namespace) -> int:
     cpus = sorted(os.sched_getaffinity(0))
     # A worker whose threads migrate between cores hands the GIL across them on every call;
     # measured here, pinning each worker to its own core nearly halves the CPU per call.
-    pin = args.pin_workers and args.workers <= len(cpus)
-    commands = [[*base, "--cpu", str(cpus[i])] if pin else base for i in range(args.workers)]
+    # With more workers than cores, the balancer moves pinned workers to even the cores out.
+    pin = args.pin_workers and len(cpus) > 1
+    placement = initial_cpus(args.workers, cpus)
+    balancer = Balancer(cpus) if pin and args.workers > len(cpus) else None
+    commands = [[*base, "--cpu", str(placement[i])] if pin else base for i in range(args.workers)]
     stopping = threading.Event()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -352,7 +359,13 @@ def supervise(args: argparse.Namespace) -> int:
         workers.append((subprocess.Popen(command), time.monotonic()))
     log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
     status = 0
+    next_balance = time.monotonic() + _BALANCE_INTERVAL_S
     while not stopping.wait(0.2):
+        if balancer is not None and time.monotonic() >= next_balance:
+            now = next_balance = time.monotonic()
+            next_balance += _BALANCE_INTERVAL_S
+            cores = balancer.step({p.pid: placement[i] for i, (p, _) in enumerate(workers)}, now)
+            placement = [cores.get(p.pid, placement[i]) for i, (p, _) in enumerate(workers)]
         for i, (proc, started) in enumerate(workers):
             code = proc.poll()
             if code is None:
@@ -363,7 +376,8 @@ def supervise(args: argparse.Namespace) -> int:
                 stopping.set()
                 break
             log.warning("worker %d exited with %d; restarting it", proc.pid, code)
-            workers[i] = (subprocess.Popen(commands[i]), time.monotonic())
+            command = [*base, "--cpu", str(placement[i])] if pin else base
+            workers[i] = (subprocess.Popen(command), time.monotonic())
     for proc, _ in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

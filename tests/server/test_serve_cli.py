@@ -142,3 +142,23 @@ def test_bad_policies_exit_1(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("apiVersion: pdp/v1\nkind: Nonsense\n")
     with pdp_serve("--policies", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}") as proc:
         assert proc.wait(30) == 1
+
+
+def test_more_workers_than_cores_are_each_pinned_to_one_core(policy_dir: Path) -> None:
+    """Each worker runs whole on one core; the supervisor's balancer moves them (its plan is
+    tested in tests/cli/test_balance.py)."""
+    port = free_port()
+    cpus = sorted(os.sched_getaffinity(0))
+    workers = len(cpus) + 1
+    with pdp_serve(
+        "--policies", str(policy_dir), "--listen", f"127.0.0.1:{port}", "--workers", str(workers)
+    ) as proc:
+        wait_serving(port, proc)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == workers
+        allowed = [_cpus_allowed(int(pid)) for pid in children]
+        if len(cpus) >= 2:
+            assert all(a in {str(c) for c in cpus} for a in allowed), allowed
+            assert len(set(allowed)) == len(cpus), allowed  # round-robin start: every core used
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
