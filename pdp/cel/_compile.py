@@ -9,12 +9,13 @@ CEL errors are Python exceptions; `&&`/`||`/macros catch them and treat them as 
 
 from __future__ import annotations
 
+import functools
 import itertools
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from types import CodeType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pdp.cel import _ast as A
@@ -131,13 +132,36 @@ _RUNTIME["_wrap"] = wrap_error
 _RUNTIME["_map"] = _map_build
 
 
+class _Block:
+    """The context manager of `Compiler.block`: a class, because a generator-based one was a
+    visible share of code generation (several blocks per expression)."""
+
+    __slots__ = ("comp", "counts", "step")
+
+    def __init__(self, comp: Compiler, counts: bool, indent: bool) -> None:
+        self.comp = comp
+        self.counts = counts
+        self.step = 1 if indent else 0
+
+    def __enter__(self) -> None:
+        self.comp.indent += self.step
+        if self.counts:
+            self.comp.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.comp.indent -= self.step
+        if self.counts:
+            self.comp.depth -= 1
+
+
 class Compiler(Operators):
     def __init__(self, env: CelEnv, source: str, names: frozenset[str]) -> None:
-        self.env = env
+        self._env = env
+        self.env_used = False  # did the result depend on the environment (see `env`)?
         self.source = source
         self.names = names  # extra activation names (conformance bindings)
         self.lines: list[str] = []
-        self.indent = 1
+        self.indent = 2  # inside `def _cel(act):` and its `try:`
         self.depth = 0
         self.globals: dict[str, Any] = dict(_RUNTIME)
         self._const_ids: dict[int, str] = {}
@@ -146,6 +170,14 @@ class Compiler(Operators):
         self.loads: set[str] = set()
         self.uses_time = False
         self.var_stack: list[str] = []
+
+    @property
+    def env(self) -> CelEnv:
+        """The environment; reading it marks the result as depending on it. An expression
+        that never reads it (no C., V., data., country()) compiles the same in every
+        environment, which lets `compile_cel` reuse it across a batch."""
+        self.env_used = True
+        return self._env
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -156,27 +188,29 @@ class Compiler(Operators):
         return f"_{base}{next(self.counter)}"
 
     def emit(self, line: str) -> None:
-        self.lines.append("    " * self.indent + line)
+        # One space per level: Python's compile() time grows (a little) with the text it reads.
+        self.lines.append(" " * self.indent + line)
 
-    @contextmanager
-    def block(self, counts: bool = True) -> Iterator[None]:
-        self.indent += 1
-        if counts:
-            self.depth += 1
-        try:
-            yield
-        finally:
-            self.indent -= 1
-            if counts:
-                self.depth -= 1
+    def block(self, counts: bool = True, indent: bool = True) -> _Block:
+        """`with self.block():` emits one indentation level deeper; `counts` when the level is
+        a try/for/while block (Python limits how many nest in one function). `indent=False`:
+        the same code at the same level (a block its caller decided to leave out)."""
+        return _Block(self, counts, indent)
 
     def const(self, value: Any) -> Code:
         kind = _kind_of_value(value)
         c = value.__class__
-        if value is None or c is bool or c is int or c is str or c is bytes:
+        if value is None or c is bool:
             return Code(repr(value), kind, True, value)
-        if c is float and math.isfinite(value):
-            return Code(repr(value), kind, True, value)
+        # Any other constant is a global of the function, never a literal in its text, so
+        # expressions that differ only in constants (`level >= 3`, `level >= 4`) generate the
+        # same Python text and share one compiled code object (`_code_for`). One name per
+        # occurrence: the text then depends on the expression's shape, not on which values
+        # happen to be equal.
+        if c is int or c is str or c is bytes or c is float:
+            name = self.tmp("k")
+            self.globals[name] = value
+            return Code(name, kind, True, value)
         key = id(value)
         name = self._const_ids.get(key)
         if name is None:
@@ -469,44 +503,68 @@ def _is_simple_local(expr: str) -> bool:
     return expr.isidentifier()
 
 
+@functools.lru_cache(maxsize=2048)
+def _code_for(text: str) -> CodeType:
+    """Python's compile() of a generated module, memoised by its text.
+
+    compile() is the largest cost of compiling an expression (~100-200 µs for a one-line
+    condition). Constants are globals (`Compiler.const`), so every expression of the same shape
+    has the same text: policy sets made of many similar policies compile each shape once. The
+    functions still differ: each gets its own globals. Bounded, so that a server reloading
+    policy sets keeps the code of at most this many shapes it no longer uses.
+    """
+    return compile(text, "<cel>", "exec")
+
+
+class Generated(NamedTuple):
+    fn: Callable[[Any], Any]
+    uses_time: bool
+    python_source: str
+    reads: frozenset[str]  # activation names it reads
+    env_used: bool  # False: the same in any environment (no C., V., data., country())
+
+
 def generate(
     env: CelEnv, source: str, ast: A.Node, *, require_bool: bool, names: frozenset[str]
-) -> tuple[Any, bool, str, frozenset[str]]:
-    """Return (function, uses_time, python source, activation names it reads)."""
+) -> Generated:
+    """Compile `ast` (parsed from `source`) to a Python function."""
     comp = Compiler(env, source, names)
-    code = comp.c(ast)
     body = comp.lines
-    if require_bool and code.kind != "bool":
-        body.append(f"    _res = {code.expr}")
-        body.append("    return _res if _res.__class__ is bool else _want_bool(_res)")
+    if isinstance(ast, A.Call) and ast.fn in ("_&&_", "_||_") and ast.target is None:
+        comp.logic(ast, tail=True)  # the usual condition: it returns its result itself
     else:
-        body.append(f"    return {code.expr}")
-    head = ["def _cel(act):", "  try:"]
+        code = comp.c(ast)
+        if require_bool and code.kind != "bool":
+            body.append(f"  _res = {code.expr}")
+            body.append("  return _res if _res.__class__ is bool else _want_bool(_res)")
+        else:
+            body.append(f"  return {code.expr}")
+    head = ["def _cel(act):", " try:"]
     for name in sorted(comp.loads):
         if name == "now":
-            head.append("    now = _now(act)")
+            head.append("  now = _now(act)")
         else:
-            head.append(f"    {_local(name)} = act[{name!r}]")
+            head.append(f"  {_local(name)} = act[{name!r}]")
     text = "\n".join(
         [
             *head,
             *body,
-            "  except _CelEvalError:",
-            "    raise",
-            "  except Exception as _e:",
-            "    raise _wrap(_e) from None",
+            " except _CelEvalError:",
+            "  raise",
+            " except Exception as _e:",
+            "  raise _wrap(_e) from None",
         ]
     )
     glb = comp.globals
     limit = sys.getrecursionlimit()
     try:
         sys.setrecursionlimit(max(limit, 20000))
-        exec(compile(text, "<cel>", "exec"), glb)
+        exec(_code_for(text), glb)
     except (SyntaxError, RecursionError, MemoryError, ValueError) as e:
         raise CelCompileError(f"expression too complex to compile ({e})", source, 1, 1) from None
     finally:
         sys.setrecursionlimit(limit)
-    return glb["_cel"], comp.uses_time, text, frozenset(comp.loads)
+    return Generated(glb["_cel"], comp.uses_time, text, frozenset(comp.loads), comp.env_used)
 
 
 __all__ = ["datetime", "generate", "timedelta"]

@@ -29,7 +29,9 @@ def _code(*args: Any) -> Code:
 class Operators(_Base):
     # --- operators --------------------------------------------------------------------------
 
-    def logic(self, node: A.Call) -> Code:
+    def logic(self, node: A.Call, tail: bool = False) -> Code:
+        """`&&`/`||`. With `tail` (the whole expression), emit `return`s instead of assigning a
+        result: shorter Python, which is what Python's compile() time goes by."""
         is_and = node.fn == "_&&_"
         stop, go = ("False", "True") if is_and else ("True", "False")
         out = self.tmp("r")
@@ -38,25 +40,41 @@ class Operators(_Base):
             # A flat chain: one pass that stops at the first absorbing value, so long
             # `a && b && c ...` chains do not nest Python blocks.
             temps: list[str] = []
-            self.emit("while True:")
-            with self.block():
+            if not tail:
+                self.emit("while True:")
+            with self.block(counts=not tail, indent=not tail):
                 for op in operands:
                     t = self.guarded(op)
                     temps.append(t)
                     self.emit(f"if {t} is {stop}:")
                     with self.block(counts=False):
-                        self.emit(f"{out} = {stop}")
-                        self.emit("break")
+                        if tail:
+                            self.emit(f"return {stop}")
+                        else:
+                            self.emit(f"{out} = {stop}")
+                            self.emit("break")
                 all_go = " and ".join(f"{t} is {go}" for t in temps)
-                self.emit(
-                    f"{out} = {go} if {all_go} else _logic_error({node.fn!r}, {', '.join(temps)})"
-                )
-                self.emit("break")
+                result = f"{go} if {all_go} else _logic_error({node.fn!r}, {', '.join(temps)})"
+                if tail:
+                    self.emit(f"return {result}")
+                else:
+                    self.emit(f"{out} = {result}")
+                    self.emit("break")
             return _code(out, "bool")
         a = self.guarded(operands[0])
         self.emit(f"if {a} is {stop}:")
         with self.block(counts=False):
-            self.emit(f"{out} = {stop}")
+            self.emit(f"return {stop}" if tail else f"{out} = {stop}")
+        if tail:
+            b = self.guarded(operands[1])
+            self.emit(f"if {b} is {stop}:")
+            with self.block(counts=False):
+                self.emit(f"return {stop}")
+            self.emit(
+                f"return {go} if {a} is {go} and {b} is {go} "
+                f"else _logic_error({node.fn!r}, {a}, {b})"
+            )
+            return _code(out, "bool")
         self.emit("else:")
         with self.block(counts=False):
             b = self.guarded(operands[1])

@@ -260,3 +260,39 @@ def test_message_construction_on_a_literal_is_a_compile_error(source: str) -> No
     with pytest.raises(CelCompileError) as info:
         compile_cel(source, CelEnv())
     assert "^" in str(info.value)
+
+
+def test_same_shape_shares_code_not_constants() -> None:
+    # Constants are globals of each function, so expressions that differ only in constants
+    # compile to one code object; each function still sees its own values.
+    env = CelEnv()
+    srcs = [
+        "resource.attr.level >= 3.0 && principal.id == 'alice' && [1, 2][0] == 1",
+        "resource.attr.level >= 4.0 && principal.id == 'bob' && [1, 2][0] == 1",
+        "resource.attr.level >= 3.0 && principal.id == 'alice' && [7, 2][0] == 7",
+    ]
+    fns = [compile_cel_bool(s, env) for s in srcs]
+    codes = {type(f).__call__.__code__ for f in fns}  # type: ignore[attr-defined]
+    assert len(codes) == 1
+    assert [f(act()) for f in fns] == [True, False, True]
+    bob = act(principal={**act()["principal"], "id": "bob"})
+    assert [f(bob) for f in fns] == [False, False, False]
+    bob["resource"]["attr"]["level"] = 4.0
+    assert [f(bob) for f in fns] == [False, True, False]
+
+
+def test_batch_shares_only_environment_independent_expressions() -> None:
+    from pdp.cel import batch
+
+    one, two = CelEnv(constants={"n": 1}), CelEnv(constants={"n": 2})
+    with batch():
+        a, b = (
+            compile_cel_bool("principal.id == 'alice'", one),
+            compile_cel_bool("principal.id == 'alice'", two),
+        )
+        assert a is b  # reads nothing from its environment: one compiled object
+        c, d = compile_cel("C.n", one), compile_cel("C.n", two)
+        assert c is not d and (c(act()), d(act())) == (1, 2)
+        # require_bool is part of the key
+        assert compile_cel("principal.id == 'alice'", one) is not a
+    assert compile_cel_bool("principal.id == 'alice'", one) is not a  # batch over: no sharing
