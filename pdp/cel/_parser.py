@@ -75,6 +75,7 @@ _IDENT = re.compile("[_a-zA-Z][_a-zA-Z0-9]*")
 _IDENT_CHAR = frozenset("_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 # Ignored text: lark's WHITESPACE and COMMENT (`.` stops at "\n" only, so a "\r" is commented).
 _SKIP = re.compile(r"(?:[\t\n\f\r ]+|//.*)*")
+_SKIP_START = frozenset("\t\n\f\r /")
 
 # Binary operators after an operand: text -> (precedence, CEL function). All left-associative.
 _BINARY: dict[str, tuple[int, str]] = {
@@ -118,7 +119,11 @@ class _Parser:
 
     def skip(self) -> str:
         """Skip ignored text; the next character ("" at the end)."""
-        m = _SKIP.match(self.src, self.pos)
+        pos = self.pos
+        c = self.src[pos : pos + 1]
+        if c not in _SKIP_START:  # most calls: no regex needed
+            return c
+        m = _SKIP.match(self.src, pos)
         pos = self.pos = m.end()  # type: ignore[union-attr]  # the pattern matches ""
         return self.src[pos : pos + 1]
 
