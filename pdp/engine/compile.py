@@ -7,7 +7,6 @@ raised together as `PolicyErrors`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -158,20 +157,18 @@ def _group(op: str, fns: list[CondFn]) -> CondFn:
     return none_
 
 
-def _with_decision(rule: CompiledRule) -> CompiledRule:
-    """The rule with the decision it makes when it matches without errors."""
-    reasons = (rule.reason,) if rule.reason else ()
-    if rule.stage == "allow":
-        made = ActionDecision(
-            effect=ALLOW,
-            policy=rule.policy,
-            rule=rule.id,
-            reasons=reasons,
-            obligations=rule.obligations,
+def _decision(
+    policy: str, rule_id: str, stage: str, reason: str, obligations: Mapping[str, Any]
+) -> ActionDecision:
+    """The decision a rule makes when it matches without errors (made once, shared). Passed to
+    `CompiledRule(decision=...)` directly: a `dataclasses.replace` per rule was a visible
+    cost at 10,000 policies."""
+    reasons = (reason,) if reason else ()
+    if stage == "allow":
+        return ActionDecision(
+            effect=ALLOW, policy=policy, rule=rule_id, reasons=reasons, obligations=obligations
         )
-    else:
-        made = ActionDecision(effect=DENY, policy=rule.policy, rule=rule.id, reasons=reasons)
-    return dataclasses.replace(rule, decision=made)
+    return ActionDecision(effect=DENY, policy=policy, rule=rule_id, reasons=reasons)
 
 
 def _roles(roles: Iterable[str] | None) -> frozenset[str] | None:
@@ -219,8 +216,9 @@ def _compile_policy_set(source: PolicySource) -> PolicySet:
                 reason=rule.reason,
                 condition_source=text,
                 uses_time=uses_time,
+                decision=_decision(g.id, rule.id, "guard", rule.reason, {}),
             )
-            guard_rules.append((g, rule, _with_decision(compiled)))
+            guard_rules.append((g, rule, compiled))
             rule_refs.append(RuleRef(g.id, rule.id, "guard", g.file, rule.location.line))
 
     kinds: dict[str, CompiledKind] = {}
@@ -319,6 +317,7 @@ def _compile_resource_policy(
     compiled_rules: list[tuple[tuple[str, ...], CompiledRule]] = []
     for rule in p.rules:
         fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
+        obligations = dict(rule.obligations)
         compiled_rules.append(
             (
                 rule.actions,
@@ -330,16 +329,16 @@ def _compile_resource_policy(
                     derived_roles=derived_for(rule.derived_roles),
                     condition=fn,
                     reason=rule.reason,
-                    obligations=dict(rule.obligations),
+                    obligations=obligations,
                     condition_source=text,
                     uses_time=uses_time,
                     derived_only=rule.roles is None and bool(rule.derived_roles),
+                    decision=_decision(p.id, rule.id, rule.effect, rule.reason, obligations),
                 ),
             )
         )
         rule_refs.append(RuleRef(p.id, rule.id, rule.effect, p.file, rule.location.line))
 
-    compiled_rules = [(acts, _with_decision(c)) for acts, c in compiled_rules]
     cross: list[tuple[tuple[str, ...], CompiledRule]] = []
     for rule in p.cross_tenant:
         fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
