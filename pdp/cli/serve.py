@@ -33,6 +33,8 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 _MIN_WORKER_LIFETIME_S = 5.0
 # How often the supervisor re-balances workers over cores (when there are more than cores).
 _BALANCE_INTERVAL_S = 0.5
+# The cores this process was allowed before `serve` pinned it (None until then).
+_MACHINE_CPUS: frozenset[int] | None = None
 
 # Limit flags: (flag, Limits field, help).
 _LIMIT_FLAGS = (
@@ -104,8 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-pin-workers",
         dest="pin_workers",
         action="store_false",
-        help="let the OS move workers between cores (default: each worker runs on one core; "
-        "with more workers than cores, the supervisor moves workers to even the cores' load)",
+        help="let the OS move the server's threads between cores (default: each worker, or "
+        "the one server, runs on one core; with more workers than cores, the supervisor "
+        "moves workers to even the cores' load)",
     )
     run_.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, metavar="N", help="RPC threads per process"
@@ -219,9 +222,29 @@ def _observer(args: argparse.Namespace, holder):  # -> Observer | None
     Raises ValueError (a bad flag, mask path or OTEL_* setting) or OSError (a log file or the
     Prometheus port cannot be opened).
     """
-    from pdp.telemetry.cli import observer_from_args
+    from pdp.telemetry.cli import observer_from_args, options_from_args
 
-    return observer_from_args(args, holder)
+    options = options_from_args(args)
+    if not options.enabled:
+        return None
+    cpus = os.sched_getaffinity(0) if _MACHINE_CPUS is None else _MACHINE_CPUS
+    mode = args.telemetry_writer
+    if mode == "thread" or (mode == "auto" and len(cpus) < 2):
+        return observer_from_args(args, holder)
+    from pdp.server.wire import encode_observation
+    from pdp.telemetry.offload import OffloadObserver
+
+    # The writer runs on the cores this server is not pinned to (all of them when unpinned).
+    own = os.sched_getaffinity(0)
+    others = cpus - own if len(own) == 1 and len(cpus) > 1 else cpus
+    observer = OffloadObserver(
+        options,
+        encode=encode_observation,
+        child=[sys.executable, "-m", "pdp.cli.telemetry_writer"],
+        cpus=others,
+    )
+    observer.watch_holder(holder)
+    return observer
 
 
 def _ext_authz(args: argparse.Namespace, holder, config, observer):  # -> ServiceRegistrar
@@ -260,9 +283,18 @@ def serve(args: argparse.Namespace) -> int:
 
     from ._common import print_policy_errors
 
-    if args.cpu is not None:
+    global _MACHINE_CPUS
+    _MACHINE_CPUS = frozenset(os.sched_getaffinity(0))  # before pinning: the writer's cores
+    cpu = args.cpu
+    if cpu is None and args.pin_workers and args.workers == 1:
+        # A lone server is one GIL too: its threads on one core spend about half the CPU per
+        # call they spend handing the GIL between cores. The last core: other processes
+        # started without pinning tend to land on the first.
+        cpus = sorted(os.sched_getaffinity(0))
+        cpu = cpus[-1] if len(cpus) > 1 else None
+    if cpu is not None:
         # Before any thread exists, so every thread of this worker inherits it.
-        os.sched_setaffinity(0, {args.cpu})
+        os.sched_setaffinity(0, {cpu})
     config = _server_config(args)
     if isinstance(config, str):
         return _fail(config)
@@ -346,7 +378,10 @@ def supervise(args: argparse.Namespace) -> int:
     pin = args.pin_workers and len(cpus) > 1
     placement = initial_cpus(args.workers, cpus)
     balancer = Balancer(cpus) if pin and args.workers > len(cpus) else None
-    commands = [[*base, "--cpu", str(placement[i])] if pin else base for i in range(args.workers)]
+    commands = [
+        [*base, "--cpu", str(placement[i])] if pin else [*base, "--no-pin-workers"]
+        for i in range(args.workers)
+    ]
     stopping = threading.Event()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -376,7 +411,7 @@ def supervise(args: argparse.Namespace) -> int:
                 stopping.set()
                 break
             log.warning("worker %d exited with %d; restarting it", proc.pid, code)
-            command = [*base, "--cpu", str(placement[i])] if pin else base
+            command = [*base, "--cpu", str(placement[i])] if pin else [*base, "--no-pin-workers"]
             workers[i] = (subprocess.Popen(command), time.monotonic())
     for proc, _ in workers:
         if proc.poll() is None:

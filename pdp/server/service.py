@@ -111,6 +111,8 @@ class _ObservedCheck:
         "latency_s",
         "metadata",
         "start_time",
+        "wire_reply",
+        "wire_request",
     )
 
     rpc = CHECK_RPC
@@ -125,7 +127,13 @@ class _ObservedCheck:
         metadata: tuple[tuple[str, str | bytes], ...],
         start_time: float,
         latency_s: float,
+        wire_request: bytes,
+        wire_reply: bytes | None,
     ) -> None:
+        # The call's own bytes, for a telemetry writer in another process (pdp.server.wire):
+        # they need no conversion here, and the request and response are rebuilt there.
+        self.wire_request = wire_request
+        self.wire_reply = wire_reply
         self._hit = request if type(request) is _CacheHit else None
         self._request = None if self._hit is not None else request
         self._response = response
@@ -278,10 +286,10 @@ class DecisionService:
             out, request, response = self._decide(data, observed=True)
         except Exception as exc:
             status = status_for(exc, CHECK_RPC)
-            self._observe(context, None, None, status, start, t0)
+            self._observe(context, None, None, status, start, t0, data, None)
             context.abort_with_status(status)
             raise
-        self._observe(context, request, response, None, start, t0)
+        self._observe(context, request, response, None, start, t0, data, out)
         return out
 
     def _observe(
@@ -292,6 +300,8 @@ class DecisionService:
         status: grpc.Status | None,
         start: float,
         t0: float,
+        data: bytes,
+        out: bytes | None,
     ) -> None:
         record = _ObservedCheck(
             request,
@@ -303,6 +313,8 @@ class DecisionService:
             context.invocation_metadata(),  # type: ignore[arg-type]
             start,
             time.perf_counter() - t0,
+            data,
+            out,
         )
         try:
             # Structurally a CheckObservation (same attributes), read lazily by the observer.

@@ -55,6 +55,14 @@ def add_telemetry_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"decisions queued for the log writer before records are dropped ({DEFAULT_QUEUE_SIZE})",
     )
     g.add_argument(
+        "--telemetry-writer",
+        choices=("auto", "process", "thread"),
+        default="auto",
+        help="where records, spans and metrics are built and written: a separate process on "
+        "the other cores, or a thread of the server; auto = process when the server may use "
+        "more than one core",
+    )
+    g.add_argument(
         "--decision-log-max-bytes",
         type=int,
         default=DEFAULT_MAX_BYTES,

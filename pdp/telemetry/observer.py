@@ -100,6 +100,12 @@ class TelemetryObserver:
             return
         self._queue.append(record)
 
+    def add_dropped(self, n: int) -> None:
+        """Count `n` observations dropped before they reached this observer (by the server
+        process of an `OffloadObserver`): reported like this queue's own drops."""
+        with self._drop_lock:
+            self._dropped += n
+
     # -- bundle events (called by whoever loads bundles) ---------------------------------------
 
     def watch_holder(self, holder: EngineHolder) -> None:

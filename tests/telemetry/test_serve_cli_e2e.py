@@ -51,7 +51,8 @@ def wait_serving(port: int, proc: subprocess.Popen[str], timeout: float = 30) ->
 
 
 @pytest.mark.skipif(not REQUEST.exists(), reason="example policies not present")
-def test_pdp_serve_writes_the_decision_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_pdp_serve_writes_the_decision_log(tmp_path: Path, writer: str) -> None:
     log_file = tmp_path / "decisions.jsonl"
     port = free_port()
     request = json.loads(REQUEST.read_text())
@@ -65,6 +66,7 @@ def test_pdp_serve_writes_the_decision_log(tmp_path: Path) -> None:
             "--decision-log", str(log_file),
             "--mask", "principal.attr.email",
             "--otel", "off",
+            "--telemetry-writer", writer,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

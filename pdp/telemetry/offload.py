@@ -1,0 +1,325 @@
+"""The decision log and tracing written by a separate process: the server keeps only a queue.
+
+Building a record, its span and its metrics is Python work that holds the GIL the serving
+threads need: on one core it cost about a third of a server's throughput however it was
+trimmed. Here the server's observer does what the in-process one does on the request path (an
+append to a bounded deque, or a counted drop) and a feeder thread turns each observation into
+plain bytes and strings (`encode`, supplied by the server, which knows its own wire format:
+for a Check, the request and reply bytes it already has) and pipes them in batches to a
+writer process. That process runs the ordinary `TelemetryObserver` (same records, masking,
+spans, metrics, sinks), on the cores the server is not pinned to. What a Go server gets from
+goroutines on other cores, this gets from a process.
+
+Backpressure, not loss, between the two: the writer process stops reading while its own queue
+is half full, the pipe fills, the feeder blocks, the server's deque fills, and only then are
+observations dropped, counted on the request path and reported by the writer (metric and
+periodic warning). `close()` sends everything queued and waits for the writer to flush.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import IO, TYPE_CHECKING, Any
+
+from pdp.telemetry.config import TelemetryOptions
+
+if TYPE_CHECKING:
+    from pdp.engine.engine import Engine
+    from pdp.engine.holder import EngineHolder
+    from pdp.telemetry.observation import Observation
+    from pdp.telemetry.observer import TelemetryObserver
+
+log = logging.getLogger("pdp.telemetry")
+
+# Observations pickled and written at once: one pipe write per batch, not per call.
+MAX_BATCH = 512
+# How long the idle feeder sleeps between looks at the queue (a record's extra delay).
+POLL_INTERVAL_S = 0.02
+# How long `close()` waits for the writer process to flush and exit.
+CLOSE_TIMEOUT_S = 30.0
+# How long the server waits for the writer process to open its sinks and exporters.
+START_TIMEOUT_S = 60.0
+_LENGTH = struct.Struct(">I")
+
+Encode = Callable[["Observation"], Any]
+Decode = Callable[[Any], "Observation"]
+
+
+class WriterProcessError(OSError):
+    """The writer process could not start (its sinks, exporters or endpoint failed)."""
+
+
+class OffloadObserver:
+    """The server's observer (`on_check`, `close`, `watch_holder`, `record_bundle_failure`)
+    whose records are written by a child process running `child_main`."""
+
+    def __init__(
+        self,
+        options: TelemetryOptions,
+        *,
+        encode: Encode,
+        child: list[str],
+        cpus: Iterable[int] | None = None,
+    ) -> None:
+        """`child`: the argv that runs `child_main` with the matching `decode`; `cpus`: the
+        cores the writer process may use (None: the server's own)."""
+        if options.extra_sinks:
+            raise ValueError("extra sinks live in this process: use TelemetryObserver")
+        self._encode = encode
+        self._max = options.queue_size
+        self._queue: deque[Observation] = deque()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
+        self._dropped = 0
+        self._sent_drops = 0
+        self._write_lock = threading.Lock()  # feeder and bundle events share the pipe
+        self._broken = False
+        ready_r, ready_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [*child, str(ready_w)], stdin=subprocess.PIPE, pass_fds=(ready_w,)
+            )
+        finally:
+            os.close(ready_w)
+        assert self._proc.stdin is not None
+        self._pipe: IO[bytes] = self._proc.stdin
+        header = (options, sorted(cpus) if cpus is not None else None, log.getEffectiveLevel())
+        try:
+            self._send(header)
+            answer = _read_ready(ready_r, self._proc)
+        finally:
+            os.close(ready_r)
+        if answer != "ok":
+            self._proc.kill()
+            self._proc.wait()
+            raise WriterProcessError(answer or "telemetry writer process exited at start")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pdp-decision-feed", daemon=True)
+        self._thread.start()
+
+    # -- request threads ---------------------------------------------------------------------
+
+    def on_check(self, record: Observation) -> None:
+        if self._closed or len(self._queue) >= self._max:
+            with self._drop_lock:
+                self._dropped += 1
+            return
+        self._queue.append(record)
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # -- bundle events -------------------------------------------------------------------------
+
+    def watch_holder(self, holder: EngineHolder) -> None:
+        holder.on_swap(self._activated)
+        if holder.current is not None:
+            self._activated(holder.current)
+        original = holder.record_failure
+
+        def record_failure(error: str) -> None:
+            original(error)
+            self.record_bundle_failure(error)
+
+        holder.record_failure = record_failure  # type: ignore[method-assign]
+
+    def _activated(self, engine: Engine) -> None:
+        self._post(("bundle", getattr(engine, "bundle", None)))
+
+    def record_bundle_failure(self, error: str = "") -> None:
+        self._post(("bundle_failed",))
+
+    # -- feeder thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.is_set()  # read before draining: nothing queued is left behind
+            self._drain()
+            if stopping:
+                return
+            self._stop.wait(POLL_INTERVAL_S)
+
+    def _drain(self) -> None:
+        while self._queue or self._dropped != self._sent_drops:
+            batch = []
+            while self._queue and len(batch) < MAX_BATCH:
+                obs = self._queue.popleft()
+                try:
+                    batch.append(self._encode(obs))
+                except Exception:
+                    log.exception("observation could not be encoded for the writer process")
+            drops = self._dropped
+            delta, self._sent_drops = drops - self._sent_drops, drops
+            if not self._post(("batch", delta, batch)):
+                return
+
+    def _post(self, message: Any) -> bool:
+        with self._write_lock:
+            if self._broken:
+                return False
+            try:
+                self._send(message)
+            except (OSError, ValueError):
+                self._broken = True
+                log.error(
+                    "telemetry writer process is gone (exit code %s): decision records and "
+                    "spans are no longer written",
+                    self._proc.poll(),
+                )
+                return False
+        return True
+
+    def _send(self, message: Any) -> None:
+        data = pickle.dumps(message, protocol=5)
+        self._pipe.write(_LENGTH.pack(len(data)) + data)
+        self._pipe.flush()
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop intake, send everything queued, and wait for the writer process to flush."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._thread.join(CLOSE_TIMEOUT_S)
+        self._drain()  # what a request thread appended after the feeder's last look
+        self._post(("close",))
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+        try:
+            code = self._proc.wait(CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("telemetry writer did not finish within %.0fs", CLOSE_TIMEOUT_S)
+            self._proc.kill()
+            self._proc.wait()
+            return
+        if code:
+            log.warning("telemetry writer process exited with %d", code)
+
+
+def _read_ready(fd: int, proc: subprocess.Popen[bytes]) -> str:
+    """The child's first words on the ready pipe: "ok", or why it could not start."""
+    chunks = []
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+        while time.monotonic() < deadline:
+            chunk = f.read(4096)
+            if not chunk:  # the child closed it: started, or died
+                break
+            chunks.append(chunk)
+            if b"\n" in chunk:
+                break
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
+# -- the writer process --------------------------------------------------------------------------
+
+
+class _Engine:
+    """What `Metrics.bundle_activated` reads of an engine: its bundle."""
+
+    __slots__ = ("bundle",)
+
+    def __init__(self, bundle: Any) -> None:
+        self.bundle = bundle
+
+
+def child_main(decode: Decode, ready_fd: int, stdin: IO[bytes] | None = None) -> int:
+    """Read the header and then batches from stdin; write them with a `TelemetryObserver`."""
+    from pdp.telemetry.setup import build_observer
+
+    # The server ends this process by closing the pipe, after its own graceful stop: a Ctrl-C
+    # or SIGTERM sent to the whole process group must not cut the flush short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    ready = os.fdopen(ready_fd, "w")
+    header = _receive(stream)
+    if header is None:
+        return 1
+    options, cpus, level = header
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+    )
+    if cpus:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, set(cpus))
+    try:
+        observer = build_observer(replace(options, extra_sinks=()))
+    except (OSError, ValueError) as exc:
+        ready.write(f"{exc}\n")
+        ready.close()
+        return 1
+    ready.write("ok\n")
+    ready.close()
+    try:
+        _serve(observer, decode, stream, options.queue_size)
+    finally:
+        observer.close()
+    return 0
+
+
+def _serve(observer: TelemetryObserver, decode: Decode, stream: IO[bytes], queue_size: int) -> None:
+    high_water = max(1, queue_size // 2)
+    metrics = observer._metrics
+    while True:
+        message = _receive(stream)
+        if message is None or message[0] == "close":
+            return
+        kind = message[0]
+        if kind == "batch":
+            _, drops, batch = message
+            if drops:
+                observer.add_dropped(drops)
+            for item in batch:
+                while observer.pending >= high_water:
+                    time.sleep(0.002)  # backpressure: the pipe fills, the server queue fills
+                try:
+                    observer.on_check(decode(item))
+                except Exception:
+                    log.exception("observation from the server could not be decoded")
+        elif kind == "bundle" and metrics is not None:
+            metrics.bundle_activated(_Engine(message[1]))  # type: ignore[arg-type]
+        elif kind == "bundle_failed":
+            observer.record_bundle_failure()
+
+
+def _receive(stream: IO[bytes]) -> Any:
+    head = _read_exactly(stream, _LENGTH.size)
+    if head is None:
+        return None
+    body = _read_exactly(stream, _LENGTH.unpack(head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+__all__ = ["OffloadObserver", "WriterProcessError", "child_main"]

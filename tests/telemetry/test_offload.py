@@ -1,0 +1,184 @@
+"""The telemetry writer process: observations cross the pipe as the server's own bytes, records
+come out masked and complete, drops are counted, shutdown loses nothing, metrics cross too."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pdp.client._convert import request_to_proto
+from pdp.engine.holder import EngineHolder
+from pdp.model.decision import BundleInfo
+from pdp.model.request import DEFAULT_LIMITS
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
+from pdp.server.convert import request_from_proto, response_to_proto
+from pdp.server.wire import decode_observation, encode_observation
+from pdp.telemetry import TelemetryOptions
+from pdp.telemetry.offload import OffloadObserver, WriterProcessError
+
+from .conftest import TOKEN, TRACE_ID, TRACEPARENT, request_dict, response_for
+
+CHILD = [sys.executable, "-m", "pdp.cli.telemetry_writer"]
+METADATA = (
+    ("traceparent", TRACEPARENT),
+    ("authorization", f"Bearer {TOKEN}"),
+    ("user-agent", "grpc-python/1.60"),
+)
+
+
+def wire_obs(decision_id: str = "dec-1", *, failed: bool = False) -> SimpleNamespace:
+    """What the decision service's observation offers: its request and reply bytes."""
+    raw = request_dict()
+    data = request_to_proto(
+        raw["principal"], raw["resources"], raw["context"], request_id=raw["request_id"]
+    ).SerializeToString()
+    request = request_from_proto(pb.CheckRequest.FromString(data), DEFAULT_LIMITS)
+    reply = response_to_proto(response_for(request, decision_id)).SerializeToString()
+    return SimpleNamespace(
+        rpc="/pdp.v1.DecisionService/Check",
+        wire_request=data,
+        wire_reply=None if failed else reply,
+        error_code="UNAVAILABLE" if failed else "",
+        error_message="no bundle loaded" if failed else "",
+        peer="ipv4:127.0.0.1:40000",
+        peer_identity="spiffe://example.org/gateway",
+        metadata=METADATA,
+        start_time=time.time(),
+        latency_s=0.0004,
+    )
+
+
+def test_the_wire_form_rebuilds_the_servers_request_and_response() -> None:
+    obs = wire_obs()
+    item = encode_observation(obs)
+    back = decode_observation(item)
+    request = request_from_proto(pb.CheckRequest.FromString(obs.wire_request), DEFAULT_LIMITS)
+    assert back.request == request
+    assert back.response == response_for(request, "dec-1")
+    # Same action order as the engine's answer, though a protobuf map does not keep it.
+    assert [list(r.actions) for r in back.response.results] == [["read", "delete"], ["read"]]
+    assert back.metadata == (("traceparent", TRACEPARENT),)
+    assert (back.peer, back.peer_identity, back.latency_s) == (
+        obs.peer,
+        obs.peer_identity,
+        obs.latency_s,
+    )
+
+
+def test_a_failed_call_crosses_without_request_or_response() -> None:
+    back = decode_observation(encode_observation(wire_obs(failed=True)))
+    assert back.request is None and back.response is None
+    assert (back.error_code, back.error_message) == ("UNAVAILABLE", "no bundle loaded")
+
+
+def test_other_observations_cross_whole(make_obs: Any) -> None:
+    obs = make_obs()  # as the ext_authz servicer makes them: model objects, no bytes
+    back = decode_observation(encode_observation(obs))
+    assert back.request == obs.request and back.response == obs.response
+    assert back.metadata == (("traceparent", TRACEPARENT),)
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_record_is_written_masked_and_nothing_is_lost_on_close(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    options = TelemetryOptions(
+        decision_log=(str(log),), mask=("principal.attr.email",), otel=False, queue_size=100_000
+    )
+    observer = OffloadObserver(options, encode=encode_observation, child=CHILD)
+    n = 3000
+    for i in range(n):
+        observer.on_check(wire_obs(f"dec-{i}"))
+    observer.close()  # at once: whatever is still queued or in the pipe must be written
+    got = records(log)
+    assert [r["decision_id"] for r in got] == [f"dec-{i}" for i in range(n)]
+    assert observer.dropped == 0
+    text = log.read_text()
+    assert TOKEN not in text and "alice@acme.example" not in text
+    assert got[0]["trace_id"] == TRACE_ID
+    assert got[0]["caller"] == {
+        "address": "ipv4:127.0.0.1:40000",
+        "identity": "spiffe://example.org/gateway",
+    }
+
+
+def test_a_full_queue_drops_and_counts_and_the_writer_warns(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "decisions.jsonl"
+    options = TelemetryOptions(decision_log=(str(log),), otel=False, queue_size=1)
+    observer = OffloadObserver(options, encode=encode_observation, child=CHILD)
+    n = 2000
+    for i in range(n):
+        observer.on_check(wire_obs(f"dec-{i}"))  # never blocks: appends or counts a drop
+    observer.close()
+    written = len(records(log))
+    assert observer.dropped > 0
+    assert written + observer.dropped == n
+    err = capfd.readouterr().err
+    assert f"total dropped {observer.dropped}" in err, err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in ("pdp_bundle_activations_total", "pdp_bundle_failures_total"):
+                out[s.name] = out.get(s.name, 0) + s.value
+            if s.name == "pdp_decisions_total":
+                out[f"decisions:{s.labels['effect']}"] = s.value
+    return out
+
+
+def test_decision_and_bundle_metrics_are_kept_by_the_writer_process() -> None:
+    port = free_port()
+    options = TelemetryOptions(otel=False, prometheus=f"127.0.0.1:{port}")
+    observer = OffloadObserver(options, encode=encode_observation, child=CHILD)
+    try:
+        holder = EngineHolder()
+        observer.watch_holder(holder)
+        holder.swap(SimpleNamespace(bundle=BundleInfo("platform", "1.0.0", "r1")))  # type: ignore[arg-type]
+        holder.record_failure("signature refused")
+        for i in range(3):
+            observer.on_check(wire_obs(f"dec-{i}"))
+        want = {
+            "pdp_bundle_activations_total": 1,
+            "pdp_bundle_failures_total": 1,
+            "decisions:allow": 6,  # 2 reads per call
+            "decisions:deny": 3,
+        }
+        deadline = time.monotonic() + 10
+        got = scrape(port)
+        while got != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+            got = scrape(port)
+        assert got == want
+    finally:
+        observer.close()
+
+
+def test_a_writer_that_cannot_open_its_sink_fails_the_start(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    bad = tmp_path / "a-file" / "decisions.jsonl"  # a file where a directory should be
+    options = TelemetryOptions(decision_log=(str(bad),), otel=False)
+    with pytest.raises(WriterProcessError, match="a-file"):
+        OffloadObserver(options, encode=encode_observation, child=CHILD)
