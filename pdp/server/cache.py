@@ -47,6 +47,7 @@ class CachedDecision:
     evaluated_at: str  # "" = the call's own time (the decision did not depend on it)
     request: CheckRequest  # for the decision log on a hit
     response: CheckResponse
+    key: bytes = b""  # the request's bytes without its request id (this entry's cache key)
 
 
 def _varint(n: int) -> bytes:

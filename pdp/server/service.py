@@ -268,7 +268,7 @@ class DecisionService:
             msg.ClearField(name)
         body = msg.SerializeToString()
         evaluated_at = response.evaluated_at if request.time is not None else ""
-        entry = CachedDecision(body, evaluated_at, request, response)
+        entry = CachedDecision(body, evaluated_at, request, response, key)
         self.cache.put(engine, key, entry)  # type: ignore[union-attr]
         return body + _ids(response.decision_id, response.request_id, response.evaluated_at)
 

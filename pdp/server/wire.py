@@ -32,7 +32,7 @@ _NO_LIMITS = Limits(
     max_string_length=2**31,
     max_id_length=2**31,
 )
-_CHECK, _OBJECT = 0, 1
+_CHECK, _OBJECT, _HIT = 0, 1, 2
 
 
 def _propagation(metadata: Any) -> tuple[tuple[str, str], ...]:
@@ -43,6 +43,23 @@ def _propagation(metadata: Any) -> tuple[tuple[str, str], ...]:
 
 def encode_observation(obs: Any) -> tuple[Any, ...]:
     """Runs on the server's feeder thread, off the request path."""
+    hit = getattr(obs, "cache_hit", None)
+    if hit is not None:
+        entry = hit.entry
+        return (
+            _HIT,
+            obs.rpc,
+            entry.key,
+            entry.body,
+            hit.decision_id,
+            hit.request_id,
+            hit.evaluated_at,
+            obs.peer,
+            obs.peer_identity,
+            _propagation(obs.metadata),
+            obs.start_time,
+            obs.latency_s,
+        )
     request_bytes = getattr(obs, "wire_request", None)
     if request_bytes is not None:
         return (
@@ -75,8 +92,94 @@ def encode_observation(obs: Any) -> tuple[Any, ...]:
     )
 
 
-def decode_observation(item: tuple[Any, ...]) -> CheckObservation:
+class _Entry:
+    """A cached decision as the writer process knows it: decoded once, shared by its hits
+    (telemetry builds the shared parts of their records once per entry, as in-process)."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: CheckRequest, response: CheckResponse) -> None:
+        self.request = request
+        self.response = response
+
+
+class _Hit:
+    __slots__ = ("decision_id", "entry", "evaluated_at", "request_id")
+
+    def __init__(self, entry: _Entry, decision_id: str, request_id: str, evaluated_at: str):
+        self.entry = entry
+        self.decision_id = decision_id
+        self.request_id = request_id
+        self.evaluated_at = evaluated_at
+
+
+class HitObservation:
+    """A cache hit's observation in the writer process; `request`/`response` are made only if
+    telemetry asks (it does not when it can share the entry's record parts)."""
+
+    __slots__ = (
+        "cache_hit",
+        "error_code",
+        "error_message",
+        "latency_s",
+        "metadata",
+        "peer",
+        "peer_identity",
+        "rpc",
+        "start_time",
+    )
+
+    def __init__(self, hit: _Hit, rpc: str, peer: str, identity: str, metadata: Any,
+                 start_time: float, latency_s: float) -> None:  # fmt: skip
+        self.cache_hit = hit
+        self.rpc = rpc
+        self.peer = peer
+        self.peer_identity = identity
+        self.metadata = metadata
+        self.start_time = start_time
+        self.latency_s = latency_s
+        self.error_code = self.error_message = ""
+
+    @property
+    def request(self) -> CheckRequest:
+        hit = self.cache_hit
+        return dataclasses.replace(hit.entry.request, request_id=hit.request_id)
+
+    @property
+    def response(self) -> CheckResponse:
+        hit = self.cache_hit
+        return dataclasses.replace(
+            hit.entry.response,
+            decision_id=hit.decision_id,
+            request_id=hit.request_id,
+            evaluated_at=hit.evaluated_at,
+        )
+
+
+# Decoded cache entries by (cache key, cached reply body); cleared when full.
+_entries: dict[tuple[bytes, bytes], _Entry] = {}
+_MAX_ENTRIES = 1024
+
+
+def _entry(key: bytes, body: bytes) -> _Entry:
+    entry = _entries.get((key, body))
+    if entry is None:
+        if len(_entries) >= _MAX_ENTRIES:
+            _entries.clear()
+        request = request_from_proto(_pb.CheckRequest.FromString(key), _NO_LIMITS)
+        response = _in_request_order(
+            request, response_from_proto(_pb.CheckResponse.FromString(body))
+        )
+        entry = _entries[(key, body)] = _Entry(request, response)
+    return entry
+
+
+def decode_observation(item: tuple[Any, ...]) -> CheckObservation | HitObservation:
     """Runs in the writer process."""
+    if item[0] == _HIT:
+        _, rpc, key, body, decision_id, request_id, evaluated_at, *call = item
+        hit = _Hit(_entry(key, body), decision_id, request_id, evaluated_at)
+        return HitObservation(hit, rpc, *call)
     if item[0] == _OBJECT:
         obs: CheckObservation = item[1]
         return obs

@@ -3,6 +3,7 @@ come out masked and complete, drops are counted, shutdown loses nothing, metrics
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sys
@@ -182,3 +183,47 @@ def test_a_writer_that_cannot_open_its_sink_fails_the_start(tmp_path: Path) -> N
     options = TelemetryOptions(decision_log=(str(bad),), otel=False)
     with pytest.raises(WriterProcessError, match="a-file"):
         OffloadObserver(options, encode=encode_observation, child=CHILD)
+
+
+def hit_obs(decision_id: str, request_id: str) -> SimpleNamespace:
+    """A decision-cache hit as the decision service observes it: the entry's cache key (the
+    request bytes without their id) and cached reply body, and this hit's own ids."""
+    obs = wire_obs()
+    request = request_from_proto(pb.CheckRequest.FromString(obs.wire_request), DEFAULT_LIMITS)
+    key = pb.CheckRequest.FromString(obs.wire_request)
+    key.ClearField("request_id")
+    body = response_to_proto(response_for(request, ""))
+    body.ClearField("request_id")
+    obs.cache_hit = SimpleNamespace(
+        entry=SimpleNamespace(key=key.SerializeToString(), body=body.SerializeToString()),
+        decision_id=decision_id,
+        request_id=request_id,
+        evaluated_at="2026-03-01T12:00:00+00:00",
+    )
+    return obs
+
+
+def test_cache_hits_cross_as_the_entry_and_their_own_ids() -> None:
+    first = decode_observation(encode_observation(hit_obs("dec-a", "req-a")))
+    second = decode_observation(encode_observation(hit_obs("dec-b", "req-b")))
+    # One decoded entry shared by both hits: telemetry builds its record parts once.
+    assert first.cache_hit.entry is second.cache_hit.entry
+    raw = wire_obs()
+    request = request_from_proto(pb.CheckRequest.FromString(raw.wire_request), DEFAULT_LIMITS)
+    assert second.request == dataclasses.replace(request, request_id="req-b")
+    assert second.response == response_for(second.request, "dec-b")
+
+
+def test_hit_records_carry_each_hits_ids(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    options = TelemetryOptions(decision_log=(str(log),), otel=False)
+    observer = OffloadObserver(options, encode=encode_observation, child=CHILD)
+    for i in range(5):
+        observer.on_check(hit_obs(f"dec-{i}", f"req-{i}"))
+    observer.close()
+    got = records(log)
+    assert [(r["decision_id"], r["request_id"]) for r in got] == [
+        (f"dec-{i}", f"req-{i}") for i in range(5)
+    ]
+    assert TOKEN not in log.read_text()
+    assert got[0]["decisions"][0]["actions"]["read"]["effect"] == "allow"
