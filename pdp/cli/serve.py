@@ -11,6 +11,7 @@ SIGTERM/SIGINT stop it gracefully: refuse new calls, finish in-flight ones, exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -283,6 +284,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from ._common import print_policy_errors
 
+    if args.reuse_port:
+        _exit_with_parent()
     global _MACHINE_CPUS
     _MACHINE_CPUS = frozenset(os.sched_getaffinity(0))  # before pinning: the writer's cores
     cpu = args.cpu
@@ -336,6 +339,18 @@ def serve(args: argparse.Namespace) -> int:
 
 
 # -- supervisor for --workers N ---------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent() -> None:
+    """A worker gets SIGTERM (a graceful stop) when its supervisor dies, even by SIGKILL:
+    no orphan keeps serving the port alone."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:

@@ -17,6 +17,7 @@ from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest, Limits
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
+from .cache import split_request_id
 from .convert import request_from_proto, response_from_proto
 from .hooks import CheckObservation
 
@@ -184,6 +185,17 @@ def decode_observation(item: tuple[Any, ...]) -> CheckObservation | HitObservati
         obs: CheckObservation = item[1]
         return obs
     _, rpc, request_bytes, reply, code, message, peer, identity, metadata, start, latency = item
+    split = split_request_id(request_bytes) if reply is not None else None
+    if split is not None:
+        # A decision decoded once per distinct (request, answer): the record parts of a
+        # repeated question are shared exactly as those of a cache hit are.
+        answer = _pb.CheckResponse.FromString(reply)
+        ids = (answer.decision_id, answer.request_id, answer.evaluated_at)
+        for name in ("decision_id", "request_id", "evaluated_at"):
+            answer.ClearField(name)
+        entry = _entry(split[0], answer.SerializeToString())
+        hit = _Hit(entry, ids[0], ids[1], ids[2])
+        return HitObservation(hit, rpc, peer, identity, metadata, start, latency)
     request = response = None
     if reply is not None:
         # As the server observes a failed call: no request, no response.

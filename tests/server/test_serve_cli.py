@@ -167,3 +167,22 @@ def test_more_workers_than_cores_are_each_pinned_to_one_core(policy_dir: Path) -
             assert len(set(allowed)) == len(cpus), allowed  # round-robin start: every core used
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_workers_stop_when_the_supervisor_is_killed(policy_dir: Path) -> None:
+    port = free_port()
+    with pdp_serve(
+        "--policies", str(policy_dir), "--listen", f"127.0.0.1:{port}", "--workers", "2"
+    ) as proc:
+        wait_serving(port, proc)
+        children = [
+            int(pid)
+            for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        ]
+        assert len(children) == 2
+        proc.kill()  # no chance to forward a signal
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in children):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.1)

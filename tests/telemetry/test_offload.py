@@ -227,3 +227,10 @@ def test_hit_records_carry_each_hits_ids(tmp_path: Path) -> None:
     ]
     assert TOKEN not in log.read_text()
     assert got[0]["decisions"][0]["actions"]["read"]["effect"] == "allow"
+
+
+def test_repeated_questions_are_decoded_once_but_keep_their_own_ids() -> None:
+    a = decode_observation(encode_observation(wire_obs("dec-a")))
+    b = decode_observation(encode_observation(wire_obs("dec-b")))
+    assert a.cache_hit.entry is b.cache_hit.entry
+    assert (a.response.decision_id, b.response.decision_id) == ("dec-a", "dec-b")
