@@ -180,7 +180,7 @@ def grpc_section(
     nproc = len(cpus)
     configs: list[tuple[str, str | None, str | None, int]] = [
         # (label, server cpus, client cpus, pdp workers)
-        (f"shared {nproc} cores", None, None, args.workers or 4 * nproc),
+        (f"shared {nproc} cores", None, None, args.workers or nproc),
     ]
     if nproc >= 2:
         configs.append(
@@ -416,7 +416,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=0,
-        help="pdp serve workers when client and server share the cores (4 x nproc)",
+        help="pdp serve workers when client and server share the cores (nproc)",
     )
     ap.add_argument("--clients", type=int, default=4, help="h2load -c (4)")
     ap.add_argument("--streams", type=int, default=8, help="h2load -m (8)")
@@ -517,12 +517,11 @@ def main() -> None:
         "(from /proc): the cost per call, which load from other processes moves far less than "
         "req/s. With `--workers N` the rounds column shows how that CPU split between the "
         "workers: the kernel's SO_REUSEPORT hash hands each of h2load's 4 connections to a "
-        "random worker. Each worker is pinned whole to one core (a worker whose threads "
-        "migrate between cores hands the GIL across them: about twice the CPU per call); with "
-        "more workers than cores the supervisor moves workers between cores every 0.5 s to "
-        "even out the cores' load (pdp/cli/_balance.py), so two connections that hashed to "
-        "different workers never wait on one core while the other idles. Connections that hash "
-        "to the same worker still share its one core: 4 x nproc workers make that rare.",
+        "random worker (2:2, 3:1 or 4:0 over two workers), and since h2load gives every "
+        "connection the same number of calls, an uneven split leaves part of a core idle "
+        "while the busier worker finishes. Each worker runs pinned to its own core (a worker "
+        "whose threads migrate between cores hands the GIL across them: about twice the CPU "
+        "per call).",
         "`pdp serve` has a decision cache on by default (`--decision-cache 10000`); since h2load "
         "repeats one body, every call is then a hit (the gateway case: the same question over "
         "and over). The `--decision-cache 0` rows decide every call afresh; Cerbos has no such "

@@ -308,18 +308,10 @@ def run_h2load(
     tmp: Path,
     warmup: int = 500,
     server_session: int | None = None,
-    duration: float | None = None,
 ) -> LoadResult:
     """One h2load run. `server_session`: the server's session id, whose processes' CPU time
     over the run is reported per request — a figure that other load on the machine moves far
-    less than req/s.
-
-    `duration`: run for that many seconds (h2load -D) instead of `requests` calls. With -n,
-    h2load gives each connection an equal share of the calls and stops when the slowest
-    connection is done, so a server whose connections are served unevenly (`pdp serve
-    --workers N`: the kernel's SO_REUSEPORT hash) is measured at the pace of its busiest
-    worker while the others idle; with -D every connection keeps calling until the time is up,
-    as clients of a real server do, and the p99 still shows the busiest worker's latency."""
+    less than req/s."""
     body = tmp / f"body-{port}-{len(payload)}.bin"
     body.write_bytes(frame(payload))
     uri = f"http://127.0.0.1:{port}{method}"
@@ -343,9 +335,8 @@ def run_h2load(
     subprocess.run([*base, "-n", str(warmup), uri], capture_output=True, check=False, timeout=120)
     log = tmp / f"h2load-{port}.log"
     cpu0 = session_cpu(server_session) if server_session else {}
-    amount = ["-D", f"{duration:g}"] if duration else ["-n", str(requests)]
     out = subprocess.run(
-        [*base, *amount, f"--log-file={log}", uri],
+        [*base, "-n", str(requests), f"--log-file={log}", uri],
         capture_output=True,
         text=True,
         check=False,
@@ -360,8 +351,6 @@ def run_h2load(
     busy = sorted((t for t in per_proc.values() if t > 0.02 * cpu), reverse=True)
     split = tuple(t / cpu for t in busy) if cpu and cpu == cpu else ()
     succeeded = int(_grab(r"requests: .*?(\d+) succeeded", out))
-    if duration:
-        requests = int(_grab(r"requests: (\d+) total", out))
     rps = float(_grab(r"finished in [\d.]+\w+, ([\d.]+) req/s", out))
     data_bytes = int(_grab(r"traffic: .*\((\d+)\) data", out))
     durations = []

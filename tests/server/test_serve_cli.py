@@ -144,9 +144,8 @@ def test_bad_policies_exit_1(tmp_path: Path) -> None:
         assert proc.wait(30) == 1
 
 
-def test_more_workers_than_cores_are_each_pinned_to_one_core(policy_dir: Path) -> None:
-    """Each worker runs whole on one core; the supervisor's balancer moves them (its plan is
-    tested in tests/cli/test_balance.py)."""
+def test_more_workers_than_cores_are_left_to_the_os(policy_dir: Path) -> None:
+    """Two busy workers pinned to one core switch contexts more than the OS placing them."""
     port = free_port()
     cpus = sorted(os.sched_getaffinity(0))
     workers = len(cpus) + 1
@@ -156,15 +155,8 @@ def test_more_workers_than_cores_are_each_pinned_to_one_core(policy_dir: Path) -
         wait_serving(port, proc)
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) == workers
-        # A worker pins itself as it starts, which may be after a sibling already serves.
-        deadline = time.monotonic() + 30
-        allowed = [_cpus_allowed(int(pid)) for pid in children]
-        while any("-" in a or "," in a for a in allowed) and time.monotonic() < deadline:
-            time.sleep(0.1)
-            allowed = [_cpus_allowed(int(pid)) for pid in children]
-        if len(cpus) >= 2:
-            assert all(a in {str(c) for c in cpus} for a in allowed), allowed
-            assert len(set(allowed)) == len(cpus), allowed  # round-robin start: every core used
+        time.sleep(0.5)  # a worker that pinned itself would have done so by now
+        assert [os.sched_getaffinity(int(pid)) for pid in children] == [set(cpus)] * workers
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
 
