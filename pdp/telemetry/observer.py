@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
     from pdp.engine.holder import EngineHolder
+    from pdp.model.decision import BundleInfo
     from pdp.telemetry.otel import Otel
 
 log = logging.getLogger("pdp.telemetry")
@@ -47,6 +48,15 @@ POLL_INTERVAL_S = 0.05
 DROP_WARNING_INTERVAL_S = 10.0
 # `close()` waits this long for the writer to drain before giving up on the rest.
 CLOSE_TIMEOUT_S = 30.0
+
+
+class _Activated:
+    """What `Metrics.bundle_activated` reads of an engine: its bundle."""
+
+    __slots__ = ("bundle",)
+
+    def __init__(self, bundle: BundleInfo | None) -> None:
+        self.bundle = bundle
 
 
 class TelemetryObserver:
@@ -111,6 +121,11 @@ class TelemetryObserver:
     def watch_holder(self, holder: EngineHolder) -> None:
         if self._metrics is not None:
             self._metrics.watch(holder)
+
+    def record_bundle_activated(self, bundle: BundleInfo | None) -> None:
+        """A bundle became active in the server (told by an `OffloadObserver`'s server)."""
+        if self._metrics is not None:
+            self._metrics.bundle_activated(_Activated(bundle))  # type: ignore[arg-type]
 
     def record_bundle_failure(self, error: str = "") -> None:
         if self._metrics is not None:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -99,7 +100,7 @@ class OffloadObserver:
         header = (options, sorted(cpus) if cpus is not None else None, log.getEffectiveLevel())
         try:
             self._send(header)
-            answer = _read_ready(ready_r, self._proc)
+            answer = _read_ready(ready_r)
         finally:
             os.close(ready_r)
         if answer != "ok":
@@ -217,31 +218,23 @@ class OffloadObserver:
             log.warning("telemetry writer process exited with %d", code)
 
 
-def _read_ready(fd: int, proc: subprocess.Popen[bytes]) -> str:
+def _read_ready(fd: int) -> str:
     """The child's first words on the ready pipe: "ok", or why it could not start."""
     chunks = []
     deadline = time.monotonic() + START_TIMEOUT_S
-    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-        while time.monotonic() < deadline:
-            chunk = f.read(4096)
-            if not chunk:  # the child closed it: started, or died
-                break
-            chunks.append(chunk)
-            if b"\n" in chunk:
-                break
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            return f"telemetry writer process did not start within {START_TIMEOUT_S:.0f}s"
+        chunk = os.read(fd, 4096)
+        if not chunk:  # the child closed it: started, or died
+            break
+        chunks.append(chunk)
+        if b"\n" in chunk:
+            break
     return b"".join(chunks).decode(errors="replace").strip()
 
 
 # -- the writer process --------------------------------------------------------------------------
-
-
-class _Engine:
-    """What `Metrics.bundle_activated` reads of an engine: its bundle."""
-
-    __slots__ = ("bundle",)
-
-    def __init__(self, bundle: Any) -> None:
-        self.bundle = bundle
 
 
 def child_main(decode: Decode, ready_fd: int, stdin: IO[bytes] | None = None) -> int:
@@ -281,7 +274,6 @@ def child_main(decode: Decode, ready_fd: int, stdin: IO[bytes] | None = None) ->
 
 def _serve(observer: TelemetryObserver, decode: Decode, stream: IO[bytes], queue_size: int) -> None:
     high_water = max(1, queue_size // 2)
-    metrics = observer._metrics
     while True:
         message = _receive(stream)
         if message is None or message[0] == "close":
@@ -298,8 +290,8 @@ def _serve(observer: TelemetryObserver, decode: Decode, stream: IO[bytes], queue
                     observer.on_check(decode(item))
                 except Exception:
                     log.exception("observation from the server could not be decoded")
-        elif kind == "bundle" and metrics is not None:
-            metrics.bundle_activated(_Engine(message[1]))  # type: ignore[arg-type]
+        elif kind == "bundle":
+            observer.record_bundle_activated(message[1])
         elif kind == "bundle_failed":
             observer.record_bundle_failure()
 
