@@ -385,7 +385,7 @@ def supervise(args: argparse.Namespace) -> int:
     # A worker whose threads migrate between cores hands the GIL across them on every call;
     # measured here, pinning each worker to its own core nearly halves the CPU per call. With
     # more workers than cores they are left to the OS: two busy workers pinned to one core
-    # cost about 1.5x the CPU per call in context switches (measured with 4 workers).
+    # switch contexts, which a trial here found costlier than letting the OS place them.
     pin = args.pin_workers and 1 < args.workers <= len(cpus)
     commands = [
         [*base, "--cpu", str(cpus[i])] if pin else [*base, "--no-pin-workers"]
