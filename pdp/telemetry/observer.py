@@ -15,12 +15,12 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pdp.telemetry.config import DEFAULT_QUEUE_SIZE
 from pdp.telemetry.decision_log import RecordShape, Summary, build_record, summarize
+from pdp.telemetry.intake import Intake
 from pdp.telemetry.masking import Masker
 from pdp.telemetry.metrics import Metrics
 from pdp.telemetry.observation import Observation
@@ -59,7 +59,7 @@ class _Activated:
         self.bundle = bundle
 
 
-class TelemetryObserver:
+class TelemetryObserver(Intake):
     """Implements the server's observer protocol (`on_check`, `close`)."""
 
     def __init__(
@@ -73,48 +73,26 @@ class TelemetryObserver:
         otel: Otel | None = None,
         on_close: Iterable[Callable[[], Any]] = (),
     ) -> None:
-        if queue_size < 1:
-            raise ValueError("queue_size must be at least 1")
+        super().__init__(queue_size)
         self._sinks = tuple(sinks)
         self._masker = masker or Masker()
         self._tracer = tracer
         # The cheap span path when the exporters allow it (see DirectSpans); else SDK spans.
         self._spans = otel.direct_spans if otel is not None else None
         self._metrics = metrics
-        self._max = queue_size
         # The providers behind `tracer`/`metrics`, shut down (flushed) last on close.
         self.otel = otel
         self._on_close = (*on_close, otel.shutdown) if otel is not None else tuple(on_close)
-        self._queue: deque[Observation] = deque()
         # Cache hits share their record's decision parts (see RecordShape); writer thread only.
         self._shapes: dict[int, RecordShape] = {}
         self._shares = not self._masker.masks_request_id
-        self._closed = False
         self._close_lock = threading.Lock()
-        # Drops are counted under a lock: it is taken only on the overload path.
-        self._drop_lock = threading.Lock()
-        self._dropped = 0
         self._reported = 0  # drops already added to the metric (writer thread only)
         self._unwarned = 0
         self._last_warning = -math.inf  # the first drop warns at once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pdp-decision-log", daemon=True)
         self._thread.start()
-
-    # -- request threads ---------------------------------------------------------------------
-
-    def on_check(self, record: Observation) -> None:
-        if self._closed or len(self._queue) >= self._max:
-            with self._drop_lock:
-                self._dropped += 1
-            return
-        self._queue.append(record)
-
-    def add_dropped(self, n: int) -> None:
-        """Count `n` observations dropped before they reached this observer (by the server
-        process of an `OffloadObserver`): reported like this queue's own drops."""
-        with self._drop_lock:
-            self._dropped += n
 
     # -- bundle events (called by whoever loads bundles) ---------------------------------------
 
@@ -132,15 +110,6 @@ class TelemetryObserver:
             self._metrics.bundle_failed(error)
 
     # -- state ---------------------------------------------------------------------------------
-
-    @property
-    def dropped(self) -> int:
-        """Observations dropped because the queue was full (or the observer closed)."""
-        return self._dropped
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
     # -- writer thread -------------------------------------------------------------------------
 

@@ -29,12 +29,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from pdp.telemetry.config import TelemetryOptions
+from pdp.telemetry.intake import Intake
 
 if TYPE_CHECKING:
     from pdp.engine.engine import Engine
@@ -62,7 +62,7 @@ class WriterProcessError(OSError):
     """The writer process could not start (its sinks, exporters or endpoint failed)."""
 
 
-class OffloadObserver:
+class OffloadObserver(Intake):
     """The server's observer (`on_check`, `close`, `watch_holder`, `record_bundle_failure`)
     whose records are written by a child process running `child_main`."""
 
@@ -78,13 +78,9 @@ class OffloadObserver:
         cores the writer process may use (None: the server's own)."""
         if options.extra_sinks:
             raise ValueError("extra sinks live in this process: use TelemetryObserver")
+        super().__init__(options.queue_size)
         self._encode = encode
-        self._max = options.queue_size
-        self._queue: deque[Observation] = deque()
-        self._closed = False
         self._close_lock = threading.Lock()
-        self._drop_lock = threading.Lock()
-        self._dropped = 0
         self._sent_drops = 0
         self._write_lock = threading.Lock()  # feeder and bundle events share the pipe
         self._broken = False
@@ -110,23 +106,6 @@ class OffloadObserver:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pdp-decision-feed", daemon=True)
         self._thread.start()
-
-    # -- request threads ---------------------------------------------------------------------
-
-    def on_check(self, record: Observation) -> None:
-        if self._closed or len(self._queue) >= self._max:
-            with self._drop_lock:
-                self._dropped += 1
-            return
-        self._queue.append(record)
-
-    @property
-    def dropped(self) -> int:
-        return self._dropped
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
     # -- bundle events -------------------------------------------------------------------------
 
