@@ -14,7 +14,8 @@ Not a test: figures depend on the machine; say which with every figure.
 15%). Per worker count, request size and decision cache (on, the default, and
 `--decision-cache 0`), it starts two servers side by side: **off** (`--otel off`, no decision
 log) and **on** (`--decision-log FILE --otel on`, traces and metrics exported over OTLP/gRPC to
-a small receiver this script runs on 127.0.0.1, default sampler). h2load runs alternate between
+a small receiver this script runs on 127.0.0.1, default sampler, the default writer: a separate
+process on a multi-core machine, whose CPU counts in the on server's CPU per request). h2load runs alternate between
 them (the order flips every round, since the shared 2-core machine drifts), and the medians of
 `--rounds` runs give on/off throughput and their ratio, with server CPU per request (from
 /proc, less moved by other load than req/s). The on server must have logged every call and
