@@ -72,7 +72,10 @@ class TelemetryObserver(Intake):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         otel: Otel | None = None,
         on_close: Iterable[Callable[[], Any]] = (),
+        writer_thread: bool = True,
     ) -> None:
+        """`writer_thread=False`: no thread drains the queue; the owner hands batches to
+        `write_now` (the writer process does, as it reads them from its pipe)."""
         super().__init__(queue_size)
         self._sinks = tuple(sinks)
         self._masker = masker or Masker()
@@ -91,8 +94,10 @@ class TelemetryObserver(Intake):
         self._unwarned = 0
         self._last_warning = -math.inf  # the first drop warns at once
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pdp-decision-log", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if writer_thread:
+            self._thread = threading.Thread(target=self._run, name="pdp-decision-log", daemon=True)
+            self._thread.start()
 
     # -- bundle events (called by whoever loads bundles) ---------------------------------------
 
@@ -128,25 +133,38 @@ class TelemetryObserver(Intake):
             batch = []
             while self._queue and len(batch) < MAX_BATCH:
                 batch.append(self._queue.popleft())
-            records: list[dict[str, Any]] = []
-            calls: list[tuple[Summary | None, float, str]] = []
-            for obs in batch:
-                summary = self._process(obs, records)
-                calls.append((summary, obs.latency_s, obs.error_code))
-            if self._metrics is not None:
-                try:
-                    self._metrics.record_calls(calls)
-                except Exception:
-                    log.exception("decision metrics could not be recorded")
-            if records:
-                self._write(records)
-                wrote = True
+            wrote = self._write_batch(batch) or wrote
         if wrote:
-            for sink in self._sinks:
-                try:
-                    sink.flush()
-                except Exception:
-                    log.exception("decision-log sink %s failed to flush", type(sink).__name__)
+            self._flush()
+
+    def write_now(self, batch: Sequence[Observation]) -> None:
+        """Spans, metrics and records of `batch`, on the caller's thread; then report drops."""
+        if self._write_batch(batch):
+            self._flush()
+        self._report_drops()
+
+    def _write_batch(self, batch: Sequence[Observation]) -> bool:
+        """True when records were handed to the sinks."""
+        records: list[dict[str, Any]] = []
+        calls: list[tuple[Summary | None, float, str]] = []
+        for obs in batch:
+            summary = self._process(obs, records)
+            calls.append((summary, obs.latency_s, obs.error_code))
+        if self._metrics is not None:
+            try:
+                self._metrics.record_calls(calls)
+            except Exception:
+                log.exception("decision metrics could not be recorded")
+        if records:
+            self._write(records)
+        return bool(records)
+
+    def _flush(self) -> None:
+        for sink in self._sinks:
+            try:
+                sink.flush()
+            except Exception:
+                log.exception("decision-log sink %s failed to flush", type(sink).__name__)
 
     def _shape(self, entry: Any) -> RecordShape:
         """The shared record parts of a cached decision, built on its first hit."""
@@ -228,8 +246,9 @@ class TelemetryObserver(Intake):
                 return
             self._closed = True
         self._stop.set()
-        self._thread.join(CLOSE_TIMEOUT_S)
-        if not self._thread.is_alive():
+        if self._thread is not None:
+            self._thread.join(CLOSE_TIMEOUT_S)
+        if self._thread is None or not self._thread.is_alive():
             # A request thread may have appended between its `_closed` check and the writer's
             # last look at the queue.
             self._drain()

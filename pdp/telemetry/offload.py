@@ -10,8 +10,8 @@ writer process. That process runs the ordinary `TelemetryObserver` (same records
 spans, metrics, sinks), on the cores the server is not pinned to. What a Go server gets from
 goroutines on other cores, this gets from a process.
 
-Backpressure, not loss, between the two: the writer process stops reading while its own queue
-is half full, the pipe fills, the feeder blocks, the server's deque fills, and only then are
+Backpressure, not loss, between the two: the writer process does not read while it writes a
+batch, the pipe fills, the feeder blocks, the server's deque fills, and only then are
 observations dropped, counted on the request path and reported by the writer (metric and
 periodic warning). `close()` sends everything queued and waits for the writer to flush.
 """
@@ -237,7 +237,7 @@ def child_main(decode: Decode, ready_fd: int, stdin: IO[bytes] | None = None) ->
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, set(cpus))
     try:
-        observer = build_observer(replace(options, extra_sinks=()))
+        observer = build_observer(replace(options, extra_sinks=()), writer_thread=False)
     except (OSError, ValueError) as exc:
         ready.write(f"{exc}\n")
         ready.close()
@@ -245,14 +245,15 @@ def child_main(decode: Decode, ready_fd: int, stdin: IO[bytes] | None = None) ->
     ready.write("ok\n")
     ready.close()
     try:
-        _serve(observer, decode, stream, options.queue_size)
+        _serve(observer, decode, stream)
     finally:
         observer.close()
     return 0
 
 
-def _serve(observer: TelemetryObserver, decode: Decode, stream: IO[bytes], queue_size: int) -> None:
-    high_water = max(1, queue_size // 2)
+def _serve(observer: TelemetryObserver, decode: Decode, stream: IO[bytes]) -> None:
+    """Write each batch as it arrives, on this thread: while it writes it does not read, so
+    the pipe fills and the server's queue takes the overflow (and counts it)."""
     while True:
         message = _receive(stream)
         if message is None or message[0] == "close":
@@ -262,13 +263,13 @@ def _serve(observer: TelemetryObserver, decode: Decode, stream: IO[bytes], queue
             _, drops, batch = message
             if drops:
                 observer.add_dropped(drops)
+            observations = []
             for item in batch:
-                while observer.pending >= high_water:
-                    time.sleep(0.002)  # backpressure: the pipe fills, the server queue fills
                 try:
-                    observer.on_check(decode(item))
+                    observations.append(decode(item))
                 except Exception:
                     log.exception("observation from the server could not be decoded")
+            observer.write_now(observations)
         elif kind == "bundle":
             observer.record_bundle_activated(message[1])
         elif kind == "bundle_failed":

@@ -32,7 +32,7 @@ def open_sink(spec: str, options: TelemetryOptions, resource: Resource | None = 
 
 
 def build_observer(
-    options: TelemetryOptions, holder: EngineHolder | None = None
+    options: TelemetryOptions, holder: EngineHolder | None = None, *, writer_thread: bool = True
 ) -> TelemetryObserver:
     """Validate the options, start the exporters and the writer, and watch `holder`."""
     masker = Masker(options.mask)  # raises MaskPathError before anything is started
@@ -62,6 +62,7 @@ def build_observer(
         metrics=Metrics(otel.meter) if otel.meter is not None else None,
         queue_size=options.queue_size,
         otel=otel,
+        writer_thread=writer_thread,
     )
     if holder is not None:
         observer.watch_holder(holder)
