@@ -149,6 +149,7 @@ class OffloadObserver(Intake):
             drops = self._dropped
             delta, self._sent_drops = drops - self._sent_drops, drops
             if not self._post(("batch", delta, batch)):
+                self.add_dropped(len(batch))  # the writer is gone: these are lost, and counted
                 return
 
     def _post(self, message: Any) -> bool:

@@ -234,3 +234,27 @@ def test_repeated_questions_are_decoded_once_but_keep_their_own_ids() -> None:
     b = decode_observation(encode_observation(wire_obs("dec-b")))
     assert a.cache_hit.entry is b.cache_hit.entry
     assert (a.response.decision_id, b.response.decision_id) == ("dec-a", "dec-b")
+
+
+def test_a_dead_writer_never_blocks_or_fails_decisions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = TelemetryOptions(
+        decision_log=(str(tmp_path / "decisions.jsonl"),), otel=False, queue_size=50
+    )
+    observer = OffloadObserver(options, encode=encode_observation, child=CHILD)
+    observer._proc.kill()  # the writer process dies under the server
+    observer._proc.wait()
+    try:
+        t0 = time.monotonic()
+        for i in range(500):
+            observer.on_check(wire_obs(f"dec-{i}"))  # returns at once, whatever happens
+            time.sleep(0.0005)
+        assert time.monotonic() - t0 < 10
+        deadline = time.monotonic() + 10
+        while "telemetry writer process is gone" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        assert observer.pending <= 50 and observer.dropped > 0  # bounded, and counted
+    finally:
+        observer.close()
