@@ -30,8 +30,6 @@ log = logging.getLogger("pdp.serve")
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # A worker that dies sooner than this after its start is failing, not crashing: give up.
 _MIN_WORKER_LIFETIME_S = 5.0
-# The cores this process was allowed before `serve` pinned it (None until then).
-_MACHINE_CPUS: frozenset[int] | None = None
 
 # Limit flags: (flag, Limits field, help).
 _LIMIT_FLAGS = (
@@ -212,18 +210,18 @@ def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
     raise ValueError("no policy source: give --policies DIR or --bundle SOURCE")
 
 
-def _observer(args: argparse.Namespace, holder):  # -> Observer | None
+def _observer(args: argparse.Namespace, holder, cpus: frozenset[int]):  # -> Observer | None
     """The telemetry observer built from the operator's flags (None when all of it is off).
 
     Raises ValueError (a bad flag, mask path or OTEL_* setting) or OSError (a log file or the
-    Prometheus port cannot be opened).
+    Prometheus port cannot be opened). `cpus`: the cores this process was allowed before it
+    pinned itself, where a telemetry writer process may run.
     """
     from pdp.telemetry.cli import observer_from_args, options_from_args
 
     options = options_from_args(args)
     if not options.enabled:
         return None
-    cpus = os.sched_getaffinity(0) if _MACHINE_CPUS is None else _MACHINE_CPUS
     mode = args.telemetry_writer
     if mode == "thread" or (mode == "auto" and len(cpus) < 2):
         return observer_from_args(args, holder)
@@ -281,15 +279,13 @@ def serve(args: argparse.Namespace) -> int:
 
     if args.reuse_port:
         _exit_with_parent()
-    global _MACHINE_CPUS
-    _MACHINE_CPUS = frozenset(os.sched_getaffinity(0))  # before pinning: the writer's cores
+    machine_cpus = frozenset(os.sched_getaffinity(0))  # before pinning: the writer's cores
     cpu = args.cpu
     if cpu is None and args.pin_workers and args.workers == 1:
         # A lone server is one GIL too: its threads on one core spend about half the CPU per
         # call they spend handing the GIL between cores. The last core: other processes
         # started without pinning tend to land on the first.
-        cpus = sorted(os.sched_getaffinity(0))
-        cpu = cpus[-1] if len(cpus) > 1 else None
+        cpu = max(machine_cpus) if len(machine_cpus) > 1 else None
     if cpu is not None:
         # Before any thread exists, so every thread of this worker inherits it.
         os.sched_setaffinity(0, {cpu})
@@ -300,7 +296,7 @@ def serve(args: argparse.Namespace) -> int:
     _install_stop_handlers(stop)
     holder = EngineHolder()
     try:
-        observer = _observer(args, holder)
+        observer = _observer(args, holder, machine_cpus)
     except (OSError, ValueError) as exc:
         return _fail(f"telemetry: {exc}")
     try:

@@ -21,7 +21,8 @@ from .cache import split_request_id
 from .convert import request_from_proto, response_from_proto
 from .hooks import CheckObservation
 
-# Keys a trace propagator reads (W3C trace context and baggage).
+# Keys a trace propagator reads (W3C trace context and baggage): the same set as
+# pdp.telemetry.tracing.PROPAGATION_KEYS, which the server may not import (opentelemetry).
 PROPAGATION_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
 # The server validated the request against its limits already; rebuilding it must not fail
 # on a server started with larger ones.
@@ -196,9 +197,10 @@ def decode_observation(item: tuple[Any, ...]) -> CheckObservation | HitObservati
         entry = _entry(split[0], answer.SerializeToString())
         hit = _Hit(entry, ids[0], ids[1], ids[2])
         return HitObservation(hit, rpc, peer, identity, metadata, start, latency)
+    # A failed call (no reply) is observed as the server observes it: no request, no
+    # response. A reply with a request too large to key is decoded on its own.
     request = response = None
     if reply is not None:
-        # As the server observes a failed call: no request, no response.
         request = request_from_proto(_pb.CheckRequest.FromString(request_bytes), _NO_LIMITS)
         response = _in_request_order(
             request, response_from_proto(_pb.CheckResponse.FromString(reply))

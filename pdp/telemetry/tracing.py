@@ -24,7 +24,8 @@ from pdp.telemetry.otlp_spans import EncodedSpan, span_bytes
 SPAN_NAME = "pdp.Check"
 
 # Only these metadata keys are handed to the propagator: the rest (`authorization` above all)
-# has no business in trace context and is never copied out of the observation.
+# has no business in trace context and is never copied out of the observation. The server's
+# pdp.server.wire keeps the same set for what it sends a writer process.
 PROPAGATION_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
 
 

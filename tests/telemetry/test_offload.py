@@ -258,3 +258,10 @@ def test_a_dead_writer_never_blocks_or_fails_decisions(
         assert observer.pending <= 50 and observer.dropped > 0  # bounded, and counted
     finally:
         observer.close()
+
+
+def test_the_server_sends_exactly_the_keys_the_propagator_reads() -> None:
+    from pdp.server import wire
+    from pdp.telemetry import tracing
+
+    assert wire.PROPAGATION_KEYS == tracing.PROPAGATION_KEYS
