@@ -9,6 +9,8 @@ candidate bundle (`pdp bundle diff --requests decisions.jsonl`).
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from pdp.model.decision import ActionDecision, CheckResponse
 from pdp.model.request import CheckRequest, parse_time
 from pdp.telemetry.masking import Masked, Masker
 from pdp.telemetry.observation import Observation
+from pdp.telemetry.sinks import _orjson, to_json_bytes
 
 # Identifies the record layout; bumped on any incompatible change so readers can refuse
 # what they do not understand instead of misreading it.
@@ -104,7 +107,7 @@ def build_record(
     record: dict[str, Any] = {
         "schema": SCHEMA,
         "decision_id": "",
-        "timestamp": _rfc3339(datetime.fromtimestamp(obs.start_time, UTC)),
+        "timestamp": unix_rfc3339(obs.start_time),
         "rpc": obs.rpc,
         "caller": {"address": obs.peer, "identity": obs.peer_identity},
     }
@@ -196,6 +199,8 @@ class RecordShape:
     """
 
     __slots__ = (
+        "_last_time",
+        "_template",
         "bundle",
         "context",
         "decisions",
@@ -231,16 +236,74 @@ class RecordShape:
         self.pinned = request.time is None
         self.context = req["context"]
         self.explain = bool(req.get("explain"))
+        self._template: tuple[list[bytes], list[int]] | tuple[()] | None = None
+        self._last_time: tuple[str, str] | None = None
 
     def record(
         self, obs: Observation, hit: CacheHit, *, trace_id: str = "", span_id: str = ""
     ) -> dict[str, Any]:
         """The record `build_record` would make for this hit (same keys, same order)."""
-        context = self.context
-        if self.pinned:
-            context = {**context, "time": _rfc3339(_hit_time(hit, obs))}
+        return self._assemble(*self._values(obs, hit, trace_id, span_id))
+
+    def line(
+        self, obs: Observation, hit: CacheHit, *, trace_id: str = "", span_id: str = ""
+    ) -> bytes:
+        """`record` as a JSON line, the bytes `to_json_bytes` would make of it: the shared
+        parts are serialised once per shape and only this call's values per call."""
+        template = self._template
+        if template is None:
+            template = self._template = self._make_template()
+        values = self._values(obs, hit, trace_id, span_id)
+        if not template:  # the shared parts contain a slot marker: no template
+            return to_json_bytes(self._assemble(*values))
+        parts, slots = template
+        out = [parts[0]]
+        for i, slot in enumerate(slots, 1):
+            out.append(_orjson.dumps(values[slot]))
+            out.append(parts[i])
+        return b"".join(out)
+
+    def _values(self, obs: Observation, hit: CacheHit, trace_id: str, span_id: str) -> _Values:
+        return (
+            hit.decision_id,
+            unix_rfc3339(obs.start_time),
+            obs.rpc,
+            obs.peer,
+            obs.peer_identity,
+            hit.request_id,
+            round(obs.latency_s * 1000.0, 3),
+            trace_id,
+            span_id,
+            self._hit_time_text(hit, obs) if self.pinned else None,
+        )
+
+    def _hit_time_text(self, hit: CacheHit, obs: Observation) -> str:
+        # Hits on a request that fixed no time repeat the instant their entry was decided at
+        # (or each its own): parsed and formatted once per distinct value.
+        evaluated_at = hit.evaluated_at
+        last = self._last_time
+        if last is not None and last[0] == evaluated_at and evaluated_at:
+            return last[1]
+        text = _rfc3339(_hit_time(hit, obs))
+        self._last_time = (evaluated_at, text)
+        return text
+
+    def _assemble(
+        self,
+        decision_id: Any,
+        timestamp: Any,
+        rpc: Any,
+        address: Any,
+        identity: Any,
+        request_id: Any,
+        latency_ms: Any,
+        trace_id: Any,
+        span_id: Any,
+        time: Any,
+    ) -> dict[str, Any]:
+        context = self.context if time is None else {**self.context, "time": time}
         request: dict[str, Any] = {
-            "request_id": hit.request_id,
+            "request_id": request_id,
             "principal": self.request_principal,
             "resources": self.resources,
             "context": context,
@@ -249,21 +312,56 @@ class RecordShape:
             request["explain"] = True
         return {
             "schema": SCHEMA,
-            "decision_id": hit.decision_id,
-            "timestamp": _rfc3339(datetime.fromtimestamp(obs.start_time, UTC)),
-            "rpc": obs.rpc,
-            "caller": {"address": obs.peer, "identity": obs.peer_identity},
-            "request_id": hit.request_id,
+            "decision_id": decision_id,
+            "timestamp": timestamp,
+            "rpc": rpc,
+            "caller": {"address": address, "identity": identity},
+            "request_id": request_id,
             "principal": self.principal,
             "bundle": self.bundle,
             "decisions": self.decisions,
             "effects": self.effects,
-            "latency_ms": round(obs.latency_s * 1000.0, 3),
+            "latency_ms": latency_ms,
             "trace_id": trace_id,
             "span_id": span_id,
             "time_pinned": self.pinned,
             "request": request,
         }
+
+    def _make_template(self) -> tuple[list[bytes], list[int]] | tuple[()]:
+        """The record's JSON cut at each per-call value: (the bytes between values, which
+        value goes at each cut). Empty when orjson is missing or a shared part happens to
+        contain a slot marker (then every line is serialised whole)."""
+        if _orjson is None:
+            return ()
+        markers = [_SLOT.format(i) for i in range(_SLOTS)]
+        if not self.pinned:
+            markers[_SLOTS - 1] = None  # type: ignore[call-overload]
+        data = to_json_bytes(self._assemble(*markers))
+        tokens = {_orjson.dumps(m): i for i, m in enumerate(markers) if m is not None}
+        pattern = re.compile(b"|".join(re.escape(t) for t in tokens))
+        parts: list[bytes] = []
+        slots: list[int] = []
+        at = 0
+        for match in pattern.finditer(data):
+            parts.append(data[at : match.start()])
+            slots.append(tokens[match.group()])
+            at = match.end()
+        parts.append(data[at:])
+        # request_id is written twice (top level and in the request); every other value once.
+        expected = sorted([*tokens.values(), _REQUEST_ID_SLOT])
+        if sorted(slots) != expected:
+            return ()
+        return parts, slots
+
+
+# The per-call values of a shared-shape record, in `RecordShape._assemble`'s order.
+_Values = tuple[str, str, str, str, str, str, float, str, str, "str | None"]
+_SLOTS = 10
+_REQUEST_ID_SLOT = 5
+# A string no JSON value of a masked request can equal by accident: orjson writes the control
+# characters as escapes, and a shared part that still contains one disables the template.
+_SLOT = "\x01pdp-record-slot-{}\x01"
 
 
 def _hit_time(hit: CacheHit, obs: Observation) -> datetime:
@@ -339,6 +437,29 @@ def _decision_time(obs: Observation) -> datetime:
         except RequestError:
             pass  # an unexpected format: the call's start time is as good
     return datetime.fromtimestamp(obs.start_time, UTC)
+
+
+# (unix second, its "YYYY-MM-DDTHH:MM:SS" in UTC): records of one second share the formatting.
+_second: tuple[int, str] = (-1, "")
+
+
+def unix_rfc3339(t: float) -> str:
+    """`_rfc3339(datetime.fromtimestamp(t, UTC))`, formatting each second once: the date
+    and time functions were a visible part of a record's cost."""
+    global _second
+    # datetime.fromtimestamp's own rounding: the fraction to microseconds, half to even.
+    frac, whole = math.modf(t)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    second = int(whole)
+    cached = _second
+    if cached[0] != second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = _second = (second, text)
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 def _rfc3339(t: datetime) -> str:

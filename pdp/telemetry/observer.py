@@ -24,7 +24,7 @@ from pdp.telemetry.intake import Intake
 from pdp.telemetry.masking import Masker
 from pdp.telemetry.metrics import Metrics
 from pdp.telemetry.observation import Observation
-from pdp.telemetry.sinks import Sink
+from pdp.telemetry.sinks import RecordOrLine, Sink
 from pdp.telemetry.tracing import record_span
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ class TelemetryObserver(Intake):
         # Cache hits share their record's decision parts (see RecordShape); writer thread only.
         self._shapes: dict[int, RecordShape] = {}
         self._shares = not self._masker.masks_request_id
+        # Shared-shape records go to the sinks as JSON lines when every sink takes them.
+        self._lines = all(getattr(sink, "takes_lines", False) for sink in self._sinks)
         self._close_lock = threading.Lock()
         self._reported = 0  # drops already added to the metric (writer thread only)
         self._unwarned = 0
@@ -145,7 +147,7 @@ class TelemetryObserver(Intake):
 
     def _write_batch(self, batch: Sequence[Observation]) -> bool:
         """True when records were handed to the sinks."""
-        records: list[dict[str, Any]] = []
+        records: list[RecordOrLine] = []
         calls: list[tuple[Summary | None, float, str]] = []
         for obs in batch:
             summary = self._process(obs, records)
@@ -175,7 +177,7 @@ class TelemetryObserver(Intake):
             shape = self._shapes[id(entry)] = RecordShape(entry, self._masker)
         return shape
 
-    def _process(self, obs: Observation, records: list[dict[str, Any]]) -> Summary | None:
+    def _process(self, obs: Observation, records: list[RecordOrLine]) -> Summary | None:
         """Span and record (appended to `records`) of one call; its summary for the metrics."""
         summary: Summary | None = None
         try:
@@ -197,7 +199,10 @@ class TelemetryObserver(Intake):
                     self._tracer, obs, decision_id=decision_id, revision=revision, summary=summary
                 )
             if self._sinks:
-                if shape is not None:
+                record: RecordOrLine
+                if shape is not None and self._lines:
+                    record = shape.line(obs, hit, trace_id=trace_id, span_id=span_id)
+                elif shape is not None:
                     record = shape.record(obs, hit, trace_id=trace_id, span_id=span_id)
                 else:
                     record = build_record(obs, self._masker, trace_id=trace_id, span_id=span_id)
@@ -209,7 +214,7 @@ class TelemetryObserver(Intake):
                 self._metrics.record_dropped(1, "build_error")
         return summary
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
+    def _write(self, records: list[RecordOrLine]) -> None:
         for sink in self._sinks:
             try:
                 sink.write(records)

@@ -54,7 +54,7 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _ld(tag: int, data: bytes) -> bytes:
+def ld(tag: int, data: bytes) -> bytes:
     """A length-delimited field (`tag` already shifted: `(number << 3) | 2`)."""
     return bytes((tag,)) + _varint(len(data)) + data
 
@@ -78,7 +78,7 @@ def _key_value(key: str, value: str | bool | int | float) -> bytes:
         return kv
     t = type(value)
     if t is str:
-        any_value = _ld(0x0A, value.encode())  # AnyValue.string_value = 1
+        any_value = ld(0x0A, value.encode())  # AnyValue.string_value = 1
     elif t is bool:
         any_value = b"\x10\x01" if value else b"\x10\x00"  # bool_value = 2
     elif t is int:
@@ -89,10 +89,10 @@ def _key_value(key: str, value: str | bool | int | float) -> bytes:
         raise TypeError(f"attribute {key!r}: {t.__name__} is not a scalar")
     prefix = _key_prefixes.get(key)
     if prefix is None:
-        prefix = _ld(0x0A, key.encode())
+        prefix = ld(0x0A, key.encode())
         if len(_key_prefixes) < _MAX_KEYS:
             _key_prefixes[key] = prefix
-    kv = _ld(0x4A, prefix + _ld(0x12, any_value))  # Span.attributes = 9
+    kv = ld(0x4A, prefix + ld(0x12, any_value))  # Span.attributes = 9
     if len(_pairs) >= _MAX_PAIRS:
         _pairs.clear()
     _pairs[pair] = kv  # type: ignore[index]
@@ -151,10 +151,10 @@ def span_bytes(
     ]
     if trace_state:
         state = ",".join(f"{k}={v}" for k, v in trace_state.items())
-        parts.append(_ld(0x1A, state.encode()))  # trace_state = 3
+        parts.append(ld(0x1A, state.encode()))  # trace_state = 3
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))  # parent_span_id = 4
-    parts.append(_ld(0x2A, name.encode()))  # name = 5
+    parts.append(ld(0x2A, name.encode()))  # name = 5
     parts.append(_KINDS[kind])
     parts.append(b"\x39" + _pack_q(start_ns))  # start_time_unix_nano = 7
     parts.append(b"\x41" + _pack_q(end_ns))  # end_time_unix_nano = 8
@@ -166,10 +166,10 @@ def span_bytes(
         # Status: message = 2, code = 3 (the SDK always sends a status, even UNSET).
         body = b""
         if status_description:
-            body += _ld(0x12, status_description.encode())
+            body += ld(0x12, status_description.encode())
         if status_code:
             body += b"\x18" + _varint(status_code)
-        parts.append(_ld(0x7A, body))  # status = 15
+        parts.append(ld(0x7A, body))  # status = 15
     flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
     parts.append(b"\x85\x01" + _pack_i(flags))  # flags = 16 (fixed32)
     return b"".join(parts)
@@ -201,7 +201,7 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
         if group is None:
             group = by_id[id(resource)] = (resource, {})
         group[1].setdefault(span.instrumentation_scope or None, []).append(
-            _ld(0x12, encode_span(span))  # ScopeSpans.spans = 2
+            ld(0x12, encode_span(span))  # ScopeSpans.spans = 2
         )
     groups: dict[Resource, dict[Any, list[bytes]]] = {}
     for resource, scopes in by_id.values():
@@ -210,20 +210,20 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
             merged.setdefault(scope, []).extend(encoded)
     out = []
     for resource, scopes in groups.items():
-        body = [_ld(0x0A, _encode_resource(resource).SerializeToString())]  # resource = 1
+        body = [ld(0x0A, _encode_resource(resource).SerializeToString())]  # resource = 1
         for scope, encoded in scopes.items():
             scope_body = []
             if scope is not None:
                 scope_body.append(
-                    _ld(0x0A, _encode_instrumentation_scope(scope).SerializeToString())
+                    ld(0x0A, _encode_instrumentation_scope(scope).SerializeToString())
                 )
             scope_body.extend(encoded)
             if scope is not None and scope.schema_url:
-                scope_body.append(_ld(0x1A, scope.schema_url.encode()))
-            body.append(_ld(0x12, b"".join(scope_body)))  # scope_spans = 2
+                scope_body.append(ld(0x1A, scope.schema_url.encode()))
+            body.append(ld(0x12, b"".join(scope_body)))  # scope_spans = 2
         if resource.schema_url:
-            body.append(_ld(0x1A, resource.schema_url.encode()))
-        out.append(_ld(0x0A, b"".join(body)))  # ExportTraceServiceRequest.resource_spans = 1
+            body.append(ld(0x1A, resource.schema_url.encode()))
+        out.append(ld(0x0A, b"".join(body)))  # ExportTraceServiceRequest.resource_spans = 1
     return b"".join(out)
 
 

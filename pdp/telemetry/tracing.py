@@ -8,6 +8,7 @@ extracted with the configured propagator (`OTEL_PROPAGATORS`, W3C trace context 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from pdp.telemetry.decision_log import Summary
 from pdp.telemetry.observation import Observation
-from pdp.telemetry.otlp_spans import EncodedSpan, span_bytes
+from pdp.telemetry.otlp_spans import EncodedSpan, ld, span_bytes
 
 SPAN_NAME = "pdp.Check"
 
@@ -131,6 +132,7 @@ class DirectSpans:
         self._default_sampler = (
             self._sampler.get_description() == sampling.DEFAULT_ON.get_description()
         )
+        self._decision_parts: dict[tuple[str, str, int, int, bool], tuple[bytes, bytes, bytes]] = {}
 
     def record(
         self,
@@ -141,58 +143,149 @@ class DirectSpans:
         summary: Summary | None = None,
     ) -> tuple[str, str]:
         """As `record_span`: (trace id, span id) as hex."""
-        parent_context = extract_context(obs.metadata)
-        parent: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
-        if parent is not None and parent.is_valid:
+        metadata = obs.metadata
+        parent: SpanContext | None = None
+        parent_context: Context | None = None
+        if metadata:
+            parent_context = extract_context(metadata)
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                parent = None
+        if parent is not None:
             trace_id = parent.trace_id
             random_trace_id = parent.trace_flags.random_trace_id
         else:
-            parent = None
             trace_id = self._ids.generate_trace_id()
             random_trace_id = self._ids.is_trace_id_random()
-        attributes: Mapping[str, Any] = _attributes(obs, decision_id, revision, summary)
         if self._default_sampler:
-            sampled = parent is None or parent.trace_flags.sampled
-            trace_state = parent.trace_state if parent is not None else None
+            if parent is not None and not parent.trace_flags.sampled:
+                return (format(trace_id, "032x"), format(self._ids.generate_span_id(), "016x"))
+            span_id = self._ids.generate_span_id()
+            if summary is not None and not obs.error_code:
+                data = self._span_of_decision(
+                    obs, trace_id, span_id, parent, decision_id, revision, summary
+                )
+            else:
+                attributes = _attributes(obs, decision_id, revision, summary)
+                trace_state = parent.trace_state if parent is not None else None
+                data = self._span(obs, trace_id, span_id, trace_state, parent, attributes)
         else:
+            attributes: Mapping[str, Any] = _attributes(obs, decision_id, revision, summary)
             result = self._sampler.should_sample(
                 parent_context, trace_id, SPAN_NAME, SpanKind.SERVER, attributes, ()
             )
-            sampled = result.decision.is_sampled()
+            span_id = self._ids.generate_span_id()
+            if not result.decision.is_sampled():
+                return (format(trace_id, "032x"), format(span_id, "016x"))
             trace_state = result.trace_state
-            attributes = result.attributes or {}
-        span_id = self._ids.generate_span_id()
-        if sampled:
-            flags = TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if random_trace_id else 0)
-            context = SpanContext(
-                trace_id,
-                span_id,
-                is_remote=False,
-                trace_flags=TraceFlags(flags),
-                trace_state=trace_state,
-            )
-            start_ns = round(obs.start_time * 1e6) * 1000
-            if obs.error_code:
-                status: tuple[int, str | None] = (
-                    StatusCode.ERROR.value,
-                    f"{obs.error_code}: {obs.error_message}"[:200],
-                )
-            else:
-                status = (StatusCode.UNSET.value, None)
-            data = span_bytes(
-                trace_id,
-                span_id,
-                trace_state,
-                parent,
-                SPAN_NAME,
-                SpanKind.SERVER,
-                start_ns,
-                start_ns + round(obs.latency_s * 1e9),
-                attributes,
-                0,
-                *status,
-            )
-            span = EncodedSpan(context, self._resource, self._scope, data)
-            for processor in self._processors:
-                processor.on_end(span)  # type: ignore[arg-type]
+            data = self._span(obs, trace_id, span_id, trace_state, parent, result.attributes or {})
+        # The batch processor reads only the context's sampled flag; the exporter reads the
+        # encoded bytes, resource and scope.
+        span = EncodedSpan(
+            _SAMPLED_RANDOM if random_trace_id else _SAMPLED, self._resource, self._scope, data
+        )
+        for processor in self._processors:
+            processor.on_end(span)  # type: ignore[arg-type]
         return (format(trace_id, "032x"), format(span_id, "016x"))  # trace.format_*_id
+
+    def _span(
+        self,
+        obs: Observation,
+        trace_id: int,
+        span_id: int,
+        trace_state: Any,
+        parent: SpanContext | None,
+        attributes: Mapping[str, Any],
+    ) -> bytes:
+        start_ns = round(obs.start_time * 1e6) * 1000
+        if obs.error_code:
+            status: tuple[int, str | None] = (
+                StatusCode.ERROR.value,
+                f"{obs.error_code}: {obs.error_message}"[:200],
+            )
+        else:
+            status = (StatusCode.UNSET.value, None)
+        return span_bytes(
+            trace_id,
+            span_id,
+            trace_state,
+            parent,
+            SPAN_NAME,
+            SpanKind.SERVER,
+            start_ns,
+            start_ns + round(obs.latency_s * 1e9),
+            attributes,
+            0,
+            *status,
+        )
+
+    def _span_of_decision(
+        self,
+        obs: Observation,
+        trace_id: int,
+        span_id: int,
+        parent: SpanContext | None,
+        decision_id: str,
+        revision: str,
+        summary: Summary,
+    ) -> bytes:
+        """`_span` for a call that answered, from bytes shared by every call with the same
+        rpc, bundle and counts: only the ids, times and decision id are encoded per call."""
+        remote = parent is not None and parent.is_remote
+        key = (obs.rpc, revision, summary.allow, summary.deny, remote)
+        parts = self._decision_parts.get(key)
+        if parts is None:
+            if len(self._decision_parts) >= _MAX_DECISION_PARTS:
+                self._decision_parts.clear()
+            parts = self._decision_parts[key] = _decision_parts(obs, revision, summary, remote)
+        head, middle, tail = parts
+        start_ns = round(obs.start_time * 1e6) * 1000
+        out = [b"\x0a\x10" + trace_id.to_bytes(16, "big"), b"\x12\x08" + span_id.to_bytes(8, "big")]
+        if parent is not None:
+            if parent.trace_state:
+                state = ",".join(f"{k}={v}" for k, v in parent.trace_state.items())
+                out.append(ld(0x1A, state.encode()))  # trace_state = 3
+            out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))  # parent_span_id = 4
+        out.append(head)
+        out.append(b"\x39" + _pack_q(start_ns))  # start_time_unix_nano = 7
+        out.append(b"\x41" + _pack_q(start_ns + round(obs.latency_s * 1e9)))  # end = 8
+        out.append(middle)
+        out.append(ld(0x4A, _DECISION_ID_KEY + ld(0x12, ld(0x0A, decision_id.encode()))))
+        out.append(tail)
+        return b"".join(out)
+
+
+# Shared span parts per (rpc, revision, allow, deny, remote parent); few distinct ones exist.
+_MAX_DECISION_PARTS = 1024
+_pack_q = struct.Struct("<Q").pack
+_DECISION_ID_KEY = ld(0x0A, b"pdp.decision_id")
+_SAMPLED = SpanContext(1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+_SAMPLED_RANDOM = SpanContext(
+    1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+)
+
+
+def _decision_parts(
+    obs: Observation, revision: str, summary: Summary, remote: bool
+) -> tuple[bytes, bytes, bytes]:
+    """The bytes of a decision's span around its per-call fields, cut out of a whole span
+    encoded by `span_bytes` (so the two encodings cannot drift apart): (name and kind, the
+    attributes before `pdp.decision_id`, everything after it)."""
+    marker = "\x00" * 8
+    parent = (
+        SpanContext(1, 1, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        if remote
+        else None
+    )
+    attributes = _attributes(obs, marker, revision, summary)
+    whole = span_bytes(1, 1, None, parent, SPAN_NAME, SpanKind.SERVER, 0, 0, attributes, 0, 0)
+    name_at = whole.index(ld(0x2A, SPAN_NAME.encode()))
+    start_at = whole.index(b"\x39" + _pack_q(0), name_at)
+    attrs_at = start_at + 18  # start and end times: 9 bytes each
+    decision = ld(0x4A, _DECISION_ID_KEY + ld(0x12, ld(0x0A, marker.encode())))
+    decision_at = whole.index(decision, attrs_at)
+    return (
+        whole[name_at:start_at],
+        whole[attrs_at:decision_at],
+        whole[decision_at + len(decision) :],
+    )

@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pdp.model.request import parse_check_request
 from pdp.telemetry import MASKED, SCHEMA, Masker, build_record, request_from_record
-from pdp.telemetry.decision_log import RecordShape
+from pdp.telemetry.decision_log import RecordShape, unix_rfc3339
+from pdp.telemetry.sinks import to_json_bytes
 
 from .conftest import TOKEN, ObsFactory, observation, request_dict, response_for
 
@@ -148,6 +152,43 @@ def test_cache_hit_record_from_shared_shape_equals_the_full_build(
         got = shape.record(obs, hit, trace_id="t" * 32, span_id="s" * 16)  # type: ignore[arg-type]
         want = build_record(obs, masker, trace_id="t" * 32, span_id="s" * 16)
         assert json.dumps(got) == json.dumps(want)
+        # The templated JSON line is the line a sink would write for the full record.
+        line = shape.line(obs, hit, trace_id="t" * 32, span_id="s" * 16)  # type: ignore[arg-type]
+        assert line == to_json_bytes(want)
     assert shape.summary.allow == want["effects"]["allow"]
     assert shape.summary.deny == want["effects"]["deny"]
     assert Masker(["request_id"]).masks_request_id and not masker.masks_request_id
+
+
+def test_shared_shape_line_without_template_when_data_holds_a_slot_marker() -> None:
+    # A request whose own data spells a slot marker must not be cut at it: the line is then
+    # serialised whole, and still equals the full record's.
+    marker = "\x01pdp-record-slot-0\x01"
+    req = parse_check_request(
+        request_dict(principal={"id": "alice", "tenant": "acme", "attr": {"note": marker}})
+    )
+    resp = response_for(req, "dec-0")
+    hit = SimpleNamespace(
+        entry=SimpleNamespace(request=req, response=resp),
+        decision_id="dec-1",
+        request_id='req-"quoted"',
+        evaluated_at="2026-03-01T12:00:05.250000+00:00",
+    )
+    obs = observation(
+        dataclasses.replace(req, request_id=hit.request_id),
+        dataclasses.replace(
+            resp, decision_id="dec-1", request_id=hit.request_id, evaluated_at=hit.evaluated_at
+        ),
+    )
+    shape = RecordShape(hit.entry, Masker())  # type: ignore[arg-type]
+    line = shape.line(obs, hit, trace_id="t", span_id="s")  # type: ignore[arg-type]
+    assert line == to_json_bytes(build_record(obs, Masker(), trace_id="t", span_id="s"))
+    assert json.loads(line)["principal"]["id"] == "alice"
+    assert json.loads(line)["request_id"] == 'req-"quoted"'
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_unix_timestamps_format_as_datetime_does(t: float) -> None:
+    want = datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
+    assert unix_rfc3339(t) == want.replace("+00:00", "Z")

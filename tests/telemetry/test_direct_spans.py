@@ -99,3 +99,47 @@ def test_default_sampler_follows_an_unsampled_parent(make_obs: ObsFactory) -> No
     got, want, (trace_id, _span_id) = _pair(make_obs(metadata=unsampled))
     assert got is None and want is None
     assert trace_id == TRACE_ID
+
+
+def test_untraced_call_starts_its_own_trace(make_obs: ObsFactory) -> None:
+    # No propagation keys: a new trace, no parent, otherwise the SDK's span.
+    got, want, (trace_id, span_id) = _pair(make_obs(metadata=()))
+    assert got is not None and want is not None
+    assert got.parent_span_id == b"" and got.trace_id.hex() == trace_id != TRACE_ID
+    want.trace_id = got.trace_id  # each made its own random trace id
+    assert got == want and got.span_id.hex() == span_id
+
+
+def test_repeated_decisions_share_encoded_parts_yet_differ_per_call(make_obs: ObsFactory) -> None:
+    # Calls with the same rpc, bundle and counts reuse the encoded attributes; each span still
+    # carries its own decision id, times and ids, exactly as the SDK encodes them.
+    provider = TracerProvider(resource=make_resource())
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("pdp")
+    collect = Collect()
+    direct = DirectSpans(tracer, [collect], "pdp")
+    for i, traced in enumerate([True, False, True, False]):
+        obs = make_obs(decision_id=f"dec-{i}", **({} if traced else {"metadata": ()}))
+        object.__setattr__(obs, "start_time", obs.start_time + i)
+        response = obs.response
+        assert response is not None
+        kwargs: dict[str, Any] = {
+            "decision_id": response.decision_id,
+            "revision": response.bundle.revision,
+            "summary": summarize(response),
+        }
+        direct.record(obs, **kwargs)
+        record_span(tracer, obs, **kwargs)
+    sdk = memory.get_finished_spans()
+    assert len(collect.spans) == len(sdk) == 4
+    seen = set()
+    for mine, theirs in zip(collect.spans, sdk):
+        got, want = Span.FromString(mine.data), _encode_span(theirs)
+        want.span_id = got.span_id
+        if not got.parent_span_id:
+            want.trace_id = got.trace_id
+        assert got == want
+        attrs = {kv.key: kv.value.string_value for kv in got.attributes}
+        seen.add((attrs["pdp.decision_id"], got.start_time_unix_nano))
+    assert len(seen) == 4
