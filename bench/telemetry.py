@@ -133,7 +133,7 @@ def build_observer(log_dir: Path) -> TelemetryObserver:
         ],
         masker=Masker(["principal.attr.email"]),
         tracer=otel.tracer,
-        metrics=Metrics(otel.meter) if otel.meter else None,
+        metrics=Metrics(otel.meter, otel.histograms) if otel.meter else None,
         otel=otel,
     )
 

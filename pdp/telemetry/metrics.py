@@ -6,11 +6,28 @@ them into `pdp_decisions_total`, `pdp_decision_duration_seconds`, ...
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterable
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricReader,
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from pdp.model.decision import BundleInfo
 from pdp.telemetry.decision_log import Summary
@@ -52,27 +69,249 @@ _OK = {"outcome": "ok"}
 _ERROR = {"outcome": "error"}
 
 
+@dataclass(frozen=True)
+class HistogramSpec:
+    """How a histogram is exported, whether the SDK or `LocalHistograms` aggregates it."""
+
+    name: str
+    unit: str
+    description: str
+    boundaries: tuple[float, ...]
+
+
+LATENCY = HistogramSpec(
+    "pdp.decision.duration",
+    "s",
+    "Time to answer one Check call (all its decisions)",
+    LATENCY_BUCKETS_S,
+)
+BATCH_SIZE = HistogramSpec(
+    "pdp.check.batch_size",
+    "{check}",
+    "Resource x action checks asked in one call",
+    BATCH_BUCKETS,
+)
+
+
+class HistogramSeries:
+    """The values of one histogram and attribute set: one batch's, or one reader's so far."""
+
+    __slots__ = ("attributes", "counts", "max", "min", "spec", "start_ns", "sum")
+
+    def __init__(
+        self, spec: HistogramSpec, attributes: Mapping[str, Any], start_ns: int = 0
+    ) -> None:
+        self.spec = spec
+        self.attributes = attributes
+        # The SDK's explicit-bucket semantics: counts[i] holds the values <= boundaries[i] not
+        # in an earlier bucket, the last one the values above every boundary.
+        self.counts = [0] * (len(spec.boundaries) + 1)
+        self.sum: float = 0
+        self.min = math.inf
+        self.max = -math.inf
+        self.start_ns = start_ns
+
+    def add(self, value: float) -> None:
+        self.counts[bisect_left(self.spec.boundaries, value)] += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def merge(self, other: HistogramSeries) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+
+_SeriesKey = tuple[HistogramSpec, tuple[tuple[str, Any], ...]]
+
+
+def _series_key(series: HistogramSeries) -> _SeriesKey:
+    return series.spec, tuple(sorted(series.attributes.items()))
+
+
+class _ReaderState:
+    """What one attached reader has not collected yet (DELTA) or ever (CUMULATIVE)."""
+
+    __slots__ = ("delta", "last_collection_ns", "series")
+
+    def __init__(self, delta: bool, now_ns: int) -> None:
+        self.delta = delta
+        self.last_collection_ns = now_ns
+        self.series: dict[_SeriesKey, HistogramSeries] = {}
+
+
+class LocalHistograms:
+    """Histograms aggregated in plain Python, handed to metric readers as SDK histogram metrics.
+
+    The SDK's `Histogram.record` builds a measurement, hashes its attributes, walks the views and
+    takes a lock for every value: on the decision-log writer that was a third of its CPU per
+    call. Here a batch's values are bucketed lock-free into `HistogramSeries` of the caller's,
+    then merged under one lock per batch into each attached reader's state; `attach_histograms`
+    adds them to the reader's collections where the SDK's own histograms would have been.
+    """
+
+    def __init__(self, scope: str | InstrumentationScope, resource: Resource | None = None) -> None:
+        # Must be the scope of the meter the other instruments are created on, so that the
+        # histograms are exported next to them as before.
+        self.scope = (
+            scope if isinstance(scope, InstrumentationScope) else InstrumentationScope(scope)
+        )
+        # Only used when a collection has no ResourceMetrics to join: the provider's resource.
+        self.resource = resource if resource is not None else Resource.create()
+        self._lock = threading.Lock()
+        self._readers: list[_ReaderState] = []
+
+    def add_reader(self, temporality: AggregationTemporality) -> _ReaderState:
+        state = _ReaderState(temporality is AggregationTemporality.DELTA, time.time_ns())
+        with self._lock:
+            self._readers.append(state)
+        return state
+
+    def record(self, batch: Iterable[HistogramSeries]) -> None:
+        """Merge a batch's series (empty ones are skipped) into every reader's state."""
+        filled = [(_series_key(s), s) for s in batch if any(s.counts)]
+        if not filled:
+            return
+        now = time.time_ns()
+        with self._lock:
+            for reader in self._readers:
+                for key, series in filled:
+                    mine = reader.series.get(key)
+                    if mine is None:
+                        mine = HistogramSeries(series.spec, dict(series.attributes), now)
+                        reader.series[key] = mine
+                    mine.merge(series)
+
+    def collect(self, reader: _ReaderState) -> list[Metric]:
+        """The reader's histogram metrics now; a DELTA reader's period restarts."""
+        now = time.time_ns()
+        points: dict[HistogramSpec, list[HistogramDataPoint]] = {}
+        with self._lock:
+            for (spec, _), series in reader.series.items():
+                points.setdefault(spec, []).append(
+                    HistogramDataPoint(
+                        attributes=dict(series.attributes),
+                        start_time_unix_nano=(
+                            reader.last_collection_ns if reader.delta else series.start_ns
+                        ),
+                        time_unix_nano=now,
+                        count=sum(series.counts),
+                        sum=series.sum,
+                        bucket_counts=tuple(series.counts),
+                        explicit_bounds=spec.boundaries,
+                        min=series.min,
+                        max=series.max,
+                        exemplars=[],
+                    )
+                )
+            if reader.delta:
+                reader.series = {}
+                reader.last_collection_ns = now
+        temporality = (
+            AggregationTemporality.DELTA if reader.delta else AggregationTemporality.CUMULATIVE
+        )
+        return [
+            Metric(
+                name=spec.name,
+                description=spec.description,
+                unit=spec.unit,
+                data=Histogram(data_points=data_points, aggregation_temporality=temporality),
+            )
+            for spec, data_points in points.items()
+        ]
+
+    def merged(self, data: MetricsData | None, metrics: Sequence[Metric]) -> MetricsData:
+        """`data` with `metrics` added to this scope's ScopeMetrics (created if missing)."""
+        # The SDK's collections are frozen dataclasses, and may be shared: rebuild, never mutate.
+        resource_metrics = list(data.resource_metrics) if data is not None else []
+        if not resource_metrics:
+            resource_metrics.append(
+                ResourceMetrics(
+                    resource=self.resource, scope_metrics=[], schema_url=self.resource.schema_url
+                )
+            )
+        # The SDK makes one ResourceMetrics, the provider's.
+        index = next(
+            (i for i, rm in enumerate(resource_metrics) if rm.resource == self.resource), 0
+        )
+        target = resource_metrics[index]
+        scope_metrics = list(target.scope_metrics)
+        for i, sm in enumerate(scope_metrics):
+            if sm.scope == self.scope:
+                scope_metrics[i] = ScopeMetrics(
+                    scope=sm.scope, metrics=[*sm.metrics, *metrics], schema_url=sm.schema_url
+                )
+                break
+        else:
+            scope_metrics.append(
+                ScopeMetrics(
+                    scope=self.scope, metrics=list(metrics), schema_url=self.scope.schema_url or ""
+                )
+            )
+        resource_metrics[index] = ResourceMetrics(
+            resource=target.resource, scope_metrics=scope_metrics, schema_url=target.schema_url
+        )
+        return MetricsData(resource_metrics=resource_metrics)
+
+
+def histogram_temporality(reader: MetricReader) -> AggregationTemporality:
+    """The temporality `reader` collects histograms with (its own or its exporter's choice)."""
+    # Kept by the SDK per SDK instrument class, a private detail: read defensively, and fall
+    # back to the SDK's own default.
+    try:
+        from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+
+        value = reader._instrument_class_temporality.get(_Histogram)
+    except (ImportError, AttributeError, TypeError):
+        value = None
+    if isinstance(value, AggregationTemporality):
+        return value
+    return AggregationTemporality.CUMULATIVE
+
+
+def attach_histograms(reader: MetricReader, histograms: LocalHistograms) -> None:
+    """Make `reader`'s collections carry `histograms` (their values from now on).
+
+    `MetricReader.collect` hands the SDK's collection to `_receive_metrics`, the hook the SDK
+    documents for subclasses; wrapping it on this one instance works for any reader class
+    (periodic OTLP, Prometheus, in-memory). The SDK skips that hook when none of its own
+    instruments has a point; pdp's counters move with every batch that records histograms, and
+    a DELTA period only restarts when collected, so such a collection delays values, never
+    loses them.
+    """
+    state = histograms.add_reader(histogram_temporality(reader))
+    receive = reader._receive_metrics
+
+    def receive_with_histograms(
+        metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        metrics = histograms.collect(state)
+        if metrics:
+            metrics_data = histograms.merged(metrics_data, metrics)
+        receive(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    reader._receive_metrics = receive_with_histograms  # type: ignore[method-assign]
+
+
 class Metrics:
     """The instruments, plus the bundle state the observable gauge reports."""
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, histograms: LocalHistograms | None = None) -> None:
+        """`histograms` (attached to the meter's readers) aggregates the two histograms;
+        without it they are the SDK's own, recorded value by value."""
         self.decisions = meter.create_counter(
             "pdp.decisions",
             unit="{decision}",
             description="Resource x action decisions, by effect and first reason",
         )
-        self.latency = meter.create_histogram(
-            "pdp.decision.duration",
-            unit="s",
-            description="Time to answer one Check call (all its decisions)",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
-        )
-        self.batch_size = meter.create_histogram(
-            "pdp.check.batch_size",
-            unit="{check}",
-            description="Resource x action checks asked in one call",
-            explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
-        )
+        self.histograms = histograms
+        if histograms is None:
+            self.latency = _sdk_histogram(meter, LATENCY)
+            self.batch_size = _sdk_histogram(meter, BATCH_SIZE)
         self.errors = meter.create_counter(
             "pdp.check.errors", unit="{call}", description="Calls answered with an error, by code"
         )
@@ -109,17 +348,36 @@ class Metrics:
         # instead of one per call is most of the metrics' cost on the writer thread.
         decisions: dict[tuple[str, str], int] = {}
         errors: dict[str, int] = {}
-        latency, batch_size = self.latency.record, self.batch_size.record
+        record_ok: Callable[[float], None]
+        record_error: Callable[[float], None]
+        record_size: Callable[[float], None]
+        series: tuple[HistogramSeries, ...] = ()
+        if self.histograms is not None:
+            # Histograms likewise: bucketed here per call, merged under one lock per batch.
+            series = (
+                HistogramSeries(LATENCY, _OK),
+                HistogramSeries(LATENCY, _ERROR),
+                HistogramSeries(BATCH_SIZE, {}),
+            )
+            record_ok, record_error, record_size = (s.add for s in series)
+        else:
+            record_ok = partial(self.latency.record, attributes=_OK)
+            record_error = partial(self.latency.record, attributes=_ERROR)
+            record_size = self.batch_size.record
         for summary, latency_s, error_code in calls:
-            latency(latency_s, _ERROR if error_code else _OK)
             if error_code:
+                record_error(latency_s)
                 errors[error_code] = errors.get(error_code, 0) + 1
+            else:
+                record_ok(latency_s)
             if summary is None:
                 continue
             for effect, reason, n in summary.decisions:
                 key = (effect, reason)
                 decisions[key] = decisions.get(key, 0) + n
-            batch_size(summary.checks)
+            record_size(summary.checks)
+        if self.histograms is not None:
+            self.histograms.record(series)
         for (effect, reason), n in decisions.items():
             self.decisions.add(n, {"effect": effect, "reason": self._reason(effect, reason)})
         for code, n in errors.items():
@@ -173,6 +431,15 @@ class Metrics:
         if bundle is None:
             return []
         return [Observation(1, _bundle_attributes(bundle))]
+
+
+def _sdk_histogram(meter: Meter, spec: HistogramSpec) -> Any:
+    return meter.create_histogram(
+        spec.name,
+        unit=spec.unit,
+        description=spec.description,
+        explicit_bucket_boundaries_advisory=spec.boundaries,
+    )
 
 
 def _bundle_attributes(bundle: BundleInfo | None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Tracer
 
+from pdp.telemetry.metrics import LocalHistograms, attach_histograms
 from pdp.telemetry.otlp_spans import FastOTLPSpanExporter
 from pdp.telemetry.tracing import DirectSpans
 
@@ -90,6 +91,9 @@ class Otel:
     meter: Meter | None = None
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
+    # pdp's histograms, aggregated outside the SDK and collected by every reader of `meter`:
+    # pass to `Metrics` with the meter.
+    histograms: LocalHistograms | None = None
     prometheus_address: tuple[str, int] | None = None  # where the scrape endpoint listens
     # Spans written without SDK span objects, when every exporter takes encoded spans.
     direct_spans: DirectSpans | None = None
@@ -137,6 +141,9 @@ def setup_otel(
         readers = list(metric_readers) if metric_readers is not None else _metric_readers(otel)
         if prometheus:
             readers.append(_prometheus_reader(otel, *parse_host_port(prometheus)))
+        otel.histograms = LocalHistograms(SCOPE, resource)
+        for reader in readers:
+            attach_histograms(reader, otel.histograms)
         # Measurements are recorded on the writer thread, outside any span, so the SDK's
         # default trace-based exemplar filter can never keep one; it only costs its check on
         # every measurement. An operator's OTEL_METRICS_EXEMPLAR_FILTER still applies.

@@ -59,7 +59,7 @@ def build_observer(
         sinks=[*sinks, *options.extra_sinks],
         masker=masker,
         tracer=otel.tracer,
-        metrics=Metrics(otel.meter) if otel.meter is not None else None,
+        metrics=Metrics(otel.meter, otel.histograms) if otel.meter is not None else None,
         queue_size=options.queue_size,
         otel=otel,
         writer_thread=writer_thread,

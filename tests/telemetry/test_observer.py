@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from pdp.model.decision import BundleInfo
 from pdp.telemetry import Masker, MemorySink, Metrics, TelemetryObserver
 from pdp.telemetry import observer as observer_module
+from pdp.telemetry.metrics import LocalHistograms, attach_histograms
 
 from .conftest import PARENT_SPAN_ID, TOKEN, TRACE_ID, ObsFactory
 
@@ -30,11 +31,15 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.shutdown()
 
 
-@pytest.fixture
-def metrics() -> Iterator[tuple[Metrics, InMemoryMetricReader]]:
+@pytest.fixture(params=["local_histograms", "sdk_histograms"])
+def metrics(request: pytest.FixtureRequest) -> Iterator[tuple[Metrics, InMemoryMetricReader]]:
     reader = InMemoryMetricReader()
+    histograms = None
+    if request.param == "local_histograms":  # as `setup_otel` builds them
+        histograms = LocalHistograms("test")
+        attach_histograms(reader, histograms)
     provider = MeterProvider(metric_readers=[reader])
-    yield Metrics(provider.get_meter("test")), reader
+    yield Metrics(provider.get_meter("test"), histograms), reader
     provider.shutdown()
 
 

@@ -45,6 +45,23 @@ def test_scrape_endpoint_serves_decision_metrics(make_obs: ObsFactory) -> None:
         text = scrape(host, port)
         assert "pdp_decision_duration_seconds_count" in text
         assert "pdp_check_batch_size_count" in text
+        histograms = {
+            (s.name, s.labels.get("outcome", ""), s.labels.get("le", "")): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith(("pdp_decision_duration_seconds", "pdp_check_batch_size"))
+        }
+        # Each call took 0.42 ms and asked 3 checks (conftest).
+        latency = "pdp_decision_duration_seconds"
+        assert histograms[(f"{latency}_count", "ok", "")] == 4.0
+        assert histograms[(f"{latency}_sum", "ok", "")] == pytest.approx(4 * 0.00042)
+        assert histograms[(f"{latency}_bucket", "ok", "0.00025")] == 0.0
+        assert histograms[(f"{latency}_bucket", "ok", "0.0005")] == 4.0
+        assert histograms[(f"{latency}_bucket", "ok", "+Inf")] == 4.0
+        assert histograms[("pdp_check_batch_size_count", "", "")] == 4.0
+        assert histograms[("pdp_check_batch_size_sum", "", "")] == 12.0
+        assert histograms[("pdp_check_batch_size_bucket", "", "2")] == 0.0
+        assert histograms[("pdp_check_batch_size_bucket", "", "5")] == 4.0
     finally:
         observer.close()
     with pytest.raises(urllib.error.URLError):
