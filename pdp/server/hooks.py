@@ -34,6 +34,10 @@ class CheckObservation:
 
 
 class Observer(Protocol):
+    """An observer may set `wire_only = True`: it reads a Check's request and reply from their
+    wire bytes (`wire_request`, `wire_reply`) and never from `request`/`response`, which the
+    server then does not keep alive in the observer's queue."""
+
     def on_check(self, record: CheckObservation) -> None:
         """Called on the serving thread after each Check: must not block (queue and return)."""
         ...

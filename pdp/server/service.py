@@ -209,6 +209,7 @@ class DecisionService:
         self.limits = limits
         self.max_message_bytes = max_message_bytes
         self.observer = observer
+        self._wire_only = bool(getattr(observer, "wire_only", False))
         self.cache = cache
         self.activity = Activity()
         # Chosen once: without an observer the per-call path stays bare.
@@ -303,6 +304,10 @@ class DecisionService:
         data: bytes,
         out: bytes | None,
     ) -> None:
+        if self._wire_only and type(request) is not _CacheHit:
+            # A decided request and its response are many objects: held for the writer's
+            # batch interval they would only give the garbage collector more to walk.
+            request = response = None
         record = _ObservedCheck(
             request,
             response,

@@ -68,6 +68,10 @@ class OffloadObserver(Intake):
     """The server's observer (`on_check`, `close`, `watch_holder`, `record_bundle_failure`)
     whose records are written by a child process running `child_main`."""
 
+    # Checks cross as their wire bytes (see `encode`): the server need not keep their
+    # request and response objects queued.
+    wire_only = True
+
     def __init__(
         self,
         options: TelemetryOptions,

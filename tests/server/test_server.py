@@ -21,6 +21,7 @@ from pdp.engine import Engine, EngineHolder
 from pdp.model.decision import ALLOW, DENY
 from pdp.model.request import Limits
 from pdp.server import CheckObservation, PdpServer, ServerConfig
+from pdp.server._gen.pdp.v1 import decision_pb2
 
 from .conftest import ALICE, DOC, OTHER_DOC, running
 
@@ -210,6 +211,23 @@ def test_observer_sees_every_check(engine: Engine) -> None:
     assert ("traceparent", tp) in ok.metadata and ok.latency_s > 0 and ok.start_time > 0
     assert failed.response is None and failed.request is None
     assert failed.error_code == "INVALID_ARGUMENT" and "resources[0].id" in failed.error_message
+
+
+class WireRecorder(Recorder):
+    wire_only = True
+
+
+def test_wire_only_observer_gets_the_bytes_and_no_objects(engine: Engine) -> None:
+    rec = WireRecorder()
+    with running(EngineHolder(engine), observer=rec) as server, client(server) as c:
+        answer = c.check(ALICE, [{**DOC, "actions": ["read"]}])
+    (ok,) = rec.records
+    assert ok.request is None and ok.response is None  # not held in the observer's queue
+    assert ok.wire_request is not None and ok.wire_reply is not None  # type: ignore[attr-defined]
+    reply = decision_pb2.CheckResponse.FromString(ok.wire_reply)  # type: ignore[attr-defined]
+    assert reply.decision_id == answer.decision_id
+    request = decision_pb2.CheckRequest.FromString(ok.wire_request)  # type: ignore[attr-defined]
+    assert request.principal.id == ALICE["id"]
 
 
 def test_extra_services_get_health_and_reflection(engine: Engine) -> None:
