@@ -151,7 +151,12 @@ def build_server(
     )
     cache = DecisionCache(config.decision_cache) if config.decision_cache > 0 else None
     decisions = DecisionService(
-        holder, config.limits, config.max_message_bytes, observer, cache=cache
+        holder,
+        config.limits,
+        config.max_message_bytes,
+        observer,
+        cache=cache,
+        client_identities=config.tls is not None and config.tls.client_ca_pem is not None,
     )
     names = [decisions.register(server)]
     names += [register(server) for register in extra_services]

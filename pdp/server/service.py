@@ -102,6 +102,7 @@ class _ObservedCheck:
     __slots__ = (
         "_context",
         "_hit",
+        "_identities",
         "_identity",
         "_peer",
         "_request",
@@ -129,6 +130,7 @@ class _ObservedCheck:
         latency_s: float,
         wire_request: bytes,
         wire_reply: bytes | None,
+        identities: bool = True,
     ) -> None:
         # The call's own bytes, for a telemetry writer in another process (pdp.server.wire):
         # they need no conversion here, and the request and response are rebuilt there.
@@ -142,6 +144,7 @@ class _ObservedCheck:
         self._context: grpc.ServicerContext | None = context
         self._peer: str | None = None
         self._identity = ""
+        self._identities = identities
         self.metadata = metadata
         self.start_time = start_time
         self.latency_s = latency_s
@@ -180,7 +183,8 @@ class _ObservedCheck:
         context, self._context = self._context, None
         if context is not None:
             self._peer = context.peer()
-            self._identity = primary_identity(context.auth_context())
+            if self._identities:
+                self._identity = primary_identity(context.auth_context())
 
     @property
     def peer(self) -> str:
@@ -204,13 +208,18 @@ class DecisionService:
         observer: Observer | None = None,
         *,
         cache: DecisionCache | None = None,
+        client_identities: bool = True,
     ) -> None:
+        """`client_identities=False`: clients present no certificates (no mTLS), so the
+        observer is told an empty identity without reading each call's auth context, which
+        was a third of what observing a call cost the server."""
         self.holder = holder
         self.limits = limits
         self.max_message_bytes = max_message_bytes
         self.observer = observer
         self._wire_only = bool(getattr(observer, "wire_only", False))
         self.cache = cache
+        self._identities = client_identities
         self.activity = Activity()
         # Chosen once: without an observer the per-call path stays bare.
         self.check: Callable[[bytes, grpc.ServicerContext], bytes] = (
@@ -320,6 +329,7 @@ class DecisionService:
             time.perf_counter() - t0,
             data,
             out,
+            self._identities,
         )
         try:
             # Structurally a CheckObservation (same attributes), read lazily by the observer.

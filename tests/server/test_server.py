@@ -209,6 +209,7 @@ def test_observer_sees_every_check(engine: Engine) -> None:
     assert ok.response is not None and ok.request is not None and ok.error_code == ""
     assert ok.rpc == "/pdp.v1.DecisionService/Check" and ok.peer.startswith("ipv4:127.0.0.1:")
     assert ("traceparent", tp) in ok.metadata and ok.latency_s > 0 and ok.start_time > 0
+    assert ok.peer_identity == ""  # no client certificates on a plaintext port
     assert failed.response is None and failed.request is None
     assert failed.error_code == "INVALID_ARGUMENT" and "resources[0].id" in failed.error_message
 
