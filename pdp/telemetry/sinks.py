@@ -29,9 +29,9 @@ RecordOrLine = Record | bytes
 
 
 class Sink(Protocol):
-    def write(self, records: Sequence[Record]) -> None: ...
+    """Sinks that set `takes_lines = True` also accept JSON lines (bytes) in `records`."""
 
-    # Sinks that set `takes_lines = True` also accept JSON lines (bytes) in `records`.
+    def write(self, records: Sequence[Record]) -> None: ...
 
     def flush(self) -> None: ...
 

@@ -4,12 +4,13 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdp.model.request import parse_check_request
+from pdp.model.request import CheckRequest, parse_check_request
 from pdp.telemetry import MASKED, SCHEMA, Masker, build_record, request_from_record
 from pdp.telemetry.decision_log import RecordShape, unix_rfc3339
 from pdp.telemetry.sinks import to_json_bytes
@@ -124,6 +125,24 @@ def test_record_is_not_mistaken_for_a_plain_request(make_obs: ObsFactory) -> Non
     assert isinstance(record["request"], dict)
 
 
+def cache_hit(req: CheckRequest, *, decision_id: str, request_id: str) -> tuple[Any, Any]:
+    """A hit on the entry cached for `req`, and the observation of that hit's own call."""
+    resp = response_for(req, "dec-0")
+    hit = SimpleNamespace(
+        entry=SimpleNamespace(request=req, response=resp),
+        decision_id=decision_id,
+        request_id=request_id,
+        evaluated_at="2026-03-01T12:00:05.250000+00:00",
+    )
+    obs = observation(
+        dataclasses.replace(req, request_id=request_id),
+        dataclasses.replace(
+            resp, decision_id=decision_id, request_id=request_id, evaluated_at=hit.evaluated_at
+        ),
+    )
+    return hit, obs
+
+
 @pytest.mark.parametrize("pinned", [True, False])
 @pytest.mark.parametrize("paths", [(), ("principal.attr.email", "resources[*].id", "context.ip")])
 def test_cache_hit_record_from_shared_shape_equals_the_full_build(
@@ -133,20 +152,8 @@ def test_cache_hit_record_from_shared_shape_equals_the_full_build(
     # it must be byte for byte the record built from the hit's own request and response.
     overrides = {} if pinned else {"context": {"ip": "10.1.2.3", "time": "2026-03-01T11:00:00Z"}}
     req = parse_check_request(request_dict(**overrides))
-    resp = response_for(req, "dec-0")
     masker = Masker(paths)
-    hit = SimpleNamespace(
-        entry=SimpleNamespace(request=req, response=resp),
-        decision_id="dec-9",
-        request_id="req-9",
-        evaluated_at="2026-03-01T12:00:05.250000+00:00",
-    )
-    obs = observation(
-        dataclasses.replace(req, request_id="req-9"),
-        dataclasses.replace(
-            resp, decision_id="dec-9", request_id="req-9", evaluated_at=hit.evaluated_at
-        ),
-    )
+    hit, obs = cache_hit(req, decision_id="dec-9", request_id="req-9")
     shape = RecordShape(hit.entry, masker)  # type: ignore[arg-type]
     for _ in range(2):  # the shared parts survive being serialised
         got = shape.record(obs, hit, trace_id="t" * 32, span_id="s" * 16)  # type: ignore[arg-type]
@@ -167,19 +174,7 @@ def test_shared_shape_line_without_template_when_data_holds_a_slot_marker() -> N
     req = parse_check_request(
         request_dict(principal={"id": "alice", "tenant": "acme", "attr": {"note": marker}})
     )
-    resp = response_for(req, "dec-0")
-    hit = SimpleNamespace(
-        entry=SimpleNamespace(request=req, response=resp),
-        decision_id="dec-1",
-        request_id='req-"quoted"',
-        evaluated_at="2026-03-01T12:00:05.250000+00:00",
-    )
-    obs = observation(
-        dataclasses.replace(req, request_id=hit.request_id),
-        dataclasses.replace(
-            resp, decision_id="dec-1", request_id=hit.request_id, evaluated_at=hit.evaluated_at
-        ),
-    )
+    hit, obs = cache_hit(req, decision_id="dec-1", request_id='req-"quoted"')
     shape = RecordShape(hit.entry, Masker())  # type: ignore[arg-type]
     line = shape.line(obs, hit, trace_id="t", span_id="s")  # type: ignore[arg-type]
     assert line == to_json_bytes(build_record(obs, Masker(), trace_id="t", span_id="s"))
