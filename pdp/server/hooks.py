@@ -34,9 +34,10 @@ class CheckObservation:
 
 
 class Observer(Protocol):
-    """An observer may set `wire_only = True`: it reads a Check's request and reply from their
-    wire bytes (`wire_request`, `wire_reply`) and never from `request`/`response`, which the
-    server then does not keep alive in the observer's queue."""
+    """An observer may set `wire_only = True` and offer `on_wire(item)`: it is then handed each
+    Check as a wire item (`pdp.server.wire.hit_item` or `check_item`: the call's bytes and
+    details, read on the serving thread) in place of a `CheckObservation`, so the server keeps
+    neither the call's context nor its request and response objects alive in the queue."""
 
     def on_check(self, record: CheckObservation) -> None:
         """Called on the serving thread after each Check: must not block (queue and return)."""

@@ -37,46 +37,53 @@ _NO_LIMITS = Limits(
 _CHECK, _OBJECT, _HIT = 0, 1, 2
 
 
-def _propagation(metadata: Any) -> tuple[tuple[str, str], ...]:
+def propagation(metadata: Any) -> tuple[tuple[str, str], ...]:
+    """The trace propagation entries of a call's metadata: all that crosses of it."""
     return tuple(
         (k, v) for k, v in metadata if k.lower() in PROPAGATION_KEYS and isinstance(v, str)
     )
 
 
+def hit_item(
+    rpc: str,
+    key: bytes,
+    body: bytes,
+    decision_id: str,
+    request_id: str,
+    evaluated_at: str,
+    peer: str,
+    identity: str,
+    propagated: tuple[tuple[str, str], ...],
+    start_time: float,
+    latency_s: float,
+) -> tuple[Any, ...]:
+    """A call answered from the decision cache: the entry's key and body (the same bytes
+    objects for every hit on it, which pickle writes once per batch) and this hit's ids."""
+    return (_HIT, rpc, key, body, decision_id, request_id, evaluated_at,
+            peer, identity, propagated, start_time, latency_s)  # fmt: skip
+
+
+def check_item(
+    rpc: str,
+    request: bytes,
+    reply: bytes | None,
+    error_code: str,
+    error_message: str,
+    peer: str,
+    identity: str,
+    propagated: tuple[tuple[str, str], ...],
+    start_time: float,
+    latency_s: float,
+) -> tuple[Any, ...]:
+    """A call decided (or failed, `reply` None) from its request and reply bytes."""
+    return (_CHECK, rpc, request, reply, error_code, error_message,
+            peer, identity, propagated, start_time, latency_s)  # fmt: skip
+
+
 def encode_observation(obs: Any) -> tuple[Any, ...]:
-    """Runs on the server's feeder thread, off the request path."""
-    hit = getattr(obs, "cache_hit", None)
-    if hit is not None:
-        entry = hit.entry
-        return (
-            _HIT,
-            obs.rpc,
-            entry.key,
-            entry.body,
-            hit.decision_id,
-            hit.request_id,
-            hit.evaluated_at,
-            obs.peer,
-            obs.peer_identity,
-            _propagation(obs.metadata),
-            obs.start_time,
-            obs.latency_s,
-        )
-    request_bytes = getattr(obs, "wire_request", None)
-    if request_bytes is not None:
-        return (
-            _CHECK,
-            obs.rpc,
-            request_bytes,
-            obs.wire_reply,
-            obs.error_code,
-            obs.error_message,
-            obs.peer,
-            obs.peer_identity,
-            _propagation(obs.metadata),
-            obs.start_time,
-            obs.latency_s,
-        )
+    """An observation other than the decision service's Checks (those arrive as wire items
+    already, see `hit_item` and `check_item`): an Envoy ext_authz call, pickled whole with
+    only its propagation metadata. Runs on the server's feeder thread."""
     return (
         _OBJECT,
         CheckObservation(
@@ -86,7 +93,7 @@ def encode_observation(obs: Any) -> tuple[Any, ...]:
             error_message=obs.error_message,
             peer=obs.peer,
             peer_identity=obs.peer_identity,
-            metadata=_propagation(obs.metadata),
+            metadata=propagation(obs.metadata),
             start_time=obs.start_time,
             latency_s=obs.latency_s,
             rpc=obs.rpc,

@@ -65,12 +65,15 @@ class WriterProcessError(OSError):
 
 
 class OffloadObserver(Intake):
-    """The server's observer (`on_check`, `close`, `watch_holder`, `record_bundle_failure`)
-    whose records are written by a child process running `child_main`."""
+    """The server's observer (`on_check`, `on_wire`, `close`, `watch_holder`,
+    `record_bundle_failure`) whose records are written by a child process running
+    `child_main`."""
 
-    # Checks cross as their wire bytes (see `encode`): the server need not keep their
-    # request and response objects queued.
+    # The decision service hands Checks to `on_wire` as wire items (plain tuples of the call's
+    # bytes and details, which cross the pipe as they are); other observations go to
+    # `on_check` and are turned into items by `encode` on the feeder thread.
     wire_only = True
+    on_wire = Intake.on_check
 
     def __init__(
         self,
@@ -149,7 +152,7 @@ class OffloadObserver(Intake):
             while self._queue and len(batch) < MAX_BATCH:
                 obs = self._queue.popleft()
                 try:
-                    batch.append(self._encode(obs))
+                    batch.append(obs if type(obs) is tuple else self._encode(obs))
                 except Exception:
                     log.exception("observation could not be encoded for the writer process")
             drops = self._dropped

@@ -21,7 +21,6 @@ from pdp.engine import Engine, EngineHolder
 from pdp.model.decision import ALLOW, DENY
 from pdp.model.request import Limits
 from pdp.server import CheckObservation, PdpServer, ServerConfig
-from pdp.server._gen.pdp.v1 import decision_pb2
 
 from .conftest import ALICE, DOC, OTHER_DOC, running
 
@@ -217,18 +216,37 @@ def test_observer_sees_every_check(engine: Engine) -> None:
 class WireRecorder(Recorder):
     wire_only = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[tuple[Any, ...]] = []
 
-def test_wire_only_observer_gets_the_bytes_and_no_objects(engine: Engine) -> None:
+    def on_wire(self, item: tuple[Any, ...]) -> None:
+        self.items.append(item)
+
+
+def test_a_wire_only_observer_gets_each_checks_bytes_and_details(engine: Engine) -> None:
+    from pdp.server.wire import decode_observation
+
     rec = WireRecorder()
-    with running(EngineHolder(engine), observer=rec) as server, client(server) as c:
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    metadata = [("traceparent", tp), ("authorization", "Bearer secret-token")]
+    with (
+        running(EngineHolder(engine), observer=rec) as server,
+        client(server, metadata=metadata) as c,
+    ):
         answer = c.check(ALICE, [{**DOC, "actions": ["read"]}])
-    (ok,) = rec.records
-    assert ok.request is None and ok.response is None  # not held in the observer's queue
-    assert ok.wire_request is not None and ok.wire_reply is not None  # type: ignore[attr-defined]
-    reply = decision_pb2.CheckResponse.FromString(ok.wire_reply)  # type: ignore[attr-defined]
-    assert reply.decision_id == answer.decision_id
-    request = decision_pb2.CheckRequest.FromString(ok.wire_request)  # type: ignore[attr-defined]
-    assert request.principal.id == ALICE["id"]
+        rpc_error(lambda: c.check(ALICE, [{"kind": "document", "id": "", "actions": ["read"]}]))
+    assert rec.records == []  # no observation objects: nothing of the call is kept alive
+    assert all(type(part) in (str, bytes, float, tuple, int, type(None))
+               for item in rec.items for part in item)  # fmt: skip
+    ok, failed = (decode_observation(item) for item in rec.items)
+    assert ok.response is not None and ok.response.decision_id == answer.decision_id
+    assert ok.request is not None and ok.request.principal["id"] == ALICE["id"]
+    assert ok.peer.startswith("ipv4:127.0.0.1:") and ok.peer_identity == ""
+    assert ok.metadata == (("traceparent", tp),)  # the authorization header stays behind
+    assert ok.latency_s > 0 and ok.start_time > 0
+    assert failed.response is None and failed.error_code == "INVALID_ARGUMENT"
+    assert "resources[0].id" in failed.error_message
 
 
 def test_extra_services_get_health_and_reflection(engine: Engine) -> None:

@@ -22,7 +22,13 @@ from pdp.model.decision import BundleInfo
 from pdp.model.request import DEFAULT_LIMITS
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server.convert import request_from_proto, response_to_proto
-from pdp.server.wire import decode_observation, encode_observation
+from pdp.server.wire import (
+    check_item,
+    decode_observation,
+    encode_observation,
+    hit_item,
+    propagation,
+)
 from pdp.telemetry import TelemetryOptions
 from pdp.telemetry.offload import OffloadObserver, WriterProcessError
 
@@ -58,9 +64,25 @@ def wire_obs(decision_id: str = "dec-1", *, failed: bool = False) -> SimpleNames
     )
 
 
+def item_of(obs: SimpleNamespace) -> tuple[Any, ...]:
+    """The wire item the decision service hands a wire-only observer for this call."""
+    meta = propagation(obs.metadata)
+    hit = getattr(obs, "cache_hit", None)
+    if hit is not None:
+        entry = hit.entry
+        return hit_item(
+            obs.rpc, entry.key, entry.body, hit.decision_id, hit.request_id, hit.evaluated_at,
+            obs.peer, obs.peer_identity, meta, obs.start_time, obs.latency_s,
+        )  # fmt: skip
+    return check_item(
+        obs.rpc, obs.wire_request, obs.wire_reply, obs.error_code, obs.error_message,
+        obs.peer, obs.peer_identity, meta, obs.start_time, obs.latency_s,
+    )  # fmt: skip
+
+
 def test_the_wire_form_rebuilds_the_servers_request_and_response() -> None:
     obs = wire_obs()
-    item = encode_observation(obs)
+    item = item_of(obs)
     back = decode_observation(item)
     request = request_from_proto(pb.CheckRequest.FromString(obs.wire_request), DEFAULT_LIMITS)
     assert back.request == request
@@ -76,7 +98,7 @@ def test_the_wire_form_rebuilds_the_servers_request_and_response() -> None:
 
 
 def test_a_failed_call_crosses_without_request_or_response() -> None:
-    back = decode_observation(encode_observation(wire_obs(failed=True)))
+    back = decode_observation(item_of(wire_obs(failed=True)))
     assert back.request is None and back.response is None
     assert (back.error_code, back.error_message) == ("UNAVAILABLE", "no bundle loaded")
 
@@ -100,7 +122,7 @@ def test_every_record_is_written_masked_and_nothing_is_lost_on_close(tmp_path: P
     observer = OffloadObserver(options, encode=encode_observation, child=CHILD)
     n = 3000
     for i in range(n):
-        observer.on_check(wire_obs(f"dec-{i}"))
+        observer.on_wire(item_of(wire_obs(f"dec-{i}")))
     observer.close()  # at once: whatever is still queued or in the pipe must be written
     got = records(log)
     assert [r["decision_id"] for r in got] == [f"dec-{i}" for i in range(n)]
@@ -122,7 +144,7 @@ def test_a_full_queue_drops_and_counts_and_the_writer_warns(
     observer = OffloadObserver(options, encode=encode_observation, child=CHILD)
     n = 2000
     for i in range(n):
-        observer.on_check(wire_obs(f"dec-{i}"))  # never blocks: appends or counts a drop
+        observer.on_wire(item_of(wire_obs(f"dec-{i}")))  # never blocks: appends or counts a drop
     observer.close()
     written = len(records(log))
     assert observer.dropped > 0
@@ -160,7 +182,7 @@ def test_decision_and_bundle_metrics_are_kept_by_the_writer_process() -> None:
         holder.swap(SimpleNamespace(bundle=BundleInfo("platform", "1.0.0", "r1")))  # type: ignore[arg-type]
         holder.record_failure("signature refused")
         for i in range(3):
-            observer.on_check(wire_obs(f"dec-{i}"))
+            observer.on_wire(item_of(wire_obs(f"dec-{i}")))
         want = {
             "pdp_bundle_activations_total": 1,
             "pdp_bundle_failures_total": 1,
@@ -204,8 +226,8 @@ def hit_obs(decision_id: str, request_id: str) -> SimpleNamespace:
 
 
 def test_cache_hits_cross_as_the_entry_and_their_own_ids() -> None:
-    first = decode_observation(encode_observation(hit_obs("dec-a", "req-a")))
-    second = decode_observation(encode_observation(hit_obs("dec-b", "req-b")))
+    first = decode_observation(item_of(hit_obs("dec-a", "req-a")))
+    second = decode_observation(item_of(hit_obs("dec-b", "req-b")))
     # One decoded entry shared by both hits: telemetry builds its record parts once.
     assert first.cache_hit.entry is second.cache_hit.entry
     raw = wire_obs()
@@ -219,7 +241,7 @@ def test_hit_records_carry_each_hits_ids(tmp_path: Path) -> None:
     options = TelemetryOptions(decision_log=(str(log),), otel=False)
     observer = OffloadObserver(options, encode=encode_observation, child=CHILD)
     for i in range(5):
-        observer.on_check(hit_obs(f"dec-{i}", f"req-{i}"))
+        observer.on_wire(item_of(hit_obs(f"dec-{i}", f"req-{i}")))
     observer.close()
     got = records(log)
     assert [(r["decision_id"], r["request_id"]) for r in got] == [
@@ -230,8 +252,8 @@ def test_hit_records_carry_each_hits_ids(tmp_path: Path) -> None:
 
 
 def test_repeated_questions_are_decoded_once_but_keep_their_own_ids() -> None:
-    a = decode_observation(encode_observation(wire_obs("dec-a")))
-    b = decode_observation(encode_observation(wire_obs("dec-b")))
+    a = decode_observation(item_of(wire_obs("dec-a")))
+    b = decode_observation(item_of(wire_obs("dec-b")))
     assert a.cache_hit.entry is b.cache_hit.entry
     assert (a.response.decision_id, b.response.decision_id) == ("dec-a", "dec-b")
 
@@ -248,7 +270,7 @@ def test_a_dead_writer_never_blocks_or_fails_decisions(
     try:
         t0 = time.monotonic()
         for i in range(500):
-            observer.on_check(wire_obs(f"dec-{i}"))  # returns at once, whatever happens
+            observer.on_wire(item_of(wire_obs(f"dec-{i}")))  # returns at once, whatever happens
             time.sleep(0.0005)
         assert time.monotonic() - t0 < 10
         deadline = time.monotonic() + 10
