@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -236,7 +237,7 @@ class RecordShape:
         self.pinned = request.time is None
         self.context = req["context"]
         self.explain = bool(req.get("explain"))
-        self._template: tuple[list[bytes], list[int]] | tuple[()] | None = None
+        self._template: tuple[bytes, Callable[[tuple[bytes, ...]], Any]] | tuple[()] | None = None
         self._last_time: tuple[str, str] | None = None
 
     def record(
@@ -249,19 +250,30 @@ class RecordShape:
         self, obs: Observation, hit: CacheHit, *, trace_id: str = "", span_id: str = ""
     ) -> bytes:
         """`record` as a JSON line, the bytes `to_json_bytes` would make of it: the shared
-        parts are serialised once per shape and only this call's values per call."""
+        parts are serialised once per shape, and each call's values are JSON-encoded and put
+        in their places by one `%` formatting."""
         template = self._template
         if template is None:
             template = self._template = self._make_template()
-        values = self._values(obs, hit, trace_id, span_id)
         if not template:  # the shared parts contain a slot marker: no template
+            values = self._values(obs, hit, trace_id, span_id)
             return to_json_bytes(self._assemble(*values))
-        parts, slots = template
-        out = [parts[0]]
-        for i, slot in enumerate(slots, 1):
-            out.append(_orjson.dumps(values[slot]))
-            out.append(parts[i])
-        return b"".join(out)
+        text, order = template
+        dumps = _orjson.dumps
+        return text % order(
+            (
+                dumps(hit.decision_id),
+                b'"%b"' % unix_rfc3339(obs.start_time).encode(),
+                _json_repeated(obs.rpc),
+                _json_repeated(obs.peer),
+                _json_repeated(obs.peer_identity),
+                dumps(hit.request_id),
+                dumps(round(obs.latency_s * 1000.0, 3)),
+                dumps(trace_id),
+                dumps(span_id),
+                _json_repeated(self._hit_time_text(hit, obs)) if self.pinned else b"",
+            )
+        )
 
     def _values(self, obs: Observation, hit: CacheHit, trace_id: str, span_id: str) -> _Values:
         return (
@@ -328,10 +340,11 @@ class RecordShape:
             "request": request,
         }
 
-    def _make_template(self) -> tuple[list[bytes], list[int]] | tuple[()]:
-        """The record's JSON cut at each per-call value: (the bytes between values, which
-        value goes at each cut). Empty when orjson is missing or a shared part happens to
-        contain a slot marker (then every line is serialised whole)."""
+    def _make_template(self) -> tuple[bytes, Callable[[tuple[bytes, ...]], Any]] | tuple[()]:
+        """The record's JSON as a bytes `%` format with a `%b` where each per-call value goes,
+        and what picks those values, in their order, out of `line`'s tuple. Empty when
+        orjson is missing or a shared part happens to contain a slot marker (then every line
+        is serialised whole)."""
         if _orjson is None:
             return ()
         markers = [_SLOT.format(i) for i in range(_SLOTS)]
@@ -352,7 +365,23 @@ class RecordShape:
         expected = sorted([*tokens.values(), _REQUEST_ID_SLOT])
         if sorted(slots) != expected:
             return ()
-        return parts, slots
+        text = b"%b".join(part.replace(b"%", b"%%") for part in parts)
+        return text, operator.itemgetter(*slots)
+
+
+# JSON of the string values that repeat from call to call (rpc, peer address, identity, pinned
+# time): encoded once each; cleared when full, since every new connection brings a new peer.
+_repeated: dict[str, bytes] = {}
+_MAX_REPEATED = 4096
+
+
+def _json_repeated(value: str) -> bytes:
+    data = _repeated.get(value)
+    if data is None:
+        if len(_repeated) >= _MAX_REPEATED:
+            _repeated.clear()
+        data = _repeated[value] = _orjson.dumps(value)
+    return data
 
 
 # The per-call values of a shared-shape record, in `RecordShape._assemble`'s order.
@@ -441,6 +470,7 @@ def _decision_time(obs: Observation) -> datetime:
 
 # (unix second, its "YYYY-MM-DDTHH:MM:SS" in UTC): records of one second share the formatting.
 _second: tuple[int, str] = (-1, "")
+_modf = math.modf
 
 
 def unix_rfc3339(t: float) -> str:
@@ -448,18 +478,19 @@ def unix_rfc3339(t: float) -> str:
     and time functions were a visible part of a record's cost."""
     global _second
     # datetime.fromtimestamp's own rounding: the fraction to microseconds, half to even.
-    frac, whole = math.modf(t)
+    frac, whole = _modf(t)
     micros = round(frac * 1e6)
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, micros - 1_000_000
-    elif micros < 0:
-        whole, micros = whole - 1, micros + 1_000_000
+    if not 0 <= micros < 1_000_000:
+        if micros >= 1_000_000:
+            whole, micros = whole + 1, micros - 1_000_000
+        else:
+            whole, micros = whole - 1, micros + 1_000_000
     second = int(whole)
     cached = _second
     if cached[0] != second:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         cached = _second = (second, text)
-    return f"{cached[1]}.{micros:06d}Z"
+    return "%s.%06dZ" % (cached[1], micros)  # noqa: UP031 (faster than an f-string here)
 
 
 def _rfc3339(t: datetime) -> str:

@@ -8,6 +8,7 @@ extracted with the configured propagator (`OTEL_PROPAGATORS`, W3C trace context 
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import SpanProcessor, sampling
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
@@ -132,7 +134,10 @@ class DirectSpans:
         self._default_sampler = (
             self._sampler.get_description() == sampling.DEFAULT_ON.get_description()
         )
-        self._decision_parts: dict[tuple[str, str, int, int, bool], tuple[bytes, bytes, bytes]] = {}
+        # The SDK's default generator is `random.getrandbits` looped until non-zero: called
+        # directly (a zero id, 2**-64 likely, falls back to the generator itself).
+        self._random_ids = type(self._ids) is RandomIdGenerator
+        self._decision_formats: dict[tuple[str, str, int, int, bool, bool], bytes] = {}
 
     def record(
         self,
@@ -151,16 +156,23 @@ class DirectSpans:
             parent = trace.get_current_span(parent_context).get_span_context()
             if not parent.is_valid:
                 parent = None
+        random_ids = self._random_ids
         if parent is not None:
             trace_id = parent.trace_id
             random_trace_id = parent.trace_flags.random_trace_id
+        elif random_ids:
+            trace_id = _getrandbits(128) or self._ids.generate_trace_id()
+            random_trace_id = True
         else:
             trace_id = self._ids.generate_trace_id()
             random_trace_id = self._ids.is_trace_id_random()
         if self._default_sampler:
+            if random_ids:
+                span_id = _getrandbits(64) or self._ids.generate_span_id()
+            else:
+                span_id = self._ids.generate_span_id()
             if parent is not None and not parent.trace_flags.sampled:
-                return (format(trace_id, "032x"), format(self._ids.generate_span_id(), "016x"))
-            span_id = self._ids.generate_span_id()
+                return (format(trace_id, "032x"), format(span_id, "016x"))
             if summary is not None and not obs.error_code:
                 data = self._span_of_decision(
                     obs, trace_id, span_id, parent, decision_id, revision, summary
@@ -229,33 +241,47 @@ class DirectSpans:
         revision: str,
         summary: Summary,
     ) -> bytes:
-        """`_span` for a call that answered, from bytes shared by every call with the same
-        rpc, bundle and counts: only the ids, times and decision id are encoded per call."""
+        """`_span` for a call that answered, from a bytes format shared by every call with the
+        same rpc, bundle and counts: only the ids, times and decision id are put in per call."""
+        if parent is not None and parent.trace_state:
+            # A vendor's tracestate (rare): encoded in full.
+            attributes = _attributes(obs, decision_id, revision, summary)
+            return self._span(obs, trace_id, span_id, parent.trace_state, parent, attributes)
         remote = parent is not None and parent.is_remote
-        key = (obs.rpc, revision, summary.allow, summary.deny, remote)
-        parts = self._decision_parts.get(key)
-        if parts is None:
-            if len(self._decision_parts) >= _MAX_DECISION_PARTS:
-                self._decision_parts.clear()
-            parts = self._decision_parts[key] = _decision_parts(obs, revision, summary, remote)
-        head, middle, tail = parts
+        key = (obs.rpc, revision, summary.allow, summary.deny, parent is not None, remote)
+        text = self._decision_formats.get(key)
+        if text is None:
+            if len(self._decision_formats) >= _MAX_DECISION_PARTS:
+                self._decision_formats.clear()
+            text = self._decision_formats[key] = _decision_format(
+                obs, revision, summary, parent is not None, remote
+            )
         start_ns = round(obs.start_time * 1e6) * 1000
-        out = [b"\x0a\x10" + trace_id.to_bytes(16, "big"), b"\x12\x08" + span_id.to_bytes(8, "big")]
-        if parent is not None:
-            if parent.trace_state:
-                state = ",".join(f"{k}={v}" for k, v in parent.trace_state.items())
-                out.append(ld(0x1A, state.encode()))  # trace_state = 3
-            out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))  # parent_span_id = 4
-        out.append(head)
-        out.append(b"\x39" + _pack_q(start_ns))  # start_time_unix_nano = 7
-        out.append(b"\x41" + _pack_q(start_ns + round(obs.latency_s * 1e9)))  # end = 8
-        out.append(middle)
-        out.append(ld(0x4A, _DECISION_ID_KEY + ld(0x12, ld(0x0A, decision_id.encode()))))
-        out.append(tail)
-        return b"".join(out)
+        decision = decision_id.encode()
+        prefix = _decision_prefixes.get(len(decision))
+        if prefix is None:
+            prefix = _decision_prefix(len(decision))
+        if parent is None:
+            return text % (
+                trace_id.to_bytes(16, "big"),
+                span_id.to_bytes(8, "big"),
+                _pack_q(start_ns),
+                _pack_q(start_ns + round(obs.latency_s * 1e9)),
+                prefix,
+                decision,
+            )
+        return text % (
+            trace_id.to_bytes(16, "big"),
+            span_id.to_bytes(8, "big"),
+            parent.span_id.to_bytes(8, "big"),
+            _pack_q(start_ns),
+            _pack_q(start_ns + round(obs.latency_s * 1e9)),
+            prefix,
+            decision,
+        )
 
 
-# Shared span parts per (rpc, revision, allow, deny, remote parent); few distinct ones exist.
+# Span formats per (rpc, revision, allow, deny, parent, remote parent); few distinct ones exist.
 _MAX_DECISION_PARTS = 1024
 _pack_q = struct.Struct("<Q").pack
 _DECISION_ID_KEY = ld(0x0A, b"pdp.decision_id")
@@ -289,3 +315,33 @@ def _decision_parts(
         whole[attrs_at:decision_at],
         whole[decision_at + len(decision) :],
     )
+
+
+def _decision_format(
+    obs: Observation, revision: str, summary: Summary, has_parent: bool, remote: bool
+) -> bytes:
+    """A decision's span as a bytes `%` format: trace id, span id, (parent span id,) start,
+    end, the decision-id attribute's prefix and the decision id go in, in that order."""
+    head, middle, tail = (
+        part.replace(b"%", b"%%") for part in _decision_parts(obs, revision, summary, remote)
+    )
+    ids = b"\x0a\x10%b\x12\x08%b"  # trace_id = 1, span_id = 2
+    if has_parent:
+        ids += b"\x22\x08%b"  # parent_span_id = 4
+    # start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64)
+    return ids + head + b"\x39%b\x41%b" + middle + b"%b%b" + tail
+
+
+def _decision_prefix(length: int) -> bytes:
+    """The `pdp.decision_id` attribute (a `KeyValue` in `Span.attributes`) up to the id's own
+    bytes, for an id of `length` bytes."""
+    marker = b"\x00" * length
+    whole = ld(0x4A, _DECISION_ID_KEY + ld(0x12, ld(0x0A, marker)))
+    prefix = whole[:-length] if length else whole
+    if len(_decision_prefixes) < 64:
+        _decision_prefixes[length] = prefix
+    return prefix
+
+
+_decision_prefixes: dict[int, bytes] = {}
+_getrandbits = random.getrandbits
