@@ -152,6 +152,11 @@ class TelemetryObserver(Intake):
         for obs in batch:
             summary = self._process(obs, records)
             calls.append((summary, obs.latency_s, obs.error_code))
+        if self._spans is not None:
+            try:
+                self._spans.flush()
+            except Exception:
+                log.exception("spans could not be handed to the span processor")
         if self._metrics is not None:
             try:
                 self._metrics.record_calls(calls)

@@ -30,6 +30,7 @@ from opentelemetry.trace import Tracer
 
 from pdp.telemetry.metrics import LocalHistograms, attach_histograms
 from pdp.telemetry.otlp_spans import FastOTLPSpanExporter
+from pdp.telemetry.span_batches import EncodedSpanProcessor
 from pdp.telemetry.tracing import DirectSpans
 
 log = logging.getLogger("pdp.telemetry")
@@ -130,13 +131,18 @@ def setup_otel(
     if traces:
         exporters = list(span_exporters) if span_exporters is not None else _span_exporters()
         provider = TracerProvider(resource=resource)
-        processors = [BatchSpanProcessor(exporter) for exporter in exporters]
-        for processor in processors:
-            provider.add_span_processor(processor)
         otel.tracer_provider = provider
         otel.tracer = provider.get_tracer(SCOPE)
         if exporters and all(isinstance(e, FastOTLPSpanExporter) for e in exporters):
-            otel.direct_spans = DirectSpans(otel.tracer, processors, SCOPE)
+            # Spans encoded by pdp and batched a write batch at a time; on the provider too,
+            # so its force_flush and shutdown reach them.
+            encoded = [EncodedSpanProcessor(e) for e in exporters]  # type: ignore[arg-type]
+            for processor in encoded:
+                provider.add_span_processor(processor)
+            otel.direct_spans = DirectSpans(otel.tracer, encoded, SCOPE)
+        else:
+            for exporter in exporters:
+                provider.add_span_processor(BatchSpanProcessor(exporter))
     if metrics:
         readers = list(metric_readers) if metric_readers is not None else _metric_readers(otel)
         if prometheus:

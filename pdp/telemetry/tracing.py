@@ -11,18 +11,19 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import SpanProcessor, sampling
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
 from pdp.telemetry.decision_log import Summary
 from pdp.telemetry.observation import Observation
-from pdp.telemetry.otlp_spans import EncodedSpan, ld, span_bytes
+from pdp.telemetry.otlp_spans import ld, span_bytes
 
 SPAN_NAME = "pdp.Check"
 
@@ -109,6 +110,14 @@ def _attributes(
     return attrs
 
 
+class EncodedSpans(Protocol):
+    """Where `DirectSpans` hands its spans (an `EncodedSpanProcessor`)."""
+
+    def add(
+        self, resource: Resource, scope: InstrumentationScope, spans: Sequence[bytes]
+    ) -> None: ...
+
+
 class DirectSpans:
     """The Check span written straight to OTLP bytes, without an SDK `Span` object.
 
@@ -116,17 +125,21 @@ class DirectSpans:
     call on the writer thread (~55 µs of ~110 µs), all of it holding the GIL the serving
     threads need. This makes the same span with the tracer's own sampler (so
     `OTEL_TRACES_SAMPLER` applies as usual), id generator, resource and scope, encodes it once
-    and hands it to the provider's batch span processors, whose exporter sends it. Used only
-    when every span exporter is a `FastOTLPSpanExporter` (which accepts encoded spans); any
-    other exporter gets real SDK spans through `record_span`.
+    and keeps its bytes until `flush`, which hands a whole write batch of spans to the
+    `EncodedSpanProcessor`s (pdp.telemetry.span_batches) in one call. Used only when every span
+    exporter is a `FastOTLPSpanExporter` (which sends encoded spans); any other exporter gets
+    real SDK spans through `record_span`.
     """
 
-    def __init__(self, tracer: Tracer, processors: Sequence[SpanProcessor], scope: str) -> None:
+    def __init__(self, tracer: Tracer, processors: Sequence[EncodedSpans], scope: str) -> None:
         sdk_tracer: Any = tracer
         self._sampler = sdk_tracer.sampler
         self._ids = sdk_tracer.id_generator
         self._resource = sdk_tracer.resource
-        self._scope = InstrumentationScope(scope)
+        # The tracer's own scope: SDK spans of the same tracer are grouped with these.
+        self._scope = getattr(sdk_tracer, "_instrumentation_scope", None) or InstrumentationScope(
+            scope
+        )
         self._processors = tuple(processors)
         # The default sampler (parent-based, always on: also what OTEL_TRACES_SAMPLER=
         # parentbased_always_on builds) is decided inline from the parent's flag, as it
@@ -138,6 +151,7 @@ class DirectSpans:
         # directly (a zero id, 2**-64 likely, falls back to the generator itself).
         self._random_ids = type(self._ids) is RandomIdGenerator
         self._decision_formats: dict[tuple[str, str, int, int, bool, bool], bytes] = {}
+        self._pending: list[bytes] = []  # spans recorded, not yet flushed
 
     def record(
         self,
@@ -159,13 +173,10 @@ class DirectSpans:
         random_ids = self._random_ids
         if parent is not None:
             trace_id = parent.trace_id
-            random_trace_id = parent.trace_flags.random_trace_id
         elif random_ids:
             trace_id = _getrandbits(128) or self._ids.generate_trace_id()
-            random_trace_id = True
         else:
             trace_id = self._ids.generate_trace_id()
-            random_trace_id = self._ids.is_trace_id_random()
         if self._default_sampler:
             if random_ids:
                 span_id = _getrandbits(64) or self._ids.generate_span_id()
@@ -191,14 +202,16 @@ class DirectSpans:
                 return (format(trace_id, "032x"), format(span_id, "016x"))
             trace_state = result.trace_state
             data = self._span(obs, trace_id, span_id, trace_state, parent, result.attributes or {})
-        # The batch processor reads only the context's sampled flag; the exporter reads the
-        # encoded bytes, resource and scope.
-        span = EncodedSpan(
-            _SAMPLED_RANDOM if random_trace_id else _SAMPLED, self._resource, self._scope, data
-        )
-        for processor in self._processors:
-            processor.on_end(span)  # type: ignore[arg-type]
+        self._pending.append(data)
         return (format(trace_id, "032x"), format(span_id, "016x"))  # trace.format_*_id
+
+    def flush(self) -> None:
+        """Hand the spans recorded since the last flush to the processors (once per batch)."""
+        pending = self._pending
+        if pending:
+            self._pending = []
+            for processor in self._processors:
+                processor.add(self._resource, self._scope, pending)
 
     def _span(
         self,
@@ -285,10 +298,6 @@ class DirectSpans:
 _MAX_DECISION_PARTS = 1024
 _pack_q = struct.Struct("<Q").pack
 _DECISION_ID_KEY = ld(0x0A, b"pdp.decision_id")
-_SAMPLED = SpanContext(1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-_SAMPLED_RANDOM = SpanContext(
-    1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
-)
 
 
 def _decision_parts(

@@ -5,26 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _encode_span
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from pdp.telemetry.decision_log import summarize
 from pdp.telemetry.otel import make_resource
-from pdp.telemetry.otlp_spans import EncodedSpan, encode_request
+from pdp.telemetry.otlp_spans import SpanChunk, encode_request
 from pdp.telemetry.tracing import DirectSpans, record_span
 
 from .conftest import TRACE_ID, ObsFactory
 
 
-class Collect(SpanProcessor):
-    def __init__(self) -> None:
-        self.spans: list[Any] = []
+class Collect:
+    """Stands in for an EncodedSpanProcessor: keeps what `DirectSpans.flush` hands over."""
 
-    def on_end(self, span: Any) -> None:
-        self.spans.append(span)
+    def __init__(self) -> None:
+        self.spans: list[bytes] = []
+        self.adds: list[tuple[Any, Any, int]] = []
+
+    def add(self, resource: Any, scope: Any, spans: Any) -> None:
+        self.adds.append((resource, scope, len(spans)))
+        self.spans.extend(spans)
 
 
 def _pair(obs: Any, **provider_args: Any) -> tuple[Span | None, Span | None, tuple[str, str]]:
@@ -44,8 +49,9 @@ def _pair(obs: Any, **provider_args: Any) -> tuple[Span | None, Span | None, tup
             "summary": summarize(response),
         }
     ids = direct.record(obs, **kwargs)
+    direct.flush()
     record_span(tracer, obs, **kwargs)
-    got = Span.FromString(collect.spans[0].data) if collect.spans else None
+    got = Span.FromString(collect.spans[0]) if collect.spans else None
     sdk = memory.get_finished_spans()
     want = _encode_span(sdk[0]) if sdk else None
     if got is not None and want is not None:
@@ -75,22 +81,31 @@ def test_sampler_is_honoured(make_obs: ObsFactory) -> None:
     assert len(trace_id) == 32
 
 
-def test_encoded_spans_batch_with_sdk_spans(make_obs: ObsFactory) -> None:
+def test_a_batch_of_spans_is_handed_over_at_once_and_grouped_as_the_sdk_groups(
+    make_obs: ObsFactory,
+) -> None:
     provider = TracerProvider(resource=make_resource())
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("pdp")
     collect = Collect()
-    DirectSpans(tracer, [collect], "pdp").record(make_obs())
-    (span,) = collect.spans
-    assert isinstance(span, EncodedSpan) and span.context.trace_flags.sampled
-    # One resource, one scope, one span: grouped as the SDK groups real spans.
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
+    direct = DirectSpans(tracer, [collect], "pdp")
+    for _ in range(3):
+        direct.record(make_obs())
+    assert collect.adds == []  # nothing until the batch is flushed
+    direct.flush()
+    direct.flush()  # nothing new: no empty hand-over
+    assert [n for _, _, n in collect.adds] == [3]
+    resource, scope, _ = collect.adds[0]
+    record_span(tracer, make_obs())  # an SDK span of the same resource and scope
+    chunk = SpanChunk(resource, scope, collect.spans)
+    request = ExportTraceServiceRequest.FromString(
+        encode_request([chunk, *memory.get_finished_spans()])
     )
-
-    request = ExportTraceServiceRequest.FromString(encode_request([span, span]))
     (rs,) = request.resource_spans
     (ss,) = rs.scope_spans
-    assert ss.scope.name == "pdp" and len(ss.spans) == 2
+    assert ss.scope.name == "pdp" and len(ss.spans) == 4
+    assert [s.SerializeToString() for s in ss.spans[:3]] == collect.spans
 
 
 def test_default_sampler_follows_an_unsampled_parent(make_obs: ObsFactory) -> None:
@@ -131,11 +146,12 @@ def test_repeated_decisions_share_encoded_parts_yet_differ_per_call(make_obs: Ob
         }
         direct.record(obs, **kwargs)
         record_span(tracer, obs, **kwargs)
+    direct.flush()
     sdk = memory.get_finished_spans()
     assert len(collect.spans) == len(sdk) == 4
     seen = set()
     for mine, theirs in zip(collect.spans, sdk):
-        got, want = Span.FromString(mine.data), _encode_span(theirs)
+        got, want = Span.FromString(mine), _encode_span(theirs)
         want.span_id = got.span_id
         if not got.parent_span_id:
             want.trace_id = got.trace_id
@@ -143,3 +159,14 @@ def test_repeated_decisions_share_encoded_parts_yet_differ_per_call(make_obs: Ob
         attrs = {kv.key: kv.value.string_value for kv in got.attributes}
         seen.add((attrs["pdp.decision_id"], got.start_time_unix_nano))
     assert len(seen) == 4
+
+
+def test_a_callers_tracestate_is_kept_as_the_sdk_keeps_it(make_obs: ObsFactory) -> None:
+    metadata = (
+        ("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01"),
+        ("tracestate", "vendor=abc,other=x"),
+    )
+    got, want, (trace_id, _span_id) = _pair(make_obs(metadata=metadata))
+    assert got is not None and got == want
+    assert got.trace_state == "vendor=abc,other=x" and trace_id == TRACE_ID
+    assert got.parent_span_id.hex() == "00f067aa0ba902b7"
