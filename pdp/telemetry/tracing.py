@@ -9,17 +9,32 @@ extracted with the configured propagator (`OTEL_PROPAGATORS`, W3C trace context 
 from __future__ import annotations
 
 import random
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
+from opentelemetry.trace import (
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    TraceState,
+)
+from opentelemetry.trace.propagation.tracecontext import (
+    _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH,
+    TraceContextTextMapPropagator,
+)
 
 from pdp.telemetry.decision_log import Summary
 from pdp.telemetry.observation import Observation
@@ -41,6 +56,64 @@ def extract_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
             carrier[k] = value
     # An untraced caller (no propagation keys) starts a new trace; skip the propagators.
     return propagate.extract(carrier) if carrier else Context()
+
+
+def w3c_parent(metadata: Sequence[tuple[str, str | bytes]]) -> SpanContext | None:
+    """The caller's span context from its `traceparent` (and `tracestate`), exactly as the
+    OpenTelemetry W3C trace-context propagator extracts it (the last value of each key
+    counts, as in `extract_context`'s carrier); None when absent or invalid."""
+    traceparent = tracestate = None
+    for key, value in metadata:
+        k = key.lower()
+        if k == "traceparent":
+            if isinstance(value, str):
+                traceparent = value
+        elif k == "tracestate" and isinstance(value, str):
+            tracestate = value
+    if not traceparent or len(traceparent) > _TRACEPARENT_MAX:
+        return None
+    match = _TRACEPARENT.search(traceparent)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    if (version == "00" and rest) or version == "ff":
+        return None
+    state = None
+    if tracestate is not None and len(tracestate) <= _TRACESTATE_MAX:
+        state = TraceState.from_header([tracestate])
+    return SpanContext(
+        int(trace_id, 16),
+        int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(flags, 16)),
+        trace_state=state,
+    )
+
+
+def _w3c_only() -> bool:
+    """Whether the configured propagators read the span context from W3C trace context
+    alone (the default `tracecontext,baggage`, or `tracecontext`): baggage never changes it."""
+    global _w3c_checked
+    textmap = propagate.get_global_textmap()
+    if _w3c_checked[0] is not textmap:
+        fields = getattr(textmap, "_propagators", None)
+        kinds = [type(p) for p in fields] if fields is not None else [type(textmap)]
+        w3c = (
+            type(textmap) in (CompositePropagator, TraceContextTextMapPropagator)
+            and TraceContextTextMapPropagator in kinds
+            and all(k in (TraceContextTextMapPropagator, W3CBaggagePropagator) for k in kinds)
+        )
+        _w3c_checked = (textmap, w3c)
+    return _w3c_checked[1]
+
+
+_w3c_checked: tuple[object, bool] = (None, False)
+_TRACEPARENT = re.compile(TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT)
+_TRACEPARENT_MAX = TraceContextTextMapPropagator._TRACEPARENT_MAXIMUM_LENGTH
+_TRACESTATE_MAX = _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 def record_span(
@@ -166,10 +239,15 @@ class DirectSpans:
         parent: SpanContext | None = None
         parent_context: Context | None = None
         if metadata:
-            parent_context = extract_context(metadata)
-            parent = trace.get_current_span(parent_context).get_span_context()
-            if not parent.is_valid:
-                parent = None
+            if self._default_sampler and _w3c_only():
+                # The parent is all the default sampler and the span need: parsed as the W3C
+                # propagator parses it, without building contexts for it.
+                parent = w3c_parent(metadata)
+            else:
+                parent_context = extract_context(metadata)
+                parent = trace.get_current_span(parent_context).get_span_context()
+                if not parent.is_valid:
+                    parent = None
         random_ids = self._random_ids
         if parent is not None:
             trace_id = parent.trace_id
