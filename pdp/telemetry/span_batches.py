@@ -8,8 +8,8 @@ the export thread builds each OTLP request from those bytes (see `encode_request
 exporter sends it as it is.
 
 Configured as the SDK configures its processor: `OTEL_BSP_SCHEDULE_DELAY` (ms between
-exports), `OTEL_BSP_MAX_QUEUE_SIZE` (spans held; beyond it new spans are dropped, counted and
-warned about), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (spans per request), `OTEL_BSP_EXPORT_TIMEOUT`.
+exports), `OTEL_BSP_MAX_QUEUE_SIZE` (spans held; a batch beyond it waits briefly for room while the
+collector answers, and is otherwise dropped, counted and warned about), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (spans per request), `OTEL_BSP_EXPORT_TIMEOUT`.
 SDK spans (`on_end`) are accepted too, so the processor can stand in for the SDK's on the
 tracer provider: the provider's `force_flush` and `shutdown` reach it.
 """
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from pdp.telemetry.otlp_spans import FastOTLPSpanExporter, SpanChunk, encode_span
@@ -37,6 +38,8 @@ DEFAULT_SCHEDULE_DELAY_MS = 5000
 DEFAULT_MAX_QUEUE_SIZE = 2048
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
 DEFAULT_EXPORT_TIMEOUT_MS = 30000
+# How long a write batch that does not fit may wait for the export thread to make room.
+ADD_WAIT_S = 0.5
 # At most one "spans dropped" warning per interval.
 DROP_WARNING_INTERVAL_S = 10.0
 
@@ -86,7 +89,9 @@ class EncodedSpanProcessor(SpanProcessor):
         self._chunks: deque[SpanChunk] = deque()
         self._queued = 0
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)  # the export thread waits on it
+        self._space = threading.Condition(self._lock)  # `add` waits on it for room
+        self._healthy = True  # the last export succeeded (or none was tried yet)
         self._export_lock = threading.Lock()  # the thread and force_flush take turns
         self._shutdown = False
         self.dropped = 0
@@ -98,13 +103,29 @@ class EncodedSpanProcessor(SpanProcessor):
     # -- intake ----------------------------------------------------------------------------------
 
     def add(self, resource: Resource, scope: InstrumentationScope, spans: Sequence[bytes]) -> None:
-        """Queue encoded `Span` messages of one resource and scope (sampled ones only)."""
+        """Queue encoded `Span` messages of one resource and scope (sampled ones only).
+
+        A whole write batch arrives at once, and several can follow each other faster than
+        the export thread gets the GIL: while exports succeed, a batch that does not fit waits
+        (at most `ADD_WAIT_S`) for the export thread to make room, rather than losing spans
+        the collector could take. While the collector fails, the excess is dropped at once, so
+        a dead collector never slows the decision log."""
         if not spans:
             return
         with self._lock:
             if self._shutdown:
                 self._count_drops(len(spans))
                 return
+            needed = min(len(spans), self._max_queue)
+            deadline = None
+            while self._max_queue - self._queued < needed and self._healthy:
+                self._wake.notify()  # a full batch is waiting: export it now
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + ADD_WAIT_S
+                if now >= deadline or self._shutdown:
+                    break
+                self._space.wait(deadline - now)
             room = self._max_queue - self._queued
             if room < len(spans):
                 self._count_drops(len(spans) - max(room, 0))
@@ -156,6 +177,8 @@ class EncodedSpanProcessor(SpanProcessor):
                 del chunk.spans[:room]
                 n += room
         self._queued -= n
+        if n:
+            self._space.notify_all()
         return out
 
     def _export_some(self) -> bool:
@@ -166,9 +189,11 @@ class EncodedSpanProcessor(SpanProcessor):
             if not batch:
                 return False
             try:
-                self._exporter.export(batch)  # type: ignore[arg-type]
+                result = self._exporter.export(batch)  # type: ignore[arg-type]
             except Exception:
                 log.exception("span export failed")
+                result = SpanExportResult.FAILURE
+            self._healthy = result is SpanExportResult.SUCCESS
             return True
 
     def _run(self) -> None:
@@ -197,5 +222,6 @@ class EncodedSpanProcessor(SpanProcessor):
                 return
             self._shutdown = True
             self._wake.notify()
+            self._space.notify_all()
         self._thread.join(self._timeout_ms / 1000)
         self._exporter.shutdown()

@@ -112,21 +112,84 @@ def test_spans_below_a_batch_go_out_after_the_delay(receiver: tuple[Receiver, st
         p.shutdown()
 
 
-def test_a_full_queue_drops_counts_and_warns(
-    receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+def test_a_burst_beyond_the_queue_waits_for_the_exporter_and_loses_nothing(
+    receiver: tuple[Receiver, str],
 ) -> None:
     rec, endpoint = receiver
-    p = processor(endpoint, schedule_delay_ms=60_000, max_queue_size=4, max_export_batch_size=4)
+    p = processor(endpoint, schedule_delay_ms=60_000, max_queue_size=4, max_export_batch_size=2)
     try:
-        with caplog.at_level(logging.WARNING, logger="pdp.telemetry"):
-            p.add(make_resource(), SCOPE, [span(f"s{i}") for i in range(3)])
-            p.add(make_resource(), SCOPE, [span(f"t{i}") for i in range(3)])
-        assert p.dropped == 2
-        assert "dropped 2 spans" in caplog.text
+        for batch in range(5):  # write batches arriving faster than one export
+            p.add(make_resource(), SCOPE, [span(f"{batch}-{i}") for i in range(4)])
         p.force_flush()
-        assert rec.names() == ["s0", "s1", "s2", "t0"]  # the oldest kept, the excess dropped
+        assert p.dropped == 0
+        assert rec.names() == [f"{b}-{i}" for b in range(5) for i in range(4)]
     finally:
         p.shutdown()
+
+
+class SlowReceiver(Receiver):
+    """A collector that holds each export until released, or refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.refuse = False
+
+    def Export(self, request: Any, context: Any) -> Any:
+        if self.refuse:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
+        self.release.wait(10)
+        return super().Export(request, context)
+
+
+def test_a_full_queue_waits_briefly_then_drops_counts_and_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    slow = SlowReceiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(slow, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    exporter = FastOTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=10)
+    p = EncodedSpanProcessor(
+        exporter, schedule_delay_ms=60_000, max_queue_size=4, max_export_batch_size=4
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="pdp.telemetry"):
+            p.add(make_resource(), SCOPE, [span("s")] * 4)  # a full batch: exported at once
+            wait_for(lambda: p._queued == 0)  # ... and held by the collector
+            p.add(make_resource(), SCOPE, [span("t")] * 4)  # fills the queue
+            t0 = time.monotonic()
+            p.add(make_resource(), SCOPE, [span("u")] * 4)
+            waited = time.monotonic() - t0
+        assert 0.3 < waited < 2  # a short wait for room, then the excess is dropped
+        assert p.dropped == 4 and "dropped 4 spans" in caplog.text
+        slow.release.set()
+        p.force_flush()
+        assert slow.names() == ["s"] * 4 + ["t"] * 4
+
+        slow.refuse = True  # the collector now fails every export
+        p.add(make_resource(), SCOPE, [span("v")] * 4)
+        wait_for(lambda: not p._healthy)
+        slow.refuse, slow.release = False, threading.Event()
+        p.add(make_resource(), SCOPE, [span("w")] * 4)
+        wait_for(lambda: p._queued == 0)  # held by the collector
+        p.add(make_resource(), SCOPE, [span("x")] * 4)  # fills the queue
+        t0 = time.monotonic()
+        p.add(make_resource(), SCOPE, [span("y")] * 4)
+        assert time.monotonic() - t0 < 0.2  # the last export failed: no waiting at all
+        assert p.dropped == 8
+        slow.release.set()
+    finally:
+        p.shutdown()
+        server.stop(grace=None)
+
+
+def wait_for(condition: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_shutdown_sends_everything_queued_and_then_refuses(
