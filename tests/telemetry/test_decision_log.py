@@ -182,6 +182,20 @@ def test_shared_shape_line_without_template_when_data_holds_a_slot_marker() -> N
     assert json.loads(line)["request_id"] == 'req-"quoted"'
 
 
+def test_shared_shape_line_keeps_percent_signs_in_shared_and_per_call_values() -> None:
+    # The line is a bytes `%` format: a `%` in the shared parts (escaped in the template) and
+    # in this call's values (inserted as they are) must come out unchanged.
+    req = parse_check_request(
+        request_dict(principal={"id": "al%bice", "tenant": "100%", "attr": {"p": "%s%%%b"}})
+    )
+    hit, obs = cache_hit(req, decision_id="dec-%b", request_id="req-%s-100%")
+    shape = RecordShape(hit.entry, Masker())  # type: ignore[arg-type]
+    line = shape.line(obs, hit, trace_id="t%", span_id="%s")  # type: ignore[arg-type]
+    assert line == to_json_bytes(build_record(obs, Masker(), trace_id="t%", span_id="%s"))
+    record = json.loads(line)
+    assert record["principal"]["id"] == "al%bice" and record["request_id"] == "req-%s-100%"
+
+
 @settings(max_examples=3000, deadline=None)
 @given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
 def test_unix_timestamps_format_as_datetime_does(t: float) -> None:

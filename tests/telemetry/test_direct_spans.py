@@ -170,3 +170,30 @@ def test_a_callers_tracestate_is_kept_as_the_sdk_keeps_it(make_obs: ObsFactory) 
     assert got is not None and got == want
     assert got.trace_state == "vendor=abc,other=x" and trace_id == TRACE_ID
     assert got.parent_span_id.hex() == "00f067aa0ba902b7"
+
+
+def test_a_decision_span_format_keeps_percent_signs(make_obs: ObsFactory) -> None:
+    # The shared span parts become a bytes `%` format: a revision holding `%` is escaped there,
+    # and a decision id holding it goes in as it is.
+    provider = TracerProvider(resource=make_resource())
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("pdp")
+    collect = Collect()
+    direct = DirectSpans(tracer, [collect], "pdp")
+    obs = make_obs()
+    assert obs.response is not None
+    kwargs: dict[str, Any] = {
+        "decision_id": "dec-%b-%s",
+        "revision": "rev-100%-%b",
+        "summary": summarize(obs.response),
+    }
+    direct.record(obs, **kwargs)
+    direct.flush()
+    record_span(tracer, obs, **kwargs)
+    got, want = Span.FromString(collect.spans[0]), _encode_span(memory.get_finished_spans()[0])
+    want.span_id = got.span_id
+    assert got == want
+    attrs = {kv.key: kv.value.string_value for kv in got.attributes}
+    assert attrs["pdp.bundle.revision"] == "rev-100%-%b"
+    assert attrs["pdp.decision_id"] == "dec-%b-%s"
