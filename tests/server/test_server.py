@@ -225,6 +225,7 @@ class WireRecorder(Recorder):
 
 
 def test_a_wire_only_observer_gets_each_checks_bytes_and_details(engine: Engine) -> None:
+    from pdp.server import wire
     from pdp.server.wire import decode_observation
 
     rec = WireRecorder()
@@ -236,10 +237,20 @@ def test_a_wire_only_observer_gets_each_checks_bytes_and_details(engine: Engine)
     ):
         answer = c.check(ALICE, [{**DOC, "actions": ["read"]}])
         rpc_error(lambda: c.check(ALICE, [{"kind": "document", "id": "", "actions": ["read"]}]))
+        # The same question at a fixed time, twice: decided, then answered from the cache.
+        pinned = {"time": "2026-01-01T12:00:00Z"}
+        first = c.check(ALICE, [{**DOC, "actions": ["read"]}], pinned, request_id="r-1")
+        second = c.check(ALICE, [{**DOC, "actions": ["read"]}], pinned, request_id="r-2")
     assert rec.records == []  # no observation objects: nothing of the call is kept alive
     assert all(type(part) in (str, bytes, float, tuple, int, type(None))
                for item in rec.items for part in item)  # fmt: skip
-    ok, failed = (decode_observation(item) for item in rec.items)
+    ok, failed, decided, hit = (decode_observation(item) for item in rec.items)
+    assert [item[0] for item in rec.items[2:]] == [wire._CHECK, wire._HIT]
+    # The hit crosses as the cached entry and its own ids, and reads back as that call.
+    assert hit.cache_hit.entry is decided.cache_hit.entry  # one decoded decision, shared
+    assert (hit.response.decision_id, hit.response.request_id) == (second.decision_id, "r-2")
+    assert (decided.response.decision_id, decided.request.request_id) == (first.decision_id, "r-1")
+    assert hit.peer == ok.peer and hit.metadata == ok.metadata
     assert ok.response is not None and ok.response.decision_id == answer.decision_id
     assert ok.request is not None and ok.request.principal["id"] == ALICE["id"]
     assert ok.peer.startswith("ipv4:127.0.0.1:") and ok.peer_identity == ""
