@@ -18,7 +18,8 @@ a small receiver this script runs on 127.0.0.1, default sampler, the default wri
 process on a multi-core machine, whose CPU counts in the on server's CPU per request). h2load runs alternate between
 them (the order flips every round, since the shared 2-core machine drifts), and the medians of
 `--rounds` runs give on/off throughput and their ratio, with server CPU per request (from
-/proc, less moved by other load than req/s). The on server must have logged every call and
+/proc, less moved by other load than req/s; `writer`: the part of the on server's that its
+telemetry writer processes spent). The on server must have logged every call and
 dropped none: a writer that fell behind and dropped records would look cheap. Requests carry a
 fixed `context.time`, so with the cache on every repeated call is a hit.
 """
@@ -295,19 +296,27 @@ class OtlpReceiver:
         self.server.stop(grace=None)
 
 
-def session_cpu_s(sid: int) -> float:
-    """User + system CPU seconds of the live processes of session `sid` (server + workers)."""
+def session_cpu_s(sid: int, only: bytes = b"") -> float:
+    """User + system CPU seconds of the live processes of session `sid` (server + workers),
+    or of those whose command line contains `only`."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            # After "pid (comm)": state ppid pgrp session ... utime (12th), stime (13th).
+            if int(fields[3]) != sid:
+                continue
+            if only and only not in (stat.parent / "cmdline").read_bytes():
+                continue
         except OSError:
             continue  # exited meanwhile
-        # After "pid (comm)": state ppid pgrp session ... utime (12th), stime (13th).
-        if int(fields[3]) == sid:
-            total += int(fields[11]) + int(fields[12])
+        total += int(fields[11]) + int(fields[12])
     return total / tick
+
+
+# The telemetry writer processes' command line (pdp.cli.telemetry_writer).
+WRITER = b"telemetry_writer"
 
 
 def log_lines(path: Path) -> int:
@@ -379,11 +388,14 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                             for name, proc in order:
                                 port = off_port if name == "off" else on_port
                                 cpu0 = session_cpu_s(proc.pid)
+                                writer0 = session_cpu_s(proc.pid, WRITER)
                                 result = h2load(port, body, len(raw), args)
                                 # Let the writer drain what it holds: its CPU is the call's.
                                 time.sleep(0.3 if name == "on" else 0)
                                 cpu = session_cpu_s(proc.pid) - cpu0
+                                writer = session_cpu_s(proc.pid, WRITER) - writer0
                                 result["cpu_us"] = cpu / max(result["done"], 1) * 1e6
+                                result["writer_us"] = writer / max(result["done"], 1) * 1e6
                                 runs[name].append(result)
                                 print(
                                     f"  w{workers} cache {cache:<3} {n:>2}x3 round {rnd + 1}"
@@ -394,7 +406,7 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                         med = {
                             k: {
                                 m: statistics.median(r[m] for r in v)
-                                for m in ("rps", "p50_ms", "p99_ms", "cpu_us")
+                                for m in ("rps", "p50_ms", "p99_ms", "cpu_us", "writer_us")
                             }
                             for k, v in runs.items()
                         }
@@ -442,7 +454,7 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"\n{'request':<8} {'workers':>7} {'cache':>5} {'off req/s':>10} {'on req/s':>9}"
-        f" {'on/off':>7} {'cost':>6} {'off µs/req':>11} {'on µs/req':>10}"
+        f" {'on/off':>7} {'cost':>6} {'off µs/req':>11} {'on µs/req':>10} {'writer':>7}"
         f" {'off p99':>8} {'on p99':>7}  per-round on/off"
     )
     for r in rows:
@@ -450,6 +462,7 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
             f"{r['resources']:>2}x3{'':<4} {r['workers']:>7} {r['cache']:>5}"
             f" {r['off']['rps']:>10.0f} {r['on']['rps']:>9.0f} {r['ratio']:>7.3f}"
             f" {1 - r['ratio']:>6.1%} {r['off']['cpu_us']:>11.0f} {r['on']['cpu_us']:>10.0f}"
+            f" {r['on']['writer_us']:>7.0f}"
             f" {r['off']['p99_ms']:>8.2f} {r['on']['p99_ms']:>7.2f}"
             f"  {' '.join(f'{x:.2f}' for x in r['pair_ratios'])}"
         )
