@@ -32,14 +32,19 @@ class Collect:
         self.spans.extend(spans)
 
 
-def _pair(obs: Any, **provider_args: Any) -> tuple[Span | None, Span | None, tuple[str, str]]:
-    """The span DirectSpans writes for `obs` and the one the SDK makes (same span id)."""
+def _setup(**provider_args: Any) -> tuple[Any, InMemorySpanExporter, Collect, DirectSpans]:
+    """A tracer whose SDK spans land in memory, and DirectSpans on the same tracer."""
     provider = TracerProvider(resource=make_resource(), **provider_args)
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("pdp")
     collect = Collect()
-    direct = DirectSpans(tracer, [collect], "pdp")
+    return tracer, memory, collect, DirectSpans(tracer, [collect], "pdp")
+
+
+def _pair(obs: Any, **provider_args: Any) -> tuple[Span | None, Span | None, tuple[str, str]]:
+    """The span DirectSpans writes for `obs` and the one the SDK makes (same span id)."""
+    tracer, memory, collect, direct = _setup(**provider_args)
     response = obs.response
     kwargs: dict[str, Any] = {"decision_id": "", "revision": "", "summary": None}
     if response is not None:
@@ -84,12 +89,7 @@ def test_sampler_is_honoured(make_obs: ObsFactory) -> None:
 def test_a_batch_of_spans_is_handed_over_at_once_and_grouped_as_the_sdk_groups(
     make_obs: ObsFactory,
 ) -> None:
-    provider = TracerProvider(resource=make_resource())
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("pdp")
-    collect = Collect()
-    direct = DirectSpans(tracer, [collect], "pdp")
+    tracer, memory, collect, direct = _setup()
     for _ in range(3):
         direct.record(make_obs())
     assert collect.adds == []  # nothing until the batch is flushed
@@ -128,12 +128,7 @@ def test_untraced_call_starts_its_own_trace(make_obs: ObsFactory) -> None:
 def test_repeated_decisions_share_encoded_parts_yet_differ_per_call(make_obs: ObsFactory) -> None:
     # Calls with the same rpc, bundle and counts reuse the encoded attributes; each span still
     # carries its own decision id, times and ids, exactly as the SDK encodes them.
-    provider = TracerProvider(resource=make_resource())
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("pdp")
-    collect = Collect()
-    direct = DirectSpans(tracer, [collect], "pdp")
+    tracer, memory, collect, direct = _setup()
     for i, traced in enumerate([True, False, True, False]):
         obs = make_obs(decision_id=f"dec-{i}", **({} if traced else {"metadata": ()}))
         object.__setattr__(obs, "start_time", obs.start_time + i)
@@ -175,12 +170,7 @@ def test_a_callers_tracestate_is_kept_as_the_sdk_keeps_it(make_obs: ObsFactory) 
 def test_a_decision_span_format_keeps_percent_signs(make_obs: ObsFactory) -> None:
     # The shared span parts become a bytes `%` format: a revision holding `%` is escaped there,
     # and a decision id holding it goes in as it is.
-    provider = TracerProvider(resource=make_resource())
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("pdp")
-    collect = Collect()
-    direct = DirectSpans(tracer, [collect], "pdp")
+    tracer, memory, collect, direct = _setup()
     obs = make_obs()
     assert obs.response is not None
     kwargs: dict[str, Any] = {
