@@ -17,6 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pdp.client import Client, Retry
+from pdp.client._convert import request_to_proto
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 from .conftest import ALICE, DOC, free_port
 
@@ -71,20 +73,24 @@ def test_sigterm_drains_in_flight_calls(policy_dir: Path) -> None:
     with pdp_serve("--policies", str(policy_dir), "--listen", f"127.0.0.1:{port}") as proc:
         wait_serving(port, proc)
         batch = heavy_batch()
-        # No retries: a call the server dropped must show up as a failure here.
-        no_retry = Retry(attempts=1)
+        # Serialised once: twelve client threads each building a 500-resource request in
+        # Python could still be sending when SIGTERM lands on a busy machine, and a call that
+        # never reached the server is not an in-flight call.
+        data = request_to_proto(ALICE, batch, None).SerializeToString()
         with (
-            Client(f"127.0.0.1:{port}", timeout=30, retry=no_retry) as c,
+            grpc.insecure_channel(f"127.0.0.1:{port}") as ch,
             ThreadPoolExecutor(12) as pool,
         ):
-            c.check(ALICE, batch[:1])  # connected before the burst
+            # No retries: a call the server dropped must show up as a failure here.
+            check = ch.unary_unary("/pdp.v1.DecisionService/Check")
+            check(data, timeout=30, wait_for_ready=True)  # connected before the burst
             started = time.perf_counter()
-            c.check(ALICE, batch)
+            check(data, timeout=30)
             one_call = time.perf_counter() - started
-            futures = [pool.submit(c.check, ALICE, batch) for _ in range(12)]
+            futures = [pool.submit(check, data, timeout=30) for _ in range(12)]
             time.sleep(min(one_call, 0.05))
             proc.send_signal(signal.SIGTERM)
-            results = [f.result() for f in futures]  # raises if any call was lost
+            results = [pb.CheckResponse.FromString(f.result()) for f in futures]  # lost: raises
             assert all(len(r.results) == 500 for r in results)
             assert proc.wait(30) == 0
         out = proc.stdout.read() if proc.stdout else ""
