@@ -74,6 +74,11 @@ def _ids(decision_id: str, request_id: str, evaluated_at: str) -> bytes:
     )
 
 
+def _status_fields(status: grpc.Status | None) -> tuple[str, str]:
+    """(gRPC code name, details) of a failed call for its observation; ("", "") on success."""
+    return (code_name(status), status.details) if status else ("", "")
+
+
 class _CacheHit:
     """A cache hit's ids, from which its request and response are made when first read."""
 
@@ -312,8 +317,7 @@ class DecisionService:
         record = _ObservedCheck(
             request,
             response,
-            code_name(status) if status else "",
-            status.details if status else "",
+            *_status_fields(status),
             context,
             # Already a tuple of (key, value) namedtuples: no copy.
             context.invocation_metadata(),  # type: ignore[arg-type]
@@ -354,8 +358,8 @@ class DecisionService:
             )  # fmt: skip
         else:
             item = check_item(
-                CHECK_RPC, data, out, code_name(status) if status else "",
-                status.details if status else "", peer, identity, propagated, start, latency,
+                CHECK_RPC, data, out, *_status_fields(status),
+                peer, identity, propagated, start, latency,
             )  # fmt: skip
         try:
             self.observer.on_wire(item)  # type: ignore[union-attr]

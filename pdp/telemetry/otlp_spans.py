@@ -99,10 +99,8 @@ def _key_value(key: str, value: str | bool | int | float) -> bytes:
     return kv
 
 
-def encode_span(span: ReadableSpan | EncodedSpan) -> bytes:
+def encode_span(span: ReadableSpan) -> bytes:
     """One `Span` message's wire bytes, the same message `_encode_span` builds."""
-    if type(span) is EncodedSpan:
-        return span.data
     if span.events or span.links:
         return _encode_span(span).SerializeToString()  # type: ignore[arg-type]
     attributes = span.attributes or {}
@@ -175,21 +173,6 @@ def span_bytes(
     return b"".join(parts)
 
 
-class EncodedSpan:
-    """A finished span already encoded, handed to a `BatchSpanProcessor` in place of a
-    `ReadableSpan` (it reads `context.trace_flags`; the exporter reads the rest)."""
-
-    __slots__ = ("context", "data", "instrumentation_scope", "resource")
-
-    def __init__(
-        self, context: SpanContext, resource: Resource, scope: InstrumentationScope, data: bytes
-    ) -> None:
-        self.context = context
-        self.resource = resource
-        self.instrumentation_scope = scope
-        self.data = data
-
-
 class SpanChunk:
     """Encoded `Span` messages of one resource and scope, handed over together (see
     `pdp.telemetry.span_batches`): counted as `len(spans)` spans."""
@@ -202,7 +185,7 @@ class SpanChunk:
         self.spans = spans
 
 
-def encode_request(spans: Sequence[ReadableSpan | EncodedSpan | SpanChunk]) -> bytes:
+def encode_request(spans: Sequence[ReadableSpan | SpanChunk]) -> bytes:
     """`ExportTraceServiceRequest` wire bytes: spans grouped by resource, then scope."""
     # Grouped by resource object identity first: hashing a Resource (all its attributes) for
     # every span was a visible cost; equal resources are merged below as the SDK does.
@@ -255,11 +238,11 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
         self._client = _RawTraceClient(self._channel)  # type: ignore[assignment]
 
     def _translate_data(  # type: ignore[override]
-        self, data: Sequence[ReadableSpan | EncodedSpan | SpanChunk]
+        self, data: Sequence[ReadableSpan | SpanChunk]
     ) -> bytes:
         return encode_request(data)
 
-    def _count_data(self, data: Sequence[ReadableSpan | EncodedSpan | SpanChunk]) -> int:  # type: ignore[override]
+    def _count_data(self, data: Sequence[ReadableSpan | SpanChunk]) -> int:  # type: ignore[override]
         return sum(len(item.spans) if type(item) is SpanChunk else 1 for item in data)
 
 

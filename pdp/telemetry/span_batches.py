@@ -1,11 +1,11 @@
 """The batch span processor for spans that arrive already encoded, a write batch at a time.
 
 The SDK's `BatchSpanProcessor` takes one span per `on_end` call: a lock-free deque append, but
-also its shutdown and fork checks (a `getpid` system call) per span, and one `EncodedSpan`
-wrapper object per span. On a loaded writer process those were about a tenth of its CPU per
-call. `DirectSpans` encodes a whole write batch of spans and hands them here in one `add`;
-the export thread builds each OTLP request from those bytes (see `encode_request`) and the
-exporter sends it as it is.
+also its shutdown and fork checks (a `getpid` system call) per span, and one wrapper object
+per span: a visible part of a loaded writer process's CPU in a py-spy profile. `DirectSpans`
+encodes a whole write batch of spans and hands them here in one `add`; the export thread
+builds each OTLP request from those bytes (see `encode_request`) and the exporter sends it as
+it is.
 
 Configured as the SDK configures its processor: `OTEL_BSP_SCHEDULE_DELAY` (ms between
 exports), `OTEL_BSP_MAX_QUEUE_SIZE` (spans held; a batch beyond it waits briefly for room while the

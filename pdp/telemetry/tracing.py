@@ -342,7 +342,7 @@ class DirectSpans:
         key = (obs.rpc, revision, summary.allow, summary.deny, parent is not None, remote)
         text = self._decision_formats.get(key)
         if text is None:
-            if len(self._decision_formats) >= _MAX_DECISION_PARTS:
+            if len(self._decision_formats) >= _MAX_DECISION_FORMATS:
                 self._decision_formats.clear()
             text = self._decision_formats[key] = _decision_format(
                 obs, revision, summary, parent is not None, remote
@@ -373,7 +373,7 @@ class DirectSpans:
 
 
 # Span formats per (rpc, revision, allow, deny, parent, remote parent); few distinct ones exist.
-_MAX_DECISION_PARTS = 1024
+_MAX_DECISION_FORMATS = 1024
 _pack_q = struct.Struct("<Q").pack
 _DECISION_ID_KEY = ld(0x0A, b"pdp.decision_id")
 
