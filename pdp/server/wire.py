@@ -38,10 +38,15 @@ _CHECK, _OBJECT, _HIT = 0, 1, 2
 
 
 def propagation(metadata: Any) -> tuple[tuple[str, str], ...]:
-    """The trace propagation entries of a call's metadata: all that crosses of it."""
-    return tuple(
-        (k, v) for k, v in metadata if k.lower() in PROPAGATION_KEYS and isinstance(v, str)
-    )
+    """The trace propagation entries of a call's gRPC metadata: all that crosses of it.
+
+    gRPC metadata keys are lowercase (grpc refuses any other), and a value is bytes only
+    under a `-bin` key, which none of these is: one membership test per entry, on every call.
+    """
+    if not metadata:
+        return ()
+    found = [(k, v) for k, v in metadata if k in PROPAGATION_KEYS]
+    return tuple(found) if found else ()
 
 
 def hit_item(
