@@ -185,6 +185,11 @@ class SpanChunk:
         self.spans = spans
 
 
+# ScopeSpans.spans field heads (tag and length) for the span sizes decisions have.
+_HEADS = 4096
+_SPAN_HEADS = [b"\x12" + _varint(n) for n in range(_HEADS)]
+
+
 def encode_request(spans: Sequence[ReadableSpan | SpanChunk]) -> bytes:
     """`ExportTraceServiceRequest` wire bytes: spans grouped by resource, then scope."""
     # Grouped by resource object identity first: hashing a Resource (all its attributes) for
@@ -196,9 +201,13 @@ def encode_request(spans: Sequence[ReadableSpan | SpanChunk]) -> bytes:
         if group is None:
             group = by_id[id(resource)] = (resource, {})
         if type(span) is SpanChunk:
-            group[1].setdefault(span.scope or None, []).extend(
-                [ld(0x12, data) for data in span.spans]  # ScopeSpans.spans = 2
-            )
+            # Each span behind its field tag and length (ScopeSpans.spans = 2), as parts of
+            # the one join below: no per-span concatenation.
+            parts = group[1].setdefault(span.scope or None, [])
+            for data in span.spans:
+                n = len(data)
+                parts.append(_SPAN_HEADS[n] if n < _HEADS else b"\x12" + _varint(n))
+                parts.append(data)
             continue
         group[1].setdefault(span.instrumentation_scope or None, []).append(  # type: ignore[union-attr]
             ld(0x12, encode_span(span))  # type: ignore[arg-type]
