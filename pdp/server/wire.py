@@ -11,6 +11,7 @@ the server process.
 from __future__ import annotations
 
 import dataclasses
+from operator import itemgetter
 from typing import Any
 
 from pdp.model.decision import CheckResponse
@@ -117,57 +118,46 @@ class _Entry:
         self.response = response
 
 
-class _Hit:
-    __slots__ = ("decision_id", "entry", "evaluated_at", "request_id")
+class HitObservation(tuple):  # type: ignore[type-arg]
+    """A call answered from a cached decision, as the writer process observes it: the hit
+    itself (`cache_hit` is the observation: entry, decision_id, request_id, evaluated_at) and
+    the call's details. A tuple, so that decoding a wire item is one C-level tuple build;
+    `request`/`response` are made only if telemetry asks (it does not when it can share the
+    entry's record parts)."""
 
-    def __init__(self, entry: _Entry, decision_id: str, request_id: str, evaluated_at: str):
-        self.entry = entry
-        self.decision_id = decision_id
-        self.request_id = request_id
-        self.evaluated_at = evaluated_at
+    __slots__ = ()
 
+    entry: _Entry = property(itemgetter(0))  # type: ignore[assignment]
+    rpc: str = property(itemgetter(1))  # type: ignore[assignment]
+    decision_id: str = property(itemgetter(2))  # type: ignore[assignment]
+    request_id: str = property(itemgetter(3))  # type: ignore[assignment]
+    evaluated_at: str = property(itemgetter(4))  # type: ignore[assignment]
+    peer: str = property(itemgetter(5))  # type: ignore[assignment]
+    peer_identity: str = property(itemgetter(6))  # type: ignore[assignment]
+    metadata: tuple[tuple[str, str], ...] = property(itemgetter(7))  # type: ignore[assignment]
+    start_time: float = property(itemgetter(8))  # type: ignore[assignment]
+    latency_s: float = property(itemgetter(9))  # type: ignore[assignment]
+    error_code = error_message = ""
 
-class HitObservation:
-    """A cache hit's observation in the writer process; `request`/`response` are made only if
-    telemetry asks (it does not when it can share the entry's record parts)."""
-
-    __slots__ = (
-        "cache_hit",
-        "error_code",
-        "error_message",
-        "latency_s",
-        "metadata",
-        "peer",
-        "peer_identity",
-        "rpc",
-        "start_time",
-    )
-
-    def __init__(self, hit: _Hit, rpc: str, peer: str, identity: str, metadata: Any,
-                 start_time: float, latency_s: float) -> None:  # fmt: skip
-        self.cache_hit = hit
-        self.rpc = rpc
-        self.peer = peer
-        self.peer_identity = identity
-        self.metadata = metadata
-        self.start_time = start_time
-        self.latency_s = latency_s
-        self.error_code = self.error_message = ""
+    @property
+    def cache_hit(self) -> HitObservation:
+        return self
 
     @property
     def request(self) -> CheckRequest:
-        hit = self.cache_hit
-        return dataclasses.replace(hit.entry.request, request_id=hit.request_id)
+        return dataclasses.replace(self.entry.request, request_id=self.request_id)
 
     @property
     def response(self) -> CheckResponse:
-        hit = self.cache_hit
         return dataclasses.replace(
-            hit.entry.response,
-            decision_id=hit.decision_id,
-            request_id=hit.request_id,
-            evaluated_at=hit.evaluated_at,
+            self.entry.response,
+            decision_id=self.decision_id,
+            request_id=self.request_id,
+            evaluated_at=self.evaluated_at,
         )
+
+
+_new_hit = tuple.__new__
 
 
 # Decoded cache entries by (cache key, cached reply body); cleared when full.
@@ -258,9 +248,9 @@ def _varint_at(data: bytes, i: int) -> tuple[int, int]:
 def decode_observation(item: tuple[Any, ...]) -> CheckObservation | HitObservation:
     """Runs in the writer process."""
     if item[0] == _HIT:
-        _, rpc, key, body, decision_id, request_id, evaluated_at, *call = item
-        hit = _Hit(_entry(key, body), decision_id, request_id, evaluated_at)
-        return HitObservation(hit, rpc, *call)
+        _, rpc, key, body, *call = item
+        entry = _entries.get((key, body)) or _entry(key, body)
+        return _new_hit(HitObservation, (entry, rpc, *call))  # type: ignore[no-any-return]
     if item[0] == _OBJECT:
         obs: CheckObservation = item[1]
         return obs
@@ -270,8 +260,12 @@ def decode_observation(item: tuple[Any, ...]) -> CheckObservation | HitObservati
         # A decision decoded once per distinct (request, answer): the record parts of a
         # repeated question are shared exactly as those of a cache hit are.
         body, decision_id, request_id, evaluated_at = split_reply(reply)
-        hit = _Hit(_entry(split[0], body), decision_id, request_id, evaluated_at)
-        return HitObservation(hit, rpc, peer, identity, metadata, start, latency)
+        entry = _entry(split[0], body)
+        return _new_hit(  # type: ignore[no-any-return]
+            HitObservation,
+            (entry, rpc, decision_id, request_id, evaluated_at, peer, identity, metadata, start,
+             latency),
+        )  # fmt: skip
     # A failed call (no reply) is observed as the server observes it: no request, no
     # response. A reply with a request too large to key is decoded on its own.
     request = response = None
