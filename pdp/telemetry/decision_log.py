@@ -241,14 +241,12 @@ class RecordShape:
         self._last_time: tuple[str, str] | None = None
 
     def record(
-        self, obs: Observation, hit: CacheHit, *, trace_id: str = "", span_id: str = ""
+        self, obs: Observation, hit: CacheHit, trace_id: str = "", span_id: str = ""
     ) -> dict[str, Any]:
         """The record `build_record` would make for this hit (same keys, same order)."""
         return self._assemble(*self._values(obs, hit, trace_id, span_id))
 
-    def line(
-        self, obs: Observation, hit: CacheHit, *, trace_id: str = "", span_id: str = ""
-    ) -> bytes:
+    def line(self, obs: Observation, hit: CacheHit, trace_id: str = "", span_id: str = "") -> bytes:
         """`record` as a JSON line, the bytes `to_json_bytes` would make of it: the shared
         parts are serialised once per shape, and each call's values are JSON-encoded and put
         in their places by one `%` formatting."""

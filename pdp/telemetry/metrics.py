@@ -10,9 +10,8 @@ import math
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -111,13 +110,24 @@ class HistogramSeries:
         self.max = -math.inf
         self.start_ns = start_ns
 
-    def add(self, value: float) -> None:
-        self.counts[bisect_left(self.spec.boundaries, value)] += 1
-        self.sum += value
+    def add(self, value: float, times: int = 1) -> None:
+        self.counts[bisect_left(self.spec.boundaries, value)] += times
+        self.sum += value * times
         if value < self.min:
             self.min = value
         if value > self.max:
             self.max = value
+
+    def add_all(self, values: Sequence[float]) -> HistogramSeries:
+        """Add each of `values`; returns this series."""
+        if values:
+            counts, bounds = self.counts, self.spec.boundaries
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1
+            self.sum += sum(values)
+            self.min = min(self.min, min(values))
+            self.max = max(self.max, max(values))
+        return self
 
     def merge(self, other: HistogramSeries) -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts)]
@@ -344,40 +354,52 @@ class Metrics:
 
     def record_calls(self, calls: Iterable[tuple[Summary | None, float, str]]) -> None:
         """Record a batch of calls as (decision summary or None, latency seconds, error code)."""
-        # Counters are summed over the batch first: one SDK `add` per series per batch
-        # instead of one per call is most of the metrics' cost on the writer thread.
-        decisions: dict[tuple[str, str], int] = {}
+        # One pass sorts the calls: latencies by outcome, and how many calls share each
+        # summary (the hits on one cached decision share one). Counters and the batch-size
+        # histogram then take each distinct summary once, times its calls: one SDK `add` per
+        # series per batch instead of one per call was most of the metrics' cost.
+        ok: list[float] = []
+        failed: list[float] = []
         errors: dict[str, int] = {}
-        record_ok: Callable[[float], None]
-        record_error: Callable[[float], None]
-        record_size: Callable[[float], None]
-        series: tuple[HistogramSeries, ...] = ()
-        if self.histograms is not None:
-            # Histograms likewise: bucketed here per call, merged under one lock per batch.
-            series = (
-                HistogramSeries(LATENCY, _OK),
-                HistogramSeries(LATENCY, _ERROR),
-                HistogramSeries(BATCH_SIZE, {}),
-            )
-            record_ok, record_error, record_size = (s.add for s in series)
-        else:
-            record_ok = partial(self.latency.record, attributes=_OK)
-            record_error = partial(self.latency.record, attributes=_ERROR)
-            record_size = self.batch_size.record
+        shared: dict[int, list[Any]] = {}  # id(summary) -> [summary, calls]
         for summary, latency_s, error_code in calls:
             if error_code:
-                record_error(latency_s)
+                failed.append(latency_s)
                 errors[error_code] = errors.get(error_code, 0) + 1
             else:
-                record_ok(latency_s)
-            if summary is None:
-                continue
-            for effect, reason, n in summary.decisions:
+                ok.append(latency_s)
+            if summary is not None:
+                slot = shared.get(id(summary))
+                if slot is None:
+                    shared[id(summary)] = [summary, 1]
+                else:
+                    slot[1] += 1
+        decisions: dict[tuple[str, str], int] = {}
+        for summary, n in shared.values():
+            for effect, reason, count in summary.decisions:
                 key = (effect, reason)
-                decisions[key] = decisions.get(key, 0) + n
-            record_size(summary.checks)
+                decisions[key] = decisions.get(key, 0) + count * n
         if self.histograms is not None:
-            self.histograms.record(series)
+            # Histograms likewise: bucketed here, merged under one lock per batch.
+            sizes = HistogramSeries(BATCH_SIZE, {})
+            for summary, n in shared.values():
+                sizes.add(summary.checks, n)
+            self.histograms.record(
+                (
+                    HistogramSeries(LATENCY, _OK).add_all(ok),
+                    HistogramSeries(LATENCY, _ERROR).add_all(failed),
+                    sizes,
+                )
+            )
+        else:
+            record = self.latency.record
+            for value in ok:
+                record(value, attributes=_OK)
+            for value in failed:
+                record(value, attributes=_ERROR)
+            for summary, n in shared.values():
+                for _ in range(n):
+                    self.batch_size.record(summary.checks)
         for (effect, reason), n in decisions.items():
             self.decisions.add(n, {"effect": effect, "reason": self._reason(effect, reason)})
         for code, n in errors.items():

@@ -175,49 +175,62 @@ class TelemetryObserver(Intake):
 
     def _shape(self, entry: Any) -> RecordShape:
         """The shared record parts of a cached decision, built on its first hit."""
-        shape = self._shapes.get(id(entry))
-        if shape is None or shape.entry is not entry:
-            if len(self._shapes) >= MAX_SHAPES:
-                self._shapes.clear()  # cheaper than LRU bookkeeping; rebuilt on the next hit
-            shape = self._shapes[id(entry)] = RecordShape(entry, self._masker)
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()  # cheaper than LRU bookkeeping; rebuilt on the next hit
+        shape = self._shapes[id(entry)] = RecordShape(entry, self._masker)
         return shape
 
     def _process(self, obs: Observation, records: list[RecordOrLine]) -> Summary | None:
         """Span and record (appended to `records`) of one call; its summary for the metrics."""
-        summary: Summary | None = None
         try:
             hit = getattr(obs, "cache_hit", None)
-            shape = self._shape(hit.entry) if hit is not None and self._shares else None
-            if shape is not None:
-                summary, decision_id, revision = shape.summary, hit.decision_id, shape.revision
-            elif (response := obs.response) is not None:
+            if hit is not None and self._shares:
+                # The common call, kept lean: a hit on a decision whose parts are shared.
+                entry = hit.entry
+                shape = self._shapes.get(id(entry))
+                if shape is None or shape.entry is not entry:
+                    shape = self._shape(entry)
+                summary: Summary | None = shape.summary
+                if self._spans is not None:
+                    trace_id, span_id = self._spans.record(
+                        obs, hit.decision_id, shape.revision, summary
+                    )
+                else:
+                    trace_id, span_id = record_span(
+                        self._tracer,
+                        obs,
+                        decision_id=hit.decision_id,
+                        revision=shape.revision,
+                        summary=summary,
+                    )
+                if self._sinks:
+                    records.append(
+                        shape.line(obs, hit, trace_id, span_id)
+                        if self._lines
+                        else shape.record(obs, hit, trace_id, span_id)
+                    )
+                return summary
+            summary = None
+            if (response := obs.response) is not None:
                 summary = summarize(response)
                 decision_id, revision = response.decision_id, response.bundle.revision
             else:
                 decision_id = revision = ""
             if self._spans is not None:
-                trace_id, span_id = self._spans.record(
-                    obs, decision_id=decision_id, revision=revision, summary=summary
-                )
+                trace_id, span_id = self._spans.record(obs, decision_id, revision, summary)
             else:
                 trace_id, span_id = record_span(
                     self._tracer, obs, decision_id=decision_id, revision=revision, summary=summary
                 )
             if self._sinks:
-                record: RecordOrLine
-                if shape is not None and self._lines:
-                    record = shape.line(obs, hit, trace_id=trace_id, span_id=span_id)
-                elif shape is not None:
-                    record = shape.record(obs, hit, trace_id=trace_id, span_id=span_id)
-                else:
-                    record = build_record(obs, self._masker, trace_id=trace_id, span_id=span_id)
-                records.append(record)
+                records.append(build_record(obs, self._masker, trace_id=trace_id, span_id=span_id))
+            return summary
         except Exception:
             # A bug here must cost one record, never the writer thread.
             log.exception("decision-log record could not be built")
             if self._metrics is not None:
                 self._metrics.record_dropped(1, "build_error")
-        return summary
+            return None
 
     def _write(self, records: list[RecordOrLine]) -> None:
         for sink in self._sinks:

@@ -229,7 +229,6 @@ class DirectSpans:
     def record(
         self,
         obs: Observation,
-        *,
         decision_id: str = "",
         revision: str = "",
         summary: Summary | None = None,
