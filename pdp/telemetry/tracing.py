@@ -222,7 +222,7 @@ class DirectSpans:
         )
         # The SDK's default generator is `random.getrandbits` looped until non-zero: called
         # directly (a zero id, 2**-64 likely, falls back to the generator itself).
-        self._random_ids = type(self._ids) is RandomIdGenerator
+        self._lean = self._default_sampler and type(self._ids) is RandomIdGenerator
         self._decision_formats: dict[tuple[str, str, int, int, bool, bool], bytes] = {}
         self._pending: list[bytes] = []  # spans recorded, not yet flushed
 
@@ -247,34 +247,40 @@ class DirectSpans:
                 parent = trace.get_current_span(parent_context).get_span_context()
                 if not parent.is_valid:
                     parent = None
-        random_ids = self._random_ids
-        if parent is not None:
-            trace_id = parent.trace_id
-        elif random_ids:
-            trace_id = _getrandbits(128) or self._ids.generate_trace_id()
-        else:
-            trace_id = self._ids.generate_trace_id()
+        ids = self._ids
+        if self._lean:
+            # The default sampler and id generator, decided and drawn inline; ids are hex from
+            # their bytes, which the span needs anyway.
+            trace_id = parent.trace_id if parent is not None else _getrandbits(128)
+            span_id = _getrandbits(64) or ids.generate_span_id()
+            if not trace_id:
+                trace_id = ids.generate_trace_id()
+            trace_bytes, span_bytes_ = trace_id.to_bytes(16, "big"), span_id.to_bytes(8, "big")
+            if parent is None or parent.trace_flags.sampled:
+                if summary is not None and not obs.error_code:
+                    data = self._span_of_decision(
+                        obs, trace_bytes, span_bytes_, parent, decision_id, revision, summary
+                    )
+                else:
+                    attributes = _attributes(obs, decision_id, revision, summary)
+                    trace_state = parent.trace_state if parent is not None else None
+                    data = self._span(obs, trace_id, span_id, trace_state, parent, attributes)
+                self._pending.append(data)
+            return trace_bytes.hex(), span_bytes_.hex()
+        trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
         if self._default_sampler:
-            if random_ids:
-                span_id = _getrandbits(64) or self._ids.generate_span_id()
-            else:
-                span_id = self._ids.generate_span_id()
+            span_id = ids.generate_span_id()
             if parent is not None and not parent.trace_flags.sampled:
                 return (format(trace_id, "032x"), format(span_id, "016x"))
-            if summary is not None and not obs.error_code:
-                data = self._span_of_decision(
-                    obs, trace_id, span_id, parent, decision_id, revision, summary
-                )
-            else:
-                attributes = _attributes(obs, decision_id, revision, summary)
-                trace_state = parent.trace_state if parent is not None else None
-                data = self._span(obs, trace_id, span_id, trace_state, parent, attributes)
+            attributes = _attributes(obs, decision_id, revision, summary)
+            trace_state = parent.trace_state if parent is not None else None
+            data = self._span(obs, trace_id, span_id, trace_state, parent, attributes)
         else:
-            attributes: Mapping[str, Any] = _attributes(obs, decision_id, revision, summary)
+            attributes = _attributes(obs, decision_id, revision, summary)
             result = self._sampler.should_sample(
                 parent_context, trace_id, SPAN_NAME, SpanKind.SERVER, attributes, ()
             )
-            span_id = self._ids.generate_span_id()
+            span_id = ids.generate_span_id()
             if not result.decision.is_sampled():
                 return (format(trace_id, "032x"), format(span_id, "016x"))
             trace_state = result.trace_state
@@ -324,8 +330,8 @@ class DirectSpans:
     def _span_of_decision(
         self,
         obs: Observation,
-        trace_id: int,
-        span_id: int,
+        trace_id: bytes,
+        span_id: bytes,
         parent: SpanContext | None,
         decision_id: str,
         revision: str,
@@ -336,7 +342,14 @@ class DirectSpans:
         if parent is not None and parent.trace_state:
             # A vendor's tracestate (rare): encoded in full.
             attributes = _attributes(obs, decision_id, revision, summary)
-            return self._span(obs, trace_id, span_id, parent.trace_state, parent, attributes)
+            return self._span(
+                obs,
+                int.from_bytes(trace_id, "big"),
+                int.from_bytes(span_id, "big"),
+                parent.trace_state,
+                parent,
+                attributes,
+            )
         remote = parent is not None and parent.is_remote
         key = (obs.rpc, revision, summary.allow, summary.deny, parent is not None, remote)
         text = self._decision_formats.get(key)
@@ -353,16 +366,16 @@ class DirectSpans:
             prefix = _decision_prefix(len(decision))
         if parent is None:
             return text % (
-                trace_id.to_bytes(16, "big"),
-                span_id.to_bytes(8, "big"),
+                trace_id,
+                span_id,
                 _pack_q(start_ns),
                 _pack_q(start_ns + round(obs.latency_s * 1e9)),
                 prefix,
                 decision,
             )
         return text % (
-            trace_id.to_bytes(16, "big"),
-            span_id.to_bytes(8, "big"),
+            trace_id,
+            span_id,
             parent.span_id.to_bytes(8, "big"),
             _pack_q(start_ns),
             _pack_q(start_ns + round(obs.latency_s * 1e9)),
