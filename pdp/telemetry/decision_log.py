@@ -258,13 +258,15 @@ class RecordShape:
             return to_json_bytes(self._assemble(*values))
         text, order = template
         dumps = _orjson.dumps
+        repeated = _repeated.get
+        rpc, peer, identity = obs.rpc, obs.peer, obs.peer_identity
         return text % order(
             (
                 dumps(hit.decision_id),
-                b'"%b"' % unix_rfc3339(obs.start_time).encode(),
-                _json_repeated(obs.rpc),
-                _json_repeated(obs.peer),
-                _json_repeated(obs.peer_identity),
+                json_unix_rfc3339(obs.start_time),
+                repeated(rpc) or _json_repeated(rpc),
+                repeated(peer) or _json_repeated(peer),
+                repeated(identity) or _json_repeated(identity),
                 dumps(hit.request_id),
                 dumps(round(obs.latency_s * 1000.0, 3)),
                 dumps(trace_id),
@@ -466,14 +468,13 @@ def _decision_time(obs: Observation) -> datetime:
     return datetime.fromtimestamp(obs.start_time, UTC)
 
 
-# (unix second, its "YYYY-MM-DDTHH:MM:SS" in UTC): records of one second share the formatting.
-_second: tuple[int, str] = (-1, "")
+# (unix second, `"YYYY-MM-DDTHH:MM:SS` in UTC): records of one second share the formatting.
+_second: tuple[int, bytes] = (-1, b"")
 _modf = math.modf
 
 
-def unix_rfc3339(t: float) -> str:
-    """`_rfc3339(datetime.fromtimestamp(t, UTC))`, formatting each second once: the date
-    and time functions were a visible part of a record's cost."""
+def json_unix_rfc3339(t: float) -> bytes:
+    """`unix_rfc3339(t)` as a JSON string, the bytes a record line holds."""
     global _second
     # datetime.fromtimestamp's own rounding: the fraction to microseconds, half to even.
     frac, whole = _modf(t)
@@ -486,9 +487,15 @@ def unix_rfc3339(t: float) -> str:
     second = int(whole)
     cached = _second
     if cached[0] != second:
-        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cached = _second = (second, text)
-    return "%s.%06dZ" % (cached[1], micros)  # noqa: UP031 (faster than an f-string here)
+        text = datetime.fromtimestamp(second, UTC).strftime('"%Y-%m-%dT%H:%M:%S')
+        cached = _second = (second, text.encode())
+    return b'%b.%06dZ"' % (cached[1], micros)
+
+
+def unix_rfc3339(t: float) -> str:
+    """`_rfc3339(datetime.fromtimestamp(t, UTC))`, formatting each second once: the date
+    and time functions were a visible part of a record's cost."""
+    return json_unix_rfc3339(t)[1:-1].decode()
 
 
 def _rfc3339(t: datetime) -> str:
