@@ -133,9 +133,11 @@ def setup_otel(
         provider = TracerProvider(resource=resource)
         otel.tracer_provider = provider
         otel.tracer = provider.get_tracer(SCOPE)
-        if exporters and all(isinstance(e, FastOTLPSpanExporter) for e in exporters):
+        if all(isinstance(e, FastOTLPSpanExporter) for e in exporters):
             # Spans encoded by pdp and batched a write batch at a time; on the provider too,
-            # so its force_flush and shutdown reach them.
+            # so its force_flush and shutdown reach them. With no exporter at all
+            # (OTEL_TRACES_EXPORTER=none) the records still get their trace and span ids,
+            # and no span is built.
             encoded = [EncodedSpanProcessor(e) for e in exporters]  # type: ignore[arg-type]
             for processor in encoded:
                 provider.add_span_processor(processor)

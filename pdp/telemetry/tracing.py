@@ -256,7 +256,7 @@ class DirectSpans:
             if not trace_id:
                 trace_id = ids.generate_trace_id()
             trace_bytes, span_bytes_ = trace_id.to_bytes(16, "big"), span_id.to_bytes(8, "big")
-            if parent is None or parent.trace_flags.sampled:
+            if self._processors and (parent is None or parent.trace_flags.sampled):
                 if summary is not None and not obs.error_code:
                     data = self._span_of_decision(
                         obs, trace_bytes, span_bytes_, parent, decision_id, revision, summary
@@ -270,7 +270,7 @@ class DirectSpans:
         trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
         if self._default_sampler:
             span_id = ids.generate_span_id()
-            if parent is not None and not parent.trace_flags.sampled:
+            if not self._processors or (parent is not None and not parent.trace_flags.sampled):
                 return (format(trace_id, "032x"), format(span_id, "016x"))
             attributes = _attributes(obs, decision_id, revision, summary)
             trace_state = parent.trace_state if parent is not None else None
@@ -281,7 +281,7 @@ class DirectSpans:
                 parent_context, trace_id, SPAN_NAME, SpanKind.SERVER, attributes, ()
             )
             span_id = ids.generate_span_id()
-            if not result.decision.is_sampled():
+            if not self._processors or not result.decision.is_sampled():
                 return (format(trace_id, "032x"), format(span_id, "016x"))
             trace_state = result.trace_state
             data = self._span(obs, trace_id, span_id, trace_state, parent, result.attributes or {})

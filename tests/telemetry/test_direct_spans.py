@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from pdp.telemetry.decision_log import summarize
-from pdp.telemetry.otel import make_resource
+from pdp.telemetry.otel import make_resource, setup_otel
 from pdp.telemetry.otlp_spans import SpanChunk, encode_request
 from pdp.telemetry.tracing import DirectSpans, record_span
 
@@ -187,3 +187,24 @@ def test_a_decision_span_format_keeps_percent_signs(make_obs: ObsFactory) -> Non
     attrs = {kv.key: kv.value.string_value for kv in got.attributes}
     assert attrs["pdp.bundle.revision"] == "rev-100%-%b"
     assert attrs["pdp.decision_id"] == "dec-%b-%s"
+
+
+def test_without_a_span_exporter_records_get_ids_and_no_span_is_built(
+    make_obs: ObsFactory,
+) -> None:
+    # OTEL_TRACES_EXPORTER=none with tracing on: the cheap path still numbers each call (the
+    # record's trace_id and span_id, the caller's trace kept) but builds no span bytes.
+    otel = setup_otel(span_exporters=[], metrics=False)
+    direct = otel.direct_spans
+    assert direct is not None
+    traced = (("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01"),)
+    for metadata in ((), traced):
+        obs = make_obs(metadata=metadata)
+        response = obs.response
+        trace_id, span_id = direct.record(
+            obs, response.decision_id, response.bundle.revision, summarize(response)
+        )
+        assert len(trace_id) == 32 and len(span_id) == 16 and int(span_id, 16)
+        assert (trace_id == TRACE_ID) == bool(metadata)
+    assert direct._pending == []
+    otel.shutdown()
