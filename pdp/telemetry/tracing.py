@@ -62,6 +62,27 @@ def w3c_parent(metadata: Sequence[tuple[str, str | bytes]]) -> SpanContext | Non
     """The caller's span context from its `traceparent` (and `tracestate`), exactly as the
     OpenTelemetry W3C trace-context propagator extracts it (the last value of each key
     counts, as in `extract_context`'s carrier); None when absent or invalid."""
+    fields = w3c_fields(metadata)
+    if fields is None:
+        return None
+    trace_id, span_id, flags, tracestate = fields
+    state = None
+    if tracestate is not None and len(tracestate) <= _TRACESTATE_MAX:
+        state = TraceState.from_header([tracestate])
+    return SpanContext(
+        int(trace_id, 16),
+        int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(flags),
+        trace_state=state,
+    )
+
+
+def w3c_fields(
+    metadata: Sequence[tuple[str, str | bytes]],
+) -> tuple[str, str, int, str | None] | None:
+    """`w3c_parent` before any object is built: (trace id and span id as lowercase hex, trace
+    flags, the `tracestate` header or None), None when there is no valid parent."""
     traceparent = tracestate = None
     for key, value in metadata:
         k = key.lower()
@@ -80,16 +101,7 @@ def w3c_parent(metadata: Sequence[tuple[str, str | bytes]]) -> SpanContext | Non
         return None
     if (version == "00" and rest) or version == "ff":
         return None
-    state = None
-    if tracestate is not None and len(tracestate) <= _TRACESTATE_MAX:
-        state = TraceState.from_header([tracestate])
-    return SpanContext(
-        int(trace_id, 16),
-        int(span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(int(flags, 16)),
-        trace_state=state,
-    )
+    return trace_id, span_id, int(flags, 16), tracestate
 
 
 def _w3c_only() -> bool:
@@ -235,6 +247,28 @@ class DirectSpans:
     ) -> tuple[str, str]:
         """As `record_span`: (trace id, span id) as hex."""
         metadata = obs.metadata
+        if metadata and self._lean and summary is not None and not obs.error_code:
+            # The common traced call: a decision whose caller sent a W3C traceparent and no
+            # tracestate. Its parent's ids are taken from their hex, no span context built.
+            fields = w3c_fields(metadata) if _w3c_only() else None
+            if fields is not None and fields[3] is None:
+                trace_hex, parent_hex, flags, _ = fields
+                span_id = _getrandbits(64) or self._ids.generate_span_id()
+                span = span_id.to_bytes(8, "big")
+                if self._processors and flags & TraceFlags.SAMPLED:
+                    self._pending.append(
+                        self._decision_bytes(
+                            obs,
+                            bytes.fromhex(trace_hex),
+                            span,
+                            bytes.fromhex(parent_hex),
+                            True,
+                            decision_id,
+                            revision,
+                            summary,
+                        )
+                    )
+                return trace_hex, span.hex()
         parent: SpanContext | None = None
         parent_context: Context | None = None
         if metadata:
@@ -350,21 +384,45 @@ class DirectSpans:
                 parent,
                 attributes,
             )
-        remote = parent is not None and parent.is_remote
-        key = (obs.rpc, revision, summary.allow, summary.deny, parent is not None, remote)
+        return self._decision_bytes(
+            obs,
+            trace_id,
+            span_id,
+            parent.span_id.to_bytes(8, "big") if parent is not None else None,
+            parent is not None and parent.is_remote,
+            decision_id,
+            revision,
+            summary,
+        )
+
+    def _decision_bytes(
+        self,
+        obs: Observation,
+        trace_id: bytes,
+        span_id: bytes,
+        parent_span_id: bytes | None,
+        remote: bool,
+        decision_id: str,
+        revision: str,
+        summary: Summary,
+    ) -> bytes:
+        """A decision's span from the bytes format of its rpc, bundle, counts and kind of
+        parent (none, local, remote; no tracestate)."""
+        parent = parent_span_id is not None
+        key = (obs.rpc, revision, summary.allow, summary.deny, parent, remote)
         text = self._decision_formats.get(key)
         if text is None:
             if len(self._decision_formats) >= _MAX_DECISION_FORMATS:
                 self._decision_formats.clear()
             text = self._decision_formats[key] = _decision_format(
-                obs, revision, summary, parent is not None, remote
+                obs, revision, summary, parent, remote
             )
         start_ns = round(obs.start_time * 1e6) * 1000
         decision = decision_id.encode()
         prefix = _decision_prefixes.get(len(decision))
         if prefix is None:
             prefix = _decision_prefix(len(decision))
-        if parent is None:
+        if parent_span_id is None:
             return text % (
                 trace_id,
                 span_id,
@@ -376,7 +434,7 @@ class DirectSpans:
         return text % (
             trace_id,
             span_id,
-            parent.span_id.to_bytes(8, "big"),
+            parent_span_id,
             _pack_q(start_ns),
             _pack_q(start_ns + round(obs.latency_s * 1e9)),
             prefix,
