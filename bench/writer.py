@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,6 +43,27 @@ def _receiver(port_out: multiprocessing.Queue, stop: multiprocessing.Event) -> N
     stop.wait()
     port_out.put(receiver.take_spans())
     receiver.stop()
+
+
+def start_receiver(timeout: float = 60) -> tuple[Any, Any, Any]:
+    """An OTLP receiver in a child process, and this process's OTLP exporters pointed at it:
+    (the process, the queue it answers on, the event that stops it and makes it answer with
+    the spans it received)."""
+    ctx = multiprocessing.get_context("spawn")
+    queue, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=_receiver, args=(queue, stop))
+    proc.start()
+    port = queue.get(timeout=timeout)
+    os.environ.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_SERVICE_NAME": "pdp-bench",
+        }
+    )
+    return proc, queue, stop
 
 
 def items(n: int, *, miss: bool, traced: bool, size: int) -> list[bytes]:
@@ -104,20 +126,7 @@ def main() -> int:
     ap.add_argument("--profile", help="write a cProfile of the timed part to this file")
     args = ap.parse_args()
 
-    ctx = multiprocessing.get_context("spawn")
-    queue, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=_receiver, args=(queue, stop))
-    proc.start()
-    port = queue.get(timeout=60)
-    os.environ.update(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "otlp",
-            "OTEL_SERVICE_NAME": "pdp-bench",
-        }
-    )
+    proc, queue, stop = start_receiver()
     from pdp.server.wire import decode_observation
     from pdp.telemetry.config import TelemetryOptions
     from pdp.telemetry.decision_log import build_record

@@ -18,7 +18,6 @@ valgrind (Debian `valgrind`); takes about a minute.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import pickle
 import re
@@ -40,22 +39,9 @@ def child(repeats: int, miss: bool, traced: bool) -> None:
 
     print(f"pdp from {Path(pdp.__file__).parent}")
     sys.path.insert(0, str(HERE))
-    from writer import _receiver, items
+    from writer import items, start_receiver
 
-    ctx = multiprocessing.get_context("spawn")
-    port_queue, stop = ctx.Queue(), ctx.Event()
-    receiver = ctx.Process(target=_receiver, args=(port_queue, stop))
-    receiver.start()
-    port = port_queue.get(timeout=300)
-    os.environ.update(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "otlp",
-            "OTEL_SERVICE_NAME": "pdp-bench",
-        }
-    )
+    receiver, port_queue, stop = start_receiver(timeout=300)  # slow under valgrind
     from pdp.server.wire import decode_observation
     from pdp.telemetry.config import TelemetryOptions
     from pdp.telemetry.setup import build_observer
