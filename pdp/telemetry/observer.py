@@ -173,7 +173,7 @@ class TelemetryObserver(Intake):
             except Exception:
                 log.exception("decision-log sink %s failed to flush", type(sink).__name__)
 
-    def _shape(self, entry: Any) -> RecordShape:
+    def _new_shape(self, entry: Any) -> RecordShape:
         """The shared record parts of a cached decision, built on its first hit."""
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()  # cheaper than LRU bookkeeping; rebuilt on the next hit
@@ -184,34 +184,15 @@ class TelemetryObserver(Intake):
         """Span and record (appended to `records`) of one call; its summary for the metrics."""
         try:
             hit = getattr(obs, "cache_hit", None)
+            shape = None
+            summary: Summary | None = None
             if hit is not None and self._shares:
-                # The common call, kept lean: a hit on a decision whose parts are shared.
                 entry = hit.entry
                 shape = self._shapes.get(id(entry))
                 if shape is None or shape.entry is not entry:
-                    shape = self._shape(entry)
-                summary: Summary | None = shape.summary
-                if self._spans is not None:
-                    trace_id, span_id = self._spans.record(
-                        obs, hit.decision_id, shape.revision, summary
-                    )
-                else:
-                    trace_id, span_id = record_span(
-                        self._tracer,
-                        obs,
-                        decision_id=hit.decision_id,
-                        revision=shape.revision,
-                        summary=summary,
-                    )
-                if self._sinks:
-                    records.append(
-                        shape.line(obs, hit, trace_id, span_id)
-                        if self._lines
-                        else shape.record(obs, hit, trace_id, span_id)
-                    )
-                return summary
-            summary = None
-            if (response := obs.response) is not None:
+                    shape = self._new_shape(entry)
+                summary, decision_id, revision = shape.summary, hit.decision_id, shape.revision
+            elif (response := obs.response) is not None:
                 summary = summarize(response)
                 decision_id, revision = response.decision_id, response.bundle.revision
             else:
@@ -223,7 +204,14 @@ class TelemetryObserver(Intake):
                     self._tracer, obs, decision_id=decision_id, revision=revision, summary=summary
                 )
             if self._sinks:
-                records.append(build_record(obs, self._masker, trace_id=trace_id, span_id=span_id))
+                record: RecordOrLine
+                if shape is None:
+                    record = build_record(obs, self._masker, trace_id=trace_id, span_id=span_id)
+                elif self._lines:
+                    record = shape.line(obs, hit, trace_id, span_id)
+                else:
+                    record = shape.record(obs, hit, trace_id, span_id)
+                records.append(record)
             return summary
         except Exception:
             # A bug here must cost one record, never the writer thread.
