@@ -246,61 +246,10 @@ class DirectSpans:
         summary: Summary | None = None,
     ) -> tuple[str, str]:
         """As `record_span`: (trace id, span id) as hex."""
-        metadata = obs.metadata
-        if metadata and self._lean and summary is not None and not obs.error_code:
-            # The common traced call: a decision whose caller sent a W3C traceparent and no
-            # tracestate. Its parent's ids are taken from their hex, no span context built.
-            fields = w3c_fields(metadata) if _w3c_only() else None
-            if fields is not None and fields[3] is None:
-                trace_hex, parent_hex, flags, _ = fields
-                span_id = _getrandbits(64) or self._ids.generate_span_id()
-                span = span_id.to_bytes(8, "big")
-                if self._processors and flags & TraceFlags.SAMPLED:
-                    self._pending.append(
-                        self._decision_bytes(
-                            obs,
-                            bytes.fromhex(trace_hex),
-                            span,
-                            bytes.fromhex(parent_hex),
-                            True,
-                            decision_id,
-                            revision,
-                            summary,
-                        )
-                    )
-                return trace_hex, span.hex()
-        parent: SpanContext | None = None
-        parent_context: Context | None = None
-        if metadata:
-            if self._default_sampler and _w3c_only():
-                # The parent is all the default sampler and the span need: parsed as the W3C
-                # propagator parses it, without building contexts for it.
-                parent = w3c_parent(metadata)
-            else:
-                parent_context = extract_context(metadata)
-                parent = trace.get_current_span(parent_context).get_span_context()
-                if not parent.is_valid:
-                    parent = None
-        ids = self._ids
         if self._lean:
-            # The default sampler and id generator, decided and drawn inline; ids are hex from
-            # their bytes, which the span needs anyway.
-            trace_id = parent.trace_id if parent is not None else _getrandbits(128)
-            span_id = _getrandbits(64) or ids.generate_span_id()
-            if not trace_id:
-                trace_id = ids.generate_trace_id()
-            trace_bytes, span_bytes_ = trace_id.to_bytes(16, "big"), span_id.to_bytes(8, "big")
-            if self._processors and (parent is None or parent.trace_flags.sampled):
-                if summary is not None and not obs.error_code:
-                    data = self._span_of_decision(
-                        obs, trace_bytes, span_bytes_, parent, decision_id, revision, summary
-                    )
-                else:
-                    attributes = _attributes(obs, decision_id, revision, summary)
-                    trace_state = parent.trace_state if parent is not None else None
-                    data = self._span(obs, trace_id, span_id, trace_state, parent, attributes)
-                self._pending.append(data)
-            return trace_bytes.hex(), span_bytes_.hex()
+            return self._record_lean(obs, decision_id, revision, summary)
+        parent, parent_context = self._parent(obs.metadata)
+        ids = self._ids
         trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
         if self._default_sampler:
             span_id = ids.generate_span_id()
@@ -321,6 +270,64 @@ class DirectSpans:
             data = self._span(obs, trace_id, span_id, trace_state, parent, result.attributes or {})
         self._pending.append(data)
         return (format(trace_id, "032x"), format(span_id, "016x"))  # trace.format_*_id
+
+    def _parent(
+        self, metadata: Sequence[tuple[str, str | bytes]]
+    ) -> tuple[SpanContext | None, Context | None]:
+        """The caller's span context (None without a valid one), and the extracted context
+        when the propagators had to be asked for it."""
+        if not metadata:
+            return None, None
+        if self._default_sampler and _w3c_only():
+            # The parent is all the default sampler and the span need: parsed as the W3C
+            # propagator parses it, without building contexts for it.
+            return w3c_parent(metadata), None
+        parent_context = extract_context(metadata)
+        parent = trace.get_current_span(parent_context).get_span_context()
+        return (parent if parent.is_valid else None), parent_context
+
+    def _record_lean(
+        self, obs: Observation, decision_id: str, revision: str, summary: Summary | None
+    ) -> tuple[str, str]:
+        """`record` under the default sampler and id generator, decided and drawn inline; ids
+        are hex from their bytes, which the span needs anyway."""
+        metadata = obs.metadata
+        parent: SpanContext | None = None
+        fields = w3c_fields(metadata) if metadata and _w3c_only() else None
+        if fields is not None and fields[3] is None:
+            # The common traced call, a W3C traceparent and no tracestate: the parent's ids
+            # are taken from their hex, no span context built.
+            trace_hex, parent_hex, flags, _ = fields
+            trace_id = bytes.fromhex(trace_hex)
+            parent_span: bytes | None = bytes.fromhex(parent_hex)
+            sampled, remote = bool(flags & TraceFlags.SAMPLED), True
+        else:
+            parent = self._parent(metadata)[0]
+            number = parent.trace_id if parent is not None else _getrandbits(128)
+            trace_id = (number or self._ids.generate_trace_id()).to_bytes(16, "big")
+            parent_span = parent.span_id.to_bytes(8, "big") if parent is not None else None
+            sampled = parent is None or parent.trace_flags.sampled
+            remote = parent is not None and parent.is_remote
+        span_id = (_getrandbits(64) or self._ids.generate_span_id()).to_bytes(8, "big")
+        if self._processors and sampled:
+            if summary is not None and not obs.error_code and not (parent and parent.trace_state):
+                data = self._decision_bytes(
+                    obs, trace_id, span_id, parent_span, remote, decision_id, revision, summary
+                )
+            else:
+                # A failed call, or a vendor's tracestate (rare): the span encoded in full.
+                if parent is None and parent_span is not None:
+                    parent = w3c_parent(metadata)
+                data = self._span(
+                    obs,
+                    int.from_bytes(trace_id, "big"),
+                    int.from_bytes(span_id, "big"),
+                    parent.trace_state if parent is not None else None,
+                    parent,
+                    _attributes(obs, decision_id, revision, summary),
+                )
+            self._pending.append(data)
+        return trace_id.hex(), span_id.hex()
 
     def flush(self) -> None:
         """Hand the spans recorded since the last flush to the processors (once per batch)."""
@@ -359,40 +366,6 @@ class DirectSpans:
             attributes,
             0,
             *status,
-        )
-
-    def _span_of_decision(
-        self,
-        obs: Observation,
-        trace_id: bytes,
-        span_id: bytes,
-        parent: SpanContext | None,
-        decision_id: str,
-        revision: str,
-        summary: Summary,
-    ) -> bytes:
-        """`_span` for a call that answered, from a bytes format shared by every call with the
-        same rpc, bundle and counts: only the ids, times and decision id are put in per call."""
-        if parent is not None and parent.trace_state:
-            # A vendor's tracestate (rare): encoded in full.
-            attributes = _attributes(obs, decision_id, revision, summary)
-            return self._span(
-                obs,
-                int.from_bytes(trace_id, "big"),
-                int.from_bytes(span_id, "big"),
-                parent.trace_state,
-                parent,
-                attributes,
-            )
-        return self._decision_bytes(
-            obs,
-            trace_id,
-            span_id,
-            parent.span_id.to_bytes(8, "big") if parent is not None else None,
-            parent is not None and parent.is_remote,
-            decision_id,
-            revision,
-            summary,
         )
 
     def _decision_bytes(
