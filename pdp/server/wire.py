@@ -138,6 +138,8 @@ class HitObservation(tuple):  # type: ignore[type-arg]
     start_time: float = property(itemgetter(8))  # type: ignore[assignment]
     latency_s: float = property(itemgetter(9))  # type: ignore[assignment]
     error_code = error_message = ""
+    # The layout of pdp.telemetry.observation.HIT_ROW_FIELDS (which this package may not import).
+    hit_row = True
 
     @property
     def cache_hit(self) -> HitObservation:

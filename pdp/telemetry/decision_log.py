@@ -247,31 +247,54 @@ class RecordShape:
         return self._assemble(*self._values(obs, hit, trace_id, span_id))
 
     def line(self, obs: Observation, hit: CacheHit, trace_id: str = "", span_id: str = "") -> bytes:
-        """`record` as a JSON line, the bytes `to_json_bytes` would make of it: the shared
-        parts are serialised once per shape, and each call's values are JSON-encoded and put
-        in their places by one `%` formatting."""
+        """`record` as a JSON line, the bytes `to_json_bytes` would make of it."""
+        return self.line_of(
+            hit.decision_id, obs.start_time, obs.rpc, obs.peer, obs.peer_identity,
+            hit.request_id, obs.latency_s, trace_id, span_id, hit.evaluated_at,
+        )  # fmt: skip
+
+    def line_of(
+        self,
+        decision_id: str,
+        start_time: float,
+        rpc: str,
+        peer: str,
+        identity: str,
+        request_id: str,
+        latency_s: float,
+        trace_id: str,
+        span_id: str,
+        evaluated_at: str,
+    ) -> bytes:
+        """`line` from the hit's and the call's values: the shared parts are serialised once
+        per shape, and each call's values are JSON-encoded and put in their places by one `%`
+        formatting."""
         template = self._template
         if template is None:
             template = self._template = self._make_template()
         if not template:  # the shared parts contain a slot marker: no template
-            values = self._values(obs, hit, trace_id, span_id)
-            return to_json_bytes(self._assemble(*values))
+            return to_json_bytes(
+                self._assemble(
+                    decision_id, unix_rfc3339(start_time), rpc, peer, identity, request_id,
+                    round(latency_s * 1000.0, 3), trace_id, span_id,
+                    self._time_text(evaluated_at, start_time) if self.pinned else None,
+                )
+            )  # fmt: skip
         text, order = template
         dumps = _orjson.dumps
         repeated = _repeated.get
-        rpc, peer, identity = obs.rpc, obs.peer, obs.peer_identity
         return text % order(
             (
-                dumps(hit.decision_id),
-                json_unix_rfc3339(obs.start_time),
+                dumps(decision_id),
+                json_unix_rfc3339(start_time),
                 repeated(rpc) or _json_repeated(rpc),
                 repeated(peer) or _json_repeated(peer),
                 repeated(identity) or _json_repeated(identity),
-                dumps(hit.request_id),
-                dumps(round(obs.latency_s * 1000.0, 3)),
+                dumps(request_id),
+                dumps(round(latency_s * 1000.0, 3)),
                 dumps(trace_id),
                 dumps(span_id),
-                _json_repeated(self._hit_time_text(hit, obs)) if self.pinned else b"",
+                _json_repeated(self._time_text(evaluated_at, start_time)) if self.pinned else b"",
             )
         )
 
@@ -286,17 +309,16 @@ class RecordShape:
             round(obs.latency_s * 1000.0, 3),
             trace_id,
             span_id,
-            self._hit_time_text(hit, obs) if self.pinned else None,
+            self._time_text(hit.evaluated_at, obs.start_time) if self.pinned else None,
         )
 
-    def _hit_time_text(self, hit: CacheHit, obs: Observation) -> str:
+    def _time_text(self, evaluated_at: str, start_time: float) -> str:
         # Hits on a request that fixed no time repeat the instant their entry was decided at
         # (or each its own): parsed and formatted once per distinct value.
-        evaluated_at = hit.evaluated_at
         last = self._last_time
         if last is not None and last[0] == evaluated_at and evaluated_at:
             return last[1]
-        text = _rfc3339(_hit_time(hit, obs))
+        text = _rfc3339(_hit_time(evaluated_at, start_time))
         self._last_time = (evaluated_at, text)
         return text
 
@@ -393,13 +415,13 @@ _REQUEST_ID_SLOT = 5
 _SLOT = "\x01pdp-record-slot-{}\x01"
 
 
-def _hit_time(hit: CacheHit, obs: Observation) -> datetime:
-    if hit.evaluated_at:
+def _hit_time(evaluated_at: str, start_time: float) -> datetime:
+    if evaluated_at:
         try:
-            return parse_time(hit.evaluated_at, "evaluated_at")
+            return parse_time(evaluated_at, "evaluated_at")
         except RequestError:
             pass
-    return datetime.fromtimestamp(obs.start_time, UTC)
+    return datetime.fromtimestamp(start_time, UTC)
 
 
 def effect_counts(response: CheckResponse) -> dict[str, int]:

@@ -149,7 +149,33 @@ class TelemetryObserver(Intake):
         """True when records were handed to the sinks."""
         records: list[RecordOrLine] = []
         calls: list[tuple[Summary | None, float, str]] = []
+        spans = self._spans
+        # Untraced hit rows take the lane below: the same span, record line and metrics as
+        # `_process` makes of them, with a third fewer steps per call (read by unpacking,
+        # ids and span from one call, the line from another).
+        rows = spans is not None and spans.lean and self._lines and self._shares and self._sinks
+        shapes = self._shapes
         for obs in batch:
+            if rows and getattr(obs, "hit_row", False) and not obs[7]:  # type: ignore[index]
+                (entry, rpc, decision_id, request_id, evaluated_at, peer, identity, _, start,
+                 latency) = obs  # type: ignore[misc]  # fmt: skip
+                try:
+                    shape = shapes.get(id(entry))
+                    if shape is None or shape.entry is not entry:
+                        shape = self._new_shape(entry)
+                    summary: Summary | None = shape.summary
+                    trace_id, span_id = spans.untraced_decision(  # type: ignore[union-attr]
+                        obs, decision_id, shape.revision, shape.summary
+                    )
+                    line = shape.line_of(
+                        decision_id, start, rpc, peer, identity, request_id, latency,
+                        trace_id, span_id, evaluated_at,
+                    )  # fmt: skip
+                    records.append(line)
+                except Exception:
+                    summary = self._build_failed()
+                calls.append((summary, latency, ""))
+                continue
             summary = self._process(obs, records)
             calls.append((summary, obs.latency_s, obs.error_code))
         if self._spans is not None:
@@ -214,11 +240,13 @@ class TelemetryObserver(Intake):
                 records.append(record)
             return summary
         except Exception:
-            # A bug here must cost one record, never the writer thread.
-            log.exception("decision-log record could not be built")
-            if self._metrics is not None:
-                self._metrics.record_dropped(1, "build_error")
-            return None
+            return self._build_failed()
+
+    def _build_failed(self) -> None:
+        # A bug in building a record must cost that record, never the writer thread.
+        log.exception("decision-log record could not be built")
+        if self._metrics is not None:
+            self._metrics.record_dropped(1, "build_error")
 
     def _write(self, records: list[RecordOrLine]) -> None:
         for sink in self._sinks:

@@ -292,6 +292,8 @@ class DirectSpans:
         """`record` under the default sampler and id generator, decided and drawn inline; ids
         are hex from their bytes, which the span needs anyway."""
         metadata = obs.metadata
+        if not metadata and summary is not None and not obs.error_code:
+            return self.untraced_decision(obs, decision_id, revision, summary)
         parent: SpanContext | None = None
         fields = w3c_fields(metadata) if metadata and _w3c_only() else None
         if fields is not None and fields[3] is None:
@@ -327,6 +329,27 @@ class DirectSpans:
                     _attributes(obs, decision_id, revision, summary),
                 )
             self._pending.append(data)
+        return trace_id.hex(), span_id.hex()
+
+    @property
+    def lean(self) -> bool:
+        """Whether `untraced_decision` may be called: the default sampler and id generator."""
+        return self._lean
+
+    def untraced_decision(
+        self, obs: Observation, decision_id: str, revision: str, summary: Summary
+    ) -> tuple[str, str]:
+        """`record` of a decided call whose caller sent no trace context, when `lean`: the
+        sampler's answer is known (a root span is sampled), so ids are drawn and the span
+        encoded with nothing else to decide."""
+        trace_id = (_getrandbits(128) or self._ids.generate_trace_id()).to_bytes(16, "big")
+        span_id = (_getrandbits(64) or self._ids.generate_span_id()).to_bytes(8, "big")
+        if self._processors:
+            self._pending.append(
+                self._decision_bytes(
+                    obs, trace_id, span_id, None, False, decision_id, revision, summary
+                )
+            )
         return trace_id.hex(), span_id.hex()
 
     def flush(self) -> None:

@@ -354,3 +354,106 @@ def test_any_reply_protobuf_accepts_is_split_the_same(data: bytes) -> None:
     # field set to its default), which the server's own replies never carry.
     assert ids == list(want[1:])
     assert pb.CheckResponse.FromString(body) == pb.CheckResponse.FromString(want[0])
+
+
+def test_a_hit_row_holds_its_values_in_the_documented_order() -> None:
+    from pdp.telemetry.observation import HIT_ROW_FIELDS
+
+    row = decode_observation(item_of(hit_obs("dec-a", "req-a")))
+    assert row.hit_row and len(row) == len(HIT_ROW_FIELDS)
+    values = [getattr(row, name) for name in HIT_ROW_FIELDS]
+    assert values == list(row)
+    assert len({repr(v) for v in values}) == len(values)  # no two fields alike: order shows
+
+
+class _NotARow:
+    """A hit row seen through attributes only: the observer's general path."""
+
+    hit_row = False
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
+
+
+def test_untraced_hit_rows_are_written_as_the_general_path_writes_them() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from pdp.telemetry.observer import TelemetryObserver
+    from pdp.telemetry.otel import make_resource
+    from pdp.telemetry.sinks import MemorySink
+    from pdp.telemetry.tracing import DirectSpans
+
+    class Collect:
+        def __init__(self) -> None:
+            self.spans: list[bytes] = []
+
+        def add(self, _resource: Any, _scope: Any, spans: Any) -> None:
+            self.spans.extend(spans)
+
+    class Calls:
+        """What the observer hands the metrics: (summary, latency, error code) per call."""
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[Any, float, str]] = []
+
+        def record_calls(self, calls: Any) -> None:
+            self.calls.extend(calls)
+
+    def observer() -> tuple[TelemetryObserver, MemorySink, Collect]:
+        tracer = TracerProvider(resource=make_resource()).get_tracer("pdp")
+        sink, collect = MemorySink(), Collect()
+        otel = SimpleNamespace(direct_spans=DirectSpans(tracer, [collect], "pdp"), shutdown=list)
+        made = TelemetryObserver(
+            sinks=[sink],
+            metrics=Calls(),  # type: ignore[arg-type]
+            otel=otel,  # type: ignore[arg-type]
+            writer_thread=False,
+        )
+        return made, sink, collect
+
+    def hits() -> list[Any]:
+        rows = []
+        for i in range(4):
+            obs = hit_obs(f"dec-{i}", f"req-{i}")
+            obs.metadata = ()  # untraced: the row lane
+            obs.start_time, obs.latency_s = 1_780_000_000.25 + i, 0.0004 + i / 1000
+            rows.append(decode_observation(item_of(obs)))
+        return rows
+
+    lane, lane_sink, lane_spans = observer()
+
+    def not_here(*_args: Any) -> None:
+        raise AssertionError("an untraced hit row left the row lane")
+
+    lane._process = not_here  # type: ignore[method-assign]
+    lane.write_now(hits())
+    general, general_sink, general_spans = observer()
+    general.write_now([_NotARow(row) for row in hits()])
+
+    def without_ids(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for r in records:
+            assert len(r.pop("trace_id")) == 32 and len(r.pop("span_id")) == 16
+        return records
+
+    got, want = lane_sink.records, general_sink.records
+    assert [(r["trace_id"], r["span_id"]) for r in got] == [
+        (Span.FromString(s).trace_id.hex(), Span.FromString(s).span_id.hex())
+        for s in lane_spans.spans
+    ]
+    assert len(got) == 4 and without_ids(got) == without_ids(want)
+    spans = []
+    for data in (*lane_spans.spans, *general_spans.spans):
+        span = Span.FromString(data)
+        span.ClearField("trace_id")
+        span.ClearField("span_id")
+        spans.append(span)
+    assert len(spans) == 8 and spans[:4] == spans[4:]
+    lane_calls, general_calls = lane._metrics.calls, general._metrics.calls  # type: ignore[union-attr]
+    assert [(s.allow, s.deny, latency, code) for s, latency, code in lane_calls] == [
+        (s.allow, s.deny, latency, code) for s, latency, code in general_calls
+    ]
+    assert [latency for _, latency, _ in lane_calls] == [0.0004 + i / 1000 for i in range(4)]
