@@ -233,7 +233,7 @@ class DecisionService:
     def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         self.activity.enter()
         try:
-            return self._decide(data, observed=False)[0]
+            return self._decide(data, False)[0]
         except Exception as exc:
             context.abort_with_status(status_for(exc, CHECK_RPC))
             raise  # unreachable: abort_with_status raises
@@ -241,7 +241,7 @@ class DecisionService:
             self.activity.exit()
 
     def _decide(
-        self, data: bytes, *, observed: bool
+        self, data: bytes, observed: bool
     ) -> tuple[bytes, CheckRequest | _CacheHit | None, CheckResponse | None]:
         """The reply bytes, and (when observed, for the decision log) the request and response.
 
@@ -289,22 +289,19 @@ class DecisionService:
     def _check_observed(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         self.activity.enter()
         try:
-            return self._check_observed_inner(data, context)
+            start = time.time()
+            t0 = _perf_counter()
+            try:
+                out, request, response = self._decide(data, True)
+            except Exception as exc:
+                status = status_for(exc, CHECK_RPC)
+                self._observe(context, None, None, status, start, t0, data, None)
+                context.abort_with_status(status)
+                raise
+            self._observe(context, request, response, None, start, t0, data, out)
+            return out
         finally:
             self.activity.exit()
-
-    def _check_observed_inner(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        start = time.time()
-        t0 = time.perf_counter()
-        try:
-            out, request, response = self._decide(data, observed=True)
-        except Exception as exc:
-            status = status_for(exc, CHECK_RPC)
-            self._observe(context, None, None, status, start, t0, data, None)
-            context.abort_with_status(status)
-            raise
-        self._observe(context, request, response, None, start, t0, data, out)
-        return out
 
     def _observe_object(
         self,

@@ -491,7 +491,7 @@ def _decision_time(obs: Observation) -> datetime:
 
 
 # (unix second, `"YYYY-MM-DDTHH:MM:SS` in UTC): records of one second share the formatting.
-_second: tuple[int, bytes] = (-1, b"")
+_second: tuple[float, bytes] = (-1.0, b"")
 _modf = math.modf
 
 
@@ -506,11 +506,10 @@ def json_unix_rfc3339(t: float) -> bytes:
             whole, micros = whole + 1, micros - 1_000_000
         else:
             whole, micros = whole - 1, micros + 1_000_000
-    second = int(whole)
     cached = _second
-    if cached[0] != second:
-        text = datetime.fromtimestamp(second, UTC).strftime('"%Y-%m-%dT%H:%M:%S')
-        cached = _second = (second, text.encode())
+    if cached[0] != whole:  # compared as floats: int() only once a second
+        text = datetime.fromtimestamp(int(whole), UTC).strftime('"%Y-%m-%dT%H:%M:%S')
+        cached = _second = (whole, text.encode())
     return b'%b.%06dZ"' % (cached[1], micros)
 
 

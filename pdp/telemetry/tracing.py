@@ -422,8 +422,7 @@ class DirectSpans:
             return text % (
                 trace_id,
                 span_id,
-                _pack_q(start_ns),
-                _pack_q(start_ns + round(obs.latency_s * 1e9)),
+                _pack_times(start_ns, 0x41, start_ns + round(obs.latency_s * 1e9)),
                 prefix,
                 decision,
             )
@@ -431,8 +430,7 @@ class DirectSpans:
             trace_id,
             span_id,
             parent_span_id,
-            _pack_q(start_ns),
-            _pack_q(start_ns + round(obs.latency_s * 1e9)),
+            _pack_times(start_ns, 0x41, start_ns + round(obs.latency_s * 1e9)),
             prefix,
             decision,
         )
@@ -441,6 +439,9 @@ class DirectSpans:
 # Span formats per (rpc, revision, allow, deny, parent, remote parent); few distinct ones exist.
 _MAX_DECISION_FORMATS = 1024
 _pack_q = struct.Struct("<Q").pack
+# start_time_unix_nano (field 7, its tag written by the format) and end_time_unix_nano (field
+# 8, tag 0x41), both fixed64, in one pack.
+_pack_times = struct.Struct("<QBQ").pack
 _DECISION_ID_KEY = ld(0x0A, b"pdp.decision_id")
 
 
@@ -481,8 +482,8 @@ def _decision_format(
     ids = b"\x0a\x10%b\x12\x08%b"  # trace_id = 1, span_id = 2
     if has_parent:
         ids += b"\x22\x08%b"  # parent_span_id = 4
-    # start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64)
-    return ids + head + b"\x39%b\x41%b" + middle + b"%b%b" + tail
+    # start_time_unix_nano = 7 and end_time_unix_nano = 8 (fixed64): one `%b` (_pack_times)
+    return ids + head + b"\x39%b" + middle + b"%b%b" + tail
 
 
 def _decision_prefix(length: int) -> bytes:
