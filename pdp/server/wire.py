@@ -250,9 +250,14 @@ def _varint_at(data: bytes, i: int) -> tuple[int, int]:
 def decode_observation(item: tuple[Any, ...]) -> CheckObservation | HitObservation:
     """Runs in the writer process."""
     if item[0] == _HIT:
-        _, rpc, key, body, *call = item
+        (_, rpc, key, body, decision_id, request_id, evaluated_at, peer, identity, meta, start,
+         latency) = item  # fmt: skip
         entry = _entries.get((key, body)) or _entry(key, body)
-        return _new_hit(HitObservation, (entry, rpc, *call))  # type: ignore[no-any-return]
+        return _new_hit(  # type: ignore[no-any-return]
+            HitObservation,
+            (entry, rpc, decision_id, request_id, evaluated_at, peer, identity, meta, start,
+             latency),
+        )  # fmt: skip
     if item[0] == _OBJECT:
         obs: CheckObservation = item[1]
         return obs
