@@ -150,23 +150,28 @@ class TelemetryObserver(Intake):
         records: list[RecordOrLine] = []
         calls: list[tuple[Summary | None, float, str]] = []
         spans = self._spans
-        # Untraced hit rows take the lane below: the same span, record line and metrics as
-        # `_process` makes of them, with a third fewer steps per call (read by unpacking,
-        # ids and span from one call, the line from another).
+        # Hit rows take the lane below: the same span, record line and metrics as `_process`
+        # makes of them, in fewer steps per call (read by unpacking; ids and span from one
+        # call, the line from another).
         rows = spans is not None and spans.lean and self._lines and self._shares and self._sinks
         shapes = self._shapes
         for obs in batch:
-            if rows and getattr(obs, "hit_row", False) and not obs[7]:  # type: ignore[index]
-                (entry, rpc, decision_id, request_id, evaluated_at, peer, identity, _, start,
-                 latency) = obs  # type: ignore[misc]  # fmt: skip
+            if rows and getattr(obs, "hit_row", False):
+                (entry, rpc, decision_id, request_id, evaluated_at, peer, identity, metadata,
+                 start, latency) = obs  # type: ignore[misc]  # fmt: skip
                 try:
                     shape = shapes.get(id(entry))
                     if shape is None or shape.entry is not entry:
                         shape = self._new_shape(entry)
                     summary: Summary | None = shape.summary
-                    trace_id, span_id = spans.untraced_decision(  # type: ignore[union-attr]
-                        obs, decision_id, shape.revision, shape.summary
-                    )
+                    if metadata:  # the caller's trace context: the span's parent, if any
+                        trace_id, span_id = spans.record(  # type: ignore[union-attr]
+                            obs, decision_id, shape.revision, shape.summary
+                        )
+                    else:
+                        trace_id, span_id = spans.untraced_decision(  # type: ignore[union-attr]
+                            obs, decision_id, shape.revision, shape.summary
+                        )
                     line = shape.line_of(
                         decision_id, start, rpc, peer, identity, request_id, latency,
                         trace_id, span_id, evaluated_at,

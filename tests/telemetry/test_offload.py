@@ -378,7 +378,7 @@ class _NotARow:
         return getattr(self._row, name)
 
 
-def test_untraced_hit_rows_are_written_as_the_general_path_writes_them() -> None:
+def test_hit_rows_are_written_as_the_general_path_writes_them() -> None:
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -419,7 +419,8 @@ def test_untraced_hit_rows_are_written_as_the_general_path_writes_them() -> None
         rows = []
         for i in range(4):
             obs = hit_obs(f"dec-{i}", f"req-{i}")
-            obs.metadata = ()  # untraced: the row lane
+            if i % 2:
+                obs.metadata = ()  # untraced: a trace of its own
             obs.start_time, obs.latency_s = 1_780_000_000.25 + i, 0.0004 + i / 1000
             rows.append(decode_observation(item_of(obs)))
         return rows
@@ -427,7 +428,7 @@ def test_untraced_hit_rows_are_written_as_the_general_path_writes_them() -> None
     lane, lane_sink, lane_spans = observer()
 
     def not_here(*_args: Any) -> None:
-        raise AssertionError("an untraced hit row left the row lane")
+        raise AssertionError("a hit row left the row lane")
 
     lane._process = not_here  # type: ignore[method-assign]
     lane.write_now(hits())
@@ -444,6 +445,9 @@ def test_untraced_hit_rows_are_written_as_the_general_path_writes_them() -> None
         (Span.FromString(s).trace_id.hex(), Span.FromString(s).span_id.hex())
         for s in lane_spans.spans
     ]
+    # Traced calls join the caller's trace; the others start their own.
+    assert [r["trace_id"] == TRACE_ID for r in got] == [True, False, True, False]
+    assert [r["trace_id"] == TRACE_ID for r in want] == [True, False, True, False]
     assert len(got) == 4 and without_ids(got) == without_ids(want)
     spans = []
     for data in (*lane_spans.spans, *general_spans.spans):
