@@ -155,6 +155,8 @@ class TelemetryObserver(Intake):
         # call, the line from another).
         rows = spans is not None and spans.lean and self._lines and self._shares and self._sinks
         shapes = self._shapes
+        if rows:
+            traced, untraced = spans.record, spans.untraced_decision  # type: ignore[union-attr]
         for obs in batch:
             if rows and getattr(obs, "hit_row", False):
                 (entry, rpc, decision_id, request_id, evaluated_at, peer, identity, metadata,
@@ -164,14 +166,9 @@ class TelemetryObserver(Intake):
                     if shape is None or shape.entry is not entry:
                         shape = self._new_shape(entry)
                     summary: Summary | None = shape.summary
-                    if metadata:  # the caller's trace context: the span's parent, if any
-                        trace_id, span_id = spans.record(  # type: ignore[union-attr]
-                            obs, decision_id, shape.revision, shape.summary
-                        )
-                    else:
-                        trace_id, span_id = spans.untraced_decision(  # type: ignore[union-attr]
-                            obs, decision_id, shape.revision, shape.summary
-                        )
+                    # With the caller's trace context, the span has a parent (if sampled).
+                    span_of = traced if metadata else untraced
+                    trace_id, span_id = span_of(obs, decision_id, shape.revision, summary)
                     line = shape.line_of(
                         decision_id, start, rpc, peer, identity, request_id, latency,
                         trace_id, span_id, evaluated_at,
