@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -80,18 +81,20 @@ def _status_fields(status: grpc.Status | None) -> tuple[str, str]:
     return (code_name(status), status.details) if status else ("", "")
 
 
-class _CacheHit:
-    """A cache hit's ids, from which its request and response are made when first read."""
+class _CacheHit(tuple):  # type: ignore[type-arg]
+    """A cache hit's ids, from which its request and response are made when first read: a
+    tuple (entry, decision_id, request_id, evaluated_at), built on the serving thread by one
+    C-level tuple copy (`_new_hit`)."""
 
-    __slots__ = ("decision_id", "entry", "evaluated_at", "request_id")
+    __slots__ = ()
 
-    def __init__(
-        self, entry: CachedDecision, decision_id: str, request_id: str, evaluated_at: str
-    ) -> None:
-        self.entry = entry
-        self.decision_id = decision_id
-        self.request_id = request_id
-        self.evaluated_at = evaluated_at
+    entry: CachedDecision = property(itemgetter(0))  # type: ignore[assignment]
+    decision_id: str = property(itemgetter(1))  # type: ignore[assignment]
+    request_id: str = property(itemgetter(2))  # type: ignore[assignment]
+    evaluated_at: str = property(itemgetter(3))  # type: ignore[assignment]
+
+
+_new_hit = tuple.__new__
 
 
 class _ObservedCheck:
@@ -272,7 +275,7 @@ class DecisionService:
             return out, None, None
         # Two `dataclasses.replace` calls cost more than the rest of a hit: deferred to the
         # telemetry writer, which only needs them for the record.
-        return out, _CacheHit(entry, decision_id, request_id, evaluated_at), None
+        return out, _new_hit(_CacheHit, (entry, decision_id, request_id, evaluated_at)), None
 
     def _store(
         self, engine: Engine, key: bytes, request: CheckRequest, response: CheckResponse
@@ -352,10 +355,10 @@ class DecisionService:
         identity = primary_identity(context.auth_context()) if self._identities else ""
         propagated = propagation(context.invocation_metadata())
         if type(request) is _CacheHit:
-            entry = request.entry
+            entry, decision_id, request_id, evaluated_at = request
             item = hit_item(
-                CHECK_RPC, entry.key, entry.body, request.decision_id, request.request_id,
-                request.evaluated_at, peer, identity, propagated, start, latency,
+                CHECK_RPC, entry.key, entry.body, decision_id, request_id, evaluated_at,
+                peer, identity, propagated, start, latency,
             )  # fmt: skip
         else:
             item = check_item(

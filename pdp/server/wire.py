@@ -36,6 +36,8 @@ _NO_LIMITS = Limits(
     max_id_length=2**31,
 )
 _CHECK, _OBJECT, _HIT = 0, 1, 2
+_propagates = PROPAGATION_KEYS.__contains__
+_key = itemgetter(0)
 
 
 def propagation(metadata: Any) -> tuple[tuple[str, str], ...]:
@@ -44,10 +46,9 @@ def propagation(metadata: Any) -> tuple[tuple[str, str], ...]:
     gRPC metadata keys are lowercase (grpc refuses any other), and a value is bytes only
     under a `-bin` key, which none of these is: one membership test per entry, on every call.
     """
-    if not metadata:
-        return ()
-    found = [(k, v) for k, v in metadata if k in PROPAGATION_KEYS]
-    return tuple(found) if found else ()
+    if not metadata or not any(map(_propagates, map(_key, metadata))):
+        return ()  # the common call, checked in C (no comprehension frame)
+    return tuple([(k, v) for k, v in metadata if k in PROPAGATION_KEYS])
 
 
 def hit_item(

@@ -25,6 +25,7 @@ from pdp.model.request import DEFAULT_LIMITS
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server.convert import request_from_proto, response_to_proto
 from pdp.server.wire import (
+    PROPAGATION_KEYS,
     check_item,
     decode_observation,
     encode_observation,
@@ -289,6 +290,21 @@ def test_the_server_sends_exactly_the_keys_the_propagator_reads() -> None:
     from pdp.telemetry import tracing
 
     assert wire.PROPAGATION_KEYS == tracing.PROPAGATION_KEYS
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["traceparent", "tracestate", "baggage", "user-agent", "x-trace"]),
+            st.text(max_size=8),
+        ),
+        max_size=5,
+    )
+)
+def test_only_propagation_entries_cross_in_their_order(metadata: list[tuple[str, str]]) -> None:
+    want = tuple((k, v) for k, v in metadata if k in PROPAGATION_KEYS)
+    assert propagation(tuple(metadata)) == want
+    assert type(propagation(tuple(metadata))) is tuple
 
 
 def _strip_by_protobuf(reply: bytes) -> tuple[bytes, str, str, str]:
