@@ -25,7 +25,7 @@ Two costs are printed, as 1 - off/on:
 
 Instructions are not time: under load, the extra threads also cost GIL hand-offs and cache
 misses that no count shows, so this is a floor for the throughput cost, not its measure. Needs
-valgrind and h2load (Debian `valgrind`, `nghttp2-client`); takes about eight minutes on 2 cores.
+valgrind and h2load (Debian `valgrind`, `nghttp2-client`); takes 9 to 11 minutes on 2 cores.
 """
 
 from __future__ import annotations
