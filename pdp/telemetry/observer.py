@@ -167,8 +167,12 @@ class TelemetryObserver(Intake):
                         shape = self._new_shape(entry)
                     summary: Summary | None = shape.summary
                     # With the caller's trace context, the span has a parent (if sampled).
-                    span_of = traced if metadata else untraced
-                    trace_id, span_id = span_of(obs, decision_id, shape.revision, summary)
+                    if metadata:
+                        trace_id, span_id = traced(obs, decision_id, shape.revision, summary)
+                    else:
+                        trace_id, span_id = untraced(
+                            rpc, start, latency, decision_id, shape.revision, summary
+                        )
                     line = shape.line_of(
                         decision_id, start, rpc, peer, identity, request_id, latency,
                         trace_id, span_id, evaluated_at,

@@ -103,6 +103,9 @@ class StreamSink:
         self.flush()  # never close stdout: the process may still print to it
 
 
+_BYTES_ONLY = frozenset({bytes})
+
+
 class RotatingFileSink:
     """JSON lines appended to a file, rotated by size: `path` → `path.1` → ... → `path.N`."""
 
@@ -127,7 +130,11 @@ class RotatingFileSink:
         self._size = self._file.tell()
 
     def write(self, records: Sequence[RecordOrLine]) -> None:
-        lines = [to_json_bytes(record) for record in records]
+        # The writer's lines are bytes already (looked for in C): no call per record then.
+        if set(map(type, records)) <= _BYTES_ONLY:
+            lines: Sequence[bytes] = records  # type: ignore[assignment]
+        else:
+            lines = [to_json_bytes(record) for record in records]
         total = sum(map(len, lines))
         if self._size + total <= self.max_bytes:
             # The common case: the whole batch fits, one large write instead of one per record.

@@ -173,10 +173,16 @@ _rpc_names: dict[str, tuple[str, str]] = {}
 def _attributes(
     obs: Observation, decision_id: str, revision: str, summary: Summary | None
 ) -> Mapping[str, str | int]:
-    names = _rpc_names.get(obs.rpc)
+    return _call_attributes(obs.rpc, obs.error_code, decision_id, revision, summary)
+
+
+def _call_attributes(
+    rpc: str, error_code: str, decision_id: str, revision: str, summary: Summary | None
+) -> Mapping[str, str | int]:
+    names = _rpc_names.get(rpc)
     if names is None:
-        service, _, method = obs.rpc.lstrip("/").partition("/")
-        names = _rpc_names[obs.rpc] = (service, method)
+        service, _, method = rpc.lstrip("/").partition("/")
+        names = _rpc_names[rpc] = (service, method)
     # Few attributes on purpose: the SDK validates each one, and the span's cost is paid on
     # the writer thread for every call. The rest of the story is in the decision-log record,
     # found by the trace id.
@@ -185,8 +191,8 @@ def _attributes(
         "rpc.service": names[0],
         "rpc.method": names[1],
     }
-    if obs.error_code:
-        attrs["rpc.grpc.status"] = obs.error_code
+    if error_code:
+        attrs["rpc.grpc.status"] = error_code
     if summary is not None:
         attrs["pdp.decision_id"] = decision_id
         attrs["pdp.bundle.revision"] = revision
@@ -293,7 +299,9 @@ class DirectSpans:
         are hex from their bytes, which the span needs anyway."""
         metadata = obs.metadata
         if not metadata and summary is not None and not obs.error_code:
-            return self.untraced_decision(obs, decision_id, revision, summary)
+            return self.untraced_decision(
+                obs.rpc, obs.start_time, obs.latency_s, decision_id, revision, summary
+            )
         parent: SpanContext | None = None
         fields = w3c_fields(metadata) if metadata and _w3c_only() else None
         if fields is not None and fields[3] is None:
@@ -314,8 +322,9 @@ class DirectSpans:
         if self._processors and sampled:
             if summary is not None and not obs.error_code and not (parent and parent.trace_state):
                 data = self._decision_bytes(
-                    obs, trace_id, span_id, parent_span, remote, decision_id, revision, summary
-                )
+                    obs.rpc, obs.start_time, obs.latency_s, trace_id, span_id, parent_span,
+                    remote, decision_id, revision, summary,
+                )  # fmt: skip
             else:
                 # A failed call, or a vendor's tracestate (rare): the span encoded in full.
                 if parent is None and parent_span is not None:
@@ -337,19 +346,26 @@ class DirectSpans:
         return self._lean
 
     def untraced_decision(
-        self, obs: Observation, decision_id: str, revision: str, summary: Summary
+        self,
+        rpc: str,
+        start_time: float,
+        latency_s: float,
+        decision_id: str,
+        revision: str,
+        summary: Summary,
     ) -> tuple[str, str]:
         """`record` of a decided call whose caller sent no trace context, when `lean`: the
         sampler's answer is known (a root span is sampled), so ids are drawn and the span
-        encoded with nothing else to decide."""
+        encoded with nothing else to decide. Takes the call's values, not an observation:
+        the writer's row lane has them unpacked already."""
         trace_id = (_getrandbits(128) or self._ids.generate_trace_id()).to_bytes(16, "big")
         span_id = (_getrandbits(64) or self._ids.generate_span_id()).to_bytes(8, "big")
         if self._processors:
-            self._pending.append(
-                self._decision_bytes(
-                    obs, trace_id, span_id, None, False, decision_id, revision, summary
-                )
-            )
+            data = self._decision_bytes(
+                rpc, start_time, latency_s, trace_id, span_id, None, False, decision_id,
+                revision, summary,
+            )  # fmt: skip
+            self._pending.append(data)
         return trace_id.hex(), span_id.hex()
 
     def flush(self) -> None:
@@ -393,7 +409,9 @@ class DirectSpans:
 
     def _decision_bytes(
         self,
-        obs: Observation,
+        rpc: str,
+        start_time: float,
+        latency_s: float,
         trace_id: bytes,
         span_id: bytes,
         parent_span_id: bytes | None,
@@ -405,15 +423,15 @@ class DirectSpans:
         """A decision's span from the bytes format of its rpc, bundle, counts and kind of
         parent (none, local, remote; no tracestate)."""
         parent = parent_span_id is not None
-        key = (obs.rpc, revision, summary.allow, summary.deny, parent, remote)
+        key = (rpc, revision, summary.allow, summary.deny, parent, remote)
         text = self._decision_formats.get(key)
         if text is None:
             if len(self._decision_formats) >= _MAX_DECISION_FORMATS:
                 self._decision_formats.clear()
             text = self._decision_formats[key] = _decision_format(
-                obs, revision, summary, parent, remote
+                rpc, revision, summary, parent, remote
             )
-        start_ns = round(obs.start_time * 1e6) * 1000
+        start_ns = round(start_time * 1e6) * 1000
         decision = decision_id.encode()
         prefix = _decision_prefixes.get(len(decision))
         if prefix is None:
@@ -422,7 +440,7 @@ class DirectSpans:
             return text % (
                 trace_id,
                 span_id,
-                _pack_times(start_ns, 0x41, start_ns + round(obs.latency_s * 1e9)),
+                _pack_times(start_ns, 0x41, start_ns + round(latency_s * 1e9)),
                 prefix,
                 decision,
             )
@@ -430,7 +448,7 @@ class DirectSpans:
             trace_id,
             span_id,
             parent_span_id,
-            _pack_times(start_ns, 0x41, start_ns + round(obs.latency_s * 1e9)),
+            _pack_times(start_ns, 0x41, start_ns + round(latency_s * 1e9)),
             prefix,
             decision,
         )
@@ -446,7 +464,7 @@ _DECISION_ID_KEY = ld(0x0A, b"pdp.decision_id")
 
 
 def _decision_parts(
-    obs: Observation, revision: str, summary: Summary, remote: bool
+    rpc: str, revision: str, summary: Summary, remote: bool
 ) -> tuple[bytes, bytes, bytes]:
     """The bytes of a decision's span around its per-call fields, cut out of a whole span
     encoded by `span_bytes` (so the two encodings cannot drift apart): (name and kind, the
@@ -457,7 +475,7 @@ def _decision_parts(
         if remote
         else None
     )
-    attributes = _attributes(obs, marker, revision, summary)
+    attributes = _call_attributes(rpc, "", marker, revision, summary)
     whole = span_bytes(1, 1, None, parent, SPAN_NAME, SpanKind.SERVER, 0, 0, attributes, 0, 0)
     name_at = whole.index(ld(0x2A, SPAN_NAME.encode()))
     start_at = whole.index(b"\x39" + _pack_q(0), name_at)
@@ -472,12 +490,12 @@ def _decision_parts(
 
 
 def _decision_format(
-    obs: Observation, revision: str, summary: Summary, has_parent: bool, remote: bool
+    rpc: str, revision: str, summary: Summary, has_parent: bool, remote: bool
 ) -> bytes:
     """A decision's span as a bytes `%` format: trace id, span id, (parent span id,) start,
     end, the decision-id attribute's prefix and the decision id go in, in that order."""
     head, middle, tail = (
-        part.replace(b"%", b"%%") for part in _decision_parts(obs, revision, summary, remote)
+        part.replace(b"%", b"%%") for part in _decision_parts(rpc, revision, summary, remote)
     )
     ids = b"\x0a\x10%b\x12\x08%b"  # trace_id = 1, span_id = 2
     if has_parent:

@@ -201,3 +201,38 @@ def test_shared_shape_line_keeps_percent_signs_in_shared_and_per_call_values() -
 def test_unix_timestamps_format_as_datetime_does(t: float) -> None:
     want = datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
     assert unix_rfc3339(t) == want.replace("+00:00", "Z")
+
+
+_LATENCY_SHAPE: list[Any] = []
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.floats(min_value=0, max_value=3600, allow_nan=False),
+    st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False),
+)
+def test_shared_shape_lines_carry_the_latency_and_time_the_full_build_does(
+    latency_s: float, start_time: float
+) -> None:
+    # The line takes a latency's JSON from a cache by whole microseconds, and its timestamp
+    # from a cache by second: across values (and repeats, since the shape is kept between
+    # examples), every line must equal the record built and serialised in full.
+    if not _LATENCY_SHAPE:
+        req = parse_check_request(request_dict())
+        hit, _ = cache_hit(req, decision_id="dec-1", request_id="req-1")
+        _LATENCY_SHAPE.append((hit, RecordShape(hit.entry, Masker())))  # type: ignore[arg-type]
+    hit, shape = _LATENCY_SHAPE[0]
+    obs = observation(
+        dataclasses.replace(hit.entry.request, request_id=hit.request_id),
+        dataclasses.replace(
+            hit.entry.response,
+            decision_id=hit.decision_id,
+            request_id=hit.request_id,
+            evaluated_at=hit.evaluated_at,
+        ),
+        latency_s=latency_s,
+        start_time=start_time,
+    )
+    line = shape.line(obs, hit, trace_id="t" * 32, span_id="s" * 16)
+    assert line == to_json_bytes(build_record(obs, Masker(), trace_id="t" * 32, span_id="s" * 16))
+    assert json.loads(line)["latency_ms"] == round(latency_s * 1e6) / 1000
