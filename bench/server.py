@@ -19,9 +19,13 @@ process on a multi-core machine, whose CPU counts in the on server's CPU per req
 runs alternate between them (the order flips every round, since the shared 2-core machine
 drifts). Over `--rounds` rounds, two estimates of on/off throughput are printed: the ratio of
 the medians, and the median of each round's own ratio (which the drift between rounds moves
-less); the cost is one minus the lower. Also printed: server CPU per request over h2load's
-counted calls (from /proc, less moved by other load than req/s; `writer`: the part of the on
-server's that its telemetry writer processes spent). The on server must have logged every call and
+less); the cost is one minus the lower. The per-round ratio's median also gets a 95%
+confidence interval over the rounds (order statistics, no assumption about the noise's
+shape), and `at most` is one minus its low end: the cost the rounds rule out exceeding, 19
+times in 20. Also printed: server CPU per request over h2load's counted calls (from /proc,
+less moved by other load than req/s; `writer`: the part of the on server's that its telemetry
+writer processes spent), and `CPU cost`, one minus the median per-round ratio of off's CPU per
+request to on's. The on server must have logged every call and
 dropped none: a writer that fell behind and dropped records would look cheap. Requests carry a
 fixed `context.time`, so with the cache on every repeated call is a hit.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -318,6 +323,27 @@ class OtlpReceiver:
         self.server.stop(grace=None)
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of what `values` sample: the
+    order statistics (k-th smallest, k-th largest) with the largest k whose interval covers
+    the median with at least `confidence` (each value falls below the median with chance
+    1/2, so the count below it is binomial). With fewer than 6 values no k qualifies at 95%,
+    and the interval is the whole range."""
+    ordered = sorted(values)
+    n = len(ordered)
+    below = 0.0  # P(count below the median < k)
+    k = 0
+    for j in range(n // 2 + 1):
+        # Covering k = j + 1 misses when fewer than j + 1 values, or more than n - j - 1,
+        # fall below the median: twice P(Binomial(n, 1/2) <= j).
+        below += math.comb(n, j) / 2**n
+        if 1 - 2 * below < confidence:
+            break
+        k = j + 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
+
+
 def session_cpu_s(sid: int, only: bytes = b"") -> float:
     """User + system CPU seconds of the live processes of session `sid` (server + workers),
     or of those whose command line contains `only`."""
@@ -453,6 +479,13 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                         )
                         row = rows[-1]
                         row["paired"] = statistics.median(row["pair_ratios"])
+                        # The rounds' spread, as what it leaves of the paired ratio's median.
+                        row["paired_ci"] = median_interval(row["pair_ratios"])
+                        # The same cost as CPU per call (server and writer processes), which
+                        # moves less with the machine's speed than req/s does.
+                        row["cpu_cost"] = 1 - statistics.median(
+                            a["cpu_us"] / b["cpu_us"] for a, b in zip(runs["off"], runs["on"])
+                        )
                         # Two estimates of one ratio: the medians' (robust to one bad run) and
                         # the median of each round's own (robust to the machine drifting
                         # between rounds). The cost is the worse of the two.
@@ -488,21 +521,28 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"\n{'request':<8} {'workers':>7} {'cache':>5} {'off req/s':>10} {'on req/s':>9}"
-        f" {'on/off':>7} {'paired':>7} {'cost':>6} {'off µs/req':>11} {'on µs/req':>10} {'writer':>7}"
+        f" {'on/off':>7} {'paired':>7} {'95% CI':>11} {'cost':>6} {'at most':>7}"
+        f" {'off µs/req':>11} {'on µs/req':>10} {'writer':>7} {'CPU cost':>8}"
         f" {'off p99':>8} {'on p99':>7}  per-round on/off"
     )
     for r in rows:
+        low, high = r["paired_ci"]
         print(
             f"{r['resources']:>2}x3{'':<4} {r['workers']:>7} {r['cache']:>5}"
             f" {r['off']['rps']:>10.0f} {r['on']['rps']:>9.0f} {r['ratio']:>7.3f}"
-            f" {r['paired']:>7.3f} {r['cost']:>6.1%} {r['off']['cpu_us']:>11.0f} {r['on']['cpu_us']:>10.0f}"
-            f" {r['on']['writer_us']:>7.0f}"
+            f" {r['paired']:>7.3f} {f'{low:.3f}-{high:.3f}':>11} {r['cost']:>6.1%}"
+            f" {1 - low:>7.1%}"
+            f" {r['off']['cpu_us']:>11.0f} {r['on']['cpu_us']:>10.0f}"
+            f" {r['on']['writer_us']:>7.0f} {r['cpu_cost']:>8.1%}"
             f" {r['off']['p99_ms']:>8.2f} {r['on']['p99_ms']:>7.2f}"
             f"  {' '.join(f'{x:.2f}' for x in r['pair_ratios'])}"
         )
     print(
         "on/off: median on req/s over median off req/s; paired: median of the per-round"
-        " ratios; cost: 1 - the lower of the two"
+        " ratios, with its 95% confidence interval over the rounds (distribution-free);"
+        " cost: 1 - the lower of on/off and paired; at most: 1 - the interval's low end;"
+        " CPU cost: 1 - the median per-round ratio of CPU per request, off over on"
+        " (writer included)"
     )
     print("target (issue 6): cost <= 15%")
     if args.json:

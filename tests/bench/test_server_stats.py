@@ -1,0 +1,62 @@
+"""bench/server.py's confidence interval for a median (the telemetry cost's spread)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("bench_server", ROOT / "bench/server.py")
+assert _spec is not None and _spec.loader is not None
+bench_server = importlib.util.module_from_spec(_spec)
+sys.modules["bench_server"] = bench_server
+_spec.loader.exec_module(bench_server)
+median_interval = bench_server.median_interval
+
+
+def coverage(n: int, k: int) -> float:
+    """Chance that [k-th smallest, k-th largest] of n draws holds the median."""
+    return 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2**n
+
+
+@pytest.mark.parametrize("n", [6, 9, 15, 21, 40])
+def test_the_widest_order_statistics_that_still_cover_are_chosen(n: int) -> None:
+    values = [float(i) for i in range(1, n + 1)]
+    low, high = median_interval(values)
+    k = int(low)
+    assert high == n + 1 - k  # symmetric
+    assert coverage(n, k) >= 0.95 > coverage(n, k + 1)
+
+
+def test_known_case_and_small_samples() -> None:
+    # n = 15: [4th, 12th], covering 96.5%.
+    assert median_interval([float(i) for i in range(15, 0, -1)]) == (4.0, 12.0)
+    # Too few values for 95%: the whole range.
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=60))
+def test_the_interval_holds_the_sample_median(values: list[float]) -> None:
+    low, high = median_interval(values)
+    ordered = sorted(values)
+    assert low in values and high in values
+    assert low <= ordered[(len(values) - 1) // 2] and ordered[len(values) // 2] <= high
+
+
+def test_it_covers_a_true_median_about_as_often_as_it_claims() -> None:
+    rng = random.Random(7)
+    trials, hits = 4000, 0
+    for _ in range(trials):
+        sample = [rng.gauss(0.9, 0.1) for _ in range(15)]
+        low, high = median_interval(sample)
+        hits += low <= 0.9 <= high
+    # 96.5% nominal at n = 15; four standard errors of slack.
+    assert 0.95 <= hits / trials <= 0.98
