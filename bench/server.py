@@ -29,12 +29,8 @@ request to on's. The on server must have logged every call and
 dropped none: a writer that fell behind and dropped records would look cheap. Requests carry a
 fixed `context.time`, so with the cache on every repeated call is a hit.
 
-h2load shares the machine's cores with the servers, and runs at real-time priority (`chrt -f
-10`, `--load-priority realtime`, the default when the machine allows it): at normal priority
-the CPU the scheduler leaves it, and so how many replies it reads per wake-up, changed from
-run to run, and with it the servers' throughput. `--control` runs the same bench with both
-servers off (an A/A test): the costs it prints are the bench's own noise, to read the real
-run's against.
+`--control` runs the same bench with both servers off (an A/A test): the costs it prints
+are the bench's own noise, the yardstick for a real run's.
 """
 
 from __future__ import annotations
@@ -199,33 +195,21 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 WARM_UP_S = 1
 
 
-def realtime_prefix() -> tuple[str, ...]:
-    """The command prefix that runs a program at real-time priority (SCHED_FIFO), or () when
-    this machine refuses it (no `chrt`, or no permission to raise a priority)."""
-    prefix = ("chrt", "-f", "10")
-    if not shutil.which("chrt"):
-        return ()
-    probe = subprocess.run([*prefix, "true"], capture_output=True)
-    return prefix if probe.returncode == 0 else ()
-
-
 def h2load(
     port: int,
     body: bytes,
     reply_size: int,
     args: argparse.Namespace,
     on_measure: Callable[[], None] | None = None,
-    prefix: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """One h2load run; `on_measure` is called when its warm-up ends (its counted calls begin),
-    so CPU read then and after the run is the CPU of the counted calls. `prefix` runs h2load
-    under another command (`realtime_prefix()`)."""
+    so CPU read then and after the run is the CPU of the counted calls."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "body"
         data.write_bytes(b"\0" + struct.pack(">I", len(body)) + body)
         log = Path(tmp) / "log"
         cmd = [
-            *prefix, "h2load", f"http://127.0.0.1:{port}/pdp.v1.DecisionService/Check",
+            "h2load", f"http://127.0.0.1:{port}/pdp.v1.DecisionService/Check",
             "-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers",
             "-c", str(args.connections), "-m", str(args.streams), "-t", "1",
             "-D", str(round(args.duration)), "--warm-up-time", str(WARM_UP_S),
@@ -430,14 +414,6 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
         "OTEL_METRICS_EXPORTER": "otlp",
         "OTEL_SERVICE_NAME": "pdp-bench",
     }
-    # h2load shares the cores with the servers. At normal priority its share, and so how many
-    # replies it takes per wake-up, changes between runs (see --control). At real-time
-    # priority it runs whenever it has work, and the servers share what it leaves.
-    prefix = realtime_prefix() if args.load_priority == "realtime" else ()
-    if args.load_priority == "realtime" and not prefix:
-        print("h2load at normal priority: this machine refuses `chrt -f` (needs CAP_SYS_NICE)")
-    else:
-        print(f"h2load priority: {'real-time (chrt -f 10)' if prefix else 'normal'}")
     if args.control:
         print("CONTROL RUN: both servers run with telemetry off; every cost below is noise")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -484,7 +460,7 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                                 ) -> None:
                                     start.extend((session_cpu_s(pid), session_cpu_s(pid, WRITER)))
 
-                                result = h2load(port, body, len(raw), args, measure, prefix)
+                                result = h2load(port, body, len(raw), args, measure)
                                 cpu0, writer0 = start
                                 # Let the writer drain what it holds: its CPU is the call's.
                                 time.sleep(0.3 if name == "on" else 0)
@@ -612,12 +588,6 @@ def main() -> int:
         "--caches", default="on,off", help="--telemetry: decision cache settings to run"
     )
     parser.add_argument(
-        "--load-priority",
-        choices=("realtime", "normal"),
-        default="realtime",
-        help="--telemetry: h2load's scheduling (realtime: chrt -f, when the machine allows)",
-    )
-    parser.add_argument(
         "--control",
         action="store_true",
         help="--telemetry: an A/A run, the on server with telemetry off too (the bench's noise)",
@@ -638,7 +608,7 @@ def main() -> int:
             f" --duration {args.duration} --rounds {args.rounds} --workers {args.workers}"
             f" --sizes {args.sizes} --caches {args.caches}"
             f" --connections {args.connections} --streams {args.streams}"
-            f" --load-priority {args.load_priority}{' --control' if args.control else ''}"
+            f"{' --control' if args.control else ''}"
         )
         return telemetry_main(args, directory)
     print(f"reproduce: .venv/bin/python bench/server.py --duration {args.duration}")

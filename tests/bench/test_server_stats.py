@@ -73,16 +73,3 @@ def test_a_control_row_runs_two_identical_off_servers(tmp_path: Path) -> None:
         assert ("--decision-cache" in on) == ("--decision-cache" in off) == (cache == "off")
         control = bench_server.telemetry_flags("on", cache, log, control=True)
         assert control == off
-
-
-def test_the_realtime_prefix_runs_its_command_first_in_first_out() -> None:
-    import os
-    import subprocess
-
-    prefix = bench_server.realtime_prefix()
-    probe = [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"]
-    policy = int(subprocess.run([*prefix, *probe], capture_output=True, text=True).stdout)
-    # Without the permission the prefix is empty and the command runs as it would anyway.
-    assert policy == (os.SCHED_FIFO if prefix else os.SCHED_OTHER)
-    refused = subprocess.run(["chrt", "-f", "10", "true"], capture_output=True).returncode
-    assert bool(prefix) == (refused == 0)
