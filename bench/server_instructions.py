@@ -155,6 +155,22 @@ def writer_per_call() -> tuple[int, str]:
     return int(found.group(1).replace(",", "")), found.group(0)
 
 
+Run = tuple[int, float]  # (instructions, seconds) of one server's life
+
+
+def per_call(
+    small: Run, large: Run, idle_short: Run, idle_long: Run, calls: int
+) -> tuple[float, float, float]:
+    """(instructions per call, the same before the clock's work is taken out, idle rate per
+    second) from two loaded runs `calls` apart and two idle runs of different lengths."""
+    idle_rate = (idle_long[0] - idle_short[0]) / (idle_long[1] - idle_short[1])
+    raw = (large[0] - small[0]) / calls
+    # Work done by the clock (pollers' wake-ups), not by calls: under valgrind calls run about
+    # 50 times slower, so per call it looks about 50 times larger than it is. Taken out at the
+    # rate the same server spends idle.
+    return raw - idle_rate * (large[1] - small[1]) / calls, raw, idle_rate
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--connections", type=int, default=1, help="h2load -c (default 1)")
@@ -189,18 +205,15 @@ def main() -> int:
     )
     per: dict[str, float] = {}
     for mode in ("off", "on"):
-        (small, small_s), (large, large_s) = counts[mode, SMALL], counts[mode, LARGE]
-        (short, short_s), (long, long_s) = counts[mode, -IDLE_SHORT], counts[mode, -IDLE_LONG]
-        idle_rate = (long - short) / (long_s - short_s)
-        raw = (large - small) / (LARGE - SMALL)
-        # Work done by the clock (pollers' wake-ups), not by calls: under valgrind calls run
-        # about 50 times slower, so per call it looks about 50 times larger than it is. Taken
-        # out at the rate the same server spends idle.
-        per[mode] = raw - idle_rate * (large_s - small_s) / (LARGE - SMALL)
+        extra_s = counts[mode, LARGE][1] - counts[mode, SMALL][1]
+        per[mode], raw, idle_rate = per_call(
+            counts[mode, SMALL], counts[mode, LARGE], counts[mode, -IDLE_SHORT],
+            counts[mode, -IDLE_LONG], LARGE - SMALL,
+        )  # fmt: skip
         print(
             f"server instructions per call, telemetry {mode + ':':<4} {per[mode]:>9,.0f}"
             f" ({raw:,.0f} less {idle_rate:,.0f} per idle second over the"
-            f" {large_s - small_s:.0f} s the extra calls took)"
+            f" {extra_s:.0f} s the extra calls took)"
         )
     off, on = per["off"], per["on"]
     print(f"telemetry on, server side: {on - off:+,.0f} instructions per call")
