@@ -6,8 +6,8 @@
 queue like the writer process's (on: the observation is read from the call and appended,
 nothing more), answering one repeated request from the decision cache (hits) and, with the
 cache off, deciding it every time (misses). The call context is a plain object answering what
-a grpcio context would (peer, metadata, no client certificate). Rounds alternate off and on;
-each figure is the median round's µs per call, and `on/off` their ratio.
+a grpcio context would (peer, metadata, no client certificate). Each round times off, then
+on; each figure is the median round's µs per call, and `on/off` their ratio.
 
 This is the serving-side code alone. A real server's CPU per call grows by more than this with
 telemetry on (`bench/server.py --telemetry`, the `µs/req` columns): the feeder thread, the pipe
