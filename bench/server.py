@@ -31,11 +31,6 @@ fixed `context.time`, so with the cache on every repeated call is a hit.
 
 `--control` runs the same bench with both servers off (an A/A test): the costs it prints
 are the bench's own noise, the yardstick for a real run's.
-
-`--load-cpus LIST` runs h2load on those cores only (`taskset`), for both servers alike. On a
-2-core machine with `--workers 2` (each worker pinned to a core of its own), h2load left to the
-scheduler moves between the cores and the server's throughput jumps between two levels from
-run to run (see the per-round req/s printed); pinned, it keeps to fewer.
 """
 
 from __future__ import annotations
@@ -196,15 +191,6 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(30)
 
 
-def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
-    """`cmd` run on the cores `cpus` only (taskset's list, e.g. "1" or "0,1"), or as it is."""
-    if not cpus:
-        return cmd
-    if not shutil.which("taskset"):
-        raise SystemExit("--load-cpus needs taskset (Debian util-linux)")
-    return ["taskset", "--cpu-list", cpus, *cmd]
-
-
 # h2load's warm-up: calls made before its measured `--duration` (not in its counts).
 WARM_UP_S = 1
 
@@ -222,13 +208,13 @@ def h2load(
         data = Path(tmp) / "body"
         data.write_bytes(b"\0" + struct.pack(">I", len(body)) + body)
         log = Path(tmp) / "log"
-        cmd = pinned(getattr(args, "load_cpus", None), [
+        cmd = [
             "h2load", f"http://127.0.0.1:{port}/pdp.v1.DecisionService/Check",
             "-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers",
             "-c", str(args.connections), "-m", str(args.streams), "-t", "1",
             "-D", str(round(args.duration)), "--warm-up-time", str(WARM_UP_S),
             "--log-file", str(log),
-        ])  # fmt: skip
+        ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if on_measure is not None:
             time.sleep(WARM_UP_S)
@@ -606,12 +592,6 @@ def main() -> int:
         action="store_true",
         help="--telemetry: an A/A run, the on server with telemetry off too (the bench's noise)",
     )
-    parser.add_argument(
-        "--load-cpus",
-        metavar="LIST",
-        help="run h2load on these cores only (taskset list, e.g. 1): left to the scheduler,"
-        " its moves between the cores make a two-worker server's throughput bimodal",
-    )
     args = parser.parse_args()
 
     import grpc
@@ -629,7 +609,6 @@ def main() -> int:
             f" --sizes {args.sizes} --caches {args.caches}"
             f" --connections {args.connections} --streams {args.streams}"
             f"{' --control' if args.control else ''}"
-            f"{f' --load-cpus {args.load_cpus}' if args.load_cpus else ''}"
         )
         return telemetry_main(args, directory)
     print(f"reproduce: .venv/bin/python bench/server.py --duration {args.duration}")

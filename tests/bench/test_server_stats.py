@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -75,12 +73,3 @@ def test_a_control_row_runs_two_identical_off_servers(tmp_path: Path) -> None:
         assert ("--decision-cache" in on) == ("--decision-cache" in off) == (cache == "off")
         control = bench_server.telemetry_flags("on", cache, log, control=True)
         assert control == off
-
-
-def test_load_cpus_pin_the_load_generator_to_those_cores() -> None:
-    pinned = bench_server.pinned
-    probe = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
-    assert pinned(None, probe) == probe
-    cpu = min(os.sched_getaffinity(0))
-    out = subprocess.run(pinned(str(cpu), probe), capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"[{cpu}]"
