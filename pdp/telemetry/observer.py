@@ -25,6 +25,7 @@ from pdp.telemetry.masking import Masker
 from pdp.telemetry.metrics import Metrics
 from pdp.telemetry.observation import Observation
 from pdp.telemetry.sinks import RecordOrLine, Sink
+from pdp.telemetry.thread_names import name_this_thread
 from pdp.telemetry.tracing import record_span
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ MAX_SHAPES = 1024
 # How long the idle writer sleeps between looks at the queue; the delay before a record
 # reaches its sink. Polling spares `on_check` a wake-up signal (a lock) per call.
 POLL_INTERVAL_S = 0.05
+# The writer thread's name in the operating system.
+WRITER_THREAD = "pdp-log-writer"
 # At most one "records dropped" warning per interval, so an overload does not also flood the log.
 DROP_WARNING_INTERVAL_S = 10.0
 # `close()` waits this long for the writer to drain before giving up on the rest.
@@ -121,6 +124,7 @@ class TelemetryObserver(Intake):
     # -- writer thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_this_thread(WRITER_THREAD)
         while True:
             stopping = self._stop.is_set()  # read before draining: nothing queued is left behind
             self._drain()

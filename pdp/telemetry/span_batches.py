@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from pdp.telemetry.otlp_spans import FastOTLPSpanExporter, SpanChunk, encode_span
+from pdp.telemetry.thread_names import name_this_thread
 
 log = logging.getLogger("pdp.telemetry")
 
@@ -40,6 +41,8 @@ DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
 DEFAULT_EXPORT_TIMEOUT_MS = 30000
 # How long a write batch that does not fit may wait for the export thread to make room.
 ADD_WAIT_S = 0.5
+# The export thread's name in the operating system.
+EXPORT_THREAD = "pdp-span-export"
 # At most one "spans dropped" warning per interval.
 DROP_WARNING_INTERVAL_S = 10.0
 
@@ -197,6 +200,7 @@ class EncodedSpanProcessor(SpanProcessor):
             return True
 
     def _run(self) -> None:
+        name_this_thread(EXPORT_THREAD)
         while True:
             with self._lock:
                 if not self._shutdown and self._queued < self._max_batch:
