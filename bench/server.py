@@ -191,6 +191,11 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(30)
 
 
+# How long after an on run the writer gets to drain what it holds (its CPU is the calls'):
+# the feeder's longest sleep, and time for the writer to write.
+DRAIN_S = 0.8
+
+
 # h2load's warm-up: calls made before its measured `--duration` (not in its counts).
 WARM_UP_S = 1
 
@@ -463,7 +468,7 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                                 result = h2load(port, body, len(raw), args, measure)
                                 cpu0, writer0 = start
                                 # Let the writer drain what it holds: its CPU is the call's.
-                                time.sleep(0.3 if name == "on" else 0)
+                                time.sleep(DRAIN_S if name == "on" else 0)
                                 cpu = session_cpu_s(proc.pid) - cpu0
                                 writer = session_cpu_s(proc.pid, WRITER) - writer0
                                 result["cpu_us"] = cpu / max(result["done"], 1) * 1e6

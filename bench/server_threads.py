@@ -23,8 +23,8 @@ pdp names its telemetry threads in the operating system (pdp.telemetry.thread_na
 how they are told apart here.
 
 Each figure is the median over `--rounds` rounds of µs (or switches) per call; rounds flip
-which server goes first. After an on run the bench waits 0.3 s, so that the writer's share
-of the calls is counted. Linux only (reads /proc). Needs h2load (Debian `nghttp2-client`).
+which server goes first. After an on run the bench waits `DRAIN_S` (0.8 s), so that the writer's
+share of the calls is counted. Linux only (reads /proc). Needs h2load (Debian `nghttp2-client`).
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ def main() -> int:
 
     import grpc
     from server import (  # bench/server.py
+        DRAIN_S,
         OtlpReceiver,
         free_port,
         h2load,
@@ -208,7 +209,7 @@ def main() -> int:
                     args,
                     lambda s=sid, b=before: b.append(session_threads(s)),
                 )
-                time.sleep(0.3 if name == "on" else 0)
+                time.sleep(DRAIN_S if name == "on" else 0)
                 counted = per_role(before[0], session_threads(sid), int(result["done"]))
                 results[name].append(counted)
                 rps[name].append(result["rps"])
