@@ -49,11 +49,11 @@ log = logging.getLogger("pdp.telemetry")
 MAX_BATCH = 512
 # How long the feeder sleeps between looks at the queue (a record's extra delay). Each look
 # costs the serving threads more than the feeder's own CPU: the feeder waits for the GIL,
-# forces a switch, and the RPC threads' hand-offs are disturbed for a while after. In trials
-# with a fixed interval (bench/server_threads.py, 1 worker, cache hits), a worker's RPC
-# threads spent about 17 µs more CPU per call than with telemetry off at 100 looks a second,
-# 9 at 10, 4 at 2.5. So the feeder looks as rarely as the queue allows: it lets at most
-# POLL_FILL of the queue fill at the rate it last drained, and waits at most
+# forces a switch, and the RPC threads' hand-offs are disturbed for a while after: at 10
+# looks a second a worker's RPC threads spent about 9 µs more CPU per cached call than with
+# telemetry off, and trials with other fixed intervals moved that in step with the looks
+# (bench/server_threads.py, README). So the feeder looks as rarely as the queue allows: it
+# lets at most POLL_FILL of the queue fill at the rate it last drained, and waits at most
 # MAX_POLL_INTERVAL_S.
 MAX_POLL_INTERVAL_S = 0.5
 MIN_POLL_INTERVAL_S = 0.01
