@@ -384,6 +384,19 @@ def log_lines(path: Path) -> int:
     return n
 
 
+def server_envs(receiver_port: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The off and on servers' environments: this one without OTEL_* settings, and that plus
+    traces and metrics over OTLP/gRPC to the bench's receiver on `receiver_port`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return base, base | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_SERVICE_NAME": "pdp-bench",
+    }
+
+
 def telemetry_flags(name: str, cache: str, log_file: Path, *, control: bool) -> tuple[str, ...]:
     """`pdp serve` flags of the `name` ("off" or "on") server of a --telemetry row. Under
     `control` the on server is a second off server: what the bench then prints as a cost is
@@ -411,14 +424,7 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
     caches = [c.strip() for c in args.caches.split(",")]
     receiver = OtlpReceiver()
     tmp = Path(tempfile.mkdtemp(prefix="pdp-bench-telemetry-"))
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    on_env = base_env | {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_SERVICE_NAME": "pdp-bench",
-    }
+    base_env, on_env = server_envs(receiver.port)
     if args.control:
         print("CONTROL RUN: both servers run with telemetry off; every cost below is noise")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -162,6 +162,7 @@ def main() -> int:
         h2load,
         policy_dir,
         request_bytes,
+        server_envs,
         start_server,
         stop_server,
         telemetry_flags,
@@ -176,14 +177,7 @@ def main() -> int:
     directory = policy_dir()
     receiver = OtlpReceiver()
     tmp = Path(tempfile.mkdtemp(prefix="pdp-bench-threads-"))
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    on_env = base_env | {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_SERVICE_NAME": "pdp-bench",
-    }
+    base_env, on_env = server_envs(receiver.port)
     log_file = tmp / "decisions.jsonl"
     ports = {"off": free_port(), "on": free_port()}
     servers = {}
