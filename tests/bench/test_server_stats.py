@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_server", ROOT / "bench/server.py")
-assert _spec is not None and _spec.loader is not None
-bench_server = importlib.util.module_from_spec(_spec)
-sys.modules["bench_server"] = bench_server
-_spec.loader.exec_module(bench_server)
+from . import load_bench
+
+bench_server = load_bench("server")
 median_interval = bench_server.median_interval
 
 

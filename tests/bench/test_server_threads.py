@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_threads", ROOT / "bench/server_threads.py")
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_threads"] = bench
-_spec.loader.exec_module(bench)
+from . import load_bench
+
+bench = load_bench("server_threads")
 Stat = bench.ThreadStat
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
