@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/server.py [--duration 5] [--connections 8] [--streams 8]
     .venv/bin/python bench/server.py --telemetry [--rounds 5] [--workers 1] [--control]
+                                 [--connections 64] [--streams 1]
 
 For 1-resource x 3-action and 20-resource x 3-action requests, against `pdp serve --workers 1`
 and `--workers 2`, prints throughput and p50/p99 latency, and the ratio of the server's
@@ -27,7 +28,11 @@ less moved by other load than req/s; `writer`: the part of the on server's that 
 writer processes spent), and `CPU cost`, one minus the median per-round ratio of off's CPU per
 request to on's. The on server must have logged every call and
 dropped none: a writer that fell behind and dropped records would look cheap. Requests carry a
-fixed `context.time`, so with the cache on every repeated call is a hit.
+fixed `context.time`, so with the cache on every repeated call is a hit. The load is 64
+connections with one call in flight each (not the 8 x 8 of the throughput bench): with
+`--workers 2` the kernel deals connections to the workers at random, each round line prints
+the deal its run got (`connections 5:3`), and 8 connections dealt unevenly or evenly made
+rounds of one server differ by half; 64 are dealt nearly evenly every time.
 
 `--control` runs the same bench with both servers off (an A/A test): the costs it prints
 are the bench's own noise, the yardstick for a real run's.
@@ -36,6 +41,7 @@ are the bench's own noise, the yardstick for a real run's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -50,7 +56,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -194,6 +200,16 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 # How long after an on run the writer gets to drain what it holds (its CPU is the calls'):
 # the feeder's longest sleep, and time for the writer to write.
 DRAIN_S = 0.8
+
+
+# h2load's load: (connections, concurrent calls per connection). The --telemetry default
+# spreads the same 64 calls in flight over 64 connections instead of 8: with --workers 2 the
+# kernel deals connections to the workers at random (SO_REUSEPORT), and how unevenly 8 are
+# dealt moved a run's req/s by half (each run prints its deal), so each round measured a
+# differently loaded server and the A/A control alone printed a 15% cost. Dealt 64 at a time,
+# the deal barely varies between runs.
+LOAD = (8, 8)
+TELEMETRY_LOAD = (64, 1)
 
 
 # h2load's warm-up: calls made before its measured `--duration` (not in its counts).
@@ -352,23 +368,68 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return ordered[k - 1], ordered[n - k]
 
 
+def _session_processes(sid: int) -> Iterator[tuple[Path, list[str]]]:
+    """The live processes of session `sid` (server + workers + writers): each one's /proc
+    directory and the fields of its `stat` after "pid (comm)"."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        # state ppid pgrp session ...
+        if int(fields[3]) == sid:
+            yield stat.parent, fields
+
+
 def session_cpu_s(sid: int, only: bytes = b"") -> float:
     """User + system CPU seconds of the live processes of session `sid` (server + workers),
     or of those whose command line contains `only`."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc, fields in _session_processes(sid):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            # After "pid (comm)": state ppid pgrp session ... utime (12th), stime (13th).
-            if int(fields[3]) != sid:
-                continue
-            if only and only not in (stat.parent / "cmdline").read_bytes():
+            if only and only not in (proc / "cmdline").read_bytes():
                 continue
         except OSError:
-            continue  # exited meanwhile
-        total += int(fields[11]) + int(fields[12])
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime (12th), stime (13th)
     return total / tick
+
+
+def established_inodes(port: int) -> set[str]:
+    """The socket inodes of the established TCP connections whose local port is `port`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            fields = row.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def connection_split(port: int, sid: int) -> list[int]:
+    """How many established connections to `port` each process of session `sid` holds, most
+    first (processes holding none left out). With --workers N the kernel's SO_REUSEPORT hash
+    deals h2load's connections out to the workers: this is the deal a run got."""
+    inodes = established_inodes(port)
+    counts = []
+    for proc, _ in _session_processes(sid):
+        held = 0
+        try:
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    held += link.startswith("socket:[") and link[8:-1] in inodes
+        except OSError:
+            continue
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
 
 
 # The telemetry writer processes' command line (pdp.cli.telemetry_writer).
@@ -465,11 +526,16 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                             for name, proc in order:
                                 port = off_port if name == "off" else on_port
                                 start: list[float] = []
+                                split: list[int] = []
 
                                 def measure(
-                                    pid: int = proc.pid, start: list[float] = start
+                                    pid: int = proc.pid,
+                                    port: int = port,
+                                    start: list[float] = start,
+                                    split: list[int] = split,
                                 ) -> None:
                                     start.extend((session_cpu_s(pid), session_cpu_s(pid, WRITER)))
+                                    split.extend(connection_split(port, pid))
 
                                 result = h2load(port, body, len(raw), args, measure)
                                 cpu0, writer0 = start
@@ -483,7 +549,8 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                                 print(
                                     f"  w{workers} cache {cache:<3} {n:>2}x3 round {rnd + 1}"
                                     f" {name:<3} {result['rps']:>8.0f} req/s"
-                                    f" {result['cpu_us']:>6.0f} µs CPU/req",
+                                    f" {result['cpu_us']:>6.0f} µs CPU/req"
+                                    f"  connections {':'.join(map(str, split))}",
                                     flush=True,
                                 )
                         med = {
@@ -584,8 +651,12 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
-    parser.add_argument("--connections", type=int, default=8, help="client connections")
-    parser.add_argument("--streams", type=int, default=8, help="concurrent calls per connection")
+    parser.add_argument(
+        "--connections", type=int, help="client connections (default 8; --telemetry: 64)"
+    )
+    parser.add_argument(
+        "--streams", type=int, help="concurrent calls per connection (default 8; --telemetry: 1)"
+    )
     parser.add_argument("--sizes", default="1,20", help="resources per request (3 actions each)")
     parser.add_argument("--workers", default="1,2", help="server worker counts to run")
     parser.add_argument("--json", action="store_true", help="also print results as JSON")
@@ -604,6 +675,9 @@ def main() -> int:
         help="--telemetry: an A/A run, the on server with telemetry off too (the bench's noise)",
     )
     args = parser.parse_args()
+    default_load = TELEMETRY_LOAD if args.telemetry else LOAD
+    args.connections = args.connections or default_load[0]
+    args.streams = args.streams or default_load[1]
 
     import grpc
 

@@ -1,0 +1,107 @@
+"""bench/server.py's count of a run's connections per server process, read from /proc."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from . import load_bench
+
+bench_server = load_bench("server")
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+# A stand-in for `pdp serve --workers N` in its own session: N processes listening on one
+# port with SO_REUSEPORT, each accepting and holding connections; one of them also holds a
+# connection it made to another port, which must not count.
+LISTENERS = textwrap.dedent(
+    """
+    import os, socket, sys
+    workers, elsewhere = int(sys.argv[1]), int(sys.argv[2])
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    ready_r, ready_w = os.pipe()
+    for _ in range(workers - 1):
+        if os.fork() == 0:  # each worker its own listening socket on the port
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.bind(("127.0.0.1", port))
+            listener.listen(128)
+            os.write(ready_w, b".")
+            break
+    else:
+        listener.listen(128)
+        for _ in range(workers - 1):
+            os.read(ready_r, 1)
+        outgoing = socket.create_connection(("127.0.0.1", elsewhere))
+        print(port, flush=True)  # every worker listens: the deal can start
+    held = []
+    while True:
+        held.append(listener.accept()[0])
+    """
+)
+
+
+@contextmanager
+def listeners(workers: int) -> Iterator[tuple[int, int]]:
+    """(port, session id) of `workers` processes listening on one port."""
+    other = socket.create_server(("127.0.0.1", 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LISTENERS, str(workers), str(other.getsockname()[1])],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        other.accept()
+        yield port, proc.pid
+    finally:
+        subprocess.run(["pkill", "-s", str(proc.pid)], check=False)
+        proc.wait(10)
+        other.close()
+
+
+def wait_for_split(port: int, sid: int, total: int) -> list[int]:
+    """The split once all `total` connections are accepted."""
+    deadline = time.monotonic() + 10
+    while sum(split := bench_server.connection_split(port, sid)) < total:
+        assert time.monotonic() < deadline, split
+        time.sleep(0.02)
+    return split
+
+
+def test_one_process_holds_every_connection_to_its_port_and_no_other() -> None:
+    with listeners(1) as (port, sid):
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            assert wait_for_split(port, sid, 3) == [3]
+            # This process holds the client ends: their local ports are not `port`.
+            assert bench_server.connection_split(port, os.getsid(0)) == []
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_two_processes_share_the_connections_most_first() -> None:
+    with listeners(2) as (port, sid):
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        try:
+            split = wait_for_split(port, sid, 40)
+            # Both get some (a 40:0 deal has odds of 2 in 2**40), listed most first.
+            assert len(split) == 2 and sum(split) == 40
+            assert split == sorted(split, reverse=True)
+        finally:
+            for c in clients:
+                c.close()
