@@ -148,8 +148,8 @@ def main() -> int:
     parser.add_argument("--cache", choices=("on", "off"), default="on", help="decision cache")
     parser.add_argument("--rounds", type=int, default=7, help="off/on runs each")
     parser.add_argument("--duration", type=int, default=3, help="seconds per h2load run")
-    parser.add_argument("--connections", type=int, default=8, help="h2load connections")
-    parser.add_argument("--streams", type=int, default=8, help="calls in flight per connection")
+    parser.add_argument("--connections", type=int, help="h2load connections (default 64)")
+    parser.add_argument("--streams", type=int, help="calls in flight per connection (default 1)")
     args = parser.parse_args()
     if not shutil.which("h2load"):
         raise SystemExit("needs h2load (apt-get install -y nghttp2-client)")
@@ -157,6 +157,7 @@ def main() -> int:
     import grpc
     from server import (  # bench/server.py
         DRAIN_S,
+        TELEMETRY_LOAD,
         OtlpReceiver,
         free_port,
         h2load,
@@ -167,6 +168,10 @@ def main() -> int:
         stop_server,
         telemetry_flags,
     )
+
+    # The load of `server.py --telemetry`, whose servers this compares thread by thread.
+    args.connections = args.connections or TELEMETRY_LOAD[0]
+    args.streams = args.streams or TELEMETRY_LOAD[1]
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
     print(
