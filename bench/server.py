@@ -458,15 +458,18 @@ def server_envs(receiver_port: int) -> tuple[dict[str, str], dict[str, str]]:
     }
 
 
-def telemetry_flags(name: str, cache: str, log_file: Path, *, control: bool) -> tuple[str, ...]:
+def telemetry_flags(
+    name: str, cache: str, log_file: Path, *, control: bool, writer: str = ""
+) -> tuple[str, ...]:
     """`pdp serve` flags of the `name` ("off" or "on") server of a --telemetry row. Under
     `control` the on server is a second off server: what the bench then prints as a cost is
-    its own noise."""
+    its own noise. `writer`: the on server's `--telemetry-writer` ("": pdp's default)."""
     flags: tuple[str, ...] = ("--decision-cache", "0") if cache == "off" else ()
     if name == "off" or control:
         return (*flags, "--otel", "off")
     return (
         *flags,
+        *(("--telemetry-writer", writer) if writer else ()),
         *("--otel", "on", "--decision-log", str(log_file)),
         # Rotation (100 MiB) stays on, as in production; enough backups are kept that every
         # record can be counted afterwards.
@@ -500,7 +503,9 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                     directory,
                     workers,
                     off_port,
-                    telemetry_flags("off", cache, log_file, control=args.control),
+                    telemetry_flags(
+                        "off", cache, log_file, control=args.control, writer=args.writer
+                    ),
                     base_env,
                 )
                 with err_file.open("wb") as err:
@@ -508,7 +513,9 @@ def telemetry_main(args: argparse.Namespace, directory: Path) -> int:
                         directory,
                         workers,
                         on_port,
-                        telemetry_flags("on", cache, log_file, control=args.control),
+                        telemetry_flags(
+                            "on", cache, log_file, control=args.control, writer=args.writer
+                        ),
                         base_env if args.control else on_env,
                         stderr=err,
                     )
@@ -670,6 +677,12 @@ def main() -> int:
         "--caches", default="on,off", help="--telemetry: decision cache settings to run"
     )
     parser.add_argument(
+        "--writer",
+        choices=("process", "thread"),
+        default="",
+        help="--telemetry: the on server's --telemetry-writer (default: pdp's own choice)",
+    )
+    parser.add_argument(
         "--control",
         action="store_true",
         help="--telemetry: an A/A run, the on server with telemetry off too (the bench's noise)",
@@ -694,6 +707,7 @@ def main() -> int:
             f" --sizes {args.sizes} --caches {args.caches}"
             f" --connections {args.connections} --streams {args.streams}"
             f"{' --control' if args.control else ''}"
+            f"{f' --writer {args.writer}' if args.writer else ''}"
         )
         return telemetry_main(args, directory)
     print(f"reproduce: .venv/bin/python bench/server.py --duration {args.duration}")

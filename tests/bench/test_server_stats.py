@@ -66,8 +66,15 @@ def test_a_control_row_runs_two_identical_off_servers(tmp_path: Path) -> None:
         assert "--otel" in on and on[on.index("--otel") + 1] == "on"
         assert on[on.index("--decision-log") + 1] == str(log)
         assert ("--decision-cache" in on) == ("--decision-cache" in off) == (cache == "off")
+        assert "--telemetry-writer" not in on  # pdp chooses
         control = bench_server.telemetry_flags("on", cache, log, control=True)
         assert control == off
+        for writer in ("process", "thread"):
+            chosen = bench_server.telemetry_flags("on", cache, log, control=False, writer=writer)
+            assert chosen[chosen.index("--telemetry-writer") + 1] == writer
+            assert (
+                bench_server.telemetry_flags("on", cache, log, control=True, writer=writer) == off
+            )
 
 
 def test_the_bench_waits_for_the_feeders_longest_sleep_before_counting_the_writer() -> None:
