@@ -42,6 +42,13 @@ log = logging.getLogger("pdp.telemetry")
 MAX_BATCH = 512
 # Cached decisions whose shared record parts are kept (one per distinct cached request).
 MAX_SHAPES = 1024
+# How long the idle writer sleeps between looks at the queue; the delay before a record
+# reaches its sink. Polling spares `on_check` a wake-up signal (a lock) per call. Not paced
+# like the writer process's feeder (`offload.poll_interval`): this thread writes under the
+# serving threads' GIL, and pacing it so (up to 0.5 s, `8bbb11b`) cost more, not less
+# (`bench/server.py --telemetry --workers 1 --writer thread`: 22.1% and 33.2% against 18.6%
+# and 28.1% at 50 ms; README).
+POLL_INTERVAL_S = 0.05
 # The writer thread's name in the operating system.
 WRITER_THREAD = "pdp-log-writer"
 # At most one "records dropped" warning per interval, so an overload does not also flood the log.
@@ -121,28 +128,24 @@ class TelemetryObserver(Intake):
     # -- writer thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        # Polling, not a signal per call, spares `on_check` a lock; how often: `poll_interval`.
         name_this_thread(WRITER_THREAD)
-        self._sleep_between_drains(self._stop, self._drain_and_report)
+        while True:
+            stopping = self._stop.is_set()  # read before draining: nothing queued is left behind
+            self._drain()
+            self._report_drops()
+            if stopping:
+                return
+            self._stop.wait(POLL_INTERVAL_S)
 
-    def _drain_and_report(self) -> int:
-        drained = self._drain()
-        self._report_drops()
-        return drained
-
-    def _drain(self) -> int:
-        """Write everything queued; how many observations were taken."""
+    def _drain(self) -> None:
         wrote = False
-        taken = 0
         while self._queue:
             batch = []
             while self._queue and len(batch) < MAX_BATCH:
                 batch.append(self._queue.popleft())
-            taken += len(batch)
             wrote = self._write_batch(batch) or wrote
         if wrote:
             self._flush()
-        return taken
 
     def write_now(self, batch: Sequence[Observation]) -> None:
         """Spans, metrics and records of `batch`, on the caller's thread; then report drops."""

@@ -78,6 +78,6 @@ def test_a_control_row_runs_two_identical_off_servers(tmp_path: Path) -> None:
 
 
 def test_the_bench_waits_for_the_feeders_longest_sleep_before_counting_the_writer() -> None:
-    from pdp.telemetry.intake import MAX_POLL_INTERVAL_S
+    from pdp.telemetry.offload import MAX_POLL_INTERVAL_S
 
     assert bench_server.DRAIN_S > MAX_POLL_INTERVAL_S

@@ -477,3 +477,41 @@ def test_hit_rows_are_written_as_the_general_path_writes_them() -> None:
         (s.allow, s.deny, latency, code) for s, latency, code in general_calls
     ]
     assert [latency for _, latency, _ in lane_calls] == [0.0004 + i / 1000 for i in range(4)]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=10_000_000),
+    st.floats(min_value=0, max_value=10, allow_nan=False),
+    st.integers(min_value=1, max_value=1_000_000),
+)
+def test_the_feeder_sleeps_as_long_as_a_quarter_of_the_queue_takes_to_fill(
+    drained: int, elapsed_s: float, capacity: int
+) -> None:
+    from pdp.telemetry import offload
+
+    interval = offload.poll_interval(drained, elapsed_s, capacity)
+    assert offload.MIN_POLL_INTERVAL_S <= interval <= offload.MAX_POLL_INTERVAL_S
+    if drained == 0 or elapsed_s == 0:
+        assert interval == offload.MAX_POLL_INTERVAL_S  # nothing seen: the longest sleep
+        return
+    rate = drained / elapsed_s
+    fills = rate * interval  # observations arriving while it sleeps, at the same rate
+    if offload.MIN_POLL_INTERVAL_S < interval < offload.MAX_POLL_INTERVAL_S:
+        assert fills == pytest.approx(offload.POLL_FILL * capacity)
+    elif interval == offload.MAX_POLL_INTERVAL_S:
+        assert fills <= offload.POLL_FILL * capacity * (1 + 1e-9)
+    else:  # so fast that even the shortest sleep lets more in
+        assert fills >= offload.POLL_FILL * capacity * (1 - 1e-9)
+    # Twice the rate never earns a longer sleep.
+    assert offload.poll_interval(2 * drained, elapsed_s, capacity) <= interval
+
+
+def test_a_busy_feeder_looks_rarely_but_keeps_the_queue_from_filling() -> None:
+    from pdp.telemetry import offload
+
+    # 8,000 calls a second into the default 10,000-call queue: 0.31 s between looks, about
+    # 2,500 calls queued at most; idle, half a second.
+    assert offload.poll_interval(800, 0.1, 10_000) == pytest.approx(0.3125)
+    assert offload.poll_interval(0, 0.5, 10_000) == offload.MAX_POLL_INTERVAL_S
+    assert offload.poll_interval(100_000, 0.1, 10_000) == offload.MIN_POLL_INTERVAL_S
