@@ -43,12 +43,13 @@ MAX_BATCH = 512
 # Cached decisions whose shared record parts are kept (one per distinct cached request).
 MAX_SHAPES = 1024
 # How long the idle writer sleeps between looks at the queue; the delay before a record
-# reaches its sink. Polling spares `on_check` a wake-up signal (a lock) per call. Not paced
-# like the writer process's feeder (`offload.poll_interval`): this thread writes under the
-# serving threads' GIL, and pacing it so (up to 0.5 s, `8bbb11b`) cost more, not less
-# (`bench/server.py --telemetry --workers 1 --writer thread`: 22.1% and 33.2% against 18.6%
-# and 28.1% at 50 ms; README).
-POLL_INTERVAL_S = 0.05
+# reaches its sink. Polling spares `on_check` a wake-up signal (a lock) per call. Unlike the
+# writer process's feeder (`offload.poll_interval`), this thread writes under the serving
+# threads' GIL, and the longer it sleeps the longer the burst of writing that follows:
+# `bench/server.py --telemetry --workers 1 --writer thread` cost 22.1% and 33.2% (cache on,
+# off) paced like the feeder (up to 0.5 s, `8bbb11b`), 18.6% and 28.1% at 50 ms, and 13.9%
+# and 25.7% at 10 ms (README).
+POLL_INTERVAL_S = 0.01
 # The writer thread's name in the operating system.
 WRITER_THREAD = "pdp-log-writer"
 # At most one "records dropped" warning per interval, so an overload does not also flood the log.
