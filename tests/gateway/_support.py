@@ -21,7 +21,7 @@ MAPPING: dict[str, Any] = {
         "public": [{"path": "/healthz", "methods": ["GET"]}],
         "authentication": {"issuer": ISSUER, "audience": AUDIENCE, "leeway": 5},
         "claims": {"tenant": "tid", "roles": "roles", "attr": {"email": "email"}, "actor": "act"},
-        "context": {"trustedHops": 1, "attr": {"mfa": "{claims.mfa}"}},
+        "context": {"attr": {"mfa": "{claims.mfa}"}},  # trustedHops 0: the peer Envoy saw
         "headers": {"remove": ["authorization"], "add": {"x-user-id": "{principal.id}"}},
         "obligations": {"mask_fields": "x-pdp-mask-fields"},
         "routes": [
