@@ -403,3 +403,50 @@ def stats(admin: int) -> dict[str, int]:
             if value.strip().isdigit():
                 out[name.strip()] = int(value)
         return out
+
+
+# -- the repository's example policies and mapping (policies/) behind Envoy -------------------
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_ISSUER = "https://idp.example.com"
+EXAMPLE_AUDIENCE = "ai-platform-api"
+# Loopback geolocates to an export-blocked country in the test copy, so the one address a
+# local client really has decides the export guard, whatever x-forwarded-for claims.
+LOOPBACK_COUNTRY = "KP"
+
+
+def example_files(jwks: Mapping[str, Any], *, path_header: bool = True) -> dict[str, bytes]:
+    """policies/ with the test keys, loopback in the geo table, and (optionally) the
+    canonical path pdp decided on sent upstream as `x-pdp-path`."""
+    import yaml
+
+    src = REPO / "policies"
+    files = {p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    files["data/jwks.json"] = json.dumps(jwks).encode()
+    geo = yaml.safe_load(files["data/geoip.yaml"])
+    geo["ranges"].append({"cidr": "127.0.0.0/8", "country": LOOPBACK_COUNTRY})
+    files["data/geoip.yaml"] = json.dumps(geo).encode()
+    if path_header:
+        mapping = yaml.safe_load(files["mapping.yaml"])
+        mapping["spec"]["headers"]["add"]["x-pdp-path"] = "{path}"
+        files["mapping.yaml"] = json.dumps(mapping).encode()
+    return files
+
+
+def example_stack(request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFactory) -> Stack:
+    """The example stack, shared by every module of the session: a `documented` listener
+    (DOCUMENTED_HCM) and a `raw` one (RAW_HCM) in front of the same `pdp serve`. Its token
+    keys are `stack.context["keys"]`."""
+
+    def factory() -> Stack:
+        from ._support import Keys
+
+        keys = Keys()
+        tmp = tmp_factory.mktemp("example-envoy")
+        st = start_stack(
+            tmp, example_files(keys.jwks()), {"documented": DOCUMENTED_HCM, "raw": RAW_HCM}
+        )
+        st.context["keys"] = keys
+        return st
+
+    return shared_stack(request, "example", factory)
