@@ -450,3 +450,18 @@ def example_stack(request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFa
         return st
 
     return shared_stack(request, "example", factory)
+
+
+def decision_record(stack: Stack, decision_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The decision-log record of one call (the log is written asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if stack.decision_log.exists():
+            for line in stack.decision_log.read_text().splitlines():
+                if decision_id in line:
+                    record = json.loads(line)
+                    if record.get("decision_id") == decision_id:
+                        return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no decision-log record for `{decision_id}`")
+        time.sleep(0.05)
