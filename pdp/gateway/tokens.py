@@ -228,7 +228,9 @@ def check_numeric_dates(claims: Mapping[str, Any]) -> None:
         value = claims[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise AuthError("invalid_claims", f"claim `{name}` must be a number (NumericDate)")
-        if not (math.isfinite(value) and 0 <= value <= MAX_NUMERIC_DATE):
+        if (isinstance(value, float) and not math.isfinite(value)) or not (
+            0 <= value <= MAX_NUMERIC_DATE
+        ):
             raise AuthError("invalid_claims", f"claim `{name}` is not a plausible NumericDate")
 
 

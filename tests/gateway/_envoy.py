@@ -290,6 +290,7 @@ def start_stack(
     ports = {name: free_port() for name in listeners}
     admin = free_port()
     stack = Stack(ports, admin, upstream, decision_log, pdp_log, procs=[pdp])
+    stack.context["started"] = time.monotonic()
     try:
         cfg = tmp / "envoy.json"
         cfg.write_text(
@@ -369,9 +370,7 @@ def send(
     raw = b"\r\n".join(lines) + b"\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(raw)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
+        data = _read_response(s)
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     resp_headers = {}
@@ -381,6 +380,33 @@ def send(
     if resp_headers.get("transfer-encoding", "").lower() == "chunked":
         body = _dechunk(body)
     return Reply(int(status_line.split()[1]), resp_headers, body, test_id)
+
+
+def _read_response(s: socket.socket) -> bytes:
+    """Read one response; stop at its end rather than at EOF (Envoy delays closing a
+    connection it answered itself, waiting for the client to close first)."""
+    data = b""
+    while True:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end].decode("latin-1").lower()
+            body = data[head_end + 4 :]
+            length = next(
+                (
+                    int(x.split(":", 1)[1])
+                    for x in head.split("\r\n")
+                    if x.startswith("content-length:")
+                ),
+                None,
+            )
+            if length is not None and len(body) >= length:
+                return data
+            if "transfer-encoding: chunked" in head and body.endswith(b"0\r\n\r\n"):
+                return data
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def _dechunk(data: bytes) -> bytes:

@@ -153,7 +153,7 @@ USERS = ["alice", "al%69ce", "%61lice", "bob", "alice/..", "alice%2f..%2fbob", "
 
 
 @settings(
-    max_examples=80,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
