@@ -121,6 +121,20 @@ class Keys:
         return jwt.encode(body, key, algorithm=alg, headers={"kid": kid, **(headers or {})})
 
 
+def signed_raw(keys: Keys, header: Any, payload: Any) -> str:
+    """An RS256 signature by the test key over whatever header and payload are given (JSON
+    values, or raw text for a str) — what PyJWT's encoder would refuse to produce."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def seg(obj: Any) -> str:
+        return b64((obj if isinstance(obj, str) else json.dumps(obj, allow_nan=True)).encode())
+
+    h, p = seg(header), seg(payload)
+    sig = keys.rsa.sign(f"{h}.{p}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{h}.{p}.{b64(sig)}"
+
+
 def _public_jwk(key: Any, alg: str) -> str:
     from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
