@@ -149,7 +149,7 @@ SAFE = [
     "%3b", "%C3%A9", "%c3%a9", "%E2%80%AE", ".", "...",
 ]  # fmt: skip
 # ... and what path-confusion attacks are made of (one is spliced in, half of the time).
-ATTACK = [
+ATTACK_PIECES = [
     "/", "..", "/..", "/../", "/./", "x/..", "?q=%2f..", "%2e", "%2E", "%2e%2e", ".%2E", "//",
     "%2F", "%2f", "%5C", "%5c", "\\", ";x=y", ";", "%25", "%2541", "%EF%BC%8F", "%EF%BC%8E",
     "%e9", "%c0%af", "%zz", "%", "%00", "%0A", "?", "#", "é",
@@ -159,7 +159,7 @@ ATTACK = [
 @st.composite
 def _conv(draw: st.DrawFn) -> str:
     parts = draw(st.lists(st.sampled_from(SAFE), min_size=1, max_size=4))
-    attack = draw(st.one_of(st.none(), st.sampled_from(ATTACK)))
+    attack = draw(st.one_of(st.none(), st.sampled_from(ATTACK_PIECES)))
     if attack is not None:
         parts.insert(draw(st.integers(0, len(parts))), attack)
     return "".join(parts)
