@@ -29,8 +29,8 @@ import pytest
 
 # The HTTP connection manager options docs/GATEWAY.md tells operators to set: Envoy
 # normalizes the path (RFC 3986 dot segments, `\` → `/`, unreserved escapes decoded),
-# merges `//`, answers 400 itself to an encoded `/` or `\`, and reports the TCP peer as the
-# downstream address (appending it to x-forwarded-for) instead of trusting the client's XFF.
+# merges `//`, answers 400 itself to an encoded `/` or `\`, and appends the TCP peer it saw
+# to x-forwarded-for instead of passing the client's header through.
 DOCUMENTED_HCM: dict[str, Any] = {
     "normalize_path": True,
     "merge_slashes": True,
