@@ -32,6 +32,7 @@ OK, INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE, INTERNAL, UNAUTHENTICATED 
     13,
     16,
 )
+RESOURCE_EXHAUSTED = 8
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -49,9 +50,12 @@ class Outcome:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def body(self) -> str:
-        error = {401: "unauthenticated", 400: "bad_request", 403: "forbidden"}.get(
-            self.http_status, "unavailable" if self.http_status == 503 else "internal_error"
-        )
+        error = {
+            401: "unauthenticated",
+            400: "bad_request",
+            403: "forbidden",
+            429: "too_many_requests",
+        }.get(self.http_status, "unavailable" if self.http_status == 503 else "internal_error")
         return json.dumps(
             {"error": error, "reason": self.reason, "decision_id": self.decision_id},
             separators=(",", ":"),
@@ -69,6 +73,22 @@ def header_value(value: Any) -> str:
     else:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
     return "".join(ch for ch in text if ch == "\t" or (ch >= " " and ch != "\x7f"))
+
+
+def _rate_limited(
+    info: Mapping[str, Any], reason: str, decision_id: str, meta: dict[str, Any]
+) -> Outcome:
+    """429 with the draft RFC's `x-ratelimit-*` headers (as Envoy's own filter sends them)."""
+    out = _denied(RESOURCE_EXHAUSTED, 429, reason, decision_id, meta, f"rate limit `{info['id']}`")
+    return _with_headers(
+        out,
+        {
+            "retry-after": str(info["retry_after_s"]),
+            "x-ratelimit-limit": f"{info['limit']}, {info['limit']};w={info['window_s']:g}",
+            "x-ratelimit-remaining": str(info["remaining"]),
+            "x-ratelimit-reset": str(info["reset_s"]),
+        },
+    )
 
 
 def outcome_for(
@@ -95,6 +115,8 @@ def outcome_for(
             "reason": reason,
             "bundle": f"{decision.bundle.name}@{decision.bundle.version}",
         }
+        if not action.allowed and "rate_limit" in action.obligations:
+            return _rate_limited(action.obligations["rate_limit"], reason, decision_id, meta)
         if not action.allowed:
             return _denied(PERMISSION_DENIED, 403, reason, decision_id, meta, action.message)
         return _allowed(translation, mapping, decision_id, reason, meta, dict(action.obligations))

@@ -21,6 +21,9 @@ UNKNOWN_ACTION = "unknown_action"
 CONDITION_ERROR = "condition_error"
 CROSS_TENANT_EXCEPTION = "cross_tenant_exception"
 INTERNAL_ERROR = "internal_error"
+RATE_LIMITED = "rate_limited"
+RATE_LIMIT_ERROR = "rate_limit_error"  # a limit's key or cost could not be evaluated
+RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"  # the counter store failed (fail closed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ class CheckResponse:
     # True when some condition read `now`/`context.time`: such decisions must not be cached
     # beyond their validity.
     time_dependent: bool = False
+    # True when a rate limit took (or refused) quota: never answered from a cache.
+    uses_quota: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by `pdp check`, the decision log and tests."""
