@@ -108,9 +108,11 @@ def _cost(limit: CompiledLimit, act: Mapping[str, Any]) -> int:
 
 
 def takes_for(
-    limits: tuple[CompiledLimit, ...], act: Mapping[str, Any]
+    limits: tuple[CompiledLimit, ...], act: Mapping[str, Any], cost: int | None = None
 ) -> tuple[list[tuple[CompiledLimit, Take]], str]:
-    """The takes the limits covering one action ask for, or an error text (fail closed)."""
+    """The takes the limits covering one action ask for, or an error text (fail closed).
+
+    `cost`, when given, replaces every limit's own (Envoy's `hits_addend`)."""
     out: list[tuple[CompiledLimit, Take]] = []
     for limit in limits:
         try:
@@ -119,10 +121,10 @@ def takes_for(
             key = limit.key(act)
             if key is None:
                 raise _BadLimitValue("key is null")
-            cost = _cost(limit, act)
+            units = _cost(limit, act) if cost is None else cost
         except Exception as exc:
             return out, f"limit `{limit.policy}/{limit.id}`: {exc}"
-        out.append((limit, Take(bucket_key(limit, key), limit.capacity, limit.rate, cost)))
+        out.append((limit, Take(bucket_key(limit, key), limit.capacity, limit.rate, units)))
     return out, ""
 
 

@@ -10,7 +10,7 @@ Entries: `kind` and `action` (required: a descriptor without them matches no lim
 unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to one limit id;
 `principal.id`, `principal.tenant`, `principal.roles` (comma-separated), `actor.id`,
 `actor.type`, `resource.id`, `resource.tenant`, `context.ip` (or Envoy's `remote_address`),
-`context.country`; any other key becomes `context.attr.<key>`. `hits_addend` (of the
+`context.country`; any other key becomes `context.attr.<key>` (a whole number as a number). `hits_addend` (of the
 descriptor, else of the request) replaces the limit's cost. All descriptors of one call take
 their quota together: when one is over its limit, none is consumed.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +55,9 @@ _UNITS = {
     3600.0: rls.RateLimitResponse.RateLimit.HOUR,
     86400.0: rls.RateLimitResponse.RateLimit.DAY,
 }
+
+
+_WHOLE = re.compile(r"^-?[0-9]{1,18}$")
 
 
 class DescriptorError(ValueError):
@@ -111,7 +115,9 @@ def read_descriptor(
         elif key == "context.country":
             context["country"] = value.upper()
         else:
-            context["attr"][key] = value
+            # Descriptor values are all strings; a whole number is read as one, so a limit's
+            # `cost: context.attr.tokens` works from a header as from a Check.
+            context["attr"][key] = int(value) if _WHOLE.match(value) else value
     activation = {
         "principal": principal,
         "resource": resource,
@@ -165,12 +171,10 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
             limits = index.get((call.kind, call.action), ())
             if call.only:
                 limits = tuple(lim for lim in limits if lim.id == call.only)
-            found, error = takes_for(limits, call.activation)
+            found, error = takes_for(limits, call.activation, call.hits)
             if error:  # a limit that cannot be evaluated does not let the call through
                 log.warning("rate limit not evaluable, over limit: %s", error)
                 return _all(request, OVER, b'{"error":"rate_limit_error"}')
-            if call.hits is not None:
-                found = [(lim, _with_cost(t, call.hits)) for lim, t in found]
             spans.append(range(len(pairs), len(pairs) + len(found)))
             pairs.extend(found)
         if not pairs:
@@ -216,10 +220,6 @@ def _all(request: rls.RateLimitRequest, code: int, body: bytes = b"") -> rls.Rat
     """Every descriptor answered alike (no limit applies, or the store or a limit failed)."""
     statuses = [rls.RateLimitResponse.DescriptorStatus(code=code) for _ in request.descriptors]  # type: ignore[arg-type]
     return rls.RateLimitResponse(overall_code=code, statuses=statuses, raw_body=body)  # type: ignore[arg-type]
-
-
-def _with_cost(take: Take, cost: int) -> Take:
-    return Take(take.key, take.capacity, take.rate, float(cost))
 
 
 def rate_limit_registrar(holder: EngineHolder) -> Callable[[grpc.Server], str]:

@@ -28,8 +28,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tmp = tmp_path_factory.mktemp("replicas")
     files = dict(LIMITED)
     files["limits.yaml"] = (
-        files["limits.yaml"]
-        .replace("limit: 5, per: 1d", f"limit: {LIMIT}, per: 1d")
+        files["limits.yaml"].replace("limit: 5, per: 1d", f"limit: {LIMIT}, per: 1d")
         + "    - {id: burst-then-refill, resources: [note], actions: [write], key: P.id,\n"
         "       condition: P.id == 'rory', limit: 2, per: 1s}\n"
     )
@@ -39,7 +38,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     try:
         for i in range(REPLICAS):
             servers.append(
-                start_pdp(policies, tmp / f"pdp{i}.log", "--limits-store", url, "--decision-cache", "0")
+                start_pdp(
+                    policies, tmp / f"pdp{i}.log", "--limits-store", url, "--decision-cache", "0"
+                )
             )
         yield {"redis": redis_proc, "servers": servers, "tmp": tmp}
     finally:
@@ -79,7 +80,10 @@ def test_three_replicas_hold_one_global_limit(cluster: dict) -> None:
     # 50 a day refills 0.0006 units a second: during this test, nothing flows back. The take
     # is one Lua script on Redis, so the replicas cannot overshoot together.
     overshoot = effects["allow"] - LIMIT
-    print(f"{REPLICAS} replicas, {CALLS} concurrent calls: {effects}, overshoot {overshoot}", file=sys.stderr)
+    print(
+        f"{REPLICAS} replicas, {CALLS} concurrent calls: {effects}, overshoot {overshoot}",
+        file=sys.stderr,
+    )
     assert effects == Counter({"allow": LIMIT, "deny": CALLS - LIMIT})
 
 
@@ -97,7 +101,9 @@ def test_a_limit_resets_after_its_window(cluster: dict) -> None:
         time.sleep(0.05)
 
 
-def test_killing_redis_mid_load_denies_fail_closed_limits_and_crashes_nothing(cluster: dict) -> None:
+def test_killing_redis_mid_load_denies_fail_closed_limits_and_crashes_nothing(
+    cluster: dict,
+) -> None:
     ports = [port for _, port in cluster["servers"]]
     seen: Counter[tuple[str, tuple[str, ...]]] = Counter()
     errors: list[BaseException] = []
