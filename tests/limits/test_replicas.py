@@ -3,6 +3,7 @@ mid-load gives each limit's documented behaviour, and no server crashes."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -37,11 +38,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     servers = []
     try:
         for i in range(REPLICAS):
-            servers.append(
-                start_pdp(
-                    policies, tmp / f"pdp{i}.log", "--limits-store", url, "--decision-cache", "0"
-                )
-            )
+            log = ("--decision-log", str(tmp / "decisions.jsonl")) if i == 0 else ()
+            args = ("--limits-store", url, "--decision-cache", "0", *log)
+            servers.append(start_pdp(policies, tmp / f"pdp{i}.log", *args))
         yield {"redis": redis_proc, "servers": servers, "tmp": tmp}
     finally:
         for proc, _ in servers:
@@ -85,6 +84,32 @@ def test_three_replicas_hold_one_global_limit(cluster: dict) -> None:
         file=sys.stderr,
     )
     assert effects == Counter({"allow": LIMIT, "deny": CALLS - LIMIT})
+
+
+def test_the_decision_log_records_rate_limited_calls(cluster: dict) -> None:
+    port = cluster["servers"][0][1]
+    for _ in range(LIMIT):
+        call(port, "dora", "read")
+    assert call(port, "dora", "read") == ("deny", ("rate_limited",))
+    path = cluster["tmp"] / "decisions.jsonl"
+    deadline = time.monotonic() + 20
+    while True:
+        records = (
+            [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        )
+        limited = [
+            d
+            for r in records
+            if r["principal"]["id"] == "dora"
+            for res in r["decisions"]
+            for d in res["actions"].values()
+            if d["reasons"] == ["rate_limited"]
+        ]
+        if limited:
+            break
+        assert time.monotonic() < deadline, "no rate_limited record reached the decision log"
+        time.sleep(0.1)
+    assert (limited[0]["effect"], limited[0]["rule"]) == ("deny", "per-user-reads")
 
 
 def test_a_limit_resets_after_its_window(cluster: dict) -> None:
