@@ -76,7 +76,8 @@ STATS = LimitStats()
 _last_log: dict[str, float] = {}
 
 
-def _log_once(cause: str, message: str, *args: object) -> None:
+def log_once(cause: str, message: str, *args: object) -> None:
+    """A warning, at most once per `_LOG_EVERY_S` per cause."""
     now = time.monotonic()
     if now - _last_log.get(cause, -_LOG_EVERY_S) >= _LOG_EVERY_S:
         _last_log[cause] = now
@@ -169,7 +170,7 @@ def apply_limits(
         closed = [lim for lim, _ in pairs if not lim.fail_open]
         for lim, _ in pairs:
             STATS.count(STATS.store_errors, lim.id)
-        _log_once("store", "rate-limit counters unavailable: %s", exc)
+        log_once("store", "rate-limit counters unavailable: %s", exc)
         if not closed:
             return decision
         return ActionDecision(

@@ -21,7 +21,6 @@ call uses no quota here either.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from pdp.engine.counters import CounterStoreError, Outcome, Take
-from pdp.engine.limits import STATS, CompiledLimit, takes_for
+from pdp.engine.limits import STATS, CompiledLimit, log_once, takes_for
 from pdp.errors import NoPoliciesError
 from pdp.gateway._gen.envoy.config.core.v3 import base_pb2
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     from pdp.engine import EngineHolder
 
 SERVICE_NAME = rls.DESCRIPTOR.services_by_name["RateLimitService"].full_name
-log = logging.getLogger("pdp.gateway.ratelimit")
 
 # A gateway sends a handful of descriptors per call; more is not a rate-limit request.
 MAX_DESCRIPTORS = 64
@@ -173,7 +171,7 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
                 limits = tuple(lim for lim in limits if lim.id == call.only)
             found, error = takes_for(limits, call.activation, call.hits)
             if error:  # a limit that cannot be evaluated does not let the call through
-                log.warning("rate limit not evaluable, over limit: %s", error)
+                log_once("rls-eval", "rate limit not evaluable, over limit: %s", error)
                 return _all(request, OVER, b'{"error":"rate_limit_error"}')
             spans.append(range(len(pairs), len(pairs) + len(found)))
             pairs.extend(found)
@@ -185,7 +183,7 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
         except CounterStoreError as exc:
             for lim, _ in pairs:
                 STATS.count(STATS.store_errors, lim.id)
-            log.warning("rate-limit counters unavailable: %s", exc)
+            log_once("store", "rate-limit counters unavailable: %s", exc)
             closed = any(not lim.fail_open for lim, _ in pairs)
             return _all(request, OVER if closed else OK)
         statuses = []
