@@ -9,6 +9,7 @@ limits fail closed like everything else. When the counter store itself fails, ea
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -25,6 +26,7 @@ from pdp.model.decision import (
     RATE_LIMIT_UNAVAILABLE,
     RATE_LIMITED,
     ActionDecision,
+    LimitStatus,
 )
 
 from .compiled import CondFn
@@ -129,18 +131,24 @@ def takes_for(
     return out, ""
 
 
-def limit_obligation(limit: CompiledLimit, outcome: Outcome, takes: list[Take], i: int) -> dict:
-    return {
-        "rate_limit": {
-            "id": limit.id,
-            "policy": limit.policy,
-            "limit": limit.limit,
-            "window_s": limit.per_seconds,
-            "remaining": max(0, math.floor(outcome.remaining[i])),
-            "retry_after_s": max(1, math.ceil(outcome.retry_after)),
-            "reset_s": max(1, math.ceil(outcome.reset_after(takes, i))),
-        }
-    }
+def statuses(pairs: list[tuple[CompiledLimit, Take]], outcome: Outcome) -> tuple[LimitStatus, ...]:
+    takes = [t for _, t in pairs]
+    out = []
+    for i, (limit, _) in enumerate(pairs):
+        exceeded = i == outcome.refused
+        out.append(
+            LimitStatus(
+                id=limit.id,
+                policy=limit.policy,
+                limit=limit.limit,
+                window_s=limit.per_seconds,
+                remaining=max(0, math.floor(outcome.remaining[i])),
+                reset_s=max(1, math.ceil(outcome.reset_after(takes, i))),
+                retry_after_s=max(1, math.ceil(outcome.retry_after)) if exceeded else 0,
+                exceeded=exceeded,
+            )
+        )
+    return tuple(out)
 
 
 def apply_limits(
@@ -184,7 +192,7 @@ def apply_limits(
     if outcome.granted:
         for lim, _ in pairs:
             STATS.count(STATS.granted, lim.id)
-        return decision
+        return dataclasses.replace(decision, limits=statuses(pairs, outcome))
     limit = pairs[outcome.refused][0]
     STATS.count(STATS.limited, limit.id)
     cost = takes[outcome.refused].cost
@@ -198,6 +206,6 @@ def apply_limits(
         policy=limit.policy,
         rule=limit.id,
         reasons=(RATE_LIMITED,),
-        obligations=limit_obligation(limit, outcome, takes, outcome.refused),
         message=f"rate limit `{limit.id}` exhausted: {why}",
+        limits=statuses(pairs, outcome),
     )

@@ -19,7 +19,7 @@ from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway.mapping import RouteMapping
 from pdp.gateway.request import Translation
 from pdp.gateway.templates import render_value
-from pdp.model.decision import CheckResponse
+from pdp.model.decision import CheckResponse, LimitStatus
 
 DECISION_ID_HEADER = "x-pdp-decision-id"
 
@@ -75,20 +75,13 @@ def header_value(value: Any) -> str:
     return "".join(ch for ch in text if ch == "\t" or (ch >= " " and ch != "\x7f"))
 
 
-def _rate_limited(
-    info: Mapping[str, Any], reason: str, decision_id: str, meta: dict[str, Any]
-) -> Outcome:
-    """429 with the draft RFC's `x-ratelimit-*` headers (as Envoy's own filter sends them)."""
-    out = _denied(RESOURCE_EXHAUSTED, 429, reason, decision_id, meta, f"rate limit `{info['id']}`")
-    return _with_headers(
-        out,
-        {
-            "retry-after": str(info["retry_after_s"]),
-            "x-ratelimit-limit": f"{info['limit']}, {info['limit']};w={info['window_s']:g}",
-            "x-ratelimit-remaining": str(info["remaining"]),
-            "x-ratelimit-reset": str(info["reset_s"]),
-        },
-    )
+def rate_limit_headers(status: LimitStatus) -> dict[str, str]:
+    """The draft RFC's `x-ratelimit-*` headers (version 03, as Envoy's filter sends them)."""
+    return {
+        "x-ratelimit-limit": f"{status.limit}, {status.limit};w={status.window_s:g}",
+        "x-ratelimit-remaining": str(status.remaining),
+        "x-ratelimit-reset": str(status.reset_s),
+    }
 
 
 def outcome_for(
@@ -115,8 +108,14 @@ def outcome_for(
             "reason": reason,
             "bundle": f"{decision.bundle.name}@{decision.bundle.version}",
         }
-        if not action.allowed and "rate_limit" in action.obligations:
-            return _rate_limited(action.obligations["rate_limit"], reason, decision_id, meta)
+        exceeded = [lim for lim in action.limits if lim.exceeded]
+        if not action.allowed and exceeded:
+            out = _denied(RESOURCE_EXHAUSTED, 429, reason, decision_id, meta, action.message)
+            headers = {
+                **rate_limit_headers(exceeded[0]),
+                "retry-after": str(exceeded[0].retry_after_s),
+            }
+            return _with_headers(out, headers)
         if not action.allowed:
             return _denied(PERMISSION_DENIED, 403, reason, decision_id, meta, action.message)
         return _allowed(translation, mapping, decision_id, reason, meta, dict(action.obligations))

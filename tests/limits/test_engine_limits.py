@@ -45,11 +45,12 @@ def decide(engine: Engine, req) -> tuple[str, str, tuple[str, ...]]:
 def test_the_sixth_read_of_a_day_is_rate_limited(policy_set) -> None:
     engine = Engine(policy_set)
     for i in range(5):
-        assert decide(engine, request("read", at=T0 + timedelta(seconds=i))) == (
-            "allow",
-            "members",
-            (),
-        )
+        d = engine.check(request("read", at=T0 + timedelta(seconds=i))).results[0].actions["read"]
+        assert (d.effect, d.rule, d.reasons) == ("allow", "members", ())
+        # An allowed action reports the bucket it took from.
+        assert [(s.id, s.remaining, s.exceeded) for s in d.limits] == [
+            ("per-user-reads", 4 - i, False)
+        ]
     response = engine.check(request("read", at=T0 + timedelta(seconds=5)))
     d = response.results[0].actions["read"]
     assert (d.effect, d.policy, d.rule, d.reasons) == (
@@ -58,10 +59,17 @@ def test_the_sixth_read_of_a_day_is_rate_limited(policy_set) -> None:
         "per-user-reads",
         ("rate_limited",),
     )
-    info = d.obligations["rate_limit"]
+    (status,) = d.limits
     # 5 a day: one unit flows back every 17,280 s; five seconds in, 0.0003 units are back.
-    assert (info["limit"], info["remaining"], info["window_s"]) == (5, 0, 86400.0)
-    assert info["retry_after_s"] == 17275
+    assert (status.id, status.policy, status.limit, status.window_s) == (
+        "per-user-reads",
+        "limits",
+        5,
+        86400.0,
+    )
+    assert (status.remaining, status.exceeded, status.retry_after_s) == (0, True, 17275)
+    assert status.reset_s == 86400 - 5
+    assert d.obligations == {}
     assert response.uses_quota
     # Another principal has a bucket of its own.
     assert decide(engine, request("read", "bob"))[0] == "allow"
@@ -159,3 +167,14 @@ def test_batches_count_every_allowed_action(policy_set) -> None:
     )
     effects = [r.actions["read"].effect for r in engine.check(req).results]
     assert effects == ["allow"] * 5 + ["deny"] * 2
+
+
+def test_limit_statuses_cross_the_wire_unchanged(policy_set) -> None:
+    from pdp.server.convert import response_from_proto, response_to_proto
+
+    engine = Engine(policy_set)
+    responses = [engine.check(request("read", "wes")) for _ in range(6)]
+    for response in (responses[0], responses[-1]):
+        back = response_from_proto(response_to_proto(response))
+        assert back.results[0].actions["read"].limits == response.results[0].actions["read"].limits
+    assert responses[-1].results[0].actions["read"].limits[0].exceeded
