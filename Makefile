@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint fmt proto bench bench-compare clean
+.PHONY: serve test lint fmt proto bench bench-compare clean redis-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/pdp serve --policies policies --listen 127.0.0.1:50051
 
-test: $(STAMP)
+# Debian's redis-server: the rate-limit tests run a real one (tests/limits/).
+redis-server:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+test: $(STAMP) redis-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

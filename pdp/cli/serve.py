@@ -93,6 +93,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gw.add_argument(
         "--trusted-hops", type=int, metavar="N", help="proxies trusted in x-forwarded-for"
     )
+    rl = p.add_argument_group("rate limits (LimitPolicy)")
+    rl.add_argument(
+        "--limits-store",
+        default="memory",
+        metavar="URL",
+        help="rate-limit counters: `memory` (this process; the default) or redis://HOST:PORT/DB "
+        "(shared by every replica and worker)",
+    )
+    rl.add_argument(
+        "--no-rate-limit-service",
+        action="store_true",
+        help="do not serve Envoy's envoy.service.ratelimit.v3.RateLimitService",
+    )
     run_ = p.add_argument_group("process")
     run_.add_argument(
         "--workers", type=int, default=1, metavar="N", help="processes sharing the port (1)"
@@ -294,13 +307,22 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(config)
     stop = threading.Event()
     _install_stop_handlers(stop)
-    holder = EngineHolder()
+    from pdp.limits import counters_from_url
+
+    try:
+        holder = EngineHolder(counters=counters_from_url(args.limits_store))
+    except ValueError as exc:
+        return _fail(f"rate limits: {exc}")
     try:
         observer = _observer(args, holder, machine_cpus)
     except (OSError, ValueError) as exc:
         return _fail(f"telemetry: {exc}")
     try:
         extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
+        if not args.no_rate_limit_service:
+            from pdp.gateway.ratelimit import rate_limit_registrar
+
+            extra.append(rate_limit_registrar(holder))
     except (OSError, ValueError, PdpError) as exc:
         return _fail(f"gateway: {exc}")
     try:
@@ -376,6 +398,13 @@ def supervise(args: argparse.Namespace) -> int:
     listen = args.listen or [DEFAULT_LISTEN]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return _fail("--workers > 1 needs fixed ports (port 0 would differ per worker)")
+    if args.limits_store == "memory":
+        log.warning(
+            "rate limits: each of the %d workers counts in its own memory, so a limit admits up "
+            "to %d times its rate; use --limits-store redis://HOST:PORT/DB for one global count",
+            args.workers,
+            args.workers,
+        )
     base = [sys.executable, "-m", "pdp.cli.main", "serve", *_worker_argv(args)]
     cpus = sorted(os.sched_getaffinity(0))
     # A worker whose threads migrate between cores hands the GIL across them on every call;

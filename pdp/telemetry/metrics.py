@@ -328,6 +328,11 @@ class Metrics:
         if histograms is None:
             self.latency = _sdk_histogram(meter, LATENCY)
             self.batch_size = _sdk_histogram(meter, BATCH_SIZE)
+        self.rate_limits = meter.create_counter(
+            "pdp.rate_limit.decisions",
+            unit="{decision}",
+            description="Actions a rate limit covered, by limit id and outcome (granted, limited)",
+        )
         self.errors = meter.create_counter(
             "pdp.check.errors", unit="{call}", description="Calls answered with an error, by code"
         )
@@ -381,10 +386,14 @@ class Metrics:
                 else:
                     slot[1] += 1
         decisions: dict[tuple[str, str], int] = {}
+        limits: dict[tuple[str, str], int] = {}
         for summary, n in shared.values():
             for effect, reason, count in summary.decisions:
                 key = (effect, reason)
                 decisions[key] = decisions.get(key, 0) + count * n
+            for limit_id, outcome, count in summary.limits:
+                key = (limit_id, outcome)
+                limits[key] = limits.get(key, 0) + count * n
         if self.histograms is not None:
             # Histograms likewise: bucketed here, merged under one lock per batch.
             sizes = HistogramSeries(BATCH_SIZE, {})
@@ -408,6 +417,8 @@ class Metrics:
                     self.batch_size.record(summary.checks)
         for (effect, reason), n in decisions.items():
             self.decisions.add(n, {"effect": effect, "reason": self._reason(effect, reason)})
+        for (limit_id, outcome), n in limits.items():
+            self.rate_limits.add(n, {"limit": limit_id, "outcome": outcome})
         for code, n in errors.items():
             self.errors.add(n, {"code": code})
 

@@ -198,6 +198,10 @@ def _call_attributes(
         attrs["pdp.bundle.revision"] = revision
         attrs["pdp.decisions.allow"] = summary.allow
         attrs["pdp.decisions.deny"] = summary.deny
+        if summary.near_limits:
+            attrs["pdp.rate_limit.near"] = summary.near_limits
+        if summary.limited:
+            attrs["pdp.rate_limit.limited"] = summary.limited
     return attrs
 
 
