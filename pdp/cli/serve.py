@@ -182,19 +182,15 @@ Stopper = Callable[[], None]
 
 
 def _start_policy_dir(directory: str, holder) -> Stopper:  # holder: EngineHolder
-    from pdp.bundle.build import git_info
     from pdp.engine import Engine
-    from pdp.model.decision import BundleInfo
 
-    from ._common import load_and_compile
+    from ._common import directory_bundle_info, load_and_compile
 
     _source, policy_set = load_and_compile(directory)
     # Decisions name the git revision of the directory, as a bundle's would.
-    git = git_info(Path(directory))
-    revision = f"{git.revision}-dirty" if git.revision and git.dirty else git.revision
-    bundle = BundleInfo(name=Path(directory).resolve().name, version="0.0.0", revision=revision)
+    bundle = directory_bundle_info(directory)
     holder.swap(Engine(policy_set, bundle))
-    log.info("serving policies from %s (revision %s)", directory, revision or "unknown")
+    log.info("serving policies from %s (revision %s)", directory, bundle.revision or "unknown")
     return lambda: None
 
 
