@@ -49,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="serve decisions over gRPC")
     src = p.add_argument_group("policy source")
     src.add_argument("--policies", metavar="DIR", help="serve the policy directory DIR")
+    src.add_argument(
+        "--watch",
+        action="store_true",
+        help="with --policies: reload on every edit that compiles and passes its tests",
+    )
     from .bundle import add_serve_arguments  # --bundle SOURCE and its flags (bundle engineer)
 
     add_serve_arguments(src)
@@ -194,9 +199,32 @@ def _start_policy_dir(directory: str, holder) -> Stopper:  # holder: EngineHolde
     return lambda: None
 
 
+def _start_policy_watch(directory: str, holder) -> Stopper:  # holder: EngineHolder
+    from pdp.bundle.watch import DirectoryWatcher
+
+    from ._common import directory_bundle_info, policy_checks
+
+    if not Path(directory).is_dir():
+        raise ValueError(f"`{directory}` is not a directory")
+
+    watcher = DirectoryWatcher(
+        directory,
+        holder,
+        bundle_info=lambda: directory_bundle_info(directory),
+        checks=policy_checks(),
+    )  # it logs each activation, and each refusal with every error (file:line:column)
+    watcher.start()  # a bad first set leaves the server NOT_SERVING until an edit fixes it
+    log.info("watching %s for edits", directory)
+    return watcher.stop
+
+
 def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
     if args.policies and args.bundle:
         raise ValueError("give one policy source: --policies DIR or --bundle SOURCE")
+    if args.policies and getattr(args, "watch", False):
+        return _start_policy_watch(args.policies, holder)
+    if getattr(args, "watch", False):
+        raise ValueError("--watch needs --policies DIR (bundle sources are always polled)")
     if args.policies:
         return _start_policy_dir(args.policies, holder)
     if args.bundle:  # polled bundles, hot-swapped (pdp.cli.bundle, bundle engineer)
@@ -418,6 +446,8 @@ def supervise(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "watch", False) and not args.policies:
+        return _fail("--watch needs --policies DIR (bundle sources are always polled)")
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
