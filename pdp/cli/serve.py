@@ -135,6 +135,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add_telemetry_arguments(p)
     p.set_defaults(func=run, serve_parser=p)
+    # Last, so it sees every flag above: each one gets a key in --config and a PDP_* variable.
+    from .config import record_argv
+
+    conf = p.add_argument_group("configuration")
+    conf.add_argument(
+        "--config", metavar="FILE", help="YAML file: a key per flag (deploy/pdp.yaml lists them)"
+    )
+    conf.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration (flags, PDP_* variables, file) and exit",
+    )
+    record_argv(p)
+
+
+# Said on a failed bind: the usual cause is a second `make serve` on the default port.
+_LISTEN_HINT = (
+    "hint: is another server on that port? stop it, or choose another address with "
+    "--listen HOST:PORT (or `listen:` in --config, PDP_LISTEN)"
+)
 
 
 def _fail(message: str) -> int:
@@ -332,7 +352,7 @@ def serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # grpc: cannot bind
         if observer is not None:
             observer.close()
-        return _fail(f"cannot listen: {exc}")
+        return _fail(f"cannot listen: {exc}\n{_LISTEN_HINT}")
     server.start()
     for address in server.addresses:
         log.info("listening on %s", address)
@@ -446,6 +466,15 @@ def supervise(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .config import ConfigError, apply, render
+
+    try:  # --config FILE and PDP_* variables fill what the command line left out
+        sources = apply(args, args.serve_parser)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.print_config:
+        print(render(args, args.serve_parser, sources), end="")
+        return 0
     if getattr(args, "watch", False) and not args.policies:
         return _fail("--watch needs --policies DIR (bundle sources are always polled)")
     logging.basicConfig(
