@@ -74,8 +74,9 @@ def commands(doc: str) -> list[Command]:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone per test: each document is followed on its own, as a reader would."""
     where = tmp_path_factory.mktemp("clean") / "pdp"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(where)], check=True, timeout=300)
     assert not (where / "tests/cel/conformance").is_symlink()
