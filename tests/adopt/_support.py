@@ -29,9 +29,16 @@ def free_port() -> int:
 class Served:
     """`pdp serve ARGS` in a child process; every output line is kept in `lines`."""
 
-    def __init__(self, args: Sequence[str], *, cwd: Path | None = None, env=None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        program: Sequence[str] = (sys.executable, "-m", "pdp.cli.main", "serve"),
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pdp.cli.main", "serve", *args],
+            [*program, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
