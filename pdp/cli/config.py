@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "PDP_"
+# A configuration is a few dozen keys; anything this large is a mistake (or an attack).
+MAX_CONFIG_BYTES = 256 * 1024
 # Flags that are about the configuration itself, or internal (hidden from --help).
 _NOT_KEYS = frozenset({"help", "config", "print_config"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -73,11 +75,30 @@ def load_file(path: str) -> dict[str, Any]:
     import yaml
 
     try:
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config `{path}` is larger than {MAX_CONFIG_BYTES} bytes")
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config `{path}`: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config `{path}` is not UTF-8 text") from None
+
+    class Loader(yaml.SafeLoader):
+        """Refuses a key given twice: which of the two was meant cannot be guessed."""
+
+        def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+            seen: set[object] = set()
+            for key_node, _value in node.value:
+                key = key_node.value
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key `{key}` is given twice", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError(f"config `{path}`: {' '.join(str(exc).split())}") from None
     if data is None:

@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+from pdp.model.loader import MAX_DEPTH, MAX_FILE_BYTES
+
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -56,8 +58,11 @@ def format_text(text: str) -> str:
     src = text.replace("\r\n", "\n")
     if not src.strip():
         return ""
+    if len(src.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise FormatError(f"larger than {MAX_FILE_BYTES} bytes (the policy loader's limit)")
     explicit = src.lstrip().startswith("---")
     try:
+        _refuse_what_the_loader_refuses(src)
         y = _yaml(explicit)
         docs = list(y.load_all(src))
         out = io.StringIO()
@@ -76,6 +81,26 @@ def format_text(text: str) -> str:
     if again.getvalue() != new:
         raise FormatError("the canonical layout is not stable for this file; left as it is")
     return new
+
+
+def _refuse_what_the_loader_refuses(src: str) -> None:
+    """Aliases (a "billion laughs" bomb would make the meaning check exponential) and nesting
+    deeper than the loader's limit, found in one linear pass over the parser's events."""
+    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
+
+    depth = 0
+    for event in _yaml(False).parse(src):
+        if isinstance(event, AliasEvent):
+            mark = event.start_mark
+            raise FormatError(
+                f"{mark.line + 1}:{mark.column + 1}: yaml aliases (`*name`) are not supported"
+            )
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise FormatError(f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
 
 
 def _one_line(exc: Exception) -> str:
