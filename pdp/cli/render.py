@@ -71,7 +71,8 @@ def story(response: Mapping[str, Any], request: Mapping[str, Any]) -> str:
             lines += ["", f"{result['kind']}/{result['id']} {action}: {d['effect']}{rule}{reasons}"]
             for n, step in enumerate(d.get("trace", []), 1):
                 lines += _step(n, step, activation)
-            if d.get("message"):
+            trace = d.get("trace") or [{}]
+            if d.get("message") and d["message"] != trace[-1].get("detail"):
                 lines.append(f"   => {d['message']}")
             for error in d.get("errors", []):
                 lines.append(f"   error: {error}")
