@@ -74,3 +74,14 @@ def test_filtered_coverage_counts_only_the_selected_policies(
     assert "documents: 9/9 rules" in out
     assert main(["test", str(EXAMPLES), "--coverage"]) == 0
     assert "total rule coverage: 45/45" in capsys.readouterr().out
+
+
+def test_bundle_build_reports_its_stages(tmp_path) -> None:
+    from pdp.bundle import build_bundle
+
+    heard: list[str] = []
+    built = build_bundle(EXAMPLES, version="1.2.3", progress=heard.append)
+    assert built.manifest.version == "1.2.3"
+    assert heard[0].startswith("collecting policy files")
+    assert heard[1].startswith("loading, compiling and testing ") and heard[1].endswith(" files")
+    assert heard[-1].endswith("test cases passed; packing")
