@@ -130,9 +130,15 @@ def test_readme_tour_against_the_make_serve_command(clone: Path, tmp_path: Path)
     line = recipe[1].replace("$(BIN)", ".venv/bin")
     assert "--watch" in line and "--policies policies" in line
     args = shlex.split(line)
-    # Another server (a developer's `make serve`) may hold the default port here.
-    port = free_port()
-    args = [a.replace(DEFAULT_ADDRESS, f"127.0.0.1:{port}") for a in args[2:]]
+    # Another server (a developer's `make serve`) may hold the recipe's ports here: each
+    # loopback address it names gets a free port instead.
+    ports: dict[str, int] = {}
+
+    def local(match: re.Match[str]) -> str:
+        return f"127.0.0.1:{ports.setdefault(match[0], free_port())}"
+
+    args = [re.sub(r"127\.0\.0\.1:\d+", local, a) for a in args[2:]]
+    port = ports[DEFAULT_ADDRESS]
     with Served(args, cwd=clone, env=clone_env(clone)) as served:
         wait_serving(port, served)
         grpcurl = [c for c in commands("README.md") if c.text.startswith(".venv/bin/grpcurl")]
