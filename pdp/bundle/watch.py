@@ -113,8 +113,10 @@ class DirectoryWatcher:
         self.holder.swap(Engine(compiled.policy_set, bundle))
         self.activations += 1
         self.last_error = ""
+        # Worded as the bundle reloader words it: one vocabulary in the logs.
         message = (
-            f"activated policies from {self.directory} (revision {bundle.revision or '-'}): "
+            f"activated bundle {bundle.name} {bundle.version} (revision "
+            f"{bundle.revision[:12] or '-'}) from {self.directory}: "
             f"{len(compiled.policy_set.rules)} rules, {compiled.report.passed} test cases passed"
         )
         log.info("%s", message)
@@ -123,7 +125,11 @@ class DirectoryWatcher:
 
     def _refuse(self, summary: str, details: list[str]) -> Outcome:
         current = self.holder.current
-        serving = "the last good set" if current is not None else "nothing yet"
+        serving = (
+            f"the last good set, {current.bundle.name} {current.bundle.version}"
+            if current is not None
+            else "nothing yet"
+        )
         message = f"refused policies from {self.directory}: {summary}; still serving {serving}"
         self.refusals += 1
         self.last_error = "\n".join([message, *details])
