@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,13 +126,18 @@ def build_bundle(
     version: str = DEFAULT_VERSION,
     env: dict[str, str] | None = None,
     checks: Sequence[SuiteCheck] = (),
+    progress: Callable[[str], None] | None = None,
 ) -> Built:
-    """Collect, compile and test `directory`, then pack it.
+    """Collect, compile and test `directory`, then pack it; `progress` hears each stage
+    (a large policy set takes seconds to compile).
 
     Raises `PolicyErrors` when it does not load or compile, `TestsFailed` when a test fails.
     """
+    say = progress or (lambda message: None)
     root = Path(directory)
+    say(f"collecting policy files in {root}")
     files = collect_files(root)
+    say(f"loading, compiling and testing {len(files)} files")
     bundle_name = name or root.resolve().name
     validate_name(bundle_name)
     SemVer.parse(version)
@@ -150,6 +155,7 @@ def build_bundle(
     compiled = compile_files(files, bundle_info(manifest), checks)
     if compiled.report.failed:
         raise TestsFailed(compiled.report)
+    say(f"{len(compiled.report.results)} test cases passed; packing")
     archive = pack(manifest.canonical_bytes(), files, None, epoch)
     return Built(manifest, archive, compiled.report)
 

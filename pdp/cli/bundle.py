@@ -93,10 +93,18 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def _progress(message: str) -> None:
+    print(f"... {message}", file=sys.stderr, flush=True)
+
+
 def run_build(args: argparse.Namespace) -> int:
     try:
         built = build_bundle(
-            args.directory, name=args.name, version=args.version, checks=policy_checks()
+            args.directory,
+            name=args.name,
+            version=args.version,
+            checks=policy_checks(),
+            progress=_progress if sys.stderr.isatty() else None,  # for people, not for logs
         )
     except PolicyErrors as exc:
         print_policy_errors(exc)

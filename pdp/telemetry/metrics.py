@@ -278,12 +278,9 @@ def histogram_temporality(reader: MetricReader) -> AggregationTemporality:
     """The temporality `reader` collects histograms with (its own or its exporter's choice)."""
     # Kept by the SDK per SDK instrument class, a private detail: read defensively, and fall
     # back to the SDK's own default.
-    try:
-        from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+    from .otel_private import reader_histogram_temporality
 
-        value = reader._instrument_class_temporality.get(_Histogram)
-    except (ImportError, AttributeError, TypeError):
-        value = None
+    value = reader_histogram_temporality(reader)
     if isinstance(value, AggregationTemporality):
         return value
     return AggregationTemporality.CUMULATIVE
@@ -300,7 +297,9 @@ def attach_histograms(reader: MetricReader, histograms: LocalHistograms) -> None
     loses them.
     """
     state = histograms.add_reader(histogram_temporality(reader))
-    receive = reader._receive_metrics
+    from .otel_private import receive_metrics_hook, set_receive_metrics_hook
+
+    receive = receive_metrics_hook(reader)
 
     def receive_with_histograms(
         metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -310,7 +309,7 @@ def attach_histograms(reader: MetricReader, histograms: LocalHistograms) -> None
             metrics_data = histograms.merged(metrics_data, metrics)
         receive(metrics_data, timeout_millis=timeout_millis, **kwargs)
 
-    reader._receive_metrics = receive_with_histograms  # type: ignore[method-assign]
+    set_receive_metrics_hook(reader, receive_with_histograms)
 
 
 class Metrics:
