@@ -45,6 +45,8 @@ DEFAULT_LIMITS = Limits()
 # Attribute keys longer than this are refused. Keys are names (`department`, a resource id used
 # as a map key); a multi-megabyte key is only a way to make every converter, log line and CEL
 # map lookup hash and copy megabytes while the value budget counts it as one entry.
+# A fixed rule of the format rather than an operator's limit: a malformed request
+# (INVALID_ARGUMENT), on every path.
 MAX_KEY_LENGTH = 1024
 
 # Numbers. JSON has one number type and a protobuf Struct carries every number as a double, so
@@ -213,7 +215,7 @@ def _json_value(v: Any, path: str, limits: Limits, budget: _Budget, depth: int) 
             if not isinstance(k, str):
                 raise RequestError(path, f"object keys must be strings, got {_type_name(k)}")
             if len(k) > MAX_KEY_LENGTH:
-                raise LimitExceeded(path, f"has a key longer than {MAX_KEY_LENGTH} characters")
+                raise RequestError(path, f"has a key longer than {MAX_KEY_LENGTH} characters")
             if not _valid_text(k):
                 raise RequestError(path, "object keys must be valid unicode")
             out[k] = _json_value(item, f"{path}.{k}", limits, budget, depth + 1)

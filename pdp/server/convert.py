@@ -78,7 +78,7 @@ def _struct(s: Struct, limits: Limits, budget: _Budget, depth: int) -> dict[str,
     max_len = limits.max_string_length
     for key in fields:  # iterating keys and indexing beats .items() on a protobuf map
         if len(key) > MAX_KEY_LENGTH:
-            raise _AttrError(f"has a key longer than {MAX_KEY_LENGTH} characters", True)
+            raise _AttrError(f"has a key longer than {MAX_KEY_LENGTH} characters", False)
         value = fields[key]
         try:
             # Flat strings are most attributes: handled inline, without a call per value.
