@@ -8,6 +8,7 @@ nothing here ever evaluates attribute values (a string that looks like CEL stays
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,10 +51,11 @@ DEFAULT_LIMITS = Limits()
 MAX_KEY_LENGTH = 1024
 
 # Numbers. JSON has one number type and a protobuf Struct carries every number as a double, so
-# which CEL type a number gets can only depend on its value, never on how it was spelled: an
-# integral value within +-2**53 (where doubles are exact) is a CEL int, anything else a double.
-# `number` applies this on every path (JSON, Struct, YAML test cases), so `1`, `1.0` and `1e0`
-# are the same int everywhere, and 2**53 + 1 is the double 2**53 everywhere.
+# which CEL type a number gets can only depend on its value, never on how it was spelled. A
+# number is read as a double (all a Struct can carry); then an integral value within +-2**53
+# (where doubles are exact) is a CEL int, anything else a double. `number` applies this on
+# every path (JSON, Struct, YAML test cases): `1`, `1.0` and `1e0` are the same int
+# everywhere, and 2**53 + 1, which no double holds, is the int 2**53 everywhere.
 MAX_EXACT_INT = 2**53
 
 
@@ -343,6 +345,30 @@ def parse_context(
     if time is not None:
         ctx["time"] = time
     return ctx, time
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise RequestError("request", f"duplicate key `{k[:64]}` in a JSON object")
+        out[k] = v
+    return out
+
+
+def load_json_request(text: str | bytes) -> Any:
+    """A request's JSON text as Python values, for `parse_check_request`.
+
+    A duplicate key is refused: parsers disagree on which copy wins (Python's json takes the
+    last, protobuf's JSON parser refuses), so a proxy checking one copy and pdp deciding the
+    other is a way to be asked one question and answer another. Raises `RequestError`.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except ValueError as e:  # JSONDecodeError, and invalid UTF-8 in bytes
+        raise RequestError("request", f"is not valid JSON: {e}") from None
+    except RecursionError:
+        raise RequestError("request", "JSON nested too deeply") from None
 
 
 def parse_check_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> CheckRequest:
