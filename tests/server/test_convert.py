@@ -87,6 +87,7 @@ def test_struct_numbers_follow_the_number_rule() -> None:
         "principal": {"id": "p", "attr": numbers},
         "resources": [{"kind": "k", "id": "1", "actions": ["a"]}],
     }
+
     def typed(attr: dict[str, Any]) -> dict[str, tuple[type, Any]]:
         return {k: (type(v), v) for k, v in attr.items()}
 
