@@ -394,8 +394,10 @@ def parse_check_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> CheckReque
         )
     context, time = parse_context(req.get("context"), limits, budget)
     request_id = req.get("request_id", req.get("requestId"))
-    explain = req.get("explain", False)
-    if not isinstance(explain, bool):
+    explain = req.get("explain")
+    if explain is None:  # null is absent, as for every other field (and in protobuf's JSON)
+        explain = False
+    elif not isinstance(explain, bool):
         raise RequestError("explain", "must be a boolean")
     return make_check_request(
         principal,
