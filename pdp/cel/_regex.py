@@ -60,7 +60,9 @@ def _reason(e: Exception) -> str:
     return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
 
 
-@lru_cache(maxsize=1024)
+# Dynamic patterns come from callers: keep as many as the binding's own cache (128), since
+# each compiled RE2 may grow a DFA cache of up to its `max_mem` (8 MiB) while it matches.
+@lru_cache(maxsize=128)
 def _compile_cached(pattern: str) -> Regex:
     return Regex(pattern)
 
