@@ -238,6 +238,8 @@ def test_huge_key_refused_on_every_path(
             str(policy_dir),
             "--request",
             "-",
+            "--output",
+            "json",
         ],
         input=text,
         capture_output=True,
