@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/pdp serve --policies policies --listen 127.0.0.1:50051
+	$(BIN)/pdp serve --policies policies --listen 127.0.0.1:50051 --http-listen 127.0.0.1:3592
 
 test: $(STAMP)
 	$(BIN)/ruff check .
