@@ -316,3 +316,54 @@ def decision(d: ActionDecision, decision_id: str, hide_reasons: bool) -> dict[st
     if d.obligations:
         ctx["obligations"] = dict(d.obligations)
     return {"decision": d.effect == ALLOW, "context": ctx}
+
+
+# -- pdp -> AuthZEN (for callers and tests: the inverse of the mapping above) -----------------
+
+
+def subject_of(principal: Mapping[str, Any], subject_type: str = "user") -> dict[str, Any]:
+    """The AuthZEN subject that maps to a pdp principal (JSON shape of `parse_check_request`)."""
+    props: dict[str, Any] = dict(principal.get("attr") or {})
+    clash = set(props) & set(SUBJECT_FIELDS)
+    if clash:
+        raise ValueError(f"principal.attr keys {sorted(clash)} cannot be expressed in AuthZEN")
+    for key in ("tenant", "roles", "scopes"):
+        if principal.get(key):
+            props[key] = principal[key]
+    actor = principal.get("actor")
+    if actor:
+        aprops = dict(actor.get("attr") or {})
+        if actor.get("scopes"):
+            aprops["scopes"] = actor["scopes"]
+        props["actor"] = {"type": actor.get("type") or "", "id": actor["id"], "properties": aprops}
+        if not props["actor"]["type"]:
+            del props["actor"]["type"]
+    out: dict[str, Any] = {"type": subject_type, "id": principal["id"]}
+    if props:
+        out["properties"] = props
+    return out
+
+
+def resource_of(resource: Mapping[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = dict(resource.get("attr") or {})
+    if "tenant" in props:
+        raise ValueError("resource.attr key `tenant` cannot be expressed in AuthZEN")
+    if resource.get("tenant"):
+        props["tenant"] = resource["tenant"]
+    out: dict[str, Any] = {"type": resource["kind"], "id": resource["id"]}
+    if props:
+        out["properties"] = props
+    return out
+
+
+def context_of(context: Mapping[str, Any] | None) -> dict[str, Any]:
+    context = context or {}
+    out: dict[str, Any] = dict(context.get("attr") or {})
+    clash = set(out) & {*CONTEXT_FIELDS, ACTION_ATTR}
+    if clash:
+        raise ValueError(f"context.attr keys {sorted(clash)} cannot be expressed in AuthZEN")
+    for key in CONTEXT_FIELDS:
+        if context.get(key):
+            value = context[key]
+            out[key] = value.isoformat() if hasattr(value, "isoformat") else value
+    return out
