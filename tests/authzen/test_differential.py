@@ -31,7 +31,10 @@ def source() -> Any:
 
 @pytest.fixture(scope="module")
 def cases(source: Any) -> list[tuple[str, dict]]:
-    out = [(f"{suite.id}/{case.name}", raw) for suite, case, raw in iter_case_requests(source.test_suites)]
+    out = [
+        (f"{suite.id}/{case.name}", raw)
+        for suite, case, raw in iter_case_requests(source.test_suites)
+    ]
     assert len(out) > 50  # the example suites, not an empty glob
     return out
 
@@ -73,7 +76,9 @@ def test_both_allows_and_denies_are_compared(in_process: dict[str, dict[str, Out
     assert effects == {True, False}
 
 
-def test_grpc_decides_as_in_process(pdp: Pdp, cases: list[tuple[str, dict]], in_process: dict) -> None:
+def test_grpc_decides_as_in_process(
+    pdp: Pdp, cases: list[tuple[str, dict]], in_process: dict
+) -> None:
     with grpc.insecure_channel(pdp.grpc_address) as ch:
         stub = pb_grpc.DecisionServiceStub(ch)
         for name, raw in cases:
@@ -81,14 +86,18 @@ def test_grpc_decides_as_in_process(pdp: Pdp, cases: list[tuple[str, dict]], in_
             assert _from_proto_json(json_format.MessageToDict(answer)) == in_process[name], name
 
 
-def test_json_check_decides_as_in_process(pdp: Pdp, cases: list[tuple[str, dict]], in_process: dict) -> None:
+def test_json_check_decides_as_in_process(
+    pdp: Pdp, cases: list[tuple[str, dict]], in_process: dict
+) -> None:
     for name, raw in cases:
         reply = pdp.post("/v1/check", raw)
         assert reply.status == 200, (name, reply.body)
         assert _from_proto_json(reply.json) == in_process[name], name
 
 
-def test_authzen_decides_as_in_process(pdp: Pdp, cases: list[tuple[str, dict]], in_process: dict) -> None:
+def test_authzen_decides_as_in_process(
+    pdp: Pdp, cases: list[tuple[str, dict]], in_process: dict
+) -> None:
     for name, raw in cases:
         res = raw["resources"][0]
         actions = res["actions"]
@@ -115,6 +124,11 @@ def test_authzen_decides_as_in_process(pdp: Pdp, cases: list[tuple[str, dict]], 
         first = actions[0]
         one = pdp.post(
             "/access/v1/evaluation",
-            {"subject": body["subject"], "resource": body["resource"], "context": body["context"], "action": {"name": first}},
+            {
+                "subject": body["subject"],
+                "resource": body["resource"],
+                "context": body["context"],
+                "action": {"name": first},
+            },
         ).json
         assert one["decision"] is in_process[name][first][0], name
