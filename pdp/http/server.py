@@ -209,7 +209,8 @@ class HttpServer:
         return sock
 
     async def _start(self) -> None:
-        server = web.Server(self.handle, client_max_size=self.api.max_body_bytes)
+        # No access log: the decision log records every decision call (and is masked).
+        server = web.Server(self.handle, client_max_size=self.api.max_body_bytes, access_log=None)
         # In-flight requests get `grace` to finish at shutdown.
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.grace)
         await self._runner.setup()
