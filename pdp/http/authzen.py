@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from pdp.errors import LimitExceeded, RequestError
@@ -40,6 +41,8 @@ SUBJECT_FIELDS = ("tenant", "roles", "scopes", "actor")
 CONTEXT_FIELDS = ("time", "ip", "country")
 # Where action.properties land, inside context.attr.
 ACTION_ATTR = "action"
+# The context of evaluations that give none: one shared object, so that they group together.
+NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 
 
 def _type_name(v: Any) -> str:
@@ -178,7 +181,7 @@ def evaluations_of(body: Mapping[str, Any], limits: Limits) -> tuple[list[Evalua
             elif defaults[key] is not None:
                 parts[key], where[key] = defaults[key], ""
             elif key == "context":
-                parts[key], where[key] = {}, ""
+                parts[key], where[key] = NO_CONTEXT, ""
             else:
                 raise RequestError(f"evaluations[{i}].{key}", "is required (no top-level default)")
         out.append(Evaluation(where=where, **parts))
@@ -192,7 +195,7 @@ def single(body: Mapping[str, Any]) -> Evaluation:
         subject=_obj(body.get("subject"), "subject"),
         action=_obj(body.get("action"), "action"),
         resource=_obj(body.get("resource"), "resource"),
-        context={} if ctx is None else ctx,
+        context=NO_CONTEXT if ctx is None else ctx,
         where={"subject": "", "action": "", "resource": "", "context": ""},
     )
 

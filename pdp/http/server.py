@@ -29,6 +29,7 @@ log = logging.getLogger("pdp.http")
 
 _JSON = "application/json"
 _READ_CHUNK = 64 * 1024
+_SERVER = {"Server": "pdp"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def _peer(request: web.BaseRequest) -> str:
 
 
 def _reply(status: int, value: Any, request_id: str, close: bool = False) -> web.Response:
-    headers = {"X-Request-ID": request_id} if request_id else None
+    # `Server: pdp`, not the library and its version.
+    headers = {"Server": "pdp", "X-Request-ID": request_id} if request_id else _SERVER
     resp = web.Response(
         status=status, body=orjson.dumps(value), content_type=_JSON, headers=headers
     )

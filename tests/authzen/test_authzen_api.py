@@ -131,6 +131,7 @@ def test_request_id_is_echoed(pdp: Pdp) -> None:
     reply = pdp.post("/access/v1/evaluation", body, headers={"X-Request-ID": "bfe9eb29-ab87"})
     assert reply.status == 200
     assert reply.headers["x-request-id"] == "bfe9eb29-ab87"
+    assert reply.headers["server"] == "pdp"  # not the HTTP library and its version
     bad = pdp.post("/access/v1/evaluation", {"subject": ALICE}, headers={"X-Request-ID": "r-400"})
     assert bad.status == 400
     assert bad.headers["x-request-id"] == "r-400"

@@ -56,7 +56,9 @@ def todo(tid: str) -> dict[str, Any]:
     return {"type": "todo", "id": tid, "properties": {"tenant": TENANT, **TODOS[tid]}}
 
 
-def gateway_request(user: str, method: str, path: str, fields: list[str] | None = None) -> dict[str, Any]:
+def gateway_request(
+    user: str, method: str, path: str, fields: list[str] | None = None
+) -> dict[str, Any]:
     """What a gateway sends for one incoming API call."""
     for m, pattern, action, rtype in ROUTES:
         match = re.fullmatch(pattern, path)
@@ -68,7 +70,10 @@ def gateway_request(user: str, method: str, path: str, fields: list[str] | None 
                 resource = {"type": "todo_list", "id": rid, "properties": {"tenant": TENANT}}
             else:
                 resource = {"type": "user", "id": rid}
-            act: dict[str, Any] = {"name": action, "properties": {"method": method, "route": pattern}}
+            act: dict[str, Any] = {
+                "name": action,
+                "properties": {"method": method, "route": pattern},
+            }
             if fields is not None:
                 act["properties"]["fields"] = fields
             return {"subject": subject(user), "action": act, "resource": resource}
@@ -82,7 +87,11 @@ def pdp() -> Iterator[Pdp]:
 
 
 def allowed(pdp: Pdp, user: str, method: str, path: str, fields: list[str] | None = None) -> bool:
-    reply = pdp.post("/access/v1/evaluation", gateway_request(user, method, path, fields), headers={"X-Request-ID": f"{user} {method} {path}"})
+    reply = pdp.post(
+        "/access/v1/evaluation",
+        gateway_request(user, method, path, fields),
+        headers={"X-Request-ID": f"{user} {method} {path}"},
+    )
     assert reply.status == 200, reply.body
     assert reply.headers["x-request-id"] == f"{user} {method} {path}"
     return reply.json["decision"]
@@ -116,7 +125,9 @@ GATEWAY_CASES = [
 
 
 @pytest.mark.parametrize(("user", "method", "path", "expected"), GATEWAY_CASES)
-def test_gateway_checks_each_route(pdp: Pdp, user: str, method: str, path: str, expected: bool) -> None:
+def test_gateway_checks_each_route(
+    pdp: Pdp, user: str, method: str, path: str, expected: bool
+) -> None:
     assert allowed(pdp, user, method, path) is expected
 
 
@@ -125,7 +136,9 @@ def test_action_properties_reach_the_policy(pdp: Pdp) -> None:
     assert allowed(pdp, "cleo", "PUT", "/todos/t1", fields=["completed"]) is True
     assert allowed(pdp, "cleo", "PUT", "/todos/t1", fields=["completed", "title"]) is False
     assert allowed(pdp, "cleo", "PUT", "/todos/t1", fields=[]) is False
-    reply = pdp.post("/access/v1/evaluation", gateway_request("cleo", "PUT", "/todos/t1", ["completed"])).json
+    reply = pdp.post(
+        "/access/v1/evaluation", gateway_request("cleo", "PUT", "/todos/t1", ["completed"])
+    ).json
     assert reply["context"]["reasons"] == ["completion_only"]
 
 
@@ -148,7 +161,14 @@ def test_ui_asks_which_buttons_to_show_in_one_batch(pdp: Pdp) -> None:
     }
     reply = pdp.post("/access/v1/evaluations", body)
     assert reply.status == 200, reply.body
-    assert [e["decision"] for e in reply.json["evaluations"]] == [True, True, False, False, False, False]
+    assert [e["decision"] for e in reply.json["evaluations"]] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
     reasons = [e["context"]["reasons"] for e in reply.json["evaluations"]]
     assert reasons[0] == ["owner"] and reasons[4] == ["archived"]
 
@@ -180,7 +200,9 @@ def test_edit_menu_shows_when_any_todo_is_editable(pdp: Pdp) -> None:
 
 def test_action_search_per_user(pdp: Pdp) -> None:
     def actions(user: str, tid: str) -> set[str]:
-        reply = pdp.post("/access/v1/search/action", {"subject": subject(user), "resource": todo(tid)})
+        reply = pdp.post(
+            "/access/v1/search/action", {"subject": subject(user), "resource": todo(tid)}
+        )
         assert reply.status == 200, reply.body
         return {r["name"] for r in reply.json["results"]}
 
@@ -193,7 +215,10 @@ def test_action_search_per_user(pdp: Pdp) -> None:
 
 def test_other_tenants_todos_are_out_of_reach(pdp: Pdp) -> None:
     foreign = {"type": "todo", "id": "x1", "properties": {"tenant": "gazorpazorp", "owner": "ana"}}
-    reply = pdp.post("/access/v1/evaluation", {"subject": subject("ana"), "action": {"name": "can_read_todo"}, "resource": foreign}).json
+    reply = pdp.post(
+        "/access/v1/evaluation",
+        {"subject": subject("ana"), "action": {"name": "can_read_todo"}, "resource": foreign},
+    ).json
     assert reply["decision"] is False
     assert reply["context"]["reasons"] == ["tenant_mismatch"]
 

@@ -231,3 +231,36 @@ def test_http_calls_reach_the_decision_log(pdp: Pdp, log_file: Path) -> None:
     errors = [r for r in _records(log_file, "POST /access/v1/evaluation", 2) if "error" in r]
     assert errors and errors[-1]["error"]["code"] == "INVALID_ARGUMENT"
     assert "decisions" not in errors[-1]
+
+
+def test_the_writer_process_logs_http_calls_too(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    flags = ["--decision-log", str(log), "--telemetry-writer", "process", *client_time_flags()]
+    body = {
+        "subject": {
+            "type": "user",
+            "id": "carol",
+            "properties": {
+                "tenant": "acme",
+                "roles": ["user"],
+                "scopes": ["docs:read"],
+                "kbs": ["kb-eng"],
+            },
+        },
+        "action": {"name": "read"},
+        "resource": {
+            "type": "document",
+            "id": "d-100",
+            "properties": CHECK["resources"][0]["attr"] | {"tenant": "acme"},
+        },
+    }
+    with pdp_serve(*flags) as p:
+        reply = p.post("/access/v1/evaluation", body, headers={"X-Request-ID": "via-writer"})
+        assert reply.status == 200
+        records = [
+            r
+            for r in _records(log, "POST /access/v1/evaluation", 1)
+            if r.get("request_id") == "via-writer"
+        ]
+    assert len(records) == 1
+    assert records[0]["decision_id"] == reply.json["context"]["decision_id"]
