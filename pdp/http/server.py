@@ -211,8 +211,10 @@ class HttpServer:
         return sock
 
     async def _start(self) -> None:
-        # No access log: the decision log records every decision call (and is masked).
-        server = web.Server(self.handle, client_max_size=self.api.max_body_bytes, access_log=None)
+        # No access log: the decision log records every decision call (and is masked). No
+        # decompression: a compressed body is not JSON (400), and a small one cannot inflate
+        # past the body limit inside the parser. Bodies are bounded by `_read_body`.
+        server = web.Server(self.handle, access_log=None, auto_decompress=False)
         # In-flight requests get `grace` to finish at shutdown.
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.grace)
         await self._runner.setup()

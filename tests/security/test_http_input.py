@@ -356,3 +356,46 @@ def _expected_batch(body: dict[str, Any]) -> bool | None:
     if not _ENGINE:
         _ENGINE.append(Engine(compile_policy_set(load_policy_dir(POLICIES))))
     return _expected(_ENGINE[0], body)
+
+
+def _raw_http(pdp: Pdp, data: bytes) -> bytes:
+    import socket
+
+    host, port = pdp.http_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nX-Big: "
+        + b"a" * 20000
+        + b"\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n{}",
+        b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
+    ],
+)
+def test_malformed_http_framing_is_a_400_and_a_closed_connection(pdp: Pdp, data: bytes) -> None:
+    # Refused by the HTTP parser before any handler runs (plain text there: no JSON exists yet).
+    answer = _raw_http(pdp, data)
+    assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:200]
+    assert b"Traceback" not in answer
+    assert b'"decision"' not in answer
+
+
+def test_a_gzip_body_is_not_inflated(pdp: Pdp) -> None:
+    import gzip
+
+    bomb = gzip.compress(b"[" * 10_000_000)
+    assert len(bomb) < MAX_BODY
+    reply = _raw(pdp, "/access/v1/evaluation", bomb, {"Content-Encoding": "gzip"})
+    assert_error(reply, 400, "body")
