@@ -30,6 +30,7 @@ from . import authzen
 from .body import BodyError, parse_json_object
 
 if TYPE_CHECKING:
+    from pdp.engine import Engine
     from pdp.engine.holder import EngineHolder
 
 from pdp.server._gen.pdp.v1 import decision_pb2 as _pb
@@ -157,14 +158,15 @@ class HttpApi:
         if route is not None and route.body:
             self._observe(call, f"{call.method} {call.path}", None, None, error)
 
-    def _decide(
+    def _request(
         self,
         call: Call,
         evals: list[authzen.Evaluation],
         actions: list[list[str]] | None = None,
-    ) -> CheckResponse:
-        engine = self.holder.require()
-        request = authzen.check_request(evals, actions, self.limits, call.request_id)
+    ) -> CheckRequest:
+        return authzen.check_request(evals, actions, self.limits, call.request_id)
+
+    def _check(self, call: Call, engine: Engine, request: CheckRequest) -> CheckResponse:
         response = engine.check(request)
         self._observe(call, f"{call.method} {call.path}", request, response)
         return response
@@ -174,32 +176,39 @@ class HttpApi:
         return authzen.decision(d, response.decision_id, self.hide_reasons)
 
     # -- AuthZEN -------------------------------------------------------------------------------
+    # Each call reads the engine once (a batch never mixes two bundles) and validates every
+    # evaluation before deciding any (a bad one is a 400 with no decision made).
 
     def evaluation(self, call: Call) -> tuple[int, Any]:
-        response = self._decide(call, [authzen.single(call.body)])
-        return 200, self._answer(response, 0)
+        request = self._request(call, [authzen.single(call.body)])
+        return 200, self._answer(self._check(call, self.holder.require(), request), 0)
 
     def evaluations(self, call: Call) -> tuple[int, Any]:
         evals, semantic = authzen.evaluations_of(call.body, self.limits)
         if "evaluations" not in call.body or not call.body["evaluations"]:
-            answer = self._answer(self._decide(call, evals), 0)
+            request = self._request(call, evals)
+            answer = self._answer(self._check(call, self.holder.require(), request), 0)
             return 200, {**answer, "evaluations": [answer]}
-        out: list[dict[str, Any] | None] = [None] * len(evals)
         if semantic == "execute_all":
             groups: dict[tuple[int, int, int], list[int]] = {}
             for i, ev in enumerate(evals):
                 groups.setdefault(authzen.group_key(ev), []).append(i)
-            for indexes in groups.values():
-                response = self._decide(call, [evals[i] for i in indexes])
+            batches = [(ix, self._request(call, [evals[i] for i in ix])) for ix in groups.values()]
+            engine = self.holder.require()
+            out: list[dict[str, Any] | None] = [None] * len(evals)
+            for indexes, request in batches:
+                response = self._check(call, engine, request)
                 for j, i in enumerate(indexes):
                     out[i] = self._answer(response, j)
             return 200, {"evaluations": out}
         # Short-circuit semantics: in order, one at a time, stopping at the first deny
         # (deny_on_first_deny) or permit (permit_on_first_permit).
+        requests = [self._request(call, [ev]) for ev in evals]
+        engine = self.holder.require()
         stop_on = semantic == "permit_on_first_permit"
         answers = []
-        for ev in evals:
-            answer = self._answer(self._decide(call, [ev]), 0)
+        for request in requests:
+            answer = self._answer(self._check(call, engine, request), 0)
             answers.append(answer)
             if answer["decision"] is stop_on:
                 break
@@ -224,10 +233,10 @@ class HttpApi:
         compiled = engine.policy_set.kinds.get(kind) if isinstance(kind, str) else None
         if compiled is None:
             # Validate the request all the same: an unknown kind is no excuse for bad input.
-            authzen.check_request([ev], [["-"]], self.limits, call.request_id)
+            self._request(call, [ev], [["-"]])
             return 200, {"results": []}
         declared = list(compiled.actions)
-        response = self._decide(call, [ev], [declared])
+        response = self._check(call, engine, self._request(call, [ev], [declared]))
         decided = response.results[0].actions
         results = [{"name": a} for a in declared if decided[a].effect == ALLOW]
         return 200, {"results": results}

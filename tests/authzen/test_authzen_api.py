@@ -274,6 +274,11 @@ def test_evaluations_errors_name_the_field(pdp: Pdp) -> None:
         "/access/v1/evaluations", {**base, "subject": ALICE, "evaluations": {"resource": ALICE_DOC}}
     )
     assert_error(reply, 400, "evaluations")
+    # Every evaluation is validated before any is decided: the first would deny (and stop a
+    # deny_on_first_deny batch), but the second is malformed, so the whole call is a 400.
+    short = {**base, "subject": CAROL, "options": {"evaluations_semantic": "deny_on_first_deny"}}
+    short["evaluations"] = [{"resource": BOB_DOC}, {"resource": {"type": "document", "id": 5}}]
+    assert_error(pdp.post("/access/v1/evaluations", short), 400, "evaluations[1].resource.id")
 
 
 def test_evaluations_batch_limit_is_the_grpc_resource_limit(pdp: Pdp) -> None:
