@@ -97,6 +97,7 @@ class HttpApi:
         hide_reasons: bool = False,
         public_url: str = "",
         allow_identities: frozenset[str] = frozenset(),
+        reject_unknown_fields: bool = False,
     ) -> None:
         self.holder = holder
         self.limits = limits
@@ -105,6 +106,7 @@ class HttpApi:
         self.hide_reasons = hide_reasons
         self.public_url = public_url.rstrip("/")
         self.allow_identities = allow_identities
+        self.strict = reject_unknown_fields
         self.routes: dict[str, dict[str, Route]] = {}
         self.add("POST", "/access/v1/evaluation", self.evaluation, "access_evaluation_endpoint")
         self.add("POST", "/access/v1/evaluations", self.evaluations, "access_evaluations_endpoint")
@@ -180,10 +182,14 @@ class HttpApi:
     # evaluation before deciding any (a bad one is a 400 with no decision made).
 
     def evaluation(self, call: Call) -> tuple[int, Any]:
+        if self.strict:
+            authzen.reject_unknown_fields(call.body, "evaluation")
         request = self._request(call, [authzen.single(call.body)])
         return 200, self._answer(self._check(call, self.holder.require(), request), 0)
 
     def evaluations(self, call: Call) -> tuple[int, Any]:
+        if self.strict:
+            authzen.reject_unknown_fields(call.body, "evaluations")
         evals, semantic = authzen.evaluations_of(call.body, self.limits)
         if "evaluations" not in call.body or not call.body["evaluations"]:
             request = self._request(call, evals)
@@ -216,6 +222,8 @@ class HttpApi:
 
     def search_action(self, call: Call) -> tuple[int, Any]:
         body = call.body
+        if self.strict:
+            authzen.reject_unknown_fields(body, "search_action")
         page = authzen._opt_obj(body.get("page"), "page")
         if page.get("token") not in (None, ""):
             raise RequestError(

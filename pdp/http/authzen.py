@@ -370,3 +370,51 @@ def context_of(context: Mapping[str, Any] | None) -> dict[str, Any]:
             value = context[key]
             out[key] = value.isoformat() if hasattr(value, "isoformat") else value
     return out
+
+
+# -- strict mode (`--http-reject-unknown-fields`) ------------------------------------------------
+
+_ENTITY_KEYS = {
+    "subject": frozenset({"type", "id", "properties"}),
+    "resource": frozenset({"type", "id", "properties"}),
+    "action": frozenset({"name", "properties"}),
+}
+_TUPLE_KEYS = frozenset({"subject", "action", "resource", "context"})
+_TOP_KEYS = {
+    "evaluation": _TUPLE_KEYS,
+    "evaluations": _TUPLE_KEYS | {"evaluations", "options"},
+    "search_action": frozenset({"subject", "resource", "context", "page"}),
+}
+_OPTIONS_KEYS = frozenset({"evaluations_semantic"})
+_PAGE_KEYS = frozenset({"token", "limit", "properties"})
+
+
+def _unknown(obj: Any, allowed: frozenset[str], path: str) -> None:
+    if isinstance(obj, Mapping):
+        for key in obj:
+            if key not in allowed:
+                raise RequestError(f"{path}.{key}" if path else key, "is an unknown field")
+
+
+def _entities(obj: Mapping[str, Any], prefix: str) -> None:
+    for name, keys in _ENTITY_KEYS.items():
+        _unknown(obj.get(name), keys, f"{prefix}{name}")
+    subject = obj.get("subject")
+    if isinstance(subject, Mapping) and isinstance(subject.get("properties"), Mapping):
+        actor = subject["properties"].get("actor")
+        _unknown(actor, _ENTITY_KEYS["subject"], f"{prefix}subject.properties.actor")
+
+
+def reject_unknown_fields(body: Mapping[str, Any], endpoint: str) -> None:
+    """Refuse keys the spec does not define outside `properties` and `context` (the spec asks
+    receivers to ignore them; an operator may prefer a typo to be an error)."""
+    _unknown(body, _TOP_KEYS[endpoint], "")
+    _entities(body, "")
+    _unknown(body.get("options"), _OPTIONS_KEYS, "options")
+    _unknown(body.get("page"), _PAGE_KEYS, "page")
+    items = body.get("evaluations")
+    if isinstance(items, list):
+        for i, item in enumerate(items):
+            _unknown(item, _TUPLE_KEYS, f"evaluations[{i}]")
+            if isinstance(item, Mapping):
+                _entities(item, f"evaluations[{i}].")

@@ -28,6 +28,12 @@ def add_http_arguments(p: argparse.ArgumentParser) -> None:
         "untrusted callers); obligations and the decision id stay",
     )
     g.add_argument(
+        "--http-reject-unknown-fields",
+        action="store_true",
+        help="refuse (400) AuthZEN keys the spec does not define outside `properties` and "
+        "`context`, which the spec otherwise has receivers ignore",
+    )
+    g.add_argument(
         "--http-public-url",
         metavar="URL",
         help="this PDP's AuthZEN identifier (`policy_decision_point`); default: the scheme "
@@ -52,6 +58,7 @@ def http_server_from_args(
         hide_reasons=args.http_hide_reasons,
         public_url=args.http_public_url or "",
         allow_identities=config.allow_identities,
+        reject_unknown_fields=args.http_reject_unknown_fields,
     )
     tls = None
     if config.tls is not None:

@@ -388,3 +388,53 @@ def test_hide_reasons_keeps_decisions_and_obligations_only() -> None:
     assert denied["decision"] is False
     assert set(denied["context"]) == {"decision_id"}
     assert set(batch["evaluations"][0]["context"]) == {"decision_id"}
+
+
+def test_reject_unknown_fields_makes_a_typo_an_error() -> None:
+    typo = {"subject": ALICE, "action": {"name": "read"}, "resource": ALICE_DOC, "context": OFFICE}
+    with pdp_serve("--http-reject-unknown-fields", *client_time_flags()) as p:
+        assert p.post("/access/v1/evaluation", typo).json["decision"] is True
+        cases = [
+            ("/access/v1/evaluation", {**typo, "contxt": {}}, "contxt"),
+            (
+                "/access/v1/evaluation",
+                {**typo, "resource": {**ALICE_DOC, "propertes": {}}},
+                "resource.propertes",
+            ),
+            (
+                "/access/v1/evaluation",
+                {**typo, "action": {"name": "read", "nme": "x"}},
+                "action.nme",
+            ),
+            (
+                "/access/v1/evaluation",
+                {**typo, "subject": subject("alice", actor={"type": "ai", "id": "a", "scope": []})},
+                "subject.properties.actor.scope",
+            ),
+            (
+                "/access/v1/evaluations",
+                {**typo, "options": {"evaluations_semantics": "execute_all"}},
+                "options.evaluations_semantics",
+            ),
+            (
+                "/access/v1/evaluations",
+                {**typo, "evaluations": [{"resource": ALICE_DOC, "actoin": {}}]},
+                "evaluations[0].actoin",
+            ),
+            (
+                "/access/v1/evaluations",
+                {**typo, "evaluations": [{"subject": {**ALICE, "ID": "x"}}]},
+                "evaluations[0].subject.ID",
+            ),
+            (
+                "/access/v1/search/action",
+                {"subject": ALICE, "resource": ALICE_DOC, "page": {"size": 2}},
+                "page.size",
+            ),
+        ]
+        for path, body, field in cases:
+            assert_error(p.post(path, body), 400, field)
+        # Properties and context stay free-form.
+        free = {**typo, "context": {**OFFICE, "anything": {"goes": 1}}}
+        free["subject"] = subject("alice", kbs=["kb-eng"], colour="blue")
+        assert p.post("/access/v1/evaluation", free).json["decision"] is True
