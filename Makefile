@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "==> $(VENV) ready"
 
 serve: $(STAMP)
-	$(BIN)/pdp serve --policies policies --listen 127.0.0.1:50051 --watch
+	$(BIN)/pdp serve --policies policies --listen 127.0.0.1:50051 --http-listen 127.0.0.1:3592 --watch
 
 # Debian's redis-server: the rate-limit tests run a real one (tests/limits/).
 redis-server:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -153,6 +154,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from pdp.telemetry.cli import add_telemetry_arguments
 
     add_telemetry_arguments(p)
+    from pdp.http.cli import add_http_arguments  # --http-listen, ... (AuthZEN; pdp.http)
+
+    add_http_arguments(p)
     p.set_defaults(func=run, serve_parser=p)
     # Last, so it sees every flag above: each one gets a key in --config and a PDP_* variable.
     from .config import record_argv
@@ -387,18 +391,35 @@ def serve(args: argparse.Namespace) -> int:
     server.start()
     for address in server.addresses:
         log.info("listening on %s", address)
+    from pdp.http.cli import http_server_from_args
+
+    try:
+        http = http_server_from_args(args, holder, config, observer)
+        if http is not None:
+            http.start()
+            for address in http.addresses:
+                log.info("http listening on %s", address)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        server.stop(0)
+        return _fail(f"cannot listen: {exc}")
     try:
         stop_source = start_policy_source(args, holder)
     except PolicyErrors as exc:
         print_policy_errors(exc)
+        if http is not None:
+            http.stop()
         server.stop(0)
         return 1
     except (OSError, ValueError) as exc:
+        if http is not None:
+            http.stop()
         server.stop(0)
         return _fail(str(exc))
     while not stop.wait(0.5):
         pass
     stop_source()
+    if http is not None:
+        http.stop()  # before the gRPC server, which closes the observer both share
     server.stop(args.grace)
     log.info("stopped")
     return 0
@@ -448,7 +469,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
 def supervise(args: argparse.Namespace) -> int:
     if args.unix:
         return _fail("--unix cannot be combined with --workers > 1")
-    listen = args.listen or [DEFAULT_LISTEN]
+    listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return _fail("--workers > 1 needs fixed ports (port 0 would differ per worker)")
     if args.limits_store == "memory":

@@ -1,0 +1,352 @@
+"""The HTTP API: AuthZEN 1.0, the JSON mirror of pdp.v1, health. Thin over the same engine
+call, limits and observer as gRPC.
+
+Handlers are plain functions of a `Call` (method, path, headers, peer, parsed body) that
+return `(status, json_value)`; the router owns reading and parsing bodies, errors, the
+allow-list and `X-Request-ID`. Adding an endpoint is one `api.add(...)` call; endpoints that
+AuthZEN's metadata lists name their metadata key and appear in
+`/.well-known/authzen-configuration` only when registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import json_format
+
+from pdp import __version__
+from pdp.errors import LimitExceeded, NoPoliciesError, RequestError
+from pdp.model.decision import ALLOW, CheckResponse
+from pdp.model.request import CheckRequest, Limits
+from pdp.server.convert import request_from_proto, response_to_proto, server_info_to_proto
+from pdp.server.hooks import CheckObservation, Observer
+
+from . import authzen
+from .body import BodyError, parse_json_object
+
+if TYPE_CHECKING:
+    from pdp.engine import Engine
+    from pdp.engine.holder import EngineHolder
+
+from pdp.server._gen.pdp.v1 import decision_pb2 as _pb
+
+log = logging.getLogger("pdp.http")
+
+# Trace propagation headers: the only request headers the decision log and spans get.
+PROPAGATION_HEADERS = ("traceparent", "tracestate", "baggage")
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class HttpError(Exception):
+    """An error answered with `status` and a JSON body naming `field`."""
+
+    def __init__(self, status: int, message: str, field: str = "", code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.code = code  # gRPC-style code name for the decision log
+
+
+@dataclass(slots=True)
+class Call:
+    """One HTTP request as handlers see it."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    peer: str  # `ipv4:127.0.0.1:5555`, as gRPC names peers
+    identity: str  # mTLS identity (URI SAN, DNS SAN, or CN), "" without client certificates
+    request_id: str  # X-Request-ID, "" when absent
+    base_url: str  # scheme://host of this request, or the configured public URL
+    body: dict[str, Any] = field(default_factory=dict)
+    start: float = 0.0
+    t0: float = 0.0
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return tuple((k, self.headers[k]) for k in PROPAGATION_HEADERS if k in self.headers)
+
+
+Handler = Callable[[Call], tuple[int, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    body: bool  # parse a JSON object body
+    metadata_key: str = ""  # AuthZEN metadata parameter that advertises this route
+
+
+_NO_FIELD = re.compile(r'no field named "([^"]+)" at "([^"]+)"')
+
+
+class HttpApi:
+    def __init__(
+        self,
+        holder: EngineHolder,
+        limits: Limits,
+        max_body_bytes: int,
+        observer: Observer | None = None,
+        *,
+        hide_reasons: bool = False,
+        public_url: str = "",
+        allow_identities: frozenset[str] = frozenset(),
+        reject_unknown_fields: bool = False,
+    ) -> None:
+        self.holder = holder
+        self.limits = limits
+        self.max_body_bytes = max_body_bytes
+        self.observer = observer
+        self.hide_reasons = hide_reasons
+        self.public_url = public_url.rstrip("/")
+        self.allow_identities = allow_identities
+        self.strict = reject_unknown_fields
+        self.routes: dict[str, dict[str, Route]] = {}
+        self.add("POST", "/access/v1/evaluation", self.evaluation, "access_evaluation_endpoint")
+        self.add("POST", "/access/v1/evaluations", self.evaluations, "access_evaluations_endpoint")
+        self.add("POST", "/access/v1/search/action", self.search_action, "search_action_endpoint")
+        self.add("GET", "/.well-known/authzen-configuration", self.metadata, body=False)
+        self.add("POST", "/v1/check", self.check_json)
+        self.add("GET", "/v1/server-info", self.server_info, body=False)
+        self.add("GET", "/healthz", self.healthz, body=False)
+        self.add("GET", "/readyz", self.readyz, body=False)
+
+    def add(
+        self, method: str, path: str, handler: Handler, metadata_key: str = "", *, body: bool = True
+    ) -> None:
+        """Serve `method path` with `handler`; `metadata_key` advertises it in AuthZEN's
+        metadata (e.g. `search_resource_endpoint`)."""
+        self.routes.setdefault(path, {})[method] = Route(handler, body, metadata_key)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _observe(
+        self,
+        call: Call,
+        rpc: str,
+        request: CheckRequest | None,
+        response: CheckResponse | None,
+        error: HttpError | None = None,
+    ) -> None:
+        if self.observer is None:
+            return
+        record = CheckObservation(
+            request=request,
+            response=response,
+            error_code=error.code if error else "",
+            error_message=error.message if error else "",
+            peer=call.peer,
+            peer_identity=call.identity,
+            metadata=call.metadata,
+            start_time=call.start,
+            latency_s=time.perf_counter() - call.t0,
+            rpc=rpc,
+        )
+        try:
+            self.observer.on_check(record)
+        except Exception:
+            # Telemetry must never fail a decision.
+            log.exception("observer failed")
+
+    def observe_failure(self, call: Call, error: HttpError) -> None:
+        """A decision endpoint's call that ended in an error: one record, as gRPC makes."""
+        route = self.routes.get(call.path, {}).get(call.method)
+        if route is not None and route.body:
+            self._observe(call, f"{call.method} {call.path}", None, None, error)
+
+    def _request(
+        self,
+        call: Call,
+        evals: list[authzen.Evaluation],
+        actions: list[list[str]] | None = None,
+    ) -> CheckRequest:
+        return authzen.check_request(evals, actions, self.limits, call.request_id)
+
+    def _check(self, call: Call, engine: Engine, request: CheckRequest) -> CheckResponse:
+        response = engine.check(request)
+        self._observe(call, f"{call.method} {call.path}", request, response)
+        return response
+
+    def _answer(self, response: CheckResponse, index: int) -> dict[str, Any]:
+        d = next(iter(response.results[index].actions.values()))
+        return authzen.decision(d, response.decision_id, self.hide_reasons)
+
+    # -- AuthZEN -------------------------------------------------------------------------------
+    # Each call reads the engine once (a batch never mixes two bundles) and validates every
+    # evaluation before deciding any (a bad one is a 400 with no decision made).
+
+    def evaluation(self, call: Call) -> tuple[int, Any]:
+        if self.strict:
+            authzen.reject_unknown_fields(call.body, "evaluation")
+        request = self._request(call, [authzen.single(call.body)])
+        return 200, self._answer(self._check(call, self.holder.require(), request), 0)
+
+    def evaluations(self, call: Call) -> tuple[int, Any]:
+        if self.strict:
+            authzen.reject_unknown_fields(call.body, "evaluations")
+        evals, semantic = authzen.evaluations_of(call.body, self.limits)
+        if "evaluations" not in call.body or not call.body["evaluations"]:
+            request = self._request(call, evals)
+            answer = self._answer(self._check(call, self.holder.require(), request), 0)
+            return 200, {**answer, "evaluations": [answer]}
+        if semantic == "execute_all":
+            groups: dict[tuple[int, int, int], list[int]] = {}
+            for i, ev in enumerate(evals):
+                groups.setdefault(authzen.group_key(ev), []).append(i)
+            batches = [(ix, self._request(call, [evals[i] for i in ix])) for ix in groups.values()]
+            engine = self.holder.require()
+            out: list[dict[str, Any] | None] = [None] * len(evals)
+            for indexes, request in batches:
+                response = self._check(call, engine, request)
+                for j, i in enumerate(indexes):
+                    out[i] = self._answer(response, j)
+            return 200, {"evaluations": out}
+        # Short-circuit semantics: in order, one at a time, stopping at the first deny
+        # (deny_on_first_deny) or permit (permit_on_first_permit).
+        requests = [self._request(call, [ev]) for ev in evals]
+        engine = self.holder.require()
+        stop_on = semantic == "permit_on_first_permit"
+        answers = []
+        for request in requests:
+            answer = self._answer(self._check(call, engine, request), 0)
+            answers.append(answer)
+            if answer["decision"] is stop_on:
+                break
+        return 200, {"evaluations": answers}
+
+    def search_action(self, call: Call) -> tuple[int, Any]:
+        body = call.body
+        if self.strict:
+            authzen.reject_unknown_fields(body, "search_action")
+        page = authzen._opt_obj(body.get("page"), "page")
+        if page.get("token") not in (None, ""):
+            raise RequestError(
+                "page.token", "unknown token (this PDP returns every result at once)"
+            )
+        ev = authzen.Evaluation(
+            subject=authzen._obj(body.get("subject"), "subject"),
+            action={},
+            resource=authzen._obj(body.get("resource"), "resource"),
+            context=authzen._opt_obj(body.get("context"), "context"),
+            where={"subject": "", "action": "", "resource": "", "context": ""},
+        )
+        engine = self.holder.require()
+        kind = ev.resource.get("type")
+        compiled = engine.policy_set.kinds.get(kind) if isinstance(kind, str) else None
+        if compiled is None:
+            # Validate the request all the same: an unknown kind is no excuse for bad input.
+            self._request(call, [ev], [["-"]])
+            return 200, {"results": []}
+        declared = list(compiled.actions)
+        response = self._check(call, engine, self._request(call, [ev], [declared]))
+        decided = response.results[0].actions
+        results = [{"name": a} for a in declared if decided[a].effect == ALLOW]
+        return 200, {"results": results}
+
+    def metadata(self, call: Call) -> tuple[int, Any]:
+        base = call.base_url
+        doc: dict[str, Any] = {"policy_decision_point": base}
+        for path, methods in self.routes.items():
+            for route in methods.values():
+                if route.metadata_key:
+                    doc[route.metadata_key] = base + path
+        return 200, doc
+
+    # -- pdp.v1 as JSON ------------------------------------------------------------------------
+
+    def check_json(self, call: Call) -> tuple[int, Any]:
+        msg = _pb.CheckRequest()
+        try:
+            json_format.ParseDict(call.body, msg)
+        except json_format.ParseError as exc:
+            text = str(exc).split("\n", 1)[0]
+            m = _NO_FIELD.search(text)
+            if m is None:
+                raise RequestError("body", text[:200]) from None
+            at = m.group(2).split(".", 1)[1] + "." if "." in m.group(2) else ""
+            raise RequestError(at + m.group(1), "is an unknown field") from None
+        if call.request_id and not msg.request_id:
+            msg.request_id = call.request_id
+        engine = self.holder.require()
+        request = request_from_proto(msg, self.limits)
+        response = engine.check(request)
+        self._observe(call, f"{call.method} {call.path}", request, response)
+        return 200, json_format.MessageToDict(response_to_proto(response))
+
+    def server_info(self, call: Call) -> tuple[int, Any]:
+        engine = self.holder.current
+        info = server_info_to_proto(
+            __version__,
+            engine.bundle if engine is not None else None,
+            self.holder.status,
+            self.limits,
+            self.max_body_bytes,
+        )
+        return 200, json_format.MessageToDict(info)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def healthz(self, call: Call) -> tuple[int, Any]:
+        return 200, {"status": "ok"}
+
+    def readyz(self, call: Call) -> tuple[int, Any]:
+        engine = self.holder.current
+        if engine is None:
+            return 503, {"ready": False, "reason": "no bundle is active"}
+        b = engine.bundle
+        return 200, {
+            "ready": True,
+            "bundle": {"name": b.name, "version": b.version, "revision": b.revision},
+        }
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def route(self, method: str, path: str) -> Route:
+        methods = self.routes.get(path)
+        if methods is None:
+            raise HttpError(404, f"no such endpoint `{path[:200]}`", "path", "NOT_FOUND")
+        route = methods.get(method)
+        if route is None:
+            allowed = ", ".join(sorted(methods))
+            raise HttpError(
+                405,
+                f"method `{method[:20]}` not allowed (allowed: {allowed})",
+                "method",
+                "UNIMPLEMENTED",
+            )
+        return route
+
+    def authorize(self, call: Call, identities: tuple[str, ...]) -> None:
+        allowed = self.allow_identities
+        if allowed and call.path not in OPEN_PATHS and allowed.isdisjoint(identities):
+            who = f"`{call.identity}`" if call.identity else "an unidentified caller"
+            raise HttpError(403, f"{who} is not allowed", "identity", "PERMISSION_DENIED")
+
+    def run(self, route: Route, call: Call, data: bytes | None) -> tuple[int, Any]:
+        """Parse the body and run the handler; every failure becomes an `HttpError`."""
+        try:
+            if route.body:
+                call.body = parse_json_object(data or b"")
+            return route.handler(call)
+        except HttpError:
+            raise
+        except LimitExceeded as exc:
+            where = _header_field(exc.field)
+            raise HttpError(400, f"`{where}` {exc.message}", where, "RESOURCE_EXHAUSTED") from None
+        except (BodyError, RequestError) as exc:
+            where = _header_field(exc.field)
+            raise HttpError(400, f"`{where}` {exc.message}", where, "INVALID_ARGUMENT") from None
+        except RecursionError:
+            raise HttpError(400, "JSON nested too deeply", "body", "INVALID_ARGUMENT") from None
+        except NoPoliciesError as exc:
+            raise HttpError(503, str(exc), "", "UNAVAILABLE") from None
+
+
+def _header_field(name: str) -> str:
+    return "X-Request-ID" if name == "request_id" else name

@@ -1,0 +1,72 @@
+"""`pdp serve` flags of the HTTP listener, and the listener built from them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pdp.engine.holder import EngineHolder
+    from pdp.server import ServerConfig
+
+    from .server import HttpServer
+
+
+def add_http_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("HTTP (AuthZEN 1.0, JSON pdp.v1, health; docs/AUTHZEN.md)")
+    g.add_argument(
+        "--http-listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="serve HTTP here too, repeatable (off by default); TLS, allow-list, limits and "
+        "decision log as for gRPC",
+    )
+    g.add_argument(
+        "--http-hide-reasons",
+        action="store_true",
+        help="answer AuthZEN decisions without reasons, policy, rule or message (for "
+        "untrusted callers); obligations and the decision id stay",
+    )
+    g.add_argument(
+        "--http-reject-unknown-fields",
+        action="store_true",
+        help="refuse (400) AuthZEN keys the spec does not define outside `properties` and "
+        "`context`, which the spec otherwise has receivers ignore",
+    )
+    g.add_argument(
+        "--http-public-url",
+        metavar="URL",
+        help="this PDP's AuthZEN identifier (`policy_decision_point`); default: the scheme "
+        "and Host header of each metadata request",
+    )
+
+
+def http_server_from_args(
+    args: argparse.Namespace, holder: EngineHolder, config: ServerConfig, observer: Any
+) -> HttpServer | None:
+    """The listener (not started), or None without `--http-listen`."""
+    if not args.http_listen:
+        return None
+    from .api import HttpApi
+    from .server import HttpServer, HttpTls
+
+    api = HttpApi(
+        holder,
+        config.limits,
+        config.max_message_bytes,
+        observer,
+        hide_reasons=args.http_hide_reasons,
+        public_url=args.http_public_url or "",
+        allow_identities=config.allow_identities,
+        reject_unknown_fields=args.http_reject_unknown_fields,
+    )
+    tls = None
+    if config.tls is not None:
+        tls = HttpTls(config.tls.cert_pem, config.tls.key_pem, config.tls.client_ca_pem)
+    return HttpServer(
+        api,
+        tuple(args.http_listen),
+        tls=tls,
+        reuse_port=config.reuse_port,
+        grace=args.grace,
+    )

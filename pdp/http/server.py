@@ -1,0 +1,268 @@
+"""The HTTP listener: aiohttp's low-level server on an event loop of its own thread, beside
+the gRPC server in the same process (same engine holder, observer, limits and TLS).
+
+aiohttp was chosen by measurement (bench/http_servers.py, docs/AUTHZEN.md): its C HTTP parser
+keeps the per-call cost near uvicorn+httptools on this work, and it exposes the TLS peer
+certificate, which the identity allow-list needs. Decisions run on the loop thread itself:
+they are CPU-bound and microseconds long, so handing them to a pool would only add a hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .api import Call, HttpApi, HttpError
+
+log = logging.getLogger("pdp.http")
+
+_JSON = "application/json"
+_READ_CHUNK = 64 * 1024
+_SERVER = {"Server": "pdp"}
+
+
+@dataclass(frozen=True)
+class HttpTls:
+    cert_pem: bytes
+    key_pem: bytes
+    client_ca_pem: bytes | None = None  # set: clients must present a certificate from it
+
+
+def _ssl_context(tls: HttpTls) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # The ssl module loads keys from files only; a private temporary directory holds them
+    # for the moment of loading.
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+        cert.write_bytes(tls.cert_pem)
+        key.touch(mode=0o600)
+        key.write_bytes(tls.key_pem)
+        ctx.load_cert_chain(cert, key)
+    if tls.client_ca_pem is not None:
+        ctx.load_verify_locations(cadata=tls.client_ca_pem.decode())
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def cert_identities(cert: dict[str, Any] | None) -> tuple[str, ...]:
+    """What a client certificate proves, in gRPC's order: URI SANs, then DNS SANs, else CN."""
+    if not cert:
+        return ()
+    sans = cert.get("subjectAltName", ())
+    found = [v for k, v in sans if k == "URI"] + [v for k, v in sans if k == "DNS"]
+    if not found:
+        for rdn in cert.get("subject", ()):
+            for k, v in rdn:
+                if k == "commonName":
+                    found.append(v)
+    return tuple(dict.fromkeys(found))
+
+
+def _peer(request: web.BaseRequest) -> str:
+    name = request.transport.get_extra_info("peername") if request.transport else None
+    if not name:
+        return ""
+    host, port = name[0], name[1]
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+
+
+def _reply(status: int, value: Any, request_id: str, close: bool = False) -> web.Response:
+    # `Server: pdp`, not the library and its version.
+    headers = {"Server": "pdp", "X-Request-ID": request_id} if request_id else _SERVER
+    resp = web.Response(
+        status=status, body=orjson.dumps(value), content_type=_JSON, headers=headers
+    )
+    if close:
+        resp.force_close()
+    return resp
+
+
+def _error(exc: HttpError, request_id: str, close: bool = False) -> web.Response:
+    body: dict[str, Any] = {"status": exc.status, "message": exc.message}
+    if exc.field:
+        body["field"] = exc.field
+    return _reply(exc.status, {"error": body}, request_id, close)
+
+
+class HttpServer:
+    """`start()`, then `stop(grace)`; `addresses` lists the bound HOST:PORTs."""
+
+    def __init__(
+        self,
+        api: HttpApi,
+        listen: tuple[str, ...],
+        *,
+        tls: HttpTls | None = None,
+        reuse_port: bool = False,
+        grace: float = 10.0,
+    ) -> None:
+        self.api = api
+        self.grace = grace
+        self.listen = listen
+        self.tls = tls
+        self.reuse_port = reuse_port
+        self.addresses: list[str] = []
+        self._ssl = _ssl_context(tls) if tls is not None else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.ServerRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._scheme = "https" if tls is not None else "http"
+
+    # -- one request ---------------------------------------------------------------------------
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        limit = self.api.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise HttpError(
+                400, f"body of {length} bytes is larger than {limit}", "body", "RESOURCE_EXHAUSTED"
+            )
+        chunks, size = [], 0
+        while True:
+            chunk = await request.content.read(_READ_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(
+                    400, f"body is larger than {limit} bytes", "body", "RESOURCE_EXHAUSTED"
+                )
+            chunks.append(chunk)
+
+    async def handle(self, request: web.BaseRequest) -> web.Response:
+        headers = request.headers
+        request_id = headers.get("X-Request-ID", "")
+        api = self.api
+        sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
+        identities = cert_identities(sslobj.getpeercert()) if sslobj is not None else ()
+        host = headers.get("Host", "")
+        call = Call(
+            method=request.method,
+            path=request.path,
+            headers={
+                k.lower(): v
+                for k, v in headers.items()
+                if k.lower() in ("traceparent", "tracestate", "baggage")
+            },
+            peer=_peer(request),
+            identity=identities[0] if identities else "",
+            request_id=request_id,
+            base_url=api.public_url or f"{self._scheme}://{host}",
+            start=time.time(),
+            t0=time.perf_counter(),
+        )
+        try:
+            route = api.route(call.method, call.path)
+            api.authorize(call, identities)
+            data = None
+            if route.body:
+                ctype = headers.get("Content-Type", _JSON).split(";", 1)[0].strip().lower()
+                if ctype != _JSON:
+                    raise HttpError(
+                        400,
+                        f"content type must be {_JSON}, got `{ctype[:64]}`",
+                        "Content-Type",
+                        "INVALID_ARGUMENT",
+                    )
+                try:
+                    data = await self._read_body(request)
+                except HttpError as exc:
+                    api.observe_failure(call, exc)
+                    return _error(exc, request_id, close=True)
+            status, value = api.run(route, call, data)
+        except HttpError as exc:
+            api.observe_failure(call, exc)
+            return _error(exc, request_id)
+        except Exception:
+            log.exception("http %s %s failed", call.method, call.path[:200])
+            exc = HttpError(500, "internal error", "", "INTERNAL")
+            api.observe_failure(call, exc)
+            return _error(exc, request_id)
+        return _reply(status, value, request_id)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _socket(self, address: str) -> socket.socket:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:
+            # Sibling `--workers` processes share the port; a lone server refuses a port in use.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, int(port)))
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+
+    async def _start(self) -> None:
+        # No access log: the decision log records every decision call (and is masked). No
+        # decompression: a compressed body is not JSON (400), and a small one cannot inflate
+        # past the body limit inside the parser. Bodies are bounded by `_read_body`.
+        server = web.Server(self.handle, access_log=None, auto_decompress=False)
+        # In-flight requests get `grace` to finish at shutdown.
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.grace)
+        await self._runner.setup()
+        for address in self.listen:
+            sock = self._socket(address)
+            host, port = sock.getsockname()[:2]
+            site = web.SockSite(self._runner, sock, ssl_context=self._ssl)
+            await site.start()
+            shown = f"[{host}]" if ":" in host else host
+            self.addresses.append(f"{shown}:{port}")
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def start(self) -> None:
+        """Bind and serve; raises OSError when an address cannot be bound."""
+        self._thread = threading.Thread(target=self._run, name="pdp-http", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise OSError(f"http: {self._error}") from self._error
+
+    @property
+    def port(self) -> int:
+        return int(self.addresses[0].rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish within `grace`, stop the loop."""
+        loop, runner = self._loop, self._runner
+        if loop is None or runner is None or self._thread is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
+        try:
+            future.result(self.grace + 5)
+        except Exception:
+            log.exception("http listener did not stop cleanly")
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5)
