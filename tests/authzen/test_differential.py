@@ -5,6 +5,7 @@ and rule, obligations — through the documented mapping (pdp.http.authzen.subje
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,15 +19,21 @@ from pdp.model.loader import load_policy_dir
 from pdp.model.request import parse_check_request
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
+from tests.examples import examples_without_limits
 
-from .support import POLICIES, Pdp, client_time_flags, pdp_serve
+from .support import Pdp, client_time_flags, pdp_serve
 
 Outcome = tuple[bool, tuple[str, ...], str, str, Any]
 
 
 @pytest.fixture(scope="module")
-def source() -> Any:
-    return load_policy_dir(POLICIES)
+def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return examples_without_limits(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture(scope="module")
+def source(policies: Path) -> Any:
+    return load_policy_dir(policies)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +60,8 @@ def in_process(source: Any, cases: list[tuple[str, dict]]) -> dict[str, dict[str
 
 
 @pytest.fixture(scope="module")
-def pdp() -> Iterator[Pdp]:
-    with pdp_serve(*client_time_flags()) as p:
+def pdp(policies: Path) -> Iterator[Pdp]:
+    with pdp_serve(*client_time_flags(), policies=policies) as p:
         yield p
 
 

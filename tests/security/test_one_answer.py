@@ -15,8 +15,6 @@ numbers (ints, doubles, `1.0`, huge, bools) through all four paths, `pdp check` 
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -37,6 +35,7 @@ from pdp.model.decision import CheckResponse
 from pdp.model.request import parse_check_request
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server.convert import response_from_proto
+from tests.examples import examples_without_limits
 
 from .real_pdp import Served, pdp_serve
 
@@ -86,15 +85,7 @@ def outcome(result: CheckResponse | tuple[str, str]) -> Any:
 
 @pytest.fixture(scope="module")
 def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example policies without rate limits: quota is state that every call consumes, so
-    a long-running server and a fresh engine cannot be asked the same question twice. What is
-    compared here is how a request is read and decided."""
-    root = tmp_path_factory.mktemp("example") / "policies"
-    shutil.copytree(POLICIES, root)
-    for path in root.rglob("*.yaml"):
-        if re.search(r"^kind:\s*LimitPolicy\b", path.read_text(), re.M):
-            path.unlink()
-    return root
+    return examples_without_limits(tmp_path_factory.mktemp("example"))
 
 
 @pytest.fixture(scope="module")
