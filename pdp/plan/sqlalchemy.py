@@ -21,7 +21,7 @@ to match CEL's code-point order. A field the mapping does not cover raises
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,3 +207,19 @@ def _json(f: t.Atom, col: Any, path: str) -> ColumnElement[bool]:
     v = f.value
     typed = kind_is == "text" if isinstance(v, str) else kind_is.in_(_NUMBER)
     return sa.and_(typed, getattr(value, _SQL_OPS[f.op])(_bind(v)))
+
+
+def candidates(
+    db: sa.Engine, id_column: Any, columns: ColumnMap
+) -> Callable[[Plan, str | None, int], list[str]]:
+    """A candidate source for `pdp.plan.api.search_resource`: the ids the plan selects from
+    the table of `id_column`, in id order, after a cursor."""
+
+    def page(plan: Plan, after: str | None, count: int) -> list[str]:
+        query = sa.select(id_column).where(where_clause(plan, columns))
+        if after is not None:
+            query = query.where(id_column > after)
+        with db.connect() as conn:
+            return list(conn.scalars(query.order_by(id_column).limit(count)))
+
+    return page
