@@ -25,7 +25,7 @@ from pdp.engine import Engine, new_decision_id
 from pdp.engine.compiled import CompiledAction, CompiledKind, CompiledRule
 from pdp.errors import RequestError
 from pdp.model import decision as d
-from pdp.model.decision import BundleInfo
+from pdp.model.decision import ActionDecision, BundleInfo, CheckResponse, ResourceDecision
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, parse_check_request
 
 from . import tree as t
@@ -108,7 +108,7 @@ def parse_plan_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> PlanRequest
     # The principal and context go through Check's own validation, with a stand-in resource.
     body: dict[str, Any] = {
         "principal": obj.get("principal"),
-        "resources": [{"kind": kind, "id": "plan", "actions": [action]}],
+        "resources": [{"kind": kind, "id": "*", "actions": [action]}],
     }
     if obj.get("context") is not None:
         body["context"] = obj["context"]
@@ -146,6 +146,24 @@ class Plan:
     @property
     def cel(self) -> str:
         return t.to_cel(self.filter)
+
+    def as_response(self) -> CheckResponse:
+        """The plan as the decision log records a decision: one result for the kind, id `*`,
+        whose effect is `deny` when ALWAYS_DENIED and `allow` otherwise, and whose first
+        reason names the plan's kind (`plan_always_allowed`, `plan_always_denied`,
+        `plan_conditional`), then the denial's reason."""
+        effect = d.DENY if self.kind == ALWAYS_DENIED else d.ALLOW
+        reasons = (f"plan_{self.kind.lower()}",) + ((self.reason,) if self.reason else ())
+        decision = ActionDecision(effect=effect, policy=self.policy, rule=self.rule,
+                                  reasons=reasons, message=self.message)  # fmt: skip
+        return CheckResponse(
+            request_id=self.request_id,
+            decision_id=self.plan_id,
+            bundle=self.bundle or BundleInfo(name="local", version="0.0.0", revision=""),
+            results=(ResourceDecision(self.resource_kind, "*", {self.action: decision}),),
+            evaluated_at=self.evaluated_at,
+            time_dependent=self.time_dependent,
+        )
 
     def matches(self, resource: Mapping[str, Any]) -> bool:
         """Does the filter hold for this resource dict {kind, id, tenant, attr}?"""
