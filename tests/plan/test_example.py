@@ -38,6 +38,7 @@ def _load_app() -> Any:
     spec = importlib.util.spec_from_file_location("list_service_app", APP)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # SQLAlchemy resolves the annotations through it
     spec.loader.exec_module(module)
     return module
 
