@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pdp.cel import _values as cv
@@ -74,15 +74,23 @@ class Atom(Formula):
     op: str
     path: Path
     value: Any = None  # a scalar; a tuple of scalars for `in`; a type name for `is`
+    # Made once: atoms are hashed and compared over and over while formulas simplify.
+    _key: tuple[Any, ...] = field(init=False, repr=False, default=())
+    _hash: int = field(init=False, repr=False, default=0)
+
+    def __post_init__(self) -> None:
+        key = (self.op, self.path, _tag(self.value))
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_hash", hash(key))
 
     def key(self) -> tuple[Any, ...]:
-        return (self.op, self.path, _tag(self.value))
+        return self._key
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Atom) and other.key() == self.key()
+        return isinstance(other, Atom) and other._key == self._key
 
     def __hash__(self) -> int:
-        return hash(self.key())
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)
