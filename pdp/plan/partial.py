@@ -398,7 +398,9 @@ class Partial:
                 family = atom("is", a.path, "string")
             elif isinstance(x, int | float) and not isinstance(x, bool) and t.is_scalar(x):
                 family = or_(atom("is", a.path, "int"), atom("is", a.path, "double"))
-            elif isinstance(x, bool | int | float):
+            elif isinstance(x, bool):
+                return _bool_order(a.path, op, x)
+            elif isinstance(x, int | float):
                 raise Unplannable(f"ordering resource data against `{x}` cannot be planned", node)
             else:
                 # A timestamp, duration, list...: no JSON value orders against it, an error.
@@ -443,6 +445,18 @@ _FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
 
 def _is_error(v: Value) -> bool:
     return isinstance(v, Known) and v.error
+
+
+def _bool_order(p: Path, op: str, x: bool) -> Pred:
+    """`R.attr.p <op> x` for a bool `x`: bools order false < true; anything else is an error."""
+    is_bool, true, false = atom("is", p, "bool"), atom("eq", p, True), atom("eq", p, False)
+    holds = {
+        ("lt", True): false, ("lt", False): FALSE,
+        ("le", True): is_bool, ("le", False): false,
+        ("gt", True): FALSE, ("gt", False): true,
+        ("ge", True): true, ("ge", False): is_bool,
+    }[(op, x)]  # fmt: skip
+    return Pred(holds, and_(is_bool, not_(holds)))
 
 
 def _bool_pred(b: bool) -> Pred:

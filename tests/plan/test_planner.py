@@ -234,3 +234,47 @@ def test_bad_requests_name_the_field(body: dict[str, Any], field: str) -> None:
     with pytest.raises(RequestError) as e:
         parse_plan_request(body)
     assert e.value.field == field
+
+
+def test_has_on_a_non_map_errors_and_so_denies() -> None:
+    src = load_policy_files({"p.yaml": textwrap.dedent("""
+        apiVersion: pdp/v1
+        kind: ResourcePolicy
+        metadata: {id: meta}
+        spec:
+          resource: item
+          tenancy: global
+          actions: {view: {}}
+          rules:
+            - {id: flagged, actions: [view], effect: deny, condition: "has(R.attr.meta.flag)"}
+            - {id: all, actions: [view], effect: allow}
+        """).encode()})  # fmt: skip
+    eng = Engine(compile_policy_set(src))
+    p = plan(eng, parse_plan_request({"principal": {"id": "a"}, "resource": {"kind": "item"},
+                                      "action": "view"}))  # fmt: skip
+    rows = {"map-without": {"meta": {}}, "map-with": {"meta": {"flag": 1}},
+            "string": {"meta": "x"}, "list": {"meta": []}, "absent": {}}  # fmt: skip
+    got = {k for k, attr in rows.items() if p.matches({"kind": "item", "id": k, "tenant": "",
+                                                       "attr": attr})}  # fmt: skip
+    assert got == {"map-without"}  # has() on a string, a list or nothing is an error: denied
+    req = parse_check_request({"principal": {"id": "a"}, "resources": [
+        {"kind": "item", "id": k, "attr": attr, "actions": ["view"]} for k, attr in rows.items()]})  # fmt: skip
+    assert {r.id for r in eng.check(req).results if r.actions["view"].allowed} == got
+
+
+def test_bool_ordering() -> None:
+    src = load_policy_files({"p.yaml": textwrap.dedent("""
+        apiVersion: pdp/v1
+        kind: ResourcePolicy
+        metadata: {id: b}
+        spec:
+          resource: item
+          tenancy: global
+          actions: {view: {}}
+          rules:
+            - {id: lt, actions: [view], effect: allow, condition: "R.attr.f < true"}
+        """).encode()})  # fmt: skip
+    eng = Engine(compile_policy_set(src))
+    p = plan(eng, parse_plan_request({"principal": {"id": "a"}, "resource": {"kind": "item"},
+                                      "action": "view"}))  # fmt: skip
+    assert p.filter == t.atom("eq", ("attr", "f"), False)
