@@ -69,7 +69,7 @@ def authzen_to_plan(body: Any) -> dict[str, Any]:
     req = _obj(body, "request")
     for k in req:
         if k not in _SEARCH_KEYS:
-            raise RequestError(str(k), "unknown field")
+            raise RequestError(str(k)[:64] or "request", f"unknown field `{str(k)[:64]}`")
     subject = _obj(req.get("subject"), "subject")
     props = _obj(subject.get("properties"), "subject.properties", required=False)
     principal = {"id": subject.get("id")}

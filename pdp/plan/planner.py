@@ -89,13 +89,15 @@ def parse_plan_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> PlanRequest
         raise RequestError("request", "must be an object")
     for k in obj:
         if k not in _PLAN_KEYS:
-            raise RequestError(str(k), "unknown field")
+            raise RequestError(str(k)[:64] or "request", f"unknown field `{str(k)[:64]}`")
     res = obj.get("resource")
     if not isinstance(res, Mapping):
         raise RequestError("resource", "must be an object with `kind`")
     for k in res:
         if k not in _RESOURCE_KEYS:
-            raise RequestError(f"resource.{k}", "unknown field (a plan takes `kind` and `tenant`)")
+            raise RequestError(
+                f"resource.{str(k)[:64]}", "unknown field (a plan takes `kind` and `tenant`)"
+            )
     kind = res.get("kind")
     if not isinstance(kind, str) or not kind:
         raise RequestError("resource.kind", "must be a non-empty string")
@@ -108,7 +110,7 @@ def parse_plan_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> PlanRequest
     # The principal and context go through Check's own validation, with a stand-in resource.
     body: dict[str, Any] = {
         "principal": obj.get("principal"),
-        "resources": [{"kind": kind, "id": "*", "actions": [action]}],
+        "resources": [{"kind": kind, "id": "*", "tenant": tenant, "actions": [action]}],
     }
     if obj.get("context") is not None:
         body["context"] = obj["context"]
@@ -120,8 +122,8 @@ def parse_plan_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> PlanRequest
     except RequestError as e:
         if e.field.startswith("resources[0]."):
             name = e.field.removeprefix("resources[0].")
-            raise RequestError("action" if name.startswith("actions") else f"resource.{name}",
-                               e.message) from None  # fmt: skip
+            field = "action" if name.startswith("actions") else f"resource.{name}"
+            raise type(e)(field, e.message) from None
         raise
     return PlanRequest(check=check, kind=kind, action=action, tenant=tenant)
 
