@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pdp.cel import _ast as A
+from pdp.cel import _functions as f
 from pdp.cel import _values as cv
 from pdp.cel._compile import generate
 from pdp.engine.compiled import CondSource
@@ -251,6 +252,9 @@ class Partial:
         fn = node.fn
         args = node.args
         if node.target is not None:
+            if fn in ("containsAll", "containsAny") and len(args) == 1:
+                a, b = self.ev(node.target, env), self.ev(args[0], env)
+                return self.sets("hasAll" if fn == "containsAll" else "hasAny", a, b, node)
             if fn in _MACROS:
                 raise Unplannable(f"the macro `{fn}` over resource data cannot be planned", node)
             raise Unplannable(f"`{fn}()` on resource data cannot be planned", node)
@@ -276,9 +280,47 @@ class Partial:
             return self.has(self.ev(args[0].operand, env), args[0].field)
         if fn == "_[_]":
             return self.index(self.ev(args[0], env), self.ev(args[1], env), node)
+        if fn in ("hasAll", "hasAny", "isSubset") and len(args) == 2:
+            a, b = self.ev(args[0], env), self.ev(args[1], env)
+            if fn == "isSubset":  # isSubset(a, b) = hasAll(b, a)
+                fn, a, b = "hasAll", b, a
+            return self.sets(fn, a, b, node)
         if fn == "dyn" and len(args) == 1:
             return self.ev(args[0], env)
         raise Unplannable(f"`{fn.strip('_')}` applied to resource data cannot be planned", node)
+
+    def sets(self, fn: str, a: Value, b: Value, node: A.Node) -> Pred:
+        """hasAll(a, b): every element of b is in a; hasAny(a, b): some is. Both lists, or an
+        error; elements compare with CEL equality."""
+        if _is_error(a) or _is_error(b):
+            return Pred(FALSE, FALSE)
+        if isinstance(a, Known) and isinstance(b, Known):
+            impl = f.has_all if fn == "hasAll" else f.has_any
+            try:
+                return _bool_pred(impl(a.value, b.value))
+            except Exception:
+                return Pred(FALSE, FALSE)
+        if fn == "hasAny" and isinstance(a, Field) and isinstance(b, Known):
+            a, b = b, a  # symmetric
+        if isinstance(a, Known) and isinstance(b, Field):
+            k = a.value
+        elif isinstance(a, Field) and isinstance(b, Known):
+            k = b.value
+        else:
+            raise Unplannable(f"`{fn}` over two parts of the resource cannot be planned", node)
+        if not isinstance(k, list | tuple):
+            return Pred(FALSE, FALSE)  # not a list: no such overload
+        if not all(t.is_scalar(e) for e in k):
+            raise Unplannable(f"`{fn}` with a list holding lists or maps cannot be planned", node)
+        p = b.path if isinstance(b, Field) else a.path  # type: ignore[union-attr]
+        is_list = atom("is", p, "list")
+        if fn == "hasAny":
+            holds = or_(*(atom("contains", p, e) for e in k))
+        elif isinstance(a, Known):  # every element of the field is in k
+            holds = atom("subset", p, tuple(k))
+        else:  # the field holds every element of k
+            holds = and_(is_list, *(atom("contains", p, e) for e in k))
+        return Pred(holds, and_(is_list, not_(holds)))
 
     def ternary(self, node: A.Call, env: Any) -> Value:
         cond = self.ev(node.args[0], env)

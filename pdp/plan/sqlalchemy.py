@@ -141,7 +141,7 @@ def _plain(f: t.Atom, col: Any) -> ColumnElement[bool]:
         return present
     if f.op == "is":
         return present if f.value == ty else sa.false()
-    if f.op in ("contains", "has_key"):
+    if f.op in ("contains", "has_key", "subset"):
         return sa.false()  # a scalar column holds neither a list nor a map
     fam = _family(ty)
     if f.op == "eq":
@@ -194,16 +194,19 @@ def _json(f: t.Atom, col: Any, path: str) -> ColumnElement[bool]:
         if flags:
             parts.append(kind_is.in_(flags))
         return sa.or_(*parts) if parts else sa.false()
-    if f.op in ("contains", "has_key"):
+    if f.op in ("contains", "has_key", "subset"):
         each = sa.func.json_each(col, path).table_valued("key", "value", "type").alias()
         if f.op == "contains":
             test = _typed(each.c.type, each.c.value, f.value)
-            container = "array"
+        elif f.op == "subset":  # no element outside the values
+            test = sa.not_(sa.or_(sa.false(), *(_typed(each.c.type, each.c.value, v)
+                                                 for v in f.value)))  # fmt: skip
         else:
             test = each.c.key == f.value
-            container = "object"
         found = sa.select(sa.literal(1)).select_from(each).where(test).exists()
-        return sa.and_(kind_is == container, found)
+        if f.op == "subset":
+            return sa.and_(kind_is == "array", sa.not_(found))
+        return sa.and_(kind_is == ("array" if f.op == "contains" else "object"), found)
     v = f.value
     typed = kind_is == "text" if isinstance(v, str) else kind_is.in_(_NUMBER)
     return sa.and_(typed, getattr(value, _SQL_OPS[f.op])(_bind(v)))

@@ -31,7 +31,7 @@ STRING_FIELDS = frozenset({ID, TENANT})
 
 # Atom operators, and the JSON types `is` tests.
 COMPARE_OPS = ("lt", "le", "gt", "ge")
-ATOM_OPS = frozenset({"eq", "in", "contains", "has_key", "exists", "is", *COMPARE_OPS})
+ATOM_OPS = frozenset({"eq", "in", "contains", "subset", "has_key", "exists", "is", *COMPARE_OPS})
 TYPES = ("null", "bool", "int", "double", "string", "list", "map")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -159,7 +159,7 @@ def atom(op: str, path: Path, value: Any = None) -> Formula:
             return atom_unchecked("in", path, strs)
         if op in COMPARE_OPS:
             return atom_unchecked(op, path, value) if isinstance(value, str) else FALSE
-        return FALSE  # contains, has_key: a string is neither a list nor a map
+        return FALSE  # contains, subset, has_key: a string is neither a list nor a map
     if path == ATTR:
         if op == "exists":
             return TRUE
@@ -174,6 +174,8 @@ def atom(op: str, path: Path, value: Any = None) -> Formula:
             return FALSE
         if len(value) == 1:
             return atom_unchecked("eq", path, value[0])
+    if op == "subset":
+        value = tuple(_dedupe(value))
     return atom_unchecked(op, path, value)
 
 
@@ -346,9 +348,9 @@ def from_json(obj: Any, _depth: int = 0) -> Formula:
     if op == "is":
         if value not in TYPES:
             raise ValueError(f"`is`: unknown type `{value}`")
-    elif op == "in":
+    elif op in ("in", "subset"):
         if not isinstance(value, list) or not all(is_scalar(v) for v in value):
-            raise ValueError("`in`: the value must be a list of scalars")
+            raise ValueError(f"`{op}`: the value must be a list of scalars")
     elif op == "has_key":
         if not isinstance(value, str):
             raise ValueError("`has_key`: the key must be a string")
@@ -421,6 +423,8 @@ def holds(f: Formula, resource: Mapping[str, Any]) -> bool:
         return any(cv.eq(v, x) for x in f.value)
     if op == "contains":
         return isinstance(v, list) and any(cv.eq(e, f.value) for e in v)
+    if op == "subset":
+        return isinstance(v, list) and all(any(cv.eq(e, x) for x in f.value) for e in v)
     if op == "has_key":
         return isinstance(v, dict) and f.value in v
     if not _comparable(v, f.value):
@@ -481,6 +485,8 @@ def _cel_atom(f: Atom) -> str:
         test = f"{x} in {_cel_value(f.value)}"
     elif op == "contains":
         test = f"type({x}) == list && {_cel_value(f.value)} in {x}"
+    elif op == "subset":
+        test = f"type({x}) == list && {x}.all(e, e in {_cel_value(f.value)})"
     elif op == "has_key":
         test = f"type({x}) == map && {_cel_value(f.value)} in {x}"
     else:

@@ -234,3 +234,27 @@ def sqlite_table(resources: list[dict[str, Any]], path: str = "") -> sa.Engine:
 def selected(db: sa.Engine, clause: Any) -> set[str]:
     with db.connect() as conn:
         return set(conn.scalars(sa.select(TABLE.c.id).where(clause)))
+
+
+# A kind the planner must refuse: a string function applied to a resource attribute.
+NOTE_POLICY = b"""apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: notes}
+spec:
+  resource: note
+  actions: {read: {}}
+  rules:
+    - id: drafts-by-prefix
+      actions: [read]
+      effect: allow
+      condition: R.attr.title.startsWith("draft-")
+"""
+
+
+def policy_files_with_refusal() -> dict[str, bytes]:
+    """The example policies plus `resources/note.yaml`, which cannot be planned."""
+    files = {
+        str(p.relative_to(POLICIES)): p.read_bytes() for p in POLICIES.rglob("*") if p.is_file()
+    }
+    files["resources/note.yaml"] = NOTE_POLICY
+    return files

@@ -8,7 +8,7 @@ import pytest
 
 from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.errors import NoPoliciesError, RequestError
-from pdp.model.loader import load_policy_dir
+from pdp.model.loader import load_policy_dir, load_policy_files
 from pdp.plan import PlanRefused
 from pdp.plan.api import plan_json, search_resource
 from pdp.plan.sqlalchemy import candidates
@@ -38,11 +38,13 @@ def test_plan_json_from_a_holder() -> None:
 
 
 def test_plan_json_refusal_is_an_error_not_a_plan() -> None:
-    body = {"principal": {**ALICE, "scopes": ["keys:admin"]}, "resource": {"kind": "api_key"},
-            "action": "create", "context": CONTEXT}  # fmt: skip
+    engine = Engine(compile_policy_set(load_policy_files(g.policy_files_with_refusal())))
+    body = {"principal": ALICE, "resource": {"kind": "note"},
+            "action": "read", "context": CONTEXT}  # fmt: skip
     with pytest.raises(PlanRefused) as e:
-        plan_json(ENGINE, body)
+        plan_json(engine, body)
     assert e.value.to_dict()["error"]["code"] == "plan_refused"
+    assert "startsWith" in e.value.message and e.value.rule == "drafts-by-prefix"
 
 
 def _search(page: dict[str, Any] | None = None, **subject: Any) -> dict[str, Any]:

@@ -41,11 +41,12 @@ def test_plan_cel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_plan_refusal_and_bad_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    refused = {**REQUEST, "resource": {"kind": "api_key"}, "action": "create",
-               "principal": {**REQUEST["principal"], "scopes": ["keys:admin"]}}  # fmt: skip
-    assert (
-        main(["plan", "--policies", str(g.POLICIES), "--request", _write(tmp_path, refused)]) == 3
-    )
+    policies = tmp_path / "policies"
+    for rel, data in g.policy_files_with_refusal().items():
+        (policies / rel).parent.mkdir(parents=True, exist_ok=True)
+        (policies / rel).write_bytes(data)
+    refused = {**REQUEST, "resource": {"kind": "note"}}
+    assert main(["plan", "--policies", str(policies), "--request", _write(tmp_path, refused)]) == 3
     assert "cannot plan" in capsys.readouterr().err
     bad = {**REQUEST, "action": 7}
     assert main(["plan", "--policies", str(g.POLICIES), "--request", _write(tmp_path, bad)]) == 2

@@ -30,7 +30,7 @@ ROWS_PER_KIND = 1500
 TABLES = {k: g.random_resources(k, ROWS_PER_KIND, seed=1) for k in KINDS}
 DBS = {k: g.sqlite_table(rows) for k, rows in TABLES.items()}
 # What the example policies cannot plan exactly (and must refuse, never approximate).
-REFUSABLE = {("api_key", "create"): "hasAll"}
+REFUSABLE: dict[tuple[str, str], str] = {}
 
 _cel_cache: dict[str, Any] = {}
 

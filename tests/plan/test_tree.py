@@ -46,7 +46,7 @@ def atoms(draw: st.DrawFn) -> t.Formula:
         return t.atom(op, path)
     if op == "is":
         return t.atom(op, path, draw(st.sampled_from(t.TYPES)))
-    if op == "in":
+    if op in ("in", "subset"):
         return t.atom(op, path, draw(st.lists(SCALARS, max_size=3)))
     if op == "has_key":
         return t.atom(op, path, draw(st.sampled_from(["a", "b", "x"])))
