@@ -45,6 +45,12 @@ def _bools(depth: int) -> st.SearchStrategy[str]:
                 "false",
                 "P.attr.x",
                 "has(R.nope)",
+                "hasAll(P.attr.l, R.attr.a)",
+                'hasAny(R.attr.b, ["x", 1, true])',
+                'R.attr.a.containsAll(["x", 1.0])',
+                "isSubset(R.attr.b, P.attr.x)",
+                "R.attr.c.containsAny(P.attr.l)",
+                "hasAll(R.attr.a, R.attr.b)",
             ]
         ),
     )
