@@ -164,6 +164,19 @@ def _reads(node: A.Node, env: Any) -> bool:
     return True  # an unknown node kind: assume the worst
 
 
+class NoResource(dict):  # type: ignore[type-arg]
+    """The activation's `resource` at plan time: empty, and it notes any read. Only what does
+    not read the resource is evaluated, so a read means the planner misjudged a condition."""
+
+    touched = False
+
+    def _touch(self, *_: Any) -> Any:
+        self.touched = True
+        raise KeyError("resource")
+
+    __getitem__ = __contains__ = get = keys = items = values = __iter__ = __len__ = _touch  # type: ignore[assignment]
+
+
 # --- the evaluator --------------------------------------------------------------------------
 
 
@@ -191,10 +204,16 @@ class Partial:
         raise Unplannable(f"unknown condition group `{cond.op}`")
 
     def known(self, node: A.Node, env: Any) -> Known:
+        resource = self.act.get("resource")
         try:
-            return Known(_cache.fn(node, env)(self.act))
+            value = Known(_cache.fn(node, env)(self.act))
         except Exception:
-            return ERROR
+            value = ERROR
+        if isinstance(resource, NoResource) and resource.touched:
+            # `reads_resource` missed a way to reach the resource: refuse, never guess.
+            raise Unplannable("a condition reads the resource in a way the planner cannot follow",
+                              node)  # fmt: skip
+        return value
 
     @staticmethod
     def to_pred(v: Value) -> Pred:

@@ -29,7 +29,7 @@ from pdp.model.decision import ActionDecision, BundleInfo, CheckResponse, Resour
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, parse_check_request
 
 from . import tree as t
-from .partial import Partial, Pred, Unplannable
+from .partial import NoResource, Partial, Pred, Unplannable
 from .tree import FALSE, TRUE, Formula, and_, atom, not_, or_
 
 PLAN_VERSION = 1
@@ -255,7 +255,7 @@ def _plan(engine: Engine, request: PlanRequest, now: datetime) -> tuple[Formula,
         context = {**context, "country": country_of(context["ip"])}
     act = {
         "principal": req.principal,
-        "resource": {},
+        "resource": NoResource(),
         "action": request.action,
         "context": context,
         "now": now,

@@ -278,3 +278,14 @@ def test_bool_ordering() -> None:
     p = plan(eng, parse_plan_request({"principal": {"id": "a"}, "resource": {"kind": "item"},
                                       "action": "view"}))  # fmt: skip
     assert p.filter == t.atom("eq", ("attr", "f"), False)
+
+
+def test_a_misjudged_condition_refuses_rather_than_folds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were the planner to think a resource-reading condition constant, evaluating it would
+    read the (empty) plan-time resource: that read is noticed and the plan refuses."""
+    from pdp.plan import partial
+
+    monkeypatch.setattr(partial, "reads_resource", lambda node, env: False)
+    with pytest.raises(PlanRefused) as e:
+        _plan()
+    assert "cannot follow" in e.value.message
