@@ -10,11 +10,10 @@ from pdp.plan import tree as t
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .convert import request_from_proto
 
-_KINDS = {
-    ALWAYS_ALLOWED: _pb.PlanResponse.ALWAYS_ALLOWED,
-    ALWAYS_DENIED: _pb.PlanResponse.ALWAYS_DENIED,
-    CONDITIONAL: _pb.PlanResponse.CONDITIONAL,
-}
+# Enum names, resolved per call: nothing here reads the generated module at import time, so
+# `make proto` (which imports pdp.server) still runs when the generated code is stale.
+_KINDS = {ALWAYS_ALLOWED: "ALWAYS_ALLOWED", ALWAYS_DENIED: "ALWAYS_DENIED",
+          CONDITIONAL: "CONDITIONAL"}  # fmt: skip
 
 
 def plan_request_from_proto(msg: _pb.PlanRequest, limits: Limits) -> PlanRequest:
@@ -47,7 +46,7 @@ def plan_to_proto(p: Plan) -> _pb.PlanResponse:
         plan_version=PLAN_VERSION,
         plan_id=p.plan_id,
         request_id=p.request_id,
-        kind=_KINDS[p.kind],
+        kind=_pb.PlanResponse.Kind.Value(_KINDS[p.kind]),
         resource_kind=p.resource_kind,
         action=p.action,
         cel=p.cel,

@@ -51,7 +51,8 @@ def _allowed(db: Path, principal: dict, ip: str) -> list[str]:
         resources = [d.resource() for d in s.scalars(sa.select(app.Document))]
     req = parse_check_request({"principal": principal, "context": {"ip": ip},
                                "resources": [{**r, "actions": ["read"]} for r in resources]})  # fmt: skip
-    return sorted(r.id for r in ENGINE.check(req).results if r.actions["read"].allowed)
+    return sorted(r.id for r in g.access_engine(ENGINE).check(req).results
+                  if r.actions["read"].allowed)  # fmt: skip
 
 
 @pytest.mark.parametrize("who", ["alice", "bob", "carol", "dana", "eve"])
