@@ -31,6 +31,7 @@ from .compiled import (
     CompiledKind,
     CompiledRule,
     CondFn,
+    CondSource,
     PolicySet,
     RuleRef,
 )
@@ -84,13 +85,14 @@ class _Scope:
 
     def compile_condition(self, cond: Condition | None) -> _Cond:
         if cond is None:
-            return _Cond(None, False, "", frozenset())
+            return _Cond(None, False, "", frozenset(), None)
         if isinstance(cond, Expr):
+            plan = CondSource("cel", cond.source, self.env)
             compiled = self.compile_expr(cond)
             if compiled is None:
-                return _Cond(_never_compiled, False, cond.source, frozenset())
+                return _Cond(_never_compiled, False, cond.source, frozenset(), plan)
             # The compiled expression is itself the condition: no wrapper frame per call.
-            return _Cond(compiled, compiled.uses_time, cond.source, compiled.reads)
+            return _Cond(compiled, compiled.uses_time, cond.source, compiled.reads, plan)
         assert isinstance(cond, ConditionGroup)
         parts = [self.compile_condition(c) for c in cond.items]
         fns = [p.fn or _always_true for p in parts]
@@ -99,6 +101,7 @@ class _Scope:
             any(p.uses_time for p in parts),
             f"{cond.op}({', '.join(p.text for p in parts)})",
             frozenset().union(*(p.reads for p in parts)),
+            CondSource(cond.op, items=tuple(p.plan or CondSource("all") for p in parts)),
         )
 
 
@@ -109,6 +112,7 @@ class _Cond(NamedTuple):
     uses_time: bool
     text: str  # the source, for explain traces
     reads: frozenset[str]  # activation names read
+    plan: CondSource | None  # the source and environment, for the query planner
 
 
 def _never_compiled(_: Mapping[str, Any]) -> bool:
@@ -206,7 +210,7 @@ def _compile_policy_set(source: PolicySource) -> PolicySet:
     for g in source.guard_policies:
         scope = _scope_for(g.imports, defs, g.variables, data, errors)
         for rule in g.rules:
-            fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
+            fn, uses_time, text, _reads, plan = scope.compile_condition(rule.condition)
             compiled = CompiledRule(
                 policy=g.id,
                 id=rule.id,
@@ -218,6 +222,7 @@ def _compile_policy_set(source: PolicySource) -> PolicySet:
                 condition_source=text,
                 uses_time=uses_time,
                 decision=_decision(g.id, rule.id, "guard", rule.reason, {}),
+                plan=plan,
             )
             guard_rules.append((g, rule, compiled))
             rule_refs.append(RuleRef(g.id, rule.id, "guard", g.file, rule.location.line))
@@ -327,7 +332,7 @@ def _compile_limit_policies(
 
 
 def _compile_derived(def_id: str, role: DerivedRole, scope: _Scope) -> CompiledDerivedRole:
-    fn, uses_time, text, reads = scope.compile_condition(role.condition)
+    fn, uses_time, text, reads, plan = scope.compile_condition(role.condition)
     return CompiledDerivedRole(
         name=role.name,
         definitions_id=def_id,
@@ -336,6 +341,7 @@ def _compile_derived(def_id: str, role: DerivedRole, scope: _Scope) -> CompiledD
         source=text,
         uses_time=uses_time,
         per_action="action" in reads,
+        plan=plan,
     )
 
 
@@ -370,7 +376,7 @@ def _compile_resource_policy(
 
     compiled_rules: list[tuple[tuple[str, ...], CompiledRule]] = []
     for rule in p.rules:
-        fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
+        fn, uses_time, text, _reads, plan = scope.compile_condition(rule.condition)
         obligations = dict(rule.obligations)
         compiled_rules.append(
             (
@@ -388,6 +394,7 @@ def _compile_resource_policy(
                     uses_time=uses_time,
                     derived_only=rule.roles is None and bool(rule.derived_roles),
                     decision=_decision(p.id, rule.id, rule.effect, rule.reason, obligations),
+                    plan=plan,
                 ),
             )
         )
@@ -395,7 +402,7 @@ def _compile_resource_policy(
 
     cross: list[tuple[tuple[str, ...], CompiledRule]] = []
     for rule in p.cross_tenant:
-        fn, uses_time, text, _reads = scope.compile_condition(rule.condition)
+        fn, uses_time, text, _reads, plan = scope.compile_condition(rule.condition)
         cross.append(
             (
                 rule.actions,
@@ -410,6 +417,7 @@ def _compile_resource_policy(
                     condition_source=text,
                     uses_time=uses_time,
                     derived_only=rule.roles is None and bool(rule.derived_roles),
+                    plan=plan,
                 ),
             )
         )

@@ -21,6 +21,19 @@ CondFn = Callable[[Mapping[str, Any]], bool]
 
 
 @dataclass(frozen=True, slots=True)
+class CondSource:
+    """A condition as the query planner (`pdp.plan`) reads it: CEL source with the environment
+    it was compiled in (constants, variables, data), or an all/any/none group of conditions.
+    The source and the environment are kept rather than an AST: both exist anyway, and the
+    planner parses (and caches) only the conditions it is asked about."""
+
+    op: str  # cel | all | any | none
+    source: str = ""
+    env: Any = None  # the CelEnv
+    items: tuple[CondSource, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledDerivedRole:
     name: str
     definitions_id: str
@@ -31,6 +44,7 @@ class CompiledDerivedRole:
     # Its condition reads `action`: it may hold for one action and not another, so it is
     # evaluated per action instead of once per resource.
     per_action: bool = False
+    plan: CondSource | None = None  # the condition, for the query planner
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,7 @@ class CompiledRule:
     derived_only: bool = False
     # What the rule decides when it matches cleanly (no errors, no trace): made once, shared.
     decision: ActionDecision | None = None
+    plan: CondSource | None = None  # the condition, for the query planner
     # No roles and no derived roles: every principal qualifies (a field, read per rule per call).
     any_principal: bool = field(init=False, default=False)
 

@@ -16,17 +16,22 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 
 from pdp import __version__
 from pdp.engine.engine import new_decision_id
 from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest, Limits
+from pdp.plan import PlanRefused
+from pdp.plan import plan as plan_resources
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .cache import CachedDecision, DecisionCache, cacheable, split_request_id, string_field
 from .convert import request_from_proto, response_to_proto, server_info_to_proto
-from .hooks import Observer
+from .hooks import CheckObservation, Observer
 from .identity import primary_identity
+from .plan_convert import plan_request_from_proto, plan_to_proto
 from .status import code_name, status_for
 from .wire import check_item, hit_item, propagation
 
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 
 SERVICE_NAME: str = _pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 CHECK_RPC = f"/{SERVICE_NAME}/Check"
+PLAN_RPC = f"/{SERVICE_NAME}/Plan"
 
 log = logging.getLogger("pdp.server")
 
@@ -73,6 +79,13 @@ def _ids(decision_id: str, request_id: str, evaluated_at: str) -> bytes:
     """CheckResponse fields 1, 2 and 5, appended to a cached body (the last value wins)."""
     return (
         string_field(1, decision_id) + string_field(2, request_id) + string_field(5, evaluated_at)
+    )
+
+
+def _refused(exc: PlanRefused) -> grpc.Status:
+    """A plan the policies cannot make exactly: FAILED_PRECONDITION, naming the rule."""
+    return rpc_status.to_status(
+        status_pb2.Status(code=grpc.StatusCode.FAILED_PRECONDITION.value[0], message=exc.message)
     )
 
 
@@ -386,9 +399,54 @@ class DecisionService:
             context.abort_with_status(status_for(exc, f"/{SERVICE_NAME}/ServerInfo"))
             raise
 
+    def plan(self, request: _pb.PlanRequest, context: grpc.ServicerContext) -> _pb.PlanResponse:
+        """Plan RPC: convert, plan (pdp.plan), convert back; observed like a Check."""
+        self.activity.enter()
+        start, t0 = time.time(), _perf_counter()
+        req = result = status = None
+        try:
+            try:
+                req = plan_request_from_proto(request, self.limits)
+                result = plan_resources(self.holder.require(), req)
+                return plan_to_proto(result)
+            except PlanRefused as exc:
+                status = _refused(exc)
+            except Exception as exc:
+                status = status_for(exc, PLAN_RPC)
+            context.abort_with_status(status)
+            raise AssertionError("unreachable: abort_with_status raises")
+        finally:
+            if self.observer is not None:
+                self._observe_plan(context, req, result, status, start, t0)
+            self.activity.exit()
+
+    def _observe_plan(self, context: Any, req: Any, result: Any, status: Any, start: float,
+                      t0: float) -> None:  # fmt: skip
+        record = CheckObservation(
+            request=req.check if req is not None else None,
+            response=result.as_response() if result is not None else None,
+            error_code=code_name(status) if status else "",
+            error_message=status.details if status else "",
+            peer=context.peer(),
+            peer_identity=primary_identity(context.auth_context()) if self._identities else "",
+            metadata=tuple(context.invocation_metadata()),  # type: ignore[arg-type]
+            start_time=start,
+            latency_s=_perf_counter() - t0,
+            rpc=PLAN_RPC,
+        )
+        try:
+            self.observer.on_check(record)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("observer failed")
+
     def register(self, server: grpc.Server) -> str:
         handlers = {
             "Check": grpc.unary_unary_rpc_method_handler(self.check),
+            "Plan": grpc.unary_unary_rpc_method_handler(
+                self.plan,
+                request_deserializer=_pb.PlanRequest.FromString,
+                response_serializer=_pb.PlanResponse.SerializeToString,
+            ),
             "ServerInfo": grpc.unary_unary_rpc_method_handler(
                 self.server_info,
                 request_deserializer=_pb.ServerInfoRequest.FromString,

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pdp/v1/decision.proto\x12\x06pdp.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n\x0c\x43heckRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\tprincipal\x18\x02 \x01(\x0b\x32\x11.pdp.v1.Principal\x12#\n\tresources\x18\x03 \x03(\x0b\x32\x10.pdp.v1.Resource\x12 \n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x0f.pdp.v1.Context\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"\x8b\x01\n\tPrincipal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12%\n\x04\x61ttr\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x05\x61\x63tor\x18\x06 \x01(\x0b\x32\r.pdp.v1.Actor\"X\n\x05\x41\x63tor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12%\n\x04\x61ttr\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"l\n\x08Resource\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12%\n\x04\x61ttr\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x61\x63tions\x18\x05 \x03(\t\"w\n\x07\x43ontext\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x61ttr\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xaf\x01\n\rCheckResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1e\n\x06\x62undle\x18\x03 \x01(\x0b\x32\x0e.pdp.v1.Bundle\x12\'\n\x07results\x18\x04 \x03(\x0b\x32\x16.pdp.v1.ResourceResult\x12\x14\n\x0c\x65valuated_at\x18\x05 \x01(\t\x12\x16\n\x0etime_dependent\x18\x06 \x01(\x08\"\xa6\x01\n\x0eResourceResult\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x34\n\x07\x61\x63tions\x18\x03 \x03(\x0b\x32#.pdp.v1.ResourceResult.ActionsEntry\x1a\x44\n\x0c\x41\x63tionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.pdp.v1.ActionResult:\x02\x38\x01\"\xf3\x01\n\x0c\x41\x63tionResult\x12\x1e\n\x06\x65\x66\x66\x65\x63t\x18\x01 \x01(\x0e\x32\x0e.pdp.v1.Effect\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12,\n\x0bobligations\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x07 \x03(\t\x12 \n\x05trace\x18\x08 \x03(\x0b\x32\x11.pdp.v1.TraceStep\x12#\n\x06limits\x18\t \x03(\x0b\x32\x13.pdp.v1.LimitStatus\"\xa9\x01\n\x0bLimitStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x04\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x01\x12\x11\n\tremaining\x18\x05 \x01(\x04\x12\x15\n\rreset_seconds\x18\x06 \x01(\r\x12\x10\n\x08\x65xceeded\x18\x07 \x01(\x08\x12\x1b\n\x13retry_after_seconds\x18\x08 \x01(\r\"Y\n\tTraceStep\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"I\n\x06\x42undle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\x13\n\x11ServerInfoRequest\"\xeb\x01\n\x12ServerInfoResponse\x12\x13\n\x0bpdp_version\x18\x01 \x01(\t\x12%\n\ractive_bundle\x18\x02 \x01(\x0b\x32\x0e.pdp.v1.Bundle\x12\x30\n\x0c\x61\x63tivated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12\x1e\n\x06limits\x18\x06 \x01(\x0b\x32\x0e.pdp.v1.Limits\"\xb1\x01\n\x06Limits\x12\x12\n\nmax_checks\x18\x01 \x01(\x05\x12\x15\n\rmax_resources\x18\x02 \x01(\x05\x12\x16\n\x0emax_attr_depth\x18\x03 \x01(\x05\x12\x17\n\x0fmax_attr_values\x18\x04 \x01(\x05\x12\x19\n\x11max_string_length\x18\x05 \x01(\x05\x12\x15\n\rmax_id_length\x18\x06 \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x05*C\n\x06\x45\x66\x66\x65\x63t\x12\x16\n\x12\x45\x46\x46\x45\x43T_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45\x46\x46\x45\x43T_ALLOW\x10\x01\x12\x0f\n\x0b\x45\x46\x46\x45\x43T_DENY\x10\x02\x32\x8c\x01\n\x0f\x44\x65\x63isionService\x12\x34\n\x05\x43heck\x12\x14.pdp.v1.CheckRequest\x1a\x15.pdp.v1.CheckResponse\x12\x43\n\nServerInfo\x12\x19.pdp.v1.ServerInfoRequest\x1a\x1a.pdp.v1.ServerInfoResponseB3\n\ndev.pdp.v1P\x01Z#github.com/pdp/pdp/gen/pdp/v1;pdpv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pdp/v1/decision.proto\x12\x06pdp.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x0bPlanRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\tprincipal\x18\x02 \x01(\x0b\x32\x11.pdp.v1.Principal\x12\x15\n\rresource_kind\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12 \n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x0f.pdp.v1.Context\x12\x1c\n\x0fresource_tenant\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\x12\n\x10_resource_tenant\"\xb2\x03\n\x0cPlanResponse\x12\x14\n\x0cplan_version\x18\x01 \x01(\r\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.pdp.v1.PlanResponse.Kind\x12\x15\n\rresource_kind\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\'\n\x06\x66ilter\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03\x63\x65l\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\x12\x0e\n\x06policy\x18\x0b \x01(\t\x12\x0c\n\x04rule\x18\x0c \x01(\t\x12\x1e\n\x06\x62undle\x18\r \x01(\x0b\x32\x0e.pdp.v1.Bundle\x12\x14\n\x0c\x65valuated_at\x18\x0e \x01(\t\x12\x16\n\x0etime_dependent\x18\x0f \x01(\x08\"T\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41LWAYS_ALLOWED\x10\x01\x12\x11\n\rALWAYS_DENIED\x10\x02\x12\x0f\n\x0b\x43ONDITIONAL\x10\x03\"\xa0\x01\n\x0c\x43heckRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\tprincipal\x18\x02 \x01(\x0b\x32\x11.pdp.v1.Principal\x12#\n\tresources\x18\x03 \x03(\x0b\x32\x10.pdp.v1.Resource\x12 \n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x0f.pdp.v1.Context\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"\x8b\x01\n\tPrincipal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12%\n\x04\x61ttr\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x05\x61\x63tor\x18\x06 \x01(\x0b\x32\r.pdp.v1.Actor\"X\n\x05\x41\x63tor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12%\n\x04\x61ttr\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"l\n\x08Resource\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12%\n\x04\x61ttr\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x61\x63tions\x18\x05 \x03(\t\"w\n\x07\x43ontext\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x61ttr\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xaf\x01\n\rCheckResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1e\n\x06\x62undle\x18\x03 \x01(\x0b\x32\x0e.pdp.v1.Bundle\x12\'\n\x07results\x18\x04 \x03(\x0b\x32\x16.pdp.v1.ResourceResult\x12\x14\n\x0c\x65valuated_at\x18\x05 \x01(\t\x12\x16\n\x0etime_dependent\x18\x06 \x01(\x08\"\xa6\x01\n\x0eResourceResult\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x34\n\x07\x61\x63tions\x18\x03 \x03(\x0b\x32#.pdp.v1.ResourceResult.ActionsEntry\x1a\x44\n\x0c\x41\x63tionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.pdp.v1.ActionResult:\x02\x38\x01\"\xf3\x01\n\x0c\x41\x63tionResult\x12\x1e\n\x06\x65\x66\x66\x65\x63t\x18\x01 \x01(\x0e\x32\x0e.pdp.v1.Effect\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12,\n\x0bobligations\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x07 \x03(\t\x12 \n\x05trace\x18\x08 \x03(\x0b\x32\x11.pdp.v1.TraceStep\x12#\n\x06limits\x18\t \x03(\x0b\x32\x13.pdp.v1.LimitStatus\"\xa9\x01\n\x0bLimitStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x04\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x01\x12\x11\n\tremaining\x18\x05 \x01(\x04\x12\x15\n\rreset_seconds\x18\x06 \x01(\r\x12\x10\n\x08\x65xceeded\x18\x07 \x01(\x08\x12\x1b\n\x13retry_after_seconds\x18\x08 \x01(\r\"Y\n\tTraceStep\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"I\n\x06\x42undle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\x13\n\x11ServerInfoRequest\"\xeb\x01\n\x12ServerInfoResponse\x12\x13\n\x0bpdp_version\x18\x01 \x01(\t\x12%\n\ractive_bundle\x18\x02 \x01(\x0b\x32\x0e.pdp.v1.Bundle\x12\x30\n\x0c\x61\x63tivated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12\x1e\n\x06limits\x18\x06 \x01(\x0b\x32\x0e.pdp.v1.Limits\"\xb1\x01\n\x06Limits\x12\x12\n\nmax_checks\x18\x01 \x01(\x05\x12\x15\n\rmax_resources\x18\x02 \x01(\x05\x12\x16\n\x0emax_attr_depth\x18\x03 \x01(\x05\x12\x17\n\x0fmax_attr_values\x18\x04 \x01(\x05\x12\x19\n\x11max_string_length\x18\x05 \x01(\x05\x12\x15\n\rmax_id_length\x18\x06 \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x05*C\n\x06\x45\x66\x66\x65\x63t\x12\x16\n\x12\x45\x46\x46\x45\x43T_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45\x46\x46\x45\x43T_ALLOW\x10\x01\x12\x0f\n\x0b\x45\x46\x46\x45\x43T_DENY\x10\x02\x32\xbf\x01\n\x0f\x44\x65\x63isionService\x12\x34\n\x05\x43heck\x12\x14.pdp.v1.CheckRequest\x1a\x15.pdp.v1.CheckResponse\x12\x43\n\nServerInfo\x12\x19.pdp.v1.ServerInfoRequest\x1a\x1a.pdp.v1.ServerInfoResponse\x12\x31\n\x04Plan\x12\x13.pdp.v1.PlanRequest\x1a\x14.pdp.v1.PlanResponseB3\n\ndev.pdp.v1P\x01Z#github.com/pdp/pdp/gen/pdp/v1;pdpv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,38 +36,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\ndev.pdp.v1P\001Z#github.com/pdp/pdp/gen/pdp/v1;pdpv1'
   _globals['_RESOURCERESULT_ACTIONSENTRY']._loaded_options = None
   _globals['_RESOURCERESULT_ACTIONSENTRY']._serialized_options = b'8\001'
-  _globals['_EFFECT']._serialized_start=2092
-  _globals['_EFFECT']._serialized_end=2159
-  _globals['_CHECKREQUEST']._serialized_start=97
-  _globals['_CHECKREQUEST']._serialized_end=257
-  _globals['_PRINCIPAL']._serialized_start=260
-  _globals['_PRINCIPAL']._serialized_end=399
-  _globals['_ACTOR']._serialized_start=401
-  _globals['_ACTOR']._serialized_end=489
-  _globals['_RESOURCE']._serialized_start=491
-  _globals['_RESOURCE']._serialized_end=599
-  _globals['_CONTEXT']._serialized_start=601
-  _globals['_CONTEXT']._serialized_end=720
-  _globals['_CHECKRESPONSE']._serialized_start=723
-  _globals['_CHECKRESPONSE']._serialized_end=898
-  _globals['_RESOURCERESULT']._serialized_start=901
-  _globals['_RESOURCERESULT']._serialized_end=1067
-  _globals['_RESOURCERESULT_ACTIONSENTRY']._serialized_start=999
-  _globals['_RESOURCERESULT_ACTIONSENTRY']._serialized_end=1067
-  _globals['_ACTIONRESULT']._serialized_start=1070
-  _globals['_ACTIONRESULT']._serialized_end=1313
-  _globals['_LIMITSTATUS']._serialized_start=1316
-  _globals['_LIMITSTATUS']._serialized_end=1485
-  _globals['_TRACESTEP']._serialized_start=1487
-  _globals['_TRACESTEP']._serialized_end=1576
-  _globals['_BUNDLE']._serialized_start=1578
-  _globals['_BUNDLE']._serialized_end=1651
-  _globals['_SERVERINFOREQUEST']._serialized_start=1653
-  _globals['_SERVERINFOREQUEST']._serialized_end=1672
-  _globals['_SERVERINFORESPONSE']._serialized_start=1675
-  _globals['_SERVERINFORESPONSE']._serialized_end=1910
-  _globals['_LIMITS']._serialized_start=1913
-  _globals['_LIMITS']._serialized_end=2090
-  _globals['_DECISIONSERVICE']._serialized_start=2162
-  _globals['_DECISIONSERVICE']._serialized_end=2302
+  _globals['_EFFECT']._serialized_start=2726
+  _globals['_EFFECT']._serialized_end=2793
+  _globals['_PLANREQUEST']._serialized_start=97
+  _globals['_PLANREQUEST']._serialized_end=291
+  _globals['_PLANRESPONSE']._serialized_start=294
+  _globals['_PLANRESPONSE']._serialized_end=728
+  _globals['_PLANRESPONSE_KIND']._serialized_start=644
+  _globals['_PLANRESPONSE_KIND']._serialized_end=728
+  _globals['_CHECKREQUEST']._serialized_start=731
+  _globals['_CHECKREQUEST']._serialized_end=891
+  _globals['_PRINCIPAL']._serialized_start=894
+  _globals['_PRINCIPAL']._serialized_end=1033
+  _globals['_ACTOR']._serialized_start=1035
+  _globals['_ACTOR']._serialized_end=1123
+  _globals['_RESOURCE']._serialized_start=1125
+  _globals['_RESOURCE']._serialized_end=1233
+  _globals['_CONTEXT']._serialized_start=1235
+  _globals['_CONTEXT']._serialized_end=1354
+  _globals['_CHECKRESPONSE']._serialized_start=1357
+  _globals['_CHECKRESPONSE']._serialized_end=1532
+  _globals['_RESOURCERESULT']._serialized_start=1535
+  _globals['_RESOURCERESULT']._serialized_end=1701
+  _globals['_RESOURCERESULT_ACTIONSENTRY']._serialized_start=1633
+  _globals['_RESOURCERESULT_ACTIONSENTRY']._serialized_end=1701
+  _globals['_ACTIONRESULT']._serialized_start=1704
+  _globals['_ACTIONRESULT']._serialized_end=1947
+  _globals['_LIMITSTATUS']._serialized_start=1950
+  _globals['_LIMITSTATUS']._serialized_end=2119
+  _globals['_TRACESTEP']._serialized_start=2121
+  _globals['_TRACESTEP']._serialized_end=2210
+  _globals['_BUNDLE']._serialized_start=2212
+  _globals['_BUNDLE']._serialized_end=2285
+  _globals['_SERVERINFOREQUEST']._serialized_start=2287
+  _globals['_SERVERINFOREQUEST']._serialized_end=2306
+  _globals['_SERVERINFORESPONSE']._serialized_start=2309
+  _globals['_SERVERINFORESPONSE']._serialized_end=2544
+  _globals['_LIMITS']._serialized_start=2547
+  _globals['_LIMITS']._serialized_end=2724
+  _globals['_DECISIONSERVICE']._serialized_start=2796
+  _globals['_DECISIONSERVICE']._serialized_end=2987
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,66 @@ EFFECT_UNSPECIFIED: Effect
 EFFECT_ALLOW: Effect
 EFFECT_DENY: Effect
 
+class PlanRequest(_message.Message):
+    __slots__ = ("request_id", "principal", "resource_kind", "action", "context", "resource_tenant")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TENANT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    principal: Principal
+    resource_kind: str
+    action: str
+    context: Context
+    resource_tenant: str
+    def __init__(self, request_id: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., resource_kind: _Optional[str] = ..., action: _Optional[str] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., resource_tenant: _Optional[str] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("plan_version", "plan_id", "request_id", "kind", "resource_kind", "action", "filter", "cel", "reason", "message", "policy", "rule", "bundle", "evaluated_at", "time_dependent")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[PlanResponse.Kind]
+        ALWAYS_ALLOWED: _ClassVar[PlanResponse.Kind]
+        ALWAYS_DENIED: _ClassVar[PlanResponse.Kind]
+        CONDITIONAL: _ClassVar[PlanResponse.Kind]
+    KIND_UNSPECIFIED: PlanResponse.Kind
+    ALWAYS_ALLOWED: PlanResponse.Kind
+    ALWAYS_DENIED: PlanResponse.Kind
+    CONDITIONAL: PlanResponse.Kind
+    PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    CEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TIME_DEPENDENT_FIELD_NUMBER: _ClassVar[int]
+    plan_version: int
+    plan_id: str
+    request_id: str
+    kind: PlanResponse.Kind
+    resource_kind: str
+    action: str
+    filter: _struct_pb2.Struct
+    cel: str
+    reason: str
+    message: str
+    policy: str
+    rule: str
+    bundle: Bundle
+    evaluated_at: str
+    time_dependent: bool
+    def __init__(self, plan_version: _Optional[int] = ..., plan_id: _Optional[str] = ..., request_id: _Optional[str] = ..., kind: _Optional[_Union[PlanResponse.Kind, str]] = ..., resource_kind: _Optional[str] = ..., action: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cel: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., policy: _Optional[str] = ..., rule: _Optional[str] = ..., bundle: _Optional[_Union[Bundle, _Mapping]] = ..., evaluated_at: _Optional[str] = ..., time_dependent: _Optional[bool] = ...) -> None: ...
+
 class CheckRequest(_message.Message):
     __slots__ = ("request_id", "principal", "resources", "context", "explain")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

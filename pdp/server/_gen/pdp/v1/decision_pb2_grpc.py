@@ -46,6 +46,11 @@ class DecisionServiceStub:
                 request_serializer=pdp_dot_v1_dot_decision__pb2.ServerInfoRequest.SerializeToString,
                 response_deserializer=pdp_dot_v1_dot_decision__pb2.ServerInfoResponse.FromString,
                 _registered_method=True)
+        self.Plan = channel.unary_unary(
+                '/pdp.v1.DecisionService/Plan',
+                request_serializer=pdp_dot_v1_dot_decision__pb2.PlanRequest.SerializeToString,
+                response_deserializer=pdp_dot_v1_dot_decision__pb2.PlanResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -69,6 +74,16 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Plan(self, request, context):
+        """Which resources of one kind may the principal act on (list endpoints): ALWAYS_ALLOWED,
+        ALWAYS_DENIED (with the reason), or CONDITIONAL with a filter over `resource.id`,
+        `resource.tenant` and `resource.attr.*` that holds exactly where Check would allow
+        (docs/PLANNING.md). Policies that cannot be planned exactly: FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +96,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.ServerInfo,
                     request_deserializer=pdp_dot_v1_dot_decision__pb2.ServerInfoRequest.FromString,
                     response_serializer=pdp_dot_v1_dot_decision__pb2.ServerInfoResponse.SerializeToString,
+            ),
+            'Plan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Plan,
+                    request_deserializer=pdp_dot_v1_dot_decision__pb2.PlanRequest.FromString,
+                    response_serializer=pdp_dot_v1_dot_decision__pb2.PlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +159,33 @@ class DecisionService:
             '/pdp.v1.DecisionService/ServerInfo',
             pdp_dot_v1_dot_decision__pb2.ServerInfoRequest.SerializeToString,
             pdp_dot_v1_dot_decision__pb2.ServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Plan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pdp.v1.DecisionService/Plan',
+            pdp_dot_v1_dot_decision__pb2.PlanRequest.SerializeToString,
+            pdp_dot_v1_dot_decision__pb2.PlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

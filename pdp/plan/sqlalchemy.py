@@ -1,0 +1,228 @@
+"""A plan as a SQLAlchemy `WHERE` clause (needs the `sqlalchemy` extra).
+
+    from pdp.plan.sqlalchemy import ColumnMap, where_clause
+
+    columns = ColumnMap(
+        fields={"resource.id": Doc.id, "resource.tenant": Doc.tenant,
+                "resource.attr.owner": Doc.owner},        # plain columns: NULL = absent
+        json={"resource.attr": Doc.attrs},                # the rest of attr, as JSON text
+    )
+    rows = session.scalars(select(Doc).where(where_clause(plan, columns)))
+
+The clause selects exactly the rows whose resource (as the application builds it from the
+row: plain columns as attributes when not NULL, the JSON column's object for the rest) the
+filter holds for. Every atom is two-valued in SQL (never NULL), so `NOT` cannot drop a row
+that SQL's three-valued logic would otherwise lose. JSON paths are read with SQLite's JSON
+functions (`json_type`, `json_extract`, `json_each`), which tell `1` from `true` from `"1"`;
+text compares with the column's collation, which must be the default (BINARY) for `lt`/`eq`
+to match CEL's code-point order. A field the mapping does not cover raises
+`UnmappedField`: an unmapped field cannot be filtered, and guessing would be unsound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from pdp.cel import _values as cv
+
+from . import tree as t
+from .planner import Plan
+
+_JSON_TYPES = {"null": ("null",), "bool": ("true", "false"), "int": ("integer",),
+               "double": ("real",), "string": ("text",), "list": ("array",), "map": ("object",)}  # fmt: skip
+_NUMBER = ("integer", "real")
+_SQL_OPS = {"lt": "__lt__", "le": "__le__", "gt": "__gt__", "ge": "__ge__"}
+
+
+class UnmappedField(ValueError):
+    """The filter reads a field that the column mapping does not cover."""
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Where each resource field lives. `fields`: a field name to a plain column (its SQL type
+    gives its CEL type; NULL means the attribute is absent). `json`: a field name to a JSON
+    text column holding that field's object (e.g. `resource.attr` for the whole `attr`);
+    nested attributes are read with JSON paths. A field takes the plain column when there is
+    one, else the JSON column of its longest mapped prefix."""
+
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    json: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, path: t.Path) -> tuple[str, Any, t.Path]:
+        name = t.field_name(path)
+        col = self.fields.get(name)
+        if col is not None:
+            return "plain", col, ()
+        for n in range(len(path), 0, -1):
+            col = self.json.get(t.field_name(path[:n]))
+            if col is not None:
+                return "json", col, path[n:]
+        raise UnmappedField(f"no column is mapped for `{name}`")
+
+
+def where_clause(plan: Plan | Mapping[str, Any], columns: ColumnMap) -> ColumnElement[bool]:
+    """The `WHERE` clause of a plan (a `Plan`, its `to_dict()`, or a bare JSON filter)."""
+    formula = _formula(plan)
+    return _sql(formula, columns)
+
+
+def _formula(plan: Plan | Mapping[str, Any]) -> t.Formula:
+    if isinstance(plan, Plan):
+        return plan.filter
+    if "planVersion" in plan:
+        if plan["planVersion"] != 1:
+            raise ValueError(f"unsupported planVersion `{plan['planVersion']}`")
+        return t.from_json(plan["filter"])
+    return t.from_json(plan)
+
+
+def _sql(f: t.Formula, cols: ColumnMap) -> ColumnElement[bool]:
+    if isinstance(f, t.Const):
+        return sa.true() if f.value else sa.false()
+    if isinstance(f, t.Not):
+        return sa.not_(_sql(f.item, cols))
+    if isinstance(f, t.And):
+        return sa.and_(*(_sql(x, cols) for x in f.items))
+    if isinstance(f, t.Or):
+        return sa.or_(*(_sql(x, cols) for x in f.items))
+    assert isinstance(f, t.Atom)
+    how, col, sub = cols.resolve(f.path)
+    if how == "plain":
+        return _plain(f, col)
+    return _json(f, col, "$" + "".join(f'."{k}"' for k in sub))
+
+
+# --- plain columns --------------------------------------------------------------------------
+
+
+def _cel_type(col: Any) -> str:
+    ty = col.type
+    if isinstance(ty, sa.Boolean):
+        return "bool"
+    if isinstance(ty, sa.Integer):
+        return "int"
+    if isinstance(ty, sa.Float | sa.Numeric):
+        return "double"
+    if isinstance(ty, sa.String | sa.Enum):
+        return "string"
+    raise UnmappedField(f"column `{col}` has a type ({ty}) the filter cannot compare")
+
+
+def _family(ty: str) -> str:
+    return "number" if ty in ("int", "double") else ty
+
+
+def _value_family(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float):
+        return "number"
+    return "string"
+
+
+def _bind(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and not cv.INT64_MIN <= v <= cv.INT64_MAX:
+        raise UnmappedField(f"the integer `{v}` does not fit SQLite's 64 bits")
+    return v
+
+
+def _plain(f: t.Atom, col: Any) -> ColumnElement[bool]:
+    ty = _cel_type(col)
+    present = col.is_not(None)
+    if f.op == "exists":
+        return present
+    if f.op == "is":
+        return present if f.value == ty else sa.false()
+    if f.op in ("contains", "has_key", "subset"):
+        return sa.false()  # a scalar column holds neither a list nor a map
+    fam = _family(ty)
+    if f.op == "eq":
+        if _value_family(f.value) != fam:
+            return sa.false()
+        return sa.and_(present, col == _bind(f.value))
+    if f.op == "in":
+        vs = [_bind(v) for v in f.value if _value_family(v) == fam]
+        return sa.and_(present, col.in_(vs)) if vs else sa.false()
+    if _value_family(f.value) != fam or fam not in ("string", "number"):
+        return sa.false()
+    return sa.and_(present, getattr(col, _SQL_OPS[f.op])(_bind(f.value)))
+
+
+# --- JSON columns ---------------------------------------------------------------------------
+
+
+def _typed(kind: Any, value: Any, v: Any) -> ColumnElement[bool]:
+    """`kind`/`value` (a json_type and its json_extract, or json_each's type and value) equal
+    the scalar `v` under CEL equality."""
+    if v is None:
+        return sa.func.coalesce(kind, "") == "null"
+    if isinstance(v, bool):
+        return sa.func.coalesce(kind, "") == ("true" if v else "false")
+    if isinstance(v, int | float):
+        return sa.and_(sa.func.coalesce(kind, "").in_(_NUMBER), value == _bind(v))
+    return sa.and_(sa.func.coalesce(kind, "") == "text", value == v)
+
+
+def _json(f: t.Atom, col: Any, path: str) -> ColumnElement[bool]:
+    kind = sa.func.json_type(col, path)
+    value = sa.func.json_extract(col, path)
+    kind_is = sa.func.coalesce(kind, "")
+    if f.op == "exists":
+        return kind.is_not(None)
+    if f.op == "is":
+        return kind_is.in_(_JSON_TYPES[f.value])
+    if f.op == "eq":
+        return _typed(kind, value, f.value)
+    if f.op == "in":
+        strs = [v for v in f.value if isinstance(v, str)]
+        nums = [_bind(v) for v in f.value if _value_family(v) == "number"]
+        parts: list[ColumnElement[bool]] = []
+        if strs:
+            parts.append(sa.and_(kind_is == "text", value.in_(strs)))
+        if nums:
+            parts.append(sa.and_(kind_is.in_(_NUMBER), value.in_(nums)))
+        flags = [("true" if v else "false") for v in f.value if isinstance(v, bool)]
+        flags += ["null" for v in f.value if v is None]
+        if flags:
+            parts.append(kind_is.in_(flags))
+        return sa.or_(*parts) if parts else sa.false()
+    if f.op in ("contains", "has_key", "subset"):
+        each = sa.func.json_each(col, path).table_valued("key", "value", "type").alias()
+        if f.op == "contains":
+            test = _typed(each.c.type, each.c.value, f.value)
+        elif f.op == "subset":  # no element outside the values
+            test = sa.not_(sa.or_(sa.false(), *(_typed(each.c.type, each.c.value, v)
+                                                 for v in f.value)))  # fmt: skip
+        else:
+            test = each.c.key == f.value
+        found = sa.select(sa.literal(1)).select_from(each).where(test).exists()
+        if f.op == "subset":
+            return sa.and_(kind_is == "array", sa.not_(found))
+        return sa.and_(kind_is == ("array" if f.op == "contains" else "object"), found)
+    v = f.value
+    typed = kind_is == "text" if isinstance(v, str) else kind_is.in_(_NUMBER)
+    return sa.and_(typed, getattr(value, _SQL_OPS[f.op])(_bind(v)))
+
+
+def candidates(
+    db: sa.Engine, id_column: Any, columns: ColumnMap
+) -> Callable[[Plan, str | None, int], list[str]]:
+    """A candidate source for `pdp.plan.api.search_resource`: the ids the plan selects from
+    the table of `id_column`, in id order, after a cursor."""
+
+    def page(plan: Plan, after: str | None, count: int) -> list[str]:
+        query = sa.select(id_column).where(where_clause(plan, columns))
+        if after is not None:
+            query = query.where(id_column > after)
+        with db.connect() as conn:
+            return list(conn.scalars(query.order_by(id_column).limit(count)))
+
+    return page
