@@ -323,6 +323,10 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     while not stop.wait(0.5):
         pass
+    # Refuse new calls first, then stop the policy source (a swap now leaves health alone),
+    # then wait for in-flight calls and flush telemetry (server.stop).
+    server.begin_stop(args.grace)
+    log.info("draining: new calls refused, in-flight calls have %gs", args.grace)
     stop_source()
     server.stop(args.grace)
     log.info("stopped")
