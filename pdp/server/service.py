@@ -102,20 +102,27 @@ def _stopped(code: grpc.StatusCode, message: str) -> CallStopped:
 # began (pdp.server.server's executor): such a call is refused, not decided.
 taken_while_draining = threading.local()
 SHUTTING_DOWN = "server is shutting down"
+_NO_DEADLINE = float("inf")
 
 
 class _Watched(tuple):  # type: ignore[type-arg]
     """A request's resources that look at the clock between one resource and the next, so a
-    batch whose deadline passes is not decided to completion (the engine iterates them)."""
+    batch is not decided to completion past its deadline or the drain deadline (which may be
+    set while it runs). The engine iterates them."""
 
-    stop_at: float  # monotonic
-    draining: bool  # the stop time is the server's drain deadline, not the call's own
+    stop_at: float  # monotonic: the call's own deadline (inf: none)
+    service: DecisionService  # its `_drain_at`, read live
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        stop_at, total = self.stop_at, len(self)
+        stop_at, service, total = self.stop_at, self.service, len(self)
         for i, item in enumerate(tuple.__iter__(self)):
-            if i and time.monotonic() >= stop_at:
-                raise _expired(self.draining, i, total)
+            if i:
+                now = time.monotonic()
+                if now >= stop_at:
+                    raise _expired(False, i, total)
+                drain_at = service._drain_at
+                if drain_at is not None and now >= drain_at:
+                    raise _expired(True, i, total)
             yield item
 
 
@@ -308,24 +315,24 @@ class DecisionService:
         UNAVAILABLE, before grpc would cancel it, so no decision is made that is not sent."""
         self._drain_at = deadline
 
-    def _stop_at(self, context: grpc.ServicerContext) -> tuple[float, bool] | None:
-        """When this call must stop deciding, and whether that is the drain deadline; raises
-        if that time has already passed (a call that waited in the queue past its deadline)."""
-        remaining = context.time_remaining()
+    def _stop_at(self, context: grpc.ServicerContext) -> float:
+        """When this call must stop deciding (monotonic; inf: no deadline). Raises when that
+        has passed already (a call that waited in the queue past its deadline), or when the
+        server is shutting down and the call is new or past the drain deadline."""
         drain_at = self._drain_at
-        if remaining is None and drain_at is None:
-            return None
-        if drain_at is not None and getattr(taken_while_draining, "value", False):
-            raise _stopped(grpc.StatusCode.UNAVAILABLE, f"{SHUTTING_DOWN}: not taking new calls")
-        now = time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise _expired(False, 0, 0)
-        stop_at = now + remaining if remaining is not None else float("inf")
-        if drain_at is not None and drain_at < stop_at:
-            if now >= drain_at:
+        if drain_at is not None:
+            if getattr(taken_while_draining, "value", False):
+                raise _stopped(
+                    grpc.StatusCode.UNAVAILABLE, f"{SHUTTING_DOWN}: not taking new calls"
+                )
+            if time.monotonic() >= drain_at:
                 raise _expired(True, 0, 0)
-            return drain_at, True
-        return stop_at, False
+        remaining = context.time_remaining()
+        if remaining is None:
+            return _NO_DEADLINE
+        if remaining <= 0:
+            raise _expired(False, 0, 0)
+        return time.monotonic() + remaining
 
     def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         self.activity.enter()
@@ -355,9 +362,9 @@ class DecisionService:
             if entry is not None:
                 return self._from_cache(entry, split[1], observed)
         request = request_from_proto(_parse(data), self.limits)
-        if stop is not None and len(request.resources) > 1:
+        if len(request.resources) > 1:
             watched = _Watched(request.resources)
-            watched.stop_at, watched.draining = stop
+            watched.stop_at, watched.service = stop, self
             response = engine.check(dataclasses.replace(request, resources=watched))
         else:
             response = engine.check(request)
@@ -403,7 +410,10 @@ class DecisionService:
                     self._observe(context, None, None, status, start, t0, data, None)
                 context.abort_with_status(status)
                 raise
-            self._observe(context, request, response, None, start, t0, data, out)
+            if self._drain_at is None or context.is_active():
+                # (While draining, grpc may have cancelled the call past the grace: then the
+                # caller never gets this decision, and the log must not hold it.)
+                self._observe(context, request, response, None, start, t0, data, out)
             return out
         finally:
             self.activity.exit()
