@@ -125,6 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Set by the supervisor for its workers only.
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--ready-fds", help=argparse.SUPPRESS)  # pdp.cli.ready: REPORT,CTL pipes
     # --decision-log, --mask, --log-queue-size, --otel, --prometheus, ... (pdp.telemetry owns them)
     from pdp.telemetry.cli import add_telemetry_arguments
 
@@ -309,6 +310,10 @@ def serve(args: argparse.Namespace) -> int:
         if observer is not None:
             observer.close()
         return _fail(f"cannot listen: {exc}")
+    if args.ready_fds:  # a worker: SERVING once the supervisor says every worker is ready
+        from .ready import gate_worker
+
+        gate_worker(args.ready_fds, server, holder)
     server.start()
     for address in server.addresses:
         log.info("listening on %s", address)
@@ -359,6 +364,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             "reuse_port",
             "cpu",
             "pin_workers",
+            "ready_fds",
         ):
             continue
         value = getattr(args, action.dest, None)
@@ -398,12 +404,23 @@ def supervise(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    from .ready import Coordinator
+
+    ready = Coordinator(args.workers)
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        spec, fds = ready.pipes_for(i)
+        proc = subprocess.Popen([*commands[i], "--ready-fds", spec], pass_fds=fds)
+        ready.spawned(fds)
+        return proc
+
     workers: list[tuple[subprocess.Popen[bytes], float]] = []
-    for command in commands:
-        workers.append((subprocess.Popen(command), time.monotonic()))
+    for i in range(args.workers):
+        workers.append((spawn(i), time.monotonic()))
     log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
     status = 0
-    while not stopping.wait(0.2):
+    while not stopping.is_set():
+        ready.wait(0.2)
         for i, (proc, started) in enumerate(workers):
             code = proc.poll()
             if code is None:
@@ -414,7 +431,7 @@ def supervise(args: argparse.Namespace) -> int:
                 stopping.set()
                 break
             log.warning("worker %d exited with %d; restarting it", proc.pid, code)
-            workers[i] = (subprocess.Popen(commands[i]), time.monotonic())
+            workers[i] = (spawn(i), time.monotonic())
     for proc, _ in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -422,6 +439,7 @@ def supervise(args: argparse.Namespace) -> int:
         code = proc.wait()
         if code != 0 and status == 0:
             status = code
+    ready.close()
     return status
 
 

@@ -114,6 +114,8 @@ class PdpServer:
         self.decisions: DecisionService | None = None
         self.executor: _Executor | None = None
         self._draining = False
+        self._held = False  # hold_serving: a supervisor has not yet said every worker is ready
+        self._holder: EngineHolder | None = None
         self._drain_deadline = 0.0
 
     @property
@@ -125,8 +127,10 @@ class PdpServer:
         raise ValueError("no TCP listener")
 
     def set_serving(self, serving: bool) -> None:
-        if serving and self._draining:
-            return  # a bundle swapped in during the drain does not make a stopping server ready
+        if serving and (self._draining or self._held):
+            # A bundle swapped in during the drain does not make a stopping server ready, nor
+            # one worker's bundle the service (pdp.cli.ready).
+            return
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -134,6 +138,15 @@ class PdpServer:
         )
         for name in ("", *self.service_names):
             self.health.set(name, status)
+
+    def hold_serving(self) -> None:
+        """Keep health at NOT_SERVING, whatever bundle is active, until `release_serving`."""
+        self._held = True
+        self.set_serving(False)
+
+    def release_serving(self) -> None:
+        self._held = False
+        self.set_serving(self._holder is not None and self._holder.current is not None)
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -255,6 +268,7 @@ def build_server(
     pdp_server.activity = decisions.activity
     pdp_server.decisions = decisions
     pdp_server.executor = executor
+    pdp_server._holder = holder
     pdp_server.decision_cache = cache
     pdp_server.set_serving(holder.current is not None)
     holder.on_swap(lambda _engine: pdp_server.set_serving(True))
