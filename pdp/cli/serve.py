@@ -151,16 +151,14 @@ def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an err
         return "--client-ca needs --tls-cert and --tls-key"
     if args.allow_identity and not args.client_ca:
         return "--allow-identity needs --client-ca (identities come from client certificates)"
-    tls = None
+    tls: TlsConfig | None = None
     if args.tls_cert:
-        try:
-            tls = TlsConfig(
-                cert_pem=Path(args.tls_cert).read_bytes(),
-                key_pem=Path(args.tls_key).read_bytes(),
-                client_ca_pem=Path(args.client_ca).read_bytes() if args.client_ca else None,
-            )
-        except OSError as exc:
-            return f"cannot read TLS file: {exc}"
+        from pdp.server.tls_files import TlsFileError, load_tls_files
+
+        try:  # checked here: grpc would only say `Failed to bind to address`
+            tls = load_tls_files(args.tls_cert, args.tls_key, args.client_ca)
+        except TlsFileError as exc:
+            return str(exc)
     listen = args.listen or ([] if args.unix else [DEFAULT_LISTEN])
     return ServerConfig(
         listen=tuple(listen),
@@ -306,10 +304,10 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(f"gateway: {exc}")
     try:
         server = build_server(holder, config, observer=observer, extra_services=extra)
-    except RuntimeError as exc:  # grpc: cannot bind
+    except RuntimeError as exc:  # grpc: cannot bind (pdp.server names the address)
         if observer is not None:
             observer.close()
-        return _fail(f"cannot listen: {exc}")
+        return _fail(str(exc))
     if args.ready_fds:  # a worker: SERVING once the supervisor says every worker is ready
         from .ready import gate_worker
 

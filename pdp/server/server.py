@@ -203,6 +203,18 @@ class PdpServer:
         return self.grpc_server.wait_for_termination(timeout)
 
 
+def _bind_error(target: str) -> str:
+    if target.startswith("unix:"):
+        return (
+            f"cannot listen on `{target}`: the socket path is in use or its directory is not "
+            "writable (choose another with --unix)"
+        )
+    return (
+        f"cannot listen on `{target}`: the address is in use (another process on the port?) "
+        "or not on this host; choose another with --listen"
+    )
+
+
 def build_server(
     holder: EngineHolder,
     config: ServerConfig = ServerConfig(),
@@ -255,10 +267,13 @@ def build_server(
     addresses = []
     targets = [*config.listen, *(f"unix:{p}" for p in config.unix)]
     for target in targets:
-        if credentials is not None:
-            port = server.add_secure_port(target, credentials)
-        else:
-            port = server.add_insecure_port(target)
+        try:
+            if credentials is not None:
+                port = server.add_secure_port(target, credentials)
+            else:
+                port = server.add_insecure_port(target)
+        except RuntimeError as exc:  # grpc says only `Failed to bind to address ...`
+            raise RuntimeError(_bind_error(target)) from exc
         if target.startswith("unix:"):
             addresses.append(target)
         else:
