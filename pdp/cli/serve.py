@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--allow-identity",
         action="append",
         metavar="ID",
-        help="allowed client identity (URI SAN such as a SPIFFE id, or DNS SAN), repeatable",
+        help="allowed client identity, repeatable: spiffe://... or uri:URI match a URI SAN only, "
+        "dns:NAME or a bare NAME a DNS SAN only",
     )
     lim = p.add_argument_group("limits")
     for flag, name, text in _LIMIT_FLAGS:
@@ -151,6 +152,12 @@ def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an err
         return "--client-ca needs --tls-cert and --tls-key"
     if args.allow_identity and not args.client_ca:
         return "--allow-identity needs --client-ca (identities come from client certificates)"
+    from pdp.server.identity import parse_allow_list
+
+    try:
+        parse_allow_list(args.allow_identity or ())
+    except ValueError as exc:
+        return f"--allow-identity: {exc}"
     tls: TlsConfig | None = None
     if args.tls_cert:
         from pdp.server.tls_files import TlsFileError, load_tls_files
