@@ -28,6 +28,14 @@ from pdp.model.request import DEFAULT_LIMITS, Limits
 log = logging.getLogger("pdp.serve")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# How long the exit waits for the policy source to stop after the server has (a poll in
+# progress is abandoned). The exit comes at most this long after the server's own bound.
+_SOURCE_STOP_WAIT_S = 1.0
+SHUTDOWN_BOUND = (
+    "SIGTERM/SIGINT: health NOT_SERVING and new calls refused (UNAVAILABLE) at once; calls in "
+    "flight get --grace seconds; the process exits within --grace + 3 s, plus the time the "
+    "telemetry writer takes to flush queued records (at most 30 s)"
+)
 # A worker that dies sooner than this after its start is failing, not crashing: give up.
 _MIN_WORKER_LIFETIME_S = 5.0
 
@@ -113,7 +121,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_GRACE_S,
         metavar="SECONDS",
-        help=f"time in-flight calls get to finish at shutdown ({DEFAULT_GRACE_S:g})",
+        help=f"time in-flight calls get to finish at shutdown ({DEFAULT_GRACE_S:g}); "
+        + SHUTDOWN_BOUND.replace("%", "%%"),
     )
     run_.add_argument(
         "--decision-cache",
@@ -333,12 +342,15 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     while not stop.wait(0.5):
         pass
-    # Refuse new calls first, then stop the policy source (a swap now leaves health alone),
-    # then wait for in-flight calls and flush telemetry (server.stop).
+    # Refuse new calls first; stop the policy source meanwhile (a swap now leaves health
+    # alone; a poll in progress must not delay the exit: its thread is a daemon), then wait
+    # for in-flight calls and flush telemetry (server.stop). Bound: see SHUTDOWN_BOUND.
     server.begin_stop(args.grace)
     log.info("draining: new calls refused, in-flight calls have %gs", args.grace)
-    stop_source()
+    stopper = threading.Thread(target=stop_source, name="pdp-source-stop", daemon=True)
+    stopper.start()
     server.stop(args.grace)
+    stopper.join(_SOURCE_STOP_WAIT_S)
     log.info("stopped")
     return 0
 
