@@ -161,12 +161,13 @@ class PdpServer:
             return
         self._drain_deadline = time.monotonic() + grace
         self._draining = True
-        self.set_serving(False)
         if self.executor is not None:
             self.executor.last_taken = time.monotonic()
             self.executor.draining = True
         if self.decisions is not None:
             self.decisions.begin_drain(self._drain_deadline)
+        # Last: a caller that sees NOT_SERVING can count on its next call being refused.
+        self.set_serving(False)
 
     def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
         """`begin_stop`, close the listeners, wait for in-flight calls, close the observer.
