@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,14 @@ from grpc_status import rpc_status
 from security.serving import HEAVY_PRINCIPAL, heavy_resources, write_heavy_policies
 
 from pdp.client import Client, Retry
+from pdp.client._convert import request_to_proto
 from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.model.decision import ALLOW, DENY
 from pdp.model.loader import load_policy_dir
 from pdp.model.request import Limits
 from pdp.server import CheckObservation, PdpServer, ServerConfig
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
+from pdp.server.service import CHECK_RPC
 
 from .conftest import ALICE, DOC, OTHER_DOC, running
 
@@ -197,14 +199,21 @@ def test_a_call_whose_deadline_passed_in_the_queue_is_not_decided(tmp_path: Path
     with (
         heavy_server(tmp_path, rec) as server,
         client(server, retry=Retry(attempts=1)) as c,
-        ThreadPoolExecutor(1) as pool,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
     ):
-        # Occupies the one RPC thread for about 3 s (no deadline of its own).
-        slow = pool.submit(c.check, HEAVY_PRINCIPAL, heavy_resources(30, "slow"), timeout=300)
-        # Sent while that runs: its deadline passes while it waits for the thread.
-        err = rpc_error(lambda: c.check(ALICE, [{**DOC, "actions": ["read"]}], timeout=0.3))
+        check = channel.unary_unary(CHECK_RPC)  # two calls on one connection, in order
+        # Occupies the one RPC thread for about 3 s (no deadline of its own) ...
+        slow = check.future(
+            request_to_proto(
+                HEAVY_PRINCIPAL, heavy_resources(30, "slow"), None
+            ).SerializeToString(),
+            timeout=300,
+        )
+        # ... so this one's deadline passes while it waits for the thread.
+        quick = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}], None).SerializeToString()
+        err = rpc_error(lambda: check(quick, timeout=0.3))
         assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert len(slow.result().results) == 30
+        assert len(pb.CheckResponse.FromString(slow.result()).results) == 30
         # The next call on the thread is decided normally.
         assert c.is_allowed(HEAVY_PRINCIPAL, heavy_resources(1, "next")[0], "read", timeout=60)
     # The expired call was never decided (grpc does not even start its handler once the
