@@ -315,24 +315,12 @@ class DecisionService:
         UNAVAILABLE, before grpc would cancel it, so no decision is made that is not sent."""
         self._drain_at = deadline
 
-    def _stop_at(self, context: grpc.ServicerContext) -> float:
-        """When this call must stop deciding (monotonic; inf: no deadline). Raises when that
-        has passed already (a call that waited in the queue past its deadline), or when the
-        server is shutting down and the call is new or past the drain deadline."""
-        drain_at = self._drain_at
-        if drain_at is not None:
-            if getattr(taken_while_draining, "value", False):
-                raise _stopped(
-                    grpc.StatusCode.UNAVAILABLE, f"{SHUTTING_DOWN}: not taking new calls"
-                )
-            if time.monotonic() >= drain_at:
-                raise _expired(True, 0, 0)
-        remaining = context.time_remaining()
-        if remaining is None:
-            return _NO_DEADLINE
-        if remaining <= 0:
-            raise _expired(False, 0, 0)
-        return time.monotonic() + remaining
+    def _draining_check(self, drain_at: float) -> None:
+        """While shutting down: refuse a call taken since, or one past the drain deadline."""
+        if getattr(taken_while_draining, "value", False):
+            raise _stopped(grpc.StatusCode.UNAVAILABLE, f"{SHUTTING_DOWN}: not taking new calls")
+        if time.monotonic() >= drain_at:
+            raise _expired(True, 0, 0)
 
     def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         self.activity.enter()
@@ -353,7 +341,14 @@ class DecisionService:
         builds the hit's own request and response from it later, on the telemetry writer.
         Raises `CallStopped` when the call's deadline (or the drain deadline) passes first.
         """
-        stop = self._stop_at(context)
+        # The per-call cost of deadlines: one read of the call's time left and a comparison
+        # (a call that waited in the queue past its deadline is not decided); batches also
+        # look at the clock between resources (`_Watched`).
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise _expired(False, 0, 0)
+        if self._drain_at is not None:
+            self._draining_check(self._drain_at)
         engine = self.holder.require()
         cache = self.cache
         split = split_request_id(data) if cache is not None else None
@@ -364,7 +359,8 @@ class DecisionService:
         request = request_from_proto(_parse(data), self.limits)
         if len(request.resources) > 1:
             watched = _Watched(request.resources)
-            watched.stop_at, watched.service = stop, self
+            watched.stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
+            watched.service = self
             response = engine.check(dataclasses.replace(request, resources=watched))
         else:
             response = engine.check(request)
