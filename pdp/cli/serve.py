@@ -5,7 +5,8 @@
 
 The server starts NOT_SERVING, a policy source fills the engine holder (then SERVING), and
 SIGTERM/SIGINT stop it gracefully: refuse new calls, finish in-flight ones, exit 0. With
-`--workers N` this process only supervises N copies of itself sharing the port.
+`--workers N` this process only supervises N copies of itself sharing the port, and health says
+SERVING once every one serves the same bundle (pdp.cli.ready). docs/SERVING.md has the details.
 """
 
 from __future__ import annotations
