@@ -41,6 +41,9 @@ class CallContext:
     def auth_context(self) -> dict[str, Any]:
         return {}
 
+    def time_remaining(self) -> float | None:
+        return 30.0  # a caller with a deadline, as pdp.client sets one: the server checks it
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -5,7 +5,8 @@
 
 The server starts NOT_SERVING, a policy source fills the engine holder (then SERVING), and
 SIGTERM/SIGINT stop it gracefully: refuse new calls, finish in-flight ones, exit 0. With
-`--workers N` this process only supervises N copies of itself sharing the port.
+`--workers N` this process only supervises N copies of itself sharing the port, and health says
+SERVING once every one serves the same bundle (pdp.cli.ready). docs/SERVING.md has the details.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from pdp.model.request import DEFAULT_LIMITS, Limits
 log = logging.getLogger("pdp.serve")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# How long the exit waits for the policy source to stop after the server has (a poll in
+# progress is abandoned). The exit comes at most this long after the server's own bound.
+_SOURCE_STOP_WAIT_S = 1.0
+SHUTDOWN_BOUND = (
+    "SIGTERM/SIGINT: health NOT_SERVING and new calls refused (UNAVAILABLE) at once; calls in "
+    "flight get --grace seconds; the process exits within --grace + 3 s, plus the time the "
+    "telemetry writer takes to flush queued records (at most 30 s)"
+)
 # A worker that dies sooner than this after its start is failing, not crashing: give up.
 _MIN_WORKER_LIFETIME_S = 5.0
 
@@ -74,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--allow-identity",
         action="append",
         metavar="ID",
-        help="allowed client identity (URI SAN such as a SPIFFE id, or DNS SAN), repeatable",
+        help="allowed client identity, repeatable: spiffe://... or uri:URI match a URI SAN only, "
+        "dns:NAME or a bare NAME a DNS SAN only",
     )
     lim = p.add_argument_group("limits")
     for flag, name, text in _LIMIT_FLAGS:
@@ -137,7 +147,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_GRACE_S,
         metavar="SECONDS",
-        help=f"time in-flight calls get to finish at shutdown ({DEFAULT_GRACE_S:g})",
+        help=f"time in-flight calls get to finish at shutdown ({DEFAULT_GRACE_S:g}); "
+        + SHUTDOWN_BOUND.replace("%", "%%"),
     )
     run_.add_argument(
         "--decision-cache",
@@ -150,6 +161,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Set by the supervisor for its workers only.
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--ready-fds", help=argparse.SUPPRESS)  # pdp.cli.ready: REPORT,CTL pipes
     # --decision-log, --mask, --log-queue-size, --otel, --prometheus, ... (pdp.telemetry owns them)
     from pdp.telemetry.cli import add_telemetry_arguments
 
@@ -173,13 +185,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     record_argv(p)
 
 
-# Said on a failed bind: the usual cause is a second `make serve` on the default port.
-_LISTEN_HINT = (
-    "hint: is another server on that port? stop it, or choose another address with "
-    "--listen HOST:PORT (or `listen:` in --config, PDP_LISTEN)"
-)
-
-
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -201,16 +206,20 @@ def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an err
         return "--client-ca needs --tls-cert and --tls-key"
     if args.allow_identity and not args.client_ca:
         return "--allow-identity needs --client-ca (identities come from client certificates)"
-    tls = None
+    from pdp.server.identity import parse_allow_list
+
+    try:
+        parse_allow_list(args.allow_identity or ())
+    except ValueError as exc:
+        return f"--allow-identity: {exc}"
+    tls: TlsConfig | None = None
     if args.tls_cert:
-        try:
-            tls = TlsConfig(
-                cert_pem=Path(args.tls_cert).read_bytes(),
-                key_pem=Path(args.tls_key).read_bytes(),
-                client_ca_pem=Path(args.client_ca).read_bytes() if args.client_ca else None,
-            )
-        except OSError as exc:
-            return f"cannot read TLS file: {exc}"
+        from pdp.server.tls_files import TlsFileError, load_tls_files
+
+        try:  # checked here: grpc would only say `Failed to bind to address`
+            tls = load_tls_files(args.tls_cert, args.tls_key, args.client_ca)
+        except TlsFileError as exc:
+            return str(exc)
     listen = args.listen or ([] if args.unix else [DEFAULT_LISTEN])
     return ServerConfig(
         listen=tuple(listen),
@@ -384,10 +393,14 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(f"gateway: {exc}")
     try:
         server = build_server(holder, config, observer=observer, extra_services=extra)
-    except RuntimeError as exc:  # grpc: cannot bind
+    except RuntimeError as exc:  # grpc: cannot bind (pdp.server names the address)
         if observer is not None:
             observer.close()
-        return _fail(f"cannot listen: {exc}\n{_LISTEN_HINT}")
+        return _fail(str(exc))
+    if args.ready_fds:  # a worker: SERVING once the supervisor says every worker is ready
+        from .ready import gate_worker
+
+        gate_worker(args.ready_fds, server, holder)
     server.start()
     for address in server.addresses:
         log.info("listening on %s", address)
@@ -417,10 +430,17 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     while not stop.wait(0.5):
         pass
-    stop_source()
+    # Refuse new calls first; stop the policy source meanwhile (a swap now leaves health
+    # alone; a poll in progress must not delay the exit: its thread is a daemon), then wait
+    # for in-flight calls and flush telemetry (server.stop). Bound: see SHUTDOWN_BOUND.
+    server.begin_stop(args.grace)
+    log.info("draining: new calls refused, in-flight calls have %gs", args.grace)
+    stopper = threading.Thread(target=stop_source, name="pdp-source-stop", daemon=True)
+    stopper.start()
     if http is not None:
         http.stop()  # before the gRPC server, which closes the observer both share
     server.stop(args.grace)
+    stopper.join(_SOURCE_STOP_WAIT_S)
     log.info("stopped")
     return 0
 
@@ -451,6 +471,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             "reuse_port",
             "cpu",
             "pin_workers",
+            "ready_fds",
         ):
             continue
         value = getattr(args, action.dest, None)
@@ -497,12 +518,23 @@ def supervise(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    from .ready import Coordinator
+
+    ready = Coordinator(args.workers)
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        spec, fds = ready.pipes_for(i)
+        proc = subprocess.Popen([*commands[i], "--ready-fds", spec], pass_fds=fds)
+        ready.spawned(fds)
+        return proc
+
     workers: list[tuple[subprocess.Popen[bytes], float]] = []
-    for command in commands:
-        workers.append((subprocess.Popen(command), time.monotonic()))
+    for i in range(args.workers):
+        workers.append((spawn(i), time.monotonic()))
     log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
     status = 0
-    while not stopping.wait(0.2):
+    while not stopping.is_set():
+        ready.wait(0.2)
         for i, (proc, started) in enumerate(workers):
             code = proc.poll()
             if code is None:
@@ -513,7 +545,7 @@ def supervise(args: argparse.Namespace) -> int:
                 stopping.set()
                 break
             log.warning("worker %d exited with %d; restarting it", proc.pid, code)
-            workers[i] = (subprocess.Popen(commands[i]), time.monotonic())
+            workers[i] = (spawn(i), time.monotonic())
     for proc, _ in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -521,6 +553,7 @@ def supervise(args: argparse.Namespace) -> int:
         code = proc.wait()
         if code != 0 and status == 0:
             status = code
+    ready.close()
     return status
 
 

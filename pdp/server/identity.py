@@ -1,7 +1,19 @@
-"""Caller identities from the mTLS client certificate, and the allow-list interceptor."""
+"""Caller identities from the mTLS client certificate, and the allow-list interceptor.
+
+Allow-list entries are typed, and an entry matches only a SAN of its own type:
+
+    spiffe://TRUST-DOMAIN/PATH, uri:URI   a URI SAN, compared exactly
+    dns:NAME                              a DNS SAN, compared case-insensitively
+    NAME (no scheme)                      a DNS SAN, as `dns:NAME` (the form before types)
+    SCHEME://REST                         a URI SAN, as `uri:SCHEME://REST`
+
+Anything else (`urn:x` without `uri:`, a DNS name with `:` or `/`, an empty value) is refused
+when the server starts, so a DNS SAN can never satisfy a SPIFFE entry nor a URI SAN a host name.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +42,76 @@ def peer_identities(auth: Mapping[str, Sequence[bytes]]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+URI, DNS = "uri", "dns"
+# A DNS name as a SAN may hold it: labels of letters, digits, `-` and `_` (seen in service
+# names), compared lower-cased without a final dot. No wildcards: an entry names one caller.
+_DNS_NAME = re.compile(
+    r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?"
+)
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
+
+
+def parse_allow_entry(entry: str) -> tuple[str, str]:
+    """(`uri` or `dns`, the value to compare) of one `--allow-identity`; ValueError names it."""
+    if entry.startswith("uri:"):
+        kind, value = URI, entry[4:]
+    elif entry.startswith("dns:"):
+        kind, value = DNS, entry[4:]
+    elif "://" in entry:
+        kind, value = URI, entry
+    elif ":" in entry or "/" in entry:
+        raise ValueError(
+            f"allowed identity `{entry}` is neither a DNS name nor a `scheme://` URI: "
+            "write `uri:...` or `dns:...`"
+        )
+    else:
+        kind, value = DNS, entry
+    if kind == URI and not _URI.fullmatch(value):
+        raise ValueError(f"allowed identity `{entry}`: `{value}` is not a URI")
+    if kind == DNS:
+        if not _DNS_NAME.fullmatch(value):
+            raise ValueError(f"allowed identity `{entry}`: `{value}` is not a DNS name")
+        value = _dns_key(value)
+    return kind, value
+
+
+def _dns_key(name: str) -> str:
+    return name.lower().removesuffix(".")
+
+
+def parse_allow_list(entries: Iterable[str]) -> frozenset[tuple[str, str]]:
+    return frozenset(parse_allow_entry(e) for e in entries)
+
+
+def typed_identities(auth: Mapping[str, Sequence[bytes]]) -> frozenset[tuple[str, str]]:
+    """The certificate's SANs as (`uri`, value) and (`dns`, lower-cased value) pairs.
+
+    From grpc core's typed `peer_uri`/`peer_dns`; when a grpc release lacks them, from the
+    certificate itself (never from the untyped SAN list, whose types are lost)."""
+    if "peer_uri" in auth or "peer_dns" in auth:
+        uris = _decode(auth.get("peer_uri", ()))
+        names = _decode(auth.get("peer_dns", ()))
+    else:
+        uris, names = _sans_of(auth.get("x509_pem_cert", ()))
+    return frozenset([(URI, u) for u in uris] + [(DNS, _dns_key(n)) for n in names])
+
+
+def _sans_of(pems: Sequence[bytes]) -> tuple[list[str], list[str]]:
+    from cryptography import x509
+
+    if not pems:
+        return [], []
+    try:
+        cert = x509.load_pem_x509_certificate(pems[0])
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return [], []
+    return (
+        list(sans.get_values_for_type(x509.UniformResourceIdentifier)),
+        list(sans.get_values_for_type(x509.DNSName)),
+    )
+
+
 def primary_identity(auth: Mapping[str, Sequence[bytes]]) -> str:
     ids = peer_identities(auth)
     if ids:
@@ -39,17 +121,18 @@ def primary_identity(auth: Mapping[str, Sequence[bytes]]) -> str:
 
 
 class AllowListInterceptor(grpc.ServerInterceptor):
-    """Refuses (PERMISSION_DENIED) callers none of whose certificate identities is allowed."""
+    """Refuses (PERMISSION_DENIED) callers none of whose certificate identities is allowed,
+    each entry matching SANs of its own type only (`parse_allow_entry`; ValueError here)."""
 
     def __init__(self, allowed: Iterable[str]) -> None:
-        self.allowed = frozenset(allowed)
+        self.allowed = parse_allow_list(allowed)
 
     def _guard(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         allowed = self.allowed
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             auth = context.auth_context()
-            if allowed.isdisjoint(peer_identities(auth)):
+            if allowed.isdisjoint(typed_identities(auth)):
                 context.abort_with_status(permission_denied(primary_identity(auth)))
             return behaviour(request, context)
 

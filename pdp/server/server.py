@@ -23,7 +23,7 @@ from pdp.model.request import DEFAULT_LIMITS, Limits
 from .cache import DEFAULT_CACHE_ENTRIES, DecisionCache
 from .hooks import Observer, ServiceRegistrar
 from .identity import AllowListInterceptor
-from .service import Activity, DecisionService
+from .service import Activity, DecisionService, taken_while_draining
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
@@ -36,10 +36,40 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # Calls run on these threads; the work is CPU-bound under the GIL, so more threads only add
 # contention, while too few let one slow client's call hold up others.
 DEFAULT_THREADS = 8
-# Shutdown waits for this long a pause in calls before it stops the server (see `stop`).
+# Shutdown closes the listeners once no call has been taken or run for this long (see
+# `begin_stop`), or at the end of the grace.
 DRAIN_QUIET_S = 0.2
-# How long in-flight calls may run after shutdown begins before they are cancelled.
+# How long in-flight calls may run after shutdown begins; one still deciding then stops and
+# answers UNAVAILABLE (see `stop`).
 DEFAULT_GRACE_S = 10.0
+# After the grace, how long grpc still gives calls (a reply being sent, a call stopping) before
+# it cancels them, and how long stop then waits for their handler threads. With the telemetry
+# writer's flush (at most `CLOSE_TIMEOUT_S` of pdp.telemetry) this bounds the time from SIGTERM
+# to exit: grace + 2 x STOP_MARGIN_S + the flush.
+STOP_MARGIN_S = 1.0
+
+
+class _Executor(futures.ThreadPoolExecutor):
+    """The RPC threads. Once shutdown begins, a call grpc takes from the transport is marked
+    on its thread (the decision service refuses it), and the time it was taken is kept: the
+    listeners close once calls stop arriving."""
+
+    draining = False
+    last_taken = 0.0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        if not self.draining:
+            return super().submit(fn, *args, **kwargs)
+        self.last_taken = time.monotonic()
+        return super().submit(_refused, fn, *args, **kwargs)
+
+
+def _refused(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+    taken_while_draining.value = True
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        taken_while_draining.value = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +111,12 @@ class PdpServer:
         self.observer = observer
         self.activity: Activity | None = None
         self.decision_cache: DecisionCache | None = None
+        self.decisions: DecisionService | None = None
+        self.executor: _Executor | None = None
+        self._draining = False
+        self._held = False  # hold_serving: a supervisor has not yet said every worker is ready
+        self._holder: EngineHolder | None = None
+        self._drain_deadline = 0.0
 
     @property
     def port(self) -> int:
@@ -91,6 +127,10 @@ class PdpServer:
         raise ValueError("no TCP listener")
 
     def set_serving(self, serving: bool) -> None:
+        if serving and (self._draining or self._held):
+            # A bundle swapped in during the drain does not make a stopping server ready, nor
+            # one worker's bundle the service (pdp.cli.ready).
+            return
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -99,23 +139,61 @@ class PdpServer:
         for name in ("", *self.service_names):
             self.health.set(name, status)
 
+    def hold_serving(self) -> None:
+        """Keep health at NOT_SERVING, whatever bundle is active, until `release_serving`."""
+        self._held = True
+        self.set_serving(False)
+
+    def release_serving(self) -> None:
+        self._held = False
+        self.set_serving(self._holder is not None and self._holder.current is not None)
+
     def start(self) -> None:
         self.grpc_server.start()
 
-    def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
-        """Drain, stop accepting calls, let in-flight ones finish, close the observer.
-
-        grpc's stop() cancels calls the transport has received but the server has not yet
-        picked up, and under load (the GIL busy with decisions) there are some. So first
-        report NOT_SERVING and wait, within `grace`, until no call has run for `DRAIN_QUIET_S`;
-        then stop, with what is left of `grace` for calls still running.
-        """
-        deadline = time.monotonic() + grace
+    def begin_stop(self, grace: float = DEFAULT_GRACE_S) -> None:
+        """Stop taking calls, at once: health says NOT_SERVING and every Check grpc takes from
+        the transport from now on is refused with UNAVAILABLE (retryable: nothing is decided
+        or logged). Calls already taken ("in flight") have `grace` seconds to finish; one
+        still deciding then stops and answers UNAVAILABLE itself, so every decision made is a
+        decision sent and logged. Idempotent; `stop` waits for the rest."""
+        if self._draining:
+            return
+        self._drain_deadline = time.monotonic() + grace
+        self._draining = True
+        if self.executor is not None:
+            self.executor.last_taken = time.monotonic()
+            self.executor.draining = True
+        if self.decisions is not None:
+            self.decisions.begin_drain(self._drain_deadline)
+        # Last: a caller that sees NOT_SERVING can count on its next call being refused.
         self.set_serving(False)
-        if self.activity is not None:
-            while self.activity.quiet_for() < DRAIN_QUIET_S and time.monotonic() < deadline:
-                time.sleep(0.02)
-        self.grpc_server.stop(max(deadline - time.monotonic(), 0.0)).wait()
+
+    def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
+        """`begin_stop`, close the listeners, wait for in-flight calls, close the observer.
+
+        grpc's own stop cancels (CANCELLED) calls the transport has received but grpc has not
+        yet taken, and under load (the GIL busy with decisions) there are some. So the
+        listeners close once nothing has been taken or run for `DRAIN_QUIET_S` (every call
+        taken meanwhile was refused or finished), or at the end of the grace under sustained
+        traffic; calls still arriving at that instant are the only ones grpc cancels.
+        """
+        self.begin_stop(grace)
+        deadline = self._drain_deadline
+        executor, activity = self.executor, self.activity
+        while time.monotonic() < deadline:
+            taken_ago = time.monotonic() - executor.last_taken if executor else DRAIN_QUIET_S
+            ran_ago = activity.quiet_for() if activity is not None else DRAIN_QUIET_S
+            if min(taken_ago, ran_ago) >= DRAIN_QUIET_S:
+                break
+            time.sleep(0.02)
+        # Calls past the drain deadline stop by themselves; grpc cancels what is left later.
+        self.grpc_server.stop(max(deadline - time.monotonic(), 0.0) + STOP_MARGIN_S).wait()
+        # grpc's stop has returned once every call ended for the transport; the handler
+        # thread of a call it cancelled may still be running: its observation must reach the
+        # observer before it closes (else it is counted as a drop).
+        if activity is not None and not activity.wait_idle(STOP_MARGIN_S):
+            log.warning("%d calls still running at shutdown", activity.in_flight)
         if self.observer is not None:
             try:
                 self.observer.close()
@@ -124,6 +202,18 @@ class PdpServer:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.grpc_server.wait_for_termination(timeout)
+
+
+def _bind_error(target: str) -> str:
+    if target.startswith("unix:"):
+        return (
+            f"cannot listen on `{target}`: the socket path is in use or its directory is not "
+            "writable (choose another with --unix)"
+        )
+    return (
+        f"cannot listen on `{target}`: the address is in use (another process on the port?) "
+        "or not on this host; choose another with --listen"
+    )
 
 
 def build_server(
@@ -144,8 +234,9 @@ def build_server(
     interceptors = (
         [AllowListInterceptor(config.allow_identities)] if config.allow_identities else []
     )
+    executor = _Executor(max_workers=config.threads, thread_name_prefix="pdp-rpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pdp-rpc"),
+        executor,
         options=options,
         interceptors=interceptors,
     )
@@ -177,10 +268,13 @@ def build_server(
     addresses = []
     targets = [*config.listen, *(f"unix:{p}" for p in config.unix)]
     for target in targets:
-        if credentials is not None:
-            port = server.add_secure_port(target, credentials)
-        else:
-            port = server.add_insecure_port(target)
+        try:
+            if credentials is not None:
+                port = server.add_secure_port(target, credentials)
+            else:
+                port = server.add_insecure_port(target)
+        except RuntimeError as exc:  # grpc says only `Failed to bind to address ...`
+            raise RuntimeError(_bind_error(target)) from exc
         if target.startswith("unix:"):
             addresses.append(target)
         else:
@@ -188,6 +282,9 @@ def build_server(
 
     pdp_server = PdpServer(server, health_servicer, names, addresses, observer)
     pdp_server.activity = decisions.activity
+    pdp_server.decisions = decisions
+    pdp_server.executor = executor
+    pdp_server._holder = holder
     pdp_server.decision_cache = cache
     pdp_server.set_serving(holder.current is not None)
     holder.on_swap(lambda _engine: pdp_server.set_serving(True))

@@ -50,7 +50,7 @@ _perf_counter = time.perf_counter
 
 
 class Activity:
-    """Calls in flight and when the last one began or ended: shutdown waits for quiet."""
+    """Calls in flight and when the last one began or ended: shutdown waits for them."""
 
     __slots__ = ("_lock", "in_flight", "last_change")
 
@@ -74,6 +74,75 @@ class Activity:
         with self._lock:
             return 0.0 if self.in_flight else time.monotonic() - self.last_change
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait (polling: shutdown only) until no call runs; False if some still did at
+        `timeout`. grpc's stop returns when every call has ended for the transport, but the
+        handler of a call it cancelled may still be running on its thread."""
+        end = time.monotonic() + timeout
+        while self.in_flight:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+class CallStopped(Exception):
+    """A call given up before its decision was complete: its deadline passed, or the server is
+    shutting down. Carries the status the caller gets; no decision is returned. Shutdown's
+    refusals are not observed (no decision-log record: the caller retries elsewhere)."""
+
+    def __init__(self, status: grpc.Status, *, observed: bool) -> None:
+        super().__init__(status.details)
+        self.status = status
+        self.observed = observed
+
+
+def _stopped(code: grpc.StatusCode, message: str) -> CallStopped:
+    status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message))
+    return CallStopped(status, observed=code != grpc.StatusCode.UNAVAILABLE)
+
+
+# Set on a serving thread while it runs a call grpc took from the transport after shutdown
+# began (pdp.server.server's executor): such a call is refused, not decided.
+taken_while_draining = threading.local()
+SHUTTING_DOWN = "server is shutting down"
+_NO_DEADLINE = float("inf")
+
+
+class _Watched(tuple):  # type: ignore[type-arg]
+    """A request's resources that look at the clock between one resource and the next, so a
+    batch is not decided to completion past its deadline or the drain deadline (which may be
+    set while it runs). The engine iterates them."""
+
+    stop_at: float  # monotonic: the call's own deadline (inf: none)
+    service: DecisionService  # its `_drain_at`, read live
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        stop_at, service, total = self.stop_at, self.service, len(self)
+        for i, item in enumerate(tuple.__iter__(self)):
+            if i:
+                now = time.monotonic()
+                if now >= stop_at:
+                    raise _expired(False, i, total)
+                drain_at = service._drain_at
+                if drain_at is not None and now >= drain_at:
+                    raise _expired(True, i, total)
+            yield item
+
+
+def _expired(draining: bool, done: int, total: int) -> CallStopped:
+    """`done` of `total` resources were decided when the call stopped (0 of 0: before any)."""
+    progress = f" (decided {done} of {total} resources)" if total else ""
+    if draining:
+        return _stopped(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{SHUTTING_DOWN}: the call did not finish within the drain grace{progress}",
+        )
+    return _stopped(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f"deadline exceeded before the decision was complete{progress}",
+    )
+
 
 def _ids(decision_id: str, request_id: str, evaluated_at: str) -> bytes:
     """CheckResponse fields 1, 2 and 5, appended to a cached body (the last value wins)."""
@@ -87,6 +156,10 @@ def _refused(exc: PlanRefused) -> grpc.Status:
     return rpc_status.to_status(
         status_pb2.Status(code=grpc.StatusCode.FAILED_PRECONDITION.value[0], message=exc.message)
     )
+
+
+def _status(exc: BaseException) -> grpc.Status:
+    return exc.status if isinstance(exc, CallStopped) else status_for(exc, CHECK_RPC)
 
 
 def _status_fields(status: grpc.Status | None) -> tuple[str, str]:
@@ -236,6 +309,8 @@ class DecisionService:
         self.cache = cache
         self._identities = client_identities
         self.activity = Activity()
+        # Set by `begin_drain`: calls still deciding at this monotonic time give up.
+        self._drain_at: float | None = None
         # Chosen once, like `check`: a wire-only observer's calls skip the dispatch.
         self._observe: Callable[..., None] = (
             self._observe_wire if self._wire_only else self._observe_object
@@ -246,24 +321,45 @@ class DecisionService:
             self._check_observed if observer is not None else self._check
         )
 
+    def begin_drain(self, deadline: float) -> None:
+        """Shutdown: a call still deciding at `deadline` (monotonic) stops and answers
+        UNAVAILABLE, before grpc would cancel it, so no decision is made that is not sent."""
+        self._drain_at = deadline
+
+    def _draining_check(self, drain_at: float) -> None:
+        """While shutting down: refuse a call taken since, or one past the drain deadline."""
+        if getattr(taken_while_draining, "value", False):
+            raise _stopped(grpc.StatusCode.UNAVAILABLE, f"{SHUTTING_DOWN}: not taking new calls")
+        if time.monotonic() >= drain_at:
+            raise _expired(True, 0, 0)
+
     def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         self.activity.enter()
         try:
-            return self._decide(data, False)[0]
+            return self._decide(data, False, context)[0]
         except Exception as exc:
-            context.abort_with_status(status_for(exc, CHECK_RPC))
+            context.abort_with_status(_status(exc))
             raise  # unreachable: abort_with_status raises
         finally:
             self.activity.exit()
 
     def _decide(
-        self, data: bytes, observed: bool
+        self, data: bytes, observed: bool, context: grpc.ServicerContext
     ) -> tuple[bytes, CheckRequest | _CacheHit | None, CheckResponse | None]:
         """The reply bytes, and (when observed, for the decision log) the request and response.
 
         A cache hit observed returns a `_CacheHit` in place of the request: the observation
         builds the hit's own request and response from it later, on the telemetry writer.
+        Raises `CallStopped` when the call's deadline (or the drain deadline) passes first.
         """
+        # The per-call cost of deadlines: one read of the call's time left and a comparison
+        # (a call that waited in the queue past its deadline is not decided); batches also
+        # look at the clock between resources (`_Watched`).
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise _expired(False, 0, 0)
+        if self._drain_at is not None:
+            self._draining_check(self._drain_at)
         engine = self.holder.require()
         cache = self.cache
         split = split_request_id(data) if cache is not None else None
@@ -272,7 +368,13 @@ class DecisionService:
             if entry is not None:
                 return self._from_cache(entry, split[1], observed)
         request = request_from_proto(_parse(data), self.limits)
-        response = engine.check(request)
+        if len(request.resources) > 1:
+            watched = _Watched(request.resources)
+            watched.stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
+            watched.service = self
+            response = engine.check(dataclasses.replace(request, resources=watched))
+        else:
+            response = engine.check(request)
         # A request id that was not encoded first stays inside the key: not worth caching.
         if split is not None and split[1] == request.request_id and cacheable(request, response):
             return self._store(engine, split[0], request, response), request, response
@@ -308,13 +410,17 @@ class DecisionService:
             start = time.time()
             t0 = _perf_counter()
             try:
-                out, request, response = self._decide(data, True)
+                out, request, response = self._decide(data, True, context)
             except Exception as exc:
-                status = status_for(exc, CHECK_RPC)
-                self._observe(context, None, None, status, start, t0, data, None)
+                status = _status(exc)
+                if not isinstance(exc, CallStopped) or exc.observed:
+                    self._observe(context, None, None, status, start, t0, data, None)
                 context.abort_with_status(status)
                 raise
-            self._observe(context, request, response, None, start, t0, data, out)
+            if self._drain_at is None or context.is_active():
+                # (While draining, grpc may have cancelled the call past the grace: then the
+                # caller never gets this decision, and the log must not hold it.)
+                self._observe(context, request, response, None, start, t0, data, out)
             return out
         finally:
             self.activity.exit()

@@ -142,10 +142,12 @@ class OffloadObserver(Intake):
         holder.record_failure = record_failure  # type: ignore[method-assign]
 
     def _activated(self, engine: Engine) -> None:
-        self._post(("bundle", getattr(engine, "bundle", None)))
+        if not self._closed:  # a swap during shutdown, after the writer was told to close
+            self._post(("bundle", getattr(engine, "bundle", None)))
 
     def record_bundle_failure(self, error: str = "") -> None:
-        self._post(("bundle_failed",))
+        if not self._closed:
+            self._post(("bundle_failed",))
 
     # -- feeder thread -------------------------------------------------------------------------
 
@@ -210,6 +212,7 @@ class OffloadObserver(Intake):
             if self._closed:
                 return
             self._closed = True
+        end = time.monotonic() + CLOSE_TIMEOUT_S  # one bound for the whole flush
         self._stop.set()
         self._thread.join(CLOSE_TIMEOUT_S)
         self._drain()  # what a request thread appended after the feeder's last look
@@ -217,7 +220,7 @@ class OffloadObserver(Intake):
         with contextlib.suppress(OSError):
             self._pipe.close()
         try:
-            code = self._proc.wait(CLOSE_TIMEOUT_S)
+            code = self._proc.wait(max(end - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
             log.warning("telemetry writer did not finish within %.0fs", CLOSE_TIMEOUT_S)
             self._proc.kill()

@@ -90,8 +90,18 @@ def test_sigterm_drains_in_flight_calls(policy_dir: Path) -> None:
             futures = [pool.submit(check, data, timeout=30) for _ in range(12)]
             time.sleep(min(one_call, 0.05))
             proc.send_signal(signal.SIGTERM)
-            results = [pb.CheckResponse.FromString(f.result()) for f in futures]  # lost: raises
-            assert all(len(r.results) == 500 for r in results)
+            # A call a server thread had taken when SIGTERM landed is answered in full; one
+            # the transport held but no thread had taken yet is refused, retryably, never
+            # cancelled (tests/security/test_drain.py checks the decision log against this).
+            answered = 0
+            for f in futures:
+                try:
+                    assert len(pb.CheckResponse.FromString(f.result()).results) == 500
+                    answered += 1
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+                    assert "shutting down" in (err.details() or ""), err
+            assert answered >= 1
             assert proc.wait(30) == 0
         out = proc.stdout.read() if proc.stdout else ""
         assert "received SIGTERM" in out

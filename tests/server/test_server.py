@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,14 +17,18 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from security.serving import HEAVY_PRINCIPAL, heavy_resources, write_heavy_policies
 
-from pdp.client import Client
-from pdp.engine import Engine, EngineHolder
+from pdp.client import Client, Retry
+from pdp.client._convert import request_to_proto
+from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.errors import RequestError
 from pdp.model.decision import ALLOW, DENY
+from pdp.model.loader import load_policy_dir
 from pdp.model.request import Limits
 from pdp.server import CheckObservation, PdpServer, ServerConfig
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
+from pdp.server.service import CHECK_RPC
 
 from .conftest import ALICE, DOC, OTHER_DOC, running
 
@@ -178,19 +183,59 @@ def test_internal_error_is_generic_and_never_an_allow(caplog: pytest.LogCaptureF
     assert "secret internal detail" in caplog.text  # the operator sees it in the log
 
 
-def test_deadline_is_honoured(server: PdpServer) -> None:
-    many = [
-        {
-            **DOC,
-            "id": f"d{i}",
-            "attr": {"owner": "alice", "pad": list(range(30))},
-            "actions": ["read", "write"],
-        }
-        for i in range(400)
-    ]
-    with client(server) as c:
-        err = rpc_error(lambda: c.check(ALICE, many, timeout=0.0005))
+def heavy_server(tmp_path: Path, rec: Recorder):  # -> running(...) context
+    """One RPC thread, no cache, and a policy whose every check costs about 0.1 s."""
+    policy_set = compile_policy_set(load_policy_dir(write_heavy_policies(tmp_path)))
+    config = ServerConfig(listen=("127.0.0.1:0",), threads=1, decision_cache=0)
+    return running(EngineHolder(Engine(policy_set)), config, observer=rec)
+
+
+def test_the_server_stops_a_batch_when_its_deadline_passes(tmp_path: Path) -> None:
+    """Only the server can pass this: the client's own timer ends the client's wait, never
+    the server's work. 1,000 checks of about 0.1 s each get 0.5 s; the server has one RPC
+    thread, so the next call is answered within its generous timeout only if the server gave
+    the batch up instead of deciding it to completion (some 100 s here)."""
+    rec = Recorder()
+    with heavy_server(tmp_path, rec) as server, client(server, retry=Retry(attempts=1)) as c:
+        big = heavy_resources(500, "big", ("read", "view"))
+        err = rpc_error(lambda: c.check(HEAVY_PRINCIPAL, big, timeout=0.5))
         assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        small = heavy_resources(1, "small")[0]
+        assert c.is_allowed(HEAVY_PRINCIPAL, small, "read", timeout=60)
+    stopped = rec.records[0]  # observed before the next call could start (one thread)
+    assert stopped.error_code == "DEADLINE_EXCEEDED"
+    assert stopped.response is None
+    done = re.search(r"decided (\d+) of 500 resources", stopped.error_message)
+    assert done is not None and int(done[1]) < 500, stopped.error_message
+    assert rec.records[1].error_code == "" and rec.records[1].response is not None
+
+
+def test_a_call_whose_deadline_passed_in_the_queue_is_not_decided(tmp_path: Path) -> None:
+    rec = Recorder()
+    with (
+        heavy_server(tmp_path, rec) as server,
+        client(server, retry=Retry(attempts=1)) as c,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        check = channel.unary_unary(CHECK_RPC)  # two calls on one connection, in order
+        # Occupies the one RPC thread for about 3 s (no deadline of its own) ...
+        slow = check.future(
+            request_to_proto(
+                HEAVY_PRINCIPAL, heavy_resources(30, "slow"), None
+            ).SerializeToString(),
+            timeout=300,
+        )
+        # ... so this one's deadline passes while it waits for the thread.
+        quick = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}], None).SerializeToString()
+        err = rpc_error(lambda: check(quick, timeout=0.3))
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert len(pb.CheckResponse.FromString(slow.result()).results) == 30
+        # The next call on the thread is decided normally.
+        assert c.is_allowed(HEAVY_PRINCIPAL, heavy_resources(1, "next")[0], "read", timeout=60)
+    # The expired call was never decided (grpc does not even start its handler once the
+    # request cannot be read; the service refuses one that starts past its deadline).
+    assert [len(r.request.resources) for r in rec.records] == [30, 1]  # type: ignore[union-attr]
+    assert all(r.error_code == "" for r in rec.records)
 
 
 def test_unix_socket(engine: Engine, tmp_path: Path) -> None:

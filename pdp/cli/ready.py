@@ -1,0 +1,149 @@
+"""Readiness of `pdp serve --workers N`: SERVING only once every worker serves one bundle.
+
+The kernel deals connections to the workers (SO_REUSEPORT), so any worker may answer a health
+check and any may take the next call: a worker alone cannot say the service is ready. Each
+worker has two pipes to its supervisor. On every bundle it activates it writes
+`active KEY` (KEY: the bundle's name, version, revision and digest); its health says
+NOT_SERVING until the supervisor writes `ready`, which the supervisor sends to every worker
+once all of them have reported the same KEY. From then on a worker is SERVING while it has a
+bundle: a later swap reaches the workers one by one (each polls its source), and for that
+moment workers may answer from different revisions, each decision naming its own; health does
+not flap for it. A worker restarted after a crash is sent `ready` once it has a bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pdp.engine import Engine, EngineHolder
+    from pdp.server import PdpServer
+
+log = logging.getLogger("pdp.serve")
+
+
+def bundle_key(engine: Engine) -> str:
+    b = engine.bundle
+    return f"{b.name}@{b.version} revision {b.revision or '-'} digest {b.digest or '-'}"
+
+
+class _Worker:
+    __slots__ = ("ctl", "key", "pending", "report")
+
+    def __init__(self, report: int, ctl: int) -> None:
+        self.report = report  # we read its reports
+        self.ctl = ctl  # we write `ready`
+        self.key = ""
+        self.pending = b""
+
+
+class Coordinator:
+    """The supervisor's side: one slot per worker, pipes renewed when a worker restarts."""
+
+    def __init__(self, slots: int) -> None:
+        self._workers: dict[int, _Worker] = {}
+        self._slots = slots
+        self.ready = False
+
+    def pipes_for(self, slot: int) -> tuple[str, tuple[int, int]]:
+        """The worker's `--ready-fds` value and the fds to pass it; call `spawned` after."""
+        self.forget(slot)
+        report_r, report_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        self._workers[slot] = _Worker(report_r, ctl_w)
+        return f"{report_w},{ctl_r}", (report_w, ctl_r)
+
+    @staticmethod
+    def spawned(fds: tuple[int, int]) -> None:
+        for fd in fds:  # the worker's ends: its copies are its own now
+            os.close(fd)
+
+    def forget(self, slot: int) -> None:
+        old = self._workers.pop(slot, None)
+        if old is not None:
+            for fd in (old.report, old.ctl):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def wait(self, timeout: float) -> None:
+        """Read what workers reported within `timeout`; send `ready` when it is due."""
+        by_fd = {w.report: w for w in self._workers.values() if w.report >= 0}
+        try:
+            readable, _, _ = select.select(list(by_fd), [], [], timeout)
+        except (OSError, ValueError):
+            return
+        for fd in readable:
+            worker = by_fd[fd]
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:  # the worker exited; its slot is renewed when it restarts
+                worker.key = ""
+                os.close(fd)
+                worker.report = -1
+                continue
+            *lines, worker.pending = (worker.pending + chunk).split(b"\n")
+            for line in lines:
+                if line.startswith(b"active "):
+                    worker.key = line[7:].decode(errors="replace")
+                    if self.ready:
+                        self._send_ready(worker)
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        keys = {w.key for w in self._workers.values()}
+        if self.ready or len(self._workers) < self._slots or len(keys) != 1 or "" in keys:
+            return
+        self.ready = True
+        log.info("all %d workers serve %s: ready", self._slots, keys.pop())
+        for worker in self._workers.values():
+            self._send_ready(worker)
+
+    @staticmethod
+    def _send_ready(worker: _Worker) -> None:
+        with contextlib.suppress(OSError):
+            os.write(worker.ctl, b"ready\n")
+
+    def close(self) -> None:
+        for slot in list(self._workers):
+            self.forget(slot)
+
+
+def gate_worker(spec: str, server: PdpServer, holder: EngineHolder) -> None:
+    """The worker's side (`--ready-fds REPORT,CTL`): hold health at NOT_SERVING until the
+    supervisor says every worker is ready, and report each bundle activated. Call before the
+    policy source starts."""
+    report_fd, ctl_fd = (int(x) for x in spec.split(","))
+    server.hold_serving()
+
+    def report(engine: Engine) -> None:
+        with contextlib.suppress(OSError):
+            os.write(report_fd, f"active {bundle_key(engine)}\n".encode())
+
+    holder.on_swap(report)
+    threading.Thread(
+        target=_await_ready, args=(ctl_fd, server.release_serving), name="pdp-ready", daemon=True
+    ).start()
+
+
+def _await_ready(fd: int, release: Callable[[], None]) -> None:
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 256)
+        except OSError:
+            return
+        if not chunk:  # the supervisor is gone (this worker gets SIGTERM)
+            return
+        pending += chunk
+        if b"ready\n" in pending:
+            release()
+            return
