@@ -146,4 +146,4 @@ def test_port_clash_suggests_listen(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert proc.returncode == 2
-    assert "--listen HOST:PORT" in proc.stderr and "Traceback" not in proc.stderr
+    assert "choose another with --listen" in proc.stderr and "Traceback" not in proc.stderr
