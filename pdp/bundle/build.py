@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pdp import __version__
 from pdp.engine import SuiteCheck, SuiteReport
-from pdp.errors import BundleError
+from pdp.errors import BundleError, PolicyErrors
+from pdp.lint import analyze, blocking
 from pdp.model.loader import MAX_FILE_BYTES, MAX_FILES, classify
 
 from .archive import pack
@@ -126,10 +127,12 @@ def build_bundle(
     version: str = DEFAULT_VERSION,
     env: dict[str, str] | None = None,
     checks: Sequence[SuiteCheck] = (),
+    strict: bool = True,
 ) -> Built:
-    """Collect, compile and test `directory`, then pack it.
+    """Collect, compile, lint and test `directory`, then pack it.
 
-    Raises `PolicyErrors` when it does not load or compile, `TestsFailed` when a test fails.
+    Raises `PolicyErrors` when it does not load or compile, or has an error finding (or, when
+    `strict`, the default, any finding at all: warnings too); `TestsFailed` when a test fails.
     """
     root = Path(directory)
     files = collect_files(root)
@@ -148,6 +151,9 @@ def build_bundle(
         files={p: FileEntry(sha256_hex(c), len(c)) for p, c in files.items()},
     )
     compiled = compile_files(files, bundle_info(manifest), checks)
+    findings = blocking(analyze(compiled.source), strict=strict)
+    if findings:
+        raise PolicyErrors(findings)
     if compiled.report.failed:
         raise TestsFailed(compiled.report)
     archive = pack(manifest.canonical_bytes(), files, None, epoch)

@@ -8,8 +8,9 @@ from xml.etree import ElementTree as ET
 
 from pdp.engine import Engine, SuiteReport, run_test_suites, with_checks
 from pdp.errors import PolicyErrors
+from pdp.lint import analyze, blocking
 
-from ._common import load_and_compile, policy_checks, print_policy_errors
+from ._common import load_and_compile, policy_checks, print_findings, print_policy_errors
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     except PolicyErrors as exc:
         print_policy_errors(exc)
         return 1
+    # Error findings (`PDP1xx`) fail the run like a failing case; warnings are `validate`'s.
+    lint_errors = blocking(analyze(source), strict=False)
+    print_findings(lint_errors)
     report = run_test_suites(policy_set, source.test_suites, filter=args.filter)
     if not args.filter:
         report = with_checks(report, source, Engine(policy_set), policy_checks())
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         write_junit(report, args.junit)
     print(f"{report.passed} passed, {report.failed} failed")
-    return 1 if report.failed or not report.results else 0
+    return 1 if report.failed or not report.results or lint_errors else 0
 
 
 def print_coverage(report: SuiteReport) -> None:
