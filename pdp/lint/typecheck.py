@@ -37,6 +37,9 @@ class _Scope:
     env: TypeEnv
     variables: Mapping[str, Expr]  # where each variable's source is written
     suppress: Sequence[Suppression]
+    # The schema-less pass over what is also checked with schemas: PDP205 ("no declared
+    # type") belongs to those passes, not to this one.
+    typed_elsewhere: bool = False
 
 
 def _attr() -> T:
@@ -110,6 +113,8 @@ class _Types:
         for name in sorted(_variables_reached(scope.env)):
             issues.extend(scope.env._var_memo[name][2])
         for issue in issues:
+            if scope.typed_elsewhere and issue.code == "PDP205":
+                continue
             self.report(scope, expr, issue, suppress)
         return result.const
 
@@ -198,31 +203,32 @@ class _Types:
     def run(self) -> None:
         src = self.source
         for d in src.definitions:
-            for kind in [None, *self._importers(d)]:
-                scope = self.scope([], {}, kind, d.suppress, own=d)
-                for name in d.variables:
-                    self.variable(scope, name, d.suppress)
-                for role in d.derived_roles.values():
-                    sup = [*role.suppress, *d.suppress]
-                    value = self.condition(scope, role.condition, sup)
-                    self.constant_condition(
-                        value, f"derived role `{role.name}`", role.location, sup
-                    )
+            scope = self.scope([], {}, None, d.suppress, own=d)
+            scope.typed_elsewhere = bool(self._importers(d))
+            for name in d.variables:
+                self.variable(scope, name, d.suppress)
+            for role in d.derived_roles.values():
+                self.derived_role(scope, d, role)
         for g in src.guard_policies:
-            for rule in g.rules:
-                kinds = [None, *self._kinds_of(rule.resources)]
-                for kind in kinds:
-                    scope = self.scope(g.imports, g.variables, kind, g.suppress)
-                    sup = [*rule.suppress]
-                    value = self.condition(scope, rule.condition, sup)
-                    if kind is None:
-                        self.constant_condition(
-                            value, f"guard rule `{rule.id}`", rule.location, [*sup, *g.suppress]
-                        )
-            for kind in [None, *src.resource_policies]:
+            kinds = self._kinds_of(("*",))
+            for kind in [None, *kinds]:
                 scope = self.scope(g.imports, g.variables, kind, g.suppress)
+                scope.typed_elsewhere = kind is None and bool(kinds)
                 for name in g.variables:
                     self.variable(scope, name, [])
+            for rule in g.rules:
+                kinds = self._kinds_of(rule.resources)
+                for kind in [None, *kinds]:
+                    scope = self.scope(g.imports, g.variables, kind, g.suppress)
+                    scope.typed_elsewhere = kind is None and bool(kinds)
+                    value = self.condition(scope, rule.condition, rule.suppress)
+                    if kind is None:
+                        self.constant_condition(
+                            value,
+                            f"guard rule `{rule.id}`",
+                            rule.location,
+                            [*rule.suppress, *g.suppress],
+                        )
         for p in src.resource_policies:
             scope = self.scope(p.imports, p.variables, p, p.suppress)
             for name in p.variables:
@@ -240,6 +246,25 @@ class _Types:
                     cross.location,
                     [*cross.suppress, *p.suppress],
                 )
+            if p.schemas is not None:
+                # The derived roles this kind uses, in their own Definitions, typed by its schemas.
+                used = {n for r in (*p.rules, *p.cross_tenant) for n in r.derived_roles}
+                for name in p.imports:
+                    d = self.defs.get(name)
+                    if d is None:
+                        continue
+                    dscope = self.scope([], {}, p, d.suppress, own=d)
+                    for role in d.derived_roles.values():
+                        if role.name in used:
+                            self.derived_role(dscope, d, role, constant=False)
+
+    def derived_role(
+        self, scope: _Scope, d: Definitions, role: Any, *, constant: bool = True
+    ) -> None:
+        sup = [*role.suppress, *d.suppress]
+        value = self.condition(scope, role.condition, sup)
+        if constant:
+            self.constant_condition(value, f"derived role `{role.name}`", role.location, sup)
 
     def _importers(self, d: Definitions) -> list[ResourcePolicy]:
         return [p for p in self.source.resource_policies if d.id in p.imports and p.schemas]

@@ -1,0 +1,101 @@
+"""Run-time attribute schemas: a kind's principal, resource and context attributes are
+validated against the JSON Schemas its policy names, before any rule runs.
+
+What a violation does is the policy's choice (`schemas.enforcement`): `deny` (the default:
+every action of that resource is denied with reason `schema_violation`, the message naming the
+attribute and the schema rule) or `reject` (the whole request fails with INVALID_ARGUMENT,
+`SchemaViolation` being a `RequestError`). Either way nothing is allowed on attributes the
+conditions were not written for. Validators are generated once at compile time
+(fastjsonschema: ~1.4 µs per valid map; bench/schema_validation.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fastjsonschema
+
+from pdp.errors import RequestError
+from pdp.model.schema import compile_validator
+
+SCHEMA_VIOLATION = "schema_violation"
+
+
+class SchemaViolation(RequestError):
+    """A request whose attributes break a schema of a kind in `reject` mode."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    field: str  # `resources[0].attr.archived`
+    message: str  # `must be boolean (schema `conversation.json`: `type: boolean`)`
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    name: str  # the schema's name under schemas/
+    validate: Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class KindSchemas:
+    principal: _Part | None
+    resource: _Part | None
+    context: _Part | None
+    reject: bool
+
+    def violation(
+        self,
+        principal: Mapping[str, Any],
+        resource: Mapping[str, Any],
+        context: Mapping[str, Any],
+        index: int,
+    ) -> Violation | None:
+        for part, value, where in (
+            (self.principal, principal, "principal.attr"),
+            (self.resource, resource, f"resources[{index}].attr"),
+            (self.context, context, "context.attr"),
+        ):
+            if part is None:
+                continue
+            try:
+                part.validate(value.get("attr") or {})
+            except fastjsonschema.JsonSchemaValueException as e:
+                return _describe(e, part.name, where)
+        return None
+
+
+def compile_kind_schemas(
+    names: tuple[str | None, str | None, str | None],
+    schemas: Mapping[str, Any],
+    reject: bool,
+) -> KindSchemas | None:
+    """The validators of one kind; None when it names no schema."""
+    parts: list[_Part | None] = []
+    for name in names:
+        schema = schemas.get(name) if name else None
+        parts.append(_Part(name, compile_validator(schema.schema)) if schema and name else None)
+    if not any(parts):
+        return None
+    return KindSchemas(parts[0], parts[1], parts[2], reject)
+
+
+def _describe(e: fastjsonschema.JsonSchemaValueException, schema: str, where: str) -> Violation:
+    path = [str(p) for p in (e.path or [])[1:]]  # the first element is the root, `data`
+    field = ".".join([where, *path])
+    # "data.archived must be boolean" -> "must be boolean"
+    text = e.message
+    name = e.name or "data"
+    if text.startswith(name):
+        text = text[len(name) :].lstrip()
+    rule = e.rule or "schema"
+    definition = e.rule_definition
+    shown = _short(definition)
+    return Violation(field, f"{text} (schema `{schema}`: `{rule}: {shown}`)")
+
+
+def _short(value: Any) -> str:
+    text = str(value).replace("'", '"')
+    return text if len(text) <= 80 else text[:77] + "..."
