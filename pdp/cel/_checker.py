@@ -482,16 +482,17 @@ class _Checker:
         return ty.union(at, bt), _NO
 
     def equality(self, node: A.Call) -> tuple[T, Any]:
+        before = len(self.issues)
         (lt, lk), (rt, rk) = self.c(node.args[0]), self.c(node.args[1])
         if not _comparable_any(lt, rt):
             self.issue(
                 NO_OVERLOAD,
                 f"no matching overload for `{_OP_TEXT[node.fn]}` applied to "
-                f"`({lt.show()}, {rt.show()})`: a `{_show_side(lt, node.args[0])}` is never "
-                f"equal to a `{_show_side(rt, node.args[1])}`",
+                f"`({lt.show()}, {rt.show()})`: `{lt.show()}` and `{rt.show()}` values are never "
+                "equal",
                 _literal_side(node),
             )
-        else:
+        elif len(self.issues) == before:  # an operand already in error is not "untyped"
             self.untyped_literal(node, lt, rt)
         if lk is not _NO and rk is not _NO:
             try:
@@ -828,10 +829,6 @@ def _lit_text(node: A.Lit) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _show_side(t: T, node: A.Node) -> str:
-    return t.show()
 
 
 def _literal_side(node: A.Call) -> A.Node:

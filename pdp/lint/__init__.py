@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pdp.lint._report import Reporter
 from pdp.lint.codes import CODES
-from pdp.lint.structure import check_structure
+from pdp.lint.structure import check_structure, check_usage
 from pdp.lint.typecheck import check_types
 from pdp.model.findings import Finding
 from pdp.model.policy import PolicySource
@@ -22,6 +22,7 @@ __all__ = ["CODES", "Finding", "analyze", "blocking"]
 def analyze(source: PolicySource) -> list[Finding]:
     out = Reporter(source.files)
     check_structure(source, out)
+    check_usage(source, out)
     check_types(source, out)
     _unused_suppressions(source, out)
     return out.result()

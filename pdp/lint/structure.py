@@ -223,3 +223,88 @@ def _shadowed(p: ResourcePolicy, out: Reporter) -> None:
                     (*later.suppress, *p.suppress),
                 )
                 break
+
+
+def check_usage(source: PolicySource, out: Reporter) -> None:
+    """PDP201 (an import nothing uses) and PDP202 (a local variable nothing uses)."""
+    defs = {d.id: d for d in source.definitions}
+    for p in (*source.resource_policies, *source.guard_policies):
+        variables: dict[str, str] = {}
+        for name in p.imports:
+            d = defs.get(name)
+            if d is not None:
+                variables.update({k: e.source for k, e in d.variables.items()})
+        variables.update({k: e.source for k, e in p.variables.items()})
+        conditions: list[Any] = []
+        derived: set[str] = set()
+        rules: list[Any] = list(p.rules)
+        if isinstance(p, ResourcePolicy):
+            rules.extend(p.cross_tenant)
+        for r in rules:
+            conditions.extend(_exprs(r.condition))
+            derived.update(getattr(r, "derived_roles", ()))
+        seen_v: set[str] = set()
+        used = _names(conditions)
+        stack = [n for kind, n in used if kind == "V"]
+        while stack:
+            name = stack.pop()
+            if name in seen_v or name not in variables:
+                continue
+            seen_v.add(name)
+            more = _names_of(variables[name])
+            used |= more
+            stack.extend(n for kind, n in more if kind == "V")
+        constants = {n for kind, n in used if kind == "C"}
+        for i, name in enumerate(p.imports):
+            d = defs.get(name)
+            if d is None:
+                continue
+            if (
+                constants & set(d.constants)
+                or seen_v & set(d.variables)
+                or derived & set(d.derived_roles)
+            ):
+                continue
+            loc = p.import_locations[i] if i < len(p.import_locations) else p.location
+            out.add(
+                "PDP201",
+                f"`{p.id}` imports `{name}` but uses none of its constants, variables or "
+                "derived roles",
+                loc,
+                p.suppress,
+            )
+        for name, expr in p.variables.items():
+            if name not in seen_v:
+                out.add(
+                    "PDP202",
+                    f"variable `{name}` is never used by a rule of `{p.id}`",
+                    expr.location,
+                    p.suppress,
+                )
+
+
+def _exprs(cond: Any) -> list[Any]:
+    from pdp.model.policy import ConditionGroup, Expr
+
+    if cond is None:
+        return []
+    if isinstance(cond, Expr):
+        return [cond.source]
+    assert isinstance(cond, ConditionGroup)
+    return [s for c in cond.items for s in _exprs(c)]
+
+
+def _names(sources: list[str]) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for s in sources:
+        out |= _names_of(s)
+    return out
+
+
+def _names_of(source: str) -> set[tuple[str, str]]:
+    from pdp.cel import CelCompileError, names_used
+
+    try:
+        return names_used(source)
+    except (CelCompileError, RecursionError):
+        return set()

@@ -180,6 +180,7 @@ class _Loader:
         self.route_mapping: dict[str, Any] | None = None
         self.route_mapping_file = ""
         self.schemas: dict[str, Schema] = {}
+        self.broken_schemas: set[str] = set()
         # kind -> id -> location of the first definition
         self.ids: dict[str, dict[str, SourceLocation]] = {k: {} for k in KINDS}
 
@@ -226,7 +227,9 @@ class _Loader:
             ctx.error(f"duplicate schema name `{name}` (also `{self.schemas[name].file}`)")
             return
         schema = load_schema(ctx, text)
-        if schema is not None:
+        if schema is None:
+            self.broken_schemas.add(name)  # reported where it is; not again where it is used
+        else:
             self.schemas[name] = Schema(name=name, file=ctx.file, schema=schema)
 
     # -- documents ---------------------------------------------------------------------------
@@ -629,7 +632,7 @@ class _Loader:
                     )
         for _, refs in self.resource_policies:
             for name, loc in refs.schemas:
-                if name not in self.schemas:
+                if name not in self.schemas and name not in self.broken_schemas:
                     hint = did_you_mean(name, self.schemas)
                     self.errors.append(
                         PolicyError(f"unknown schema `{name}` (no `schemas/{name}`){hint}", loc)

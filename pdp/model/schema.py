@@ -19,7 +19,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from pdp.errors import SourceLocation
 from pdp.model._values import load_json
 from pdp.model._yaml import FileContext, parse_yaml
-from pdp.model.findings import Finding
+from pdp.model.findings import Finding, caret
 
 SCHEMA_ERROR = "PDP100"
 _DEFAULT = jsonschema.Draft202012Validator
@@ -33,6 +33,7 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
         return None
     # JSON is YAML 1.2: the position-keeping composer gives every value its line and column.
     scratch = FileContext(ctx.file, [])
+    raw = text.encode()
     tree = parse_yaml(scratch, text)
 
     def report(message: str, path: list[str | int]) -> None:
@@ -42,7 +43,9 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
             if node is not None
             else SourceLocation(ctx.file, 1, 1)
         )
-        ctx.errors.append(Finding(SCHEMA_ERROR, "error", message, loc))
+        ctx.errors.append(
+            Finding(SCHEMA_ERROR, "error", message, loc, snippet=caret({ctx.file: raw}, loc))
+        )
 
     if not isinstance(value, dict):
         report("a schema must be a json object", [])
