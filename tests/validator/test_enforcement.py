@@ -200,5 +200,5 @@ def test_schema_files_are_bundled_hashed_and_enforced(tmp_path: Path) -> None:
     changed[name] = changed[name].replace(b'"boolean"', b'"string"')
     assert changed[name] != raw.files[name]
     tampered = pack(raw.manifest, changed, None, 0)
-    with pytest.raises(BundleError, match="schemas/conversation.json"):
+    with pytest.raises(BundleError, match=r"schemas/conversation\.json"):
         load_bundle(tampered)
