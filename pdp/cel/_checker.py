@@ -360,7 +360,7 @@ class _Checker:
             if isinstance(m, ObjT) and m.closed and arg.field not in m.fields:
                 self._unknown_field(m, arg.field, arg, _path(root))
                 break
-            if isinstance(m, Prim) and m != NULL:
+            if isinstance(m, Prim) and (m != NULL or len(ty.members(operand)) == 1):
                 self.issue(
                     NOT_SELECTABLE,
                     f"`{_path(root) or 'the value'}` is `{m.show()}`, which has no fields",
@@ -383,7 +383,7 @@ class _Checker:
                 elems.append(STRING)
             elif isinstance(m, ty.Dyn):
                 elems.append(DYN)
-            elif m != NULL:
+            elif m != NULL or len(ty.members(ty.concrete(target))) == 1:
                 self.issue(
                     NO_OVERLOAD,
                     f"`{node.fn}` needs a list or a map, got `{m.show()}`",
@@ -466,7 +466,7 @@ class _Checker:
 
     def neg(self, node: A.Call) -> tuple[T, Any]:
         t, _ = self.c(node.args[0])
-        self.combos(node, "-", [t], lambda a: a in (INT, DOUBLE))
+        self.combos(node, "-", [t], lambda a: a in (INT, DOUBLE, DURATION))
         return ty.concrete(t) if not isinstance(ty.concrete(t), ty.Dyn) else DYN, _NO
 
     def ternary(self, node: A.Call) -> tuple[T, Any]:
@@ -547,7 +547,7 @@ class _Checker:
                 elems.append(m.key)
             elif isinstance(m, ObjT):
                 elems.append(STRING)
-            elif m != NULL:
+            elif m != NULL or len(ty.members(ty.concrete(ct))) == 1:
                 self.issue(
                     NO_OVERLOAD,
                     f"no matching overload for `in` applied to `({xt.show()}, {m.show()})`: "
@@ -734,6 +734,12 @@ _TIME = _is(TIMESTAMP, DURATION)
 # name -> (a predicate per argument, receiver first for members; result type)
 _GLOBAL_SIGS: dict[str, tuple[tuple[Callable[[T], bool], ...], T]] = {
     "size": ((_sized,), INT),
+    "int": ((_is(INT, UINT, DOUBLE, STRING, BOOL, TIMESTAMP),), INT),
+    "uint": ((_is(INT, UINT, DOUBLE, STRING),), UINT),
+    "double": ((_is(INT, UINT, DOUBLE, STRING),), DOUBLE),
+    "string": ((_is(INT, UINT, DOUBLE, STRING, BOOL, BYTES, TIMESTAMP, DURATION, IP, CIDR),), STRING),
+    "bytes": ((_is(BYTES, STRING),), BYTES),
+    "bool": ((_is(BOOL, STRING),), BOOL),
     "timestamp": ((_is(STRING, TIMESTAMP, INT),), TIMESTAMP),
     "duration": ((_is(STRING, DURATION),), DURATION),
     "matches": ((_STR, _STR), BOOL),
