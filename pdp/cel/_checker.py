@@ -737,7 +737,10 @@ _GLOBAL_SIGS: dict[str, tuple[tuple[Callable[[T], bool], ...], T]] = {
     "int": ((_is(INT, UINT, DOUBLE, STRING, BOOL, TIMESTAMP),), INT),
     "uint": ((_is(INT, UINT, DOUBLE, STRING),), UINT),
     "double": ((_is(INT, UINT, DOUBLE, STRING),), DOUBLE),
-    "string": ((_is(INT, UINT, DOUBLE, STRING, BOOL, BYTES, TIMESTAMP, DURATION, IP, CIDR),), STRING),
+    "string": (
+        (_is(INT, UINT, DOUBLE, STRING, BOOL, BYTES, TIMESTAMP, DURATION, IP, CIDR),),
+        STRING,
+    ),
     "bytes": ((_is(BYTES, STRING),), BYTES),
     "bool": ((_is(BOOL, STRING),), BOOL),
     "timestamp": ((_is(STRING, TIMESTAMP, INT),), TIMESTAMP),

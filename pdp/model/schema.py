@@ -72,7 +72,7 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
         return None
     try:
         compile_validator(value)
-    except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError) as e:
+    except Exception as e:  # an unresolvable `$ref`, a bad `pattern` (re.error), ...
         report(f"schema cannot be compiled: {_short(str(e))}", [])
         return None
     return value

@@ -113,7 +113,14 @@ TYPE_ERRORS = ("no matching overload", "no such overload", "unsupported", "must 
 def run(expr: str, attr: Any) -> Any:
     compiled = compile_cel(expr, CelEnv())
     activation = {
-        "principal": {"id": "alice", "tenant": "t", "roles": ["user"], "scopes": [], "attr": {}, "actor": None},  # fmt: skip
+        "principal": {
+            "id": "alice",
+            "tenant": "t",
+            "roles": ["user"],
+            "scopes": [],
+            "attr": {},
+            "actor": None,
+        },  # fmt: skip
         "resource": {"kind": "doc", "id": "d1", "tenant": "t", "attr": attr},
         "action": "read",
         "context": {"ip": "10.0.0.1", "country": "", "attr": {}},

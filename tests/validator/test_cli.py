@@ -67,9 +67,7 @@ def test_a_warning_fails_only_under_strict(
     write(tmp_path, {"tools.yaml": POLICY, "tools_test.yaml": SUITE})
     assert main(["validate", str(tmp_path)]) == 0
     out = capsys.readouterr()
-    assert out.out.startswith("ok: 1 resource policies") and out.out.rstrip().endswith(
-        "1 warning"
-    )
+    assert out.out.startswith("ok: 1 resource policies") and out.out.rstrip().endswith("1 warning")
     assert "tools.yaml:12:18: warning PDP205:" in out.err
     assert "  12 |       condition: R.attr.enabled == false" in out.err
     assert main(["validate", str(tmp_path), "--strict"]) == 1
