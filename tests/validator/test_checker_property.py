@@ -120,7 +120,7 @@ def run(expr: str, attr: Any) -> Any:
             "scopes": [],
             "attr": {},
             "actor": None,
-        },  # fmt: skip
+        },
         "resource": {"kind": "doc", "id": "d1", "tenant": "t", "attr": attr},
         "action": "read",
         "context": {"ip": "10.0.0.1", "country": "", "attr": {}},

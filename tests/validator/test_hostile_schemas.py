@@ -21,11 +21,11 @@ DEEP += "{}" + "}}" * 80 + "}}"
         (
             '{"type":"object","properties":{"a":{"type":"string","pattern":"(("}}}',
             "cannot be compiled",
-        ),  # fmt: skip
+        ),
         (
             '{"type":"object","properties":{"a":{"$ref":"http://127.0.0.1:9/x.json"}}}',
             "leaves the file",
-        ),  # fmt: skip
+        ),
         ('{"type":"object","properties":{"a":{"$ref":"file:///etc/passwd"}}}', "leaves the file"),
         ('{"type":"object","properties":{"a":{"type":"strin"}}}', "invalid json schema"),
         ('{"type":"object","required":"a"}', "invalid json schema"),
