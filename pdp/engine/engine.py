@@ -191,7 +191,10 @@ class Engine:
         request: CheckRequest, res: ResourceRequest, kind: CompiledKind, context: Mapping[str, Any]
     ) -> ActionDecision | None:
         """Attributes against the kind's schemas: a deny, or SchemaViolation in reject mode."""
-        index = next(i for i, r in enumerate(request.resources) if r is res)
+
+        def index() -> int:  # only on a violation: the path names the resource
+            return next(i for i, r in enumerate(request.resources) if r is res)
+
         bad = kind.schemas.violation(request.principal, res.resource, context, index)
         if bad is None:
             return None

@@ -51,20 +51,32 @@ class KindSchemas:
         principal: Mapping[str, Any],
         resource: Mapping[str, Any],
         context: Mapping[str, Any],
-        index: int,
+        index: Callable[[], int],
     ) -> Violation | None:
-        for part, value, where in (
-            (self.principal, principal, "principal.attr"),
-            (self.resource, resource, f"resources[{index}].attr"),
-            (self.context, context, "context.attr"),
-        ):
-            if part is None:
-                continue
-            try:
-                part.validate(value.get("attr") or {})
-            except fastjsonschema.JsonSchemaValueException as e:
-                return _describe(e, part.name, where)
+        # Straight-line: this runs for every resource of a kind with schemas.
+        try:
+            part = self.principal
+            if part is not None:
+                part.validate(principal.get("attr") or _EMPTY)
+            part = self.resource
+            if part is not None:
+                part.validate(resource.get("attr") or _EMPTY)
+            part = self.context
+            if part is not None:
+                part.validate(context.get("attr") or _EMPTY)
+        except fastjsonschema.JsonSchemaValueException as e:
+            where = (
+                "principal.attr"
+                if part is self.principal
+                else f"resources[{index()}].attr"
+                if part is self.resource
+                else "context.attr"
+            )
+            return _describe(e, part.name, where)  # type: ignore[union-attr]
         return None
+
+
+_EMPTY: Mapping[str, Any] = {}
 
 
 def compile_kind_schemas(
