@@ -144,6 +144,11 @@ class _Types:
             return _location(expr, issue)
         text = raw.decode("utf-8-sig", errors="replace").splitlines()
         row, col = loc.line, loc.column
+        # A block scalar (`|`, `>`) starts its own line: its lines share that indentation, and
+        # more-indented lines keep the extra spaces in the expression. A plain or quoted
+        # scalar continues on lines whose leading spaces are folded away.
+        first = text[row - 1] if row - 1 < len(text) else ""
+        block = not first[: col - 1].strip()
         while row - 1 < len(text):
             body = text[row - 1][col - 1 :]
             if offset <= len(body) or row == len(text):
@@ -151,7 +156,7 @@ class _Types:
             offset -= len(body) + 1
             row += 1
             nxt = text[row - 1] if row - 1 < len(text) else ""
-            col = len(nxt) - len(nxt.lstrip(" ")) + 1
+            col = loc.column if block else len(nxt) - len(nxt.lstrip(" ")) + 1
         return _location(expr, issue)
 
     def condition(
