@@ -91,6 +91,10 @@ class TypeEnv:
     variables: Mapping[str, str] = field(default_factory=dict)  # name -> source
     _var_memo: dict[str, tuple[T, Any, list[Issue]]] = field(default_factory=dict)
 
+    def variable_issues(self) -> list[Issue]:
+        """The issues of every variable checked so far in this environment."""
+        return [i for name in sorted(self._var_memo) for i in self._var_memo[name][2]]
+
     def roots(self) -> dict[str, T]:
         actor = ObjT(
             "actor",

@@ -167,6 +167,11 @@ def type_of_value(value: Any) -> T:
     return DYN
 
 
+def untyped_attributes() -> T:
+    """An `attr` map without a schema: string keys, values of any type."""
+    return MapT(STRING, DYN)
+
+
 def is_dyn(t: T) -> bool:
     return isinstance(concrete(t), Dyn)
 

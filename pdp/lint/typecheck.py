@@ -13,9 +13,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pdp.cel import NOT_CONST, CelCompileError, CheckIssue, TypeEnv, check_cel, type_from_schema
-from pdp.cel._types import STRING as _STRING
-from pdp.cel._types import MapT, T
+from pdp.cel import (
+    NOT_CONST,
+    CelCompileError,
+    CheckIssue,
+    TypeEnv,
+    check_cel,
+    type_from_schema,
+    untyped_attributes,
+)
+from pdp.cel import CelStaticType as T
 from pdp.errors import SourceLocation
 from pdp.lint._report import Reporter
 from pdp.model.policy import (
@@ -42,16 +49,6 @@ class _Scope:
     typed_elsewhere: bool = False
 
 
-def _attr() -> T:
-    return MapT(_STRING, _dyn())
-
-
-def _dyn() -> T:
-    from pdp.cel._types import DYN
-
-    return DYN
-
-
 class _Types:
     def __init__(self, source: PolicySource, out: Reporter) -> None:
         self.source = source
@@ -61,11 +58,11 @@ class _Types:
 
     def schema_types(self, p: ResourcePolicy | None) -> tuple[T, T, T]:
         if p is None or p.schemas is None:
-            return _attr(), _attr(), _attr()
+            return untyped_attributes(), untyped_attributes(), untyped_attributes()
         out = []
         for name in (p.schemas.principal, p.schemas.resource, p.schemas.context):
             s = self.source.schemas.get(name) if name else None
-            out.append(type_from_schema(s.schema, s.schema, s.file) if s else _attr())
+            out.append(type_from_schema(s.schema, s.schema, s.file) if s else untyped_attributes())
         return out[0], out[1], out[2]
 
     def scope(
@@ -110,8 +107,7 @@ class _Types:
             return NOT_CONST  # compile_policy_set reports it
         issues = list(result.issues)
         # Issues inside variables: reported at the variable's own text.
-        for name in sorted(_variables_reached(scope.env)):
-            issues.extend(scope.env._var_memo[name][2])
+        issues.extend(scope.env.variable_issues())
         for issue in issues:
             if scope.typed_elsewhere and issue.code == "PDP205":
                 continue
@@ -280,10 +276,6 @@ class _Types:
             for p in self.source.resource_policies
             if p.schemas and (WILDCARD in resources or p.resource in resources)
         ]
-
-
-def _variables_reached(env: TypeEnv) -> set[str]:
-    return set(env._var_memo)
 
 
 def _message(issue: CheckIssue) -> str:
