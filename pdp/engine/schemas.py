@@ -37,6 +37,9 @@ class Violation:
 class _Part:
     name: str  # the schema's name under schemas/
     validate: Callable[[Any], Any]
+    # `{}` satisfies the schema (nothing required): an empty attribute map, the common case
+    # for principals and contexts, needs no call.
+    empty_ok: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +60,19 @@ class KindSchemas:
         try:
             part = self.principal
             if part is not None:
-                part.validate(principal.get("attr") or _EMPTY)
+                value = principal.get("attr")
+                if value or not part.empty_ok:
+                    part.validate(value or _EMPTY)
             part = self.resource
             if part is not None:
-                part.validate(resource.get("attr") or _EMPTY)
+                value = resource.get("attr")
+                if value or not part.empty_ok:
+                    part.validate(value or _EMPTY)
             part = self.context
             if part is not None:
-                part.validate(context.get("attr") or _EMPTY)
+                value = context.get("attr")
+                if value or not part.empty_ok:
+                    part.validate(value or _EMPTY)
         except fastjsonschema.JsonSchemaValueException as e:
             where = (
                 "principal.attr"
@@ -88,10 +97,22 @@ def compile_kind_schemas(
     parts: list[_Part | None] = []
     for name in names:
         schema = schemas.get(name) if name else None
-        parts.append(_Part(name, compile_validator(schema.schema)) if schema and name else None)
+        if schema is None or not name:
+            parts.append(None)
+            continue
+        validate = compile_validator(schema.schema)
+        parts.append(_Part(name, validate, _accepts(validate, {})))
     if not any(parts):
         return None
     return KindSchemas(parts[0], parts[1], parts[2], reject)
+
+
+def _accepts(validate: Callable[[Any], Any], value: Any) -> bool:
+    try:
+        validate(value)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
 
 
 def _describe(e: fastjsonschema.JsonSchemaValueException, schema: str, where: str) -> Violation:
