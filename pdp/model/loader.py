@@ -539,7 +539,7 @@ class _Loader:
                     roles=opt_name_list(r.str_list("roles")),
                     condition=condition(ctx, r.get("condition")),
                     suppress=_suppressions(ctx, r),
-                    positions=_positions(ctx, r),
+                    positions=_positions(ctx, r, lists=True),
                 )
             )
         policy = GuardPolicy(
@@ -670,15 +670,21 @@ def _suppressions(ctx: FileContext, f: Fields) -> tuple[Suppression, ...]:
     return tuple(out)
 
 
-def _positions(ctx: FileContext, f: Fields) -> dict[str, SourceLocation]:
-    """Where each field and list item was written: `roles`, `actions[0]`, ..."""
+def _positions(ctx: FileContext, f: Fields, *, lists: bool = False) -> dict[str, SourceLocation]:
+    """Where the fields the validator points at were written: `roles`, `derivedRoles`, and with
+    `lists` each item of `actions` and `resources` (only those: this runs for every rule)."""
     out: dict[str, SourceLocation] = {}
-    for key, (key_node, value) in f.items.items():
-        out[key] = ctx.loc(value)
-        out[f"{key}:key"] = ctx.loc(key_node)
-        if isinstance(value, SequenceNode):
-            for i, item in enumerate(value.value):
-                out[f"{key}[{i}]"] = ctx.loc(item)
+    items = f.items
+    for key in ("roles", "derivedRoles"):
+        entry = items.get(key)
+        if entry is not None:
+            out[key] = ctx.loc(entry[1])
+    if lists:
+        for key in ("actions", "resources"):
+            entry = items.get(key)
+            if entry is not None and isinstance(entry[1], SequenceNode):
+                for i, item in enumerate(entry[1].value):
+                    out[f"{key}[{i}]"] = ctx.loc(item)
     return out
 
 
