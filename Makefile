@@ -3,18 +3,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint fmt proto bench bench-compare clean
+.PHONY: serve test lint fmt proto bench bench-compare clean constraints redis-server
 
-$(STAMP): pyproject.toml
+# First run: about two minutes; pip prints each package as it goes (no -q), so it is visible.
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> setting up $(VENV): pip, then pdp with its test tools (pinned by constraints.txt)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+	@echo "==> $(VENV) ready"
 
 serve: $(STAMP)
-	$(BIN)/pdp serve --policies policies --listen 127.0.0.1:50051
+	$(BIN)/pdp serve --policies policies --listen 127.0.0.1:50051 --watch
 
-test: $(STAMP)
+# Debian's redis-server: the rate-limit tests run a real one (tests/limits/).
+redis-server:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+test: $(STAMP) redis-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -37,6 +44,13 @@ bench-compare: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client) || true
 	$(BIN)/python bench/compare.py $(ARGS)
+
+# Re-resolve the dependencies in a scratch venv and pin what it installed.
+constraints:
+	rm -rf build/constraints-venv && $(PY) -m venv build/constraints-venv
+	build/constraints-venv/bin/python -m pip install -q -e '.[test]'
+	{ sed -n '1,3p' constraints.txt; build/constraints-venv/bin/python -m pip freeze --exclude-editable | grep -v '^pdp' ; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf build/constraints-venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info

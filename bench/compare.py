@@ -24,7 +24,7 @@ attribute condition, and a CIDR fence on delete.
    reply (gRPC errors carry no body).
 4. Scale: 10,000 policies load+compile time, and retained memory per 1,000 rules.
 
-The table goes to stdout and to bench/RESULTS.md (--out).
+The table goes to stdout and to bench/RESULTS-peers.md (--out).
 """
 
 from __future__ import annotations
@@ -420,7 +420,7 @@ def main() -> None:
     )
     ap.add_argument("--clients", type=int, default=4, help="h2load -c (4)")
     ap.add_argument("--streams", type=int, default=8, help="h2load -m (8)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench/RESULTS.md")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/RESULTS-peers.md")
     args = ap.parse_args()
     n_inproc, n_batch = (100, 5) if args.quick else (300, 20)
     rounds, min_round_s = (2, 0.2) if args.quick else (5, 0.5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,14 +128,19 @@ def build_bundle(
     env: dict[str, str] | None = None,
     checks: Sequence[SuiteCheck] = (),
     strict: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> Built:
-    """Collect, compile, lint and test `directory`, then pack it.
+    """Collect, compile, lint and test `directory`, then pack it; `progress` hears each stage
+    (a large policy set takes seconds to compile).
 
     Raises `PolicyErrors` when it does not load or compile, or has an error finding (or, when
     `strict`, the default, any finding at all: warnings too); `TestsFailed` when a test fails.
     """
+    say = progress or (lambda message: None)
     root = Path(directory)
+    say(f"collecting policy files in {root}")
     files = collect_files(root)
+    say(f"loading, compiling and testing {len(files)} files")
     bundle_name = name or root.resolve().name
     validate_name(bundle_name)
     SemVer.parse(version)
@@ -156,6 +161,7 @@ def build_bundle(
         raise PolicyErrors(findings)
     if compiled.report.failed:
         raise TestsFailed(compiled.report)
+    say(f"{len(compiled.report.results)} test cases passed; packing")
     archive = pack(manifest.canonical_bytes(), files, None, epoch)
     return Built(manifest, archive, compiled.report)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pdp.engine import PolicySet, SuiteCheck, compile_policy_set
 from pdp.errors import PolicyError, PolicyErrors
+from pdp.model.decision import BundleInfo
 from pdp.model.findings import Finding
 from pdp.model.loader import load_policy_dir
 from pdp.model.policy import PolicySource
@@ -39,6 +40,16 @@ def policy_checks() -> tuple[SuiteCheck, ...]:
     from pdp.gateway.mapping_tests import mapping_check
 
     return (mapping_check,)
+
+
+def directory_bundle_info(directory: str | Path) -> BundleInfo:
+    """How a policy directory served or checked directly is named: the directory's name,
+    version 0.0.0, and its git revision (`-dirty` with local changes), as a bundle would be."""
+    from pdp.bundle.build import git_info
+
+    git = git_info(Path(directory))
+    revision = f"{git.revision}-dirty" if git.revision and git.dirty else git.revision
+    return BundleInfo(name=Path(directory).resolve().name, version="0.0.0", revision=revision)
 
 
 def print_policy_errors(exc: PolicyErrors) -> None:

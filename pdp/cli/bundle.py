@@ -99,6 +99,10 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def _progress(message: str) -> None:
+    print(f"... {message}", file=sys.stderr, flush=True)
+
+
 def run_build(args: argparse.Namespace) -> int:
     try:
         built = build_bundle(
@@ -107,6 +111,7 @@ def run_build(args: argparse.Namespace) -> int:
             version=args.version,
             checks=policy_checks(),
             strict=args.strict,
+            progress=_progress if sys.stderr.isatty() else None,  # for people, not for logs
         )
     except PolicyErrors as exc:
         print_policy_errors(exc)

@@ -10,14 +10,23 @@ from pdp.engine import Engine
 from pdp.errors import PolicyErrors, RequestError
 from pdp.model.request import parse_check_request
 
-from ._common import load_and_compile, print_policy_errors
+from ._common import directory_bundle_info, load_and_compile, print_policy_errors
+from .render import story, table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("check", help="decide one request given as JSON")
     p.add_argument("--policies", required=True, metavar="DIR", help="policy directory")
     p.add_argument("--request", required=True, metavar="FILE", help="request JSON file, or -")
-    p.add_argument("--explain", action="store_true", help="include the evaluation trace")
+    p.add_argument(
+        "--explain", action="store_true", help="tell every step: policy, rule, condition, values"
+    )
+    p.add_argument(
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="a readable table (default) or the JSON response",
+    )
     p.set_defaults(func=run)
 
 
@@ -44,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
     except RequestError as exc:
         print(f"error: invalid request: {exc}", file=sys.stderr)
         return 2
-    response = Engine(policy_set).check(request)
-    json.dump(response.to_dict(), sys.stdout, indent=2, default=str)
-    print()
+    # Named as `pdp serve --policies DIR` names it, so the two print the same bundle.
+    response = Engine(policy_set, directory_bundle_info(args.policies)).check(request).to_dict()
+    if args.output == "json":
+        json.dump(response, sys.stdout, indent=2, default=str)
+        print()
+    elif args.explain:
+        print(story(response, raw))
+    else:
+        print(table(response))
     return 0

@@ -16,6 +16,8 @@ VERB_MODULES = (
     "pdp.cli.serve",
     "pdp.cli.bundle",
     "pdp.cli.keygen",
+    "pdp.cli.fmt",
+    "pdp.cli.health",
 )
 
 

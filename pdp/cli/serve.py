@@ -49,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="serve decisions over gRPC")
     src = p.add_argument_group("policy source")
     src.add_argument("--policies", metavar="DIR", help="serve the policy directory DIR")
+    src.add_argument(
+        "--watch",
+        action="store_true",
+        help="with --policies: reload on every edit that compiles and passes its tests",
+    )
     from .bundle import add_serve_arguments  # --bundle SOURCE and its flags (bundle engineer)
 
     add_serve_arguments(src)
@@ -93,6 +98,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gw.add_argument(
         "--trusted-hops", type=int, metavar="N", help="proxies trusted in x-forwarded-for"
     )
+    rl = p.add_argument_group("rate limits (LimitPolicy)")
+    rl.add_argument(
+        "--limits-store",
+        default="memory",
+        metavar="URL",
+        help="rate-limit counters: `memory` (this process; the default) or redis://HOST:PORT/DB "
+        "(shared by every replica and worker)",
+    )
+    rl.add_argument(
+        "--no-rate-limit-service",
+        action="store_true",
+        help="do not serve Envoy's envoy.service.ratelimit.v3.RateLimitService",
+    )
     run_ = p.add_argument_group("process")
     run_.add_argument(
         "--workers", type=int, default=1, metavar="N", help="processes sharing the port (1)"
@@ -130,6 +148,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add_telemetry_arguments(p)
     p.set_defaults(func=run, serve_parser=p)
+    # Last, so it sees every flag above: each one gets a key in --config and a PDP_* variable.
+    from .config import record_argv
+
+    conf = p.add_argument_group("configuration")
+    conf.add_argument(
+        "--config", metavar="FILE", help="YAML file: a key per flag (deploy/pdp.yaml lists them)"
+    )
+    conf.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration (flags, PDP_* variables, file) and exit",
+    )
+    record_argv(p)
+
+
+# Said on a failed bind: the usual cause is a second `make serve` on the default port.
+_LISTEN_HINT = (
+    "hint: is another server on that port? stop it, or choose another address with "
+    "--listen HOST:PORT (or `listen:` in --config, PDP_LISTEN)"
+)
 
 
 def _fail(message: str) -> int:
@@ -182,25 +220,44 @@ Stopper = Callable[[], None]
 
 
 def _start_policy_dir(directory: str, holder) -> Stopper:  # holder: EngineHolder
-    from pdp.bundle.build import git_info
     from pdp.engine import Engine
-    from pdp.model.decision import BundleInfo
 
-    from ._common import load_and_compile
+    from ._common import directory_bundle_info, load_and_compile
 
     _source, policy_set = load_and_compile(directory)
     # Decisions name the git revision of the directory, as a bundle's would.
-    git = git_info(Path(directory))
-    revision = f"{git.revision}-dirty" if git.revision and git.dirty else git.revision
-    bundle = BundleInfo(name=Path(directory).resolve().name, version="0.0.0", revision=revision)
+    bundle = directory_bundle_info(directory)
     holder.swap(Engine(policy_set, bundle))
-    log.info("serving policies from %s (revision %s)", directory, revision or "unknown")
+    log.info("serving policies from %s (revision %s)", directory, bundle.revision or "unknown")
     return lambda: None
+
+
+def _start_policy_watch(directory: str, holder) -> Stopper:  # holder: EngineHolder
+    from pdp.bundle.watch import DirectoryWatcher
+
+    from ._common import directory_bundle_info, policy_checks
+
+    if not Path(directory).is_dir():
+        raise ValueError(f"`{directory}` is not a directory")
+
+    watcher = DirectoryWatcher(
+        directory,
+        holder,
+        bundle_info=lambda: directory_bundle_info(directory),
+        checks=policy_checks(),
+    )  # it logs each activation, and each refusal with every error (file:line:column)
+    watcher.start()  # a bad first set leaves the server NOT_SERVING until an edit fixes it
+    log.info("watching %s for edits", directory)
+    return watcher.stop
 
 
 def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
     if args.policies and args.bundle:
         raise ValueError("give one policy source: --policies DIR or --bundle SOURCE")
+    if args.policies and getattr(args, "watch", False):
+        return _start_policy_watch(args.policies, holder)
+    if getattr(args, "watch", False):
+        raise ValueError("--watch needs --policies DIR (bundle sources are always polled)")
     if args.policies:
         return _start_policy_dir(args.policies, holder)
     if args.bundle:  # polled bundles, hot-swapped (pdp.cli.bundle, bundle engineer)
@@ -294,13 +351,22 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(config)
     stop = threading.Event()
     _install_stop_handlers(stop)
-    holder = EngineHolder()
+    from pdp.limits import counters_from_url
+
+    try:
+        holder = EngineHolder(counters=counters_from_url(args.limits_store))
+    except ValueError as exc:
+        return _fail(f"rate limits: {exc}")
     try:
         observer = _observer(args, holder, machine_cpus)
     except (OSError, ValueError) as exc:
         return _fail(f"telemetry: {exc}")
     try:
         extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
+        if not args.no_rate_limit_service:
+            from pdp.gateway.ratelimit import rate_limit_registrar
+
+            extra.append(rate_limit_registrar(holder))
     except (OSError, ValueError, PdpError) as exc:
         return _fail(f"gateway: {exc}")
     try:
@@ -308,7 +374,7 @@ def serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # grpc: cannot bind
         if observer is not None:
             observer.close()
-        return _fail(f"cannot listen: {exc}")
+        return _fail(f"cannot listen: {exc}\n{_LISTEN_HINT}")
     server.start()
     for address in server.addresses:
         log.info("listening on %s", address)
@@ -376,6 +442,13 @@ def supervise(args: argparse.Namespace) -> int:
     listen = args.listen or [DEFAULT_LISTEN]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return _fail("--workers > 1 needs fixed ports (port 0 would differ per worker)")
+    if args.limits_store == "memory":
+        log.warning(
+            "rate limits: each of the %d workers counts in its own memory, so a limit admits up "
+            "to %d times its rate; use --limits-store redis://HOST:PORT/DB for one global count",
+            args.workers,
+            args.workers,
+        )
     base = [sys.executable, "-m", "pdp.cli.main", "serve", *_worker_argv(args)]
     cpus = sorted(os.sched_getaffinity(0))
     # A worker whose threads migrate between cores hands the GIL across them on every call;
@@ -422,6 +495,17 @@ def supervise(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .config import ConfigError, apply, render
+
+    try:  # --config FILE and PDP_* variables fill what the command line left out
+        sources = apply(args, args.serve_parser)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.print_config:
+        print(render(args, args.serve_parser, sources), end="")
+        return 0
+    if getattr(args, "watch", False) and not args.policies:
+        return _fail("--watch needs --policies DIR (bundle sources are always polled)")
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",

@@ -9,6 +9,7 @@ from xml.etree import ElementTree as ET
 from pdp.engine import Engine, SuiteReport, run_test_suites, with_checks
 from pdp.errors import PolicyErrors
 from pdp.lint import analyze, blocking
+from pdp.model.policy import PolicySource
 
 from ._common import load_and_compile, policy_checks, print_findings, print_policy_errors
 
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     report = run_test_suites(policy_set, source.test_suites, filter=args.filter)
     if not args.filter:
         report = with_checks(report, source, Engine(policy_set), policy_checks())
+    else:  # coverage of what the selected cases are about, not of every other policy
+        report = _only_selected_policies(report, source)
     for r in report.results:
         if not r.passed:
             print(f"FAIL {r.file}:{r.line} {r.suite} / {r.case} [{r.action}]")
@@ -48,6 +51,25 @@ def run(args: argparse.Namespace) -> int:
         write_junit(report, args.junit)
     print(f"{report.passed} passed, {report.failed} failed")
     return 1 if report.failed or not report.results or lint_errors else 0
+
+
+def _only_selected_policies(report: SuiteReport, source: PolicySource) -> SuiteReport:
+    """Keep the rules of the resource policies whose kinds the selected cases ask about, and
+    of the guard policies those cases matched at least once."""
+    from pdp.engine.suites import iter_case_requests
+
+    selected = {(r.suite, r.case) for r in report.results}
+    kinds = {
+        resource.get("kind")
+        for suite, case, raw in iter_case_requests(source.test_suites)
+        if (suite.id, case.name) in selected
+        for resource in raw.get("resources") or ()
+        if isinstance(resource, dict)
+    }
+    policies = {p.id for p in source.resource_policies if p.resource in kinds}
+    policies |= {policy for policy, _rule in report.covered}
+    rules = tuple(r for r in report.rules if r.policy in policies)
+    return SuiteReport(report.results, rules, report.covered)
 
 
 def print_coverage(report: SuiteReport) -> None:

@@ -34,6 +34,7 @@ from .compiled import (
     PolicySet,
     RuleRef,
 )
+from .limits import CompiledLimit
 from .schemas import compile_kind_schemas
 
 
@@ -228,6 +229,8 @@ def _compile_policy_set(source: PolicySource) -> PolicySet:
             p, defs, derived, data, errors, guard_rules, rule_refs, source.schemas
         )
 
+    limits = _compile_limit_policies(source, defs, data, errors, kinds)
+
     country_of = None
     if "geoip" in data:
         country_of = _country_lookup(data, errors)
@@ -242,6 +245,7 @@ def _compile_policy_set(source: PolicySource) -> PolicySet:
         rule_count=len(rule_refs),
         route_mapping=source.route_mapping,
         route_mapping_file=source.route_mapping_file,
+        limits=limits,
     )
 
 
@@ -271,6 +275,56 @@ def _scope_for(
         data=data,
     )
     return _Scope(env, variables, errors)
+
+
+def _compile_limit_policies(
+    source: PolicySource,
+    defs: Mapping[str, Definitions],
+    data: Mapping[str, Any],
+    errors: _Errors,
+    kinds: Mapping[str, CompiledKind],
+) -> dict[tuple[str, str], tuple[CompiledLimit, ...]]:
+    """Each limit compiled once, then listed under every (kind, action) it covers."""
+    out: dict[tuple[str, str], list[CompiledLimit]] = {}
+    for lp in source.limit_policies:
+        scope = _scope_for(lp.imports, defs, lp.variables, data, errors)
+        for limit in lp.limits:
+            for kind in limit.resources:
+                if kind != WILDCARD and kind not in kinds:
+                    errors.add(
+                        f"limit `{limit.id}` names unknown resource kind `{kind}`", limit.location
+                    )
+            key = scope.compile_expr(limit.key, condition=False)
+            cost = scope.compile_expr(limit.cost, condition=False) if limit.cost else None
+            cond = scope.compile_condition(limit.condition)
+            if key is None or (limit.cost is not None and cost is None):
+                continue
+            compiled = CompiledLimit(
+                policy=lp.id,
+                id=limit.id,
+                key=key,
+                limit=limit.limit,
+                per_seconds=limit.per_seconds,
+                capacity=limit.burst or limit.limit,
+                cost=cost,
+                condition=cond.fn,
+                fail_open=limit.on_store_error == "allow",
+                key_source=limit.key.source,
+            )
+            covered = 0
+            for kind_name, kind in kinds.items():
+                if not _applies(limit.resources, kind_name):
+                    continue
+                for action in kind.actions:
+                    if _applies(limit.actions, action):
+                        out.setdefault((kind_name, action), []).append(compiled)
+                        covered += 1
+            if not covered and not any(k != WILDCARD and k not in kinds for k in limit.resources):
+                errors.add(
+                    f"limit `{limit.id}` covers no declared action of its resource kinds",
+                    limit.location,
+                )
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _compile_derived(def_id: str, role: DerivedRole, scope: _Scope) -> CompiledDerivedRole:

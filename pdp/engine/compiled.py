@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdp.model.decision import ActionDecision
+
+if TYPE_CHECKING:
+    from .limits import CompiledLimit
 
 # A compiled condition: called with the activation, returns True/False or raises on error.
 CondFn = Callable[[Mapping[str, Any]], bool]
@@ -100,3 +103,5 @@ class PolicySet:
     # The gateway's HTTP mapping document, versioned with the policies (pdp.gateway reads it).
     route_mapping: Mapping[str, Any] | None = None
     route_mapping_file: str = ""
+    # Rate limits by (kind, action), wildcards resolved: empty when the bundle has none.
+    limits: Mapping[tuple[str, str], tuple[CompiledLimit, ...]] = field(default_factory=dict)

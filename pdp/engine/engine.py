@@ -25,6 +25,8 @@ from pdp.model.decision import (
 from pdp.model.request import CheckRequest, ResourceRequest
 
 from .compiled import CompiledAction, CompiledKind, CompiledRule, PolicySet
+from .counters import Counters, MemoryCounters
+from .limits import apply_limits
 from .schemas import SCHEMA_VIOLATION, SchemaViolation
 
 Clock = Callable[[], datetime]
@@ -74,10 +76,12 @@ def new_decision_id() -> str:
 class _Undecided:
     """Per-resource memo of derived roles, so each is evaluated at most once per resource."""
 
-    __slots__ = ("derived", "used_time")
+    __slots__ = ("derived", "used_quota", "used_time")
 
     def __init__(self) -> None:
         self.derived: dict[str | tuple[str, str], bool | Exception] = {}
+        # A rate limit was consulted: the answer depends on counters, never cacheable.
+        self.used_quota = False
         # A condition that may read the clock was evaluated: the answer is not cacheable
         # unless the request fixed the time. Decided by tenant or scope alone, it is.
         self.used_time = False
@@ -92,8 +96,13 @@ class Engine:
         bundle: BundleInfo | None = None,
         *,
         clock: Clock = _utc_now,
+        counters: Counters | None = None,
     ) -> None:
         self.policy_set = policy_set
+        # Rate-limit buckets. A server's holder hands every engine it activates the same
+        # store, so quotas outlive bundle swaps; alone, an engine keeps its own.
+        self.counters: Counters = counters if counters is not None else MemoryCounters()
+        self._limits = policy_set.limits
         self.bundle = bundle or BundleInfo(name="local", version="0.0.0", revision="")
         self._kinds: Mapping[str, CompiledKind] = policy_set.kinds
         self._clock = clock
@@ -120,11 +129,12 @@ class Engine:
         country_of = self.policy_set.country_of
         if not context.get("country") and context.get("ip") and country_of is not None:
             context = {**context, "country": country_of(context["ip"])}
-        time_dependent = False
+        time_dependent = uses_quota = False
         results = []
         for res in request.resources:
-            decisions, td = self._decide_resource(request, res, context, now, coverage)
+            decisions, td, uq = self._decide_resource(request, res, context, now, coverage)
             time_dependent = time_dependent or td
+            uses_quota = uses_quota or uq
             results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
         return CheckResponse(
             request_id=request.request_id,
@@ -133,6 +143,7 @@ class Engine:
             results=tuple(results),
             evaluated_at=now_text,
             time_dependent=time_dependent,
+            uses_quota=uses_quota,
         )
 
     def _decide_resource(
@@ -142,7 +153,7 @@ class Engine:
         context: Mapping[str, Any],
         now: datetime,
         coverage: set[tuple[str, str]] | None,
-    ) -> tuple[dict[str, ActionDecision], bool]:
+    ) -> tuple[dict[str, ActionDecision], bool, bool]:
         kind = self._kinds.get(res.kind)
         if kind is None:
             deny = ActionDecision(
@@ -150,11 +161,11 @@ class Engine:
                 reasons=(d.UNKNOWN_RESOURCE_KIND,),
                 message=f"no policy governs resource kind `{res.kind}`",
             )
-            return dict.fromkeys(res.actions, deny), False
+            return dict.fromkeys(res.actions, deny), False, False
         if kind.schemas is not None:
             refused = self._schema_check(request, res, kind, context)
-            if refused is not None:
-                return dict.fromkeys(res.actions, refused), False
+            if refused is not None:  # denied before any rule: no time read, no quota taken
+                return dict.fromkeys(res.actions, refused), False, False
         activation = {
             "principal": request.principal,
             "resource": res.resource,
@@ -176,7 +187,12 @@ class Engine:
                 continue
             activation["action"] = action
             try:
-                out[action] = self._decide(request, res, kind, compiled, activation, memo, coverage)
+                decision = self._decide(request, res, kind, compiled, activation, memo, coverage)
+                limits = self._limits.get((res.kind, action)) if self._limits else None
+                if limits and decision.effect == d.ALLOW:
+                    memo.used_quota = True
+                    decision = apply_limits(decision, limits, activation, self.counters, now)
+                out[action] = decision
             except Exception as exc:  # fail closed on anything unexpected
                 out[action] = ActionDecision(
                     effect=d.DENY,
@@ -184,7 +200,7 @@ class Engine:
                     reasons=(d.INTERNAL_ERROR,),
                     errors=(f"internal error: {type(exc).__name__}",),
                 )
-        return out, memo.used_time
+        return out, memo.used_time, memo.used_quota
 
     @staticmethod
     def _schema_check(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from pdp.errors import NoPoliciesError
 
 if TYPE_CHECKING:
+    from pdp.engine.counters import Counters
     from pdp.engine.engine import Engine
 
 
@@ -29,7 +30,13 @@ class Activation:
 
 
 class EngineHolder:
-    def __init__(self, engine: Engine | None = None) -> None:
+    """`counters`, when given, is the rate-limit store every engine swapped in decides with,
+    so quotas carry over from one bundle to the next."""
+
+    def __init__(self, engine: Engine | None = None, counters: Counters | None = None) -> None:
+        self.counters = counters
+        if engine is not None and counters is not None:
+            engine.counters = counters
         self._engine = engine
         self._lock = threading.Lock()  # serialises writers only; readers never take it
         self._activated_at = time.time() if engine is not None else None
@@ -48,6 +55,8 @@ class EngineHolder:
         return engine
 
     def swap(self, engine: Engine) -> None:
+        if self.counters is not None:
+            engine.counters = self.counters  # before it is published
         with self._lock:
             self._engine = engine
             now = time.time()

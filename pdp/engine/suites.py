@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from pdp.errors import RequestError
@@ -13,6 +14,7 @@ from pdp.model.policy import Expectation, PolicySource, TestCase, TestSuite
 from pdp.model.request import CheckRequest, parse_check_request
 
 from .compiled import PolicySet, RuleRef
+from .counters import MemoryCounters
 from .engine import Engine
 
 
@@ -120,6 +122,10 @@ def run_test_suites(
             continue
         try:
             request: CheckRequest = parse_check_request(raw)
+            if policy_set.limits:
+                engine.counters = MemoryCounters()  # every case starts with full buckets
+                for replay in _replays(raw, case):
+                    engine.check(parse_check_request(replay))
             # A kind whose schemas are in `reject` mode refuses the request the same way.
             response = engine.check(request, coverage=out.covered)
         except RequestError as exc:
@@ -140,6 +146,17 @@ def run_test_suites(
         for action, expectation in case.expect.items():
             out.results.append(_compare(suite, case, action, expectation, decisions[action]))
     return SuiteReport(tuple(out.results), policy_set.rules, frozenset(out.covered))
+
+
+def _replays(raw: dict[str, Any], case: TestCase) -> Iterable[dict[str, Any]]:
+    """`after: {calls, within}`: the case's request, evenly over the window before its time."""
+    if case.after is None:
+        return
+    calls, within = case.after
+    now = datetime.fromisoformat(raw["context"]["time"])
+    for i in range(calls):
+        at = now - timedelta(seconds=within * (calls - i) / calls)
+        yield {**raw, "context": {**raw["context"], "time": at.isoformat()}}
 
 
 def _selected(pattern: str, suite: str, case: str) -> bool:

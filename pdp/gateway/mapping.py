@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from pdp.errors import PolicyError, PolicyErrors
+from pdp.gateway.paths import PathError, canonicalize
 from pdp.gateway.templates import Template, TemplateError, parse_value
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
@@ -117,28 +117,12 @@ class RouteMapping:
 
 
 def split_path(raw: str) -> tuple[list[str], str] | None:
-    """Split a request target into decoded segments and its query string.
-
-    None for paths the upstream might resolve differently from us (`.`/`..` segments, raw or
-    percent-encoded, and empty inner segments): authorising one path while the upstream
-    serves another is how path-confusion bypasses work.
-    """
-    path, _, query = raw.partition("?")
-    path = path.partition("#")[0]
-    if not path.startswith("/"):
+    """Decoded segments and query of a request target; None when `paths.canonicalize` refuses it."""
+    try:
+        canonical = canonicalize(raw)
+    except PathError:
         return None
-    parts = path[1:].split("/")
-    if parts and parts[-1] == "" and len(parts) > 1:
-        parts.pop()  # one trailing slash is the same resource
-    if parts == [""]:
-        return [], query
-    segments = []
-    for part in parts:
-        decoded = unquote(part)
-        if not part or decoded in (".", "..") or "\x00" in decoded:
-            return None
-        segments.append(decoded)
-    return segments, query
+    return list(canonical.segments), canonical.query
 
 
 def _walk(node: _Node, segs: list[str], i: int, method: str) -> RouteMatch | None:

@@ -14,13 +14,13 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from pdp.errors import RequestError
-from pdp.gateway.mapping import RouteMapping, RouteMatch, split_path
+from pdp.gateway.mapping import RouteMapping, RouteMatch
+from pdp.gateway.paths import PathError, canonicalize
 from pdp.gateway.templates import RenderEnv, render_value
 from pdp.gateway.tokens import AuthError, bearer_token, principal_from_claims
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, parse_check_request
 
 UNMAPPED_ROUTE = "unmapped_route"
-INVALID_PATH = "invalid_path"
 INVALID_REQUEST = "invalid_request"
 PUBLIC_ROUTE = "public_route"
 
@@ -113,11 +113,11 @@ def translate(
 ) -> Translation:
     """Decide what the request needs. `claims`, when given, stand for a verified token
     (the mapping tests use it); otherwise the credential is taken from `attrs`."""
-    split = split_path(attrs.path)
-    if split is None:
-        return Translation("bad_request", INVALID_PATH, "the path has `.`/`..` or empty segments")
-    segments, query = split
-    match = mapping.match(attrs.method, segments)
+    try:
+        path = canonicalize(attrs.path)
+    except PathError as e:
+        return Translation("bad_request", e.reason, e.message)
+    match = mapping.match(attrs.method, list(path.segments))
     if match is not None and match.route.public:
         return Translation("allow", PUBLIC_ROUTE, match=match)
     if match is None and mapping.unmapped_allow:
@@ -131,10 +131,10 @@ def translate(
         return Translation("unauthenticated", e.reason, e.message, match=match)
     env = RenderEnv(
         method=attrs.method.upper(),
-        path=attrs.path,
+        path=path.target,  # the canonical path: the one decided on
         params=match.params if match else {},
         headers=attrs.headers,
-        query=dict(parse_qsl(query, keep_blank_values=True)),
+        query=dict(parse_qsl(path.query, keep_blank_values=True)),
         claims=verified,
         principal=principal,
     )

@@ -19,7 +19,7 @@ from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway.mapping import RouteMapping
 from pdp.gateway.request import Translation
 from pdp.gateway.templates import render_value
-from pdp.model.decision import CheckResponse
+from pdp.model.decision import CheckResponse, LimitStatus
 
 DECISION_ID_HEADER = "x-pdp-decision-id"
 
@@ -32,6 +32,7 @@ OK, INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE, INTERNAL, UNAUTHENTICATED 
     13,
     16,
 )
+RESOURCE_EXHAUSTED = 8
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -49,9 +50,12 @@ class Outcome:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def body(self) -> str:
-        error = {401: "unauthenticated", 400: "bad_request", 403: "forbidden"}.get(
-            self.http_status, "unavailable" if self.http_status == 503 else "internal_error"
-        )
+        error = {
+            401: "unauthenticated",
+            400: "bad_request",
+            403: "forbidden",
+            429: "too_many_requests",
+        }.get(self.http_status, "unavailable" if self.http_status == 503 else "internal_error")
         return json.dumps(
             {"error": error, "reason": self.reason, "decision_id": self.decision_id},
             separators=(",", ":"),
@@ -69,6 +73,15 @@ def header_value(value: Any) -> str:
     else:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
     return "".join(ch for ch in text if ch == "\t" or (ch >= " " and ch != "\x7f"))
+
+
+def rate_limit_headers(status: LimitStatus) -> dict[str, str]:
+    """The draft RFC's `x-ratelimit-*` headers (version 03, as Envoy's filter sends them)."""
+    return {
+        "x-ratelimit-limit": f"{status.limit}, {status.limit};w={status.window_s:g}",
+        "x-ratelimit-remaining": str(status.remaining),
+        "x-ratelimit-reset": str(status.reset_s),
+    }
 
 
 def outcome_for(
@@ -95,6 +108,14 @@ def outcome_for(
             "reason": reason,
             "bundle": f"{decision.bundle.name}@{decision.bundle.version}",
         }
+        exceeded = [lim for lim in action.limits if lim.exceeded]
+        if not action.allowed and exceeded:
+            out = _denied(RESOURCE_EXHAUSTED, 429, reason, decision_id, meta, action.message)
+            headers = {
+                **rate_limit_headers(exceeded[0]),
+                "retry-after": str(exceeded[0].retry_after_s),
+            }
+            return _with_headers(out, headers)
         if not action.allowed:
             return _denied(PERMISSION_DENIED, 403, reason, decision_id, meta, action.message)
         return _allowed(translation, mapping, decision_id, reason, meta, dict(action.obligations))

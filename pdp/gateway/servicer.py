@@ -25,6 +25,7 @@ from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from pdp.gateway.mapping import RouteMapping, load_route_mapping
+from pdp.gateway.ratelog import RateLimitedLog, printable
 from pdp.gateway.request import HttpAttributes, Verify, translate
 from pdp.gateway.response import Outcome, error_outcome, outcome_for, to_envoy
 from pdp.gateway.tokens import KeySetError, TokenVerifier, load_jwks
@@ -201,6 +202,9 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         self.limits = limits
         self.on_decision = on_decision
         self.observer = observer
+        # Any client can trigger these as fast as it can send: one line per cause per minute.
+        self.refusal_log = RateLimitedLog(log)
+        self.error_log = RateLimitedLog(log)
 
     def Check(self, request: ext.CheckRequest, context: grpc.ServicerContext) -> ext.CheckResponse:
         if self.observer is None:
@@ -262,10 +266,22 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
             outcome = error_outcome("no_policies", new_decision_id(), unavailable=True)
         except GatewayConfigError:
             outcome = error_outcome("gateway_misconfigured", new_decision_id())
-        except Exception:
+        except Exception as e:
             decision_id = new_decision_id()
-            log.exception("ext_authz check failed (decision %s)", decision_id)
+            self.error_log.log(
+                logging.ERROR,
+                type(e).__name__,
+                f"ext_authz check failed (decision {decision_id}): {type(e).__name__}",
+                exc_info=True,
+            )
             outcome = error_outcome("internal_error", decision_id)
+        if outcome.http_status in (400, 401):
+            self.refusal_log.log(
+                logging.WARNING,
+                outcome.reason,
+                f"ext_authz refused a request ({outcome.http_status} {outcome.reason}): "
+                + printable(outcome.message),
+            )
         if report is not None:
             report((check_request, decision))
         if self.on_decision is not None:

@@ -9,7 +9,10 @@ public, and a shared secret in it would let anyone mint tokens.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,7 +111,12 @@ def load_jwks(obj: Any, allowed: Sequence[str] = ("RS256", "ES256", "EdDSA")) ->
 
 
 class TokenVerifier:
-    """Verifies tokens for one bundle's authentication settings; thread-safe (immutable)."""
+    """Verifies tokens for one bundle's authentication settings; thread-safe (immutable).
+
+    The token's structure, header and date claims are checked here, strictly, before PyJWT
+    sees it: every malformed token must end as an `AuthError` (401 with a reason), never as
+    an exception the servicer would have to call internal.
+    """
 
     def __init__(self, keys: KeySet, auth: AuthConfig):
         self.keys = keys
@@ -116,21 +124,21 @@ class TokenVerifier:
 
     def verify(self, token: str) -> dict[str, Any]:
         """The verified claims, or `AuthError`."""
-        if len(token) > MAX_TOKEN_BYTES:
-            raise AuthError("malformed_token", "token too long")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as e:
-            raise AuthError("malformed_token", str(e)) from None
+        header, payload = parse_token(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.auth.algorithms:
-            raise AuthError("disallowed_algorithm", f"algorithm `{alg}` is not accepted")
-        kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise AuthError("malformed_token", "`kid` must be a string")
-        candidates = self.keys.candidates(kid, alg)
+            shown = alg if isinstance(alg, str) else type(alg).__name__
+            raise AuthError("disallowed_algorithm", f"algorithm `{shown}` is not accepted")
+        kid = header.get("kid", _ABSENT)
+        if kid is not _ABSENT and not isinstance(kid, str):
+            raise AuthError("malformed_token", "header `kid` must be a string")
+        if "crit" in header:
+            # RFC 7515 §4.1.11: extensions named in `crit` must be understood; pdp knows none.
+            raise AuthError("unsupported_critical_header", "header `crit` names an extension")
+        check_numeric_dates(payload)
+        candidates = self.keys.candidates(kid if isinstance(kid, str) else None, alg)
         if not candidates:
-            raise AuthError("unknown_key", f"no key for kid `{kid}` and algorithm `{alg}`")
+            raise AuthError("unknown_key", f"no key for this `kid` and algorithm `{alg}`")
         options: dict[str, Any] = {
             "require": list(self.auth.require),
             "verify_aud": bool(self.auth.audience),
@@ -150,13 +158,80 @@ class TokenVerifier:
             except jwt.InvalidSignatureError:
                 last = AuthError("invalid_signature", "signature verification failed")
                 continue  # without a kid, another key may verify it
-            except jwt.InvalidTokenError as e:
+            except jwt.PyJWTError as e:
                 raise _auth_error(e) from None
+            except (ValueError, TypeError, OverflowError, RecursionError):
+                # PyJWT and `cryptography` raise these on inputs our checks let through.
+                raise AuthError("malformed_token", "the token cannot be decoded") from None
             if not isinstance(claims, dict):
                 raise AuthError("malformed_token", "claims must be a json object")
             return claims
         assert last is not None
         raise last
+
+
+_ABSENT = object()
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+# RFC 7519 NumericDate: seconds since the epoch. Beyond year 9999 is nonsense, not a date.
+MAX_NUMERIC_DATE = 253402300799
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
+def parse_token(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A compact JWS's (header, payload), strictly: or `AuthError(malformed_token)`."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise AuthError("malformed_token", f"token longer than {MAX_TOKEN_BYTES} bytes")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_B64URL.match(p) for p in parts) or not parts[0]:
+        raise AuthError("malformed_token", "not a compact JWS (three base64url parts)")
+    header = _json_object(parts[0], "header")
+    payload = _json_object(parts[1], "payload")
+    return header, payload
+
+
+def _json_object(part: str, what: str) -> dict[str, Any]:
+    if len(part) % 4 == 1:
+        raise AuthError("malformed_token", f"the {what} is not valid base64url")
+    try:
+        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        obj = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+        )
+    except AuthError:
+        raise
+    except (ValueError, RecursionError):  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+        raise AuthError("malformed_token", f"the {what} is not base64url json") from None
+    if not isinstance(obj, dict):
+        raise AuthError("malformed_token", f"the {what} must be a json object")
+    return obj
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        # Two `sub` members: which one counts depends on the parser; refuse the question.
+        raise AuthError("malformed_token", "a json object has a duplicate member")
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise AuthError("malformed_token", f"`{name}` is not json")
+
+
+def check_numeric_dates(claims: Mapping[str, Any]) -> None:
+    """`exp`/`nbf`/`iat`, when present, are JSON numbers of seconds in a sane range."""
+    for name in NUMERIC_DATE_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise AuthError("invalid_claims", f"claim `{name}` must be a number (NumericDate)")
+        if (isinstance(value, float) and not math.isfinite(value)) or not (
+            0 <= value <= MAX_NUMERIC_DATE
+        ):
+            raise AuthError("invalid_claims", f"claim `{name}` is not a plausible NumericDate")
 
 
 def _auth_error(e: jwt.InvalidTokenError) -> AuthError:
@@ -170,8 +245,12 @@ def _auth_error(e: jwt.InvalidTokenError) -> AuthError:
         (jwt.DecodeError, "malformed_token"),
     ):
         if isinstance(e, cls):
-            return AuthError(reason, str(e))
-    return AuthError("invalid_token", str(e))
+            return AuthError(reason, _short(str(e)))
+    return AuthError("invalid_token", _short(str(e)))
+
+
+def _short(text: str) -> str:
+    return text[:200]
 
 
 def bearer_token(headers: Mapping[str, str], auth: AuthConfig) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from pdp.errors import RequestError, SourceLocation
-from pdp.model._yaml import Fields, FileContext, did_you_mean, is_str, to_json, type_name
+from pdp.model._limits import parse_period
+from pdp.model._yaml import INT, Fields, FileContext, did_you_mean, is_str, to_json, type_name
 from pdp.model.policy import Expectation, TestCase, TestSuite
 from pdp.model.request import parse_time
 
@@ -29,7 +30,10 @@ class ExpectRef:
 
 
 _SPEC_KEYS = ("now", "principals", "resources", "contexts", "cases")
-_CASE_KEYS = ("name", "principal", "resource", "resources", "context", "now", "expect")
+_CASE_KEYS = ("name", "principal", "resource", "resources", "context", "now", "after", "expect")
+_AFTER_KEYS = ("calls", "within")
+# Calls a test case may replay before it is decided: enough for any sane limit's burst.
+MAX_CASE_CALLS = 100_000
 _EXPECT_KEYS = ("effect", "rule", "policy", "reasons", "obligations")
 _PRINCIPAL_KEYS = ("id", "tenant", "roles", "scopes", "attr", "actor")
 _ACTOR_KEYS = ("id", "type", "scopes", "attr")
@@ -83,6 +87,7 @@ def load_suite(
         context_node = c.get("context")
         context = _ref(ctx, context_node, fixtures, "context", _context) if context_node else {}
         case_now = _time(ctx, c.get("now")) or suite_now
+        after = _after(ctx, c.get("after"), case_now)
         expect = _expect(ctx, c.mapping("expect", required=True))
         if principal is None or context is None or expect is None:
             continue
@@ -105,6 +110,7 @@ def load_suite(
                     expect=expect[0],
                     context=context,
                     now=case_now,
+                    after=after,
                 )
             )
     suite = TestSuite(
@@ -116,6 +122,34 @@ def load_suite(
         description=description,
     )
     return suite, refs
+
+
+def _after(ctx: FileContext, node: Node | None, now: datetime | None) -> tuple[int, float] | None:
+    """`after: {calls: N, within: 1m}`: the request made N times over the minute before `now`."""
+    if node is None:
+        return None
+    f = Fields(ctx, node, _AFTER_KEYS, "`after`")
+    if not f.ok:
+        return None
+    calls_node = f.get("calls", required=True)
+    within = f.str("within", required=True)
+    calls = None
+    if calls_node is not None:
+        if not (isinstance(calls_node, ScalarNode) and calls_node.tag == INT):
+            ctx.error(f"`calls` must be a whole number, got {type_name(calls_node)}", calls_node)
+        elif not 1 <= int(calls_node.value) <= MAX_CASE_CALLS:
+            ctx.error(f"`calls` must be between 1 and {MAX_CASE_CALLS}", calls_node)
+        else:
+            calls = int(calls_node.value)
+    seconds = parse_period(within) if within else None
+    if within and seconds is None:
+        ctx.error(f"`within` must be a duration such as `1s`, `1m`, `1h`, got `{within}`", node)
+    if now is None:
+        ctx.error("a case with `after` needs a `now` (on the case or the suite)", node)
+        return None
+    if calls is None or seconds is None:
+        return None
+    return calls, seconds
 
 
 def _time(ctx: FileContext, node: Node | None) -> datetime | None:

@@ -21,6 +21,9 @@ UNKNOWN_ACTION = "unknown_action"
 CONDITION_ERROR = "condition_error"
 CROSS_TENANT_EXCEPTION = "cross_tenant_exception"
 INTERNAL_ERROR = "internal_error"
+RATE_LIMITED = "rate_limited"
+RATE_LIMIT_ERROR = "rate_limit_error"  # a limit's key or cost could not be evaluated
+RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"  # the counter store failed (fail closed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,20 @@ class TraceStep:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitStatus:
+    """A rate limit's bucket after this decision took from it (or was refused by it)."""
+
+    id: str  # the limit
+    policy: str  # its LimitPolicy
+    limit: int  # units that flow back every window
+    window_s: float
+    remaining: int  # whole units left
+    reset_s: int  # seconds until the bucket is full again
+    retry_after_s: int = 0  # when exceeded: seconds until the call's cost fits
+    exceeded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ActionDecision:
     effect: Effect
     policy: str = ""  # deciding policy id ("" when the engine itself decided)
@@ -44,6 +61,8 @@ class ActionDecision:
     message: str = ""  # human-readable: names the missing scope, the mismatched tenants...
     errors: tuple[str, ...] = ()  # CEL errors met while deciding (fail-closed)
     trace: tuple[TraceStep, ...] = ()
+    # The rate limits that covered this action (see docs/RATE_LIMITS.md); empty when none did.
+    limits: tuple[LimitStatus, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -76,6 +95,8 @@ class CheckResponse:
     # True when some condition read `now`/`context.time`: such decisions must not be cached
     # beyond their validity.
     time_dependent: bool = False
+    # True when a rate limit took (or refused) quota: never answered from a cache.
+    uses_quota: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by `pdp check`, the decision log and tests."""
@@ -110,6 +131,19 @@ def action_decision_dict(d: ActionDecision) -> dict[str, Any]:
         out["message"] = d.message
     if d.errors:
         out["errors"] = list(d.errors)
+    if d.limits:
+        out["limits"] = [
+            {
+                "id": s.id,
+                "policy": s.policy,
+                "limit": s.limit,
+                "window_s": s.window_s,
+                "remaining": s.remaining,
+                "reset_s": s.reset_s,
+                **({"retry_after_s": s.retry_after_s, "exceeded": True} if s.exceeded else {}),
+            }
+            for s in d.limits
+        ]
     if d.trace:
         out["trace"] = [
             {

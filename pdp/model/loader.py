@@ -20,6 +20,7 @@ from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from pdp.errors import PolicyError, PolicyErrors, SourceLocation
 from pdp.model import _suite
+from pdp.model._limits import load_limit_policy
 from pdp.model._values import (
     condition,
     load_json,
@@ -53,6 +54,7 @@ from pdp.model.policy import (
     DerivedRole,
     GuardPolicy,
     GuardRule,
+    LimitPolicy,
     PolicySource,
     ResourcePolicy,
     Rule,
@@ -68,7 +70,14 @@ __all__ = ["MAX_DEPTH", "MAX_FILES", "MAX_FILE_BYTES", "load_policy_dir", "load_
 # A policy repository with more files than this is not one we were meant to load.
 MAX_FILES = 100_000
 
-KINDS = ("ResourcePolicy", "GuardPolicy", "Definitions", "TestSuite", "RouteMapping")
+KINDS = (
+    "ResourcePolicy",
+    "GuardPolicy",
+    "LimitPolicy",
+    "Definitions",
+    "TestSuite",
+    "RouteMapping",
+)
 _TOP_KEYS = ("apiVersion", "kind", "metadata", "spec")
 _METADATA_KEYS = ("id", "description")
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -172,6 +181,7 @@ class _Loader:
         self.files: dict[str, bytes] = {}
         self.resource_policies: list[tuple[ResourcePolicy, _Refs]] = []
         self.guard_policies: list[tuple[GuardPolicy, _Refs]] = []
+        self.limit_policies: list[tuple[LimitPolicy, _Refs]] = []
         self.definitions: list[Definitions] = []
         self.suites: list[TestSuite] = []
         self.expectations: list[_suite.ExpectRef] = []
@@ -188,6 +198,7 @@ class _Loader:
         return PolicySource(
             resource_policies=tuple(p for p, _ in self.resource_policies),
             guard_policies=tuple(p for p, _ in self.guard_policies),
+            limit_policies=tuple(p for p, _ in self.limit_policies),
             definitions=tuple(self.definitions),
             test_suites=tuple(self.suites),
             data=self.data,
@@ -295,6 +306,11 @@ class _Loader:
             self._resource_policy(ctx, spec, doc_id, description, location)
         elif kind == "GuardPolicy":
             self._guard_policy(ctx, spec, doc_id, description, location)
+        elif kind == "LimitPolicy":
+            refs = _Refs()
+            limits = load_limit_policy(ctx, spec, doc_id, description, location, refs.imports)
+            if limits is not None:
+                self.limit_policies.append((limits, refs))
         elif kind == "Definitions":
             self._definitions(ctx, spec, doc_id, description, location)
         else:
@@ -608,7 +624,11 @@ class _Loader:
 
     def check_references(self) -> None:
         defs = {d.id: d for d in self.definitions}
-        policies: list[tuple[Any, _Refs]] = [*self.resource_policies, *self.guard_policies]
+        policies: list[tuple[Any, _Refs]] = [
+            *self.resource_policies,
+            *self.guard_policies,
+            *self.limit_policies,
+        ]
         for _, refs in policies:
             known = True
             for name, loc in refs.imports:

@@ -156,6 +156,40 @@ class GuardPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """A rate limit or quota: a token bucket per value of `key`, for some kinds and actions.
+
+    `limit` units flow back into the bucket every `per_seconds`; the bucket holds at most
+    `burst` (default `limit`). An allowed action takes `cost` units (default 1) or is denied
+    `rate_limited`.
+    """
+
+    id: str
+    resources: tuple[str, ...]  # kinds, may contain "*"
+    actions: tuple[str, ...]  # may contain "*"
+    key: Expr
+    limit: int
+    per_seconds: float
+    location: SourceLocation
+    burst: int | None = None
+    cost: Expr | None = None
+    condition: Condition | None = None  # counted only when it holds
+    on_store_error: Literal["deny", "allow"] = "deny"
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitPolicy:
+    id: str
+    file: str
+    location: SourceLocation
+    limits: tuple[Limit, ...]
+    imports: tuple[str, ...] = ()
+    variables: dict[str, Expr] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DerivedRole:
     name: str
     parent_roles: tuple[str, ...]  # may contain "*"
@@ -195,6 +229,9 @@ class TestCase:
     expect: dict[str, Expectation]  # action -> expectation
     context: dict[str, Any] = field(default_factory=dict)
     now: datetime | None = None
+    # Rate limits: the same request made `calls` times, evenly over the `within` seconds before
+    # `now`, before the case itself is decided (a simulated clock; counters start empty).
+    after: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +250,7 @@ class PolicySource:
 
     resource_policies: tuple[ResourcePolicy, ...] = ()
     guard_policies: tuple[GuardPolicy, ...] = ()
+    limit_policies: tuple[LimitPolicy, ...] = ()
     definitions: tuple[Definitions, ...] = ()
     test_suites: tuple[TestSuite, ...] = ()
     data: dict[str, Any] = field(default_factory=dict)  # data.<stem>

@@ -126,4 +126,6 @@ class DecisionCache:
 
 def cacheable(request: CheckRequest, response: CheckResponse) -> bool:
     """A decision is a pure function of (engine, request) unless it read the server's clock."""
+    if response.uses_quota:
+        return False
     return not response.time_dependent or request.time is not None

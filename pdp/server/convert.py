@@ -25,6 +25,7 @@ from pdp.model.decision import (
     ActionDecision,
     BundleInfo,
     CheckResponse,
+    LimitStatus,
     ResourceDecision,
     TraceStep,
 )
@@ -292,6 +293,19 @@ def _fill_action(a: _pb.ActionResult, d: ActionDecision) -> None:
         a.errors.extend(d.errors)
     if d.obligations:
         a.obligations.update(d.obligations)
+    if d.limits:
+        add_limit = a.limits.add
+        for lim in d.limits:
+            add_limit(
+                id=lim.id,
+                policy=lim.policy,
+                limit=lim.limit,
+                window_seconds=lim.window_s,
+                remaining=lim.remaining,
+                reset_seconds=lim.reset_s,
+                exceeded=lim.exceeded,
+                retry_after_seconds=lim.retry_after_s,
+            )
     if d.trace:
         add = a.trace.add
         for s in d.trace:
@@ -395,6 +409,19 @@ def _action_from_proto(a: _pb.ActionResult) -> ActionDecision:
                 stage=s.stage, policy=s.policy, rule=s.rule, outcome=s.outcome, detail=s.detail
             )
             for s in a.trace
+        ),
+        limits=tuple(
+            LimitStatus(
+                id=x.id,
+                policy=x.policy,
+                limit=x.limit,
+                window_s=x.window_seconds,
+                remaining=x.remaining,
+                reset_s=x.reset_seconds,
+                retry_after_s=x.retry_after_seconds,
+                exceeded=x.exceeded,
+            )
+            for x in a.limits
         ),
     )
 

@@ -140,6 +140,11 @@ def build_record(
     return record
 
 
+# A bucket left with less than this share of its limit is "near" it: the span says so, so a
+# trace shows a caller about to be rate limited before it is.
+NEAR_LIMIT_FRACTION = 0.1
+
+
 @dataclass(frozen=True, slots=True)
 class Summary:
     """What the span and the metrics read of a successful call's decisions."""
@@ -148,18 +153,36 @@ class Summary:
     checks: int  # resource x action decisions
     allow: int
     deny: int
+    limits: tuple[tuple[str, str, int], ...] = ()  # (limit id, granted | limited, count)
+    near_limits: str = ""  # ids of buckets near their limit, comma-separated
+    limited: str = ""  # ids of limits that refused an action, comma-separated
 
 
 def summarize(response: CheckResponse) -> Summary:
     counts: dict[tuple[str, str], int] = {}
+    takes: dict[tuple[str, str], int] = {}
+    near: dict[str, None] = {}
     for r in response.results:
         for d in r.actions.values():
             key = (d.effect, d.reasons[0] if d.reasons else "")
             counts[key] = counts.get(key, 0) + 1
+            for lim in d.limits:
+                # A refused take is all or nothing: only the limit that refused counts.
+                if lim.exceeded or d.effect == "allow":
+                    outcome = (lim.id, "limited" if lim.exceeded else "granted")
+                    takes[outcome] = takes.get(outcome, 0) + 1
+                if lim.remaining < lim.limit * NEAR_LIMIT_FRACTION:
+                    near[lim.id] = None
     allow = sum(n for (effect, _), n in counts.items() if effect == "allow")
     deny = sum(n for (effect, _), n in counts.items() if effect == "deny")
     return Summary(
-        tuple((e, r, n) for (e, r), n in counts.items()), sum(counts.values()), allow, deny
+        tuple((e, r, n) for (e, r), n in counts.items()),
+        sum(counts.values()),
+        allow,
+        deny,
+        tuple((i, o, n) for (i, o), n in takes.items()),
+        ",".join(near),
+        ",".join(dict.fromkeys(i for (i, o) in takes if o == "limited")),
     )
 
 

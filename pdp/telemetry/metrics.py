@@ -278,12 +278,9 @@ def histogram_temporality(reader: MetricReader) -> AggregationTemporality:
     """The temporality `reader` collects histograms with (its own or its exporter's choice)."""
     # Kept by the SDK per SDK instrument class, a private detail: read defensively, and fall
     # back to the SDK's own default.
-    try:
-        from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+    from .otel_private import reader_histogram_temporality
 
-        value = reader._instrument_class_temporality.get(_Histogram)
-    except (ImportError, AttributeError, TypeError):
-        value = None
+    value = reader_histogram_temporality(reader)
     if isinstance(value, AggregationTemporality):
         return value
     return AggregationTemporality.CUMULATIVE
@@ -300,7 +297,9 @@ def attach_histograms(reader: MetricReader, histograms: LocalHistograms) -> None
     loses them.
     """
     state = histograms.add_reader(histogram_temporality(reader))
-    receive = reader._receive_metrics
+    from .otel_private import receive_metrics_hook, set_receive_metrics_hook
+
+    receive = receive_metrics_hook(reader)
 
     def receive_with_histograms(
         metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -310,7 +309,7 @@ def attach_histograms(reader: MetricReader, histograms: LocalHistograms) -> None
             metrics_data = histograms.merged(metrics_data, metrics)
         receive(metrics_data, timeout_millis=timeout_millis, **kwargs)
 
-    reader._receive_metrics = receive_with_histograms  # type: ignore[method-assign]
+    set_receive_metrics_hook(reader, receive_with_histograms)
 
 
 class Metrics:
@@ -328,6 +327,11 @@ class Metrics:
         if histograms is None:
             self.latency = _sdk_histogram(meter, LATENCY)
             self.batch_size = _sdk_histogram(meter, BATCH_SIZE)
+        self.rate_limits = meter.create_counter(
+            "pdp.rate_limit.decisions",
+            unit="{decision}",
+            description="Actions a rate limit covered, by limit id and outcome (granted, limited)",
+        )
         self.errors = meter.create_counter(
             "pdp.check.errors", unit="{call}", description="Calls answered with an error, by code"
         )
@@ -381,10 +385,14 @@ class Metrics:
                 else:
                     slot[1] += 1
         decisions: dict[tuple[str, str], int] = {}
+        limits: dict[tuple[str, str], int] = {}
         for summary, n in shared.values():
             for effect, reason, count in summary.decisions:
                 key = (effect, reason)
                 decisions[key] = decisions.get(key, 0) + count * n
+            for limit_id, outcome, count in summary.limits:
+                key = (limit_id, outcome)
+                limits[key] = limits.get(key, 0) + count * n
         if self.histograms is not None:
             # Histograms likewise: bucketed here, merged under one lock per batch.
             sizes = HistogramSeries(BATCH_SIZE, {})
@@ -408,6 +416,8 @@ class Metrics:
                     self.batch_size.record(summary.checks)
         for (effect, reason), n in decisions.items():
             self.decisions.add(n, {"effect": effect, "reason": self._reason(effect, reason)})
+        for (limit_id, outcome), n in limits.items():
+            self.rate_limits.add(n, {"limit": limit_id, "outcome": outcome})
         for code, n in errors.items():
             self.errors.add(n, {"code": code})
 

@@ -14,11 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry._logs import SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
 
+from pdp.telemetry.otel_private import (
+    BatchLogRecordProcessor,
+    LoggerProvider,
+    LogRecordExporter,
+    SeverityNumber,
+    otlp_log_exporter,
+)
 from pdp.telemetry.sinks import Record, to_json_line
 
 # The writer hands over at most this many records at a time (see `observer.MAX_BATCH`); the
@@ -37,9 +41,7 @@ class OtlpLogSink:
         self, exporter: LogRecordExporter | None = None, resource: Resource | None = None
     ) -> None:
         if exporter is None:
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-            exporter = OTLPLogExporter()
+            exporter = otlp_log_exporter()
         self._provider = LoggerProvider(resource=resource or Resource.create())
         self._provider.add_log_record_processor(
             BatchLogRecordProcessor(exporter, max_queue_size=_SDK_QUEUE_SIZE)

@@ -18,14 +18,6 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.common._internal import (
-    _encode_instrumentation_scope,
-    _encode_resource,
-)
-from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import (
-    _SPAN_KIND_MAP,
-    _encode_span,
-)
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
@@ -33,6 +25,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
+
+from pdp.telemetry.otel_private import SPAN_KIND_MAP as _SPAN_KIND_MAP
+from pdp.telemetry.otel_private import encode_instrumentation_scope as _encode_instrumentation_scope
+from pdp.telemetry.otel_private import encode_resource as _encode_resource
+from pdp.telemetry.otel_private import encode_span as _encode_span
 
 _pack_q = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack

@@ -31,13 +31,17 @@ from opentelemetry.trace import (
     Tracer,
     TraceState,
 )
-from opentelemetry.trace.propagation.tracecontext import (
-    _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH,
-    TraceContextTextMapPropagator,
-)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from pdp.telemetry.decision_log import Summary
 from pdp.telemetry.observation import Observation
+from pdp.telemetry.otel_private import (
+    TRACEPARENT_HEADER_FORMAT,
+    TRACEPARENT_MAXIMUM_LENGTH,
+    TRACESTATE_MAXIMUM_LENGTH,
+    composite_propagators,
+    tracer_scope,
+)
 from pdp.telemetry.otlp_spans import ld, span_bytes
 
 SPAN_NAME = "pdp.Check"
@@ -110,7 +114,7 @@ def _w3c_only() -> bool:
     global _w3c_checked
     textmap = propagate.get_global_textmap()
     if _w3c_checked[0] is not textmap:
-        fields = getattr(textmap, "_propagators", None)
+        fields = composite_propagators(textmap)
         kinds = [type(p) for p in fields] if fields is not None else [type(textmap)]
         w3c = (
             type(textmap) in (CompositePropagator, TraceContextTextMapPropagator)
@@ -122,9 +126,9 @@ def _w3c_only() -> bool:
 
 
 _w3c_checked: tuple[object, bool] = (None, False)
-_TRACEPARENT = re.compile(TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT)
-_TRACEPARENT_MAX = TraceContextTextMapPropagator._TRACEPARENT_MAXIMUM_LENGTH
-_TRACESTATE_MAX = _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH
+_TRACEPARENT = re.compile(TRACEPARENT_HEADER_FORMAT)
+_TRACEPARENT_MAX = TRACEPARENT_MAXIMUM_LENGTH
+_TRACESTATE_MAX = TRACESTATE_MAXIMUM_LENGTH
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
@@ -198,6 +202,10 @@ def _call_attributes(
         attrs["pdp.bundle.revision"] = revision
         attrs["pdp.decisions.allow"] = summary.allow
         attrs["pdp.decisions.deny"] = summary.deny
+        if summary.near_limits:
+            attrs["pdp.rate_limit.near"] = summary.near_limits
+        if summary.limited:
+            attrs["pdp.rate_limit.limited"] = summary.limited
     return attrs
 
 
@@ -228,9 +236,7 @@ class DirectSpans:
         self._ids = sdk_tracer.id_generator
         self._resource = sdk_tracer.resource
         # The tracer's own scope: SDK spans of the same tracer are grouped with these.
-        self._scope = getattr(sdk_tracer, "_instrumentation_scope", None) or InstrumentationScope(
-            scope
-        )
+        self._scope = tracer_scope(sdk_tracer) or InstrumentationScope(scope)
         self._processors = tuple(processors)
         # The default sampler (parent-based, always on: also what OTEL_TRACES_SAMPLER=
         # parentbased_always_on builds) is decided inline from the parent's flag, as it

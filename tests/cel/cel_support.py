@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONFORMANCE = Path("/work/shared/cel-conformance")
+# The vendored cel-spec conformance data (see its README.md for the upstream revision).
+CONFORMANCE = Path(__file__).resolve().parent / "conformance"
 SUMMARY: list[str] = []
 
 

@@ -20,8 +20,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(scope="session")
 def conformance_protos(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Generate the conformance .proto classes into a temp dir (never stale, never committed)."""
-    if not (CONFORMANCE / "proto").is_dir():
-        pytest.skip("CEL conformance suite not found")
+    # A missing suite is a failure, never a skip: a clone without it would pass silently.
+    assert (CONFORMANCE / "proto").is_dir(), f"CEL conformance suite not found in `{CONFORMANCE}`"
     out = tmp_path_factory.mktemp("cel_gen")
     protos = sorted(
         str(p.relative_to(CONFORMANCE / "proto")) for p in (CONFORMANCE / "proto").rglob("*.proto")

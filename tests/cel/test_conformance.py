@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from cel_support import CONFORMANCE, record_summary
@@ -297,3 +298,16 @@ def test_conformance(conformance_protos: Any) -> None:
         print(f"  FAIL {f}")
     record_summary(line)
     assert pct >= 95.0, f"{line}\n" + "\n".join(tally.failed)
+
+
+def test_vendored_suite_is_present() -> None:
+    # The suite lives in the repository: a clone without it must fail here, not skip quietly.
+    assert not CONFORMANCE.is_absolute() or CONFORMANCE.is_relative_to(
+        Path(__file__).resolve().parent
+    ), f"conformance data outside the repository: `{CONFORMANCE}`"
+    names = {f"{f}.textproto" for f in [*FILES, *SKIPPED_FILES]}
+    present = {p.name for p in (CONFORMANCE / "testdata").glob("*.textproto")}
+    assert names <= present, f"missing conformance files: {sorted(names - present)}"
+    assert (CONFORMANCE / "proto/cel/expr/conformance/test/simple.proto").is_file()
+    assert "Apache License" in (CONFORMANCE / "LICENSE").read_text()
+    assert "508bd98efda47d85bcf1b9930dd5f35fa37e9a18" in (CONFORMANCE / "README.md").read_text()

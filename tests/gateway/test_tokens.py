@@ -116,3 +116,80 @@ def test_claims_to_principal():
         principal_from_claims({"tenant": "acme"}, ClaimsConfig())
     with pytest.raises(AuthError, match="invalid_claims"):
         principal_from_claims({"sub": "a", "scope": 5}, ClaimsConfig())
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"kid": None}, "malformed_token"),
+        ({"kid": 5}, "malformed_token"),
+        ({"crit": ["x-unknown"], "x-unknown": 1}, "unsupported_critical_header"),
+        ({"crit": ["exp"]}, "unsupported_critical_header"),
+        ({"kid": "nope"}, "unknown_key"),
+    ],
+)
+def test_hostile_headers_on_a_valid_signature(keys, verifier, headers, reason):
+    """The issue's 500s: a validly signed token with a header PyJWT itself raises on."""
+    from ._support import signed_raw
+
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now + 60}
+    header = {"alg": "RS256", "kid": "rsa-1", **headers}
+    assert _reason(verifier, signed_raw(keys, header, claims)) == reason
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("exp", "9999999999"),
+        ("exp", 1e30),
+        ("exp", 10**40),
+        ("exp", True),
+        ("exp", -5),
+        ("exp", [1]),
+        ("nbf", "0"),
+        ("nbf", False),
+        ("iat", {"t": 1}),
+        ("iat", 253402300800),  # one second past 9999-12-31
+    ],
+)
+def test_numeric_dates_must_be_plausible_numbers(keys, verifier, claim, value):
+    assert _reason(verifier, keys.token(**{claim: value})) == "invalid_claims"
+
+
+def test_numeric_dates_accept_fractions(keys, verifier):
+    assert verifier.verify(keys.token(exp=time.time() + 60.5))["sub"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "a",
+        "a.b",
+        "a.b.c.d",
+        "..",
+        "e30.e30.",  # {} header: no alg
+        "W10.e30.",  # [] header
+        "eyJhbGciOiJSUzI1NiJ9.bnVsbA.",  # payload `null`
+        "eyJhbGciOiJSUzI1NiJ9.TmFO.",  # payload `NaN`
+        "eyJhbGciOiJSUzI1NiJ9.x.",  # base64 of length 1 mod 4
+        "eyJhbGciOiJSUzI1NiJ9.e30=.",  # padding is not base64url
+        "eyJhbGciOiJSUzI1NiJ9.//8.",  # `/` is not base64url
+        "é.é.é",
+        "x" * 20000,
+    ],
+)
+def test_malformed_tokens_are_auth_errors(verifier, token):
+    assert _reason(verifier, token) in ("malformed_token", "disallowed_algorithm")
+
+
+def test_duplicate_members_are_refused(keys):
+    from pdp.gateway.tokens import parse_token
+
+    from ._support import b64
+
+    header = b64(b'{"alg":"RS256","alg":"none"}')
+    with pytest.raises(AuthError) as e:
+        parse_token(f"{header}.{b64(b'{}')}.")
+    assert e.value.reason == "malformed_token"

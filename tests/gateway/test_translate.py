@@ -79,10 +79,25 @@ def test_request_is_built_from_route_claims_and_headers(keys, mapping, verify):
         "attr": {"kb": "k1"},
     }
     assert res.actions == ("read",)
-    # One trusted hop: the entry the proxy appended, not the one the client sent.
-    assert req.context["ip"] == "203.0.113.7"
+    # No trusted hops (the default): Envoy's view of the peer; the client's XFF is ignored.
+    assert req.context["ip"] == "10.0.0.9"
     assert req.context["attr"] == {"mfa": True}
     assert req.request_id == "r1"
+
+
+def test_trusted_hops_is_an_explicit_opt_in(keys, mapping, verify):
+    import dataclasses
+
+    one_hop = dataclasses.replace(mapping, trusted_hops=1)
+    attrs = _http(
+        "GET",
+        "/v1/tenants/acme/kb/k1/docs/d1",
+        keys.token(),
+        **{"x-forwarded-for": "6.6.6.6, 203.0.113.7"},
+    )
+    # One trusted hop: the entry the proxy appended, not the one the client sent.
+    assert translate(attrs, one_hop, verify).request.context["ip"] == "203.0.113.7"
+    assert translate(attrs, mapping, verify).request.context["ip"] == "10.0.0.9"
 
 
 def test_query_template(keys, mapping, verify):
@@ -127,9 +142,8 @@ def test_public_and_unmapped(keys, mapping, verify):
 
 
 def test_bad_requests(keys, mapping, verify):
-    assert (
-        translate(_http("GET", "/v1/tenants/acme/../x"), mapping, verify).reason == "invalid_path"
-    )
+    tr = translate(_http("GET", "/v1/tenants/acme/../x"), mapping, verify)
+    assert (tr.kind, tr.reason) == ("bad_request", "path_dot_segment")
     tr = translate(
         _http("GET", "/v1/tenants/acme/kb/k1/docs/d1", keys.token({"roles": [1]})), mapping, verify
     )

@@ -143,7 +143,7 @@ def test_unknown_api_version_and_kind() -> None:
     assert errors({"p.yaml": "apiVersion: pdp/v2\nkind: Resourcepolicy\n"}) == [
         "p.yaml:1:13: unknown apiVersion `pdp/v2`, expected `pdp/v1`",
         "p.yaml:2:7: unknown kind `Resourcepolicy` (did you mean `ResourcePolicy`?), expected one of "
-        "`ResourcePolicy`, `GuardPolicy`, `Definitions`, `TestSuite`, `RouteMapping`",
+        "`ResourcePolicy`, `GuardPolicy`, `LimitPolicy`, `Definitions`, `TestSuite`, `RouteMapping`",
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_examples_pass_strict_and_count_schemas(capsys: pytest.CaptureFixture[st
     assert main(["validate", str(ROOT / "policies"), "--strict"]) == 0
     out = capsys.readouterr()
     assert out.out.startswith("ok: 7 resource policies, 3 guard policies, 2 definitions, ")
-    assert " rules, 9 schemas, 7 test suites" in out.out
+    assert re.search(r" \d+ rules, 9 schemas, \d+ test suites$", out.out.strip())
     assert out.err == ""
 
 

@@ -122,7 +122,7 @@ class ResourceResult(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., actions: _Optional[_Mapping[str, ActionResult]] = ...) -> None: ...
 
 class ActionResult(_message.Message):
-    __slots__ = ("effect", "policy", "rule", "reasons", "obligations", "message", "errors", "trace")
+    __slots__ = ("effect", "policy", "rule", "reasons", "obligations", "message", "errors", "trace", "limits")
     EFFECT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class ActionResult(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     effect: Effect
     policy: str
     rule: str
@@ -139,7 +140,28 @@ class ActionResult(_message.Message):
     message: str
     errors: _containers.RepeatedScalarFieldContainer[str]
     trace: _containers.RepeatedCompositeFieldContainer[TraceStep]
-    def __init__(self, effect: _Optional[_Union[Effect, str]] = ..., policy: _Optional[str] = ..., rule: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., obligations: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., message: _Optional[str] = ..., errors: _Optional[_Iterable[str]] = ..., trace: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ...) -> None: ...
+    limits: _containers.RepeatedCompositeFieldContainer[LimitStatus]
+    def __init__(self, effect: _Optional[_Union[Effect, str]] = ..., policy: _Optional[str] = ..., rule: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., obligations: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., message: _Optional[str] = ..., errors: _Optional[_Iterable[str]] = ..., trace: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., limits: _Optional[_Iterable[_Union[LimitStatus, _Mapping]]] = ...) -> None: ...
+
+class LimitStatus(_message.Message):
+    __slots__ = ("id", "policy", "limit", "window_seconds", "remaining", "reset_seconds", "exceeded", "retry_after_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RESET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EXCEEDED_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    policy: str
+    limit: int
+    window_seconds: float
+    remaining: int
+    reset_seconds: int
+    exceeded: bool
+    retry_after_seconds: int
+    def __init__(self, id: _Optional[str] = ..., policy: _Optional[str] = ..., limit: _Optional[int] = ..., window_seconds: _Optional[float] = ..., remaining: _Optional[int] = ..., reset_seconds: _Optional[int] = ..., exceeded: _Optional[bool] = ..., retry_after_seconds: _Optional[int] = ...) -> None: ...
 
 class TraceStep(_message.Message):
     __slots__ = ("stage", "policy", "rule", "outcome", "detail")

