@@ -177,6 +177,7 @@ def start_server(
             *(sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(directory)),
             *("--listen", f"127.0.0.1:{port}", "--workers", str(workers)),
             *("--log-level", "WARNING"),
+            "--allow-client-time",  # some runs pin `context.time` (request_bytes(pinned_time=True))
             *extra,
         ],
         env=env,

@@ -81,6 +81,7 @@ def serve_counted(
             "--trace-children=no",  # the writer process runs natively
             sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(policy_dir()),
             "--listen", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "WARNING",
+            "--allow-client-time",  # its requests pin `context.time`
             *telemetry,
         ],
         env=env,

@@ -4,9 +4,11 @@ env = CelEnv(constants={...}, variables={"is_owner": "resource.attr.owner == pri
 cond = compile_cel_bool("V.is_owner && 'kb:read' in principal.scopes", env)
 cond({"principal": {...}, "resource": {...}, "action": "read", "context": {...}, "now": t})
 
+`matches` is RE2 (linear time in the input); a constant pattern RE2 refuses is a compile
+error, a dynamic one a run-time error.
+
 Known differences from the CEL spec (everything else follows the conformance suite):
 - timestamps and durations keep microseconds, not nanoseconds;
-- `matches` uses Python `re` (RE2 rejects backreferences/lookaround, Python accepts them);
 - a map literal with both `true` and `1` as keys collapses them (Python dict keys);
 - celpy's grammar does not parse backquoted field names (m.`a-b`) and lexes `1.f()` as `1.`;
 - unknown identifiers and functions are compile errors, never runtime errors;

@@ -25,6 +25,7 @@ from pdp.cel._macros import MACROS as _MACROS
 from pdp.cel._macros import iter_pairs, iter_range, macro_error
 from pdp.cel._network import CidrSet
 from pdp.cel._operators import _OPERATORS, Operators
+from pdp.cel._regex import Regex
 from pdp.errors import CelCompileError, CelEvalError
 
 if TYPE_CHECKING:
@@ -419,6 +420,8 @@ class Compiler(Operators):
             got = len(args) - (node.target is not None)
             raise self.err(f"wrong number of arguments to `{name}`: got {got}, want {want}", node)
         codes = [self.c(a) for a in args]
+        if name == "matches" and codes[1].const and codes[1].value.__class__ is str:
+            return self.regex(codes[0], codes[1].value, args[1])
         if spec.pure and all(c.const for c in codes):
             try:
                 return self.const(spec.impl(*(c.value for c in codes)))
@@ -426,6 +429,20 @@ class Compiler(Operators):
                 pass  # the error belongs to run time, where CEL can still absorb it
         impl = self.glob(spec.impl, "fn")
         return Code(f"{impl}({', '.join(c.expr for c in codes)})", spec.kind)
+
+    def regex(self, subject: Code, pattern: str, node: A.Node) -> Code:
+        """`s.matches('<constant>')`: the pattern is compiled now, so one RE2 refuses is a
+        compile error at its position (never a policy that loads and then fails every call)."""
+        try:
+            regex = Regex(pattern)
+        except CelEvalError as e:
+            raise self.err(str(e), node) from None
+        if subject.const:
+            try:
+                return self.const(regex(subject.value))
+            except CelEvalError:
+                pass  # e.g. `1.matches('a')`: a run-time error, as for any other function
+        return Code(f"{self.glob(regex, 'rx')}({subject.expr})", "bool")
 
     def has(self, node: A.Call) -> Code:
         self._arity(node, 1)

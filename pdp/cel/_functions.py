@@ -6,7 +6,6 @@ import math
 import re
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 from pdp.cel import _time
@@ -193,24 +192,6 @@ def starts_with(s: Any, p: Any) -> bool:
 def ends_with(s: Any, p: Any) -> bool:
     _str("endsWith", s, p)
     return s.endswith(p)  # type: ignore[no-any-return]
-
-
-@lru_cache(maxsize=1024)
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """RE2 syntax mapped onto Python `re`: both share the common subset used in policies.
-
-    Differences: RE2 rejects backreferences and lookaround (Python accepts them), and a few
-    Unicode class names differ. Invalid patterns raise a CEL error.
-    """
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        fail(f"invalid regular expression `{pattern}`: {e}")
-
-
-def matches(s: Any, pattern: Any) -> bool:
-    _str("matches", s, pattern)
-    return compile_regex(pattern).search(s) is not None
 
 
 def lower_ascii(s: Any) -> str:

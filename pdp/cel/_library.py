@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from pdp.cel import _functions as f
 from pdp.cel import _network as net
+from pdp.cel import _regex as rx
 from pdp.cel import _time as t
 from pdp.cel._values import size
 
@@ -34,7 +35,7 @@ GLOBALS: dict[str, Fn] = {
     "dyn": _fn(f.dyn, 1),
     "timestamp": _fn(t.to_timestamp, 1, kind="timestamp"),
     "duration": _fn(t.to_duration, 1, kind="duration"),
-    "matches": _fn(f.matches, 2, kind="bool"),
+    "matches": _fn(rx.matches, 2, kind="bool"),
     "ip": _fn(net.parse_ip, 1, kind="ip"),
     "cidr": _fn(net.parse_cidr, 1, kind="cidr"),
     "isIP": _fn(net.is_ip, 1, kind="bool"),
@@ -52,7 +53,7 @@ MEMBERS: dict[str, Fn] = {
     "contains": _fn(f.contains, 2, kind="bool"),
     "startsWith": _fn(f.starts_with, 2, kind="bool"),
     "endsWith": _fn(f.ends_with, 2, kind="bool"),
-    "matches": _fn(f.matches, 2, kind="bool"),
+    "matches": _fn(rx.matches, 2, kind="bool"),
     "lowerAscii": _fn(f.lower_ascii, 1, kind="string"),
     "upperAscii": _fn(f.upper_ascii, 1, kind="string"),
     "split": _fn(f.split, 2, 3, kind="list"),

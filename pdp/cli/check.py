@@ -8,7 +8,7 @@ import sys
 
 from pdp.engine import Engine
 from pdp.errors import PolicyErrors, RequestError
-from pdp.model.request import parse_check_request
+from pdp.model.request import load_json_request, parse_check_request
 
 from ._common import directory_bundle_info, load_and_compile, print_policy_errors
 from .render import story, table
@@ -42,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             with open(args.request) as f:
                 text = f.read()
-        raw = json.loads(text)
     except (OSError, ValueError) as exc:
         print(f"error: cannot read request: {exc}", file=sys.stderr)
         return 2
-    if args.explain and isinstance(raw, dict):
-        raw = {**raw, "explain": True}
     try:
+        raw = load_json_request(text)  # duplicate keys refused, as over gRPC's JSON
+        if args.explain and isinstance(raw, dict):
+            raw = {**raw, "explain": True}
         request = parse_check_request(raw)
     except RequestError as exc:
         print(f"error: invalid request: {exc}", file=sys.stderr)

@@ -80,6 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default = getattr(DEFAULT_LIMITS, name)
         lim.add_argument(flag, type=int, default=default, metavar="N", help=f"{text} ({default})")
     lim.add_argument(
+        "--allow-client-time",
+        action="store_true",
+        help="FOR TESTING ONLY: let requests fix `context.time` (by default the server's clock "
+        "decides and a request that sets it is refused)",
+    )
+    lim.add_argument(
         "--max-message-bytes",
         type=int,
         default=DEFAULT_MAX_MESSAGE_BYTES,
@@ -176,7 +182,10 @@ def _fail(message: str) -> int:
 
 
 def _limits(args: argparse.Namespace) -> Limits:
-    return Limits(**{name: getattr(args, name) for _flag, name, _help in _LIMIT_FLAGS})
+    return Limits(
+        **{name: getattr(args, name) for _flag, name, _help in _LIMIT_FLAGS},
+        allow_client_time=args.allow_client_time,
+    )
 
 
 def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an error)

@@ -3,7 +3,9 @@
 Both take plain dicts (the JSON shape of `pdp check`), answer with the model's `CheckResponse`,
 apply a default deadline to every call, and retry UNAVAILABLE (no policies yet, a server
 restarting) with bounded exponential backoff inside that deadline. Every other failure is
-raised as `grpc.RpcError`: a caller that gets no decision must deny.
+raised as `grpc.RpcError`: a caller that gets no decision must deny. A malformed request is
+refused before it is sent, with the `RequestError` (naming the field) that `pdp check` and
+the in-process API raise for the same dicts.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ class Client:
         explain: bool = False,
         timeout: float | None = None,
     ) -> CheckResponse:
-        """Decide every action of every resource; raises `grpc.RpcError` on failure."""
+        """Decide every action of every resource; raises `RequestError` for a malformed
+        request (nothing sent) and `grpc.RpcError` when no decision came back."""
         data = _check_request(principal, resources, context, request_id, explain)
         return response_from_proto(
             _pb.CheckResponse.FromString(self._call(self._check, data, timeout))

@@ -8,6 +8,7 @@ nothing here ever evaluates attribute values (a string that looks like CEL stays
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +34,63 @@ class Limits:
     max_string_length: int = 64 * 1024
     # Ids, kinds, actions, roles, scopes, tenants.
     max_id_length: int = 512
+    # Whether a request may fix `context.time`, the instant `now` stands for. A caller who
+    # picks the time picks the outcome of every time-based rule (a step-up done "5 minutes
+    # ago"), so `pdp serve` refuses it unless started with `--allow-client-time` (for tests);
+    # the in-process API, `pdp check` and policy test suites fix it on purpose.
+    allow_client_time: bool = True
 
 
 DEFAULT_LIMITS = Limits()
+
+# Attribute keys longer than this are refused. Keys are names (`department`, a resource id used
+# as a map key); a multi-megabyte key is only a way to make every converter, log line and CEL
+# map lookup hash and copy megabytes while the value budget counts it as one entry.
+# A fixed rule of the format rather than an operator's limit: a malformed request
+# (INVALID_ARGUMENT), on every path.
+MAX_KEY_LENGTH = 1024
+
+# Numbers. JSON has one number type and a protobuf Struct carries every number as a double, so
+# which CEL type a number gets can only depend on its value, never on how it was spelled. A
+# number is read as a double (all a Struct can carry); then an integral value within +-2**53
+# (where doubles are exact) is a CEL int, anything else a double. `number` applies this on
+# every path (JSON, Struct, YAML test cases): `1`, `1.0` and `1e0` are the same int
+# everywhere, and 2**53 + 1, which no double holds, is the int 2**53 everywhere.
+MAX_EXACT_INT = 2**53
+
+
+def number(v: int | float) -> int | float:
+    """The CEL value of a finite JSON number (see above); `ValueError` when it is not finite."""
+    if v.__class__ is int:
+        if -MAX_EXACT_INT <= v <= MAX_EXACT_INT:
+            return v
+        try:
+            v = float(v)
+        except OverflowError:
+            raise ValueError("must be a finite number") from None
+    if math.isnan(v) or math.isinf(v):
+        raise ValueError("must be a finite number")
+    if v.is_integer() and -MAX_EXACT_INT <= v <= MAX_EXACT_INT:
+        return int(v)
+    return float(v)
+
+
+def _valid_text(s: str) -> bool:
+    """False for a string no UTF-8 encodes (a lone surrogate, JSON `"\\ud800"`): the wire
+    cannot carry it, so a request holding one is refused in process too."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# Why `context.time` is refused (every adapter reports the same words).
+CLIENT_TIME_REFUSED = (
+    "is not accepted: the server's clock decides (`--allow-client-time` is for tests)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +142,8 @@ def _str(
         raise RequestError(path, "must not be empty")
     if len(v) > limits.max_id_length:
         raise LimitExceeded(path, f"is longer than {limits.max_id_length} characters")
+    if not _valid_text(v):
+        raise RequestError(path, "must be valid unicode")
     return v
 
 
@@ -141,21 +198,28 @@ def _json_value(v: Any, path: str, limits: Limits, budget: _Budget, depth: int) 
         )
     if depth > limits.max_attr_depth:
         raise LimitExceeded(path, f"attributes nested deeper than {limits.max_attr_depth} levels")
-    if v is None or isinstance(v, bool | int):
+    if v is None or isinstance(v, bool):
         return v
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            raise RequestError(path, "must be a finite number")
-        return v
+    if isinstance(v, int | float):
+        try:
+            return number(v)
+        except ValueError as e:
+            raise RequestError(path, str(e)) from None
     if isinstance(v, str):
         if len(v) > limits.max_string_length:
             raise LimitExceeded(path, f"string longer than {limits.max_string_length} characters")
+        if not _valid_text(v):
+            raise RequestError(path, "must be valid unicode")
         return v
     if isinstance(v, Mapping):
         out = {}
         for k, item in v.items():
             if not isinstance(k, str):
                 raise RequestError(path, f"object keys must be strings, got {_type_name(k)}")
+            if len(k) > MAX_KEY_LENGTH:
+                raise RequestError(path, f"has a key longer than {MAX_KEY_LENGTH} characters")
+            if not _valid_text(k):
+                raise RequestError(path, "object keys must be valid unicode")
             out[k] = _json_value(item, f"{path}.{k}", limits, budget, depth + 1)
         return out
     if isinstance(v, list | tuple):
@@ -268,7 +332,11 @@ def parse_context(
         except ValueError:
             raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address") from None
     country = _str(c.get("country"), "context.country", limits, required=False)
-    time = parse_time(c["time"], "context.time") if c.get("time") not in (None, "") else None
+    time = None
+    if c.get("time") not in (None, ""):
+        if not limits.allow_client_time:
+            raise RequestError("context.time", CLIENT_TIME_REFUSED)
+        time = parse_time(c["time"], "context.time")
     ctx: dict[str, Any] = {
         "ip": ip,
         "country": country.upper(),
@@ -277,6 +345,30 @@ def parse_context(
     if time is not None:
         ctx["time"] = time
     return ctx, time
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise RequestError("request", f"duplicate key `{k[:64]}` in a JSON object")
+        out[k] = v
+    return out
+
+
+def load_json_request(text: str | bytes) -> Any:
+    """A request's JSON text as Python values, for `parse_check_request`.
+
+    A duplicate key is refused: parsers disagree on which copy wins (Python's json takes the
+    last, protobuf's JSON parser refuses), so a proxy checking one copy and pdp deciding the
+    other is a way to be asked one question and answer another. Raises `RequestError`.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except ValueError as e:  # JSONDecodeError, and invalid UTF-8 in bytes
+        raise RequestError("request", f"is not valid JSON: {e}") from None
+    except RecursionError:
+        raise RequestError("request", "JSON nested too deeply") from None
 
 
 def parse_check_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> CheckRequest:
@@ -302,8 +394,10 @@ def parse_check_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> CheckReque
         )
     context, time = parse_context(req.get("context"), limits, budget)
     request_id = req.get("request_id", req.get("requestId"))
-    explain = req.get("explain", False)
-    if not isinstance(explain, bool):
+    explain = req.get("explain")
+    if explain is None:  # null is absent, as for every other field (and in protobuf's JSON)
+        explain = False
+    elif not isinstance(explain, bool):
         raise RequestError("explain", "must be a boolean")
     return make_check_request(
         principal,

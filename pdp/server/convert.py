@@ -2,9 +2,10 @@
 
 `request_from_proto` builds the same `CheckRequest` that `parse_check_request` builds from JSON
 (same dict shapes, same validation, same field paths and `Limits`), in one pass over the
-message with no JSON round trip. Struct numbers stay floats: CEL compares int and double
-numerically. `response_to_proto` and `server_info_to_proto` go the other way. Nothing here
-touches gRPC itself.
+message with no JSON round trip. Struct numbers follow the model's number rule (integral
+values within +-2**53 are ints), so a request decides the same over gRPC as in process.
+`response_to_proto` and `server_info_to_proto` go the other way. Nothing here touches gRPC
+itself.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from pdp.model.decision import (
     TraceStep,
 )
 from pdp.model.request import (
+    CLIENT_TIME_REFUSED,
+    MAX_EXACT_INT,
+    MAX_KEY_LENGTH,
     CheckRequest,
     Limits,
     ResourceRequest,
@@ -74,6 +78,8 @@ def _struct(s: Struct, limits: Limits, budget: _Budget, depth: int) -> dict[str,
     fields = s.fields
     max_len = limits.max_string_length
     for key in fields:  # iterating keys and indexing beats .items() on a protobuf map
+        if len(key) > MAX_KEY_LENGTH:
+            raise _AttrError(f"has a key longer than {MAX_KEY_LENGTH} characters", False)
         value = fields[key]
         try:
             # Flat strings are most attributes: handled inline, without a call per value.
@@ -128,6 +134,9 @@ def _value(v: Value, limits: Limits, budget: _Budget, depth: int) -> Any:
         n = v.number_value
         if math.isnan(n) or math.isinf(n):
             raise _AttrError("must be a finite number", False)
+        # Integral values within +-2**53 are ints, as on every path (`number`).
+        if n.is_integer() and -MAX_EXACT_INT <= n <= MAX_EXACT_INT:
+            return int(n)
         return n
     if kind == "bool_value":
         return v.bool_value
@@ -231,7 +240,11 @@ def _context(
     if ip and not _is_ip(ip):
         raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address")
     country = _str(c.country, "context.country", limits, required=False)
-    time = timestamp_to_datetime(c.time, "context.time") if c.HasField("time") else None
+    time = None
+    if c.HasField("time"):
+        if not limits.allow_client_time:
+            raise RequestError("context.time", CLIENT_TIME_REFUSED)
+        time = timestamp_to_datetime(c.time, "context.time")
     ctx: dict[str, Any] = {
         "ip": ip,
         "country": country.upper(),

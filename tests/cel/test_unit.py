@@ -296,3 +296,73 @@ def test_batch_shares_only_environment_independent_expressions() -> None:
         # require_bool is part of the key
         assert compile_cel("principal.id == 'alice'", one) is not a
     assert compile_cel_bool("principal.id == 'alice'", one) is not a  # batch over: no sharing
+
+
+# --- matches: RE2 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "want"),
+    [
+        ("^a.c$", "abc", True),
+        ("b", "abc", True),  # unanchored search, as the spec says
+        (r"\d", "٣", False),  # RE2's \d is ASCII (Python's re would match an Arabic-Indic 3)
+        (r"^\w+$", "héllo", False),
+        (r"^\pL+$", "héllo", True),
+        ("(?i)ABC", "xabcx", True),
+        ("a.c", "a\nc", False),
+        ("(?s)a.c", "a\nc", True),
+        (r"^x\z", "x", True),
+    ],
+)
+def test_matches_is_re2(pattern: str, subject: str, want: bool) -> None:
+    env = CelEnv(names=("s", "p"))
+    assert compile_cel("s.matches(p)", env)({"s": subject, "p": pattern}) is want
+    # The same through a constant pattern, compiled once at compile time.
+    literal = "'" + pattern.replace("\\", "\\\\") + "'"
+    assert compile_cel(f"s.matches({literal})", env)({"s": subject}) is want
+    assert compile_cel(f"matches(s, {literal})", env)({"s": subject}) is want
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(", r"missing \)"),
+        (r"(a)\\1", "invalid escape sequence"),  # backreference
+        ("(?=a)", "invalid perl operator"),  # lookahead
+        (r"a\\Z", "invalid escape sequence"),  # Python's \Z; RE2 spells it \z
+        ("a{1001}", "invalid repetition size"),
+    ],
+)
+def test_constant_pattern_re2_refuses_is_a_compile_error(pattern: str, reason: str) -> None:
+    src = f"principal.id.matches('{pattern}')"
+    with pytest.raises(CelCompileError, match=reason) as info:
+        compile_cel(src, CelEnv())
+    assert (info.value.line, info.value.column) == (1, src.index("'") + 1)
+    # From a constant too: C.x is inlined, so its pattern is checked when compiled.
+    with pytest.raises(CelCompileError, match=reason):
+        compile_cel(
+            "principal.id.matches(C.p)", CelEnv(constants={"p": pattern.replace("\\\\", "\\")})
+        )
+
+
+def test_dynamic_pattern_re2_refuses_is_a_run_time_error() -> None:
+    f = compile_cel("principal.id.matches(resource.attr.p)", CelEnv())
+    a = act()
+    a["resource"]["attr"]["p"] = "("
+    with pytest.raises(CelEvalError, match="invalid regular expression"):
+        f(a)
+    a["resource"]["attr"]["p"] = "^ali"
+    assert f(a) is True
+
+
+def test_matches_type_errors_and_unencodable_strings() -> None:
+    env = CelEnv(names=("s",))
+    with pytest.raises(CelEvalError, match="no matching overload"):
+        compile_cel("s.matches('a')", env)({"s": 1})
+    with pytest.raises(CelEvalError, match="no matching overload"):
+        compile_cel("'a'.matches(s)", env)({"s": 1})
+    with pytest.raises(CelEvalError, match="not valid unicode"):
+        compile_cel("s.matches('a')", env)({"s": "\ud800"})
+    # A constant subject and pattern fold to a constant.
+    assert compile_cel("'abc'.matches('^a')", env).python_source.count("_rx") == 0

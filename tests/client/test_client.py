@@ -14,6 +14,7 @@ import pytest
 
 from pdp.client import AsyncClient, Client, Retry
 from pdp.engine import Engine, EngineHolder, compile_policy_set
+from pdp.errors import RequestError
 from pdp.model.loader import load_policy_dir
 from pdp.server import CheckObservation, PdpServer, ServerConfig, build_server
 
@@ -144,7 +145,17 @@ def test_invalid_argument_is_not_retried(
     server: PdpServer, holder: EngineHolder, engine: Engine, counter: Counter
 ) -> None:
     holder.swap(engine)
-    with Client(f"127.0.0.1:{server.port}") as c, pytest.raises(grpc.RpcError) as info:
-        c.check(BOB, [{**NOTE, "actions": [""]}])
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert counter.codes == ["INVALID_ARGUMENT"]
+    with Client(f"127.0.0.1:{server.port}") as c:
+        # Malformed: refused before it is sent, with the error `pdp check` gives.
+        with pytest.raises(RequestError) as bad:
+            c.check(BOB, [{**NOTE, "actions": [""]}])
+        assert bad.value.field == "resources[0].actions[0]"
+        assert counter.codes == []
+        # Over the server's limit on attribute strings: only the server knows its limits, so
+        # the client sends it, the server refuses it, and the refusal is not retried.
+        too_long = {**NOTE, "attr": {**NOTE["attr"], "note": "x" * 70_000}, "actions": ["read"]}
+        with pytest.raises(grpc.RpcError) as info:
+            c.check(BOB, [too_long])
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "resources[0].attr.note" in (info.value.details() or "")
+    assert counter.codes == ["RESOURCE_EXHAUSTED"]

@@ -79,13 +79,27 @@ def test_minimal_request_matches_json_parser() -> None:
     assert request_from_proto(to_proto(obj), DEFAULT_LIMITS) == parse_check_request(obj)
 
 
-def test_struct_numbers_stay_floats() -> None:
+def test_struct_numbers_follow_the_number_rule() -> None:
+    # Integral values within +-2**53 are ints (as `parse_check_request` makes them), others
+    # doubles: a Struct carries 3 as the double 3.0.
+    numbers = {"n": 3, "f": 3.0, "h": 2.5, "big": 2**60, "neg": -(2**53)}
     obj = {
-        "principal": {"id": "p", "attr": {"n": 3}},
+        "principal": {"id": "p", "attr": numbers},
         "resources": [{"kind": "k", "id": "1", "actions": ["a"]}],
     }
-    got = request_from_proto(to_proto(obj), DEFAULT_LIMITS)
-    assert got.principal["attr"]["n"] == 3.0 and isinstance(got.principal["attr"]["n"], float)
+
+    def typed(attr: dict[str, Any]) -> dict[str, tuple[type, Any]]:
+        return {k: (type(v), v) for k, v in attr.items()}
+
+    got = typed(request_from_proto(to_proto(obj), DEFAULT_LIMITS).principal["attr"])
+    assert got == {
+        "n": (int, 3),
+        "f": (int, 3),
+        "h": (float, 2.5),
+        "big": (float, 2.0**60),
+        "neg": (int, -(2**53)),
+    }
+    assert typed(parse_check_request(obj).principal["attr"]) == got
 
 
 def bad(mutate: Any) -> pb.CheckRequest:

@@ -12,15 +12,18 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from pdp.client import Client
 from pdp.engine import Engine, EngineHolder
+from pdp.errors import RequestError
 from pdp.model.decision import ALLOW, DENY
 from pdp.model.request import Limits
 from pdp.server import CheckObservation, PdpServer, ServerConfig
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 from .conftest import ALICE, DOC, OTHER_DOC, running
 
@@ -97,6 +100,19 @@ def rpc_error(call: Any) -> grpc.RpcError:
     return info.value
 
 
+def raw_check(server: PdpServer, obj: dict[str, Any], metadata: Any = ()) -> Any:
+    """A Check built with protobuf's own JSON parser, bypassing the client library (which
+    refuses a malformed request before sending it)."""
+    msg = json_format.ParseDict(obj, pb.CheckRequest())
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        return ch.unary_unary("/pdp.v1.DecisionService/Check")(
+            msg.SerializeToString(), timeout=5, metadata=metadata
+        )
+
+
+NO_ID = {"principal": ALICE, "resources": [{"kind": "document", "id": "", "actions": ["read"]}]}
+
+
 def bad_request_field(err: grpc.RpcError) -> str:
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     assert status is not None
@@ -106,17 +122,18 @@ def bad_request_field(err: grpc.RpcError) -> str:
 
 
 def test_invalid_argument_names_the_field(server: PdpServer) -> None:
-    with client(server) as c:
-        err = rpc_error(
-            lambda: c.check(
-                ALICE, [{**DOC, "actions": ["read"]}, {"kind": "document", "actions": ["read"]}]
-            )
-        )
-        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert err.details() == "resources[1].id: is required"
-        assert bad_request_field(err) == "resources[1].id"
-        err = rpc_error(lambda: c.check(ALICE, [{**DOC, "actions": ["read"]}], {"ip": "nope"}))
-        assert bad_request_field(err) == "context.ip"
+    resources = [{**DOC, "actions": ["read"]}, {"kind": "document", "actions": ["read"]}]
+    err = rpc_error(lambda: raw_check(server, {"principal": ALICE, "resources": resources}))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "resources[1].id: is required"
+    assert bad_request_field(err) == "resources[1].id"
+    bad_ip = {"principal": ALICE, "resources": resources[:1], "context": {"ip": "nope"}}
+    err = rpc_error(lambda: raw_check(server, bad_ip))
+    assert bad_request_field(err) == "context.ip"
+    # The client library refuses the same request before sending it, naming the same field.
+    with client(server) as c, pytest.raises(RequestError) as local:
+        c.check(ALICE, resources)
+    assert local.value.field == "resources[1].id"
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         err = rpc_error(
             lambda: ch.unary_unary("/pdp.v1.DecisionService/Check")(b"\xff\x00garbage", timeout=2)
@@ -202,7 +219,7 @@ def test_observer_sees_every_check(engine: Engine) -> None:
         tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         with client(server, metadata=[("traceparent", tp)]) as c:
             c.check(ALICE, [{**DOC, "actions": ["read"]}])
-            rpc_error(lambda: c.check(ALICE, [{"kind": "document", "id": "", "actions": ["read"]}]))
+            rpc_error(lambda: raw_check(server, NO_ID))
     assert rec.closed.is_set()
     ok, failed = rec.records
     assert ok.response is not None and ok.request is not None and ok.error_code == ""
@@ -236,7 +253,7 @@ def test_a_wire_only_observer_gets_each_checks_bytes_and_details(engine: Engine)
         client(server, metadata=metadata) as c,
     ):
         answer = c.check(ALICE, [{**DOC, "actions": ["read"]}])
-        rpc_error(lambda: c.check(ALICE, [{"kind": "document", "id": "", "actions": ["read"]}]))
+        rpc_error(lambda: raw_check(server, NO_ID, metadata))
         # The same question at a fixed time, twice: decided, then answered from the cache.
         pinned = {"time": "2026-01-01T12:00:00Z"}
         first = c.check(ALICE, [{**DOC, "actions": ["read"]}], pinned, request_id="r-1")

@@ -67,6 +67,7 @@ def test_pdp_serve_writes_the_decision_log(tmp_path: Path, writer: str) -> None:
             "--mask", "principal.attr.email",
             "--otel", "off",
             "--telemetry-writer", writer,
+            "--allow-client-time",  # the example request fixes its time; the replay needs it
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
