@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pdp import __version__
 from pdp.engine import SuiteCheck, SuiteReport
-from pdp.errors import BundleError
+from pdp.errors import BundleError, PolicyErrors
+from pdp.lint import analyze, blocking
 from pdp.model.loader import MAX_FILE_BYTES, MAX_FILES, classify
 
 from .archive import pack
@@ -126,12 +127,14 @@ def build_bundle(
     version: str = DEFAULT_VERSION,
     env: dict[str, str] | None = None,
     checks: Sequence[SuiteCheck] = (),
+    strict: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Built:
-    """Collect, compile and test `directory`, then pack it; `progress` hears each stage
+    """Collect, compile, lint and test `directory`, then pack it; `progress` hears each stage
     (a large policy set takes seconds to compile).
 
-    Raises `PolicyErrors` when it does not load or compile, `TestsFailed` when a test fails.
+    Raises `PolicyErrors` when it does not load or compile, or has an error finding (or, when
+    `strict`, the default, any finding at all: warnings too); `TestsFailed` when a test fails.
     """
     say = progress or (lambda message: None)
     root = Path(directory)
@@ -153,6 +156,9 @@ def build_bundle(
         files={p: FileEntry(sha256_hex(c), len(c)) for p, c in files.items()},
     )
     compiled = compile_files(files, bundle_info(manifest), checks)
+    findings = blocking(analyze(compiled.source), strict=strict)
+    if findings:
+        raise PolicyErrors(findings)
     if compiled.report.failed:
         raise TestsFailed(compiled.report)
     say(f"{len(compiled.report.results)} test cases passed; packing")

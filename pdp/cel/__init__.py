@@ -16,17 +16,31 @@ Known differences from the CEL spec (everything else follows the conformance sui
 """
 
 from pdp.cel._api import CelEnv, CompiledCel, batch, compile_cel, compile_cel_bool
+from pdp.cel._checker import NOT_CONST, TypeEnv, names_used
+from pdp.cel._checker import Issue as CheckIssue
+from pdp.cel._checker import check as check_cel
+from pdp.cel._types import T as CelStaticType
+from pdp.cel._types import from_schema as type_from_schema
+from pdp.cel._types import untyped_attributes
 from pdp.cel._values import CelType, CelUint
 from pdp.errors import CelCompileError, CelEvalError
 
 __all__ = [
+    "NOT_CONST",
     "CelCompileError",
     "CelEnv",
     "CelEvalError",
+    "CelStaticType",
     "CelType",
     "CelUint",
+    "CheckIssue",
     "CompiledCel",
+    "TypeEnv",
     "batch",
+    "check_cel",
     "compile_cel",
     "compile_cel_bool",
+    "names_used",
+    "type_from_schema",
+    "untyped_attributes",
 ]

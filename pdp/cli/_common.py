@@ -8,6 +8,7 @@ from pathlib import Path
 from pdp.engine import PolicySet, SuiteCheck, compile_policy_set
 from pdp.errors import PolicyError, PolicyErrors
 from pdp.model.decision import BundleInfo
+from pdp.model.findings import Finding
 from pdp.model.loader import load_policy_dir
 from pdp.model.policy import PolicySource
 
@@ -56,3 +57,18 @@ def print_policy_errors(exc: PolicyErrors) -> None:
         print(err.render(), file=sys.stderr)
     n = len(exc.errors)
     print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+
+
+def print_findings(findings: list[Finding]) -> None:
+    """Every finding with its caret, then a count by severity (nothing when there are none)."""
+    if not findings:
+        return
+    for f in findings:
+        print(f.render(), file=sys.stderr)
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = len(findings) - errors
+    print(
+        f"{errors} error{'s' if errors != 1 else ''}, "
+        f"{warnings} warning{'s' if warnings != 1 else ''}",
+        file=sys.stderr,
+    )

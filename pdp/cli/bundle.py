@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--name", help="bundle name (default: the directory's name)")
     b.add_argument("--sign-key", metavar="PRIV", help="also sign with this private key")
     b.add_argument(
+        "--no-strict",
+        dest="strict",
+        action="store_false",
+        help="build despite warning findings (PDP2xx); error findings still stop the build",
+    )
+    b.add_argument(
         "--force", action="store_true", help="overwrite a bundle of the same name and version"
     )
     b.set_defaults(func=run_build)
@@ -104,6 +110,7 @@ def run_build(args: argparse.Namespace) -> int:
             name=args.name,
             version=args.version,
             checks=policy_checks(),
+            strict=args.strict,
             progress=_progress if sys.stderr.isatty() else None,  # for people, not for logs
         )
     except PolicyErrors as exc:

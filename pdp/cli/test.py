@@ -8,9 +8,10 @@ from xml.etree import ElementTree as ET
 
 from pdp.engine import Engine, SuiteReport, run_test_suites, with_checks
 from pdp.errors import PolicyErrors
+from pdp.lint import analyze, blocking
 from pdp.model.policy import PolicySource
 
-from ._common import load_and_compile, policy_checks, print_policy_errors
+from ._common import load_and_compile, policy_checks, print_findings, print_policy_errors
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     except PolicyErrors as exc:
         print_policy_errors(exc)
         return 1
+    # Error findings (`PDP1xx`) fail the run like a failing case; warnings are `validate`'s.
+    lint_errors = blocking(analyze(source), strict=False)
+    print_findings(lint_errors)
     report = run_test_suites(policy_set, source.test_suites, filter=args.filter)
     if not args.filter:
         report = with_checks(report, source, Engine(policy_set), policy_checks())
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         write_junit(report, args.junit)
     print(f"{report.passed} passed, {report.failed} failed")
-    return 1 if report.failed or not report.results else 0
+    return 1 if report.failed or not report.results or lint_errors else 0
 
 
 def _only_selected_policies(report: SuiteReport, source: PolicySource) -> SuiteReport:

@@ -36,6 +36,7 @@ from .compiled import (
     RuleRef,
 )
 from .limits import CompiledLimit
+from .schemas import compile_kind_schemas
 
 
 class _Errors:
@@ -230,7 +231,7 @@ def _compile_policy_set(source: PolicySource) -> PolicySet:
     kinds: dict[str, CompiledKind] = {}
     for p in source.resource_policies:
         kinds[p.resource] = _compile_resource_policy(
-            p, defs, derived, data, errors, guard_rules, rule_refs
+            p, defs, derived, data, errors, guard_rules, rule_refs, source.schemas
         )
 
     limits = _compile_limit_policies(source, defs, data, errors, kinds)
@@ -357,6 +358,7 @@ def _compile_resource_policy(
     errors: _Errors,
     guard_rules: list[tuple[GuardPolicy, Any, CompiledRule]],
     rule_refs: list[RuleRef],
+    schemas: Mapping[str, Any],
 ) -> CompiledKind:
     scope = _scope_for(p.imports, defs, p.variables, data, errors)
     for expr in p.variables.values():
@@ -447,7 +449,26 @@ def _compile_resource_policy(
             uses_time=uses_time,
             no_rule=ActionDecision(effect=DENY, policy=p.id, reasons=(NO_MATCHING_RULE,)),
         )
-    return CompiledKind(kind=p.resource, policy=p.id, tenancy=p.tenancy, actions=actions)
+    return CompiledKind(
+        kind=p.resource,
+        policy=p.id,
+        tenancy=p.tenancy,
+        actions=actions,
+        schemas=_kind_schemas(p, schemas, errors),
+    )
+
+
+def _kind_schemas(p: ResourcePolicy, schemas: Mapping[str, Any], errors: _Errors) -> Any:
+    refs = p.schemas
+    if refs is None:
+        return None
+    try:
+        return compile_kind_schemas(
+            (refs.principal, refs.resource, refs.context), schemas, refs.enforcement == "reject"
+        )
+    except Exception as e:  # the loader compiled them already; a surprise is still an error
+        errors.add(f"schemas of `{p.resource}` cannot be compiled: {e}", refs.location)
+        return None
 
 
 def _country_lookup(data: Mapping[str, Any], errors: _Errors) -> Any:

@@ -92,6 +92,8 @@ class CompiledKind:
     policy: str
     tenancy: str  # tenant | global
     actions: Mapping[str, CompiledAction]
+    # Attribute schemas checked before any rule (None: the policy names none).
+    schemas: Any = None  # pdp.engine.schemas.KindSchemas
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from pdp.model.request import CheckRequest, ResourceRequest
 from .compiled import CompiledAction, CompiledKind, CompiledRule, PolicySet
 from .counters import Counters, MemoryCounters
 from .limits import apply_limits
+from .schemas import SCHEMA_VIOLATION, SchemaViolation
 
 Clock = Callable[[], datetime]
 
@@ -161,6 +162,10 @@ class Engine:
                 message=f"no policy governs resource kind `{res.kind}`",
             )
             return dict.fromkeys(res.actions, deny), False, False
+        if kind.schemas is not None:
+            refused = self._schema_check(request, res, kind, context)
+            if refused is not None:  # denied before any rule: no time read, no quota taken
+                return dict.fromkeys(res.actions, refused), False, False
         activation = {
             "principal": request.principal,
             "resource": res.resource,
@@ -196,6 +201,27 @@ class Engine:
                     errors=(f"internal error: {type(exc).__name__}",),
                 )
         return out, memo.used_time, memo.used_quota
+
+    @staticmethod
+    def _schema_check(
+        request: CheckRequest, res: ResourceRequest, kind: CompiledKind, context: Mapping[str, Any]
+    ) -> ActionDecision | None:
+        """Attributes against the kind's schemas: a deny, or SchemaViolation in reject mode."""
+
+        def index() -> int:  # only on a violation: the path names the resource
+            return next(i for i, r in enumerate(request.resources) if r is res)
+
+        bad = kind.schemas.violation(request.principal, res.resource, context, index)
+        if bad is None:
+            return None
+        if kind.schemas.reject:
+            raise SchemaViolation(bad.field, bad.message)
+        return ActionDecision(
+            effect=d.DENY,
+            policy=kind.policy,
+            reasons=(SCHEMA_VIOLATION,),
+            message=f"`{bad.field}` {bad.message}",
+        )
 
     def _decide(
         self,

@@ -10,12 +10,13 @@ and all cross-file references have been checked.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from pdp.errors import PolicyError, PolicyErrors, SourceLocation
 from pdp.model import _suite
@@ -31,6 +32,7 @@ from pdp.model._values import (
     seq_items,
 )
 from pdp.model._yaml import (
+    BOOL,
     MAX_DEPTH,
     MAX_FILE_BYTES,
     NULL,
@@ -56,8 +58,12 @@ from pdp.model.policy import (
     PolicySource,
     ResourcePolicy,
     Rule,
+    Schema,
+    SchemaRefs,
+    Suppression,
     TestSuite,
 )
+from pdp.model.schema import load_schema
 
 __all__ = ["MAX_DEPTH", "MAX_FILES", "MAX_FILE_BYTES", "load_policy_dir", "load_policy_files"]
 
@@ -79,11 +85,13 @@ _DATA_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def classify(path: str) -> str | None:
-    """`data`, `test`, `policy`, or None for files the loader does not read."""
+    """`data`, `schema`, `test`, `policy`, or None for files the loader does not read."""
     p = PurePosixPath(path)
     suffix = p.suffix.lower()
     if "data" in p.parts[:-1] and suffix in _DATA_SUFFIXES:
         return "data"
+    if "schemas" in p.parts[:-1] and suffix == ".json":
+        return "schema"
     if p.name.lower().endswith(("_test.yaml", "_test.yml")):
         return "test"
     if suffix in _YAML_SUFFIXES:
@@ -143,6 +151,8 @@ def _load_policy_files(files: Mapping[str, bytes]) -> PolicySource:
         ctx.lines = text.splitlines()
         if kind == "data":
             loader.load_data(ctx, text)
+        elif kind == "schema":
+            loader.load_schema(ctx, text)
         else:
             loader.load_document(ctx, text, is_test=kind == "test")
     loader.check_references()
@@ -162,6 +172,7 @@ class _Refs:
 
     imports: list[tuple[str, SourceLocation]] = field(default_factory=list)
     derived_roles: list[tuple[str, SourceLocation]] = field(default_factory=list)
+    schemas: list[tuple[str, SourceLocation]] = field(default_factory=list)
 
 
 class _Loader:
@@ -178,6 +189,8 @@ class _Loader:
         self.data_files: dict[str, str] = {}
         self.route_mapping: dict[str, Any] | None = None
         self.route_mapping_file = ""
+        self.schemas: dict[str, Schema] = {}
+        self.broken_schemas: set[str] = set()
         # kind -> id -> location of the first definition
         self.ids: dict[str, dict[str, SourceLocation]] = {k: {} for k in KINDS}
 
@@ -192,6 +205,7 @@ class _Loader:
             route_mapping=self.route_mapping,
             route_mapping_file=self.route_mapping_file,
             files=self.files,
+            schemas=self.schemas,
         )
 
     # -- data ------------------------------------------------------------------------------
@@ -214,6 +228,20 @@ class _Loader:
                 return
             value = to_json(ctx, node)
         self.data[stem] = value
+
+    def load_schema(self, ctx: FileContext, text: str) -> None:
+        parts = PurePosixPath(ctx.file).parts
+        # The name a policy refers to: the path below the (last) `schemas/` folder.
+        cut = len(parts) - 1 - list(reversed(parts[:-1])).index("schemas")
+        name = "/".join(parts[cut:])
+        if name in self.schemas:
+            ctx.error(f"duplicate schema name `{name}` (also `{self.schemas[name].file}`)")
+            return
+        schema = load_schema(ctx, text)
+        if schema is None:
+            self.broken_schemas.add(name)  # reported where it is; not again where it is used
+        else:
+            self.schemas[name] = Schema(name=name, file=ctx.file, schema=schema)
 
     # -- documents ---------------------------------------------------------------------------
 
@@ -310,6 +338,8 @@ class _Loader:
         "variables",
         "crossTenant",
         "rules",
+        "schemas",
+        "suppress",
     )
     _RULE_KEYS = (
         "id",
@@ -320,8 +350,18 @@ class _Loader:
         "condition",
         "reason",
         "obligations",
+        "suppress",
     )
-    _CROSS_KEYS = ("id", "actions", "roles", "derivedRoles", "condition", "reason")
+    _CROSS_KEYS = (
+        "id",
+        "actions",
+        "roles",
+        "derivedRoles",
+        "condition",
+        "reason",
+        "unconditional",
+        "suppress",
+    )
 
     def _resource_policy(
         self, ctx: FileContext, spec: Node, doc_id: str, description: str, location: SourceLocation
@@ -348,6 +388,12 @@ class _Loader:
             derived = name_list(r.str_list("derivedRoles"), ctx, refs.derived_roles)
             cond = condition(ctx, r.get("condition"))
             reason = r.str("reason")
+            unconditional = _flag(ctx, r, "unconditional")
+            if unconditional and not reason:
+                ctx.error(
+                    "an `unconditional: true` crossTenant rule must give its `reason`",
+                    r.key_node("unconditional"),
+                )
             cross.append(
                 CrossTenantRule(
                     id=rid,
@@ -357,6 +403,9 @@ class _Loader:
                     derived_roles=derived,
                     condition=cond,
                     reason=reason,
+                    unconditional=unconditional,
+                    suppress=_suppressions(ctx, r),
+                    positions=_positions(ctx, r),
                 )
             )
         rules = []
@@ -386,6 +435,8 @@ class _Loader:
                     condition=cond,
                     reason=reason,
                     obligations=obligations,
+                    suppress=_suppressions(ctx, r),
+                    positions=_positions(ctx, r),
                 )
             )
         if resource:
@@ -409,6 +460,9 @@ class _Loader:
             variables=variables,
             cross_tenant=tuple(cross),
             description=description,
+            schemas=self._schema_refs(ctx, f.mapping("schemas"), refs),
+            suppress=_suppressions(ctx, f),
+            import_locations=tuple(loc for _, loc in refs.imports),
         )
         self.resource_policies.append((policy, refs))
 
@@ -430,10 +484,40 @@ class _Loader:
             ctx.error("`actions` must declare at least one action", node)
         return out
 
+    _SCHEMA_KEYS = ("principal", "resource", "context", "enforcement")
+
+    def _schema_refs(self, ctx: FileContext, node: Node | None, refs: _Refs) -> SchemaRefs | None:
+        if node is None:
+            return None
+        s = Fields(ctx, node, self._SCHEMA_KEYS, "`schemas`")
+        names: dict[str, str | None] = {}
+        for key in ("principal", "resource", "context"):
+            names[key] = s.str(key) or None
+            if names[key]:
+                refs.schemas.append((names[key], ctx.loc(s.get(key))))  # type: ignore[arg-type]
+        enforcement = s.choice("enforcement", ("deny", "reject"), default="deny")
+        return SchemaRefs(
+            principal=names["principal"],
+            resource=names["resource"],
+            context=names["context"],
+            enforcement=enforcement,  # type: ignore[arg-type]
+            location=ctx.loc(node),
+            positions=_positions(ctx, s),
+        )
+
     # -- GuardPolicy -----------------------------------------------------------------------------
 
-    _GUARD_SPEC_KEYS = ("imports", "variables", "rules")
-    _GUARD_RULE_KEYS = ("id", "resources", "actions", "roles", "effect", "condition", "reason")
+    _GUARD_SPEC_KEYS = ("imports", "variables", "rules", "suppress")
+    _GUARD_RULE_KEYS = (
+        "id",
+        "resources",
+        "actions",
+        "roles",
+        "effect",
+        "condition",
+        "reason",
+        "suppress",
+    )
 
     def _guard_policy(
         self, ctx: FileContext, spec: Node, doc_id: str, description: str, location: SourceLocation
@@ -470,6 +554,8 @@ class _Loader:
                     location=ctx.loc(item),
                     roles=opt_name_list(r.str_list("roles")),
                     condition=condition(ctx, r.get("condition")),
+                    suppress=_suppressions(ctx, r),
+                    positions=_positions(ctx, r, lists=True),
                 )
             )
         policy = GuardPolicy(
@@ -480,6 +566,8 @@ class _Loader:
             imports=imports,
             variables=variables,
             description=description,
+            suppress=_suppressions(ctx, f),
+            import_locations=tuple(loc for _, loc in refs.imports),
         )
         self.guard_policies.append((policy, refs))
 
@@ -488,7 +576,7 @@ class _Loader:
     def _definitions(
         self, ctx: FileContext, spec: Node, doc_id: str, description: str, location: SourceLocation
     ) -> None:
-        f = Fields(ctx, spec, ("constants", "variables", "derivedRoles"), "`spec`")
+        f = Fields(ctx, spec, ("constants", "variables", "derivedRoles", "suppress"), "`spec`")
         if not f.ok:
             return
         constants_node = f.mapping("constants")
@@ -498,7 +586,12 @@ class _Loader:
         roles_node = f.mapping("derivedRoles")
         if roles_node is not None:
             for name, (key, value) in Fields(ctx, roles_node, None, "`derivedRoles`").items.items():
-                d = Fields(ctx, value, ("parentRoles", "condition"), f"derived role `{name}`")
+                d = Fields(
+                    ctx,
+                    value,
+                    ("parentRoles", "condition", "suppress"),
+                    f"derived role `{name}`",
+                )
                 if not d.ok:
                     continue
                 parents = tuple(n for n, _ in d.str_list("parentRoles", required=True) or ())
@@ -507,7 +600,12 @@ class _Loader:
                     parent_roles=parents,
                     location=ctx.loc(key),
                     condition=condition(ctx, d.get("condition")),
+                    suppress=_suppressions(ctx, d),
                 )
+        constant_locations: dict[str, SourceLocation] = {}
+        for key, _ in constants_node.value if constants_node is not None else ():
+            if is_str(key):
+                constant_locations.setdefault(key.value, ctx.loc(key))
         self.definitions.append(
             Definitions(
                 id=doc_id,
@@ -517,6 +615,8 @@ class _Loader:
                 variables=variables,
                 derived_roles=derived,
                 description=description,
+                constant_locations=constant_locations,
+                suppress=_suppressions(ctx, f),
             )
         )
 
@@ -550,6 +650,13 @@ class _Loader:
                             loc,
                         )
                     )
+        for _, refs in self.resource_policies:
+            for name, loc in refs.schemas:
+                if name not in self.schemas and name not in self.broken_schemas:
+                    hint = did_you_mean(name, self.schemas)
+                    self.errors.append(
+                        PolicyError(f"unknown schema `{name}` (no `schemas/{name}`){hint}", loc)
+                    )
         by_kind = {p.resource: p for p, _ in self.resource_policies}
         for ref in self.expectations:
             policy = by_kind.get(ref.kind)
@@ -561,3 +668,51 @@ class _Loader:
                         ref.location,
                     )
                 )
+
+
+_CODE = re.compile(r"^PDP[0-9]{3}$")
+
+
+def _suppressions(ctx: FileContext, f: Fields) -> tuple[Suppression, ...]:
+    """`suppress: [{code: PDP109, reason: why}]`; a suppression without a reason is an error."""
+    out = []
+    for item in seq_items(f.sequence("suppress")):
+        s = Fields(ctx, item, ("code", "reason"), "a `suppress` entry")
+        if not s.ok:
+            continue
+        code = s.str("code", required=True)
+        reason = s.str("reason", required=True)
+        if code and not _CODE.match(code):
+            ctx.error(f"`{code}` is not a finding code (`PDP` and three digits)", s.get("code"))
+            continue
+        if code and reason.strip():
+            out.append(Suppression(code=code, reason=reason, location=ctx.loc(item)))
+    return tuple(out)
+
+
+def _positions(ctx: FileContext, f: Fields, *, lists: bool = False) -> dict[str, SourceLocation]:
+    """Where the fields the validator points at were written: `roles`, `derivedRoles`, and with
+    `lists` each item of `actions` and `resources` (only those: this runs for every rule)."""
+    out: dict[str, SourceLocation] = {}
+    items = f.items
+    for key in ("roles", "derivedRoles"):
+        entry = items.get(key)
+        if entry is not None:
+            out[key] = ctx.loc(entry[1])
+    if lists:
+        for key in ("actions", "resources"):
+            entry = items.get(key)
+            if entry is not None and isinstance(entry[1], SequenceNode):
+                for i, item in enumerate(entry[1].value):
+                    out[f"{key}[{i}]"] = ctx.loc(item)
+    return out
+
+
+def _flag(ctx: FileContext, f: Fields, key: str) -> bool:
+    node = f.get(key)
+    if node is None:
+        return False
+    if not (isinstance(node, ScalarNode) and node.tag == BOOL):
+        ctx.error(f"`{key}` must be `true` or `false`, got {type_name(node)}", node)
+        return False
+    return node.value.lower() == "true"

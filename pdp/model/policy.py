@@ -38,6 +38,40 @@ Condition = Expr | ConditionGroup
 
 
 @dataclass(frozen=True, slots=True)
+class Suppression:
+    """`suppress: [{code: PDP109, reason: "..."}]`: silence one finding code, with why."""
+
+    code: str
+    reason: str
+    location: SourceLocation
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRefs:
+    """`schemas:` of a resource policy: JSON Schema files (under `schemas/`) for attributes.
+
+    `enforcement` decides what a request whose attributes break a schema gets: `deny` (the
+    action is denied with reason `schema_violation`) or `reject` (INVALID_ARGUMENT).
+    """
+
+    principal: str | None
+    resource: str | None
+    context: str | None
+    enforcement: Literal["deny", "reject"]
+    location: SourceLocation
+    positions: dict[str, SourceLocation] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """A JSON Schema file of the bundle (`schemas/<name>.json`), already checked at load."""
+
+    name: str  # path relative to `schemas/`
+    file: str
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class ActionSpec:
     name: str
     scopes: tuple[str, ...]
@@ -55,6 +89,9 @@ class Rule:
     condition: Condition | None = None
     reason: str = ""
     obligations: dict[str, Any] = field(default_factory=dict)
+    suppress: tuple[Suppression, ...] = ()
+    # Where fields were written (`roles`, `actions[0]`, ...), for findings.
+    positions: dict[str, SourceLocation] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +105,10 @@ class CrossTenantRule:
     derived_roles: tuple[str, ...] = ()
     condition: Condition | None = None
     reason: str = ""
+    # Deliberately open to every tenant's principals (no roles, no condition): must say so.
+    unconditional: bool = False
+    suppress: tuple[Suppression, ...] = ()
+    positions: dict[str, SourceLocation] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +124,9 @@ class ResourcePolicy:
     variables: dict[str, Expr] = field(default_factory=dict)
     cross_tenant: tuple[CrossTenantRule, ...] = ()
     description: str = ""
+    schemas: SchemaRefs | None = None
+    suppress: tuple[Suppression, ...] = ()
+    import_locations: tuple[SourceLocation, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +138,8 @@ class GuardRule:
     location: SourceLocation
     roles: tuple[str, ...] | None = None
     condition: Condition | None = None  # when it holds, the request is denied
+    suppress: tuple[Suppression, ...] = ()
+    positions: dict[str, SourceLocation] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +151,8 @@ class GuardPolicy:
     imports: tuple[str, ...] = ()
     variables: dict[str, Expr] = field(default_factory=dict)
     description: str = ""
+    suppress: tuple[Suppression, ...] = ()
+    import_locations: tuple[SourceLocation, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +195,7 @@ class DerivedRole:
     parent_roles: tuple[str, ...]  # may contain "*"
     location: SourceLocation
     condition: Condition | None = None
+    suppress: tuple[Suppression, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +207,8 @@ class Definitions:
     variables: dict[str, Expr] = field(default_factory=dict)
     derived_roles: dict[str, DerivedRole] = field(default_factory=dict)
     description: str = ""
+    constant_locations: dict[str, SourceLocation] = field(default_factory=dict, compare=False)
+    suppress: tuple[Suppression, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,3 +257,4 @@ class PolicySource:
     route_mapping: dict[str, Any] | None = None  # the gateway mapping document, as loaded
     route_mapping_file: str = ""
     files: dict[str, bytes] = field(default_factory=dict)  # relative path -> content
+    schemas: dict[str, Schema] = field(default_factory=dict)  # name under schemas/ -> schema

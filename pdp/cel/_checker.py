@@ -1,0 +1,881 @@
+"""A static type checker for CEL expressions, after cel-go's checker: it only rejects.
+
+`check(source, env)` walks the parsed expression with a `TypeEnv` (the request's fixed shapes,
+the attribute types from schemas when declared, constants, data, variables) and returns the
+expression's type with every issue found. Expressions that pass compile and run exactly as
+before; the checker never changes what an expression means.
+
+What it rejects, each with the CEL position of the offending node:
+- `PDP120` a field the request never has (`context.contry`, `principal.tenat`, `R.atr`);
+- `PDP121` an operator or function with no overload for the operand types (`"a" < 1`,
+  `R.attr.archived == true` when the schema says `archived` is a string);
+- `PDP122` an attribute a schema does not declare (`R.attr.archivd`);
+- `PDP123` a condition whose type can never be `bool`;
+- `PDP124` a constant or data path that does not exist (`data.networks.denylst`);
+- `PDP125` a field selection on a value that has no fields (`P.id.name`).
+And warns (`PDP205`) when an attribute without a declared type is compared with a `bool` or
+number literal: `R.attr.archived == true` is false, not an error, for the string `"true"`.
+
+Unions are checked soundly for operators (every combination of member types must have an
+overload) except that `null` members are ignored: null-safety is not checked, so
+`actor.type` is accepted although `actor` may be null (a run-time `no such key`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+from pdp.cel import _ast as A
+from pdp.cel import _types as ty
+from pdp.cel import _values as v
+from pdp.cel._types import (
+    BOOL,
+    BYTES,
+    CIDR,
+    DOUBLE,
+    DURATION,
+    DYN,
+    INT,
+    IP,
+    NULL,
+    NUMERIC,
+    STRING,
+    TIMESTAMP,
+    TYPE,
+    UINT,
+    ConstT,
+    ListT,
+    MapT,
+    ObjT,
+    Prim,
+    T,
+)
+
+UNKNOWN_FIELD = "PDP120"
+NO_OVERLOAD = "PDP121"
+UNDECLARED_ATTRIBUTE = "PDP122"
+NOT_BOOL = "PDP123"
+UNDEFINED_PATH = "PDP124"
+NOT_SELECTABLE = "PDP125"
+UNTYPED_COMPARISON = "PDP205"
+
+_NO = object()  # "not a constant"
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    code: str
+    message: str
+    line: int  # 1-based, in the source of `variable` when set, else of the expression
+    column: int
+    variable: str | None = None
+    warning: bool = False
+
+
+def _attr_map() -> T:
+    return MapT(STRING, DYN)
+
+
+@dataclass
+class TypeEnv:
+    """What the checker knows. An `attr` type left as `map(string, dyn)` means "no schema"."""
+
+    principal_attr: T = field(default_factory=_attr_map)
+    resource_attr: T = field(default_factory=_attr_map)
+    context_attr: T = field(default_factory=_attr_map)
+    constants: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)  # name -> source
+    _var_memo: dict[str, tuple[T, Any, list[Issue]]] = field(default_factory=dict)
+
+    def variable_issues(self) -> list[Issue]:
+        """The issues of every variable checked so far in this environment."""
+        return [i for name in sorted(self._var_memo) for i in self._var_memo[name][2]]
+
+    def roots(self) -> dict[str, T]:
+        actor = ObjT(
+            "actor",
+            {"id": STRING, "type": STRING, "scopes": ListT(STRING), "attr": _attr_map()},
+            required=frozenset({"id", "type", "scopes", "attr"}),
+        )
+        principal = ObjT(
+            "principal",
+            {
+                "id": STRING,
+                "tenant": STRING,
+                "roles": ListT(STRING),
+                "scopes": ListT(STRING),
+                "attr": _named(self.principal_attr, "principal.attr"),
+                "actor": ty.union(actor, NULL),
+            },
+            required=frozenset({"id", "tenant", "roles", "scopes", "attr", "actor"}),
+        )
+        resource = ObjT(
+            "resource",
+            {
+                "kind": STRING,
+                "id": STRING,
+                "tenant": STRING,
+                "attr": _named(self.resource_attr, "resource.attr"),
+            },
+            required=frozenset({"kind", "id", "tenant", "attr"}),
+        )
+        context = ObjT(
+            "context",
+            {
+                "ip": STRING,
+                "country": STRING,
+                "time": TIMESTAMP,
+                "attr": _named(self.context_attr, "context.attr"),
+            },
+            required=frozenset({"ip", "country", "attr"}),
+        )
+        return {
+            "principal": principal,
+            "P": principal,
+            "resource": resource,
+            "R": resource,
+            "context": context,
+            "actor": ty.union(actor, NULL),
+            "action": STRING,
+            "now": TIMESTAMP,
+        }
+
+
+def _named(t: T, name: str) -> T:
+    if isinstance(t, ObjT):
+        return ObjT(name, t.fields, t.closed, t.rest, t.required, t.schema_path)
+    return t
+
+
+@dataclass(slots=True)
+class Result:
+    type: T
+    const: Any  # the value when the expression is a compile-time constant, else `NOT_CONST`
+    issues: list[Issue]
+
+
+NOT_CONST = _NO
+
+
+def check(source: str, env: TypeEnv, *, condition: bool = False) -> Result:
+    """Type-check `source` (which must already compile)."""
+    ast = A.parse(source)
+    c = _Checker(env, None)
+    t, k = c.c(ast)
+    if condition and not _can_be(t, BOOL):
+        c.issue(NOT_BOOL, f"a condition must be `bool`, this is `{t.show()}`", ast)
+    return Result(t, k, c.issues)
+
+
+def _can_be(t: T, want: Prim) -> bool:
+    return any(isinstance(m, ty.Dyn) or m == want for m in ty.members(t))
+
+
+class _Checker:
+    def __init__(self, env: TypeEnv, variable: str | None) -> None:
+        self.env = env
+        self.var_name = variable
+        self.issues: list[Issue] = []
+        self.scope: dict[str, T] = {}
+        self.roots = env.roots()
+
+    def issue(self, code: str, message: str, node: A.Node, *, warning: bool = False) -> None:
+        line, column = node.line or 1, node.column or 1
+        self.issues.append(Issue(code, message, line, column, self.var_name, warning))
+
+    # --- nodes ------------------------------------------------------------------------------
+
+    def c(self, node: A.Node) -> tuple[T, Any]:
+        if isinstance(node, A.Lit):
+            return ConstT(node.value), node.value
+        if isinstance(node, A.Ident):
+            return self.ident(node)
+        if isinstance(node, A.Select):
+            return self.select(node)
+        if isinstance(node, A.Call):
+            return self.call(node)
+        if isinstance(node, A.ListLit):
+            items = [self.c(i) for i in node.items]
+            if items and all(k is not _NO for _, k in items):
+                value = [k for _, k in items]
+                return ConstT(value), value
+            return ListT(ty.union(*(t for t, _ in items)) if items else DYN), _NO
+        if isinstance(node, A.MapLit):
+            keys = [self.c(k)[0] for k, _ in node.entries]
+            vals = [self.c(x)[0] for _, x in node.entries]
+            if not keys:
+                return MapT(DYN, DYN), _NO
+            return MapT(ty.union(*keys), ty.union(*vals)), _NO
+        return DYN, _NO
+
+    def ident(self, node: A.Ident) -> tuple[T, Any]:
+        name = node.name
+        if name in self.scope:
+            return self.scope[name], _NO
+        name = name.lstrip(".")
+        if name in ("C", "constants"):
+            return ConstT(dict(self.env.constants), "constants"), dict(self.env.constants)
+        if name == "data":
+            return ConstT(dict(self.env.data), "data"), _NO
+        root = self.roots.get(name)
+        if root is not None:
+            return root, _NO
+        if name in v.TYPE_NAMES:
+            return TYPE, _NO
+        return DYN, _NO
+
+    def select(self, node: A.Select) -> tuple[T, Any]:
+        root = node.operand
+        if isinstance(root, A.Ident) and root.name not in self.scope:
+            base = root.name.lstrip(".")
+            if base in ("V", "variables"):
+                return self.variable(node.field, node)
+        operand, k = self.c(root)
+        return self.field_of(operand, k, node.field, node, _path(root))
+
+    def field_of(
+        self, operand: T, k: Any, name: str, node: A.Node, path: str | None
+    ) -> tuple[T, Any]:
+        if isinstance(operand, ConstT):
+            value = operand.value
+            if isinstance(value, dict):
+                if name in value:
+                    sub = value[name]
+                    what = f"{operand.what}.{name}" if operand.what else ""
+                    # Data is looked up at run time; constants fold. Both are checked here.
+                    return ConstT(sub, what), (sub if k is not _NO else _NO)
+                shown = f"{path}.{name}" if path else name
+                self.issue(UNDEFINED_PATH, f"`{shown}` does not exist in the bundle", node)
+                return DYN, _NO
+            operand = ty.concrete(operand)
+        out: list[T] = []
+        for m in ty.members(operand):
+            m = ty.concrete(m)
+            if isinstance(m, ty.Dyn):
+                return DYN, _NO
+            if m == NULL and len(ty.members(operand)) > 1:
+                continue  # null-safety is not checked (see the module docstring)
+            if isinstance(m, ObjT):
+                if name in m.fields:
+                    out.append(m.fields[name])
+                elif not m.closed:
+                    out.append(m.rest or DYN)
+                else:
+                    self._unknown_field(m, name, node, path)
+                    return DYN, _NO
+            elif isinstance(m, MapT):
+                out.append(m.value)
+            else:
+                shown = path or "the value"
+                self.issue(
+                    NOT_SELECTABLE,
+                    f"`{shown}` is `{m.show()}`, which has no field `{name}`",
+                    node,
+                )
+                return DYN, _NO
+        return (ty.union(*out) if out else DYN), _NO
+
+    def _unknown_field(self, m: ObjT, name: str, node: A.Node, path: str | None) -> None:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(m.fields), n=1, cutoff=0.6)
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        shown = f"{path}.{name}" if path else name
+        if m.schema_path:
+            self.issue(
+                UNDECLARED_ATTRIBUTE,
+                f"`{shown}` is not declared in schema `{m.schema_path}`{hint}",
+                node,
+            )
+        else:
+            known = ", ".join(f"`{f}`" for f in m.fields)
+            self.issue(
+                UNKNOWN_FIELD,
+                f"`{shown}` does not exist: `{m.name or path}` has only {known}{hint}",
+                node,
+            )
+
+    def variable(self, name: str, node: A.Node) -> tuple[T, Any]:
+        env = self.env
+        if name not in env.variables:
+            return DYN, _NO  # the compiler reports undefined variables
+        memo = env._var_memo.get(name)
+        if memo is None:
+            env._var_memo[name] = (DYN, _NO, [])  # a cycle (a compile error) ends here
+            sub = _Checker(env, name)
+            try:
+                t, k = sub.c(A.parse(env.variables[name]))
+            except Exception:
+                t, k = DYN, _NO
+            memo = (t, k, sub.issues)
+            env._var_memo[name] = memo
+        return memo[0], memo[1]
+
+    # --- calls ------------------------------------------------------------------------------
+
+    def call(self, node: A.Call) -> tuple[T, Any]:
+        fn, args = node.fn, node.args
+        if node.target is None:
+            handler = _OPERATORS.get(fn)
+            if handler is not None:
+                return handler(self, node)
+            if fn == "has":
+                return self.has(node)
+            return self.function(node, fn.lstrip("."), [self.c(a) for a in args])
+        target = node.target
+        if isinstance(target, A.Ident) and target.name not in self.scope:
+            if target.name == "cel" and fn == "bind" and len(args) == 3:
+                init, _ = self.c(args[1])
+                name = args[0].name if isinstance(args[0], A.Ident) else ""
+                return self.bound({name: init}, args[2])
+            if target.name in ("ip",) and fn == "isCanonical":
+                self.c(args[0]) if args else None
+                return BOOL, _NO
+        if fn in _MACRO_NAMES and args and isinstance(args[0], A.Ident):
+            return self.macro(node)
+        recv = self.c(target)
+        return self.method(node, fn, recv, [self.c(a) for a in args])
+
+    def bound(self, binds: dict[str, T], body: A.Node) -> tuple[T, Any]:
+        saved = self.scope
+        self.scope = {**saved, **binds}
+        try:
+            return self.c(body)
+        finally:
+            self.scope = saved
+
+    def has(self, node: A.Call) -> tuple[T, Any]:
+        arg = node.args[0] if node.args else None
+        if not isinstance(arg, A.Select):
+            return BOOL, _NO
+        root = arg.operand
+        if isinstance(root, A.Ident) and root.name.lstrip(".") in (
+            "C", "constants", "data", "V", "variables",
+        ) and root.name not in self.scope:  # fmt: skip
+            return BOOL, _NO
+        operand, _ = self.c(root)
+        operand = ty.concrete(operand)
+        for m in ty.members(operand):
+            m = ty.concrete(m)
+            if isinstance(m, ObjT) and m.closed and arg.field not in m.fields:
+                self._unknown_field(m, arg.field, arg, _path(root))
+                break
+            if isinstance(m, Prim) and (m != NULL or len(ty.members(operand)) == 1):
+                self.issue(
+                    NOT_SELECTABLE,
+                    f"`{_path(root) or 'the value'}` is `{m.show()}`, which has no fields",
+                    arg,
+                )
+                break
+        return BOOL, _NO
+
+    def macro(self, node: A.Call) -> tuple[T, Any]:
+        target, _ = self.c(node.target)  # type: ignore[arg-type]
+        names = [a.name for a in node.args[:-1] if isinstance(a, A.Ident)]
+        elems: list[T] = []
+        for m in ty.members(ty.concrete(target)):
+            m = ty.concrete(m)
+            if isinstance(m, ListT):
+                elems.append(m.elem)
+            elif isinstance(m, MapT):
+                elems.append(m.key)
+            elif isinstance(m, ObjT):
+                elems.append(STRING)
+            elif isinstance(m, ty.Dyn):
+                elems.append(DYN)
+            elif m != NULL or len(ty.members(ty.concrete(target))) == 1:
+                self.issue(
+                    NO_OVERLOAD,
+                    f"`{node.fn}` needs a list or a map, got `{m.show()}`",
+                    node,
+                )
+                return DYN, _NO
+        elem = ty.union(*elems) if elems else DYN
+        binds = {names[0]: elem} if len(names) == 1 else {n: DYN for n in names}
+        body, _ = self.bound(binds, node.args[-1])
+        if node.fn in ("all", "exists", "exists_one", "existsOne"):
+            if not _can_be(body, BOOL):
+                self.issue(
+                    NO_OVERLOAD, f"the predicate of `{node.fn}` must be `bool`, got `{body.show()}`",
+                    node.args[-1],
+                )  # fmt: skip
+            return BOOL, _NO
+        if node.fn == "filter":
+            return ListT(elem), _NO
+        if node.fn == "map":
+            return ListT(body), _NO
+        return DYN, _NO
+
+    def function(self, node: A.Call, name: str, args: list[tuple[T, Any]]) -> tuple[T, Any]:
+        sig = _GLOBAL_SIGS.get(name)
+        if sig is not None:
+            self.signature(node, name, sig[0], [t for t, _ in args])
+            return sig[1], _NO
+        return _KIND_TYPES.get(_global_kind(name), DYN), _NO
+
+    def method(
+        self, node: A.Call, name: str, recv: tuple[T, Any], args: list[tuple[T, Any]]
+    ) -> tuple[T, Any]:
+        sig = _MEMBER_SIGS.get(name)
+        if sig is not None:
+            self.signature(node, name, sig[0], [recv[0], *(t for t, _ in args)])
+            return sig[1], _NO
+        return _KIND_TYPES.get(_member_kind(name), DYN), _NO
+
+    def signature(self, node: A.Call, name: str, accepts: tuple[Any, ...], types: list[T]) -> None:
+        for i, (t, ok) in enumerate(zip(types, accepts)):
+            for m in ty.members(ty.concrete(t)):
+                m = ty.concrete(m)
+                if isinstance(m, ty.Dyn) or (m == NULL and len(ty.members(t)) > 1):
+                    continue
+                if not ok(m):
+                    which = "receiver" if node.target is not None and i == 0 else "argument"
+                    self.issue(
+                        NO_OVERLOAD,
+                        f"no matching overload for `{name}`: {which} of type `{m.show()}`",
+                        node,
+                    )
+                    return
+
+    # --- operators --------------------------------------------------------------------------
+
+    def logic(self, node: A.Call) -> tuple[T, Any]:
+        (lt, lk), (rt, rk) = self.c(node.args[0]), self.c(node.args[1])
+        for t, arg in ((lt, node.args[0]), (rt, node.args[1])):
+            if not _can_be(t, BOOL):
+                self.issue(
+                    NO_OVERLOAD,
+                    f"no matching overload for `{_OP_TEXT[node.fn]}`: operand of type `{t.show()}`",
+                    arg,
+                )
+        is_and = node.fn == "_&&_"
+        for k in (lk, rk):
+            if k is (not is_and):  # a decisive constant: `false && x`, `true || x`
+                return BOOL, k
+        if lk is not _NO and rk is not _NO and isinstance(lk, bool) and isinstance(rk, bool):
+            return BOOL, (lk and rk) if is_and else (lk or rk)
+        return BOOL, _NO
+
+    def not_(self, node: A.Call) -> tuple[T, Any]:
+        t, k = self.c(node.args[0])
+        if not _can_be(t, BOOL):
+            self.issue(
+                NO_OVERLOAD, f"no matching overload for `!`: operand of type `{t.show()}`", node
+            )
+        return BOOL, (not k) if isinstance(k, bool) else _NO
+
+    def neg(self, node: A.Call) -> tuple[T, Any]:
+        t, _ = self.c(node.args[0])
+        self.combos(node, "-", [t], lambda a: a in (INT, DOUBLE, DURATION))
+        return ty.concrete(t) if not isinstance(ty.concrete(t), ty.Dyn) else DYN, _NO
+
+    def ternary(self, node: A.Call) -> tuple[T, Any]:
+        (ct, ck), (at, ak), (bt, bk) = (self.c(a) for a in node.args)
+        if not _can_be(ct, BOOL):
+            self.issue(
+                NO_OVERLOAD, f"the condition of `?:` must be `bool`, got `{ct.show()}`", node
+            )
+        if ck is True:
+            return at, ak
+        if ck is False:
+            return bt, bk
+        return ty.union(at, bt), _NO
+
+    def equality(self, node: A.Call) -> tuple[T, Any]:
+        before = len(self.issues)
+        (lt, lk), (rt, rk) = self.c(node.args[0]), self.c(node.args[1])
+        if not _comparable_any(lt, rt):
+            self.issue(
+                NO_OVERLOAD,
+                f"no matching overload for `{_OP_TEXT[node.fn]}` applied to "
+                f"`({lt.show()}, {rt.show()})`: `{lt.show()}` and `{rt.show()}` values are never "
+                "equal",
+                _literal_side(node),
+            )
+        elif len(self.issues) == before:  # an operand already in error is not "untyped"
+            self.untyped_literal(node, lt, rt)
+        if lk is not _NO and rk is not _NO:
+            try:
+                same = v.eq(lk, rk)
+                return BOOL, same if node.fn == "_==_" else not same
+            except Exception:
+                pass
+        return BOOL, _NO
+
+    def untyped_literal(self, node: A.Call, lt: T, rt: T) -> None:
+        """PDP205: a schema-less attribute compared with a bool or number literal."""
+        left, right = node.args
+        for side, other, other_t in ((left, right, rt), (right, left, lt)):
+            if (
+                _is_attribute(side)
+                and isinstance(other, A.Lit)
+                and isinstance(ty.concrete(other_t), Prim)
+                and ty.concrete(other_t) in (BOOL, INT, UINT, DOUBLE)
+                and ty.is_dyn(lt if side is left else rt)
+            ):
+                self.issue(
+                    UNTYPED_COMPARISON,
+                    f"`{_path(side)}` has no declared type: `{_OP_TEXT[node.fn]} "
+                    f"{_lit_text(other)}` is false (not an error) when it is a string such as "
+                    f'`"{_lit_text(other)}"`; declare it in a schema',
+                    _literal_side(node),
+                    warning=True,
+                )
+                return
+
+    def ordering(self, node: A.Call) -> tuple[T, Any]:
+        (lt, lk), (rt, rk) = self.c(node.args[0]), self.c(node.args[1])
+        self.combos(node, _OP_TEXT[node.fn], [lt, rt], _orderable)
+        if lk is not _NO and rk is not _NO:
+            try:
+                fn = {"_<_": v.lt, "_<=_": v.le, "_>_": v.gt, "_>=_": v.ge}[node.fn]
+                return BOOL, fn(lk, rk)
+            except Exception:
+                pass
+        return BOOL, _NO
+
+    def membership(self, node: A.Call) -> tuple[T, Any]:
+        (xt, xk), (ct, ck) = self.c(node.args[0]), self.c(node.args[1])
+        elems: list[T] = []
+        for m in ty.members(ty.concrete(ct)):
+            m = ty.concrete(m)
+            if isinstance(m, ty.Dyn):
+                return BOOL, _NO
+            if isinstance(m, ListT):
+                elems.append(m.elem)
+            elif isinstance(m, MapT):
+                elems.append(m.key)
+            elif isinstance(m, ObjT):
+                elems.append(STRING)
+            elif m != NULL or len(ty.members(ty.concrete(ct))) == 1:
+                self.issue(
+                    NO_OVERLOAD,
+                    f"no matching overload for `in` applied to `({xt.show()}, {m.show()})`: "
+                    "the right side must be a list or a map",
+                    node,
+                )
+                return BOOL, _NO
+        if elems and not _comparable_any(xt, ty.union(*elems)):
+            self.issue(
+                NO_OVERLOAD,
+                f"no matching overload for `in` applied to `({xt.show()}, {ct.show()})`: "
+                f"a `{xt.show()}` is never an element of it",
+                node,
+            )
+        if xk is not _NO and ck is not _NO:
+            try:
+                return BOOL, v.in_(xk, ck)
+            except Exception:
+                pass
+        return BOOL, _NO
+
+    def arithmetic(self, node: A.Call) -> tuple[T, Any]:
+        (lt, _), (rt, _) = self.c(node.args[0]), self.c(node.args[1])
+        rule = _ARITH[node.fn]
+        self.combos(node, _OP_TEXT[node.fn], [lt, rt], lambda a, b: rule(a, b) is not None)
+        outs = []
+        for a, b in product(_concrete_members(lt), _concrete_members(rt)):
+            if isinstance(a, ty.Dyn) or isinstance(b, ty.Dyn):
+                return DYN, _NO
+            r = rule(a, b)
+            if r is not None:
+                outs.append(r)
+        return (ty.union(*outs) if outs else DYN), _NO
+
+    def index(self, node: A.Call) -> tuple[T, Any]:
+        (ct, ck), (it, ik) = self.c(node.args[0]), self.c(node.args[1])
+        if isinstance(ik, str) and (isinstance(ct, ConstT) or isinstance(ty.concrete(ct), ObjT)):
+            return self.field_of(ct, ck, ik, node, _path(node.args[0]))
+        out: list[T] = []
+        for m in _concrete_members(ct):
+            if isinstance(m, ty.Dyn):
+                return DYN, _NO
+            if m == NULL and len(ty.members(ct)) > 1:
+                continue
+            if isinstance(m, ListT):
+                self.combos(node, "[]", [it], lambda a: a in (INT, UINT, DOUBLE))
+                out.append(m.elem)
+            elif isinstance(m, MapT):
+                out.append(m.value)
+            elif isinstance(m, ObjT):
+                self.combos(node, "[]", [it], lambda a: a == STRING)
+                out.extend(m.fields.values())
+                if m.rest is not None:
+                    out.append(m.rest)
+            else:
+                self.issue(NO_OVERLOAD, f"no matching overload for `[]` on `{m.show()}`", node)
+                return DYN, _NO
+        return (ty.union(*out) if out else DYN), _NO
+
+    def combos(self, node: A.Call, op: str, types: list[T], ok: Callable[..., bool]) -> None:
+        """Every combination of (non-null, non-dyn) member types must have an overload."""
+        sets = [_concrete_members(t) for t in types]
+        for combo in product(*sets):
+            if any(isinstance(m, ty.Dyn) for m in combo):
+                continue
+            if any(m == NULL for m, t in zip(combo, types) if len(ty.members(t)) > 1):
+                continue
+            if not ok(*combo):
+                shown = ", ".join(m.show() for m in combo)
+                self.issue(
+                    NO_OVERLOAD, f"no matching overload for `{op}` applied to `({shown})`", node
+                )
+                return
+
+
+def _concrete_members(t: T) -> list[T]:
+    return [ty.concrete(m) for m in ty.members(ty.concrete(t))]
+
+
+def _comparable(a: T, b: T) -> bool:
+    a, b = ty.concrete(a), ty.concrete(b)
+    if isinstance(a, ty.Dyn) or isinstance(b, ty.Dyn) or a == NULL or b == NULL:
+        return True
+    if a in NUMERIC and b in NUMERIC:
+        return True
+    if isinstance(a, ty.Union) or isinstance(b, ty.Union):
+        return _comparable_any(a, b)
+    if isinstance(a, ListT) and isinstance(b, ListT):
+        return _comparable(a.elem, b.elem)
+    if isinstance(a, MapT | ObjT) and isinstance(b, MapT | ObjT):
+        return True
+    return a == b
+
+
+def _comparable_any(a: T, b: T) -> bool:
+    return any(_comparable(x, y) for x in _concrete_members(a) for y in _concrete_members(b))
+
+
+def _orderable(a: T, b: T) -> bool:
+    if a in NUMERIC and b in NUMERIC:
+        return True
+    return a == b and a in (STRING, BYTES, BOOL, TIMESTAMP, DURATION)
+
+
+def _arith_add(a: T, b: T) -> T | None:
+    if a == b and a in (INT, UINT, DOUBLE, STRING, BYTES, DURATION):
+        return a
+    if isinstance(a, ListT) and isinstance(b, ListT):
+        return ListT(ty.union(a.elem, b.elem))
+    if {a, b} == {TIMESTAMP, DURATION}:
+        return TIMESTAMP
+    return None
+
+
+def _arith_sub(a: T, b: T) -> T | None:
+    if a == b and a in (INT, UINT, DOUBLE, DURATION):
+        return a
+    if a == TIMESTAMP and b == TIMESTAMP:
+        return DURATION
+    if a == TIMESTAMP and b == DURATION:
+        return TIMESTAMP
+    return None
+
+
+def _arith_mul(a: T, b: T) -> T | None:
+    return a if a == b and a in (INT, UINT, DOUBLE) else None
+
+
+def _arith_mod(a: T, b: T) -> T | None:
+    return a if a == b and a in (INT, UINT) else None
+
+
+_ARITH: dict[str, Callable[[T, T], T | None]] = {
+    "_+_": _arith_add,
+    "_-_": _arith_sub,
+    "_*_": _arith_mul,
+    "_/_": _arith_mul,
+    "_%_": _arith_mod,
+}
+_OP_TEXT = {
+    "_==_": "==", "_!=_": "!=", "_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">=",
+    "_+_": "+", "_-_": "-", "_*_": "*", "_/_": "/", "_%_": "%", "_&&_": "&&", "_||_": "||",
+}  # fmt: skip
+
+_OPERATORS: dict[str, Callable[[_Checker, A.Call], tuple[T, Any]]] = {
+    "_&&_": _Checker.logic,
+    "_||_": _Checker.logic,
+    "!_": _Checker.not_,
+    "-_": _Checker.neg,
+    "_?_:_": _Checker.ternary,
+    "_==_": _Checker.equality,
+    "_!=_": _Checker.equality,
+    "_<_": _Checker.ordering,
+    "_<=_": _Checker.ordering,
+    "_>_": _Checker.ordering,
+    "_>=_": _Checker.ordering,
+    "@in": _Checker.membership,
+    "_[_]": _Checker.index,
+    **{op: _Checker.arithmetic for op in _ARITH},
+}
+_MACRO_NAMES = frozenset(
+    ["all", "exists", "exists_one", "existsOne", "map", "filter", "transformList", "transformMap"]
+)
+
+
+def _is(*allowed: T) -> Callable[[T], bool]:
+    return lambda m: m in allowed
+
+
+def _list(m: T) -> bool:
+    return isinstance(m, ListT)
+
+
+def _sized(m: T) -> bool:
+    return m in (STRING, BYTES) or isinstance(m, ListT | MapT | ObjT)
+
+
+def _any(_: T) -> bool:
+    return True
+
+
+_STR = _is(STRING)
+_TIME = _is(TIMESTAMP, DURATION)
+# name -> (a predicate per argument, receiver first for members; result type)
+_GLOBAL_SIGS: dict[str, tuple[tuple[Callable[[T], bool], ...], T]] = {
+    "size": ((_sized,), INT),
+    "int": ((_is(INT, UINT, DOUBLE, STRING, BOOL, TIMESTAMP),), INT),
+    "uint": ((_is(INT, UINT, DOUBLE, STRING),), UINT),
+    "double": ((_is(INT, UINT, DOUBLE, STRING),), DOUBLE),
+    "string": (
+        (_is(INT, UINT, DOUBLE, STRING, BOOL, BYTES, TIMESTAMP, DURATION, IP, CIDR),),
+        STRING,
+    ),
+    "bytes": ((_is(BYTES, STRING),), BYTES),
+    "bool": ((_is(BOOL, STRING),), BOOL),
+    "timestamp": ((_is(STRING, TIMESTAMP, INT),), TIMESTAMP),
+    "duration": ((_is(STRING, DURATION),), DURATION),
+    "matches": ((_STR, _STR), BOOL),
+    "ip": ((_is(STRING, IP),), IP),
+    "cidr": ((_is(STRING, CIDR),), CIDR),
+    "isIP": ((_STR,), BOOL),
+    "isCIDR": ((_STR,), BOOL),
+    "inCIDRs": ((_STR, _list), BOOL),
+    "hasAll": ((_list, _list), BOOL),
+    "hasAny": ((_list, _list), BOOL),
+    "isSubset": ((_list, _list), BOOL),
+    "intersect": ((_list, _list), ListT(DYN)),
+    "country": ((_STR,), STRING),
+}
+_MEMBER_SIGS: dict[str, tuple[tuple[Callable[[T], bool], ...], T]] = {
+    "size": ((_sized,), INT),
+    "contains": ((_STR, _STR), BOOL),
+    "startsWith": ((_STR, _STR), BOOL),
+    "endsWith": ((_STR, _STR), BOOL),
+    "matches": ((_STR, _STR), BOOL),
+    "lowerAscii": ((_STR,), STRING),
+    "upperAscii": ((_STR,), STRING),
+    "trim": ((_STR,), STRING),
+    "containsAll": ((_list, _list), BOOL),
+    "containsAny": ((_list, _list), BOOL),
+    "containsIP": ((_is(CIDR), _is(IP, STRING)), BOOL),
+    "containsCIDR": ((_is(CIDR), _is(CIDR, STRING)), BOOL),
+    **{
+        name: ((_TIME, _STR), INT)
+        for name in (
+            "getFullYear",
+            "getMonth",
+            "getDate",
+            "getDayOfMonth",
+            "getDayOfWeek",
+            "getDayOfYear",
+            "getHours",
+            "getMinutes",
+            "getSeconds",
+            "getMilliseconds",
+        )
+    },
+}
+_KIND_TYPES: dict[str | None, T] = {
+    "int": INT, "uint": UINT, "double": DOUBLE, "string": STRING, "bytes": BYTES,
+    "bool": BOOL, "type": TYPE, "timestamp": TIMESTAMP, "duration": DURATION, "ip": IP,
+    "cidr": CIDR, "list": ListT(DYN),
+}  # fmt: skip
+
+
+def _global_kind(name: str) -> str | None:
+    from pdp.cel._library import GLOBALS
+
+    spec = GLOBALS.get(name)
+    return spec.kind if spec is not None else None
+
+
+def _member_kind(name: str) -> str | None:
+    from pdp.cel._library import MEMBERS
+
+    spec = MEMBERS.get(name)
+    return spec.kind if spec is not None else None
+
+
+def _path(node: A.Node) -> str | None:
+    parts: list[str] = []
+    while True:
+        if isinstance(node, A.Select):
+            parts.append(node.field)
+            node = node.operand
+        elif isinstance(node, A.Call) and node.fn == "_[_]" and isinstance(node.args[1], A.Lit):
+            parts.append(str(node.args[1].value))
+            node = node.args[0]
+        else:
+            break
+    if not isinstance(node, A.Ident):
+        return None
+    parts.append(node.name.lstrip("."))
+    return ".".join(reversed(parts))
+
+
+_ATTR_ROOTS = ("P.attr.", "principal.attr.", "R.attr.", "resource.attr.", "context.attr.",
+               "actor.attr.", "principal.actor.attr.", "P.actor.attr.")  # fmt: skip
+
+
+def _is_attribute(node: A.Node) -> bool:
+    p = _path(node)
+    return p is not None and p.startswith(_ATTR_ROOTS)
+
+
+def _lit_text(node: A.Lit) -> str:
+    value = node.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _literal_side(node: A.Call) -> A.Node:
+    """Where a binary operator's caret goes: its literal operand when it has one."""
+    for arg in reversed(node.args):
+        if isinstance(arg, A.Lit) and arg.line is not None:  # bool literals carry no position
+            return arg
+    return node
+
+
+def names_used(source: str) -> set[tuple[str, str]]:
+    """The constants, variables and data entries an expression names directly:
+    {("C", name), ("V", name), ("data", name)}. Variables are not followed."""
+    out: set[tuple[str, str]] = set()
+    stack: list[Any] = [A.parse(source)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, A.Select):
+            root = node.operand
+            if isinstance(root, A.Ident):
+                base = root.name.lstrip(".")
+                kind = {"C": "C", "constants": "C", "V": "V", "variables": "V", "data": "data"}
+                if base in kind:
+                    out.add((kind[base], node.field))
+            stack.append(root)
+        elif isinstance(node, A.Call):
+            stack.extend(node.args)
+            if node.target is not None:
+                stack.append(node.target)
+        elif isinstance(node, A.ListLit):
+            stack.extend(node.items)
+        elif isinstance(node, A.MapLit):
+            for k, x in node.entries:
+                stack.extend((k, x))
+        elif isinstance(node, A.Struct):
+            stack.extend(x for _, x in node.fields)
+    return out

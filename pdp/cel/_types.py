@@ -1,0 +1,254 @@
+"""Static types for the CEL checker (`_checker`): what an expression may evaluate to.
+
+A type is one of: a primitive (`bool`, `int`, `uint`, `double`, `string`, `bytes`, `null`,
+`timestamp`, `duration`, `type`, `ip`, `cidr`), a `list` of an element type, a `map` from a key
+type to a value type, an object with known fields (the request's fixed shapes, a JSON Schema
+`object`, a constant map), `dyn` (anything: the checker then checks nothing), or a union of
+these (`["string", "null"]` in a schema; JSON numbers, which arrive as `int` or `double`).
+Constants carry their value so that `C.x.y` and `data.x.y` are checked against the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pdp.cel._values import CelUint
+
+
+@dataclass(frozen=True)
+class T:
+    """Base of all types."""
+
+    def show(self) -> str:
+        return "dyn"
+
+
+@dataclass(frozen=True)
+class Dyn(T):
+    def show(self) -> str:
+        return "dyn"
+
+
+@dataclass(frozen=True)
+class Prim(T):
+    name: str
+
+    def show(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class ListT(T):
+    elem: T
+
+    def show(self) -> str:
+        return f"list({self.elem.show()})"
+
+
+@dataclass(frozen=True)
+class MapT(T):
+    key: T
+    value: T
+
+    def show(self) -> str:
+        return f"map({self.key.show()}, {self.value.show()})"
+
+
+@dataclass(frozen=True, eq=False)
+class ObjT(T):
+    """A map with known string keys. `closed`: no other key exists (a fixed request shape or a
+    schema with `additionalProperties: false`); otherwise other keys have type `rest`.
+    `required`: keys always present. `name` says what it is in messages (`context`)."""
+
+    name: str
+    fields: dict[str, T]
+    closed: bool = True
+    rest: T | None = None
+    required: frozenset[str] = frozenset()
+    schema_path: str = ""  # `schemas/x.json`: where the type was declared
+
+    def show(self) -> str:
+        return "map(string, dyn)" if not self.name else self.name
+
+
+@dataclass(frozen=True, eq=False)
+class ConstT(T):
+    """A compile-time constant (`C.x`, `data.x`, a literal): its type follows its value."""
+
+    value: Any
+    what: str = ""  # `C.corporate_cidrs`, for messages
+
+    def show(self) -> str:
+        return type_of_value(self.value).show()
+
+
+@dataclass(frozen=True)
+class Union(T):
+    members: frozenset[T] = field(default_factory=frozenset)
+
+    def show(self) -> str:
+        return " | ".join(sorted(m.show() for m in self.members))
+
+
+DYN = Dyn()
+BOOL, INT, UINT, DOUBLE, STRING, BYTES, NULL = (
+    Prim(n) for n in ("bool", "int", "uint", "double", "string", "bytes", "null")
+)
+TIMESTAMP, DURATION, TYPE, IP, CIDR = (
+    Prim(n) for n in ("timestamp", "duration", "type", "ip", "cidr")
+)
+NUMBER = Union(frozenset({INT, DOUBLE}))  # a JSON number: int or double depending on its text
+NUMERIC = frozenset({INT, UINT, DOUBLE})
+
+_PRIMS = {
+    bool: BOOL,
+    int: INT,
+    CelUint: UINT,
+    float: DOUBLE,
+    str: STRING,
+    bytes: BYTES,
+    type(None): NULL,
+}
+
+
+def union(*types: T) -> T:
+    """The join: `dyn` absorbs everything, one member is itself."""
+    out: set[T] = set()
+    for t in types:
+        t = concrete(t)
+        if isinstance(t, Dyn):
+            return DYN
+        if isinstance(t, Union):
+            out.update(t.members)
+        else:
+            out.add(t)
+    if not out:
+        return DYN
+    if len(out) == 1:
+        return next(iter(out))
+    return Union(frozenset(out))
+
+
+def members(t: T) -> list[T]:
+    t = concrete(t)
+    if isinstance(t, Union):
+        return list(t.members)
+    return [t]
+
+
+def concrete(t: T) -> T:
+    """A constant's type, from its value; other types unchanged."""
+    if isinstance(t, ConstT):
+        return type_of_value(t.value)
+    return t
+
+
+# Typing a large constant (a data table) element by element would be slow and tell us little;
+# past this many elements a list's element type is `dyn`.
+_SAMPLE = 64
+
+
+def type_of_value(value: Any) -> T:
+    prim = _PRIMS.get(value.__class__)
+    if prim is not None:
+        return prim
+    if isinstance(value, dict):
+        return ObjT(
+            "",
+            {k: ConstT(v) for k, v in value.items() if isinstance(k, str)},
+            closed=True,
+            required=frozenset(k for k in value if isinstance(k, str)),
+        )
+    if isinstance(value, list | tuple):
+        if not value or len(value) > _SAMPLE:
+            return ListT(DYN)
+        return ListT(union(*(type_of_value(x) for x in value)))
+    return DYN
+
+
+def untyped_attributes() -> T:
+    """An `attr` map without a schema: string keys, values of any type."""
+    return MapT(STRING, DYN)
+
+
+def is_dyn(t: T) -> bool:
+    return isinstance(concrete(t), Dyn)
+
+
+# --- JSON Schema → type ------------------------------------------------------------------------
+
+_SCHEMA_PRIMS = {
+    "string": STRING,
+    "boolean": BOOL,
+    "integer": NUMBER,  # the request's JSON decides int or double; both must work
+    "number": NUMBER,
+    "null": NULL,
+}
+
+
+def from_schema(schema: Any, root: dict[str, Any], where: str, depth: int = 0) -> T:
+    """The CEL type of the values a JSON Schema accepts (`dyn` where it cannot tell)."""
+    if depth > 32 or not isinstance(schema, dict):
+        return DYN
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        target: Any = root
+        for part in ref[1:].split("/")[1:] if ref != "#" else []:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(target, dict) and part in target:
+                target = target[part]
+            else:
+                return DYN
+        return from_schema(target, root, where, depth + 1)
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return union(*(from_schema(o, root, where, depth + 1) for o in options))
+    if "const" in schema:
+        return type_of_value(schema["const"])
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return union(*(type_of_value(v) for v in enum))
+    t = schema.get("type")
+    names = [t] if isinstance(t, str) else (t if isinstance(t, list) else None)
+    if names is None:
+        return DYN
+    out: list[T] = []
+    for name in names:
+        if name in _SCHEMA_PRIMS:
+            out.append(_SCHEMA_PRIMS[name])
+        elif name == "array":
+            items = schema.get("items")
+            out.append(ListT(from_schema(items, root, where, depth + 1) if items else DYN))
+        elif name == "object":
+            out.append(_object_type(schema, root, where, depth))
+        else:
+            return DYN
+    return union(*out)
+
+
+def _object_type(schema: dict[str, Any], root: dict[str, Any], where: str, depth: int) -> T:
+    props = schema.get("properties")
+    props = props if isinstance(props, dict) else {}
+    fields = {k: from_schema(v, root, where, depth + 1) for k, v in props.items()}
+    extra = schema.get("additionalProperties", True)
+    required = schema.get("required")
+    req = (
+        frozenset(r for r in required if isinstance(r, str))
+        if isinstance(required, list)
+        else frozenset()
+    )
+    if schema.get("patternProperties"):
+        return ObjT("", fields, closed=False, rest=DYN, required=req, schema_path=where)
+    if extra is False:
+        return ObjT("", fields, closed=True, required=req, schema_path=where)
+    if isinstance(extra, dict):
+        return ObjT(
+            "", fields, closed=False, rest=from_schema(extra, root, where, depth + 1),
+            required=req, schema_path=where,
+        )  # fmt: skip
+    # Open object: a declared schema still says which keys exist. An author who writes a
+    # schema wants `R.attr.archivd` caught, so undeclared keys are refused by the checker
+    # unless the schema allows them with an explicit `additionalProperties` schema.
+    return ObjT("", fields, closed=True, required=req, schema_path=where)

@@ -1,0 +1,121 @@
+"""Attribute schemas: JSON Schema files under `schemas/`, checked when they load.
+
+A schema describes a JSON object: a principal's `attr`, a resource kind's `attr`, or
+`context.attr`. It must itself be a valid JSON Schema (checked against its meta-schema with
+`jsonschema`), have `type: object` at the top, and refer to nothing outside itself (`$ref` to
+`#...` only: a bundle is self-contained, and a validator must never fetch a URL). Problems
+are `PDP100` findings at the schema's own line and column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fastjsonschema
+import jsonschema
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+from pdp.errors import SourceLocation
+from pdp.model._values import load_json
+from pdp.model._yaml import FileContext, parse_yaml
+from pdp.model.findings import Finding, caret
+
+SCHEMA_ERROR = "PDP100"
+_DEFAULT = jsonschema.Draft202012Validator
+
+
+def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
+    """The schema of one file, or None after recording why it cannot be used."""
+    before = len(ctx.errors)
+    value = load_json(ctx, text)
+    if len(ctx.errors) > before:
+        return None
+    # JSON is YAML 1.2: the position-keeping composer gives every value its line and column.
+    scratch = FileContext(ctx.file, [])
+    raw = text.encode()
+    tree = parse_yaml(scratch, text)
+
+    def report(message: str, path: list[str | int]) -> None:
+        node = _node_at(tree, path) if tree is not None else None
+        loc = (
+            SourceLocation(ctx.file, node.start_mark.line + 1, node.start_mark.column + 1)
+            if node is not None
+            else SourceLocation(ctx.file, 1, 1)
+        )
+        ctx.errors.append(
+            Finding(SCHEMA_ERROR, "error", message, loc, snippet=caret({ctx.file: raw}, loc))
+        )
+
+    if not isinstance(value, dict):
+        report("a schema must be a json object", [])
+        return None
+    cls = jsonschema.validators.validator_for(value, default=_DEFAULT)
+    meta = cls(cls.META_SCHEMA)
+    bad = False
+    for err in sorted(meta.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+        bad = True
+        where = "/".join(map(str, err.absolute_path)) or "the schema"
+        report(f"invalid json schema at `{where}`: {_short(err.message)}", list(err.absolute_path))
+    if bad:
+        return None
+    if value.get("type") != "object":
+        report('an attribute schema must have `"type": "object"` at the top', ["type"])
+        return None
+    for path, ref in _refs(value, []):
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            report(
+                f"`$ref` `{ref}` leaves the file; only local `#...` references are allowed", path
+            )
+            bad = True
+    if bad:
+        return None
+    try:
+        compile_validator(value)
+    except Exception as e:  # an unresolvable `$ref`, a bad `pattern` (re.error), ...
+        report(f"schema cannot be compiled: {_short(str(e))}", [])
+        return None
+    return value
+
+
+def compile_validator(schema: dict[str, Any]) -> Any:
+    """A fast validator (generated code), built once per schema at load.
+
+    `handlers={}`: a remote `$ref` fails instead of being fetched (load_schema refuses those
+    anyway).
+    """
+    return fastjsonschema.compile(schema, handlers={}, use_default=False)
+
+
+def _short(message: str) -> str:
+    message = message.replace("'", "`").strip().rstrip(".")
+    return message if len(message) <= 200 else message[:197] + "..."
+
+
+def _refs(value: Any, path: list[str | int]) -> Iterator[tuple[list[str | int], Any]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "$ref":
+                yield [*path, k], v
+            else:
+                yield from _refs(v, [*path, k])
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _refs(v, [*path, i])
+
+
+def _node_at(node: Node, path: list[str | int]) -> Node:
+    """The deepest node along `path` (a mapping value, or the key when the value is a scalar)."""
+    for step in path:
+        if isinstance(node, MappingNode):
+            for k, v in node.value:
+                if k.value == step:
+                    node = v
+                    break
+            else:
+                return node
+        elif isinstance(node, SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+        else:
+            return node
+    return node
