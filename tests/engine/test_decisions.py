@@ -15,8 +15,12 @@ def test_owner_is_allowed_by_derived_role(engine: Engine) -> None:
 
 def test_other_user_cannot_read_unshared_object(engine: Engine) -> None:
     d = decide(engine, alice(id="bob"), doc(), ["read"])["read"]
-    assert d.effect == "deny"
-    assert d.reasons == ("no_matching_rule",)
+    assert (d.effect, d.policy, d.rule, d.reasons) == (
+        "deny",
+        "documents",
+        "",
+        ("no_matching_rule",),
+    )
 
 
 def test_explicit_share_allows_with_obligations(engine: Engine) -> None:
@@ -46,15 +50,17 @@ def test_missing_tenant_is_an_error_not_a_match(engine: Engine) -> None:
 def test_cross_tenant_exception_is_audited(engine: Engine) -> None:
     support = alice(id="sam", tenant="vendor", roles=["support"])
     with_ticket = decide(engine, support, doc(), ["read"], {"attr": {"ticket": "T-1"}})["read"]
-    assert with_ticket.effect == "allow"
-    assert with_ticket.rule == "support-read"
-    assert "cross_tenant_exception" in with_ticket.reasons
-    assert "support_ticket" in with_ticket.reasons
+    assert (with_ticket.effect, with_ticket.rule, with_ticket.reasons) == (
+        "allow",
+        "support-read",
+        ("cross_tenant_exception", "support_ticket"),
+    )
+    assert dict(with_ticket.obligations) == {"audit": True}
     without = decide(engine, support, doc(), ["read"], {"attr": {"ticket": ""}})["read"]
-    assert without.reasons == ("tenant_mismatch",)
+    assert (without.effect, without.reasons) == ("deny", ("tenant_mismatch",))
     # The exception covers `read` only.
     other = decide(engine, support, doc(), ["write"], {"attr": {"ticket": "T-1"}})["write"]
-    assert other.reasons == ("tenant_mismatch",)
+    assert (other.effect, other.reasons) == ("deny", ("tenant_mismatch",))
 
 
 def test_global_kind_skips_tenant_isolation(engine: Engine) -> None:
@@ -105,23 +111,27 @@ def test_guard_denies_across_kinds_with_country_from_geo_data(engine: Engine) ->
 
 def test_error_in_deny_rule_denies(engine: Engine) -> None:
     d = decide(engine, alice(), doc(), ["write"])["write"]
-    assert (d.effect, d.rule) == ("deny", "broken-deny")
-    assert "condition_error" in d.reasons
-    assert d.errors and "broken-deny" in d.errors[0]
+    assert (d.effect, d.rule, d.reasons) == ("deny", "broken-deny", ("broken", "condition_error"))
+    assert d.errors == ("rule `documents/broken-deny`: no such key: `missing_key`",)
 
 
 def test_error_in_allow_rule_never_allows(engine: Engine) -> None:
     d = decide(engine, alice(id="bob"), doc(), ["share"])["share"]
-    assert d.effect == "deny"
-    assert "no_matching_rule" in d.reasons and "condition_error" in d.reasons
-    assert d.errors
+    assert (d.effect, d.rule, d.reasons) == ("deny", "", ("no_matching_rule", "condition_error"))
+    assert d.errors == ("rule `documents/broken-allow`: no such key: `nope`",)
 
 
 def test_unknown_kind_and_action(engine: Engine) -> None:
     d = decide(engine, alice(), doc(kind="spaceship"), ["fly"])["fly"]
-    assert d.reasons == ("unknown_resource_kind",)
+    assert (d.effect, d.policy, d.rule, d.reasons) == ("deny", "", "", ("unknown_resource_kind",))
+    assert d.message == "no policy governs resource kind `spaceship`"
+    assert (d.obligations, d.errors) == ({}, ())
     d = decide(engine, alice(), doc(), ["fly"])["fly"]
-    assert d.reasons == ("unknown_action",)
+    assert (d.effect, d.policy, d.rule, d.reasons) == ("deny", "documents", "", ("unknown_action",))
+    assert d.message == "resource kind `document` has no action `fly`"
+    # A known action beside an unknown one is still decided on its own.
+    both = decide(engine, alice(), doc(), ["fly", "read"])
+    assert (both["fly"].effect, both["read"].effect) == ("deny", "allow")
 
 
 def test_batch_many_resources_and_actions(engine: Engine) -> None:
@@ -217,9 +227,10 @@ def test_non_bool_condition_is_an_error_not_an_allow(tmp_path) -> None:
     engine = _notes_engine(tmp_path)
     note = {"kind": "note", "id": "n", "tenant": "acme", "attr": {"label": "yes"}}
     d = decide(engine, alice(), note, ["tag"])["tag"]
-    assert d.effect == "deny"
-    assert "condition_error" in d.reasons
-    assert d.errors
+    assert (d.effect, d.reasons) == ("deny", ("no_matching_rule", "condition_error"))
+    assert d.errors == (
+        "rule `notes/not-a-bool`: condition yields a value of type `string`, want bool",
+    )
 
 
 def test_time_dependence_is_reported_only_when_the_clock_could_matter() -> None:
