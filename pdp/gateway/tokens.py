@@ -120,7 +120,7 @@ class TokenVerifier:
             raise AuthError("malformed_token", "token too long")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as e:
+        except jwt.InvalidTokenError as e:  # DecodeError, and e.g. a non-string `kid`
             raise AuthError("malformed_token", str(e)) from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.auth.algorithms:
