@@ -33,6 +33,8 @@ POLICIES = {
             flaky:
               parentRoles: ["*"]
               condition: resource.attr.nope.x == 1
+            member:
+              parentRoles: [user]
     """,
     "things.yaml": """
         apiVersion: pdp/v1
@@ -41,8 +43,17 @@ POLICIES = {
         spec:
           resource: thing
           imports: [defs]
-          actions: {read: {}, write: {}, delete: {}}
+          actions:
+            read: {}
+            write: {}
+            delete: {}
+            admin: {scopes: ["things:root", "things:admin"]}
+            list: {}
           rules:
+            - id: members-list
+              actions: [list, admin]
+              effect: allow
+              derivedRoles: [member]
             - id: flaky-deny
               actions: [delete]
               effect: deny
@@ -212,3 +223,36 @@ def test_decision_ids_are_distinct_with_one_process_prefix(engine: Engine) -> No
     assert len({i[:16] for i in ids}) == 1
     counters = [int(i[16:], 16) for i in ids]
     assert counters[1] - counters[0] in (1, 1 - 2**64)
+
+
+def test_a_derived_role_without_a_condition_holds_for_its_parent_roles(engine: Engine) -> None:
+    d = decide(engine, alice(), thing(), ["list"])["list"]
+    assert (d.effect, d.rule) == ("allow", "members-list")
+    guest = decide(engine, alice(roles=["guest"]), thing(), ["list"])["list"]
+    assert (guest.effect, guest.reasons) == ("deny", ("no_matching_rule",))
+
+
+def test_missing_scopes_deny_with_every_scope_named_explained_or_not(engine: Engine) -> None:
+    message = "principal lacks scope `things:admin`, `things:root`"
+    for _ in range(2):  # the second denial comes from the engine's cache of them
+        d = decide(engine, alice(), thing(), ["admin"])["admin"]
+        assert (d.effect, d.policy, d.rule, d.reasons, d.message) == (
+            "deny",
+            "things",
+            "",
+            ("missing_scope",),
+            message,
+        )
+    explained = decide(engine, alice(), thing(), ["admin"], explain=True)["admin"]
+    assert (explained.effect, explained.policy, explained.reasons, explained.message) == (
+        "deny",
+        "things",
+        ("missing_scope",),
+        message,
+    )
+    assert explained.trace == (
+        TraceStep("tenant", "things", "", "passed", "tenant `acme`"),
+        TraceStep("default", "things", "", "deny", message),
+    )
+    granted = decide(engine, alice(scopes=["things:admin", "things:root"]), thing(), ["admin"])
+    assert (granted["admin"].effect, granted["admin"].rule) == ("allow", "members-list")
