@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pdp.engine import Engine
+from pdp.model.decision import TraceStep
 from pdp.model.request import parse_check_request
 
 from .conftest import alice, decide, doc
@@ -161,10 +162,44 @@ def test_explain_returns_trace(engine: Engine) -> None:
         ["read"],
         explain=True,
     )["read"]
-    stages = [(s.stage, s.rule, s.outcome) for s in d.trace]
-    assert ("allow", "owner-all", "skipped") in stages
-    assert ("allow", "shared-read", "matched") in stages
-    assert ("guard", "blocked-country", "not_matched") in stages
+    assert (d.effect, d.rule, dict(d.obligations)) == (
+        "allow",
+        "shared-read",
+        {"mask_fields": ["email"]},
+    )
+    assert d.trace == (
+        TraceStep("tenant", "documents", "", "passed", "tenant `acme`"),
+        TraceStep("scope", "documents", "", "passed", "docs:read"),
+        TraceStep(
+            "guard",
+            "geo",
+            "blocked-country",
+            "not_matched",
+            "context.country in C.blocked_countries",
+        ),
+        TraceStep("allow", "documents", "owner-all", "skipped", "roles"),
+        TraceStep(
+            "allow",
+            "documents",
+            "shared-read",
+            "matched",
+            "principal.id in resource.attr.shared_with",
+        ),
+    )
+    p = alice()
+    del p["tenant"]
+    listed = decide(engine, p, {"kind": "catalog_model", "id": "gpt"}, ["list"], explain=True)
+    assert listed["list"].trace == (
+        TraceStep("scope", "catalog", "", "passed", ""),
+        TraceStep(
+            "guard",
+            "geo",
+            "blocked-country",
+            "not_matched",
+            "context.country in C.blocked_countries",
+        ),
+        TraceStep("allow", "catalog", "anyone-lists", "matched", ""),
+    )
 
 
 def test_unrelated_policies_are_not_consulted(engine: Engine) -> None:

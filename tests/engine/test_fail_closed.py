@@ -54,6 +54,11 @@ POLICIES = {
               actions: [list, admin]
               effect: allow
               derivedRoles: [member]
+            - id: after-2020
+              actions: [list]
+              effect: deny
+              condition: now < timestamp("2020-01-01T00:00:00Z")
+              reason: too_early
             - id: flaky-deny
               actions: [delete]
               effect: deny
@@ -256,3 +261,12 @@ def test_missing_scopes_deny_with_every_scope_named_explained_or_not(engine: Eng
     )
     granted = decide(engine, alice(scopes=["things:admin", "things:root"]), thing(), ["admin"])
     assert (granted["admin"].effect, granted["admin"].rule) == ("allow", "members-list")
+
+
+def test_the_default_clock_gives_conditions_a_timestamp(engine: Engine) -> None:
+    """`now` from the engine's own clock is a real timestamp: the rule comparing it works."""
+    raw = {"principal": alice(), "resources": [{**thing(), "actions": ["list"]}]}
+    response = engine.check(parse_check_request(raw))
+    d = response.results[0].actions["list"]
+    assert (d.effect, d.rule, d.errors) == ("allow", "members-list", ())
+    assert response.time_dependent is True
