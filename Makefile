@@ -48,5 +48,6 @@ clean:
 .PHONY: mutation
 mutation: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[mutation]'
+	rm -rf mutants  # mutmut keeps results across test changes; a check must start afresh
 	nice -n 10 $(BIN)/mutmut run --max-children 2 $(ARGS)
 	$(BIN)/python tests/mutation/report.py
