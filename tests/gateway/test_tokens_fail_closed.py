@@ -12,7 +12,13 @@ import pytest
 from jwt.algorithms import RSAAlgorithm
 
 from pdp.gateway.mapping import AuthConfig, ClaimsConfig
-from pdp.gateway.tokens import AuthError, TokenVerifier, load_jwks, principal_from_claims
+from pdp.gateway.tokens import (
+    AuthError,
+    KeySetError,
+    TokenVerifier,
+    load_jwks,
+    principal_from_claims,
+)
 
 from ._support import Keys, b64
 
@@ -85,3 +91,46 @@ def test_a_malformed_actor_claim_is_refused(act: object) -> None:
     with pytest.raises(AuthError) as caught:
         principal_from_claims({"sub": "alice", "act": act}, ClaimsConfig(actor="act"))
     assert caught.value.reason == "invalid_claims"
+
+
+@pytest.mark.parametrize("jwks", [{"keys": "abc"}, [], "[]", {"no": "keys"}])
+def test_a_jwks_without_a_keys_list_is_refused(jwks: object) -> None:
+    with pytest.raises(KeySetError) as caught:
+        load_jwks(jwks)
+    assert str(caught.value) == "jwks must be an object with a `keys` list"
+
+
+def test_a_jwks_as_json_text_loads(keys: Keys) -> None:
+    verifier = TokenVerifier(load_jwks(json.dumps(keys.jwks())), AuthConfig())
+    assert verifier.verify(keys.token())["sub"] == "alice"
+
+
+def test_a_jwk_without_use_is_a_signing_key(keys: Keys) -> None:
+    jwks = keys.jwks()
+    del jwks["keys"][0]["use"]
+    assert _verifier(jwks).verify(keys.token())["sub"] == "alice"
+
+
+def test_a_key_no_allowed_algorithm_fits_is_skipped_not_the_rest(keys: Keys) -> None:
+    verifier = TokenVerifier(load_jwks(keys.jwks(), allowed=("ES256",)), AuthConfig())
+    assert verifier.verify(keys.token(kind="ec"))["sub"] == "alice"
+    assert _reason(verifier, keys.token()) == "unknown_key"  # the RSA key was not loaded
+
+
+def test_tenant_claim_must_be_a_string_and_defaults_to_none() -> None:
+    with pytest.raises(AuthError) as caught:
+        principal_from_claims({"sub": "alice", "tenant": 5}, ClaimsConfig())
+    assert caught.value.reason == "invalid_claims"
+    principal = principal_from_claims({"sub": "alice"}, ClaimsConfig())
+    assert principal == {"id": "alice", "tenant": "", "roles": [], "scopes": [], "attr": {}}
+
+
+def test_a_claim_named_with_a_dot_is_read_before_a_path() -> None:
+    claims = {"sub": "alice", "org.id": "acme", "org": {"id": "globex"}}
+    assert principal_from_claims(claims, ClaimsConfig(tenant="org.id"))["tenant"] == "acme"
+
+
+def test_an_actor_without_a_string_type_has_an_empty_type() -> None:
+    for act in ({"sub": "agent-1"}, {"sub": "agent-1", "typ": 5}):
+        p = principal_from_claims({"sub": "alice", "act": act}, ClaimsConfig(actor="act"))
+        assert p["actor"] == {"id": "agent-1", "type": "", "scopes": [], "attr": {}}
