@@ -134,3 +134,12 @@ def test_an_actor_without_a_string_type_has_an_empty_type() -> None:
     for act in ({"sub": "agent-1"}, {"sub": "agent-1", "typ": 5}):
         p = principal_from_claims({"sub": "alice", "act": act}, ClaimsConfig(actor="act"))
         assert p["actor"] == {"id": "agent-1", "type": "", "scopes": [], "attr": {}}
+
+
+def test_a_token_without_kid_is_tried_against_every_key_of_its_algorithm(keys: Keys) -> None:
+    claims = jwt.decode(keys.token(), options={"verify_signature": False})
+    token = jwt.encode(claims, keys.rsa, algorithm="RS256")
+    assert "kid" not in jwt.get_unverified_header(token)
+    assert _verifier(keys.jwks()).verify(token)["sub"] == "alice"
+    rogue = jwt.encode(claims, keys.rogue, algorithm="RS256")
+    assert _reason(_verifier(keys.jwks()), rogue) == "invalid_signature"
