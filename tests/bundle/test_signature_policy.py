@@ -16,6 +16,7 @@ from pdp.bundle import signing
 from pdp.bundle.archive import pack, unpack
 from pdp.bundle.load import load_bundle
 from pdp.bundle.verify import open_bundle, sign_bundle
+from pdp.engine import Engine
 from pdp.engine.suites import CaseResult
 from pdp.errors import BundleError
 
@@ -136,6 +137,8 @@ def test_resigning_replaces_the_keys_own_signature_keeps_others_and_is_determini
 
 def test_extra_load_checks_run_and_refuse() -> None:
     def failing_check(source: object, engine: object) -> list[CaseResult]:
+        assert isinstance(engine, Engine)  # checks decide with the bundle's own engine
+        assert engine.bundle.version == "1.0.0"
         return [CaseResult("mapping", "doc read", "read", "mapping.yaml", 3, False, failure="no")]
 
     with pytest.raises(BundleError) as caught:
@@ -157,3 +160,22 @@ def test_failing_suites_are_named_up_to_five_then_counted() -> None:
         + "; ".join(f"f.yaml:{i} s / c{i} [a]: x" for i in range(5))
         + "; ... and 1 more"
     )
+
+
+def test_exactly_five_failures_are_all_named_with_no_count() -> None:
+    def five_failures(source: object, engine: object) -> list[CaseResult]:
+        return [CaseResult("s", f"c{i}", "a", "f.yaml", i, False, failure="x") for i in range(5)]
+
+    with pytest.raises(BundleError) as caught:
+        load_bundle(make_bundle(1), checks=[five_failures])
+    assert str(caught.value) == "bundle tests fail (5 failed): " + "; ".join(
+        f"f.yaml:{i} s / c{i} [a]: x" for i in range(5)
+    )
+
+
+def test_the_verified_bundle_records_its_archive_digest() -> None:
+    import hashlib
+
+    data = make_bundle(1, key=TRUSTED)
+    verified = open_bundle(data, [TRUSTED.public_key()])
+    assert verified.archive_sha256 == hashlib.sha256(data).hexdigest()

@@ -69,6 +69,7 @@ def main() -> int:
             lines.append(f"{module}: not run")
             continue
         codes = json.loads(meta_path.read_text())["exit_code_by_key"]
+        timeouts = sum(1 for c in codes.values() if KILLED.get(c) == "timeout")
         counts = Counter(
             "killed"
             if c in KILLED
@@ -86,7 +87,7 @@ def main() -> int:
         total_killed += counts["killed"]
         total_live += judged
         lines.append(
-            f"{module}: score {score:.1f}% — {counts['killed']} killed, "
+            f"{module}: score {score:.1f}% — {counts['killed']} killed ({timeouts} by timeout), "
             f"{counts['survived']} survived, {counts['no tests']} not covered, "
             f"{counts['not checked']} not run"
         )
