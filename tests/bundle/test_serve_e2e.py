@@ -202,4 +202,10 @@ def test_restart_with_source_down_serves_the_persisted_bundle(tmp_path: Path) ->
         response = server.stub.Check(CHECK, timeout=5)
         allowed = {a for a, d in response.results[0].actions.items() if d.effect == pb.EFFECT_ALLOW}
         assert allowed == {"a7"}
-        assert "source unavailable" in server.info().last_error
+        # The persisted bundle may be active before the first poll of the dead source fails:
+        # wait for that failure to be reported rather than assume it came first.
+        _wait_until(
+            lambda: "source unavailable" in server.info().last_error,
+            "the dead source to be reported",
+        )
+        assert server.info().active_bundle.version == "7.0.0"
