@@ -12,6 +12,7 @@ from .conftest import alice, decide, doc
 def test_owner_is_allowed_by_derived_role(engine: Engine) -> None:
     d = decide(engine, alice(), doc(), ["read"])["read"]
     assert (d.effect, d.policy, d.rule) == ("allow", "documents", "owner-all")
+    assert (d.reasons, d.errors, d.trace) == ((), (), ())  # no trace unless asked
 
 
 def test_other_user_cannot_read_unshared_object(engine: Engine) -> None:
@@ -82,8 +83,16 @@ def test_actor_needs_its_own_scope(engine: Engine) -> None:
     ok = decide(engine, alice(actor=agent), doc(), ["read"])["read"]
     assert ok.effect == "allow"
     denied = decide(engine, alice(actor=agent), doc(), ["write"])["write"]
-    assert (denied.effect, denied.reasons) == ("deny", ("actor_missing_scope",))
-    assert "`docs:write`" in denied.message
+    assert (denied.effect, denied.policy, denied.reasons) == (
+        "deny",
+        "documents",
+        ("actor_missing_scope",),
+    )
+    assert denied.message == "actor lacks scope `docs:write`"
+    explained = decide(engine, alice(actor=agent), doc(), ["write"], explain=True)["write"]
+    assert explained.trace[-1] == TraceStep(
+        "default", "documents", "", "deny", "actor lacks scope `docs:write`"
+    )
 
 
 def test_deny_overrides_allow(engine: Engine) -> None:

@@ -49,6 +49,12 @@ POLICIES = {
             delete: {}
             admin: {scopes: ["things:root", "things:admin"]}
             list: {}
+          crossTenant:
+            - id: support-window
+              actions: [read]
+              roles: [support]
+              condition: now > timestamp("2020-01-01T00:00:00Z") && context.attr.ticket != ""
+              reason: support_ticket
           rules:
             - id: members-list
               actions: [list, admin]
@@ -79,7 +85,7 @@ POLICIES = {
             - id: admins-or-editors-read
               actions: [read]
               effect: allow
-              roles: [admin]
+              roles: [admin, support]
               derivedRoles: [editor]
     """,
 }
@@ -189,7 +195,7 @@ def test_the_response_envelope(engine: Engine) -> None:
         "request_id": "req-7",
         "principal": alice(),
         "resources": [
-            {**thing(), "actions": ["read"]},
+            {**thing(), "actions": ["write"]},  # no rule of `write` reads the clock
             {"kind": "spaceship", "id": "s1", "tenant": "acme", "actions": ["fly"]},
         ],
         "context": {"time": "2026-03-01T12:00:00Z"},
@@ -270,3 +276,33 @@ def test_the_default_clock_gives_conditions_a_timestamp(engine: Engine) -> None:
     d = response.results[0].actions["list"]
     assert (d.effect, d.rule, d.errors) == ("allow", "members-list", ())
     assert response.time_dependent is True
+
+
+def test_a_cross_tenant_exception_whose_condition_errors_does_not_open_the_tenant(
+    engine: Engine,
+) -> None:
+    support = alice(id="sam", tenant="vendor", roles=["support"])
+    # No `context.attr`: the exception's condition errors, and an error never grants it.
+    d = decide(engine, support, thing(), ["read"])["read"]
+    assert (d.effect, d.reasons) == ("deny", ("tenant_mismatch",))
+    assert d.message == "principal tenant `vendor` differs from resource tenant `acme`"
+    raw = {
+        "principal": support,
+        "resources": [{**thing(), "actions": ["read"]}],
+        "context": {"attr": {"ticket": "T-1"}},
+    }
+    response = engine.check(parse_check_request(raw))
+    granted = response.results[0].actions["read"]
+    assert (granted.effect, granted.rule, granted.reasons) == (
+        "allow",
+        "admins-or-editors-read",
+        ("cross_tenant_exception", "support_ticket"),
+    )
+    # The exception read the clock: the answer must not be cached as time-independent.
+    assert response.time_dependent is True
+
+
+def test_an_erroring_allow_rule_is_reported_without_explain(engine: Engine) -> None:
+    d = decide(engine, alice(), thing(), ["write"])["write"]
+    assert (d.effect, d.rule, d.trace) == ("allow", "editors-write", ())
+    assert d.errors == ("rule `things/broken-allow`: no such key: `nope`",)
