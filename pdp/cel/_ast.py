@@ -179,6 +179,13 @@ def _pos(t: Tree | Token) -> tuple[int, int]:
     return meta.line, meta.column
 
 
+def _mixes_prefix_operators(op: str, operand: Tree | Token) -> bool:
+    """Whether a run of one prefix operator ends in the other one (`!-x`, `--!x`). A negative
+    number literal is one token, as in the reference parsers: `!!-1` is `-1`."""
+    del op  # the run of `op` was consumed: a remaining unary operator is the other one
+    return isinstance(operand, Tree) and operand.data == "unary" and len(operand.children) == 2
+
+
 class _Builder:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -237,6 +244,15 @@ class _Builder:
                     operand = operand.children[1]
                     continue
                 break
+            if _mixes_prefix_operators(op.data, operand):
+                # CEL's grammar: `"!" {"!"} Member | "-" {"-"} Member`. celpy's accepts `!-x`
+                # and `!!-x`; the reference parsers reject them, and so do we.
+                raise CelCompileError(
+                    "syntax error: `!` and `-` cannot be combined without parentheses",
+                    self.source,
+                    line,
+                    col,
+                )
             inner = self.build(operand)
             if run % 2 == 0:
                 return inner

@@ -184,6 +184,9 @@ class _Parser:
             fn = "!_" if c == "!" else "-_"
             line, col = self.at(self.pos)
             self.pos += 1
+            nxt = self.skip()
+            if (nxt == "!" or nxt == "-") and nxt != c:
+                raise Fallback  # `!-x`, `-!x`: not CEL; the tree walker reports it
             inner = self.unary()
             if len(inner) > 3 and inner[3] == fn:
                 count = inner[4] + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,8 +11,11 @@ import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import load_bench
 
@@ -19,9 +23,9 @@ bench_server = load_bench("server")
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-# A stand-in for `pdp serve --workers N` in its own session: N processes listening on one
-# port with SO_REUSEPORT, each accepting and holding connections; one of them also holds a
-# connection it made to another port, which must not count.
+# N processes listening on one port with SO_REUSEPORT, each accepting and holding connections;
+# one of them also holds a connection it made to another port, which must not count. Used for
+# that negative case only; the split across workers is tested on a real `pdp serve --workers`.
 LISTENERS = textwrap.dedent(
     """
     import os, socket, sys
@@ -94,8 +98,49 @@ def test_one_process_holds_every_connection_to_its_port_and_no_other() -> None:
                 c.close()
 
 
-def test_two_processes_share_the_connections_most_first() -> None:
-    with listeners(2) as (port, sid):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def pdp_serve_workers(workers: int) -> Iterator[tuple[int, int]]:
+    """(port, session id) of a real `pdp serve --workers N`, in its own session, SERVING."""
+    port = _free_port()
+    policies = Path(__file__).resolve().parents[2] / "policies"
+    argv = [sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(policies)]
+    argv += ["--listen", f"127.0.0.1:{port}", "--workers", str(workers), "--no-pin-workers"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60  # a cap: workers compile the policies on start
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                assert proc.poll() is None, "pdp serve exited"
+                try:
+                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert time.monotonic() < deadline, "pdp serve never became SERVING"
+                time.sleep(0.1)
+        yield port, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_pdp_serve_workers_share_the_connections_most_first() -> None:
+    """The real `pdp serve --workers 2`: the supervisor holds none, each worker some."""
+    with pdp_serve_workers(2) as (port, sid):
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
         try:
             split = wait_for_split(port, sid, 40)

@@ -80,12 +80,22 @@ def test_twenty_swaps_under_load_without_a_failed_or_mixed_decision() -> None:
         try:
             for n in range(2, SWAPS + 2):
                 server.set(make_bundle(n))
-                deadline = time.monotonic() + 10
+                deadline = time.monotonic() + 30  # a cap, not a duration under test
                 while holder.require().bundle.version != f"{n}.0.0":
                     assert time.monotonic() < deadline, f"bundle {n} never activated"
                     time.sleep(0.01)
-                time.sleep(0.03)  # let clients decide under this bundle too
-            time.sleep(0.3)  # a few polls of the unchanged last bundle: 304s
+                # Active now: version n decides, whatever the client threads caught of it.
+                response = holder.require().check(request)
+                effects = {a: d.effect for a, d in response.results[0].actions.items()}
+                assert (response.bundle.version, allowed_actions(effects)) == (
+                    f"{n}.0.0",
+                    {f"a{n}"},
+                )
+            # A few polls of the unchanged last bundle: 304s, waited for, not slept for.
+            deadline = time.monotonic() + 30
+            while server.not_modified == 0:
+                assert time.monotonic() < deadline, "no 304 for the unchanged bundle"
+                time.sleep(0.01)
         finally:
             stop.set()
             for t in threads:
@@ -93,6 +103,7 @@ def test_twenty_swaps_under_load_without_a_failed_or_mixed_decision() -> None:
             reloader.stop()
         assert failures == []
         assert all(c > 0 for c in calls)
-        assert len(seen_versions) >= SWAPS // 2  # clients really ran across the swaps
+        # Which versions the client threads caught depends on scheduling; each is a real one.
+        assert seen_versions <= {f"{n}.0.0" for n in range(1, SWAPS + 2)}, sorted(seen_versions)
         assert holder.require().bundle.version == f"{SWAPS + 1}.0.0"
         assert server.not_modified > 0  # unchanged polls cost a 304, not a download

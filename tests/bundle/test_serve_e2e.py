@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,8 @@ from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
 
 POLL = 0.4
 JITTER = 0.2
-# Room for a poll's fetch + verify + compile + tests, and a loaded CI machine.
-SLACK = 1.5
+# A cap on every wait, never a duration under test: a swap takes a poll (<= 0.6 s) plus a
+# fetch, verify, compile and test run, which a loaded machine can stretch a lot.
 START_TIMEOUT = 30.0
 
 
@@ -84,17 +84,20 @@ def pdp_serve(url: str, *extra: str) -> Iterator[Replica]:
             proc.wait()
 
 
-def _wait_version(replicas: list[Replica], version: str, timeout: float) -> float:
-    """Seconds until every replica serves `version`."""
-    start = time.monotonic()
-    pending = list(replicas)
-    while pending:
-        pending = [r for r in pending if r.info().active_bundle.version != version]
-        if pending:
-            elapsed = time.monotonic() - start
-            assert elapsed < timeout, f"not all replicas on {version} after {elapsed:.1f}s"
-            time.sleep(0.02)
-    return time.monotonic() - start
+def _wait_until(condition: Callable[[], bool], what: str, cap: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + cap
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _wait_version(replicas: list[Replica], version: str, cap: float = START_TIMEOUT) -> None:
+    """Wait (up to a generous cap) until every replica serves `version`."""
+    _wait_until(
+        lambda: all(r.info().active_bundle.version == version for r in replicas),
+        f"every replica on {version}",
+        cap,
+    )
 
 
 CHECK = request_to_proto(
@@ -134,35 +137,39 @@ def test_twenty_swaps_over_grpc_without_a_failed_or_mixed_call() -> None:
         try:
             for n in range(2, 22):
                 http.set(make_bundle(n))
-                _wait_version([server], f"{n}.0.0", POLL + JITTER + SLACK)
-                time.sleep(0.05)
+                _wait_version([server], f"{n}.0.0")
+                # Once active, version n decides: an exact check from here, whatever the
+                # client threads happened to catch of it.
+                response = server.stub.Check(CHECK, timeout=5)
+                actions = response.results[0].actions
+                allowed = {a for a, d in actions.items() if d.effect == pb.EFFECT_ALLOW}
+                assert (response.bundle.version, allowed) == (f"{n}.0.0", {f"a{n}"})
         finally:
             stop.set()
             for t in threads:
                 t.join(10)
         assert failures == []
         assert all(c > 0 for c in calls), calls
-        assert len(versions) >= 15, sorted(versions)
+        assert versions <= {f"{n}.0.0" for n in range(1, 22)}, sorted(versions)
         info = server.info()
         assert info.active_bundle.version == "21.0.0"
         assert info.last_error == ""
-        time.sleep(2 * (POLL + JITTER))
-        assert http.not_modified > 0  # an unchanged bundle costs a 304, not a download
+        # An unchanged bundle costs a 304, not a download.
+        _wait_until(lambda: http.not_modified > 0, "a 304 for the unchanged bundle")
 
 
 def test_three_replicas_converge_forward_and_back() -> None:
     v1, v2 = make_bundle(1, revision="aaaa1111"), make_bundle(2, revision="bbbb2222")
     with serve_bundles(v1) as http, ExitStack() as stack:
         replicas = [stack.enter_context(pdp_serve(http.url)) for _ in range(3)]
-        _wait_version(replicas, "1.0.0", START_TIMEOUT)
-        bound = POLL + JITTER + SLACK
+        _wait_version(replicas, "1.0.0")
 
         http.set(v2)
-        assert _wait_version(replicas, "2.0.0", bound) <= bound
+        _wait_version(replicas, "2.0.0")
         assert {r.info().active_bundle.revision for r in replicas} == {"bbbb2222"}
 
         http.set(v1)  # rollback
-        assert _wait_version(replicas, "1.0.0", bound) <= bound
+        _wait_version(replicas, "1.0.0")
         for r in replicas:
             info = r.info()
             assert (info.active_bundle.version, info.active_bundle.revision) == (
@@ -173,7 +180,10 @@ def test_three_replicas_converge_forward_and_back() -> None:
 
         # A bad bundle reaches every replica and is refused by all; they keep serving v1.
         http.set(make_bundle(3, tests_pass=False))
-        time.sleep(bound)
+        _wait_until(
+            lambda: all("tests fail" in r.info().last_error for r in replicas),
+            "every replica to refuse the bad bundle",
+        )
         for r in replicas:
             info = r.info()
             assert info.active_bundle.version == "1.0.0"
@@ -185,11 +195,17 @@ def test_restart_with_source_down_serves_the_persisted_bundle(tmp_path: Path) ->
     with serve_bundles(make_bundle(7)) as http:
         url = http.url
         with pdp_serve(url, "--cache-dir", cache) as server:
-            _wait_version([server], "7.0.0", START_TIMEOUT)
+            _wait_version([server], "7.0.0")
     # The HTTP server is gone now: nothing listens on its port.
     with pdp_serve(url, "--cache-dir", cache) as server:
-        _wait_version([server], "7.0.0", START_TIMEOUT)
+        _wait_version([server], "7.0.0")
         response = server.stub.Check(CHECK, timeout=5)
         allowed = {a for a, d in response.results[0].actions.items() if d.effect == pb.EFFECT_ALLOW}
         assert allowed == {"a7"}
-        assert "source unavailable" in server.info().last_error
+        # The persisted bundle may be active before the first poll of the dead source fails:
+        # wait for that failure to be reported rather than assume it came first.
+        _wait_until(
+            lambda: "source unavailable" in server.info().last_error,
+            "the dead source to be reported",
+        )
+        assert server.info().active_bundle.version == "7.0.0"

@@ -80,7 +80,7 @@ def test_fast_path_is_taken() -> None:
     for source in [
         "a.b(c) && !d || e[0] in [1, 2]",
         "x ? {'k': 1u} : .y.z",
-        "-!-x",
+        "-(!x) + !!y - --z",
         "has(R.attr.archived) && R.attr.archived == true && R.attr.age > 7",
         "P.id in R.attr.readers || P.attr.level >= 7\n  // why\n  && 'a\\n' != b'x'",
         "[1, 2.5, -3, 4u, null, true, '''m''', r'\\d'].size() > 0",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pdp.engine import Engine
+from pdp.model.decision import TraceStep
 from pdp.model.request import parse_check_request
 
 from .conftest import alice, decide, doc
@@ -11,12 +12,17 @@ from .conftest import alice, decide, doc
 def test_owner_is_allowed_by_derived_role(engine: Engine) -> None:
     d = decide(engine, alice(), doc(), ["read"])["read"]
     assert (d.effect, d.policy, d.rule) == ("allow", "documents", "owner-all")
+    assert (d.reasons, d.errors, d.trace) == ((), (), ())  # no trace unless asked
 
 
 def test_other_user_cannot_read_unshared_object(engine: Engine) -> None:
     d = decide(engine, alice(id="bob"), doc(), ["read"])["read"]
-    assert d.effect == "deny"
-    assert d.reasons == ("no_matching_rule",)
+    assert (d.effect, d.policy, d.rule, d.reasons) == (
+        "deny",
+        "documents",
+        "",
+        ("no_matching_rule",),
+    )
 
 
 def test_explicit_share_allows_with_obligations(engine: Engine) -> None:
@@ -46,15 +52,17 @@ def test_missing_tenant_is_an_error_not_a_match(engine: Engine) -> None:
 def test_cross_tenant_exception_is_audited(engine: Engine) -> None:
     support = alice(id="sam", tenant="vendor", roles=["support"])
     with_ticket = decide(engine, support, doc(), ["read"], {"attr": {"ticket": "T-1"}})["read"]
-    assert with_ticket.effect == "allow"
-    assert with_ticket.rule == "support-read"
-    assert "cross_tenant_exception" in with_ticket.reasons
-    assert "support_ticket" in with_ticket.reasons
+    assert (with_ticket.effect, with_ticket.rule, with_ticket.reasons) == (
+        "allow",
+        "support-read",
+        ("cross_tenant_exception", "support_ticket"),
+    )
+    assert dict(with_ticket.obligations) == {"audit": True}
     without = decide(engine, support, doc(), ["read"], {"attr": {"ticket": ""}})["read"]
-    assert without.reasons == ("tenant_mismatch",)
+    assert (without.effect, without.reasons) == ("deny", ("tenant_mismatch",))
     # The exception covers `read` only.
     other = decide(engine, support, doc(), ["write"], {"attr": {"ticket": "T-1"}})["write"]
-    assert other.reasons == ("tenant_mismatch",)
+    assert (other.effect, other.reasons) == ("deny", ("tenant_mismatch",))
 
 
 def test_global_kind_skips_tenant_isolation(engine: Engine) -> None:
@@ -75,8 +83,16 @@ def test_actor_needs_its_own_scope(engine: Engine) -> None:
     ok = decide(engine, alice(actor=agent), doc(), ["read"])["read"]
     assert ok.effect == "allow"
     denied = decide(engine, alice(actor=agent), doc(), ["write"])["write"]
-    assert (denied.effect, denied.reasons) == ("deny", ("actor_missing_scope",))
-    assert "`docs:write`" in denied.message
+    assert (denied.effect, denied.policy, denied.reasons) == (
+        "deny",
+        "documents",
+        ("actor_missing_scope",),
+    )
+    assert denied.message == "actor lacks scope `docs:write`"
+    explained = decide(engine, alice(actor=agent), doc(), ["write"], explain=True)["write"]
+    assert explained.trace[-1] == TraceStep(
+        "default", "documents", "", "deny", "actor lacks scope `docs:write`"
+    )
 
 
 def test_deny_overrides_allow(engine: Engine) -> None:
@@ -105,23 +121,27 @@ def test_guard_denies_across_kinds_with_country_from_geo_data(engine: Engine) ->
 
 def test_error_in_deny_rule_denies(engine: Engine) -> None:
     d = decide(engine, alice(), doc(), ["write"])["write"]
-    assert (d.effect, d.rule) == ("deny", "broken-deny")
-    assert "condition_error" in d.reasons
-    assert d.errors and "broken-deny" in d.errors[0]
+    assert (d.effect, d.rule, d.reasons) == ("deny", "broken-deny", ("broken", "condition_error"))
+    assert d.errors == ("rule `documents/broken-deny`: no such key: `missing_key`",)
 
 
 def test_error_in_allow_rule_never_allows(engine: Engine) -> None:
     d = decide(engine, alice(id="bob"), doc(), ["share"])["share"]
-    assert d.effect == "deny"
-    assert "no_matching_rule" in d.reasons and "condition_error" in d.reasons
-    assert d.errors
+    assert (d.effect, d.rule, d.reasons) == ("deny", "", ("no_matching_rule", "condition_error"))
+    assert d.errors == ("rule `documents/broken-allow`: no such key: `nope`",)
 
 
 def test_unknown_kind_and_action(engine: Engine) -> None:
     d = decide(engine, alice(), doc(kind="spaceship"), ["fly"])["fly"]
-    assert d.reasons == ("unknown_resource_kind",)
+    assert (d.effect, d.policy, d.rule, d.reasons) == ("deny", "", "", ("unknown_resource_kind",))
+    assert d.message == "no policy governs resource kind `spaceship`"
+    assert (d.obligations, d.errors) == ({}, ())
     d = decide(engine, alice(), doc(), ["fly"])["fly"]
-    assert d.reasons == ("unknown_action",)
+    assert (d.effect, d.policy, d.rule, d.reasons) == ("deny", "documents", "", ("unknown_action",))
+    assert d.message == "resource kind `document` has no action `fly`"
+    # A known action beside an unknown one is still decided on its own.
+    both = decide(engine, alice(), doc(), ["fly", "read"])
+    assert (both["fly"].effect, both["read"].effect) == ("deny", "allow")
 
 
 def test_batch_many_resources_and_actions(engine: Engine) -> None:
@@ -151,10 +171,44 @@ def test_explain_returns_trace(engine: Engine) -> None:
         ["read"],
         explain=True,
     )["read"]
-    stages = [(s.stage, s.rule, s.outcome) for s in d.trace]
-    assert ("allow", "owner-all", "skipped") in stages
-    assert ("allow", "shared-read", "matched") in stages
-    assert ("guard", "blocked-country", "not_matched") in stages
+    assert (d.effect, d.rule, dict(d.obligations)) == (
+        "allow",
+        "shared-read",
+        {"mask_fields": ["email"]},
+    )
+    assert d.trace == (
+        TraceStep("tenant", "documents", "", "passed", "tenant `acme`"),
+        TraceStep("scope", "documents", "", "passed", "docs:read"),
+        TraceStep(
+            "guard",
+            "geo",
+            "blocked-country",
+            "not_matched",
+            "context.country in C.blocked_countries",
+        ),
+        TraceStep("allow", "documents", "owner-all", "skipped", "roles"),
+        TraceStep(
+            "allow",
+            "documents",
+            "shared-read",
+            "matched",
+            "principal.id in resource.attr.shared_with",
+        ),
+    )
+    p = alice()
+    del p["tenant"]
+    listed = decide(engine, p, {"kind": "catalog_model", "id": "gpt"}, ["list"], explain=True)
+    assert listed["list"].trace == (
+        TraceStep("scope", "catalog", "", "passed", ""),
+        TraceStep(
+            "guard",
+            "geo",
+            "blocked-country",
+            "not_matched",
+            "context.country in C.blocked_countries",
+        ),
+        TraceStep("allow", "catalog", "anyone-lists", "matched", ""),
+    )
 
 
 def test_unrelated_policies_are_not_consulted(engine: Engine) -> None:
@@ -217,9 +271,10 @@ def test_non_bool_condition_is_an_error_not_an_allow(tmp_path) -> None:
     engine = _notes_engine(tmp_path)
     note = {"kind": "note", "id": "n", "tenant": "acme", "attr": {"label": "yes"}}
     d = decide(engine, alice(), note, ["tag"])["tag"]
-    assert d.effect == "deny"
-    assert "condition_error" in d.reasons
-    assert d.errors
+    assert (d.effect, d.reasons) == ("deny", ("no_matching_rule", "condition_error"))
+    assert d.errors == (
+        "rule `notes/not-a-bool`: condition yields a value of type `string`, want bool",
+    )
 
 
 def test_time_dependence_is_reported_only_when_the_clock_could_matter() -> None:

@@ -1,66 +1,77 @@
-"""The servicer with a stub engine: proto in, proto out, and every failure path never OK."""
+"""The servicer over a real engine (the Envoy test's policies, mapping and JWKS): proto in, proto
+out, and every failure path never OK."""
 
 from __future__ import annotations
 
 import copy
 import json
-from types import SimpleNamespace
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pdp.errors import NoPoliciesError
+from pdp.engine import Engine, EngineHolder, compile_policy_set
+from pdp.engine.compiled import PolicySet
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway.mapping import load_route_mapping
 from pdp.gateway.mapping_tests import run_mapping_tests
 from pdp.gateway.servicer import ExtAuthzServicer, GatewayOptions, GatewayResolver
-from pdp.model.decision import ActionDecision, BundleInfo, CheckResponse, ResourceDecision
+from pdp.model.decision import CheckResponse
+from pdp.model.loader import load_policy_dir
+from pdp.model.request import CheckRequest
 
 from ._support import MAPPING, Keys
+from .test_envoy import POLICIES
 
 
-class StubEngine:
-    """Allows `read` for tenant acme, denies the rest; records the requests it saw."""
+def _policy_dir(root: Path, *, with_keys: bool) -> Path:
+    """The Envoy test's policies, route mapping and (optionally) JWKS, as `pdp serve` reads them."""
+    files = {name: text.encode() for name, text in POLICIES.items()}
+    files["mapping.yaml"] = json.dumps(MAPPING).encode()  # JSON is YAML
+    if with_keys:
+        files["data/jwks.json"] = json.dumps(KEYS.jwks()).encode()
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
 
-    def __init__(self, data=None, fail=False):
-        self.policy_set = SimpleNamespace(
-            data=data or {}, route_mapping=MAPPING, route_mapping_file="mapping.yaml"
-        )
+
+class RecordingEngine(Engine):
+    """A real engine that also keeps the requests it decided (to check the mapping's input)."""
+
+    def __init__(self, policy_set: PolicySet, *, fail: bool = False) -> None:
+        super().__init__(policy_set)
         self.fail = fail
-        self.seen = []
+        self.seen: list[CheckRequest] = []
 
-    def check(self, request):
-        if self.fail:
+    def check(self, request: CheckRequest, **kwargs: Any) -> CheckResponse:
+        if self.fail:  # an unexpected failure inside the engine
             raise RuntimeError("boom")
         self.seen.append(request)
-        res = request.resources[0]
-        ok = res.actions[0] == "read" and res.tenant == request.principal["tenant"]
-        action = ActionDecision(
-            effect="allow" if ok else "deny", reasons=() if ok else ("no_matching_rule",)
-        )
-        return CheckResponse(
-            request_id=request.request_id,
-            decision_id="f" * 32,
-            bundle=BundleInfo("b", "1", "r"),
-            results=(ResourceDecision(res.kind, res.id, {res.actions[0]: action}),),
-        )
+        return super().check(request, **kwargs)
 
 
-class StubHolder:
-    def __init__(self, engine):
-        self.engine = engine
-
-    def require(self):
-        if self.engine is None:
-            raise NoPoliciesError("none")
-        return self.engine
+def real_engine(root: Path, *, with_keys: bool = True, fail: bool = False) -> RecordingEngine:
+    policies = compile_policy_set(load_policy_dir(_policy_dir(root, with_keys=with_keys)))
+    return RecordingEngine(policies, fail=fail)
 
 
 KEYS = Keys()
 
 
 @pytest.fixture(scope="module")
-def keys():
+def keys() -> Keys:
     return KEYS
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> RecordingEngine:
+    return real_engine(tmp_path_factory.mktemp("policies"))
+
+
+def _token(keys: Keys, **claims: Any) -> str:
+    return keys.token({"roles": "user", "scope": "kb:read kb:delete", **claims})
 
 
 def _request(path, token=None, method="GET", jwt_payload=None, source="10.0.0.1"):
@@ -77,33 +88,34 @@ def _request(path, token=None, method="GET", jwt_payload=None, source="10.0.0.1"
     return req
 
 
-def test_allow_and_deny_through_the_proto(keys):
-    engine = StubEngine(data={"jwks": keys.jwks()})
-    svc = ExtAuthzServicer(StubHolder(engine))
-    ok = svc.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", keys.token()), None)
+def test_allow_and_deny_through_the_proto(keys, engine):
+    svc = ExtAuthzServicer(EngineHolder(engine))
+    ok = svc.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), None)
     assert ok.status.code == 0 and ok.WhichOneof("http_response") == "ok_response"
     assert engine.seen[-1].context["ip"] == "10.0.0.1"
     assert engine.seen[-1].request_id == "req-1"
+    assert engine.seen[-1].principal["id"] == "alice"
     denied = svc.Check(
-        _request("/v1/tenants/acme/kb/k1/docs/d1", keys.token(), method="DELETE"), None
+        _request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys), method="DELETE"), None
     )
     assert denied.status.code == 7 and denied.denied_response.status.code == 403
+    other_tenant = svc.Check(_request("/v1/tenants/globex/kb/k1/docs/d1", _token(keys)), None)
+    assert other_tenant.status.code == 7 and other_tenant.denied_response.status.code == 403
     assert svc.Check(_request("/v1/tenants/acme/kb/k1/docs/d1"), None).status.code == 16
 
 
-def test_raw_header_map(keys):
-    engine = StubEngine(data={"jwks": keys.jwks()})
+def test_raw_header_map(keys, engine):
     req = _request("/v1/tenants/acme/kb/k1/docs/d1")
     h = req.attributes.request.http.header_map.headers.add()
-    h.key, h.raw_value = "authorization", f"Bearer {keys.token()}".encode()
-    assert ExtAuthzServicer(StubHolder(engine)).Check(req, None).status.code == 0
+    h.key, h.raw_value = "authorization", f"Bearer {_token(keys)}".encode()
+    assert ExtAuthzServicer(EngineHolder(engine)).Check(req, None).status.code == 0
 
 
-def test_claims_from_envoy_jwt_authn_metadata():
-    engine = StubEngine()
+def test_claims_from_envoy_jwt_authn_metadata(tmp_path):
+    engine = real_engine(tmp_path, with_keys=False)
     options = GatewayOptions(source="envoy_jwt_authn")
-    svc = ExtAuthzServicer(StubHolder(engine), GatewayResolver(options))
-    payload = {"sub": "alice", "tid": "acme", "scope": "kb:read"}
+    svc = ExtAuthzServicer(EngineHolder(engine), GatewayResolver(options))
+    payload = {"sub": "alice", "tid": "acme", "scope": "kb:read", "roles": "user"}
     resp = svc.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", jwt_payload=payload), None)
     assert resp.status.code == 0
     assert engine.seen[-1].principal["id"] == "alice"
@@ -112,26 +124,31 @@ def test_claims_from_envoy_jwt_authn_metadata():
 
 
 @pytest.mark.parametrize(
-    ("holder", "status", "reason"),
+    ("case", "status", "reason"),
     [
-        (StubHolder(None), 503, "no_policies"),
-        (StubHolder(StubEngine(fail=True, data={"jwks": KEYS.jwks()})), 500, "internal_error"),
-        (StubHolder(StubEngine()), 500, "gateway_misconfigured"),  # jwt source but no keys
+        ("no engine yet", 503, "no_policies"),
+        ("engine raises", 500, "internal_error"),
+        ("no keys", 500, "gateway_misconfigured"),  # jwt source but no JWKS in the bundle
     ],
 )
-def test_failures_are_never_ok(keys, holder, status, reason):
+def test_failures_are_never_ok(keys, tmp_path, case, status, reason):
+    holder = {
+        "no engine yet": lambda: EngineHolder(),
+        "engine raises": lambda: EngineHolder(real_engine(tmp_path, fail=True)),
+        "no keys": lambda: EngineHolder(real_engine(tmp_path, with_keys=False)),
+    }[case]()
     resp = ExtAuthzServicer(holder).Check(
-        _request("/v1/tenants/acme/kb/k1/docs/d1", keys.token()), None
+        _request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), None
     )
     assert resp.status.code != 0
     assert resp.denied_response.status.code == status
     assert json.loads(resp.denied_response.body)["reason"] == reason
-    assert resp.dynamic_metadata["decision_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", resp.dynamic_metadata["decision_id"])
 
 
-def test_mapping_tests_section():
+def test_mapping_tests_section(engine):
     doc = copy.deepcopy(MAPPING)
-    claims = {"sub": "alice", "tid": "acme", "scope": "kb:read"}
+    claims = {"sub": "alice", "tid": "acme", "scope": "kb:read", "roles": "user"}
     doc["spec"]["tests"] = [
         {
             "name": "doc read",
@@ -139,6 +156,7 @@ def test_mapping_tests_section():
                 "method": "GET",
                 "path": "/v1/tenants/acme/kb/k1/docs/d1",
                 "claims": claims,
+                "ip": "10.0.0.1",  # the network guard fails closed without a source address
             },
             "expect": {
                 "kind": "document",
@@ -173,12 +191,13 @@ def test_mapping_tests_section():
             "expect": {"action": "read"},
         },
     ]
-    results = run_mapping_tests(load_route_mapping(doc), StubEngine())
+    results = run_mapping_tests(load_route_mapping(doc), engine)
+    assert [r.problems for r in results][:3] == [(), (), ()]
     assert [r.passed for r in results] == [True, True, True, False]
     assert results[3].problems == ("action: got `write`, expected `read`",)
 
 
-def test_registrar_registers_on_a_server(keys):
+def test_registrar_registers_on_a_server(keys, engine):
     from concurrent import futures
 
     import grpc
@@ -187,7 +206,7 @@ def test_registrar_registers_on_a_server(keys):
     from pdp.gateway.servicer import SERVICE_NAME, ext_authz_registrar
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    holder = StubHolder(StubEngine(data={"jwks": keys.jwks()}))
+    holder = EngineHolder(engine)
     assert (
         ext_authz_registrar(holder)(server) == SERVICE_NAME == "envoy.service.auth.v3.Authorization"
     )
@@ -196,7 +215,7 @@ def test_registrar_registers_on_a_server(keys):
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = ext_grpc.AuthorizationStub(channel)
-            resp = stub.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", keys.token()), timeout=5)
+            resp = stub.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), timeout=5)
             assert resp.status.code == 0
     finally:
         server.stop(grace=None)

@@ -271,11 +271,11 @@ def test_a_dead_writer_never_blocks_or_fails_decisions(
     observer._proc.kill()  # the writer process dies under the server
     observer._proc.wait()
     try:
-        t0 = time.monotonic()
         for i in range(500):
-            observer.on_wire(item_of(wire_obs(f"dec-{i}")))  # returns at once, whatever happens
+            # Returns whatever happens to the writer: a call that blocked on the dead process
+            # would hang the test (pytest-timeout), so returning is the assertion.
+            observer.on_wire(item_of(wire_obs(f"dec-{i}")))
             time.sleep(0.0005)
-        assert time.monotonic() - t0 < 10
         deadline = time.monotonic() + 10
         while "telemetry writer process is gone" not in caplog.text:
             assert time.monotonic() < deadline, caplog.text

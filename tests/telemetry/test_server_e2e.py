@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import json_format
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pdp.model.request import CheckRequest
+from pdp.engine import Engine, EngineHolder, compile_policy_set
+from pdp.model.loader import load_policy_dir
 from pdp.server import ServerConfig, build_server
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
@@ -24,29 +25,30 @@ from .conftest import (
     TRACE_ID,
     TRACEPARENT,
     request_dict,
-    response_for,
 )
 
+POLICY = """
+apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: document}
+spec:
+  resource: document
+  actions:
+    read: {scopes: ["docs:read"]}
+    delete: {scopes: ["docs:delete"]}
+  rules:
+    - id: readers
+      actions: [read]
+      effect: allow
+      roles: [editor]
+      obligations: {watermark: true}
+"""
 
-class StubEngine:
-    """Answers like the engine would; the server and telemetry are what is under test."""
 
-    bundle = BUNDLE
-
-    def check(self, request: CheckRequest) -> Any:
-        return response_for(request, decision_id=f"dec-{request.request_id}")
-
-
-class StubHolder:
-    def __init__(self) -> None:
-        self.current = StubEngine()
-        self.status = None
-
-    def require(self) -> StubEngine:
-        return self.current
-
-    def on_swap(self, listener: Any) -> None:
-        pass
+def real_holder(root: Path) -> EngineHolder:
+    """A real engine over a one-policy tree: editors read; nobody here holds `docs:delete`."""
+    (root / "document.yaml").write_text(POLICY)
+    return EngineHolder(Engine(compile_policy_set(load_policy_dir(root)), BUNDLE))
 
 
 def test_check_over_grpc_is_logged_traced_and_masked(tmp_path: Path) -> None:
@@ -59,9 +61,11 @@ def test_check_over_grpc_is_logged_traced_and_masked(tmp_path: Path) -> None:
         tracer=otel.tracer,
         otel=otel,
     )
-    holder = StubHolder()
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    holder = real_holder(policies)
     server = build_server(
-        holder,  # type: ignore[arg-type]
+        holder,
         ServerConfig(listen=("127.0.0.1:0",), threads=2),
         observer=observer,
     )
@@ -75,19 +79,18 @@ def test_check_over_grpc_is_logged_traced_and_masked(tmp_path: Path) -> None:
                 metadata=(("traceparent", TRACEPARENT), ("authorization", f"Bearer {TOKEN}")),
                 timeout=10,
             )
-            assert reply.decision_id == "dec-e2e-1"
+            assert reply.request_id == "e2e-1" and len(reply.decision_id) == 32
             bad = pb.CheckRequest(request_id="e2e-2")  # no principal: INVALID_ARGUMENT
-            try:
+            with pytest.raises(grpc.RpcError) as caught:
                 stub.Check(bad, timeout=10)
-            except grpc.RpcError as exc:
-                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         server.stop(grace=5)  # closes the observer: flushes the queue, the file, the spans
 
     text = log_file.read_text()
     assert TOKEN not in text and "123-45-6789" not in text and "authorization" not in text.lower()
     ok, failed = [json.loads(line) for line in text.splitlines()]
-    assert ok["decision_id"] == "dec-e2e-1"
+    assert ok["decision_id"] == reply.decision_id
     assert ok["rpc"] == "/pdp.v1.DecisionService/Check"
     assert ok["caller"]["address"].startswith("ipv4:127.0.0.1:")
     assert ok["trace_id"] == TRACE_ID

@@ -18,6 +18,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from pdp.telemetry import span_batches
 from pdp.telemetry.otel import make_resource
 from pdp.telemetry.otlp_spans import EXPORT_METHOD, FastOTLPSpanExporter, _RawTraceClient
 from pdp.telemetry.span_batches import DEFAULT_MAX_EXPORT_BATCH_SIZE, EncodedSpanProcessor
@@ -143,7 +144,7 @@ class SlowReceiver(Receiver):
 
 
 def test_a_full_queue_waits_briefly_then_drops_counts_and_warns(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slow = SlowReceiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -162,7 +163,9 @@ def test_a_full_queue_waits_briefly_then_drops_counts_and_warns(
             t0 = time.monotonic()
             p.add(make_resource(), SCOPE, [span("u")] * 4)
             waited = time.monotonic() - t0
-        assert 0.3 < waited < 2  # a short wait for room, then the excess is dropped
+        # It waited for room (the full ADD_WAIT_S: the collector held the batch), then dropped
+        # the excess. A lower bound only: a loaded machine can make the wait longer, not shorter.
+        assert waited >= span_batches.ADD_WAIT_S
         assert p.dropped == 4 and "dropped 4 spans" in caplog.text
         slow.release.set()
         p.force_flush()
@@ -175,9 +178,10 @@ def test_a_full_queue_waits_briefly_then_drops_counts_and_warns(
         p.add(make_resource(), SCOPE, [span("w")] * 4)
         wait_for(lambda: p._queued == 0)  # held by the collector
         p.add(make_resource(), SCOPE, [span("x")] * 4)  # fills the queue
-        t0 = time.monotonic()
+        # The last export failed: no waiting at all. With an hour's wait for room, a call that
+        # waited would hang the test (pytest-timeout) instead of returning with the drop.
+        monkeypatch.setattr(span_batches, "ADD_WAIT_S", 3600.0)
         p.add(make_resource(), SCOPE, [span("y")] * 4)
-        assert time.monotonic() - t0 < 0.2  # the last export failed: no waiting at all
         assert p.dropped == 8
         slow.release.set()
     finally:
