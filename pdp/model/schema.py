@@ -62,6 +62,14 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
     if value.get("type") != "object":
         report('an attribute schema must have `"type": "object"` at the top', ["type"])
         return None
+    for path in _regex_keywords(value, []):
+        report(
+            f"`{path[-1]}` is matched by a backtracking regular-expression engine, so a "
+            "caller's attribute could stall the server; use `enum`, or a CEL `matches` "
+            "condition (RE2, linear time)",
+            path,
+        )
+        bad = True
     for path, ref in _refs(value, []):
         if not isinstance(ref, str) or not ref.startswith("#"):
             report(
@@ -90,6 +98,46 @@ def compile_validator(schema: dict[str, Any]) -> Any:
 def _short(message: str) -> str:
     message = message.replace("'", "`").strip().rstrip(".")
     return message if len(message) <= 200 else message[:197] + "..."
+
+
+# Where a JSON Schema keeps subschemas: maps of them, lists of them, and single ones.
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SCHEMA_ONE = (
+    "items",
+    "additionalProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+)
+
+
+def _regex_keywords(schema: Any, path: list[str | int]) -> Iterator[list[str | int]]:
+    """Paths of `pattern` and `patternProperties` keywords (not of properties so named).
+
+    fastjsonschema runs them on Python's backtracking `re`: pdp's regexes run on RE2 only.
+    """
+    if not isinstance(schema, dict):
+        return
+    for keyword in ("pattern", "patternProperties"):
+        if keyword in schema:
+            yield [*path, keyword]
+    for key in _SCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            for name, sub in schema[key].items():
+                yield from _regex_keywords(sub, [*path, key, name])
+    for key in _SCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            for i, sub in enumerate(schema[key]):
+                yield from _regex_keywords(sub, [*path, key, i])
+    for key in _SCHEMA_ONE:
+        if key in schema:
+            yield from _regex_keywords(schema[key], [*path, key])
 
 
 def _refs(value: Any, path: list[str | int]) -> Iterator[tuple[list[str | int], Any]]:

@@ -19,8 +19,17 @@ DEEP += "{}" + "}}" * 80 + "}}"
     [
         ('{"type":"object","properties":{"a":{"$ref":"#/$defs/nope"}}}', "cannot be compiled"),
         (
-            '{"type":"object","properties":{"a":{"type":"string","pattern":"(("}}}',
-            "cannot be compiled",
+            '{"type":"object","properties":{"a":{"type":"string","pattern":"^(a+)+$"}}}',
+            "backtracking",
+        ),
+        (
+            '{"type":"object","patternProperties":{"^x":{"type":"string"}}}',
+            "backtracking",
+        ),
+        (
+            '{"type":"object","$defs":{"e":{"type":"string","pattern":"(a|a)*b"}},'
+            '"properties":{"a":{"$ref":"#/$defs/e"}}}',
+            "backtracking",
         ),
         (
             '{"type":"object","properties":{"a":{"$ref":"http://127.0.0.1:9/x.json"}}}',
@@ -51,6 +60,12 @@ def test_malformed_schema_files_are_load_errors(text: str) -> None:
     with pytest.raises(PolicyErrors) as info:
         load_policy_files({"schemas/x.json": text.encode("latin-1")})
     assert info.value.errors[0].location.file == "schemas/x.json"
+
+
+def test_a_property_named_pattern_is_just_a_property() -> None:
+    text = '{"type":"object","properties":{"pattern":{"type":"string"}}}'
+    source = load_policy_files({"schemas/x.json": text.encode()})
+    assert source.schemas["x.json"].schema["properties"]["pattern"] == {"type": "string"}
 
 
 def test_a_recursive_schema_loads_and_types_terminate() -> None:
