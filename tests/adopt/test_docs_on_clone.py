@@ -183,7 +183,10 @@ def test_documented_commands_succeed_and_print_what_they_say(
             assert served.proc.returncode == 0, f"{where}\n{served.output()}"
         else:
             done = run(cmd, clone, tmp_path)
-            assert done.returncode == 0, f"{where} exited {done.returncode}\n{done.stderr}"
+            # `bundle diff` exits 1 when a decision flips, as documented: the tracked example
+            # bundle and today's policies may well differ.
+            allowed = (0, 1) if " bundle diff " in f" {cmd.text} " else (0,)
+            assert done.returncode in allowed, f"{where} exited {done.returncode}\n{done.stderr}"
             if cmd.expect:
                 printed = done.stdout + done.stderr
                 assert cmd.expect.rstrip("…") in printed, (
