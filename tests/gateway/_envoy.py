@@ -115,7 +115,7 @@ class Upstream:
         self.server.server_close()
 
 
-def _cluster(name: str, port: int, h2: bool) -> dict[str, Any]:
+def cluster(name: str, port: int, h2: bool) -> dict[str, Any]:
     endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
     c: dict[str, Any] = {
         "name": name,
@@ -191,13 +191,13 @@ def envoy_config(
                 "listeners": [
                     _listener(name, port, opts) for name, (port, opts) in listeners.items()
                 ],
-                "clusters": [_cluster("upstream", upstream, False), _cluster("pdp", pdp, True)],
+                "clusters": [cluster("upstream", upstream, False), cluster("pdp", pdp, True)],
             },
         }
     )
 
 
-def _wait_ready(admin: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_ready(admin: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -313,7 +313,7 @@ def start_stack(
                 start_new_session=True,
             )  # fmt: skip
         stack.procs.append(proc)
-        _wait_ready(admin, proc, log)
+        wait_ready(admin, proc, log)
     except BaseException:
         stack.close()
         raise

