@@ -72,7 +72,7 @@ SEED = [
     ("d-200", "acme", "Pipeline", "bob", "internal", "kb-sales", {}),
     ("d-300", "acme", "Style guide", "bob", "public", "kb-eng", {}),
     ("d-400", "acme", "Draft", "carol", None, "kb-eng", {}),
-    ("d-500", "acme", "Notes", "carol", "internal", None, {"shared_with": {"alice": "edit"}}),
+    ("d-500", "acme", "Notes", "carol", "internal", None, {"shared_with": ["alice"]}),
     ("g-900", "globex", "Globex plan", "eve", "internal", "kb-x", {}),
 ]
 

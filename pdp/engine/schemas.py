@@ -12,7 +12,7 @@ conditions were not written for. Validators are generated once at compile time
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fastjsonschema
@@ -40,6 +40,7 @@ class _Part:
     # `{}` satisfies the schema (nothing required): an empty attribute map, the common case
     # for principals and contexts, needs no call.
     empty_ok: bool
+    schema: Mapping[str, Any] = field(default_factory=dict)  # as written (the planner reads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ def compile_kind_schemas(
             parts.append(None)
             continue
         validate = compile_validator(schema.schema)
-        parts.append(_Part(name, validate, _accepts(validate, {})))
+        parts.append(_Part(name, validate, _accepts(validate, {}), schema.schema))
     if not any(parts):
         return None
     return KindSchemas(parts[0], parts[1], parts[2], reject)

@@ -30,6 +30,7 @@ from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, parse_check_
 
 from . import tree as t
 from .partial import NoResource, Partial, Pred, Unplannable
+from .schemas import SchemaDenied, schema_filter
 from .tree import FALSE, TRUE, Formula, and_, atom, not_, or_
 
 PLAN_VERSION = 1
@@ -263,6 +264,14 @@ def _plan(engine: Engine, request: PlanRequest, now: datetime) -> tuple[Formula,
     pe = Partial(act, request.kind, request.tenant)
     planner = _Rules(pe, req.roles)
 
+    # 0. Attribute schemas: Check refuses a resource that breaks them before any rule runs.
+    schema_ok: Formula = TRUE
+    if ck.schemas is not None:
+        try:
+            schema_ok = schema_filter(ck.schemas, req.principal, context)
+        except SchemaDenied as e:
+            raise _Denied(e.reason, e.message, ck.policy) from None
+
     # 1. Tenant isolation.
     tenant_ok: Formula = TRUE
     if ck.tenancy == "tenant":
@@ -312,7 +321,7 @@ def _plan(engine: Engine, request: PlanRequest, now: datetime) -> tuple[Formula,
     if allowed == FALSE:
         raise _Denied(d.NO_MATCHING_RULE, "no allow rule can match", ck.policy)
 
-    formula = and_(tenant_ok, not_(or_(*denied)), allowed)
+    formula = and_(schema_ok, tenant_ok, not_(or_(*denied)), allowed)
     return _push_not(formula), _uses_time(action)
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,12 @@ def test_a_call_whose_deadline_passed_in_the_queue_is_not_decided(tmp_path: Path
             ).SerializeToString(),
             timeout=300,
         )
+        # Wait (an event, not a duration) until the one thread has taken it: otherwise the
+        # quick call below may be picked up first on a loaded machine.
+        deadline = time.monotonic() + 60
+        while server.activity.in_flight == 0:
+            assert time.monotonic() < deadline and not slow.done(), "the slow call never started"
+            time.sleep(0.01)
         # ... so this one's deadline passes while it waits for the thread.
         quick = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}], None).SerializeToString()
         err = rpc_error(lambda: check(quick, timeout=0.3))
