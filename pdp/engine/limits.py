@@ -9,14 +9,12 @@ limits fail closed like everything else. When the counter store itself fails, ea
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,8 +32,7 @@ from .counters import Counters, CounterStoreError, Outcome, Take
 
 log = logging.getLogger("pdp.limits")
 
-# Longest key text hashed into a bucket name; longer keys are hashed whole anyway, this only
-# bounds what a log line may quote.
+# Keys up to this length name their bucket as they are; longer ones by their SHA-256.
 _KEY_SHOWN = 64
 # One log line per cause per this many seconds: an unreachable store must not flood the log.
 _LOG_EVERY_S = 10.0
@@ -60,21 +57,6 @@ class CompiledLimit:
         return self.limit / self.per_seconds
 
 
-@dataclass(slots=True)
-class LimitStats:
-    """Counts per limit id, for metrics: granted takes, limited calls, store failures."""
-
-    granted: dict[str, int] = field(default_factory=dict)
-    limited: dict[str, int] = field(default_factory=dict)
-    store_errors: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count(self, table: dict[str, int], limit_id: str) -> None:
-        with self._lock:
-            table[limit_id] = table.get(limit_id, 0) + 1
-
-
-STATS = LimitStats()
 _last_log: dict[str, float] = {}
 
 
@@ -87,10 +69,13 @@ def log_once(cause: str, message: str, *args: object) -> None:
 
 
 def bucket_key(limit: CompiledLimit, value: Any) -> str:
-    """`policy/limit:digest`: bounded in size whatever the caller sent."""
+    """`policy/limit:value`, or `policy/limit#digest` past `_KEY_SHOWN` characters: bounded
+    in size whatever the caller sent (`:` and `#` keep the two forms apart)."""
     text = value if isinstance(value, str) else repr(value)
+    if len(text) <= _KEY_SHOWN:
+        return f"{limit.policy}/{limit.id}:{text}"
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"{limit.policy}/{limit.id}:{digest}"
+    return f"{limit.policy}/{limit.id}#{digest}"
 
 
 class _BadLimitValue(Exception):
@@ -176,8 +161,6 @@ def apply_limits(
         outcome = counters.take(takes, now.timestamp())
     except CounterStoreError as exc:
         closed = [lim for lim, _ in pairs if not lim.fail_open]
-        for lim, _ in pairs:
-            STATS.count(STATS.store_errors, lim.id)
         log_once("store", "rate-limit counters unavailable: %s", exc)
         if not closed:
             return decision
@@ -190,11 +173,18 @@ def apply_limits(
             errors=(f"counter store: {exc}",),
         )
     if outcome.granted:
-        for lim, _ in pairs:
-            STATS.count(STATS.granted, lim.id)
-        return dataclasses.replace(decision, limits=statuses(pairs, outcome))
+        return ActionDecision(
+            effect=decision.effect,
+            policy=decision.policy,
+            rule=decision.rule,
+            reasons=decision.reasons,
+            obligations=decision.obligations,
+            message=decision.message,
+            errors=decision.errors,
+            trace=decision.trace,
+            limits=statuses(pairs, outcome),
+        )
     limit = pairs[outcome.refused][0]
-    STATS.count(STATS.limited, limit.id)
     cost = takes[outcome.refused].cost
     why = (
         f"cost {cost:g} exceeds the bucket of {limit.capacity}"

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from pdp.engine.counters import CounterStoreError, Outcome, Take
-from pdp.engine.limits import STATS, CompiledLimit, log_once, takes_for
+from pdp.engine.limits import CompiledLimit, log_once, takes_for
 from pdp.errors import NoPoliciesError
 from pdp.gateway._gen.envoy.config.core.v3 import base_pb2
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
@@ -181,8 +181,6 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
         try:
             outcome = engine.counters.take(takes, now.timestamp())
         except CounterStoreError as exc:
-            for lim, _ in pairs:
-                STATS.count(STATS.store_errors, lim.id)
             log_once("store", "rate-limit counters unavailable: %s", exc)
             closed = any(not lim.fail_open for lim, _ in pairs)
             return _all(request, OVER if closed else OK)
@@ -195,11 +193,8 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
             overall_code=OK if outcome.granted else OVER, statuses=statuses
         )
         if outcome.granted:
-            for lim, _ in pairs:
-                STATS.count(STATS.granted, lim.id)
             return response
         limit = pairs[outcome.refused][0]
-        STATS.count(STATS.limited, limit.id)
         retry = max(1, math.ceil(outcome.retry_after))
         response.response_headers_to_add.append(
             base_pb2.HeaderValue(key="retry-after", value=str(retry))
