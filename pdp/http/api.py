@@ -275,6 +275,7 @@ class HttpApi:
             lambda trace: search_resource(
                 self.holder, call.body, search, self.limits, trace, call.request_id
             ),
+            hide=self.hide_reasons,
         )
 
     def metadata(self, call: Call) -> tuple[int, Any]:
@@ -314,15 +315,21 @@ class HttpApi:
             body = {**body, "request_id": call.request_id}
         return self._planned(call, lambda trace: plan_json(self.holder, body, self.limits, trace))
 
-    def _planned(self, call: Call, run: Callable[[Trace], Any]) -> tuple[int, Any]:
+    def _planned(
+        self, call: Call, run: Callable[[Trace], Any], hide: bool = False
+    ) -> tuple[int, Any]:
         """Run a planning call and record it as the Plan RPC records one: the request and the
-        plan as a decision, or the request and the error (a refusal is a 422, its `to_dict()`)."""
+        plan as a decision, or the request and the error (a refusal is a 422, its `to_dict()`;
+        with `hide`, an AuthZEN caller under `--http-hide-reasons`, without the policy, rule
+        and message, which the decision log keeps)."""
         trace = Trace()
         try:
             value = run(trace)
         except PlanRefused as exc:
             error = HttpError(422, exc.message, "", "FAILED_PRECONDITION")
             self._observe_plan(call, trace, error)
+            if hide:
+                return 422, PlanRefused("the policies cannot answer this search exactly").to_dict()
             return 422, exc.to_dict()
         except Exception as exc:
             if trace.request is None:

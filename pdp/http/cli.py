@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from .server import HttpServer
 
 
+class HttpConfigError(ValueError):
+    """HTTP flags that cannot be used as given (the message names the flag)."""
+
+
 def add_http_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("HTTP (AuthZEN 1.0, JSON pdp.v1, health; docs/AUTHZEN.md)")
     g.add_argument(
@@ -59,7 +63,7 @@ def http_server_from_args(
     """The listener (not started), or None without `--http-listen`."""
     if not args.http_listen:
         if args.search_db or args.search_map:
-            raise ValueError("--search-db and --search-map need --http-listen")
+            raise HttpConfigError("--search-db and --search-map need --http-listen")
         return None
     from .api import HttpApi
     from .search import search_source

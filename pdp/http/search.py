@@ -33,6 +33,7 @@ import yaml
 from pdp.plan import PlanRefused
 
 from .api import HttpError
+from .cli import HttpConfigError
 
 if TYPE_CHECKING:
     from pdp.plan import Plan
@@ -42,7 +43,7 @@ log = logging.getLogger("pdp.http")
 _KEYS = frozenset({"table", "id", "tenant", "attributes", "json_attributes", "json"})
 
 
-class SearchConfigError(ValueError):
+class SearchConfigError(HttpConfigError):
     """`--search-db`/`--search-map` cannot be used as given."""
 
 

@@ -251,3 +251,20 @@ def test_bad_search_flags_stop_the_server_naming_what_is_wrong(tmp_path: Path) -
     bad.write_text("document: {table: missing, id: id}\n")
     assert "missing" in _serve_fails("--search-db", flags[1], "--search-map", str(bad))
     assert good_map.endswith("search.yaml")
+
+
+def test_hidden_reasons_and_strict_fields_apply_to_search(tmp_path: Path) -> None:
+    flags, _, pol = search_setup(tmp_path, POLICIES)
+    strict = ["--http-hide-reasons", "--http-reject-unknown-fields"]
+    with pdp_serve(*flags, *strict, policies=pol) as p:
+        body: dict[str, Any] = {"subject": subject("alice"), "action": {"name": "read"},
+                                "resource": {"type": "note"}}  # fmt: skip
+        reply = p.post(SEARCH, body)
+        assert reply.status == 422
+        err = reply.json["error"]
+        assert err["code"] == "plan_refused" and err["rule"] == "" and err["policy"] == ""
+        assert "startsWith" not in err["message"]
+        body["resource"] = {"type": "document"}
+        assert p.post(SEARCH, body).status == 200
+        assert_error(p.post(SEARCH, {**body, "options": {}}), 400, "options")
+        assert_error(p.post(SEARCH, {**body, "page": {"cursor": "x"}}), 400, "page.cursor")
