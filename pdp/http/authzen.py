@@ -21,6 +21,9 @@ The mapping (docs/AUTHZEN.md):
     action.properties                 context.attr.action
     context.time / ip / country       context.time / ip / country
     context.*             (the rest)  context.attr
+
+A resource search maps the same way (`plan_body`, for `pdp.plan.api.search_resource`), with
+`resource.type` the kind and `resource.properties.tenant` the only property it takes.
 """
 
 from __future__ import annotations
