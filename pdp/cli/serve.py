@@ -404,7 +404,7 @@ def serve(args: argparse.Namespace) -> int:
     server.start()
     for address in server.addresses:
         log.info("listening on %s", address)
-    from pdp.http.cli import http_server_from_args
+    from pdp.http.cli import HttpConfigError, http_server_from_args
 
     try:
         http = http_server_from_args(args, holder, config, observer)
@@ -414,7 +414,7 @@ def serve(args: argparse.Namespace) -> int:
                 log.info("http listening on %s", address)
     except (OSError, ValueError, ssl.SSLError) as exc:
         server.stop(0)
-        return _fail(f"cannot listen: {exc}")
+        return _fail(str(exc) if isinstance(exc, HttpConfigError) else f"cannot listen: {exc}")
     try:
         stop_source = start_policy_source(args, holder)
     except PolicyErrors as exc:

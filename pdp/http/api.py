@@ -23,6 +23,8 @@ from pdp import __version__
 from pdp.errors import LimitExceeded, NoPoliciesError, RequestError
 from pdp.model.decision import ALLOW, CheckResponse
 from pdp.model.request import CheckRequest, Limits
+from pdp.plan import PlanRefused
+from pdp.plan.api import Candidates, Trace, plan_json, search_resource
 from pdp.server.convert import request_from_proto, response_to_proto, server_info_to_proto
 from pdp.server.hooks import CheckObservation, Observer
 
@@ -51,6 +53,7 @@ class HttpError(Exception):
         self.message = message
         self.field = field
         self.code = code  # gRPC-style code name for the decision log
+        self.recorded = False  # the handler wrote the call's decision-log record already
 
 
 @dataclass(slots=True)
@@ -98,6 +101,7 @@ class HttpApi:
         public_url: str = "",
         allow_identities: frozenset[str] = frozenset(),
         reject_unknown_fields: bool = False,
+        search: Candidates | None = None,
     ) -> None:
         self.holder = holder
         self.limits = limits
@@ -111,8 +115,20 @@ class HttpApi:
         self.add("POST", "/access/v1/evaluation", self.evaluation, "access_evaluation_endpoint")
         self.add("POST", "/access/v1/evaluations", self.evaluations, "access_evaluations_endpoint")
         self.add("POST", "/access/v1/search/action", self.search_action, "search_action_endpoint")
+        # Resource search needs a candidate source (`--search-db`, `--search-map`); without one
+        # it is neither served nor advertised. Subject search is never served: a plan is made
+        # per resource kind, for one principal, not per subject (docs/AUTHZEN.md).
+        self.search = search
+        if search is not None:
+            self.add(
+                "POST",
+                "/access/v1/search/resource",
+                self.search_resource,
+                "search_resource_endpoint",
+            )
         self.add("GET", "/.well-known/authzen-configuration", self.metadata, body=False)
         self.add("POST", "/v1/check", self.check_json)
+        self.add("POST", "/v1/plan", self.plan)
         self.add("GET", "/v1/server-info", self.server_info, body=False)
         self.add("GET", "/healthz", self.healthz, body=False)
         self.add("GET", "/readyz", self.readyz, body=False)
@@ -157,7 +173,7 @@ class HttpApi:
     def observe_failure(self, call: Call, error: HttpError) -> None:
         """A decision endpoint's call that ended in an error: one record, as gRPC makes."""
         route = self.routes.get(call.path, {}).get(call.method)
-        if route is not None and route.body:
+        if route is not None and route.body and not error.recorded:
             self._observe(call, f"{call.method} {call.path}", None, None, error)
 
     def _request(
@@ -249,6 +265,19 @@ class HttpApi:
         results = [{"name": a} for a in declared if decided[a].effect == ALLOW]
         return 200, {"results": results}
 
+    def search_resource(self, call: Call) -> tuple[int, Any]:
+        assert self.search is not None
+        if self.strict:
+            authzen.reject_unknown_fields(call.body, "search_resource")
+        search = self.search
+        return self._planned(
+            call,
+            lambda trace: search_resource(
+                self.holder, call.body, search, self.limits, trace, call.request_id
+            ),
+            hide=self.hide_reasons,
+        )
+
     def metadata(self, call: Call) -> tuple[int, Any]:
         base = call.base_url
         doc: dict[str, Any] = {"policy_decision_point": base}
@@ -278,6 +307,47 @@ class HttpApi:
         response = engine.check(request)
         self._observe(call, f"{call.method} {call.path}", request, response)
         return 200, json_format.MessageToDict(response_to_proto(response))
+
+    def plan(self, call: Call) -> tuple[int, Any]:
+        """`POST /v1/plan`: the plan request of docs/PLANNING.md, as the Plan RPC takes it."""
+        body = call.body
+        if call.request_id and "request_id" not in body and "requestId" not in body:
+            body = {**body, "request_id": call.request_id}
+        return self._planned(call, lambda trace: plan_json(self.holder, body, self.limits, trace))
+
+    def _planned(
+        self, call: Call, run: Callable[[Trace], Any], hide: bool = False
+    ) -> tuple[int, Any]:
+        """Run a planning call and record it as the Plan RPC records one: the request and the
+        plan as a decision, or the request and the error (a refusal is a 422, its `to_dict()`;
+        with `hide`, an AuthZEN caller under `--http-hide-reasons`, without the policy, rule
+        and message, which the decision log keeps)."""
+        trace = Trace()
+        try:
+            value = run(trace)
+        except PlanRefused as exc:
+            error = HttpError(422, exc.message, "", "FAILED_PRECONDITION")
+            self._observe_plan(call, trace, error)
+            if hide:
+                return 422, PlanRefused("the policies cannot answer this search exactly").to_dict()
+            return 422, exc.to_dict()
+        except Exception as exc:
+            if trace.request is None:
+                raise  # a bad body: the router records it as any refused call
+            http_error = as_http_error(exc)
+            if http_error is None:
+                raise
+            self._observe_plan(call, trace, http_error)
+            http_error.recorded = True
+            raise http_error from None
+        self._observe_plan(call, trace)
+        return 200, value
+
+    def _observe_plan(self, call: Call, trace: Trace, error: HttpError | None = None) -> None:
+        request = trace.request.check if trace.request is not None else None
+        plan = trace.plan if error is None else None
+        response = plan.as_response() if plan is not None else None
+        self._observe(call, f"{call.method} {call.path}", request, response, error)
 
     def server_info(self, call: Call) -> tuple[int, Any]:
         engine = self.holder.current
@@ -336,16 +406,28 @@ class HttpApi:
             return route.handler(call)
         except HttpError:
             raise
-        except LimitExceeded as exc:
-            where = _header_field(exc.field)
-            raise HttpError(400, f"`{where}` {exc.message}", where, "RESOURCE_EXHAUSTED") from None
-        except (BodyError, RequestError) as exc:
-            where = _header_field(exc.field)
-            raise HttpError(400, f"`{where}` {exc.message}", where, "INVALID_ARGUMENT") from None
-        except RecursionError:
-            raise HttpError(400, "JSON nested too deeply", "body", "INVALID_ARGUMENT") from None
-        except NoPoliciesError as exc:
-            raise HttpError(503, str(exc), "", "UNAVAILABLE") from None
+        except Exception as exc:
+            http_error = as_http_error(exc)
+            if http_error is None:
+                raise
+            raise http_error from None
+
+
+def as_http_error(exc: BaseException) -> HttpError | None:
+    """The HTTP answer to an error of the request (None: a bug, answered 500)."""
+    if isinstance(exc, HttpError):
+        return exc
+    if isinstance(exc, LimitExceeded):
+        where = _header_field(exc.field)
+        return HttpError(400, f"`{where}` {exc.message}", where, "RESOURCE_EXHAUSTED")
+    if isinstance(exc, BodyError | RequestError):
+        where = _header_field(exc.field)
+        return HttpError(400, f"`{where}` {exc.message}", where, "INVALID_ARGUMENT")
+    if isinstance(exc, RecursionError):
+        return HttpError(400, "JSON nested too deeply", "body", "INVALID_ARGUMENT")
+    if isinstance(exc, NoPoliciesError):
+        return HttpError(503, str(exc), "", "UNAVAILABLE")
+    return None
 
 
 def _header_field(name: str) -> str:

@@ -21,6 +21,9 @@ The mapping (docs/AUTHZEN.md):
     action.properties                 context.attr.action
     context.time / ip / country       context.time / ip / country
     context.*             (the rest)  context.attr
+
+A resource search maps the same way (`plan_body`, for `pdp.plan.api.search_resource`), with
+`resource.type` the kind and `resource.properties.tenant` the only property it takes.
 """
 
 from __future__ import annotations
@@ -244,6 +247,55 @@ def check_request(
         raise
 
 
+def plan_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An AuthZEN resource search (subject, action, resource {type}, context) as the JSON-shaped
+    request `pdp.plan.parse_plan_request` validates, by the same mapping as an evaluation.
+
+    A search asks about every resource of the type, so `resource.id` is ignored and
+    `resource.properties` may only fix the tenant: any other property would read as a filter
+    the plan does not apply."""
+    s = _obj(body.get("subject"), "subject")
+    a = _obj(body.get("action"), "action")
+    r = _obj(body.get("resource"), "resource")
+    c = _opt_obj(body.get("context"), "context")
+    rprops = _opt_obj(r.get("properties"), "resource.properties")
+    for key in rprops:
+        if key != "tenant":
+            raise RequestError(
+                f"resource.properties.{str(key)[:64]}",
+                "cannot narrow a resource search (only `tenant` can)",
+            )
+    resource: dict[str, Any] = {"kind": _name(r.get("type"), "resource.type")}
+    if "tenant" in rprops:
+        resource["tenant"] = rprops["tenant"]
+    return {
+        "principal": _principal(s, "subject"),
+        "resource": resource,
+        "action": _name(a.get("name"), "action.name"),
+        "context": _context(c, a, "context", "action"),
+    }
+
+
+_PLAN_FIELDS = {
+    "resource.kind": "resource.type",
+    "resource.tenant": "resource.properties.tenant",
+    "action": "action.name",
+    "request": "body",
+}
+
+
+def plan_field(field: str) -> str:
+    """A field `parse_plan_request` names, as the AuthZEN caller of `plan_body` wrote it."""
+    if field in _PLAN_FIELDS:
+        return _PLAN_FIELDS[field]
+    if field.startswith(("principal", "context")):
+        ev = Evaluation(
+            {}, {}, {}, {}, {"subject": "", "action": "", "resource": "", "context": ""}
+        )
+        return _rename(field, [ev])
+    return field
+
+
 _RES = re.compile(r"^resources\[(\d+)\]")
 
 
@@ -384,9 +436,10 @@ _TOP_KEYS = {
     "evaluation": _TUPLE_KEYS,
     "evaluations": _TUPLE_KEYS | {"evaluations", "options"},
     "search_action": frozenset({"subject", "resource", "context", "page"}),
+    "search_resource": _TUPLE_KEYS | {"page"},
 }
 _OPTIONS_KEYS = frozenset({"evaluations_semantic"})
-_PAGE_KEYS = frozenset({"token", "limit", "properties"})
+_PAGE_KEYS = frozenset({"token", "next_token", "limit", "properties"})
 
 
 def _unknown(obj: Any, allowed: frozenset[str], path: str) -> None:

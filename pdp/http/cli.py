@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from .server import HttpServer
 
 
+class HttpConfigError(ValueError):
+    """HTTP flags that cannot be used as given (the message names the flag)."""
+
+
 def add_http_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("HTTP (AuthZEN 1.0, JSON pdp.v1, health; docs/AUTHZEN.md)")
     g.add_argument(
@@ -39,6 +43,18 @@ def add_http_arguments(p: argparse.ArgumentParser) -> None:
         help="this PDP's AuthZEN identifier (`policy_decision_point`); default: the scheme "
         "and Host header of each metadata request",
     )
+    g.add_argument(
+        "--search-db",
+        metavar="URL",
+        help="serve AuthZEN resource search over this SQLAlchemy database URL "
+        "(sqlite:///path.db; needs the `sqlalchemy` extra and --search-map)",
+    )
+    g.add_argument(
+        "--search-map",
+        metavar="FILE",
+        help="YAML: per resource type its table, id, tenant and attribute columns, for "
+        "--search-db (docs/AUTHZEN.md)",
+    )
 
 
 def http_server_from_args(
@@ -46,8 +62,11 @@ def http_server_from_args(
 ) -> HttpServer | None:
     """The listener (not started), or None without `--http-listen`."""
     if not args.http_listen:
+        if args.search_db or args.search_map:
+            raise HttpConfigError("--search-db and --search-map need --http-listen")
         return None
     from .api import HttpApi
+    from .search import search_source
     from .server import HttpServer, HttpTls
 
     api = HttpApi(
@@ -59,6 +78,7 @@ def http_server_from_args(
         public_url=args.http_public_url or "",
         allow_identities=config.allow_identities,
         reject_unknown_fields=args.http_reject_unknown_fields,
+        search=search_source(args.search_db, args.search_map),
     )
     tls = None
     if config.tls is not None:

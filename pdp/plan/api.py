@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pdp.engine import Engine, EngineHolder
 from pdp.errors import RequestError
+from pdp.http import authzen  # the AuthZEN mapping only: pure, no HTTP library
 from pdp.model.request import DEFAULT_LIMITS, Limits
 
 from .planner import ALWAYS_DENIED, Plan, PlanRequest, parse_plan_request, plan
@@ -32,23 +34,38 @@ def _engine(source: Engine | EngineHolder) -> Engine:
     return source.require() if isinstance(source, EngineHolder) else source
 
 
+@dataclass(slots=True)
+class Trace:
+    """What a call got to, for its decision-log record: the parsed request once it is valid,
+    the plan once it is made (a refusal leaves `plan` None)."""
+
+    request: PlanRequest | None = None
+    plan: Plan | None = None
+
+
 def plan_request(
-    source: Engine | EngineHolder, body: Any, limits: Limits = DEFAULT_LIMITS
+    source: Engine | EngineHolder,
+    body: Any,
+    limits: Limits = DEFAULT_LIMITS,
+    trace: Trace | None = None,
 ) -> tuple[PlanRequest, Plan]:
-    req = parse_plan_request(body, limits)
-    return req, plan(_engine(source), req)
+    trace = trace if trace is not None else Trace()
+    req = trace.request = parse_plan_request(body, limits)
+    p = trace.plan = plan(_engine(source), req)
+    return req, p
 
 
 def plan_json(
-    source: Engine | EngineHolder, body: Any, limits: Limits = DEFAULT_LIMITS
+    source: Engine | EngineHolder,
+    body: Any,
+    limits: Limits = DEFAULT_LIMITS,
+    trace: Trace | None = None,
 ) -> dict[str, Any]:
     """`POST /v1/plan`: a plan request (docs/PLANNING.md) to the plan's JSON."""
-    return plan_request(source, body, limits)[1].to_dict()
+    return plan_request(source, body, limits, trace)[1].to_dict()
 
 
 # --- AuthZEN resource search ----------------------------------------------------------------
-
-_SEARCH_KEYS = frozenset({"subject", "action", "resource", "context", "page"})
 
 
 def _obj(v: Any, path: str, *, required: bool = True) -> Mapping[str, Any]:
@@ -60,45 +77,29 @@ def _obj(v: Any, path: str, *, required: bool = True) -> Mapping[str, Any]:
 
 
 def authzen_to_plan(body: Any) -> dict[str, Any]:
-    """An AuthZEN resource-search request as a pdp plan request.
-
-    subject {type, id, properties: {tenant, roles, scopes, attr, actor}} is the principal;
-    action {name}; resource {type, properties: {tenant}} the kind (and a fixed tenant);
-    context {ip, country, time, attr} passes through.
-    """
-    req = _obj(body, "request")
-    for k in req:
-        if k not in _SEARCH_KEYS:
-            raise RequestError(str(k)[:64] or "request", f"unknown field `{str(k)[:64]}`")
-    subject = _obj(req.get("subject"), "subject")
-    props = _obj(subject.get("properties"), "subject.properties", required=False)
-    principal = {"id": subject.get("id")}
-    for k in ("tenant", "roles", "scopes", "attr", "actor"):
-        if k in props:
-            principal[k] = props[k]
-    action = _obj(req.get("action"), "action")
-    resource = _obj(req.get("resource"), "resource")
-    rprops = _obj(resource.get("properties"), "resource.properties", required=False)
-    res: dict[str, Any] = {"kind": resource.get("type")}
-    if "tenant" in rprops:
-        res["tenant"] = rprops["tenant"]
-    out: dict[str, Any] = {"principal": principal, "resource": res, "action": action.get("name")}
-    if req.get("context") is not None:
-        out["context"] = req["context"]
-    return out
+    """An AuthZEN resource-search request as a pdp plan request, by the one AuthZEN mapping
+    (`pdp.http.authzen`, pure translation): subject -> principal, action.name -> action,
+    resource.type (and properties.tenant) -> kind (and a fixed tenant), context as for an
+    evaluation. Unknown top-level keys are ignored, as AuthZEN asks of receivers."""
+    return authzen.plan_body(_obj(body, "body"))
 
 
-def _decode_token(token: Any) -> str | None:
+def _decode_token(page: Mapping[str, Any]) -> str | None:
+    # AuthZEN names it `page.token`; `page.next_token` (as the answer names it) is accepted too.
+    where = "page.next_token" if "token" not in page and "next_token" in page else "page.token"
+    token = page.get(where[5:])
+    if "token" in page and "next_token" in page and page["token"] != page["next_token"]:
+        raise RequestError("page.next_token", "differs from `page.token`")
     if token in (None, ""):
         return None
     if not isinstance(token, str) or len(token) > 4096:
-        raise RequestError("page.next_token", "is not a token this server issued")
+        raise RequestError(where, "is not a token this server issued")
     try:
         raw = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
     except (ValueError, UnicodeDecodeError):
-        raise RequestError("page.next_token", "is not a token this server issued") from None
+        raise RequestError(where, "is not a token this server issued") from None
     if not isinstance(raw, dict) or raw.get("v") != 1 or not isinstance(raw.get("after"), str):
-        raise RequestError("page.next_token", "is not a token this server issued")
+        raise RequestError(where, "is not a token this server issued")
     return raw["after"]
 
 
@@ -112,6 +113,8 @@ def search_resource(
     body: Any,
     candidates: Candidates,
     limits: Limits = DEFAULT_LIMITS,
+    trace: Trace | None = None,
+    request_id: str = "",
 ) -> dict[str, Any]:
     """AuthZEN `POST /access/v1/search/resource`: one page of the resources the subject may
     act on, `{"results": [{"type", "id"}], "page": {"next_token"}}`.
@@ -119,13 +122,21 @@ def search_resource(
     The plan is made on every page (a page token carries only a cursor, never a decision), so
     a changed policy or a forged token can never widen what a later page returns.
     """
-    req = _obj(body, "request")
+    req = _obj(body, "body")
     page = _obj(req.get("page"), "page", required=False)
     limit = page.get("limit", DEFAULT_PAGE_SIZE)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_SIZE:
         raise RequestError("page.limit", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
-    after = _decode_token(page.get("next_token"))
-    _req, p = plan_request(source, authzen_to_plan(req), limits)
+    after = _decode_token(page)
+    plan_body = authzen_to_plan(req)
+    if request_id:
+        plan_body["request_id"] = request_id
+    try:
+        _req, p = plan_request(source, plan_body, limits, trace)
+    except RequestError as exc:
+        exc.field = authzen.plan_field(exc.field)
+        exc.args = (f"{exc.field}: {exc.message}",)
+        raise
     if p.kind == ALWAYS_DENIED:
         return {"results": [], "page": {"next_token": ""}}
     ids = list(candidates(p, after, limit + 1))

@@ -48,7 +48,8 @@ def test_plan_json_refusal_is_an_error_not_a_plan() -> None:
 
 
 def _search(page: dict[str, Any] | None = None, **subject: Any) -> dict[str, Any]:
-    props = {k: v for k, v in ALICE.items() if k != "id"}
+    # The AuthZEN mapping (pdp.http.authzen): principal attributes are the other properties.
+    props = {k: v for k, v in ALICE.items() if k not in ("id", "attr")} | ALICE["attr"]
     body: dict[str, Any] = {
         "subject": {"type": "user", "id": "alice", "properties": {**props, **subject}},
         "action": {"name": "read"},
