@@ -314,7 +314,6 @@ def _compile_limit_policies(
                 cost=cost,
                 condition=cond.fn,
                 fail_open=limit.on_store_error == "allow",
-                key_source=limit.key.source,
             )
             covered = 0
             for kind_name, kind in kinds.items():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,11 +25,10 @@ from pdp.model.decision import (
     ActionDecision,
     LimitStatus,
 )
+from pdp.ratelog import RateLimitedLog
 
 from .compiled import CondFn
 from .counters import Counters, CounterStoreError, Outcome, Take
-
-log = logging.getLogger("pdp.limits")
 
 # Keys up to this length name their bucket as they are; longer ones by their SHA-256.
 _KEY_SHOWN = 64
@@ -49,7 +47,6 @@ class CompiledLimit:
     cost: Callable[[Mapping[str, Any]], Any] | None = None
     condition: CondFn | None = None
     fail_open: bool = False  # onStoreError: allow
-    key_source: str = ""
 
     @property
     def rate(self) -> float:
@@ -57,15 +54,8 @@ class CompiledLimit:
         return self.limit / self.per_seconds
 
 
-_last_log: dict[str, float] = {}
-
-
-def log_once(cause: str, message: str, *args: object) -> None:
-    """A warning, at most once per `_LOG_EVERY_S` per cause."""
-    now = time.monotonic()
-    if now - _last_log.get(cause, -_LOG_EVERY_S) >= _LOG_EVERY_S:
-        _last_log[cause] = now
-        log.warning(message, *args)
+# An unreachable store fails every limited call: one line per cause per interval, not per call.
+LIMITS_LOG = RateLimitedLog(logging.getLogger("pdp.limits"), interval=_LOG_EVERY_S)
 
 
 def bucket_key(limit: CompiledLimit, value: Any) -> str:
@@ -161,7 +151,7 @@ def apply_limits(
         outcome = counters.take(takes, now.timestamp())
     except CounterStoreError as exc:
         closed = [lim for lim, _ in pairs if not lim.fail_open]
-        log_once("store", "rate-limit counters unavailable: %s", exc)
+        LIMITS_LOG.log(logging.WARNING, "store", f"rate-limit counters unavailable: {exc}")
         if not closed:
             return decision
         return ActionDecision(

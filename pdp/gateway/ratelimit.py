@@ -21,6 +21,7 @@ call uses no quota here either.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -31,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from pdp.engine.counters import CounterStoreError, Outcome, Take
-from pdp.engine.limits import CompiledLimit, log_once, takes_for
+from pdp.engine.limits import LIMITS_LOG, CompiledLimit, takes_for
 from pdp.errors import NoPoliciesError
 from pdp.gateway._gen.envoy.config.core.v3 import base_pb2
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
+from pdp.ratelog import printable
 
 if TYPE_CHECKING:
     from pdp.engine import EngineHolder
@@ -171,7 +173,11 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
                 limits = tuple(lim for lim in limits if lim.id == call.only)
             found, error = takes_for(limits, call.activation, call.hits)
             if error:  # a limit that cannot be evaluated does not let the call through
-                log_once("rls-eval", "rate limit not evaluable, over limit: %s", error)
+                LIMITS_LOG.log(
+                    logging.WARNING,
+                    "rls-eval",
+                    f"rate limit not evaluable, over limit: {printable(error)}",
+                )
                 return _all(request, OVER, b'{"error":"rate_limit_error"}')
             spans.append(range(len(pairs), len(pairs) + len(found)))
             pairs.extend(found)
@@ -181,7 +187,7 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
         try:
             outcome = engine.counters.take(takes, now.timestamp())
         except CounterStoreError as exc:
-            log_once("store", "rate-limit counters unavailable: %s", exc)
+            LIMITS_LOG.log(logging.WARNING, "store", f"rate-limit counters unavailable: {exc}")
             closed = any(not lim.fail_open for lim, _ in pairs)
             return _all(request, OVER if closed else OK)
         statuses = []

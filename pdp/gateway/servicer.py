@@ -25,12 +25,12 @@ from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from pdp.gateway.mapping import RouteMapping, load_route_mapping
-from pdp.gateway.ratelog import RateLimitedLog, printable
 from pdp.gateway.request import HttpAttributes, Verify, translate
 from pdp.gateway.response import Outcome, error_outcome, outcome_for, to_envoy
 from pdp.gateway.tokens import KeySetError, TokenVerifier, load_jwks
 from pdp.model.decision import CheckResponse
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
+from pdp.ratelog import RateLimitedLog, printable
 from pdp.server.hooks import CheckObservation, Observer
 from pdp.server.identity import primary_identity
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pdp.gateway.ratelog import MAX_CAUSES, RateLimitedLog, printable
+from pdp.ratelog import MAX_CAUSES, RateLimitedLog, printable
 
 from ._support import MAPPING
 

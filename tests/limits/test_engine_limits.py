@@ -178,3 +178,23 @@ def test_limit_statuses_cross_the_wire_unchanged(policy_set) -> None:
         back = response_from_proto(response_to_proto(response))
         assert back.results[0].actions["read"].limits == response.results[0].actions["read"].limits
     assert responses[-1].results[0].actions["read"].limits[0].exceeded
+
+
+def test_an_unreachable_store_logs_one_line_not_one_per_call(
+    policy_set, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from pdp.engine import limits
+    from pdp.ratelog import RateLimitedLog
+
+    fresh = RateLimitedLog(logging.getLogger("pdp.limits"), interval=3600)
+    monkeypatch.setattr(limits, "LIMITS_LOG", fresh)
+    dead = RedisCounters.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    engine = Engine(policy_set, counters=dead)
+    with caplog.at_level(logging.WARNING, logger="pdp.limits"):
+        effects = {decide(engine, request("read"))[0] for _ in range(20)}
+    assert effects == {"deny"}
+    lines = [r.getMessage() for r in caplog.records if r.name == "pdp.limits"]
+    assert len(lines) == 1 and lines[0].startswith("rate-limit counters unavailable: redis: ")
+    assert not any(r.exc_info for r in caplog.records)
