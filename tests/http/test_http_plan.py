@@ -154,8 +154,14 @@ def test_plans_reach_the_decision_log_as_the_plan_rpc_records_them(setup: Any) -
         lines = log.read_text().splitlines() if log.exists() else []
         records = [r for r in map(json.loads, lines) if r.get("rpc") == "POST /v1/plan"]
         found = {r["request_id"]: r for r in records if r.get("request_id") in ids}
-        # A body that does not parse has no request, so no request id: found by its error.
-        bad = [r for r in records if r.get("error", {}).get("code") == "INVALID_ARGUMENT"]
+        # A body that does not parse has no request, so no request id: found by its error,
+        # which names the missing field (other tests of this module log other bad bodies).
+        bad = [
+            r
+            for r in records
+            if r.get("error", {}).get("code") == "INVALID_ARGUMENT"
+            and "resource" in r["error"]["message"]
+        ]
         if bad:
             found["plan-bad"] = bad[-1]
         time.sleep(0.05)
