@@ -143,7 +143,10 @@ def test_async_retries_bounded_by_deadline(server: PdpServer, counter: Counter) 
     # one (DEADLINE_EXCEEDED, which a loaded machine makes likely). Both mean no decision.
     assert asyncio.run(main()) in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert 1 <= len(counter.codes) < 1000
-    assert set(counter.codes) == {"UNAVAILABLE"}
+    # The server never decided: every attempt but the last met no policies; the last may also
+    # have arrived with its deadline already spent, which the server answers before deciding.
+    assert set(counter.codes[:-1]) <= {"UNAVAILABLE"}
+    assert counter.codes[-1] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
 def test_async_retries_until_policies_arrive(
