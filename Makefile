@@ -41,10 +41,20 @@ bench: $(STAMP)
 
 # pdp vs cedarpy, regopy, casbin, Cerbos and the hand-written floor (bench/compare.py). Needs
 # h2load (Debian nghttp2-client) and npm for the gRPC part; installs the `bench` extra.
-bench-compare: $(STAMP)
+bench-compare: $(STAMP) bench-driver
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client) || true
 	$(BIN)/python bench/compare.py $(ARGS)
+
+# The multi-payload gRPC load driver (bench/driver/grpcload.c) on Debian's libnghttp2: it rotates
+# through many distinct request bodies where h2load repeats one. Built into bench/.cache/.
+DRIVER := bench/.cache/grpcload
+.PHONY: bench-driver
+bench-driver: $(DRIVER)
+$(DRIVER): bench/driver/grpcload.c
+	test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
+	mkdir -p bench/.cache
+	gcc -O2 -Wall -Wextra -o $@ $< -lnghttp2
 
 # Re-resolve the dependencies in a scratch venv and pin what it installed.
 constraints:

@@ -171,13 +171,15 @@ def stop(server: Server) -> None:
 
 @contextlib.contextmanager
 def pdp_server(
-    workers: int,
+    workers: int | None,
     cpus: str | None,
     payload: bytes,
     tmp: Path,
     cache: int | None = None,
+    extra: Sequence[str] = (),
 ) -> Iterator[Server]:
-    """`pdp serve` on a free port; `cache` sets --decision-cache (None: the server's default)."""
+    """`pdp serve` on a free port; `cache` sets --decision-cache (None: the server's default);
+    `workers` None runs it with its defaults (only --policies and --listen, and `extra`)."""
     port = free_port()
     log = tmp / f"pdp-{port}.log"
     cmd = [
@@ -188,18 +190,16 @@ def pdp_server(
         str(PEERS / "pdp"),
         "--listen",
         f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--log-level",
-        "WARNING",
+        *(["--workers", str(workers), "--log-level", "WARNING"] if workers is not None else []),
         *(["--decision-cache", str(cache)] if cache is not None else []),
+        *extra,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"pdp x{workers}", port, PDP_CHECK, proc, log)
+    server = Server("pdp" if workers is None else f"pdp x{workers}", port, PDP_CHECK, proc, log)
     try:
         _wait_ready(server, payload, 60)
-        if workers > 1:
+        if workers is None or workers > 1:
             # Workers bind one by one; let every one come up before the load starts.
             time.sleep(1.5)
         yield server
