@@ -54,7 +54,7 @@ bench-driver: $(DRIVER)
 $(DRIVER): bench/driver/grpcload.c
 	test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
 	mkdir -p bench/.cache
-	gcc -O2 -Wall -Wextra -o $@ $< -lnghttp2
+	gcc -O2 -Wall -Wextra -o $@.$$$$ $< -lnghttp2 && mv $@.$$$$ $@  # atomic: tests may build at once
 
 # Re-resolve the dependencies in a scratch venv and pin what it installed.
 constraints:

@@ -10,10 +10,8 @@ workload generator (each server its own protobuf for the same questions), builds
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import subprocess
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -165,17 +163,3 @@ def hit_rate(distinct: int, calls: int, start: int, capacity: int, warmup: int =
         touch(i % distinct)
     hits = sum(touch((start + i) % distinct) for i in range(calls))
     return hits / calls if calls else 0.0
-
-
-def distinct_keys(messages: Iterable[bytes]) -> int:
-    """How many distinct messages (as bytes) there are."""
-    return len(set(messages))
-
-
-@contextlib.contextmanager
-def cleanup(path: Path):  # type: ignore[no-untyped-def]
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
