@@ -194,21 +194,6 @@ def _median(runs: list[Run], attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
 
 
-def default_cache_entries() -> int:
-    """`pdp serve`'s default --decision-cache, as its help prints it (whatever it is today)."""
-    import re
-    import subprocess
-
-    help_text = subprocess.run(
-        [str(Path(sys.executable).parent / "pdp"), "serve", "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    m = re.search(r"--decision-cache N.*?\((\d[\d,_]*)\)", help_text, re.S)
-    return int(m.group(1).replace(",", "").replace("_", "")) if m else 0
-
-
 def body_sets(
     wl: Workload, distinct: int, log: Callable[[str], None]
 ) -> tuple[list[dict], Path, Path | None]:
@@ -266,7 +251,7 @@ def varied_section(
     else:
         notes.append(f"Cerbos {grpcload.cerbos_version(cerbos)} ({cerbos.relative_to(ROOT)})")
     driver.build()
-    capacity = default_cache_entries()
+    capacity = driver.default_cache_entries()
     pdp_flags = args.pdp_flags.split()
     if "--decision-cache" in pdp_flags:
         capacity = int(pdp_flags[pdp_flags.index("--decision-cache") + 1])

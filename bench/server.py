@@ -1,14 +1,21 @@
 """Load the gRPC decision server on loopback and compare it with the in-process engine.
 
     .venv/bin/python bench/server.py [--duration 5] [--connections 8] [--streams 8]
+                                 [--workers default,1] [--distinct 50000] [--repeated]
     .venv/bin/python bench/server.py --telemetry [--rounds 5] [--workers 1] [--control]
                                  [--connections 64] [--streams 1]
 
-For 1-resource x 3-action and 20-resource x 3-action requests, against `pdp serve --workers 1`
-and `--workers 2`, prints throughput and p50/p99 latency, and the ratio of the server's
-throughput to the in-process engine deciding the same requests on one core (what serving
-costs). Load comes from h2load (Debian `nghttp2-client`) when installed, which drives unary
-gRPC from C; otherwise from Python client processes (slower: they then compete for the CPU).
+What it measures: for 1-resource x 3-action and 20-resource x 3-action requests, `pdp serve`
+with its defaults (`default`: no --workers) and with `--workers 1`, loaded by the
+multi-payload driver (bench/driver/grpcload.c, `make bench-driver`) rotating through
+`--distinct` different requests (each its own principal and documents, so with more of them
+than the decision cache holds no call is a cache hit): req/s, p50/p99 latency, the server's
+CPU per call (its processes' user + system time from /proc), the decision-cache hit rate
+(computed from the rotation, pdp exposes no counter), and the ratio of the server's throughput
+to the in-process engine parsing and deciding the same requests on one core. How to read it:
+`server/in-proc` is what serving costs on top of deciding; CPU per call moves less with other
+load on the machine than req/s does. `--repeated` sends one request over and over instead
+(every call after the first a cache hit: the gateway's best case, not typical traffic).
 Not a test: figures depend on the machine; say which with every figure.
 
 `--telemetry` measures what the decision log and tracing cost a real server (issue 6: at most
@@ -57,7 +64,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +134,38 @@ def policy_dir() -> Path:
 
 
 def in_process_rps(directory: Path, n: int, seconds: float = 2.0) -> float:
-    """Requests/s of parse + decide in this process, as the server decides them."""
+    """Requests/s of parse + decide in this process, as the server decides them, over the
+    varied requests the server is sent (`varied_requests`)."""
     from pdp.cli._common import load_and_compile
     from pdp.engine import Engine
     from pdp.model.request import parse_check_request
 
     engine = Engine(load_and_compile(directory)[1])
-    raw = {"principal": PRINCIPAL, "resources": resources(n), "context": CONTEXT}
+    raws = varied_requests(n, 500)
     count, end = 0, time.perf_counter() + seconds
     while time.perf_counter() < end:
-        for _ in range(50):
+        for raw in raws[:50]:
             engine.check(parse_check_request(raw))
+        raws = raws[50:] + raws[:50]
         count += 50
     return count / seconds
+
+
+def varied_requests(n: int, count: int) -> list[dict[str, Any]]:
+    """`count` distinct requests of `n` documents x 3 actions: each its own principal (of 997)
+    and documents (ids never repeat), owned by that principal or someone else."""
+    out = []
+    for i in range(count):
+        principal = PRINCIPAL | {"id": f"user-{i % 997}"}
+        docs = resources(n)
+        for j, doc in enumerate(docs):
+            doc["id"] = f"doc-{i}-{j}"
+            doc["attr"] = doc["attr"] | {"owner": principal["id"] if (i + j) % 3 else "bob"}
+        out.append({"principal": principal, "resources": docs, "context": CONTEXT})
+    return out
+
+
+CHECK_METHOD = "/pdp.v1.DecisionService/Check"
 
 
 def free_port() -> int:
@@ -164,7 +189,7 @@ def request_bytes(n: int, *, pinned_time: bool = False) -> bytes:
 
 def start_server(
     directory: Path,
-    workers: int,
+    workers: int | None,
     port: int,
     extra: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
@@ -175,7 +200,8 @@ def start_server(
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(directory)),
-            *("--listen", f"127.0.0.1:{port}", "--workers", str(workers)),
+            *("--listen", f"127.0.0.1:{port}"),
+            *(("--workers", str(workers)) if workers is not None else ()),
             *("--log-level", "WARNING"),
             "--allow-client-time",  # some runs pin `context.time` (request_bytes(pinned_time=True))
             *extra,
@@ -187,7 +213,7 @@ def start_server(
     )
     # Every worker must be up: new connections land on workers at random.
     patient = Retry(attempts=200, max_backoff_s=0.1)
-    for _ in range(10 * workers):
+    for _ in range(10 * (workers or os.cpu_count() or 1)):
         with Client(f"127.0.0.1:{port}", timeout=60, retry=patient) as c:
             c.check(PRINCIPAL, resources(1), CONTEXT)
     return proc
@@ -260,31 +286,6 @@ def h2load(
         "done": done,
         "p50_ms": times[len(times) // 2] / 1000,
         "p99_ms": times[int(len(times) * 0.99)] / 1000,
-    }
-
-
-def _py_client(job: tuple[int, bytes, float]) -> list[float]:
-    import grpc
-
-    port, body, seconds = job
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        call = ch.unary_unary("/pdp.v1.DecisionService/Check")
-        lat, end = [], time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            call(body, timeout=10)
-            lat.append(time.perf_counter() - t)
-    return lat
-
-
-def python_load(port: int, body: bytes, args: argparse.Namespace) -> dict[str, float]:
-    jobs = [(port, body, args.duration)] * args.connections
-    with Pool(args.connections) as pool:
-        lat = sorted(x for part in pool.map(_py_client, jobs) for x in part)
-    return {
-        "rps": len(lat) / args.duration,
-        "p50_ms": statistics.median(lat) * 1000,
-        "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
     }
 
 
@@ -666,7 +667,22 @@ def main() -> int:
         "--streams", type=int, help="concurrent calls per connection (default 8; --telemetry: 1)"
     )
     parser.add_argument("--sizes", default="1,20", help="resources per request (3 actions each)")
-    parser.add_argument("--workers", default="1,2", help="server worker counts to run")
+    parser.add_argument(
+        "--workers",
+        help="server worker counts to run, `default` for none given "
+        "(default: default,1; --telemetry: 1,2)",
+    )
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=50_000,
+        help="distinct requests the load driver rotates through (50,000)",
+    )
+    parser.add_argument(
+        "--repeated",
+        action="store_true",
+        help="send one request over and over instead (decision-cache hits, labelled as such)",
+    )
     parser.add_argument("--json", action="store_true", help="also print results as JSON")
     parser.add_argument(
         "--telemetry",
@@ -692,13 +708,10 @@ def main() -> int:
     default_load = TELEMETRY_LOAD if args.telemetry else LOAD
     args.connections = args.connections or default_load[0]
     args.streams = args.streams or default_load[1]
-
-    import grpc
-
-    from pdp.server._gen.pdp.v1 import decision_pb2
+    args.workers = args.workers or ("1,2" if args.telemetry else "default,1")
 
     directory = policy_dir()
-    tool = "h2load" if shutil.which("h2load") else "python"
+    tool = "h2load" if args.telemetry else "bench/driver/grpcload.c"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
     print(f"policies: {directory}; load: {tool} -c{args.connections} -m{args.streams}")
     if args.telemetry:
@@ -711,43 +724,104 @@ def main() -> int:
             f"{f' --writer {args.writer}' if args.writer else ''}"
         )
         return telemetry_main(args, directory)
-    print(f"reproduce: .venv/bin/python bench/server.py --duration {args.duration}")
+    return throughput_main(args, directory)
+
+
+def throughput_main(args: argparse.Namespace, directory: Path) -> int:
+    """`pdp serve` under the multi-payload load driver: varied requests (or one repeated)."""
+    import grpc
+
+    from pdp.server._gen.pdp.v1 import decision_pb2
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from peers import driver
+
+    print(
+        f"reproduce: .venv/bin/python bench/server.py --duration {args.duration}"
+        f" --workers {args.workers} --sizes {args.sizes} --distinct {args.distinct}"
+        f"{' --repeated' if args.repeated else ''}"
+    )
+    from pdp.client._convert import request_to_proto
+
+    def payload(raw: dict[str, Any]) -> bytes:
+        return request_to_proto(
+            raw["principal"], raw["resources"], raw["context"]
+        ).SerializeToString()
+
     sizes = [int(s) for s in args.sizes.split(",")]
     baseline = {n: in_process_rps(directory, n) for n in sizes}
+    capacity = driver.default_cache_entries()
+    warm = 1000
     rows = []
-    for workers in [int(w) for w in args.workers.split(",")]:
+    for w in args.workers.split(","):
+        workers = None if w == "default" else int(w)
         port = free_port()
         proc = start_server(directory, workers, port)
         try:
             for n in sizes:
-                body = request_bytes(n)
-                # One real reply: proves the request decides, and sizes the h2load check.
-                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                    raw = ch.unary_unary("/pdp.v1.DecisionService/Check")(body, timeout=10)
-                reply = decision_pb2.CheckResponse.FromString(raw)
-                assert len(reply.results) == n
-                if tool == "h2load":
-                    result = h2load(port, body, len(raw), args)
+                # One request repeated (every call after the first a cache hit when the decision
+                # does not read the clock: the time is pinned), or `--distinct` of them in turn.
+                if args.repeated:
+                    reqs = [
+                        {
+                            "principal": PRINCIPAL,
+                            "resources": resources(n),
+                            "context": CONTEXT | {"time": PINNED_TIME},
+                        }
+                    ]
                 else:
-                    result = python_load(port, body, args)
-                result |= {
-                    "workers": workers,
-                    "resources": n,
-                    "in_process_rps": baseline[n],
-                    "ratio": result["rps"] / baseline[n],
-                }
-                rows.append(result)
+                    reqs = varied_requests(n, args.distinct)
+                tag = "repeated" if args.repeated else "varied"
+                bodies = driver.body_file(f"server-{tag}-{n}x3", payload, reqs)
+                # One real reply: proves the request decides.
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                    raw = ch.unary_unary("/pdp.v1.DecisionService/Check")(
+                        payload(reqs[0]), timeout=10
+                    )
+                assert len(decision_pb2.CheckResponse.FromString(raw).results) == n
+                load = {"connections": args.connections, "streams": args.streams}
+                driver.run(port, CHECK_METHOD, bodies, requests=warm, **load)
+                r = driver.run(
+                    port,
+                    CHECK_METHOD,
+                    bodies,
+                    duration=args.duration,
+                    start=warm,
+                    server_session=proc.pid,
+                    **load,
+                )
+                if not r.ok:
+                    raise SystemExit(f"{r.successes}/{r.requests} calls succeeded: {r.errors}")
+                rows.append(
+                    {
+                        "workers": w,
+                        "resources": n,
+                        "distinct": len(reqs),
+                        "rps": r.rps,
+                        "p50_ms": r.p50_us / 1000,
+                        "p99_ms": r.p99_us / 1000,
+                        "cpu_us": r.server_cpu_us,
+                        "hit_rate": driver.hit_rate(len(reqs), r.requests, warm, capacity, warm),
+                        "in_process_rps": baseline[n],
+                        "ratio": r.rps / baseline[n],
+                    }
+                )
         finally:
             stop_server(proc)
     print(
-        f"{'request':<10} {'workers':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'in-proc req/s':>14} {'server/in-proc':>15}"
+        f"{'request':<10} {'workers':>7} {'distinct':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'CPU µs/call':>11} {'cache hits':>10} {'in-proc req/s':>14} {'server/in-proc':>15}"
     )
     for r in rows:
         print(
-            f"{r['resources']:>2}x3{'':<6} {r['workers']:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f}"
-            f" {r['p99_ms']:>8.2f} {r['in_process_rps']:>14.0f} {r['ratio']:>15.2f}"
+            f"{r['resources']:>2}x3{'':<6} {r['workers']:>7} {r['distinct']:>8} {r['rps']:>9.0f}"
+            f" {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_us']:>11.0f}"
+            f" {r['hit_rate']:>10.0%} {r['in_process_rps']:>14.0f} {r['ratio']:>15.2f}"
         )
+    print(
+        "cache hits: computed from the workload (the rotation through the distinct requests "
+        f"against a {capacity:,}-entry LRU per worker); `default`: pdp serve without --workers"
+    )
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -137,6 +139,22 @@ def run(
         server_cpu_us=cpu / out["requests"] * 1e6 if out["requests"] else float("nan"),
         raw=out,
     )
+
+
+def default_cache_entries() -> int:
+    """`pdp serve`'s default --decision-cache, as its help prints it (whatever it is today)."""
+    help_text = subprocess.run(
+        [str(Path(sys.executable).parent / "pdp"), "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    # The option's own entry (the usage lines name it too), up to the next option's.
+    entry = re.search(r"^ +--decision-cache N\b(.*?)(?=^ +-)", help_text, re.S | re.M)
+    m = re.search(r"\((\d[\d,_]*)\)", entry.group(1)) if entry else None
+    if m is None:
+        raise RuntimeError("no default in `pdp serve --help` for --decision-cache")
+    return int(m.group(1).replace(",", "").replace("_", ""))
 
 
 def hit_rate(distinct: int, calls: int, start: int, capacity: int, warmup: int = 0) -> float:

@@ -174,3 +174,9 @@ def test_computed_hit_rate() -> None:
     # Fewer distinct requests than the cache holds: the second pass hits.
     assert driver.hit_rate(100, 400, 0, 10_000) == 0.75
     assert driver.hit_rate(100, 400, 0, 0) == 0.0  # cache off
+
+
+def test_the_cache_size_read_from_pdp_serve_help_is_the_default() -> None:
+    from pdp.server.cache import DEFAULT_CACHE_ENTRIES
+
+    assert driver.default_cache_entries() == DEFAULT_CACHE_ENTRIES
