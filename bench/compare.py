@@ -17,12 +17,21 @@ attribute condition, and a CIDR fence on delete.
 2. In-process: µs per decision (median and p99 of per-request times / decisions per request)
    and decisions/s, for each engine's native call on input prepared beforehand; rounds are
    interleaved across engines so that a busy machine slows them alike.
-3. gRPC: `pdp serve` and a real Cerbos (npm @cerbos/cerbos-linux-x64, disk store, loopback,
-   telemetry off), each sent the same question by h2load at the same concurrency, with and
-   without pinning server and client to separate cores; runs alternate between the servers.
-   One reply of each is decoded and checked, and every run's DATA bytes must equal n x that
-   reply (gRPC errors carry no body).
+3. gRPC, the headline: default `pdp serve` (no flags beyond --policies and --listen) and a
+   real Cerbos (npm @cerbos/cerbos-linux-x64, disk store, loopback, telemetry off), each sent
+   the same questions by the multi-payload load driver (bench/driver/grpcload.c, C on
+   libnghttp2; `make bench-driver`), which rotates through 50,000 distinct requests per
+   workload: varied 1x3 and 20x3 at 4 connections x 8 calls, varied 1x3 at one call in
+   flight, and one request repeated (every pdp call a cache hit, labelled as such). Rounds
+   interleaved, medians of three; server CPU per call from /proc; pdp's decision-cache hit
+   rate computed from the workload; a sample of each body file checked against the floor.
 4. Scale: 10,000 policies load+compile time, and retained memory per 1,000 rules.
+
+How to read it: the gRPC table's `pdp ÷ Cerbos` is the headline (above 1: pdp serves more
+calls per second on the same machine), next to the issue's targets and whether they were met;
+`server CPU µs/call` is the cost per call, which other load on the machine moves far less than
+req/s; `cache hits` says how much of pdp's figure its decision cache made (0% on varied
+traffic). Compare ratios within one run, not absolute figures across runs or machines.
 
 The table goes to stdout and to bench/RESULTS-peers.md (--out).
 """

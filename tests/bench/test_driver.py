@@ -119,11 +119,13 @@ def test_every_body_of_the_file_reaches_the_server(
     # The server stopped (SIGTERM drains the decision log): one record per call, and every
     # document of the file twice — the driver rotates through the bodies, it does not repeat one.
     records = [json.loads(line) for line in decision_log.read_text().splitlines()]
-    docs = [d["id"] for rec in records if rec["rpc"] == CHECK for d in rec["decisions"]]
-    docs = [d for d in docs if d != "readiness-probe"]
+    # Decided calls only: a readiness probe that timed out on a loaded machine left a record
+    # with an error and no decisions. The multiset below still proves each driver call decided.
+    calls = [rec for rec in records if rec["rpc"] == CHECK and "decisions" in rec]
+    docs = [d["id"] for rec in calls for d in rec["decisions"] if d["id"] != "readiness-probe"]
     sent = [r["resources"][0]["id"] for r in requests]
     assert sorted(docs) == sorted(sent * 2)
-    principals = {rec["principal"]["id"] for rec in records if rec["rpc"] == CHECK}
+    principals = {rec["principal"]["id"] for rec in calls if rec["principal"]["id"] != "acme-u1"}
     assert len(principals) > 10
 
 
