@@ -472,7 +472,7 @@ def render(
         f"Command: `{meta['command']}`. Date: {meta['date']}.",
         "",
         f"Agreement: every engine gave the floor's decision on all {meta['checked']} decisions "
-        f"({meta['requests']}).",
+        f"({meta['requests']}).{meta.get('sampled', '')}",
         "",
         f"## In-process: 1 document x 3 actions, {meta['n_inproc']} requests, µs per decision",
         "",
@@ -600,7 +600,10 @@ def main() -> None:
             log("gRPC load")
             lines, grpc_notes, sampled = varied_section(args, tmp, log)
             notes += grpc_notes
-            meta["checked"] += f", and {sampled:,} over gRPC sampled from the load's body files"
+            meta["sampled"] = (
+                f" Before the load, {sampled:,} more decisions over gRPC, both servers answering a "
+                "sample of each load body file one by one, agreed with the floor as well."
+            )
 
     scale = None
     if not args.no_scale:

@@ -60,6 +60,7 @@ static body_t *bodies;
 static size_t n_bodies, next_body;
 static long long submitted, completed, successes, limit = -1;
 static long long by_status[N_STATUS], http_bad, no_status, resets, conn_lost;
+static int lost_midrun; /* a connection lost while the run still had calls to make */
 static double deadline = -1, t_begin, t_last;
 static int streams_per_conn = 8;
 static uint32_t *lat;
@@ -222,6 +223,7 @@ static void lose(conn_t *c, const char *why) {
     if (c->dead) return;
     fprintf(stderr, "grpcload: connection lost (%s) with %d calls in flight\n", why, c->inflight);
     conn_lost += c->inflight;
+    if (c->inflight || may_submit()) lost_midrun = 1;
     completed += c->inflight;
     c->inflight = 0;
     c->dead = 1;
@@ -351,5 +353,5 @@ int main(int argc, char **argv) {
            "\"rps\": %.1f, \"p50_us\": %.0f, \"p90_us\": %.0f, \"p99_us\": %.0f}\n",
            n_bodies, n_conn, streams_per_conn, secs, secs > 0 ? completed / secs : 0.0,
            pct(0.50), pct(0.90), pct(0.99));
-    return conn_lost ? 3 : 0;
+    return conn_lost || lost_midrun ? 3 : 0;
 }

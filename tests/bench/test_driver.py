@@ -55,7 +55,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def pdp_serve(tmp_path: Path, *extra: str) -> Iterator[int]:
+def pdp_serve(tmp_path: Path, *extra: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = _free_port()
     cmd = [
         str(Path(sys.executable).parent / "pdp"),
@@ -77,7 +77,7 @@ def pdp_serve(tmp_path: Path, *extra: str) -> Iterator[int]:
             except Exception:
                 assert time.monotonic() < deadline, "pdp serve did not answer in 120 s"
                 time.sleep(0.2)
-        yield port
+        yield port, proc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -100,7 +100,7 @@ def test_every_body_of_the_file_reaches_the_server(
 ) -> None:
     decision_log = tmp_path / "decisions.jsonl"
     # Rotating from body 7 through 240 calls: every body is sent exactly twice.
-    with pdp_serve(tmp_path, "--decision-log", str(decision_log)) as port:
+    with pdp_serve(tmp_path, "--decision-log", str(decision_log)) as (port, _proc):
         out = run(binary, "--port", str(port), "--path", CHECK, "--bodies", str(bodies))
         assert out.returncode == 2  # neither -n nor -D
         out = run(
@@ -130,7 +130,7 @@ def test_every_body_of_the_file_reaches_the_server(
 
 
 def test_errors_are_counted_by_grpc_status(binary: Path, bodies: Path, tmp_path: Path) -> None:
-    with pdp_serve(tmp_path) as port:
+    with pdp_serve(tmp_path) as (port, _proc):
         out = run(
             binary,
             *("--port", str(port), "--path", "/pdp.v1.DecisionService/NoSuchMethod"),
@@ -182,3 +182,33 @@ def test_the_cache_size_read_from_pdp_serve_help_is_the_default() -> None:
     from pdp.server.cache import DEFAULT_CACHE_ENTRIES
 
     assert driver.default_cache_entries() == DEFAULT_CACHE_ENTRIES
+
+
+def test_a_server_that_dies_mid_run_fails_the_run(
+    binary: Path, bodies: Path, tmp_path: Path
+) -> None:
+    decision_log = tmp_path / "decisions.jsonl"
+    with pdp_serve(tmp_path, "--decision-log", str(decision_log)) as (port, server):
+        driver_proc = subprocess.Popen(
+            [
+                *(str(binary), "--port", str(port), "--path", CHECK, "--bodies", str(bodies)),
+                *("-c", "2", "-m", "2", "-D", "300"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not (decision_log.exists() and decision_log.stat().st_size > 0):
+                assert driver_proc.poll() is None, driver_proc.communicate()
+                assert time.monotonic() < deadline, "no call was logged in 120 s"
+                time.sleep(0.1)
+            os.killpg(server.pid, signal.SIGKILL)  # the server's whole group, as a crash
+            _out, err = driver_proc.communicate(timeout=120)
+        finally:
+            if driver_proc.poll() is None:
+                driver_proc.kill()
+                driver_proc.wait(10)
+    assert driver_proc.returncode == 3
+    assert "connection lost" in err
