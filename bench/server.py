@@ -8,8 +8,8 @@
 What it measures: for 1-resource x 3-action and 20-resource x 3-action requests, `pdp serve`
 with its defaults (`default`: no --workers) and with `--workers 1`, loaded by the
 multi-payload driver (bench/driver/grpcload.c, `make bench-driver`) rotating through
-`--distinct` different requests (each its own principal and documents, so with more of them
-than the decision cache holds no call is a cache hit): req/s, p50/p99 latency, the server's
+`--distinct` different requests (each its own documents, principals among 997; with more of
+them than the decision cache holds, no call is a cache hit): req/s, p50/p99 latency, the server's
 CPU per call (its processes' user + system time from /proc), the decision-cache hit rate
 (computed from the rotation, pdp exposes no counter), and the ratio of the server's throughput
 to the in-process engine parsing and deciding the same requests on one core. How to read it:
