@@ -21,7 +21,7 @@ serve: $(STAMP)
 redis-server:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
-test: $(STAMP) redis-server
+test: $(STAMP) redis-server bench-driver
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pdp fmt --check policies
