@@ -20,7 +20,7 @@ from pdp.model.decision import BundleInfo
 from pdp.model.loader import load_policy_dir
 from pdp.telemetry import Masker, MemorySink, Metrics, TelemetryObserver
 from pdp.telemetry import observer as observer_module
-from pdp.telemetry.metrics import LocalHistograms, attach_histograms
+from pdp.telemetry.metrics import BATCH_BUCKETS, LATENCY_BUCKETS_S
 
 from .conftest import PARENT_SPAN_ID, TOKEN, TRACE_ID, ObsFactory
 
@@ -34,15 +34,11 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.shutdown()
 
 
-@pytest.fixture(params=["local_histograms", "sdk_histograms"])
-def metrics(request: pytest.FixtureRequest) -> Iterator[tuple[Metrics, InMemoryMetricReader]]:
+@pytest.fixture
+def metrics() -> Iterator[tuple[Metrics, InMemoryMetricReader]]:
     reader = InMemoryMetricReader()
-    histograms = None
-    if request.param == "local_histograms":  # as `setup_otel` builds them
-        histograms = LocalHistograms("test")
-        attach_histograms(reader, histograms)
     provider = MeterProvider(metric_readers=[reader])
-    yield Metrics(provider.get_meter("test"), histograms), reader
+    yield Metrics(provider.get_meter("test")), reader
     provider.shutdown()
 
 
@@ -123,8 +119,13 @@ def test_metrics(
     assert decisions == {("allow", "reader"): 6, ("deny", "missing_scope"): 3}
     (latency,) = points(reader, "pdp.decision.duration")
     assert latency.count == 3 and latency.sum == pytest.approx(3 * 0.00042)
+    # pdp's own buckets (decisions take microseconds, not the SDK default's seconds).
+    assert tuple(latency.explicit_bounds) == LATENCY_BUCKETS_S
+    assert latency.bucket_counts[LATENCY_BUCKETS_S.index(0.0005)] == 3  # 0.00042 <= 0.0005
+    assert dict(latency.attributes) == {"outcome": "ok"}
     (batch,) = points(reader, "pdp.check.batch_size")
     assert batch.count == 3 and batch.sum == 9
+    assert tuple(batch.explicit_bounds) == BATCH_BUCKETS
     (activations,) = points(reader, "pdp.bundle.activations")
     assert activations.value == 1 and activations.attributes["bundle.revision"] == "abc123"
     (failures,) = points(reader, "pdp.bundle.failures")
