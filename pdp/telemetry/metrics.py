@@ -15,6 +15,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from pdp.model.decision import BundleInfo
 from pdp.telemetry.decision_log import Summary
+from pdp.telemetry.intake import watch_holder
 
 if TYPE_CHECKING:
     from pdp.engine.engine import Engine
@@ -140,19 +141,7 @@ class Metrics:
 
     def watch(self, holder: EngineHolder) -> None:
         """Count activations and refusals from now on and report the holder's active bundle."""
-        holder.on_swap(self.bundle_activated)
-        engine = holder.current
-        if engine is not None:
-            self.bundle_activated(engine)
-        # EngineHolder tells listeners about swaps only; its failures (a refused candidate, an
-        # unreachable source) are seen by wrapping this one instance's `record_failure`.
-        original = holder.record_failure
-
-        def record_failure(error: str) -> None:
-            original(error)
-            self.bundle_failed(error)
-
-        holder.record_failure = record_failure  # type: ignore[method-assign]
+        watch_holder(holder, self.bundle_activated, self.bundle_failed)
 
     def bundle_activated(self, engine: Engine | Any) -> None:
         self.bundle_is(getattr(engine, "bundle", None))

@@ -34,7 +34,7 @@ from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from pdp.telemetry.config import TelemetryOptions
-from pdp.telemetry.intake import Intake
+from pdp.telemetry.intake import Intake, watch_holder
 
 if TYPE_CHECKING:
     from pdp.engine.engine import Engine
@@ -128,16 +128,7 @@ class OffloadObserver(Intake):
     # -- bundle events -------------------------------------------------------------------------
 
     def watch_holder(self, holder: EngineHolder) -> None:
-        holder.on_swap(self._activated)
-        if holder.current is not None:
-            self._activated(holder.current)
-        original = holder.record_failure
-
-        def record_failure(error: str) -> None:
-            original(error)
-            self.record_bundle_failure(error)
-
-        holder.record_failure = record_failure  # type: ignore[method-assign]
+        watch_holder(holder, self._activated, self.record_bundle_failure)
 
     def _activated(self, engine: Engine) -> None:
         if not self._closed:  # a swap during shutdown, after the writer was told to close

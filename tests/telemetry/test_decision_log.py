@@ -87,6 +87,14 @@ def test_masked_values_reach_no_part_of_the_record(make_obs: ObsFactory) -> None
     assert MASKED in record["decisions"][0]["actions"]["delete"]["message"]
 
 
+def test_a_masked_request_id_reaches_no_part_of_the_record(make_obs: ObsFactory) -> None:
+    obs = make_obs()
+    record = build_record(obs, Masker(["request_id"]))
+    assert record["request_id"] == MASKED and record["request"]["request_id"] == MASKED
+    assert "req-1" not in json.dumps(record)
+    assert record["decision_id"] == "dec-1"  # the server's own id stays
+
+
 def test_error_record_without_response(make_obs: ObsFactory) -> None:
     obs = make_obs()
     failed = dataclasses.replace(

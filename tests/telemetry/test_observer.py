@@ -18,9 +18,17 @@ from opentelemetry.trace import SpanKind
 from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.model.decision import BundleInfo
 from pdp.model.loader import load_policy_dir
-from pdp.telemetry import Masker, MemorySink, Metrics, TelemetryObserver
+from pdp.telemetry import (
+    Masker,
+    MemorySink,
+    Metrics,
+    TelemetryObserver,
+    TelemetryOptions,
+    build_observer,
+)
 from pdp.telemetry import observer as observer_module
 from pdp.telemetry.metrics import BATCH_BUCKETS, LATENCY_BUCKETS_S
+from pdp.telemetry.otel import setup_otel
 
 from .conftest import PARENT_SPAN_ID, TOKEN, TRACE_ID, ObsFactory
 
@@ -256,3 +264,31 @@ def test_telemetry_observer_satisfies_the_servers_observer_protocol(make_obs: Ob
     observer.on_check(make_obs())
     observer.close()
     assert observer.dropped == 0
+
+
+def test_without_a_span_exporter_records_still_carry_trace_and_span_ids(
+    make_obs: ObsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    sink = MemorySink()
+    observer = build_observer(TelemetryOptions(otel=True, extra_sinks=(sink,)))
+    observer.on_check(make_obs())
+    observer.close()
+    (record,) = sink.records
+    assert record["trace_id"] == TRACE_ID  # the caller's trace, kept
+    assert len(record["span_id"]) == 16 and record["span_id"] != PARENT_SPAN_ID
+
+
+def test_the_configured_sampler_decides(
+    make_obs: ObsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    exporter = InMemorySpanExporter()
+    otel = setup_otel(span_exporters=[exporter], metrics=False)
+    sink = MemorySink()
+    observer = TelemetryObserver(sinks=[sink], tracer=otel.tracer, otel=otel)
+    observer.on_check(make_obs())
+    observer.close()
+    assert exporter.get_finished_spans() == ()  # sampled out: no span exported
+    assert sink.records[0]["trace_id"] == TRACE_ID
