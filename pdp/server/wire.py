@@ -19,6 +19,7 @@ from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest, Limits
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
+from .cache import split_request_id
 from .convert import request_from_proto, response_from_proto
 from .hooks import CheckObservation
 
@@ -118,6 +119,17 @@ def _decoded(request: bytes, reply: bytes) -> tuple[CheckRequest, CheckResponse]
 _decoded_entry = functools.lru_cache(maxsize=1024)(_decoded)
 
 
+def _hit(
+    key: bytes, body: bytes, decision_id: str, request_id: str, evaluated_at: str
+) -> tuple[CheckRequest, CheckResponse]:
+    """A call answered with a known decision (`key`: the request without its id, `body`: the
+    reply without its ids), with this call's own ids."""
+    request, response = _decoded_entry(key, body)
+    return dataclasses.replace(request, request_id=request_id), dataclasses.replace(
+        response, decision_id=decision_id, request_id=request_id, evaluated_at=evaluated_at
+    )
+
+
 def decode_observation(item: tuple[Any, ...]) -> CheckObservation:
     """Runs in the writer process."""
     if item[0] == _OBJECT:
@@ -128,20 +140,23 @@ def decode_observation(item: tuple[Any, ...]) -> CheckObservation:
     if item[0] == _HIT:
         (_, rpc, key, body, decision_id, request_id, evaluated_at, peer, identity, metadata,
          start, latency) = item  # fmt: skip
-        entry_request, entry_response = _decoded_entry(key, body)
-        request = dataclasses.replace(entry_request, request_id=request_id)
-        response = dataclasses.replace(
-            entry_response,
-            decision_id=decision_id,
-            request_id=request_id,
-            evaluated_at=evaluated_at,
-        )
+        request, response = _hit(key, body, decision_id, request_id, evaluated_at)
         code = message = ""
     else:
         _, rpc, data, reply, code, message, peer, identity, metadata, start, latency = item
         # A failed call (no reply) is observed as the server observes it: no request, no
         # response.
-        if reply is not None:
+        split = split_request_id(data) if reply is not None else None
+        if split is not None:
+            # Decided afresh, yet often a question asked before: split off this call's ids
+            # and decode the rest once, as for a cache hit.
+            answer = _pb.CheckResponse.FromString(reply)
+            ids = (answer.decision_id, answer.request_id, answer.evaluated_at)
+            for name in ("decision_id", "request_id", "evaluated_at"):
+                answer.ClearField(name)
+            request, response = _hit(split[0], answer.SerializeToString(), *ids)
+            request = dataclasses.replace(request, request_id=split[1])
+        elif reply is not None:
             request, response = _decoded(data, reply)
     return CheckObservation(
         request=request,
