@@ -82,8 +82,14 @@ def start(
         stderr=stderr,
         start_new_session=True,
     )
-    with Client(f"127.0.0.1:{port}", timeout=60, retry=Retry(attempts=200, max_backoff_s=0.1)) as c:
-        c.check(PRINCIPAL, resources(1), CONTEXT)
+    # Patient: on a loaded machine a server (and its writer process) can take a minute to start.
+    patient = Retry(attempts=1200, max_backoff_s=0.1)
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=120, retry=patient) as c:
+            c.check(PRINCIPAL, resources(1), CONTEXT)
+    except BaseException:
+        stop_server(proc)
+        raise
     return proc
 
 
