@@ -1,213 +1,205 @@
-"""Telemetry benchmark (not a test): Check throughput with the decision log and tracing on vs off.
+"""What telemetry costs a real server: `pdp serve` throughput with the decision log, traces and
+metrics on vs all of it off, on served gRPC traffic (not a test).
 
-Reproduce:  .venv/bin/python bench/telemetry.py            (from the repository root)
-            .venv/bin/python bench/telemetry.py --quick    (shorter runs)
+Reproduce:  .venv/bin/python bench/telemetry.py
+            .venv/bin/python bench/telemetry.py --root /path/to/other/checkout --root .
 
-In-process, without the gRPC transport: each call does what the decision servicer does for
-one Check — decode the request message, convert it, decide with the engine on the example
-policies (policies/), encode the answer — on `--threads` threads, for `--seconds`.
+For each `--root` (a pdp source tree; default: this one), two `pdp serve --workers 1` servers
+run side by side, started from that tree: **off** (`--otel off`, no decision log) and **on**
+(`--decision-log FILE --otel on`: traces and metrics over OTLP/gRPC to a receiver this script
+runs on 127.0.0.1, the default sampler, the default writer — a separate process on a multi-core
+machine). h2load (Debian `nghttp2-client`) drives 64 connections of one unary Check each, for
+`--duration` seconds a run. Every round runs each server once, interleaved across the roots and
+in an order that flips every round (a shared machine drifts); per round and root the on/off
+throughput ratio is taken, and the median over `--rounds` rounds is printed, with the cost
+(one minus it). Traffic: one request of 1 resource x 3 actions with a fixed `context.time`,
+with the decision cache on (every repeated call is a hit) and off (`--decision-cache 0`: every
+call is decided); the cost printed last is the mean over the two.
 
-- **off**: no observer (the servicer's bare path).
-- **on**: the servicer's observed path (a `CheckObservation` per call) and a
-  `TelemetryObserver` with a rotating JSON-lines file sink, one mask path, a tracer whose
-  batch span processor exports to a discarding exporter (the OTLP encode/send is not
-  measured: it runs on the SDK's export thread), and the metrics on an SDK meter.
+The off server is the same code in every root (no telemetry is loaded), so with two roots the
+direct figure is the last line: the second root's on server's throughput over the first's,
+the median of the rounds' own ratios.
 
-The writer thread competes for the GIL with the request threads, so the throughput ratio
-includes telemetry's whole CPU cost, not only `on_check`. Leaving the transport out makes each
-call cheaper than a real one, so the ratio is an upper bound on what telemetry costs a server.
-Also reported: `on_check` alone (µs), the writer's cost per record (µs), and records dropped.
+With two roots the last lines compare them: the second root's telemetry cost against the
+first's, measured in the same run. The on servers must have logged every call they answered
+— a writer that fell behind and dropped records would look cheap — so every on server's
+stderr is read for the writer's "dropped" warnings, and the script prints how many it dropped.
+
+Read the figures as indicative on a shared machine: only ratios measured in the same run mean
+anything, and the lead re-measures on a quiet one.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import os
+import re
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
-from google.protobuf import json_format  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
+from server import (  # noqa: E402
+    OtlpReceiver,
+    free_port,
+    h2load,
+    log_lines,
+    policy_dir,
+    request_bytes,
+    server_envs,
+    stop_server,
+)
 
-from pdp.engine import Engine, compile_policy_set  # noqa: E402
-from pdp.model.loader import load_policy_dir  # noqa: E402
-from pdp.model.request import DEFAULT_LIMITS  # noqa: E402
-from pdp.server._gen.pdp.v1 import decision_pb2 as pb  # noqa: E402
-from pdp.server.convert import request_from_proto, response_to_proto  # noqa: E402
-from pdp.server.hooks import CheckObservation  # noqa: E402
-from pdp.telemetry import Masker, Metrics, RotatingFileSink, TelemetryObserver  # noqa: E402
-from pdp.telemetry.otel import setup_otel  # noqa: E402
-
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-METADATA = (("traceparent", TRACEPARENT), ("user-agent", "grpc-python/bench"))
-
-
-class DiscardSpans(SpanExporter):
-    def export(self, spans: object) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
+# Calls h2load makes before its measured window, and the writer's drain after an on run.
+DRAIN_S = 0.8
 
 
-def load_messages() -> list[bytes]:
-    out = []
-    for path in sorted((ROOT / "policies" / "requests").glob("*.json")):
-        out.append(
-            json_format.ParseDict(
-                json.loads(path.read_text()), pb.CheckRequest()
-            ).SerializeToString()
-        )
-    return out
+def start(
+    root: Path, port: int, flags: tuple[str, ...], env: dict[str, str], stderr: Any = None
+) -> Any:
+    """`pdp serve` from the source tree `root` (its `pdp` package first on the path)."""
+    from server import CONTEXT, PRINCIPAL, resources
 
+    from pdp.client import Client, Retry
 
-def make_call(engine: Engine, observer: TelemetryObserver | None) -> Callable[[bytes], bytes]:
-    def bare(data: bytes) -> bytes:
-        request = request_from_proto(pb.CheckRequest.FromString(data), DEFAULT_LIMITS)
-        return response_to_proto(engine.check(request)).SerializeToString()
-
-    if observer is None:
-        return bare
-
-    def observed(data: bytes) -> bytes:
-        start = time.time()
-        t0 = time.perf_counter()
-        request = request_from_proto(pb.CheckRequest.FromString(data), DEFAULT_LIMITS)
-        response = engine.check(request)
-        out = response_to_proto(response).SerializeToString()
-        observer.on_check(
-            CheckObservation(
-                request=request,
-                response=response,
-                error_code="",
-                error_message="",
-                peer="ipv4:127.0.0.1:50000",
-                peer_identity="",
-                metadata=METADATA,
-                start_time=start,
-                latency_s=time.perf_counter() - t0,
-                rpc="/pdp.v1.DecisionService/Check",
-            )
-        )
-        return out
-
-    return observed
-
-
-def throughput(
-    call: Callable[[bytes], bytes], messages: list[bytes], threads: int, seconds: float
-) -> float:
-    stop = threading.Event()
-    counts = [0] * threads
-
-    def worker(i: int) -> None:
-        n = 0
-        k = i
-        while not stop.is_set():
-            call(messages[k % len(messages)])
-            k += 1
-            n += 1
-        counts[i] = n
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    started = time.perf_counter()
-    for t in pool:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in pool:
-        t.join()
-    return sum(counts) / (time.perf_counter() - started)
-
-
-def build_observer(log_dir: Path) -> TelemetryObserver:
-    otel = setup_otel(span_exporters=[DiscardSpans()], metric_readers=[InMemoryMetricReader()])
-    return TelemetryObserver(
-        sinks=[
-            RotatingFileSink(log_dir / "decisions.jsonl", max_bytes=64 * 1024 * 1024, backups=1)
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(policy_dir())),
+            *("--listen", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "WARNING"),
+            "--allow-client-time",
+            *flags,
         ],
-        masker=Masker(["principal.attr.email"]),
-        tracer=otel.tracer,
-        metrics=Metrics(otel.meter, otel.histograms) if otel.meter else None,
-        otel=otel,
+        cwd=root,
+        env=env | {"PYTHONPATH": str(root)},
+        stderr=stderr,
+        start_new_session=True,
     )
+    # Patient: on a loaded machine a server (and its writer process) can take a minute to start.
+    patient = Retry(attempts=1200, max_backoff_s=0.1)
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=120, retry=patient) as c:
+            c.check(PRINCIPAL, resources(1), CONTEXT)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="2 s runs instead of 5 s")
-    ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=3, help="alternating off/on runs (median kept)")
+    ap.add_argument("--root", action="append", type=Path, help="pdp source tree (repeatable)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=3, help="seconds per h2load run")
+    ap.add_argument("--caches", default="on,off", help="decision cache settings to run")
+    ap.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="start the servers with --no-pin-workers (by default a lone server pins itself "
+        "to the last core)",
+    )
     args = ap.parse_args()
-    seconds = 2.0 if args.quick else 5.0
+    args.connections, args.streams = 64, 1  # read by server.h2load
+    if not shutil.which("h2load"):
+        raise SystemExit("needs h2load (apt-get install -y nghttp2-client)")
+    roots = [r.resolve() for r in (args.root or [ROOT])]
+    import grpc
 
-    engine = Engine(compile_policy_set(load_policy_dir(ROOT / "policies")))
-    messages = load_messages()
+    receiver = OtlpReceiver()
+    off_env, on_env = server_envs(receiver.port)
+    tmp = Path(tempfile.mkdtemp(prefix="pdp-bench-telemetry-"))
+    body = request_bytes(1, pinned_time=True)
     print(
-        f"python {platform.python_version()} on {platform.machine()}, {args.threads} threads, "
-        f"{len(messages)} reference requests, {seconds:g} s per run"
+        f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores"
     )
-
-    offs, ons, dropped, records = [], [], 0, 0
-    writer_us = on_check_us = 0.0
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            offs.append(throughput(make_call(engine, None), messages, args.threads, seconds))
-            observer = build_observer(Path(tmp))
-            ons.append(throughput(make_call(engine, observer), messages, args.threads, seconds))
-            t = time.perf_counter()
-            observer.close()
-            dropped += observer.dropped
-            print(
-                f"  round {r + 1}: off {offs[-1]:8.0f}/s   on {ons[-1]:8.0f}/s   "
-                f"(close drained in {time.perf_counter() - t:.2f} s, dropped {observer.dropped})"
-            )
-        records = sum(len(p.read_text().splitlines()) for p in Path(tmp).glob("decisions.jsonl*"))
-
-        # on_check alone, and the writer's cost per record, single-threaded.
-        observer = build_observer(Path(tmp))
-        request = request_from_proto(pb.CheckRequest.FromString(messages[0]), DEFAULT_LIMITS)
-        obs = CheckObservation(
-            request,
-            engine.check(request),
-            "",
-            "",
-            "ipv4:127.0.0.1:1",
-            "",
-            METADATA,
-            time.time(),
-            0.0002,
-            "/pdp.v1.DecisionService/Check",
+    costs: dict[Path, list[float]] = {root: [] for root in roots}
+    on_vs_first: list[float] = []  # median per cache setting of (last root's on / first's)
+    try:
+        for cache in args.caches.split(","):
+            flags: tuple[str, ...] = ("--decision-cache", "0") if cache == "off" else ()
+            flags += ("--no-pin-workers",) if args.no_pin else ()
+            servers: dict[tuple[Path, str], tuple[Any, int, Path]] = {}
+            try:
+                for i, root in enumerate(roots):
+                    log = tmp / f"decisions-{i}-{cache}.jsonl"
+                    for name in ("off", "on"):
+                        port = free_port()
+                        extra: tuple[str, ...] = ("--otel", "off")
+                        if name == "on":
+                            extra = ("--otel", "on", "--decision-log", str(log))
+                            extra += ("--decision-log-backups", "1000")
+                        env = off_env if name == "off" else on_env
+                        with (tmp / f"stderr-{i}-{cache}-{name}.txt").open("wb") as err:
+                            proc = start(root, port, flags + extra, env, err)
+                        servers[(root, name)] = (proc, port, log)
+                with grpc.insecure_channel(f"127.0.0.1:{servers[(roots[0], 'on')][1]}") as ch:
+                    reply = ch.unary_unary("/pdp.v1.DecisionService/Check")(body, timeout=10)
+                # A first run per server, not counted: its first calls warm it up.
+                warm = argparse.Namespace(**{**vars(args), "duration": 1})
+                for _, port, _ in servers.values():
+                    h2load(port, body, len(reply), warm)
+                ratios: dict[Path, list[float]] = {root: [] for root in roots}
+                done: dict[Path, int] = {root: 0 for root in roots}
+                per_round: list[float] = []
+                for rnd in range(args.rounds):
+                    order = [(root, name) for root in roots for name in ("off", "on")]
+                    if rnd % 2:
+                        order.reverse()
+                    rps: dict[tuple[Path, str], float] = {}
+                    for key in order:
+                        result = h2load(servers[key][1], body, len(reply), args)
+                        rps[key] = result["rps"]
+                        if key[1] == "on":
+                            done[key[0]] += int(result["done"])
+                            time.sleep(DRAIN_S)
+                    per_round.append(rps[(roots[-1], "on")] / rps[(roots[0], "on")])
+                    for i, root in enumerate(roots):
+                        ratios[root].append(rps[(root, "on")] / rps[(root, "off")])
+                        print(
+                            f"  cache {cache:<3} round {rnd + 1} root {i + 1}: "
+                            f"off {rps[(root, 'off')]:7.0f}/s  on {rps[(root, 'on')]:7.0f}/s  "
+                            f"on/off {ratios[root][-1]:.3f}"
+                        )
+            finally:
+                for proc, _, _ in servers.values():
+                    stop_server(proc)
+            on_vs_first.append(statistics.median(per_round))
+            for i, root in enumerate(roots):
+                ratio = statistics.median(ratios[root])
+                costs[root].append(1 - ratio)
+                records = log_lines(servers[(root, "on")][2])
+                err = (tmp / f"stderr-{i}-{cache}-on.txt").read_text(errors="replace")
+                drops = [int(n) for n in re.findall(r"total dropped (\d+)", err)]
+                lost = f"  DROPPED {max(drops)} RECORDS (queue full)" if drops else ""
+                print(
+                    f"cache {cache:<3} root {i + 1} ({root}): on/off median {ratio:.3f}, cost "
+                    f"{100 * (1 - ratio):.1f}%  ({records} records for {done[root]} calls){lost}"
+                )
+    finally:
+        receiver.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    for i, root in enumerate(roots):
+        print(f"telemetry cost, root {i + 1}: {100 * statistics.mean(costs[root]):.1f}%  ({root})")
+    if len(roots) == 2:
+        a, b = (statistics.mean(costs[r]) for r in roots)
+        print(
+            f"root 2 vs root 1: {100 * (b - a):+.1f} points of cost; root 2's on-throughput is "
+            f"{(1 - b) / (1 - a):.3f}x root 1's (relative to its own off server)"
         )
-        n = 20_000
-        observer._max = n + 1  # room for all of them: this measures the append, not drops
-        t = time.perf_counter()
-        for _ in range(n):
-            observer.on_check(obs)
-        on_check_us = (time.perf_counter() - t) / n * 1e6
-        t = time.perf_counter()
-        observer.close()
-        writer_us = (time.perf_counter() - t) / n * 1e6
-
-    off = sorted(offs)[len(offs) // 2]
-    on = sorted(ons)[len(ons) // 2]
-    print(f"throughput off (median)  {off:10.0f} checks/s")
-    print(f"throughput on  (median)  {on:10.0f} checks/s")
-    print(
-        f"on / off                 {on / off:10.3f}   (cost {100 * (1 - on / off):.1f}%; target <= 15%)"
-    )
-    print(f"on_check                 {on_check_us:10.2f} µs per call (request thread)")
-    print(
-        f"writer                   {writer_us:10.1f} µs per record (span + metrics + record + file)"
-    )
-    print(f"records written {records}, dropped {dropped}")
+        print(
+            "root 2's on server / root 1's, median of the rounds, per cache setting: "
+            + ", ".join(f"{r:.3f}" for r in on_vs_first)
+        )
+    return 0
 
 
 if __name__ == "__main__":

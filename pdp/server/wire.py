@@ -11,6 +11,7 @@ the server process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from operator import itemgetter
 from typing import Any
 
@@ -108,180 +109,55 @@ def encode_observation(obs: Any) -> tuple[Any, ...]:
     )
 
 
-class _Entry:
-    """A cached decision as the writer process knows it: decoded once, shared by its hits
-    (telemetry builds the shared parts of their records once per entry, as in-process)."""
-
-    __slots__ = ("request", "response")
-
-    def __init__(self, request: CheckRequest, response: CheckResponse) -> None:
-        self.request = request
-        self.response = response
+def _decoded(request: bytes, reply: bytes) -> tuple[CheckRequest, CheckResponse]:
+    """A request and its reply as the server had them."""
+    req = request_from_proto(_pb.CheckRequest.FromString(request), _NO_LIMITS)
+    return req, _in_request_order(req, response_from_proto(_pb.CheckResponse.FromString(reply)))
 
 
-class HitObservation(tuple):  # type: ignore[type-arg]
-    """A call answered from a cached decision, as the writer process observes it: the hit
-    itself (`cache_hit` is the observation: entry, decision_id, request_id, evaluated_at) and
-    the call's details. A tuple, so that decoding a wire item is one C-level tuple build;
-    `request`/`response` are made only if telemetry asks (it does not when it can share the
-    entry's record parts)."""
-
-    __slots__ = ()
-
-    entry: _Entry = property(itemgetter(0))  # type: ignore[assignment]
-    rpc: str = property(itemgetter(1))  # type: ignore[assignment]
-    decision_id: str = property(itemgetter(2))  # type: ignore[assignment]
-    request_id: str = property(itemgetter(3))  # type: ignore[assignment]
-    evaluated_at: str = property(itemgetter(4))  # type: ignore[assignment]
-    peer: str = property(itemgetter(5))  # type: ignore[assignment]
-    peer_identity: str = property(itemgetter(6))  # type: ignore[assignment]
-    metadata: tuple[tuple[str, str], ...] = property(itemgetter(7))  # type: ignore[assignment]
-    start_time: float = property(itemgetter(8))  # type: ignore[assignment]
-    latency_s: float = property(itemgetter(9))  # type: ignore[assignment]
-    error_code = error_message = ""
-    # The layout of pdp.telemetry.observation.HIT_ROW_FIELDS (which this package may not import).
-    hit_row = True
-
-    @property
-    def cache_hit(self) -> HitObservation:
-        return self
-
-    @property
-    def request(self) -> CheckRequest:
-        return dataclasses.replace(self.entry.request, request_id=self.request_id)
-
-    @property
-    def response(self) -> CheckResponse:
-        return dataclasses.replace(
-            self.entry.response,
-            decision_id=self.decision_id,
-            request_id=self.request_id,
-            evaluated_at=self.evaluated_at,
-        )
+# A cached decision's entry is decoded once for all its hits (they send the same bytes).
+_decoded_entry = functools.lru_cache(maxsize=1024)(_decoded)
 
 
-_new_hit = tuple.__new__
+def _hit(
+    key: bytes, body: bytes, decision_id: str, request_id: str, evaluated_at: str
+) -> tuple[CheckRequest, CheckResponse]:
+    """A call answered with a known decision (`key`: the request without its id, `body`: the
+    reply without its ids), with this call's own ids."""
+    request, response = _decoded_entry(key, body)
+    return dataclasses.replace(request, request_id=request_id), dataclasses.replace(
+        response, decision_id=decision_id, request_id=request_id, evaluated_at=evaluated_at
+    )
 
 
-# Decoded cache entries by (cache key, cached reply body); cleared when full.
-_entries: dict[tuple[bytes, bytes], _Entry] = {}
-_MAX_ENTRIES = 1024
-
-
-def _entry(key: bytes, body: bytes) -> _Entry:
-    entry = _entries.get((key, body))
-    if entry is None:
-        if len(_entries) >= _MAX_ENTRIES:
-            _entries.clear()
-        request = request_from_proto(_pb.CheckRequest.FromString(key), _NO_LIMITS)
-        response = _in_request_order(
-            request, response_from_proto(_pb.CheckResponse.FromString(body))
-        )
-        entry = _entries[(key, body)] = _Entry(request, response)
-    return entry
-
-
-def split_reply(reply: bytes) -> tuple[bytes, str, str, str]:
-    """(the reply without its ids, decision_id, request_id, evaluated_at) for a serialized
-    CheckResponse: the body a decision-cache entry keeps, and this call's own ids.
-
-    Read off the top-level fields' bytes (a decided reply is a handful of them), which is
-    what parsing, clearing the three fields and serialising again gives, at a fraction of its
-    cost; a reply it cannot walk takes that protobuf path instead."""
-    ids = ["", "", "", "", "", ""]
-    keep = []
-    i, n = 0, len(reply)
-    try:
-        while i < n:
-            at = i
-            tag = reply[i]
-            i += 1
-            if tag & 0x80:
-                tag, i = _varint_at(reply, at)
-            kind = tag & 7
-            if kind == 2:
-                length = reply[i]
-                i += 1
-                if length & 0x80:
-                    length, i = _varint_at(reply, i - 1)
-                end = i + length
-            elif kind == 0:
-                _, end = _varint_at(reply, i)
-            elif kind == 1:
-                end = i + 8
-            elif kind == 5:
-                end = i + 4
-            else:
-                raise ValueError(f"wire type {kind}")
-            if end > n:
-                raise ValueError("truncated")
-            field = tag >> 3
-            if kind == 2 and field in _REPLY_IDS:
-                ids[field] = reply[i:end].decode()  # the last occurrence wins, as in protobuf
-            else:
-                keep.append(reply[at:end])
-            i = end
-    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
-        answer = _pb.CheckResponse.FromString(reply)
-        found = (answer.decision_id, answer.request_id, answer.evaluated_at)
-        for name in ("decision_id", "request_id", "evaluated_at"):
-            answer.ClearField(name)
-        return answer.SerializeToString(), *found
-    return b"".join(keep), ids[1], ids[2], ids[5]
-
-
-# CheckResponse.decision_id = 1, request_id = 2, evaluated_at = 5 (proto/pdp/v1/decision.proto)
-_REPLY_IDS = frozenset({1, 2, 5})
-
-
-def _varint_at(data: bytes, i: int) -> tuple[int, int]:
-    """The varint at `data[i]` and the index after it."""
-    value = shift = 0
-    while True:
-        b = data[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def decode_observation(item: tuple[Any, ...]) -> CheckObservation | HitObservation:
+def decode_observation(item: tuple[Any, ...]) -> CheckObservation:
     """Runs in the writer process."""
-    if item[0] == _HIT:
-        (_, rpc, key, body, decision_id, request_id, evaluated_at, peer, identity, meta, start,
-         latency) = item  # fmt: skip
-        entry = _entries.get((key, body)) or _entry(key, body)
-        return _new_hit(  # type: ignore[no-any-return]
-            HitObservation,
-            (entry, rpc, decision_id, request_id, evaluated_at, peer, identity, meta, start,
-             latency),
-        )  # fmt: skip
     if item[0] == _OBJECT:
         obs: CheckObservation = item[1]
         return obs
-    _, rpc, request_bytes, reply, code, message, peer, identity, metadata, start, latency = item
-    split = split_request_id(request_bytes) if reply is not None else None
-    if split is not None:
-        # A decision decoded once per distinct (request, answer): the record parts of a
-        # repeated question are shared exactly as those of a cache hit are.
-        body, decision_id, request_id, evaluated_at = split_reply(reply)
-        entry = _entry(split[0], body)
-        return _new_hit(  # type: ignore[no-any-return]
-            HitObservation,
-            (entry, rpc, decision_id, request_id, evaluated_at, peer, identity, metadata, start,
-             latency),
-        )  # fmt: skip
-    # A failed call (no reply) is observed as the server observes it: no request, no
-    # response. A reply with a request too large to key is decoded on its own.
-    request = response = None
-    if reply is not None:
-        request = request_from_proto(_pb.CheckRequest.FromString(request_bytes), _NO_LIMITS)
-        response = _in_request_order(
-            request, response_from_proto(_pb.CheckResponse.FromString(reply))
-        )
+    request: CheckRequest | None = None
+    response: CheckResponse | None = None
+    if item[0] == _HIT:
+        (_, rpc, key, body, decision_id, request_id, evaluated_at, peer, identity, metadata,
+         start, latency) = item  # fmt: skip
+        request, response = _hit(key, body, decision_id, request_id, evaluated_at)
+        code = message = ""
+    else:
+        _, rpc, data, reply, code, message, peer, identity, metadata, start, latency = item
+        # A failed call (no reply) is observed as the server observes it: no request, no
+        # response.
+        split = split_request_id(data) if reply is not None else None
+        if split is not None:
+            # Decided afresh, yet often a question asked before: split off this call's ids
+            # and decode the rest once, as for a cache hit.
+            answer = _pb.CheckResponse.FromString(reply)
+            ids = (answer.decision_id, answer.request_id, answer.evaluated_at)
+            for name in ("decision_id", "request_id", "evaluated_at"):
+                answer.ClearField(name)
+            request, response = _hit(split[0], answer.SerializeToString(), *ids)
+            request = dataclasses.replace(request, request_id=split[1])
+        elif reply is not None:
+            request, response = _decoded(data, reply)
     return CheckObservation(
         request=request,
         response=response,

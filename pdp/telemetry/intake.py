@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pdp.engine.holder import EngineHolder
     from pdp.telemetry.observation import Observation
+
+
+def watch_holder(
+    holder: EngineHolder, activated: Callable[[Any], None], failed: Callable[[str], None]
+) -> None:
+    """Call `activated` with the holder's engine now and on every swap, and `failed` on every
+    `record_failure` (a refused candidate, an unreachable source). EngineHolder tells
+    listeners about swaps only: its failures are seen by wrapping this one instance's
+    `record_failure`."""
+    holder.on_swap(activated)
+    if holder.current is not None:
+        activated(holder.current)
+    original = holder.record_failure
+
+    def record_failure(error: str) -> None:
+        original(error)
+        failed(error)
+
+    holder.record_failure = record_failure  # type: ignore[method-assign]
 
 
 class Intake:

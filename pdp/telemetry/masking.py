@@ -139,12 +139,6 @@ class Masker:
     def paths(self) -> tuple[str, ...]:
         return tuple(p.text for p in self._paths)
 
-    @property
-    def masks_request_id(self) -> bool:
-        """Whether `request_id` is masked: then it is a secret to redact from free text, and
-        records cannot share decision fragments across calls with different ids."""
-        return any(p.steps == ("request_id",) for p in self._paths)
-
     def mask_request(self, request: dict[str, Any]) -> Masked:
         """Mask a deep copy of a JSON-shaped request; `request` itself is left untouched."""
         secrets: set[str] = set()

@@ -49,24 +49,6 @@ class Observation(Protocol):
     def rpc(self) -> str: ...  # e.g. `/pdp.v1.DecisionService/Check`
 
 
-# A cache hit may arrive as a *hit row*: a tuple (of a subclass whose `hit_row` is True, which
-# is also an Observation with `cache_hit`) holding these values in this order. `entry` is the
-# cached decision, with the `request` and `response` it was made of. The observer reads a row
-# by unpacking it: on the most common call, the cheapest read Python has.
-HIT_ROW_FIELDS = (
-    "entry",
-    "rpc",
-    "decision_id",
-    "request_id",
-    "evaluated_at",
-    "peer",
-    "peer_identity",
-    "metadata",
-    "start_time",
-    "latency_s",
-)
-
-
 class Observer(Protocol):
     """What the server calls: after every Check, and once at shutdown."""
 

@@ -34,8 +34,7 @@ from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from pdp.telemetry.config import TelemetryOptions
-from pdp.telemetry.intake import Intake
-from pdp.telemetry.thread_names import name_this_thread
+from pdp.telemetry.intake import Intake, watch_holder
 
 if TYPE_CHECKING:
     from pdp.engine.engine import Engine
@@ -63,9 +62,8 @@ CLOSE_TIMEOUT_S = 30.0
 # How long the server waits for the writer process to open its sinks and exporters.
 START_TIMEOUT_S = 60.0
 _LENGTH = struct.Struct(">I")
-# The operating system's names of the server's feeder thread and the writer process.
-FEEDER_THREAD = "pdp-feed"
-WRITER_PROCESS = "pdp-tel-writer"
+# The name of the server's feeder thread.
+FEEDER_THREAD = "pdp-decision-feed"
 
 Encode = Callable[["Observation"], Any]
 Decode = Callable[[Any], "Observation"]
@@ -124,22 +122,13 @@ class OffloadObserver(Intake):
             self._proc.wait()
             raise WriterProcessError(answer or "telemetry writer process exited at start")
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pdp-decision-feed", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=FEEDER_THREAD, daemon=True)
         self._thread.start()
 
     # -- bundle events -------------------------------------------------------------------------
 
     def watch_holder(self, holder: EngineHolder) -> None:
-        holder.on_swap(self._activated)
-        if holder.current is not None:
-            self._activated(holder.current)
-        original = holder.record_failure
-
-        def record_failure(error: str) -> None:
-            original(error)
-            self.record_bundle_failure(error)
-
-        holder.record_failure = record_failure  # type: ignore[method-assign]
+        watch_holder(holder, self._activated, self.record_bundle_failure)
 
     def _activated(self, engine: Engine) -> None:
         if not self._closed:  # a swap during shutdown, after the writer was told to close
@@ -152,7 +141,6 @@ class OffloadObserver(Intake):
     # -- feeder thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        name_this_thread(FEEDER_THREAD)
         last = time.monotonic()
         while True:
             stopping = self._stop.is_set()  # read before draining: nothing queued is left behind
@@ -268,8 +256,6 @@ def child_main(decode: Decode, ready_fd: int, stdin: IO[bytes] | None = None) ->
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stream = stdin if stdin is not None else sys.stdin.buffer
-    if stdin is None:  # its own process: the main thread's name is the process's
-        name_this_thread(WRITER_PROCESS)
     ready = os.fdopen(ready_fd, "w")
     header = _receive(stream)
     if header is None:

@@ -28,11 +28,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Tracer
 
-from pdp.telemetry.metrics import LocalHistograms, attach_histograms
-from pdp.telemetry.otlp_spans import FastOTLPSpanExporter
-from pdp.telemetry.span_batches import EncodedSpanProcessor
-from pdp.telemetry.tracing import DirectSpans
-
 log = logging.getLogger("pdp.telemetry")
 
 # The service name when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES names one.
@@ -92,12 +87,7 @@ class Otel:
     meter: Meter | None = None
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
-    # pdp's histograms, aggregated outside the SDK and collected by every reader of `meter`:
-    # pass to `Metrics` with the meter.
-    histograms: LocalHistograms | None = None
     prometheus_address: tuple[str, int] | None = None  # where the scrape endpoint listens
-    # Spans written without SDK span objects, when every exporter takes encoded spans.
-    direct_spans: DirectSpans | None = None
     _servers: list[Any] = field(default_factory=list)
 
     def shutdown(self) -> None:
@@ -133,25 +123,13 @@ def setup_otel(
         provider = TracerProvider(resource=resource)
         otel.tracer_provider = provider
         otel.tracer = provider.get_tracer(SCOPE)
-        if all(isinstance(e, FastOTLPSpanExporter) for e in exporters):
-            # Spans encoded by pdp and batched a write batch at a time; on the provider too,
-            # so its force_flush and shutdown reach them. With no exporter at all
-            # (OTEL_TRACES_EXPORTER=none) the records still get their trace and span ids,
-            # and no span is built.
-            encoded = [EncodedSpanProcessor(e) for e in exporters]  # type: ignore[arg-type]
-            for processor in encoded:
-                provider.add_span_processor(processor)
-            otel.direct_spans = DirectSpans(otel.tracer, encoded, SCOPE)
-        else:
-            for exporter in exporters:
-                provider.add_span_processor(BatchSpanProcessor(exporter))
+        for exporter in exporters:
+            # The SDK's batch processor reads OTEL_BSP_* (queue size, batch size, delay).
+            provider.add_span_processor(BatchSpanProcessor(exporter))
     if metrics:
         readers = list(metric_readers) if metric_readers is not None else _metric_readers(otel)
         if prometheus:
             readers.append(_prometheus_reader(otel, *parse_host_port(prometheus)))
-        otel.histograms = LocalHistograms(SCOPE, resource)
-        for reader in readers:
-            attach_histograms(reader, otel.histograms)
         # Measurements are recorded on the writer thread, outside any span, so the SDK's
         # default trace-based exemplar filter can never keep one; it only costs its check on
         # every measurement. An operator's OTEL_METRICS_EXEMPLAR_FILTER still applies.
@@ -168,8 +146,9 @@ def _span_exporters() -> list[SpanExporter]:
     for name in exporter_names("traces"):
         if name == "otlp":
             _check_protocol()
-            # The SDK's exporter with a faster span encoder (same messages, see otlp_spans).
-            out.append(FastOTLPSpanExporter())
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            out.append(OTLPSpanExporter())
         elif name == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 

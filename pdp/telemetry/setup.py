@@ -9,11 +9,7 @@ from pdp.telemetry.masking import Masker
 from pdp.telemetry.metrics import Metrics
 from pdp.telemetry.observer import TelemetryObserver
 from pdp.telemetry.otel import Otel, make_resource, setup_otel
-from pdp.telemetry.sinks import (
-    RotatingFileSink,
-    Sink,
-    StreamSink,
-)
+from pdp.telemetry.sinks import RotatingFileSink, Sink, StreamSink
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -59,7 +55,7 @@ def build_observer(
         sinks=[*sinks, *options.extra_sinks],
         masker=masker,
         tracer=otel.tracer,
-        metrics=Metrics(otel.meter, otel.histograms) if otel.meter is not None else None,
+        metrics=Metrics(otel.meter) if otel.meter is not None else None,
         queue_size=options.queue_size,
         otel=otel,
         writer_thread=writer_thread,

@@ -23,14 +23,9 @@ except ImportError:  # optional: the standard library does the same, slower
     _orjson = None  # type: ignore[assignment]
 
 Record = dict[str, Any]
-# What sinks are handed: a record, or (to sinks with `takes_lines`) its JSON line already
-# serialised, as `to_json_bytes` would serialise it.
-RecordOrLine = Record | bytes
 
 
 class Sink(Protocol):
-    """Sinks that set `takes_lines = True` also accept JSON lines (bytes) in `records`."""
-
     def write(self, records: Sequence[Record]) -> None: ...
 
     def flush(self) -> None: ...
@@ -38,18 +33,15 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def to_json_line(record: RecordOrLine) -> str:
+def to_json_line(record: Record) -> str:
     return to_json_bytes(record).decode()
 
 
-def to_json_bytes(record: RecordOrLine) -> bytes:
+def to_json_bytes(record: Record) -> bytes:
     """One JSON line, UTF-8. orjson when installed: serialising is the writer's largest cost
     on big batch records, and orjson does it several times faster than the standard library.
     `default=str` keeps one odd value (say, a datetime in an obligation) from losing the record.
-    A line already serialised is returned as it is.
     """
-    if type(record) is bytes:
-        return record
     if _orjson is not None:
         return _orjson.dumps(record, default=str, option=_orjson.OPT_APPEND_NEWLINE)
     return (
@@ -60,14 +52,12 @@ def to_json_bytes(record: RecordOrLine) -> bytes:
 class MemorySink:
     """Keeps records in a list; for tests."""
 
-    takes_lines = True
-
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: list[Record] = []
         self.closed = False
 
-    def write(self, records: Sequence[RecordOrLine]) -> None:
+    def write(self, records: Sequence[Record]) -> None:
         # Round-trip through JSON so tests see exactly what a file sink would have written.
         lines = [json.loads(to_json_line(r)) for r in records]
         with self._lock:
@@ -88,12 +78,10 @@ class MemorySink:
 class StreamSink:
     """JSON lines on a text stream (stdout by default)."""
 
-    takes_lines = True
-
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout
 
-    def write(self, records: Sequence[RecordOrLine]) -> None:
+    def write(self, records: Sequence[Record]) -> None:
         self._stream.write("".join(to_json_line(r) for r in records))
 
     def flush(self) -> None:
@@ -103,13 +91,8 @@ class StreamSink:
         self.flush()  # never close stdout: the process may still print to it
 
 
-_BYTES_ONLY = frozenset({bytes})
-
-
 class RotatingFileSink:
     """JSON lines appended to a file, rotated by size: `path` → `path.1` → ... → `path.N`."""
-
-    takes_lines = True
 
     def __init__(
         self,
@@ -129,12 +112,8 @@ class RotatingFileSink:
         self._file = self.path.open("ab")
         self._size = self._file.tell()
 
-    def write(self, records: Sequence[RecordOrLine]) -> None:
-        # The writer's lines are bytes already (looked for in C): no call per record then.
-        if set(map(type, records)) <= _BYTES_ONLY:
-            lines: Sequence[bytes] = records  # type: ignore[assignment]
-        else:
-            lines = [to_json_bytes(record) for record in records]
+    def write(self, records: Sequence[Record]) -> None:
+        lines = [to_json_bytes(record) for record in records]
         total = sum(map(len, lines))
         if self._size + total <= self.max_bytes:
             # The common case: the whole batch fits, one large write instead of one per record.

@@ -18,9 +18,17 @@ from opentelemetry.trace import SpanKind
 from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.model.decision import BundleInfo
 from pdp.model.loader import load_policy_dir
-from pdp.telemetry import Masker, MemorySink, Metrics, TelemetryObserver
+from pdp.telemetry import (
+    Masker,
+    MemorySink,
+    Metrics,
+    TelemetryObserver,
+    TelemetryOptions,
+    build_observer,
+)
 from pdp.telemetry import observer as observer_module
-from pdp.telemetry.metrics import LocalHistograms, attach_histograms
+from pdp.telemetry.metrics import BATCH_BUCKETS, LATENCY_BUCKETS_S
+from pdp.telemetry.otel import setup_otel
 
 from .conftest import PARENT_SPAN_ID, TOKEN, TRACE_ID, ObsFactory
 
@@ -34,15 +42,11 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.shutdown()
 
 
-@pytest.fixture(params=["local_histograms", "sdk_histograms"])
-def metrics(request: pytest.FixtureRequest) -> Iterator[tuple[Metrics, InMemoryMetricReader]]:
+@pytest.fixture
+def metrics() -> Iterator[tuple[Metrics, InMemoryMetricReader]]:
     reader = InMemoryMetricReader()
-    histograms = None
-    if request.param == "local_histograms":  # as `setup_otel` builds them
-        histograms = LocalHistograms("test")
-        attach_histograms(reader, histograms)
     provider = MeterProvider(metric_readers=[reader])
-    yield Metrics(provider.get_meter("test"), histograms), reader
+    yield Metrics(provider.get_meter("test")), reader
     provider.shutdown()
 
 
@@ -123,8 +127,13 @@ def test_metrics(
     assert decisions == {("allow", "reader"): 6, ("deny", "missing_scope"): 3}
     (latency,) = points(reader, "pdp.decision.duration")
     assert latency.count == 3 and latency.sum == pytest.approx(3 * 0.00042)
+    # pdp's own buckets (decisions take microseconds, not the SDK default's seconds).
+    assert tuple(latency.explicit_bounds) == LATENCY_BUCKETS_S
+    assert latency.bucket_counts[LATENCY_BUCKETS_S.index(0.0005)] == 3  # 0.00042 <= 0.0005
+    assert dict(latency.attributes) == {"outcome": "ok"}
     (batch,) = points(reader, "pdp.check.batch_size")
     assert batch.count == 3 and batch.sum == 9
+    assert tuple(batch.explicit_bounds) == BATCH_BUCKETS
     (activations,) = points(reader, "pdp.bundle.activations")
     assert activations.value == 1 and activations.attributes["bundle.revision"] == "abc123"
     (failures,) = points(reader, "pdp.bundle.failures")
@@ -255,3 +264,31 @@ def test_telemetry_observer_satisfies_the_servers_observer_protocol(make_obs: Ob
     observer.on_check(make_obs())
     observer.close()
     assert observer.dropped == 0
+
+
+def test_without_a_span_exporter_records_still_carry_trace_and_span_ids(
+    make_obs: ObsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    sink = MemorySink()
+    observer = build_observer(TelemetryOptions(otel=True, extra_sinks=(sink,)))
+    observer.on_check(make_obs())
+    observer.close()
+    (record,) = sink.records
+    assert record["trace_id"] == TRACE_ID  # the caller's trace, kept
+    assert len(record["span_id"]) == 16 and record["span_id"] != PARENT_SPAN_ID
+
+
+def test_the_configured_sampler_decides(
+    make_obs: ObsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    exporter = InMemorySpanExporter()
+    otel = setup_otel(span_exporters=[exporter], metrics=False)
+    sink = MemorySink()
+    observer = TelemetryObserver(sinks=[sink], tracer=otel.tracer, otel=otel)
+    observer.on_check(make_obs())
+    observer.close()
+    assert exporter.get_finished_spans() == ()  # sampled out: no span exported
+    assert sink.records[0]["trace_id"] == TRACE_ID
