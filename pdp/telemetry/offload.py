@@ -51,7 +51,7 @@ MAX_BATCH = 512
 # forces a switch, and the RPC threads' hand-offs are disturbed for a while after: at 10
 # looks a second a worker's RPC threads spent about 9 µs more CPU per cached call than with
 # telemetry off, and trials with other fixed intervals moved that in step with the looks
-# (bench/server_threads.py, README). So the feeder looks as rarely as the queue allows: it
+# (measured by a script since removed: `git show e99493e:bench/server_threads.py`). So the feeder looks as rarely as the queue allows: it
 # lets at most POLL_FILL of the queue fill at the rate it last drained, and waits at most
 # MAX_POLL_INTERVAL_S.
 MAX_POLL_INTERVAL_S = 0.5
