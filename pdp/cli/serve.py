@@ -1,12 +1,14 @@
 """`pdp serve`: the decision service over gRPC, with health and reflection.
 
     pdp serve --policies DIR [--listen HOST:PORT]... [--unix PATH]... [--tls-cert F --tls-key F
-              [--client-ca F [--allow-identity ID]...]] [limits] [--workers N]
+              [--client-ca F [--allow-identity ID]...]] [limits] [--workers N|auto]
 
 The server starts NOT_SERVING, a policy source fills the engine holder (then SERVING), and
 SIGTERM/SIGINT stop it gracefully: refuse new calls, finish in-flight ones, exit 0. With
-`--workers N` this process only supervises N copies of itself sharing the port, and health says
-SERVING once every one serves the same bundle (pdp.cli.ready). docs/SERVING.md has the details.
+several workers (the default: one per usable CPU, pdp.cli.cpus) this process only supervises N
+copies of itself sharing the port, dealt connections round-robin (pdp.server.balance), holding
+the one set of in-memory rate-limit buckets (pdp.limits.supervised); health says SERVING once
+every one serves the same bundle (pdp.cli.ready). docs/SERVING.md has the details.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--limits-store",
         default="memory",
         metavar="URL",
-        help="rate-limit counters: `memory` (this process; the default) or redis://HOST:PORT/DB "
+        help="rate-limit counters: `memory` (this server, one count shared by its workers; the default) or redis://HOST:PORT/DB "
         "(shared by every replica and worker)",
     )
     rl.add_argument(
@@ -130,7 +132,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run_ = p.add_argument_group("process")
     run_.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="processes sharing the port (1)"
+        "--workers",
+        type=workers_value,
+        default="auto",
+        metavar="N",
+        help="processes sharing the port; auto (the default): one per CPU this process may use "
+        "(affinity and cgroup quota), 1 where several cannot share the listeners",
     )
     run_.add_argument(
         "--no-pin-workers",
@@ -162,6 +169,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     p.add_argument("--ready-fds", help=argparse.SUPPRESS)  # pdp.cli.ready: REPORT,CTL pipes
+    p.add_argument("--limits-fd", type=int, help=argparse.SUPPRESS)  # pdp.limits.supervised
+    p.add_argument("--siblings", type=int, help=argparse.SUPPRESS)  # N: this worker's group
+    # How workers share connections (pdp.server.balance); the others are for bench/spread.py.
+    p.add_argument("--balance", default="round-robin", help=argparse.SUPPRESS)
     # --decision-log, --mask, --log-queue-size, --otel, --prometheus, ... (pdp.telemetry owns them)
     from pdp.telemetry.cli import add_telemetry_arguments
 
@@ -183,6 +194,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the effective configuration (flags, PDP_* variables, file) and exit",
     )
     record_argv(p)
+
+
+def workers_value(text: str) -> int | str:
+    """`--workers`: a count, or `auto` (one per usable CPU)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of workers or `auto`, not `{text}`"
+        ) from None
+
+
+def resolve_workers(args: argparse.Namespace, cpus: int | None = None) -> tuple[int, str]:
+    """The number of processes `--workers` means here, and why (for the log and
+    --print-config). `auto` falls back to 1 where several workers cannot share a listener."""
+    if args.workers != "auto":
+        return int(args.workers), "given"
+    if cpus is None:
+        from .cpus import usable_cpus
+
+        cpus = usable_cpus()
+    if cpus <= 1:
+        return 1, "auto: 1 usable CPU"
+    if args.unix:
+        return 1, "auto: 1, as --unix sockets cannot be shared by several workers"
+    listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
+    if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
+        return 1, "auto: 1, as port 0 would be a different port in each worker"
+    return cpus, f"auto: {cpus} usable CPUs"
 
 
 def _fail(message: str) -> int:
@@ -376,7 +418,14 @@ def serve(args: argparse.Namespace) -> int:
     from pdp.limits import counters_from_url
 
     try:
-        holder = EngineHolder(counters=counters_from_url(args.limits_store))
+        if args.limits_fd is not None and args.limits_store == "memory":
+            # A worker: the supervisor holds the one set of buckets (pdp.limits.supervised).
+            from pdp.limits.supervised import SupervisedCounters
+
+            counters = SupervisedCounters(args.limits_fd)
+        else:
+            counters = counters_from_url(args.limits_store)
+        holder = EngineHolder(counters=counters)
     except ValueError as exc:
         return _fail(f"rate limits: {exc}")
     try:
@@ -415,6 +464,10 @@ def serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ssl.SSLError) as exc:
         server.stop(0)
         return _fail(str(exc) if isinstance(exc, HttpConfigError) else f"cannot listen: {exc}")
+    if args.siblings and args.siblings > 1:
+        from pdp.server.balance import deal_connections
+
+        log.info("%s", deal_connections(args.siblings, args.balance))
     try:
         stop_source = start_policy_source(args, holder)
     except PolicyErrors as exc:
@@ -472,6 +525,8 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             "cpu",
             "pin_workers",
             "ready_fds",
+            "limits_fd",
+            "siblings",
         ):
             continue
         value = getattr(args, action.dest, None)
@@ -484,7 +539,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
                 argv += [flag, str(item)]
         elif value is not None and value != action.default:
             argv += [flag, str(value)]
-    return [*argv, "--workers", "1", "--reuse-port"]
+    return [*argv, "--workers", "1", "--reuse-port", "--siblings", str(args.workers)]
 
 
 def supervise(args: argparse.Namespace) -> int:
@@ -493,13 +548,13 @@ def supervise(args: argparse.Namespace) -> int:
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return _fail("--workers > 1 needs fixed ports (port 0 would differ per worker)")
+    counter_server = None
     if args.limits_store == "memory":
-        log.warning(
-            "rate limits: each of the %d workers counts in its own memory, so a limit admits up "
-            "to %d times its rate; use --limits-store redis://HOST:PORT/DB for one global count",
-            args.workers,
-            args.workers,
-        )
+        # One set of buckets for all workers, here: N private ones would admit N times each
+        # limit (pdp.limits.supervised).
+        from pdp.limits.supervised import CounterServer
+
+        counter_server = CounterServer()
     base = [sys.executable, "-m", "pdp.cli.main", "serve", *_worker_argv(args)]
     cpus = sorted(os.sched_getaffinity(0))
     # A worker whose threads migrate between cores hands the GIL across them on every call;
@@ -524,8 +579,16 @@ def supervise(args: argparse.Namespace) -> int:
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
         spec, fds = ready.pipes_for(i)
-        proc = subprocess.Popen([*commands[i], "--ready-fds", spec], pass_fds=fds)
-        ready.spawned(fds)
+        extra: list[str] = []
+        channel = None
+        if counter_server is not None:
+            channel = counter_server.connect()
+            extra = ["--limits-fd", str(channel.fileno())]
+            fds = (*fds, channel.fileno())
+        proc = subprocess.Popen([*commands[i], "--ready-fds", spec, *extra], pass_fds=fds)
+        ready.spawned(fds[:2])
+        if channel is not None:
+            channel.close()  # the worker's copy is its own now
         return proc
 
     workers: list[tuple[subprocess.Popen[bytes], float]] = []
@@ -565,6 +628,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     if args.print_config:
+        # The effective count, with why: `auto` depends on the CPUs and the listeners here.
+        workers, why = resolve_workers(args)
+        if why != "given":
+            args.workers = workers
+            sources["workers"] = f"{sources.get('workers', 'default')}, {why}"
         print(render(args, args.serve_parser, sources), end="")
         return 0
     if getattr(args, "watch", False) and not args.policies:
@@ -574,8 +642,12 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
-    if args.workers < 1:
+    workers, why = resolve_workers(args)
+    if workers < 1:
         return _fail("--workers must be at least 1")
-    if args.workers > 1:
+    args.workers = workers
+    if why != "given":
+        log.info("workers: %d (%s; --workers N overrides)", workers, why)
+    if workers > 1:
         return supervise(args)
     return serve(args)
