@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -40,7 +39,8 @@ SHUTDOWN_BOUND = (
     "flight get --grace seconds; the process exits within --grace + 3 s, plus the time the "
     "telemetry writer takes to flush queued records (at most 30 s)"
 )
-# A worker that dies sooner than this after its start is failing, not crashing: give up.
+# A worker that dies before it activates a bundle, or sooner than this after its start, is
+# failing, not crashing: give up (a start takes seconds on a loaded machine).
 _MIN_WORKER_LIFETIME_S = 5.0
 
 # Limit flags: (flag, Limits field, help).
@@ -461,7 +461,7 @@ def serve(args: argparse.Namespace) -> int:
             http.start()
             for address in http.addresses:
                 log.info("http listening on %s", address)
-    except (OSError, ValueError, ssl.SSLError) as exc:
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         server.stop(0)
         return _fail(str(exc) if isinstance(exc, HttpConfigError) else f"cannot listen: {exc}")
     if args.siblings and args.siblings > 1:
@@ -602,7 +602,8 @@ def supervise(args: argparse.Namespace) -> int:
             code = proc.poll()
             if code is None:
                 continue
-            if time.monotonic() - started < _MIN_WORKER_LIFETIME_S:
+            ready.wait(0)  # its last reports, if any, before judging it
+            if not ready.activated(i) or time.monotonic() - started < _MIN_WORKER_LIFETIME_S:
                 log.error("worker %d exited with %d at start; stopping", proc.pid, code)
                 status = code or 1
                 stopping.set()
