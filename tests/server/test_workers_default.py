@@ -149,11 +149,20 @@ def _decide(port: int) -> int:
 
 
 @contextmanager
-def taskset_serve(cpu: int, *argv: str) -> Iterator[Served]:
-    """`taskset -c CPU pdp serve ...`, as a real process in its own session."""
-    cmd = ["taskset", "-c", str(cpu), sys.executable, "-m", "pdp.cli.main", "serve", *argv]
+def taskset_serve(cpu: int | None, *argv: str) -> Iterator[Served]:
+    """`[taskset -c CPU] pdp serve ...` with the default worker count (no PDP_WORKERS, which
+    tests/conftest.py sets), as a real process in its own session."""
+    cmd = [sys.executable, "-m", "pdp.cli.main", "serve", *argv]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    env = {k: v for k, v in os.environ.items() if k != "PDP_WORKERS"}
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
     )
     try:
         yield Served(proc)
@@ -181,7 +190,7 @@ def test_default_runs_one_worker_per_usable_cpu(tmp_path: Path) -> None:
     port = free_port()
     expected = usable_cpus()
     argv = ["--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--otel", "off"]
-    with pdp_serve(*argv) as served:
+    with taskset_serve(None, *argv) as served:
         wait_serving(port, served)
         assert _decide(port) == pb.EFFECT_ALLOW
         assert f"workers: {expected} (auto: {expected} usable CPU" in served.output()
