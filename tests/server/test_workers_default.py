@@ -248,3 +248,15 @@ def test_connections_are_dealt_round_robin(tmp_path: Path, connections: int) -> 
         path.name for path in tmp_path.glob("decisions*.jsonl") for line in path.open() if line
     )
     assert sorted(per_worker.values()) == [connections // 2 * calls] * 2, per_worker
+
+
+def test_workers_that_cannot_load_their_policies_stop_the_service(tmp_path: Path) -> None:
+    """A worker exiting before it activated a bundle is failing to start, however long that
+    took: the supervisor exits with its code instead of restarting it forever."""
+    (tmp_path / "bad.yaml").write_text("apiVersion: pdp/v1\nkind: Nonsense\n")
+    argv = ["--policies", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}", "--workers", "2"]
+    with pdp_serve(*argv) as served:
+        assert served.exit_code() == 1
+        out = served.output()
+    assert "exited with 1 at start; stopping" in out
+    assert "restarting it" not in out
