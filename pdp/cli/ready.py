@@ -60,6 +60,10 @@ class Coordinator:
         self._workers[slot] = _Worker(report_r, ctl_w)
         return f"{report_w},{ctl_r}", (report_w, ctl_r)
 
+    def supervisor_fds(self) -> list[int]:
+        """This side's ends of every worker's pipes (a forked worker closes them)."""
+        return [fd for w in self._workers.values() for fd in (w.report, w.ctl) if fd >= 0]
+
     @staticmethod
     def spawned(fds: tuple[int, int]) -> None:
         for fd in fds:  # the worker's ends: its copies are its own now

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -513,33 +512,62 @@ def _exit_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _worker_argv(args: argparse.Namespace) -> list[str]:
-    """This invocation's flags, rebuilt from the parsed namespace, for one worker."""
-    parser: argparse.ArgumentParser = args.serve_parser
-    argv = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest in (
-            "help",
-            "workers",
-            "reuse_port",
-            "cpu",
-            "pin_workers",
-            "ready_fds",
-            "limits_fd",
-            "siblings",
-        ):
-            continue
-        value = getattr(args, action.dest, None)
-        flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
-            if value:
-                argv.append(flag)
-        elif isinstance(action, argparse._AppendAction):
-            for item in value or ():
-                argv += [flag, str(item)]
-        elif value is not None and value != action.default:
-            argv += [flag, str(value)]
-    return [*argv, "--workers", "1", "--reuse-port", "--siblings", str(args.workers)]
+class _Forked:
+    """A worker forked by the supervisor, with the part of Popen's interface it uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _pid, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+
+def _fork_worker(args: argparse.Namespace, **worker: object) -> _Forked:
+    """Fork a worker that runs `serve` with `args` changed by `worker`. Forked, not executed:
+    the worker starts with every module the supervisor imported (most of start-up), where a
+    new interpreter would import them all again. The supervisor has created no grpc object, so
+    the child's grpc starts from nothing."""
+    close = worker.pop("close", ())
+    pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    code = 1
+    try:
+        # Until serve() installs its graceful handlers, a stop signal just ends the worker
+        # (the supervisor's handlers, inherited, would only set its flag here).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for fd in close:  # type: ignore[attr-defined]
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        code = serve(argparse.Namespace(**{**vars(args), **worker}))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def supervise(args: argparse.Namespace) -> int:
@@ -555,17 +583,19 @@ def supervise(args: argparse.Namespace) -> int:
         from pdp.limits.supervised import CounterServer
 
         counter_server = CounterServer()
-    base = [sys.executable, "-m", "pdp.cli.main", "serve", *_worker_argv(args)]
     cpus = sorted(os.sched_getaffinity(0))
     # A worker whose threads migrate between cores hands the GIL across them on every call;
     # measured here, pinning each worker to its own core nearly halves the CPU per call. With
     # more workers than cores they are left to the OS: two busy workers pinned to one core
     # switch contexts, which a trial here found costlier than letting the OS place them.
     pin = args.pin_workers and 1 < args.workers <= len(cpus)
-    commands = [
-        [*base, "--cpu", str(cpus[i])] if pin else [*base, "--no-pin-workers"]
-        for i in range(args.workers)
-    ]
+    # What every worker needs beyond the parser's imports, imported once here, before forking.
+    from pdp.engine import EngineHolder  # noqa: F401
+
+    from . import _common  # noqa: F401
+
+    if not args.no_ext_authz:
+        import pdp.gateway.servicer  # noqa: F401
     stopping = threading.Event()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -577,21 +607,26 @@ def supervise(args: argparse.Namespace) -> int:
 
     ready = Coordinator(args.workers)
 
-    def spawn(i: int) -> subprocess.Popen[bytes]:
+    def spawn(i: int) -> _Forked:
         spec, fds = ready.pipes_for(i)
-        extra: list[str] = []
-        channel = None
-        if counter_server is not None:
-            channel = counter_server.connect()
-            extra = ["--limits-fd", str(channel.fileno())]
-            fds = (*fds, channel.fileno())
-        proc = subprocess.Popen([*commands[i], "--ready-fds", spec, *extra], pass_fds=fds)
-        ready.spawned(fds[:2])
+        channel = counter_server.connect() if counter_server is not None else None
+        proc = _fork_worker(
+            args,
+            workers=1,
+            reuse_port=True,
+            siblings=args.workers,
+            cpu=cpus[i] if pin else None,
+            pin_workers=bool(pin),
+            ready_fds=spec,
+            limits_fd=channel.fileno() if channel is not None else None,
+            close=ready.supervisor_fds(),  # the other workers' pipes are not the worker's
+        )
+        ready.spawned(fds)
         if channel is not None:
             channel.close()  # the worker's copy is its own now
         return proc
 
-    workers: list[tuple[subprocess.Popen[bytes], float]] = []
+    workers: list[tuple[_Forked, float]] = []
     for i in range(args.workers):
         workers.append((spawn(i), time.monotonic()))
     log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
