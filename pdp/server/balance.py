@@ -148,12 +148,14 @@ def deal_connections(workers: int, scheme: str = "round-robin") -> str:
             for s in listeners:
                 s.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
             return "connections dealt by the CPU that takes each SYN (classic BPF)"
-        prog_fd = _load_round_robin(workers)
-        try:
-            for s in listeners:
+        for s in listeners:
+            # A program (and counter) per port: one shared by the gRPC and HTTP ports would
+            # deal each port's connections by a count that the other port's also advance.
+            prog_fd = _load_round_robin(workers)
+            try:
                 s.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_EBPF, prog_fd)
-        finally:
-            os.close(prog_fd)
+            finally:
+                os.close(prog_fd)
         return f"connections dealt round-robin over the {workers} workers (BPF)"
     except OSError as exc:
         return (

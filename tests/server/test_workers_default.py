@@ -4,10 +4,13 @@ several cannot share the listeners, and deals connections to its workers round-r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -260,3 +263,53 @@ def test_workers_that_cannot_load_their_policies_stop_the_service(tmp_path: Path
         out = served.output()
     assert "exited with 1 at start; stopping" in out
     assert "restarting it" not in out
+
+
+def _held_per_process(port: int, pids: list[int]) -> list[int]:
+    """Established connections to `port` that each process in `pids` holds (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    held = []
+    for pid in pids:
+        count = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                count += os.readlink(fd) in inodes
+        held.append(count)
+    return held
+
+
+def test_each_port_is_dealt_round_robin_on_its_own(tmp_path: Path) -> None:
+    """Connections to the gRPC and the HTTP port, alternating: each port's are dealt evenly
+    (a counter shared by both ports would give every gRPC connection to one worker)."""
+    if not _has_cap_bpf():
+        pytest.fail("this test needs CAP_BPF or root (the round-robin deal)")
+    policies = write_policies(tmp_path)
+    grpc_port, http_port = free_port(), free_port()
+    argv = ["--policies", str(policies), "--listen", f"127.0.0.1:{grpc_port}", "--workers", "2"]
+    argv += ["--http-listen", f"127.0.0.1:{http_port}", "--otel", "off"]
+    with pdp_serve(*argv) as served:
+        wait_serving(grpc_port, served)
+        served.wait_for("connections dealt round-robin", count=2)
+        sockets = []
+        try:
+            for _ in range(4):
+                sockets.append(socket.create_connection(("127.0.0.1", grpc_port)))
+                sockets.append(socket.create_connection(("127.0.0.1", http_port)))
+            pids = _children(served.proc.pid)
+            assert len(pids) == 2
+            deadline = time.monotonic() + 60  # a cap: accepted by the workers' pollers
+            while True:
+                split = _held_per_process(grpc_port, pids), _held_per_process(http_port, pids)
+                if sum(split[0]) == 4 and sum(split[1]) == 4:
+                    break
+                assert time.monotonic() < deadline, split
+                time.sleep(0.05)
+            assert split == ([2, 2], [2, 2])
+        finally:
+            for s in sockets:
+                s.close()
