@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any
-
-from celpy.celparser import CELParseError, CELParser
-from lark import Token, Tree
+from typing import TYPE_CHECKING, Any
 
 from pdp.cel._values import INT64_MAX, INT64_MIN, UINT64_MAX, CelUint
 from pdp.errors import CelCompileError
+
+if TYPE_CHECKING:
+    from celpy.celparser import CELParseError, CELParser
+    from lark import Token, Tree
 
 
 @dataclass(slots=True)
@@ -134,6 +135,7 @@ def parse_tree(source: str) -> Node:
     """Parse with celpy's CELParser and walk its tree: the reference path, owning all errors."""
     global _parser
     if _parser is None:
+        _load_tree_parser()
         _parser = CELParser()
     try:
         tree = _parser.parse(source)
@@ -161,6 +163,15 @@ def parse_tree(source: str) -> Node:
         raise CelCompileError("expression nests too deeply", source, 1, 1) from None
     finally:
         sys.setrecursionlimit(limit)
+
+
+def _load_tree_parser() -> None:
+    """Import celpy's parser and lark's tree types on first use: together they are a large
+    share of `pdp serve`'s start-up, and the fast parser (pdp.cel._parser) reads nearly every
+    source, so most processes never need them."""
+    global CELParseError, CELParser, Token, Tree
+    from celpy.celparser import CELParseError, CELParser
+    from lark import Token, Tree
 
 
 def _near(source: str, e: CELParseError) -> str:

@@ -34,13 +34,14 @@ def bundle_key(engine: Engine) -> str:
 
 
 class _Worker:
-    __slots__ = ("ctl", "key", "pending", "report")
+    __slots__ = ("activated", "ctl", "key", "pending", "report")
 
     def __init__(self, report: int, ctl: int) -> None:
         self.report = report  # we read its reports
         self.ctl = ctl  # we write `ready`
         self.key = ""
         self.pending = b""
+        self.activated = False  # it has reported a bundle at least once
 
 
 class Coordinator:
@@ -58,6 +59,10 @@ class Coordinator:
         ctl_r, ctl_w = os.pipe()
         self._workers[slot] = _Worker(report_r, ctl_w)
         return f"{report_w},{ctl_r}", (report_w, ctl_r)
+
+    def supervisor_fds(self) -> list[int]:
+        """This side's ends of every worker's pipes (a forked worker closes them)."""
+        return [fd for w in self._workers.values() for fd in (w.report, w.ctl) if fd >= 0]
 
     @staticmethod
     def spawned(fds: tuple[int, int]) -> None:
@@ -94,9 +99,16 @@ class Coordinator:
             for line in lines:
                 if line.startswith(b"active "):
                     worker.key = line[7:].decode(errors="replace")
+                    worker.activated = True
                     if self.ready:
                         self._send_ready(worker)
         self._maybe_ready()
+
+    def activated(self, slot: int) -> bool:
+        """Whether the worker in `slot` has activated a bundle since it was spawned: one that
+        exits before is failing to start (bad policies, a port in use), not crashing."""
+        worker = self._workers.get(slot)
+        return worker is not None and worker.activated
 
     def _maybe_ready(self) -> None:
         keys = {w.key for w in self._workers.values()}

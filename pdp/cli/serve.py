@@ -1,12 +1,14 @@
 """`pdp serve`: the decision service over gRPC, with health and reflection.
 
     pdp serve --policies DIR [--listen HOST:PORT]... [--unix PATH]... [--tls-cert F --tls-key F
-              [--client-ca F [--allow-identity ID]...]] [limits] [--workers N]
+              [--client-ca F [--allow-identity ID]...]] [limits] [--workers N|auto]
 
 The server starts NOT_SERVING, a policy source fills the engine holder (then SERVING), and
 SIGTERM/SIGINT stop it gracefully: refuse new calls, finish in-flight ones, exit 0. With
-`--workers N` this process only supervises N copies of itself sharing the port, and health says
-SERVING once every one serves the same bundle (pdp.cli.ready). docs/SERVING.md has the details.
+several workers (the default: one per usable CPU, pdp.cli.cpus) this process only supervises N
+copies of itself sharing the port, dealt connections round-robin (pdp.server.balance), holding
+the one set of in-memory rate-limit buckets (pdp.limits.supervised); health says SERVING once
+every one serves the same bundle (pdp.cli.ready). docs/SERVING.md has the details.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import contextlib
 import logging
 import os
 import signal
-import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -38,7 +38,8 @@ SHUTDOWN_BOUND = (
     "flight get --grace seconds; the process exits within --grace + 3 s, plus the time the "
     "telemetry writer takes to flush queued records (at most 30 s)"
 )
-# A worker that dies sooner than this after its start is failing, not crashing: give up.
+# A worker that dies before it activates a bundle, or sooner than this after its start, is
+# failing, not crashing: give up (a start takes seconds on a loaded machine).
 _MIN_WORKER_LIFETIME_S = 5.0
 
 # Limit flags: (flag, Limits field, help).
@@ -120,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--limits-store",
         default="memory",
         metavar="URL",
-        help="rate-limit counters: `memory` (this process; the default) or redis://HOST:PORT/DB "
+        help="rate-limit counters: `memory` (this server, one count shared by its workers; the default) or redis://HOST:PORT/DB "
         "(shared by every replica and worker)",
     )
     rl.add_argument(
@@ -130,7 +131,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run_ = p.add_argument_group("process")
     run_.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="processes sharing the port (1)"
+        "--workers",
+        type=workers_value,
+        default="auto",
+        metavar="N",
+        help="processes sharing the port; auto (the default): one per CPU this process may use "
+        "(affinity and cgroup quota), 1 where several cannot share the listeners",
     )
     run_.add_argument(
         "--no-pin-workers",
@@ -162,6 +168,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     p.add_argument("--ready-fds", help=argparse.SUPPRESS)  # pdp.cli.ready: REPORT,CTL pipes
+    p.add_argument("--limits-fd", type=int, help=argparse.SUPPRESS)  # pdp.limits.supervised
+    p.add_argument("--siblings", type=int, help=argparse.SUPPRESS)  # N: this worker's group
+    # How workers share connections (pdp.server.balance); the others are for bench/spread.py.
+    p.add_argument("--balance", default="round-robin", help=argparse.SUPPRESS)
     # --decision-log, --mask, --log-queue-size, --otel, --prometheus, ... (pdp.telemetry owns them)
     from pdp.telemetry.cli import add_telemetry_arguments
 
@@ -183,6 +193,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the effective configuration (flags, PDP_* variables, file) and exit",
     )
     record_argv(p)
+
+
+def workers_value(text: str) -> int | str:
+    """`--workers`: a count, or `auto` (one per usable CPU)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of workers or `auto`, not `{text}`"
+        ) from None
+
+
+def resolve_workers(args: argparse.Namespace, cpus: int | None = None) -> tuple[int, str]:
+    """The number of processes `--workers` means here, and why (for the log and
+    --print-config). `auto` falls back to 1 where several workers cannot share a listener."""
+    if args.workers != "auto":
+        return int(args.workers), "given"
+    if cpus is None:
+        from .cpus import usable_cpus
+
+        cpus = usable_cpus()
+    if cpus <= 1:
+        return 1, "auto: 1 usable CPU"
+    if args.unix:
+        return 1, "auto: 1, as --unix sockets cannot be shared by several workers"
+    listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
+    if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
+        return 1, "auto: 1, as port 0 would be a different port in each worker"
+    return cpus, f"auto: {cpus} usable CPUs"
 
 
 def _fail(message: str) -> int:
@@ -376,7 +417,14 @@ def serve(args: argparse.Namespace) -> int:
     from pdp.limits import counters_from_url
 
     try:
-        holder = EngineHolder(counters=counters_from_url(args.limits_store))
+        if args.limits_fd is not None and args.limits_store == "memory":
+            # A worker: the supervisor holds the one set of buckets (pdp.limits.supervised).
+            from pdp.limits.supervised import SupervisedCounters
+
+            counters = SupervisedCounters(args.limits_fd)
+        else:
+            counters = counters_from_url(args.limits_store)
+        holder = EngineHolder(counters=counters)
     except ValueError as exc:
         return _fail(f"rate limits: {exc}")
     try:
@@ -412,9 +460,13 @@ def serve(args: argparse.Namespace) -> int:
             http.start()
             for address in http.addresses:
                 log.info("http listening on %s", address)
-    except (OSError, ValueError, ssl.SSLError) as exc:
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         server.stop(0)
         return _fail(str(exc) if isinstance(exc, HttpConfigError) else f"cannot listen: {exc}")
+    if args.siblings and args.siblings > 1:
+        from pdp.server.balance import deal_connections
+
+        log.info("%s", deal_connections(args.siblings, args.balance))
     try:
         stop_source = start_policy_source(args, holder)
     except PolicyErrors as exc:
@@ -460,31 +512,62 @@ def _exit_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _worker_argv(args: argparse.Namespace) -> list[str]:
-    """This invocation's flags, rebuilt from the parsed namespace, for one worker."""
-    parser: argparse.ArgumentParser = args.serve_parser
-    argv = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest in (
-            "help",
-            "workers",
-            "reuse_port",
-            "cpu",
-            "pin_workers",
-            "ready_fds",
-        ):
-            continue
-        value = getattr(args, action.dest, None)
-        flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
-            if value:
-                argv.append(flag)
-        elif isinstance(action, argparse._AppendAction):
-            for item in value or ():
-                argv += [flag, str(item)]
-        elif value is not None and value != action.default:
-            argv += [flag, str(value)]
-    return [*argv, "--workers", "1", "--reuse-port"]
+class _Forked:
+    """A worker forked by the supervisor, with the part of Popen's interface it uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _pid, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+
+def _fork_worker(args: argparse.Namespace, **worker: object) -> _Forked:
+    """Fork a worker that runs `serve` with `args` changed by `worker`. Forked, not executed:
+    the worker starts with every module the supervisor imported (most of start-up), where a
+    new interpreter would import them all again. The supervisor has created no grpc object, so
+    the child's grpc starts from nothing."""
+    close = worker.pop("close", ())
+    pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    code = 1
+    try:
+        # Until serve() installs its graceful handlers, a stop signal just ends the worker
+        # (the supervisor's handlers, inherited, would only set its flag here).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for fd in close:  # type: ignore[attr-defined]
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        code = serve(argparse.Namespace(**{**vars(args), **worker}))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def supervise(args: argparse.Namespace) -> int:
@@ -493,24 +576,26 @@ def supervise(args: argparse.Namespace) -> int:
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return _fail("--workers > 1 needs fixed ports (port 0 would differ per worker)")
+    counter_server = None
     if args.limits_store == "memory":
-        log.warning(
-            "rate limits: each of the %d workers counts in its own memory, so a limit admits up "
-            "to %d times its rate; use --limits-store redis://HOST:PORT/DB for one global count",
-            args.workers,
-            args.workers,
-        )
-    base = [sys.executable, "-m", "pdp.cli.main", "serve", *_worker_argv(args)]
+        # One set of buckets for all workers, here: N private ones would admit N times each
+        # limit (pdp.limits.supervised).
+        from pdp.limits.supervised import CounterServer
+
+        counter_server = CounterServer()
     cpus = sorted(os.sched_getaffinity(0))
     # A worker whose threads migrate between cores hands the GIL across them on every call;
     # measured here, pinning each worker to its own core nearly halves the CPU per call. With
     # more workers than cores they are left to the OS: two busy workers pinned to one core
     # switch contexts, which a trial here found costlier than letting the OS place them.
     pin = args.pin_workers and 1 < args.workers <= len(cpus)
-    commands = [
-        [*base, "--cpu", str(cpus[i])] if pin else [*base, "--no-pin-workers"]
-        for i in range(args.workers)
-    ]
+    # What every worker needs beyond the parser's imports, imported once here, before forking.
+    from pdp.engine import EngineHolder  # noqa: F401
+
+    from . import _common  # noqa: F401
+
+    if not args.no_ext_authz:
+        import pdp.gateway.servicer  # noqa: F401
     stopping = threading.Event()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -522,13 +607,26 @@ def supervise(args: argparse.Namespace) -> int:
 
     ready = Coordinator(args.workers)
 
-    def spawn(i: int) -> subprocess.Popen[bytes]:
+    def spawn(i: int) -> _Forked:
         spec, fds = ready.pipes_for(i)
-        proc = subprocess.Popen([*commands[i], "--ready-fds", spec], pass_fds=fds)
+        channel = counter_server.connect() if counter_server is not None else None
+        proc = _fork_worker(
+            args,
+            workers=1,
+            reuse_port=True,
+            siblings=args.workers,
+            cpu=cpus[i] if pin else None,
+            pin_workers=bool(pin),
+            ready_fds=spec,
+            limits_fd=channel.fileno() if channel is not None else None,
+            close=ready.supervisor_fds(),  # the other workers' pipes are not the worker's
+        )
         ready.spawned(fds)
+        if channel is not None:
+            channel.close()  # the worker's copy is its own now
         return proc
 
-    workers: list[tuple[subprocess.Popen[bytes], float]] = []
+    workers: list[tuple[_Forked, float]] = []
     for i in range(args.workers):
         workers.append((spawn(i), time.monotonic()))
     log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
@@ -539,7 +637,8 @@ def supervise(args: argparse.Namespace) -> int:
             code = proc.poll()
             if code is None:
                 continue
-            if time.monotonic() - started < _MIN_WORKER_LIFETIME_S:
+            ready.wait(0)  # its last reports, if any, before judging it
+            if not ready.activated(i) or time.monotonic() - started < _MIN_WORKER_LIFETIME_S:
                 log.error("worker %d exited with %d at start; stopping", proc.pid, code)
                 status = code or 1
                 stopping.set()
@@ -565,6 +664,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     if args.print_config:
+        # The effective count, with why: `auto` depends on the CPUs and the listeners here.
+        workers, why = resolve_workers(args)
+        if why != "given":
+            args.workers = workers
+            sources["workers"] = f"{sources.get('workers', 'default')}, {why}"
         print(render(args, args.serve_parser, sources), end="")
         return 0
     if getattr(args, "watch", False) and not args.policies:
@@ -574,8 +678,12 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
-    if args.workers < 1:
+    workers, why = resolve_workers(args)
+    if workers < 1:
         return _fail("--workers must be at least 1")
-    if args.workers > 1:
+    args.workers = workers
+    if why != "given":
+        log.info("workers: %d (%s; --workers N overrides)", workers, why)
+    if workers > 1:
         return supervise(args)
     return serve(args)

@@ -1,0 +1,150 @@
+"""Start-up: from `exec` of the server to its first successful decision. Not a test: a benchmark.
+
+Reproduce:  .venv/bin/python bench/startup.py                 (10 rounds)
+            .venv/bin/python bench/startup.py --runs 30 --no-cerbos
+
+Each round starts, in turn, `pdp serve --workers 1` and `pdp serve` (default workers) on the
+example policies (`policies/`) and on the comparison workload's policies (bench/peers/pdp), and
+Cerbos (npm @cerbos/cerbos-linux-x64, installed into bench/.cache by bench/peers/grpcload.py;
+`make bench-compare` installs the `cerbos` protobuf package its payload needs) on the same
+workload's policies. The clock starts just before the process is spawned and stops when a Check
+call returns a decision; the client polls with a fresh call every 5 ms on a channel whose
+reconnect backoff is 10 ms, so the poll adds at most ~10 ms. Rounds interleave the servers, so
+a busy machine slows them alike; each is stopped (SIGTERM to its process group) before the next.
+Prints the median, min and max of each, in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peers import grpcload, workload  # noqa: E402  (bench/peers: Cerbos install and payloads)
+
+POLL_S = 0.005
+CAP_S = 60.0  # a server that has not decided by then is reported as failed
+OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 10),
+    ("grpc.min_reconnect_backoff_ms", 10),
+    ("grpc.max_reconnect_backoff_ms", 10),
+]
+
+
+def first_decision(cmd: list[str], port: int, method: str, payload: bytes) -> float:
+    """Seconds from spawning `cmd` to a successful `method` call on `port`."""
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, cwd=ROOT)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS) as channel:
+                call = channel.unary_unary(method)
+                while True:
+                    try:
+                        call(payload, timeout=1.0)
+                        return time.perf_counter() - started
+                    except grpc.RpcError:  # not listening yet, or no policies active yet
+                        pass
+                    if proc.poll() is not None or time.perf_counter() - started > CAP_S:
+                        log.seek(0)
+                        tail = log.read()[-2000:].decode(errors="replace")
+                        raise RuntimeError(f"{cmd[:4]} never decided:\n{tail}")
+                    time.sleep(POLL_S)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def pdp(policies: Path, *flags: str) -> Callable[[int], list[str]]:
+    exe = str(Path(sys.executable).parent / "pdp")
+    return lambda port: [
+        exe, "serve", "--policies", str(policies), "--listen", f"127.0.0.1:{port}",
+        "--log-level", "WARNING", *flags,
+    ]  # fmt: skip
+
+
+def cerbos(binary: Path, tmp: Path) -> Callable[[int], list[str]]:
+    def cmd(port: int) -> list[str]:
+        http, debug = grpcload.free_port(), grpcload.free_port()
+        return [
+            str(binary), "server", f"--config={grpcload.PEERS / 'cerbos/config.yaml'}",
+            f"--debug-listen-addr=127.0.0.1:{debug}", "--log-level=error",
+            f"--set=server.grpcListenAddr=127.0.0.1:{port}",
+            f"--set=server.httpListenAddr=127.0.0.1:{http}",
+            f"--set=storage.disk.directory={grpcload.PEERS / 'cerbos/policies'}",
+        ]  # fmt: skip
+
+    return cmd
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--no-cerbos", action="store_true")
+    args = parser.parse_args()
+
+    raw = workload.generate(1)[0]
+    # The example policies decide any well-formed request; this one reaches their rules.
+    example = grpcload.pdp_payload(
+        {
+            "principal": {"id": "alice", "tenant": "acme", "roles": ["member"]},
+            "resources": [{"kind": "document", "id": "d1", "tenant": "acme", "actions": ["read"]}],
+        }
+    )
+    peers_payload = grpcload.pdp_payload(raw)
+    servers: list[tuple[str, Callable[[int], list[str]], str, bytes]] = [
+        ("pdp --workers 1, policies/", pdp(ROOT / "policies", "--workers", "1"),
+         grpcload.PDP_CHECK, example),
+        ("pdp (default workers), policies/", pdp(ROOT / "policies"), grpcload.PDP_CHECK, example),
+        ("pdp --workers 1, bench/peers/pdp", pdp(grpcload.PEERS / "pdp", "--workers", "1"),
+         grpcload.PDP_CHECK, peers_payload),
+        ("pdp (default workers), bench/peers/pdp", pdp(grpcload.PEERS / "pdp"),
+         grpcload.PDP_CHECK, peers_payload),
+    ]  # fmt: skip
+    notes = []
+    tmp = Path(tempfile.mkdtemp())
+    binary = None if args.no_cerbos else grpcload.cerbos_binary()
+    if binary is not None:
+        try:
+            payload = grpcload.cerbos_payload(raw)
+        except ImportError:
+            notes.append("Cerbos skipped: the `cerbos` package is missing (pip install '.[bench]')")
+        else:
+            name = f"Cerbos {grpcload.cerbos_version(binary)}, bench/peers/cerbos"
+            servers.append((name, cerbos(binary, tmp), grpcload.CERBOS_CHECK, payload))
+    elif not args.no_cerbos:
+        notes.append("Cerbos skipped: npm could not install @cerbos/cerbos-linux-x64")
+    times: dict[str, list[float]] = {name: [] for name, *_ in servers}
+    for _ in range(args.runs):
+        for name, cmd, method, payload in servers:
+            port = grpcload.free_port()
+            times[name].append(first_decision(cmd(port), port, method, payload))
+    print(f"start-up to first decision, {args.runs} rounds, {os.cpu_count()} CPUs (seconds)")
+    print(f"{'server':<44} {'median':>7} {'min':>7} {'max':>7}")
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"{name:<44} {med:7.3f} {min(values):7.3f} {max(values):7.3f}")
+    for note in notes:
+        print(note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
