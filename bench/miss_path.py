@@ -14,12 +14,17 @@ time (/proc/PID/stat) over the measured calls, divided by their number (a warm-u
 other distinct requests precedes each measurement). CPU per call moves much less with other
 load on the machine than throughput does; the spread over `--rounds` is printed as min-max.
 
-For reference, in the same run and on the same requests: the in-process CPU per call of
-`engine.check` alone, and of the server's own code path (parse the bytes, convert, decide,
-serialize the reply) without gRPC. Server minus that is what gRPC and its threads cost.
+References in the same run: **grpcio floor**, a bare grpcio server with pdp's thread pool (8
+RPC threads) whose Check answers an empty reply without reading the request, loaded the same
+way, its rounds interleaved with pdp's: what any Python sync-gRPC servicer pays per call before
+doing anything. And the in-process thread CPU per call of `engine.check` alone and of the
+server's own path without gRPC (parse the bytes, convert, decide, serialize the reply), on other
+distinct requests of the same shape. Server minus floor is what pdp's code costs served.
 
 `--profile DIR` also records the server under py-spy (`--native`, speedscope format) during
-one extra measured pass per shape, into DIR/miss_1x3.speedscope.json etc.
+one extra pass per shape, into DIR/miss_1x3.speedscope.json etc. On a loaded 2-core machine
+py-spy counts RPC threads waiting for the GIL or a condition as busy; `perf record -g -p PID`
+(Debian `linux-perf`) splits the on-CPU time by library instead (interpreter, grpc, kernel).
 """
 
 from __future__ import annotations
@@ -178,8 +183,9 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def in_process(bodies: list[bytes]) -> tuple[float, float]:
-    """(engine.check alone, parse + convert + decide + serialize) CPU seconds per call."""
+def in_process(n: int, count: int, seed: int) -> tuple[float, float]:
+    """(engine.check alone, parse + convert + decide + serialize) CPU seconds per call, each
+    over its own distinct requests (the IP and other caches see new values, as the server)."""
     from pdp.cli._common import load_and_compile
     from pdp.engine import Engine
     from pdp.model.request import DEFAULT_LIMITS
@@ -187,20 +193,52 @@ def in_process(bodies: list[bytes]) -> tuple[float, float]:
     from pdp.server.convert import request_from_proto, response_to_proto
 
     engine = Engine(load_and_compile(ROOT / "policies")[1])
+    bodies = make_requests(count, n, seed)
     requests = [request_from_proto(pb.CheckRequest.FromString(b), DEFAULT_LIMITS) for b in bodies]
-    t0 = time.process_time()
+    bodies = make_requests(count, n, seed + 1)
+    t0 = time.thread_time()
     for r in requests:
         engine.check(r)
-    t1 = time.process_time()
+    t1 = time.thread_time()
     for b in bodies:
         req = request_from_proto(pb.CheckRequest.FromString(b), DEFAULT_LIMITS)
         response_to_proto(engine.check(req)).SerializeToString()
-    t2 = time.process_time()
-    return (t1 - t0) / len(bodies), (t2 - t1) / len(bodies)
+    t2 = time.thread_time()
+    return (t1 - t0) / count, (t2 - t1) / count
+
+
+def serve_floor(port: int) -> None:
+    """grpcio's own per-call cost: a server with pdp's thread pool (8 RPC threads) whose Check
+    answers an empty reply without reading the request."""
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    handler = grpc.unary_unary_rpc_method_handler(lambda _data, _context: b"")
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("pdp.v1.DecisionService", {"Check": handler}),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def start_floor(port: int) -> subprocess.Popen[bytes]:
+    import grpc
+
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-floor", str(port)])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        channel.unary_unary(CHECK, _registered_method=True)(b"", timeout=60, wait_for_ready=True)
+    return proc
 
 
 def _us(x: float) -> str:
     return f"{x * 1e6:.0f}"
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{_us(statistics.median(xs))} us (rounds {_us(min(xs))}-{_us(max(xs))})"
 
 
 def main() -> int:
@@ -209,13 +247,20 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=3, help="client processes")
     ap.add_argument("--in-flight", type=int, default=8, help="calls in flight per client")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-floor", action="store_true", help="skip the grpcio floor server")
     ap.add_argument("--profile", metavar="DIR", help="py-spy speedscope profiles into DIR")
+    ap.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
+        return 0
 
     shapes = {"1x3": (1, args.calls), "20x3": (20, max(args.calls // 12, 100))}
-    port = free_port()
-    server = start_server(port)
-    address = f"127.0.0.1:{port}"
+    servers = {"pdp": start_server(port := free_port())}
+    addresses = {"pdp": f"127.0.0.1:{port}"}
+    if not args.no_floor:
+        servers["floor"] = start_floor(port := free_port())
+        addresses["floor"] = f"127.0.0.1:{port}"
     try:
         seed = 1
         print(
@@ -224,23 +269,26 @@ def main() -> int:
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
         )
         for name, (n, calls) in shapes.items():
-            drive(address, make_requests(calls // 3, n, seed), args.clients, args.in_flight)
-            seed += 1
-            per_call = []
-            for _ in range(args.rounds):
-                bodies = make_requests(calls, n, seed)
+            for address in addresses.values():  # warm-up
+                drive(address, make_requests(calls // 3, n, seed), args.clients, args.in_flight)
                 seed += 1
-                c0 = cpu_seconds(server.pid)
-                drive(address, bodies, args.clients, args.in_flight)
-                per_call.append((cpu_seconds(server.pid) - c0) / calls)
-            engine, path = in_process(make_requests(min(calls, 2000), n, seed))
-            seed += 1
-            med = statistics.median(per_call)
+            per_call: dict[str, list[float]] = {k: [] for k in servers}
+            for _ in range(args.rounds):  # rounds interleave the servers
+                for key, server in servers.items():
+                    bodies = make_requests(calls, n, seed)
+                    seed += 1
+                    c0 = cpu_seconds(server.pid)
+                    drive(addresses[key], bodies, args.clients, args.in_flight)
+                    per_call[key].append((cpu_seconds(server.pid) - c0) / calls)
+            engine, path = in_process(n, min(calls, 2000), seed)
+            seed += 2
+            line = f"{name}: server CPU/call {_spread(per_call['pdp'])}, {calls} calls each"
+            if "floor" in per_call:
+                line += f"; grpcio floor (empty Check) {_spread(per_call['floor'])}"
+            print(line)
             print(
-                f"{name}: server CPU/call {_us(med)} us (rounds {_us(min(per_call))}-"
-                f"{_us(max(per_call))}, {calls} calls each); in process: engine.check "
-                f"{_us(engine)} us, parse+convert+decide+serialize {_us(path)} us; "
-                f"server/in-process path {med / path:.2f}x"
+                f"     in process (thread CPU): engine.check {_us(engine)} us, "
+                f"parse+convert+decide+serialize {_us(path)} us"
             )
             if args.profile:
                 out = Path(args.profile) / f"miss_{name}.speedscope.json"
@@ -248,20 +296,21 @@ def main() -> int:
                 bodies = make_requests(calls, n, seed)
                 seed += 1
                 spy = subprocess.Popen(
-                    [str(Path(sys.executable).with_name("py-spy")), "record",
+                    [str(Path(sys.executable).with_name("py-spy")), "record", "--native",
                      "--format", "speedscope", "--rate", "250", "-o", str(out),
-                     "--pid", str(server.pid)],
+                     "--pid", str(servers["pdp"].pid)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1.0)
-                drive(address, bodies, args.clients, args.in_flight)
+                drive(addresses["pdp"], bodies, args.clients, args.in_flight)
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
-                print(f"  profile: {out}")
+                print(f"     profile: {out}")
         print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        for server in servers.values():
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
     return 0
 
 
