@@ -110,12 +110,18 @@ class Engine:
         self._scope_denials: dict[tuple[str, str, frozenset[str]], ActionDecision] = {}
 
     def check(
-        self, request: CheckRequest, *, coverage: set[tuple[str, str]] | None = None
+        self,
+        request: CheckRequest,
+        *,
+        coverage: set[tuple[str, str]] | None = None,
+        before_next: Callable[[int, int], None] | None = None,
     ) -> CheckResponse:
         """Decide every resource x action of `request`.
 
         `coverage`, when given, receives (policy, rule) for every rule that matched — the test
-        runner uses it; the serving path passes nothing.
+        runner uses it; the serving path passes nothing. `before_next(done, total)`, when
+        given, is called between one resource and the next and may raise to stop the batch
+        (the server stops a call whose deadline passed).
         """
         if request.time is not None:
             now = request.time
@@ -131,7 +137,10 @@ class Engine:
             context = {**context, "country": country_of(context["ip"])}
         time_dependent = uses_quota = False
         results = []
-        for res in request.resources:
+        resources = request.resources
+        for i, res in enumerate(resources):
+            if i and before_next is not None:
+                before_next(i, len(resources))
             decisions, td, uq = self._decide_resource(request, res, context, now, coverage)
             time_dependent = time_dependent or td
             uses_quota = uses_quota or uq

@@ -10,8 +10,6 @@ itself.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,6 +35,7 @@ from pdp.model.request import (
     CheckRequest,
     Limits,
     ResourceRequest,
+    is_ip_address,
     make_check_request,
 )
 
@@ -68,30 +67,41 @@ class _Budget:
         self.left = n
 
 
+def _too_many(limits: Limits) -> _AttrError:
+    return _AttrError(f"request has more than {limits.max_attr_values} attribute values", True)
+
+
+def _too_deep(limits: Limits) -> _AttrError:
+    return _AttrError(f"attributes nested deeper than {limits.max_attr_depth} levels", True)
+
+
+# Most attribute values are non-empty strings. A Value's `string_value` reads "" unless the
+# Value holds a string, so reading it first settles those without `WhichOneof` (which costs
+# three times as much); an empty or oversized string, or one past a limit, takes `_value`,
+# which decides it and reports the limit at the same path.
+
+
 def _struct(s: Struct, limits: Limits, budget: _Budget, depth: int) -> dict[str, Any]:
     budget.left -= 1
     if budget.left < 0:
-        raise _AttrError(f"request has more than {limits.max_attr_values} attribute values", True)
+        raise _too_many(limits)
     if depth > limits.max_attr_depth:
-        raise _AttrError(f"attributes nested deeper than {limits.max_attr_depth} levels", True)
+        raise _too_deep(limits)
     out = {}
     fields = s.fields
     max_len = limits.max_string_length
+    leaf_fits = depth < limits.max_attr_depth  # a value one level down is within the depth
     for key in fields:  # iterating keys and indexing beats .items() on a protobuf map
         if len(key) > MAX_KEY_LENGTH:
             raise _AttrError(f"has a key longer than {MAX_KEY_LENGTH} characters", False)
         value = fields[key]
+        text = value.string_value
+        if text and leaf_fits and len(text) <= max_len and budget.left > 0:
+            budget.left -= 1
+            out[key] = text
+            continue
         try:
-            # Flat strings are most attributes: handled inline, without a call per value.
-            if value.WhichOneof("kind") == "string_value":
-                budget.left -= 1
-                text = value.string_value
-                if budget.left < 0 or len(text) > max_len or depth >= limits.max_attr_depth:
-                    out[key] = _value(value, limits, budget, depth + 1)  # reports the limit
-                else:
-                    out[key] = text
-            else:
-                out[key] = _value(value, limits, budget, depth + 1)
+            out[key] = _value(value, limits, budget, depth + 1)
         except _AttrError as e:
             e.segments.append(f".{key}")
             raise
@@ -101,15 +111,22 @@ def _struct(s: Struct, limits: Limits, budget: _Budget, depth: int) -> dict[str,
 def _list(lv: ListValue, limits: Limits, budget: _Budget, depth: int) -> list[Any]:
     budget.left -= 1
     if budget.left < 0:
-        raise _AttrError(f"request has more than {limits.max_attr_values} attribute values", True)
+        raise _too_many(limits)
     if depth > limits.max_attr_depth:
-        raise _AttrError(f"attributes nested deeper than {limits.max_attr_depth} levels", True)
-    out = []
-    for i, value in enumerate(lv.values):
+        raise _too_deep(limits)
+    out: list[Any] = []
+    max_len = limits.max_string_length
+    leaf_fits = depth < limits.max_attr_depth
+    for value in lv.values:
+        text = value.string_value
+        if text and leaf_fits and len(text) <= max_len and budget.left > 0:
+            budget.left -= 1
+            out.append(text)
+            continue
         try:
             out.append(_value(value, limits, budget, depth + 1))
         except _AttrError as e:
-            e.segments.append(f"[{i}]")
+            e.segments.append(f"[{len(out)}]")
             raise
     return out
 
@@ -122,9 +139,9 @@ def _value(v: Value, limits: Limits, budget: _Budget, depth: int) -> Any:
         return _list(v.list_value, limits, budget, depth)
     budget.left -= 1
     if budget.left < 0:
-        raise _AttrError(f"request has more than {limits.max_attr_values} attribute values", True)
+        raise _too_many(limits)
     if depth > limits.max_attr_depth:
-        raise _AttrError(f"attributes nested deeper than {limits.max_attr_depth} levels", True)
+        raise _too_deep(limits)
     if kind == "string_value":
         s = v.string_value
         if len(s) > limits.max_string_length:
@@ -143,12 +160,14 @@ def _value(v: Value, limits: Limits, budget: _Budget, depth: int) -> Any:
     return None  # null_value, or a Value with no kind set (JSON null either way)
 
 
-def _attrs(msg: Any, name: str, path: str, limits: Limits, budget: _Budget) -> dict[str, Any]:
-    """`msg.<name>` (a Struct) as a plain dict; an absent Struct is an empty one."""
-    if not msg.HasField(name):
+def _attrs(msg: Any, path: str, limits: Limits, budget: _Budget) -> dict[str, Any]:
+    """`msg.attr` (a Struct) as a plain dict; an absent Struct is an empty one. `path` names
+    `msg.attr` in an error."""
+    attr = msg.attr
+    if not attr.fields and not msg.HasField("attr"):
         return {}
     try:
-        return _struct(getattr(msg, name), limits, budget, 1)
+        return _struct(attr, limits, budget, 1)
     except _AttrError as e:
         where = path + "".join(reversed(e.segments))
         raise (LimitExceeded if e.limit else RequestError)(where, e.message) from None
@@ -174,6 +193,12 @@ def _str_list(items: Any, path: str, limits: Limits) -> list[str]:
     return out
 
 
+def _ids_fit(items: list[str], max_len: int) -> bool:
+    """Every id non-empty and at most `max_len` long: the check that `_str_list` makes, without
+    naming the culprit (the caller re-runs that to report one)."""
+    return all(s and len(s) <= max_len for s in items)
+
+
 def _principal(p: _pb.Principal, limits: Limits, budget: _Budget) -> dict[str, Any]:
     actor = None
     if p.HasField("actor"):
@@ -182,7 +207,7 @@ def _principal(p: _pb.Principal, limits: Limits, budget: _Budget) -> dict[str, A
             "id": _str(a.id, "principal.actor.id", limits, required=True),
             "type": _str(a.type, "principal.actor.type", limits, required=False),
             "scopes": _str_list(a.scopes, "principal.actor.scopes", limits),
-            "attr": _attrs(a, "attr", "principal.actor.attr", limits, budget),
+            "attr": _attrs(a, "principal.actor.attr", limits, budget),
         }
     return {
         "id": _str(p.id, "principal.id", limits, required=True),
@@ -190,23 +215,39 @@ def _principal(p: _pb.Principal, limits: Limits, budget: _Budget) -> dict[str, A
         "tenant": _str(p.tenant, "principal.tenant", limits, required=False),
         "roles": _str_list(p.roles, "principal.roles", limits),
         "scopes": _str_list(p.scopes, "principal.scopes", limits),
-        "attr": _attrs(p, "attr", "principal.attr", limits, budget),
+        "attr": _attrs(p, "principal.attr", limits, budget),
         "actor": actor,
     }
 
 
 def _resource(r: _pb.Resource, i: int, limits: Limits, budget: _Budget) -> ResourceRequest:
-    path = f"resources[{i}]"
-    actions = _str_list(r.actions, f"{path}.actions", limits)
-    if not actions:
-        raise RequestError(f"{path}.actions", "must list at least one action")
-    resource = {
-        "kind": _str(r.kind, f"{path}.kind", limits, required=True),
-        "id": _str(r.id, f"{path}.id", limits, required=True),
-        "tenant": _str(r.tenant, f"{path}.tenant", limits, required=False),
-        "attr": _attrs(r, "attr", f"{path}.attr", limits, budget),
-    }
+    actions = list(r.actions)
+    kind, rid, tenant = r.kind, r.id, r.tenant
+    max_id = limits.max_id_length
+    # The usual, valid resource is checked without building a field path; anything else
+    # takes `_resource_checked`, which names the first bad field.
+    if not (
+        actions
+        and _ids_fit(actions, max_id)
+        and kind
+        and rid
+        and len(kind) <= max_id
+        and len(rid) <= max_id
+        and len(tenant) <= max_id
+    ):
+        _resource_checked(r, f"resources[{i}]", limits)
+    attr = _attrs(r, f"resources[{i}].attr", limits, budget) if r.HasField("attr") else {}
+    resource = {"kind": kind, "id": rid, "tenant": tenant, "attr": attr}
     return ResourceRequest(resource=resource, actions=tuple(dict.fromkeys(actions)))
+
+
+def _resource_checked(r: _pb.Resource, path: str, limits: Limits) -> None:
+    """Raise the error for the first invalid field of `r`, in the order the fields are read."""
+    if not _str_list(r.actions, f"{path}.actions", limits):
+        raise RequestError(f"{path}.actions", "must list at least one action")
+    _str(r.kind, f"{path}.kind", limits, required=True)
+    _str(r.id, f"{path}.id", limits, required=True)
+    _str(r.tenant, f"{path}.tenant", limits, required=False)
 
 
 def timestamp_to_datetime(ts: Timestamp, path: str) -> datetime:
@@ -219,17 +260,6 @@ def timestamp_to_datetime(ts: Timestamp, path: str) -> datetime:
         raise RequestError(path, f"`{ts.seconds}` seconds is out of the supported range") from None
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_ip(text: str) -> bool:
-    # Callers' addresses repeat (a gateway's clients, NATs); parsing one costs more than the
-    # rest of the context.
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _context(
     msg: _pb.CheckRequest, limits: Limits, budget: _Budget
 ) -> tuple[dict[str, Any], datetime | None]:
@@ -237,7 +267,7 @@ def _context(
         return {"ip": "", "country": "", "attr": {}}, None
     c = msg.context
     ip = _str(c.ip, "context.ip", limits, required=False)
-    if ip and not _is_ip(ip):
+    if ip and not is_ip_address(ip):
         raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address")
     country = _str(c.country, "context.country", limits, required=False)
     time = None
@@ -248,7 +278,7 @@ def _context(
     ctx: dict[str, Any] = {
         "ip": ip,
         "country": country.upper(),
-        "attr": _attrs(c, "attr", "context.attr", limits, budget),
+        "attr": _attrs(c, "context.attr", limits, budget),
     }
     if time is not None:
         ctx["time"] = time

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -27,7 +26,7 @@ from pdp.plan import PlanRefused
 from pdp.plan import plan as plan_resources
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
-from .cache import CachedDecision, DecisionCache, cacheable, split_request_id, string_field
+from .cache import CachedDecision, DecisionCache, cacheable, split_request_id
 from .convert import request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CheckObservation, Observer
 from .identity import primary_identity
@@ -109,27 +108,6 @@ SHUTTING_DOWN = "server is shutting down"
 _NO_DEADLINE = float("inf")
 
 
-class _Watched(tuple):  # type: ignore[type-arg]
-    """A request's resources that look at the clock between one resource and the next, so a
-    batch is not decided to completion past its deadline or the drain deadline (which may be
-    set while it runs). The engine iterates them."""
-
-    stop_at: float  # monotonic: the call's own deadline (inf: none)
-    service: DecisionService  # its `_drain_at`, read live
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        stop_at, service, total = self.stop_at, self.service, len(self)
-        for i, item in enumerate(tuple.__iter__(self)):
-            if i:
-                now = time.monotonic()
-                if now >= stop_at:
-                    raise _expired(False, i, total)
-                drain_at = service._drain_at
-                if drain_at is not None and now >= drain_at:
-                    raise _expired(True, i, total)
-            yield item
-
-
 def _expired(draining: bool, done: int, total: int) -> CallStopped:
     """`done` of `total` resources were decided when the call stopped (0 of 0: before any)."""
     progress = f" (decided {done} of {total} resources)" if total else ""
@@ -145,10 +123,10 @@ def _expired(draining: bool, done: int, total: int) -> CallStopped:
 
 
 def _ids(decision_id: str, request_id: str, evaluated_at: str) -> bytes:
-    """CheckResponse fields 1, 2 and 5, appended to a cached body (the last value wins)."""
-    return (
-        string_field(1, decision_id) + string_field(2, request_id) + string_field(5, evaluated_at)
-    )
+    """A call's own ids, appended to a cached body (a parser keeps the last value of a field)."""
+    return _pb.CheckResponse(
+        decision_id=decision_id, request_id=request_id, evaluated_at=evaluated_at
+    ).SerializeToString()
 
 
 def _refused(exc: PlanRefused) -> grpc.Status:
@@ -167,20 +145,14 @@ def _status_fields(status: grpc.Status | None) -> tuple[str, str]:
     return (code_name(status), status.details) if status else ("", "")
 
 
-class _CacheHit(tuple):  # type: ignore[type-arg]
-    """A cache hit's ids, from which its request and response are made when first read: a
-    tuple (entry, decision_id, request_id, evaluated_at), built on the serving thread by one
-    C-level tuple copy (`_new_hit`)."""
+@dataclasses.dataclass(slots=True)
+class _CacheHit:
+    """A cache hit's ids, from which its request and response are made when first read."""
 
-    __slots__ = ()
-
-    entry: CachedDecision = property(itemgetter(0))  # type: ignore[assignment]
-    decision_id: str = property(itemgetter(1))  # type: ignore[assignment]
-    request_id: str = property(itemgetter(2))  # type: ignore[assignment]
-    evaluated_at: str = property(itemgetter(3))  # type: ignore[assignment]
-
-
-_new_hit = tuple.__new__
+    entry: CachedDecision
+    decision_id: str
+    request_id: str
+    evaluated_at: str
 
 
 class _ObservedCheck:
@@ -224,7 +196,7 @@ class _ObservedCheck:
         latency_s: float,
         identities: bool = True,
     ) -> None:
-        self._hit = request if type(request) is _CacheHit else None
+        self._hit = request if isinstance(request, _CacheHit) else None
         self._request = None if self._hit is not None else request
         self._response = response
         self.error_code = error_code
@@ -354,7 +326,7 @@ class DecisionService:
         """
         # The per-call cost of deadlines: one read of the call's time left and a comparison
         # (a call that waited in the queue past its deadline is not decided); batches also
-        # look at the clock between resources (`_Watched`).
+        # look at the clock between resources (`_clock_watch`).
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise _expired(False, 0, 0)
@@ -369,16 +341,28 @@ class DecisionService:
                 return self._from_cache(entry, split[1], observed)
         request = request_from_proto(_parse(data), self.limits)
         if len(request.resources) > 1:
-            watched = _Watched(request.resources)
-            watched.stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
-            watched.service = self
-            response = engine.check(dataclasses.replace(request, resources=watched))
+            stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
+            response = engine.check(request, before_next=self._clock_watch(stop_at))
         else:
             response = engine.check(request)
         # A request id that was not encoded first stays inside the key: not worth caching.
         if split is not None and split[1] == request.request_id and cacheable(request, response):
             return self._store(engine, split[0], request, response), request, response
         return response_to_proto(response).SerializeToString(), request, response
+
+    def _clock_watch(self, stop_at: float) -> Callable[[int, int], None]:
+        """For a batch: between one resource and the next, stop once the call's deadline
+        (`stop_at`, monotonic) or the drain deadline (which may be set while it runs) passed."""
+
+        def before_next(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now >= stop_at:
+                raise _expired(False, done, total)
+            drain_at = self._drain_at
+            if drain_at is not None and now >= drain_at:
+                raise _expired(True, done, total)
+
+        return before_next
 
     def _from_cache(
         self, entry: CachedDecision, request_id: str, observed: bool
@@ -390,7 +374,7 @@ class DecisionService:
             return out, None, None
         # Two `dataclasses.replace` calls cost more than the rest of a hit: deferred to the
         # telemetry writer, which only needs them for the record.
-        return out, _new_hit(_CacheHit, (entry, decision_id, request_id, evaluated_at)), None
+        return out, _CacheHit(entry, decision_id, request_id, evaluated_at), None
 
     def _store(
         self, engine: Engine, key: bytes, request: CheckRequest, response: CheckResponse
@@ -473,11 +457,11 @@ class DecisionService:
         peer = context.peer()
         identity = primary_identity(context.auth_context()) if self._identities else ""
         propagated = propagation(context.invocation_metadata())
-        if type(request) is _CacheHit:
-            entry, decision_id, request_id, evaluated_at = request
+        if isinstance(request, _CacheHit):
+            entry = request.entry
             item = hit_item(
-                CHECK_RPC, entry.key, entry.body, decision_id, request_id, evaluated_at,
-                peer, identity, propagated, start, latency,
+                CHECK_RPC, entry.key, entry.body, request.decision_id, request.request_id,
+                request.evaluated_at, peer, identity, propagated, start, latency,
             )  # fmt: skip
         else:
             item = check_item(
