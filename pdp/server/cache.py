@@ -50,21 +50,6 @@ class CachedDecision:
     key: bytes = b""  # the request's bytes without its request id (this entry's cache key)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def string_field(number: int, value: str) -> bytes:
-    """The protobuf encoding of one string field."""
-    data = value.encode()
-    return bytes(((number << 3) | 2,)) + _varint(len(data)) + data
-
-
 def split_request_id(data: bytes) -> tuple[bytes, str] | None:
     """(key, request_id) for a serialized CheckRequest; None when it cannot be a cache key."""
     if len(data) > MAX_CACHED_REQUEST_BYTES:
