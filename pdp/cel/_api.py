@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pdp.cel import _ast
-from pdp.cel._compile import generate
+from pdp.cel._compile import Generated, generate
 from pdp.cel._network import GeoTable
 from pdp.errors import CelCompileError
 
@@ -64,14 +64,16 @@ class CompiledCel:
     """A compiled expression; call it with the activation dict.
 
     Each instance gets its own subclass whose `__call__` is the generated function, so a call
-    costs no extra Python frame.
+    costs no extra Python frame. A short expression's Python is compiled on its first call
+    (`pdp.cel._compile._Lazy`), which then installs the compiled function there.
     """
 
     source: str
     uses_time: bool
-    python_source: str
+    python_source: str  # the generated function `_cel(act)`, as `pdp compile` shows it
+    python_globals: Mapping[str, Any]  # its globals: runtime helpers, constants (`_k0`, ...)
     reads: frozenset[str]  # activation names it reads (`principal`, `action`, ...)
-    __slots__ = ("python_source", "reads", "source", "uses_time")
+    __slots__ = ("python_globals", "python_source", "reads", "source", "uses_time")
 
     def __call__(self, activation: Mapping[str, Any]) -> Any:  # replaced per instance
         raise NotImplementedError
@@ -80,19 +82,24 @@ class CompiledCel:
         return f"CompiledCel({self.source!r})"
 
 
-def _make(
-    source: str,
-    fn: Callable[[Mapping[str, Any]], Any],
-    uses_time: bool,
-    py: str,
-    reads: frozenset[str],
-) -> CompiledCel:
-    cls = type("CompiledCel", (CompiledCel,), {"__slots__": (), "__call__": staticmethod(fn)})
+def _make(source: str, g: Generated) -> CompiledCel:
+    ns: dict[str, Any] = {"__slots__": ()}
+    if g.lazy is None:
+        ns["__call__"] = staticmethod(g.fn)  # type: ignore[arg-type]
+    else:
+        cls: type[CompiledCel] | None = None
+
+        def install(fn: Callable[[Mapping[str, Any]], Any]) -> None:
+            cls.__call__ = staticmethod(fn)  # type: ignore[method-assign, union-attr]
+
+        ns["__call__"] = staticmethod(g.lazy.bind(install))
+    cls = type("CompiledCel", (CompiledCel,), ns)
     obj: CompiledCel = object.__new__(cls)
     obj.source = source
-    obj.uses_time = uses_time
-    obj.python_source = py
-    obj.reads = reads
+    obj.uses_time = g.uses_time
+    obj.python_source = g.python_source
+    obj.python_globals = g.globals
+    obj.reads = g.reads
     return obj
 
 
@@ -111,13 +118,13 @@ def compile_cel(source: str, env: CelEnv, *, require_bool: bool = False) -> Comp
             return hit
     try:
         ast = _ast.parse(source)
-        g = generate(env, source, ast, require_bool=require_bool, names=env.names)
+        g = generate(env, source, ast, require_bool=require_bool, names=env.names, lazy=True)
     except CelCompileError as e:
         # `.variable` names the V.x whose source holds the error; None for the expression itself.
         if not hasattr(e, "variable"):
             e.variable = None  # type: ignore[attr-defined]
         raise
-    compiled = _make(source, g.fn, g.uses_time, g.python_source, g.reads)
+    compiled = _make(source, g)
     if memo is not None and not g.env_used:
         memo[key] = compiled
     return compiled

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pdp.cel._api import CelEnv
 
 ACTIVATION = ("principal", "resource", "action", "context", "now")
+_INDENT = tuple("    " * n for n in range(128))  # deeper than Python's tokenizer allows (100)
 _ALIASES = {"P": "principal", "R": "resource"}
 _MAX_BLOCK_DEPTH = 8  # Python allows 20 nested try/for blocks per function; split well before
 
@@ -145,9 +146,12 @@ class _Block:
         self.step = 1 if indent else 0
 
     def __enter__(self) -> None:
-        self.comp.indent += self.step
+        comp = self.comp
+        comp.indent += self.step
+        if comp.indent > comp.max_indent:
+            comp.max_indent = comp.indent
         if self.counts:
-            self.comp.depth += 1
+            comp.depth += 1
 
     def __exit__(self, *exc: object) -> None:
         self.comp.indent -= self.step
@@ -163,6 +167,7 @@ class Compiler(Operators):
         self.names = names  # extra activation names (conformance bindings)
         self.lines: list[str] = []
         self.indent = 2  # inside `def _cel(act):` and its `try:`
+        self.max_indent = 2  # the deepest level emitted (see `_lazy_safe`)
         self.depth = 0
         self.globals: dict[str, Any] = dict(_RUNTIME)
         self._const_ids: dict[int, str] = {}
@@ -189,8 +194,12 @@ class Compiler(Operators):
         return f"_{base}{next(self.counter)}"
 
     def emit(self, line: str) -> None:
-        # One space per level: Python's compile() time grows (a little) with the text it reads.
-        self.lines.append(" " * self.indent + line)
+        # Four spaces per level, as a person would write it: `pdp compile` shows this text,
+        # and indentation costs Python's tokenizer next to nothing.
+        try:
+            self.lines.append(_INDENT[self.indent] + line)
+        except IndexError:  # absurdly deep: Python's compile() will refuse it with a message
+            self.lines.append("    " * self.indent + line)
 
     def block(self, counts: bool = True, indent: bool = True) -> _Block:
         """`with self.block():` emits one indentation level deeper; `counts` when the level is
@@ -534,45 +543,36 @@ def _code_for(text: str) -> CodeType:
 
 
 class Generated(NamedTuple):
-    fn: Callable[[Any], Any]
+    fn: Callable[[Any], Any] | None  # None when `lazy` is set
     uses_time: bool
     python_source: str
     reads: frozenset[str]  # activation names it reads
     env_used: bool  # False: the same in any environment (no C., V., data., country())
+    globals: dict[str, Any]  # the function's globals: runtime helpers and constants (`_k0`)
+    lazy: _Lazy | None = None  # the text, to compile on first call (`generate(lazy=True)`)
 
 
-def generate(
-    env: CelEnv, source: str, ast: A.Node, *, require_bool: bool, names: frozenset[str]
-) -> Generated:
-    """Compile `ast` (parsed from `source`) to a Python function."""
-    comp = Compiler(env, source, names)
-    body = comp.lines
-    if isinstance(ast, A.Call) and ast.fn in ("_&&_", "_||_") and ast.target is None:
-        comp.logic(ast, tail=True)  # the usual condition: it returns its result itself
-    else:
-        code = comp.c(ast)
-        if require_bool and code.kind != "bool":
-            body.append(f"  _res = {code.expr}")
-            body.append("  return _res if _res.__class__ is bool else _want_bool(_res)")
-        else:
-            body.append(f"  return {code.expr}")
-    head = ["def _cel(act):", " try:"]
-    for name in sorted(comp.loads):
-        if name == "now":
-            head.append("  now = _now(act)")
-        else:
-            head.append(f"  {_local(name)} = act[{name!r}]")
-    text = "\n".join(
-        [
-            *head,
-            *body,
-            " except _CelEvalError:",
-            "  raise",
-            " except Exception as _e:",
-            "  raise _wrap(_e) from None",
-        ]
+# Python's compile() is half the cost of compiling a policy set whose conditions all differ
+# (~100-200 µs each), and a server with 10,000 policies evaluates few of them soon after start.
+# So a condition whose text Python cannot refuse is compiled on its first call instead; every
+# CEL error was found while generating the text. Python refuses text only for its nesting:
+# more than 20 nested blocks or 100 indentation levels, 200 nested brackets, or an expression
+# tree deep enough to exhaust the compiler's recursion limit. Below these bounds none of that
+# can happen, so such text is compiled at once, where a refusal is a compile error.
+_LAZY_MAX_INDENT = 16
+_LAZY_MAX_BRACKETS = 150  # total, so also the deepest possible bracket nesting
+_LAZY_MAX_CHARS = 16_000  # bounds the depth of an unbracketed operator chain
+
+
+def _lazy_safe(text: str, max_indent: int) -> bool:
+    return (
+        max_indent <= _LAZY_MAX_INDENT
+        and len(text) <= _LAZY_MAX_CHARS
+        and text.count("(") + text.count("[") + text.count("{") <= _LAZY_MAX_BRACKETS
     )
-    glb = comp.globals
+
+
+def _exec(text: str, glb: dict[str, Any], source: str) -> Callable[[Any], Any]:
     limit = sys.getrecursionlimit()
     try:
         sys.setrecursionlimit(max(limit, 20000))
@@ -581,7 +581,97 @@ def generate(
         raise CelCompileError(f"expression too complex to compile ({e})", source, 1, 1) from None
     finally:
         sys.setrecursionlimit(limit)
-    return Generated(glb["_cel"], comp.uses_time, text, frozenset(comp.loads), comp.env_used)
+    fn: Callable[[Any], Any] = glb["_cel"]
+    return fn
+
+
+class _Lazy:
+    """The generated text of one expression, turned into its function on first use.
+
+    `bind(install)` gives the function to call in place of the expression's: it compiles the
+    text, hands the compiled function to `install` (which puts it where the next call finds
+    it, so this runs once), and calls it. Two threads racing here both compile the same text
+    into the same globals, which is harmless. Should Python still refuse the text, the call
+    raises a CelEvalError: a deny with a reason, never an allow.
+    """
+
+    __slots__ = ("glb", "text")
+
+    def __init__(self, text: str, glb: dict[str, Any]) -> None:
+        self.text = text
+        self.glb = glb
+
+    def materialize(self) -> Callable[[Any], Any]:
+        fn = self.glb.get("_cel")
+        if fn is None:
+            try:
+                exec(_code_for(self.text), self.glb)
+            except Exception as e:  # not expected below the `_lazy_safe` bounds
+                err = CelEvalError(f"expression could not be compiled ({e.__class__.__name__})")
+
+                def fn(act: Any) -> Any:
+                    raise err
+
+                self.glb["_cel"] = fn
+            fn = self.glb["_cel"]
+        return fn  # type: ignore[no-any-return]
+
+    def bind(self, install: Callable[[Callable[[Any], Any]], None]) -> Callable[[Any], Any]:
+        def first_call(act: Any) -> Any:
+            fn = self.materialize()
+            install(fn)
+            return fn(act)
+
+        return first_call
+
+
+def generate(
+    env: CelEnv,
+    source: str,
+    ast: A.Node,
+    *,
+    require_bool: bool,
+    names: frozenset[str],
+    lazy: bool = False,
+) -> Generated:
+    """Compile `ast` (parsed from `source`) to a Python function.
+
+    With `lazy`, a text Python cannot refuse comes back uncompiled, as `.lazy` (and `.fn`
+    None): the caller binds it (`pdp.cel._api._make`)."""
+    comp = Compiler(env, source, names)
+    body = comp.lines
+    if isinstance(ast, A.Call) and ast.fn in ("_&&_", "_||_") and ast.target is None:
+        comp.logic(ast, tail=True)  # the usual condition: it returns its result itself
+    else:
+        code = comp.c(ast)
+        if require_bool and code.kind != "bool":
+            body.append(f"        _res = {code.expr}")
+            body.append("        return _res if _res.__class__ is bool else _want_bool(_res)")
+        else:
+            body.append(f"        return {code.expr}")
+    head = ["def _cel(act):", "    try:"]
+    for name in sorted(comp.loads):
+        if name == "now":
+            head.append("        now = _now(act)")
+        else:
+            head.append(f"        {_local(name)} = act[{name!r}]")
+    text = "\n".join(
+        [
+            *head,
+            *body,
+            "    except _CelEvalError:",
+            "        raise",
+            "    except Exception as _e:",
+            "        raise _wrap(_e) from None",
+        ]
+    )
+    glb = comp.globals
+    reads = frozenset(comp.loads)
+    if lazy and _lazy_safe(text, comp.max_indent):
+        later = _Lazy(text, glb)
+        return Generated(None, comp.uses_time, text, reads, comp.env_used, glb, later)
+    fn = _exec(text, glb, source)
+    return Generated(fn, comp.uses_time, text, reads, comp.env_used, glb)
 
 
 __all__ = ["datetime", "generate", "timedelta"]
