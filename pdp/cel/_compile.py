@@ -640,15 +640,18 @@ def generate(
     None): the caller binds it (`pdp.cel._api._make`)."""
     comp = Compiler(env, source, names)
     body = comp.lines
-    if isinstance(ast, A.Call) and ast.fn in ("_&&_", "_||_") and ast.target is None:
-        comp.logic(ast, tail=True)  # the usual condition: it returns its result itself
-    else:
-        code = comp.c(ast)
-        if require_bool and code.kind != "bool":
-            body.append(f"        _res = {code.expr}")
-            body.append("        return _res if _res.__class__ is bool else _want_bool(_res)")
+    try:
+        if isinstance(ast, A.Call) and ast.fn in ("_&&_", "_||_") and ast.target is None:
+            comp.logic(ast, tail=True)  # the usual condition: it returns its result itself
         else:
-            body.append(f"        return {code.expr}")
+            code = comp.c(ast)
+            if require_bool and code.kind != "bool":
+                body.append(f"        _res = {code.expr}")
+                body.append("        return _res if _res.__class__ is bool else _want_bool(_res)")
+            else:
+                body.append(f"        return {code.expr}")
+    except RecursionError:  # e.g. `a + a + ...` thousands long: an author's error, not a crash
+        raise CelCompileError("expression nests too deeply", source, 1, 1) from None
     head = ["def _cel(act):", "    try:"]
     for name in sorted(comp.loads):
         if name == "now":
