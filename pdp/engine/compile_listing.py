@@ -10,6 +10,7 @@ prints it. The text is the one the engine runs: compiling a block (with the runt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -77,7 +78,7 @@ def _is_literal(value: Any, depth: int = 0) -> bool:
         return False
     c = value.__class__
     if value is None or c in (bool, int, float, str, bytes):
-        return c is not float or value == value and value not in (float("inf"), float("-inf"))
+        return c is not float or math.isfinite(value)  # `nan`, `inf` are not literals
     if c in (list, tuple, frozenset):  # a frozenset's repr is `frozenset({...})`
         return all(_is_literal(x, depth + 1) for x in value)
     if c is dict:
