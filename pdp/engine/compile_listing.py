@@ -82,7 +82,9 @@ def _is_literal(value: Any, depth: int = 0) -> bool:
     if c in (list, tuple, frozenset):  # a frozenset's repr is `frozenset({...})`
         return all(_is_literal(x, depth + 1) for x in value)
     if c is dict:
-        return all(_is_literal(k, depth + 1) and _is_literal(x, depth + 1) for k, x in value.items())
+        return all(
+            _is_literal(k, depth + 1) and _is_literal(x, depth + 1) for k, x in value.items()
+        )
     return False
 
 
