@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from pdp.cel import _ast
 from pdp.cel._compile import Generated, generate
@@ -60,12 +60,12 @@ class CelEnv:
             return self._geo
 
 
-class CompiledCel:
-    """A compiled expression; call it with the activation dict.
+class CompiledCel(Protocol):
+    """A compiled expression: the generated Python function itself (call it with the
+    activation dict), carrying what the engine and tools read about it as attributes.
 
-    Each instance gets its own subclass whose `__call__` is the generated function, so a call
-    costs no extra Python frame. A short expression's Python is compiled on its first call
-    (`pdp.cel._compile._Lazy`), which then installs the compiled function there.
+    A short expression's function compiles its Python on its first call
+    (`pdp.cel._compile._Lazy`).
     """
 
     source: str
@@ -73,34 +73,19 @@ class CompiledCel:
     python_source: str  # the generated function `_cel(act)`, as `pdp compile` shows it
     python_globals: Mapping[str, Any]  # its globals: runtime helpers, constants (`_k0`, ...)
     reads: frozenset[str]  # activation names it reads (`principal`, `action`, ...)
-    __slots__ = ("python_globals", "python_source", "reads", "source", "uses_time")
 
-    def __call__(self, activation: Mapping[str, Any]) -> Any:  # replaced per instance
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"CompiledCel({self.source!r})"
+    def __call__(self, activation: Mapping[str, Any], /) -> Any: ...
 
 
 def _make(source: str, g: Generated) -> CompiledCel:
-    ns: dict[str, Any] = {"__slots__": ()}
-    if g.lazy is None:
-        ns["__call__"] = staticmethod(g.fn)  # type: ignore[arg-type]
-    else:
-        cls: type[CompiledCel] | None = None
-
-        def install(fn: Callable[[Mapping[str, Any]], Any]) -> None:
-            cls.__call__ = staticmethod(fn)  # type: ignore[method-assign, union-attr]
-
-        ns["__call__"] = staticmethod(g.lazy.bind(install))
-    cls = type("CompiledCel", (CompiledCel,), ns)
-    obj: CompiledCel = object.__new__(cls)
-    obj.source = source
-    obj.uses_time = g.uses_time
-    obj.python_source = g.python_source
-    obj.python_globals = g.globals
-    obj.reads = g.reads
-    return obj
+    # The function itself, not an object wrapping it: a call costs no extra frame.
+    fn: Any = g.fn
+    fn.source = source
+    fn.uses_time = g.uses_time
+    fn.python_source = g.python_source
+    fn.python_globals = g.globals
+    fn.reads = g.reads
+    return fn  # type: ignore[no-any-return]
 
 
 def compile_cel(source: str, env: CelEnv, *, require_bool: bool = False) -> CompiledCel:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from types import CodeType
+from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pdp.cel import _ast as A
@@ -543,13 +543,12 @@ def _code_for(text: str) -> CodeType:
 
 
 class Generated(NamedTuple):
-    fn: Callable[[Any], Any] | None  # None when `lazy` is set
+    fn: Callable[[Any], Any]  # a fresh function object, the caller's to decorate
     uses_time: bool
     python_source: str
     reads: frozenset[str]  # activation names it reads
     env_used: bool  # False: the same in any environment (no C., V., data., country())
     globals: dict[str, Any]  # the function's globals: runtime helpers and constants (`_k0`)
-    lazy: _Lazy | None = None  # the text, to compile on first call (`generate(lazy=True)`)
 
 
 # Python's compile() is half the cost of compiling a policy set whose conditions all differ
@@ -585,44 +584,42 @@ def _exec(text: str, glb: dict[str, Any], source: str) -> Callable[[Any], Any]:
     return fn
 
 
-class _Lazy:
-    """The generated text of one expression, turned into its function on first use.
+def _stub(act: Any) -> Any:
+    return _first_call(act)  # type: ignore[name-defined]  # noqa: F821  # a global of each stub
 
-    `bind(install)` gives the function to call in place of the expression's: it compiles the
-    text, hands the compiled function to `install` (which puts it where the next call finds
-    it, so this runs once), and calls it. Two threads racing here both compile the same text
-    into the same globals, which is harmless. Should Python still refuse the text, the call
-    raises a CelEvalError: a deny with a reason, never an allow.
+
+def _failed(act: Any) -> Any:
+    raise _compile_error  # type: ignore[name-defined]  # noqa: F821  # set with this code
+
+
+class _Lazy:
+    """The generated text of one expression, compiled on the first call of `fn`.
+
+    `fn` is a function of the expression's own globals whose code, until then, calls
+    `first_call`; that compiles the text into the same globals and gives `fn` the compiled
+    code, so every later call runs the generated code directly. Two threads racing here both
+    compile the same text, which is harmless. Should Python still refuse the text, `fn` raises
+    a CelEvalError from then on: a deny with a reason, never an allow.
     """
 
-    __slots__ = ("glb", "text")
+    __slots__ = ("fn", "glb", "text")
 
     def __init__(self, text: str, glb: dict[str, Any]) -> None:
         self.text = text
         self.glb = glb
+        glb["_first_call"] = self.first_call
+        self.fn = FunctionType(_stub.__code__, glb, "_cel")
 
-    def materialize(self) -> Callable[[Any], Any]:
-        fn = self.glb.get("_cel")
-        if fn is None:
-            try:
-                exec(_code_for(self.text), self.glb)
-            except Exception as e:  # not expected below the `_lazy_safe` bounds
-                err = CelEvalError(f"expression could not be compiled ({e.__class__.__name__})")
-
-                def fn(act: Any) -> Any:
-                    raise err
-
-                self.glb["_cel"] = fn
-            fn = self.glb["_cel"]
-        return fn  # type: ignore[no-any-return]
-
-    def bind(self, install: Callable[[Callable[[Any], Any]], None]) -> Callable[[Any], Any]:
-        def first_call(act: Any) -> Any:
-            fn = self.materialize()
-            install(fn)
-            return fn(act)
-
-        return first_call
+    def first_call(self, act: Any) -> Any:
+        try:
+            exec(_code_for(self.text), self.glb)
+            code = self.glb["_cel"].__code__
+        except Exception as e:  # not expected below the `_lazy_safe` bounds
+            name = e.__class__.__name__
+            self.glb["_compile_error"] = CelEvalError(f"expression could not be compiled ({name})")
+            code = _failed.__code__
+        self.fn.__code__ = code
+        return self.fn(act)
 
 
 def generate(
@@ -636,8 +633,8 @@ def generate(
 ) -> Generated:
     """Compile `ast` (parsed from `source`) to a Python function.
 
-    With `lazy`, a text Python cannot refuse comes back uncompiled, as `.lazy` (and `.fn`
-    None): the caller binds it (`pdp.cel._api._make`)."""
+    With `lazy`, the function of a text Python cannot refuse compiles it on its first call
+    (`_Lazy`)."""
     comp = Compiler(env, source, names)
     body = comp.lines
     try:
@@ -671,9 +668,9 @@ def generate(
     glb = comp.globals
     reads = frozenset(comp.loads)
     if lazy and _lazy_safe(text, comp.max_indent):
-        later = _Lazy(text, glb)
-        return Generated(None, comp.uses_time, text, reads, comp.env_used, glb, later)
-    fn = _exec(text, glb, source)
+        fn = _Lazy(text, glb).fn
+    else:
+        fn = _exec(text, glb, source)
     return Generated(fn, comp.uses_time, text, reads, comp.env_used, glb)
 
 

@@ -22,6 +22,7 @@ from .compile import _Errors, _scope_for
 
 # Globals of every generated function (`_eq`, `_wrap`, ...): part of the runtime, not shown.
 _RUNTIME_PREFIXES = ("__",)
+_MACHINERY = frozenset({"_cel", "_first_call", "_compile_error"})  # see pdp.cel._compile._Lazy
 
 
 class ListedCondition(NamedTuple):
@@ -51,7 +52,7 @@ def _own_globals(compiled: CompiledCel) -> Iterator[tuple[str, Any]]:
     from pdp.cel._compile import _RUNTIME
 
     for name, value in compiled.python_globals.items():
-        if name in _RUNTIME or name == "_cel" or name.startswith(_RUNTIME_PREFIXES):
+        if name in _RUNTIME or name in _MACHINERY or name.startswith(_RUNTIME_PREFIXES):
             continue
         yield name, value
 

@@ -13,7 +13,7 @@ import pytest
 
 from pdp.cel import CelCompileError, CelEnv, CelEvalError, compile_cel, compile_cel_bool
 from pdp.cel import _ast as A
-from pdp.cel._compile import _Lazy, generate
+from pdp.cel._compile import _Lazy, _stub, generate
 
 SOURCES = [
     "principal.id == 'alice' && resource.attr.level > 2",
@@ -48,12 +48,13 @@ def outcome(fn: Any, activation: dict[str, Any]) -> tuple[str, Any]:
 def test_lazy_and_eager_agree_and_the_compiled_function_is_installed(source: str) -> None:
     env = CelEnv()
     lazy = compile_cel(source, env)
-    assert type(lazy).__call__.__name__ == "first_call"  # not compiled yet
+    assert lazy.__code__ is _stub.__code__  # type: ignore[attr-defined]  # not compiled yet
     eager = generate(env, source, A.parse(source), require_bool=False, names=frozenset()).fn
     assert eager is not None
     activations = [act(), act(level=0), act(readers=["alice"]), act(tags=[], archived=True)]
     first = [outcome(lazy, a) for a in activations]
-    assert type(lazy).__call__.__name__ == "_cel"  # installed by the first call
+    code = lazy.__code__  # type: ignore[attr-defined]
+    assert code is not _stub.__code__ and code.co_name == "_cel"  # installed by the first call
     assert first == [outcome(eager, a) for a in activations]
     assert first == [outcome(lazy, a) for a in activations]  # and the same ever after
 
@@ -81,10 +82,8 @@ def test_a_chain_too_long_to_generate_is_a_compile_error_not_a_crash() -> None:
 
 
 def test_a_first_call_python_refuses_is_an_error_every_time() -> None:
-    later = _Lazy("def _cel(act):\n    return (", {})
-    installed: list[Any] = []
-    first = later.bind(installed.append)
-    for call in (first, lambda a: installed[0](a)):
+    fn = _Lazy("def _cel(act):\n    return (", {}).fn
+    for _ in range(2):
         with pytest.raises(CelEvalError, match="could not be compiled"):
-            call({})
-    assert len(installed) == 1
+            fn({})
+    assert fn.__code__.co_name == "_failed"
