@@ -9,6 +9,7 @@ CEL errors are Python exceptions; `&&`/`||`/macros catch them and treat them as 
 
 from __future__ import annotations
 
+import builtins
 import functools
 import itertools
 import sys
@@ -133,6 +134,12 @@ _RUNTIME["_macro_error"] = macro_error
 _RUNTIME["_wrap"] = wrap_error
 _RUNTIME["_map"] = _map_build
 
+# The builtins of every generated function: Python's, plus the runtime above. Python looks a
+# name up in the function's globals, then in its builtins, so each function's own globals hold
+# only its constants: one shared dict instead of a copy of ~40 entries per expression (~2 KiB
+# each, 30,000 of them at 10,000 policies, and as many for the garbage collector to walk).
+_BUILTINS: dict[str, Any] = {**builtins.__dict__, **_RUNTIME}
+
 
 class _Block:
     """The context manager of `Compiler.block`: a class, because a generator-based one was a
@@ -169,7 +176,7 @@ class Compiler(Operators):
         self.indent = 2  # inside `def _cel(act):` and its `try:`
         self.max_indent = 2  # the deepest level emitted (see `_lazy_safe`)
         self.depth = 0
-        self.globals: dict[str, Any] = dict(_RUNTIME)
+        self.globals: dict[str, Any] = {"__builtins__": _BUILTINS}
         self._const_ids: dict[int, str] = {}
         self.counter = itertools.count()
         self.scope: dict[str, str] = {}
