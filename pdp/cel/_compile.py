@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pdp.cel._api import CelEnv
 
 ACTIVATION = ("principal", "resource", "action", "context", "now")
+_TYPE_NAME_LAST = frozenset(n.rsplit(".", 1)[1] for n in v.TYPE_NAMES if "." in n)
 _INDENT = tuple("    " * n for n in range(128))  # deeper than Python's tokenizer allows (100)
 _ALIASES = {"P": "principal", "R": "resource"}
 _MAX_BLOCK_DEPTH = 8  # Python allows 20 nested try/for blocks per function; split well before
@@ -267,14 +268,15 @@ class Compiler(Operators):
     # --- nodes ------------------------------------------------------------------------------
 
     def c(self, node: A.Node) -> Code:
-        if isinstance(node, A.Lit):
-            return self.const(node.value)
-        if isinstance(node, A.Ident):
-            return self.ident(node)
-        if isinstance(node, A.Select):
-            return self.select(node)
-        if isinstance(node, A.Call):
-            return self.call(node)
+        cls = node.__class__  # the node classes have no subclasses: `is` is isinstance here
+        if cls is A.Select:
+            return self.select(node)  # type: ignore[arg-type]
+        if cls is A.Call:
+            return self.call(node)  # type: ignore[arg-type]
+        if cls is A.Ident:
+            return self.ident(node)  # type: ignore[arg-type]
+        if cls is A.Lit:
+            return self.const(node.value)  # type: ignore[attr-defined]
         if isinstance(node, A.ListLit):
             items = [self.c(i) for i in node.items]
             if all(i.const for i in items):
@@ -333,7 +335,8 @@ class Compiler(Operators):
                 return self.const(src[node.field])
             if base == "context" and node.field == "time" and "context" not in self.names:
                 self.uses_time = True
-        qn = _qualified(node)
+        # The qualified name matters only for declared names and type names (`google.x.T`).
+        qn = _qualified(node) if self.names or node.field in _TYPE_NAME_LAST else None
         if qn is not None and qn in self.names and self._unscoped_root(node):
             self.loads.add(qn)
             return Code(_local(qn))
