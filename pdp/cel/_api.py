@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from pdp.cel import _ast
-from pdp.cel._compile import generate
+from pdp.cel._compile import Generated, generate
 from pdp.cel._network import GeoTable
 from pdp.errors import CelCompileError
 
@@ -60,40 +60,32 @@ class CelEnv:
             return self._geo
 
 
-class CompiledCel:
-    """A compiled expression; call it with the activation dict.
+class CompiledCel(Protocol):
+    """A compiled expression: the generated Python function itself (call it with the
+    activation dict), carrying what the engine and tools read about it as attributes.
 
-    Each instance gets its own subclass whose `__call__` is the generated function, so a call
-    costs no extra Python frame.
+    A short expression's function compiles its Python on its first call
+    (`pdp.cel._compile._Lazy`).
     """
 
     source: str
     uses_time: bool
-    python_source: str
+    python_source: str  # the generated function `_cel(act)`, as `pdp compile` shows it
+    python_globals: Mapping[str, Any]  # its globals: runtime helpers, constants (`_k0`, ...)
     reads: frozenset[str]  # activation names it reads (`principal`, `action`, ...)
-    __slots__ = ("python_source", "reads", "source", "uses_time")
 
-    def __call__(self, activation: Mapping[str, Any]) -> Any:  # replaced per instance
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"CompiledCel({self.source!r})"
+    def __call__(self, activation: Mapping[str, Any], /) -> Any: ...
 
 
-def _make(
-    source: str,
-    fn: Callable[[Mapping[str, Any]], Any],
-    uses_time: bool,
-    py: str,
-    reads: frozenset[str],
-) -> CompiledCel:
-    cls = type("CompiledCel", (CompiledCel,), {"__slots__": (), "__call__": staticmethod(fn)})
-    obj: CompiledCel = object.__new__(cls)
-    obj.source = source
-    obj.uses_time = uses_time
-    obj.python_source = py
-    obj.reads = reads
-    return obj
+def _make(source: str, g: Generated) -> CompiledCel:
+    # The function itself, not an object wrapping it: a call costs no extra frame.
+    fn: Any = g.fn
+    fn.source = source
+    fn.uses_time = g.uses_time
+    fn.python_source = g.python_source
+    fn.python_globals = g.globals
+    fn.reads = g.reads
+    return fn  # type: ignore[no-any-return]
 
 
 def compile_cel(source: str, env: CelEnv, *, require_bool: bool = False) -> CompiledCel:
@@ -111,13 +103,13 @@ def compile_cel(source: str, env: CelEnv, *, require_bool: bool = False) -> Comp
             return hit
     try:
         ast = _ast.parse(source)
-        g = generate(env, source, ast, require_bool=require_bool, names=env.names)
+        g = generate(env, source, ast, require_bool=require_bool, names=env.names, lazy=True)
     except CelCompileError as e:
         # `.variable` names the V.x whose source holds the error; None for the expression itself.
         if not hasattr(e, "variable"):
             e.variable = None  # type: ignore[attr-defined]
         raise
-    compiled = _make(source, g.fn, g.uses_time, g.python_source, g.reads)
+    compiled = _make(source, g)
     if memo is not None and not g.env_used:
         memo[key] = compiled
     return compiled

@@ -9,13 +9,14 @@ CEL errors are Python exceptions; `&&`/`||`/macros catch them and treat them as 
 
 from __future__ import annotations
 
+import builtins
 import functools
 import itertools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from types import CodeType
+from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pdp.cel import _ast as A
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from pdp.cel._api import CelEnv
 
 ACTIVATION = ("principal", "resource", "action", "context", "now")
+_TYPE_NAME_LAST = frozenset(n.rsplit(".", 1)[1] for n in v.TYPE_NAMES if "." in n)
+_INDENT = tuple("    " * n for n in range(128))  # deeper than Python's tokenizer allows (100)
 _ALIASES = {"P": "principal", "R": "resource"}
 _MAX_BLOCK_DEPTH = 8  # Python allows 20 nested try/for blocks per function; split well before
 
@@ -132,6 +135,12 @@ _RUNTIME["_macro_error"] = macro_error
 _RUNTIME["_wrap"] = wrap_error
 _RUNTIME["_map"] = _map_build
 
+# The builtins of every generated function: Python's, plus the runtime above. Python looks a
+# name up in the function's globals, then in its builtins, so each function's own globals hold
+# only its constants: one shared dict instead of a copy of ~40 entries per expression (~2 KiB
+# each, 30,000 of them at 10,000 policies, and as many for the garbage collector to walk).
+_BUILTINS: dict[str, Any] = {**builtins.__dict__, **_RUNTIME}
+
 
 class _Block:
     """The context manager of `Compiler.block`: a class, because a generator-based one was a
@@ -145,9 +154,12 @@ class _Block:
         self.step = 1 if indent else 0
 
     def __enter__(self) -> None:
-        self.comp.indent += self.step
+        comp = self.comp
+        comp.indent += self.step
+        if comp.indent > comp.max_indent:
+            comp.max_indent = comp.indent
         if self.counts:
-            self.comp.depth += 1
+            comp.depth += 1
 
     def __exit__(self, *exc: object) -> None:
         self.comp.indent -= self.step
@@ -163,8 +175,9 @@ class Compiler(Operators):
         self.names = names  # extra activation names (conformance bindings)
         self.lines: list[str] = []
         self.indent = 2  # inside `def _cel(act):` and its `try:`
+        self.max_indent = 2  # the deepest level emitted (see `_lazy_safe`)
         self.depth = 0
-        self.globals: dict[str, Any] = dict(_RUNTIME)
+        self.globals: dict[str, Any] = {"__builtins__": _BUILTINS}
         self._const_ids: dict[int, str] = {}
         self.counter = itertools.count()
         self.scope: dict[str, str] = {}
@@ -189,8 +202,12 @@ class Compiler(Operators):
         return f"_{base}{next(self.counter)}"
 
     def emit(self, line: str) -> None:
-        # One space per level: Python's compile() time grows (a little) with the text it reads.
-        self.lines.append(" " * self.indent + line)
+        # Four spaces per level, as a person would write it: `pdp compile` shows this text,
+        # and indentation costs Python's tokenizer next to nothing.
+        try:
+            self.lines.append(_INDENT[self.indent] + line)
+        except IndexError:  # absurdly deep: Python's compile() will refuse it with a message
+            self.lines.append("    " * self.indent + line)
 
     def block(self, counts: bool = True, indent: bool = True) -> _Block:
         """`with self.block():` emits one indentation level deeper; `counts` when the level is
@@ -251,14 +268,15 @@ class Compiler(Operators):
     # --- nodes ------------------------------------------------------------------------------
 
     def c(self, node: A.Node) -> Code:
-        if isinstance(node, A.Lit):
-            return self.const(node.value)
-        if isinstance(node, A.Ident):
-            return self.ident(node)
-        if isinstance(node, A.Select):
-            return self.select(node)
-        if isinstance(node, A.Call):
-            return self.call(node)
+        cls = node.__class__  # the node classes have no subclasses: `is` is isinstance here
+        if cls is A.Select:
+            return self.select(node)  # type: ignore[arg-type]
+        if cls is A.Call:
+            return self.call(node)  # type: ignore[arg-type]
+        if cls is A.Ident:
+            return self.ident(node)  # type: ignore[arg-type]
+        if cls is A.Lit:
+            return self.const(node.value)  # type: ignore[attr-defined]
         if isinstance(node, A.ListLit):
             items = [self.c(i) for i in node.items]
             if all(i.const for i in items):
@@ -317,7 +335,8 @@ class Compiler(Operators):
                 return self.const(src[node.field])
             if base == "context" and node.field == "time" and "context" not in self.names:
                 self.uses_time = True
-        qn = _qualified(node)
+        # The qualified name matters only for declared names and type names (`google.x.T`).
+        qn = _qualified(node) if self.names or node.field in _TYPE_NAME_LAST else None
         if qn is not None and qn in self.names and self._unscoped_root(node):
             self.loads.add(qn)
             return Code(_local(qn))
@@ -534,45 +553,35 @@ def _code_for(text: str) -> CodeType:
 
 
 class Generated(NamedTuple):
-    fn: Callable[[Any], Any]
+    fn: Callable[[Any], Any]  # a fresh function object, the caller's to decorate
     uses_time: bool
     python_source: str
     reads: frozenset[str]  # activation names it reads
     env_used: bool  # False: the same in any environment (no C., V., data., country())
+    globals: dict[str, Any]  # the function's globals: runtime helpers and constants (`_k0`)
 
 
-def generate(
-    env: CelEnv, source: str, ast: A.Node, *, require_bool: bool, names: frozenset[str]
-) -> Generated:
-    """Compile `ast` (parsed from `source`) to a Python function."""
-    comp = Compiler(env, source, names)
-    body = comp.lines
-    if isinstance(ast, A.Call) and ast.fn in ("_&&_", "_||_") and ast.target is None:
-        comp.logic(ast, tail=True)  # the usual condition: it returns its result itself
-    else:
-        code = comp.c(ast)
-        if require_bool and code.kind != "bool":
-            body.append(f"  _res = {code.expr}")
-            body.append("  return _res if _res.__class__ is bool else _want_bool(_res)")
-        else:
-            body.append(f"  return {code.expr}")
-    head = ["def _cel(act):", " try:"]
-    for name in sorted(comp.loads):
-        if name == "now":
-            head.append("  now = _now(act)")
-        else:
-            head.append(f"  {_local(name)} = act[{name!r}]")
-    text = "\n".join(
-        [
-            *head,
-            *body,
-            " except _CelEvalError:",
-            "  raise",
-            " except Exception as _e:",
-            "  raise _wrap(_e) from None",
-        ]
+# Python's compile() is half the cost of compiling a policy set whose conditions all differ
+# (~100-200 µs each), and a server with 10,000 policies evaluates few of them soon after start.
+# So a condition whose text Python cannot refuse is compiled on its first call instead; every
+# CEL error was found while generating the text. Python refuses text only for its nesting:
+# more than 20 nested blocks or 100 indentation levels, 200 nested brackets, or an expression
+# tree deep enough to exhaust the compiler's recursion limit. Below these bounds none of that
+# can happen, so such text is compiled at once, where a refusal is a compile error.
+_LAZY_MAX_INDENT = 16
+_LAZY_MAX_BRACKETS = 150  # total, so also the deepest possible bracket nesting
+_LAZY_MAX_CHARS = 16_000  # bounds the depth of an unbracketed operator chain
+
+
+def _lazy_safe(text: str, max_indent: int) -> bool:
+    return (
+        max_indent <= _LAZY_MAX_INDENT
+        and len(text) <= _LAZY_MAX_CHARS
+        and text.count("(") + text.count("[") + text.count("{") <= _LAZY_MAX_BRACKETS
     )
-    glb = comp.globals
+
+
+def _exec(text: str, glb: dict[str, Any], source: str) -> Callable[[Any], Any]:
     limit = sys.getrecursionlimit()
     try:
         sys.setrecursionlimit(max(limit, 20000))
@@ -581,7 +590,98 @@ def generate(
         raise CelCompileError(f"expression too complex to compile ({e})", source, 1, 1) from None
     finally:
         sys.setrecursionlimit(limit)
-    return Generated(glb["_cel"], comp.uses_time, text, frozenset(comp.loads), comp.env_used)
+    fn: Callable[[Any], Any] = glb["_cel"]
+    return fn
+
+
+def _stub(act: Any) -> Any:
+    return _first_call(act)  # type: ignore[name-defined]  # noqa: F821  # a global of each stub
+
+
+def _failed(act: Any) -> Any:
+    raise _compile_error  # type: ignore[name-defined]  # noqa: F821  # set with this code
+
+
+class _Lazy:
+    """The generated text of one expression, compiled on the first call of `fn`.
+
+    `fn` is a function of the expression's own globals whose code, until then, calls
+    `first_call`; that compiles the text into the same globals and gives `fn` the compiled
+    code, so every later call runs the generated code directly. Two threads racing here both
+    compile the same text, which is harmless. Should Python still refuse the text, `fn` raises
+    a CelEvalError from then on: a deny with a reason, never an allow.
+    """
+
+    __slots__ = ("fn", "glb", "text")
+
+    def __init__(self, text: str, glb: dict[str, Any]) -> None:
+        self.text = text
+        self.glb = glb
+        glb["_first_call"] = self.first_call
+        self.fn = FunctionType(_stub.__code__, glb, "_cel")
+
+    def first_call(self, act: Any) -> Any:
+        try:
+            exec(_code_for(self.text), self.glb)
+            code = self.glb["_cel"].__code__
+        except Exception as e:  # not expected below the `_lazy_safe` bounds
+            name = e.__class__.__name__
+            self.glb["_compile_error"] = CelEvalError(f"expression could not be compiled ({name})")
+            code = _failed.__code__
+        self.fn.__code__ = code
+        return self.fn(act)
+
+
+def generate(
+    env: CelEnv,
+    source: str,
+    ast: A.Node,
+    *,
+    require_bool: bool,
+    names: frozenset[str],
+    lazy: bool = False,
+) -> Generated:
+    """Compile `ast` (parsed from `source`) to a Python function.
+
+    With `lazy`, the function of a text Python cannot refuse compiles it on its first call
+    (`_Lazy`)."""
+    comp = Compiler(env, source, names)
+    body = comp.lines
+    try:
+        if isinstance(ast, A.Call) and ast.fn in ("_&&_", "_||_") and ast.target is None:
+            comp.logic(ast, tail=True)  # the usual condition: it returns its result itself
+        else:
+            code = comp.c(ast)
+            if require_bool and code.kind != "bool":
+                body.append(f"        _res = {code.expr}")
+                body.append("        return _res if _res.__class__ is bool else _want_bool(_res)")
+            else:
+                body.append(f"        return {code.expr}")
+    except RecursionError:  # e.g. `a + a + ...` thousands long: an author's error, not a crash
+        raise CelCompileError("expression nests too deeply", source, 1, 1) from None
+    head = ["def _cel(act):", "    try:"]
+    for name in sorted(comp.loads):
+        if name == "now":
+            head.append("        now = _now(act)")
+        else:
+            head.append(f"        {_local(name)} = act[{name!r}]")
+    text = "\n".join(
+        [
+            *head,
+            *body,
+            "    except _CelEvalError:",
+            "        raise",
+            "    except Exception as _e:",
+            "        raise _wrap(_e) from None",
+        ]
+    )
+    glb = comp.globals
+    reads = frozenset(comp.loads)
+    if lazy and _lazy_safe(text, comp.max_indent):
+        fn = _Lazy(text, glb).fn
+    else:
+        fn = _exec(text, glb, source)
+    return Generated(fn, comp.uses_time, text, reads, comp.env_used, glb)
 
 
 __all__ = ["datetime", "generate", "timedelta"]

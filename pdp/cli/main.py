@@ -13,6 +13,7 @@ VERB_MODULES = (
     "pdp.cli.validate",
     "pdp.cli.test",
     "pdp.cli.check",
+    "pdp.cli.compile",
     "pdp.cli.plan",
     "pdp.cli.serve",
     "pdp.cli.bundle",
