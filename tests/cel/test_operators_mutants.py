@@ -200,6 +200,10 @@ def test_every_form_of_a_unary_operator_agrees(template: str) -> None:
         ("x > 9007199254740992", {"x": 9007199254740993}, True),
         ("x >= 1", {"x": True}, ERROR),
         ("1 <= x", {"x": True}, ERROR),
+        # a uint constant takes no double guard: compared as doubles, 2**64 - 1 is 2**64
+        ("x <= 18446744073709551615u", {"x": float(2**64)}, True),
+        ("18446744073709551615u >= x", {"x": float(2**64)}, True),
+        ("x < 18446744073709551615u", {"x": float(2**64)}, False),
         ("x > 1.5", {"x": 2}, True),
         ("x > 1.5", {"x": True}, ERROR),
         ("1.5 < x", {"x": 2}, True),
@@ -219,6 +223,37 @@ def test_every_form_of_a_unary_operator_agrees(template: str) -> None:
 def test_fast_paths_give_exact_values(src: str, act: dict[str, Any], want: Any) -> None:
     got = run(src, act)
     assert same(got, want), (src, act, got)
+
+
+@pytest.mark.parametrize(
+    ("src", "act", "message"),
+    [
+        (
+            "a && b && c",
+            {"a": 1, "b": True, "c": True},
+            "no matching overload for `_&&_` applied to (int)",
+        ),
+        (
+            "[a && b && c][0]",
+            {"a": True, "b": "x", "c": True},
+            "no matching overload for `_&&_` applied to (string)",
+        ),
+        (
+            "a || b || c",
+            {"a": False, "b": False, "c": None},
+            "no matching overload for `_||_` applied to (null_type)",
+        ),
+        ("[a || b][0]", {"a": False, "b": 2}, "no matching overload for `_||_` applied to (int)"),
+        ("a && b", {"a": 1, "b": True}, "no matching overload for `_&&_` applied to (int)"),
+        ("x ? 1 : 2", {"x": "y"}, "no matching overload for `_?_:_` applied to (string)"),
+    ],
+)
+def test_logic_errors_name_the_operator_and_the_operand(
+    src: str, act: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CelEvalError) as e:
+        compile_cel(src, CelEnv(names=act))(act)
+    assert str(e.value) == message
 
 
 # Logic: an error (or a non-bool) is absorbed only by the value that decides the result, in

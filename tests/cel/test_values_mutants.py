@@ -337,3 +337,132 @@ def test_now_is_the_activation_time_or_the_utc_clock() -> None:
     assert v.now_of({"now": TS}) is TS
     with pytest.raises(CelEvalError, match=r"^activation `now` is not a timestamp$"):
         v.now_of({"now": "2020-01-01T00:00:00Z"})
+
+
+# -- more exact values and errors ------------------------------------------------------------
+
+T0 = "timestamp('1970-01-01T00:00:00Z')"
+TMAX = "timestamp('9999-12-31T23:59:59Z')"
+TMIN = "timestamp('0001-01-01T00:00:00Z')"
+D1 = "duration('1s')"
+
+
+@pytest.mark.parametrize(
+    ("src", "want"),
+    [
+        ("(-9223372036854775807 - 1) + 0", -(2**63)),
+        ("(-9223372036854775807 - 1) - 1", Err("integer overflow")),
+        ("9223372036854775806 + 1", I64),
+        ("9223372036854775807 * 2", Err("integer overflow")),
+        (f"{TMAX} + {D1}", Err("timestamp overflow")),
+        (f"{D1} + {TMAX}", Err("timestamp overflow")),
+        (f"{TMIN} - {D1}", Err("timestamp overflow")),
+        # a timestamp difference fits int64 nanoseconds: 106751 days, not 106752
+        (f"timestamp('2262-04-11T00:00:00Z') - {T0}", timedelta(days=106_751)),
+        (f"timestamp('2262-04-12T00:00:00Z') - {T0}", Err("duration out of range")),
+        (f"{T0} - timestamp('2262-04-12T00:00:00Z')", Err("duration out of range")),
+        (f"{T0} - timestamp('1677-09-22T00:00:00Z')", timedelta(days=106_751)),
+        (f"{D1} + 1", Err(OVERLOAD.format("_+_", "google.protobuf.Duration, int"))),
+        (f"1 + {D1}", Err(OVERLOAD.format("_+_", "int, google.protobuf.Duration"))),
+        (f"{T0} + 1", Err(OVERLOAD.format("_+_", "google.protobuf.Timestamp, int"))),
+        (f"1 + {T0}", Err(OVERLOAD.format("_+_", "int, google.protobuf.Timestamp"))),
+        (f"{D1} + {D1}", timedelta(seconds=2)),
+        (f"{D1} - 1", Err(OVERLOAD.format("_-_", "google.protobuf.Duration, int"))),
+        (f"{T0} - 1", Err(OVERLOAD.format("_-_", "google.protobuf.Timestamp, int"))),
+        (f"1 - {T0}", Err(OVERLOAD.format("_-_", "int, google.protobuf.Timestamp"))),
+        (
+            f"{D1} - {T0}",
+            Err(OVERLOAD.format("_-_", "google.protobuf.Duration, google.protobuf.Timestamp")),
+        ),
+        ("[1] + 'ab'", Err(OVERLOAD.format("_+_", "list, string"))),
+        ("'ab' + [1]", Err(OVERLOAD.format("_+_", "string, list"))),
+        ("[1] + 1", Err(OVERLOAD.format("_+_", "list, int"))),
+        ("{'a': 1} + {'b': 2}", Err(OVERLOAD.format("_+_", "map, map"))),
+        ("'a' + 1", Err(OVERLOAD.format("_+_", "string, int"))),
+        ("1 * 'a'", Err(OVERLOAD.format("_*_", "int, string"))),
+        ("1 * 1.0", Err(OVERLOAD.format("_*_", "int, double"))),
+        ("'a' - 1", Err(OVERLOAD.format("_-_", "string, int"))),
+        ("[1][1.5]", Err("invalid list index: `1.5`")),
+        ("[1][-1]", Err("index out of range: -1")),
+        ("[1][1]", Err("index out of range: 1")),
+        ("[1][null]", Err(OVERLOAD.format("_[_]", "list, null_type"))),
+        ("[1][true]", Err(OVERLOAD.format("_[_]", "list, bool"))),
+        ("1[0]", Err(OVERLOAD.format("_[_]", "int, int"))),
+        ("{'a': 1}['b']", Err("no such key: `b`")),
+        ("true && 1", Err(OVERLOAD.format("_&&_", "int"))),
+        ("1 && true", Err(OVERLOAD.format("_&&_", "int"))),
+        ("1 || false", Err(OVERLOAD.format("_||_", "int"))),
+        ("false || 'a'", Err(OVERLOAD.format("_||_", "string"))),
+        ("1 == [1]", False),
+        ("[1] == 1", False),
+        ("{'a': 1} == 1", False),
+        ("1 == {'a': 1}", False),
+        ("true == 1", False),
+        ("1 == true", False),
+        ("true == true", True),
+        (f"{T0} == 0", False),
+        (f"0 == {T0}", False),
+    ],
+)
+def test_exact_results_of_the_runtime(src: str, want: Any) -> None:
+    _check(_run(src, {}), want)
+    # the same with every operand read from the activation where there are two
+    for op in (" + ", " - ", " * ", " == "):
+        if op in src and src.count(op) == 1 and "(" not in src.split(op)[0][:1]:
+            left, right = src.split(op)
+            if left.startswith(("timestamp", "duration")) or right.startswith(
+                ("timestamp", "duration")
+            ):
+                continue
+            x = _run(left, {})
+            y = _run(right, {})
+            if not isinstance(x, Err) and not isinstance(y, Err):
+                _check(_run(f"x{op}y", {"x": x, "y": y}), want)
+
+
+class _Doc(dict):  # type: ignore[type-arg]
+    """A dict subclass, as a caller's library may hand over."""
+
+
+@pytest.mark.parametrize(
+    ("src", "act", "want"),
+    [
+        ("x == y", {"x": (1,), "y": [1]}, True),
+        ("x == y", {"x": [1], "y": (1,)}, True),
+        ("x == y", {"x": (1,), "y": (2,)}, False),
+        ("x == y", {"x": (1,), "y": [1, 2]}, False),
+        ("x == y", {"x": (1,), "y": 1}, False),
+        ("x == y", {"x": 1, "y": (1,)}, False),
+        ("x == y", {"x": _Doc(a=1), "y": {"a": 1}}, True),
+        ("x == y", {"x": {"a": 1}, "y": _Doc(a=2)}, False),
+        ("x == y", {"x": _Doc(a=1), "y": 1}, False),
+        ("x == y", {"x": 1, "y": _Doc(a=1)}, False),
+        ("x == y", {"x": {"a": 1}, "y": "a"}, False),
+        ("x == y", {"x": _Stamp(2020, 1, 1, tzinfo=UTC), "y": TS}, True),
+        ("x == y", {"x": TS, "y": _Stamp(2020, 1, 1, tzinfo=UTC)}, True),
+        ("x == y", {"x": _Stamp(2021, 1, 1, tzinfo=UTC), "y": TS}, False),
+        ("x != y", {"x": _Stamp(2020, 1, 1, tzinfo=UTC), "y": TS}, False),
+        ("x == y", {"x": TS, "y": "2020-01-01T00:00:00Z"}, False),
+        ("x + y", {"x": (1,), "y": [2]}, [1, 2]),
+        ("x + y", {"x": (1,), "y": (2,)}, [1, 2]),
+        ("x + y", {"x": [1], "y": "ab"}, Err(OVERLOAD.format("_+_", "list, string"))),
+        ("x + y", {"x": "ab", "y": (1,)}, Err(OVERLOAD.format("_+_", "string, list"))),
+        ("x + y", {"x": (1,), "y": 1}, Err(OVERLOAD.format("_+_", "list, int"))),
+        ("has(x.a)", {"x": _Doc(a=1)}, True),
+        ("has(x.b)", {"x": _Doc(a=1)}, False),
+        ("has(x.a)", {"x": ["a"]}, Err("has() applied to a value of type `list`, want a map")),
+        ("has(x.a)", {"x": "a"}, Err("has() applied to a value of type `string`, want a map")),
+        ("x['a']", {"x": _Doc(a=1)}, 1),
+        ("x[y]", {"x": _Doc(a=1), "y": "a"}, 1),
+        ("x[y]", {"x": _Doc(a=1), "y": "b"}, Err("no such key: `b`")),
+        ("x[y]", {"x": "abc", "y": 0}, Err(OVERLOAD.format("_[_]", "string, int"))),
+        ("x[y]", {"x": [1], "y": "a"}, Err(OVERLOAD.format("_[_]", "list, string"))),
+        ("x[y]", {"x": (1, 2), "y": CelUint(1)}, 2),
+        ("y in x", {"x": _Doc(a=1), "y": "a"}, True),
+        ("y in x", {"x": (1, 2), "y": 2}, True),
+        ("type(x)", {"x": {1, 2}}, Err("unsupported value of Python type `set`")),
+        ("type(x) == map", {"x": _Doc()}, True),
+    ],
+)
+def test_exact_results_on_the_values_callers_pass(src: str, act: dict[str, Any], want: Any) -> None:
+    _check(_run(src, act), want)
