@@ -514,3 +514,100 @@ def test_a_route_compiles_its_resource_and_context_templates() -> None:
 def test_split_path_refuses_what_canonicalize_refuses() -> None:
     assert split_path("/a/b?q=1") == (["a", "b"], "q=1")
     assert split_path("/a/%2e%2e/b") is None
+
+
+def test_a_trailing_slash_in_a_route_template_is_ignored() -> None:
+    m = _mapping(_route("/a/{x}/", {"GET": "read"}), _route("/b/", {"GET": "list"}))
+    assert _hit(m, "GET", "/a/1") == ("/a/{x}/", "read", {"x": "1"})
+    assert _hit(m, "GET", "/a/1/") == ("/a/{x}/", "read", {"x": "1"})
+    assert _hit(m, "GET", "/b") == ("/b/", "list", {})
+    assert _hit(m, "GET", "/a/1/2") is None
+    assert m.routes[0].params == ((1, "x"),)
+
+
+@pytest.mark.parametrize("path", ["/a{", "/b}", "/a/{x", "/x}/y", "/{}"])
+def test_a_segment_with_a_stray_brace_is_refused(path: str) -> None:
+    seg = next(s for s in path.split("/") if "{" in s or "}" in s)
+    assert _errors(
+        {"kind": "RouteMapping", "spec": {"routes": [_route(path, ["GET"], action="a")]}}
+    ) == [f"m.yaml: spec.routes[0].path: bad segment `{seg}` (a literal or a whole `{{name}}`)"]
+
+
+def test_an_empty_placeholder_is_refused_with_or_without_a_rest_parameter() -> None:
+    for path in ("/a/{x}", "/a/{x*}"):
+        doc = {
+            "kind": "RouteMapping",
+            "spec": {"routes": [_route(path, ["GET"], action="a", id="{}")]},
+        }
+        assert _errors(doc) == ["m.yaml: spec.routes[0].resource.id: bad placeholder `{}`"]
+
+
+def test_route_context_attributes_may_read_the_route_parameters_only() -> None:
+    m = _mapping(_route("/t/{tenant}", {"GET": "read"}, context={"attr": {"t": "{tenant}"}}))
+    assert m.routes[0].context_attr["t"].render(RenderEnv(params={"tenant": "acme"})) == "acme"
+    doc = {
+        "kind": "RouteMapping",
+        "spec": {
+            "routes": [
+                _route("/t/{tenant}", ["GET"], action="a", context={"attr": {"u": "{user}"}})
+            ]
+        },
+    }
+    assert _errors(doc) == [
+        "m.yaml: spec.routes[0].context.attr.u: `{user}` is not a path parameter of this route "
+        "(it has `tenant`)"
+    ]
+    doc = {"kind": "RouteMapping", "spec": {"context": {"attr": {"t": "{tenant}"}}}}
+    assert _errors(doc) == [
+        "m.yaml: spec.context.attr.t: `{tenant}` is not a path parameter of this route"
+    ]
+
+
+def test_a_public_route_keeps_its_parameters() -> None:
+    m = _mapping(public=[{"path": "/pub/{v}/files/{rest*}", "methods": ["GET"]}])
+    found = m.match("GET", ["pub", "1", "files", "a", "b"])
+    assert found is not None and found.route.public is True
+    assert dict(found.params) == {"v": "1", "rest": "a/b"}
+    assert (found.route.rest, found.route.rest_at) == ("rest", 3)
+
+
+@pytest.mark.parametrize(
+    ("route", "error"),
+    [
+        (
+            {"path": "/a", "methods": 5, "action": "a", "resource": {"kind": "k", "id": "x"}},
+            "spec.routes[0].methods: must be a string or a list of non-empty strings",
+        ),
+        (
+            {"path": "/a", "methods": ["GET"], "action": 5, "resource": {"kind": "k", "id": "x"}},
+            "spec.routes[0].action: is required when `methods` is a list (or map methods to actions)",
+        ),
+        (
+            {"path": "/a", "methods": ["GET"], "action": "", "resource": {"kind": "k", "id": "x"}},
+            "spec.routes[0].action: is required when `methods` is a list (or map methods to actions)",
+        ),
+    ],
+)
+def test_methods_and_actions_must_be_given_properly(route: dict[str, Any], error: str) -> None:
+    got = _errors({"kind": "RouteMapping", "spec": {"routes": [route]}})
+    assert got[0] == f"m.yaml: {error}"
+    assert got[1:] == (
+        ["m.yaml: spec.routes[0].methods: must not be empty"] if route["methods"] == 5 else []
+    )
+
+
+def test_headers_to_remove_must_be_strings() -> None:
+    doc = {"kind": "RouteMapping", "spec": {"headers": {"remove": 5}}}
+    assert _errors(doc) == [
+        "m.yaml: spec.headers.remove: must be a string or a list of non-empty strings"
+    ]
+    m = load_route_mapping({"kind": "RouteMapping", "spec": {"headers": {"remove": "X-A"}}})
+    assert m.remove_headers == ("x-a",)
+
+
+def test_the_kind_may_be_left_out_and_the_file_name_has_a_default() -> None:
+    m = load_route_mapping({"spec": {"routes": [_route("/a", ["GET"], action="read")]}})
+    assert m.file == "mapping.yaml" and m.routes[0].methods == {"GET": "read"}
+    with pytest.raises(PolicyErrors) as e:
+        load_route_mapping({"kind": "Policy"})
+    assert [x.message for x in e.value.errors] == ["mapping.yaml: kind: must be `RouteMapping`"]
