@@ -420,6 +420,10 @@ def test_exact_results_of_the_runtime(src: str, want: Any) -> None:
                 _check(_run(f"x{op}y", {"x": x, "y": y}), want)
 
 
+class _Items(list):  # type: ignore[type-arg]
+    """A list subclass, as a caller's library may hand over."""
+
+
 class _Doc(dict):  # type: ignore[type-arg]
     """A dict subclass, as a caller's library may hand over."""
 
@@ -461,6 +465,17 @@ class _Doc(dict):  # type: ignore[type-arg]
         ("y in x", {"x": _Doc(a=1), "y": "a"}, True),
         ("y in x", {"x": (1, 2), "y": 2}, True),
         ("type(x)", {"x": {1, 2}}, Err("unsupported value of Python type `set`")),
+        ("x + 1", {"x": {1}}, Err(OVERLOAD.format("_+_", "set, int"))),
+        ("y in x", {"x": "abc", "y": "a"}, Err(OVERLOAD.format("@in", "string, string"))),
+        ("y in x", {"x": 1, "y": 1}, Err(OVERLOAD.format("@in", "int, int"))),
+        ("y in x", {"x": ["a", "b"], "y": "b"}, True),
+        ("y in x", {"x": (1, 2), "y": True}, False),
+        ("y in x", {"x": [1, 2], "y": True}, False),
+        ("y in x", {"x": _Items([1, "a"]), "y": 1}, True),
+        ("y in x", {"x": _Items([1, "a"]), "y": "a"}, True),
+        ("y in x", {"x": _Items([1, "a"]), "y": 1.0}, True),
+        ("y in x", {"x": _Items([1, "a"]), "y": 2}, False),
+        ("y in x", {"x": _Items([1]), "y": True}, False),
         ("type(x) == map", {"x": _Doc()}, True),
     ],
 )

@@ -611,3 +611,21 @@ def test_the_kind_may_be_left_out_and_the_file_name_has_a_default() -> None:
     with pytest.raises(PolicyErrors) as e:
         load_route_mapping({"kind": "Policy"})
     assert [x.message for x in e.value.errors] == ["mapping.yaml: kind: must be `RouteMapping`"]
+
+
+def test_a_non_string_authentication_source_is_refused() -> None:
+    doc = {"kind": "RouteMapping", "spec": {"authentication": {"source": 5}}}
+    assert _errors(doc) == ["m.yaml: spec.authentication.source: must be a string"]
+
+
+def test_only_slashes_are_trimmed_from_a_template() -> None:
+    m = _mapping(_route("/boX", {"GET": "read"}), _route("/v/{idX}/X/", {"GET": "x"}))
+    assert _hit(m, "GET", "/boX") == ("/boX", "read", {})
+    assert _hit(m, "GET", "/bo") is None
+    assert _hit(m, "GET", "/v/1/X") == ("/v/{idX}/X/", "x", {"idX": "1"})
+    assert _hit(m, "GET", "/v/1") is None
+
+
+def test_a_rest_parameter_before_a_trailing_x_segment_is_still_refused() -> None:
+    doc = {"kind": "RouteMapping", "spec": {"routes": [_route("/f/{r*}/X", ["GET"], action="a")]}}
+    assert _errors(doc) == ["m.yaml: spec.routes[0].path: `{r*}` must be the last segment"]
