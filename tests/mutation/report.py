@@ -63,6 +63,7 @@ def main() -> int:
     triage: dict[str, str] = tables.get("equivalent", {})
     # Survivors of the last run that a test added since kills (checked by applying the mutation
     # by hand); the next run confirms them, and then these entries are simply unused.
+    killed_since = set(tables.get("killed_after_run", {}))
     triage |= {k: f"KILLED since: {v}" for k, v in tables.get("killed_after_run", {}).items()}
     untriaged = 0
     total_killed = total_live = 0
@@ -90,10 +91,15 @@ def main() -> int:
         score = 100.0 * counts["killed"] / judged if judged else 0.0
         total_killed += counts["killed"]
         total_live += judged
+        since = sum(
+            1 for k, c in codes.items() if k in killed_since and (c == SURVIVED or c in NO_TESTS)
+        )
+        after = 100.0 * (counts["killed"] + since) / judged if judged else 0.0
         lines.append(
             f"{module}: score {score:.1f}% — {counts['killed']} killed ({timeouts} by timeout), "
             f"{counts['survived']} survived, {counts['no tests']} not covered, "
-            f"{counts['not checked']} not run"
+            f"{counts['not checked']} not run; {since} survivors killed since by new tests "
+            f"(score with them {after:.1f}%)"
         )
         sources = function_sources(MUTANTS / module)
         for key, code in sorted(codes.items()):
