@@ -2,10 +2,12 @@
 metrics on vs all of it off, on served gRPC traffic (not a test).
 
 Reproduce:  .venv/bin/python bench/telemetry.py
-            .venv/bin/python bench/telemetry.py --root /path/to/other/checkout --root .
+            .venv/bin/python bench/telemetry.py --workers 1 --root /path/to/other/checkout --root .
 
-For each `--root` (a pdp source tree; default: this one), two `pdp serve --workers 1` servers
-run side by side, started from that tree: **off** (`--otel off`, no decision log) and **on**
+For each `--root` (a pdp source tree; default: this one), two `pdp serve` servers (`--workers`,
+default `auto` as `pdp serve`'s own: one per usable CPU, so the writer process competes with
+them for the cores; `--workers 1` pins the lone worker to one core and leaves the writer the
+others, which hides the writer's CPU) run side by side, started from that tree: **off** (`--otel off`, no decision log) and **on**
 (`--decision-log FILE --otel on`: traces and metrics over OTLP/gRPC to a receiver this script
 runs on 127.0.0.1, the default sampler, the default writer — a separate process on a multi-core
 machine). h2load (Debian `nghttp2-client`) drives 64 connections of one unary Check each, for
@@ -63,7 +65,12 @@ DRAIN_S = 0.8
 
 
 def start(
-    root: Path, port: int, flags: tuple[str, ...], env: dict[str, str], stderr: Any = None
+    root: Path,
+    port: int,
+    flags: tuple[str, ...],
+    env: dict[str, str],
+    stderr: Any = None,
+    workers: str = "auto",
 ) -> Any:
     """`pdp serve` from the source tree `root` (its `pdp` package first on the path)."""
     from server import CONTEXT, PRINCIPAL, resources
@@ -73,7 +80,7 @@ def start(
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(policy_dir())),
-            *("--listen", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "WARNING"),
+            *("--listen", f"127.0.0.1:{port}", "--workers", workers, "--log-level", "WARNING"),
             "--allow-client-time",
             *flags,
         ],
@@ -101,6 +108,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=3, help="seconds per h2load run")
     ap.add_argument("--caches", default="on,off", help="decision cache settings to run")
+    ap.add_argument("--workers", default="auto", help="`pdp serve --workers` (default: auto)")
     ap.add_argument(
         "--no-pin",
         action="store_true",
@@ -139,7 +147,7 @@ def main() -> int:
                             extra += ("--decision-log-backups", "1000")
                         env = off_env if name == "off" else on_env
                         with (tmp / f"stderr-{i}-{cache}-{name}.txt").open("wb") as err:
-                            proc = start(root, port, flags + extra, env, err)
+                            proc = start(root, port, flags + extra, env, err, args.workers)
                         servers[(root, name)] = (proc, port, log)
                 with grpc.insecure_channel(f"127.0.0.1:{servers[(roots[0], 'on')][1]}") as ch:
                     reply = ch.unary_unary("/pdp.v1.DecisionService/Check")(body, timeout=10)
