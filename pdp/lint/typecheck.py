@@ -6,8 +6,8 @@ environment; each guard rule and each rate limit once per kind it applies to, wi
 schemas. Every expression is also checked once without schemas, so an unused variable with a
 typo is caught too. The same finding reached from several places is reported once.
 
-A limit's key and cost must also have a type the engine takes (`_KEY`, `_COST`): anything else
-denies every call the limit covers, at run time, with `rate_limit_error`.
+A limit's key and cost must also have a type that counts right (`_KEY`, `_COST`): a cost of
+another type denies every call the limit covers, at run time, with `rate_limit_error`.
 """
 
 from __future__ import annotations
