@@ -5,18 +5,33 @@ is refused by `pdp validate` instead of failing closed in production."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from pdp.cel import (
+    CelEnv,
+    CelEvalError,
+    TypeEnv,
+    check_cel,
+    compile_cel,
+    may_be,
+    type_from_schema,
+)
 from pdp.cli.main import main
 from pdp.engine import Engine, compile_policy_set
 from pdp.errors import PolicyErrors
+from pdp.lint.typecheck import _COST, _KEY
 from pdp.model.loader import load_policy_files
 from pdp.model.request import parse_check_request
 
 from .corpus import findings_of, shown
+from .test_checker_property import SCHEMAS, expressions, run, validator, values
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -241,3 +256,52 @@ def test_the_example_limits_pass_strict(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["validate", str(ROOT / "policies"), "--strict"]) == 0
     out = capsys.readouterr()
     assert out.out.startswith("ok: ") and out.err == ""
+
+
+# -- the checker only rejects: a refused key or cost can never count right --------------------
+
+
+def _a_cost(value: Any) -> bool:
+    """What the engine takes as a cost (pdp.engine.limits): a number, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _a_key(value: Any) -> bool:
+    """What names one bucket whoever sends it: a string or a whole number, not a bool."""
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
+@given(data=st.data(), which=st.sampled_from([(_KEY, _a_key), (_COST, _a_cost)]))
+def test_a_refused_key_or_cost_never_has_a_type_that_counts(data: st.DataObject, which) -> None:
+    """No false alarm: what PDP126/PDP127 refuse, on attributes that satisfy the schema,
+    errors or gives a value of another type, whatever the attributes."""
+    want, counts = which
+    schema = data.draw(SCHEMAS, label="schema")
+    expr = data.draw(expressions(schema), label="expr")
+    try:
+        result = check_cel(expr, TypeEnv(resource_attr=type_from_schema(schema, schema, "s")))
+        compiled = compile_cel(expr, CelEnv())
+    except Exception:  # does not compile
+        return
+    if may_be(result.type, *want.types):
+        return  # accepted: the engine's own checks at run time still apply
+    attr = data.draw(values(schema), label="attr")
+    validator(json.dumps(schema, sort_keys=True))(attr)
+    try:
+        value = run(compiled, attr)
+    except CelEvalError:
+        return
+    assert not counts(value), f"{expr!r} refused but gave {value!r} on {attr!r}"
+
+
+def test_the_property_sees_both_outcomes() -> None:
+    env = TypeEnv()
+    assert not may_be(check_cel("P.id == 'x'", env).type, *_KEY.types)
+    assert may_be(check_cel("R.attr.x", env).type, *_KEY.types)
+    assert not may_be(check_cel("'1'", env).type, *_COST.types)
+    assert may_be(check_cel("1u", env).type, *_COST.types)
