@@ -58,6 +58,8 @@ class _Want(NamedTuple):
 _KEY = _Want("PDP126", "a rate-limit key must be a `string` or an `int`", ("string", "int", "uint"))
 # The engine takes a whole number >= 0, of either CEL number type.
 _COST = _Want("PDP127", "a rate-limit cost must be a number", ("int", "uint", "double"))
+# Past this many characters a type is cut short in messages.
+_SHOWN = 60
 
 
 @dataclass
@@ -136,7 +138,10 @@ class _Types:
         # Schemas only narrow types: what the schema-less pass would refuse, the passes with
         # schemas refuse too (naming the type as the schema does).
         if want and not scope.typed_elsewhere and not may_be(result.type, *want.types):
-            message = f"{want.what}, this is `{result.type.show()}`"
+            shown = result.type.show()
+            if len(shown) > _SHOWN:  # `list(list(...` a hostile author nested 400 deep
+                shown = shown[: _SHOWN - 3] + "..."
+            message = f"{want.what}, this is `{shown}`"
             issues.append(CheckIssue(want.code, message, result.line, result.column))
         # Issues inside variables: reported at the variable's own text.
         issues.extend(scope.env.variable_issues())

@@ -26,6 +26,7 @@ from pdp.cel import (
 from pdp.cli.main import main
 from pdp.engine import Engine, compile_policy_set
 from pdp.errors import PolicyErrors
+from pdp.lint import CODES, analyze
 from pdp.lint.typecheck import _COST, _KEY
 from pdp.model.loader import load_policy_files
 from pdp.model.request import parse_check_request
@@ -305,3 +306,48 @@ def test_the_property_sees_both_outcomes() -> None:
     assert may_be(check_cel("R.attr.x", env).type, *_KEY.types)
     assert not may_be(check_cel("'1'", env).type, *_COST.types)
     assert may_be(check_cel("1u", env).type, *_COST.types)
+
+
+# -- hostile limits: the validator answers with positioned errors, never a crash --------------
+
+
+@pytest.mark.parametrize(
+    ("lines", "tail", "error"),
+    [
+        (
+            ("key: P.id", "cost: " + json.dumps("[" * 400 + "1" + "]" * 400)),
+            "",
+            "lim.yaml:13:14: error PDP127: a rate-limit cost must be a number, this is `list(list(",
+        ),
+        (
+            ("key: P.id", "cost: " + json.dumps("[" * 600 + "1" + "]" * 600)),
+            "",
+            "lim.yaml:13:14: expression nests too deeply",
+        ),
+        (("key: V.a",), "  variables:\n    a: V.b\n    b: V.a\n", "variable cycle"),
+        (("key: P.id", "cost: size(R.attr.x) +"), "", "lim.yaml:13:"),
+    ],
+    ids=["deeply-nested", "too-deeply-nested", "variable-cycle", "syntax-error"],
+)
+def test_hostile_limits_fail_validate_with_a_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines, tail, error
+) -> None:
+    assert main(["validate", str(write(tmp_path, limit_files(*lines, tail=tail)))]) == 1
+    err = capsys.readouterr().err
+    assert error in err and "Traceback" not in err
+    assert all(len(line) < 300 for line in err.splitlines() if "error" in line)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    key=st.text(alphabet="PRC.V()[]{}'\"+-*/<>=!?:, attridkeyn0123456789u", max_size=40),
+    cost=st.text(alphabet="PRC.V()[]{}'\"+-*/<>=!?:, attridkeyn0123456789u", max_size=40),
+)
+def test_any_key_and_cost_text_gives_findings_or_load_errors(key: str, cost: str) -> None:
+    files = limit_files(f"key: {json.dumps(key)}", f"cost: {json.dumps(cost)}")
+    try:
+        source = load_policy_files(files)
+    except PolicyErrors:
+        return
+    for f in analyze(source):
+        assert f.code in CODES and f.location is not None and f.location.file == "lim.yaml"
