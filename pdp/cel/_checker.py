@@ -156,6 +156,8 @@ class Result:
     type: T
     const: Any  # the value when the expression is a compile-time constant, else `NOT_CONST`
     issues: list[Issue]
+    line: int = 1  # where the expression's outermost node is, for issues about its result
+    column: int = 1
 
 
 NOT_CONST = _NO
@@ -168,11 +170,19 @@ def check(source: str, env: TypeEnv, *, condition: bool = False) -> Result:
     t, k = c.c(ast)
     if condition and not _can_be(t, BOOL):
         c.issue(NOT_BOOL, f"a condition must be `bool`, this is `{t.show()}`", ast)
-    return Result(t, k, c.issues)
+    return Result(t, k, c.issues, ast.line or 1, ast.column or 1)
 
 
 def _can_be(t: T, want: Prim) -> bool:
     return any(isinstance(m, ty.Dyn) or m == want for m in ty.members(t))
+
+
+def may_be(t: T, *names: str) -> bool:
+    """Whether a value of type `t` may have one of the primitive types `names` (`"int"`,
+    `"string"`...): like the condition check, only a type that can never be one is refused."""
+    return any(
+        isinstance(m, ty.Dyn) or (isinstance(m, Prim) and m.name in names) for m in ty.members(t)
+    )
 
 
 class _Checker:

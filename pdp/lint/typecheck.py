@@ -2,16 +2,19 @@
 
 A resource policy's rules, crossTenant exceptions and local variables are checked with the
 policy's schemas; the derived roles it uses with the same schemas in their Definitions'
-environment; each guard rule once per kind it applies to, with that kind's schemas. Every
-expression is also checked once without schemas, so an unused variable with a typo is caught
-too. The same finding reached from several places is reported once.
+environment; each guard rule and each rate limit once per kind it applies to, with that kind's
+schemas. Every expression is also checked once without schemas, so an unused variable with a
+typo is caught too. The same finding reached from several places is reported once.
+
+A limit's key and cost must also have a type that counts right (`_KEY`, `_COST`): a cost of
+another type denies every call the limit covers, at run time, with `rate_limit_error`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pdp.cel import (
     NOT_CONST,
@@ -19,6 +22,7 @@ from pdp.cel import (
     CheckIssue,
     TypeEnv,
     check_cel,
+    may_be,
     type_from_schema,
     untyped_attributes,
 )
@@ -31,12 +35,31 @@ from pdp.model.policy import (
     ConditionGroup,
     Definitions,
     Expr,
+    Limit,
+    LimitPolicy,
     PolicySource,
     ResourcePolicy,
     Suppression,
 )
 
 _NEVER, _ALWAYS = False, True
+
+
+class _Want(NamedTuple):
+    """The result types an expression must be able to have, and the finding when it cannot."""
+
+    code: str
+    what: str
+    types: tuple[str, ...]
+
+
+# A key names a bucket: `null` errors; a map, list or double would be spelled in several ways
+# (key order, `1` and `1.0`) that count apart, and a bool puts every caller in one of two buckets.
+_KEY = _Want("PDP126", "a rate-limit key must be a `string` or an `int`", ("string", "int", "uint"))
+# The engine takes a whole number >= 0, of either CEL number type.
+_COST = _Want("PDP127", "a rate-limit cost must be a number", ("int", "uint", "double"))
+# Past this many characters a type is cut short in messages.
+_SHOWN = 60
 
 
 @dataclass
@@ -98,7 +121,13 @@ class _Types:
     # -- expressions -----------------------------------------------------------------------------
 
     def expr(
-        self, scope: _Scope, expr: Expr, suppress: Sequence[Suppression], *, condition: bool
+        self,
+        scope: _Scope,
+        expr: Expr,
+        suppress: Sequence[Suppression],
+        *,
+        condition: bool,
+        want: _Want | None = None,
     ) -> Any:
         """Check one expression; its constant value (or NOT_CONST)."""
         try:
@@ -106,6 +135,14 @@ class _Types:
         except (CelCompileError, RecursionError):
             return NOT_CONST  # compile_policy_set reports it
         issues = list(result.issues)
+        # Schemas only narrow types: what the schema-less pass would refuse, the passes with
+        # schemas refuse too (naming the type as the schema does).
+        if want and not scope.typed_elsewhere and not may_be(result.type, *want.types):
+            shown = result.type.show()
+            if len(shown) > _SHOWN:  # `list(list(...` a hostile author nested 400 deep
+                shown = shown[: _SHOWN - 3] + "..."
+            message = f"{want.what}, this is `{shown}`"
+            issues.append(CheckIssue(want.code, message, result.line, result.column))
         # Issues inside variables: reported at the variable's own text.
         issues.extend(scope.env.variable_issues())
         for issue in issues:
@@ -211,17 +248,13 @@ class _Types:
             for role in d.derived_roles.values():
                 self.derived_role(scope, d, role)
         for g in src.guard_policies:
-            kinds = self._kinds_of(("*",))
-            for kind in [None, *kinds]:
-                scope = self.scope(g.imports, g.variables, kind, g.suppress)
-                scope.typed_elsewhere = kind is None and bool(kinds)
+            for _, scope in self.per_kind(g.imports, g.variables, ("*",), g.suppress):
                 for name in g.variables:
                     self.variable(scope, name, [])
             for rule in g.rules:
-                kinds = self._kinds_of(rule.resources)
-                for kind in [None, *kinds]:
-                    scope = self.scope(g.imports, g.variables, kind, g.suppress)
-                    scope.typed_elsewhere = kind is None and bool(kinds)
+                for kind, scope in self.per_kind(
+                    g.imports, g.variables, rule.resources, g.suppress
+                ):
                     value = self.condition(scope, rule.condition, rule.suppress)
                     if kind is None:
                         self.constant_condition(
@@ -230,6 +263,8 @@ class _Types:
                             rule.location,
                             [*rule.suppress, *g.suppress],
                         )
+        for lp in src.limit_policies:
+            self.limit_policy(lp)
         for p in src.resource_policies:
             scope = self.scope(p.imports, p.variables, p, p.suppress)
             for name in p.variables:
@@ -258,6 +293,39 @@ class _Types:
                     for role in d.derived_roles.values():
                         if role.name in used:
                             self.derived_role(dscope, d, role, constant=False)
+
+    def per_kind(
+        self,
+        imports: Iterable[str],
+        local: Mapping[str, Expr],
+        resources: tuple[str, ...],
+        suppress: Sequence[Suppression],
+    ) -> Iterable[tuple[ResourcePolicy | None, _Scope]]:
+        """The scopes of what runs for several kinds: without schemas, then with each of the
+        `resources` kinds' schemas."""
+        kinds = self._kinds_of(resources)
+        for kind in [None, *kinds]:
+            scope = self.scope(imports, local, kind, suppress)
+            scope.typed_elsewhere = kind is None and bool(kinds)
+            yield kind, scope
+
+    def limit_policy(self, lp: LimitPolicy) -> None:
+        # The variables run for every kind a limit of the policy covers.
+        every = tuple(k for limit in lp.limits for k in limit.resources)
+        for _, scope in self.per_kind(lp.imports, lp.variables, every, ()):
+            for name in lp.variables:
+                self.variable(scope, name, [])
+        for limit in lp.limits:
+            for kind, scope in self.per_kind(lp.imports, lp.variables, limit.resources, ()):
+                self.limit(scope, limit, constant=kind is None)
+
+    def limit(self, scope: _Scope, limit: Limit, *, constant: bool) -> None:
+        self.expr(scope, limit.key, (), condition=False, want=_KEY)
+        if limit.cost is not None:
+            self.expr(scope, limit.cost, (), condition=False, want=_COST)
+        value = self.condition(scope, limit.condition, ())
+        if constant:
+            self.constant_condition(value, f"limit `{limit.id}`", limit.location, ())
 
     def derived_role(
         self, scope: _Scope, d: Definitions, role: Any, *, constant: bool = True
