@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.decision_logs import complete_records
+
 from .search_db import authzen_resource, search_setup
 from .support import POLICIES, Pdp, assert_error, client_time_flags, pdp_serve
 
@@ -210,8 +212,7 @@ def test_searches_reach_the_decision_log(setup: Any) -> None:
     found: dict[str, dict] = {}
     deadline = time.monotonic() + 30
     while len(found) < 2 and time.monotonic() < deadline:
-        lines = log.read_text().splitlines() if log.exists() else []
-        found = {r["request_id"]: r for r in map(json.loads, lines)
+        found = {r["request_id"]: r for r in complete_records(log)
                  if r.get("request_id") in ("search-1", "search-2")}  # fmt: skip
         time.sleep(0.05)
     ok, refused = found["search-1"], found["search-2"]

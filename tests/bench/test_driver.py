@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.decision_logs import complete_lines
+
 from . import ROOT
 from .test_compare_agreement import _load_peers
 
@@ -185,9 +187,7 @@ def test_the_cache_size_read_from_pdp_serve_help_is_the_default() -> None:
 
 
 def _logged_other_than_the_probe(decision_log: Path) -> bool:
-    if not decision_log.exists():
-        return False
-    return any("readiness-probe" not in line for line in decision_log.read_text().splitlines())
+    return any("readiness-probe" not in line for line in complete_lines(decision_log))
 
 
 def test_a_server_that_dies_mid_run_fails_the_run(

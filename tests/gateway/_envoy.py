@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from tests.decision_logs import complete_lines
+
 # The HTTP connection manager options docs/GATEWAY.md tells operators to set: Envoy
 # normalizes the path (RFC 3986 dot segments, `\` → `/`, unreserved escapes decoded),
 # merges `//`, answers 400 itself to an encoded `/` or `\`, and appends the TCP peer it saw
@@ -482,12 +484,11 @@ def decision_record(stack: Stack, decision_id: str, timeout: float = 10.0) -> di
     """The decision-log record of one call (the log is written asynchronously)."""
     deadline = time.monotonic() + timeout
     while True:
-        if stack.decision_log.exists():
-            for line in stack.decision_log.read_text().splitlines():
-                if decision_id in line:
-                    record = json.loads(line)
-                    if record.get("decision_id") == decision_id:
-                        return record
+        for line in complete_lines(stack.decision_log):
+            if decision_id in line:
+                record = json.loads(line)
+                if record.get("decision_id") == decision_id:
+                    return record
         if time.monotonic() > deadline:
             raise AssertionError(f"no decision-log record for `{decision_id}`")
         time.sleep(0.05)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.decision_logs import complete_lines
+
 from ._envoy import DOCUMENTED_HCM, ENVOY, send, start_stack, stats
 from ._support import AUDIENCE, ISSUER, MAPPING, Keys, hs256_with_public_key, unsigned_token
 
@@ -325,8 +327,7 @@ def test_ext_authz_calls_reach_the_decision_log(stack: dict[str, Any]) -> None:
     deadline = time.monotonic() + 10
     record = None
     while record is None and time.monotonic() < deadline:
-        lines = log.read_text().splitlines() if log.exists() else []
-        found = [json.loads(x) for x in lines if decision_id in x]
+        found = [json.loads(x) for x in complete_lines(log) if decision_id in x]
         record = found[0] if found else None
         time.sleep(0.05)
     assert record is not None, "no decision-log record for the ext_authz call"

@@ -16,6 +16,7 @@ from google.protobuf import json_format
 
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
+from tests.decision_logs import complete_records
 
 CHECK = {
     "requestId": "json-1",
@@ -180,8 +181,7 @@ def test_content_type_must_be_json(pdp: Pdp) -> None:
 def _records(log_file: Path, rpc: str, n: int) -> list[dict]:
     deadline = time.monotonic() + 30
     while True:
-        lines = log_file.read_text().splitlines() if log_file.exists() else []
-        found = [r for r in map(json.loads, lines) if r.get("rpc") == rpc]
+        found = [r for r in complete_records(log_file) if r.get("rpc") == rpc]
         if len(found) >= n or time.monotonic() > deadline:
             return found
         time.sleep(0.05)

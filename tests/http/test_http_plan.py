@@ -5,7 +5,6 @@ as 503, and every call in the decision log as the Plan RPC records it."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pdp.engine import Engine, compile_policy_set
 from pdp.model.loader import load_policy_dir
 from pdp.plan.api import plan_json
 from pdp.plan.sqlalchemy import ColumnMap, where_clause
+from tests.decision_logs import complete_records
 
 NOW = "2026-03-10T12:00:00Z"
 CONTEXT = {"ip": "10.20.30.40", "time": NOW}
@@ -151,8 +151,7 @@ def test_plans_reach_the_decision_log_as_the_plan_rpc_records_them(setup: Any) -
     found: dict[str, dict] = {}
     deadline = time.monotonic() + 30
     while len(found) < len(ids) and time.monotonic() < deadline:
-        lines = log.read_text().splitlines() if log.exists() else []
-        records = [r for r in map(json.loads, lines) if r.get("rpc") == "POST /v1/plan"]
+        records = [r for r in complete_records(log) if r.get("rpc") == "POST /v1/plan"]
         found = {r["request_id"]: r for r in records if r.get("request_id") in ids}
         # A body that does not parse has no request, so no request id: found by its error,
         # which names the missing field (other tests of this module log other bad bodies).

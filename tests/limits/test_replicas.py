@@ -3,7 +3,6 @@ mid-load gives each limit's documented behaviour, and no server crashes."""
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pdp.client import Client
+from tests.decision_logs import complete_records
 
 from ._procs import start_pdp, start_redis, stop
 from .conftest import LIMITED, write_policies
@@ -94,9 +94,7 @@ def test_the_decision_log_records_rate_limited_calls(cluster: dict) -> None:
     path = cluster["tmp"] / "decisions.jsonl"
     deadline = time.monotonic() + 20
     while True:
-        # The server is writing while we read: a last line without its newline is not whole yet.
-        text = path.read_text() if path.exists() else ""
-        records = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+        records = complete_records(path)
         limited = [
             d
             for r in records
