@@ -72,6 +72,12 @@ def format_text(text: str) -> str:
         y.dump_all(list(_yaml(explicit).load_all(new)), again)
     except YAMLError as exc:
         raise FormatError(f"cannot parse: {_one_line(exc)}") from None
+    except (ValueError, IndexError) as exc:
+        # ruamel's resolver reads some plain scalars PyYAML (the loader) reads as strings as
+        # numbers, and its constructors then fail on them: `-_` as an int, `._` as a float.
+        raise FormatError(
+            f"cannot format a plain scalar: {_one_line(exc)}; left as it is"
+        ) from None
     try:
         same = list(yaml.safe_load_all(src)) == list(yaml.safe_load_all(new))
     except yaml.YAMLError as exc:

@@ -86,6 +86,16 @@ def test_any_data_keeps_its_meaning(data: object) -> None:
     assert format_text(out) == out
 
 
+@pytest.mark.parametrize("key", ["-_", "._", "+_", "-._"])
+def test_a_key_ruamel_misreads_as_a_number_is_refused_not_crashed(key: str) -> None:
+    """Hypothesis found these: PyYAML reads them as strings, ruamel's resolver as numbers and
+    its constructor then raised IndexError/ValueError out of `pdp fmt`."""
+    text = f"root:\n  {key}: null\n"
+    assert yaml.safe_load(text) == {"root": {key: None}}  # a string key for the loader
+    with pytest.raises(FormatError, match="cannot format a plain scalar"):
+        format_text(text)
+
+
 def test_check_reports_and_writes_nothing_then_fmt_fixes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
