@@ -1,8 +1,8 @@
 """Watch a policy directory and swap each good edit into an `EngineHolder` (`pdp serve --watch`).
 
 The author's loop: save a file, and within a second the server decides under it — but only
-once the whole set loads, compiles and passes its tests (the same checks as `pdp bundle
-build`). A bad edit is refused with every error, file:line:column, and the last good set
+once the whole set loads, compiles, has no validator error and passes its tests (the checks of
+`pdp bundle build --no-strict`: validator warnings are logged, not refused). A bad edit is refused with every error, file:line:column, and the last good set
 keeps serving. Changes are noticed by the files' sizes and modification times (a stat per
 file per poll), and acted on once the tree has stayed the same for one poll, so an editor's
 save in several writes is judged once, whole.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pdp.engine import Engine, EngineHolder, SuiteCheck
 from pdp.errors import BundleError, PolicyErrors
+from pdp.lint import analyze, blocking
 from pdp.model.decision import BundleInfo
 
 from .build import collect_files
@@ -101,6 +102,14 @@ class DirectoryWatcher:
             return self._refuse(f"{n} error{'s' if n != 1 else ''}", details)
         except BundleError as exc:
             return self._refuse(str(exc), [])
+        findings = analyze(compiled.source)
+        if errors := blocking(findings, strict=False):
+            n = len(errors)
+            return self._refuse(
+                f"{n} validator error{'s' if n != 1 else ''}", [f.render() for f in errors]
+            )
+        for warning in findings:
+            log.warning("%s", warning.render())
         if compiled.report.failed:
             failed = [r for r in compiled.report.results if not r.passed]
             details = [

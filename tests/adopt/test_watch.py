@@ -48,6 +48,12 @@ spec:
 ANYONE = POLICY.replace("resource.attr.owner == principal.id", "true")
 BROKEN_YAML = POLICY + "  oops: [\n"
 FAILS_ITS_TESTS = POLICY.replace("effect: allow", "effect: deny")
+# Passes its tests (the owner still reads) but lets every holder of the scope read: the
+# unconditional rule placed first makes the owner rule dead, which the validator calls PDP109.
+SHADOWED = POLICY.replace(
+    "  rules:\n",
+    "  rules:\n    - id: anyone-read\n      actions: [read]\n      effect: allow\n",
+)
 
 BOB = {"id": "bob", "tenant": "t1", "roles": ["user"], "scopes": ["notes:read"]}
 ANNS_NOTE = {"kind": "note", "id": "n1", "tenant": "t1", "attr": {"owner": "ann"}}
@@ -102,6 +108,49 @@ def test_served_decisions_follow_edits_and_broken_edits_are_refused(tmp_path: Pa
         response = client.check(BOB, [{**ANNS_NOTE, "actions": ["read"]}])
         assert response.bundle.name == "policies"
     assert "Traceback" not in served.output()
+
+
+def test_an_edit_that_passes_its_tests_but_not_the_validator_is_refused(tmp_path: Path) -> None:
+    d = policy_dir(tmp_path)
+    port = free_port()
+    args = ["--policies", str(d), "--watch", "--listen", f"127.0.0.1:{port}", "--workers", "1"]
+    with Served(args) as served, Client(f"127.0.0.1:{port}", timeout=10) as client:
+        wait_serving(port, served)
+
+        def bob_reads() -> str:
+            reply = client.check(BOB, [{**ANNS_NOTE, "actions": ["read"]}])
+            return reply.results[0].actions["read"].effect
+
+        assert bob_reads() == "deny"
+        write(d, "notes.yaml", SHADOWED)
+        refused = served.wait_line(lambda line: "refused policies" in line)
+        assert "1 validator error" in refused and "still serving the last good set" in refused
+        served.wait_line(lambda line: "notes.yaml:12:7: error PDP109" in line)
+        assert bob_reads() == "deny"  # the edit would have let bob read ann's note
+
+        write(d, "notes.yaml", ANYONE)  # only a warning (PDP203): served, and the warning logged
+        wait_until(lambda: bob_reads() == "allow", "the edit with a warning to be served")
+        served.wait_line(lambda line: "warning PDP203" in line)
+    assert "Traceback" not in served.output()
+
+
+def test_validator_errors_and_warnings_in_the_watcher(tmp_path: Path) -> None:
+    d = policy_dir(tmp_path)
+    write(d, "notes.yaml", SHADOWED)
+    holder = EngineHolder()
+    reports: list[str] = []
+    watcher = DirectoryWatcher(
+        d, holder, bundle_info=lambda: BundleInfo("policies", "0.0.0", ""), report=reports.append
+    )
+    assert watcher.poll_once(settle=False) is Outcome.REFUSED
+    assert holder.current is None
+    assert "error PDP109" in reports[-1] and "never reached" in reports[-1]
+    assert "validator error" in holder.status.last_error
+
+    write(d, "notes.yaml", ANYONE)
+    assert watcher.poll_once() is Outcome.UNCHANGED
+    assert watcher.poll_once() is Outcome.ACTIVATED
+    assert watcher.last_error == ""
 
 
 def test_a_bad_first_set_serves_nothing_until_fixed(tmp_path: Path) -> None:

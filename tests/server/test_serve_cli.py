@@ -160,6 +160,23 @@ def test_bad_policies_exit_1(tmp_path: Path) -> None:
         assert proc.wait(30) == 1
 
 
+def test_a_directory_with_a_validator_error_is_not_served(tmp_path: Path) -> None:
+    # It compiles, but its second rule is dead behind an unconditional first one (PDP109):
+    # `pdp bundle build` refuses such a set, and so does serving the directory directly.
+    (tmp_path / "notes.yaml").write_text(
+        "apiVersion: pdp/v1\nkind: ResourcePolicy\nmetadata: {id: notes}\nspec:\n"
+        "  resource: note\n  actions:\n    read: {scopes: [r]}\n  rules:\n"
+        "    - {id: anyone, actions: [read], effect: allow}\n"
+        "    - {id: owner, actions: [read], effect: allow,"
+        " condition: resource.attr.owner == principal.id}\n"
+    )
+    with pdp_serve("--policies", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}") as proc:
+        assert proc.wait(30) == 1
+        output = proc.stdout.read() if proc.stdout else ""
+    assert "notes.yaml:10:7: error PDP109" in output, output
+    assert "Traceback" not in output
+
+
 def test_more_workers_than_cores_are_left_to_the_os(policy_dir: Path) -> None:
     """Two busy workers pinned to one core switch contexts more than the OS placing them."""
     port = free_port()
