@@ -29,6 +29,8 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
+from pdp.telemetry import tracing
+from pdp.telemetry.decision_log import Summary
 from pdp.telemetry.tracing import record_span
 
 from .conftest import PARENT_SPAN_ID, TRACE_ID, ObsFactory
@@ -160,3 +162,49 @@ def test_the_finished_span_is_the_span_start_span_makes(
             assert 0 < len(exported) < 8
     else:
         assert len(exported) == 8
+
+
+# The variables an operator sets, and the attribute count and value length they allow.
+LIMITS: dict[str, tuple[dict[str, str], int | None, int | None]] = {
+    "value length": ({"OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "5"}, None, 5),
+    "attribute count": ({"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "3"}, 3, None),
+    "the general ones": (
+        {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4", "OTEL_ATTRIBUTE_COUNT_LIMIT": "2"},
+        2,
+        4,
+    ),
+}
+
+
+@pytest.mark.parametrize("limits", list(LIMITS), ids=list(LIMITS))
+def test_the_operators_attribute_limits_bound_the_finished_span_too(
+    make_obs: ObsFactory,
+    providers: Callable[[Sampler, bool], tuple[Provider, Provider]],
+    monkeypatch: pytest.MonkeyPatch,
+    limits: str,
+) -> None:
+    env, max_count, max_length = LIMITS[limits]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    tracing._span_limits.cache_clear()  # read once per process: read this test's
+    try:
+        (direct, direct_out), (api, api_out) = providers(ParentBased(ALWAYS_ON), True)
+        obs = make_obs(start_time=1_700_000_000.25, latency_s=0.003)
+        summary = Summary(decisions=(("allow", "owner", 2),), checks=2, allow=2, deny=0)
+        for tracer in (direct.get_tracer("pdp"), _ApiOnly(api.get_tracer("pdp"))):
+            record_span(tracer, obs, decision_id="dec-long-id", revision="rev-1", summary=summary)
+    finally:
+        monkeypatch.undo()
+        tracing._span_limits.cache_clear()
+    (got,), (want,) = direct_out.spans, api_out.spans
+    assert encode_spans([got]).SerializeToString() == encode_spans([want]).SerializeToString()
+    # The limits did bite (the span has 7 attributes, the decision id 11 characters).
+    attributes = dict(got.attributes or {})
+    if max_count is not None:
+        assert len(attributes) == max_count and got.dropped_attributes == 7 - max_count
+    if max_length is not None:
+        assert all(len(v) <= max_length for v in attributes.values() if isinstance(v, str))
+        assert (
+            attributes.get("pdp.decision_id", "dec-long-id"[:max_length])
+            == "dec-long-id"[:max_length]
+        )
