@@ -7,23 +7,31 @@ Reproduce:  .venv/bin/python bench/telemetry.py
 For each `--root` (a pdp source tree; default: this one), two `pdp serve` servers (`--workers`,
 default `auto` as `pdp serve`'s own: one per usable CPU, so the writer process competes with
 them for the cores; `--workers 1` pins the lone worker to one core and leaves the writer the
-others, which hides the writer's CPU) run side by side, started from that tree: **off** (`--otel off`, no decision log) and **on**
-(`--decision-log FILE --otel on`: traces and metrics over OTLP/gRPC to a receiver this script
-runs on 127.0.0.1, the default sampler, the default writer — a separate process on a multi-core
-machine). h2load (Debian `nghttp2-client`) drives 64 connections of one unary Check each, for
+others, which hides the writer's CPU) run side by side, started from that tree: **off** (`--otel
+off`, no decision log) and **on** (`--decision-log FILE --otel on`: traces and metrics over
+OTLP/gRPC to a receiver this script runs on 127.0.0.1, the default sampler, the default writer
+— a separate process on a multi-core machine). 64 connections of one unary Check each, for
 `--duration` seconds a run. Every round runs each server once, interleaved across the roots and
 in an order that flips every round (a shared machine drifts); per round and root the on/off
-throughput ratio is taken, and the median over `--rounds` rounds is printed, with the cost
-(one minus it). Traffic: one request of 1 resource x 3 actions with a fixed `context.time`,
-with the decision cache on (every repeated call is a hit) and off (`--decision-cache 0`: every
-call is decided); the cost printed last is the mean over the two.
+throughput ratio is taken, and the median over `--rounds` rounds is printed, with the cost (one
+minus it).
+
+Traffic (`--traffic`, both by default):
+- **varied** (the headline): the multi-payload driver (bench/driver/grpcload.c, as `make
+  bench-compare` uses it) rotating through 50,000 distinct 1 resource x 3 action requests of
+  the peers' workload (bench/peers/pdp policies), default server settings: the decision cache
+  is on but a request repeats only after 50,000 others, so every counted call is decided and
+  logged afresh, as behind a gateway with many users and objects.
+- **repeated** (labelled as such): h2load posting one 1x3 request with a fixed `context.time`
+  against the example policies, with the decision cache on (every call after the first is a
+  hit: telemetry's largest share of a call) and off (`--decision-cache 0`).
+
+The cost printed last per root is the varied traffic's; the repeated figures are printed
+before it.
 
 The off server is the same code in every root (no telemetry is loaded), so with two roots the
 direct figure is the last line: the second root's on server's throughput over the first's,
-the median of the rounds' own ratios.
-
-With two roots the last lines compare them: the second root's telemetry cost against the
-first's, measured in the same run. The on servers must have logged every call they answered
+the median of the rounds' own ratios. The on servers must have logged every call they answered
 — a writer that fell behind and dropped records would look cheap — so every on server's
 stderr is read for the writer's "dropped" warnings, and the script prints how many it dropped.
 
@@ -42,6 +50,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
+from peers import driver, grpcload, workload  # noqa: E402
 from server import (  # noqa: E402
     OtlpReceiver,
     free_port,
@@ -60,8 +71,61 @@ from server import (  # noqa: E402
     stop_server,
 )
 
-# Calls h2load makes before its measured window, and the writer's drain after an on run.
+# The writer's drain after an on run.
 DRAIN_S = 0.8
+CONNECTIONS, STREAMS = 64, 1
+
+
+@dataclass
+class Traffic:
+    """One way of loading the servers: its label, `pdp serve` flags and policies, and `load`,
+    which runs it against a port from body `offset` on and returns (req/s, calls made)."""
+
+    name: str
+    flags: tuple[str, ...]
+    policies: Path
+    load: Callable[[int, int, float], tuple[float, int]]
+
+
+def varied_traffic() -> Traffic:
+    reqs = workload.generate(driver.DISTINCT, resources=1)
+    bodies = driver.body_file("pdp-varied-1x3", grpcload.pdp_payload, reqs)
+    driver.build()
+
+    def load(port: int, offset: int, duration: float) -> tuple[float, int]:
+        r = driver.run(
+            port,
+            grpcload.PDP_CHECK,
+            bodies,
+            connections=CONNECTIONS,
+            streams=STREAMS,
+            duration=duration,
+            start=offset % len(reqs),
+        )
+        if not r.ok:
+            raise SystemExit(f"varied load: {r.successes}/{r.requests} succeeded: {r.errors}")
+        return r.rps, r.requests
+
+    return Traffic("varied 1x3", (), grpcload.PEERS / "pdp", load)
+
+
+def repeated_traffic(cache: str, args: argparse.Namespace) -> Traffic:
+    body = request_bytes(1, pinned_time=True)
+    reply_size: list[int] = []
+
+    def load(port: int, offset: int, duration: float) -> tuple[float, int]:
+        if not reply_size:  # h2load checks the reply's size: the first answer gives it
+            import grpc
+
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                reply = ch.unary_unary(grpcload.PDP_CHECK)(body, timeout=10)
+            reply_size.append(len(reply))
+        run = argparse.Namespace(**{**vars(args), "duration": duration})
+        result = h2load(port, body, reply_size[0], run)
+        return result["rps"], int(result["done"])
+
+    flags: tuple[str, ...] = ("--decision-cache", "0") if cache == "off" else ()
+    return Traffic(f"repeated 1x3, cache {cache}", flags, policy_dir(), load)
 
 
 def start(
@@ -71,6 +135,7 @@ def start(
     env: dict[str, str],
     stderr: Any = None,
     workers: str = "auto",
+    policies: Path | None = None,
 ) -> Any:
     """`pdp serve` from the source tree `root` (its `pdp` package first on the path)."""
     from server import CONTEXT, PRINCIPAL, resources
@@ -79,7 +144,14 @@ def start(
 
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(policy_dir())),
+            *(
+                sys.executable,
+                "-m",
+                "pdp.cli.main",
+                "serve",
+                "--policies",
+                str(policies or policy_dir()),
+            ),
             *("--listen", f"127.0.0.1:{port}", "--workers", workers, "--log-level", "WARNING"),
             "--allow-client-time",
             *flags,
@@ -106,8 +178,14 @@ def main() -> int:
     )
     ap.add_argument("--root", action="append", type=Path, help="pdp source tree (repeatable)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--duration", type=int, default=3, help="seconds per h2load run")
-    ap.add_argument("--caches", default="on,off", help="decision cache settings to run")
+    ap.add_argument("--duration", type=int, default=3, help="seconds per run")
+    ap.add_argument(
+        "--traffic",
+        default="varied,repeated",
+        help="varied (50,000 distinct requests, the headline) and/or repeated (one request, "
+        "cache on and off)",
+    )
+    ap.add_argument("--caches", default="on,off", help="decision cache settings, repeated traffic")
     ap.add_argument("--workers", default="auto", help="`pdp serve --workers` (default: auto)")
     ap.add_argument(
         "--no-pin",
@@ -116,29 +194,30 @@ def main() -> int:
         "to the last core)",
     )
     args = ap.parse_args()
-    args.connections, args.streams = 64, 1  # read by server.h2load
-    if not shutil.which("h2load"):
+    args.connections, args.streams = CONNECTIONS, STREAMS  # read by server.h2load
+    kinds = args.traffic.split(",")
+    if "repeated" in kinds and not shutil.which("h2load"):
         raise SystemExit("needs h2load (apt-get install -y nghttp2-client)")
     roots = [r.resolve() for r in (args.root or [ROOT])]
-    import grpc
-
     receiver = OtlpReceiver()
     off_env, on_env = server_envs(receiver.port)
     tmp = Path(tempfile.mkdtemp(prefix="pdp-bench-telemetry-"))
-    body = request_bytes(1, pinned_time=True)
+    traffics = [varied_traffic()] if "varied" in kinds else []
+    if "repeated" in kinds:
+        traffics += [repeated_traffic(cache, args) for cache in args.caches.split(",")]
     print(
         f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores"
     )
-    costs: dict[Path, list[float]] = {root: [] for root in roots}
-    on_vs_first: list[float] = []  # median per cache setting of (last root's on / first's)
+    costs: dict[tuple[Path, str], float] = {}
+    on_vs_first: dict[str, float] = {}  # per traffic: median of (last root's on / first's)
     try:
-        for cache in args.caches.split(","):
-            flags: tuple[str, ...] = ("--decision-cache", "0") if cache == "off" else ()
-            flags += ("--no-pin-workers",) if args.no_pin else ()
+        for n, t in enumerate(traffics):
+            flags = t.flags + (("--no-pin-workers",) if args.no_pin else ())
             servers: dict[tuple[Path, str], tuple[Any, int, Path]] = {}
+            offsets: dict[tuple[Path, str], int] = {}
             try:
                 for i, root in enumerate(roots):
-                    log = tmp / f"decisions-{i}-{cache}.jsonl"
+                    log = tmp / f"decisions-{i}-{n}.jsonl"
                     for name in ("off", "on"):
                         port = free_port()
                         extra: tuple[str, ...] = ("--otel", "off")
@@ -146,15 +225,15 @@ def main() -> int:
                             extra = ("--otel", "on", "--decision-log", str(log))
                             extra += ("--decision-log-backups", "1000")
                         env = off_env if name == "off" else on_env
-                        with (tmp / f"stderr-{i}-{cache}-{name}.txt").open("wb") as err:
-                            proc = start(root, port, flags + extra, env, err, args.workers)
+                        err_path = tmp / f"stderr-{i}-{t.name}-{name}.txt"
+                        with err_path.open("wb") as err:
+                            proc = start(
+                                root, port, flags + extra, env, err, args.workers, t.policies
+                            )
                         servers[(root, name)] = (proc, port, log)
-                with grpc.insecure_channel(f"127.0.0.1:{servers[(roots[0], 'on')][1]}") as ch:
-                    reply = ch.unary_unary("/pdp.v1.DecisionService/Check")(body, timeout=10)
                 # A first run per server, not counted: its first calls warm it up.
-                warm = argparse.Namespace(**{**vars(args), "duration": 1})
-                for _, port, _ in servers.values():
-                    h2load(port, body, len(reply), warm)
+                for key, (_, port, _) in servers.items():
+                    offsets[key] = t.load(port, 0, 1)[1]
                 ratios: dict[Path, list[float]] = {root: [] for root in roots}
                 done: dict[Path, int] = {root: 0 for root in roots}
                 per_round: list[float] = []
@@ -164,48 +243,47 @@ def main() -> int:
                         order.reverse()
                     rps: dict[tuple[Path, str], float] = {}
                     for key in order:
-                        result = h2load(servers[key][1], body, len(reply), args)
-                        rps[key] = result["rps"]
+                        rps[key], calls = t.load(servers[key][1], offsets[key], args.duration)
+                        offsets[key] += calls
                         if key[1] == "on":
-                            done[key[0]] += int(result["done"])
+                            done[key[0]] += calls
                             time.sleep(DRAIN_S)
                     per_round.append(rps[(roots[-1], "on")] / rps[(roots[0], "on")])
                     for i, root in enumerate(roots):
                         ratios[root].append(rps[(root, "on")] / rps[(root, "off")])
                         print(
-                            f"  cache {cache:<3} round {rnd + 1} root {i + 1}: "
+                            f"  {t.name:<24} round {rnd + 1} root {i + 1}: "
                             f"off {rps[(root, 'off')]:7.0f}/s  on {rps[(root, 'on')]:7.0f}/s  "
                             f"on/off {ratios[root][-1]:.3f}"
                         )
             finally:
                 for proc, _, _ in servers.values():
                     stop_server(proc)
-            on_vs_first.append(statistics.median(per_round))
+            on_vs_first[t.name] = statistics.median(per_round)
             for i, root in enumerate(roots):
                 ratio = statistics.median(ratios[root])
-                costs[root].append(1 - ratio)
+                costs[(root, t.name)] = 1 - ratio
                 records = log_lines(servers[(root, "on")][2])
-                err = (tmp / f"stderr-{i}-{cache}-on.txt").read_text(errors="replace")
+                err = (tmp / f"stderr-{i}-{t.name}-on.txt").read_text(errors="replace")
                 drops = [int(n) for n in re.findall(r"total dropped (\d+)", err)]
                 lost = f"  DROPPED {max(drops)} RECORDS (queue full)" if drops else ""
                 print(
-                    f"cache {cache:<3} root {i + 1} ({root}): on/off median {ratio:.3f}, cost "
+                    f"{t.name}, root {i + 1} ({root}): on/off median {ratio:.3f}, cost "
                     f"{100 * (1 - ratio):.1f}%  ({records} records for {done[root]} calls){lost}"
                 )
     finally:
         receiver.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     for i, root in enumerate(roots):
-        print(f"telemetry cost, root {i + 1}: {100 * statistics.mean(costs[root]):.1f}%  ({root})")
+        for t in traffics:
+            print(
+                f"telemetry cost, {t.name}, root {i + 1}: {100 * costs[(root, t.name)]:.1f}%"
+                f"  ({root})"
+            )
     if len(roots) == 2:
-        a, b = (statistics.mean(costs[r]) for r in roots)
         print(
-            f"root 2 vs root 1: {100 * (b - a):+.1f} points of cost; root 2's on-throughput is "
-            f"{(1 - b) / (1 - a):.3f}x root 1's (relative to its own off server)"
-        )
-        print(
-            "root 2's on server / root 1's, median of the rounds, per cache setting: "
-            + ", ".join(f"{r:.3f}" for r in on_vs_first)
+            "root 2's on server / root 1's, median of the rounds: "
+            + ", ".join(f"{name} {r:.3f}" for name, r in on_vs_first.items())
         )
     return 0
 
