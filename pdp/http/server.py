@@ -30,6 +30,10 @@ log = logging.getLogger("pdp.http")
 _JSON = "application/json"
 _READ_CHUNK = 64 * 1024
 _SERVER = {"Server": "pdp"}
+# How long a caller may take to send a request (headers, then body), and to keep an idle
+# connection open: a client that trickles bytes must not hold a connection (a file
+# descriptor, and up to a body of memory) for ever. `--http-timeout`.
+DEFAULT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,11 @@ class HttpServer:
         tls: HttpTls | None = None,
         reuse_port: bool = False,
         grace: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.api = api
         self.grace = grace
+        self.timeout = timeout
         self.listen = listen
         self.tls = tls
         self.reuse_port = reuse_port
@@ -132,16 +138,25 @@ class HttpServer:
                 400, f"body of {length} bytes is larger than {limit}", "body", "RESOURCE_EXHAUSTED"
             )
         chunks, size = [], 0
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > limit:
-                raise HttpError(
-                    400, f"body is larger than {limit} bytes", "body", "RESOURCE_EXHAUSTED"
-                )
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    chunk = await request.content.read(_READ_CHUNK)
+                    if not chunk:
+                        return b"".join(chunks)
+                    size += len(chunk)
+                    if size > limit:
+                        raise HttpError(
+                            400, f"body is larger than {limit} bytes", "body", "RESOURCE_EXHAUSTED"
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise HttpError(
+                408,
+                f"body not received within {self.timeout:g} s",
+                "body",
+                "DEADLINE_EXCEEDED",
+            ) from None
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         headers = request.headers
@@ -214,7 +229,14 @@ class HttpServer:
         # No access log: the decision log records every decision call (and is masked). No
         # decompression: a compressed body is not JSON (400), and a small one cannot inflate
         # past the body limit inside the parser. Bodies are bounded by `_read_body`.
-        server = web.Server(self.handle, access_log=None, auto_decompress=False)
+        # `keepalive_timeout` also closes a connection whose request headers have not all
+        # arrived by then (aiohttp's default is an hour); `_read_body` bounds the body.
+        server = web.Server(
+            self.handle,
+            access_log=None,
+            auto_decompress=False,
+            keepalive_timeout=self.timeout,
+        )
         # In-flight requests get `grace` to finish at shutdown.
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.grace)
         await self._runner.setup()
