@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pdp.ratelog import RateLimitedLog, printable
+
 from .api import Call, HttpApi, HttpError
 
 log = logging.getLogger("pdp.http")
@@ -34,6 +36,27 @@ _SERVER = {"Server": "pdp"}
 # connection open: a client that trickles bytes must not hold a connection (a file
 # descriptor, and up to a body of memory) for ever. `--http-timeout`.
 DEFAULT_TIMEOUT = 60.0
+
+
+class _ClientGone(Exception):
+    """The caller closed the connection before its body was complete: nobody to answer."""
+
+
+class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's per-connection log: it writes a traceback for every request its parser
+    refuses, which any caller can send by the thousand. One warning per cause a minute,
+    without the traceback, instead."""
+
+    def __init__(self) -> None:
+        super().__init__(log, {})
+        self._limited = RateLimitedLog(log)
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: object) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        cause = type(exc).__name__ if exc is not None else "error"
+        detail = printable(str(exc).strip().split("\n")[0]) if exc is not None else ""
+        text = printable(str(msg) % args if args else str(msg))
+        self._limited.log(logging.WARNING, cause, f"http: {text}: {cause} {detail}".rstrip())
 
 
 @dataclass(frozen=True)
@@ -157,6 +180,8 @@ class HttpServer:
                 "body",
                 "DEADLINE_EXCEEDED",
             ) from None
+        except ConnectionError:
+            raise _ClientGone from None
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         headers = request.headers
@@ -198,6 +223,10 @@ class HttpServer:
                 except HttpError as exc:
                     api.observe_failure(call, exc)
                     return _error(exc, request_id, close=True)
+                except _ClientGone:
+                    exc = HttpError(400, "the client closed the connection", "body", "CANCELLED")
+                    api.observe_failure(call, exc)
+                    return _error(exc, request_id, close=True)
             status, value = api.run(route, call, data)
         except HttpError as exc:
             api.observe_failure(call, exc)
@@ -236,6 +265,7 @@ class HttpServer:
             access_log=None,
             auto_decompress=False,
             keepalive_timeout=self.timeout,
+            logger=_ProtocolLog(),
         )
         # In-flight requests get `grace` to finish at shutdown.
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.grace)

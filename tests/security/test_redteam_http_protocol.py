@@ -117,3 +117,32 @@ def test_a_connection_stays_usable_within_the_timeout(pdp: Pdp) -> None:
                 assert chunk, answer
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+def test_a_client_that_leaves_mid_body_costs_no_traceback_and_no_internal_error(
+    pdp: Pdp, log_path: Path
+) -> None:
+    with _connect(pdp) as s:
+        s.sendall(HEAD % (b"gone-mid-body", 100) + b"{")
+        time.sleep(0.2)
+    (record,) = _failures(log_path, "CANCELLED")
+    assert "decisions" not in record
+    assert "Traceback" not in "".join(pdp.stderr)
+    assert "http POST /access/v1/evaluation failed" not in "".join(pdp.stderr)
+
+
+def test_a_flood_of_malformed_requests_logs_one_line_and_no_traceback(pdp: Pdp) -> None:
+    for _ in range(50):
+        with _connect(pdp) as s:
+            s.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+            )
+            answer = _read_until_closed(s)
+        assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:200]
+    end = time.monotonic() + WAIT_CAP
+    while not any("BadHttpMessage" in line for line in pdp.stderr):
+        assert time.monotonic() < end, "".join(pdp.stderr)
+        time.sleep(0.05)
+    text = "".join(pdp.stderr)
+    assert "Traceback" not in text
+    assert sum("BadHttpMessage" in line for line in pdp.stderr) == 1, text
