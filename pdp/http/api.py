@@ -10,6 +10,7 @@ AuthZEN's metadata lists name their metadata key and appear in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -211,12 +212,19 @@ class HttpApi:
             request = self._request(call, evals)
             answer = self._answer(self._check(call, self.holder.require(), request), 0)
             return 200, {**answer, "evaluations": [answer]}
+        # Evaluations sharing a subject, context and action properties are validated as one
+        # request (the shared parts once), whatever the semantic; a batch of many groups is
+        # refused before it is validated over and over.
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, ev in enumerate(evals):
+            groups.setdefault(authzen.group_key(ev), []).append(i)
+        if len(groups) > 1:
+            authzen.check_batch_size(
+                [[evals[i] for i in ix] for ix in groups.values()], self.limits
+            )
+        batches = [(ix, self._request(call, [evals[i] for i in ix])) for ix in groups.values()]
+        engine = self.holder.require()
         if semantic == "execute_all":
-            groups: dict[tuple[int, int, int], list[int]] = {}
-            for i, ev in enumerate(evals):
-                groups.setdefault(authzen.group_key(ev), []).append(i)
-            batches = [(ix, self._request(call, [evals[i] for i in ix])) for ix in groups.values()]
-            engine = self.holder.require()
             out: list[dict[str, Any] | None] = [None] * len(evals)
             for indexes, request in batches:
                 response = self._check(call, engine, request)
@@ -225,12 +233,15 @@ class HttpApi:
             return 200, {"evaluations": out}
         # Short-circuit semantics: in order, one at a time, stopping at the first deny
         # (deny_on_first_deny) or permit (permit_on_first_permit).
-        requests = [self._request(call, [ev]) for ev in evals]
-        engine = self.holder.require()
+        slot: list[tuple[CheckRequest, int]] = [(batches[0][1], 0)] * len(evals)
+        for indexes, request in batches:
+            for j, i in enumerate(indexes):
+                slot[i] = (request, j)
         stop_on = semantic == "permit_on_first_permit"
         answers = []
-        for request in requests:
-            answer = self._answer(self._check(call, engine, request), 0)
+        for request, j in slot:
+            one = dataclasses.replace(request, resources=(request.resources[j],))
+            answer = self._answer(self._check(call, engine, one), 0)
             answers.append(answer)
             if answer["decision"] is stop_on:
                 break
