@@ -233,7 +233,11 @@ def check_request(
         _, apath_i, rpath, _ = _paths(ev)
         r = _obj(ev.resource, rpath)
         if actions is None:
-            name = _name(_obj(ev.action, apath_i).get("name"), f"{apath_i}.name")
+            action = _obj(ev.action, apath_i)
+            # The first evaluation's properties went into the context; the others' share the
+            # group only when empty, and must be checked all the same.
+            _opt_obj(action.get("properties"), f"{apath_i}.properties")
+            name = _name(action.get("name"), f"{apath_i}.name")
             raw["resources"].append(_resource(r, name, rpath))
         else:
             res = _resource(r, "-", rpath)

@@ -107,3 +107,21 @@ def test_short_circuit_semantics_decide_in_order_over_groups(pdp: Pdp) -> None:
     assert [e["decision"] for e in reply.json["evaluations"]] == [True]
     reply = _batch(pdp, body, "execute_all")
     assert [e["decision"] for e in reply.json["evaluations"]] == [True, True, False, True]
+
+
+@pytest.mark.parametrize("props", [[], 0, "", False])
+@pytest.mark.parametrize("semantic", SEMANTICS)
+def test_bad_action_properties_are_refused_wherever_they_sit(
+    pdp: Pdp, props: Any, semantic: str
+) -> None:
+    # Empty (falsy) properties put an evaluation in the group of the one before it, whose
+    # action alone was read for the context: the second one's were never checked.
+    body = {
+        "subject": SUBJECT,
+        "resource": RESOURCE,
+        "evaluations": [
+            {"action": {"name": "read"}},
+            {"action": {"name": "read", "properties": props}},
+        ],
+    }
+    assert_error(_batch(pdp, body, semantic), 400, "evaluations[1].action.properties")
