@@ -88,6 +88,21 @@ class Route:
 
 
 _NO_FIELD = re.compile(r'no field named "([^"]+)" at "([^"]+)"')
+# protobuf's other parse errors name the field only in their text: "Failed to parse principal
+# field: Failed to parse roles field: ... at CheckRequest.principal.." (the `at` path, with
+# list indexes, is there for some errors only, and stops at the message for others).
+_PARSE_STEP = re.compile(r"Failed to parse (\w+) field")
+_AT_PATH = re.compile(r" at CheckRequest\.([\w.\[\]]+?)\.*$")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _parse_error_field(text: str) -> str:
+    """The field a protobuf JSON parse error is about, as the caller wrote its path."""
+    chain = ".".join(_PARSE_STEP.findall(text))
+    m = _AT_PATH.search(text)
+    if m and _INDEX.sub("", m.group(1)) == chain:
+        return m.group(1)
+    return chain or "body"
 
 
 class HttpApi:
@@ -308,7 +323,7 @@ class HttpApi:
             text = str(exc).split("\n", 1)[0]
             m = _NO_FIELD.search(text)
             if m is None:
-                raise RequestError("body", text[:200]) from None
+                raise RequestError(_parse_error_field(text), text[:200]) from None
             at = m.group(2).split(".", 1)[1] + "." if "." in m.group(2) else ""
             raise RequestError(at + m.group(1), "is an unknown field") from None
         if call.request_id and not msg.request_id:
