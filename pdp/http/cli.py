@@ -50,7 +50,7 @@ def add_http_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="a caller must send a request's headers, and then its body, within this many "
         "seconds (else 408 or a closed connection); idle connections close after it too "
-        "(default: %(default)g)",
+        "(default 60)",
     )
     g.add_argument(
         "--search-db",
