@@ -87,6 +87,9 @@ class Route:
     metadata_key: str = ""  # AuthZEN metadata parameter that advertises this route
 
 
+# A `Host` header as RFC 3986 allows it in a URL: a name or IPv4 address, or an IPv6 one in
+# brackets, and an optional port (`_` too, which container host names use).
+_HOST = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _NO_FIELD = re.compile(r'no field named "([^"]+)" at "([^"]+)"')
 # protobuf's other parse errors name the field only in their text: "Failed to parse principal
 # field: Failed to parse roles field: ... at CheckRequest.principal.." (the `at` path, with
@@ -306,6 +309,12 @@ class HttpApi:
 
     def metadata(self, call: Call) -> tuple[int, Any]:
         base = call.base_url
+        if not self.public_url and not _HOST.match(base.partition("://")[2]):
+            # The document is built from the caller's `Host`: one that is no host name or
+            # address would be served (and cached by a proxy) as endpoint URLs.
+            raise HttpError(
+                400, "`Host` must be a host name or address and port", "Host", "INVALID_ARGUMENT"
+            )
         doc: dict[str, Any] = {"policy_decision_point": base}
         for path, methods in self.routes.items():
             for route in methods.values():

@@ -125,3 +125,21 @@ def test_bad_action_properties_are_refused_wherever_they_sit(
         ],
     }
     assert_error(_batch(pdp, body, semantic), 400, "evaluations[1].action.properties")
+
+
+@pytest.mark.parametrize(
+    "host",
+    ['evil.example"<x>', "evil.example/path", "a b", "evil.example:99999999", "user@evil", ""],
+)
+def test_a_host_that_is_no_host_never_reaches_the_metadata(pdp: Pdp, host: str) -> None:
+    # Without --http-public-url the metadata's endpoint URLs are built from `Host`.
+    reply = pdp.get("/.well-known/authzen-configuration", headers={"Host": host})
+    assert_error(reply, 400, "Host")
+
+
+@pytest.mark.parametrize("host", ["pdp.example:3592", "127.0.0.1:8080", "[::1]:3592", "pdp_1"])
+def test_a_real_host_builds_the_metadata(pdp: Pdp, host: str) -> None:
+    reply = pdp.get("/.well-known/authzen-configuration", headers={"Host": host})
+    assert reply.status == 200, reply.body
+    assert reply.json["policy_decision_point"] == f"http://{host}"
+    assert reply.json["access_evaluation_endpoint"] == f"http://{host}/access/v1/evaluation"
