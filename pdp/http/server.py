@@ -97,6 +97,15 @@ def cert_identities(cert: dict[str, Any] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def _charset(params: str) -> str:
+    """The `charset` parameter of a Content-Type's `params` (after the `;`), lower case."""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return ""
+
+
 def _peer(request: web.BaseRequest) -> str:
     name = request.transport.get_extra_info("peername") if request.transport else None
     if not name:
@@ -210,11 +219,15 @@ class HttpServer:
             api.authorize(call, identities)
             data = None
             if route.body:
-                ctype = headers.get("Content-Type", _JSON).split(";", 1)[0].strip().lower()
-                if ctype != _JSON:
+                ctype, _, params = headers.get("Content-Type", _JSON).partition(";")
+                ctype = ctype.strip().lower()
+                if ctype != _JSON or _charset(params) not in ("", "utf-8", "utf8"):
+                    # JSON is UTF-8 (RFC 8259): a body declared in another charset would be
+                    # read one way by whoever checks it on the way and another way here.
+                    shown = headers.get("Content-Type", "")[:64]
                     raise HttpError(
                         400,
-                        f"content type must be {_JSON}, got `{ctype[:64]}`",
+                        f"content type must be {_JSON} in UTF-8, got `{shown}`",
                         "Content-Type",
                         "INVALID_ARGUMENT",
                     )

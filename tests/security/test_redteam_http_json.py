@@ -48,3 +48,32 @@ def test_a_wrongly_typed_field_is_named(pdp: Pdp, change: dict[str, Any], field:
     reply = pdp.request("POST", "/v1/check", raw=json.dumps(body).encode(), headers={})
     err = assert_error(reply, 400, field)
     assert "Traceback" not in err["message"]
+
+
+EVALUATION = {
+    "subject": {"type": "user", "id": "alice", "properties": {"tenant": "acme"}},
+    "action": {"name": "read"},
+    "resource": {"type": "document", "id": "d-1", "properties": {"tenant": "acme"}},
+}
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    ["application/json; charset=iso-8859-1", "application/json;charset=utf-16", "text/json"],
+)
+def test_a_body_declared_in_another_charset_is_refused(pdp: Pdp, ctype: str) -> None:
+    # `Ã©` to a proxy reading the declared latin-1, `é` to a UTF-8 reader: refused, not guessed.
+    data = json.dumps(EVALUATION).encode()
+    reply = pdp.request("POST", "/access/v1/evaluation", raw=data, headers={"Content-Type": ctype})
+    assert_error(reply, 400, "Content-Type")
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    ["application/json", "Application/JSON; charset=UTF-8", 'application/json; charset="utf-8"'],
+)
+def test_json_in_utf8_is_decided(pdp: Pdp, ctype: str) -> None:
+    data = json.dumps(EVALUATION).encode()
+    reply = pdp.request("POST", "/access/v1/evaluation", raw=data, headers={"Content-Type": ctype})
+    assert reply.status == 200, reply.body
+    assert reply.json["decision"] is False  # no scope: the answer is the policies', not a 400
