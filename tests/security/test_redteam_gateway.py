@@ -126,3 +126,27 @@ def test_a_repeated_parameter_read_only_by_an_added_header_is_refused() -> None:
     twice = HttpAttributes("GET", "/docs/d1?view=summary&view=full")
     refused = translate(twice, mapping, None, claims=claims)
     assert (refused.kind, refused.reason) == ("bad_request", AMBIGUOUS_QUERY)
+
+
+@pytest.mark.parametrize("sep", ["\u00a0", "\u2003", "\u3000", "\x1f", "\x85", "\t", "\n"])
+def test_a_scope_string_splits_at_spaces_only(stack: Stack, sep: str) -> None:
+    # One scope token to the issuer and to RFC 6749 (scope tokens are separated by %x20);
+    # str.split() made it two, the second one a scope the token was never given.
+    append = "/v1/tenants/acme/users/alice/conversations/c1/messages"
+    token = stack.context["keys"].token(
+        {"sub": "alice", "tid": "acme", "roles": ["user"],
+         "scope": f"conversations:read{sep}conversations:write"},
+        iss=EXAMPLE_ISSUER,
+        aud=EXAMPLE_AUDIENCE,
+    )  # fmt: skip
+    reply = send(stack.port, "POST", append, token)
+    assert reply.status == 403, reply.body[:300]
+    assert reply.json()["reason"] == "missing_scope"
+    assert stack.upstream.got(reply.test_id) is None
+    spaced = stack.context["keys"].token(
+        {"sub": "alice", "tid": "acme", "roles": ["user"],
+         "scope": "conversations:read  conversations:write"},
+        iss=EXAMPLE_ISSUER,
+        aud=EXAMPLE_AUDIENCE,
+    )  # fmt: skip
+    assert send(stack.port, "POST", append, spaced).status == 200
