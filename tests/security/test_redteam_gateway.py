@@ -52,6 +52,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         files = example_files(keys.jwks())
         mapping = yaml.safe_load(files["mapping.yaml"])
         mapping["spec"]["routes"].append(QUERY_ROUTE)
+        mapping["spec"]["headers"]["add"]["x-pdp-view"] = "{query.view}"
         files["mapping.yaml"] = json.dumps(mapping).encode()
         st = start_stack(tmp_path_factory.mktemp("redteam-gw"), files, {"doc": DOCUMENTED_HCM})
         st.context["keys"] = keys
@@ -150,3 +151,18 @@ def test_a_scope_string_splits_at_spaces_only(stack: Stack, sep: str) -> None:
         aud=EXAMPLE_AUDIENCE,
     )  # fmt: skip
     assert send(stack.port, "POST", append, spaced).status == 200
+
+
+def test_a_header_pdp_adds_cannot_be_forged_when_it_has_no_value(stack: Stack) -> None:
+    # `headers.add: {x-pdp-view: "{query.view}"}`: without `view` pdp adds nothing, and the
+    # client's own `x-pdp-view` reached the upstream as if pdp had set it.
+    forged = {"x-pdp-view": "admin"}
+    reply = send(stack.port, "GET", TARGET + "owner=alice", _alice(stack), forged)
+    assert reply.status == 200, reply.body[:300]
+    got = stack.upstream.got(reply.test_id)
+    assert got is not None
+    assert "x-pdp-view" not in got.headers, got.headers
+    given = send(stack.port, "GET", TARGET + "owner=alice&view=summary", _alice(stack), forged)
+    got = stack.upstream.got(given.test_id)
+    assert got is not None
+    assert got.headers["x-pdp-view"] == "summary"
