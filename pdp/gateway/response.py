@@ -197,6 +197,8 @@ def _allowed(
                 # Nothing to say (a claim or parameter the request lacks): the upstream must not
                 # get a client's own header of that name as if pdp had set it.
                 remove.append(name.lower())
+    else:  # a public route, or an unmapped one let through: no principal, nothing to add
+        remove += [name.lower() for name in mapping.add_headers]
     for key, header in mapping.obligation_headers.items():
         if obligations and key in obligations:
             headers[header] = header_value(obligations[key])

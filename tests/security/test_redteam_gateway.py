@@ -166,3 +166,14 @@ def test_a_header_pdp_adds_cannot_be_forged_when_it_has_no_value(stack: Stack) -
     got = stack.upstream.got(given.test_id)
     assert got is not None
     assert got.headers["x-pdp-view"] == "summary"
+
+
+def test_a_public_route_does_not_pass_a_forged_identity_header(stack: Stack) -> None:
+    # /healthz is public: no token, no principal. The upstream trusts `x-user-id` and
+    # `x-tenant-id` as pdp's (headers.add), so a client's own must not get through either.
+    forged = {"x-user-id": "admin", "x-tenant-id": "globex", "x-pdp-view": "admin"}
+    reply = send(stack.port, "GET", "/healthz", None, forged)
+    assert reply.status == 200, reply.body[:300]
+    got = stack.upstream.got(reply.test_id)
+    assert got is not None
+    assert not set(forged) & set(got.headers), got.headers
