@@ -8,21 +8,23 @@ resource and one action.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from pdp.errors import RequestError
-from pdp.gateway.mapping import RouteMapping, RouteMatch
+from pdp.gateway.mapping import Route, RouteMapping, RouteMatch
 from pdp.gateway.paths import PathError, canonicalize
-from pdp.gateway.templates import RenderEnv, render_value
+from pdp.gateway.templates import RenderEnv, Template, render_value
 from pdp.gateway.tokens import AuthError, bearer_token, principal_from_claims
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, parse_check_request
 
 UNMAPPED_ROUTE = "unmapped_route"
 INVALID_REQUEST = "invalid_request"
 PUBLIC_ROUTE = "public_route"
+AMBIGUOUS_QUERY = "ambiguous_query"
 
 Kind = Literal["check", "allow", "deny", "unauthenticated", "bad_request"]
 
@@ -129,18 +131,50 @@ def translate(
             verified, principal = authenticate(attrs, mapping, verify)
     except AuthError as e:
         return Translation("unauthenticated", e.reason, e.message, match=match)
+    query = parse_qsl(path.query, keep_blank_values=True)
     env = RenderEnv(
         method=attrs.method.upper(),
         path=path.target,  # the canonical path: the one decided on
         params=match.params if match else {},
         headers=attrs.headers,
-        query=dict(parse_qsl(path.query, keep_blank_values=True)),
+        query=dict(query),
         claims=verified,
         principal=principal,
     )
     if match is None:
         return Translation("deny", UNMAPPED_ROUTE, "no route maps this method and path", env=env)
+    repeated = _repeated_read(query, mapping, match.route)
+    if repeated:
+        return Translation(
+            "bad_request",
+            AMBIGUOUS_QUERY,
+            f"query parameter `{repeated[:64]}` is given more than once",
+            match=match,
+            env=env,
+        )
     return build_check(attrs, mapping, match, env, principal, limits)
+
+
+def _repeated_read(query: list[tuple[str, str]], mapping: RouteMapping, route: Route) -> str:
+    """A query parameter the request repeats and a template of its route reads ("" if none).
+
+    pdp's templates read one value of a parameter; the upstream may read another (first,
+    last, or all, by framework): `?doc=theirs&doc=mine` would be decided on one document and
+    served as the other. A repeated parameter that no template reads stays allowed."""
+    counts = Counter(key for key, _ in query)
+    if len(counts) == len(query):
+        return ""
+    templates = [*mapping.context_attr.values(), *mapping.add_headers.values()]
+    templates += route.context_attr.values()
+    if route.resource is not None:
+        res = route.resource
+        templates += [res.id, res.tenant, *res.attr.values()]
+    for template in templates:
+        if isinstance(template, Template):
+            for ref in template.refs:
+                if ref.namespace == "query" and counts[ref.key] > 1:
+                    return ref.key
+    return ""
 
 
 def build_check(

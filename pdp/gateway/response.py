@@ -193,6 +193,12 @@ def _allowed(
             value = render_value(template, translation.env)
             if value is not None:
                 headers[name.lower()] = header_value(value)
+            else:
+                # Nothing to say (a claim or parameter the request lacks): the upstream must not
+                # get a client's own header of that name as if pdp had set it.
+                remove.append(name.lower())
+    else:  # a public route, or an unmapped one let through: no principal, nothing to add
+        remove += [name.lower() for name in mapping.add_headers]
     for key, header in mapping.obligation_headers.items():
         if obligations and key in obligations:
             headers[header] = header_value(obligations[key])

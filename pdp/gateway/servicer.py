@@ -33,6 +33,7 @@ from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
 from pdp.ratelog import RateLimitedLog, printable
 from pdp.server.hooks import CheckObservation, Observer
 from pdp.server.identity import primary_identity
+from pdp.server.status import register_decoding
 
 if TYPE_CHECKING:
     from pdp.engine import Engine, EngineHolder
@@ -309,7 +310,12 @@ def add_ext_authz(
         on_decision=on_decision,
         observer=observer,
     )
-    ext_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    handler = grpc.unary_unary_rpc_method_handler(
+        servicer.Check,
+        request_deserializer=ext.CheckRequest.FromString,
+        response_serializer=ext.CheckResponse.SerializeToString,
+    )
+    register_decoding(server, SERVICE_NAME, {"Check": handler})
     return SERVICE_NAME
 
 

@@ -274,7 +274,10 @@ def _string_list(value: Any, name: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        return value.split()  # OAuth `scope` is one space-separated string
+        # OAuth `scope` is one string of tokens separated by spaces (RFC 6749 3.3: %x20 only);
+        # `str.split()` would also split at NBSP, em space or U+001F, which an issuer may
+        # allow inside one token: "reader\u2003admin" is one scope, not two.
+        return [v for v in value.split(" ") if v]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise AuthError("invalid_claims", f"claim `{name}` must be a string or a list of strings")

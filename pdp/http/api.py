@@ -10,6 +10,7 @@ AuthZEN's metadata lists name their metadata key and appear in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -86,7 +87,25 @@ class Route:
     metadata_key: str = ""  # AuthZEN metadata parameter that advertises this route
 
 
+# A `Host` header as RFC 3986 allows it in a URL: a name or IPv4 address, or an IPv6 one in
+# brackets, and an optional port (`_` too, which container host names use).
+_HOST = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _NO_FIELD = re.compile(r'no field named "([^"]+)" at "([^"]+)"')
+# protobuf's other parse errors name the field only in their text: "Failed to parse principal
+# field: Failed to parse roles field: ... at CheckRequest.principal.." (the `at` path, with
+# list indexes, is there for some errors only, and stops at the message for others).
+_PARSE_STEP = re.compile(r"Failed to parse (\w+) field")
+_AT_PATH = re.compile(r" at CheckRequest\.([\w.\[\]]+?)\.*$")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _parse_error_field(text: str) -> str:
+    """The field a protobuf JSON parse error is about, as the caller wrote its path."""
+    chain = ".".join(_PARSE_STEP.findall(text))
+    m = _AT_PATH.search(text)
+    if m and _INDEX.sub("", m.group(1)) == chain:
+        return m.group(1)
+    return chain or "body"
 
 
 class HttpApi:
@@ -211,12 +230,19 @@ class HttpApi:
             request = self._request(call, evals)
             answer = self._answer(self._check(call, self.holder.require(), request), 0)
             return 200, {**answer, "evaluations": [answer]}
+        # Evaluations sharing a subject, context and action properties are validated as one
+        # request (the shared parts once), whatever the semantic; a batch of many groups is
+        # refused before it is validated over and over.
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, ev in enumerate(evals):
+            groups.setdefault(authzen.group_key(ev), []).append(i)
+        if len(groups) > 1:
+            authzen.check_batch_size(
+                [[evals[i] for i in ix] for ix in groups.values()], self.limits
+            )
+        batches = [(ix, self._request(call, [evals[i] for i in ix])) for ix in groups.values()]
+        engine = self.holder.require()
         if semantic == "execute_all":
-            groups: dict[tuple[int, int, int], list[int]] = {}
-            for i, ev in enumerate(evals):
-                groups.setdefault(authzen.group_key(ev), []).append(i)
-            batches = [(ix, self._request(call, [evals[i] for i in ix])) for ix in groups.values()]
-            engine = self.holder.require()
             out: list[dict[str, Any] | None] = [None] * len(evals)
             for indexes, request in batches:
                 response = self._check(call, engine, request)
@@ -225,12 +251,15 @@ class HttpApi:
             return 200, {"evaluations": out}
         # Short-circuit semantics: in order, one at a time, stopping at the first deny
         # (deny_on_first_deny) or permit (permit_on_first_permit).
-        requests = [self._request(call, [ev]) for ev in evals]
-        engine = self.holder.require()
+        slot: list[tuple[CheckRequest, int]] = [(batches[0][1], 0)] * len(evals)
+        for indexes, request in batches:
+            for j, i in enumerate(indexes):
+                slot[i] = (request, j)
         stop_on = semantic == "permit_on_first_permit"
         answers = []
-        for request in requests:
-            answer = self._answer(self._check(call, engine, request), 0)
+        for request, j in slot:
+            one = dataclasses.replace(request, resources=(request.resources[j],))
+            answer = self._answer(self._check(call, engine, one), 0)
             answers.append(answer)
             if answer["decision"] is stop_on:
                 break
@@ -280,6 +309,12 @@ class HttpApi:
 
     def metadata(self, call: Call) -> tuple[int, Any]:
         base = call.base_url
+        if not self.public_url and not _HOST.match(base.partition("://")[2]):
+            # The document is built from the caller's `Host`: one that is no host name or
+            # address would be served (and cached by a proxy) as endpoint URLs.
+            raise HttpError(
+                400, "`Host` must be a host name or address and port", "Host", "INVALID_ARGUMENT"
+            )
         doc: dict[str, Any] = {"policy_decision_point": base}
         for path, methods in self.routes.items():
             for route in methods.values():
@@ -297,7 +332,7 @@ class HttpApi:
             text = str(exc).split("\n", 1)[0]
             m = _NO_FIELD.search(text)
             if m is None:
-                raise RequestError("body", text[:200]) from None
+                raise RequestError(_parse_error_field(text), text[:200]) from None
             at = m.group(2).split(".", 1)[1] + "." if "." in m.group(2) else ""
             raise RequestError(at + m.group(1), "is an unknown field") from None
         if call.request_id and not msg.request_id:

@@ -44,6 +44,15 @@ def add_http_arguments(p: argparse.ArgumentParser) -> None:
         "and Host header of each metadata request",
     )
     g.add_argument(
+        "--http-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a caller must send a request's headers, and then its body, within this many "
+        "seconds (else 408 or a closed connection); idle connections close after it too "
+        "(default 60)",
+    )
+    g.add_argument(
         "--search-db",
         metavar="URL",
         help="serve AuthZEN resource search over this SQLAlchemy database URL "
@@ -65,6 +74,8 @@ def http_server_from_args(
         if args.search_db or args.search_map:
             raise HttpConfigError("--search-db and --search-map need --http-listen")
         return None
+    if not args.http_timeout > 0:  # NaN too
+        raise HttpConfigError("--http-timeout must be a positive number of seconds")
     from .api import HttpApi
     from .search import search_source
     from .server import HttpServer, HttpTls
@@ -89,4 +100,5 @@ def http_server_from_args(
         tls=tls,
         reuse_port=config.reuse_port,
         grace=args.grace,
+        timeout=args.http_timeout,
     )

@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pdp.ratelog import RateLimitedLog, printable
+
 from .api import Call, HttpApi, HttpError
 
 log = logging.getLogger("pdp.http")
@@ -30,6 +32,31 @@ log = logging.getLogger("pdp.http")
 _JSON = "application/json"
 _READ_CHUNK = 64 * 1024
 _SERVER = {"Server": "pdp"}
+# How long a caller may take to send a request (headers, then body), and to keep an idle
+# connection open: a client that trickles bytes must not hold a connection (a file
+# descriptor, and up to a body of memory) for ever. `--http-timeout`.
+DEFAULT_TIMEOUT = 60.0
+
+
+class _ClientGone(Exception):
+    """The caller closed the connection before its body was complete: nobody to answer."""
+
+
+class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's per-connection log: it writes a traceback for every request its parser
+    refuses, which any caller can send by the thousand. One warning per cause a minute,
+    without the traceback, instead."""
+
+    def __init__(self) -> None:
+        super().__init__(log, {})
+        self._limited = RateLimitedLog(log)
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: object) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        cause = type(exc).__name__ if exc is not None else "error"
+        detail = printable(str(exc).strip().split("\n")[0]) if exc is not None else ""
+        text = printable(str(msg) % args if args else str(msg))
+        self._limited.log(logging.WARNING, cause, f"http: {text}: {cause} {detail}".rstrip())
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,15 @@ def cert_identities(cert: dict[str, Any] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def _charset(params: str) -> str:
+    """The `charset` parameter of a Content-Type's `params` (after the `;`), lower case."""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return ""
+
+
 def _peer(request: web.BaseRequest) -> str:
     name = request.transport.get_extra_info("peername") if request.transport else None
     if not name:
@@ -107,9 +143,11 @@ class HttpServer:
         tls: HttpTls | None = None,
         reuse_port: bool = False,
         grace: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.api = api
         self.grace = grace
+        self.timeout = timeout
         self.listen = listen
         self.tls = tls
         self.reuse_port = reuse_port
@@ -132,16 +170,27 @@ class HttpServer:
                 400, f"body of {length} bytes is larger than {limit}", "body", "RESOURCE_EXHAUSTED"
             )
         chunks, size = [], 0
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > limit:
-                raise HttpError(
-                    400, f"body is larger than {limit} bytes", "body", "RESOURCE_EXHAUSTED"
-                )
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    chunk = await request.content.read(_READ_CHUNK)
+                    if not chunk:
+                        return b"".join(chunks)
+                    size += len(chunk)
+                    if size > limit:
+                        raise HttpError(
+                            400, f"body is larger than {limit} bytes", "body", "RESOURCE_EXHAUSTED"
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise HttpError(
+                408,
+                f"body not received within {self.timeout:g} s",
+                "body",
+                "DEADLINE_EXCEEDED",
+            ) from None
+        except ConnectionError:
+            raise _ClientGone from None
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         headers = request.headers
@@ -170,17 +219,25 @@ class HttpServer:
             api.authorize(call, identities)
             data = None
             if route.body:
-                ctype = headers.get("Content-Type", _JSON).split(";", 1)[0].strip().lower()
-                if ctype != _JSON:
+                ctype, _, params = headers.get("Content-Type", _JSON).partition(";")
+                ctype = ctype.strip().lower()
+                if ctype != _JSON or _charset(params) not in ("", "utf-8", "utf8"):
+                    # JSON is UTF-8 (RFC 8259): a body declared in another charset would be
+                    # read one way by whoever checks it on the way and another way here.
+                    shown = headers.get("Content-Type", "")[:64]
                     raise HttpError(
                         400,
-                        f"content type must be {_JSON}, got `{ctype[:64]}`",
+                        f"content type must be {_JSON} in UTF-8, got `{shown}`",
                         "Content-Type",
                         "INVALID_ARGUMENT",
                     )
                 try:
                     data = await self._read_body(request)
                 except HttpError as exc:
+                    api.observe_failure(call, exc)
+                    return _error(exc, request_id, close=True)
+                except _ClientGone:
+                    exc = HttpError(400, "the client closed the connection", "body", "CANCELLED")
                     api.observe_failure(call, exc)
                     return _error(exc, request_id, close=True)
             status, value = api.run(route, call, data)
@@ -214,7 +271,15 @@ class HttpServer:
         # No access log: the decision log records every decision call (and is masked). No
         # decompression: a compressed body is not JSON (400), and a small one cannot inflate
         # past the body limit inside the parser. Bodies are bounded by `_read_body`.
-        server = web.Server(self.handle, access_log=None, auto_decompress=False)
+        # `keepalive_timeout` also closes a connection whose request headers have not all
+        # arrived by then (aiohttp's default is an hour); `_read_body` bounds the body.
+        server = web.Server(
+            self.handle,
+            access_log=None,
+            auto_decompress=False,
+            keepalive_timeout=self.timeout,
+            logger=_ProtocolLog(),
+        )
         # In-flight requests get `grace` to finish at shutdown.
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.grace)
         await self._runner.setup()

@@ -31,7 +31,7 @@ from .convert import request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CheckObservation, Observer
 from .identity import primary_identity
 from .plan_convert import plan_request_from_proto, plan_to_proto
-from .status import code_name, status_for
+from .status import code_name, decoding, status_for
 from .wire import check_item, hit_item, propagation
 
 if TYPE_CHECKING:
@@ -532,15 +532,19 @@ class DecisionService:
     def register(self, server: grpc.Server) -> str:
         handlers = {
             "Check": grpc.unary_unary_rpc_method_handler(self.check),
-            "Plan": grpc.unary_unary_rpc_method_handler(
-                self.plan,
-                request_deserializer=_pb.PlanRequest.FromString,
-                response_serializer=_pb.PlanResponse.SerializeToString,
+            "Plan": decoding(
+                grpc.unary_unary_rpc_method_handler(
+                    self.plan,
+                    request_deserializer=_pb.PlanRequest.FromString,
+                    response_serializer=_pb.PlanResponse.SerializeToString,
+                )
             ),
-            "ServerInfo": grpc.unary_unary_rpc_method_handler(
-                self.server_info,
-                request_deserializer=_pb.ServerInfoRequest.FromString,
-                response_serializer=_pb.ServerInfoResponse.SerializeToString,
+            "ServerInfo": decoding(
+                grpc.unary_unary_rpc_method_handler(
+                    self.server_info,
+                    request_deserializer=_pb.ServerInfoRequest.FromString,
+                    response_serializer=_pb.ServerInfoResponse.SerializeToString,
+                )
             ),
         }
         server.add_generic_rpc_handlers(
