@@ -41,6 +41,7 @@ from pdp.model._yaml import (
     decode,
     did_you_mean,
     is_str,
+    meaning,
     parse_yaml,
     to_json,
     type_name,
@@ -65,7 +66,14 @@ from pdp.model.policy import (
 )
 from pdp.model.schema import load_schema
 
-__all__ = ["MAX_DEPTH", "MAX_FILES", "MAX_FILE_BYTES", "load_policy_dir", "load_policy_files"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILES",
+    "MAX_FILE_BYTES",
+    "load_policy_dir",
+    "load_policy_files",
+    "meaning",
+]
 
 # A policy repository with more files than this is not one we were meant to load.
 MAX_FILES = 100_000
