@@ -72,7 +72,7 @@ def format_text(text: str) -> str:
         new = out.getvalue()
         again = io.StringIO()
         y.dump_all(list(_yaml(explicit).load_all(new)), again)
-    except YAMLError as exc:
+    except (YAMLError, AssertionError) as exc:  # ruamel asserts on `%YAML 1.3`
         raise FormatError(f"cannot parse: {_one_line(exc)}") from None
     except (ValueError, IndexError) as exc:
         # ruamel's resolver reads some plain scalars PyYAML (the loader) reads as strings as

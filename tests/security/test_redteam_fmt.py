@@ -72,3 +72,16 @@ def test_fmt_cli_leaves_a_file_it_would_change_in_meaning_untouched(tmp_path: Pa
     assert result.returncode == 2, result.stdout + result.stderr
     assert "meaning" in result.stderr and "Traceback" not in result.stderr
     assert policy.read_text() == source
+
+
+@pytest.mark.parametrize("directive", ["%YAML 1.3", "%YAML 1.9"])
+def test_fmt_cli_refuses_an_unknown_yaml_minor_version_without_a_traceback(
+    tmp_path: Path, directive: str
+) -> None:
+    policy = tmp_path / "p.yaml"
+    source = f"{directive}\n---\napiVersion: pdp/v1\n"
+    policy.write_text(source)
+    result = run_fmt("--check", str(policy))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot parse" in result.stderr and "Traceback" not in result.stderr
+    assert policy.read_text() == source
