@@ -478,6 +478,8 @@ def mod(a: Any, b: Any) -> Any:
         if ca is int:
             if b == 0:
                 fail("modulus by zero")
+            if a == INT64_MIN and b == -1:
+                fail("integer overflow")  # as in the reference engines: INT64_MIN / -1 overflows
             r = abs(a) % abs(b)
             return -r if a < 0 else r
         if ca is CelUint:

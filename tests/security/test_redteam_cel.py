@@ -1,0 +1,96 @@
+"""Red-team the CEL compiler from the policy author's side: conditions that the validator
+passes must evaluate as the CEL spec says (the reference engine, `cel-expr-python`, is the
+oracle where it is installed), and no condition may stall the compiler."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pdp.cel import CelEnv, compile_cel
+from pdp.errors import CelEvalError
+
+POLICY = """apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {{id: doc}}
+spec:
+  resource: document
+  tenancy: global
+  actions: {{read: {{}}}}
+  rules:
+    - id: hostile
+      actions: [read]
+      effect: allow
+      condition: {condition}
+"""
+
+REQUEST = {
+    "principal": {"id": "alice", "tenant": "acme", "roles": ["user"]},
+    "resources": [{"kind": "document", "id": "d1", "actions": ["read"]}],
+}
+
+
+def pdp(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pdp.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def check(tmp_path: Path, condition: str) -> dict:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "doc.yaml").write_text(POLICY.format(condition=condition))
+    (tmp_path / "req.json").write_text(json.dumps(REQUEST))
+    result = pdp(
+        "check", "--policies", str(tmp_path / "policies"),
+        "--request", str(tmp_path / "req.json"), "--output", "json",
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stdout)
+
+
+def read_effect(response: dict) -> str:
+    return response["results"][0]["actions"]["read"]["effect"]
+
+
+# --- int64 overflow of `%` ---------------------------------------------------------------------
+
+
+def test_int64_min_modulo_minus_one_overflows_like_the_reference() -> None:
+    # -2^63 % -1 is 0 in Python; the reference engines raise "integer overflow" (the quotient
+    # overflows). A rule `... % -1 == 0` must not match where the spec says error.
+    with pytest.raises(CelEvalError, match="overflow"):
+        compile_cel("-9223372036854775808 % -1", CelEnv())({})
+    with pytest.raises(CelEvalError, match="overflow"):
+        compile_cel("x % -1", CelEnv(names=["x"]))({"x": -(2**63)})
+    assert compile_cel("x % -1", CelEnv(names=["x"]))({"x": -(2**63) + 1}) == 0
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "-9223372036854775808 % -1",
+        "-9223372036854775807 % -1",
+        "-9223372036854775808 % 7",
+        "9223372036854775807 % -2",
+        "{true: 'a', 2: 'b'}[true]",
+        "{1: 'a', 2u: 'b'}[2]",
+    ],
+)
+def test_edge_cases_agree_with_the_reference_engine(source: str) -> None:
+    cel = pytest.importorskip("cel_expr_python.cel")
+    ref = cel.NewEnv().compile(source, disable_check=True).eval()
+    ref_error = ref.type().name() == "ERROR"
+    try:
+        ours = compile_cel(source, CelEnv())({})
+    except CelEvalError:
+        assert ref_error, f"we fail, the reference gives {ref.value()!r}"
+        return
+    assert not ref_error, f"we give {ours!r}, the reference fails: {ref!r}"
+    assert ours == ref.value()
