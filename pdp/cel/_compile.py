@@ -124,8 +124,17 @@ def _map_build(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
             v.fail(f"unsupported key type `{v.type_name(k)}` in map literal")
         if v.map_lookup(out, k)[0] if out else False:
             v.fail(f"repeated key in map literal: `{k}`")
+        if k in out:
+            # CEL keeps `true` and `1` apart; a Python dict holds them as one key (True == 1),
+            # so the later value would silently replace the earlier one.
+            other = next(o for o in out if o == k)
+            v.fail(f"a map literal cannot hold both the keys `{_key(k)}` and `{_key(other)}`")
         out[k] = x
     return out
+
+
+def _key(k: Any) -> str:
+    return str(k).lower() if k.__class__ is bool else repr(k)  # `true`, `1`, `1u`
 
 
 _RUNTIME["_NOERR"] = object()  # "no error yet": None is a CEL value (null), so it cannot be

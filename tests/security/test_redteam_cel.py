@@ -59,6 +59,34 @@ def read_effect(response: dict) -> str:
     return response["results"][0]["actions"]["read"]["effect"]
 
 
+# --- a map literal with the keys `true` and `1` ------------------------------------------------
+
+
+def test_map_literal_with_keys_true_and_1_does_not_merge_them(tmp_path: Path) -> None:
+    # CEL: two entries, `[true]` is "open", so the rule does not match. A Python dict holds
+    # `True` and `1` as one key: the later value replaced the earlier and the rule allowed.
+    response = check(tmp_path, """'{true: "open", 1: "closed"}[true] == "closed"'""")
+    decision = response["results"][0]["actions"]["read"]
+    assert decision["effect"] == "deny", decision
+
+
+@pytest.mark.parametrize(
+    "source", ["{1: 'a', true: 'b'}", "{true: 'a', 1: 'b'}", "{0: 'a', false: 'b'}"]
+)
+def test_map_literal_mixing_a_bool_and_an_equal_number_key_is_an_error(source: str) -> None:
+    fn = compile_cel(source, CelEnv())
+    with pytest.raises(CelEvalError, match="cannot hold both the keys"):
+        fn({})
+
+
+def test_map_literal_with_bool_and_other_number_keys_keeps_both() -> None:
+    assert compile_cel("{true: 'a', 2: 'b', false: 'c'}", CelEnv())({}) == {
+        True: "a",
+        2: "b",
+        False: "c",
+    }
+
+
 # --- int64 overflow of `%` ---------------------------------------------------------------------
 
 
