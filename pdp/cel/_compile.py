@@ -36,6 +36,10 @@ ACTIVATION = ("principal", "resource", "action", "context", "now")
 _TYPE_NAME_LAST = frozenset(n.rsplit(".", 1)[1] for n in v.TYPE_NAMES if "." in n)
 _INDENT = tuple("    " * n for n in range(128))  # deeper than Python's tokenizer allows (100)
 _ALIASES = {"P": "principal", "R": "resource"}
+# A variable is inlined as code wherever it is used, so `v1: V.v0 + V.v0`, `v2: V.v1 + V.v1`...
+# doubles the code with each level: 30 levels would take the compiler days. Real conditions
+# inline a few dozen references.
+_MAX_INLINED = 10_000
 _MAX_BLOCK_DEPTH = 8  # Python allows 20 nested try/for blocks per function; split well before
 
 
@@ -193,6 +197,7 @@ class Compiler(Operators):
         self.loads: set[str] = set()
         self.uses_time = False
         self.var_stack: list[str] = []
+        self.inlined = 0  # variable references inlined so far (see `_MAX_INLINED`)
 
     @property
     def env(self) -> CelEnv:
@@ -376,6 +381,13 @@ class Compiler(Operators):
         if name in self.var_stack:
             cycle = " -> ".join([*self.var_stack[self.var_stack.index(name) :], name])
             raise self.err(f"variable cycle: {cycle}", node)
+        self.inlined += 1
+        if self.inlined > _MAX_INLINED:
+            raise self.err(
+                f"expression too large: its variables are inlined more than {_MAX_INLINED} "
+                "times (a variable that uses another more than once, over many levels?)",
+                node,
+            )
         src = env.variables[name]
         saved_source, saved_scope = self.source, self.scope
         self.var_stack.append(name)

@@ -122,3 +122,31 @@ def test_edge_cases_agree_with_the_reference_engine(source: str) -> None:
         return
     assert not ref_error, f"we give {ours!r}, the reference fails: {ref!r}"
     assert ours == ref.value()
+
+
+# --- a compiler stall: variables that double ---------------------------------------------------
+
+
+def test_doubling_variables_are_a_clear_error_not_a_stall(tmp_path: Path) -> None:
+    # Each variable inlines the previous one twice: 40 levels is 2^40 copies of `P.id`, which
+    # the compiler (inlining variables as code) would have taken days to generate; `pdp
+    # validate`, `pdp bundle build` and a server loading the bundle all stalled on it.
+    levels = 40
+    variables = ["    v0: P.id"] + [f"    v{i}: V.v{i - 1} + V.v{i - 1}" for i in range(1, levels)]
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "defs.yaml").write_text(
+        "apiVersion: pdp/v1\nkind: Definitions\nmetadata: {id: defs}\nspec:\n  variables:\n"
+        + "\n".join(variables)
+        + "\n"
+    )
+    (policies / "doc.yaml").write_text(
+        POLICY.format(condition=f'V.v{levels - 1} == "x"').replace(
+            "  tenancy: global\n", "  tenancy: global\n  imports: [defs]\n"
+        )
+    )
+    result = pdp("validate", str(policies))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    out = result.stdout + result.stderr
+    assert "defs.yaml:" in out and "expression too large" in out
