@@ -23,7 +23,7 @@ from pdp.cel import _ast as A
 from pdp.cel import _values as v
 from pdp.cel._library import GLOBALS, MEMBERS, Fn
 from pdp.cel._macros import MACROS as _MACROS
-from pdp.cel._macros import iter_pairs, iter_range, macro_error
+from pdp.cel._macros import MAX_ITERATIONS, iter_pairs, iter_range, macro_error
 from pdp.cel._network import CidrSet
 from pdp.cel._operators import _OPERATORS, Operators
 from pdp.cel._regex import Regex
@@ -198,6 +198,7 @@ class Compiler(Operators):
         self.uses_time = False
         self.var_stack: list[str] = []
         self.inlined = 0  # variable references inlined so far (see `_MAX_INLINED`)
+        self.budgeted = False  # has a comprehension: the function keeps an iteration budget
 
     @property
     def env(self) -> CelEnv:
@@ -681,6 +682,8 @@ def generate(
     except RecursionError:  # e.g. `a + a + ...` thousands long: an author's error, not a crash
         raise CelCompileError("expression nests too deeply", source, 1, 1) from None
     head = ["def _cel(act):", "    try:"]
+    if comp.budgeted:
+        head.append(f"        _budget = [{MAX_ITERATIONS}]")
     for name in sorted(comp.loads):
         if name == "now":
             head.append("        now = _now(act)")

@@ -150,3 +150,51 @@ def test_doubling_variables_are_a_clear_error_not_a_stall(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
     out = result.stdout + result.stderr
     assert "defs.yaml:" in out and "expression too large" in out
+
+
+# --- comprehension budget and built-value size ---------------------------------------------------
+
+NESTED = 'P.attr.groups.exists(g, R.attr.acl.exists(a, a == g + "-x"))'
+
+
+def test_nested_comprehensions_over_request_lists_stop_at_the_budget(tmp_path: Path) -> None:
+    # 1,000 x 1,000 iterations (10^4 x 10^4 fit in a request: seconds of CPU per check). The
+    # deny rule's condition stops at the budget: an error, so the deny applies (fail closed).
+    policy = POLICY.format(condition="'true'") + (
+        f"    - id: nested\n      actions: [read]\n      effect: deny\n"
+        f"      reason: nested\n      condition: '{NESTED}'\n"
+    )
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "doc.yaml").write_text(policy)
+    request = json.loads(json.dumps(REQUEST))
+    request["principal"]["attr"] = {"groups": [f"g{i}" for i in range(1000)]}
+    request["resources"][0]["attr"] = {"acl": [f"a{i}" for i in range(1000)]}
+    (tmp_path / "req.json").write_text(json.dumps(request))
+    result = pdp(
+        "check", "--policies", str(tmp_path / "policies"),
+        "--request", str(tmp_path / "req.json"), "--output", "json",
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    decision = json.loads(result.stdout)["results"][0]["actions"]["read"]
+    assert decision["effect"] == "deny", decision
+    assert "condition_error" in decision["reasons"], decision
+
+
+def test_comprehensions_within_the_budget_still_decide() -> None:
+    fn = compile_cel(NESTED, CelEnv())
+    act = {
+        "principal": {"attr": {"groups": [f"g{i}" for i in range(100)]}},
+        "resource": {"attr": {"acl": [f"a{i}" for i in range(100)] + ["g7-x"]}},
+    }
+    assert fn(act) is True
+
+
+def test_a_hostile_macro_nest_is_an_error_not_a_stall() -> None:
+    # 10^9 iterations of constant lists: a minute of CPU without the budget, and each further
+    # level ten times more.
+    digits = "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"
+    source = "true"
+    for name in "abcdefghi":
+        source = f"{digits}.all({name}, {source})"
+    with pytest.raises(CelEvalError, match="iterate more than"):
+        compile_cel(source, CelEnv())({})
