@@ -198,3 +198,34 @@ def test_a_hostile_macro_nest_is_an_error_not_a_stall() -> None:
         source = f"{digits}.all({name}, {source})"
     with pytest.raises(CelEvalError, match="iterate more than"):
         compile_cel(source, CelEnv())({})
+
+
+def doubling(levels: int) -> str:
+    """`x` doubled `levels` times by cel.bind, and the size of the result."""
+    return (
+        "cel.bind(a0, x + x, "
+        + "".join(f"cel.bind(a{i}, a{i - 1} + a{i - 1}, " for i in range(1, levels))
+        + f"a{levels - 1}.size()"
+        + ")" * levels
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "x"),
+    [
+        (doubling(21), "y"),  # 2^21 characters from one
+        ("x.replace('', x).replace('', x).size()", "y" * 1100),
+        ("[x, x, x, x].join('').size()", "y" * 300_000),
+        ("(b'y' + bytes(x) + bytes(x)).size()", "y" * 600_000),
+        ("(x + x).size()", ["y"] * 600_000),
+    ],
+)
+def test_building_a_value_past_the_size_limit_is_an_error(source: str, x: object) -> None:
+    with pytest.raises(CelEvalError, match="over the limit"):
+        compile_cel(source, CelEnv(names=["x"]))({"x": x})
+
+
+def test_building_values_within_the_size_limit_still_works() -> None:
+    assert compile_cel(doubling(11), CelEnv(names=["x"]))({"x": "y"}) == 2**11
+    fn = compile_cel("x.replace('', '-').size() + [x, x].join(x).size()", CelEnv(names=["x"]))
+    assert fn({"x": "y" * 1000}) == 2001 + 3000
