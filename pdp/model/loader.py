@@ -27,6 +27,7 @@ from pdp.model._values import (
     name_list,
     opt_name_list,
     parse_variables,
+    refuse_null,
     rule_actions,
     rule_id,
     seq_items,
@@ -390,6 +391,7 @@ class _Loader:
             r = Fields(ctx, item, self._CROSS_KEYS, "a `crossTenant` rule")
             if not r.ok:
                 continue
+            refuse_null(ctx, r, "roles", "derivedRoles", "condition")
             rid = rule_id(ctx, r, cross_ids, "crossTenant rule")
             acts = rule_actions(ctx, r, declared, bool(actions))
             roles = opt_name_list(r.str_list("roles"))
@@ -422,6 +424,7 @@ class _Loader:
             r = Fields(ctx, item, self._RULE_KEYS, "a rule")
             if not r.ok:
                 continue
+            refuse_null(ctx, r, "roles", "derivedRoles", "condition")
             rid = rule_id(ctx, r, rule_ids, "rule")
             acts = rule_actions(ctx, r, declared, bool(actions))
             effect_node = r.get("effect", required=True)
@@ -542,6 +545,7 @@ class _Loader:
             r = Fields(ctx, item, self._GUARD_RULE_KEYS, "a guard rule")
             if not r.ok:
                 continue
+            refuse_null(ctx, r, "roles", "condition")
             rid = rule_id(ctx, r, ids, "rule")
             resources = tuple(n for n, _ in r.str_list("resources", required=True) or ())
             acts = tuple(n for n, _ in r.str_list("actions", required=True) or ())
@@ -602,6 +606,7 @@ class _Loader:
                 )
                 if not d.ok:
                     continue
+                refuse_null(ctx, d, "condition")
                 parents = tuple(n for n, _ in d.str_list("parentRoles", required=True) or ())
                 derived[name] = DerivedRole(
                     name=name,
