@@ -99,3 +99,27 @@ def test_the_untouched_bundle_verifies(signed: tuple[Path, Path, Path]) -> None:
     bundle, _, pub = signed
     result = pdp("bundle", "verify", "--trust", str(pub), str(bundle))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- `pdp bundle diff --requests` ----------------------------------------------------------------
+
+HOSTILE_REQUESTS = {
+    "deep.jsonl": "[" * 100_000 + "]" * 100_000 + "\n",
+    "long-integer.jsonl": '{"principal": 1' + "0" * 5000 + "}\n",
+    "deep.json": "[" * 100_000 + "]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_REQUESTS))
+def test_bundle_diff_reports_a_hostile_request_line_instead_of_crashing(
+    tmp_path: Path, name: str
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "doc.yaml").write_text(POLICY)
+    requests = tmp_path / name
+    requests.write_text(HOSTILE_REQUESTS[name])
+    result = pdp("bundle", "diff", str(policies), str(policies), "--requests", str(requests))
+    assert result.returncode == 2, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out and f"{requests}" in out and "not JSON" in out, out
