@@ -170,14 +170,18 @@ def _read_json_document(path: str | Path) -> Iterator[tuple[str, Mapping[str, An
         record = json.loads(Path(path).read_bytes())
     except OSError as exc:
         raise BundleError(f"cannot read `{path}`: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        yield str(path), f"not JSON: {exc}"
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, a huge integer
+        yield str(path), _not_json(exc)
         return
     if isinstance(record, list):
         for i, item in enumerate(record):
             yield _from_record(f"{path}[{i}]", item)
     else:
         yield _from_record(str(path), record)
+
+
+def _not_json(exc: ValueError | RecursionError) -> str:
+    return "not JSON: nested too deeply" if isinstance(exc, RecursionError) else f"not JSON: {exc}"
 
 
 def read_request_file(path: str | Path) -> Iterator[tuple[str, Mapping[str, Any] | str]]:
@@ -205,8 +209,8 @@ def read_request_file(path: str | Path) -> Iterator[tuple[str, Mapping[str, Any]
                 continue
             try:
                 record = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                yield origin, f"not JSON: {exc}"
+            except (ValueError, RecursionError) as exc:
+                yield origin, _not_json(exc)
                 continue
             yield _from_record(origin, record)
 

@@ -121,8 +121,11 @@ class Manifest:
     def from_bytes(cls, raw: bytes) -> Manifest:
         try:
             obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # ValueError: invalid UTF-8 and JSON, and an integer of more than 4300 digits
+        except ValueError as exc:
             raise BundleError(f"manifest is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BundleError("manifest is not valid JSON: nested too deeply") from None
         return cls.from_dict(obj)
 
     @classmethod

@@ -121,8 +121,11 @@ def load_public_keys(paths: Sequence[str | Path]) -> list[Ed25519PublicKey]:
 def _parse(signature: bytes) -> list[dict[str, Any]]:
     try:
         obj = json.loads(signature.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError: invalid UTF-8 and JSON, and an integer of more than 4300 digits
+    except ValueError as exc:
         raise BundleError(f"signature entry is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BundleError("signature entry is not valid JSON: nested too deeply") from None
     sigs = obj.get("signatures") if isinstance(obj, dict) else None
     if not isinstance(sigs, list) or not sigs:
         raise BundleError("signature entry has no `signatures` list")

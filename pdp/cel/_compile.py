@@ -23,7 +23,7 @@ from pdp.cel import _ast as A
 from pdp.cel import _values as v
 from pdp.cel._library import GLOBALS, MEMBERS, Fn
 from pdp.cel._macros import MACROS as _MACROS
-from pdp.cel._macros import iter_pairs, iter_range, macro_error
+from pdp.cel._macros import MAX_ITERATIONS, iter_pairs, iter_range, macro_error
 from pdp.cel._network import CidrSet
 from pdp.cel._operators import _OPERATORS, Operators
 from pdp.cel._regex import Regex
@@ -36,6 +36,10 @@ ACTIVATION = ("principal", "resource", "action", "context", "now")
 _TYPE_NAME_LAST = frozenset(n.rsplit(".", 1)[1] for n in v.TYPE_NAMES if "." in n)
 _INDENT = tuple("    " * n for n in range(128))  # deeper than Python's tokenizer allows (100)
 _ALIASES = {"P": "principal", "R": "resource"}
+# A variable is inlined as code wherever it is used, so `v1: V.v0 + V.v0`, `v2: V.v1 + V.v1`...
+# doubles the code with each level: 30 levels would take the compiler days. Real conditions
+# inline a few dozen references.
+_MAX_INLINED = 10_000
 _MAX_BLOCK_DEPTH = 8  # Python allows 20 nested try/for blocks per function; split well before
 
 
@@ -124,8 +128,17 @@ def _map_build(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
             v.fail(f"unsupported key type `{v.type_name(k)}` in map literal")
         if v.map_lookup(out, k)[0] if out else False:
             v.fail(f"repeated key in map literal: `{k}`")
+        if k in out:
+            # CEL keeps `true` and `1` apart; a Python dict holds them as one key (True == 1),
+            # so the later value would silently replace the earlier one.
+            other = next(o for o in out if o == k)
+            v.fail(f"a map literal cannot hold both the keys `{_key(k)}` and `{_key(other)}`")
         out[k] = x
     return out
+
+
+def _key(k: Any) -> str:
+    return str(k).lower() if k.__class__ is bool else repr(k)  # `true`, `1`, `1u`
 
 
 _RUNTIME["_NOERR"] = object()  # "no error yet": None is a CEL value (null), so it cannot be
@@ -184,6 +197,8 @@ class Compiler(Operators):
         self.loads: set[str] = set()
         self.uses_time = False
         self.var_stack: list[str] = []
+        self.inlined = 0  # variable references inlined so far (see `_MAX_INLINED`)
+        self.budgeted = False  # has a comprehension: the function keeps an iteration budget
 
     @property
     def env(self) -> CelEnv:
@@ -367,6 +382,13 @@ class Compiler(Operators):
         if name in self.var_stack:
             cycle = " -> ".join([*self.var_stack[self.var_stack.index(name) :], name])
             raise self.err(f"variable cycle: {cycle}", node)
+        self.inlined += 1
+        if self.inlined > _MAX_INLINED:
+            raise self.err(
+                f"expression too large: its variables are inlined more than {_MAX_INLINED} "
+                "times (a variable that uses another more than once, over many levels?)",
+                node,
+            )
         src = env.variables[name]
         saved_source, saved_scope = self.source, self.scope
         self.var_stack.append(name)
@@ -660,6 +682,8 @@ def generate(
     except RecursionError:  # e.g. `a + a + ...` thousands long: an author's error, not a crash
         raise CelCompileError("expression nests too deeply", source, 1, 1) from None
     head = ["def _cel(act):", "    try:"]
+    if comp.budgeted:
+        head.append(f"        _budget = [{MAX_ITERATIONS}]")
     for name in sorted(comp.loads):
         if name == "now":
             head.append("        now = _now(act)")

@@ -17,6 +17,7 @@ from pdp.cel._values import (
     UINT64_MAX,
     CelType,
     CelUint,
+    check_built_size,
     eq,
     fail,
     in_,
@@ -226,15 +227,22 @@ def split(s: Any, sep: Any, n: Any = None) -> list[str]:
 def join(lst: Any, sep: Any = "") -> str:
     if lst.__class__ not in LISTS or sep.__class__ is not str:
         no_overload("join", lst, sep)
+    size = len(sep) * max(len(lst) - 1, 0)
     for x in lst:
         if x.__class__ is not str:
             no_overload("join", lst, sep)
+        size += len(x)
+    check_built_size(size, "join")
     return sep.join(lst)  # type: ignore[no-any-return]
 
 
 def replace(s: Any, old: Any, new: Any, n: Any = None) -> str:
     _str("replace", s, old, new)
     limit = -1 if n is None else _int_arg("replace", n)
+    if len(new) > len(old):
+        count = s.count(old) if old else len(s) + 1
+        count = count if limit < 0 else min(count, limit)
+        check_built_size(len(s) + count * (len(new) - len(old)), "replace")
     return s.replace(old, new, limit)  # type: ignore[no-any-return]
 
 

@@ -12,20 +12,38 @@ if TYPE_CHECKING:
     from pdp.cel._compile import Code, Compiler
 
 
-def iter_range(r: Any) -> Any:
+# Iterations all comprehensions of one evaluation may take together. Nested comprehensions
+# multiply: `P.attr.groups.exists(g, R.attr.acl.exists(a, a == g))` over two request lists of
+# 10,000 items each is 10^8 iterations, seconds of CPU per check, and a hostile policy nests
+# deeper. Past the budget the evaluation is a CEL error (a deny in a deny rule, a non-match
+# in an allow rule). Kubernetes bounds its CEL by cost the same way.
+MAX_ITERATIONS = 100_000
+
+
+def _spend(budget: list[int], n: int) -> None:
+    budget[0] -= n
+    if budget[0] < 0:
+        v.fail(f"comprehensions iterate more than {MAX_ITERATIONS} times in one evaluation")
+
+
+def iter_range(r: Any, budget: list[int]) -> Any:
     cr = r.__class__
     if cr is list or cr is tuple:
+        _spend(budget, len(r))
         return r
     if cr is dict or isinstance(r, dict):
+        _spend(budget, len(r))
         return list(r)
     v.no_overload("comprehension range", r)
 
 
-def iter_pairs(r: Any) -> Any:
+def iter_pairs(r: Any, budget: list[int]) -> Any:
     cr = r.__class__
     if cr is list or cr is tuple:
+        _spend(budget, len(r))
         return list(enumerate(r))
     if cr is dict or isinstance(r, dict):
+        _spend(budget, len(r))
         return list(r.items())
     v.no_overload("comprehension range", r)
 
@@ -49,7 +67,8 @@ def _header(comp: Compiler, node: A.Call, nvars: int) -> tuple[str, dict[str, st
     rng = comp.c(node.target)
     it = comp.tmp("it")
     locals_ = [comp.tmp("v") for _ in names]
-    comp.emit(f"{it} = {'_iter' if nvars == 1 else '_pairs'}({rng.expr})")
+    comp.emit(f"{it} = {'_iter' if nvars == 1 else '_pairs'}({rng.expr}, _budget)")
+    comp.budgeted = True
     return f"for {', '.join(locals_)} in {it}:", dict(zip(names, locals_))
 
 

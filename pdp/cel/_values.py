@@ -118,6 +118,18 @@ ORDERED_SAME = frozenset({str, bytes, bool, datetime, timedelta})
 LISTS = frozenset({list, tuple})
 
 
+# The longest string or bytes, and the longest list, an evaluation may build. Request strings
+# are at most 64 KiB; without a bound, `cel.bind(a, s + s, cel.bind(b, a + a, ...))` or
+# `s.replace('', s).replace('', s)` doubles or multiplies its way to gigabytes in a few steps.
+MAX_BUILT_SIZE = 1024 * 1024
+
+
+def check_built_size(n: int, fn: str) -> None:
+    """Refuse to build a value of `n` characters, bytes or items (call before building)."""
+    if n > MAX_BUILT_SIZE:
+        fail(f"`{fn}` would build a value of length {n}, over the limit of {MAX_BUILT_SIZE}")
+
+
 class CelError(CelEvalError):
     """An evaluation error raised by the runtime (a CelEvalError, so callers need no mapping)."""
 
@@ -384,17 +396,22 @@ def add(a: Any, b: Any) -> Any:
     if ca is cb:
         if ca is int:
             return _check_int(a + b)
-        if ca is float or ca is str or ca is bytes:
+        if ca is float:
+            return a + b
+        if ca is str or ca is bytes:
+            check_built_size(len(a) + len(b), "_+_")
             return a + b
         if ca is CelUint:
             return _check_uint(a + b)
         if ca is list or ca is tuple:
+            check_built_size(len(a) + len(b), "_+_")
             return [*a, *b]
         if ca is timedelta:
             from pdp.cel._time import check_duration
 
             return check_duration(a + b)
     if ca in LISTS and cb in LISTS:
+        check_built_size(len(a) + len(b), "_+_")
         return [*a, *b]
     if (ca is timedelta and isinstance(b, datetime)) or (
         cb is timedelta and isinstance(a, datetime)
@@ -478,6 +495,8 @@ def mod(a: Any, b: Any) -> Any:
         if ca is int:
             if b == 0:
                 fail("modulus by zero")
+            if a == INT64_MIN and b == -1:
+                fail("integer overflow")  # as in the reference engines: INT64_MIN / -1 overflows
             r = abs(a) % abs(b)
             return -r if a < 0 else r
         if ca is CelUint:

@@ -52,8 +52,10 @@ def _yaml(explicit_start: bool):  # -> ruamel.yaml.YAML
 
 def format_text(text: str) -> str:
     """The canonical layout of one YAML file's text; raises FormatError."""
-    import yaml  # the meaning check uses the same parser as the policy loader
+    import yaml
     from ruamel.yaml.error import YAMLError
+
+    from pdp.model.loader import meaning  # the meaning check reads as the policy loader does
 
     src = text.replace("\r\n", "\n")
     if not src.strip():
@@ -70,7 +72,7 @@ def format_text(text: str) -> str:
         new = out.getvalue()
         again = io.StringIO()
         y.dump_all(list(_yaml(explicit).load_all(new)), again)
-    except YAMLError as exc:
+    except (YAMLError, AssertionError) as exc:  # ruamel asserts on `%YAML 1.3`
         raise FormatError(f"cannot parse: {_one_line(exc)}") from None
     except (ValueError, IndexError) as exc:
         # ruamel's resolver reads some plain scalars PyYAML (the loader) reads as strings as
@@ -79,7 +81,10 @@ def format_text(text: str) -> str:
             f"cannot format a plain scalar: {_one_line(exc)}; left as it is"
         ) from None
     try:
-        same = list(yaml.safe_load_all(src)) == list(yaml.safe_load_all(new))
+        # The loader's reading is what a policy means; PyYAML's safe reading as well refuses
+        # tags no policy may hold (`!!python/object`), as it always has.
+        same = meaning(src) == meaning(new)
+        same = same and list(yaml.safe_load_all(src)) == list(yaml.safe_load_all(new))
     except yaml.YAMLError as exc:
         raise FormatError(f"cannot parse: {_one_line(exc)}") from None
     if not same:

@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: cannot read request: {exc}", file=sys.stderr)
         return 2
+    except RecursionError:
+        print("error: cannot read request: JSON nested too deeply", file=sys.stderr)
+        return 2
     try:
         result = plan(Engine(policy_set), parse_plan_request(raw))
     except RequestError as exc:

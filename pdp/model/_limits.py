@@ -22,7 +22,14 @@ import re
 from yaml.nodes import Node, ScalarNode
 
 from pdp.errors import SourceLocation
-from pdp.model._values import condition, name_list, parse_variables, rule_id, seq_items
+from pdp.model._values import (
+    condition,
+    name_list,
+    parse_variables,
+    refuse_null,
+    rule_id,
+    seq_items,
+)
 from pdp.model._yaml import INT, Fields, FileContext, type_name
 from pdp.model.policy import Expr, Limit, LimitPolicy
 
@@ -102,6 +109,7 @@ def load_limit_policy(
         r = Fields(ctx, item, _LIMIT_KEYS, "a limit")
         if not r.ok:
             continue
+        refuse_null(ctx, r, "condition")
         lid = rule_id(ctx, r, ids, "limit")
         resources = tuple(n for n, _ in r.str_list("resources", required=True) or ())
         actions = tuple(n for n, _ in r.str_list("actions", required=True) or ())

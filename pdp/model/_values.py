@@ -12,6 +12,7 @@ from pdp.errors import SourceLocation
 from pdp.model._yaml import (
     BOOL,
     MAX_DEPTH,
+    NULL,
     Fields,
     FileContext,
     did_you_mean,
@@ -50,6 +51,19 @@ def rule_id(ctx: FileContext, r: Fields, seen: dict[str, SourceLocation], what: 
         else:
             seen[rid] = ctx.loc(r.get("id"))
     return rid
+
+
+def refuse_null(ctx: FileContext, f: Fields, *keys: str) -> None:
+    """Report each of `keys` written without a value (`condition:`, `roles: ~`).
+
+    A null reads as an absent key, and an absent `condition` or `roles` means "everyone": an
+    allow rule whose condition was left blank (or emptied by a template) would allow every
+    principal. The author must either give the value or remove the key.
+    """
+    for key in keys:
+        entry = f.items.get(key)
+        if entry is not None and isinstance(entry[1], ScalarNode) and entry[1].tag == NULL:
+            ctx.error(f"`{key}` has no value; give it one, or remove the key", entry[1])
 
 
 def rule_actions(ctx: FileContext, r: Fields, declared: set[str], check: bool) -> tuple[str, ...]:

@@ -230,6 +230,35 @@ def parse_yaml(ctx: FileContext, text: str) -> Node | None:
     return None
 
 
+def meaning(text: str) -> list[Any]:
+    """What the policy loader reads in each YAML document of `text`, as comparable values.
+
+    `pdp fmt` compares this before and after a rewrite: the loader's YAML 1.2 core reading,
+    not PyYAML's 1.1 one (which reads `1_0.5` and `010.5` alike, where the loader reads a
+    string and a number). Each scalar is its tag and the `repr` of its value (so `1`, `1.0`
+    and `true` differ), or its text when the loader refuses it; keys keep their order and
+    duplicates. Raises `yaml.YAMLError` where the loader cannot compose the text.
+    """
+    loader = _Loader(text)
+    ctx = FileContext("", [])
+    docs = []
+    while loader.check_node():
+        docs.append(_meaning(ctx, loader.get_node()))
+    return docs
+
+
+def _meaning(ctx: FileContext, node: Node) -> Any:
+    if isinstance(node, MappingNode):
+        return ("map", node.tag, [(_meaning(ctx, k), _meaning(ctx, v)) for k, v in node.value])
+    if isinstance(node, SequenceNode):
+        return ("seq", node.tag, [_meaning(ctx, item) for item in node.value])
+    errors = len(ctx.errors)
+    value = scalar_value(ctx, node)
+    if len(ctx.errors) > errors:
+        return ("refused", node.tag, node.value)
+    return (node.tag, repr(value))
+
+
 def _clean(message: str) -> str:
     return message.strip().rstrip(".").replace("'", "`")
 

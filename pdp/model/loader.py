@@ -27,6 +27,7 @@ from pdp.model._values import (
     name_list,
     opt_name_list,
     parse_variables,
+    refuse_null,
     rule_actions,
     rule_id,
     seq_items,
@@ -41,6 +42,7 @@ from pdp.model._yaml import (
     decode,
     did_you_mean,
     is_str,
+    meaning,
     parse_yaml,
     to_json,
     type_name,
@@ -65,7 +67,14 @@ from pdp.model.policy import (
 )
 from pdp.model.schema import load_schema
 
-__all__ = ["MAX_DEPTH", "MAX_FILES", "MAX_FILE_BYTES", "load_policy_dir", "load_policy_files"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILES",
+    "MAX_FILE_BYTES",
+    "load_policy_dir",
+    "load_policy_files",
+    "meaning",
+]
 
 # A policy repository with more files than this is not one we were meant to load.
 MAX_FILES = 100_000
@@ -382,6 +391,7 @@ class _Loader:
             r = Fields(ctx, item, self._CROSS_KEYS, "a `crossTenant` rule")
             if not r.ok:
                 continue
+            refuse_null(ctx, r, "roles", "derivedRoles", "condition")
             rid = rule_id(ctx, r, cross_ids, "crossTenant rule")
             acts = rule_actions(ctx, r, declared, bool(actions))
             roles = opt_name_list(r.str_list("roles"))
@@ -414,6 +424,7 @@ class _Loader:
             r = Fields(ctx, item, self._RULE_KEYS, "a rule")
             if not r.ok:
                 continue
+            refuse_null(ctx, r, "roles", "derivedRoles", "condition")
             rid = rule_id(ctx, r, rule_ids, "rule")
             acts = rule_actions(ctx, r, declared, bool(actions))
             effect_node = r.get("effect", required=True)
@@ -534,6 +545,7 @@ class _Loader:
             r = Fields(ctx, item, self._GUARD_RULE_KEYS, "a guard rule")
             if not r.ok:
                 continue
+            refuse_null(ctx, r, "roles", "condition")
             rid = rule_id(ctx, r, ids, "rule")
             resources = tuple(n for n, _ in r.str_list("resources", required=True) or ())
             acts = tuple(n for n, _ in r.str_list("actions", required=True) or ())
@@ -594,6 +606,7 @@ class _Loader:
                 )
                 if not d.ok:
                     continue
+                refuse_null(ctx, d, "condition")
                 parents = tuple(n for n, _ in d.str_list("parentRoles", required=True) or ())
                 derived[name] = DerivedRole(
                     name=name,

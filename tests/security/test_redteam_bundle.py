@@ -1,0 +1,125 @@
+"""Red-team bundles from the publisher's side: a hostile manifest or signature entry is a
+clear refusal from `pdp bundle verify` / `inspect` / `sign`, never a traceback.
+
+`json.loads` raises `RecursionError` for deep nesting and a plain `ValueError` (not a
+`JSONDecodeError`) for an integer of more than 4300 digits; the bundle reader caught neither.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pdp.bundle.archive import pack, unpack
+
+POLICY = """apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: doc}
+spec:
+  resource: document
+  tenancy: global
+  actions: {read: {}}
+  rules:
+    - {id: readers, actions: [read], effect: allow, roles: [reader], reason: reader}
+"""
+
+HOSTILE_JSON = {
+    "deep": b"[" * 100_000 + b"]" * 100_000,
+    "long-integer": b'{"signatures": 1' + b"0" * 5000 + b"}",
+}
+
+
+def pdp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pdp.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(bundle, private key, public key): a real bundle built and signed by the CLI."""
+    root = tmp_path_factory.mktemp("bundle")
+    (root / "policies").mkdir()
+    (root / "policies" / "doc.yaml").write_text(POLICY)
+    for args in (
+        ("keygen", "-o", str(root / "release")),
+        ("bundle", "build", str(root / "policies"), "-o", str(root / "out"), "--version", "1.0.0"),
+    ):
+        result = pdp(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
+    [bundle] = (root / "out").glob("*.pdpb")
+    result = pdp("bundle", "sign", str(bundle), "--key", str(root / "release.key"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return bundle, root / "release.key", root / "release.pub"
+
+
+def refused_cleanly(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "Traceback" not in out and needle in out, out
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_JSON))
+def test_hostile_manifest_json_is_refused_cleanly(
+    tmp_path: Path, signed: tuple[Path, Path, Path], name: str
+) -> None:
+    bundle, key, pub = signed
+    hostile = tmp_path / "hostile.pdpb"
+    hostile.write_bytes(pack(HOSTILE_JSON[name], unpack(bundle.read_bytes()).files, None, 0))
+    for args in (
+        ("bundle", "verify", "--trust", str(pub), str(hostile)),
+        ("bundle", "inspect", str(hostile)),
+        ("bundle", "sign", str(hostile), "--key", str(key)),
+    ):
+        refused_cleanly(pdp(*args), "manifest is not valid JSON")
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_JSON))
+def test_hostile_signature_json_is_refused_cleanly(
+    tmp_path: Path, signed: tuple[Path, Path, Path], name: str
+) -> None:
+    bundle, _, pub = signed
+    raw = unpack(bundle.read_bytes())
+    hostile = tmp_path / "hostile.pdpb"
+    hostile.write_bytes(pack(raw.manifest, raw.files, HOSTILE_JSON[name], 0))
+    refused_cleanly(
+        pdp("bundle", "verify", "--trust", str(pub), str(hostile)),
+        "signature entry is not valid JSON",
+    )
+
+
+def test_the_untouched_bundle_verifies(signed: tuple[Path, Path, Path]) -> None:
+    # The fixture itself is sound: the refusals above are the hostile entries' doing.
+    bundle, _, pub = signed
+    result = pdp("bundle", "verify", "--trust", str(pub), str(bundle))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- `pdp bundle diff --requests` ----------------------------------------------------------------
+
+HOSTILE_REQUESTS = {
+    "deep.jsonl": "[" * 100_000 + "]" * 100_000 + "\n",
+    "long-integer.jsonl": '{"principal": 1' + "0" * 5000 + "}\n",
+    "deep.json": "[" * 100_000 + "]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_REQUESTS))
+def test_bundle_diff_reports_a_hostile_request_line_instead_of_crashing(
+    tmp_path: Path, name: str
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "doc.yaml").write_text(POLICY)
+    requests = tmp_path / name
+    requests.write_text(HOSTILE_REQUESTS[name])
+    result = pdp("bundle", "diff", str(policies), str(policies), "--requests", str(requests))
+    assert result.returncode == 2, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out and f"{requests}" in out and "not JSON" in out, out
