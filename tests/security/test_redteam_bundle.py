@@ -7,6 +7,7 @@ clear refusal from `pdp bundle verify` / `inspect` / `sign`, never a traceback.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,46 @@ def test_bundle_diff_reports_a_hostile_request_line_instead_of_crashing(
     assert result.returncode == 2, result.stdout + result.stderr
     out = result.stdout + result.stderr
     assert "Traceback" not in out and f"{requests}" in out and "not JSON" in out, out
+
+
+# --- a trailing newline in the bundle name or version ----------------------------------------------
+# `$` in a Python regex also matches before a final newline: `pdp bundle build --version
+# $'1.0.0\n'` wrote `doc-1.0.0\n.pdpb`, and a manifest whose version ends in a newline verified,
+# its version then carried into every decision and log line.
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [("--version", "1.0.0\n", "semantic version"), ("--name", "doc\n", "bundle name")],
+)
+def test_build_refuses_a_name_or_version_ending_in_a_newline(
+    tmp_path: Path, option: str, value: str, needle: str
+) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "doc.yaml").write_text(POLICY)
+    out = tmp_path / "out"
+    result = pdp("bundle", "build", str(tmp_path / "policies"), "-o", str(out), option, value)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(("field", "value"), [("version", "1.0.0\n"), ("name", "doc\n")])
+def test_verify_refuses_a_manifest_whose_name_or_version_ends_in_a_newline(
+    tmp_path: Path, signed: tuple[Path, Path, Path], field: str, value: str
+) -> None:
+    from pdp.bundle.manifest import canonical_json
+    from pdp.bundle.signing import load_private_key, sign
+
+    bundle, key, pub = signed
+    raw = unpack(bundle.read_bytes())
+    manifest = json.loads(raw.manifest)
+    manifest[field] = value
+    manifest_bytes = canonical_json(manifest)
+    signature = sign(manifest_bytes, load_private_key(key), None)  # the publisher signed it
+    hostile = tmp_path / "hostile.pdpb"
+    hostile.write_bytes(pack(manifest_bytes, raw.files, signature, 0))
+    result = pdp("bundle", "verify", "--trust", str(pub), str(hostile))
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in out, out
+    assert "not a semantic version" in out or "not a valid bundle name" in out, out
