@@ -1,5 +1,6 @@
-"""Validator findings on rate-limit policies (`LimitPolicy`): `suppress` on the policy and on
-each limit, with the same spelling and rules as everywhere else."""
+"""Validator findings on rate-limit policies (`LimitPolicy`): PDP201 (an import nothing uses)
+and PDP202 (a local variable nothing uses), as other policies get them, and `suppress` on the
+policy and on each limit, with the same spelling and rules as everywhere else."""
 
 from __future__ import annotations
 
@@ -71,6 +72,43 @@ def findings(limit_policy: str) -> list[str]:
     ]
 
 
+# --- PDP201 --------------------------------------------------------------------------------------
+
+
+def test_an_import_no_limit_uses_is_pdp201_at_the_import() -> None:
+    policy = limits("      key: P.tenant\n", spec_extra="  imports: [keys]\n")
+    assert findings(policy) == ["PDP201 limits.yaml:5:13"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "      key: V.tenant_key\n",  # a variable of the import, in the key
+        "      key: P.tenant\n      cost: C.weight\n",  # a constant, in the cost
+        "      key: P.tenant\n      condition: V.tenant_key != ''\n",  # in the condition
+        "      key: V.mine\n",  # through a local variable that uses the import's
+    ],
+)
+def test_an_import_a_limit_uses_is_not_pdp201(body: str) -> None:
+    spec = "  imports: [keys]\n  variables:\n    mine: V.tenant_key + '/x'\n"
+    if "V.mine" not in body:
+        spec = "  imports: [keys]\n"
+    assert findings(limits(body, spec_extra=spec)) == []
+
+
+# --- PDP202 --------------------------------------------------------------------------------------
+
+
+def test_a_local_variable_no_limit_uses_is_pdp202_at_the_variable() -> None:
+    spec = "  variables:\n    used: P.tenant\n    unused: P.id\n"
+    assert findings(limits("      key: V.used\n", spec_extra=spec)) == ["PDP202 limits.yaml:7:13"]
+
+
+def test_a_variable_used_only_by_another_used_variable_is_not_pdp202() -> None:
+    spec = "  variables:\n    inner: P.tenant\n    outer: V.inner + '/' + P.id\n"
+    assert findings(limits("      key: V.outer\n", spec_extra=spec)) == []
+
+
 # --- suppress --------------------------------------------------------------------------------------
 
 
@@ -88,6 +126,24 @@ def test_limit_level_suppress_silences_that_limits_findings_only() -> None:
     suppress = "      suppress:\n        - {code: PDP126, reason: two buckets are what we want}\n"
     assert findings(limits(body)) == ["PDP126 limits.yaml:9:12"]
     assert findings(limits(body, limit_extra=suppress)) == []
+
+
+def test_policy_level_suppress_silences_pdp201_and_pdp202() -> None:
+    spec = (
+        "  imports: [keys]\n"
+        "  variables:\n    unused: P.id\n"
+        "  suppress:\n"
+        "    - {code: PDP201, reason: the next release keys by it}\n"
+        "    - {code: PDP202, reason: the next release keys by it}\n"
+    )
+    assert findings(limits("      key: P.tenant\n", spec_extra=spec)) == []
+
+
+def test_limit_level_suppress_does_not_silence_a_policy_level_finding() -> None:
+    spec = "  variables:\n    unused: P.id\n"
+    suppress = "      suppress:\n        - {code: PDP202, reason: not here}\n"
+    got = findings(limits("      key: P.tenant\n", spec_extra=spec, limit_extra=suppress))
+    assert got == ["PDP202 limits.yaml:6:13", "PDP206 limits.yaml:15:11"]
 
 
 def test_a_suppression_that_silences_nothing_is_pdp206() -> None:
