@@ -20,7 +20,7 @@ from pdp.model.policy import (
 
 def check_structure(source: PolicySource, out: Reporter) -> None:
     defs = {d.id: d for d in source.definitions}
-    for p in (*source.resource_policies, *source.guard_policies):
+    for p in (*source.resource_policies, *source.guard_policies, *source.limit_policies):
         _duplicate_imports(p, defs, out)
     _guards(source, out)
     for p in source.resource_policies:
@@ -66,7 +66,7 @@ def _file_start(file: str) -> Any:
 
 
 def _duplicate_imports(
-    p: ResourcePolicy | GuardPolicy, defs: Mapping[str, Definitions], out: Reporter
+    p: ResourcePolicy | GuardPolicy | LimitPolicy, defs: Mapping[str, Definitions], out: Reporter
 ) -> None:
     seen: dict[tuple[str, str], Definitions] = {}
     for i, name in enumerate(p.imports):

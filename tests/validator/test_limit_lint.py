@@ -109,6 +109,25 @@ def test_a_variable_used_only_by_another_used_variable_is_not_pdp202() -> None:
     assert findings(limits("      key: V.outer\n", spec_extra=spec)) == []
 
 
+# --- PDP102 / PDP103 -------------------------------------------------------------------------------
+
+
+def test_two_imports_defining_the_same_name_are_an_error_on_a_limit_policy_too() -> None:
+    # The later import silently won: here `C.weight` would be 0 and the limit would count
+    # nothing, `V.tenant_key` would key by principal instead of tenant.
+    other = DEFS.replace("{id: keys}", "{id: other}").replace("weight: 2", "weight: 0")
+    other = other.replace("tenant_key: P.tenant", "tenant_key: P.id")
+    policy = limits(
+        "      key: V.tenant_key\n      cost: C.weight\n", spec_extra="  imports: [keys, other]\n"
+    )
+    files = {"docs.yaml": DOCS, "defs.yaml": DEFS, "other.yaml": other, "limits.yaml": policy}
+    found = analyze(load_policy_files({k: v.encode() for k, v in files.items()}))
+    assert sorted(f"{f.code} {f.location}" for f in found) == [
+        "PDP102 limits.yaml:5:19",
+        "PDP103 limits.yaml:5:19",
+    ]
+
+
 # --- suppress --------------------------------------------------------------------------------------
 
 
