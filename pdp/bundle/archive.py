@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import posixpath
+import stat
 import tarfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from pdp.errors import BundleError
 
@@ -100,6 +103,27 @@ def pack(manifest: bytes, files: Mapping[str, bytes], signature: bytes | None, m
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
         gz.write(tar_buf.getvalue())
     return out.getvalue()
+
+
+def read_archive_file(path: str | Path) -> bytes:
+    """An archive file's bytes, refusing what is not a regular file or is over the size cap.
+
+    The file is opened first and checked by its descriptor, then read up to the cap: a path
+    that is (or was swapped for) `/dev/zero`, a FIFO or a growing file is an error, never an
+    endless read or a read that blocks.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle `{path}`: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BundleError(f"bundle `{path}` is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_ARCHIVE_BYTES + 1)
+    if len(data) > MAX_ARCHIVE_BYTES:
+        raise BundleError(f"bundle `{path}` is larger than {MAX_ARCHIVE_BYTES} bytes")
+    return data
 
 
 def _gunzip(data: bytes) -> bytes:

@@ -20,15 +20,16 @@ from pdp.errors import BundleError
 # Bumped when the archive layout or the manifest's meaning changes incompatibly.
 FORMAT_VERSION = 1
 
-# Semantic Versioning 2.0.0 (https://semver.org), without a leading `v`.
+# Semantic Versioning 2.0.0 (https://semver.org), without a leading `v`. `\Z`, not `$`, in
+# these: `$` also matches before a final newline, which then ends up in file names and logs.
 _SEMVER = re.compile(
     r"^(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
     r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
-    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?\Z"
 )
 # A bundle name ends up in file names and URLs: keep it to a safe alphabet.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @total_ordering

@@ -19,7 +19,7 @@ from typing import Protocol
 from pdp import __version__
 from pdp.errors import BundleError
 
-from .archive import MAX_ARCHIVE_BYTES
+from .archive import MAX_ARCHIVE_BYTES, read_archive_file
 from .manifest import SemVer
 
 # A poll must not hang the reloader thread on a stalled server.
@@ -93,9 +93,11 @@ class FileSource:
                 return None
             if st.st_size > MAX_ARCHIVE_BYTES:
                 raise SourceUnavailable(f"`{self.path}` is larger than {MAX_ARCHIVE_BYTES} bytes")
-            data = self.path.read_bytes()
+            data = read_archive_file(self.path)
         except OSError as exc:
             raise SourceUnavailable(f"cannot read `{self.path}`: {exc.strerror or exc}") from None
+        except BundleError as exc:
+            raise SourceUnavailable(str(exc)) from None
         self._stamp = stamp
         return Fetched(data, str(self.path))
 

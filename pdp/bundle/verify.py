@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pdp.errors import BundleError
 
 from . import signing
-from .archive import RawBundle, pack, unpack
+from .archive import RawBundle, pack, read_archive_file, unpack
 from .manifest import Manifest, sha256_hex
 
 
@@ -49,10 +49,7 @@ def check_digests(manifest: Manifest, files: Mapping[str, bytes]) -> None:
 def read_bundle_bytes(source: bytes | str | Path) -> bytes:
     if isinstance(source, bytes):
         return source
-    try:
-        return Path(source).read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read bundle `{source}`: {exc.strerror or exc}") from None
+    return read_archive_file(source)
 
 
 def open_bundle(

@@ -24,7 +24,7 @@ from pdp.bundle import (
     sign_bundle,
     write_atomic,
 )
-from pdp.bundle.archive import unpack
+from pdp.bundle.archive import read_archive_file, unpack
 from pdp.bundle.build import DEFAULT_VERSION
 from pdp.bundle.manifest import Manifest
 from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL
@@ -172,8 +172,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _inspect(path: Path, trust_paths: list[str] | None) -> dict[str, Any]:
-    data = path.read_bytes()
-    raw = unpack(data)
+    raw = unpack(read_archive_file(path))
     manifest = Manifest.from_bytes(raw.manifest)
     try:
         check_digests(manifest, raw.files)

@@ -45,6 +45,9 @@ def _unused_suppressions(source: PolicySource, out: Reporter) -> None:
     for d in source.definitions:
         owners.append(d.suppress)
         owners.extend(r.suppress for r in d.derived_roles.values())
+    for lp in source.limit_policies:
+        owners.append(lp.suppress)
+        owners.extend(limit.suppress for limit in lp.limits)
     for group in owners:
         for s in group:
             if id(s) not in out.used and s.code != "PDP206":  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from pdp.model.policy import (
     CrossTenantRule,
     Definitions,
     GuardPolicy,
+    LimitPolicy,
     PolicySource,
     ResourcePolicy,
     Rule,
@@ -19,7 +20,7 @@ from pdp.model.policy import (
 
 def check_structure(source: PolicySource, out: Reporter) -> None:
     defs = {d.id: d for d in source.definitions}
-    for p in (*source.resource_policies, *source.guard_policies):
+    for p in (*source.resource_policies, *source.guard_policies, *source.limit_policies):
         _duplicate_imports(p, defs, out)
     _guards(source, out)
     for p in source.resource_policies:
@@ -65,7 +66,7 @@ def _file_start(file: str) -> Any:
 
 
 def _duplicate_imports(
-    p: ResourcePolicy | GuardPolicy, defs: Mapping[str, Definitions], out: Reporter
+    p: ResourcePolicy | GuardPolicy | LimitPolicy, defs: Mapping[str, Definitions], out: Reporter
 ) -> None:
     seen: dict[tuple[str, str], Definitions] = {}
     for i, name in enumerate(p.imports):
@@ -228,7 +229,8 @@ def _shadowed(p: ResourcePolicy, out: Reporter) -> None:
 def check_usage(source: PolicySource, out: Reporter) -> None:
     """PDP201 (an import nothing uses) and PDP202 (a local variable nothing uses)."""
     defs = {d.id: d for d in source.definitions}
-    for p in (*source.resource_policies, *source.guard_policies):
+    policies = (*source.resource_policies, *source.guard_policies, *source.limit_policies)
+    for p in policies:
         variables: dict[str, str] = {}
         for name in p.imports:
             d = defs.get(name)
@@ -237,12 +239,14 @@ def check_usage(source: PolicySource, out: Reporter) -> None:
         variables.update({k: e.source for k, e in p.variables.items()})
         conditions: list[Any] = []
         derived: set[str] = set()
-        rules: list[Any] = list(p.rules)
+        rules: list[Any] = list(p.limits if isinstance(p, LimitPolicy) else p.rules)
         if isinstance(p, ResourcePolicy):
             rules.extend(p.cross_tenant)
         for r in rules:
             conditions.extend(_exprs(r.condition))
             derived.update(getattr(r, "derived_roles", ()))
+            if isinstance(p, LimitPolicy):  # a limit's key and cost are CEL too
+                conditions.extend(_exprs(r.key) + _exprs(r.cost))
         seen_v: set[str] = set()
         used = _names(conditions)
         stack = [n for kind, n in used if kind == "V"]
@@ -273,11 +277,12 @@ def check_usage(source: PolicySource, out: Reporter) -> None:
                 loc,
                 p.suppress,
             )
+        what = "limit" if isinstance(p, LimitPolicy) else "rule"
         for name, expr in p.variables.items():
             if name not in seen_v:
                 out.add(
                     "PDP202",
-                    f"variable `{name}` is never used by a rule of `{p.id}`",
+                    f"variable `{name}` is never used by a {what} of `{p.id}`",
                     expr.location,
                     p.suppress,
                 )

@@ -312,20 +312,32 @@ class _Types:
     def limit_policy(self, lp: LimitPolicy) -> None:
         # The variables run for every kind a limit of the policy covers.
         every = tuple(k for limit in lp.limits for k in limit.resources)
-        for _, scope in self.per_kind(lp.imports, lp.variables, every, ()):
+        for _, scope in self.per_kind(lp.imports, lp.variables, every, lp.suppress):
             for name in lp.variables:
                 self.variable(scope, name, [])
         for limit in lp.limits:
-            for kind, scope in self.per_kind(lp.imports, lp.variables, limit.resources, ()):
-                self.limit(scope, limit, constant=kind is None)
+            for kind, scope in self.per_kind(
+                lp.imports, lp.variables, limit.resources, lp.suppress
+            ):
+                self.limit(scope, limit, constant=kind is None, policy_suppress=lp.suppress)
 
-    def limit(self, scope: _Scope, limit: Limit, *, constant: bool) -> None:
-        self.expr(scope, limit.key, (), condition=False, want=_KEY)
+    def limit(
+        self,
+        scope: _Scope,
+        limit: Limit,
+        *,
+        constant: bool,
+        policy_suppress: Sequence[Suppression] = (),
+    ) -> None:
+        sup = limit.suppress
+        self.expr(scope, limit.key, sup, condition=False, want=_KEY)
         if limit.cost is not None:
-            self.expr(scope, limit.cost, (), condition=False, want=_COST)
-        value = self.condition(scope, limit.condition, ())
+            self.expr(scope, limit.cost, sup, condition=False, want=_COST)
+        value = self.condition(scope, limit.condition, sup)
         if constant:
-            self.constant_condition(value, f"limit `{limit.id}`", limit.location, ())
+            self.constant_condition(
+                value, f"limit `{limit.id}`", limit.location, [*sup, *policy_suppress]
+            )
 
     def derived_role(
         self, scope: _Scope, d: Definitions, role: Any, *, constant: bool = True

@@ -29,11 +29,12 @@ from pdp.model._values import (
     refuse_null,
     rule_id,
     seq_items,
+    suppressions,
 )
 from pdp.model._yaml import INT, Fields, FileContext, type_name
 from pdp.model.policy import Expr, Limit, LimitPolicy
 
-_SPEC_KEYS = ("imports", "variables", "limits")
+_SPEC_KEYS = ("imports", "variables", "limits", "suppress")
 _LIMIT_KEYS = (
     "id",
     "description",
@@ -46,6 +47,7 @@ _LIMIT_KEYS = (
     "burst",
     "condition",
     "onStoreError",
+    "suppress",
 )
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _WORDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
@@ -141,6 +143,7 @@ def load_limit_policy(
                 condition=condition(ctx, r.get("condition")),
                 on_store_error=on_error,  # type: ignore[arg-type]
                 description=r.str("description"),
+                suppress=suppressions(ctx, r),
             )
         )
     return LimitPolicy(
@@ -151,4 +154,6 @@ def load_limit_policy(
         imports=imports,
         variables=variables,
         description=description,
+        suppress=suppressions(ctx, f),
+        import_locations=tuple(loc for _, loc in imports_sink),
     )

@@ -20,7 +20,7 @@ from pdp.model._yaml import (
     is_str,
     type_name,
 )
-from pdp.model.policy import WILDCARD, Condition, ConditionGroup, Expr
+from pdp.model.policy import WILDCARD, Condition, ConditionGroup, Expr, Suppression
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -166,3 +166,23 @@ def _depth(value: Any) -> int:
         elif isinstance(v, list):
             stack.extend((x, d + 1) for x in v)
     return deepest
+
+
+_CODE = re.compile(r"^PDP[0-9]{3}$")
+
+
+def suppressions(ctx: FileContext, f: Fields) -> tuple[Suppression, ...]:
+    """`suppress: [{code: PDP109, reason: why}]`; a suppression without a reason is an error."""
+    out = []
+    for item in seq_items(f.sequence("suppress")):
+        s = Fields(ctx, item, ("code", "reason"), "a `suppress` entry")
+        if not s.ok:
+            continue
+        code = s.str("code", required=True)
+        reason = s.str("reason", required=True)
+        if code and not _CODE.match(code):
+            ctx.error(f"`{code}` is not a finding code (`PDP` and three digits)", s.get("code"))
+            continue
+        if code and reason.strip():
+            out.append(Suppression(code=code, reason=reason, location=ctx.loc(item)))
+    return tuple(out)

@@ -10,7 +10,6 @@ and all cross-file references have been checked.
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -32,6 +31,7 @@ from pdp.model._values import (
     rule_id,
     seq_items,
 )
+from pdp.model._values import suppressions as _suppressions
 from pdp.model._yaml import (
     BOOL,
     MAX_DEPTH,
@@ -62,7 +62,6 @@ from pdp.model.policy import (
     Rule,
     Schema,
     SchemaRefs,
-    Suppression,
     TestSuite,
 )
 from pdp.model.schema import load_schema
@@ -681,26 +680,6 @@ class _Loader:
                         ref.location,
                     )
                 )
-
-
-_CODE = re.compile(r"^PDP[0-9]{3}$")
-
-
-def _suppressions(ctx: FileContext, f: Fields) -> tuple[Suppression, ...]:
-    """`suppress: [{code: PDP109, reason: why}]`; a suppression without a reason is an error."""
-    out = []
-    for item in seq_items(f.sequence("suppress")):
-        s = Fields(ctx, item, ("code", "reason"), "a `suppress` entry")
-        if not s.ok:
-            continue
-        code = s.str("code", required=True)
-        reason = s.str("reason", required=True)
-        if code and not _CODE.match(code):
-            ctx.error(f"`{code}` is not a finding code (`PDP` and three digits)", s.get("code"))
-            continue
-        if code and reason.strip():
-            out.append(Suppression(code=code, reason=reason, location=ctx.loc(item)))
-    return tuple(out)
 
 
 def _positions(ctx: FileContext, f: Fields, *, lists: bool = False) -> dict[str, SourceLocation]:

@@ -176,6 +176,7 @@ class Limit:
     condition: Condition | None = None  # counted only when it holds
     on_store_error: Literal["deny", "allow"] = "deny"
     description: str = ""
+    suppress: tuple[Suppression, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,8 @@ class LimitPolicy:
     imports: tuple[str, ...] = ()
     variables: dict[str, Expr] = field(default_factory=dict)
     description: str = ""
+    suppress: tuple[Suppression, ...] = ()
+    import_locations: tuple[SourceLocation, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
