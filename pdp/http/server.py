@@ -54,7 +54,7 @@ class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def exception(self, msg: object, *args: object, exc_info: object = True, **kw: object) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else None
         cause = type(exc).__name__ if exc is not None else "error"
-        detail = printable(str(exc).strip().split("\n")[0]) if exc is not None else ""
+        detail = printable(" ".join(str(exc).split())) if exc is not None else ""  # one line
         text = printable(str(msg) % args if args else str(msg))
         self._limited.log(logging.WARNING, cause, f"http: {text}: {cause} {detail}".rstrip())
 
