@@ -59,6 +59,9 @@ class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self._limited.log(logging.WARNING, cause, f"http: {text}: {cause} {detail}".rstrip())
 
 
+_SLOW_READERS = RateLimitedLog(log)
+
+
 @dataclass(frozen=True)
 class HttpTls:
     cert_pem: bytes
@@ -193,6 +196,28 @@ class HttpServer:
             raise _ClientGone from None
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
+        """Answer one request, and send the answer within the timeout."""
+        response = await self._answer(request)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            # The caller stopped reading: its unread answers (pipelined ones too) would hold
+            # memory and the connection for as long as it likes.
+            _SLOW_READERS.log(
+                logging.WARNING,
+                "slow-reader",
+                f"http: closed a connection whose client did not read its answer within "
+                f"{self.timeout:g} s",
+            )
+            if request.transport is not None:
+                request.transport.abort()
+        except ConnectionError:
+            pass  # the client left; aiohttp ends the connection
+        return response
+
+    async def _answer(self, request: web.BaseRequest) -> web.Response:
         headers = request.headers
         request_id = headers.get("X-Request-ID", "")
         api = self.api
