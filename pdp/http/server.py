@@ -32,9 +32,9 @@ log = logging.getLogger("pdp.http")
 _JSON = "application/json"
 _READ_CHUNK = 64 * 1024
 _SERVER = {"Server": "pdp"}
-# How long a caller may take to send a request (headers, then body), and to keep an idle
-# connection open: a client that trickles bytes must not hold a connection (a file
-# descriptor, and up to a body of memory) for ever. `--http-timeout`.
+# How long a caller may take to send a request (headers, then body), to read its answer, and
+# to keep an idle connection open: a client that trickles bytes, or reads none, must not hold
+# a connection (a file descriptor, and a body or answers of memory) for ever. `--http-timeout`.
 DEFAULT_TIMEOUT = 60.0
 
 
