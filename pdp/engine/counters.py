@@ -71,10 +71,16 @@ class MemoryCounters:
 
     def take(self, takes: Sequence[Take], now: float) -> Outcome:
         with self._lock:
+            # Per take, its bucket's level after the takes before it in this call: two takes
+            # of one bucket (two descriptors of one Envoy call) both count, not just the last.
             levels = []
+            running: dict[str, float] = {}
             for t in takes:
-                tokens, last = self._buckets.get(t.key, (t.capacity, now))
-                levels.append(refill(tokens, last, now, t.capacity, t.rate))
+                if t.key not in running:
+                    tokens, last = self._buckets.get(t.key, (t.capacity, now))
+                    running[t.key] = refill(tokens, last, now, t.capacity, t.rate)
+                levels.append(running[t.key])
+                running[t.key] -= t.cost
             for i, (t, level) in enumerate(zip(takes, levels, strict=True)):
                 if level < t.cost:
                     return Outcome(False, tuple(levels), i, (t.cost - level) / t.rate)

@@ -38,7 +38,7 @@ from pdp.gateway._gen.envoy.config.core.v3 import base_pb2
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
 from pdp.ratelog import printable
-from pdp.server.status import register_decoding
+from pdp.server.status import DecodingServer
 
 if TYPE_CHECKING:
     from pdp.engine import EngineHolder
@@ -226,12 +226,8 @@ def rate_limit_registrar(holder: EngineHolder) -> Callable[[grpc.Server], str]:
     """For `pdp.server.build_server(..., extra_services=[rate_limit_registrar(holder)])`."""
 
     def register(server: grpc.Server) -> str:
-        handler = grpc.unary_unary_rpc_method_handler(
-            RateLimitServicer(holder).ShouldRateLimit,
-            request_deserializer=rls.RateLimitRequest.FromString,
-            response_serializer=rls.RateLimitResponse.SerializeToString,
-        )
-        register_decoding(server, SERVICE_NAME, {"ShouldRateLimit": handler})
+        servicer = RateLimitServicer(holder)
+        rls_grpc.add_RateLimitServiceServicer_to_server(servicer, DecodingServer(server))
         return SERVICE_NAME
 
     return register

@@ -33,7 +33,7 @@ from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
 from pdp.ratelog import RateLimitedLog, printable
 from pdp.server.hooks import CheckObservation, Observer
 from pdp.server.identity import primary_identity
-from pdp.server.status import register_decoding
+from pdp.server.status import DecodingServer
 
 if TYPE_CHECKING:
     from pdp.engine import Engine, EngineHolder
@@ -310,12 +310,7 @@ def add_ext_authz(
         on_decision=on_decision,
         observer=observer,
     )
-    handler = grpc.unary_unary_rpc_method_handler(
-        servicer.Check,
-        request_deserializer=ext.CheckRequest.FromString,
-        response_serializer=ext.CheckResponse.SerializeToString,
-    )
-    register_decoding(server, SERVICE_NAME, {"Check": handler})
+    ext_grpc.add_AuthorizationServicer_to_server(servicer, DecodingServer(server))
     return SERVICE_NAME
 
 

@@ -146,8 +146,12 @@ class HttpApi:
                 "search_resource_endpoint",
             )
         self.add("GET", "/.well-known/authzen-configuration", self.metadata, body=False)
-        self.add("POST", "/v1/check", self.check_json)
-        self.add("POST", "/v1/plan", self.plan)
+        if not hide_reasons:
+            # The pdp.v1 mirror answers with reasons, rules, explain traces (CEL conditions
+            # included) and plans by design: a listener that hides them from AuthZEN callers
+            # must not hand them out here.
+            self.add("POST", "/v1/check", self.check_json)
+            self.add("POST", "/v1/plan", self.plan)
         self.add("GET", "/v1/server-info", self.server_info, body=False)
         self.add("GET", "/healthz", self.healthz, body=False)
         self.add("GET", "/readyz", self.readyz, body=False)

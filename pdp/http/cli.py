@@ -49,8 +49,8 @@ def add_http_arguments(p: argparse.ArgumentParser) -> None:
         default=60.0,
         metavar="SECONDS",
         help="a caller must send a request's headers, and then its body, within this many "
-        "seconds (else 408 or a closed connection); idle connections close after it too "
-        "(default 60)",
+        "seconds (else 408 or a closed connection), and read the answer within it; idle "
+        "connections close after it too (default 60)",
     )
     g.add_argument(
         "--search-db",

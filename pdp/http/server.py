@@ -32,9 +32,9 @@ log = logging.getLogger("pdp.http")
 _JSON = "application/json"
 _READ_CHUNK = 64 * 1024
 _SERVER = {"Server": "pdp"}
-# How long a caller may take to send a request (headers, then body), and to keep an idle
-# connection open: a client that trickles bytes must not hold a connection (a file
-# descriptor, and up to a body of memory) for ever. `--http-timeout`.
+# How long a caller may take to send a request (headers, then body), to read its answer, and
+# to keep an idle connection open: a client that trickles bytes, or reads none, must not hold
+# a connection (a file descriptor, and a body or answers of memory) for ever. `--http-timeout`.
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -54,9 +54,12 @@ class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def exception(self, msg: object, *args: object, exc_info: object = True, **kw: object) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else None
         cause = type(exc).__name__ if exc is not None else "error"
-        detail = printable(str(exc).strip().split("\n")[0]) if exc is not None else ""
+        detail = printable(" ".join(str(exc).split())) if exc is not None else ""  # one line
         text = printable(str(msg) % args if args else str(msg))
         self._limited.log(logging.WARNING, cause, f"http: {text}: {cause} {detail}".rstrip())
+
+
+_SLOW_READERS = RateLimitedLog(log)
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,28 @@ class HttpServer:
             raise _ClientGone from None
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
+        """Answer one request, and send the answer within the timeout."""
+        response = await self._answer(request)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            # The caller stopped reading: its unread answers (pipelined ones too) would hold
+            # memory and the connection for as long as it likes.
+            _SLOW_READERS.log(
+                logging.WARNING,
+                "slow-reader",
+                f"http: closed a connection whose client did not read its answer within "
+                f"{self.timeout:g} s",
+            )
+            if request.transport is not None:
+                request.transport.abort()
+        except ConnectionError:
+            pass  # the client left; aiohttp ends the connection
+        return response
+
+    async def _answer(self, request: web.BaseRequest) -> web.Response:
         headers = request.headers
         request_id = headers.get("X-Request-ID", "")
         api = self.api

@@ -21,28 +21,34 @@ SOCKET_TIMEOUT_S = 0.25
 MAX_CONNECTIONS = 32
 KEY_PREFIX = "pdp:rl:"
 
-# KEYS: the buckets. ARGV: per bucket capacity, rate (units per ms), cost.
+# KEYS: the buckets (one may repeat: each take counts, after the ones before it). ARGV: per
+# bucket capacity, rate (units per ms), cost.
 # Returns {granted, refused index (1-based, 0 if granted), retry_after_ms, remaining...} with
 # numbers as strings (Redis truncates Lua numbers to integers).
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local levels = {}
+local running = {}
 for i = 1, #KEYS do
   local cap = tonumber(ARGV[3 * i - 2])
   local rate = tonumber(ARGV[3 * i - 1])
   local cost = tonumber(ARGV[3 * i])
-  local v = redis.call('HMGET', KEYS[i], 'tok', 'ts')
-  local tok = tonumber(v[1])
-  local ts = tonumber(v[2])
-  if tok == nil or ts == nil then
-    tok = cap
-    ts = now
-  end
-  if now > ts then
-    tok = math.min(cap, tok + (now - ts) * rate)
+  local tok = running[KEYS[i]]
+  if tok == nil then
+    local v = redis.call('HMGET', KEYS[i], 'tok', 'ts')
+    tok = tonumber(v[1])
+    local ts = tonumber(v[2])
+    if tok == nil or ts == nil then
+      tok = cap
+      ts = now
+    end
+    if now > ts then
+      tok = math.min(cap, tok + (now - ts) * rate)
+    end
   end
   levels[i] = tok
+  running[KEYS[i]] = tok - cost
 end
 for i = 1, #KEYS do
   local rate = tonumber(ARGV[3 * i - 1])

@@ -24,6 +24,7 @@ from .cache import DEFAULT_CACHE_ENTRIES, DecisionCache
 from .hooks import Observer, ServiceRegistrar
 from .identity import AllowListInterceptor
 from .service import Activity, DecisionService, taken_while_draining
+from .status import DecodingServer
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
@@ -253,9 +254,10 @@ def build_server(
     names += [register(server) for register in extra_services]
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Registered through `DecodingServer`: an undecodable request is INVALID_ARGUMENT there too.
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, DecodingServer(server))
     reflection.enable_server_reflection(
-        (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), DecodingServer(server)
     )
 
     credentials = None

@@ -12,7 +12,7 @@ A caller never gets an allow from a failed call: every failure aborts without a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -64,31 +64,66 @@ def status_for(exc: BaseException, rpc: str = "") -> grpc.Status:
 
 
 def decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A unary handler that decodes its request itself: grpcio answers a message its own
-    deserializer cannot read with INTERNAL and logs a traceback for it, and any caller can
-    send one. This one answers INVALID_ARGUMENT naming `request`, as Check does."""
+    """`handler`, decoding its requests itself: grpcio answers a message its own deserializer
+    cannot read with INTERNAL and logs a traceback for it, and any caller can send one. This
+    one answers INVALID_ARGUMENT naming `request`, as Check does."""
     parse = handler.request_deserializer
-    behaviour = handler.unary_unary
-    assert parse is not None and behaviour is not None
+    if parse is None:
+        return handler
 
-    def decoded(data: bytes, context: grpc.ServicerContext) -> Any:
+    def one(data: bytes, context: grpc.ServicerContext) -> Any:
         try:
-            request = parse(data)
+            return parse(data)
         except DecodeError as exc:
             context.abort_with_status(status_for(exc))
-        return behaviour(request, context)
+            raise  # abort_with_status raises; this line only tells the type checker
 
-    return handler._replace(request_deserializer=None, unary_unary=decoded)  # type: ignore[attr-defined]
+    def many(datas: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        for data in datas:
+            yield one(data, context)
+
+    replace: dict[str, Any] = {"request_deserializer": None}
+    for kind in ("unary_unary", "unary_stream"):
+        behaviour = getattr(handler, kind)
+        if behaviour is not None:
+            replace[kind] = lambda data, context, b=behaviour: b(one(data, context), context)
+    for kind in ("stream_unary", "stream_stream"):
+        behaviour = getattr(handler, kind)
+        if behaviour is not None:
+            replace[kind] = lambda datas, context, b=behaviour: b(many(datas, context), context)
+    return handler._replace(**replace)  # type: ignore[attr-defined]
 
 
-def register_decoding(
-    server: grpc.Server, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
-) -> None:
-    """Register a service's unary `handlers` (as its generated `add_..._to_server` would),
-    each decoding its own request (`decoding`)."""
-    wrapped = {name: decoding(handler) for name, handler in handlers.items()}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-    server.add_registered_method_handlers(service, wrapped)
+class _DecodingGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per method the inner serves
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is None:
+            handler = self._inner.service(details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped[details.method] = decoding(handler)
+        return wrapped
+
+
+class DecodingServer:
+    """What a generated `add_..._to_server` (or grpc_health's, grpc_reflection's) registers
+    on in place of the server: every handler it adds decodes its own requests (`decoding`)."""
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_DecodingGeneric(h) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        wrapped = {name: decoding(handler) for name, handler in handlers.items()}
+        self._server.add_registered_method_handlers(service, wrapped)
 
 
 def permission_denied(identity: str) -> grpc.Status:

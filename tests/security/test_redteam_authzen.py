@@ -143,3 +143,33 @@ def test_a_real_host_builds_the_metadata(pdp: Pdp, host: str) -> None:
     assert reply.status == 200, reply.body
     assert reply.json["policy_decision_point"] == f"http://{host}"
     assert reply.json["access_evaluation_endpoint"] == f"http://{host}/access/v1/evaluation"
+
+
+def test_hide_reasons_does_not_leave_the_pdp_v1_mirror_open() -> None:
+    # --http-hide-reasons is for untrusted callers; /v1/check with `explain` answered them the
+    # deciding rule, reasons and a trace of every rule with its CEL condition, and /v1/plan the
+    # whole filter, on the same listener.
+    check = {
+        "principal": {"id": "alice", "tenant": "acme", "roles": ["user"], "scopes": ["docs:read"]},
+        "resources": [
+            {"kind": "document", "id": "d-1", "tenant": "acme",
+             "attr": {"owner": "bob", "classification": "secret"}, "actions": ["read"]}
+        ],
+        "explain": True,
+    }  # fmt: skip
+    plan = {"principal": check["principal"], "resource": {"kind": "document"}, "action": "read"}
+    with pdp_serve("--http-hide-reasons") as p:
+        for path, body in (("/v1/check", check), ("/v1/plan", plan)):
+            reply = p.post(path, body)
+            assert_error(reply, 404, "path")
+            assert b"condition" not in reply.body and b"rule" not in reply.body
+        meta = p.get("/.well-known/authzen-configuration").json
+        assert "access_evaluation_endpoint" in meta
+        body = {
+            "subject": SUBJECT,
+            "action": {"name": "read"},
+            "resource": {**RESOURCE, "properties": {**RESOURCE["properties"], "owner": "bob"}},
+        }
+        answer = p.post("/access/v1/evaluation", body).json
+        assert answer["decision"] is False
+        assert set(answer["context"]) == {"decision_id"}

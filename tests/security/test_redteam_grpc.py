@@ -1,4 +1,4 @@
-"""Undecodable protobuf messages to every unary RPC of a real `pdp serve`: each is
+"""Undecodable protobuf messages to every RPC of a real `pdp serve` (health and reflection too): each is
 INVALID_ARGUMENT naming `request`, as `Check` answers it, and costs no traceback in the log.
 grpcio's own deserializer answered them INTERNAL ("Exception deserializing request!") and
 logged a traceback per call, which any caller could send by the thousand."""
@@ -26,6 +26,11 @@ METHODS = [
     "/pdp.v1.DecisionService/ServerInfo",
     "/envoy.service.auth.v3.Authorization/Check",
     "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+    "/grpc.health.v1.Health/Check",
+]
+STREAMING = [
+    ("unary_stream", "/grpc.health.v1.Health/Watch"),
+    ("stream_stream", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
 ]
 BROKEN = [
     b"\xff\xff\xff\xff",  # a varint that never ends
@@ -60,6 +65,34 @@ def test_an_undecodable_message_is_invalid_argument(
     assert info.value.details().startswith("request: "), info.value.details()
 
 
+@pytest.mark.parametrize(("kind", "method"), STREAMING)
+def test_an_undecodable_message_to_a_streaming_rpc_is_invalid_argument(
+    channel: grpc.Channel, kind: str, method: str
+) -> None:
+    call = getattr(channel, kind)(
+        method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    request = BROKEN[0] if kind == "unary_stream" else iter([BROKEN[0]])
+    with pytest.raises(grpc.RpcError) as info:
+        list(call(request, timeout=30))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert info.value.details().startswith("request: "), info.value.details()
+
+
+def test_health_and_reflection_still_answer(pdp: Pdp, channel: grpc.Channel) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    ask = reflection_pb2.ServerReflectionRequest(list_services="")
+    (answer,) = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        iter([ask]), timeout=30
+    )
+    names = {s.name for s in answer.list_services_response.service}
+    assert "pdp.v1.DecisionService" in names
+
+
 def test_a_good_message_still_works_on_each_wrapped_rpc(channel: grpc.Channel) -> None:
     # Empty messages decode: the handlers run (and answer for themselves).
     info = channel.unary_unary(
@@ -79,6 +112,12 @@ def test_a_good_message_still_works_on_each_wrapped_rpc(channel: grpc.Channel) -
 
 
 def test_no_traceback_is_logged(pdp: Pdp, channel: grpc.Channel) -> None:
+    for kind, method in STREAMING:
+        with pytest.raises(grpc.RpcError):
+            call = getattr(channel, kind)(
+                method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+            )
+            list(call(BROKEN[0] if kind == "unary_stream" else iter([BROKEN[0]]), timeout=30))
     for method in METHODS:
         call = channel.unary_unary(
             method, request_serializer=lambda b: b, response_deserializer=lambda b: b

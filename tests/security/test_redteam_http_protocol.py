@@ -146,3 +146,40 @@ def test_a_flood_of_malformed_requests_logs_one_line_and_no_traceback(pdp: Pdp) 
     text = "".join(pdp.stderr)
     assert "Traceback" not in text
     assert sum("BadHttpMessage" in line for line in pdp.stderr) == 1, text
+
+
+def test_a_client_that_stops_reading_is_disconnected(pdp: Pdp) -> None:
+    # Pipelined requests whose answers (explain traces: large) the client never reads: the
+    # server's writes block once the socket buffers are full, and they blocked for ever,
+    # holding the connection and every unread answer in memory.
+    check = {
+        "principal": {"id": "alice", "tenant": "acme", "roles": ["user"], "scopes": ["docs:read"]},
+        "resources": [
+            {"kind": "document", "id": f"d-{i}", "tenant": "acme", "actions": ["read"]}
+            for i in range(500)
+        ],
+        "explain": True,
+    }
+    body = json.dumps(check).encode()
+    head = (
+        b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    calls = 30  # 500 KB each: more than the socket buffers of both ends hold
+    host, port = pdp.http_address.rsplit(":", 1)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(WAIT_CAP)
+        s.connect((host, int(port)))
+        s.sendall((head + body) * calls)
+        end = time.monotonic() + WAIT_CAP
+        while not any("did not read its answer" in line for line in pdp.stderr):
+            assert time.monotonic() < end, "".join(pdp.stderr[-20:])
+            time.sleep(0.05)
+        answered = 0
+        try:
+            while chunk := s.recv(65536):
+                answered += chunk.count(b"HTTP/1.1 200 ")
+        except ConnectionResetError:
+            pass
+    assert answered < calls
