@@ -82,16 +82,27 @@ def decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         for data in datas:
             yield one(data, context)
 
-    replace: dict[str, Any] = {"request_deserializer": None}
-    for kind in ("unary_unary", "unary_stream"):
-        behaviour = getattr(handler, kind)
-        if behaviour is not None:
-            replace[kind] = lambda data, context, b=behaviour: b(one(data, context), context)
-    for kind in ("stream_unary", "stream_stream"):
-        behaviour = getattr(handler, kind)
-        if behaviour is not None:
-            replace[kind] = lambda datas, context, b=behaviour: b(many(datas, context), context)
-    return handler._replace(**replace)  # type: ignore[attr-defined]
+    # The same behaviour and serializer, rebuilt through grpc's public constructors.
+    out = handler.response_serializer
+    if handler.unary_unary is not None:
+        b = handler.unary_unary
+        return grpc.unary_unary_rpc_method_handler(
+            lambda data, context: b(one(data, context), context), response_serializer=out
+        )
+    if handler.unary_stream is not None:
+        b = handler.unary_stream
+        return grpc.unary_stream_rpc_method_handler(
+            lambda data, context: b(one(data, context), context), response_serializer=out
+        )
+    if handler.stream_unary is not None:
+        b = handler.stream_unary
+        return grpc.stream_unary_rpc_method_handler(
+            lambda datas, context: b(many(datas, context), context), response_serializer=out
+        )
+    b = handler.stream_stream
+    return grpc.stream_stream_rpc_method_handler(
+        lambda datas, context: b(many(datas, context), context), response_serializer=out
+    )
 
 
 class _DecodingGeneric(grpc.GenericRpcHandler):
