@@ -134,14 +134,20 @@ def test_an_edit_that_passes_its_tests_but_not_the_validator_is_refused(tmp_path
     assert "Traceback" not in served.output()
 
 
-def test_validator_errors_and_warnings_in_the_watcher(tmp_path: Path) -> None:
-    d = policy_dir(tmp_path)
-    write(d, "notes.yaml", SHADOWED)
+def watching(d: Path) -> tuple[EngineHolder, DirectoryWatcher, list[str]]:
+    """An empty holder, a watcher of `d` feeding it, and the reports the watcher makes."""
     holder = EngineHolder()
     reports: list[str] = []
     watcher = DirectoryWatcher(
         d, holder, bundle_info=lambda: BundleInfo("policies", "0.0.0", ""), report=reports.append
     )
+    return holder, watcher, reports
+
+
+def test_validator_errors_and_warnings_in_the_watcher(tmp_path: Path) -> None:
+    d = policy_dir(tmp_path)
+    write(d, "notes.yaml", SHADOWED)
+    holder, watcher, reports = watching(d)
     assert watcher.poll_once(settle=False) is Outcome.REFUSED
     assert holder.current is None
     assert "error PDP109" in reports[-1] and "never reached" in reports[-1]
@@ -156,11 +162,7 @@ def test_validator_errors_and_warnings_in_the_watcher(tmp_path: Path) -> None:
 def test_a_bad_first_set_serves_nothing_until_fixed(tmp_path: Path) -> None:
     d = policy_dir(tmp_path)
     write(d, "notes.yaml", BROKEN_YAML)
-    holder = EngineHolder()
-    reports: list[str] = []
-    watcher = DirectoryWatcher(
-        d, holder, bundle_info=lambda: BundleInfo("policies", "0.0.0", ""), report=reports.append
-    )
+    holder, watcher, reports = watching(d)
     assert watcher.poll_once(settle=False) is Outcome.REFUSED
     assert holder.current is None
     assert "nothing yet" in reports[-1] and "notes.yaml:" in reports[-1]
