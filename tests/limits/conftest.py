@@ -1,9 +1,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
+
+from pdp.engine import Engine, EngineHolder, compile_policy_set
+from pdp.engine.counters import MemoryCounters
+from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
+from pdp.gateway.ratelimit import rate_limit_registrar
+from pdp.model.loader import load_policy_dir
+from pdp.server import ServerConfig, build_server
 
 from ._procs import start_redis, stop
 
@@ -62,3 +71,23 @@ def write_policies(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (root / name).write_text(text)
     return root
+
+
+@contextmanager
+def rls_stub(root: Path) -> Iterator[rls_grpc.RateLimitServiceStub]:
+    """A real server on a loopback port answering Envoy's rate limit service for the policies
+    in `root` (in-memory counters), and a stub connected to it."""
+    holder = EngineHolder(counters=MemoryCounters())
+    holder.swap(Engine(compile_policy_set(load_policy_dir(root))))
+    server = build_server(
+        holder,
+        ServerConfig(listen=("127.0.0.1:0",)),
+        extra_services=[rate_limit_registrar(holder)],
+    )
+    server.start()
+    channel = grpc.insecure_channel(server.addresses[0])
+    try:
+        yield rls_grpc.RateLimitServiceStub(channel)
+    finally:
+        channel.close()
+        server.stop(0)

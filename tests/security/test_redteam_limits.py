@@ -7,19 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import grpc
 import pytest
 
-from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.engine.counters import MemoryCounters, Take
 from pdp.gateway._gen.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as rl
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
-from pdp.gateway.ratelimit import rate_limit_registrar
 from pdp.limits.redis import RedisCounters
-from pdp.model.loader import load_policy_dir
-from pdp.server import ServerConfig, build_server
-from tests.limits.conftest import LIMITED, redis_url, write_policies
+from tests.limits.conftest import LIMITED, redis_url, rls_stub, write_policies
 
 __all__ = ["redis_url"]  # the fixture, imported for this module
 
@@ -30,20 +25,8 @@ SLOW = 1e-9  # units per second: no refill within a test
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rls_grpc.RateLimitServiceStub]:
     root = write_policies(tmp_path_factory.mktemp("rls-dup"), dict(LIMITED))
-    holder = EngineHolder(counters=MemoryCounters())
-    holder.swap(Engine(compile_policy_set(load_policy_dir(root))))
-    server = build_server(
-        holder,
-        ServerConfig(listen=("127.0.0.1:0",)),
-        extra_services=[rate_limit_registrar(holder)],
-    )
-    server.start()
-    channel = grpc.insecure_channel(server.addresses[0])
-    try:
-        yield rls_grpc.RateLimitServiceStub(channel)
-    finally:
-        channel.close()
-        server.stop(0)
+    with rls_stub(root) as stub:
+        yield stub
 
 
 def _reads(user: str) -> rl.RateLimitDescriptor:

@@ -10,15 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pdp.engine import Engine, EngineHolder, compile_policy_set
-from pdp.engine.counters import MemoryCounters
 from pdp.gateway._gen.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as rl
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
-from pdp.gateway.ratelimit import MAX_DESCRIPTORS, MAX_VALUE_LENGTH, rate_limit_registrar
-from pdp.model.loader import load_policy_dir
-from pdp.server import ServerConfig, build_server
-from tests.limits.conftest import LIMITED, write_policies
+from pdp.gateway.ratelimit import MAX_DESCRIPTORS, MAX_VALUE_LENGTH
+from tests.limits.conftest import LIMITED, rls_stub, write_policies
 
 OK, OVER = rls.RateLimitResponse.OK, rls.RateLimitResponse.OVER_LIMIT
 
@@ -32,20 +28,8 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rls_grpc.RateLimi
         " limit: 1000, per: 1s}\n"
     )
     root = write_policies(tmp_path_factory.mktemp("rls"), files)
-    holder = EngineHolder(counters=MemoryCounters())
-    holder.swap(Engine(compile_policy_set(load_policy_dir(root))))
-    server = build_server(
-        holder,
-        ServerConfig(listen=("127.0.0.1:0",)),
-        extra_services=[rate_limit_registrar(holder)],
-    )
-    server.start()
-    channel = grpc.insecure_channel(server.addresses[0])
-    try:
-        yield rls_grpc.RateLimitServiceStub(channel)
-    finally:
-        channel.close()
-        server.stop(0)
+    with rls_stub(root) as stub:
+        yield stub
 
 
 def descriptor(**entries: str) -> rl.RateLimitDescriptor:
