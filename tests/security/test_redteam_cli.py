@@ -4,33 +4,16 @@ limit; `pdp check` is the control (it always refused it)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-POLICY = """apiVersion: pdp/v1
-kind: ResourcePolicy
-metadata: {id: doc}
-spec:
-  resource: document
-  tenancy: global
-  actions: {read: {}}
-  rules:
-    - {id: readers, actions: [read], effect: allow, roles: [reader], reason: reader}
-"""
+from .test_redteam_bundle import POLICY, pdp
 
 HOSTILE = {
     "deep": ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
     "long-integer": ('{"principal": 1' + "0" * 5000 + "}", "(4300 digits)"),
 }
-
-
-def pdp(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pdp.cli.main", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.mark.parametrize("verb", ["plan", "check"])
