@@ -2,7 +2,8 @@
 
 The author's loop: save a file, and within a second the server decides under it — but only
 once the whole set loads, compiles, has no validator error and passes its tests (the checks of
-`pdp bundle build --no-strict`: validator warnings are logged, not refused). A bad edit is refused with every error, file:line:column, and the last good set
+`pdp bundle build --no-strict`: validator warnings are logged, not refused). A bad edit is
+refused with every error, file:line:column, and the last good set
 keeps serving. Changes are noticed by the files' sizes and modification times (a stat per
 file per poll), and acted on once the tree has stayed the same for one poll, so an editor's
 save in several writes is judged once, whole.
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from pdp.engine import Engine, EngineHolder, SuiteCheck
 from pdp.errors import BundleError, PolicyErrors
-from pdp.lint import analyze, blocking
+from pdp.lint import Finding, analyze, blocking
 from pdp.model.decision import BundleInfo
+from pdp.model.policy import PolicySource
 
 from .build import collect_files
 from .load import compile_files
@@ -102,14 +104,11 @@ class DirectoryWatcher:
             return self._refuse(f"{n} error{'s' if n != 1 else ''}", details)
         except BundleError as exc:
             return self._refuse(str(exc), [])
-        findings = analyze(compiled.source)
-        if errors := blocking(findings, strict=False):
+        if errors := validator_errors(compiled.source):
             n = len(errors)
             return self._refuse(
                 f"{n} validator error{'s' if n != 1 else ''}", [f.render() for f in errors]
             )
-        for warning in findings:
-            log.warning("%s", warning.render())
         if compiled.report.failed:
             failed = [r for r in compiled.report.results if not r.passed]
             details = [
@@ -169,9 +168,20 @@ class DirectoryWatcher:
             self._thread = None
 
 
+def validator_errors(source: PolicySource) -> list[Finding]:
+    """The validator's errors on a directory about to be served (they refuse it, as they refuse
+    `pdp bundle build`); its warnings are logged."""
+    findings = analyze(source)
+    errors = blocking(findings, strict=False)
+    if not errors:
+        for warning in findings:
+            log.warning("%s", warning.render())
+    return errors
+
+
 def describe_details(details: Sequence[str], limit: int = 5) -> str:
     shown = "; ".join(details[:limit])
     return shown + (f"; ... and {len(details) - limit} more" if len(details) > limit else "")
 
 
-__all__ = ["DEFAULT_WATCH_INTERVAL", "DirectoryWatcher", "tree_stamp"]
+__all__ = ["DEFAULT_WATCH_INTERVAL", "DirectoryWatcher", "tree_stamp", "validator_errors"]

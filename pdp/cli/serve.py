@@ -283,20 +283,17 @@ Stopper = Callable[[], None]
 
 
 def _start_policy_dir(directory: str, holder) -> Stopper:  # holder: EngineHolder
+    from pdp.bundle.watch import validator_errors
     from pdp.engine import Engine
     from pdp.errors import PolicyErrors
-    from pdp.lint import analyze, blocking
 
     from ._common import directory_bundle_info, load_and_compile
 
     source, policy_set = load_and_compile(directory)
     # A directory served directly gets the validator's verdict a bundle gets when it is built:
     # its errors refuse the set, its warnings are logged.
-    findings = analyze(source)
-    if errors := blocking(findings, strict=False):
+    if errors := validator_errors(source):
         raise PolicyErrors(errors)
-    for warning in findings:
-        log.warning("%s", warning.render())
     # Decisions name the git revision of the directory, as a bundle's would.
     bundle = directory_bundle_info(directory)
     holder.swap(Engine(policy_set, bundle))
