@@ -3,8 +3,13 @@ the gRPC server in the same process (same engine holder, observer, limits and TL
 
 aiohttp was chosen by measurement (bench/http_servers.py, docs/AUTHZEN.md): its C HTTP parser
 keeps the per-call cost near uvicorn+httptools on this work, and it exposes the TLS peer
-certificate, which the identity allow-list needs. Decisions run on the loop thread itself:
-they are CPU-bound and microseconds long, so handing them to a pool would only add a hop.
+certificate, which the identity allow-list needs. Calls that carry a body (decisions,
+plans, searches) are parsed and decided on a small thread pool, as starlette runs sync
+endpoints: one batch of heavy evaluations on the loop would stall every other connection,
+health checks included, for as long as it runs. The pool's threads share the GIL with the
+loop, which Python switches between them every few milliseconds. Measured with
+bench/authzen.py (bench/RESULTS.md): throughput within the bench's noise of deciding on the
+loop, p99 of 20-evaluation batches higher (about 38 ms against 24).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import ssl
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,10 @@ _SERVER = {"Server": "pdp"}
 # to keep an idle connection open: a client that trickles bytes, or reads none, must not hold
 # a connection (a file descriptor, and a body or answers of memory) for ever. `--http-timeout`.
 DEFAULT_TIMEOUT = 60.0
+# Threads that parse and decide calls with a body. The work is CPU-bound under one GIL: two
+# keep one long call from holding up the rest; four cost ~10% of batch throughput in
+# GIL hand-offs (bench/authzen.py).
+DEFAULT_THREADS = 2
 
 
 class _ClientGone(Exception):
@@ -162,6 +172,7 @@ class HttpServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._scheme = "https" if tls is not None else "http"
+        self._pool = ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="pdp-http")
 
     # -- one request ---------------------------------------------------------------------------
 
@@ -265,7 +276,11 @@ class HttpServer:
                     exc = HttpError(400, "the client closed the connection", "body", "CANCELLED")
                     api.observe_failure(call, exc)
                     return _error(exc, request_id, close=True)
-            status, value = api.run(route, call, data)
+            if route.body:
+                loop = asyncio.get_running_loop()
+                status, value = await loop.run_in_executor(self._pool, api.run, route, call, data)
+            else:
+                status, value = api.run(route, call, data)
         except HttpError as exc:
             api.observe_failure(call, exc)
             return _error(exc, request_id)
@@ -356,3 +371,4 @@ class HttpServer:
             log.exception("http listener did not stop cleanly")
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
