@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,8 @@ from authzen.support import Pdp, assert_error, pdp_serve
 from gateway._envoy import ENVOY, Stack, example_stack, send
 
 from pdp.errors import RequestError
+from pdp.gateway.mapping import load_route_mapping
+from pdp.gateway.request import HttpAttributes, translate
 from pdp.http.authzen import context_of, resource_of, subject_of
 from pdp.model.request import DEFAULT_LIMITS, parse_check_request
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
@@ -41,6 +44,8 @@ from pdp.server.convert import request_from_proto
 
 from .test_gateway_jwt import READ, RS, _claims, signed
 
+REPO = Path(__file__).resolve().parents[2]
+MAPPING = load_route_mapping(yaml.safe_load((REPO / "policies" / "mapping.yaml").read_text()))
 EXAMPLES = int(os.environ.get("PDP_FUZZ_EXAMPLES", "100"))
 
 POLICY = """
@@ -276,6 +281,27 @@ def test_any_such_id_is_refused_on_every_protocol_naming_the_field(
 
 
 # -- Envoy ext_authz: ids from the token are credentials ---------------------------------------
+
+# The claims the example mapping reads ids from (policies/mapping.yaml), and how to put one in.
+CLAIM_IDS: dict[str, Any] = {
+    "sub": lambda v: v,
+    "tid": lambda v: v,
+    "roles": lambda v: ["user", v],
+    "scope": lambda v: f"conversations:read {v}",
+    "act": lambda v: {"sub": v},
+}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(claim=st.sampled_from(sorted(CLAIM_IDS)), value=bad_ids())
+def test_any_such_id_in_a_token_claim_is_unauthenticated(claim: str, value: str) -> None:
+    if claim == "scope" and (value.strip(" ") != value or not value.strip(" ")):
+        # A scope string splits at spaces, which would drop them: put a control char inside.
+        value = f"x{value.strip(' ')}\u0000"
+    claims = {"sub": "alice", "tid": "acme", "roles": ["user"], "scope": "conversations:read"}
+    claims[claim] = CLAIM_IDS[claim](value)
+    tr = translate(HttpAttributes("GET", READ, source_ip="127.0.0.1"), MAPPING, None, claims=claims)
+    assert (tr.kind, tr.reason) == ("unauthenticated", "invalid_claims"), (claims, tr)
 
 
 @pytest.fixture(scope="module")
