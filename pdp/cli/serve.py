@@ -104,6 +104,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"largest request message ({DEFAULT_MAX_MESSAGE_BYTES})",
     )
+    from pdp.server.server import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONNECTIONS
+
+    lim.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="open connections each gRPC and HTTP listening address of a worker accepts; a new "
+        f"one past it is closed at once; 0: no limit ({DEFAULT_MAX_CONNECTIONS})",
+    )
+    lim.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_RPCS,
+        metavar="N",
+        help="gRPC calls a worker runs or queues at once; one more is answered "
+        f"RESOURCE_EXHAUSTED; 0: no limit ({DEFAULT_MAX_CONCURRENT_RPCS})",
+    )
     gw = p.add_argument_group("gateway (Envoy ext_authz, served on the same port)")
     gw.add_argument("--no-ext-authz", action="store_true", help="do not serve ext_authz")
     gw.add_argument(
@@ -261,6 +279,8 @@ def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an err
             tls = load_tls_files(args.tls_cert, args.tls_key, args.client_ca)
         except TlsFileError as exc:
             return str(exc)
+    if args.max_connections < 0 or args.max_concurrent_rpcs < 0:
+        return "--max-connections and --max-concurrent-rpcs take 0 (no limit) or more"
     listen = args.listen or ([] if args.unix else [DEFAULT_LISTEN])
     return ServerConfig(
         listen=tuple(listen),
@@ -272,6 +292,8 @@ def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an err
         threads=args.threads,
         reuse_port=args.reuse_port,
         decision_cache=max(args.decision_cache, 0),
+        max_connections=args.max_connections,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
     )
 
 

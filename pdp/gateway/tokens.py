@@ -21,6 +21,7 @@ import jwt
 
 from pdp.gateway.mapping import AuthConfig, ClaimsConfig
 from pdp.gateway.templates import dig
+from pdp.model.request import id_problem
 
 # One token longer than this is not an access token; refuse before base64/JSON work.
 MAX_TOKEN_BYTES = 16 * 1024
@@ -277,10 +278,19 @@ def _string_list(value: Any, name: str) -> list[str]:
         # OAuth `scope` is one string of tokens separated by spaces (RFC 6749 3.3: %x20 only);
         # `str.split()` would also split at NBSP, em space or U+001F, which an issuer may
         # allow inside one token: "reader\u2003admin" is one scope, not two.
-        return [v for v in value.split(" ") if v]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise AuthError("invalid_claims", f"claim `{name}` must be a string or a list of strings")
+        value = [v for v in value.split(" ") if v]
+    elif not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise AuthError("invalid_claims", f"claim `{name}` must be a string or a list of strings")
+    return [_claim_id(v, name, "an entry") for v in value]
+
+
+def _claim_id(value: str, name: str, what: str) -> str:
+    """`value` when it can be an id (`id_problem`). A signed token naming `mallory\\u0000` is
+    a bad credential, refused as one (401), rather than a request pdp decides."""
+    problem = id_problem(value)
+    if problem:
+        raise AuthError("invalid_claims", f"claim `{name}` ({what}) {problem}")
+    return value
 
 
 def _scopes(claims: Mapping[str, Any], names: Sequence[str]) -> list[str]:
@@ -296,9 +306,12 @@ def principal_from_claims(claims: Mapping[str, Any], cfg: ClaimsConfig) -> dict[
     pid = _claim(claims, cfg.id)
     if not isinstance(pid, str) or not pid:
         raise AuthError("invalid_claims", f"claim `{cfg.id}` (the principal id) is missing")
+    _claim_id(pid, cfg.id, "the principal id")
     tenant = _claim(claims, cfg.tenant)
     if tenant is not None and not isinstance(tenant, str):
         raise AuthError("invalid_claims", f"claim `{cfg.tenant}` (the tenant) must be a string")
+    if tenant:
+        _claim_id(tenant, cfg.tenant, "the tenant")
     principal: dict[str, Any] = {
         "id": pid,
         "tenant": tenant or "",
@@ -318,8 +331,10 @@ def principal_from_claims(claims: Mapping[str, Any], cfg: ClaimsConfig) -> dict[
                     "invalid_claims", f"claim `{cfg.actor}` must be an object with `sub`"
                 )
             principal["actor"] = {
-                "id": act["sub"],
-                "type": act.get("typ", "") if isinstance(act.get("typ"), str) else "",
+                "id": _claim_id(act["sub"], f"{cfg.actor}.sub", "the actor id"),
+                "type": _claim_id(typ, f"{cfg.actor}.typ", "the actor type")
+                if isinstance(typ := act.get("typ"), str)
+                else "",
                 "scopes": _scopes(act, cfg.scopes),
                 "attr": {},
             }

@@ -36,7 +36,7 @@ from typing import Any
 
 from pdp.errors import LimitExceeded, RequestError
 from pdp.model.decision import ALLOW, ActionDecision
-from pdp.model.request import CheckRequest, Limits, parse_check_request
+from pdp.model.request import CheckRequest, Limits, id_problem, parse_check_request
 
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 # subject.properties keys that are pdp principal fields rather than attributes.
@@ -87,6 +87,9 @@ def _name(v: Any, path: str) -> str:
         raise RequestError(path, f"must be a string, got {_type_name(v)}")
     if not v:
         raise RequestError(path, "must not be empty")
+    problem = id_problem(v)  # `subject.type` goes no further; the others would be checked again
+    if problem:
+        raise RequestError(path, problem)
     return v
 
 

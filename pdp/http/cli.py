@@ -101,4 +101,5 @@ def http_server_from_args(
         reuse_port=config.reuse_port,
         grace=args.grace,
         timeout=args.http_timeout,
+        max_connections=config.max_connections,
     )

@@ -32,6 +32,7 @@ from aiohttp import web
 from pdp.ratelog import RateLimitedLog, printable
 
 from .api import Call, HttpApi, HttpError
+from .lowlevel import CappedServer
 
 log = logging.getLogger("pdp.http")
 
@@ -157,8 +158,10 @@ class HttpServer:
         reuse_port: bool = False,
         grace: float = 10.0,
         timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = 0,
     ) -> None:
         self.api = api
+        self.max_connections = max_connections  # per listening address; 0: no limit
         self.grace = grace
         self.timeout = timeout
         self.listen = listen
@@ -313,8 +316,10 @@ class HttpServer:
         # past the body limit inside the parser. Bodies are bounded by `_read_body`.
         # `keepalive_timeout` also closes a connection whose request headers have not all
         # arrived by then (aiohttp's default is an hour); `_read_body` bounds the body.
-        server = web.Server(
+        # `CappedServer`: `max_connections`, and pdp's JSON answer to what the parser refuses.
+        server = CappedServer(
             self.handle,
+            max_connections=self.max_connections,
             access_log=None,
             auto_decompress=False,
             keepalive_timeout=self.timeout,

@@ -11,6 +11,7 @@ import functools
 import ipaddress
 import json
 import math
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,33 @@ def _valid_text(s: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# Unicode category Cc: the C0 controls, DEL and the C1 controls (`unicodedata.category` is
+# "Cc" for exactly these code points).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def id_problem(text: str) -> str:
+    """Why `text` cannot be an identifier, or "" when it can: the one check every adapter
+    shares for principal, actor and resource ids, kinds, tenants, actions, roles and scopes.
+
+    pdp compares ids exactly, but what sits in front of it may not: a C string ends at a NUL,
+    a form or a database trims spaces. A deny on `principal.id == "mallory"` would miss
+    `"mallory\\u0000"` or `"mallory "` that the application upstream reads as mallory, and a
+    newline in an id forges lines in a text log. So an id holding a control character, or
+    beginning or ending with whitespace, is refused rather than decided; inner spaces and
+    non-ASCII letters are ids like any other.
+    """
+    if not text:
+        return ""
+    if not text.isprintable():  # most ids are printable: one C loop settles them
+        m = _CONTROL.search(text)
+        if m is not None:
+            return f"must not contain a control character (U+{ord(m.group()):04X})"
+    if text[0].isspace() or text[-1].isspace():  # what `str.strip()` would remove
+        return "must not begin or end with whitespace"
+    return ""
 
 
 def is_ip_address(text: str) -> bool:
@@ -174,14 +202,24 @@ def _str(
     return v
 
 
+def _id(v: Any, path: str, limits: Limits, *, required: bool = True) -> str:
+    """`_str` for an identifier (see `id_problem`)."""
+    s = _str(v, path, limits, required=required)
+    problem = id_problem(s)
+    if problem:
+        raise RequestError(path, problem)
+    return s
+
+
 def _str_list(v: Any, path: str, limits: Limits) -> list[str]:
+    """A list of identifiers (roles, scopes, actions)."""
     if v is None:
         return []
     if not isinstance(v, list | tuple):
         raise RequestError(path, f"must be a list of strings, got {_type_name(v)}")
     out = []
     for i, item in enumerate(v):
-        out.append(_str(item, f"{path}[{i}]", limits))
+        out.append(_id(item, f"{path}[{i}]", limits))
     return out
 
 
@@ -313,16 +351,16 @@ def parse_principal(v: Any, limits: Limits, budget: _Budget, path: str = "princi
         a = _object(p["actor"], f"{path}.actor")
         _check_keys(a, _ACTOR_KEYS, f"{path}.actor")
         actor = {
-            "id": _str(a.get("id"), f"{path}.actor.id", limits),
-            "type": _str(a.get("type"), f"{path}.actor.type", limits, required=False),
+            "id": _id(a.get("id"), f"{path}.actor.id", limits),
+            "type": _id(a.get("type"), f"{path}.actor.type", limits, required=False),
             "scopes": _str_list(a.get("scopes"), f"{path}.actor.scopes", limits),
             "attr": _attrs(a.get("attr"), f"{path}.actor.attr", limits, budget),
         }
     return {
-        "id": _str(p.get("id"), f"{path}.id", limits),
+        "id": _id(p.get("id"), f"{path}.id", limits),
         # A missing tenant is not an error here: the engine denies it (`missing_tenant`)
         # for every kind that a tenant owns, and global kinds do not need it.
-        "tenant": _str(p.get("tenant"), f"{path}.tenant", limits, required=False),
+        "tenant": _id(p.get("tenant"), f"{path}.tenant", limits, required=False),
         "roles": _str_list(p.get("roles"), f"{path}.roles", limits),
         "scopes": _str_list(p.get("scopes"), f"{path}.scopes", limits),
         "attr": _attrs(p.get("attr"), f"{path}.attr", limits, budget),
@@ -337,9 +375,9 @@ def parse_resource(v: Any, limits: Limits, budget: _Budget, path: str) -> Resour
     if not actions:
         raise RequestError(f"{path}.actions", "must list at least one action")
     resource = {
-        "kind": _str(r.get("kind"), f"{path}.kind", limits),
-        "id": _str(r.get("id"), f"{path}.id", limits),
-        "tenant": _str(r.get("tenant"), f"{path}.tenant", limits, required=False),
+        "kind": _id(r.get("kind"), f"{path}.kind", limits),
+        "id": _id(r.get("id"), f"{path}.id", limits),
+        "tenant": _id(r.get("tenant"), f"{path}.tenant", limits, required=False),
         "attr": _attrs(r.get("attr"), f"{path}.attr", limits, budget),
     }
     return ResourceRequest(resource=resource, actions=tuple(dict.fromkeys(actions)))

@@ -35,6 +35,7 @@ from pdp.model.request import (
     CheckRequest,
     Limits,
     ResourceRequest,
+    id_problem,
     is_ip_address,
     make_check_request,
 )
@@ -183,20 +184,33 @@ def _str(s: str, path: str, limits: Limits, *, required: bool) -> str:
     return s
 
 
+def _id(s: str, path: str, limits: Limits, *, required: bool) -> str:
+    """`_str` for an identifier (`id_problem`, the check the JSON parser makes too)."""
+    _str(s, path, limits, required=required)
+    problem = id_problem(s)
+    if problem:
+        raise RequestError(path, problem)
+    return s
+
+
 def _str_list(items: Any, path: str, limits: Limits) -> list[str]:
+    """A list of identifiers (roles, scopes, actions)."""
     out = list(items)
     for i, s in enumerate(out):
         if not s:
             raise RequestError(f"{path}[{i}]", "must not be empty")
         if len(s) > limits.max_id_length:
             raise LimitExceeded(f"{path}[{i}]", f"is longer than {limits.max_id_length} characters")
+        problem = id_problem(s)
+        if problem:
+            raise RequestError(f"{path}[{i}]", problem)
     return out
 
 
 def _ids_fit(items: list[str], max_len: int) -> bool:
-    """Every id non-empty and at most `max_len` long: the check that `_str_list` makes, without
-    naming the culprit (the caller re-runs that to report one)."""
-    return all(s and len(s) <= max_len for s in items)
+    """Every id non-empty, at most `max_len` long and an identifier: the check that `_str_list`
+    makes, without naming the culprit (the caller re-runs that to report one)."""
+    return all(s and len(s) <= max_len and not id_problem(s) for s in items)
 
 
 def _principal(p: _pb.Principal, limits: Limits, budget: _Budget) -> dict[str, Any]:
@@ -204,15 +218,15 @@ def _principal(p: _pb.Principal, limits: Limits, budget: _Budget) -> dict[str, A
     if p.HasField("actor"):
         a = p.actor
         actor = {
-            "id": _str(a.id, "principal.actor.id", limits, required=True),
-            "type": _str(a.type, "principal.actor.type", limits, required=False),
+            "id": _id(a.id, "principal.actor.id", limits, required=True),
+            "type": _id(a.type, "principal.actor.type", limits, required=False),
             "scopes": _str_list(a.scopes, "principal.actor.scopes", limits),
             "attr": _attrs(a, "principal.actor.attr", limits, budget),
         }
     return {
-        "id": _str(p.id, "principal.id", limits, required=True),
+        "id": _id(p.id, "principal.id", limits, required=True),
         # A missing tenant is the engine's business (`missing_tenant`), as in the JSON parser.
-        "tenant": _str(p.tenant, "principal.tenant", limits, required=False),
+        "tenant": _id(p.tenant, "principal.tenant", limits, required=False),
         "roles": _str_list(p.roles, "principal.roles", limits),
         "scopes": _str_list(p.scopes, "principal.scopes", limits),
         "attr": _attrs(p, "principal.attr", limits, budget),
@@ -234,6 +248,9 @@ def _resource(r: _pb.Resource, i: int, limits: Limits, budget: _Budget) -> Resou
         and len(kind) <= max_id
         and len(rid) <= max_id
         and len(tenant) <= max_id
+        and not id_problem(kind)
+        and not id_problem(rid)
+        and not id_problem(tenant)
     ):
         _resource_checked(r, f"resources[{i}]", limits)
     attr = _attrs(r, f"resources[{i}].attr", limits, budget) if r.HasField("attr") else {}
@@ -245,9 +262,9 @@ def _resource_checked(r: _pb.Resource, path: str, limits: Limits) -> None:
     """Raise the error for the first invalid field of `r`, in the order the fields are read."""
     if not _str_list(r.actions, f"{path}.actions", limits):
         raise RequestError(f"{path}.actions", "must list at least one action")
-    _str(r.kind, f"{path}.kind", limits, required=True)
-    _str(r.id, f"{path}.id", limits, required=True)
-    _str(r.tenant, f"{path}.tenant", limits, required=False)
+    _id(r.kind, f"{path}.kind", limits, required=True)
+    _id(r.id, f"{path}.id", limits, required=True)
+    _id(r.tenant, f"{path}.tenant", limits, required=False)
 
 
 def timestamp_to_datetime(ts: Timestamp, path: str) -> datetime:

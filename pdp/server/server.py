@@ -37,6 +37,15 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # Calls run on these threads; the work is CPU-bound under the GIL, so more threads only add
 # contention, while too few let one slow client's call hold up others.
 DEFAULT_THREADS = 8
+# Connections one listening address accepts at once (`--max-connections`; 0: no limit). Each
+# holds a file descriptor and HTTP/2 buffers: a caller opening them by the thousand must not
+# take every descriptor of the process. Past it, grpc closes a new connection as soon as it
+# is accepted (its channel arg `grpc.max_allowed_incoming_connections`).
+DEFAULT_MAX_CONNECTIONS = 10_000
+# Calls in progress at once, those waiting for an RPC thread included (`--max-concurrent-rpcs`;
+# 0: no limit). Past it grpc answers RESOURCE_EXHAUSTED at once rather than queue the call
+# behind a backlog that only grows its latency and memory.
+DEFAULT_MAX_CONCURRENT_RPCS = 1_000
 # Shutdown closes the listeners once no call has been taken or run for this long (see
 # `begin_stop`), or at the end of the grace.
 DRAIN_QUIET_S = 0.2
@@ -91,6 +100,8 @@ class ServerConfig:
     threads: int = DEFAULT_THREADS
     reuse_port: bool = False  # share the port with sibling worker processes
     decision_cache: int = DEFAULT_CACHE_ENTRIES  # entries; 0 disables the decision cache
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # per listening address; 0: no limit
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS  # 0: no limit
     extra_options: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
 
@@ -232,6 +243,8 @@ def build_server(
         ("grpc.so_reuseport", 1 if config.reuse_port else 0),
         *config.extra_options,
     ]
+    if config.max_connections > 0:
+        options.append(("grpc.max_allowed_incoming_connections", config.max_connections))
     interceptors = (
         [AllowListInterceptor(config.allow_identities)] if config.allow_identities else []
     )
@@ -240,6 +253,7 @@ def build_server(
         executor,
         options=options,
         interceptors=interceptors,
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs or None,
     )
     cache = DecisionCache(config.decision_cache) if config.decision_cache > 0 else None
     decisions = DecisionService(
