@@ -30,6 +30,9 @@ from pdp.model.request import DEFAULT_LIMITS, Limits
 log = logging.getLogger("pdp.serve")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# Descriptors a server needs beside its connections: policy files, logs, pipes to the writer
+# and workers, a bundle cache.
+FD_RESERVE = 256
 # How long the exit waits for the policy source to stop after the server has (a poll in
 # progress is abandoned). The exit comes at most this long after the server's own bound.
 _SOURCE_STOP_WAIT_S = 1.0
@@ -418,6 +421,29 @@ def _install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _raise_fd_limit(args: argparse.Namespace) -> None:
+    """Raise the soft file-descriptor limit to the hard one, as Go's runtime does for Cerbos
+    and OPA: the soft limit is often 1,024, far below what `--max-connections` lets callers
+    open, and a listener out of descriptors fails every accept, pdp's own files too. Warn
+    when even the hard limit is below what the connection caps allow."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    listeners = len(args.listen or [DEFAULT_LISTEN]) + len(args.http_listen or [])
+    allowed = args.max_connections * listeners
+    if allowed and soft != resource.RLIM_INFINITY and soft < allowed + FD_RESERVE:
+        log.warning(
+            "the file-descriptor limit (%d) is below what --max-connections allows on %d "
+            "listening address(es) (%d, plus %d for pdp's own files): lower --max-connections "
+            "or raise the limit (ulimit -n)",
+            soft, listeners, allowed, FD_RESERVE,
+        )  # fmt: skip
+
+
 def serve(args: argparse.Namespace) -> int:
     from pdp.engine import EngineHolder
     from pdp.errors import PdpError, PolicyErrors
@@ -440,6 +466,7 @@ def serve(args: argparse.Namespace) -> int:
     config = _server_config(args)
     if isinstance(config, str):
         return _fail(config)
+    _raise_fd_limit(args)
     stop = threading.Event()
     _install_stop_handlers(stop)
     from pdp.limits import counters_from_url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,12 +26,13 @@ from .conftest import ALICE, DOC, free_port
 
 
 @contextmanager
-def pdp_serve(*args: str) -> Iterator[subprocess.Popen[str]]:
+def pdp_serve(*args: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "pdp.cli.main", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        **popen,
     )
     try:
         yield proc
@@ -211,3 +214,46 @@ def test_workers_stop_when_the_supervisor_is_killed(policy_dir: Path) -> None:
         while any(Path(f"/proc/{pid}").exists() for pid in children):
             assert time.monotonic() < deadline, "workers outlived their supervisor"
             time.sleep(0.1)
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no `Max open files` line")
+
+
+def _started_with_limit(soft: int, hard: int) -> Any:
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(policy_dir: Path) -> None:
+    # A soft limit of 1,024 (a common default) under --max-connections' 10,000 per listener:
+    # raised to the hard limit, as Go's runtime does for Cerbos and OPA.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 1024:
+        hard = soft  # lower the soft limit only
+    port = free_port()
+    start = _started_with_limit(512, hard)
+    with pdp_serve(
+        "--policies", str(policy_dir), "--listen", f"127.0.0.1:{port}", "--workers", "1",
+        preexec_fn=start,
+    ) as proc:  # fmt: skip
+        wait_serving(port, proc)
+        assert _open_files_limit(proc.pid) == (hard, hard)
+
+
+def test_a_hard_limit_below_the_connection_cap_is_warned_about(policy_dir: Path) -> None:
+    port = free_port()
+    with pdp_serve(
+        "--policies", str(policy_dir), "--listen", f"127.0.0.1:{port}", "--workers", "1",
+        "--max-connections", "5000", preexec_fn=_started_with_limit(512, 512),
+    ) as proc:  # fmt: skip
+        wait_serving(port, proc)
+        assert _open_files_limit(proc.pid) == (512, 512)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        out = proc.stdout.read() if proc.stdout else ""
+    assert "the file-descriptor limit (512) is below what --max-connections allows" in out, out
+    assert "(5000, plus 256" in out, out
