@@ -107,7 +107,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"largest request message ({DEFAULT_MAX_MESSAGE_BYTES})",
     )
-    from pdp.server.server import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_CONNECTIONS
+    from pdp.server.server import (
+        DEFAULT_IDLE_TIMEOUT_S,
+        DEFAULT_MAX_CONCURRENT_RPCS,
+        DEFAULT_MAX_CONNECTIONS,
+    )
 
     lim.add_argument(
         "--max-connections",
@@ -124,6 +128,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="gRPC calls a worker runs or queues at once; one more is answered "
         f"RESOURCE_EXHAUSTED; 0: no limit ({DEFAULT_MAX_CONCURRENT_RPCS})",
+    )
+    lim.add_argument(
+        "--grpc-idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close a gRPC connection that carries no call, or has not completed its "
+        f"handshake, for this long; 0: never ({DEFAULT_IDLE_TIMEOUT_S:g})",
     )
     gw = p.add_argument_group("gateway (Envoy ext_authz, served on the same port)")
     gw.add_argument("--no-ext-authz", action="store_true", help="do not serve ext_authz")
@@ -284,6 +296,8 @@ def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an err
             return str(exc)
     if args.max_connections < 0 or args.max_concurrent_rpcs < 0:
         return "--max-connections and --max-concurrent-rpcs take 0 (no limit) or more"
+    if not args.grpc_idle_timeout >= 0:  # NaN too
+        return "--grpc-idle-timeout takes 0 (never) or a positive number of seconds"
     listen = args.listen or ([] if args.unix else [DEFAULT_LISTEN])
     return ServerConfig(
         listen=tuple(listen),
@@ -297,6 +311,7 @@ def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an err
         decision_cache=max(args.decision_cache, 0),
         max_connections=args.max_connections,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
+        idle_timeout_s=args.grpc_idle_timeout,
     )
 
 

@@ -46,6 +46,11 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 # 0: no limit). Past it grpc answers RESOURCE_EXHAUSTED at once rather than queue the call
 # behind a backlog that only grows its latency and memory.
 DEFAULT_MAX_CONCURRENT_RPCS = 1_000
+# A connection that carries no call for this long is closed (GOAWAY; a client reconnects on
+# its next call), as is one that never completes its handshake (`--grpc-idle-timeout`; 0: never).
+# With the connection cap above, connections nobody uses must not keep their slots for ever:
+# a crashed client's, one behind a NAT that forgot it, or one opened only to hold a slot.
+DEFAULT_IDLE_TIMEOUT_S = 300.0
 # Shutdown closes the listeners once no call has been taken or run for this long (see
 # `begin_stop`), or at the end of the grace.
 DRAIN_QUIET_S = 0.2
@@ -102,6 +107,7 @@ class ServerConfig:
     decision_cache: int = DEFAULT_CACHE_ENTRIES  # entries; 0 disables the decision cache
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # per listening address; 0: no limit
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS  # 0: no limit
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S  # 0: idle connections stay open
     extra_options: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
 
@@ -245,6 +251,9 @@ def build_server(
     ]
     if config.max_connections > 0:
         options.append(("grpc.max_allowed_incoming_connections", config.max_connections))
+    if config.idle_timeout_s > 0:
+        # Counted from the connection's start too, so it also bounds a handshake.
+        options.append(("grpc.max_connection_idle_ms", max(1, round(config.idle_timeout_s * 1000))))
     interceptors = (
         [AllowListInterceptor(config.allow_identities)] if config.allow_identities else []
     )

@@ -184,3 +184,32 @@ def test_calls_past_max_concurrent_rpcs_are_resource_exhausted(tmp_path: Path) -
             _eventually(served_again, "served once the slow calls ended")
             light = pb.CheckResponse.FromString(check(heavy_request(1, "after"), timeout=120))
             assert light.results[0].actions["read"].effect == pb.EFFECT_ALLOW
+
+
+def test_idle_grpc_connections_are_closed_and_calls_in_flight_are_not(tmp_path: Path) -> None:
+    # With the connection cap, a connection nobody uses must not keep its slot for ever.
+    # `--grpc-idle-timeout 1`: one that never completes its handshake, and one whose calls are
+    # done, are closed; a call that runs for longer than that is not cut.
+    policies = write_heavy_policies(tmp_path)
+    with pdp_serve_http("--grpc-idle-timeout", "1", policies=policies) as p:
+        host, port = p.grpc_address.rsplit(":", 1)
+        silent = socket.create_connection((host, int(port)), timeout=WAIT_CAP)
+        with silent:
+            _read_until_closed(silent)  # grpc's own handshake timeout is 120 s
+
+        ch = _channel(p)
+        states: list[grpc.ChannelConnectivity] = []
+        ch.subscribe(states.append)
+        with ch:
+            # ~2 s of deciding (20 heavy resources), twice the idle timeout.
+            reply = pb.CheckResponse.FromString(
+                ch.unary_unary(CHECK)(heavy_request(20, "idle"), timeout=WAIT_CAP)
+            )
+            assert len(reply.results) == 20
+            assert all(r.actions["read"].effect == pb.EFFECT_ALLOW for r in reply.results)
+            # Then idle: the server's GOAWAY takes the channel from READY back to IDLE.
+            ready = states.index(grpc.ChannelConnectivity.READY)
+            _eventually(
+                lambda: True if grpc.ChannelConnectivity.IDLE in states[ready:] else None,
+                "closed the idle connection",
+            )
