@@ -1,5 +1,6 @@
 """aiohttp's low-level server with two things pdp adds: a cap on open connections per listening
-address, and pdp's own answer (JSON, `Server: pdp`) for a request aiohttp's parser refuses.
+address, and pdp's own answer (JSON, `Server: pdp`) for a request aiohttp's parser refuses;
+and the JSON answers every pdp HTTP call gets (`json_response`, `error_response`).
 
 Both through aiohttp's public classes: `web.Server` is the protocol factory and is told of every
 connection made and lost; `web.RequestHandler.handle_error` builds the answer to a request the
@@ -32,9 +33,27 @@ _PARSE_ERRORS = {
 }
 
 
-def error_body(status: int, message: str) -> bytes:
-    """The JSON of every pdp HTTP error: `{"error": {"status": ..., "message": ...}}`."""
-    return orjson.dumps({"error": {"status": status, "message": message}})
+def json_response(
+    status: int, value: Any, request_id: str = "", close: bool = False
+) -> web.Response:
+    """Every pdp HTTP answer: JSON, and `Server: pdp` rather than the library and its version."""
+    headers = {"Server": "pdp", "X-Request-ID": request_id} if request_id else {"Server": "pdp"}
+    resp = web.Response(
+        status=status, body=orjson.dumps(value), content_type="application/json", headers=headers
+    )
+    if close:
+        resp.force_close()
+    return resp
+
+
+def error_response(
+    status: int, message: str, field: str = "", request_id: str = "", close: bool = False
+) -> web.Response:
+    """`{"error": {"status": ..., "message": ..., "field": ...}}`, the shape of every error."""
+    body: dict[str, Any] = {"status": status, "message": message}
+    if field:
+        body["field"] = field
+    return json_response(status, {"error": body}, request_id, close)
 
 
 class _Handler(web.RequestHandler):
@@ -55,14 +74,7 @@ class _Handler(web.RequestHandler):
                 text = HTTPStatus(status).phrase.lower()
             except ValueError:
                 text = "error"
-        resp = web.Response(
-            status=status,
-            body=error_body(status, text),
-            content_type="application/json",
-            headers={"Server": "pdp"},
-        )
-        resp.force_close()
-        return resp
+        return error_response(status, text, close=True)
 
 
 class CappedServer(web.Server):

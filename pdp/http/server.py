@@ -26,19 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from pdp.ratelog import RateLimitedLog, printable
 
 from .api import Call, HttpApi, HttpError
-from .lowlevel import CappedServer
+from .lowlevel import CappedServer, error_response, json_response
 
 log = logging.getLogger("pdp.http")
 
 _JSON = "application/json"
 _READ_CHUNK = 64 * 1024
-_SERVER = {"Server": "pdp"}
 # How long a caller may take to send a request (headers, then body), to read its answer, and
 # to keep an idle connection open: a client that trickles bytes, or reads none, must not hold
 # a connection (a file descriptor, and a body or answers of memory) for ever. `--http-timeout`.
@@ -128,22 +126,8 @@ def _peer(request: web.BaseRequest) -> str:
     return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
 
-def _reply(status: int, value: Any, request_id: str, close: bool = False) -> web.Response:
-    # `Server: pdp`, not the library and its version.
-    headers = {"Server": "pdp", "X-Request-ID": request_id} if request_id else _SERVER
-    resp = web.Response(
-        status=status, body=orjson.dumps(value), content_type=_JSON, headers=headers
-    )
-    if close:
-        resp.force_close()
-    return resp
-
-
 def _error(exc: HttpError, request_id: str, close: bool = False) -> web.Response:
-    body: dict[str, Any] = {"status": exc.status, "message": exc.message}
-    if exc.field:
-        body["field"] = exc.field
-    return _reply(exc.status, {"error": body}, request_id, close)
+    return error_response(exc.status, exc.message, exc.field, request_id, close)
 
 
 class HttpServer:
@@ -292,7 +276,7 @@ class HttpServer:
             exc = HttpError(500, "internal error", "", "INTERNAL")
             api.observe_failure(call, exc)
             return _error(exc, request_id)
-        return _reply(status, value, request_id)
+        return json_response(status, value, request_id)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
