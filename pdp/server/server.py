@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from pdp.model.request import DEFAULT_LIMITS, Limits
 
@@ -25,6 +25,7 @@ from .hooks import Observer, ServiceRegistrar
 from .identity import AllowListInterceptor
 from .service import Activity, DecisionService, taken_while_draining
 from .status import DecodingServer
+from .streams import BoundedHealth, BoundedReflection, max_reflection_streams
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
@@ -276,11 +277,15 @@ def build_server(
     names = [decisions.register(server)]
     names += [register(server) for register in extra_services]
 
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
     # Registered through `DecodingServer`: an undecodable request is INVALID_ARGUMENT there too.
+    health_servicer = BoundedHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, DecodingServer(server))
-    reflection.enable_server_reflection(
-        (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), DecodingServer(server)
+    reflection_servicer = BoundedReflection(
+        (*names, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        max_reflection_streams(config.threads),
+    )
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection_servicer, DecodingServer(server)
     )
 
     credentials = None

@@ -91,9 +91,17 @@ def decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         )
     if handler.unary_stream is not None:
         b = handler.unary_stream
-        return grpc.unary_stream_rpc_method_handler(
-            lambda data, context: b(one(data, context), context), response_serializer=out
-        )
+
+        def stream(data: bytes, context: grpc.ServicerContext, *send_response: Any) -> Any:
+            return b(one(data, context), context, *send_response)
+
+        # grpc_health's Watch answers through a callback rather than holding an RPC thread for
+        # the stream's life; grpcio reads that from these attributes of the behaviour. Without
+        # them, as many Watch streams as RPC threads stop every decision.
+        for name in ("experimental_non_blocking", "experimental_thread_pool"):
+            if hasattr(b, name):
+                setattr(stream, name, getattr(b, name))
+        return grpc.unary_stream_rpc_method_handler(stream, response_serializer=out)
     if handler.stream_unary is not None:
         b = handler.stream_unary
         return grpc.stream_unary_rpc_method_handler(
