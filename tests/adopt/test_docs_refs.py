@@ -1,4 +1,5 @@
-"""What the documents point at exists: links, sections, repository paths and command flags.
+"""What the documents point at exists: links, sections, repository paths and command flags;
+and the defaults they state for `pdp serve` flags are the parser's.
 
 A reader who follows docs/*.md, bench/README.md or the README must not hit a link to a file or
 section that is not there, a path the repository does not hold, or a flag the command does
@@ -268,3 +269,33 @@ def test_the_checks_see_the_documents() -> None:
     assert any(code.startswith("--grace") for _, code in code_spans("docs/SERVING.md"))
     assert "record-format-pdpdecision_logv1" in map(slug, headings("docs/DECISION_LOG.md"))
     assert expand_braces("a_{x,y}.py") == ["a_x.py", "a_y.py"]
+
+
+def documented_defaults() -> list[tuple[str, str, str, float]]:
+    """(document, flag, text, value) of every `--flag ...` followed, before the next flag or
+    table row, by `(default N` (`10,000`, `100 MiB`, `60`)."""
+    out = []
+    for doc in DOCS:
+        flat = re.sub(r"\s+", " ", text(doc))
+        for m in re.finditer(r"`(--[a-z][a-z0-9-]*)[^`]*`", flat):
+            tail = flat[m.end() : m.end() + 300]
+            tail = re.split(r"`--|\| `| - ", tail)[0]
+            if d := re.search(r"\(default (\d[\d,]*(?:\.\d+)?)( MiB)?", tail):
+                value = float(d.group(1).replace(",", "")) * (2**20 if d.group(2) else 1)
+                out.append((doc, m.group(1), d.group(0), value))
+    return out
+
+
+def test_documented_defaults_are_the_flags_defaults() -> None:
+    serve = PARSERS["serve"]
+    found = documented_defaults()
+    wrong = [
+        f"{doc}: `{flag}` {said}: the default is {serve.get_default(flag[2:].replace('-', '_'))}"
+        for doc, flag, said, value in found
+        if serve.get_default(flag[2:].replace("-", "_")) != value
+    ]
+    assert not wrong, "\n".join(wrong)
+    # The documents state these; a pattern that stopped matching would check nothing.
+    assert {"--grace", "--max-connections", "--grpc-idle-timeout", "--http-timeout"} <= {
+        flag for _, flag, _, _ in found
+    }
