@@ -299,3 +299,16 @@ def test_documented_defaults_are_the_flags_defaults() -> None:
     assert {"--grace", "--max-connections", "--grpc-idle-timeout", "--http-timeout"} <= {
         flag for _, flag, _, _ in found
     }
+
+
+def test_every_make_target_exists() -> None:
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    named = [
+        (doc, n, m.group(1))
+        for doc in DOCS
+        for n, code in code_spans(doc) + block_commands(doc)
+        for m in re.finditer(r"(?:^|[\s`(])make ([a-z][\w-]*)", code)
+    ]
+    assert {"serve", "test", "mutation", "bench-compare"} <= {t for _, _, t in named}
+    wrong = [f"{doc}:{n}: `make {t}`: no such target" for doc, n, t in named if t not in targets]
+    assert not wrong, "\n".join(wrong)
