@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--watch",
         action="store_true",
-        help="with --policies: reload on every edit that compiles and passes its tests",
+        help="with --policies: reload on every edit that compiles, passes the validator and "
+        "its tests",
     )
     from .bundle import add_serve_arguments  # --bundle SOURCE and its flags (bundle engineer)
 
@@ -253,6 +254,9 @@ def resolve_workers(args: argparse.Namespace, cpus: int | None = None) -> tuple[
         return 1, "auto: 1 usable CPU"
     if args.unix:
         return 1, "auto: 1, as --unix sockets cannot be shared by several workers"
+    if args.prometheus:
+        # One scrape endpoint shows one process's metrics; N workers would each need a port.
+        return 1, "auto: 1, as --prometheus serves one process's metrics"
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return 1, "auto: 1, as port 0 would be a different port in each worker"

@@ -100,7 +100,13 @@ def test_tiny_or_garbled_quota(tmp_path: Path) -> None:
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    base = {"workers": "auto", "unix": None, "listen": None, "http_listen": None}
+    base = {
+        "workers": "auto",
+        "unix": None,
+        "listen": None,
+        "http_listen": None,
+        "prometheus": None,
+    }
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -110,6 +116,7 @@ def test_auto_is_one_worker_where_several_cannot_share_the_listeners() -> None:
     assert resolve_workers(_args(unix=["/tmp/s"]), cpus=4)[0] == 1
     assert resolve_workers(_args(listen=["127.0.0.1:0"]), cpus=4)[0] == 1
     assert resolve_workers(_args(http_listen=["127.0.0.1:0"]), cpus=4)[0] == 1
+    assert resolve_workers(_args(prometheus="127.0.0.1:9464"), cpus=4)[0] == 1
     assert resolve_workers(_args(workers=3, unix=["/tmp/s"]), cpus=4) == (3, "given")
 
 
@@ -130,6 +137,8 @@ def test_print_config_shows_the_effective_count() -> None:
     assert _print_config("--workers", "3")["values"]["workers"] == 3
     one = _print_config("--listen", "127.0.0.1:0")
     assert one["values"]["workers"] == 1 and "port 0" in one["text"]
+    scraped = _print_config("--prometheus", "127.0.0.1:9464")
+    assert scraped["values"]["workers"] == 1 and "--prometheus" in scraped["text"]
 
 
 def test_workers_must_be_a_count_or_auto() -> None:
