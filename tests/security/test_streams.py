@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,12 +73,15 @@ def test_watch_streams_past_the_bound_are_refused_and_decisions_go_on(port: int)
         assert decided(ch)
         streams.pop().cancel()
         # The slot comes back once grpc has seen the cancellation.
+        end = time.monotonic() + WAIT_CAP
         while True:
             try:
                 streams.append(watch(ch))
                 break
             except grpc.RpcError as err:
                 assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert time.monotonic() < end, "the cancelled stream's slot never came back"
+                time.sleep(0.05)
         for s in streams:
             s.cancel()
 
