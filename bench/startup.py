@@ -2,6 +2,7 @@
 
 Reproduce:  .venv/bin/python bench/startup.py                 (10 rounds)
             .venv/bin/python bench/startup.py --runs 30 --no-cerbos
+            .venv/bin/python bench/startup.py --baseline ../other-checkout/.venv/bin/pdp
 
 Each round starts, in turn, `pdp serve --workers 1` and `pdp serve` (default workers) on the
 example policies (`policies/`) and on the comparison workload's policies (bench/peers/pdp), and
@@ -76,8 +77,8 @@ def first_decision(cmd: list[str], port: int, method: str, payload: bytes) -> fl
                 proc.wait(10)
 
 
-def pdp(policies: Path, *flags: str) -> Callable[[int], list[str]]:
-    exe = str(Path(sys.executable).parent / "pdp")
+def pdp(policies: Path, *flags: str, exe: str = "") -> Callable[[int], list[str]]:
+    exe = exe or str(Path(sys.executable).parent / "pdp")
     return lambda port: [
         exe, "serve", "--policies", str(policies), "--listen", f"127.0.0.1:{port}",
         "--log-level", "WARNING", *flags,
@@ -102,6 +103,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--no-cerbos", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        metavar="PDP",
+        help="also start this `pdp` executable (another checkout's .venv/bin/pdp), --workers 1",
+    )
     args = parser.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "pdp")], check=True)
 
@@ -123,6 +129,13 @@ def main() -> int:
         ("pdp (default workers), bench/peers/pdp", pdp(grpcload.PEERS / "pdp"),
          grpcload.PDP_CHECK, peers_payload),
     ]  # fmt: skip
+    if args.baseline:
+        for label, policies, payload in (
+            ("policies/", ROOT / "policies", example),
+            ("bench/peers/pdp", grpcload.PEERS / "pdp", peers_payload),
+        ):
+            cmd = pdp(policies, "--workers", "1", exe=args.baseline)
+            servers.append((f"baseline --workers 1, {label}", cmd, grpcload.PDP_CHECK, payload))
     notes = []
     tmp = Path(tempfile.mkdtemp())
     binary = None if args.no_cerbos else grpcload.cerbos_binary()

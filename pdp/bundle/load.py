@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from pdp.engine import (
     Engine,
@@ -27,8 +26,12 @@ from pdp.model.loader import load_policy_files
 from pdp.model.policy import PolicySource
 
 from .manifest import Manifest
-from .signing import SignatureStatus
-from .verify import VerifiedBundle, open_bundle
+
+if TYPE_CHECKING:  # verifying imports cryptography: only bundles need it, not a policy directory
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from .signing import SignatureStatus
+    from .verify import VerifiedBundle
 
 # How many test failures a refusal message quotes; the rest are counted.
 MAX_FAILURES_REPORTED = 5
@@ -131,4 +134,6 @@ def load_bundle(
 
     Raises `BundleError` naming why the bundle is refused.
     """
+    from .verify import open_bundle
+
     return activate(open_bundle(source, trust, require_signature=require_signature), checks)

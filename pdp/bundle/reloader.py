@@ -15,8 +15,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from pdp.engine import EngineHolder
 from pdp.errors import BundleError
@@ -24,6 +23,9 @@ from pdp.errors import BundleError
 from .build import write_atomic
 from .load import LoadedBundle, load_bundle
 from .sources import BundleSource, SourceUnavailable
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger("pdp.bundle")
 

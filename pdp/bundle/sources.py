@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -157,6 +155,9 @@ class HttpSource:
         headers = {"User-Agent": f"pdp/{__version__}", "Accept": "application/octet-stream"}
         if self.etag:
             headers["If-None-Match"] = self.etag
+        import urllib.error  # here, not at the top: a server on a directory never needs it
+        import urllib.request
+
         request = urllib.request.Request(self.url, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --policies: reload on every edit that compiles, passes the validator and "
         "its tests",
     )
-    from .bundle import add_serve_arguments  # --bundle SOURCE and its flags (bundle engineer)
+    from .serve_bundle import add_serve_arguments  # --bundle SOURCE and its flags
 
     add_serve_arguments(src)
     net = p.add_argument_group("listeners")
@@ -374,7 +374,7 @@ def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
     if args.policies:
         return _start_policy_dir(args.policies, holder)
     if args.bundle:  # polled bundles, hot-swapped (pdp.cli.bundle, bundle engineer)
-        from .bundle import start_bundle_source
+        from .serve_bundle import start_bundle_source
 
         return start_bundle_source(args, holder)
     raise ValueError("no policy source: give --policies DIR or --bundle SOURCE")

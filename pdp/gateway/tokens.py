@@ -15,13 +15,14 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from pdp.gateway.mapping import AuthConfig, ClaimsConfig
 from pdp.gateway.templates import dig
 from pdp.model.request import id_problem
+
+if TYPE_CHECKING:
+    import jwt
 
 # One token longer than this is not an access token; refuse before base64/JSON work.
 MAX_TOKEN_BYTES = 16 * 1024
@@ -70,6 +71,8 @@ class KeySet:
 
 def load_jwks(obj: Any, allowed: Sequence[str] = ("RS256", "ES256", "EdDSA")) -> KeySet:
     """A JWKS (`{"keys": [...]}` as parsed JSON, or its text) to verification keys."""
+    import jwt  # PyJWT, and the cryptography it loads, only once there are keys
+
     if isinstance(obj, str | bytes):
         try:
             obj = json.loads(obj)
@@ -144,6 +147,8 @@ class TokenVerifier:
             "require": list(self.auth.require),
             "verify_aud": bool(self.auth.audience),
         }
+        import jwt  # imported by load_jwks already: a lookup, not an import
+
         last: AuthError | None = None
         for key in candidates:
             try:
@@ -236,6 +241,8 @@ def check_numeric_dates(claims: Mapping[str, Any]) -> None:
 
 
 def _auth_error(e: jwt.InvalidTokenError) -> AuthError:
+    import jwt
+
     for cls, reason in (
         (jwt.ExpiredSignatureError, "token_expired"),
         (jwt.ImmatureSignatureError, "token_not_yet_valid"),

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import fastjsonschema
-import jsonschema
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from pdp.errors import SourceLocation
@@ -22,7 +21,6 @@ from pdp.model._yaml import FileContext, parse_yaml
 from pdp.model.findings import Finding, caret
 
 SCHEMA_ERROR = "PDP100"
-_DEFAULT = jsonschema.Draft202012Validator
 
 
 def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
@@ -50,7 +48,9 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         report("a schema must be a json object", [])
         return None
-    cls = jsonschema.validators.validator_for(value, default=_DEFAULT)
+    import jsonschema  # here, not at the top: ~75 ms of start-up, needless without schemas
+
+    cls = jsonschema.validators.validator_for(value, default=jsonschema.Draft202012Validator)
     meta = cls(cls.META_SCHEMA)
     bad = False
     for err in sorted(meta.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):

@@ -22,21 +22,19 @@ from pdp import __version__
 from pdp.engine.engine import new_decision_id
 from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest, Limits
-from pdp.plan import PlanRefused
-from pdp.plan import plan as plan_resources
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .cache import CachedDecision, DecisionCache, cacheable, split_request_id
 from .convert import request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CheckObservation, Observer
 from .identity import primary_identity
-from .plan_convert import plan_request_from_proto, plan_to_proto
 from .status import code_name, decoding, status_for
 from .wire import check_item, hit_item, propagation
 
 if TYPE_CHECKING:
     from pdp.engine import Engine
     from pdp.engine.holder import EngineHolder
+    from pdp.plan import PlanRefused
 
 SERVICE_NAME: str = _pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 CHECK_RPC = f"/{SERVICE_NAME}/Check"
@@ -491,6 +489,12 @@ class DecisionService:
 
     def plan(self, request: _pb.PlanRequest, context: grpc.ServicerContext) -> _pb.PlanResponse:
         """Plan RPC: convert, plan (pdp.plan), convert back; observed like a Check."""
+        # Imported on the first plan, not at start-up: most deployments never ask for one.
+        from pdp.plan import PlanRefused
+        from pdp.plan import plan as plan_resources
+
+        from .plan_convert import plan_request_from_proto, plan_to_proto
+
         self.activity.enter()
         start, t0 = time.time(), _perf_counter()
         req = result = status = None

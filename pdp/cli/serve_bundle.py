@@ -1,0 +1,75 @@
+"""`pdp serve --bundle SOURCE`: the serve flags for bundles, and starting the bundle reloader.
+
+Apart from the bundle CLI (pdp.cli.bundle), whose imports (signing keys, archives, diffs) a
+server started on a policy directory does not need.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL
+from pdp.engine import EngineHolder
+from pdp.errors import BundleError
+
+from ._common import policy_checks
+
+
+def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
+    """The `pdp serve` flags for serving bundles from a file, directory or URL."""
+    group.add_argument(
+        "--bundle",
+        metavar="SOURCE",
+        help="serve bundles from a file, a directory (highest version) or an http(s) URL",
+    )
+    group.add_argument(
+        "--require-signature", action="store_true", help="refuse bundles not signed by --trust"
+    )
+    group.add_argument("--trust", action="append", metavar="PUB", help="trusted public key")
+    group.add_argument(
+        "--poll-interval",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL,
+        metavar="SECONDS",
+        help=f"how often the bundle source is polled ({DEFAULT_POLL_INTERVAL:g})",
+    )
+    group.add_argument(
+        "--poll-jitter",
+        type=float,
+        metavar="SECONDS",
+        help="random extra delay per poll, 0..SECONDS (a tenth of the interval)",
+    )
+    group.add_argument(
+        "--cache-dir", metavar="DIR", help="persist the last good bundle here, serve it on restart"
+    )
+
+
+def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Callable[[], None]:
+    """Start polling `args.bundle` into `holder`; returns the function that stops it.
+
+    Configuration mistakes raise ValueError. A source that is down or offers a bad bundle does
+    not: the server stays up (NOT_SERVING until a good bundle arrives) and keeps polling.
+    """
+    from pdp.bundle import Reloader, load_bundle, load_public_keys, open_source
+
+    if args.require_signature and not args.trust:
+        raise ValueError("--require-signature needs --trust PUB")
+    try:
+        trust = load_public_keys(args.trust) if args.trust else None
+        reloader = Reloader(
+            open_source(args.bundle),
+            holder,
+            trust=trust,
+            require_signature=args.require_signature,
+            cache_dir=args.cache_dir,
+            poll_interval=args.poll_interval,
+            jitter=args.poll_jitter,
+            loader=lambda data: load_bundle(
+                data, trust, args.require_signature, checks=policy_checks()
+            ),
+        )
+    except BundleError as exc:
+        raise ValueError(str(exc)) from None
+    reloader.start()
+    return reloader.stop

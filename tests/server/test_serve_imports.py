@@ -1,0 +1,54 @@
+"""What `pdp serve` imports: start-up is mostly imports, so features a deployment does not use
+must not be imported until used. Read from the real server's `-X importtime` trace."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pdp.client import Client
+
+from .conftest import ALICE, DOC, free_port
+from .test_serve_cli import wait_serving
+
+# Each is imported only by the feature named: signed bundles and JWT verification (cryptography,
+# PyJWT), HTTP bundle sources (urllib.request), attribute schemas (jsonschema), Plan (pdp.plan).
+NOT_AT_START_UP = ("cryptography", "jwt", "urllib.request", "jsonschema", "pdp.plan")
+
+
+def imported(trace: str) -> set[str]:
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", trace, re.MULTILINE))
+
+
+def test_a_policy_directory_server_imports_no_unused_feature(
+    policy_dir: Path, tmp_path: Path
+) -> None:
+    assert not (policy_dir / "schemas").exists()  # else jsonschema is needed, and imported
+    port = free_port()
+    serve = ["serve", "--workers", "1", "--listen", f"127.0.0.1:{port}"]
+    serve += ["--policies", str(policy_dir)]
+    log = tmp_path / "importtime.txt"
+    with log.open("w") as stderr:  # a file, not a pipe nobody reads while the server runs
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "pdp.cli.main", *serve],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        wait_serving(port, proc)
+        with Client(f"127.0.0.1:{port}", timeout=10) as client:
+            assert client.is_allowed(ALICE, DOC, "read")  # a decision was made, and allowed
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    modules = imported(log.read_text())
+    assert "pdp.server.service" in modules and "grpc" in modules  # the trace is the server's
+    loaded = {m for m in modules for n in NOT_AT_START_UP if m == n or m.startswith(f"{n}.")}
+    assert not loaded, json.dumps(sorted(loaded))
