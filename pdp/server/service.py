@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from pdp import __version__
 from pdp.engine.engine import new_decision_id
 from pdp.model.decision import CheckResponse
-from pdp.model.request import CheckRequest, Limits
+from pdp.model.request import CheckRequest, Limits, check_request_id
 from pdp.plan import PlanRefused
 from pdp.plan import plan as plan_resources
 
@@ -338,6 +338,8 @@ class DecisionService:
         if split is not None:
             entry = cache.get(engine, split[0])  # type: ignore[union-attr]
             if entry is not None:
+                if split[1]:  # a hit skips the conversion, which checks the id otherwise
+                    check_request_id(split[1], self.limits)
                 return self._from_cache(entry, split[1], observed)
         request = request_from_proto(_parse(data), self.limits)
         if len(request.resources) > 1:
