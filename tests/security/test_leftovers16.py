@@ -53,13 +53,14 @@ from gateway._envoy import ENVOY, Stack, decision_record, example_files, example
 from gateway._support import Keys
 
 from pdp.client import Client
-from pdp.errors import RequestError
+from pdp.errors import PolicyErrors, RequestError
 from pdp.gateway._gen.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as rl
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
 from pdp.gateway.ratelimit import MAX_DESCRIPTORS, MAX_ENTRIES, MAX_VALUE_LENGTH
+from pdp.model.loader import load_policy_files
 from pdp.model.request import DEFAULT_LIMITS, MAX_KEY_LENGTH, parse_check_request
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
@@ -502,3 +503,36 @@ def test_an_absurd_hits_addend_is_over_limit_never_ok(
         assert should(rls_stub, d).overall_code == OVER
     fresh = descriptor(*quota(f"user-{next(_fresh)}"))
     assert should(rls_stub, fresh, hits=2**32 - 1).overall_code == OVER
+
+
+# -- a policy test case's name is its request id ---------------------------------------------
+
+SUITE = """\
+apiVersion: pdp/v1
+kind: TestSuite
+metadata: {id: notes-tests}
+spec:
+  cases:
+    - name: fine name, inner spaces and all
+      principal: {id: alice, tenant: acme, roles: [member]}
+      resource: {kind: note, id: n1, tenant: acme}
+      expect: {read: {effect: allow}}
+    - name: %s
+      principal: {id: alice, tenant: acme, roles: [member]}
+      resource: {kind: note, id: n1, tenant: acme}
+      expect: {read: {effect: allow}}
+"""
+
+
+@pytest.mark.parametrize("name", ['"reads\\n"', '"reads\\u0000"', '" reads"', "|\n        reads"])
+def test_a_test_case_name_that_is_no_id_is_an_author_error_at_its_line(name: str) -> None:
+    files = {n: textwrap.dedent(t).lstrip().encode() for n, t in POLICIES.items()}
+    files["notes_test.yaml"] = (SUITE % name).encode()
+    with pytest.raises(PolicyErrors) as info:
+        load_policy_files(files)
+    errors = [e for e in info.value.errors if "test case name" in e.message]
+    assert len(errors) == 1, info.value
+    assert errors[0].location.file == "notes_test.yaml" and errors[0].location.line == 10
+    assert re.search("must not (contain a control character|begin or end)", errors[0].message)
+    files["notes_test.yaml"] = (SUITE % "reads").encode()
+    assert load_policy_files(files).test_suites
