@@ -35,6 +35,7 @@ from pdp.model.request import (
     CheckRequest,
     Limits,
     ResourceRequest,
+    check_request_id,
     country_problem,
     id_problem,
     is_ip_address,
@@ -328,7 +329,7 @@ def request_from_proto(msg: _pb.CheckRequest, limits: Limits) -> CheckRequest:
         principal,
         resources,
         context,
-        request_id=_id(msg.request_id, "request_id", limits, required=False),
+        request_id=check_request_id(msg.request_id, limits),
         explain=msg.explain,
         time=time,
     )

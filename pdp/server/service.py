@@ -21,13 +21,13 @@ from grpc_status import rpc_status
 from pdp import __version__
 from pdp.engine.engine import new_decision_id
 from pdp.model.decision import CheckResponse
-from pdp.model.request import CheckRequest, Limits, check_request_id
+from pdp.model.request import CheckRequest, Limits
 from pdp.plan import PlanRefused
 from pdp.plan import plan as plan_resources
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .cache import CachedDecision, DecisionCache, cacheable, split_request_id
-from .convert import request_from_proto, response_to_proto, server_info_to_proto
+from .convert import check_request_id, request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CheckObservation, Observer
 from .identity import primary_identity
 from .plan_convert import plan_request_from_proto, plan_to_proto
