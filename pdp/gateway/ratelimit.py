@@ -12,7 +12,10 @@ unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to o
 `actor.type`, `resource.id`, `resource.tenant`, `context.ip` (or Envoy's `remote_address`),
 `context.country`; any other key becomes `context.attr.<key>` (a whole number as a number). `hits_addend` (of the
 descriptor, else of the request) replaces the limit's cost. All descriptors of one call take
-their quota together: when one is over its limit, none is consumed.
+their quota together: when one is over its limit, none is consumed. A key or value with a
+control character or surrounding whitespace, an empty or oversized key, an oversized value, a
+`context.ip` that is no IP address or a `context.country` that is no two-letter code is
+INVALID_ARGUMENT naming the entry (`descriptors[0].entries[1].value`).
 
 Place the rate limit filter after ext_authz: a call pdp denies never reaches it, so a denied
 call uses no quota here either.
@@ -37,6 +40,7 @@ from pdp.errors import NoPoliciesError
 from pdp.gateway._gen.envoy.config.core.v3 import base_pb2
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
+from pdp.model.request import MAX_KEY_LENGTH, country_problem, id_problem, is_ip_address
 from pdp.ratelog import printable
 from pdp.server.status import DecodingServer
 
@@ -62,7 +66,43 @@ _WHOLE = re.compile(r"^-?[0-9]{1,18}$")
 
 
 class DescriptorError(ValueError):
-    pass
+    """A descriptor that is no rate-limit question; `field` is relative to the descriptor
+    (`entries[1].value`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _entry_problem(key: str, value: str) -> tuple[str, str]:
+    """(which part, why) when an entry cannot be read, else ("", "").
+
+    A value names a bucket: `"alice "` or `"alice\\u0000"` (alice, to whatever trims or stops at
+    a NUL upstream) would be a fresh bucket for a caller the clean spelling already limits, and a
+    key with a space is not the key it looks like (its value lands in `context.attr`, leaving
+    the real one empty). So what `id_problem` refuses in an id (a control character, surrounding
+    whitespace) is refused in every key and value, and the fields a Check validates
+    (`context.ip`, `context.country`) are validated alike.
+    """
+    if not key:
+        return "key", "must not be empty"
+    if len(key) > MAX_KEY_LENGTH:
+        return "key", f"is longer than {MAX_KEY_LENGTH} characters"
+    problem = id_problem(key)
+    if problem:
+        return "key", problem
+    if len(value) > MAX_VALUE_LENGTH:
+        return "value", f"is longer than {MAX_VALUE_LENGTH} characters (entry `{key[:64]}`)"
+    problem = id_problem(value)
+    if not problem and value:
+        if key in ("context.ip", "remote_address") and not is_ip_address(value):
+            problem = f"`{value[:64]}` is not an IP address"
+        elif key == "context.country":
+            problem = country_problem(value)
+    if problem:
+        return "value", f"{problem} (entry `{key[:64]}`)"
+    return "", ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +131,11 @@ def read_descriptor(
     context: dict[str, Any] = {"ip": "", "country": "", "attr": {}}
     kind = action = only = ""
     if len(entries) > MAX_ENTRIES:
-        raise DescriptorError(f"more than {MAX_ENTRIES} entries in a descriptor")
-    for key, value in entries:
-        if len(value) > MAX_VALUE_LENGTH:
-            raise DescriptorError(f"entry `{key[:64]}` is longer than {MAX_VALUE_LENGTH}")
+        raise DescriptorError("entries", f"more than {MAX_ENTRIES} entries in a descriptor")
+    for j, (key, value) in enumerate(entries):
+        part, problem = _entry_problem(key, value)
+        if problem:
+            raise DescriptorError(f"entries[{j}].{part}", problem)
         if key == "kind":
             kind = resource["kind"] = value
         elif key == "action":
@@ -168,7 +209,7 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
             try:
                 call = read_descriptor([(e.key, e.value) for e in desc.entries], hits, now)
             except DescriptorError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"descriptors[{i}]: {exc}")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"descriptors[{i}].{exc}")
             limits = index.get((call.kind, call.action), ())
             if call.only:
                 limits = tuple(lim for lim in limits if lim.id == call.only)

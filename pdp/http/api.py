@@ -23,7 +23,7 @@ from google.protobuf import json_format
 from pdp import __version__
 from pdp.errors import LimitExceeded, NoPoliciesError, RequestError
 from pdp.model.decision import ALLOW, CheckResponse
-from pdp.model.request import CheckRequest, Limits
+from pdp.model.request import CheckRequest, Limits, check_request_id
 from pdp.plan import PlanRefused
 from pdp.plan.api import Candidates, Trace, plan_json, search_resource
 from pdp.server.convert import request_from_proto, response_to_proto, server_info_to_proto
@@ -192,6 +192,17 @@ class HttpApi:
         except Exception:
             # Telemetry must never fail a decision.
             log.exception("observer failed")
+
+    def request_id_error(self, request_id: str) -> HttpError | None:
+        """The 400 for an `X-Request-ID` header that is no request id (`check_request_id`):
+        refused on every route, before the header is echoed in the answer or logged."""
+        if not request_id:
+            return None
+        try:
+            check_request_id(request_id, self.limits, "X-Request-ID")
+        except RequestError as exc:
+            return as_http_error(exc)
+        return None
 
     def observe_failure(self, call: Call, error: HttpError) -> None:
         """A decision endpoint's call that ended in an error: one record, as gRPC makes."""
@@ -457,17 +468,11 @@ def as_http_error(exc: BaseException) -> HttpError | None:
     if isinstance(exc, HttpError):
         return exc
     if isinstance(exc, LimitExceeded):
-        where = _header_field(exc.field)
-        return HttpError(400, f"`{where}` {exc.message}", where, "RESOURCE_EXHAUSTED")
+        return HttpError(400, f"`{exc.field}` {exc.message}", exc.field, "RESOURCE_EXHAUSTED")
     if isinstance(exc, BodyError | RequestError):
-        where = _header_field(exc.field)
-        return HttpError(400, f"`{where}` {exc.message}", where, "INVALID_ARGUMENT")
+        return HttpError(400, f"`{exc.field}` {exc.message}", exc.field, "INVALID_ARGUMENT")
     if isinstance(exc, RecursionError):
         return HttpError(400, "JSON nested too deeply", "body", "INVALID_ARGUMENT")
     if isinstance(exc, NoPoliciesError):
         return HttpError(503, str(exc), "", "UNAVAILABLE")
     return None
-
-
-def _header_field(name: str) -> str:
-    return "X-Request-ID" if name == "request_id" else name

@@ -219,6 +219,9 @@ class HttpServer:
         headers = request.headers
         request_id = headers.get("X-Request-ID", "")
         api = self.api
+        bad_id = api.request_id_error(request_id)
+        if bad_id is not None:
+            request_id = ""  # neither echoed nor logged
         sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
         identities = cert_identities(sslobj.getpeercert()) if sslobj is not None else ()
         host = headers.get("Host", "")
@@ -240,6 +243,8 @@ class HttpServer:
         try:
             route = api.route(call.method, call.path)
             api.authorize(call, identities)
+            if bad_id is not None:
+                raise bad_id
             data = None
             if route.body:
                 ctype, _, params = headers.get("Content-Type", _JSON).partition(";")

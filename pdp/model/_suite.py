@@ -17,7 +17,7 @@ from pdp.errors import RequestError, SourceLocation
 from pdp.model._limits import parse_period
 from pdp.model._yaml import INT, Fields, FileContext, did_you_mean, is_str, to_json, type_name
 from pdp.model.policy import Expectation, TestCase, TestSuite
-from pdp.model.request import parse_time
+from pdp.model.request import id_problem, parse_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,11 @@ def load_suite(
         if not c.ok:
             continue
         name = c.str("name", required=True)
-        if name in names:
+        problem = id_problem(name)
+        if problem:
+            # The name is the case's request id, which follows the id rule (`id_problem`).
+            ctx.error(f"test case name {problem}", c.get("name"))
+        elif name in names:
             ctx.error(
                 f"duplicate test case name `{name}` (first at line {names[name]})", c.get("name")
             )

@@ -117,6 +117,29 @@ def id_problem(text: str) -> str:
     return ""
 
 
+_COUNTRY = re.compile("[A-Za-z]{2}")
+
+
+def country_problem(text: str) -> str:
+    """Why `text` cannot be `context.country`, or "" when it can: empty (unknown; resolved from
+    the bundle's geo table when there is one) or two ASCII letters, the shape of an ISO 3166-1
+    alpha-2 code. The value is upper-cased and compared in policies (`context.country in
+    C.blocked_countries`): `"CU "` or `"CU\\u0000"` (read as CU by whatever trims or stops at
+    a NUL) would pass a rule that `"CU"` does not, and `"\\u0131r"` upper-cases to `"IR"` from
+    a string that no code is. A caller's own spelling of a country is not one."""
+    if not text or _COUNTRY.fullmatch(text) is not None:
+        return ""
+    return "must be empty or a two-letter country code (ISO 3166-1 alpha-2)"
+
+
+def check_request_id(v: Any, limits: Limits, path: str = "request_id") -> str:
+    """A request id as every protocol takes it (optional; `""` when absent): a string within
+    the id length limit that `id_problem` accepts. It is echoed in replies and headers and
+    logged with the decision, so a newline in it would forge a log line and a control
+    character a header. `path` names the field in the `RequestError` (`X-Request-ID`)."""
+    return _id(v, path, limits, required=False)
+
+
 def is_ip_address(text: str) -> bool:
     """Whether `ipaddress.ip_address` accepts `text` (every adapter checks `context.ip` so).
 
@@ -394,6 +417,9 @@ def parse_context(
     if ip and not is_ip_address(ip):
         raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address")
     country = _str(c.get("country"), "context.country", limits, required=False)
+    problem = country_problem(country)
+    if problem:
+        raise RequestError("context.country", problem)
     time = None
     if c.get("time") not in (None, ""):
         if not limits.allow_client_time:
@@ -465,7 +491,7 @@ def parse_check_request(obj: Any, limits: Limits = DEFAULT_LIMITS) -> CheckReque
         principal,
         resources,
         context,
-        request_id=_str(request_id, "request_id", limits, required=False),
+        request_id=check_request_id(request_id, limits),
         explain=explain,
         time=time,
     )

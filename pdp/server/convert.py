@@ -35,6 +35,8 @@ from pdp.model.request import (
     CheckRequest,
     Limits,
     ResourceRequest,
+    check_request_id,
+    country_problem,
     id_problem,
     is_ip_address,
     make_check_request,
@@ -287,6 +289,9 @@ def _context(
     if ip and not is_ip_address(ip):
         raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address")
     country = _str(c.country, "context.country", limits, required=False)
+    problem = country_problem(country)
+    if problem:
+        raise RequestError("context.country", problem)
     time = None
     if c.HasField("time"):
         if not limits.allow_client_time:
@@ -324,7 +329,7 @@ def request_from_proto(msg: _pb.CheckRequest, limits: Limits) -> CheckRequest:
         principal,
         resources,
         context,
-        request_id=_str(msg.request_id, "request_id", limits, required=False),
+        request_id=check_request_id(msg.request_id, limits),
         explain=msg.explain,
         time=time,
     )

@@ -25,7 +25,7 @@ from pdp.model.request import CheckRequest, Limits
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .cache import CachedDecision, DecisionCache, cacheable, split_request_id
-from .convert import request_from_proto, response_to_proto, server_info_to_proto
+from .convert import check_request_id, request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CheckObservation, Observer
 from .identity import primary_identity
 from .status import code_name, decoding, status_for
@@ -336,6 +336,8 @@ class DecisionService:
         if split is not None:
             entry = cache.get(engine, split[0])  # type: ignore[union-attr]
             if entry is not None:
+                if split[1]:  # a hit skips the conversion, which checks the id otherwise
+                    check_request_id(split[1], self.limits)
                 return self._from_cache(entry, split[1], observed)
         request = request_from_proto(_parse(data), self.limits)
         if len(request.resources) > 1:
