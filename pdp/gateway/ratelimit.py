@@ -15,7 +15,10 @@ descriptor, else of the request) replaces the limit's cost. All descriptors of o
 their quota together: when one is over its limit, none is consumed. A key or value with a
 control character or surrounding whitespace, an empty or oversized key, an oversized value, a
 `context.ip` that is no IP address or a `context.country` that is no two-letter code is
-INVALID_ARGUMENT naming the entry (`descriptors[0].entries[1].value`).
+OVER_LIMIT with a JSON body naming the entry (`descriptors[0].entries[1].value`), as are more
+than 64 descriptors or 32 entries. Not INVALID_ARGUMENT: Envoy reads an error from the service
+as `failure_mode_deny` says, and its default lets the request through, so an error would hand
+anyone who can bend a descriptor's header an unlimited bucket.
 
 Place the rate limit filter after ext_authz: a call pdp denies never reaches it, so a denied
 call uses no quota here either.
@@ -195,9 +198,7 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
         except NoPoliciesError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         if len(request.descriptors) > MAX_DESCRIPTORS:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"descriptors: more than {MAX_DESCRIPTORS}"
-            )
+            return _invalid(request, f"descriptors: more than {MAX_DESCRIPTORS}")
         now = self._clock()
         index: Mapping[tuple[str, str], tuple[CompiledLimit, ...]] = engine.policy_set.limits
         pairs: list[tuple[CompiledLimit, Take]] = []
@@ -209,7 +210,7 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
             try:
                 call = read_descriptor([(e.key, e.value) for e in desc.entries], hits, now)
             except DescriptorError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"descriptors[{i}].{exc}")
+                return _invalid(request, f"descriptors[{i}].{exc}")
             limits = index.get((call.kind, call.action), ())
             if call.only:
                 limits = tuple(lim for lim in limits if lim.id == call.only)
@@ -261,6 +262,15 @@ def _all(request: rls.RateLimitRequest, code: int, body: bytes = b"") -> rls.Rat
     """Every descriptor answered alike (no limit applies, or the store or a limit failed)."""
     statuses = [rls.RateLimitResponse.DescriptorStatus(code=code) for _ in request.descriptors]  # type: ignore[arg-type]
     return rls.RateLimitResponse(overall_code=code, statuses=statuses, raw_body=body)  # type: ignore[arg-type]
+
+
+def _invalid(request: rls.RateLimitRequest, message: str) -> rls.RateLimitResponse:
+    """A descriptor pdp cannot read: over the limit (fail closed), the body naming the entry."""
+    LIMITS_LOG.log(
+        logging.WARNING, "rls-invalid", f"rate limit descriptor refused: {printable(message)}"
+    )
+    body = {"error": "invalid_descriptor", "message": message}
+    return _all(request, OVER, json.dumps(body).encode())
 
 
 def rate_limit_registrar(holder: EngineHolder) -> Callable[[grpc.Server], str]:

@@ -34,8 +34,11 @@ class _Upstream(BaseHTTPRequestHandler):
         pass
 
 
-def envoy_config(listen: int, admin: int, upstream: int, pdp: int) -> dict[str, Any]:
-    """The rate limit filter, as docs/RATE_LIMITS.md shows it, in front of a plain upstream."""
+def envoy_config(
+    listen: int, admin: int, upstream: int, pdp: int, failure_mode_deny: bool = True
+) -> dict[str, Any]:
+    """The rate limit filter, as docs/RATE_LIMITS.md shows it, in front of a plain upstream
+    (`failure_mode_deny=False`: Envoy's default, which admits a call the service errors on)."""
     reads = [
         {
             "actions": [
@@ -84,7 +87,7 @@ def envoy_config(listen: int, admin: int, upstream: int, pdp: int) -> dict[str, 
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
                     "domain": "pdp",
-                    "failure_mode_deny": True,
+                    "failure_mode_deny": failure_mode_deny,
                     "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
                     "timeout": "2s",
                     "rate_limit_service": {
@@ -127,6 +130,15 @@ def envoy_config(listen: int, admin: int, upstream: int, pdp: int) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    yield from _stack(tmp_path_factory, failure_mode_deny=True)
+
+
+@pytest.fixture(scope="module")
+def envoy_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    yield from _stack(tmp_path_factory, failure_mode_deny=False)
+
+
+def _stack(tmp_path_factory: pytest.TempPathFactory, failure_mode_deny: bool) -> Iterator[int]:
     tmp = tmp_path_factory.mktemp("rls")
     policies = write_policies(tmp / "policies", LIMITED)
     pdp, pdp_port = start_pdp(policies, tmp / "pdp.log")
@@ -134,7 +146,8 @@ def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     listen, admin = free_port(), free_port()
     cfg = tmp / "envoy.json"
-    cfg.write_text(json.dumps(envoy_config(listen, admin, upstream.server_address[1], pdp_port)))
+    config = envoy_config(listen, admin, upstream.server_address[1], pdp_port, failure_mode_deny)
+    cfg.write_text(json.dumps(config))
     log = tmp / "envoy.log"
     proc = None
     try:
@@ -196,3 +209,25 @@ def test_per_ip_limits_come_from_envoys_view_of_the_peer(envoy: int) -> None:
         for i in range(5)
     ]
     assert codes == [200, 200, 200, 429, 429]
+
+
+@pytest.mark.parametrize(
+    "user",
+    ["uma\tuma", "uma" + "x" * 5000],  # a tab inside a header value, and an oversized one
+    ids=["tab", "oversized"],
+)
+def test_a_descriptor_pdp_refuses_is_429_even_under_envoys_fail_open_default(
+    envoy_defaults: int, user: str
+) -> None:
+    # Envoy passes both header values on to the descriptor; pdp cannot read them as an id. An
+    # error from the service would be admitted under failure_mode_deny: false, a fresh bucket
+    # for anyone who bends the header; pdp answers over the limit instead, naming the entry.
+    path = f"/notes/read-bent-{len(user)}"
+    status, _, body = get(envoy_defaults, path, **{"x-user": user})
+    assert status == 429
+    refusal = json.loads(body)
+    assert refusal["error"] == "invalid_descriptor"
+    assert refusal["message"].startswith("descriptors[0].entries[2].value: ")
+    assert path not in _Upstream.seen
+    # A clean value is limited as usual behind the same Envoy.
+    assert get(envoy_defaults, "/notes/read-clean", **{"x-user": "wes"})[0] == 200

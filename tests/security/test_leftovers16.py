@@ -22,8 +22,10 @@
 3. Envoy's rate limit service: a descriptor entry's key or value with a control character or
    surrounding whitespace, an empty or oversized key, an oversized value, too many entries or
    descriptors, a `context.ip` that is no IP address or a `context.country` that is no code is
-   INVALID_ARGUMENT naming the entry (`descriptors[0].entries[1].value`), so a bent spelling of
-   a descriptor its clean form limits is never answered OK (it would be a fresh bucket).
+   OVER_LIMIT with a JSON body naming the entry (`descriptors[0].entries[1].value`), so a bent
+   spelling of a descriptor its clean form limits is never answered OK (it would be a fresh
+   bucket). Not INVALID_ARGUMENT: under Envoy's default `failure_mode_deny: false` an error
+   from the service lets the request through.
 """
 
 from __future__ import annotations
@@ -430,8 +432,13 @@ def exhausted(stub: rls_grpc.RateLimitServiceStub) -> str:
 
 
 def rls_refusal(stub: rls_grpc.RateLimitServiceStub, *descs: rl.RateLimitDescriptor) -> str:
-    request = rls.RateLimitRequest(domain="pdp", descriptors=descs)
-    return refusal(stub.ShouldRateLimit, request)
+    """The message of a refused call: over the limit on every descriptor, the body naming why."""
+    reply = should(stub, *descs)
+    assert reply.overall_code == OVER
+    assert [status.code for status in reply.statuses] == [OVER] * len(descs)
+    body = json.loads(reply.raw_body)
+    assert body["error"] == "invalid_descriptor", body
+    return body["message"]
 
 
 @st.composite
@@ -459,7 +466,7 @@ def test_a_bent_spelling_of_a_limited_descriptor_is_never_ok(
     assert details.startswith(f"descriptors[0].entries[{at}].{part}: "), details
 
 
-def test_each_bad_entry_is_invalid_argument_naming_it(
+def test_each_bad_entry_is_over_limit_naming_it(
     rls_stub: rls_grpc.RateLimitServiceStub,
 ) -> None:
     clean = descriptor(*quota("named"))
