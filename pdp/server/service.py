@@ -177,6 +177,7 @@ class _ObservedCheck:
         "error_message",
         "latency_s",
         "metadata",
+        "request_size",
         "start_time",
     )
 
@@ -193,7 +194,9 @@ class _ObservedCheck:
         start_time: float,
         latency_s: float,
         identities: bool = True,
+        request_size: int = 0,
     ) -> None:
+        """`request_size`: the request's bytes, which telemetry's queue counts (and bounds)."""
         self._hit = request if isinstance(request, _CacheHit) else None
         self._request = None if self._hit is not None else request
         self._response = response
@@ -206,6 +209,7 @@ class _ObservedCheck:
         self.metadata = metadata
         self.start_time = start_time
         self.latency_s = latency_s
+        self.request_size = request_size
 
     @property
     def cache_hit(self) -> _CacheHit | None:
@@ -428,6 +432,7 @@ class DecisionService:
             start,
             time.perf_counter() - t0,
             self._identities,
+            len(data),
         )
         try:
             # Structurally a CheckObservation (same attributes), read lazily by the observer.

@@ -1,0 +1,140 @@
+"""A stalled decision-log sink and large requests cannot make `pdp serve` hold gigabytes.
+
+The queue between the serving threads and the decision-log writer was bounded by count only
+(10,000 observations, "about 10 MiB at 1 KiB each"). A caller sending ~1 MB requests while the
+sink stalls (stdout piped to a log shipper that stopped reading) filled it with 10 GB: a real
+`pdp serve` grew by 1 MB per call, 6.5 GB in 30 s, until the kernel killed it. With 4 MB
+requests (the default `--max-message-bytes`) that is 40 GB. Now observations of large requests
+also count against a byte budget and are dropped (and counted) past it, so the server's peak
+memory stays bounded whatever the caller sends; every call is still decided. Both writer
+modes: a thread of the server, and a writer process fed through a pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
+from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
+from pdp.telemetry.intake import DEFAULT_QUEUE_BYTES
+
+from .serving import Served, wait_serving
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+CALLS = 1500  # of ~1 MB each: 1.5 GB queued without a byte budget
+CALLERS = 4
+# Far above what the server needs with the budget (about 250 MB here), far below what 1500
+# queued requests take without it.
+MAX_PEAK_RSS_MB = 150 + 4 * DEFAULT_QUEUE_BYTES // 2**20
+
+
+def _request() -> pb.CheckRequest:
+    big = {f"note{i}": "x" * 60_000 for i in range(16)}  # ~1 MB of attributes
+    return json_format.ParseDict(
+        {
+            "principal": {
+                "id": "alice",
+                "tenant": "acme",
+                "roles": ["user"],
+                "scopes": ["docs:read"],
+                "attr": big,
+            },
+            "resources": [
+                {
+                    "kind": "document",
+                    "id": "d1",
+                    "tenant": "acme",
+                    "attr": {"owner": "alice", "classification": "internal"},
+                    "actions": ["read"],
+                }
+            ],
+            "context": {"ip": "10.20.30.40"},
+        },
+        pb.CheckRequest(),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _serve_with_stalled_stdout(*args: str) -> Iterator[tuple[Served, int]]:
+    """`pdp serve` whose stdout is a pipe nobody reads: its decision log blocks once the pipe's
+    buffer is full, as a stuck log shipper would make it."""
+    port = _free_port()
+    stalled_r, stalled_w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pdp.cli.main", "serve", "--no-pin-workers", "--workers", "1",
+         "--policies", str(POLICIES), "--listen", f"127.0.0.1:{port}", "--otel", "off",
+         "--decision-log", "stdout", *args],
+        stdout=stalled_w,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    os.close(stalled_w)
+    try:
+        served = Served(proc)
+        wait_serving(port, served)
+        yield served, port
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)  # a server blocked on its stdout would not drain on SIGTERM
+        proc.wait(30)
+        os.close(stalled_r)
+
+
+def _peak_rss_mb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) // 1024
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_large_requests_to_a_stalled_log_keep_memory_bounded(writer: str) -> None:
+    message = _request()
+    assert len(message.SerializeToString()) > 900_000
+    with _serve_with_stalled_stdout("--telemetry-writer", writer) as (served, port):
+        effects: list[int] = []
+        failures: list[BaseException] = []
+        lock = threading.Lock()
+
+        def caller(n: int) -> None:
+            options = [("grpc.max_send_message_length", 8 << 20)]
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+                    stub = pb_grpc.DecisionServiceStub(channel)
+                    for i in range(n):
+                        message_i = pb.CheckRequest()
+                        message_i.CopyFrom(message)
+                        message_i.request_id = f"{threading.get_ident()}-{i}"
+                        reply = stub.Check(message_i, timeout=60)
+                        with lock:
+                            effects.append(reply.results[0].actions["read"].effect)
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(target=caller, args=(CALLS // CALLERS,)) for _ in range(CALLERS)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        assert failures == [], failures[:1]
+        assert len(effects) == CALLS and set(effects) == {pb.EFFECT_ALLOW}
+        peak = _peak_rss_mb(served.proc.pid)
+        assert peak < MAX_PEAK_RSS_MB, f"pdp serve peaked at {peak} MB"
