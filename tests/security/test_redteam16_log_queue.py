@@ -7,11 +7,13 @@ sink stalls (stdout piped to a log shipper that stopped reading) filled it with 
 requests (the default `--max-message-bytes`) that is 40 GB. Now observations of large requests
 also count against a byte budget and are dropped (and counted) past it, so the server's peak
 memory stays bounded whatever the caller sends; every call is still decided. Both writer
-modes: a thread of the server, and a writer process fed through a pipe.
+modes (a thread of the server, a writer process fed through a pipe) and over HTTP too.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
 import subprocess
@@ -103,27 +105,50 @@ def _peak_rss_mb(pid: int) -> int:
     return int(status.split("VmHWM:")[1].split()[0]) // 1024
 
 
-@pytest.mark.parametrize("writer", ["thread", "process"])
-def test_large_requests_to_a_stalled_log_keep_memory_bounded(writer: str) -> None:
+def _grpc_caller(port: int, n: int, effects: list[str]) -> None:
     message = _request()
-    assert len(message.SerializeToString()) > 900_000
-    with _serve_with_stalled_stdout("--telemetry-writer", writer) as (served, port):
-        effects: list[int] = []
+    options = [("grpc.max_send_message_length", 8 << 20)]
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        stub = pb_grpc.DecisionServiceStub(channel)
+        for i in range(n):
+            message.request_id = f"{threading.get_ident()}-{i}"
+            reply = stub.Check(message, timeout=60)
+            effects.append(pb.Effect.Name(reply.results[0].actions["read"].effect))
+
+
+def _http_caller(port: int, n: int, effects: list[str]) -> None:
+    body = json_format.MessageToJson(_request()).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for _ in range(n):
+            connection.request(
+                "POST", "/v1/check", body, headers={"Content-Type": "application/json"}
+            )
+            reply = connection.getresponse()
+            answer = json.loads(reply.read())
+            assert reply.status == 200, answer
+            effects.append(answer["results"][0]["actions"]["read"]["effect"])
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "writer"), [("grpc", "thread"), ("grpc", "process"), ("http", "thread")]
+)
+def test_large_requests_to_a_stalled_log_keep_memory_bounded(protocol: str, writer: str) -> None:
+    assert len(_request().SerializeToString()) > 900_000
+    http_port = _free_port()
+    flags = ["--telemetry-writer", writer, "--http-listen", f"127.0.0.1:{http_port}"]
+    with _serve_with_stalled_stdout(*flags) as (served, grpc_port):
+        effects: list[str] = []
         failures: list[BaseException] = []
-        lock = threading.Lock()
 
         def caller(n: int) -> None:
-            options = [("grpc.max_send_message_length", 8 << 20)]
             try:
-                with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-                    stub = pb_grpc.DecisionServiceStub(channel)
-                    for i in range(n):
-                        message_i = pb.CheckRequest()
-                        message_i.CopyFrom(message)
-                        message_i.request_id = f"{threading.get_ident()}-{i}"
-                        reply = stub.Check(message_i, timeout=60)
-                        with lock:
-                            effects.append(reply.results[0].actions["read"].effect)
+                if protocol == "grpc":
+                    _grpc_caller(grpc_port, n, effects)
+                else:
+                    _http_caller(http_port, n, effects)
             except BaseException as exc:
                 failures.append(exc)
 
@@ -135,6 +160,6 @@ def test_large_requests_to_a_stalled_log_keep_memory_bounded(writer: str) -> Non
         for t in threads:
             t.join(600)
         assert failures == [], failures[:1]
-        assert len(effects) == CALLS and set(effects) == {pb.EFFECT_ALLOW}
+        assert len(effects) == CALLS and set(effects) == {"EFFECT_ALLOW"}
         peak = _peak_rss_mb(served.proc.pid)
         assert peak < MAX_PEAK_RSS_MB, f"pdp serve peaked at {peak} MB"
