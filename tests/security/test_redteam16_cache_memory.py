@@ -41,8 +41,8 @@ spec:
       effect: deny
       condition: P.attr.blocked == true
 """
-CALLS = 2000  # 1.7 GB of cache entries without a budget
-MAX_PEAK_RSS_MB = 800  # about 250 MB with the budget
+CALLS = 1200  # 1 GB of cache entries without a budget
+MAX_PEAK_RSS_MB = 700  # about 250 MB with the budget
 
 
 def _peak_rss_mb(pid: int) -> int:
