@@ -516,11 +516,12 @@ class DecisionService:
             raise AssertionError("unreachable: abort_with_status raises")
         finally:
             if self.observer is not None:
-                self._observe_plan(context, req, result, status, start, t0)
+                size = request.ByteSize()
+                self._observe_plan(context, req, result, status, start, t0, size)
             self.activity.exit()
 
     def _observe_plan(self, context: Any, req: Any, result: Any, status: Any, start: float,
-                      t0: float) -> None:  # fmt: skip
+                      t0: float, size: int) -> None:  # fmt: skip
         record = CheckObservation(
             request=req.check if req is not None else None,
             response=result.as_response() if result is not None else None,
@@ -532,6 +533,7 @@ class DecisionService:
             start_time=start,
             latency_s=_perf_counter() - t0,
             rpc=PLAN_RPC,
+            request_size=size,
         )
         try:
             self.observer.on_check(record)  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ sink stalls (stdout piped to a log shipper that stopped reading) filled it with 
 requests (the default `--max-message-bytes`) that is 40 GB. Now observations of large requests
 also count against a byte budget and are dropped (and counted) past it, so the server's peak
 memory stays bounded whatever the caller sends; every call is still decided. Both writer
-modes (a thread of the server, a writer process fed through a pipe) and over HTTP too.
+modes (a thread of the server, a writer process fed through a pipe), HTTP and the Plan RPC too.
 """
 
 from __future__ import annotations
@@ -116,6 +116,20 @@ def _grpc_caller(port: int, n: int, effects: list[str]) -> None:
             effects.append(pb.Effect.Name(reply.results[0].actions["read"].effect))
 
 
+def _plan_caller(port: int, n: int, effects: list[str]) -> None:
+    check = _request()
+    message = pb.PlanRequest(resource_kind="document", action="read")
+    message.principal.CopyFrom(check.principal)
+    message.context.CopyFrom(check.context)
+    options = [("grpc.max_send_message_length", 8 << 20)]
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        stub = pb_grpc.DecisionServiceStub(channel)
+        for i in range(n):
+            message.request_id = f"{threading.get_ident()}-{i}"
+            reply = stub.Plan(message, timeout=60)
+            effects.append(pb.PlanResponse.Kind.Name(reply.kind))
+
+
 def _http_caller(port: int, n: int, effects: list[str]) -> None:
     body = json_format.MessageToJson(_request()).encode()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -133,7 +147,8 @@ def _http_caller(port: int, n: int, effects: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("protocol", "writer"), [("grpc", "thread"), ("grpc", "process"), ("http", "thread")]
+    ("protocol", "writer"),
+    [("grpc", "thread"), ("grpc", "process"), ("http", "thread"), ("plan", "thread")],
 )
 def test_large_requests_to_a_stalled_log_keep_memory_bounded(protocol: str, writer: str) -> None:
     assert len(_request().SerializeToString()) > 900_000
@@ -147,6 +162,8 @@ def test_large_requests_to_a_stalled_log_keep_memory_bounded(protocol: str, writ
             try:
                 if protocol == "grpc":
                     _grpc_caller(grpc_port, n, effects)
+                elif protocol == "plan":
+                    _plan_caller(grpc_port, n, effects)
                 else:
                     _http_caller(http_port, n, effects)
             except BaseException as exc:
@@ -160,6 +177,7 @@ def test_large_requests_to_a_stalled_log_keep_memory_bounded(protocol: str, writ
         for t in threads:
             t.join(600)
         assert failures == [], failures[:1]
-        assert len(effects) == CALLS and set(effects) == {"EFFECT_ALLOW"}
+        expected = "CONDITIONAL" if protocol == "plan" else "EFFECT_ALLOW"
+        assert len(effects) == CALLS and set(effects) == {expected}
         peak = _peak_rss_mb(served.proc.pid)
         assert peak < MAX_PEAK_RSS_MB, f"pdp serve peaked at {peak} MB"
