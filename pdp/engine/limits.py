@@ -34,6 +34,10 @@ from .counters import Counters, CounterStoreError, Outcome, Take
 _KEY_SHOWN = 64
 # One log line per cause per this many seconds: an unreachable store must not flood the log.
 _LOG_EVERY_S = 10.0
+# The longest wait a status reports (136 years: "never"). A caller picks the cost (`cost:
+# context.attr.tokens`), and the wait for a cost of 1e20 is a number no reply field holds
+# (pdp.v1 carries seconds as uint32): unbounded, it failed the whole call with an internal error.
+MAX_WAIT_S = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +122,20 @@ def statuses(pairs: list[tuple[CompiledLimit, Take]], outcome: Outcome) -> tuple
                 limit=limit.limit,
                 window_s=limit.per_seconds,
                 remaining=max(0, math.floor(outcome.remaining[i])),
-                reset_s=max(1, math.ceil(outcome.reset_after(takes, i))),
-                retry_after_s=max(1, math.ceil(outcome.retry_after)) if exceeded else 0,
+                reset_s=_seconds(outcome.reset_after(takes, i)),
+                retry_after_s=_seconds(outcome.retry_after) if exceeded else 0,
                 exceeded=exceeded,
             )
         )
     return tuple(out)
+
+
+def _seconds(wait: float) -> int:
+    """A wait as the whole seconds a status reports: at least 1, at most `MAX_WAIT_S` (an
+    infinite or NaN wait, from a cost no bucket can hold, is the longest)."""
+    if not wait <= MAX_WAIT_S:  # also NaN
+        return MAX_WAIT_S
+    return max(1, math.ceil(wait))
 
 
 def apply_limits(
@@ -179,7 +191,7 @@ def apply_limits(
     why = (
         f"cost {cost:g} exceeds the bucket of {limit.capacity}"
         if cost > limit.capacity
-        else f"retry after {max(1, math.ceil(outcome.retry_after))} s"
+        else f"retry after {_seconds(outcome.retry_after)} s"
     )
     return ActionDecision(
         effect=d.DENY,

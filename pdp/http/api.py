@@ -71,6 +71,7 @@ class Call:
     body: dict[str, Any] = field(default_factory=dict)
     start: float = 0.0
     t0: float = 0.0
+    size: int = 0  # bytes of the request body
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -186,6 +187,7 @@ class HttpApi:
             start_time=call.start,
             latency_s=time.perf_counter() - call.t0,
             rpc=rpc,
+            request_size=call.size,
         )
         try:
             self.observer.on_check(record)
@@ -452,6 +454,7 @@ class HttpApi:
         """Parse the body and run the handler; every failure becomes an `HttpError`."""
         try:
             if route.body:
+                call.size = len(data or b"")
                 call.body = parse_json_object(data or b"")
             return route.handler(call)
         except HttpError:

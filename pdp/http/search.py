@@ -95,6 +95,26 @@ def _load_map(path: str) -> dict[str, Mapping[str, Any]]:
 Source = Callable[["Plan", str | None, int], Sequence[str]]
 
 
+def _compares_exactly(sa: Any, engine: Any, column: Any) -> bool:
+    """Whether the database compares `column`'s text as CEL does, code point by code point.
+
+    Reflection does not report a column's collation, and a `NOCASE` tenant column makes
+    `tenant = 'acme'` select the rows of tenant `ACME`: another tenant's resources. So ask the
+    database: a value of the column's type and collation (a row-less select of the column,
+    with literals appended) must equal neither `A` for `a` nor `b` for `b `."""
+    probe = sa.union_all(
+        sa.select(column.label("v")).where(sa.false()),
+        sa.select(sa.literal("a").label("v")),
+        sa.select(sa.literal("b ").label("v")),
+    ).subquery()
+    query = sa.select(sa.func.count()).select_from(probe).where(probe.c.v.in_(["A", "b"]))
+    try:
+        with engine.connect() as conn:
+            return conn.scalar(query) == 0
+    except sa.exc.SQLAlchemyError as exc:
+        raise SearchConfigError(f"--search-db: cannot read the database: {exc}") from None
+
+
 def search_source(db_url: str | None, map_path: str | None) -> Source | None:
     """The candidate source the flags describe (None when neither is given)."""
     if not db_url and not map_path:
@@ -131,10 +151,20 @@ def search_source(db_url: str | None, map_path: str | None) -> Source | None:
             # Ids are strings to pdp, and pages follow their order as text.
             raise SearchConfigError(f"{where}.id: column `{s['id']}` must be a text column")
         fields: dict[str, Any] = {"resource.id": id_col}
+        plain = [("id", id_col)]
         if "tenant" in s:
             fields["resource.tenant"] = col(s["tenant"], "tenant")
+            plain.append(("tenant", fields["resource.tenant"]))
         for attr, name in s.get("attributes", {}).items():
             fields[f"resource.attr.{attr}"] = col(name, f"attributes.{attr}")
+            plain.append((f"attributes.{attr}", fields[f"resource.attr.{attr}"]))
+        for key, column in plain:
+            if isinstance(column.type, sa.String) and not _compares_exactly(sa, engine, column):
+                raise SearchConfigError(
+                    f"{where}.{key}: column `{column.name}` compares text ignoring case or "
+                    "trailing spaces (its collation); the filter needs exact comparison "
+                    "(SQLite's default, BINARY), or it selects rows Check denies"
+                )
         json: dict[str, Any] = {}
         for attr, name in s.get("json_attributes", {}).items():
             json[f"resource.attr.{attr}"] = col(name, f"json_attributes.{attr}")

@@ -13,6 +13,8 @@ Correctness rules:
   principal, resources, actions, context and explain flag, byte for byte.
 - Entries belong to one engine: a bundle swap starts an empty cache (no decision outlives the
   bundle it was made under).
+- Memory is bounded by count and by weight (`DEFAULT_CACHE_BYTES`): large answers evict
+  each other instead of filling every slot.
 - A decision that read the clock (`now`, `context.time` in a condition) is cached only when the
   request fixed `context.time` itself — then it is a pure function of the request; otherwise it
   is never cached.
@@ -37,6 +39,15 @@ if TYPE_CHECKING:
 DEFAULT_CACHE_ENTRIES = 10_000
 # A request bigger than this is a batch that is unlikely to repeat: not worth the memory.
 MAX_CACHED_REQUEST_BYTES = 16 * 1024
+# What the cache may hold, in entry weights (`_weight`): an entry weighs its key and body bytes
+# times `_OBJECT_FACTOR`, or an equal share of this budget if more. Entries are capped by count
+# alone while they are typical; batches of up to 16 KiB with large (explained) answers each
+# held ~0.4-0.9 MB (key, body, and the decoded request and response kept for the decision
+# log), so 10,000 distinct ones a caller sent took 4-9 GB. With the budget they take a few
+# hundred MB at most and evict each other.
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+# Roughly how much more memory an entry's decoded request and response take than its bytes.
+_OBJECT_FACTOR = 8
 
 _REQUEST_ID_TAG = 0x0A  # field 1, length-delimited: CheckRequest.request_id
 
@@ -80,9 +91,14 @@ def split_request_id(data: bytes) -> tuple[bytes, str] | None:
 class DecisionCache:
     """Thread-safe LRU of `CachedDecision`s, emptied whenever the engine changes."""
 
-    def __init__(self, maxsize: int = DEFAULT_CACHE_ENTRIES) -> None:
+    def __init__(
+        self, maxsize: int = DEFAULT_CACHE_ENTRIES, max_bytes: int = DEFAULT_CACHE_BYTES
+    ) -> None:
         self._maxsize = maxsize
-        self._lru: LRUCache[bytes, CachedDecision] = LRUCache(maxsize)
+        self._max_bytes = max_bytes
+        # Every entry weighs at least an equal share of the budget: at most `maxsize` entries.
+        self._slot = max(1, max_bytes // maxsize)
+        self._lru = self._new_lru()
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self.hits = 0
@@ -98,12 +114,20 @@ class DecisionCache:
             return entry
 
     def put(self, engine: Engine, key: bytes, entry: CachedDecision) -> None:
+        if self._weight(entry) > self._max_bytes:
+            return  # heavier than the whole budget: never worth keeping
         with self._lock:
             if engine is not self._engine:
                 # A new bundle: nothing decided under the old one may be served again.
-                self._lru = LRUCache(self._maxsize)
+                self._lru = self._new_lru()
                 self._engine = engine
             self._lru[key] = entry
+
+    def _new_lru(self) -> LRUCache[bytes, CachedDecision]:
+        return LRUCache(self._max_bytes, getsizeof=self._weight)
+
+    def _weight(self, entry: CachedDecision) -> int:
+        return max(self._slot, _OBJECT_FACTOR * (len(entry.key) + len(entry.body)))
 
     def __len__(self) -> int:
         return len(self._lru)

@@ -31,6 +31,7 @@ class CheckObservation:
     start_time: float  # unix seconds when the call started
     latency_s: float
     rpc: str  # e.g. `/pdp.v1.DecisionService/Check`
+    request_size: int = 0  # the request's bytes: telemetry's queue counts (and bounds) them
 
 
 class Observer(Protocol):

@@ -177,6 +177,7 @@ class _ObservedCheck:
         "error_message",
         "latency_s",
         "metadata",
+        "request_size",
         "start_time",
     )
 
@@ -193,7 +194,9 @@ class _ObservedCheck:
         start_time: float,
         latency_s: float,
         identities: bool = True,
+        request_size: int = 0,
     ) -> None:
+        """`request_size`: the request's bytes, which telemetry's queue counts (and bounds)."""
         self._hit = request if isinstance(request, _CacheHit) else None
         self._request = None if self._hit is not None else request
         self._response = response
@@ -206,6 +209,7 @@ class _ObservedCheck:
         self.metadata = metadata
         self.start_time = start_time
         self.latency_s = latency_s
+        self.request_size = request_size
 
     @property
     def cache_hit(self) -> _CacheHit | None:
@@ -430,6 +434,7 @@ class DecisionService:
             start,
             time.perf_counter() - t0,
             self._identities,
+            len(data),
         )
         try:
             # Structurally a CheckObservation (same attributes), read lazily by the observer.
@@ -513,11 +518,12 @@ class DecisionService:
             raise AssertionError("unreachable: abort_with_status raises")
         finally:
             if self.observer is not None:
-                self._observe_plan(context, req, result, status, start, t0)
+                size = request.ByteSize()
+                self._observe_plan(context, req, result, status, start, t0, size)
             self.activity.exit()
 
     def _observe_plan(self, context: Any, req: Any, result: Any, status: Any, start: float,
-                      t0: float) -> None:  # fmt: skip
+                      t0: float, size: int) -> None:  # fmt: skip
         record = CheckObservation(
             request=req.check if req is not None else None,
             response=result.as_response() if result is not None else None,
@@ -529,6 +535,7 @@ class DecisionService:
             start_time=start,
             latency_s=_perf_counter() - t0,
             rpc=PLAN_RPC,
+            request_size=size,
         )
         try:
             self.observer.on_check(record)  # type: ignore[union-attr]

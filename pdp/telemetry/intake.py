@@ -31,14 +31,39 @@ def watch_holder(
     holder.record_failure = record_failure  # type: ignore[method-assign]
 
 
+# Requests at least this large count against the queue's byte budget as well as its count:
+# below it the count bounds the queue (10,000 x 16 KiB = 160 MiB at most), above it the budget.
+LARGE_REQUEST_BYTES = 16 * 1024
+# The byte budget of large requests' observations queued for the writer.
+DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
+
+
+def request_size(record: Any) -> int:
+    """The request bytes an observation keeps alive while queued: a wire item (a tuple,
+    `pdp.server.wire`) holds them at index 2; an observation object may say `request_size`."""
+    if type(record) is tuple:
+        data = record[2] if len(record) > 2 else None
+        return len(data) if type(data) is bytes else 0
+    return getattr(record, "request_size", 0)
+
+
 class Intake:
     """`on_check` appends to a deque (atomic under the GIL: no lock, no wake-up) or, when the
-    queue is full or intake is closed, counts a drop (a lock taken on that path only)."""
+    queue is full or intake is closed, counts a drop (a lock taken on that path only).
 
-    def __init__(self, queue_size: int) -> None:
+    The queue is bounded by count and, for observations of large requests, by bytes: a
+    caller sending 4 MB requests while a sink stalls would otherwise fill the queue's count
+    with 40 GB. An observation whose request is at least `LARGE_REQUEST_BYTES` counts its
+    request size against `max_bytes` (a lock on that path only; gateway requests are a few KB,
+    so the usual call takes none), and is dropped when the budget is spent. Consumers take
+    observations with `_popleft`, which gives the budget back."""
+
+    def __init__(self, queue_size: int, max_bytes: int = DEFAULT_QUEUE_BYTES) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self._max = queue_size
+        self._max_bytes = max_bytes
+        self._bytes = 0  # request bytes of the large observations queued (under _drop_lock)
         self._queue: deque[Observation] = deque()
         self._closed = False
         self._drop_lock = threading.Lock()
@@ -49,7 +74,23 @@ class Intake:
             with self._drop_lock:
                 self._dropped += 1
             return
+        size = request_size(record)
+        if size >= LARGE_REQUEST_BYTES:
+            with self._drop_lock:
+                if self._bytes + size > self._max_bytes and self._bytes:
+                    self._dropped += 1
+                    return
+                self._bytes += size
         self._queue.append(record)
+
+    def _popleft(self) -> Observation:
+        """The oldest observation queued (the queue must not be empty), its bytes released."""
+        record = self._queue.popleft()
+        size = request_size(record)
+        if size >= LARGE_REQUEST_BYTES:
+            with self._drop_lock:
+                self._bytes -= size
+        return record
 
     def add_dropped(self, n: int) -> None:
         """Count `n` observations dropped before they reached this queue (by the server

@@ -4,13 +4,16 @@ Masking works on the JSON shape of a request (the shape `parse_check_request` ac
 masked request stays replayable. Two layers:
 
 - **Always**: keys that carry credentials (`authorization`, `cookie`, `token`, `password`, ...)
-  are dropped from every attribute object, at any depth, case-insensitively; string values that
-  look like credentials (`Bearer ...`, `Basic ...`, a JWT) are replaced by the placeholder,
-  wherever they are. No configuration turns this off.
+  are dropped from every attribute object, at any depth, however they are spelt (`accessToken`,
+  `ACCESS-TOKEN`, `access.token`) and with any prefix (`sessionToken`, `X-Auth-Token`); string
+  values that are or hold credentials (`Bearer ...` anywhere in them, `Basic ...`, a JWT) are
+  replaced by the placeholder, wherever they are. No configuration turns this off.
 - **Operator paths**: `principal.attr.email`, `resources[*].attr.ssn`, `context.attr.token`,
   `principal.actor.attr.*`. A path targets a value inside an `attr` object (any JSON value,
   replaced by the placeholder) or one of the scalar identity fields listed in
-  `_MASKABLE_FIELDS`. Structural fields (kinds, actions, roles, scopes) cannot be masked: the
+  `_MASKABLE_FIELDS`. A key of a path matches attribute keys case-insensitively, and a run of
+  its keys matches one key holding dots (`principal.attr.user.email` masks `{"user.email": x}`
+  too). Structural fields (kinds, actions, roles, scopes) cannot be masked: the
   record would no longer say what was decided, and the request would no longer parse.
 """
 
@@ -25,7 +28,8 @@ from typing import Any
 # parses as an attribute value on replay.
 MASKED = "[masked]"
 
-# Keys dropped from every attribute object, compared lower-cased with `-` read as `_`.
+# Keys dropped from every attribute object, compared normalised (`_normal_key`: lower case,
+# separators removed), so a camelCase, dotted or padded spelling of one is dropped too.
 # These name credentials; a decision log is read by far more people than a credential may be.
 ALWAYS_DROPPED_KEYS = frozenset(
     {
@@ -49,11 +53,33 @@ ALWAYS_DROPPED_KEYS = frozenset(
     }
 )
 
-# A string that is itself a credential, whatever key holds it: an HTTP auth header value or a
-# compact JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`).
+# A key whose normalised form ends with one of these names a credential as well, whatever
+# names it first: `sessionToken`, `X-Auth-Token`, `csrf_token`, `db_password`, `private_key`.
+_DROPPED_SUFFIXES = (
+    "token",
+    "password",
+    "passwd",
+    "apikey",
+    "secretkey",
+    "privatekey",
+    "authorization",
+    "cookie",
+    "cookies",
+)
+# What `_normal_key` removes: the separators that spell one name many ways.
+_KEY_SEPARATORS = re.compile(r"[\s._-]+")
+
+# A string that is a credential, whatever key holds it: an HTTP auth header value or a compact
+# JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`).
 _CREDENTIAL_VALUE = re.compile(
     r"^\s*(?:(?:bearer|basic|digest|negotiate)\s+\S|eyJ[\w-]*\.[\w-]+\.[\w-]*)", re.IGNORECASE
 )
+# One that holds a credential further in: `token=Bearer ...`, `Authorization: Bearer ...`, a
+# JWT in a URL. Searched for only when a substring test finds `eyJ` or `earer`/`EARER` (a
+# case-insensitive search over every logged string costs ten times the anchored match, and
+# lower-casing every string a tenth of the record): a token after `bEaReR` goes unnoticed.
+_INNER_CREDENTIAL = re.compile(r"\bbearer\s+\S|\beyJ[\w-]*\.[\w-]+\.[\w-]*", re.IGNORECASE)
+
 
 # Scalar identity fields an operator may mask, and what they become. `context.ip` must stay
 # an IP address to parse, so it becomes empty (= unknown); the others become the placeholder.
@@ -160,7 +186,10 @@ def _scrub(value: Any, secrets: set[str]) -> Any:
     # and request values are exactly JSON types (parse_check_request built them).
     t = type(value)
     if t is str:
-        if _CREDENTIAL_VALUE.match(value):
+        if _CREDENTIAL_VALUE.match(value) or (
+            ("eyJ" in value or "earer" in value or "EARER" in value)
+            and _INNER_CREDENTIAL.search(value)
+        ):
             secrets.add(value)
             return MASKED
         return value
@@ -184,10 +213,19 @@ MAX_KEY_CACHE = 10_000
 _key_verdicts: dict[str, bool] = {}
 
 
+def _normal_key(key: str) -> str:
+    """`accessToken`, `ACCESS-TOKEN`, `access.token` and `access_token ` all read `accesstoken`."""
+    return _KEY_SEPARATORS.sub("", key.lower())
+
+
+_DROPPED = frozenset(_normal_key(k) for k in ALWAYS_DROPPED_KEYS)
+
+
 def _is_dropped_key(key: str) -> bool:
     verdict = _key_verdicts.get(key)
     if verdict is None:
-        verdict = key.lower().replace("-", "_") in ALWAYS_DROPPED_KEYS
+        normal = _normal_key(key)
+        verdict = normal in _DROPPED or normal.endswith(_DROPPED_SUFFIXES)
         if len(_key_verdicts) < MAX_KEY_CACHE:
             _key_verdicts[key] = verdict
     return verdict
@@ -204,28 +242,61 @@ def _collect_strings(value: Any, secrets: set[str]) -> None:
             _collect_strings(v, secrets)
 
 
-def _apply(node: Any, steps: tuple[str | int, ...], replacement: str, secrets: set[str]) -> None:
+def _apply(
+    node: Any,
+    steps: tuple[str | int, ...],
+    replacement: str,
+    secrets: set[str],
+    in_attr: bool = False,
+) -> None:
+    """Mask what `steps` name under `node`. `in_attr`: `node` is inside an `attr` object, whose
+    keys a path names loosely (`_attribute_keys`); the request's own fields are named exactly."""
     if not steps:
         return
-    step, rest = steps[0], steps[1:]
+    step = steps[0]
     if step == "*":
         if isinstance(node, dict):
-            keys: Iterable[Any] = list(node)
+            keys: Iterable[tuple[Any, int]] = [(k, 1) for k in node]
         elif isinstance(node, list):
-            keys = range(len(node))
+            keys = [(i, 1) for i in range(len(node))]
         else:
             return
     elif isinstance(step, int):
         if not isinstance(node, list) or step >= len(node):
             return
-        keys = (step,)
+        keys = ((step, 1),)
+    elif not isinstance(node, dict):
+        return
+    elif in_attr:
+        keys = _attribute_keys(node, steps)
     else:
-        if not isinstance(node, dict) or step not in node:
-            return
-        keys = (step,)
-    for k in keys:
+        keys = ((step, 1),) if step in node else ()
+    for k, used in keys:
+        rest = steps[used:]
         if rest:
-            _apply(node[k], rest, replacement, secrets)
+            _apply(node[k], rest, replacement, secrets, in_attr or step == "attr")
         elif node[k] is not None and node[k] != "":
             _collect_strings(node[k], secrets)
             node[k] = replacement
+
+
+def _attribute_keys(node: dict[str, Any], steps: tuple[str | int, ...]) -> list[tuple[str, int]]:
+    """The attribute keys of `node` that the path's next step(s) name, each with the number of
+    steps it takes: the step in any case (`email` names `EMAIL`: the operator marked the value
+    sensitive, not one spelling of its key), or a run of steps joined by dots (`user` then
+    `email` name `user.email`, a key no path segment can spell)."""
+    step = steps[0]
+    assert isinstance(step, str)
+    lower, size = step.lower(), len(step)
+    out = []
+    for k in node:
+        if len(k) == size and (k == step or k.lower() == lower):
+            out.append((k, 1))
+        elif "." in k:
+            parts = k.lower().split(".")
+            run = steps[: len(parts)]
+            if len(run) == len(parts) and all(
+                isinstance(s, str) and s != "*" and s.lower() == p for s, p in zip(run, parts)
+            ):
+                out.append((k, len(parts)))
+    return out

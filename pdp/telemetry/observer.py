@@ -110,9 +110,9 @@ class TelemetryObserver(Intake):
             self._stop.wait(POLL_INTERVAL_S)
 
     def _drain(self) -> None:
-        queue = self._queue
+        queue, take = self._queue, self._popleft
         while queue:
-            self._write_batch([queue.popleft() for _ in range(min(len(queue), MAX_BATCH))])
+            self._write_batch([take() for _ in range(min(len(queue), MAX_BATCH))])
 
     def write_now(self, batch: Sequence[Observation]) -> None:
         """Spans, metrics and records of `batch`, on the caller's thread; then report drops."""

@@ -158,7 +158,7 @@ class OffloadObserver(Intake):
         while self._queue or self._dropped != self._sent_drops:
             batch = []
             while self._queue and len(batch) < MAX_BATCH:
-                obs = self._queue.popleft()
+                obs = self._popleft()
                 try:
                     batch.append(obs if type(obs) is tuple else self._encode(obs))
                 except Exception:
