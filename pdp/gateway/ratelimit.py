@@ -43,7 +43,13 @@ from pdp.errors import NoPoliciesError
 from pdp.gateway._gen.envoy.config.core.v3 import base_pb2
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
-from pdp.model.request import MAX_KEY_LENGTH, country_problem, id_problem, is_ip_address
+from pdp.model.request import (
+    MAX_KEY_LENGTH,
+    canonical_ip,
+    country_problem,
+    id_problem,
+    is_ip_address,
+)
 from pdp.ratelog import printable
 from pdp.server.status import DecodingServer
 
@@ -156,7 +162,7 @@ def read_descriptor(
         elif key in ("resource.id", "resource.tenant"):
             resource[key.split(".")[1]] = value
         elif key in ("context.ip", "remote_address"):
-            context["ip"] = value
+            context["ip"] = canonical_ip(value) or ""  # checked by `_entry_problem` already
         elif key == "context.country":
             context["country"] = value.upper()
         else:

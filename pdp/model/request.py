@@ -141,28 +141,55 @@ def check_request_id(v: Any, limits: Limits, path: str = "request_id") -> str:
 
 
 def is_ip_address(text: str) -> bool:
-    """Whether `ipaddress.ip_address` accepts `text` (every adapter checks `context.ip` so).
+    """Whether `text` is an IP address `context.ip` accepts (see `canonical_ip`)."""
+    return canonical_ip(text) is not None
+
+
+def canonical_ip(text: str) -> str | None:
+    """The one spelling of the IP address `text`, or None when it is none `context.ip` takes.
+
+    `context.ip` keys rate-limit buckets and conditions may compare it as a string, so each
+    address must have one spelling: `2001:DB8::1`, `2001:0db8::1` and `::ffff:10.0.0.1` would
+    otherwise be fresh buckets for one client, and a string fence one more way around. IPv6 is
+    compressed and lower-cased; an IPv4-mapped address is its IPv4 address, as the CEL network
+    functions read it; an address with a zone (`fe80::1%eth0`: a name local to one host, whose
+    spellings never run out) is refused, as CEL's `ip()` refuses it.
 
     Client addresses vary call to call, and parsing one with `ipaddress` cost more than the
     rest of a small request's conversion. A dotted quad, the common case, is checked by the C
     library's `inet_pton`, which accepts exactly the strings `ipaddress` does (four decimal
-    octets of at most 255, no leading zeros: tests/security/test_ip_text.py compares
-    them); anything it refuses (IPv6, or not an address) is decided by `ipaddress`.
+    octets of at most 255, no leading zeros: tests/security/test_ip_text.py compares them),
+    and those are already canonical; anything else is read by `ipaddress`.
     """
     try:
         socket.inet_pton(socket.AF_INET, text)
-        return True
+        return text
     except (OSError, ValueError):  # ValueError: an embedded NUL
-        return _parsed_ip(text)
+        return _canonical_ip(text)
 
 
 @functools.lru_cache(maxsize=4096)
-def _parsed_ip(text: str) -> bool:
+def _canonical_ip(text: str) -> str | None:
+    if "%" in text:
+        return None
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return address.compressed
+
+
+def context_ip(text: str) -> str:
+    """`context.ip` as policies and rate limits see it: "" or `canonical_ip`; RequestError else."""
+    if not text:
+        return ""
+    ip = canonical_ip(text)
+    if ip is None:
+        zone = " (a zone is not allowed)" if "%" in text else ""
+        raise RequestError("context.ip", f"`{text[:64]}` is not an IP address{zone}")
+    return ip
 
 
 # Why `context.time` is refused (every adapter reports the same words).
@@ -413,9 +440,7 @@ def parse_context(
         return {"ip": "", "country": "", "attr": {}}, None
     c = _object(v, "context")
     _check_keys(c, _CONTEXT_KEYS, "context")
-    ip = _str(c.get("ip"), "context.ip", limits, required=False)
-    if ip and not is_ip_address(ip):
-        raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address")
+    ip = context_ip(_str(c.get("ip"), "context.ip", limits, required=False))
     country = _str(c.get("country"), "context.country", limits, required=False)
     problem = country_problem(country)
     if problem:

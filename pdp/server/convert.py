@@ -36,9 +36,9 @@ from pdp.model.request import (
     Limits,
     ResourceRequest,
     check_request_id,
+    context_ip,
     country_problem,
     id_problem,
-    is_ip_address,
     make_check_request,
 )
 
@@ -285,9 +285,7 @@ def _context(
     if not msg.HasField("context"):
         return {"ip": "", "country": "", "attr": {}}, None
     c = msg.context
-    ip = _str(c.ip, "context.ip", limits, required=False)
-    if ip and not is_ip_address(ip):
-        raise RequestError("context.ip", f"`{ip[:64]}` is not an IP address")
+    ip = context_ip(_str(c.ip, "context.ip", limits, required=False))
     country = _str(c.country, "context.country", limits, required=False)
     problem = country_problem(country)
     if problem:
