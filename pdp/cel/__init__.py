@@ -16,7 +16,14 @@ Known differences from the CEL spec (everything else follows the conformance sui
 """
 
 from pdp.cel._api import CelEnv, CompiledCel, batch, compile_cel, compile_cel_bool
-from pdp.cel._checker import NOT_CONST, TypeEnv, may_be, names_used
+from pdp.cel._checker import (
+    NOT_CONST,
+    TypeEnv,
+    is_list_literal,
+    may_be,
+    may_be_list_of,
+    names_used,
+)
 from pdp.cel._checker import Issue as CheckIssue
 from pdp.cel._checker import check as check_cel
 from pdp.cel._types import T as CelStaticType
@@ -40,7 +47,9 @@ __all__ = [
     "check_cel",
     "compile_cel",
     "compile_cel_bool",
+    "is_list_literal",
     "may_be",
+    "may_be_list_of",
     "names_used",
     "type_from_schema",
     "untyped_attributes",

@@ -185,6 +185,19 @@ def may_be(t: T, *names: str) -> bool:
     )
 
 
+def may_be_list_of(t: T, *names: str) -> bool:
+    """Whether a value of type `t` may be a list whose elements may have one of `names`."""
+    return any(
+        isinstance(m, ty.Dyn) or (isinstance(m, ty.ListT) and may_be(m.elem, *names))
+        for m in ty.members(t)
+    )
+
+
+def is_list_literal(source: str) -> bool:
+    """Whether `source` (which must already compile) is a list written out: `[a, b]`."""
+    return isinstance(A.parse(source), A.ListLit)
+
+
 class _Checker:
     def __init__(self, env: TypeEnv, variable: str | None) -> None:
         self.env = env

@@ -10,6 +10,7 @@ limits fail closed like everything else. When the counter store itself fails, ea
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -64,8 +65,12 @@ LIMITS_LOG = RateLimitedLog(logging.getLogger("pdp.limits"), interval=_LOG_EVERY
 
 def bucket_key(limit: CompiledLimit, value: Any) -> str:
     """`policy/limit:value`, or `policy/limit#digest` past `_KEY_SHOWN` characters: bounded
-    in size whatever the caller sent (`:` and `#` keep the two forms apart)."""
-    text = value if isinstance(value, str) else repr(value)
+    in size whatever the caller sent (`:` and `#` keep the two forms apart). A list key is
+    its JSON text (`["acme","a/b"]`): quoted parts, so no two lists share a spelling."""
+    if isinstance(value, list):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = value if isinstance(value, str) else repr(value)
     if len(text) <= _KEY_SHOWN:
         return f"{limit.policy}/{limit.id}:{text}"
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
@@ -74,6 +79,19 @@ def bucket_key(limit: CompiledLimit, value: Any) -> str:
 
 class _BadLimitValue(Exception):
     pass
+
+
+def _key(limit: CompiledLimit, act: Mapping[str, Any]) -> Any:
+    """A string, an int or a list of them; anything else (reached through `dyn` values the
+    validator cannot type) is an error, since it would be spelled in several ways."""
+    value = limit.key(act)
+    parts = value if isinstance(value, list) else (value,)
+    for part in parts:
+        if part is None:
+            raise _BadLimitValue("key is null")
+        if isinstance(part, bool) or not isinstance(part, str | int):
+            raise _BadLimitValue(f"key is {type(part).__name__}, not a string or an int")
+    return value
 
 
 def _cost(limit: CompiledLimit, act: Mapping[str, Any]) -> int:
@@ -100,9 +118,7 @@ def takes_for(
         try:
             if limit.condition is not None and not limit.condition(act):
                 continue
-            key = limit.key(act)
-            if key is None:
-                raise _BadLimitValue("key is null")
+            key = _key(limit, act)
             units = _cost(limit, act) if cost is None else cost
         except Exception as exc:
             return out, f"limit `{limit.policy}/{limit.id}`: {exc}"

@@ -32,7 +32,7 @@ CODES: dict[str, Code] = {
     "PDP123": Code("error", "condition that is not a bool"),
     "PDP124": Code("error", "constant or data path that does not exist"),
     "PDP125": Code("error", "field selection on a value without fields"),
-    "PDP126": Code("error", "rate-limit key that is not a string or an integer"),
+    "PDP126": Code("error", "rate-limit key that is not a string, an integer or a list of them"),
     "PDP127": Code("error", "rate-limit cost that is not a number"),
     "PDP201": Code("warning", "import that the policy never uses"),
     "PDP202": Code("warning", "local variable that nothing uses"),

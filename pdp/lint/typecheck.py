@@ -22,7 +22,9 @@ from pdp.cel import (
     CheckIssue,
     TypeEnv,
     check_cel,
+    is_list_literal,
     may_be,
+    may_be_list_of,
     type_from_schema,
     untyped_attributes,
 )
@@ -51,15 +53,30 @@ class _Want(NamedTuple):
     code: str
     what: str
     types: tuple[str, ...]
+    lists: bool = False  # a list of those types will do too
 
 
 # A key names a bucket: `null` errors; a map, list or double would be spelled in several ways
-# (key order, `1` and `1.0`) that count apart, and a bool puts every caller in one of two buckets.
-_KEY = _Want("PDP126", "a rate-limit key must be a `string` or an `int`", ("string", "int", "uint"))
+# (key order, `1` and `1.0`) that count apart, and a bool puts every caller in one of two
+# buckets. A list written out (`[P.tenant, actor.id]`) of strings and ints is a composite key:
+# its order is the author's, and no two parts can blur, where `P.tenant + "/" + actor.id`
+# gives tenant `a/b`, actor `c` the bucket of tenant `a`, actor `b/c`.
+_KEY = _Want(
+    "PDP126",
+    "a rate-limit key must be a `string`, an `int` or a list of them written out (`[a, b]`)",
+    ("string", "int", "uint"),
+    lists=True,
+)
 # The engine takes a whole number >= 0, of either CEL number type.
 _COST = _Want("PDP127", "a rate-limit cost must be a number", ("int", "uint", "double"))
 # Past this many characters a type is cut short in messages.
 _SHOWN = 60
+
+
+def _may_be_wanted(t: T, want: _Want, source: str) -> bool:
+    if may_be(t, *want.types):
+        return True
+    return want.lists and is_list_literal(source) and may_be_list_of(t, *want.types)
 
 
 @dataclass
@@ -137,7 +154,11 @@ class _Types:
         issues = list(result.issues)
         # Schemas only narrow types: what the schema-less pass would refuse, the passes with
         # schemas refuse too (naming the type as the schema does).
-        if want and not scope.typed_elsewhere and not may_be(result.type, *want.types):
+        if (
+            want
+            and not scope.typed_elsewhere
+            and not _may_be_wanted(result.type, want, expr.source)
+        ):
             shown = result.type.show()
             if len(shown) > _SHOWN:  # `list(list(...` a hostile author nested 400 deep
                 shown = shown[: _SHOWN - 3] + "..."
