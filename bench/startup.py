@@ -2,7 +2,7 @@
 
 Reproduce:  .venv/bin/python bench/startup.py                 (10 rounds)
             .venv/bin/python bench/startup.py --runs 30 --no-cerbos
-            .venv/bin/python bench/startup.py --baseline ../other-checkout/.venv/bin/pdp
+            .venv/bin/python bench/startup.py --baseline ../other-checkout   (its .venv, its policies)
 
 Each round starts, in turn, `pdp serve --workers 1` and `pdp serve` (default workers) on the
 example policies (`policies/`) and on the comparison workload's policies (bench/peers/pdp), and
@@ -105,8 +105,9 @@ def main() -> int:
     parser.add_argument("--no-cerbos", action="store_true")
     parser.add_argument(
         "--baseline",
-        metavar="PDP",
-        help="also start this `pdp` executable (another checkout's .venv/bin/pdp), --workers 1",
+        metavar="CHECKOUT",
+        type=Path,
+        help="also start another checkout's server (its .venv/bin/pdp on its own policies)",
     )
     args = parser.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "pdp")], check=True)
@@ -130,11 +131,9 @@ def main() -> int:
          grpcload.PDP_CHECK, peers_payload),
     ]  # fmt: skip
     if args.baseline:
-        for label, policies, payload in (
-            ("policies/", ROOT / "policies", example),
-            ("bench/peers/pdp", grpcload.PEERS / "pdp", peers_payload),
-        ):
-            cmd = pdp(policies, "--workers", "1", exe=args.baseline)
+        exe = str(args.baseline.resolve() / ".venv" / "bin" / "pdp")
+        for label, payload in (("policies/", example), ("bench/peers/pdp", peers_payload)):
+            cmd = pdp(args.baseline.resolve() / label, "--workers", "1", exe=exe)
             servers.append((f"baseline --workers 1, {label}", cmd, grpcload.PDP_CHECK, payload))
     notes = []
     tmp = Path(tempfile.mkdtemp())
