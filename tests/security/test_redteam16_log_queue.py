@@ -34,9 +34,9 @@ from pdp.telemetry.intake import DEFAULT_QUEUE_BYTES
 from .serving import Served, wait_serving
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
-CALLS = 1500  # of ~1 MB each: 1.5 GB queued without a byte budget
+CALLS = 800  # of ~1 MB each: 0.8 GB queued without a byte budget
 CALLERS = 4
-# Far above what the server needs with the budget (about 250 MB here), far below what 1500
+# Far above what the server needs with the budget (about 250 MB here), far below what 800
 # queued requests take without it.
 MAX_PEAK_RSS_MB = 150 + 4 * DEFAULT_QUEUE_BYTES // 2**20
 
