@@ -159,17 +159,17 @@ def grpc_refusal(stub: pb_grpc.DecisionServiceStub, raw: dict[str, Any]) -> str:
     return info.value.details() or ""
 
 
-def _effects(stub: pb_grpc.DecisionServiceStub, pdp: Pdp, raw: dict[str, Any]) -> set[str]:
-    """The effect of `read` on every protocol (one value when they agree)."""
+def effects(stub: pb_grpc.DecisionServiceStub, pdp: Pdp, raw: dict[str, Any]) -> set[str]:
+    """The effect of `read` on gRPC, the JSON mirror and AuthZEN (one value when they agree)."""
     got = stub.Check(json_format.ParseDict(raw, pb.CheckRequest()), timeout=30)
-    effects = {pb.Effect.Name(got.results[0].actions["read"].effect)}
+    out = {pb.Effect.Name(got.results[0].actions["read"].effect)}
     reply = pdp.post("/v1/check", raw)
     assert reply.status == 200, reply.body[:300]
-    effects.add(reply.json["results"][0]["actions"]["read"]["effect"])
+    out.add(reply.json["results"][0]["actions"]["read"]["effect"])
     reply = pdp.post("/access/v1/evaluation", authzen_body(raw))
     assert reply.status == 200, reply.body[:300]
-    effects.add("EFFECT_ALLOW" if reply.json["decision"] else "EFFECT_DENY")
-    return effects
+    out.add("EFFECT_ALLOW" if reply.json["decision"] else "EFFECT_DENY")
+    return out
 
 
 # -- the bypass, shown end to end ------------------------------------------------------------
@@ -181,7 +181,7 @@ def _effects(stub: pb_grpc.DecisionServiceStub, pdp: Pdp, raw: dict[str, Any]) -
 def test_an_alias_of_a_denied_principal_is_refused_not_allowed(
     pdp: Pdp, stub: pb_grpc.DecisionServiceStub, alias: str
 ) -> None:
-    assert _effects(stub, pdp, bent("principal.id", "mallory")) == {"EFFECT_DENY"}
+    assert effects(stub, pdp, bent("principal.id", "mallory")) == {"EFFECT_DENY"}
     raw = bent("principal.id", alias)
     with pytest.raises(RequestError) as info:
         parse_check_request(raw)
@@ -204,12 +204,12 @@ def test_inner_spaces_non_ascii_letters_and_attribute_values_are_decided(
         if path == "principal.tenant":
             raw["resources"][0]["tenant"] = value
         assert value.strip() == value
-        assert _effects(stub, pdp, raw) == {"EFFECT_ALLOW"}, (path, value)
+        assert effects(stub, pdp, raw) == {"EFFECT_ALLOW"}, (path, value)
     # Attribute values are free text, control characters and all.
     raw = copy.deepcopy(BASE)
     raw["principal"]["attr"] = {"note": " line one\nline\u0000two\t"}
     raw["resources"][0]["attr"] = {"title": "\u0085 x "}
-    assert _effects(stub, pdp, raw) == {"EFFECT_ALLOW"}
+    assert effects(stub, pdp, raw) == {"EFFECT_ALLOW"}
 
 
 def test_authzen_subject_type_is_an_id_too(pdp: Pdp) -> None:

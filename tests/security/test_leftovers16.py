@@ -69,7 +69,7 @@ from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
 from pdp.server.convert import request_from_proto
 
 from .test_gateway_jwt import READ, RS, _claims, signed
-from .test_harden15_ids import CONTROLS, SPACES, authzen_body, bad_ids
+from .test_harden15_ids import CONTROLS, SPACES, authzen_body, bad_ids, effects
 
 EXAMPLES = int(os.environ.get("PDP_FUZZ_EXAMPLES", "100"))
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -168,19 +168,6 @@ def refusal(call: Any, msg: Any, code: grpc.StatusCode = grpc.StatusCode.INVALID
         call(msg, timeout=30)
     assert info.value.code() == code, info.value.details()
     return info.value.details() or ""
-
-
-def effects(stub: pb_grpc.DecisionServiceStub, pdp: Pdp, raw: dict[str, Any]) -> set[str]:
-    """The effect of `read` on gRPC, the JSON mirror and AuthZEN (one value when they agree)."""
-    got = stub.Check(json_format.ParseDict(raw, pb.CheckRequest()), timeout=30)
-    out = {pb.Effect.Name(got.results[0].actions["read"].effect)}
-    reply = pdp.post("/v1/check", raw)
-    assert reply.status == 200, reply.body[:300]
-    out.add(reply.json["results"][0]["actions"]["read"]["effect"])
-    reply = pdp.post("/access/v1/evaluation", authzen_body(raw))
-    assert reply.status == 200, reply.body[:300]
-    out.add("EFFECT_ALLOW" if reply.json["decision"] else "EFFECT_DENY")
-    return out
 
 
 # -- 1. request_id ----------------------------------------------------------------------------
