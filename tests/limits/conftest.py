@@ -74,9 +74,9 @@ def write_policies(root: Path, files: dict[str, str]) -> Path:
 
 
 @contextmanager
-def rls_stub(root: Path) -> Iterator[rls_grpc.RateLimitServiceStub]:
-    """A real server on a loopback port answering Envoy's rate limit service for the policies
-    in `root` (in-memory counters), and a stub connected to it."""
+def limits_server(root: Path) -> Iterator[str]:
+    """The address of a real server on a loopback port deciding with the policies in `root`
+    (in-memory counters): Check, and Envoy's rate limit service beside it."""
     holder = EngineHolder(counters=MemoryCounters())
     holder.swap(Engine(compile_policy_set(load_policy_dir(root))))
     server = build_server(
@@ -85,9 +85,14 @@ def rls_stub(root: Path) -> Iterator[rls_grpc.RateLimitServiceStub]:
         extra_services=[rate_limit_registrar(holder)],
     )
     server.start()
-    channel = grpc.insecure_channel(server.addresses[0])
     try:
-        yield rls_grpc.RateLimitServiceStub(channel)
+        yield server.addresses[0]
     finally:
-        channel.close()
         server.stop(0)
+
+
+@contextmanager
+def rls_stub(root: Path) -> Iterator[rls_grpc.RateLimitServiceStub]:
+    """A `limits_server` for the policies in `root`, and a rate limit stub connected to it."""
+    with limits_server(root) as address, grpc.insecure_channel(address) as channel:
+        yield rls_grpc.RateLimitServiceStub(channel)

@@ -10,7 +10,6 @@ import ipaddress
 import itertools
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -18,17 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pdp.client import Client
-from pdp.engine import Engine, EngineHolder, compile_policy_set
-from pdp.engine.counters import MemoryCounters
 from pdp.gateway._gen.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as rl
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
-from pdp.gateway.ratelimit import rate_limit_registrar
-from pdp.model.loader import load_policy_dir
 from pdp.model.request import canonical_ip
-from pdp.server import ServerConfig, build_server
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
-from tests.limits.conftest import LIMITED, write_policies
+from tests.limits.conftest import LIMITED, limits_server, write_policies
 
 MEMBER = {"id": "mia", "tenant": "acme", "roles": ["member"]}
 _notes = itertools.count()
@@ -36,19 +30,8 @@ _notes = itertools.count()
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = write_policies(Path(tmp_path_factory.mktemp("policies")), LIMITED)
-    holder = EngineHolder(counters=MemoryCounters())
-    holder.swap(Engine(compile_policy_set(load_policy_dir(root))))
-    server = build_server(
-        holder,
-        ServerConfig(listen=("127.0.0.1:0",)),
-        extra_services=[rate_limit_registrar(holder)],
-    )
-    server.start()
-    try:
-        yield server.addresses[0]
-    finally:
-        server.stop(0)
+    with limits_server(write_policies(tmp_path_factory.mktemp("policies"), LIMITED)) as address:
+        yield address
 
 
 def archive(client: Client, ip: str) -> bool:

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pdp.client import Client
-from pdp.engine import Engine, EngineHolder, compile_policy_set
-from pdp.engine.counters import MemoryCounters
-from pdp.model.loader import load_policy_dir
-from pdp.server import ServerConfig, build_server
-from tests.limits.conftest import write_policies
+from tests.limits.conftest import limits_server, write_policies
 
 POLICIES = {
     "note.yaml": """
@@ -51,15 +46,8 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = write_policies(Path(tmp_path_factory.mktemp("policies")), POLICIES)
-    holder = EngineHolder(counters=MemoryCounters())
-    holder.swap(Engine(compile_policy_set(load_policy_dir(root))))
-    server = build_server(holder, ServerConfig(listen=("127.0.0.1:0",)))
-    server.start()
-    try:
-        yield server.addresses[0]
-    finally:
-        server.stop(0)
+    with limits_server(write_policies(tmp_path_factory.mktemp("policies"), POLICIES)) as address:
+        yield address
 
 
 def agent(tenant: str, actor: str) -> dict[str, Any]:
