@@ -132,6 +132,14 @@ def country_problem(text: str) -> str:
     return "must be empty or a two-letter country code (ISO 3166-1 alpha-2)"
 
 
+def context_country(text: str) -> str:
+    """`context.country` as policies see it: "" or the upper-cased code; RequestError else."""
+    problem = country_problem(text)
+    if problem:
+        raise RequestError("context.country", problem)
+    return text.upper()
+
+
 def check_request_id(v: Any, limits: Limits, path: str = "request_id") -> str:
     """A request id as every protocol takes it (optional; `""` when absent): a string within
     the id length limit that `id_problem` accepts. It is echoed in replies and headers and
@@ -441,10 +449,7 @@ def parse_context(
     c = _object(v, "context")
     _check_keys(c, _CONTEXT_KEYS, "context")
     ip = context_ip(_str(c.get("ip"), "context.ip", limits, required=False))
-    country = _str(c.get("country"), "context.country", limits, required=False)
-    problem = country_problem(country)
-    if problem:
-        raise RequestError("context.country", problem)
+    country = context_country(_str(c.get("country"), "context.country", limits, required=False))
     time = None
     if c.get("time") not in (None, ""):
         if not limits.allow_client_time:
@@ -452,7 +457,7 @@ def parse_context(
         time = parse_time(c["time"], "context.time")
     ctx: dict[str, Any] = {
         "ip": ip,
-        "country": country.upper(),
+        "country": country,
         "attr": _attrs(c.get("attr"), "context.attr", limits, budget),
     }
     if time is not None:

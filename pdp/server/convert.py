@@ -36,8 +36,8 @@ from pdp.model.request import (
     Limits,
     ResourceRequest,
     check_request_id,
+    context_country,
     context_ip,
-    country_problem,
     id_problem,
     make_check_request,
 )
@@ -286,10 +286,7 @@ def _context(
         return {"ip": "", "country": "", "attr": {}}, None
     c = msg.context
     ip = context_ip(_str(c.ip, "context.ip", limits, required=False))
-    country = _str(c.country, "context.country", limits, required=False)
-    problem = country_problem(country)
-    if problem:
-        raise RequestError("context.country", problem)
+    country = context_country(_str(c.country, "context.country", limits, required=False))
     time = None
     if c.HasField("time"):
         if not limits.allow_client_time:
@@ -297,7 +294,7 @@ def _context(
         time = timestamp_to_datetime(c.time, "context.time")
     ctx: dict[str, Any] = {
         "ip": ip,
-        "country": country.upper(),
+        "country": country,
         "attr": _attrs(c, "context.attr", limits, budget),
     }
     if time is not None:

@@ -21,11 +21,11 @@ from grpc_status import rpc_status
 from pdp import __version__
 from pdp.engine.engine import new_decision_id
 from pdp.model.decision import CheckResponse
-from pdp.model.request import CheckRequest, Limits
+from pdp.model.request import CheckRequest, Limits, check_request_id
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .cache import CachedDecision, DecisionCache, cacheable, split_request_id
-from .convert import check_request_id, request_from_proto, response_to_proto, server_info_to_proto
+from .convert import request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CheckObservation, Observer
 from .identity import primary_identity
 from .status import code_name, decoding, status_for
