@@ -277,7 +277,9 @@ class HttpServer:
             api.observe_failure(call, exc)
             return _error(exc, request_id)
         except Exception:
-            log.exception("http %s %s failed", call.method, call.path[:200])
+            # The path and method are the caller's: escaped, so a `%0a` or an ANSI escape in
+            # them cannot forge or colour a line of the server's log.
+            log.exception("http %s %s failed", printable(call.method, 20), printable(call.path))
             exc = HttpError(500, "internal error", "", "INTERNAL")
             api.observe_failure(call, exc)
             return _error(exc, request_id)
