@@ -14,7 +14,7 @@ unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to o
 descriptor, else of the request) replaces the limit's cost. All descriptors of one call take
 their quota together: when one is over its limit, none is consumed. A key or value with a
 control character or surrounding whitespace, an empty or oversized key, an oversized value, a
-`context.ip` that is no IP address or a `context.country` that is no two-letter code is
+`context.ip` that is no IP address or a `context.country` that is no country code is
 OVER_LIMIT with a JSON body naming the entry (`descriptors[0].entries[1].value`), as are more
 than 64 descriptors or 32 entries, and a key given twice in one descriptor (`context.ip` and
 `remote_address` are one key): which of the two counts would be a guess, and whoever sets one
