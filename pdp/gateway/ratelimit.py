@@ -18,9 +18,10 @@ control character or surrounding whitespace, an empty or oversized key, an overs
 OVER_LIMIT with a JSON body naming the entry (`descriptors[0].entries[1].value`), as are more
 than 64 descriptors or 32 entries, and a key given twice in one descriptor (`context.ip` and
 `remote_address` are one key): which of the two counts would be a guess, and whoever sets one
-of them could shadow the other. Give each `generic_key` action its own `descriptor_key`. Not INVALID_ARGUMENT: Envoy reads an error from the service
-as `failure_mode_deny` says, and its default lets the request through, so an error would hand
-anyone who can bend a descriptor's header an unlimited bucket.
+of them could shadow the other (give each `generic_key` action its own `descriptor_key`).
+Not INVALID_ARGUMENT: Envoy reads an error from the service as `failure_mode_deny` says, and
+its default lets the request through, so an error would hand anyone who can bend a
+descriptor's header an unlimited bucket.
 
 Place the rate limit filter after ext_authz: a call pdp denies never reaches it, so a denied
 call uses no quota here either.

@@ -42,10 +42,9 @@ log = logging.getLogger("pdp.http")
 
 # Trace propagation headers: the only request headers the decision log and spans get.
 PROPAGATION_HEADERS = ("traceparent", "tracestate", "baggage")
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-# Health and readiness probes answer on their own merits: a load balancer that sends a junk or
-# over-long `X-Request-ID` must not take the instance out with a 400. There the header is
-# ignored (neither echoed nor logged) instead of refused.
+# Health and readiness probes answer on their own merits: open to any client identity, and a
+# load balancer that sends a junk or over-long `X-Request-ID` must not take the instance out
+# with a 400 (there the header is ignored, neither echoed nor logged, instead of refused).
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
@@ -451,7 +450,7 @@ class HttpApi:
 
     def authorize(self, call: Call, identities: tuple[str, ...]) -> None:
         allowed = self.allow_identities
-        if allowed and call.path not in OPEN_PATHS and allowed.isdisjoint(identities):
+        if allowed and call.path not in PROBE_PATHS and allowed.isdisjoint(identities):
             who = f"`{call.identity}`" if call.identity else "an unidentified caller"
             raise HttpError(403, f"{who} is not allowed", "identity", "PERMISSION_DENIED")
 
