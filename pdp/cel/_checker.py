@@ -550,6 +550,29 @@ class _Checker:
                 )
                 return
 
+    def untyped_membership(self, node: A.Call, known: Any) -> None:
+        """PDP205 for `in`: a schema-less attribute looked up in a list of bool or number
+        literals (or a constant one) misses its string spelling as `==` does."""
+        right = node.args[1]
+        if isinstance(right, A.ListLit):
+            values = [i.value for i in right.items if isinstance(i, A.Lit)]
+        elif isinstance(known, list | tuple):
+            values = list(known)
+        else:
+            return
+        scalar = next((x for x in values if isinstance(x, bool | int | float)), None)
+        if scalar is None:
+            return
+        text = ("true" if scalar else "false") if isinstance(scalar, bool) else str(scalar)
+        self.issue(
+            UNTYPED_COMPARISON,
+            f"`{_path(node.args[0])}` has no declared type: `in` a list holding `{text}` is "
+            f'false (not an error) when it is a string such as `"{text}"`; declare it in a '
+            "schema",
+            node,
+            warning=True,
+        )
+
     def ordering(self, node: A.Call) -> tuple[T, Any]:
         (lt, lk), (rt, rk) = self.c(node.args[0]), self.c(node.args[1])
         self.combos(node, _OP_TEXT[node.fn], [lt, rt], _orderable)
@@ -589,6 +612,8 @@ class _Checker:
                 f"a `{xt.show()}` is never an element of it",
                 node,
             )
+        elif _is_attribute(node.args[0]) and ty.is_dyn(xt):
+            self.untyped_membership(node, ck)
         if xk is not _NO and ck is not _NO:
             try:
                 return BOOL, v.in_(xk, ck)
