@@ -191,3 +191,38 @@ def test_the_authors_tools_say_which_case_to_freeze(tmp_path: Path, verb: str) -
         else:
             assert done.returncode != 0, output
             assert "released reports are read" in output and "fixes no time" in output
+
+
+MAPPING = """\
+apiVersion: pdp/v1
+kind: RouteMapping
+metadata: {id: gw}
+spec:
+  unmapped: deny
+  claims: {id: sub, tenant: tid, roles: roles}
+  routes:
+    - path: /v1/tenants/{tenant}/reports/{id}
+      methods: {GET: read}
+      resource: {kind: report, id: "{id}", tenant: "{tenant}"}
+  tests:
+    - name: an analyst reads a released report
+      request: {method: GET, path: /v1/tenants/acme/reports/r1, claims: CLAIMS}
+      expect: {effect: allow, status: 200}
+    - name: the route names the report
+      request: {method: GET, path: /v1/tenants/acme/reports/r1, claims: CLAIMS}
+      expect: {kind: report, id: r1, action: read}
+""".replace("CLAIMS", "{sub: ann, tid: acme, roles: [analyst]}")
+
+
+def test_a_mapping_case_that_reads_the_wall_clock_fails(tmp_path: Path) -> None:
+    """Mapping cases (run at load with the suites) cannot fix the time: a case expecting the
+    decision of a route that reads the clock fails; one expecting the translation passes."""
+    (tmp_path / "reports.yaml").write_text(POLICY)
+    (tmp_path / "mapping.yaml").write_text(MAPPING)
+    argv = [sys.executable, "-m", "pdp.cli.main", "test", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "an analyst reads a released report" in output and "cannot fix the time" in output
+    assert "1 passed, 1 failed" in output
+    assert "Traceback" not in output
