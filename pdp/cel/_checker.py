@@ -553,22 +553,24 @@ class _Checker:
     def untyped_membership(self, node: A.Call, known: Any) -> None:
         """PDP205 for `in`: a schema-less attribute looked up in a list of bool or number
         literals (or a constant one) misses its string spelling as `==` does."""
-        right = node.args[1]
-        if isinstance(right, A.ListLit):
-            values = [i.value for i in right.items if isinstance(i, A.Lit)]
+        left, right = node.args
+        if isinstance(left, A.Lit):  # `4 in R.attr.levels`: the list may hold `"4"`
+            values, attr = [left.value], right
+        elif isinstance(right, A.ListLit):
+            values, attr = [i.value for i in right.items if isinstance(i, A.Lit)], left
         elif isinstance(known, list | tuple):
-            values = list(known)
+            values, attr = list(known), left
         else:
             return
         scalar = next((x for x in values if isinstance(x, bool | int | float)), None)
         if scalar is None:
             return
         text = ("true" if scalar else "false") if isinstance(scalar, bool) else str(scalar)
+        where = f"`{text} in` it" if attr is right else f"`in` a list holding `{text}`"
         self.issue(
             UNTYPED_COMPARISON,
-            f"`{_path(node.args[0])}` has no declared type: `in` a list holding `{text}` is "
-            f'false (not an error) when it is a string such as `"{text}"`; declare it in a '
-            "schema",
+            f"`{_path(attr)}` has no declared type: {where} is false (not an error) when it "
+            f'holds the string `"{text}"`; declare it in a schema',
             node,
             warning=True,
         )
@@ -586,6 +588,9 @@ class _Checker:
 
     def membership(self, node: A.Call) -> tuple[T, Any]:
         (xt, xk), (ct, ck) = self.c(node.args[0]), self.c(node.args[1])
+        x, c = node.args
+        if isinstance(x, A.Lit) and _is_attribute(c) and ty.is_dyn(ct):
+            self.untyped_membership(node, None)
         elems: list[T] = []
         for m in ty.members(ty.concrete(ct)):
             m = ty.concrete(m)

@@ -148,3 +148,12 @@ def test_a_constant_list_of_numbers_warns_too() -> None:
     assert [i.code for i in check("R.attr.level in C.levels", env).issues] == ["PDP205"]
     assert check("R.attr.level in C.names", env).issues == []
     assert check(textwrap.dedent("R.attr.level in {4: 1}"), env).issues == []
+
+
+@pytest.mark.parametrize("literal", ["4", "4.5", "true", "4u"])
+def test_a_number_or_bool_looked_up_in_an_untyped_attribute_warns(literal: str) -> None:
+    # `4 in R.attr.levels` is false for `["4"]`: a deny on it misses the string spelling.
+    issues = check(f"{literal} in R.attr.levels", TypeEnv()).issues
+    assert [i.code for i in issues] == ["PDP205"], issues
+    assert check(f'"{literal}" in R.attr.levels', TypeEnv()).issues == []
+    assert [i.code for i in check(f"{literal} in P.roles", TypeEnv()).issues] == ["PDP121"]
