@@ -21,6 +21,7 @@ import textwrap
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -34,12 +35,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from authzen.support import Pdp, assert_error, pdp_serve
 
 from pdp.errors import RequestError
+from pdp.gateway.request import HttpAttributes, translate
 from pdp.model.request import DEFAULT_LIMITS, id_problem, parse_check_request
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
 from pdp.server.convert import request_from_proto
 
-from .test_harden15_ids import BASE, FIELDS, POLICY, authzen_body, bent, effects, grpc_refusal
+from .test_gateway_jwt import READ
+from .test_harden15_ids import (
+    BASE,
+    FIELDS,
+    MAPPING,
+    POLICY,
+    authzen_body,
+    bent,
+    effects,
+    grpc_refusal,
+)
 
 EXAMPLES = int(os.environ.get("PDP_FUZZ_EXAMPLES", "100"))
 
@@ -136,3 +148,11 @@ def test_any_id_edged_by_a_format_character_is_refused_naming_the_field(
 def test_the_rule_is_exactly_no_format_character_at_an_end(value: str) -> None:
     edged = unicodedata.category(value[0]) == "Cf" or unicodedata.category(value[-1]) == "Cf"
     assert bool(id_problem(value)) == edged, value
+
+
+@pytest.mark.parametrize("claim", ["sub", "tid", "roles"])
+def test_a_token_claim_edged_by_a_format_character_is_a_bad_credential(claim: str) -> None:
+    claims: dict[str, Any] = {"sub": "alice", "tid": "acme", "roles": ["user"]}
+    claims[claim] = ["user", "admin\ufeff"] if claim == "roles" else f"{claims[claim]}\u200b"
+    tr = translate(HttpAttributes("GET", READ, source_ip="127.0.0.1"), MAPPING, None, claims=claims)
+    assert (tr.kind, tr.reason) == ("unauthenticated", "invalid_claims"), tr
