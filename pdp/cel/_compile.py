@@ -23,7 +23,17 @@ from pdp.cel import _ast as A
 from pdp.cel import _values as v
 from pdp.cel._library import GLOBALS, MEMBERS, Fn
 from pdp.cel._macros import MACROS as _MACROS
-from pdp.cel._macros import MAX_ITERATIONS, iter_pairs, iter_range, macro_error
+from pdp.cel._macros import (
+    MAX_ITERATIONS,
+    add_charged,
+    call_charged,
+    eq_charged,
+    in_charged,
+    iter_pairs,
+    iter_range,
+    macro_error,
+    ne_charged,
+)
 from pdp.cel._network import CidrSet
 from pdp.cel._operators import _OPERATORS, Operators
 from pdp.cel._regex import Regex
@@ -144,6 +154,11 @@ def _key(k: Any) -> str:
 _RUNTIME["_NOERR"] = object()  # "no error yet": None is a CEL value (null), so it cannot be
 _RUNTIME["_iter"] = iter_range
 _RUNTIME["_pairs"] = iter_pairs
+_RUNTIME["_in_w"] = in_charged
+_RUNTIME["_add_w"] = add_charged
+_RUNTIME["_eq_w"] = eq_charged
+_RUNTIME["_ne_w"] = ne_charged
+_RUNTIME["_call_w"] = call_charged
 _RUNTIME["_macro_error"] = macro_error
 _RUNTIME["_wrap"] = wrap_error
 _RUNTIME["_map"] = _map_build
@@ -199,6 +214,7 @@ class Compiler(Operators):
         self.var_stack: list[str] = []
         self.inlined = 0  # variable references inlined so far (see `_MAX_INLINED`)
         self.budgeted = False  # has a comprehension: the function keeps an iteration budget
+        self.loops = 0  # comprehension bodies around the node being compiled
 
     @property
     def env(self) -> CelEnv:
@@ -469,6 +485,8 @@ class Compiler(Operators):
             except Exception:
                 pass  # the error belongs to run time, where CEL can still absorb it
         impl = self.glob(spec.impl, "fn")
+        if self.loops and name not in _O1_FUNCTIONS:
+            return Code(f"_call_w(_budget, {impl}, {', '.join(c.expr for c in codes)})", spec.kind)
         return Code(f"{impl}({', '.join(c.expr for c in codes)})", spec.kind)
 
     def regex(self, subject: Code, pattern: str, node: A.Node) -> Code:
@@ -483,7 +501,10 @@ class Compiler(Operators):
                 return self.const(regex(subject.value))
             except CelEvalError:
                 pass  # e.g. `1.matches('a')`: a run-time error, as for any other function
-        return Code(f"{self.glob(regex, 'rx')}({subject.expr})", "bool")
+        rx = self.glob(regex, "rx")
+        if self.loops:
+            return Code(f"_call_w(_budget, {rx}, {subject.expr})", "bool")
+        return Code(f"{rx}({subject.expr})", "bool")
 
     def has(self, node: A.Call) -> Code:
         self._arity(node, 1)
@@ -515,6 +536,17 @@ class Compiler(Operators):
         finally:
             self.scope = saved
 
+    @contextmanager
+    def loop_body(self, binds: dict[str, str]) -> Iterator[None]:
+        """A comprehension's body: operations whose cost grows with their operands are charged
+        to the iteration budget there (`pdp.cel._macros.work`)."""
+        self.loops += 1
+        try:
+            with self.bound(binds):
+                yield
+        finally:
+            self.loops -= 1
+
     def too_deep(self) -> bool:
         return self.depth >= _MAX_BLOCK_DEPTH
 
@@ -540,6 +572,10 @@ class Compiler(Operators):
         self.emit(f"{local} = {init.expr}")
         with self.bound({node.args[0].name: local}):
             return self.c(node.args[2])
+
+
+# Library functions that cost the same whatever the size of their arguments: never charged.
+_O1_FUNCTIONS = frozenset({"size", "type", "dyn", "charAt"})
 
 
 def _qualified(node: A.Node) -> str | None:

@@ -137,10 +137,13 @@ class Operators(_Base):
             other = b if a.kind == "null" else a
             return _code(f"({other.expr} is {'not ' if negate else ''}None)", "bool")
         ta, tb = self.tmp(), self.tmp()
-        slow = "_ne" if negate else "_eq"
+        if self.loops:  # comparing two lists or maps costs their size: charged in a body
+            slow = f"{'_ne_w' if negate else '_eq_w'}({ta}, {tb}, _budget)"
+        else:
+            slow = f"{'_ne' if negate else '_eq'}({ta}, {tb})"
         return _code(
             f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
-            f"is str else {slow}({ta}, {tb}))",
+            f"is str else {slow})",
             "bool",
         )
 
@@ -197,6 +200,8 @@ class Operators(_Base):
                 f"({t} in {s} if ({t} := {a.expr}).__class__ is str else _in({t}, {b.expr}))",
                 "bool",
             )
+        if self.loops:  # a list scan costs the list's size: charged in a body
+            return _code(f"_in_w({a.expr}, {b.expr}, _budget)", "bool")
         if a.kind == "string":
             t = self.tmp()
             return _code(
@@ -230,6 +235,8 @@ class Operators(_Base):
         )
         if node.fn != "_+_" and kind == "string":
             kind = None
+        if self.loops and fn == "add" and kind not in ("int", "double", "uint"):
+            return _code(f"_add_w({a.expr}, {b.expr}, _budget)", kind)  # what it builds
         return _code(f"_{fn}({a.expr}, {b.expr})", kind)
 
 

@@ -14,9 +14,11 @@ unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to o
 descriptor, else of the request) replaces the limit's cost. All descriptors of one call take
 their quota together: when one is over its limit, none is consumed. A key or value with a
 control character or surrounding whitespace, an empty or oversized key, an oversized value, a
-`context.ip` that is no IP address or a `context.country` that is no two-letter code is
+`context.ip` that is no IP address or a `context.country` that is no country code is
 OVER_LIMIT with a JSON body naming the entry (`descriptors[0].entries[1].value`), as are more
-than 64 descriptors or 32 entries. Not INVALID_ARGUMENT: Envoy reads an error from the service
+than 64 descriptors or 32 entries, and a key given twice in one descriptor (`context.ip` and
+`remote_address` are one key): which of the two counts would be a guess, and whoever sets one
+of them could shadow the other. Give each `generic_key` action its own `descriptor_key`. Not INVALID_ARGUMENT: Envoy reads an error from the service
 as `failure_mode_deny` says, and its default lets the request through, so an error would hand
 anyone who can bend a descriptor's header an unlimited bucket.
 
@@ -72,6 +74,8 @@ _UNITS = {
 
 
 _WHOLE = re.compile(r"^-?[0-9]{1,18}$")
+# Keys that fill the same slot of the activation.
+_ALIASES = {"remote_address": "context.ip"}
 
 
 class DescriptorError(ValueError):
@@ -141,10 +145,22 @@ def read_descriptor(
     kind = action = only = ""
     if len(entries) > MAX_ENTRIES:
         raise DescriptorError("entries", f"more than {MAX_ENTRIES} entries in a descriptor")
+    seen: dict[str, int] = {}  # slot -> index of the entry that filled it
     for j, (key, value) in enumerate(entries):
         part, problem = _entry_problem(key, value)
         if problem:
             raise DescriptorError(f"entries[{j}].{part}", problem)
+        # A key given twice is ambiguous, and whoever controls one of the two entries (a
+        # request header) would shadow the other (`principal.tenant` from the route): refused,
+        # as is `context.ip` beside its alias `remote_address`.
+        slot = _ALIASES.get(key, key)
+        if slot in seen:
+            first = seen[slot]
+            raise DescriptorError(
+                f"entries[{j}].key",
+                f"`{key[:64]}` repeats the key of entries[{first}] (`{entries[first][0][:64]}`)",
+            )
+        seen[slot] = j
         if key == "kind":
             kind = resource["kind"] = value
         elif key == "action":

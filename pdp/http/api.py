@@ -43,6 +43,10 @@ log = logging.getLogger("pdp.http")
 # Trace propagation headers: the only request headers the decision log and spans get.
 PROPAGATION_HEADERS = ("traceparent", "tracestate", "baggage")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Health and readiness probes answer on their own merits: a load balancer that sends a junk or
+# over-long `X-Request-ID` must not take the instance out with a 400. There the header is
+# ignored (neither echoed nor logged) instead of refused.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class HttpError(Exception):
@@ -195,16 +199,17 @@ class HttpApi:
             # Telemetry must never fail a decision.
             log.exception("observer failed")
 
-    def request_id_error(self, request_id: str) -> HttpError | None:
-        """The 400 for an `X-Request-ID` header that is no request id (`check_request_id`):
-        refused on every route, before the header is echoed in the answer or logged."""
-        if not request_id:
-            return None
+    def read_request_id(self, header: str, path: str) -> tuple[str, HttpError | None]:
+        """The request id an `X-Request-ID` header gives, and the 400 for one that is no
+        request id (`check_request_id`). A bad header is dropped (neither echoed in the answer
+        nor logged); it is refused on every route but the probes (`PROBE_PATHS`)."""
+        if not header:
+            return "", None
         try:
-            check_request_id(request_id, self.limits, "X-Request-ID")
+            check_request_id(header, self.limits, "X-Request-ID")
         except RequestError as exc:
-            return as_http_error(exc)
-        return None
+            return "", None if path in PROBE_PATHS else as_http_error(exc)
+        return header, None
 
     def observe_failure(self, call: Call, error: HttpError) -> None:
         """A decision endpoint's call that ended in an error: one record, as gRPC makes."""

@@ -217,11 +217,8 @@ class HttpServer:
 
     async def _answer(self, request: web.BaseRequest) -> web.Response:
         headers = request.headers
-        request_id = headers.get("X-Request-ID", "")
         api = self.api
-        bad_id = api.request_id_error(request_id)
-        if bad_id is not None:
-            request_id = ""  # neither echoed nor logged
+        request_id, bad_id = api.read_request_id(headers.get("X-Request-ID", ""), request.path)
         sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
         identities = cert_identities(sslobj.getpeercert()) if sslobj is not None else ()
         host = headers.get("Host", "")
@@ -277,7 +274,9 @@ class HttpServer:
             api.observe_failure(call, exc)
             return _error(exc, request_id)
         except Exception:
-            log.exception("http %s %s failed", call.method, call.path[:200])
+            # The path and method are the caller's: escaped, so a `%0a` or an ANSI escape in
+            # them cannot forge or colour a line of the server's log.
+            log.exception("http %s %s failed", printable(call.method, 20), printable(call.path))
             exc = HttpError(500, "internal error", "", "INTERNAL")
             api.observe_failure(call, exc)
             return _error(exc, request_id)

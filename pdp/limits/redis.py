@@ -5,10 +5,27 @@ clock (`TIME`), so replicas whose clocks drift still agree. Buckets expire once 
 full again: an idle key costs nothing. Any Redis failure raises `CounterStoreError`, which the
 engine turns into each limit's `onStoreError` (deny by default); a short socket timeout keeps an
 unreachable Redis from holding a decision past its deadline.
+
+A take that timed out is still on its way: a Redis that hangs (a paused VM, a long fork) and
+then resumes runs it, and would charge a call that was denied `rate_limit_unavailable`. So
+every take carries a deadline on Redis's clock, and the script charges nothing (and answers
+"expired") once `TIME` is past it. The deadline is the moment of sending plus the socket
+timeout plus `DEADLINE_SLACK_S`, translated to Redis's clock by an offset learnt from Redis
+itself: each reply carries Redis's `TIME` at the take, and the offset is that minus this
+process's monotonic clock when the reply arrived. The estimate is early by the reply's
+travel time, never late, so no clock needs to agree with Redis's: pdp's monotonic clock and
+Redis's `TIME` need only run at the same rate between two takes. Its first take asks Redis
+for `TIME` once. A take refused as expired although its reply came within the socket timeout
+means the estimate was stale (Redis's clock stepped, the reply was read late): the offset is
+learnt anew from that reply and the take sent once more (it charged nothing). What is not
+guaranteed: a take that reaches Redis less than `DEADLINE_SLACK_S` after the caller gave up
+may still be charged.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 
 import redis
@@ -20,14 +37,21 @@ SOCKET_TIMEOUT_S = 0.25
 # Connections per process: grpc's thread pool bounds concurrency; more would only queue.
 MAX_CONNECTIONS = 32
 KEY_PREFIX = "pdp:rl:"
+# How late past the socket timeout a take may still reach Redis and be charged: room for the
+# offset estimate's error (module docstring), not for a hang.
+DEADLINE_SLACK_S = 0.25
 
 # KEYS: the buckets (one may repeat: each take counts, after the ones before it). ARGV: per
-# bucket capacity, rate (units per ms), cost.
-# Returns {granted, refused index (1-based, 0 if granted), retry_after_ms, remaining...} with
-# numbers as strings (Redis truncates Lua numbers to integers).
+# bucket capacity, rate (units per ms), cost; then the deadline (ms on Redis's clock).
+# Returns {status (1 granted, 0 refused, -1 past the deadline: nothing taken), refused index
+# (1-based, 0 if granted), retry_after_ms, Redis's now in ms, remaining...} with numbers as
+# strings (Redis truncates Lua numbers to integers).
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[3 * #KEYS + 1]) then
+  return {'-1', '0', '0', tostring(now)}
+end
 local levels = {}
 local running = {}
 for i = 1, #KEYS do
@@ -54,12 +78,12 @@ for i = 1, #KEYS do
   local rate = tonumber(ARGV[3 * i - 1])
   local cost = tonumber(ARGV[3 * i])
   if levels[i] < cost then
-    local out = {'0', tostring(i), tostring((cost - levels[i]) / rate)}
+    local out = {'0', tostring(i), tostring((cost - levels[i]) / rate), tostring(now)}
     for j = 1, #KEYS do out[#out + 1] = tostring(levels[j]) end
     return out
   end
 end
-local out = {'1', '0', '0'}
+local out = {'1', '0', '0', tostring(now)}
 for i = 1, #KEYS do
   local cap = tonumber(ARGV[3 * i - 2])
   local rate = tonumber(ARGV[3 * i - 1])
@@ -76,6 +100,9 @@ class RedisCounters:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._take = client.register_script(_TAKE)
+        # Redis's clock minus `time.monotonic()`, in ms, as the last reply showed it (None:
+        # not learnt yet). Written by any thread; one float assignment is atomic.
+        self._offset_ms: float | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisCounters:
@@ -87,6 +114,12 @@ class RedisCounters:
         )
         return cls(redis.Redis(connection_pool=pool))
 
+    def _learn_offset(self) -> float:
+        seconds, micros = self._client.time()
+        offset = seconds * 1000 + micros // 1000 - time.monotonic() * 1000
+        self._offset_ms = offset
+        return offset
+
     def take(self, takes: Sequence[Take], now: float) -> Outcome:
         """`now` is ignored: the buckets run on Redis's clock, shared by every replica."""
         keys = [KEY_PREFIX + t.key for t in takes]
@@ -94,13 +127,28 @@ class RedisCounters:
         for t in takes:
             args += [repr(float(t.capacity)), repr(t.rate / 1000.0), repr(float(t.cost))]
         try:
-            reply = self._take(keys=keys, args=args)
-            granted, refused, retry_ms, *levels = (float(x) for x in reply)
+            offset = self._offset_ms
+            if offset is None:
+                offset = self._learn_offset()
+            for attempt in range(2):
+                sent = time.monotonic()
+                budget = SOCKET_TIMEOUT_S + DEADLINE_SLACK_S
+                deadline = math.floor((sent + budget) * 1000 + offset)
+                reply = self._take(keys=keys, args=[*args, str(deadline)])
+                received = time.monotonic()
+                status, refused, retry_ms, redis_now, *levels = (float(x) for x in reply)
+                offset = self._offset_ms = redis_now - received * 1000
+                if status >= 0:
+                    break
+                if attempt or received - sent >= SOCKET_TIMEOUT_S:
+                    raise CounterStoreError(
+                        "redis: the take reached Redis after its deadline; nothing was taken"
+                    )
         except (redis.RedisError, OSError, ValueError, TypeError) as exc:
             raise CounterStoreError(f"redis: {exc}") from exc
         if len(levels) != len(takes):
             raise CounterStoreError("redis: the take script answered the wrong number of buckets")
-        if granted:
+        if status:
             return Outcome(True, tuple(levels))
         return Outcome(False, tuple(levels), int(refused) - 1, retry_ms / 1000.0)
 

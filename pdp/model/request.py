@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pdp.errors import LimitExceeded, RequestError
+from pdp.model.countries import COUNTRY_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +135,19 @@ def country_problem(text: str) -> str:
     alpha-2 code. The value is upper-cased and compared in policies (`context.country in
     C.blocked_countries`): `"CU "` or `"CU\\u0000"` (read as CU by whatever trims or stops at
     a NUL) would pass a rule that `"CU"` does not, and `"\\u0131r"` upper-cases to `"IR"` from
-    a string that no code is. A caller's own spelling of a country is not one."""
-    if not text or _COUNTRY.fullmatch(text) is not None:
+    a string that no code is. A caller's own spelling of a country is not one. Of the two-letter
+    strings, only assigned and user-assigned codes are (`pdp.model.countries`): `UK` is no
+    code, and a rule on `GB` does not match it."""
+    if not text:
         return ""
-    return "must be empty or a two-letter country code (ISO 3166-1 alpha-2)"
+    if _COUNTRY.fullmatch(text) is None:
+        return "must be empty or a two-letter country code (ISO 3166-1 alpha-2)"
+    if text.upper() not in COUNTRY_CODES:
+        return (
+            f"`{text}` is not an ISO 3166-1 alpha-2 code assigned to a country, "
+            "nor a user-assigned one (AA, QM-QZ, XA-XZ, ZZ)"
+        )
+    return ""
 
 
 def context_country(text: str) -> str:

@@ -17,6 +17,13 @@ functions (`json_type`, `json_extract`, `json_each`), which tell `1` from `true`
 text compares with the column's collation, which must be the default (BINARY) for `lt`/`eq`
 to match CEL's code-point order. A field the mapping does not cover raises
 `UnmappedField`: an unmapped field cannot be filtered, and guessing would be unsound.
+
+A plain column whose SQLAlchemy type declares a collation other than BINARY (`C`/`POSIX`),
+as `String(collation="NOCASE")` or `Doc.tenant.collate("RTRIM")` do, raises `InexactColumn`:
+over `tenant COLLATE NOCASE`, tenant `acme`'s filter would select tenant `ACME`'s rows. A
+collation declared only in the database (a reflected table, whose type does not report it)
+cannot be seen here: `pdp serve --search-db` asks the database at start-up, and a library
+caller mapping a reflected table must make sure its text columns compare as BINARY.
 """
 
 from __future__ import annotations
@@ -45,6 +52,14 @@ class UnmappedField(ValueError):
     """The filter reads a field that the column mapping does not cover."""
 
 
+class InexactColumn(UnmappedField):
+    """A mapped column compares text other than code point by code point (its collation)."""
+
+
+# Collations that compare text code point by code point, as CEL does.
+_EXACT_COLLATIONS = frozenset({"BINARY", "C", "POSIX"})
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     """Where each resource field lives. `fields`: a field name to a plain column (its SQL type
@@ -69,9 +84,25 @@ class ColumnMap:
 
 
 def where_clause(plan: Plan | Mapping[str, Any], columns: ColumnMap) -> ColumnElement[bool]:
-    """The `WHERE` clause of a plan (a `Plan`, its `to_dict()`, or a bare JSON filter)."""
+    """The `WHERE` clause of a plan (a `Plan`, its `to_dict()`, or a bare JSON filter).
+
+    Raises `InexactColumn` when a plain column's type declares a collation that does not
+    compare exactly (`NOCASE`, `RTRIM`, ...); a collation only the database knows (a reflected
+    table) is the caller's to check (module docstring)."""
     formula = _formula(plan)
+    for name, col in columns.fields.items():
+        _check_collation(name, col)
     return _sql(formula, columns)
+
+
+def _check_collation(name: str, col: Any) -> None:
+    collation = getattr(getattr(col, "type", None), "collation", None)
+    if collation and collation.strip('"').upper() not in _EXACT_COLLATIONS:
+        raise InexactColumn(
+            f"column `{col}` mapped for `{name}` has collation `{collation}`: it compares text "
+            "ignoring case or trailing spaces, and the filter would select rows Check denies; "
+            "use the default collation (BINARY)"
+        )
 
 
 def _formula(plan: Plan | Mapping[str, Any]) -> t.Formula:

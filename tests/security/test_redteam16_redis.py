@@ -4,10 +4,10 @@ fail-closed limits deny `rate_limit_unavailable`, fail-open ones allow, and once
 again limits are enforced again. tests/limits/test_replicas.py kills Redis; a hung one is what
 a network partition or a paused VM looks like, and it must not hold decisions hostage.
 
-Known and not pinned: a take whose reply timed out was sent, so a Redis that resumes runs it
-then, and the caller who was denied `rate_limit_unavailable` is charged for it (a deny is
-supposed never to take quota). Fixing that needs the script to refuse stale takes, which needs
-a clock shared with Redis; see the report of this sweep.
+A take whose reply timed out was sent, so a Redis that resumes runs it then; the script
+takes nothing once the take's deadline has passed on Redis's clock
+(test_weak17_redis_deadline.py pins it). Here Redis resumes right after the last hung call,
+within that deadline's slack, so kim may still be charged for it.
 """
 
 from __future__ import annotations
