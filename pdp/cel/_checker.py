@@ -550,6 +550,31 @@ class _Checker:
                 )
                 return
 
+    def untyped_membership(self, node: A.Call, known: Any) -> None:
+        """PDP205 for `in`: a schema-less attribute looked up in a list of bool or number
+        literals (or a constant one) misses its string spelling as `==` does."""
+        left, right = node.args
+        if isinstance(left, A.Lit):  # `4 in R.attr.levels`: the list may hold `"4"`
+            values, attr = [left.value], right
+        elif isinstance(right, A.ListLit):
+            values, attr = [i.value for i in right.items if isinstance(i, A.Lit)], left
+        elif isinstance(known, list | tuple):
+            values, attr = list(known), left
+        else:
+            return
+        scalar = next((x for x in values if isinstance(x, bool | int | float)), None)
+        if scalar is None:
+            return
+        text = ("true" if scalar else "false") if isinstance(scalar, bool) else str(scalar)
+        where = f"`{text} in` it" if attr is right else f"`in` a list holding `{text}`"
+        self.issue(
+            UNTYPED_COMPARISON,
+            f"`{_path(attr)}` has no declared type: {where} is false (not an error) when it "
+            f'holds the string `"{text}"`; declare it in a schema',
+            node,
+            warning=True,
+        )
+
     def ordering(self, node: A.Call) -> tuple[T, Any]:
         (lt, lk), (rt, rk) = self.c(node.args[0]), self.c(node.args[1])
         self.combos(node, _OP_TEXT[node.fn], [lt, rt], _orderable)
@@ -563,6 +588,9 @@ class _Checker:
 
     def membership(self, node: A.Call) -> tuple[T, Any]:
         (xt, xk), (ct, ck) = self.c(node.args[0]), self.c(node.args[1])
+        x, c = node.args
+        if isinstance(x, A.Lit) and _is_attribute(c) and ty.is_dyn(ct):
+            self.untyped_membership(node, None)
         elems: list[T] = []
         for m in ty.members(ty.concrete(ct)):
             m = ty.concrete(m)
@@ -589,6 +617,8 @@ class _Checker:
                 f"a `{xt.show()}` is never an element of it",
                 node,
             )
+        elif _is_attribute(node.args[0]) and ty.is_dyn(xt):
+            self.untyped_membership(node, ck)
         if xk is not _NO and ck is not _NO:
             try:
                 return BOOL, v.in_(xk, ck)

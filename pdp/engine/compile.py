@@ -436,7 +436,7 @@ def _compile_resource_policy(
         allows = tuple(c for c in mine if c.stage == "allow")
         ct = tuple(c for acts, c in cross if _applies(acts, name))
         every = (*guards, *denies, *allows, *ct)
-        uses_time = any(c.uses_time or any(r.uses_time for r in c.derived_roles) for c in every)
+        uses_time = any(_reads_clock(c) for c in every)
         actions[name] = CompiledAction(
             name=name,
             scopes=frozenset(spec.scopes),
@@ -447,6 +447,7 @@ def _compile_resource_policy(
             allows=allows,
             uses_time=uses_time,
             no_rule=ActionDecision(effect=DENY, policy=p.id, reasons=(NO_MATCHING_RULE,)),
+            cross_tenant_uses_time=any(_reads_clock(c) for c in ct),
         )
     return CompiledKind(
         kind=p.resource,
@@ -455,6 +456,10 @@ def _compile_resource_policy(
         actions=actions,
         schemas=_kind_schemas(p, schemas, errors),
     )
+
+
+def _reads_clock(rule: CompiledRule) -> bool:
+    return rule.uses_time or any(r.uses_time for r in rule.derived_roles)
 
 
 def _kind_schemas(p: ResourcePolicy, schemas: Mapping[str, Any], errors: _Errors) -> Any:

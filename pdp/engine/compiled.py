@@ -84,6 +84,8 @@ class CompiledAction:
     allows: tuple[CompiledRule, ...]
     uses_time: bool
     no_rule: ActionDecision  # the default deny, made once
+    # Whether a cross-tenant exception may read the clock: a tenant mismatch read it only then.
+    cross_tenant_uses_time: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,7 +257,7 @@ class Engine:
                     policy, "", (d.MISSING_TENANT,), f"{who} has no tenant", trace, errors
                 )
             if ptenant != rtenant:
-                memo.used_time = memo.used_time or action.uses_time
+                memo.used_time = memo.used_time or action.cross_tenant_uses_time
                 exception = self._first_match(
                     action.cross_tenant, request, act, memo, trace, errors, deny=False
                 )

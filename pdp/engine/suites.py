@@ -65,6 +65,11 @@ class SuiteReport:
         return out
 
 
+UNFROZEN_CLOCK = (
+    "the decision reads the clock (`now`) but the case fixes no time: give the case or its "
+    "suite a `now`, or whether the bundle loads depends on the hour"
+)
+
 # A check beyond the YAML test suites (e.g. the gateway's route-mapping cases), run by whoever
 # builds or loads policies: (source, engine) -> its case results, merged into the report.
 SuiteCheck = Callable[[PolicySource, Engine], Sequence[CaseResult]]
@@ -139,6 +144,23 @@ def run_test_suites(
                         case.location.line,
                         False,
                         failure=f"bad request in test case: {exc}",
+                    )
+                )
+            continue
+        if response.time_dependent and request.time is None:
+            # Passing by the hour it runs, a suite would let one worker or replica activate a
+            # bundle that another refuses, and a refused bundle is not retried: each would
+            # serve its own bundle until the next one is published.
+            for action in case.expect:
+                out.results.append(
+                    CaseResult(
+                        suite.id,
+                        case.name,
+                        action,
+                        suite.file,
+                        case.location.line,
+                        False,
+                        failure=UNFROZEN_CLOCK,
                     )
                 )
             continue

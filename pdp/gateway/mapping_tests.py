@@ -66,6 +66,15 @@ def run_case(
             )
     if engine is not None and any(k in expect for k in ("effect", "status", "reason")):
         decision = engine.check(tr.request) if tr.request is not None else None
+        if decision is not None and decision.time_dependent:
+            # A case cannot fix the time: passing by the hour it runs, it would let one worker
+            # or replica load a bundle that another refuses (as a suite case without `now`).
+            problems.append(
+                "the decision reads the clock (`now`) and a mapping case cannot fix the time: "
+                "expect only the translation here (resource, action) and test the decision "
+                "in a test suite with `now`"
+            )
+            return MappingCaseResult(name, False, tuple(problems))
         out = outcome_for(tr, decision, mapping, "test")
         actual = {
             "effect": "allow" if out.allowed else "deny",

@@ -19,7 +19,7 @@ from pdp.gateway.mapping import Route, RouteMapping, RouteMatch
 from pdp.gateway.paths import PathError, canonicalize
 from pdp.gateway.templates import RenderEnv, Template, render_value
 from pdp.gateway.tokens import AuthError, bearer_token, principal_from_claims
-from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, parse_check_request
+from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits, id_problem, parse_check_request
 
 UNMAPPED_ROUTE = "unmapped_route"
 INVALID_REQUEST = "invalid_request"
@@ -122,6 +122,10 @@ def translate(
     match = mapping.match(attrs.method, list(path.segments))
     if match is not None and match.route.public:
         return Translation("allow", PUBLIC_ROUTE, match=match)
+    if match is not None:
+        untrimmed = _untrimmed_parameter(match.params)
+        if untrimmed:
+            return Translation("bad_request", INVALID_REQUEST, untrimmed, match=match)
     if match is None and mapping.unmapped_allow:
         return Translation("allow", UNMAPPED_ROUTE)
     try:
@@ -153,6 +157,19 @@ def translate(
             env=env,
         )
     return build_check(attrs, mapping, match, env, principal, limits)
+
+
+def _untrimmed_parameter(params: Mapping[str, str]) -> str:
+    """Why a route parameter cannot be decided on ("" if every one can): each segment it takes
+    follows the id rule wherever a template puts it. In an attribute (`owner: "{user}"`),
+    `ceo%20` or `ceo%EF%BB%BF` would miss a deny on `"ceo"` while an upstream that trims its
+    route parameters serves ceo's resource."""
+    for name, value in params.items():
+        for segment in value.split("/"):
+            problem = id_problem(segment)
+            if problem:
+                return f"path parameter `{name}`: {problem}"
+    return ""
 
 
 def _repeated_read(query: list[tuple[str, str]], mapping: RouteMapping, route: Route) -> str:

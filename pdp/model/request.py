@@ -13,6 +13,7 @@ import json
 import math
 import re
 import socket
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -104,7 +105,8 @@ def id_problem(text: str) -> str:
     a form or a database trims spaces. A deny on `principal.id == "mallory"` would miss
     `"mallory\\u0000"` or `"mallory "` that the application upstream reads as mallory, and a
     newline in an id forges lines in a text log. So an id holding a control character, or
-    beginning or ending with whitespace, is refused rather than decided; inner spaces and
+    beginning or ending with whitespace or an invisible format character (`"mallory\\ufeff"`
+    is `mallory` to JavaScript's `trim()`), is refused rather than decided; inner spaces and
     non-ASCII letters are ids like any other.
     """
     if not text:
@@ -113,6 +115,12 @@ def id_problem(text: str) -> str:
         m = _CONTROL.search(text)
         if m is not None:
             return f"must not contain a control character (U+{ord(m.group()):04X})"
+        # An invisible format character (Cf) at an end is trimmed too: JavaScript's `trim()`
+        # removes U+FEFF, sanitizers strip U+200B and the like. Inside an id they stay (a
+        # Persian word's U+200C, an emoji sequence's U+200D).
+        for end in (text[0], text[-1]):
+            if unicodedata.category(end) == "Cf":
+                return f"must not begin or end with an invisible character (U+{ord(end):04X})"
     if text[0].isspace() or text[-1].isspace():  # what `str.strip()` would remove
         return "must not begin or end with whitespace"
     return ""

@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from pdp.cel import _values as cv
 
@@ -165,16 +167,42 @@ def _bind(v: Any) -> Any:
     return v
 
 
+# The storage classes (SQLite's `typeof`) a plain column's value of each family has.
+_STORED = {"bool": ("integer",), "number": _NUMBER, "string": ("text",)}
+
+
+class _StoredAs(FunctionElement[bool]):
+    """The column's value is stored as one of the given classes. SQLite types values, not
+    columns: an INTEGER column keeps `'n/a'` as text, a TEXT one a BLOB, and SQLite orders
+    every text above every number, so an unguarded `col > 3` selected a text its CEL reading
+    (`"n/a" > 3`, no overload) never allows. Elsewhere the declared type is the value's."""
+
+    type = sa.Boolean()
+    name = "stored_as"
+    inherit_cache = True
+
+
+@compiles(_StoredAs)
+def _stored_as_typed(element: _StoredAs, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(sa.true(), **kw))
+
+
+@compiles(_StoredAs, "sqlite")
+def _stored_as_sqlite(element: _StoredAs, compiler: Any, **kw: Any) -> str:
+    col, *classes = element.clauses
+    return str(compiler.process(sa.func.typeof(col).in_(classes), **kw))
+
+
 def _plain(f: t.Atom, col: Any) -> ColumnElement[bool]:
     ty = _cel_type(col)
-    present = col.is_not(None)
     if f.op == "exists":
-        return present
+        return col.is_not(None)
+    fam = _family(ty)
+    present = sa.and_(col.is_not(None), _StoredAs(col, *map(sa.literal, _STORED[fam])))
     if f.op == "is":
         return present if f.value == ty else sa.false()
     if f.op in ("contains", "has_key", "subset"):
         return sa.false()  # a scalar column holds neither a list nor a map
-    fam = _family(ty)
     if f.op == "eq":
         if _value_family(f.value) != fam:
             return sa.false()
