@@ -14,7 +14,13 @@ What it rejects, each with the CEL position of the offending node:
 - `PDP124` a constant or data path that does not exist (`data.networks.denylst`);
 - `PDP125` a field selection on a value that has no fields (`P.id.name`).
 And warns (`PDP205`) when an attribute without a declared type is compared with a `bool` or
-number literal: `R.attr.archived == true` is false, not an error, for the string `"true"`.
+number literal: `R.attr.archived == true` is false, not an error, for the string `"true"`;
+and (`PDP208`) when a comparison's result never depends on the request: both sides the same
+expression (`R.tenant == R.tenant`), or a field the request parser never lets be empty
+compared with emptiness (`P.id != ""`, `size(R.id) == 0`). Such a comparison is folded to
+its value only where the field is always present, so `R.attr.x == R.attr.x` (an error when
+`x` is missing, which denies) stays unknown. Pure functions of constants fold too
+(`size(C.admins) == 0`), so a condition constant once constants are substituted is seen.
 
 Unions are checked soundly for operators (every combination of member types must have an
 overload) except that `null` members are ignored: null-safety is not checked, so
@@ -61,6 +67,7 @@ NOT_BOOL = "PDP123"
 UNDEFINED_PATH = "PDP124"
 NOT_SELECTABLE = "PDP125"
 UNTYPED_COMPARISON = "PDP205"
+FIXED_COMPARISON = "PDP208"
 
 _NO = object()  # "not a constant"
 
@@ -435,19 +442,21 @@ class _Checker:
 
     def function(self, node: A.Call, name: str, args: list[tuple[T, Any]]) -> tuple[T, Any]:
         sig = _GLOBAL_SIGS.get(name)
+        k = _fold(_global_fn(name), [k for _, k in args])
         if sig is not None:
             self.signature(node, name, sig[0], [t for t, _ in args])
-            return sig[1], _NO
-        return _KIND_TYPES.get(_global_kind(name), DYN), _NO
+            return sig[1], k
+        return _KIND_TYPES.get(_global_kind(name), DYN), k
 
     def method(
         self, node: A.Call, name: str, recv: tuple[T, Any], args: list[tuple[T, Any]]
     ) -> tuple[T, Any]:
         sig = _MEMBER_SIGS.get(name)
+        k = _fold(_member_fn(name), [recv[1], *(k for _, k in args)])
         if sig is not None:
             self.signature(node, name, sig[0], [recv[0], *(t for t, _ in args)])
-            return sig[1], _NO
-        return _KIND_TYPES.get(_member_kind(name), DYN), _NO
+            return sig[1], k
+        return _KIND_TYPES.get(_member_kind(name), DYN), k
 
     def signature(self, node: A.Call, name: str, accepts: tuple[Any, ...], types: list[T]) -> None:
         for i, (t, ok) in enumerate(zip(types, accepts)):
@@ -527,6 +536,8 @@ class _Checker:
                 return BOOL, same if node.fn == "_==_" else not same
             except Exception:
                 pass
+        elif len(self.issues) == before:
+            return BOOL, self.fixed_comparison(node)
         return BOOL, _NO
 
     def untyped_literal(self, node: A.Call, lt: T, rt: T) -> None:
@@ -576,6 +587,7 @@ class _Checker:
         )
 
     def ordering(self, node: A.Call) -> tuple[T, Any]:
+        before = len(self.issues)
         (lt, lk), (rt, rk) = self.c(node.args[0]), self.c(node.args[1])
         self.combos(node, _OP_TEXT[node.fn], [lt, rt], _orderable)
         if lk is not _NO and rk is not _NO:
@@ -584,7 +596,96 @@ class _Checker:
                 return BOOL, fn(lk, rk)
             except Exception:
                 pass
+        elif len(self.issues) == before:
+            return BOOL, self.fixed_comparison(node)
         return BOOL, _NO
+
+    def fixed_comparison(self, node: A.Call) -> Any:
+        """PDP208 for a comparison whose result never depends on the request; its value when
+        it is the same for every request that evaluates it without error, else `_NO`."""
+        op, (left, right) = node.fn, node.args
+        shown = _OP_TEXT[op]
+        here = self.request_path(left)
+        if _same(left, right) or (here is not None and here == self.request_path(right)):
+            value = op in ("_==_", "_<=_", "_>=_")
+            name = _path(left)
+            what = f"`{name}`" if name else "an expression"
+            sure = here in _ALWAYS_PRESENT
+            when = "" if sure else f" whenever {what if name else 'it'} has a value"
+            self.issue(
+                FIXED_COMPARISON,
+                f"`{shown}` compares {what} with itself: it is always `{_text(value)}`{when}",
+                node,
+                warning=True,
+            )
+            return value if sure else _NO
+        for side, other in ((left, right), (right, left)):
+            if not isinstance(other, A.Lit) or isinstance(other.value, bool):
+                continue
+            name = self.request_path(side)
+            empty = other.value == "" and isinstance(other.value, str)
+            if empty and op in ("_==_", "_!=_") and name in _NEVER_EMPTY:
+                value = op == "_!=_"
+                self.issue(
+                    FIXED_COMPARISON,
+                    f"`{_path(side)}` is never empty (a request without it is refused): "
+                    f"`{_shown_with(side is left, _path(side), shown, _EMPTY)}` is always "
+                    f"`{_text(value)}`",
+                    node,
+                    warning=True,
+                )
+                return value
+            size_of = self.size_of_never_empty(side)
+            if size_of is not None and isinstance(other.value, int):
+                # size >= 1: the operator with the size on the left, against `other.value`.
+                flip = {"_<_": "_>_", "_<=_": "_>=_", "_>_": "_<_", "_>=_": "_<=_"}
+                k = other.value
+                rel = flip.get(op, op) if side is right else op
+                value = {
+                    "_==_": False if k < 1 else None,
+                    "_!=_": True if k < 1 else None,
+                    "_>_": True if k < 1 else None,
+                    "_>=_": True if k <= 1 else None,
+                    "_<_": False if k <= 1 else None,
+                    "_<=_": False if k < 1 else None,
+                }[rel]
+                if value is not None:
+                    self.issue(
+                        FIXED_COMPARISON,
+                        f"`{size_of}` is never empty (a request without it is refused), so "
+                        f"`{_shown_with(side is left, f'size({size_of})', shown, str(k))}` is "
+                        f"always `{_text(value)}`",
+                        node,
+                        warning=True,
+                    )
+                    return value
+        return _NO
+
+    def request_path(self, node: A.Node) -> str | None:
+        """`node` as a request field path with the long root names (`principal.id`), unless a
+        comprehension variable shadows its root."""
+        root = node
+        while isinstance(root, A.Select):
+            root = root.operand
+        if not isinstance(root, A.Ident) or root.name in self.scope:
+            return None
+        p = _path(node)
+        if p is None:
+            return None
+        head, dot, rest = p.partition(".")
+        return _LONG_ROOT.get(head, head) + dot + rest
+
+    def size_of_never_empty(self, node: A.Node) -> str | None:
+        """The path of `size(X)` / `X.size()` when `X` is never empty."""
+        if not isinstance(node, A.Call) or node.fn != "size":
+            return None
+        if node.target is None and len(node.args) == 1:
+            arg = node.args[0]
+        elif node.target is not None and not node.args:
+            arg = node.target
+        else:
+            return None
+        return _path(arg) if self.request_path(arg) in _NEVER_EMPTY else None
 
     def membership(self, node: A.Call) -> tuple[T, Any]:
         (xt, xk), (ct, ck) = self.c(node.args[0]), self.c(node.args[1])
@@ -848,6 +949,94 @@ _KIND_TYPES: dict[str | None, T] = {
     "bool": BOOL, "type": TYPE, "timestamp": TIMESTAMP, "duration": DURATION, "ip": IP,
     "cidr": CIDR, "list": ListT(DYN),
 }  # fmt: skip
+
+
+def _global_fn(name: str) -> Any:
+    from pdp.cel._library import GLOBALS
+
+    return GLOBALS.get(name)
+
+
+def _member_fn(name: str) -> Any:
+    from pdp.cel._library import MEMBERS
+
+    return MEMBERS.get(name)
+
+
+# Cheap, request-free results only: `size`, string tests, conversions of constants. A
+# function the library marks impure (or one that errors) is left to run time.
+def _fold(spec: Any, args: list[Any]) -> Any:
+    if spec is None or not spec.pure or any(a is _NO for a in args):
+        return _NO
+    if len(args) not in spec.arities:
+        return _NO
+    try:
+        value = spec.impl(*args)
+    except Exception:
+        return _NO
+    return value if isinstance(value, bool | int | float | str) else _NO
+
+
+def _same(a: A.Node, b: A.Node) -> bool:
+    """Whether two expressions are written the same (positions aside). Two literals fold
+    already; a comparison of two of them is not "the same expression"."""
+    if type(a) is not type(b) or isinstance(a, A.Lit):
+        return False
+    return _same_tree(a, b)
+
+
+def _same_tree(a: A.Node, b: A.Node) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, A.Lit):
+        return type(a.value) is type(b.value) and a.value == b.value  # type: ignore[attr-defined]
+    if isinstance(a, A.Ident):
+        return a.name.lstrip(".") == b.name.lstrip(".")  # type: ignore[attr-defined]
+    if isinstance(a, A.Select):
+        return a.field == b.field and _same_tree(a.operand, b.operand)  # type: ignore[attr-defined]
+    if isinstance(a, A.Call):
+        assert isinstance(b, A.Call)
+        if a.fn != b.fn or len(a.args) != len(b.args) or (a.target is None) != (b.target is None):
+            return False
+        if a.target is not None and not _same_tree(a.target, b.target):  # type: ignore[arg-type]
+            return False
+        return all(_same_tree(x, y) for x, y in zip(a.args, b.args))
+    if isinstance(a, A.ListLit):
+        assert isinstance(b, A.ListLit)
+        return len(a.items) == len(b.items) and all(map(_same_tree, a.items, b.items))
+    if isinstance(a, A.MapLit):
+        assert isinstance(b, A.MapLit)
+        return len(a.entries) == len(b.entries) and all(
+            _same_tree(k1, k2) and _same_tree(v1, v2)
+            for (k1, v1), (k2, v2) in zip(a.entries, b.entries)
+        )
+    return False  # a message literal: not worth the risk of a wrong "same"
+
+
+_EMPTY = '""'
+
+
+def _shown_with(left: bool, side: str, op: str, literal: str) -> str:
+    return f"{side} {op} {literal}" if left else f"{literal} {op} {side}"
+
+
+def _text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+_LONG_ROOT = {"P": "principal", "R": "resource"}
+# Request fields always present with a value of a type that equals itself (no double, so
+# no NaN): the parser fills each one in (`""` when a tenant, ip or country is not given).
+_ALWAYS_PRESENT = frozenset(
+    [
+        "principal.id", "principal.tenant", "principal.roles", "principal.scopes",
+        "resource.kind", "resource.id", "resource.tenant",
+        "context.ip", "context.country", "action", "now",
+    ]
+)  # fmt: skip
+# Ids the request parser refuses empty (pdp/model/request.py `_id`, `required=True`); a
+# tenant, ip or country may be `""`.
+_NEVER_EMPTY = frozenset(["principal.id", "resource.kind", "resource.id", "action"])
 
 
 def _global_kind(name: str) -> str | None:

@@ -25,6 +25,7 @@ UNMAPPED_ROUTE = "unmapped_route"
 INVALID_REQUEST = "invalid_request"
 PUBLIC_ROUTE = "public_route"
 AMBIGUOUS_QUERY = "ambiguous_query"
+AMBIGUOUS_HEADER = "ambiguous_header"
 
 Kind = Literal["check", "allow", "deny", "unauthenticated", "bad_request"]
 
@@ -156,7 +157,36 @@ def translate(
             match=match,
             env=env,
         )
+    merged = _merged_header_id(match.route, env)
+    if merged:
+        return Translation(
+            "bad_request",
+            AMBIGUOUS_HEADER,
+            f"header `{merged[:64]}` holds a comma where the route reads one id",
+            match=match,
+            env=env,
+        )
     return build_check(attrs, mapping, match, env, principal, limits)
+
+
+def _merged_header_id(route: Route, env: RenderEnv) -> str:
+    """A header the route's resource id or tenant reads whose value holds a comma ("" if none).
+
+    A request that repeats a header (`X-Doc: public`, `X-Doc: secret`) reaches pdp as one
+    value joined by commas (`public,secret`, as Envoy and HTTP's field combination do), and
+    the upstream reads the first copy, the last, or all, by framework: pdp would decide on an
+    id that no one serves. An id or tenant is one value, never a list, so a comma in the
+    header it comes from is refused; a header that only an attribute reads may be a list
+    (`Accept-Language: en, fr`) and is passed as it came."""
+    res = route.resource
+    if res is None:
+        return ""
+    for template in (res.id, res.tenant):
+        if isinstance(template, Template):
+            for ref in template.refs:
+                if ref.namespace == "header" and "," in (env.headers.get(ref.key) or ""):
+                    return ref.key
+    return ""
 
 
 def _untrimmed_parameter(params: Mapping[str, str]) -> str:

@@ -41,6 +41,7 @@ CODES: dict[str, Code] = {
     "PDP205": Code("warning", "untyped attribute compared with a bool or number literal"),
     "PDP206": Code("warning", "suppression that silences nothing"),
     "PDP207": Code("warning", "schema file that no policy uses"),
+    "PDP208": Code("warning", "comparison whose result never depends on the request"),
 }
 
 

@@ -25,6 +25,7 @@ from pdp.cel import (
     is_list_literal,
     may_be,
     may_be_list_of,
+    names_used,
     type_from_schema,
     untyped_attributes,
 )
@@ -241,18 +242,21 @@ class _Types:
         what: str,
         location: SourceLocation,
         suppress: Sequence[Suppression],
+        cond: Condition | None = None,
     ) -> None:
+        # Why, when it is not written out: the constants fold (`size(C.admins) == 0`).
+        why = " once its constants are substituted" if _names_constants(cond) else ""
         if value is False:
             self.out.add(
                 "PDP108",
-                f"{what} can never match: its condition is always false",
+                f"{what} can never match: its condition is always false{why}",
                 location,
                 suppress,
             )
         elif value is True:
             self.out.add(
                 "PDP203",
-                f"the condition of {what} is always true; remove it",
+                f"the condition of {what} is always true{why}; remove it",
                 location,
                 suppress,
             )
@@ -283,6 +287,7 @@ class _Types:
                             f"guard rule `{rule.id}`",
                             rule.location,
                             [*rule.suppress, *g.suppress],
+                            rule.condition,
                         )
         for lp in src.limit_policies:
             self.limit_policy(lp)
@@ -293,7 +298,11 @@ class _Types:
             for rule in p.rules:
                 value = self.condition(scope, rule.condition, rule.suppress)
                 self.constant_condition(
-                    value, f"rule `{rule.id}`", rule.location, [*rule.suppress, *p.suppress]
+                    value,
+                    f"rule `{rule.id}`",
+                    rule.location,
+                    [*rule.suppress, *p.suppress],
+                    rule.condition,
                 )
             for cross in p.cross_tenant:
                 value = self.condition(scope, cross.condition, cross.suppress)
@@ -302,6 +311,7 @@ class _Types:
                     f"crossTenant exception `{cross.id}`",
                     cross.location,
                     [*cross.suppress, *p.suppress],
+                    cross.condition,
                 )
             if p.schemas is not None:
                 # The derived roles this kind uses, in their own Definitions, typed by its schemas.
@@ -357,7 +367,11 @@ class _Types:
         value = self.condition(scope, limit.condition, sup)
         if constant:
             self.constant_condition(
-                value, f"limit `{limit.id}`", limit.location, [*sup, *policy_suppress]
+                value,
+                f"limit `{limit.id}`",
+                limit.location,
+                [*sup, *policy_suppress],
+                limit.condition,
             )
 
     def derived_role(
@@ -366,7 +380,9 @@ class _Types:
         sup = [*role.suppress, *d.suppress]
         value = self.condition(scope, role.condition, sup)
         if constant:
-            self.constant_condition(value, f"derived role `{role.name}`", role.location, sup)
+            self.constant_condition(
+                value, f"derived role `{role.name}`", role.location, sup, role.condition
+            )
 
     def _importers(self, d: Definitions) -> list[ResourcePolicy]:
         return [p for p in self.source.resource_policies if d.id in p.imports and p.schemas]
@@ -377,6 +393,17 @@ class _Types:
             for p in self.source.resource_policies
             if p.schemas and (WILDCARD in resources or p.resource in resources)
         ]
+
+
+def _names_constants(cond: Condition | None) -> bool:
+    if isinstance(cond, Expr):
+        try:
+            return any(kind == "C" for kind, _ in names_used(cond.source))
+        except (CelCompileError, RecursionError):
+            return False
+    if isinstance(cond, ConditionGroup):
+        return any(_names_constants(c) for c in cond.items)
+    return False
 
 
 def _message(issue: CheckIssue) -> str:

@@ -37,8 +37,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from pdp.cel import _values as cv
-
 from . import tree as t
 from .planner import Plan
 
@@ -54,6 +52,11 @@ class UnmappedField(ValueError):
 
 class InexactColumn(UnmappedField):
     """A mapped column compares text other than code point by code point (its collation)."""
+
+
+class InexactNumber(UnmappedField):
+    """A number the filter compares is at or beyond ±2^53, where Check's reading (a double)
+    and the database's stored integer differ."""
 
 
 # Collations that compare text code point by code point, as CEL does.
@@ -161,9 +164,20 @@ def _value_family(v: Any) -> str:
     return "string"
 
 
+# Check reads a request number beyond ±2^53 as a double (docs/POLICY_FORMAT.md, "Numbers in
+# requests"): a row storing 2^53 + 1 is read as 2^53, which the database compares exactly.
+# Against a constant strictly within ±2^53 the two readings agree (a stored value beyond it
+# is beyond the constant however it rounds); at or past it they may not, so it is refused.
+_EXACT = 2**53
+
+
 def _bind(v: Any) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool) and not cv.INT64_MIN <= v <= cv.INT64_MAX:
-        raise UnmappedField(f"the integer `{v}` does not fit SQLite's 64 bits")
+    if isinstance(v, int | float) and not isinstance(v, bool) and not -_EXACT < v < _EXACT:
+        raise InexactNumber(
+            f"the number `{v}` is at or beyond ±2^53: Check reads a stored integer near it as "
+            "a rounded double, which the database does not, so the filter cannot compare it "
+            "exactly"
+        )
     return v
 
 
