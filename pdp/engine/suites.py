@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -92,6 +92,14 @@ class _Collector:
     covered: set[tuple[str, str]] = field(default_factory=set)
 
 
+def _failed(suite: TestSuite, case: TestCase, failure: str) -> Iterator[CaseResult]:
+    """Every expectation of `case` failed for one reason."""
+    for action in case.expect:
+        yield CaseResult(
+            suite.id, case.name, action, suite.file, case.location.line, False, failure=failure
+        )
+
+
 def case_request(case: TestCase, now: Any = None) -> dict[str, Any]:
     """The JSON-shaped decision request a test case stands for (also used by bundle diff)."""
     context = dict(case.context)
@@ -134,35 +142,13 @@ def run_test_suites(
             # A kind whose schemas are in `reject` mode refuses the request the same way.
             response = engine.check(request, coverage=out.covered)
         except RequestError as exc:
-            for action in case.expect:
-                out.results.append(
-                    CaseResult(
-                        suite.id,
-                        case.name,
-                        action,
-                        suite.file,
-                        case.location.line,
-                        False,
-                        failure=f"bad request in test case: {exc}",
-                    )
-                )
+            out.results.extend(_failed(suite, case, f"bad request in test case: {exc}"))
             continue
         if response.time_dependent and request.time is None:
             # Passing by the hour it runs, a suite would let one worker or replica activate a
             # bundle that another refuses, and a refused bundle is not retried: each would
             # serve its own bundle until the next one is published.
-            for action in case.expect:
-                out.results.append(
-                    CaseResult(
-                        suite.id,
-                        case.name,
-                        action,
-                        suite.file,
-                        case.location.line,
-                        False,
-                        failure=UNFROZEN_CLOCK,
-                    )
-                )
+            out.results.extend(_failed(suite, case, UNFROZEN_CLOCK))
             continue
         decisions = response.results[0].actions
         for action, expectation in case.expect.items():
