@@ -22,6 +22,7 @@ from pdp.errors import BundleError
 
 from .build import write_atomic
 from .load import LoadedBundle, load_bundle
+from .manifest import Manifest, SemVer
 from .sources import BundleSource, SourceUnavailable
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ class Reloader:
     `poll_once()` is one synchronous step (tests drive it directly); `start()` runs it once,
     falls back to the cache when that gave no engine, then polls in a daemon thread every
     `poll_interval` plus a random 0..`jitter` seconds, so replicas do not poll in lockstep.
+
+    With `require_signature`, a bundle ranking below the active one (semver), or of the same
+    version with other content (manifest digest), is refused: whoever controls the source but
+    not the signing key could otherwise serve an older, validly signed bundle (TUF's rollback
+    attack). `allow_rollback` lifts that; `min_version` refuses anything below it, signed or not.
     """
 
     def __init__(
@@ -64,9 +70,16 @@ class Reloader:
         jitter: float | None = None,
         loader: Loader | None = None,
         rng: random.Random | None = None,
+        allow_rollback: bool = False,
+        min_version: str | None = None,
     ) -> None:
         if require_signature and not trust:
             raise BundleError("a signature is required but no trusted key was given")
+        self._min_version = SemVer.parse(min_version) if min_version else None
+        # Without a required signature whoever controls the source can serve anything, an old
+        # bundle included: refusing rollbacks there would protect nothing and break the
+        # documented way of rolling back unsigned bundles.
+        self._guard_rollback = require_signature and not allow_rollback
         self.source = source
         self.holder = holder
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -110,6 +123,7 @@ class Reloader:
         return Outcome.REFUSED
 
     def _try_activate(self, data: bytes, origin: str, sha: str) -> bool:
+        loaded: LoadedBundle | None = None
         try:
             loaded = self._loader(data)
         except BundleError as exc:
@@ -118,6 +132,8 @@ class Reloader:
             log.exception("unexpected error loading bundle from %s", origin)
             reason = f"internal error: {type(exc).__name__}: {exc}"
         else:
+            reason = self._version_refusal(loaded.manifest)
+        if loaded is not None and not reason:
             self.holder.swap(loaded.engine)
             self.active = loaded
             self._active_sha = sha
@@ -138,6 +154,31 @@ class Reloader:
         log.error("refused bundle from %s: %s (still serving %s)", origin, reason, serving)
         self.holder.record_failure(f"refused bundle from {origin}: {reason}")
         return False
+
+    def _version_refusal(self, manifest: Manifest) -> str:
+        """Why the verified `manifest` may not replace the active bundle, or "" when it may."""
+        version = SemVer.parse(manifest.version)
+        if self._min_version is not None and version < self._min_version:
+            return (
+                f"version `{manifest.version}` is below the minimum version {self._min_version}"
+                " (--bundle-min-version)"
+            )
+        if not self._guard_rollback or self.active is None:
+            return ""
+        active = self.active.manifest
+        hint = "publish the policies as a higher version, or serve with --bundle-allow-rollback"
+        if version < SemVer.parse(active.version):
+            return (
+                f"rollback refused: version `{manifest.version}` ranks below the active"
+                f" {active.version}; {hint}"
+            )
+        if version == SemVer.parse(active.version) and manifest.digest != active.digest:
+            return (
+                f"rollback refused: version `{manifest.version}` has other content than the"
+                f" active {active.version} (digest {manifest.digest[:12]}, active"
+                f" {active.digest[:12]}); {hint}"
+            )
+        return ""
 
     # -- the last good bundle, on disk ------------------------------------------------------
 
