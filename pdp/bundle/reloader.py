@@ -95,6 +95,9 @@ class Reloader:
         self._active_sha = ""  # archive sha256 of the active bundle
         self._refused_sha = ""  # the last refused archive, not retried until it changes
         self.active: LoadedBundle | None = None
+        # Before anything is active, rollbacks are judged against the cached last good bundle,
+        # so a restart does not forget the version it served (TUF persists its metadata too).
+        self._floor: Manifest | None = None
 
     def _default_loader(self, data: bytes) -> LoadedBundle:
         return load_bundle(data, self._trust, self._require_signature)
@@ -163,19 +166,20 @@ class Reloader:
                 f"version `{manifest.version}` is below the minimum version {self._min_version}"
                 " (--bundle-min-version)"
             )
-        if not self._guard_rollback or self.active is None:
+        active = self.active.manifest if self.active is not None else self._floor
+        if not self._guard_rollback or active is None:
             return ""
-        active = self.active.manifest
+        which = "active" if self.active is not None else "cached"
         hint = "publish the policies as a higher version, or serve with --bundle-allow-rollback"
         if version < SemVer.parse(active.version):
             return (
-                f"rollback refused: version `{manifest.version}` ranks below the active"
+                f"rollback refused: version `{manifest.version}` ranks below the {which}"
                 f" {active.version}; {hint}"
             )
         if version == SemVer.parse(active.version) and manifest.digest != active.digest:
             return (
                 f"rollback refused: version `{manifest.version}` has other content than the"
-                f" active {active.version} (digest {manifest.digest[:12]}, active"
+                f" {which} {active.version} (digest {manifest.digest[:12]}, {which}"
                 f" {active.digest[:12]}); {hint}"
             )
         return ""
@@ -194,6 +198,18 @@ class Reloader:
             write_atomic(path, data)
         except OSError as exc:  # serving matters more than the cache: warn and go on
             log.warning("cannot persist bundle to %s: %s", path, exc)
+
+    def _load_floor(self) -> None:
+        """Remember the cached last good bundle's manifest, verified, as the rollback floor."""
+        path = self.cache_path
+        if not self._guard_rollback or path is None or not path.is_file():
+            return
+        from .verify import open_bundle
+
+        try:
+            self._floor = open_bundle(path, self._trust, require_signature=True).manifest
+        except (OSError, BundleError) as exc:  # load_cached refuses it too, should it be needed
+            log.warning("cached bundle %s gives no rollback floor: %s", path, exc)
 
     def load_cached(self) -> bool:
         """Activate the persisted last good bundle; True when it is now serving."""
@@ -217,6 +233,7 @@ class Reloader:
     def start(self) -> None:
         """First poll now (cache fallback when it leaves nothing serving), then poll in the
         background."""
+        self._load_floor()
         self.poll_once()
         if self.holder.current is None:
             source_error = self.holder.status.last_error

@@ -219,6 +219,13 @@ def _opener(deadline: _Deadline) -> Any:
     return urllib.request.build_opener(HttpHandler, HttpsHandler)
 
 
+def _shorter_than_declared(data: bytes, content_length: str) -> bool:
+    # ASCII digits only ("²".isdigit()), and few: int() refuses over 4300 digits.
+    if not (content_length.isascii() and content_length.isdigit() and len(content_length) < 20):
+        return False
+    return len(data) < min(int(content_length), MAX_ARCHIVE_BYTES + 1)
+
+
 class HttpSource:
     """An HTTP(S) URL polled with If-None-Match; urllib keeps pdp free of an HTTP dependency.
 
@@ -246,12 +253,13 @@ class HttpSource:
         import urllib.request
 
         request = urllib.request.Request(self.url, headers=headers)
-        data, etag = b"", ""
+        data, etag, declared = b"", "", ""
         with _Deadline(self.fetch_deadline) as deadline:
             try:
                 with _opener(deadline).open(request, timeout=self.timeout) as response:
                     data = response.read(MAX_ARCHIVE_BYTES + 1)
                     etag = response.headers.get("ETag", "")
+                    declared = response.headers.get("Content-Length", "")
             except urllib.error.HTTPError as exc:
                 if exc.code == 304 and not deadline.expired:
                     return None
@@ -261,6 +269,9 @@ class HttpSource:
                 error = f"cannot fetch `{self.url}`: {reason or type(exc).__name__}"
             else:
                 error = ""
+                # http.client returns a body cut short by the server's close without a word.
+                if _shorter_than_declared(data, declared):
+                    error = f"`{self.url}` ended after {len(data)} of {declared} bytes"
         # Checked after the fact too: a body without a length ends "cleanly" at the shutdown.
         if deadline.expired:
             error = (

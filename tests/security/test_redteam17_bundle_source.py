@@ -291,3 +291,19 @@ def test_a_dripping_bundle_server_cannot_hold_updates_back(drip: str) -> None:
         assert got.last_error == ""
         assert pdp.allowed() == {"a2"}
         assert not any("Traceback" in line for line in pdp.log)
+
+
+def test_a_restart_remembers_the_cached_version(tmp_path: Path, signer: tuple[object, str]) -> None:
+    """The rollback waited for a restart: with --cache-dir the cached last good bundle (verified
+    again) is the floor, so the older bundle is refused and the cached one served."""
+    key, pub = signer
+    flags = ("--require-signature", "--trust", pub, "--cache-dir", str(tmp_path / "cache"))
+    with serve_bundles(make_bundle(2, key=key)) as source:
+        with pdp_serve(source.url, *flags) as pdp:
+            pdp.wait("2.0.0", lambda i: i.active_bundle.version == "2.0.0")
+        source.set(make_bundle(1, key=key))
+        with pdp_serve(source.url, *flags) as pdp:
+            got = pdp.wait("the rollback refusal", lambda i: "rollback refused" in i.last_error)
+            assert "`1.0.0` ranks below the cached 2.0.0" in got.last_error
+            assert got.active_bundle.version == "2.0.0"
+            assert pdp.allowed() == {"a2"}
