@@ -181,3 +181,21 @@ def test_a_strange_content_length_is_no_crash(length: str) -> None:
         assert reloader.poll_once() in (Outcome.REFUSED, Outcome.UNAVAILABLE)
         assert holder.current is None
         assert holder.status.last_error
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"garbage\r\n\r\n",  # BadStatusLine
+        b"HTTP/1.0 200 OK\r\nX-Pad: " + b"a" * 70000 + b"\r\n\r\n",  # LineTooLong
+        b"HTTP/1.0 200 OK\r\n" + b"X-Pad: a\r\n" * 101 + b"\r\n",  # more than 100 headers
+    ],
+)
+def test_a_malformed_response_is_a_source_error(reply: bytes) -> None:
+    """http.client's own exceptions are no OSError: they escaped the source, and the poller
+    logged a traceback instead of recording `last_error`."""
+    with raw_server(reply, hold=False) as url:
+        holder = EngineHolder()
+        reloader = Reloader(HttpSource(url, timeout=10), holder)
+        assert reloader.poll_once() is Outcome.UNAVAILABLE
+        assert "cannot fetch" in holder.status.last_error
