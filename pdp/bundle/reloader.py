@@ -1,8 +1,9 @@
 """Poll a bundle source, load new bundles aside, and swap them into an `EngineHolder`.
 
-The active engine is replaced only by a bundle that verified, compiled and passed its tests;
-anything else is refused with its reason (`holder.record_failure`) while the last good bundle
-keeps serving. The last good archive is persisted to a cache directory so a restart with the
+The active engine is replaced only by a bundle that verified, compiled and passed its tests
+(and, when signatures are required, does not roll the version back); anything else is
+refused with its reason (`holder.record_failure`) while the last good bundle keeps serving.
+The last good archive is persisted to a cache directory so a restart with the
 source unreachable still serves it (re-verified, with the same trust, on the way in).
 """
 

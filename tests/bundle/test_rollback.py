@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from bundle_helpers import make_bundle, policy_files
@@ -108,12 +109,17 @@ def test_allow_rollback_and_unsigned_sources_accept_older_bundles(key: Ed25519Pr
     assert plain.poll_once() is Outcome.ACTIVATED
 
 
-def test_min_version_applies_to_unsigned_bundles_and_the_cache_too(tmp_path: object) -> None:
+def test_min_version_applies_to_unsigned_bundles_and_the_cache_too(tmp_path: Path) -> None:
     holder = EngineHolder()
-    reloader = Reloader(MemorySource(make_bundle(1)), holder, min_version="1.0.1")
+    reloader = Reloader(
+        MemorySource(make_bundle(1)), holder, min_version="1.0.1", cache_dir=tmp_path
+    )
     assert reloader.poll_once() is Outcome.REFUSED
     assert holder.current is None
     assert "below the minimum version 1.0.1" in holder.status.last_error
+    (tmp_path / "last-good.pdpb").write_bytes(make_bundle(1))  # cached before the floor rose
+    assert reloader.load_cached() is False
+    assert holder.current is None
 
 
 # -- the HTTP source's deadline -----------------------------------------------------------------
