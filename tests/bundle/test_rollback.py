@@ -130,6 +130,7 @@ def raw_server(reply: bytes, *, hold: bool) -> Iterator[str]:
     """A loopback server answering every connection with `reply`, then holding it open (never
     finishing) or closing it."""
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)  # closing a listener does not wake accept(): look at `stop`
     stop = threading.Event()
     conns: list[socket.socket] = []
 
@@ -137,6 +138,8 @@ def raw_server(reply: bytes, *, hold: bool) -> Iterator[str]:
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             conns.append(conn)
