@@ -1,8 +1,9 @@
 """Poll a bundle source, load new bundles aside, and swap them into an `EngineHolder`.
 
-The active engine is replaced only by a bundle that verified, compiled and passed its tests;
-anything else is refused with its reason (`holder.record_failure`) while the last good bundle
-keeps serving. The last good archive is persisted to a cache directory so a restart with the
+The active engine is replaced only by a bundle that verified, compiled and passed its tests
+(and, when signatures are required, does not roll the version back); anything else is
+refused with its reason (`holder.record_failure`) while the last good bundle keeps serving.
+The last good archive is persisted to a cache directory so a restart with the
 source unreachable still serves it (re-verified, with the same trust, on the way in).
 """
 
@@ -22,6 +23,7 @@ from pdp.errors import BundleError
 
 from .build import write_atomic
 from .load import LoadedBundle, load_bundle
+from .manifest import Manifest, SemVer
 from .sources import BundleSource, SourceUnavailable
 
 if TYPE_CHECKING:
@@ -50,6 +52,11 @@ class Reloader:
     `poll_once()` is one synchronous step (tests drive it directly); `start()` runs it once,
     falls back to the cache when that gave no engine, then polls in a daemon thread every
     `poll_interval` plus a random 0..`jitter` seconds, so replicas do not poll in lockstep.
+
+    With `require_signature`, a bundle ranking below the active one (semver), or of the same
+    version with other content (manifest digest), is refused: whoever controls the source but
+    not the signing key could otherwise serve an older, validly signed bundle (TUF's rollback
+    attack). `allow_rollback` lifts that; `min_version` refuses anything below it, signed or not.
     """
 
     def __init__(
@@ -64,9 +71,16 @@ class Reloader:
         jitter: float | None = None,
         loader: Loader | None = None,
         rng: random.Random | None = None,
+        allow_rollback: bool = False,
+        min_version: str | None = None,
     ) -> None:
         if require_signature and not trust:
             raise BundleError("a signature is required but no trusted key was given")
+        self._min_version = SemVer.parse(min_version) if min_version else None
+        # Without a required signature whoever controls the source can serve anything, an old
+        # bundle included: refusing rollbacks there would protect nothing and break the
+        # documented way of rolling back unsigned bundles.
+        self._guard_rollback = require_signature and not allow_rollback
         self.source = source
         self.holder = holder
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -82,6 +96,9 @@ class Reloader:
         self._active_sha = ""  # archive sha256 of the active bundle
         self._refused_sha = ""  # the last refused archive, not retried until it changes
         self.active: LoadedBundle | None = None
+        # Before anything is active, rollbacks are judged against the cached last good bundle,
+        # so a restart does not forget the version it served (TUF persists its metadata too).
+        self._floor: Manifest | None = None
 
     def _default_loader(self, data: bytes) -> LoadedBundle:
         return load_bundle(data, self._trust, self._require_signature)
@@ -110,6 +127,7 @@ class Reloader:
         return Outcome.REFUSED
 
     def _try_activate(self, data: bytes, origin: str, sha: str) -> bool:
+        loaded: LoadedBundle | None = None
         try:
             loaded = self._loader(data)
         except BundleError as exc:
@@ -118,6 +136,8 @@ class Reloader:
             log.exception("unexpected error loading bundle from %s", origin)
             reason = f"internal error: {type(exc).__name__}: {exc}"
         else:
+            reason = self._version_refusal(loaded.manifest)
+        if loaded is not None and not reason:
             self.holder.swap(loaded.engine)
             self.active = loaded
             self._active_sha = sha
@@ -139,6 +159,32 @@ class Reloader:
         self.holder.record_failure(f"refused bundle from {origin}: {reason}")
         return False
 
+    def _version_refusal(self, manifest: Manifest) -> str:
+        """Why the verified `manifest` may not replace the active bundle, or "" when it may."""
+        version = SemVer.parse(manifest.version)
+        if self._min_version is not None and version < self._min_version:
+            return (
+                f"version `{manifest.version}` is below the minimum version {self._min_version}"
+                " (--bundle-min-version)"
+            )
+        active = self.active.manifest if self.active is not None else self._floor
+        if not self._guard_rollback or active is None:
+            return ""
+        which = "active" if self.active is not None else "cached"
+        hint = "publish the policies as a higher version, or serve with --bundle-allow-rollback"
+        if version < SemVer.parse(active.version):
+            return (
+                f"rollback refused: version `{manifest.version}` ranks below the {which}"
+                f" {active.version}; {hint}"
+            )
+        if version == SemVer.parse(active.version) and manifest.digest != active.digest:
+            return (
+                f"rollback refused: version `{manifest.version}` has other content than the"
+                f" {which} {active.version} (digest {manifest.digest[:12]}, {which}"
+                f" {active.digest[:12]}); {hint}"
+            )
+        return ""
+
     # -- the last good bundle, on disk ------------------------------------------------------
 
     @property
@@ -153,6 +199,18 @@ class Reloader:
             write_atomic(path, data)
         except OSError as exc:  # serving matters more than the cache: warn and go on
             log.warning("cannot persist bundle to %s: %s", path, exc)
+
+    def _load_floor(self) -> None:
+        """Remember the cached last good bundle's manifest, verified, as the rollback floor."""
+        path = self.cache_path
+        if not self._guard_rollback or path is None or not path.is_file():
+            return
+        from .verify import open_bundle
+
+        try:
+            self._floor = open_bundle(path, self._trust, require_signature=True).manifest
+        except (OSError, BundleError) as exc:  # load_cached refuses it too, should it be needed
+            log.warning("cached bundle %s gives no rollback floor: %s", path, exc)
 
     def load_cached(self) -> bool:
         """Activate the persisted last good bundle; True when it is now serving."""
@@ -176,6 +234,7 @@ class Reloader:
     def start(self) -> None:
         """First poll now (cache fallback when it leaves nothing serving), then poll in the
         background."""
+        self._load_floor()
         self.poll_once()
         if self.holder.current is None:
             source_error = self.holder.status.last_error

@@ -7,12 +7,14 @@ HTTP 304 to If-None-Match), so polling an unchanged source costs a stat or a tin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pdp import __version__
 from pdp.errors import BundleError
@@ -22,6 +24,9 @@ from .manifest import SemVer
 
 # A poll must not hang the reloader thread on a stalled server.
 HTTP_TIMEOUT_SECONDS = 10.0
+# The timeout above is per read: a server dripping a byte every few seconds never trips it.
+# A whole download (connect, headers, body) must finish within this, or it is abandoned.
+HTTP_FETCH_DEADLINE_SECONDS = 60.0
 # Bundle files in a directory source: `<name>-<semver>.pdpb` (or `.tar.gz`).
 _BUNDLE_FILE = re.compile(
     r"^(?P<name>.+?)-(?P<version>\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?)"
@@ -143,33 +148,138 @@ class DirectorySource:
         return f"{self.directory}/ (highest version)"
 
 
-class HttpSource:
-    """An HTTP(S) URL polled with If-None-Match; urllib keeps pdp free of an HTTP dependency."""
+class _Deadline:
+    """Shuts a download's sockets down when its deadline passes, which wakes a blocked read."""
 
-    def __init__(self, url: str, *, timeout: float = HTTP_TIMEOUT_SECONDS) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, not SSLSocket's, which would also drop its TLS state
+    # under the reader's feet; the file descriptor is the same.
+    # OSError: already closed, or a plain socket the TLS wrapper detached.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _opener(deadline: _Deadline) -> Any:
+    """A urllib opener (proxies, redirects as usual) whose connections `deadline` watches."""
+    import http.client
+    import urllib.request
+
+    class Http(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    # HTTPSConnection.connect calls Http.connect (the plain socket, watched during the TLS
+    # handshake), then wraps it; the wrapped socket is watched too.
+    class Https(http.client.HTTPSConnection, Http):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class HttpHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(Http, req)
+
+    class HttpsHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(Https, req)
+
+    return urllib.request.build_opener(HttpHandler, HttpsHandler)
+
+
+def _shorter_than_declared(data: bytes, content_length: str) -> bool:
+    # ASCII digits only ("²".isdigit()), and few: int() refuses over 4300 digits.
+    if not (content_length.isascii() and content_length.isdigit() and len(content_length) < 20):
+        return False
+    return len(data) < min(int(content_length), MAX_ARCHIVE_BYTES + 1)
+
+
+class HttpSource:
+    """An HTTP(S) URL polled with If-None-Match; urllib keeps pdp free of an HTTP dependency.
+
+    `timeout` bounds each connect and read, `fetch_deadline` the whole download.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = HTTP_TIMEOUT_SECONDS,
+        fetch_deadline: float = HTTP_FETCH_DEADLINE_SECONDS,
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        self.fetch_deadline = fetch_deadline
         self.etag = ""
 
     def fetch(self) -> Fetched | None:
         headers = {"User-Agent": f"pdp/{__version__}", "Accept": "application/octet-stream"}
         if self.etag:
             headers["If-None-Match"] = self.etag
-        import urllib.error  # here, not at the top: a server on a directory never needs it
+        import http.client  # here, not at the top: a server on a directory never needs it
+        import urllib.error
         import urllib.request
 
         request = urllib.request.Request(self.url, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                data = response.read(MAX_ARCHIVE_BYTES + 1)
-                etag = response.headers.get("ETag", "")
-        except urllib.error.HTTPError as exc:
-            if exc.code == 304:
-                return None
-            raise SourceUnavailable(f"`{self.url}` answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise SourceUnavailable(f"cannot fetch `{self.url}`: {reason}") from None
+        data, etag, declared = b"", "", ""
+        with _Deadline(self.fetch_deadline) as deadline:
+            try:
+                with _opener(deadline).open(request, timeout=self.timeout) as response:
+                    data = response.read(MAX_ARCHIVE_BYTES + 1)
+                    etag = response.headers.get("ETag", "")
+                    declared = response.headers.get("Content-Length", "")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 304 and not deadline.expired:
+                    return None
+                error = f"`{self.url}` answered HTTP {exc.code}"
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                error = f"cannot fetch `{self.url}`: {reason or type(exc).__name__}"
+            else:
+                error = ""
+                # http.client returns a body cut short by the server's close without a word.
+                if _shorter_than_declared(data, declared):
+                    error = f"`{self.url}` ended after {len(data)} of {declared} bytes"
+        # Checked after the fact too: a body without a length ends "cleanly" at the shutdown.
+        if deadline.expired:
+            error = (
+                f"`{self.url}` did not finish sending within {self.fetch_deadline:g}s"
+                " (--bundle-fetch-deadline)"
+            )
+        if error:
+            raise SourceUnavailable(error)
         if len(data) > MAX_ARCHIVE_BYTES:
             raise SourceUnavailable(f"`{self.url}` sent more than {MAX_ARCHIVE_BYTES} bytes")
         self.etag = etag
@@ -179,10 +289,10 @@ class HttpSource:
         return self.url
 
 
-def open_source(spec: str) -> BundleSource:
+def open_source(spec: str, *, fetch_deadline: float = HTTP_FETCH_DEADLINE_SECONDS) -> BundleSource:
     """`http(s)://...` → HttpSource; an existing directory → DirectorySource; else a file."""
     if spec.startswith(("http://", "https://")):
-        return HttpSource(spec)
+        return HttpSource(spec, fetch_deadline=fetch_deadline)
     if Path(spec).is_dir():
         return DirectorySource(spec)
     return FileSource(spec)

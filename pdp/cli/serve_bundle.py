@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 
 from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL
+from pdp.bundle.sources import HTTP_FETCH_DEADLINE_SECONDS
 from pdp.engine import EngineHolder
 from pdp.errors import BundleError
 
@@ -43,6 +44,23 @@ def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--cache-dir", metavar="DIR", help="persist the last good bundle here, serve it on restart"
     )
+    group.add_argument(
+        "--bundle-allow-rollback",
+        action="store_true",
+        help="with --require-signature, accept a bundle older than the active one",
+    )
+    group.add_argument(
+        "--bundle-min-version",
+        metavar="SEMVER",
+        help="refuse any bundle whose version ranks below SEMVER",
+    )
+    group.add_argument(
+        "--bundle-fetch-deadline",
+        type=float,
+        default=HTTP_FETCH_DEADLINE_SECONDS,
+        metavar="SECONDS",
+        help=f"give up an HTTP bundle download after SECONDS ({HTTP_FETCH_DEADLINE_SECONDS:g})",
+    )
 
 
 def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Callable[[], None]:
@@ -55,16 +73,20 @@ def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Calla
 
     if args.require_signature and not args.trust:
         raise ValueError("--require-signature needs --trust PUB")
+    if not args.bundle_fetch_deadline > 0:
+        raise ValueError("--bundle-fetch-deadline must be positive")
     try:
         trust = load_public_keys(args.trust) if args.trust else None
         reloader = Reloader(
-            open_source(args.bundle),
+            open_source(args.bundle, fetch_deadline=args.bundle_fetch_deadline),
             holder,
             trust=trust,
             require_signature=args.require_signature,
             cache_dir=args.cache_dir,
             poll_interval=args.poll_interval,
             jitter=args.poll_jitter,
+            allow_rollback=args.bundle_allow_rollback,
+            min_version=args.bundle_min_version,
             loader=lambda data: load_bundle(
                 data, trust, args.require_signature, checks=policy_checks()
             ),
