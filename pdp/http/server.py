@@ -41,6 +41,7 @@ _READ_CHUNK = 64 * 1024
 # to keep an idle connection open: a client that trickles bytes, or reads none, must not hold
 # a connection (a file descriptor, and a body or answers of memory) for ever. `--http-timeout`.
 DEFAULT_TIMEOUT = 60.0
+_LINGER_S = 10.0  # aiohttp's own lingering time, the most it keeps
 # Threads that parse and decide calls with a body. The work is CPU-bound under one GIL: two
 # keep one long call from holding up the rest; four cost ~10% of batch throughput in
 # GIL hand-offs (bench/authzen.py).
@@ -305,12 +306,16 @@ class HttpServer:
         # `keepalive_timeout` also closes a connection whose request headers have not all
         # arrived by then (aiohttp's default is an hour); `_read_body` bounds the body.
         # `CappedServer`: `max_connections`, and pdp's JSON answer to what the parser refuses.
+        # After an answer sent before the body was read (a 408, a 413), aiohttp keeps reading
+        # the rest for `lingering_time` (10 s) so the client gets the answer rather than a
+        # reset: no longer than the timeout every other wait of a caller has.
         server = CappedServer(
             self.handle,
             max_connections=self.max_connections,
             access_log=None,
             auto_decompress=False,
             keepalive_timeout=self.timeout,
+            lingering_time=min(self.timeout, _LINGER_S),
             logger=_ProtocolLog(),
         )
         # In-flight requests get `grace` to finish at shutdown.
