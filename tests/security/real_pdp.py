@@ -47,8 +47,22 @@ def _drain(proc: subprocess.Popen[str], log: list[str], address: list[str]) -> N
 @contextmanager
 def pdp_serve(policies: Path, *flags: str) -> Iterator[Served]:
     """`pdp serve` on 127.0.0.1:0, yielded once health says SERVING; stopped with SIGTERM."""
-    argv = [sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(policies)]
-    argv += ["--listen", "127.0.0.1:0", "--no-ext-authz", *flags]
+    with _serve(["--policies", str(policies), "--no-ext-authz", *flags], serving=True) as s:
+        yield s
+
+
+@contextmanager
+def pdp_serve_bundle(url: str, *flags: str) -> Iterator[Served]:
+    """`pdp serve --bundle URL` (one worker, polling every 0.3 s), yielded once it listens:
+    it may serve nothing yet, as when the source's first bundle is refused."""
+    argv = ["--bundle", url, "--workers", "1", "--poll-interval", "0.3", "--poll-jitter", "0.1"]
+    with _serve([*argv, *flags], serving=False) as s:
+        yield s
+
+
+@contextmanager
+def _serve(args: list[str], *, serving: bool) -> Iterator[Served]:
+    argv = [sys.executable, "-m", "pdp.cli.main", "serve", "--listen", "127.0.0.1:0", *args]
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.DEVNULL,
@@ -69,7 +83,7 @@ def pdp_serve(policies: Path, *flags: str) -> Iterator[Served]:
         channel = grpc.insecure_channel(address[0])
         try:
             health = health_pb2_grpc.HealthStub(channel)
-            while True:
+            while serving:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"pdp serve never served:\n{''.join(log)}")
                 try:

@@ -15,18 +15,11 @@ the old behaviour (accepted) is what the test sees before the fix.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import grpc
 import pytest
 
 # tests/bundle on the path for its bundle server (a real HTTP server on 127.0.0.1).
@@ -38,6 +31,8 @@ from pdp.bundle.archive import pack
 from pdp.bundle.manifest import FileEntry, Manifest, sha256_hex
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
+
+from .real_pdp import pdp_serve_bundle
 
 # Caps on waits, never durations under test.
 START_CAP_S = 60.0
@@ -104,47 +99,6 @@ def bundle(version: int, frozen: bool) -> bytes:
     return pack(manifest.canonical_bytes(), content, None, 1767225600)
 
 
-@contextmanager
-def pdp_serve(url: str) -> Iterator[tuple[pb_grpc.DecisionServiceStub, list[str]]]:
-    argv = [sys.executable, "-m", "pdp.cli.main", "serve", "--bundle", url, "--workers", "1"]
-    argv += ["--listen", "127.0.0.1:0", "--poll-interval", "0.3", "--poll-jitter", "0.1"]
-    proc = subprocess.Popen(
-        argv,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log: list[str] = []
-    address: list[str] = []
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            log.append(line)
-            m = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
-            if m and not address:
-                address.append(m.group(1))
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + START_CAP_S
-        while not address:
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(log)
-            time.sleep(0.05)
-        with grpc.insecure_channel(address[0]) as channel:
-            yield pb_grpc.DecisionServiceStub(channel), log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(5)
-
-
 def info(stub: pb_grpc.DecisionServiceStub) -> pb.ServerInfoResponse:
     return stub.ServerInfo(pb.ServerInfoRequest(), timeout=10)
 
@@ -160,7 +114,8 @@ def wait_for(stub: pb_grpc.DecisionServiceStub, what: str, ok: object) -> pb.Ser
 
 
 def test_a_bundle_whose_suite_reads_the_wall_clock_is_refused_by_a_serving_pdp() -> None:
-    with serve_bundles(bundle(1, frozen=True)) as source, pdp_serve(source.url) as (stub, log):
+    with serve_bundles(bundle(1, frozen=True)) as source, pdp_serve_bundle(source.url) as served:
+        stub, log = served.stub, served.log
         wait_for(stub, "1.0.0", lambda i: i.active_bundle.version == "1.0.0")
         source.set(bundle(2, frozen=False))
         got = wait_for(stub, "the refusal of 2.0.0", lambda i: "fixes no time" in i.last_error)

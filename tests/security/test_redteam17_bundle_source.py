@@ -16,9 +16,6 @@ poll is abandoned as a source error and retried at the next poll.
 from __future__ import annotations
 
 import http.server
-import os
-import re
-import signal
 import subprocess
 import sys
 import threading
@@ -40,6 +37,8 @@ from test_serve_e2e import CHECK
 from pdp.bundle.signing import generate_keypair, load_private_key
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
+
+from .real_pdp import pdp_serve_bundle
 
 # Caps on waits, never durations under test.
 START_CAP_S = 60.0
@@ -71,49 +70,10 @@ class Served:
             time.sleep(0.05)
 
 
-def _argv(url: str, *flags: str) -> list[str]:
-    argv = [sys.executable, "-m", "pdp.cli.main", "serve", "--bundle", url, "--workers", "1"]
-    argv += ["--listen", "127.0.0.1:0", "--poll-interval", "0.3", "--poll-jitter", "0.1"]
-    return [*argv, *flags]
-
-
 @contextmanager
 def pdp_serve(url: str, *flags: str) -> Iterator[Served]:
-    proc = subprocess.Popen(
-        _argv(url, *flags),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log: list[str] = []
-    address: list[str] = []
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            log.append(line)
-            m = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
-            if m and not address:
-                address.append(m.group(1))
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + START_CAP_S
-        while not address:
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(log)
-            time.sleep(0.05)
-        with grpc.insecure_channel(address[0]) as channel:
-            yield Served(pb_grpc.DecisionServiceStub(channel), log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(5)
+    with pdp_serve_bundle(url, *flags) as served:
+        yield Served(served.stub, served.log)
 
 
 @pytest.fixture
@@ -200,8 +160,9 @@ def test_a_minimum_version_holds_from_the_start() -> None:
     ],
 )
 def test_bad_source_flags_are_startup_errors(flags: tuple[str, ...], message: str) -> None:
+    serve = [sys.executable, "-m", "pdp.cli.main", "serve", "--listen", "127.0.0.1:0"]
     done = subprocess.run(
-        _argv("http://127.0.0.1:9/bundle.pdpb", *flags),
+        [*serve, "--bundle", "http://127.0.0.1:9/bundle.pdpb", *flags],
         capture_output=True,
         text=True,
         timeout=120,
