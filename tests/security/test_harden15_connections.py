@@ -160,22 +160,20 @@ def test_calls_past_max_concurrent_rpcs_are_resource_exhausted(tmp_path: Path) -
         wait_serving(port, served)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             check = ch.unary_unary(CHECK)
-            # Two calls of seconds of work each, then (on the same connection, so behind
-            # them) a third: the server holds two, and refuses the third instead of queueing.
-            slow = [check.future(heavy_request(40, f"slow{i}"), timeout=300) for i in range(2)]
-
-            def refused() -> grpc.RpcError | None:
-                assert not all(f.done() for f in slow), "the slow calls ended first"
-                got = _health(ch)
-                return got if isinstance(got, grpc.RpcError) else None
-
-            err = _eventually(refused, "refused")
-            assert isinstance(err, grpc.RpcError)
-            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
-            for f in slow:  # the two held are decided
-                reply = pb.CheckResponse.FromString(f.result(timeout=300))
-                assert len(reply.results) == 40
-                assert all(r.actions["read"].effect == pb.EFFECT_ALLOW for r in reply.results)
+            # Three calls of seconds of work each, sent at once on one connection: the server
+            # holds two and refuses the third instead of queueing it. Which one is the third
+            # is the wire's order (a health probe sent after two calls could overtake one of
+            # them, so the probe is not the third call here).
+            calls = [check.future(heavy_request(40, f"slow{i}"), timeout=300) for i in range(3)]
+            errors = [f.exception(timeout=300) for f in calls]
+            refused = [e for e in errors if e is not None]
+            assert len(refused) == 1, refused
+            assert refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused[0]
+            for f, e in zip(calls, errors, strict=True):  # the two held are decided
+                if e is None:
+                    reply = pb.CheckResponse.FromString(f.result())
+                    assert len(reply.results) == 40
+                    assert all(r.actions["read"].effect == pb.EFFECT_ALLOW for r in reply.results)
 
             def served_again() -> health_pb2.HealthCheckResponse | None:
                 got = _health(ch)
