@@ -159,6 +159,23 @@ def grpc_refusal(stub: pb_grpc.DecisionServiceStub, raw: dict[str, Any]) -> str:
     return info.value.details() or ""
 
 
+def assert_refused_everywhere(
+    pdp: Pdp, stub: pb_grpc.DecisionServiceStub, path: str, value: str
+) -> None:
+    """`value` at `path` is refused, naming the field, by the JSON and protobuf parsers, gRPC,
+    pdp's HTTP API and AuthZEN."""
+    raw = bent(path, value)
+    with pytest.raises(RequestError) as info:
+        parse_check_request(raw)
+    assert info.value.field == path
+    with pytest.raises(RequestError) as info:
+        request_from_proto(json_format.ParseDict(raw, pb.CheckRequest()), DEFAULT_LIMITS)
+    assert info.value.field == path
+    assert grpc_refusal(stub, raw).startswith(f"{path}: ")
+    assert_error(pdp.post("/v1/check", raw), 400, path)
+    assert_error(pdp.post("/access/v1/evaluation", authzen_body(raw)), 400, FIELDS[path])
+
+
 def effects(stub: pb_grpc.DecisionServiceStub, pdp: Pdp, raw: dict[str, Any]) -> set[str]:
     """The effect of `read` on gRPC, the JSON mirror and AuthZEN (one value when they agree)."""
     got = stub.Check(json_format.ParseDict(raw, pb.CheckRequest()), timeout=30)
@@ -268,16 +285,7 @@ def bad_ids(draw: st.DrawFn) -> str:
 def test_any_such_id_is_refused_on_every_protocol_naming_the_field(
     pdp: Pdp, stub: pb_grpc.DecisionServiceStub, path: str, value: str
 ) -> None:
-    raw = bent(path, value)
-    with pytest.raises(RequestError) as info:
-        parse_check_request(raw)
-    assert info.value.field == path
-    with pytest.raises(RequestError) as info:
-        request_from_proto(json_format.ParseDict(raw, pb.CheckRequest()), DEFAULT_LIMITS)
-    assert info.value.field == path
-    assert grpc_refusal(stub, raw).startswith(f"{path}: ")
-    assert_error(pdp.post("/v1/check", raw), 400, path)
-    assert_error(pdp.post("/access/v1/evaluation", authzen_body(raw)), 400, FIELDS[path])
+    assert_refused_everywhere(pdp, stub, path, value)
 
 
 # -- Envoy ext_authz: ids from the token are credentials ---------------------------------------

@@ -17,8 +17,6 @@ import pytest
 from gateway._envoy import (
     DOCUMENTED_HCM,
     ENVOY,
-    EXAMPLE_AUDIENCE,
-    EXAMPLE_ISSUER,
     Stack,
     example_files,
     send,
@@ -28,6 +26,8 @@ from gateway._envoy import (
 
 from pdp.gateway.mapping import load_route_mapping
 from pdp.gateway.request import AMBIGUOUS_HEADER, HttpAttributes, translate
+
+from .test_redteam_gateway import _alice
 
 HEADER_ROUTE: dict[str, Any] = {
     "path": "/v1/tenants/{tenant}/current-conversation",
@@ -60,14 +60,6 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         return st
 
     return shared_stack(request, "lint17-header-ids", factory)
-
-
-def _alice(stack: Stack) -> str:
-    return stack.context["keys"].token(
-        {"sub": "alice", "tid": "acme", "roles": ["user"], "scope": "conversations:read"},
-        iss=EXAMPLE_ISSUER,
-        aud=EXAMPLE_AUDIENCE,
-    )
 
 
 def test_one_header_id_is_decided(stack: Stack) -> None:
