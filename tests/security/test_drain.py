@@ -151,30 +151,21 @@ def test_calls_past_the_grace_are_refused_and_not_logged(tmp_path: Path) -> None
     port = free_port()
     with pdp_serve(*serve_args(policies, port, tmp_path, "--grace", "1")) as served:
         wait_serving(port, served)
-        results: dict[int, object] = {}
         answered = []
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             check = ch.unary_unary(CHECK)
             answered.append(pb.CheckResponse.FromString(check(heavy_request(1, "warm"))))
-
-            def call(i: int) -> None:
-                try:
-                    results[i] = check(heavy_request(120, f"slow{i}"), timeout=300)
-                except grpc.RpcError as err:
-                    results[i] = err
-
-            threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
-            for t in threads:
-                t.start()
-            # Sent after the slow calls on the same connection: once it is answered, the
-            # server has taken the slow ones (each about 12 s of work) from the transport.
+            # Started one after the other from this thread, so the marker's stream follows the
+            # slow ones on the connection: once it is answered, the server has taken the slow
+            # ones (each about 12 s of work) from the transport. Calls started from threads
+            # could be sent after the marker, and such a call met the drain as a new call.
+            slow = [check.future(heavy_request(120, f"slow{i}"), timeout=300) for i in range(3)]
             marker = request_to_proto(
                 ALICE, [{**DOC, "actions": ["read"]}], None
             ).SerializeToString()
             answered.append(pb.CheckResponse.FromString(check(marker, timeout=120)))
             served.proc.send_signal(signal.SIGTERM)
-            for t in threads:
-                t.join(300)
+            results = {i: f.exception(timeout=300) for i, f in enumerate(slow)}
         assert served.exit_code() == 0, served.output()
     for err in results.values():
         assert isinstance(err, grpc.RpcError), "a 12 s call finished within a 1 s grace"
