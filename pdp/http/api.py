@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -60,6 +61,19 @@ class HttpError(Exception):
         self.recorded = False  # the handler wrote the call's decision-log record already
 
 
+def deadline_exceeded(done: int, total: int) -> HttpError:
+    """The answer to a call whose decision deadline passed, as gRPC's DEADLINE_EXCEEDED:
+    `done` of `total` resources were decided (0 of 0: none, the call waited its turn too long).
+    No decision is returned, none partial: the caller denies, as on any error."""
+    progress = f" (decided {done} of {total} resources)" if total else ""
+    return HttpError(
+        504,
+        f"deadline exceeded before the decision was complete{progress}",
+        "",
+        "DEADLINE_EXCEEDED",
+    )
+
+
 @dataclass(slots=True)
 class Call:
     """One HTTP request as handlers see it."""
@@ -75,6 +89,9 @@ class Call:
     start: float = 0.0
     t0: float = 0.0
     size: int = 0  # bytes of the request body
+    # Monotonic time by which the decision must be made (`--http-timeout` after the body
+    # arrived): a batch still deciding then stops between two resources and answers 504.
+    stop_at: float = math.inf
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -224,8 +241,26 @@ class HttpApi:
     ) -> CheckRequest:
         return authzen.check_request(evals, actions, self.limits, call.request_id)
 
-    def _check(self, call: Call, engine: Engine, request: CheckRequest) -> CheckResponse:
-        response = engine.check(request)
+    def _check(
+        self, call: Call, engine: Engine, request: CheckRequest, done: int = 0, total: int = 0
+    ) -> CheckResponse:
+        """Decide `request`, the part of the call's `total` resources after the `done` first,
+        stopping (504) once the call's deadline passed: before it, when resources of the call
+        were decided already, and between its resources (the engine's `before_next`, as the
+        gRPC server watches a batch), so a batch past its deadline frees its thread."""
+        stop_at = call.stop_at
+        total = total or len(request.resources)
+        if done and time.monotonic() >= stop_at:
+            raise deadline_exceeded(done, total)
+        if len(request.resources) > 1 and stop_at != math.inf:
+
+            def before_next(i: int, _n: int) -> None:
+                if time.monotonic() >= stop_at:
+                    raise deadline_exceeded(done + i, total)
+
+            response = engine.check(request, before_next=before_next)
+        else:
+            response = engine.check(request)
         self._observe(call, f"{call.method} {call.path}", request, response)
         return response
 
@@ -265,8 +300,10 @@ class HttpApi:
         engine = self.holder.require()
         if semantic == "execute_all":
             out: list[dict[str, Any] | None] = [None] * len(evals)
+            done = 0
             for indexes, request in batches:
-                response = self._check(call, engine, request)
+                response = self._check(call, engine, request, done, len(evals))
+                done += len(indexes)
                 for j, i in enumerate(indexes):
                     out[i] = self._answer(response, j)
             return 200, {"evaluations": out}
@@ -278,9 +315,9 @@ class HttpApi:
                 slot[i] = (request, j)
         stop_on = semantic == "permit_on_first_permit"
         answers = []
-        for request, j in slot:
+        for k, (request, j) in enumerate(slot):
             one = dataclasses.replace(request, resources=(request.resources[j],))
-            answer = self._answer(self._check(call, engine, one), 0)
+            answer = self._answer(self._check(call, engine, one, k, len(slot)), 0)
             answers.append(answer)
             if answer["decision"] is stop_on:
                 break
@@ -360,8 +397,7 @@ class HttpApi:
             msg.request_id = call.request_id
         engine = self.holder.require()
         request = request_from_proto(msg, self.limits)
-        response = engine.check(request)
-        self._observe(call, f"{call.method} {call.path}", request, response)
+        response = self._check(call, engine, request)
         return 200, json_format.MessageToDict(response_to_proto(response))
 
     def plan(self, call: Call) -> tuple[int, Any]:
@@ -457,6 +493,9 @@ class HttpApi:
     def run(self, route: Route, call: Call, data: bytes | None) -> tuple[int, Any]:
         """Parse the body and run the handler; every failure becomes an `HttpError`."""
         try:
+            if time.monotonic() >= call.stop_at:
+                # It waited for a decision thread past its deadline: not decided (as gRPC).
+                raise deadline_exceeded(0, 0)
             if route.body:
                 call.size = len(data or b"")
                 call.body = parse_json_object(data or b"")

@@ -267,6 +267,9 @@ class HttpServer:
                     api.observe_failure(call, exc)
                     return _error(exc, request_id, close=True)
             if route.body:
+                # The decision's own deadline, counted from the body's arrival: a batch still
+                # deciding then stops between resources and frees its thread (`HttpApi._check`).
+                call.stop_at = time.monotonic() + self.timeout
                 loop = asyncio.get_running_loop()
                 status, value = await loop.run_in_executor(self._pool, api.run, route, call, data)
             else:
