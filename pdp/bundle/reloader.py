@@ -23,7 +23,7 @@ from pdp.errors import BundleError
 
 from .build import write_atomic
 from .load import LoadedBundle, load_bundle
-from .manifest import Manifest, SemVer
+from .manifest import Manifest, SemVer, validate_name
 from .sources import BundleSource, SourceUnavailable
 
 if TYPE_CHECKING:
@@ -56,7 +56,10 @@ class Reloader:
     With `require_signature`, a bundle ranking below the active one (semver), or of the same
     version with other content (manifest digest), is refused: whoever controls the source but
     not the signing key could otherwise serve an older, validly signed bundle (TUF's rollback
-    attack). `allow_rollback` lifts that; `min_version` refuses anything below it, signed or not.
+    attack). So is a bundle of another name than the active one (a team's `sandbox` bundle,
+    signed by the same key, at a higher version, replacing `prod`): versions rank only within
+    one name. `allow_rollback` lifts both; `min_version` refuses anything below it, and `name`
+    anything of another name, signed or not.
     """
 
     def __init__(
@@ -73,10 +76,14 @@ class Reloader:
         rng: random.Random | None = None,
         allow_rollback: bool = False,
         min_version: str | None = None,
+        name: str | None = None,
     ) -> None:
         if require_signature and not trust:
             raise BundleError("a signature is required but no trusted key was given")
         self._min_version = SemVer.parse(min_version) if min_version else None
+        if name is not None:
+            validate_name(name)
+        self._name = name
         # Without a required signature whoever controls the source can serve anything, an old
         # bundle included: refusing rollbacks there would protect nothing and break the
         # documented way of rolling back unsigned bundles.
@@ -162,6 +169,8 @@ class Reloader:
     def _version_refusal(self, manifest: Manifest) -> str:
         """Why the verified `manifest` may not replace the active bundle, or "" when it may."""
         version = SemVer.parse(manifest.version)
+        if self._name is not None and manifest.name != self._name:
+            return f"bundle name `{manifest.name}` is not `{self._name}` (--bundle-name)"
         if self._min_version is not None and version < self._min_version:
             return (
                 f"version `{manifest.version}` is below the minimum version {self._min_version}"
@@ -171,6 +180,11 @@ class Reloader:
         if not self._guard_rollback or active is None:
             return ""
         which = "active" if self.active is not None else "cached"
+        if manifest.name != active.name:
+            return (
+                f"bundle name `{manifest.name}` is not the {which} `{active.name}`: name the"
+                " bundle to serve with --bundle-name, or serve with --bundle-allow-rollback"
+            )
         hint = "publish the policies as a higher version, or serve with --bundle-allow-rollback"
         if version < SemVer.parse(active.version):
             return (

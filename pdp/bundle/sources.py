@@ -108,8 +108,9 @@ class FileSource:
         return str(self.path)
 
 
-def newest_bundle(directory: Path) -> Path | None:
-    """The bundle file with the highest semantic version (ties: the last name, for stability)."""
+def newest_bundle(directory: Path, name: str | None = None) -> Path | None:
+    """The bundle file with the highest semantic version (ties: the last name, for stability);
+    with `name`, among the files of that bundle name only."""
     best: tuple[SemVer, str] | None = None
     best_path: Path | None = None
     try:
@@ -118,7 +119,7 @@ def newest_bundle(directory: Path) -> Path | None:
         raise SourceUnavailable(f"cannot list `{directory}`: {exc.strerror or exc}") from None
     for entry in entries:
         m = _BUNDLE_FILE.match(entry.name)
-        if m is None or not entry.is_file():
+        if m is None or not entry.is_file() or (name is not None and m["name"] != name):
             continue
         try:
             key = (SemVer.parse(m["version"]), entry.name)
@@ -132,14 +133,17 @@ def newest_bundle(directory: Path) -> Path | None:
 class DirectorySource:
     """A directory of `<name>-<version>.pdpb` files: the highest version is the one served."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, name: str | None = None) -> None:
         self.directory = Path(directory)
+        # `--bundle-name`: the files named for it (their manifests must say so too).
+        self.name = name
         self._current: FileSource | None = None
 
     def fetch(self) -> Fetched | None:
-        newest = newest_bundle(self.directory)
+        newest = newest_bundle(self.directory, self.name)
         if newest is None:
-            raise SourceUnavailable(f"no bundle files in `{self.directory}`")
+            named = f" named `{self.name}`" if self.name is not None else ""
+            raise SourceUnavailable(f"no bundle files{named} in `{self.directory}`")
         if self._current is None or self._current.path != newest:
             self._current = FileSource(newest)
         return self._current.fetch()
@@ -289,10 +293,12 @@ class HttpSource:
         return self.url
 
 
-def open_source(spec: str, *, fetch_deadline: float = HTTP_FETCH_DEADLINE_SECONDS) -> BundleSource:
+def open_source(
+    spec: str, *, fetch_deadline: float = HTTP_FETCH_DEADLINE_SECONDS, name: str | None = None
+) -> BundleSource:
     """`http(s)://...` → HttpSource; an existing directory → DirectorySource; else a file."""
     if spec.startswith(("http://", "https://")):
         return HttpSource(spec, fetch_deadline=fetch_deadline)
     if Path(spec).is_dir():
-        return DirectorySource(spec)
+        return DirectorySource(spec, name)
     return FileSource(spec)

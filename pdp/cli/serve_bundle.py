@@ -55,6 +55,11 @@ def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
         help="refuse any bundle whose version ranks below SEMVER",
     )
     group.add_argument(
+        "--bundle-name",
+        metavar="NAME",
+        help="refuse any bundle whose manifest name is not NAME",
+    )
+    group.add_argument(
         "--bundle-fetch-deadline",
         type=float,
         default=HTTP_FETCH_DEADLINE_SECONDS,
@@ -78,7 +83,9 @@ def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Calla
     try:
         trust = load_public_keys(args.trust) if args.trust else None
         reloader = Reloader(
-            open_source(args.bundle, fetch_deadline=args.bundle_fetch_deadline),
+            open_source(
+                args.bundle, fetch_deadline=args.bundle_fetch_deadline, name=args.bundle_name
+            ),
             holder,
             trust=trust,
             require_signature=args.require_signature,
@@ -87,6 +94,7 @@ def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Calla
             jitter=args.poll_jitter,
             allow_rollback=args.bundle_allow_rollback,
             min_version=args.bundle_min_version,
+            name=args.bundle_name,
             loader=lambda data: load_bundle(
                 data, trust, args.require_signature, checks=policy_checks()
             ),
