@@ -213,7 +213,7 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         start, t0 = time.time(), time.perf_counter()
         seen: list[tuple[CheckRequest | None, CheckResponse | None]] = []
         outcome = self.check(request, seen.append)
-        self._observe(context, outcome, seen, start, t0)
+        self._observe(context, outcome, seen, start, t0, request.ByteSize())
         return to_envoy(outcome)
 
     def _observe(
@@ -223,8 +223,11 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         seen: list[tuple[CheckRequest | None, CheckResponse | None]],
         start: float,
         t0: float,
+        size: int,
     ) -> None:
-        """One decision-log record per ext_authz call, like the decision API's."""
+        """One decision-log record per ext_authz call, like the decision API's. `size`, the
+        call's bytes, counts against the telemetry queue's byte budget as a Check's do: a
+        caller sending huge requests (headers, a path) while the sink stalls is bounded."""
         check_request, decision = seen[0] if seen else (None, None)
         # A policy allow or deny is a decision; 401/400/5xx outcomes are errors of the call.
         decided = decision is not None and outcome.grpc_code in (0, 7)
@@ -239,6 +242,7 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
             start_time=start,
             latency_s=time.perf_counter() - t0,
             rpc=EXT_AUTHZ_RPC,
+            request_size=size,
         )
         try:
             self.observer.on_check(record)  # type: ignore[union-attr]
