@@ -9,7 +9,8 @@ error, a dynamic one a run-time error.
 
 Known differences from the CEL spec (everything else follows the conformance suite):
 - timestamps and durations keep microseconds, not nanoseconds;
-- a map literal with both `true` and `1` as keys collapses them (Python dict keys);
+- a map literal whose keys a Python dict cannot tell apart (`1` and `1u`, `1` and `true`) is an
+  evaluation error, so its condition fails closed; CEL makes a map of two entries of them;
 - celpy's grammar does not parse backquoted field names (m.`a-b`) and lexes `1.f()` as `1.`;
 - unknown identifiers and functions are compile errors, never runtime errors;
 - protobuf messages, enums, wrappers, optionals and `string.format` are not supported.
