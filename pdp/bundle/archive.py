@@ -161,6 +161,10 @@ def unpack(data: bytes) -> RawBundle:
                 check_path(name)
                 if not member.isreg():
                     raise BundleError(f"archive entry `{name}` is not a regular file")
+                if member.issparse():
+                    # A sparse entry's size is its expanded size: holes cost no archive
+                    # bytes, so the gunzip cap would not bound what reading it allocates.
+                    raise BundleError(f"archive entry `{name}` is a sparse file")
                 if member.size > MAX_ENTRY_BYTES:
                     raise BundleError(
                         f"archive entry `{name}` is larger than {MAX_ENTRY_BYTES} bytes"
