@@ -26,6 +26,7 @@ INVALID_REQUEST = "invalid_request"
 PUBLIC_ROUTE = "public_route"
 AMBIGUOUS_QUERY = "ambiguous_query"
 AMBIGUOUS_HEADER = "ambiguous_header"
+AMBIGUOUS_METHOD = "ambiguous_method"
 
 Kind = Literal["check", "allow", "deny", "unauthenticated", "bad_request"]
 
@@ -120,6 +121,9 @@ def translate(
         path = canonicalize(attrs.path)
     except PathError as e:
         return Translation("bad_request", e.reason, e.message)
+    overridden = method_override(attrs.method, attrs.headers, path.query)
+    if overridden:
+        return Translation("bad_request", AMBIGUOUS_METHOD, overridden)
     match = mapping.match(attrs.method, list(path.segments))
     if match is not None and match.route.public:
         return Translation("allow", PUBLIC_ROUTE, match=match)
@@ -167,6 +171,38 @@ def translate(
             env=env,
         )
     return build_check(attrs, mapping, match, env, principal, limits)
+
+
+# Where frameworks read a method that replaces the request line's: Express's method-override,
+# Symfony/Laravel (`http_method_override`), Spring, Google's APIs; `_method` in the query too.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+METHOD_OVERRIDE_PARAM = "_method"
+
+
+def method_override(method: str, headers: Mapping[str, str], query: str) -> str:
+    """Why the request may run another method upstream than the one decided on ("" if not).
+
+    Routes match the request line's method; an upstream that honours an override header or
+    `_method` runs the method named there: `GET` + `X-HTTP-Method-Override: DELETE` decided
+    as a read, served as a delete. An override naming the request's own method is harmless;
+    any other (or a repeated `_method`) is refused, since pdp cannot know which one runs."""
+    asked = method.upper()
+    for name in METHOD_OVERRIDE_HEADERS:
+        value = headers.get(name)
+        if value is not None and value.strip().upper() != asked:
+            return (
+                f"header `{name}` names method `{value.strip()[:32]}` on a `{asked[:32]}` "
+                "request; pdp decides on the request line's method"
+            )
+    if query:  # parsed, not searched: `%5Fmethod` is `_method` to the upstream too
+        pairs = parse_qsl(query, keep_blank_values=True)
+        values = [v for k, v in pairs if k == METHOD_OVERRIDE_PARAM]
+        if any(v.strip().upper() != asked for v in values) or len(values) > 1:
+            return (
+                f"query parameter `{METHOD_OVERRIDE_PARAM}` names another method than "
+                f"`{asked[:32]}`; pdp decides on the request line's method"
+            )
+    return ""
 
 
 def _merged_header_id(route: Route, env: RenderEnv) -> str:
