@@ -60,6 +60,11 @@ def check_path(path: str) -> None:
     """Refuse absolute paths, `..`, empty or odd segments, and over-long names."""
     if not path or len(path) > MAX_PATH_LENGTH:
         raise BundleError(f"archive entry name `{path[:80]}` is empty or too long")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # tarfile's surrogate escapes of bytes that are not UTF-8
+        shown = path.encode("utf-8", "backslashreplace").decode("utf-8")[:80]
+        raise BundleError(f"archive entry name `{shown}` is not valid utf-8") from None
     if path.startswith("/") or "\\" in path or "\x00" in path or ":" in path.split("/")[0]:
         raise BundleError(f"archive entry `{path}` is not a relative POSIX path")
     parts = path.split("/")

@@ -7,11 +7,17 @@ stores only its data blocks: its header's size is the *expanded* size, and `tarf
 holes with zeros on read. So a 200-byte archive of a dozen sparse entries made the reader
 allocate 400 MB, and 10,000 of them (the entry cap) hundreds of gigabytes — an out-of-memory
 kill from whoever can put bytes where pdp fetches bundles, before the signature is looked at.
+
+Text that is not Unicode: a manifest string with JSON's `\\ud800` escape, an entry name or a
+source file name that is not UTF-8 ended as a `UnicodeEncodeError` traceback (from `pdp bundle
+verify`/`inspect`/`build`; an "unexpected error" in `pdp serve`'s log) instead of a refusal.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -89,3 +95,102 @@ def test_pdp_bundle_inspect_refuses_a_sparse_bomb_without_expanding_it(tmp_path:
     assert result.returncode != 0
     assert "sparse file" in result.stdout + result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+
+
+# -- a manifest string that JSON allows and UTF-8 cannot hold ----------------------------------
+
+DIGEST = "0" * 64
+
+
+def _manifest(**fields: object) -> bytes:
+    """Canonical-looking manifest bytes (sorted keys, no spaces) with `fields` raw JSON."""
+    base: dict[str, object] = {
+        "build_time": '"2026-01-01T00:00:00Z"',
+        "builder": '"pdp 1"',
+        "dirty": "false",
+        "files": "{}",
+        "format": "1",
+        "name": '"x"',
+        "revision": '""',
+        "version": '"1.0.0"',
+    }
+    base.update(fields)
+    return ("{" + ",".join(f'"{k}":{v}' for k, v in sorted(base.items())) + "}").encode()
+
+
+SURROGATES = {
+    "builder": _manifest(builder='"pdp \\ud800"'),
+    "revision": _manifest(revision='"\\udfff"'),
+    "build_time": _manifest(build_time='"2026-01-01T00:00:00Z\\ud83d"'),
+    "files": _manifest(files='{"p\\ud800.yaml":{"sha256":"' + DIGEST + '","size":0}}'),
+}
+
+
+@pytest.mark.parametrize("field", list(SURROGATES))
+def test_an_unpaired_surrogate_in_the_manifest_is_a_bundle_error(field: str) -> None:
+    # `\ud800` is valid JSON and no character: re-serialising the manifest to check it is
+    # canonical raised UnicodeEncodeError, a traceback from `pdp bundle verify`/`inspect`.
+    from pdp.bundle import open_bundle
+
+    data = archive.pack(SURROGATES[field], {}, None, 0)
+    with pytest.raises(BundleError, match=f"manifest.*`{field}`.*surrogate"):
+        open_bundle(data)
+
+
+@pytest.mark.parametrize("verb", ["inspect", "verify"])
+def test_the_cli_names_the_surrogate_instead_of_a_traceback(tmp_path: Path, verb: str) -> None:
+    bundle = tmp_path / "b.pdpb"
+    bundle.write_bytes(archive.pack(SURROGATES["builder"], {}, None, 0))
+    args = [sys.executable, "-m", "pdp.cli.main", "bundle", verb, str(bundle)]
+    if verb == "verify":
+        keygen = [sys.executable, "-m", "pdp.cli.main", "keygen", "-o", str(tmp_path / "k")]
+        subprocess.run(keygen, check=True, capture_output=True, timeout=120)
+        args += ["--trust", str(tmp_path / "k.pub")]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "surrogate" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_an_entry_name_that_is_not_utf8_is_refused_by_name() -> None:
+    # tarfile reads such a name with surrogate escapes (`p\udcff.yaml`); the error quoting it
+    # then breaks whatever writes it as UTF-8 (a log file, a JSON answer).
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding="latin-1") as t:
+        info = tarfile.TarInfo("files/p\xff.yaml")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(BundleError, match="not valid utf-8") as caught:
+        unpack(gzip.compress(buf.getvalue()))
+    str(caught.value).encode("utf-8")  # the message itself can be written anywhere
+
+
+def test_pdp_bundle_build_names_a_source_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "doc.yaml").write_text(POLICY)
+    (Path(os.fsdecode(bytes(src))) / os.fsdecode(b"n\xff.yaml")).write_text(
+        POLICY.replace("id: doc", "id: doc2").replace("resource: document", "resource: doc2")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pdp.cli.main", "bundle", "build", str(src), "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "n\\udcff.yaml` is not valid utf-8" in result.stderr, result.stderr
+    assert not list(tmp_path.glob("*.pdpb"))
+
+
+POLICY = """apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: doc}
+spec:
+  resource: document
+  tenancy: global
+  actions: {read: {}}
+  rules:
+    - {id: readers, actions: [read], effect: allow, roles: [reader], reason: reader}
+"""
