@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,72 @@ spec:
   rules:
     - {id: readers, actions: [read], effect: allow, roles: [reader], reason: reader}
 """
+
+
+# -- a refusal quoting the hostile text, then served as `last_error` ----------------------------
+
+
+def _with_signature(tmp_path: Path, signature: bytes) -> Path:
+    from pdp.bundle.build import build_bundle
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "doc.yaml").write_text(POLICY)
+    raw = unpack(build_bundle(src, version="1.0.0").archive)
+    bundle = tmp_path / "b.pdpb"
+    bundle.write_bytes(archive.pack(raw.manifest, raw.files, signature, 0))
+    return bundle
+
+
+def test_server_info_reports_a_refusal_that_quotes_a_surrogate(tmp_path: Path) -> None:
+    # The signature entry's key ids were quoted in the refusal, which the holder keeps as
+    # `last_error` and ServerInfo returns: a `\\ud800` key id made every ServerInfo call fail
+    # (INTERNAL: protobuf cannot encode it) for as long as the source served that bundle.
+    from pdp.bundle.signing import generate_keypair
+    from pdp.server._gen.pdp.v1 import decision_pb2 as pb
+
+    from .real_pdp import pdp_serve_bundle
+
+    _, pub = generate_keypair(tmp_path / "release")
+    sig = b'{"signatures":[{"algorithm":"ed25519","key_id":"\\ud800","value":"AAAA"}]}'
+    bundle = _with_signature(tmp_path, sig)
+    with pdp_serve_bundle(str(bundle), "--trust", str(pub), "--no-ext-authz") as served:
+        info = None
+        for _ in range(600):
+            info = served.stub.ServerInfo(pb.ServerInfoRequest(), timeout=10)
+            if info.last_error:
+                break
+            time.sleep(0.1)
+        assert info is not None and "signature check failed" in info.last_error
+        assert "`key_id` holds an unpaired surrogate" in info.last_error, info.last_error
+        assert not any("Traceback" in line for line in served.log), "".join(served.log)
+
+
+def test_the_holder_keeps_any_refusal_as_text() -> None:
+    # Whatever else a refusal quotes from a hostile bundle, ServerInfo can still encode it.
+    from pdp.engine import EngineHolder
+    from pdp.model.request import DEFAULT_LIMITS
+    from pdp.server.convert import server_info_to_proto
+
+    holder = EngineHolder()
+    holder.record_failure("refused `p\udcff.yaml`")
+    assert holder.status.last_error == "refused `p\\udcff.yaml`"
+    info = server_info_to_proto("0", None, holder.status, DEFAULT_LIMITS, 1 << 20)
+    assert info.SerializeToString()
+
+
+def test_pdp_bundle_sign_refuses_a_signature_entry_with_a_surrogate(tmp_path: Path) -> None:
+    from pdp.bundle.signing import generate_keypair
+
+    key, _ = generate_keypair(tmp_path / "release")
+    sig = b'{"signatures":[{"algorithm":"ed25519","key_id":"\\udfff","value":"AAAA"}]}'
+    bundle = _with_signature(tmp_path, sig)
+    result = subprocess.run(
+        [sys.executable, "-m", "pdp.cli.main", "bundle", "sign", str(bundle), "--key", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "key_id" in result.stderr and "surrogate" in result.stderr, result.stderr
