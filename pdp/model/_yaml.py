@@ -214,8 +214,46 @@ class FileContext:
 def parse_yaml(ctx: FileContext, text: str) -> Node | None:
     """Compose one YAML document; on failure record the parser's error and return None."""
     node = _compose_fast(text)
-    if node is not None:
-        return node
+    if node is None:
+        node = _compose_slow(ctx, text)
+    if node is not None and ("\\u" in text or "\\U" in text) and not _all_text(ctx, node):
+        return None
+    return node
+
+
+def _all_text(ctx: FileContext, root: Node) -> bool:
+    """False (errors recorded) when a scalar holds a lone surrogate: `"\\ud800"` is a valid
+    YAML escape and no Unicode text. Loaded, it reached decisions (a rule's reason) that no
+    UTF-8 encoder takes: every Check that rule decided ended as an internal error."""
+    ok = True
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))  # popped in document order
+        elif isinstance(node, MappingNode):
+            for k, v in reversed(node.value):
+                stack.extend((v, k))
+        elif isinstance(node, ScalarNode) and not is_text(node.value):
+            ctx.error(
+                "string holds an unpaired surrogate (a `\\ud800`-style escape; write the "
+                "character itself, or `\\U0001F600` for one beyond U+FFFF)",
+                node,
+            )
+            ok = False
+    return ok
+
+
+def is_text(value: str) -> bool:
+    """True for a string UTF-8 can encode (no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _compose_slow(ctx: FileContext, text: str) -> Node | None:
     try:
         return _Loader(text).get_single_node()
     except yaml.MarkedYAMLError as e:
