@@ -121,3 +121,90 @@ def test_a_get_that_asks_the_upstream_to_delete_never_reaches_it(
     reply = send(stack.ports[listener], "GET", READ + "?_method=DELETE", token)
     assert (reply.status, reply.json()["reason"]) == (400, AMBIGUOUS_METHOD)
     assert stack.upstream.got(reply.test_id) is None
+
+
+# -- a claim that is no text ---------------------------------------------------------------------
+#
+# JSON's `"\ud800"` escape is a lone surrogate (JavaScript's `JSON.stringify` writes one for a
+# display name holding half an emoji). A token carrying one in a claim that `headers.add`
+# renders (`x-user-name: "{claims.name}"`) was allowed, and building the ext_authz answer
+# raised UnicodeEncodeError outside the servicer's error handling: a gRPC UNKNOWN, a traceback
+# in pdp's log for every such call, a 403 (or with `failure_mode_allow`, a pass) from Envoy.
+# The token is now refused as malformed (401), like one with a duplicate member.
+
+NAMED = {"x-user-name": "{claims.name}"}
+
+
+@pytest.fixture(scope="module")
+def named_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    import json
+
+    import yaml
+    from gateway._envoy import DOCUMENTED_HCM, shared_stack, start_stack
+    from gateway._support import Keys
+
+    def factory() -> Stack:
+        keys = Keys()
+        files = example_files(keys.jwks())
+        mapping = yaml.safe_load(files["mapping.yaml"])
+        mapping["spec"]["headers"]["add"].update(NAMED)
+        files["mapping.yaml"] = json.dumps(mapping).encode()
+        st = start_stack(tmp_path_factory.mktemp("redteam18-gw"), files, {"doc": DOCUMENTED_HCM})
+        st.context["keys"] = keys
+        return st
+
+    return shared_stack(request, "redteam18-named", factory)
+
+
+@envoy
+def test_a_claim_that_is_no_text_is_a_malformed_token_not_an_internal_error(
+    named_stack: Stack,
+) -> None:
+    keys = named_stack.context["keys"]
+
+    def token(name: str) -> str:
+        return keys.token({**_claims(), "name": name}, iss=EXAMPLE_ISSUER, aud=EXAMPLE_AUDIENCE)
+
+    fine = send(named_stack.port, "GET", READ, token("Alice \U0001f600"))
+    assert fine.status == 200, fine.body[:200]
+    got = named_stack.upstream.got(fine.test_id)
+    # (the test upstream reads header bytes as latin-1, as http.server does)
+    assert got is not None
+    assert got.headers["x-user-name"] == "Alice \U0001f600".encode().decode("latin-1")
+    for name in ("A\ud800", "\udfff", "x\ud83d"):
+        reply = send(named_stack.port, "GET", READ, token(name))
+        assert reply.status == 401, (ascii(name), reply.status, reply.body[:200])
+        assert reply.json()["reason"] == "malformed_token"
+        assert named_stack.upstream.got(reply.test_id) is None
+    log = named_stack.pdp_log.read_text(errors="replace")
+    assert "Traceback" not in log and "UnicodeEncodeError" not in log, log[-2000:]
+
+
+def test_a_surrogate_anywhere_in_a_token_is_malformed() -> None:
+    from pdp.gateway.tokens import AuthError, parse_token
+
+    header = _b64('{"alg":"RS256"}')
+    payloads = ['{"sub":"a","x":["\\udc00"]}', '{"\\ud800":1}', '{"sub":"\\ud800\\u0041"}']
+    for payload in payloads:
+        with pytest.raises(AuthError) as caught:
+            parse_token(f"{header}.{_b64(payload)}.c2ln")
+        assert caught.value.reason == "malformed_token"
+    bad_kid = _b64('{"alg":"RS256","kid":"\\ud800"}')
+    with pytest.raises(AuthError):
+        parse_token(f"{bad_kid}.{_b64('{}')}.c2ln")
+    pair = _b64('{"sub":"\\ud83d\\ude00"}')
+    assert parse_token(f"{header}.{pair}.c2ln")[1] == {"sub": "\U0001f600"}
+
+
+def test_a_header_value_is_always_text() -> None:
+    # Whatever else renders into a header, the answer to Envoy can be encoded.
+    from pdp.gateway.response import header_value
+
+    assert header_value("A\ud800B") == "A\\ud800B"
+    assert header_value(["x\udfff", "y"]) == "x\\udfff,y"
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
