@@ -27,6 +27,7 @@ PUBLIC_ROUTE = "public_route"
 AMBIGUOUS_QUERY = "ambiguous_query"
 AMBIGUOUS_HEADER = "ambiguous_header"
 AMBIGUOUS_METHOD = "ambiguous_method"
+UNMAPPED_VARIANT = "unmapped_variant"
 
 Kind = Literal["check", "allow", "deny", "unauthenticated", "bad_request"]
 
@@ -132,6 +133,15 @@ def translate(
         if untrimmed:
             return Translation("bad_request", INVALID_REQUEST, untrimmed, match=match)
     if match is None and mapping.unmapped_allow:
+        variant = mapping.variant(attrs.method, list(path.segments))
+        if variant is not None and not variant.route.public:
+            # Passed as unmapped, it may be served as the route it resembles: no decision.
+            return Translation(
+                "deny",
+                UNMAPPED_VARIANT,
+                f"`{attrs.method.upper()[:32]}` on this path is not mapped, but an upstream may "
+                f"serve it as route `{variant.route.path}`: map it, or spell the path as mapped",
+            )
         return Translation("allow", UNMAPPED_ROUTE)
     try:
         if claims is not None:

@@ -208,3 +208,111 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# -- `unmapped: allow` and the routes it was meant to leave out ----------------------------------
+#
+# Under `unmapped: allow` a request no route maps passes without a decision. Routes match
+# literal segments case-sensitively, and many upstreams do not (ASP.NET, IIS, Spring with
+# `setCaseSensitive(false)`, a case-insensitive file system): `/V1/tenants/acme/users/alice/...`
+# matched no route, passed as unmapped, and was served as alice's conversation, without a
+# token. Likewise `HEAD` on a route that maps only `GET`: Flask, Express, Go and most others run
+# the GET handler for it. Such a request is now denied (403 `unmapped_variant`), naming the route.
+
+UNMAPPED_VARIANT = "unmapped_variant"
+
+
+def _allow_mapping():  # type: ignore[no-untyped-def]
+    import yaml
+    from gateway._support import Keys
+
+    doc = yaml.safe_load(example_files(Keys().jwks())["mapping.yaml"])
+    doc["spec"]["unmapped"] = "allow"
+    return load_route_mapping(doc)
+
+
+ALLOW_MAPPING = None
+
+
+def _translate_allow(method: str, target: str):  # type: ignore[no-untyped-def]
+    global ALLOW_MAPPING
+    if ALLOW_MAPPING is None:
+        ALLOW_MAPPING = _allow_mapping()
+    attrs = HttpAttributes(method=method, path=target, headers={}, source_ip="10.1.2.3")
+    return translate(attrs, ALLOW_MAPPING, None)
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/V1/tenants/acme/users/alice/conversations/c1"),
+        ("GET", "/v1/TENANTS/acme/USERS/alice/Conversations/c1"),
+        ("POST", "/v1/tenants/acme/users/alice/conversations/c1/EXPORT"),
+        ("GET", "/v1/catalog/Models"),
+        ("HEAD", "/v1/tenants/acme/users/alice/conversations/c1"),
+        ("head", "/v1/Catalog/models"),
+    ],
+)
+def test_a_variant_of_a_mapped_route_is_not_unmapped(method: str, target: str) -> None:
+    t = _translate_allow(method, target)
+    assert (t.kind, t.reason) == ("deny", UNMAPPED_VARIANT), (t.kind, t.reason, t.message)
+    assert "route `" in t.message
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/v2/anything"),
+        ("GET", "/v1/tenants/acme/users/alice/conversations/c1/export"),  # another method's
+        ("PUT", "/v1/tenants/acme/users/alice/conversations/c1"),
+        ("OPTIONS", "/v1/catalog/models"),
+        ("GET", "/HEALTHZ/x"),
+    ],
+)
+def test_what_no_route_names_stays_unmapped_and_allowed(method: str, target: str) -> None:
+    t = _translate_allow(method, target)
+    assert (t.kind, t.reason) == ("allow", "unmapped_route"), (t.kind, t.reason, t.message)
+
+
+def test_an_exact_match_is_decided_as_before() -> None:
+    t = _translate_allow("GET", READ)
+    # no credential: the route is protected, so this is a 401, not an unmapped pass
+    assert (t.kind, t.reason) == ("unauthenticated", "missing_token")
+
+
+@pytest.fixture(scope="module")
+def allow_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    import json
+
+    import yaml
+    from gateway._envoy import DOCUMENTED_HCM, shared_stack, start_stack
+    from gateway._support import Keys
+
+    def factory() -> Stack:
+        keys = Keys()
+        files = example_files(keys.jwks())
+        mapping = yaml.safe_load(files["mapping.yaml"])
+        mapping["spec"]["unmapped"] = "allow"
+        files["mapping.yaml"] = json.dumps(mapping).encode()
+        st = start_stack(tmp_path_factory.mktemp("redteam18-allow"), files, {"doc": DOCUMENTED_HCM})
+        st.context["keys"] = keys
+        return st
+
+    return shared_stack(request, "redteam18-unmapped-allow", factory)
+
+
+@envoy
+def test_through_envoy_a_case_variant_of_alices_conversation_needs_more_than_no_token(
+    allow_stack: Stack,
+) -> None:
+    unmapped = send(allow_stack.port, "GET", "/v2/status")
+    assert unmapped.status == 200, unmapped.body[:200]  # what `unmapped: allow` is for
+    for method, target in (
+        ("GET", "/V1/tenants/acme/users/alice/conversations/c1"),
+        ("HEAD", READ),
+    ):
+        reply = send(allow_stack.port, method, target)
+        assert reply.status == 403, (method, target, reply.status)
+        if method != "HEAD":  # a HEAD answer has no body
+            assert reply.json()["reason"] == UNMAPPED_VARIANT
+        assert allow_stack.upstream.got(reply.test_id) is None
