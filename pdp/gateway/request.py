@@ -254,7 +254,7 @@ def _repeated_read(query: list[tuple[str, str]], mapping: RouteMapping, route: R
     pdp's templates read one value of a parameter; the upstream may read another (first,
     last, or all, by framework): `?doc=theirs&doc=mine` would be decided on one document and
     served as the other. A repeated parameter that no template reads stays allowed."""
-    counts = Counter(key for key, _ in query)
+    counts = Counter(_param_name(key) for key, _ in query)
     if len(counts) == len(query):
         return ""
     templates = [*mapping.context_attr.values(), *mapping.add_headers.values()]
@@ -265,9 +265,16 @@ def _repeated_read(query: list[tuple[str, str]], mapping: RouteMapping, route: R
     for template in templates:
         if isinstance(template, Template):
             for ref in template.refs:
-                if ref.namespace == "query" and counts[ref.key] > 1:
+                if ref.namespace == "query" and counts[_param_name(ref.key)] > 1:
                     return ref.key
     return ""
+
+
+def _param_name(key: str) -> str:
+    """A query parameter's name as lenient upstreams match it: ASP.NET's model binding ignores
+    case, PHP and Rails read `owner[]` and `owner[0]` as `owner`. Two names equal under this
+    are two copies of one parameter to such an upstream."""
+    return key.partition("[")[0].casefold()
 
 
 def build_check(

@@ -148,6 +148,7 @@ def named_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         files = example_files(keys.jwks())
         mapping = yaml.safe_load(files["mapping.yaml"])
         mapping["spec"]["headers"]["add"].update(NAMED)
+        mapping["spec"]["routes"].append(QUERY_ROUTE)
         files["mapping.yaml"] = json.dumps(mapping).encode()
         st = start_stack(tmp_path_factory.mktemp("redteam18-gw"), files, {"doc": DOCUMENTED_HCM})
         st.context["keys"] = keys
@@ -316,3 +317,62 @@ def test_through_envoy_a_case_variant_of_alices_conversation_needs_more_than_no_
         if method != "HEAD":  # a HEAD answer has no body
             assert reply.json()["reason"] == UNMAPPED_VARIANT
         assert allow_stack.upstream.got(reply.test_id) is None
+
+
+# -- a query parameter the upstream reads under another spelling --------------------------------
+#
+# A route reading `{query.owner}` refused `?owner=alice&owner=bob` (test_redteam_gateway), but
+# counted names exactly: `?owner=alice&Owner=bob` and `?owner=alice&owner[]=bob` were one
+# `owner` to pdp, decided as alice's, while ASP.NET's model binding matches names regardless
+# of case and PHP reads `owner[]` as `owner` (and Rails `owner[]`): the upstream could serve
+# bob's. Names are now compared as those frameworks do before counting.
+
+QUERY_ROUTE = {
+    "path": "/v1/tenants/{tenant}/conversation",
+    "methods": {"GET": "read"},
+    "resource": {
+        "kind": "conversation",
+        "id": "{query.conv}",
+        "tenant": "{tenant}",
+        "attr": {"owner": "{query.owner}"},
+    },
+}
+QUERY_TARGET = "/v1/tenants/acme/conversation?conv=c1&owner=alice"
+
+
+@pytest.mark.parametrize(
+    "extra", ["Owner=bob", "OWNER=bob", "owner[]=bob", "owner[0]=bob", "Conv=c2", "conv[]=c2"]
+)
+def test_a_read_parameter_given_again_under_another_spelling_is_refused(extra: str) -> None:
+    import yaml
+    from gateway._support import Keys
+
+    from pdp.gateway.request import AMBIGUOUS_QUERY
+
+    doc = yaml.safe_load(example_files(Keys().jwks())["mapping.yaml"])
+    doc["spec"]["routes"].append(QUERY_ROUTE)
+    mapping = load_route_mapping(doc)
+    target = f"{QUERY_TARGET}&{extra}"
+    attrs = HttpAttributes(method="GET", path=target, headers={}, source_ip="10.1.2.3")
+    t = translate(attrs, mapping, None, claims=_claims())
+    assert (t.kind, t.reason) == ("bad_request", AMBIGUOUS_QUERY), (t.kind, t.reason)
+    once = HttpAttributes(method="GET", path=QUERY_TARGET, headers={}, source_ip="10.1.2.3")
+    assert translate(once, mapping, None, claims=_claims()).kind == "check"
+    other = HttpAttributes(
+        method="GET", path=QUERY_TARGET + "&View=a&view=b", headers={}, source_ip="10.1.2.3"
+    )
+    assert translate(other, mapping, None, claims=_claims()).kind == "check"  # nobody reads it
+
+
+@envoy
+def test_through_envoy_a_second_spelling_of_owner_never_reaches_the_upstream(
+    named_stack: Stack,
+) -> None:
+    keys = named_stack.context["keys"]
+    token = keys.token(_claims(), iss=EXAMPLE_ISSUER, aud=EXAMPLE_AUDIENCE)
+    plain = send(named_stack.port, "GET", QUERY_TARGET, token)
+    assert plain.status == 200, plain.body[:200]
+    for extra in ("Owner=bob", "owner[]=bob"):
+        reply = send(named_stack.port, "GET", f"{QUERY_TARGET}&{extra}", token)
+        assert (reply.status, reply.json()["reason"]) == (400, "ambiguous_query"), extra
+        assert named_stack.upstream.got(reply.test_id) is None
