@@ -176,7 +176,8 @@ def translate(
         return Translation(
             "bad_request",
             AMBIGUOUS_HEADER,
-            f"header `{merged[:64]}` holds a comma where the route reads one id",
+            f"header `{merged[:64]}` holds a comma (or has a twin spelled with `_`) where "
+            "the route reads one id",
             match=match,
             env=env,
         )
@@ -232,7 +233,18 @@ def _merged_header_id(route: Route, env: RenderEnv) -> str:
             for ref in template.refs:
                 if ref.namespace == "header" and "," in (env.headers.get(ref.key) or ""):
                     return ref.key
+                if ref.namespace == "header" and _underscore_twin(ref.key, env.headers):
+                    return ref.key
     return ""
+
+
+def _underscore_twin(key: str, headers: Mapping[str, str]) -> bool:
+    """Whether another header names `key` with `_` for `-`: CGI and WSGI servers put `X-Conv`
+    and `X_Conv` in the one variable `HTTP_X_CONV` (the last wins), a copy pdp cannot see."""
+    return any(
+        "_" in name and name != key and name.replace("_", "-") == key.replace("_", "-")
+        for name in headers
+    )
 
 
 def _untrimmed_parameter(params: Mapping[str, str]) -> str:

@@ -148,7 +148,7 @@ def named_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         files = example_files(keys.jwks())
         mapping = yaml.safe_load(files["mapping.yaml"])
         mapping["spec"]["headers"]["add"].update(NAMED)
-        mapping["spec"]["routes"].append(QUERY_ROUTE)
+        mapping["spec"]["routes"] += [QUERY_ROUTE, HEADER_ROUTE]
         files["mapping.yaml"] = json.dumps(mapping).encode()
         st = start_stack(tmp_path_factory.mktemp("redteam18-gw"), files, {"doc": DOCUMENTED_HCM})
         st.context["keys"] = keys
@@ -376,3 +376,61 @@ def test_through_envoy_a_second_spelling_of_owner_never_reaches_the_upstream(
         reply = send(named_stack.port, "GET", f"{QUERY_TARGET}&{extra}", token)
         assert (reply.status, reply.json()["reason"]) == (400, "ambiguous_query"), extra
         assert named_stack.upstream.got(reply.test_id) is None
+
+
+# -- a header the upstream reads under another spelling ----------------------------------------
+#
+# A route taking its resource id from a header (`id: "{header.x-conv}"`) refused a header given
+# twice (its copies reach pdp joined by a comma), but not `X_Conv` next to `X-Conv`: Envoy passes
+# headers with underscores by default, and CGI/WSGI servers (Werkzeug, Python's wsgiref, PHP
+# behind CGI) put both in the one `HTTP_X_CONV` variable, the last one winning. pdp decided on
+# `x-conv`, the upstream could serve `x_conv`'s. A header the route's id or tenant reads, given
+# again with underscores, is now `ambiguous_header`.
+
+HEADER_ROUTE = {
+    "path": "/v1/tenants/{tenant}/current-conversation",
+    "methods": {"GET": "read"},
+    "resource": {
+        "kind": "conversation",
+        "id": "{header.x-conv}",
+        "tenant": "{tenant}",
+        "attr": {"owner": "{principal.id}"},
+    },
+}
+HEADER_TARGET = "/v1/tenants/acme/current-conversation"
+
+
+@pytest.mark.parametrize("spelling", ["x_conv", "X_Conv"])
+def test_a_read_header_given_again_with_underscores_is_refused(spelling: str) -> None:
+    import yaml
+    from gateway._support import Keys
+
+    from pdp.gateway.request import AMBIGUOUS_HEADER
+
+    doc = yaml.safe_load(example_files(Keys().jwks())["mapping.yaml"])
+    doc["spec"]["routes"].append(HEADER_ROUTE)
+    mapping = load_route_mapping(doc)
+
+    def attrs(headers: dict[str, str]) -> HttpAttributes:
+        return HttpAttributes("GET", HEADER_TARGET, headers=headers, source_ip="10.1.2.3")
+
+    t = translate(attrs({"x-conv": "c1", spelling.lower(): "c2"}), mapping, None, claims=_claims())
+    assert (t.kind, t.reason) == ("bad_request", AMBIGUOUS_HEADER), (t.kind, t.reason)
+    assert "`x-conv`" in t.message
+    alone = translate(attrs({"x-conv": "c1"}), mapping, None, claims=_claims())
+    assert alone.kind == "check"
+    unrelated = translate(attrs({"x-conv": "c1", "x_other": "z"}), mapping, None, claims=_claims())
+    assert unrelated.kind == "check"
+
+
+@envoy
+def test_through_envoy_an_underscore_twin_of_the_id_header_never_reaches_the_upstream(
+    named_stack: Stack,
+) -> None:
+    keys = named_stack.context["keys"]
+    token = keys.token(_claims(), iss=EXAMPLE_ISSUER, aud=EXAMPLE_AUDIENCE)
+    plain = send(named_stack.port, "GET", HEADER_TARGET, token, {"x-conv": "c1"})
+    assert plain.status == 200, plain.body[:200]
+    twin = send(named_stack.port, "GET", HEADER_TARGET, token, {"x-conv": "c1", "x_conv": "c2"})
+    assert (twin.status, twin.json().get("reason")) == (400, "ambiguous_header"), twin.body[:200]
+    assert named_stack.upstream.got(twin.test_id) is None
