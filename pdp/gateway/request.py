@@ -28,6 +28,7 @@ AMBIGUOUS_QUERY = "ambiguous_query"
 AMBIGUOUS_HEADER = "ambiguous_header"
 AMBIGUOUS_METHOD = "ambiguous_method"
 UNMAPPED_VARIANT = "unmapped_variant"
+AMBIGUOUS_PATH = "ambiguous_path"
 
 Kind = Literal["check", "allow", "deny", "unauthenticated", "bad_request"]
 
@@ -125,6 +126,9 @@ def translate(
     overridden = method_override(attrs.method, attrs.headers, path.query)
     if overridden:
         return Translation("bad_request", AMBIGUOUS_METHOD, overridden)
+    rerouted = path_override(attrs.headers, path.target)
+    if rerouted:
+        return Translation("bad_request", AMBIGUOUS_PATH, rerouted)
     match = mapping.match(attrs.method, list(path.segments))
     if match is not None and match.route.public:
         return Translation("allow", PUBLIC_ROUTE, match=match)
@@ -212,6 +216,30 @@ def method_override(method: str, headers: Mapping[str, str], query: str) -> str:
             return (
                 f"query parameter `{METHOD_OVERRIDE_PARAM}` names another method than "
                 f"`{asked[:32]}`; pdp decides on the request line's method"
+            )
+    return ""
+
+
+# Headers that IIS's URL Rewrite (and ASP.NET behind it), and Symfony before CVE-2018-14773,
+# route by instead of the request line.
+PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
+
+
+def path_override(headers: Mapping[str, str], target: str) -> str:
+    """Why the upstream may serve another path than the one decided on ("" if not): a path
+    override header naming anything but the request's own (canonical) target."""
+    for name in PATH_OVERRIDE_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            same = canonicalize(value.strip()).target == target
+        except PathError:
+            same = False
+        if not same:
+            return (
+                f"header `{name}` names another path than the request's; pdp decides on the "
+                "request line's path"
             )
     return ""
 

@@ -434,3 +434,36 @@ def test_through_envoy_an_underscore_twin_of_the_id_header_never_reaches_the_ups
     twin = send(named_stack.port, "GET", HEADER_TARGET, token, {"x-conv": "c1", "x_conv": "c2"})
     assert (twin.status, twin.json().get("reason")) == (400, "ambiguous_header"), twin.body[:200]
     assert named_stack.upstream.got(twin.test_id) is None
+
+
+# -- a header naming another path --------------------------------------------------------------
+#
+# IIS's URL Rewrite module and ASP.NET behind it, and Symfony before CVE-2018-14773, route by
+# `X-Original-URL` / `X-Rewrite-URL` when present: `GET /v1/catalog/models` (public-ish, any
+# user may list) with `X-Original-URL: /v1/tenants/acme/users/alice/conversations/c1` was
+# decided as the listing and could be served as alice's conversation. Such a header naming
+# another target than the one decided on is now refused (400 `ambiguous_path`).
+
+PATH_HEADERS = ("x-original-url", "x-rewrite-url")
+
+
+@pytest.mark.parametrize("header", PATH_HEADERS)
+def test_a_header_naming_another_path_is_refused(header: str) -> None:
+    from pdp.gateway.request import AMBIGUOUS_PATH
+
+    t = _translate("GET", "/v1/catalog/models", {header: READ})
+    assert (t.kind, t.reason) == ("bad_request", AMBIGUOUS_PATH), (t.kind, t.reason)
+    assert f"`{header}`" in t.message
+    same = _translate("GET", "/v1/catalog/models", {header: "/v1/catalog/models"})
+    assert same.kind == "check"
+
+
+@envoy
+def test_through_envoy_a_path_override_header_never_reaches_the_upstream(stack: Stack) -> None:
+    token = stack.context["keys"].token(
+        {**_claims(), "scope": "catalog:read"}, iss=EXAMPLE_ISSUER, aud=EXAMPLE_AUDIENCE
+    )
+    for header in PATH_HEADERS:
+        reply = send(stack.ports["documented"], "GET", "/v1/catalog/models", token, {header: READ})
+        assert (reply.status, reply.json().get("reason")) == (400, "ambiguous_path"), header
+        assert stack.upstream.got(reply.test_id) is None
