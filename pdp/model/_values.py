@@ -11,6 +11,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from pdp.errors import SourceLocation
 from pdp.model._yaml import (
     BOOL,
+    INT64_MAX,
+    INT64_MIN,
     MAX_DEPTH,
     NULL,
     Fields,
@@ -135,8 +137,16 @@ def load_json(ctx: FileContext, text: str) -> Any:
     def constant(name: str) -> Any:
         raise ValueError(f"`{name}` is not valid json")
 
+    def integer(text: str) -> int:
+        n = int(text)
+        if not INT64_MIN <= n <= INT64_MAX:
+            raise ValueError(f"`{text[:64]}` is out of range (integers are 64-bit)")
+        return n
+
     try:
-        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+        value = json.loads(
+            text, object_pairs_hook=pairs, parse_constant=constant, parse_int=integer
+        )
     except json.JSONDecodeError as e:
         ctx.error_at(
             f"malformed json: {e.msg.lower()}", SourceLocation(ctx.file, e.lineno, e.colno)

@@ -24,6 +24,8 @@ MAX_FILE_BYTES = 1024 * 1024
 # Nesting beyond this is not a policy; it also keeps the recursive composer far from
 # Python's recursion limit.
 MAX_DEPTH = 64
+# CEL's int, and the range of integers every encoder pdp answers with takes.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null"))
@@ -358,9 +360,12 @@ def scalar_value(ctx: FileContext, node: ScalarNode) -> Any:
                 raise ValueError
             return text.lower() == "true"
         if tag == INT:
-            if text.startswith(("0o", "0x")):
-                return int(text, 0)
-            return int(text, 10)
+            n = int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)
+            if not INT64_MIN <= n <= INT64_MAX:
+                # No CEL int, and no integer the HTTP face's JSON encoder (orjson) writes.
+                ctx.error(f"`{text[:64]}` is out of range (integers are 64-bit)", node)
+                return None
+            return n
         if tag == FLOAT:
             f = float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf"))
             if math.isnan(f) or math.isinf(f):

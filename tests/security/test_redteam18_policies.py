@@ -101,3 +101,43 @@ def test_json_data_keeps_a_surrogate_pair_and_a_literal_backslash_u() -> None:
     }
     source = load_policy_files(files)
     assert source.data["names"] == {"smile": "\U0001f600", "path": "C:\\ud800"}
+
+
+# -- an integer no JSON encoder of the HTTP face takes ------------------------------------------
+#
+# YAML and JSON integers have no size limit and the loader kept them whole: an obligation
+# `{big: 1000000000000000000000000000000}` compiled, and every AuthZEN or JSON answer carrying
+# it was a 500 (orjson takes 64-bit integers only); a constant that size is no CEL int either.
+# An integer outside the signed 64-bit range is now a load error at its position.
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("1" + "0" * 30, False),
+        ("-9223372036854775809", False),
+        ("9223372036854775808", False),
+        ("0x10000000000000000", False),
+        ("9223372036854775807", True),
+        ("-9223372036854775808", True),
+    ],
+)
+def test_an_integer_beyond_64_bits_is_a_load_error(value: str, ok: bool) -> None:
+    text = POLICY.replace("WATERMARK", value).replace("READER", "reader")
+    if ok:
+        [policy] = load_policy_files({"doc.yaml": text.encode()}).resource_policies
+        assert policy.id == "doc"
+        return
+    with pytest.raises(PolicyErrors) as caught:
+        load_policy_files({"doc.yaml": text.encode()})
+    [error] = caught.value.errors
+    assert (error.location.line, error.location.column) == (14, 32), error.render()
+    assert "64-bit" in error.message
+
+
+def test_an_integer_beyond_64_bits_in_json_data_is_a_load_error() -> None:
+    files = {"doc.yaml": POLICY.encode(), "data/limits.json": b'{"n": 18446744073709551616}'}
+    with pytest.raises(PolicyErrors) as caught:
+        load_policy_files(files)
+    [error] = caught.value.errors
+    assert error.location.file == "data/limits.json" and "64-bit" in error.message
