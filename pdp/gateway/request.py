@@ -293,9 +293,16 @@ def _repeated_read(query: list[tuple[str, str]], mapping: RouteMapping, route: R
 
     pdp's templates read one value of a parameter; the upstream may read another (first,
     last, or all, by framework): `?doc=theirs&doc=mine` would be decided on one document and
-    served as the other. A repeated parameter that no template reads stays allowed."""
-    counts = Counter(_param_name(key) for key, _ in query)
-    if len(counts) == len(query):
+    served as the other. A repeated parameter that no template reads stays allowed.
+
+    A raw `;` counts as a separator too: Go before 1.17, Rack and Python before 3.9.2 split
+    `?conv=c1;conv=c2` at it, where pdp reads one parameter `conv` = `c1;conv=c2`."""
+    names = [_param_name(key) for key, _ in query]
+    for key, value in query:
+        for piece in f"{key}={value}".split(";")[1:]:
+            names.append(_param_name(piece.partition("=")[0]))
+    counts = Counter(names)
+    if len(counts) == len(names):
         return ""
     templates = [*mapping.context_attr.values(), *mapping.add_headers.values()]
     templates += route.context_attr.values()
