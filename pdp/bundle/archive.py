@@ -60,6 +60,11 @@ def check_path(path: str) -> None:
     """Refuse absolute paths, `..`, empty or odd segments, and over-long names."""
     if not path or len(path) > MAX_PATH_LENGTH:
         raise BundleError(f"archive entry name `{path[:80]}` is empty or too long")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # tarfile's surrogate escapes of bytes that are not UTF-8
+        shown = path.encode("utf-8", "backslashreplace").decode("utf-8")[:80]
+        raise BundleError(f"archive entry name `{shown}` is not valid utf-8") from None
     if path.startswith("/") or "\\" in path or "\x00" in path or ":" in path.split("/")[0]:
         raise BundleError(f"archive entry `{path}` is not a relative POSIX path")
     parts = path.split("/")
@@ -161,6 +166,10 @@ def unpack(data: bytes) -> RawBundle:
                 check_path(name)
                 if not member.isreg():
                     raise BundleError(f"archive entry `{name}` is not a regular file")
+                if member.issparse():
+                    # A sparse entry's size is its expanded size: holes cost no archive
+                    # bytes, so the gunzip cap would not bound what reading it allocates.
+                    raise BundleError(f"archive entry `{name}` is a sparse file")
                 if member.size > MAX_ENTRY_BYTES:
                     raise BundleError(
                         f"archive entry `{name}` is larger than {MAX_ENTRY_BYTES} bytes"

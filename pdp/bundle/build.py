@@ -20,7 +20,7 @@ from pdp.errors import BundleError, PolicyErrors
 from pdp.lint import analyze, blocking
 from pdp.model.loader import MAX_FILE_BYTES, MAX_FILES, classify
 
-from .archive import pack
+from .archive import FILES_PREFIX, check_path, pack
 from .load import bundle_info, compile_files
 from .manifest import FileEntry, Manifest, SemVer, sha256_hex, validate_name
 
@@ -67,6 +67,9 @@ def collect_files(directory: Path) -> dict[str, bytes]:
         path = rel.as_posix()
         if classify(path) is None:
             continue
+        # The reader's rule, before any work: a name that is not UTF-8 (`n\xff.yaml`) could
+        # not even be written into the manifest.
+        check_path(FILES_PREFIX + path)
         if len(files) >= MAX_FILES:
             raise BundleError(f"`{directory}` has more than {MAX_FILES} policy files")
         if p.stat().st_size > MAX_FILE_BYTES:

@@ -145,6 +145,7 @@ class Manifest:
         raw_files = _field(obj, "files", dict)
         files: dict[str, FileEntry] = {}
         for path, entry in raw_files.items():
+            _unicode(path, "files")
             if not isinstance(entry, dict):
                 raise BundleError(f"manifest entry for `{path}` must be an object")
             digest = entry.get("sha256")
@@ -169,7 +170,18 @@ def _field(obj: dict[str, Any], key: str, typ: type) -> Any:
     value = obj.get(key)
     if not isinstance(value, typ):
         raise BundleError(f"manifest field `{key}` is missing or not a {typ.__name__}")
+    if isinstance(value, str):
+        _unicode(value, key)
     return value
+
+
+def _unicode(text: str, key: str) -> None:
+    # JSON's `\ud800` escape gives a string UTF-8 cannot encode: the canonical bytes (and
+    # any message or log line quoting it) could not be produced.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BundleError(f"manifest field `{key}` holds an unpaired surrogate") from None
 
 
 def validate_name(name: str) -> None:

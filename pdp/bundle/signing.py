@@ -136,6 +136,11 @@ def _parse(signature: bytes) -> list[dict[str, Any]]:
             isinstance(s.get(k), str) for k in ("algorithm", "key_id", "value")
         ):
             raise BundleError("each signature needs string `algorithm`, `key_id` and `value`")
+        for k in ("algorithm", "key_id", "value"):
+            try:
+                s[k].encode("utf-8")
+            except UnicodeEncodeError:  # JSON's `\ud800`: no text a message or file can hold
+                raise BundleError(f"signature `{k}` holds an unpaired surrogate") from None
     return sigs
 
 

@@ -69,6 +69,9 @@ class EngineHolder:
 
     def record_failure(self, error: str) -> None:
         """A candidate was refused; the active engine (if any) keeps serving."""
+        # A refusal may quote the refused bundle (a key id, a file name): text that is no
+        # Unicode (`\ud800`) is kept escaped, or every ServerInfo answer would fail to encode.
+        error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         with self._lock:
             self._last_attempt_at = time.time()
             self._last_error = error

@@ -115,6 +115,18 @@ class RouteMapping:
         """The first route (literals before parameters, then file order) for method + path."""
         return _walk(self._root, segments, 0, method.upper())
 
+    def variant(self, method: str, segments: list[str]) -> RouteMatch | None:
+        """A route an upstream may take this unmatched request for: its literal segments
+        equal but for case (ASP.NET, IIS, case-insensitive routers), or a `HEAD` where the
+        route maps `GET` (Flask, Express and Go run the GET handler)."""
+        folded = [s.casefold() for s in segments]
+        upper = method.upper()
+        for m in (upper, "GET") if upper == "HEAD" else (upper,):
+            found = _walk_folded(self._root, folded, 0, m)
+            if found is not None:
+                return found
+        return None
+
 
 def split_path(raw: str) -> tuple[list[str], str] | None:
     """Decoded segments and query of a request target; None when `paths.canonicalize` refuses it."""
@@ -139,6 +151,30 @@ def _walk(node: _Node, segs: list[str], i: int, method: str) -> RouteMatch | Non
                 return found
         if node.param is not None:
             found = _walk(node.param, segs, i + 1, method)
+            if found is not None:
+                return found
+    for route in node.rest:
+        found = _found(route, segs, method)
+        if found is not None:
+            return found
+    return None
+
+
+def _walk_folded(node: _Node, segs: list[str], i: int, method: str) -> RouteMatch | None:
+    """`_walk` with literal segments compared case-folded (`segs` are folded already)."""
+    if i == len(segs):
+        for route in node.routes:
+            found = _found(route, segs, method)
+            if found is not None:
+                return found
+    else:
+        for literal, child in node.literal.items():
+            if literal.casefold() == segs[i]:
+                found = _walk_folded(child, segs, i + 1, method)
+                if found is not None:
+                    return found
+        if node.param is not None:
+            found = _walk_folded(node.param, segs, i + 1, method)
             if found is not None:
                 return found
     for route in node.rest:

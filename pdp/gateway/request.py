@@ -26,6 +26,9 @@ INVALID_REQUEST = "invalid_request"
 PUBLIC_ROUTE = "public_route"
 AMBIGUOUS_QUERY = "ambiguous_query"
 AMBIGUOUS_HEADER = "ambiguous_header"
+AMBIGUOUS_METHOD = "ambiguous_method"
+UNMAPPED_VARIANT = "unmapped_variant"
+AMBIGUOUS_PATH = "ambiguous_path"
 
 Kind = Literal["check", "allow", "deny", "unauthenticated", "bad_request"]
 
@@ -120,6 +123,12 @@ def translate(
         path = canonicalize(attrs.path)
     except PathError as e:
         return Translation("bad_request", e.reason, e.message)
+    overridden = method_override(attrs.method, attrs.headers, path.query)
+    if overridden:
+        return Translation("bad_request", AMBIGUOUS_METHOD, overridden)
+    rerouted = path_override(attrs.headers, path.target)
+    if rerouted:
+        return Translation("bad_request", AMBIGUOUS_PATH, rerouted)
     match = mapping.match(attrs.method, list(path.segments))
     if match is not None and match.route.public:
         return Translation("allow", PUBLIC_ROUTE, match=match)
@@ -128,6 +137,15 @@ def translate(
         if untrimmed:
             return Translation("bad_request", INVALID_REQUEST, untrimmed, match=match)
     if match is None and mapping.unmapped_allow:
+        variant = mapping.variant(attrs.method, list(path.segments))
+        if variant is not None and not variant.route.public:
+            # Passed as unmapped, it may be served as the route it resembles: no decision.
+            return Translation(
+                "deny",
+                UNMAPPED_VARIANT,
+                f"`{attrs.method.upper()[:32]}` on this path is not mapped, but an upstream may "
+                f"serve it as route `{variant.route.path}`: map it, or spell the path as mapped",
+            )
         return Translation("allow", UNMAPPED_ROUTE)
     try:
         if claims is not None:
@@ -162,11 +180,68 @@ def translate(
         return Translation(
             "bad_request",
             AMBIGUOUS_HEADER,
-            f"header `{merged[:64]}` holds a comma where the route reads one id",
+            f"header `{merged[:64]}` holds a comma (or has a twin spelled with `_`) where "
+            "the route reads one id",
             match=match,
             env=env,
         )
     return build_check(attrs, mapping, match, env, principal, limits)
+
+
+# Where frameworks read a method that replaces the request line's: Express's method-override,
+# Symfony/Laravel (`http_method_override`), Spring, Google's APIs; `_method` in the query too.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+METHOD_OVERRIDE_PARAM = "_method"
+
+
+def method_override(method: str, headers: Mapping[str, str], query: str) -> str:
+    """Why the request may run another method upstream than the one decided on ("" if not).
+
+    Routes match the request line's method; an upstream that honours an override header or
+    `_method` runs the method named there: `GET` + `X-HTTP-Method-Override: DELETE` decided
+    as a read, served as a delete. An override naming the request's own method is harmless;
+    any other (or a repeated `_method`) is refused, since pdp cannot know which one runs."""
+    asked = method.upper()
+    for name in METHOD_OVERRIDE_HEADERS:
+        value = headers.get(name)
+        if value is not None and value.strip().upper() != asked:
+            return (
+                f"header `{name}` names method `{value.strip()[:32]}` on a `{asked[:32]}` "
+                "request; pdp decides on the request line's method"
+            )
+    if query:  # parsed, not searched: `%5Fmethod` is `_method` to the upstream too
+        pairs = parse_qsl(query, keep_blank_values=True)
+        values = [v for k, v in pairs if k == METHOD_OVERRIDE_PARAM]
+        if any(v.strip().upper() != asked for v in values) or len(values) > 1:
+            return (
+                f"query parameter `{METHOD_OVERRIDE_PARAM}` names another method than "
+                f"`{asked[:32]}`; pdp decides on the request line's method"
+            )
+    return ""
+
+
+# Headers that IIS's URL Rewrite (and ASP.NET behind it), and Symfony before CVE-2018-14773,
+# route by instead of the request line.
+PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
+
+
+def path_override(headers: Mapping[str, str], target: str) -> str:
+    """Why the upstream may serve another path than the one decided on ("" if not): a path
+    override header naming anything but the request's own (canonical) target."""
+    for name in PATH_OVERRIDE_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            same = canonicalize(value.strip()).target == target
+        except PathError:
+            same = False
+        if not same:
+            return (
+                f"header `{name}` names another path than the request's; pdp decides on the "
+                "request line's path"
+            )
+    return ""
 
 
 def _merged_header_id(route: Route, env: RenderEnv) -> str:
@@ -186,7 +261,18 @@ def _merged_header_id(route: Route, env: RenderEnv) -> str:
             for ref in template.refs:
                 if ref.namespace == "header" and "," in (env.headers.get(ref.key) or ""):
                     return ref.key
+                if ref.namespace == "header" and _underscore_twin(ref.key, env.headers):
+                    return ref.key
     return ""
+
+
+def _underscore_twin(key: str, headers: Mapping[str, str]) -> bool:
+    """Whether another header names `key` with `_` for `-`: CGI and WSGI servers put `X-Conv`
+    and `X_Conv` in the one variable `HTTP_X_CONV` (the last wins), a copy pdp cannot see."""
+    return any(
+        "_" in name and name != key and name.replace("_", "-") == key.replace("_", "-")
+        for name in headers
+    )
 
 
 def _untrimmed_parameter(params: Mapping[str, str]) -> str:
@@ -207,9 +293,16 @@ def _repeated_read(query: list[tuple[str, str]], mapping: RouteMapping, route: R
 
     pdp's templates read one value of a parameter; the upstream may read another (first,
     last, or all, by framework): `?doc=theirs&doc=mine` would be decided on one document and
-    served as the other. A repeated parameter that no template reads stays allowed."""
-    counts = Counter(key for key, _ in query)
-    if len(counts) == len(query):
+    served as the other. A repeated parameter that no template reads stays allowed.
+
+    A raw `;` counts as a separator too: Go before 1.17, Rack and Python before 3.9.2 split
+    `?conv=c1;conv=c2` at it, where pdp reads one parameter `conv` = `c1;conv=c2`."""
+    names = [_param_name(key) for key, _ in query]
+    for key, value in query:
+        for piece in f"{key}={value}".split(";")[1:]:
+            names.append(_param_name(piece.partition("=")[0]))
+    counts = Counter(names)
+    if len(counts) == len(names):
         return ""
     templates = [*mapping.context_attr.values(), *mapping.add_headers.values()]
     templates += route.context_attr.values()
@@ -219,9 +312,16 @@ def _repeated_read(query: list[tuple[str, str]], mapping: RouteMapping, route: R
     for template in templates:
         if isinstance(template, Template):
             for ref in template.refs:
-                if ref.namespace == "query" and counts[ref.key] > 1:
+                if ref.namespace == "query" and counts[_param_name(ref.key)] > 1:
                     return ref.key
     return ""
+
+
+def _param_name(key: str) -> str:
+    """A query parameter's name as lenient upstreams match it: ASP.NET's model binding ignores
+    case, PHP and Rails read `owner[]` and `owner[0]` as `owner`. Two names equal under this
+    are two copies of one parameter to such an upstream."""
+    return key.partition("[")[0].casefold()
 
 
 def build_check(

@@ -72,7 +72,9 @@ def header_value(value: Any) -> str:
         text = ",".join(str(v) for v in value)
     else:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return "".join(ch for ch in text if ch == "\t" or (ch >= " " and ch != "\x7f"))
+    text = "".join(ch for ch in text if ch == "\t" or (ch >= " " and ch != "\x7f"))
+    # A lone surrogate cannot go into the answer's protobuf: kept visible, escaped.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def rate_limit_headers(status: LimitStatus) -> dict[str, str]:

@@ -211,7 +211,19 @@ def _json_object(part: str, what: str) -> dict[str, Any]:
         raise AuthError("malformed_token", f"the {what} is not base64url json") from None
     if not isinstance(obj, dict):
         raise AuthError("malformed_token", f"the {what} must be a json object")
+    if b"\\u" in data and not _is_text(obj):
+        # `"\\ud800"` is valid JSON and no text (I-JSON forbids it): rendered into a header
+        # it made the answer to Envoy impossible to encode.
+        raise AuthError("malformed_token", f"the {what} holds an unpaired surrogate")
     return obj
+
+
+def _is_text(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):  # as deep as the parser took is not text
+        return False
+    return True
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

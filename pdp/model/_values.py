@@ -11,6 +11,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from pdp.errors import SourceLocation
 from pdp.model._yaml import (
     BOOL,
+    INT64_MAX,
+    INT64_MIN,
     MAX_DEPTH,
     NULL,
     Fields,
@@ -135,8 +137,16 @@ def load_json(ctx: FileContext, text: str) -> Any:
     def constant(name: str) -> Any:
         raise ValueError(f"`{name}` is not valid json")
 
+    def integer(text: str) -> int:
+        n = int(text)
+        if not INT64_MIN <= n <= INT64_MAX:
+            raise ValueError(f"`{text[:64]}` is out of range (integers are 64-bit)")
+        return n
+
     try:
-        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+        value = json.loads(
+            text, object_pairs_hook=pairs, parse_constant=constant, parse_int=integer
+        )
     except json.JSONDecodeError as e:
         ctx.error_at(
             f"malformed json: {e.msg.lower()}", SourceLocation(ctx.file, e.lineno, e.colno)
@@ -152,7 +162,31 @@ def load_json(ctx: FileContext, text: str) -> Any:
     if _depth(value) > MAX_DEPTH:
         ctx.error(f"json nested deeper than {MAX_DEPTH} levels")
         return None
+    if "\\u" in text and not _json_text(ctx, text):
+        return None
     return value
+
+
+# An escaped backslash (skipped), a high surrogate escape with its low one (a character), or a
+# surrogate escape on its own (no character at all).
+_SURROGATE_ESCAPE = re.compile(
+    r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+
+def _json_text(ctx: FileContext, text: str) -> bool:
+    """False (errors recorded at each escape) when a JSON string holds a lone surrogate."""
+    ok = True
+    for m in _SURROGATE_ESCAPE.finditer(text):
+        if len(m.group()) == 6:
+            line = text.count("\n", 0, m.start()) + 1
+            column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+            ctx.error_at(
+                "string holds an unpaired surrogate (a `\\ud800`-style escape)",
+                SourceLocation(ctx.file, line, column),
+            )
+            ok = False
+    return ok
 
 
 def _depth(value: Any) -> int:

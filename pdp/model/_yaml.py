@@ -24,6 +24,8 @@ MAX_FILE_BYTES = 1024 * 1024
 # Nesting beyond this is not a policy; it also keeps the recursive composer far from
 # Python's recursion limit.
 MAX_DEPTH = 64
+# CEL's int, and the range of integers every encoder pdp answers with takes.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null"))
@@ -214,8 +216,46 @@ class FileContext:
 def parse_yaml(ctx: FileContext, text: str) -> Node | None:
     """Compose one YAML document; on failure record the parser's error and return None."""
     node = _compose_fast(text)
-    if node is not None:
-        return node
+    if node is None:
+        node = _compose_slow(ctx, text)
+    if node is not None and ("\\u" in text or "\\U" in text) and not _all_text(ctx, node):
+        return None
+    return node
+
+
+def _all_text(ctx: FileContext, root: Node) -> bool:
+    """False (errors recorded) when a scalar holds a lone surrogate: `"\\ud800"` is a valid
+    YAML escape and no Unicode text. Loaded, it reached decisions (a rule's reason) that no
+    UTF-8 encoder takes: every Check that rule decided ended as an internal error."""
+    ok = True
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))  # popped in document order
+        elif isinstance(node, MappingNode):
+            for k, v in reversed(node.value):
+                stack.extend((v, k))
+        elif isinstance(node, ScalarNode) and not is_text(node.value):
+            ctx.error(
+                "string holds an unpaired surrogate (a `\\ud800`-style escape; write the "
+                "character itself, or `\\U0001F600` for one beyond U+FFFF)",
+                node,
+            )
+            ok = False
+    return ok
+
+
+def is_text(value: str) -> bool:
+    """True for a string UTF-8 can encode (no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _compose_slow(ctx: FileContext, text: str) -> Node | None:
     try:
         return _Loader(text).get_single_node()
     except yaml.MarkedYAMLError as e:
@@ -320,9 +360,12 @@ def scalar_value(ctx: FileContext, node: ScalarNode) -> Any:
                 raise ValueError
             return text.lower() == "true"
         if tag == INT:
-            if text.startswith(("0o", "0x")):
-                return int(text, 0)
-            return int(text, 10)
+            n = int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)
+            if not INT64_MIN <= n <= INT64_MAX:
+                # No CEL int, and no integer the HTTP face's JSON encoder (orjson) writes.
+                ctx.error(f"`{text[:64]}` is out of range (integers are 64-bit)", node)
+                return None
+            return n
         if tag == FLOAT:
             f = float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf"))
             if math.isnan(f) or math.isinf(f):

@@ -96,10 +96,14 @@ def _decode_token(page: Mapping[str, Any]) -> str | None:
         raise RequestError(where, "is not a token this server issued")
     try:
         raw = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # 3,000 `[` fit in the cap
         raise RequestError(where, "is not a token this server issued") from None
     if not isinstance(raw, dict) or raw.get("v") != 1 or not isinstance(raw.get("after"), str):
         raise RequestError(where, "is not a token this server issued")
+    try:
+        raw["after"].encode("utf-8")  # the cursor goes to SQL as text; `"\ud800"` is none
+    except UnicodeEncodeError:
+        raise RequestError(where, "is not a token this server issued") from None
     return raw["after"]
 
 
