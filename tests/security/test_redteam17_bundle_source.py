@@ -264,7 +264,11 @@ def test_a_restart_remembers_the_cached_version(tmp_path: Path, signer: tuple[ob
             pdp.wait("2.0.0", lambda i: i.active_bundle.version == "2.0.0")
         source.set(make_bundle(1, key=key))
         with pdp_serve(source.url, *flags) as pdp:
-            got = pdp.wait("the rollback refusal", lambda i: "rollback refused" in i.last_error)
+            # The source's bundle is refused before the cached one is activated: wait for both.
+            got = pdp.wait(
+                "the rollback refusal and the cached bundle",
+                lambda i: "rollback refused" in i.last_error and i.active_bundle.version != "",
+            )
             assert "`1.0.0` ranks below the cached 2.0.0" in got.last_error
             assert got.active_bundle.version == "2.0.0"
             assert pdp.allowed() == {"a2"}
