@@ -209,12 +209,28 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
 
     def Check(self, request: ext.CheckRequest, context: grpc.ServicerContext) -> ext.CheckResponse:
         if self.observer is None:
-            return to_envoy(self.check(request))
+            return self._answer(self.check(request))
         start, t0 = time.time(), time.perf_counter()
         seen: list[tuple[CheckRequest | None, CheckResponse | None]] = []
         outcome = self.check(request, seen.append)
         self._observe(context, outcome, seen, start, t0, request.ByteSize())
-        return to_envoy(outcome)
+        return self._answer(outcome)
+
+    def _answer(self, outcome: Outcome) -> ext.CheckResponse:
+        """`outcome` for Envoy. Building it can fail on what the decision carried (headers and
+        metadata from obligations and claims); that is a denial with a reason, not grpc's
+        UNKNOWN and a traceback."""
+        try:
+            return to_envoy(outcome)
+        except Exception as e:
+            self.error_log.log(
+                logging.ERROR,
+                type(e).__name__,
+                f"ext_authz answer for decision {outcome.decision_id} could not be built: "
+                f"{type(e).__name__}",
+                exc_info=True,
+            )
+            return to_envoy(error_outcome("internal_error", outcome.decision_id))
 
     def _observe(
         self,

@@ -219,3 +219,30 @@ def test_registrar_registers_on_a_server(keys, engine):
             assert resp.status.code == 0
     finally:
         server.stop(grace=None)
+
+
+def test_an_answer_that_cannot_be_built_is_a_denial_with_a_reason(engine, keys, monkeypatch):
+    """An allow whose headers Envoy's proto refuses (a fault injected where claims and
+    obligations become headers) is answered as a denial naming the cause, not as grpc's UNKNOWN
+    with a traceback, and it keeps the decision's id."""
+    from pdp.gateway import response
+
+    real = response._header_options
+    calls = []
+
+    def refuse_once(headers):
+        calls.append(headers)
+        if len(calls) == 1:
+            raise ValueError("a header value the proto cannot hold")
+        return real(headers)
+
+    monkeypatch.setattr(response, "_header_options", refuse_once)
+    resp = ExtAuthzServicer(EngineHolder(engine)).Check(
+        _request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), None
+    )
+    assert len(calls) == 2  # the allow's headers, then the denial's
+    assert resp.status.code != 0
+    assert not resp.HasField("ok_response")
+    assert resp.denied_response.status.code == 500
+    assert json.loads(resp.denied_response.body)["reason"] == "internal_error"
+    assert resp.dynamic_metadata["decision_id"] == calls[0]["x-pdp-decision-id"]
