@@ -140,6 +140,14 @@ class TokenVerifier:
             # RFC 7515 §4.1.11: extensions named in `crit` must be understood; pdp knows none.
             raise AuthError("unsupported_critical_header", "header `crit` names an extension")
         check_numeric_dates(payload)
+        if not self.auth.audience and payload.get("aud"):
+            # As PyJWT and OPA's io.jwt.decode_verify: a token made for a named audience is not
+            # taken by a verifier that names none, or any token the same issuer made for another
+            # API (another tenant's, a public client's) would pass here.
+            raise AuthError(
+                "invalid_audience",
+                "the token names an audience (`aud`) and the mapping's `auth.audience` is unset",
+            )
         candidates = self.keys.candidates(kid if isinstance(kid, str) else None, alg)
         if not candidates:
             raise AuthError("unknown_key", f"no key for this `kid` and algorithm `{alg}`")

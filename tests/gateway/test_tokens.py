@@ -69,7 +69,7 @@ def test_key_confusion_is_refused(keys, verifier):
 
 def test_alg_must_fit_the_key(keys):
     # An ES256 header naming the RSA key's kid finds no key, whatever the signature.
-    auth = AuthConfig()
+    auth = AuthConfig(audience=(AUDIENCE,))
     v = TokenVerifier(load_jwks(keys.jwks()), auth)
     token = keys.token(kind="ec", headers={"kid": "rsa-1"})
     assert _reason(v, token) == "unknown_key"
@@ -193,3 +193,12 @@ def test_duplicate_members_are_refused(keys):
     with pytest.raises(AuthError) as e:
         parse_token(f"{header}.{b64(b'{}')}.")
     assert e.value.reason == "malformed_token"
+
+
+@pytest.mark.parametrize("aud", ["another-api", ["another-api"], [AUDIENCE, "x"]])
+def test_a_token_for_an_audience_is_refused_where_none_is_set(keys, aud):
+    """As PyJWT and OPA: a verifier that names no audience takes no token made for one (any
+    token the issuer made for another API would pass); tokens without `aud` still verify."""
+    v = TokenVerifier(load_jwks(keys.jwks()), AuthConfig(issuer=(ISSUER,)))
+    assert _reason(v, keys.token(aud=aud)) == "invalid_audience"
+    assert v.verify(keys.token(aud=None))["sub"] == "alice"

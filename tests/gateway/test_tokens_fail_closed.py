@@ -20,7 +20,7 @@ from pdp.gateway.tokens import (
     principal_from_claims,
 )
 
-from ._support import Keys, b64
+from ._support import AUDIENCE, Keys, b64
 
 RSA_ALGS = ("RS256", "PS256")
 
@@ -31,7 +31,9 @@ def keys() -> Keys:
 
 
 def _verifier(jwks: dict[str, Any]) -> TokenVerifier:
-    return TokenVerifier(load_jwks(jwks, allowed=RSA_ALGS), AuthConfig(algorithms=RSA_ALGS))
+    return TokenVerifier(
+        load_jwks(jwks, allowed=RSA_ALGS), AuthConfig(algorithms=RSA_ALGS, audience=(AUDIENCE,))
+    )
 
 
 def _ps256(keys: Keys) -> str:
@@ -101,7 +103,7 @@ def test_a_jwks_without_a_keys_list_is_refused(jwks: object) -> None:
 
 
 def test_a_jwks_as_json_text_loads(keys: Keys) -> None:
-    verifier = TokenVerifier(load_jwks(json.dumps(keys.jwks())), AuthConfig())
+    verifier = TokenVerifier(load_jwks(json.dumps(keys.jwks())), AuthConfig(audience=(AUDIENCE,)))
     assert verifier.verify(keys.token())["sub"] == "alice"
 
 
@@ -112,7 +114,9 @@ def test_a_jwk_without_use_is_a_signing_key(keys: Keys) -> None:
 
 
 def test_a_key_no_allowed_algorithm_fits_is_skipped_not_the_rest(keys: Keys) -> None:
-    verifier = TokenVerifier(load_jwks(keys.jwks(), allowed=("ES256",)), AuthConfig())
+    verifier = TokenVerifier(
+        load_jwks(keys.jwks(), allowed=("ES256",)), AuthConfig(audience=(AUDIENCE,))
+    )
     assert verifier.verify(keys.token(kind="ec"))["sub"] == "alice"
     assert _reason(verifier, keys.token()) == "unknown_key"  # the RSA key was not loaded
 
