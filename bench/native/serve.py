@@ -12,7 +12,8 @@ Only the transport differs: h2front hands this process every request completed i
 its epoll loop, under one acquisition of the GIL, and sends the replies itself. `--empty`
 answers an empty CheckResponse without reading the request: the C transport's own floor.
 
-On SIGTERM it prints `batches N requests M` (requests per GIL acquisition) to stderr and exits.
+On SIGUSR1, and on SIGTERM before it exits, it prints `batches N requests M` to stderr: the
+calls of `handle` (GIL acquisitions with work) and the requests they carried, so far.
 """
 
 from __future__ import annotations
@@ -117,7 +118,11 @@ def main() -> int:
     def stop(_signum: int, _frame: object) -> None:
         raise SystemExit(0)
 
+    def counts(_signum: int, _frame: object) -> None:
+        print(f"batches {batches} requests {requests}", file=sys.stderr, flush=True)
+
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR1, counts)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
