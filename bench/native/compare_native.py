@@ -22,7 +22,8 @@ is bench/driver/grpcload.c on compare.py's body files (50,000 distinct requests 
 Before any timing, pdp serve and the native server answer a sample of each pdp body file one
 by one: their CheckResponses must be equal (ids and timestamps aside) and equal to the
 hand-written floor's decisions per action; Cerbos's sample is checked against the floor.
-Any difference exits 1. Printed per workload: req/s, p50/p99, server CPU µs per call (from
+Any difference exits 1, as does a hostile request (probe.py) the native server does not refuse
+with its status. Printed per workload: req/s, p50/p99, server CPU µs per call (from
 /proc), each as a ratio to pdp serve's, medians of rounds interleaved across the servers
 (the order flips each round), and h2front's requests per GIL acquisition.
 """
@@ -48,6 +49,9 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from peers import driver, grpcload, workload  # noqa: E402
+
+sys.path.insert(0, str(HERE))
+import probe  # noqa: E402
 
 PDP, NATIVE, CERBOS = "pdp serve --workers 1", "native (h2front + pdp)", "Cerbos"
 FLOOR_GRPCIO, FLOOR_NATIVE = "floor: grpcio sync, empty", "floor: h2front, empty"
@@ -270,6 +274,8 @@ def main() -> int:
             names += [FLOOR_GRPCIO, FLOOR_NATIVE] if wl.floors else []
             with start[PDP]() as a, start[NATIVE]() as b:
                 checked = check_agreement(a.port, b.port, files["pdp"], reqs, args.sample)
+                if wl is workloads[0] and (failures := probe.probe(b.port)):
+                    sys.exit("native server, hostile input:\n  " + "\n  ".join(failures))
             note = f"agreement: native = pdp serve = floor on {checked:,} decisions"
             if cerbos is not None:
                 with start[CERBOS]() as c:
