@@ -40,6 +40,7 @@
 #define MAX_HEADER_BYTES 16384    /* per request, as HPACK decoded (+32 per field, RFC 7541) */
 #define MAX_BUFFERED (64u << 20)  /* request bytes held at once, all connections together */
 #define READ_CHUNK 65536
+#define OUT_CHUNK 65536           /* bytes of frames gathered for one send() */
 
 enum { OK = 0, INTERNAL = 13, UNIMPLEMENTED = 12, RESOURCE_EXHAUSTED = 8 };
 
@@ -62,6 +63,8 @@ typedef struct stream {
 struct conn {
     int fd, dead, dirty, want_out;
     nghttp2_session *session;
+    uint8_t *obuf; /* frames to send: one send() per pass, not one per frame */
+    size_t olen, ooff, ocap;
     stream_t *streams;
 };
 
@@ -111,14 +114,6 @@ static void mark_dirty(conn_t *c) {
 }
 
 /* ---- nghttp2 callbacks --------------------------------------------------------------------- */
-
-static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *u) {
-    (void)s; (void)flags;
-    ssize_t n = send(((conn_t *)u)->fd, data, len, MSG_NOSIGNAL);
-    if (n >= 0) return n;
-    return errno == EAGAIN || errno == EWOULDBLOCK ? NGHTTP2_ERR_WOULDBLOCK
-                                                   : NGHTTP2_ERR_CALLBACK_FAILURE;
-}
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *u) {
     conn_t *c = u;
@@ -364,6 +359,7 @@ static void conn_free(conn_t *c) {
     }
     nghttp2_session_del(c->session);
     close(c->fd); /* also leaves the epoll set */
+    free(c->obuf);
     free(c);
     g_conns--;
 }
@@ -405,13 +401,44 @@ static void read_conn(conn_t *c) {
     mark_dirty(c);
 }
 
+/* Sends what nghttp2 has queued, gathered into one buffer per send() (frame by frame, a reply
+ * went out as three TCP segments, each waking the client). 0, or -1 when the connection is
+ * gone; leaves unsent bytes in obuf when the socket is full. */
+static int conn_write(conn_t *c) {
+    for (;;) {
+        if (c->ooff < c->olen) {
+            ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+            if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+            if ((c->ooff += (size_t)n) < c->olen) return 0;
+        }
+        c->olen = c->ooff = 0;
+        while (c->olen < OUT_CHUNK) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->session, &data);
+            if (n < 0) return -1;
+            if (n == 0) break;
+            if (c->olen + (size_t)n > c->ocap) {
+                size_t cap = c->ocap * 2 > c->olen + (size_t)n ? c->ocap * 2 : c->olen + (size_t)n;
+                uint8_t *grown = realloc(c->obuf, cap);
+                if (!grown) return -1;
+                c->obuf = grown;
+                c->ocap = cap;
+            }
+            memcpy(c->obuf + c->olen, data, (size_t)n);
+            c->olen += (size_t)n;
+        }
+        if (c->olen == 0) return 0;
+    }
+}
+
 static void flush_dirty(void) {
     for (int i = 0; i < g_ndirty; i++) {
         conn_t *c = g_dirty[i];
         c->dirty = 0;
-        if (!c->dead && nghttp2_session_send(c->session) != 0) c->dead = 1;
-        int wr = !c->dead && nghttp2_session_want_write(c->session);
-        if (c->dead || (!wr && !nghttp2_session_want_read(c->session))) {
+        if (!c->dead && conn_write(c) != 0) c->dead = 1;
+        int wr = !c->dead && c->ooff < c->olen;
+        if (c->dead || (!wr && !nghttp2_session_want_read(c->session) &&
+                        !nghttp2_session_want_write(c->session))) {
             conn_free(c);
             continue;
         }
@@ -446,7 +473,6 @@ static PyObject *serve(PyObject *self, PyObject *args, PyObject *kw) {
                                              MAX_HEADER_BYTES};
     g_settings[2] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20};
     nghttp2_session_callbacks_new(&g_cbs);
-    nghttp2_session_callbacks_set_send_callback(g_cbs, on_send);
     nghttp2_session_callbacks_set_on_begin_headers_callback(g_cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(g_cbs, on_header);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs, on_data);
