@@ -88,7 +88,9 @@ def native_built() -> None:
 
 
 @contextlib.contextmanager
-def python_server(name: str, cmd: list[str], cpu: str, tmp: Path, probe: bytes) -> Iterator[Server]:
+def python_server(
+    name: str, cmd: list[str], cpu: str | None, tmp: Path, probe: bytes, several: bool = False
+) -> Iterator[Server]:
     """A server this bench starts itself (serve.py, or transport_floor.py's grpcio floor);
     ready once it answers `probe`."""
     port = grpcload.free_port()
@@ -112,19 +114,26 @@ def python_server(name: str, cmd: list[str], cpu: str, tmp: Path, probe: bytes) 
                     tail = log.read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"{name} did not answer: {exc}\n{tail}") from exc
                 time.sleep(0.1)
+        if several:
+            time.sleep(1.5)  # the other processes bind one by one (compare.py waits so for pdp)
         yield server
     finally:
         grpcload.stop(server)  # type: ignore[arg-type]
 
 
-def starters(cpu: str, tmp: Path, cerbos: Path | None, first: dict[str, bytes]) -> dict[str, Any]:
-    """Name -> a function of nothing that starts that server (a context manager)."""
+def starters(
+    cpu: str | None, tmp: Path, cerbos: Path | None, first: dict[str, bytes], processes: int
+) -> dict[str, Any]:
+    """Name -> a function of nothing that starts that server (a context manager). `processes`
+    above 1 (--all-cores): `pdp serve` with its defaults (a worker per CPU) and as many
+    native processes."""
     serve_py = str(HERE / "serve.py")
+    native = [serve_py, "--processes", str(processes), "--port"]
     floor_py = [str(ROOT / "bench/transport_floor.py"), "--serve", "grpcio sync, 8 threads"]
     probe = first["pdp"]
     out: dict[str, Any] = {
-        PDP: lambda: grpcload.pdp_server(1, cpu, probe, tmp),
-        NATIVE: lambda: python_server(NATIVE, [serve_py, "--port"], cpu, tmp, probe),
+        PDP: lambda: grpcload.pdp_server(1 if processes == 1 else None, cpu, probe, tmp),
+        NATIVE: lambda: python_server(NATIVE, native, cpu, tmp, probe, processes > 1),
         FLOOR_GRPCIO: lambda: python_server(FLOOR_GRPCIO, floor_py, cpu, tmp, probe),
         FLOOR_NATIVE: lambda: python_server(
             FLOOR_NATIVE, [serve_py, "--empty", "--port"], cpu, tmp, probe
@@ -210,10 +219,13 @@ class Run:
     calls: int = 0
 
 
-def timed(server: Server, bodies: Path, wl: Workload, seconds: float, warmup: int, cpu: str) -> Run:
+def timed(
+    server: Server, bodies: Path, wl: Workload, seconds: float, warmup: int, cpu: str | None
+) -> Run:
     load = {"connections": wl.connections, "streams": wl.streams, "cpus": cpu}
     driver.run(server.port, server.method, bodies, requests=warmup, **load)
-    native = server.name in (NATIVE, FLOOR_NATIVE)
+    # Batch counts come from one process: not with --all-cores (nothing pinned, cpu None).
+    native = server.name in (NATIVE, FLOOR_NATIVE) and cpu is not None
     b0 = batch_stats(server) if native else (0, 0)
     r = driver.run(
         server.port,
@@ -233,12 +245,22 @@ def timed(server: Server, bodies: Path, wl: Workload, seconds: float, warmup: in
     return Run(r.rps, r.p50_us, r.p99_us, r.server_cpu_us, per_batch, r.requests)
 
 
+def label(name: str, args: argparse.Namespace) -> str:
+    return "pdp serve (defaults)" if name == PDP and args.all_cores else name
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--quick", action="store_true", help="1x3 c4/m8 only, one round of 3 s")
     ap.add_argument("--no-cerbos", action="store_true")
+    ap.add_argument(
+        "--all-cores",
+        action="store_true",
+        help="nothing pinned: default `pdp serve` (a worker per CPU), as many native processes, "
+        "Cerbos and the driver on all CPUs, as compare.py runs them; no floors",
+    )
     ap.add_argument("--sample", type=int, default=200, help="bodies checked per workload")
     args = ap.parse_args()
     if args.quick:
@@ -246,7 +268,8 @@ def main() -> int:
     native_built()
     workloads = WORKLOADS[:1] if args.quick else WORKLOADS
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, driver_cpu = str(cpus[-1]), str(cpus[0])
+    server_cpu, driver_cpu = (None, None) if args.all_cores else (str(cpus[-1]), str(cpus[0]))
+    processes = len(cpus) if args.all_cores else 1
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     cerbos = None if args.no_cerbos else grpcload.cerbos_binary()
     try:
@@ -269,9 +292,9 @@ def main() -> int:
             if cerbos is not None:
                 files["cerbos"] = driver.body_file(f"cerbos-{tag}", grpcload.cerbos_payload, reqs)
                 first["cerbos"] = grpcload.cerbos_payload(reqs[0])
-            start = starters(server_cpu, tmp, cerbos, first)
+            start = starters(server_cpu, tmp, cerbos, first, processes)
             names = [PDP, NATIVE] + ([CERBOS] if cerbos is not None else [])
-            names += [FLOOR_GRPCIO, FLOOR_NATIVE] if wl.floors else []
+            names += [FLOOR_GRPCIO, FLOOR_NATIVE] if wl.floors and not args.all_cores else []
             with start[PDP]() as a, start[NATIVE]() as b:
                 checked = check_agreement(a.port, b.port, files["pdp"], reqs, args.sample)
                 if wl is workloads[0] and (failures := probe.probe(b.port)):
@@ -291,7 +314,7 @@ def main() -> int:
                     runs[name].append(run)
                     extra = f"  {run.per_batch:.1f} requests/batch" if run.per_batch else ""
                     log(
-                        f"  round {rnd + 1} {name:28} {run.rps:8,.0f} req/s  p50 "
+                        f"  round {rnd + 1} {label(name, args):28} {run.rps:8,.0f} req/s  p50 "
                         f"{run.p50_us / 1000:6.2f} ms  p99 {run.p99_us / 1000:6.2f} ms  "
                         f"CPU {run.cpu_us:5.0f} µs/call{extra}"
                     )
@@ -315,10 +338,15 @@ def report(
     med: Callable[[list[Run], str], float] = lambda rs, a: statistics.median(  # noqa: E731
         getattr(r, a) for r in rs
     )
+    cpus = sorted(os.sched_getaffinity(0))
+    where = (
+        f"nothing pinned: default `pdp serve` ({len(cpus)} workers), native {len(cpus)} processes"
+        if args.all_cores
+        else f"server on CPU {cpus[-1]}, driver on CPU {cpus[0]}"
+    )
     out = [
         "",
-        f"{args.rounds} rounds of {args.seconds:g} s, interleaved; medians; server on CPU "
-        f"{max(os.sched_getaffinity(0))}, driver on CPU {min(os.sched_getaffinity(0))}; "
+        f"{args.rounds} rounds of {args.seconds:g} s, interleaved; medians; {where}; "
         f"load average before {load_before}, after {grpcload.machine()['loadavg']}",
     ]
     for wl in workloads:
@@ -332,6 +360,7 @@ def report(
         ]
         for name, rs in runs.items():
             cpu = [r.cpu_us for r in rs]
+            name = label(name, args)
             batch = [r.per_batch for r in rs if r.per_batch is not None]
             out.append(
                 f"{name:28} {med(rs, 'rps'):8,.0f} {med(rs, 'rps') / med(ref, 'rps'):6.2f} "

@@ -19,6 +19,7 @@ calls of `handle` (GIL acquisitions with work) and the requests they carried, so
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import sys
@@ -98,7 +99,16 @@ def main() -> int:
     ap.add_argument("--policies", type=Path, default=POLICIES)
     ap.add_argument("--empty", action="store_true", help="answer an empty CheckResponse")
     ap.add_argument("--max-streams", type=int, default=100, help="per connection")
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="N processes forked once the policies are loaded, sharing the port (SO_REUSEPORT, "
+        "connections dealt round-robin as `pdp serve --workers N` deals them); needs --port",
+    )
     args = ap.parse_args()
+    if args.processes > 1 and args.port == 0:
+        ap.error("--processes needs a --port: 0 would be another port in each process")
     if args.empty:
         max_message = 4 << 20
 
@@ -123,11 +133,20 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, counts)
+    for _ in range(args.processes - 1):
+        if os.fork() == 0:  # a child serves; the parent forks the next one, then serves too
+            break
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if args.processes > 1:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(1024)
     sock.setblocking(False)
+    if args.processes > 1:
+        from pdp.server.balance import deal_connections
+
+        print(deal_connections(args.processes), file=sys.stderr, flush=True)
     print(f"listening on 127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
     try:
         h2front.serve(sock.fileno(), CHECK_RPC, counted, max_message, args.max_streams)
