@@ -3,6 +3,7 @@
     make bench-native                       # builds bench/native/h2front*.so, then this
     make bench-native ARGS='--quick'        # 1x3 c4/m8 only, one round (~2 min)
     .venv/bin/python bench/native/compare_native.py [--rounds 3] [--seconds 6] [--no-cerbos]
+    .venv/bin/python bench/native/compare_native.py --all-cores    # nothing pinned, see below
 
 bench/RESULTS.md ("The transport floor") concluded that grpcio's sync server alone costs about
 the 200 µs of server CPU issue 21 allows per uncached 1x3 call, and that the target needs HTTP/2
@@ -26,6 +27,10 @@ Any difference exits 1, as does a hostile request (probe.py) the native server d
 with its status. Printed per workload: req/s, p50/p99, server CPU µs per call (from
 /proc), each as a ratio to pdp serve's, medians of rounds interleaved across the servers
 (the order flips each round), and h2front's requests per GIL acquisition.
+
+--all-cores runs them as compare.py does, nothing pinned: default `pdp serve` (a worker per
+CPU), serve.py --processes N (one per CPU, forked after loading, sharing the port with pdp's
+round-robin deal), Cerbos and the driver on every CPU; without the floors or batch counts.
 """
 
 from __future__ import annotations
