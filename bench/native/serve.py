@@ -135,6 +135,9 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, counts)
     for _ in range(args.processes - 1):
         if os.fork() == 0:  # a child serves; the parent forks the next one, then serves too
+            from pdp.cli.serve import _exit_with_parent
+
+            _exit_with_parent()  # SIGTERM when the parent dies: no orphan on the port
             break
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
