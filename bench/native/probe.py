@@ -5,7 +5,7 @@
 h2front.c takes network input, so even in a bench it must refuse what it does not handle: a
 message over the size limit, compression, another method or content type, anything but one
 framed message, oversized headers, and bytes that are not HTTP/2. After all of them, a good
-call must still be decided. Raw frames come from `h2` (the `bench` extra, via grpclib).
+call must still be decided. Raw frames come from `h2` (the `bench` extra).
 """
 
 from __future__ import annotations
