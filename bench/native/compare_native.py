@@ -373,7 +373,7 @@ def report(
                 f"{med(rs, 'p99_us') / med(ref, 'p99_us'):6.2f} "
                 f"{f'{statistics.median(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f})':>20}"
                 f" {statistics.median(cpu) / med(ref, 'cpu_us'):6.2f}"
-                f" {statistics.median(batch) if batch else float('nan'):9.1f}"
+                + (f" {statistics.median(batch):9.1f}" if batch else f" {'—':>9}")
             )
     return "\n".join(out)
 
