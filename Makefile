@@ -63,6 +63,19 @@ $(DRIVER): bench/driver/grpcload.c
 	mkdir -p bench/.cache
 	gcc -O2 -Wall -Wextra -o $@.$$$$ $< -lnghttp2 && mv $@.$$$$ $@  # atomic: tests may build at once
 
+# A prototype C front end for issue 21 (bench/native/): HTTP/2 + gRPC framing in C on
+# libnghttp2, whole requests handed to pdp's decision in batches. A bench, not a transport:
+# built into bench/native/ on demand, in nothing else (not `make test`, not the package).
+.PHONY: bench-native
+NATIVE := bench/native/h2front$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+$(NATIVE): bench/native/h2front.c $(STAMP)
+	test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
+	gcc -O2 -Wall -Wextra -shared -fPIC -o $@ $< -lnghttp2 \
+		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+bench-native: $(STAMP) bench-driver $(NATIVE)
+	$(BIN)/python -m pip install -q -e '.[bench]'  # Cerbos' protobufs, as bench-compare
+	$(BIN)/python bench/native/compare_native.py $(ARGS)
+
 # Re-resolve the dependencies in a scratch venv and pin what it installed.
 constraints:
 	rm -rf build/constraints-venv && $(PY) -m venv build/constraints-venv
