@@ -122,7 +122,7 @@ class RouteMapping:
         folded = [s.casefold() for s in segments]
         upper = method.upper()
         for m in (upper, "GET") if upper == "HEAD" else (upper,):
-            found = _walk_folded(self._root, folded, 0, m)
+            found = _walk(self._root, folded, 0, m, fold=True)
             if found is not None:
                 return found
         return None
@@ -137,44 +137,26 @@ def split_path(raw: str) -> tuple[list[str], str] | None:
     return list(canonical.segments), canonical.query
 
 
-def _walk(node: _Node, segs: list[str], i: int, method: str) -> RouteMatch | None:
+def _walk(
+    node: _Node, segs: list[str], i: int, method: str, fold: bool = False
+) -> RouteMatch | None:
+    """The first route under `node` for `segs[i:]`; with `fold`, literal segments compare
+    case-folded (`segs` are folded already)."""
     if i == len(segs):
         for route in node.routes:
             found = _found(route, segs, method)
             if found is not None:
                 return found
     else:
-        child = node.literal.get(segs[i])
-        if child is not None:
-            found = _walk(child, segs, i + 1, method)
-            if found is not None:
-                return found
+        if fold:
+            children = [c for literal, c in node.literal.items() if literal.casefold() == segs[i]]
+        else:
+            child = node.literal.get(segs[i])
+            children = [child] if child is not None else []
         if node.param is not None:
-            found = _walk(node.param, segs, i + 1, method)
-            if found is not None:
-                return found
-    for route in node.rest:
-        found = _found(route, segs, method)
-        if found is not None:
-            return found
-    return None
-
-
-def _walk_folded(node: _Node, segs: list[str], i: int, method: str) -> RouteMatch | None:
-    """`_walk` with literal segments compared case-folded (`segs` are folded already)."""
-    if i == len(segs):
-        for route in node.routes:
-            found = _found(route, segs, method)
-            if found is not None:
-                return found
-    else:
-        for literal, child in node.literal.items():
-            if literal.casefold() == segs[i]:
-                found = _walk_folded(child, segs, i + 1, method)
-                if found is not None:
-                    return found
-        if node.param is not None:
-            found = _walk_folded(node.param, segs, i + 1, method)
+            children.append(node.param)
+        for child in children:
+            found = _walk(child, segs, i + 1, method, fold)
             if found is not None:
                 return found
     for route in node.rest:
