@@ -92,7 +92,11 @@ def test_a_restart_judges_the_name_against_the_cached_bundle(
         source.set(make_bundle(3, key=key, name="sandbox"))
         with pdp_serve(source.url, *flags) as pdp:
             cached = "bundle name `sandbox` is not the cached `prod`"
-            got = pdp.wait("the name refusal", lambda i: cached in i.last_error)
+            # The source's bundle is refused before the cached one is activated: wait for both.
+            got = pdp.wait(
+                "the name refusal and the cached bundle",
+                lambda i: cached in i.last_error and i.active_bundle.version != "",
+            )
             assert (got.active_bundle.name, got.active_bundle.version) == ("prod", "2.0.0")
             assert pdp.allowed() == {"a2"}
 
