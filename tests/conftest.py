@@ -12,3 +12,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("PDP_WORKERS", "1")
+# A decision record waits up to 0.5 s in a server whose telemetry is written by a separate
+# process (docs/DECISION_LOG.md); the tests that read a record back waited that long for each
+# one. The servers they start hand records over within 50 ms instead.
+os.environ.setdefault("PDP_DECISION_LOG_MAX_DELAY", "0.05")

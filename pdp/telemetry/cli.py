@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from pdp.telemetry.config import (
     DEFAULT_BACKUPS,
     DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DELAY_S,
     DEFAULT_QUEUE_SIZE,
     TelemetryOptions,
 )
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from pdp.telemetry.observer import TelemetryObserver
 
 _SPECIAL_SINKS = ("stdout", "otlp")
+MIN_DELAY_S = 0.01  # the feeder's shortest sleep (pdp.telemetry.offload.MIN_POLL_INTERVAL_S)
+MAX_DELAY_S = 60.0  # a record held longer than a minute is as good as lost to a log shipper
 
 
 class TelemetryArgumentError(ValueError):
@@ -61,6 +64,15 @@ def add_telemetry_arguments(parser: argparse.ArgumentParser) -> None:
         help="where records, spans and metrics are built and written: a separate process on "
         "the other cores, or a thread of the server; auto = process when the server may use "
         "more than one core",
+    )
+    g.add_argument(
+        "--decision-log-max-delay",
+        type=float,
+        default=DEFAULT_MAX_DELAY_S,
+        metavar="SECONDS",
+        help="with the writer process: longest a record waits in the server before the writer "
+        f"gets it ({DEFAULT_MAX_DELAY_S:g}); lower follows calls more closely, at some CPU per "
+        "look at the queue",
     )
     g.add_argument(
         "--decision-log-max-bytes",
@@ -118,6 +130,10 @@ def options_from_args(args: argparse.Namespace) -> TelemetryOptions:
         )
     if args.log_queue_size < 1:
         raise TelemetryArgumentError("--log-queue-size must be at least 1")
+    if not MIN_DELAY_S <= args.decision_log_max_delay <= MAX_DELAY_S:  # NaN too
+        raise TelemetryArgumentError(
+            f"--decision-log-max-delay must be {MIN_DELAY_S:g} to {MAX_DELAY_S:g} seconds"
+        )
     sinks = []
     for spec in args.decision_log or ():
         if worker and spec not in _SPECIAL_SINKS:
@@ -133,6 +149,7 @@ def options_from_args(args: argparse.Namespace) -> TelemetryOptions:
         backups=args.decision_log_backups,
         otel=args.otel == "on" or (args.otel == "auto" and otel_configured()),
         prometheus=args.prometheus,
+        max_delay_s=args.decision_log_max_delay,
     )
 
 

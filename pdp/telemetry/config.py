@@ -17,6 +17,10 @@ DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 # Default number of rotated files kept (`decisions.jsonl.1` ... `.5`); older ones are deleted.
 DEFAULT_BACKUPS = 5
+# Default longest wait of a record in the server before the writer process gets it (the
+# offload feeder's longest sleep, pdp.telemetry.offload): each look at the queue costs the
+# serving threads, so an idle server looks twice a second.
+DEFAULT_MAX_DELAY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class TelemetryOptions:
     backups: int = DEFAULT_BACKUPS
     otel: bool = True  # traces and metrics through the OTEL_* configured exporters
     prometheus: str | None = None  # HOST:PORT of an opt-in scrape endpoint
+    max_delay_s: float = DEFAULT_MAX_DELAY_S  # the writer process's feeder sleeps at most this
     extra_sinks: tuple[Sink, ...] = ()  # for tests and embedders
 
     @property

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
-from pdp.telemetry.config import TelemetryOptions
+from pdp.telemetry.config import DEFAULT_MAX_DELAY_S, TelemetryOptions
 from pdp.telemetry.intake import Intake, watch_holder
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ MAX_BATCH = 512
 # telemetry off, and trials with other fixed intervals moved that in step with the looks
 # (measured by a script since removed: `git show e99493e:bench/server_threads.py`). So the feeder looks as rarely as the queue allows: it
 # lets at most POLL_FILL of the queue fill at the rate it last drained, and waits at most
-# MAX_POLL_INTERVAL_S.
-MAX_POLL_INTERVAL_S = 0.5
+# MAX_POLL_INTERVAL_S (`--decision-log-max-delay`).
+MAX_POLL_INTERVAL_S = DEFAULT_MAX_DELAY_S
 MIN_POLL_INTERVAL_S = 0.01
 POLL_FILL = 0.25
 # How long `close()` waits for the writer process to flush and exit.
@@ -98,6 +98,7 @@ class OffloadObserver(Intake):
             raise ValueError("extra sinks live in this process: use TelemetryObserver")
         super().__init__(options.queue_size)
         self._encode = encode
+        self._longest = options.max_delay_s
         self._close_lock = threading.Lock()
         self._sent_drops = 0
         self._write_lock = threading.Lock()  # feeder and bundle events share the pipe
@@ -148,7 +149,7 @@ class OffloadObserver(Intake):
             if stopping:
                 return
             now = time.monotonic()
-            interval = poll_interval(drained, now - last, self._max)
+            interval = poll_interval(drained, now - last, self._max, self._longest)
             last = now
             self._stop.wait(interval)
 
@@ -218,14 +219,16 @@ class OffloadObserver(Intake):
             log.warning("telemetry writer process exited with %d", code)
 
 
-def poll_interval(drained: int, elapsed_s: float, capacity: int) -> float:
+def poll_interval(
+    drained: int, elapsed_s: float, capacity: int, longest: float = MAX_POLL_INTERVAL_S
+) -> float:
     """How long the feeder may sleep after taking `drained` observations that arrived over
     `elapsed_s`: the time the same rate takes to fill `POLL_FILL` of a queue of `capacity`,
-    within [MIN_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S]."""
+    within [MIN_POLL_INTERVAL_S, `longest`]."""
     if drained <= 0 or elapsed_s <= 0:
-        return MAX_POLL_INTERVAL_S
+        return longest
     fill_s = POLL_FILL * capacity * elapsed_s / drained
-    return min(MAX_POLL_INTERVAL_S, max(MIN_POLL_INTERVAL_S, fill_s))
+    return min(longest, max(MIN_POLL_INTERVAL_S, fill_s))
 
 
 def _read_ready(fd: int) -> str:

@@ -22,9 +22,10 @@ from pdp.client._convert import request_to_proto
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
 
-POLL = 0.4
-JITTER = 0.2
-# A cap on every wait, never a duration under test: a swap takes a poll (<= 0.6 s) plus a
+# Short polls: the twenty swaps each wait for one, and a poll of an unchanged bundle is a 304.
+POLL = 0.15
+JITTER = 0.05
+# A cap on every wait, never a duration under test: a swap takes a poll (<= 0.2 s) plus a
 # fetch, verify, compile and test run, which a loaded machine can stretch a lot.
 START_TIMEOUT = 30.0
 

@@ -74,8 +74,9 @@ def check_plan(
         assert got == want, (kind, action, p.to_dict(), sorted(got ^ want)[:5])
         by_formula = {r["id"] for r in rows if r["id"] in scope and p.matches(r)}
         assert by_formula == want
-        by_cel = {r["id"] for r in rows if r["id"] in scope and _cel_holds(p.cel, r)}
-        assert by_cel == want, p.cel
+        cel = p.cel  # rendered once: a property that walks the whole formula each time
+        by_cel = {r["id"] for r in rows if r["id"] in scope and _cel_holds(cel, r)}
+        assert by_cel == want, cel
         if p.kind == ALWAYS_ALLOWED:
             assert want == scope
         if p.kind == ALWAYS_DENIED:

@@ -53,9 +53,9 @@ def pdp_serve(policies: Path, *flags: str) -> Iterator[Served]:
 
 @contextmanager
 def pdp_serve_bundle(url: str, *flags: str) -> Iterator[Served]:
-    """`pdp serve --bundle URL` (one worker, polling every 0.3 s), yielded once it listens:
+    """`pdp serve --bundle URL` (one worker, polling every 0.1 s), yielded once it listens:
     it may serve nothing yet, as when the source's first bundle is refused."""
-    argv = ["--bundle", url, "--workers", "1", "--poll-interval", "0.3", "--poll-jitter", "0.1"]
+    argv = ["--bundle", url, "--workers", "1", "--poll-interval", "0.1", "--poll-jitter", "0.05"]
     with _serve([*argv, *flags], serving=False) as s:
         yield s
 

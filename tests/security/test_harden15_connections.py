@@ -161,11 +161,12 @@ def test_calls_past_max_concurrent_rpcs_are_resource_exhausted(tmp_path: Path) -
         wait_serving(port, served)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             check = ch.unary_unary(CHECK)
-            # Three calls of seconds of work each, sent at once on one connection: the server
-            # holds two and refuses the third instead of queueing it. Which one is the third
-            # is the wire's order (a health probe sent after two calls could overtake one of
-            # them, so the probe is not the third call here).
-            calls = [check.future(heavy_request(40, f"slow{i}"), timeout=300) for i in range(3)]
+            # Three calls of about a second of work each (a thousand times the gap between
+            # their arrivals), sent at once on one connection: the server holds two and
+            # refuses the third instead of queueing it. Which one is the third is the wire's
+            # order (a health probe sent after two calls could overtake one of them, so the
+            # probe is not the third call here).
+            calls = [check.future(heavy_request(10, f"slow{i}"), timeout=300) for i in range(3)]
             errors = [f.exception(timeout=300) for f in calls]
             refused = [e for e in errors if e is not None]
             assert len(refused) == 1, refused
@@ -173,7 +174,7 @@ def test_calls_past_max_concurrent_rpcs_are_resource_exhausted(tmp_path: Path) -
             for f, e in zip(calls, errors, strict=True):  # the two held are decided
                 if e is None:
                     reply = pb.CheckResponse.FromString(f.result())
-                    assert len(reply.results) == 40
+                    assert len(reply.results) == 10
                     assert all(r.actions["read"].effect == pb.EFFECT_ALLOW for r in reply.results)
 
             def served_again() -> health_pb2.HealthCheckResponse | None:

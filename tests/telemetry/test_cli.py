@@ -68,3 +68,11 @@ def test_workers_get_a_file_each_and_no_prometheus() -> None:
 def test_bad_mask_path_fails_before_anything_starts(tmp_path: object) -> None:
     with pytest.raises(MaskPathError):
         observer_from_args(parse("--decision-log", "stdout", "--mask", "principal.roles"))
+
+
+def test_the_longest_record_delay_is_a_flag_no_shorter_than_the_feeders_shortest_look() -> None:
+    assert options_from_args(parse()).max_delay_s == 0.5
+    assert options_from_args(parse("--decision-log-max-delay", "0.05")).max_delay_s == 0.05
+    for bad in ("0", "-1", "nan", "0.001", "inf", "61"):
+        with pytest.raises(TelemetryArgumentError, match="--decision-log-max-delay"):
+            options_from_args(parse("--decision-log-max-delay", bad))

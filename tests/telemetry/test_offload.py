@@ -335,3 +335,11 @@ def test_a_busy_feeder_looks_rarely_but_keeps_the_queue_from_filling() -> None:
     assert offload.poll_interval(800, 0.1, 10_000) == pytest.approx(0.3125)
     assert offload.poll_interval(0, 0.5, 10_000) == offload.MAX_POLL_INTERVAL_S
     assert offload.poll_interval(100_000, 0.1, 10_000) == offload.MIN_POLL_INTERVAL_S
+
+
+def test_the_feeder_never_sleeps_longer_than_the_configured_delay() -> None:
+    from pdp.telemetry import offload
+
+    assert offload.poll_interval(0, 0.5, 10_000, 0.05) == 0.05  # idle: the configured longest
+    assert offload.poll_interval(800, 0.1, 10_000, 0.05) == 0.05
+    assert offload.poll_interval(100_000, 0.1, 10_000, 0.05) == offload.MIN_POLL_INTERVAL_S
