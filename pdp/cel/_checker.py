@@ -181,7 +181,12 @@ def check(source: str, env: TypeEnv, *, condition: bool = False) -> Result:
 
 
 def _can_be(t: T, want: Prim) -> bool:
-    return any(isinstance(m, ty.Dyn) or m == want for m in ty.members(t))
+    """Whether a value of type `t` is a `want` whatever branch or member it came from: as for
+    `combos`, every member must be one, `dyn` may be anything, and a `null` beside other members
+    is null-safety (`has()`, `!= null`), not typing. `!(a ? a : b)` with `a: bool, b: string`
+    was accepted for its `bool` member and failed at run time whenever `a` was false."""
+    ms = _concrete_members(t)
+    return all(isinstance(m, ty.Dyn) or m == want or (m == NULL and len(ms) > 1) for m in ms)
 
 
 def may_be(t: T, *names: str) -> bool:

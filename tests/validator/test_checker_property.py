@@ -171,3 +171,29 @@ def test_the_generator_reaches_accepted_and_rejected_expressions() -> None:
     assert not check_cel("R.attr.n < 2 && R.attr.s.startsWith('a')", env).issues
     assert check_cel("R.attr.n + 1 > 0", env).issues
     assert check_cel("R.attr.s == true", env).issues
+
+
+def test_an_operator_needs_every_member_of_a_union_to_fit() -> None:
+    """Found by the property above: `!` accepted `a ? a : b` (bool or string) for its bool
+    member, and the expression failed at run time whenever `a` was false. Every member must fit,
+    as for arithmetic; `null` beside other members and `dyn` stay accepted."""
+    schema = {"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"type": "string"}}, "required": ["a", "b"]}  # fmt: skip
+    env = TypeEnv(resource_attr=type_from_schema(schema, schema, "s"))
+    refused = [
+        "!(R.attr.a ? R.attr.a : R.attr.b)",
+        "(R.attr.a ? R.attr.a : R.attr.b) && true",
+        "[R.attr.a, R.attr.b].exists(x, x)",
+        "(R.attr.a ? R.attr.a : R.attr.b) ? 1 : 2",
+    ]
+    for expr in refused:
+        assert any(not i.warning for i in check_cel(expr, env).issues), expr
+        assert run(compile_cel(expr, CelEnv()), {"a": True, "b": "x"}) is not None  # runs...
+        try:  # ...and fails on the other member
+            run(compile_cel(expr, CelEnv()), {"a": False, "b": "x"})
+        except CelEvalError as e:
+            assert any(t in str(e) for t in TYPE_ERRORS), (expr, e)
+        else:
+            raise AssertionError(f"{expr} ran on the string member")
+    assert check_cel("R.attr.a ? R.attr.a : R.attr.b", env, condition=True).issues
+    for expr in ["!(R.attr.a ? R.attr.a : null)", "!(R.attr.a ? R.attr.a : dyn(R.attr.b))"]:
+        assert not [i for i in check_cel(expr, env).issues if not i.warning], expr
