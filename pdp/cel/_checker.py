@@ -238,7 +238,7 @@ class _Checker:
             if items and all(k is not _NO for _, k in items):
                 value = [k for _, k in items]
                 return ConstT(value), value
-            return ListT(ty.union(*(t for t, _ in items)) if items else DYN), _NO
+            return ListT(ty.union(*(t for t, _ in items)) if items else ty.NOTHING), _NO
         if isinstance(node, A.MapLit):
             keys = [self.c(k)[0] for k, _ in node.entries]
             vals = [self.c(x)[0] for _, x in node.entries]

@@ -31,6 +31,13 @@ class Dyn(T):
 
 
 @dataclass(frozen=True)
+class Nothing(Dyn):
+    """The element type of the empty list literal `[]`: no value ever has it, so a union drops
+    it (`[] + P.roles` is a `list(string)`, as CEL's checker infers) and anything is true of it
+    (checked like `dyn`). Typed `dyn`, `([] + P.roles)[0]` let a `!` on a string through."""
+
+
+@dataclass(frozen=True)
 class Prim(T):
     name: str
 
@@ -92,6 +99,7 @@ class Union(T):
 
 
 DYN = Dyn()
+NOTHING = Nothing()
 BOOL, INT, UINT, DOUBLE, STRING, BYTES, NULL = (
     Prim(n) for n in ("bool", "int", "uint", "double", "string", "bytes", "null")
 )
@@ -117,6 +125,8 @@ def union(*types: T) -> T:
     out: set[T] = set()
     for t in types:
         t = concrete(t)
+        if isinstance(t, Nothing):
+            continue
         if isinstance(t, Dyn):
             return DYN
         if isinstance(t, Union):

@@ -197,3 +197,20 @@ def test_an_operator_needs_every_member_of_a_union_to_fit() -> None:
     assert check_cel("R.attr.a ? R.attr.a : R.attr.b", env, condition=True).issues
     for expr in ["!(R.attr.a ? R.attr.a : null)", "!(R.attr.a ? R.attr.a : dyn(R.attr.b))"]:
         assert not [i for i in check_cel(expr, env).issues if not i.warning], expr
+
+
+def test_the_empty_list_adds_no_element_type() -> None:
+    """Found by the property above (seed 3): `[]` was a `list(dyn)`, so `([] + P.roles)[0]` was
+    a `dyn` and `!` of it was accepted, failing on every request with a role. As CEL's checker
+    infers, `[] + l` has `l`'s type; comparisons with `[]` and predicates over it stay fine."""
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}, "required": ["tags"]}  # fmt: skip
+    env = TypeEnv(resource_attr=type_from_schema(schema, schema, "s"))
+    for expr in [
+        "!(([] + P.roles)[0])",
+        "!((P.roles + [])[0])",
+        '!((P.id == "a" ? [] : R.attr.tags)[0])',
+    ]:
+        assert any(not i.warning for i in check_cel(expr, env).issues), expr
+    assert check_cel("[] + P.roles", env).type.show() == "list(string)"
+    for expr in ["R.attr.tags == []", "[].exists(x, x)", "P.id in []", "size([]) == 0", "!([][0])"]:
+        assert not [i for i in check_cel(expr, env).issues if not i.warning], expr
