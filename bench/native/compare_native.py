@@ -54,6 +54,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from peers import driver, grpcload, workload  # noqa: E402
+from peers.grpcload import Server  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 import probe  # noqa: E402
@@ -76,15 +77,6 @@ WORKLOADS = (
     Workload("varied 20x3", 20, 4, 8, False),
     Workload("varied 1x3, one call in flight", 1, 1, 1, False),
 )
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    method: str
-    proc: subprocess.Popen[bytes]
-    log: Path
 
 
 def native_built() -> None:
@@ -123,7 +115,7 @@ def python_server(
             time.sleep(1.5)  # the other processes bind one by one (compare.py waits so for pdp)
         yield server
     finally:
-        grpcload.stop(server)  # type: ignore[arg-type]
+        grpcload.stop(server)
 
 
 def starters(
