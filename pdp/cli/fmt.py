@@ -70,11 +70,15 @@ def format_text(text: str) -> str:
         out = io.StringIO()
         y.dump_all(docs, out)
         new = out.getvalue()
-        # An already canonical file (the usual one under `fmt --check`) reads and prints back
-        # as itself: the stability and meaning checks below would compare it with itself.
-        again = io.StringIO(new) if new == src else io.StringIO()
+        # An already canonical file (the usual one under `fmt --check`) prints back as itself:
+        # the stability and meaning checks below would compare it with itself, so it is read
+        # once (still by both readers, for what they refuse).
+        texts = [src] if new == src else [src, new]
+        again = new
         if new != src:
-            y.dump_all(list(_yaml(explicit).load_all(new)), again)
+            printed = io.StringIO()
+            y.dump_all(list(_yaml(explicit).load_all(new)), printed)
+            again = printed.getvalue()
     except (YAMLError, AssertionError) as exc:  # ruamel asserts on `%YAML 1.3`
         raise FormatError(f"cannot parse: {_one_line(exc)}") from None
     except (ValueError, IndexError) as exc:
@@ -86,18 +90,14 @@ def format_text(text: str) -> str:
     try:
         # The loader's reading is what a policy means; PyYAML's safe reading as well refuses
         # tags no policy may hold (`!!python/object`), as it always has.
-        if new == src:  # read once all the same, for what the two readings refuse
-            meaning(src)
-            list(yaml.safe_load_all(src))
-            same = True
-        else:
-            same = meaning(src) == meaning(new)
-            same = same and list(yaml.safe_load_all(src)) == list(yaml.safe_load_all(new))
+        meanings = [meaning(t) for t in texts]
+        safe = [list(yaml.safe_load_all(t)) for t in texts]
+        same = meanings[0] == meanings[-1] and safe[0] == safe[-1]
     except yaml.YAMLError as exc:
         raise FormatError(f"cannot parse: {_one_line(exc)}") from None
     if not same:
         raise FormatError("the canonical layout would change its meaning; left as it is")
-    if again.getvalue() != new:
+    if again != new:
         raise FormatError("the canonical layout is not stable for this file; left as it is")
     return new
 
