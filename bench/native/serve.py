@@ -59,17 +59,18 @@ def decision_handler(policies: Path) -> Any:
     from pdp.limits import counters_from_url
     from pdp.server.cache import DecisionCache
     from pdp.server.service import DecisionService
+    from pdp.telemetry.cli import options_from_args
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     args = parser.parse_args(["serve", "--policies", str(policies), "--workers", "1"])
-    config = cli._server_config(args)
+    config = cli.server_config(args)
     if isinstance(config, str):
         raise SystemExit(config)
+    if options_from_args(args).enabled:  # `pdp serve` would build an observer for these
+        raise SystemExit("telemetry is on by default here (OTEL_* set?): not measured")
     holder = EngineHolder(counters=counters_from_url(args.limits_store))
     cli.start_policy_source(args, holder)
-    if cli._observer(args, holder, frozenset([0])) is not None:
-        raise SystemExit("telemetry is on by default here (OTEL_* set?): not measured")
     # As pdp.server.server.build_server makes it, without an observer (the default).
     service = DecisionService(
         holder,
@@ -135,9 +136,9 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, counts)
     for _ in range(args.processes - 1):
         if os.fork() == 0:  # a child serves; the parent forks the next one, then serves too
-            from pdp.cli.serve import _exit_with_parent
+            from pdp.cli.serve import exit_with_parent
 
-            _exit_with_parent()  # SIGTERM when the parent dies: no orphan on the port
+            exit_with_parent()  # SIGTERM when the parent dies: no orphan on the port
             break
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

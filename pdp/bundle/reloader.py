@@ -3,8 +3,9 @@
 The active engine is replaced only by a bundle that verified, compiled and passed its tests
 (and, when signatures are required, does not roll the version back); anything else is
 refused with its reason (`holder.record_failure`) while the last good bundle keeps serving.
-The last good archive is persisted to a cache directory so a restart with the
-source unreachable still serves it (re-verified, with the same trust, on the way in).
+The last good archive is persisted to a cache directory; a restart serves it at once
+(re-verified, with the same trust and rules, on the way in) and polls the source in the
+background, so a slow or unreachable source does not hold readiness back.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ class Outcome(enum.Enum):
 class Reloader:
     """Keeps `holder` on the newest good bundle of `source`.
 
-    `poll_once()` is one synchronous step (tests drive it directly); `start()` runs it once,
-    falls back to the cache when that gave no engine, then polls in a daemon thread every
-    `poll_interval` plus a random 0..`jitter` seconds, so replicas do not poll in lockstep.
+    `poll_once()` is one synchronous step (tests drive it directly); `start()` activates the
+    cached last good bundle when there is one that passes, polls once (in the background when
+    the cache serves), then polls in a daemon thread every `poll_interval` plus a random
+    0..`jitter` seconds, so replicas do not poll in lockstep.
 
     With `require_signature`, a bundle ranking below the active one (semver), or of the same
     version with other content (manifest digest), is refused: whoever controls the source but
@@ -106,6 +108,10 @@ class Reloader:
         # Before anything is active, rollbacks are judged against the cached last good bundle,
         # so a restart does not forget the version it served (TUF persists its metadata too).
         self._floor: Manifest | None = None
+        # The active bundle came from the cache and the source has not yet offered a good one
+        # (nor the same one): the status says so, and refusals name it `cached`.
+        self._from_cache = False
+        self._first_poll = threading.Event()  # set once the source has been polled
 
     def _default_loader(self, data: bytes) -> LoadedBundle:
         return load_bundle(data, self._trust, self._require_signature)
@@ -113,19 +119,31 @@ class Reloader:
     # -- one step -------------------------------------------------------------------------
 
     def poll_once(self) -> Outcome:
-        with self._poll_lock:
-            return self._poll()
+        try:
+            with self._poll_lock:
+                return self._poll()
+        finally:
+            self._first_poll.set()
+
+    def wait_first_poll(self, timeout: float | None = None) -> bool:
+        """Wait until the source has been polled once (its outcome is in the status)."""
+        return self._first_poll.wait(timeout)
 
     def _poll(self) -> Outcome:
         try:
             fetched = self.source.fetch()
         except SourceUnavailable as exc:
             log.warning("bundle source %s unavailable: %s", self.source.describe(), exc)
-            self.holder.record_failure(f"source unavailable: {exc}")
+            self._record_failure(f"source unavailable: {exc}")
             return Outcome.UNAVAILABLE
         if fetched is None:
             return Outcome.UNCHANGED
         sha = hashlib.sha256(fetched.data).hexdigest()
+        if sha == self._active_sha and self._from_cache:
+            # The source offers the very bundle the cache served: nothing left to report.
+            self._from_cache = False
+            self.holder.note("")
+            log.info("bundle source %s offers the cached bundle", self.source.describe())
         if sha in (self._active_sha, self._refused_sha):
             return Outcome.UNCHANGED
         if self._try_activate(fetched.data, fetched.origin, sha):
@@ -149,6 +167,7 @@ class Reloader:
             self.active = loaded
             self._active_sha = sha
             self._refused_sha = ""
+            self._from_cache = False
             info = loaded.info
             log.info(
                 "activated bundle %s %s (revision %s, digest %s) from %s",
@@ -163,8 +182,13 @@ class Reloader:
         current = self.holder.current
         serving = f"{current.bundle.name} {current.bundle.version}" if current else "nothing"
         log.error("refused bundle from %s: %s (still serving %s)", origin, reason, serving)
-        self.holder.record_failure(f"refused bundle from {origin}: {reason}")
+        self._record_failure(f"refused bundle from {origin}: {reason}")
         return False
+
+    def _record_failure(self, error: str) -> None:
+        # While the cache serves, every failure says so: the source has given nothing good yet.
+        prefix = "serving cached bundle; " if self._from_cache else ""
+        self.holder.record_failure(prefix + error)
 
     def _version_refusal(self, manifest: Manifest) -> str:
         """Why the verified `manifest` may not replace the active bundle, or "" when it may."""
@@ -179,7 +203,7 @@ class Reloader:
         active = self.active.manifest if self.active is not None else self._floor
         if not self._guard_rollback or active is None:
             return ""
-        which = "active" if self.active is not None else "cached"
+        which = "active" if self.active is not None and not self._from_cache else "cached"
         if manifest.name != active.name:
             return (
                 f"bundle name `{manifest.name}` is not the {which} `{active.name}`: name the"
@@ -215,16 +239,27 @@ class Reloader:
             log.warning("cannot persist bundle to %s: %s", path, exc)
 
     def _load_floor(self) -> None:
-        """Remember the cached last good bundle's manifest, verified, as the rollback floor."""
+        """Remember the cached last good bundle's manifest, verified, as the rollback floor
+        (for when the cache was refused for another reason, say its tests under this pdp)."""
         path = self.cache_path
         if not self._guard_rollback or path is None or not path.is_file():
             return
         from .verify import open_bundle
 
         try:
-            self._floor = open_bundle(path, self._trust, require_signature=True).manifest
-        except (OSError, BundleError) as exc:  # load_cached refuses it too, should it be needed
+            floor = open_bundle(path, self._trust, require_signature=True).manifest
+        except (OSError, BundleError) as exc:  # load_cached refused it too
             log.warning("cached bundle %s gives no rollback floor: %s", path, exc)
+            return
+        if self._name is not None and floor.name != self._name:
+            # The operator names another bundle: versions of `floor.name` rank nothing of it,
+            # and as a floor it would refuse every bundle of the name asked for.
+            log.warning(
+                "cached bundle %s is `%s`, not `%s` (--bundle-name): no rollback floor",
+                path, floor.name, self._name,
+            )  # fmt: skip
+            return
+        self._floor = floor
 
     def load_cached(self) -> bool:
         """Activate the persisted last good bundle; True when it is now serving."""
@@ -238,34 +273,59 @@ class Reloader:
             return False
         sha = hashlib.sha256(data).hexdigest()
         with self._poll_lock:
-            return self._try_activate(data, f"cache {path}", sha)
+            if self._try_activate(data, f"cache {path}", sha):
+                return True
+            # Judge the source's bundle on its own, even should it offer these very bytes.
+            self._refused_sha = ""
+            return False
 
     # -- the polling thread -----------------------------------------------------------------
 
     def next_delay(self) -> float:
         return self.poll_interval + self._rng.uniform(0, self.jitter)
 
-    def start(self) -> None:
-        """First poll now (cache fallback when it leaves nothing serving), then poll in the
-        background."""
-        self._load_floor()
-        self.poll_once()
-        if self.holder.current is None:
-            source_error = self.holder.status.last_error
-            if self.load_cached():
-                # Keep the source's error visible: the cache serves because the source failed.
-                log.warning("serving cached bundle; source %s gave none", self.source.describe())
-                self.holder.record_failure(f"serving cached bundle; {source_error}")
+    def start(self, *, wait: bool = True) -> None:
+        """Serve the cached last good bundle now when there is one that passes, then poll the
+        source: at once in the background thread when the cache serves, or when `wait` is
+        False; else here, before returning. Then every interval, in that thread.
+
+        The cache first, as OPA serves its persisted bundles: a verified good bundle is on
+        disk, and a slow source (up to its fetch deadline) must not hold readiness back. A
+        newer good bundle from the source replaces it at the first poll.
+        """
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="pdp-bundle-reloader", daemon=True)
+        source = self.source.describe()
+        if self.cache_path is not None and self.cache_path.is_file():
+            if self.load_cached():
+                self._from_cache = True
+                log.info("serving the cached bundle until bundle source %s answers", source)
+                self.holder.note(f"serving cached bundle; source {source} has not answered yet")
+            else:
+                self._load_floor()
+                log.warning(
+                    "cached bundle %s refused (above); nothing is served until bundle source %s"
+                    " offers a good bundle",
+                    self.cache_path, source,
+                )  # fmt: skip
+        poll_now = wait and not self._from_cache
+        if poll_now:
+            self.poll_once()
+        self._thread = threading.Thread(
+            target=self._run, args=(not poll_now,), name="pdp-bundle-reloader", daemon=True
+        )
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, poll_first: bool) -> None:
+        if poll_first and not self._stop.is_set():
+            self._poll_logged()
         while not self._stop.wait(self.next_delay()):
-            try:
-                self.poll_once()
-            except Exception:  # the poller must outlive any single bad poll
-                log.exception("bundle poll failed")
+            self._poll_logged()
+
+    def _poll_logged(self) -> None:
+        try:
+            self.poll_once()
+        except Exception:  # the poller must outlive any single bad poll
+            log.exception("bundle poll failed")
 
     def stop(self, timeout: float | None = 5.0) -> None:
         self._stop.set()

@@ -275,7 +275,9 @@ def _limits(args: argparse.Namespace) -> Limits:
     )
 
 
-def _server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an error)
+def server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an error)
+    """The server configuration `pdp serve` runs with for `args` (listeners, TLS, limits,
+    message size, decision cache), or the message naming the flag it refuses."""
     from pdp.server import ServerConfig, TlsConfig
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -471,7 +473,7 @@ def serve(args: argparse.Namespace) -> int:
     from ._common import print_policy_errors
 
     if args.reuse_port:
-        _exit_with_parent()
+        exit_with_parent()
     machine_cpus = frozenset(os.sched_getaffinity(0))  # before pinning: the writer's cores
     cpu = args.cpu
     if cpu is None and args.pin_workers and args.workers == 1:
@@ -482,7 +484,7 @@ def serve(args: argparse.Namespace) -> int:
     if cpu is not None:
         # Before any thread exists, so every thread of this worker inherits it.
         os.sched_setaffinity(0, {cpu})
-    config = _server_config(args)
+    config = server_config(args)
     if isinstance(config, str):
         return _fail(config)
     _raise_fd_limit(args)
@@ -576,9 +578,9 @@ def serve(args: argparse.Namespace) -> int:
 _PR_SET_PDEATHSIG = 1
 
 
-def _exit_with_parent() -> None:
-    """A worker gets SIGTERM (a graceful stop) when its supervisor dies, even by SIGKILL:
-    no orphan keeps serving the port alone."""
+def exit_with_parent() -> None:
+    """This process gets SIGTERM (a graceful stop) when its parent dies, even by SIGKILL: a
+    worker whose supervisor is gone leaves no orphan serving the port alone."""
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):

@@ -72,7 +72,8 @@ def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Calla
     """Start polling `args.bundle` into `holder`; returns the function that stops it.
 
     Configuration mistakes raise ValueError. A source that is down or offers a bad bundle does
-    not: the server stays up (NOT_SERVING until a good bundle arrives) and keeps polling.
+    not: the server stays up (NOT_SERVING until a good bundle arrives, from the cache or the
+    source) and keeps polling.
     """
     from pdp.bundle import Reloader, load_bundle, load_public_keys, open_source
 
@@ -101,5 +102,8 @@ def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Calla
         )
     except BundleError as exc:
         raise ValueError(str(exc)) from None
-    reloader.start()
+    # The cached bundle (when one passes) serves now; every poll of the source, the first
+    # included, runs in the reloader's thread: a source that hangs until its fetch deadline
+    # must hold neither readiness nor a SIGTERM's shutdown (pdp.cli.serve's main loop).
+    reloader.start(wait=False)
     return reloader.stop

@@ -76,6 +76,14 @@ class EngineHolder:
             self._last_attempt_at = time.time()
             self._last_error = error
 
+    def note(self, message: str) -> None:
+        """Report `message` as `last_error` without counting a failed attempt ("" clears it):
+        a state the status must tell, such as a cached bundle serving while its source has not
+        answered yet. `record_failure` is what refusals and unreachable sources use."""
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        with self._lock:
+            self._last_error = message
+
     def on_swap(self, listener: Callable[[Engine], None]) -> None:
         """Call `listener(engine)` after every swap (health status, metrics, caches)."""
         with self._lock:

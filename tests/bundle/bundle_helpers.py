@@ -103,20 +103,39 @@ def allowed_actions(results: dict[str, str]) -> set[str]:
     return {a for a, effect in results.items() if effect == "allow"}
 
 
+# A held answer sends a byte this often: its reader's per-read timeout never trips.
+HELD_BYTE_EVERY_S = 0.5
+
+
 @dataclass
 class BundleServer:
-    """A real HTTP server serving one bundle at /bundle.pdpb with a strong ETag."""
+    """A real HTTP server serving one bundle at /bundle.pdpb with a strong ETag.
+
+    `hold()` makes it hang: a bundle asked for from then on is sent a byte every
+    `HELD_BYTE_EVERY_S` (as a stalled CDN would) until `release()`, then at once. `answered`
+    counts the bundles sent whole."""
 
     bundle: bytes = b""
     available: bool = True
     requests: int = 0
     not_modified: int = 0
+    answered: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.released.set()
 
     def set(self, data: bytes) -> None:
         with self.lock:
             self.bundle = data
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
 
     def etag(self) -> str:
         return '"' + hashlib.sha256(self.bundle).hexdigest()[:32] + '"'
@@ -147,7 +166,17 @@ def serve_bundles(initial: bytes = b"") -> Iterator[BundleServer]:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("ETag", etag)
             self.end_headers()
-            self.wfile.write(body)
+            sent = 0
+            try:
+                while sent < len(body) and not state.released.wait(HELD_BYTE_EVERY_S):
+                    self.wfile.write(body[sent : sent + 1])
+                    self.wfile.flush()
+                    sent += 1
+                self.wfile.write(body[sent:])
+            except OSError:  # the reader went away (a stopped server) mid-answer
+                return
+            with state.lock:
+                state.answered += 1
 
         def log_message(self, format: str, *args: object) -> None:  # keep test output clean
             pass
@@ -160,6 +189,7 @@ def serve_bundles(initial: bytes = b"") -> Iterator[BundleServer]:
     try:
         yield state
     finally:
+        state.release()  # a held answer ends, so its thread does
         server.shutdown()
         server.server_close()
         thread.join(5)

@@ -26,6 +26,10 @@ def _serving(holder: EngineHolder) -> tuple[str, set[str]]:
     return response.bundle.version, allowed_actions(effects)
 
 
+# A cap on waits for the background poll, never a duration under test.
+WAIT_CAP_S = 60.0
+
+
 def _flip_one_byte(data: bytes) -> bytes:
     out = bytearray(data)
     out[len(out) // 2] ^= 0x01
@@ -110,8 +114,11 @@ def test_restart_with_source_unreachable_serves_the_persisted_bundle(
     )
     r2.start()
     try:
+        # The cache serves before the source is polled (in the background): wait for the poll.
         assert _serving(second) == ("5.0.0", {"a5"})
-        assert "source unavailable" in second.status.last_error
+        assert r2.wait_first_poll(WAIT_CAP_S)
+        assert _serving(second) == ("5.0.0", {"a5"})
+        assert second.status.last_error.startswith("serving cached bundle; source unavailable")
     finally:
         r2.stop()
 

@@ -203,8 +203,8 @@ def test_restart_with_source_down_serves_the_persisted_bundle(tmp_path: Path) ->
         response = server.stub.Check(CHECK, timeout=5)
         allowed = {a for a, d in response.results[0].actions.items() if d.effect == pb.EFFECT_ALLOW}
         assert allowed == {"a7"}
-        # The persisted bundle may be active before the first poll of the dead source fails:
-        # wait for that failure to be reported rather than assume it came first.
+        # The persisted bundle is active before the first poll of the dead source (in the
+        # background) fails: wait for that failure to be reported.
         _wait_until(
             lambda: "source unavailable" in server.info().last_error,
             "the dead source to be reported",

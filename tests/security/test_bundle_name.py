@@ -92,7 +92,7 @@ def test_a_restart_judges_the_name_against_the_cached_bundle(
         source.set(make_bundle(3, key=key, name="sandbox"))
         with pdp_serve(source.url, *flags) as pdp:
             cached = "bundle name `sandbox` is not the cached `prod`"
-            # The source's bundle is refused before the cached one is activated: wait for both.
+            # The cached bundle serves first, then the source's is refused: wait for both.
             got = pdp.wait(
                 "the name refusal and the cached bundle",
                 lambda i: cached in i.last_error and i.active_bundle.version != "",

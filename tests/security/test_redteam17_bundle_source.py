@@ -264,11 +264,12 @@ def test_a_restart_remembers_the_cached_version(tmp_path: Path, signer: tuple[ob
             pdp.wait("2.0.0", lambda i: i.active_bundle.version == "2.0.0")
         source.set(make_bundle(1, key=key))
         with pdp_serve(source.url, *flags) as pdp:
-            # The source's bundle is refused before the cached one is activated: wait for both.
+            # The cached bundle serves first, then the source's is refused: wait for both.
             got = pdp.wait(
                 "the rollback refusal and the cached bundle",
                 lambda i: "rollback refused" in i.last_error and i.active_bundle.version != "",
             )
             assert "`1.0.0` ranks below the cached 2.0.0" in got.last_error
+            assert got.last_error.startswith("serving cached bundle; refused bundle from")
             assert got.active_bundle.version == "2.0.0"
             assert pdp.allowed() == {"a2"}
