@@ -25,6 +25,7 @@ from pdp.cel._library import GLOBALS, MEMBERS, Fn
 from pdp.cel._macros import MACROS as _MACROS
 from pdp.cel._macros import (
     MAX_ITERATIONS,
+    WATCH,
     add_charged,
     call_charged,
     eq_charged,
@@ -153,6 +154,7 @@ def _key(k: Any) -> str:
 
 _RUNTIME["_NOERR"] = object()  # "no error yet": None is a CEL value (null), so it cannot be
 _RUNTIME["_iter"] = iter_range
+_RUNTIME["_watch"] = WATCH
 _RUNTIME["_pairs"] = iter_pairs
 _RUNTIME["_in_w"] = in_charged
 _RUNTIME["_add_w"] = add_charged
@@ -719,7 +721,8 @@ def generate(
         raise CelCompileError("expression nests too deeply", source, 1, 1) from None
     head = ["def _cel(act):", "    try:"]
     if comp.budgeted:
-        head.append(f"        _budget = [{MAX_ITERATIONS}]")
+        # [iterations left, this thread's stop time] (`pdp.cel._macros._spend`)
+        head.append(f"        _budget = [{MAX_ITERATIONS}, _watch.stop_at]")
     for name in sorted(comp.loads):
         if name == "now":
             head.append("        now = _now(act)")

@@ -8,12 +8,14 @@ allow rules (first match allows; an error does not allow) → default deny.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pdp.cel import WATCH, Interrupted
 from pdp.model import decision as d
 from pdp.model.decision import (
     ActionDecision,
@@ -33,6 +35,18 @@ Clock = Callable[[], datetime]
 
 # Distinct missing-scope denials kept for reuse; bounded because scope sets come from callers.
 _MAX_SCOPE_DENIALS = 4096
+_NO_STOP = math.inf
+_monotonic = time.monotonic
+
+
+class DeadlineExceeded(Exception):
+    """`Engine.check` passed its `stop_at` inside a resource: `done` of `total` resources were
+    decided. No decision is returned, none partial (the servers answer DEADLINE_EXCEEDED / 504)."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"deadline exceeded after {done} of {total} resources")
+        self.done = done
+        self.total = total
 
 
 def _utc_now() -> datetime:
@@ -115,14 +129,33 @@ class Engine:
         *,
         coverage: set[tuple[str, str]] | None = None,
         before_next: Callable[[int, int], None] | None = None,
+        stop_at: float = _NO_STOP,
     ) -> CheckResponse:
         """Decide every resource x action of `request`.
 
         `coverage`, when given, receives (policy, rule) for every rule that matched — the test
         runner uses it; the serving path passes nothing. `before_next(done, total)`, when
         given, is called between one resource and the next and may raise to stop the batch
-        (the server stops a call whose deadline passed).
+        (the server stops a call whose deadline passed). `stop_at` (monotonic seconds), the
+        call's deadline, stops a resource being decided: between its actions, and inside CEL
+        comprehensions (`pdp.cel.WATCH`); past it, `DeadlineExceeded` is raised.
         """
+        if stop_at == _NO_STOP:
+            return self._check(request, coverage, before_next, _NO_STOP)
+        watch = WATCH
+        watch.stop_at = stop_at
+        try:
+            return self._check(request, coverage, before_next, stop_at)
+        finally:
+            watch.stop_at = _NO_STOP
+
+    def _check(
+        self,
+        request: CheckRequest,
+        coverage: set[tuple[str, str]] | None,
+        before_next: Callable[[int, int], None] | None,
+        stop_at: float,
+    ) -> CheckResponse:
         if request.time is not None:
             now = request.time
             now_text = now.isoformat()
@@ -141,7 +174,12 @@ class Engine:
         for i, res in enumerate(resources):
             if i and before_next is not None:
                 before_next(i, len(resources))
-            decisions, td, uq = self._decide_resource(request, res, context, now, coverage)
+            try:
+                decisions, td, uq = self._decide_resource(
+                    request, res, context, now, coverage, stop_at
+                )
+            except Interrupted:
+                raise DeadlineExceeded(i, len(resources)) from None
             time_dependent = time_dependent or td
             uses_quota = uses_quota or uq
             results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
@@ -162,6 +200,7 @@ class Engine:
         context: Mapping[str, Any],
         now: datetime,
         coverage: set[tuple[str, str]] | None,
+        stop_at: float,
     ) -> tuple[dict[str, ActionDecision], bool, bool]:
         kind = self._kinds.get(res.kind)
         if kind is None:
@@ -185,6 +224,11 @@ class Engine:
         memo = _Undecided()
         out: dict[str, ActionDecision] = {}
         for action in res.actions:
+            # A resource may ask up to `max_checks` actions, each running its rules: with a
+            # deadline, the clock is read between them (inside one, CEL's comprehensions read
+            # it; conditions outside comprehensions run to their end).
+            if stop_at < _NO_STOP and out and _monotonic() >= stop_at:
+                raise Interrupted
             compiled = kind.actions.get(action)
             if compiled is None:
                 out[action] = ActionDecision(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from pdp import __version__
+from pdp.engine.engine import DeadlineExceeded
 from pdp.errors import LimitExceeded, NoPoliciesError, RequestError
 from pdp.model.decision import ALLOW, CheckResponse
 from pdp.model.request import CheckRequest, Limits, check_request_id
@@ -90,7 +91,8 @@ class Call:
     t0: float = 0.0
     size: int = 0  # bytes of the request body
     # Monotonic time by which the decision must be made (`--http-timeout` after the body
-    # arrived): a batch still deciding then stops between two resources and answers 504.
+    # arrived): a call still deciding then stops (between two resources, or inside one) and
+    # answers 504.
     stop_at: float = math.inf
 
     @property
@@ -242,25 +244,34 @@ class HttpApi:
         return authzen.check_request(evals, actions, self.limits, call.request_id)
 
     def _check(
-        self, call: Call, engine: Engine, request: CheckRequest, done: int = 0, total: int = 0
+        self,
+        call: Call,
+        engine: Engine,
+        request: CheckRequest,
+        done: int = 0,
+        total: int = 0,
     ) -> CheckResponse:
         """Decide `request`, the part of the call's `total` resources after the `done` first,
         stopping (504) once the call's deadline passed: before it, when resources of the call
-        were decided already, and between its resources (the engine's `before_next`, as the
-        gRPC server watches a batch), so a batch past its deadline frees its thread."""
+        were decided already, between its resources (the engine's `before_next`, as the gRPC
+        server watches a batch) and inside one (the engine's `stop_at`), so a call past its
+        deadline frees its thread."""
         stop_at = call.stop_at
         total = total or len(request.resources)
         if done and time.monotonic() >= stop_at:
             raise deadline_exceeded(done, total)
-        if len(request.resources) > 1 and stop_at != math.inf:
+        try:
+            if len(request.resources) > 1 and stop_at != math.inf:
 
-            def before_next(i: int, _n: int) -> None:
-                if time.monotonic() >= stop_at:
-                    raise deadline_exceeded(done + i, total)
+                def before_next(i: int, _n: int) -> None:
+                    if time.monotonic() >= stop_at:
+                        raise deadline_exceeded(done + i, total)
 
-            response = engine.check(request, before_next=before_next)
-        else:
-            response = engine.check(request)
+                response = engine.check(request, before_next=before_next, stop_at=stop_at)
+            else:
+                response = engine.check(request, stop_at=stop_at)
+        except DeadlineExceeded as exc:
+            raise deadline_exceeded(done + exc.done, total) from None
         self._observe(call, f"{call.method} {call.path}", request, response)
         return response
 
