@@ -140,22 +140,6 @@ class Engine:
         call's deadline, stops a resource being decided: between its actions, and inside CEL
         comprehensions (`pdp.cel.WATCH`); past it, `DeadlineExceeded` is raised.
         """
-        if stop_at == _NO_STOP:
-            return self._check(request, coverage, before_next, _NO_STOP)
-        watch = WATCH
-        watch.stop_at = stop_at
-        try:
-            return self._check(request, coverage, before_next, stop_at)
-        finally:
-            watch.stop_at = _NO_STOP
-
-    def _check(
-        self,
-        request: CheckRequest,
-        coverage: set[tuple[str, str]] | None,
-        before_next: Callable[[int, int], None] | None,
-        stop_at: float,
-    ) -> CheckResponse:
         if request.time is not None:
             now = request.time
             now_text = now.isoformat()
@@ -171,18 +155,25 @@ class Engine:
         time_dependent = uses_quota = False
         results = []
         resources = request.resources
-        for i, res in enumerate(resources):
-            if i and before_next is not None:
-                before_next(i, len(resources))
-            try:
-                decisions, td, uq = self._decide_resource(
-                    request, res, context, now, coverage, stop_at
-                )
-            except Interrupted:
-                raise DeadlineExceeded(i, len(resources)) from None
-            time_dependent = time_dependent or td
-            uses_quota = uses_quota or uq
-            results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
+        watched = stop_at != _NO_STOP
+        if watched:  # this thread's CEL evaluations stop then too, for the length of the call
+            WATCH.stop_at = stop_at
+        try:
+            for i, res in enumerate(resources):
+                if i and before_next is not None:
+                    before_next(i, len(resources))
+                try:
+                    decisions, td, uq = self._decide_resource(
+                        request, res, context, now, coverage, stop_at
+                    )
+                except Interrupted:
+                    raise DeadlineExceeded(i, len(resources)) from None
+                time_dependent = time_dependent or td
+                uses_quota = uses_quota or uq
+                results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
+        finally:
+            if watched:
+                WATCH.stop_at = _NO_STOP
         return CheckResponse(
             request_id=request.request_id,
             decision_id=new_decision_id(),
