@@ -250,12 +250,17 @@ class HttpApi:
         request: CheckRequest,
         done: int = 0,
         total: int = 0,
+        decided: list[tuple[CheckRequest, CheckResponse]] | None = None,
     ) -> CheckResponse:
         """Decide `request`, the part of the call's `total` resources after the `done` first,
         stopping (504) once the call's deadline passed: before it, when resources of the call
         were decided already, between its resources (the engine's `before_next`, as the gRPC
         server watches a batch) and inside one (the engine's `stop_at`), so a call past its
-        deadline frees its thread."""
+        deadline frees its thread.
+
+        The decision is logged now, or, given `decided`, appended to it for the caller to log
+        once the whole call is answered (a call of several parts that ends in a 504 must not
+        leave its first parts in the decision log as if they had been answered)."""
         stop_at = call.stop_at
         total = total or len(request.resources)
         if done and time.monotonic() >= stop_at:
@@ -272,8 +277,15 @@ class HttpApi:
                 response = engine.check(request, stop_at=stop_at)
         except DeadlineExceeded as exc:
             raise deadline_exceeded(done + exc.done, total) from None
-        self._observe(call, f"{call.method} {call.path}", request, response)
+        if decided is None:
+            self._observe(call, f"{call.method} {call.path}", request, response)
+        else:
+            decided.append((request, response))
         return response
+
+    def _observe_all(self, call: Call, decided: list[tuple[CheckRequest, CheckResponse]]) -> None:
+        for request, response in decided:
+            self._observe(call, f"{call.method} {call.path}", request, response)
 
     def _answer(self, response: CheckResponse, index: int) -> dict[str, Any]:
         d = next(iter(response.results[index].actions.values()))
@@ -309,14 +321,18 @@ class HttpApi:
             )
         batches = [(ix, self._request(call, [evals[i] for i in ix])) for ix in groups.values()]
         engine = self.holder.require()
+        # Each group is a decision of its own in the log, written once every group is decided:
+        # a call stopped by its deadline (504) is one error record, as a gRPC batch is.
+        decided: list[tuple[CheckRequest, CheckResponse]] = []
         if semantic == "execute_all":
             out: list[dict[str, Any] | None] = [None] * len(evals)
             done = 0
             for indexes, request in batches:
-                response = self._check(call, engine, request, done, len(evals))
+                response = self._check(call, engine, request, done, len(evals), decided)
                 done += len(indexes)
                 for j, i in enumerate(indexes):
                     out[i] = self._answer(response, j)
+            self._observe_all(call, decided)
             return 200, {"evaluations": out}
         # Short-circuit semantics: in order, one at a time, stopping at the first deny
         # (deny_on_first_deny) or permit (permit_on_first_permit).
@@ -328,10 +344,11 @@ class HttpApi:
         answers = []
         for k, (request, j) in enumerate(slot):
             one = dataclasses.replace(request, resources=(request.resources[j],))
-            answer = self._answer(self._check(call, engine, one, k, len(slot)), 0)
+            answer = self._answer(self._check(call, engine, one, k, len(slot), decided), 0)
             answers.append(answer)
             if answer["decision"] is stop_on:
                 break
+        self._observe_all(call, decided)
         return 200, {"evaluations": answers}
 
     def search_action(self, call: Call) -> tuple[int, Any]:
