@@ -164,7 +164,7 @@ class Engine:
                     before_next(i, len(resources))
                 try:
                     decisions, td, uq = self._decide_resource(
-                        request, res, context, now, coverage, stop_at
+                        request, res, context, now, coverage, stop_at if watched else None
                     )
                 except Interrupted:
                     raise DeadlineExceeded(i, len(resources)) from None
@@ -191,7 +191,7 @@ class Engine:
         context: Mapping[str, Any],
         now: datetime,
         coverage: set[tuple[str, str]] | None,
-        stop_at: float,
+        stop_at: float | None,
     ) -> tuple[dict[str, ActionDecision], bool, bool]:
         kind = self._kinds.get(res.kind)
         if kind is None:
@@ -218,7 +218,7 @@ class Engine:
             # A resource may ask up to `max_checks` actions, each running its rules: with a
             # deadline, the clock is read between them (inside one, CEL's comprehensions read
             # it; conditions outside comprehensions run to their end).
-            if stop_at < _NO_STOP and out and _monotonic() >= stop_at:
+            if stop_at is not None and out and _monotonic() >= stop_at:
                 raise Interrupted
             compiled = kind.actions.get(action)
             if compiled is None:
