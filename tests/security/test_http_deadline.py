@@ -197,7 +197,7 @@ def test_an_evaluations_call_answered_504_logs_none_of_its_decisions(
     the second, 100 heavy evaluations, is stopped. `deny_on_first_deny`: the heavy
     evaluations are allowed one by one until the deadline."""
     log = tmp_path / "decisions.jsonl"
-    flags = ["--http-timeout", "2", "--decision-log", str(log), "--telemetry-writer", "thread"]
+    flags = ["--http-timeout", "3", "--decision-log", str(log), "--telemetry-writer", "thread"]
     heavy = [
         {"resource": {"type": "report", "id": f"az-{i}", "properties": {"tenant": "acme"}}}
         for i in range(100)
