@@ -4,7 +4,6 @@ and their two-variable forms (all, exists, existsOne, transformList, transformMa
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,20 +34,18 @@ CHARS_PER_ITERATION = 100
 
 
 class Interrupted(BaseException):
-    """The thread's stop time (`WATCH.stop_at`) passed while a comprehension was working: the
-    evaluation is abandoned, not answered. A BaseException, as asyncio's CancelledError is, so
-    that neither CEL's error absorption (`false && <error>`, a guarded macro body) nor the
-    engine's fail-closed handlers (`except Exception`: a deny, a non-match) take it for a CEL
-    error and decide with it: the engine turns it into its `DeadlineExceeded`."""
+    """The call's deadline (the activation's `STOP_AT`) passed while a comprehension was
+    working: the evaluation is abandoned, not answered. A BaseException, as asyncio's
+    CancelledError is, so that neither CEL's error absorption (`false && <error>`, a guarded
+    macro body) nor the engine's fail-closed handlers (`except Exception`: a deny, a
+    non-match) take it for a CEL error and decide with it: the engine turns it into its
+    `DeadlineExceeded`."""
 
 
-class _Watch(threading.local):
-    # Monotonic time at which this thread's evaluations stop; set by `Engine.check` for the
-    # length of a call that has a deadline.
-    stop_at: float = math.inf
-
-
-WATCH = _Watch()
+# The activation key under which `Engine.check` puts a call's deadline (monotonic seconds).
+# No CEL identifier can name it, so no condition reads or shadows it; an activation without
+# it (the test runner, `pdp check`, the planner) has no deadline.
+STOP_AT = "\x00stop_at"
 _INF = math.inf
 _monotonic = time.monotonic
 

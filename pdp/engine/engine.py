@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pdp.cel import WATCH, Interrupted
+from pdp.cel import STOP_AT, Interrupted
 from pdp.model import decision as d
 from pdp.model.decision import (
     ActionDecision,
@@ -36,6 +36,8 @@ Clock = Callable[[], datetime]
 # Distinct missing-scope denials kept for reuse; bounded because scope sets come from callers.
 _MAX_SCOPE_DENIALS = 4096
 _NO_STOP = math.inf
+# Between how many of a resource's actions a deadline is looked at (`_decide_resource`).
+_ACTIONS_PER_CLOCK_READ = 4
 _monotonic = time.monotonic
 
 
@@ -137,8 +139,9 @@ class Engine:
         runner uses it; the serving path passes nothing. `before_next(done, total)`, when
         given, is called between one resource and the next and may raise to stop the batch
         (the server stops a call whose deadline passed). `stop_at` (monotonic seconds), the
-        call's deadline, stops a resource being decided: between its actions, and inside CEL
-        comprehensions (`pdp.cel.WATCH`); past it, `DeadlineExceeded` is raised.
+        call's deadline, stops a resource being decided: among its actions, and inside CEL
+        comprehensions (the activation's `pdp.cel.STOP_AT`); past it, `DeadlineExceeded` is
+        raised.
         """
         if request.time is not None:
             now = request.time
@@ -155,25 +158,19 @@ class Engine:
         time_dependent = uses_quota = False
         results = []
         resources = request.resources
-        watched = stop_at != _NO_STOP
-        if watched:  # this thread's CEL evaluations stop then too, for the length of the call
-            WATCH.stop_at = stop_at
-        try:
-            for i, res in enumerate(resources):
-                if i and before_next is not None:
-                    before_next(i, len(resources))
-                try:
-                    decisions, td, uq = self._decide_resource(
-                        request, res, context, now, coverage, stop_at if watched else None
-                    )
-                except Interrupted:
-                    raise DeadlineExceeded(i, len(resources)) from None
-                time_dependent = time_dependent or td
-                uses_quota = uses_quota or uq
-                results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
-        finally:
-            if watched:
-                WATCH.stop_at = _NO_STOP
+        stop = None if stop_at == _NO_STOP else stop_at
+        for i, res in enumerate(resources):
+            if i and before_next is not None:
+                before_next(i, len(resources))
+            try:
+                decisions, td, uq = self._decide_resource(
+                    request, res, context, now, coverage, stop
+                )
+            except Interrupted:
+                raise DeadlineExceeded(i, len(resources)) from None
+            time_dependent = time_dependent or td
+            uses_quota = uses_quota or uq
+            results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
         return CheckResponse(
             request_id=request.request_id,
             decision_id=new_decision_id(),
@@ -205,20 +202,37 @@ class Engine:
             refused = self._schema_check(request, res, kind, context)
             if refused is not None:  # denied before any rule: no time read, no quota taken
                 return dict.fromkeys(res.actions, refused), False, False
-        activation = {
-            "principal": request.principal,
-            "resource": res.resource,
-            "action": "",
-            "context": context,
-            "now": now,
-        }
+        if stop_at is None:
+            activation = {
+                "principal": request.principal,
+                "resource": res.resource,
+                "action": "",
+                "context": context,
+                "now": now,
+            }
+        else:  # CEL's comprehensions stop past it. (In the literal: a sixth key added to a
+            # five-key dict would resize it, ~0.2 µs per resource.)
+            activation = {
+                "principal": request.principal,
+                "resource": res.resource,
+                "action": "",
+                "context": context,
+                "now": now,
+                STOP_AT: stop_at,
+            }
         memo = _Undecided()
         out: dict[str, ActionDecision] = {}
         for action in res.actions:
             # A resource may ask up to `max_checks` actions, each running its rules: with a
-            # deadline, the clock is read between them (inside one, CEL's comprehensions read
-            # it; conditions outside comprehensions run to their end).
-            if stop_at is not None and out and _monotonic() >= stop_at:
+            # deadline, the clock is read after every `_ACTIONS_PER_CLOCK_READ` of them (inside
+            # one, CEL's comprehensions read it; conditions outside them run to their end). The
+            # usual resource of one to three actions reads no clock here.
+            if (
+                stop_at is not None
+                and out
+                and not len(out) % _ACTIONS_PER_CLOCK_READ
+                and _monotonic() >= stop_at
+            ):
                 raise Interrupted
             compiled = kind.actions.get(action)
             if compiled is None:
