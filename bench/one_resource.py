@@ -25,23 +25,44 @@ in process by `Engine.check`, and prints the milliseconds it took:
 
 With `--deadline-ms D` each case also runs under a deadline of D ms from its start (the
 engine's `stop_at`, as the servers pass it) and prints how long it took to stop, or that it
-finished first. The figures and the command that printed them are in bench/RESULTS.md.
+finished first.
+
+`--hot-path` measures instead what the deadline checks cost the ordinary decision: thread CPU
+per `engine.check` on bench/miss_path.py's varied 1x3 and 20x3 requests (the example policies,
+which have no comprehension) without and with a deadline, alternating, best of `--rounds`;
+and µs per evaluation of two comprehension conditions. Run it with PYTHONPATH set to another
+checkout to measure that one (a checkout without `stop_at` prints the no-deadline column twice).
+The figures and the commands that printed them are in bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from miss_path import make_requests  # noqa: E402
 
 from pdp.bundle.load import compile_files  # noqa: E402
-from pdp.engine import DeadlineExceeded, Engine  # noqa: E402
-from pdp.model.request import parse_check_request  # noqa: E402
+from pdp.cel import CelEnv, compile_cel_bool  # noqa: E402
+from pdp.cli._common import load_and_compile  # noqa: E402
+from pdp.engine import Engine  # noqa: E402
+from pdp.model.request import DEFAULT_LIMITS, parse_check_request  # noqa: E402
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb  # noqa: E402
+from pdp.server.convert import request_from_proto  # noqa: E402
+
+try:  # absent before deadlines stopped a resource: `--hot-path` still measures such a checkout
+    from pdp.engine import DeadlineExceeded
+except ImportError:
+    DeadlineExceeded = None  # type: ignore[assignment,misc]
 
 CHEAP = "P.attr.n.all(x, P.attr.n.all(y, x + y >= 0))"
 RE2 = 'P.attr.m.all(x, P.attr.m.all(y, P.attr.m.all(z, !P.attr.text.matches("b$"))))'
@@ -103,7 +124,12 @@ def main() -> None:
     ap.add_argument("--deadline-ms", type=float, default=0.0)
     ap.add_argument("--only", default="")
     ap.add_argument("--dynamic", type=int, default=200, help="patterns timed (default 200)")
+    ap.add_argument("--hot-path", action="store_true")
+    ap.add_argument("--rounds", type=int, default=60, help="--hot-path rounds (default 60)")
     args = ap.parse_args()
+    if args.hot_path:
+        hot_path(args.rounds)
+        return
     limit_patterns = 19_000
     for name, (policy, body) in _cases(args.dynamic).items():
         if args.only and name != args.only:
@@ -124,7 +150,55 @@ def main() -> None:
         print(line, flush=True)
 
 
+def _per_check(engine: Engine, reqs: list[Any], stop_at: float | None) -> float:
+    """Thread CPU µs per `engine.check` over `reqs` (with `stop_at` when given)."""
+    t0 = time.thread_time()
+    if stop_at is None:
+        for r in reqs:
+            engine.check(r)
+    else:
+        for r in reqs:
+            engine.check(r, stop_at=stop_at)
+    return (time.thread_time() - t0) / len(reqs) * 1e6
+
+
+def hot_path(rounds: int) -> None:
+    engine = Engine(load_and_compile(ROOT / "policies")[1])
+    has_stop = "stop_at" in inspect.signature(engine.check).parameters
+    for n, count in ((1, 1000), (20, 100)):
+        bodies = make_requests(count, n, 7)
+        reqs = [request_from_proto(pb.CheckRequest.FromString(b), DEFAULT_LIMITS) for b in bodies]
+        a: list[float] = []
+        b: list[float] = []
+        for i in range(rounds):  # alternated: neither column always runs second
+            far = time.monotonic() + 3600 if has_stop else None
+            if i % 2:
+                a.append(_per_check(engine, reqs, None))
+                b.append(_per_check(engine, reqs, far))
+            else:
+                b.append(_per_check(engine, reqs, far))
+                a.append(_per_check(engine, reqs, None))
+        label = "with a deadline" if has_stop else "again (no stop_at here)"
+        print(f"{n}x3: engine.check {min(a):.2f} us, {label} {min(b):.2f} us", flush=True)
+    act = {
+        "principal": {"roles": ["user", "editor"], "attr": {"g": list(range(50))}},
+        "resource": {"attr": {"r": list(range(200))}},
+        "action": "",
+        "context": {},
+        "now": None,
+    }
+    for src in (
+        "principal.roles.exists(r, r == 'editor' || r == 'admin')",
+        "principal.attr.g.exists(g, g in resource.attr.r)",
+    ):
+        f = compile_cel_bool(src, CelEnv())
+        best = min(timeit.repeat(lambda f=f: f(act), number=2000, repeat=rounds // 2))
+        print(f"{best / 2000 * 1e6:.3f} us  {src}", flush=True)
+
+
 def _under_deadline(engine: Engine, request: Any, seconds: float) -> str:
+    if DeadlineExceeded is None:
+        return "(this checkout takes no deadline inside a resource)"
     t0 = time.perf_counter()
     try:
         engine.check(request, stop_at=time.monotonic() + seconds)
