@@ -141,8 +141,7 @@ class Engine:
         (the server stops a call whose deadline passed). `stop_at` (monotonic seconds), the
         call's deadline, stops a resource being decided: among its actions, and inside CEL
         comprehensions (the activation's `pdp.cel.STOP_AT`); past it, `DeadlineExceeded` is
-        raised.
-        """
+        raised, also when the last resource was decided past it (nothing is answered late)."""
         if request.time is not None:
             now = request.time
             now_text = now.isoformat()
@@ -171,6 +170,10 @@ class Engine:
             time_dependent = time_dependent or td
             uses_quota = uses_quota or uq
             results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
+        if stop is not None and _monotonic() >= stop:
+            # Made, but late (the last operation ran past the deadline uninterrupted): a gRPC
+            # caller has given up, and an HTTP caller is owed a 504, so it is not answered.
+            raise DeadlineExceeded(len(resources), len(resources))
         return CheckResponse(
             request_id=request.request_id,
             decision_id=new_decision_id(),

@@ -110,14 +110,27 @@ def test_a_comprehension_past_the_deadline_stops_the_decision(action: str) -> No
 def test_the_clock_is_read_between_the_actions_of_one_resource() -> None:
     """No comprehension runs for these actions: the clock is read after every fourth action
     of a resource, so a resource of up to four such actions (the usual one to three) reads
-    none and is decided, and the fifth action of one that asks more is not."""
+    none inside and is decided (and then, late, not answered: 1 of 1 decided), and one that
+    asks more stops before its fifth (0 of 1)."""
     engine = _engine()
-    four = engine.check(_request(("ledger", ["write", "list", "a1", "a2"])), stop_at=_passed())  # type: ignore[arg-type]
-    assert [a.effect for a in four.results[0].actions.values()] == [ALLOW] * 4
+    four = _request(("ledger", ["write", "list", "a1", "a2"]))
+    with pytest.raises(DeadlineExceeded) as late:
+        engine.check(four, stop_at=_passed())  # type: ignore[arg-type]
+    assert (late.value.done, late.value.total) == (1, 1)
     five = _request(("ledger", ["write", "list", "a1", "a2", "a3"]))
     with pytest.raises(DeadlineExceeded) as stopped:
         engine.check(five, stop_at=_passed())  # type: ignore[arg-type]
     assert (stopped.value.done, stopped.value.total) == (0, 1)
+
+
+def test_a_decision_made_past_the_deadline_is_not_returned() -> None:
+    """Nothing reads the clock while `note` is decided (no comprehension, one action): the
+    decision is made, and being late, is not answered (a gRPC caller gave up; an HTTP caller
+    is owed a 504)."""
+    engine = _engine()
+    with pytest.raises(DeadlineExceeded) as late:
+        engine.check(_request(("note", ["read"])), stop_at=_passed())  # type: ignore[arg-type]
+    assert (late.value.done, late.value.total) == (1, 1)
 
 
 def test_a_later_resource_stopped_inside_reports_the_resources_decided_before() -> None:
