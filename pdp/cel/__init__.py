@@ -14,6 +14,10 @@ Known differences from the CEL spec (everything else follows the conformance sui
 - celpy's grammar does not parse backquoted field names (m.`a-b`) and lexes `1.f()` as `1.`;
 - unknown identifiers and functions are compile errors, never runtime errors;
 - protobuf messages, enums, wrappers, optionals and `string.format` are not supported.
+
+Deadlines: when the activation holds a deadline under `STOP_AT` (monotonic seconds), a
+comprehension still working past it raises `Interrupted` (a BaseException: no CEL error
+handling absorbs it) at its next charge to the iteration budget.
 """
 
 from pdp.cel._api import CelEnv, CompiledCel, batch, compile_cel, compile_cel_bool
@@ -27,6 +31,7 @@ from pdp.cel._checker import (
 )
 from pdp.cel._checker import Issue as CheckIssue
 from pdp.cel._checker import check as check_cel
+from pdp.cel._macros import STOP_AT, Interrupted
 from pdp.cel._types import T as CelStaticType
 from pdp.cel._types import from_schema as type_from_schema
 from pdp.cel._types import untyped_attributes
@@ -35,6 +40,7 @@ from pdp.errors import CelCompileError, CelEvalError
 
 __all__ = [
     "NOT_CONST",
+    "STOP_AT",
     "CelCompileError",
     "CelEnv",
     "CelEvalError",
@@ -43,6 +49,7 @@ __all__ = [
     "CelUint",
     "CheckIssue",
     "CompiledCel",
+    "Interrupted",
     "TypeEnv",
     "batch",
     "check_cel",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import functools
 import itertools
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from pdp.cel._library import GLOBALS, MEMBERS, Fn
 from pdp.cel._macros import MACROS as _MACROS
 from pdp.cel._macros import (
     MAX_ITERATIONS,
+    STOP_AT,
     add_charged,
     call_charged,
     eq_charged,
@@ -153,6 +155,7 @@ def _key(k: Any) -> str:
 
 _RUNTIME["_NOERR"] = object()  # "no error yet": None is a CEL value (null), so it cannot be
 _RUNTIME["_iter"] = iter_range
+_RUNTIME["_INF"] = math.inf
 _RUNTIME["_pairs"] = iter_pairs
 _RUNTIME["_in_w"] = in_charged
 _RUNTIME["_add_w"] = add_charged
@@ -719,7 +722,8 @@ def generate(
         raise CelCompileError("expression nests too deeply", source, 1, 1) from None
     head = ["def _cel(act):", "    try:"]
     if comp.budgeted:
-        head.append(f"        _budget = [{MAX_ITERATIONS}]")
+        # [iterations left, the call's deadline] (`pdp.cel._macros._spend`)
+        head.append(f"        _budget = [{MAX_ITERATIONS}, act.get({STOP_AT!r}, _INF)]")
     for name in sorted(comp.loads):
         if name == "now":
             head.append("        now = _now(act)")

@@ -3,6 +3,8 @@ and their two-variable forms (all, exists, existsOne, transformList, transformMa
 
 from __future__ import annotations
 
+import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from pdp.cel import _ast as A
@@ -31,7 +33,29 @@ ELEMENTS_PER_ITERATION = 10
 CHARS_PER_ITERATION = 100
 
 
-def _spend(budget: list[int], n: int) -> None:
+class Interrupted(BaseException):
+    """The call's deadline (the activation's `STOP_AT`) passed while a comprehension was
+    working: the evaluation is abandoned, not answered. A BaseException, as asyncio's
+    CancelledError is, so that neither CEL's error absorption (`false && <error>`, a guarded
+    macro body) nor the engine's fail-closed handlers (`except Exception`: a deny, a
+    non-match) take it for a CEL error and decide with it: the engine turns it into its
+    `DeadlineExceeded`."""
+
+
+# The activation key under which `Engine.check` puts a call's deadline (monotonic seconds).
+# No CEL identifier can name it, so no condition reads or shadows it; an activation without
+# it (the test runner, `pdp check`, the planner) has no deadline.
+STOP_AT = "\x00stop_at"
+_INF = math.inf
+_monotonic = time.monotonic
+
+
+def _spend(budget: list[Any], n: int) -> None:
+    """Charge `n` iterations to `budget` ([iterations left, stop time]); each charge also
+    reads the clock when the call has a deadline. The budget bounds one evaluation's work, not
+    its time (an RE2 compile or scan is one charge that can take milliseconds; one rule or
+    action after another each get a fresh budget), so a deadline is checked here, on every
+    charge: once per comprehension range and per charged operation of a body."""
     budget[0] -= n
     if budget[0] < 0:
         v.fail(
@@ -39,6 +63,9 @@ def _spend(budget: list[int], n: int) -> None:
             f"counting their bodies' work ({ELEMENTS_PER_ITERATION} list elements or "
             f"{CHARS_PER_ITERATION} characters built or scanned count as one)"
         )
+    stop_at = budget[1]
+    if stop_at < _INF and _monotonic() >= stop_at:
+        raise Interrupted
 
 
 def work(x: Any) -> int:
@@ -56,38 +83,38 @@ def work(x: Any) -> int:
 # request limits bound).
 
 
-def in_charged(a: Any, b: Any, budget: list[int]) -> bool:
+def in_charged(a: Any, b: Any, budget: list[Any]) -> bool:
     cb = b.__class__
     if cb is list or cb is tuple:  # a map lookup is one step
         _spend(budget, len(b) // ELEMENTS_PER_ITERATION)
     return v.in_(a, b)
 
 
-def add_charged(a: Any, b: Any, budget: list[int]) -> Any:
+def add_charged(a: Any, b: Any, budget: list[Any]) -> Any:
     # Charged before it builds: `false && <this>` absorbs the error, and the work must not be
     # done again on every iteration that follows.
     _spend(budget, work(a) + work(b))
     return v.add(a, b)
 
 
-def eq_charged(a: Any, b: Any, budget: list[int]) -> bool:
+def eq_charged(a: Any, b: Any, budget: list[Any]) -> bool:
     _spend(budget, work(a) if a.__class__ is not str else 0)
     return v.eq(a, b)
 
 
-def ne_charged(a: Any, b: Any, budget: list[int]) -> bool:
+def ne_charged(a: Any, b: Any, budget: list[Any]) -> bool:
     _spend(budget, work(a) if a.__class__ is not str else 0)
     return v.ne(a, b)
 
 
-def call_charged(budget: list[int], fn: Any, *args: Any) -> Any:
+def call_charged(budget: list[Any], fn: Any, *args: Any) -> Any:
     _spend(budget, sum(work(a) for a in args))  # what it scans, before it runs
     out = fn(*args)
     _spend(budget, work(out))
     return out
 
 
-def iter_range(r: Any, budget: list[int]) -> Any:
+def iter_range(r: Any, budget: list[Any]) -> Any:
     cr = r.__class__
     if cr is list or cr is tuple:
         _spend(budget, len(r))
@@ -98,7 +125,7 @@ def iter_range(r: Any, budget: list[int]) -> Any:
     v.no_overload("comprehension range", r)
 
 
-def iter_pairs(r: Any, budget: list[int]) -> Any:
+def iter_pairs(r: Any, budget: list[Any]) -> Any:
     cr = r.__class__
     if cr is list or cr is tuple:
         _spend(budget, len(r))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from pdp import __version__
+from pdp.engine.engine import DeadlineExceeded
 from pdp.errors import LimitExceeded, NoPoliciesError, RequestError
 from pdp.model.decision import ALLOW, CheckResponse
 from pdp.model.request import CheckRequest, Limits, check_request_id
@@ -90,7 +91,8 @@ class Call:
     t0: float = 0.0
     size: int = 0  # bytes of the request body
     # Monotonic time by which the decision must be made (`--http-timeout` after the body
-    # arrived): a batch still deciding then stops between two resources and answers 504.
+    # arrived): a call still deciding then stops (between two resources, or inside one) and
+    # answers 504.
     stop_at: float = math.inf
 
     @property
@@ -242,27 +244,48 @@ class HttpApi:
         return authzen.check_request(evals, actions, self.limits, call.request_id)
 
     def _check(
-        self, call: Call, engine: Engine, request: CheckRequest, done: int = 0, total: int = 0
+        self,
+        call: Call,
+        engine: Engine,
+        request: CheckRequest,
+        done: int = 0,
+        total: int = 0,
+        decided: list[tuple[CheckRequest, CheckResponse]] | None = None,
     ) -> CheckResponse:
         """Decide `request`, the part of the call's `total` resources after the `done` first,
         stopping (504) once the call's deadline passed: before it, when resources of the call
-        were decided already, and between its resources (the engine's `before_next`, as the
-        gRPC server watches a batch), so a batch past its deadline frees its thread."""
+        were decided already, between its resources (the engine's `before_next`, as the gRPC
+        server watches a batch) and inside one (the engine's `stop_at`), so a call past its
+        deadline frees its thread.
+
+        The decision is logged now, or, given `decided`, appended to it for the caller to log
+        once the whole call is answered (a call of several parts that ends in a 504 must not
+        leave its first parts in the decision log as if they had been answered)."""
         stop_at = call.stop_at
         total = total or len(request.resources)
         if done and time.monotonic() >= stop_at:
             raise deadline_exceeded(done, total)
-        if len(request.resources) > 1 and stop_at != math.inf:
+        try:
+            if len(request.resources) > 1 and stop_at != math.inf:
 
-            def before_next(i: int, _n: int) -> None:
-                if time.monotonic() >= stop_at:
-                    raise deadline_exceeded(done + i, total)
+                def before_next(i: int, _n: int) -> None:
+                    if time.monotonic() >= stop_at:
+                        raise deadline_exceeded(done + i, total)
 
-            response = engine.check(request, before_next=before_next)
+                response = engine.check(request, before_next=before_next, stop_at=stop_at)
+            else:
+                response = engine.check(request, stop_at=stop_at)
+        except DeadlineExceeded as exc:
+            raise deadline_exceeded(done + exc.done, total) from None
+        if decided is None:
+            self._observe(call, f"{call.method} {call.path}", request, response)
         else:
-            response = engine.check(request)
-        self._observe(call, f"{call.method} {call.path}", request, response)
+            decided.append((request, response))
         return response
+
+    def _observe_all(self, call: Call, decided: list[tuple[CheckRequest, CheckResponse]]) -> None:
+        for request, response in decided:
+            self._observe(call, f"{call.method} {call.path}", request, response)
 
     def _answer(self, response: CheckResponse, index: int) -> dict[str, Any]:
         d = next(iter(response.results[index].actions.values()))
@@ -298,14 +321,18 @@ class HttpApi:
             )
         batches = [(ix, self._request(call, [evals[i] for i in ix])) for ix in groups.values()]
         engine = self.holder.require()
+        # Each group is a decision of its own in the log, written once every group is decided:
+        # a call stopped by its deadline (504) is one error record, as a gRPC batch is.
+        decided: list[tuple[CheckRequest, CheckResponse]] = []
         if semantic == "execute_all":
             out: list[dict[str, Any] | None] = [None] * len(evals)
             done = 0
             for indexes, request in batches:
-                response = self._check(call, engine, request, done, len(evals))
+                response = self._check(call, engine, request, done, len(evals), decided)
                 done += len(indexes)
                 for j, i in enumerate(indexes):
                     out[i] = self._answer(response, j)
+            self._observe_all(call, decided)
             return 200, {"evaluations": out}
         # Short-circuit semantics: in order, one at a time, stopping at the first deny
         # (deny_on_first_deny) or permit (permit_on_first_permit).
@@ -317,10 +344,11 @@ class HttpApi:
         answers = []
         for k, (request, j) in enumerate(slot):
             one = dataclasses.replace(request, resources=(request.resources[j],))
-            answer = self._answer(self._check(call, engine, one, k, len(slot)), 0)
+            answer = self._answer(self._check(call, engine, one, k, len(slot), decided), 0)
             answers.append(answer)
             if answer["decision"] is stop_on:
                 break
+        self._observe_all(call, decided)
         return 200, {"evaluations": answers}
 
     def search_action(self, call: Call) -> tuple[int, Any]:

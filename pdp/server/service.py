@@ -19,7 +19,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from pdp import __version__
-from pdp.engine.engine import new_decision_id
+from pdp.engine.engine import DeadlineExceeded, new_decision_id
 from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest, Limits, check_request_id
 
@@ -328,7 +328,8 @@ class DecisionService:
         """
         # The per-call cost of deadlines: one read of the call's time left and a comparison
         # (a call that waited in the queue past its deadline is not decided); batches also
-        # look at the clock between resources (`_clock_watch`).
+        # look at the clock between resources (`_clock_watch`), and a resource between its
+        # actions and in CEL comprehensions (`Engine.check`'s `stop_at`).
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise _expired(False, 0, 0)
@@ -344,11 +345,16 @@ class DecisionService:
                     check_request_id(split[1], self.limits)
                 return self._from_cache(entry, split[1], observed)
         request = request_from_proto(_parse(data), self.limits)
-        if len(request.resources) > 1:
-            stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
-            response = engine.check(request, before_next=self._clock_watch(stop_at))
-        else:
-            response = engine.check(request)
+        stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
+        try:
+            if len(request.resources) > 1:
+                response = engine.check(
+                    request, before_next=self._clock_watch(stop_at), stop_at=stop_at
+                )
+            else:
+                response = engine.check(request, stop_at=stop_at)
+        except DeadlineExceeded as exc:  # inside a resource (between two: `_clock_watch`)
+            raise _expired(False, exc.done, exc.total) from None
         # A request id that was not encoded first stays inside the key: not worth caching.
         if split is not None and split[1] == request.request_id and cacheable(request, response):
             return self._store(engine, split[0], request, response), request, response

@@ -14,6 +14,8 @@ from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
+import pytest
+
 # tests/ on the path for the shared server helper (see tests/http/conftest.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -180,3 +182,61 @@ def test_a_call_that_waited_for_a_thread_past_its_deadline_is_not_decided() -> N
     err = assert_error(reply["r"], 504)
     assert err["message"] == "deadline exceeded before the decision was complete", err
     assert "decision" not in reply["r"].json
+
+
+@pytest.mark.parametrize("semantic", ["execute_all", "deny_on_first_deny"])
+def test_an_evaluations_call_answered_504_logs_none_of_its_decisions(
+    tmp_path: Path, semantic: str
+) -> None:
+    """A batch decided in parts (a group per subject; one evaluation at a time when it may
+    stop early) whose deadline passes after some parts were decided: the caller gets a 504
+    and no decision, so the decision log holds one record of the call, its deadline error,
+    and no decision of the parts decided before, as gRPC logs a DEADLINE_EXCEEDED batch.
+
+    `execute_all`: the first group, another subject's one evaluation, is decided at once;
+    the second, 100 heavy evaluations, is stopped. `deny_on_first_deny`: the heavy
+    evaluations are allowed one by one until the deadline."""
+    log = tmp_path / "decisions.jsonl"
+    flags = ["--http-timeout", "3", "--decision-log", str(log), "--telemetry-writer", "thread"]
+    heavy = [
+        {"resource": {"type": "report", "id": f"az-{i}", "properties": {"tenant": "acme"}}}
+        for i in range(100)
+    ]
+    first = {
+        "subject": {"type": "user", "id": "bob", "properties": {"tenant": "acme"}},
+        "resource": {"type": "report", "id": "bob-1", "properties": {"tenant": "acme"}},
+    }
+    evaluations = [first, *heavy] if semantic == "execute_all" else heavy
+    body = {
+        "subject": SUBJECT,
+        "action": {"name": "read"},
+        "evaluations": evaluations,
+        "options": {"evaluations_semantic": semantic},
+    }
+    with pdp_serve(*flags, policies=write_heavy_policies(tmp_path)) as pdp:
+        reply = pdp.post("/access/v1/evaluations", body)
+        # Then an ordinary call: the log is written in order, so its record comes last.
+        one = pdp.post(
+            "/access/v1/evaluation",
+            {
+                "subject": SUBJECT,
+                "action": {"name": "read"},
+                "resource": {"type": "report", "id": "one", "properties": {"tenant": "acme"}},
+            },
+        )
+        records = _records_until(log, ONE_RPC)
+
+    err = assert_error(reply, 504)
+    m = re.fullmatch(
+        r"deadline exceeded before the decision was complete \(decided (\d+) of (\d+) "
+        r"resources\)",
+        err["message"],
+    )
+    assert m is not None, err
+    # Some part was decided before the deadline: its decision was made, and not answered.
+    assert 0 < int(m.group(1)) < len(evaluations) == int(m.group(2)), err
+    assert one.status == 200 and one.json["decision"] is True, one.body
+    batch = [r for r in records if r.get("rpc") == BATCH_RPC]
+    assert len(batch) == 1, batch
+    assert batch[0]["error"] == {"code": "DEADLINE_EXCEEDED", "message": err["message"]}
+    assert "decisions" not in batch[0] and batch[0]["decision_id"] == "", batch[0]

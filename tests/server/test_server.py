@@ -166,7 +166,7 @@ class BrokenEngine:
 
     bundle = None
 
-    def check(self, _request: Any) -> Any:
+    def check(self, _request: Any, **_kw: Any) -> Any:
         raise KeyError("secret internal detail")
 
 

@@ -1,0 +1,179 @@
+"""One heavy resource stops at its deadline too, on both protocols: a real `pdp serve` with
+gRPC, `--http-listen`, `--http-timeout` and a decision log, and a policy whose ONE resource
+runs 150 rules of about 0.1 s each here (a batch of one: nothing to stop between resources;
+15 s of work, far past the 2 s deadline even on a machine several times faster).
+
+A server that decided it to the end would log the decision (an allow, by the last rule) and
+answer HTTP 200; one that stops logs the deadline error, `decided 0 of 1 resources`, answers
+gRPC DEADLINE_EXCEEDED and HTTP 504, and no decision.
+
+And one whose work cannot be interrupted (RE2 calls outside any comprehension, ~1 s each
+here) is decided past its deadline and then not answered: `decided 1 of 1 resources`, no
+decision logged, HTTP 504 (a late 200 before)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from authzen.support import assert_error, pdp_serve
+
+from pdp.client._convert import request_to_proto
+from tests.decision_logs import complete_records
+
+from .serving import CHECK, HEAVY_PRINCIPAL
+from .test_http_stall import SUBJECT
+
+DEADLINE_S = 2
+WAIT_CAP = 120.0
+RULES = 150
+STOPPED = "deadline exceeded before the decision was complete (decided 0 of 1 resources)"
+
+# Each rule's condition scans 30^3 times for a "b" the text lacks (false after ~0.1 s, the
+# whole of tests/security/serving.py's heavy condition); the last rule allows.
+_SLOW = (
+    "principal.attr.items.exists(x, principal.attr.items.exists(y,"
+    ' principal.attr.items.exists(z, principal.attr.text.matches("b$"))))'
+)
+_RULE = """
+    - id: slow-{i}
+      actions: [read]
+      effect: allow
+      roles: ["*"]
+      condition: '{condition}'"""
+POLICY = (
+    """apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: ledger}
+spec:
+  resource: ledger
+  actions:
+    read: {}
+  rules:"""
+    + "".join(_RULE.format(i=i, condition=_SLOW) for i in range(RULES))
+    + """
+    - id: last
+      actions: [read]
+      effect: allow
+      roles: ["*"]
+"""
+)
+
+
+# Four rules, each one RE2 call of a large program over the caller's 64 KiB string, which
+# nothing interrupts (about 1 s each here: RE2 is linear in the text, times the program).
+_BIG = 'resource.attr.text.matches("a.{999}b.{999}c")'
+SCROLL = (
+    """apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: scroll}
+spec:
+  resource: scroll
+  actions:
+    read: {}
+  rules:"""
+    + "".join(_RULE.format(i=i, condition=_BIG) for i in range(4))
+    + """
+    - id: last
+      actions: [read]
+      effect: allow
+      roles: ["*"]
+"""
+)
+TEXT = "".join("ab"[(i * 7919) % 3 == 0] for i in range(64 * 1024))
+LATE = "deadline exceeded before the decision was complete (decided 1 of 1 resources)"
+
+
+def _record(log: Path, rpc: str) -> dict[str, Any]:
+    """The first record of `rpc` in the decision log (fails at the cap)."""
+    end = time.monotonic() + WAIT_CAP
+    while True:
+        found = [r for r in complete_records(log) if r.get("rpc") == rpc]
+        if found:
+            return found[0]
+        assert time.monotonic() < end, f"no `{rpc}` record in {complete_records(log)}"
+        time.sleep(0.05)
+
+
+def test_one_heavy_resource_stops_at_the_deadline_on_grpc_and_http(tmp_path: Path) -> None:
+    (tmp_path / "ledger.yaml").write_text(POLICY)
+    log = tmp_path / "decisions.jsonl"
+    flags = ["--http-timeout", str(DEADLINE_S), "--decision-log", str(log)]
+    flags += ["--telemetry-writer", "thread"]
+    resource = {"kind": "ledger", "id": "l-1", "tenant": "acme", "actions": ["read"]}
+    with pdp_serve(*flags, policies=tmp_path) as pdp:
+        with grpc.insecure_channel(pdp.grpc_address) as channel:
+            check = channel.unary_unary(CHECK)
+            body = request_to_proto(HEAVY_PRINCIPAL, [resource], None).SerializeToString()
+            try:
+                check(body, timeout=DEADLINE_S)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+        # The client's own timer ends its wait either way: the server's record says what the
+        # server did.
+        grpc_record = _record(log, CHECK)
+        reply = pdp.post(
+            "/access/v1/evaluation",
+            {
+                "subject": SUBJECT,
+                "action": {"name": "read"},
+                "resource": {"type": "ledger", "id": "l-2", "properties": {"tenant": "acme"}},
+            },
+        )
+        http_record = _record(log, "POST /access/v1/evaluation")
+
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "decisions" not in grpc_record, grpc_record
+    assert grpc_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": STOPPED}
+    err = assert_error(reply, 504)
+    assert err["message"] == STOPPED, err
+    assert "decision" not in reply.json
+    assert "decisions" not in http_record, http_record
+    assert http_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": STOPPED}
+
+
+def test_a_decision_made_past_the_deadline_is_not_answered(tmp_path: Path) -> None:
+    (tmp_path / "scroll.yaml").write_text(SCROLL)
+    log = tmp_path / "decisions.jsonl"
+    flags = ["--http-timeout", "1", "--decision-log", str(log), "--telemetry-writer", "thread"]
+    resource = {"kind": "scroll", "id": "s-1", "tenant": "acme", "attr": {"text": TEXT}}
+    with pdp_serve(*flags, policies=tmp_path) as pdp:
+        with grpc.insecure_channel(pdp.grpc_address) as channel:
+            check = channel.unary_unary(CHECK)
+            body = request_to_proto(
+                HEAVY_PRINCIPAL, [{**resource, "actions": ["read"]}], None
+            ).SerializeToString()
+            try:
+                check(body, timeout=1)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+        grpc_record = _record(log, CHECK)
+        reply = pdp.post(
+            "/access/v1/evaluation",
+            {
+                "subject": SUBJECT,
+                "action": {"name": "read"},
+                "resource": {
+                    "type": "scroll",
+                    "id": "s-2",
+                    "properties": {"tenant": "acme", "text": TEXT},
+                },
+            },
+        )
+        http_record = _record(log, "POST /access/v1/evaluation")
+
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "decisions" not in grpc_record, grpc_record
+    assert grpc_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": LATE}
+    err = assert_error(reply, 504)
+    assert err["message"] == LATE, err
+    assert "decisions" not in http_record, http_record
+    assert http_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": LATE}
