@@ -33,6 +33,7 @@ OK, INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE, INTERNAL, UNAUTHENTICATED 
     16,
 )
 RESOURCE_EXHAUSTED = 8
+DEADLINE_EXCEEDED = 4
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -149,6 +150,13 @@ def error_outcome(reason: str, decision_id: str, *, unavailable: bool = False) -
     if unavailable:
         return _denied(UNAVAILABLE, 503, reason, decision_id, meta)
     return _denied(INTERNAL, 500, reason, decision_id, meta)
+
+
+def deadline_outcome(decision_id: str) -> Outcome:
+    """The call's deadline (Envoy's `timeout`) passed while deciding: Envoy has stopped
+    waiting and applies its failure mode; this denial is what the decision log keeps."""
+    meta = {"decision_id": decision_id, "effect": "deny", "reason": "deadline_exceeded"}
+    return _denied(DEADLINE_EXCEEDED, 504, "deadline_exceeded", decision_id, meta)
 
 
 def _denied(

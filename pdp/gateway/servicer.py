@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,14 +20,20 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import json_format
 
-from pdp.engine import new_decision_id
+from pdp.engine import DeadlineExceeded, new_decision_id
 from pdp.errors import NoPoliciesError, PdpError
 from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr_pb2
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from pdp.gateway.mapping import RouteMapping, load_route_mapping
 from pdp.gateway.request import HttpAttributes, Verify, translate
-from pdp.gateway.response import Outcome, error_outcome, outcome_for, to_envoy
+from pdp.gateway.response import (
+    Outcome,
+    deadline_outcome,
+    error_outcome,
+    outcome_for,
+    to_envoy,
+)
 from pdp.gateway.tokens import KeySetError, TokenVerifier, load_jwks
 from pdp.model.decision import CheckResponse
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
@@ -208,11 +215,16 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         self.error_log = RateLimitedLog(log)
 
     def Check(self, request: ext.CheckRequest, context: grpc.ServicerContext) -> ext.CheckResponse:
+        # Envoy sends its `timeout` as the call's deadline: a decision still running past it
+        # stops (`Engine.check`'s `stop_at`) rather than hold a thread for an answer nobody
+        # waits for.
+        remaining = context.time_remaining() if context is not None else None
+        stop_at = math.inf if remaining is None else time.monotonic() + remaining
         if self.observer is None:
-            return self._answer(self.check(request))
+            return self._answer(self.check(request, stop_at=stop_at))
         start, t0 = time.time(), time.perf_counter()
         seen: list[tuple[CheckRequest | None, CheckResponse | None]] = []
-        outcome = self.check(request, seen.append)
+        outcome = self.check(request, seen.append, stop_at=stop_at)
         self._observe(context, outcome, seen, start, t0, request.ByteSize())
         return self._answer(outcome)
 
@@ -269,6 +281,8 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         self,
         request: ext.CheckRequest,
         report: Callable[[tuple[CheckRequest | None, CheckResponse | None]], None] | None = None,
+        *,
+        stop_at: float = math.inf,
     ) -> Outcome:
         check_request: CheckRequest | None = None
         decision: CheckResponse | None = None
@@ -281,8 +295,10 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
             translation = translate(attrs, gateway.mapping, gateway.verify, self.limits)
             check_request = translation.request
             if check_request is not None:
-                decision = engine.check(check_request)
+                decision = engine.check(check_request, stop_at=stop_at)
             outcome = outcome_for(translation, decision, gateway.mapping, new_decision_id())
+        except DeadlineExceeded:
+            outcome = deadline_outcome(new_decision_id())
         except NoPoliciesError:
             outcome = error_outcome("no_policies", new_decision_id(), unavailable=True)
         except GatewayConfigError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,51 @@ def test_an_answer_that_cannot_be_built_is_a_denial_with_a_reason(engine, keys, 
     assert resp.denied_response.status.code == 500
     assert json.loads(resp.denied_response.body)["reason"] == "internal_error"
     assert resp.dynamic_metadata["decision_id"] == calls[0]["x-pdp-decision-id"]
+
+
+class SlowEngine(RecordingEngine):
+    """A real engine whose decision outlasts Envoy's timeout (as a heavy resource would)."""
+
+    def check(self, request: CheckRequest, **kwargs: Any) -> CheckResponse:
+        time.sleep(0.6)
+        return super().check(request, **kwargs)
+
+
+def test_a_decision_past_envoys_timeout_is_stopped_not_answered(keys, tmp_path):
+    """Envoy's `timeout` reaches pdp as the call's deadline. A decision still running past it
+    is not answered as an allow to nobody: the engine stops it (`stop_at`), the hook and the
+    decision log see a `deadline_exceeded` denial, and the caller DEADLINE_EXCEEDED."""
+    from concurrent import futures
+
+    import grpc
+
+    from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
+    from pdp.gateway.servicer import ext_authz_registrar
+
+    slow = real_engine(tmp_path)
+    slow.__class__ = SlowEngine
+    seen = []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    ext_authz_registrar(EngineHolder(slow), on_decision=lambda o, r, d: seen.append((o, d)))(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = ext_grpc.AuthorizationStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), timeout=0.2)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 30
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # With a generous deadline the same request is allowed: only the time differs.
+            ok = stub.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), timeout=30)
+            assert ok.status.code == 0
+    finally:
+        server.stop(grace=None)
+    outcome, decision = seen[0]
+    assert decision is None
+    assert not outcome.allowed
+    assert (outcome.grpc_code, outcome.http_status) == (4, 504)
+    assert outcome.reason == "deadline_exceeded"
+    assert seen[1][0].allowed
