@@ -74,6 +74,10 @@ class ObjT(T):
     rest: T | None = None
     required: frozenset[str] = frozenset()
     schema_path: str = ""  # `schemas/x.json`: where the type was declared
+    # No other key exists at run time either. A schema's open object is `closed` to the
+    # checker (an undeclared name is a typo) but not sealed: a request may carry other keys,
+    # so a key computed at run time (`o[k]`, iterating values) may find anything.
+    sealed: bool = True
 
     def show(self) -> str:
         return "map(string, dyn)" if not self.name else self.name
@@ -121,11 +125,13 @@ _PRIMS = {
 
 
 def union(*types: T) -> T:
-    """The join: `dyn` absorbs everything, one member is itself."""
+    """The join: `dyn` absorbs everything, `nothing` adds nothing, one member is itself."""
     out: set[T] = set()
+    nothing = False
     for t in types:
         t = concrete(t)
         if isinstance(t, Nothing):
+            nothing = True
             continue
         if isinstance(t, Dyn):
             return DYN
@@ -134,7 +140,7 @@ def union(*types: T) -> T:
         else:
             out.add(t)
     if not out:
-        return DYN
+        return NOTHING if nothing else DYN
     if len(out) == 1:
         return next(iter(out))
     return Union(frozenset(out))
@@ -171,7 +177,9 @@ def type_of_value(value: Any) -> T:
             required=frozenset(k for k in value if isinstance(k, str)),
         )
     if isinstance(value, list | tuple):
-        if not value or len(value) > _SAMPLE:
+        if not value:
+            return ListT(NOTHING)
+        if len(value) > _SAMPLE:
             return ListT(DYN)
         return ListT(union(*(type_of_value(x) for x in value)))
     return DYN
@@ -261,4 +269,4 @@ def _object_type(schema: dict[str, Any], root: dict[str, Any], where: str, depth
     # Open object: a declared schema still says which keys exist. An author who writes a
     # schema wants `R.attr.archivd` caught, so undeclared keys are refused by the checker
     # unless the schema allows them with an explicit `additionalProperties` schema.
-    return ObjT("", fields, closed=True, required=req, schema_path=where)
+    return ObjT("", fields, closed=True, required=req, schema_path=where, sealed=False)
