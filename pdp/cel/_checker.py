@@ -96,9 +96,11 @@ class TypeEnv:
     constants: Mapping[str, Any] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)
     variables: Mapping[str, str] = field(default_factory=dict)  # name -> source
-    # Check `null` members like any other (no null-safety exemption): the property test's
-    # oracle for which run-time errors the exemption explains; never set for users.
-    strict_null: bool = False
+    # Check `null` members like any other and refuse `dyn`: what the checker leaves to the
+    # author (null-safety, undeclared attributes) checked too. The property test's oracle for
+    # which run-time type errors those explain (tests/validator/test_checker_property.py);
+    # far too strict for policies, so never set for users.
+    strict: bool = False
     _var_memo: dict[str, tuple[T, Any, list[Issue]]] = field(default_factory=dict)
 
     def variable_issues(self) -> list[Issue]:
@@ -216,9 +218,16 @@ class _Checker:
         """Whether member `m` of type `t` is left unchecked: `dyn` (anything goes), or a `null`
         beside other members, which is null-safety (`has()`, `!= null`), not typing: the
         checker does not narrow `x != null && x.f()`, so checking it would refuse that."""
-        if isinstance(m, ty.Dyn):
-            return True
-        return m == NULL and not self.env.strict_null and len(_concrete_members(t)) > 1
+        if isinstance(m, ty.Nothing):
+            return True  # no value has it: whatever is done with one never runs
+        if self.env.strict:
+            return False
+        return isinstance(m, ty.Dyn) or (m == NULL and len(_concrete_members(t)) > 1)
+
+    def dyn_used(self, node: A.Node, m: T) -> None:
+        """A `dyn` member used where its type decides success: unchecked, but in strict mode."""
+        if self.env.strict and not isinstance(m, ty.Nothing):
+            self.issue(NO_OVERLOAD, "a `dyn` is used here (strict mode)", node)
 
     def can_be(self, t: T, want: Prim) -> bool:
         """Whether a value of type `t` is a `want` whatever branch or member it came from: as
@@ -307,6 +316,7 @@ class _Checker:
         for m in ty.members(operand):
             m = ty.concrete(m)
             if isinstance(m, ty.Dyn):
+                self.dyn_used(node, m)
                 return DYN, _NO
             if self.skip(m, operand):
                 continue  # null-safety is not checked (see the module docstring)
@@ -436,8 +446,9 @@ class _Checker:
         seconds: list[T] = []
         for m in _concrete_members(target):
             if isinstance(m, ty.Dyn):
-                firsts.append(DYN)
-                seconds.append(DYN)
+                self.dyn_used(node, m)
+                firsts.append(m)
+                seconds.append(m)
             elif self.skip(m, target):
                 continue
             elif isinstance(m, ListT):
@@ -735,6 +746,7 @@ class _Checker:
         for m in ty.members(ty.concrete(ct)):
             m = ty.concrete(m)
             if isinstance(m, ty.Dyn):
+                self.dyn_used(node, m)
                 return BOOL, _NO
             if isinstance(m, ListT):
                 elems.append(m.elem)
@@ -786,6 +798,7 @@ class _Checker:
         out: list[T] = []
         for m in _concrete_members(ct):
             if isinstance(m, ty.Dyn):
+                self.dyn_used(node, m)
                 return DYN, _NO
             if self.skip(m, ct):
                 continue
@@ -807,8 +820,6 @@ class _Checker:
         """Every combination of (non-null, non-dyn) member types must have an overload."""
         sets = [_concrete_members(t) for t in types]
         for combo in product(*sets):
-            if any(isinstance(m, ty.Dyn) for m in combo):
-                continue
             if any(self.skip(m, t) for m, t in zip(combo, types)):
                 continue
             if not ok(*combo):
@@ -927,7 +938,8 @@ def _any_value(m: ObjT) -> T:
     to the request, which may carry undeclared keys)."""
     if not m.sealed:
         return DYN
-    return ty.union(*m.fields.values(), *([m.rest or DYN] if not m.closed else []))
+    found = [*m.fields.values(), *([m.rest or DYN] if not m.closed else [])]
+    return ty.union(*found) if found else ty.NOTHING
 
 
 def _is(*allowed: T) -> Callable[[T], bool]:

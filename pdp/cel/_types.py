@@ -79,6 +79,11 @@ class ObjT(T):
     # so a key computed at run time (`o[k]`, iterating values) may find anything.
     sealed: bool = True
 
+    # Identity, not T's field-wise equality (which, `T` having no fields, made every two
+    # objects equal: `[R.attr.owner, R.attr]` was a list of `owner`s only).
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     def show(self) -> str:
         return "map(string, dyn)" if not self.name else self.name
 
@@ -89,6 +94,9 @@ class ConstT(T):
 
     value: Any
     what: str = ""  # `C.corporate_cidrs`, for messages
+
+    __eq__ = object.__eq__  # as ObjT's: two constants are not equal for having no T fields
+    __hash__ = object.__hash__
 
     def show(self) -> str:
         return type_of_value(self.value).show()
