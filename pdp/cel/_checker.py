@@ -181,8 +181,16 @@ def check(source: str, env: TypeEnv, *, condition: bool = False) -> Result:
     c = _Checker(env, None)
     t, k = c.c(ast)
     if condition and not c.can_be(t, BOOL):
-        c.issue(NOT_BOOL, f"a condition must be `bool`, this is `{t.show()}`", ast)
+        c.issue(NOT_BOOL, f"a condition must be `bool`, this is `{t.show()}`{_sometimes(t)}", ast)
     return Result(t, k, c.issues, ast.line or 1, ast.column or 1)
+
+
+def _sometimes(t: T) -> str:
+    """The way out for a value only sometimes a `bool` (a schema's `anyOf: [boolean, string]`):
+    it fails at run time on its other members, where a comparison is just false."""
+    if len(_concrete_members(t)) > 1 and BOOL in _concrete_members(t):
+        return " (a `bool` only sometimes: `== true` is false for the other types)"
+    return ""
 
 
 def may_be(t: T, *names: str) -> bool:
@@ -470,7 +478,8 @@ class _Checker:
             pred, where = parts[-1] if fn in _QUANTIFIERS else parts[0]
             if not self.can_be(pred, BOOL):
                 self.issue(
-                    NO_OVERLOAD, f"the predicate of `{fn}` must be `bool`, got `{pred.show()}`",
+                    NO_OVERLOAD,
+                    f"the predicate of `{fn}` must be `bool`, got `{pred.show()}`{_sometimes(pred)}",
                     where,
                 )  # fmt: skip
         if fn in _QUANTIFIERS:
@@ -531,7 +540,8 @@ class _Checker:
             if not self.can_be(t, BOOL):
                 self.issue(
                     NO_OVERLOAD,
-                    f"no matching overload for `{_OP_TEXT[node.fn]}`: operand of type `{t.show()}`",
+                    f"no matching overload for `{_OP_TEXT[node.fn]}`: operand of type `{t.show()}`"
+                    f"{_sometimes(t)}",
                     arg,
                 )
         is_and = node.fn == "_&&_"
@@ -546,7 +556,9 @@ class _Checker:
         t, k = self.c(node.args[0])
         if not self.can_be(t, BOOL):
             self.issue(
-                NO_OVERLOAD, f"no matching overload for `!`: operand of type `{t.show()}`", node
+                NO_OVERLOAD,
+                f"no matching overload for `!`: operand of type `{t.show()}`{_sometimes(t)}",
+                node,
             )
         return BOOL, (not k) if isinstance(k, bool) else _NO
 
@@ -559,7 +571,9 @@ class _Checker:
         (ct, ck), (at, ak), (bt, bk) = (self.c(a) for a in node.args)
         if not self.can_be(ct, BOOL):
             self.issue(
-                NO_OVERLOAD, f"the condition of `?:` must be `bool`, got `{ct.show()}`", node
+                NO_OVERLOAD,
+                f"the condition of `?:` must be `bool`, got `{ct.show()}`{_sometimes(ct)}",
+                node,
             )
         if ck is True:
             return at, ak
