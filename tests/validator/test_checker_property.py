@@ -27,6 +27,7 @@ import functools
 import ipaddress
 import json
 import os
+import random
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -51,7 +52,14 @@ from pdp.cel._checker import _GLOBAL_SIGS, _MEMBER_SIGS
 from pdp.cel._library import GLOBALS, MEMBERS
 from pdp.cel._values import eq
 
-from .checker_strategies import SCHEMAS, activation, expressions, values
+from .checker_strategies import (
+    SCHEMAS,
+    SEEDS,
+    activation,
+    expressions,
+    typed_expressions,
+    value_of,
+)
 
 
 class Case(NamedTuple):
@@ -63,8 +71,10 @@ class Case(NamedTuple):
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     schema = draw(SCHEMAS, label="schema")
-    expr = draw(expressions(schema), label="expr")
-    return Case(schema, expr, draw(st.lists(values(schema), min_size=1, max_size=3), "attrs"))
+    typed = draw(st.booleans(), label="typed")
+    expr = draw((typed_expressions if typed else expressions)(schema), label="expr")
+    rnd = random.Random(draw(SEEDS, label="attrs"))
+    return Case(schema, expr, [value_of(schema, rnd) for _ in range(3)])
 
 
 def _obj(**props: Any) -> dict[str, Any]:
