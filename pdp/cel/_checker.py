@@ -24,7 +24,11 @@ its value only where the field is always present, so `R.attr.x == R.attr.x` (an 
 
 Unions are checked soundly for operators (every combination of member types must have an
 overload) except that `null` members are ignored: null-safety is not checked, so
-`actor.type` is accepted although `actor` may be null (a run-time `no such key`).
+`actor.type` is accepted although `actor` may be null (a run-time `no such key`). A `dyn`
+(an undeclared attribute, `dyn()`) is not checked at all. Everything else accepted runs
+without a type error on attributes that satisfy the schemas, and each value has the type
+given here: tests/validator/test_checker_property.py holds the checker to that, with
+`TypeEnv.strict` (nulls and `dyn` checked too) telling which errors come from those two.
 """
 
 from __future__ import annotations
@@ -753,6 +757,7 @@ class _Checker:
 
     def membership(self, node: A.Call) -> tuple[T, Any]:
         (xt, xk), (ct, ck) = self.c(node.args[0]), self.c(node.args[1])
+        before = len(self.issues)
         x, c = node.args
         if isinstance(x, A.Lit) and _is_attribute(c) and ty.is_dyn(ct):
             self.untyped_membership(node, None)
@@ -776,7 +781,7 @@ class _Checker:
                     node,
                 )
                 return BOOL, _NO
-        if elems and not _comparable_any(xt, ty.union(*elems)):
+        if elems and len(self.issues) == before and not _comparable_any(xt, ty.union(*elems)):
             self.issue(
                 NO_OVERLOAD,
                 f"no matching overload for `in` applied to `({xt.show()}, {ct.show()})`: "
