@@ -378,8 +378,14 @@ def typed_expressions(draw: st.DrawFn, schema: dict[str, Any]) -> str:
         return options[draw(st.integers(0, len(options) - 1))]
 
     def gen(kind: str, depth: int) -> str:
-        if draw(st.integers(0, 9)) == 9:  # a near miss (not 0: shrinking goes towards 0)
+        miss = draw(st.integers(0, 9))  # a near miss at 8 and 9 (not 0: shrinking goes to 0)
+        if miss == 9:  # another kind
             kind = pick(_KINDS)
+        elif miss == 8 and depth > 0:  # sometimes another kind: a union
+            parts = [gen(kind, depth - 1), gen(pick(_KINDS), depth - 1)]
+            if draw(st.booleans()):
+                parts.reverse()
+            return _TERNARY.format(gen("bool", depth - 1), *parts)
         if depth == 0 or draw(st.integers(0, 3)) == 0:
             return pick(by_kind.get(kind, []) + _LEAVES[kind])
         template, kinds = pick(_RULES[kind])
