@@ -87,7 +87,7 @@ class Issue:
 
 
 def _attr_map() -> T:
-    return MapT(STRING, DYN)
+    return MapT(STRING, ty.UNTYPED)
 
 
 @dataclass
@@ -100,10 +100,11 @@ class TypeEnv:
     constants: Mapping[str, Any] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)
     variables: Mapping[str, str] = field(default_factory=dict)  # name -> source
-    # Check `null` members like any other and refuse `dyn`: what the checker leaves to the
-    # author (null-safety, undeclared attributes) checked too. The property test's oracle for
-    # which run-time type errors those explain (tests/validator/test_checker_property.py);
-    # far too strict for policies, so never set for users.
+    # Check `null` members like any other and refuse the author's `dyn` (`ty.Untyped`): what
+    # the checker leaves to the author (null-safety, undeclared attributes) checked too, while a
+    # `dyn` of the checker's own making is trusted. The property test's oracle for which
+    # run-time type errors those explain (tests/validator/test_checker_property.py); far too
+    # strict for policies, so never set for users.
     strict: bool = False
     _var_memo: dict[str, tuple[T, Any, list[Issue]]] = field(default_factory=dict)
 
@@ -232,13 +233,13 @@ class _Checker:
         checker does not narrow `x != null && x.f()`, so checking it would refuse that."""
         if isinstance(m, ty.Nothing):
             return True  # no value has it: whatever is done with one never runs
-        if self.env.strict:
-            return False
+        if self.env.strict:  # the author's `dyn` and nulls refused, the checker's `dyn` trusted
+            return isinstance(m, ty.Dyn) and not isinstance(m, ty.Untyped)
         return isinstance(m, ty.Dyn) or (m == NULL and len(_concrete_members(t)) > 1)
 
     def dyn_used(self, node: A.Node, m: T) -> None:
         """A `dyn` member used where its type decides success: unchecked, but in strict mode."""
-        if self.env.strict and not isinstance(m, ty.Nothing):
+        if self.env.strict and isinstance(m, ty.Untyped):
             self.issue(NO_OVERLOAD, "a `dyn` is used here (strict mode)", node)
 
     def can_be(self, t: T, want: Prim) -> bool:
@@ -329,14 +330,14 @@ class _Checker:
             m = ty.concrete(m)
             if isinstance(m, ty.Dyn):
                 self.dyn_used(node, m)
-                return DYN, _NO
+                return m, _NO
             if self.skip(m, operand):
                 continue  # null-safety is not checked (see the module docstring)
             if isinstance(m, ObjT):
                 if name in m.fields:
                     out.append(m.fields[name])
                 elif not m.closed:
-                    out.append(m.rest or DYN)
+                    out.append(m.rest or ty.UNTYPED)
                 else:
                     self._unknown_field(m, name, node, path)
                     return DYN, _NO
@@ -569,7 +570,7 @@ class _Checker:
     def neg(self, node: A.Call) -> tuple[T, Any]:
         t, _ = self.c(node.args[0])
         self.combos(node, "-", [t], lambda a: a in (INT, DOUBLE, DURATION))
-        return ty.concrete(t) if not isinstance(ty.concrete(t), ty.Dyn) else DYN, _NO
+        return ty.concrete(t), _NO
 
     def ternary(self, node: A.Call) -> tuple[T, Any]:
         (ct, ck), (at, ak), (bt, bk) = (self.c(a) for a in node.args)
@@ -804,7 +805,7 @@ class _Checker:
         outs = []
         for a, b in product(_concrete_members(lt), _concrete_members(rt)):
             if isinstance(a, ty.Dyn) or isinstance(b, ty.Dyn):
-                return DYN, _NO
+                return (a if isinstance(a, ty.Dyn) else b), _NO
             r = rule(a, b)
             if r is not None:
                 outs.append(r)
@@ -818,7 +819,7 @@ class _Checker:
         for m in _concrete_members(ct):
             if isinstance(m, ty.Dyn):
                 self.dyn_used(node, m)
-                return DYN, _NO
+                return m, _NO
             if self.skip(m, ct):
                 continue
             if isinstance(m, ListT):
@@ -956,8 +957,8 @@ def _any_value(m: ObjT) -> T:
     may hold other keys (a schema's open object is closed to the checker's field names, not
     to the request, which may carry undeclared keys)."""
     if not m.sealed:
-        return DYN
-    found = [*m.fields.values(), *([m.rest or DYN] if not m.closed else [])]
+        return ty.UNTYPED
+    found = [*m.fields.values(), *([m.rest or ty.UNTYPED] if not m.closed else [])]
     return ty.union(*found) if found else ty.NOTHING
 
 
@@ -992,7 +993,7 @@ def _elems_of_first(types: list[T]) -> T:
     elems = []
     for m in _concrete_members(types[0]):
         if isinstance(m, ty.Dyn):
-            return ListT(DYN)
+            return ListT(m)
         if isinstance(m, ListT):
             elems.append(m.elem)
     return ListT(ty.union(*elems) if elems else ty.NOTHING)
@@ -1030,7 +1031,7 @@ _GLOBAL_SIGS: dict[str, tuple[_Sig, ...]] = {
     "bytes": (_sig(BYTES, _is(BYTES, STRING)),),
     "bool": (_sig(BOOL, _is(BOOL, STRING)),),
     "type": (_sig(TYPE, _any),),
-    "dyn": (_sig(DYN, _any),),
+    "dyn": (_sig(ty.UNTYPED, _any),),
     "timestamp": (_sig(TIMESTAMP, _is(STRING, TIMESTAMP, INT)),),
     "duration": (_sig(DURATION, _is(STRING, DURATION)),),
     "matches": (_sig(BOOL, _STR, _STR),),

@@ -35,6 +35,7 @@ SCALARS: list[dict[str, Any]] = [
     {"type": ["string", "null"]},
     {"anyOf": [{"type": "boolean"}, {"type": "string"}]},
     {"const": 3},
+    {"enum": [1.0, 2.5]},  # 1.0 arrives as the int 1
     {},  # anything: `dyn`
 ]
 LEAF = st.sampled_from(

@@ -231,6 +231,9 @@ _FOUND = [
         '!((P.id == "x" ? R.attr.owner : R.attr).a)',
         [{"a": "", "owner": {"a": False}}],
     ),
+    # A number in a schema's `enum` or `const` was typed by its JSON text, but a request's
+    # integral 1.0 is the int 1 (pdp.model.request.number) (session 19, reading the checker).
+    Case(_obj(a={"enum": [1.0, 2.5]}), "R.attr.a + 2.5", [{"a": 1}]),
     # The two-variable forms typed their variables `dyn` (session 19).
     Case(_obj(a=_S), "(P.roles).all(i, x, !x)", [{"a": ""}]),
 ]
@@ -270,7 +273,7 @@ def test_every_found_case_is_refused_and_fails_at_run_time() -> None:
             except CelEvalError as e:
                 assert any(t in str(e) for t in TYPE_ERRORS), (case.expr, e)
             else:
-                assert case.expr == '(R.attr.size).split(",")' or value is None, (case, value)
+                raise AssertionError(f"{case.expr} gave {value!r} on {attr!r}")
 
 
 def test_every_library_function_has_a_signature() -> None:
