@@ -7,16 +7,18 @@ Schemas mark every property `required`: a missing optional attribute is a `no su
 time, which is null-safety (guarded with `has()`), not typing, and is outside the promise. So is
 what the checker deliberately leaves to the author (docs/POLICY_FORMAT.md): a `null` beside other
 types (`["string", "null"]`, `P.actor`, `c ? null : x`), since it does not narrow
-`x != null && x.f()`; and a `dyn` (an undeclared attribute, `dyn()`), which is anything. A type
-error counts as one of those only when the checker, told to check nulls and refuse `dyn`
-(`TypeEnv.strict`), refuses the expression. Other run-time errors that no type system rules
-out (division by zero, overflow, an index out of range, a bad timestamp) are allowed.
+`x != null && x.f()`; and the author's `dyn` (an undeclared attribute, an untyped schema,
+`dyn()`), which is anything. A type error counts as one of those only when the checker, told to
+check nulls and refuse the author's `dyn` (`TypeEnv.strict`), refuses the expression; a `dyn`
+of the checker's own making (a type it failed to work out) is no excuse. Other run-time errors
+that no type system rules out (division by zero, overflow, an index out of range, a bad
+timestamp) are allowed.
 
 The suite runs a fixed, derandomized set of examples plus every case the property ever found
 (`@example`), so it neither passes nor fails by luck. Longer runs, offline:
 
     PDP_PROPERTY_EXAMPLES=5000 PDP_PROPERTY_SEED=7 .venv/bin/python -m pytest \\
-        tests/validator/test_checker_property.py -k accepted -q -p no:randomly
+        tests/validator/test_checker_property.py -k accepted -q --hypothesis-show-statistics
 
 (`PDP_PROPERTY_SEED` unset: derandomized; set: that seed.) `checker_strategies.py` generates.
 """
