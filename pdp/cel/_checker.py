@@ -24,7 +24,11 @@ its value only where the field is always present, so `R.attr.x == R.attr.x` (an 
 
 Unions are checked soundly for operators (every combination of member types must have an
 overload) except that `null` members are ignored: null-safety is not checked, so
-`actor.type` is accepted although `actor` may be null (a run-time `no such key`).
+`actor.type` is accepted although `actor` may be null (a run-time `no such key`). A `dyn`
+(an undeclared attribute, `dyn()`) is not checked at all. Everything else accepted runs
+without a type error on attributes that satisfy the schemas, and each value has the type
+given here: tests/validator/test_checker_property.py holds the checker to that, with
+`TypeEnv.strict` (nulls and `dyn` checked too) telling which errors come from those two.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any
+from typing import Any, NamedTuple
 
 from pdp.cel import _ast as A
 from pdp.cel import _types as ty
@@ -83,7 +87,7 @@ class Issue:
 
 
 def _attr_map() -> T:
-    return MapT(STRING, DYN)
+    return MapT(STRING, ty.UNTYPED)
 
 
 @dataclass
@@ -96,6 +100,12 @@ class TypeEnv:
     constants: Mapping[str, Any] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)
     variables: Mapping[str, str] = field(default_factory=dict)  # name -> source
+    # Check `null` members like any other and refuse the author's `dyn` (`ty.Untyped`): what
+    # the checker leaves to the author (null-safety, undeclared attributes) checked too, while a
+    # `dyn` of the checker's own making is trusted. The property test's oracle for which
+    # run-time type errors those explain (tests/validator/test_checker_property.py); far too
+    # strict for policies, so never set for users.
+    strict: bool = False
     _var_memo: dict[str, tuple[T, Any, list[Issue]]] = field(default_factory=dict)
 
     def variable_issues(self) -> list[Issue]:
@@ -154,7 +164,7 @@ class TypeEnv:
 
 def _named(t: T, name: str) -> T:
     if isinstance(t, ObjT):
-        return ObjT(name, t.fields, t.closed, t.rest, t.required, t.schema_path)
+        return ObjT(name, t.fields, t.closed, t.rest, t.required, t.schema_path, t.sealed)
     return t
 
 
@@ -175,18 +185,17 @@ def check(source: str, env: TypeEnv, *, condition: bool = False) -> Result:
     ast = A.parse(source)
     c = _Checker(env, None)
     t, k = c.c(ast)
-    if condition and not _can_be(t, BOOL):
-        c.issue(NOT_BOOL, f"a condition must be `bool`, this is `{t.show()}`", ast)
+    if condition and not c.can_be(t, BOOL):
+        c.issue(NOT_BOOL, f"a condition must be `bool`, this is `{t.show()}`{_sometimes(t)}", ast)
     return Result(t, k, c.issues, ast.line or 1, ast.column or 1)
 
 
-def _can_be(t: T, want: Prim) -> bool:
-    """Whether a value of type `t` is a `want` whatever branch or member it came from: as for
-    `combos`, every member must be one, `dyn` may be anything, and a `null` beside other members
-    is null-safety (`has()`, `!= null`), not typing. `!(a ? a : b)` with `a: bool, b: string`
-    was accepted for its `bool` member and failed at run time whenever `a` was false."""
-    ms = _concrete_members(t)
-    return all(isinstance(m, ty.Dyn) or m == want or (m == NULL and len(ms) > 1) for m in ms)
+def _sometimes(t: T) -> str:
+    """The way out for a value only sometimes a `bool` (a schema's `anyOf: [boolean, string]`):
+    it fails at run time on its other members, where a comparison is just false."""
+    if len(_concrete_members(t)) > 1 and BOOL in _concrete_members(t):
+        return " (a `bool` only sometimes: `== true` is false for the other types)"
+    return ""
 
 
 def may_be(t: T, *names: str) -> bool:
@@ -218,6 +227,27 @@ class _Checker:
         self.scope: dict[str, T] = {}
         self.roots = env.roots()
 
+    def skip(self, m: T, t: T) -> bool:
+        """Whether member `m` of type `t` is left unchecked: `dyn` (anything goes), or a `null`
+        beside other members, which is null-safety (`has()`, `!= null`), not typing: the
+        checker does not narrow `x != null && x.f()`, so checking it would refuse that."""
+        if isinstance(m, ty.Nothing):
+            return True  # no value has it: whatever is done with one never runs
+        if self.env.strict:  # the author's `dyn` and nulls refused, the checker's `dyn` trusted
+            return isinstance(m, ty.Dyn) and not isinstance(m, ty.Untyped)
+        return isinstance(m, ty.Dyn) or (m == NULL and len(_concrete_members(t)) > 1)
+
+    def dyn_used(self, node: A.Node, m: T) -> None:
+        """A `dyn` member used where its type decides success: unchecked, but in strict mode."""
+        if self.env.strict and isinstance(m, ty.Untyped):
+            self.issue(NO_OVERLOAD, "a `dyn` is used here (strict mode)", node)
+
+    def can_be(self, t: T, want: Prim) -> bool:
+        """Whether a value of type `t` is a `want` whatever branch or member it came from: as
+        for `combos`, every member must be one. `!(a ? a : b)` with `a: bool, b: string` was
+        accepted for its `bool` member and failed at run time whenever `a` was false."""
+        return all(m == want or self.skip(m, t) for m in _concrete_members(t))
+
     def issue(self, code: str, message: str, node: A.Node, *, warning: bool = False) -> None:
         line, column = node.line or 1, node.column or 1
         self.issues.append(Issue(code, message, line, column, self.var_name, warning))
@@ -242,8 +272,16 @@ class _Checker:
         if isinstance(node, A.MapLit):
             keys = [self.c(k)[0] for k, _ in node.entries]
             vals = [self.c(x)[0] for _, x in node.entries]
+            for (key, _), kt in zip(node.entries, keys):
+                bad = self.misfit(kt, _MAP_KEYS)
+                if bad is not None:
+                    self.issue(
+                        NO_OVERLOAD,
+                        f"a map key must be a `string`, `int`, `uint` or `bool`, not `{bad.show()}`",
+                        key,
+                    )
             if not keys:
-                return MapT(DYN, DYN), _NO
+                return MapT(ty.NOTHING, ty.NOTHING), _NO
             return MapT(ty.union(*keys), ty.union(*vals)), _NO
         return DYN, _NO
 
@@ -291,14 +329,15 @@ class _Checker:
         for m in ty.members(operand):
             m = ty.concrete(m)
             if isinstance(m, ty.Dyn):
-                return DYN, _NO
-            if m == NULL and len(ty.members(operand)) > 1:
+                self.dyn_used(node, m)
+                return m, _NO
+            if self.skip(m, operand):
                 continue  # null-safety is not checked (see the module docstring)
             if isinstance(m, ObjT):
                 if name in m.fields:
                     out.append(m.fields[name])
                 elif not m.closed:
-                    out.append(m.rest or DYN)
+                    out.append(m.rest or ty.UNTYPED)
                 else:
                     self._unknown_field(m, name, node, path)
                     return DYN, _NO
@@ -367,9 +406,8 @@ class _Checker:
                 init, _ = self.c(args[1])
                 name = args[0].name if isinstance(args[0], A.Ident) else ""
                 return self.bound({name: init}, args[2])
-            if target.name in ("ip",) and fn == "isCanonical":
-                self.c(args[0]) if args else None
-                return BOOL, _NO
+            if target.name == "ip" and fn == "isCanonical":
+                return self.function(node, "ip.isCanonical", [self.c(a) for a in args])
         if fn in _MACRO_NAMES and args and isinstance(args[0], A.Ident):
             return self.macro(node)
         recv = self.c(target)
@@ -393,13 +431,14 @@ class _Checker:
         ) and root.name not in self.scope:  # fmt: skip
             return BOOL, _NO
         operand, _ = self.c(root)
-        operand = ty.concrete(operand)
-        for m in ty.members(operand):
-            m = ty.concrete(m)
-            if isinstance(m, ObjT) and m.closed and arg.field not in m.fields:
-                self._unknown_field(m, arg.field, arg, _path(root))
-                break
-            if isinstance(m, Prim) and (m != NULL or len(ty.members(operand)) == 1):
+        for m in _concrete_members(operand):
+            if self.skip(m, operand):
+                continue
+            if isinstance(m, ObjT):
+                if m.closed and arg.field not in m.fields:
+                    self._unknown_field(m, arg.field, arg, _path(root))
+                    break
+            elif not isinstance(m, MapT):  # a list too: `has()` wants a map
                 self.issue(
                     NOT_SELECTABLE,
                     f"`{_path(root) or 'the value'}` is `{m.show()}`, which has no fields",
@@ -409,84 +448,105 @@ class _Checker:
         return BOOL, _NO
 
     def macro(self, node: A.Call) -> tuple[T, Any]:
+        """A comprehension: its variables are typed from the range (a list's elements, or its
+        indexes and elements; a map's keys, or its keys and values), and every predicate
+        (`all`'s, `filter`'s, `map`'s optional filter) must be `bool`."""
+        fn, args = node.fn, node.args
+        two = fn in ("transformList", "transformMap") or (fn in _QUANTIFIERS and len(args) == 3)
+        names = [a.name if isinstance(a, A.Ident) else "" for a in args[: 2 if two else 1]]
         target, _ = self.c(node.target)  # type: ignore[arg-type]
-        names = [a.name for a in node.args[:-1] if isinstance(a, A.Ident)]
-        elems: list[T] = []
-        for m in ty.members(ty.concrete(target)):
-            m = ty.concrete(m)
-            if isinstance(m, ListT):
-                elems.append(m.elem)
+        firsts: list[T] = []
+        seconds: list[T] = []
+        for m in _concrete_members(target):
+            if isinstance(m, ty.Dyn):
+                self.dyn_used(node, m)
+                firsts.append(m)
+                seconds.append(m)
+            elif self.skip(m, target):
+                continue
+            elif isinstance(m, ListT):
+                firsts.append(INT if two else m.elem)
+                seconds.append(m.elem)
             elif isinstance(m, MapT):
-                elems.append(m.key)
+                firsts.append(m.key)
+                seconds.append(m.value)
             elif isinstance(m, ObjT):
-                elems.append(STRING)
-            elif isinstance(m, ty.Dyn):
-                elems.append(DYN)
-            elif m != NULL or len(ty.members(ty.concrete(target))) == 1:
+                firsts.append(STRING)
+                seconds.append(_any_value(m))
+            else:
+                self.issue(NO_OVERLOAD, f"`{fn}` needs a list or a map, got `{m.show()}`", node)
+                return DYN, _NO
+        first, second = ty.union(*firsts), ty.union(*seconds)
+        binds = dict(zip(names, (first, second)))
+        parts = [(self.bound(binds, a)[0], a) for a in args[len(names) :]]
+        if fn in _QUANTIFIERS or fn == "filter" or len(parts) == 2:
+            pred, where = parts[-1] if fn in _QUANTIFIERS else parts[0]
+            if not self.can_be(pred, BOOL):
                 self.issue(
                     NO_OVERLOAD,
-                    f"`{node.fn}` needs a list or a map, got `{m.show()}`",
-                    node,
-                )
-                return DYN, _NO
-        elem = ty.union(*elems) if elems else DYN
-        binds = {names[0]: elem} if len(names) == 1 else {n: DYN for n in names}
-        body, _ = self.bound(binds, node.args[-1])
-        if node.fn in ("all", "exists", "exists_one", "existsOne"):
-            if not _can_be(body, BOOL):
-                self.issue(
-                    NO_OVERLOAD, f"the predicate of `{node.fn}` must be `bool`, got `{body.show()}`",
-                    node.args[-1],
+                    f"the predicate of `{fn}` must be `bool`, got `{pred.show()}`{_sometimes(pred)}",
+                    where,
                 )  # fmt: skip
+        if fn in _QUANTIFIERS:
             return BOOL, _NO
-        if node.fn == "filter":
-            return ListT(elem), _NO
-        if node.fn == "map":
-            return ListT(body), _NO
-        return DYN, _NO
+        if fn == "filter":
+            return ListT(first), _NO
+        if fn == "transformMap":
+            return MapT(first, parts[-1][0]), _NO
+        return ListT(parts[-1][0]), _NO  # map, transformList
 
     def function(self, node: A.Call, name: str, args: list[tuple[T, Any]]) -> tuple[T, Any]:
-        sig = _GLOBAL_SIGS.get(name)
         k = _fold(_global_fn(name), [k for _, k in args])
-        if sig is not None:
-            self.signature(node, name, sig[0], [t for t, _ in args])
-            return sig[1], k
-        return _KIND_TYPES.get(_global_kind(name), DYN), k
+        types = [t for t, _ in args]
+        return self.signature(node, name, _GLOBAL_SIGS.get(name), types, member=False), k
 
     def method(
         self, node: A.Call, name: str, recv: tuple[T, Any], args: list[tuple[T, Any]]
     ) -> tuple[T, Any]:
-        sig = _MEMBER_SIGS.get(name)
         k = _fold(_member_fn(name), [recv[1], *(k for _, k in args)])
-        if sig is not None:
-            self.signature(node, name, sig[0], [recv[0], *(t for t, _ in args)])
-            return sig[1], k
-        return _KIND_TYPES.get(_member_kind(name), DYN), k
+        types = [recv[0], *(t for t, _ in args)]
+        return self.signature(node, name, _MEMBER_SIGS.get(name), types, member=True), k
 
-    def signature(self, node: A.Call, name: str, accepts: tuple[Any, ...], types: list[T]) -> None:
-        for i, (t, ok) in enumerate(zip(types, accepts)):
-            for m in ty.members(ty.concrete(t)):
-                m = ty.concrete(m)
-                if isinstance(m, ty.Dyn) or (m == NULL and len(ty.members(t)) > 1):
-                    continue
-                if not ok(m):
-                    which = "receiver" if node.target is not None and i == 0 else "argument"
-                    self.issue(
-                        NO_OVERLOAD,
-                        f"no matching overload for `{name}`: {which} of type `{m.show()}`",
-                        node,
-                    )
-                    return
+    def signature(
+        self, node: A.Call, name: str, overloads: Any, types: list[T], *, member: bool
+    ) -> T:
+        """Every member of every argument must fit the overload of that arity; its result."""
+        sig = next((o for o in overloads or () if len(o.accepts) == len(types)), None)
+        if sig is None:
+            return DYN  # an unknown function or a wrong arity: a compile error
+        for i, (t, ok) in enumerate(zip(types, sig.accepts)):
+            bad = self.misfit(t, ok)
+            if bad is not None:
+                which = "receiver" if member and i == 0 else "argument"
+                self.issue(
+                    NO_OVERLOAD, f"no matching overload for `{name}`: {which} of type `{bad.show()}`",
+                    node,
+                )  # fmt: skip
+                break
+        return sig.result(types) if callable(sig.result) else sig.result
+
+    def misfit(self, t: T, ok: Callable[[T], bool] | frozenset[T]) -> T | None:
+        """The first member of `t` that `ok` refuses (for a list of given elements, the first
+        list whose elements may be another type), or None."""
+        for m in _concrete_members(t):
+            if self.skip(m, t):
+                continue
+            if not (m in ok if isinstance(ok, frozenset) else ok(m)):
+                return m
+            if isinstance(ok, _ListOf) and isinstance(m, ListT) and self.misfit(m.elem, ok.elems):
+                return m
+        return None
 
     # --- operators --------------------------------------------------------------------------
 
     def logic(self, node: A.Call) -> tuple[T, Any]:
         (lt, lk), (rt, rk) = self.c(node.args[0]), self.c(node.args[1])
         for t, arg in ((lt, node.args[0]), (rt, node.args[1])):
-            if not _can_be(t, BOOL):
+            if not self.can_be(t, BOOL):
                 self.issue(
                     NO_OVERLOAD,
-                    f"no matching overload for `{_OP_TEXT[node.fn]}`: operand of type `{t.show()}`",
+                    f"no matching overload for `{_OP_TEXT[node.fn]}`: operand of type `{t.show()}`"
+                    f"{_sometimes(t)}",
                     arg,
                 )
         is_and = node.fn == "_&&_"
@@ -499,22 +559,26 @@ class _Checker:
 
     def not_(self, node: A.Call) -> tuple[T, Any]:
         t, k = self.c(node.args[0])
-        if not _can_be(t, BOOL):
+        if not self.can_be(t, BOOL):
             self.issue(
-                NO_OVERLOAD, f"no matching overload for `!`: operand of type `{t.show()}`", node
+                NO_OVERLOAD,
+                f"no matching overload for `!`: operand of type `{t.show()}`{_sometimes(t)}",
+                node,
             )
         return BOOL, (not k) if isinstance(k, bool) else _NO
 
     def neg(self, node: A.Call) -> tuple[T, Any]:
         t, _ = self.c(node.args[0])
         self.combos(node, "-", [t], lambda a: a in (INT, DOUBLE, DURATION))
-        return ty.concrete(t) if not isinstance(ty.concrete(t), ty.Dyn) else DYN, _NO
+        return ty.concrete(t), _NO
 
     def ternary(self, node: A.Call) -> tuple[T, Any]:
         (ct, ck), (at, ak), (bt, bk) = (self.c(a) for a in node.args)
-        if not _can_be(ct, BOOL):
+        if not self.can_be(ct, BOOL):
             self.issue(
-                NO_OVERLOAD, f"the condition of `?:` must be `bool`, got `{ct.show()}`", node
+                NO_OVERLOAD,
+                f"the condition of `?:` must be `bool`, got `{ct.show()}`{_sometimes(ct)}",
+                node,
             )
         if ck is True:
             return at, ak
@@ -694,6 +758,7 @@ class _Checker:
 
     def membership(self, node: A.Call) -> tuple[T, Any]:
         (xt, xk), (ct, ck) = self.c(node.args[0]), self.c(node.args[1])
+        before = len(self.issues)
         x, c = node.args
         if isinstance(x, A.Lit) and _is_attribute(c) and ty.is_dyn(ct):
             self.untyped_membership(node, None)
@@ -701,14 +766,15 @@ class _Checker:
         for m in ty.members(ty.concrete(ct)):
             m = ty.concrete(m)
             if isinstance(m, ty.Dyn):
+                self.dyn_used(node, m)
                 return BOOL, _NO
             if isinstance(m, ListT):
                 elems.append(m.elem)
-            elif isinstance(m, MapT):
-                elems.append(m.key)
-            elif isinstance(m, ObjT):
-                elems.append(STRING)
-            elif m != NULL or len(ty.members(ty.concrete(ct))) == 1:
+            elif isinstance(m, MapT | ObjT):
+                elems.append(m.key if isinstance(m, MapT) else STRING)
+                # A map is looked up, and a lookup with a null, bytes, time or list fails.
+                self.combos(node, "in", [xt, m], lambda a, _: a in _LOOKUP_KEYS)
+            elif not self.skip(m, ct):
                 self.issue(
                     NO_OVERLOAD,
                     f"no matching overload for `in` applied to `({xt.show()}, {m.show()})`: "
@@ -716,7 +782,7 @@ class _Checker:
                     node,
                 )
                 return BOOL, _NO
-        if elems and not _comparable_any(xt, ty.union(*elems)):
+        if elems and len(self.issues) == before and not _comparable_any(xt, ty.union(*elems)):
             self.issue(
                 NO_OVERLOAD,
                 f"no matching overload for `in` applied to `({xt.show()}, {ct.show()})`: "
@@ -739,7 +805,7 @@ class _Checker:
         outs = []
         for a, b in product(_concrete_members(lt), _concrete_members(rt)):
             if isinstance(a, ty.Dyn) or isinstance(b, ty.Dyn):
-                return DYN, _NO
+                return (a if isinstance(a, ty.Dyn) else b), _NO
             r = rule(a, b)
             if r is not None:
                 outs.append(r)
@@ -752,31 +818,29 @@ class _Checker:
         out: list[T] = []
         for m in _concrete_members(ct):
             if isinstance(m, ty.Dyn):
-                return DYN, _NO
-            if m == NULL and len(ty.members(ct)) > 1:
+                self.dyn_used(node, m)
+                return m, _NO
+            if self.skip(m, ct):
                 continue
             if isinstance(m, ListT):
                 self.combos(node, "[]", [it], lambda a: a in (INT, UINT, DOUBLE))
                 out.append(m.elem)
             elif isinstance(m, MapT):
+                self.combos(node, "[]", [it], lambda a, key=m.key: _is_key_of(a, key))
                 out.append(m.value)
             elif isinstance(m, ObjT):
                 self.combos(node, "[]", [it], lambda a: a == STRING)
-                out.extend(m.fields.values())
-                if m.rest is not None:
-                    out.append(m.rest)
+                out.append(_any_value(m))
             else:
                 self.issue(NO_OVERLOAD, f"no matching overload for `[]` on `{m.show()}`", node)
                 return DYN, _NO
         return (ty.union(*out) if out else DYN), _NO
 
-    def combos(self, node: A.Call, op: str, types: list[T], ok: Callable[..., bool]) -> None:
+    def combos(self, node: A.Node, op: str, types: list[T], ok: Callable[..., bool]) -> None:
         """Every combination of (non-null, non-dyn) member types must have an overload."""
         sets = [_concrete_members(t) for t in types]
         for combo in product(*sets):
-            if any(isinstance(m, ty.Dyn) for m in combo):
-                continue
-            if any(m == NULL for m, t in zip(combo, types) if len(ty.members(t)) > 1):
+            if any(self.skip(m, t) for m, t in zip(combo, types)):
                 continue
             if not ok(*combo):
                 shown = ", ".join(m.show() for m in combo)
@@ -803,6 +867,17 @@ def _comparable(a: T, b: T) -> bool:
     if isinstance(a, MapT | ObjT) and isinstance(b, MapT | ObjT):
         return True
     return a == b
+
+
+# The keys a map literal may have (CEL's map key types).
+_MAP_KEYS = frozenset({STRING, BOOL, INT, UINT})
+# What a map can be looked up with (`m[k]`, `k in m`): its key types, and a double that is a
+# whole number (CEL's heterogeneous keys). Anything else is an error even on an empty map.
+_LOOKUP_KEYS = frozenset({STRING, BOOL, INT, UINT, DOUBLE})
+
+
+def _is_key_of(a: T, key: T) -> bool:
+    return a in _LOOKUP_KEYS and _comparable_any(a, key)
 
 
 def _comparable_any(a: T, b: T) -> bool:
@@ -874,6 +949,17 @@ _OPERATORS: dict[str, Callable[[_Checker, A.Call], tuple[T, Any]]] = {
 _MACRO_NAMES = frozenset(
     ["all", "exists", "exists_one", "existsOne", "map", "filter", "transformList", "transformMap"]
 )
+_QUANTIFIERS = frozenset(["all", "exists", "exists_one", "existsOne"])
+
+
+def _any_value(m: ObjT) -> T:
+    """The value under a key computed at run time: any field's, or anything when the object
+    may hold other keys (a schema's open object is closed to the checker's field names, not
+    to the request, which may carry undeclared keys)."""
+    if not m.sealed:
+        return ty.UNTYPED
+    found = [*m.fields.values(), *([m.rest or ty.UNTYPED] if not m.closed else [])]
+    return ty.union(*found) if found else ty.NOTHING
 
 
 def _is(*allowed: T) -> Callable[[T], bool]:
@@ -884,6 +970,16 @@ def _list(m: T) -> bool:
     return isinstance(m, ListT)
 
 
+class _ListOf:
+    """A list whose elements all have one of the types `elems` (`join`'s strings)."""
+
+    def __init__(self, *elems: T) -> None:
+        self.elems = frozenset(elems)
+
+    def __call__(self, m: T) -> bool:
+        return isinstance(m, ListT)
+
+
 def _sized(m: T) -> bool:
     return m in (STRING, BYTES) or isinstance(m, ListT | MapT | ObjT)
 
@@ -892,68 +988,114 @@ def _any(_: T) -> bool:
     return True
 
 
+def _elems_of_first(types: list[T]) -> T:
+    """`intersect(a, b)`: a list of `a`'s elements."""
+    elems = []
+    for m in _concrete_members(types[0]):
+        if isinstance(m, ty.Dyn):
+            return ListT(m)
+        if isinstance(m, ListT):
+            elems.append(m.elem)
+    return ListT(ty.union(*elems) if elems else ty.NOTHING)
+
+
+class _Sig(NamedTuple):
+    """One overload: a predicate per argument (the receiver first for a member function),
+    and the result type (or a function of the argument types giving it)."""
+
+    accepts: tuple[Callable[[T], bool], ...]
+    result: T | Callable[[list[T]], T]
+
+
+def _sig(result: T | Callable[[list[T]], T], *accepts: Callable[[T], bool]) -> _Sig:
+    return _Sig(accepts, result)
+
+
 _STR = _is(STRING)
+_INT = _is(INT)  # an index or count argument: the library takes an `int`, not a `uint`
+_TS = _is(TIMESTAMP)
 _TIME = _is(TIMESTAMP, DURATION)
-# name -> (a predicate per argument, receiver first for members; result type)
-_GLOBAL_SIGS: dict[str, tuple[tuple[Callable[[T], bool], ...], T]] = {
-    "size": ((_sized,), INT),
-    "int": ((_is(INT, UINT, DOUBLE, STRING, BOOL, TIMESTAMP),), INT),
-    "uint": ((_is(INT, UINT, DOUBLE, STRING),), UINT),
-    "double": ((_is(INT, UINT, DOUBLE, STRING),), DOUBLE),
+_IP = _is(IP)
+_CIDR = _is(CIDR)
+# Every function of pdp.cel._library, by name: its overloads, one per arity at most (a test
+# holds the two tables together). A function the checker did not know would have a `dyn`
+# result and unchecked arguments: `R.attr.n.split(",")` was accepted and failed at run time.
+_GLOBAL_SIGS: dict[str, tuple[_Sig, ...]] = {
+    "size": (_sig(INT, _sized),),
+    "int": (_sig(INT, _is(INT, UINT, DOUBLE, STRING, BOOL, TIMESTAMP)),),
+    "uint": (_sig(UINT, _is(INT, UINT, DOUBLE, STRING)),),
+    "double": (_sig(DOUBLE, _is(INT, UINT, DOUBLE, STRING)),),
     "string": (
-        (_is(INT, UINT, DOUBLE, STRING, BOOL, BYTES, TIMESTAMP, DURATION, IP, CIDR),),
-        STRING,
+        _sig(STRING, _is(INT, UINT, DOUBLE, STRING, BOOL, BYTES, TIMESTAMP, DURATION, IP, CIDR)),
     ),
-    "bytes": ((_is(BYTES, STRING),), BYTES),
-    "bool": ((_is(BOOL, STRING),), BOOL),
-    "timestamp": ((_is(STRING, TIMESTAMP, INT),), TIMESTAMP),
-    "duration": ((_is(STRING, DURATION),), DURATION),
-    "matches": ((_STR, _STR), BOOL),
-    "ip": ((_is(STRING, IP),), IP),
-    "cidr": ((_is(STRING, CIDR),), CIDR),
-    "isIP": ((_STR,), BOOL),
-    "isCIDR": ((_STR,), BOOL),
-    "inCIDRs": ((_STR, _list), BOOL),
-    "hasAll": ((_list, _list), BOOL),
-    "hasAny": ((_list, _list), BOOL),
-    "isSubset": ((_list, _list), BOOL),
-    "intersect": ((_list, _list), ListT(DYN)),
-    "country": ((_STR,), STRING),
+    "bytes": (_sig(BYTES, _is(BYTES, STRING)),),
+    "bool": (_sig(BOOL, _is(BOOL, STRING)),),
+    "type": (_sig(TYPE, _any),),
+    "dyn": (_sig(ty.UNTYPED, _any),),
+    "timestamp": (_sig(TIMESTAMP, _is(STRING, TIMESTAMP, INT)),),
+    "duration": (_sig(DURATION, _is(STRING, DURATION)),),
+    "matches": (_sig(BOOL, _STR, _STR),),
+    "ip": (_sig(IP, _STR),),
+    "cidr": (_sig(CIDR, _STR),),
+    "isIP": (_sig(BOOL, _STR),),
+    "isCIDR": (_sig(BOOL, _STR),),
+    "ip.isCanonical": (_sig(BOOL, _STR),),
+    "inCIDRs": (_sig(BOOL, _is(STRING, IP), _ListOf(STRING, CIDR)),),
+    "hasAll": (_sig(BOOL, _list, _list),),
+    "hasAny": (_sig(BOOL, _list, _list),),
+    "isSubset": (_sig(BOOL, _list, _list),),
+    "intersect": (_sig(_elems_of_first, _list, _list),),
+    "country": (_sig(STRING, _is(STRING, IP)),),
 }
-_MEMBER_SIGS: dict[str, tuple[tuple[Callable[[T], bool], ...], T]] = {
-    "size": ((_sized,), INT),
-    "contains": ((_STR, _STR), BOOL),
-    "startsWith": ((_STR, _STR), BOOL),
-    "endsWith": ((_STR, _STR), BOOL),
-    "matches": ((_STR, _STR), BOOL),
-    "lowerAscii": ((_STR,), STRING),
-    "upperAscii": ((_STR,), STRING),
-    "trim": ((_STR,), STRING),
-    "containsAll": ((_list, _list), BOOL),
-    "containsAny": ((_list, _list), BOOL),
-    "containsIP": ((_is(CIDR), _is(IP, STRING)), BOOL),
-    "containsCIDR": ((_is(CIDR), _is(CIDR, STRING)), BOOL),
+_DATE_PARTS = (
+    "getFullYear",
+    "getMonth",
+    "getDate",
+    "getDayOfMonth",
+    "getDayOfWeek",
+    "getDayOfYear",
+)
+_CLOCK_PARTS = ("getHours", "getMinutes", "getSeconds", "getMilliseconds")
+_MEMBER_SIGS: dict[str, tuple[_Sig, ...]] = {
+    "size": (_sig(INT, _sized),),
+    "contains": (_sig(BOOL, _STR, _STR),),
+    "startsWith": (_sig(BOOL, _STR, _STR),),
+    "endsWith": (_sig(BOOL, _STR, _STR),),
+    "matches": (_sig(BOOL, _STR, _STR),),
+    "lowerAscii": (_sig(STRING, _STR),),
+    "upperAscii": (_sig(STRING, _STR),),
+    "trim": (_sig(STRING, _STR),),
+    "reverse": (_sig(STRING, _STR),),
+    "split": (_sig(ListT(STRING), _STR, _STR), _sig(ListT(STRING), _STR, _STR, _INT)),
+    "join": (_sig(STRING, _ListOf(STRING)), _sig(STRING, _ListOf(STRING), _STR)),
+    "replace": (_sig(STRING, _STR, _STR, _STR), _sig(STRING, _STR, _STR, _STR, _INT)),
+    "indexOf": (_sig(INT, _STR, _STR), _sig(INT, _STR, _STR, _INT)),
+    "lastIndexOf": (_sig(INT, _STR, _STR), _sig(INT, _STR, _STR, _INT)),
+    "substring": (_sig(STRING, _STR, _INT), _sig(STRING, _STR, _INT, _INT)),
+    "charAt": (_sig(STRING, _STR, _INT),),
+    "containsAll": (_sig(BOOL, _list, _list),),
+    "containsAny": (_sig(BOOL, _list, _list),),
+    "containsIP": (_sig(BOOL, _CIDR, _is(IP, STRING)),),
+    "containsCIDR": (_sig(BOOL, _CIDR, _is(CIDR, STRING)),),
+    "ip": (_sig(IP, _CIDR),),
+    "masked": (_sig(CIDR, _CIDR),),
+    "prefixLength": (_sig(INT, _CIDR),),
+    "family": (_sig(INT, _IP),),
     **{
-        name: ((_TIME, _STR), INT)
+        name: (_sig(BOOL, _IP),)
         for name in (
-            "getFullYear",
-            "getMonth",
-            "getDate",
-            "getDayOfMonth",
-            "getDayOfWeek",
-            "getDayOfYear",
-            "getHours",
-            "getMinutes",
-            "getSeconds",
-            "getMilliseconds",
+            "isUnspecified",
+            "isLoopback",
+            "isGlobalUnicast",
+            "isLinkLocalUnicast",
+            "isLinkLocalMulticast",
         )
     },
+    # A date part of a timestamp, in UTC or the named zone; a clock part of a duration too,
+    # but a duration has no zone.
+    **{name: (_sig(INT, _TS), _sig(INT, _TS, _STR)) for name in _DATE_PARTS},
+    **{name: (_sig(INT, _TIME), _sig(INT, _TS, _STR)) for name in _CLOCK_PARTS},
 }
-_KIND_TYPES: dict[str | None, T] = {
-    "int": INT, "uint": UINT, "double": DOUBLE, "string": STRING, "bytes": BYTES,
-    "bool": BOOL, "type": TYPE, "timestamp": TIMESTAMP, "duration": DURATION, "ip": IP,
-    "cidr": CIDR, "list": ListT(DYN),
-}  # fmt: skip
 
 
 def _global_fn(name: str) -> Any:
@@ -1042,20 +1184,6 @@ _ALWAYS_PRESENT = frozenset(
 # Ids the request parser refuses empty (pdp/model/request.py `_id`, `required=True`); a
 # tenant, ip or country may be `""`.
 _NEVER_EMPTY = frozenset(["principal.id", "resource.kind", "resource.id", "action"])
-
-
-def _global_kind(name: str) -> str | None:
-    from pdp.cel._library import GLOBALS
-
-    spec = GLOBALS.get(name)
-    return spec.kind if spec is not None else None
-
-
-def _member_kind(name: str) -> str | None:
-    from pdp.cel._library import MEMBERS
-
-    spec = MEMBERS.get(name)
-    return spec.kind if spec is not None else None
 
 
 def _path(node: A.Node) -> str | None:

@@ -448,6 +448,13 @@ class Compiler(Operators):
                 ip = self.c(args[0])
                 cidrs = self.c(args[1])
                 if cidrs.const:
+                    if cidrs.value.__class__ not in (list, tuple):
+                        # CidrSet would iterate a string's characters, or fail on a bool.
+                        raise self.err(
+                            "inCIDRs: the second argument must be a list of CIDRs, got "
+                            f"`{v.type_name(cidrs.value)}`",
+                            args[1],
+                        )
                     try:
                         cset = CidrSet(cidrs.value)
                     except CelEvalError as e:

@@ -74,6 +74,15 @@ class ObjT(T):
     rest: T | None = None
     required: frozenset[str] = frozenset()
     schema_path: str = ""  # `schemas/x.json`: where the type was declared
+    # No other key exists at run time either. A schema's open object is `closed` to the
+    # checker (an undeclared name is a typo) but not sealed: a request may carry other keys,
+    # so a key computed at run time (`o[k]`, iterating values) may find anything.
+    sealed: bool = True
+
+    # Identity, not T's field-wise equality (which, `T` having no fields, made every two
+    # objects equal: `[R.attr.owner, R.attr]` was a list of `owner`s only).
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def show(self) -> str:
         return "map(string, dyn)" if not self.name else self.name
@@ -85,6 +94,9 @@ class ConstT(T):
 
     value: Any
     what: str = ""  # `C.corporate_cidrs`, for messages
+
+    __eq__ = object.__eq__  # as ObjT's: two constants are not equal for having no T fields
+    __hash__ = object.__hash__
 
     def show(self) -> str:
         return type_of_value(self.value).show()
@@ -98,7 +110,20 @@ class Union(T):
         return " | ".join(sorted(m.show() for m in self.members))
 
 
+@dataclass(frozen=True)
+class Untyped(Dyn):
+    """A `dyn` the author chose: an attribute no schema types (`{}`, an array without `items`,
+    a key an open object may hold, an `attr` map without a schema), `dyn()`, a data table too
+    large to type. Checked as `dyn`; told apart from a `dyn` of the checker's own making only in
+    strict mode (`TypeEnv.strict`), where this one is refused and that one trusted, so that the
+    property test catches a checker that gives up on a type it should know."""
+
+    def show(self) -> str:
+        return "dyn"
+
+
 DYN = Dyn()
+UNTYPED = Untyped()
 NOTHING = Nothing()
 BOOL, INT, UINT, DOUBLE, STRING, BYTES, NULL = (
     Prim(n) for n in ("bool", "int", "uint", "double", "string", "bytes", "null")
@@ -121,20 +146,26 @@ _PRIMS = {
 
 
 def union(*types: T) -> T:
-    """The join: `dyn` absorbs everything, one member is itself."""
+    """The join: `dyn` absorbs everything, `nothing` adds nothing, one member is itself."""
     out: set[T] = set()
+    nothing = False
+    dyn: T | None = None  # `dyn` absorbs the rest; an author's `dyn` stays one
     for t in types:
         t = concrete(t)
         if isinstance(t, Nothing):
+            nothing = True
             continue
         if isinstance(t, Dyn):
-            return DYN
+            dyn = UNTYPED if isinstance(t, Untyped) else dyn if dyn is not None else DYN
+            continue
         if isinstance(t, Union):
             out.update(t.members)
         else:
             out.add(t)
+    if dyn is not None:
+        return dyn
     if not out:
-        return DYN
+        return NOTHING if nothing else DYN
     if len(out) == 1:
         return next(iter(out))
     return Union(frozenset(out))
@@ -171,15 +202,17 @@ def type_of_value(value: Any) -> T:
             required=frozenset(k for k in value if isinstance(k, str)),
         )
     if isinstance(value, list | tuple):
-        if not value or len(value) > _SAMPLE:
-            return ListT(DYN)
+        if not value:
+            return ListT(NOTHING)
+        if len(value) > _SAMPLE:
+            return ListT(UNTYPED)
         return ListT(union(*(type_of_value(x) for x in value)))
-    return DYN
+    return UNTYPED
 
 
 def untyped_attributes() -> T:
     """An `attr` map without a schema: string keys, values of any type."""
-    return MapT(STRING, DYN)
+    return MapT(STRING, UNTYPED)
 
 
 def is_dyn(t: T) -> bool:
@@ -197,10 +230,27 @@ _SCHEMA_PRIMS = {
 }
 
 
+# A request's JSON number is an int when integral within +-2**53, else a double
+# (pdp.model.request.number): `enum: [1.0, 2.5]` holds the int 1, not the double 1.0.
+_EXACT = 2**53
+
+
+def _as_request(value: Any) -> Any:
+    if value.__class__ is float and value.is_integer() and -_EXACT <= value <= _EXACT:
+        return int(value)
+    if value.__class__ is int and not -_EXACT <= value <= _EXACT:
+        return float(value)
+    if isinstance(value, list):
+        return [_as_request(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_request(v) for k, v in value.items()}
+    return value
+
+
 def from_schema(schema: Any, root: dict[str, Any], where: str, depth: int = 0) -> T:
     """The CEL type of the values a JSON Schema accepts (`dyn` where it cannot tell)."""
     if depth > 32 or not isinstance(schema, dict):
-        return DYN
+        return UNTYPED
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith("#"):
         target: Any = root
@@ -209,32 +259,32 @@ def from_schema(schema: Any, root: dict[str, Any], where: str, depth: int = 0) -
             if isinstance(target, dict) and part in target:
                 target = target[part]
             else:
-                return DYN
+                return UNTYPED
         return from_schema(target, root, where, depth + 1)
     for key in ("anyOf", "oneOf"):
         options = schema.get(key)
         if isinstance(options, list) and options:
             return union(*(from_schema(o, root, where, depth + 1) for o in options))
     if "const" in schema:
-        return type_of_value(schema["const"])
+        return type_of_value(_as_request(schema["const"]))
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
-        return union(*(type_of_value(v) for v in enum))
+        return union(*(type_of_value(_as_request(v)) for v in enum))
     t = schema.get("type")
     names = [t] if isinstance(t, str) else (t if isinstance(t, list) else None)
     if names is None:
-        return DYN
+        return UNTYPED
     out: list[T] = []
     for name in names:
         if name in _SCHEMA_PRIMS:
             out.append(_SCHEMA_PRIMS[name])
         elif name == "array":
             items = schema.get("items")
-            out.append(ListT(from_schema(items, root, where, depth + 1) if items else DYN))
+            out.append(ListT(from_schema(items, root, where, depth + 1) if items else UNTYPED))
         elif name == "object":
             out.append(_object_type(schema, root, where, depth))
         else:
-            return DYN
+            return UNTYPED
     return union(*out)
 
 
@@ -250,7 +300,7 @@ def _object_type(schema: dict[str, Any], root: dict[str, Any], where: str, depth
         else frozenset()
     )
     if schema.get("patternProperties"):
-        return ObjT("", fields, closed=False, rest=DYN, required=req, schema_path=where)
+        return ObjT("", fields, closed=False, rest=UNTYPED, required=req, schema_path=where)
     if extra is False:
         return ObjT("", fields, closed=True, required=req, schema_path=where)
     if isinstance(extra, dict):
@@ -261,4 +311,4 @@ def _object_type(schema: dict[str, Any], root: dict[str, Any], where: str, depth
     # Open object: a declared schema still says which keys exist. An author who writes a
     # schema wants `R.attr.archivd` caught, so undeclared keys are refused by the checker
     # unless the schema allows them with an explicit `additionalProperties` schema.
-    return ObjT("", fields, closed=True, required=req, schema_path=where)
+    return ObjT("", fields, closed=True, required=req, schema_path=where, sealed=False)

@@ -198,6 +198,22 @@ def test_network_and_country() -> None:
         ev("inCIDRs('nope', C.corp)", env)
 
 
+def test_incidrs_of_a_constant_that_is_not_a_list_is_a_compile_error() -> None:
+    """A constant second argument is read into CIDR ranges when compiling: a bool was iterated
+    (a TypeError traceback out of `pdp validate` and policy loading) and a string read as
+    one-character CIDRs. Found by the checker's property test (session 19)."""
+    env = CelEnv(constants={"flag": True, "one": "10.0.0.0/8"})
+    for expr, column in [
+        ("inCIDRs(context.ip, true)", 1),
+        ("inCIDRs(context.ip, C.flag)", 23),
+        ("inCIDRs(context.ip, C.one)", 23),
+        ('inCIDRs(context.ip, "10.0.0.0/8")', 21),
+    ]:
+        with pytest.raises(CelCompileError, match="must be a list of CIDRs") as e:
+            compile_cel(expr, env)
+        assert e.value.column == column, (expr, e.value.column)
+
+
 def test_fail_closed_absorption() -> None:
     # An error on one side of || is absorbed only by a true on the other.
     assert ev("resource.attr.missing || true") is True

@@ -1,111 +1,90 @@
 """The checker's promise, tested with generated schemas, expressions and inputs: an expression
 it accepts under a schema never fails with a type error (no matching overload, a field on a
-non-map, a non-bool condition) at run time when the attributes satisfy that schema.
+non-map, a non-bool condition) at run time when the attributes satisfy that schema, and its
+value has the type the checker gave it (and the value, when it folded the expression).
 
 Schemas mark every property `required`: a missing optional attribute is a `no such key` at run
-time, which is null-safety (guarded with `has()`), not typing, and is outside the promise.
-Other run-time errors that no type system rules out (division by zero, overflow) are allowed.
+time, which is null-safety (guarded with `has()`), not typing, and is outside the promise. So is
+what the checker deliberately leaves to the author (docs/POLICY_FORMAT.md): a `null` beside other
+types (`["string", "null"]`, `P.actor`, `c ? null : x`), since it does not narrow
+`x != null && x.f()`; and the author's `dyn` (an undeclared attribute, an untyped schema,
+`dyn()`), which is anything. A type error counts as one of those only when the checker, told to
+check nulls and refuse the author's `dyn` (`TypeEnv.strict`), refuses the expression; a `dyn`
+of the checker's own making (a type it failed to work out) is no excuse. Other run-time errors
+that no type system rules out (division by zero, overflow, an index out of range, a bad
+timestamp) are allowed.
+
+The suite runs a fixed, derandomized set of examples plus every case the property ever found
+(`@example`), so it neither passes nor fails by luck. Longer runs, offline:
+
+    PDP_PROPERTY_EXAMPLES=5000 PDP_PROPERTY_SEED=7 .venv/bin/python -m pytest \\
+        tests/validator/test_checker_property.py -k accepted -q --hypothesis-show-statistics
+
+(`PDP_PROPERTY_SEED` unset: derandomized; set: that seed.) `checker_strategies.py` generates.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
-from datetime import UTC, datetime
-from typing import Any
+import os
+import random
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import fastjsonschema
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, seed, settings
 from hypothesis import strategies as st
 
-from pdp.cel import CelEnv, CelEvalError, TypeEnv, check_cel, compile_cel, type_from_schema
-from pdp.cel._types import BOOL, Prim, members
+from pdp.cel import (
+    NOT_CONST,
+    CelCompileError,
+    CelEnv,
+    CelEvalError,
+    CelType,
+    CelUint,
+    TypeEnv,
+    check_cel,
+    compile_cel,
+    type_from_schema,
+)
+from pdp.cel import _types as ty
+from pdp.cel._checker import _GLOBAL_SIGS, _MEMBER_SIGS
+from pdp.cel._library import GLOBALS, MEMBERS
+from pdp.cel._values import eq
 
-# -- schemas ----------------------------------------------------------------------------------
-
-NAMES = st.sampled_from(["a", "b", "c", "owner", "size", "tags", "flag", "meta"])
-LEAF = st.sampled_from(
-    [
-        {"type": "string"},
-        {"type": "boolean"},
-        {"type": "integer"},
-        {"type": "number"},
-        {"enum": ["low", "high"]},
-        {"type": "array", "items": {"type": "string"}},
-        {"type": "array", "items": {"type": "integer"}},
-        {"type": "array", "items": {"type": "number"}},
-    ]
+from .checker_strategies import (
+    SCHEMAS,
+    SEEDS,
+    activation,
+    expressions,
+    typed_expressions,
+    value_of,
 )
 
 
-def objects(leaf: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.dictionaries(NAMES, leaf, min_size=1, max_size=4).map(
-        lambda props: {"type": "object", "properties": props, "required": sorted(props)}
-    )
+class Case(NamedTuple):
+    schema: dict[str, Any]
+    expr: str
+    attrs: list[Any]  # conforming attributes to run it on
 
 
-SCHEMAS = objects(st.one_of(LEAF, objects(LEAF)))
-
-# -- conforming values ------------------------------------------------------------------------
-
-_STRINGS = st.sampled_from(["", "a", "low", "high", "true", "0", "x y"])
-
-
-def values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
-    if "enum" in schema:
-        return st.sampled_from(schema["enum"])
-    t = schema["type"]
-    if t == "string":
-        return _STRINGS
-    if t == "boolean":
-        return st.booleans()
-    if t == "integer":
-        return st.integers(-5, 5)
-    if t == "number":  # a JSON number arrives as int or double, depending on its text
-        return st.one_of(st.integers(-5, 5), st.floats(-5, 5, allow_nan=False).map(float))
-    if t == "array":
-        return st.lists(values(schema["items"]), max_size=3)
-    props = schema["properties"]
-    return st.fixed_dictionaries({k: values(v) for k, v in props.items()})
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    schema = draw(SCHEMAS, label="schema")
+    typed = draw(st.booleans(), label="typed")
+    expr = draw((typed_expressions if typed else expressions)(schema), label="expr")
+    rnd = random.Random(draw(SEEDS, label="attrs"))
+    return Case(schema, expr, [value_of(schema, rnd) for _ in range(3)])
 
 
-# -- expressions over a schema ----------------------------------------------------------------
+def _obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": sorted(props)}
 
 
-def paths(schema: dict[str, Any], prefix: str = "R.attr") -> list[str]:
-    out = []
-    for name, sub in schema["properties"].items():
-        p = f"{prefix}.{name}"
-        out.append(p)
-        if sub.get("type") == "object":
-            out.extend(paths(sub, p))
-    return out
-
-
-LITERALS = st.sampled_from(
-    ['"low"', '"a"', "true", "false", "0", "1", "2.5", "null", "[]", '["a"]', "[1, 2]", "1u"]
-)
-BINARY = st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%", "in", "&&", "||"])  # fmt: skip
-
-
-def expressions(schema: dict[str, Any]) -> st.SearchStrategy[str]:
-    atoms = st.one_of(st.sampled_from(paths(schema)), LITERALS, st.sampled_from(["P.id", "P.roles", "context.ip"]))  # fmt: skip
-
-    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-        return st.one_of(
-            st.tuples(inner, BINARY, inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
-            inner.map(lambda e: f"!({e})"),
-            inner.map(lambda e: f"size({e})"),
-            inner.map(lambda e: f"-({e})"),
-            st.tuples(inner, inner, inner).map(lambda t: f"(({t[0]}) ? ({t[1]}) : ({t[2]}))"),
-            st.tuples(inner, inner).map(lambda t: f"({t[0]}).startsWith({t[1]})"),
-            st.tuples(inner, inner).map(lambda t: f"({t[0]}).exists(x, x == {t[1]})"),
-            st.tuples(inner, inner).map(lambda t: f"({t[0]}).all(x, x > {t[1]})"),
-            inner.map(lambda e: f"({e})[0]"),
-            inner.map(lambda e: f"double({e})"),
-        )
-
-    return st.recursive(atoms, extend, max_leaves=6)
+_S, _B, _I = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
+_TAGS = {"type": "array", "items": _S}
 
 
 @functools.lru_cache(maxsize=256)
@@ -114,60 +93,204 @@ def validator(schema_json: str) -> Any:
 
 
 # A type error at run time: the errors the checker exists to rule out.
-TYPE_ERRORS = ("no matching overload", "no such overload", "unsupported", "must be `bool`")
+TYPE_ERRORS = (
+    "no matching overload",
+    "no such overload",
+    "unsupported",
+    "must be `bool`",
+    "want bool",
+    "has() applied to",
+    "no such field",
+)
 
 
-def run(compiled: Any, attr: Any) -> Any:
-    activation = {
-        "principal": {
-            "id": "alice",
-            "tenant": "t",
-            "roles": ["user"],
-            "scopes": [],
-            "attr": {},
-            "actor": None,
-        },
-        "resource": {"kind": "doc", "id": "d1", "tenant": "t", "attr": attr},
-        "action": "read",
-        "context": {"ip": "10.0.0.1", "country": "", "attr": {}},
-        "now": datetime(2026, 1, 1, tzinfo=UTC),
-    }
-    return compiled(activation)
+def _env(schema: dict[str, Any], *, strict: bool = False) -> TypeEnv:
+    return TypeEnv(resource_attr=type_from_schema(schema, schema, "s"), strict=strict)
+
+
+def _exempt(case: Case) -> bool:
+    """Whether the expression is accepted only because `null` members and `dyn` go unchecked."""
+    result = check_cel(case.expr, _env(case.schema, strict=True))
+    return any(not i.warning for i in result.issues)
+
+
+_PRIM_CLASSES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "uint": (CelUint,),
+    "double": (float,),
+    "string": (str,),
+    "bytes": (bytes,),
+    "null": (type(None),),
+    "timestamp": (datetime,),
+    "duration": (timedelta,),
+    "type": (CelType,),
+    "ip": (ipaddress.IPv4Address, ipaddress.IPv6Address),
+    "cidr": (ipaddress.IPv4Interface, ipaddress.IPv6Interface),
+}
+
+
+def conforms(value: Any, t: ty.T) -> bool:
+    """Whether a run-time value has static type `t` (`dyn`: anything; `nothing`: no value)."""
+    t = ty.concrete(t)
+    if isinstance(t, ty.Nothing):
+        return False
+    if isinstance(t, ty.Dyn):
+        return True
+    if isinstance(t, ty.Union):
+        return any(conforms(value, m) for m in t.members)
+    if isinstance(t, ty.Prim):
+        if t.name in ("bool", "int"):  # exact: a bool is not an int, nor a uint an int
+            return value.__class__ in _PRIM_CLASSES[t.name]
+        return isinstance(value, _PRIM_CLASSES[t.name])
+    if isinstance(t, ty.ListT):
+        return isinstance(value, list | tuple) and all(conforms(x, t.elem) for x in value)
+    if isinstance(t, ty.MapT):
+        return isinstance(value, dict) and all(
+            conforms(k, t.key) and conforms(x, t.value) for k, x in value.items()
+        )
+    if isinstance(t, ty.ObjT):
+        if not isinstance(value, dict):
+            return False
+        for k, x in value.items():
+            if k in t.fields:
+                ok = conforms(x, t.fields[k])
+            elif not t.closed:
+                ok = conforms(x, t.rest or ty.DYN)
+            else:
+                ok = not t.sealed
+            if not ok:
+                return False
+        return True
+    raise AssertionError(f"unknown type {t!r}")
+
+
+def check_case(case: Case) -> None:
+    try:
+        compiled = compile_cel(case.expr, CelEnv())
+    except CelCompileError:
+        event("does not compile")
+        return  # `pdp validate` reports that before any typing
+    result = check_cel(case.expr, _env(case.schema))  # never raises on what compiles
+    if any(not i.warning for i in result.issues):
+        event("refused")
+        return  # nothing promised
+    event("accepted, exempt" if _exempt(case) else "accepted, strictly")
+    for attr in case.attrs:
+        validator(json.dumps(case.schema, sort_keys=True))(attr)  # the input does conform
+        try:
+            value = compiled(activation(attr))
+        except CelEvalError as e:
+            text = str(e)
+            if not any(t in text for t in TYPE_ERRORS):
+                continue  # a run-time error no type rules out
+            if _exempt(case):
+                continue
+            raise AssertionError(f"{case.expr!r} on {attr!r}: {text}") from None
+        if not conforms(value, result.type) and not _exempt(case):
+            raise AssertionError(f"{case.expr!r} is `{result.type.show()}` but gave {value!r}")
+        if result.const is not NOT_CONST:
+            assert eq(value, result.const), f"{case.expr!r} folded to {result.const!r}: {value!r}"
+
+
+_EXAMPLES = int(os.environ.get("PDP_PROPERTY_EXAMPLES", "600"))
+_SEED = os.environ.get("PDP_PROPERTY_SEED")
+
+
+def _seeded(f: Any) -> Any:
+    return seed(int(_SEED))(f) if _SEED is not None else f
+
+
+# Every case the property has found, each a checker bug it would find again.
+_FOUND = [
+    # `!` accepted a bool | string for its bool member (suite18).
+    Case(_obj(a=_B, b=_S), "!(R.attr.a ? R.attr.a : R.attr.b)", [{"a": False, "b": "x"}]),
+    # `[]` was a list(dyn), so `([] + P.roles)[0]` a dyn (seed 3, session 18).
+    Case(_obj(a=_B), "!(([] + P.roles)[0])", [{"a": True}]),
+    # A member function without a signature: unchecked arguments, a `dyn` result (session 19).
+    Case(_obj(size=_I), '(R.attr.size).split(",")', [{"size": 1}]),
+    Case(_obj(a=_S), "!(P.id.split(P.id)[0])", [{"a": ""}]),
+    Case(_obj(tags={"type": "array", "items": _I}), '(R.attr.tags).join(",")', [{"tags": [1]}]),
+    Case(_obj(a=_S), "(now - now).getHours(R.attr.a)", [{"a": "UTC"}]),
+    Case(_obj(a=_S), "duration(R.attr.a).getFullYear()", [{"a": "1s"}]),
+    Case(_obj(a=_S), "ip(ip(R.attr.a))", [{"a": "10.0.0.1"}]),
+    Case(_obj(a=_S), "inCIDRs(R.attr.a, [R.attr.a, 1])", [{"a": "10.0.0.1"}]),
+    Case(_obj(a=_S), "!(intersect(P.roles, P.roles)[0])", [{"a": ""}]),
+    # A map lookup with a null, or a map literal keyed by a double or a list (session 19).
+    Case(_obj(owner=_obj(a=_S)), "(null) in (R.attr.owner)", [{"owner": {"a": ""}}]),
+    Case(_obj(a=_S), '{"a": 1}[null]', [{"a": ""}]),
+    Case(_obj(size={"type": "number"}), "{R.attr.size: 1}", [{"size": 1.5}]),
+    Case(_obj(a=_S), "{P.roles: 1}", [{"a": ""}]),
+    # `has()` on a list; `filter` and `map`'s filter predicates unchecked (session 19).
+    Case(_obj(a=_S), "has((P.roles).a)", [{"a": ""}]),
+    Case(_obj(a=_S), "(P.roles).filter(x, x)", [{"a": ""}]),
+    Case(_obj(a=_S), "(P.roles).map(x, x, x)", [{"a": ""}]),
+    # Every two object types were equal (T's dataclass equality over no fields), so a union
+    # of two kept one: the type-preservation check found `[R.attr.owner, R.attr]` (seed 1,
+    # session 19), and with it `!` took `R.attr.a` for `owner.a`'s bool.
+    Case(
+        _obj(a=_S, owner=_obj(a=_B)),
+        '!((P.id == "x" ? R.attr.owner : R.attr).a)',
+        [{"a": "", "owner": {"a": False}}],
+    ),
+    # A number in a schema's `enum` or `const` was typed by its JSON text, but a request's
+    # integral 1.0 is the int 1 (pdp.model.request.number) (session 19, reading the checker).
+    Case(_obj(a={"enum": [1.0, 2.5]}), "R.attr.a + 2.5", [{"a": 1}]),
+    # The two-variable forms typed their variables `dyn` (session 19).
+    Case(_obj(a=_S), "(P.roles).all(i, x, !x)", [{"a": ""}]),
+]
 
 
 @settings(
-    max_examples=200,
+    max_examples=_EXAMPLES,
     deadline=None,
+    derandomize=_SEED is None,
+    database=None,
     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
 )
-@given(data=st.data())
-def test_accepted_expressions_raise_no_type_error_on_conforming_input(data: st.DataObject) -> None:
-    schema = data.draw(SCHEMAS, label="schema")
-    expr = data.draw(expressions(schema), label="expr")
-    try:
-        result = check_cel(expr, TypeEnv(resource_attr=type_from_schema(schema, schema, "s")))
-        compiled = compile_cel(expr, CelEnv())
-    except Exception:  # does not compile (e.g. a literal the compiler folds into an error)
-        return
-    if any(not i.warning for i in result.issues):
-        return  # rejected: nothing promised
-    attr = data.draw(values(schema), label="attr")
-    validator(json.dumps(schema, sort_keys=True))(attr)  # the input does satisfy the schema
-    try:
-        value = run(compiled, attr)
-    except CelEvalError as e:
-        text = str(e)
-        assert not any(t in text for t in TYPE_ERRORS), f"{expr!r} on {attr!r}: {text}"
-        return
-    kinds = [m for m in members(result.type) if isinstance(m, Prim)]
-    if kinds == [BOOL]:
-        assert isinstance(value, bool), f"{expr!r} is typed bool but gave {value!r}"
+@given(case=cases())
+def test_accepted_expressions_raise_no_type_error_on_conforming_input(case: Case) -> None:
+    check_case(case)
+
+
+for _case in _FOUND:
+    test_accepted_expressions_raise_no_type_error_on_conforming_input = example(case=_case)(
+        test_accepted_expressions_raise_no_type_error_on_conforming_input
+    )
+test_accepted_expressions_raise_no_type_error_on_conforming_input = _seeded(
+    test_accepted_expressions_raise_no_type_error_on_conforming_input
+)
+
+
+def test_every_found_case_is_refused_and_fails_at_run_time() -> None:
+    """The examples above are real: each is refused now, and each fails at run time with a type
+    error (so a checker that accepted it again would fail the property)."""
+    for case in _FOUND:
+        assert any(not i.warning for i in check_cel(case.expr, _env(case.schema)).issues), case
+        compiled = compile_cel(case.expr, CelEnv())
+        for attr in case.attrs:
+            validator(json.dumps(case.schema, sort_keys=True))(attr)
+            try:
+                value = compiled(activation(attr))
+            except CelEvalError as e:
+                assert any(t in str(e) for t in TYPE_ERRORS), (case.expr, e)
+            else:
+                raise AssertionError(f"{case.expr} gave {value!r} on {attr!r}")
+
+
+def test_every_library_function_has_a_signature() -> None:
+    """A function the checker has no overloads for would be unchecked with a `dyn` result."""
+    assert set(_GLOBAL_SIGS) == {*GLOBALS, "country"}  # the compiler's own, with data.geoip
+    assert set(_MEMBER_SIGS) == set(MEMBERS)
+    for table, sigs in ((GLOBALS, _GLOBAL_SIGS), (MEMBERS, _MEMBER_SIGS)):  # arities agree
+        for name, fn in table.items():
+            assert {len(s.accepts) for s in sigs[name]} == set(fn.arities), name
 
 
 def test_the_generator_reaches_accepted_and_rejected_expressions() -> None:
     """The property is not vacuous: both outcomes occur with this generator."""
-    schema = {"type": "object", "properties": {"n": {"type": "number"}, "s": {"type": "string"}}, "required": ["n", "s"]}  # fmt: skip
-    env = TypeEnv(resource_attr=type_from_schema(schema, schema, "s"))
+    schema = _obj(n={"type": "number"}, s=_S)
+    env = _env(schema)
     assert not check_cel("R.attr.n < 2 && R.attr.s.startsWith('a')", env).issues
     assert check_cel("R.attr.n + 1 > 0", env).issues
     assert check_cel("R.attr.s == true", env).issues
@@ -177,8 +300,8 @@ def test_an_operator_needs_every_member_of_a_union_to_fit() -> None:
     """Found by the property above: `!` accepted `a ? a : b` (bool or string) for its bool
     member, and the expression failed at run time whenever `a` was false. Every member must fit,
     as for arithmetic; `null` beside other members and `dyn` stay accepted."""
-    schema = {"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"type": "string"}}, "required": ["a", "b"]}  # fmt: skip
-    env = TypeEnv(resource_attr=type_from_schema(schema, schema, "s"))
+    schema = _obj(a=_B, b=_S)
+    env = _env(schema)
     refused = [
         "!(R.attr.a ? R.attr.a : R.attr.b)",
         "(R.attr.a ? R.attr.a : R.attr.b) && true",
@@ -187,9 +310,9 @@ def test_an_operator_needs_every_member_of_a_union_to_fit() -> None:
     ]
     for expr in refused:
         assert any(not i.warning for i in check_cel(expr, env).issues), expr
-        assert run(compile_cel(expr, CelEnv()), {"a": True, "b": "x"}) is not None  # runs...
+        assert compile_cel(expr, CelEnv())(activation({"a": True, "b": "x"})) is not None
         try:  # ...and fails on the other member
-            run(compile_cel(expr, CelEnv()), {"a": False, "b": "x"})
+            compile_cel(expr, CelEnv())(activation({"a": False, "b": "x"}))
         except CelEvalError as e:
             assert any(t in str(e) for t in TYPE_ERRORS), (expr, e)
         else:
@@ -197,20 +320,55 @@ def test_an_operator_needs_every_member_of_a_union_to_fit() -> None:
     assert check_cel("R.attr.a ? R.attr.a : R.attr.b", env, condition=True).issues
     for expr in ["!(R.attr.a ? R.attr.a : null)", "!(R.attr.a ? R.attr.a : dyn(R.attr.b))"]:
         assert not [i for i in check_cel(expr, env).issues if not i.warning], expr
+    # ...and only because nulls and dyn go unchecked: the property's oracle for that exemption.
+    assert _exempt(Case(schema, "!(R.attr.a ? R.attr.a : null)", []))
+    assert _exempt(Case(schema, "!(R.attr.a ? R.attr.a : dyn(R.attr.b))", []))
+    assert not _exempt(Case(schema, "!(R.attr.a ? R.attr.a : true)", []))
 
 
 def test_the_empty_list_adds_no_element_type() -> None:
     """Found by the property above (seed 3): `[]` was a `list(dyn)`, so `([] + P.roles)[0]` was
     a `dyn` and `!` of it was accepted, failing on every request with a role. As CEL's checker
-    infers, `[] + l` has `l`'s type; comparisons with `[]` and predicates over it stay fine."""
-    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}, "required": ["tags"]}  # fmt: skip
-    env = TypeEnv(resource_attr=type_from_schema(schema, schema, "s"))
+    infers, `[] + l` has `l`'s type; comparisons with `[]` and predicates over it stay fine.
+    A constant's empty list (`C.none`) and the empty map literal are typed the same way."""
+    env = TypeEnv(resource_attr=type_from_schema(_obj(tags=_TAGS), _obj(tags=_TAGS), "s"))
     for expr in [
         "!(([] + P.roles)[0])",
         "!((P.roles + [])[0])",
         '!((P.id == "a" ? [] : R.attr.tags)[0])',
+        "!((C.none + P.roles)[0])",
+        '!((P.id == "a" ? {} : {"a": "b"})["a"])',
     ]:
+        env = TypeEnv(
+            resource_attr=type_from_schema(_obj(tags=_TAGS), _obj(tags=_TAGS), "s"),
+            constants={"none": []},
+        )
         assert any(not i.warning for i in check_cel(expr, env).issues), expr
     assert check_cel("[] + P.roles", env).type.show() == "list(string)"
     for expr in ["R.attr.tags == []", "[].exists(x, x)", "P.id in []", "size([]) == 0", "!([][0])"]:
         assert not [i for i in check_cel(expr, env).issues if not i.warning], expr
+
+
+def test_a_key_computed_at_run_time_may_find_an_undeclared_attribute() -> None:
+    """An open object (no `additionalProperties: false`) is closed to the checker's field names,
+    `R.attr.owner.nmae` is a typo, but a request may hold other keys, so `o[k]` with `k` known
+    only at run time may find any value: `dyn`, as an undeclared attribute is. It was the union
+    of the declared fields' types, `string` here, and `o[P.id].size()` was accepted although
+    `{"owner": {"a": "", "alice": 1}}` conforms (found reading the checker, session 19)."""
+    owner = _obj(owner=_obj(a=_S))
+    assert check_cel("R.attr.owner[P.id]", _env(owner)).type.show() == "dyn"
+    assert check_cel("R.attr[P.id]", _env(owner)).type.show() == "dyn"
+    sealed = _obj(owner={**_obj(a=_S), "additionalProperties": False})
+    assert check_cel("R.attr.owner[P.id]", _env(sealed)).type.show() == "string"
+    labels = _obj(owner={"type": "object", "additionalProperties": _I})
+    assert check_cel("R.attr.owner[P.id]", _env(labels)).type.show() == "double | int"
+    expr = "R.attr.owner[P.id].size()"
+    assert _exempt(Case(owner, expr, []))  # accepted for its `dyn` only
+    attr = {"owner": {"a": "", "alice": 1}}
+    validator(json.dumps(owner, sort_keys=True))(attr)
+    try:
+        compile_cel(expr, CelEnv())(activation(attr))
+    except CelEvalError as e:
+        assert "no matching overload" in str(e)
+    else:
+        raise AssertionError("size(1) ran")
