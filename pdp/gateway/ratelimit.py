@@ -7,7 +7,8 @@ CEL (`principal.tenant`, `actor.id`, `context.ip`, ...), so the limits written i
 `LimitPolicy` are the ones enforced here, with the same keys and buckets as in Check.
 
 Entries: `kind` and `action` (required: a descriptor without them matches no limit, as an
-unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to one limit id;
+unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to one limit id
+(one the bundle does not have for that kind and action is OVER_LIMIT, not a way around it);
 `principal.id`, `principal.tenant`, `principal.roles` (comma-separated), `actor.id`,
 `actor.type`, `resource.id`, `resource.tenant`, `context.ip` (or Envoy's `remote_address`),
 `context.country`; any other key becomes `context.attr.<key>` (a whole number as a number). `hits_addend` (of the
@@ -240,6 +241,15 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
             limits = index.get((call.kind, call.action), ())
             if call.only:
                 limits = tuple(lim for lim in limits if lim.id == call.only)
+                if not limits:
+                    # A typo in a route's `pdp.limit`, or a limit renamed in the bundle, would
+                    # otherwise turn the limit off without a word: refused, naming it.
+                    j = next(j for j, e in enumerate(desc.entries) if e.key == "pdp.limit")
+                    return _invalid(
+                        request,
+                        f"descriptors[{i}].entries[{j}].value: `{call.only[:64]}` is no limit "
+                        f"of `{call.kind[:64]}`/`{call.action[:64]}` in the active bundle",
+                    )
             found, error = takes_for(limits, call.activation, call.hits)
             if error:  # a limit that cannot be evaluated does not let the call through
                 LIMITS_LOG.log(

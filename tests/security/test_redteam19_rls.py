@@ -94,3 +94,38 @@ def test_through_envoy_a_header_that_is_not_utf8_never_reaches_the_upstream(
         assert json.loads(body)["message"].startswith("descriptors[0].entries[2].value: ")
         assert path not in _Upstream.seen
     assert get(envoy_defaults, "/notes/read-clean-19", **{"x-user": "wren"})[0] == 200
+
+
+# -- `pdp.limit` naming a limit that is not there ----------------------------------------------
+
+
+def _read(user: str, only: str, kind: str = "note", action: str = "read") -> bytes:
+    message = rls.RateLimitRequest(domain="pdp")
+    d = message.descriptors.add()
+    for key, value in (("kind", kind), ("action", action), ("pdp.limit", only),
+                       ("principal.id", user)):  # fmt: skip
+        d.entries.add(key=key, value=value)
+    return message.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("only", "kind", "action"),
+    [
+        ("per-user-raeds", "note", "read"),  # a typo in the route's generic_key
+        ("tenant-write-units", "note", "read"),  # a limit of another action
+        ("per-user-reads", "notes", "read"),  # a kind the limit does not cover
+    ],
+)
+def test_a_pdp_limit_the_bundle_does_not_have_is_over_limit_never_unlimited(
+    should, only: str, kind: str, action: str
+) -> None:
+    # Before, no limit matched, and every call was OK: the limit silently off.
+    for _ in range(7):
+        message = refusal(should(_read("yan", only, kind, action), timeout=10), 1)
+        assert message.startswith("descriptors[0].entries[2].value: "), message
+        assert f"`{only}` is no limit of `{kind}`/`{action}`" in message
+
+
+def test_a_pdp_limit_naming_a_real_limit_still_counts(should) -> None:
+    codes = [should(_read("zoe", "per-user-reads"), timeout=10).overall_code for _ in range(6)]
+    assert codes == [OK] * 5 + [OVER]
