@@ -64,13 +64,13 @@ def _wide(op: str, n: int, groups: list[Any]) -> t.Formula:
     return t.Or(tuple(atoms)) if op == "or" else t.And(tuple(atoms))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(
     attrs=st.lists(st.dictionaries(st.sampled_from(["tags", "n"]), _VALUES, max_size=2),
                    min_size=1, max_size=6),
     op=st.sampled_from(["or", "and"]),
-    width=st.sampled_from([3, 65, 1500]),
+    width=st.sampled_from([3, 65, 1100]),  # past SQLite's 1,000: the depth that failed
     values=st.lists(_SCALARS, max_size=3),
 )  # fmt: skip
 def test_a_wide_filter_selects_exactly_what_it_holds_for(
