@@ -63,12 +63,21 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
         report('an attribute schema must have `"type": "object"` at the top', ["type"])
         return None
     for path in _regex_keywords(value, []):
-        report(
-            f"`{path[-1]}` is matched by a backtracking regular-expression engine, so a "
-            "caller's attribute could stall the server; use `enum`, or a CEL `matches` "
-            "condition (RE2, linear time)",
-            path,
-        )
+        if path[-1] == "format":  # `format: regex`: the caller's value is the pattern
+            report(
+                "`format: regex` compiles each caller's value as a pattern of a backtracking "
+                "regular-expression engine (0.1 s and hundreds of KB kept per 60 KB value), so "
+                "a caller could stall the server and fill its memory; drop it, or check the "
+                "value with CEL",
+                path,
+            )
+        else:
+            report(
+                f"`{path[-1]}` is matched by a backtracking regular-expression engine, so a "
+                "caller's attribute could stall the server; use `enum`, or a CEL `matches` "
+                "condition (RE2, linear time)",
+                path,
+            )
         bad = True
     for path, ref in _refs(value, []):
         if not isinstance(ref, str) or not ref.startswith("#"):
@@ -157,15 +166,19 @@ _SCHEMA_ONE = (
 
 
 def _regex_keywords(schema: Any, path: list[str | int]) -> Iterator[list[str | int]]:
-    """Paths of `pattern` and `patternProperties` keywords (not of properties so named).
+    """Paths of `pattern` and `patternProperties` keywords (not of properties so named), and
+    of `format: regex`.
 
-    fastjsonschema runs them on Python's backtracking `re`: pdp's regexes run on RE2 only.
+    fastjsonschema runs them on Python's backtracking `re` (`format: regex` compiles the
+    caller's value): pdp's regexes run on RE2 only.
     """
     if not isinstance(schema, dict):
         return
     for keyword in ("pattern", "patternProperties"):
         if keyword in schema:
             yield [*path, keyword]
+    if schema.get("format") == "regex":
+        yield [*path, "format"]
     for key in _SCHEMA_MAPS:
         if isinstance(schema.get(key), dict):
             for name, sub in schema[key].items():

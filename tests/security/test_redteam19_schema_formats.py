@@ -140,3 +140,30 @@ def test_a_quadratic_value_in_every_resource_is_answered_not_a_stall(
         pytest.fail(f"no answer within the cap: {e.code()}")
     for result in reply.results:
         assert list(result.actions["read"].reasons) == ["schema_violation"]
+
+
+# -- `format: regex`: the caller's value is compiled as a pattern -----------------------------
+
+
+def test_format_regex_is_refused_at_load_with_its_position(tmp_path: Path) -> None:
+    # fastjsonschema checks `format: regex` with `re.compile(value)`: a 60 KB value of
+    # bounded repeats took about 0.1 s to compile, and `re`'s cache kept 512 of them (170 MB).
+    from pdp.errors import PolicyErrors
+
+    (tmp_path / "schemas").mkdir()
+    schema = {"type": "object", "properties": {"re": {"type": "string", "format": "regex"}}}
+    (tmp_path / "schemas" / "principal.json").write_text(json.dumps(schema))
+    (tmp_path / "notes.yaml").write_text(POLICY)
+    with pytest.raises(PolicyErrors) as info:
+        load_policy_dir(tmp_path)
+    text = str(info.value)
+    assert "principal.json:1:" in text and "`format: regex`" in text, text
+
+
+def test_a_property_named_format_is_only_a_property(tmp_path: Path) -> None:
+    (tmp_path / "schemas").mkdir()
+    schema = {"type": "object", "properties": {"format": {"type": "string"}}}
+    (tmp_path / "schemas" / "principal.json").write_text(json.dumps(schema))
+    (tmp_path / "notes.yaml").write_text(POLICY)
+    engine = Engine(compile_policy_set(load_policy_dir(tmp_path)))
+    assert _decide(engine, _principal(format="regex")).effect == "allow"
