@@ -29,8 +29,9 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def log(self, level: int, cause: str, message: str, *, exc_info: bool = False) -> bool:
-        """Log `message` unless `cause` was logged within the interval; True when logged."""
+    def admit(self, cause: str) -> int | None:
+        """None when `cause` was let through within the interval (this one is counted), else
+        how many of it were suppressed since the last one let through."""
         now = self.clock()
         with self._lock:
             if cause not in self._last and len(self._last) >= MAX_CAUSES:
@@ -38,11 +39,22 @@ class RateLimitedLog:
             last = self._last.get(cause)
             if last is not None and now - last < self.interval:
                 self._suppressed[cause] = self._suppressed.get(cause, 0) + 1
-                return False
-            suppressed = self._suppressed.pop(cause, 0)
+                return None
             self._last[cause] = now
-        if suppressed:
-            message += f" ({suppressed} more like it suppressed in the last {self.interval:g} s)"
+            return self._suppressed.pop(cause, 0)
+
+    def suppressed_note(self, suppressed: int) -> str:
+        """What a line let through adds about the ones suppressed before it."""
+        if not suppressed:
+            return ""
+        return f" ({suppressed} more like it suppressed in the last {self.interval:g} s)"
+
+    def log(self, level: int, cause: str, message: str, *, exc_info: bool = False) -> bool:
+        """Log `message` unless `cause` was logged within the interval; True when logged."""
+        suppressed = self.admit(cause)
+        if suppressed is None:
+            return False
+        message += self.suppressed_note(suppressed)
         self.logger.log(level, "%s", message, exc_info=exc_info)
         return True
 

@@ -196,8 +196,16 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 def _opener(deadline: _Deadline) -> Any:
-    """A urllib opener (proxies, redirects as usual) whose connections `deadline` watches."""
+    """A urllib opener (proxies, HTTP redirects) whose connections `deadline` watches.
+
+    Only HTTP(S) is spoken. `build_opener` adds urllib's FTP, file and data handlers too, and
+    its redirect handler follows a `Location: ftp://...`: a bundle server (or whoever answers
+    for it on plain HTTP) sent pdp to any host and port over FTP, on a connection no deadline
+    watched, so a server dripping its greeting held every bundle update for hours. A redirect
+    to another scheme, or from HTTPS down to HTTP, is refused."""
     import http.client
+    import urllib.error
+    import urllib.parse
     import urllib.request
 
     class Http(http.client.HTTPConnection):
@@ -220,7 +228,30 @@ def _opener(deadline: _Deadline) -> Any:
         def https_open(self, req: Any) -> Any:
             return self.do_open(Https, req)
 
-    return urllib.request.build_opener(HttpHandler, HttpsHandler)
+    class Redirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(
+            self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+        ) -> Any:
+            scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+            if scheme not in ("http", "https") or (req.type == "https" and scheme == "http"):
+                raise urllib.error.URLError(
+                    f"redirect to `{newurl[:200]}` refused: only HTTP(S), and never from "
+                    "HTTPS down to HTTP"
+                )
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        HttpHandler(),
+        HttpsHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        Redirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 def _shorter_than_declared(data: bytes, content_length: str) -> bool:

@@ -9,6 +9,7 @@ protocol for counters shared by many replicas.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,6 +19,9 @@ from typing import Protocol
 # Distinct keys kept in memory; the least recently used beyond it are forgotten (a forgotten
 # bucket comes back full). Bounds memory when keys come from callers (IPs, ids).
 MAX_MEMORY_BUCKETS = 100_000
+# A bucket key is `policy/limit:value` or `policy/limit#digest` (`pdp.engine.limits`): what
+# precedes the first `:` or `#` names its limit.
+_LIMIT_OF = re.compile("[:#]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +65,23 @@ def refill(tokens: float, last: float, now: float, capacity: float, rate: float)
     return min(capacity, tokens + (now - last) * rate)
 
 
+def _limit_of(key: str) -> str:
+    return _LIMIT_OF.split(key, maxsplit=1)[0] if _LIMIT_OF.search(key) else ""
+
+
 class MemoryCounters:
-    """Buckets in this process: one replica, nothing to run. Thread-safe."""
+    """Buckets in this process: one replica, nothing to run. Thread-safe.
+
+    Past `max_buckets`, the least recently used bucket of the limit holding the most buckets
+    is forgotten. One LRU over all limits let a caller who can vary one limit's key (a
+    resource id, an IPv6 address) push out the bucket another limit had emptied for it (its
+    own user's, its tenant's), which then came back full: `max_buckets` calls bought a fresh
+    quota. Now such a caller only pushes out buckets of the limit it floods."""
 
     def __init__(self, max_buckets: int = MAX_MEMORY_BUCKETS) -> None:
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Per limit (the key up to its first `:` or `#`), its buckets in LRU order.
+        self._limits: dict[str, OrderedDict[str, tuple[float, float]]] = {}
+        self._count = 0
         self._lock = threading.Lock()
         self._max = max_buckets
 
@@ -77,7 +93,9 @@ class MemoryCounters:
             running: dict[str, float] = {}
             for t in takes:
                 if t.key not in running:
-                    tokens, last = self._buckets.get(t.key, (t.capacity, now))
+                    buckets = self._limits.get(_limit_of(t.key))
+                    kept = buckets.get(t.key) if buckets is not None else None
+                    tokens, last = kept if kept is not None else (t.capacity, now)
                     running[t.key] = refill(tokens, last, now, t.capacity, t.rate)
                 levels.append(running[t.key])
                 running[t.key] -= t.cost
@@ -88,8 +106,15 @@ class MemoryCounters:
             for t, level in zip(takes, levels, strict=True):
                 left = level - t.cost
                 after.append(left)
-                self._buckets[t.key] = (left, now)
-                self._buckets.move_to_end(t.key)
-            while len(self._buckets) > self._max:
-                self._buckets.popitem(last=False)
+                buckets = self._limits.setdefault(_limit_of(t.key), OrderedDict())
+                if t.key not in buckets:
+                    self._count += 1
+                buckets[t.key] = (left, now)
+                buckets.move_to_end(t.key)
+            while self._count > self._max:
+                name, fullest = max(self._limits.items(), key=lambda item: len(item[1]))
+                fullest.popitem(last=False)
+                self._count -= 1
+                if not fullest:
+                    del self._limits[name]
             return Outcome(True, tuple(after))

@@ -7,7 +7,8 @@ CEL (`principal.tenant`, `actor.id`, `context.ip`, ...), so the limits written i
 `LimitPolicy` are the ones enforced here, with the same keys and buckets as in Check.
 
 Entries: `kind` and `action` (required: a descriptor without them matches no limit, as an
-unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to one limit id;
+unconfigured descriptor does in Envoy's own service); `pdp.limit` restricts to one limit id
+(one the bundle does not have for that kind and action is OVER_LIMIT, not a way around it);
 `principal.id`, `principal.tenant`, `principal.roles` (comma-separated), `actor.id`,
 `actor.type`, `resource.id`, `resource.tenant`, `context.ip` (or Envoy's `remote_address`),
 `context.country`; any other key becomes `context.attr.<key>` (a whole number as a number). `hits_addend` (of the
@@ -19,7 +20,9 @@ OVER_LIMIT with a JSON body naming the entry (`descriptors[0].entries[1].value`)
 than 64 descriptors or 32 entries, and a key given twice in one descriptor (`context.ip` and
 `remote_address` are one key): which of the two counts would be a guess, and whoever sets one
 of them could shadow the other (give each `generic_key` action its own `descriptor_key`).
-Not INVALID_ARGUMENT: Envoy reads an error from the service as `failure_mode_deny` says, and
+A request that is no protobuf message is OVER_LIMIT too, naming the entry when it is a key or
+value that is not UTF-8: Envoy passes a header's bytes (`\xff` is a valid HTTP header byte)
+into a descriptor unchecked, and protobuf refuses the message. Not INVALID_ARGUMENT: Envoy reads an error from the service as `failure_mode_deny` says, and
 its default lets the request through, so an error would hand anyone who can bend a
 descriptor's header an unlimited bucket.
 
@@ -39,6 +42,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
 
 from pdp.engine.counters import CounterStoreError, Outcome, Take
 from pdp.engine.limits import LIMITS_LOG, CompiledLimit, takes_for
@@ -54,7 +59,6 @@ from pdp.model.request import (
     is_ip_address,
 )
 from pdp.ratelog import printable
-from pdp.server.status import DecodingServer
 
 if TYPE_CHECKING:
     from pdp.engine import EngineHolder
@@ -237,6 +241,15 @@ class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
             limits = index.get((call.kind, call.action), ())
             if call.only:
                 limits = tuple(lim for lim in limits if lim.id == call.only)
+                if not limits:
+                    # A typo in a route's `pdp.limit`, or a limit renamed in the bundle, would
+                    # otherwise turn the limit off without a word: refused, naming it.
+                    j = next(j for j, e in enumerate(desc.entries) if e.key == "pdp.limit")
+                    return _invalid(
+                        request,
+                        f"descriptors[{i}].entries[{j}].value: `{call.only[:64]}` is no limit "
+                        f"of `{call.kind[:64]}`/`{call.action[:64]}` in the active bundle",
+                    )
             found, error = takes_for(limits, call.activation, call.hits)
             if error:  # a limit that cannot be evaluated does not let the call through
                 LIMITS_LOG.log(
@@ -296,12 +309,87 @@ def _invalid(request: rls.RateLimitRequest, message: str) -> rls.RateLimitRespon
     return _all(request, OVER, json.dumps(body).encode())
 
 
+def _raw_request_class() -> type[Message]:
+    """`RateLimitRequest` with its strings (`domain`, each entry's `key` and `value`) as bytes:
+    the same wire format, read without UTF-8 checks, to name the entry protobuf refused."""
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="pdp/gateway/rls_raw.proto", package="pdp.rls_raw", syntax="proto3"
+    )
+
+    def message(name: str, *fields: tuple[str, int, int, str]) -> None:
+        m = file.message_type.add(name=name)
+        for field_name, number, kind, type_name in fields:
+            added = m.field.add(name=field_name, number=number, type=kind, label=f.LABEL_OPTIONAL)
+            if type_name:  # a message: repeated here
+                added.type_name, added.label = type_name, f.LABEL_REPEATED
+
+    message("Entry", ("key", 1, f.TYPE_BYTES, ""), ("value", 2, f.TYPE_BYTES, ""))
+    message("Descriptor", ("entries", 1, f.TYPE_MESSAGE, ".pdp.rls_raw.Entry"))
+    message(
+        "Request",
+        ("domain", 1, f.TYPE_BYTES, ""),
+        ("descriptors", 2, f.TYPE_MESSAGE, ".pdp.rls_raw.Descriptor"),
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("pdp.rls_raw.Request"))
+
+
+_RawRequest = _raw_request_class()
+
+
+def _not_utf8(data: bytes) -> tuple[str, int]:
+    """Why a request protobuf refused cannot be read, and its number of descriptors."""
+    try:
+        raw: Any = _RawRequest.FromString(data)
+    except DecodeError:
+        return "request: is not a valid protobuf message", 0
+    n = len(raw.descriptors)
+    if n > MAX_DESCRIPTORS:
+        return f"descriptors: more than {MAX_DESCRIPTORS}", n
+    for i, desc in enumerate(raw.descriptors):
+        for j, entry in enumerate(desc.entries):
+            for part in ("key", "value"):
+                try:
+                    getattr(entry, part).decode("utf-8")
+                except UnicodeDecodeError:
+                    where = f"descriptors[{i}].entries[{j}].{part}"
+                    if part == "key":
+                        return f"{where}: is not UTF-8 text", n
+                    return f"{where}: is not UTF-8 text (entry `{entry.key.decode()[:64]}`)", n
+    try:
+        raw.domain.decode("utf-8")
+    except UnicodeDecodeError:
+        return "domain: is not UTF-8 text", n
+    return "request: is not a valid protobuf message", n
+
+
 def rate_limit_registrar(holder: EngineHolder) -> Callable[[grpc.Server], str]:
-    """For `pdp.server.build_server(..., extra_services=[rate_limit_registrar(holder)])`."""
+    """For `pdp.server.build_server(..., extra_services=[rate_limit_registrar(holder)])`.
+
+    The servicer reads its own request bytes: a request protobuf refuses must be answered
+    OVER_LIMIT (module docstring), where the generated deserializer ends the call in an
+    error (INVALID_ARGUMENT from `DecodingServer`) that Envoy's default lets through."""
 
     def register(server: grpc.Server) -> str:
         servicer = RateLimitServicer(holder)
-        rls_grpc.add_RateLimitServiceServicer_to_server(servicer, DecodingServer(server))
+
+        def should_rate_limit(data: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                request = rls.RateLimitRequest.FromString(data)
+            except DecodeError:
+                message, n = _not_utf8(data)
+                empty = rls.RateLimitRequest(descriptors=[{}] * n)
+                return _invalid(empty, message)
+            return servicer.ShouldRateLimit(request, context)
+
+        handler = grpc.unary_unary_rpc_method_handler(
+            should_rate_limit, response_serializer=rls.RateLimitResponse.SerializeToString
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, {"ShouldRateLimit": handler}),)
+        )
         return SERVICE_NAME
 
     return register

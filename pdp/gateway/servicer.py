@@ -172,9 +172,12 @@ def attributes_from_proto(
     http = attributes.request.http
     headers = dict(http.headers)
     if not headers and http.header_map.headers:
-        # `encode_raw_headers: true` sends a list; repeated headers merge as HTTP says.
+        # `encode_raw_headers: true` sends a list; repeated headers merge as HTTP says. Bytes
+        # that are not UTF-8 (obs-text) stay visible as lone surrogates: a route reading such
+        # a header is refused naming the field, as no UTF-8 encodes them, where U+FFFD made
+        # `d\xff1` and `d\xfe1` one id, neither of them the one the upstream reads.
         for h in http.header_map.headers:
-            value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+            value = h.raw_value.decode("utf-8", "surrogateescape") if h.raw_value else h.value
             key = h.key.lower()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
     jwt_meta = None

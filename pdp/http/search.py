@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pdp.plan import PlanRefused
+from pdp.ratelog import RateLimitedLog
 
 from .api import HttpError
 from .cli import HttpConfigError
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from pdp.plan import Plan
 
 log = logging.getLogger("pdp.http")
+_DB_FAILURES = RateLimitedLog(log)
 
 _KEYS = frozenset({"table", "id", "tenant", "attributes", "json_attributes", "json"})
 
@@ -183,8 +185,15 @@ def search_source(db_url: str | None, map_path: str | None) -> Source | None:
             return source(plan, after, count)
         except UnmappedField as exc:
             raise PlanRefused(f"{exc} in --search-map for `{plan.resource_kind}`") from None
-        except sa.exc.SQLAlchemyError:
-            log.exception("resource search: the database failed")
+        except sa.exc.SQLAlchemyError as exc:
+            # Per call, it would be a traceback for every search while the database is down
+            # (or a query it refuses): one per cause a minute.
+            _DB_FAILURES.log(
+                logging.ERROR,
+                type(exc).__name__,
+                "resource search: the database failed",
+                exc_info=True,
+            )
             raise HttpError(503, "the search database is unavailable", "", "UNAVAILABLE") from None
 
     return page

@@ -63,12 +63,21 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
         report('an attribute schema must have `"type": "object"` at the top', ["type"])
         return None
     for path in _regex_keywords(value, []):
-        report(
-            f"`{path[-1]}` is matched by a backtracking regular-expression engine, so a "
-            "caller's attribute could stall the server; use `enum`, or a CEL `matches` "
-            "condition (RE2, linear time)",
-            path,
-        )
+        if path[-1] == "format":  # `format: regex`: the caller's value is the pattern
+            report(
+                "`format: regex` compiles each caller's value as a pattern of a backtracking "
+                "regular-expression engine (0.1 s and hundreds of KB kept per 60 KB value), so "
+                "a caller could stall the server and fill its memory; drop it, or check the "
+                "value with CEL",
+                path,
+            )
+        else:
+            report(
+                f"`{path[-1]}` is matched by a backtracking regular-expression engine, so a "
+                "caller's attribute could stall the server; use `enum`, or a CEL `matches` "
+                "condition (RE2, linear time)",
+                path,
+            )
         bad = True
     for path, ref in _refs(value, []):
         if not isinstance(ref, str) or not ref.startswith("#"):
@@ -90,9 +99,48 @@ def compile_validator(schema: dict[str, Any]) -> Any:
     """A fast validator (generated code), built once per schema at load.
 
     `handlers={}`: a remote `$ref` fails instead of being fetched (load_schema refuses those
-    anyway).
+    anyway). `formats`: the length-bounded checks of `_bounded_formats`.
     """
-    return fastjsonschema.compile(schema, handlers={}, use_default=False)
+    formats = _bounded_formats(_generator(schema).FORMAT_REGEXS)
+    return fastjsonschema.compile(schema, handlers={}, formats=formats, use_default=False)
+
+
+# fastjsonschema checks a `format` with its own regular expressions on Python's backtracking
+# `re`, on caller-supplied attributes. Those of `email` and `idn-email` take time quadratic in
+# the value (a 64 KB `idn-email` of dots: about 20 s per validation, the GIL held, for each
+# resource of a batch). The formats whose grammar bounds their length are checked only within
+# that length, a longer value failing as its RFC says it must: RFC 5321's 256-octet path less
+# its `<>` for an address, RFC 1035's 255 octets (253 characters as text) for a host name.
+FORMAT_MAX_LENGTH = {
+    "email": 254,
+    "idn-email": 254,
+    "hostname": 253,
+    "idn-hostname": 253,
+    "ipv4": 15,
+    "ipv6": 45,
+}
+
+
+def _generator(schema: dict[str, Any]) -> Any:
+    """The code generator fastjsonschema picks for `schema` (by its `$schema`)."""
+    from fastjsonschema import _get_code_generator_class
+
+    return _get_code_generator_class(schema)
+
+
+def _bounded_formats(regexes: dict[str, str]) -> dict[str, Any]:
+    """The draft's own format checks, for the formats of `FORMAT_MAX_LENGTH` it checks at
+    all, run only on values within the bound."""
+    import re
+
+    out: dict[str, Any] = {}
+    for name, limit in FORMAT_MAX_LENGTH.items():
+        if name in regexes:
+            match = re.compile(regexes[name]).match
+            out[name] = lambda value, match=match, limit=limit: (
+                len(value) <= limit and match(value) is not None
+            )
+    return out
 
 
 def _short(message: str) -> str:
@@ -118,15 +166,19 @@ _SCHEMA_ONE = (
 
 
 def _regex_keywords(schema: Any, path: list[str | int]) -> Iterator[list[str | int]]:
-    """Paths of `pattern` and `patternProperties` keywords (not of properties so named).
+    """Paths of `pattern` and `patternProperties` keywords (not of properties so named), and
+    of `format: regex`.
 
-    fastjsonschema runs them on Python's backtracking `re`: pdp's regexes run on RE2 only.
+    fastjsonschema runs them on Python's backtracking `re` (`format: regex` compiles the
+    caller's value): pdp's regexes run on RE2 only.
     """
     if not isinstance(schema, dict):
         return
     for keyword in ("pattern", "patternProperties"):
         if keyword in schema:
             yield [*path, keyword]
+    if schema.get("format") == "regex":
+        yield [*path, "format"]
     for key in _SCHEMA_MAPS:
         if isinstance(schema.get(key), dict):
             for name, sub in schema[key].items():

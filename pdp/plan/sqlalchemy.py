@@ -124,14 +124,65 @@ def _sql(f: t.Formula, cols: ColumnMap) -> ColumnElement[bool]:
     if isinstance(f, t.Not):
         return sa.not_(_sql(f.item, cols))
     if isinstance(f, t.And):
-        return sa.and_(*(_sql(x, cols) for x in f.items))
+        return _joined(sa.and_, _AllOf, [_sql(x, cols) for x in f.items])
     if isinstance(f, t.Or):
-        return sa.or_(*(_sql(x, cols) for x in f.items))
+        return _joined(sa.or_, _AnyOf, [_sql(x, cols) for x in f.items])
     assert isinstance(f, t.Atom)
     how, col, sub = cols.resolve(f.path)
     if how == "plain":
         return _plain(f, col)
     return _json(f, col, "$" + "".join(f'."{k}"' for k in sub))
+
+
+# --- wide conjunctions and disjunctions -----------------------------------------------------
+
+# A filter's `and`/`or` may hold one item per element of a request list (`hasAny(R.attr.tags,
+# P.attr.groups)` is an `or` of a `contains` per group), and `a OR b OR c ...` parses as a
+# chain as deep as it is long: SQLite refuses one past 1,000 (`Expression tree is too large`),
+# so a principal with 1,500 groups made every search of it fail. Past `_WIDE` items the
+# clause is written as a balanced tree of parenthesized groups, as deep as its logarithm.
+_WIDE = 64
+
+
+class _AllOf(FunctionElement[bool]):
+    """`and` of its clauses, written as a balanced tree (SQLAlchemy flattens nested `and_`)."""
+
+    type = sa.Boolean()
+    name = "pdp_all_of"
+    inherit_cache = True
+
+
+class _AnyOf(FunctionElement[bool]):
+    """`or` of its clauses, written as a balanced tree."""
+
+    type = sa.Boolean()
+    name = "pdp_any_of"
+    inherit_cache = True
+
+
+def _joined(
+    plain: Callable[..., ColumnElement[bool]],
+    wide: type[FunctionElement[bool]],
+    parts: list[ColumnElement[bool]],
+) -> ColumnElement[bool]:
+    return plain(*parts) if len(parts) <= _WIDE else wide(*parts)
+
+
+def _balanced(parts: list[str], word: str) -> str:
+    if len(parts) <= 16:
+        return "(" + f" {word} ".join(parts) + ")"
+    mid = len(parts) // 2
+    return f"({_balanced(parts[:mid], word)} {word} {_balanced(parts[mid:], word)})"
+
+
+@compiles(_AllOf)
+def _all_of(element: _AllOf, compiler: Any, **kw: Any) -> str:
+    return _balanced([str(compiler.process(c, **kw)) for c in element.clauses], "AND")
+
+
+@compiles(_AnyOf)
+def _any_of(element: _AnyOf, compiler: Any, **kw: Any) -> str:
+    return _balanced([str(compiler.process(c, **kw)) for c in element.clauses], "OR")
 
 
 # --- plain columns --------------------------------------------------------------------------
@@ -244,6 +295,24 @@ def _typed(kind: Any, value: Any, v: Any) -> ColumnElement[bool]:
     return sa.and_(sa.func.coalesce(kind, "") == "text", value == v)
 
 
+def _typed_in(kind: Any, value: Any, values: Any) -> ColumnElement[bool]:
+    """`kind`/`value` equal one of the scalars `values` under CEL equality: at most three
+    `IN` lists (texts, numbers, the flags and null), however many values."""
+    kind_is = sa.func.coalesce(kind, "")
+    strs = [v for v in values if isinstance(v, str)]
+    nums = [_bind(v) for v in values if _value_family(v) == "number"]
+    parts: list[ColumnElement[bool]] = []
+    if strs:
+        parts.append(sa.and_(kind_is == "text", value.in_(strs)))
+    if nums:
+        parts.append(sa.and_(kind_is.in_(_NUMBER), value.in_(nums)))
+    flags = [("true" if v else "false") for v in values if isinstance(v, bool)]
+    flags += ["null" for v in values if v is None]
+    if flags:
+        parts.append(kind_is.in_(flags))
+    return sa.or_(*parts) if parts else sa.false()
+
+
 def _json(f: t.Atom, col: Any, path: str) -> ColumnElement[bool]:
     kind = sa.func.json_type(col, path)
     value = sa.func.json_extract(col, path)
@@ -255,25 +324,13 @@ def _json(f: t.Atom, col: Any, path: str) -> ColumnElement[bool]:
     if f.op == "eq":
         return _typed(kind, value, f.value)
     if f.op == "in":
-        strs = [v for v in f.value if isinstance(v, str)]
-        nums = [_bind(v) for v in f.value if _value_family(v) == "number"]
-        parts: list[ColumnElement[bool]] = []
-        if strs:
-            parts.append(sa.and_(kind_is == "text", value.in_(strs)))
-        if nums:
-            parts.append(sa.and_(kind_is.in_(_NUMBER), value.in_(nums)))
-        flags = [("true" if v else "false") for v in f.value if isinstance(v, bool)]
-        flags += ["null" for v in f.value if v is None]
-        if flags:
-            parts.append(kind_is.in_(flags))
-        return sa.or_(*parts) if parts else sa.false()
+        return _typed_in(kind, value, f.value)
     if f.op in ("contains", "has_key", "subset"):
         each = sa.func.json_each(col, path).table_valued("key", "value", "type").alias()
         if f.op == "contains":
             test = _typed(each.c.type, each.c.value, f.value)
         elif f.op == "subset":  # no element outside the values
-            test = sa.not_(sa.or_(sa.false(), *(_typed(each.c.type, each.c.value, v)
-                                                 for v in f.value)))  # fmt: skip
+            test = sa.not_(_typed_in(each.c.type, each.c.value, f.value))
         else:
             test = each.c.key == f.value
         found = sa.select(sa.literal(1)).select_from(each).where(test).exists()

@@ -19,6 +19,7 @@ there.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import propagate, trace
@@ -28,6 +29,7 @@ from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
+from pdp.ratelog import RateLimitedLog, printable
 from pdp.telemetry.decision_log import Summary
 from pdp.telemetry.observation import Observation
 
@@ -37,6 +39,40 @@ SPAN_NAME = "pdp.Check"
 # has no business in trace context and is never copied out of the observation. The server's
 # pdp.server.wire keeps the same set for what it sends a writer process.
 PROPAGATION_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+
+# The modules whose loggers complain about a malformed `traceparent`, `tracestate` or
+# `baggage`: any caller chooses those headers, and the SDK logs a warning per call quoting
+# them whole (an 8 KB `tracestate` was an 8 KB line per call, with whatever bytes it held).
+PROPAGATION_LOGGERS = (
+    "opentelemetry.trace.propagation.tracecontext",
+    "opentelemetry.trace.span",  # TraceState, which parses `tracestate`
+    "opentelemetry.baggage.propagation",
+)
+# At most one line per logger per this many seconds, the rest counted.
+PROPAGATION_LOG_EVERY_S = 60.0
+
+
+class _CallerHeaderLog(logging.Filter):
+    """Lets one record per logger per interval through, made one printable line of at most
+    200 characters (`pdp.ratelog`), with the count of those suppressed before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._limit = RateLimitedLog(logging.getLogger(__name__), PROPAGATION_LOG_EVERY_S)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        suppressed = self._limit.admit(record.name)
+        if suppressed is None:
+            return False
+        text = printable(record.getMessage())
+        record.msg = f"trace context header: {text}{self._limit.suppressed_note(suppressed)}"
+        record.args = None
+        return True
+
+
+_PROPAGATION_FILTER = _CallerHeaderLog()
+for _name in PROPAGATION_LOGGERS:
+    logging.getLogger(_name).addFilter(_PROPAGATION_FILTER)
 
 
 def extract_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:

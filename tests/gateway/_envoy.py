@@ -32,14 +32,19 @@ from tests.decision_logs import complete_lines
 # The HTTP connection manager options docs/GATEWAY.md tells operators to set: Envoy
 # normalizes the path (RFC 3986 dot segments, `\` → `/`, unreserved escapes decoded),
 # merges `//`, answers 400 itself to an encoded `/` or `\`, and appends the TCP peer it saw
-# to x-forwarded-for instead of passing the client's header through.
+# to x-forwarded-for instead of passing the client's header through. `ext_authz` holds the
+# ext_authz filter's own options: header bytes as they came (`encode_raw_headers`).
 DOCUMENTED_HCM: dict[str, Any] = {
     "normalize_path": True,
     "merge_slashes": True,
     "path_with_escaped_slashes_action": "REJECT_REQUEST",
     "use_remote_address": True,
     "xff_num_trusted_hops": 0,
+    "ext_authz": {"encode_raw_headers": True},
 }
+# The same without `encode_raw_headers`: Envoy sends header values as protobuf strings, each
+# byte that is not UTF-8 replaced by `!`.
+STRING_HEADERS_HCM: dict[str, Any] = {k: v for k, v in DOCUMENTED_HCM.items() if k != "ext_authz"}
 # A careless Envoy: no normalization at all, so every path reaches pdp as the client sent it.
 RAW_HCM: dict[str, Any] = {
     "normalize_path": False,
@@ -139,10 +144,14 @@ def cluster(name: str, port: int, h2: bool) -> dict[str, Any]:
 
 
 def _listener(name: str, port: int, hcm_options: Mapping[str, Any]) -> dict[str, Any]:
+    """`hcm_options` are the connection manager's, but for `ext_authz`: more of the ext_authz
+    filter's own (`{"encode_raw_headers": True}`)."""
+    options = dict(hcm_options)
+    ext_authz = options.pop("ext_authz", {})
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": name,
-        **hcm_options,
+        **options,
         "route_config": {
             "virtual_hosts": [
                 {
@@ -160,6 +169,7 @@ def _listener(name: str, port: int, hcm_options: Mapping[str, Any]) -> dict[str,
                     "transport_api_version": "V3",
                     "failure_mode_allow": False,
                     "grpc_service": {"envoy_grpc": {"cluster_name": "pdp"}, "timeout": "5s"},
+                    **ext_authz,
                 },
             },
             {

@@ -25,9 +25,11 @@ METHODS = [
     "/pdp.v1.DecisionService/Plan",
     "/pdp.v1.DecisionService/ServerInfo",
     "/envoy.service.auth.v3.Authorization/Check",
-    "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
     "/grpc.health.v1.Health/Check",
 ]
+# Envoy's rate limit filter admits a call the service errors on (`failure_mode_deny: false`,
+# its default): ShouldRateLimit answers OVER_LIMIT instead (test_redteam19_rls.py).
+RATE_LIMIT = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 STREAMING = [
     ("unary_stream", "/grpc.health.v1.Health/Watch"),
     ("stream_stream", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
@@ -63,6 +65,22 @@ def test_an_undecodable_message_is_invalid_argument(
         call(data, timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert info.value.details().startswith("request: "), info.value.details()
+
+
+@pytest.mark.parametrize("data", BROKEN)
+def test_an_undecodable_message_to_the_rate_limit_service_is_over_limit(
+    channel: grpc.Channel, data: bytes
+) -> None:
+    from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
+
+    call = channel.unary_unary(
+        RATE_LIMIT,
+        request_serializer=lambda b: b,
+        response_deserializer=rls.RateLimitResponse.FromString,
+    )
+    reply = call(data, timeout=30)
+    assert reply.overall_code == rls.RateLimitResponse.OVER_LIMIT
+    assert b"request: is not a valid protobuf message" in reply.raw_body
 
 
 @pytest.mark.parametrize(("kind", "method"), STREAMING)
