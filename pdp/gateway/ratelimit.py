@@ -22,9 +22,9 @@ than 64 descriptors or 32 entries, and a key given twice in one descriptor (`con
 of them could shadow the other (give each `generic_key` action its own `descriptor_key`).
 A request that is no protobuf message is OVER_LIMIT too, naming the entry when it is a key or
 value that is not UTF-8: Envoy passes a header's bytes (`\xff` is a valid HTTP header byte)
-into a descriptor unchecked, and protobuf refuses the message. Not INVALID_ARGUMENT: Envoy reads an error from the service as `failure_mode_deny` says, and
-its default lets the request through, so an error would hand anyone who can bend a
-descriptor's header an unlimited bucket.
+into a descriptor unchecked, and protobuf refuses the message. Not INVALID_ARGUMENT: Envoy
+reads an error from the service as `failure_mode_deny` says, and its default lets the request
+through, so an error would hand anyone who can bend a descriptor's header an unlimited bucket.
 
 Place the rate limit filter after ext_authz: a call pdp denies never reaches it, so a denied
 call uses no quota here either.
