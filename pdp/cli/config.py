@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -215,6 +216,25 @@ def apply(
         for key in keys:
             setattr(args, key, getattr(merged, key))
     return sources
+
+
+# What Kubernetes' service links put into a pod for a Service named `pdp` (`PDP_SERVICE_HOST`,
+# `PDP_PORT_50051_TCP_ADDR`, ...): not settings, so not reported as unknown ones.
+_SERVICE_LINK = re.compile(r"^PDP_(SERVICE_(HOST|PORT)(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?)$")
+
+
+def unknown_env(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """`PDP_*` variables that name no key: a typo (`PDP_DECISON_LOG`) would otherwise leave
+    its setting silently off, where the same typo in `--config` is an error."""
+    environ = os.environ if environ is None else environ
+    known = {env_name(key) for key in keyed_actions(parser)}
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX) and name not in known and not _SERVICE_LINK.match(name)
+    )
 
 
 def render(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -33,6 +34,9 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 # Descriptors a server needs beside its connections: policy files, logs, pipes to the writer
 # and workers, a bundle cache.
 FD_RESERVE = 256
+# More processes than this is a typo (`--workers 80000`), not a deployment: each compiles the
+# policies and holds its own caches, and the supervisor would fork until the machine gave out.
+MAX_WORKERS = 256
 # How long the exit waits for the policy source to stop after the server has (a poll in
 # progress is abandoned). The exit comes at most this long after the server's own bound.
 _SOURCE_STOP_WAIT_S = 1.0
@@ -732,8 +736,47 @@ def supervise(args: argparse.Namespace) -> int:
     return status
 
 
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
+
+
+def _warn_exposure(args: argparse.Namespace, unknown: list[str]) -> None:
+    """Legitimate but risky settings, said once at start-up (they are not errors: a mesh
+    sidecar may terminate TLS, a pod network may be private)."""
+    for name in unknown:
+        log.warning(
+            "%s is not a pdp setting and is ignored (`pdp serve --print-config` lists them)", name
+        )
+    if not args.tls_cert:
+        for flag, addresses in (
+            ("--listen", args.listen or [DEFAULT_LISTEN]),
+            ("--http-listen", args.http_listen or []),
+        ):
+            for address in addresses:
+                if not _is_loopback(address):
+                    log.warning(
+                        "%s %s is reachable from the network without TLS: requests, principals "
+                        "and decisions travel in clear text (set --tls-cert and --tls-key, or "
+                        "let a sidecar terminate TLS)",
+                        flag, address,
+                    )  # fmt: skip
+    if args.prometheus and not _is_loopback(args.prometheus):
+        log.warning(
+            "--prometheus %s serves /metrics without authentication or TLS to whatever reaches "
+            "it (policy, rule and bundle names, call rates); bind it to 127.0.0.1 or a network "
+            "only the scraper reaches",
+            args.prometheus,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    from .config import ConfigError, apply, render
+    from .config import ConfigError, apply, render, unknown_env
 
     try:  # --config FILE and PDP_* variables fill what the command line left out
         sources = apply(args, args.serve_parser)
@@ -757,6 +800,9 @@ def run(args: argparse.Namespace) -> int:
     workers, why = resolve_workers(args)
     if workers < 1:
         return _fail("--workers must be at least 1")
+    if workers > MAX_WORKERS:
+        return _fail(f"--workers must be at most {MAX_WORKERS}, not {workers}")
+    _warn_exposure(args, unknown_env(args.serve_parser))
     args.workers = workers
     if why != "given":
         log.info("workers: %d (%s; --workers N overrides)", workers, why)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pdp.errors import PolicyError, PolicyErrors
 from pdp.gateway.paths import PathError, canonicalize
-from pdp.gateway.templates import Template, TemplateError, parse_value
+from pdp.gateway.templates import Template, TemplateError, parse_claim_path, parse_value
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}$")
@@ -373,6 +373,13 @@ def _claims(v: Any, errs: _Errors) -> ClaimsConfig:
     if not isinstance(attr, dict) or not all(isinstance(x, str) for x in attr.values()):
         errs.add("spec.claims.attr", "must map attribute names to claim names")
         attr = {}
+    for key in ("id", "tenant", "roles", "actor"):
+        _claim_path_ok(c.get(key), f"spec.claims.{key}", errs)
+    scopes = c.get("scopes")
+    for i, name in enumerate([scopes] if isinstance(scopes, str) else scopes or []):
+        _claim_path_ok(name, f"spec.claims.scopes[{i}]", errs)
+    for name, claim in attr.items():
+        _claim_path_ok(claim, f"spec.claims.attr.{name}", errs)
     return ClaimsConfig(
         id=_str(c.get("id"), "spec.claims.id", errs, d.id),
         tenant=_str(c.get("tenant"), "spec.claims.tenant", errs, d.tenant),
@@ -381,6 +388,14 @@ def _claims(v: Any, errs: _Errors) -> ClaimsConfig:
         attr=attr,
         actor=_str(c.get("actor"), "spec.claims.actor", errs, d.actor),
     )
+
+
+def _claim_path_ok(v: Any, where: str, errs: _Errors) -> None:
+    if isinstance(v, str) and v:  # wrong types are reported by _str/_strs
+        try:
+            parse_claim_path(v)
+        except TemplateError as e:
+            errs.add(where, str(e))
 
 
 def _route(raw: Any, where: str, index: int, errs: _Errors, *, public: bool) -> Route | None:

@@ -18,6 +18,9 @@ BUILTINS = ("method", "path")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+# A claim path: `org.id` reaches into objects; `["org.id"]` names one claim whose name has dots.
+_CLAIM_BARE = re.compile(r"[A-Za-z0-9_\-]+")
+_CLAIM_QUOTED = re.compile(r"\[(?:\"([^\"]+)\"|'([^']+)')\]")
 
 
 class TemplateError(ValueError):
@@ -28,6 +31,7 @@ class TemplateError(ValueError):
 class Ref:
     namespace: str  # "param", "claims", "header", "query", "principal", "method", "path"
     key: str
+    steps: tuple[str, ...] = ()  # claims: the parsed claim path
 
 
 @dataclass(slots=True)
@@ -82,13 +86,57 @@ def dig(obj: Any, dotted: str) -> Any:
     return obj
 
 
+def parse_claim_path(text: str) -> tuple[str, ...]:
+    """`org.id` -> ("org", "id"); `["org.id"]` -> ("org.id",); `["https://x/c"].t` -> 2 steps.
+
+    A dot always reaches into an object, as in Envoy's `claim_name` and Rego's `claims.org.id`;
+    a claim whose own name holds a dot (or anything but letters, digits, `_`, `-`) is named in
+    brackets. One spelling, one claim: a token cannot add a flat `org.id` to override the nested
+    `org: {id}` the operator meant (nor the reverse).
+    """
+    steps: list[str] = []
+    pos = 0
+    while pos < len(text):
+        if text.startswith("[", pos):
+            quoted = _CLAIM_QUOTED.match(text, pos)
+            if quoted is None:
+                raise TemplateError(
+                    f'bad claim path `{text}`: a bracketed name is quoted, as in `["org.id"]`'
+                )
+            steps.append(quoted.group(1) if quoted.group(1) is not None else quoted.group(2))
+            pos = quoted.end()
+            continue
+        if steps:
+            if not text.startswith(".", pos):
+                raise TemplateError(f"bad claim path `{text}`: expected `.` or `[` at {pos}")
+            pos += 1
+        bare = _CLAIM_BARE.match(text, pos)
+        if bare is None or (bare.end() < len(text) and text[bare.end()] not in ".["):
+            raise TemplateError(
+                f"bad claim path `{text}`: a dot reaches into an object; name a claim "
+                'holding `.`, `/` or `:` in brackets, as in `["https://example.com/tenant"]`'
+            )
+        steps.append(bare.group(0))
+        pos = bare.end()
+    if not steps:
+        raise TemplateError("empty claim path")
+    return tuple(steps)
+
+
+def claim_at(claims: Any, steps: tuple[str, ...]) -> Any:
+    for step in steps:
+        if not isinstance(claims, Mapping) or step not in claims:
+            return None
+        claims = claims[step]
+    return claims
+
+
 def _lookup(ref: Ref, env: RenderEnv) -> Any:
     ns, key = ref.namespace, ref.key
     if ns == "param":
         return env.params.get(key)
     if ns == "claims":
-        # A claim name may itself contain dots (`https://example.com/tenant`): try it whole first.
-        return env.claims[key] if key in env.claims else dig(env.claims, key)
+        return claim_at(env.claims, ref.steps)
     if ns == "header":
         return env.headers.get(key)
     if ns == "query":
@@ -122,6 +170,10 @@ def _ref(text: str, params: frozenset[str] | None) -> Ref:
         return Ref("param", text)
     if text in BUILTINS:
         return Ref(text, "")
+    if text.startswith(("claims.", "claims[")):
+        key = text[len("claims") :]
+        key = key[1:] if key.startswith(".") else key
+        return Ref("claims", key, parse_claim_path(key))
     ns, dot, key = text.partition(".")
     if dot:
         if ns not in NAMESPACES:

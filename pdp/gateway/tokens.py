@@ -10,6 +10,7 @@ public, and a shared secret in it would let anyone mint tokens.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pdp.gateway.mapping import AuthConfig, ClaimsConfig
-from pdp.gateway.templates import dig
+from pdp.gateway.templates import claim_at, parse_claim_path
 from pdp.model.request import id_problem
 
 if TYPE_CHECKING:
@@ -295,7 +296,13 @@ def bearer_token(headers: Mapping[str, str], auth: AuthConfig) -> str:
 
 
 def _claim(claims: Mapping[str, Any], name: str) -> Any:
-    return claims[name] if name in claims else dig(claims, name)
+    # One spelling, one claim (templates.parse_claim_path); the mapping checked `name` at load.
+    return claim_at(claims, _claim_path(name))
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_path(name: str) -> tuple[str, ...]:
+    return parse_claim_path(name)
 
 
 def _string_list(value: Any, name: str) -> list[str]:

@@ -125,7 +125,9 @@ def build_record(
         record["decisions"] = _results(request, masked, response)
         record["effects"] = effect_counts(response)
     if obs.error_code:
-        message = masked.redact(obs.error_message) if masked else obs.error_message
+        message = (
+            masked.redact(obs.error_message) if masked else masker.redact_refused(obs.error_message)
+        )
         record["error"] = {"code": obs.error_code, "message": message}
     record["latency_ms"] = latency_ms(obs.latency_s)
     record["trace_id"] = trace_id
@@ -216,11 +218,25 @@ def _results(
     for r in response.results:
         out.append(
             {
-                "kind": r.kind,
+                # A kind or action the scrub masked in the request (a `Bearer …` sent as
+                # one) is masked here too; the request half of the record says which.
+                "kind": masked.redact(r.kind) if masked else r.kind,
                 "id": ids.get((r.kind, r.id), r.id if masked is None else masked.redact(r.id)),
-                "actions": {a: _action(d, masked) for a, d in r.actions.items()},
+                "actions": _actions(r.actions, masked),
             }
         )
+    return out
+
+
+def _actions(
+    actions: Mapping[str, ActionDecision], masked: Masked | None
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, d in actions.items():
+        key = masked.redact(name) if masked else name
+        while key in out:  # two masked actions stay two decisions
+            key += "'"
+        out[key] = _action(d, masked)
     return out
 
 

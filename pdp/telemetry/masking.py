@@ -19,10 +19,13 @@ masked request stays replayable. Two layers:
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 # What a masked value becomes. A string, so a masked attribute is still valid JSON and still
 # parses as an attribute value on replay.
@@ -66,8 +69,16 @@ _DROPPED_SUFFIXES = (
     "cookie",
     "cookies",
 )
-# What `_normal_key` removes: the separators that spell one name many ways.
-_KEY_SEPARATORS = re.compile(r"[\s._-]+")
+# What `_normal_key` removes: everything but ASCII letters and digits, once `_fold` has mapped
+# the other spellings of a letter onto it (separators, `:`, zero-width and soft hyphens too).
+_KEY_SEPARATORS = re.compile(r"[^a-z0-9]+")
+# Cyrillic and Greek letters drawn like Latin ones (Unicode confusables), after casefolding:
+# `Authorization` with a Cyrillic capital A is read `authorization`.
+_LOOKALIKES = str.maketrans(
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u04bb\u043a\u043c\u0442\u0432\u043d"
+    "\u03b1\u03b5\u03bf\u03c1\u03b9\u03ba\u03c4\u03c5\u03bd\u03c7",
+    "aeopcyxijsdhkmtbhaeopiktuvx",
+)
 
 # A string that is a credential, whatever key holds it: an HTTP auth header value or a compact
 # JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`).
@@ -173,11 +184,55 @@ class Masker:
             _apply(out, path.steps, path.replacement, secrets)
         return Masked(out, frozenset(s for s in secrets if len(s) >= MIN_REDACTED_LENGTH))
 
+    def redact_refused(self, message: str) -> str:
+        """The message of a request refused before it parsed, which quotes the bad value
+        (`context.ip: `eyJ…` is not an IP address`) with no parsed request to learn masked
+        values from: a quoted value that is a credential, every quoted value of a field an
+        operator path masks, and any `Bearer …` or JWT left in the text become the placeholder."""
+        # `context.ip: `x` is ...` (gRPC, pdp.v1) or `` `context.ip` `x` is ... `` (AuthZEN).
+        lead = _QUOTED.match(message)
+        if lead and not _FIELD_NAME.match(lead.group(1)):
+            lead = None  # a quoted value first, not a field name
+        field = lead.group(1) if lead else message.partition(":")[0].strip()
+        start = lead.end() if lead else 0
+        covered = any(_covers(p.steps, field) for p in self._paths)
+        rest = _QUOTED.sub(
+            lambda m: f"`{MASKED}`" if covered or _is_credential_value(m.group(1)) else m.group(0),
+            message[start:],
+        )
+        message = message[:start] + rest
+        return _CREDENTIAL_SPAN.sub(MASKED, message)
+
 
 # Top-level request keys whose subtrees are scrubbed. Their own fixed keys (`id`, `tenant`,
 # `kind`, `actions`, `ip`, ...) never collide with `ALWAYS_DROPPED_KEYS`, so dropping keys at
 # any depth below them only ever touches free-form attribute keys.
 _HOLDERS = frozenset({"principal", "resources", "context"})
+
+
+# A value an error message quotes (`pdp.model.request` quotes them in backticks).
+_QUOTED = re.compile(r"`([^`]*)`")
+_CREDENTIAL_SPAN = re.compile(r"\bbearer\s+[^\s`]+|\beyJ[\w-]*\.[\w-]+\.[\w-]*", re.IGNORECASE)
+_FIELD_NAME = re.compile(r"^[a-z_]+(?:\[(?:\d+|\*)\])?(?:\.[^\s`]+)*$")
+_FIELD_STEP = re.compile(r"[^.\[\]]+|\[(\d+|\*)\]")
+
+
+def _is_credential_value(value: str) -> bool:
+    return bool(_CREDENTIAL_VALUE.match(value) or _INNER_CREDENTIAL.search(value))
+
+
+def _covers(steps: tuple[str | int, ...], field: str) -> bool:
+    """Whether a mask path names `field` (`resources[2].attr.SSN`) or a field inside it."""
+    got: list[str] = []
+    for m in _FIELD_STEP.finditer(field):
+        got.append(m.group(1) if m.group(1) is not None else m.group(0))
+    if len(got) < len(steps):
+        return False
+    for want, have in zip(steps, got):
+        if want == "*" or str(want) == have or _fold(str(want)) == _fold(have):
+            continue
+        return False
+    return True
 
 
 def _scrub(value: Any, secrets: set[str]) -> Any:
@@ -213,9 +268,27 @@ MAX_KEY_CACHE = 10_000
 _key_verdicts: dict[str, bool] = {}
 
 
+@functools.lru_cache(maxsize=MAX_KEY_CACHE)
+def _fold(key: str) -> str:
+    """One spelling of a key: `%`-decoded, compatibility forms (full-width letters) read as ASCII,
+    case folded, accents and format characters (zero-width space, soft hyphen) dropped,
+    Cyrillic and Greek lookalikes read as Latin. Keys are the caller's: each of these
+    spellings named a credential or a masked attribute and reached the log verbatim."""
+    for _ in range(3):  # `%2561` is `%61` is `a`
+        decoded = unquote(key)
+        if decoded == key:
+            break
+        key = decoded
+    key = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", key).casefold())
+    key = "".join(c for c in key if unicodedata.category(c) not in ("Mn", "Cf"))
+    return key.translate(_LOOKALIKES)
+
+
 def _normal_key(key: str) -> str:
-    """`accessToken`, `ACCESS-TOKEN`, `access.token` and `access_token ` all read `accesstoken`."""
-    return _KEY_SEPARATORS.sub("", key.lower())
+    """`accessToken`, `ACCESS-TOKEN`, `access.token`, `access_token `, `access%5Ftoken` and
+    one with a Cyrillic a all
+    read `accesstoken`."""
+    return _KEY_SEPARATORS.sub("", _fold(key))
 
 
 _DROPPED = frozenset(_normal_key(k) for k in ALWAYS_DROPPED_KEYS)
@@ -287,16 +360,16 @@ def _attribute_keys(node: dict[str, Any], steps: tuple[str | int, ...]) -> list[
     `email` name `user.email`, a key no path segment can spell)."""
     step = steps[0]
     assert isinstance(step, str)
-    lower, size = step.lower(), len(step)
+    folded = _fold(step)
     out = []
     for k in node:
-        if len(k) == size and (k == step or k.lower() == lower):
+        if k == step or _fold(k) == folded:  # `EMAIL`, `em%61il`, full width, a Cyrillic a
             out.append((k, 1))
-        elif "." in k:
-            parts = k.lower().split(".")
+        elif "." in (fk := _fold(k)):
+            parts = fk.split(".")
             run = steps[: len(parts)]
             if len(run) == len(parts) and all(
-                isinstance(s, str) and s != "*" and s.lower() == p for s, p in zip(run, parts)
+                isinstance(s, str) and s != "*" and _fold(s) == p for s, p in zip(run, parts)
             ):
                 out.append((k, len(parts)))
     return out

@@ -129,9 +129,11 @@ def test_tenant_claim_must_be_a_string_and_defaults_to_none() -> None:
     assert principal == {"id": "alice", "tenant": "", "roles": [], "scopes": [], "attr": {}}
 
 
-def test_a_claim_named_with_a_dot_is_read_before_a_path() -> None:
+def test_a_dot_reaches_into_an_object_and_brackets_name_a_dotted_claim() -> None:
+    # One spelling, one claim (tests/security/test_sweep19_claim_paths.py has the attack).
     claims = {"sub": "alice", "org.id": "acme", "org": {"id": "globex"}}
-    assert principal_from_claims(claims, ClaimsConfig(tenant="org.id"))["tenant"] == "acme"
+    assert principal_from_claims(claims, ClaimsConfig(tenant="org.id"))["tenant"] == "globex"
+    assert principal_from_claims(claims, ClaimsConfig(tenant='["org.id"]'))["tenant"] == "acme"
 
 
 def test_an_actor_without_a_string_type_has_an_empty_type() -> None:
