@@ -4,6 +4,7 @@ memory, in the supervisor, in Redis)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pdp.engine.counters import Counters, MemoryCounters
 from pdp.engine.limits import CompiledLimit, bucket_key
 from pdp.limits import counters_from_url
 from pdp.limits.redis import KEY_PREFIX
+from pdp.limits.supervised import CounterServer, SupervisedCounters
 from pdp.model.loader import load_policy_dir
 from pdp.model.request import parse_check_request
 
@@ -126,13 +128,20 @@ def _list_or_text(root: Path) -> Path:
     )
 
 
-@pytest.fixture(params=["memory", "redis"])
-def counters(request: pytest.FixtureRequest) -> Counters:
+@pytest.fixture(params=["memory", "supervised", "redis"])
+def counters(request: pytest.FixtureRequest) -> Iterator[Counters]:
     if request.param == "memory":
-        return MemoryCounters()
+        yield MemoryCounters()
+        return
+    if request.param == "supervised":
+        # `--workers N`: a worker's takes, answered by the supervisor's buckets.
+        worker = SupervisedCounters(CounterServer().connect().detach())
+        yield worker
+        worker.close()
+        return
     url = request.getfixturevalue("redis_url")
     redis.Redis.from_url(url).flushdb()
-    return counters_from_url(url)
+    yield counters_from_url(url)
 
 
 def test_limits_with_slashes_in_their_ids_count_apart(tmp_path: Path, counters) -> None:
