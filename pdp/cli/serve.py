@@ -163,6 +163,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(shared by every replica and worker)",
     )
     rl.add_argument(
+        "--limits-require-noeviction",
+        action="store_true",
+        help="with a redis:// store, refuse to start unless Redis's maxmemory-policy is "
+        "`noeviction` (read with CONFIG GET): an evicted bucket comes back full",
+    )
+    rl.add_argument(
         "--no-rate-limit-service",
         action="store_true",
         help="do not serve Envoy's envoy.service.ratelimit.v3.RateLimitService",
@@ -504,6 +510,8 @@ def serve(args: argparse.Namespace) -> int:
             counters = SupervisedCounters(args.limits_fd)
         else:
             counters = counters_from_url(args.limits_store)
+            if getattr(args, "limits_check_later", False):
+                counters.check_eviction_later()  # type: ignore[attr-defined]
         holder = EngineHolder(counters=counters)
     except ValueError as exc:
         return _fail(f"rate limits: {exc}")
@@ -806,6 +814,31 @@ def run(args: argparse.Namespace) -> int:
     args.workers = workers
     if why != "given":
         log.info("workers: %d (%s; --workers N overrides)", workers, why)
+    refused = _check_redis_eviction(args)
+    if refused:
+        return _fail(refused)
     if workers > 1:
         return supervise(args)
     return serve(args)
+
+
+def _check_redis_eviction(args: argparse.Namespace) -> str:
+    """Warn, once before any worker starts, when Redis may evict rate-limit buckets; with
+    `--limits-require-noeviction`, the reason to refuse to start (also when it cannot tell)."""
+    if not args.limits_store.startswith(("redis://", "rediss://", "unix://")):
+        return ""
+    from pdp.limits.redis import SAFE, UNREACHABLE, RedisCounters
+
+    try:
+        probe = RedisCounters.from_url(args.limits_store)
+    except ValueError:
+        return ""  # a malformed URL: serve() says so
+    try:
+        outcome, message = probe.check_eviction()
+    finally:
+        probe.close()
+    # Workers check again once Redis answers (serve(); forked workers inherit `args`).
+    args.limits_check_later = outcome == UNREACHABLE
+    if args.limits_require_noeviction and outcome != SAFE:
+        return f"--limits-require-noeviction: {message.removeprefix('rate limits: ')}"
+    return ""

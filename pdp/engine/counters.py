@@ -19,8 +19,8 @@ from typing import Protocol
 # Distinct keys kept in memory; the least recently used beyond it are forgotten (a forgotten
 # bucket comes back full). Bounds memory when keys come from callers (IPs, ids).
 MAX_MEMORY_BUCKETS = 100_000
-# A bucket key is `policy/limit:value` or `policy/limit#digest` (`pdp.engine.limits`): what
-# precedes the first `:` or `#` names its limit.
+# A bucket key is `policy/limit:value` or `policy/limit#digest` (`pdp.engine.limits`), its
+# parts escaped: what precedes the first `:` or `#` names its limit, and nothing else.
 _LIMIT_OF = re.compile("[:#]")
 
 

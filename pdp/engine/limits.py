@@ -10,13 +10,13 @@ limits fail closed like everything else. When the counter store itself fails, ea
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from pdp.model import decision as d
 from pdp.model.decision import (
@@ -63,18 +63,32 @@ class CompiledLimit:
 LIMITS_LOG = RateLimitedLog(logging.getLogger("pdp.limits"), interval=_LOG_EVERY_S)
 
 
+def _part(text: str) -> str:
+    # Percent-encoding of everything but letters, digits and `_.-~`: no escaped part holds a
+    # `/ : # , [ ] %`, so those can join parts without two tuples sharing a spelling.
+    return quote(text, safe="", errors="surrogatepass")
+
+
+def _value(value: Any) -> str:
+    """A key value's spelling: a scalar as its escaped text, a list as `[a,b]` of escaped
+    parts (a scalar never starts with a raw `[`). An int is spelled as its decimal text, so
+    `5` and `"5"` share a bucket: a caller cannot buy a second quota by changing the type."""
+    if isinstance(value, list):
+        return "[" + ",".join(_part(str(p)) for p in value) + "]"
+    return _part(value if isinstance(value, str) else str(value))
+
+
 def bucket_key(limit: CompiledLimit, value: Any) -> str:
     """`policy/limit:value`, or `policy/limit#digest` past `_KEY_SHOWN` characters: bounded
-    in size whatever the caller sent (`:` and `#` keep the two forms apart). A list key is
-    its JSON text (`["acme","a/b"]`): quoted parts, so no two lists share a spelling."""
-    if isinstance(value, list):
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    else:
-        text = value if isinstance(value, str) else repr(value)
+    in size whatever the caller sent. Every part is escaped (`_part`), so a `/`, `:` or `#`
+    in a policy id, a limit id or a key value cannot make two buckets share a name (policy
+    `a/b` limit `c` and policy `a` limit `b/c` once did; so did `["a:b","c"]`-like values)."""
+    head = f"{_part(limit.policy)}/{_part(limit.id)}"
+    text = _value(value)
     if len(text) <= _KEY_SHOWN:
-        return f"{limit.policy}/{limit.id}:{text}"
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"{limit.policy}/{limit.id}#{digest}"
+        return f"{head}:{text}"
+    digest = hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
+    return f"{head}#{digest}"
 
 
 class _BadLimitValue(Exception):

@@ -24,7 +24,9 @@ may still be charged.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 
@@ -40,6 +42,15 @@ KEY_PREFIX = "pdp:rl:"
 # How late past the socket timeout a take may still reach Redis and be charged: room for the
 # offset estimate's error (module docstring), not for a hang.
 DEADLINE_SLACK_S = 0.25
+# The one `maxmemory-policy` under which Redis never drops a bucket. Every other one evicts
+# pdp's keys under memory pressure: `allkeys-*` any key, `volatile-*` keys with a TTL, which
+# every bucket has (it expires once full again). An evicted bucket comes back full: a spent
+# quota refilled.
+SAFE_POLICY = "noeviction"
+# `check_eviction` outcomes.
+SAFE, EVICTS, UNKNOWN, UNREACHABLE = "safe", "evicts", "unknown", "unreachable"
+
+log = logging.getLogger("pdp.limits")
 
 # KEYS: the buckets (one may repeat: each take counts, after the ones before it). ARGV: per
 # bucket capacity, rate (units per ms), cost; then the deadline (ms on Redis's clock).
@@ -103,6 +114,57 @@ class RedisCounters:
         # Redis's clock minus `time.monotonic()`, in ms, as the last reply showed it (None:
         # not learnt yet). Written by any thread; one float assignment is atomic.
         self._offset_ms: float | None = None
+        # Check `maxmemory-policy` again after the next take that succeeds (set when the
+        # store failed or the last check could not reach it).
+        self._recheck = False
+
+    def check_eviction(self) -> tuple[str, str]:
+        """Read Redis's `maxmemory-policy` and log what it means for the buckets: `SAFE`
+        (`noeviction`), `EVICTS` (a warning naming the risk and the fix), `UNKNOWN` (CONFIG
+        renamed or denied by an ACL) or `UNREACHABLE` (checked again after the next take
+        that succeeds). Never raises: start-up does not depend on it.
+        Returns the outcome and the message logged."""
+        try:
+            reply = self._client.config_get("maxmemory*")
+        except (redis.RedisError, OSError) as exc:
+            unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError)
+            self._recheck = unreachable
+            why = "Redis did not answer" if unreachable else f"CONFIG GET refused: {exc}"
+            message = (
+                f"rate limits: could not check Redis's maxmemory-policy ({why}). Unless it "
+                f"is `{SAFE_POLICY}`, Redis may evict rate-limit buckets, and an evicted "
+                "bucket comes back full (docs/RATE_LIMITS.md)"
+            )
+            log.warning("%s", message)
+            return (UNREACHABLE if unreachable else UNKNOWN), message
+        policy = _text(reply.get("maxmemory-policy", reply.get(b"maxmemory-policy")))
+        maxmemory = _text(reply.get("maxmemory", reply.get(b"maxmemory"))) or "?"
+        if policy == SAFE_POLICY:
+            message = (
+                f"rate limits: Redis maxmemory-policy is `{SAFE_POLICY}`: no bucket is evicted"
+            )
+            log.info("%s", message)
+            return SAFE, message
+        message = (
+            f"rate limits: Redis maxmemory-policy is `{policy or 'unknown'}` (maxmemory "
+            f"{maxmemory}{', no limit yet' if maxmemory == '0' else ''}): under memory pressure "
+            "Redis may evict rate-limit buckets (pdp sets a TTL on each), and an evicted bucket "
+            f"comes back full, refilling a spent quota. Set `maxmemory-policy {SAFE_POLICY}` "
+            "or give pdp a Redis instance of its own (docs/RATE_LIMITS.md)"
+        )
+        log.warning("%s", message)
+        return EVICTS, message
+
+    def check_eviction_later(self) -> None:
+        """Check `maxmemory-policy` after the next take that succeeds (Redis was unreachable
+        when the server started)."""
+        self._recheck = True
+
+    def _recheck_eviction(self) -> None:
+        # A Redis back after failing may be another one (restarted, failed over), configured
+        # otherwise. Off the decision's thread: it must not pay a round trip for it.
+        self._recheck = False
+        threading.Thread(target=self.check_eviction, name="pdp-redis-check", daemon=True).start()
 
     @classmethod
     def from_url(cls, url: str) -> RedisCounters:
@@ -145,7 +207,10 @@ class RedisCounters:
                         "redis: the take reached Redis after its deadline; nothing was taken"
                     )
         except (redis.RedisError, OSError, ValueError, TypeError) as exc:
+            self._recheck = True
             raise CounterStoreError(f"redis: {exc}") from exc
+        if self._recheck:
+            self._recheck_eviction()
         if len(levels) != len(takes):
             raise CounterStoreError("redis: the take script answered the wrong number of buckets")
         if status:
@@ -154,3 +219,7 @@ class RedisCounters:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""

@@ -38,13 +38,30 @@ LARGE_REQUEST_BYTES = 16 * 1024
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 
 
+def _pairs_size(pairs: Any) -> int:
+    """The characters of `(key, value)` pairs (metadata, propagation headers); 0 for anything
+    else (a wire item's other fields)."""
+    if type(pairs) is not tuple:
+        return 0
+    try:
+        return sum(len(k) + len(v) for k, v in pairs)
+    except (TypeError, ValueError):
+        return 0
+
+
 def request_size(record: Any) -> int:
-    """The request bytes an observation keeps alive while queued: a wire item (a tuple,
-    `pdp.server.wire`) holds them at index 2; an observation object may say `request_size`."""
+    """The caller's bytes an observation keeps alive while queued: its request (a wire item,
+    a tuple of `pdp.server.wire`, holds it at index 2; an observation object says
+    `request_size`) and the headers or metadata it carries for the record and the span
+    (`traceparent`, `tracestate`, `baggage`: 8 KB each over HTTP). Those counted for nothing:
+    a small body with ~24 KB of trace headers was queued by count alone, 240 MB over 10,000
+    calls while the sink stalled. Must answer the same for a record on its way in and out."""
     if type(record) is tuple:
         data = record[2] if len(record) > 2 else None
-        return len(data) if type(data) is bytes else 0
-    return getattr(record, "request_size", 0)
+        size = len(data) if type(data) is bytes else 0
+        # The propagation pairs are the item's only tuple field.
+        return size + sum(_pairs_size(field) for field in record)
+    return getattr(record, "request_size", 0) + _pairs_size(getattr(record, "metadata", ()))
 
 
 class Intake:
@@ -53,8 +70,8 @@ class Intake:
 
     The queue is bounded by count and, for observations of large requests, by bytes: a
     caller sending 4 MB requests while a sink stalls would otherwise fill the queue's count
-    with 40 GB. An observation whose request is at least `LARGE_REQUEST_BYTES` counts its
-    request size against `max_bytes` (a lock on that path only; gateway requests are a few KB,
+    with 40 GB. An observation whose request and headers (`request_size`) come to at least
+    `LARGE_REQUEST_BYTES` counts them against `max_bytes` (a lock on that path only; gateway requests are a few KB,
     so the usual call takes none), and is dropped when the budget is spent. Consumers take
     observations with `_popleft`, which gives the budget back."""
 

@@ -32,14 +32,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A throwaway redis-server on a free loopback port (the Makefile installs it)."""
+def start_redis(
+    tmp: Path, *extra: str, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on a free loopback port (the Makefile installs it); `extra`
+    are more of its options (`--maxmemory-policy`, `allkeys-lru`)."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: `make test` installs Debian's redis-server"
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp), "--protected-mode", "yes"],
+         "--dir", str(tmp), "--protected-mode", "yes", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
