@@ -253,7 +253,7 @@ class SlowEngine(RecordingEngine):
     """A real engine whose decision outlasts Envoy's timeout (as a heavy resource would)."""
 
     def check(self, request: CheckRequest, **kwargs: Any) -> CheckResponse:
-        time.sleep(0.6)
+        time.sleep(1.0)
         return super().check(request, **kwargs)
 
 
@@ -278,12 +278,19 @@ def test_a_decision_past_envoys_timeout_is_stopped_not_answered(keys, tmp_path):
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = ext_grpc.AuthorizationStub(channel)
-            with pytest.raises(grpc.RpcError) as err:
-                stub.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), timeout=0.2)
-            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            deadline = time.monotonic() + 30
-            while not seen and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # Under load grpc may drop a call whose deadline passed before a thread took it:
+            # then no decision ran at all, and the call is made again.
+            for _attempt in range(5):
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.Check(
+                        _request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), timeout=0.3
+                    )
+                assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                deadline = time.monotonic() + 10
+                while not seen and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if seen:
+                    break
             # With a generous deadline the same request is allowed: only the time differs.
             ok = stub.Check(_request("/v1/tenants/acme/kb/k1/docs/d1", _token(keys)), timeout=30)
             assert ok.status.code == 0
