@@ -4,6 +4,13 @@ RE2 runs in time linear in the input whatever the pattern, so a caller's attribu
 stall the server the way a backtracking engine lets `^([a-z0-9]+)*@x$` on `"a"*28 + "!"` do.
 A pattern RE2 refuses (bad syntax, backreferences, lookaround, a program over its memory
 budget) is a CEL error; the compiler turns that into a compile error for constant patterns.
+
+Linear is not cheap: when RE2's DFA gives up (its state cache thrashes on a pattern such as
+`a.{999}b.{999}c`) it scans with its NFA, whose cost per character is the program's size. So
+the program is bounded at compile (`MAX_PROGRAM_SIZE`: `.{999}` alone is ~8,000 instructions,
+each `.` being a UTF-8 automaton), and one scan at run time (`MAX_SCAN_COST`, program size x
+characters: the worst case measured is ~0.6 ns per unit), as RE2 users bound it with
+`max_mem` and cel-go prices `matches` by pattern x string.
 """
 
 from __future__ import annotations
@@ -15,6 +22,19 @@ import re2
 
 from pdp.cel._values import fail, no_overload
 
+# The most instructions a compiled pattern may have. `\p{L}` is ~1,200 and an e-mail pattern
+# a few dozen; `a.{999}b.{999}c` (~16,000) took about a second over a 64 KiB string.
+MAX_PROGRAM_SIZE = 10_000
+# The most one scan may cost, in program instructions x string characters: ~12 ms at worst
+# on a busy 2-core machine (bench/one_resource.py). An e-mail pattern of ~20 instructions
+# scans any string a request may carry; `\p{L}+` (~1,200) strings of up to ~16,000 characters.
+MAX_SCAN_COST = 20_000_000
+# RE2's own budget, which stops the compiler itself once a program passes ~11,000
+# instructions: without it a 300-byte caller-sent pattern (`.{999}` fifty times) compiled to
+# 400,000 instructions in half a second before any size check could refuse it. It also sizes
+# the DFA's cache, ample for programs under MAX_PROGRAM_SIZE.
+_MAX_MEM = 200 << 10
+
 
 def _options() -> re2.Options:
     options = re2.Options()
@@ -23,28 +43,48 @@ def _options() -> re2.Options:
     options.log_errors = False
     # `matches` only asks whether there is a match: no submatch bookkeeping.
     options.never_capture = True
+    options.max_mem = _MAX_MEM
     return options
 
 
 _OPTIONS = _options()
+_TOO_LARGE = (
+    f"pattern too large: its RE2 program is over {MAX_PROGRAM_SIZE:,} instructions "
+    "(a repetition `x{n}` copies `x` n times, and `.` or a `\\p{..}` class is many "
+    "instructions each)"
+)
 
 
 class Regex:
     """A compiled pattern, called with the subject string (the compiled code's `matches`)."""
 
-    __slots__ = ("_search", "pattern")
+    __slots__ = ("_search", "pattern", "size")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
         try:
             compiled = re2.compile(pattern, _OPTIONS)
         except re2.error as e:
-            fail(f"invalid regular expression `{pattern}`: {_reason(e)}")
+            reason = _reason(e)
+            if reason.startswith("pattern too large"):
+                reason = _TOO_LARGE
+            fail(f"invalid regular expression `{_short(pattern)}`: {reason}")
+        self.size: int = compiled.programsize
+        if self.size > MAX_PROGRAM_SIZE:
+            fail(f"invalid regular expression `{_short(pattern)}`: {_TOO_LARGE}")
         self._search = compiled.search
 
     def __call__(self, s: Any) -> bool:
         if s.__class__ is not str:
             no_overload("matches", s, self.pattern)
+        if len(s) * self.size > MAX_SCAN_COST:
+            # Refused before it runs: an error, so a deny rule denies and an allow rule
+            # does not allow.
+            fail(
+                f"matches: a string of {len(s):,} characters is too long for the pattern "
+                f"`{_short(self.pattern)}` (its RE2 program has {self.size:,} instructions; "
+                f"characters x instructions may be at most {MAX_SCAN_COST:,})"
+            )
         try:
             return self._search(s) is not None
         except UnicodeEncodeError:
@@ -60,8 +100,13 @@ def _reason(e: Exception) -> str:
     return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
 
 
+def _short(pattern: str) -> str:
+    # A caller-sent pattern may be 64 KiB: an error message quotes its start only.
+    return pattern if len(pattern) <= 100 else pattern[:97] + "..."
+
+
 # Dynamic patterns come from callers: keep as many as the binding's own cache (128), since
-# each compiled RE2 may grow a DFA cache of up to its `max_mem` (8 MiB) while it matches.
+# each compiled RE2 may grow a DFA cache of up to its `max_mem` while it matches.
 @lru_cache(maxsize=128)
 def _compile_cached(pattern: str) -> Regex:
     return Regex(pattern)
@@ -76,3 +121,4 @@ def matches(s: Any, pattern: Any) -> bool:
     if s.__class__ is not str or pattern.__class__ is not str:
         no_overload("matches", s, pattern)
     return compile_regex(pattern)(s)
+
