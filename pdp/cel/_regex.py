@@ -121,4 +121,3 @@ def matches(s: Any, pattern: Any) -> bool:
     if s.__class__ is not str or pattern.__class__ is not str:
         no_overload("matches", s, pattern)
     return compile_regex(pattern)(s)
-
