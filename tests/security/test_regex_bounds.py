@@ -27,11 +27,15 @@ TEXT_64K = "".join("ab"[(i * 7919) % 3 == 0] for i in range(64 * 1024))
 
 
 def _policy(condition: str, effect: str = "allow") -> bytes:
-    rules = f"""
+    rules = (
+        """
     - id: open
       actions: [read]
       effect: allow
-      roles: ["*"]""" if effect == "deny" else ""
+      roles: ["*"]"""
+        if effect == "deny"
+        else ""
+    )
     return f"""apiVersion: pdp/v1
 kind: ResourcePolicy
 metadata: {{id: rx}}
