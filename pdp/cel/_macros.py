@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pdp.cel import _ast as A
 from pdp.cel import _values as v
-from pdp.cel._regex import MAX_PROGRAM_SIZE, compile_regex
+from pdp.cel._regex import MAX_PROGRAM_SIZE, compile_regex, scan_length
 
 if TYPE_CHECKING:
     from pdp.cel._compile import Code, Compiler
@@ -115,8 +115,8 @@ def call_charged(budget: list[Any], fn: Any, *args: Any) -> Any:
     return out
 
 
-# A scan by RE2 costs up to its program's size per character (pdp/cel/_regex.py): each
-# REGEX_UNITS_PER_ITERATION instructions x characters cost one iteration, so RE2 scans can
+# A scan by RE2 costs up to its program's size per UTF-8 byte (pdp/cel/_regex.py): each
+# REGEX_UNITS_PER_ITERATION instructions x bytes cost one iteration, so RE2 scans can
 # take at most ~10^8 units (tens of milliseconds) of one evaluation, not 10^5 capped scans.
 REGEX_UNITS_PER_ITERATION = 1_000
 
@@ -125,7 +125,10 @@ def regex_charged(budget: list[Any], rx: Any, s: Any) -> bool:
     """`s.matches('<constant>')` in a comprehension body: charged before it scans."""
     if s.__class__ is str:
         n = len(s)
-        _spend(budget, max(n // CHARS_PER_ITERATION, n * rx.size // REGEX_UNITS_PER_ITERATION))
+        steps = n * rx.size // REGEX_UNITS_PER_ITERATION
+        if steps and not s.isascii():
+            steps = scan_length(s) * rx.size // REGEX_UNITS_PER_ITERATION
+        _spend(budget, max(n // CHARS_PER_ITERATION, steps))
     return rx(s)
 
 

@@ -9,7 +9,7 @@ Linear is not cheap: when RE2's DFA gives up (its state cache thrashes on a patt
 `a.{999}b.{999}c`) it scans with its NFA, whose cost per character is the program's size. So
 the program is bounded at compile (`MAX_PROGRAM_SIZE`: `.{999}` alone is ~8,000 instructions,
 each `.` being a UTF-8 automaton), and one scan at run time (`MAX_SCAN_COST`, program size x
-characters: the worst case measured is ~0.6 ns per unit), as RE2 users bound it with
+UTF-8 bytes: the worst case measured is ~0.6 ns per unit), as RE2 users bound it with
 `max_mem` and cel-go prices `matches` by pattern x string.
 """
 
@@ -25,7 +25,8 @@ from pdp.cel._values import fail, no_overload
 # The most instructions a compiled pattern may have. `\p{L}` is ~1,200 and an e-mail pattern
 # a few dozen; `a.{999}b.{999}c` (~16,000) took about a second over a 64 KiB string.
 MAX_PROGRAM_SIZE = 10_000
-# The most one scan may cost, in program instructions x string characters: ~12 ms at worst
+# The most one scan may cost, in program instructions x the string's UTF-8 bytes (characters,
+# for ASCII): ~12 ms at worst
 # on a busy 2-core machine (bench/one_resource.py). An e-mail pattern of ~20 instructions
 # scans any string a request may carry; `\p{L}+` (~1,200) strings of up to ~16,000 characters.
 MAX_SCAN_COST = 20_000_000
@@ -77,13 +78,13 @@ class Regex:
     def __call__(self, s: Any) -> bool:
         if s.__class__ is not str:
             no_overload("matches", s, self.pattern)
-        if len(s) * self.size > MAX_SCAN_COST:
+        if len(s) * self.size > _MAX_SCAN_ASCII and scan_length(s) * self.size > MAX_SCAN_COST:
             # Refused before it runs: an error, so a deny rule denies and an allow rule
             # does not allow.
             fail(
-                f"matches: a string of {len(s):,} characters is too long for the pattern "
+                f"matches: a string of {scan_length(s):,} bytes is too long for the pattern "
                 f"`{_short(self.pattern)}` (its RE2 program has {self.size:,} instructions; "
-                f"characters x instructions may be at most {MAX_SCAN_COST:,})"
+                f"UTF-8 bytes x instructions may be at most {MAX_SCAN_COST:,})"
             )
         try:
             return self._search(s) is not None
@@ -93,6 +94,18 @@ class Regex:
 
     def __repr__(self) -> str:
         return f"Regex({self.pattern!r})"
+
+
+# Up to here no string needs measuring in bytes: a character is at most 4 UTF-8 bytes.
+_MAX_SCAN_ASCII = MAX_SCAN_COST // 4
+
+
+def scan_length(s: str) -> int:
+    """The bytes RE2 steps over: its text is UTF-8, so `é` costs two steps and `😀` four."""
+    if s.isascii():  # O(1): CPython knows
+        return len(s)
+    # A lone surrogate is counted as three bytes; the search then refuses it.
+    return len(s.encode("utf-8", "surrogatepass"))
 
 
 def _reason(e: Exception) -> str:

@@ -5,7 +5,7 @@ program's size: an author's `a.{999}b.{999}c` over a caller's 64 KiB string was 
 of ~1 s that no deadline interrupts, and caller-sent patterns of that size cost ~4 ms each to
 compile (bench/one_resource.py). Now a program over 10,000 instructions is refused (a compile
 error at file:line:column for an author's pattern, a CEL error for a caller's), a scan of
-program x characters over 2e7 is an error before it runs, and in a comprehension body a
+program x UTF-8 bytes over 2e7 is an error before it runs, and in a comprehension body a
 caller's pattern and each scan are charged to the budget by program size. An error fails
 closed: a deny rule denies, an allow rule does not allow. No duration is asserted.
 """
@@ -77,7 +77,14 @@ def test_a_scan_over_the_bound_is_an_error_before_it_runs(effect: str) -> None:
     decision = _decide(f'R.attr.text.matches("{AT_CAP}")', effect=effect, r={"text": TEXT_64K})
     assert decision.effect == "deny"
     assert "condition_error" in decision.reasons
-    assert "a string of 65,536 characters is too long for the pattern" in decision.errors[0]
+    assert "a string of 65,536 bytes is too long for the pattern" in decision.errors[0]
+
+
+def test_the_scan_bound_counts_the_utf8_bytes_re2_steps_over() -> None:
+    # 1,100 characters would be within the bound; their 2,200 bytes are not.
+    decision = _decide(f'R.attr.text.matches("{AT_CAP}")', r={"text": "é" * 1100})
+    assert decision.effect == "deny"
+    assert "a string of 2,200 bytes is too long for the pattern" in decision.errors[0]
 
 
 def test_the_same_pattern_within_the_bound_still_matches() -> None:
