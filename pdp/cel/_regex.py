@@ -26,9 +26,9 @@ from pdp.cel._values import fail, no_overload
 # a few dozen; `a.{999}b.{999}c` (~16,000) took about a second over a 64 KiB string.
 MAX_PROGRAM_SIZE = 10_000
 # The most one scan may cost, in program instructions x the string's UTF-8 bytes (characters,
-# for ASCII): ~12 ms at worst
-# on a busy 2-core machine (bench/one_resource.py). An e-mail pattern of ~20 instructions
-# scans any string a request may carry; `\p{L}+` (~1,200) strings of up to ~16,000 characters.
+# for ASCII): ~7 to 12 ms at worst on a busy 2-core machine (bench/one_resource.py). An e-mail
+# pattern of ~20 instructions scans any string a request may carry; `\p{L}+` (~1,200) strings
+# of up to ~16,000 bytes.
 MAX_SCAN_COST = 20_000_000
 # RE2's own budget, which stops the compiler itself once a program passes ~11,000
 # instructions: without it a 300-byte caller-sent pattern (`.{999}` fifty times) compiled to
