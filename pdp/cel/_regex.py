@@ -52,7 +52,8 @@ _OPTIONS = _options()
 _TOO_LARGE = (
     f"pattern too large: its RE2 program is over {MAX_PROGRAM_SIZE:,} instructions "
     "(a repetition `x{n}` copies `x` n times, and `.` or a `\\p{..}` class is many "
-    "instructions each)"
+    "instructions each: bound a length with `size()`, e.g. `x.matches('^\\\\p{L}+$') && "
+    "size(x) <= 64` rather than `^\\p{L}{1,64}$`)"
 )
 
 

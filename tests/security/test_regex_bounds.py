@@ -72,6 +72,13 @@ def test_an_authors_pattern_over_the_program_bound_is_a_compile_error_with_its_p
     assert "pattern too large: its RE2 program is over 10,000 instructions" in message
 
 
+def test_the_error_suggests_size_for_a_counted_unicode_class() -> None:
+    # `\p{L}` is ~1,200 instructions, so `{1,64}` of it is ~77,000.
+    with pytest.raises(PolicyErrors) as e:
+        compile_files({"rx.yaml": _policy(r'R.attr.name.matches("^\\p{L}{1,64}$")')})
+    assert "bound a length with `size()`" in str(e.value)
+
+
 @pytest.mark.parametrize("effect", ["allow", "deny"])
 def test_a_scan_over_the_bound_is_an_error_before_it_runs(effect: str) -> None:
     decision = _decide(f'R.attr.text.matches("{AT_CAP}")', effect=effect, r={"text": TEXT_64K})
