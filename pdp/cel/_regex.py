@@ -49,6 +49,8 @@ def _options() -> re2.Options:
 
 
 _OPTIONS = _options()
+# Up to here no string needs measuring in bytes: a character is at most 4 UTF-8 bytes.
+_MAX_SCAN_ASCII = MAX_SCAN_COST // 4
 _TOO_LARGE = (
     f"pattern too large: its RE2 program is over {MAX_PROGRAM_SIZE:,} instructions "
     "(a repetition `x{n}` copies `x` n times, and `.` or a `\\p{..}` class is many "
@@ -60,7 +62,7 @@ _TOO_LARGE = (
 class Regex:
     """A compiled pattern, called with the subject string (the compiled code's `matches`)."""
 
-    __slots__ = ("_search", "pattern", "size")
+    __slots__ = ("_ascii_limit", "_search", "pattern", "size")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -74,12 +76,14 @@ class Regex:
         self.size: int = compiled.programsize
         if self.size > MAX_PROGRAM_SIZE:
             fail(f"invalid regular expression `{_short(pattern)}`: {_TOO_LARGE}")
+        # The longest string that needs no measuring in bytes (one compare per call).
+        self._ascii_limit = _MAX_SCAN_ASCII // max(self.size, 1)
         self._search = compiled.search
 
     def __call__(self, s: Any) -> bool:
         if s.__class__ is not str:
             no_overload("matches", s, self.pattern)
-        if len(s) * self.size > _MAX_SCAN_ASCII and scan_length(s) * self.size > MAX_SCAN_COST:
+        if len(s) > self._ascii_limit and scan_length(s) * self.size > MAX_SCAN_COST:
             # Refused before it runs: an error, so a deny rule denies and an allow rule
             # does not allow.
             fail(
@@ -95,10 +99,6 @@ class Regex:
 
     def __repr__(self) -> str:
         return f"Regex({self.pattern!r})"
-
-
-# Up to here no string needs measuring in bytes: a character is at most 4 UTF-8 bytes.
-_MAX_SCAN_ASCII = MAX_SCAN_COST // 4
 
 
 def scan_length(s: str) -> int:
