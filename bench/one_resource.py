@@ -22,6 +22,13 @@ in process by `Engine.check`, and prints the milliseconds it took:
   scaled (printed as the estimate for the limit);
 - `regex-64k`: an author's constant pattern with a large program (`a.{999}b.{999}c`) over a
   caller's 64 KiB string, outside any comprehension: one RE2 call (uncharged: not in a loop).
+  Since RE2 programs are bounded (pdp/cel/_regex.py) this pattern is a compile error, printed;
+- `regex-cap-64k`: a pattern just under the program bound (`a.{620}b.{620}c`, ~9,900
+  instructions) over the 64 KiB string: refused before it scans (a CEL error: deny);
+- `regex-cap-2k`: that pattern over the longest string the scan bound lets it read (2,000
+  characters): the costliest single `matches` call a policy can make;
+- `dynamic-cap`: as `dynamic-patterns`, with distinct caller-sent patterns just under the
+  program bound, which RE2 compiles (`dynamic-patterns`' are now refused).
 
 With `--deadline-ms D` each case also runs under a deadline of D ms from its start (the
 engine's `stop_at`, as the servers pass it) and prints how long it took to stop, or that it
@@ -68,6 +75,7 @@ CHEAP = "P.attr.n.all(x, P.attr.n.all(y, x + y >= 0))"
 RE2 = 'P.attr.m.all(x, P.attr.m.all(y, P.attr.m.all(z, !P.attr.text.matches("b$"))))'
 PATTERNS = "P.attr.patterns.exists(p, R.attr.name.matches(p))"
 BIG_PROGRAM = 'R.attr.text.matches("a.{999}b.{999}c")'
+CAP_PROGRAM = 'R.attr.text.matches("a.{620}b.{620}c")'
 
 
 def _policy(conditions: list[str], actions: int = 1) -> bytes:
@@ -109,6 +117,8 @@ def _cases(dynamic: int) -> dict[str, tuple[bytes, dict[str, Any]]]:
     text = "".join("ab"[(i * 7919) % 3 == 0] for i in range(64 * 1024))
     patterns = [_pattern(i) for i in range(dynamic)]
     many = {"id": "p", "tenant": "acme", "roles": ["user"], "attr": {"patterns": patterns}}
+    at_cap = [f"a.{{600}}b.{{{520 + i % 99}}}c{i}" for i in range(dynamic)]
+    many_cap = {"id": "p", "tenant": "acme", "roles": ["user"], "attr": {"patterns": at_cap}}
     return {
         "budget-cheap": (_policy([CHEAP]), req()),
         "budget-re2": (_policy([RE2]), req()),
@@ -116,6 +126,9 @@ def _cases(dynamic: int) -> dict[str, tuple[bytes, dict[str, Any]]]:
         "budget-x20-actions": (_policy([CHEAP], 20), req(20)),
         "dynamic-patterns": (_policy([PATTERNS]), req(r={"name": "zzz"}, p=many)),
         "regex-64k": (_policy([BIG_PROGRAM]), req(r={"text": text})),
+        "regex-cap-64k": (_policy([CAP_PROGRAM]), req(r={"text": text})),
+        "regex-cap-2k": (_policy([CAP_PROGRAM]), req(r={"text": text[:2000]})),
+        "dynamic-cap": (_policy([PATTERNS]), req(r={"name": "zzz"}, p=many_cap)),
     }
 
 
@@ -134,14 +147,21 @@ def main() -> None:
     for name, (policy, body) in _cases(args.dynamic).items():
         if args.only and name != args.only:
             continue
-        engine = Engine(compile_files({"heavy.yaml": policy}).policy_set)
+        try:
+            engine = Engine(compile_files({"heavy.yaml": policy}).policy_set)
+        except Exception as e:  # a pattern over the program bound
+            print(f"{name:20} compile error: {str(e).splitlines()[0]}", flush=True)
+            continue
         request = parse_check_request(body)
         t0 = time.perf_counter()
         response = engine.check(request)
         ms = (time.perf_counter() - t0) * 1000
         effects = sorted({a.effect for r in response.results for a in r.actions.values()})
         line = f"{name:20} {ms:10.1f} ms  ({'/'.join(effects)})"
-        if name == "dynamic-patterns":
+        errors = [e for r in response.results for a in r.actions.values() for e in a.errors]
+        if errors:  # a bound refused it: say which, not a linear estimate
+            line += f"  error: {errors[0].split(': ', 1)[-1][:60]}..."
+        elif name.startswith("dynamic"):
             line += (
                 f"  ~{ms / args.dynamic * limit_patterns / 1000:.0f} s at {limit_patterns} patterns"
             )

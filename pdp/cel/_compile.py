@@ -34,7 +34,9 @@ from pdp.cel._macros import (
     iter_pairs,
     iter_range,
     macro_error,
+    matches_charged,
     ne_charged,
+    regex_charged,
 )
 from pdp.cel._network import CidrSet
 from pdp.cel._operators import _OPERATORS, Operators
@@ -162,6 +164,8 @@ _RUNTIME["_add_w"] = add_charged
 _RUNTIME["_eq_w"] = eq_charged
 _RUNTIME["_ne_w"] = ne_charged
 _RUNTIME["_call_w"] = call_charged
+_RUNTIME["_rx_w"] = regex_charged
+_RUNTIME["_matches_w"] = matches_charged
 _RUNTIME["_macro_error"] = macro_error
 _RUNTIME["_wrap"] = wrap_error
 _RUNTIME["_map"] = _map_build
@@ -495,6 +499,8 @@ class Compiler(Operators):
             except Exception:
                 pass  # the error belongs to run time, where CEL can still absorb it
         impl = self.glob(spec.impl, "fn")
+        if self.loops and name == "matches":  # priced by the pattern's program, not its text
+            return Code(f"_matches_w(_budget, {codes[0].expr}, {codes[1].expr})", spec.kind)
         if self.loops and name not in _O1_FUNCTIONS:
             return Code(f"_call_w(_budget, {impl}, {', '.join(c.expr for c in codes)})", spec.kind)
         return Code(f"{impl}({', '.join(c.expr for c in codes)})", spec.kind)
@@ -513,7 +519,7 @@ class Compiler(Operators):
                 pass  # e.g. `1.matches('a')`: a run-time error, as for any other function
         rx = self.glob(regex, "rx")
         if self.loops:
-            return Code(f"_call_w(_budget, {rx}, {subject.expr})", "bool")
+            return Code(f"_rx_w(_budget, {rx}, {subject.expr})", "bool")
         return Code(f"{rx}({subject.expr})", "bool")
 
     def has(self, node: A.Call) -> Code:

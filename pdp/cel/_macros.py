@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pdp.cel import _ast as A
 from pdp.cel import _values as v
+from pdp.cel._regex import MAX_PROGRAM_SIZE, compile_regex, scan_length
 
 if TYPE_CHECKING:
     from pdp.cel._compile import Code, Compiler
@@ -112,6 +113,40 @@ def call_charged(budget: list[Any], fn: Any, *args: Any) -> Any:
     out = fn(*args)
     _spend(budget, work(out))
     return out
+
+
+# A scan by RE2 costs up to its program's size per UTF-8 byte (pdp/cel/_regex.py): each
+# REGEX_UNITS_PER_ITERATION instructions x bytes cost one iteration, so RE2 scans can
+# take at most ~10^8 units (tens of milliseconds) of one evaluation, not 10^5 capped scans.
+REGEX_UNITS_PER_ITERATION = 1_000
+
+
+def regex_charged(budget: list[Any], rx: Any, s: Any) -> bool:
+    """`s.matches('<constant>')` in a comprehension body: charged before it scans."""
+    if s.__class__ is str:
+        n = len(s)
+        steps = n * rx.size // REGEX_UNITS_PER_ITERATION
+        if steps and not s.isascii():
+            steps = scan_length(s) * rx.size // REGEX_UNITS_PER_ITERATION
+        _spend(budget, max(n // CHARS_PER_ITERATION, steps))
+    return rx(s)
+
+
+def matches_charged(budget: list[Any], s: Any, pattern: Any) -> bool:
+    """`s.matches(p)` in a comprehension body, `p` from the request: compiling costs one
+    iteration per instruction of the program (about what it takes), cached or not, and a
+    refused pattern the most a program may have, since a refused compile is not cached and
+    can take milliseconds; then the scan is charged as `regex_charged` charges it."""
+    if s.__class__ is not str or pattern.__class__ is not str:
+        v.no_overload("matches", s, pattern)
+    _spend(budget, len(pattern) // CHARS_PER_ITERATION)
+    try:
+        rx = compile_regex(pattern)
+    except Exception:
+        _spend(budget, MAX_PROGRAM_SIZE)
+        raise
+    _spend(budget, rx.size)
+    return regex_charged(budget, rx, s)
 
 
 def iter_range(r: Any, budget: list[Any]) -> Any:
