@@ -102,18 +102,22 @@ def _record(log: Path, rpc: str) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def test_one_heavy_resource_stops_at_the_deadline_on_grpc_and_http(tmp_path: Path) -> None:
-    (tmp_path / "ledger.yaml").write_text(POLICY)
-    log = tmp_path / "decisions.jsonl"
-    flags = ["--http-timeout", str(DEADLINE_S), "--decision-log", str(log)]
+def _assert_stopped_on_both(
+    policies: Path, timeout: float, kind: str, attr: dict[str, Any], message: str
+) -> None:
+    """One resource of `kind` asked over gRPC (deadline `timeout`) and over AuthZEN
+    (`--http-timeout` `timeout`): both calls end DEADLINE_EXCEEDED / 504 with `message`, no
+    decision answered, and the decision log holds an error record and no decision for each."""
+    log = policies / "decisions.jsonl"
+    flags = ["--http-timeout", str(timeout), "--decision-log", str(log)]
     flags += ["--telemetry-writer", "thread"]
-    resource = {"kind": "ledger", "id": "l-1", "tenant": "acme", "actions": ["read"]}
-    with pdp_serve(*flags, policies=tmp_path) as pdp:
+    resource = {"kind": kind, "id": "r-1", "tenant": "acme", "attr": attr, "actions": ["read"]}
+    with pdp_serve(*flags, policies=policies) as pdp:
         with grpc.insecure_channel(pdp.grpc_address) as channel:
             check = channel.unary_unary(CHECK)
             body = request_to_proto(HEAVY_PRINCIPAL, [resource], None).SerializeToString()
             try:
-                check(body, timeout=DEADLINE_S)
+                check(body, timeout=timeout)
                 code = grpc.StatusCode.OK
             except grpc.RpcError as exc:
                 code = exc.code()  # type: ignore[attr-defined]
@@ -125,56 +129,26 @@ def test_one_heavy_resource_stops_at_the_deadline_on_grpc_and_http(tmp_path: Pat
             {
                 "subject": SUBJECT,
                 "action": {"name": "read"},
-                "resource": {"type": "ledger", "id": "l-2", "properties": {"tenant": "acme"}},
+                "resource": {"type": kind, "id": "r-2", "properties": {"tenant": "acme", **attr}},
             },
         )
         http_record = _record(log, "POST /access/v1/evaluation")
 
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "decisions" not in grpc_record, grpc_record
-    assert grpc_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": STOPPED}
+    assert grpc_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": message}
     err = assert_error(reply, 504)
-    assert err["message"] == STOPPED, err
+    assert err["message"] == message, err
     assert "decision" not in reply.json
     assert "decisions" not in http_record, http_record
-    assert http_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": STOPPED}
+    assert http_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": message}
+
+
+def test_one_heavy_resource_stops_at_the_deadline_on_grpc_and_http(tmp_path: Path) -> None:
+    (tmp_path / "ledger.yaml").write_text(POLICY)
+    _assert_stopped_on_both(tmp_path, DEADLINE_S, "ledger", {}, STOPPED)
 
 
 def test_a_decision_made_past_the_deadline_is_not_answered(tmp_path: Path) -> None:
     (tmp_path / "scroll.yaml").write_text(SCROLL)
-    log = tmp_path / "decisions.jsonl"
-    flags = ["--http-timeout", "1", "--decision-log", str(log), "--telemetry-writer", "thread"]
-    resource = {"kind": "scroll", "id": "s-1", "tenant": "acme", "attr": {"text": TEXT}}
-    with pdp_serve(*flags, policies=tmp_path) as pdp:
-        with grpc.insecure_channel(pdp.grpc_address) as channel:
-            check = channel.unary_unary(CHECK)
-            body = request_to_proto(
-                HEAVY_PRINCIPAL, [{**resource, "actions": ["read"]}], None
-            ).SerializeToString()
-            try:
-                check(body, timeout=1)
-                code = grpc.StatusCode.OK
-            except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
-        grpc_record = _record(log, CHECK)
-        reply = pdp.post(
-            "/access/v1/evaluation",
-            {
-                "subject": SUBJECT,
-                "action": {"name": "read"},
-                "resource": {
-                    "type": "scroll",
-                    "id": "s-2",
-                    "properties": {"tenant": "acme", "text": TEXT},
-                },
-            },
-        )
-        http_record = _record(log, "POST /access/v1/evaluation")
-
-    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "decisions" not in grpc_record, grpc_record
-    assert grpc_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": LATE}
-    err = assert_error(reply, 504)
-    assert err["message"] == LATE, err
-    assert "decisions" not in http_record, http_record
-    assert http_record["error"] == {"code": "DEADLINE_EXCEEDED", "message": LATE}
+    _assert_stopped_on_both(tmp_path, 1, "scroll", {"text": TEXT}, LATE)
