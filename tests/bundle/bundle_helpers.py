@@ -193,3 +193,10 @@ def serve_bundles(initial: bytes = b"") -> Iterator[BundleServer]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def flip_one_byte(data: bytes) -> bytes:
+    """`data` with one bit of its middle byte flipped: a tampered archive."""
+    out = bytearray(data)
+    out[len(out) // 2] ^= 0x01
+    return bytes(out)

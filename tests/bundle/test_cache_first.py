@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bundle_helpers import allowed_actions, make_bundle, probe_request, serve_bundles
+from bundle_helpers import allowed_actions, flip_one_byte, make_bundle, probe_request, serve_bundles
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pdp.bundle import HttpSource, Reloader
@@ -112,12 +112,6 @@ def test_a_source_offering_the_cached_bundle_clears_the_note(
             reloader.stop()
 
 
-def _flip_one_byte(data: bytes) -> bytes:
-    out = bytearray(data)
-    out[len(out) // 2] ^= 0x01
-    return bytes(out)
-
-
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
@@ -131,7 +125,7 @@ def test_a_refused_cache_serves_nothing_and_does_not_block_the_source(
     tmp_path: Path, key: Ed25519PrivateKey, bad: str, reason: str
 ) -> None:
     cached = {
-        "tampered": lambda: _flip_one_byte(make_bundle(5, key=key)),
+        "tampered": lambda: flip_one_byte(make_bundle(5, key=key)),
         "unsigned": lambda: make_bundle(5),
         "other name": lambda: make_bundle(5, key=key, name="sandbox"),
         "below the minimum": lambda: make_bundle(1, key=key),

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bundle_helpers import allowed_actions, make_bundle, probe_request
+from bundle_helpers import allowed_actions, flip_one_byte, make_bundle, probe_request
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pdp.bundle import DirectorySource, FileSource, MemorySource, Outcome, Reloader
@@ -30,12 +30,6 @@ def _serving(holder: EngineHolder) -> tuple[str, set[str]]:
 WAIT_CAP_S = 60.0
 
 
-def _flip_one_byte(data: bytes) -> bytes:
-    out = bytearray(data)
-    out[len(out) // 2] ^= 0x01
-    return bytes(out)
-
-
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
@@ -50,7 +44,7 @@ def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(
     bad: str, reason: str, key: Ed25519PrivateKey
 ) -> None:
     candidates = {
-        "flipped": lambda: _flip_one_byte(make_bundle(2, key=key)),
+        "flipped": lambda: flip_one_byte(make_bundle(2, key=key)),
         "unsigned": lambda: make_bundle(2),
         "compile_error": lambda: make_bundle(2, key=key, compile_ok=False),
         "tests_fail": lambda: make_bundle(2, key=key, tests_pass=False),

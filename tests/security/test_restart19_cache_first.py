@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2
 # tests/bundle on the path for its bundles and bundle server (real HTTP on 127.0.0.1).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from bundle_helpers import BundleServer, make_bundle, serve_bundles
+from bundle_helpers import BundleServer, flip_one_byte, make_bundle, serve_bundles
 from server.conftest import free_port
 from test_serve_e2e import CHECK
 
@@ -170,19 +170,13 @@ def test_a_restart_serves_the_cache_while_the_source_hangs_then_its_newer_bundle
         assert "Traceback" not in served.output()
 
 
-def _flip_one_byte(data: bytes) -> bytes:
-    out = bytearray(data)
-    out[len(out) // 2] ^= 0x01
-    return bytes(out)
-
-
 def test_a_tampered_cache_is_refused_and_nothing_is_served_until_the_source_answers(
     tmp_path: Path, signer: tuple[object, str]
 ) -> None:
     key, pub = signer
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "last-good.pdpb").write_bytes(_flip_one_byte(make_bundle(5, key=key)))
+    (cache / "last-good.pdpb").write_bytes(flip_one_byte(make_bundle(5, key=key)))
     with serve_bundles(make_bundle(3, key=key)) as source:
         source.hold()
         manager, port, http_port = _serve(source, cache, "--require-signature", "--trust", pub)
