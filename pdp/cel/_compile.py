@@ -383,7 +383,12 @@ class Compiler(Operators):
         operand = self.c(root)
         if operand.const and isinstance(operand.value, dict) and node.field in operand.value:
             return self.const(operand.value[node.field])
-        return Code(f"{operand.expr}[{node.field!r}]")
+        expr = operand.expr
+        if operand.const and (operand.value is None or operand.value.__class__ is bool):
+            # A global, not the literal: Python warns at compile time on `None['f']` (printed
+            # to the server's stderr, about code the author never wrote); both fail alike.
+            expr = self.glob(operand.value)
+        return Code(f"{expr}[{node.field!r}]")
 
     def _unscoped_root(self, node: A.Node) -> bool:
         while isinstance(node, A.Select):

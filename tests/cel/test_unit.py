@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +97,19 @@ def test_uint_is_distinct() -> None:
 def test_eval_errors(src: str, msg: str) -> None:
     with pytest.raises(CelEvalError, match=msg):
         ev(src)
+
+
+@pytest.mark.parametrize("src", ["size(null.meta_u1) > 0", "true.meta_u2 == 1", "false.x.y"])
+def test_a_field_of_a_null_or_bool_literal_fails_at_run_time_without_a_python_warning(
+    src: str,
+) -> None:
+    """`None['meta']` in the generated text made Python print a SyntaxWarning at compile time
+    (found by the checker's property test): noise on the server's stderr about code the author
+    never wrote. It is still a run-time error, which denies."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CelEvalError, match="no matching overload"):
+            ev(src)
 
 
 def test_require_bool() -> None:

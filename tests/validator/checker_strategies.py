@@ -6,12 +6,15 @@ says nothing about them), and the rest reach the combinations an author would no
 Every CEL feature the checker types has a form here: operators, `in`, indexing by int, uint,
 double and string, field selection, `has()`, all the macros (one and two variables, with and
 without a filter), list and map literals, `null`, ternaries, conversions, `dyn`, the string,
-list, time and network functions, `cel.bind`.
+list, time and network functions, `cel.bind`; and names other than attributes: a policy's
+constants (`C.k`, typed from their values) and variables (`V.v`, typed from their source, which
+may name constants and earlier variables).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +91,13 @@ def _json(rnd: random.Random, depth: int = 0) -> Any:
     return {rnd.choice(EXTRA_KEYS): _json(rnd, depth + 1) for _ in range(rnd.randint(0, 2))}
 
 
+def constant_value(rnd: random.Random) -> Any:
+    """A policy constant: any JSON value, or one of the shapes constants usually have."""
+    if rnd.random() < 0.5:
+        return _json(rnd)
+    return rnd.choice([["admin", "owner"], [], [1, 2.5], 10, 2.5, "a", {"a": 1, "b": "x"}, True])
+
+
 def value_of(schema: dict[str, Any], rnd: random.Random) -> Any:
     """A value the schema accepts, as a request would carry it (pdp.model.request.number)."""
     if "enum" in schema:
@@ -130,6 +140,23 @@ def values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 
 
 # -- expressions over a schema ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Names:
+    """The constants and variables an expression may name (`C.k`, `V.v`), by kind (see
+    `typed_expressions`): an attribute path is one way to reach a value, they are others."""
+
+    by_kind: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def all(self) -> list[str]:
+        return [n for _, names in self.by_kind for n in names]
+
+    def of(self, kind: str) -> list[str]:
+        return [n for k, names in self.by_kind if k == kind for n in names]
+
+    def plus(self, kind: str, name: str) -> Names:
+        return Names((*self.by_kind, (kind, (name,))))
 
 
 def paths(schema: dict[str, Any], prefix: str = "R.attr") -> list[str]:
@@ -217,9 +244,9 @@ def _extend(e: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 TREES = st.recursive(st.tuples(st.sampled_from(_ATOM_KINDS), _SLOT), _extend, max_leaves=6)
 
 
-def _palette(schema: dict[str, Any], rnd: random.Random) -> dict[Any, list[str]]:
+def _palette(schema: dict[str, Any], rnd: random.Random, names: list[str]) -> dict[Any, list[str]]:
     field, key = rnd.choice(FIELDS), rnd.choice(KEYS)
-    attrs = [*paths(schema), "R.attr"]
+    attrs = [*paths(schema), "R.attr", *names]
 
     def pick(options: list[str]) -> list[str]:
         return [rnd.choice(options) for _ in range(_SLOTS)]
@@ -244,9 +271,11 @@ def render(tree: Any, palette: dict[Any, list[str]]) -> str:
 
 
 @st.composite
-def expressions(draw: st.DrawFn, schema: dict[str, Any]) -> str:
+def expressions(draw: st.DrawFn, schema: dict[str, Any], names: Names = Names()) -> str:
+    """Any expression over the schema's attributes and `names` (constants, variables)."""
     tree = draw(TREES, label="tree")
-    return render(tree, _palette(schema, random.Random(draw(SEEDS, label="palette"))))
+    palette = _palette(schema, random.Random(draw(SEEDS, label="palette")), names.all())
+    return render(tree, palette)
 
 
 def activation(attr: Any) -> dict[str, Any]:
@@ -369,10 +398,31 @@ _RULES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
 _KINDS = list(_RULES)
 
 
+def kind_of_value(v: Any) -> str:
+    """The kind (as `_RULES` names them) of a constant's value."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float):
+        return "num"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, dict):
+        return "obj"
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return "list"
+    if isinstance(v, list) and v and all(type(x) in (int, float) for x in v):
+        return "nlist"
+    return "any"
+
+
 @st.composite
-def typed_expressions(draw: st.DrawFn, schema: dict[str, Any]) -> str:
+def typed_expressions(
+    draw: st.DrawFn, schema: dict[str, Any], names: Names = Names(), kind: str | None = None
+) -> str:
     """An expression of a kind (mostly `bool`), built from forms that fit, with near misses."""
     by_kind = typed_paths(schema)
+    for k in _LEAVES:
+        by_kind[k] = by_kind.get(k, []) + names.of(k)
     field = draw(st.sampled_from(FIELDS), label="field")
 
     def pick(options: list[Any]) -> Any:
@@ -392,4 +442,4 @@ def typed_expressions(draw: st.DrawFn, schema: dict[str, Any]) -> str:
         template, kinds = pick(_RULES[kind])
         return template.replace("%F", field).format(*(gen(k, depth - 1) for k in kinds))
 
-    return gen(pick(["bool", "bool", *_KINDS]), 5)
+    return gen(kind or pick(["bool", "bool", *_KINDS]), 5)

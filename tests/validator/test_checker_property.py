@@ -1,7 +1,9 @@
 """The checker's promise, tested with generated schemas, expressions and inputs: an expression
 it accepts under a schema never fails with a type error (no matching overload, a field on a
 non-map, a non-bool condition) at run time when the attributes satisfy that schema, and its
-value has the type the checker gave it (and the value, when it folded the expression).
+value has the type the checker gave it (and the value, when it folded the expression). Half
+the examples also have constants and variables (`C.k`, `V.v`) for the expression to name; a
+variable the expression names is checked with it, as `pdp validate` does.
 
 Schemas mark every property `required`: a missing optional attribute is a `no such key` at run
 time, which is null-safety (guarded with `has()`), not typing, and is outside the promise. So is
@@ -57,8 +59,11 @@ from pdp.cel._values import eq
 from .checker_strategies import (
     SCHEMAS,
     SEEDS,
+    Names,
     activation,
+    constant_value,
     expressions,
+    kind_of_value,
     typed_expressions,
     value_of,
 )
@@ -68,15 +73,29 @@ class Case(NamedTuple):
     schema: dict[str, Any]
     expr: str
     attrs: list[Any]  # conforming attributes to run it on
+    constants: dict[str, Any] = {}  # never mutated
+    variables: dict[str, str] = {}
 
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
+    """A schema, constants and variables (half the time), and an expression naming them."""
     schema = draw(SCHEMAS, label="schema")
     typed = draw(st.booleans(), label="typed")
-    expr = draw((typed_expressions if typed else expressions)(schema), label="expr")
+    names, constants, variables = Names(), {}, {}
+    if draw(st.booleans(), label="names"):
+        rnd = random.Random(draw(SEEDS, label="constants"))
+        for name in rnd.sample(["k", "lim", "tags"], rnd.randint(1, 2)):
+            constants[name] = constant_value(rnd)
+            names = names.plus(kind_of_value(constants[name]), f"C.{name}")
+        for name in ["v", "w"][: draw(st.integers(0, 2), label="variables")]:
+            kind = draw(st.sampled_from(["bool", "num", "string", "list", "obj"]), label="kind")
+            gen = typed_expressions(schema, names, kind) if typed else expressions(schema, names)
+            variables[name] = draw(gen, label=f"V.{name}")  # `w` may name `v`
+            names = names.plus(kind, f"V.{name}")
+    expr = draw((typed_expressions if typed else expressions)(schema, names), label="expr")
     rnd = random.Random(draw(SEEDS, label="attrs"))
-    return Case(schema, expr, [value_of(schema, rnd) for _ in range(3)])
+    return Case(schema, expr, [value_of(schema, rnd) for _ in range(3)], constants, variables)
 
 
 def _obj(**props: Any) -> dict[str, Any]:
@@ -104,14 +123,27 @@ TYPE_ERRORS = (
 )
 
 
-def _env(schema: dict[str, Any], *, strict: bool = False) -> TypeEnv:
-    return TypeEnv(resource_attr=type_from_schema(schema, schema, "s"), strict=strict)
+def _env(schema: dict[str, Any], case: Case | None = None, *, strict: bool = False) -> TypeEnv:
+    return TypeEnv(
+        resource_attr=type_from_schema(schema, schema, "s"),
+        constants=case.constants if case else {},
+        variables=case.variables if case else {},
+        strict=strict,
+    )
+
+
+def _refused(case: Case, *, strict: bool = False) -> tuple[bool, Any]:
+    """Whether the checker refuses the expression, or a variable it names (as `pdp validate`
+    does: a variable is checked where it is used), and what it made of the expression."""
+    env = _env(case.schema, case, strict=strict)
+    result = check_cel(case.expr, env)
+    issues = [*result.issues, *env.variable_issues()]
+    return any(not i.warning for i in issues), result
 
 
 def _exempt(case: Case) -> bool:
     """Whether the expression is accepted only because `null` members and `dyn` go unchecked."""
-    result = check_cel(case.expr, _env(case.schema, strict=True))
-    return any(not i.warning for i in result.issues)
+    return _refused(case, strict=True)[0]
 
 
 _PRIM_CLASSES: dict[str, tuple[type, ...]] = {
@@ -167,14 +199,18 @@ def conforms(value: Any, t: ty.T) -> bool:
 
 def check_case(case: Case) -> None:
     try:
-        compiled = compile_cel(case.expr, CelEnv())
+        compiled = compile_cel(
+            case.expr, CelEnv(constants=case.constants, variables=case.variables)
+        )
     except CelCompileError:
         event("does not compile")
         return  # `pdp validate` reports that before any typing
-    result = check_cel(case.expr, _env(case.schema))  # never raises on what compiles
-    if any(not i.warning for i in result.issues):
+    refused, result = _refused(case)  # never raises on what compiles
+    if refused:
         event("refused")
         return  # nothing promised
+    if case.constants or case.variables:
+        event("accepted, with constants or variables")
     event("accepted, exempt" if _exempt(case) else "accepted, strictly")
     for attr in case.attrs:
         validator(json.dumps(case.schema, sort_keys=True))(attr)  # the input does conform
@@ -266,8 +302,10 @@ def test_every_found_case_is_refused_and_fails_at_run_time() -> None:
     """The examples above are real: each is refused now, and each fails at run time with a type
     error (so a checker that accepted it again would fail the property)."""
     for case in _FOUND:
-        assert any(not i.warning for i in check_cel(case.expr, _env(case.schema)).issues), case
-        compiled = compile_cel(case.expr, CelEnv())
+        assert _refused(case)[0], case
+        compiled = compile_cel(
+            case.expr, CelEnv(constants=case.constants, variables=case.variables)
+        )
         for attr in case.attrs:
             validator(json.dumps(case.schema, sort_keys=True))(attr)
             try:
