@@ -7,7 +7,7 @@ Every CEL feature the checker types has a form here: operators, `in`, indexing b
 double and string, field selection, `has()`, all the macros (one and two variables, with and
 without a filter), list and map literals, `null`, ternaries, conversions, `dyn`, the string,
 list, time and network functions, `cel.bind`; and names other than attributes: a policy's
-constants (`C.k`, typed from their values) and variables (`V.v`, typed from their source, which
+constants and bundle data (`C.k`, `data.d`, typed from their values) and variables (`V.v`, typed from their source, which
 may name constants and earlier variables).
 """
 

@@ -2,7 +2,7 @@
 it accepts under a schema never fails with a type error (no matching overload, a field on a
 non-map, a non-bool condition) at run time when the attributes satisfy that schema, and its
 value has the type the checker gave it (and the value, when it folded the expression). Half
-the examples also have constants and variables (`C.k`, `V.v`) for the expression to name; a
+the examples also have constants, data and variables (`C.k`, `data.d`, `V.v`) to name; a
 variable the expression names is checked with it, as `pdp validate` does.
 
 Schemas mark every property `required`: a missing optional attribute is a `no such key` at run
@@ -75,19 +75,24 @@ class Case(NamedTuple):
     attrs: list[Any]  # conforming attributes to run it on
     constants: dict[str, Any] = {}  # never mutated
     variables: dict[str, str] = {}
+    data: dict[str, Any] = {}
 
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
-    """A schema, constants and variables (half the time), and an expression naming them."""
+    """A schema, constants, bundle data and variables (half the time), and an expression
+    naming them."""
     schema = draw(SCHEMAS, label="schema")
     typed = draw(st.booleans(), label="typed")
-    names, constants, variables = Names(), {}, {}
+    names, constants, variables, data = Names(), {}, {}, {}
     if draw(st.booleans(), label="names"):
         rnd = random.Random(draw(SEEDS, label="constants"))
         for name in rnd.sample(["k", "lim", "tags"], rnd.randint(1, 2)):
             constants[name] = constant_value(rnd)
             names = names.plus(kind_of_value(constants[name]), f"C.{name}")
+        if rnd.random() < 0.5:
+            data["d"] = constant_value(rnd)
+            names = names.plus(kind_of_value(data["d"]), "data.d")
         for name in ["v", "w"][: draw(st.integers(0, 2), label="variables")]:
             kind = draw(st.sampled_from(["bool", "num", "string", "list", "obj"]), label="kind")
             gen = typed_expressions(schema, names, kind) if typed else expressions(schema, names)
@@ -95,7 +100,7 @@ def cases(draw: st.DrawFn) -> Case:
             names = names.plus(kind, f"V.{name}")
     expr = draw((typed_expressions if typed else expressions)(schema, names), label="expr")
     rnd = random.Random(draw(SEEDS, label="attrs"))
-    return Case(schema, expr, [value_of(schema, rnd) for _ in range(3)], constants, variables)
+    return Case(schema, expr, [value_of(schema, rnd) for _ in range(3)], constants, variables, data)
 
 
 def _obj(**props: Any) -> dict[str, Any]:
@@ -127,6 +132,7 @@ def _env(schema: dict[str, Any], case: Case | None = None, *, strict: bool = Fal
     return TypeEnv(
         resource_attr=type_from_schema(schema, schema, "s"),
         constants=case.constants if case else {},
+        data=case.data if case else {},
         variables=case.variables if case else {},
         strict=strict,
     )
@@ -200,7 +206,7 @@ def conforms(value: Any, t: ty.T) -> bool:
 def check_case(case: Case) -> None:
     try:
         compiled = compile_cel(
-            case.expr, CelEnv(constants=case.constants, variables=case.variables)
+            case.expr, CelEnv(constants=case.constants, variables=case.variables, data=case.data)
         )
     except CelCompileError:
         event("does not compile")
@@ -209,8 +215,8 @@ def check_case(case: Case) -> None:
     if refused:
         event("refused")
         return  # nothing promised
-    if case.constants or case.variables:
-        event("accepted, with constants or variables")
+    if case.constants or case.variables or case.data:
+        event("accepted, with constants, data or variables")
     event("accepted, exempt" if _exempt(case) else "accepted, strictly")
     for attr in case.attrs:
         validator(json.dumps(case.schema, sort_keys=True))(attr)  # the input does conform
@@ -304,7 +310,7 @@ def test_every_found_case_is_refused_and_fails_at_run_time() -> None:
     for case in _FOUND:
         assert _refused(case)[0], case
         compiled = compile_cel(
-            case.expr, CelEnv(constants=case.constants, variables=case.variables)
+            case.expr, CelEnv(constants=case.constants, variables=case.variables, data=case.data)
         )
         for attr in case.attrs:
             validator(json.dumps(case.schema, sort_keys=True))(attr)
