@@ -376,7 +376,8 @@ def _start_policy_watch(directory: str, holder) -> Stopper:  # holder: EngineHol
     return watcher.stop
 
 
-def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
+def start_policy_source(args: argparse.Namespace, holder, gate=None) -> Stopper:
+    """`gate`: a worker's pdp.cli.ready.WorkerGate (a bundle follows the supervisor's)."""
     if args.policies and args.bundle:
         raise ValueError("give one policy source: --policies DIR or --bundle SOURCE")
     if args.policies and getattr(args, "watch", False):
@@ -388,7 +389,7 @@ def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
     if args.bundle:  # polled bundles, hot-swapped (pdp.cli.bundle, bundle engineer)
         from .serve_bundle import start_bundle_source
 
-        return start_bundle_source(args, holder)
+        return start_bundle_source(args, holder, gate)
     raise ValueError("no policy source: give --policies DIR or --bundle SOURCE")
 
 
@@ -533,10 +534,11 @@ def serve(args: argparse.Namespace) -> int:
         if observer is not None:
             observer.close()
         return _fail(str(exc))
+    gate = None
     if args.ready_fds:  # a worker: SERVING once the supervisor says every worker is ready
         from .ready import gate_worker
 
-        gate_worker(args.ready_fds, server, holder)
+        gate = gate_worker(args.ready_fds, server, holder)
     server.start()
     for address in server.addresses:
         log.info("listening on %s", address)
@@ -556,7 +558,7 @@ def serve(args: argparse.Namespace) -> int:
 
         log.info("%s", deal_connections(args.siblings, args.balance))
     try:
-        stop_source = start_policy_source(args, holder)
+        stop_source = start_policy_source(args, holder, gate)
     except PolicyErrors as exc:
         print_policy_errors(exc)
         if http is not None:
@@ -694,6 +696,16 @@ def supervise(args: argparse.Namespace) -> int:
     from .ready import Coordinator
 
     ready = Coordinator(args.workers)
+    bundles = None
+    if args.bundle and not args.policies:
+        # One poller for all workers, so all serve one revision (pdp.bundle.handoff).
+        from .serve_bundle import SupervisorBundles
+
+        try:
+            bundles = SupervisorBundles(args)
+        except ValueError as exc:
+            return _fail(str(exc))
+        args.bundle_handoff = str(bundles.directory)
 
     def spawn(i: int) -> _Forked:
         spec, fds = ready.pipes_for(i)
@@ -718,9 +730,13 @@ def supervise(args: argparse.Namespace) -> int:
     for i in range(args.workers):
         workers.append((spawn(i), time.monotonic()))
     log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
+    if bundles is not None:  # after the forks: the workers do not inherit its thread
+        bundles.start()
     status = 0
     while not stopping.is_set():
         ready.wait(0.2)
+        if bundles is not None and bundles.tick():
+            ready.poke_all()
         for i, (proc, started) in enumerate(workers):
             code = proc.poll()
             if code is None:
@@ -736,6 +752,8 @@ def supervise(args: argparse.Namespace) -> int:
     for proc, _ in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+    if bundles is not None:
+        bundles.stop(_SOURCE_STOP_WAIT_S)
     for proc, _ in workers:
         code = proc.wait()
         if code != 0 and status == 0:

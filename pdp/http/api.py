@@ -490,10 +490,17 @@ class HttpApi:
         if engine is None:
             return 503, {"ready": False, "reason": "no bundle is active"}
         b = engine.bundle
-        return 200, {
+        body: dict[str, Any] = {
             "ready": True,
             "bundle": {"name": b.name, "version": b.version, "revision": b.revision},
         }
+        # A state the operator must see where probes look (a cached bundle serving while its
+        # source has not answered); never a refusal's reason, which this open route must not
+        # show (the source URL in it is masked: pdp.bundle.sources.mask_url).
+        note = self.holder.status.note
+        if note:
+            body["note"] = note
+        return 200, body
 
     # -- dispatch ------------------------------------------------------------------------------
 
