@@ -545,7 +545,7 @@ def serve(args: argparse.Namespace) -> int:
     from pdp.http.cli import HttpConfigError, http_server_from_args
 
     try:
-        http = http_server_from_args(args, holder, config, observer)
+        http = http_server_from_args(args, holder, config, observer, held=server.held_reason)
         if http is not None:
             http.start()
             for address in http.addresses:

@@ -144,8 +144,13 @@ class HttpApi:
         allow_identities: frozenset[str] = frozenset(),
         reject_unknown_fields: bool = False,
         search: Candidates | None = None,
+        held: Callable[[], str] = lambda: "",
     ) -> None:
         self.holder = holder
+        # Why the gRPC health is held NOT_SERVING with a bundle active (a worker of
+        # `--workers N` before every worker serves it, a drain): `/readyz` is not ready then
+        # either, or a load balancer would send callers to a sibling with nothing to serve.
+        self.held = held
         self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.observer = observer
@@ -489,6 +494,8 @@ class HttpApi:
         engine = self.holder.current
         if engine is None:
             return 503, {"ready": False, "reason": "no bundle is active"}
+        if reason := self.held():
+            return 503, {"ready": False, "reason": reason}
         b = engine.bundle
         body: dict[str, Any] = {
             "ready": True,

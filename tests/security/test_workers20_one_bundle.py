@@ -15,6 +15,9 @@ counter. The kernel deals fresh connections to the workers round-robin.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import sys
 import time
 import urllib.error
@@ -40,6 +43,7 @@ from .serving import health, pdp_serve, wait_serving
 WAIT_CAP_S = 120.0  # caps on waits, never durations under test
 HELD_DEADLINE = "600"  # --bundle-fetch-deadline: far beyond every cap here
 WORKERS = 2
+PROBE_TIMEOUT_S = 5.0  # lets go of a probe dealt to a stopped worker
 # A channel of its own connection: grpc shares one per target between channels otherwise.
 FRESH = [("grpc.use_local_subchannel_pool", 1)]
 
@@ -182,3 +186,54 @@ def test_workers_number_their_decisions_apart(tmp_path: Path) -> None:
                 ids.append(pb_grpc.DecisionServiceStub(ch).Check(request, timeout=30).decision_id)
         assert len({i[:16] for i in ids}) == WORKERS, ids
         assert len(set(ids)) == len(ids), sorted(ids)
+
+
+def _answered_readyz(http_port: int, wanted: int) -> list[tuple[int, dict]]:
+    """`wanted` `/readyz` answers over fresh connections; a connection dealt to a stopped
+    worker gets none and is let go (its time-out is no measure of anything)."""
+    answers: list[tuple[int, dict]] = []
+    deadline = time.monotonic() + WAIT_CAP_S
+    while len(answers) < wanted:
+        assert time.monotonic() < deadline, f"only {len(answers)} answers"
+        url = f"http://127.0.0.1:{http_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
+                answers.append((response.status, json.loads(response.read())))
+        except urllib.error.HTTPError as exc:
+            answers.append((exc.code, json.loads(exc.read())))
+        except (TimeoutError, urllib.error.URLError):
+            continue
+    return answers
+
+
+def test_readyz_waits_until_every_worker_serves(tmp_path: Path) -> None:
+    """A worker's `/readyz` said 200 as soon as that worker had a bundle, while its gRPC health
+    stayed NOT_SERVING until every worker served it: a load balancer probing HTTP sent callers
+    to the sibling with nothing to serve (`no policies are active yet`). Here one worker is
+    stopped (SIGSTOP) before any bundle exists; the other's `/readyz` is 503 until it runs."""
+    with serve_bundles(make_bundle(2)) as source:
+        source.hold()
+        manager, _port, http_port = _serve(source.url)
+        with manager as served:
+            served.wait_for("http listening on", count=WORKERS)
+            line = next(x for x in served.output().splitlines() if "supervising" in x)
+            pids = [int(p) for p in re.findall(r"\d+", line.rsplit("[", 1)[1])]
+            running, stopped = pids
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                source.release()
+                served.wait_for(f"pdp.bundle[{running}]: activated bundle things 2.0.0")
+                answers = _answered_readyz(http_port, 4)
+                held = (
+                    503,
+                    {"ready": False, "reason": "not every worker serves the same bundle yet"},
+                )
+                assert answers == [held] * 4
+            finally:
+                os.kill(stopped, signal.SIGCONT)
+            served.wait_for(f"all {WORKERS} workers serve things@2.0.0")
+            deadline = time.monotonic() + WAIT_CAP_S
+            while {a[0] for a in _answered_readyz(http_port, 10)} != {200}:
+                assert time.monotonic() < deadline, "never ready on every worker"
+                time.sleep(0.05)
+    assert "Traceback" not in served.output()
