@@ -703,7 +703,7 @@ def supervise(args: argparse.Namespace) -> int:
 
         try:
             bundles = SupervisorBundles(args)
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:  # a flag, a key file: before any worker starts
             return _fail(str(exc))
         args.bundle_handoff = str(bundles.directory)
 

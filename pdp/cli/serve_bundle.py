@@ -156,7 +156,7 @@ class SupervisorBundles:
             self._reloader = _reloader(
                 args, self.holder, cache_dir=args.cache_dir, publish=self._publisher.bundle
             )
-        except ValueError:
+        except (OSError, ValueError):
             remove_handoff_dir(self.directory)
             raise
 
