@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
@@ -82,11 +83,14 @@ def _wait_requests(source: BundleServer, n: int) -> None:
 
 
 def test_a_source_that_answers_once_then_hangs_gives_every_worker_the_same_bundle(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key_path, pub = generate_keypair(tmp_path / "release")
     key = load_private_key(key_path)
     signed = ("--require-signature", "--trust", str(pub))
+    tmp = tmp_path / "tmp"  # where the supervisor makes its private directory
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
     with serve_bundles(make_bundle(2, key=key)) as source:
         source.hold(after=1)  # the first request is answered; every later one hangs
         manager, port, _http = _serve(source.url, *signed)
@@ -98,6 +102,9 @@ def test_a_source_that_answers_once_then_hangs_gives_every_worker_the_same_bundl
             assert len(by_worker) == WORKERS
             assert set().union(*by_worker.values()) == {"2.0.0"}, by_worker
             assert source.answered == 1
+            (handoff,) = tmp.glob("pdp-bundles-*")
+            assert handoff.stat().st_mode & 0o777 == 0o700
+            assert (handoff / "active.pdpb").read_bytes() == make_bundle(2, key=key)
 
             # A newer revision: the supervisor's download of it hangs. Every worker keeps
             # serving 2.0.0 and health stays SERVING meanwhile.
@@ -116,6 +123,9 @@ def test_a_source_that_answers_once_then_hangs_gives_every_worker_the_same_bundl
                 time.sleep(0.05)
             # One download per revision, by the supervisor (the workers do not poll).
             assert source.answered == 2
+            served.proc.send_signal(signal.SIGTERM)
+            assert served.exit_code(timeout=WAIT_CAP_S) == 0
+        assert not handoff.exists()  # removed at exit
     assert "Traceback" not in served.output()
 
 
