@@ -7,8 +7,9 @@ The server starts NOT_SERVING, a policy source fills the engine holder (then SER
 SIGTERM/SIGINT stop it gracefully: refuse new calls, finish in-flight ones, exit 0. With
 several workers (the default: one per usable CPU, pdp.cli.cpus) this process only supervises N
 copies of itself sharing the port, dealt connections round-robin (pdp.server.balance), holding
-the one set of in-memory rate-limit buckets (pdp.limits.supervised); health says SERVING once
-every one serves the same bundle (pdp.cli.ready). docs/SERVING.md has the details.
+the one set of in-memory rate-limit buckets (pdp.limits.supervised) and polling a --bundle
+source for all of them (pdp.bundle.handoff); health says SERVING once every one serves the
+same bundle (pdp.cli.ready). docs/SERVING.md has the details.
 """
 
 from __future__ import annotations
@@ -730,7 +731,10 @@ def supervise(args: argparse.Namespace) -> int:
     for i in range(args.workers):
         workers.append((spawn(i), time.monotonic()))
     log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
-    if bundles is not None:  # after the forks: the workers do not inherit its thread
+    if bundles is not None:
+        # After the first forks: a fork while its thread verifies a bundle copies whatever
+        # lock that thread holds. A worker restarted later is forked while it runs, as while
+        # the counter server's threads do.
         bundles.start()
     status = 0
     while not stopping.is_set():
