@@ -62,6 +62,11 @@ class Reloader:
     signed by the same key, at a higher version, replacing `prod`): versions rank only within
     one name. `allow_rollback` lifts both; `min_version` refuses anything below it, and `name`
     anything of another name, signed or not.
+
+    `publish(data)`, when given, is handed each bundle's archive once it has passed every
+    check and before it is swapped in (`pdp serve --workers N`: the supervisor hands it to its
+    workers, pdp.bundle.handoff); an OSError from it refuses the bundle. `after_poll()` runs
+    after every poll; `wake()` makes the polling thread poll now.
     """
 
     def __init__(
@@ -79,6 +84,8 @@ class Reloader:
         allow_rollback: bool = False,
         min_version: str | None = None,
         name: str | None = None,
+        publish: Callable[[bytes], None] | None = None,
+        after_poll: Callable[[], None] | None = None,
     ) -> None:
         if require_signature and not trust:
             raise BundleError("a signature is required but no trusted key was given")
@@ -99,7 +106,10 @@ class Reloader:
         self._require_signature = require_signature
         self._loader: Loader = loader or self._default_loader
         self._rng = rng or random.Random()
+        self._publish = publish
+        self._after_poll = after_poll
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by `stop` and `wake`
         self._thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()  # one poll at a time, from the thread or a caller
         self._active_sha = ""  # archive sha256 of the active bundle
@@ -124,6 +134,13 @@ class Reloader:
                 return self._poll()
         finally:
             self._first_poll.set()
+            if self._after_poll is not None:
+                self._after_poll()
+
+    @property
+    def active_sha(self) -> str:
+        """The archive sha256 of the active bundle ("" before one is)."""
+        return self._active_sha
 
     def wait_first_poll(self, timeout: float | None = None) -> bool:
         """Wait until the source has been polled once (its outcome is in the status)."""
@@ -162,6 +179,11 @@ class Reloader:
             reason = f"internal error: {type(exc).__name__}: {exc}"
         else:
             reason = self._version_refusal(loaded.manifest)
+        if loaded is not None and not reason and self._publish is not None:
+            try:
+                self._publish(data)
+            except OSError as exc:  # a bundle the workers cannot get must not serve here alone
+                reason = f"cannot hand the bundle to the workers: {exc}"
         if loaded is not None and not reason:
             self.holder.swap(loaded.engine)
             self.active = loaded
@@ -187,7 +209,12 @@ class Reloader:
 
     def _record_failure(self, error: str) -> None:
         # While the cache serves, every failure says so: the source has given nothing good yet.
-        prefix = "serving cached bundle; " if self._from_cache else ""
+        prefix = ""
+        if self._from_cache:
+            prefix = "serving cached bundle; "
+            # The note (`/readyz` shows it, not the failure) stops claiming "not answered".
+            source = self.source.describe()
+            self.holder.note(f"{prefix}source {source} has not offered a good bundle yet")
         self.holder.record_failure(prefix + error)
 
     def _version_refusal(self, manifest: Manifest) -> str:
@@ -294,6 +321,7 @@ class Reloader:
         newer good bundle from the source replaces it at the first poll.
         """
         self._stop.clear()
+        self._wake.clear()
         source = self.source.describe()
         if self.cache_path is not None and self.cache_path.is_file():
             if self.load_cached():
@@ -318,8 +346,16 @@ class Reloader:
     def _run(self, poll_first: bool) -> None:
         if poll_first and not self._stop.is_set():
             self._poll_logged()
-        while not self._stop.wait(self.next_delay()):
+        while True:
+            self._wake.wait(self.next_delay())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self._poll_logged()
+
+    def wake(self) -> None:
+        """Poll now (in the polling thread) rather than at the end of the interval."""
+        self._wake.set()
 
     def _poll_logged(self) -> None:
         try:
@@ -329,6 +365,7 @@ class Reloader:
 
     def stop(self, timeout: float | None = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

@@ -235,7 +235,7 @@ def _opener(deadline: _Deadline) -> Any:
             scheme = urllib.parse.urlsplit(newurl).scheme.lower()
             if scheme not in ("http", "https") or (req.type == "https" and scheme == "http"):
                 raise urllib.error.URLError(
-                    f"redirect to `{newurl[:200]}` refused: only HTTP(S), and never from "
+                    f"redirect to `{mask_url(newurl)[:200]}` refused: only HTTP(S), and never from "
                     "HTTPS down to HTTP"
                 )
             return super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -261,6 +261,22 @@ def _shorter_than_declared(data: bytes, content_length: str) -> bool:
     return len(data) < min(int(content_length), MAX_ARCHIVE_BYTES + 1)
 
 
+def mask_url(url: str) -> str:
+    """`url` as logs and the status show it: no user or password (`https://***@host/...`), no
+    query (`?***`: a presigned URL's signature, a token) and no fragment. Everything the
+    server says about its source (ServerInfo, `/readyz`, refusals, logs) says it this way."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<a URL that does not parse>"
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    query = "***" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 class HttpSource:
     """An HTTP(S) URL polled with If-None-Match; urllib keeps pdp free of an HTTP dependency.
 
@@ -275,6 +291,7 @@ class HttpSource:
         fetch_deadline: float = HTTP_FETCH_DEADLINE_SECONDS,
     ) -> None:
         self.url = url
+        self.shown = mask_url(url)
         self.timeout = timeout
         self.fetch_deadline = fetch_deadline
         self.etag = ""
@@ -298,30 +315,30 @@ class HttpSource:
             except urllib.error.HTTPError as exc:
                 if exc.code == 304 and not deadline.expired:
                     return None
-                error = f"`{self.url}` answered HTTP {exc.code}"
+                error = f"`{self.shown}` answered HTTP {exc.code}"
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc
-                error = f"cannot fetch `{self.url}`: {reason or type(exc).__name__}"
+                error = f"cannot fetch `{self.shown}`: {reason or type(exc).__name__}"
             else:
                 error = ""
                 # http.client returns a body cut short by the server's close without a word.
                 if _shorter_than_declared(data, declared):
-                    error = f"`{self.url}` ended after {len(data)} of {declared} bytes"
+                    error = f"`{self.shown}` ended after {len(data)} of {declared} bytes"
         # Checked after the fact too: a body without a length ends "cleanly" at the shutdown.
         if deadline.expired:
             error = (
-                f"`{self.url}` did not finish sending within {self.fetch_deadline:g}s"
+                f"`{self.shown}` did not finish sending within {self.fetch_deadline:g}s"
                 " (--bundle-fetch-deadline)"
             )
         if error:
             raise SourceUnavailable(error)
         if len(data) > MAX_ARCHIVE_BYTES:
-            raise SourceUnavailable(f"`{self.url}` sent more than {MAX_ARCHIVE_BYTES} bytes")
+            raise SourceUnavailable(f"`{self.shown}` sent more than {MAX_ARCHIVE_BYTES} bytes")
         self.etag = etag
-        return Fetched(data, self.url, etag)
+        return Fetched(data, self.shown, etag)
 
     def describe(self) -> str:
-        return self.url
+        return self.shown
 
 
 def open_source(

@@ -6,9 +6,13 @@ worker has two pipes to its supervisor. On every bundle it activates it writes
 `active KEY` (KEY: the bundle's name, version, revision and digest); its health says
 NOT_SERVING until the supervisor writes `ready`, which the supervisor sends to every worker
 once all of them have reported the same KEY. From then on a worker is SERVING while it has a
-bundle: a later swap reaches the workers one by one (each polls its source), and for that
-moment workers may answer from different revisions, each decision naming its own; health does
-not flap for it. A worker restarted after a crash is sent `ready` once it has a bundle.
+bundle: a later swap reaches the workers one by one, and for that moment workers may answer
+from different revisions, each decision naming its own; health does not flap for it. A worker
+restarted after a crash is sent `ready` once it has a bundle.
+
+With `--bundle`, the supervisor alone polls the source and writes `sync` to every worker when
+it has a new bundle or status for them (pdp.bundle.handoff): the workers serve the one
+revision the supervisor verified, and a source that hangs for one request holds nobody back.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class Coordinator:
         self.forget(slot)
         report_r, report_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
+        # Never blocked by a worker that stopped reading: each message is under PIPE_BUF, so
+        # a write is whole or refused, and a refused `sync` leaves unread ones behind it.
+        os.set_blocking(ctl_w, False)
         self._workers[slot] = _Worker(report_r, ctl_w)
         return f"{report_w},{ctl_r}", (report_w, ctl_r)
 
@@ -119,17 +126,40 @@ class Coordinator:
         for worker in self._workers.values():
             self._send_ready(worker)
 
+    def poke_all(self) -> None:
+        """Tell every worker to pick up the supervisor's bundle and status (`sync`)."""
+        for worker in self._workers.values():
+            if worker.ctl >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(worker.ctl, b"sync\n")
+
     @staticmethod
     def _send_ready(worker: _Worker) -> None:
-        with contextlib.suppress(OSError):
+        try:
             os.write(worker.ctl, b"ready\n")
+        except BlockingIOError:
+            log.warning("worker pipe full: it is not reading; `ready` not sent")
+        except OSError:
+            pass
 
     def close(self) -> None:
         for slot in list(self._workers):
             self.forget(slot)
 
 
-def gate_worker(spec: str, server: PdpServer, holder: EngineHolder) -> None:
+class WorkerGate:
+    """What the supervisor tells a worker besides `ready`: `sync` calls `on_sync` (set by the
+    policy source once it exists)."""
+
+    def __init__(self) -> None:
+        self.on_sync: Callable[[], None] | None = None
+
+    def sync(self) -> None:
+        if self.on_sync is not None:
+            self.on_sync()
+
+
+def gate_worker(spec: str, server: PdpServer, holder: EngineHolder) -> WorkerGate:
     """The worker's side (`--ready-fds REPORT,CTL`): hold health at NOT_SERVING until the
     supervisor says every worker is ready, and report each bundle activated. Call before the
     policy source starts."""
@@ -141,12 +171,17 @@ def gate_worker(spec: str, server: PdpServer, holder: EngineHolder) -> None:
             os.write(report_fd, f"active {bundle_key(engine)}\n".encode())
 
     holder.on_swap(report)
+    gate = WorkerGate()
     threading.Thread(
-        target=_await_ready, args=(ctl_fd, server.release_serving), name="pdp-ready", daemon=True
+        target=_read_supervisor,
+        args=(ctl_fd, server.release_serving, gate),
+        name="pdp-ready",
+        daemon=True,
     ).start()
+    return gate
 
 
-def _await_ready(fd: int, release: Callable[[], None]) -> None:
+def _read_supervisor(fd: int, release: Callable[[], None], gate: WorkerGate) -> None:
     pending = b""
     while True:
         try:
@@ -155,7 +190,8 @@ def _await_ready(fd: int, release: Callable[[], None]) -> None:
             return
         if not chunk:  # the supervisor is gone (this worker gets SIGTERM)
             return
-        pending += chunk
-        if b"ready\n" in pending:
+        *lines, pending = (pending + chunk).split(b"\n")
+        if b"ready" in lines:
             release()
-            return
+        if b"sync" in lines:
+            gate.sync()

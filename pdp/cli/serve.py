@@ -7,8 +7,9 @@ The server starts NOT_SERVING, a policy source fills the engine holder (then SER
 SIGTERM/SIGINT stop it gracefully: refuse new calls, finish in-flight ones, exit 0. With
 several workers (the default: one per usable CPU, pdp.cli.cpus) this process only supervises N
 copies of itself sharing the port, dealt connections round-robin (pdp.server.balance), holding
-the one set of in-memory rate-limit buckets (pdp.limits.supervised); health says SERVING once
-every one serves the same bundle (pdp.cli.ready). docs/SERVING.md has the details.
+the one set of in-memory rate-limit buckets (pdp.limits.supervised) and polling a --bundle
+source for all of them (pdp.bundle.handoff); health says SERVING once every one serves the
+same bundle (pdp.cli.ready). docs/SERVING.md has the details.
 """
 
 from __future__ import annotations
@@ -376,7 +377,8 @@ def _start_policy_watch(directory: str, holder) -> Stopper:  # holder: EngineHol
     return watcher.stop
 
 
-def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
+def start_policy_source(args: argparse.Namespace, holder, gate=None) -> Stopper:
+    """`gate`: a worker's pdp.cli.ready.WorkerGate (a bundle follows the supervisor's)."""
     if args.policies and args.bundle:
         raise ValueError("give one policy source: --policies DIR or --bundle SOURCE")
     if args.policies and getattr(args, "watch", False):
@@ -388,7 +390,7 @@ def start_policy_source(args: argparse.Namespace, holder) -> Stopper:
     if args.bundle:  # polled bundles, hot-swapped (pdp.cli.bundle, bundle engineer)
         from .serve_bundle import start_bundle_source
 
-        return start_bundle_source(args, holder)
+        return start_bundle_source(args, holder, gate)
     raise ValueError("no policy source: give --policies DIR or --bundle SOURCE")
 
 
@@ -533,17 +535,18 @@ def serve(args: argparse.Namespace) -> int:
         if observer is not None:
             observer.close()
         return _fail(str(exc))
+    gate = None
     if args.ready_fds:  # a worker: SERVING once the supervisor says every worker is ready
         from .ready import gate_worker
 
-        gate_worker(args.ready_fds, server, holder)
+        gate = gate_worker(args.ready_fds, server, holder)
     server.start()
     for address in server.addresses:
         log.info("listening on %s", address)
     from pdp.http.cli import HttpConfigError, http_server_from_args
 
     try:
-        http = http_server_from_args(args, holder, config, observer)
+        http = http_server_from_args(args, holder, config, observer, held=server.held_reason)
         if http is not None:
             http.start()
             for address in http.addresses:
@@ -556,7 +559,7 @@ def serve(args: argparse.Namespace) -> int:
 
         log.info("%s", deal_connections(args.siblings, args.balance))
     try:
-        stop_source = start_policy_source(args, holder)
+        stop_source = start_policy_source(args, holder, gate)
     except PolicyErrors as exc:
         print_policy_errors(exc)
         if http is not None:
@@ -694,6 +697,16 @@ def supervise(args: argparse.Namespace) -> int:
     from .ready import Coordinator
 
     ready = Coordinator(args.workers)
+    bundles = None
+    if args.bundle and not args.policies:
+        # One poller for all workers, so all serve one revision (pdp.bundle.handoff).
+        from .serve_bundle import SupervisorBundles
+
+        try:
+            bundles = SupervisorBundles(args)
+        except (OSError, ValueError) as exc:  # a flag, a key file: before any worker starts
+            return _fail(str(exc))
+        args.bundle_handoff = str(bundles.directory)
 
     def spawn(i: int) -> _Forked:
         spec, fds = ready.pipes_for(i)
@@ -718,9 +731,16 @@ def supervise(args: argparse.Namespace) -> int:
     for i in range(args.workers):
         workers.append((spawn(i), time.monotonic()))
     log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
+    if bundles is not None:
+        # After the first forks: a fork while its thread verifies a bundle copies whatever
+        # lock that thread holds. A worker restarted later is forked while it runs, as while
+        # the counter server's threads do.
+        bundles.start()
     status = 0
     while not stopping.is_set():
         ready.wait(0.2)
+        if bundles is not None and bundles.tick():
+            ready.poke_all()
         for i, (proc, started) in enumerate(workers):
             code = proc.poll()
             if code is None:
@@ -736,6 +756,8 @@ def supervise(args: argparse.Namespace) -> int:
     for proc, _ in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+    if bundles is not None:
+        bundles.stop(_SOURCE_STOP_WAIT_S)
     for proc, _ in workers:
         code = proc.wait()
         if code != 0 and status == 0:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL
 from pdp.bundle.sources import HTTP_FETCH_DEADLINE_SECONDS
@@ -15,6 +17,9 @@ from pdp.engine import EngineHolder
 from pdp.errors import BundleError
 
 from ._common import policy_checks
+
+if TYPE_CHECKING:
+    from .ready import WorkerGate
 
 
 def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
@@ -59,6 +64,8 @@ def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
         metavar="NAME",
         help="refuse any bundle whose manifest name is not NAME",
     )
+    # Set by the supervisor for its workers only: follow its bundles (pdp.bundle.handoff).
+    group.add_argument("--bundle-handoff", metavar="DIR", help=argparse.SUPPRESS)
     group.add_argument(
         "--bundle-fetch-deadline",
         type=float,
@@ -68,13 +75,9 @@ def add_serve_arguments(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Callable[[], None]:
-    """Start polling `args.bundle` into `holder`; returns the function that stops it.
-
-    Configuration mistakes raise ValueError. A source that is down or offers a bad bundle does
-    not: the server stays up (NOT_SERVING until a good bundle arrives, from the cache or the
-    source) and keeps polling.
-    """
+def _reloader(args: argparse.Namespace, holder: EngineHolder, source=None, **kw):  # -> Reloader
+    """The reloader for `args` (trust, signature, rules, polling), on `args.bundle` unless
+    `source` is given. Configuration mistakes raise ValueError."""
     from pdp.bundle import Reloader, load_bundle, load_public_keys, open_source
 
     if args.require_signature and not args.trust:
@@ -83,14 +86,15 @@ def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Calla
         raise ValueError("--bundle-fetch-deadline must be positive")
     try:
         trust = load_public_keys(args.trust) if args.trust else None
-        reloader = Reloader(
-            open_source(
+        if source is None:
+            source = open_source(
                 args.bundle, fetch_deadline=args.bundle_fetch_deadline, name=args.bundle_name
-            ),
+            )
+        return Reloader(
+            source,
             holder,
             trust=trust,
             require_signature=args.require_signature,
-            cache_dir=args.cache_dir,
             poll_interval=args.poll_interval,
             jitter=args.poll_jitter,
             allow_rollback=args.bundle_allow_rollback,
@@ -99,11 +103,72 @@ def start_bundle_source(args: argparse.Namespace, holder: EngineHolder) -> Calla
             loader=lambda data: load_bundle(
                 data, trust, args.require_signature, checks=policy_checks()
             ),
+            **kw,
         )
     except BundleError as exc:
         raise ValueError(str(exc)) from None
+
+
+def start_bundle_source(
+    args: argparse.Namespace, holder: EngineHolder, gate: WorkerGate | None = None
+) -> Callable[[], None]:
+    """Start polling `args.bundle` into `holder`; returns the function that stops it.
+
+    Configuration mistakes raise ValueError. A source that is down or offers a bad bundle does
+    not: the server stays up (NOT_SERVING until a good bundle arrives, from the cache or the
+    source) and keeps polling. A worker of `--workers N` (`args.bundle_handoff`) follows its
+    supervisor's bundle instead (pdp.bundle.handoff), checked again here.
+    """
+    handoff = getattr(args, "bundle_handoff", None)
+    if handoff:
+        from pdp.bundle.handoff import BUNDLE_FILE, HandoffSource, adopt_status
+
+        directory = Path(handoff)
+        reloader = _reloader(
+            args,
+            holder,
+            HandoffSource(directory / BUNDLE_FILE),
+            after_poll=lambda: adopt_status(directory, holder, reloader.active_sha),
+        )
+        if gate is not None:
+            gate.on_sync = reloader.wake
+    else:
+        reloader = _reloader(args, holder, cache_dir=args.cache_dir)
     # The cached bundle (when one passes) serves now; every poll of the source, the first
     # included, runs in the reloader's thread: a source that hangs until its fetch deadline
     # must hold neither readiness nor a SIGTERM's shutdown (pdp.cli.serve's main loop).
     reloader.start(wait=False)
     return reloader.stop
+
+
+class SupervisorBundles:
+    """`pdp serve --workers N --bundle SOURCE`: the supervisor polls the source (and keeps the
+    cache) and hands each bundle that passes to the workers in a private directory
+    (pdp.bundle.handoff has why). `tick()` from the supervisor's loop says when to poke them."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from pdp.bundle.handoff import Publisher, make_handoff_dir, remove_handoff_dir
+
+        self.directory = make_handoff_dir()
+        self._publisher = Publisher(self.directory)
+        self.holder = EngineHolder()  # judges bundles; serves nobody
+        try:
+            self._reloader = _reloader(
+                args, self.holder, cache_dir=args.cache_dir, publish=self._publisher.bundle
+            )
+        except (OSError, ValueError):
+            remove_handoff_dir(self.directory)
+            raise
+
+    def start(self) -> None:
+        self._reloader.start(wait=False)
+
+    def tick(self) -> bool:
+        """Hand the workers the current status; True when they are to be poked (it changed)."""
+        return self._publisher.status(self._reloader.active_sha, self.holder.status)
+
+    def stop(self, timeout: float) -> None:
+        from pdp.bundle.handoff import remove_handoff_dir
+
+        self._reloader.stop(timeout)  # a download in progress is abandoned (a daemon thread)
+        remove_handoff_dir(self.directory)

@@ -85,6 +85,18 @@ _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
+def _new_id_prefix() -> None:
+    """Draw this process's prefix and counter again: a process forked after this module was
+    imported (each worker of `pdp serve --workers N`) would otherwise number its decisions
+    exactly as its siblings do, the same ids for different decisions."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(8).hex()
+    _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def new_decision_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 

@@ -27,6 +27,9 @@ class Activation:
     activated_at: float | None  # unix time of the last successful swap
     last_attempt_at: float | None
     last_error: str
+    # A state that is no failure, set by `note` (a cached bundle serving while its source has
+    # not answered yet): shown by `/readyz` too, which shows no refusal reasons.
+    note: str = ""
 
 
 class EngineHolder:
@@ -42,6 +45,7 @@ class EngineHolder:
         self._activated_at = time.time() if engine is not None else None
         self._last_attempt_at: float | None = self._activated_at
         self._last_error = ""
+        self._note = ""
         self._listeners: list[Callable[[Engine], None]] = []
 
     @property
@@ -63,6 +67,7 @@ class EngineHolder:
             self._activated_at = now
             self._last_attempt_at = now
             self._last_error = ""
+            self._note = ""
             listeners = list(self._listeners)
         for listener in listeners:
             listener(engine)
@@ -79,10 +84,21 @@ class EngineHolder:
     def note(self, message: str) -> None:
         """Report `message` as `last_error` without counting a failed attempt ("" clears it):
         a state the status must tell, such as a cached bundle serving while its source has not
-        answered yet. `record_failure` is what refusals and unreachable sources use."""
+        answered yet. `record_failure` is what refusals and unreachable sources use. The note
+        stays (`status.note`) until the next swap or note, whatever failures follow."""
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         with self._lock:
             self._last_error = message
+            self._note = message
+
+    def mirror(self, status: Activation) -> None:
+        """Take `status`'s attempt, error and note as this holder's own (a worker of
+        `pdp serve --workers N` showing its supervisor's view of the bundle source); the
+        activation time stays this holder's."""
+        with self._lock:
+            self._last_attempt_at = status.last_attempt_at
+            self._last_error = status.last_error
+            self._note = status.note
 
     def on_swap(self, listener: Callable[[Engine], None]) -> None:
         """Call `listener(engine)` after every swap (health status, metrics, caches)."""
@@ -91,4 +107,4 @@ class EngineHolder:
 
     @property
     def status(self) -> Activation:
-        return Activation(self._activated_at, self._last_attempt_at, self._last_error)
+        return Activation(self._activated_at, self._last_attempt_at, self._last_error, self._note)

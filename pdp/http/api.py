@@ -144,8 +144,13 @@ class HttpApi:
         allow_identities: frozenset[str] = frozenset(),
         reject_unknown_fields: bool = False,
         search: Candidates | None = None,
+        held: Callable[[], str] = lambda: "",
     ) -> None:
         self.holder = holder
+        # Why the gRPC health is held NOT_SERVING with a bundle active (a worker of
+        # `--workers N` before every worker serves it, a drain): `/readyz` is not ready then
+        # either, or a load balancer would send callers to a sibling with nothing to serve.
+        self.held = held
         self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.observer = observer
@@ -489,11 +494,20 @@ class HttpApi:
         engine = self.holder.current
         if engine is None:
             return 503, {"ready": False, "reason": "no bundle is active"}
+        if reason := self.held():
+            return 503, {"ready": False, "reason": reason}
         b = engine.bundle
-        return 200, {
+        body: dict[str, Any] = {
             "ready": True,
             "bundle": {"name": b.name, "version": b.version, "revision": b.revision},
         }
+        # A state the operator must see where probes look (a cached bundle serving while its
+        # source has not answered); never a refusal's reason, which this open route must not
+        # show (the source URL in it is masked: pdp.bundle.sources.mask_url).
+        note = self.holder.status.note
+        if note:
+            body["note"] = note
+        return 200, body
 
     # -- dispatch ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -67,9 +68,14 @@ def add_http_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def http_server_from_args(
-    args: argparse.Namespace, holder: EngineHolder, config: ServerConfig, observer: Any
+    args: argparse.Namespace,
+    holder: EngineHolder,
+    config: ServerConfig,
+    observer: Any,
+    held: Callable[[], str] = lambda: "",
 ) -> HttpServer | None:
-    """The listener (not started), or None without `--http-listen`."""
+    """The listener (not started), or None without `--http-listen`. `held`: why the gRPC
+    server's health is held NOT_SERVING (`PdpServer.held_reason`), which `/readyz` follows."""
     if not args.http_listen:
         if args.search_db or args.search_map:
             raise HttpConfigError("--search-db and --search-map need --http-listen")
@@ -90,6 +96,7 @@ def http_server_from_args(
         allow_identities=config.allow_identities,
         reject_unknown_fields=args.http_reject_unknown_fields,
         search=search_source(args.search_db, args.search_map),
+        held=held,
     )
     tls = None
     if config.tls is not None:

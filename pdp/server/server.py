@@ -163,6 +163,15 @@ class PdpServer:
         self._held = True
         self.set_serving(False)
 
+    def held_reason(self) -> str:
+        """Why health says NOT_SERVING whatever bundle is active ("" when nothing holds it):
+        `/readyz` says the same (pdp.http)."""
+        if self._draining:
+            return "the server is shutting down"
+        if self._held:
+            return "not every worker serves the same bundle yet"
+        return ""
+
     def release_serving(self) -> None:
         self._held = False
         self.set_serving(self._holder is not None and self._holder.current is not None)

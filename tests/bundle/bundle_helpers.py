@@ -112,8 +112,9 @@ class BundleServer:
     """A real HTTP server serving one bundle at /bundle.pdpb with a strong ETag.
 
     `hold()` makes it hang: a bundle asked for from then on is sent a byte every
-    `HELD_BYTE_EVERY_S` (as a stalled CDN would) until `release()`, then at once. `answered`
-    counts the bundles sent whole."""
+    `HELD_BYTE_EVERY_S` (as a stalled CDN would) until `release()`, then at once; `hold(after=N)`
+    lets the next N requests through first (a source that answers one poller and hangs for the
+    next). `answered` counts the bundles sent whole."""
 
     bundle: bytes = b""
     available: bool = True
@@ -123,6 +124,7 @@ class BundleServer:
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
     released: threading.Event = field(default_factory=threading.Event)
+    hold_after: int = 0  # requests up to this number are not held
 
     def __post_init__(self) -> None:
         self.released.set()
@@ -131,7 +133,9 @@ class BundleServer:
         with self.lock:
             self.bundle = data
 
-    def hold(self) -> None:
+    def hold(self, after: int = 0) -> None:
+        with self.lock:
+            self.hold_after = self.requests + after
         self.released.clear()
 
     def release(self) -> None:
@@ -149,6 +153,7 @@ def serve_bundles(initial: bytes = b"") -> Iterator[BundleServer]:
         def do_GET(self) -> None:
             with state.lock:
                 state.requests += 1
+                exempt = state.requests <= state.hold_after
                 body, etag, up = state.bundle, state.etag(), state.available
                 if up and self.headers.get("If-None-Match") == etag:
                     state.not_modified += 1
@@ -168,7 +173,9 @@ def serve_bundles(initial: bytes = b"") -> Iterator[BundleServer]:
             self.end_headers()
             sent = 0
             try:
-                while sent < len(body) and not state.released.wait(HELD_BYTE_EVERY_S):
+                while (
+                    sent < len(body) and not exempt and not state.released.wait(HELD_BYTE_EVERY_S)
+                ):
                     self.wfile.write(body[sent : sent + 1])
                     self.wfile.flush()
                     sent += 1

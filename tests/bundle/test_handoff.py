@@ -1,0 +1,74 @@
+"""The parts of the supervisor-to-worker bundle handoff (pdp.bundle.handoff), in one process;
+tests/security/test_workers20_one_bundle.py drives them through real `pdp serve --workers 2`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bundle_helpers import make_bundle
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from pdp.bundle import MemorySource, Outcome, Reloader
+from pdp.bundle.handoff import BUNDLE_FILE, HandoffSource, Publisher, adopt_status
+from pdp.bundle.sources import mask_url
+from pdp.engine import EngineHolder
+
+
+def test_the_worker_serves_what_the_supervisor_verified_and_shows_its_status(
+    tmp_path: Path,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    trust = [key.public_key()]
+    publisher = Publisher(tmp_path)
+    boss = EngineHolder()
+    source = MemorySource(make_bundle(2, key=key))
+    supervisor = Reloader(
+        source, boss, trust=trust, require_signature=True, publish=publisher.bundle
+    )
+    worker = EngineHolder()
+    handed = HandoffSource(tmp_path / BUNDLE_FILE)
+    follower = Reloader(handed, worker, trust=trust, require_signature=True)
+
+    assert follower.poll_once() == Outcome.UNCHANGED  # nothing handed yet: no failure either
+    assert worker.current is None and worker.status.last_error == ""
+
+    assert supervisor.poll_once() == Outcome.ACTIVATED
+    assert follower.poll_once() == Outcome.ACTIVATED
+    assert worker.require().bundle.version == "2.0.0"
+
+    # The supervisor's refusal of a rollback is its status; the worker shows it as its own
+    # while it serves the bundle that status is about.
+    source.put(make_bundle(1, key=key))
+    assert supervisor.poll_once() == Outcome.REFUSED
+    assert publisher.status(supervisor.active_sha, boss.status)
+    assert not publisher.status(supervisor.active_sha, boss.status)  # unchanged: no poke
+    adopt_status(tmp_path, worker, follower.active_sha)
+    assert "rollback refused" in worker.status.last_error
+    assert worker.status.last_error == boss.status.last_error
+    assert follower.poll_once() == Outcome.UNCHANGED
+    assert worker.require().bundle.version == "2.0.0"
+
+
+def test_a_bundle_the_workers_cannot_get_is_refused_by_the_supervisor(tmp_path: Path) -> None:
+    """Else the supervisor would count as active a bundle no worker serves."""
+    publisher = Publisher(tmp_path / "gone")  # the directory does not exist
+    holder = EngineHolder()
+    reloader = Reloader(MemorySource(make_bundle(2)), holder, publish=publisher.bundle)
+    assert reloader.poll_once() == Outcome.REFUSED
+    assert holder.current is None and reloader.active_sha == ""
+    assert "cannot hand the bundle to the workers" in holder.status.last_error
+    assert not (tmp_path / "gone").exists()  # a late poll does not recreate the directory
+
+
+def test_the_note_outlives_failures_and_goes_with_the_next_bundle() -> None:
+    holder = EngineHolder()
+    holder.note("serving cached bundle; source S has not answered yet")
+    holder.record_failure("serving cached bundle; source unavailable: down")
+    assert holder.status.note == "serving cached bundle; source S has not answered yet"
+    assert holder.status.last_error == "serving cached bundle; source unavailable: down"
+
+
+def test_source_urls_are_shown_masked() -> None:
+    assert mask_url("https://h.example/b.pdpb") == "https://h.example/b.pdpb"
+    assert mask_url("https://u:pw@h.example:8443/b?sig=x#f") == "https://***@h.example:8443/b?***"
+    assert mask_url("http://token@h/b") == "http://***@h/b"
