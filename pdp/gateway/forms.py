@@ -1,0 +1,138 @@
+"""`_method` in a query or a form body: the method Rails, Laravel, Symfony and Spring run instead
+of the request line's. Pure: bytes in, the values found out.
+
+Rack's `MethodOverride`, Symfony's `http_method_override` (and Laravel on it) and Spring's
+`HiddenHttpMethodFilter` read `_method` from a POST's form body, `application/x-www-form-urlencoded`
+or `multipart/form-data`; Rack also parses a body without a content type as a form. pdp decides
+on the request line, so it must see every `_method` the upstream could read: the body is parsed
+as those frameworks parse it (never searched), and what pdp cannot parse the way they might is
+refused (`FormError`) rather than guessed.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import email.utils
+from urllib.parse import parse_qsl
+
+METHOD_PARAM = "_method"
+# A body longer than this is parsed only this far and treated as cut: the work pdp does for
+# one request stays bounded whatever a caller sends (gRPC's own cap is 4 MiB).
+MAX_FORM_BYTES = 1 << 20
+# Parts of a multipart body pdp parses; a form with more is refused (a parser bomb otherwise).
+MAX_PARTS = 1000
+
+URLENCODED = "urlencoded"
+MULTIPART = "multipart"
+
+
+class FormError(ValueError):
+    """A body pdp cannot read the way the upstream may; the message says why."""
+
+
+def method_values(text: str) -> list[str]:
+    """Every value a lenient upstream may take for `_method` from an urlencoded form or query.
+
+    Parsed, not searched: `%5Fmethod` is `_method` once decoded. Names are compared as PHP
+    registers them (leading spaces dropped, `.` and ` ` read as `_`, `_method[]` and
+    `_method[x]` as `_method`), and `;` splits pairs too (Rack before 3, Python before 3.9.2):
+    a spelling some upstream reads as `_method` counts."""
+    values = []
+    pairs = parse_qsl(text, keep_blank_values=True, encoding="latin-1")
+    if ";" in text:
+        pairs += parse_qsl(text.replace(";", "&"), keep_blank_values=True, encoding="latin-1")
+    for key, value in pairs:
+        if _is_method_name(key):
+            values.append(value)
+    return values
+
+
+def _is_method_name(key: str) -> bool:
+    name = key.lstrip(" ")
+    bracket = name.find("[")
+    if bracket >= 0 and "]" in name[bracket:]:
+        name = name[:bracket]
+    return name.replace(".", "_").replace(" ", "_").replace("[", "_") == METHOD_PARAM
+
+
+def form_kind(content_type: str | None) -> str:
+    """`URLENCODED`, `MULTIPART`, or "" for a body no framework reads `_method` from.
+
+    The media type is compared without case and up to the first `;`, `,` or space, as PHP
+    does (`application/X-WWW-Form-Urlencoded ;charset=utf-8` is a form). A header naming
+    several media types (a repeated `Content-Type`, joined with commas) where one is a form
+    is refused: the upstream picks one, and pdp cannot know which."""
+    if content_type is None:
+        return ""
+    pieces = [p for p in _split_commas(content_type) if p.strip()]
+    kinds = [_kind(p) for p in pieces]
+    if len(pieces) > 1 and any(kinds):
+        raise FormError("header `content-type` names more than one media type, one of them a form")
+    return kinds[0] if kinds else ""
+
+
+def _kind(piece: str) -> str:
+    media = piece.strip().lower()
+    for stop in (";", " ", "\t"):
+        media = media.partition(stop)[0]
+    if media == "application/x-www-form-urlencoded":
+        return URLENCODED
+    if media.startswith("multipart/"):  # Rack parses any multipart/* with a boundary
+        return MULTIPART
+    return ""
+
+
+def _split_commas(value: str) -> list[str]:
+    """`value` split at commas outside quoted strings (a boundary may be quoted with one)."""
+    out, start, quoted, escaped = [], 0, False, False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            out.append(value[start:i])
+            start = i + 1
+    out.append(value[start:])
+    return out
+
+
+def multipart_method_values(content_type: str, body: bytes, complete: bool) -> list[str]:
+    """The values of every part named `_method` (by `name`, or RFC 2231 `name*`) in a multipart
+    body. A complete body that does not parse cleanly (no boundary, a missing start or close
+    delimiter, a part without headers) is refused: another parser may find parts this one
+    did not. A cut body (`complete` false) parses as far as it goes."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in content_type):
+        raise FormError("header `content-type` holds a control character")
+    head = b"Content-Type: " + content_type.encode("utf-8", "surrogateescape") + b"\r\n\r\n"
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    boundary = message.get_boundary()
+    if not message.is_multipart() or not boundary:
+        if body.strip():
+            raise FormError("a multipart body without a boundary pdp can parse")
+        return []
+    # Counted before the parts are walked: every delimiter line starts with `--boundary`.
+    if body.count(b"--" + boundary.encode("utf-8", "surrogateescape")) > MAX_PARTS + 1:
+        raise FormError(f"a multipart body of more than {MAX_PARTS} parts")
+    parts = message.get_payload()
+    assert isinstance(parts, list)
+    defects = list(message.defects)
+    for part in parts:
+        defects += part.defects
+    if complete and defects:
+        raise FormError(f"a multipart body pdp cannot parse cleanly ({type(defects[0]).__name__})")
+    values = []
+    for part in parts:
+        name = part.get_param("name", header="content-disposition")
+        if name is None:
+            continue
+        if _is_method_name(email.utils.collapse_rfc2231_value(name)):
+            raw = part.get_payload(decode=False)
+            decoded = part.get_payload(decode=True)
+            values.append(raw if isinstance(raw, str) else "")
+            if isinstance(decoded, bytes):  # a Content-Transfer-Encoding some parser applies
+                values.append(decoded.decode("latin-1"))
+    return values
