@@ -131,8 +131,11 @@ def multipart_method_values(content_type: str, body: bytes, complete: bool) -> l
             continue
         if _is_method_name(email.utils.collapse_rfc2231_value(name)):
             raw = part.get_payload(decode=False)
+            value = raw if isinstance(raw, str) else ""  # a nested multipart: no method
             decoded = part.get_payload(decode=True)
-            values.append(raw if isinstance(raw, str) else "")
-            if isinstance(decoded, bytes):  # a Content-Transfer-Encoding some parser applies
+            values.append(value)
+            # A Content-Transfer-Encoding (base64, quoted-printable) some parser applies: a
+            # copy that reads differently decoded is a second value.
+            if isinstance(decoded, bytes) and decoded.decode("latin-1") != value:
                 values.append(decoded.decode("latin-1"))
     return values
