@@ -399,6 +399,6 @@ def test_a_mapping_setting_that_is_no_boolean_is_a_load_error() -> None:
 
     doc = copy.deepcopy(MAPPING)
     doc["spec"]["formMethodOverride"] = "yes"
-    with pytest.raises(PolicyErrors, match="spec.formMethodOverride: must be `true` or `false`"):
+    with pytest.raises(PolicyErrors, match=r"spec\.formMethodOverride: must be `true` or `false`"):
         load_route_mapping(doc)
     assert not LOOSE.form_method_override and STRICT.form_method_override
