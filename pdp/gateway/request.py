@@ -21,7 +21,7 @@ from pdp.gateway.forms import (
     URLENCODED,
     FormError,
     form_kind,
-    method_values,
+    method_views,
     multipart_method_values,
 )
 from pdp.gateway.mapping import Route, RouteMapping, RouteMatch
@@ -230,7 +230,7 @@ def method_override(method: str, headers: Mapping[str, str], query: str) -> str:
                 "request; pdp decides on the request line's method"
             )
     # parsed, not searched: `%5Fmethod` is `_method` to the upstream too
-    if query and _names_another(method_values(query), asked):
+    if query and _names_another(method_views(query), asked):
         return (
             f"query parameter `{METHOD_OVERRIDE_PARAM}` names another method than "
             f"`{asked[:32]}`; pdp decides on the request line's method"
@@ -238,10 +238,10 @@ def method_override(method: str, headers: Mapping[str, str], query: str) -> str:
     return ""
 
 
-def _names_another(values: list[str], asked: str) -> bool:
-    """Whether `_method` values may run another method than `asked`: one naming another, or
-    more than one (which copy the upstream takes is its choice)."""
-    return len(values) > 1 or any(v.strip().upper() != asked for v in values)
+def _names_another(views: list[list[str]], asked: str) -> bool:
+    """Whether the `_method` values of any view may run another method than `asked`: one
+    naming another, or more than one (which copy the upstream takes is its choice)."""
+    return any(len(vs) > 1 or any(v.strip().upper() != asked for v in vs) for vs in views)
 
 
 def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, str]:
@@ -280,12 +280,12 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
     seen = body[:MAX_FORM_BYTES]
     try:
         if kind == URLENCODED or not kind:
-            values = method_values(seen.decode("latin-1"))
+            views = method_views(seen.decode("latin-1"))
         else:
-            values = multipart_method_values(content_type or "", seen, complete)
+            views = [multipart_method_values(content_type or "", seen, complete)]
     except FormError as e:
         return AMBIGUOUS_METHOD, f"{e}; pdp decides on the request line's method"
-    if _names_another(values, asked):
+    if _names_another(views, asked):
         return AMBIGUOUS_METHOD, (
             f"form body field `{METHOD_PARAM}` names another method than `{asked[:32]}` (or "
             "is given more than once); pdp decides on the request line's method"
