@@ -240,8 +240,11 @@ def test_with_form_method_override_a_form_without_its_body_is_refused_for_the_op
     # No `content-length` (chunked, or HTTP/2): a body may follow, so the same.
     t = _translate(_attrs(None, length=None), honoured=True)
     assert (t.kind, t.reason) == ("bad_request", FORM_BODY_REQUIRED)
-    # `content-length: 0`: nothing to override.
+    # `content-length: 0`: nothing to override; nor on a GET labelled a form without a body.
     assert _translate(_attrs(None, length="0"), honoured=True).kind == "check"
+    assert _translate(_attrs(None, method="GET", length=None), honoured=True).kind != "bad_request"
+    t = _translate(_attrs(None, method="GET", length="5"), honoured=True)
+    assert t.reason == FORM_BODY_REQUIRED
 
 
 @pytest.mark.parametrize(
