@@ -294,6 +294,14 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
             f"form body field `{METHOD_PARAM}` names another method than `{asked[:32]}` (or "
             "is given more than once); pdp decides on the request line's method"
         )
+    encoding = attrs.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity") and honoured:
+        # An upstream that inflates request bodies reads fields pdp, seeing gzip, did not.
+        return FORM_BODY_REQUIRED, (
+            f"a form `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, and "
+            f"its body is `{encoding[:32]}`-encoded, which pdp does not decode: send forms "
+            "unencoded"
+        )
     if not complete and honoured:
         return FORM_BODY_REQUIRED, (
             f"a form `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, and "

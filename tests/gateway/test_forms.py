@@ -410,3 +410,17 @@ def test_a_mapping_setting_that_is_no_boolean_is_a_load_error() -> None:
     with pytest.raises(PolicyErrors, match=r"spec\.formMethodOverride: must be `true` or `false`"):
         load_route_mapping(doc)
     assert not LOOSE.form_method_override and STRICT.form_method_override
+
+
+def test_a_form_body_pdp_cannot_decode_is_refused_when_honoured() -> None:
+    attrs = _attrs(b"\x1f\x8b...")
+    encoded = HttpAttributes(
+        "POST", SEARCH, {**attrs.headers, "content-encoding": "gzip"}, body=attrs.body
+    )
+    assert _translate(encoded).kind == "check"
+    t = _translate(encoded, honoured=True)
+    assert (t.kind, t.reason) == ("bad_request", FORM_BODY_REQUIRED) and "gzip" in t.message
+    plain = HttpAttributes(
+        "POST", SEARCH, {**_attrs(b"q=1").headers, "content-encoding": "identity"}, body=b"q=1"
+    )
+    assert _translate(plain, honoured=True).kind == "check"
