@@ -11,9 +11,11 @@ refused (`FormError`) rather than guessed.
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 import email.policy
 import email.utils
+import secrets
 from urllib.parse import unquote_plus
 
 METHOD_PARAM = "_method"
@@ -122,15 +124,20 @@ def multipart_method_values(content_type: str, body: bytes, complete: bool) -> l
         raise FormError("header `content-type` holds a control character")
     head = b"Content-Type: " + content_type.encode("utf-8", "surrogateescape") + b"\r\n\r\n"
     # compat32: the modern policy's header objects cost ~15x more per part.
-    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head + body)
-    boundary = message.get_boundary()
+    boundary = (
+        email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head).get_boundary()
+    )
+    # Counted before the body is parsed: every delimiter line starts with `--boundary`.
+    if boundary and body.count(b"--" + boundary.encode("utf-8", "surrogateescape")) > MAX_PARTS + 1:
+        raise FormError(f"a multipart body of more than {MAX_PARTS} parts")
+    token = secrets.token_hex(16)
+    root = f"{_ROOT}: {token}\r\n".encode() + head
+    parser = email.parser.BytesParser(_class=_form_class(token), policy=email.policy.compat32)
+    message = parser.parsebytes(root + body)
     if not message.is_multipart() or not boundary:
         if body.strip():
             raise FormError("a multipart body without a boundary pdp can parse")
         return []
-    # Counted before the parts are walked: every delimiter line starts with `--boundary`.
-    if body.count(b"--" + boundary.encode("utf-8", "surrogateescape")) > MAX_PARTS + 1:
-        raise FormError(f"a multipart body of more than {MAX_PARTS} parts")
     parts = message.get_payload()
     assert isinstance(parts, list)
     defects = list(message.defects)
@@ -145,7 +152,7 @@ def multipart_method_values(content_type: str, body: bytes, complete: bool) -> l
             continue
         if _is_method_name(email.utils.collapse_rfc2231_value(name)):
             raw = part.get_payload(decode=False)
-            value = raw if isinstance(raw, str) else ""  # a nested multipart: no method
+            value = raw if isinstance(raw, str) else ""
             decoded = part.get_payload(decode=True)
             values.append(value)
             # A Content-Transfer-Encoding (base64, quoted-printable) some parser applies: a
@@ -153,3 +160,23 @@ def multipart_method_values(content_type: str, body: bytes, complete: bool) -> l
             if isinstance(decoded, bytes) and decoded.decode("latin-1") != value:
                 values.append(decoded.decode("latin-1"))
     return values
+
+
+def _form_class(token: str) -> type[email.message.Message]:
+    """The parser's message class: the form itself (the message whose `X-Pdp-Form` header is
+    the per-call `token`, which no part can guess) as usual, its parts as text whatever their
+    content type. A part declaring itself `multipart/mixed` or `message/rfc822` is not parsed
+    into, so it cannot be a parser bomb (800 KB of nested parts cost seconds); form parsers
+    do not look inside either."""
+
+    class FormMessage(email.message.Message):
+        def get_content_maintype(self) -> str:
+            return super().get_content_maintype() if self.get(_ROOT) == token else "text"
+
+        def get_content_type(self) -> str:
+            return super().get_content_type() if self.get(_ROOT) == token else "text/plain"
+
+    return FormMessage
+
+
+_ROOT = "X-Pdp-Form"
