@@ -104,6 +104,9 @@ class RouteMapping:
     claims: ClaimsConfig
     unmapped_allow: bool = False
     trusted_hops: int = 0
+    # The upstream honours `_method` in form bodies (Rails, Laravel, Symfony): a form request
+    # whose body pdp did not get in full is refused (request.body_method_override).
+    form_method_override: bool = False
     context_attr: Mapping[str, Template | Any] = field(default_factory=dict)
     remove_headers: tuple[str, ...] = ()
     add_headers: Mapping[str, Template | Any] = field(default_factory=dict)
@@ -222,7 +225,7 @@ def _str(v: Any, where: str, errs: _Errors, default: str = "") -> str:
 
 _SPEC_KEYS = (
     "unmapped", "public", "authentication", "claims", "context", "headers", "obligations",
-    "routes", "tests",
+    "routes", "tests", "formMethodOverride",
 )  # fmt: skip
 _AUTH_KEYS = (
     "source", "header", "scheme", "issuer", "audience", "leeway", "algorithms", "jwks", "require",
@@ -242,6 +245,10 @@ def load_route_mapping(doc: Mapping[str, Any], file: str = "mapping.yaml") -> Ro
     unmapped = spec.get("unmapped", "deny")
     if unmapped not in ("deny", "allow"):
         errs.add("spec.unmapped", "must be `deny` or `allow`")
+    form_override = spec.get("formMethodOverride", False)
+    if not isinstance(form_override, bool):
+        errs.add("spec.formMethodOverride", "must be `true` or `false`")
+        form_override = False
     auth = _auth(spec.get("authentication"), errs)
     claims = _claims(spec.get("claims"), errs)
     ctx = _obj(spec.get("context"), "spec.context", errs, ("trustedHops", "attr"))
@@ -290,6 +297,7 @@ def load_route_mapping(doc: Mapping[str, Any], file: str = "mapping.yaml") -> Ro
         claims=claims,
         unmapped_allow=unmapped == "allow",
         trusted_hops=hops,
+        form_method_override=form_override,
         context_attr=context_attr,
         remove_headers=remove,
         add_headers=add,

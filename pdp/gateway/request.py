@@ -15,6 +15,15 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from pdp.errors import RequestError
+from pdp.gateway.forms import (
+    MAX_FORM_BYTES,
+    METHOD_PARAM,
+    URLENCODED,
+    FormError,
+    form_kind,
+    method_views,
+    multipart_method_values,
+)
 from pdp.gateway.mapping import Route, RouteMapping, RouteMatch
 from pdp.gateway.paths import PathError, canonicalize
 from pdp.gateway.templates import RenderEnv, Template, render_value
@@ -29,6 +38,11 @@ AMBIGUOUS_HEADER = "ambiguous_header"
 AMBIGUOUS_METHOD = "ambiguous_method"
 UNMAPPED_VARIANT = "unmapped_variant"
 AMBIGUOUS_PATH = "ambiguous_path"
+FORM_BODY_REQUIRED = "form_body_required"
+# Envoy's ext_authz filter sets it (`true` when the body was cut at `max_request_bytes`) on every
+# call that carries a body under `with_request_body`; a client's own header of that name is
+# dropped by Envoy, never forwarded to pdp.
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
 Kind = Literal["check", "allow", "deny", "unauthenticated", "bad_request"]
 
@@ -44,6 +58,9 @@ class HttpAttributes:
     request_id: str = ""
     # `metadata_context.filter_metadata[namespace]` of Envoy's jwt_authn filter, when sent.
     jwt_metadata: Mapping[str, Any] | None = None
+    # The request body as Envoy forwarded it under `with_request_body`; None when not sent.
+    body: bytes | None = None
+    body_partial: bool = False  # cut at `max_request_bytes` (Envoy's x-envoy-auth-partial-body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +143,9 @@ def translate(
     overridden = method_override(attrs.method, attrs.headers, path.query)
     if overridden:
         return Translation("bad_request", AMBIGUOUS_METHOD, overridden)
+    reason, overridden = body_method_override(attrs, mapping.form_method_override)
+    if reason:
+        return Translation("bad_request", reason, overridden)
     rerouted = path_override(attrs.headers, path.target)
     if rerouted:
         return Translation("bad_request", AMBIGUOUS_PATH, rerouted)
@@ -191,7 +211,7 @@ def translate(
 # Where frameworks read a method that replaces the request line's: Express's method-override,
 # Symfony/Laravel (`http_method_override`), Spring, Google's APIs; `_method` in the query too.
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
-METHOD_OVERRIDE_PARAM = "_method"
+METHOD_OVERRIDE_PARAM = METHOD_PARAM
 
 
 def method_override(method: str, headers: Mapping[str, str], query: str) -> str:
@@ -209,15 +229,86 @@ def method_override(method: str, headers: Mapping[str, str], query: str) -> str:
                 f"header `{name}` names method `{value.strip()[:32]}` on a `{asked[:32]}` "
                 "request; pdp decides on the request line's method"
             )
-    if query:  # parsed, not searched: `%5Fmethod` is `_method` to the upstream too
-        pairs = parse_qsl(query, keep_blank_values=True)
-        values = [v for k, v in pairs if k == METHOD_OVERRIDE_PARAM]
-        if any(v.strip().upper() != asked for v in values) or len(values) > 1:
-            return (
-                f"query parameter `{METHOD_OVERRIDE_PARAM}` names another method than "
-                f"`{asked[:32]}`; pdp decides on the request line's method"
-            )
+    # parsed, not searched: `%5Fmethod` is `_method` to the upstream too
+    if query and _names_another(method_views(query), asked):
+        return (
+            f"query parameter `{METHOD_OVERRIDE_PARAM}` names another method than "
+            f"`{asked[:32]}`; pdp decides on the request line's method"
+        )
     return ""
+
+
+def _names_another(views: list[list[str]], asked: str) -> bool:
+    """Whether the `_method` values of any view may run another method than `asked`: one
+    naming another, or more than one (which copy the upstream takes is its choice)."""
+    return any(len(vs) > 1 or any(v.strip().upper() != asked for v in vs) for vs in views)
+
+
+def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, str]:
+    """(reason, message) when a form body may run another method upstream; ("", "") if not.
+
+    A form body (urlencoded, multipart, or no content type at all, which Rack parses as one)
+    that Envoy sent is parsed, and a `_method` naming another method than the request
+    line's, or given twice, is refused whatever the mapping says. When the body was not sent,
+    or cut, pdp cannot know what it holds: with `honoured` (the mapping's
+    `formMethodOverride: true`, the upstream reads `_method` in bodies) that is refused too,
+    telling the operator what Envoy must send; without it the request is decided as before."""
+    content_type = attrs.headers.get("content-type")
+    try:
+        kind = form_kind(content_type)
+    except FormError as e:
+        return AMBIGUOUS_METHOD, f"{e}; pdp decides on the request line's method"
+    body = attrs.body
+    if not kind and ((content_type is not None and content_type.strip()) or not body):
+        return "", ""
+    asked = attrs.method.upper()
+    declared = attrs.headers.get("content-length")
+    if body is None:
+        if not honoured or (declared is not None and declared.strip() == "0"):
+            return "", ""
+        if declared is None and asked in ("GET", "HEAD"):
+            # Some clients label every request with a form content type; no framework reads
+            # `_method` off a GET, and one without a length is as good as bodyless.
+            return "", ""
+        return FORM_BODY_REQUIRED, (
+            f"a form `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, and "
+            "Envoy sent pdp no body: set `with_request_body` on Envoy's ext_authz filter "
+            "(`max_request_bytes` above the largest form, `allow_partial_message: true`, "
+            "`pack_as_bytes: true`; docs/GATEWAY.md)"
+        )
+    complete = (
+        not attrs.body_partial
+        and len(body) <= MAX_FORM_BYTES
+        and (declared is None or (declared.strip().isdigit() and int(declared) == len(body)))
+    )
+    seen = body[:MAX_FORM_BYTES]
+    try:
+        if kind == URLENCODED or not kind:
+            views = method_views(seen.decode("latin-1"))
+        else:
+            views = [multipart_method_values(content_type or "", seen, complete)]
+    except FormError as e:
+        return AMBIGUOUS_METHOD, f"{e}; pdp decides on the request line's method"
+    if _names_another(views, asked):
+        return AMBIGUOUS_METHOD, (
+            f"form body field `{METHOD_PARAM}` names another method than `{asked[:32]}` (or "
+            "is given more than once); pdp decides on the request line's method"
+        )
+    encoding = attrs.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity") and honoured:
+        # An upstream that inflates request bodies reads fields pdp, seeing gzip, did not.
+        return FORM_BODY_REQUIRED, (
+            f"a form `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, and "
+            f"its body is `{encoding[:32]}`-encoded, which pdp does not decode: send forms "
+            "unencoded"
+        )
+    if not complete and honoured:
+        return FORM_BODY_REQUIRED, (
+            f"a form `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, and "
+            f"pdp got only the first {len(seen)} bytes of it: raise `max_request_bytes` of "
+            "Envoy's ext_authz filter above the largest form (docs/GATEWAY.md)"
+        )
+    return "", ""
 
 
 # Headers that IIS's URL Rewrite (and ASP.NET behind it), and Symfony before CVE-2018-14773,

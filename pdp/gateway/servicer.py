@@ -26,7 +26,7 @@ from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from pdp.gateway.mapping import RouteMapping, load_route_mapping
-from pdp.gateway.request import HttpAttributes, Verify, translate
+from pdp.gateway.request import PARTIAL_BODY_HEADER, HttpAttributes, Verify, translate
 from pdp.gateway.response import (
     Outcome,
     deadline_outcome,
@@ -184,6 +184,12 @@ def attributes_from_proto(
     filter_metadata = attributes.metadata_context.filter_metadata
     if jwt_namespace in filter_metadata:
         jwt_meta = json_format.MessageToDict(filter_metadata[jwt_namespace])
+    # With `with_request_body`, Envoy marks every call carrying a body (and drops a client's
+    # header of that name); `pack_as_bytes` sends the bytes, else a string with `!` for each
+    # byte that is not UTF-8. Without the marker, a caller that is not Envoy sent all of it.
+    marker = headers.get(PARTIAL_BODY_HEADER)
+    data = http.raw_body or http.body.encode("utf-8", "surrogateescape")
+    body = data if marker is not None or data else None
     socket = attributes.source.address.socket_address
     return HttpAttributes(
         method=http.method or headers.get(":method", ""),
@@ -192,6 +198,8 @@ def attributes_from_proto(
         source_ip=socket.address,
         request_id=http.id,
         jwt_metadata=jwt_meta,
+        body=body,
+        body_partial=marker is not None and marker.strip().lower() != "false",
     )
 
 

@@ -78,6 +78,8 @@ def free_port() -> int:
 class Received:
     path: str  # the request target exactly as the upstream read it
     headers: dict[str, str]
+    method: str = ""
+    body: bytes = b""
 
 
 class Upstream:
@@ -92,7 +94,10 @@ class Upstream:
         class Handler(BaseHTTPRequestHandler):
             def _reply(self) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                got = Received(self.path, headers)
+                # Read the body Envoy forwards, so the connection closes cleanly after the reply.
+                length = int(headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length > 0 else b""
+                got = Received(self.path, headers, self.command, body)
                 with recorder.lock:
                     recorder.all.append(got)
                     if TEST_ID in headers:
@@ -369,17 +374,21 @@ def send(
     target: str | bytes,
     token: str | None = None,
     headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
 ) -> Reply:
-    """One HTTP/1.1 request with the target sent byte for byte (no client-side quoting)."""
+    """One HTTP/1.1 request with the target sent byte for byte (no client-side quoting), and
+    `body` with its content-length when given."""
     test_id = uuid.uuid4().hex
     lines = [f"{method} ".encode() + (target if isinstance(target, bytes) else target.encode())]
     lines[0] += b" HTTP/1.1"
     all_headers = {"host": "gateway.test", TEST_ID: test_id, "connection": "close"}
     if token is not None:
         all_headers["authorization"] = f"Bearer {token}"
+    if body is not None:
+        all_headers["content-length"] = str(len(body))
     all_headers.update(headers or {})
     lines += [f"{k}: {v}".encode() for k, v in all_headers.items()]
-    raw = b"\r\n".join(lines) + b"\r\n\r\n"
+    raw = b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(raw)
         data = _read_response(s)
