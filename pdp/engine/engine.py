@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pdp.cel import STOP_AT, Interrupted
+from pdp.cel import NEVER, STOP_AT, Deadline, Interrupted
 from pdp.model import decision as d
 from pdp.model.decision import (
     ActionDecision,
@@ -38,6 +38,11 @@ _MAX_SCOPE_DENIALS = 4096
 _NO_STOP = math.inf
 # Between how many of a resource's actions a deadline is looked at (`_decide_resource`).
 _ACTIONS_PER_CLOCK_READ = 4
+# Between how many rules of one stage (guards, deny rules, allow rules) of an action
+# (`_first_match`): a condition with a comprehension or a `matches` checks the stop time
+# itself, but one without (`==` of two request lists, `+` of strings) runs to its end, and a
+# long chain of them must not. A stage of up to this many rules reads no clock.
+_RULES_PER_CLOCK_READ = 8
 _monotonic = time.monotonic
 
 
@@ -131,7 +136,7 @@ class Engine:
         *,
         coverage: set[tuple[str, str]] | None = None,
         before_next: Callable[[int, int], None] | None = None,
-        stop_at: float = _NO_STOP,
+        stop_at: float | Deadline = _NO_STOP,
     ) -> CheckResponse:
         """Decide every resource x action of `request`.
 
@@ -139,9 +144,11 @@ class Engine:
         runner uses it; the serving path passes nothing. `before_next(done, total)`, when
         given, is called between one resource and the next and may raise to stop the batch
         (the server stops a call whose deadline passed). `stop_at` (monotonic seconds), the
-        call's deadline, stops a resource being decided: among its actions, and inside CEL
-        comprehensions (the activation's `pdp.cel.STOP_AT`); past it, `DeadlineExceeded` is
-        raised, also when the last resource was decided past it (nothing is answered late)."""
+        call's deadline, stops a resource being decided: among its actions, between its rules,
+        and inside CEL comprehensions and RE2 scans (the activation's `pdp.cel.STOP_AT`); past
+        it, `DeadlineExceeded` is raised, also when the last resource was decided past it
+        (nothing is answered late). Given as a `pdp.cel.Deadline`, it is read afresh at each
+        check, so its maker may bring it forward while the call runs (a server's drain)."""
         if request.time is not None:
             now = request.time
             now_text = now.isoformat()
@@ -157,7 +164,10 @@ class Engine:
         time_dependent = uses_quota = False
         results = []
         resources = request.resources
-        stop = None if stop_at == _NO_STOP else stop_at
+        if isinstance(stop_at, Deadline):
+            stop: Deadline | None = stop_at
+        else:
+            stop = None if stop_at == _NO_STOP else Deadline(stop_at)
         for i, res in enumerate(resources):
             if i and before_next is not None:
                 before_next(i, len(resources))
@@ -170,7 +180,7 @@ class Engine:
             time_dependent = time_dependent or td
             uses_quota = uses_quota or uq
             results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
-        if stop is not None and _monotonic() >= stop:
+        if stop is not None and stop.at < _NO_STOP and _monotonic() >= stop.at:
             # Made, but late (the last operation ran past the deadline uninterrupted): a gRPC
             # caller has given up, and an HTTP caller is owed a 504, so it is not answered.
             raise DeadlineExceeded(len(resources), len(resources))
@@ -191,7 +201,7 @@ class Engine:
         context: Mapping[str, Any],
         now: datetime,
         coverage: set[tuple[str, str]] | None,
-        stop_at: float | None,
+        stop: Deadline | None,
     ) -> tuple[dict[str, ActionDecision], bool, bool]:
         kind = self._kinds.get(res.kind)
         if kind is None:
@@ -211,20 +221,20 @@ class Engine:
             "action": "",
             "context": context,
             "now": now,
-            STOP_AT: _NO_STOP if stop_at is None else stop_at,  # CEL's comprehensions stop past it
+            STOP_AT: NEVER if stop is None else stop,  # CEL's charges, `_first_match` read it
         }
         memo = _Undecided()
         out: dict[str, ActionDecision] = {}
         for action in res.actions:
             # A resource may ask up to `max_checks` actions, each running its rules: with a
             # deadline, the clock is read after every `_ACTIONS_PER_CLOCK_READ` of them (inside
-            # one, CEL's comprehensions read it; conditions outside them run to their end). The
-            # usual resource of one to three actions reads no clock here.
+            # one, between its rules and at CEL's charges). The usual resource of one to three
+            # actions reads no clock here.
             if (
-                stop_at is not None
+                stop is not None
                 and out
                 and not len(out) % _ACTIONS_PER_CLOCK_READ
-                and _monotonic() >= stop_at
+                and _monotonic() >= stop.at
             ):
                 raise Interrupted
             compiled = kind.actions.get(action)
@@ -437,6 +447,8 @@ class Engine:
         deny: bool,
     ) -> CompiledRule | None:
         """The first rule that matches. With `deny`, an error counts as a match (fail closed)."""
+        if len(rules) > _RULES_PER_CLOCK_READ:
+            return self._first_match_watched(rules, request, act, memo, trace, errors, deny=deny)
         roles = request.roles
         for rule in rules:
             if rule.any_principal:
@@ -471,6 +483,29 @@ class Engine:
                     )
                 )
             if matched:
+                return rule
+        return None
+
+    def _first_match_watched(
+        self,
+        rules: tuple[CompiledRule, ...],
+        request: CheckRequest,
+        act: Mapping[str, Any],
+        memo: _Undecided,
+        trace: list[TraceStep] | None,
+        errors: list[str],
+        *,
+        deny: bool,
+    ) -> CompiledRule | None:
+        """`_first_match` over a long stage, `_RULES_PER_CLOCK_READ` rules at a time, looking
+        at the stop time before each group after the first."""
+        stop: Deadline = act[STOP_AT]
+        n = _RULES_PER_CLOCK_READ
+        for i in range(0, len(rules), n):
+            if i and stop.at < _NO_STOP and _monotonic() >= stop.at:
+                raise Interrupted
+            rule = self._first_match(rules[i : i + n], request, act, memo, trace, errors, deny=deny)
+            if rule is not None:
                 return rule
         return None
 
