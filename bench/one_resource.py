@@ -36,10 +36,10 @@ in process by `Engine.check`, and prints the milliseconds it took:
   that differ in their last (no comprehension, no regex: nothing charged).
 
 With `--deadline-ms D` each case also runs under a deadline of D ms from its start (the
-engine's `stop_at`, as the servers pass it) and prints how long it took to stop, or that it
-finished first. With `--drain-ms D` each case also runs with no deadline while another
-thread lowers the call's stop time to D ms from its start after it began, as `pdp serve`'s
-drain does at the end of its grace, and prints how long it took to stop.
+engine's `stop_at`, as the servers pass it) and prints how long it took to stop, that it was
+decided to its end and then, late, not answered, or that it finished first. With `--drain-ms
+D` each case also runs with no deadline while another thread lowers the call's stop time to D
+ms from its start after it began, as `pdp serve`'s drain does at the end of its grace.
 
 `--hot-path` measures instead what the deadline checks cost the ordinary decision: thread CPU
 per `engine.check` on bench/miss_path.py's varied 1x3 and 20x3 requests (the example policies,
