@@ -251,9 +251,16 @@ def _under_deadline(engine: Engine, request: Any, seconds: float) -> str:
     t0 = time.perf_counter()
     try:
         engine.check(request, stop_at=time.monotonic() + seconds)
-    except DeadlineExceeded:
-        return f"stopped after {(time.perf_counter() - t0) * 1000:.1f} ms"
+    except DeadlineExceeded as e:
+        return _stopped(e, t0)
     return f"finished first ({(time.perf_counter() - t0) * 1000:.1f} ms)"
+
+
+def _stopped(e: Any, t0: float) -> str:
+    ms = (time.perf_counter() - t0) * 1000
+    if e.done == e.total:  # nothing looked at the clock inside: decided to the end, late
+        return f"decided, late, after {ms:.1f} ms"
+    return f"stopped after {ms:.1f} ms"
 
 
 def _under_drain(engine: Engine, request: Any, seconds: float) -> str:
@@ -267,8 +274,8 @@ def _under_drain(engine: Engine, request: Any, seconds: float) -> str:
     lower.start()
     try:
         engine.check(request, stop_at=stop)
-    except DeadlineExceeded:
-        return f"stopped after {(time.perf_counter() - t0) * 1000:.1f} ms"
+    except DeadlineExceeded as e:
+        return _stopped(e, t0)
     finally:
         lower.cancel()
     return f"finished first ({(time.perf_counter() - t0) * 1000:.1f} ms)"

@@ -26,7 +26,13 @@ from pdp.model.decision import (
 )
 from pdp.model.request import CheckRequest, ResourceRequest
 
-from .compiled import CompiledAction, CompiledKind, CompiledRule, PolicySet
+from .compiled import (
+    RULES_PER_CLOCK_READ,
+    CompiledAction,
+    CompiledKind,
+    CompiledRule,
+    PolicySet,
+)
 from .counters import Counters, MemoryCounters
 from .limits import apply_limits
 from .schemas import SCHEMA_VIOLATION, SchemaViolation
@@ -38,11 +44,6 @@ _MAX_SCOPE_DENIALS = 4096
 _NO_STOP = math.inf
 # Between how many of a resource's actions a deadline is looked at (`_decide_resource`).
 _ACTIONS_PER_CLOCK_READ = 4
-# Between how many rules of one stage (guards, deny rules, allow rules) of an action
-# (`_first_match`): a condition with a comprehension or a `matches` checks the stop time
-# itself, but one without (`==` of two request lists, `+` of strings) runs to its end, and a
-# long chain of them must not. A stage of up to this many rules reads no clock.
-_RULES_PER_CLOCK_READ = 8
 _monotonic = time.monotonic
 
 
@@ -298,6 +299,8 @@ class Engine:
         errors: list[str] = []
         reasons_extra: tuple[str, ...] = ()
         policy = kind.policy
+        # A stage of many rules reads the stop time between them; the usual action's do not.
+        first_match = self._first_match_watched if action.long_stages else self._first_match
 
         # 1. Tenant isolation.
         if kind.tenancy == "tenant":
@@ -310,7 +313,7 @@ class Engine:
                 )
             if ptenant != rtenant:
                 memo.used_time = memo.used_time or action.cross_tenant_uses_time
-                exception = self._first_match(
+                exception = first_match(
                     action.cross_tenant, request, act, memo, trace, errors, deny=False
                 )
                 if exception is None:
@@ -348,7 +351,7 @@ class Engine:
         memo.used_time = memo.used_time or action.uses_time
         for rules in (action.guards, action.denies):
             before = len(errors)
-            rule = self._first_match(rules, request, act, memo, trace, errors, deny=True)
+            rule = first_match(rules, request, act, memo, trace, errors, deny=True)
             if rule is not None:
                 if coverage is not None:
                     coverage.add((rule.policy, rule.id))
@@ -367,7 +370,7 @@ class Engine:
                 )
 
         # 4. Allow.
-        rule = self._first_match(action.allows, request, act, memo, trace, errors, deny=False)
+        rule = first_match(action.allows, request, act, memo, trace, errors, deny=False)
         if rule is not None:
             if coverage is not None:
                 coverage.add((rule.policy, rule.id))
@@ -447,8 +450,6 @@ class Engine:
         deny: bool,
     ) -> CompiledRule | None:
         """The first rule that matches. With `deny`, an error counts as a match (fail closed)."""
-        if len(rules) > _RULES_PER_CLOCK_READ:
-            return self._first_match_watched(rules, request, act, memo, trace, errors, deny=deny)
         roles = request.roles
         for rule in rules:
             if rule.any_principal:
@@ -497,10 +498,10 @@ class Engine:
         *,
         deny: bool,
     ) -> CompiledRule | None:
-        """`_first_match` over a long stage, `_RULES_PER_CLOCK_READ` rules at a time, looking
-        at the stop time before each group after the first."""
+        """`_first_match` over a long stage, `RULES_PER_CLOCK_READ` rules at a time, looking
+        at the stop time before each group after the first (`CompiledAction.long_stages`)."""
         stop: Deadline = act[STOP_AT]
-        n = _RULES_PER_CLOCK_READ
+        n = RULES_PER_CLOCK_READ
         for i in range(0, len(rules), n):
             if i and stop.at < _NO_STOP and _monotonic() >= stop.at:
                 raise Interrupted
