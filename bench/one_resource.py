@@ -28,16 +28,24 @@ in process by `Engine.check`, and prints the milliseconds it took:
 - `regex-cap-2k`: that pattern over the longest string the scan bound lets it read (2,000
   characters): the costliest single `matches` call a policy can make;
 - `dynamic-cap`: as `dynamic-patterns`, with distinct caller-sent patterns just under the
-  program bound, which RE2 compiles (`dynamic-patterns`' are now refused).
+  program bound, which RE2 compiles (`dynamic-patterns`' are now refused);
+- `regex-or-100`: one condition of 100 `matches` at the scan bound joined by `||`, outside
+  any comprehension (`regex-cap-2k` a hundred times over);
+- `regex-40-rules`: 40 allow rules on one action, each one such `matches`;
+- `eq-300-rules`: 300 allow rules on one action, each comparing two lists of 9,000 integers
+  that differ in their last (no comprehension, no regex: nothing charged).
 
 With `--deadline-ms D` each case also runs under a deadline of D ms from its start (the
-engine's `stop_at`, as the servers pass it) and prints how long it took to stop, or that it
-finished first.
+engine's `stop_at`, as the servers pass it) and prints how long it took to stop, that it was
+decided to its end and then, late, not answered, or that it finished first. With `--drain-ms
+D` each case also runs with no deadline while another thread lowers the call's stop time to D
+ms from its start after it began, as `pdp serve`'s drain does at the end of its grace.
 
 `--hot-path` measures instead what the deadline checks cost the ordinary decision: thread CPU
 per `engine.check` on bench/miss_path.py's varied 1x3 and 20x3 requests (the example policies,
 which have no comprehension) without and with a deadline, alternating, best of `--rounds`;
-and µs per evaluation of two comprehension conditions. Run it with PYTHONPATH set to another
+and µs per evaluation of two comprehension conditions and two `matches` (an e-mail pattern,
+alone and in a comprehension of two items). Run it with PYTHONPATH set to another
 checkout to measure that one (a checkout without `stop_at` prints the no-deadline column twice).
 The figures and the commands that printed them are in bench/RESULTS.md.
 """
@@ -47,6 +55,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+import threading
 import time
 import timeit
 from pathlib import Path
@@ -70,12 +79,18 @@ try:  # absent before deadlines stopped a resource: `--hot-path` still measures 
     from pdp.engine import DeadlineExceeded
 except ImportError:
     DeadlineExceeded = None  # type: ignore[assignment,misc]
+try:  # absent before a stop time could change while a call runs (`--drain-ms`)
+    from pdp.cel import Deadline
+except ImportError:
+    Deadline = None  # type: ignore[assignment,misc]
 
 CHEAP = "P.attr.n.all(x, P.attr.n.all(y, x + y >= 0))"
 RE2 = 'P.attr.m.all(x, P.attr.m.all(y, P.attr.m.all(z, !P.attr.text.matches("b$"))))'
 PATTERNS = "P.attr.patterns.exists(p, R.attr.name.matches(p))"
 BIG_PROGRAM = 'R.attr.text.matches("a.{999}b.{999}c")'
 CAP_PROGRAM = 'R.attr.text.matches("a.{620}b.{620}c")'
+OR_100 = " || ".join(f'R.attr.text.matches("a.{{620}}b.{{620}}c{j}")' for j in range(100))
+LIST_EQ = "P.attr.l == R.attr.l"
 
 
 def _policy(conditions: list[str], actions: int = 1) -> bytes:
@@ -129,12 +144,22 @@ def _cases(dynamic: int) -> dict[str, tuple[bytes, dict[str, Any]]]:
         "regex-cap-64k": (_policy([CAP_PROGRAM]), req(r={"text": text})),
         "regex-cap-2k": (_policy([CAP_PROGRAM]), req(r={"text": text[:2000]})),
         "dynamic-cap": (_policy([PATTERNS]), req(r={"name": "zzz"}, p=many_cap)),
+        "regex-or-100": (_policy([OR_100]), req(r={"text": text[:2000]})),
+        "regex-40-rules": (
+            _policy([CAP_PROGRAM.replace('c"', f'c{i}"') for i in range(40)]),
+            req(r={"text": text[:2000]}),
+        ),
+        "eq-300-rules": (
+            _policy([LIST_EQ] * 300),
+            req(p={**principal, "attr": {"l": list(range(9000))}}, r={"l": [*range(8999), -1]}),
+        ),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--deadline-ms", type=float, default=0.0)
+    ap.add_argument("--drain-ms", type=float, default=0.0)
     ap.add_argument("--only", default="")
     ap.add_argument("--dynamic", type=int, default=200, help="patterns timed (default 200)")
     ap.add_argument("--hot-path", action="store_true")
@@ -167,6 +192,8 @@ def main() -> None:
             )
         if args.deadline_ms:
             line += "  " + _under_deadline(engine, request, args.deadline_ms / 1000)
+        if args.drain_ms:
+            line += "  drain: " + _under_drain(engine, request, args.drain_ms / 1000)
         print(line, flush=True)
 
 
@@ -201,8 +228,8 @@ def hot_path(rounds: int) -> None:
         label = "with a deadline" if has_stop else "again (no stop_at here)"
         print(f"{n}x3: engine.check {min(a):.2f} us, {label} {min(b):.2f} us", flush=True)
     act = {
-        "principal": {"roles": ["user", "editor"], "attr": {"g": list(range(50))}},
-        "resource": {"attr": {"r": list(range(200))}},
+        "principal": {"roles": ["user", "editor"], "attr": {"g": list(range(50)), "l": [1, 2]}},
+        "resource": {"attr": {"r": list(range(200)), "email": "alice@example.com"}},
         "action": "",
         "context": {},
         "now": None,
@@ -210,6 +237,8 @@ def hot_path(rounds: int) -> None:
     for src in (
         "principal.roles.exists(r, r == 'editor' || r == 'admin')",
         "principal.attr.g.exists(g, g in resource.attr.r)",
+        "resource.attr.email.matches('^[a-z]+@example\\\\.com$')",
+        "principal.attr.l.exists(p, resource.attr.email.matches('^[a-z]+@example\\\\.com$'))",
     ):
         f = compile_cel_bool(src, CelEnv())
         best = min(timeit.repeat(lambda f=f: f(act), number=2000, repeat=rounds // 2))
@@ -222,8 +251,33 @@ def _under_deadline(engine: Engine, request: Any, seconds: float) -> str:
     t0 = time.perf_counter()
     try:
         engine.check(request, stop_at=time.monotonic() + seconds)
-    except DeadlineExceeded:
-        return f"stopped after {(time.perf_counter() - t0) * 1000:.1f} ms"
+    except DeadlineExceeded as e:
+        return _stopped(e, t0)
+    return f"finished first ({(time.perf_counter() - t0) * 1000:.1f} ms)"
+
+
+def _stopped(e: Any, t0: float) -> str:
+    ms = (time.perf_counter() - t0) * 1000
+    if e.done == e.total:  # nothing looked at the clock inside: decided to the end, late
+        return f"decided, late, after {ms:.1f} ms"
+    return f"stopped after {ms:.1f} ms"
+
+
+def _under_drain(engine: Engine, request: Any, seconds: float) -> str:
+    """No deadline; a thread lowers the call's stop time once the call runs (`Deadline.lower`,
+    what `pdp serve`'s drain does to every call in flight)."""
+    if Deadline is None:
+        return "(this checkout takes no stop time that changes while a call runs)"
+    stop = Deadline()
+    t0 = time.perf_counter()
+    lower = threading.Timer(seconds / 2, lambda: stop.lower(time.monotonic() + seconds / 2))
+    lower.start()
+    try:
+        engine.check(request, stop_at=stop)
+    except DeadlineExceeded as e:
+        return _stopped(e, t0)
+    finally:
+        lower.cancel()
     return f"finished first ({(time.perf_counter() - t0) * 1000:.1f} ms)"
 
 

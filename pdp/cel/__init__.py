@@ -15,12 +15,14 @@ Known differences from the CEL spec (everything else follows the conformance sui
 - unknown identifiers and functions are compile errors, never runtime errors;
 - protobuf messages, enums, wrappers, optionals and `string.format` are not supported.
 
-Deadlines: when the activation holds a deadline under `STOP_AT` (monotonic seconds), a
-comprehension still working past it raises `Interrupted` (a BaseException: no CEL error
-handling absorbs it) at its next charge to the iteration budget.
+Deadlines: when the activation holds a `Deadline` under `STOP_AT` (its `at`: monotonic
+seconds, which its maker may lower while the evaluation runs), a comprehension or an RE2
+compile or scan still working past it raises `Interrupted` (a BaseException: no CEL error
+handling absorbs it) at its next charge to the evaluation's work budget (pdp/cel/_budget.py).
 """
 
 from pdp.cel._api import CelEnv, CompiledCel, batch, compile_cel, compile_cel_bool
+from pdp.cel._budget import NEVER, STOP_AT, Deadline, Interrupted
 from pdp.cel._checker import (
     NOT_CONST,
     TypeEnv,
@@ -31,7 +33,6 @@ from pdp.cel._checker import (
 )
 from pdp.cel._checker import Issue as CheckIssue
 from pdp.cel._checker import check as check_cel
-from pdp.cel._macros import STOP_AT, Interrupted
 from pdp.cel._types import T as CelStaticType
 from pdp.cel._types import from_schema as type_from_schema
 from pdp.cel._types import untyped_attributes
@@ -39,6 +40,7 @@ from pdp.cel._values import CelType, CelUint
 from pdp.errors import CelCompileError, CelEvalError
 
 __all__ = [
+    "NEVER",
     "NOT_CONST",
     "STOP_AT",
     "CelCompileError",
@@ -49,6 +51,7 @@ __all__ = [
     "CelUint",
     "CheckIssue",
     "CompiledCel",
+    "Deadline",
     "Interrupted",
     "TypeEnv",
     "batch",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import functools
 import itertools
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,11 +21,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pdp.cel import _ast as A
 from pdp.cel import _values as v
+from pdp.cel._budget import MAX_ITERATIONS, NEVER, STOP_AT
 from pdp.cel._library import GLOBALS, MEMBERS, Fn
 from pdp.cel._macros import MACROS as _MACROS
 from pdp.cel._macros import (
-    MAX_ITERATIONS,
-    STOP_AT,
     add_charged,
     call_charged,
     eq_charged,
@@ -34,13 +32,11 @@ from pdp.cel._macros import (
     iter_pairs,
     iter_range,
     macro_error,
-    matches_charged,
     ne_charged,
-    regex_charged,
 )
 from pdp.cel._network import CidrSet
 from pdp.cel._operators import _OPERATORS, Operators
-from pdp.cel._regex import Regex
+from pdp.cel._regex import Regex, matches_charged
 from pdp.errors import CelCompileError, CelEvalError
 
 if TYPE_CHECKING:
@@ -157,14 +153,13 @@ def _key(k: Any) -> str:
 
 _RUNTIME["_NOERR"] = object()  # "no error yet": None is a CEL value (null), so it cannot be
 _RUNTIME["_iter"] = iter_range
-_RUNTIME["_INF"] = math.inf
+_RUNTIME["_NEVER"] = NEVER
 _RUNTIME["_pairs"] = iter_pairs
 _RUNTIME["_in_w"] = in_charged
 _RUNTIME["_add_w"] = add_charged
 _RUNTIME["_eq_w"] = eq_charged
 _RUNTIME["_ne_w"] = ne_charged
 _RUNTIME["_call_w"] = call_charged
-_RUNTIME["_rx_w"] = regex_charged
 _RUNTIME["_matches_w"] = matches_charged
 _RUNTIME["_macro_error"] = macro_error
 _RUNTIME["_wrap"] = wrap_error
@@ -220,7 +215,7 @@ class Compiler(Operators):
         self.uses_time = False
         self.var_stack: list[str] = []
         self.inlined = 0  # variable references inlined so far (see `_MAX_INLINED`)
-        self.budgeted = False  # has a comprehension: the function keeps an iteration budget
+        self.budgeted = False  # a comprehension or `matches`: the function keeps a work budget
         self.loops = 0  # comprehension bodies around the node being compiled
 
     @property
@@ -503,16 +498,19 @@ class Compiler(Operators):
                 return self.const(spec.impl(*(c.value for c in codes)))
             except Exception:
                 pass  # the error belongs to run time, where CEL can still absorb it
-        impl = self.glob(spec.impl, "fn")
-        if self.loops and name == "matches":  # priced by the pattern's program, not its text
+        if name == "matches":  # charged wherever it is, priced by the pattern's program
+            self.budgeted = True
             return Code(f"_matches_w(_budget, {codes[0].expr}, {codes[1].expr})", spec.kind)
+        impl = self.glob(spec.impl, "fn")
         if self.loops and name not in _O1_FUNCTIONS:
             return Code(f"_call_w(_budget, {impl}, {', '.join(c.expr for c in codes)})", spec.kind)
         return Code(f"{impl}({', '.join(c.expr for c in codes)})", spec.kind)
 
     def regex(self, subject: Code, pattern: str, node: A.Node) -> Code:
         """`s.matches('<constant>')`: the pattern is compiled now, so one RE2 refuses is a
-        compile error at its position (never a policy that loads and then fails every call)."""
+        compile error at its position (never a policy that loads and then fails every call).
+        Each scan is charged to the evaluation's budget, in a comprehension or not: capped
+        scans must not add up without bound, nor run on past the call's stop time."""
         try:
             regex = Regex(pattern)
         except CelEvalError as e:
@@ -523,9 +521,8 @@ class Compiler(Operators):
             except CelEvalError:
                 pass  # e.g. `1.matches('a')`: a run-time error, as for any other function
         rx = self.glob(regex, "rx")
-        if self.loops:
-            return Code(f"_rx_w(_budget, {rx}, {subject.expr})", "bool")
-        return Code(f"{rx}({subject.expr})", "bool")
+        self.budgeted = True
+        return Code(f"{rx}.charged({subject.expr}, _budget)", "bool")
 
     def has(self, node: A.Call) -> Code:
         self._arity(node, 1)
@@ -740,8 +737,8 @@ def generate(
         raise CelCompileError("expression nests too deeply", source, 1, 1) from None
     head = ["def _cel(act):", "    try:"]
     if comp.budgeted:
-        # [iterations left, the call's deadline] (`pdp.cel._macros._spend`)
-        head.append(f"        _budget = [{MAX_ITERATIONS}, act.get({STOP_AT!r}, _INF)]")
+        # [iterations left, the call's stop time] (`pdp.cel._budget._spend`)
+        head.append(f"        _budget = [{MAX_ITERATIONS}, act.get({STOP_AT!r}, _NEVER)]")
     for name in sorted(comp.loads):
         if name == "now":
             head.append("        now = _now(act)")

@@ -3,70 +3,14 @@ and their two-variable forms (all, exists, existsOne, transformList, transformMa
 
 from __future__ import annotations
 
-import math
-import time
 from typing import TYPE_CHECKING, Any
 
 from pdp.cel import _ast as A
 from pdp.cel import _values as v
-from pdp.cel._regex import MAX_PROGRAM_SIZE, compile_regex, scan_length
+from pdp.cel._budget import CHARS_PER_ITERATION, ELEMENTS_PER_ITERATION, _spend
 
 if TYPE_CHECKING:
     from pdp.cel._compile import Code, Compiler
-
-
-# Iterations all comprehensions of one evaluation may take together. Nested comprehensions
-# multiply: `P.attr.groups.exists(g, R.attr.acl.exists(a, a == g))` over two request lists of
-# 10,000 items each is 10^8 iterations, seconds of CPU per check, and a hostile policy nests
-# deeper. Past the budget the evaluation is a CEL error (a deny in a deny rule, a non-match
-# in an allow rule). Kubernetes bounds its CEL by cost the same way.
-MAX_ITERATIONS = 100_000
-
-
-# A body's own work draws on the same budget. Without it one iteration could cost as much as
-# its request allows: `l.exists(x, x in l + l)` over one request list of 20,000 strings took
-# 20,000 iterations and ~10^9 element operations (half a minute with the GIL held), and
-# `l.map(x, l + l)` kept 20,000 lists of 40,000 items (6 GB). So every ten list or map
-# elements a body builds or scans (`in`, `+`, `==` on lists and maps, a library call), and
-# every hundred characters of a string, cost one iteration. What one evaluation may build in
-# all is then ~10^6 elements or ~10^7 characters, and its CPU a fraction of a second.
-ELEMENTS_PER_ITERATION = 10
-CHARS_PER_ITERATION = 100
-
-
-class Interrupted(BaseException):
-    """The call's deadline (the activation's `STOP_AT`) passed while a comprehension was
-    working: the evaluation is abandoned, not answered. A BaseException, as asyncio's
-    CancelledError is, so that neither CEL's error absorption (`false && <error>`, a guarded
-    macro body) nor the engine's fail-closed handlers (`except Exception`: a deny, a
-    non-match) take it for a CEL error and decide with it: the engine turns it into its
-    `DeadlineExceeded`."""
-
-
-# The activation key under which `Engine.check` puts a call's deadline (monotonic seconds).
-# No CEL identifier can name it, so no condition reads or shadows it; an activation without
-# it (the test runner, `pdp check`, the planner) has no deadline.
-STOP_AT = "\x00stop_at"
-_INF = math.inf
-_monotonic = time.monotonic
-
-
-def _spend(budget: list[Any], n: int) -> None:
-    """Charge `n` iterations to `budget` ([iterations left, stop time]); each charge also
-    reads the clock when the call has a deadline. The budget bounds one evaluation's work, not
-    its time (an RE2 compile or scan is one charge that can take milliseconds; one rule or
-    action after another each get a fresh budget), so a deadline is checked here, on every
-    charge: once per comprehension range and per charged operation of a body."""
-    budget[0] -= n
-    if budget[0] < 0:
-        v.fail(
-            f"comprehensions iterate more than {MAX_ITERATIONS} times in one evaluation, "
-            f"counting their bodies' work ({ELEMENTS_PER_ITERATION} list elements or "
-            f"{CHARS_PER_ITERATION} characters built or scanned count as one)"
-        )
-    stop_at = budget[1]
-    if stop_at < _INF and _monotonic() >= stop_at:
-        raise Interrupted
 
 
 def work(x: Any) -> int:
@@ -113,40 +57,6 @@ def call_charged(budget: list[Any], fn: Any, *args: Any) -> Any:
     out = fn(*args)
     _spend(budget, work(out))
     return out
-
-
-# A scan by RE2 costs up to its program's size per UTF-8 byte (pdp/cel/_regex.py): each
-# REGEX_UNITS_PER_ITERATION instructions x bytes cost one iteration, so RE2 scans can
-# take at most ~10^8 units (tens of milliseconds) of one evaluation, not 10^5 capped scans.
-REGEX_UNITS_PER_ITERATION = 1_000
-
-
-def regex_charged(budget: list[Any], rx: Any, s: Any) -> bool:
-    """`s.matches('<constant>')` in a comprehension body: charged before it scans."""
-    if s.__class__ is str:
-        n = len(s)
-        steps = n * rx.size // REGEX_UNITS_PER_ITERATION
-        if steps and not s.isascii():
-            steps = scan_length(s) * rx.size // REGEX_UNITS_PER_ITERATION
-        _spend(budget, max(n // CHARS_PER_ITERATION, steps))
-    return rx(s)
-
-
-def matches_charged(budget: list[Any], s: Any, pattern: Any) -> bool:
-    """`s.matches(p)` in a comprehension body, `p` from the request: compiling costs one
-    iteration per instruction of the program (about what it takes), cached or not, and a
-    refused pattern the most a program may have, since a refused compile is not cached and
-    can take milliseconds; then the scan is charged as `regex_charged` charges it."""
-    if s.__class__ is not str or pattern.__class__ is not str:
-        v.no_overload("matches", s, pattern)
-    _spend(budget, len(pattern) // CHARS_PER_ITERATION)
-    try:
-        rx = compile_regex(pattern)
-    except Exception:
-        _spend(budget, MAX_PROGRAM_SIZE)
-        raise
-    _spend(budget, rx.size)
-    return regex_charged(budget, rx, s)
 
 
 def iter_range(r: Any, budget: list[Any]) -> Any:

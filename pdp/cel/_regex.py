@@ -10,16 +10,29 @@ Linear is not cheap: when RE2's DFA gives up (its state cache thrashes on a patt
 the program is bounded at compile (`MAX_PROGRAM_SIZE`: `.{999}` alone is ~8,000 instructions,
 each `.` being a UTF-8 automaton), and one scan at run time (`MAX_SCAN_COST`, program size x
 UTF-8 bytes: the worst case measured is ~0.6 ns per unit), as RE2 users bound it with
-`max_mem` and cel-go prices `matches` by pattern x string.
+`max_mem` and cel-go prices `matches` by pattern x string. And every scan and every compile of
+a caller's pattern, in a comprehension or not, is charged to the evaluation's work budget,
+which also checks the call's stop time (pdp/cel/_budget.py): one condition cannot add up
+capped scans without bound, and a call past its deadline stops within one scan of it.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from functools import lru_cache
 from typing import Any
 
 import re2
 
+from pdp.cel._budget import (
+    CHARS_PER_ITERATION,
+    MAX_ITERATIONS,
+    REGEX_UNITS_PER_ITERATION,
+    Interrupted,
+    _spend,
+    over_budget,
+)
 from pdp.cel._values import fail, no_overload
 
 # The most instructions a compiled pattern may have. `\p{L}` is ~1,200 and an e-mail pattern
@@ -81,21 +94,55 @@ class Regex:
         self._search = compiled.search
 
     def __call__(self, s: Any) -> bool:
+        """Uncharged: a constant subject, folded at compile time."""
         if s.__class__ is not str:
             no_overload("matches", s, self.pattern)
         if len(s) > self._ascii_limit and scan_length(s) * self.size > MAX_SCAN_COST:
-            # Refused before it runs: an error, so a deny rule denies and an allow rule
-            # does not allow.
-            fail(
-                f"matches: a string of {scan_length(s):,} bytes is too long for the pattern "
-                f"`{_short(self.pattern)}` (its RE2 program has {self.size:,} instructions; "
-                f"UTF-8 bytes x instructions may be at most {MAX_SCAN_COST:,})"
-            )
+            self._too_long(s)
         try:
             return self._search(s) is not None
         except UnicodeEncodeError:
             # A lone surrogate (JSON "\ud800") has no UTF-8 form for RE2 to read.
             fail("matches: the string is not valid unicode")
+
+    def charged(self, s: Any, budget: list[Any]) -> bool:
+        """`s.matches('<constant>')`, charged to `budget` before it scans: the larger of one
+        iteration per REGEX_UNITS_PER_ITERATION instructions x bytes and one per
+        CHARS_PER_ITERATION characters. One frame with the scan (`_spend` inlined): every
+        `matches` of a condition runs here, most over short strings, for which the charge
+        is nothing and the only cost the stop-time check."""
+        if s.__class__ is not str:
+            no_overload("matches", s, self.pattern)
+        n = len(s)
+        if n > self._ascii_limit:
+            units = scan_length(s) * self.size
+            if units > MAX_SCAN_COST:
+                self._too_long(s)
+        else:
+            units = n * self.size
+            if units >= REGEX_UNITS_PER_ITERATION and not s.isascii():
+                units = scan_length(s) * self.size
+        steps = units // REGEX_UNITS_PER_ITERATION
+        if steps or n >= CHARS_PER_ITERATION:
+            budget[0] -= max(steps, n // CHARS_PER_ITERATION)
+            if budget[0] < 0:
+                over_budget()
+        stop_at = budget[1].at
+        if stop_at < _INF and _monotonic() >= stop_at:
+            raise Interrupted
+        try:
+            return self._search(s) is not None
+        except UnicodeEncodeError:
+            fail("matches: the string is not valid unicode")
+
+    def _too_long(self, s: str) -> None:
+        # Refused before it runs: an error, so a deny rule denies and an allow rule does not
+        # allow.
+        fail(
+            f"matches: a string of {scan_length(s):,} bytes is too long for the pattern "
+            f"`{_short(self.pattern)}` (its RE2 program has {self.size:,} instructions; "
+            f"UTF-8 bytes x instructions may be at most {MAX_SCAN_COST:,})"
+        )
 
     def __repr__(self) -> str:
         return f"Regex({self.pattern!r})"
@@ -132,6 +179,30 @@ def compile_regex(pattern: str) -> Regex:
 
 
 def matches(s: Any, pattern: Any) -> bool:
+    """Uncharged: both arguments constant, folded at compile time (the library's `matches`;
+    the compiled code calls `matches_charged`)."""
     if s.__class__ is not str or pattern.__class__ is not str:
         no_overload("matches", s, pattern)
     return compile_regex(pattern)(s)
+
+
+def matches_charged(budget: list[Any], s: Any, pattern: Any) -> bool:
+    """`s.matches(p)`, `p` from the request: compiling costs one iteration per instruction of
+    the program (about what it takes), cached or not, and a refused pattern the most a
+    program may have, since a refused compile is not cached and can take milliseconds; then
+    the scan is charged as `Regex.charged` charges it."""
+    if s.__class__ is not str or pattern.__class__ is not str:
+        no_overload("matches", s, pattern)
+    _spend(budget, len(pattern) // CHARS_PER_ITERATION)
+    try:
+        rx = compile_regex(pattern)
+    except Exception:
+        _spend(budget, MAX_PROGRAM_SIZE)
+        raise
+    _spend(budget, rx.size)
+    return rx.charged(s, budget)
+
+
+_INF = math.inf
+_monotonic = time.monotonic
+assert MAX_PROGRAM_SIZE < MAX_ITERATIONS  # a refused compile is charged, not the budget's end

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 
-from pdp.engine import Engine
+from pdp.engine import DeadlineExceeded, Engine
 from pdp.errors import PolicyErrors, RequestError
 from pdp.model.request import load_json_request, parse_check_request
 
@@ -27,10 +29,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="table",
         help="a readable table (default) or the JSON response",
     )
+    p.add_argument(
+        "--deadline-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="stop a decision not complete within this many milliseconds of the request being "
+        "read, as a served call's deadline stops it (exit 3, no decision printed); default: none",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    deadline_ms = args.deadline_ms
+    if not (deadline_ms >= 0 and math.isfinite(deadline_ms)):  # NaN too
+        print(
+            "error: --deadline-ms takes a positive number of milliseconds (0: no deadline)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         _source, policy_set = load_and_compile(args.policies)
     except PolicyErrors as exc:
@@ -53,8 +70,20 @@ def run(args: argparse.Namespace) -> int:
     except RequestError as exc:
         print(f"error: invalid request: {exc}", file=sys.stderr)
         return 2
+    # Counted from here, as a server counts from the call's arrival: loading and compiling the
+    # policies is the server's start-up, not the call's.
+    stop_at = time.monotonic() + deadline_ms / 1000 if deadline_ms else math.inf
     # Named as `pdp serve --policies DIR` names it, so the two print the same bundle.
-    response = Engine(policy_set, directory_bundle_info(args.policies)).check(request).to_dict()
+    engine = Engine(policy_set, directory_bundle_info(args.policies))
+    try:
+        response = engine.check(request, stop_at=stop_at).to_dict()
+    except DeadlineExceeded as exc:
+        print(
+            "error: deadline exceeded before the decision was complete "
+            f"(decided {exc.done} of {exc.total} resources)",
+            file=sys.stderr,
+        )
+        return 3
     if args.output == "json":
         json.dump(response, sys.stdout, indent=2, default=str)
         print()

@@ -73,6 +73,13 @@ class CompiledRule:
         object.__setattr__(self, "any_principal", self.roles is None and not self.derived_roles)
 
 
+# Between how many rules of one stage (cross-tenant exceptions, guards, deny rules, allow
+# rules) of an action the engine looks at the stop time: a condition with a comprehension or a
+# `matches` checks it itself, but one without (`==` of two request lists, `+` of strings) runs
+# to its end, and a long chain of them must not. A stage of up to this many reads no clock.
+RULES_PER_CLOCK_READ = 8
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledAction:
     name: str
@@ -86,6 +93,14 @@ class CompiledAction:
     no_rule: ActionDecision  # the default deny, made once
     # Whether a cross-tenant exception may read the clock: a tenant mismatch read it only then.
     cross_tenant_uses_time: bool = True
+    # A stage longer than RULES_PER_CLOCK_READ: the engine reads the stop time between its
+    # rules (`Engine._first_match_watched`). Set once here, so the usual action pays nothing.
+    long_stages: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        stages = (self.cross_tenant, self.guards, self.denies, self.allows)
+        long = any(len(rules) > RULES_PER_CLOCK_READ for rules in stages)
+        object.__setattr__(self, "long_stages", long)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pdp.cel import STOP_AT, Interrupted
+from pdp.cel import NEVER, STOP_AT, Deadline, Interrupted
 from pdp.model import decision as d
 from pdp.model.decision import (
     ActionDecision,
@@ -26,7 +26,13 @@ from pdp.model.decision import (
 )
 from pdp.model.request import CheckRequest, ResourceRequest
 
-from .compiled import CompiledAction, CompiledKind, CompiledRule, PolicySet
+from .compiled import (
+    RULES_PER_CLOCK_READ,
+    CompiledAction,
+    CompiledKind,
+    CompiledRule,
+    PolicySet,
+)
 from .counters import Counters, MemoryCounters
 from .limits import apply_limits
 from .schemas import SCHEMA_VIOLATION, SchemaViolation
@@ -143,7 +149,7 @@ class Engine:
         *,
         coverage: set[tuple[str, str]] | None = None,
         before_next: Callable[[int, int], None] | None = None,
-        stop_at: float = _NO_STOP,
+        stop_at: float | Deadline = _NO_STOP,
     ) -> CheckResponse:
         """Decide every resource x action of `request`.
 
@@ -151,9 +157,11 @@ class Engine:
         runner uses it; the serving path passes nothing. `before_next(done, total)`, when
         given, is called between one resource and the next and may raise to stop the batch
         (the server stops a call whose deadline passed). `stop_at` (monotonic seconds), the
-        call's deadline, stops a resource being decided: among its actions, and inside CEL
-        comprehensions (the activation's `pdp.cel.STOP_AT`); past it, `DeadlineExceeded` is
-        raised, also when the last resource was decided past it (nothing is answered late)."""
+        call's deadline, stops a resource being decided: among its actions, between its rules,
+        and inside CEL comprehensions and RE2 scans (the activation's `pdp.cel.STOP_AT`); past
+        it, `DeadlineExceeded` is raised, also when the last resource was decided past it
+        (nothing is answered late). Given as a `pdp.cel.Deadline`, it is read afresh at each
+        check, so its maker may bring it forward while the call runs (a server's drain)."""
         if request.time is not None:
             now = request.time
             now_text = now.isoformat()
@@ -169,7 +177,10 @@ class Engine:
         time_dependent = uses_quota = False
         results = []
         resources = request.resources
-        stop = None if stop_at == _NO_STOP else stop_at
+        if isinstance(stop_at, Deadline):
+            stop: Deadline | None = stop_at
+        else:
+            stop = None if stop_at == _NO_STOP else Deadline(stop_at)
         for i, res in enumerate(resources):
             if i and before_next is not None:
                 before_next(i, len(resources))
@@ -182,7 +193,7 @@ class Engine:
             time_dependent = time_dependent or td
             uses_quota = uses_quota or uq
             results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
-        if stop is not None and _monotonic() >= stop:
+        if stop is not None and stop.at < _NO_STOP and _monotonic() >= stop.at:
             # Made, but late (the last operation ran past the deadline uninterrupted): a gRPC
             # caller has given up, and an HTTP caller is owed a 504, so it is not answered.
             raise DeadlineExceeded(len(resources), len(resources))
@@ -203,7 +214,7 @@ class Engine:
         context: Mapping[str, Any],
         now: datetime,
         coverage: set[tuple[str, str]] | None,
-        stop_at: float | None,
+        stop: Deadline | None,
     ) -> tuple[dict[str, ActionDecision], bool, bool]:
         kind = self._kinds.get(res.kind)
         if kind is None:
@@ -223,20 +234,20 @@ class Engine:
             "action": "",
             "context": context,
             "now": now,
-            STOP_AT: _NO_STOP if stop_at is None else stop_at,  # CEL's comprehensions stop past it
+            STOP_AT: NEVER if stop is None else stop,  # CEL's charges, `_first_match` read it
         }
         memo = _Undecided()
         out: dict[str, ActionDecision] = {}
         for action in res.actions:
             # A resource may ask up to `max_checks` actions, each running its rules: with a
             # deadline, the clock is read after every `_ACTIONS_PER_CLOCK_READ` of them (inside
-            # one, CEL's comprehensions read it; conditions outside them run to their end). The
-            # usual resource of one to three actions reads no clock here.
+            # one, between its rules and at CEL's charges). The usual resource of one to three
+            # actions reads no clock here.
             if (
-                stop_at is not None
+                stop is not None
                 and out
                 and not len(out) % _ACTIONS_PER_CLOCK_READ
-                and _monotonic() >= stop_at
+                and _monotonic() >= stop.at
             ):
                 raise Interrupted
             compiled = kind.actions.get(action)
@@ -300,6 +311,8 @@ class Engine:
         errors: list[str] = []
         reasons_extra: tuple[str, ...] = ()
         policy = kind.policy
+        # A stage of many rules reads the stop time between them; the usual action's do not.
+        first_match = self._first_match_watched if action.long_stages else self._first_match
 
         # 1. Tenant isolation.
         if kind.tenancy == "tenant":
@@ -312,7 +325,7 @@ class Engine:
                 )
             if ptenant != rtenant:
                 memo.used_time = memo.used_time or action.cross_tenant_uses_time
-                exception = self._first_match(
+                exception = first_match(
                     action.cross_tenant, request, act, memo, trace, errors, deny=False
                 )
                 if exception is None:
@@ -350,7 +363,7 @@ class Engine:
         memo.used_time = memo.used_time or action.uses_time
         for rules in (action.guards, action.denies):
             before = len(errors)
-            rule = self._first_match(rules, request, act, memo, trace, errors, deny=True)
+            rule = first_match(rules, request, act, memo, trace, errors, deny=True)
             if rule is not None:
                 if coverage is not None:
                     coverage.add((rule.policy, rule.id))
@@ -369,7 +382,7 @@ class Engine:
                 )
 
         # 4. Allow.
-        rule = self._first_match(action.allows, request, act, memo, trace, errors, deny=False)
+        rule = first_match(action.allows, request, act, memo, trace, errors, deny=False)
         if rule is not None:
             if coverage is not None:
                 coverage.add((rule.policy, rule.id))
@@ -483,6 +496,29 @@ class Engine:
                     )
                 )
             if matched:
+                return rule
+        return None
+
+    def _first_match_watched(
+        self,
+        rules: tuple[CompiledRule, ...],
+        request: CheckRequest,
+        act: Mapping[str, Any],
+        memo: _Undecided,
+        trace: list[TraceStep] | None,
+        errors: list[str],
+        *,
+        deny: bool,
+    ) -> CompiledRule | None:
+        """`_first_match` over a long stage, `RULES_PER_CLOCK_READ` rules at a time, looking
+        at the stop time before each group after the first (`CompiledAction.long_stages`)."""
+        stop: Deadline = act[STOP_AT]
+        n = RULES_PER_CLOCK_READ
+        for i in range(0, len(rules), n):
+            if i and stop.at < _NO_STOP and _monotonic() >= stop.at:
+                raise Interrupted
+            rule = self._first_match(rules[i : i + n], request, act, memo, trace, errors, deny=deny)
+            if rule is not None:
                 return rule
         return None
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from pdp import __version__
+from pdp.cel import Deadline
 from pdp.engine.engine import DeadlineExceeded
 from pdp.errors import LimitExceeded, NoPoliciesError, RequestError
 from pdp.model.decision import ALLOW, CheckResponse
@@ -62,6 +63,26 @@ class HttpError(Exception):
         self.recorded = False  # the handler wrote the call's decision-log record already
 
 
+def shutting_down(done: int, total: int) -> HttpError:
+    """The answer to a call still deciding when the server's drain grace ended (as gRPC's
+    UNAVAILABLE: retryable, nothing decided is answered)."""
+    progress = f" (decided {done} of {total} resources)" if total else ""
+    return HttpError(
+        503,
+        f"server is shutting down: the call did not finish within the drain grace{progress}",
+        "",
+        "UNAVAILABLE",
+    )
+
+
+def expired(call: Call, done: int, total: int) -> HttpError:
+    """504 when the call's own deadline passed, 503 when the drain brought it forward."""
+    stop = call.stop
+    if stop is not None and stop.at < call.stop_at:
+        return shutting_down(done, total)
+    return deadline_exceeded(done, total)
+
+
 def deadline_exceeded(done: int, total: int) -> HttpError:
     """The answer to a call whose decision deadline passed, as gRPC's DEADLINE_EXCEEDED:
     `done` of `total` resources were decided (0 of 0: none, the call waited its turn too long).
@@ -94,6 +115,9 @@ class Call:
     # arrived): a call still deciding then stops (between two resources, or inside one) and
     # answers 504.
     stop_at: float = math.inf
+    # The engine's stop time: `stop_at`, which the server's drain brings forward to the end of
+    # its grace (`HttpServer.stop`); None outside a server.
+    stop: Deadline | None = None
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -266,22 +290,22 @@ class HttpApi:
         The decision is logged now, or, given `decided`, appended to it for the caller to log
         once the whole call is answered (a call of several parts that ends in a 504 must not
         leave its first parts in the decision log as if they had been answered)."""
-        stop_at = call.stop_at
+        stop = call.stop if call.stop is not None else Deadline(call.stop_at)
         total = total or len(request.resources)
-        if done and time.monotonic() >= stop_at:
-            raise deadline_exceeded(done, total)
+        if done and time.monotonic() >= stop.at:
+            raise expired(call, done, total)
         try:
-            if len(request.resources) > 1 and stop_at != math.inf:
+            if len(request.resources) > 1 and stop.at != math.inf:
 
                 def before_next(i: int, _n: int) -> None:
-                    if time.monotonic() >= stop_at:
-                        raise deadline_exceeded(done + i, total)
+                    if time.monotonic() >= stop.at:
+                        raise expired(call, done + i, total)
 
-                response = engine.check(request, before_next=before_next, stop_at=stop_at)
+                response = engine.check(request, before_next=before_next, stop_at=stop)
             else:
-                response = engine.check(request, stop_at=stop_at)
+                response = engine.check(request, stop_at=stop)
         except DeadlineExceeded as exc:
-            raise deadline_exceeded(done + exc.done, total) from None
+            raise expired(call, done + exc.done, total) from None
         if decided is None:
             self._observe(call, f"{call.method} {call.path}", request, response)
         else:
@@ -535,9 +559,10 @@ class HttpApi:
     def run(self, route: Route, call: Call, data: bytes | None) -> tuple[int, Any]:
         """Parse the body and run the handler; every failure becomes an `HttpError`."""
         try:
-            if time.monotonic() >= call.stop_at:
-                # It waited for a decision thread past its deadline: not decided (as gRPC).
-                raise deadline_exceeded(0, 0)
+            if time.monotonic() >= (call.stop.at if call.stop is not None else call.stop_at):
+                # It waited for a decision thread past its deadline (or the drain's end): not
+                # decided (as gRPC).
+                raise expired(call, 0, 0)
             if route.body:
                 call.size = len(data or b"")
                 call.body = parse_json_object(data or b"")

@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pdp.cel import Deadline
 from pdp.ratelog import RateLimitedLog, printable
 
 from .api import Call, HttpApi, HttpError
@@ -41,6 +42,10 @@ _READ_CHUNK = 64 * 1024
 # to keep an idle connection open: a client that trickles bytes, or reads none, must not hold
 # a connection (a file descriptor, and a body or answers of memory) for ever. `--http-timeout`.
 DEFAULT_TIMEOUT = 60.0
+# After the grace, how long aiohttp still waits for handlers before it cancels them: a call
+# the drain stopped at the end of the grace has this long to send its 503 (as
+# pdp.server.server's STOP_MARGIN_S gives gRPC calls to send their UNAVAILABLE).
+_ANSWER_MARGIN_S = 1.0
 _LINGER_S = 10.0  # aiohttp's own lingering time, the most it keeps
 # Threads that parse and decide calls with a body. The work is CPU-bound under one GIL: two
 # keep one long call from holding up the rest; four cost ~10% of batch throughput in
@@ -161,6 +166,11 @@ class HttpServer:
         self._error: BaseException | None = None
         self._scheme = "https" if tls is not None else "http"
         self._pool = ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="pdp-http")
+        # The stop times of the calls deciding now, which `stop` brings forward to the end of
+        # the grace (a plain set, as pdp.server.service's: atomic under the GIL, and a call
+        # reads `_drain_at` after adding its own).
+        self._deciding: set[Deadline] = set()
+        self._drain_at: float | None = None
 
     # -- one request ---------------------------------------------------------------------------
 
@@ -270,8 +280,18 @@ class HttpServer:
                 # The decision's own deadline, counted from the body's arrival: a batch still
                 # deciding then stops between resources and frees its thread (`HttpApi._check`).
                 call.stop_at = time.monotonic() + self.timeout
-                loop = asyncio.get_running_loop()
-                status, value = await loop.run_in_executor(self._pool, api.run, route, call, data)
+                call.stop = stop = Deadline(call.stop_at)
+                self._deciding.add(stop)
+                try:
+                    drain_at = self._drain_at
+                    if drain_at is not None:
+                        stop.lower(drain_at)
+                    loop = asyncio.get_running_loop()
+                    status, value = await loop.run_in_executor(
+                        self._pool, api.run, route, call, data
+                    )
+                finally:
+                    self._deciding.discard(stop)
             else:
                 status, value = api.run(route, call, data)
         except HttpError as exc:
@@ -321,8 +341,11 @@ class HttpServer:
             lingering_time=min(self.timeout, _LINGER_S),
             logger=_ProtocolLog(),
         )
-        # In-flight requests get `grace` to finish at shutdown.
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.grace)
+        # In-flight requests get `grace` to finish at shutdown (a decision still running then
+        # stops, `stop`), and `_ANSWER_MARGIN_S` more to send their answer.
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=self.grace + _ANSWER_MARGIN_S
+        )
         await self._runner.setup()
         for address in self.listen:
             sock = self._socket(address)
@@ -361,10 +384,16 @@ class HttpServer:
         return int(self.addresses[0].rsplit(":", 1)[1])
 
     def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish within `grace`, stop the loop."""
+        """Stop accepting, let in-flight requests finish within `grace` (one still deciding
+        then answers 503), stop the loop."""
         loop, runner = self._loop, self._runner
         if loop is None or runner is None or self._thread is None:
             return
+        # A decision still running at the end of the grace stops there, inside a resource too
+        # (each call's `Deadline`, which the engine reads at its checks), and answers 503.
+        drain_at = self._drain_at = time.monotonic() + self.grace
+        for stop in list(self._deciding):
+            stop.lower(drain_at)
         future = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
         try:
             future.result(self.grace + 5)

@@ -19,6 +19,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from pdp import __version__
+from pdp.cel import Deadline
 from pdp.engine.engine import DeadlineExceeded, new_decision_id
 from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest, Limits, check_request_id
@@ -285,6 +286,11 @@ class DecisionService:
         self.activity = Activity()
         # Set by `begin_drain`: calls still deciding at this monotonic time give up.
         self._drain_at: float | None = None
+        # The stop times of the calls deciding now, which `begin_drain` brings forward to the
+        # end of the grace. A plain set, no lock: under the GIL `add`, `discard` and the
+        # drain's copy are atomic, and a call reads `_drain_at` after adding its own (so
+        # either the drain's copy holds it, or the call sees the drain).
+        self._deciding: set[Deadline] = set()
         # Chosen once, like `check`: a wire-only observer's calls skip the dispatch.
         self._observe: Callable[..., None] = (
             self._observe_wire if self._wire_only else self._observe_object
@@ -297,8 +303,12 @@ class DecisionService:
 
     def begin_drain(self, deadline: float) -> None:
         """Shutdown: a call still deciding at `deadline` (monotonic) stops and answers
-        UNAVAILABLE, before grpc would cancel it, so no decision is made that is not sent."""
+        UNAVAILABLE, before grpc would cancel it, so no decision is made that is not sent:
+        between resources (`_clock_watch`) and inside one (each call's `Deadline`, which the
+        engine reads at its checks, is brought forward to `deadline`)."""
         self._drain_at = deadline
+        for stop in list(self._deciding):
+            stop.lower(deadline)
 
     def _draining_check(self, drain_at: float) -> None:
         """While shutting down: refuse a call taken since, or one past the drain deadline."""
@@ -346,15 +356,27 @@ class DecisionService:
                 return self._from_cache(entry, split[1], observed)
         request = request_from_proto(_parse(data), self.limits)
         stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
+        # The engine's stop time: the call's deadline, or the end of the drain's grace if
+        # shutdown begins first (`begin_drain` lowers it while the call runs).
+        stop = Deadline(stop_at)
+        deciding = self._deciding
+        deciding.add(stop)
         try:
+            drain_at = self._drain_at
+            if drain_at is not None:
+                stop.lower(drain_at)
             if len(request.resources) > 1:
                 response = engine.check(
-                    request, before_next=self._clock_watch(stop_at), stop_at=stop_at
+                    request, before_next=self._clock_watch(stop_at), stop_at=stop
                 )
             else:
-                response = engine.check(request, stop_at=stop_at)
+                response = engine.check(request, stop_at=stop)
         except DeadlineExceeded as exc:  # inside a resource (between two: `_clock_watch`)
-            raise _expired(False, exc.done, exc.total) from None
+            drain_at = self._drain_at
+            draining = drain_at is not None and drain_at < stop_at
+            raise _expired(draining, exc.done, exc.total) from None
+        finally:
+            deciding.discard(stop)
         # A request id that was not encoded first stays inside the key: not worth caching.
         if split is not None and split[1] == request.request_id and cacheable(request, response):
             return self._store(engine, split[0], request, response), request, response

@@ -3,17 +3,22 @@ between resources (bench/one_resource.py measures what one resource can cost wit
 
 The deadline here has always passed already (a monotonic time behind the clock), so nothing
 depends on how fast the machine is: what is pinned is where the engine looks at the clock
-(inside CEL comprehensions, between a resource's actions) and what it does then (raises
-`DeadlineExceeded`, no decision, never a deny or an allow of a half-evaluated condition).
+(inside CEL comprehensions and RE2 scans, between the rules of a long stage, between a
+resource's actions) and what it does then (raises `DeadlineExceeded`, no decision, never a
+deny or an allow of a half-evaluated condition). The last test brings a `Deadline` forward
+while the call runs, as a server's drain does.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 
 import pytest
 
 from pdp.bundle.load import compile_files
+from pdp.cel import Deadline
 from pdp.engine import DeadlineExceeded, Engine
 from pdp.model.decision import ALLOW, DENY
 from pdp.model.request import parse_check_request
@@ -148,3 +153,139 @@ def test_without_a_deadline_nothing_is_watched() -> None:
     future = time.monotonic() + 3600
     response = engine.check(_request(("ledger", ["read", "audit"])), stop_at=future)  # type: ignore[arg-type]
     assert [a.effect for a in response.results[0].actions.values()] == [ALLOW, DENY]
+
+
+# One `matches` outside any comprehension, and a chain of rules that hold neither a
+# comprehension nor a `matches`.
+SCAN_POLICY = """
+apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: scan}
+spec:
+  resource: scan
+  actions:
+    read: {}
+    audit: {}
+  rules:
+    - id: guard
+      actions: [audit]
+      effect: deny
+      roles: ["*"]
+      condition: 'P.id.matches("^p$") || P.attr.fail.x'
+    - id: absorbs
+      actions: [read]
+      effect: allow
+      roles: ["*"]
+      condition: 'P.id.matches("^q$") || true'
+    - id: plain
+      actions: [audit]
+      effect: allow
+      roles: ["*"]
+"""
+
+
+def _chain(rules: int) -> bytes:
+    """`rules` allow rules on `read`, none matching, each a plain comparison."""
+    body = "".join(
+        f"""
+    - id: r{i}
+      actions: [read]
+      effect: allow
+      roles: ["*"]
+      condition: 'P.id == "nobody-{i}"'"""
+        for i in range(rules)
+    )
+    return f"""apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {{id: chain}}
+spec:
+  resource: chain
+  actions:
+    read: {{}}
+  rules:{body}
+""".encode()
+
+
+@pytest.mark.parametrize("action", ["read", "audit"])
+def test_a_regex_scan_outside_a_comprehension_stops_the_decision(action: str) -> None:
+    """Every RE2 scan checks the stop time, in a comprehension or not (a condition of many
+    capped scans ran to its end before): `read`'s rule would absorb an error and allow,
+    `audit`'s deny rule would take one as a match; stopped, neither decides."""
+    engine = Engine(compile_files({"scan.yaml": SCAN_POLICY.encode()}).policy_set)
+    request = _request(("scan", [action]))
+    with pytest.raises(DeadlineExceeded) as stopped:
+        engine.check(request, stop_at=_passed())  # type: ignore[arg-type]
+    assert (stopped.value.done, stopped.value.total) == (0, 1)
+    effect = engine.check(request).results[0].actions[action].effect  # type: ignore[arg-type]
+    assert effect == (ALLOW if action == "read" else DENY)
+
+
+def test_the_clock_is_read_between_the_rules_of_a_long_stage() -> None:
+    """Rules without a comprehension or a `matches` read no clock themselves: a stage of up
+    to eight rules reads none (decided, then, late, not answered: 1 of 1), a longer one
+    before its ninth rule (0 of 1)."""
+    eight = Engine(compile_files({"chain.yaml": _chain(8)}).policy_set)
+    with pytest.raises(DeadlineExceeded) as late:
+        eight.check(_request(("chain", ["read"])), stop_at=_passed())  # type: ignore[arg-type]
+    assert (late.value.done, late.value.total) == (1, 1)
+    nine = Engine(compile_files({"chain.yaml": _chain(9)}).policy_set)
+    with pytest.raises(DeadlineExceeded) as stopped:
+        nine.check(_request(("chain", ["read"])), stop_at=_passed())  # type: ignore[arg-type]
+    assert (stopped.value.done, stopped.value.total) == (0, 1)
+    decided = nine.check(_request(("chain", ["read"])))  # type: ignore[arg-type]
+    assert decided.results[0].actions["read"].effect == DENY
+
+
+# About 15 s of comprehension work in one resource (150 rules of 30^3 iterations, each a
+# scan): far longer than any wait below.
+HEAVY = (
+    """
+apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: heavy}
+spec:
+  resource: heavy
+  actions:
+    read: {}
+  rules:"""
+    + "".join(
+        f"""
+    - id: slow-{i}
+      actions: [read]
+      effect: allow
+      roles: ["*"]
+      condition: 'P.attr.n.exists(x, P.attr.n.exists(y, P.attr.n.exists(z,
+        P.attr.text.matches("b$"))))'"""
+        for i in range(150)
+    )
+    + """
+    - id: last
+      actions: [read]
+      effect: allow
+      roles: ["*"]
+"""
+)
+
+
+def test_a_deadline_brought_forward_while_the_call_runs_stops_it() -> None:
+    """A `Deadline` is read afresh at each check: brought forward from another thread while
+    the resource is being decided (what `pdp serve`'s drain does at the end of its grace),
+    it stops the decision (0 of 1) instead of letting it run to its end (an allow)."""
+    engine = Engine(compile_files({"heavy.yaml": HEAVY.encode()}).policy_set)
+    attr = {"n": list(range(30)), "text": "a" * 99}
+    request = parse_check_request(
+        {
+            "principal": {**PRINCIPAL, "attr": attr},
+            "resources": [{"kind": "heavy", "id": "h", "tenant": "acme", "actions": ["read"]}],
+        }
+    )
+    stop = Deadline()
+    lower = threading.Timer(0.2, lambda: stop.lower(time.monotonic()))
+    lower.start()
+    try:
+        with pytest.raises(DeadlineExceeded) as stopped:
+            engine.check(request, stop_at=stop)
+    finally:
+        lower.cancel()
+    assert (stopped.value.done, stopped.value.total) == (0, 1)
+    assert stop.at < math.inf

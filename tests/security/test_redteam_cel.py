@@ -196,7 +196,7 @@ def test_a_hostile_macro_nest_is_an_error_not_a_stall() -> None:
     source = "true"
     for name in "abcdefghi":
         source = f"{digits}.all({name}, {source})"
-    with pytest.raises(CelEvalError, match="iterate more than"):
+    with pytest.raises(CelEvalError, match="work more than 100000 iterations"):
         compile_cel(source, CelEnv())({})
 
 
