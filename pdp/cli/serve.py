@@ -475,7 +475,9 @@ def _raise_fd_limit(args: argparse.Namespace) -> None:
         )  # fmt: skip
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
+    """One server process. `recheck_eviction`: Redis was unreachable when `run` checked its
+    maxmemory-policy, so the counters check again once Redis answers a take."""
     from pdp.engine import EngineHolder
     from pdp.errors import PdpError, PolicyErrors
     from pdp.server import build_server
@@ -510,7 +512,7 @@ def serve(args: argparse.Namespace) -> int:
             counters = SupervisedCounters(args.limits_fd)
         else:
             counters = counters_from_url(args.limits_store)
-            if getattr(args, "limits_check_later", False):
+            if recheck_eviction:
                 counters.check_eviction_later()  # type: ignore[attr-defined]
         holder = EngineHolder(counters=counters)
     except ValueError as exc:
@@ -626,7 +628,7 @@ class _Forked:
                 os.kill(self.pid, signum)
 
 
-def _fork_worker(args: argparse.Namespace, **worker: object) -> _Forked:
+def _fork_worker(args: argparse.Namespace, recheck_eviction: bool, **worker: object) -> _Forked:
     """Fork a worker that runs `serve` with `args` changed by `worker`. Forked, not executed:
     the worker starts with every module the supervisor imported (most of start-up), where a
     new interpreter would import them all again. The supervisor has created no grpc object, so
@@ -644,7 +646,9 @@ def _fork_worker(args: argparse.Namespace, **worker: object) -> _Forked:
         for fd in close:  # type: ignore[attr-defined]
             with contextlib.suppress(OSError):
                 os.close(fd)
-        code = serve(argparse.Namespace(**{**vars(args), **worker}))
+        code = serve(
+            argparse.Namespace(**{**vars(args), **worker}), recheck_eviction=recheck_eviction
+        )
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -658,7 +662,7 @@ def _fork_worker(args: argparse.Namespace, **worker: object) -> _Forked:
         os._exit(code)
 
 
-def supervise(args: argparse.Namespace) -> int:
+def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
     if args.unix:
         return _fail("--unix cannot be combined with --workers > 1")
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
@@ -700,6 +704,7 @@ def supervise(args: argparse.Namespace) -> int:
         channel = counter_server.connect() if counter_server is not None else None
         proc = _fork_worker(
             args,
+            recheck_eviction,
             workers=1,
             reuse_port=True,
             siblings=args.workers,
@@ -814,31 +819,32 @@ def run(args: argparse.Namespace) -> int:
     args.workers = workers
     if why != "given":
         log.info("workers: %d (%s; --workers N overrides)", workers, why)
-    refused = _check_redis_eviction(args)
+    refused, recheck = _check_redis_eviction(args)
     if refused:
         return _fail(refused)
     if workers > 1:
-        return supervise(args)
-    return serve(args)
+        return supervise(args, recheck_eviction=recheck)
+    return serve(args, recheck_eviction=recheck)
 
 
-def _check_redis_eviction(args: argparse.Namespace) -> str:
-    """Warn, once before any worker starts, when Redis may evict rate-limit buckets; with
-    `--limits-require-noeviction`, the reason to refuse to start (also when it cannot tell)."""
+def _check_redis_eviction(args: argparse.Namespace) -> tuple[str, bool]:
+    """Warn, once before any worker starts, when Redis may evict rate-limit buckets. Returns
+    the reason to refuse to start (with `--limits-require-noeviction`, also when it cannot
+    tell; "" to go on) and whether the servers must check again once Redis answers (it was
+    unreachable)."""
     if not args.limits_store.startswith(("redis://", "rediss://", "unix://")):
-        return ""
+        return "", False
     from pdp.limits.redis import SAFE, UNREACHABLE, RedisCounters
 
     try:
         probe = RedisCounters.from_url(args.limits_store)
     except ValueError:
-        return ""  # a malformed URL: serve() says so
+        return "", False  # a malformed URL: serve() says so
     try:
         outcome, message = probe.check_eviction()
     finally:
         probe.close()
-    # Workers check again once Redis answers (serve(); forked workers inherit `args`).
-    args.limits_check_later = outcome == UNREACHABLE
+    recheck = outcome == UNREACHABLE
     if args.limits_require_noeviction and outcome != SAFE:
-        return f"--limits-require-noeviction: {message.removeprefix('rate limits: ')}"
-    return ""
+        return f"--limits-require-noeviction: {message.removeprefix('rate limits: ')}", recheck
+    return "", recheck
