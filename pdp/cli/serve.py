@@ -28,15 +28,14 @@ from types import FrameType
 
 from pdp.model.request import DEFAULT_LIMITS, Limits
 
+from .bounds import MAX_WORKERS
+
 log = logging.getLogger("pdp.serve")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # Descriptors a server needs beside its connections: policy files, logs, pipes to the writer
 # and workers, a bundle cache.
 FD_RESERVE = 256
-# More processes than this is a typo (`--workers 80000`), not a deployment: each compiles the
-# policies and holds its own caches, and the supervisor would fork until the machine gave out.
-MAX_WORKERS = 256
 # How long the exit waits for the policy source to stop after the server has (a poll in
 # progress is abandoned). The exit comes at most this long after the server's own bound.
 _SOURCE_STOP_WAIT_S = 1.0
@@ -176,7 +175,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_ = p.add_argument_group("process")
     run_.add_argument(
         "--workers",
-        type=workers_value,
         default="auto",
         metavar="N",
         help="processes sharing the port; auto (the default): one per CPU this process may use "
@@ -224,7 +222,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add_http_arguments(p)
     p.set_defaults(func=run, serve_parser=p)
-    # Last, so it sees every flag above: each one gets a key in --config and a PDP_* variable.
+    # Last, so it sees every flag above: each one gets a key in --config and a PDP_* variable,
+    # and every number its range (pdp.cli.bounds).
+    from . import bounds
     from .config import record_argv
 
     conf = p.add_argument_group("configuration")
@@ -236,19 +236,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the effective configuration (flags, PDP_* variables, file) and exit",
     )
+    bounds.apply(p)
+    bounds.one_line_errors(p)
     record_argv(p)
-
-
-def workers_value(text: str) -> int | str:
-    """`--workers`: a count, or `auto` (one per usable CPU)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of workers or `auto`, not `{text}`"
-        ) from None
 
 
 def resolve_workers(args: argparse.Namespace, cpus: int | None = None) -> tuple[int, str]:
@@ -270,6 +260,8 @@ def resolve_workers(args: argparse.Namespace, cpus: int | None = None) -> tuple[
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return 1, "auto: 1, as port 0 would be a different port in each worker"
+    if cpus > MAX_WORKERS:
+        return MAX_WORKERS, f"auto: {MAX_WORKERS}, the most --workers takes ({cpus} usable CPUs)"
     return cpus, f"auto: {cpus} usable CPUs"
 
 
@@ -324,7 +316,7 @@ def server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an erro
         max_message_bytes=args.max_message_bytes,
         threads=args.threads,
         reuse_port=args.reuse_port,
-        decision_cache=max(args.decision_cache, 0),
+        decision_cache=args.decision_cache,
         max_connections=args.max_connections,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         idle_timeout_s=args.grpc_idle_timeout,
