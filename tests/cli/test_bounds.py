@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdp.cli.bounds import BOUNDS, Bound
+from pdp.cli.bounds import BOUNDS, Bound, _number
 from pdp.cli.config import keyed_actions
 from pdp.cli.main import build_parser
 
@@ -91,3 +91,19 @@ def test_what_is_not_a_number_in_range_is_refused(key: str, bound: Bound) -> Non
     if bound.whole:
         _refused(bound, "1.5")
     assert math.isfinite(bound.low) and math.isfinite(bound.high) and bound.low <= bound.high
+
+
+def test_the_deploy_guide_states_every_range() -> None:
+    """docs/DEPLOY.md's table of ranges says what the table in pdp.cli.bounds holds."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs/DEPLOY.md").read_text()
+    seen = set()
+    for flags, cell in re.findall(r"^\| (`--[^|]+) \| ([^|]+) \|$", text, re.M):
+        for flag in re.findall(r"`--([a-z-]+)`", flags):
+            bound = BOUNDS[flag.replace("-", "_")]
+            assert f"{_number(bound.low)} to {_number(bound.high)}" in cell, (flag, cell)
+            assert (f"0 ({bound.off})" in cell) == bool(bound.off), (flag, cell)
+            seen.add(flag.replace("-", "_"))
+    assert seen == set(BOUNDS)
