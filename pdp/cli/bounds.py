@@ -65,9 +65,9 @@ class Bound:
             value = int(raw) if self.whole else float(raw)
         except ValueError:  # `1.5` for a count, `ten`, an int of more than 4,300 digits
             value = math.nan
-        if not math.isfinite(value) or not (
-            self.low <= value <= self.high or (value == 0 and self.off)
-        ):
+        # (NaN and infinity fail every comparison but `!=`; an int is compared as it is:
+        # converted to a float, one of 400 digits would overflow.)
+        if not (self.low <= value <= self.high or (value == 0 and self.off)):
             shown = raw if len(raw) <= _SHOWN else f"{raw[:_SHOWN]}..."
             raise argparse.ArgumentTypeError(f"takes {self.describe()}, not `{shown}`")
         return value
