@@ -29,15 +29,14 @@ from types import FrameType
 
 from pdp.model.request import DEFAULT_LIMITS, Limits
 
+from .bounds import MAX_WORKERS
+
 log = logging.getLogger("pdp.serve")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # Descriptors a server needs beside its connections: policy files, logs, pipes to the writer
 # and workers, a bundle cache.
 FD_RESERVE = 256
-# More processes than this is a typo (`--workers 80000`), not a deployment: each compiles the
-# policies and holds its own caches, and the supervisor would fork until the machine gave out.
-MAX_WORKERS = 256
 # How long the exit waits for the policy source to stop after the server has (a poll in
 # progress is abandoned). The exit comes at most this long after the server's own bound.
 _SOURCE_STOP_WAIT_S = 1.0
@@ -177,7 +176,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_ = p.add_argument_group("process")
     run_.add_argument(
         "--workers",
-        type=workers_value,
         default="auto",
         metavar="N",
         help="processes sharing the port; auto (the default): one per CPU this process may use "
@@ -225,7 +223,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add_http_arguments(p)
     p.set_defaults(func=run, serve_parser=p)
-    # Last, so it sees every flag above: each one gets a key in --config and a PDP_* variable.
+    # Last, so it sees every flag above: each one gets a key in --config and a PDP_* variable,
+    # and every number its range (pdp.cli.bounds).
+    from . import bounds
     from .config import record_argv
 
     conf = p.add_argument_group("configuration")
@@ -237,19 +237,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the effective configuration (flags, PDP_* variables, file) and exit",
     )
+    bounds.apply(p)
+    bounds.one_line_errors(p)
     record_argv(p)
-
-
-def workers_value(text: str) -> int | str:
-    """`--workers`: a count, or `auto` (one per usable CPU)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of workers or `auto`, not `{text}`"
-        ) from None
 
 
 def resolve_workers(args: argparse.Namespace, cpus: int | None = None) -> tuple[int, str]:
@@ -271,6 +261,8 @@ def resolve_workers(args: argparse.Namespace, cpus: int | None = None) -> tuple[
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return 1, "auto: 1, as port 0 would be a different port in each worker"
+    if cpus > MAX_WORKERS:
+        return MAX_WORKERS, f"auto: {MAX_WORKERS}, the most --workers takes ({cpus} usable CPUs)"
     return cpus, f"auto: {cpus} usable CPUs"
 
 
@@ -325,7 +317,7 @@ def server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an erro
         max_message_bytes=args.max_message_bytes,
         threads=args.threads,
         reuse_port=args.reuse_port,
-        decision_cache=max(args.decision_cache, 0),
+        decision_cache=args.decision_cache,
         max_connections=args.max_connections,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         idle_timeout_s=args.grpc_idle_timeout,
@@ -477,7 +469,9 @@ def _raise_fd_limit(args: argparse.Namespace) -> None:
         )  # fmt: skip
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
+    """One server process. `recheck_eviction`: Redis was unreachable when `run` checked its
+    maxmemory-policy, so the counters check again once Redis answers a take."""
     from pdp.engine import EngineHolder
     from pdp.errors import PdpError, PolicyErrors
     from pdp.server import build_server
@@ -512,7 +506,7 @@ def serve(args: argparse.Namespace) -> int:
             counters = SupervisedCounters(args.limits_fd)
         else:
             counters = counters_from_url(args.limits_store)
-            if getattr(args, "limits_check_later", False):
+            if recheck_eviction:
                 counters.check_eviction_later()  # type: ignore[attr-defined]
         holder = EngineHolder(counters=counters)
     except ValueError as exc:
@@ -629,7 +623,7 @@ class _Forked:
                 os.kill(self.pid, signum)
 
 
-def _fork_worker(args: argparse.Namespace, **worker: object) -> _Forked:
+def _fork_worker(args: argparse.Namespace, recheck_eviction: bool, **worker: object) -> _Forked:
     """Fork a worker that runs `serve` with `args` changed by `worker`. Forked, not executed:
     the worker starts with every module the supervisor imported (most of start-up), where a
     new interpreter would import them all again. The supervisor has created no grpc object, so
@@ -647,7 +641,9 @@ def _fork_worker(args: argparse.Namespace, **worker: object) -> _Forked:
         for fd in close:  # type: ignore[attr-defined]
             with contextlib.suppress(OSError):
                 os.close(fd)
-        code = serve(argparse.Namespace(**{**vars(args), **worker}))
+        code = serve(
+            argparse.Namespace(**{**vars(args), **worker}), recheck_eviction=recheck_eviction
+        )
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -661,7 +657,7 @@ def _fork_worker(args: argparse.Namespace, **worker: object) -> _Forked:
         os._exit(code)
 
 
-def supervise(args: argparse.Namespace) -> int:
+def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
     if args.unix:
         return _fail("--unix cannot be combined with --workers > 1")
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
@@ -713,6 +709,7 @@ def supervise(args: argparse.Namespace) -> int:
         channel = counter_server.connect() if counter_server is not None else None
         proc = _fork_worker(
             args,
+            recheck_eviction,
             workers=1,
             reuse_port=True,
             siblings=args.workers,
@@ -836,31 +833,32 @@ def run(args: argparse.Namespace) -> int:
     args.workers = workers
     if why != "given":
         log.info("workers: %d (%s; --workers N overrides)", workers, why)
-    refused = _check_redis_eviction(args)
+    refused, recheck = _check_redis_eviction(args)
     if refused:
         return _fail(refused)
     if workers > 1:
-        return supervise(args)
-    return serve(args)
+        return supervise(args, recheck_eviction=recheck)
+    return serve(args, recheck_eviction=recheck)
 
 
-def _check_redis_eviction(args: argparse.Namespace) -> str:
-    """Warn, once before any worker starts, when Redis may evict rate-limit buckets; with
-    `--limits-require-noeviction`, the reason to refuse to start (also when it cannot tell)."""
+def _check_redis_eviction(args: argparse.Namespace) -> tuple[str, bool]:
+    """Warn, once before any worker starts, when Redis may evict rate-limit buckets. Returns
+    the reason to refuse to start (with `--limits-require-noeviction`, also when it cannot
+    tell; "" to go on) and whether the servers must check again once Redis answers (it was
+    unreachable)."""
     if not args.limits_store.startswith(("redis://", "rediss://", "unix://")):
-        return ""
+        return "", False
     from pdp.limits.redis import SAFE, UNREACHABLE, RedisCounters
 
     try:
         probe = RedisCounters.from_url(args.limits_store)
     except ValueError:
-        return ""  # a malformed URL: serve() says so
+        return "", False  # a malformed URL: serve() says so
     try:
         outcome, message = probe.check_eviction()
     finally:
         probe.close()
-    # Workers check again once Redis answers (serve(); forked workers inherit `args`).
-    args.limits_check_later = outcome == UNREACHABLE
+    recheck = outcome == UNREACHABLE
     if args.limits_require_noeviction and outcome != SAFE:
-        return f"--limits-require-noeviction: {message.removeprefix('rate limits: ')}"
-    return ""
+        return f"--limits-require-noeviction: {message.removeprefix('rate limits: ')}", recheck
+    return "", recheck

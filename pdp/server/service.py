@@ -197,7 +197,8 @@ class _ObservedCheck:
         identities: bool = True,
         request_size: int = 0,
     ) -> None:
-        """`request_size`: the request's bytes, which telemetry's queue counts (and bounds)."""
+        """`request_size`: the request's (and reply's) bytes, which telemetry's queue counts
+        (and bounds)."""
         self._hit = request if isinstance(request, _CacheHit) else None
         self._request = None if self._hit is not None else request
         self._response = response
@@ -462,7 +463,9 @@ class DecisionService:
             start,
             time.perf_counter() - t0,
             self._identities,
-            len(data),
+            # The reply too (its response object, here): a batch with `explain` answers many
+            # times its request. Not a hit's: the cache holds that, shared by every hit.
+            len(data) + (len(out) if out is not None and type(request) is not _CacheHit else 0),
         )
         try:
             # Structurally a CheckObservation (same attributes), read lazily by the observer.

@@ -55,7 +55,16 @@ def add_telemetry_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_QUEUE_SIZE,
         metavar="N",
-        help=f"decisions queued for the log writer before records are dropped ({DEFAULT_QUEUE_SIZE})",
+        help="decisions queued for the log writer before records are dropped, whichever of "
+        f"it and --log-queue-bytes is reached first ({DEFAULT_QUEUE_SIZE})",
+    )
+    g.add_argument(
+        "--log-queue-bytes",
+        type=int,
+        metavar="N",
+        help="bytes of requests, replies and trace headers queued for the log writer before "
+        "records are dropped; each record counts at least 4 KiB (default: 64 MiB, or "
+        "--log-queue-size x 4 KiB if more)",
     )
     g.add_argument(
         "--telemetry-writer",
@@ -145,6 +154,7 @@ def options_from_args(args: argparse.Namespace) -> TelemetryOptions:
         decision_log=tuple(sinks),
         mask=tuple(args.mask or ()),
         queue_size=args.log_queue_size,
+        queue_bytes=args.log_queue_bytes,
         max_bytes=args.decision_log_max_bytes,
         backups=args.decision_log_backups,
         otel=args.otel == "on" or (args.otel == "auto" and otel_configured()),

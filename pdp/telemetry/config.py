@@ -28,6 +28,8 @@ class TelemetryOptions:
     decision_log: tuple[str, ...] = ()  # each `stdout`, `otlp` or a file path
     mask: tuple[str, ...] = ()  # operator mask paths
     queue_size: int = DEFAULT_QUEUE_SIZE
+    # The queue's byte budget (pdp.telemetry.intake); None: 64 MiB, or queue_size x 4 KiB if more.
+    queue_bytes: int | None = None
     max_bytes: int = DEFAULT_MAX_BYTES  # file rotation size
     backups: int = DEFAULT_BACKUPS
     otel: bool = True  # traces and metrics through the OTEL_* configured exporters

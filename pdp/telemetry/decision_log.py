@@ -17,7 +17,7 @@ from typing import Any
 from pdp.errors import RequestError
 from pdp.model.decision import ActionDecision, CheckResponse
 from pdp.model.request import CheckRequest, parse_time
-from pdp.telemetry.masking import Masked, Masker
+from pdp.telemetry.masking import Masked, Masker, redact_credentials
 from pdp.telemetry.observation import Observation
 
 # Identifies the record layout; bumped on any incompatible change so readers can refuse
@@ -126,7 +126,9 @@ def build_record(
         record["effects"] = effect_counts(response)
     if obs.error_code:
         message = (
-            masked.redact(obs.error_message) if masked else masker.redact_refused(obs.error_message)
+            redact_credentials(masked.redact(obs.error_message))
+            if masked
+            else masker.redact_refused(obs.error_message)
         )
         record["error"] = {"code": obs.error_code, "message": message}
     record["latency_ms"] = latency_ms(obs.latency_s)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from pdp.telemetry._confusables import SOURCES, TARGETS
+
 # What a masked value becomes. A string, so a masked attribute is still valid JSON and still
 # parses as an attribute value on replay.
 MASKED = "[masked]"
@@ -72,12 +74,16 @@ _DROPPED_SUFFIXES = (
 # What `_normal_key` removes: everything but ASCII letters and digits, once `_fold` has mapped
 # the other spellings of a letter onto it (separators, `:`, zero-width and soft hyphens too).
 _KEY_SEPARATORS = re.compile(r"[^a-z0-9]+")
-# Cyrillic and Greek letters drawn like Latin ones (Unicode confusables), after casefolding:
-# `Authorization` with a Cyrillic capital A is read `authorization`.
+# Letters of other scripts drawn like Latin ones (Unicode's confusables, pdp.telemetry.
+# _confusables: Cyrillic, Greek, Armenian, Cherokee, Lisu, Coptic, Latin extended, ...), read
+# before casefolding (a Greek capital Eta is an `H`; folded first it would be an `n`-like eta)
+# and again after it; then these Cyrillic and Greek small letters, and an ASCII `l` as `i`: a
+# capital I and a small l are one glyph, and the confusables read every lookalike of
+# either as `i`. Both sides of every comparison are read so, so this merges, never splits.
 _LOOKALIKES = str.maketrans(
     "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u04bb\u043a\u043c\u0442\u0432\u043d"
-    "\u03b1\u03b5\u03bf\u03c1\u03b9\u03ba\u03c4\u03c5\u03bd\u03c7",
-    "aeopcyxijsdhkmtbhaeopiktuvx",
+    "\u03b1\u03b5\u03bf\u03c1\u03b9\u03ba\u03c4\u03c5\u03bd\u03c7" + SOURCES + "l",
+    "aeopcyxijsdhkmtbhaeopiktuvx" + TARGETS + "i",
 )
 
 # A string that is a credential, whatever key holds it: an HTTP auth header value or a compact
@@ -201,7 +207,7 @@ class Masker:
             message[start:],
         )
         message = message[:start] + rest
-        return _CREDENTIAL_SPAN.sub(MASKED, message)
+        return redact_credentials(message)
 
 
 # Top-level request keys whose subtrees are scrubbed. Their own fixed keys (`id`, `tenant`,
@@ -212,13 +218,58 @@ _HOLDERS = frozenset({"principal", "resources", "context"})
 
 # A value an error message quotes (`pdp.model.request` quotes them in backticks).
 _QUOTED = re.compile(r"`([^`]*)`")
-_CREDENTIAL_SPAN = re.compile(r"\bbearer\s+[^\s`]+|\beyJ[\w-]*\.[\w-]+\.[\w-]*", re.IGNORECASE)
+# A credential in free text, outside quotes: an HTTP auth scheme and what follows it, or a
+# JWT. `Bearer`/`DPoP`: the next word, whatever it is (as before). The other schemes are also
+# English words (`basic`, `digest`), so they need a credential's shape after them: auth-params
+# (`Digest username="a", response="..."`, `AWS4-HMAC-SHA256 Credential=..., Signature=...`)
+# or a token68 of 8 characters or more, which for `Basic` must also decode to `user:password`
+# (`Basic validation failed` is no credential; `Basic dXNlcjpwYXNz` is).
+_AUTH_PARAM = r"[\w.-]+=(?:\"[^\"]*\"|[^\s,\"`=][^\s,\"`]*)"
+_CREDENTIAL_SPAN = re.compile(
+    r"\b(?:bearer|dpop)\s+[^\s`]+"
+    r"|\beyJ[\w-]*\.[\w-]+\.[\w-]*"
+    r"|\b(?P<scheme>basic|digest|negotiate|ntlm|oauth|hoba|mutual|vapid|scram-sha-(?:1|256)"
+    r"|aws4-hmac-sha256|gnap)\s+"
+    rf"(?:(?P<params>{_AUTH_PARAM}(?:\s*,\s*{_AUTH_PARAM})*)"
+    r"|(?P<token>[\w.~+/-]{8,}=*))",
+    re.IGNORECASE,
+)
+
+
+def _credential_span(m: re.Match[str]) -> str:
+    token = m.group("token")
+    if token is not None and m.group("scheme").lower() == "basic" and not _basic_pair(token):
+        return m.group(0)
+    return MASKED
+
+
+def _basic_pair(token: str) -> bool:
+    """Whether a `Basic` token is base64 of `user:password` (RFC 7617)."""
+    import base64
+    import binascii
+
+    try:
+        decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return b":" in decoded
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with every credential span (`_CREDENTIAL_SPAN`) replaced by the placeholder."""
+    return _CREDENTIAL_SPAN.sub(_credential_span, text)
+
+
 _FIELD_NAME = re.compile(r"^[a-z_]+(?:\[(?:\d+|\*)\])?(?:\.[^\s`]+)*$")
 _FIELD_STEP = re.compile(r"[^.\[\]]+|\[(\d+|\*)\]")
 
 
 def _is_credential_value(value: str) -> bool:
-    return bool(_CREDENTIAL_VALUE.match(value) or _INNER_CREDENTIAL.search(value))
+    return bool(
+        _CREDENTIAL_VALUE.match(value)
+        or _INNER_CREDENTIAL.search(value)
+        or redact_credentials(value) != value
+    )
 
 
 def _covers(steps: tuple[str | int, ...], field: str) -> bool:
@@ -273,13 +324,15 @@ def _fold(key: str) -> str:
     """One spelling of a key: `%`-decoded, compatibility forms (full-width letters) read as ASCII,
     case folded, accents and format characters (zero-width space, soft hyphen) dropped,
     Cyrillic and Greek lookalikes read as Latin. Keys are the caller's: each of these
-    spellings named a credential or a masked attribute and reached the log verbatim."""
+    spellings named a credential or a masked attribute and reached the log verbatim.
+    Lookalikes are read before casefolding as well as after (`_LOOKALIKES`)."""
     for _ in range(3):  # `%2561` is `%61` is `a`
         decoded = unquote(key)
         if decoded == key:
             break
         key = decoded
-    key = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", key).casefold())
+    key = unicodedata.normalize("NFKC", key).translate(_LOOKALIKES).casefold()
+    key = unicodedata.normalize("NFKD", key)
     key = "".join(c for c in key if unicodedata.category(c) not in ("Mn", "Cf"))
     return key.translate(_LOOKALIKES)
 
@@ -292,13 +345,14 @@ def _normal_key(key: str) -> str:
 
 
 _DROPPED = frozenset(_normal_key(k) for k in ALWAYS_DROPPED_KEYS)
+_SUFFIXES = tuple(_normal_key(k) for k in _DROPPED_SUFFIXES)  # read as the keys are
 
 
 def _is_dropped_key(key: str) -> bool:
     verdict = _key_verdicts.get(key)
     if verdict is None:
         normal = _normal_key(key)
-        verdict = normal in _DROPPED or normal.endswith(_DROPPED_SUFFIXES)
+        verdict = normal in _DROPPED or normal.endswith(_SUFFIXES)
         if len(_key_verdicts) < MAX_KEY_CACHE:
             _key_verdicts[key] = verdict
     return verdict

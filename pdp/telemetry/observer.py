@@ -61,13 +61,14 @@ class TelemetryObserver(Intake):
         tracer: Tracer | None = None,
         metrics: Metrics | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        queue_bytes: int | None = None,
         otel: Otel | None = None,
         writer_thread: bool = True,
     ) -> None:
         """`otel`: the providers behind `tracer` and `metrics`, shut down (flushed) last on
         close. `writer_thread=False`: no thread drains the queue; the owner hands batches to
         `write_now` (the writer process does, as it reads them from its pipe)."""
-        super().__init__(queue_size)
+        super().__init__(queue_size, queue_bytes)
         self._sinks = tuple(sinks)
         self._masker = masker or Masker()
         self._tracer = tracer
@@ -173,9 +174,11 @@ class TelemetryObserver(Intake):
         now = time.monotonic()
         if self._unwarned and (final or now - self._last_warning >= DROP_WARNING_INTERVAL_S):
             log.warning(
-                "decision log dropped %d records: queue full (size %d); total dropped %d",
+                "decision log dropped %d records: queue full (%d records or %d bytes, "
+                "--log-queue-size and --log-queue-bytes); total dropped %d",
                 self._unwarned,
                 self._max,
+                self._max_bytes,
                 dropped,
             )
             self._unwarned = 0

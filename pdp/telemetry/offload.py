@@ -96,7 +96,7 @@ class OffloadObserver(Intake):
         cores the writer process may use (None: the server's own)."""
         if options.extra_sinks:
             raise ValueError("extra sinks live in this process: use TelemetryObserver")
-        super().__init__(options.queue_size)
+        super().__init__(options.queue_size, options.queue_bytes)
         self._encode = encode
         self._longest = options.max_delay_s
         self._close_lock = threading.Lock()
@@ -149,7 +149,7 @@ class OffloadObserver(Intake):
             if stopping:
                 return
             now = time.monotonic()
-            interval = poll_interval(drained, now - last, self._max, self._longest)
+            interval = poll_interval(drained, now - last, self.capacity, self._longest)
             last = now
             self._stop.wait(interval)
 

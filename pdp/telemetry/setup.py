@@ -57,6 +57,7 @@ def build_observer(
         tracer=otel.tracer,
         metrics=Metrics(otel.meter) if otel.meter is not None else None,
         queue_size=options.queue_size,
+        queue_bytes=options.queue_bytes,
         otel=otel,
         writer_thread=writer_thread,
     )

@@ -86,7 +86,8 @@ def test_printed_configuration_is_a_config_file_that_gives_itself(
     [
         (
             "workers: many\n",
-            "`workers`: argument --workers: expected a number of workers or `auto`, not `many`",
+            "`workers`: argument --workers: takes a whole number from 1 to 256, or `auto`, "
+            "not `many`",
         ),
         ("telemetry_writer: sideways\n", "`telemetry_writer`"),
         ("no_such_flag: 1\n", "unknown key(s) `no_such_flag`"),

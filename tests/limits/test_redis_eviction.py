@@ -149,3 +149,36 @@ def test_serve_refuses_an_evicting_redis_only_when_asked(lru_url: str, tmp_path:
     finally:
         stop(proc)
     assert redis.Redis.from_url(lru_url).ping()
+
+
+def test_serve_workers_check_a_redis_that_was_down_at_start(tmp_path: Path) -> None:
+    """`pdp serve --workers 2` started while Redis is down: each worker checks the policy
+    once Redis answers one of its takes (the supervisor's check could not tell), and warns."""
+    from pdp.client import Client
+
+    from .conftest import LIMITED, write_policies
+
+    redis_port = free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    policies = write_policies(tmp_path / "policies", LIMITED)
+    log = tmp_path / "serve.log"
+    proc, port = start_pdp(policies, log, "--limits-store", url, "--workers", "2")
+    redis_proc = None
+    try:
+        assert "could not check Redis's maxmemory-policy" in log.read_text()
+        redis_proc, _url = start_redis(
+            tmp_path, "--maxmemory-policy", "allkeys-lfu", port=redis_port
+        )
+        principal = {"id": "dora", "tenant": "acme", "roles": ["member"]}
+        note = {"kind": "note", "id": "n1", "tenant": "acme", "actions": ["read"]}
+        deadline = time.monotonic() + 60
+        with Client(f"127.0.0.1:{port}", timeout=10) as client:
+            while "`allkeys-lfu`" not in (text := log.read_text()):
+                assert time.monotonic() < deadline, text[-3000:]
+                client.check({**principal, "id": f"u{time.monotonic_ns()}"}, [note])
+                time.sleep(0.1)
+        assert "WARNING pdp.limits" in text.split("`allkeys-lfu`")[0].rsplit("\n", 1)[-1]
+    finally:
+        stop(proc)
+        if redis_proc is not None:
+            stop(redis_proc)

@@ -90,7 +90,7 @@ def test_hostile_config_is_a_clear_error(
 @pytest.mark.parametrize(
     ("name", "value", "needle"),
     [
-        ("PDP_WORKERS", "1; rm -rf /", "expected a number of workers or `auto`"),
+        ("PDP_WORKERS", "1; rm -rf /", "takes a whole number from 1 to 256, or `auto`"),
         ("PDP_WATCH", "perhaps", "takes true or false"),
         ("PDP_TELEMETRY_WRITER", "../../etc/passwd", "invalid choice"),
     ],

@@ -24,7 +24,7 @@ from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from pdp.gateway.servicer import add_ext_authz
 from pdp.server.hooks import Observer
-from pdp.telemetry.intake import LARGE_REQUEST_BYTES, Intake
+from pdp.telemetry.intake import SMALL_RECORD_BYTES, Intake
 from pdp.telemetry.observer import TelemetryObserver
 from pdp.telemetry.sinks import RotatingFileSink
 from tests.decision_logs import complete_records
@@ -62,7 +62,7 @@ def test_huge_ext_authz_calls_count_against_the_queue_budget(tmp_path: Path) -> 
     the budget, observations of huge calls are dropped and counted; every call is decided."""
     queue = Intake(queue_size=10_000, max_bytes=BUDGET)
     size = _huge("d0").ByteSize()
-    assert size > 200 * 1024 > LARGE_REQUEST_BYTES
+    assert size > 200 * 1024 > SMALL_RECORD_BYTES
     with _gateway(tmp_path, queue) as stub:
         codes = [stub.Check(_huge(f"d{i}"), timeout=30).status.code for i in range(CALLS)]
     assert codes == [0] * CALLS  # allowed, every one

@@ -163,8 +163,8 @@ def test_a_minimum_version_holds_from_the_start() -> None:
     ("flags", "message"),
     [
         (("--bundle-min-version", "v2"), "`v2` is not a semantic version"),
-        (("--bundle-fetch-deadline", "0"), "--bundle-fetch-deadline must be positive"),
-        (("--bundle-fetch-deadline", "nan"), "--bundle-fetch-deadline must be positive"),
+        (("--bundle-fetch-deadline", "0"), "--bundle-fetch-deadline: takes 0.1 to 3600 seconds"),
+        (("--bundle-fetch-deadline", "nan"), "--bundle-fetch-deadline: takes 0.1 to 3600"),
     ],
 )
 def test_bad_source_flags_are_startup_errors(flags: tuple[str, ...], message: str) -> None:

@@ -28,7 +28,7 @@ from pdp.server import ServerConfig, build_server
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
 from pdp.server.wire import check_item
-from pdp.telemetry.intake import LARGE_REQUEST_BYTES, Intake, request_size
+from pdp.telemetry.intake import SMALL_RECORD_BYTES, Intake, request_size
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 BUDGET = 256 * 1024  # the queue's byte budget under test
@@ -104,10 +104,10 @@ def test_http_trace_headers_count_against_the_budget(http_port: int, stalled: In
 
 
 def test_grpc_metadata_counts_against_the_budget(holder: EngineHolder, stalled: Intake) -> None:
-    # A 10 KB request is below the large-request threshold; with 7 KB of trace metadata
-    # beside it (gRPC refuses more than 8 KB of metadata by default) the call is above it.
-    message = json_format.ParseDict(_request(pad=10_000), pb.CheckRequest())
-    assert message.ByteSize() < LARGE_REQUEST_BYTES
+    # A 1 KB request is below the size a record is charged at least; with 7 KB of trace
+    # metadata beside it (gRPC refuses more than 8 KB of metadata by default) the call is above.
+    message = json_format.ParseDict(_request(pad=1_000), pb.CheckRequest())
+    assert message.ByteSize() < SMALL_RECORD_BYTES
     server = build_server(holder, ServerConfig(listen=("127.0.0.1:0",)), observer=stalled)
     server.start()
     try:
@@ -121,7 +121,7 @@ def test_grpc_metadata_counts_against_the_budget(holder: EngineHolder, stalled: 
         server.stop(0)
     assert stalled.dropped > 0, "trace metadata was queued by count only"
     assert stalled.pending + stalled.dropped == CALLS
-    assert stalled.pending <= BUDGET // (10_000 + 6_900) + 1, stalled.pending
+    assert stalled.pending <= BUDGET // (SMALL_RECORD_BYTES + 1_000 + 6_900) + 1, stalled.pending
 
 
 def test_a_wire_item_counts_its_propagation_entries() -> None:

@@ -145,7 +145,8 @@ def test_workers_must_be_a_count_or_auto() -> None:
     cmd = [sys.executable, "-m", "pdp.cli.main", "serve", "--workers", "many", "--print-config"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2
-    assert "expected a number of workers or `auto`, not `many`" in result.stderr
+    assert "--workers: takes a whole number from 1 to 256, or `auto`, not `many`" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no usage block
 
 
 def _children(pid: int) -> list[int]:

@@ -3,9 +3,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pdp.model.request import parse_check_request
 from pdp.telemetry import MASKED, Masker, MaskPathError
+from pdp.telemetry._confusables import SOURCES, TARGETS
+from pdp.telemetry.masking import ALWAYS_DROPPED_KEYS, _is_dropped_key
 
 from .conftest import TOKEN, request_dict
 
@@ -64,3 +68,30 @@ def test_redact_removes_masked_values_from_free_text() -> None:
 def test_structural_or_malformed_paths_are_refused(path: str) -> None:
     with pytest.raises(MaskPathError, match="mask path"):
         Masker([path])
+
+
+# -- lookalikes from Unicode's confusables (pdp.telemetry._confusables) -----------------------
+
+_BY_LETTER: dict[str, list[str]] = {}
+for _source, _target in zip(SOURCES, TARGETS):
+    _BY_LETTER.setdefault(_target, []).append(_source)
+_BY_LETTER.setdefault("l", []).extend(_BY_LETTER.get("i", []))  # one glyph class
+
+
+@settings(max_examples=400, deadline=None)
+@given(key=st.sampled_from(sorted(ALWAYS_DROPPED_KEYS)), data=st.data())
+def test_a_credential_key_spelt_with_any_lookalikes_is_dropped(key: str, data) -> None:
+    spelt = []
+    for letter in key:
+        choices = _BY_LETTER.get(letter.lower(), [])
+        if choices and data.draw(st.booleans()):
+            letter = data.draw(st.sampled_from(choices))
+        elif data.draw(st.booleans()):
+            letter = letter.upper()
+        spelt.append(letter)
+    assert _is_dropped_key("".join(spelt)), "".join(spelt)
+
+
+def test_keys_that_name_no_credential_stay() -> None:
+    for key in ("department", "email", "tokens", "region", "clientId", "\u0434\u043e\u043c"):
+        assert not _is_dropped_key(key), key
