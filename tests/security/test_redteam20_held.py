@@ -7,9 +7,9 @@
 - A time zone taken from the request (`now.getHours(R.attr.tz)`) cannot name a file outside
   the zone database (`../../../../dev/zero`, `/dev/zero`, `Etc/../../../dev/zero`): Python's
   zoneinfo refuses such keys, and the evaluation is a CEL error, so a deny.
-- Metrics: the decision counter's `reason` label is capped (`MAX_REASON_SERIES`, then
-  `other`), a rate-limit series is labelled by the author's limit id, an error by its code:
-  no label takes a caller's value (tests/security/test_redteam16_telemetry.py covers it).
+- Metrics: labels are the author's or the engine's words, never a caller's value: a decision's
+  `effect` and `reason` (rule reasons and reason codes; the reason label is capped anyway at
+  `MAX_REASON_SERIES`, then `other`), a rate limit's id and outcome, an error's code.
 - Caches keyed on caller input are bounded in entries and in the size of each key: the
   decision cache (16 KiB a request, a byte budget), `context.ip` spellings (512 characters,
   the id limit), dynamic regexes (program size), timestamps (the RFC 3339 pattern), and the
