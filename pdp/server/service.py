@@ -196,7 +196,8 @@ class _ObservedCheck:
         identities: bool = True,
         request_size: int = 0,
     ) -> None:
-        """`request_size`: the request's bytes, which telemetry's queue counts (and bounds)."""
+        """`request_size`: the request's and the reply's bytes, which telemetry's queue counts
+        (and bounds)."""
         self._hit = request if isinstance(request, _CacheHit) else None
         self._request = None if self._hit is not None else request
         self._response = response
@@ -440,7 +441,8 @@ class DecisionService:
             start,
             time.perf_counter() - t0,
             self._identities,
-            len(data),
+            # What the queue keeps alive: a hit's reply is its cache entry's, shared by all hits.
+            len(data) + (len(out) if out is not None and not isinstance(request, _CacheHit) else 0),
         )
         try:
             # Structurally a CheckObservation (same attributes), read lazily by the observer.

@@ -34,6 +34,9 @@ def watch_holder(
 # Requests at least this large count against the queue's byte budget as well as its count:
 # below it the count bounds the queue (10,000 x 16 KiB = 160 MiB at most), above it the budget.
 LARGE_REQUEST_BYTES = 16 * 1024
+# `pdp.server.wire`'s tag of a decided call's item (`check_item`), which this layer may not
+# import: tests/security/test_redteam20_log_replies.py pins the two together.
+_CHECK_ITEM = 0
 # The byte budget of large requests' observations queued for the writer.
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 
@@ -50,15 +53,21 @@ def _pairs_size(pairs: Any) -> int:
 
 
 def request_size(record: Any) -> int:
-    """The caller's bytes an observation keeps alive while queued: its request (a wire item,
-    a tuple of `pdp.server.wire`, holds it at index 2; an observation object says
-    `request_size`) and the headers or metadata it carries for the record and the span
+    """The caller's bytes an observation keeps alive while queued: its request and reply (a
+    wire item, a tuple of `pdp.server.wire`, holds them at indexes 2 and 3; an observation
+    object says `request_size`) and the headers or metadata it carries for the record and the span
     (`traceparent`, `tracestate`, `baggage`: 8 KB each over HTTP). Those counted for nothing:
     a small body with ~24 KB of trace headers was queued by count alone, 240 MB over 10,000
     calls while the sink stalled. Must answer the same for a record on its way in and out."""
     if type(record) is tuple:
         data = record[2] if len(record) > 2 else None
         size = len(data) if type(data) is bytes else 0
+        if record[0] == _CHECK_ITEM and type(record[3]) is bytes:
+            # A decided call's reply too: a 15 KB request whose 1,000 decisions carry the
+            # errors of rules failing on its values has ~1 MB of reply, and was queued by count
+            # alone (10 GB at 10,000 while the sink stalled). A cache hit's reply is the entry's
+            # bytes, shared by every hit on it: not counted again.
+            size += len(record[3])
         # The propagation pairs are the item's only tuple field.
         return size + sum(_pairs_size(field) for field in record)
     return getattr(record, "request_size", 0) + _pairs_size(getattr(record, "metadata", ()))
