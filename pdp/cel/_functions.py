@@ -309,24 +309,87 @@ def _lists(fn: str, a: Any, b: Any) -> None:
         no_overload(fn, a, b)
 
 
+# The set helpers ask CEL's `in` of each element of one list against the other. Done as written
+# that is len(a) x len(b) comparisons outside any comprehension budget: two request lists of
+# 9,000 numbers each (200 KB, within the request limits) kept one evaluation of
+# `P.attr.groups.containsAny(R.attr.groups)` busy for 18 s with the GIL held. So the scanned
+# list is indexed once by `_key`, a hashable stand-in equal for two values exactly when CEL's
+# `==` says they are, and each lookup is one hash probe: linear in both lists.
+_NEVER = object()  # the key of a value equal to nothing (one holding a NaN)
+# Values that are their own key: no two of them are equal in Python unless CEL says so, and a
+# list of only these is indexed and probed by C loops (`set(a)`, `isdisjoint`), the common case
+# of ids or group names, checked once per resource and action against the principal's list.
+_PLAIN = frozenset({str, int, CelUint})
+
+
+def _key(x: Any) -> Any:
+    c = x.__class__
+    if c is str or c is int or c is CelUint:
+        return x  # 1 == 1u == 1.0, as Python's numbers hash and compare
+    if c is bool:
+        return ("b", x)  # never equal to a number, as in CEL (in Python True == 1)
+    if c is float:
+        return x if x == x else _NEVER
+    if c is list or c is tuple:
+        keys = tuple(_key(e) for e in x)
+        return _NEVER if _NEVER in keys else ("l", keys)
+    if isinstance(x, dict):
+        pairs = [(_key(k), _key(w)) for k, w in x.items()]
+        return _NEVER if any(_NEVER in p for p in pairs) else ("m", frozenset(pairs))
+    if isinstance(x, datetime):
+        return ("t", x)
+    if x is None:
+        return ("z",)
+    return ("o", c, x)  # bytes, durations, types, addresses: equal only to their own class
+
+
+def _plain(lst: Any) -> bool:
+    return set(map(type, lst)) <= _PLAIN
+
+
+def _index(lst: Any) -> set[Any]:
+    return set(lst) if _plain(lst) else {_key(e) for e in lst}
+
+
+def _has(keys: set[Any], x: Any) -> bool:
+    k = _key(x)
+    return k is not _NEVER and k in keys
+
+
+# Below this many comparisons the plain scan is cheaper than building an index.
+_FEW = 64
+
+
 def has_all(a: Any, b: Any) -> bool:
     _lists("hasAll", a, b)
-    return all(in_(x, a) for x in b)
+    if len(a) * len(b) <= _FEW:
+        return all(in_(x, a) for x in b)
+    keys = _index(a)
+    return keys.issuperset(b) if _plain(b) else all(_has(keys, x) for x in b)
 
 
 def has_any(a: Any, b: Any) -> bool:
     _lists("hasAny", a, b)
-    return any(in_(x, a) for x in b)
+    if len(a) * len(b) <= _FEW:
+        return any(in_(x, a) for x in b)
+    keys = _index(a)
+    return not keys.isdisjoint(b) if _plain(b) else any(_has(keys, x) for x in b)
 
 
 def intersect(a: Any, b: Any) -> list[Any]:
     _lists("intersect", a, b)
-    return [x for x in a if in_(x, b)]
+    if len(a) * len(b) <= _FEW:
+        return [x for x in a if in_(x, b)]
+    keys = _index(b)
+    return [x for x in a if x in keys] if _plain(a) else [x for x in a if _has(keys, x)]
 
 
 def is_subset(a: Any, b: Any) -> bool:
     _lists("isSubset", a, b)
-    return all(in_(x, b) for x in a)
+    if len(a) * len(b) <= _FEW:
+        return all(in_(x, b) for x in a)
+    keys = _index(b)
+    return keys.issuperset(a) if _plain(a) else all(_has(keys, x) for x in a)
 
 
 __all__ = ["T_DOUBLE", "eq"]

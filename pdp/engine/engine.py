@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pdp.cel import NEVER, STOP_AT, Deadline, Interrupted
+from pdp.errors import brief
 from pdp.model import decision as d
 from pdp.model.decision import (
     ActionDecision,
@@ -546,7 +547,7 @@ class Engine:
             if held is True:
                 return True
             if isinstance(held, Exception):
-                errors.append(f"derived role `{role.name}`: {held}")
+                errors.append(f"derived role `{role.name}`: {brief(held)}")
                 if deny:
                     return True
         return False
@@ -566,4 +567,4 @@ def _derived_role_holds(
 
 
 def _error_text(rule: CompiledRule, exc: Exception) -> str:
-    return f"rule `{rule.policy}/{rule.id}`: {exc}"
+    return f"rule `{rule.policy}/{rule.id}`: {brief(exc)}"

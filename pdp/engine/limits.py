@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from pdp.errors import brief
 from pdp.model import decision as d
 from pdp.model.decision import (
     RATE_LIMIT_ERROR,
@@ -135,7 +136,7 @@ def takes_for(
             key = _key(limit, act)
             units = _cost(limit, act) if cost is None else cost
         except Exception as exc:
-            return out, f"limit `{limit.policy}/{limit.id}`: {exc}"
+            return out, f"limit `{limit.policy}/{limit.id}`: {brief(exc)}"
         out.append((limit, Take(bucket_key(limit, key), limit.capacity, limit.rate, units)))
     return out, ""
 

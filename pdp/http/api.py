@@ -30,7 +30,7 @@ from pdp.model.request import CheckRequest, Limits, check_request_id
 from pdp.plan import PlanRefused
 from pdp.plan.api import Candidates, Trace, plan_json, search_resource
 from pdp.server.convert import request_from_proto, response_to_proto, server_info_to_proto
-from pdp.server.hooks import CheckObservation, Observer
+from pdp.server.hooks import CheckObservation, Observer, reply_weight
 
 from . import authzen
 from .body import BodyError, parse_json_object
@@ -238,7 +238,7 @@ class HttpApi:
             start_time=call.start,
             latency_s=time.perf_counter() - call.t0,
             rpc=rpc,
-            request_size=call.size,
+            request_size=call.size + reply_weight(response),
         )
         try:
             self.observer.on_check(record)

@@ -31,7 +31,9 @@ class CheckObservation:
     start_time: float  # unix seconds when the call started
     latency_s: float
     rpc: str  # e.g. `/pdp.v1.DecisionService/Check`
-    request_size: int = 0  # the request's bytes: telemetry's queue counts (and bounds) them
+    # The bytes the call's request and reply keep alive while queued: telemetry's queue counts
+    # (and bounds) them.
+    request_size: int = 0
 
 
 class Observer(Protocol):
@@ -51,3 +53,22 @@ class Observer(Protocol):
 
 # Registers a servicer on the server and returns its full service name (for health/reflection).
 ServiceRegistrar = Callable[[grpc.Server], str]
+
+
+# What a decision weighs in a reply besides the texts it carries (effect, policy, rule, reasons).
+_DECISION_BYTES = 64
+
+
+def reply_weight(response: CheckResponse | None) -> int:
+    """About the bytes `response` keeps alive while its observation is queued, where no reply
+    bytes exist to count (the HTTP adapter's): what the request makes it carry (error texts,
+    messages), and a little per decision. A 15 KB request of 1,000 decisions whose rules fail
+    on its values has ~1 MB of reply; counted as its request alone, 10,000 queued while the
+    decision log stalled kept 10 GB."""
+    if response is None:
+        return 0
+    n = 0
+    for result in response.results:
+        for d in result.actions.values():
+            n += _DECISION_BYTES + len(d.message) + sum(map(len, d.errors))
+    return n

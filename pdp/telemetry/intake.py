@@ -38,6 +38,9 @@ def watch_holder(
 # counts its own bytes (under a lock), so a record of any size is bounded by bytes: calls of
 # 4-16 KiB were bounded by count alone, 160 MiB at 10,000 x 16 KiB.
 SMALL_RECORD_BYTES = 4 * 1024
+# `pdp.server.wire`'s tag of a decided call's item (`check_item`), which this layer may not
+# import: tests/security/test_redteam20_log_replies.py pins the two together.
+_CHECK_ITEM = 0
 # The byte budget of the queue when `--log-queue-bytes` is not given: this, or the queue's
 # count of small records (`--log-queue-size` x SMALL_RECORD_BYTES) if more, so that raising
 # the count alone still queues that many small records.
@@ -65,7 +68,7 @@ def request_size(record: Any) -> int:
             elif t is tuple:  # the propagation pairs are the item's only tuple field
                 for pair in field:
                     size += len(pair[0]) + len(pair[1])
-        if record[0] != 0 and len(record) > 3 and type(record[3]) is bytes:
+        if record[0] != _CHECK_ITEM and len(record) > 3 and type(record[3]) is bytes:
             size -= len(record[3])  # a cache hit's body is the cache's, shared by every hit
         return size
     pairs = getattr(record, "metadata", ())
