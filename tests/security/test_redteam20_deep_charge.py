@@ -26,7 +26,7 @@ from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 from .real_pdp import Served, pdp_serve
 
-CHARGED = "counting their bodies' work"
+CHARGED = "counting comprehension bodies' work"
 
 POLICY = """
 apiVersion: pdp/v1
