@@ -15,18 +15,47 @@ import email.message
 import email.parser
 import email.policy
 import email.utils
+import itertools
+import json
+import re
 import secrets
+from array import array
 from urllib.parse import unquote_plus
 
 METHOD_PARAM = "_method"
 # A body longer than this is parsed only this far and treated as cut: the work pdp does for
 # one request stays bounded whatever a caller sends (gRPC's own cap is 4 MiB).
 MAX_FORM_BYTES = 1 << 20
+# A multipart body is parsed only this far (the rest counts as cut): `email`'s parser walks it
+# line by line in Python, ~0.4 s of CPU per hostile MiB of short lines on a loaded machine,
+# where urlencoded and JSON bodies are scanned in C (bench figures in the CHANGELOG).
+MAX_MULTIPART_BYTES = 256 << 10
 # Parts of a multipart body pdp parses; a form with more is refused (a parser bomb otherwise).
 MAX_PARTS = 1000
+# Urlencoded fields spelled like `_method` pdp decodes; a body with more is refused: two
+# already refuse a form (the upstream picks a copy), so only a hostile body has more.
+MAX_METHOD_FIELDS = 16
+# JSON nesting pdp parses; a deeper JSON body is refused. PHP's `json_decode` (Laravel) gives
+# up at 512 and reads no `_method`; Node's `JSON.parse` goes deeper and reads it, so a deeper
+# body cannot be called harmless, and Python's parser recurses in C up to its stack limit.
+MAX_JSON_DEPTH = 512
 
 URLENCODED = "urlencoded"
 MULTIPART = "multipart"
+
+# A key that may decode to `_method` as `_is_method_name` reads it: spaces, then `_` (or `.`,
+# `[`, a space), then `method`, each byte literal or `%XX`-escaped. Found in C over the whole
+# text, so a 1 MiB form of junk fields costs a regex scan, not a Python loop per field
+# (0.45 s of CPU for `%41=&` * 200k before); each hit is then checked exactly.
+_SP = r"(?: |\+|%20)"
+_FIRST = r"(?:[_.\[ +]|%5[fFbB]|%2[eE]|%20)"
+_CANDIDATE = re.compile(
+    r"(?:^|(?<=&))"
+    + _SP
+    + "*"
+    + _FIRST
+    + "".join(f"(?:{c}|%{ord(c) >> 4:X}[{ord(c) & 15:x}{ord(c) & 15:X}])" for c in "method")
+)
 
 
 class FormError(ValueError):
@@ -50,17 +79,83 @@ def method_values(text: str, also: str = "") -> list[str]:
     Parsed, not searched: `%5Fmethod` is `_method` once decoded. Names are compared as PHP
     registers them (leading spaces dropped, `.` and ` ` read as `_`, `_method[]` and
     `_method[x]` as `_method`): a spelling some upstream reads as `_method` counts. Only a
-    name that may be `_method` has its value decoded, so a large form costs one split."""
+    field `_CANDIDATE` finds is split and decoded, so a large form costs one regex scan;
+    more than `MAX_METHOD_FIELDS` such fields are refused (`FormError`)."""
     if also:
         text = text.replace(also, "&")
     values = []
-    for pair in text.split("&"):
+    for n, hit in enumerate(_CANDIDATE.finditer(text)):
+        if n >= MAX_METHOD_FIELDS:
+            raise FormError(f"more than {MAX_METHOD_FIELDS} fields spelled like `{METHOD_PARAM}`")
+        end = text.find("&", hit.start())
+        pair = text[hit.start() : None if end < 0 else end]
         key, _, value = pair.partition("=")
         if "%" in key or "+" in key:
             key = unquote_plus(key, encoding="latin-1")
         if _is_method_name(key):
             values.append(unquote_plus(value, encoding="latin-1"))
     return values
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether Laravel reads the body as JSON: its `Request::isJson()` is
+    `Str::contains($this->header('CONTENT_TYPE'), ['/json', '+json'])` over the whole header
+    (laravel/framework, src/Illuminate/Http/Request.php). Compared here without case, so
+    `Application/JSON` counts too (Express's `type-is` ignores case)."""
+    if content_type is None:
+        return False
+    lowered = content_type.lower()
+    return "/json" in lowered or "+json" in lowered
+
+
+def json_method_values(body: bytes) -> list[str]:
+    """The top-level `_method` values of a JSON body, once per copy (a key given twice is two
+    values: PHP and JSON.parse keep the last, other parsers the first). A value that is not a
+    string shows as its JSON text, so it never equals a method name.
+
+    Laravel's `Request::createFromBase` makes `getInputSource()` the request's parameter bag,
+    which is `json()` for a JSON request: `new ParameterBag((array) json_decode($content,
+    true))`, and Symfony's `getMethod()` reads `_method` from that bag. A body that is not
+    JSON decodes to null there, an empty bag, no `_method`: so here too, a body that does not
+    parse names no method. To keep "does not parse" no wider than theirs, the parse is
+    lenient where they are: bytes that are not UTF-8 are replaced (Node's body-parser does),
+    a BOM is dropped, control characters in strings and huge integers (Python refuses over
+    4300 digits, PHP reads a float) pass. Nesting deeper than `MAX_JSON_DEPTH` is refused."""
+    text = body.decode(json.detect_encoding(body), "replace").removeprefix("\ufeff")
+    if not text.lstrip(" \t\r\n").startswith("{"):
+        return []  # an array, a scalar or no JSON: no top-level key
+    _check_depth(text)
+    try:
+        # `list` keeps every pair of an object (duplicates too), in C; nested objects become
+        # lists of pairs as well, which nothing here reads.
+        pairs = json.loads(text, object_pairs_hook=list, parse_int=float, strict=False)
+    except RecursionError:
+        raise FormError(f"a JSON body nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
+        return []
+    if not isinstance(pairs, list):
+        return []
+    values = []
+    for key, value in pairs:
+        if key == METHOD_PARAM:
+            values.append(value if isinstance(value, str) else json.dumps(value)[:64])
+    return values
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|[^\[\]{}"]+|"', re.DOTALL)
+_DEPTH_STEP = str.maketrans({"[": "\x01", "{": "\x01", "]": "\xff", "}": "\xff"})
+
+
+def _check_depth(text: str) -> None:
+    """Refuse JSON nested deeper than `MAX_JSON_DEPTH`, in C-speed steps: fewer brackets than
+    that cannot nest deeper; else strings and other characters are dropped and the running
+    sum of +1 per opener, -1 per closer is taken."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    brackets = _JSON_STRING.sub("", text).translate(_DEPTH_STEP)
+    steps = array("b", brackets.encode("latin-1"))
+    if steps and max(itertools.accumulate(steps)) > MAX_JSON_DEPTH:
+        raise FormError(f"a JSON body nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _is_method_name(key: str) -> bool:

@@ -104,8 +104,9 @@ class RouteMapping:
     claims: ClaimsConfig
     unmapped_allow: bool = False
     trusted_hops: int = 0
-    # The upstream honours `_method` in form bodies (Rails, Laravel, Symfony): a form request
-    # whose body pdp did not get in full is refused (request.body_method_override).
+    # The upstream honours `_method` in form or JSON bodies (Rails, Laravel, Symfony): such a
+    # request whose body pdp did not get in full is refused (request.body_method_override).
+    # `spec.bodyMethodOverride`, or its older name `formMethodOverride`.
     form_method_override: bool = False
     context_attr: Mapping[str, Template | Any] = field(default_factory=dict)
     remove_headers: tuple[str, ...] = ()
@@ -225,13 +226,32 @@ def _str(v: Any, where: str, errs: _Errors, default: str = "") -> str:
 
 _SPEC_KEYS = (
     "unmapped", "public", "authentication", "claims", "context", "headers", "obligations",
-    "routes", "tests", "formMethodOverride",
+    "routes", "tests", "formMethodOverride", "bodyMethodOverride",
 )  # fmt: skip
 _AUTH_KEYS = (
     "source", "header", "scheme", "issuer", "audience", "leeway", "algorithms", "jwks", "require",
     "metadataNamespace", "metadataKey",
 )  # fmt: skip
 _ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+def _body_method_override(spec: Mapping[str, Any], errs: _Errors) -> bool:
+    """`bodyMethodOverride`, or `formMethodOverride` (its name before JSON bodies counted too,
+    kept so existing mappings load unchanged); both given must agree."""
+    values = {}
+    for key in ("bodyMethodOverride", "formMethodOverride"):
+        if key in spec:
+            if isinstance(spec[key], bool):
+                values[key] = spec[key]
+            else:
+                errs.add(f"spec.{key}", "must be `true` or `false`")
+    if len(set(values.values())) > 1:
+        errs.add(
+            "spec.bodyMethodOverride",
+            "contradicts `formMethodOverride` (its older name): give one of them",
+        )
+        return False
+    return any(values.values())
 
 
 def load_route_mapping(doc: Mapping[str, Any], file: str = "mapping.yaml") -> RouteMapping:
@@ -245,10 +265,7 @@ def load_route_mapping(doc: Mapping[str, Any], file: str = "mapping.yaml") -> Ro
     unmapped = spec.get("unmapped", "deny")
     if unmapped not in ("deny", "allow"):
         errs.add("spec.unmapped", "must be `deny` or `allow`")
-    form_override = spec.get("formMethodOverride", False)
-    if not isinstance(form_override, bool):
-        errs.add("spec.formMethodOverride", "must be `true` or `false`")
-        form_override = False
+    form_override = _body_method_override(spec, errs)
     auth = _auth(spec.get("authentication"), errs)
     claims = _claims(spec.get("claims"), errs)
     ctx = _obj(spec.get("context"), "spec.context", errs, ("trustedHops", "attr"))

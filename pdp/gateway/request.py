@@ -17,10 +17,14 @@ from urllib.parse import parse_qsl
 from pdp.errors import RequestError
 from pdp.gateway.forms import (
     MAX_FORM_BYTES,
+    MAX_MULTIPART_BYTES,
     METHOD_PARAM,
+    MULTIPART,
     URLENCODED,
     FormError,
     form_kind,
+    is_json,
+    json_method_values,
     method_views,
     multipart_method_values,
 )
@@ -245,22 +249,30 @@ def _names_another(views: list[list[str]], asked: str) -> bool:
 
 
 def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, str]:
-    """(reason, message) when a form body may run another method upstream; ("", "") if not.
+    """(reason, message) when a form or JSON body may run another method upstream; ("", "")
+    if not.
 
     A form body (urlencoded, multipart, or no content type at all, which Rack parses as one)
-    that Envoy sent is parsed, and a `_method` naming another method than the request
-    line's, or given twice, is refused whatever the mapping says. When the body was not sent,
-    or cut, pdp cannot know what it holds: with `honoured` (the mapping's
-    `formMethodOverride: true`, the upstream reads `_method` in bodies) that is refused too,
-    telling the operator what Envoy must send; without it the request is decided as before."""
+    or a JSON body (Laravel reads a top-level `_method` from one) that Envoy sent is parsed,
+    and a `_method` naming another method than the request line's, or given twice, is refused
+    whatever the mapping says. When the body was not sent, or cut, pdp cannot know what it
+    holds: with `honoured` (the mapping's `bodyMethodOverride: true`, the upstream reads
+    `_method` in bodies) that is refused too, telling the operator what Envoy must send;
+    without it the request is decided on what was read."""
     content_type = attrs.headers.get("content-type")
     try:
         kind = form_kind(content_type)
     except FormError as e:
         return AMBIGUOUS_METHOD, f"{e}; pdp decides on the request line's method"
+    json_body = is_json(content_type)
     body = attrs.body
-    if not kind and ((content_type is not None and content_type.strip()) or not body):
+    if (
+        not kind
+        and not json_body
+        and ((content_type is not None and content_type.strip()) or not body)
+    ):
         return "", ""
+    what = "JSON" if json_body and not kind else "form"
     asked = attrs.method.upper()
     declared = attrs.headers.get("content-length")
     if body is None:
@@ -271,42 +283,49 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
             # `_method` off a GET, and one without a length is as good as bodyless.
             return "", ""
         return FORM_BODY_REQUIRED, (
-            f"a form `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, and "
-            "Envoy sent pdp no body: set `with_request_body` on Envoy's ext_authz filter "
+            f"a {what} `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, "
+            "and Envoy sent pdp no body: set `with_request_body` on Envoy's ext_authz filter "
             "(`max_request_bytes` above the largest form, `allow_partial_message: true`, "
             "`pack_as_bytes: true`; docs/GATEWAY.md)"
         )
+    cap = MAX_MULTIPART_BYTES if kind == MULTIPART else MAX_FORM_BYTES
     complete = (
         not attrs.body_partial
-        and len(body) <= MAX_FORM_BYTES
+        and len(body) <= cap
         and (declared is None or (declared.strip().isdigit() and int(declared) == len(body)))
     )
-    seen = body[:MAX_FORM_BYTES]
+    seen = body[:cap]
     try:
-        if kind == URLENCODED or not kind:
+        if kind == URLENCODED or (not kind and not json_body):
             views = method_views(seen.decode("latin-1"))
-        else:
+        elif kind == MULTIPART:
             views = [multipart_method_values(content_type or "", seen, complete)]
+        else:
+            views = []
+        if json_body and complete:
+            # A cut JSON text does not parse: nothing of it is read (docs/GATEWAY.md).
+            views.append(json_method_values(seen))
     except FormError as e:
         return AMBIGUOUS_METHOD, f"{e}; pdp decides on the request line's method"
     if _names_another(views, asked):
         return AMBIGUOUS_METHOD, (
-            f"form body field `{METHOD_PARAM}` names another method than `{asked[:32]}` (or "
+            f"{what} body field `{METHOD_PARAM}` names another method than `{asked[:32]}` (or "
             "is given more than once); pdp decides on the request line's method"
         )
     encoding = attrs.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity") and honoured:
         # An upstream that inflates request bodies reads fields pdp, seeing gzip, did not.
         return FORM_BODY_REQUIRED, (
-            f"a form `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, and "
-            f"its body is `{encoding[:32]}`-encoded, which pdp does not decode: send forms "
-            "unencoded"
+            f"a {what} `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, "
+            f"and its body is `{encoding[:32]}`-encoded, which pdp does not decode: send "
+            "bodies unencoded"
         )
     if not complete and honoured:
         return FORM_BODY_REQUIRED, (
-            f"a form `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, and "
-            f"pdp got only the first {len(seen)} bytes of it: raise `max_request_bytes` of "
-            "Envoy's ext_authz filter above the largest form (docs/GATEWAY.md)"
+            f"a {what} `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, "
+            f"and pdp got or parsed only the first {len(seen)} bytes of it: raise "
+            "`max_request_bytes` of Envoy's ext_authz filter above the largest form (pdp "
+            "parses at most 1 MiB, 256 KiB of a multipart body; docs/GATEWAY.md)"
         )
     return "", ""
 

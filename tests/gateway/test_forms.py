@@ -208,7 +208,7 @@ def test_a_quoted_comma_in_a_boundary_is_one_media_type() -> None:
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [
-        ("application/json", b'{"_method": "DELETE"}'),
+        ("application/json", b'{"method": "DELETE", "x": {"_method": "DELETE"}}'),
         ("text/plain", b"_method=DELETE"),
         (FORM, None),  # not sent, and the mapping does not say the upstream reads it
     ],
