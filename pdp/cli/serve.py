@@ -154,6 +154,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gw.add_argument(
         "--trusted-hops", type=int, metavar="N", help="proxies trusted in x-forwarded-for"
     )
+    gw.add_argument(
+        "--body-method-override",
+        choices=("on", "off"),
+        help="on: the upstream runs `_method` of form and JSON bodies, so such a request whose "
+        "body pdp did not get in full is refused; off: it does not (default: the mapping's "
+        "`bodyMethodOverride`)",
+    )
     rl = p.add_argument_group("rate limits (LimitPolicy)")
     rl.add_argument(
         "--limits-store",
@@ -430,6 +437,9 @@ def _ext_authz(args: argparse.Namespace, holder, config, observer):  # -> Servic
         audience=tuple(args.jwt_audience) if args.jwt_audience else None,
         leeway=args.jwt_leeway,
         trusted_hops=args.trusted_hops,
+        body_method_override=(
+            None if args.body_method_override is None else args.body_method_override == "on"
+        ),
     )
     return ext_authz_registrar(holder, options, limits=config.limits, observer=observer)
 

@@ -26,10 +26,11 @@ METHOD_PARAM = "_method"
 # A body longer than this is parsed only this far and treated as cut: the work pdp does for
 # one request stays bounded whatever a caller sends (gRPC's own cap is 4 MiB).
 MAX_FORM_BYTES = 1 << 20
-# A multipart body is parsed only this far (the rest counts as cut): `email`'s parser walks it
-# line by line in Python, ~0.4 s of CPU per hostile MiB of short lines on a loaded machine,
-# where urlencoded and JSON bodies are scanned in C (bench figures in the CHANGELOG).
-MAX_MULTIPART_BYTES = 256 << 10
+# A multipart or JSON body is parsed only this far (the rest counts as cut): `email`'s parser
+# walks a multipart body line by line in Python (0.4 s of CPU per hostile MiB of short lines
+# on a loaded machine), and `json` builds an object per bracket (0.15 s per MiB of `[]`),
+# where the urlencoded scan is one regex pass in C (docs/GATEWAY.md has the figures).
+MAX_PARSED_BYTES = 256 << 10
 # Parts of a multipart body pdp parses; a form with more is refused (a parser bomb otherwise).
 MAX_PARTS = 1000
 # Urlencoded fields spelled like `_method` pdp decodes; a body with more is refused: two
@@ -50,7 +51,7 @@ MULTIPART = "multipart"
 _SP = r"(?: |\+|%20)"
 _FIRST = r"(?:[_.\[ +]|%5[fFbB]|%2[eE]|%20)"
 _CANDIDATE = re.compile(
-    r"(?:^|(?<=&))"
+    "&"  # the text is searched with a `&` in front: a literal start is found at C speed
     + _SP
     + "*"
     + _FIRST
@@ -81,14 +82,14 @@ def method_values(text: str, also: str = "") -> list[str]:
     `_method[x]` as `_method`): a spelling some upstream reads as `_method` counts. Only a
     field `_CANDIDATE` finds is split and decoded, so a large form costs one regex scan;
     more than `MAX_METHOD_FIELDS` such fields are refused (`FormError`)."""
-    if also:
-        text = text.replace(also, "&")
+    text = "&" + (text.replace(also, "&") if also else text)
     values = []
     for n, hit in enumerate(_CANDIDATE.finditer(text)):
         if n >= MAX_METHOD_FIELDS:
             raise FormError(f"more than {MAX_METHOD_FIELDS} fields spelled like `{METHOD_PARAM}`")
-        end = text.find("&", hit.start())
-        pair = text[hit.start() : None if end < 0 else end]
+        start = hit.start() + 1
+        end = text.find("&", start)
+        pair = text[start : None if end < 0 else end]
         key, _, value = pair.partition("=")
         if "%" in key or "+" in key:
             key = unquote_plus(key, encoding="latin-1")
@@ -124,6 +125,8 @@ def json_method_values(body: bytes) -> list[str]:
     text = body.decode(json.detect_encoding(body), "replace").removeprefix("\ufeff")
     if not text.lstrip(" \t\r\n").startswith("{"):
         return []  # an array, a scalar or no JSON: no top-level key
+    if METHOD_PARAM not in text and "\\u" not in text:
+        return []  # no key can be `_method`: spelled out, or with `\u` escapes
     _check_depth(text)
     try:
         # `list` keeps every pair of an object (duplicates too), in C; nested objects become

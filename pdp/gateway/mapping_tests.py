@@ -9,6 +9,7 @@ tenant) is checked; with one, the effect, reason and HTTP status too.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,11 +45,15 @@ def run_case(
             name, False, ("a case needs `request: {method, path, ...}` and `expect`",)
         )
     headers = {str(k).lower(): str(v) for k, v in (req.get("headers") or {}).items()}
+    body, problem = _body(req, headers)
+    if problem:
+        return MappingCaseResult(name, False, (problem,))
     attrs = HttpAttributes(
         method=str(req.get("method", "GET")).upper(),
         path=str(req["path"]),
         headers=headers,
         source_ip=str(req.get("ip", "")),
+        body=body,
     )
     claims = req.get("claims")
     tr = translate(attrs, mapping, None, claims=claims if isinstance(claims, Mapping) else None)
@@ -87,6 +92,30 @@ def run_case(
     elif "reason" in expect and tr.kind != "check" and tr.reason != expect["reason"]:
         problems.append(f"reason: got `{tr.reason}`, expected `{expect['reason']}`")
     return MappingCaseResult(name, not problems, tuple(problems))
+
+
+def _body(req: Mapping[str, Any], headers: dict[str, str]) -> tuple[bytes | None, str]:
+    """The case's body as Envoy would send it under `with_request_body` (all of it), and
+    a problem naming the field when it cannot be one. `body` is text (sent as UTF-8) or an
+    object or list (sent as JSON, `application/json` unless `contentType` says otherwise);
+    `contentType` sets the `content-type` header. Without `body`, Envoy sent none."""
+    content_type = req.get("contentType")
+    if content_type is not None:
+        if not isinstance(content_type, str):
+            return None, "request.contentType must be a string"
+        headers["content-type"] = content_type
+    if "body" not in req:
+        return None, ""
+    raw = req["body"]
+    if isinstance(raw, str):
+        body = raw.encode("utf-8")
+    elif isinstance(raw, Mapping | list):
+        body = json.dumps(raw).encode("utf-8")
+        headers.setdefault("content-type", "application/json")
+    else:
+        return None, "request.body must be text, or an object or list (sent as JSON)"
+    headers.setdefault("content-length", str(len(body)))
+    return body, ""
 
 
 def run_mapping_tests(

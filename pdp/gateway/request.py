@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from pdp.errors import RequestError
 from pdp.gateway.forms import (
     MAX_FORM_BYTES,
-    MAX_MULTIPART_BYTES,
+    MAX_PARSED_BYTES,
     METHOD_PARAM,
     MULTIPART,
     URLENCODED,
@@ -288,7 +288,7 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
             "(`max_request_bytes` above the largest form, `allow_partial_message: true`, "
             "`pack_as_bytes: true`; docs/GATEWAY.md)"
         )
-    cap = MAX_MULTIPART_BYTES if kind == MULTIPART else MAX_FORM_BYTES
+    cap = MAX_PARSED_BYTES if kind == MULTIPART or json_body else MAX_FORM_BYTES
     complete = (
         not attrs.body_partial
         and len(body) <= cap
@@ -325,7 +325,7 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
             f"a {what} `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, "
             f"and pdp got or parsed only the first {len(seen)} bytes of it: raise "
             "`max_request_bytes` of Envoy's ext_authz filter above the largest form (pdp "
-            "parses at most 1 MiB, 256 KiB of a multipart body; docs/GATEWAY.md)"
+            "parses at most 1 MiB of a urlencoded body, 256 KiB of others; docs/GATEWAY.md)"
         )
     return "", ""
 

@@ -69,6 +69,9 @@ class GatewayOptions:
     leeway: float | None = None
     trusted_hops: int | None = None
     source: str | None = None  # "jwt" | "envoy_jwt_authn"
+    # The mapping's `bodyMethodOverride`: whether the upstream reads `_method` in bodies, which
+    # the operator of the upstream may know better than the mapping's authors.
+    body_method_override: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,13 @@ def build_gateway(
         source=auth.source if options.source is None else options.source,
     )
     hops = mapping.trusted_hops if options.trusted_hops is None else options.trusted_hops
-    mapping = dataclasses.replace(mapping, auth=auth, trusted_hops=hops)
+    body = options.body_method_override
+    mapping = dataclasses.replace(
+        mapping,
+        auth=auth,
+        trusted_hops=hops,
+        form_method_override=mapping.form_method_override if body is None else body,
+    )
     verify: Verify | None = None
     if auth.source == "jwt":
         jwks = options.jwks if options.jwks is not None else data.get(auth.jwks)

@@ -15,7 +15,7 @@ from pdp.gateway.forms import (
     MAX_FORM_BYTES,
     MAX_JSON_DEPTH,
     MAX_METHOD_FIELDS,
-    MAX_MULTIPART_BYTES,
+    MAX_PARSED_BYTES,
     is_json,
     json_method_values,
     method_values,
@@ -127,8 +127,10 @@ def test_json_nested_deeper_than_the_bound_is_refused_not_parsed() -> None:
     n = MAX_JSON_DEPTH - 1  # the object is a level too
     deep = b'{"a": ' + b"[" * n + b"]" * n + b', "_method": "PUT"}'
     assert json_method_values(deep) == ["PUT"]  # at the bound: parsed
-    deeper = b'{"a": ' + b"[" * (n + 1) + b"]" * (n + 1) + b"}"
+    deeper = b'{"a": ' + b"[" * (n + 1) + b"]" * (n + 1) + b', "_method": "POST"}'
     assert _reason(_attrs(deeper)) == AMBIGUOUS_METHOD
+    # Without a key that can be `_method`, nothing is parsed, however deep.
+    assert _reason(_attrs(deeper.replace(b"_method", b"_other"))) == "check"
     # Brackets inside strings do not nest, and many shallow ones do not add up.
     text = json.dumps({"a": "[" * 5000, "b": [[]] * 5000, "_method": "POST"}).encode()
     assert json_method_values(text) == ["POST"]
@@ -141,7 +143,7 @@ def test_with_body_method_override_a_json_body_not_got_in_full_is_refused() -> N
     assert _reason(_attrs(body, partial=True), honoured=True) == FORM_BODY_REQUIRED
     assert _reason(_attrs(None), honoured=True) == FORM_BODY_REQUIRED
     assert _reason(_attrs(None)) == "check"
-    big = b'{"q": "' + b"a" * MAX_FORM_BYTES + b'"}'
+    big = b'{"q": "' + b"a" * MAX_PARSED_BYTES + b'"}'
     assert body_method_override(_attrs(big), honoured=True)[0] == FORM_BODY_REQUIRED
     t = translate(_attrs(None), STRICT, None, claims=CLAIMS)
     assert "JSON `POST`" in t.message and "with_request_body" in t.message
@@ -184,7 +186,7 @@ def test_a_multipart_body_is_parsed_to_its_own_smaller_bound() -> None:
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n\r\n'.encode()
     tail = f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'
     tail += f"DELETE\r\n--{boundary}--\r\n"
-    body = head + b"a" * MAX_MULTIPART_BYTES + tail.encode()
+    body = head + b"a" * MAX_PARSED_BYTES + tail.encode()
     attrs = _attrs(body, f"multipart/form-data; boundary={boundary}")
     assert _reason(attrs) == "check"  # past the bound: not read
     assert _reason(attrs, honoured=True) == FORM_BODY_REQUIRED

@@ -4,6 +4,7 @@ out, and every failure path never OK."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import time
@@ -302,3 +303,101 @@ def test_a_decision_past_envoys_timeout_is_stopped_not_answered(keys, tmp_path):
     assert (outcome.grpc_code, outcome.http_status) == (4, 504)
     assert outcome.reason == "deadline_exceeded"
     assert seen[1][0].allowed
+
+
+def _form_post(keys: Keys, body: bytes | None = None) -> ext.CheckRequest:
+    """A form POST on the shared mapping's search route; Envoy sent its body when given."""
+    req = _request("/v1/tenants/acme/kb/search", _token(keys), method="POST")
+    http = req.attributes.request.http
+    http.headers["content-type"] = "application/x-www-form-urlencoded"
+    http.headers["content-length"] = "14"
+    if body is not None:
+        http.raw_body = body
+    return req
+
+
+def test_the_operator_overrides_the_mappings_body_method_override(keys, engine):
+    """`GatewayOptions.body_method_override` (`pdp serve --body-method-override on|off`) wins
+    over the mapping's `bodyMethodOverride` either way."""
+
+    def status(options: GatewayOptions, doc: dict[str, Any] | None = None) -> int:
+        if doc is not None:
+            options = dataclasses.replace(options, mapping=doc)
+        svc = ExtAuthzServicer(EngineHolder(engine), GatewayResolver(options))
+        resp = svc.Check(_form_post(keys), None)
+        return resp.denied_response.status.code if resp.status.code else 200
+
+    # The policy decides (a 403 here) unless the body's absence is refused first (400).
+    assert status(GatewayOptions()) == 403  # the mapping does not say: decided as before
+    assert status(GatewayOptions(body_method_override=True)) == 400
+    strict = copy.deepcopy(MAPPING)
+    strict["spec"]["bodyMethodOverride"] = True
+    assert status(GatewayOptions(), strict) == 400
+    assert status(GatewayOptions(body_method_override=False), strict) == 403
+
+
+def test_pdp_serve_passes_body_method_override_to_the_gateway(keys, engine):
+    from concurrent import futures
+
+    import grpc
+
+    from pdp.cli.main import build_parser
+    from pdp.cli.serve import _ext_authz
+    from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
+    from pdp.model.request import DEFAULT_LIMITS
+
+    def serve_check(*flags: str) -> int:
+        args = build_parser(["serve"]).parse_args(["serve", *flags])
+        config = type("Config", (), {"limits": DEFAULT_LIMITS})()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        _ext_authz(args, EngineHolder(engine), config, None)(server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                resp = ext_grpc.AuthorizationStub(channel).Check(_form_post(keys), timeout=10)
+        finally:
+            server.stop(grace=None)
+        return resp.denied_response.status.code if resp.status.code else 200
+
+    assert serve_check() == 403  # decided by the policy
+    assert serve_check("--body-method-override", "on") == 400
+    assert serve_check("--body-method-override", "off") == 403
+
+
+def test_mapping_test_cases_carry_a_body(engine):
+    """A case's `request.body` (text, or an object sent as JSON) and `contentType` reach the
+    translation as Envoy's `with_request_body` would, so an author can test that a `_method`
+    in a body is refused."""
+    doc = copy.deepcopy(MAPPING)
+    claims = {"sub": "alice", "tid": "acme", "scope": "kb:read", "roles": "user"}
+    search = {"method": "POST", "path": "/v1/tenants/acme/kb/search", "claims": claims}
+    refused = {"status": 400, "reason": "ambiguous_method"}
+    doc["spec"]["tests"] = [
+        {
+            "name": "form _method",
+            "request": {
+                **search,
+                "contentType": "application/x-www-form-urlencoded",
+                "body": "q=1&_method=DELETE",
+            },
+            "expect": refused,
+        },
+        {"name": "json _method", "request": {**search, "body": {"_method": "DELETE"}}, "expect": refused},
+        {
+            "name": "json text",
+            "request": {**search, "contentType": "application/vnd.api+json", "body": '{"_method":"PUT"}'},
+            "expect": refused,
+        },
+        {"name": "own method", "request": {**search, "body": {"_method": "POST"}}, "expect": {"action": "search"}},
+        {"name": "wrong expectation", "request": {**search, "body": {"_method": "DELETE"}}, "expect": {"status": 200}},
+        {"name": "bad body", "request": {**search, "body": 5}, "expect": {"status": 200}},
+    ]  # fmt: skip
+    results = run_mapping_tests(load_route_mapping(doc), engine)
+    assert [r.problems for r in results][:4] == [(), (), (), ()]
+    assert [r.passed for r in results] == [True, True, True, True, False, False]
+    assert results[4].problems == ("status: got `400`, expected `200`",)
+    assert "request.body must be text" in results[5].problems[0]
+    # Without an engine, the translation's reason is checked.
+    bare = run_mapping_tests(load_route_mapping(doc))
+    assert [r.passed for r in bare][:4] == [True, True, True, True]
