@@ -1,12 +1,13 @@
-"""`_method` in a query or a form body: the method Rails, Laravel, Symfony and Spring run instead
-of the request line's. Pure: bytes in, the values found out.
+"""`_method` in a query, a form body or a JSON body: the method Rails, Laravel, Symfony and
+Spring run instead of the request line's. Pure: bytes in, the values found out.
 
 Rack's `MethodOverride`, Symfony's `http_method_override` (and Laravel on it) and Spring's
 `HiddenHttpMethodFilter` read `_method` from a POST's form body, `application/x-www-form-urlencoded`
 or `multipart/form-data`; Rack also parses a body without a content type as a form. pdp decides
 on the request line, so it must see every `_method` the upstream could read: the body is parsed
 as those frameworks parse it (never searched), and what pdp cannot parse the way they might is
-refused (`FormError`) rather than guessed.
+refused (`FormError`) rather than guessed. Laravel also reads a JSON body's top-level
+`_method` (`json_method_values`).
 """
 
 from __future__ import annotations
