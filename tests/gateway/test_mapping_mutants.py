@@ -112,7 +112,8 @@ def test_every_validation_error_is_reported_with_its_exact_text_in_order() -> No
         "m.yaml: kind: must be `RouteMapping`",
         "m.yaml: metadata: unknown key `owner` (expected one of id, description)",
         "m.yaml: spec: unknown key `bogus` (expected one of unmapped, public, authentication, "
-        "claims, context, headers, obligations, routes, tests, formMethodOverride)",
+        "claims, context, headers, obligations, routes, tests, formMethodOverride, "
+        "bodyMethodOverride)",
         "m.yaml: spec.unmapped: must be `deny` or `allow`",
         "m.yaml: spec.formMethodOverride: must be `true` or `false`",
         f"{auth}: unknown key `secret` (expected one of source, header, scheme, issuer, audience, "
