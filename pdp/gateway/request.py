@@ -234,7 +234,11 @@ def method_override(method: str, headers: Mapping[str, str], query: str) -> str:
                 "request; pdp decides on the request line's method"
             )
     # parsed, not searched: `%5Fmethod` is `_method` to the upstream too
-    if query and _names_another(method_views(query), asked):
+    try:
+        views = method_views(query) if query else []
+    except FormError as e:
+        return f"query: {e}; pdp decides on the request line's method"
+    if _names_another(views, asked):
         return (
             f"query parameter `{METHOD_OVERRIDE_PARAM}` names another method than "
             f"`{asked[:32]}`; pdp decides on the request line's method"

@@ -175,6 +175,14 @@ def test_many_urlencoded_fields_spelled_like_method_are_refused_after_the_bound(
     assert _reason(_attrs(hostile, "application/x-www-form-urlencoded")) == AMBIGUOUS_METHOD
 
 
+def test_a_query_of_many_method_look_alikes_is_refused_not_an_error() -> None:
+    query = "&".join(["[method[x]=1"] * (MAX_METHOD_FIELDS + 1))
+    attrs = HttpAttributes("GET", f"{SEARCH}?{query}", {}, "10.1.2.3")
+    t = translate(attrs, LOOSE, None, claims=CLAIMS)
+    assert (t.kind, t.reason) == ("bad_request", AMBIGUOUS_METHOD), t.message
+    assert "query: more than" in t.message
+
+
 @pytest.mark.parametrize(
     "key",
     ["_method", "%5Fmethod", "%5f%6D%65%74%68%6F%64", "+ %20_method", ".method", "[method",
