@@ -63,6 +63,7 @@ def _files(keys: Any, honoured: bool) -> dict[str, bytes]:
         if route["path"] == "/v1/tenants/{tenant}/users/{user}/conversations/{conv}":
             route["methods"]["POST"] = "append"
     if honoured:
+        mapping["spec"].pop("bodyMethodOverride", None)
         mapping["spec"]["formMethodOverride"] = True  # the older name still loads
     files["mapping.yaml"] = json.dumps(mapping).encode()
     return files
