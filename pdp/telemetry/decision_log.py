@@ -126,9 +126,7 @@ def build_record(
         record["effects"] = effect_counts(response)
     if obs.error_code:
         message = (
-            _text(obs.error_message, masked)
-            if masked
-            else masker.redact_refused(obs.error_message)
+            _text(obs.error_message, masked) if masked else masker.redact_refused(obs.error_message)
         )
         record["error"] = {"code": obs.error_code, "message": message}
     record["latency_ms"] = latency_ms(obs.latency_s)

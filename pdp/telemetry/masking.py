@@ -281,10 +281,7 @@ def holds_credential(text: str) -> bool:
     """Whether `redact_credentials` would change `text` (a credential anywhere in it)."""
     if not may_hold_credential(text):
         return False
-    for m in _CREDENTIAL_SPAN.finditer(text):
-        if _credential_span(m) == MASKED:
-            return True
-    return False
+    return any(_credential_span(m) == MASKED for m in _CREDENTIAL_SPAN.finditer(text))
 
 
 def redact_credentials(text: str) -> str:
