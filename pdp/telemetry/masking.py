@@ -5,9 +5,10 @@ masked request stays replayable. Two layers:
 
 - **Always**: keys that carry credentials (`authorization`, `cookie`, `token`, `password`, ...)
   are dropped from every attribute object, at any depth, however they are spelt (`accessToken`,
-  `ACCESS-TOKEN`, `access.token`) and with any prefix (`sessionToken`, `X-Auth-Token`); string
-  values that are or hold credentials (`Bearer ...` anywhere in them, `Basic ...`, a JWT) are
-  replaced by the placeholder, wherever they are. No configuration turns this off.
+  `ACCESS-TOKEN`, `access.token`) and with any prefix (`sessionToken`, `X-Auth-Token`), as are
+  keys holding a credential; string values that are or hold a credential anywhere in them
+  (what `redact_credentials` finds in free text: `Bearer ...`, `Basic dXNl...`, `Digest ...`,
+  a JWT) are replaced by the placeholder, wherever they are. No configuration turns this off.
 - **Operator paths**: `principal.attr.email`, `resources[*].attr.ssn`, `context.attr.token`,
   `principal.actor.attr.*`. A path targets a value inside an `attr` object (any JSON value,
   replaced by the placeholder) or one of the scalar identity fields listed in
