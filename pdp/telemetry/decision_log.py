@@ -220,8 +220,8 @@ def _results(
             {
                 # A kind or action the scrub masked in the request (a `Bearer …` sent as
                 # one) is masked here too; the request half of the record says which.
-                "kind": _text(r.kind, masked),
-                "id": ids.get((r.kind, r.id)) or _text(r.id, masked),
+                "kind": _echo(r.kind, masked),
+                "id": ids.get((r.kind, r.id)) or _echo(r.id, masked),
                 "actions": _actions(r.actions, masked),
             }
         )
@@ -233,7 +233,7 @@ def _actions(
 ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, d in actions.items():
-        key = _text(name, masked)
+        key = _echo(name, masked)
         while key in out:  # two masked actions stay two decisions
             key += "'"
         out[key] = _action(d, masked)
@@ -258,11 +258,24 @@ def _action(d: ActionDecision, masked: Masked | None) -> dict[str, Any]:
     return out
 
 
+def _echo(text: str, masked: Masked | None) -> str:
+    """A kind, id or action name the request sent: the scrub read it there, and masked it
+    whole if it held a credential (`masked.secrets`); with no parsed request, read it now."""
+    if masked is None:
+        return redact_credentials(text)
+    return masked.redact(text) if masked.secrets else text
+
+
 def _text(text: str, masked: Masked | None) -> str:
     """A string of the decision half of the record: the request's masked values blanked out
     (a message quoting a masked attribute), then any credential left in it (a CEL error or
-    message quoting part of an attribute, a policy echoing a header)."""
-    return redact_credentials(masked.redact(text) if masked else text)
+    message quoting part of an attribute, a policy echoing a header). Runs on every message:
+    the pre-filter of `redact_credentials` inline."""
+    if masked is not None and masked.secrets:
+        text = masked.redact(text)
+    if "eyJ" in text or " " in text or not text.isprintable():
+        return redact_credentials(text)  # which reads for a scheme's name first
+    return text
 
 
 def _redact_deep(value: Any, masked: Masked | None) -> Any:

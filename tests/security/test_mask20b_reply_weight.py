@@ -36,7 +36,9 @@ def test_obligations_count_as_the_headers_they_set() -> None:
 
 
 def test_explain_traces_and_limits_count() -> None:
-    steps = tuple(TraceStep("allow_rule", "p", f"r{i}", "not_matched", "d" * 200) for i in range(50))
+    steps = tuple(
+        TraceStep("allow_rule", "p", f"r{i}", "not_matched", "d" * 200) for i in range(50)
+    )
     plain = reply_weight(_response(ActionDecision("deny"), 100))
     traced = reply_weight(_response(ActionDecision("deny", trace=steps), 100))
     assert traced - plain >= 100 * 50 * 200
