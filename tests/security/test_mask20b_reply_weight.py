@@ -9,6 +9,12 @@ traces were free, so a stalled sink could queue 10,000 records of them by count 
 
 from __future__ import annotations
 
+import http.client
+import json
+import textwrap
+import threading
+from pathlib import Path
+
 from pdp.model.decision import (
     ActionDecision,
     BundleInfo,
@@ -18,6 +24,9 @@ from pdp.model.decision import (
     TraceStep,
 )
 from pdp.server.hooks import reply_weight
+
+from . import test_redteam20_log_replies as replies
+from .test_redteam16_log_queue import _free_port, _peak_rss_mb
 
 HEADERS = {f"x-h{i}": "v" * 1000 for i in range(64)}  # 64 KB of answer headers
 
@@ -45,3 +54,60 @@ def test_explain_traces_and_limits_count() -> None:
     limit = LimitStatus("l", "p", 10, 1.0, 5, 1)
     limited = reply_weight(_response(ActionDecision("deny", limits=(limit,) * 10), 100))
     assert limited > plain
+
+
+# `/v1/check` with `explain`: a small request (500 resources x 2 actions) whose reply holds
+# eight explain steps per decision (~1 MB of trace objects per call, queued with the record)
+# and no errors, so the estimate from messages and errors alone (~70 KB) let ~800 of them in
+# under the 64 MiB budget: ~850 MB.
+EXPLAIN_CALLS = 500
+
+
+def _explained_batch() -> bytes:
+    body = {
+        "principal": {"id": "eve", "tenant": "t", "attr": {"level": "x" * 180}},
+        "resources": [
+            {"kind": "doc", "id": f"d{k}", "tenant": "t", "actions": ["read", "edit"]}
+            for k in range(500)
+        ],
+        "explain": True,
+    }
+    return json.dumps(body).encode()
+
+
+def test_explained_http_checks_to_a_stalled_log_keep_memory_bounded(tmp_path: Path) -> None:
+    policy = textwrap.dedent(replies.POLICY).lstrip()
+    (tmp_path / "doc.yaml").write_text(
+        policy.replace("int(P.attr.level) >=", "size(P.attr.level) <")
+    )
+    body = _explained_batch()
+    assert len(body) < 40 * 1024  # ~40 KB of request for ~1 MB of reply kept alive
+    http_port = _free_port()
+    flags = ["--telemetry-writer", "thread", "--http-listen", f"127.0.0.1:{http_port}"]
+    with replies.serve_with_stalled_stdout(tmp_path, *flags) as (served, _grpc_port):
+        failures: list[BaseException] = []
+
+        def caller(n: int) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=120)
+            try:
+                for _ in range(n):
+                    connection.request(
+                        "POST", "/v1/check", body, {"Content-Type": "application/json"}
+                    )
+                    reply = connection.getresponse()
+                    data = reply.read()
+                    assert reply.status == 200, data[:200]
+                    assert len(json.loads(data)["results"][0]["actions"]["read"]["trace"]) >= 8
+            except BaseException as exc:
+                failures.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=caller, args=(EXPLAIN_CALLS // 4,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(900)
+        assert failures == [], failures[:1]
+        peak = _peak_rss_mb(served.proc.pid)
+        assert peak < replies.MAX_PEAK_RSS_MB, f"pdp serve peaked at {peak} MB"
