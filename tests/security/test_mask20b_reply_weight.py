@@ -14,6 +14,7 @@ import json
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 from pdp.model.decision import (
     ActionDecision,
@@ -111,3 +112,54 @@ def test_explained_http_checks_to_a_stalled_log_keep_memory_bounded(tmp_path: Pa
         assert failures == [], failures[:1]
         peak = _peak_rss_mb(served.proc.pid)
         assert peak < replies.MAX_PEAK_RSS_MB, f"pdp serve peaked at {peak} MB"
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def on_check(self, record: Any) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
+
+
+class _Context:
+    """What the observing code reads of a gRPC call's context."""
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+
+def test_an_ext_authz_record_counts_the_headers_its_decision_sets() -> None:
+    from pdp.gateway.response import Outcome
+    from pdp.gateway.servicer import ExtAuthzServicer
+
+    recorder = _Recorder()
+    servicer = ExtAuthzServicer(None, observer=recorder)  # type: ignore[arg-type]
+    decision = _response(ActionDecision("allow", obligations={"headers": HEADERS}))
+    outcome = Outcome(True, 0, 200, "", "id", headers=HEADERS)
+    servicer._observe(_Context(), outcome, [(None, decision)], 0.0, 0.0, 300)  # type: ignore[arg-type]
+    assert recorder.records[0].request_size >= 300 + 64 * 1000
+
+
+def test_a_plan_record_counts_its_decision() -> None:
+    from pdp.engine import EngineHolder
+    from pdp.model.request import DEFAULT_LIMITS
+    from pdp.server.service import DecisionService
+
+    class Plan:
+        def as_response(self) -> CheckResponse:
+            return _response(ActionDecision("deny", message="m" * 50_000))
+
+    recorder = _Recorder()
+    service = DecisionService(EngineHolder(), DEFAULT_LIMITS, 4 << 20, recorder)
+    service._observe_plan(_Context(), None, Plan(), None, 0.0, 0.0, 300)
+    assert recorder.records[0].request_size >= 300 + 50_000
