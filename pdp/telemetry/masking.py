@@ -104,9 +104,8 @@ _CREDENTIAL_VALUE = re.compile(
     re.IGNORECASE,
 )
 # One that holds a credential further in: `token=Bearer ...`, `Authorization: Bearer ...`, a
-# JWT in a URL. Searched for only when a substring test finds `eyJ` or `earer`/`EARER` (a
-# case-insensitive search over every logged string costs ten times the anchored match, and
-# lower-casing every string a tenth of the record): a token after `bEaReR` goes unnoticed.
+# JWT in a URL. Both are searched for only past `may_hold_credential`'s pre-filter (a
+# case-insensitive search over every logged string costs ten times the anchored match).
 _INNER_CREDENTIAL = re.compile(
     r"\bbearer\s+" + _PROSE_AFTER_BEARER + r"\S|\beyJ[\w-]*\.[\w-]+\.[\w-]*", re.IGNORECASE
 )
