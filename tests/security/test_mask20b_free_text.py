@@ -55,6 +55,7 @@ CASES = [
     ("AWS4-HMAC-SHA256 Credential=AKIA/x, Signature=abcdef0123", True),
     (f"ok\tBearer\u00a0{BEARER}", True),  # any whitespace, tabs and no-break spaces
     ("Bearer x", True),  # the next word, whatever it is
+    ("token=bEaReR abcdef123", True),  # the old pre-filter looked for `earer`/`EARER` only
     ("Bearer of-abc123", True),  # a prose word that goes on is a token
     ("Basic", False),
     ("Basic plan", False),
