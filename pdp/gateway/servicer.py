@@ -38,7 +38,7 @@ from pdp.gateway.tokens import KeySetError, TokenVerifier, load_jwks
 from pdp.model.decision import CheckResponse
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
 from pdp.ratelog import RateLimitedLog, printable
-from pdp.server.hooks import CheckObservation, Observer
+from pdp.server.hooks import CheckObservation, Observer, reply_weight
 from pdp.server.identity import primary_identity
 from pdp.server.status import DecodingServer
 
@@ -279,18 +279,21 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         check_request, decision = seen[0] if seen else (None, None)
         # A policy allow or deny is a decision; 401/400/5xx outcomes are errors of the call.
         decided = decision is not None and outcome.grpc_code in (0, 7)
+        record_error = "" if decided else outcome.reason
         record = CheckObservation(
             request=check_request,
             response=decision,
             error_code="" if decided else _CODE_NAMES.get(outcome.grpc_code, "UNKNOWN"),
-            error_message="" if decided else outcome.reason,
+            error_message=record_error,
             peer=context.peer(),
             peer_identity=primary_identity(context.auth_context()),
             metadata=tuple((m.key, m.value) for m in context.invocation_metadata()),
             start_time=start,
             latency_s=time.perf_counter() - t0,
             rpc=EXT_AUTHZ_RPC,
-            request_size=size,
+            # The decision the record keeps: its obligations (the headers the answer sets, of
+            # any number and size a policy computes) and texts, as the HTTP adapter counts.
+            request_size=size + reply_weight(decision) + len(record_error),
         )
         try:
             self.observer.on_check(record)  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ error) and closed once at shutdown, after in-flight calls have finished.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,20 +55,41 @@ class Observer(Protocol):
 ServiceRegistrar = Callable[[grpc.Server], str]
 
 
-# What a decision weighs in a reply besides the texts it carries (effect, policy, rule, reasons).
+# What a decision weighs in a reply besides the texts it carries (effect, policy, rule, reasons),
+# and what one explain step, one rate limit and one obligation value (a number, a bool) do.
 _DECISION_BYTES = 64
+_STEP_BYTES = 48
+_SMALL_VALUE_BYTES = 8
 
 
 def reply_weight(response: CheckResponse | None) -> int:
     """About the bytes `response` keeps alive while its observation is queued, where no reply
-    bytes exist to count (the HTTP adapter's): what the request makes it carry (error texts,
-    messages), and a little per decision. A 15 KB request of 1,000 decisions whose rules fail
-    on its values has ~1 MB of reply; counted as its request alone, 10,000 queued while the
-    decision log stalled kept 10 GB."""
+    bytes exist to count (the HTTP adapter's, a Plan's, an ext_authz call's): what the request
+    makes it carry (error texts, messages, obligations such as the headers an ext_authz answer
+    sets, explain traces), and a little per decision. A 15 KB request of 1,000 decisions whose
+    rules fail on its values has ~1 MB of reply; counted as its request alone, 10,000 queued
+    while the decision log stalled kept 10 GB."""
     if response is None:
         return 0
     n = 0
     for result in response.results:
         for d in result.actions.values():
             n += _DECISION_BYTES + len(d.message) + sum(map(len, d.errors))
+            if d.obligations:
+                n += _value_weight(d.obligations)
+            if d.trace:
+                n += sum(_STEP_BYTES + len(step.detail) for step in d.trace)
+            if d.limits:
+                n += _DECISION_BYTES * len(d.limits)
     return n
+
+
+def _value_weight(value: object) -> int:
+    """About the bytes of a JSON-like value (an obligation a policy computed)."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(len(str(k)) + _value_weight(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return sum(_value_weight(v) for v in value)
+    return _SMALL_VALUE_BYTES

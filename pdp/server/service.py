@@ -27,7 +27,7 @@ from pdp.model.request import CheckRequest, Limits, check_request_id
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .cache import CachedDecision, DecisionCache, cacheable, split_request_id
 from .convert import request_from_proto, response_to_proto, server_info_to_proto
-from .hooks import CheckObservation, Observer
+from .hooks import CheckObservation, Observer, reply_weight
 from .identity import primary_identity
 from .status import code_name, decoding, status_for
 from .wire import check_item, hit_item, propagation
@@ -555,9 +555,10 @@ class DecisionService:
 
     def _observe_plan(self, context: Any, req: Any, result: Any, status: Any, start: float,
                       t0: float, size: int) -> None:  # fmt: skip
+        response = result.as_response() if result is not None else None
         record = CheckObservation(
             request=req.check if req is not None else None,
-            response=result.as_response() if result is not None else None,
+            response=response,
             error_code=code_name(status) if status else "",
             error_message=status.details if status else "",
             peer=context.peer(),
@@ -566,7 +567,9 @@ class DecisionService:
             start_time=start,
             latency_s=_perf_counter() - t0,
             rpc=PLAN_RPC,
-            request_size=size,
+            # The plan as the record keeps it (a decision: its message, reasons) counts as the
+            # HTTP adapter's replies do; the filter and SQL are the caller's, not the record's.
+            request_size=size + reply_weight(response) + len(status.details if status else ""),
         )
         try:
             self.observer.on_check(record)  # type: ignore[union-attr]

@@ -126,9 +126,7 @@ def build_record(
         record["effects"] = effect_counts(response)
     if obs.error_code:
         message = (
-            redact_credentials(masked.redact(obs.error_message))
-            if masked
-            else masker.redact_refused(obs.error_message)
+            _text(obs.error_message, masked) if masked else masker.redact_refused(obs.error_message)
         )
         record["error"] = {"code": obs.error_code, "message": message}
     record["latency_ms"] = latency_ms(obs.latency_s)
@@ -222,8 +220,8 @@ def _results(
             {
                 # A kind or action the scrub masked in the request (a `Bearer …` sent as
                 # one) is masked here too; the request half of the record says which.
-                "kind": masked.redact(r.kind) if masked else r.kind,
-                "id": ids.get((r.kind, r.id), r.id if masked is None else masked.redact(r.id)),
+                "kind": _echo(r.kind, masked),
+                "id": ids.get((r.kind, r.id)) or _echo(r.id, masked),
                 "actions": _actions(r.actions, masked),
             }
         )
@@ -235,7 +233,7 @@ def _actions(
 ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, d in actions.items():
-        key = masked.redact(name) if masked else name
+        key = _echo(name, masked)
         while key in out:  # two masked actions stay two decisions
             key += "'"
         out[key] = _action(d, masked)
@@ -252,12 +250,45 @@ def _action(d: ActionDecision, masked: Masked | None) -> dict[str, Any]:
         "reasons": list(d.reasons),
     }
     if d.obligations:
-        out["obligations"] = dict(d.obligations)
+        out["obligations"] = {k: _redact_deep(v, masked) for k, v in d.obligations.items()}
     if d.message:
-        out["message"] = masked.redact(d.message) if masked else d.message
+        out["message"] = _text(d.message, masked)
     if d.errors:
-        out["errors"] = [masked.redact(e) if masked else e for e in d.errors]
+        out["errors"] = [_text(e, masked) for e in d.errors]
     return out
+
+
+def _echo(text: str, masked: Masked | None) -> str:
+    """A kind, id or action name the request sent: the scrub read it there, and masked it
+    whole if it held a credential (`masked.secrets`); with no parsed request, read it now."""
+    if masked is None:
+        return redact_credentials(text)
+    return masked.redact(text) if masked.secrets else text
+
+
+def _text(text: str, masked: Masked | None) -> str:
+    """A string of the decision half of the record: the request's masked values blanked out
+    (a message quoting a masked attribute), then any credential left in it (a CEL error or
+    message quoting part of an attribute, a policy echoing a header). Runs on every message:
+    the pre-filter of `redact_credentials` inline."""
+    if masked is not None and masked.secrets:
+        text = masked.redact(text)
+    if "eyJ" in text or " " in text or not text.isprintable():
+        return redact_credentials(text)  # which reads for a scheme's name first
+    return text
+
+
+def _redact_deep(value: Any, masked: Masked | None) -> Any:
+    """An obligation's value (any JSON value a policy computed, often from the request) with
+    `_text` applied to every string in it."""
+    t = type(value)
+    if t is str:
+        return _text(value, masked)
+    if t is dict:
+        return {k: _redact_deep(v, masked) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [_redact_deep(v, masked) for v in value]
+    return value
 
 
 def _decision_time(obs: Observation) -> datetime:

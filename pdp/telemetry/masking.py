@@ -5,9 +5,10 @@ masked request stays replayable. Two layers:
 
 - **Always**: keys that carry credentials (`authorization`, `cookie`, `token`, `password`, ...)
   are dropped from every attribute object, at any depth, however they are spelt (`accessToken`,
-  `ACCESS-TOKEN`, `access.token`) and with any prefix (`sessionToken`, `X-Auth-Token`); string
-  values that are or hold credentials (`Bearer ...` anywhere in them, `Basic ...`, a JWT) are
-  replaced by the placeholder, wherever they are. No configuration turns this off.
+  `ACCESS-TOKEN`, `access.token`) and with any prefix (`sessionToken`, `X-Auth-Token`), as are
+  keys holding a credential; string values that are or hold a credential anywhere in them
+  (what `redact_credentials` finds in free text: `Bearer ...`, `Basic dXNl...`, `Digest ...`,
+  a JWT) are replaced by the placeholder, wherever they are. No configuration turns this off.
 - **Operator paths**: `principal.attr.email`, `resources[*].attr.ssn`, `context.attr.token`,
   `principal.actor.attr.*`. A path targets a value inside an `attr` object (any JSON value,
   replaced by the placeholder) or one of the scalar identity fields listed in
@@ -86,16 +87,28 @@ _LOOKALIKES = str.maketrans(
     "aeopcyxijsdhkmtbhaeopiktuvx" + TARGETS + "i",
 )
 
-# A string that is a credential, whatever key holds it: an HTTP auth header value or a compact
-# JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`).
+# `Bearer` (or `DPoP`) then one of these words, ending there, is prose (`the Bearer scheme`,
+# `no Bearer token was sent`), not a credential: the next word is masked otherwise, whatever it
+# is. A word that goes on (`the-abc123`, `token.x`) is still masked.
+_PROSE_AFTER_BEARER = (
+    r"(?!(?:of|the|a|an|and|or|to|is|are|was|were|in|on|for|with|without|by|as|not|no|only"
+    r"|must|scheme|schemes|token|tokens|auth|authentication|authorization|header|headers"
+    r"|credential|credentials|missing|required|expected|invalid|value)[,.;:!?)]?(?:\s|$))"
+)
+
+# A string that is a credential, whatever key holds it: a `Bearer` header value or a compact
+# JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`). The other schemes are
+# English words too (`Basic plan`): `holds_credential` reads them with a credential's shape.
 _CREDENTIAL_VALUE = re.compile(
-    r"^\s*(?:(?:bearer|basic|digest|negotiate)\s+\S|eyJ[\w-]*\.[\w-]+\.[\w-]*)", re.IGNORECASE
+    r"^\s*(?:bearer\s+" + _PROSE_AFTER_BEARER + r"\S|eyJ[\w-]*\.[\w-]+\.[\w-]*)",
+    re.IGNORECASE,
 )
 # One that holds a credential further in: `token=Bearer ...`, `Authorization: Bearer ...`, a
-# JWT in a URL. Searched for only when a substring test finds `eyJ` or `earer`/`EARER` (a
-# case-insensitive search over every logged string costs ten times the anchored match, and
-# lower-casing every string a tenth of the record): a token after `bEaReR` goes unnoticed.
-_INNER_CREDENTIAL = re.compile(r"\bbearer\s+\S|\beyJ[\w-]*\.[\w-]+\.[\w-]*", re.IGNORECASE)
+# JWT in a URL. Both are searched for only past `may_hold_credential`'s pre-filter (a
+# case-insensitive search over every logged string costs ten times the anchored match).
+_INNER_CREDENTIAL = re.compile(
+    r"\bbearer\s+" + _PROSE_AFTER_BEARER + r"\S|\beyJ[\w-]*\.[\w-]+\.[\w-]*", re.IGNORECASE
+)
 
 
 # Scalar identity fields an operator may mask, and what they become. `context.ip` must stay
@@ -213,7 +226,7 @@ class Masker:
 # Top-level request keys whose subtrees are scrubbed. Their own fixed keys (`id`, `tenant`,
 # `kind`, `actions`, `ip`, ...) never collide with `ALWAYS_DROPPED_KEYS`, so dropping keys at
 # any depth below them only ever touches free-form attribute keys.
-_HOLDERS = frozenset({"principal", "resources", "context"})
+_HOLDERS = frozenset({"principal", "resources", "context", "request_id"})
 
 
 # A value an error message quotes (`pdp.model.request` quotes them in backticks).
@@ -226,7 +239,7 @@ _QUOTED = re.compile(r"`([^`]*)`")
 # (`Basic validation failed` is no credential; `Basic dXNlcjpwYXNz` is).
 _AUTH_PARAM = r"[\w.-]+=(?:\"[^\"]*\"|[^\s,\"`=][^\s,\"`]*)"
 _CREDENTIAL_SPAN = re.compile(
-    r"\b(?:bearer|dpop)\s+[^\s`]+"
+    r"\b(?:bearer|dpop)\s+" + _PROSE_AFTER_BEARER + r"[^\s`]+"
     r"|\beyJ[\w-]*\.[\w-]+\.[\w-]*"
     r"|\b(?P<scheme>basic|digest|negotiate|ntlm|oauth|hoba|mutual|vapid|scram-sha-(?:1|256)"
     r"|aws4-hmac-sha256|gnap)\s+"
@@ -255,8 +268,45 @@ def _basic_pair(token: str) -> bool:
     return b":" in decoded
 
 
+def may_hold_credential(text: str) -> bool:
+    """The cheap pre-filter of every logged string: False only when `text` cannot hold a
+    credential (a span of `_CREDENTIAL_SPAN`, `_CREDENTIAL_VALUE`, `_INNER_CREDENTIAL`).
+    Each is a JWT (`eyJ`) or a scheme, whitespace and a token; every whitespace character but
+    the ASCII space is unprintable. Two substring tests and one scan in C: an id, a tenant, a
+    kind or a one-word attribute (most of a record's strings) stop there; a message or a
+    note (`principal tenant `a` differs from …`) then needs a scheme's name in it
+    (`_names_a_scheme`, a quarter of the search's cost) to be searched."""
+    return ("eyJ" in text or " " in text or not text.isprintable()) and _names_a_scheme(text)
+
+
+# What every credential pattern starts with, as `_names_a_scheme` reads text.
+_SCHEME_NAMES = (
+    "bearer", "dpop", "basic", "digest", "negotiate", "ntlm", "oauth", "hoba", "mutual",
+    "vapid", "scram-sha-", "aws4-hmac-sha256", "gnap", "eyj",
+)  # fmt: skip
+
+
+def _names_a_scheme(text: str) -> bool:
+    """Whether `text` holds one of `_SCHEME_NAMES` in any case, as the patterns'
+    `re.IGNORECASE` reads it: casefolding maps the long s and the Kelvin sign onto `s` and `k`;
+    the dotted capital and the dotless small i, which that flag reads as `i`, are mapped here."""
+    low = text.casefold()
+    if "\u0131" in low or "\u0307" in low:
+        low = low.replace("\u0131", "i").replace("\u0307", "")
+    return any(name in low for name in _SCHEME_NAMES)
+
+
+def holds_credential(text: str) -> bool:
+    """Whether `redact_credentials` would change `text` (a credential anywhere in it)."""
+    if not may_hold_credential(text):
+        return False
+    return any(_credential_span(m) == MASKED for m in _CREDENTIAL_SPAN.finditer(text))
+
+
 def redact_credentials(text: str) -> str:
     """`text` with every credential span (`_CREDENTIAL_SPAN`) replaced by the placeholder."""
+    if not may_hold_credential(text):
+        return text
     return _CREDENTIAL_SPAN.sub(_credential_span, text)
 
 
@@ -292,9 +342,18 @@ def _scrub(value: Any, secrets: set[str]) -> Any:
     # and request values are exactly JSON types (parse_check_request built them).
     t = type(value)
     if t is str:
-        if _CREDENTIAL_VALUE.match(value) or (
-            ("eyJ" in value or "earer" in value or "EARER" in value)
-            and _INNER_CREDENTIAL.search(value)
+        # A credential anywhere in the string masks all of it: a note, a URL, an id quoting
+        # `Authorization: Bearer …` or `Basic dXNl…` mid-text, at any depth.
+        # The pre-filter (`may_hold_credential`) inline and first: each pattern needs `eyJ` or
+        # whitespace, and most strings of a record (ids, tenants, roles) have neither.
+        if (
+            ("eyJ" in value or " " in value or not value.isprintable())
+            and _names_a_scheme(value)
+            and (
+                _CREDENTIAL_VALUE.match(value)
+                or _INNER_CREDENTIAL.search(value)
+                or holds_credential(value)
+            )
         ):
             secrets.add(value)
             return MASKED
@@ -352,7 +411,8 @@ def _is_dropped_key(key: str) -> bool:
     verdict = _key_verdicts.get(key)
     if verdict is None:
         normal = _normal_key(key)
-        verdict = normal in _DROPPED or normal.endswith(_SUFFIXES)
+        # A key that holds a credential (`{"Bearer eyJ…": true}`) is dropped as one naming it.
+        verdict = normal in _DROPPED or normal.endswith(_SUFFIXES) or _is_credential_value(key)
         if len(_key_verdicts) < MAX_KEY_CACHE:
             _key_verdicts[key] = verdict
     return verdict
