@@ -31,7 +31,6 @@ from pdp.server import wire
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
 from pdp.telemetry import intake
-from pdp.telemetry.intake import DEFAULT_QUEUE_BYTES
 
 from .serving import Served, wait_serving
 from .test_redteam16_log_queue import _free_port, _peak_rss_mb
@@ -56,11 +55,15 @@ spec:
     for k in range(RULES)
 )
 RESOURCES = 500
-CALLS = 600  # ~1 MB of reply each: ~0.6 GB queued when only requests count
+# A byte budget smaller than the default (`DEFAULT_QUEUE_BYTES`) shows the same bound with
+# fewer calls: without the reply counted, 120 calls of ~1 MB of reply (~4.5 MB of server
+# memory each, queued) pass any bound on the peak that holds with it.
+QUEUE_BYTES = 8 * 2**20
+CALLS = 120
 CALLERS = 4
 # As in test_redteam16_log_queue: far above what the server needs with the budget, far below
 # what the queued replies take without it.
-MAX_PEAK_RSS_MB = 150 + 4 * DEFAULT_QUEUE_BYTES // 2**20
+MAX_PEAK_RSS_MB = 150 + 4 * QUEUE_BYTES // 2**20
 
 
 def batch(i: int) -> pb.CheckRequest:
@@ -80,7 +83,8 @@ def serve_with_stalled_stdout(policies: Path, *args: str) -> Iterator[tuple[Serv
     proc = subprocess.Popen(
         [sys.executable, "-m", "pdp.cli.main", "serve", "--no-pin-workers", "--workers", "1",
          "--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--otel", "off",
-         "--decision-cache", "0", "--decision-log", "stdout", *args],
+         "--decision-cache", "0", "--decision-log", "stdout",
+         "--log-queue-bytes", str(QUEUE_BYTES), *args],
         stdout=stalled_w,
         stderr=subprocess.PIPE,
         text=True,
