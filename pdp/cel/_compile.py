@@ -26,8 +26,6 @@ from pdp.cel._library import GLOBALS, MEMBERS, Fn
 from pdp.cel._macros import MACROS as _MACROS
 from pdp.cel._macros import (
     add_charged,
-    scan_work,
-    work,
     call_charged,
     eq_charged,
     in_charged,
@@ -35,6 +33,8 @@ from pdp.cel._macros import (
     iter_range,
     macro_error,
     ne_charged,
+    scan_work,
+    work,
 )
 from pdp.cel._network import CidrSet
 from pdp.cel._operators import _OPERATORS, Operators, _small
@@ -544,7 +544,9 @@ class Compiler(Operators):
             t, c = bound[0]
             test = " and ".join(tests).replace(t, f"({t} := {c.expr})", 1)
         else:  # all set first: a test that fails skips the ones after it
-            test = f"({', '.join(f'({t} := {c.expr})' for t, c in bound)},) and {' and '.join(tests)}"
+            test = (
+                f"({', '.join(f'({t} := {c.expr})' for t, c in bound)},) and {' and '.join(tests)}"
+            )
         return Code(
             f"({impl}({args}) if {test} else _call_w({self.budget()}, {impl}, {args}))",
             spec.kind,

@@ -81,7 +81,9 @@ def in_charged(a: Any, b: Any, budget: list[Any]) -> bool:
             # A long string compared with each element of its length, character by character:
             # `l.all(x, C.long in l)` with a 10,000-character `C.long` and a request list of
             # 10,000 such strings compared 10^8 characters per iteration for 1,000 iterations.
-            units = len(b) * CHARS_PER_ITERATION + _same_size(a, b) * len(a) * ELEMENTS_PER_ITERATION
+            units = (
+                len(b) * CHARS_PER_ITERATION + _same_size(a, b) * len(a) * ELEMENTS_PER_ITERATION
+            )
             _spend(budget, units // (ELEMENTS_PER_ITERATION * CHARS_PER_ITERATION))
         else:
             _spend(budget, len(b) // ELEMENTS_PER_ITERATION)

@@ -149,7 +149,9 @@ class Operators(_Base):
         elif self.loops:
             slow = charged.format(budget=self.budget())
         else:
-            slow = f"({plain} if {ta}.__class__ in _SCAL else {charged.format(budget=self.budget())})"
+            slow = (
+                f"({plain} if {ta}.__class__ in _SCAL else {charged.format(budget=self.budget())})"
+            )
         return _code(
             f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
             f"is str else {slow})",
