@@ -58,6 +58,12 @@ def scan_work(x: Any, cap: int) -> int:
 # long string (pdp/cel/_operators.py), with the evaluation's budget made on first use.
 
 
+def _charge(budget: list[Any], n: int) -> None:
+    """`_spend`, for an operation that may cost nothing: one over small values reads no clock."""
+    if n:
+        _spend(budget, n)
+
+
 def _same_size(a: Any, b: Any) -> int:
     """How many elements of list `b` Python's `a in b` compares with string `a` character by
     character: those of the same length (its `==` tells strings of different lengths apart
@@ -74,9 +80,7 @@ def in_charged(a: Any, b: Any, budget: list[Any]) -> bool:
     if cb is list or cb is tuple:  # a map lookup is one step
         ca = a.__class__
         if ca is list or ca is tuple or ca is dict or isinstance(a, dict):
-            _spend(
-                budget, scan_work(b, budget[0])
-            )  # a list or map compared with each element, deeply
+            _charge(budget, scan_work(b, budget[0]))  # compared with each element, deeply
         elif (ca is str or ca is bytes) and len(a) >= CHARS_PER_ITERATION:
             # A long string compared with each element of its length, character by character:
             # `l.all(x, C.long in l)` with a 10,000-character `C.long` and a request list of
@@ -84,16 +88,16 @@ def in_charged(a: Any, b: Any, budget: list[Any]) -> bool:
             units = (
                 len(b) * CHARS_PER_ITERATION + _same_size(a, b) * len(a) * ELEMENTS_PER_ITERATION
             )
-            _spend(budget, units // (ELEMENTS_PER_ITERATION * CHARS_PER_ITERATION))
+            _charge(budget, units // (ELEMENTS_PER_ITERATION * CHARS_PER_ITERATION))
         else:
-            _spend(budget, len(b) // ELEMENTS_PER_ITERATION)
+            _charge(budget, len(b) // ELEMENTS_PER_ITERATION)
     return v.in_(a, b)
 
 
 def add_charged(a: Any, b: Any, budget: list[Any]) -> Any:
     # Charged before it builds: `false && <this>` absorbs the error, and the work must not be
     # done again on every iteration that follows.
-    _spend(budget, work(a) + work(b))
+    _charge(budget, work(a) + work(b))
     return v.add(a, b)
 
 
@@ -111,19 +115,19 @@ def _eq_work(a: Any, b: Any, budget: list[Any]) -> int:
 
 
 def eq_charged(a: Any, b: Any, budget: list[Any]) -> bool:
-    _spend(budget, _eq_work(a, b, budget))
+    _charge(budget, _eq_work(a, b, budget))
     return v.eq(a, b)
 
 
 def ne_charged(a: Any, b: Any, budget: list[Any]) -> bool:
-    _spend(budget, _eq_work(a, b, budget))
+    _charge(budget, _eq_work(a, b, budget))
     return v.ne(a, b)
 
 
 def call_charged(budget: list[Any], fn: Any, *args: Any) -> Any:
-    _spend(budget, sum(scan_work(a, budget[0]) for a in args))  # what it scans, before it runs
+    _charge(budget, sum(scan_work(a, budget[0]) for a in args))  # what it scans, before it runs
     out = fn(*args)
-    _spend(budget, work(out))
+    _charge(budget, work(out))
     return out
 
 
