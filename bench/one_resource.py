@@ -33,7 +33,8 @@ in process by `Engine.check`, and prints the milliseconds it took:
   any comprehension (`regex-cap-2k` a hundred times over);
 - `regex-40-rules`: 40 allow rules on one action, each one such `matches`;
 - `eq-300-rules`: 300 allow rules on one action, each comparing two lists of 9,000 integers
-  that differ in their last (no comprehension, no regex: nothing charged).
+  that differ in their last (no comprehension, no regex; charged since session 20, as work on
+  large values is outside comprehensions too: 900 iterations each).
 
 With `--deadline-ms D` each case also runs under a deadline of D ms from its start (the
 engine's `stop_at`, as the servers pass it) and prints how long it took to stop, that it was
@@ -44,9 +45,10 @@ ms from its start after it began, as `pdp serve`'s drain does at the end of its 
 `--hot-path` measures instead what the deadline checks cost the ordinary decision: thread CPU
 per `engine.check` on bench/miss_path.py's varied 1x3 and 20x3 requests (the example policies,
 which have no comprehension) without and with a deadline, alternating, best of `--rounds`;
-and µs per evaluation of two comprehension conditions and two `matches` (an e-mail pattern,
-alone and in a comprehension of two items). Run it with PYTHONPATH set to another
-checkout to measure that one (a checkout without `stop_at` prints the no-deadline column twice).
+and µs per evaluation of two comprehension conditions, two `matches` (an e-mail pattern,
+alone and in a comprehension of two items) and four operations over small values outside
+comprehensions (`in`, `==` of lists, `containsAny`, `startsWith`: not charged). Run another
+checkout's copy of this file to measure that one (a checkout without `stop_at` prints the no-deadline column twice).
 The figures and the commands that printed them are in bench/RESULTS.md.
 """
 
@@ -239,6 +241,11 @@ def hot_path(rounds: int) -> None:
         "principal.attr.g.exists(g, g in resource.attr.r)",
         "resource.attr.email.matches('^[a-z]+@example\\\\.com$')",
         "principal.attr.l.exists(p, resource.attr.email.matches('^[a-z]+@example\\\\.com$'))",
+        # Outside comprehensions, over small values: not charged (no budget, no clock).
+        "'editor' in principal.roles",
+        "principal.attr.l == [1, 2]",
+        "principal.attr.l.containsAny([2, 3])",
+        "resource.attr.email.startsWith('alice')",
     ):
         f = compile_cel_bool(src, CelEnv())
         best = min(timeit.repeat(lambda f=f: f(act), number=2000, repeat=rounds // 2))

@@ -1,9 +1,10 @@
 """The work budget of one CEL evaluation and the call's stop time, which every charge checks.
 
 One evaluation is one call of a compiled expression: a rule's condition (its variables
-inlined), a derived role's condition, a rate limit's key or cost. Its comprehensions and
-its RE2 compiles and scans, wherever they are in the expression, draw on one budget of
-`MAX_ITERATIONS`; each rule, derived role or action evaluated after it has a budget of its
+inlined), a derived role's condition, a rate limit's key or cost. Its comprehensions, its
+RE2 compiles and scans, and its operations on large values (`==` of lists or maps, `in` of a
+list, `+`, library calls and conversions given a list, a map or a long string), wherever
+they are in the expression, draw on one budget of `MAX_ITERATIONS`; each rule, derived role or action evaluated after it has a budget of its
 own, and what bounds a call's time is its stop time (`Deadline`), checked at every charge.
 """
 
@@ -30,6 +31,11 @@ MAX_ITERATIONS = 100_000
 # elements a body builds or scans (`in`, `+`, `==` on lists and maps, a library call), and
 # every hundred characters of a string, cost one iteration. What one evaluation may build in
 # all is then ~10^6 elements or ~10^7 characters, and its CPU a fraction of a second.
+# The same operations outside comprehensions draw on it too, when an operand is a list or a
+# map or a string of 100 characters or more (smaller ones are not worth a charge): seven
+# rules of `a == b || a == b ...` 600 times over two request lists of 9,000 strings were
+# ~7 s of work no stop time could interrupt. A variable used N times in a condition runs its
+# work N times, each charged: the budget bounds that too.
 ELEMENTS_PER_ITERATION = 10
 CHARS_PER_ITERATION = 100
 
@@ -77,8 +83,9 @@ def _spend(budget: list[Any], n: int) -> None:
     charge also reads the clock when the call has a stop time. The budget bounds one
     evaluation's work, not its time (an RE2 compile or scan is one charge that can take
     milliseconds; one rule or action after another each get a fresh budget), so the stop time
-    is checked here, on every charge: once per comprehension range, per charged operation of a
-    body, and per RE2 compile or scan wherever it is."""
+    is checked here, on every charge: once per comprehension range, per charged operation (in
+    a comprehension body any, elsewhere one given a large value), and per RE2 compile or scan
+    wherever it is."""
     budget[0] -= n
     if budget[0] < 0:
         over_budget()
@@ -96,9 +103,9 @@ REGEX_UNITS_PER_ITERATION = 1_000
 
 def over_budget() -> NoReturn:
     fail(
-        f"comprehensions and regular expressions work more than {MAX_ITERATIONS} iterations "
-        f"in one evaluation, counting comprehension bodies' work ({ELEMENTS_PER_ITERATION} "
-        f"list elements or {CHARS_PER_ITERATION} characters built or scanned count as one) "
-        f"and RE2's ({REGEX_UNITS_PER_ITERATION:,} program instructions x bytes scanned, or "
-        f"one instruction of a caller's pattern compiled, count as one)"
+        f"comprehensions, regular expressions and operations on large values work more than "
+        f"{MAX_ITERATIONS} iterations in one evaluation ({ELEMENTS_PER_ITERATION} list "
+        f"elements or {CHARS_PER_ITERATION} characters built or scanned count as one, and "
+        f"{REGEX_UNITS_PER_ITERATION:,} RE2 program instructions x bytes scanned, or one "
+        f"instruction of a caller's pattern compiled)"
     )

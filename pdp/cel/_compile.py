@@ -33,9 +33,11 @@ from pdp.cel._macros import (
     iter_range,
     macro_error,
     ne_charged,
+    scan_work,
+    work,
 )
 from pdp.cel._network import CidrSet
-from pdp.cel._operators import _OPERATORS, Operators
+from pdp.cel._operators import _OPERATORS, Operators, _small
 from pdp.cel._regex import Regex, matches_charged
 from pdp.errors import CelCompileError, CelEvalError
 
@@ -164,6 +166,15 @@ _RUNTIME["_matches_w"] = matches_charged
 _RUNTIME["_macro_error"] = macro_error
 _RUNTIME["_wrap"] = wrap_error
 _RUNTIME["_map"] = _map_build
+_RUNTIME["_MAXI"] = MAX_ITERATIONS
+_RUNTIME["_STOP"] = STOP_AT
+# Classes whose values every operation handles in constant time (or, for a short string,
+# next to it): an operand of these needs no budget outside a comprehension.
+_RUNTIME["_SCAL"] = frozenset(
+    {int, float, bool, type(None), v.CelUint, str, bytes, datetime, timedelta}
+)
+_RUNTIME["_LT"] = v.LISTS
+_RUNTIME["_SMALL"] = frozenset({int, float, bool, type(None), v.CelUint, datetime, timedelta})
 
 # The builtins of every generated function: Python's, plus the runtime above. Python looks a
 # name up in the function's globals, then in its builtins, so each function's own globals hold
@@ -217,6 +228,7 @@ class Compiler(Operators):
         self.inlined = 0  # variable references inlined so far (see `_MAX_INLINED`)
         self.budgeted = False  # a comprehension or `matches`: the function keeps a work budget
         self.loops = 0  # comprehension bodies around the node being compiled
+        self.lazy_budget = False  # an operation outside comprehensions may make the budget
 
     @property
     def env(self) -> CelEnv:
@@ -502,9 +514,43 @@ class Compiler(Operators):
             self.budgeted = True
             return Code(f"_matches_w(_budget, {codes[0].expr}, {codes[1].expr})", spec.kind)
         impl = self.glob(spec.impl, "fn")
-        if self.loops and name not in _O1_FUNCTIONS:
+        if name in _O1_FUNCTIONS:
+            return Code(f"{impl}({', '.join(c.expr for c in codes)})", spec.kind)
+        if self.loops:
             return Code(f"_call_w(_budget, {impl}, {', '.join(c.expr for c in codes)})", spec.kind)
-        return Code(f"{impl}({', '.join(c.expr for c in codes)})", spec.kind)
+        # Elsewhere charged when an argument is a list or map or a long string: `join`,
+        # `split`, `replace`, the set helpers, conversions scan or build what they are given.
+        temps: list[str] = []
+        tests: list[str] = []
+        for c in codes:
+            if c.const:
+                if scan_work(c.value, 1) or work(c.value):
+                    tests.append("False")
+                temps.append(c.expr)
+                continue
+            t = self.tmp()
+            temps.append(t)
+            test = _small(c, t)
+            if test != "True":
+                tests.append(test)
+        if not tests:
+            return Code(f"{impl}({', '.join(c.expr for c in codes)})", spec.kind)
+        if "False" in tests:  # a large constant: always charged
+            exprs = ", ".join(c.expr for c in codes)
+            return Code(f"_call_w({self.budget()}, {impl}, {exprs})", spec.kind)
+        args = ", ".join(temps)
+        bound = [(t, c) for t, c in zip(temps, codes) if not c.const]
+        if len(bound) == 1:  # the test sets the one temporary (its first use comes first)
+            t, c = bound[0]
+            test = " and ".join(tests).replace(t, f"({t} := {c.expr})", 1)
+        else:  # all set first: a test that fails skips the ones after it
+            test = (
+                f"({', '.join(f'({t} := {c.expr})' for t, c in bound)},) and {' and '.join(tests)}"
+            )
+        return Code(
+            f"({impl}({args}) if {test} else _call_w({self.budget()}, {impl}, {args}))",
+            spec.kind,
+        )
 
     def regex(self, subject: Code, pattern: str, node: A.Node) -> Code:
         """`s.matches('<constant>')`: the pattern is compiled now, so one RE2 refuses is a
@@ -565,6 +611,16 @@ class Compiler(Operators):
         finally:
             self.loops -= 1
 
+    def budget(self) -> str:
+        """The expression of the evaluation's budget where an operation is charged. In a
+        comprehension it exists (`_header`). Elsewhere it is made on the first charge the
+        evaluation makes, so that the ordinary condition, which charges nothing (its operands
+        are small), never builds one: `_budget` is None until then."""
+        if self.loops:
+            return "_budget"
+        self.lazy_budget = True
+        return "(_budget or (_budget := [_MAXI, act.get(_STOP, _NEVER)]))"
+
     def too_deep(self) -> bool:
         return self.depth >= _MAX_BLOCK_DEPTH
 
@@ -572,11 +628,15 @@ class Compiler(Operators):
         """Emit `build()` inside a nested function: a fresh block-nesting budget for Python."""
         fname = self.tmp("f")
         self.emit(f"def {fname}():")
+        mark = len(self.lines)
         saved = self.depth
         self.depth = 0
         with self.block(counts=False):
             code = build()
             self.emit(f"return {code.expr}")
+            if any("_budget :=" in line for line in self.lines[mark:]):
+                # The budget made in here is the evaluation's, the enclosing function's local.
+                self.lines.insert(mark, "    " * self.indent + "nonlocal _budget")
         self.depth = saved
         return Code(f"{fname}()", code.kind)
 
@@ -739,6 +799,8 @@ def generate(
     if comp.budgeted:
         # [iterations left, the call's stop time] (`pdp.cel._budget._spend`)
         head.append(f"        _budget = [{MAX_ITERATIONS}, act.get({STOP_AT!r}, _NEVER)]")
+    elif comp.lazy_budget:
+        head.append("        _budget = None  # made by the first charge (`Compiler.budget`)")
     for name in sorted(comp.loads):
         if name == "now":
             head.append("        now = _now(act)")

@@ -53,9 +53,26 @@ def scan_work(x: Any, cap: int) -> int:
     return units // (ELEMENTS_PER_ITERATION * CHARS_PER_ITERATION)
 
 
-# The charged forms of the operations whose cost grows with their operands, which the compiler
-# emits inside comprehension bodies only (elsewhere each runs once per evaluation, on values the
-# request limits bound).
+# The charged forms of the operations whose cost grows with their operands. In a comprehension
+# body the compiler emits them always; elsewhere only when an operand is a list or map or a
+# long string (pdp/cel/_operators.py), with the evaluation's budget made on first use.
+
+
+def _charge(budget: list[Any], n: int) -> None:
+    """`_spend`, for an operation that may cost nothing: one over small values reads no clock."""
+    if n:
+        _spend(budget, n)
+
+
+def _same_size(a: Any, b: Any) -> int:
+    """How many elements of list `b` Python's `a in b` compares with string `a` character by
+    character: those of the same length (its `==` tells strings of different lengths apart
+    at once). An element of another class with that length is counted too: a little over."""
+    n = len(a)
+    try:
+        return list(map(len, b)).count(n)  # a C loop: cheaper than what it prices
+    except TypeError:  # an element without a length (a number, a bool, null)
+        return sum(1 for e in b if e.__class__ is a.__class__ and len(e) == n)
 
 
 def in_charged(a: Any, b: Any, budget: list[Any]) -> bool:
@@ -63,35 +80,54 @@ def in_charged(a: Any, b: Any, budget: list[Any]) -> bool:
     if cb is list or cb is tuple:  # a map lookup is one step
         ca = a.__class__
         if ca is list or ca is tuple or ca is dict or isinstance(a, dict):
-            _spend(
-                budget, scan_work(b, budget[0])
-            )  # a list or map compared with each element, deeply
+            _charge(budget, scan_work(b, budget[0]))  # compared with each element, deeply
+        elif (ca is str or ca is bytes) and len(a) >= CHARS_PER_ITERATION:
+            # A long string compared with each element of its length, character by character:
+            # `l.all(x, C.long in l)` with a 10,000-character `C.long` and a request list of
+            # 10,000 such strings compared 10^8 characters per iteration for 1,000 iterations.
+            units = (
+                len(b) * CHARS_PER_ITERATION + _same_size(a, b) * len(a) * ELEMENTS_PER_ITERATION
+            )
+            _charge(budget, units // (ELEMENTS_PER_ITERATION * CHARS_PER_ITERATION))
         else:
-            _spend(budget, len(b) // ELEMENTS_PER_ITERATION)
+            _charge(budget, len(b) // ELEMENTS_PER_ITERATION)
     return v.in_(a, b)
 
 
 def add_charged(a: Any, b: Any, budget: list[Any]) -> Any:
     # Charged before it builds: `false && <this>` absorbs the error, and the work must not be
     # done again on every iteration that follows.
-    _spend(budget, work(a) + work(b))
+    _charge(budget, work(a) + work(b))
     return v.add(a, b)
 
 
+def _eq_work(a: Any, b: Any, budget: list[Any]) -> int:
+    """What `a == b` compares: lists or maps of the same size element by element, deeply
+    (a string's `==` is a memcmp, left uncharged; operands of different sizes or kinds differ
+    at once)."""
+    ca = a.__class__
+    if ca is str or not (ca is list or ca is tuple or ca is dict or isinstance(a, dict)):
+        return 0
+    cb = b.__class__
+    if not (cb is list or cb is tuple or cb is dict or isinstance(b, dict)) or len(a) != len(b):
+        return 0
+    return scan_work(a, budget[0])
+
+
 def eq_charged(a: Any, b: Any, budget: list[Any]) -> bool:
-    _spend(budget, scan_work(a, budget[0]) if a.__class__ is not str else 0)
+    _charge(budget, _eq_work(a, b, budget))
     return v.eq(a, b)
 
 
 def ne_charged(a: Any, b: Any, budget: list[Any]) -> bool:
-    _spend(budget, scan_work(a, budget[0]) if a.__class__ is not str else 0)
+    _charge(budget, _eq_work(a, b, budget))
     return v.ne(a, b)
 
 
 def call_charged(budget: list[Any], fn: Any, *args: Any) -> Any:
-    _spend(budget, sum(scan_work(a, budget[0]) for a in args))  # what it scans, before it runs
+    _charge(budget, sum(scan_work(a, budget[0]) for a in args))  # what it scans, before it runs
     out = fn(*args)
-    _spend(budget, work(out))
+    _charge(budget, work(out))
     return out
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pdp.cel import _ast as A
 from pdp.cel import _values as v
+from pdp.cel._budget import CHARS_PER_ITERATION, ELEMENTS_PER_ITERATION
 from pdp.errors import CelEvalError
 
 if TYPE_CHECKING:
@@ -137,10 +138,20 @@ class Operators(_Base):
             other = b if a.kind == "null" else a
             return _code(f"({other.expr} is {'not ' if negate else ''}None)", "bool")
         ta, tb = self.tmp(), self.tmp()
-        if self.loops:  # comparing two lists or maps costs their size: charged in a body
-            slow = f"{'_ne_w' if negate else '_eq_w'}({ta}, {tb}, _budget)"
+        plain = f"{'_ne' if negate else '_eq'}({ta}, {tb})"
+        # Comparing two lists or maps costs their size: charged, in a comprehension body or
+        # not (`a == b || a == b ...` over two request lists compared 10^7 elements in one
+        # condition with nothing to stop it). A scalar on either side differs or matches at
+        # once: nothing to charge.
+        charged = f"{'_ne_w' if negate else '_eq_w'}({ta}, {tb}, {{budget}})"
+        if _scalar(a) or _scalar(b):
+            slow = plain
+        elif self.loops:
+            slow = charged.format(budget=self.budget())
         else:
-            slow = f"{'_ne' if negate else '_eq'}({ta}, {tb})"
+            slow = (
+                f"({plain} if {ta}.__class__ in _SCAL else {charged.format(budget=self.budget())})"
+            )
         return _code(
             f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
             f"is str else {slow})",
@@ -202,13 +213,27 @@ class Operators(_Base):
             )
         if self.loops:  # a list scan costs the list's size: charged in a body
             return _code(f"_in_w({a.expr}, {b.expr}, _budget)", "bool")
-        if a.kind == "string":
-            t = self.tmp()
-            return _code(
-                f"({a.expr} in {t} if ({t} := {b.expr}).__class__ in _LD else _in({a.expr}, {t}))",
-                "bool",
-            )
-        return _code(f"_in({a.expr}, {b.expr})", "bool")
+        # Elsewhere too, unless the list is short and what it compares a scalar or a string
+        # (a map lookup is one step; a few strings compared are a few memcmps, as `==` is):
+        # `x in l` 600 times over a request list of 20,000 ran with nothing to stop it.
+        tb = self.tmp()
+        few = (
+            f"({tb} := {b.expr}).__class__ is dict "
+            f"or {tb}.__class__ in _LT and len({tb}) < {ELEMENTS_PER_ITERATION}"
+        )
+        if a.const or _is_simple(a.expr):
+            ta = a.expr
+            if a.kind == "string" or _scalar(a):
+                cheap = few
+            else:
+                cheap = f"({few}) and {ta}.__class__ in _SCAL"
+        else:
+            ta = self.tmp()
+            # `&`, not `and`: both sides run, so both temporaries are set whatever the first is.
+            test = "is str" if a.kind == "string" else "in _SCAL"
+            cheap = f"(({ta} := {a.expr}).__class__ {test}) & ({few})"
+        fast = f"{ta} in {tb}" if a.kind == "string" else f"_in({ta}, {tb})"
+        return _code(f"({fast} if {cheap} else _in_w({ta}, {tb}, {self.budget()}))", "bool")
 
     def index(self, node: A.Call) -> Code:
         a, b = (self.c(x) for x in node.args)
@@ -235,14 +260,55 @@ class Operators(_Base):
         )
         if node.fn != "_+_" and kind == "string":
             kind = None
-        if self.loops and fn == "add" and kind not in ("int", "double", "uint"):
+        if fn != "add" or kind in ("int", "double", "uint") or _scalar(a, b, strings=False):
+            return _code(f"_{fn}({a.expr}, {b.expr})", kind)
+        if self.loops:
             return _code(f"_add_w({a.expr}, {b.expr}, _budget)", kind)  # what it builds
-        return _code(f"_{fn}({a.expr}, {b.expr})", kind)
+        # Elsewhere, charged when what it builds is a list or map or a long string.
+        ta, tb = self.tmp(), self.tmp()
+        cheap = (
+            f"({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ and "
+            f"({ta}.__class__ in _NUM or {ta}.__class__ is str "
+            f"and len({ta}) + len({tb}) < {CHARS_PER_ITERATION})"
+        )
+        return _code(
+            f"(_add({ta}, {tb}) if {cheap} else _add_w({ta}, {tb}, {self.budget()}))", kind
+        )
 
 
 _ORDER = {"_<_": "lt", "_<=_": "le", "_>_": "gt", "_>=_": "ge"}
 _ORDER_OP = {"_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">="}
 _ARITH = {"_+_": "add", "_-_": "sub", "_*_": "mul", "_/_": "div", "_%_": "mod"}
+
+
+# Static kinds of values no operation takes more than constant time over.
+_SCALAR_KINDS = frozenset(
+    {"int", "uint", "double", "bool", "null", "timestamp", "duration", "type", "ip", "cidr"}
+)
+
+
+def _scalar(*codes: Code, strings: bool = True) -> bool:
+    """Is one of `codes` known at compile time to be a scalar (a string too, with `strings`:
+    `==` and `in` with a string on one side compare no list or map)?"""
+    for c in codes:
+        if c.kind in _SCALAR_KINDS or (strings and c.kind in ("string", "bytes")):
+            return True
+        if c.const and c.value.__class__ not in (list, tuple, dict):
+            return True
+    return False
+
+
+def _is_simple(expr: str) -> bool:
+    return expr.isidentifier()
+
+
+def _small(a: Code, t: str) -> str:
+    """A test that the value of `a`, held in `t`, is a scalar or a short string."""
+    if a.kind in _SCALAR_KINDS:
+        return "True"
+    if a.kind == "string":
+        return f"len({t}) < {CHARS_PER_ITERATION}"
+    return f"({t}.__class__ in _SMALL or {t}.__class__ is str and len({t}) < {CHARS_PER_ITERATION})"
 
 
 def _fast_num_guard(c: Code) -> str | None:

@@ -27,7 +27,7 @@ from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 from .real_pdp import Served, pdp_serve
 
-CHARGED = "counting comprehension bodies' work"
+CHARGED = "10 list elements or 100 characters built or scanned count as one"
 
 # Bodies whose cost grows with a request value, each with what it computes in Python. Over
 # N = 5,000 items each would do 2.5 x 10^7 element operations or more without the charge.

@@ -26,7 +26,7 @@ from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 from .real_pdp import Served, pdp_serve
 
-CHARGED = "counting comprehension bodies' work"
+CHARGED = "10 list elements or 100 characters built or scanned count as one"
 
 POLICY = """
 apiVersion: pdp/v1
