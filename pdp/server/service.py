@@ -355,8 +355,9 @@ class DecisionService:
                 if split[1]:  # a hit skips the conversion, which checks the id otherwise
                     check_request_id(split[1], self.limits)
                 return self._from_cache(entry, split[1], observed)
-        request = request_from_proto(_parse(data), self.limits)
+        # Before the parse: a large request's parsing spends the caller's time too.
         stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
+        request = request_from_proto(_parse(data), self.limits)
         # The engine's stop time: the call's deadline, or the end of the drain's grace if
         # shutdown begins first (`begin_drain` lowers it while the call runs).
         stop = Deadline(stop_at)
