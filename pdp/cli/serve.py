@@ -489,7 +489,10 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
         cpu = max(machine_cpus) if len(machine_cpus) > 1 else None
     if cpu is not None:
         # Before any thread exists, so every thread of this worker inherits it.
-        os.sched_setaffinity(0, {cpu})
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:  # a CPU this process may not use (`--cpu`, a worker's flag)
+            return _fail(f"--cpu {cpu}: cannot run on it ({exc.strerror or exc})")
     config = server_config(args)
     if isinstance(config, str):
         return _fail(config)
