@@ -765,7 +765,7 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
             limits_fd=channel.fileno() if channel is not None else None,
             close=ready.supervisor_fds(),  # the other workers' pipes are not the worker's
         )
-        ready.spawned(fds)
+        ready.spawned(fds, i, proc.pid)
         if channel is not None:
             channel.close()  # the worker's copy is its own now
         return proc
@@ -786,8 +786,10 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
         status = 0
         while not stopping.is_set():
             ready.wait(0.2)
-            if bundles is not None and bundles.tick():
-                ready.poke_all()
+            if bundles is not None:
+                if bundles.tick():
+                    ready.poke_all()
+                ready.expect(bundles.active_sha)
             for i, (proc, started) in enumerate(workers):
                 code = proc.poll()
                 if code is None:
