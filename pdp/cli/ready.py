@@ -13,6 +13,9 @@ restarted after a crash is sent `ready` once it has a bundle.
 With `--bundle`, the supervisor alone polls the source and writes `sync` to every worker when
 it has a new bundle or status for them (pdp.bundle.handoff): the workers serve the one
 revision the supervisor verified, and a source that hangs for one request holds nobody back.
+A worker that refuses that bundle (it checks it again) reports `refused SHA`; the supervisor
+logs it and writes `hold` to every worker (NOT_SERVING) until every worker serves its bundle,
+then `ready` again. A worker still swapping is not a refusal: health does not flap for it.
 """
 
 from __future__ import annotations
