@@ -701,6 +701,12 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return _fail("--workers > 1 needs fixed ports (port 0 would differ per worker)")
+    from .worker import encode
+
+    try:  # what a replacement worker is given (pdp.cli.worker): checked before any starts
+        encode(args, recheck_eviction)
+    except (TypeError, ValueError) as exc:
+        return _fail(f"--workers: the settings cannot be handed to a new worker: {exc}")
     counter_server = None
     if args.limits_store == "memory":
         # One set of buckets for all workers, here: N private ones would admit N times each
