@@ -642,6 +642,7 @@ def _fork_worker(args: argparse.Namespace, recheck_eviction: bool, **worker: obj
         # (the supervisor's handlers, inherited, would only set its flag here).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # the supervisor's stops it, not a worker
         for fd in close:  # type: ignore[attr-defined]
             with contextlib.suppress(OSError):
                 os.close(fd)

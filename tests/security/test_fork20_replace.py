@@ -73,6 +73,16 @@ def _cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
+def _exec_cmdline(pid: int) -> list[str]:
+    """The command line of a process just started by exec: empty for a moment inside execve
+    (the kernel sets the new one up after the old image is gone)."""
+    deadline = time.monotonic() + WAIT_CAP_S
+    while (line := _cmdline(pid)) == [""]:
+        assert time.monotonic() < deadline, f"{pid} has no command line"
+        time.sleep(0.01)
+    return line
+
+
 def test_a_worker_killed_while_the_poller_downloads_is_replaced_and_serves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,7 +112,7 @@ def test_a_worker_killed_while_the_poller_downloads_is_replaced_and_serves(
                 served.wait_for(f"worker {victim} replaced by worker", timeout=WAIT_CAP_S)
                 new = int(re.findall(rf"worker {victim} replaced by worker (\d+)",
                                      served.output())[-1])  # fmt: skip
-                assert "pdp.cli.worker" in _cmdline(new)  # a new interpreter, not a fork
+                assert "pdp.cli.worker" in _exec_cmdline(new)  # a new interpreter, not a fork
                 served.wait_for(f"pdp.bundle[{new}]: activated bundle things 2.0.0",
                                 timeout=WAIT_CAP_S)  # fmt: skip
                 by_worker = _by_worker(port)  # both live workers answer, with 2.0.0
