@@ -28,7 +28,9 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,65 @@ log = logging.getLogger("pdp.bundle")
 
 BUNDLE_FILE = "active.pdpb"
 STATUS_FILE = "status.json"
+PREFIX = "pdp-bundles-"
+# `PID STARTTIME` of the supervisor that owns the directory: a supervisor killed (SIGKILL, the
+# OOM killer) leaves its directory behind; the next one to start removes it.
+OWNER_FILE = "supervisor.pid"
+# A directory without an owner file is a supervisor's between mkdtemp and writing it, or one
+# from before owner files: left alone until it is this old.
+_UNOWNED_GRACE_S = 600.0
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat, field 22), which
+    tells a live owner from a later process given the same pid; "" when there is none."""
+    try:
+        line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return line.rsplit(")", 1)[-1].split()[19]  # fields after `(comm)` start at field 3
 
 
 def make_handoff_dir() -> Path:
-    """A fresh private directory (mode 0700: mkdtemp) for one supervisor's bundles."""
-    return Path(tempfile.mkdtemp(prefix="pdp-bundles-"))
+    """A fresh private directory (mode 0700: mkdtemp) for one supervisor's bundles, after
+    removing those of supervisors that died without removing theirs."""
+    remove_stale_handoff_dirs()
+    directory = Path(tempfile.mkdtemp(prefix=PREFIX))
+    pid = os.getpid()
+    _replace(directory / OWNER_FILE, f"{pid} {_start_time(pid)}\n".encode())
+    return directory
+
+
+def _owner_alive(directory: Path) -> bool:
+    try:
+        pid_text, start = (directory / OWNER_FILE).read_text().split()
+        pid = int(pid_text)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            return time.time() - directory.stat().st_mtime < _UNOWNED_GRACE_S
+        return False
+    except (OSError, ValueError):
+        return False  # a garbled owner file: no supervisor wrote it whole
+    return pid > 0 and _start_time(pid) == start
+
+
+def remove_stale_handoff_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove the `pdp-bundles-*` directories (in `parent`, the temporary directory by default)
+    that this user owns and whose supervisor is gone; returns them."""
+    parent = Path(parent or tempfile.gettempdir())
+    removed = []
+    uid = os.getuid()
+    for directory in parent.glob(f"{PREFIX}*"):
+        try:
+            st = directory.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or _owner_alive(directory):
+            continue
+        remove_handoff_dir(directory)
+        log.info("removed %s, left by a supervisor that is gone", directory)
+        removed.append(directory)
+    return removed
 
 
 def remove_handoff_dir(directory: Path) -> None:

@@ -142,6 +142,12 @@ class Reloader:
         """The archive sha256 of the active bundle ("" before one is)."""
         return self._active_sha
 
+    @property
+    def refused_sha(self) -> str:
+        """The archive sha256 of the last bundle refused, while it is the newest one seen ("":
+        none; cleared by an activation). A refused archive is not tried again."""
+        return self._refused_sha
+
     def wait_first_poll(self, timeout: float | None = None) -> bool:
         """Wait until the source has been polled once (its outcome is in the status)."""
         return self._first_poll.wait(timeout)

@@ -122,6 +122,30 @@ BOUNDS: dict[str, Bound] = {
 }
 
 
+# The hidden flags the supervisor of `pdp serve --workers N` gives its workers (never shown in
+# --help, --config or PDP_*): typed by hand they are refused in one line like any other, not a
+# traceback from sched_setaffinity or socket(fileno=). A CPU index below Linux's largest
+# NR_CPUS; a descriptor below its largest `fs.nr_open`.
+MAX_CPU_INDEX = 8191
+MAX_FD = 1_048_575
+HIDDEN_BOUNDS: dict[str, Bound] = {
+    "cpu": Bound(0, MAX_CPU_INDEX),
+    "limits_fd": Bound(0, MAX_FD),
+    "siblings": Bound(1, MAX_WORKERS),
+}
+
+
+def fd_pair(text: str) -> str:
+    """`--ready-fds REPORT,CTL`: two descriptors (pdp.cli.ready), checked as `limits_fd` is."""
+    parts = str(text).split(",")
+    if len(parts) != 2:
+        shown = text if len(text) <= _SHOWN else f"{text[:_SHOWN]}..."
+        raise argparse.ArgumentTypeError(f"takes two descriptors, REPORT,CTL, not `{shown}`")
+    for part in parts:
+        HIDDEN_BOUNDS["limits_fd"].parse(part)
+    return ",".join(p.strip() for p in parts)
+
+
 def _typed(bound: Bound, name: str):  # -> a callable argparse takes as `type`
     def parse(text: str) -> int | float | str:
         return bound.parse(text)
@@ -134,6 +158,12 @@ def apply(parser: argparse.ArgumentParser) -> None:
     """Give every flag of `parser` with a row in BOUNDS its range: as its type (parsing and
     refusing) and at the end of its help."""
     for action in parser._actions:
+        if action.option_strings and action.help is argparse.SUPPRESS:
+            if action.dest == "ready_fds":
+                action.type = fd_pair
+            elif action.dest in HIDDEN_BOUNDS:
+                action.type = _typed(HIDDEN_BOUNDS[action.dest], action.dest)
+            continue
         bound = BOUNDS.get(action.dest)
         if bound is None or not action.option_strings:
             continue

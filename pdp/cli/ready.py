@@ -13,6 +13,9 @@ restarted after a crash is sent `ready` once it has a bundle.
 With `--bundle`, the supervisor alone polls the source and writes `sync` to every worker when
 it has a new bundle or status for them (pdp.bundle.handoff): the workers serve the one
 revision the supervisor verified, and a source that hangs for one request holds nobody back.
+A worker that refuses that bundle (it checks it again) reports `refused SHA`; the supervisor
+logs it and writes `hold` to every worker (NOT_SERVING) until every worker serves its bundle,
+then `ready` again. A worker still swapping is not a refusal: health does not flap for it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def bundle_key(engine: Engine) -> str:
 
 
 class _Worker:
-    __slots__ = ("activated", "ctl", "key", "pending", "report")
+    __slots__ = ("activated", "ctl", "key", "pending", "pid", "refused", "report")
 
     def __init__(self, report: int, ctl: int) -> None:
         self.report = report  # we read its reports
@@ -46,6 +49,8 @@ class _Worker:
         self.key = ""
         self.pending = b""
         self.activated = False  # it has reported a bundle at least once
+        self.refused = ""  # the archive sha256 of the last bundle it refused
+        self.pid = 0
 
 
 class Coordinator:
@@ -55,6 +60,10 @@ class Coordinator:
         self._workers: dict[int, _Worker] = {}
         self._slots = slots
         self.ready = False
+        # The supervisor's own bundle (archive sha256) when it polls one for the workers
+        # (pdp.bundle.handoff): a worker that refused it holds readiness back.
+        self._expected = ""
+        self._told: set[tuple[int, str]] = set()  # (pid, sha) refusals already logged
 
     def pipes_for(self, slot: int) -> tuple[str, tuple[int, int]]:
         """The worker's `--ready-fds` value and the fds to pass it; call `spawned` after."""
@@ -71,10 +80,11 @@ class Coordinator:
         """This side's ends of every worker's pipes (a forked worker closes them)."""
         return [fd for w in self._workers.values() for fd in (w.report, w.ctl) if fd >= 0]
 
-    @staticmethod
-    def spawned(fds: tuple[int, int]) -> None:
+    def spawned(self, fds: tuple[int, int], slot: int | None = None, pid: int = 0) -> None:
         for fd in fds:  # the worker's ends: its copies are its own now
             os.close(fd)
+        if slot is not None and slot in self._workers:
+            self._workers[slot].pid = pid
 
     def forget(self, slot: int) -> None:
         old = self._workers.pop(slot, None)
@@ -107,9 +117,46 @@ class Coordinator:
                 if line.startswith(b"active "):
                     worker.key = line[7:].decode(errors="replace")
                     worker.activated = True
-                    if self.ready:
+                    worker.refused = ""  # its refusals are behind it (the reloader forgets them)
+                    if self.ready and not self._refusing():
                         self._send_ready(worker)
+                elif line.startswith(b"refused "):
+                    worker.refused = line[8:].decode(errors="replace").strip()
+        self._judge()
         self._maybe_ready()
+
+    def expect(self, sha: str) -> None:
+        """The supervisor's bundle (archive sha256) from now on: the one every worker must
+        serve for the service to be ready."""
+        if sha != self._expected:
+            self._expected = sha
+            self._judge()
+            self._maybe_ready()
+
+    def _refusing(self) -> list[_Worker]:
+        """The workers that refused the supervisor's bundle. A refused archive is never tried
+        again, so the refusal stands until the supervisor has another bundle or the worker is
+        replaced: a settled fact, unlike a worker that has not yet swapped (which does not
+        make health flap)."""
+        if not self._expected:
+            return []
+        return [w for w in self._workers.values() if w.refused == self._expected]
+
+    def _judge(self) -> None:
+        refusing = self._refusing()
+        for worker in refusing:
+            if (worker.pid, worker.refused) not in self._told:
+                self._told.add((worker.pid, worker.refused))
+                log.error(
+                    "worker %d refused the bundle the supervisor verified (sha256 %s; the "
+                    "worker's log says why) and serves %s: not ready until every worker serves "
+                    "the supervisor's bundle",
+                    worker.pid, worker.refused[:12], worker.key or "nothing",
+                )  # fmt: skip
+        if refusing and self.ready:
+            self.ready = False
+            for worker in self._workers.values():
+                self._send(worker, b"hold\n")
 
     def activated(self, slot: int) -> bool:
         """Whether the worker in `slot` has activated a bundle since it was spawned: one that
@@ -120,6 +167,8 @@ class Coordinator:
     def _maybe_ready(self) -> None:
         keys = {w.key for w in self._workers.values()}
         if self.ready or len(self._workers) < self._slots or len(keys) != 1 or "" in keys:
+            return
+        if self._refusing():
             return
         self.ready = True
         log.info("all %d workers serve %s: ready", self._slots, keys.pop())
@@ -135,10 +184,16 @@ class Coordinator:
 
     @staticmethod
     def _send_ready(worker: _Worker) -> None:
+        Coordinator._send(worker, b"ready\n")
+
+    @staticmethod
+    def _send(worker: _Worker, message: bytes) -> None:
         try:
-            os.write(worker.ctl, b"ready\n")
+            os.write(worker.ctl, message)
         except BlockingIOError:
-            log.warning("worker pipe full: it is not reading; `ready` not sent")
+            log.warning(
+                "worker pipe full: it is not reading; `%s` not sent", message.decode().strip()
+            )
         except OSError:
             pass
 
@@ -149,14 +204,25 @@ class Coordinator:
 
 class WorkerGate:
     """What the supervisor tells a worker besides `ready`: `sync` calls `on_sync` (set by the
-    policy source once it exists)."""
+    policy source once it exists). `refused` tells the supervisor of a bundle refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_fd: int = -1) -> None:
         self.on_sync: Callable[[], None] | None = None
+        self._report_fd = report_fd
+        self._refused = ""
 
     def sync(self) -> None:
         if self.on_sync is not None:
             self.on_sync()
+
+    def refused(self, sha: str) -> None:
+        """Report `sha`, the archive the worker last refused, when it is news."""
+        if not sha:  # an activation since: a later refusal of the same archive is news
+            self._refused = ""
+        elif sha != self._refused and self._report_fd >= 0:
+            self._refused = sha
+            with contextlib.suppress(OSError):
+                os.write(self._report_fd, f"refused {sha}\n".encode())
 
 
 def gate_worker(spec: str, server: PdpServer, holder: EngineHolder) -> WorkerGate:
@@ -171,17 +237,19 @@ def gate_worker(spec: str, server: PdpServer, holder: EngineHolder) -> WorkerGat
             os.write(report_fd, f"active {bundle_key(engine)}\n".encode())
 
     holder.on_swap(report)
-    gate = WorkerGate()
+    gate = WorkerGate(report_fd)
     threading.Thread(
         target=_read_supervisor,
-        args=(ctl_fd, server.release_serving, gate),
+        args=(ctl_fd, server.release_serving, server.hold_serving, gate),
         name="pdp-ready",
         daemon=True,
     ).start()
     return gate
 
 
-def _read_supervisor(fd: int, release: Callable[[], None], gate: WorkerGate) -> None:
+def _read_supervisor(
+    fd: int, release: Callable[[], None], hold: Callable[[], None], gate: WorkerGate
+) -> None:
     pending = b""
     while True:
         try:
@@ -191,7 +259,10 @@ def _read_supervisor(fd: int, release: Callable[[], None], gate: WorkerGate) -> 
         if not chunk:  # the supervisor is gone (this worker gets SIGTERM)
             return
         *lines, pending = (pending + chunk).split(b"\n")
-        if b"ready" in lines:
-            release()
+        for line in lines:  # in order: `hold` then `ready` is ready
+            if line == b"ready":
+                release()
+            elif line == b"hold":  # a worker refused the supervisor's bundle
+                hold()
         if b"sync" in lines:
             gate.sync()

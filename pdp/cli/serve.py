@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -499,7 +500,10 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
         cpu = max(machine_cpus) if len(machine_cpus) > 1 else None
     if cpu is not None:
         # Before any thread exists, so every thread of this worker inherits it.
-        os.sched_setaffinity(0, {cpu})
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:  # a CPU this process may not use (`--cpu`, a worker's flag)
+            return _fail(f"--cpu {cpu}: cannot run on it ({exc.strerror or exc})")
     config = server_config(args)
     if isinstance(config, str):
         return _fail(config)
@@ -648,6 +652,7 @@ def _fork_worker(args: argparse.Namespace, recheck_eviction: bool, **worker: obj
         # (the supervisor's handlers, inherited, would only set its flag here).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # the supervisor's stops it, not a worker
         for fd in close:  # type: ignore[attr-defined]
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -667,12 +672,52 @@ def _fork_worker(args: argparse.Namespace, recheck_eviction: bool, **worker: obj
         os._exit(code)
 
 
+def _exec_worker(
+    args: argparse.Namespace, recheck_eviction: bool, **worker: object
+) -> subprocess.Popen[bytes]:
+    """Start a worker as a new interpreter (pdp.cli.worker), for a supervisor that runs
+    threads: a fork would copy the locks they hold. The settings cross in a memfd; the
+    worker's descriptors are inherited at the same numbers, every other one is closed."""
+    from .worker import encode
+
+    worker.pop("close", None)  # close_fds: only pass_fds cross
+    settings = argparse.Namespace(**{**vars(args), **worker})
+    payload = encode(settings, recheck_eviction)
+    fd = os.memfd_create("pdp-worker-settings")
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        passed = [fd, *(int(x) for x in str(settings.ready_fds or "").split(",") if x)]
+        if settings.limits_fd is not None:
+            passed.append(int(settings.limits_fd))
+        env = dict(os.environ)
+        # Where this pdp is, first: the new interpreter imports the same one.
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        return subprocess.Popen(
+            [sys.executable, "-m", "pdp.cli.worker", str(fd)],
+            pass_fds=passed,
+            close_fds=True,
+            env=env,
+        )
+    finally:
+        os.close(fd)
+
+
 def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
     if args.unix:
         return _fail("--unix cannot be combined with --workers > 1")
     listen = [*(args.listen or [DEFAULT_LISTEN]), *(args.http_listen or [])]
     if any(a.rsplit(":", 1)[-1] == "0" for a in listen):
         return _fail("--workers > 1 needs fixed ports (port 0 would differ per worker)")
+    from .worker import encode
+
+    try:  # what a replacement worker is given (pdp.cli.worker): checked before any starts
+        encode(args, recheck_eviction)
+    except (TypeError, ValueError) as exc:
+        return _fail(f"--workers: the settings cannot be handed to a new worker: {exc}")
     counter_server = None
     if args.limits_store == "memory":
         # One set of buckets for all workers, here: N private ones would admit N times each
@@ -700,6 +745,9 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # A lost terminal stops the supervisor as SIGTERM does (its default would end it at once,
+    # leaving the hand-off directory behind and the workers to PR_SET_PDEATHSIG).
+    signal.signal(signal.SIGHUP, forward)
     from .ready import Coordinator
 
     ready = Coordinator(args.workers)
@@ -714,10 +762,15 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
             return _fail(str(exc))
         args.bundle_handoff = str(bundles.directory)
 
-    def spawn(i: int) -> _Forked:
+    def spawn(i: int) -> _Forked | subprocess.Popen[bytes]:
         spec, fds = ready.pipes_for(i)
         channel = counter_server.connect() if counter_server is not None else None
-        proc = _fork_worker(
+        # Forked (fast: every module is imported already) only while this process has no
+        # thread but this one: the first workers. A replacement is forked while the bundle
+        # poller and the counter threads run, and a fork copies the locks they hold, so it
+        # is a new interpreter instead (pdp.cli.worker).
+        start = _fork_worker if threading.active_count() == 1 else _exec_worker
+        proc = start(
             args,
             recheck_eviction,
             workers=1,
@@ -729,48 +782,62 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
             limits_fd=channel.fileno() if channel is not None else None,
             close=ready.supervisor_fds(),  # the other workers' pipes are not the worker's
         )
-        ready.spawned(fds)
+        ready.spawned(fds, i, proc.pid)
         if channel is not None:
             channel.close()  # the worker's copy is its own now
         return proc
 
-    workers: list[tuple[_Forked, float]] = []
-    for i in range(args.workers):
-        workers.append((spawn(i), time.monotonic()))
-    log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
-    if bundles is not None:
-        # After the first forks: a fork while its thread verifies a bundle copies whatever
-        # lock that thread holds. A worker restarted later is forked while it runs, as while
-        # the counter server's threads do.
-        bundles.start()
-    status = 0
-    while not stopping.is_set():
-        ready.wait(0.2)
-        if bundles is not None and bundles.tick():
-            ready.poke_all()
-        for i, (proc, started) in enumerate(workers):
-            code = proc.poll()
-            if code is None:
-                continue
-            ready.wait(0)  # its last reports, if any, before judging it
-            if not ready.activated(i) or time.monotonic() - started < _MIN_WORKER_LIFETIME_S:
-                log.error("worker %d exited with %d at start; stopping", proc.pid, code)
-                status = code or 1
-                stopping.set()
-                break
-            log.warning("worker %d exited with %d; restarting it", proc.pid, code)
-            workers[i] = (spawn(i), time.monotonic())
-    for proc, _ in workers:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    if bundles is not None:
-        bundles.stop(_SOURCE_STOP_WAIT_S)
-    for proc, _ in workers:
-        code = proc.wait()
-        if code != 0 and status == 0:
-            status = code
-    ready.close()
-    return status
+    try:
+        workers: list[tuple[_Forked | subprocess.Popen[bytes], float]] = []
+        if counter_server is not None:
+            counter_server.hold()  # no thread before the first forks
+        for i in range(args.workers):
+            workers.append((spawn(i), time.monotonic()))
+        log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
+        # Threads only from here on (the counter server's, the bundle poller): a worker
+        # started later is a new interpreter (spawn).
+        if counter_server is not None:
+            counter_server.release()
+        if bundles is not None:
+            bundles.start()
+        status = 0
+        while not stopping.is_set():
+            ready.wait(0.2)
+            if bundles is not None:
+                if bundles.tick():
+                    ready.poke_all()
+                ready.expect(bundles.active_sha)
+            for i, (proc, started) in enumerate(workers):
+                code = proc.poll()
+                if code is None:
+                    continue
+                ready.wait(0)  # its last reports, if any, before judging it
+                if not ready.activated(i) or time.monotonic() - started < _MIN_WORKER_LIFETIME_S:
+                    log.error("worker %d exited with %d at start; stopping", proc.pid, code)
+                    status = code or 1
+                    stopping.set()
+                    break
+                log.warning("worker %d exited with %d; restarting it", proc.pid, code)
+                workers[i] = (spawn(i), time.monotonic())
+                log.info("worker %d replaced by worker %d", proc.pid, workers[i][0].pid)
+        for proc, _ in workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        if bundles is not None:
+            bundles.stop(_SOURCE_STOP_WAIT_S)
+        for proc, _ in workers:
+            code = proc.wait()
+            if code != 0 and status == 0:
+                status = code
+        ready.close()
+        return status
+    finally:
+        # Every exit, an unexpected exception's too: the hand-off directory goes with this
+        # supervisor (one killed by SIGKILL leaves it for the next to remove at start).
+        if bundles is not None:
+            from pdp.bundle.handoff import remove_handoff_dir
+
+            remove_handoff_dir(bundles.directory)
 
 
 def _is_loopback(address: str) -> bool:

@@ -124,11 +124,14 @@ def start_bundle_source(
         from pdp.bundle.handoff import BUNDLE_FILE, HandoffSource, adopt_status
 
         directory = Path(handoff)
+
+        def after_poll() -> None:
+            adopt_status(directory, holder, reloader.active_sha)
+            if gate is not None:  # a refusal of the supervisor's bundle: it must know
+                gate.refused(reloader.refused_sha)
+
         reloader = _reloader(
-            args,
-            holder,
-            HandoffSource(directory / BUNDLE_FILE),
-            after_poll=lambda: adopt_status(directory, holder, reloader.active_sha),
+            args, holder, HandoffSource(directory / BUNDLE_FILE), after_poll=after_poll
         )
         if gate is not None:
             gate.on_sync = reloader.wake
@@ -166,6 +169,11 @@ class SupervisorBundles:
     def tick(self) -> bool:
         """Hand the workers the current status; True when they are to be poked (it changed)."""
         return self._publisher.status(self._reloader.active_sha, self.holder.status)
+
+    @property
+    def active_sha(self) -> str:
+        """The archive sha256 of the bundle the workers are to serve ("": none yet)."""
+        return self._reloader.active_sha
 
     def stop(self, timeout: float) -> None:
         from pdp.bundle.handoff import remove_handoff_dir

@@ -40,13 +40,32 @@ class CounterServer:
 
     def __init__(self, counters: MemoryCounters | None = None) -> None:
         self.counters = counters or MemoryCounters()
+        self._held: list[socket.socket] | None = None
+
+    def hold(self) -> None:
+        """Serve channels connected from now on only at `release`: the supervisor forks its
+        first workers while it has no thread but its main one (pdp.cli.worker has why). A
+        worker's take meanwhile waits in the socket for its answer."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        for sock in held:
+            self._start(sock)
 
     def connect(self) -> socket.socket:
         """A new worker's channel: serve one end here, return the other (pass its fileno to
         the worker, then close it in this process)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        threading.Thread(target=self._serve, args=(ours,), name="pdp-counters", daemon=True).start()
+        if self._held is not None:
+            self._held.append(ours)
+        else:
+            self._start(ours)
         return theirs
+
+    def _start(self, sock: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(sock,), name="pdp-counters", daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
         with sock, contextlib.suppress(OSError):

@@ -3,8 +3,11 @@ tests/security/test_workers20_one_bundle.py drives them through real `pdp serve 
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
+import pytest
 from bundle_helpers import make_bundle
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -72,3 +75,44 @@ def test_source_urls_are_shown_masked() -> None:
     assert mask_url("https://h.example/b.pdpb") == "https://h.example/b.pdpb"
     assert mask_url("https://u:pw@h.example:8443/b?sig=x#f") == "https://***@h.example:8443/b?***"
     assert mask_url("http://token@h/b") == "http://***@h/b"
+
+
+def test_directories_of_dead_supervisors_are_removed_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supervisor killed by SIGKILL (or the OOM killer) cannot remove its hand-off
+    directory; each one left a `pdp-bundles-*` with a copy of the bundle in the temporary
+    directory for good. The next supervisor to start removes those whose owner is gone (the
+    pid written inside, with its start time: a reused pid is not its owner), and no other."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from pdp.bundle import handoff
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    dead = tmp_path / "pdp-bundles-dead"
+    dead.mkdir()
+    (dead / handoff.BUNDLE_FILE).write_bytes(make_bundle(2))
+    (dead / handoff.OWNER_FILE).write_text(f"{ended.pid} {handoff._start_time(os.getpid())}\n")
+    reused = tmp_path / "pdp-bundles-reused"  # a live pid, but not the process that wrote it
+    reused.mkdir()
+    (reused / handoff.OWNER_FILE).write_text(f"{os.getpid()} 1\n")
+    garbled = tmp_path / "pdp-bundles-garbled"
+    garbled.mkdir()
+    (garbled / handoff.OWNER_FILE).write_text("not a pid")
+    alive = handoff.make_handoff_dir()  # this process: alive
+    assert alive.parent == tmp_path and (alive / handoff.OWNER_FILE).is_file()
+    fresh = tmp_path / "pdp-bundles-fresh"  # no owner file yet: another one's mkdtemp
+    fresh.mkdir()
+    other = tmp_path / "pdp-cache"  # not ours by name
+    other.mkdir()
+    assert not dead.exists() and not reused.exists() and not garbled.exists()
+    assert handoff.remove_stale_handoff_dirs() == []
+    assert alive.is_dir() and fresh.is_dir() and other.is_dir()
+    old = time.time() - 3600  # an owner-less one long past any mkdtemp
+    os.utime(fresh, (old, old))
+    assert handoff.remove_stale_handoff_dirs() == [fresh]
+    assert alive.is_dir() and other.is_dir()

@@ -108,3 +108,42 @@ def test_the_deploy_guide_states_every_range() -> None:
             assert (f"0 ({bound.off})" in cell) == bool(bound.off), (flag, cell)
             seen.add(flag.replace("-", "_"))
     assert seen == set(BOUNDS)
+
+
+def test_the_hidden_worker_flags_have_ranges_too() -> None:
+    """`--cpu`, `--limits-fd`, `--siblings` and `--ready-fds` are set by the supervisor for its
+    workers; typed by hand, a value out of range is one line naming the flag (exit 2), not a
+    traceback from sched_setaffinity or socket(fileno=)."""
+    from pdp.cli.bounds import HIDDEN_BOUNDS
+
+    parser = _serve_parser()
+    hidden = {
+        a.dest: a
+        for a in parser._actions
+        if a.option_strings and a.help is argparse.SUPPRESS and a.type is not None
+    }
+    numeric = {d for d, a in hidden.items() if a.type in (int, float) or d in HIDDEN_BOUNDS}
+    assert numeric == set(HIDDEN_BOUNDS), "a hidden numeric flag without a range"
+    assert hidden["ready_fds"].type is not str
+    for flag, value in (
+        ("--cpu", "99999"), ("--cpu", "-1"), ("--cpu", "nan"), ("--limits-fd", "9" * 400),
+        ("--limits-fd", "-3"), ("--siblings", "0"), ("--siblings", "100000"),
+        ("--ready-fds", "abc"), ("--ready-fds", "3"), ("--ready-fds", "3,-1"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            build_parser(["serve"]).parse_args(["serve", flag, value])
+        assert exit_.value.code == 2, (flag, value)
+    args = build_parser(["serve"]).parse_args(
+        ["serve", "--cpu", "0", "--limits-fd", "7", "--siblings", "4", "--ready-fds", "5,6"]
+    )
+    assert (args.cpu, args.limits_fd, args.siblings, args.ready_fds) == (0, 7, 4, "5,6")
+
+
+def test_a_cpu_this_process_may_not_use_is_one_line(tmp_path, capfd) -> None:
+    """`--cpu 8000` is in range but names no CPU here: refused naming the flag, exit 2."""
+    from pdp.cli.main import main
+
+    (tmp_path / "p").mkdir()
+    code = main(["serve", "--policies", str(tmp_path / "p"), "--workers", "1", "--cpu", "8000"])
+    err = capfd.readouterr().err
+    assert code == 2 and "--cpu 8000" in err and "Traceback" not in err, err
