@@ -138,6 +138,15 @@ def test_a_restart_serves_the_cache_while_the_source_hangs_then_its_newer_bundle
         with manager as served:
             pdp = Pdp(served, port, http_port)
             wait_serving(port, served, timeout=WAIT_CAP_S)
+            # Each worker shows the supervisor's note once it has read the status written
+            # beside the bundle, which may be just after it serves: wait until fresh
+            # connections (dealt to every worker) all show it.
+            deadline, shown = time.monotonic() + WAIT_CAP_S, 0
+            while shown < 6:
+                assert time.monotonic() < deadline, pdp.info()
+                noted = pdp.info().last_error == NOTE.format(url=source.url)
+                shown = shown + 1 if noted and "note" in pdp.readyz()[1] else 0
+                time.sleep(0 if noted else 0.02)
             got = pdp.info()
             assert got.active_bundle.version == "2.0.0"
             assert got.last_error == NOTE.format(url=source.url)
