@@ -45,7 +45,7 @@ from .test_workers20_one_bundle import (
     _wait_requests,
 )
 
-KILLS = 4
+KILLS = 2
 
 
 def _workers(supervisor: int) -> list[int]:

@@ -61,8 +61,8 @@ def test_explain_traces_and_limits_count() -> None:
 # eight explain steps per decision (~1 MB of trace objects per call, queued with the record)
 # and no errors, so the estimate from messages and errors alone (~70 KB) let ~800 of them in
 # under the 64 MiB budget: ~850 MB. Under the test's 8 MiB budget (`replies.QUEUE_BYTES`)
-# 160 calls show it: ~1.4 MB of server memory each, queued, when the trace is not counted.
-EXPLAIN_CALLS = 160
+# 120 calls show it: ~1.4 MB of server memory each, queued, when the trace is not counted.
+EXPLAIN_CALLS = 120
 
 
 def _explained_batch() -> bytes:

@@ -44,7 +44,7 @@ from .serving import health, pdp_serve, wait_serving
 WAIT_CAP_S = 120.0  # caps on waits, never durations under test
 HELD_DEADLINE = "600"  # --bundle-fetch-deadline: far beyond every cap here
 WORKERS = 2
-PROBE_TIMEOUT_S = 5.0  # lets go of a probe dealt to a stopped worker
+PROBE_TIMEOUT_S = 1.5  # lets go of a probe dealt to a stopped worker
 # A channel of its own connection: grpc shares one per target between channels otherwise.
 FRESH = [("grpc.use_local_subchannel_pool", 1)]
 
