@@ -74,14 +74,16 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _serve_with_stalled_stdout(*args: str) -> Iterator[tuple[Served, int]]:
+def _serve_with_stalled_stdout(
+    *args: str, policies: Path = POLICIES
+) -> Iterator[tuple[Served, int]]:
     """`pdp serve` whose stdout is a pipe nobody reads: its decision log blocks once the pipe's
     buffer is full, as a stuck log shipper would make it."""
     port = _free_port()
     stalled_r, stalled_w = os.pipe()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pdp.cli.main", "serve", "--no-pin-workers", "--workers", "1",
-         "--policies", str(POLICIES), "--listen", f"127.0.0.1:{port}", "--otel", "off",
+         "--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--otel", "off",
          "--decision-log", "stdout", *args],
         stdout=stalled_w,
         stderr=subprocess.PIPE,

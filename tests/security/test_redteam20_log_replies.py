@@ -14,13 +14,9 @@ writer process), an estimate from its decisions over HTTP.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import grpc
@@ -32,8 +28,8 @@ from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
 from pdp.telemetry import intake
 
-from .serving import Served, wait_serving
-from .test_redteam16_log_queue import _free_port, _peak_rss_mb
+from .serving import Served
+from .test_redteam16_log_queue import _free_port, _peak_rss_mb, _serve_with_stalled_stdout
 
 RULES = 5
 POLICY = """
@@ -75,31 +71,13 @@ def batch(i: int) -> pb.CheckRequest:
     return request_to_proto(principal, resources, request_id=str(i))
 
 
-@contextmanager
-def serve_with_stalled_stdout(policies: Path, *args: str) -> Iterator[tuple[Served, int]]:
-    """`pdp serve` whose decision log is a pipe nobody reads (test_redteam16_log_queue's)."""
-    port = _free_port()
-    stalled_r, stalled_w = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pdp.cli.main", "serve", "--no-pin-workers", "--workers", "1",
-         "--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--otel", "off",
-         "--decision-cache", "0", "--decision-log", "stdout",
-         "--log-queue-bytes", str(QUEUE_BYTES), *args],
-        stdout=stalled_w,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    os.close(stalled_w)
-    try:
-        served = Served(proc)
-        wait_serving(port, served)
-        yield served, port
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)  # blocked on its stdout, it would not drain on SIGTERM
-        proc.wait(30)
-        os.close(stalled_r)
+def serve_with_stalled_stdout(
+    policies: Path, *args: str
+) -> AbstractContextManager[tuple[Served, int]]:
+    """`pdp serve` whose decision log is a pipe nobody reads (test_redteam16_log_queue's), with
+    no decision cache and this test's byte budget."""
+    flags = ("--decision-cache", "0", "--log-queue-bytes", str(QUEUE_BYTES))
+    return _serve_with_stalled_stdout(*flags, *args, policies=policies)
 
 
 def grpc_caller(port: int, n: int, sizes: list[int]) -> None:
