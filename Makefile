@@ -28,11 +28,13 @@ serve: $(STAMP) bytecode
 redis-server:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
+# One pytest runner per usable core (pytest-xdist), a test file per runner at a time: most
+# tests wait on a server they started, and a file's module-scoped servers start once.
 test: $(STAMP) redis-server bench-driver
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pdp fmt --check policies
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
