@@ -417,7 +417,7 @@ class HttpApi:
         return self._planned(
             call,
             lambda trace: search_resource(
-                self.holder, call.body, search, self.limits, trace, call.request_id
+                self.holder, call.body, search, self.limits, trace, call.request_id, _stop(call)
             ),
             hide=self.hide_reasons,
         )
@@ -462,7 +462,9 @@ class HttpApi:
         body = call.body
         if call.request_id and "request_id" not in body and "requestId" not in body:
             body = {**body, "request_id": call.request_id}
-        return self._planned(call, lambda trace: plan_json(self.holder, body, self.limits, trace))
+        return self._planned(
+            call, lambda trace: plan_json(self.holder, body, self.limits, trace, _stop(call))
+        )
 
     def _planned(
         self, call: Call, run: Callable[[Trace], Any], hide: bool = False
@@ -480,6 +482,12 @@ class HttpApi:
             if hide:
                 return 422, PlanRefused("the policies cannot answer this search exactly").to_dict()
             return 422, exc.to_dict()
+        except DeadlineExceeded:
+            # Stopped at the call's deadline (504) or the drain's end (503), as a Check is.
+            http_error = expired(call, 0, 0)
+            self._observe_plan(call, trace, http_error)
+            http_error.recorded = True
+            raise http_error from None
         except Exception as exc:
             if trace.request is None:
                 raise  # a bad body: the router records it as any refused call
@@ -574,6 +582,12 @@ class HttpApi:
             if http_error is None:
                 raise
             raise http_error from None
+
+
+def _stop(call: Call) -> Deadline:
+    """The stop time a call's decision or plan works under: the server's (which its drain
+    lowers), or one of the call's deadline outside a server."""
+    return call.stop if call.stop is not None else Deadline(call.stop_at)
 
 
 def as_http_error(exc: BaseException) -> HttpError | None:
