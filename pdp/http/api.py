@@ -353,6 +353,24 @@ class HttpApi:
         # Each group is a decision of its own in the log, written once every group is decided:
         # a call stopped by its deadline (504) is one error record, as a gRPC batch is.
         decided: list[tuple[CheckRequest, CheckResponse]] = []
+        try:
+            return self._evaluations(call, engine, evals, semantic, batches, decided)
+        except BaseException:
+            # Not answered: the rate-limit quota the parts decided before took is given back
+            # (the caller got an error, never their allows).
+            for _request, response in decided:
+                engine.give_back(response)
+            raise
+
+    def _evaluations(
+        self,
+        call: Call,
+        engine: Engine,
+        evals: list[authzen.Evaluation],
+        semantic: str,
+        batches: list[tuple[list[int], CheckRequest]],
+        decided: list[tuple[CheckRequest, CheckResponse]],
+    ) -> tuple[int, Any]:
         if semantic == "execute_all":
             out: list[dict[str, Any] | None] = [None] * len(evals)
             done = 0

@@ -437,8 +437,11 @@ class DecisionService:
                 raise
             if self._drain_at is None or context.is_active():
                 # (While draining, grpc may have cancelled the call past the grace: then the
-                # caller never gets this decision, and the log must not hold it.)
+                # caller never gets this decision, and the log must not hold it, nor its
+                # rate limits the quota it took.)
                 self._observe(context, request, response, None, start, t0, data, out)
+            elif response is not None:
+                self.holder.require().give_back(response)
             return out
         finally:
             self.activity.exit()
