@@ -147,12 +147,19 @@ class Operators(_Base):
             # Two strings (or bytes) of the same length are compared byte by byte: a memcmp,
             # ~5 us for 64 Ki characters stored 4 bytes wide, which a condition can repeat
             # thousands of times. A long one is charged (`_eq_work`), a short one is not.
+            # (`and` over a first test that always holds, not `&` of two bools: cheaper, and
+            # both temporaries are set whatever the second says.)
             if a.kind in _SEQ:
-                test = f"(len({ta} := {a.expr}) < {CHARS_PER_ITERATION}) & (({tb} := {b.expr}) is not _NOERR)"
-            else:
-                test = f"(({ta} := {a.expr}) is not _NOERR) & (len({tb} := {b.expr}) < {CHARS_PER_ITERATION})"
+                return _code(
+                    f"({ta} {op} {b.expr} if len({ta} := {a.expr}) < {CHARS_PER_ITERATION} "
+                    f"else {w}({ta}, {b.expr}, {self.budget()}))",
+                    "bool",
+                )
             return _code(
-                f"({ta} {op} {tb} if {test} else {w}({ta}, {tb}, {self.budget()}))", "bool"
+                f"({ta} {op} {tb} if ({ta} := {a.expr}) is not _NOERR and "
+                f"len({tb} := {b.expr}) < {CHARS_PER_ITERATION} "
+                f"else {w}({ta}, {tb}, {self.budget()}))",
+                "bool",
             )
         plain = f"{'_ne' if negate else '_eq'}({ta}, {tb})"
         # Comparing two lists or maps costs their size, two long strings their length:
@@ -195,8 +202,8 @@ class Operators(_Base):
             if bounded:
                 return _code(f"({a.expr} {op} {b.expr})", "bool")
             return _code(
-                f"({ta} {op} {tb} if (len({ta} := {a.expr}) < {CHARS_PER_ITERATION}) & "
-                f"(({tb} := {b.expr}) is not _NOERR) else {charged.format(budget=self.budget())})",
+                f"({ta} {op} {b.expr} if len({ta} := {a.expr}) < {CHARS_PER_ITERATION} "
+                f"else _ord_w(_{fn}, {ta}, {b.expr}, {self.budget()}))",
                 "bool",
             )
         guard_b = _fast_num_guard(b)
@@ -296,11 +303,11 @@ class Operators(_Base):
         charged = f"_index_w({ta}, {tb}, {self.budget()})"
         if b.kind == "string":
             return _code(
-                f"({ta}[{tb}] if (({ta} := {a.expr}) is not _NOERR) & "
-                f"(len({tb} := {b.expr}) < {CHARS_PER_ITERATION}) else {charged})"
+                f"({ta}[{tb}] if ({ta} := {a.expr}) is not _NOERR and "
+                f"len({tb} := {b.expr}) < {CHARS_PER_ITERATION} else {charged})"
             )
         return _code(
-            f"(_index({ta}, {tb}) if (({ta} := {a.expr}) is not _NOERR) & "
+            f"(_index({ta}, {tb}) if ({ta} := {a.expr}) is not _NOERR and "
             f"(({tb} := {b.expr}).__class__ is not str or len({tb}) < {CHARS_PER_ITERATION}) "
             f"else {charged})"
         )
