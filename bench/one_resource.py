@@ -230,7 +230,10 @@ def hot_path(rounds: int) -> None:
         label = "with a deadline" if has_stop else "again (no stop_at here)"
         print(f"{n}x3: engine.check {min(a):.2f} us, {label} {min(b):.2f} us", flush=True)
     act = {
-        "principal": {"roles": ["user", "editor"], "attr": {"g": list(range(50)), "l": [1, 2]}},
+        "principal": {
+            "roles": ["user", "editor"],
+            "attr": {"g": list(range(50)), "l": [1, 2], "n": "bob@example.com"},
+        },
         "resource": {"attr": {"r": list(range(200)), "email": "alice@example.com"}},
         "action": "",
         "context": {},
@@ -246,6 +249,11 @@ def hot_path(rounds: int) -> None:
         "principal.attr.l == [1, 2]",
         "principal.attr.l.containsAny([2, 3])",
         "resource.attr.email.startsWith('alice')",
+        # Comparisons and lookups of two request strings (short: not charged).
+        "resource.attr.email == principal.attr.n",
+        "resource.attr.email < principal.attr.n",
+        "{'bob@example.com': true}[principal.attr.n]",
+        "resource.attr.email in {'bob@example.com': true}",
     ):
         f = compile_cel_bool(src, CelEnv())
         best = min(timeit.repeat(lambda f=f: f(act), number=2000, repeat=rounds // 2))

@@ -3,7 +3,8 @@
 One evaluation is one call of a compiled expression: a rule's condition (its variables
 inlined), a derived role's condition, a rate limit's key or cost. Its comprehensions, its
 RE2 compiles and scans, and its operations on large values (`==` of lists or maps, `in` of a
-list, `+`, library calls and conversions given a list, a map or a long string), wherever
+list, `+`, library calls and conversions given a list, a map or a long string; `==`, `<` and
+the other comparisons of two long strings or bytes, a map lookup of a long key), wherever
 they are in the expression, draw on one budget of `MAX_ITERATIONS`; each rule, derived role or action evaluated after it has a budget of its
 own, and what bounds a call's time is its stop time (`Deadline`), checked at every charge.
 """

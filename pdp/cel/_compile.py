@@ -29,10 +29,12 @@ from pdp.cel._macros import (
     call_charged,
     eq_charged,
     in_charged,
+    index_charged,
     iter_pairs,
     iter_range,
     macro_error,
     ne_charged,
+    order_charged,
     scan_work,
     work,
 )
@@ -162,6 +164,8 @@ _RUNTIME["_add_w"] = add_charged
 _RUNTIME["_eq_w"] = eq_charged
 _RUNTIME["_ne_w"] = ne_charged
 _RUNTIME["_call_w"] = call_charged
+_RUNTIME["_ord_w"] = order_charged
+_RUNTIME["_index_w"] = index_charged
 _RUNTIME["_matches_w"] = matches_charged
 _RUNTIME["_macro_error"] = macro_error
 _RUNTIME["_wrap"] = wrap_error
@@ -174,6 +178,7 @@ _RUNTIME["_SCAL"] = frozenset(
     {int, float, bool, type(None), v.CelUint, str, bytes, datetime, timedelta}
 )
 _RUNTIME["_LT"] = v.LISTS
+_RUNTIME["_SEQS"] = frozenset({str, bytes})
 _RUNTIME["_SMALL"] = frozenset({int, float, bool, type(None), v.CelUint, datetime, timedelta})
 
 # The builtins of every generated function: Python's, plus the runtime above. Python looks a

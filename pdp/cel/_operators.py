@@ -131,30 +131,51 @@ class Operators(_Base):
         if a.const and b.const:
             return self.const(v.eq(a.value, b.value) != negate)
         op = "!=" if negate else "=="
-        simple = ("string", "bytes", "timestamp", "duration")
-        if a.kind in simple or b.kind in simple or (a.kind == b.kind and a.kind in ("int", "bool")):
+        w = "_ne_w" if negate else "_eq_w"
+        bounded = _bounded(a) or _bounded(b)
+        if bounded and (
+            a.kind in _SIMPLE
+            or b.kind in _SIMPLE
+            or (a.kind == b.kind and a.kind in ("int", "bool"))
+        ):
             return _code(f"({a.expr} {op} {b.expr})", "bool")
         if a.kind == "null" or b.kind == "null":
             other = b if a.kind == "null" else a
             return _code(f"({other.expr} is {'not ' if negate else ''}None)", "bool")
         ta, tb = self.tmp(), self.tmp()
-        plain = f"{'_ne' if negate else '_eq'}({ta}, {tb})"
-        # Comparing two lists or maps costs their size: charged, in a comprehension body or
-        # not (`a == b || a == b ...` over two request lists compared 10^7 elements in one
-        # condition with nothing to stop it). A scalar on either side differs or matches at
-        # once: nothing to charge.
-        charged = f"{'_ne_w' if negate else '_eq_w'}({ta}, {tb}, {{budget}})"
-        if _scalar(a) or _scalar(b):
-            slow = plain
-        elif self.loops:
-            slow = charged.format(budget=self.budget())
-        else:
-            slow = (
-                f"({plain} if {ta}.__class__ in _SCAL else {charged.format(budget=self.budget())})"
+        if not bounded and (a.kind in _SEQ or b.kind in _SEQ):
+            # Two strings (or bytes) of the same length are compared byte by byte: a memcmp,
+            # ~5 us for 64 Ki characters stored 4 bytes wide, which a condition can repeat
+            # thousands of times. A long one is charged (`_eq_work`), a short one is not.
+            # (`and` over a first test that always holds, not `&` of two bools: cheaper, and
+            # both temporaries are set whatever the second says.)
+            if a.kind in _SEQ:
+                return _code(
+                    f"({ta} {op} {b.expr} if len({ta} := {a.expr}) < {CHARS_PER_ITERATION} "
+                    f"else {w}({ta}, {b.expr}, {self.budget()}))",
+                    "bool",
+                )
+            return _code(
+                f"({ta} {op} {tb} if ({ta} := {a.expr}) is not _NOERR and "
+                f"len({tb} := {b.expr}) < {CHARS_PER_ITERATION} "
+                f"else {w}({ta}, {tb}, {self.budget()}))",
+                "bool",
             )
+        plain = f"{'_ne' if negate else '_eq'}({ta}, {tb})"
+        # Comparing two lists or maps costs their size, two long strings their length:
+        # charged, in a comprehension body or not (`a == b || a == b ...` over two request
+        # lists compared 10^7 elements in one condition with nothing to stop it). A scalar or
+        # a short constant on either side differs or matches at once: nothing to charge.
+        if bounded:
+            slow = plain
+            short = ""
+        else:
+            charged = f"{w}({ta}, {tb}, {self.budget()})"
+            slow = charged if self.loops else f"({plain} if {_small_test(ta)} else {charged})"
+            short = f" and len({ta}) < {CHARS_PER_ITERATION}"
         return _code(
             f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
-            f"is str else {slow})",
+            f"is str{short} else {slow})",
             "bool",
         )
 
@@ -167,8 +188,24 @@ class Operators(_Base):
             except CelEvalError:
                 pass
         op = _ORDER_OP[node.fn]
-        if a.kind == b.kind and a.kind in ("int", "double", "uint", "string"):
+        bounded = _bounded(a) or _bounded(b)
+        if a.kind == b.kind and a.kind in ("int", "double", "uint"):
             return _code(f"({a.expr} {op} {b.expr})", "bool")
+        ta, tb = self.tmp(), self.tmp()
+        # Two long strings are compared character by character up to their first difference:
+        # ~0.1 ms for 64 Ki characters stored in different widths (a memcmp in the same
+        # width, bytes too), which a condition can repeat thousands of times. Charged by the
+        # shorter one's length once one is long (`_order_work`); a short one, or a short
+        # constant on either side, bounds the work and is not.
+        charged = f"_ord_w(_{fn}, {ta}, {tb}, {{budget}})"
+        if a.kind == b.kind == "string":
+            if bounded:
+                return _code(f"({a.expr} {op} {b.expr})", "bool")
+            return _code(
+                f"({ta} {op} {b.expr} if len({ta} := {a.expr}) < {CHARS_PER_ITERATION} "
+                f"else _ord_w(_{fn}, {ta}, {b.expr}, {self.budget()}))",
+                "bool",
+            )
         guard_b = _fast_num_guard(b)
         if guard_b is not None:
             t = self.tmp()
@@ -184,10 +221,13 @@ class Operators(_Base):
                 "bool",
             )
         # Same class among int/double/string: Python's operator is CEL's.
-        ta, tb = self.tmp(), self.tmp()
+        head = f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
+        if bounded:
+            return _code(f"{head}in _ORD else _{fn}({ta}, {tb}))", "bool")
         return _code(
-            f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
-            f"in _ORD else _{fn}({ta}, {tb}))",
+            f"{head}in _ORD and ({ta}.__class__ is not str or len({ta}) < {CHARS_PER_ITERATION}) "
+            f"else _{fn}({ta}, {tb}) if {ta}.__class__ not in _SEQS or len({ta}) < "
+            f"{CHARS_PER_ITERATION} else {charged.format(budget=self.budget())})",
             "bool",
         )
 
@@ -213,9 +253,10 @@ class Operators(_Base):
             )
         if self.loops:  # a list scan costs the list's size: charged in a body
             return _code(f"_in_w({a.expr}, {b.expr}, _budget)", "bool")
-        # Elsewhere too, unless the list is short and what it compares a scalar or a string
-        # (a map lookup is one step; a few strings compared are a few memcmps, as `==` is):
-        # `x in l` 600 times over a request list of 20,000 ran with nothing to stop it.
+        # Elsewhere too, unless the list is short or a map, and what it looks for a scalar or
+        # a short string (a few short strings compared are a few memcmps, as `==` is; a map
+        # lookup of a long string hashes it and compares it with the key it finds): `x in l`
+        # 600 times over a request list of 20,000 ran with nothing to stop it.
         tb = self.tmp()
         few = (
             f"({tb} := {b.expr}).__class__ is dict "
@@ -223,15 +264,22 @@ class Operators(_Base):
         )
         if a.const or _is_simple(a.expr):
             ta = a.expr
-            if a.kind == "string" or _scalar(a):
+            if _bounded(a):
                 cheap = few
+            elif a.kind == "string":
+                cheap = f"({few}) and len({ta}) < {CHARS_PER_ITERATION}"
             else:
-                cheap = f"({few}) and {ta}.__class__ in _SCAL"
+                cheap = f"({few}) and {_small_test(ta)}"
         else:
             ta = self.tmp()
             # `&`, not `and`: both sides run, so both temporaries are set whatever the first is.
-            test = "is str" if a.kind == "string" else "in _SCAL"
-            cheap = f"(({ta} := {a.expr}).__class__ {test}) & ({few})"
+            if _bounded(a):
+                test = f"({ta} := {a.expr}) is not _NOERR"
+            elif a.kind == "string":
+                test = f"len({ta} := {a.expr}) < {CHARS_PER_ITERATION}"
+            else:
+                test = _small_test(ta).replace(ta, f"({ta} := {a.expr})", 1)
+            cheap = f"({test}) & ({few})"
         fast = f"{ta} in {tb}" if a.kind == "string" else f"_in({ta}, {tb})"
         return _code(f"({fast} if {cheap} else _in_w({ta}, {tb}, {self.budget()}))", "bool")
 
@@ -242,10 +290,27 @@ class Operators(_Base):
                 return self.const(v.index(a.value, b.value))
             except CelEvalError:
                 pass
+        # A map lookup hashes a string key (once per string) and compares it with the key of
+        # the same hash it finds (a memcmp, ~5 us for 64 Ki characters 4 bytes wide, on every
+        # lookup): `R.attr.m[R.attr.k]` repeated by a long condition is charged once the key
+        # is long. A constant key is as long as the policy wrote it: never charged.
+        if _bounded(b):
+            if b.kind == "string":
+                # For a str key, Python's dict lookup is CEL's; on any other type it raises.
+                return _code(f"{a.expr}[{b.expr}]")
+            return _code(f"_index({a.expr}, {b.expr})")
+        ta, tb = self.tmp(), self.tmp()
+        charged = f"_index_w({ta}, {tb}, {self.budget()})"
         if b.kind == "string":
-            # For a str key, Python's dict lookup is CEL's; on any other type it raises.
-            return _code(f"{a.expr}[{b.expr}]")
-        return _code(f"_index({a.expr}, {b.expr})")
+            return _code(
+                f"({ta}[{tb}] if ({ta} := {a.expr}) is not _NOERR and "
+                f"len({tb} := {b.expr}) < {CHARS_PER_ITERATION} else {charged})"
+            )
+        return _code(
+            f"(_index({ta}, {tb}) if ({ta} := {a.expr}) is not _NOERR and "
+            f"(({tb} := {b.expr}).__class__ is not str or len({tb}) < {CHARS_PER_ITERATION}) "
+            f"else {charged})"
+        )
 
     def arith(self, node: A.Call) -> Code:
         a, b = (self.c(x) for x in node.args)
@@ -296,6 +361,32 @@ def _scalar(*codes: Code, strings: bool = True) -> bool:
         if c.const and c.value.__class__ not in (list, tuple, dict):
             return True
     return False
+
+
+# Kinds whose `==` Python's operator decides exactly (with a bounded operand, at once).
+_SIMPLE = ("string", "bytes", "timestamp", "duration")
+# Kinds whose comparisons cost their length.
+_SEQ = ("string", "bytes")
+
+
+def _bounded(c: Code) -> bool:
+    """Is `c` known at compile time to be a scalar, or a constant that is not a list or a map
+    and, when a string or bytes, shorter than `CHARS_PER_ITERATION`? A comparison, a lookup
+    or a membership test with it on one side costs at most its length."""
+    if c.kind in _SCALAR_KINDS:
+        return True
+    if c.const:
+        value = c.value
+        cls = value.__class__
+        if cls is str or cls is bytes:
+            return len(value) < CHARS_PER_ITERATION
+        return cls not in (list, tuple, dict)
+    return False
+
+
+def _small_test(t: str) -> str:
+    """A test that the value held in `t` is a scalar or a short string."""
+    return f"({t}.__class__ in _SMALL or {t}.__class__ is str and len({t}) < {CHARS_PER_ITERATION})"
 
 
 def _is_simple(expr: str) -> bool:

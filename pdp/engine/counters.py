@@ -58,6 +58,12 @@ class Counters(Protocol):
         """Take every cost or none; `now` is unix seconds (a store may use its own clock)."""
         ...
 
+    def give_back(self, takes: Sequence[Take], now: float) -> None:
+        """Put back what granted `takes` took, each bucket at most full: the call they were
+        for ended in an error and its caller never got the allow they paid for. A bucket
+        forgotten since (evicted, expired: full) is left alone."""
+        ...
+
 
 def refill(tokens: float, last: float, now: float, capacity: float, rate: float) -> float:
     if now <= last:
@@ -118,3 +124,13 @@ class MemoryCounters:
                 if not fullest:
                     del self._limits[name]
             return Outcome(True, tuple(after))
+
+    def give_back(self, takes: Sequence[Take], now: float) -> None:
+        with self._lock:
+            for t in takes:
+                buckets = self._limits.get(_limit_of(t.key))
+                kept = buckets.get(t.key) if buckets is not None else None
+                if kept is None:
+                    continue
+                level = refill(kept[0], kept[1], now, t.capacity, t.rate)
+                buckets[t.key] = (min(t.capacity, level + t.cost), max(now, kept[1]))

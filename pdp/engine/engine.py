@@ -8,6 +8,7 @@ allow rules (first match allows; an error does not allow) → default deny.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import time
@@ -34,8 +35,8 @@ from .compiled import (
     CompiledRule,
     PolicySet,
 )
-from .counters import Counters, MemoryCounters
-from .limits import apply_limits
+from .counters import Counters, MemoryCounters, Take
+from .limits import LIMITS_LOG, apply_limits
 from .schemas import SCHEMA_VIOLATION, SchemaViolation
 
 Clock = Callable[[], datetime]
@@ -177,6 +178,9 @@ class Engine:
             context = {**context, "country": country_of(context["ip"])}
         time_dependent = uses_quota = False
         results = []
+        # The rate-limit takes granted so far, given back if the call stops: a call answered
+        # with an error never got the allow it took quota for.
+        spent: list[Take] | None = [] if self._limits else None
         resources = request.resources
         if isinstance(stop_at, Deadline):
             stop: Deadline | None = stop_at
@@ -187,16 +191,21 @@ class Engine:
                 before_next(i, len(resources))
             try:
                 decisions, td, uq = self._decide_resource(
-                    request, res, context, now, coverage, stop
+                    request, res, context, now, coverage, stop, spent
                 )
             except Interrupted:
+                self._give_back(spent, now)
                 raise DeadlineExceeded(i, len(resources)) from None
+            except BaseException:  # `before_next` stopped the batch, or a bug: not answered
+                self._give_back(spent, now)
+                raise
             time_dependent = time_dependent or td
             uses_quota = uses_quota or uq
             results.append(ResourceDecision(kind=res.kind, id=res.id, actions=decisions))
         if stop is not None and stop.at < _NO_STOP and _monotonic() >= stop.at:
             # Made, but late (the last operation ran past the deadline uninterrupted): a gRPC
             # caller has given up, and an HTTP caller is owed a 504, so it is not answered.
+            self._give_back(spent, now)
             raise DeadlineExceeded(len(resources), len(resources))
         return CheckResponse(
             request_id=request.request_id,
@@ -206,7 +215,25 @@ class Engine:
             evaluated_at=now_text,
             time_dependent=time_dependent,
             uses_quota=uses_quota,
+            spent=tuple(spent) if spent else (),
         )
+
+    def give_back(self, response: CheckResponse) -> None:
+        """Give back the quota `response`'s decisions took: its call ended in an error (a
+        later part of it stopped at its deadline, its caller went away) and the decision is
+        never answered. Best effort: a store that fails keeps the quota spent (logged)."""
+        if response.spent:
+            self._give_back(list(response.spent), datetime.now(UTC))
+
+    def _give_back(self, spent: list[Take] | None, now: datetime) -> None:
+        if not spent:
+            return
+        try:
+            self.counters.give_back(spent, now.timestamp())
+        except Exception as exc:
+            LIMITS_LOG.log(
+                logging.WARNING, "give_back", f"rate-limit quota of a stopped call kept: {exc}"
+            )
 
     def _decide_resource(
         self,
@@ -216,6 +243,7 @@ class Engine:
         now: datetime,
         coverage: set[tuple[str, str]] | None,
         stop: Deadline | None,
+        spent: list[Take] | None = None,
     ) -> tuple[dict[str, ActionDecision], bool, bool]:
         kind = self._kinds.get(res.kind)
         if kind is None:
@@ -266,7 +294,7 @@ class Engine:
                 limits = self._limits.get((res.kind, action)) if self._limits else None
                 if limits and decision.effect == d.ALLOW:
                     memo.used_quota = True
-                    decision = apply_limits(decision, limits, activation, self.counters, now)
+                    decision = apply_limits(decision, limits, activation, self.counters, now, spent)
                 out[action] = decision
             except Exception as exc:  # fail closed on anything unexpected
                 out[action] = ActionDecision(

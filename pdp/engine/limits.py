@@ -175,8 +175,10 @@ def apply_limits(
     act: Mapping[str, Any],
     counters: Counters,
     now: datetime,
+    spent: list[Take] | None = None,
 ) -> ActionDecision:
-    """The decision after the limits covering its action: unchanged, or a deny."""
+    """The decision after the limits covering its action: unchanged, or a deny. The takes
+    granted are added to `spent`, for the call to give back if it is never answered."""
     pairs, error = takes_for(limits, act)
     if error:
         return ActionDecision(
@@ -206,6 +208,8 @@ def apply_limits(
             errors=(f"counter store: {exc}",),
         )
     if outcome.granted:
+        if spent is not None:
+            spent.extend(takes)
         return ActionDecision(
             effect=decision.effect,
             policy=decision.policy,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import json_format
 
+from pdp.cel import Deadline
 from pdp.engine import DeadlineExceeded, new_decision_id
 from pdp.errors import NoPoliciesError, PdpError
 from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr_pb2
@@ -233,18 +234,39 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         # Any client can trigger these as fast as it can send: one line per cause per minute.
         self.refusal_log = RateLimitedLog(log)
         self.error_log = RateLimitedLog(log)
+        # Set by `begin_drain`; the stop times of the calls deciding now, which it brings
+        # forward (a plain set under the GIL, as `pdp.server.service.DecisionService` keeps).
+        self._drain_at: float | None = None
+        self._deciding: set[Deadline] = set()
+
+    def begin_drain(self, deadline: float) -> None:
+        """Shutdown: a decision still running at `deadline` (monotonic) stops there, inside
+        a resource too, and answers a denial with UNAVAILABLE (503 to Envoy's client), as a
+        Check answers UNAVAILABLE: grpc would cancel it past the grace, and its thread would
+        decide on with nobody to answer."""
+        self._drain_at = deadline
+        for stop in list(self._deciding):
+            stop.lower(deadline)
 
     def Check(self, request: ext.CheckRequest, context: grpc.ServicerContext) -> ext.CheckResponse:
         # Envoy sends its `timeout` as the call's deadline: a decision still running past it
         # stops (`Engine.check`'s `stop_at`) rather than hold a thread for an answer nobody
-        # waits for.
+        # waits for. The drain brings it forward to the end of its grace.
         remaining = context.time_remaining() if context is not None else None
-        stop_at = math.inf if remaining is None else time.monotonic() + remaining
-        if self.observer is None:
-            return self._answer(self.check(request, stop_at=stop_at))
-        start, t0 = time.time(), time.perf_counter()
-        seen: list[tuple[CheckRequest | None, CheckResponse | None]] = []
-        outcome = self.check(request, seen.append, stop_at=stop_at)
+        stop = Deadline(math.inf if remaining is None else time.monotonic() + remaining)
+        deciding = self._deciding
+        deciding.add(stop)
+        try:
+            drain_at = self._drain_at
+            if drain_at is not None:
+                stop.lower(drain_at)
+            if self.observer is None:
+                return self._answer(self.check(request, stop_at=stop))
+            start, t0 = time.time(), time.perf_counter()
+            seen: list[tuple[CheckRequest | None, CheckResponse | None]] = []
+            outcome = self.check(request, seen.append, stop_at=stop)
+        finally:
+            deciding.discard(stop)
         self._observe(context, outcome, seen, start, t0, request.ByteSize())
         return self._answer(outcome)
 
@@ -305,9 +327,11 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         request: ext.CheckRequest,
         report: Callable[[tuple[CheckRequest | None, CheckResponse | None]], None] | None = None,
         *,
-        stop_at: float = math.inf,
+        stop_at: float | Deadline = math.inf,
     ) -> Outcome:
         check_request: CheckRequest | None = None
+        # The call's own deadline, before the drain lowers it: which of the two stopped it.
+        own = stop_at.at if isinstance(stop_at, Deadline) else stop_at
         decision: CheckResponse | None = None
         try:
             engine = self.holder.require()
@@ -321,7 +345,11 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
                 decision = engine.check(check_request, stop_at=stop_at)
             outcome = outcome_for(translation, decision, gateway.mapping, new_decision_id())
         except DeadlineExceeded:
-            outcome = deadline_outcome(new_decision_id())
+            drain_at = self._drain_at
+            if drain_at is not None and drain_at < own:
+                outcome = error_outcome("shutting_down", new_decision_id(), unavailable=True)
+            else:
+                outcome = deadline_outcome(new_decision_id())
         except NoPoliciesError:
             outcome = error_outcome("no_policies", new_decision_id(), unavailable=True)
         except GatewayConfigError:
@@ -362,6 +390,19 @@ def add_ext_authz(
     observer: Observer | None = None,
 ) -> str:
     """Register the servicer on `server`; returns the full service name (for health/reflection)."""
+    _register(server, holder, options, limits=limits, on_decision=on_decision, observer=observer)
+    return SERVICE_NAME
+
+
+def _register(
+    server: grpc.Server,
+    holder: EngineHolder,
+    options: GatewayOptions | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    on_decision: DecisionHook | None = None,
+    observer: Observer | None = None,
+) -> ExtAuthzServicer:
     servicer = ExtAuthzServicer(
         holder,
         GatewayResolver(options),
@@ -370,13 +411,31 @@ def add_ext_authz(
         observer=observer,
     )
     ext_grpc.add_AuthorizationServicer_to_server(servicer, DecodingServer(server))
-    return SERVICE_NAME
+    return servicer
+
+
+class ExtAuthzRegistrar:
+    """Registers the servicer on a server (`build_server`'s `extra_services`), and passes the
+    server's drain on to it (`begin_drain`, which `PdpServer.begin_stop` calls)."""
+
+    def __init__(self, holder: EngineHolder, options: GatewayOptions | None, **kwargs: Any):
+        self._args = (holder, options)
+        self._kwargs = kwargs
+        self.servicers: list[ExtAuthzServicer] = []
+
+    def __call__(self, server: grpc.Server) -> str:
+        self.servicers.append(_register(server, *self._args, **self._kwargs))
+        return SERVICE_NAME
+
+    def begin_drain(self, deadline: float) -> None:
+        for servicer in self.servicers:
+            servicer.begin_drain(deadline)
 
 
 def ext_authz_registrar(
     holder: EngineHolder,
     options: GatewayOptions | None = None,
     **kwargs: Any,
-) -> Callable[[grpc.Server], str]:
+) -> ExtAuthzRegistrar:
     """For `pdp.server.build_server(..., extra_services=[ext_authz_registrar(holder)])`."""
-    return lambda server: add_ext_authz(server, holder, options, **kwargs)
+    return ExtAuthzRegistrar(holder, options, **kwargs)

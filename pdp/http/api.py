@@ -353,6 +353,24 @@ class HttpApi:
         # Each group is a decision of its own in the log, written once every group is decided:
         # a call stopped by its deadline (504) is one error record, as a gRPC batch is.
         decided: list[tuple[CheckRequest, CheckResponse]] = []
+        try:
+            return self._evaluations(call, engine, evals, semantic, batches, decided)
+        except BaseException:
+            # Not answered: the rate-limit quota the parts decided before took is given back
+            # (the caller got an error, never their allows).
+            for _request, response in decided:
+                engine.give_back(response)
+            raise
+
+    def _evaluations(
+        self,
+        call: Call,
+        engine: Engine,
+        evals: list[authzen.Evaluation],
+        semantic: str,
+        batches: list[tuple[list[int], CheckRequest]],
+        decided: list[tuple[CheckRequest, CheckResponse]],
+    ) -> tuple[int, Any]:
         if semantic == "execute_all":
             out: list[dict[str, Any] | None] = [None] * len(evals)
             done = 0
@@ -417,7 +435,7 @@ class HttpApi:
         return self._planned(
             call,
             lambda trace: search_resource(
-                self.holder, call.body, search, self.limits, trace, call.request_id
+                self.holder, call.body, search, self.limits, trace, call.request_id, _stop(call)
             ),
             hide=self.hide_reasons,
         )
@@ -462,7 +480,9 @@ class HttpApi:
         body = call.body
         if call.request_id and "request_id" not in body and "requestId" not in body:
             body = {**body, "request_id": call.request_id}
-        return self._planned(call, lambda trace: plan_json(self.holder, body, self.limits, trace))
+        return self._planned(
+            call, lambda trace: plan_json(self.holder, body, self.limits, trace, _stop(call))
+        )
 
     def _planned(
         self, call: Call, run: Callable[[Trace], Any], hide: bool = False
@@ -480,6 +500,12 @@ class HttpApi:
             if hide:
                 return 422, PlanRefused("the policies cannot answer this search exactly").to_dict()
             return 422, exc.to_dict()
+        except DeadlineExceeded:
+            # Stopped at the call's deadline (504) or the drain's end (503), as a Check is.
+            http_error = expired(call, 0, 0)
+            self._observe_plan(call, trace, http_error)
+            http_error.recorded = True
+            raise http_error from None
         except Exception as exc:
             if trace.request is None:
                 raise  # a bad body: the router records it as any refused call
@@ -574,6 +600,12 @@ class HttpApi:
             if http_error is None:
                 raise
             raise http_error from None
+
+
+def _stop(call: Call) -> Deadline:
+    """The stop time a call's decision or plan works under: the server's (which its drain
+    lowers), or one of the call's deadline outside a server."""
+    return call.stop if call.stop is not None else Deadline(call.stop_at)
 
 
 def as_http_error(exc: BaseException) -> HttpError | None:

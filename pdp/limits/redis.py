@@ -107,10 +107,37 @@ return out
 """
 
 
+# KEYS: the buckets to give back to. ARGV: per bucket capacity, rate (units per ms), cost.
+# A bucket gone (expired: full again, or evicted) is left alone; one still there gets its
+# cost back, refilled to now first and never past its capacity, and expires when full again.
+_GIVE_BACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  local v = redis.call('HMGET', KEYS[i], 'tok', 'ts')
+  local tok = tonumber(v[1])
+  local ts = tonumber(v[2])
+  if tok ~= nil and ts ~= nil then
+    local cap = tonumber(ARGV[3 * i - 2])
+    local rate = tonumber(ARGV[3 * i - 1])
+    if now > ts then
+      tok = math.min(cap, tok + (now - ts) * rate)
+      ts = now
+    end
+    local back = math.min(cap, tok + tonumber(ARGV[3 * i]))
+    redis.call('HSET', KEYS[i], 'tok', tostring(back), 'ts', tostring(ts))
+    redis.call('PEXPIRE', KEYS[i], math.ceil((cap - back) / rate) + 1000)
+  end
+end
+return 1
+"""
+
+
 class RedisCounters:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._take = client.register_script(_TAKE)
+        self._give_back = client.register_script(_GIVE_BACK)
         # Redis's clock minus `time.monotonic()`, in ms, as the last reply showed it (None:
         # not learnt yet). Written by any thread; one float assignment is atomic.
         self._offset_ms: float | None = None
@@ -216,6 +243,17 @@ class RedisCounters:
         if status:
             return Outcome(True, tuple(levels))
         return Outcome(False, tuple(levels), int(refused) - 1, retry_ms / 1000.0)
+
+    def give_back(self, takes: Sequence[Take], now: float) -> None:
+        """`now` is ignored, as in `take`. Raises `CounterStoreError` when Redis fails."""
+        keys = [KEY_PREFIX + t.key for t in takes]
+        args: list[str] = []
+        for t in takes:
+            args += [repr(float(t.capacity)), repr(t.rate / 1000.0), repr(float(t.cost))]
+        try:
+            self._give_back(keys=keys, args=args)
+        except (redis.RedisError, OSError) as exc:
+            raise CounterStoreError(f"redis: {exc}") from exc
 
     def close(self) -> None:
         self._client.close()

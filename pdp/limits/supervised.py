@@ -9,8 +9,10 @@ A worker that cannot reach its supervisor (gone, stuck, garbled answer) gets
 `CounterStoreError`: the limit's `onStoreError` decides, as for an unreachable Redis.
 
 Wire format, one JSON array per line. Request: `[seq, [[key, capacity, rate, cost], ...]]`;
-answer: `[seq, granted, [remaining, ...], refused, retry_after]`. `seq` lets a worker skip an
-answer that arrived after it gave up waiting for it.
+answer: `[seq, granted, [remaining, ...], refused, retry_after]`. A give-back (the quota of a
+call that ended in an error) is `[seq, [[key, capacity, rate, cost], ...], "give_back"]`,
+answered `[seq, true, [], -1, 0]`. `seq` lets a worker skip an answer that arrived after it
+gave up waiting for it.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class CounterServer:
 
     def _answer(self, line: bytes) -> bytes:
         try:
-            seq, raw = json.loads(line)
+            seq, raw, *verb = json.loads(line)
         except (ValueError, TypeError):
             return b'[null, "bad request"]\n'
         try:
@@ -92,6 +94,11 @@ class CounterServer:
             if not all(math.isfinite(x) for t in takes for x in (t.capacity, t.rate, t.cost)):
                 raise ValueError("not finite")
         except (ValueError, TypeError):
+            return json.dumps([seq, "bad request"]).encode() + b"\n"
+        if verb == ["give_back"]:
+            self.counters.give_back(takes, time.time())
+            return json.dumps([seq, True, [], -1, 0]).encode() + b"\n"
+        if verb:
             return json.dumps([seq, "bad request"]).encode() + b"\n"
         out = self.counters.take(takes, time.time())
         reply = [seq, out.granted, list(out.remaining), out.refused, out.retry_after]
@@ -109,20 +116,7 @@ class SupervisedCounters:
         self._pending = b""
 
     def take(self, takes: Sequence[Take], now: float) -> Outcome:
-        raw = [[t.key, t.capacity, t.rate, t.cost] for t in takes]
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-            try:
-                self._sock.sendall(json.dumps([seq, raw]).encode() + b"\n")
-                while True:
-                    reply = self._read_line()
-                    if reply[0] == seq:
-                        break
-            except (OSError, ValueError, TypeError, IndexError) as exc:
-                raise CounterStoreError(
-                    f"supervisor counters: {exc or type(exc).__name__}"
-                ) from exc
+        reply = self._ask(takes)
         try:
             _seq, granted, remaining, refused, retry_after = reply
             outcome = Outcome(bool(granted), tuple(float(x) for x in remaining), int(refused),
@@ -132,6 +126,28 @@ class SupervisedCounters:
         if len(outcome.remaining) != len(takes):
             raise CounterStoreError("supervisor counters: answered the wrong number of buckets")
         return outcome
+
+    def give_back(self, takes: Sequence[Take], now: float) -> None:
+        reply = self._ask(takes, "give_back")
+        if len(reply) < 2 or reply[1] is not True:
+            raise CounterStoreError(f"supervisor counters: {reply[1:]!r}")
+
+    def _ask(self, takes: Sequence[Take], *verb: str) -> list:
+        raw = [[t.key, t.capacity, t.rate, t.cost] for t in takes]
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            try:
+                self._sock.sendall(json.dumps([seq, raw, *verb]).encode() + b"\n")
+                while True:
+                    reply = self._read_line()
+                    if reply[0] == seq:
+                        break
+            except (OSError, ValueError, TypeError, IndexError) as exc:
+                raise CounterStoreError(
+                    f"supervisor counters: {exc or type(exc).__name__}"
+                ) from exc
+        return reply
 
     def _read_line(self) -> list:
         while b"\n" not in self._pending:

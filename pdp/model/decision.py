@@ -97,6 +97,10 @@ class CheckResponse:
     time_dependent: bool = False
     # True when a rate limit took (or refused) quota: never answered from a cache.
     uses_quota: bool = False
+    # The rate-limit takes this decision was granted (`pdp.engine.counters.Take`), which a
+    # server gives back (`Engine.give_back`) when the call ends in an error and the decision
+    # is never answered. Not part of the decision: not compared, shown or logged.
+    spent: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by `pdp check`, the decision log and tests."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pdp.cel import Deadline
 from pdp.engine import Engine, EngineHolder
 from pdp.errors import RequestError
 from pdp.http import authzen  # the AuthZEN mapping only: pure, no HTTP library
@@ -48,10 +49,12 @@ def plan_request(
     body: Any,
     limits: Limits = DEFAULT_LIMITS,
     trace: Trace | None = None,
+    stop: Deadline | None = None,
 ) -> tuple[PlanRequest, Plan]:
+    """Parse and plan; `stop` as `pdp.plan.plan` takes it (`DeadlineExceeded` past it)."""
     trace = trace if trace is not None else Trace()
     req = trace.request = parse_plan_request(body, limits)
-    p = trace.plan = plan(_engine(source), req)
+    p = trace.plan = plan(_engine(source), req, stop)
     return req, p
 
 
@@ -60,9 +63,10 @@ def plan_json(
     body: Any,
     limits: Limits = DEFAULT_LIMITS,
     trace: Trace | None = None,
+    stop: Deadline | None = None,
 ) -> dict[str, Any]:
     """`POST /v1/plan`: a plan request (docs/PLANNING.md) to the plan's JSON."""
-    return plan_request(source, body, limits, trace)[1].to_dict()
+    return plan_request(source, body, limits, trace, stop)[1].to_dict()
 
 
 # --- AuthZEN resource search ----------------------------------------------------------------
@@ -119,6 +123,7 @@ def search_resource(
     limits: Limits = DEFAULT_LIMITS,
     trace: Trace | None = None,
     request_id: str = "",
+    stop: Deadline | None = None,
 ) -> dict[str, Any]:
     """AuthZEN `POST /access/v1/search/resource`: one page of the resources the subject may
     act on, `{"results": [{"type", "id"}], "page": {"next_token"}}`.
@@ -136,7 +141,7 @@ def search_resource(
     if request_id:
         plan_body["request_id"] = request_id
     try:
-        _req, p = plan_request(source, plan_body, limits, trace)
+        _req, p = plan_request(source, plan_body, limits, trace, stop)
     except RequestError as exc:
         exc.field = authzen.plan_field(exc.field)
         exc.args = (f"{exc.field}: {exc.message}",)

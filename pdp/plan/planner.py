@@ -16,12 +16,15 @@ be planned exactly makes the whole plan refuse (`PlanRefused`), never approximat
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pdp.engine import Engine, new_decision_id
+from pdp.cel import NEVER, STOP_AT, Deadline, Interrupted
+from pdp.engine import DeadlineExceeded, Engine, new_decision_id
 from pdp.engine.compiled import CompiledAction, CompiledKind, CompiledRule
 from pdp.errors import RequestError
 from pdp.model import decision as d
@@ -205,8 +208,14 @@ class _Denied(Exception):
         self.reason, self.message, self.policy, self.rule = reason, message, policy, rule
 
 
-def plan(engine: Engine, request: PlanRequest) -> Plan:
-    """Plan one (kind, action) for one principal. Raises `PlanRefused`."""
+_INF = math.inf
+
+
+def plan(engine: Engine, request: PlanRequest, stop: Deadline | None = None) -> Plan:
+    """Plan one (kind, action) for one principal. Raises `PlanRefused`, and
+    `DeadlineExceeded` (0 of 0 decided) once `stop` passed: a plan runs the same conditions a
+    Check does (their known parts), so it stops as a Check does, at CEL's charges and between
+    rules, and a server's drain may bring `stop` forward while it runs."""
     now = request.check.time or datetime.now(UTC)
     base = {
         "resource_kind": request.kind,
@@ -218,7 +227,9 @@ def plan(engine: Engine, request: PlanRequest) -> Plan:
         "principal_id": request.principal.get("id", ""),
     }
     try:
-        formula, time_dependent = _plan(engine, request, now)
+        formula, time_dependent = _plan(engine, request, now, stop or NEVER)
+    except Interrupted:
+        raise DeadlineExceeded(0, 0) from None
     except _Denied as e:
         return Plan(ALWAYS_DENIED, filter=FALSE, reason=e.reason, message=e.message,
                     policy=e.policy, rule=e.rule, **base)  # fmt: skip
@@ -238,7 +249,9 @@ def plan(engine: Engine, request: PlanRequest) -> Plan:
     return Plan(kind, filter=formula, time_dependent=time_dependent, **extra, **base)
 
 
-def _plan(engine: Engine, request: PlanRequest, now: datetime) -> tuple[Formula, bool]:
+def _plan(
+    engine: Engine, request: PlanRequest, now: datetime, stop: Deadline
+) -> tuple[Formula, bool]:
     ck = engine.policy_set.kinds.get(request.kind)
     if ck is None:
         raise _Denied(d.UNKNOWN_RESOURCE_KIND, f"no policy governs resource kind `{request.kind}`")
@@ -260,9 +273,10 @@ def _plan(engine: Engine, request: PlanRequest, now: datetime) -> tuple[Formula,
         "action": request.action,
         "context": context,
         "now": now,
+        STOP_AT: stop,  # CEL's charges read it, as a Check's do
     }
     pe = Partial(act, request.kind, request.tenant)
-    planner = _Rules(pe, req.roles)
+    planner = _Rules(pe, req.roles, stop)
 
     # 0. Attribute schemas: Check refuses a resource that breaks them before any rule runs.
     schema_ok: Formula = TRUE
@@ -359,10 +373,11 @@ def _push_not(f: Formula) -> Formula:
 class _Rules:
     """Rule matching as `Engine._first_match` does it, as formulas."""
 
-    def __init__(self, pe: Partial, roles: frozenset[str]) -> None:
+    def __init__(self, pe: Partial, roles: frozenset[str], stop: Deadline = NEVER) -> None:
         self.pe = pe
         self.roles = roles
         self._derived: dict[int, Pred] = {}
+        self.stop = stop
 
     def any_match(
         self, rules: tuple[CompiledRule, ...], ck: CompiledKind, *, deny: bool
@@ -371,7 +386,10 @@ class _Rules:
 
     def match(self, rule: CompiledRule, ck: CompiledKind, *, deny: bool) -> Formula:
         """Where the rule matches: its principal test and its condition. For a deny rule an
-        error matches (fail closed); for an allow rule it does not."""
+        error matches (fail closed); for an allow rule it does not. Reads the stop time
+        first: a plan is not a hot path, and a kind may hold hundreds of rules."""
+        if self.stop.at < _INF and time.monotonic() >= self.stop.at:
+            raise Interrupted
         try:
             who = self._principal(rule, deny=deny)
             if who == FALSE:

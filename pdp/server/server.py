@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -131,6 +131,8 @@ class PdpServer:
         self.activity: Activity | None = None
         self.decision_cache: DecisionCache | None = None
         self.decisions: DecisionService | None = None
+        # `begin_drain(deadline)` of the extra services that decide (`build_server`).
+        self.drains: list[Callable[[float], None]] = []
         self.executor: _Executor | None = None
         self._draining = False
         self._held = False  # hold_serving: a supervisor has not yet said every worker is ready
@@ -194,6 +196,8 @@ class PdpServer:
             self.executor.draining = True
         if self.decisions is not None:
             self.decisions.begin_drain(self._drain_deadline)
+        for begin_drain in self.drains:  # other services' calls (Envoy ext_authz)
+            begin_drain(self._drain_deadline)
         # Last: a caller that sees NOT_SERVING can count on its next call being refused.
         self.set_serving(False)
 
@@ -322,6 +326,9 @@ def build_server(
     pdp_server = PdpServer(server, health_servicer, names, addresses, observer)
     pdp_server.activity = decisions.activity
     pdp_server.decisions = decisions
+    pdp_server.drains = [
+        drain for register in extra_services if (drain := getattr(register, "begin_drain", None))
+    ]
     pdp_server.executor = executor
     pdp_server._holder = holder
     pdp_server.decision_cache = cache

@@ -437,8 +437,11 @@ class DecisionService:
                 raise
             if self._drain_at is None or context.is_active():
                 # (While draining, grpc may have cancelled the call past the grace: then the
-                # caller never gets this decision, and the log must not hold it.)
+                # caller never gets this decision, and the log must not hold it, nor its
+                # rate limits the quota it took.)
                 self._observe(context, request, response, None, start, t0, data, out)
+            elif response is not None:
+                self.holder.require().give_back(response)
             return out
         finally:
             self.activity.exit()
@@ -537,22 +540,51 @@ class DecisionService:
         self.activity.enter()
         start, t0 = time.time(), _perf_counter()
         req = result = status = None
+        observed = True
         try:
             try:
+                # The call's deadline and the drain bound a plan as they bound a Check: its
+                # conditions' known parts run the same CEL (`_decide`).
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    raise _expired(False, 0, 0)
+                if self._drain_at is not None:
+                    self._draining_check(self._drain_at)
+                stop_at = _NO_DEADLINE if remaining is None else time.monotonic() + remaining
                 req = plan_request_from_proto(request, self.limits)
-                result = plan_resources(self.holder.require(), req)
+                result = self._plan(plan_resources, req, stop_at)
                 return plan_to_proto(result)
             except PlanRefused as exc:
                 status = _refused(exc)
+            except CallStopped as exc:
+                status, observed = exc.status, exc.observed
             except Exception as exc:
                 status = status_for(exc, PLAN_RPC)
             context.abort_with_status(status)
             raise AssertionError("unreachable: abort_with_status raises")
         finally:
-            if self.observer is not None:
+            if self.observer is not None and observed:
                 size = request.ByteSize()
                 self._observe_plan(context, req, result, status, start, t0, size)
             self.activity.exit()
+
+    def _plan(self, plan_resources: Callable[..., Any], req: Any, stop_at: float) -> Any:
+        """`plan_resources(engine, req, stop)` under the call's stop time, which `begin_drain`
+        brings forward; raises `CallStopped` once it passed."""
+        engine = self.holder.require()
+        stop = Deadline(stop_at)
+        deciding = self._deciding
+        deciding.add(stop)
+        try:
+            drain_at = self._drain_at
+            if drain_at is not None:
+                stop.lower(drain_at)
+            return plan_resources(engine, req, stop)
+        except DeadlineExceeded:
+            drain_at = self._drain_at
+            raise _expired(drain_at is not None and drain_at < stop_at, 0, 0) from None
+        finally:
+            deciding.discard(stop)
 
     def _observe_plan(self, context: Any, req: Any, result: Any, status: Any, start: float,
                       t0: float, size: int) -> None:  # fmt: skip

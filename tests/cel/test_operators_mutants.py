@@ -50,6 +50,11 @@ VALUES: list[Any] = [
     b"a",
     TS,
     timedelta(seconds=1),
+    # Long enough to take the charged forms of comparisons and lookups (100 characters).
+    "a" * 150,
+    "a" * 149 + "\U0001f600",
+    b"a" * 150,
+    {"a" * 150: 1},
 ]
 
 

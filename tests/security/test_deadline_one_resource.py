@@ -9,9 +9,10 @@ gRPC DEADLINE_EXCEEDED and HTTP 504, and no decision.
 
 And one whose work nothing interrupts is decided past its deadline and then not answered:
 `decided 1 of 1 resources`, no decision logged, HTTP 504 (a late 200 before). What it runs is
-the one work CEL still leaves uncharged that is slow: ordering two long strings. List
-comparisons, which this case used before, are now charged outside comprehensions too, and so
-stop at the deadline (tests/security/test_work_outside_comprehensions.py)."""
+the one slow work CEL still leaves between two reads of the clock: a comprehension whose body
+is many cheap comparisons. List comparisons, then the ordering of two long strings, which this
+case used before, are now charged wherever they are, and so stop at the deadline
+(tests/security/test_work_outside_comprehensions.py)."""
 
 from __future__ import annotations
 
@@ -68,28 +69,27 @@ spec:
 )
 
 
-# Rules whose work nothing interrupts. A string's `==` and `<` are left uncharged (a memcmp of
-# at most 64 KiB, ~2 us, for `==`), but `<` of two strings Python stores in different widths
-# compares them character by character: ~0.1 ms for two request strings of 64 Ki characters,
-# one ending in an emoji, equal up to it. Each rule builds a list of 1,500 such comparisons
-# (a flat list: the Python a long `||` chain compiles to takes seconds to compile); seven
-# rules stay under the eight between the engine's clock reads (~1 s in all here, five times
-# the 0.2 s deadline). Should string ordering be charged one day, this case needs other
-# uninterruptible work, or none is left and it goes (tests/engine/test_deadline.py keeps the
-# engine's side).
-_BIG = "size([" + ", ".join(["V.lt"] * 1500) + "]) == 0"
+# A rule whose work nothing interrupts. Every operation whose cost grows with its operands is
+# charged now (comparisons and lookups of long strings too: tests/security/
+# test_work_outside_comprehensions.py), and each charge reads the stop time. What is left is
+# work made of many cheap steps after the last charge: a comprehension charges its range once,
+# before its first iteration, and its body's comparisons with short strings are not charged,
+# so `l.exists(x, x == "q0" || ...)` over a request list runs every iteration with no clock
+# read (~0.6 s here: 1,500 comparisons x 15,000 items, three times the 0.2 s deadline; the
+# range is charged at its start, well before it). When comprehension bodies read the clock
+# every so many iterations, this case needs other uninterruptible work, or none is left and it
+# goes (tests/engine/test_deadline.py keeps the engine's side).
+_BIG = "resource.attr.l.exists(x, " + " || ".join(f'x == "q{i}"' for i in range(1500)) + ")"
 SCROLL = (
     """apiVersion: pdp/v1
 kind: ResourcePolicy
 metadata: {id: scroll}
 spec:
   resource: scroll
-  variables:
-    lt: resource.attr.a < resource.attr.b
   actions:
     read: {}
   rules:"""
-    + "".join(_RULE.format(i=i, condition=_BIG) for i in range(7))
+    + _RULE.format(i=0, condition=_BIG)
     + """
     - id: last
       actions: [read]
@@ -97,7 +97,7 @@ spec:
       roles: ["*"]
 """
 )
-STRINGS = {"a": "a" * 65535 + "\U0001f600", "b": "a" * 65536}
+STRINGS = {"l": [f"a{i}" for i in range(15_000)]}
 LATE_S = 0.2
 LATE = "deadline exceeded before the decision was complete (decided 1 of 1 resources)"
 
