@@ -61,6 +61,15 @@ cases = {
             P,
         ),
     ),
+    "multipart _method part of short lines": (
+        f"multipart/form-data; boundary={B}",
+        fill(
+            f'--{B}\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'.encode(),
+            b"\n",
+            f"POST\r\n--{B}--\r\n".encode(),
+            P,
+        ),
+    ),
     "json many objects": (
         "application/json",
         fill(b'{"_method":"POST","a":[', b'{"_m":0},', b"0]}", P),

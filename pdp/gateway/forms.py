@@ -280,7 +280,9 @@ def _split_commas(value: str) -> list[str]:
     return out
 
 
-def multipart_method_values(content_type: str, body: bytes, complete: bool) -> list[str]:
+def multipart_method_values(
+    content_type: str, body: bytes, complete: bool, *, shrink: bool = True
+) -> list[str]:
     """The values of every part named `_method` (by `name`, or RFC 2231 `name*`) in a multipart
     body. A complete body that does not parse cleanly (no boundary, a missing start or close
     delimiter, a part without headers) is refused: another parser may find parts this one
@@ -298,7 +300,8 @@ def multipart_method_values(content_type: str, body: bytes, complete: bool) -> l
     token = secrets.token_hex(16)
     root = f"{_ROOT}: {token}\r\n".encode() + head
     parser = email.parser.BytesParser(_class=_form_class(token), policy=email.policy.compat32)
-    message = parser.parsebytes(root + body)
+    parsed = _shrunk(body, boundary) if shrink and boundary else body
+    message = parser.parsebytes(root + parsed)
     if not message.is_multipart() or not boundary:
         if body.strip():
             raise FormError("a multipart body without a boundary pdp can parse")
@@ -325,6 +328,81 @@ def multipart_method_values(content_type: str, body: bytes, complete: bool) -> l
             if isinstance(decoded, bytes) and decoded.decode("latin-1") != value:
                 values.append(decoded.decode("latin-1"))
     return values
+
+
+# The payload of a part that may be `_method` handed to the parser whole up to this many bytes;
+# a longer one is cut (and read as naming another method), or a `_method` part of short lines
+# would cost as much as the whole body did.
+MAX_METHOD_PAYLOAD = 1024
+# What `email`'s parser reads as a delimiter line (its `boundaryre`, on lines split at CRLF, CR
+# or LF), a header line (`headerRE`), and one line.
+_HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\r\n]*(?:\r\n|\r|\n|\Z))*")
+_ONE_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
+
+
+def _shrunk(body: bytes, boundary: str) -> bytes:
+    """`body` as `email`'s parser needs it to find the parts, their names and their defects:
+    every delimiter line, and of the text between two, the header lines that say something
+    (`_shrunk_headers`) and the line after them (a blank separator, or the line whose
+    presence is a defect). The rest of a part's
+    payload is dropped unless its headers say `method` (in any case), where a `_method`
+    part's name is: the payload is its value (cut past `MAX_METHOD_PAYLOAD`, ending in a NUL
+    line: another method). The parser walks a body line by line in Python (~0.1 s per 256
+    KiB of short lines); the delimiter lines are found here in one C scan.
+
+    A part named `_method` whose headers do not spell `method` (RFC 2231 `%6D…`, quoted
+    pairs) loses its payload: its value reads `""`, another method than the request's, so
+    it is refused, never passed."""
+    delimiter = re.compile(
+        rb"(?:(?<=[\r\n])|\A)--"
+        + re.escape(boundary.encode("utf-8", "surrogateescape"))
+        + rb"(?:--)?[ \t]*(?:\r\n|\r|\n|\Z)"
+    )
+    out = []
+    pos = 0
+    for m in delimiter.finditer(body):
+        out.append(_shrunk_part(body, pos, m.start()))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(_shrunk_part(body, pos, len(body)))
+    return b"".join(out)
+
+
+def _shrunk_part(body: bytes, start: int, end: int) -> bytes:
+    headers = _HEADER_LINES.match(body, start, end)
+    assert headers is not None  # matches the empty string
+    line = _ONE_LINE.match(body, headers.end(), end)
+    assert line is not None
+    block = _shrunk_headers(body[start : headers.end()])
+    first = body[headers.end() : line.end()]
+    if b"method" not in block.lower():
+        return block + first
+    if end - line.end() <= MAX_METHOD_PAYLOAD:
+        return block + body[headers.end() : end]
+    # Longer than any method name, however padded: cut, and ended with a line no method
+    # name holds, so the value read is another method whatever the rest said.
+    return block + body[headers.end() : line.end() + MAX_METHOD_PAYLOAD] + b"\x00\r\n"
+
+
+def _shrunk_headers(block: bytes) -> bytes:
+    """A part's header lines with every header but `Content-Disposition` (its name) and
+    `Content-Transfer-Encoding` (how its value decodes) dropped, continuation lines and all:
+    parts are read as text whatever else they say. A block the parser reads with defects
+    or by position (a first line that is a continuation, a `From ` or `:` line) is kept
+    whole."""
+    if not block or block[:1] in b" \t" or _POSITIONAL_HEADER.search(block):
+        return block
+    # Never none where there were some: a part of no lines at all would make the delimiter
+    # lines around it one run, which the parser reads as one delimiter.
+    return _OTHER_HEADER.sub(b"", block) or b"X:\r\n"
+
+
+_POSITIONAL_HEADER = re.compile(rb"(?:(?<=[\r\n])|\A)(?:From |:)")
+_OTHER_HEADER = re.compile(
+    rb"(?:(?<=[\r\n])|\A)(?!(?:content-disposition|content-transfer-encoding):)"
+    rb"[\x21-\x39\x3b-\x7e]+:[^\r\n]*(?:\r\n|\r|\n|\Z)(?:[\t ][^\r\n]*(?:\r\n|\r|\n|\Z))*",
+    re.IGNORECASE,
+)
 
 
 def _form_class(token: str) -> type[email.message.Message]:

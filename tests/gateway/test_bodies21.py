@@ -26,8 +26,11 @@ from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway.forms import (
     _JSON_STRING,
     CUT_VALUE,
+    MAX_METHOD_PAYLOAD,
+    FormError,
     json_method_values,
     json_prefix_method_values,
+    multipart_method_values,
 )
 from pdp.gateway.request import AMBIGUOUS_METHOD, FORM_BODY_REQUIRED
 from pdp.gateway.servicer import ExtAuthzServicer, GatewayOptions, GatewayResolver
@@ -119,7 +122,7 @@ def _json_object(draw: st.DrawFn) -> tuple[str, list[int]]:
     return text + draw(_SPACE) + "}", ends
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=_json_object(), cut=st.integers(0, 10**6))
 @example(case=('{"_method": "DELETE", "q": "aaaa"}', [20]), cut=25)
 @example(case=('{"q": 1, "_method": "DELETE"}', [28]), cut=24)
@@ -219,3 +222,113 @@ def test_an_untyped_body_envoy_sent_is_read_as_a_form(engine: RecordingEngine) -
     assert _outcome(svc, _post(body=b"q=1", marker="true")) == (400, FORM_BODY_REQUIRED)
     message = svc.check(_post()).message
     assert "with_request_body" in message and "content-length: 0" in message
+
+
+# -- multipart: the parser reads the lines that matter -------------------------------------------
+
+_B = "XyZb"
+_LINES = st.sampled_from(
+    [
+        f"--{_B}",
+        f"--{_B}--",
+        f"--{_B} \t",
+        f"--{_B}x",
+        f"--{_B}--x",
+        f"x--{_B}",
+        'Content-Disposition: form-data; name="_method"',
+        'content-disposition: form-data; name="text"',
+        "Content-Disposition: form-data; name*=utf-8''%5Fmethod",
+        'Content-Disposition: form-data; name="_method[]"',
+        "Content-Transfer-Encoding: base64",
+        "Content-Type: multipart/mixed; boundary=inner",
+        "X-Other: y",
+        "X-Method: 1",
+        'CONTENT-DISPOSITION: form-data; name="_method"',
+        "Content-Disposition: form-data;",
+        ' name="_method"',
+        "content-transfer-encoding:base64",
+        "Content-Disposition : x",
+        " folded",
+        "From someone",
+        ":no name",
+        "",
+        "",
+        "DELETE",
+        "POST",
+        "  post ",
+        "UE9TVA==",
+        "REVMRVRF",
+        "--",
+        "x",
+    ]
+)
+_EOL = st.sampled_from(["\r\n", "\r\n", "\n", "\r"])
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(st.tuples(_LINES, _EOL), max_size=24),
+    last_eol=st.booleans(),
+    complete=st.booleans(),
+)
+@example(
+    lines=[
+        (f"--{_B}", "\r\n"),
+        ('Content-Disposition: form-data; name="_method"', "\r\n"),
+        ("", "\r\n"),
+        ("", "\n"),
+        ("  post ", "\r\n"),
+        (f"--{_B}--", "\r\n"),
+    ],
+    last_eol=True,
+    complete=True,
+)
+@example(
+    lines=[
+        (f"--{_B}", "\r\n"),
+        ("Content-Type: multipart/mixed; boundary=inner", "\r\n"),
+        (f"--{_B}--", "\r\n"),
+        ('Content-Disposition: form-data; name="_method"', "\r\n"),
+    ],
+    last_eol=False,
+    complete=False,
+)  # a part of dropped headers only is still a part: the close delimiter ends the form
+def test_multipart_read_from_its_delimiters_and_headers_finds_what_the_full_parse_finds(
+    lines: list[tuple[str, str]], last_eol: bool, complete: bool
+) -> None:
+    """`multipart_method_values` hands `email`'s parser every delimiter line and each part's
+    headers and first line, and the payload only of a part whose headers say `method`:
+    the parts, their names, their defects and every `_method` value are what parsing the
+    whole body finds."""
+    body = "".join(text + eol for text, eol in lines)
+    if lines and not last_eol:
+        body = body[: -len(lines[-1][1])]
+    content_type = f"multipart/form-data; boundary={_B}"
+
+    def outcome(shrink: bool) -> object:
+        try:
+            return multipart_method_values(content_type, body.encode(), complete, shrink=shrink)
+        except FormError as e:
+            return str(e)
+
+    assert outcome(True) == outcome(False)
+
+
+def test_a_method_part_longer_than_any_method_name_is_refused_not_walked() -> None:
+    """A `_method` part's payload is handed to the parser up to `MAX_METHOD_PAYLOAD` bytes: a
+    longer one (`POST` padded with 256 KiB of newlines, which the parser walked line by line)
+    reads as naming another method."""
+    content_type = f"multipart/form-data; boundary={_B}"
+
+    def form(value: bytes) -> bytes:
+        head = f'--{_B}\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'.encode()
+        return head + value + f"\r\n--{_B}--\r\n".encode()
+
+    padded = b"\n" * MAX_METHOD_PAYLOAD + b"POST"
+    assert multipart_method_values(content_type, form(padded), True, shrink=False) == [
+        padded.decode()
+    ]
+    (value,) = multipart_method_values(content_type, form(padded), True)
+    assert value.strip().upper() != "POST"
+    short = b"\n" * (MAX_METHOD_PAYLOAD - 10) + b"POST"
+    assert multipart_method_values(content_type, form(short), True) == [short.decode()]
