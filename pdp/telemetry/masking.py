@@ -232,8 +232,9 @@ _QUOTED = re.compile(r"`([^`]*)`")
 _AUTH_PARAM = r"[\w.-]+=(?:\"[^\"]*\"|[^\s,\"`=][^\s,\"`]*)"
 _CREDENTIAL_SPAN = re.compile(
     r"\b(?:bearer|dpop)\s+[^\s`]+"
-    r"|\b" + _JWT + r""
-    r"|\b(?P<scheme>basic|digest|negotiate|ntlm|oauth|hoba|mutual|vapid|scram-sha-(?:1|256)"
+    + r"|\b"
+    + _JWT
+    + r"|\b(?P<scheme>basic|digest|negotiate|ntlm|oauth|hoba|mutual|vapid|scram-sha-(?:1|256)"
     r"|aws4-hmac-sha256|gnap)\s+"
     rf"(?:(?P<params>{_AUTH_PARAM}(?:\s*,\s*{_AUTH_PARAM})*)"
     r"|(?P<token>[\w.~+/-]+=*))",
