@@ -801,6 +801,8 @@ class _Checker:
     def arithmetic(self, node: A.Call) -> tuple[T, Any]:
         (lt, _), (rt, _) = self.c(node.args[0]), self.c(node.args[1])
         rule = _ARITH[node.fn]
+        if _same_value(node.args[0], node.args[1]):
+            return self.arithmetic_of_one(node, lt, rule)
         self.combos(node, _OP_TEXT[node.fn], [lt, rt], lambda a, b: rule(a, b) is not None)
         outs = []
         for a, b in product(_concrete_members(lt), _concrete_members(rt)):
@@ -809,6 +811,30 @@ class _Checker:
             r = rule(a, b)
             if r is not None:
                 outs.append(r)
+        return (ty.union(*outs) if outs else DYN), _NO
+
+    def arithmetic_of_one(
+        self, node: A.Call, t: T, rule: Callable[[T, T], T | None]
+    ) -> tuple[T, Any]:
+        """`x + x`: both sides are one value, so of one member of `x`'s type, never two.
+        A JSON number is an `int` or a `double` (its text decides), and `int + double` has no
+        overload, but `R.attr.n + R.attr.n` adds an int to an int or a double to a double."""
+        outs = []
+        for m in _concrete_members(t):
+            if isinstance(m, ty.Dyn):
+                return m, _NO
+            if self.skip(m, t):
+                continue
+            r = rule(m, m)
+            if r is None:
+                self.issue(
+                    NO_OVERLOAD,
+                    f"no matching overload for `{_OP_TEXT[node.fn]}` applied to "
+                    f"`({m.show()}, {m.show()})`",
+                    node,
+                )
+                return DYN, _NO
+            outs.append(r)
         return (ty.union(*outs) if outs else DYN), _NO
 
     def index(self, node: A.Call) -> tuple[T, Any]:
@@ -848,6 +874,59 @@ class _Checker:
                     NO_OVERLOAD, f"no matching overload for `{op}` applied to `({shown})`", node
                 )
                 return
+
+
+def _same_value(a: A.Node, b: A.Node) -> bool:
+    """Whether two expressions are written alike (positions aside), so they have one value:
+    CEL has no side effects, and the two sides of one operator see the same bindings."""
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, A.Lit):
+            assert isinstance(y, A.Lit)
+            if type(x.value) is not type(y.value) or x.value != y.value:
+                return False
+        elif isinstance(x, A.Ident):
+            assert isinstance(y, A.Ident)
+            if x.name != y.name:
+                return False
+        elif isinstance(x, A.Select):
+            assert isinstance(y, A.Select)
+            if x.field != y.field:
+                return False
+            stack.append((x.operand, y.operand))
+        elif isinstance(x, A.Call):
+            assert isinstance(y, A.Call)
+            if (
+                x.fn != y.fn
+                or len(x.args) != len(y.args)
+                or (x.target is None) != (y.target is None)
+            ):
+                return False
+            stack.extend(zip(x.args, y.args))
+            if x.target is not None and y.target is not None:
+                stack.append((x.target, y.target))
+        elif isinstance(x, A.ListLit):
+            assert isinstance(y, A.ListLit)
+            if len(x.items) != len(y.items):
+                return False
+            stack.extend(zip(x.items, y.items))
+        elif isinstance(x, A.MapLit):
+            assert isinstance(y, A.MapLit)
+            if len(x.entries) != len(y.entries):
+                return False
+            for (xk, xv), (yk, yv) in zip(x.entries, y.entries):
+                stack += [(xk, yk), (xv, yv)]
+        elif isinstance(x, A.Struct):
+            assert isinstance(y, A.Struct)
+            if x.type_name != y.type_name or [f for f, _ in x.fields] != [f for f, _ in y.fields]:
+                return False
+            stack.extend((xv, yv) for (_, xv), (_, yv) in zip(x.fields, y.fields))
+        else:
+            return False
+    return True
 
 
 def _concrete_members(t: T) -> list[T]:

@@ -146,7 +146,73 @@ def json_method_values(body: bytes) -> list[str]:
     return values
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|[^\[\]{}"]+|"', re.DOTALL)
+# A value no method can equal: a top-level `_method` whose value a cut body does not hold.
+CUT_VALUE = "(cut)"
+
+
+def json_prefix_method_values(body: bytes) -> list[str]:
+    """The top-level `_method` values of a JSON body pdp got only the start of (cut at Envoy's
+    `max_request_bytes`, or past `MAX_PARSED_BYTES`), read key by key as far as it goes.
+
+    What the start of a JSON object holds is settled by that start: a top-level key read
+    there is a top-level key of the whole text, whatever follows. So each top-level key is
+    read (`json`'s own string scanner, escapes and all) and its value skipped (`json`'s own
+    value scanner, in C); a `_method` found is a value as in `json_method_values`, and one
+    whose value the cut runs through (`"_method": "DEL`) is `CUT_VALUE`, a method nobody
+    asked for, as a form cut at `_method=DEL` names `DEL`. A key the cut runs through
+    (`"_met`) is not seen, as in a cut form. Where the text stops being JSON, the keys read
+    before it are kept: the whole body would not parse (Laravel would read no `_method`), but
+    a cut body cannot say so, and keeping them only refuses a request that names another
+    method in the start of a broken body. Nesting deeper than `MAX_JSON_DEPTH` is refused."""
+    text = body.decode(json.detect_encoding(body), "replace").removeprefix("\ufeff")
+    if not text.lstrip(" \t\r\n").startswith("{"):
+        return []
+    if METHOD_PARAM not in text and "\\u" not in text:
+        return []  # no key can be `_method`: spelled out, or with `\u` escapes
+    _check_depth(text)
+    values: list[str] = []
+    # One C call per step, and one Python turn per top-level pair (~1 µs: a 256 KiB body of
+    # `"a":1,` pairs costs ~40 ms, bench/body_parse.py).
+    step = _FIRST_KEY.match(text)
+    while step is not None:
+        try:
+            key, pos = _scanstring(text, step.end(), False)
+        except ValueError:
+            return values  # the cut runs through a key: the rest is not seen, as in a form
+        colon = _COLON.match(text, pos)
+        if colon is None:
+            if key == METHOD_PARAM and not text[pos:].strip(" \t\n\r"):
+                values.append(CUT_VALUE)  # cut before its value
+            return values
+        try:
+            value, pos = _scan_value(text, colon.end())
+        except RecursionError:
+            raise FormError(f"a JSON body nested deeper than {MAX_JSON_DEPTH} levels") from None
+        except (StopIteration, ValueError):
+            if key == METHOD_PARAM:
+                values.append(CUT_VALUE)
+            return values
+        if key == METHOD_PARAM:
+            # A number the cut may have shortened is no method either way.
+            values.append(value if isinstance(value, str) else json.dumps(value)[:64])
+        step = _NEXT_KEY.match(text, pos)
+    return values
+
+
+# Lenient as `json_method_values`' parse: control characters in strings, integers of any length.
+# `scan_once` is the decoder's C scanner (`raw_decode` without its Python wrapper); it raises
+# StopIteration where no value starts.
+_scan_value = json.JSONDecoder(object_pairs_hook=list, parse_int=float, strict=False).scan_once
+_scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
+_FIRST_KEY = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"')
+_COLON = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
+_NEXT_KEY = re.compile(r'[ \t\n\r]*,[ \t\n\r]*"')
+
+
+# A string, closed or running to the end of the text (a cut body, or no JSON at all): one
+# token either way. A lone `"` as a token of its own made every escaped quote of an
+# unterminated string start a new scan to the end: 128 KiB of `\"` cost ~55 s of CPU.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?|[^\[\]{}"]+', re.DOTALL)
 _DEPTH_STEP = str.maketrans({"[": "\x01", "{": "\x01", "]": "\xff", "}": "\xff"})
 
 
@@ -214,7 +280,9 @@ def _split_commas(value: str) -> list[str]:
     return out
 
 
-def multipart_method_values(content_type: str, body: bytes, complete: bool) -> list[str]:
+def multipart_method_values(
+    content_type: str, body: bytes, complete: bool, *, shrink: bool = True
+) -> list[str]:
     """The values of every part named `_method` (by `name`, or RFC 2231 `name*`) in a multipart
     body. A complete body that does not parse cleanly (no boundary, a missing start or close
     delimiter, a part without headers) is refused: another parser may find parts this one
@@ -232,7 +300,8 @@ def multipart_method_values(content_type: str, body: bytes, complete: bool) -> l
     token = secrets.token_hex(16)
     root = f"{_ROOT}: {token}\r\n".encode() + head
     parser = email.parser.BytesParser(_class=_form_class(token), policy=email.policy.compat32)
-    message = parser.parsebytes(root + body)
+    parsed = _shrunk(body, boundary) if shrink and boundary else body
+    message = parser.parsebytes(root + parsed)
     if not message.is_multipart() or not boundary:
         if body.strip():
             raise FormError("a multipart body without a boundary pdp can parse")
@@ -259,6 +328,81 @@ def multipart_method_values(content_type: str, body: bytes, complete: bool) -> l
             if isinstance(decoded, bytes) and decoded.decode("latin-1") != value:
                 values.append(decoded.decode("latin-1"))
     return values
+
+
+# The payload of a part that may be `_method` handed to the parser whole up to this many bytes;
+# a longer one is cut (and read as naming another method), or a `_method` part of short lines
+# would cost as much as the whole body did.
+MAX_METHOD_PAYLOAD = 1024
+# What `email`'s parser reads as a delimiter line (its `boundaryre`, on lines split at CRLF, CR
+# or LF), a header line (`headerRE`), and one line.
+_HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\r\n]*(?:\r\n|\r|\n|\Z))*")
+_ONE_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
+
+
+def _shrunk(body: bytes, boundary: str) -> bytes:
+    """`body` as `email`'s parser needs it to find the parts, their names and their defects:
+    every delimiter line, and of the text between two, the header lines that say something
+    (`_shrunk_headers`) and the line after them (a blank separator, or the line whose
+    presence is a defect). The rest of a part's
+    payload is dropped unless its headers say `method` (in any case), where a `_method`
+    part's name is: the payload is its value (cut past `MAX_METHOD_PAYLOAD`, ending in a NUL
+    line: another method). The parser walks a body line by line in Python (~0.1 s per 256
+    KiB of short lines); the delimiter lines are found here in one C scan.
+
+    A part named `_method` whose headers do not spell `method` (RFC 2231 `%6D…`, quoted
+    pairs) loses its payload: its value reads `""`, another method than the request's, so
+    it is refused, never passed."""
+    delimiter = re.compile(
+        rb"(?:(?<=[\r\n])|\A)--"
+        + re.escape(boundary.encode("utf-8", "surrogateescape"))
+        + rb"(?:--)?[ \t]*(?:\r\n|\r|\n|\Z)"
+    )
+    out = []
+    pos = 0
+    for m in delimiter.finditer(body):
+        out.append(_shrunk_part(body, pos, m.start()))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(_shrunk_part(body, pos, len(body)))
+    return b"".join(out)
+
+
+def _shrunk_part(body: bytes, start: int, end: int) -> bytes:
+    headers = _HEADER_LINES.match(body, start, end)
+    assert headers is not None  # matches the empty string
+    line = _ONE_LINE.match(body, headers.end(), end)
+    assert line is not None
+    block = _shrunk_headers(body[start : headers.end()])
+    first = body[headers.end() : line.end()]
+    if b"method" not in block.lower():
+        return block + first
+    if end - line.end() <= MAX_METHOD_PAYLOAD:
+        return block + body[headers.end() : end]
+    # Longer than any method name, however padded: cut, and ended with a line no method
+    # name holds, so the value read is another method whatever the rest said.
+    return block + body[headers.end() : line.end() + MAX_METHOD_PAYLOAD] + b"\x00\r\n"
+
+
+def _shrunk_headers(block: bytes) -> bytes:
+    """A part's header lines with every header but `Content-Disposition` (its name) and
+    `Content-Transfer-Encoding` (how its value decodes) dropped, continuation lines and all:
+    parts are read as text whatever else they say. A block the parser reads with defects
+    or by position (a first line that is a continuation, a `From ` or `:` line) is kept
+    whole."""
+    if not block or block[:1] in b" \t" or _POSITIONAL_HEADER.search(block):
+        return block
+    # Never none where there were some: a part of no lines at all would make the delimiter
+    # lines around it one run, which the parser reads as one delimiter.
+    return _OTHER_HEADER.sub(b"", block) or b"X:\r\n"
+
+
+_POSITIONAL_HEADER = re.compile(rb"(?:(?<=[\r\n])|\A)(?:From |:)")
+_OTHER_HEADER = re.compile(
+    rb"(?:(?<=[\r\n])|\A)(?!(?:content-disposition|content-transfer-encoding):)"
+    rb"[\x21-\x39\x3b-\x7e]+:[^\r\n]*(?:\r\n|\r|\n|\Z)(?:[\t ][^\r\n]*(?:\r\n|\r|\n|\Z))*",
+    re.IGNORECASE,
+)
 
 
 def _form_class(token: str) -> type[email.message.Message]:

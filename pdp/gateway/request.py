@@ -25,6 +25,7 @@ from pdp.gateway.forms import (
     form_kind,
     is_json,
     json_method_values,
+    json_prefix_method_values,
     method_views,
     multipart_method_values,
 )
@@ -261,8 +262,10 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
     and a `_method` naming another method than the request line's, or given twice, is refused
     whatever the mapping says. When the body was not sent, or cut, pdp cannot know what it
     holds: with `honoured` (the mapping's `bodyMethodOverride: true`, the upstream reads
-    `_method` in bodies) that is refused too, telling the operator what Envoy must send;
-    without it the request is decided on what was read."""
+    `_method` in bodies) that is refused too, telling the operator what Envoy must send (a
+    POST without a content type included, unless it says `content-length: 0`: Envoy shows
+    pdp no `transfer-encoding`, so its chunked body would pass unseen); without it the request
+    is decided on what was read, a cut JSON body's top-level keys as far as the cut."""
     content_type = attrs.headers.get("content-type")
     try:
         kind = form_kind(content_type)
@@ -270,14 +273,16 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
         return AMBIGUOUS_METHOD, f"{e}; pdp decides on the request line's method"
     json_body = is_json(content_type)
     body = attrs.body
-    if (
-        not kind
-        and not json_body
-        and ((content_type is not None and content_type.strip()) or not body)
-    ):
+    untyped = content_type is None or not content_type.strip()
+    if not kind and not json_body and (not untyped or body == b""):
         return "", ""
     what = "JSON" if json_body and not kind else "form"
     asked = attrs.method.upper()
+    subject = (
+        f"a `{asked[:32]}` without a content type (read as a form)"
+        if untyped
+        else f"a {what} `{asked[:32]}`"
+    )
     declared = attrs.headers.get("content-length")
     if body is None:
         if not honoured or (declared is not None and declared.strip() == "0"):
@@ -286,11 +291,22 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
             # Some clients label every request with a form content type; no framework reads
             # `_method` off a GET, and one without a length is as good as bodyless.
             return "", ""
+        if untyped and asked != "POST":
+            # Rack parses a body without a content type as a form, but every framework that
+            # reads `_method` (Rack, Symfony, Spring, Express's method-override) reads it on a
+            # POST only; a DELETE or PUT without a type and a length is most often bodyless.
+            return "", ""
+        # Untyped with no body from Envoy: a `content-length` above 0, or none at all.
+        # Envoy drops `transfer-encoding` before ext_authz, so a chunked (or HTTP/2) body
+        # shows exactly as a bodiless request without a length does; with
+        # `with_request_body` a request carrying a body always has Envoy's marker, so only a
+        # POST without either reaches here, and `content-length: 0` passes.
         return FORM_BODY_REQUIRED, (
-            f"a {what} `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, "
+            f"{subject} may name another method in its body's `{METHOD_PARAM}`, "
             "and Envoy sent pdp no body: set `with_request_body` on Envoy's ext_authz filter "
             "(`max_request_bytes` above the largest form, `allow_partial_message: true`, "
             "`pack_as_bytes: true`; docs/GATEWAY.md)"
+            + ("; a POST without a body should say `content-length: 0`" if untyped else "")
         )
     cap = MAX_PARSED_BYTES if kind == MULTIPART or json_body else MAX_FORM_BYTES
     complete = (
@@ -306,9 +322,10 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
             views = [multipart_method_values(content_type or "", seen, complete)]
         else:
             views = []
-        if json_body and complete:
-            # A cut JSON text does not parse: nothing of it is read (docs/GATEWAY.md).
-            views.append(json_method_values(seen))
+        if json_body:
+            # A cut JSON text does not parse as a whole, but the top-level keys of its start
+            # are the whole text's: they are read as far as the cut (docs/GATEWAY.md).
+            views.append(json_method_values(seen) if complete else json_prefix_method_values(seen))
     except FormError as e:
         return AMBIGUOUS_METHOD, f"{e}; pdp decides on the request line's method"
     if _names_another(views, asked):
@@ -320,13 +337,13 @@ def body_method_override(attrs: HttpAttributes, honoured: bool) -> tuple[str, st
     if encoding not in ("", "identity") and honoured:
         # An upstream that inflates request bodies reads fields pdp, seeing gzip, did not.
         return FORM_BODY_REQUIRED, (
-            f"a {what} `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, "
+            f"{subject} may name another method in its body's `{METHOD_PARAM}`, "
             f"and its body is `{encoding[:32]}`-encoded, which pdp does not decode: send "
             "bodies unencoded"
         )
     if not complete and honoured:
         return FORM_BODY_REQUIRED, (
-            f"a {what} `{asked[:32]}` may name another method in its body's `{METHOD_PARAM}`, "
+            f"{subject} may name another method in its body's `{METHOD_PARAM}`, "
             f"and pdp got or parsed only the first {len(seen)} bytes of it: raise "
             "`max_request_bytes` of Envoy's ext_authz filter above the largest form (pdp "
             "parses at most 1 MiB of a urlencoded body, 256 KiB of others; docs/GATEWAY.md)"

@@ -87,28 +87,19 @@ _LOOKALIKES = str.maketrans(
     "aeopcyxijsdhkmtbhaeopiktuvx" + TARGETS + "i",
 )
 
-# `Bearer` (or `DPoP`) then one of these words, ending there, is prose (`the Bearer scheme`,
-# `no Bearer token was sent`), not a credential: the next word is masked otherwise, whatever it
-# is. A word that goes on (`the-abc123`, `token.x`) is still masked.
-_PROSE_AFTER_BEARER = (
-    r"(?!(?:of|the|a|an|and|or|to|is|are|was|were|in|on|for|with|without|by|as|not|no|only"
-    r"|must|scheme|schemes|token|tokens|auth|authentication|authorization|header|headers"
-    r"|credential|credentials|missing|required|expected|invalid|value)[,.;:!?)]?(?:\s|$))"
-)
-
 # A string that is a credential, whatever key holds it: a `Bearer` header value or a compact
-# JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`). The other schemes are
-# English words too (`Basic plan`): `holds_credential` reads them with a credential's shape.
-_CREDENTIAL_VALUE = re.compile(
-    r"^\s*(?:bearer\s+" + _PROSE_AFTER_BEARER + r"\S|eyJ[\w-]*\.[\w-]+\.[\w-]*)",
-    re.IGNORECASE,
-)
+# JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`, in that case: base64 is
+# case-sensitive, and `EYJ` or `eyj` decodes to no JSON). The other schemes are English words
+# too (`Basic plan`): `holds_credential` reads them with a credential's shape. `Bearer` and
+# `DPoP` take the next word whatever it is: a word is a valid bearer token (RFC 6750's
+# b64token), so `the Bearer of bad news` loses a word to the mask rather than risk a token
+# that reads as one reaching the log.
+_JWT = r"(?-i:eyJ)[\w-]*\.[\w-]+\.[\w-]*"
+_CREDENTIAL_VALUE = re.compile(r"^\s*(?:bearer\s+\S|" + _JWT + ")", re.IGNORECASE)
 # One that holds a credential further in: `token=Bearer ...`, `Authorization: Bearer ...`, a
 # JWT in a URL. Both are searched for only past `may_hold_credential`'s pre-filter (a
 # case-insensitive search over every logged string costs ten times the anchored match).
-_INNER_CREDENTIAL = re.compile(
-    r"\bbearer\s+" + _PROSE_AFTER_BEARER + r"\S|\beyJ[\w-]*\.[\w-]+\.[\w-]*", re.IGNORECASE
-)
+_INNER_CREDENTIAL = re.compile(r"\bbearer\s+\S|\b" + _JWT, re.IGNORECASE)
 
 
 # Scalar identity fields an operator may mask, and what they become. `context.ip` must stay
@@ -232,35 +223,74 @@ _HOLDERS = frozenset({"principal", "resources", "context", "request_id"})
 # A value an error message quotes (`pdp.model.request` quotes them in backticks).
 _QUOTED = re.compile(r"`([^`]*)`")
 # A credential in free text, outside quotes: an HTTP auth scheme and what follows it, or a
-# JWT. `Bearer`/`DPoP`: the next word, whatever it is (as before). The other schemes are also
-# English words (`basic`, `digest`), so they need a credential's shape after them: auth-params
-# (`Digest username="a", response="..."`, `AWS4-HMAC-SHA256 Credential=..., Signature=...`)
-# or a token68 of 8 characters or more, which for `Basic` must also decode to `user:password`
-# (`Basic validation failed` is no credential; `Basic dXNlcjpwYXNz` is).
+# JWT. `Bearer`/`DPoP`: the next word, whatever it is (see `_CREDENTIAL_VALUE`). The other
+# schemes are also English words (`basic`, `digest`), so they need a credential's shape after
+# them: auth-params (`Digest username="a", response="..."`, `AWS4-HMAC-SHA256 Credential=...,
+# Signature=...`) or a token68, which after `Basic` must decode to `user:password` (at any
+# length: `Basic YTpi` is `a:b`) and after the others must be 8 characters or more (`Basic
+# validation failed` and `Negotiate with them` are no credential; `Basic dXNlcjpwYXNz` is).
 _AUTH_PARAM = r"[\w.-]+=(?:\"[^\"]*\"|[^\s,\"`=][^\s,\"`]*)"
 _CREDENTIAL_SPAN = re.compile(
-    r"\b(?:bearer|dpop)\s+" + _PROSE_AFTER_BEARER + r"[^\s`]+"
-    r"|\beyJ[\w-]*\.[\w-]+\.[\w-]*"
-    r"|\b(?P<scheme>basic|digest|negotiate|ntlm|oauth|hoba|mutual|vapid|scram-sha-(?:1|256)"
+    r"\b(?:bearer|dpop)\s+[^\s`]+"
+    + r"|\b"
+    + _JWT
+    + r"|\b(?P<scheme>basic|digest|negotiate|ntlm|oauth|hoba|mutual|vapid|scram-sha-(?:1|256)"
     r"|aws4-hmac-sha256|gnap)\s+"
     rf"(?:(?P<params>{_AUTH_PARAM}(?:\s*,\s*{_AUTH_PARAM})*)"
-    r"|(?P<token>[\w.~+/-]{8,}=*))",
+    r"|(?P<token>[\w.~+/-]+=*))",
     re.IGNORECASE,
 )
+# A token68 after a scheme other than `Basic` is a credential from this length on.
+_MIN_TOKEN68 = 8
 
 
-def _credential_span(m: re.Match[str]) -> str:
+def _is_credential(m: re.Match[str]) -> bool:
+    """Whether a match of `_CREDENTIAL_SPAN` is a credential, not a scheme's name in prose."""
     token = m.group("token")
-    if token is not None and m.group("scheme").lower() == "basic" and not _basic_pair(token):
-        return m.group(0)
-    return MASKED
+    if token is None:
+        return True
+    if m.group("scheme").lower() == "basic":
+        return _basic_pair(token)
+    return len(token) >= _MIN_TOKEN68
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    """Where `_CREDENTIAL_SPAN` finds a credential in `text`. A match that is none (`Basic
+    Negotiate`) gives way one character on, so a credential it swallowed as its token
+    (`Basic Negotiate YIIx…`, `Basic Bearer abc`) is still found."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    while (m := _CREDENTIAL_SPAN.search(text, pos)) is not None:
+        if _is_credential(m):
+            out.append(m.span())
+            pos = m.end()
+        else:
+            pos = m.start() + 1
+    return out
+
+
+def _redact_spans(text: str) -> str:
+    """`text` with every credential span replaced by the placeholder, with no pre-filter."""
+    spans = _spans(text)
+    if not spans:
+        return text
+    parts = []
+    last = 0
+    for start, end in spans:
+        parts.append(text[last:start])
+        parts.append(MASKED)
+        last = end
+    parts.append(text[last:])
+    return "".join(parts)
 
 
 def _basic_pair(token: str) -> bool:
-    """Whether a `Basic` token is base64 of `user:password` (RFC 7617)."""
+    """Whether a `Basic` token is base64 of `user:password` (RFC 7617), in either base64
+    alphabet: a client that encoded it URL-safe sent a credential all the same."""
     import base64
     import binascii
 
+    token = token.rstrip("=").replace("-", "+").replace("_", "/")
     try:
         decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
     except (binascii.Error, ValueError):
@@ -271,18 +301,19 @@ def _basic_pair(token: str) -> bool:
 def may_hold_credential(text: str) -> bool:
     """The cheap pre-filter of every logged string: False only when `text` cannot hold a
     credential (a span of `_CREDENTIAL_SPAN`, `_CREDENTIAL_VALUE`, `_INNER_CREDENTIAL`).
-    Each is a JWT (`eyJ`) or a scheme, whitespace and a token; every whitespace character but
-    the ASCII space is unprintable. Two substring tests and one scan in C: an id, a tenant, a
-    kind or a one-word attribute (most of a record's strings) stop there; a message or a
-    note (`principal tenant `a` differs from …`) then needs a scheme's name in it
-    (`_names_a_scheme`, a quarter of the search's cost) to be searched."""
-    return ("eyJ" in text or " " in text or not text.isprintable()) and _names_a_scheme(text)
+    Each is a JWT (`eyJ`, case and all) or a scheme, whitespace and a token; every whitespace
+    character but the ASCII space is unprintable. Two substring tests and one scan in C: an
+    id, a tenant, a kind or a one-word attribute (most of a record's strings) stop there; a
+    message or a note (`principal tenant `a` differs from …`) then needs a scheme's name in it
+    (`_names_a_scheme`, a quarter of the search's cost) to be searched. `_scrub` and the
+    decision log's `_text` inline this test: keep them the same."""
+    return "eyJ" in text or ((" " in text or not text.isprintable()) and _names_a_scheme(text))
 
 
-# What every credential pattern starts with, as `_names_a_scheme` reads text.
+# What every scheme pattern starts with, as `_names_a_scheme` reads text.
 _SCHEME_NAMES = (
     "bearer", "dpop", "basic", "digest", "negotiate", "ntlm", "oauth", "hoba", "mutual",
-    "vapid", "scram-sha-", "aws4-hmac-sha256", "gnap", "eyj",
+    "vapid", "scram-sha-", "aws4-hmac-sha256", "gnap",
 )  # fmt: skip
 
 
@@ -298,16 +329,14 @@ def _names_a_scheme(text: str) -> bool:
 
 def holds_credential(text: str) -> bool:
     """Whether `redact_credentials` would change `text` (a credential anywhere in it)."""
-    if not may_hold_credential(text):
-        return False
-    return any(_credential_span(m) == MASKED for m in _CREDENTIAL_SPAN.finditer(text))
+    return may_hold_credential(text) and bool(_spans(text))
 
 
 def redact_credentials(text: str) -> str:
     """`text` with every credential span (`_CREDENTIAL_SPAN`) replaced by the placeholder."""
     if not may_hold_credential(text):
         return text
-    return _CREDENTIAL_SPAN.sub(_credential_span, text)
+    return _redact_spans(text)
 
 
 _FIELD_NAME = re.compile(r"^[a-z_]+(?:\[(?:\d+|\*)\])?(?:\.[^\s`]+)*$")
@@ -347,14 +376,8 @@ def _scrub(value: Any, secrets: set[str]) -> Any:
         # The pre-filter (`may_hold_credential`) inline and first: each pattern needs `eyJ` or
         # whitespace, and most strings of a record (ids, tenants, roles) have neither.
         if (
-            ("eyJ" in value or " " in value or not value.isprintable())
-            and _names_a_scheme(value)
-            and (
-                _CREDENTIAL_VALUE.match(value)
-                or _INNER_CREDENTIAL.search(value)
-                or holds_credential(value)
-            )
-        ):
+            "eyJ" in value or ((" " in value or not value.isprintable()) and _names_a_scheme(value))
+        ) and (_CREDENTIAL_VALUE.match(value) or _INNER_CREDENTIAL.search(value) or _spans(value)):
             secrets.add(value)
             return MASKED
         return value

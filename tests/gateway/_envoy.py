@@ -375,16 +375,21 @@ def send(
     token: str | None = None,
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
+    *,
+    chunked: bool = False,
 ) -> Reply:
     """One HTTP/1.1 request with the target sent byte for byte (no client-side quoting), and
-    `body` with its content-length when given."""
+    `body` with its content-length when given (`chunked`: in one chunk, with no length)."""
     test_id = uuid.uuid4().hex
     lines = [f"{method} ".encode() + (target if isinstance(target, bytes) else target.encode())]
     lines[0] += b" HTTP/1.1"
     all_headers = {"host": "gateway.test", TEST_ID: test_id, "connection": "close"}
     if token is not None:
         all_headers["authorization"] = f"Bearer {token}"
-    if body is not None:
+    if chunked:
+        all_headers["transfer-encoding"] = "chunked"
+        body = (f"{len(body):x}\r\n".encode() + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+    elif body is not None:
         all_headers["content-length"] = str(len(body))
     all_headers.update(headers or {})
     lines += [f"{k}: {v}".encode() for k, v in all_headers.items()]

@@ -223,7 +223,10 @@ def test_a_body_without_a_content_type_is_read_as_rack_reads_it_a_form() -> None
     t = _translate(_attrs(b"_method=DELETE", content_type=None))
     assert (t.kind, t.reason) == ("bad_request", AMBIGUOUS_METHOD)
     assert _translate(_attrs(b"x=1", content_type=None)).kind == "check"
-    assert _translate(_attrs(None, content_type=None), honoured=True).kind == "check"
+    # Not sent: decided as before unless the upstream honours `_method` in bodies; then a
+    # bodiless POST says `content-length: 0` (test_gateway_bodies21 has the rest).
+    assert _translate(_attrs(None, content_type=None)).kind == "check"
+    assert _translate(_attrs(None, content_type=None, length="0"), honoured=True).kind == "check"
 
 
 # -- a body pdp did not get in full --------------------------------------------------------------

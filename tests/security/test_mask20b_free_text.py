@@ -6,7 +6,8 @@ credential mid-string (`note: "call me, token Basic dXNlcjpwYXNz"`), the request
 scrubbed at all, an attribute key holding a credential was kept, and a policy's message,
 errors and obligations were only cleared of whole masked values. Now every logged string goes
 through the same free-text detection (`redact_credentials`) behind one cheap pre-filter, and
-words that only look like a scheme (`Basic plan`, `the Bearer of bad news`) stay.
+words that only look like a scheme (`Basic plan`, `Basic validation failed`) stay. (`Bearer`
+and the word after it are masked whatever the word: test_mask21_edges.)
 """
 
 from __future__ import annotations
@@ -30,10 +31,9 @@ from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server.hooks import CheckObservation
 from pdp.telemetry.decision_log import build_record
 from pdp.telemetry.masking import (
-    _CREDENTIAL_SPAN,
     MASKED,
     Masker,
-    _credential_span,
+    _redact_spans,
     redact_credentials,
 )
 from tests.decision_logs import complete_records
@@ -57,13 +57,12 @@ CASES = [
     ("Bearer x", True),  # the next word, whatever it is
     ("token=bEaReR abcdef123", True),  # the old pre-filter looked for `earer`/`EARER` only
     ("Bearer of-abc123", True),  # a prose word that goes on is a token
+    ("the Bearer of bad news", True),  # a word is a valid bearer token (session 21)
+    ("no Bearer token was sent", True),
+    ("DPoP is required", True),
     ("Basic", False),
     ("Basic plan", False),
     ("Basic validation failed", False),
-    ("the Bearer of bad news", False),
-    ("no Bearer token was sent", False),
-    ("the Bearer scheme.", False),
-    ("DPoP is required", False),
     ("we digest the report", False),
     ("alice", False),
 ]
@@ -214,4 +213,4 @@ _SPACES = st.sampled_from([" ", "\t", "\n", "\u00a0", "\u2003", "\u3000", "\x1c"
 def test_the_pre_filter_never_hides_a_credential(parts: list[tuple[str, str]], tail: str) -> None:
     """The pre-filter only saves work: with or without it, the same text comes out."""
     text = "".join(a + b for a, b in parts) + tail
-    assert redact_credentials(text) == _CREDENTIAL_SPAN.sub(_credential_span, text)
+    assert redact_credentials(text) == _redact_spans(text)

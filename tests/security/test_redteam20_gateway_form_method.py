@@ -172,6 +172,25 @@ def test_a_form_without_its_body_is_decided_as_before_unless_the_mapping_says_ot
     assert (json_post.status, json_post.json()["reason"]) == (400, FORM_BODY_REQUIRED)
     empty = send(strict.ports["nobody"], "POST", CONV, token, FORM, b"")
     assert empty.status == 200, empty.body[:200]
+    # A chunked body without a content type (Rack reads it as a form): Envoy drops
+    # `transfer-encoding` before ext_authz, so without `with_request_body` it reaches pdp with
+    # no length, no body and no marker, as a bodiless POST without a length would. Refused
+    # when the upstream honours `_method` (session 21: it passed); decided as before if not.
+    attack = b"text=hello&_method=DELETE"
+    unseen = send(strict.ports["nobody"], "POST", CONV, token, {}, attack, chunked=True)
+    assert (unseen.status, unseen.json()["reason"]) == (400, FORM_BODY_REQUIRED), unseen.body
+    assert strict.upstream.got(unseen.test_id) is None
+    bodiless = send(strict.ports["nobody"], "POST", CONV, token, {}, b"")
+    assert bodiless.status == 200, bodiless.body[:200]  # `content-length: 0`
+    loose_token = _token(loose)
+    before = send(loose.ports["nobody"], "POST", CONV, loose_token, {}, attack, chunked=True)
+    assert before.status == 200, before.body[:200]
+    # With `with_request_body` Envoy marks a chunked body and sends it: read as a form.
+    for stack, tok in ((strict, token), (loose, loose_token)):
+        seen = send(stack.ports["body"], "POST", CONV, tok, {}, attack, chunked=True)
+        assert (seen.status, seen.json()["reason"]) == (400, AMBIGUOUS_METHOD), seen.body
+        plain = send(stack.ports["body"], "POST", CONV, tok, {}, b"text=hello", chunked=True)
+        assert plain.status == 200, plain.body[:200]
 
 
 @envoy

@@ -283,6 +283,20 @@ _FOUND = [
 ]
 
 
+# Expressions the checker refused though they cannot fail at run time: each is accepted now, and
+# runs as an example of the property (so accepting it wrongly would fail there too).
+_NUM = {"type": "number"}
+_ACCEPTED = [
+    # One value on both sides of an operator is of one type: a JSON number is an int or a
+    # double, and `int + double` has no overload, but `n + n` is never that (session 21).
+    Case(_obj(n=_NUM), "R.attr.n + R.attr.n", [{"n": 1}, {"n": 1.5}, {"n": -0.5}]),
+    Case(_obj(n=_NUM), "R.attr.n * R.attr.n < 10.0", [{"n": 3}, {"n": 2.5}]),
+    Case(_obj(n=_NUM), "R.attr.n - R.attr.n", [{"n": 3}, {"n": 2.5}]),
+    Case(_obj(n=_NUM), "V.v + V.v", [{"n": 2}, {"n": 0.25}], variables={"v": "R.attr.n"}),
+    Case(_obj(i=_I), "[R.attr.i][0] + [R.attr.i][0]", [{"i": 2}]),
+]
+
+
 @settings(
     max_examples=_EXAMPLES,
     deadline=None,
@@ -295,7 +309,7 @@ def test_accepted_expressions_raise_no_type_error_on_conforming_input(case: Case
     check_case(case)
 
 
-for _case in _FOUND:
+for _case in [*_FOUND, *_ACCEPTED]:
     test_accepted_expressions_raise_no_type_error_on_conforming_input = example(case=_case)(
         test_accepted_expressions_raise_no_type_error_on_conforming_input
     )
@@ -320,6 +334,27 @@ def test_every_found_case_is_refused_and_fails_at_run_time() -> None:
                 assert any(t in str(e) for t in TYPE_ERRORS), (case.expr, e)
             else:
                 raise AssertionError(f"{case.expr} gave {value!r} on {attr!r}")
+
+
+def test_one_value_on_both_sides_of_an_operator_has_one_type() -> None:
+    """`R.attr.n + R.attr.n` on a JSON number was refused (`int + double` has no overload),
+    though both sides are one value, of one type. Two values, or a value and a literal, of a
+    number type still are: either may be the int and the other the double."""
+    for case in _ACCEPTED:
+        assert not _refused(case)[0], case.expr
+        assert not _exempt(case), case.expr  # accepted strictly, not for a null or a dyn
+        # (each also runs, as an `@example` of the property, on conforming attributes)
+    schema = _obj(n=_NUM, i=_I)
+    for expr in [
+        "R.attr.n + R.attr.i",
+        "R.attr.n + 1",
+        "R.attr.n + 1.0",
+        "R.attr.n % R.attr.n",  # `double % double` has no overload
+        "(R.attr.n + R.attr.n) + 1",
+        "R.attr.n + R.attr.n.size()",
+        "[R.attr.n][0] + [R.attr.i][0]",
+    ]:
+        assert _refused(Case(schema, expr, []))[0], expr
 
 
 def test_every_library_function_has_a_signature() -> None:
