@@ -95,3 +95,106 @@ def test_a_worker_serving_another_bundle_than_the_one_handed_off_holds_readiness
                 assert time.monotonic() < deadline, "never ready on every worker"
                 time.sleep(0.05)
     assert "Traceback" not in served.output()
+
+
+NOTES = """
+apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: notes}
+spec:
+  resource: note
+  actions:
+    read: {scopes: ["notes:read"]}
+  rules:
+    - id: owner-read
+      actions: [read]
+      effect: allow
+      condition: resource.attr.owner == principal.id
+"""
+NOTES_SUITE = """
+apiVersion: pdp/v1
+kind: TestSuite
+metadata: {id: notes-tests}
+spec:
+  principals:
+    ann: {id: ann, tenant: t1, roles: [user], scopes: ["notes:read"]}
+  resources:
+    mine: {kind: note, id: n1, tenant: t1, attr: {owner: ann}}
+  cases:
+    - name: owner reads
+      principal: ann
+      resource: mine
+      expect: {read: allow}
+"""
+BOB = {"id": "bob", "tenant": "t1", "roles": ["user"], "scopes": ["notes:read"]}
+ANNS_NOTE = {
+    "kind": "note",
+    "id": "n1",
+    "tenant": "t1",
+    "attr": {"owner": "ann"},
+    "actions": ["read"],
+}
+
+
+def _bob_reads_by_worker(port: int) -> dict[str, set[int]]:
+    """Bob's effect on ann's note, by worker (decision id prefix), over fresh connections
+    until every worker has answered a few times."""
+    import grpc
+
+    from pdp.client._convert import request_to_proto
+    from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
+
+    from .test_workers20_one_bundle import FRESH
+
+    request = request_to_proto(BOB, [ANNS_NOTE], None)
+    seen: dict[str, set[int]] = {}
+    deadline = time.monotonic() + WAIT_CAP_S
+    calls = 0
+    while len(seen) < WORKERS or calls < 10:
+        assert time.monotonic() < deadline, f"not every worker answered: {seen}"
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=FRESH) as ch:
+            reply = pb_grpc.DecisionServiceStub(ch).Check(request, timeout=30)
+        seen.setdefault(reply.decision_id[:16], set()).add(reply.results[0].actions["read"].effect)
+        calls += 1
+    return seen
+
+
+def test_watch_is_the_supervisors_and_every_worker_serves_its_verdict(tmp_path: Path) -> None:
+    """`--watch` with several workers: each worker watched the directory, compiled and tested
+    every edit itself, and served it when its own poll came round, so for a moment the
+    workers decided under different revisions. Now the supervisor alone watches, judges each
+    edit once (compile, validator, tests) and hands it to every worker."""
+    from server.conftest import free_port
+
+    from .serving import pdp_serve
+
+    d = tmp_path / "policies"
+    d.mkdir()
+    (d / "notes.yaml").write_text(NOTES)
+    (d / "notes_test.yaml").write_text(NOTES_SUITE)
+    port = free_port()
+    args = ["--policies", str(d), "--watch", "--workers", str(WORKERS),
+            "--listen", f"127.0.0.1:{port}", "--no-ext-authz"]  # fmt: skip
+    allow, deny = 1, 2  # pdp.v1.Effect
+    with pdp_serve(*args) as served:
+        supervisor = served.proc.pid
+        served.wait_for(f"all {WORKERS} workers serve policies@0.0.0")
+        assert served.count(f"pdp.watch[{supervisor}]: activated bundle policies 0.0.0") == 1
+        assert served.count("pdp.watch[") == served.count(f"pdp.watch[{supervisor}]")
+        assert set().union(*_bob_reads_by_worker(port).values()) == {deny}
+
+        (d / "notes.yaml").write_text(NOTES.replace("resource.attr.owner == principal.id", "true"))
+        served.wait_for(f"pdp.watch[{supervisor}]: activated bundle policies 0.0.0", count=2)
+        deadline = time.monotonic() + WAIT_CAP_S
+        while set().union(*(seen := _bob_reads_by_worker(port)).values()) != {allow}:
+            assert time.monotonic() < deadline, f"not every worker took the edit: {seen}"
+            time.sleep(0.05)
+
+        (d / "notes.yaml").write_text(NOTES + "  oops: [\n")  # refused once, by the supervisor
+        served.wait_for(f"pdp.watch[{supervisor}]: refused policies from {d}")
+        assert set().union(*_bob_reads_by_worker(port).values()) == {allow}
+        # No worker watches: every line of the watcher is the supervisor's.
+        assert served.count("pdp.watch[") == served.count(f"pdp.watch[{supervisor}]")
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.exit_code(timeout=WAIT_CAP_S) == 0
+    assert "Traceback" not in served.output()
