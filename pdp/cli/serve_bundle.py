@@ -162,6 +162,7 @@ class SupervisorBundles:
         self.publisher = Publisher(self.directory)
         self.holder = Verdicts()  # judges bundles; keeps no engine, serves nobody
         self._poked = 0  # the hand-off the workers were last poked for
+        self._judged_at: float | None = None
         try:
             if watch:
                 self._source = _supervisor_watch(args.policies, self.holder, self.publisher)
@@ -184,9 +185,15 @@ class SupervisorBundles:
         """Hand the workers the current status; True when they are to be poked (a bundle
         handed off, or its status changed)."""
         generation = self.publisher.handed.generation
-        changed = self.publisher.status(self.active_sha, self.holder.status)
+        status = self.holder.status
+        changed = self.publisher.status(self.active_sha, status)
         poke = changed or generation != self._poked
         self._poked = generation
+        if status.last_attempt_at != self._judged_at:  # a bundle was judged (or not fetched)
+            self._judged_at = status.last_attempt_at
+            from pdp.bundle.handoff import release_memory
+
+            release_memory()
         return poke
 
     @property
