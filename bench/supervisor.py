@@ -41,6 +41,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` has used (/proc, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -69,12 +75,12 @@ class Server:
                 self.lines.append((time.perf_counter(), line))
                 self._cond.notify_all()
 
-    def wait_for(self, text: str, count: int = 1) -> float:
-        """The time the `count`th line containing `text` was read."""
+    def wait_for(self, text: str, count: int = 1) -> tuple[float, str]:
+        """The time the `count`th line containing `text` was read, and the line."""
         end = time.monotonic() + CAP_S
         with self._cond:
             while True:
-                hits = [t for t, line in self.lines if text in line]
+                hits = [(t, line) for t, line in self.lines if text in line]
                 if len(hits) >= count:
                     return hits[count - 1]
                 left = end - time.monotonic()
@@ -136,19 +142,20 @@ def measure(label: str, exe: str, kills: int, generated: int) -> None:
         workers = [rss_kib(pid) for pid in server.workers()]
         print(f"{label}: supervisor VmRSS {first / 1024:.1f} MiB after 1.0.0, "
               f"{second / 1024:.1f} MiB after 2.0.0; workers {[round(w / 1024, 1) for w in workers]} MiB")  # fmt: skip
-        took = []
+        took, spent = [], []
         for i in range(kills):
             victim = server.workers()[0]
             time.sleep(6.0)  # the supervisor gives up on a worker younger than 5 s
             killed = time.perf_counter()
             os.kill(victim, signal.SIGKILL)
             # The supervisor's and two workers' activations, then one per replacement.
-            done = server.wait_for("activated bundle example 2.0.0", count=3 + i + 1)
+            done, line = server.wait_for("activated bundle example 2.0.0", count=3 + i + 1)
             took.append(done - killed)
+            spent.append(cpu_seconds(int(line.split("pdp.bundle[", 1)[1].split("]", 1)[0])))
         if took:
             print(f"{label}: replacement worker, kill to every worker serving again, {kills} "
                   f"kills: median {statistics.median(took):.3f} s, min {min(took):.3f}, "
-                  f"max {max(took):.3f}")  # fmt: skip
+                  f"max {max(took):.3f}; its CPU by then: median {statistics.median(spent):.2f} s")  # fmt: skip
     finally:
         server.stop()
 
