@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL
+from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL, Reloader
 from pdp.bundle.sources import HTTP_FETCH_DEADLINE_SECONDS
 from pdp.engine import EngineHolder
 from pdp.errors import BundleError
@@ -162,7 +162,7 @@ class SupervisorBundles:
         self.publisher = Publisher(self.directory)
         self.holder = Verdicts()  # judges bundles; keeps no engine, serves nobody
         self._poked = 0  # the hand-off the workers were last poked for
-        self._judged_at: float | None = None
+        self._last_judged: tuple[object, ...] = ()
         try:
             if watch:
                 self._source = _supervisor_watch(args.policies, self.holder, self.publisher)
@@ -189,12 +189,21 @@ class SupervisorBundles:
         changed = self.publisher.status(self.active_sha, status)
         poke = changed or generation != self._poked
         self._poked = generation
-        if status.last_attempt_at != self._judged_at:  # a bundle was judged (or not fetched)
-            self._judged_at = status.last_attempt_at
+        judged = self._judged()
+        if judged != self._last_judged:  # a bundle (or an edit) was compiled since
+            self._last_judged = judged
             from pdp.bundle.handoff import release_memory
 
             release_memory()
         return poke
+
+    def _judged(self) -> tuple[object, ...]:
+        """Changes whenever the source's offer was compiled (accepted or refused), and only
+        then: a source that does not answer costs no collection."""
+        source = self._source
+        if isinstance(source, Reloader):
+            return (source.active_sha, source.refused_sha)
+        return (source.activations, source.refusals)
 
     @property
     def active_sha(self) -> str:
