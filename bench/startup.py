@@ -4,6 +4,11 @@ Reproduce:  .venv/bin/python bench/startup.py                 (10 rounds)
             .venv/bin/python bench/startup.py --runs 30 --no-cerbos
             .venv/bin/python bench/startup.py --baseline ../other-checkout   (its .venv, its policies)
 
+The server is `pdp` beside the Python running this script (`.venv/bin/pdp`). In this
+project's editable install that imports pdp through setuptools' editable finder, which costs
+a start ~40-90 ms a wheel install does not pay; bench/RESULTS.md (session 21) compares two
+checkouts through plain venvs whose path names each checkout, without it.
+
 Each round starts, in turn, `pdp serve --workers 1` and `pdp serve` (default workers) on the
 example policies (`policies/`) and on the comparison workload's policies (bench/peers/pdp), and
 Cerbos (npm @cerbos/cerbos-linux-x64, installed into bench/.cache by bench/peers/grpcload.py;
@@ -12,7 +17,9 @@ workload's policies. The clock starts just before the process is spawned and sto
 call returns a decision; the client polls with a fresh call every 5 ms on a channel whose
 reconnect backoff is 10 ms, so the poll adds at most ~10 ms. Rounds interleave the servers, so
 a busy machine slows them alike; each is stopped (SIGTERM to its process group) before the next.
-Prints the median, min and max of each, in seconds.
+Prints the median, min and max of each, in seconds, and the median CPU seconds the server's
+processes had used when it decided (/proc; Cerbos's too: its threads are one process), which
+a busy machine does not inflate as it does the wall clock.
 
 pdp's modules are compiled to bytecode first (`make bytecode`, as pip does for an installed
 wheel and the Docker image): a start that compiles them from source measures the environment
@@ -22,6 +29,7 @@ wheel and the Docker image): a start that compiles them from source measures the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -48,8 +56,26 @@ OPTIONS = [
 ]
 
 
-def first_decision(cmd: list[str], port: int, method: str, payload: bytes) -> float:
-    """Seconds from spawning `cmd` to a successful `method` call on `port`."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of `pid` and its children still running (a supervisor's
+    workers), from /proc in clock ticks; 0 for what has exited."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    for one in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def first_decision(cmd: list[str], port: int, method: str, payload: bytes) -> tuple[float, float]:
+    """Seconds from spawning `cmd` to a successful `method` call on `port`, and the CPU
+    seconds the server (and its workers) spent by then: on a shared machine the wall-clock
+    figure is partly waiting for a core, the CPU figure is not."""
     with tempfile.TemporaryFile() as log:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, cwd=ROOT)
@@ -59,7 +85,8 @@ def first_decision(cmd: list[str], port: int, method: str, payload: bytes) -> fl
                 while True:
                     try:
                         call(payload, timeout=1.0)
-                        return time.perf_counter() - started
+                        took = time.perf_counter() - started
+                        return took, cpu_seconds(proc.pid)
                     except grpc.RpcError:  # not listening yet, or no policies active yet
                         pass
                     if proc.poll() is not None or time.perf_counter() - started > CAP_S:
@@ -135,6 +162,9 @@ def main() -> int:
         for label, payload in (("policies/", example), ("bench/peers/pdp", peers_payload)):
             cmd = pdp(args.baseline.resolve() / label, "--workers", "1", exe=exe)
             servers.append((f"baseline --workers 1, {label}", cmd, grpcload.PDP_CHECK, payload))
+            cmd = pdp(args.baseline.resolve() / label, exe=exe)
+            servers.append((f"baseline (default workers), {label}", cmd, grpcload.PDP_CHECK,
+                            payload))  # fmt: skip
     notes = []
     tmp = Path(tempfile.mkdtemp())
     binary = None if args.no_cerbos else grpcload.cerbos_binary()
@@ -149,15 +179,23 @@ def main() -> int:
     elif not args.no_cerbos:
         notes.append("Cerbos skipped: npm could not install @cerbos/cerbos-linux-x64")
     times: dict[str, list[float]] = {name: [] for name, *_ in servers}
+    cpu: dict[str, list[float]] = {name: [] for name, *_ in servers}
+    load = os.getloadavg()[0]
     for _ in range(args.runs):
         for name, cmd, method, payload in servers:
             port = grpcload.free_port()
-            times[name].append(first_decision(cmd(port), port, method, payload))
-    print(f"start-up to first decision, {args.runs} rounds, {os.cpu_count()} CPUs (seconds)")
-    print(f"{'server':<44} {'median':>7} {'min':>7} {'max':>7}")
+            took, spent = first_decision(cmd(port), port, method, payload)
+            times[name].append(took)
+            cpu[name].append(spent)
+    print(
+        f"start-up to first decision, {args.runs} rounds, {os.cpu_count()} CPUs (seconds; "
+        f"load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)"
+    )
+    print(f"{'server':<44} {'median':>7} {'min':>7} {'max':>7} {'CPU med':>8}")
     for name, values in times.items():
         med = statistics.median(values)
-        print(f"{name:<44} {med:7.3f} {min(values):7.3f} {max(values):7.3f}")
+        spent = statistics.median(cpu[name])
+        print(f"{name:<44} {med:7.3f} {min(values):7.3f} {max(values):7.3f} {spent:8.2f}")
     for note in notes:
         print(note)
     return 0

@@ -19,23 +19,40 @@ downloads per poll and a race over who publishes; here there is one download and
 `status.json` beside the bundle carries the supervisor's view of the source (its last
 attempt, error and note, say `serving cached bundle; ...`), which a worker shows as its own
 status (ServerInfo, `/readyz`) while it serves the bundle that view is about.
+
+A worker re-verifies what it reads, but a file swapped on disk for another bundle that passes
+those checks (another validly signed one: an older release, a rollback) would be served by
+every worker while the supervisor believed its own bundle served. So each hand-off is
+numbered (its generation, sent with `sync`), and after every read a worker reports the
+generation it had been told and the archive digest it serves (pdp.cli.ready): a worker that
+read the file after generation G was written yet serves another digest than G's serves
+something the supervisor never handed off. The supervisor then holds readiness and writes its
+bundle again, once.
+
+The supervisor compiles each bundle to verify it (its tests run on the engine), but serves no
+decision: `Verdicts` keeps the status of what it judged, never the engine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pdp.engine import EngineHolder
+from pdp.engine import Engine, EngineHolder
+from pdp.engine.compiled import PolicySet
 from pdp.engine.holder import Activation
+from pdp.model.decision import BundleInfo
 
 from .sources import Fetched, FileSource
 
@@ -126,16 +143,55 @@ def _record(sha: str, status: Activation) -> dict[str, Any]:
     }
 
 
+class Handed(NamedTuple):
+    """One hand-off: its number (1, 2, ...; 0: none yet) and the archive's sha256."""
+
+    generation: int
+    sha: str
+
+
 class Publisher:
     """The supervisor's side: the active archive and the status, written for the workers."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._last: dict[str, Any] | None = None
+        self._lock = threading.Lock()  # the poller and the supervisor's loop both write
+        self._data = b""
+        self._rewritten = ""  # the sha256 last written again after a worker diverged
+        # What the workers are to serve, replaced whole (one attribute: atomic to readers).
+        self.handed = Handed(0, "")
+        # The archive being written: a worker may read it before `handed` names it.
+        self.pending = ""
 
     def bundle(self, data: bytes) -> None:
         """Write the archive the workers are to serve (raises OSError: the bundle is refused)."""
-        _replace(self.directory / BUNDLE_FILE, data)
+        with self._lock:
+            self._write(data, hashlib.sha256(data).hexdigest())
+
+    def _write(self, data: bytes, sha: str) -> None:
+        self.pending = sha
+        try:
+            _replace(self.directory / BUNDLE_FILE, data)
+            self._data = data
+            self.handed = Handed(self.handed.generation + 1, sha)
+        finally:
+            self.pending = ""
+
+    def rewrite(self) -> bool:
+        """Write the handed archive again (a worker serves another: the file was changed behind
+        this supervisor's back), once per archive; True when it was written."""
+        with self._lock:
+            sha = self.handed.sha
+            if not self._data or sha == self._rewritten:
+                return False
+            self._rewritten = sha
+            try:
+                self._write(self._data, sha)
+            except OSError as exc:
+                log.error("cannot hand the bundle to the workers again: %s", exc)
+                return False
+            return True
 
     def status(self, sha: str, status: Activation) -> bool:
         """Write the status when it changed; True when it did (the workers are to be poked)."""
@@ -153,9 +209,18 @@ class Publisher:
 
 class HandoffSource(FileSource):
     """A worker's only bundle source: the supervisor's active archive. No file yet is no news
-    (the supervisor has nothing active yet, and says why in the status), not a failure."""
+    (the supervisor has nothing active yet, and says why in the status), not a failure.
+
+    `generation()` is the last hand-off the supervisor announced; `fetched_generation` is its
+    value when the last read began (the file read is that hand-off's or a later one)."""
+
+    def __init__(self, path: str | Path, generation: Callable[[], int] = lambda: 0) -> None:
+        super().__init__(path)
+        self._generation = generation
+        self.fetched_generation = 0
 
     def fetch(self) -> Fetched | None:
+        self.fetched_generation = self._generation()
         if not self.path.exists():  # once written, the file is only ever replaced
             return None
         return super().fetch()
@@ -178,3 +243,49 @@ def adopt_status(directory: Path, holder: EngineHolder, active_sha: str) -> None
                     note=str(record.get("note", "")),
                 )
             )
+
+
+_NO_RULES = PolicySet(kinds={}, rules=())
+
+
+def release_memory() -> None:
+    """Give back to the system what a judgement left: the compile's objects are garbage once
+    it returns, but CPython's allocator and glibc's keep their pages (measured in
+    bench/RESULTS.md)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)  # glibc: return free heap pages
+
+
+class Verdicts(EngineHolder):
+    """The supervisor's holder: the status and the name of the last bundle it verified, never
+    its engine (the supervisor decides nothing; an engine kept here is one more policy set in
+    memory beside the N the workers hold)."""
+
+    def swap(self, engine: Engine) -> None:
+        super().swap(Engine(_NO_RULES, engine.bundle))
+
+
+def directory_archive(files: Mapping[str, bytes], info: BundleInfo) -> bytes:
+    """An unsigned archive of a policy directory's files as the supervisor judged them
+    (`pdp serve --watch --workers N`), named as the directory is served: its name, 0.0.0, its
+    git revision (`-dirty`). Raises BundleError when the name is no bundle name."""
+    from pdp import __version__
+
+    from .archive import pack
+    from .manifest import FileEntry, Manifest, sha256_hex, validate_name
+
+    validate_name(info.name)
+    manifest = Manifest(
+        name=info.name,
+        version=info.version,
+        revision=info.revision.removesuffix("-dirty"),
+        dirty=info.revision.endswith("-dirty"),
+        build_time="1970-01-01T00:00:00Z",
+        builder=f"pdp {__version__}",
+        files={path: FileEntry(sha256_hex(data), len(data)) for path, data in files.items()},
+    )
+    return pack(manifest.canonical_bytes(), files, None, 0)

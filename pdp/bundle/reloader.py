@@ -66,7 +66,10 @@ class Reloader:
     `publish(data)`, when given, is handed each bundle's archive once it has passed every
     check and before it is swapped in (`pdp serve --workers N`: the supervisor hands it to its
     workers, pdp.bundle.handoff); an OSError from it refuses the bundle. `after_poll()` runs
-    after every poll; `wake()` makes the polling thread poll now.
+    after every poll; `wake()` makes the polling thread poll now. Without `keep_loaded` the
+    active bundle's engine, sources and test report are let go once it is swapped in (`active`
+    stays None; the manifest is kept for the rollback checks): the supervisor's case, which
+    only judges.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Reloader:
         name: str | None = None,
         publish: Callable[[bytes], None] | None = None,
         after_poll: Callable[[], None] | None = None,
+        keep_loaded: bool = True,
     ) -> None:
         if require_signature and not trust:
             raise BundleError("a signature is required but no trusted key was given")
@@ -115,6 +119,8 @@ class Reloader:
         self._active_sha = ""  # archive sha256 of the active bundle
         self._refused_sha = ""  # the last refused archive, not retried until it changes
         self.active: LoadedBundle | None = None
+        self._keep_loaded = keep_loaded
+        self._active_manifest: Manifest | None = None
         # Before anything is active, rollbacks are judged against the cached last good bundle,
         # so a restart does not forget the version it served (TUF persists its metadata too).
         self._floor: Manifest | None = None
@@ -192,7 +198,8 @@ class Reloader:
                 reason = f"cannot hand the bundle to the workers: {exc}"
         if loaded is not None and not reason:
             self.holder.swap(loaded.engine)
-            self.active = loaded
+            self.active = loaded if self._keep_loaded else None
+            self._active_manifest = loaded.manifest
             self._active_sha = sha
             self._refused_sha = ""
             self._from_cache = False
@@ -233,10 +240,10 @@ class Reloader:
                 f"version `{manifest.version}` is below the minimum version {self._min_version}"
                 " (--bundle-min-version)"
             )
-        active = self.active.manifest if self.active is not None else self._floor
+        active = self._active_manifest or self._floor
         if not self._guard_rollback or active is None:
             return ""
-        which = "active" if self.active is not None and not self._from_cache else "cached"
+        which = "active" if self._active_manifest is not None and not self._from_cache else "cached"
         if manifest.name != active.name:
             return (
                 f"bundle name `{manifest.name}` is not the {which} `{active.name}`: name the"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pdp.engine import Engine, EngineHolder, SuiteCheck
@@ -56,6 +56,10 @@ class DirectoryWatcher:
 
     `poll_once()` is one synchronous step (tests drive it directly); `start()` loads the
     directory now and then polls in a daemon thread every `interval` seconds.
+
+    `publish(files, info)`, when given, is handed each good state's files before it is swapped
+    in (`pdp serve --watch --workers N`: the supervisor hands it to its workers,
+    pdp.bundle.handoff); an OSError or BundleError from it refuses the state.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class DirectoryWatcher:
         checks: Sequence[SuiteCheck] = (),
         interval: float = DEFAULT_WATCH_INTERVAL,
         report: Callable[[str], None] | None = None,
+        publish: Callable[[Mapping[str, bytes], BundleInfo], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.holder = holder
@@ -74,6 +79,7 @@ class DirectoryWatcher:
         self._bundle_info = bundle_info
         self._checks = tuple(checks)
         self._report = report or (lambda message: None)
+        self._publish = publish
         self._judged: Stamp | None = None  # the tree state last activated or refused
         self._seen: Stamp | None = None  # the tree state at the previous poll
         self._lock = threading.Lock()
@@ -97,7 +103,8 @@ class DirectoryWatcher:
     def _judge(self) -> Outcome:
         bundle = self._bundle_info()
         try:
-            compiled = compile_files(collect_files(self.directory), bundle, self._checks)
+            files = collect_files(self.directory)
+            compiled = compile_files(files, bundle, self._checks)
         except PolicyErrors as exc:
             details = [err.render() for err in exc.errors]
             n = len(details)
@@ -118,6 +125,11 @@ class DirectoryWatcher:
             return self._refuse(f"{len(failed)} test case(s) failed", details)
         if not compiled.report.results and compiled.source.test_suites:
             return self._refuse("the test suites ran no case", [])
+        if self._publish is not None:
+            try:
+                self._publish(files, bundle)
+            except (OSError, BundleError) as exc:
+                return self._refuse(f"cannot hand the policies to the workers: {exc}", [])
         self.holder.swap(Engine(compiled.policy_set, bundle))
         self.activations += 1
         self.last_error = ""
@@ -146,15 +158,23 @@ class DirectoryWatcher:
         self.holder.record_failure(f"{message}: {describe_details(details)}")
         return Outcome.REFUSED
 
-    def start(self) -> Outcome:
-        """Judge the directory now (unsettled: nothing to wait for), then poll in the background."""
-        outcome = self.poll_once(settle=False)
+    def start(self, *, wait: bool = True) -> Outcome:
+        """Judge the directory now (unsettled: nothing to wait for), then poll in the background;
+        without `wait` the first judgement is the background thread's too (UNCHANGED here)."""
+        outcome = self.poll_once(settle=False) if wait else Outcome.UNCHANGED
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="pdp-policy-watch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(not wait,), name="pdp-policy-watch", daemon=True
+        )
         self._thread.start()
         return outcome
 
-    def _run(self) -> None:
+    def _run(self, judge_first: bool = False) -> None:
+        if judge_first:
+            try:
+                self.poll_once(settle=False)
+            except Exception:
+                log.exception("policy watch poll failed")
         while not self._stop.wait(self.interval):
             try:
                 self.poll_once()

@@ -16,6 +16,14 @@ revision the supervisor verified, and a source that hangs for one request holds 
 A worker that refuses that bundle (it checks it again) reports `refused SHA`; the supervisor
 logs it and writes `hold` to every worker (NOT_SERVING) until every worker serves its bundle,
 then `ready` again. A worker still swapping is not a refusal: health does not flap for it.
+
+Each hand-off is numbered: `sync G`. After every read of the hand-off file a worker reports
+`polled G SHA`, G being the last number it was told when the read began and SHA the archive
+it serves then. With `--bundle` (or `--watch`) the service is ready only once every worker
+has reported the current G with the supervisor's SHA. A worker that reports the current G and
+another SHA read the file after the supervisor wrote it and serves something else: the file
+was changed behind the supervisor's back (another validly signed bundle, say an older one).
+The supervisor logs it, holds every worker, and writes its bundle again (once per bundle).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pdp.bundle.handoff import Publisher
     from pdp.engine import Engine, EngineHolder
     from pdp.server import PdpServer
 
@@ -41,7 +50,7 @@ def bundle_key(engine: Engine) -> str:
 
 
 class _Worker:
-    __slots__ = ("activated", "ctl", "key", "pending", "pid", "refused", "report")
+    __slots__ = ("activated", "ctl", "key", "pending", "pid", "polled", "refused", "report")
 
     def __init__(self, report: int, ctl: int) -> None:
         self.report = report  # we read its reports
@@ -50,6 +59,7 @@ class _Worker:
         self.pending = b""
         self.activated = False  # it has reported a bundle at least once
         self.refused = ""  # the archive sha256 of the last bundle it refused
+        self.polled = (0, "")  # its last `polled G SHA`
         self.pid = 0
 
 
@@ -60,10 +70,12 @@ class Coordinator:
         self._workers: dict[int, _Worker] = {}
         self._slots = slots
         self.ready = False
-        # The supervisor's own bundle (archive sha256) when it polls one for the workers
-        # (pdp.bundle.handoff): a worker that refused it holds readiness back.
-        self._expected = ""
+        # The supervisor's hand-offs when it polls or watches for the workers
+        # (pdp.bundle.handoff): every worker must serve the one handed, and one that refused
+        # it, or serves another, holds readiness back.
+        self._publisher: Publisher | None = None
         self._told: set[tuple[int, str]] = set()  # (pid, sha) refusals already logged
+        self._diverged: set[tuple[int, int]] = set()  # (pid, generation) already logged
 
     def pipes_for(self, slot: int) -> tuple[str, tuple[int, int]]:
         """The worker's `--ready-fds` value and the fds to pass it; call `spawned` after."""
@@ -84,7 +96,11 @@ class Coordinator:
         for fd in fds:  # the worker's ends: its copies are its own now
             os.close(fd)
         if slot is not None and slot in self._workers:
-            self._workers[slot].pid = pid
+            worker = self._workers[slot]
+            worker.pid = pid
+            generation = self._generation()
+            if generation:  # a replacement: the number of the bundle already handed off
+                self._send(worker, f"sync {generation}\n".encode())
 
     def forget(self, slot: int) -> None:
         old = self._workers.pop(slot, None)
@@ -118,29 +134,72 @@ class Coordinator:
                     worker.key = line[7:].decode(errors="replace")
                     worker.activated = True
                     worker.refused = ""  # its refusals are behind it (the reloader forgets them)
-                    if self.ready and not self._refusing():
+                    # Following hand-offs, a worker is told `ready` once it serves the one
+                    # handed (`polled`), not on any activation.
+                    if self.ready and self._publisher is None:
                         self._send_ready(worker)
                 elif line.startswith(b"refused "):
                     worker.refused = line[8:].decode(errors="replace").strip()
+                elif line.startswith(b"polled "):
+                    generation, _, sha = line[7:].decode(errors="replace").partition(" ")
+                    with contextlib.suppress(ValueError):
+                        worker.polled = (int(generation), sha.strip())
+                    if self.ready and self._agrees(worker):
+                        self._send_ready(worker)
         self._judge()
         self._maybe_ready()
 
-    def expect(self, sha: str) -> None:
-        """The supervisor's bundle (archive sha256) from now on: the one every worker must
-        serve for the service to be ready."""
-        if sha != self._expected:
-            self._expected = sha
-            self._judge()
-            self._maybe_ready()
+    def follow(self, publisher: Publisher) -> None:
+        """Judge the workers against `publisher`'s hand-offs (pdp.bundle.handoff): ready only
+        once every worker serves the bundle handed off."""
+        self._publisher = publisher
+
+    def check(self) -> None:
+        """Judge again (the supervisor handed off another bundle)."""
+        self._judge()
+        self._maybe_ready()
+
+    def _generation(self) -> int:
+        return self._publisher.handed.generation if self._publisher is not None else 0
+
+    def _expected(self) -> str:
+        return self._publisher.handed.sha if self._publisher is not None else ""
+
+    def _agrees(self, worker: _Worker) -> bool:
+        """Whether the worker serves the bundle handed off, read after it was written."""
+        assert self._publisher is not None
+        handed = self._publisher.handed
+        return bool(handed.generation) and worker.polled == (handed.generation, handed.sha)
+
+    def _diverging(self) -> list[_Worker]:
+        """The workers that read the hand-off file after the current bundle was written to it
+        and serve another one (without having refused it): the file they read was not the
+        supervisor's."""
+        if self._publisher is None:
+            return []
+        # `pending` before `handed`: the writer names the file it writes in `pending`, then
+        # in `handed`, then clears `pending`; read in this order a worker that read the file
+        # being written is never taken for one that serves something else.
+        pending = self._publisher.pending
+        generation, sha = self._publisher.handed
+        return [
+            w
+            for w in self._workers.values()
+            if generation
+            and w.polled[0] == generation
+            and w.polled[1] not in (sha, pending)
+            and w.refused != sha
+        ]
 
     def _refusing(self) -> list[_Worker]:
         """The workers that refused the supervisor's bundle. A refused archive is never tried
         again, so the refusal stands until the supervisor has another bundle or the worker is
         replaced: a settled fact, unlike a worker that has not yet swapped (which does not
         make health flap)."""
-        if not self._expected:
+        expected = self._expected()
+        if not expected:
             return []
-        return [w for w in self._workers.values() if w.refused == self._expected]
+        return [w for w in self._workers.values() if w.refused == expected]
 
     def _judge(self) -> None:
         refusing = self._refusing()
@@ -153,10 +212,24 @@ class Coordinator:
                     "the supervisor's bundle",
                     worker.pid, worker.refused[:12], worker.key or "nothing",
                 )  # fmt: skip
-        if refusing and self.ready:
+        diverging = self._diverging()
+        for worker in diverging:
+            generation, sha = worker.polled
+            if (worker.pid, generation) not in self._diverged:
+                self._diverged.add((worker.pid, generation))
+                log.error(
+                    "worker %d serves %s (sha256 %s), not the bundle the supervisor handed "
+                    "off (sha256 %s): the hand-off file was changed after the supervisor wrote "
+                    "it. Every worker is held NOT_SERVING until every worker serves the "
+                    "supervisor's bundle; it is written again once",
+                    worker.pid, worker.key or "nothing", sha[:12], self._expected()[:12],
+                )  # fmt: skip
+        if (refusing or diverging) and self.ready:
             self.ready = False
             for worker in self._workers.values():
                 self._send(worker, b"hold\n")
+        if diverging and self._publisher is not None:
+            self._publisher.rewrite()  # the supervisor's loop pokes the workers (`sync G+1`)
 
     def activated(self, slot: int) -> bool:
         """Whether the worker in `slot` has activated a bundle since it was spawned: one that
@@ -170,17 +243,20 @@ class Coordinator:
             return
         if self._refusing():
             return
+        if self._publisher is not None and not all(map(self._agrees, self._workers.values())):
+            return
         self.ready = True
         log.info("all %d workers serve %s: ready", self._slots, keys.pop())
         for worker in self._workers.values():
             self._send_ready(worker)
 
     def poke_all(self) -> None:
-        """Tell every worker to pick up the supervisor's bundle and status (`sync`)."""
+        """Tell every worker to pick up the supervisor's bundle and status (`sync G`)."""
+        message = f"sync {self._generation()}\n".encode()
         for worker in self._workers.values():
             if worker.ctl >= 0:
                 with contextlib.suppress(OSError):
-                    os.write(worker.ctl, b"sync\n")
+                    os.write(worker.ctl, message)
 
     @staticmethod
     def _send_ready(worker: _Worker) -> None:
@@ -203,17 +279,30 @@ class Coordinator:
 
 
 class WorkerGate:
-    """What the supervisor tells a worker besides `ready`: `sync` calls `on_sync` (set by the
-    policy source once it exists). `refused` tells the supervisor of a bundle refused."""
+    """What the supervisor tells a worker besides `ready`: `sync G` records G (`generation`)
+    and calls `on_sync` (set by the policy source once it exists). `refused` and `polled` tell
+    the supervisor of a bundle refused and of what the worker serves after a read."""
 
     def __init__(self, report_fd: int = -1) -> None:
         self.on_sync: Callable[[], None] | None = None
+        self.generation = 0  # the last hand-off the supervisor announced
         self._report_fd = report_fd
         self._refused = ""
+        self._polled = (0, "")
 
-    def sync(self) -> None:
+    def sync(self, generation: int | None = None) -> None:
+        if generation is not None:
+            self.generation = max(self.generation, generation)
         if self.on_sync is not None:
             self.on_sync()
+
+    def polled(self, generation: int, sha: str) -> None:
+        """Report what the worker serves (`sha`, the archive's sha256) after a read of the
+        hand-off file begun once hand-off `generation` was announced, when it is news."""
+        if (generation, sha) != self._polled and self._report_fd >= 0:
+            self._polled = (generation, sha)
+            with contextlib.suppress(OSError):
+                os.write(self._report_fd, f"polled {generation} {sha or '-'}\n".encode())
 
     def refused(self, sha: str) -> None:
         """Report `sha`, the archive the worker last refused, when it is news."""
@@ -259,10 +348,14 @@ def _read_supervisor(
         if not chunk:  # the supervisor is gone (this worker gets SIGTERM)
             return
         *lines, pending = (pending + chunk).split(b"\n")
+        generation = None
         for line in lines:  # in order: `hold` then `ready` is ready
             if line == b"ready":
                 release()
-            elif line == b"hold":  # a worker refused the supervisor's bundle
+            elif line == b"hold":  # a worker refused, or diverged from, the supervisor's bundle
                 hold()
-        if b"sync" in lines:
-            gate.sync()
+            elif line.startswith(b"sync "):
+                with contextlib.suppress(ValueError):
+                    generation = int(line[5:])
+        if generation is not None:
+            gate.sync(generation)

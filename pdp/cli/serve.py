@@ -381,6 +381,10 @@ def start_policy_source(args: argparse.Namespace, holder, gate=None) -> Stopper:
     """`gate`: a worker's pdp.cli.ready.WorkerGate (a bundle follows the supervisor's)."""
     if args.policies and args.bundle:
         raise ValueError("give one policy source: --policies DIR or --bundle SOURCE")
+    if getattr(args, "bundle_handoff", None):  # a worker: its supervisor polls or watches
+        from .serve_bundle import start_bundle_source
+
+        return start_bundle_source(args, holder, gate)
     if args.policies and getattr(args, "watch", False):
         return _start_policy_watch(args.policies, holder)
     if getattr(args, "watch", False):
@@ -752,15 +756,20 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
 
     ready = Coordinator(args.workers)
     bundles = None
-    if args.bundle and not args.policies:
-        # One poller for all workers, so all serve one revision (pdp.bundle.handoff).
+    watch = bool(args.policies and getattr(args, "watch", False))
+    if watch and not _bundle_name_ok(args.policies):
+        watch = False  # each worker watches on its own, as before (it says why)
+    if (args.bundle and not args.policies) or watch:
+        # One poller (or watcher) for all workers, so all serve one revision, compiled and
+        # tested here once more (pdp.bundle.handoff).
         from .serve_bundle import SupervisorBundles
 
         try:
-            bundles = SupervisorBundles(args)
+            bundles = SupervisorBundles(args, watch=watch)
         except (OSError, ValueError) as exc:  # a flag, a key file: before any worker starts
             return _fail(str(exc))
         args.bundle_handoff = str(bundles.directory)
+        ready.follow(bundles.publisher)
 
     def spawn(i: int) -> _Forked | subprocess.Popen[bytes]:
         spec, fds = ready.pipes_for(i)
@@ -806,7 +815,7 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
             if bundles is not None:
                 if bundles.tick():
                     ready.poke_all()
-                ready.expect(bundles.active_sha)
+                ready.check()
             for i, (proc, started) in enumerate(workers):
                 code = proc.poll()
                 if code is None:
@@ -838,6 +847,25 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
             from pdp.bundle.handoff import remove_handoff_dir
 
             remove_handoff_dir(bundles.directory)
+
+
+def _bundle_name_ok(directory: str) -> bool:
+    """Whether `--watch`'s directory name can name the archive the supervisor hands its
+    workers; a name that cannot leaves each worker watching on its own."""
+    from pdp.bundle.manifest import validate_name
+    from pdp.errors import BundleError
+
+    try:
+        validate_name(Path(directory).resolve().name)
+    except BundleError:
+        log.warning(
+            "--watch: the directory name `%s` is no bundle name (letters, digits, `.`, `_`, "
+            "`-`), so each worker watches it on its own and may serve an edit a moment before "
+            "its siblings",
+            Path(directory).resolve().name,
+        )
+        return False
+    return True
 
 
 def _is_loopback(address: str) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL
+from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL, Reloader
 from pdp.bundle.sources import HTTP_FETCH_DEADLINE_SECONDS
 from pdp.engine import EngineHolder
 from pdp.errors import BundleError
@@ -124,15 +124,19 @@ def start_bundle_source(
         from pdp.bundle.handoff import BUNDLE_FILE, HandoffSource, adopt_status
 
         directory = Path(handoff)
+        source = HandoffSource(
+            directory / BUNDLE_FILE, generation=lambda: gate.generation if gate else 0
+        )
 
         def after_poll() -> None:
             adopt_status(directory, holder, reloader.active_sha)
             if gate is not None:  # a refusal of the supervisor's bundle: it must know
                 gate.refused(reloader.refused_sha)
+                # What this worker serves now, read after hand-off N was announced: the
+                # supervisor compares it with what it handed off (pdp.cli.ready).
+                gate.polled(source.fetched_generation, reloader.active_sha)
 
-        reloader = _reloader(
-            args, holder, HandoffSource(directory / BUNDLE_FILE), after_poll=after_poll
-        )
+        reloader = _reloader(args, holder, source, after_poll=after_poll)
         if gate is not None:
             gate.on_sync = reloader.wake
     else:
@@ -147,36 +151,88 @@ def start_bundle_source(
 class SupervisorBundles:
     """`pdp serve --workers N --bundle SOURCE`: the supervisor polls the source (and keeps the
     cache) and hands each bundle that passes to the workers in a private directory
-    (pdp.bundle.handoff has why). `tick()` from the supervisor's loop says when to poke them."""
+    (pdp.bundle.handoff has why). `tick()` from the supervisor's loop says when to poke them.
+    With `--policies DIR --watch` it watches the directory instead (`watch`): one compile,
+    validation and test run per edit, here, and every worker serves the same edit."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        from pdp.bundle.handoff import Publisher, make_handoff_dir, remove_handoff_dir
+    def __init__(self, args: argparse.Namespace, *, watch: bool = False) -> None:
+        from pdp.bundle.handoff import Publisher, Verdicts, make_handoff_dir, remove_handoff_dir
 
         self.directory = make_handoff_dir()
-        self._publisher = Publisher(self.directory)
-        self.holder = EngineHolder()  # judges bundles; serves nobody
+        self.publisher = Publisher(self.directory)
+        self.holder = Verdicts()  # judges bundles; keeps no engine, serves nobody
+        self._poked = 0  # the hand-off the workers were last poked for
+        self._last_judged: tuple[object, ...] = ()
         try:
-            self._reloader = _reloader(
-                args, self.holder, cache_dir=args.cache_dir, publish=self._publisher.bundle
-            )
+            if watch:
+                self._source = _supervisor_watch(args.policies, self.holder, self.publisher)
+            else:
+                self._source = _reloader(
+                    args,
+                    self.holder,
+                    cache_dir=args.cache_dir,
+                    publish=self.publisher.bundle,
+                    keep_loaded=False,
+                )
         except (OSError, ValueError):
             remove_handoff_dir(self.directory)
             raise
 
     def start(self) -> None:
-        self._reloader.start(wait=False)
+        self._source.start(wait=False)
 
     def tick(self) -> bool:
-        """Hand the workers the current status; True when they are to be poked (it changed)."""
-        return self._publisher.status(self._reloader.active_sha, self.holder.status)
+        """Hand the workers the current status; True when they are to be poked (a bundle
+        handed off, or its status changed)."""
+        generation = self.publisher.handed.generation
+        status = self.holder.status
+        changed = self.publisher.status(self.active_sha, status)
+        poke = changed or generation != self._poked
+        self._poked = generation
+        judged = self._judged()
+        if judged != self._last_judged:  # a bundle (or an edit) was compiled since
+            self._last_judged = judged
+            from pdp.bundle.handoff import release_memory
+
+            release_memory()
+        return poke
+
+    def _judged(self) -> tuple[object, ...]:
+        """Changes whenever the source's offer was compiled (accepted or refused), and only
+        then: a source that does not answer costs no collection."""
+        source = self._source
+        if isinstance(source, Reloader):
+            return (source.active_sha, source.refused_sha)
+        return (source.activations, source.refusals)
 
     @property
     def active_sha(self) -> str:
         """The archive sha256 of the bundle the workers are to serve ("": none yet)."""
-        return self._reloader.active_sha
+        return self.publisher.handed.sha
 
     def stop(self, timeout: float) -> None:
         from pdp.bundle.handoff import remove_handoff_dir
 
-        self._reloader.stop(timeout)  # a download in progress is abandoned (a daemon thread)
+        self._source.stop(timeout)  # a download in progress is abandoned (a daemon thread)
         remove_handoff_dir(self.directory)
+
+
+def _supervisor_watch(directory: str, holder: EngineHolder, publisher):  # -> DirectoryWatcher
+    from pdp.bundle.handoff import directory_archive
+    from pdp.bundle.watch import DirectoryWatcher
+
+    from ._common import directory_bundle_info
+
+    if not Path(directory).is_dir():
+        raise ValueError(f"`{directory}` is not a directory")
+
+    def publish(files, info) -> None:  # files: Mapping[str, bytes]; info: BundleInfo
+        publisher.bundle(directory_archive(files, info))
+
+    return DirectoryWatcher(
+        directory,
+        holder,
+        bundle_info=lambda: directory_bundle_info(directory),
+        checks=policy_checks(),
+        publish=publish,
+    )

@@ -9,7 +9,10 @@ are `PDP100` findings at the schema's own line and column.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import json
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fastjsonschema
@@ -51,7 +54,7 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
     import jsonschema  # here, not at the top: ~75 ms of start-up, needless without schemas
 
     cls = jsonschema.validators.validator_for(value, default=jsonschema.Draft202012Validator)
-    meta = cls(cls.META_SCHEMA)
+    meta = _meta_validator(cls)
     bad = False
     for err in sorted(meta.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
         bad = True
@@ -95,12 +98,27 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
     return value
 
 
+@functools.cache
+def _meta_validator(cls: Any) -> Any:
+    """One meta-schema validator per draft, for every schema loaded: each new one resolves
+    the draft's vocabularies again on its first use."""
+    return cls(cls.META_SCHEMA)
+
+
 def compile_validator(schema: dict[str, Any]) -> Any:
-    """A fast validator (generated code), built once per schema at load.
+    """A fast validator (generated code) for `schema`. Loading a schema compiles it to check
+    that it compiles, and compiling the policies compiles it again for the engine: the second
+    is the first one's (same JSON, same validator; the generated code keeps no state).
 
     `handlers={}`: a remote `$ref` fails instead of being fetched (load_schema refuses those
     anyway). `formats`: the length-bounded checks of `_bounded_formats`.
     """
+    return _compile_validator(json.dumps(schema))
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_validator(text: str) -> Any:
+    schema = json.loads(text)
     formats = _bounded_formats(_generator(schema).FORMAT_REGEXS)
     return fastjsonschema.compile(schema, handlers={}, formats=formats, use_default=False)
 
@@ -131,16 +149,28 @@ def _generator(schema: dict[str, Any]) -> Any:
 def _bounded_formats(regexes: dict[str, str]) -> dict[str, Any]:
     """The draft's own format checks, for the formats of `FORMAT_MAX_LENGTH` it checks at
     all, run only on values within the bound."""
-    import re
-
     out: dict[str, Any] = {}
     for name, limit in FORMAT_MAX_LENGTH.items():
         if name in regexes:
-            match = re.compile(regexes[name]).match
+            # Compiled on first use: most schemas use none of these formats, and compiling
+            # them all for every schema was ~20 ms of start-up.
+            match = _lazy_match(regexes[name])
             out[name] = lambda value, match=match, limit=limit: (
                 len(value) <= limit and match(value) is not None
             )
     return out
+
+
+def _lazy_match(pattern: str) -> Callable[[str], Any]:
+    def match(value: str) -> Any:
+        return _compiled(pattern).match(value)
+
+    return match
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _short(message: str) -> str:
