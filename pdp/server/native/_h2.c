@@ -314,6 +314,15 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
     }
     memcpy(st->in + st->in_len, data, len);
     st->in_len += len;
+    if (st->in_len >= 5) { /* the declared length, refused as soon as it is known */
+        size_t n = (size_t)st->in[1] << 24 | (size_t)st->in[2] << 16 | (size_t)st->in[3] << 8 |
+                   st->in[4];
+        if (n > g_max_message) {
+            set_status(st, RESOURCE_EXHAUSTED, "request message larger than the server "
+                                               "accepts (--max-message-bytes)");
+            drop_input(st);
+        }
+    }
     return 0;
 }
 
@@ -562,7 +571,8 @@ static void accept_all(void) {
         if (epoll_ctl(g_epoll, EPOLL_CTL_ADD, fd, &ev) < 0 ||
             nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, g_settings, 3) != 0)
             c->dead = 1;
-        if (g_drain_seen) notice_drain(c);
+        /* Accepted while draining: no GOAWAY, so a health check still hears NOT_SERVING (a
+         * Check is refused UNAVAILABLE), as on the grpcio transport until the final stop. */
         mark_dirty(c);
     }
 }
