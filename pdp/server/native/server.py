@@ -244,8 +244,13 @@ class NativeServer:
             self._stop_loop = True
             if self._thread is not None:
                 self._thread.join(STOP_MARGIN_S + _TAKE_WAIT_S)
-            self._h2.stop()
-            self._running = False
+            if self._thread is not None and self._thread.is_alive():
+                # A decision past every bound (its batch is still out): the process exit
+                # closes the connections.
+                log.warning("native transport: the decision thread did not stop")
+            else:
+                self._h2.stop()
+                self._running = False
         self._sock.close()
 
     def wait(self, timeout: float | None = None) -> bool:
