@@ -138,7 +138,7 @@ static int g_draining, g_stopping; /* atomics */
 static size_t g_buffered;          /* atomic: request bytes held */
 static int g_outstanding;          /* atomic: calls queued, with Python, or replies queued */
 static call_t *g_batch[MAX_BATCH]; /* the batch the decision thread holds */
-static int g_nbatch, g_batch_out;
+static int g_nbatch, g_batch_out, g_taking; /* the decision thread's, under the GIL */
 static unsigned long long g_batches, g_requests; /* atomics: for the bench */
 
 static char L_TAG, E_TAG; /* epoll data for the listener and the eventfd */
@@ -782,9 +782,10 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
     double timeout = PyFloat_AsDouble(arg);
     if (timeout == -1 && PyErr_Occurred()) return NULL;
     if (!g_running) return PyErr_Format(PyExc_RuntimeError, "the native server is not running");
-    if (g_batch_out)
+    if (g_batch_out || g_taking) /* one decision thread: g_batch is its own */
         return PyErr_Format(PyExc_RuntimeError, "answer() the last batch before taking another");
     int n = 0;
+    g_taking = 1; /* under the GIL: a second thread calling take() meanwhile is refused */
     Py_BEGIN_ALLOW_THREADS
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -805,6 +806,7 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
     }
     pthread_mutex_unlock(&g_mu);
     Py_END_ALLOW_THREADS
+    g_taking = 0;
     g_nbatch = n;
     g_batch_out = n > 0;
     if (n) {
@@ -915,7 +917,8 @@ static PyObject *py_stats(PyObject *self, PyObject *unused) {
 static PyObject *py_stop(PyObject *self, PyObject *unused) {
     (void)self; (void)unused;
     if (!g_running) Py_RETURN_NONE;
-    if (g_batch_out) return PyErr_Format(PyExc_RuntimeError, "a batch is still being decided");
+    if (g_batch_out || g_taking)
+        return PyErr_Format(PyExc_RuntimeError, "a batch is still being decided");
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&g_mu);
     __atomic_store_n(&g_stopping, 1, __ATOMIC_RELEASE);
