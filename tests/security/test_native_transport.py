@@ -46,7 +46,7 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def served(policies: Path) -> Iterator[Served]:
     flags = ["--transport", "native", "--workers", "1", "--max-message-bytes", str(MAX_MESSAGE),
-             "--max-string-length", "100"]  # fmt: skip
+             "--max-string-length", "100", "--grpc-idle-timeout", "1"]  # fmt: skip
     with pdp_serve(policies, *flags, "--no-rate-limit-service") as s:
         yield s
 
@@ -131,6 +131,19 @@ def test_clients_gone_mid_call(served: Served) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             upto = {"preface": 10, "headers": 40, "message": len(data) - 20}.get(cut, len(data))
             sock.sendall(data[:upto])
+    _still_answers(served)
+
+
+def test_a_silent_connection_is_closed(served: Served) -> None:
+    """--grpc-idle-timeout also bounds a handshake: a client that connects and sends nothing
+    is closed (the read below ends), and so is one that stops mid-request."""
+    port = _port(served)
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(2)]
+    socks[1].sendall(PREFACE[:10])
+    for sock in socks:  # both idle at once: one wait
+        with sock:
+            while sock.recv(65536):  # the server's SETTINGS, its GOAWAY, then the close
+                pass
     _still_answers(served)
 
 

@@ -9,12 +9,17 @@ The extension runs one server per process, so this module holds one for all its 
 from __future__ import annotations
 
 import shutil
+import socket
+import struct
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import h2.connection
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from security.native_h2 import HEADERS, frame, raw_call, with_header
@@ -162,3 +167,40 @@ def test_grpcurl_calls_check_from_the_proto_file(native: NativeServer) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert '"decisionId"' in done.stdout and '"read"' in done.stdout
+
+
+def test_calls_of_a_vanished_client_are_not_decided(
+    native: NativeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls queued behind a slow one whose connection is then reset are dropped when the
+    decision thread reaches them: a client cannot queue work and leave."""
+    decided: list[bytes] = []
+    check = native.decisions.check
+
+    def spying(data: bytes, context: Any) -> bytes:
+        decided.append(data)
+        return check(data, context)
+
+    monkeypatch.setattr(native.decisions, "check", spying)
+    slow = request_to_proto(HEAVY_PRINCIPAL, heavy_resources(15, "vanish")).SerializeToString()
+    caller = threading.Thread(target=_call, args=(native.port, slow))
+    caller.start()
+    while not decided:  # the slow call is being decided
+        time.sleep(0.01)
+    conn = h2.connection.H2Connection()
+    conn.initiate_connection()
+    for i in range(5):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, HEADERS)
+        body = request_to_proto(ALICE, [{**DOC, "id": f"gone-{i}", "actions": ["read"]}])
+        conn.send_data(sid, frame(body.SerializeToString()), end_stream=True)
+    with socket.create_connection(("127.0.0.1", native.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(conn.data_to_send())
+        while native._h2.outstanding() < 6:  # all five queued behind the slow one
+            assert caller.is_alive()
+            time.sleep(0.001)
+    caller.join(60)
+    while native._h2.outstanding():  # the five dropped, not decided
+        time.sleep(0.01)
+    assert decided == [slow]

@@ -72,6 +72,7 @@ typedef struct stream stream_t;
 typedef struct call {
     struct call *next;
     stream_t *st;
+    int cancelled; /* atomic: the stream is gone; take() skips the call, nobody waits for it */
     int method;
     uint8_t *body; /* the message, without the 5-byte prefix; freed by take() */
     size_t body_len, body_cap;
@@ -197,6 +198,7 @@ static void stream_free(stream_t *st) {
     }
     if (st->call) { /* still with Python: its reply will find no stream */
         st->call->st = NULL;
+        __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
         if (st->conn) st->conn->deciding--;
     }
     drop_input(st);
@@ -501,7 +503,10 @@ static void deliver(call_t *c) {
 static void conn_free(conn_t *c) {
     for (stream_t *st = c->streams, *next; st; st = next) {
         next = st->next;
-        if (st->call) st->call->st = NULL;
+        if (st->call) {
+            st->call->st = NULL;
+            __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
+        }
         st->call = NULL;
         st->conn = NULL;
         stream_free(st);
@@ -794,6 +799,7 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         until.tv_sec = (time_t)s;
         until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
     }
+    call_t *gone = NULL, *gone_tail = NULL; /* cancelled while queued: back to the I/O thread */
     pthread_mutex_lock(&g_mu);
     while (!g_req_head && !__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE) && timeout > 0)
         if (pthread_cond_timedwait(&g_cv, &g_mu, &until) == ETIMEDOUT) break;
@@ -802,9 +808,21 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         g_req_head = c->next;
         if (!g_req_head) g_req_tail = NULL;
         c->next = NULL;
-        g_batch[n++] = c;
+        if (__atomic_load_n(&c->cancelled, __ATOMIC_ACQUIRE)) {
+            if (gone_tail) gone_tail->next = c;
+            else gone = c;
+            gone_tail = c;
+        } else {
+            g_batch[n++] = c;
+        }
+    }
+    if (gone) { /* freed by the I/O thread (deliver), which counts it answered */
+        if (g_rep_tail) g_rep_tail->next = gone;
+        else g_rep_head = gone;
+        g_rep_tail = gone_tail;
     }
     pthread_mutex_unlock(&g_mu);
+    if (gone) wake_io();
     Py_END_ALLOW_THREADS
     g_taking = 0;
     g_nbatch = n;

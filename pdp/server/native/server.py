@@ -191,8 +191,9 @@ class NativeServer:
         while not self._stop_loop:
             try:
                 batch = take(_TAKE_WAIT_S)
-            except MemoryError:
-                answer(None)  # fails the batch (INTERNAL) and raises ValueError
+            except MemoryError:  # the batch is out but not built: answered INTERNAL
+                with contextlib.suppress(ValueError, RuntimeError):
+                    answer(None)
                 continue
             if not batch:
                 continue
