@@ -26,14 +26,22 @@ from server.conftest import ALICE, DOC, free_port, write_policies
 from pdp.cli.main import main
 from pdp.client._convert import request_to_proto
 
-from .native_h2 import CHECK, HEADERS, frame, raw_call, with_header
+from .native_h2 import CHECK, HEADERS, frame, raw_call, raw_calls, with_header
 from .real_pdp import Served, pdp_serve
-from .serving import health, heavy_request, wait_serving, write_heavy_policies
+from .serving import (
+    HEAVY_PRINCIPAL,
+    health,
+    heavy_request,
+    heavy_resources,
+    wait_serving,
+    write_heavy_policies,
+)
 from .serving import pdp_serve as pdp_serve_raw
 
 pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
 
 MAX_MESSAGE = 64 * 1024
+MAX_CALLS = 3  # --max-concurrent-rpcs
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 GOOD = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}]).SerializeToString()
 
@@ -46,9 +54,16 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def served(policies: Path) -> Iterator[Served]:
     flags = ["--transport", "native", "--workers", "1", "--max-message-bytes", str(MAX_MESSAGE),
-             "--max-string-length", "100", "--grpc-idle-timeout", "1"]  # fmt: skip
+             "--max-string-length", "100", "--grpc-idle-timeout", "1",
+             "--max-concurrent-rpcs", str(MAX_CALLS)]  # fmt: skip
     with pdp_serve(policies, *flags, "--no-rate-limit-service") as s:
         yield s
+
+
+def _slow(n: int, tag: str) -> bytes:
+    """A call that takes a while to decide (the heavy policy), within --max-string-length."""
+    principal = {**HEAVY_PRINCIPAL, "attr": {**HEAVY_PRINCIPAL["attr"], "text": "a" * 100}}
+    return request_to_proto(principal, heavy_resources(n, tag)).SerializeToString()
 
 
 def _port(s: Served) -> int:
@@ -119,7 +134,7 @@ def test_clients_gone_mid_call(served: Served) -> None:
     port = _port(served)
     import h2.connection
 
-    slow = heavy_request(10, "gone")
+    slow = _slow(10, "gone")
     for cut in ("preface", "headers", "message", "deciding"):
         conn = h2.connection.H2Connection()
         conn.initiate_connection()
@@ -134,6 +149,16 @@ def test_clients_gone_mid_call(served: Served) -> None:
     _still_answers(served)
 
 
+def test_calls_past_max_concurrent_rpcs_are_refused(served: Served) -> None:
+    """A slow call and five more, in one write: the first three are queued or deciding
+    (--max-concurrent-rpcs 3), the other three RESOURCE_EXHAUSTED at once."""
+    _still_answers(served)  # answered in order: nothing an earlier test sent is left queued
+    slow = _slow(5, "max-calls")
+    got = raw_calls(_port(served), [slow] + [GOOD] * 5)
+    assert got == ["0"] * MAX_CALLS + ["8"] * 3
+    _still_answers(served)
+
+
 def test_a_silent_connection_is_closed(served: Served) -> None:
     """--grpc-idle-timeout also bounds a handshake: a client that connects and sends nothing
     is closed (the read below ends), and so is one that stops mid-request."""
@@ -145,6 +170,66 @@ def test_a_silent_connection_is_closed(served: Served) -> None:
             while sock.recv(65536):  # the server's SETTINGS, its GOAWAY, then the close
                 pass
     _still_answers(served)
+
+
+# A connection whose socket another descriptor still shares when the server closes it: what
+# a fork (git at start-up) or `--workers`' connection dealing (which dups every socket) does.
+_SHARED_SOCKET = """
+import os, socket, time
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pdp.engine import EngineHolder
+from pdp.server import ServerConfig
+from pdp.server.native.server import NativeServer
+
+server = NativeServer(EngineHolder(), ServerConfig(listen=("127.0.0.1:0",)))
+server.start()
+client = socket.create_connection(("127.0.0.1", server.port))
+settings = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # an empty SETTINGS frame
+client.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + settings)
+held = None
+while held is None:
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = os.dup(int(name))
+        except OSError:
+            continue
+        try:
+            s = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            mine = s.getpeername() == client.getsockname()
+        except OSError:
+            mine = False
+        if mine:
+            held = s
+            break
+        s.close()
+client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\\x01\\0\\0\\0\\0\\0\\0\\0")
+client.close()  # the server closes its descriptor; `held` keeps the socket open
+time.sleep(0.5)
+for _ in range(20):
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+held.close()
+server.stop(0)
+print("ok")
+"""
+
+
+def test_a_closed_connection_whose_socket_is_shared_is_forgotten() -> None:
+    """The I/O thread takes a connection out of its epoll set before closing it: closed
+    while a dup held the socket, its registration stayed, and epoll reported events for the
+    freed connection (workers crashed at start under load, while git ran in a fork)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SHARED_SOCKET], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
 
 
 _frames = st.builds(

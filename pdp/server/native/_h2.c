@@ -512,7 +512,11 @@ static void conn_free(conn_t *c) {
         stream_free(st);
     }
     nghttp2_session_del(c->session);
-    close(c->fd); /* also leaves the epoll set */
+    /* Out of the epoll set first: close() alone leaves it there while another descriptor
+     * shares the socket (a dup, or a fork's copy before its exec: git at start-up, a worker
+     * dealing connections), and epoll would then report events for this freed conn. */
+    epoll_ctl(g_epoll, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
     free(c->obuf);
     if (c->prev) c->prev->next = c->next;
     else g_conns_list = c->next;
