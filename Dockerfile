@@ -8,13 +8,20 @@
 # -- build: a virtual environment with pdp and its pinned dependencies ---------------------
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md LICENSE ./
+# The native transport's extension (`pdp serve --transport native`): gcc and Debian's libnghttp2.
+RUN (test -f /usr/include/nghttp2/nghttp2.h && command -v gcc >/dev/null) \
+ || (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libnghttp2-dev \
+     && rm -rf /var/lib/apt/lists/*)
+COPY pyproject.toml setup.py constraints.txt README.md LICENSE ./
 COPY pdp ./pdp
 RUN python -m venv /opt/pdp \
  && /opt/pdp/bin/python -m pip install --no-cache-dir --disable-pip-version-check -c constraints.txt .
 
 # -- runtime: the environment only, no compiler, no pip cache, not root ---------------------
 FROM python:3.11-slim
+# libnghttp2 for the native transport's extension (the library only, no compiler).
+RUN apt-get update && apt-get install -y --no-install-recommends libnghttp2-14 \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pdp \
  && mkdir -p /var/cache/pdp /etc/pdp \
  && chown 10001 /var/cache/pdp

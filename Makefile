@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 .PHONY: serve bytecode test lint fmt proto bench bench-compare clean constraints redis-server
 
 # First run: about two minutes; pip prints each package as it goes (no -q), so it is visible.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py | nghttp2-dev
 	@echo "==> setting up $(VENV): pip, then pdp with its test tools (pinned by constraints.txt)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -28,9 +28,32 @@ serve: $(STAMP) bytecode
 redis-server:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
+# Debian's libnghttp2 headers: the native transport's extension (pdp/server/native/_h2.c),
+# built by the install, and the bench's load driver. gcc is taken as present (CI has it).
+.PHONY: nghttp2-dev native
+nghttp2-dev:
+	@test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
+
+# The extension again when its source changed since the install built it.
+NATIVE_EXT := pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+native: $(NATIVE_EXT)
+$(NATIVE_EXT): pdp/server/native/_h2.c setup.py $(STAMP)
+	$(BIN)/python setup.py -q build_ext --inplace
+	rm -rf build/temp.* build/lib.*
+
+# The same extension built with ASan + UBSan, for a hand run of the hostile probe (not part
+# of `make test`): docs/NATIVE.md says how to load it.
+.PHONY: native-asan
+native-asan: $(STAMP) nghttp2-dev
+	mkdir -p build/asan/pdp/server/native
+	gcc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -Wall -Wextra -shared -fPIC \
+		-o build/asan/pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))") \
+		pdp/server/native/_h2.c -lnghttp2 \
+		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+
 # One pytest runner per usable core (pytest-xdist), a test file per runner at a time: most
 # tests wait on a server they started, and a file's module-scoped servers start once.
-test: $(STAMP) redis-server bench-driver
+test: $(STAMP) redis-server bench-driver native
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pdp fmt --check policies
@@ -65,16 +88,10 @@ $(DRIVER): bench/driver/grpcload.c
 	mkdir -p bench/.cache
 	gcc -O2 -Wall -Wextra -o $@.$$$$ $< -lnghttp2 && mv $@.$$$$ $@  # atomic: tests may build at once
 
-# A prototype C front end for issue 21 (bench/native/): HTTP/2 + gRPC framing in C on
-# libnghttp2, whole requests handed to pdp's decision in batches. A bench, not a transport:
-# built into bench/native/ on demand, in nothing else (not `make test`, not the package).
+# pdp's native transport (pdp/server/native/_h2.c) against `pdp serve --workers 1`, Cerbos and
+# the empty-handler floors, on varied traffic (bench/native/; issue 21).
 .PHONY: bench-native
-NATIVE := bench/native/h2front$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
-$(NATIVE): bench/native/h2front.c $(STAMP)
-	test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
-	gcc -O2 -Wall -Wextra -shared -fPIC -o $@ $< -lnghttp2 \
-		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-bench-native: $(STAMP) bench-driver $(NATIVE)
+bench-native: $(STAMP) bench-driver native
 	$(BIN)/python -m pip install -q -e '.[bench]'  # Cerbos' protobufs, as bench-compare
 	$(BIN)/python bench/native/compare_native.py $(ARGS)
 

@@ -1,6 +1,6 @@
 """A C HTTP/2 front end for pdp's decision, measured against `pdp serve` (issue 21, prototype).
 
-    make bench-native                       # builds bench/native/h2front*.so, then this
+    make bench-native                       # builds pdp's native extension, then this
     make bench-native ARGS='--quick'        # 1x3 c4/m8 only, one round (~2 min)
     .venv/bin/python bench/native/compare_native.py [--rounds 3] [--seconds 6] [--no-cerbos]
     .venv/bin/python bench/native/compare_native.py --all-cores    # nothing pinned, see below
@@ -8,7 +8,8 @@
 bench/RESULTS.md ("The transport floor") concluded that grpcio's sync server alone costs about
 the 200 µs of server CPU issue 21 allows per uncached 1x3 call, and that the target needs HTTP/2
 and gRPC framing outside Python, whole requests handed to the decision several per GIL
-acquisition. This bench measures that claim with the prototype in this directory: h2front.c
+acquisition. This bench measures that claim with the C side of `pdp serve --transport native`
+(pdp/server/native/_h2.c; first the prototype h2front.c, now gone)
 (libnghttp2, one epoll loop with the GIL released) calling pdp's own per-call function,
 `DecisionService.check`, for every request completed in a pass of the loop (serve.py).
 
@@ -80,8 +81,12 @@ WORKLOADS = (
 
 
 def native_built() -> None:
-    if not list(HERE.glob("h2front*.so")):
-        sys.exit("bench/native/h2front is not built: run `make bench-native`")
+    try:
+        from pdp.server.native.server import load_extension
+
+        load_extension()
+    except ImportError as exc:
+        sys.exit(f"pdp's native transport is not built: run `make bench-native` ({exc})")
 
 
 @contextlib.contextmanager

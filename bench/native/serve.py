@@ -1,15 +1,19 @@
-"""pdp's Check behind the C front end (bench/native/h2front.c): a bench prototype, issue 21.
+"""pdp's Check behind the native transport's C side (pdp/server/native/_h2.c), for the bench.
 
-    make bench-native ARGS=--help      # builds h2front next to this file, then the bench
+    make bench-native ARGS=--help      # builds pdp's extension, then the bench
     .venv/bin/python bench/native/serve.py --port P [--policies DIR] [--empty]
+
+`pdp serve --transport native` is the product (pdp.server.native.server); this bench server
+drives the same extension with a bare loop, to measure the transport's own floor (`--empty`)
+and to keep the prototype's figures reproducible.
 
 The decision is `pdp serve`'s own: the options come from `pdp serve`'s parser given only
 --policies (so limits, message size and decision cache are its defaults: 10,000 entries
 today), the policies are loaded by its policy source, and each request goes through the very
 function grpcio calls per Check, `DecisionService.check` (parse, convert with
 `request_from_proto`, the decision cache, `Engine.check`, `response_to_proto`, serialize).
-Only the transport differs: h2front hands this process every request completed in one pass of
-its epoll loop, under one acquisition of the GIL, and sends the replies itself. `--empty`
+Only the transport differs: _h2's I/O thread queues every complete request, this process
+takes them in batches (one GIL acquisition each) and hands the replies back to be sent. `--empty`
 answers an empty CheckResponse without reading the request: the C transport's own floor.
 
 On SIGUSR1, and on SIGTERM before it exits, it prints `batches N requests M` to stderr: the
@@ -19,6 +23,7 @@ calls of `handle` (GIL acquisitions with work) and the requests they carried, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -27,11 +32,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-import h2front  # noqa: E402  (built by `make bench-native` into this directory)
-
-from pdp.server.service import CHECK_RPC  # noqa: E402
+from pdp.server.native.server import load_extension  # noqa: E402
 
 POLICIES = HERE.parent / "peers" / "pdp"  # what bench/compare.py serves
 
@@ -43,7 +45,7 @@ class Aborted(Exception):
 
 class Context:
     """What `DecisionService.check` reads of grpc's ServicerContext on the uninstrumented path:
-    the time left (no deadline here: h2front ignores grpc-timeout) and how to fail the call."""
+    the time left (no deadline here: the load driver sends none) and how to fail the call."""
 
     def time_remaining(self) -> float | None:
         return None
@@ -82,13 +84,13 @@ def decision_handler(policies: Path) -> Any:
     )
     check, context = service.check, Context()
 
-    def one(body: bytes) -> bytes | tuple[int, str]:
+    def one(body: bytes) -> bytes | tuple[int, str, None]:
         try:
             return check(body, context)
         except Aborted as exc:
-            return exc.code, exc.details
+            return exc.code, exc.details, None
 
-    def handle(bodies: list[bytes]) -> list[bytes | tuple[int, str]]:
+    def handle(bodies: list[bytes]) -> list[bytes | tuple[int, str, None]]:
         return [one(b) for b in bodies]
 
     return handle, config.max_message_bytes
@@ -118,18 +120,13 @@ def main() -> int:
 
     else:
         handle, max_message = decision_handler(args.policies)
-    batches = requests = 0
-
-    def counted(bodies: list[bytes]) -> list[Any]:
-        nonlocal batches, requests
-        batches += 1
-        requests += len(bodies)
-        return handle(bodies)
+    h2 = load_extension()
 
     def stop(_signum: int, _frame: object) -> None:
         raise SystemExit(0)
 
     def counts(_signum: int, _frame: object) -> None:
+        batches, requests = h2.stats()
         print(f"batches {batches} requests {requests}", file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGTERM, stop)
@@ -152,10 +149,17 @@ def main() -> int:
 
         print(deal_connections(args.processes), file=sys.stderr, flush=True)
     print(f"listening on 127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+    h2.start(sock.fileno(), max_message=max_message, max_streams=args.max_streams)
     try:
-        h2front.serve(sock.fileno(), CHECK_RPC, counted, max_message, args.max_streams)
+        while True:  # a signal handler's SystemExit ends it (take waits 0.25 s at most)
+            batch = h2.take(0.25)
+            if batch:
+                h2.answer(handle([body for _method, body, _deadline, _peer in batch]))
     finally:
-        print(f"batches {batches} requests {requests}", file=sys.stderr, flush=True)
+        counts(0, None)
+        with contextlib.suppress(RuntimeError, ValueError):
+            h2.answer(None)  # a batch a signal interrupted: answered INTERNAL
+        h2.stop()
     return 0
 
 

@@ -85,6 +85,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"TCP address, repeatable (default {DEFAULT_LISTEN} unless --unix is given)",
     )
     net.add_argument("--unix", action="append", metavar="PATH", help="Unix socket, repeatable")
+    from .serve_native import TRANSPORTS
+
+    net.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="grpcio",
+        help="grpcio (the default), or native (EXPERIMENTAL: HTTP/2 in C on libnghttp2, about "
+        "a quarter of the server CPU per call; Check and Health over plaintext TCP only, "
+        "other options refused: docs/NATIVE.md)",
+    )
     tls = p.add_argument_group("TLS")
     tls.add_argument("--tls-cert", metavar="PEM", help="server certificate chain")
     tls.add_argument("--tls-key", metavar="PEM", help="server private key")
@@ -484,6 +494,16 @@ def _raise_fd_limit(args: argparse.Namespace) -> None:
         )  # fmt: skip
 
 
+def _native_server(holder, config):  # -> pdp.server.native.server.NativeServer
+    """`--transport native` (run() has refused the options it does not honour)."""
+    from pdp.server.native.server import NativeServer
+
+    from .serve_native import NOT_SERVED
+
+    log.warning("%s", NOT_SERVED)
+    return NativeServer(holder, config)
+
+
 def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
     """One server process. `recheck_eviction`: Redis was unreachable when `run` checked its
     maxmemory-policy, so the counters check again once Redis answers a take."""
@@ -534,15 +554,19 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
     except (OSError, ValueError) as exc:
         return _fail(f"telemetry: {exc}")
     try:
-        extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
-        if not args.no_rate_limit_service:
-            from pdp.gateway.ratelimit import rate_limit_registrar
+        if args.transport == "native":
+            server = _native_server(holder, config)
+        else:
+            extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
+            if not args.no_rate_limit_service:
+                from pdp.gateway.ratelimit import rate_limit_registrar
 
-            extra.append(rate_limit_registrar(holder))
+                extra.append(rate_limit_registrar(holder))
+            server = build_server(holder, config, observer=observer, extra_services=extra)
     except (OSError, ValueError, PdpError) as exc:
+        if observer is not None:
+            observer.close()
         return _fail(f"gateway: {exc}")
-    try:
-        server = build_server(holder, config, observer=observer, extra_services=extra)
     except RuntimeError as exc:  # grpc: cannot bind (pdp.server names the address)
         if observer is not None:
             observer.close()
@@ -938,6 +962,11 @@ def run(args: argparse.Namespace) -> int:
     args.workers = workers
     if why != "given":
         log.info("workers: %d (%s; --workers N overrides)", workers, why)
+    if args.transport == "native":
+        from .serve_native import refusal
+
+        if reason := refusal(args, args.serve_parser):
+            return _fail(reason)
     refused, recheck = _check_redis_eviction(args)
     if refused:
         return _fail(refused)

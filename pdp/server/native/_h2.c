@@ -1,0 +1,987 @@
+/* _h2: pdp's native gRPC transport (`pdp serve --transport native`, experimental), on Debian's
+ * libnghttp2. HTTP/2 and gRPC framing in C; the decision stays pdp's Python.
+ *
+ * Two sides, one queue each way:
+ *
+ *   - the I/O thread (a pthread that never touches Python, so never holds the GIL) runs one
+ *     epoll loop: accepts on the listening socket it is given, feeds each connection's bytes
+ *     to its nghttp2 server session, judges each completed request's framing, and queues the
+ *     good ones; it writes the replies handed back, a pass's frames gathered into one send()
+ *     per connection (frame by frame, a reply went out as three TCP segments, each waking the
+ *     client: bench/RESULTS.md).
+ *   - the decision thread (Python, pdp.server.native.server) calls take() - a blocking call
+ *     that releases the GIL - for a batch of requests, decides each, and hands the batch's
+ *     replies to answer(), which queues them and wakes the I/O thread through an eventfd.
+ *
+ * Refused in C, before Python sees them (trailers-only replies with their grpc-status): a path
+ * other than the served ones or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
+ * (UNIMPLEMENTED), a compressed message or a grpc-encoding other than identity (UNIMPLEMENTED),
+ * anything but exactly one message (INTERNAL), a message over max_message bytes, more calls
+ * queued or deciding than max_calls, or more request bytes held than the server's budget
+ * (RESOURCE_EXHAUSTED), a malformed grpc-timeout (INTERNAL), a call whose deadline passed
+ * before it was taken (DEADLINE_EXCEEDED), a Check arriving once drain() was called
+ * (UNAVAILABLE). Header blocks over MAX_HEADER_BYTES reset the stream.
+ *
+ * Bounds: connections (max_conns; more are closed at accept), streams per connection
+ * (SETTINGS_MAX_CONCURRENT_STREAMS, enforced by nghttp2), header bytes per request, bytes of
+ * one message, request bytes held by the whole server (g_budget), calls outstanding
+ * (max_calls), stream resets per connection (nghttp2's rate limit), control frames queued
+ * for a peer that does not read (nghttp2's max outbound ack), and an idle timeout for
+ * connections with nothing deciding (which also bounds an unfinished handshake).
+ *
+ * One server per process (start() refuses a second): plain globals.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_HEADER_BYTES 16384     /* per request, as HPACK decoded (+32 per field, RFC 7541) */
+#define MIN_BUDGET (64u << 20)     /* request bytes held at once, all connections together */
+#define READ_CHUNK 65536
+#define OUT_CHUNK 65536            /* bytes of frames gathered for one send() */
+#define MAX_GRPC_MESSAGE 4096      /* longest grpc-message sent, before percent-encoding */
+#define MAX_DETAILS 65536          /* longest grpc-status-details-bin sent (base64) */
+#define MAX_BATCH 256
+#define PEER_LEN 64
+
+enum {
+    OK = 0, DEADLINE_EXCEEDED = 4, RESOURCE_EXHAUSTED = 8, UNIMPLEMENTED = 12, INTERNAL = 13,
+    UNAVAILABLE = 14
+};
+enum { M_UNKNOWN = -1, M_CHECK = 0, M_HEALTH = 1 };
+
+typedef struct conn conn_t;
+typedef struct stream stream_t;
+
+/* A request handed to Python, and later its reply. `st` is the I/O thread's only: NULL once
+ * the stream is gone (reset by the client, its connection closed), so the reply is dropped.
+ * Everything else is written before the call crosses a queue and read after. */
+typedef struct call {
+    struct call *next;
+    stream_t *st;
+    int cancelled; /* atomic: the stream is gone; take() skips the call, nobody waits for it */
+    int method;
+    uint8_t *body; /* the message, without the 5-byte prefix; freed by take() */
+    size_t body_len, body_cap;
+    double deadline; /* CLOCK_MONOTONIC seconds; <0: none */
+    char peer[PEER_LEN];
+    int status;        /* the reply: OK with out, or a gRPC error code */
+    char *message;     /* grpc-message, percent-encoded */
+    char *details;     /* grpc-status-details-bin, base64, or NULL */
+    uint8_t *out;      /* the framed reply message */
+    size_t out_len;
+} call_t;
+
+struct stream {
+    conn_t *conn;
+    stream_t *prev, *next; /* the connection's streams, freed with it */
+    int32_t id;
+    int post, method, ctype_ok, encoded, bad_timeout, done;
+    double deadline;
+    size_t header_bytes;
+    uint8_t *in;
+    size_t in_len, in_cap;
+    int status; /* -1: fine so far; else the gRPC status to answer */
+    const char *why;
+    call_t *call;  /* with Python, or answered and being sent */
+    uint8_t *out;  /* the framed reply being sent */
+    size_t out_len, out_sent;
+};
+
+struct conn {
+    conn_t *prev, *next; /* every connection, for the drain and idle sweeps */
+    int fd, dead, dirty, want_out, noticed;
+    nghttp2_session *session;
+    uint8_t *obuf; /* frames to send: one send() per pass, not one per frame */
+    size_t olen, ooff, ocap;
+    stream_t *streams;
+    int deciding; /* its calls with Python */
+    double last_active;
+    char peer[PEER_LEN];
+};
+
+/* Settings (written by start() before the thread runs, read-only after). */
+static const char *g_paths[2] = {"/pdp.v1.DecisionService/Check", "/grpc.health.v1.Health/Check"};
+static size_t g_max_message, g_budget;
+static int g_max_conns, g_max_calls;
+static double g_idle_s;
+static int g_lfd = -1, g_epoll = -1, g_evfd = -1, g_running;
+static pthread_t g_thread;
+static nghttp2_session_callbacks *g_cbs;
+static nghttp2_option *g_opt;
+static nghttp2_settings_entry g_settings[3];
+
+/* The I/O thread's own. */
+static conn_t *g_conns_list;
+static int g_conns;
+static conn_t **g_dirty;
+static int g_ndirty;
+static int g_drain_seen;
+
+/* Shared: under g_mu, or atomics. */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv;
+static call_t *g_req_head, *g_req_tail, *g_rep_head, *g_rep_tail;
+static int g_draining, g_stopping; /* atomics */
+static size_t g_buffered;          /* atomic: request bytes held */
+static int g_outstanding;          /* atomic: calls queued, with Python, or replies queued */
+static call_t *g_batch[MAX_BATCH]; /* the batch the decision thread holds */
+static int g_nbatch, g_batch_out, g_taking; /* the decision thread's, under the GIL */
+static unsigned long long g_batches, g_requests; /* atomics: for the bench */
+
+static char L_TAG, E_TAG; /* epoll data for the listener and the eventfd */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int budget_take(size_t n) {
+    size_t cur = __atomic_load_n(&g_buffered, __ATOMIC_RELAXED);
+    do {
+        if (cur + n > g_budget || cur + n < cur) return 0;
+    } while (!__atomic_compare_exchange_n(&g_buffered, &cur, cur + n, 1, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    return 1;
+}
+
+static void budget_give(size_t n) { __atomic_sub_fetch(&g_buffered, n, __ATOMIC_RELAXED); }
+
+static void wake_io(void) {
+    uint64_t one = 1;
+    ssize_t r = write(g_evfd, &one, sizeof one); /* EAGAIN: already signalled */
+    (void)r;
+}
+
+static void call_free(call_t *c) {
+    if (!c) return;
+    if (c->body) budget_give(c->body_cap);
+    free(c->body);
+    free(c->message);
+    free(c->details);
+    free(c->out);
+    free(c);
+}
+
+static void set_status(stream_t *st, int code, const char *why) {
+    if (st->status > 0) return; /* the first reason stays */
+    st->status = code;
+    st->why = why;
+}
+
+static void drop_input(stream_t *st) {
+    if (st->in) budget_give(st->in_cap);
+    free(st->in);
+    st->in = NULL;
+    st->in_len = st->in_cap = 0;
+}
+
+static void stream_free(stream_t *st) {
+    if (st->conn) {
+        if (st->prev) st->prev->next = st->next;
+        else st->conn->streams = st->next;
+        if (st->next) st->next->prev = st->prev;
+    }
+    if (st->call) { /* still with Python: its reply will find no stream */
+        st->call->st = NULL;
+        __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
+        if (st->conn) st->conn->deciding--;
+    }
+    drop_input(st);
+    free(st->out);
+    free(st);
+}
+
+static void mark_dirty(conn_t *c) {
+    if (!c->dirty) {
+        c->dirty = 1;
+        g_dirty[g_ndirty++] = c;
+    }
+}
+
+/* ---- nghttp2 callbacks (I/O thread) --------------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *u) {
+    conn_t *c = u;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    stream_t *st = calloc(1, sizeof *st);
+    if (!st) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    st->conn = c;
+    st->id = f->hd.stream_id;
+    st->status = -1;
+    st->method = M_UNKNOWN;
+    st->deadline = -1;
+    st->next = c->streams;
+    if (c->streams) c->streams->prev = st;
+    c->streams = st;
+    nghttp2_session_set_stream_user_data(s, st->id, st);
+    return 0;
+}
+
+static int is(const uint8_t *v, size_t n, const char *want) {
+    return n == strlen(want) && memcmp(v, want, n) == 0;
+}
+
+/* grpc-timeout: 1 to 8 ASCII digits and a unit (H M S m u n); seconds, or -1 if malformed. */
+static double parse_timeout(const uint8_t *v, size_t n) {
+    if (n < 2 || n > 9) return -1;
+    double x = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (v[i] < '0' || v[i] > '9') return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    switch (v[n - 1]) {
+    case 'H': return x * 3600;
+    case 'M': return x * 60;
+    case 'S': return x;
+    case 'm': return x / 1e3;
+    case 'u': return x / 1e6;
+    case 'n': return x / 1e9;
+    default: return -1;
+    }
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *u) {
+    (void)flags; (void)u;
+    stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (!st) return 0;
+    st->header_bytes += namelen + valuelen + 32;
+    if (st->header_bytes > MAX_HEADER_BYTES) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0; /* trailers: counted, not read */
+    if (is(name, namelen, ":method")) st->post = is(value, valuelen, "POST");
+    else if (is(name, namelen, ":path")) {
+        st->method = M_UNKNOWN;
+        for (int i = 0; i < 2; i++)
+            if (is(value, valuelen, g_paths[i])) st->method = i;
+    } else if (is(name, namelen, "content-type"))
+        st->ctype_ok = is(value, valuelen, "application/grpc") ||
+                       (valuelen > 16 && memcmp(value, "application/grpc", 16) == 0 &&
+                        (value[16] == '+' || value[16] == ';'));
+    else if (is(name, namelen, "grpc-encoding"))
+        st->encoded = !is(value, valuelen, "identity");
+    else if (is(name, namelen, "grpc-timeout")) {
+        double t = parse_timeout(value, valuelen);
+        if (t < 0) st->bad_timeout = 1;
+        else st->deadline = now_s() + t;
+    }
+    return 0;
+}
+
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                   size_t len, void *u) {
+    (void)flags; (void)u;
+    stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st || st->status >= 0 || st->done) return 0; /* refused already: discarded */
+    if (len > 5 + g_max_message - st->in_len) {
+        set_status(st, RESOURCE_EXHAUSTED, "request message larger than the server accepts "
+                                           "(--max-message-bytes)");
+        drop_input(st);
+        return 0;
+    }
+    if (st->in_len + len > st->in_cap) {
+        size_t cap = st->in_cap ? st->in_cap : 256;
+        while (cap < st->in_len + len) cap *= 2;
+        if (cap > 5 + g_max_message) cap = 5 + g_max_message;
+        size_t extra = cap - st->in_cap;
+        if (!budget_take(extra)) {
+            set_status(st, RESOURCE_EXHAUSTED, "server busy: too many request bytes held");
+            drop_input(st);
+            return 0;
+        }
+        uint8_t *in = realloc(st->in, cap);
+        if (!in) {
+            budget_give(extra);
+            set_status(st, RESOURCE_EXHAUSTED, "server out of memory");
+            drop_input(st);
+            return 0;
+        }
+        st->in = in;
+        st->in_cap = cap;
+    }
+    memcpy(st->in + st->in_len, data, len);
+    st->in_len += len;
+    if (st->in_len >= 5) { /* the declared length, refused as soon as it is known */
+        size_t n = (size_t)st->in[1] << 24 | (size_t)st->in[2] << 16 | (size_t)st->in[3] << 8 |
+                   st->in[4];
+        if (n > g_max_message) {
+            set_status(st, RESOURCE_EXHAUSTED, "request message larger than the server "
+                                               "accepts (--max-message-bytes)");
+            drop_input(st);
+        }
+    }
+    return 0;
+}
+
+static void answer_error(stream_t *st, int code, const char *why);
+
+/* The request is complete: judge it, then answer it at once or queue it for Python. */
+static void complete(stream_t *st) {
+    st->done = 1;
+    if (!st->post || st->method == M_UNKNOWN) set_status(st, UNIMPLEMENTED, "unknown method");
+    else if (!st->ctype_ok)
+        set_status(st, UNIMPLEMENTED, "content-type must be application/grpc");
+    else if (st->encoded)
+        set_status(st, UNIMPLEMENTED, "compressed requests are not accepted (grpc-encoding)");
+    else if (st->bad_timeout) set_status(st, INTERNAL, "malformed grpc-timeout");
+    else if (st->status < 0) {
+        size_t n = st->in_len < 5 ? 0
+                   : (size_t)st->in[1] << 24 | (size_t)st->in[2] << 16 |
+                         (size_t)st->in[3] << 8 | st->in[4];
+        if (st->in_len >= 5 && st->in[0] != 0)
+            set_status(st, UNIMPLEMENTED, "compressed requests are not accepted");
+        else if (st->in_len < 5 || st->in_len != 5 + n)
+            set_status(st, INTERNAL, "expected exactly one request message");
+    }
+    if (st->status < 0 && st->method == M_CHECK && __atomic_load_n(&g_draining, __ATOMIC_ACQUIRE))
+        set_status(st, UNAVAILABLE, "server is shutting down: not taking new calls");
+    if (st->status < 0 && st->deadline >= 0 && now_s() >= st->deadline)
+        set_status(st, DEADLINE_EXCEEDED, "deadline exceeded before the decision was complete");
+    if (st->status < 0 && g_max_calls > 0 &&
+        __atomic_load_n(&g_outstanding, __ATOMIC_RELAXED) >= g_max_calls)
+        set_status(st, RESOURCE_EXHAUSTED,
+                   "server busy: too many calls in progress (--max-concurrent-rpcs)");
+    call_t *c = NULL;
+    if (st->status < 0 && !(c = calloc(1, sizeof *c)))
+        set_status(st, RESOURCE_EXHAUSTED, "server out of memory");
+    if (st->status >= 0) {
+        drop_input(st);
+        answer_error(st, st->status, st->why);
+        return;
+    }
+    /* The input buffer moves to the call (its budget with it): the prefix stays in front. */
+    c->st = st;
+    c->method = st->method;
+    c->body = st->in;
+    c->body_len = st->in_len;
+    c->body_cap = st->in_cap;
+    c->deadline = st->deadline;
+    memcpy(c->peer, st->conn->peer, PEER_LEN);
+    st->in = NULL;
+    st->in_len = st->in_cap = 0;
+    st->call = c;
+    st->conn->deciding++;
+    __atomic_add_fetch(&g_outstanding, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&g_mu);
+    if (g_req_tail) g_req_tail->next = c;
+    else g_req_head = c;
+    g_req_tail = c;
+    pthread_cond_signal(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u) {
+    (void)u;
+    if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
+        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (st && !st->done) complete(st);
+    return 0;
+}
+
+static int on_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *u) {
+    (void)error_code; (void)u;
+    stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st) return 0;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    stream_free(st);
+    return 0;
+}
+
+/* ---- answers (I/O thread) ------------------------------------------------------------------ */
+
+#define NV(n, v, vlen) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vlen), NGHTTP2_NV_FLAG_NONE}
+
+static ssize_t read_reply(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                          uint32_t *flags, nghttp2_data_source *src, void *u) {
+    (void)src; (void)u;
+    stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st || !st->out) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n = st->out_len - st->out_sent;
+    if (n > length) n = length;
+    memcpy(buf, st->out + st->out_sent, n);
+    st->out_sent += n;
+    if (st->out_sent == st->out_len) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        nghttp2_nv trailers[] = {NV("grpc-status", "0", 1)};
+        if (nghttp2_submit_trailer(s, id, trailers, 1) != 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    return (ssize_t)n;
+}
+
+/* grpc-message is percent-encoded: bytes outside printable ASCII, and '%'. Malloc'd. */
+static char *percent_encode(const char *in) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strnlen(in, MAX_GRPC_MESSAGE);
+    char *out = malloc(3 * n + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; p < (const unsigned char *)in + n;
+         p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%') out[o++] = (char)*p;
+        else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static void reset(stream_t *st) {
+    nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_INTERNAL_ERROR);
+    mark_dirty(st->conn);
+}
+
+/* A trailers-only error reply. `details`: base64 grpc-status-details-bin, or NULL. nghttp2
+ * copies the header values, so they may be freed when this returns. */
+static void answer_status(stream_t *st, int code, const char *encoded, const char *details) {
+    char num[8];
+    int clen = snprintf(num, sizeof num, "%d", code);
+    nghttp2_nv hdrs[5] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
+                          NV("grpc-status", num, (size_t)clen),
+                          NV("grpc-message", encoded, strlen(encoded)),
+                          NV("grpc-status-details-bin", details ? details : "",
+                             details ? strlen(details) : 0)};
+    if (nghttp2_submit_response(st->conn->session, st->id, hdrs, details ? 5 : 4, NULL) != 0)
+        reset(st);
+    mark_dirty(st->conn);
+}
+
+static void answer_error(stream_t *st, int code, const char *why) {
+    char *encoded = percent_encode(why ? why : "");
+    if (!encoded) return reset(st);
+    answer_status(st, code, encoded, NULL);
+    free(encoded);
+}
+
+/* Python's reply to `c` reaches its stream (if still there). */
+static void deliver(call_t *c) {
+    stream_t *st = c->st;
+    __atomic_sub_fetch(&g_outstanding, 1, __ATOMIC_RELAXED);
+    if (!st) return call_free(c);
+    st->call = NULL;
+    st->conn->deciding--;
+    st->conn->last_active = now_s();
+    if (c->status == OK && c->out) {
+        st->out = c->out; /* the stream owns it now */
+        st->out_len = c->out_len;
+        c->out = NULL;
+        nghttp2_nv hdrs[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16)};
+        nghttp2_data_provider prd = {.read_callback = read_reply};
+        if (nghttp2_submit_response(st->conn->session, st->id, hdrs, 2, &prd) != 0) reset(st);
+        mark_dirty(st->conn);
+    } else if (c->message) {
+        answer_status(st, c->status, c->message, c->details);
+    } else {
+        answer_error(st, INTERNAL, "the server failed to answer");
+    }
+    call_free(c);
+}
+
+/* ---- connections and the loop (I/O thread) ------------------------------------------------- */
+
+static void conn_free(conn_t *c) {
+    for (stream_t *st = c->streams, *next; st; st = next) {
+        next = st->next;
+        if (st->call) {
+            st->call->st = NULL;
+            __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
+        }
+        st->call = NULL;
+        st->conn = NULL;
+        stream_free(st);
+    }
+    nghttp2_session_del(c->session);
+    /* Out of the epoll set first: close() alone leaves it there while another descriptor
+     * shares the socket (a dup, or a fork's copy before its exec: git at start-up, a worker
+     * dealing connections), and epoll would then report events for this freed conn. */
+    epoll_ctl(g_epoll, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    free(c->obuf);
+    if (c->prev) c->prev->next = c->next;
+    else g_conns_list = c->next;
+    if (c->next) c->next->prev = c->prev;
+    free(c);
+    g_conns--;
+}
+
+static void format_peer(const struct sockaddr_storage *sa, char *out) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        snprintf(out, PEER_LEN, "ipv4:%s:%u", host, ntohs(a->sin_port));
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        snprintf(out, PEER_LEN, "ipv6:[%s]:%u", host, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, PEER_LEN, "unknown");
+    }
+}
+
+static void notice_drain(conn_t *c) {
+    if (c->noticed) return;
+    c->noticed = 1;
+    nghttp2_submit_shutdown_notice(c->session); /* GOAWAY: open no new streams here */
+    mark_dirty(c);
+}
+
+static void accept_all(void) {
+    for (;;) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        int fd = accept4(g_lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return; /* EAGAIN, or a transient error (EMFILE...): the next event retries */
+        if (g_ndirty >= g_max_conns) { /* the dirty list has room for max_conns */
+            close(fd);
+            continue;
+        }
+        conn_t *c = g_conns < g_max_conns ? calloc(1, sizeof *c) : NULL;
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->fd = fd;
+        c->last_active = now_s();
+        format_peer(&sa, c->peer);
+        if (nghttp2_session_server_new2(&c->session, g_cbs, c, g_opt) != 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        g_conns++;
+        c->next = g_conns_list;
+        if (g_conns_list) g_conns_list->prev = c;
+        g_conns_list = c;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(g_epoll, EPOLL_CTL_ADD, fd, &ev) < 0 ||
+            nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, g_settings, 3) != 0)
+            c->dead = 1;
+        /* Accepted while draining: no GOAWAY, so a health check still hears NOT_SERVING (a
+         * Check is refused UNAVAILABLE), as on the grpcio transport until the final stop. */
+        mark_dirty(c);
+    }
+}
+
+static void read_conn(conn_t *c) {
+    static uint8_t buf[READ_CHUNK];
+    for (int i = 0; i < 4 && !c->dead; i++) { /* then others' turn; epoll is level-triggered */
+        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+        if (n <= 0 || nghttp2_session_mem_recv(c->session, buf, (size_t)n) < 0) c->dead = 1;
+        else c->last_active = now_s();
+        if (n < (ssize_t)sizeof buf) break;
+    }
+    mark_dirty(c);
+}
+
+/* Sends what nghttp2 has queued, gathered into one buffer per send(). 0, or -1 when the
+ * connection is gone; leaves unsent bytes in obuf when the socket is full. */
+static int conn_write(conn_t *c) {
+    for (;;) {
+        if (c->ooff < c->olen) {
+            ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+            if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+            if ((c->ooff += (size_t)n) < c->olen) return 0;
+        }
+        c->olen = c->ooff = 0;
+        while (c->olen < OUT_CHUNK) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->session, &data);
+            if (n < 0) return -1;
+            if (n == 0) break;
+            if (c->olen + (size_t)n > c->ocap) {
+                size_t want = c->olen + (size_t)n;
+                size_t cap = c->ocap * 2 > want ? c->ocap * 2 : want;
+                uint8_t *grown = realloc(c->obuf, cap);
+                if (!grown) return -1;
+                c->obuf = grown;
+                c->ocap = cap;
+            }
+            memcpy(c->obuf + c->olen, data, (size_t)n);
+            c->olen += (size_t)n;
+        }
+        if (c->olen == 0) return 0;
+    }
+}
+
+static void flush_dirty(void) {
+    for (int i = 0; i < g_ndirty; i++) {
+        conn_t *c = g_dirty[i];
+        c->dirty = 0;
+        if (!c->dead && conn_write(c) != 0) c->dead = 1;
+        int wr = !c->dead && c->ooff < c->olen;
+        if (c->dead || (!wr && !nghttp2_session_want_read(c->session) &&
+                        !nghttp2_session_want_write(c->session))) {
+            conn_free(c);
+            continue;
+        }
+        if (wr != c->want_out) {
+            struct epoll_event ev = {.events = EPOLLIN | (wr ? EPOLLOUT : 0), .data.ptr = c};
+            epoll_ctl(g_epoll, EPOLL_CTL_MOD, c->fd, &ev);
+            c->want_out = wr;
+        }
+    }
+    g_ndirty = 0;
+}
+
+/* Connections with nothing deciding and no bytes received for the idle timeout are closed
+ * (GOAWAY first): a client that never completes its handshake or a call, or went away. */
+static void sweep_idle(double now) {
+    for (conn_t *c = g_conns_list; c; c = c->next) {
+        if (c->dead || c->deciding || now - c->last_active < g_idle_s) continue;
+        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->session),
+                              NGHTTP2_NO_ERROR, NULL, 0);
+        conn_write(c);
+        c->dead = 1;
+        mark_dirty(c);
+    }
+}
+
+static void take_replies(void) {
+    uint64_t v;
+    ssize_t r = read(g_evfd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&g_mu);
+    call_t *c = g_rep_head;
+    g_rep_head = g_rep_tail = NULL;
+    pthread_mutex_unlock(&g_mu);
+    while (c) {
+        call_t *next = c->next;
+        c->next = NULL;
+        deliver(c);
+        c = next;
+    }
+}
+
+static void *io_main(void *arg) {
+    (void)arg;
+    struct epoll_event evs[64];
+    double last_sweep = now_s();
+    while (!__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE)) {
+        int n = epoll_wait(g_epoll, evs, 64, 250);
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &L_TAG) accept_all();
+            else if (p == &E_TAG) take_replies();
+            else {
+                conn_t *c = p;
+                if (!c->dead && evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_conn(c);
+                else mark_dirty(c); /* writable again */
+            }
+        }
+        if (!g_drain_seen && __atomic_load_n(&g_draining, __ATOMIC_ACQUIRE)) {
+            g_drain_seen = 1;
+            for (conn_t *c = g_conns_list; c; c = c->next) notice_drain(c);
+        }
+        double now = now_s();
+        if (g_idle_s > 0 && now - last_sweep >= 0.5) {
+            last_sweep = now;
+            sweep_idle(now);
+        }
+        flush_dirty();
+    }
+    /* Stopping: the last replies, a final GOAWAY to everyone, one try to send, then close. */
+    take_replies();
+    for (conn_t *c = g_conns_list; c; c = c->next) {
+        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->session),
+                              NGHTTP2_NO_ERROR, NULL, 0);
+        conn_write(c);
+    }
+    while (g_conns_list) conn_free(g_conns_list);
+    return NULL;
+}
+
+/* ---- the Python side ------------------------------------------------------------------------ */
+
+static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    static char *names[] = {"listen_fd", "max_message", "max_streams", "max_conns", "max_calls",
+                            "idle_timeout", NULL};
+    int lfd, max_streams = 100, max_conns = 10000, max_calls = 1000;
+    Py_ssize_t max_message = 4 << 20;
+    double idle = 300;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|niiid", names, &lfd, &max_message,
+                                     &max_streams, &max_conns, &max_calls, &idle))
+        return NULL;
+    if (g_running) return PyErr_Format(PyExc_RuntimeError, "a native server is already running");
+    if (max_message < 0 || max_message > (1 << 30) || max_streams < 1 || max_conns < 0 ||
+        max_calls < 0 || !(idle >= 0))
+        return PyErr_Format(PyExc_ValueError, "a limit out of range");
+    g_lfd = lfd;
+    g_max_message = (size_t)max_message;
+    g_budget = 4 * (g_max_message + 5) > MIN_BUDGET ? 4 * (g_max_message + 5) : MIN_BUDGET;
+    g_max_conns = max_conns ? max_conns : 1000000;
+    g_max_calls = max_calls;
+    g_idle_s = idle;
+    free(g_dirty);
+    g_dirty = calloc((size_t)g_max_conns + 1, sizeof *g_dirty);
+    if (!g_dirty) return PyErr_NoMemory();
+    g_settings[0] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+                                             (uint32_t)max_streams};
+    g_settings[1] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+                                             MAX_HEADER_BYTES};
+    g_settings[2] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20};
+    if (!g_cbs) {
+        nghttp2_session_callbacks_new(&g_cbs);
+        nghttp2_session_callbacks_set_on_begin_headers_callback(g_cbs, on_begin_headers);
+        nghttp2_session_callbacks_set_on_header_callback(g_cbs, on_header);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs, on_data);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(g_cbs, on_frame_recv);
+        nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs, on_close);
+        nghttp2_option_new(&g_opt);
+        nghttp2_option_set_max_settings(g_opt, 32);          /* SETTINGS entries per frame */
+        nghttp2_option_set_max_outbound_ack(g_opt, 1000);     /* PING/SETTINGS floods */
+        nghttp2_option_set_stream_reset_rate_limit(g_opt, 1000, 33); /* rapid reset */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&g_cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (!g_cbs || !g_opt) return PyErr_NoMemory();
+    g_draining = g_stopping = 0;
+    g_drain_seen = 0;
+    g_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    g_epoll = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &L_TAG};
+    struct epoll_event eev = {.events = EPOLLIN, .data.ptr = &E_TAG};
+    if (g_evfd < 0 || g_epoll < 0 || epoll_ctl(g_epoll, EPOLL_CTL_ADD, lfd, &lev) < 0 ||
+        epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_evfd, &eev) < 0 ||
+        pthread_create(&g_thread, NULL, io_main, NULL) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        if (g_evfd >= 0) close(g_evfd);
+        if (g_epoll >= 0) close(g_epoll);
+        g_evfd = g_epoll = -1;
+        return NULL;
+    }
+    g_running = 1;
+    Py_RETURN_NONE;
+}
+
+/* take(timeout) -> list of (method, body, deadline | None, peer): the requests queued now, or
+ * the first to come within `timeout` seconds; [] on time-out or once the server stops. */
+static PyObject *py_take(PyObject *self, PyObject *arg) {
+    (void)self;
+    double timeout = PyFloat_AsDouble(arg);
+    if (timeout == -1 && PyErr_Occurred()) return NULL;
+    if (!g_running) return PyErr_Format(PyExc_RuntimeError, "the native server is not running");
+    if (g_batch_out || g_taking) /* one decision thread: g_batch is its own */
+        return PyErr_Format(PyExc_RuntimeError, "answer() the last batch before taking another");
+    int n = 0;
+    g_taking = 1; /* under the GIL: a second thread calling take() meanwhile is refused */
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    if (timeout > 0 && timeout < 3600) {
+        double s = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + timeout;
+        until.tv_sec = (time_t)s;
+        until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
+    }
+    call_t *gone = NULL, *gone_tail = NULL; /* cancelled while queued: back to the I/O thread */
+    pthread_mutex_lock(&g_mu);
+    while (!g_req_head && !__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE) && timeout > 0)
+        if (pthread_cond_timedwait(&g_cv, &g_mu, &until) == ETIMEDOUT) break;
+    while (g_req_head && n < MAX_BATCH) {
+        call_t *c = g_req_head;
+        g_req_head = c->next;
+        if (!g_req_head) g_req_tail = NULL;
+        c->next = NULL;
+        if (__atomic_load_n(&c->cancelled, __ATOMIC_ACQUIRE)) {
+            if (gone_tail) gone_tail->next = c;
+            else gone = c;
+            gone_tail = c;
+        } else {
+            g_batch[n++] = c;
+        }
+    }
+    if (gone) { /* freed by the I/O thread (deliver), which counts it answered */
+        if (g_rep_tail) g_rep_tail->next = gone;
+        else g_rep_head = gone;
+        g_rep_tail = gone_tail;
+    }
+    pthread_mutex_unlock(&g_mu);
+    if (gone) wake_io();
+    Py_END_ALLOW_THREADS
+    g_taking = 0;
+    g_nbatch = n;
+    g_batch_out = n > 0;
+    if (n) {
+        __atomic_add_fetch(&g_batches, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&g_requests, (unsigned long long)n, __ATOMIC_RELAXED);
+    }
+    PyObject *list = PyList_New(n);
+    for (int i = 0; i < n && list; i++) {
+        call_t *c = g_batch[i];
+        PyObject *body = PyBytes_FromStringAndSize((char *)c->body + 5, (Py_ssize_t)c->body_len - 5);
+        budget_give(c->body_cap);
+        free(c->body);
+        c->body = NULL;
+        PyObject *item = NULL;
+        if (body) {
+            if (c->deadline >= 0) item = Py_BuildValue("(iNds)", c->method, body, c->deadline, c->peer);
+            else item = Py_BuildValue("(iNOs)", c->method, body, Py_None, c->peer);
+        }
+        if (!item) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, i, item);
+    }
+    return list; /* NULL on a memory error: the batch is still out, answer() fails it */
+}
+
+/* Python's reply for one call: bytes (the message), or (code, message, details | None). */
+static void set_reply(call_t *c, PyObject *item) {
+    if (PyBytes_Check(item)) {
+        Py_ssize_t n = PyBytes_GET_SIZE(item);
+        if ((uint64_t)n > 0xffffffffu || !(c->out = malloc(5 + (size_t)n))) {
+            c->status = INTERNAL;
+            c->message = percent_encode("the reply could not be framed");
+            return;
+        }
+        c->out[0] = 0;
+        c->out[1] = (uint8_t)(n >> 24); c->out[2] = (uint8_t)(n >> 16);
+        c->out[3] = (uint8_t)(n >> 8);  c->out[4] = (uint8_t)n;
+        memcpy(c->out + 5, PyBytes_AS_STRING(item), (size_t)n);
+        c->out_len = 5 + (size_t)n;
+        c->status = OK;
+        return;
+    }
+    long code = -1;
+    const char *msg = NULL, *details = NULL;
+    if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 3) {
+        code = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        msg = PyUnicode_AsUTF8(PyTuple_GET_ITEM(item, 1));
+        PyObject *d = PyTuple_GET_ITEM(item, 2);
+        if (d != Py_None) details = PyUnicode_AsUTF8(d);
+        PyErr_Clear();
+    }
+    if (code < 1 || code > 16 || !msg) {
+        code = INTERNAL;
+        msg = "the server failed to answer";
+        details = NULL;
+    }
+    c->status = (int)code;
+    c->message = percent_encode(msg);
+    /* base64 only (the caller's): anything else, or too long, is left out */
+    if (details && strlen(details) <= MAX_DETAILS &&
+        strspn(details, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") ==
+            strlen(details))
+        c->details = strdup(details);
+}
+
+/* answer(replies): one item per request of the last take(), in order. Any other list fails
+ * every call of the batch (INTERNAL) and raises. */
+static PyObject *py_answer(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!g_batch_out) return PyErr_Format(PyExc_RuntimeError, "no batch to answer");
+    int ok = PyList_Check(arg) && PyList_GET_SIZE(arg) == g_nbatch;
+    for (int i = 0; i < g_nbatch; i++) set_reply(g_batch[i], ok ? PyList_GET_ITEM(arg, i) : Py_None);
+    pthread_mutex_lock(&g_mu);
+    for (int i = 0; i < g_nbatch; i++) {
+        if (g_rep_tail) g_rep_tail->next = g_batch[i];
+        else g_rep_head = g_batch[i];
+        g_rep_tail = g_batch[i];
+    }
+    pthread_mutex_unlock(&g_mu);
+    g_nbatch = g_batch_out = 0;
+    wake_io();
+    if (!ok) return PyErr_Format(PyExc_ValueError, "answer() needs one reply per request taken");
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_drain(PyObject *self, PyObject *unused) {
+    (void)self; (void)unused;
+    if (g_running) {
+        __atomic_store_n(&g_draining, 1, __ATOMIC_RELEASE);
+        wake_io();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_outstanding(PyObject *self, PyObject *unused) {
+    (void)self; (void)unused;
+    return PyLong_FromLong(__atomic_load_n(&g_outstanding, __ATOMIC_RELAXED));
+}
+
+static PyObject *py_stats(PyObject *self, PyObject *unused) {
+    (void)self; (void)unused;
+    return Py_BuildValue("(KK)", __atomic_load_n(&g_batches, __ATOMIC_RELAXED),
+                         __atomic_load_n(&g_requests, __ATOMIC_RELAXED));
+}
+
+/* stop(): the I/O thread sends a final GOAWAY, closes every connection and ends; requests
+ * not yet taken are dropped (their clients see the connection close). The listening socket
+ * is the caller's to close. */
+static PyObject *py_stop(PyObject *self, PyObject *unused) {
+    (void)self; (void)unused;
+    if (!g_running) Py_RETURN_NONE;
+    if (g_batch_out || g_taking)
+        return PyErr_Format(PyExc_RuntimeError, "a batch is still being decided");
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&g_mu);
+    __atomic_store_n(&g_stopping, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+    wake_io();
+    pthread_join(g_thread, NULL);
+    Py_END_ALLOW_THREADS
+    pthread_mutex_lock(&g_mu);
+    call_t *c = g_req_head;
+    g_req_head = g_req_tail = NULL;
+    pthread_mutex_unlock(&g_mu);
+    while (c) {
+        call_t *next = c->next;
+        call_free(c);
+        __atomic_sub_fetch(&g_outstanding, 1, __ATOMIC_RELAXED);
+        c = next;
+    }
+    close(g_epoll);
+    close(g_evfd);
+    g_epoll = g_evfd = -1;
+    g_running = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"start", (PyCFunction)(void (*)(void))py_start, METH_VARARGS | METH_KEYWORDS,
+     "start(listen_fd, max_message, max_streams, max_conns, max_calls, idle_timeout): run the "
+     "I/O thread on the listening (non-blocking) socket"},
+    {"take", py_take, METH_O,
+     "take(timeout) -> [(method, body, deadline | None, peer)]: the next batch (GIL released)"},
+    {"answer", py_answer, METH_O,
+     "answer([bytes | (code, message, details_b64 | None)]): the last batch's replies"},
+    {"drain", py_drain, METH_NOARGS, "drain(): GOAWAY to every connection, new Checks refused"},
+    {"outstanding", py_outstanding, METH_NOARGS, "calls taken from the network, not yet answered"},
+    {"stats", py_stats, METH_NOARGS, "(batches, requests) taken so far"},
+    {"stop", py_stop, METH_NOARGS, "stop(): close every connection, end the I/O thread"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_h2", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__h2(void) { return PyModule_Create(&module); }

@@ -1,0 +1,281 @@
+"""The native transport's server (`pdp serve --transport native`, experimental): HTTP/2 and gRPC
+framing in C (`_h2.c`, on libnghttp2), the decision in pdp's own `DecisionService`.
+
+The C I/O thread never holds the GIL: it reads, parses and judges the framing of every call,
+and queues complete requests. One decision thread here takes them in batches (`_h2.take`
+releases the GIL while it waits), runs each through the very function grpcio calls per Check
+(`DecisionService.check`: the decision cache, deadlines, the drain), and hands the replies
+back (`_h2.answer`), which the I/O thread writes, gathered into one send() per connection.
+Measured in bench/RESULTS.md ("A C front end, measured"): about a quarter of grpcio's server
+CPU per call.
+
+Served: pdp.v1.DecisionService/Check and grpc.health.v1.Health/Check, plaintext TCP. Every
+other path is UNIMPLEMENTED; pdp.cli.serve_native refuses the options this does not honour.
+One decision thread: batches are decided one after the other under the GIL anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2
+
+from ..cache import DecisionCache
+from ..server import DRAIN_QUIET_S, STOP_MARGIN_S, ServerConfig, _bind_error
+from ..service import SERVICE_NAME, DecisionService
+from ..status import status_for
+
+if TYPE_CHECKING:
+    from pdp.engine.holder import EngineHolder
+
+log = logging.getLogger("pdp.server")
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+_CHECK, _HEALTH = 0, 1  # the method numbers _h2 gives (its g_paths)
+# Streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS), as grpcio's default.
+MAX_STREAMS = 100
+# How long the decision thread waits for a batch before it looks whether to stop.
+_TAKE_WAIT_S = 0.25
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+Reply = bytes | tuple[int, str, str | None]
+
+
+def load_extension() -> Any:
+    """The C extension, or ImportError saying how to get it."""
+    try:
+        from . import _h2
+    except ImportError as exc:
+        raise ImportError(
+            "the native transport is not built: it needs Debian's libnghttp2-dev and a C "
+            "compiler when pdp is installed (`make` installs them; then `pip install -e .` "
+            f"again) ({exc})"
+        ) from exc
+    return _h2
+
+
+class _Aborted(Exception):
+    def __init__(self, reply: tuple[int, str, str | None]) -> None:
+        self.reply = reply
+
+
+def _status_reply(status: Any) -> tuple[int, str, str | None]:
+    """(code, message, base64 grpc-status-details-bin or None) of a grpc.Status."""
+    details = None
+    for key, value in status.trailing_metadata or ():
+        if key == "grpc-status-details-bin":
+            details = base64.b64encode(value).decode("ascii")
+    return status.code.value[0], status.details or "", details
+
+
+class _Context:
+    """What `DecisionService.check` reads of a grpc ServicerContext without an observer: the
+    call's time left (from its grpc-timeout, on the same monotonic clock as the C side) and
+    how to fail it; and the peer, as grpc spells it."""
+
+    __slots__ = ("_deadline", "_peer")
+
+    def __init__(self, deadline: float | None, peer: str) -> None:
+        self._deadline = deadline
+        self._peer = peer
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def abort_with_status(self, status: Any) -> None:
+        raise _Aborted(_status_reply(status))
+
+    def peer(self) -> str:
+        return self._peer
+
+    def is_active(self) -> bool:
+        return True
+
+
+class NativeServer:
+    """The `PdpServer` interface `pdp serve` uses, on the native transport."""
+
+    def __init__(self, holder: EngineHolder, config: ServerConfig) -> None:
+        self._h2 = load_extension()
+        self._config = config
+        self._holder = holder
+        (target,) = config.listen  # pdp.cli.serve_native allows one
+        self._sock = _listen(target, config.reuse_port)
+        host = target.rsplit(":", 1)[0]
+        self.addresses = [f"{host}:{self._sock.getsockname()[1]}"]
+        self.service_names = (SERVICE_NAME,)
+        self.observer = None
+        self.decision_cache = (
+            DecisionCache(config.decision_cache) if config.decision_cache > 0 else None
+        )
+        self.decisions = DecisionService(
+            holder,
+            config.limits,
+            config.max_message_bytes,
+            None,
+            cache=self.decision_cache,
+            client_identities=False,
+        )
+        self.activity = self.decisions.activity
+        self._health: dict[str, int] = {}
+        self._draining = False
+        self._held = False
+        self._drain_deadline = 0.0
+        self._running = False
+        self._stop_loop = False
+        self._thread: threading.Thread | None = None
+        self.set_serving(holder.current is not None)
+        holder.on_swap(lambda _engine: self.set_serving(True))
+
+    @property
+    def port(self) -> int:
+        return int(self.addresses[0].rsplit(":", 1)[1])
+
+    # -- health, as PdpServer --------------------------------------------------------------
+
+    def set_serving(self, serving: bool) -> None:
+        if serving and (self._draining or self._held):
+            return
+        status = _SERVING if serving else _NOT_SERVING
+        self._health = {name: status for name in ("", *self.service_names)}
+
+    def hold_serving(self) -> None:
+        self._held = True
+        self.set_serving(False)
+
+    def held_reason(self) -> str:
+        if self._draining:
+            return "the server is shutting down"
+        if self._held:
+            return "not every worker serves the same bundle yet"
+        return ""
+
+    def release_serving(self) -> None:
+        self._held = False
+        self.set_serving(self._holder.current is not None)
+
+    # -- the calls ---------------------------------------------------------------------------
+
+    def _check_health(self, body: bytes) -> Reply:
+        try:
+            request = health_pb2.HealthCheckRequest.FromString(body)
+        except DecodeError as exc:
+            return _status_reply(status_for(exc))
+        status = self._health.get(request.service)
+        if status is None:  # as grpc's HealthServicer
+            return grpc.StatusCode.NOT_FOUND.value[0], "Unknown service", None
+        return health_pb2.HealthCheckResponse(status=status).SerializeToString()
+
+    def _one(self, method: int, body: bytes, deadline: float | None, peer: str) -> Reply:
+        try:
+            if method == _CHECK:
+                return self.decisions.check(body, _Context(deadline, peer))  # type: ignore[arg-type]
+            return self._check_health(body)
+        except _Aborted as exc:
+            return exc.reply
+        except Exception:  # the servicer answers its own failures; this is a bug here
+            log.exception("native transport: a call failed")
+            return grpc.StatusCode.INTERNAL.value[0], "internal error", None
+
+    def _loop(self) -> None:
+        take, answer, one = self._h2.take, self._h2.answer, self._one
+        while not self._stop_loop:
+            try:
+                batch = take(_TAKE_WAIT_S)
+            except MemoryError:  # the batch is out but not built: answered INTERNAL
+                with contextlib.suppress(ValueError, RuntimeError):
+                    answer(None)
+                continue
+            if not batch:
+                continue
+            try:
+                replies: list[Reply] | None = [one(*item) for item in batch]
+            except BaseException:
+                log.exception("native transport: a batch failed")
+                replies = None
+            with contextlib.suppress(ValueError):  # None: the batch is answered INTERNAL
+                answer(replies)
+
+    def start(self) -> None:
+        c = self._config
+        self._h2.start(
+            self._sock.fileno(),
+            max_message=c.max_message_bytes,
+            max_streams=MAX_STREAMS,
+            max_conns=c.max_connections,
+            max_calls=c.max_concurrent_rpcs,
+            idle_timeout=c.idle_timeout_s,
+        )
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="pdp-native-decide", daemon=True)
+        self._thread.start()
+
+    def begin_stop(self, grace: float) -> None:
+        """As PdpServer's: health NOT_SERVING, every connection told GOAWAY, a Check arriving
+        from now on refused with UNAVAILABLE (by the C side), calls in flight get `grace`."""
+        if self._draining:
+            return
+        self._drain_deadline = time.monotonic() + grace
+        self._draining = True
+        self.decisions.begin_drain(self._drain_deadline)
+        if self._running:
+            self._h2.drain()
+        self.set_serving(False)
+
+    def stop(self, grace: float) -> None:
+        self.begin_stop(grace)
+        if self._running:
+            outstanding = self._h2.outstanding
+            # In-flight calls finish (or stop at the drain deadline and answer UNAVAILABLE).
+            end = self._drain_deadline + STOP_MARGIN_S
+            while outstanding() and time.monotonic() < end:
+                time.sleep(0.01)
+            if outstanding():
+                log.warning("%d calls still running at shutdown", outstanding())
+            time.sleep(min(DRAIN_QUIET_S, 0.05))  # the last replies reach the I/O thread
+            self._stop_loop = True
+            if self._thread is not None:
+                self._thread.join(STOP_MARGIN_S + _TAKE_WAIT_S)
+            if self._thread is not None and self._thread.is_alive():
+                # A decision past every bound (its batch is still out): the process exit
+                # closes the connections.
+                log.warning("native transport: the decision thread did not stop")
+            else:
+                self._h2.stop()
+                self._running = False
+        self._sock.close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return not self._running
+
+
+def _listen(target: str, reuse_port: bool) -> socket.socket:
+    """A non-blocking listening TCP socket on HOST:PORT (`[v6]:PORT` too)."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(_bind_error(target)) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # sibling workers only, as the grpcio transport
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(_bind_error(target)) from exc
+    return sock

@@ -1,0 +1,206 @@
+"""The native transport (pdp.server.native, `pdp serve --transport native`) in this process,
+beside the grpcio one on the same engine: the same answers, byte for byte but the ids; health;
+deadlines from grpc-timeout; the peer; grpcurl. (Hostile input, drain and the CLI's refusals:
+tests/security/test_native_transport.py, against a real `pdp serve`.)
+
+The extension runs one server per process, so this module holds one for all its tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import h2.connection
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from security.native_h2 import HEADERS, frame, raw_call, with_header
+from security.serving import HEAVY_PRINCIPAL, heavy_resources, write_heavy_policies
+
+from pdp.client._convert import request_to_proto
+from pdp.engine import Engine, EngineHolder, compile_policy_set
+from pdp.model.loader import load_policy_dir
+from pdp.server import PdpServer, ServerConfig
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
+from pdp.server.service import CHECK_RPC
+
+from .conftest import ALICE, BUNDLE, DOC, OTHER_DOC, running, write_policies
+from .test_server import grpcurl_binary
+
+pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
+
+from pdp.server.native.server import NativeServer
+
+ROOT = Path(__file__).resolve().parents[2]
+BOB = {**ALICE, "id": "bob", "scopes": ["docs:read"], "attr": {"level": 5}}
+
+
+@pytest.fixture(scope="module")
+def engine_heavy(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    root = write_heavy_policies(write_policies(tmp_path_factory.mktemp("native")))
+    return Engine(compile_policy_set(load_policy_dir(root)), BUNDLE)
+
+
+@pytest.fixture(scope="module")
+def native(engine_heavy: Engine) -> Iterator[NativeServer]:
+    server = NativeServer(EngineHolder(engine_heavy), ServerConfig(listen=("127.0.0.1:0",)))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def grpcio(engine_heavy: Engine) -> Iterator[PdpServer]:
+    with running(EngineHolder(engine_heavy)) as s:
+        yield s
+
+
+def _call(port: int, data: bytes, **kw: Any) -> tuple[Any, ...]:
+    """(reply without its ids) or (code, details, details-bin) of one Check."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        try:
+            reply = pb.CheckResponse.FromString(ch.unary_unary(CHECK_RPC)(data, timeout=30, **kw))
+        except grpc.RpcError as exc:
+            meta = dict(exc.trailing_metadata() or ())
+            return exc.code(), exc.details(), meta.get("grpc-status-details-bin")
+        for name in ("decision_id", "evaluated_at"):
+            reply.ClearField(name)
+        return (reply.SerializeToString(deterministic=True),)
+
+
+def _without_principal_id() -> bytes:
+    msg = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}])
+    msg.principal.id = ""
+    return msg.SerializeToString()
+
+
+SAMPLE = [
+    request_to_proto(p, [{**r, "actions": list(a)}], c, request_id=rid).SerializeToString()
+    for p in (ALICE, BOB)
+    for r in (DOC, OTHER_DOC, {**DOC, "attr": {"owner": "alice", "legal_hold": True}})
+    for a in (("read",), ("read", "write", "delete"))
+    for c, rid in ((None, ""), ({"ip": "10.0.0.1"}, "r-7"))
+] + [
+    request_to_proto(HEAVY_PRINCIPAL, heavy_resources(1, "one")).SerializeToString(),
+    b"\xff\xff\xff",  # not protobuf: INVALID_ARGUMENT naming `request`, with details
+    _without_principal_id(),  # a bad field
+    request_to_proto(ALICE, [{**DOC, "actions": ["read"]}] * 2000).SerializeToString(),  # limit
+]
+
+
+def test_the_same_answers_as_the_grpcio_transport(native: NativeServer, grpcio: PdpServer) -> None:
+    for data in SAMPLE * 2:  # twice: the second round from the decision cache
+        mine, theirs = _call(native.port, data), _call(grpcio.port, data)
+        assert mine == theirs, data
+    errors = [_call(native.port, d) for d in SAMPLE[-3:]]
+    assert [e[0] for e in errors] == [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ]
+    assert all(e[2] for e in errors)  # google.rpc.BadRequest travels in details-bin
+
+
+def test_health_and_other_paths(native: NativeServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{native.port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status == serving
+        service = health_pb2.HealthCheckRequest(service="pdp.v1.DecisionService")
+        assert stub.Check(service, timeout=10).status == serving
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        for path in ("/pdp.v1.DecisionService/Plan", "/grpc.health.v1.Health/Watch"):
+            with pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary(path)(b"", timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_grpc_timeout_is_the_calls_deadline(native: NativeServer) -> None:
+    """No client-side deadline here (a raw call): the DEADLINE_EXCEEDED, and how far the
+    decision got, come from the servicer reading the grpc-timeout the C side parsed."""
+    slow = request_to_proto(HEAVY_PRINCIPAL, heavy_resources(40, "deadline")).SerializeToString()
+    got = raw_call(native.port, [*HEADERS, ("grpc-timeout", "200m")], [frame(slow)])
+    assert got["grpc-status"] == "4", got
+    assert "deadline exceeded before the decision was complete (decided" in got["grpc-message"]
+    malformed = raw_call(native.port, [*HEADERS, ("grpc-timeout", "soon")], [frame(slow)])
+    assert malformed["grpc-status"] == "13", malformed
+    fine = raw_call(native.port, with_header(":path", CHECK_RPC), [frame(SAMPLE[0])])
+    assert fine["grpc-status"] == "0"
+
+
+def test_the_peer_reaches_python(native: NativeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    check = native.decisions.check
+
+    def spying(data: bytes, context: Any) -> bytes:
+        seen.append(context.peer())
+        return check(data, context)
+
+    monkeypatch.setattr(native.decisions, "check", spying)
+    assert len(_call(native.port, SAMPLE[0])) == 1
+    assert seen and seen[0].startswith("ipv4:127.0.0.1:"), seen
+
+
+def test_grpcurl_calls_check_from_the_proto_file(native: NativeServer) -> None:
+    """No reflection on this transport: grpcurl reads the service from proto/."""
+    if not shutil.which(grpcurl_binary()):
+        pytest.skip("no grpcurl")
+    body = '{"principal": {"id": "alice", "roles": ["user"], "attr": {"owner": "x"}}, '
+    body += '"resources": [{"kind": "document", "id": "d1", "actions": ["read"]}]}'
+    done = subprocess.run(
+        [grpcurl_binary(), "-plaintext", "-import-path", str(ROOT / "proto"), "-proto",
+         "pdp/v1/decision.proto", "-d", body, f"127.0.0.1:{native.port}",
+         "pdp.v1.DecisionService/Check"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"decisionId"' in done.stdout and '"read"' in done.stdout
+
+
+def test_calls_of_a_vanished_client_are_not_decided(
+    native: NativeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls queued behind a slow one whose connection is then reset are dropped when the
+    decision thread reaches them: a client cannot queue work and leave."""
+    decided: list[bytes] = []
+    check = native.decisions.check
+
+    def spying(data: bytes, context: Any) -> bytes:
+        decided.append(data)
+        return check(data, context)
+
+    monkeypatch.setattr(native.decisions, "check", spying)
+    slow = request_to_proto(HEAVY_PRINCIPAL, heavy_resources(15, "vanish")).SerializeToString()
+    caller = threading.Thread(target=_call, args=(native.port, slow))
+    caller.start()
+    while not decided:  # the slow call is being decided
+        time.sleep(0.01)
+    conn = h2.connection.H2Connection()
+    conn.initiate_connection()
+    for i in range(5):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, HEADERS)
+        body = request_to_proto(ALICE, [{**DOC, "id": f"gone-{i}", "actions": ["read"]}])
+        conn.send_data(sid, frame(body.SerializeToString()), end_stream=True)
+    with socket.create_connection(("127.0.0.1", native.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(conn.data_to_send())
+        while native._h2.outstanding() < 6:  # all five queued behind the slow one
+            assert caller.is_alive()
+            time.sleep(0.001)
+    caller.join(60)
+    while native._h2.outstanding():  # the five dropped, not decided
+        time.sleep(0.01)
+    assert decided == [slow]
