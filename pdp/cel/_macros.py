@@ -221,11 +221,11 @@ def _strides(items: Any, stop: Deadline, n: int) -> Any:
         yield items[i : i + n]
 
 
-def _watched(items: Any, budget: list[Any], n: int) -> Any:
-    """`items`, read the stop time every `n` of them when longer (a C loop over each stride:
-    the items cost nothing more)."""
-    stop = budget[1]
-    if len(items) <= n or stop is NEVER:
+def _watched(items: Any, stop: Deadline, n: int) -> Any:
+    """`items` (more than `n`), read the stop time every `n` of them (a C loop over each
+    stride: the items cost nothing more). Called only for a long range: a short one is
+    returned as it is, with no call."""
+    if stop is NEVER:
         return items
     return chain.from_iterable(_strides(items, stop, n))
 
@@ -234,10 +234,10 @@ def iter_range(r: Any, budget: list[Any], n: int) -> Any:
     cr = r.__class__
     if cr is list or cr is tuple:
         _spend(budget, len(r))
-        return _watched(r, budget, n)
+        return r if len(r) <= n else _watched(r, budget[1], n)
     if cr is dict or isinstance(r, dict):
         _spend(budget, len(r))
-        return _watched(list(r), budget, n)
+        return list(r) if len(r) <= n else _watched(list(r), budget[1], n)
     v.no_overload("comprehension range", r)
 
 
@@ -245,11 +245,13 @@ def iter_pairs(r: Any, budget: list[Any], n: int) -> Any:
     cr = r.__class__
     if cr is list or cr is tuple:
         _spend(budget, len(r))
-        return _watched(list(enumerate(r)), budget, n)
-    if cr is dict or isinstance(r, dict):
+        pairs = list(enumerate(r))
+    elif cr is dict or isinstance(r, dict):
         _spend(budget, len(r))
-        return _watched(list(r.items()), budget, n)
-    v.no_overload("comprehension range", r)
+        pairs = list(r.items())
+    else:
+        v.no_overload("comprehension range", r)
+    return pairs if len(pairs) <= n else _watched(pairs, budget[1], n)
 
 
 def macro_error(e: Any, name: str) -> Any:

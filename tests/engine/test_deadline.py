@@ -312,9 +312,13 @@ def test_a_comprehension_reads_the_stop_time_while_it_iterates() -> None:
     many iterations (fewer the larger the body): past the stop time after the first read,
     the 90,000 iterations of 300 comparisons (~0.7 s) stop. A short range reads only once."""
     env = CelEnv(names=["l"])
-    fn = compile_cel("l.exists(x, " + " || ".join(f'x == "q{i}"' for i in range(300)) + ")", env)
+    body = " || ".join(f'x == "q{i}"' for i in range(300))
+    fn = compile_cel(f"l.exists(x, {body})", env)
+    long = [f"a{i}" for i in range(90_000)]
     with pytest.raises(Interrupted):
-        fn({"l": [f"a{i}" for i in range(90_000)], STOP_AT: _PassesAfter(1)})
+        fn({"l": long, STOP_AT: _PassesAfter(1)})
+    with pytest.raises(Interrupted):  # the two-variable form
+        compile_cel(f"l.exists(i, x, {body})", env)({"l": long, STOP_AT: _PassesAfter(1)})
     short = _PassesAfter(1)
     assert fn({"l": [f"a{i}" for i in range(10)], STOP_AT: short}) is False
     assert short.reads == 0
