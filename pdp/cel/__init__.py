@@ -18,7 +18,8 @@ Known differences from the CEL spec (everything else follows the conformance sui
 Deadlines: when the activation holds a `Deadline` under `STOP_AT` (its `at`: monotonic
 seconds, which its maker may lower while the evaluation runs), a comprehension or an RE2
 compile or scan still working past it raises `Interrupted` (a BaseException: no CEL error
-handling absorbs it) at its next charge to the evaluation's work budget (pdp/cel/_budget.py).
+handling absorbs it) at its next charge to the evaluation's work budget (pdp/cel/_budget.py)
+or, in a long comprehension range, before its next stride of iterations.
 """
 
 from pdp.cel._api import CelEnv, CompiledCel, batch, compile_cel, compile_cel_bool

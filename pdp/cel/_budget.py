@@ -86,7 +86,8 @@ def _spend(budget: list[Any], n: int) -> None:
     milliseconds; one rule or action after another each get a fresh budget), so the stop time
     is checked here, on every charge: once per comprehension range, per charged operation (in
     a comprehension body any, elsewhere one given a large value), and per RE2 compile or scan
-    wherever it is."""
+    wherever it is; a long comprehension range also reads it between strides of iterations
+    (`pdp.cel._macros.stride`)."""
     budget[0] -= n
     if budget[0] < 0:
         over_budget()

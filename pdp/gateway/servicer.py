@@ -41,6 +41,7 @@ from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
 from pdp.ratelog import RateLimitedLog, printable
 from pdp.server.hooks import CheckObservation, Observer, reply_weight
 from pdp.server.identity import primary_identity
+from pdp.server.service import taken_while_draining
 from pdp.server.status import DecodingServer
 
 if TYPE_CHECKING:
@@ -249,6 +250,11 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
             stop.lower(deadline)
 
     def Check(self, request: ext.CheckRequest, context: grpc.ServicerContext) -> ext.CheckResponse:
+        if self._drain_at is not None and getattr(taken_while_draining, "value", False):
+            # Taken by grpc once shutdown began: refused, not decided (nor logged), as a Check
+            # is refused UNAVAILABLE, and closed: a denial, 503 to Envoy's client, which its
+            # retry policy may send to another replica.
+            return self._answer(error_outcome("shutting_down", new_decision_id(), unavailable=True))
         # Envoy sends its `timeout` as the call's deadline: a decision still running past it
         # stops (`Engine.check`'s `stop_at`) rather than hold a thread for an answer nobody
         # waits for. The drain brings it forward to the end of its grace.

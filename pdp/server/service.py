@@ -321,7 +321,12 @@ class DecisionService:
     def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         self.activity.enter()
         try:
-            return self._decide(data, False, context)[0]
+            out, _, response = self._decide(data, False, context)
+            if self._drain_at is not None and response is not None and not context.is_active():
+                # Cancelled by grpc past the drain's grace: never answered, so its rate
+                # limits get back the quota it took (as `_check_observed`).
+                self.holder.require().give_back(response)
+            return out
         except Exception as exc:
             context.abort_with_status(_status(exc))
             raise  # unreachable: abort_with_status raises

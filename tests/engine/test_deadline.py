@@ -18,7 +18,7 @@ import time
 import pytest
 
 from pdp.bundle.load import compile_files
-from pdp.cel import Deadline
+from pdp.cel import STOP_AT, CelEnv, Deadline, Interrupted, compile_cel
 from pdp.engine import DeadlineExceeded, Engine
 from pdp.model.decision import ALLOW, DENY
 from pdp.model.request import parse_check_request
@@ -289,3 +289,36 @@ def test_a_deadline_brought_forward_while_the_call_runs_stops_it() -> None:
         lower.cancel()
     assert (stopped.value.done, stopped.value.total) == (0, 1)
     assert stop.at < math.inf
+
+
+class _PassesAfter(Deadline):
+    """A stop time that has not come at its first `reads` readings and has passed at every
+    later one: which reads happen is then pinned without timing anything."""
+
+    __slots__ = ("reads",)
+
+    def __init__(self, reads: int) -> None:
+        self.reads = reads
+
+    @property  # type: ignore[override]
+    def at(self) -> float:
+        self.reads -= 1
+        return math.inf if self.reads >= 0 else -math.inf
+
+
+def test_a_comprehension_reads_the_stop_time_while_it_iterates() -> None:
+    """A comprehension's range is charged, and the clock read, before its first iteration;
+    its body of uncharged comparisons reads none. A long range is then read again every so
+    many iterations (fewer the larger the body): past the stop time after the first read,
+    the 90,000 iterations of 300 comparisons (~0.7 s) stop. A short range reads only once."""
+    env = CelEnv(names=["l"])
+    body = " || ".join(f'x == "q{i}"' for i in range(300))
+    fn = compile_cel(f"l.exists(x, {body})", env)
+    long = [f"a{i}" for i in range(90_000)]
+    with pytest.raises(Interrupted):
+        fn({"l": long, STOP_AT: _PassesAfter(1)})
+    with pytest.raises(Interrupted):  # the two-variable form
+        compile_cel(f"l.exists(i, x, {body})", env)({"l": long, STOP_AT: _PassesAfter(1)})
+    short = _PassesAfter(1)
+    assert fn({"l": [f"a{i}" for i in range(10)], STOP_AT: short}) is False
+    assert short.reads == 0

@@ -97,3 +97,24 @@ def test_an_ext_authz_decision_inside_one_heavy_resource_denies_unavailable_at_t
     assert answer.WhichOneof("http_response") == "denied_response"
     assert answer.denied_response.status.code == 503
     assert "shutting_down" in answer.denied_response.body, answer.denied_response.body
+
+
+def test_an_ext_authz_call_taken_while_draining_is_refused_unavailable() -> None:
+    """A call grpc takes once `begin_stop` began is refused, as a Check is, and closed: the
+    denial Envoy's client sees as 503 `shutting_down` (it was decided before: a 403 here)."""
+    files = {"mapping.yaml": MAPPING.encode()}
+    holder = EngineHolder(Engine(compile_policy_set(load_policy_files(files))))
+    config = ServerConfig(listen=("127.0.0.1:0",))
+    server = build_server(holder, config, extra_services=[ext_authz_registrar(holder)])
+    server.start()
+    try:
+        with grpc.insecure_channel(server.addresses[0]) as channel:
+            stub = ext_grpc.AuthorizationStub(channel)
+            assert stub.Check(_request("/memos/m1"), timeout=WAIT_CAP).status.code == 7
+            server.begin_stop(WAIT_CAP)
+            answer = stub.Check(_request("/memos/m1"), timeout=WAIT_CAP)
+    finally:
+        server.stop(0)
+    assert answer.status.code == UNAVAILABLE, answer
+    assert answer.denied_response.status.code == 503
+    assert "shutting_down" in answer.denied_response.body, answer.denied_response.body

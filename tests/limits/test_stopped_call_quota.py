@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pdp.cel import Deadline
+from pdp.client._convert import request_to_proto
 from pdp.engine import DeadlineExceeded, Engine, EngineHolder, compile_policy_set
 from pdp.engine.counters import Counters, MemoryCounters
 from pdp.http.api import HttpApi
@@ -29,6 +30,7 @@ from pdp.limits.redis import RedisCounters
 from pdp.limits.supervised import CounterServer, SupervisedCounters
 from pdp.model.loader import load_policy_files
 from pdp.model.request import Limits, parse_check_request
+from pdp.server.service import DecisionService
 
 WAIT_CAP = 120.0
 # ~0.1 s a rule (RE2 scans of 250 characters in nested comprehensions): `slow` runs ~15 s.
@@ -62,6 +64,7 @@ PRINCIPAL = {
     "roles": ["user"],
     "attr": {"items": list(range(30)), "text": "a" * 250},
 }
+_NOTE = {"kind": "note", "id": "n1", "tenant": "acme", "actions": ["read"]}
 
 
 def _request(pid: str, *actions: str) -> Any:
@@ -162,3 +165,44 @@ def test_an_authzen_batch_answered_504_gives_back_its_first_parts_quota() -> Non
         assert _post(srv.port, "/access/v1/evaluation", one)[1]["decision"] is False
     finally:
         srv.stop()
+
+
+class _CancelledContext:
+    """What a gRPC handler's context says of a call grpc cancelled while the server drained
+    (past the grace) and the handler still finished deciding: inactive, no deadline. grpc
+    cancels such calls on its own timer, which a test cannot line up with a decision's end."""
+
+    def time_remaining(self) -> None:
+        return None
+
+    def is_active(self) -> bool:
+        return False
+
+    def abort_with_status(self, status: Any) -> None:
+        raise AssertionError(f"the decision was made, not aborted: {status}")
+
+
+class _Records:
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def on_check(self, record: Any) -> None:
+        self.calls.append(record)
+
+
+@pytest.mark.parametrize("observer", [None, _Records()], ids=["bare", "observed"])
+def test_a_grpc_decision_cancelled_while_draining_gives_its_quota_back(
+    observer: _Records | None,
+) -> None:
+    """Both gRPC Check paths (without an observer, the bare one; with one, the logged one):
+    ann's limited read, decided once grpc had cancelled the call during the drain, is never
+    answered, so her one unit is back (and the observed path logs no decision)."""
+    holder = EngineHolder(counters=MemoryCounters())
+    holder.swap(Engine(POLICY_SET))
+    service = DecisionService(holder, Limits(), 1 << 20, observer)  # type: ignore[arg-type]
+    service.begin_drain(time.monotonic() + 3600)
+    data = request_to_proto(PRINCIPAL, [_NOTE], None).SerializeToString()
+    assert service.check(data, _CancelledContext())  # type: ignore[arg-type]
+    assert _read(holder.require(), "ann")[0] == "allow"
+    assert _read(holder.require(), "ann")[0] == "deny"
+    assert observer is None or observer.calls == []

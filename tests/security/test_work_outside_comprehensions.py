@@ -227,9 +227,12 @@ _TYPED_FNS = {
 def _charged(src: str, x: str, y: str) -> bool:
     """Whether `src` over x and y costs enough to be charged: an ordering by the shorter
     string, an equality when both have one length, a lookup by the key's length (the map's
-    key is a literal of the caller's `y`: a long one is as long as the caller likes)."""
-    if "{" in src:
+    key is a literal of the caller's `y`: a long one is as long as the caller likes) when it
+    compares the key, on a hit, or copies it into a miss's error (`in` misses cost nothing)."""
+    if src.startswith("{"):
         return len(x) >= 100
+    if "{" in src:
+        return len(x) >= 100 and x == y
     if "=" in src and "<" not in src and ">" not in src:
         return len(x) == len(y) >= 100
     return min(len(x), len(y)) >= 100
