@@ -54,7 +54,16 @@ def scan_work(x: Any, cap: int) -> int:
         units += len(y) * CHARS_PER_ITERATION
         if units >= limit:
             break
-        for e in y.values() if y.__class__ is dict or isinstance(y, dict) else y:
+        if y.__class__ is dict or isinstance(y, dict):
+            # Its keys too: `==` looks each up in the other map, a memcmp of a long key
+            # (`{R.attr.a: 1} == {R.attr.b: 1}` compared two 64 Ki-character keys uncharged).
+            for k in y:
+                if k.__class__ is str or k.__class__ is bytes:
+                    units += len(k) * ELEMENTS_PER_ITERATION
+            elements = y.values()
+        else:
+            elements = y
+        for e in elements:
             ce = e.__class__
             if ce is str or ce is bytes:
                 units += len(e) * ELEMENTS_PER_ITERATION

@@ -351,8 +351,9 @@ def _shrunk(body: bytes, boundary: str) -> bytes:
     KiB of short lines); the delimiter lines are found here in one C scan.
 
     A part named `_method` whose headers do not spell `method` (RFC 2231 `%6D…`, quoted
-    pairs) loses its payload: its value reads `""`, another method than the request's, so
-    it is refused, never passed."""
+    pairs) loses its payload: its value reads `""` (or, with no blank line after its
+    headers, its first line and a NUL line), another method than the request's, so it is
+    refused, never passed."""
     delimiter = re.compile(
         rb"(?:(?<=[\r\n])|\A)--"
         + re.escape(boundary.encode("utf-8", "surrogateescape"))
@@ -376,6 +377,13 @@ def _shrunk_part(body: bytes, start: int, end: int) -> bytes:
     block = _shrunk_headers(body[start : headers.end()])
     first = body[headers.end() : line.end()]
     if b"method" not in block.lower():
+        if first.strip(b"\r\n"):
+            # No blank line after the headers (a defect, refused in a complete body): `first`
+            # is payload, and the parse of the whole (cut) body reads every line after it as
+            # well. A part named `_method` in a way its headers do not spell (RFC 2231
+            # `name*0`/`name*1`) would read `POST` there alone; a NUL line keeps it another
+            # method, as the whole value is.
+            return block + first + b"\x00\r\n"
         return block + first
     if end - line.end() <= MAX_METHOD_PAYLOAD:
         return block + body[headers.end() : end]

@@ -95,11 +95,18 @@ _LOOKALIKES = str.maketrans(
 # b64token), so `the Bearer of bad news` loses a word to the mask rather than risk a token
 # that reads as one reaching the log.
 _JWT = r"(?-i:eyJ)[\w-]*\.[\w-]+\.[\w-]*"
+# The same searched for inside a text: tried only where a run of `[\w-]` starts, the `eyJ` it
+# holds after a word boundary (group `jwt`) found by a lookahead. `\beyJ` tried at every
+# start made `eyJ-eyJ-…` cost its length squared (every `eyJ` scanned the run to its end for
+# a `.`: 64 Ki characters ~15 s of CPU, in a caller's attribute): every `eyJ` of one run
+# reaches the same end, so the first one's fate is the run's. The first two parts are
+# possessive: `[\w-]` holds no `.`, so giving characters back never finds one.
+_JWT_IN_TEXT = r"(?<![\w-])(?=[\w-]*?\b(?P<jwt>(?-i:eyJ)))[\w-]*+\.[\w-]++\.[\w-]*"
 _CREDENTIAL_VALUE = re.compile(r"^\s*(?:bearer\s+\S|" + _JWT + ")", re.IGNORECASE)
 # One that holds a credential further in: `token=Bearer ...`, `Authorization: Bearer ...`, a
 # JWT in a URL. Both are searched for only past `may_hold_credential`'s pre-filter (a
 # case-insensitive search over every logged string costs ten times the anchored match).
-_INNER_CREDENTIAL = re.compile(r"\bbearer\s+\S|\b" + _JWT, re.IGNORECASE)
+_INNER_CREDENTIAL = re.compile(r"\bbearer\s+\S|" + _JWT_IN_TEXT, re.IGNORECASE)
 
 
 # Scalar identity fields an operator may mask, and what they become. `context.ip` must stay
@@ -231,9 +238,8 @@ _QUOTED = re.compile(r"`([^`]*)`")
 # validation failed` and `Negotiate with them` are no credential; `Basic dXNlcjpwYXNz` is).
 _AUTH_PARAM = r"[\w.-]+=(?:\"[^\"]*\"|[^\s,\"`=][^\s,\"`]*)"
 _CREDENTIAL_SPAN = re.compile(
-    r"\b(?:bearer|dpop)\s+[^\s`]+"
-    + r"|\b"
-    + _JWT
+    r"\b(?:bearer|dpop)\s+[^\s`]+|"
+    + _JWT_IN_TEXT
     + r"|\b(?P<scheme>basic|digest|negotiate|ntlm|oauth|hoba|mutual|vapid|scram-sha-(?:1|256)"
     r"|aws4-hmac-sha256|gnap)\s+"
     rf"(?:(?P<params>{_AUTH_PARAM}(?:\s*,\s*{_AUTH_PARAM})*)"
@@ -262,7 +268,8 @@ def _spans(text: str) -> list[tuple[int, int]]:
     pos = 0
     while (m := _CREDENTIAL_SPAN.search(text, pos)) is not None:
         if _is_credential(m):
-            out.append(m.span())
+            # A JWT's match starts where its run does (`_JWT_IN_TEXT`); the span at its `eyJ`.
+            out.append((m.start("jwt") if m.group("jwt") is not None else m.start(), m.end()))
             pos = m.end()
         else:
             pos = m.start() + 1
