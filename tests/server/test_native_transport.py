@@ -204,3 +204,58 @@ def test_calls_of_a_vanished_client_are_not_decided(
     while native._h2.outstanding():  # the five dropped, not decided
         time.sleep(0.01)
     assert decided == [slow]
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+METADATA = (
+    ("x-request-id", "req-42"),
+    ("traceparent", TRACEPARENT),
+    ("tracestate", "vendor=1"),
+    ("baggage", "k=v"),
+    ("x-blob-bin", b"\x00\x01\xff"),
+)
+
+
+def _seen_metadata(server: Any, monkeypatch: pytest.MonkeyPatch, port: int, **kw: Any) -> Any:
+    """The call's invocation_metadata() and auth_context() as the servicer reads them."""
+    seen: list[Any] = []
+    decide = server.decisions._decide  # what both transports' `check` calls, each time
+
+    def spying(data: bytes, observed: bool, context: Any) -> Any:
+        seen.append((sorted(context.invocation_metadata()), context.auth_context()))
+        return decide(data, observed, context)
+
+    monkeypatch.setattr(server.decisions, "_decide", spying)
+    _call(port, SAMPLE[0], **kw)
+    monkeypatch.undo()
+    assert len(seen) == 1, seen
+    return seen[0]
+
+
+def test_the_calls_metadata_reaches_python_as_on_grpcio(
+    native: NativeServer, grpcio: PdpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same pairs as grpcio hands its servicer (user-agent included; pseudo-headers,
+    content-type, te and grpc-* not; a -bin value as bytes), which the observer reads."""
+    ours = _seen_metadata(native, monkeypatch, native.port, metadata=METADATA)
+    theirs = _seen_metadata(grpcio, monkeypatch, grpcio.port, metadata=METADATA)
+    assert ours == theirs
+    keys = [k for k, _ in ours[0]]
+    assert "user-agent" in keys and "x-request-id" in keys
+    assert dict(ours[0])["x-blob-bin"] == b"\x00\x01\xff"
+    assert _seen_metadata(native, monkeypatch, native.port) == _seen_metadata(
+        grpcio, monkeypatch, grpcio.port
+    )
+
+
+def test_raw_metadata_is_bounded_and_checked(native: NativeServer) -> None:
+    """What a grpc client would not send: a reserved grpc-* header is not metadata, a value
+    that is not UTF-8 reads as Latin-1 (as grpcio), malformed base64 under -bin fails the call
+    naming the key, and a header block over 16 KiB resets the stream."""
+    body = [frame(SAMPLE[0])]
+    fine = raw_call(native.port, [*HEADERS, ("grpc-custom", "x"), ("x-ok", "1")], body)
+    assert fine["grpc-status"] == "0", fine
+    bad = raw_call(native.port, [*HEADERS, ("x-blob-bin", "!!not base64")], body)
+    assert bad["grpc-status"] == "13" and "x-blob-bin" in bad["grpc-message"], bad
+    big = raw_call(native.port, [*HEADERS, *[(f"x-{i}", "v" * 1000) for i in range(20)]], body)
+    assert "reset" in big, big

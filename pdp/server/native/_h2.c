@@ -78,6 +78,8 @@ typedef struct call {
     size_t body_len, body_cap;
     double deadline; /* CLOCK_MONOTONIC seconds; <0: none */
     char peer[PEER_LEN];
+    uint8_t *md;   /* the call's metadata: "name\0value\0" per header; freed by take() */
+    size_t md_len, md_cap;
     int status;        /* the reply: OK with out, or a gRPC error code */
     char *message;     /* grpc-message, percent-encoded */
     char *details;     /* grpc-status-details-bin, base64, or NULL */
@@ -92,6 +94,8 @@ struct stream {
     int post, method, ctype_ok, encoded, bad_timeout, done;
     double deadline;
     size_t header_bytes;
+    uint8_t *md; /* the metadata grpcio hands the servicer, as in call_t; with the budget */
+    size_t md_len, md_cap;
     uint8_t *in;
     size_t in_len, in_cap;
     int status; /* -1: fine so far; else the gRPC status to answer */
@@ -171,6 +175,8 @@ static void call_free(call_t *c) {
     if (!c) return;
     if (c->body) budget_give(c->body_cap);
     free(c->body);
+    if (c->md) budget_give(c->md_cap);
+    free(c->md);
     free(c->message);
     free(c->details);
     free(c->out);
@@ -190,6 +196,13 @@ static void drop_input(stream_t *st) {
     st->in_len = st->in_cap = 0;
 }
 
+static void drop_metadata(stream_t *st) {
+    if (st->md) budget_give(st->md_cap);
+    free(st->md);
+    st->md = NULL;
+    st->md_len = st->md_cap = 0;
+}
+
 static void stream_free(stream_t *st) {
     if (st->conn) {
         if (st->prev) st->prev->next = st->next;
@@ -202,6 +215,7 @@ static void stream_free(stream_t *st) {
         if (st->conn) st->conn->deciding--;
     }
     drop_input(st);
+    drop_metadata(st);
     free(st->out);
     free(st);
 }
@@ -255,6 +269,51 @@ static double parse_timeout(const uint8_t *v, size_t n) {
     }
 }
 
+/* Whether grpcio hands this request header to the servicer (invocation_metadata()): not the
+ * pseudo-headers, nor what gRPC itself reads (content-type, te, grpc-*). user-agent is kept,
+ * as grpcio does. */
+static int is_metadata(const uint8_t *name, size_t n) {
+    if (n == 0 || name[0] == ':') return 0;
+    if (n >= 5 && memcmp(name, "grpc-", 5) == 0) return 0;
+    return !is(name, n, "content-type") && !is(name, n, "te");
+}
+
+/* Appends "name\0value\0" to the stream's metadata. Bounded by MAX_HEADER_BYTES (checked
+ * before this is called: each field counts its length + 32) and by the server's budget.
+ * nghttp2 refuses NUL in names and values; a NUL here anyway fails the call, never splits a
+ * field in two. */
+static void keep_metadata(stream_t *st, const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen) {
+    if (st->status >= 0) return;
+    if (memchr(name, 0, namelen) || memchr(value, 0, valuelen)) {
+        set_status(st, INTERNAL, "malformed request header");
+        return drop_metadata(st);
+    }
+    size_t need = st->md_len + namelen + valuelen + 2;
+    if (need > st->md_cap) {
+        size_t cap = st->md_cap ? st->md_cap : 256;
+        while (cap < need) cap *= 2;
+        size_t extra = cap - st->md_cap;
+        if (!budget_take(extra)) {
+            set_status(st, RESOURCE_EXHAUSTED, "server busy: too many request bytes held");
+            return drop_metadata(st);
+        }
+        uint8_t *md = realloc(st->md, cap);
+        if (!md) {
+            budget_give(extra);
+            set_status(st, RESOURCE_EXHAUSTED, "server out of memory");
+            return drop_metadata(st);
+        }
+        st->md = md;
+        st->md_cap = cap;
+    }
+    memcpy(st->md + st->md_len, name, namelen);
+    st->md[st->md_len + namelen] = 0;
+    memcpy(st->md + st->md_len + namelen + 1, value, valuelen);
+    st->md[st->md_len + namelen + 1 + valuelen] = 0;
+    st->md_len = need;
+}
+
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *u) {
@@ -279,7 +338,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         double t = parse_timeout(value, valuelen);
         if (t < 0) st->bad_timeout = 1;
         else st->deadline = now_s() + t;
-    }
+    } else if (is_metadata(name, namelen))
+        keep_metadata(st, name, namelen, value, valuelen);
     return 0;
 }
 
@@ -361,6 +421,7 @@ static void complete(stream_t *st) {
         set_status(st, RESOURCE_EXHAUSTED, "server out of memory");
     if (st->status >= 0) {
         drop_input(st);
+        drop_metadata(st);
         answer_error(st, st->status, st->why);
         return;
     }
@@ -372,6 +433,11 @@ static void complete(stream_t *st) {
     c->body_cap = st->in_cap;
     c->deadline = st->deadline;
     memcpy(c->peer, st->conn->peer, PEER_LEN);
+    c->md = st->md; /* the metadata too, its budget with it */
+    c->md_len = st->md_len;
+    c->md_cap = st->md_cap;
+    st->md = NULL;
+    st->md_len = st->md_cap = 0;
     st->in = NULL;
     st->in_len = st->in_cap = 0;
     st->call = c;
@@ -784,7 +850,7 @@ static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
-/* take(timeout) -> list of (method, body, deadline | None, peer): the requests queued now, or
+/* take(timeout) -> list of (method, body, deadline | None, peer, metadata): the requests queued now, or
  * the first to come within `timeout` seconds; [] on time-out or once the server stops. */
 static PyObject *py_take(PyObject *self, PyObject *arg) {
     (void)self;
@@ -842,10 +908,19 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         budget_give(c->body_cap);
         free(c->body);
         c->body = NULL;
+        /* metadata: b"name\0value\0..." (b"" when none), split by the caller if it reads it */
+        PyObject *md = PyBytes_FromStringAndSize((char *)c->md, (Py_ssize_t)c->md_len);
+        if (c->md) budget_give(c->md_cap);
+        free(c->md);
+        c->md = NULL;
         PyObject *item = NULL;
-        if (body) {
-            if (c->deadline >= 0) item = Py_BuildValue("(iNds)", c->method, body, c->deadline, c->peer);
-            else item = Py_BuildValue("(iNOs)", c->method, body, Py_None, c->peer);
+        if (body && md) {
+            if (c->deadline >= 0)
+                item = Py_BuildValue("(iNdsN)", c->method, body, c->deadline, c->peer, md);
+            else item = Py_BuildValue("(iNOsN)", c->method, body, Py_None, c->peer, md);
+        } else {
+            Py_XDECREF(body);
+            Py_XDECREF(md);
         }
         if (!item) Py_CLEAR(list);
         else PyList_SET_ITEM(list, i, item);
@@ -971,7 +1046,7 @@ static PyMethodDef methods[] = {
      "start(listen_fd, max_message, max_streams, max_conns, max_calls, idle_timeout): run the "
      "I/O thread on the listening (non-blocking) socket"},
     {"take", py_take, METH_O,
-     "take(timeout) -> [(method, body, deadline | None, peer)]: the next batch (GIL released)"},
+     "take(timeout) -> [(method, body, deadline | None, peer, metadata)]: the next batch (GIL released)"},
     {"answer", py_answer, METH_O,
      "answer([bytes | (code, message, details_b64 | None)]): the last batch's replies"},
     {"drain", py_drain, METH_NOARGS, "drain(): GOAWAY to every connection, new Checks refused"},

@@ -17,6 +17,7 @@ One decision thread: batches are decided one after the other under the GIL anywa
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import logging
 import socket
@@ -48,6 +49,8 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 Reply = bytes | tuple[int, str, str | None]
+# What grpcio's auth_context() says of a plaintext call.
+_INSECURE = {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
 
 
 def load_extension() -> Any:
@@ -77,16 +80,53 @@ def _status_reply(status: Any) -> tuple[int, str, str | None]:
     return status.code.value[0], status.details or "", details
 
 
+def _metadata(packed: bytes) -> tuple[tuple[str, str | bytes], ...]:
+    """The call's metadata as grpcio's `invocation_metadata()` gives it, from the C side's
+    `name\0value\0...` (request headers but the pseudo-headers, content-type, te and grpc-*;
+    names lowercase, as HTTP/2 requires and nghttp2 checks): a `-bin` value base64-decoded to
+    bytes, any other decoded as UTF-8 (Latin-1 when it is not, as grpcio)."""
+    if not packed:
+        return ()
+    parts = packed.split(b"\0")
+    out: list[tuple[str, str | bytes]] = []
+    for i in range(0, len(parts) - 1, 2):
+        key = parts[i].decode("ascii", "replace")
+        raw = parts[i + 1]
+        if key.endswith("-bin"):
+            try:  # grpc accepts unpadded base64
+                out.append((key, base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)))
+            except binascii.Error:
+                raise _Aborted(
+                    (grpc.StatusCode.INTERNAL.value[0], f"malformed base64 in metadata {key}", None)
+                ) from None
+            continue
+        try:
+            out.append((key, raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            out.append((key, raw.decode("latin-1")))
+    return tuple(out)
+
+
 class _Context:
-    """What `DecisionService.check` reads of a grpc ServicerContext without an observer: the
-    call's time left (from its grpc-timeout, on the same monotonic clock as the C side) and
-    how to fail it; and the peer, as grpc spells it."""
+    """What `DecisionService` reads of a grpc ServicerContext: the call's time left (from its
+    grpc-timeout, on the same monotonic clock as the C side) and how to fail it; the peer, as
+    grpc spells it; the call's metadata, as grpcio gives it (for the observer: trace context,
+    and what the decision log's queue counts); no client identities (plaintext)."""
 
-    __slots__ = ("_deadline", "_peer")
+    __slots__ = ("_deadline", "_metadata", "_peer")
 
-    def __init__(self, deadline: float | None, peer: str) -> None:
+    def __init__(
+        self, deadline: float | None, peer: str, metadata: tuple[tuple[str, str | bytes], ...]
+    ) -> None:
         self._deadline = deadline
         self._peer = peer
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._metadata
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return dict(_INSECURE)
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
@@ -175,10 +215,13 @@ class NativeServer:
             return grpc.StatusCode.NOT_FOUND.value[0], "Unknown service", None
         return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
-    def _one(self, method: int, body: bytes, deadline: float | None, peer: str) -> Reply:
+    def _one(
+        self, method: int, body: bytes, deadline: float | None, peer: str, packed: bytes
+    ) -> Reply:
         try:
             if method == _CHECK:
-                return self.decisions.check(body, _Context(deadline, peer))  # type: ignore[arg-type]
+                context = _Context(deadline, peer, _metadata(packed))
+                return self.decisions.check(body, context)  # type: ignore[arg-type]
             return self._check_health(body)
         except _Aborted as exc:
             return exc.reply
