@@ -494,14 +494,14 @@ def _raise_fd_limit(args: argparse.Namespace) -> None:
         )  # fmt: skip
 
 
-def _native_server(holder, config):  # -> pdp.server.native.server.NativeServer
+def _native_server(holder, config, observer):  # -> pdp.server.native.server.NativeServer
     """`--transport native` (run() has refused the options it does not honour)."""
     from pdp.server.native.server import NativeServer
 
     from .serve_native import NOT_SERVED
 
     log.warning("%s", NOT_SERVED)
-    return NativeServer(holder, config)
+    return NativeServer(holder, config, observer)
 
 
 def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
@@ -555,7 +555,7 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
         return _fail(f"telemetry: {exc}")
     try:
         if args.transport == "native":
-            server = _native_server(holder, config)
+            server = _native_server(holder, config, observer)
         else:
             extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
             if not args.no_rate_limit_service:

@@ -1,6 +1,7 @@
 """`pdp serve --transport native` (experimental): what it refuses at start.
 
-The native transport (pdp.server.native) serves Check and Health on one plaintext TCP listener.
+The native transport (pdp.server.native) serves Check and Health on one plaintext TCP listener,
+its Checks observed by telemetry (the decision log, traces, metrics) as on grpcio.
 Every option it would not honour is refused before anything starts, with one line naming it,
 never silently ignored. The services it does not serve (ext_authz, the rate-limit service,
 reflection, Plan, ServerInfo) answer UNIMPLEMENTED, and the start-up log says so.
@@ -43,14 +44,6 @@ def _flag(parser: argparse.ArgumentParser, dest: str) -> str:
     return dest
 
 
-def _telemetry_dests() -> set[str]:
-    from pdp.telemetry.cli import add_telemetry_arguments
-
-    probe = argparse.ArgumentParser(add_help=False)
-    add_telemetry_arguments(probe)
-    return {a.dest for a in probe._actions}
-
-
 def refusal(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     """Why `pdp serve --transport native` cannot run with `args` ("" when it can)."""
     try:
@@ -72,21 +65,4 @@ def refusal(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
         )
     if args.listen and len(args.listen) > 1:
         return "--transport native serves one --listen address; give one"
-    from pdp.telemetry.cli import TelemetryArgumentError, options_from_args
-
-    try:
-        enabled = options_from_args(args).enabled
-    except TelemetryArgumentError:
-        enabled = True  # the grpcio path would say why; the native one refuses either way
-    if enabled:
-        named = [
-            _flag(parser, d)
-            for d in sorted(_telemetry_dests())
-            if getattr(args, d, None) not in (None, False, parser.get_default(d))
-        ]
-        what = ", ".join(named) if named else "telemetry set by OTEL_* variables"
-        return (
-            f"--transport native does not feed the decision log, traces or metrics yet "
-            f"({what}); leave them out or use --transport grpcio"
-        )
     return ""

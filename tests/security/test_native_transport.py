@@ -269,7 +269,6 @@ def test_still_answering_after_the_random_bytes(served: Served) -> None:
     [
         (["--tls-cert", "c.pem", "--tls-key", "k.pem"], "--tls-cert"),
         (["--unix", "/tmp/pdp-native.sock"], "--unix"),
-        (["--decision-log", "stdout"], "--decision-log"),
         (["--jwks", "j.json"], "--jwks"),
         (["--threads", "4"], "--threads"),
         (["--listen", "127.0.0.1:1", "--listen", "127.0.0.1:2"], "one --listen"),

@@ -36,6 +36,7 @@ from ..status import status_for
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
+    from pdp.server.hooks import Observer
 
 log = logging.getLogger("pdp.server")
 
@@ -144,7 +145,11 @@ class _Context:
 class NativeServer:
     """The `PdpServer` interface `pdp serve` uses, on the native transport."""
 
-    def __init__(self, holder: EngineHolder, config: ServerConfig) -> None:
+    def __init__(
+        self, holder: EngineHolder, config: ServerConfig, observer: Observer | None = None
+    ) -> None:
+        """`observer`: telemetry's (the decision log, traces, metrics), told of every Check
+        decided, as on grpcio (`DecisionService._check_observed`); closed by `stop`."""
         self._h2 = load_extension()
         self._config = config
         self._holder = holder
@@ -153,7 +158,7 @@ class NativeServer:
         host = target.rsplit(":", 1)[0]
         self.addresses = [f"{host}:{self._sock.getsockname()[1]}"]
         self.service_names = (SERVICE_NAME,)
-        self.observer = None
+        self.observer = observer
         self.decision_cache = (
             DecisionCache(config.decision_cache) if config.decision_cache > 0 else None
         )
@@ -161,7 +166,7 @@ class NativeServer:
             holder,
             config.limits,
             config.max_message_bytes,
-            None,
+            observer,
             cache=self.decision_cache,
             client_identities=False,
         )
@@ -296,6 +301,12 @@ class NativeServer:
                 self._h2.stop()
                 self._running = False
         self._sock.close()
+        # Last: every call decided has been observed (the decision thread has stopped).
+        if self.observer is not None:
+            try:
+                self.observer.close()
+            except Exception:
+                log.exception("observer close failed")
 
     def wait(self, timeout: float | None = None) -> bool:
         return not self._running
