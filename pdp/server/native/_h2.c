@@ -29,6 +29,10 @@
  * for a peer that does not read (nghttp2's max outbound ack), and an idle timeout for
  * connections with nothing deciding (which also bounds an unfinished handshake).
  *
+ * The call's metadata (request headers but pseudo-headers, content-type, te and grpc-*) goes
+ * to Python with each call as "name\0value\0..." bytes, copied within the header bound and
+ * counted in g_budget; Python makes grpcio's invocation_metadata() of it.
+ *
  * One server per process (start() refuses a second): plain globals.
  */
 #define PY_SSIZE_T_CLEAN
