@@ -92,7 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=TRANSPORTS,
         default="grpcio",
         help="grpcio (the default), or native (EXPERIMENTAL: HTTP/2 in C on libnghttp2, about "
-        "a quarter of the server CPU per call; Check and Health over plaintext TCP only, "
+        "a quarter of the server CPU per call; Check, Plan, ServerInfo and Health over "
+        "plaintext TCP only, "
         "other options refused: docs/NATIVE.md)",
     )
     tls = p.add_argument_group("TLS")

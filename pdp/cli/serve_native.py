@@ -1,10 +1,11 @@
 """`pdp serve --transport native` (experimental): what it refuses at start.
 
-The native transport (pdp.server.native) serves Check and Health on one plaintext TCP listener,
-its Checks observed by telemetry (the decision log, traces, metrics) as on grpcio.
+The native transport (pdp.server.native) serves Check, Plan, ServerInfo and Health on one
+plaintext TCP listener, its Checks and Plans observed by telemetry (the decision log, traces,
+metrics) as on grpcio.
 Every option it would not honour is refused before anything starts, with one line naming it,
 never silently ignored. The services it does not serve (ext_authz, the rate-limit service,
-reflection, Plan, ServerInfo) answer UNIMPLEMENTED, and the start-up log says so.
+reflection) answer UNIMPLEMENTED, and the start-up log says so.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ _UNSUPPORTED = (
 )
 
 NOT_SERVED = (
-    "native transport (experimental): serving pdp.v1.DecisionService/Check and "
-    "grpc.health.v1.Health/Check only; ext_authz, the rate-limit service, reflection, Plan and "
-    "ServerInfo answer UNIMPLEMENTED"
+    "native transport (experimental): serving pdp.v1.DecisionService/Check, Plan and "
+    "ServerInfo, and grpc.health.v1.Health/Check only; ext_authz, the rate-limit service and "
+    "reflection answer UNIMPLEMENTED"
 )
 
 

@@ -25,6 +25,7 @@ from server.conftest import ALICE, DOC, free_port, write_policies
 
 from pdp.cli.main import main
 from pdp.client._convert import request_to_proto
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 from .native_h2 import CHECK, HEADERS, frame, raw_call, raw_calls, with_header
 from .real_pdp import Served, pdp_serve
@@ -43,6 +44,7 @@ pytest.importorskip("pdp.server.native._h2", reason="the native extension is not
 MAX_MESSAGE = 64 * 1024
 MAX_CALLS = 3  # --max-concurrent-rpcs
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+PLAN = CHECK.replace("/Check", "/Plan")
 GOOD = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}]).SerializeToString()
 
 
@@ -70,10 +72,10 @@ def _port(s: Served) -> int:
     return int(s.address.rsplit(":", 1)[1])
 
 
-def _grpc(port: int, payload: bytes, **kw: object) -> str:
+def _grpc(port: int, payload: bytes, path: str = CHECK, **kw: object) -> str:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         try:
-            ch.unary_unary(CHECK)(payload, timeout=30, **kw)
+            ch.unary_unary(path)(payload, timeout=30, **kw)
             return "0"
         except grpc.RpcError as exc:
             return str(exc.code().value[0])
@@ -294,7 +296,7 @@ def test_the_transport_variable_is_read_and_checked(
 
 
 def test_sigterm_drains(policies: Path) -> None:
-    """SIGTERM: health NOT_SERVING, a new Check UNAVAILABLE, the call in flight answered, exit 0.
+    """SIGTERM: health NOT_SERVING, a new Check or Plan UNAVAILABLE, the call in flight answered, exit 0.
     The call is known to be in flight when a health call (answered by the same decision thread,
     after it) times out."""
     port = free_port()
@@ -311,6 +313,8 @@ def test_sigterm_drains(policies: Path) -> None:
         served.proc.send_signal(signal.SIGTERM)
         served.wait_for("draining")
         assert _grpc(port, GOOD) == str(grpc.StatusCode.UNAVAILABLE.value[0])
+        plan = pb.PlanRequest(resource_kind="document", action="read").SerializeToString()
+        assert _grpc(port, plan, path=PLAN) == str(grpc.StatusCode.UNAVAILABLE.value[0])
         assert health(port, timeout=60) == health_pb2.HealthCheckResponse.NOT_SERVING
         worker.join(120)
         assert result == ["0"]

@@ -121,7 +121,8 @@ def test_health_and_other_paths(native: NativeServer) -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        for path in ("/pdp.v1.DecisionService/Plan", "/grpc.health.v1.Health/Watch"):
+        unserved = ("/envoy.service.auth.v3.Authorization/Check", "/grpc.health.v1.Health/Watch")
+        for path in unserved:
             with pytest.raises(grpc.RpcError) as err:
                 ch.unary_unary(path)(b"", timeout=10)
             assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
@@ -142,13 +143,13 @@ def test_grpc_timeout_is_the_calls_deadline(native: NativeServer) -> None:
 
 def test_the_peer_reaches_python(native: NativeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
-    check = native.decisions.check
+    decide = native.decisions._decide  # what `check` calls (the server holds `check` itself)
 
-    def spying(data: bytes, context: Any) -> bytes:
+    def spying(data: bytes, observed: bool, context: Any) -> Any:
         seen.append(context.peer())
-        return check(data, context)
+        return decide(data, observed, context)
 
-    monkeypatch.setattr(native.decisions, "check", spying)
+    monkeypatch.setattr(native.decisions, "_decide", spying)
     assert len(_call(native.port, SAMPLE[0])) == 1
     assert seen and seen[0].startswith("ipv4:127.0.0.1:"), seen
 
@@ -175,13 +176,13 @@ def test_calls_of_a_vanished_client_are_not_decided(
     """Calls queued behind a slow one whose connection is then reset are dropped when the
     decision thread reaches them: a client cannot queue work and leave."""
     decided: list[bytes] = []
-    check = native.decisions.check
+    decide = native.decisions._decide
 
-    def spying(data: bytes, context: Any) -> bytes:
+    def spying(data: bytes, observed: bool, context: Any) -> Any:
         decided.append(data)
-        return check(data, context)
+        return decide(data, observed, context)
 
-    monkeypatch.setattr(native.decisions, "check", spying)
+    monkeypatch.setattr(native.decisions, "_decide", spying)
     slow = request_to_proto(HEAVY_PRINCIPAL, heavy_resources(15, "vanish")).SerializeToString()
     caller = threading.Thread(target=_call, args=(native.port, slow))
     caller.start()
@@ -251,11 +252,74 @@ def test_the_calls_metadata_reaches_python_as_on_grpcio(
 def test_raw_metadata_is_bounded_and_checked(native: NativeServer) -> None:
     """What a grpc client would not send: a reserved grpc-* header is not metadata, a value
     that is not UTF-8 reads as Latin-1 (as grpcio), malformed base64 under -bin fails the call
-    naming the key, and a header block over 16 KiB resets the stream."""
+    in C, and a header block over 16 KiB resets the stream."""
     body = [frame(SAMPLE[0])]
     fine = raw_call(native.port, [*HEADERS, ("grpc-custom", "x"), ("x-ok", "1")], body)
     assert fine["grpc-status"] == "0", fine
     bad = raw_call(native.port, [*HEADERS, ("x-blob-bin", "!!not base64")], body)
-    assert bad["grpc-status"] == "13" and "x-blob-bin" in bad["grpc-message"], bad
+    assert bad["grpc-status"] == "13" and "-bin" in bad["grpc-message"], bad
+    unpadded = raw_call(native.port, [*HEADERS, ("x-blob-bin", "AAH/")], body)
+    assert unpadded["grpc-status"] == "0", unpadded
     big = raw_call(native.port, [*HEADERS, *[(f"x-{i}", "v" * 1000) for i in range(20)]], body)
     assert "reset" in big, big
+
+
+def test_metadata_values_read_as_grpcio_reads_them() -> None:
+    """Not UTF-8: Latin-1, as grpcio; -bin: base64, padding optional."""
+    from pdp.server.native.server import _metadata
+
+    packed = b"x-a\0caf\xe9\0x-b-bin\0AAH/\0x-c-bin\0AA\0x-d\0\0"
+    assert _metadata(packed) == (
+        ("x-a", "café"), ("x-b-bin", b"\x00\x01\xff"), ("x-c-bin", b"\x00"), ("x-d", ""),
+    )  # fmt: skip
+    assert _metadata(b"") == ()
+
+
+PLAN = f"/{pb.DESCRIPTOR.services_by_name['DecisionService'].full_name}/Plan"
+SERVER_INFO = PLAN.replace("/Plan", "/ServerInfo")
+
+
+def _unary(port: int, path: str, data: bytes, reply: Any, *ids: str) -> tuple[Any, ...]:
+    """(reply without `ids`) or (code, details, details-bin) of one unary call."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        try:
+            message = reply.FromString(ch.unary_unary(path)(data, timeout=30))
+        except grpc.RpcError as exc:
+            meta = dict(exc.trailing_metadata() or ())
+            return exc.code(), exc.details(), meta.get("grpc-status-details-bin")
+        for name in ids:
+            message.ClearField(name)
+        return (message.SerializeToString(deterministic=True),)
+
+
+def test_plan_answers_as_on_grpcio(native: NativeServer, grpcio: PdpServer) -> None:
+    principal = pb.Principal(id="alice", tenant="acme", roles=["user"], scopes=["docs:read"])
+    plans = [
+        pb.PlanRequest(principal=principal, resource_kind="document", action=action,
+                       request_id="p-1").SerializeToString()
+        for action in ("read", "write", "delete")
+    ] + [
+        b"\xff\xff\xff",  # not protobuf: INVALID_ARGUMENT naming `request`
+        pb.PlanRequest(principal=principal, action="read").SerializeToString(),  # no kind
+    ]  # fmt: skip
+    ids = ("plan_id", "evaluated_at")
+    for data in plans:
+        ours = _unary(native.port, PLAN, data, pb.PlanResponse, *ids)
+        assert ours == _unary(grpcio.port, PLAN, data, pb.PlanResponse, *ids), data
+    assert len(_unary(native.port, PLAN, plans[0], pb.PlanResponse)) == 1
+    assert _unary(native.port, PLAN, plans[3], pb.PlanResponse)[0] == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
+WHEN = ("activated_at", "last_attempt_at")  # each server's own holder's times
+
+
+def test_server_info_answers_as_on_grpcio(native: NativeServer, grpcio: PdpServer) -> None:
+    data = pb.ServerInfoRequest().SerializeToString()
+    ours = _unary(native.port, SERVER_INFO, data, pb.ServerInfoResponse, *WHEN)
+    assert len(ours) == 1, ours
+    theirs = _unary(grpcio.port, SERVER_INFO, data, pb.ServerInfoResponse, *WHEN)
+    assert ours == theirs
+    bad = _unary(native.port, SERVER_INFO, b"\xff\xff\xff", pb.ServerInfoResponse)
+    assert bad == _unary(grpcio.port, SERVER_INFO, b"\xff\xff\xff", pb.ServerInfoResponse)

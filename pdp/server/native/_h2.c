@@ -14,12 +14,12 @@
  *     replies to answer(), which queues them and wakes the I/O thread through an eventfd.
  *
  * Refused in C, before Python sees them (trailers-only replies with their grpc-status): a path
- * other than the served ones or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
+ * other than the served ones (g_paths) or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
  * (UNIMPLEMENTED), a compressed message or a grpc-encoding other than identity (UNIMPLEMENTED),
  * anything but exactly one message (INTERNAL), a message over max_message bytes, more calls
  * queued or deciding than max_calls, or more request bytes held than the server's budget
  * (RESOURCE_EXHAUSTED), a malformed grpc-timeout (INTERNAL), a call whose deadline passed
- * before it was taken (DEADLINE_EXCEEDED), a Check arriving once drain() was called
+ * before it was taken (DEADLINE_EXCEEDED), a Check or Plan arriving once drain() was called
  * (UNAVAILABLE). Header blocks over MAX_HEADER_BYTES reset the stream.
  *
  * Bounds: connections (max_conns; more are closed at accept), streams per connection
@@ -31,7 +31,8 @@
  *
  * The call's metadata (request headers but pseudo-headers, content-type, te and grpc-*) goes
  * to Python with each call as "name\0value\0..." bytes, copied within the header bound and
- * counted in g_budget; Python makes grpcio's invocation_metadata() of it.
+ * counted in g_budget (a -bin value must be base64, as grpc decodes it); Python makes grpcio's
+ * invocation_metadata() of it when something reads it.
  *
  * One server per process (start() refuses a second): plain globals.
  */
@@ -65,7 +66,7 @@ enum {
     OK = 0, DEADLINE_EXCEEDED = 4, RESOURCE_EXHAUSTED = 8, UNIMPLEMENTED = 12, INTERNAL = 13,
     UNAVAILABLE = 14
 };
-enum { M_UNKNOWN = -1, M_CHECK = 0, M_HEALTH = 1 };
+enum { M_UNKNOWN = -1, M_CHECK = 0, M_HEALTH = 1, M_PLAN = 2, M_SERVER_INFO = 3, N_PATHS = 4 };
 
 typedef struct conn conn_t;
 typedef struct stream stream_t;
@@ -122,7 +123,11 @@ struct conn {
 };
 
 /* Settings (written by start() before the thread runs, read-only after). */
-static const char *g_paths[2] = {"/pdp.v1.DecisionService/Check", "/grpc.health.v1.Health/Check"};
+/* The served paths; a call's method is its index here, which take() hands Python (the module's
+ * PATHS says which is which). */
+static const char *g_paths[N_PATHS] = {
+    "/pdp.v1.DecisionService/Check", "/grpc.health.v1.Health/Check",
+    "/pdp.v1.DecisionService/Plan", "/pdp.v1.DecisionService/ServerInfo"};
 static size_t g_max_message, g_budget;
 static int g_max_conns, g_max_calls;
 static double g_idle_s;
@@ -282,6 +287,21 @@ static int is_metadata(const uint8_t *name, size_t n) {
     return !is(name, n, "content-type") && !is(name, n, "te");
 }
 
+/* A -bin value grpc can decode: base64 (standard alphabet), padded or not. */
+static int is_base64(const uint8_t *v, size_t n) {
+    size_t pad = 0;
+    while (pad < 2 && pad < n && v[n - 1 - pad] == '=') pad++;
+    if (pad && n % 4) return 0;
+    if (!pad && n % 4 == 1) return 0;
+    for (size_t i = 0; i < n - pad; i++) {
+        uint8_t ch = v[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '/'))
+            return 0;
+    }
+    return 1;
+}
+
 /* Appends "name\0value\0" to the stream's metadata. Bounded by MAX_HEADER_BYTES (checked
  * before this is called: each field counts its length + 32) and by the server's budget.
  * nghttp2 refuses NUL in names and values; a NUL here anyway fails the call, never splits a
@@ -291,6 +311,10 @@ static void keep_metadata(stream_t *st, const uint8_t *name, size_t namelen,
     if (st->status >= 0) return;
     if (memchr(name, 0, namelen) || memchr(value, 0, valuelen)) {
         set_status(st, INTERNAL, "malformed request header");
+        return drop_metadata(st);
+    }
+    if (namelen > 4 && memcmp(name + namelen - 4, "-bin", 4) == 0 && !is_base64(value, valuelen)) {
+        set_status(st, INTERNAL, "malformed base64 in a -bin metadata value");
         return drop_metadata(st);
     }
     size_t need = st->md_len + namelen + valuelen + 2;
@@ -330,7 +354,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (is(name, namelen, ":method")) st->post = is(value, valuelen, "POST");
     else if (is(name, namelen, ":path")) {
         st->method = M_UNKNOWN;
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < N_PATHS; i++)
             if (is(value, valuelen, g_paths[i])) st->method = i;
     } else if (is(name, namelen, "content-type"))
         st->ctype_ok = is(value, valuelen, "application/grpc") ||
@@ -412,7 +436,8 @@ static void complete(stream_t *st) {
         else if (st->in_len < 5 || st->in_len != 5 + n)
             set_status(st, INTERNAL, "expected exactly one request message");
     }
-    if (st->status < 0 && st->method == M_CHECK && __atomic_load_n(&g_draining, __ATOMIC_ACQUIRE))
+    if (st->status < 0 && (st->method == M_CHECK || st->method == M_PLAN) &&
+        __atomic_load_n(&g_draining, __ATOMIC_ACQUIRE))
         set_status(st, UNAVAILABLE, "server is shutting down: not taking new calls");
     if (st->status < 0 && st->deadline >= 0 && now_s() >= st->deadline)
         set_status(st, DEADLINE_EXCEEDED, "deadline exceeded before the decision was complete");
@@ -1063,4 +1088,19 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_h2", NULL, -1, methods,
                                     NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__h2(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__h2(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *paths = PyTuple_New(N_PATHS);
+    for (int i = 0; paths && i < N_PATHS; i++) {
+        PyObject *p = PyUnicode_FromString(g_paths[i]);
+        if (!p) Py_CLEAR(paths);
+        else PyTuple_SET_ITEM(paths, i, p);
+    }
+    if (!paths || PyModule_AddObject(m, "PATHS", paths) < 0) {
+        Py_XDECREF(paths);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -9,20 +9,22 @@ back (`_h2.answer`), which the I/O thread writes, gathered into one send() per c
 Measured in bench/RESULTS.md ("A C front end, measured"): about a quarter of grpcio's server
 CPU per call.
 
-Served: pdp.v1.DecisionService/Check and grpc.health.v1.Health/Check, plaintext TCP. Every
-other path is UNIMPLEMENTED; pdp.cli.serve_native refuses the options this does not honour.
+Served: pdp.v1.DecisionService/Check, Plan and ServerInfo (grpcio's own handlers, through a
+path table) and grpc.health.v1.Health/Check, plaintext TCP; each Check and Plan observed by
+telemetry as on grpcio (the call's metadata comes from the C side). Every other path is
+UNIMPLEMENTED; pdp.cli.serve_native refuses the options this does not honour.
 One decision thread: batches are decided one after the other under the GIL anyway.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pdp.server")
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
-_CHECK, _HEALTH = 0, 1  # the method numbers _h2 gives (its g_paths)
+HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
 # Streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS), as grpcio's default.
 MAX_STREAMS = 100
 # How long the decision thread waits for a batch before it looks whether to stop.
@@ -85,7 +87,8 @@ def _metadata(packed: bytes) -> tuple[tuple[str, str | bytes], ...]:
     """The call's metadata as grpcio's `invocation_metadata()` gives it, from the C side's
     `name\0value\0...` (request headers but the pseudo-headers, content-type, te and grpc-*;
     names lowercase, as HTTP/2 requires and nghttp2 checks): a `-bin` value base64-decoded to
-    bytes, any other decoded as UTF-8 (Latin-1 when it is not, as grpcio)."""
+    bytes (the C side let only base64 through), any other decoded as UTF-8 (Latin-1 when it is
+    not, as grpcio)."""
     if not packed:
         return ()
     parts = packed.split(b"\0")
@@ -93,13 +96,8 @@ def _metadata(packed: bytes) -> tuple[tuple[str, str | bytes], ...]:
     for i in range(0, len(parts) - 1, 2):
         key = parts[i].decode("ascii", "replace")
         raw = parts[i + 1]
-        if key.endswith("-bin"):
-            try:  # grpc accepts unpadded base64
-                out.append((key, base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)))
-            except binascii.Error:
-                raise _Aborted(
-                    (grpc.StatusCode.INTERNAL.value[0], f"malformed base64 in metadata {key}", None)
-                ) from None
+        if key.endswith("-bin"):  # padding is optional, as for grpc
+            out.append((key, base64.b64decode(raw + b"=" * (-len(raw) % 4))))
             continue
         try:
             out.append((key, raw.decode("utf-8")))
@@ -114,16 +112,18 @@ class _Context:
     grpc spells it; the call's metadata, as grpcio gives it (for the observer: trace context,
     and what the decision log's queue counts); no client identities (plaintext)."""
 
-    __slots__ = ("_deadline", "_metadata", "_peer")
+    __slots__ = ("_deadline", "_metadata", "_packed", "_peer")
 
-    def __init__(
-        self, deadline: float | None, peer: str, metadata: tuple[tuple[str, str | bytes], ...]
-    ) -> None:
+    def __init__(self, deadline: float | None, peer: str, packed: bytes) -> None:
         self._deadline = deadline
         self._peer = peer
-        self._metadata = metadata
+        self._packed = packed
+        self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        # Made when first read: without an observer nothing reads it.
+        if self._metadata is None:
+            self._metadata = _metadata(self._packed)
         return self._metadata
 
     def auth_context(self) -> dict[str, list[bytes]]:
@@ -171,6 +171,8 @@ class NativeServer:
             client_identities=False,
         )
         self.activity = self.decisions.activity
+        # The method number _h2 gives a call (its index in _h2.PATHS) -> what answers it.
+        self._methods = _method_table(self._h2.PATHS, self.decisions, self._check_health)
         self._health: dict[str, int] = {}
         self._draining = False
         self._held = False
@@ -210,7 +212,7 @@ class NativeServer:
 
     # -- the calls ---------------------------------------------------------------------------
 
-    def _check_health(self, body: bytes) -> Reply:
+    def _check_health(self, body: bytes, _context: _Context) -> Reply:
         try:
             request = health_pb2.HealthCheckRequest.FromString(body)
         except DecodeError as exc:
@@ -224,10 +226,7 @@ class NativeServer:
         self, method: int, body: bytes, deadline: float | None, peer: str, packed: bytes
     ) -> Reply:
         try:
-            if method == _CHECK:
-                context = _Context(deadline, peer, _metadata(packed))
-                return self.decisions.check(body, context)  # type: ignore[arg-type]
-            return self._check_health(body)
+            return self._methods[method](body, _Context(deadline, peer, packed))
         except _Aborted as exc:
             return exc.reply
         except Exception:  # the servicer answers its own failures; this is a bug here
@@ -310,6 +309,45 @@ class NativeServer:
 
     def wait(self, timeout: float | None = None) -> bool:
         return not self._running
+
+
+class _Handlers:
+    """Collects what `DecisionService.register` gives a grpc server: the very handlers grpcio
+    serves Check, Plan and ServerInfo with."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, _handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.handlers.update({f"/{service}/{name}": h for name, h in handlers.items()})
+
+
+def _method_table(
+    paths: tuple[str, ...], decisions: DecisionService, health: Callable[[bytes, Any], Reply]
+) -> list[Callable[[bytes, Any], Reply]]:
+    """One answer per path the C side serves, in its order: Check straight to
+    `DecisionService.check` (bytes in, bytes out), Plan and ServerInfo through grpcio's
+    handlers (decoding as they do: an undecodable request is INVALID_ARGUMENT naming
+    `request`) and their serializer; Health here."""
+    grpc_side = _Handlers()
+    decisions.register(grpc_side)  # type: ignore[arg-type]
+    table: list[Callable[[bytes, Any], Reply]] = []
+    for path in paths:
+        if path == HEALTH_CHECK:
+            table.append(health)
+        elif path == f"/{SERVICE_NAME}/Check":
+            table.append(decisions.check)
+        else:
+            handler = grpc_side.handlers[path]  # KeyError: _h2 serves a path pdp does not
+            table.append(_unary(handler.unary_unary, handler.response_serializer))
+    return table
+
+
+def _unary(behaviour: Callable[[bytes, Any], Any], serialize: Callable[[Any], bytes]) -> Any:
+    return lambda body, context: serialize(behaviour(body, context))
 
 
 def _listen(target: str, reuse_port: bool) -> socket.socket:
