@@ -1,5 +1,5 @@
-"""`pdp serve --transport native --decision-log FILE`: each Check decided is logged as the grpcio
-transport logs it (same fields, masking, the caller's trace id), by the in-process writer and by
+"""`pdp serve --transport native --decision-log FILE`: each Check and Plan decided is logged as
+the grpcio transport logs it (same fields, masking, the caller's trace id), by the in-process writer and by
 the writer process (which reads the call's metadata on the serving thread).
 
 The three servers start side by side: one start-up's wait, not three."""
@@ -45,10 +45,13 @@ def _start(transport: str, writer: str, log_file: Path) -> tuple[subprocess.Pope
     return proc, port
 
 
-def _record(proc: subprocess.Popen[str], port: int, log_file: Path) -> dict[str, Any]:
+def _records(proc: subprocess.Popen[str], port: int, log_file: Path) -> list[dict[str, Any]]:
+    """The Check's record, then the Plan's."""
     request = json.loads(REQUEST.read_text())
     request["principal"]["attr"]["email"] = "alice@acme.example"
     request["principal"]["attr"]["token"] = TOKEN
+    principal = json_format.ParseDict(request["principal"], pb.Principal())
+    context = json_format.ParseDict(request["context"], pb.Context())
     try:
         wait_serving(port, proc)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -62,6 +65,12 @@ def _record(proc: subprocess.Popen[str], port: int, log_file: Path) -> dict[str,
                 ),
                 timeout=10,
             )
+            plan = pb.PlanRequest(
+                principal=principal, resource_kind="document", action="read", context=context
+            )  # the client's time (--allow-client-time): the server's differs per server
+            planned = pb_grpc.DecisionServiceStub(ch).Plan(
+                plan, metadata=(("traceparent", TRACEPARENT),), timeout=10
+            )
         proc.send_signal(signal.SIGTERM)  # graceful: the observer flushes before exit
         output = proc.communicate(timeout=30)[0]
         assert proc.returncode == 0, output
@@ -71,9 +80,10 @@ def _record(proc: subprocess.Popen[str], port: int, log_file: Path) -> dict[str,
             proc.wait(10)
     text = log_file.read_text()
     assert TOKEN not in text and "alice@acme.example" not in text
-    (record,) = [json.loads(line) for line in text.splitlines()]
-    assert record["decision_id"] == reply.decision_id
-    return record
+    check, plan = [json.loads(line) for line in text.splitlines()]
+    assert check["decision_id"] == reply.decision_id
+    assert plan["rpc"].endswith("/Plan") and planned.plan_id
+    return [check, plan]
 
 
 @pytest.mark.skipif(not REQUEST.exists(), reason="example policies not present")
@@ -82,11 +92,12 @@ def test_native_calls_are_logged_as_on_grpcio(tmp_path: Path) -> None:
         (transport, writer): (*_start(transport, writer, tmp_path / f"{transport}-{writer}"),)
         for transport, writer in (("grpcio", "thread"), ("native", "thread"), ("native", "process"))
     }
-    records = {key: _record(*run, tmp_path / f"{key[0]}-{key[1]}") for key, run in runs.items()}
-    reference = records["grpcio", "thread"]
-    assert reference["trace_id"] == TRACE_ID
-    for key, record in records.items():
-        assert record["caller"]["address"].startswith("ipv4:127.0.0.1:"), key
-        assert record["caller"]["identity"] == "", key
-        same = {k: v for k, v in record.items() if k not in _PER_CALL}
-        assert same == {k: v for k, v in reference.items() if k not in _PER_CALL}, key
+    logs = {key: _records(*run, tmp_path / f"{key[0]}-{key[1]}") for key, run in runs.items()}
+    for i, reference in enumerate(logs["grpcio", "thread"]):
+        assert reference["trace_id"] == TRACE_ID
+        for key, records in logs.items():
+            record = records[i]
+            assert record["caller"]["address"].startswith("ipv4:127.0.0.1:"), key
+            assert record["caller"]["identity"] == "", key
+            same = {k: v for k, v in record.items() if k not in _PER_CALL}
+            assert same == {k: v for k, v in reference.items() if k not in _PER_CALL}, (key, i)
