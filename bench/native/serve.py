@@ -154,7 +154,7 @@ def main() -> int:
         while True:  # a signal handler's SystemExit ends it (take waits 0.25 s at most)
             batch = h2.take(0.25)
             if batch:
-                h2.answer(handle([body for _method, body, _deadline, _peer in batch]))
+                h2.answer(handle([item[1] for item in batch]))  # (method, body, ...)
     finally:
         counts(0, None)
         with contextlib.suppress(RuntimeError, ValueError):
