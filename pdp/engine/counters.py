@@ -86,8 +86,12 @@ def take_problem(t: Take, *, given_back: bool = False) -> str:
         value = getattr(t, name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"`{name}` is not a number"
-        if not math.isfinite(value):
-            return f"`{name}` {value} is not finite"
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int past any float (JSON allows one)
+            finite = False
+        if not finite:
+            return f"`{name}` is not finite"
     if not 0 < t.capacity <= MAX_UNITS:
         return f"`capacity` {t.capacity:g} is not in (0, {MAX_UNITS:g}]"
     if not 0 < t.rate <= MAX_UNITS:

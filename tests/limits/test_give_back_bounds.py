@@ -111,6 +111,7 @@ def test_the_supervisor_refuses_what_its_worker_would_never_send() -> None:
             [["p/l:k", True, 1, 1]],
             [["p/l:k", 5, "1", 1]],
             [["p/l:k", 5, 1, -1]],
+            [["p/l:k", 5, 1, 10**400]],  # past any float: `isfinite` raised, killing the thread
             [["p/l:k", 5, 1]],
             "p/l:k",
         ):
