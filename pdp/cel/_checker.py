@@ -802,6 +802,7 @@ class _Checker:
         return BOOL, _NO
 
     def arithmetic(self, node: A.Call) -> tuple[T, Any]:
+        self._of_one.pop(id(node), None)  # of an earlier pass over it (another scope's types)
         (lt, _), (rt, _) = self.c(node.args[0]), self.c(node.args[1])
         rule = _ARITH[node.fn]
         left, right = self.of_one(node.args[0], lt), self.of_one(node.args[1], rt)
