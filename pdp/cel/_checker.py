@@ -226,6 +226,9 @@ class _Checker:
         self.issues: list[Issue] = []
         self.scope: dict[str, T] = {}
         self.roots = env.roots()
+        # Arithmetic over one value (`of_one`): per node, the node (its id is not reused
+        # while it lives), the value, and per member of its type what the node is.
+        self._of_one: dict[int, tuple[A.Node, A.Node, list[tuple[T, T]]]] = {}
 
     def skip(self, m: T, t: T) -> bool:
         """Whether member `m` of type `t` is left unchecked: `dyn` (anything goes), or a `null`
@@ -799,10 +802,12 @@ class _Checker:
         return BOOL, _NO
 
     def arithmetic(self, node: A.Call) -> tuple[T, Any]:
+        self._of_one.pop(id(node), None)  # of an earlier pass over it (another scope's types)
         (lt, _), (rt, _) = self.c(node.args[0]), self.c(node.args[1])
         rule = _ARITH[node.fn]
-        if _same_value(node.args[0], node.args[1]):
-            return self.arithmetic_of_one(node, lt, rule)
+        left, right = self.of_one(node.args[0], lt), self.of_one(node.args[1], rt)
+        if [m for m, _ in left[1]] == [m for m, _ in right[1]] and _same_value(left[0], right[0]):
+            return self.arithmetic_of_one(node, left[0], left[1], right[1], rule)
         self.combos(node, _OP_TEXT[node.fn], [lt, rt], lambda a, b: rule(a, b) is not None)
         outs = []
         for a, b in product(_concrete_members(lt), _concrete_members(rt)):
@@ -813,28 +818,70 @@ class _Checker:
                 outs.append(r)
         return (ty.union(*outs) if outs else DYN), _NO
 
+    def of_one(self, node: A.Node, t: T) -> tuple[A.Node, list[tuple[T, T]]]:
+        """`node` as arithmetic over one value `X`: `X`, and per member `m` of `X`'s type what
+        `node` is when `X` is an `m`. A sum (or any arithmetic) of copies of `X` is recorded
+        by `arithmetic_of_one`; anything else is `X` itself, a variable naming an expression
+        read as that expression. Members `skip` leaves unchecked are left out, but `dyn`."""
+        kept = self._of_one.get(id(node))
+        if kept is not None and kept[0] is node:
+            return kept[1], kept[2]
+        pairs = [
+            (m, m) for m in _concrete_members(t) if isinstance(m, ty.Dyn) or not self.skip(m, t)
+        ]
+        return self.aliased(node), pairs
+
+    def aliased(self, node: A.Node) -> A.Node:
+        """`node`, or when it is `V.name`, the expression that variable names (followed): one
+        value, unless a comprehension here binds a name the expression reads (a variable is
+        evaluated outside every comprehension)."""
+        seen: set[str] = set()
+        while (
+            isinstance(node, A.Select)
+            and isinstance(node.operand, A.Ident)
+            and node.operand.name not in self.scope
+            and node.operand.name.lstrip(".") in ("V", "variables")
+            and node.field in self.env.variables
+            and node.field not in seen
+        ):
+            seen.add(node.field)
+            try:
+                expr = A.parse(self.env.variables[node.field])
+            except Exception:
+                return node
+            if self.scope and not _idents(expr).isdisjoint(self.scope):
+                return node
+            node = expr
+        return node
+
     def arithmetic_of_one(
-        self, node: A.Call, t: T, rule: Callable[[T, T], T | None]
+        self,
+        node: A.Call,
+        value: A.Node,
+        left: list[tuple[T, T]],
+        right: list[tuple[T, T]],
+        rule: Callable[[T, T], T | None],
     ) -> tuple[T, Any]:
-        """`x + x`: both sides are one value, so of one member of `x`'s type, never two.
-        A JSON number is an `int` or a `double` (its text decides), and `int + double` has no
-        overload, but `R.attr.n + R.attr.n` adds an int to an int or a double to a double."""
-        outs = []
-        for m in _concrete_members(t):
-            if isinstance(m, ty.Dyn):
-                return m, _NO
-            if self.skip(m, t):
-                continue
-            r = rule(m, m)
+        """`x + x`, `(x + x) * x`: every operand is one value `x`, so of one member of its
+        type, never two. A JSON number is an `int` or a `double` (its text decides), and `int
+        + double` has no overload, but `R.attr.n + R.attr.n` adds an int to an int or a double
+        to a double. Each member `m` of `x`'s type is followed through both sides."""
+        outs, pairs = [], []
+        for (m, a), (_, b) in zip(left, right, strict=True):
+            if isinstance(a, ty.Dyn) or isinstance(b, ty.Dyn):
+                return (a if isinstance(a, ty.Dyn) else b), _NO
+            r = rule(a, b)
             if r is None:
                 self.issue(
                     NO_OVERLOAD,
                     f"no matching overload for `{_OP_TEXT[node.fn]}` applied to "
-                    f"`({m.show()}, {m.show()})`",
+                    f"`({a.show()}, {b.show()})`",
                     node,
                 )
                 return DYN, _NO
             outs.append(r)
+            pairs.append((m, r))
+        self._of_one[id(node)] = (node, value, pairs)
         return (ty.union(*outs) if outs else DYN), _NO
 
     def index(self, node: A.Call) -> tuple[T, Any]:
@@ -874,6 +921,30 @@ class _Checker:
                     NO_OVERLOAD, f"no matching overload for `{op}` applied to `({shown})`", node
                 )
                 return
+
+
+def _idents(node: A.Node) -> set[str]:
+    """Every identifier `node` reads, its comprehensions' own variables included."""
+    out: set[str] = set()
+    stack: list[Any] = [node]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, A.Ident):
+            out.add(x.name)
+        elif isinstance(x, A.Select):
+            stack.append(x.operand)
+        elif isinstance(x, A.Call):
+            stack.extend(x.args)
+            if x.target is not None:
+                stack.append(x.target)
+        elif isinstance(x, A.ListLit):
+            stack.extend(x.items)
+        elif isinstance(x, A.MapLit):
+            for k, val in x.entries:
+                stack.extend((k, val))
+        elif isinstance(x, A.Struct):
+            stack.extend(val for _, val in x.fields)
+    return out
 
 
 def _same_value(a: A.Node, b: A.Node) -> bool:

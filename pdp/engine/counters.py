@@ -9,6 +9,8 @@ protocol for counters shared by many replicas.
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -16,12 +18,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pdp.ratelog import RateLimitedLog
+
 # Distinct keys kept in memory; the least recently used beyond it are forgotten (a forgotten
 # bucket comes back full). Bounds memory when keys come from callers (IPs, ids).
 MAX_MEMORY_BUCKETS = 100_000
 # A bucket key is `policy/limit:value` or `policy/limit#digest` (`pdp.engine.limits`), its
 # parts escaped: what precedes the first `:` or `#` names its limit, and nothing else.
 _LIMIT_OF = re.compile("[:#]")
+# The largest capacity and refill rate a `LimitPolicy` can spell (`limit` and `burst` at most
+# 10**12, `per` at least a second): a give-back past them was never a take.
+MAX_UNITS = 10**12
+# A refused give-back is a bug in its sender (a worker, the engine): one line per interval.
+_REFUSED_LOG = RateLimitedLog(logging.getLogger("pdp.limits"), interval=10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,56 @@ class Counters(Protocol):
         for ended in an error and its caller never got the allow they paid for. A bucket
         forgotten since (evicted, expired: full) is left alone."""
         ...
+
+
+def take_problem(t: Take, *, given_back: bool = False) -> str:
+    """Why `t` cannot be a take of a bucket (empty: it can). A key is a non-empty string;
+    capacity and rate are finite numbers above 0, at most `MAX_UNITS`; a cost is a finite
+    number of 0 or more, and given back at most the capacity (a bigger cost was never
+    granted). A negative cost would take quota where it gives back, and a rate of 0, NaN or
+    infinity corrupts the bucket's arithmetic (Redis refused `PEXPIRE` for it)."""
+    if not isinstance(t.key, str) or not t.key:
+        return "the key is not a non-empty string"
+    for name in ("capacity", "rate", "cost"):
+        value = getattr(t, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"`{name}` is not a number"
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int past any float (JSON allows one)
+            finite = False
+        if not finite:
+            return f"`{name}` is not finite"
+    if not 0 < t.capacity <= MAX_UNITS:
+        return f"`capacity` {t.capacity:g} is not in (0, {MAX_UNITS:g}]"
+    if not 0 < t.rate <= MAX_UNITS:
+        return f"`rate` {t.rate:g} is not in (0, {MAX_UNITS:g}]"
+    if t.cost < 0:
+        return f"`cost` {t.cost:g} is negative"
+    if given_back and t.cost > t.capacity:
+        return f"`cost` {t.cost:g} is more than the capacity {t.capacity:g}"
+    return ""
+
+
+def give_back_problem(takes: Sequence[Take]) -> str:
+    """Why a give-back of `takes` is refused whole (empty: it is not)."""
+    for i, t in enumerate(takes):
+        why = take_problem(t, given_back=True)
+        if why:
+            return f"bucket {i + 1} of {len(takes)}: {why}"
+    return ""
+
+
+def refused_give_back(takes: Sequence[Take]) -> bool:
+    """True (logged) when a store must give none of `takes` back."""
+    why = give_back_problem(takes)
+    if why:
+        _REFUSED_LOG.log(
+            logging.WARNING,
+            "give_back",
+            f"rate limits: a give-back refused, nothing given back: {why}",
+        )
+    return bool(why)
 
 
 def refill(tokens: float, last: float, now: float, capacity: float, rate: float) -> float:
@@ -126,6 +185,8 @@ class MemoryCounters:
             return Outcome(True, tuple(after))
 
     def give_back(self, takes: Sequence[Take], now: float) -> None:
+        if refused_give_back(takes):
+            return
         with self._lock:
             for t in takes:
                 buckets = self._limits.get(_limit_of(t.key))

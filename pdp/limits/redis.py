@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import redis
 
-from pdp.engine.counters import CounterStoreError, Outcome, Take
+from pdp.engine.counters import CounterStoreError, Outcome, Take, refused_give_back
 
 # How long a decision may wait for Redis: a limit must not make a call miss its deadline.
 SOCKET_TIMEOUT_S = 0.25
@@ -246,6 +246,8 @@ class RedisCounters:
 
     def give_back(self, takes: Sequence[Take], now: float) -> None:
         """`now` is ignored, as in `take`. Raises `CounterStoreError` when Redis fails."""
+        if refused_give_back(takes):
+            return
         keys = [KEY_PREFIX + t.key for t in takes]
         args: list[str] = []
         for t in takes:

@@ -11,7 +11,9 @@ A worker that cannot reach its supervisor (gone, stuck, garbled answer) gets
 Wire format, one JSON array per line. Request: `[seq, [[key, capacity, rate, cost], ...]]`;
 answer: `[seq, granted, [remaining, ...], refused, retry_after]`. A give-back (the quota of a
 call that ended in an error) is `[seq, [[key, capacity, rate, cost], ...], "give_back"]`,
-answered `[seq, true, [], -1, 0]`. `seq` lets a worker skip an answer that arrived after it
+answered `[seq, true, [], -1, 0]`. A request whose key is not a string or whose numbers are
+out of range (`pdp.engine.counters.take_problem`: a negative cost, a rate of 0, NaN) is
+answered `[seq, "bad request: ..."]`, logged, and takes or gives back nothing. `seq` lets a worker skip an answer that arrived after it
 gave up waiting for it.
 """
 
@@ -20,15 +22,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import socket
 import threading
 import time
 from collections.abc import Sequence
 
-from pdp.engine.counters import CounterStoreError, MemoryCounters, Outcome, Take
+from pdp.engine.counters import CounterStoreError, MemoryCounters, Outcome, Take, take_problem
+from pdp.ratelog import RateLimitedLog
 
 log = logging.getLogger("pdp.limits")
+# A refused request is a worker's bug: one line per interval, however often it repeats.
+_REFUSED_LOG = RateLimitedLog(log, interval=10.0)
 
 # How long a worker waits for the supervisor's answer before the take counts as a store error.
 TAKE_TIMEOUT_S = 2.0
@@ -89,20 +93,42 @@ class CounterServer:
             seq, raw, *verb = json.loads(line)
         except (ValueError, TypeError):
             return b'[null, "bad request"]\n'
-        try:
-            takes = [Take(str(k), float(c), float(r), float(n)) for k, c, r, n in raw]
-            if not all(math.isfinite(x) for t in takes for x in (t.capacity, t.rate, t.cost)):
-                raise ValueError("not finite")
-        except (ValueError, TypeError):
+        giving_back = verb == ["give_back"]
+        if verb and not giving_back:
             return json.dumps([seq, "bad request"]).encode() + b"\n"
-        if verb == ["give_back"]:
+        takes, why = _parse_takes(raw, giving_back)
+        if why:
+            # A worker sends what its engine took: anything else is a bug there (or a worker
+            # not to be trusted); refused whole, nothing taken or given back.
+            _REFUSED_LOG.log(
+                logging.WARNING,
+                "give_back" if giving_back else "take",
+                f"rate-limit counters: a worker's {verb[0] if verb else 'take'} refused: {why}",
+            )
+            return json.dumps([seq, f"bad request: {why}"]).encode() + b"\n"
+        if giving_back:
             self.counters.give_back(takes, time.time())
             return json.dumps([seq, True, [], -1, 0]).encode() + b"\n"
-        if verb:
-            return json.dumps([seq, "bad request"]).encode() + b"\n"
         out = self.counters.take(takes, time.time())
         reply = [seq, out.granted, list(out.remaining), out.refused, out.retry_after]
         return json.dumps(reply).encode() + b"\n"
+
+
+def _parse_takes(raw: object, giving_back: bool) -> tuple[list[Take], str]:
+    """A request's takes, or why they are refused: each `[key, capacity, rate, cost]` with a
+    JSON string key and JSON numbers in range (`take_problem`), as the engine builds them."""
+    if not isinstance(raw, list):
+        return [], "the takes are not a list"
+    takes = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, list) or len(item) != 4:
+            return [], f"bucket {i + 1} is not [key, capacity, rate, cost]"
+        t = Take(*item)
+        why = take_problem(t, given_back=giving_back)
+        if why:
+            return [], f"bucket {i + 1} of {len(raw)}: {why}"
+        takes.append(t)
+    return takes, ""
 
 
 class SupervisedCounters:

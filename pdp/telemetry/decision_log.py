@@ -273,7 +273,13 @@ def _text(text: str, masked: Masked | None) -> str:
     the pre-filter of `redact_credentials` inline."""
     if masked is not None and masked.secrets:
         text = masked.redact(text)
-    if "eyJ" in text or " " in text or not text.isprintable():
+    if (
+        "eyJ" in text
+        or " " in text
+        or not text.isprintable()
+        or "eyA" in text
+        or ("ew" in text and ("ewo" in text or "ewk" in text or "ew0" in text))
+    ):
         return redact_credentials(text)  # which reads for a scheme's name first
     return text
 

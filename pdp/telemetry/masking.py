@@ -87,21 +87,28 @@ _LOOKALIKES = str.maketrans(
     "aeopcyxijsdhkmtbhaeopiktuvx" + TARGETS + "i",
 )
 
+# A compact JWS/JWT's first part is base64url of its header, a JSON object: `{"` is `eyJ`
+# (in that case: base64 is case-sensitive, and `EYJ` or `eyj` decodes to no JSON). JSON lets
+# whitespace follow the `{`: then its first three bytes (`{`, a space, tab, LF or CR, and
+# another or the `"`) are four characters of `_JWT_HEAD`: `{ "` is `eyAi`, `{\n  ` `ewog`,
+# `{\t"` `ewki`, `{\r\n` `ew0K`. The pre-filters look for `_JWT_OPENINGS`, which start them
+# all. Whitespace before the `{` is not read: such a token passes unmasked.
+_JWT_HEAD = r"(?-i:eyJ|eyA[gJKNi]|ew[ko0][gJKNi])"
+_JWT_OPENINGS = ("eyJ", "eyA", "ewo", "ewk", "ew0")
 # A string that is a credential, whatever key holds it: a `Bearer` header value or a compact
-# JWS/JWT (three base64url parts, the header starting `{"` = `eyJ`, in that case: base64 is
-# case-sensitive, and `EYJ` or `eyj` decodes to no JSON). The other schemes are English words
-# too (`Basic plan`): `holds_credential` reads them with a credential's shape. `Bearer` and
-# `DPoP` take the next word whatever it is: a word is a valid bearer token (RFC 6750's
-# b64token), so `the Bearer of bad news` loses a word to the mask rather than risk a token
-# that reads as one reaching the log.
-_JWT = r"(?-i:eyJ)[\w-]*\.[\w-]+\.[\w-]*"
-# The same searched for inside a text: tried only where a run of `[\w-]` starts, the `eyJ` it
-# holds after a word boundary (group `jwt`) found by a lookahead. `\beyJ` tried at every
-# start made `eyJ-eyJ-…` cost its length squared (every `eyJ` scanned the run to its end for
-# a `.`: 64 Ki characters ~15 s of CPU, in a caller's attribute): every `eyJ` of one run
-# reaches the same end, so the first one's fate is the run's. The first two parts are
-# possessive: `[\w-]` holds no `.`, so giving characters back never finds one.
-_JWT_IN_TEXT = r"(?<![\w-])(?=[\w-]*?\b(?P<jwt>(?-i:eyJ)))[\w-]*+\.[\w-]++\.[\w-]*"
+# JWS/JWT (three base64url parts, the first opening a JSON object). The other schemes are
+# English words too (`Basic plan`): `holds_credential` reads them with a credential's shape.
+# `Bearer` and `DPoP` take the next word whatever it is: a word is a valid bearer token (RFC
+# 6750's b64token), so `the Bearer of bad news` loses a word to the mask rather than risk a
+# token that reads as one reaching the log.
+_JWT = _JWT_HEAD + r"[\w-]*\.[\w-]+\.[\w-]*"
+# The same searched for inside a text: tried only where a run of `[\w-]` starts, the head
+# (`_JWT_HEAD`) it holds after a word boundary (group `jwt`) found by a lookahead. `\beyJ`
+# tried at every start made `eyJ-eyJ-…` cost its length squared (every `eyJ` scanned the
+# run to its end for a `.`: 64 Ki characters ~15 s of CPU, in a caller's attribute): every
+# head of one run reaches the same end, so the first one's fate is the run's. The first two
+# parts are possessive: `[\w-]` holds no `.`, so giving characters back never finds one.
+_JWT_IN_TEXT = r"(?<![\w-])(?=[\w-]*?\b(?P<jwt>" + _JWT_HEAD + r"))[\w-]*+\.[\w-]++\.[\w-]*"
 _CREDENTIAL_VALUE = re.compile(r"^\s*(?:bearer\s+\S|" + _JWT + ")", re.IGNORECASE)
 # One that holds a credential further in: `token=Bearer ...`, `Authorization: Bearer ...`, a
 # JWT in a URL. Both are searched for only past `may_hold_credential`'s pre-filter (a
@@ -268,7 +275,7 @@ def _spans(text: str) -> list[tuple[int, int]]:
     pos = 0
     while (m := _CREDENTIAL_SPAN.search(text, pos)) is not None:
         if _is_credential(m):
-            # A JWT's match starts where its run does (`_JWT_IN_TEXT`); the span at its `eyJ`.
+            # A JWT's match starts where its run does (`_JWT_IN_TEXT`); the span at its head.
             out.append((m.start("jwt") if m.group("jwt") is not None else m.start(), m.end()))
             pos = m.end()
         else:
@@ -308,13 +315,19 @@ def _basic_pair(token: str) -> bool:
 def may_hold_credential(text: str) -> bool:
     """The cheap pre-filter of every logged string: False only when `text` cannot hold a
     credential (a span of `_CREDENTIAL_SPAN`, `_CREDENTIAL_VALUE`, `_INNER_CREDENTIAL`).
-    Each is a JWT (`eyJ`, case and all) or a scheme, whitespace and a token; every whitespace
-    character but the ASCII space is unprintable. Two substring tests and one scan in C: an
+    Each is a JWT (one of `_JWT_OPENINGS`, case and all) or a scheme, whitespace and a token;
+    every whitespace character but the ASCII space is unprintable. Substring tests and one
+    scan in C: an
     id, a tenant, a kind or a one-word attribute (most of a record's strings) stop there; a
     message or a note (`principal tenant `a` differs from …`) then needs a scheme's name in it
     (`_names_a_scheme`, a quarter of the search's cost) to be searched. `_scrub` and the
     decision log's `_text` inline this test: keep them the same."""
-    return "eyJ" in text or ((" " in text or not text.isprintable()) and _names_a_scheme(text))
+    return (
+        "eyJ" in text
+        or "eyA" in text
+        or ("ew" in text and ("ewo" in text or "ewk" in text or "ew0" in text))
+        or ((" " in text or not text.isprintable()) and _names_a_scheme(text))
+    )
 
 
 # What every scheme pattern starts with, as `_names_a_scheme` reads text.
@@ -380,10 +393,13 @@ def _scrub(value: Any, secrets: set[str]) -> Any:
     if t is str:
         # A credential anywhere in the string masks all of it: a note, a URL, an id quoting
         # `Authorization: Bearer …` or `Basic dXNl…` mid-text, at any depth.
-        # The pre-filter (`may_hold_credential`) inline and first: each pattern needs `eyJ` or
-        # whitespace, and most strings of a record (ids, tenants, roles) have neither.
+        # The pre-filter (`may_hold_credential`) inline and first: each pattern needs a JWT's
+        # opening or whitespace, and most strings of a record (ids, tenants, roles) have neither.
         if (
-            "eyJ" in value or ((" " in value or not value.isprintable()) and _names_a_scheme(value))
+            "eyJ" in value
+            or "eyA" in value
+            or ("ew" in value and ("ewo" in value or "ewk" in value or "ew0" in value))
+            or ((" " in value or not value.isprintable()) and _names_a_scheme(value))
         ) and (_CREDENTIAL_VALUE.match(value) or _INNER_CREDENTIAL.search(value) or _spans(value)):
             secrets.add(value)
             return MASKED

@@ -134,6 +134,10 @@ def _spelt(draw: st.DrawFn, word: str) -> str:
 _PIECES = st.one_of(
     st.sampled_from(_SCHEME_NAMES).flatmap(_spelt),
     st.sampled_from(["eyJ", "eyj"]).flatmap(_spelt),  # `eyJ` in every case, `EYJ` included
+    # The heads of a header opening `{` and whitespace (`{ "` is `eyAi`), in every case.
+    st.sampled_from(["eyAi", "eyAg", "ewog", "ewoK", "ewki", "ewkJ", "ew0K", "ew0i"]).flatmap(
+        _spelt
+    ),
     st.sampled_from(
         [".", "-", "=", ",", ":", '"', "`", "x=1", "YTpi", "Og==", "abc", "dXNlcjpwYXNz",
          "abcdefgh12", "sig"]
@@ -149,6 +153,10 @@ _SPACES = st.sampled_from(
 @example(parts=[("EYJhbGciOiJIUzI1NiJ9", ""), (".", ""), ("abc", ""), (".", ""), ("sig", "")],
          tail="")  # fmt: skip
 @example(parts=[("ba\u017fic", "\u00a0"), ("YTpi", "")], tail="")
+@example(parts=[("ewoK", ""), (".", ""), ("abc", ""), (".", ""), ("sig", "")], tail="")
+@example(parts=[("x=1", " "), ("ew0K", ""), (".", ""), ("abc", ""), (".", "")], tail="")
+@example(parts=[("eyAi", ""), (".", ""), ("abc", ""), (".", "")], tail="")
+@example(parts=[("ewki", ""), (".", ""), ("abc", ""), (".", "")], tail="")
 def test_the_pre_filter_never_hides_what_the_patterns_mask(
     parts: list[tuple[str, str]], tail: str
 ) -> None:

@@ -280,6 +280,17 @@ _FOUND = [
     Case(_obj(a={"enum": [1.0, 2.5]}), "R.attr.a + 2.5", [{"a": 1}]),
     # The two-variable forms typed their variables `dyn` (session 19).
     Case(_obj(a=_S), "(P.roles).all(i, x, !x)", [{"a": ""}]),
+    # A variable naming `R.attr.n` beside `R.attr.n` inside a comprehension rebinding `R`: two
+    # values, an int and a double here (session 22: held to it when the sides became one).
+    Case(
+        _obj(
+            n={"type": "number"},
+            l={"type": "array", "items": _obj(attr=_obj(n={"type": "number"}))},
+        ),
+        "R.attr.l.map(R, V.v + R.attr.n)",
+        [{"n": 1, "l": [{"attr": {"n": 1.5}}]}],
+        variables={"v": "R.attr.n"},
+    ),
 ]
 
 
@@ -294,6 +305,17 @@ _ACCEPTED = [
     Case(_obj(n=_NUM), "R.attr.n - R.attr.n", [{"n": 3}, {"n": 2.5}]),
     Case(_obj(n=_NUM), "V.v + V.v", [{"n": 2}, {"n": 0.25}], variables={"v": "R.attr.n"}),
     Case(_obj(i=_I), "[R.attr.i][0] + [R.attr.i][0]", [{"i": 2}]),
+    # Arithmetic over copies of one value, and a variable naming it, is of its type too: each
+    # member of the value's type is followed through the operators (session 22).
+    Case(_obj(n=_NUM), "(R.attr.n + R.attr.n) + R.attr.n", [{"n": 1}, {"n": 1.5}]),
+    Case(_obj(n=_NUM), "R.attr.n * (R.attr.n - R.attr.n) < 1.0", [{"n": 3}, {"n": 2.5}]),
+    Case(_obj(n=_NUM), "V.v + R.attr.n", [{"n": 2}, {"n": 0.25}], variables={"v": "R.attr.n"}),
+    Case(
+        _obj(n=_NUM),
+        "(V.w + V.v) * R.attr.n",
+        [{"n": 2}, {"n": 0.25}],
+        variables={"v": "R.attr.n", "w": "V.v"},
+    ),
 ]
 
 
@@ -353,8 +375,14 @@ def test_one_value_on_both_sides_of_an_operator_has_one_type() -> None:
         "(R.attr.n + R.attr.n) + 1",
         "R.attr.n + R.attr.n.size()",
         "[R.attr.n][0] + [R.attr.i][0]",
+        "(R.attr.n + R.attr.n) + R.attr.i",
+        "(R.attr.n + R.attr.n) % R.attr.n",
+        "(R.attr.n + R.attr.n) + (R.attr.n + 1)",
     ]:
         assert _refused(Case(schema, expr, []))[0], expr
+    # A variable is one value with what it names only where no comprehension rebinds a name
+    # it reads: here `R` is each element, `V.v` the request's `R.attr.n`.
+    assert _refused(Case(schema, "V.v + R.attr.n", [], variables={"v": "R.attr.n + 1"}))[0]
 
 
 def test_every_library_function_has_a_signature() -> None:
