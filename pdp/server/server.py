@@ -112,7 +112,50 @@ class ServerConfig:
     extra_options: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
 
-class PdpServer:
+class Readiness:
+    """What health answers, shared by both transports: SERVING once a bundle is active, unless
+    the server is draining or a supervisor holds it (`hold_serving`) until every worker is
+    ready. Subclasses write the answer into their health table (`_publish`)."""
+
+    service_names: tuple[str, ...]
+    _holder: EngineHolder | None
+    _draining: bool
+    _held: bool
+
+    def _publish(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        raise NotImplementedError
+
+    def set_serving(self, serving: bool) -> None:
+        if serving and (self._draining or self._held):
+            # A bundle swapped in during the drain does not make a stopping server ready, nor
+            # one worker's bundle the service (pdp.cli.ready).
+            return
+        self._publish(
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+
+    def hold_serving(self) -> None:
+        """Keep health at NOT_SERVING, whatever bundle is active, until `release_serving`."""
+        self._held = True
+        self.set_serving(False)
+
+    def held_reason(self) -> str:
+        """Why health says NOT_SERVING whatever bundle is active ("" when nothing holds it):
+        `/readyz` says the same (pdp.http)."""
+        if self._draining:
+            return "the server is shutting down"
+        if self._held:
+            return "not every worker serves the same bundle yet"
+        return ""
+
+    def release_serving(self) -> None:
+        self._held = False
+        self.set_serving(self._holder is not None and self._holder.current is not None)
+
+
+class PdpServer(Readiness):
     """A built server: `start()`, then `stop(grace)`; `addresses` lists what it listens on."""
 
     def __init__(
@@ -147,36 +190,9 @@ class PdpServer:
                 return int(a.rsplit(":", 1)[1])
         raise ValueError("no TCP listener")
 
-    def set_serving(self, serving: bool) -> None:
-        if serving and (self._draining or self._held):
-            # A bundle swapped in during the drain does not make a stopping server ready, nor
-            # one worker's bundle the service (pdp.cli.ready).
-            return
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+    def _publish(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for name in ("", *self.service_names):
             self.health.set(name, status)
-
-    def hold_serving(self) -> None:
-        """Keep health at NOT_SERVING, whatever bundle is active, until `release_serving`."""
-        self._held = True
-        self.set_serving(False)
-
-    def held_reason(self) -> str:
-        """Why health says NOT_SERVING whatever bundle is active ("" when nothing holds it):
-        `/readyz` says the same (pdp.http)."""
-        if self._draining:
-            return "the server is shutting down"
-        if self._held:
-            return "not every worker serves the same bundle yet"
-        return ""
-
-    def release_serving(self) -> None:
-        self._held = False
-        self.set_serving(self._holder is not None and self._holder.current is not None)
 
     def start(self) -> None:
         self.grpc_server.start()

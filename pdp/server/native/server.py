@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from ..cache import DecisionCache
-from ..server import DRAIN_QUIET_S, STOP_MARGIN_S, ServerConfig, _bind_error
+from ..server import DRAIN_QUIET_S, STOP_MARGIN_S, Readiness, ServerConfig, _bind_error
 from ..service import SERVICE_NAME, DecisionService
 from ..status import status_for
 
@@ -48,8 +48,6 @@ HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
 MAX_STREAMS = 100
 # How long the decision thread waits for a batch before it looks whether to stop.
 _TAKE_WAIT_S = 0.25
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 Reply = bytes | tuple[int, str, str | None]
 # What grpcio's auth_context() says of a plaintext call.
@@ -142,7 +140,7 @@ class _Context:
         return True
 
 
-class NativeServer:
+class NativeServer(Readiness):
     """The `PdpServer` interface `pdp serve` uses, on the native transport."""
 
     def __init__(
@@ -189,26 +187,8 @@ class NativeServer:
 
     # -- health, as PdpServer --------------------------------------------------------------
 
-    def set_serving(self, serving: bool) -> None:
-        if serving and (self._draining or self._held):
-            return
-        status = _SERVING if serving else _NOT_SERVING
+    def _publish(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         self._health = {name: status for name in ("", *self.service_names)}
-
-    def hold_serving(self) -> None:
-        self._held = True
-        self.set_serving(False)
-
-    def held_reason(self) -> str:
-        if self._draining:
-            return "the server is shutting down"
-        if self._held:
-            return "not every worker serves the same bundle yet"
-        return ""
-
-    def release_serving(self) -> None:
-        self._held = False
-        self.set_serving(self._holder.current is not None)
 
     # -- the calls ---------------------------------------------------------------------------
 
