@@ -64,6 +64,22 @@ class Struct(Node):
     fields: list[tuple[str, Node]] = field(default_factory=list)
 
 
+def children(node: Node) -> list[Node]:
+    """The nodes `node` reads directly, for walks that keep their own stack (an expression may
+    nest deeper than Python's)."""
+    if isinstance(node, Call):
+        return [*node.args, node.target] if node.target is not None else node.args
+    if isinstance(node, Select):
+        return [node.operand]
+    if isinstance(node, ListLit):
+        return node.items
+    if isinstance(node, MapLit):
+        return [x for entry in node.entries for x in entry]
+    if isinstance(node, Struct):
+        return [x for _, x in node.fields]
+    return []
+
+
 _BINOPS = {
     "relation_lt": "_<_",
     "relation_le": "_<=_",

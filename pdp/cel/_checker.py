@@ -931,19 +931,7 @@ def _idents(node: A.Node) -> set[str]:
         x = stack.pop()
         if isinstance(x, A.Ident):
             out.add(x.name)
-        elif isinstance(x, A.Select):
-            stack.append(x.operand)
-        elif isinstance(x, A.Call):
-            stack.extend(x.args)
-            if x.target is not None:
-                stack.append(x.target)
-        elif isinstance(x, A.ListLit):
-            stack.extend(x.items)
-        elif isinstance(x, A.MapLit):
-            for k, val in x.entries:
-                stack.extend((k, val))
-        elif isinstance(x, A.Struct):
-            stack.extend(val for _, val in x.fields)
+        stack.extend(A.children(x))
     return out
 
 
@@ -1391,16 +1379,5 @@ def names_used(source: str) -> set[tuple[str, str]]:
                 kind = {"C": "C", "constants": "C", "V": "V", "variables": "V", "data": "data"}
                 if base in kind:
                     out.add((kind[base], node.field))
-            stack.append(root)
-        elif isinstance(node, A.Call):
-            stack.extend(node.args)
-            if node.target is not None:
-                stack.append(node.target)
-        elif isinstance(node, A.ListLit):
-            stack.extend(node.items)
-        elif isinstance(node, A.MapLit):
-            for k, x in node.entries:
-                stack.extend((k, x))
-        elif isinstance(node, A.Struct):
-            stack.extend(x for _, x in node.fields)
+        stack.extend(A.children(node))
     return out

@@ -204,21 +204,8 @@ def stride(body: list[A.Node]) -> int:
     nodes = 0
     stack: list[Any] = list(body)
     while stack:  # not recursive: a body may nest deeper than Python's stack
-        n = stack.pop()
         nodes += 1
-        if isinstance(n, A.Call):
-            stack.extend(n.args)
-            if n.target is not None:
-                stack.append(n.target)
-        elif isinstance(n, A.Select):
-            stack.append(n.operand)
-        elif isinstance(n, A.ListLit):
-            stack.extend(n.items)
-        elif isinstance(n, A.MapLit):
-            for k, x in n.entries:
-                stack += (k, x)
-        elif isinstance(n, A.Struct):
-            stack.extend(x for _, x in n.fields)
+        stack.extend(A.children(stack.pop()))
     return max(1, BODY_NODES_PER_CLOCK_READ // nodes)
 
 
