@@ -14,7 +14,7 @@
  *     replies to answer(), which queues them and wakes the I/O thread through an eventfd.
  *
  * Refused in C, before Python sees them (trailers-only replies with their grpc-status): a path
- * other than the served ones (g_paths) or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
+ * other than the served ones (g_paths, given to start()) or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
  * (UNIMPLEMENTED), a compressed message or a grpc-encoding other than identity (UNIMPLEMENTED),
  * anything but exactly one message (INTERNAL), a message over max_message bytes, more calls
  * queued or deciding than max_calls, or more request bytes held than the server's budget
@@ -66,7 +66,7 @@ enum {
     OK = 0, DEADLINE_EXCEEDED = 4, RESOURCE_EXHAUSTED = 8, UNIMPLEMENTED = 12, INTERNAL = 13,
     UNAVAILABLE = 14
 };
-enum { M_UNKNOWN = -1, M_CHECK = 0, M_HEALTH = 1, M_PLAN = 2, M_SERVER_INFO = 3, N_PATHS = 4 };
+enum { M_UNKNOWN = -1, N_DEFAULT_PATHS = 4, MAX_PATHS = 64, MAX_PATH_LEN = 256 };
 
 typedef struct conn conn_t;
 typedef struct stream stream_t;
@@ -123,11 +123,16 @@ struct conn {
 };
 
 /* Settings (written by start() before the thread runs, read-only after). */
-/* The served paths; a call's method is its index here, which take() hands Python (the module's
- * PATHS says which is which). */
-static const char *g_paths[N_PATHS] = {
+/* The served paths, as start() is given them (the module's PATHS when it is not); a call's
+ * method is its index here, which take() hands Python. A path whose g_drain_refused is set is
+ * refused UNAVAILABLE once drain() is called (decisions; health and server info still answer). */
+static const char *g_default_paths[N_DEFAULT_PATHS] = {
     "/pdp.v1.DecisionService/Check", "/grpc.health.v1.Health/Check",
     "/pdp.v1.DecisionService/Plan", "/pdp.v1.DecisionService/ServerInfo"};
+static const int g_default_drain_refused[N_DEFAULT_PATHS] = {1, 0, 1, 0};
+static char g_paths[MAX_PATHS][MAX_PATH_LEN + 1];
+static int g_drain_refused[MAX_PATHS];
+static int g_npaths;
 static size_t g_max_message, g_budget;
 static int g_max_conns, g_max_calls;
 static double g_idle_s;
@@ -354,7 +359,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (is(name, namelen, ":method")) st->post = is(value, valuelen, "POST");
     else if (is(name, namelen, ":path")) {
         st->method = M_UNKNOWN;
-        for (int i = 0; i < N_PATHS; i++)
+        for (int i = 0; i < g_npaths; i++)
             if (is(value, valuelen, g_paths[i])) st->method = i;
     } else if (is(name, namelen, "content-type"))
         st->ctype_ok = is(value, valuelen, "application/grpc") ||
@@ -436,7 +441,7 @@ static void complete(stream_t *st) {
         else if (st->in_len < 5 || st->in_len != 5 + n)
             set_status(st, INTERNAL, "expected exactly one request message");
     }
-    if (st->status < 0 && (st->method == M_CHECK || st->method == M_PLAN) &&
+    if (st->status < 0 && g_drain_refused[st->method] &&
         __atomic_load_n(&g_draining, __ATOMIC_ACQUIRE))
         set_status(st, UNAVAILABLE, "server is shutting down: not taking new calls");
     if (st->status < 0 && st->deadline >= 0 && now_s() >= st->deadline)
@@ -814,17 +819,60 @@ static void *io_main(void *arg) {
 
 /* ---- the Python side ------------------------------------------------------------------------ */
 
+/* paths: ((path, refused_when_draining), ...), or NULL/None for the module's PATHS (Check and
+ * Plan refused when draining). */
+static int set_paths(PyObject *paths) {
+    if (!paths || paths == Py_None) {
+        for (int i = 0; i < N_DEFAULT_PATHS; i++) {
+            strcpy(g_paths[i], g_default_paths[i]);
+            g_drain_refused[i] = g_default_drain_refused[i];
+        }
+        g_npaths = N_DEFAULT_PATHS;
+        return 0;
+    }
+    PyObject *seq = PySequence_Fast(paths, "paths must be a sequence of (path, bool)");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || n > MAX_PATHS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "paths: between 1 and %d of them", MAX_PATHS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *path;
+        Py_ssize_t len;
+        int refused;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "s#p", &path, &len, &refused)) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (len < 2 || len > MAX_PATH_LEN || path[0] != '/') {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "paths: %R is not a gRPC path", PySequence_Fast_GET_ITEM(seq, i));
+            return -1;
+        }
+        memcpy(g_paths[i], path, (size_t)len);
+        g_paths[i][len] = 0;
+        g_drain_refused[i] = refused;
+    }
+    g_npaths = (int)n;
+    Py_DECREF(seq);
+    return 0;
+}
+
 static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *names[] = {"listen_fd", "max_message", "max_streams", "max_conns", "max_calls",
-                            "idle_timeout", NULL};
+                            "idle_timeout", "paths", NULL};
     int lfd, max_streams = 100, max_conns = 10000, max_calls = 1000;
     Py_ssize_t max_message = 4 << 20;
     double idle = 300;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|niiid", names, &lfd, &max_message,
-                                     &max_streams, &max_conns, &max_calls, &idle))
+    PyObject *paths = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|niiidO", names, &lfd, &max_message,
+                                     &max_streams, &max_conns, &max_calls, &idle, &paths))
         return NULL;
     if (g_running) return PyErr_Format(PyExc_RuntimeError, "a native server is already running");
+    if (set_paths(paths) < 0) return NULL;
     if (max_message < 0 || max_message > (1 << 30) || max_streams < 1 || max_conns < 0 ||
         max_calls < 0 || !(idle >= 0))
         return PyErr_Format(PyExc_ValueError, "a limit out of range");
@@ -1072,8 +1120,9 @@ static PyObject *py_stop(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"start", (PyCFunction)(void (*)(void))py_start, METH_VARARGS | METH_KEYWORDS,
-     "start(listen_fd, max_message, max_streams, max_conns, max_calls, idle_timeout): run the "
-     "I/O thread on the listening (non-blocking) socket"},
+     "start(listen_fd, max_message, max_streams, max_conns, max_calls, idle_timeout, paths): run "
+     "the I/O thread on the listening (non-blocking) socket, serving paths "
+     "((path, refused_when_draining), ...; PATHS by default)"},
     {"take", py_take, METH_O,
      "take(timeout) -> [(method, body, deadline | None, peer, metadata)]: the next batch (GIL released)"},
     {"answer", py_answer, METH_O,
@@ -1091,9 +1140,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_h2", NULL, -1, meth
 PyMODINIT_FUNC PyInit__h2(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    PyObject *paths = PyTuple_New(N_PATHS);
-    for (int i = 0; paths && i < N_PATHS; i++) {
-        PyObject *p = PyUnicode_FromString(g_paths[i]);
+    PyObject *paths = PyTuple_New(N_DEFAULT_PATHS);
+    for (int i = 0; paths && i < N_DEFAULT_PATHS; i++) {
+        PyObject *p = PyUnicode_FromString(g_default_paths[i]);
         if (!p) Py_CLEAR(paths);
         else PyTuple_SET_ITEM(paths, i, p);
     }

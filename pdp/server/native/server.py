@@ -46,6 +46,14 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
 # Streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS), as grpcio's default.
 MAX_STREAMS = 100
+# The paths served, in the order of the method numbers _h2 hands calls with, each with whether
+# it is refused UNAVAILABLE once the drain begins (decisions are; health and ServerInfo answer).
+SERVED: tuple[tuple[str, bool], ...] = (
+    (f"/{SERVICE_NAME}/Check", True),
+    (HEALTH_CHECK, False),
+    (f"/{SERVICE_NAME}/Plan", True),
+    (f"/{SERVICE_NAME}/ServerInfo", False),
+)
 # How long the decision thread waits for a batch before it looks whether to stop.
 _TAKE_WAIT_S = 0.25
 
@@ -169,8 +177,11 @@ class NativeServer(Readiness):
             client_identities=False,
         )
         self.activity = self.decisions.activity
-        # The method number _h2 gives a call (its index in _h2.PATHS) -> what answers it.
-        self._methods = _method_table(self._h2.PATHS, self.decisions, self._check_health)
+        # The method number _h2 gives a call (its index in self._paths) -> what answers it.
+        self._paths = SERVED
+        self._methods = _method_table(
+            [path for path, _ in self._paths], self.decisions, self._check_health
+        )
         self._health: dict[str, int] = {}
         self._draining = False
         self._held = False
@@ -241,6 +252,7 @@ class NativeServer(Readiness):
             max_conns=c.max_connections,
             max_calls=c.max_concurrent_rpcs,
             idle_timeout=c.idle_timeout_s,
+            paths=self._paths,
         )
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="pdp-native-decide", daemon=True)
@@ -306,7 +318,7 @@ class _Handlers:
 
 
 def _method_table(
-    paths: tuple[str, ...], decisions: DecisionService, health: Callable[[bytes, Any], Reply]
+    paths: list[str], decisions: DecisionService, health: Callable[[bytes, Any], Reply]
 ) -> list[Callable[[bytes, Any], Reply]]:
     """One answer per path the C side serves, in its order: Check straight to
     `DecisionService.check` (bytes in, bytes out), Plan and ServerInfo through grpcio's
