@@ -8,9 +8,12 @@
 # -- build: a virtual environment with pdp and its pinned dependencies ---------------------
 FROM python:3.11-slim AS build
 WORKDIR /src
-# The native transport's extension (`pdp serve --transport native`): gcc and Debian's libnghttp2.
-RUN (test -f /usr/include/nghttp2/nghttp2.h && command -v gcc >/dev/null) \
+# The native transport's extension (`pdp serve --transport native`): gcc, Debian's libnghttp2
+# and OpenSSL (its TLS).
+RUN (test -f /usr/include/nghttp2/nghttp2.h && test -f /usr/include/openssl/ssl.h \
+     && command -v gcc >/dev/null) \
  || (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libnghttp2-dev \
+     libssl-dev \
      && rm -rf /var/lib/apt/lists/*)
 COPY pyproject.toml setup.py constraints.txt README.md LICENSE ./
 COPY pdp ./pdp
@@ -19,8 +22,8 @@ RUN python -m venv /opt/pdp \
 
 # -- runtime: the environment only, no compiler, no pip cache, not root ---------------------
 FROM python:3.11-slim
-# libnghttp2 for the native transport's extension (the library only, no compiler).
-RUN apt-get update && apt-get install -y --no-install-recommends libnghttp2-14 \
+# libnghttp2 and libssl3 for the native transport's extension (the libraries only, no compiler).
+RUN apt-get update && apt-get install -y --no-install-recommends libnghttp2-14 libssl3 \
  && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pdp \
  && mkdir -p /var/cache/pdp /etc/pdp \

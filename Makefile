@@ -29,15 +29,17 @@ redis-server:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
 # Debian's libnghttp2 headers: the native transport's extension (pdp/server/native/_h2.c),
-# built by the install, and the bench's load driver. gcc is taken as present (CI has it).
+# built by the install, and the bench's load driver; OpenSSL's (libssl-dev) for its TLS
+# (_tls.c). gcc is taken as present (CI has it).
 .PHONY: nghttp2-dev native
 nghttp2-dev:
 	@test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
+	@test -f /usr/include/openssl/ssl.h || (apt-get update -qq && apt-get install -y -qq libssl-dev)
 
 # The extension again when its source changed since the install built it.
 NATIVE_EXT := pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 native: $(NATIVE_EXT)
-$(NATIVE_EXT): pdp/server/native/_h2.c setup.py $(STAMP)
+$(NATIVE_EXT): pdp/server/native/_h2.c pdp/server/native/_tls.c pdp/server/native/_tls.h setup.py $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
 	rm -rf build/temp.* build/lib.*
 
@@ -48,7 +50,7 @@ native-asan: $(STAMP) nghttp2-dev
 	mkdir -p build/asan/pdp/server/native
 	gcc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -Wall -Wextra -shared -fPIC \
 		-o build/asan/pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))") \
-		pdp/server/native/_h2.c -lnghttp2 \
+		pdp/server/native/_h2.c pdp/server/native/_tls.c -lnghttp2 -lssl -lcrypto \
 		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 
 # One pytest runner per usable core (pytest-xdist), a test file per runner at a time: most

@@ -138,6 +138,11 @@ class AllowListInterceptor(grpc.ServerInterceptor):
 
         return guarded
 
+    def guard(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        """`behaviour(request, context)` for `method` with the same refusal, the open services
+        left open: the native transport's handlers (pdp.server.native.server)."""
+        return behaviour if method.startswith(_OPEN_SERVICES) else self._guard(behaviour)
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],

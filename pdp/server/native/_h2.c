@@ -53,6 +53,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "_tls.h"
+
 #define MAX_HEADER_BYTES 16384     /* per request, as HPACK decoded (+32 per field, RFC 7541) */
 #define MIN_BUDGET (64u << 20)     /* request bytes held at once, all connections together */
 #define READ_CHUNK 65536
@@ -61,6 +63,7 @@
 #define MAX_DETAILS 65536          /* longest grpc-status-details-bin sent (base64) */
 #define MAX_BATCH 256
 #define PEER_LEN 64
+#define HANDSHAKE_MAX_S 120.0      /* a TLS handshake's bound without an idle timeout (grpc's) */
 
 enum {
     OK = 0, DEADLINE_EXCEEDED = 4, RESOURCE_EXHAUSTED = 8, UNIMPLEMENTED = 12, INTERNAL = 13,
@@ -85,6 +88,7 @@ typedef struct call {
     char peer[PEER_LEN];
     uint8_t *md;   /* the call's metadata: "name\0value\0" per header; freed by take() */
     size_t md_len, md_cap;
+    tls_auth_t *auth;  /* its connection's TLS auth context (held), or NULL: plaintext */
     int status;        /* the reply: OK with out, or a gRPC error code */
     char *message;     /* grpc-message, percent-encoded */
     char *details;     /* grpc-status-details-bin, base64, or NULL */
@@ -120,6 +124,9 @@ struct conn {
     int deciding; /* its calls with Python */
     double last_active;
     char peer[PEER_LEN];
+    tls_t *tls;        /* NULL: plaintext */
+    tls_auth_t *auth;  /* once the handshake is done */
+    int handshaking, tls_wr; /* tls_wr: SSL waits for the socket to be writable */
 };
 
 /* Settings (written by start() before the thread runs, read-only after). */
@@ -194,6 +201,7 @@ static void call_free(call_t *c) {
     free(c->message);
     free(c->details);
     free(c->out);
+    if (c->auth) tls_auth_drop(c->auth);
     free(c);
 }
 
@@ -467,6 +475,7 @@ static void complete(stream_t *st) {
     c->body_cap = st->in_cap;
     c->deadline = st->deadline;
     memcpy(c->peer, st->conn->peer, PEER_LEN);
+    if ((c->auth = st->conn->auth)) tls_auth_hold(c->auth);
     c->md = st->md; /* the metadata too, its budget with it */
     c->md_len = st->md_len;
     c->md_cap = st->md_cap;
@@ -616,6 +625,8 @@ static void conn_free(conn_t *c) {
      * shares the socket (a dup, or a fork's copy before its exec: git at start-up, a worker
      * dealing connections), and epoll would then report events for this freed conn. */
     epoll_ctl(g_epoll, EPOLL_CTL_DEL, c->fd, NULL);
+    tls_free(c->tls); /* before the close: its close_notify */
+    if (c->auth) tls_auth_drop(c->auth);
     close(c->fd);
     free(c->obuf);
     if (c->prev) c->prev->next = c->next;
@@ -677,7 +688,8 @@ static void accept_all(void) {
         if (g_conns_list) g_conns_list->prev = c;
         g_conns_list = c;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(g_epoll, EPOLL_CTL_ADD, fd, &ev) < 0 ||
+        if ((tls_enabled() && !(c->handshaking = !!(c->tls = tls_new(fd)))) ||
+            epoll_ctl(g_epoll, EPOLL_CTL_ADD, fd, &ev) < 0 ||
             nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, g_settings, 3) != 0)
             c->dead = 1;
         /* Accepted while draining: no GOAWAY, so a health check still hears NOT_SERVING (a
@@ -689,11 +701,12 @@ static void accept_all(void) {
 static void read_conn(conn_t *c) {
     static uint8_t buf[READ_CHUNK];
     for (int i = 0; i < 4 && !c->dead; i++) { /* then others' turn; epoll is level-triggered */
-        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        ssize_t n = c->tls ? tls_recv(c->tls, buf, sizeof buf, &c->tls_wr)
+                           : recv(c->fd, buf, sizeof buf, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
         if (n <= 0 || nghttp2_session_mem_recv(c->session, buf, (size_t)n) < 0) c->dead = 1;
         else c->last_active = now_s();
-        if (n < (ssize_t)sizeof buf) break;
+        if (n < (ssize_t)sizeof buf && !c->tls) break; /* TLS: a record (16 KiB) at a time */
     }
     mark_dirty(c);
 }
@@ -701,9 +714,11 @@ static void read_conn(conn_t *c) {
 /* Sends what nghttp2 has queued, gathered into one buffer per send(). 0, or -1 when the
  * connection is gone; leaves unsent bytes in obuf when the socket is full. */
 static int conn_write(conn_t *c) {
+    if (c->handshaking) return 0; /* nothing goes out before the TLS handshake is done */
     for (;;) {
         if (c->ooff < c->olen) {
-            ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+            ssize_t n = c->tls ? tls_send(c->tls, c->obuf + c->ooff, c->olen - c->ooff)
+                               : send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
             if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
             if ((c->ooff += (size_t)n) < c->olen) return 0;
         }
@@ -733,7 +748,7 @@ static void flush_dirty(void) {
         conn_t *c = g_dirty[i];
         c->dirty = 0;
         if (!c->dead && conn_write(c) != 0) c->dead = 1;
-        int wr = !c->dead && c->ooff < c->olen;
+        int wr = !c->dead && (c->ooff < c->olen || c->tls_wr);
         if (c->dead || (!wr && !nghttp2_session_want_read(c->session) &&
                         !nghttp2_session_want_write(c->session))) {
             conn_free(c);
@@ -748,11 +763,40 @@ static void flush_dirty(void) {
     g_ndirty = 0;
 }
 
+/* ---- TLS (I/O thread; _tls.c) -------------------------------------------------------------- */
+
+/* A handshake must end within the idle timeout (or grpc's 120 s without one), counted from the
+ * accept whatever arrives meanwhile: a client dripping its ClientHello is closed too. */
+static double tls_handshake_limit(void) {
+    return g_idle_s > 0 && g_idle_s < HANDSHAKE_MAX_S ? g_idle_s : HANDSHAKE_MAX_S;
+}
+
+/* An event on a TLS connection still handshaking, or whose last read waited for the socket to
+ * be writable. Once the handshake is done (ALPN h2), the connection's auth context is made and
+ * the SETTINGS nghttp2 queued at the accept go out; a failed handshake, or one without h2,
+ * closes the connection before any HTTP/2 byte. */
+static void tls_event(conn_t *c) {
+    c->tls_wr = 0;
+    if (!c->handshaking) return read_conn(c);
+    switch (tls_handshake(c->tls)) {
+    case TLS_WANT_READ: break;
+    case TLS_WANT_WRITE: c->tls_wr = 1; break;
+    case TLS_DONE:
+        c->handshaking = 0;
+        c->last_active = now_s();
+        if (!(c->auth = tls_auth_new(c->tls))) c->dead = 1;
+        break;
+    default: c->dead = 1;
+    }
+    mark_dirty(c);
+}
+
 /* Connections with nothing deciding and no bytes received for the idle timeout are closed
  * (GOAWAY first): a client that never completes its handshake or a call, or went away. */
 static void sweep_idle(double now) {
     for (conn_t *c = g_conns_list; c; c = c->next) {
-        if (c->dead || c->deciding || now - c->last_active < g_idle_s) continue;
+        double limit = c->handshaking ? tls_handshake_limit() : g_idle_s;
+        if (c->dead || c->deciding || limit <= 0 || now - c->last_active < limit) continue;
         nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(c->session),
                               NGHTTP2_NO_ERROR, NULL, 0);
@@ -790,7 +834,9 @@ static void *io_main(void *arg) {
             else if (p == &E_TAG) take_replies();
             else {
                 conn_t *c = p;
-                if (!c->dead && evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_conn(c);
+                if (!c->dead && (c->handshaking || (c->tls_wr && evs[i].events & EPOLLOUT)))
+                    tls_event(c);
+                else if (!c->dead && evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_conn(c);
                 else mark_dirty(c); /* writable again */
             }
         }
@@ -799,7 +845,7 @@ static void *io_main(void *arg) {
             for (conn_t *c = g_conns_list; c; c = c->next) notice_drain(c);
         }
         double now = now_s();
-        if (g_idle_s > 0 && now - last_sweep >= 0.5) {
+        if ((g_idle_s > 0 || tls_enabled()) && now - last_sweep >= 0.5) {
             last_sweep = now;
             sweep_idle(now);
         }
@@ -927,7 +973,8 @@ static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
-/* take(timeout) -> list of (method, body, deadline | None, peer, metadata): the requests queued now, or
+/* take(timeout) -> list of (method, body, deadline | None, peer, metadata, auth | None): the
+ * requests queued now (auth: the TLS connection's one-item list, tls_auth_py), or
  * the first to come within `timeout` seconds; [] on time-out or once the server stops. */
 static PyObject *py_take(PyObject *self, PyObject *arg) {
     (void)self;
@@ -972,6 +1019,7 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
     if (gone) wake_io();
     Py_END_ALLOW_THREADS
     g_taking = 0;
+    tls_release();
     g_nbatch = n;
     g_batch_out = n > 0;
     if (n) {
@@ -991,13 +1039,15 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         free(c->md);
         c->md = NULL;
         PyObject *item = NULL;
-        if (body && md) {
+        PyObject *auth = c->auth ? tls_auth_py(c->auth) : Py_NewRef(Py_None);
+        if (body && md && auth) {
             if (c->deadline >= 0)
-                item = Py_BuildValue("(iNdsN)", c->method, body, c->deadline, c->peer, md);
-            else item = Py_BuildValue("(iNOsN)", c->method, body, Py_None, c->peer, md);
+                item = Py_BuildValue("(iNdsNN)", c->method, body, c->deadline, c->peer, md, auth);
+            else item = Py_BuildValue("(iNOsNN)", c->method, body, Py_None, c->peer, md, auth);
         } else {
             Py_XDECREF(body);
             Py_XDECREF(md);
+            Py_XDECREF(auth);
         }
         if (!item) Py_CLEAR(list);
         else PyList_SET_ITEM(list, i, item);
@@ -1115,6 +1165,21 @@ static PyObject *py_stop(PyObject *self, PyObject *unused) {
     close(g_evfd);
     g_epoll = g_evfd = -1;
     g_running = 0;
+    tls_release();
+    Py_RETURN_NONE;
+}
+
+/* use_tls(cert_pem, key_pem, client_ca_pem | None), or use_tls(None): what the next start()
+ * serves, TLS (mTLS with client CAs) or plaintext. */
+static PyObject *py_use_tls(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *cert = NULL, *key = NULL, *ca = NULL;
+    Py_ssize_t cert_len = 0, key_len = 0, ca_len = 0;
+    if (!PyArg_ParseTuple(args, "z#|y#z#", &cert, &cert_len, &key, &key_len, &ca, &ca_len))
+        return NULL;
+    if (g_running) return PyErr_Format(PyExc_RuntimeError, "the native server is running");
+    if (cert && !key) return PyErr_Format(PyExc_ValueError, "use_tls: a key goes with the certificate");
+    if (tls_configure(cert, cert_len, key, key_len, ca, ca_len) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1124,13 +1189,17 @@ static PyMethodDef methods[] = {
      "the I/O thread on the listening (non-blocking) socket, serving paths "
      "((path, refused_when_draining), ...; PATHS by default)"},
     {"take", py_take, METH_O,
-     "take(timeout) -> [(method, body, deadline | None, peer, metadata)]: the next batch (GIL released)"},
+     "take(timeout) -> [(method, body, deadline | None, peer, metadata, auth | None)]: the next batch "
+     "(GIL released)"},
     {"answer", py_answer, METH_O,
      "answer([bytes | (code, message, details_b64 | None)]): the last batch's replies"},
     {"drain", py_drain, METH_NOARGS, "drain(): GOAWAY to every connection, new Checks refused"},
     {"outstanding", py_outstanding, METH_NOARGS, "calls taken from the network, not yet answered"},
     {"stats", py_stats, METH_NOARGS, "(batches, requests) taken so far"},
     {"stop", py_stop, METH_NOARGS, "stop(): close every connection, end the I/O thread"},
+    {"use_tls", py_use_tls, METH_VARARGS,
+     "use_tls(cert_pem, key_pem, client_ca_pem | None) or use_tls(None): TLS (mTLS) or plaintext "
+     "for the next start()"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,8 +10,9 @@ Measured in bench/RESULTS.md ("A C front end, measured"): about a quarter of grp
 CPU per call.
 
 Served: pdp.v1.DecisionService/Check, Plan and ServerInfo (grpcio's own handlers, through a
-path table) and grpc.health.v1.Health/Check, plaintext TCP; each Check and Plan observed by
-telemetry as on grpcio (the call's metadata comes from the C side). Every other path is
+path table) and grpc.health.v1.Health/Check, on TCP, plaintext or TLS (mTLS with client CAs,
+`_tls.c`; the allow-list as grpcio's interceptor refuses); each Check and Plan observed by
+telemetry as on grpcio (the call's metadata and auth context come from the C side). Every other path is
 UNIMPLEMENTED; pdp.cli.serve_native refuses the options this does not honour.
 One decision thread: batches are decided one after the other under the GIL anyway.
 """
@@ -32,9 +33,11 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from ..cache import DecisionCache
+from ..identity import AllowListInterceptor
 from ..server import DRAIN_QUIET_S, STOP_MARGIN_S, Readiness, ServerConfig, _bind_error
 from ..service import SERVICE_NAME, DecisionService
 from ..status import status_for
+from .auth import INSECURE, Auth, of_connection
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
@@ -58,8 +61,6 @@ SERVED: tuple[tuple[str, bool], ...] = (
 _TAKE_WAIT_S = 0.25
 
 Reply = bytes | tuple[int, str, str | None]
-# What grpcio's auth_context() says of a plaintext call.
-_INSECURE = {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
 
 
 def load_extension() -> Any:
@@ -116,14 +117,22 @@ class _Context:
     """What `DecisionService` reads of a grpc ServicerContext: the call's time left (from its
     grpc-timeout, on the same monotonic clock as the C side) and how to fail it; the peer, as
     grpc spells it; the call's metadata, as grpcio gives it (for the observer: trace context,
-    and what the decision log's queue counts); no client identities (plaintext)."""
+    and what the decision log's queue counts); the auth context, as grpcio's (the client's
+    identities under mTLS), from the connection's (`auth`: None for plaintext)."""
 
-    __slots__ = ("_deadline", "_metadata", "_packed", "_peer")
+    __slots__ = ("_auth", "_deadline", "_metadata", "_packed", "_peer")
 
-    def __init__(self, deadline: float | None, peer: str, packed: bytes) -> None:
+    def __init__(
+        self,
+        deadline: float | None,
+        peer: str,
+        packed: bytes,
+        auth: list[bytes | Auth] | None = None,
+    ) -> None:
         self._deadline = deadline
         self._peer = peer
         self._packed = packed
+        self._auth = auth
         self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
@@ -133,7 +142,16 @@ class _Context:
         return self._metadata
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        return dict(_INSECURE)
+        if self._auth is None:
+            return dict(INSECURE)
+        return dict(of_connection(self._auth).context)
+
+    def peer_identity_key(self) -> str | None:
+        return None if self._auth is None else of_connection(self._auth).identity_key
+
+    def peer_identities(self) -> list[bytes] | None:
+        key = self.peer_identity_key()
+        return None if key is None else list(of_connection(self._auth).context[key])  # type: ignore[arg-type]
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
@@ -174,7 +192,7 @@ class NativeServer(Readiness):
             config.max_message_bytes,
             observer,
             cache=self.decision_cache,
-            client_identities=False,
+            client_identities=config.tls is not None and config.tls.client_ca_pem is not None,
         )
         self.activity = self.decisions.activity
         # The method number _h2 gives a call (its index in self._paths) -> what answers it.
@@ -182,6 +200,10 @@ class NativeServer(Readiness):
         self._methods = _method_table(
             [path for path, _ in self._paths], self.decisions, self._check_health
         )
+        if config.allow_identities:  # as grpcio's interceptor: health stays open
+            allow = AllowListInterceptor(config.allow_identities)
+            paths = [path for path, _ in self._paths]
+            self._methods = [allow.guard(p, m) for p, m in zip(paths, self._methods, strict=True)]
         self._health: dict[str, int] = {}
         self._draining = False
         self._held = False
@@ -214,10 +236,16 @@ class NativeServer(Readiness):
         return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
     def _one(
-        self, method: int, body: bytes, deadline: float | None, peer: str, packed: bytes
+        self,
+        method: int,
+        body: bytes,
+        deadline: float | None,
+        peer: str,
+        packed: bytes,
+        auth: list[bytes | Auth] | None,
     ) -> Reply:
         try:
-            return self._methods[method](body, _Context(deadline, peer, packed))
+            return self._methods[method](body, _Context(deadline, peer, packed, auth))
         except _Aborted as exc:
             return exc.reply
         except Exception:  # the servicer answers its own failures; this is a bug here
@@ -245,6 +273,11 @@ class NativeServer(Readiness):
 
     def start(self) -> None:
         c = self._config
+        # TLS (pdp.server.tls_files checked the files), or plaintext: the extension's state.
+        if c.tls is None:
+            self._h2.use_tls(None)
+        else:
+            self._h2.use_tls(c.tls.cert_pem, c.tls.key_pem, c.tls.client_ca_pem)
         self._h2.start(
             self._sock.fileno(),
             max_message=c.max_message_bytes,
