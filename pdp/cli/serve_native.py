@@ -1,7 +1,7 @@
 """`pdp serve --transport native` (experimental): what it refuses at start.
 
 The native transport (pdp.server.native) serves Check, Plan, ServerInfo and Health on one
-plaintext TCP listener, its Checks and Plans observed by telemetry (the decision log, traces,
+TCP listener, plaintext or TLS (mTLS with --client-ca, --allow-identity), its Checks and Plans observed by telemetry (the decision log, traces,
 metrics) as on grpcio.
 Every option it would not honour is refused before anything starts, with one line naming it,
 never silently ignored. The services it does not serve (ext_authz, the rate-limit service,
@@ -17,10 +17,6 @@ TRANSPORTS = ("grpcio", "native")
 # Options whose part the native transport does not have yet: (dest, why).
 _UNSUPPORTED = (
     ("unix", "Unix sockets"),
-    ("tls_cert", "TLS"),
-    ("tls_key", "TLS"),
-    ("client_ca", "mTLS"),
-    ("allow_identity", "mTLS"),
     ("gateway_mapping", "ext_authz (not served)"),
     ("jwks", "ext_authz (not served)"),
     ("jwt_issuer", "ext_authz (not served)"),

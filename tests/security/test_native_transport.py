@@ -269,7 +269,6 @@ def test_still_answering_after_the_random_bytes(served: Served) -> None:
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
-        (["--tls-cert", "c.pem", "--tls-key", "k.pem"], "--tls-cert"),
         (["--unix", "/tmp/pdp-native.sock"], "--unix"),
         (["--jwks", "j.json"], "--jwks"),
         (["--threads", "4"], "--threads"),
