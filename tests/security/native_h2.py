@@ -1,9 +1,11 @@
 """Raw HTTP/2 calls for the native transport's tests (`h2`, a test dependency): what a grpc
-client would never send, and the trailers it would hide."""
+client would never send, and the trailers it would hide; a raw TLS ClientHello."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import struct
 
 CHECK = "/pdp.v1.DecisionService/Check"
@@ -88,3 +90,16 @@ def raw_calls(port: int, bodies: list[bytes], timeout: float = 60) -> list[str]:
                     status[ev.stream_id] = "reset"
             sock.sendall(conn.data_to_send())
     return [status.get(sid, "none") for sid in sids]
+
+
+def client_hello(alpn: tuple[str, ...] = ("h2",)) -> bytes:
+    """A real ClientHello's bytes (Python's OpenSSL), without a socket."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(list(alpn))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()

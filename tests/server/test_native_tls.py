@@ -8,10 +8,13 @@ The extension runs one server per process: each test starts its own, in this pro
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -23,10 +26,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from security.native_h2 import client_hello
 
 from pdp.client import Client
 from pdp.engine import Engine, EngineHolder
-from pdp.server import PdpServer, ServerConfig, TlsConfig
+from pdp.server import ServerConfig, TlsConfig
 from pdp.server.service import CHECK_RPC
 
 from .certs import CA, Pair
@@ -119,7 +123,11 @@ def grpcio_capture(tls: TlsConfig) -> Iterator[tuple[int, list[Any]]]:
 
     server = grpc.server(futures.ThreadPoolExecutor(2))
     server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("x.Y", {"Z": grpc.unary_unary_rpc_method_handler(handler)})]  # fmt: skip
+        [
+            grpc.method_handlers_generic_handler(
+                "x.Y", {"Z": grpc.unary_unary_rpc_method_handler(handler)}
+            )
+        ]
     )
     credentials = grpc.ssl_server_credentials(
         [(tls.key_pem, tls.cert_pem)],
@@ -199,17 +207,25 @@ def test_mtls_replies_and_allow_list_as_grpcio(ca: CA, server_pair: Pair, engine
         got: list[Any] = []
         for pair in (allowed, intruder):
             with _channel(port, ca, pair) as ch:
-                for path, body in ((CHECK_RPC, _check_bytes()), ("/pdp.v1.DecisionService/ServerInfo", b"")):
+                for path, body in (
+                    (CHECK_RPC, _check_bytes()),
+                    ("/pdp.v1.DecisionService/ServerInfo", b""),
+                ):
                     try:
                         reply = ch.unary_unary(path)(body, timeout=10)
                         got.append(("ok", path, _without_ids(path, reply)))
                     except grpc.RpcError as exc:
                         got.append((exc.code(), exc.details()))
-                health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)  # fmt: skip
+                health = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=10
+                )
                 got.append(health.status)
         return got
 
-    with running(EngineHolder(engine), ServerConfig(listen=("127.0.0.1:0",), tls=tls, allow_identities=ALLOWED)) as grpcio:  # fmt: skip
+    with running(
+        EngineHolder(engine),
+        ServerConfig(listen=("127.0.0.1:0",), tls=tls, allow_identities=ALLOWED),
+    ) as grpcio:
         want = outcomes(grpcio.port)
     with native(engine, tls, allow_identities=ALLOWED) as server:
         seen = _capture(server, CHECK)
@@ -240,15 +256,63 @@ def test_pdp_client_and_grpcurl_over_tls(
     for name, data in (("ca.pem", ca.pem), ("c.pem", pair.cert), ("k.pem", pair.key)):
         (tmp_path / name).write_bytes(data)
     with native(engine, _tls(server_pair, ca, mtls=True), allow_identities=ALLOWED) as server:
-        with Client(f"127.0.0.1:{server.port}", ca=ca.pem, cert=pair.cert, key=pair.key,
-                    server_name="localhost", timeout=10) as client:  # fmt: skip
+        with Client(
+            f"127.0.0.1:{server.port}",
+            ca=ca.pem,
+            cert=pair.cert,
+            key=pair.key,
+            server_name="localhost",
+            timeout=10,
+        ) as client:
             assert client.is_allowed(ALICE, DOC, "read")
         if not shutil.which(grpcurl_binary()):
             pytest.skip("no grpcurl")
-        argv = [grpcurl_binary(), "-cacert", str(tmp_path / "ca.pem"), "-authority", "localhost",
-                "-import-path", str(ROOT / "proto"), "-proto", "pdp/v1/decision.proto"]  # fmt: skip
+        argv = [
+            grpcurl_binary(),
+            "-cacert",
+            str(tmp_path / "ca.pem"),
+            "-authority",
+            "localhost",
+            "-import-path",
+            str(ROOT / "proto"),
+            "-proto",
+            "pdp/v1/decision.proto",
+        ]
         target, method = f"127.0.0.1:{server.port}", "pdp.v1.DecisionService/ServerInfo"
         cert = ["-cert", str(tmp_path / "c.pem"), "-key", str(tmp_path / "k.pem")]
-        ok = subprocess.run([*argv, *cert, target, method], capture_output=True, text=True, timeout=60)  # fmt: skip
+        ok = subprocess.run(
+            [*argv, *cert, target, method], capture_output=True, text=True, timeout=60
+        )
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["pdpVersion"], ok.stdout
+
+
+def test_handshakes_past_max_connections_are_closed_at_accept(
+    ca: CA, server_pair: Pair, engine: Engine
+) -> None:
+    """Every slot of --max-connections held by a handshake that stalls: one more connection is
+    closed at accept (a whole ClientHello gets no ServerHello). Freed, the slots serve again.
+    In this process, so that no other client's connection holds a slot meanwhile."""
+    hello, client = client_hello(), ca.issue("c", dns=("billing.internal",), server=False)
+    with native(engine, _tls(server_pair, ca, mtls=True), max_connections=3) as server:
+        stalled = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(3)
+        ]
+        for sock in stalled:
+            sock.sendall(hello[:10])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as extra:
+            extra.sendall(hello)
+            # Closed at accept (reset: the ClientHello went unread), not answered.
+            with contextlib.suppress(ConnectionResetError):
+                assert extra.recv(65536) == b""
+        for sock in stalled:
+            sock.close()
+        end, got = time.monotonic() + 60, ""
+        while got != "ok" and time.monotonic() < end:
+            with _channel(server.port, ca, client) as ch:
+                try:
+                    ch.unary_unary(CHECK_RPC)(_check_bytes(), timeout=5)
+                    got = "ok"
+                except grpc.RpcError as exc:
+                    got = exc.code().name
+        assert got == "ok"
