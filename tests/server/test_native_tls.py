@@ -35,7 +35,7 @@ from pdp.server.service import CHECK_RPC
 
 from .certs import CA, Pair
 from .conftest import ALICE, DOC, running
-from .test_server import grpcurl_binary
+from .test_server import Recorder, grpcurl_binary
 
 pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
 
@@ -100,10 +100,11 @@ def _tls(pair: Pair, ca: CA, mtls: bool) -> TlsConfig:
 
 
 @contextmanager
-def native(engine: Engine, tls: TlsConfig, **kw: Any) -> Iterator[NativeServer]:
-    server = NativeServer(
-        EngineHolder(engine), ServerConfig(listen=("127.0.0.1:0",), tls=tls, **kw)
-    )
+def native(
+    engine: Engine, tls: TlsConfig, observer: Any = None, **kw: Any
+) -> Iterator[NativeServer]:
+    config = ServerConfig(listen=("127.0.0.1:0",), tls=tls, **kw)
+    server = NativeServer(EngineHolder(engine), config, observer)
     server.start()
     try:
         yield server
@@ -222,18 +223,20 @@ def test_mtls_replies_and_allow_list_as_grpcio(ca: CA, server_pair: Pair, engine
                 got.append(health.status)
         return got
 
+    want_seen, got_seen = Recorder(), Recorder()
     with running(
         EngineHolder(engine),
         ServerConfig(listen=("127.0.0.1:0",), tls=tls, allow_identities=ALLOWED),
+        observer=want_seen,
     ) as grpcio:
         want = outcomes(grpcio.port)
-    with native(engine, tls, allow_identities=ALLOWED) as server:
-        seen = _capture(server, CHECK)
+    with native(engine, tls, observer=got_seen, allow_identities=ALLOWED) as server:
         got = outcomes(server.port)
     assert got == want
     assert want[3] == (grpc.StatusCode.PERMISSION_DENIED, want[3][1]) and INTRUDER in want[3][1]
-    assert len(seen) == 2  # both reached the guard; only the allowed one was decided
-    assert server.decisions._identities  # the decision's observer reads the identity
+    # Only the allowed caller's Check was decided, observed with its identity.
+    assert [r.peer_identity for r in got_seen.records] == [GATEWAY]
+    assert [r.peer_identity for r in want_seen.records] == [GATEWAY]
 
 
 def _without_ids(path: str, reply: bytes) -> bytes:
