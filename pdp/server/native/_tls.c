@@ -405,7 +405,7 @@ void tls_auth_drop(tls_auth_t *a) {
     if (!__atomic_load_n(&a->py, __ATOMIC_ACQUIRE)) return free(a);
     pthread_mutex_lock(&g_release_mu); /* its Python object goes under the GIL */
     a->next = g_release;
-    g_release = a;
+    __atomic_store_n(&g_release, a, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&g_release_mu);
 }
 
@@ -429,6 +429,7 @@ PyObject *tls_auth_py(tls_auth_t *a) {
 }
 
 void tls_release(void) {
+    if (!__atomic_load_n(&g_release, __ATOMIC_RELAXED)) return; /* plaintext: always */
     pthread_mutex_lock(&g_release_mu);
     tls_auth_t *a = g_release;
     g_release = NULL;
