@@ -319,3 +319,26 @@ def test_handshakes_past_max_connections_are_closed_at_accept(
                 except grpc.RpcError as exc:
                     got = exc.code().name
         assert got == "ok"
+
+
+def test_a_large_check_over_tls_equals_grpcios(ca: CA, server_pair: Pair, engine: Engine) -> None:
+    """500 resources, each with a 1,000-character attribute (about 0.6 MB in, many TLS records
+    each way, more than one read and write turn): the same reply as grpcio's."""
+    from pdp.client._convert import request_to_proto
+
+    resources = [
+        {**DOC, "id": f"d{i}", "attr": {"owner": "alice", "pad": "x" * 1000}, "actions": ["read"]}
+        for i in range(500)
+    ]
+    body = request_to_proto(ALICE, resources).SerializeToString()
+    tls = _tls(server_pair, ca, mtls=False)
+
+    def check(port: int) -> bytes:
+        with _channel(port, ca, None) as ch:
+            return _without_ids(CHECK_RPC, ch.unary_unary(CHECK_RPC)(body, timeout=60))
+
+    with running(EngineHolder(engine), ServerConfig(listen=("127.0.0.1:0",), tls=tls)) as grpcio:
+        want = check(grpcio.port)
+    with native(engine, tls) as server:
+        got = check(server.port)
+    assert got == want and len(body) > 500_000
