@@ -13,6 +13,10 @@
  *     that releases the GIL - for a batch of requests, decides each, and hands the batch's
  *     replies to answer(), which queues them and wakes the I/O thread through an eventfd.
  *
+ * With TLS (use_tls(); _tls.c, on OpenSSL) a connection's bytes go through SSL instead of
+ * recv()/send(), after a handshake the same loop drives, non-blocking; its auth context goes
+ * to Python with each call (one object per connection).
+ *
  * Refused in C, before Python sees them (trailers-only replies with their grpc-status): a path
  * other than the served ones (g_paths, given to start()) or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
  * (UNIMPLEMENTED), a compressed message or a grpc-encoding other than identity (UNIMPLEMENTED),
