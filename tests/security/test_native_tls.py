@@ -14,6 +14,7 @@ import ssl
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,6 +193,47 @@ def test_a_client_offering_no_h2_is_closed(
             while data := sock.recv(65536):
                 got += data
     assert got == b""  # no SETTINGS: closed before HTTP/2
+    _still_answers(served, tls)
+
+
+def _handshake(port: int, tls: Tls, tmp_path: Path, version: ssl.TLSVersion, ciphers: str) -> str:
+    """A Python client's handshake, offering only `version` and `ciphers` (TLS 1.2 and below):
+    the protocol agreed, or "refused"."""
+    (tmp_path / "c.pem").write_bytes(tls.client.cert)
+    (tmp_path / "k.pem").write_bytes(tls.client.key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=tls.ca.pem.decode())
+    ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    with warnings.catch_warnings():  # TLS 1.1 is deprecated: the point here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = version
+    ctx.set_ciphers(ciphers)
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+            return str(sock.version())
+    except (ssl.SSLError, OSError):
+        return "refused"
+
+
+def test_tls_versions_and_suites_as_grpcio(
+    served: tuple[Served, int], tls: Tls, tmp_path: Path
+) -> None:
+    """TLS 1.3, and TLS 1.2 with grpc's ECDHE AES-GCM suites; not 1.2 with CBC or ChaCha20
+    (grpcio's server refuses both too), nor TLS 1.1."""
+    _s, port = served
+    v12, v11 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion["TLSv1_1"]
+    got = {
+        "1.3": _handshake(port, tls, tmp_path, ssl.TLSVersion.TLSv1_3, "DEFAULT"),
+        "1.2 GCM": _handshake(port, tls, tmp_path, v12, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "1.2 CBC": _handshake(port, tls, tmp_path, v12, "ECDHE-ECDSA-AES128-SHA256"),
+        "1.2 ChaCha20": _handshake(port, tls, tmp_path, v12, "ECDHE-ECDSA-CHACHA20-POLY1305"),
+        "1.1": _handshake(port, tls, tmp_path, v11, "ALL:@SECLEVEL=0"),
+    }
+    assert got == {"1.3": "TLSv1.3", "1.2 GCM": "TLSv1.2", "1.2 CBC": "refused",
+                   "1.2 ChaCha20": "refused", "1.1": "refused"}  # fmt: skip
     _still_answers(served, tls)
 
 
