@@ -342,3 +342,55 @@ def test_a_large_check_over_tls_equals_grpcios(ca: CA, server_pair: Pair, engine
     with native(engine, tls) as server:
         got = check(server.port)
     assert got == want and len(body) > 500_000
+
+
+def test_a_resumed_session_as_grpcio(ca: CA, server_pair: Pair, engine: Engine) -> None:
+    """A second channel sharing the first's session cache resumes its TLS session (a ticket)
+    on both transports: the same auth context, `ssl_session_reused` true, the client's
+    certificate still there."""
+    from grpc.experimental.session_cache import ssl_session_cache_lru
+
+    client = CLIENTS["DNS and SPIFFE SANs"](ca)
+    assert client is not None
+    tls = _tls(server_pair, ca, mtls=True)
+    creds = grpc.ssl_channel_credentials(ca.pem, client.key, client.cert)
+
+    def twice(port: int, path: str, body: bytes) -> None:
+        cache = ssl_session_cache_lru(8)
+        opts = (("grpc.ssl_target_name_override", "localhost"), ("grpc.ssl_session_cache", cache))
+        for _ in range(2):
+            with grpc.secure_channel(f"127.0.0.1:{port}", creds, opts) as ch:
+                ch.unary_unary(path)(body, timeout=10)
+
+    with grpcio_capture(tls) as (port, want):
+        twice(port, "/x.Y/Z", b"")
+    with native(engine, tls) as server:
+        got = _capture(server, CHECK)
+        twice(server.port, CHECK_RPC, _check_bytes())
+    for seen in (want, got):
+        seen[1][0].pop(GROUP)
+        assert [s[0]["ssl_session_reused"] for s in seen] == [[b"false"], [b"true"]]
+    assert got[1] == want[1]
+
+
+def test_the_auth_context_is_made_once_per_connection(
+    ca: CA, server_pair: Pair, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three calls on one connection and one on another: the C side's properties are unpacked
+    once per connection, and every call of a connection reads the same values."""
+    from pdp.server.native import auth
+
+    made: list[bytes] = []
+    unpack = auth.unpack
+    monkeypatch.setattr(auth, "unpack", lambda packed: made.append(packed) or unpack(packed))
+    client = CLIENTS["DNS and SPIFFE SANs"](ca)
+    with native(engine, _tls(server_pair, ca, mtls=True)) as server:
+        seen = _capture(server, CHECK)
+        for calls in (3, 1):
+            with _channel(server.port, ca, client) as ch:
+                for _ in range(calls):
+                    ch.unary_unary(CHECK_RPC)(_check_bytes(), timeout=10)
+    assert len(made) == 2 and len(seen) == 4
+    assert (
+        seen[0] == seen[1] == seen[2] and seen[3][0]["x509_pem_cert"] == seen[0][0]["x509_pem_cert"]
+    )
