@@ -20,8 +20,11 @@ from .test_serve_cli import wait_serving
 
 # Each is imported only by the feature named: signed bundles and JWT verification (cryptography,
 # PyJWT), HTTP bundle sources (urllib.request), attribute schemas beyond the common keywords
-# (jsonschema), Plan (pdp.plan).
-NOT_AT_START_UP = ("cryptography", "jwt", "urllib.request", "jsonschema", "pdp.plan")
+# (jsonschema), Plan (pdp.plan), bundle sources and archives (the reloader, tarfile).
+NOT_AT_START_UP = (
+    "cryptography", "jwt", "urllib.request", "jsonschema", "pdp.plan", "pdp.bundle.reloader",
+    "pdp.bundle.archive", "tarfile",
+)  # fmt: skip
 
 
 def imported(trace: str) -> set[str]:
