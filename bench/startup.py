@@ -3,6 +3,7 @@
 Reproduce:  .venv/bin/python bench/startup.py                 (10 rounds)
             .venv/bin/python bench/startup.py --runs 30 --no-cerbos
             .venv/bin/python bench/startup.py --baseline ../other-checkout   (its .venv, its policies)
+            .venv/bin/python bench/startup.py --transport native
 
 The server is `pdp` beside the Python running this script (`.venv/bin/pdp`). In this
 project's editable install that imports pdp through setuptools' editable finder, which costs
@@ -10,7 +11,8 @@ a start ~40-90 ms a wheel install does not pay; bench/RESULTS.md (session 21) co
 checkouts through plain venvs whose path names each checkout, without it.
 
 Each round starts, in turn, `pdp serve --workers 1` and `pdp serve` (default workers) on the
-example policies (`policies/`) and on the comparison workload's policies (bench/peers/pdp), and
+example policies (`policies/`) and on the comparison workload's policies (bench/peers/pdp), on
+each transport `--transport` names (both by default: `grpcio` and `native`), and
 Cerbos (npm @cerbos/cerbos-linux-x64, installed into bench/.cache by bench/peers/grpcload.py;
 `make bench-compare` installs the `cerbos` protobuf package its payload needs) on the same
 workload's policies. The clock starts just before the process is spawned and stops when a Check
@@ -131,6 +133,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--no-cerbos", action="store_true")
     parser.add_argument(
+        "--transport",
+        choices=("grpcio", "native", "both"),
+        default="both",
+        help="pdp serve's transport(s) to start (both: each, in the same rounds)",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="CHECKOUT",
         type=Path,
@@ -148,23 +156,21 @@ def main() -> int:
         }
     )
     peers_payload = grpcload.pdp_payload(raw)
-    servers: list[tuple[str, Callable[[int], list[str]], str, bytes]] = [
-        ("pdp --workers 1, policies/", pdp(ROOT / "policies", "--workers", "1"),
-         grpcload.PDP_CHECK, example),
-        ("pdp (default workers), policies/", pdp(ROOT / "policies"), grpcload.PDP_CHECK, example),
-        ("pdp --workers 1, bench/peers/pdp", pdp(grpcload.PEERS / "pdp", "--workers", "1"),
-         grpcload.PDP_CHECK, peers_payload),
-        ("pdp (default workers), bench/peers/pdp", pdp(grpcload.PEERS / "pdp"),
-         grpcload.PDP_CHECK, peers_payload),
-    ]  # fmt: skip
+    transports = ("grpcio", "native") if args.transport == "both" else (args.transport,)
+    servers: list[tuple[str, Callable[[int], list[str]], str, bytes]] = []
+    checkouts = [("pdp", ROOT, "")]
     if args.baseline:
-        exe = str(args.baseline.resolve() / ".venv" / "bin" / "pdp")
-        for label, payload in (("policies/", example), ("bench/peers/pdp", peers_payload)):
-            cmd = pdp(args.baseline.resolve() / label, "--workers", "1", exe=exe)
-            servers.append((f"baseline --workers 1, {label}", cmd, grpcload.PDP_CHECK, payload))
-            cmd = pdp(args.baseline.resolve() / label, exe=exe)
-            servers.append((f"baseline (default workers), {label}", cmd, grpcload.PDP_CHECK,
-                            payload))  # fmt: skip
+        root = args.baseline.resolve()
+        checkouts.append(("baseline", root, str(root / ".venv" / "bin" / "pdp")))
+    for who, root, exe in checkouts:
+        for transport in transports:
+            for label, payload in (("policies/", example), ("bench/peers/pdp", peers_payload)):
+                flags = ("--transport", transport)
+                for workers, more in (("--workers 1", ("--workers", "1")), ("default workers", ())):
+                    servers.append((
+                        f"{who} {transport}, {workers}, {label}",
+                        pdp(root / label, *flags, *more, exe=exe), grpcload.PDP_CHECK, payload,
+                    ))  # fmt: skip
     notes = []
     tmp = Path(tempfile.mkdtemp())
     binary = None if args.no_cerbos else grpcload.cerbos_binary()
@@ -191,11 +197,11 @@ def main() -> int:
         f"start-up to first decision, {args.runs} rounds, {os.cpu_count()} CPUs (seconds; "
         f"load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)"
     )
-    print(f"{'server':<44} {'median':>7} {'min':>7} {'max':>7} {'CPU med':>8}")
+    print(f"{'server':<50} {'median':>7} {'min':>7} {'max':>7} {'CPU med':>8}")
     for name, values in times.items():
         med = statistics.median(values)
         spent = statistics.median(cpu[name])
-        print(f"{name:<44} {med:7.3f} {min(values):7.3f} {max(values):7.3f} {spent:8.2f}")
+        print(f"{name:<50} {med:7.3f} {min(values):7.3f} {max(values):7.3f} {spent:8.2f}")
     for note in notes:
         print(note)
     return 0

@@ -3,13 +3,16 @@ test: a benchmark.
 
 Reproduce:  .venv/bin/python bench/startup_phases.py                 (7 fresh interpreters)
             .venv/bin/python bench/startup_phases.py --python OTHER/.venv/bin/python
+            .venv/bin/python bench/startup_phases.py --transport native --policies bench/peers/pdp
 
 Each run is a fresh interpreter doing what `pdp serve --policies policies/ --workers 1` does,
 in order, timed with `time.process_time` (CPU, which a busy machine does not inflate as it
 does the wall clock): build `pdp serve`'s parser (which imports grpc, protobuf, the engine and
-the service); the imports the supervisor of `--workers N` adds before it forks (the gateway);
-build and start the gRPC server on a free port; load, check, compile and validate the
-policies and read their git revision. Prints the median of each phase. `--python` runs
+the service); the imports the supervisor of `--workers N` adds before it forks (the gateway,
+when the transport serves it); build and start the server (`--transport`: grpcio's, or the
+native one) on a free port; load, check, compile and validate the policies (`--policies`,
+`policies/` by default) and read their git revision. Prints the median of each phase and the
+modules imported by the end (a lazy import shows there). `--python` runs
 another interpreter (another checkout's venv: run from outside any checkout, with `-P`, so
 its own pdp is imported).
 """
@@ -23,32 +26,39 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("parser and its imports", "supervisor's imports", "gRPC server", "policies")
+PHASES = ("parser and its imports", "supervisor's imports", "server", "policies")
 
 CHILD = """
+import sys
 import time
 c0 = time.process_time()
 import pdp.cli.main as m
-argv = ["serve", "--policies", POLICIES, "--listen", "127.0.0.1:0", "--workers", "1"]
+argv = ["serve", "--policies", POLICIES, "--listen", "127.0.0.1:0", "--workers", "1",
+        "--transport", TRANSPORT]
 args = m.build_parser(argv).parse_args(argv)
 c1 = time.process_time()
 from pdp.engine import EngineHolder
 from pdp.cli import _common
-import pdp.gateway.servicer
+if TRANSPORT == "grpcio":
+    import pdp.gateway.servicer
 c2 = time.process_time()
 from pdp.cli.serve import _ext_authz, _start_policy_dir, server_config
-from pdp.gateway.ratelimit import rate_limit_registrar
-from pdp.server import build_server
 holder = EngineHolder()
 config = server_config(args)
-extra = [_ext_authz(args, holder, config, None), rate_limit_registrar(holder)]
-server = build_server(holder, config, observer=None, extra_services=extra)
+if TRANSPORT == "grpcio":
+    from pdp.gateway.ratelimit import rate_limit_registrar
+    from pdp.server import build_server
+    extra = [_ext_authz(args, holder, config, None), rate_limit_registrar(holder)]
+    server = build_server(holder, config, observer=None, extra_services=extra)
+else:
+    from pdp.cli.serve import _native_server
+    server = _native_server(holder, config, None)
 server.start()
 c3 = time.process_time()
 _start_policy_dir(POLICIES, holder)
 c4 = time.process_time()
 server.stop(0)
-print(c1 - c0, c2 - c1, c3 - c2, c4 - c3)
+print(c1 - c0, c2 - c1, c3 - c2, c4 - c3, len(sys.modules))
 """
 
 
@@ -56,17 +66,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--python", default=sys.executable, help="the interpreter to time")
+    parser.add_argument("--transport", choices=("grpcio", "native"), default="grpcio")
+    parser.add_argument("--policies", type=Path, default=ROOT / "policies")
     args = parser.parse_args()
-    code = CHILD.replace("POLICIES", repr(str(ROOT / "policies")))
+    code = CHILD.replace("POLICIES", repr(str(args.policies.resolve())))
+    code = code.replace("TRANSPORT", repr(args.transport))
     rows: list[list[float]] = []
     for _ in range(args.runs):
         out = subprocess.run(
             [args.python, "-P", "-c", code], capture_output=True, text=True, check=True, cwd="/"
         )
         rows.append([float(x) for x in out.stdout.split()])
-    print(f"CPU seconds by phase, median of {args.runs} runs, {args.python}")
+    print(
+        f"CPU seconds by phase, median of {args.runs} runs, {args.python}, --transport "
+        f"{args.transport}, {args.policies}"
+    )
     for i, name in enumerate(PHASES):
         print(f"  {name:<24} {statistics.median(r[i] for r in rows):.3f}")
+    print(f"  {'total':<24} {statistics.median(sum(r[:4]) for r in rows):.3f}")
+    print(f"  modules imported: {statistics.median(int(r[4]) for r in rows)}")
     return 0
 
 

@@ -8,7 +8,6 @@ everything else — building the same tree twice gives the same bytes.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,13 +20,12 @@ from pdp.lint import analyze, blocking
 from pdp.model.loader import MAX_FILE_BYTES, MAX_FILES, classify
 
 from .archive import FILES_PREFIX, check_path, pack
+from .git import GIT_TIMEOUT_SECONDS, GitInfo, git_info  # noqa: F401  (part of build's interface)
 from .load import bundle_info, compile_files
 from .manifest import FileEntry, Manifest, SemVer, sha256_hex, validate_name
 
 BUNDLE_SUFFIX = ".pdpb"
 DEFAULT_VERSION = "0.0.0"
-# git on a network filesystem can hang; a build must fail rather than wait forever.
-GIT_TIMEOUT_SECONDS = 30
 
 
 class TestsFailed(BundleError):
@@ -76,41 +74,6 @@ def collect_files(directory: Path) -> dict[str, bytes]:
             raise BundleError(f"`{path}` is larger than {MAX_FILE_BYTES} bytes")
         files[path] = p.read_bytes()
     return files
-
-
-def _git(directory: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(directory), *args],
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-@dataclass(frozen=True, slots=True)
-class GitInfo:
-    revision: str  # "" outside a git work tree
-    dirty: bool
-    commit_time: int | None
-
-
-def git_info(directory: Path) -> GitInfo:
-    revision = _git(directory, "rev-parse", "HEAD")
-    if not revision:
-        return GitInfo("", False, None)
-    status = _git(directory, "status", "--porcelain", "--", ".")
-    commit_time = _git(directory, "log", "-1", "--format=%ct", "HEAD")
-    return GitInfo(
-        revision=revision,
-        # If git cannot tell, say dirty: claiming a clean tree we did not check would mislead.
-        dirty=status is None or bool(status),
-        commit_time=int(commit_time) if commit_time and commit_time.isdigit() else None,
-    )
 
 
 def build_epoch(git: GitInfo, env: dict[str, str] | None = None) -> int:

@@ -23,6 +23,7 @@ from pdp.engine import EngineHolder
 from pdp.errors import BundleError
 
 from .build import write_atomic
+from .defaults import DEFAULT_POLL_INTERVAL
 from .load import LoadedBundle, load_bundle
 from .manifest import Manifest, SemVer, validate_name
 from .sources import BundleSource, SourceUnavailable
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pdp.bundle")
 
 CACHE_FILE_NAME = "last-good.pdpb"
-DEFAULT_POLL_INTERVAL = 30.0
 # Below this, polling is a load test on the bundle server rather than a refresh.
 MIN_POLL_INTERVAL = 0.05
 

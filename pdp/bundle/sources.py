@@ -20,13 +20,12 @@ from pdp import __version__
 from pdp.errors import BundleError
 
 from .archive import MAX_ARCHIVE_BYTES, read_archive_file
+from .defaults import HTTP_FETCH_DEADLINE_SECONDS
 from .manifest import SemVer
 
 # A poll must not hang the reloader thread on a stalled server.
+# Per read: a whole download is bounded by HTTP_FETCH_DEADLINE_SECONDS (pdp.bundle.defaults).
 HTTP_TIMEOUT_SECONDS = 10.0
-# The timeout above is per read: a server dripping a byte every few seconds never trips it.
-# A whole download (connect, headers, body) must finish within this, or it is abandoned.
-HTTP_FETCH_DEADLINE_SECONDS = 60.0
 # Bundle files in a directory source: `<name>-<semver>.pdpb` (or `.tar.gz`).
 _BUNDLE_FILE = re.compile(
     r"^(?P<name>.+?)-(?P<version>\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?)"

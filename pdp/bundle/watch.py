@@ -19,9 +19,8 @@ from pathlib import Path
 
 from pdp.engine import Engine, EngineHolder, SuiteCheck
 from pdp.errors import BundleError, PolicyErrors
-from pdp.lint import Finding, analyze, blocking
+from pdp.lint import validator_errors
 from pdp.model.decision import BundleInfo
-from pdp.model.policy import PolicySource
 
 from .build import collect_files
 from .load import compile_files
@@ -186,17 +185,6 @@ class DirectoryWatcher:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-
-
-def validator_errors(source: PolicySource) -> list[Finding]:
-    """The validator's errors on a directory about to be served (they refuse it, as they refuse
-    `pdp bundle build`); its warnings are logged."""
-    findings = analyze(source)
-    errors = blocking(findings, strict=False)
-    if not errors:
-        for warning in findings:
-            log.warning("%s", warning.render())
-    return errors
 
 
 def describe_details(details: Sequence[str], limit: int = 5) -> str:

@@ -45,7 +45,7 @@ def policy_checks() -> tuple[SuiteCheck, ...]:
 def directory_bundle_info(directory: str | Path) -> BundleInfo:
     """How a policy directory served or checked directly is named: the directory's name,
     version 0.0.0, and its git revision (`-dirty` with local changes), as a bundle would be."""
-    from pdp.bundle.build import git_info
+    from pdp.bundle.git import git_info
 
     git = git_info(Path(directory))
     revision = f"{git.revision}-dirty" if git.revision and git.dirty else git.revision

@@ -351,9 +351,9 @@ Stopper = Callable[[], None]
 
 
 def _start_policy_dir(directory: str, holder) -> Stopper:  # holder: EngineHolder
-    from pdp.bundle.watch import validator_errors
     from pdp.engine import Engine
     from pdp.errors import PolicyErrors
+    from pdp.lint import validator_errors
 
     from ._common import directory_bundle_info, load_and_compile
 

@@ -11,8 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pdp.bundle.reloader import DEFAULT_POLL_INTERVAL, Reloader
-from pdp.bundle.sources import HTTP_FETCH_DEADLINE_SECONDS
+from pdp.bundle.defaults import DEFAULT_POLL_INTERVAL, HTTP_FETCH_DEADLINE_SECONDS
 from pdp.engine import EngineHolder
 from pdp.errors import BundleError
 
@@ -200,6 +199,8 @@ class SupervisorBundles:
     def _judged(self) -> tuple[object, ...]:
         """Changes whenever the source's offer was compiled (accepted or refused), and only
         then: a source that does not answer costs no collection."""
+        from pdp.bundle.reloader import Reloader
+
         source = self._source
         if isinstance(source, Reloader):
             return (source.active_sha, source.refused_sha)

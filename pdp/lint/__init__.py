@@ -9,6 +9,8 @@ checker, and changes nothing. Codes and their meaning: `pdp.lint.codes`, docs/PO
 
 from __future__ import annotations
 
+import logging
+
 from pdp.lint._report import Reporter
 from pdp.lint.codes import CODES
 from pdp.lint.structure import check_structure, check_usage
@@ -16,7 +18,7 @@ from pdp.lint.typecheck import check_types
 from pdp.model.findings import Finding
 from pdp.model.policy import PolicySource
 
-__all__ = ["CODES", "Finding", "analyze", "blocking"]
+__all__ = ["CODES", "Finding", "analyze", "blocking", "validator_errors"]
 
 
 def analyze(source: PolicySource) -> list[Finding]:
@@ -31,6 +33,19 @@ def analyze(source: PolicySource) -> list[Finding]:
 def blocking(findings: list[Finding], *, strict: bool) -> list[Finding]:
     """The findings that fail a check: errors, and warnings too when `strict`."""
     return [f for f in findings if strict or f.severity == "error"]
+
+
+def validator_errors(source: PolicySource) -> list[Finding]:
+    """The validator's errors on a directory about to be served or activated by the directory
+    watcher (they refuse it, as they refuse `pdp bundle build`); its warnings are logged, as
+    `pdp.watch` (here, not in pdp.bundle.watch, so that a server on a directory needs none of
+    the bundle modules that one imports)."""
+    findings = analyze(source)
+    errors = blocking(findings, strict=False)
+    if not errors:
+        for warning in findings:
+            logging.getLogger("pdp.watch").warning("%s", warning.render())
+    return errors
 
 
 def _unused_suppressions(source: PolicySource, out: Reporter) -> None:

@@ -1,10 +1,11 @@
 """Attribute schemas: JSON Schema files under `schemas/`, checked when they load.
 
 A schema describes a JSON object: a principal's `attr`, a resource kind's `attr`, or
-`context.attr`. It must itself be a valid JSON Schema (checked against its meta-schema with
-`jsonschema`), have `type: object` at the top, and refer to nothing outside itself (`$ref` to
-`#...` only: a bundle is self-contained, and a validator must never fetch a URL). Problems
-are `PDP100` findings at the schema's own line and column.
+`context.attr`. It must itself be a valid JSON Schema (checked against its meta-schema: by
+pdp.model._metaschema for the common keywords, by `jsonschema` for the rest), have
+`type: object` at the top, and refer to nothing outside itself (`$ref` to `#...` only: a bundle
+is self-contained, and a validator must never fetch a URL). Problems are `PDP100` findings at
+the schema's own line and column.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import fastjsonschema
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from pdp.errors import SourceLocation
+from pdp.model._metaschema import surely_valid
 from pdp.model._values import load_json
 from pdp.model._yaml import FileContext, parse_yaml
 from pdp.model.findings import Finding, caret
@@ -51,17 +53,18 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         report("a schema must be a json object", [])
         return None
-    import jsonschema  # here, not at the top: ~75 ms of start-up, needless without schemas
-
-    cls = jsonschema.validators.validator_for(value, default=jsonschema.Draft202012Validator)
-    meta = _meta_validator(cls)
+    # A schema of the common keywords is judged here; jsonschema (imported only for the
+    # others, or to say what is wrong) would take longer to import than the check takes.
     bad = False
-    for err in sorted(meta.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
-        bad = True
-        where = "/".join(map(str, err.absolute_path)) or "the schema"
-        report(f"invalid json schema at `{where}`: {_short(err.message)}", list(err.absolute_path))
-    if bad:
-        return None
+    if not surely_valid(value):
+        for err in _meta_errors(value):
+            bad = True
+            where = "/".join(map(str, err.absolute_path)) or "the schema"
+            report(
+                f"invalid json schema at `{where}`: {_short(err.message)}", list(err.absolute_path)
+            )
+        if bad:
+            return None
     if value.get("type") != "object":
         report('an attribute schema must have `"type": "object"` at the top', ["type"])
         return None
@@ -96,6 +99,15 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
         report(f"schema cannot be compiled: {_short(str(e))}", [])
         return None
     return value
+
+
+def _meta_errors(schema: dict[str, Any]) -> list[Any]:
+    """jsonschema's findings against the meta-schema of `schema`'s draft, in path order."""
+    import jsonschema  # here, not at the top: ~55 ms of start-up, needless for most schemas
+
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    errors = _meta_validator(cls).iter_errors(schema)
+    return sorted(errors, key=lambda e: list(map(str, e.absolute_path)))
 
 
 @functools.cache

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from pdp.client import Client
 
@@ -16,21 +19,34 @@ from .conftest import ALICE, DOC, free_port
 from .test_serve_cli import wait_serving
 
 # Each is imported only by the feature named: signed bundles and JWT verification (cryptography,
-# PyJWT), HTTP bundle sources (urllib.request), attribute schemas (jsonschema), Plan (pdp.plan).
-NOT_AT_START_UP = ("cryptography", "jwt", "urllib.request", "jsonschema", "pdp.plan")
+# PyJWT), HTTP bundle sources (urllib.request), attribute schemas beyond the common keywords
+# (jsonschema), Plan (pdp.plan), bundle sources and archives (the reloader, tarfile).
+NOT_AT_START_UP = (
+    "cryptography", "jwt", "urllib.request", "jsonschema", "pdp.plan", "pdp.bundle.reloader",
+    "pdp.bundle.archive", "tarfile",
+)  # fmt: skip
 
 
 def imported(trace: str) -> set[str]:
     return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", trace, re.MULTILINE))
 
 
+@pytest.mark.parametrize("transport", ["grpcio", "native"])
 def test_a_policy_directory_server_imports_no_unused_feature(
-    policy_dir: Path, tmp_path: Path
+    policy_dir: Path, tmp_path: Path, transport: str
 ) -> None:
-    assert not (policy_dir / "schemas").exists()  # else jsonschema is needed, and imported
+    if transport == "native":
+        pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir, policies)
+    # An attribute schema of the common keywords is checked without jsonschema
+    # (pdp.model._metaschema); one it cannot judge would import it.
+    (policies / "schemas").mkdir()
+    schema = {"type": "object", "properties": {"level": {"type": "integer"}}}
+    (policies / "schemas" / "principal.json").write_text(json.dumps(schema))
     port = free_port()
     serve = ["serve", "--workers", "1", "--listen", f"127.0.0.1:{port}"]
-    serve += ["--policies", str(policy_dir)]
+    serve += ["--policies", str(policies), "--transport", transport]
     log = tmp_path / "importtime.txt"
     with log.open("w") as stderr:  # a file, not a pipe nobody reads while the server runs
         proc = subprocess.Popen(
