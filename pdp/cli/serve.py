@@ -495,14 +495,14 @@ def _raise_fd_limit(args: argparse.Namespace) -> None:
         )  # fmt: skip
 
 
-def _native_server(holder, config, observer):  # -> pdp.server.native.server.NativeServer
+def _native_server(holder, config, observer, extra):  # -> pdp.server.native.server.NativeServer
     """`--transport native` (run() has refused the options it does not honour)."""
     from pdp.server.native.server import NativeServer
 
     from .serve_native import NOT_SERVED
 
     log.warning("%s", NOT_SERVED)
-    return NativeServer(holder, config, observer)
+    return NativeServer(holder, config, observer, extra_services=extra)
 
 
 def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
@@ -555,14 +555,14 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
     except (OSError, ValueError) as exc:
         return _fail(f"telemetry: {exc}")
     try:
-        if args.transport == "native":
-            server = _native_server(holder, config, observer)
-        else:
-            extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
-            if not args.no_rate_limit_service:
-                from pdp.gateway.ratelimit import rate_limit_registrar
+        extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
+        if not args.no_rate_limit_service:
+            from pdp.gateway.ratelimit import rate_limit_registrar
 
-                extra.append(rate_limit_registrar(holder))
+            extra.append(rate_limit_registrar(holder))
+        if args.transport == "native":
+            server = _native_server(holder, config, observer, extra)
+        else:
             server = build_server(holder, config, observer=observer, extra_services=extra)
     except (OSError, ValueError, PdpError) as exc:
         if observer is not None:

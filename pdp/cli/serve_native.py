@@ -1,11 +1,11 @@
 """`pdp serve --transport native` (experimental): what it refuses at start.
 
-The native transport (pdp.server.native) serves Check, Plan, ServerInfo and Health on one
-plaintext TCP listener, its Checks and Plans observed by telemetry (the decision log, traces,
-metrics) as on grpcio.
+The native transport (pdp.server.native) serves Check, Plan, ServerInfo, Health, Envoy's
+ext_authz and rate-limit service on plaintext TCP listeners and Unix sockets, several at once,
+its calls observed by telemetry (the decision log, traces, metrics) as on grpcio.
 Every option it would not honour is refused before anything starts, with one line naming it,
-never silently ignored. The services it does not serve (ext_authz, the rate-limit service,
-reflection) answer UNIMPLEMENTED, and the start-up log says so.
+never silently ignored. The service it does not serve (reflection) answers UNIMPLEMENTED, and
+the start-up log says so.
 """
 
 from __future__ import annotations
@@ -16,25 +16,16 @@ TRANSPORTS = ("grpcio", "native")
 
 # Options whose part the native transport does not have yet: (dest, why).
 _UNSUPPORTED = (
-    ("unix", "Unix sockets"),
     ("tls_cert", "TLS"),
     ("tls_key", "TLS"),
     ("client_ca", "mTLS"),
     ("allow_identity", "mTLS"),
-    ("gateway_mapping", "ext_authz (not served)"),
-    ("jwks", "ext_authz (not served)"),
-    ("jwt_issuer", "ext_authz (not served)"),
-    ("jwt_audience", "ext_authz (not served)"),
-    ("jwt_leeway", "ext_authz (not served)"),
-    ("trusted_hops", "ext_authz (not served)"),
-    ("body_method_override", "ext_authz (not served)"),
-    ("threads", "grpcio's RPC threads (one decision thread takes batches)"),
 )
 
 NOT_SERVED = (
     "native transport (experimental): serving pdp.v1.DecisionService/Check, Plan and "
-    "ServerInfo, and grpc.health.v1.Health/Check only; ext_authz, the rate-limit service and "
-    "reflection answer UNIMPLEMENTED"
+    "ServerInfo, grpc.health.v1.Health/Check, Envoy's ext_authz and rate-limit service (unless "
+    "turned off); reflection answers UNIMPLEMENTED"
 )
 
 
@@ -64,6 +55,4 @@ def refusal(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
             f"--transport native does not support {_flag(parser, dest)} ({why}) yet; "
             "leave it out or use --transport grpcio"
         )
-    if args.listen and len(args.listen) > 1:
-        return "--transport native serves one --listen address; give one"
     return ""

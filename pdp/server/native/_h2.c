@@ -45,11 +45,13 @@
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,7 +62,8 @@
 #define MAX_GRPC_MESSAGE 4096      /* longest grpc-message sent, before percent-encoding */
 #define MAX_DETAILS 65536          /* longest grpc-status-details-bin sent (base64) */
 #define MAX_BATCH 256
-#define PEER_LEN 64
+#define PEER_LEN 128          /* "unix:" and a path of up to 108 bytes fit */
+#define MAX_LISTENERS 32
 
 enum {
     OK = 0, DEADLINE_EXCEEDED = 4, RESOURCE_EXHAUSTED = 8, UNIMPLEMENTED = 12, INTERNAL = 13,
@@ -136,7 +139,9 @@ static int g_npaths;
 static size_t g_max_message, g_budget;
 static int g_max_conns, g_max_calls;
 static double g_idle_s;
-static int g_lfd = -1, g_epoll = -1, g_evfd = -1, g_running;
+static int g_epoll = -1, g_evfd = -1, g_running;
+/* The listening sockets (TCP and Unix, several at once); epoll data points at an entry. */
+static int g_lfds[MAX_LISTENERS], g_nlfds;
 static pthread_t g_thread;
 static nghttp2_session_callbacks *g_cbs;
 static nghttp2_option *g_opt;
@@ -156,11 +161,13 @@ static call_t *g_req_head, *g_req_tail, *g_rep_head, *g_rep_tail;
 static int g_draining, g_stopping; /* atomics */
 static size_t g_buffered;          /* atomic: request bytes held */
 static int g_outstanding;          /* atomic: calls queued, with Python, or replies queued */
-static call_t *g_batch[MAX_BATCH]; /* the batch the decision thread holds */
-static int g_nbatch, g_batch_out, g_taking; /* the decision thread's, under the GIL */
+/* Each decision thread's own batch (several threads may take() at once: --threads). */
+static __thread call_t *g_batch[MAX_BATCH];
+static __thread int g_nbatch, g_batch_out, g_taking;
+static int g_out_batches; /* atomic: batches taken and not yet answered, all threads */
 static unsigned long long g_batches, g_requests; /* atomics: for the bench */
 
-static char L_TAG, E_TAG; /* epoll data for the listener and the eventfd */
+static char E_TAG; /* epoll data for the eventfd (a listener's is its g_lfds entry) */
 
 static double now_s(void) {
     struct timespec ts;
@@ -625,7 +632,7 @@ static void conn_free(conn_t *c) {
     g_conns--;
 }
 
-static void format_peer(const struct sockaddr_storage *sa, char *out) {
+static void format_peer(const struct sockaddr_storage *sa, socklen_t salen, char *out) {
     char host[INET6_ADDRSTRLEN] = "?";
     if (sa->ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
@@ -635,6 +642,13 @@ static void format_peer(const struct sockaddr_storage *sa, char *out) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
         snprintf(out, PEER_LEN, "ipv6:[%s]:%u", host, ntohs(a->sin6_port));
+    } else if (sa->ss_family == AF_UNIX) {
+        /* As grpc: "unix:" and the client's bound path, empty for an unnamed client socket */
+        const struct sockaddr_un *a = (const struct sockaddr_un *)sa;
+        size_t n = salen > offsetof(struct sockaddr_un, sun_path)
+                       ? salen - offsetof(struct sockaddr_un, sun_path) : 0;
+        n = strnlen(a->sun_path, n < sizeof a->sun_path ? n : sizeof a->sun_path);
+        snprintf(out, PEER_LEN, "unix:%.*s", (int)n, a->sun_path);
     } else {
         snprintf(out, PEER_LEN, "unknown");
     }
@@ -647,11 +661,11 @@ static void notice_drain(conn_t *c) {
     mark_dirty(c);
 }
 
-static void accept_all(void) {
+static void accept_all(int lfd) {
     for (;;) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
-        int fd = accept4(g_lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return; /* EAGAIN, or a transient error (EMFILE...): the next event retries */
         if (g_ndirty >= g_max_conns) { /* the dirty list has room for max_conns */
             close(fd);
@@ -663,10 +677,10 @@ static void accept_all(void) {
             continue;
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* a Unix socket: EOPNOTSUPP */
         c->fd = fd;
         c->last_active = now_s();
-        format_peer(&sa, c->peer);
+        format_peer(&sa, salen, c->peer);
         if (nghttp2_session_server_new2(&c->session, g_cbs, c, g_opt) != 0) {
             close(fd);
             free(c);
@@ -786,7 +800,7 @@ static void *io_main(void *arg) {
         int n = epoll_wait(g_epoll, evs, 64, 250);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
-            if (p == &L_TAG) accept_all();
+            if (p >= (void *)g_lfds && p < (void *)(g_lfds + g_nlfds)) accept_all(*(int *)p);
             else if (p == &E_TAG) take_replies();
             else {
                 conn_t *c = p;
@@ -860,23 +874,52 @@ static int set_paths(PyObject *paths) {
     return 0;
 }
 
+/* listen_fd: one listening socket's fd, or a sequence of them (TCP and Unix alike). */
+static int set_listeners(PyObject *fds) {
+    PyObject *seq = PyLong_Check(fds) ? PyTuple_Pack(1, fds)
+                                      : PySequence_Tuple(fds);
+    if (!seq) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    if (n < 1 || n > MAX_LISTENERS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "listen_fd: between 1 and %d sockets", MAX_LISTENERS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(seq, i));
+        if (fd == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (fd < 0 || fd > INT32_MAX) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "listen_fd: %ld is no descriptor", fd);
+            return -1;
+        }
+        g_lfds[i] = (int)fd;
+    }
+    g_nlfds = (int)n;
+    Py_DECREF(seq);
+    return 0;
+}
+
 static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *names[] = {"listen_fd", "max_message", "max_streams", "max_conns", "max_calls",
                             "idle_timeout", "paths", NULL};
-    int lfd, max_streams = 100, max_conns = 10000, max_calls = 1000;
+    int max_streams = 100, max_conns = 10000, max_calls = 1000;
+    PyObject *lfds;
     Py_ssize_t max_message = 4 << 20;
     double idle = 300;
     PyObject *paths = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|niiidO", names, &lfd, &max_message,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|niiidO", names, &lfds, &max_message,
                                      &max_streams, &max_conns, &max_calls, &idle, &paths))
         return NULL;
     if (g_running) return PyErr_Format(PyExc_RuntimeError, "a native server is already running");
-    if (set_paths(paths) < 0) return NULL;
+    if (set_paths(paths) < 0 || set_listeners(lfds) < 0) return NULL;
     if (max_message < 0 || max_message > (1 << 30) || max_streams < 1 || max_conns < 0 ||
         max_calls < 0 || !(idle >= 0))
         return PyErr_Format(PyExc_ValueError, "a limit out of range");
-    g_lfd = lfd;
     g_max_message = (size_t)max_message;
     g_budget = 4 * (g_max_message + 5) > MIN_BUDGET ? 4 * (g_max_message + 5) : MIN_BUDGET;
     g_max_conns = max_conns ? max_conns : 1000000;
@@ -912,10 +955,13 @@ static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     g_drain_seen = 0;
     g_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     g_epoll = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &L_TAG};
     struct epoll_event eev = {.events = EPOLLIN, .data.ptr = &E_TAG};
-    if (g_evfd < 0 || g_epoll < 0 || epoll_ctl(g_epoll, EPOLL_CTL_ADD, lfd, &lev) < 0 ||
-        epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_evfd, &eev) < 0 ||
+    int added = g_evfd >= 0 && g_epoll >= 0;
+    for (int i = 0; added && i < g_nlfds; i++) {
+        struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &g_lfds[i]};
+        added = epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_lfds[i], &lev) == 0;
+    }
+    if (!added || epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_evfd, &eev) < 0 ||
         pthread_create(&g_thread, NULL, io_main, NULL) != 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         if (g_evfd >= 0) close(g_evfd);
@@ -934,10 +980,11 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
     double timeout = PyFloat_AsDouble(arg);
     if (timeout == -1 && PyErr_Occurred()) return NULL;
     if (!g_running) return PyErr_Format(PyExc_RuntimeError, "the native server is not running");
-    if (g_batch_out || g_taking) /* one decision thread: g_batch is its own */
+    if (g_batch_out || g_taking) /* this thread's g_batch is still out */
         return PyErr_Format(PyExc_RuntimeError, "answer() the last batch before taking another");
     int n = 0;
-    g_taking = 1; /* under the GIL: a second thread calling take() meanwhile is refused */
+    g_taking = 1;
+    __atomic_add_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL); /* stop() waits for it */
     Py_BEGIN_ALLOW_THREADS
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -974,6 +1021,7 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
     g_taking = 0;
     g_nbatch = n;
     g_batch_out = n > 0;
+    if (!n) __atomic_sub_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL);
     if (n) {
         __atomic_add_fetch(&g_batches, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&g_requests, (unsigned long long)n, __ATOMIC_RELAXED);
@@ -1060,6 +1108,7 @@ static PyObject *py_answer(PyObject *self, PyObject *arg) {
     }
     pthread_mutex_unlock(&g_mu);
     g_nbatch = g_batch_out = 0;
+    __atomic_sub_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL);
     wake_io();
     if (!ok) return PyErr_Format(PyExc_ValueError, "answer() needs one reply per request taken");
     Py_RETURN_NONE;
@@ -1091,7 +1140,7 @@ static PyObject *py_stats(PyObject *self, PyObject *unused) {
 static PyObject *py_stop(PyObject *self, PyObject *unused) {
     (void)self; (void)unused;
     if (!g_running) Py_RETURN_NONE;
-    if (g_batch_out || g_taking)
+    if (__atomic_load_n(&g_out_batches, __ATOMIC_ACQUIRE))
         return PyErr_Format(PyExc_RuntimeError, "a batch is still being decided");
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&g_mu);
@@ -1120,7 +1169,7 @@ static PyObject *py_stop(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"start", (PyCFunction)(void (*)(void))py_start, METH_VARARGS | METH_KEYWORDS,
-     "start(listen_fd, max_message, max_streams, max_conns, max_calls, idle_timeout, paths): run "
+     "start(listen_fd | (fd, ...), max_message, max_streams, max_conns, max_calls, idle_timeout, paths): run "
      "the I/O thread on the listening (non-blocking) socket, serving paths "
      "((path, refused_when_draining), ...; PATHS by default)"},
     {"take", py_take, METH_O,
