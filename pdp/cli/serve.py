@@ -85,15 +85,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"TCP address, repeatable (default {DEFAULT_LISTEN} unless --unix is given)",
     )
     net.add_argument("--unix", action="append", metavar="PATH", help="Unix socket, repeatable")
-    from .serve_native import TRANSPORTS
+    from .serve_native import DECISION_THREADS, TRANSPORTS
 
     net.add_argument(
         "--transport",
         choices=TRANSPORTS,
         default="grpcio",
         help="grpcio (the default), or native (EXPERIMENTAL: HTTP/2 in C on libnghttp2, about "
-        "a quarter of the server CPU per call; Check, Plan, ServerInfo and Health over "
-        "plaintext TCP only, "
+        "a quarter of the server CPU per call; the unary services, plaintext TCP and Unix "
+        "sockets, "
         "other options refused: docs/NATIVE.md)",
     )
     tls = p.add_argument_group("TLS")
@@ -208,7 +208,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each of N <= cores workers, runs on one core of its own)",
     )
     run_.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS, metavar="N", help="RPC threads per process"
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"RPC threads per process (default {DEFAULT_THREADS}; with --transport native, the "
+        f"decision threads, default {DECISION_THREADS})",
     )
     run_.add_argument(
         "--grace",
@@ -939,6 +944,11 @@ def run(args: argparse.Namespace) -> int:
         sources = apply(args, args.serve_parser)
     except ConfigError as exc:
         return _fail(str(exc))
+    if args.transport == "native" and "threads" not in sources:
+        from .serve_native import DECISION_THREADS
+
+        args.threads = DECISION_THREADS  # decision threads there, not grpcio's RPC threads
+        sources["threads"] = "default for --transport native"
     if args.print_config:
         # The effective count, with why: `auto` depends on the CPUs and the listeners here.
         workers, why = resolve_workers(args)

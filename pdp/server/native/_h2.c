@@ -144,7 +144,7 @@ static int g_epoll = -1, g_evfd = -1, g_running;
 static int g_lfds[MAX_LISTENERS], g_nlfds;
 static pthread_t g_thread;
 static nghttp2_session_callbacks *g_cbs;
-static nghttp2_option *g_opt;
+static nghttp2_option *g_opt, *g_opt_unix; /* g_opt_unix: see relaxed_header_ok */
 static nghttp2_settings_entry g_settings[3];
 
 /* The I/O thread's own. */
@@ -354,12 +354,40 @@ static void keep_metadata(stream_t *st, const uint8_t *name, size_t namelen,
     st->md_len = need;
 }
 
+/* ---- Unix sockets: the :authority grpc-go sends there ---------------------------------------- */
+
+/* grpc-go before 1.52 (grpcurl 1.8 among its clients) sends a Unix socket's path as :authority,
+ * which nghttp2's HTTP messaging checks refuse ('/' is no authority character): the stream was
+ * reset PROTOCOL_ERROR where grpcio answers. So sessions on Unix sockets (g_opt_unix) run
+ * without those checks, and this makes them here for every field but that: pseudo-headers
+ * named by RFC 9113 only, field names and values as nghttp2 checks them (lowercase names, no
+ * control characters), no connection-specific fields, `te: trailers` only. Missing
+ * pseudo-headers: complete() refuses a call without POST and a served :path. */
+static int is_unix_conn(const conn_t *c) { return memcmp(c->peer, "unix:", 5) == 0; }
+
+static int relaxed_header_ok(const uint8_t *name, size_t namelen, const uint8_t *value,
+                             size_t valuelen) {
+    if (!nghttp2_check_header_value(value, valuelen)) return 0;
+    if (namelen && name[0] == ':')
+        return is(name, namelen, ":method") || is(name, namelen, ":path") ||
+               is(name, namelen, ":scheme") || is(name, namelen, ":authority");
+    if (!nghttp2_check_header_name(name, namelen)) return 0;
+    for (size_t i = 0; i < namelen; i++)
+        if (name[i] >= 'A' && name[i] <= 'Z') return 0;
+    if (is(name, namelen, "te")) return is(value, valuelen, "trailers");
+    return !is(name, namelen, "connection") && !is(name, namelen, "keep-alive") &&
+           !is(name, namelen, "proxy-connection") && !is(name, namelen, "transfer-encoding") &&
+           !is(name, namelen, "upgrade");
+}
+
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *u) {
-    (void)flags; (void)u;
+    (void)flags;
     stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (!st) return 0;
+    if (is_unix_conn(u) && !relaxed_header_ok(name, namelen, value, valuelen))
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset, as nghttp2 would */
     st->header_bytes += namelen + valuelen + 32;
     if (st->header_bytes > MAX_HEADER_BYTES) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0; /* trailers: counted, not read */
@@ -681,7 +709,8 @@ static void accept_all(int lfd) {
         c->fd = fd;
         c->last_active = now_s();
         format_peer(&sa, salen, c->peer);
-        if (nghttp2_session_server_new2(&c->session, g_cbs, c, g_opt) != 0) {
+        if (nghttp2_session_server_new2(&c->session, g_cbs, c,
+                                        sa.ss_family == AF_UNIX ? g_opt_unix : g_opt) != 0) {
             close(fd);
             free(c);
             continue;
@@ -944,13 +973,20 @@ static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
         nghttp2_option_set_max_settings(g_opt, 32);          /* SETTINGS entries per frame */
         nghttp2_option_set_max_outbound_ack(g_opt, 1000);     /* PING/SETTINGS floods */
         nghttp2_option_set_stream_reset_rate_limit(g_opt, 1000, 33); /* rapid reset */
+        nghttp2_option_new(&g_opt_unix);
+        if (g_opt_unix) {
+            nghttp2_option_set_max_settings(g_opt_unix, 32);
+            nghttp2_option_set_max_outbound_ack(g_opt_unix, 1000);
+            nghttp2_option_set_stream_reset_rate_limit(g_opt_unix, 1000, 33);
+            nghttp2_option_set_no_http_messaging(g_opt_unix, 1); /* relaxed_header_ok instead */
+        }
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&g_cv, &ca);
         pthread_condattr_destroy(&ca);
     }
-    if (!g_cbs || !g_opt) return PyErr_NoMemory();
+    if (!g_cbs || !g_opt || !g_opt_unix) return PyErr_NoMemory();
     g_draining = g_stopping = 0;
     g_drain_seen = 0;
     g_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
