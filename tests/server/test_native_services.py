@@ -160,7 +160,9 @@ RLS = [
 
 
 def _targets(server: Any) -> list[str]:
-    return [a if a.startswith("unix:") else a.replace("0.0.0.0", "127.0.0.1") for a in server.addresses]
+    return [
+        a if a.startswith("unix:") else a.replace("0.0.0.0", "127.0.0.1") for a in server.addresses
+    ]
 
 
 def test_ext_authz_answers_as_on_grpcio_on_every_listener(
@@ -174,7 +176,9 @@ def test_ext_authz_answers_as_on_grpcio_on_every_listener(
     assert _authz(_targets(native)[0], AUTHZ[-1])[0] == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_the_rate_limit_service_answers_as_on_grpcio(native: NativeServer, grpcio: PdpServer) -> None:
+def test_the_rate_limit_service_answers_as_on_grpcio(
+    native: NativeServer, grpcio: PdpServer
+) -> None:
     # One listener each (the buckets count per server); the Unix socket on both.
     mine = [_rls(_targets(native)[2], data) for data in RLS]
     theirs = [_rls(_targets(grpcio)[1], data) for data in RLS]
