@@ -9,6 +9,7 @@ The extension runs one server per process, so this module holds one for all its 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -113,12 +114,16 @@ def _authz(target: str, request: ext.CheckRequest | bytes) -> tuple[Any, ...]:
             return exc.code(), exc.details()
     reply = ext.CheckResponse.FromString(raw)
     reply.dynamic_metadata.fields.pop("decision_id", None)
-    for headers in (reply.ok_response.headers, reply.denied_response.headers):
-        kept = [h for h in headers if h.header.key != "x-pdp-decision-id"]
-        del headers[:]
-        headers.extend(kept)
-    if reply.denied_response.body:
-        reply.denied_response.body = reply.denied_response.body.split('"decision_id"')[0]
+    which = reply.WhichOneof("http_response")  # touching the other one would set it
+    if which is not None:
+        answer = getattr(reply, which)
+        kept = [h for h in answer.headers if h.header.key != "x-pdp-decision-id"]
+        del answer.headers[:]
+        answer.headers.extend(kept)
+    if which == "denied_response" and reply.denied_response.body:
+        body = json.loads(reply.denied_response.body)
+        body.pop("decision_id", None)
+        reply.denied_response.body = json.dumps(body, sort_keys=True)
     return (reply.SerializeToString(deterministic=True),)
 
 
