@@ -230,3 +230,27 @@ def test_grpcurl_over_the_unix_socket(native: NativeServer) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert '"decisionId"' in done.stdout and '"write"' in done.stdout
+
+
+def test_the_rate_limit_service_without_policies_aborts_as_on_grpcio() -> None:
+    """`context.abort` (the rate-limit service before any bundle) on the native `_Context`:
+    the status and message grpcio sends."""
+    from pdp.gateway.ratelimit import RateLimitServicer
+    from pdp.server.native.server import _Aborted, _Context
+
+    holder = EngineHolder()
+    with pytest.raises(_Aborted) as aborted:
+        RateLimitServicer(holder).ShouldRateLimit(
+            rls.RateLimitRequest(domain="pdp"), _Context(None, "ipv4:127.0.0.1:1", b"")
+        )
+    config = ServerConfig(listen=("127.0.0.1:0",))
+    server = build_server(holder, config, extra_services=[rate_limit_registrar(holder)])
+    server.start()
+    try:
+        code, details = _rls(
+            server.addresses[0], rls.RateLimitRequest(domain="pdp").SerializeToString()
+        )
+    finally:
+        server.stop(0)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert aborted.value.reply == (code.value[0], details, None)

@@ -4,14 +4,16 @@
  * Two sides, one queue each way:
  *
  *   - the I/O thread (a pthread that never touches Python, so never holds the GIL) runs one
- *     epoll loop: accepts on the listening socket it is given, feeds each connection's bytes
- *     to its nghttp2 server session, judges each completed request's framing, and queues the
+ *     epoll loop: accepts on the listening sockets it is given (TCP and Unix), feeds each
+ *     connection's bytes to its nghttp2 server session, judges each completed request's
+ *     framing, and queues the
  *     good ones; it writes the replies handed back, a pass's frames gathered into one send()
  *     per connection (frame by frame, a reply went out as three TCP segments, each waking the
  *     client: bench/RESULTS.md).
- *   - the decision thread (Python, pdp.server.native.server) calls take() - a blocking call
- *     that releases the GIL - for a batch of requests, decides each, and hands the batch's
- *     replies to answer(), which queues them and wakes the I/O thread through an eventfd.
+ *   - the decision threads (Python, pdp.server.native.server; several may take() at once,
+ *     each batch its thread's own) call take() - a blocking call that releases the GIL - for a
+ *     batch of requests, decide each, and hand the batch's replies to answer(), which queues
+ *     them and wakes the I/O thread through an eventfd.
  *
  * Refused in C, before Python sees them (trailers-only replies with their grpc-status): a path
  * other than the served ones (g_paths, given to start()) or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
