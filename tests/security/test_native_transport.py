@@ -320,12 +320,14 @@ def test_sigterm_drains(policies: Path) -> None:
 
 @pytest.mark.slow
 def test_two_workers_serve_and_stop(policies: Path) -> None:
-    port = free_port()
-    argv = ["--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--transport",
-            "native", "--workers", "2"]  # fmt: skip
+    """Two workers, each on both ports (SO_REUSEPORT; the round-robin deal per port)."""
+    port, other = free_port(), free_port()
+    argv = ["--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--listen",
+            f"127.0.0.1:{other}", "--transport", "native", "--workers", "2"]  # fmt: skip
     with pdp_serve_raw(*argv) as served:
         wait_serving(port, served)
-        served.wait_for("listening on", count=2)
+        served.wait_for("listening on", count=4)
         assert [_grpc(port, GOOD) for _ in range(8)] == ["0"] * 8  # new connections, both workers
+        assert [_grpc(other, GOOD) for _ in range(8)] == ["0"] * 8
         served.proc.send_signal(signal.SIGTERM)
         assert served.exit_code() == 0, served.output()

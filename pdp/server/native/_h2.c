@@ -167,6 +167,13 @@ static int g_outstanding;          /* atomic: calls queued, with Python, or repl
 static __thread call_t *g_batch[MAX_BATCH];
 static __thread int g_nbatch, g_batch_out, g_taking;
 static int g_out_batches; /* atomic: batches taken and not yet answered, all threads */
+/* Under g_mu: batches out with a decision thread (not empty ones), and when the latest was
+ * taken: see standby_until. */
+static int g_deciding;
+static double g_last_taken;
+static pthread_cond_t g_standby_cv; /* where a thread standing by waits: not woken per request */
+static pthread_once_t g_standby_once = PTHREAD_ONCE_INIT;
+#define STANDBY_S 0.02
 static unsigned long long g_batches, g_requests; /* atomics: for the bench */
 
 static char E_TAG; /* epoll data for the eventfd (a listener's is its g_lfds entry) */
@@ -1011,6 +1018,29 @@ static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
+static void to_timespec(double t, struct timespec *ts) {
+    ts->tv_sec = (time_t)t;
+    ts->tv_nsec = (long)((t - (double)ts->tv_sec) * 1e9);
+}
+
+/* With several decision threads (under g_mu): when a thread finding requests queued should
+ * leave them to the one that took a batch less than STANDBY_S ago (0: take them now). One
+ * batch decided at a time costs the least CPU per call, the GIL being one: a thread waking
+ * for each request to take a share spent ~14% more (bench/RESULTS.md, "Decision threads").
+ * A batch out longer than that is waiting outside the GIL (a slow rate-limit store): the
+ * requests behind it are taken by a thread standing by, at most STANDBY_S later. */
+static double standby_until(void) {
+    return g_deciding > 0 ? g_last_taken + STANDBY_S : 0;
+}
+
+static void standby_init(void) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_standby_cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 /* take(timeout) -> list of (method, body, deadline | None, peer, metadata): the requests queued now, or
  * the first to come within `timeout` seconds; [] on time-out or once the server stops. */
 static PyObject *py_take(PyObject *self, PyObject *arg) {
@@ -1032,9 +1062,21 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
     }
     call_t *gone = NULL, *gone_tail = NULL; /* cancelled while queued: back to the I/O thread */
+    pthread_once(&g_standby_once, standby_init);
     pthread_mutex_lock(&g_mu);
-    while (!g_req_head && !__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE) && timeout > 0)
-        if (pthread_cond_timedwait(&g_cv, &g_mu, &until) == ETIMEDOUT) break;
+    while (!__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE) && timeout > 0) {
+        if (g_req_head) {
+            /* Standing by on its own condition: complete() signals g_cv for each request,
+             * and waking a thread per request only to wait again cost as much as taking. */
+            double standby = standby_until();
+            if (now_s() >= standby) break;
+            struct timespec ts;
+            to_timespec(standby, &ts);
+            pthread_cond_timedwait(&g_standby_cv, &g_mu, &ts);
+        } else if (pthread_cond_timedwait(&g_cv, &g_mu, &until) == ETIMEDOUT && !g_req_head) {
+            break;
+        }
+    }
     while (g_req_head && n < MAX_BATCH) {
         call_t *c = g_req_head;
         g_req_head = c->next;
@@ -1052,6 +1094,10 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         if (g_rep_tail) g_rep_tail->next = gone;
         else g_rep_head = gone;
         g_rep_tail = gone_tail;
+    }
+    if (n) {
+        g_deciding++;
+        g_last_taken = now_s();
     }
     pthread_mutex_unlock(&g_mu);
     if (gone) wake_io();
@@ -1144,6 +1190,7 @@ static PyObject *py_answer(PyObject *self, PyObject *arg) {
         else g_rep_head = g_batch[i];
         g_rep_tail = g_batch[i];
     }
+    g_deciding--;
     pthread_mutex_unlock(&g_mu);
     g_nbatch = g_batch_out = 0;
     __atomic_sub_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL);
