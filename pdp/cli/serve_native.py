@@ -16,8 +16,7 @@ TRANSPORTS = ("grpcio", "native")
 # `--threads` unless given, for the native transport: its decision threads, each taking its own
 # batches. Decisions hold the GIL, so more threads do not decide faster; they let other calls
 # be answered while a decision waits outside it (a Redis round trip). Measured (issue 22,
-# bench/RESULTS.md): 1, 2 and 4 threads cost the same server CPU per uncached 1x3 call, 8 about
-# a quarter more.
+# bench/RESULTS.md, "Decision threads"): 4 cost the same server CPU per uncached 1x3 call as 1.
 DECISION_THREADS = 4
 
 # Options whose part the native transport does not have yet: (dest, why).
