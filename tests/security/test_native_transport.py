@@ -55,9 +55,11 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(policies: Path) -> Iterator[Served]:
+    # One decision thread: calls are answered in the order taken, so a call answered means
+    # every earlier one is (several threads: test_native_threads.py).
     flags = ["--transport", "native", "--workers", "1", "--max-message-bytes", str(MAX_MESSAGE),
              "--max-string-length", "100", "--grpc-idle-timeout", "1",
-             "--max-concurrent-rpcs", str(MAX_CALLS)]  # fmt: skip
+             "--max-concurrent-rpcs", str(MAX_CALLS), "--threads", "1"]  # fmt: skip
     with pdp_serve(policies, *flags, "--no-rate-limit-service") as s:
         yield s
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from server.conftest import ALICE, DOC, free_port, write_policies
 
 from pdp.cli.main import main
@@ -122,6 +124,29 @@ def test_hostile_headers_on_the_unix_socket_fare_as_on_tcp(
     go_style = with_header(":authority", path)
     assert (_status(path, go_style), _status(port, go_style)) == ("0", "reset")
     assert s.proc.poll() is None and _check(targets[2]) == "0"
+
+
+_field = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.one_of(_field, st.sampled_from([":path", ":x", "te", "Te"])), _field),
+        max_size=5,
+    )
+)
+def test_any_header_fields_on_the_unix_socket_get_an_answer(
+    served: tuple[Served, list[str], str], extra: list[tuple[str, str]]
+) -> None:
+    """The checks `_h2.c` makes there in nghttp2's place, against any names and values: each
+    call is answered or its stream reset, and the server goes on."""
+    s, _, path = served
+    got = _status(path, [*HEADERS, *extra])
+    assert got in {"0", "reset", "12", "13", "closed"} or got.isdigit(), got
+    assert s.proc.poll() is None, s.output()
 
 
 def test_a_file_that_is_no_socket_is_refused_not_replaced(
