@@ -122,6 +122,15 @@ def test_hostile_requests_each_get_their_status(served: Served) -> None:
     _still_answers(served)
 
 
+def test_services_turned_off_are_unimplemented(served: Served) -> None:
+    """--no-ext-authz and --no-rate-limit-service leave their paths out, as on grpcio."""
+    for path in (
+        "/envoy.service.auth.v3.Authorization/Check",
+        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+    ):
+        assert _grpc(_port(served), b"", path=path) == "12", path
+
+
 def test_the_grpc_message_is_percent_encoded(served: Served) -> None:
     """pdp's error text may hold any character; in a header it travels percent-encoded."""
     msg = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}])
