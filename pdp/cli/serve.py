@@ -85,15 +85,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"TCP address, repeatable (default {DEFAULT_LISTEN} unless --unix is given)",
     )
     net.add_argument("--unix", action="append", metavar="PATH", help="Unix socket, repeatable")
-    from .serve_native import TRANSPORTS
+    from .serve_native import DECISION_THREADS, TRANSPORTS
 
     net.add_argument(
         "--transport",
         choices=TRANSPORTS,
         default="grpcio",
         help="grpcio (the default), or native (EXPERIMENTAL: HTTP/2 in C on libnghttp2, about "
-        "a quarter of the server CPU per call; Check, Plan, ServerInfo and Health over "
-        "plaintext TCP only, "
+        "a quarter of the server CPU per call; the unary services, plaintext TCP and Unix "
+        "sockets, "
         "other options refused: docs/NATIVE.md)",
     )
     tls = p.add_argument_group("TLS")
@@ -208,7 +208,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each of N <= cores workers, runs on one core of its own)",
     )
     run_.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS, metavar="N", help="RPC threads per process"
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"RPC threads per process (default {DEFAULT_THREADS}; with --transport native, the "
+        f"decision threads, default {DECISION_THREADS})",
     )
     run_.add_argument(
         "--grace",
@@ -495,14 +500,14 @@ def _raise_fd_limit(args: argparse.Namespace) -> None:
         )  # fmt: skip
 
 
-def _native_server(holder, config, observer):  # -> pdp.server.native.server.NativeServer
+def _native_server(holder, config, observer, extra):  # -> pdp.server.native.server.NativeServer
     """`--transport native` (run() has refused the options it does not honour)."""
     from pdp.server.native.server import NativeServer
 
     from .serve_native import NOT_SERVED
 
     log.warning("%s", NOT_SERVED)
-    return NativeServer(holder, config, observer)
+    return NativeServer(holder, config, observer, extra_services=extra)
 
 
 def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
@@ -555,14 +560,14 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
     except (OSError, ValueError) as exc:
         return _fail(f"telemetry: {exc}")
     try:
-        if args.transport == "native":
-            server = _native_server(holder, config, observer)
-        else:
-            extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
-            if not args.no_rate_limit_service:
-                from pdp.gateway.ratelimit import rate_limit_registrar
+        extra = [] if args.no_ext_authz else [_ext_authz(args, holder, config, observer)]
+        if not args.no_rate_limit_service:
+            from pdp.gateway.ratelimit import rate_limit_registrar
 
-                extra.append(rate_limit_registrar(holder))
+            extra.append(rate_limit_registrar(holder))
+        if args.transport == "native":
+            server = _native_server(holder, config, observer, extra)
+        else:
             server = build_server(holder, config, observer=observer, extra_services=extra)
     except (OSError, ValueError, PdpError) as exc:
         if observer is not None:
@@ -939,6 +944,11 @@ def run(args: argparse.Namespace) -> int:
         sources = apply(args, args.serve_parser)
     except ConfigError as exc:
         return _fail(str(exc))
+    if args.transport == "native" and "threads" not in sources:
+        from .serve_native import DECISION_THREADS
+
+        args.threads = DECISION_THREADS  # decision threads there, not grpcio's RPC threads
+        sources["threads"] = "default for --transport native"
     if args.print_config:
         # The effective count, with why: `auto` depends on the CPUs and the listeners here.
         workers, why = resolve_workers(args)

@@ -1,11 +1,12 @@
 """`pdp serve --transport native` (experimental): what it refuses at start.
 
-The native transport (pdp.server.native) serves Check, Plan, ServerInfo and Health on one
-TCP listener, plaintext or TLS (mTLS with --client-ca, --allow-identity), its Checks and Plans observed by telemetry (the decision log, traces,
-metrics) as on grpcio.
+The native transport (pdp.server.native) serves Check, Plan, ServerInfo, Health, Envoy's
+ext_authz and rate-limit service on TCP listeners (plaintext or TLS; mTLS with --client-ca,
+--allow-identity) and Unix sockets, several at once, its calls observed by telemetry (the
+decision log, traces, metrics) as on grpcio.
 Every option it would not honour is refused before anything starts, with one line naming it,
-never silently ignored. The services it does not serve (ext_authz, the rate-limit service,
-reflection) answer UNIMPLEMENTED, and the start-up log says so.
+never silently ignored. The service it does not serve (reflection) answers UNIMPLEMENTED, and
+the start-up log says so.
 """
 
 from __future__ import annotations
@@ -13,24 +14,19 @@ from __future__ import annotations
 import argparse
 
 TRANSPORTS = ("grpcio", "native")
+# `--threads` unless given, for the native transport: its decision threads, each taking its own
+# batches. Decisions hold the GIL, so more threads do not decide faster; they let other calls
+# be answered while a decision waits outside it (a Redis round trip). Measured (issue 22,
+# bench/RESULTS.md, "Decision threads"): 4 cost the same server CPU per uncached 1x3 call as 1.
+DECISION_THREADS = 4
 
 # Options whose part the native transport does not have yet: (dest, why).
-_UNSUPPORTED = (
-    ("unix", "Unix sockets"),
-    ("gateway_mapping", "ext_authz (not served)"),
-    ("jwks", "ext_authz (not served)"),
-    ("jwt_issuer", "ext_authz (not served)"),
-    ("jwt_audience", "ext_authz (not served)"),
-    ("jwt_leeway", "ext_authz (not served)"),
-    ("trusted_hops", "ext_authz (not served)"),
-    ("body_method_override", "ext_authz (not served)"),
-    ("threads", "grpcio's RPC threads (one decision thread takes batches)"),
-)
+_UNSUPPORTED: tuple[tuple[str, str], ...] = ()
 
 NOT_SERVED = (
     "native transport (experimental): serving pdp.v1.DecisionService/Check, Plan and "
-    "ServerInfo, and grpc.health.v1.Health/Check only; ext_authz, the rate-limit service and "
-    "reflection answer UNIMPLEMENTED"
+    "ServerInfo, grpc.health.v1.Health/Check, Envoy's ext_authz and rate-limit service (unless "
+    "turned off); reflection answers UNIMPLEMENTED"
 )
 
 
@@ -60,6 +56,4 @@ def refusal(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
             f"--transport native does not support {_flag(parser, dest)} ({why}) yet; "
             "leave it out or use --transport grpcio"
         )
-    if args.listen and len(args.listen) > 1:
-        return "--transport native serves one --listen address; give one"
     return ""

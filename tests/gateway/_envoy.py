@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -280,9 +280,13 @@ class Stack:
 
 
 def start_stack(
-    tmp: Path, files: Mapping[str, bytes], listeners: Mapping[str, Mapping[str, Any]]
+    tmp: Path,
+    files: Mapping[str, bytes],
+    listeners: Mapping[str, Mapping[str, Any]],
+    pdp_args: Sequence[str] = (),
 ) -> Stack:
-    """`pdp serve` on a policy directory made of `files`, and one Envoy listener per entry."""
+    """`pdp serve` on a policy directory made of `files` (and `pdp_args`: `--transport native`),
+    and one Envoy listener per entry."""
     policies = tmp / "policies"
     for name, data in files.items():
         (policies / name).parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +302,7 @@ def start_stack(
                 "--listen", f"127.0.0.1:{pdp_port}",
                 "--decision-log", str(decision_log),
                 "--otel", "off",
+                *pdp_args,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -485,10 +490,12 @@ def example_files(jwks: Mapping[str, Any], *, path_header: bool = True) -> dict[
     return files
 
 
-def example_stack(request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFactory) -> Stack:
+def example_stack(
+    request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFactory, transport: str = "grpcio"
+) -> Stack:
     """The example stack, shared by every module of the session: a `documented` listener
-    (DOCUMENTED_HCM) and a `raw` one (RAW_HCM) in front of the same `pdp serve`. Its token
-    keys are `stack.context["keys"]`."""
+    (DOCUMENTED_HCM) and a `raw` one (RAW_HCM) in front of the same `pdp serve` (on
+    `transport`: one stack per transport). Its token keys are `stack.context["keys"]`."""
 
     def factory() -> Stack:
         from ._support import Keys
@@ -496,12 +503,15 @@ def example_stack(request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFa
         keys = Keys()
         tmp = tmp_factory.mktemp("example-envoy")
         st = start_stack(
-            tmp, example_files(keys.jwks()), {"documented": DOCUMENTED_HCM, "raw": RAW_HCM}
+            tmp,
+            example_files(keys.jwks()),
+            {"documented": DOCUMENTED_HCM, "raw": RAW_HCM},
+            ["--transport", transport],
         )
         st.context["keys"] = keys
         return st
 
-    return shared_stack(request, "example", factory)
+    return shared_stack(request, f"example-{transport}", factory)
 
 
 def decision_record(stack: Stack, decision_id: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -96,18 +96,25 @@ spec:
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    """Envoy (the documented options) → a real `pdp serve` (policies, mapping and JWKS)."""
+@pytest.fixture(scope="module", params=["grpcio", "native"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Envoy (the documented options) → a real `pdp serve` (policies, mapping and JWKS), on
+    each transport: the same answers through either."""
     keys = Keys()
     mapping = copy.deepcopy(MAPPING)
     # The test client plays a load balancer in front of Envoy: it sends the client address
     # in x-forwarded-for, Envoy appends its own peer, so the client is two hops from the right.
-    mapping["spec"]["context"]["trustedHops"] = 2
+    # On grpcio the mapping says so; on the native transport the flag does.
+    pdp_args: list[str] = []
+    if request.param == "grpcio":
+        mapping["spec"]["context"]["trustedHops"] = 2
+    else:
+        pdp_args = ["--transport", "native", "--trusted-hops", "2"]
     files = {name: text.encode() for name, text in POLICIES.items()}
     files["mapping.yaml"] = json.dumps(mapping).encode()  # JSON is YAML
     files["data/jwks.json"] = json.dumps(keys.jwks()).encode()
-    st = start_stack(tmp_path_factory.mktemp("envoy"), files, {"ingress": DOCUMENTED_HCM})
+    tmp = tmp_path_factory.mktemp("envoy")
+    st = start_stack(tmp, files, {"ingress": DOCUMENTED_HCM}, pdp_args)
     try:
         yield {"port": st.port, "admin": st.admin, "keys": keys, "decision_log": st.decision_log}
     finally:

@@ -13,9 +13,10 @@ asserted; every wait has a generous cap.
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import Any
 
 import grpc
+import pytest
 
 from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
@@ -25,6 +26,7 @@ from pdp.model.loader import load_policy_files
 from pdp.server import ServerConfig, build_server
 
 WAIT_CAP = 120.0
+TRANSPORTS = ("grpcio", "native")
 UNAVAILABLE = 14
 _SLOW = (
     "[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29]"
@@ -70,13 +72,25 @@ def _request(path: str) -> ext.CheckRequest:
     return req
 
 
+def _server(transport: str, holder: EngineHolder, registrar: Any) -> Any:
+    """A server as `pdp serve --transport T` builds it, with the ext_authz registrar."""
+    config = ServerConfig(listen=("127.0.0.1:0",))
+    if transport == "native":
+        pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
+        from pdp.server.native.server import NativeServer
+
+        return NativeServer(holder, config, extra_services=[registrar])
+    return build_server(holder, config, extra_services=[registrar])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_an_ext_authz_decision_inside_one_heavy_resource_denies_unavailable_at_the_grace(
-    tmp_path: Path,
+    transport: str,
 ) -> None:
     files = {"ledger.yaml": POLICY.encode(), "mapping.yaml": MAPPING.encode()}
     holder = EngineHolder(Engine(compile_policy_set(load_policy_files(files))))
     registrar = ext_authz_registrar(holder)
-    server = build_server(holder, ServerConfig(listen=("127.0.0.1:0",)), extra_services=[registrar])
+    server = _server(transport, holder, registrar)
     server.start()
     try:
         with grpc.insecure_channel(server.addresses[0]) as channel:
@@ -99,13 +113,14 @@ def test_an_ext_authz_decision_inside_one_heavy_resource_denies_unavailable_at_t
     assert "shutting_down" in answer.denied_response.body, answer.denied_response.body
 
 
-def test_an_ext_authz_call_taken_while_draining_is_refused_unavailable() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_ext_authz_call_taken_while_draining_is_refused_unavailable(transport: str) -> None:
     """A call grpc takes once `begin_stop` began is refused, as a Check is, and closed: the
-    denial Envoy's client sees as 503 `shutting_down` (it was decided before: a 403 here)."""
+    denial Envoy's client sees as 503 `shutting_down` (it was decided before: a 403 here).
+    On the native transport, a call its decision thread takes once the drain began."""
     files = {"mapping.yaml": MAPPING.encode()}
     holder = EngineHolder(Engine(compile_policy_set(load_policy_files(files))))
-    config = ServerConfig(listen=("127.0.0.1:0",))
-    server = build_server(holder, config, extra_services=[ext_authz_registrar(holder)])
+    server = _server(transport, holder, ext_authz_registrar(holder))
     server.start()
     try:
         with grpc.insecure_channel(server.addresses[0]) as channel:

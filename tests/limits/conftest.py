@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -73,17 +74,24 @@ def write_policies(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
+TRANSPORTS = ("grpcio", "native")
+
+
 @contextmanager
-def limits_server(root: Path) -> Iterator[str]:
+def limits_server(root: Path, transport: str = "grpcio") -> Iterator[str]:
     """The address of a real server on a loopback port deciding with the policies in `root`
-    (in-memory counters): Check, and Envoy's rate limit service beside it."""
+    (in-memory counters): Check, and Envoy's rate limit service beside it, on `transport`
+    (`native`: pdp.server.native, one per process)."""
     holder = EngineHolder(counters=MemoryCounters())
     holder.swap(Engine(compile_policy_set(load_policy_dir(root))))
-    server = build_server(
-        holder,
-        ServerConfig(listen=("127.0.0.1:0",)),
-        extra_services=[rate_limit_registrar(holder)],
-    )
+    config, extra = ServerConfig(listen=("127.0.0.1:0",)), [rate_limit_registrar(holder)]
+    if transport == "native":
+        pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
+        from pdp.server.native.server import NativeServer
+
+        server: Any = NativeServer(holder, config, extra_services=extra)
+    else:
+        server = build_server(holder, config, extra_services=extra)
     server.start()
     try:
         yield server.addresses[0]
@@ -92,7 +100,7 @@ def limits_server(root: Path) -> Iterator[str]:
 
 
 @contextmanager
-def rls_stub(root: Path) -> Iterator[rls_grpc.RateLimitServiceStub]:
+def rls_stub(root: Path, transport: str = "grpcio") -> Iterator[rls_grpc.RateLimitServiceStub]:
     """A `limits_server` for the policies in `root`, and a rate limit stub connected to it."""
-    with limits_server(root) as address, grpc.insecure_channel(address) as channel:
+    with limits_server(root, transport) as address, grpc.insecure_channel(address) as channel:
         yield rls_grpc.RateLimitServiceStub(channel)

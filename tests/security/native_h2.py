@@ -28,20 +28,43 @@ def with_header(name: str, value: str) -> list[tuple[str, str]]:
     return [(n, value if n == name else v) for n, v in HEADERS]
 
 
+def _connect(where: int | str, timeout: float) -> socket.socket:
+    """127.0.0.1:`where`, or the Unix socket at the path `where`."""
+    if isinstance(where, int):
+        return socket.create_connection(("127.0.0.1", where), timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(where)
+    return sock
+
+
 def raw_call(
-    port: int, headers: list[tuple[str, str]], chunks: list[bytes], timeout: float = 30
+    port: int | str,
+    headers: list[tuple[str, str]],
+    chunks: list[bytes],
+    timeout: float = 30,
+    *,
+    as_given: bool = False,
 ) -> dict[str, str]:
-    """One stream of `headers` and DATA `chunks`: the response's headers and trailers merged
-    ({"reset": ...} if the stream was reset, {"closed": ""} if the connection ended first)."""
+    """One stream of `headers` and DATA `chunks` (`port`: a Unix socket's path too): the
+    response's headers and trailers merged ({"reset": ...} if the stream was reset, {"closed":
+    ""} if the connection ended first). `as_given`: the headers unchecked and unchanged (an
+    upper-case name, a control character), as a hostile client sends them."""
     import h2.config
     import h2.connection
     import h2.events
 
     conn = h2.connection.H2Connection(
-        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        h2.config.H2Configuration(
+            client_side=True,
+            header_encoding="utf-8",
+            validate_outbound_headers=not as_given,
+            normalize_outbound_headers=not as_given,
+            validate_inbound_headers=not as_given,
+        )
     )
     got: dict[str, str] = {}
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with _connect(port, timeout) as sock:
         conn.initiate_connection()
         sid = conn.get_next_available_stream_id()
         conn.send_headers(sid, headers, end_stream=not chunks)

@@ -22,9 +22,10 @@ CONV = "/v1/tenants/acme/users/{user}/conversations/{conv}"
 ATTACK = CONV.format(user="bob", conv="c1%2f..%2f..%2falice%2fconversations%2fc1")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["grpcio", "native"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return example_stack(request, tmp_path_factory)
+    """The example stack on each transport: the same answers through either."""
+    return example_stack(request, tmp_path_factory, request.param)
 
 
 def _token(stack: Stack, user: str) -> str:

@@ -41,9 +41,10 @@ SPOOFS: list[dict[str, str]] = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["grpcio", "native"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return example_stack(request, tmp_path_factory)
+    """The example stack on each transport: the same answers through either."""
+    return example_stack(request, tmp_path_factory, request.param)
 
 
 def _token(stack: Stack) -> str:

@@ -55,9 +55,11 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(policies: Path) -> Iterator[Served]:
+    # One decision thread: calls are answered in the order taken, so a call answered means
+    # every earlier one is (several threads: test_native_threads.py).
     flags = ["--transport", "native", "--workers", "1", "--max-message-bytes", str(MAX_MESSAGE),
              "--max-string-length", "100", "--grpc-idle-timeout", "1",
-             "--max-concurrent-rpcs", str(MAX_CALLS)]  # fmt: skip
+             "--max-concurrent-rpcs", str(MAX_CALLS), "--threads", "1"]  # fmt: skip
     with pdp_serve(policies, *flags, "--no-rate-limit-service") as s:
         yield s
 
@@ -118,6 +120,15 @@ def test_hostile_requests_each_get_their_status(served: Served) -> None:
         while sock.recv(65536):  # the server's SETTINGS, its GOAWAY, then the close
             pass
     _still_answers(served)
+
+
+def test_services_turned_off_are_unimplemented(served: Served) -> None:
+    """--no-ext-authz and --no-rate-limit-service leave their paths out, as on grpcio."""
+    for path in (
+        "/envoy.service.auth.v3.Authorization/Check",
+        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+    ):
+        assert _grpc(_port(served), b"", path=path) == "12", path
 
 
 def test_the_grpc_message_is_percent_encoded(served: Served) -> None:
@@ -266,29 +277,13 @@ def test_still_answering_after_the_random_bytes(served: Served) -> None:
     _still_answers(served)
 
 
-@pytest.mark.parametrize(
-    ("flags", "named"),
-    [
-        (["--unix", "/tmp/pdp-native.sock"], "--unix"),
-        (["--jwks", "j.json"], "--jwks"),
-        (["--threads", "4"], "--threads"),
-        (["--listen", "127.0.0.1:1", "--listen", "127.0.0.1:2"], "one --listen"),
-    ],
-)
-def test_unsupported_options_are_refused_by_name(
-    flags: list[str], named: str, capsys: pytest.CaptureFixture[str], policies: Path
-) -> None:
-    code = main(["serve", "--policies", str(policies), "--transport", "native", *flags])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and named in err[0] and "native" in err[0], err
-
-
 def test_the_transport_variable_is_read_and_checked(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], policies: Path
 ) -> None:
     monkeypatch.setenv("PDP_TRANSPORT", "native")
-    assert main(["serve", "--policies", str(policies), "--unix", "/tmp/x.sock"]) == 2
-    assert "--transport native does not support --unix" in capsys.readouterr().err
+    assert main(["serve", "--policies", str(policies), "--print-config"]) == 0
+    shown = capsys.readouterr().out
+    assert 'transport: "native"' in shown and "threads: 4  # default for" in shown, shown
     monkeypatch.setenv("PDP_TRANSPORT", "quic")
     assert main(["serve", "--policies", str(policies)]) == 2
     assert "PDP_TRANSPORT" in capsys.readouterr().err
@@ -297,10 +292,10 @@ def test_the_transport_variable_is_read_and_checked(
 def test_sigterm_drains(policies: Path) -> None:
     """SIGTERM: health NOT_SERVING, a new Check or Plan UNAVAILABLE, the call in flight answered, exit 0.
     The call is known to be in flight when a health call (answered by the same decision thread,
-    after it) times out."""
+    after it: --threads 1) times out."""
     port = free_port()
     argv = ["--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--transport",
-            "native", "--workers", "1", "--grace", "60"]  # fmt: skip
+            "native", "--workers", "1", "--grace", "60", "--threads", "1"]  # fmt: skip
     with pdp_serve_raw(*argv) as served:
         wait_serving(port, served)
         result: list[str] = []
@@ -322,12 +317,14 @@ def test_sigterm_drains(policies: Path) -> None:
 
 @pytest.mark.slow
 def test_two_workers_serve_and_stop(policies: Path) -> None:
-    port = free_port()
-    argv = ["--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--transport",
-            "native", "--workers", "2"]  # fmt: skip
+    """Two workers, each on both ports (SO_REUSEPORT; the round-robin deal per port)."""
+    port, other = free_port(), free_port()
+    argv = ["--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--listen",
+            f"127.0.0.1:{other}", "--transport", "native", "--workers", "2"]  # fmt: skip
     with pdp_serve_raw(*argv) as served:
         wait_serving(port, served)
-        served.wait_for("listening on", count=2)
+        served.wait_for("listening on", count=4)
         assert [_grpc(port, GOOD) for _ in range(8)] == ["0"] * 8  # new connections, both workers
+        assert [_grpc(other, GOOD) for _ in range(8)] == ["0"] * 8
         served.proc.send_signal(signal.SIGTERM)
         assert served.exit_code() == 0, served.output()

@@ -18,18 +18,20 @@ import pytest
 
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway.ratelimit import SERVICE_NAME
-from tests.limits.conftest import LIMITED, limits_server, write_policies
+from tests.limits.conftest import LIMITED, TRANSPORTS, limits_server, write_policies
 from tests.limits.test_envoy_rls import _stack, _Upstream, get
 
 OK, OVER = rls.RateLimitResponse.OK, rls.RateLimitResponse.OVER_LIMIT
 
 
-@pytest.fixture(scope="module")
-def should(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.UnaryUnaryMultiCallable]:
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def should(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[grpc.UnaryUnaryMultiCallable]:
     """ShouldRateLimit taking the request's bytes as they are (a test client cannot otherwise
-    send a string that is not UTF-8)."""
+    send a string that is not UTF-8), on each transport."""
     root = write_policies(tmp_path_factory.mktemp("rls"), LIMITED)
-    with limits_server(root) as address, grpc.insecure_channel(address) as channel:
+    with limits_server(root, request.param) as address, grpc.insecure_channel(address) as channel:
         yield channel.unary_unary(
             f"/{SERVICE_NAME}/ShouldRateLimit",
             request_serializer=None,

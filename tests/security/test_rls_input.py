@@ -15,13 +15,16 @@ from pdp.gateway._gen.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
 from pdp.gateway.ratelimit import MAX_DESCRIPTORS, MAX_VALUE_LENGTH
-from tests.limits.conftest import LIMITED, rls_stub, write_policies
+from tests.limits.conftest import LIMITED, TRANSPORTS, rls_stub, write_policies
 
 OK, OVER = rls.RateLimitResponse.OK, rls.RateLimitResponse.OVER_LIMIT
 
 
-@pytest.fixture(scope="module")
-def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rls_grpc.RateLimitServiceStub]:
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def stub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[rls_grpc.RateLimitServiceStub]:
+    """The rate-limit service on each transport: the same answers on either."""
     files = dict(LIMITED)
     # A key that errors unless the descriptor carries `team`: fail closed, never OK.
     files["limits.yaml"] += (
@@ -29,7 +32,7 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rls_grpc.RateLimi
         " limit: 1000, per: 1s}\n"
     )
     root = write_policies(tmp_path_factory.mktemp("rls"), files)
-    with rls_stub(root) as stub:
+    with rls_stub(root, request.param) as stub:
         yield stub
 
 

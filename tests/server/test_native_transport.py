@@ -51,7 +51,10 @@ def engine_heavy(tmp_path_factory: pytest.TempPathFactory) -> Engine:
 
 @pytest.fixture(scope="module")
 def native(engine_heavy: Engine) -> Iterator[NativeServer]:
-    server = NativeServer(EngineHolder(engine_heavy), ServerConfig(listen=("127.0.0.1:0",)))
+    # One decision thread: test_calls_of_a_vanished_client_are_not_decided queues calls behind
+    # a slow one (several threads: tests/security/test_native_threads.py).
+    config = ServerConfig(listen=("127.0.0.1:0",), threads=1)
+    server = NativeServer(EngineHolder(engine_heavy), config)
     server.start()
     try:
         yield server

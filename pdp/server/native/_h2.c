@@ -4,14 +4,16 @@
  * Two sides, one queue each way:
  *
  *   - the I/O thread (a pthread that never touches Python, so never holds the GIL) runs one
- *     epoll loop: accepts on the listening socket it is given, feeds each connection's bytes
- *     to its nghttp2 server session, judges each completed request's framing, and queues the
+ *     epoll loop: accepts on the listening sockets it is given (TCP and Unix), feeds each
+ *     connection's bytes to its nghttp2 server session, judges each completed request's
+ *     framing, and queues the
  *     good ones; it writes the replies handed back, a pass's frames gathered into one send()
  *     per connection (frame by frame, a reply went out as three TCP segments, each waking the
  *     client: bench/RESULTS.md).
- *   - the decision thread (Python, pdp.server.native.server) calls take() - a blocking call
- *     that releases the GIL - for a batch of requests, decides each, and hands the batch's
- *     replies to answer(), which queues them and wakes the I/O thread through an eventfd.
+ *   - the decision threads (Python, pdp.server.native.server; several may take() at once,
+ *     each batch its thread's own) call take() - a blocking call that releases the GIL - for a
+ *     batch of requests, decide each, and hand the batch's replies to answer(), which queues
+ *     them and wakes the I/O thread through an eventfd.
  *
  * With TLS (use_tls(); _tls.c, on OpenSSL) a connection's bytes go through SSL instead of
  * recv()/send(), after a handshake the same loop drives, non-blocking; its auth context goes
@@ -49,11 +51,13 @@
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,7 +70,8 @@
 #define MAX_GRPC_MESSAGE 4096      /* longest grpc-message sent, before percent-encoding */
 #define MAX_DETAILS 65536          /* longest grpc-status-details-bin sent (base64) */
 #define MAX_BATCH 256
-#define PEER_LEN 64
+#define PEER_LEN 128          /* "unix:" and a path of up to 108 bytes fit */
+#define MAX_LISTENERS 32
 #define HANDSHAKE_MAX_S 120.0      /* a TLS handshake's bound without an idle timeout (grpc's) */
 
 enum {
@@ -147,10 +152,12 @@ static int g_npaths;
 static size_t g_max_message, g_budget;
 static int g_max_conns, g_max_calls;
 static double g_idle_s;
-static int g_lfd = -1, g_epoll = -1, g_evfd = -1, g_running;
+static int g_epoll = -1, g_evfd = -1, g_running;
+/* The listening sockets (TCP and Unix, several at once); epoll data points at an entry. */
+static int g_lfds[MAX_LISTENERS], g_nlfds;
 static pthread_t g_thread;
 static nghttp2_session_callbacks *g_cbs;
-static nghttp2_option *g_opt;
+static nghttp2_option *g_opt, *g_opt_unix; /* g_opt_unix: see relaxed_header_ok */
 static nghttp2_settings_entry g_settings[3];
 
 /* The I/O thread's own. */
@@ -167,11 +174,20 @@ static call_t *g_req_head, *g_req_tail, *g_rep_head, *g_rep_tail;
 static int g_draining, g_stopping; /* atomics */
 static size_t g_buffered;          /* atomic: request bytes held */
 static int g_outstanding;          /* atomic: calls queued, with Python, or replies queued */
-static call_t *g_batch[MAX_BATCH]; /* the batch the decision thread holds */
-static int g_nbatch, g_batch_out, g_taking; /* the decision thread's, under the GIL */
+/* Each decision thread's own batch (several threads may take() at once: --threads). */
+static __thread call_t *g_batch[MAX_BATCH];
+static __thread int g_nbatch, g_batch_out, g_taking;
+static int g_out_batches; /* atomic: batches taken and not yet answered, all threads */
+/* Under g_mu: batches out with a decision thread (not empty ones), and when the latest was
+ * taken: see standby_until. */
+static int g_deciding;
+static double g_last_taken;
+static pthread_cond_t g_standby_cv; /* where a thread standing by waits: not woken per request */
+static pthread_once_t g_standby_once = PTHREAD_ONCE_INIT;
+#define STANDBY_S 0.02
 static unsigned long long g_batches, g_requests; /* atomics: for the bench */
 
-static char L_TAG, E_TAG; /* epoll data for the listener and the eventfd */
+static char E_TAG; /* epoll data for the eventfd (a listener's is its g_lfds entry) */
 
 static double now_s(void) {
     struct timespec ts;
@@ -359,12 +375,40 @@ static void keep_metadata(stream_t *st, const uint8_t *name, size_t namelen,
     st->md_len = need;
 }
 
+/* ---- Unix sockets: the :authority grpc-go sends there ---------------------------------------- */
+
+/* grpc-go before 1.52 (grpcurl 1.8 among its clients) sends a Unix socket's path as :authority,
+ * which nghttp2's HTTP messaging checks refuse ('/' is no authority character): the stream was
+ * reset PROTOCOL_ERROR where grpcio answers. So sessions on Unix sockets (g_opt_unix) run
+ * without those checks, and this makes them here for every field but that: pseudo-headers
+ * named by RFC 9113 only, field names and values as nghttp2 checks them (lowercase names, no
+ * control characters), no connection-specific fields, `te: trailers` only. Missing
+ * pseudo-headers: complete() refuses a call without POST and a served :path. */
+static int is_unix_conn(const conn_t *c) { return memcmp(c->peer, "unix:", 5) == 0; }
+
+static int relaxed_header_ok(const uint8_t *name, size_t namelen, const uint8_t *value,
+                             size_t valuelen) {
+    if (!nghttp2_check_header_value(value, valuelen)) return 0;
+    if (namelen && name[0] == ':')
+        return is(name, namelen, ":method") || is(name, namelen, ":path") ||
+               is(name, namelen, ":scheme") || is(name, namelen, ":authority");
+    if (!nghttp2_check_header_name(name, namelen)) return 0;
+    for (size_t i = 0; i < namelen; i++)
+        if (name[i] >= 'A' && name[i] <= 'Z') return 0;
+    if (is(name, namelen, "te")) return is(value, valuelen, "trailers");
+    return !is(name, namelen, "connection") && !is(name, namelen, "keep-alive") &&
+           !is(name, namelen, "proxy-connection") && !is(name, namelen, "transfer-encoding") &&
+           !is(name, namelen, "upgrade");
+}
+
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *u) {
-    (void)flags; (void)u;
+    (void)flags;
     stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (!st) return 0;
+    if (is_unix_conn(u) && !relaxed_header_ok(name, namelen, value, valuelen))
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset, as nghttp2 would */
     st->header_bytes += namelen + valuelen + 32;
     if (st->header_bytes > MAX_HEADER_BYTES) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0; /* trailers: counted, not read */
@@ -640,7 +684,7 @@ static void conn_free(conn_t *c) {
     g_conns--;
 }
 
-static void format_peer(const struct sockaddr_storage *sa, char *out) {
+static void format_peer(const struct sockaddr_storage *sa, socklen_t salen, char *out) {
     char host[INET6_ADDRSTRLEN] = "?";
     if (sa->ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
@@ -650,6 +694,13 @@ static void format_peer(const struct sockaddr_storage *sa, char *out) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
         snprintf(out, PEER_LEN, "ipv6:[%s]:%u", host, ntohs(a->sin6_port));
+    } else if (sa->ss_family == AF_UNIX) {
+        /* As grpc: "unix:" and the client's bound path, empty for an unnamed client socket */
+        const struct sockaddr_un *a = (const struct sockaddr_un *)sa;
+        size_t n = salen > offsetof(struct sockaddr_un, sun_path)
+                       ? salen - offsetof(struct sockaddr_un, sun_path) : 0;
+        n = strnlen(a->sun_path, n < sizeof a->sun_path ? n : sizeof a->sun_path);
+        snprintf(out, PEER_LEN, "unix:%.*s", (int)n, a->sun_path);
     } else {
         snprintf(out, PEER_LEN, "unknown");
     }
@@ -662,11 +713,11 @@ static void notice_drain(conn_t *c) {
     mark_dirty(c);
 }
 
-static void accept_all(void) {
+static void accept_all(int lfd) {
     for (;;) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
-        int fd = accept4(g_lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return; /* EAGAIN, or a transient error (EMFILE...): the next event retries */
         if (g_ndirty >= g_max_conns) { /* the dirty list has room for max_conns */
             close(fd);
@@ -678,11 +729,12 @@ static void accept_all(void) {
             continue;
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* a Unix socket: EOPNOTSUPP */
         c->fd = fd;
         c->last_active = now_s();
-        format_peer(&sa, c->peer);
-        if (nghttp2_session_server_new2(&c->session, g_cbs, c, g_opt) != 0) {
+        format_peer(&sa, salen, c->peer);
+        if (nghttp2_session_server_new2(&c->session, g_cbs, c,
+                                        sa.ss_family == AF_UNIX ? g_opt_unix : g_opt) != 0) {
             close(fd);
             free(c);
             continue;
@@ -834,7 +886,7 @@ static void *io_main(void *arg) {
         int n = epoll_wait(g_epoll, evs, 64, 250);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
-            if (p == &L_TAG) accept_all();
+            if (p >= (void *)g_lfds && p < (void *)(g_lfds + g_nlfds)) accept_all(*(int *)p);
             else if (p == &E_TAG) take_replies();
             else {
                 conn_t *c = p;
@@ -910,23 +962,52 @@ static int set_paths(PyObject *paths) {
     return 0;
 }
 
+/* listen_fd: one listening socket's fd, or a sequence of them (TCP and Unix alike). */
+static int set_listeners(PyObject *fds) {
+    PyObject *seq = PyLong_Check(fds) ? PyTuple_Pack(1, fds)
+                                      : PySequence_Tuple(fds);
+    if (!seq) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    if (n < 1 || n > MAX_LISTENERS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "listen_fd: between 1 and %d sockets", MAX_LISTENERS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(seq, i));
+        if (fd == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (fd < 0 || fd > INT32_MAX) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "listen_fd: %ld is no descriptor", fd);
+            return -1;
+        }
+        g_lfds[i] = (int)fd;
+    }
+    g_nlfds = (int)n;
+    Py_DECREF(seq);
+    return 0;
+}
+
 static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *names[] = {"listen_fd", "max_message", "max_streams", "max_conns", "max_calls",
                             "idle_timeout", "paths", NULL};
-    int lfd, max_streams = 100, max_conns = 10000, max_calls = 1000;
+    int max_streams = 100, max_conns = 10000, max_calls = 1000;
+    PyObject *lfds;
     Py_ssize_t max_message = 4 << 20;
     double idle = 300;
     PyObject *paths = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|niiidO", names, &lfd, &max_message,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|niiidO", names, &lfds, &max_message,
                                      &max_streams, &max_conns, &max_calls, &idle, &paths))
         return NULL;
     if (g_running) return PyErr_Format(PyExc_RuntimeError, "a native server is already running");
-    if (set_paths(paths) < 0) return NULL;
+    if (set_paths(paths) < 0 || set_listeners(lfds) < 0) return NULL;
     if (max_message < 0 || max_message > (1 << 30) || max_streams < 1 || max_conns < 0 ||
         max_calls < 0 || !(idle >= 0))
         return PyErr_Format(PyExc_ValueError, "a limit out of range");
-    g_lfd = lfd;
     g_max_message = (size_t)max_message;
     g_budget = 4 * (g_max_message + 5) > MIN_BUDGET ? 4 * (g_max_message + 5) : MIN_BUDGET;
     g_max_conns = max_conns ? max_conns : 1000000;
@@ -951,21 +1032,31 @@ static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
         nghttp2_option_set_max_settings(g_opt, 32);          /* SETTINGS entries per frame */
         nghttp2_option_set_max_outbound_ack(g_opt, 1000);     /* PING/SETTINGS floods */
         nghttp2_option_set_stream_reset_rate_limit(g_opt, 1000, 33); /* rapid reset */
+        nghttp2_option_new(&g_opt_unix);
+        if (g_opt_unix) {
+            nghttp2_option_set_max_settings(g_opt_unix, 32);
+            nghttp2_option_set_max_outbound_ack(g_opt_unix, 1000);
+            nghttp2_option_set_stream_reset_rate_limit(g_opt_unix, 1000, 33);
+            nghttp2_option_set_no_http_messaging(g_opt_unix, 1); /* relaxed_header_ok instead */
+        }
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&g_cv, &ca);
         pthread_condattr_destroy(&ca);
     }
-    if (!g_cbs || !g_opt) return PyErr_NoMemory();
+    if (!g_cbs || !g_opt || !g_opt_unix) return PyErr_NoMemory();
     g_draining = g_stopping = 0;
     g_drain_seen = 0;
     g_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     g_epoll = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &L_TAG};
     struct epoll_event eev = {.events = EPOLLIN, .data.ptr = &E_TAG};
-    if (g_evfd < 0 || g_epoll < 0 || epoll_ctl(g_epoll, EPOLL_CTL_ADD, lfd, &lev) < 0 ||
-        epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_evfd, &eev) < 0 ||
+    int added = g_evfd >= 0 && g_epoll >= 0;
+    for (int i = 0; added && i < g_nlfds; i++) {
+        struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &g_lfds[i]};
+        added = epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_lfds[i], &lev) == 0;
+    }
+    if (!added || epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_evfd, &eev) < 0 ||
         pthread_create(&g_thread, NULL, io_main, NULL) != 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         if (g_evfd >= 0) close(g_evfd);
@@ -977,6 +1068,29 @@ static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
+static void to_timespec(double t, struct timespec *ts) {
+    ts->tv_sec = (time_t)t;
+    ts->tv_nsec = (long)((t - (double)ts->tv_sec) * 1e9);
+}
+
+/* With several decision threads (under g_mu): when a thread finding requests queued should
+ * leave them to the one that took a batch less than STANDBY_S ago (0: take them now). One
+ * batch decided at a time costs the least CPU per call, the GIL being one: a thread waking
+ * for each request to take a share spent ~14% more (bench/RESULTS.md, "Decision threads").
+ * A batch out longer than that is waiting outside the GIL (a slow rate-limit store): the
+ * requests behind it are taken by a thread standing by, at most STANDBY_S later. */
+static double standby_until(void) {
+    return g_deciding > 0 ? g_last_taken + STANDBY_S : 0;
+}
+
+static void standby_init(void) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_standby_cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 /* take(timeout) -> list of (method, body, deadline | None, peer, metadata, auth | None): the
  * requests queued now (auth: the TLS connection's one-item list, tls_auth_py), or
  * the first to come within `timeout` seconds; [] on time-out or once the server stops. */
@@ -985,10 +1099,11 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
     double timeout = PyFloat_AsDouble(arg);
     if (timeout == -1 && PyErr_Occurred()) return NULL;
     if (!g_running) return PyErr_Format(PyExc_RuntimeError, "the native server is not running");
-    if (g_batch_out || g_taking) /* one decision thread: g_batch is its own */
+    if (g_batch_out || g_taking) /* this thread's g_batch is still out */
         return PyErr_Format(PyExc_RuntimeError, "answer() the last batch before taking another");
     int n = 0;
-    g_taking = 1; /* under the GIL: a second thread calling take() meanwhile is refused */
+    g_taking = 1;
+    __atomic_add_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL); /* stop() waits for it */
     Py_BEGIN_ALLOW_THREADS
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -998,9 +1113,21 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
     }
     call_t *gone = NULL, *gone_tail = NULL; /* cancelled while queued: back to the I/O thread */
+    pthread_once(&g_standby_once, standby_init);
     pthread_mutex_lock(&g_mu);
-    while (!g_req_head && !__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE) && timeout > 0)
-        if (pthread_cond_timedwait(&g_cv, &g_mu, &until) == ETIMEDOUT) break;
+    while (!__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE) && timeout > 0) {
+        if (g_req_head) {
+            /* Standing by on its own condition: complete() signals g_cv for each request,
+             * and waking a thread per request only to wait again cost as much as taking. */
+            double standby = standby_until();
+            if (now_s() >= standby) break;
+            struct timespec ts;
+            to_timespec(standby, &ts);
+            pthread_cond_timedwait(&g_standby_cv, &g_mu, &ts);
+        } else if (pthread_cond_timedwait(&g_cv, &g_mu, &until) == ETIMEDOUT && !g_req_head) {
+            break;
+        }
+    }
     while (g_req_head && n < MAX_BATCH) {
         call_t *c = g_req_head;
         g_req_head = c->next;
@@ -1019,6 +1146,10 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         else g_rep_head = gone;
         g_rep_tail = gone_tail;
     }
+    if (n) {
+        g_deciding++;
+        g_last_taken = now_s();
+    }
     pthread_mutex_unlock(&g_mu);
     if (gone) wake_io();
     Py_END_ALLOW_THREADS
@@ -1026,6 +1157,7 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
     tls_release();
     g_nbatch = n;
     g_batch_out = n > 0;
+    if (!n) __atomic_sub_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL);
     if (n) {
         __atomic_add_fetch(&g_batches, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&g_requests, (unsigned long long)n, __ATOMIC_RELAXED);
@@ -1112,8 +1244,10 @@ static PyObject *py_answer(PyObject *self, PyObject *arg) {
         else g_rep_head = g_batch[i];
         g_rep_tail = g_batch[i];
     }
+    g_deciding--;
     pthread_mutex_unlock(&g_mu);
     g_nbatch = g_batch_out = 0;
+    __atomic_sub_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL);
     wake_io();
     if (!ok) return PyErr_Format(PyExc_ValueError, "answer() needs one reply per request taken");
     Py_RETURN_NONE;
@@ -1145,7 +1279,7 @@ static PyObject *py_stats(PyObject *self, PyObject *unused) {
 static PyObject *py_stop(PyObject *self, PyObject *unused) {
     (void)self; (void)unused;
     if (!g_running) Py_RETURN_NONE;
-    if (g_batch_out || g_taking)
+    if (__atomic_load_n(&g_out_batches, __ATOMIC_ACQUIRE))
         return PyErr_Format(PyExc_RuntimeError, "a batch is still being decided");
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&g_mu);
@@ -1189,7 +1323,7 @@ static PyObject *py_use_tls(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"start", (PyCFunction)(void (*)(void))py_start, METH_VARARGS | METH_KEYWORDS,
-     "start(listen_fd, max_message, max_streams, max_conns, max_calls, idle_timeout, paths): run "
+     "start(listen_fd | (fd, ...), max_message, max_streams, max_conns, max_calls, idle_timeout, paths): run "
      "the I/O thread on the listening (non-blocking) socket, serving paths "
      "((path, refused_when_draining), ...; PATHS by default)"},
     {"take", py_take, METH_O,

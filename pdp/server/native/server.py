@@ -2,19 +2,25 @@
 framing in C (`_h2.c`, on libnghttp2), the decision in pdp's own `DecisionService`.
 
 The C I/O thread never holds the GIL: it reads, parses and judges the framing of every call,
-and queues complete requests. One decision thread here takes them in batches (`_h2.take`
-releases the GIL while it waits), runs each through the very function grpcio calls per Check
-(`DecisionService.check`: the decision cache, deadlines, the drain), and hands the replies
+and queues complete requests. The decision threads here take them in batches (`_h2.take`
+releases the GIL while it waits), run each through the very function grpcio calls per Check
+(`DecisionService.check`: the decision cache, deadlines, the drain), and hand the replies
 back (`_h2.answer`), which the I/O thread writes, gathered into one send() per connection.
 Measured in bench/RESULTS.md ("A C front end, measured"): about a quarter of grpcio's server
 CPU per call.
 
 Served: pdp.v1.DecisionService/Check, Plan and ServerInfo (grpcio's own handlers, through a
-path table) and grpc.health.v1.Health/Check, on TCP, plaintext or TLS (mTLS with client CAs,
-`_tls.c`; the allow-list as grpcio's interceptor refuses); each Check and Plan observed by
-telemetry as on grpcio (the call's metadata and auth context come from the C side). Every other path is
-UNIMPLEMENTED; pdp.cli.serve_native refuses the options this does not honour.
-One decision thread: batches are decided one after the other under the GIL anyway.
+path table), grpc.health.v1.Health/Check, and the unary services `pdp serve` adds (Envoy's
+ext_authz and rate-limit service: `extra_services`, the registrars grpcio's build_server takes,
+their handlers collected here), on TCP listeners, plaintext or TLS (mTLS with client CAs,
+`_tls.c`; the allow-list as grpcio's interceptor refuses), and Unix sockets, several at once;
+each call observed by telemetry as on grpcio (the call's metadata and auth context come from
+the C side). Every other path is UNIMPLEMENTED; pdp.cli.serve_native refuses the options this
+does not honour.
+
+Decision threads (`ServerConfig.threads`, `--threads`): each takes its own batches. Decisions
+run under the GIL anyway, so more threads do not decide faster; they let other calls be
+answered while one decision waits outside the GIL (a Redis rate-limit store's round trip).
 """
 
 from __future__ import annotations
@@ -22,26 +28,29 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import os
 import socket
+import stat
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
+from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from ..cache import DecisionCache
 from ..identity import AllowListInterceptor
 from ..server import DRAIN_QUIET_S, STOP_MARGIN_S, Readiness, ServerConfig, _bind_error
-from ..service import SERVICE_NAME, DecisionService
+from ..service import SERVICE_NAME, DecisionService, taken_while_draining
 from ..status import status_for
 from .auth import INSECURE, Auth, of_connection
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
-    from pdp.server.hooks import Observer
+    from pdp.server.hooks import Observer, ServiceRegistrar
 
 log = logging.getLogger("pdp.server")
 
@@ -51,6 +60,8 @@ HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
 MAX_STREAMS = 100
 # The paths served, in the order of the method numbers _h2 hands calls with, each with whether
 # it is refused UNAVAILABLE once the drain begins (decisions are; health and ServerInfo answer).
+# The extra services' paths follow, none refused by the C side: ext_authz answers its own
+# refusal (a denial, 503 `shutting_down`), as on grpcio; the rate-limit service answers on.
 SERVED: tuple[tuple[str, bool], ...] = (
     (f"/{SERVICE_NAME}/Check", True),
     (HEALTH_CHECK, False),
@@ -76,6 +87,13 @@ def load_extension() -> Any:
     return _h2
 
 
+class _Metadatum(NamedTuple):
+    """One metadata item, as grpcio's (a pair with `.key` and `.value`)."""
+
+    key: str
+    value: str | bytes
+
+
 class _Aborted(Exception):
     def __init__(self, reply: tuple[int, str, str | None]) -> None:
         self.reply = reply
@@ -90,7 +108,7 @@ def _status_reply(status: Any) -> tuple[int, str, str | None]:
     return status.code.value[0], status.details or "", details
 
 
-def _metadata(packed: bytes) -> tuple[tuple[str, str | bytes], ...]:
+def _metadata(packed: bytes) -> tuple[_Metadatum, ...]:
     """The call's metadata as grpcio's `invocation_metadata()` gives it, from the C side's
     `name\0value\0...` (request headers but the pseudo-headers, content-type, te and grpc-*;
     names lowercase, as HTTP/2 requires and nghttp2 checks): a `-bin` value base64-decoded to
@@ -99,28 +117,30 @@ def _metadata(packed: bytes) -> tuple[tuple[str, str | bytes], ...]:
     if not packed:
         return ()
     parts = packed.split(b"\0")
-    out: list[tuple[str, str | bytes]] = []
+    out: list[_Metadatum] = []
     for i in range(0, len(parts) - 1, 2):
         key = parts[i].decode("ascii", "replace")
         raw = parts[i + 1]
         if key.endswith("-bin"):  # padding is optional, as for grpc
-            out.append((key, base64.b64decode(raw + b"=" * (-len(raw) % 4))))
+            out.append(_Metadatum(key, base64.b64decode(raw + b"=" * (-len(raw) % 4))))
             continue
         try:
-            out.append((key, raw.decode("utf-8")))
+            out.append(_Metadatum(key, raw.decode("utf-8")))
         except UnicodeDecodeError:
-            out.append((key, raw.decode("latin-1")))
+            out.append(_Metadatum(key, raw.decode("latin-1")))
     return tuple(out)
 
 
 class _Context:
-    """What `DecisionService` reads of a grpc ServicerContext: the call's time left (from its
-    grpc-timeout, on the same monotonic clock as the C side) and how to fail it; the peer, as
-    grpc spells it; the call's metadata, as grpcio gives it (for the observer: trace context,
-    and what the decision log's queue counts); the auth context, as grpcio's (the client's
-    identities under mTLS), from the connection's (`auth`: None for plaintext)."""
+    """What pdp's servicers (`DecisionService`, ext_authz, the rate-limit service) read of a
+    grpc ServicerContext: the call's time left (from its grpc-timeout, on the same monotonic
+    clock as the C side) and how to fail it (abort, abort_with_status, or set_code and
+    set_details then return); the peer, as grpc spells it (`ipv4:`, `ipv6:`, `unix:`); the
+    call's metadata, as grpcio gives it (for the observer: trace context, and what the
+    decision log's queue counts); the auth context, as grpcio's (the client's identities under
+    mTLS), from the connection's (`auth`: None for plaintext)."""
 
-    __slots__ = ("_auth", "_deadline", "_metadata", "_packed", "_peer")
+    __slots__ = ("_auth", "_code", "_deadline", "_details", "_metadata", "_packed", "_peer")
 
     def __init__(
         self,
@@ -133,9 +153,11 @@ class _Context:
         self._peer = peer
         self._packed = packed
         self._auth = auth
-        self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
+        self._metadata: tuple[_Metadatum, ...] | None = None
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
 
-    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+    def invocation_metadata(self) -> tuple[_Metadatum, ...]:
         # Made when first read: without an observer nothing reads it.
         if self._metadata is None:
             self._metadata = _metadata(self._packed)
@@ -159,6 +181,26 @@ class _Context:
     def abort_with_status(self, status: Any) -> None:
         raise _Aborted(_status_reply(status))
 
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        if code == grpc.StatusCode.OK:  # as grpcio: aborting with OK is a bug of the servicer
+            code, details = grpc.StatusCode.UNKNOWN, ""
+        raise _Aborted((code.value[0], details or "", None))
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def set_trailing_metadata(self, _metadata: Any) -> None:
+        pass  # no servicer of pdp's sets any but through abort_with_status
+
+    def error(self) -> tuple[int, str, str | None] | None:
+        """What set_code and set_details made of the call (None: it answers its reply)."""
+        if self._code is None or self._code == grpc.StatusCode.OK:
+            return None
+        return self._code.value[0], self._details, None
+
     def peer(self) -> str:
         return self._peer
 
@@ -170,18 +212,35 @@ class NativeServer(Readiness):
     """The `PdpServer` interface `pdp serve` uses, on the native transport."""
 
     def __init__(
-        self, holder: EngineHolder, config: ServerConfig, observer: Observer | None = None
+        self,
+        holder: EngineHolder,
+        config: ServerConfig,
+        observer: Observer | None = None,
+        *,
+        extra_services: Sequence[ServiceRegistrar] = (),
     ) -> None:
         """`observer`: telemetry's (the decision log, traces, metrics), told of every Check
-        decided, as on grpcio (`DecisionService._check_observed`); closed by `stop`."""
+        decided, as on grpcio (`DecisionService._check_observed`); closed by `stop`.
+        `extra_services`: as `build_server`'s (ext_authz, the rate-limit service): each
+        registers its unary handlers here, and its `begin_drain` (if any) is told of the drain."""
         self._h2 = load_extension()
         self._config = config
         self._holder = holder
-        (target,) = config.listen  # pdp.cli.serve_native allows one
-        self._sock = _listen(target, config.reuse_port)
-        host = target.rsplit(":", 1)[0]
-        self.addresses = [f"{host}:{self._sock.getsockname()[1]}"]
-        self.service_names = (SERVICE_NAME,)
+        self._socks: list[socket.socket] = []
+        self._unix: list[str] = []  # the socket files this server made, removed by stop
+        self.addresses: list[str] = []
+        try:
+            for target in config.listen:
+                sock = _listen(target, config.reuse_port)
+                self._socks.append(sock)
+                self.addresses.append(f"{target.rsplit(':', 1)[0]}:{sock.getsockname()[1]}")
+            for path in config.unix:
+                self._socks.append(_listen_unix(path))
+                self._unix.append(path)
+                self.addresses.append(f"unix:{path}")
+        except BaseException:
+            self._close_listeners()
+            raise
         self.observer = observer
         self.decision_cache = (
             DecisionCache(config.decision_cache) if config.decision_cache > 0 else None
@@ -195,11 +254,20 @@ class NativeServer(Readiness):
             client_identities=config.tls is not None and config.tls.client_ca_pem is not None,
         )
         self.activity = self.decisions.activity
+        collected = _Handlers()
+        names = [register(collected) for register in extra_services]  # type: ignore[arg-type]
+        self.service_names = (SERVICE_NAME, *names)
+        self._drains: list[Callable[[float], None]] = [
+            drain
+            for register in extra_services
+            if (drain := getattr(register, "begin_drain", None))
+        ]
         # The method number _h2 gives a call (its index in self._paths) -> what answers it.
-        self._paths = SERVED
+        extra = collected.unary_paths(names)
+        self._paths = SERVED + tuple((path, False) for path in extra)
         self._methods = _method_table(
-            [path for path, _ in self._paths], self.decisions, self._check_health
-        )
+            [path for path, _ in SERVED], self.decisions, self._check_health
+        ) + [_unary(extra[path]) for path in extra]
         if config.allow_identities:  # as grpcio's interceptor: health stays open
             allow = AllowListInterceptor(config.allow_identities)
             paths = [path for path, _ in self._paths]
@@ -210,13 +278,25 @@ class NativeServer(Readiness):
         self._drain_deadline = 0.0
         self._running = False
         self._stop_loop = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.set_serving(holder.current is not None)
         holder.on_swap(lambda _engine: self.set_serving(True))
 
     @property
     def port(self) -> int:
-        return int(self.addresses[0].rsplit(":", 1)[1])
+        """The first TCP port bound (useful with port 0)."""
+        for a in self.addresses:
+            if not a.startswith("unix:"):
+                return int(a.rsplit(":", 1)[1])
+        raise ValueError("no TCP listener")
+
+    def _close_listeners(self) -> None:
+        for sock in self._socks:
+            sock.close()
+        for path in self._unix:  # as grpcio, which removes its socket files at stop
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._unix = []
 
     # -- health, as PdpServer --------------------------------------------------------------
 
@@ -244,13 +324,15 @@ class NativeServer(Readiness):
         packed: bytes,
         auth: list[bytes | Auth] | None,
     ) -> Reply:
+        context = _Context(deadline, peer, packed, auth)
         try:
-            return self._methods[method](body, _Context(deadline, peer, packed, auth))
+            reply = self._methods[method](body, context)
         except _Aborted as exc:
             return exc.reply
         except Exception:  # the servicer answers its own failures; this is a bug here
             log.exception("native transport: a call failed")
             return grpc.StatusCode.INTERNAL.value[0], "internal error", None
+        return context.error() or reply
 
     def _loop(self) -> None:
         take, answer, one = self._h2.take, self._h2.answer, self._one
@@ -263,6 +345,9 @@ class NativeServer(Readiness):
                 continue
             if not batch:
                 continue
+            # Taken once the drain began: refused by the servicers, as grpcio's executor marks
+            # the calls it takes then (a Check UNAVAILABLE, ext_authz a denial 503).
+            taken_while_draining.value = self._draining
             try:
                 replies: list[Reply] | None = [one(*item) for item in batch]
             except BaseException:
@@ -279,7 +364,7 @@ class NativeServer(Readiness):
         else:
             self._h2.use_tls(c.tls.cert_pem, c.tls.key_pem, c.tls.client_ca_pem)
         self._h2.start(
-            self._sock.fileno(),
+            tuple(sock.fileno() for sock in self._socks),
             max_message=c.max_message_bytes,
             max_streams=MAX_STREAMS,
             max_conns=c.max_connections,
@@ -288,8 +373,12 @@ class NativeServer(Readiness):
             paths=self._paths,
         )
         self._running = True
-        self._thread = threading.Thread(target=self._loop, name="pdp-native-decide", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"pdp-native-decide-{i}", daemon=True)
+            for i in range(max(1, c.threads))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def begin_stop(self, grace: float) -> None:
         """As PdpServer's: health NOT_SERVING, every connection told GOAWAY, a Check arriving
@@ -299,6 +388,8 @@ class NativeServer(Readiness):
         self._drain_deadline = time.monotonic() + grace
         self._draining = True
         self.decisions.begin_drain(self._drain_deadline)
+        for begin_drain in self._drains:  # other services' calls (Envoy ext_authz)
+            begin_drain(self._drain_deadline)
         if self._running:
             self._h2.drain()
         self.set_serving(False)
@@ -315,16 +406,17 @@ class NativeServer(Readiness):
                 log.warning("%d calls still running at shutdown", outstanding())
             time.sleep(min(DRAIN_QUIET_S, 0.05))  # the last replies reach the I/O thread
             self._stop_loop = True
-            if self._thread is not None:
-                self._thread.join(STOP_MARGIN_S + _TAKE_WAIT_S)
-            if self._thread is not None and self._thread.is_alive():
+            end = time.monotonic() + STOP_MARGIN_S + _TAKE_WAIT_S
+            for thread in self._threads:
+                thread.join(max(0.0, end - time.monotonic()))
+            if any(thread.is_alive() for thread in self._threads):
                 # A decision past every bound (its batch is still out): the process exit
                 # closes the connections.
-                log.warning("native transport: the decision thread did not stop")
+                log.warning("native transport: a decision thread did not stop")
             else:
                 self._h2.stop()
                 self._running = False
-        self._sock.close()
+        self._close_listeners()
         # Last: every call decided has been observed (the decision thread has stopped).
         if self.observer is not None:
             try:
@@ -336,18 +428,45 @@ class NativeServer(Readiness):
         return not self._running
 
 
+class _Details(NamedTuple):
+    """A grpc.HandlerCallDetails, to ask a generic handler for a path's handler."""
+
+    method: str
+    invocation_metadata: tuple[Any, ...] = ()
+
+
 class _Handlers:
-    """Collects what `DecisionService.register` gives a grpc server: the very handlers grpcio
-    serves Check, Plan and ServerInfo with."""
+    """Collects what a registrar gives a grpc server (`DecisionService.register`, the
+    generated `add_..._to_server`, a generic handler): the very handlers grpcio serves with."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, Any] = {}
+        self.generic: list[Any] = []
 
-    def add_generic_rpc_handlers(self, _handlers: Any) -> None:
-        pass
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self.generic.extend(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         self.handlers.update({f"/{service}/{name}": h for name, h in handlers.items()})
+
+    def unary_paths(self, services: Sequence[str]) -> dict[str, Any]:
+        """path -> handler of every unary method of `services` (their methods as the protobuf
+        descriptors name them, their handlers as registered); a streaming one is refused."""
+        out: dict[str, Any] = {}
+        pool = descriptor_pool.Default()
+        for service in services:
+            for method in pool.FindServiceByName(service).methods:
+                path = f"/{service}/{method.name}"
+                handler = self.handlers.get(path) or next(
+                    (h for g in self.generic if (h := g.service(_Details(path))) is not None),
+                    None,
+                )
+                if handler is None:
+                    continue
+                if handler.unary_unary is None:
+                    raise ValueError(f"the native transport serves unary calls only: {path}")
+                out[path] = handler
+        return out
 
 
 def _method_table(
@@ -366,13 +485,18 @@ def _method_table(
         elif path == f"/{SERVICE_NAME}/Check":
             table.append(decisions.check)
         else:
-            handler = grpc_side.handlers[path]  # KeyError: _h2 serves a path pdp does not
-            table.append(_unary(handler.unary_unary, handler.response_serializer))
+            table.append(_unary(grpc_side.handlers[path]))  # KeyError: a path pdp does not serve
     return table
 
 
-def _unary(behaviour: Callable[[bytes, Any], Any], serialize: Callable[[Any], bytes]) -> Any:
-    return lambda body, context: serialize(behaviour(body, context))
+def _unary(handler: Any) -> Callable[[bytes, Any], Reply]:
+    """A grpc unary handler as bytes in, bytes out: decoding as grpcio would (pdp's handlers
+    decode their own requests: `pdp.server.status.decoding`), the reply by its serializer."""
+    behaviour, serialize = handler.unary_unary, handler.response_serializer
+    parse = handler.request_deserializer
+    if parse is None:
+        return lambda body, context: serialize(behaviour(body, context))
+    return lambda body, context: serialize(behaviour(parse(body), context))
 
 
 def _listen(target: str, reuse_port: bool) -> socket.socket:
@@ -395,4 +519,21 @@ def _listen(target: str, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise RuntimeError(_bind_error(target)) from exc
+    return sock
+
+
+def _listen_unix(path: str) -> socket.socket:
+    """A non-blocking listening Unix socket at `path`. As grpcio: a socket file left there
+    (a server that did not stop) is replaced; any other file is not."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(_bind_error(f"unix:{path}")) from exc
     return sock
