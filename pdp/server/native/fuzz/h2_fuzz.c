@@ -4,7 +4,9 @@
  * or replay.c's (the tests, gcc) drives LLVMFuzzerTestOneInput.
  *
  * An input is the bytes a client sends after connecting, cut into rounds by the marker
- * "|pdp-next|" (and "|pdp-drain|", which also begins the drain, as SIGTERM does). Each round
+ * "|pdp-next|" (and "|pdp-drain|", which also begins the drain, as SIGTERM does; and
+ * "|pdp-close|", after which the client is gone: the connection is freed at once, with its
+ * calls still deciding or queued, and the rest of the input is not read). Each round
  * plays the decision thread once: the calls it took last round are answered (so a client's
  * RST_STREAM or GOAWAY in between finds its call still deciding), the calls queued since are
  * taken (as take() does: cancelled ones handed back), and what nghttp2 has to send is sent
@@ -20,6 +22,7 @@
 
 #define NEXT "|pdp-next|"
 #define DRAIN "|pdp-drain|"
+#define CLOSE "|pdp-close|"
 
 static call_t *g_deciding; /* taken last round, answered next round */
 static int g_trace = -1;   /* H2_FUZZ_TRACE=1: what each round took and sent, on stderr */
@@ -159,6 +162,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     mark_dirty(c);
     send_all(c); /* the server's SETTINGS, before it reads (accept_all, then flush_dirty) */
     const uint8_t *p = data, *end = data + size;
+    /* Where the client vanishes: its bytes up to there are read, and one more round. */
+    const uint8_t *close_at = memmem(data, size, CLOSE, sizeof CLOSE - 1);
+    if (close_at) end = close_at;
     for (;;) {
         const uint8_t *next = memmem(p, (size_t)(end - p), NEXT, sizeof NEXT - 1);
         const uint8_t *drain = memmem(p, (size_t)(end - p), DRAIN, sizeof DRAIN - 1);
@@ -175,8 +181,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             p = cut + sizeof NEXT - 1;
         }
     }
-    round_trip(c); /* the last calls answered, their replies sent */
-    round_trip(c);
+    if (!close_at) {
+        round_trip(c); /* the last calls answered, their replies sent */
+        round_trip(c);
+    }
     conn_free(c); /* as the I/O thread: calls still deciding or queued are cancelled */
     answer_all();
     take_all();

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import h2.config
 import h2.connection
+import h2.settings
 from grpc_health.v1 import health_pb2
 
 from pdp.client._convert import request_to_proto
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-NEXT, DRAIN = b"|pdp-next|", b"|pdp-drain|"
+NEXT, DRAIN, CLOSE = b"|pdp-next|", b"|pdp-drain|", b"|pdp-close|"
 MAX_MESSAGE = 16384  # h2_fuzz.c's
 SERVICE = "/pdp.v1.DecisionService"
 HEADERS = [
@@ -37,6 +38,14 @@ DOC = {"kind": "document", "id": "doc1", "attr": {"owner": "alice"}, "actions": 
 CHECK = request_to_proto(ALICE, [DOC]).SerializeToString()
 PLAN = pb.PlanRequest(resource_kind="document", action="read").SerializeToString()
 HEALTH = health_pb2.HealthCheckRequest(service="pdp.v1.DecisionService").SerializeToString()
+
+
+# The server's SETTINGS (INITIAL_WINDOW_SIZE 1 MiB) and a connection WINDOW_UPDATE, as a
+# client would have read them: its flow control then lets it send more than 64 KiB.
+SERVER_WINDOWS = (
+    b"\x00\x00\x06\x04\x00\x00\x00\x00\x00" + struct.pack(">HI", 4, 1 << 20)
+    + b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + struct.pack(">I", 1 << 20)
+)  # fmt: skip
 
 
 def frame(message: bytes, flag: int = 0) -> bytes:
@@ -164,6 +173,36 @@ def seeds() -> dict[str, bytes]:
     c.call(with_header(":path", "/grpc.health.v1.Health/Check"), (frame(HEALTH),))
     c.mark()
     out["drain"] = bytes(c.out)
+    c = Client()  # the client gone with calls deciding and queued
+    c.call()
+    c.mark()
+    c.call()
+    c.mark(CLOSE)
+    out["close-deciding"] = bytes(c.out)
+    c = Client()  # a message longer than it declared, past --max-message-bytes in its DATA
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, HEADERS)
+    c.conn.send_data(sid, frame(b"\x0a" * (MAX_MESSAGE - 5)))
+    c.conn.send_data(sid, b"\x0a" * 10, end_stream=True)
+    c.flush()
+    out["longer-than-declared"] = bytes(c.out)
+    # The request-byte budget (h2_fuzz.c: 4 messages of the maximum): streams left open with
+    # large metadata, then with large unfinished messages, while a good call is made.
+    for name, headers, chunk in (
+        ("budget-metadata", [*HEADERS, ("x-a", "a" * 16_000)], b""),
+        ("budget-messages", HEADERS, frame(b"\x0a" * (MAX_MESSAGE - 5))[:-1]),
+    ):
+        c = Client()
+        c.conn.update_settings({h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20})
+        c.conn.receive_data(SERVER_WINDOWS)  # what the server grants (nghttp2 tops it up)
+        for _ in range(6):
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, headers)
+            if chunk:
+                c.conn.send_data(sid, chunk)
+        c.call()
+        c.mark()
+        out[name] = bytes(c.out)
     return out
 
 
