@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 # First run: about two minutes; pip prints each package as it goes (no -q), so it is visible.
 $(STAMP): pyproject.toml constraints.txt setup.py | nghttp2-dev c-tools
 	@echo "==> setting up $(VENV): pip, then pdp with its test tools (pinned by constraints.txt)"
+	test -x $(BIN)/python || $(PY) -c 'import ensurepip' 2>/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq $(notdir $(PY))-venv)  # Debian's python3.11
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[test]'
@@ -40,7 +42,7 @@ nghttp2-dev:
 .PHONY: c-tools
 c-tools:
 	@command -v gcc >/dev/null && test -f "$$(gcc -print-file-name=libasan.so)" \
-		|| (apt-get update -qq && apt-get install -y -qq gcc)
+		&& test -f /usr/include/stdio.h || (apt-get update -qq && apt-get install -y -qq gcc libc6-dev)
 	@test -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" \
 		|| (apt-get update -qq && apt-get install -y -qq $(notdir $(PY))-dev)
 
