@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed
 .PHONY: serve bytecode test lint fmt proto bench bench-compare clean constraints redis-server
 
 # First run: about two minutes; pip prints each package as it goes (no -q), so it is visible.
-$(STAMP): pyproject.toml constraints.txt setup.py | nghttp2-dev
+$(STAMP): pyproject.toml constraints.txt setup.py | nghttp2-dev c-tools
 	@echo "==> setting up $(VENV): pip, then pdp with its test tools (pinned by constraints.txt)"
+	test -x $(BIN)/python || $(PY) -c 'import ensurepip' 2>/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq $(notdir $(PY))-venv)  # Debian's python3.11
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[test]'
@@ -36,6 +38,16 @@ nghttp2-dev:
 	@test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
 	@test -f /usr/include/openssl/ssl.h || (apt-get update -qq && apt-get install -y -qq libssl-dev)
 
+# gcc with its ASan and UBSan runtimes (Debian's gcc brings libasan8 and libubsan1) and
+# Python's headers: the install builds the extension with them, and `make test` builds it
+# again under the sanitizers (tests/security/test_native_sanitized.py).
+.PHONY: c-tools
+c-tools:
+	@command -v gcc >/dev/null && test -f "$$(gcc -print-file-name=libasan.so)" \
+		&& test -f /usr/include/stdio.h || (apt-get update -qq && apt-get install -y -qq gcc libc6-dev)
+	@test -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" \
+		|| (apt-get update -qq && apt-get install -y -qq $(notdir $(PY))-dev)
+
 # The extension again when its source changed since the install built it.
 NATIVE_EXT := pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 native: $(NATIVE_EXT)
@@ -53,9 +65,23 @@ native-asan: $(STAMP) nghttp2-dev
 		pdp/server/native/_h2.c pdp/server/native/_tls.c -lnghttp2 -lssl -lcrypto \
 		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 
+# Coverage-guided fuzzing of the native transport's C with libFuzzer (docs/NATIVE.md):
+# pdp/server/native/fuzz/h2_fuzz.c under clang's -fsanitize=fuzzer,address,undefined (Debian's
+# clang, installed when missing; `make test` does not need it), from the seed corpus, for
+# FUZZ_SECONDS. New inputs go to build/fuzz/corpus, a crash to build/fuzz/crash-*.
+FUZZ_SECONDS ?= 300
+.PHONY: fuzz-native
+fuzz-native: $(STAMP) nghttp2-dev
+	@command -v clang >/dev/null || (apt-get update -qq && apt-get install -y -qq clang)
+	mkdir -p build/fuzz/corpus
+	$(BIN)/python pdp/server/native/fuzz/build.py fuzzer build/fuzz/h2_fuzz
+	build/fuzz/h2_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -max_len=65536 \
+		-dict=pdp/server/native/fuzz/h2.dict -artifact_prefix=build/fuzz/ $(ARGS) \
+		build/fuzz/corpus pdp/server/native/fuzz/corpus
+
 # One pytest runner per usable core (pytest-xdist), a test file per runner at a time: most
 # tests wait on a server they started, and a file's module-scoped servers start once.
-test: $(STAMP) redis-server bench-driver native
+test: $(STAMP) c-tools redis-server bench-driver native
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pdp fmt --check policies
