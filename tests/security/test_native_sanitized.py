@@ -67,7 +67,7 @@ FUZZ = Path(build.__file__).resolve().parent
 # test_native_transport.py's `served` flags: its tests expect these limits.
 FLAGS = ["--transport", "native", "--workers", "1", "--max-message-bytes", str(MAX_MESSAGE),
          "--max-string-length", "100", "--grpc-idle-timeout", "1",
-         "--max-concurrent-rpcs", str(MAX_CALLS), "--no-rate-limit-service"]  # fmt: skip
+         "--max-concurrent-rpcs", str(MAX_CALLS), "--no-rate-limit-service", "--threads", "1"]  # fmt: skip
 # CPython frees little at exit: leaks are the fuzz harness's to find (it runs a plain C
 # program), not the server's. UBSan stops at its first report too (and the build does not
 # recover from one).

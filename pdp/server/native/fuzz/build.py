@@ -19,6 +19,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent / "_h2.c"
+# The extension's other C files and its libraries, as setup.py lists them (TLS is _tls.c): the
+# harness #includes _h2.c and links these beside it.
+OTHERS = sorted(str(p) for p in HERE.parent.glob("*.c") if p != SOURCE)
+LIBS = ["-lnghttp2", "-lssl", "-lcrypto"]
 # Both: stop at the first report (UBSan otherwise prints and goes on), keep frames readable.
 SANITIZE = ["-g", "-O1", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
 WARN = ["-Wall", "-Wextra", "-std=gnu11"]
@@ -41,7 +45,7 @@ def extension(out_dir: Path, cc: str = "gcc") -> Path:
     out = out_dir / f"_h2{sysconfig.get_config_var('EXT_SUFFIX')}"
     include, _ = _python_flags()
     cmd = [cc, *SANITIZE, "-fsanitize=address,undefined", *WARN, "-shared", "-fPIC",
-           *include, "-o", str(out), str(SOURCE), "-lnghttp2"]  # fmt: skip
+           *include, "-o", str(out), str(SOURCE), *OTHERS, *LIBS]  # fmt: skip
     subprocess.run(cmd, check=True)
     return out
 
@@ -57,7 +61,7 @@ def harness(out: Path, kind: str) -> Path:
     else:
         raise ValueError(f"kind: fuzzer or replay, not {kind!r}")
     cmd = [cc, *SANITIZE, sanitize, *WARN, *include, "-o", str(out), str(HERE / "h2_fuzz.c"),
-           *extra, "-lnghttp2", *link]  # fmt: skip
+           *OTHERS, *extra, *LIBS, *link]  # fmt: skip
     subprocess.run(cmd, check=True)
     return out
 

@@ -23,8 +23,9 @@
 #define NEXT "|pdp-next|"
 #define DRAIN "|pdp-drain|"
 #define CLOSE "|pdp-close|"
+#define UNIX "|pdp-unix|" /* first in the input: a Unix socket's session (relaxed_header_ok) */
 
-static call_t *g_deciding; /* taken last round, answered next round */
+static call_t *g_fuzz_deciding; /* taken last round, answered next round */
 static int g_trace = -1;   /* H2_FUZZ_TRACE=1: what each round took and sent, on stderr */
 
 static void setup(void) {
@@ -53,7 +54,12 @@ static void setup(void) {
     nghttp2_option_set_max_settings(g_opt, 32);
     nghttp2_option_set_max_outbound_ack(g_opt, 1000);
     nghttp2_option_set_stream_reset_rate_limit(g_opt, 1000, 33);
-    if (!g_cbs || !g_opt || !g_dirty) abort();
+    nghttp2_option_new(&g_opt_unix);
+    nghttp2_option_set_max_settings(g_opt_unix, 32);
+    nghttp2_option_set_max_outbound_ack(g_opt_unix, 1000);
+    nghttp2_option_set_stream_reset_rate_limit(g_opt_unix, 1000, 33);
+    nghttp2_option_set_no_http_messaging(g_opt_unix, 1);
+    if (!g_cbs || !g_opt || !g_opt_unix || !g_dirty) abort();
 }
 
 /* The decision thread's reply, chosen by the request: its message echoed, an error with a
@@ -105,16 +111,16 @@ static void take_all(void) {
             if (c->md) budget_give(c->md_cap);
             free(c->md);
             c->md = NULL;
-            c->next = g_deciding;
-            g_deciding = c;
+            c->next = g_fuzz_deciding;
+            g_fuzz_deciding = c;
         }
         c = next;
     }
 }
 
 static void answer_all(void) {
-    call_t *c = g_deciding;
-    g_deciding = NULL;
+    call_t *c = g_fuzz_deciding;
+    g_fuzz_deciding = NULL;
     while (c) {
         call_t *next = c->next;
         c->next = NULL;
@@ -154,8 +160,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!c) abort();
     c->fd = -1;
     c->last_active = now_s();
-    snprintf(c->peer, PEER_LEN, "ipv4:127.0.0.1:40000");
-    if (nghttp2_session_server_new2(&c->session, g_cbs, c, g_opt) != 0) abort();
+    int unix_socket = size >= sizeof UNIX - 1 && memcmp(data, UNIX, sizeof UNIX - 1) == 0;
+    if (unix_socket) {
+        data += sizeof UNIX - 1;
+        size -= sizeof UNIX - 1;
+    }
+    snprintf(c->peer, PEER_LEN, unix_socket ? "unix:" : "ipv4:127.0.0.1:40000");
+    if (nghttp2_session_server_new2(&c->session, g_cbs, c, unix_socket ? g_opt_unix : g_opt))
+        abort();
     g_conns++;
     g_conns_list = c;
     if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, g_settings, 3) != 0) abort();
@@ -189,7 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     answer_all();
     take_all();
     g_ndirty = 0;
-    if (g_conns || g_conns_list || g_req_head || g_deciding) abort();
+    if (g_conns || g_conns_list || g_req_head || g_fuzz_deciding) abort();
     if (__atomic_load_n(&g_outstanding, __ATOMIC_RELAXED) != 0) {
         fprintf(stderr, "h2_fuzz: %d calls still counted outstanding\n", g_outstanding);
         abort();

@@ -23,6 +23,7 @@ from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 NEXT, DRAIN, CLOSE = b"|pdp-next|", b"|pdp-drain|", b"|pdp-close|"
+UNIX = b"|pdp-unix|"  # first: a Unix socket's session, its header checks made by _h2.c
 MAX_MESSAGE = 16384  # h2_fuzz.c's
 SERVICE = "/pdp.v1.DecisionService"
 HEADERS = [
@@ -203,6 +204,12 @@ def seeds() -> dict[str, bytes]:
         c.call()
         c.mark()
         out[name] = bytes(c.out)
+    # On a Unix socket's session _h2.c checks the header fields itself (relaxed_header_ok).
+    for name in ("check", "check-metadata", "headers-300", "health", "plan", "another-path",
+                 "get", "text-plain", "bad-bin"):  # fmt: skip
+        out[f"unix-{name}"] = UNIX + out[name]
+    go = [(k, "/tmp/pdp.sock" if k == ":authority" else v) for k, v in HEADERS]
+    out["unix-authority-path"] = UNIX + _one(go, frame(b""))
     return out
 
 
