@@ -197,7 +197,7 @@ class Line:
     distinct: int
     pdp: list[Run] = field(default_factory=list)
     cerbos: list[Run] = field(default_factory=list)
-    native: list[Run] = field(default_factory=list)  # `--native`: pdp serve --transport native
+    grpcio: list[Run] = field(default_factory=list)  # `--grpcio`: pdp serve --transport grpcio
 
 
 def _median(runs: list[Run], attr: str) -> float:
@@ -283,12 +283,12 @@ def varied_section(
                 grpcload.pdp_effects,
             )
         ]
-        if args.native:  # the same flags, on the experimental native transport
+        if args.grpcio:  # the same flags, on grpcio's transport (the default until session 22)
             servers.append(
                 (
-                    "native",
+                    "grpcio",
                     lambda p=first_pdp: grpcload.pdp_server(
-                        None, None, p, tmp, extra=[*pdp_flags, "--transport", "native"]
+                        None, None, p, tmp, extra=[*pdp_flags, "--transport", "grpcio"]
                     ),
                     pdp_file,
                     grpcload.pdp_effects,
@@ -335,10 +335,10 @@ def varied_section(
                 if not r.ok:
                     sys.exit(f"{name} {wl.name}: {r.successes}/{r.requests} succeeded: {r.errors}")
                 run = Run(r.rps, r.p50_us, r.p99_us, r.server_cpu_us, r.requests)
-                if name in ("pdp", "native"):
+                if name in ("pdp", "grpcio"):
                     n = len(reqs)
                     run.hit_rate = driver.hit_rate(n, r.requests, warm % n, capacity, warm)
-                    (line.pdp if name == "pdp" else line.native).append(run)
+                    (line.pdp if name == "pdp" else line.grpcio).append(run)
                 else:
                     line.cerbos.append(run)
                 hits = f"  cache hits {run.hit_rate:.0%}" if run.hit_rate is not None else ""
@@ -466,33 +466,33 @@ def headline(lines: list[Line], meta: dict[str, str]) -> list[str]:
         )
         + ".",
     ]
-    if any(line.native for line in lines):
-        out += native_rows(lines)
+    if any(line.grpcio for line in lines):
+        out += grpcio_rows(lines)
     return out
 
 
-def native_rows(lines: list[Line]) -> list[str]:
-    """`--native`: the same workloads on `pdp serve --transport native` (experimental)."""
+def grpcio_rows(lines: list[Line]) -> list[str]:
+    """`--grpcio`: the same workloads on `pdp serve --transport grpcio`."""
     out = [
         "",
-        "`pdp serve --transport native` (experimental, `--native`), same flags and rounds:",
+        "`pdp serve --transport grpcio` (`--grpcio`), same flags and rounds:",
         "",
-        "| workload | native req/s | native ÷ pdp | native ÷ Cerbos | native p50 / p99 ms "
-        "| p99 native ÷ Cerbos | server CPU µs/call native / pdp / Cerbos | cache hits |",
+        "| workload | grpcio req/s | grpcio ÷ pdp | grpcio ÷ Cerbos | grpcio p50 / p99 ms "
+        "| p99 grpcio ÷ Cerbos | server CPU µs/call grpcio / pdp / Cerbos | cache hits |",
         "|---|---:|---:|---:|---|---:|---|---:|",
     ]
     for line in lines:
-        if not line.native:
+        if not line.grpcio:
             continue
-        n_rps, p_rps = _median(line.native, "rps"), _median(line.pdp, "rps")
-        c_rps, n_p99 = _median(line.cerbos, "rps"), _median(line.native, "p99_us")
-        by_cerbos = f"**{n_rps / c_rps:.2f}x**" if line.cerbos else "—"
-        p99_ratio = f"{n_p99 / _median(line.cerbos, 'p99_us'):.2f}x" if line.cerbos else "—"
-        hits = statistics.median(r.hit_rate or 0.0 for r in line.native)
+        g_rps, p_rps = _median(line.grpcio, "rps"), _median(line.pdp, "rps")
+        c_rps, g_p99 = _median(line.cerbos, "rps"), _median(line.grpcio, "p99_us")
+        by_cerbos = f"{g_rps / c_rps:.2f}x" if line.cerbos else "—"
+        p99_ratio = f"{g_p99 / _median(line.cerbos, 'p99_us'):.2f}x" if line.cerbos else "—"
+        hits = statistics.median(r.hit_rate or 0.0 for r in line.grpcio)
         out.append(
-            f"| {line.workload.name} | {n_rps:,.0f} | {n_rps / p_rps:.2f}x | {by_cerbos} "
-            f"| {_ms(_median(line.native, 'p50_us'))} / {_ms(n_p99)} | {p99_ratio} "
-            f"| {_median(line.native, 'cpu_us'):,.0f} / {_median(line.pdp, 'cpu_us'):,.0f} / "
+            f"| {line.workload.name} | {g_rps:,.0f} | {g_rps / p_rps:.2f}x | {by_cerbos} "
+            f"| {_ms(_median(line.grpcio, 'p50_us'))} / {_ms(g_p99)} | {p99_ratio} "
+            f"| {_median(line.grpcio, 'cpu_us'):,.0f} / {_median(line.pdp, 'cpu_us'):,.0f} / "
             f"{_median(line.cerbos, 'cpu_us'):,.0f} | {hits:.0%} |"
         )
     return out
@@ -557,10 +557,10 @@ def main() -> None:
         "(default: none, the defaults are what is measured)",
     )
     ap.add_argument(
-        "--native",
+        "--grpcio",
         action="store_true",
-        help="also run `pdp serve --transport native` (experimental) with the same flags, a "
-        "row beside default pdp and Cerbos",
+        help="also run `pdp serve --transport grpcio` (the transport pdp served on before the "
+        "native one became the default) with the same flags, a row beside default pdp and Cerbos",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench/RESULTS-peers.md")
     args = ap.parse_args()
@@ -582,7 +582,7 @@ def main() -> None:
         "command": "python bench/compare.py"
         + (" --quick" if args.quick else "")
         + (f" --pdp-flags='{args.pdp_flags}'" if args.pdp_flags else "")
-        + (" --native" if args.native else ""),
+        + (" --grpcio" if args.grpcio else ""),
         "rounds": str(args.grpc_rounds),
         "duration": f"{args.duration:g}",
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
