@@ -37,7 +37,7 @@ nghttp2-dev:
 # The extension again when its source changed since the install built it.
 NATIVE_EXT := pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 native: $(NATIVE_EXT)
-$(NATIVE_EXT): pdp/server/native/_h2.c setup.py $(STAMP)
+$(NATIVE_EXT): pdp/server/native/_h2.c pdp/server/native/_h2_stream.c setup.py $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
 	rm -rf build/temp.* build/lib.*
 
@@ -48,7 +48,7 @@ native-asan: $(STAMP) nghttp2-dev
 	mkdir -p build/asan/pdp/server/native
 	gcc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -Wall -Wextra -shared -fPIC \
 		-o build/asan/pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))") \
-		pdp/server/native/_h2.c -lnghttp2 \
+		pdp/server/native/_h2.c -lnghttp2 -lz \
 		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 
 # One pytest runner per usable core (pytest-xdist), a test file per runner at a time: most

@@ -12,7 +12,8 @@ setup(
         Extension(
             "pdp.server.native._h2",
             ["pdp/server/native/_h2.c"],
-            libraries=["nghttp2"],
+            libraries=["nghttp2", "z"],
+            depends=["pdp/server/native/_h2_stream.c"],  # included by _h2.c
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
             optional=True,
         )

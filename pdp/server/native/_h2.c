@@ -67,9 +67,12 @@ enum {
     UNAVAILABLE = 14
 };
 enum { M_UNKNOWN = -1, N_DEFAULT_PATHS = 4, MAX_PATHS = 64, MAX_PATH_LEN = 256 };
+/* Streaming methods are numbered from STREAM_BASE (_h2_stream.c); grpc-encoding's values. */
+enum { STREAM_BASE = MAX_PATHS, ENC_UNKNOWN = 3 };
 
 typedef struct conn conn_t;
 typedef struct stream stream_t;
+struct scall;
 
 /* A request handed to Python, and later its reply. `st` is the I/O thread's only: NULL once
  * the stream is gone (reset by the client, its connection closed), so the reply is dropped.
@@ -108,6 +111,7 @@ struct stream {
     call_t *call;  /* with Python, or answered and being sent */
     uint8_t *out;  /* the framed reply being sent */
     size_t out_len, out_sent;
+    struct scall *sc; /* a streaming call's state (_h2_stream.c), or NULL */
 };
 
 struct conn {
@@ -197,6 +201,16 @@ static void call_free(call_t *c) {
     free(c);
 }
 
+/* _h2_stream.c's, included below: streaming calls and compressed messages. */
+static int stream_path(const uint8_t *value, size_t n);
+static int stream_on_data(stream_t *st, const uint8_t *data, size_t len);
+static int stream_on_frame(stream_t *st, const nghttp2_frame *f);
+static void stream_gone(stream_t *st);
+static void stream_ops(void);
+static void streams_clear(void);
+static int unary_decompress(stream_t *st);
+static int encoding_of(const uint8_t *v, size_t n);
+
 static void set_status(stream_t *st, int code, const char *why) {
     if (st->status > 0) return; /* the first reason stays */
     st->status = code;
@@ -228,6 +242,7 @@ static void stream_free(stream_t *st) {
         __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
         if (st->conn) st->conn->deciding--;
     }
+    if (st->sc) stream_gone(st);
     drop_input(st);
     drop_metadata(st);
     free(st->out);
@@ -307,6 +322,21 @@ static int is_base64(const uint8_t *v, size_t n) {
     return 1;
 }
 
+static void reverse(uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n / 2; i++) {
+        uint8_t t = p[i];
+        p[i] = p[n - 1 - i];
+        p[n - 1 - i] = t;
+    }
+}
+
+/* p[from:to] moved in front of p[0:from], in place. */
+static void rotate_last_first(uint8_t *p, size_t from, size_t to) {
+    reverse(p, from);
+    reverse(p + from, to - from);
+    reverse(p, to);
+}
+
 /* Appends "name\0value\0" to the stream's metadata. Bounded by MAX_HEADER_BYTES (checked
  * before this is called: each field counts its length + 32) and by the server's budget.
  * nghttp2 refuses NUL in names and values; a NUL here anyway fails the call, never splits a
@@ -344,6 +374,8 @@ static void keep_metadata(stream_t *st, const uint8_t *name, size_t namelen,
     st->md[st->md_len + namelen] = 0;
     memcpy(st->md + st->md_len + namelen + 1, value, valuelen);
     st->md[st->md_len + namelen + 1 + valuelen] = 0;
+    if (is(name, namelen, "user-agent")) /* first, wherever it was sent: as grpcio */
+        rotate_last_first(st->md, st->md_len, need);
     st->md_len = need;
 }
 
@@ -361,12 +393,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         st->method = M_UNKNOWN;
         for (int i = 0; i < g_npaths; i++)
             if (is(value, valuelen, g_paths[i])) st->method = i;
+        if (st->method == M_UNKNOWN) st->method = stream_path(value, valuelen);
     } else if (is(name, namelen, "content-type"))
         st->ctype_ok = is(value, valuelen, "application/grpc") ||
                        (valuelen > 16 && memcmp(value, "application/grpc", 16) == 0 &&
                         (value[16] == '+' || value[16] == ';'));
     else if (is(name, namelen, "grpc-encoding"))
-        st->encoded = !is(value, valuelen, "identity");
+        st->encoded = encoding_of(value, valuelen);
     else if (is(name, namelen, "grpc-timeout")) {
         double t = parse_timeout(value, valuelen);
         if (t < 0) st->bad_timeout = 1;
@@ -380,6 +413,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
                    size_t len, void *u) {
     (void)flags; (void)u;
     stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (st && st->sc) return stream_on_data(st, data, len);
     if (!st || st->status >= 0 || st->done) return 0; /* refused already: discarded */
     if (len > 5 + g_max_message - st->in_len) {
         set_status(st, RESOURCE_EXHAUSTED, "request message larger than the server accepts "
@@ -429,17 +463,14 @@ static void complete(stream_t *st) {
     if (!st->post || st->method == M_UNKNOWN) set_status(st, UNIMPLEMENTED, "unknown method");
     else if (!st->ctype_ok)
         set_status(st, UNIMPLEMENTED, "content-type must be application/grpc");
-    else if (st->encoded)
-        set_status(st, UNIMPLEMENTED, "compressed requests are not accepted (grpc-encoding)");
     else if (st->bad_timeout) set_status(st, INTERNAL, "malformed grpc-timeout");
     else if (st->status < 0) {
         size_t n = st->in_len < 5 ? 0
                    : (size_t)st->in[1] << 24 | (size_t)st->in[2] << 16 |
                          (size_t)st->in[3] << 8 | st->in[4];
-        if (st->in_len >= 5 && st->in[0] != 0)
-            set_status(st, UNIMPLEMENTED, "compressed requests are not accepted");
-        else if (st->in_len < 5 || st->in_len != 5 + n)
+        if (st->in_len < 5 || st->in_len != 5 + n)
             set_status(st, INTERNAL, "expected exactly one request message");
+        else unary_decompress(st); /* grpc-encoding gzip, deflate; as grpcio */
     }
     if (st->status < 0 && g_drain_refused[st->method] &&
         __atomic_load_n(&g_draining, __ATOMIC_ACQUIRE))
@@ -487,10 +518,10 @@ static void complete(stream_t *st) {
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u) {
     (void)u;
-    if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
-        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
-        return 0;
+    if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) return 0;
     stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (st && st->method >= STREAM_BASE) return stream_on_frame(st, f);
+    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
     if (st && !st->done) complete(st);
     return 0;
 }
@@ -574,6 +605,8 @@ static void answer_error(stream_t *st, int code, const char *why) {
     free(encoded);
 }
 
+#include "_h2_stream.c"
+
 /* Python's reply to `c` reaches its stream (if still there). */
 static void deliver(call_t *c) {
     stream_t *st = c->st;
@@ -586,9 +619,10 @@ static void deliver(call_t *c) {
         st->out = c->out; /* the stream owns it now */
         st->out_len = c->out_len;
         c->out = NULL;
-        nghttp2_nv hdrs[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16)};
+        nghttp2_nv hdrs[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
+                             NV("grpc-accept-encoding", ACCEPT_ENCODING, sizeof ACCEPT_ENCODING - 1)};
         nghttp2_data_provider prd = {.read_callback = read_reply};
-        if (nghttp2_submit_response(st->conn->session, st->id, hdrs, 2, &prd) != 0) reset(st);
+        if (nghttp2_submit_response(st->conn->session, st->id, hdrs, 3, &prd) != 0) reset(st);
         mark_dirty(st->conn);
     } else if (c->message) {
         answer_status(st, c->status, c->message, c->details);
@@ -787,7 +821,10 @@ static void *io_main(void *arg) {
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &L_TAG) accept_all();
-            else if (p == &E_TAG) take_replies();
+            else if (p == &E_TAG) {
+                take_replies();
+                stream_ops();
+            }
             else {
                 conn_t *c = p;
                 if (!c->dead && evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_conn(c);
@@ -805,8 +842,10 @@ static void *io_main(void *arg) {
         }
         flush_dirty();
     }
-    /* Stopping: the last replies, a final GOAWAY to everyone, one try to send, then close. */
+    /* Stopping: the last replies (and streams' trailers), a final GOAWAY to everyone, one try
+     * to send, then close. */
     take_replies();
+    stream_ops();
     for (conn_t *c = g_conns_list; c; c = c->next) {
         nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(c->session),
@@ -1111,6 +1150,7 @@ static PyObject *py_stop(PyObject *self, PyObject *unused) {
         __atomic_sub_fetch(&g_outstanding, 1, __ATOMIC_RELAXED);
         c = next;
     }
+    streams_clear();
     close(g_epoll);
     close(g_evfd);
     g_epoll = g_evfd = -1;
@@ -1131,6 +1171,13 @@ static PyMethodDef methods[] = {
     {"outstanding", py_outstanding, METH_NOARGS, "calls taken from the network, not yet answered"},
     {"stats", py_stats, METH_NOARGS, "(batches, requests) taken so far"},
     {"stop", py_stop, METH_NOARGS, "stop(): close every connection, end the I/O thread"},
+    {"serve_streams", py_serve_streams, METH_VARARGS,
+     "serve_streams(paths, max_open): the streaming paths (before start())"},
+    {"stream_take", py_stream_take, METH_O,
+     "stream_take(timeout) -> [(id, kind, ...)]: streaming calls' events (GIL released)"},
+    {"stream_send", py_stream_send, METH_VARARGS, "stream_send(id, message) -> queued"},
+    {"stream_finish", py_stream_finish, METH_VARARGS, "stream_finish(id, code, message)"},
+    {"active", py_active, METH_O, "active(i): call i of the batch taken is still wanted"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -29,12 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from ..cache import DecisionCache
 from ..server import DRAIN_QUIET_S, STOP_MARGIN_S, Readiness, ServerConfig, _bind_error
 from ..service import SERVICE_NAME, DecisionService
-from ..status import status_for
+from ..status import DecodingServer, status_for
+from ..streams import MAX_WATCHERS, BoundedHealth, BoundedReflection, max_reflection_streams
+from .streams import Aborted as _Aborted
+from .streams import StreamPump
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
@@ -54,6 +58,14 @@ SERVED: tuple[tuple[str, bool], ...] = (
     (f"/{SERVICE_NAME}/Plan", True),
     (f"/{SERVICE_NAME}/ServerInfo", False),
 )
+# The streaming paths (_h2.serve_streams), served by the grpcio transport's own servicers.
+STREAMED: tuple[str, ...] = (
+    f"/{HEALTH_SERVICE}/Watch",
+    f"/{reflection.SERVICE_NAME}/ServerReflectionInfo",
+)
+# Streaming calls open at once, all kinds together (the C side's bound, beyond each
+# servicer's own: the watchers', the reflection streams').
+_STREAM_MARGIN = 8
 # How long the decision thread waits for a batch before it looks whether to stop.
 _TAKE_WAIT_S = 0.25
 
@@ -73,11 +85,6 @@ def load_extension() -> Any:
             f"again) ({exc})"
         ) from exc
     return _h2
-
-
-class _Aborted(Exception):
-    def __init__(self, reply: tuple[int, str, str | None]) -> None:
-        self.reply = reply
 
 
 def _status_reply(status: Any) -> tuple[int, str, str | None]:
@@ -118,13 +125,23 @@ class _Context:
     grpc spells it; the call's metadata, as grpcio gives it (for the observer: trace context,
     and what the decision log's queue counts); no client identities (plaintext)."""
 
-    __slots__ = ("_deadline", "_metadata", "_packed", "_peer")
+    __slots__ = ("_active", "_callbacks", "_deadline", "_index", "_metadata", "_packed", "_peer")
 
-    def __init__(self, deadline: float | None, peer: str, packed: bytes) -> None:
+    def __init__(
+        self,
+        deadline: float | None,
+        peer: str,
+        packed: bytes,
+        active: Callable[[int], bool] | None = None,
+        index: int = 0,
+    ) -> None:
         self._deadline = deadline
         self._peer = peer
         self._packed = packed
         self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
+        self._active = active
+        self._index = index
+        self._callbacks: list[Callable[[], None]] | None = None
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         # Made when first read: without an observer nothing reads it.
@@ -145,7 +162,23 @@ class _Context:
         return self._peer
 
     def is_active(self) -> bool:
+        """False once the client has reset the call or closed its connection (the C side
+        marks the call taken), as grpcio's."""
+        return self._active is None or self._active(self._index)
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        """`callback` runs when the call ends: its reply handed back, or the client gone."""
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
         return True
+
+    def run_callbacks(self) -> None:
+        for callback in self._callbacks or ():
+            try:
+                callback()
+            except Exception:
+                log.exception("native transport: a call's callback failed")
 
 
 class NativeServer(Readiness):
@@ -183,6 +216,26 @@ class NativeServer(Readiness):
             [path for path, _ in self._paths], self.decisions, self._check_health
         )
         self._health: dict[str, int] = {}
+        # The streaming calls (Watch, reflection): the grpcio transport's servicers, bounded
+        # as there, registered through DecodingServer to get their decoding handlers.
+        self.health = BoundedHealth()
+        streamed = _Handlers()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, DecodingServer(streamed))  # type: ignore[arg-type]
+        reflection_streams = max_reflection_streams(config.threads)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            BoundedReflection(
+                (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                reflection_streams,
+            ),
+            DecodingServer(streamed),  # type: ignore[arg-type]
+        )
+        self._streams = StreamPump(
+            self._h2,
+            [streamed.handlers[path] for path in STREAMED],
+            reflection_streams + _STREAM_MARGIN,
+            _metadata,
+        )
+        self._max_streams_open = MAX_WATCHERS + reflection_streams + _STREAM_MARGIN
         self._draining = False
         self._held = False
         self._drain_deadline = 0.0
@@ -200,6 +253,8 @@ class NativeServer(Readiness):
 
     def _publish(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         self._health = {name: status for name in ("", *self.service_names)}
+        for name in self._health:  # the watchers hear it
+            self.health.set(name, status)
 
     # -- the calls ---------------------------------------------------------------------------
 
@@ -214,15 +269,19 @@ class NativeServer(Readiness):
         return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
     def _one(
-        self, method: int, body: bytes, deadline: float | None, peer: str, packed: bytes
+        self, index: int, method: int, body: bytes, deadline: float | None, peer: str, packed: bytes
     ) -> Reply:
+        context = _Context(deadline, peer, packed, self._h2.active, index)
         try:
-            return self._methods[method](body, _Context(deadline, peer, packed))
+            return self._methods[method](body, context)
         except _Aborted as exc:
             return exc.reply
         except Exception:  # the servicer answers its own failures; this is a bug here
             log.exception("native transport: a call failed")
             return grpc.StatusCode.INTERNAL.value[0], "internal error", None
+        finally:
+            if context._callbacks:
+                context.run_callbacks()
 
     def _loop(self) -> None:
         take, answer, one = self._h2.take, self._h2.answer, self._one
@@ -236,7 +295,7 @@ class NativeServer(Readiness):
             if not batch:
                 continue
             try:
-                replies: list[Reply] | None = [one(*item) for item in batch]
+                replies: list[Reply] | None = [one(i, *item) for i, item in enumerate(batch)]
             except BaseException:
                 log.exception("native transport: a batch failed")
                 replies = None
@@ -245,6 +304,7 @@ class NativeServer(Readiness):
 
     def start(self) -> None:
         c = self._config
+        self._h2.serve_streams(STREAMED, self._max_streams_open)
         self._h2.start(
             self._sock.fileno(),
             max_message=c.max_message_bytes,
@@ -257,6 +317,7 @@ class NativeServer(Readiness):
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="pdp-native-decide", daemon=True)
         self._thread.start()
+        self._streams.start()
 
     def begin_stop(self, grace: float) -> None:
         """As PdpServer's: health NOT_SERVING, every connection told GOAWAY, a Check arriving
@@ -289,6 +350,7 @@ class NativeServer(Readiness):
                 # closes the connections.
                 log.warning("native transport: the decision thread did not stop")
             else:
+                self._streams.stop()  # open Watch and reflection streams end UNAVAILABLE
                 self._h2.stop()
                 self._running = False
         self._sock.close()
