@@ -103,11 +103,18 @@ static int inflate_message(int enc, uint8_t flag, const uint8_t *src, size_t n, 
         *why = "Error parsing 'grpc-encoding' metadata";
         return INTERNAL;
     }
-    if (!(flag & 1)) return -1; /* grpcio reads only the low bit of the flag */
+    /* grpcio answers OK to a flag other than 0 and 1 and hands its servicer something; a
+     * malformed message is refused here instead (fail closed). */
+    if (flag > 1) {
+        *why = "malformed message: the flag byte is neither 0 nor 1";
+        return INTERNAL;
+    }
+    if (flag == 0) return -1;
     if (enc == 0) {
         *why = "Compression bit set but no encoding configured";
         return INTERNAL;
     }
+    if (n == 0) return -1; /* nothing compressed is an empty message, as grpcio reads it */
     z_stream z;
     memset(&z, 0, sizeof z);
     if (inflateInit2(&z, enc == 1 ? 15 + 16 : 15) != Z_OK) {
@@ -176,8 +183,7 @@ static int inflate_message(int enc, uint8_t flag, const uint8_t *src, size_t n, 
 /* A complete unary request (st->in, one framed message) with its encoding applied: -1 when
  * it can be decided, else the status set on the stream. */
 static int unary_decompress(stream_t *st) {
-    if (st->status >= 0 || (st->encoded == 0 && (st->in_len < 5 || !(st->in[0] & 1))))
-        return -1;
+    if (st->status >= 0 || (st->encoded == 0 && (st->in_len < 5 || st->in[0] == 0))) return -1;
     if (st->in_len < 5) { /* no message: judged by complete() */
         if (st->encoded == ENC_UNKNOWN) set_status(st, INTERNAL, "Error parsing 'grpc-encoding' metadata");
         return st->status;
@@ -196,8 +202,6 @@ static int unary_decompress(stream_t *st) {
         st->in = out;
         st->in_len = len;
         st->in_cap = cap;
-    } else {
-        st->in[0] = 0;
     }
     return -1;
 }

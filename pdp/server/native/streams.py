@@ -264,7 +264,9 @@ class StreamPump:
             if not self._handlers[call.method].request_streaming:
                 if len(call.messages) != 1:
                     call.end(_INTERNAL, "expected exactly one request message")
-                elif getattr(self._handlers[call.method].unary_stream, "experimental_non_blocking", False):
+                elif getattr(
+                    self._handlers[call.method].unary_stream, "experimental_non_blocking", False
+                ):
                     self._unary_non_blocking(call)
                 else:
                     self._run_in_thread(call)
