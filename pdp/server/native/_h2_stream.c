@@ -16,13 +16,12 @@
  *
  * Bounds: calls open at once (max_open: more are RESOURCE_EXHAUSTED at open), the bytes of
  * one message (max_message, after decompression too), inbound bytes waiting for Python (in
- * the server's request budget g_budget), and outbound bytes a client has not read (OUT_CAP
+ * the server's request budget g_budget), and outbound bytes a client has not read (out_cap
  * per call: past it the stream is reset and the call gone, so a client that never reads
  * cannot make the server buffer without bound; flow control keeps nghttp2's own share small).
  */
 #include <zlib.h>
 
-#define OUT_CAP (4u << 20) /* bytes queued for one streaming call's client, unread */
 #define MAX_SCALLS 4096
 #define MAX_EVENTS 512 /* handed to Python per stream_take() */
 
@@ -71,6 +70,7 @@ typedef struct sop {
 
 static char g_spaths[MAX_PATHS][MAX_PATH_LEN + 1];
 static int g_nspaths, g_max_scalls;
+static size_t g_out_cap = 4u << 20; /* bytes queued for one streaming call's client, unread */
 static scall_t *g_scalls[MAX_SCALLS]; /* the I/O thread's */
 static uint16_t g_sgen[MAX_SCALLS];
 static int g_nscalls;
@@ -493,7 +493,7 @@ static void do_op(sop_t *op) {
     if (!sc || sc->finished || !sc->st) return;
     stream_t *st = sc->st;
     if (op->kind == OP_SEND) {
-        if (sc->out_bytes + op->len + 5 > OUT_CAP) {
+        if (sc->out_bytes + op->len + 5 > g_out_cap) {
             /* The client reads nothing: reset, not buffered without bound. */
             sc->finished = 1;
             post_simple(sc->id, EV_GONE);
@@ -548,13 +548,17 @@ static void stream_ops(void) {
 
 /* ---- the Python side ------------------------------------------------------------------------ */
 
-/* serve_streams(paths, max_open): the streaming paths (before start()), and how many
- * streaming calls may be open at once. */
+/* serve_streams(paths, max_open, out_cap): the streaming paths (before start()), how many
+ * streaming calls may be open at once, and how many bytes one call may have queued for a
+ * client that does not read them (then it is reset). */
 static PyObject *py_serve_streams(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *paths;
     int max_open;
-    if (!PyArg_ParseTuple(args, "Oi", &paths, &max_open)) return NULL;
+    Py_ssize_t out_cap = 4 << 20;
+    if (!PyArg_ParseTuple(args, "Oi|n", &paths, &max_open, &out_cap)) return NULL;
+    if (out_cap < 1024 || out_cap > (1 << 30))
+        return PyErr_Format(PyExc_ValueError, "out_cap: between 1 KiB and 1 GiB");
     if (g_running) return PyErr_Format(PyExc_RuntimeError, "serve_streams() before start()");
     if (max_open < 0 || max_open > MAX_SCALLS)
         return PyErr_Format(PyExc_ValueError, "max_open: between 0 and %d", MAX_SCALLS);
@@ -578,6 +582,7 @@ static PyObject *py_serve_streams(PyObject *self, PyObject *args) {
     }
     g_nspaths = (int)n;
     g_max_scalls = max_open;
+    g_out_cap = (size_t)out_cap;
     Py_DECREF(seq);
     Py_RETURN_NONE;
 }

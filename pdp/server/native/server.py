@@ -66,6 +66,9 @@ STREAMED: tuple[str, ...] = (
 # Streaming calls open at once, all kinds together (the C side's bound, beyond each
 # servicer's own: the watchers', the reflection streams').
 _STREAM_MARGIN = 8
+# Bytes one streaming call may have queued for a client that does not read them (its flow
+# control window closed); past it the stream is reset (ENHANCE_YOUR_CALM).
+STREAM_OUT_CAP = 4 << 20
 # How long the decision thread waits for a batch before it looks whether to stop.
 _TAKE_WAIT_S = 0.25
 
@@ -304,7 +307,7 @@ class NativeServer(Readiness):
 
     def start(self) -> None:
         c = self._config
-        self._h2.serve_streams(STREAMED, self._max_streams_open)
+        self._h2.serve_streams(STREAMED, self._max_streams_open, STREAM_OUT_CAP)
         self._h2.start(
             self._sock.fileno(),
             max_message=c.max_message_bytes,
