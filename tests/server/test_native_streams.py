@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import h2.config
 import h2.connection
+import h2.events
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -278,3 +279,42 @@ def test_invocation_metadata_in_grpcios_order(
     ours = _metadata_order(native, monkeypatch, headers)
     assert ours == _metadata_order(grpcio, monkeypatch, headers)
     assert ours == (("user-agent", "probe/1"), ("x-one", "1"), ("x-two", "2"), ("x-one", "3"))
+
+
+def _pings(port: int, calls_between: bool) -> list[Any]:
+    """Eight PINGs 50 ms apart (a Health Check between each if `calls_between`): what came
+    back after each, up to the first GOAWAY (its error code and debug data)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    seen: list[Any] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        conn.initiate_connection()
+        for i in range(8):
+            if calls_between:
+                sid = conn.get_next_available_stream_id()
+                conn.send_headers(sid, HEALTH_HEADERS)
+                conn.send_data(sid, _framed(0, b""), end_stream=True)
+            conn.ping(struct.pack(">Q", i))
+            sock.sendall(conn.data_to_send())
+            acked = False
+            while not acked:
+                data = sock.recv(65536)
+                if not data:
+                    return [*seen, "closed"]
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.PingAckReceived):
+                        acked = True
+                    if isinstance(ev, h2.events.ConnectionTerminated):
+                        seen.append((i, ev.error_code, ev.additional_data))
+                        return seen
+            seen.append(i)
+            time.sleep(0.05)
+    return seen
+
+
+def test_too_many_pings_get_grpcios_goaway(native: NativeServer, grpcio: PdpServer) -> None:
+    """grpcio's ping policy: on a connection with no calls, the fourth PING in quick
+    succession is GOAWAY ENHANCE_YOUR_CALM "too_many_pings"; replies sent between PINGs
+    clear the strikes."""
+    ours, theirs = _pings(native.port, False), _pings(grpcio.port, False)
+    assert ours[-1] == theirs[-1] == (3, 11, b"too_many_pings")
+    assert _pings(native.port, True) == _pings(grpcio.port, True) == list(range(8))

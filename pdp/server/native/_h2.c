@@ -123,6 +123,8 @@ struct conn {
     stream_t *streams;
     int deciding; /* its calls with Python */
     double last_active;
+    double last_ping; /* the client's last PING, and the strikes it earned (on_ping) */
+    int ping_strikes;
     char peer[PEER_LEN];
 };
 
@@ -209,6 +211,7 @@ static void stream_gone(stream_t *st);
 static void stream_ops(void);
 static void streams_clear(void);
 static int unary_decompress(stream_t *st);
+static int on_ping(conn_t *c, const nghttp2_frame *f);
 static int encoding_of(const uint8_t *v, size_t n);
 
 static void set_status(stream_t *st, int code, const char *why) {
@@ -517,7 +520,7 @@ static void complete(stream_t *st) {
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u) {
-    (void)u;
+    if (f->hd.type == NGHTTP2_PING) return on_ping(u, f);
     if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) return 0;
     stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (st && st->method >= STREAM_BASE) return stream_on_frame(st, f);
@@ -586,6 +589,7 @@ static void reset(stream_t *st) {
 /* A trailers-only error reply. `details`: base64 grpc-status-details-bin, or NULL. nghttp2
  * copies the header values, so they may be freed when this returns. */
 static void answer_status(stream_t *st, int code, const char *encoded, const char *details) {
+    st->conn->ping_strikes = 0; /* headers sent: pings are welcome again (grpcio's policy) */
     char num[8];
     int clen = snprintf(num, sizeof num, "%d", code);
     nghttp2_nv hdrs[5] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
@@ -615,6 +619,7 @@ static void deliver(call_t *c) {
     st->call = NULL;
     st->conn->deciding--;
     st->conn->last_active = now_s();
+    st->conn->ping_strikes = 0;
     if (c->status == OK && c->out) {
         st->out = c->out; /* the stream owns it now */
         st->out_len = c->out_len;

@@ -515,6 +515,7 @@ static void do_op(sop_t *op) {
         else sc->out_head = m;
         sc->out_tail = m;
         sc->out_bytes += m->len;
+        st->conn->ping_strikes = 0; /* data sent: as grpcio */
         stream_answer(sc);
     } else {
         sc->finished = 1;
@@ -544,6 +545,36 @@ static void stream_ops(void) {
         free(op);
         op = next;
     }
+}
+
+/* ---- keepalive: grpcio's ping abuse policy --------------------------------------------------- */
+
+/* grpcio's server defaults (chttp2 ping_abuse_policy): a client PING sooner than 5 minutes
+ * after its last one while a call is open (2 hours while none is, as it does not permit
+ * pings without calls) is a strike, unless the server has sent headers or data since; past
+ * 2 strikes the connection gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings" and is closed
+ * (grpcio acks that last PING first; nghttp2 acks none once the session is closing).
+ * (grpcio's own keepalive PINGs, every 2 hours, are not sent: the idle timeout closes a
+ * connection nothing is using.) */
+#define PING_INTERVAL_CALLS_S 300.0
+#define PING_INTERVAL_IDLE_S 7200.0
+#define MAX_PING_STRIKES 2
+
+static int on_ping(conn_t *c, const nghttp2_frame *f) {
+    if (f->hd.flags & NGHTTP2_FLAG_ACK) return 0;
+    double now = now_s();
+    double interval = c->deciding ? PING_INTERVAL_CALLS_S : PING_INTERVAL_IDLE_S;
+    if (c->last_ping > 0 && now < c->last_ping + interval) c->ping_strikes++;
+    c->last_ping = now;
+    if (c->ping_strikes > MAX_PING_STRIKES && !c->dead) {
+        static const char why[] = "too_many_pings";
+        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->session),
+                              NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)why, sizeof why - 1);
+        nghttp2_session_terminate_session(c->session, NGHTTP2_ENHANCE_YOUR_CALM); /* then close */
+        mark_dirty(c);
+    }
+    return 0;
 }
 
 /* ---- the Python side ------------------------------------------------------------------------ */
