@@ -8,10 +8,11 @@
 # -- build: a virtual environment with pdp and its pinned dependencies ---------------------
 FROM python:3.11-slim AS build
 WORKDIR /src
-# The native transport's extension (`pdp serve --transport native`): gcc and Debian's libnghttp2.
-RUN (test -f /usr/include/nghttp2/nghttp2.h && command -v gcc >/dev/null) \
+# The native transport's extension (`pdp serve --transport native`): gcc, Debian's libnghttp2
+# and zlib's headers (compressed requests; the slim image has the library).
+RUN (test -f /usr/include/nghttp2/nghttp2.h && test -f /usr/include/zlib.h && command -v gcc >/dev/null) \
  || (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libnghttp2-dev \
-     && rm -rf /var/lib/apt/lists/*)
+     zlib1g-dev && rm -rf /var/lib/apt/lists/*)
 COPY pyproject.toml setup.py constraints.txt README.md LICENSE ./
 COPY pdp ./pdp
 RUN python -m venv /opt/pdp \

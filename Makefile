@@ -32,7 +32,7 @@ redis-server:
 # built by the install, and the bench's load driver. gcc is taken as present (CI has it).
 .PHONY: nghttp2-dev native
 nghttp2-dev:
-	@test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
+	@test -f /usr/include/nghttp2/nghttp2.h -a -f /usr/include/zlib.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev zlib1g-dev)
 
 # The extension again when its source changed since the install built it.
 NATIVE_EXT := pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")

@@ -1,11 +1,11 @@
 """`pdp serve --transport native` (experimental): what it refuses at start.
 
-The native transport (pdp.server.native) serves Check, Plan, ServerInfo and Health on one
-plaintext TCP listener, its Checks and Plans observed by telemetry (the decision log, traces,
+The native transport (pdp.server.native) serves Check, Plan, ServerInfo, Health (Check and
+Watch) and server reflection on one plaintext TCP listener, its Checks and Plans observed by telemetry (the decision log, traces,
 metrics) as on grpcio.
 Every option it would not honour is refused before anything starts, with one line naming it,
-never silently ignored. The services it does not serve (ext_authz, the rate-limit service,
-reflection) answer UNIMPLEMENTED, and the start-up log says so.
+never silently ignored. The services it does not serve (ext_authz, the rate-limit service)
+answer UNIMPLEMENTED, and the start-up log says so.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ _UNSUPPORTED = (
 
 NOT_SERVED = (
     "native transport (experimental): serving pdp.v1.DecisionService/Check, Plan and "
-    "ServerInfo, and grpc.health.v1.Health/Check only; ext_authz, the rate-limit service and "
-    "reflection answer UNIMPLEMENTED"
+    "ServerInfo, grpc.health.v1.Health/Check and Watch, and server reflection only; ext_authz "
+    "and the rate-limit service answer UNIMPLEMENTED"
 )
 
 

@@ -10,7 +10,8 @@ Measured in bench/RESULTS.md ("A C front end, measured"): about a quarter of grp
 CPU per call.
 
 Served: pdp.v1.DecisionService/Check, Plan and ServerInfo (grpcio's own handlers, through a
-path table) and grpc.health.v1.Health/Check, plaintext TCP; each Check and Plan observed by
+path table) and grpc.health.v1.Health/Check, plaintext TCP; the streaming health Watch and
+server reflection through `streams.StreamPump` (the grpcio transport's bounded servicers); each Check and Plan observed by
 telemetry as on grpcio (the call's metadata comes from the C side). Every other path is
 UNIMPLEMENTED; pdp.cli.serve_native refuses the options this does not honour.
 One decision thread: batches are decided one after the other under the GIL anyway.
