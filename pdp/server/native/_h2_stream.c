@@ -125,9 +125,10 @@ static int inflate_message(int enc, uint8_t flag, const uint8_t *src, size_t n, 
     if (cap > limit) cap = limit;
     uint8_t *buf = NULL;
     int code = -1, zr = Z_OK;
+    size_t held = 0; /* bytes of buf taken from the budget */
     z.next_in = (Bytef *)src;
     z.avail_in = (uInt)n;
-    for (size_t held = 0;;) {
+    for (;;) {
         if (cap > held) {
             if (!budget_take(cap - held)) {
                 code = RESOURCE_EXHAUSTED;
@@ -166,7 +167,7 @@ static int inflate_message(int enc, uint8_t flag, const uint8_t *src, size_t n, 
     }
     inflateEnd(&z);
     if (code >= 0) {
-        if (buf) budget_give(cap);
+        budget_give(held);
         free(buf);
         return code;
     }
@@ -176,7 +177,7 @@ static int inflate_message(int enc, uint8_t flag, const uint8_t *src, size_t n, 
     buf[3] = (uint8_t)(m >> 8);  buf[4] = (uint8_t)m;
     *out = buf;
     *out_len = used;
-    *out_cap = cap;
+    *out_cap = held;
     return -1;
 }
 

@@ -13,6 +13,7 @@ grpcio: no thread per watcher), a reflection stream runs in a thread of its own,
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -305,6 +306,7 @@ class StreamPump:
         handler = self._handlers[call.method]
         serialize = handler.response_serializer
         code, message = 0, ""
+        responses: Any = None
         try:
             if handler.request_streaming:
                 responses = handler.stream_stream(call.requests(), call)
@@ -322,5 +324,9 @@ class StreamPump:
             log.exception("native transport: a streaming call failed")
             code, message = _INTERNAL, "internal error"
         finally:
+            # A generator left at a yield (the call ended under it) runs its own finally
+            # now, not when collected: BoundedReflection gives its slot back there.
+            with contextlib.suppress(Exception):
+                getattr(responses, "close", lambda: None)()
             self._threads.release()
             call.end(code, message)
