@@ -15,8 +15,10 @@
  *
  * Refused in C, before Python sees them (trailers-only replies with their grpc-status): a path
  * other than the served ones (g_paths, given to start()) or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
- * (UNIMPLEMENTED), a compressed message or a grpc-encoding other than identity (UNIMPLEMENTED),
- * anything but exactly one message (INTERNAL), a message over max_message bytes, more calls
+ * (UNIMPLEMENTED), a grpc-encoding other than identity, gzip and deflate, a compressed flag
+ * without one, a flag byte other than 0 and 1, or a message that does not inflate (INTERNAL),
+ * anything but exactly one message (INTERNAL), a message decompressing past max_message
+ * (RESOURCE_EXHAUSTED; gzip and deflate are inflated here, in _h2_stream.c), a message over max_message bytes, more calls
  * queued or deciding than max_calls, or more request bytes held than the server's budget
  * (RESOURCE_EXHAUSTED), a malformed grpc-timeout (INTERNAL), a call whose deadline passed
  * before it was taken (DEADLINE_EXCEEDED), a Check or Plan arriving once drain() was called
@@ -33,6 +35,10 @@
  * to Python with each call as "name\0value\0..." bytes, copied within the header bound and
  * counted in g_budget (a -bin value must be base64, as grpc decodes it); Python makes grpcio's
  * invocation_metadata() of it when something reads it.
+ *
+ * Streaming calls (health Watch, reflection: the paths given to serve_streams()) and the
+ * ping policy are _h2_stream.c's, included below: their events reach Python through a
+ * queue of their own, never the decision thread's.
  *
  * One server per process (start() refuses a second): plain globals.
  */
@@ -1177,7 +1183,7 @@ static PyMethodDef methods[] = {
     {"stats", py_stats, METH_NOARGS, "(batches, requests) taken so far"},
     {"stop", py_stop, METH_NOARGS, "stop(): close every connection, end the I/O thread"},
     {"serve_streams", py_serve_streams, METH_VARARGS,
-     "serve_streams(paths, max_open): the streaming paths (before start())"},
+     "serve_streams(paths, max_open, out_cap): the streaming paths (before start())"},
     {"stream_take", py_stream_take, METH_O,
      "stream_take(timeout) -> [(id, kind, ...)]: streaming calls' events (GIL released)"},
     {"stream_send", py_stream_send, METH_VARARGS, "stream_send(id, message) -> queued"},
