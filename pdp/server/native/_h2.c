@@ -87,6 +87,7 @@ typedef struct call {
     struct call *next;
     stream_t *st;
     int cancelled; /* atomic: the stream is gone; take() skips the call, nobody waits for it */
+    unsigned long long seq; /* names the call to Python (call_id(), a cancelled call's event) */
     int method;
     uint8_t *body; /* the message, without the 5-byte prefix; freed by take() */
     size_t body_len, body_cap;
@@ -160,6 +161,7 @@ static int g_conns;
 static conn_t **g_dirty;
 static int g_ndirty;
 static int g_drain_seen;
+static unsigned long long g_call_seq; /* calls queued so far: each one's seq */
 
 /* Shared: under g_mu, or atomics. */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -216,6 +218,7 @@ static int stream_on_frame(stream_t *st, const nghttp2_frame *f);
 static void stream_gone(stream_t *st);
 static void stream_ops(void);
 static void streams_clear(void);
+static void call_cancelled(const call_t *c);
 static int unary_decompress(stream_t *st);
 static int on_ping(conn_t *c, const nghttp2_frame *f);
 static int encoding_of(const uint8_t *v, size_t n);
@@ -247,6 +250,7 @@ static void stream_free(stream_t *st) {
         if (st->next) st->next->prev = st->prev;
     }
     if (st->call) { /* still with Python: its reply will find no stream */
+        call_cancelled(st->call);
         st->call->st = NULL;
         __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
         if (st->conn) st->conn->deciding--;
@@ -501,6 +505,7 @@ static void complete(stream_t *st) {
     }
     /* The input buffer moves to the call (its budget with it): the prefix stays in front. */
     c->st = st;
+    c->seq = ++g_call_seq;
     c->method = st->method;
     c->body = st->in;
     c->body_len = st->in_len;
@@ -649,6 +654,7 @@ static void conn_free(conn_t *c) {
     for (stream_t *st = c->streams, *next; st; st = next) {
         next = st->next;
         if (st->call) {
+            call_cancelled(st->call);
             st->call->st = NULL;
             __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
         }
@@ -1189,6 +1195,7 @@ static PyMethodDef methods[] = {
     {"stream_send", py_stream_send, METH_VARARGS, "stream_send(id, message) -> queued"},
     {"stream_finish", py_stream_finish, METH_VARARGS, "stream_finish(id, code, message)"},
     {"active", py_active, METH_O, "active(i): call i of the batch taken is still wanted"},
+    {"call_id", py_call_id, METH_O, "call_id(i): call i's id, as a cancelled call's event names it"},
     {NULL, NULL, 0, NULL},
 };
 

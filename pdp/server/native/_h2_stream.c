@@ -25,7 +25,7 @@
 #define MAX_SCALLS 4096
 #define MAX_EVENTS 512 /* handed to Python per stream_take() */
 
-enum { EV_OPEN = 1, EV_MSG = 2, EV_HALF = 3, EV_GONE = 4 };
+enum { EV_OPEN = 1, EV_MSG = 2, EV_HALF = 3, EV_GONE = 4, EV_CANCEL = 5 };
 enum { OP_SEND = 1, OP_FINISH = 2 };
 
 typedef struct omsg {
@@ -52,6 +52,7 @@ typedef struct scall {
 typedef struct sevent {
     struct sevent *next;
     uint32_t id;
+    unsigned long long seq; /* EV_CANCEL: the unary call's */
     int kind, method;
     double deadline;
     char peer[PEER_LEN];
@@ -289,6 +290,18 @@ static void stream_fail(scall_t *sc, int code, const char *why) {
     sc->message = percent_encode(why);
     nghttp2_session_resume_data(st->conn->session, st->id);
     mark_dirty(st->conn);
+}
+
+/* A unary call taken by Python is gone (reset, its connection closed): the pump runs the
+ * add_callback callbacks its servicer registered, now rather than when its decision ends,
+ * as grpcio does. Only while a pump takes events (serve_streams() was called). */
+static void call_cancelled(const call_t *c) {
+    if (!g_max_scalls || __atomic_load_n(&c->cancelled, __ATOMIC_ACQUIRE)) return;
+    sevent_t *e = calloc(1, sizeof *e);
+    if (!e) return; /* the callbacks then run when the decision ends */
+    e->kind = EV_CANCEL;
+    e->seq = c->seq;
+    post_event(e);
 }
 
 /* ---- the I/O thread's side ----------------------------------------------------------------- */
@@ -660,6 +673,8 @@ static PyObject *py_stream_take(PyObject *self, PyObject *arg) {
         } else if (list && e->kind == EV_MSG) {
             item = Py_BuildValue("(Iiy#OOO)", e->id, e->kind, (const char *)e->data + 5,
                                  (Py_ssize_t)e->len - 5, Py_None, Py_None, Py_None);
+        } else if (list && e->kind == EV_CANCEL) {
+            item = Py_BuildValue("(KiOOOO)", e->seq, e->kind, Py_None, Py_None, Py_None, Py_None);
         } else if (list) {
             item = Py_BuildValue("(IiOOOO)", e->id, e->kind, Py_None, Py_None, Py_None, Py_None);
         }
@@ -724,6 +739,15 @@ static PyObject *py_active(PyObject *self, PyObject *arg) {
     if (i == -1 && PyErr_Occurred()) return NULL;
     if (!g_batch_out || i < 0 || i >= g_nbatch) Py_RETURN_FALSE;
     return PyBool_FromLong(!__atomic_load_n(&g_batch[i]->cancelled, __ATOMIC_ACQUIRE));
+}
+
+/* call_id(i): the seq of call i of the batch taken (what a cancelled call's event names). */
+static PyObject *py_call_id(PyObject *self, PyObject *arg) {
+    (void)self;
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (!g_batch_out || i < 0 || i >= g_nbatch) return PyErr_Format(PyExc_IndexError, "no such call");
+    return PyLong_FromUnsignedLongLong(g_batch[i]->seq);
 }
 
 /* At stop(): whatever Python did not take or send is dropped. */

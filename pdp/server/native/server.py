@@ -129,7 +129,19 @@ class _Context:
     grpc spells it; the call's metadata, as grpcio gives it (for the observer: trace context,
     and what the decision log's queue counts); no client identities (plaintext)."""
 
-    __slots__ = ("_active", "_callbacks", "_deadline", "_index", "_metadata", "_packed", "_peer")
+    __slots__ = (
+        "_active",
+        "_callbacks",
+        "_deadline",
+        "_ended",
+        "_index",
+        "_lock",
+        "_metadata",
+        "_packed",
+        "_peer",
+        "_register",
+        "seq",
+    )
 
     def __init__(
         self,
@@ -138,6 +150,7 @@ class _Context:
         packed: bytes,
         active: Callable[[int], bool] | None = None,
         index: int = 0,
+        register: Callable[[_Context], None] | None = None,
     ) -> None:
         self._deadline = deadline
         self._peer = peer
@@ -145,7 +158,10 @@ class _Context:
         self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
         self._active = active
         self._index = index
+        self._register = register
         self._callbacks: list[Callable[[], None]] | None = None
+        self._ended = False
+        self.seq = 0
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         # Made when first read: without an observer nothing reads it.
@@ -171,14 +187,30 @@ class _Context:
         return self._active is None or self._active(self._index)
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
-        """`callback` runs when the call ends: its reply handed back, or the client gone."""
+        """`callback` runs when the call ends, as on grpcio: its reply made, or its client
+        gone (then at once, from the stream pump, while the decision may still run). False,
+        and never run, once the call has ended."""
         if self._callbacks is None:
             self._callbacks = []
-        self._callbacks.append(callback)
-        return True
+            self._lock = threading.Lock()
+            if self._register is not None:
+                self._register(self)  # the pump finds it by its id if the client resets it
+        with self._lock:
+            if self._ended or not self.is_active():
+                return False
+            self._callbacks.append(callback)
+            return True
 
     def run_callbacks(self) -> None:
-        for callback in self._callbacks or ():
+        """The callbacks, once (whichever thread sees the end first)."""
+        if self._callbacks is None:
+            return
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+            callbacks = self._callbacks
+        for callback in callbacks:
             try:
                 callback()
             except Exception:
@@ -238,7 +270,11 @@ class NativeServer(Readiness):
             [streamed.handlers[path] for path in STREAMED],
             reflection_streams + _STREAM_MARGIN,
             _metadata,
+            self._cancelled,
         )
+        # Unary calls being decided whose servicer registered callbacks, by their C id.
+        self._cancellable: dict[int, _Context] = {}
+        self._cancellable_lock = threading.Lock()
         self._max_streams_open = MAX_WATCHERS + reflection_streams + _STREAM_MARGIN
         self._draining = False
         self._held = False
@@ -272,10 +308,22 @@ class NativeServer(Readiness):
             return grpc.StatusCode.NOT_FOUND.value[0], "Unknown service", None
         return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
+    def _watch_cancel(self, context: _Context) -> None:
+        context.seq = self._h2.call_id(context._index)
+        with self._cancellable_lock:
+            self._cancellable[context.seq] = context
+
+    def _cancelled(self, seq: int) -> None:
+        """The stream pump: a call being decided was reset; its callbacks run now."""
+        with self._cancellable_lock:
+            context = self._cancellable.pop(seq, None)
+        if context is not None:
+            context.run_callbacks()
+
     def _one(
         self, index: int, method: int, body: bytes, deadline: float | None, peer: str, packed: bytes
     ) -> Reply:
-        context = _Context(deadline, peer, packed, self._h2.active, index)
+        context = _Context(deadline, peer, packed, self._h2.active, index, self._watch_cancel)
         try:
             return self._methods[method](body, context)
         except _Aborted as exc:
@@ -284,7 +332,9 @@ class NativeServer(Readiness):
             log.exception("native transport: a call failed")
             return grpc.StatusCode.INTERNAL.value[0], "internal error", None
         finally:
-            if context._callbacks:
+            if context._callbacks is not None:
+                with self._cancellable_lock:
+                    self._cancellable.pop(context.seq, None)
                 context.run_callbacks()
 
     def _loop(self) -> None:

@@ -25,7 +25,7 @@ import grpc
 log = logging.getLogger("pdp.server")
 
 # The C side's event kinds (_h2_stream.c).
-EV_OPEN, EV_MSG, EV_HALF, EV_GONE = 1, 2, 3, 4
+EV_OPEN, EV_MSG, EV_HALF, EV_GONE, EV_CANCEL = 1, 2, 3, 4, 5
 # Request bytes and messages a stream may have waiting for its handler: a client sending
 # faster than its handler reads gets RESOURCE_EXHAUSTED rather than an unbounded queue.
 MAX_PENDING_BYTES = 4 << 20
@@ -176,12 +176,15 @@ class StreamPump:
         handlers: list[grpc.RpcMethodHandler],
         max_threads: int,
         metadata: Callable[[bytes], tuple[tuple[str, str | bytes], ...]],
+        on_cancel: Callable[[int], None] = lambda _seq: None,
     ) -> None:
+        """`on_cancel(seq)`: a unary call being decided is gone (its client reset it)."""
         self.h2 = h2
         self._handlers = handlers
         self._threads = threading.BoundedSemaphore(max_threads)
         self._max_threads = max_threads
         self._metadata = metadata
+        self._on_cancel = on_cancel
         self._calls: dict[int, _Call] = {}
         self._lock = threading.Lock()
         self._stop = False
@@ -237,6 +240,9 @@ class StreamPump:
             call.end(grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "Deadline Exceeded")
 
     def _event(self, call_id: int, kind: int, a: Any, b: Any, c: Any, d: Any) -> None:
+        if kind == EV_CANCEL:
+            self._on_cancel(call_id)
+            return
         if kind == EV_OPEN:
             call = _Call(self, call_id, a, b, c, self._metadata(d))
             with self._lock:
