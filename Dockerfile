@@ -8,12 +8,12 @@
 # -- build: a virtual environment with pdp and its pinned dependencies ---------------------
 FROM python:3.11-slim AS build
 WORKDIR /src
-# The native transport's extension (`pdp serve --transport native`): gcc, Debian's libnghttp2
-# and OpenSSL (its TLS).
+# The native transport's extension (`pdp serve --transport native`): gcc, Debian's libnghttp2,
+# OpenSSL (its TLS) and zlib's headers (compressed requests; the slim image has the library).
 RUN (test -f /usr/include/nghttp2/nghttp2.h && test -f /usr/include/openssl/ssl.h \
-     && command -v gcc >/dev/null) \
+     && test -f /usr/include/zlib.h && command -v gcc >/dev/null) \
  || (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libnghttp2-dev \
-     libssl-dev \
+     libssl-dev zlib1g-dev \
      && rm -rf /var/lib/apt/lists/*)
 COPY pyproject.toml setup.py constraints.txt README.md LICENSE ./
 COPY pdp ./pdp

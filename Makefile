@@ -35,7 +35,7 @@ redis-server:
 # (_tls.c). gcc is taken as present (CI has it).
 .PHONY: nghttp2-dev native
 nghttp2-dev:
-	@test -f /usr/include/nghttp2/nghttp2.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev)
+	@test -f /usr/include/nghttp2/nghttp2.h -a -f /usr/include/zlib.h || (apt-get update -qq && apt-get install -y -qq libnghttp2-dev zlib1g-dev)
 	@test -f /usr/include/openssl/ssl.h || (apt-get update -qq && apt-get install -y -qq libssl-dev)
 
 # gcc with its ASan and UBSan runtimes (Debian's gcc brings libasan8 and libubsan1) and
@@ -51,7 +51,7 @@ c-tools:
 # The extension again when its source changed since the install built it.
 NATIVE_EXT := pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 native: $(NATIVE_EXT)
-$(NATIVE_EXT): pdp/server/native/_h2.c pdp/server/native/_tls.c pdp/server/native/_tls.h setup.py $(STAMP)
+$(NATIVE_EXT): pdp/server/native/_h2.c pdp/server/native/_h2_stream.c pdp/server/native/_tls.c pdp/server/native/_tls.h setup.py $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
 	rm -rf build/temp.* build/lib.*
 
@@ -62,7 +62,7 @@ native-asan: $(STAMP) nghttp2-dev
 	mkdir -p build/asan/pdp/server/native
 	gcc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -Wall -Wextra -shared -fPIC \
 		-o build/asan/pdp/server/native/_h2$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))") \
-		pdp/server/native/_h2.c pdp/server/native/_tls.c -lnghttp2 -lssl -lcrypto \
+		pdp/server/native/_h2.c pdp/server/native/_tls.c -lnghttp2 -lssl -lcrypto -lz \
 		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 
 # Coverage-guided fuzzing of the native transport's C with libFuzzer (docs/NATIVE.md):

@@ -12,8 +12,11 @@ setup(
         Extension(
             "pdp.server.native._h2",
             ["pdp/server/native/_h2.c", "pdp/server/native/_tls.c"],
-            depends=["pdp/server/native/_tls.h"],
-            libraries=["nghttp2", "ssl", "crypto"],
+            depends=[
+                "pdp/server/native/_tls.h",
+                "pdp/server/native/_h2_stream.c",
+            ],  # included by _h2.c
+            libraries=["nghttp2", "ssl", "crypto", "z"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
             optional=True,
         )

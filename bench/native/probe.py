@@ -81,7 +81,7 @@ def probe(port: int) -> list[str]:
     cases: list[tuple[str, str, object]] = [
         ("a good call", "0", lambda: grpc_call(port, good)),
         ("5 MiB message", "8", lambda: grpc_call(port, b"\x0a" + b"x" * (5 << 20))),
-        ("gzip", "12", lambda: grpc_call(port, good, compression=grpc.Compression.Gzip)),
+        ("gzip", "0", lambda: grpc_call(port, good, compression=grpc.Compression.Gzip)),
         ("not protobuf", "3", lambda: grpc_call(port, b"\xff\xff\xff")),
         ("another path", "12", lambda: raw_call(port, _with(":path", "/x.Y/Z"), [framed])),
         ("GET", "12", lambda: raw_call(port, _with(":method", "GET"), [])),
@@ -90,7 +90,7 @@ def probe(port: int) -> list[str]:
         ("no message", "13", lambda: raw_call(port, HEADERS, [])),
         ("3 bytes", "13", lambda: raw_call(port, HEADERS, [framed[:3]])),
         ("length too long", "13", lambda: raw_call(port, HEADERS, [framed[:-1]])),
-        ("compressed flag", "12", lambda: raw_call(port, HEADERS, [b"\x01" + framed[1:]])),
+        ("compressed flag", "13", lambda: raw_call(port, HEADERS, [b"\x01" + framed[1:]])),
         (
             "20 KB header",
             "reset",

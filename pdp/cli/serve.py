@@ -90,11 +90,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument(
         "--transport",
         choices=TRANSPORTS,
-        default="grpcio",
-        help="grpcio (the default), or native (EXPERIMENTAL: HTTP/2 in C on libnghttp2, about "
-        "a quarter of the server CPU per call; the unary services, plaintext TCP and Unix "
-        "sockets, "
-        "other options refused: docs/NATIVE.md)",
+        default="auto",
+        help="auto (the default: native when its C extension was built at install, else "
+        "grpcio), native (HTTP/2 and gRPC in C on libnghttp2, about a quarter of grpcio's "
+        "server CPU per call: docs/NATIVE.md) or grpcio; both serve the same services and "
+        "options",
     )
     tls = p.add_argument_group("TLS")
     tls.add_argument("--tls-cert", metavar="PEM", help="server certificate chain")
@@ -501,12 +501,9 @@ def _raise_fd_limit(args: argparse.Namespace) -> None:
 
 
 def _native_server(holder, config, observer, extra):  # -> pdp.server.native.server.NativeServer
-    """`--transport native` (run() has refused the options it does not honour)."""
+    """`--transport native` (run() has checked that its extension is built)."""
     from pdp.server.native.server import NativeServer
 
-    from .serve_native import NOT_SERVED
-
-    log.warning("%s", NOT_SERVED)
     return NativeServer(holder, config, observer, extra_services=extra)
 
 
@@ -944,6 +941,11 @@ def run(args: argparse.Namespace) -> int:
         sources = apply(args, args.serve_parser)
     except ConfigError as exc:
         return _fail(str(exc))
+    if args.transport == "auto":
+        from .serve_native import choose
+
+        args.transport, why = choose()
+        sources["transport"] = f"{sources.get('transport', 'default')}, auto: {why}"
     if args.transport == "native" and "threads" not in sources:
         from .serve_native import DECISION_THREADS
 
@@ -973,10 +975,11 @@ def run(args: argparse.Namespace) -> int:
     args.workers = workers
     if why != "given":
         log.info("workers: %d (%s; --workers N overrides)", workers, why)
+    log.info("transport: %s (%s)", args.transport, sources.get("transport", "default"))
     if args.transport == "native":
         from .serve_native import refusal
 
-        if reason := refusal(args, args.serve_parser):
+        if reason := refusal():
             return _fail(reason)
     refused, recheck = _check_redis_eviction(args)
     if refused:

@@ -1,59 +1,38 @@
-"""`pdp serve --transport native` (experimental): what it refuses at start.
+"""`pdp serve --transport`: which transport serves the calls.
 
-The native transport (pdp.server.native) serves Check, Plan, ServerInfo, Health, Envoy's
-ext_authz and rate-limit service on TCP listeners (plaintext or TLS; mTLS with --client-ca,
---allow-identity) and Unix sockets, several at once, its calls observed by telemetry (the
-decision log, traces, metrics) as on grpcio.
-Every option it would not honour is refused before anything starts, with one line naming it,
-never silently ignored. The service it does not serve (reflection) answers UNIMPLEMENTED, and
-the start-up log says so.
+Both serve the same services with the same options: Check, Plan, ServerInfo, health (Check and
+Watch), server reflection, Envoy's ext_authz and rate-limit service, on TCP (plaintext or TLS,
+mTLS with --client-ca and --allow-identity) and Unix sockets, several at once, every call
+observed by telemetry alike. `native` (pdp.server.native, docs/NATIVE.md) does HTTP/2 and gRPC
+in C on libnghttp2, about a quarter of grpcio's server CPU per call; `grpcio` is grpc's own
+server. `auto`, the default, is native whenever its extension was built at install time (it
+needs a C compiler and Debian's libnghttp2, OpenSSL and zlib headers; `make` installs them),
+else grpcio, and the start-up log says which and why.
 """
 
 from __future__ import annotations
 
-import argparse
-
-TRANSPORTS = ("grpcio", "native")
+TRANSPORTS = ("auto", "native", "grpcio")
 # `--threads` unless given, for the native transport: its decision threads, each taking its own
 # batches. Decisions hold the GIL, so more threads do not decide faster; they let other calls
 # be answered while a decision waits outside it (a Redis round trip). Measured (issue 22,
 # bench/RESULTS.md, "Decision threads"): 4 cost the same server CPU per uncached 1x3 call as 1.
 DECISION_THREADS = 4
 
-# Options whose part the native transport does not have yet: (dest, why).
-_UNSUPPORTED: tuple[tuple[str, str], ...] = ()
 
-NOT_SERVED = (
-    "native transport (experimental): serving pdp.v1.DecisionService/Check, Plan and "
-    "ServerInfo, grpc.health.v1.Health/Check, Envoy's ext_authz and rate-limit service (unless "
-    "turned off); reflection answers UNIMPLEMENTED"
-)
-
-
-def _flag(parser: argparse.ArgumentParser, dest: str) -> str:
-    for action in parser._actions:
-        if action.dest == dest and action.option_strings:
-            return action.option_strings[0]
-    return dest
-
-
-def refusal(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
-    """Why `pdp serve --transport native` cannot run with `args` ("" when it can)."""
+def refusal() -> str:
+    """Why `--transport native` cannot run here ("" when it can): its extension is not built."""
     try:
         from pdp.server.native.server import load_extension
 
         load_extension()
     except ImportError as exc:
         return f"--transport native: {exc}"
-    given = [
-        (dest, why)
-        for dest, why in _UNSUPPORTED
-        if getattr(args, dest, None) not in (None, False, parser.get_default(dest))
-    ]
-    if given:
-        dest, why = given[0]
-        return (
-            f"--transport native does not support {_flag(parser, dest)} ({why}) yet; "
-            "leave it out or use --transport grpcio"
-        )
     return ""
+
+
+def choose() -> tuple[str, str]:
+    """What `--transport auto` runs, and why (for the start-up log and --print-config)."""
+    if reason := refusal():
+        return "grpcio", reason.removeprefix("--transport native: ")
+    return "native", "its extension is built"

@@ -124,7 +124,7 @@ def test_health_and_other_paths(native: NativeServer) -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        unserved = ("/envoy.service.auth.v3.Authorization/Check", "/grpc.health.v1.Health/Watch")
+        unserved = ("/envoy.service.auth.v3.Authorization/Check", "/grpc.health.v1.Health/Nope")
         for path in unserved:
             with pytest.raises(grpc.RpcError) as err:
                 ch.unary_unary(path)(b"", timeout=10)

@@ -21,8 +21,10 @@
  *
  * Refused in C, before Python sees them (trailers-only replies with their grpc-status): a path
  * other than the served ones (g_paths, given to start()) or a non-POST (UNIMPLEMENTED), a content-type not application/grpc
- * (UNIMPLEMENTED), a compressed message or a grpc-encoding other than identity (UNIMPLEMENTED),
- * anything but exactly one message (INTERNAL), a message over max_message bytes, more calls
+ * (UNIMPLEMENTED), a grpc-encoding other than identity, gzip and deflate, a compressed flag
+ * without one, a flag byte other than 0 and 1, or a message that does not inflate (INTERNAL),
+ * anything but exactly one message (INTERNAL), a message decompressing past max_message
+ * (RESOURCE_EXHAUSTED; gzip and deflate are inflated here, in _h2_stream.c), a message over max_message bytes, more calls
  * queued or deciding than max_calls, or more request bytes held than the server's budget
  * (RESOURCE_EXHAUSTED), a malformed grpc-timeout (INTERNAL), a call whose deadline passed
  * before it was taken (DEADLINE_EXCEEDED), a Check or Plan arriving once drain() was called
@@ -39,6 +41,10 @@
  * to Python with each call as "name\0value\0..." bytes, copied within the header bound and
  * counted in g_budget (a -bin value must be base64, as grpc decodes it); Python makes grpcio's
  * invocation_metadata() of it when something reads it.
+ *
+ * Streaming calls (health Watch, reflection: the paths given to serve_streams()) and the
+ * ping policy are _h2_stream.c's, included below: their events reach Python through a
+ * queue of their own, never the decision thread's.
  *
  * One server per process (start() refuses a second): plain globals.
  */
@@ -79,9 +85,12 @@ enum {
     UNAVAILABLE = 14
 };
 enum { M_UNKNOWN = -1, N_DEFAULT_PATHS = 4, MAX_PATHS = 64, MAX_PATH_LEN = 256 };
+/* Streaming methods are numbered from STREAM_BASE (_h2_stream.c); grpc-encoding's values. */
+enum { STREAM_BASE = MAX_PATHS, ENC_UNKNOWN = 3 };
 
 typedef struct conn conn_t;
 typedef struct stream stream_t;
+struct scall;
 
 /* A request handed to Python, and later its reply. `st` is the I/O thread's only: NULL once
  * the stream is gone (reset by the client, its connection closed), so the reply is dropped.
@@ -90,6 +99,7 @@ typedef struct call {
     struct call *next;
     stream_t *st;
     int cancelled; /* atomic: the stream is gone; take() skips the call, nobody waits for it */
+    unsigned long long seq; /* names the call to Python (call_id(), a cancelled call's event) */
     int method;
     uint8_t *body; /* the message, without the 5-byte prefix; freed by take() */
     size_t body_len, body_cap;
@@ -121,6 +131,7 @@ struct stream {
     call_t *call;  /* with Python, or answered and being sent */
     uint8_t *out;  /* the framed reply being sent */
     size_t out_len, out_sent;
+    struct scall *sc; /* a streaming call's state (_h2_stream.c), or NULL */
 };
 
 struct conn {
@@ -132,6 +143,8 @@ struct conn {
     stream_t *streams;
     int deciding; /* its calls with Python */
     double last_active;
+    double last_ping; /* the client's last PING, and the strikes it earned (on_ping) */
+    int ping_strikes;
     char peer[PEER_LEN];
     tls_t *tls;        /* NULL: plaintext */
     tls_auth_t *auth;  /* once the handshake is done */
@@ -166,6 +179,7 @@ static int g_conns;
 static conn_t **g_dirty;
 static int g_ndirty;
 static int g_drain_seen;
+static unsigned long long g_call_seq; /* calls queued so far: each one's seq */
 
 /* Shared: under g_mu, or atomics. */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -225,6 +239,18 @@ static void call_free(call_t *c) {
     free(c);
 }
 
+/* _h2_stream.c's, included below: streaming calls and compressed messages. */
+static int stream_path(const uint8_t *value, size_t n);
+static int stream_on_data(stream_t *st, const uint8_t *data, size_t len);
+static int stream_on_frame(stream_t *st, const nghttp2_frame *f);
+static void stream_gone(stream_t *st);
+static void stream_ops(void);
+static void streams_clear(void);
+static void call_cancelled(const call_t *c);
+static int unary_decompress(stream_t *st);
+static int on_ping(conn_t *c, const nghttp2_frame *f);
+static int encoding_of(const uint8_t *v, size_t n);
+
 static void set_status(stream_t *st, int code, const char *why) {
     if (st->status > 0) return; /* the first reason stays */
     st->status = code;
@@ -252,10 +278,12 @@ static void stream_free(stream_t *st) {
         if (st->next) st->next->prev = st->prev;
     }
     if (st->call) { /* still with Python: its reply will find no stream */
+        call_cancelled(st->call);
         st->call->st = NULL;
         __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
         if (st->conn) st->conn->deciding--;
     }
+    if (st->sc) stream_gone(st);
     drop_input(st);
     drop_metadata(st);
     free(st->out);
@@ -335,6 +363,21 @@ static int is_base64(const uint8_t *v, size_t n) {
     return 1;
 }
 
+static void reverse(uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n / 2; i++) {
+        uint8_t t = p[i];
+        p[i] = p[n - 1 - i];
+        p[n - 1 - i] = t;
+    }
+}
+
+/* p[from:to] moved in front of p[0:from], in place. */
+static void rotate_last_first(uint8_t *p, size_t from, size_t to) {
+    reverse(p, from);
+    reverse(p + from, to - from);
+    reverse(p, to);
+}
+
 /* Appends "name\0value\0" to the stream's metadata. Bounded by MAX_HEADER_BYTES (checked
  * before this is called: each field counts its length + 32) and by the server's budget.
  * nghttp2 refuses NUL in names and values; a NUL here anyway fails the call, never splits a
@@ -372,6 +415,8 @@ static void keep_metadata(stream_t *st, const uint8_t *name, size_t namelen,
     st->md[st->md_len + namelen] = 0;
     memcpy(st->md + st->md_len + namelen + 1, value, valuelen);
     st->md[st->md_len + namelen + 1 + valuelen] = 0;
+    if (is(name, namelen, "user-agent")) /* first, wherever it was sent: as grpcio */
+        rotate_last_first(st->md, st->md_len, need);
     st->md_len = need;
 }
 
@@ -417,12 +462,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         st->method = M_UNKNOWN;
         for (int i = 0; i < g_npaths; i++)
             if (is(value, valuelen, g_paths[i])) st->method = i;
+        if (st->method == M_UNKNOWN) st->method = stream_path(value, valuelen);
     } else if (is(name, namelen, "content-type"))
         st->ctype_ok = is(value, valuelen, "application/grpc") ||
                        (valuelen > 16 && memcmp(value, "application/grpc", 16) == 0 &&
                         (value[16] == '+' || value[16] == ';'));
     else if (is(name, namelen, "grpc-encoding"))
-        st->encoded = !is(value, valuelen, "identity");
+        st->encoded = encoding_of(value, valuelen);
     else if (is(name, namelen, "grpc-timeout")) {
         double t = parse_timeout(value, valuelen);
         if (t < 0) st->bad_timeout = 1;
@@ -436,6 +482,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
                    size_t len, void *u) {
     (void)flags; (void)u;
     stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (st && st->sc) return stream_on_data(st, data, len);
     if (!st || st->status >= 0 || st->done) return 0; /* refused already: discarded */
     if (len > 5 + g_max_message - st->in_len) {
         set_status(st, RESOURCE_EXHAUSTED, "request message larger than the server accepts "
@@ -485,17 +532,14 @@ static void complete(stream_t *st) {
     if (!st->post || st->method == M_UNKNOWN) set_status(st, UNIMPLEMENTED, "unknown method");
     else if (!st->ctype_ok)
         set_status(st, UNIMPLEMENTED, "content-type must be application/grpc");
-    else if (st->encoded)
-        set_status(st, UNIMPLEMENTED, "compressed requests are not accepted (grpc-encoding)");
     else if (st->bad_timeout) set_status(st, INTERNAL, "malformed grpc-timeout");
     else if (st->status < 0) {
         size_t n = st->in_len < 5 ? 0
                    : (size_t)st->in[1] << 24 | (size_t)st->in[2] << 16 |
                          (size_t)st->in[3] << 8 | st->in[4];
-        if (st->in_len >= 5 && st->in[0] != 0)
-            set_status(st, UNIMPLEMENTED, "compressed requests are not accepted");
-        else if (st->in_len < 5 || st->in_len != 5 + n)
+        if (st->in_len < 5 || st->in_len != 5 + n)
             set_status(st, INTERNAL, "expected exactly one request message");
+        else unary_decompress(st); /* grpc-encoding gzip, deflate; as grpcio */
     }
     if (st->status < 0 && g_drain_refused[st->method] &&
         __atomic_load_n(&g_draining, __ATOMIC_ACQUIRE))
@@ -517,6 +561,7 @@ static void complete(stream_t *st) {
     }
     /* The input buffer moves to the call (its budget with it): the prefix stays in front. */
     c->st = st;
+    c->seq = ++g_call_seq;
     c->method = st->method;
     c->body = st->in;
     c->body_len = st->in_len;
@@ -543,11 +588,11 @@ static void complete(stream_t *st) {
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u) {
-    (void)u;
-    if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
-        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
-        return 0;
+    if (f->hd.type == NGHTTP2_PING) return on_ping(u, f);
+    if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) return 0;
     stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (st && st->method >= STREAM_BASE) return stream_on_frame(st, f);
+    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
     if (st && !st->done) complete(st);
     return 0;
 }
@@ -612,6 +657,7 @@ static void reset(stream_t *st) {
 /* A trailers-only error reply. `details`: base64 grpc-status-details-bin, or NULL. nghttp2
  * copies the header values, so they may be freed when this returns. */
 static void answer_status(stream_t *st, int code, const char *encoded, const char *details) {
+    st->conn->ping_strikes = 0; /* headers sent: pings are welcome again (grpcio's policy) */
     char num[8];
     int clen = snprintf(num, sizeof num, "%d", code);
     nghttp2_nv hdrs[5] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
@@ -631,6 +677,8 @@ static void answer_error(stream_t *st, int code, const char *why) {
     free(encoded);
 }
 
+#include "_h2_stream.c"
+
 /* Python's reply to `c` reaches its stream (if still there). */
 static void deliver(call_t *c) {
     stream_t *st = c->st;
@@ -639,13 +687,15 @@ static void deliver(call_t *c) {
     st->call = NULL;
     st->conn->deciding--;
     st->conn->last_active = now_s();
+    st->conn->ping_strikes = 0;
     if (c->status == OK && c->out) {
         st->out = c->out; /* the stream owns it now */
         st->out_len = c->out_len;
         c->out = NULL;
-        nghttp2_nv hdrs[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16)};
+        nghttp2_nv hdrs[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
+                             NV("grpc-accept-encoding", ACCEPT_ENCODING, sizeof ACCEPT_ENCODING - 1)};
         nghttp2_data_provider prd = {.read_callback = read_reply};
-        if (nghttp2_submit_response(st->conn->session, st->id, hdrs, 2, &prd) != 0) reset(st);
+        if (nghttp2_submit_response(st->conn->session, st->id, hdrs, 3, &prd) != 0) reset(st);
         mark_dirty(st->conn);
     } else if (c->message) {
         answer_status(st, c->status, c->message, c->details);
@@ -661,6 +711,7 @@ static void conn_free(conn_t *c) {
     for (stream_t *st = c->streams, *next; st; st = next) {
         next = st->next;
         if (st->call) {
+            call_cancelled(st->call);
             st->call->st = NULL;
             __atomic_store_n(&st->call->cancelled, 1, __ATOMIC_RELEASE);
         }
@@ -887,7 +938,10 @@ static void *io_main(void *arg) {
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p >= (void *)g_lfds && p < (void *)(g_lfds + g_nlfds)) accept_all(*(int *)p);
-            else if (p == &E_TAG) take_replies();
+            else if (p == &E_TAG) {
+                take_replies();
+                stream_ops();
+            }
             else {
                 conn_t *c = p;
                 if (!c->dead && (c->handshaking || (c->tls_wr && evs[i].events & EPOLLOUT)))
@@ -907,8 +961,10 @@ static void *io_main(void *arg) {
         }
         flush_dirty();
     }
-    /* Stopping: the last replies, a final GOAWAY to everyone, one try to send, then close. */
+    /* Stopping: the last replies (and streams' trailers), a final GOAWAY to everyone, one try
+     * to send, then close. */
     take_replies();
+    stream_ops();
     for (conn_t *c = g_conns_list; c; c = c->next) {
         nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(c->session),
@@ -1299,6 +1355,7 @@ static PyObject *py_stop(PyObject *self, PyObject *unused) {
         __atomic_sub_fetch(&g_outstanding, 1, __ATOMIC_RELAXED);
         c = next;
     }
+    streams_clear();
     close(g_epoll);
     close(g_evfd);
     g_epoll = g_evfd = -1;
@@ -1338,6 +1395,14 @@ static PyMethodDef methods[] = {
     {"use_tls", py_use_tls, METH_VARARGS,
      "use_tls(cert_pem, key_pem, client_ca_pem | None) or use_tls(None): TLS (mTLS) or plaintext "
      "for the next start()"},
+    {"serve_streams", py_serve_streams, METH_VARARGS,
+     "serve_streams(paths, max_open, out_cap): the streaming paths (before start())"},
+    {"stream_take", py_stream_take, METH_O,
+     "stream_take(timeout) -> [(id, kind, ...)]: streaming calls' events (GIL released)"},
+    {"stream_send", py_stream_send, METH_VARARGS, "stream_send(id, message) -> queued"},
+    {"stream_finish", py_stream_finish, METH_VARARGS, "stream_finish(id, code, message)"},
+    {"active", py_active, METH_O, "active(i): call i of the batch taken is still wanted"},
+    {"call_id", py_call_id, METH_O, "call_id(i): call i's id, as a cancelled call's event names it"},
     {NULL, NULL, 0, NULL},
 };
 

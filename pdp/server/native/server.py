@@ -14,9 +14,10 @@ path table), grpc.health.v1.Health/Check, and the unary services `pdp serve` add
 ext_authz and rate-limit service: `extra_services`, the registrars grpcio's build_server takes,
 their handlers collected here), on TCP listeners, plaintext or TLS (mTLS with client CAs,
 `_tls.c`; the allow-list as grpcio's interceptor refuses), and Unix sockets, several at once;
-each call observed by telemetry as on grpcio (the call's metadata and auth context come from
-the C side). Every other path is UNIMPLEMENTED; pdp.cli.serve_native refuses the options this
-does not honour.
+the streaming health Watch and server reflection through `streams.StreamPump` (the grpcio
+transport's bounded servicers); each call observed by telemetry as on grpcio (the call's
+metadata and auth context come from the C side). Every other path is UNIMPLEMENTED, as on
+grpcio.
 
 Decision threads (`ServerConfig.threads`, `--threads`): each takes its own batches. Decisions
 run under the GIL anyway, so more threads do not decide faster; they let other calls be
@@ -39,14 +40,25 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from ..cache import DecisionCache
 from ..identity import AllowListInterceptor
-from ..server import DRAIN_QUIET_S, STOP_MARGIN_S, Readiness, ServerConfig, _bind_error
+from ..server import (
+    DEFAULT_THREADS,
+    DRAIN_QUIET_S,
+    STOP_MARGIN_S,
+    Readiness,
+    ServerConfig,
+    _bind_error,
+)
 from ..service import SERVICE_NAME, DecisionService, taken_while_draining
-from ..status import status_for
+from ..status import DecodingServer, status_for
+from ..streams import MAX_WATCHERS, BoundedHealth, BoundedReflection, max_reflection_streams
 from .auth import INSECURE, Auth, of_connection
+from .streams import Aborted as _Aborted
+from .streams import StreamPump
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
@@ -68,6 +80,17 @@ SERVED: tuple[tuple[str, bool], ...] = (
     (f"/{SERVICE_NAME}/Plan", True),
     (f"/{SERVICE_NAME}/ServerInfo", False),
 )
+# The streaming paths (_h2.serve_streams), served by the grpcio transport's own servicers.
+STREAMED: tuple[str, ...] = (
+    f"/{HEALTH_SERVICE}/Watch",
+    f"/{reflection.SERVICE_NAME}/ServerReflectionInfo",
+)
+# Streaming calls open at once, all kinds together (the C side's bound, beyond each
+# servicer's own: the watchers', the reflection streams').
+_STREAM_MARGIN = 8
+# Bytes one streaming call may have queued for a client that does not read them (its flow
+# control window closed); past it the stream is reset (ENHANCE_YOUR_CALM).
+STREAM_OUT_CAP = 4 << 20
 # How long the decision thread waits for a batch before it looks whether to stop.
 _TAKE_WAIT_S = 0.25
 
@@ -92,11 +115,6 @@ class _Metadatum(NamedTuple):
 
     key: str
     value: str | bytes
-
-
-class _Aborted(Exception):
-    def __init__(self, reply: tuple[int, str, str | None]) -> None:
-        self.reply = reply
 
 
 def _status_reply(status: Any) -> tuple[int, str, str | None]:
@@ -140,7 +158,22 @@ class _Context:
     decision log's queue counts); the auth context, as grpcio's (the client's identities under
     mTLS), from the connection's (`auth`: None for plaintext)."""
 
-    __slots__ = ("_auth", "_code", "_deadline", "_details", "_metadata", "_packed", "_peer")
+    __slots__ = (
+        "_active",
+        "_auth",
+        "_callbacks",
+        "_code",
+        "_deadline",
+        "_details",
+        "_ended",
+        "_index",
+        "_lock",
+        "_metadata",
+        "_packed",
+        "_peer",
+        "_register",
+        "seq",
+    )
 
     def __init__(
         self,
@@ -148,6 +181,9 @@ class _Context:
         peer: str,
         packed: bytes,
         auth: list[bytes | Auth] | None = None,
+        active: Callable[[int], bool] | None = None,
+        index: int = 0,
+        register: Callable[[_Context], None] | None = None,
     ) -> None:
         self._deadline = deadline
         self._peer = peer
@@ -156,6 +192,12 @@ class _Context:
         self._metadata: tuple[_Metadatum, ...] | None = None
         self._code: grpc.StatusCode | None = None
         self._details = ""
+        self._active = active
+        self._index = index
+        self._register = register
+        self._callbacks: list[Callable[[], None]] | None = None
+        self._ended = False
+        self.seq = 0
 
     def invocation_metadata(self) -> tuple[_Metadatum, ...]:
         # Made when first read: without an observer nothing reads it.
@@ -205,7 +247,39 @@ class _Context:
         return self._peer
 
     def is_active(self) -> bool:
-        return True
+        """False once the client has reset the call or closed its connection (the C side
+        marks the call taken), as grpcio's."""
+        return self._active is None or self._active(self._index)
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        """`callback` runs when the call ends, as on grpcio: its reply made, or its client
+        gone (then at once, from the stream pump, while the decision may still run). False,
+        and never run, once the call has ended."""
+        if self._callbacks is None:
+            self._callbacks = []
+            self._lock = threading.Lock()
+            if self._register is not None:
+                self._register(self)  # the pump finds it by its id if the client resets it
+        with self._lock:
+            if self._ended or not self.is_active():
+                return False
+            self._callbacks.append(callback)
+            return True
+
+    def run_callbacks(self) -> None:
+        """The callbacks, once (whichever thread sees the end first)."""
+        if self._callbacks is None:
+            return
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+            callbacks = self._callbacks
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("native transport: a call's callback failed")
 
 
 class NativeServer(Readiness):
@@ -273,6 +347,32 @@ class NativeServer(Readiness):
             paths = [path for path, _ in self._paths]
             self._methods = [allow.guard(p, m) for p, m in zip(paths, self._methods, strict=True)]
         self._health: dict[str, int] = {}
+        # The streaming calls (Watch, reflection): the grpcio transport's servicers, bounded
+        # as there, registered through DecodingServer to get their decoding handlers.
+        self.health = BoundedHealth()
+        streamed = _Handlers()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, DecodingServer(streamed))  # type: ignore[arg-type]
+        # Reflection streams run on threads of their own here, not on the decision threads:
+        # bounded as grpcio's transport bounds them with its default threads, or more.
+        reflection_streams = max_reflection_streams(max(config.threads, DEFAULT_THREADS))
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            BoundedReflection(
+                (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                reflection_streams,
+            ),
+            DecodingServer(streamed),  # type: ignore[arg-type]
+        )
+        self._streams = StreamPump(
+            self._h2,
+            [streamed.handlers[path] for path in STREAMED],
+            reflection_streams + _STREAM_MARGIN,
+            _metadata,
+            self._cancelled,
+        )
+        # Unary calls being decided whose servicer registered callbacks, by their C id.
+        self._cancellable: dict[int, _Context] = {}
+        self._cancellable_lock = threading.Lock()
+        self._max_streams_open = MAX_WATCHERS + reflection_streams + _STREAM_MARGIN
         self._draining = False
         self._held = False
         self._drain_deadline = 0.0
@@ -302,6 +402,8 @@ class NativeServer(Readiness):
 
     def _publish(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         self._health = {name: status for name in ("", *self.service_names)}
+        for name in self._health:  # the watchers hear it
+            self.health.set(name, status)
 
     # -- the calls ---------------------------------------------------------------------------
 
@@ -315,8 +417,21 @@ class NativeServer(Readiness):
             return grpc.StatusCode.NOT_FOUND.value[0], "Unknown service", None
         return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
+    def _watch_cancel(self, context: _Context) -> None:
+        context.seq = self._h2.call_id(context._index)
+        with self._cancellable_lock:
+            self._cancellable[context.seq] = context
+
+    def _cancelled(self, seq: int) -> None:
+        """The stream pump: a call being decided was reset; its callbacks run now."""
+        with self._cancellable_lock:
+            context = self._cancellable.pop(seq, None)
+        if context is not None:
+            context.run_callbacks()
+
     def _one(
         self,
+        index: int,
         method: int,
         body: bytes,
         deadline: float | None,
@@ -324,7 +439,7 @@ class NativeServer(Readiness):
         packed: bytes,
         auth: list[bytes | Auth] | None,
     ) -> Reply:
-        context = _Context(deadline, peer, packed, auth)
+        context = _Context(deadline, peer, packed, auth, self._h2.active, index, self._watch_cancel)
         try:
             reply = self._methods[method](body, context)
         except _Aborted as exc:
@@ -332,6 +447,11 @@ class NativeServer(Readiness):
         except Exception:  # the servicer answers its own failures; this is a bug here
             log.exception("native transport: a call failed")
             return grpc.StatusCode.INTERNAL.value[0], "internal error", None
+        finally:
+            if context._callbacks is not None:
+                with self._cancellable_lock:
+                    self._cancellable.pop(context.seq, None)
+                context.run_callbacks()
         return context.error() or reply
 
     def _loop(self) -> None:
@@ -349,7 +469,7 @@ class NativeServer(Readiness):
             # the calls it takes then (a Check UNAVAILABLE, ext_authz a denial 503).
             taken_while_draining.value = self._draining
             try:
-                replies: list[Reply] | None = [one(*item) for item in batch]
+                replies: list[Reply] | None = [one(i, *item) for i, item in enumerate(batch)]
             except BaseException:
                 log.exception("native transport: a batch failed")
                 replies = None
@@ -363,6 +483,7 @@ class NativeServer(Readiness):
             self._h2.use_tls(None)
         else:
             self._h2.use_tls(c.tls.cert_pem, c.tls.key_pem, c.tls.client_ca_pem)
+        self._h2.serve_streams(STREAMED, self._max_streams_open, STREAM_OUT_CAP)
         self._h2.start(
             tuple(sock.fileno() for sock in self._socks),
             max_message=c.max_message_bytes,
@@ -379,6 +500,7 @@ class NativeServer(Readiness):
         ]
         for thread in self._threads:
             thread.start()
+        self._streams.start()
 
     def begin_stop(self, grace: float) -> None:
         """As PdpServer's: health NOT_SERVING, every connection told GOAWAY, a Check arriving
@@ -414,6 +536,7 @@ class NativeServer(Readiness):
                 # closes the connections.
                 log.warning("native transport: a decision thread did not stop")
             else:
+                self._streams.stop()  # open Watch and reflection streams end UNAVAILABLE
                 self._h2.stop()
                 self._running = False
         self._close_listeners()
