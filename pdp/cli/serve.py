@@ -580,8 +580,9 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
 
         gate = gate_worker(args.ready_fds, server, holder)
     server.start()
+    how = f"{args.transport} transport; {getattr(args, 'transport_source', 'given')}"
     for address in server.addresses:
-        log.info("listening on %s", address)
+        log.info("listening on %s (%s)", address, how)
     from pdp.http.cli import HttpConfigError, http_server_from_args
 
     try:
@@ -975,7 +976,8 @@ def run(args: argparse.Namespace) -> int:
     args.workers = workers
     if why != "given":
         log.info("workers: %d (%s; --workers N overrides)", workers, why)
-    log.info("transport: %s (%s)", args.transport, sources.get("transport", "default"))
+    # Said by each server with its addresses, once its settings are known to serve.
+    args.transport_source = sources.get("transport", "default")
     if args.transport == "native":
         from .serve_native import refusal
 

@@ -35,7 +35,11 @@ REQUEST = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}], None).Serializ
 def port(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     policies = write_policies(tmp_path)
-    with pdp_serve("--policies", str(policies), "--listen", f"127.0.0.1:{port}") as served:
+    # One worker: the bounds are per server process, and a client past 100 streams on one
+    # connection (the native transport's SETTINGS_MAX_CONCURRENT_STREAMS) opens another, which
+    # the round-robin deal would hand to the other worker.
+    args = ("--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--workers", "1")
+    with pdp_serve(*args) as served:
         wait_serving(port, served)
         yield port
 
@@ -65,18 +69,24 @@ def test_watch_streams_hold_no_rpc_thread(port: int) -> None:
 
 
 def test_watch_streams_past_the_bound_are_refused_and_decisions_go_on(port: int) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+    # The bound's watchers on one connection, the one past it on another (a channel of its own
+    # subchannel pool: grpc shares connections between channels to one address): the native
+    # transport lets a connection open 100 streams at once (SETTINGS_MAX_CONCURRENT_STREAMS),
+    # and a grpc client queues its 101st call until one of them ends.
+    address = f"127.0.0.1:{port}"
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(address) as ch, grpc.insecure_channel(address, own) as other:
         streams = [watch(ch) for _ in range(MAX_WATCHERS)]
         with pytest.raises(grpc.RpcError) as refused:
-            watch(ch)
+            watch(other)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert decided(ch)
+        assert decided(other)
         streams.pop().cancel()
         # The slot comes back once grpc has seen the cancellation.
         end = time.monotonic() + WAIT_CAP
         while True:
             try:
-                streams.append(watch(ch))
+                streams.append(watch(other))
                 break
             except grpc.RpcError as err:
                 assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

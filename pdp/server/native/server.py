@@ -1,4 +1,4 @@
-"""The native transport's server (`pdp serve --transport native`, experimental): HTTP/2 and gRPC
+"""The native transport's server (`pdp serve`'s default, `--transport native`): HTTP/2 and gRPC
 framing in C (`_h2.c`, on libnghttp2), the decision in pdp's own `DecisionService`.
 
 The C I/O thread never holds the GIL: it reads, parses and judges the framing of every call,
