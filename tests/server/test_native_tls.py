@@ -199,7 +199,7 @@ def test_auth_context_equals_grpcios(
 def test_mtls_replies_and_allow_list_as_grpcio(ca: CA, server_pair: Pair, engine: Engine) -> None:
     """With --allow-identity: an allowed caller's Check equal to grpcio's (ids aside) and its
     identity the decision's; another caller refused with grpcio's very status and message,
-    Check and ServerInfo alike; health open to it, as on grpcio."""
+    Check, ServerInfo and reflection (a stream) alike; health open to it, as on grpcio."""
     tls = _tls(server_pair, ca, mtls=True)
     allowed = ca.issue("gateway", uris=(GATEWAY,), server=False)
     intruder = ca.issue("intruder", uris=(INTRUDER,), server=False)
@@ -221,6 +221,7 @@ def test_mtls_replies_and_allow_list_as_grpcio(ca: CA, server_pair: Pair, engine
                     health_pb2.HealthCheckRequest(), timeout=10
                 )
                 got.append(health.status)
+                got.append(_reflected(ch))
         return got
 
     want_seen, got_seen = Recorder(), Recorder()
@@ -233,10 +234,24 @@ def test_mtls_replies_and_allow_list_as_grpcio(ca: CA, server_pair: Pair, engine
     with native(engine, tls, observer=got_seen, allow_identities=ALLOWED) as server:
         got = outcomes(server.port)
     assert got == want
-    assert want[3] == (grpc.StatusCode.PERMISSION_DENIED, want[3][1]) and INTRUDER in want[3][1]
+    assert want[4] == (grpc.StatusCode.PERMISSION_DENIED, want[4][1]) and INTRUDER in want[4][1]
+    assert "pdp.v1.DecisionService" in want[3] and want[7] == want[4]  # reflection
     # Only the allowed caller's Check was decided, observed with its identity.
     assert [r.peer_identity for r in got_seen.records] == [GATEWAY]
     assert [r.peer_identity for r in want_seen.records] == [GATEWAY]
+
+
+def _reflected(ch: grpc.Channel) -> Any:
+    """The services reflection lists, or how the stream was refused."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    try:
+        (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+    return sorted(s.name for s in reply.list_services_response.service)
 
 
 def _without_ids(path: str, reply: bytes) -> bytes:

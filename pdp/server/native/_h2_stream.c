@@ -58,6 +58,7 @@ typedef struct sevent {
     char peer[PEER_LEN];
     uint8_t *data; /* a message (EV_MSG) or the metadata (EV_OPEN); budget counted */
     size_t len, cap;
+    tls_auth_t *auth; /* EV_OPEN on a TLS connection: its auth context, held */
 } sevent_t;
 
 typedef struct sop {
@@ -227,6 +228,7 @@ static scall_t *scall_of(uint32_t id) {
 static void event_free(sevent_t *e) {
     if (e->data) budget_give(e->cap);
     free(e->data);
+    if (e->auth) tls_auth_drop(e->auth);
     free(e);
 }
 
@@ -344,6 +346,7 @@ static void stream_open(stream_t *st) {
     e->method = sc->method;
     e->deadline = st->deadline;
     memcpy(e->peer, st->conn->peer, PEER_LEN);
+    if ((e->auth = st->conn->auth)) tls_auth_hold(e->auth); /* the allow-list reads it */
     e->data = st->md; /* the metadata moves to the event, its budget with it */
     e->len = st->md_len;
     e->cap = st->md_cap;
@@ -632,9 +635,10 @@ static PyObject *py_serve_streams(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* stream_take(timeout) -> [(id, kind, a, b, c, d)]: the events queued now, or the first to come
+/* stream_take(timeout) -> [(id, kind, a, b, c, d, e)]: the events queued now, or the first to come
  * within `timeout` seconds ([] on time-out). OPEN: (id, 1, method, deadline | None, peer,
- * metadata); MSG: (id, 2, message, ...); HALF: (id, 3, ...); GONE: (id, 4, ...). */
+ * metadata, auth | None: the TLS connection's, as take() gives it); MSG: (id, 2, message, ...);
+ * HALF: (id, 3, ...); GONE: (id, 4, ...). */
 static PyObject *py_stream_take(PyObject *self, PyObject *arg) {
     (void)self;
     double timeout = PyFloat_AsDouble(arg);
@@ -667,21 +671,30 @@ static PyObject *py_stream_take(PyObject *self, PyObject *arg) {
         PyObject *item = NULL;
         if (list && e->kind == EV_OPEN) {
             PyObject *dl = e->deadline >= 0 ? PyFloat_FromDouble(e->deadline) : Py_NewRef(Py_None);
-            item = Py_BuildValue("(IiiNsy#)", e->id, e->kind, e->method, dl, e->peer,
-                                 (const char *)(e->data ? (char *)e->data : ""),
-                                 (Py_ssize_t)e->len);
+            PyObject *auth = e->auth ? tls_auth_py(e->auth) : Py_NewRef(Py_None);
+            if (dl && auth)
+                item = Py_BuildValue("(IiiNsy#N)", e->id, e->kind, e->method, dl, e->peer,
+                                     (const char *)(e->data ? (char *)e->data : ""),
+                                     (Py_ssize_t)e->len, auth);
+            else {
+                Py_XDECREF(dl);
+                Py_XDECREF(auth);
+            }
         } else if (list && e->kind == EV_MSG) {
-            item = Py_BuildValue("(Iiy#OOO)", e->id, e->kind, (const char *)e->data + 5,
-                                 (Py_ssize_t)e->len - 5, Py_None, Py_None, Py_None);
+            item = Py_BuildValue("(Iiy#OOOO)", e->id, e->kind, (const char *)e->data + 5,
+                                 (Py_ssize_t)e->len - 5, Py_None, Py_None, Py_None, Py_None);
         } else if (list && e->kind == EV_CANCEL) {
-            item = Py_BuildValue("(KiOOOO)", e->seq, e->kind, Py_None, Py_None, Py_None, Py_None);
+            item = Py_BuildValue("(KiOOOOO)", e->seq, e->kind, Py_None, Py_None, Py_None, Py_None,
+                                 Py_None);
         } else if (list) {
-            item = Py_BuildValue("(IiOOOO)", e->id, e->kind, Py_None, Py_None, Py_None, Py_None);
+            item = Py_BuildValue("(IiOOOOO)", e->id, e->kind, Py_None, Py_None, Py_None, Py_None,
+                                 Py_None);
         }
         if (!item || PyList_Append(list, item) < 0) Py_CLEAR(list);
         Py_XDECREF(item);
         event_free(e);
     }
+    tls_release(); /* the auth contexts dropped meanwhile, with their Python objects */
     return list;
 }
 

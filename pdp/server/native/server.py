@@ -362,9 +362,15 @@ class NativeServer(Readiness):
             ),
             DecodingServer(streamed),  # type: ignore[arg-type]
         )
+        stream_handlers = [streamed.handlers[path] for path in STREAMED]
+        if config.allow_identities:  # reflection refused as on grpcio; health stays open
+            stream_handlers = [
+                _guarded(allow, path, handler)
+                for path, handler in zip(STREAMED, stream_handlers, strict=True)
+            ]
         self._streams = StreamPump(
             self._h2,
-            [streamed.handlers[path] for path in STREAMED],
+            stream_handlers,
             reflection_streams + _STREAM_MARGIN,
             _metadata,
             self._cancelled,
@@ -610,6 +616,18 @@ def _method_table(
         else:
             table.append(_unary(grpc_side.handlers[path]))  # KeyError: a path pdp does not serve
     return table
+
+
+def _guarded(allow: AllowListInterceptor, path: str, handler: Any) -> Any:
+    """A grpc.RpcMethodHandler whose behaviours refuse as `allow` refuses (`path` open: as is)."""
+    kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+    return handler._replace(
+        **{
+            kind: allow.guard(path, getattr(handler, kind))
+            for kind in kinds
+            if getattr(handler, kind)
+        }
+    )
 
 
 def _unary(handler: Any) -> Callable[[bytes, Any], Reply]:

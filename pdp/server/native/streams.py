@@ -22,6 +22,8 @@ from typing import Any
 
 import grpc
 
+from .auth import INSECURE, Auth, of_connection
+
 log = logging.getLogger("pdp.server")
 
 # The C side's event kinds (_h2_stream.c).
@@ -34,7 +36,6 @@ MAX_PENDING_MESSAGES = 1024
 STOPPING = (grpc.StatusCode.UNAVAILABLE.value[0], "Cancelling all calls")
 _WAIT_S = 0.25
 _INTERNAL = grpc.StatusCode.INTERNAL.value[0]
-_INSECURE = {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
 
 
 class Aborted(Exception):
@@ -58,13 +59,16 @@ class _Call:
         deadline: float | None,
         peer: str,
         metadata: tuple[tuple[str, str | bytes], ...],
+        auth: list[bytes | Auth] | None = None,
     ) -> None:
+        """`auth`: the TLS connection's auth context as `_h2` hands it (None: plaintext)."""
         self.pump = pump
         self.id = call_id
         self.method = method
         self.deadline = deadline
         self._peer = peer
         self._metadata = metadata
+        self._auth = auth
         self.active = True
         self.started = False
         self.half = False
@@ -101,7 +105,8 @@ class _Call:
         return self._peer
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        return dict(_INSECURE)
+        # What --allow-identity reads, as for a unary call (server._Context).
+        return dict(INSECURE if self._auth is None else of_connection(self._auth).context)
 
     def set_code(self, _code: Any) -> None:  # grpc_health's Check only; unused by streams
         pass
@@ -218,8 +223,8 @@ class StreamPump:
         while not self._stop:
             try:
                 events = self.h2.stream_take(self._wait())
-                for call_id, kind, a, b, c, d in events:
-                    self._event(call_id, kind, a, b, c, d)
+                for call_id, kind, a, b, c, d, e in events:
+                    self._event(call_id, kind, a, b, c, d, e)
                 self._expire()
             except Exception:  # a bug here must not stop every stream for good
                 log.exception("native transport: the stream pump failed")
@@ -239,12 +244,12 @@ class StreamPump:
         for call in late:
             call.end(grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "Deadline Exceeded")
 
-    def _event(self, call_id: int, kind: int, a: Any, b: Any, c: Any, d: Any) -> None:
+    def _event(self, call_id: int, kind: int, a: Any, b: Any, c: Any, d: Any, e: Any) -> None:
         if kind == EV_CANCEL:
             self._on_cancel(call_id)
             return
         if kind == EV_OPEN:
-            call = _Call(self, call_id, a, b, c, self._metadata(d))
+            call = _Call(self, call_id, a, b, c, self._metadata(d), e)
             with self._lock:
                 self._calls[call_id] = call
             if self._handlers[a].request_streaming:
