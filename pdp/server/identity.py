@@ -143,14 +143,19 @@ class AllowListInterceptor(grpc.ServerInterceptor):
         left open: the native transport's handlers (pdp.server.native.server)."""
         return behaviour if method.startswith(_OPEN_SERVICES) else self._guard(behaviour)
 
+    def guard_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` (streaming or not) with each behaviour refusing as here, an open service's
+        as it is: grpcio's interception, and the native transport's streaming calls."""
+        if method.startswith(_OPEN_SERVICES):
+            return handler
+        kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+        replace = {k: self._guard(getattr(handler, k)) for k in kinds if getattr(handler, k)}
+        return handler._replace(**replace)  # type: ignore[attr-defined]
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(_OPEN_SERVICES):
-            return handler
-        kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-        replace = {k: self._guard(getattr(handler, k)) for k in kinds if getattr(handler, k)}
-        return handler._replace(**replace)  # type: ignore[attr-defined]
+        return None if handler is None else self.guard_handler(handler_call_details.method, handler)

@@ -342,8 +342,9 @@ class NativeServer(Readiness):
         self._methods = _method_table(
             [path for path, _ in SERVED], self.decisions, self._check_health
         ) + [_unary(extra[path]) for path in extra]
-        if config.allow_identities:  # as grpcio's interceptor: health stays open
-            allow = AllowListInterceptor(config.allow_identities)
+        # --allow-identity: refused as grpcio's interceptor refuses, health left open.
+        allow = AllowListInterceptor(config.allow_identities) if config.allow_identities else None
+        if allow is not None:
             paths = [path for path, _ in self._paths]
             self._methods = [allow.guard(p, m) for p, m in zip(paths, self._methods, strict=True)]
         self._health: dict[str, int] = {}
@@ -362,15 +363,14 @@ class NativeServer(Readiness):
             ),
             DecodingServer(streamed),  # type: ignore[arg-type]
         )
-        stream_handlers = [streamed.handlers[path] for path in STREAMED]
-        if config.allow_identities:  # reflection refused as on grpcio; health stays open
-            stream_handlers = [
-                _guarded(allow, path, handler)
-                for path, handler in zip(STREAMED, stream_handlers, strict=True)
-            ]
         self._streams = StreamPump(
             self._h2,
-            stream_handlers,
+            [
+                streamed.handlers[path]
+                if allow is None
+                else allow.guard_handler(path, streamed.handlers[path])
+                for path in STREAMED
+            ],
             reflection_streams + _STREAM_MARGIN,
             _metadata,
             self._cancelled,
@@ -616,18 +616,6 @@ def _method_table(
         else:
             table.append(_unary(grpc_side.handlers[path]))  # KeyError: a path pdp does not serve
     return table
-
-
-def _guarded(allow: AllowListInterceptor, path: str, handler: Any) -> Any:
-    """A grpc.RpcMethodHandler whose behaviours refuse as `allow` refuses (`path` open: as is)."""
-    kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-    return handler._replace(
-        **{
-            kind: allow.guard(path, getattr(handler, kind))
-            for kind in kinds
-            if getattr(handler, kind)
-        }
-    )
 
 
 def _unary(handler: Any) -> Callable[[bytes, Any], Reply]:
