@@ -212,8 +212,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=DEFAULT_THREADS,
         metavar="N",
-        help=f"RPC threads per process (default {DEFAULT_THREADS}; with --transport native, the "
-        f"decision threads, default {DECISION_THREADS})",
+        help=f"on the native transport (the default when built) the decision threads per process "
+        f"(default {DECISION_THREADS}); on grpcio's, its RPC threads (default {DEFAULT_THREADS})",
     )
     run_.add_argument(
         "--grace",
