@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -477,6 +478,25 @@ def _install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+class _HeapSettler:
+    """On each engine swap: freeze what the process holds then (`gc.freeze`), so the cyclic
+    collector's passes walk only what calls allocate, never the modules and the policy set
+    again. A full pass over them holds the GIL for every call in flight; with heavy cache
+    entries it took 25-230 ms on a serving worker (bench/RESULTS.md, session 23). A later swap
+    unfreezes and collects first, so the engine swapped out does not stay frozen: one pass per
+    swap. The first skips that pass (there is no engine before it, and a start-up pays for it)."""
+
+    def __init__(self) -> None:
+        self._swapped = False
+
+    def __call__(self, _engine: object) -> None:
+        if self._swapped:
+            gc.unfreeze()
+            gc.collect()
+        self._swapped = True
+        gc.freeze()
+
+
 def _raise_fd_limit(args: argparse.Namespace) -> None:
     """Raise the soft file-descriptor limit to the hard one, as Go's runtime does for Cerbos
     and OPA: the soft limit is often 1,024, far below what `--max-connections` lets callers
@@ -598,6 +618,7 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
         from pdp.server.balance import deal_connections
 
         log.info("%s", deal_connections(args.siblings, args.balance))
+    holder.on_swap(_HeapSettler())  # after the servers' own listeners
     try:
         stop_source = start_policy_source(args, holder, gate)
     except PolicyErrors as exc:

@@ -223,6 +223,8 @@ class _ObservedCheck:
     def _expand_hit(self) -> None:
         hit = self._hit
         if hit is not None and self._request is None:
+            # Observed calls store decoded entries (`_store`), and only they make hits.
+            assert hit.entry.request is not None and hit.entry.response is not None
             self._request = dataclasses.replace(hit.entry.request, request_id=hit.request_id)
             self._response = dataclasses.replace(
                 hit.entry.response,
@@ -386,7 +388,8 @@ class DecisionService:
             deciding.discard(stop)
         # A request id that was not encoded first stays inside the key: not worth caching.
         if split is not None and split[1] == request.request_id and cacheable(request, response):
-            return self._store(engine, split[0], request, response), request, response
+            body = self._store(engine, split[0], request, response, observed)
+            return body, request, response
         return response_to_proto(response).SerializeToString(), request, response
 
     def _clock_watch(self, stop_at: float) -> Callable[[int, int], None]:
@@ -416,14 +419,22 @@ class DecisionService:
         return out, _CacheHit(entry, decision_id, request_id, evaluated_at), None
 
     def _store(
-        self, engine: Engine, key: bytes, request: CheckRequest, response: CheckResponse
+        self,
+        engine: Engine,
+        key: bytes,
+        request: CheckRequest,
+        response: CheckResponse,
+        observed: bool,
     ) -> bytes:
         msg = response_to_proto(response)
         for name in ("decision_id", "request_id", "evaluated_at"):
             msg.ClearField(name)
         body = msg.SerializeToString()
         evaluated_at = response.evaluated_at if request.time is not None else ""
-        entry = CachedDecision(body, evaluated_at, request, response, key)
+        if observed:
+            entry = CachedDecision(body, evaluated_at, request, response, key)
+        else:
+            entry = CachedDecision(body, evaluated_at, None, None, key)
         self.cache.put(engine, key, entry)  # type: ignore[union-attr]
         return body + _ids(response.decision_id, response.request_id, response.evaluated_at)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,29 @@ def test_hits_are_logged_with_the_ids_they_answered(engine: Engine) -> None:
     assert [r.response.decision_id for r in seen] == [a.decision_id for a in answers]
     assert [r.request.request_id for r in seen] == ["q0", "q1", "q2"]
     assert all(r.response.results[0].actions["read"].effect == "allow" for r in seen)
+
+
+def _tracked_in(entry: object) -> list[object]:
+    return [x for x in gc.get_referents(entry) if gc.is_tracked(x) and not isinstance(x, type)]
+
+
+def test_entries_hold_no_decoded_objects_when_nothing_observes(engine: Engine) -> None:
+    # The cyclic collector walks every tracked object an entry holds, entry after entry: the
+    # decoded request and response are kept only for an observer (the decision log).
+    with running(EngineHolder(engine)) as server, Client(f"127.0.0.1:{server.port}") as c:
+        c.check(ALICE, [{**DOC, "actions": ["read"]}])
+        cache = server.decision_cache
+        assert cache is not None and len(cache) == 1
+        (entry,) = cache._lru.values()
+        assert entry.request is None and entry.response is None
+        assert _tracked_in(entry) == []
+    _, observer = _observations()
+    with (
+        running(EngineHolder(engine), observer=observer) as server,
+        Client(f"127.0.0.1:{server.port}") as c,
+    ):
+        c.check(ALICE, [{**DOC, "actions": ["read"]}])
+        assert server.decision_cache is not None
+        (entry,) = server.decision_cache._lru.values()
+        assert entry.request is not None and entry.request.principal["id"] == ALICE["id"]
+        assert entry.response is not None and _tracked_in(entry)
