@@ -56,10 +56,10 @@ _REQUEST_ID_TAG = 0x0A  # field 1, length-delimited: CheckRequest.request_id
 class CachedDecision:
     body: bytes  # the serialized CheckResponse without decision_id, request_id, evaluated_at
     evaluated_at: str  # "" = the call's own time (the decision did not depend on it)
-    # For the decision log on a hit; None when no observer reads them. Kept decoded, an
-    # entry is dozens of objects the cyclic collector walks again and again as entries come
-    # and go: on varied traffic that collector was most of the one-call-in-flight p99
-    # (bench/RESULTS.md, session 23).
+    # For an observer of objects (the thread writer) on a hit, None otherwise: the default
+    # writer process gets the entry's bytes. Kept decoded, an entry is dozens of objects the
+    # cyclic collector walks again and again as entries come and go: on varied traffic that
+    # collector was most of the one-call-in-flight p99 (bench/RESULTS.md, session 23).
     request: CheckRequest | None
     response: CheckResponse | None
     key: bytes = b""  # the request's bytes without its request id (this entry's cache key)

@@ -223,7 +223,7 @@ class _ObservedCheck:
     def _expand_hit(self) -> None:
         hit = self._hit
         if hit is not None and self._request is None:
-            # Observed calls store decoded entries (`_store`), and only they make hits.
+            # An observer of objects makes entries keep them (`_cache_decoded`).
             assert hit.entry.request is not None and hit.entry.response is not None
             self._request = dataclasses.replace(hit.entry.request, request_id=hit.request_id)
             self._response = dataclasses.replace(
@@ -284,6 +284,9 @@ class DecisionService:
         self.max_message_bytes = max_message_bytes
         self.observer = observer
         self._wire_only = bool(getattr(observer, "wire_only", False))
+        # Whether cache entries keep the decoded request and response: only an observer of
+        # objects builds a hit's record from them (a wire-only one sends the entry's bytes).
+        self._cache_decoded = observer is not None and not self._wire_only
         self.cache = cache
         self._identities = client_identities
         self.activity = Activity()
@@ -388,8 +391,7 @@ class DecisionService:
             deciding.discard(stop)
         # A request id that was not encoded first stays inside the key: not worth caching.
         if split is not None and split[1] == request.request_id and cacheable(request, response):
-            body = self._store(engine, split[0], request, response, observed)
-            return body, request, response
+            return self._store(engine, split[0], request, response), request, response
         return response_to_proto(response).SerializeToString(), request, response
 
     def _clock_watch(self, stop_at: float) -> Callable[[int, int], None]:
@@ -419,19 +421,14 @@ class DecisionService:
         return out, _CacheHit(entry, decision_id, request_id, evaluated_at), None
 
     def _store(
-        self,
-        engine: Engine,
-        key: bytes,
-        request: CheckRequest,
-        response: CheckResponse,
-        observed: bool,
+        self, engine: Engine, key: bytes, request: CheckRequest, response: CheckResponse
     ) -> bytes:
         msg = response_to_proto(response)
         for name in ("decision_id", "request_id", "evaluated_at"):
             msg.ClearField(name)
         body = msg.SerializeToString()
         evaluated_at = response.evaluated_at if request.time is not None else ""
-        if observed:
+        if self._cache_decoded:
             entry = CachedDecision(body, evaluated_at, request, response, key)
         else:
             entry = CachedDecision(body, evaluated_at, None, None, key)

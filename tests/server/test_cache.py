@@ -148,16 +148,41 @@ def _tracked_in(entry: object) -> list[object]:
     return [x for x in gc.get_referents(entry) if gc.is_tracked(x) and not isinstance(x, type)]
 
 
-def test_entries_hold_no_decoded_objects_when_nothing_observes(engine: Engine) -> None:
+class _WireObserver:
+    wire_only = True  # as the default writer process's observer
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, ...]] = []
+
+    def on_wire(self, item: tuple[Any, ...]) -> None:
+        self.items.append(item)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("observer", [None, _WireObserver()], ids=["unobserved", "wire-only"])
+def test_entries_hold_no_decoded_objects_unless_an_observer_reads_them(
+    engine: Engine, observer: _WireObserver | None
+) -> None:
     # The cyclic collector walks every tracked object an entry holds, entry after entry: the
-    # decoded request and response are kept only for an observer (the decision log).
-    with running(EngineHolder(engine)) as server, Client(f"127.0.0.1:{server.port}") as c:
-        c.check(ALICE, [{**DOC, "actions": ["read"]}])
+    # decoded request and response are kept only for an observer of objects (the thread
+    # writer); the writer process gets a hit's bytes.
+    with (
+        running(EngineHolder(engine), observer=observer) as server,
+        Client(f"127.0.0.1:{server.port}") as c,
+    ):
+        answers = [
+            c.check(ALICE, [{**DOC, "actions": ["read"]}], request_id=f"w{i}") for i in (0, 1)
+        ]
         cache = server.decision_cache
-        assert cache is not None and len(cache) == 1
+        assert cache is not None and len(cache) == 1 and cache.hits == 1
         (entry,) = cache._lru.values()
         assert entry.request is None and entry.response is None
         assert _tracked_in(entry) == []
+    if observer is not None:  # the hit is still logged, with the ids it answered
+        assert len(observer.items) == 2
+        assert answers[1].decision_id in observer.items[1]
     _, observer = _observations()
     with (
         running(EngineHolder(engine), observer=observer) as server,
