@@ -13,7 +13,12 @@
  *   - the decision threads (Python, pdp.server.native.server; several may take() at once,
  *     each batch its thread's own) call take() - a blocking call that releases the GIL - for a
  *     batch of requests, decide each, and hand the batch's replies to answer(), which queues
- *     them and wakes the I/O thread through an eventfd.
+ *     them and wakes the I/O thread through an eventfd. A call decided before the batch ends
+ *     can be handed back alone (reply(i, ...)): queued without a wake-up, the I/O thread sends
+ *     it on its next pass, which comes within REPLY_TICK_MS while calls are with Python, so a
+ *     slow call no longer holds the replies of the calls decided before it in its batch, and
+ *     the first reply of a batch does not wait for the last. answer() still ends the batch
+ *     (the calls not replied to, then one wake-up); the batch stays its thread's until then.
  *
  * With TLS (use_tls(); _tls.c, on OpenSSL) a connection's bytes go through SSL instead of
  * recv()/send(), after a handshake the same loop drives, non-blocking; its auth context goes
@@ -192,6 +197,10 @@ static int g_outstanding;          /* atomic: calls queued, with Python, or repl
 static __thread call_t *g_batch[MAX_BATCH];
 static __thread int g_nbatch, g_batch_out, g_taking;
 static int g_out_batches; /* atomic: batches taken and not yet answered, all threads */
+/* Atomic, set under g_mu: replies handed back one by one (reply()) without waking the I/O
+ * thread; it takes them on its next pass, at most REPLY_TICK_MS after (see io_timeout_ms). */
+static int g_rep_lazy;
+#define REPLY_TICK_MS 1
 /* Under g_mu: batches out with a decision thread (not empty ones), and when the latest was
  * taken: see standby_until. */
 static int g_deciding;
@@ -914,12 +923,10 @@ static void sweep_idle(double now) {
 }
 
 static void take_replies(void) {
-    uint64_t v;
-    ssize_t r = read(g_evfd, &v, sizeof v);
-    (void)r;
     pthread_mutex_lock(&g_mu);
     call_t *c = g_rep_head;
     g_rep_head = g_rep_tail = NULL;
+    __atomic_store_n(&g_rep_lazy, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&g_mu);
     while (c) {
         call_t *next = c->next;
@@ -929,16 +936,31 @@ static void take_replies(void) {
     }
 }
 
+static void read_wake(void) {
+    uint64_t v;
+    ssize_t r = read(g_evfd, &v, sizeof v);
+    (void)r;
+}
+
+/* While any call is with Python, the loop passes at least every REPLY_TICK_MS: a reply handed
+ * back alone (reply()) wakes nobody, so that deciding a batch is not a wake-up and a send()
+ * per call; it leaves within the tick, or sooner with whatever else wakes the loop. A call
+ * with Python is counted before the loop sleeps (complete() runs here), so none is missed. */
+static int io_timeout_ms(void) {
+    return __atomic_load_n(&g_outstanding, __ATOMIC_RELAXED) > 0 ? REPLY_TICK_MS : 250;
+}
+
 static void *io_main(void *arg) {
     (void)arg;
     struct epoll_event evs[64];
     double last_sweep = now_s();
     while (!__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE)) {
-        int n = epoll_wait(g_epoll, evs, 64, 250);
+        int n = epoll_wait(g_epoll, evs, 64, io_timeout_ms());
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p >= (void *)g_lfds && p < (void *)(g_lfds + g_nlfds)) accept_all(*(int *)p);
             else if (p == &E_TAG) {
+                read_wake();
                 take_replies();
                 stream_ops();
             }
@@ -954,6 +976,7 @@ static void *io_main(void *arg) {
             g_drain_seen = 1;
             for (conn_t *c = g_conns_list; c; c = c->next) notice_drain(c);
         }
+        if (__atomic_load_n(&g_rep_lazy, __ATOMIC_ACQUIRE)) take_replies();
         double now = now_s();
         if ((g_idle_s > 0 || tls_enabled()) && now - last_sweep >= 0.5) {
             last_sweep = now;
@@ -1287,15 +1310,40 @@ static void set_reply(call_t *c, PyObject *item) {
         c->details = strdup(details);
 }
 
-/* answer(replies): one item per request of the last take(), in order. Any other list fails
- * every call of the batch (INTERNAL) and raises. */
+/* reply(i, reply): call i of the batch taken is decided; its reply goes to the I/O thread now,
+ * which sends it on its next pass (no wake-up: see io_timeout_ms), not when the whole batch is
+ * answered. The call is no longer the batch's: answer() skips it, active(i) is False. */
+static PyObject *py_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "reply(i, reply) takes 2 arguments");
+    long i = PyLong_AsLong(args[0]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (!g_batch_out || i < 0 || i >= g_nbatch || !g_batch[i])
+        return PyErr_Format(PyExc_IndexError, "no call %ld left to answer in the batch", i);
+    call_t *c = g_batch[i];
+    g_batch[i] = NULL;
+    set_reply(c, args[1]);
+    pthread_mutex_lock(&g_mu);
+    if (g_rep_tail) g_rep_tail->next = c;
+    else g_rep_head = c;
+    g_rep_tail = c;
+    __atomic_store_n(&g_rep_lazy, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_mu);
+    Py_RETURN_NONE;
+}
+
+/* answer(replies): one item per request of the last take(), in order (the items of calls
+ * already handed back by reply() are ignored). Any other list fails every call of the batch
+ * still here (INTERNAL) and raises. Ends the batch and wakes the I/O thread. */
 static PyObject *py_answer(PyObject *self, PyObject *arg) {
     (void)self;
     if (!g_batch_out) return PyErr_Format(PyExc_RuntimeError, "no batch to answer");
     int ok = PyList_Check(arg) && PyList_GET_SIZE(arg) == g_nbatch;
-    for (int i = 0; i < g_nbatch; i++) set_reply(g_batch[i], ok ? PyList_GET_ITEM(arg, i) : Py_None);
+    for (int i = 0; i < g_nbatch; i++)
+        if (g_batch[i]) set_reply(g_batch[i], ok ? PyList_GET_ITEM(arg, i) : Py_None);
     pthread_mutex_lock(&g_mu);
     for (int i = 0; i < g_nbatch; i++) {
+        if (!g_batch[i]) continue;
         if (g_rep_tail) g_rep_tail->next = g_batch[i];
         else g_rep_head = g_batch[i];
         g_rep_tail = g_batch[i];
@@ -1388,6 +1436,9 @@ static PyMethodDef methods[] = {
      "(GIL released)"},
     {"answer", py_answer, METH_O,
      "answer([bytes | (code, message, details_b64 | None)]): the last batch's replies"},
+    {"reply", (PyCFunction)(void (*)(void))py_reply, METH_FASTCALL,
+     "reply(i, bytes | (code, message, details_b64 | None)): call i's reply, sent before the "
+     "batch is answered"},
     {"drain", py_drain, METH_NOARGS, "drain(): GOAWAY to every connection, new Checks refused"},
     {"outstanding", py_outstanding, METH_NOARGS, "calls taken from the network, not yet answered"},
     {"stats", py_stats, METH_NOARGS, "(batches, requests) taken so far"},
