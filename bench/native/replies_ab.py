@@ -63,16 +63,18 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--only", default="", help="the workloads whose name contains this")
     args = ap.parse_args()
+    workloads = [w for w in WORKLOADS if args.only in w[0]]
     trees = {"this": ROOT}
     for i, ref in enumerate(args.ref):
         name, _, path = ref.rpartition("=")
         trees[name or ("ref" if i == 0 else f"ref{i + 1}")] = Path(path).resolve()
     files = {}
-    for name, resources, _c, _m in WORKLOADS:
+    for name, resources, _c, _m in workloads:
         reqs = workload.generate(driver.DISTINCT, resources=resources)
         files[name] = driver.body_file(f"pdp-varied-{resources}x3", grpcload.pdp_payload, reqs)
-    first = driver.read_bodies(files[WORKLOADS[0][0]])[0]
+    first = driver.read_bodies(files[workloads[0][0]])[0]
     print(f"load average before: {os.getloadavg()}", flush=True)
     runs: dict[tuple[str, str], list[driver.DriverResult]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +83,7 @@ def main() -> None:
             for tree_name, tree in order:
                 server = serve(tree, Path(tmp), first)
                 try:
-                    for name, _r, conns, streams in WORKLOADS:
+                    for name, _r, conns, streams in workloads:
                         kw = {"connections": conns, "streams": streams}
                         driver.run(server.port, server.method, files[name], requests=WARMUP, **kw)
                         r = driver.run(server.port, server.method, files[name],
@@ -101,7 +103,7 @@ def main() -> None:
     print(
         f"\nmedians | {' | '.join(names)} | " + " | ".join(f"{n} ÷ {names[-1]}" for n in names[:-1])
     )
-    for name, *_ in WORKLOADS:
+    for name, *_ in workloads:
         for field, unit in (("rps", "req/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
                             ("server_cpu_us", "CPU µs/call")):  # fmt: skip
             m = [statistics.median(getattr(r, field) for r in runs[(n, name)]) for n in names]

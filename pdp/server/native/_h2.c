@@ -14,10 +14,10 @@
  *     each batch its thread's own) call take() - a blocking call that releases the GIL - for a
  *     batch of requests, decide each, and hand the batch's replies to answer(), which queues
  *     them and wakes the I/O thread through an eventfd. A call decided before the batch ends
- *     can be handed back alone (reply(i, ...)): queued without a wake-up, the I/O thread sends
- *     it on its next pass, which comes within REPLY_TICK_MS while calls are with Python, so a
- *     slow call no longer holds the replies of the calls decided before it in its batch, and
- *     the first reply of a batch does not wait for the last. answer() still ends the batch
+ *     can be handed back alone (reply(i, ...)): queued (at most one wake-up per tick), the I/O
+ *     thread takes it within about REPLY_TICK_MS (io_timeout_ms), so a slow call no longer
+ *     holds the replies of the calls decided before it in its batch, and the first reply of a
+ *     batch does not wait for the last. answer() still ends the batch
  *     (the calls not replied to, then one wake-up); the batch stays its thread's until then.
  *
  * With TLS (use_tls(); _tls.c, on OpenSSL) a connection's bytes go through SSL instead of
@@ -197,9 +197,10 @@ static int g_outstanding;          /* atomic: calls queued, with Python, or repl
 static __thread call_t *g_batch[MAX_BATCH];
 static __thread int g_nbatch, g_batch_out, g_taking;
 static int g_out_batches; /* atomic: batches taken and not yet answered, all threads */
-/* Atomic, set under g_mu: replies handed back one by one (reply()) without waking the I/O
- * thread; it takes them REPLY_TICK_MS after it last took replies (see io_timeout_ms). */
-static int g_rep_lazy;
+/* Replies handed back one by one (reply()): see io_timeout_ms. Atomics but g_rep_taken_at. */
+static int g_rep_lazy;   /* set under g_mu: such replies are queued */
+static int g_rep_urgent; /* a batch's answer() or take()'s cancelled calls: take them now */
+static int g_io_idle;    /* the I/O thread sleeps without a tick */
 #define REPLY_TICK_MS 1
 static double g_rep_taken_at; /* the I/O thread's: when it last took replies */
 /* Under g_mu: batches out with a decision thread (not empty ones), and when the latest was
@@ -944,15 +945,25 @@ static void read_wake(void) {
     (void)r;
 }
 
-/* While any call is with Python, the loop passes at least every REPLY_TICK_MS: a reply handed
- * back alone (reply()) wakes nobody, and is taken at most REPLY_TICK_MS after the loop last took
- * replies (or with a batch's answer(), which wakes it): within about 1-2 ms of its decision, a
- * send() per connection per tick at most, not one per call (taken on every pass, under load
- * the replies left in smaller groups: ~15% more server CPU per call, bench/RESULTS.md "Session
- * 23"). A call with Python is counted before the loop sleeps (complete() runs here), so a
- * reply is not missed. */
+/* A reply handed back alone (reply()) is taken REPLY_TICK_MS after the loop last took replies,
+ * or with its batch's answer() (wake_replies), whichever comes first: within about 1-2 ms of
+ * its decision, a send() per connection per tick at most rather than one per call. The loop
+ * sleeps with that tick only while such replies are queued: a short timeout on every sleep
+ * cost ~20% server CPU per call at one call in flight on this VM (bench/RESULTS.md "Session
+ * 23"). Asleep without it (g_io_idle), the first such reply wakes it (reply()). The flag is
+ * set before g_rep_lazy is read here and g_rep_lazy before the flag is read there (seq_cst):
+ * one of the two sees the other, so a reply is never left for the 250 ms sleep. */
 static int io_timeout_ms(void) {
-    return __atomic_load_n(&g_outstanding, __ATOMIC_RELAXED) > 0 ? REPLY_TICK_MS : 250;
+    __atomic_store_n(&g_io_idle, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&g_rep_lazy, __ATOMIC_SEQ_CST)) return 250;
+    __atomic_store_n(&g_io_idle, 0, __ATOMIC_RELAXED);
+    return REPLY_TICK_MS;
+}
+
+/* A batch's replies, or calls to free: the I/O thread takes them as soon as it wakes. */
+static void wake_replies(void) {
+    __atomic_store_n(&g_rep_urgent, 1, __ATOMIC_SEQ_CST);
+    wake_io();
 }
 
 static void *io_main(void *arg) {
@@ -961,12 +972,13 @@ static void *io_main(void *arg) {
     double last_sweep = now_s();
     while (!__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE)) {
         int n = epoll_wait(g_epoll, evs, 64, io_timeout_ms());
+        __atomic_store_n(&g_io_idle, 0, __ATOMIC_RELAXED);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p >= (void *)g_lfds && p < (void *)(g_lfds + g_nlfds)) accept_all(*(int *)p);
             else if (p == &E_TAG) {
                 read_wake();
-                take_replies();
+                if (__atomic_exchange_n(&g_rep_urgent, 0, __ATOMIC_SEQ_CST)) take_replies();
                 stream_ops();
             }
             else {
@@ -1237,7 +1249,7 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         g_last_taken = now_s();
     }
     pthread_mutex_unlock(&g_mu);
-    if (gone) wake_io();
+    if (gone) wake_replies();
     Py_END_ALLOW_THREADS
     g_taking = 0;
     tls_release();
@@ -1318,8 +1330,8 @@ static void set_reply(call_t *c, PyObject *item) {
 }
 
 /* reply(i, reply): call i of the batch taken is decided; its reply goes to the I/O thread now,
- * which sends it on its next pass (no wake-up: see io_timeout_ms), not when the whole batch is
- * answered. The call is no longer the batch's: answer() skips it, active(i) is False. */
+ * which sends it within about REPLY_TICK_MS (a wake-up only if it sleeps without a tick: see
+ * io_timeout_ms), not when the whole batch is answered. The call is no longer the batch's: answer() skips it, active(i) is False. */
 static PyObject *py_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2) return PyErr_Format(PyExc_TypeError, "reply(i, reply) takes 2 arguments");
@@ -1334,8 +1346,9 @@ static PyObject *py_reply(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (g_rep_tail) g_rep_tail->next = c;
     else g_rep_head = c;
     g_rep_tail = c;
-    __atomic_store_n(&g_rep_lazy, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_rep_lazy, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&g_mu);
+    if (__atomic_exchange_n(&g_io_idle, 0, __ATOMIC_SEQ_CST)) wake_io(); /* see io_timeout_ms */
     Py_RETURN_NONE;
 }
 
@@ -1359,7 +1372,7 @@ static PyObject *py_answer(PyObject *self, PyObject *arg) {
     pthread_mutex_unlock(&g_mu);
     g_nbatch = g_batch_out = 0;
     __atomic_sub_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL);
-    wake_io();
+    wake_replies();
     if (!ok) return PyErr_Format(PyExc_ValueError, "answer() needs one reply per request taken");
     Py_RETURN_NONE;
 }

@@ -4,8 +4,9 @@ framing in C (`_h2.c`, on libnghttp2), the decision in pdp's own `DecisionServic
 The C I/O thread never holds the GIL: it reads, parses and judges the framing of every call,
 and queues complete requests. The decision threads here take them in batches (`_h2.take`
 releases the GIL while it waits), run each through the very function grpcio calls per Check
-(`DecisionService.check`: the decision cache, deadlines, the drain), and hand the replies
-back (`_h2.answer`), which the I/O thread writes, gathered into one send() per connection.
+(`DecisionService.check`: the decision cache, deadlines, the drain), and hand each reply back
+once it is decided (`_h2.reply`; `_h2.answer` ends the batch), which the I/O thread writes,
+gathered into one send() per connection.
 Measured in bench/RESULTS.md ("A C front end, measured"): about a quarter of grpcio's server
 CPU per call.
 
