@@ -225,12 +225,19 @@ def test_a_reply_leaves_when_decided_not_when_its_batch_ends(
     }
     busy, gate, slow_deciding, slow_may_end = (threading.Event() for _ in range(4))
     decide = native.decisions._decide
+    seen: dict[str, Any] = {}
 
     def held(data: bytes, observed: bool, context: Any) -> Any:
         if data == body["first"]:  # holds the (only) decision thread while the next two queue
             busy.set()
             gate.wait(cap)
-        elif data == body["slow"]:
+        elif data == body["slow"]:  # on the decision thread, the batch [quick, slow] taken
+            h2 = native._h2
+            seen["active"] = h2.active(0), h2.active(1)  # quick handed back: no longer active
+            try:
+                h2.reply(0, b"")
+            except IndexError:
+                seen["replied again"] = "refused"
             slow_deciding.set()
             slow_may_end.wait(cap)
         return decide(data, observed, context)
@@ -251,6 +258,7 @@ def test_a_reply_leaves_when_decided_not_when_its_batch_ends(
             assert slow_deciding.wait(cap), "the slow call was never decided"
             pb.CheckResponse.FromString(quick.result(timeout=cap))  # while the slow one decides
             assert not slow.done() and not slow_may_end.is_set()
+            assert seen == {"active": (False, True), "replied again": "refused"}
             slow_may_end.set()
             for future in (first, slow):
                 pb.CheckResponse.FromString(future.result(timeout=cap))

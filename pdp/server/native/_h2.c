@@ -14,11 +14,12 @@
  *     each batch its thread's own) call take() - a blocking call that releases the GIL - for a
  *     batch of requests, decide each, and hand the batch's replies to answer(), which queues
  *     them and wakes the I/O thread through an eventfd. A call decided before the batch ends
- *     can be handed back alone (reply(i, ...)): queued (at most one wake-up per tick), the I/O
- *     thread takes it within about REPLY_TICK_MS (io_timeout_ms), so a slow call no longer
- *     holds the replies of the calls decided before it in its batch, and the first reply of a
- *     batch does not wait for the last. answer() still ends the batch
- *     (the calls not replied to, then one wake-up); the batch stays its thread's until then.
+ *     can be handed back alone (reply(i, ...)): queued without a wake-up, the I/O thread takes
+ *     it with its batch's answer() or at most REPLY_DELAY_NS later (a timer: reply_timer), so a
+ *     slow call no longer holds the replies of the calls decided before it in its batch, and
+ *     the first reply of a long batch does not wait for the last. answer() still ends the
+ *     batch (the calls not replied to, then one wake-up); the batch stays its thread's until
+ *     then.
  *
  * With TLS (use_tls(); _tls.c, on OpenSSL) a connection's bytes go through SSL instead of
  * recv()/send(), after a handshake the same loop drives, non-blocking; its auth context goes
@@ -68,6 +69,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,12 +199,11 @@ static int g_outstanding;          /* atomic: calls queued, with Python, or repl
 static __thread call_t *g_batch[MAX_BATCH];
 static __thread int g_nbatch, g_batch_out, g_taking;
 static int g_out_batches; /* atomic: batches taken and not yet answered, all threads */
-/* Replies handed back one by one (reply()): see io_timeout_ms. Atomics but g_rep_taken_at. */
-static int g_rep_lazy;   /* set under g_mu: such replies are queued */
-static int g_rep_urgent; /* a batch's answer() or take()'s cancelled calls: take them now */
-static int g_io_idle;    /* the I/O thread sleeps without a tick */
-#define REPLY_TICK_MS 1
-static double g_rep_taken_at; /* the I/O thread's: when it last took replies */
+/* Replies handed back one by one (reply()): see reply_timer. */
+#define REPLY_DELAY_NS 1000000
+static int g_tfd = -1;  /* the timer, a timerfd in the epoll set: made and closed by io_main */
+static int g_rep_armed; /* atomic: it is armed */
+static char T_TAG;      /* its epoll data */
 /* Under g_mu: batches out with a decision thread (not empty ones), and when the latest was
  * taken: see standby_until. */
 static int g_deciding;
@@ -924,12 +925,33 @@ static void sweep_idle(double now) {
     }
 }
 
+/* A reply handed back alone (reply()) is taken when its batch is answered (answer() wakes the
+ * loop) or when this timer fires, armed by the first such reply since the loop last took
+ * replies, REPLY_DELAY_NS after it: a batch decided within that costs two timerfd_settime()
+ * calls and no wake-up more than before, a longer one (a slow store, 20x3 calls) a wake-up
+ * per REPLY_DELAY_NS at most. Taking replies on every pass, with the loop passing at least
+ * every millisecond while calls were with Python, cost ~20% server CPU per call at one call
+ * in flight on this VM (bench/RESULTS.md "Session 23"). Disarmed (flag cleared first) before
+ * the replies are taken: a reply queued after the take re-arms it after the disarm. */
+static void reply_timer(long ns) {
+    struct itimerspec t = {.it_value = {.tv_sec = 0, .tv_nsec = ns}};
+    timerfd_settime(g_tfd, 0, &t, NULL);
+}
+
+static void reply_timer_open(void) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &T_TAG};
+    g_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (g_tfd >= 0 && epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_tfd, &ev) < 0) {
+        close(g_tfd);
+        g_tfd = -1; /* reply() then wakes the loop for each reply */
+    }
+}
+
 static void take_replies(void) {
-    g_rep_taken_at = now_s();
+    if (__atomic_exchange_n(&g_rep_armed, 0, __ATOMIC_SEQ_CST)) reply_timer(0);
     pthread_mutex_lock(&g_mu);
     call_t *c = g_rep_head;
     g_rep_head = g_rep_tail = NULL;
-    __atomic_store_n(&g_rep_lazy, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&g_mu);
     while (c) {
         call_t *next = c->next;
@@ -939,47 +961,29 @@ static void take_replies(void) {
     }
 }
 
-static void read_wake(void) {
+static void read_wake(int fd) {
     uint64_t v;
-    ssize_t r = read(g_evfd, &v, sizeof v);
+    ssize_t r = read(fd, &v, sizeof v);
     (void)r;
-}
-
-/* A reply handed back alone (reply()) is taken REPLY_TICK_MS after the loop last took replies,
- * or with its batch's answer() (wake_replies), whichever comes first: within about 1-2 ms of
- * its decision, a send() per connection per tick at most rather than one per call. The loop
- * sleeps with that tick only while such replies are queued: a short timeout on every sleep
- * cost ~20% server CPU per call at one call in flight on this VM (bench/RESULTS.md "Session
- * 23"). Asleep without it (g_io_idle), the first such reply wakes it (reply()). The flag is
- * set before g_rep_lazy is read here and g_rep_lazy before the flag is read there (seq_cst):
- * one of the two sees the other, so a reply is never left for the 250 ms sleep. */
-static int io_timeout_ms(void) {
-    __atomic_store_n(&g_io_idle, 1, __ATOMIC_SEQ_CST);
-    if (!__atomic_load_n(&g_rep_lazy, __ATOMIC_SEQ_CST)) return 250;
-    __atomic_store_n(&g_io_idle, 0, __ATOMIC_RELAXED);
-    return REPLY_TICK_MS;
-}
-
-/* A batch's replies, or calls to free: the I/O thread takes them as soon as it wakes. */
-static void wake_replies(void) {
-    __atomic_store_n(&g_rep_urgent, 1, __ATOMIC_SEQ_CST);
-    wake_io();
 }
 
 static void *io_main(void *arg) {
     (void)arg;
     struct epoll_event evs[64];
     double last_sweep = now_s();
+    reply_timer_open();
     while (!__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE)) {
-        int n = epoll_wait(g_epoll, evs, 64, io_timeout_ms());
-        __atomic_store_n(&g_io_idle, 0, __ATOMIC_RELAXED);
+        int n = epoll_wait(g_epoll, evs, 64, 250);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p >= (void *)g_lfds && p < (void *)(g_lfds + g_nlfds)) accept_all(*(int *)p);
             else if (p == &E_TAG) {
-                read_wake();
-                if (__atomic_exchange_n(&g_rep_urgent, 0, __ATOMIC_SEQ_CST)) take_replies();
+                read_wake(g_evfd);
+                take_replies();
                 stream_ops();
+            } else if (p == &T_TAG) {
+                read_wake(g_tfd);
+                take_replies();
             }
             else {
                 conn_t *c = p;
@@ -994,9 +998,6 @@ static void *io_main(void *arg) {
             for (conn_t *c = g_conns_list; c; c = c->next) notice_drain(c);
         }
         double now = now_s();
-        if (__atomic_load_n(&g_rep_lazy, __ATOMIC_ACQUIRE) &&
-            now - g_rep_taken_at >= REPLY_TICK_MS / 1e3)
-            take_replies();
         if ((g_idle_s > 0 || tls_enabled()) && now - last_sweep >= 0.5) {
             last_sweep = now;
             sweep_idle(now);
@@ -1007,6 +1008,8 @@ static void *io_main(void *arg) {
      * to send, then close. */
     take_replies();
     stream_ops();
+    if (g_tfd >= 0) close(g_tfd);
+    g_tfd = -1;
     for (conn_t *c = g_conns_list; c; c = c->next) {
         nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(c->session),
@@ -1249,7 +1252,7 @@ static PyObject *py_take(PyObject *self, PyObject *arg) {
         g_last_taken = now_s();
     }
     pthread_mutex_unlock(&g_mu);
-    if (gone) wake_replies();
+    if (gone) wake_io();
     Py_END_ALLOW_THREADS
     g_taking = 0;
     tls_release();
@@ -1330,8 +1333,9 @@ static void set_reply(call_t *c, PyObject *item) {
 }
 
 /* reply(i, reply): call i of the batch taken is decided; its reply goes to the I/O thread now,
- * which sends it within about REPLY_TICK_MS (a wake-up only if it sleeps without a tick: see
- * io_timeout_ms), not when the whole batch is answered. The call is no longer the batch's: answer() skips it, active(i) is False. */
+ * which sends it with the batch's answer() or REPLY_DELAY_NS later at most (see reply_timer),
+ * not only when the whole batch is answered. The call is no longer the batch's: answer()
+ * skips it, active(i) is False, call_id(i) raises. */
 static PyObject *py_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2) return PyErr_Format(PyExc_TypeError, "reply(i, reply) takes 2 arguments");
@@ -1346,9 +1350,9 @@ static PyObject *py_reply(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (g_rep_tail) g_rep_tail->next = c;
     else g_rep_head = c;
     g_rep_tail = c;
-    __atomic_store_n(&g_rep_lazy, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&g_mu);
-    if (__atomic_exchange_n(&g_io_idle, 0, __ATOMIC_SEQ_CST)) wake_io(); /* see io_timeout_ms */
+    if (g_tfd < 0) wake_io();
+    else if (!__atomic_exchange_n(&g_rep_armed, 1, __ATOMIC_SEQ_CST)) reply_timer(REPLY_DELAY_NS);
     Py_RETURN_NONE;
 }
 
@@ -1372,7 +1376,7 @@ static PyObject *py_answer(PyObject *self, PyObject *arg) {
     pthread_mutex_unlock(&g_mu);
     g_nbatch = g_batch_out = 0;
     __atomic_sub_fetch(&g_out_batches, 1, __ATOMIC_ACQ_REL);
-    wake_replies();
+    wake_io();
     if (!ok) return PyErr_Format(PyExc_ValueError, "answer() needs one reply per request taken");
     Py_RETURN_NONE;
 }
