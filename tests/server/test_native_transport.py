@@ -210,6 +210,63 @@ def test_calls_of_a_vanished_client_are_not_decided(
     assert decided == [slow]
 
 
+def test_a_reply_leaves_when_decided_not_when_its_batch_ends(
+    native: NativeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call taken in the same batch as a slow one, and decided before it, is answered while
+    the slow one is still deciding. Replies left with the whole batch's (answer()), so one slow
+    call (a rate-limit store that stalls, a heavy request) held every reply taken with it."""
+    cap = 30.0  # a cap on every wait, not a measured duration
+    body = {  # unique requests: none is a decision cache hit
+        name: request_to_proto(
+            ALICE, [{**DOC, "id": f"batch-{name}", "actions": ["read"]}]
+        ).SerializeToString()
+        for name in ("first", "quick", "slow")
+    }
+    busy, gate, slow_deciding, slow_may_end = (threading.Event() for _ in range(4))
+    decide = native.decisions._decide
+    seen: dict[str, Any] = {}
+
+    def held(data: bytes, observed: bool, context: Any) -> Any:
+        if data == body["first"]:  # holds the (only) decision thread while the next two queue
+            busy.set()
+            gate.wait(cap)
+        elif data == body["slow"]:  # on the decision thread, the batch [quick, slow] taken
+            h2 = native._h2
+            seen["active"] = h2.active(0), h2.active(1)  # quick handed back: no longer active
+            try:
+                h2.reply(0, b"")
+            except IndexError:
+                seen["replied again"] = "refused"
+            slow_deciding.set()
+            slow_may_end.wait(cap)
+        return decide(data, observed, context)
+
+    monkeypatch.setattr(native.decisions, "_decide", held)
+    with grpc.insecure_channel(f"127.0.0.1:{native.port}") as ch:
+        check = ch.unary_unary(CHECK_RPC)
+        try:
+            first = check.future(body["first"], timeout=2 * cap)
+            assert busy.wait(cap), "the first call was never decided"
+            quick = check.future(body["quick"], timeout=2 * cap)
+            while native._h2.outstanding() < 2:  # queued in this order: one batch, quick first
+                time.sleep(0.001)
+            slow = check.future(body["slow"], timeout=2 * cap)
+            while native._h2.outstanding() < 3:
+                time.sleep(0.001)
+            gate.set()
+            assert slow_deciding.wait(cap), "the slow call was never decided"
+            pb.CheckResponse.FromString(quick.result(timeout=cap))  # while the slow one decides
+            assert not slow.done() and not slow_may_end.is_set()
+            assert seen == {"active": (False, True), "replied again": "refused"}
+            slow_may_end.set()
+            for future in (first, slow):
+                pb.CheckResponse.FromString(future.result(timeout=cap))
+        finally:
+            gate.set()
+            slow_may_end.set()
+
+
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 METADATA = (
     ("x-request-id", "req-42"),

@@ -13,7 +13,13 @@
  *   - the decision threads (Python, pdp.server.native.server; several may take() at once,
  *     each batch its thread's own) call take() - a blocking call that releases the GIL - for a
  *     batch of requests, decide each, and hand the batch's replies to answer(), which queues
- *     them and wakes the I/O thread through an eventfd.
+ *     them and wakes the I/O thread through an eventfd. A call decided before the batch ends
+ *     can be handed back alone (reply(i, ...)): queued without a wake-up, the I/O thread takes
+ *     it with its batch's answer() or at most REPLY_DELAY_NS later (a timer: reply_timer), so a
+ *     slow call no longer holds the replies of the calls decided before it in its batch, and
+ *     the first reply of a long batch does not wait for the last. answer() still ends the
+ *     batch (the calls not replied to, then one wake-up); the batch stays its thread's until
+ *     then.
  *
  * With TLS (use_tls(); _tls.c, on OpenSSL) a connection's bytes go through SSL instead of
  * recv()/send(), after a handshake the same loop drives, non-blocking; its auth context goes
@@ -63,6 +69,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -192,6 +199,11 @@ static int g_outstanding;          /* atomic: calls queued, with Python, or repl
 static __thread call_t *g_batch[MAX_BATCH];
 static __thread int g_nbatch, g_batch_out, g_taking;
 static int g_out_batches; /* atomic: batches taken and not yet answered, all threads */
+/* Replies handed back one by one (reply()): see reply_timer. */
+#define REPLY_DELAY_NS 1000000
+static int g_tfd = -1;  /* the timer, a timerfd in the epoll set: made and closed by io_main */
+static int g_rep_armed; /* atomic: it is armed */
+static char T_TAG;      /* its epoll data */
 /* Under g_mu: batches out with a decision thread (not empty ones), and when the latest was
  * taken: see standby_until. */
 static int g_deciding;
@@ -913,10 +925,30 @@ static void sweep_idle(double now) {
     }
 }
 
+/* A reply handed back alone (reply()) is taken when its batch is answered (answer() wakes the
+ * loop) or when this timer fires, armed by the first such reply since the loop last took
+ * replies, REPLY_DELAY_NS after it: a batch decided within that costs two timerfd_settime()
+ * calls and no wake-up more than before, a longer one (a slow store, 20x3 calls) a wake-up
+ * per REPLY_DELAY_NS at most. Taking replies on every pass, with the loop passing at least
+ * every millisecond while calls were with Python, cost ~20% server CPU per call at one call
+ * in flight on this VM (bench/RESULTS.md "Session 23"). Disarmed (flag cleared first) before
+ * the replies are taken: a reply queued after the take re-arms it after the disarm. */
+static void reply_timer(long ns) {
+    struct itimerspec t = {.it_value = {.tv_sec = 0, .tv_nsec = ns}};
+    timerfd_settime(g_tfd, 0, &t, NULL);
+}
+
+static void reply_timer_open(void) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &T_TAG};
+    g_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (g_tfd >= 0 && epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_tfd, &ev) < 0) {
+        close(g_tfd);
+        g_tfd = -1; /* reply() then wakes the loop for each reply */
+    }
+}
+
 static void take_replies(void) {
-    uint64_t v;
-    ssize_t r = read(g_evfd, &v, sizeof v);
-    (void)r;
+    if (__atomic_exchange_n(&g_rep_armed, 0, __ATOMIC_SEQ_CST)) reply_timer(0);
     pthread_mutex_lock(&g_mu);
     call_t *c = g_rep_head;
     g_rep_head = g_rep_tail = NULL;
@@ -929,18 +961,29 @@ static void take_replies(void) {
     }
 }
 
+static void read_wake(int fd) {
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
+}
+
 static void *io_main(void *arg) {
     (void)arg;
     struct epoll_event evs[64];
     double last_sweep = now_s();
+    reply_timer_open();
     while (!__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE)) {
         int n = epoll_wait(g_epoll, evs, 64, 250);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p >= (void *)g_lfds && p < (void *)(g_lfds + g_nlfds)) accept_all(*(int *)p);
             else if (p == &E_TAG) {
+                read_wake(g_evfd);
                 take_replies();
                 stream_ops();
+            } else if (p == &T_TAG) {
+                read_wake(g_tfd);
+                take_replies();
             }
             else {
                 conn_t *c = p;
@@ -965,6 +1008,8 @@ static void *io_main(void *arg) {
      * to send, then close. */
     take_replies();
     stream_ops();
+    if (g_tfd >= 0) close(g_tfd);
+    g_tfd = -1;
     for (conn_t *c = g_conns_list; c; c = c->next) {
         nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(c->session),
@@ -1287,15 +1332,42 @@ static void set_reply(call_t *c, PyObject *item) {
         c->details = strdup(details);
 }
 
-/* answer(replies): one item per request of the last take(), in order. Any other list fails
- * every call of the batch (INTERNAL) and raises. */
+/* reply(i, reply): call i of the batch taken is decided; its reply goes to the I/O thread now,
+ * which sends it with the batch's answer() or REPLY_DELAY_NS later at most (see reply_timer),
+ * not only when the whole batch is answered. The call is no longer the batch's: answer()
+ * skips it, active(i) is False, call_id(i) raises. */
+static PyObject *py_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "reply(i, reply) takes 2 arguments");
+    long i = PyLong_AsLong(args[0]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (!g_batch_out || i < 0 || i >= g_nbatch || !g_batch[i])
+        return PyErr_Format(PyExc_IndexError, "no call %ld left to answer in the batch", i);
+    call_t *c = g_batch[i];
+    g_batch[i] = NULL;
+    set_reply(c, args[1]);
+    pthread_mutex_lock(&g_mu);
+    if (g_rep_tail) g_rep_tail->next = c;
+    else g_rep_head = c;
+    g_rep_tail = c;
+    pthread_mutex_unlock(&g_mu);
+    if (g_tfd < 0) wake_io();
+    else if (!__atomic_exchange_n(&g_rep_armed, 1, __ATOMIC_SEQ_CST)) reply_timer(REPLY_DELAY_NS);
+    Py_RETURN_NONE;
+}
+
+/* answer(replies): one item per request of the last take(), in order (the items of calls
+ * already handed back by reply() are ignored). Any other list fails every call of the batch
+ * still here (INTERNAL) and raises. Ends the batch and wakes the I/O thread. */
 static PyObject *py_answer(PyObject *self, PyObject *arg) {
     (void)self;
     if (!g_batch_out) return PyErr_Format(PyExc_RuntimeError, "no batch to answer");
     int ok = PyList_Check(arg) && PyList_GET_SIZE(arg) == g_nbatch;
-    for (int i = 0; i < g_nbatch; i++) set_reply(g_batch[i], ok ? PyList_GET_ITEM(arg, i) : Py_None);
+    for (int i = 0; i < g_nbatch; i++)
+        if (g_batch[i]) set_reply(g_batch[i], ok ? PyList_GET_ITEM(arg, i) : Py_None);
     pthread_mutex_lock(&g_mu);
     for (int i = 0; i < g_nbatch; i++) {
+        if (!g_batch[i]) continue;
         if (g_rep_tail) g_rep_tail->next = g_batch[i];
         else g_rep_head = g_batch[i];
         g_rep_tail = g_batch[i];
@@ -1388,6 +1460,9 @@ static PyMethodDef methods[] = {
      "(GIL released)"},
     {"answer", py_answer, METH_O,
      "answer([bytes | (code, message, details_b64 | None)]): the last batch's replies"},
+    {"reply", (PyCFunction)(void (*)(void))py_reply, METH_FASTCALL,
+     "reply(i, bytes | (code, message, details_b64 | None)): call i's reply, sent before the "
+     "batch is answered"},
     {"drain", py_drain, METH_NOARGS, "drain(): GOAWAY to every connection, new Checks refused"},
     {"outstanding", py_outstanding, METH_NOARGS, "calls taken from the network, not yet answered"},
     {"stats", py_stats, METH_NOARGS, "(batches, requests) taken so far"},

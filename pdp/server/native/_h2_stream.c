@@ -750,7 +750,7 @@ static PyObject *py_active(PyObject *self, PyObject *arg) {
     (void)self;
     long i = PyLong_AsLong(arg);
     if (i == -1 && PyErr_Occurred()) return NULL;
-    if (!g_batch_out || i < 0 || i >= g_nbatch) Py_RETURN_FALSE;
+    if (!g_batch_out || i < 0 || i >= g_nbatch || !g_batch[i]) Py_RETURN_FALSE; /* or replied */
     return PyBool_FromLong(!__atomic_load_n(&g_batch[i]->cancelled, __ATOMIC_ACQUIRE));
 }
 
@@ -759,7 +759,8 @@ static PyObject *py_call_id(PyObject *self, PyObject *arg) {
     (void)self;
     long i = PyLong_AsLong(arg);
     if (i == -1 && PyErr_Occurred()) return NULL;
-    if (!g_batch_out || i < 0 || i >= g_nbatch) return PyErr_Format(PyExc_IndexError, "no such call");
+    if (!g_batch_out || i < 0 || i >= g_nbatch || !g_batch[i])
+        return PyErr_Format(PyExc_IndexError, "no such call");
     return PyLong_FromUnsignedLongLong(g_batch[i]->seq);
 }
 

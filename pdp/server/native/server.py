@@ -4,8 +4,9 @@ framing in C (`_h2.c`, on libnghttp2), the decision in pdp's own `DecisionServic
 The C I/O thread never holds the GIL: it reads, parses and judges the framing of every call,
 and queues complete requests. The decision threads here take them in batches (`_h2.take`
 releases the GIL while it waits), run each through the very function grpcio calls per Check
-(`DecisionService.check`: the decision cache, deadlines, the drain), and hand the replies
-back (`_h2.answer`), which the I/O thread writes, gathered into one send() per connection.
+(`DecisionService.check`: the decision cache, deadlines, the drain), and hand each reply back
+once it is decided (`_h2.reply`; `_h2.answer` ends the batch), which the I/O thread writes,
+gathered into one send() per connection.
 Measured in bench/RESULTS.md ("A C front end, measured"): about a quarter of grpcio's server
 CPU per call.
 
@@ -461,7 +462,7 @@ class NativeServer(Readiness):
         return context.error() or reply
 
     def _loop(self) -> None:
-        take, answer, one = self._h2.take, self._h2.answer, self._one
+        take, answer, reply, one = self._h2.take, self._h2.answer, self._h2.reply, self._one
         while not self._stop_loop:
             try:
                 batch = take(_TAKE_WAIT_S)
@@ -474,8 +475,17 @@ class NativeServer(Readiness):
             # Taken once the drain began: refused by the servicers, as grpcio's executor marks
             # the calls it takes then (a Check UNAVAILABLE, ext_authz a denial 503).
             taken_while_draining.value = self._draining
+            # Each call's reply leaves once it is decided (reply(): no wake-up, the I/O thread
+            # sends it within a millisecond), not when the batch ends: a slow call held every
+            # reply taken with it. The last goes with answer(), which ends the batch.
+            last = len(batch) - 1
+            replies: list[Reply] | None = []
             try:
-                replies: list[Reply] | None = [one(i, *item) for i, item in enumerate(batch)]
+                for i, item in enumerate(batch):
+                    decided = one(i, *item)
+                    replies.append(decided)
+                    if i < last:
+                        reply(i, decided)
             except BaseException:
                 log.exception("native transport: a batch failed")
                 replies = None
