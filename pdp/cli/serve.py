@@ -124,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"largest request message ({DEFAULT_MAX_MESSAGE_BYTES})",
     )
-    from pdp.server.server import (
+    from pdp.server.config import (
         DEFAULT_IDLE_TIMEOUT_S,
         DEFAULT_MAX_CONCURRENT_RPCS,
         DEFAULT_MAX_CONNECTIONS,
@@ -512,7 +512,6 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
     maxmemory-policy, so the counters check again once Redis answers a take."""
     from pdp.engine import EngineHolder
     from pdp.errors import PdpError, PolicyErrors
-    from pdp.server import build_server
 
     from ._common import print_policy_errors
 
@@ -565,6 +564,8 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
         if args.transport == "native":
             server = _native_server(holder, config, observer, extra)
         else:
+            from pdp.server import build_server  # grpcio's: the native transport never needs it
+
             server = build_server(holder, config, observer=observer, extra_services=extra)
     except (OSError, ValueError, PdpError) as exc:
         if observer is not None:
