@@ -360,15 +360,17 @@ def _start_policy_dir(directory: str, holder) -> Stopper:  # holder: EngineHolde
     from pdp.errors import PolicyErrors
     from pdp.lint import validator_errors
 
-    from ._common import directory_bundle_info, load_and_compile
+    from ._common import load_and_compile, start_directory_bundle_info
 
+    # Decisions name the git revision of the directory, as a bundle's would: git runs while
+    # the policies load.
+    bundle_info = start_directory_bundle_info(directory)
     source, policy_set = load_and_compile(directory)
     # A directory served directly gets the validator's verdict a bundle gets when it is built:
     # its errors refuse the set, its warnings are logged.
     if errors := validator_errors(source):
         raise PolicyErrors(errors)
-    # Decisions name the git revision of the directory, as a bundle's would.
-    bundle = directory_bundle_info(directory)
+    bundle = bundle_info()
     holder.swap(Engine(policy_set, bundle))
     log.info("serving policies from %s (revision %s)", directory, bundle.revision or "unknown")
     return lambda: None

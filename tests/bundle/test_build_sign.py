@@ -138,3 +138,19 @@ def test_signature_does_not_survive_a_content_change(tmp_path: Path) -> None:
     forged = pack(tampered_manifest, raw.files, raw.signature, 0)
     with pytest.raises(BundleError, match="signature check failed: invalid"):
         open_bundle(forged, load_public_keys([pub]), require_signature=True)
+
+
+def test_a_served_directory_is_named_by_its_git_revision(repo: Path, tmp_path: Path) -> None:
+    """`pdp serve --policies` starts git before it loads the policies and reads it after
+    (pdp.cli._common.start_directory_bundle_info): the same name as asked in one go."""
+    from pdp.cli._common import directory_bundle_info, start_directory_bundle_info
+
+    head = _git(repo, "rev-parse", "HEAD")
+    pending = start_directory_bundle_info(repo / "policies")
+    assert pending().revision == head == directory_bundle_info(repo / "policies").revision
+    (repo / "policies" / "things.yaml").write_text("# edited\n")
+    assert start_directory_bundle_info(repo / "policies")().revision == f"{head}-dirty"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    info = start_directory_bundle_info(outside)()
+    assert (info.name, info.version, info.revision) == ("outside", "0.0.0", "")
