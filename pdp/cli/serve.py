@@ -586,6 +586,9 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False, preloaded
         if observer is not None:
             observer.close()
         return _fail(str(exc))
+    from .main import resume_gc
+
+    resume_gc()  # what serving needs is imported; the policies load as they always have
     gate = None
     if args.ready_fds:  # a worker: SERVING once the supervisor says every worker is ready
         from .ready import gate_worker
@@ -780,12 +783,21 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
     # switch contexts, which a trial here found costlier than letting the OS place them.
     pin = args.pin_workers and 1 < args.workers <= len(cpus)
     # What every worker needs beyond the parser's imports, imported once here, before forking.
+    import ctypes  # noqa: F401  (exit_with_parent)
+    import encodings.idna  # noqa: F401  (the listeners' getaddrinfo)
+
+    import pdp.server.balance
     from pdp.engine import EngineHolder  # noqa: F401
 
     from . import _common  # noqa: F401
 
     if not args.no_ext_authz:
-        import pdp.gateway.servicer  # noqa: F401
+        import pdp.gateway.servicer
+    if not args.no_rate_limit_service:
+        import pdp.gateway.ratelimit  # noqa: F401
+    from .main import resume_gc
+
+    resume_gc()  # frozen before the forks: the workers share those pages
     preloaded = _preload_policy_dir(args)
     stopping = threading.Event()
 
