@@ -1,6 +1,5 @@
 """`pdp serve` pauses the garbage collector for its imports (pdp.cli.main): it must be on again
-however serve returns, and on in a running server (a paused collector would let every cycle a
-decision makes pile up)."""
+however serve returns (and on in a running server: tests/server/test_serve_imports.py)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,46 @@ def test_a_policy_directory_server_imports_no_unused_feature(
         assert set(GRPCIO_SERVER) <= modules  # what the native check looks for is named right
     loaded = {m for m in modules for n in unused if m == n or m.startswith(f"{n}.")}
     assert not loaded, json.dumps(sorted(loaded))
+
+
+# Run as `python -c PROBE ASK ANSWER serve ...`: `pdp serve` through pdp.cli.main, with a thread
+# that writes whether the collector is on into ANSWER once the test creates ASK.
+PROBE = """
+import gc, pathlib, sys, threading, time
+ask, answer = map(pathlib.Path, sys.argv[1:3])
+def probe():
+    while not ask.exists():
+        time.sleep(0.01)
+    part = answer.with_suffix(".part")  # renamed whole: the test never reads half of it
+    part.write_text("on" if gc.isenabled() else "off")
+    part.rename(answer)
+threading.Thread(target=probe, daemon=True).start()
+from pdp.cli.main import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_a_serving_process_runs_with_the_collector_on(tmp_path: Path, policy_dir: Path) -> None:
+    """pdp.cli.main pauses the garbage collector for start-up's imports; serve turns it on
+    once they are done. Asked of the real `pdp serve --workers 1` once it serves: a collector
+    left paused would let every cycle a call leaves pile up for the life of the server."""
+    port = free_port()
+    ask, answer = tmp_path / "ask", tmp_path / "answer"
+    serve = ["serve", "--workers", "1", "--listen", f"127.0.0.1:{port}"]
+    serve += ["--policies", str(policy_dir)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PROBE, str(ask), str(answer), *serve],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        wait_serving(port, proc)
+        ask.touch()
+        end = time.monotonic() + 30
+        while not answer.exists() and time.monotonic() < end:
+            time.sleep(0.01)
+        assert answer.read_text() == "on"
+    finally:
+        proc.terminate()
+        proc.wait(30)
