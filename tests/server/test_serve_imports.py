@@ -23,10 +23,11 @@ from .test_serve_cli import wait_serving
 
 # Each is imported only by the feature named: signed bundles and JWT verification (cryptography,
 # PyJWT), HTTP bundle sources (urllib.request), attribute schemas beyond the common keywords
-# (jsonschema), Plan (pdp.plan), bundle sources and archives (the reloader, tarfile).
+# (jsonschema), Plan (pdp.plan), bundle sources and archives (the reloader, tarfile), a
+# multipart body sent to ext_authz (email).
 NOT_AT_START_UP = (
     "cryptography", "jwt", "urllib.request", "jsonschema", "pdp.plan", "pdp.bundle.reloader",
-    "pdp.bundle.archive", "tarfile",
+    "pdp.bundle.archive", "tarfile", "email",
 )  # fmt: skip
 # grpcio's server (pdp.server.server, and grpc's own server core under it): the native
 # transport, `pdp serve`'s default, serves without it, and importing it cost its start-up a tenth.
