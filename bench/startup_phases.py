@@ -8,8 +8,8 @@ Reproduce:  .venv/bin/python bench/startup_phases.py                 (7 fresh in
 Each run is a fresh interpreter doing what `pdp serve --policies policies/ --workers 1` does,
 in order, timed with `time.process_time` (CPU, which a busy machine does not inflate as it
 does the wall clock): build `pdp serve`'s parser (which imports grpc, protobuf, the engine and
-the service); the imports the supervisor of `--workers N` adds before it forks (the gateway,
-when the transport serves it); build and start the server (`--transport`: grpcio's, or the
+the service); the imports the supervisor of `--workers N` adds before it forks (the gateway's
+ext_authz and rate-limit services); build and start the server (`--transport`: grpcio's, or the
 native one) on a free port; load, check, compile and validate the policies (`--policies`,
 `policies/` by default) and read their git revision. Prints the median of each phase and the
 modules imported by the end (a lazy import shows there). `--python` runs
@@ -39,20 +39,20 @@ args = m.build_parser(argv).parse_args(argv)
 c1 = time.process_time()
 from pdp.engine import EngineHolder
 from pdp.cli import _common
-if TRANSPORT == "grpcio":
-    import pdp.gateway.servicer
+import pdp.gateway.servicer
+import pdp.gateway.ratelimit
 c2 = time.process_time()
 from pdp.cli.serve import _ext_authz, _start_policy_dir, server_config
+from pdp.gateway.ratelimit import rate_limit_registrar
 holder = EngineHolder()
 config = server_config(args)
+extra = [_ext_authz(args, holder, config, None), rate_limit_registrar(holder)]
 if TRANSPORT == "grpcio":
-    from pdp.gateway.ratelimit import rate_limit_registrar
     from pdp.server import build_server
-    extra = [_ext_authz(args, holder, config, None), rate_limit_registrar(holder)]
     server = build_server(holder, config, observer=None, extra_services=extra)
 else:
     from pdp.cli.serve import _native_server
-    server = _native_server(holder, config, None)
+    server = _native_server(holder, config, None, extra)
 server.start()
 c3 = time.process_time()
 _start_policy_dir(POLICIES, holder)

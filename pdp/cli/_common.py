@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pdp.engine import PolicySet, SuiteCheck, compile_policy_set
@@ -45,11 +46,23 @@ def policy_checks() -> tuple[SuiteCheck, ...]:
 def directory_bundle_info(directory: str | Path) -> BundleInfo:
     """How a policy directory served or checked directly is named: the directory's name,
     version 0.0.0, and its git revision (`-dirty` with local changes), as a bundle would be."""
-    from pdp.bundle.git import git_info
+    return start_directory_bundle_info(directory)()
 
-    git = git_info(Path(directory))
-    revision = f"{git.revision}-dirty" if git.revision and git.dirty else git.revision
-    return BundleInfo(name=Path(directory).resolve().name, version="0.0.0", revision=revision)
+
+def start_directory_bundle_info(directory: str | Path) -> Callable[[], BundleInfo]:
+    """`directory_bundle_info`, its git commands started now (they run while the caller loads
+    the policies): call the result for it. A caller that fails before it does leaves them to
+    finish on their own, reaped by `subprocess`."""
+    from pdp.bundle.git import PendingGitInfo
+
+    pending = PendingGitInfo(Path(directory))
+
+    def result() -> BundleInfo:
+        git = pending.result()
+        revision = f"{git.revision}-dirty" if git.revision and git.dirty else git.revision
+        return BundleInfo(name=Path(directory).resolve().name, version="0.0.0", revision=revision)
+
+    return result
 
 
 def print_policy_errors(exc: PolicyErrors) -> None:

@@ -125,7 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"largest request message ({DEFAULT_MAX_MESSAGE_BYTES})",
     )
-    from pdp.server.server import (
+    from pdp.server.config import (
         DEFAULT_IDLE_TIMEOUT_S,
         DEFAULT_MAX_CONCURRENT_RPCS,
         DEFAULT_MAX_CONNECTIONS,
@@ -356,22 +356,31 @@ def server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an erro
 Stopper = Callable[[], None]
 
 
-def _start_policy_dir(directory: str, holder) -> Stopper:  # holder: EngineHolder
+def _load_policy_dir(directory: str):  # -> Engine; raises PolicyErrors, OSError, ValueError
     from pdp.engine import Engine
     from pdp.errors import PolicyErrors
     from pdp.lint import validator_errors
 
-    from ._common import directory_bundle_info, load_and_compile
+    from ._common import load_and_compile, start_directory_bundle_info
 
+    # Decisions name the git revision of the directory, as a bundle's would: git runs while
+    # the policies load.
+    bundle_info = start_directory_bundle_info(directory)
     source, policy_set = load_and_compile(directory)
     # A directory served directly gets the validator's verdict a bundle gets when it is built:
     # its errors refuse the set, its warnings are logged.
     if errors := validator_errors(source):
         raise PolicyErrors(errors)
-    # Decisions name the git revision of the directory, as a bundle's would.
-    bundle = directory_bundle_info(directory)
-    holder.swap(Engine(policy_set, bundle))
-    log.info("serving policies from %s (revision %s)", directory, bundle.revision or "unknown")
+    return Engine(policy_set, bundle_info())
+
+
+def _start_policy_dir(directory: str, holder, engine=None) -> Stopper:  # holder: EngineHolder
+    """`engine`: the directory's, loaded by the supervisor before it forked this worker."""
+    if engine is None:
+        engine = _load_policy_dir(directory)
+    holder.swap(engine)
+    revision = engine.bundle.revision or "unknown"
+    log.info("serving policies from %s (revision %s)", directory, revision)
     return lambda: None
 
 
@@ -394,8 +403,9 @@ def _start_policy_watch(directory: str, holder) -> Stopper:  # holder: EngineHol
     return watcher.stop
 
 
-def start_policy_source(args: argparse.Namespace, holder, gate=None) -> Stopper:
-    """`gate`: a worker's pdp.cli.ready.WorkerGate (a bundle follows the supervisor's)."""
+def start_policy_source(args: argparse.Namespace, holder, gate=None, preloaded=None) -> Stopper:
+    """`gate`: a worker's pdp.cli.ready.WorkerGate (a bundle follows the supervisor's);
+    `preloaded`: the --policies directory's Engine, loaded by the supervisor before the fork."""
     if args.policies and args.bundle:
         raise ValueError("give one policy source: --policies DIR or --bundle SOURCE")
     if getattr(args, "bundle_handoff", None):  # a worker: its supervisor polls or watches
@@ -407,7 +417,7 @@ def start_policy_source(args: argparse.Namespace, holder, gate=None) -> Stopper:
     if getattr(args, "watch", False):
         raise ValueError("--watch needs --policies DIR (bundle sources are always polled)")
     if args.policies:
-        return _start_policy_dir(args.policies, holder)
+        return _start_policy_dir(args.policies, holder, preloaded)
     if args.bundle:  # polled bundles, hot-swapped (pdp.cli.bundle, bundle engineer)
         from .serve_bundle import start_bundle_source
 
@@ -527,12 +537,12 @@ def _native_server(holder, config, observer, extra):  # -> pdp.server.native.ser
     return NativeServer(holder, config, observer, extra_services=extra)
 
 
-def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
+def serve(args: argparse.Namespace, *, recheck_eviction: bool = False, preloaded=None) -> int:
     """One server process. `recheck_eviction`: Redis was unreachable when `run` checked its
-    maxmemory-policy, so the counters check again once Redis answers a take."""
+    maxmemory-policy, so the counters check again once Redis answers a take. `preloaded`: a
+    forked worker's --policies Engine, loaded by its supervisor (`supervise`)."""
     from pdp.engine import EngineHolder
     from pdp.errors import PdpError, PolicyErrors
-    from pdp.server import build_server
 
     from ._common import print_policy_errors
 
@@ -585,6 +595,8 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
         if args.transport == "native":
             server = _native_server(holder, config, observer, extra)
         else:
+            from pdp.server import build_server  # grpcio's: the native transport never needs it
+
             server = build_server(holder, config, observer=observer, extra_services=extra)
     except (OSError, ValueError, PdpError) as exc:
         if observer is not None:
@@ -594,6 +606,9 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
         if observer is not None:
             observer.close()
         return _fail(str(exc))
+    from .main import resume_gc
+
+    resume_gc()  # what serving needs is imported; the policies load as they always have
     gate = None
     if args.ready_fds:  # a worker: SERVING once the supervisor says every worker is ready
         from .ready import gate_worker
@@ -620,7 +635,7 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False) -> int:
         log.info("%s", deal_connections(args.siblings, args.balance))
     holder.on_swap(_HeapSettler())  # after the servers' own listeners
     try:
-        stop_source = start_policy_source(args, holder, gate)
+        stop_source = start_policy_source(args, holder, gate, preloaded)
     except PolicyErrors as exc:
         print_policy_errors(exc)
         if http is not None:
@@ -696,6 +711,7 @@ def _fork_worker(args: argparse.Namespace, recheck_eviction: bool, **worker: obj
     new interpreter would import them all again. The supervisor has created no grpc object, so
     the child's grpc starts from nothing."""
     close = worker.pop("close", ())
+    preloaded = worker.pop("preloaded", None)
     pid = os.fork()
     if pid:
         return _Forked(pid)
@@ -710,7 +726,9 @@ def _fork_worker(args: argparse.Namespace, recheck_eviction: bool, **worker: obj
             with contextlib.suppress(OSError):
                 os.close(fd)
         code = serve(
-            argparse.Namespace(**{**vars(args), **worker}), recheck_eviction=recheck_eviction
+            argparse.Namespace(**{**vars(args), **worker}),
+            recheck_eviction=recheck_eviction,
+            preloaded=preloaded,
         )
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -734,6 +752,7 @@ def _exec_worker(
     from .worker import encode
 
     worker.pop("close", None)  # close_fds: only pass_fds cross
+    worker.pop("preloaded", None)  # a new interpreter loads the policies itself
     settings = argparse.Namespace(**{**vars(args), **worker})
     payload = encode(settings, recheck_eviction)
     fd = os.memfd_create("pdp-worker-settings")
@@ -785,12 +804,22 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
     # switch contexts, which a trial here found costlier than letting the OS place them.
     pin = args.pin_workers and 1 < args.workers <= len(cpus)
     # What every worker needs beyond the parser's imports, imported once here, before forking.
+    import ctypes  # noqa: F401  (exit_with_parent)
+    import encodings.idna  # noqa: F401  (the listeners' getaddrinfo)
+
+    import pdp.server.balance
     from pdp.engine import EngineHolder  # noqa: F401
 
     from . import _common  # noqa: F401
 
     if not args.no_ext_authz:
-        import pdp.gateway.servicer  # noqa: F401
+        import pdp.gateway.servicer
+    if not args.no_rate_limit_service:
+        import pdp.gateway.ratelimit  # noqa: F401
+    from .main import resume_gc
+
+    resume_gc()  # frozen before the forks: the workers share those pages
+    preloaded = _preload_policy_dir(args)
     stopping = threading.Event()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -839,6 +868,7 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
             ready_fds=spec,
             limits_fd=channel.fileno() if channel is not None else None,
             close=ready.supervisor_fds(),  # the other workers' pipes are not the worker's
+            preloaded=preloaded,
         )
         ready.spawned(fds, i, proc.pid)
         if channel is not None:
@@ -851,6 +881,7 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
             counter_server.hold()  # no thread before the first forks
         for i in range(args.workers):
             workers.append((spawn(i), time.monotonic()))
+        preloaded = None  # the forked workers have it; a replacement loads its own
         log.info("supervising %d workers: %s", args.workers, [p.pid for p, _ in workers])
         # Threads only from here on (the counter server's, the bundle poller): a worker
         # started later is a new interpreter (spawn).
@@ -896,6 +927,22 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
             from pdp.bundle.handoff import remove_handoff_dir
 
             remove_handoff_dir(bundles.directory)
+
+
+def _preload_policy_dir(args: argparse.Namespace):  # -> Engine | None
+    """A plain --policies directory (not watched), loaded, validated and compiled once here,
+    before the first workers are forked: each starts with it (copy-on-write) rather than
+    doing it again beside its siblings, about a fifth of a worker's start-up CPU (bench/
+    RESULTS.md, session 23). None for any other source, and when it fails: the workers then
+    load it themselves and report why, as they always have."""
+    if not args.policies or args.bundle or getattr(args, "watch", False):
+        return None
+    from pdp.errors import PdpError
+
+    try:
+        return _load_policy_dir(args.policies)
+    except (PdpError, OSError, ValueError):
+        return None
 
 
 def _bundle_name_ok(directory: str) -> bool:

@@ -12,16 +12,16 @@ refused (`FormError`) rather than guessed. Laravel also reads a JSON body's top-
 
 from __future__ import annotations
 
-import email.message
-import email.parser
-import email.policy
-import email.utils
 import itertools
 import json
 import re
 import secrets
 from array import array
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
+
+if TYPE_CHECKING:
+    import email.message
 
 METHOD_PARAM = "_method"
 # A body longer than this is parsed only this far and treated as cut: the work pdp does for
@@ -289,6 +289,11 @@ def multipart_method_values(
     did not. A cut body (`complete` false) parses as far as it goes."""
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in content_type):
         raise FormError("header `content-type` holds a control character")
+    # Here, not at import: `email` costs every server's start-up ~10 ms, multipart bodies are rare.
+    import email.parser
+    import email.policy
+    import email.utils
+
     head = b"Content-Type: " + content_type.encode("utf-8", "surrogateescape") + b"\r\n\r\n"
     # compat32: the modern policy's header objects cost ~15x more per part.
     boundary = (
@@ -419,6 +424,7 @@ def _form_class(token: str) -> type[email.message.Message]:
     content type. A part declaring itself `multipart/mixed` or `message/rfc822` is not parsed
     into, so it cannot be a parser bomb (800 KB of nested parts cost seconds); form parsers
     do not look inside either."""
+    import email.message
 
     class FormMessage(email.message.Message):
         def get_content_maintype(self) -> str:

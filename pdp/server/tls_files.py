@@ -15,7 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from .server import TlsConfig
+from .config import TlsConfig
 
 
 class TlsFileError(ValueError):

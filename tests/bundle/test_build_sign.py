@@ -138,3 +138,48 @@ def test_signature_does_not_survive_a_content_change(tmp_path: Path) -> None:
     forged = pack(tampered_manifest, raw.files, raw.signature, 0)
     with pytest.raises(BundleError, match="signature check failed: invalid"):
         open_bundle(forged, load_public_keys([pub]), require_signature=True)
+
+
+def test_a_served_directory_is_named_by_its_git_revision(repo: Path, tmp_path: Path) -> None:
+    """`pdp serve --policies` starts git before it loads the policies and reads it after
+    (pdp.cli._common.start_directory_bundle_info): the same name as asked in one go."""
+    from pdp.cli._common import directory_bundle_info, start_directory_bundle_info
+
+    head = _git(repo, "rev-parse", "HEAD")
+    pending = start_directory_bundle_info(repo / "policies")
+    assert pending().revision == head == directory_bundle_info(repo / "policies").revision
+    (repo / "policies" / "things.yaml").write_text("# edited\n")
+    assert start_directory_bundle_info(repo / "policies")().revision == f"{head}-dirty"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    info = start_directory_bundle_info(outside)()
+    assert (info.name, info.version, info.revision) == ("outside", "0.0.0", "")
+
+
+def test_the_git_commands_run_before_the_revision_is_asked_for(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They run while the policies load (`serve --policies`): all three are started by
+    `start_directory_bundle_info`, before its result is read. A `git` first on PATH notes
+    each start, then runs the real one."""
+    import os
+    import shutil
+    import time
+
+    from pdp.cli._common import start_directory_bundle_info
+
+    real = shutil.which("git")
+    assert real is not None
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    started = tmp_path / "started"
+    started.mkdir()
+    (fake / "git").write_text(f'#!/bin/sh\ntouch "{started}/$$"\nexec "{real}" "$@"\n')
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    pending = start_directory_bundle_info(repo / "policies")
+    end = time.monotonic() + 30
+    while len(list(started.iterdir())) < 3 and time.monotonic() < end:
+        time.sleep(0.01)
+    assert len(list(started.iterdir())) == 3  # all running before the result is asked for
+    assert pending().revision == _git(repo, "rev-parse", "HEAD")

@@ -323,3 +323,25 @@ def test_each_port_is_dealt_round_robin_on_its_own(tmp_path: Path) -> None:
         finally:
             for s in sockets:
                 s.close()
+
+
+def test_the_supervisor_loads_a_policy_directory_once_for_its_forked_workers(
+    tmp_path: Path,
+) -> None:
+    """The first workers are forked with the directory already loaded, validated and compiled
+    by the supervisor (pdp.cli.serve._preload_policy_dir), not loading it again each: the
+    validator's warning is logged once, by the supervisor, and each worker serves it."""
+    policies = write_policies(tmp_path)
+    document = policies / "document.yaml"
+    document.write_text(document.read_text().replace("      reason: legal_hold\n", ""))
+    port = free_port()
+    argv = ["--policies", str(policies), "--listen", f"127.0.0.1:{port}", "--workers", "2"]
+    with pdp_serve(*argv) as served:
+        wait_serving(port, served)
+        assert _decide(port) == pb.EFFECT_ALLOW
+        served.wait_for("serving policies from", count=2)
+        supervisor = served.proc.pid
+        assert served.count("warning PDP204") == 1, served.output()  # the rule without a reason
+        assert served.count("pdp.watch[") == served.count(f"pdp.watch[{supervisor}]") > 0
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.exit_code() == 0

@@ -45,15 +45,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from ..cache import DecisionCache
+from ..config import DEFAULT_THREADS, DRAIN_QUIET_S, STOP_MARGIN_S, Readiness, ServerConfig
+from ..config import bind_error as _bind_error
 from ..identity import AllowListInterceptor
-from ..server import (
-    DEFAULT_THREADS,
-    DRAIN_QUIET_S,
-    STOP_MARGIN_S,
-    Readiness,
-    ServerConfig,
-    _bind_error,
-)
 from ..service import SERVICE_NAME, DecisionService, taken_while_draining
 from ..status import DecodingServer, status_for
 from ..streams import MAX_WATCHERS, BoundedHealth, BoundedReflection, max_reflection_streams
