@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pdp.cel import _ast as A
 from pdp.cel import _values as v
 from pdp.cel._budget import MAX_ITERATIONS, NEVER, STOP_AT
+from pdp.cel._code import Code
 from pdp.cel._library import GLOBALS, MEMBERS, Fn
 from pdp.cel._macros import MACROS as _MACROS
 from pdp.cel._macros import (
@@ -55,13 +56,6 @@ _ALIASES = {"P": "principal", "R": "resource"}
 # inline a few dozen references.
 _MAX_INLINED = 10_000
 _MAX_BLOCK_DEPTH = 8  # Python allows 20 nested try/for blocks per function; split well before
-
-
-class Code(NamedTuple):
-    expr: str
-    kind: str | None = None  # static CEL type when known ("string", "bool", ...)
-    const: bool = False  # a compile-time constant whose value is `value`
-    value: Any = None
 
 
 _NO_VALUE = object()

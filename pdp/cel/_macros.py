@@ -18,9 +18,10 @@ from pdp.cel._budget import (
     _monotonic,
     _spend,
 )
+from pdp.cel._code import Code
 
 if TYPE_CHECKING:
-    from pdp.cel._compile import Code, Compiler
+    from pdp.cel._compile import Compiler
 
 
 def work(x: Any) -> int:
@@ -276,8 +277,6 @@ def _header(comp: Compiler, node: A.Call, nvars: int) -> tuple[str, dict[str, st
 
 
 def quantifier(comp: Compiler, node: A.Call) -> Code:
-    from pdp.cel._compile import Code
-
     name = "exists_one" if node.fn == "existsOne" else node.fn
     if len(node.args) not in (2, 3):
         raise comp.err(f"wrong number of arguments to macro `{node.fn}`: want 2 or 3", node)
@@ -323,8 +322,6 @@ def quantifier(comp: Compiler, node: A.Call) -> Code:
 
 def transform(comp: Compiler, node: A.Call) -> Code:
     """map / filter (one variable), transformList / transformMap (two variables)."""
-    from pdp.cel._compile import Code
-
     name = node.fn
     nvars = 2 if name in ("transformList", "transformMap") else 1
     allowed = {"map": (2, 3), "filter": (2,)}.get(name, (3, 4))

@@ -11,20 +11,15 @@ from typing import TYPE_CHECKING, Any
 from pdp.cel import _ast as A
 from pdp.cel import _values as v
 from pdp.cel._budget import CHARS_PER_ITERATION, ELEMENTS_PER_ITERATION
+from pdp.cel._code import Code
 from pdp.errors import CelEvalError
 
 if TYPE_CHECKING:
-    from pdp.cel._compile import Code, Compiler
+    from pdp.cel._compile import Compiler
 
     _Base = Compiler
 else:
     _Base = object
-
-
-def _code(*args: Any) -> Code:
-    from pdp.cel._compile import Code
-
-    return Code(*args)
 
 
 class Operators(_Base):
@@ -61,7 +56,7 @@ class Operators(_Base):
                 else:
                     self.emit(f"{out} = {result}")
                     self.emit("break")
-            return _code(out, "bool")
+            return Code(out, "bool")
         a = self.guarded(operands[0])
         self.emit(f"if {a} is {stop}:")
         with self.block(counts=False):
@@ -75,7 +70,7 @@ class Operators(_Base):
                 f"return {go} if {a} is {go} and {b} is {go} "
                 f"else _logic_error({node.fn!r}, {a}, {b})"
             )
-            return _code(out, "bool")
+            return Code(out, "bool")
         self.emit("else:")
         with self.block(counts=False):
             b = self.guarded(operands[1])
@@ -88,7 +83,7 @@ class Operators(_Base):
             self.emit("else:")
             with self.block(counts=False):
                 self.emit(f"{out} = _logic_error({node.fn!r}, {a}, {b})")
-        return _code(out, "bool")
+        return Code(out, "bool")
 
     def ternary(self, node: A.Call) -> Code:
         cond, yes, no = node.args
@@ -107,14 +102,14 @@ class Operators(_Base):
         self.emit("else:")
         with self.block(counts=False):
             self.emit(f"{out} = _cond_error({cv})")
-        return _code(out, y.kind if y.kind == n.kind else None)
+        return Code(out, y.kind if y.kind == n.kind else None)
 
     def not_(self, node: A.Call) -> Code:
         a = self.c(node.args[0])
         if a.kind == "bool":
-            return _code(f"(not {a.expr})", "bool")
+            return Code(f"(not {a.expr})", "bool")
         t = self.tmp()
-        return _code(f"(not {t} if ({t} := {a.expr}).__class__ is bool else _not({t}))", "bool")
+        return Code(f"(not {t} if ({t} := {a.expr}).__class__ is bool else _not({t}))", "bool")
 
     def neg(self, node: A.Call) -> Code:
         a = self.c(node.args[0])
@@ -123,7 +118,7 @@ class Operators(_Base):
                 return self.const(v.neg(a.value))
             except CelEvalError:
                 pass
-        return _code(f"_neg({a.expr})", a.kind if a.kind in ("int", "double") else None)
+        return Code(f"_neg({a.expr})", a.kind if a.kind in ("int", "double") else None)
 
     def equality(self, node: A.Call) -> Code:
         a, b = (self.c(x) for x in node.args)
@@ -138,10 +133,10 @@ class Operators(_Base):
             or b.kind in _SIMPLE
             or (a.kind == b.kind and a.kind in ("int", "bool"))
         ):
-            return _code(f"({a.expr} {op} {b.expr})", "bool")
+            return Code(f"({a.expr} {op} {b.expr})", "bool")
         if a.kind == "null" or b.kind == "null":
             other = b if a.kind == "null" else a
-            return _code(f"({other.expr} is {'not ' if negate else ''}None)", "bool")
+            return Code(f"({other.expr} is {'not ' if negate else ''}None)", "bool")
         ta, tb = self.tmp(), self.tmp()
         if not bounded and (a.kind in _SEQ or b.kind in _SEQ):
             # Two strings (or bytes) of the same length are compared byte by byte: a memcmp,
@@ -150,12 +145,12 @@ class Operators(_Base):
             # (`and` over a first test that always holds, not `&` of two bools: cheaper, and
             # both temporaries are set whatever the second says.)
             if a.kind in _SEQ:
-                return _code(
+                return Code(
                     f"({ta} {op} {b.expr} if len({ta} := {a.expr}) < {CHARS_PER_ITERATION} "
                     f"else {w}({ta}, {b.expr}, {self.budget()}))",
                     "bool",
                 )
-            return _code(
+            return Code(
                 f"({ta} {op} {tb} if ({ta} := {a.expr}) is not _NOERR and "
                 f"len({tb} := {b.expr}) < {CHARS_PER_ITERATION} "
                 f"else {w}({ta}, {tb}, {self.budget()}))",
@@ -173,7 +168,7 @@ class Operators(_Base):
             charged = f"{w}({ta}, {tb}, {self.budget()})"
             slow = charged if self.loops else f"({plain} if {_small_test(ta)} else {charged})"
             short = f" and len({ta}) < {CHARS_PER_ITERATION}"
-        return _code(
+        return Code(
             f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
             f"is str{short} else {slow})",
             "bool",
@@ -190,7 +185,7 @@ class Operators(_Base):
         op = _ORDER_OP[node.fn]
         bounded = _bounded(a) or _bounded(b)
         if a.kind == b.kind and a.kind in ("int", "double", "uint"):
-            return _code(f"({a.expr} {op} {b.expr})", "bool")
+            return Code(f"({a.expr} {op} {b.expr})", "bool")
         ta, tb = self.tmp(), self.tmp()
         # Two long strings are compared character by character up to their first difference:
         # ~0.1 ms for 64 Ki characters stored in different widths (a memcmp in the same
@@ -200,8 +195,8 @@ class Operators(_Base):
         charged = f"_ord_w(_{fn}, {ta}, {tb}, {{budget}})"
         if a.kind == b.kind == "string":
             if bounded:
-                return _code(f"({a.expr} {op} {b.expr})", "bool")
-            return _code(
+                return Code(f"({a.expr} {op} {b.expr})", "bool")
+            return Code(
                 f"({ta} {op} {b.expr} if len({ta} := {a.expr}) < {CHARS_PER_ITERATION} "
                 f"else _ord_w(_{fn}, {ta}, {b.expr}, {self.budget()}))",
                 "bool",
@@ -209,22 +204,22 @@ class Operators(_Base):
         guard_b = _fast_num_guard(b)
         if guard_b is not None:
             t = self.tmp()
-            return _code(
+            return Code(
                 f"({t} {op} {b.expr} if ({t} := {a.expr}).__class__ {guard_b} else _{fn}({t}, {b.expr}))",
                 "bool",
             )
         guard_a = _fast_num_guard(a)
         if guard_a is not None:
             t = self.tmp()
-            return _code(
+            return Code(
                 f"({a.expr} {op} {t} if ({t} := {b.expr}).__class__ {guard_a} else _{fn}({a.expr}, {t}))",
                 "bool",
             )
         # Same class among int/double/string: Python's operator is CEL's.
         head = f"({ta} {op} {tb} if ({ta} := {a.expr}).__class__ is ({tb} := {b.expr}).__class__ "
         if bounded:
-            return _code(f"{head}in _ORD else _{fn}({ta}, {tb}))", "bool")
-        return _code(
+            return Code(f"{head}in _ORD else _{fn}({ta}, {tb}))", "bool")
+        return Code(
             f"{head}in _ORD and ({ta}.__class__ is not str or len({ta}) < {CHARS_PER_ITERATION}) "
             f"else _{fn}({ta}, {tb}) if {ta}.__class__ not in _SEQS or len({ta}) < "
             f"{CHARS_PER_ITERATION} else {charged.format(budget=self.budget())})",
@@ -247,12 +242,12 @@ class Operators(_Base):
             # A constant list of strings: a frozenset lookup, exact for str needles.
             s = self.glob(frozenset(b.value), "set")
             t = self.tmp()
-            return _code(
+            return Code(
                 f"({t} in {s} if ({t} := {a.expr}).__class__ is str else _in({t}, {b.expr}))",
                 "bool",
             )
         if self.loops:  # a list scan costs the list's size: charged in a body
-            return _code(f"_in_w({a.expr}, {b.expr}, _budget)", "bool")
+            return Code(f"_in_w({a.expr}, {b.expr}, _budget)", "bool")
         # Elsewhere too, unless the list is short or a map, and what it looks for a scalar or
         # a short string (a few short strings compared are a few memcmps, as `==` is; a map
         # lookup of a long string hashes it and compares it with the key it finds): `x in l`
@@ -281,7 +276,7 @@ class Operators(_Base):
                 test = _small_test(ta).replace(ta, f"({ta} := {a.expr})", 1)
             cheap = f"({test}) & ({few})"
         fast = f"{ta} in {tb}" if a.kind == "string" else f"_in({ta}, {tb})"
-        return _code(f"({fast} if {cheap} else _in_w({ta}, {tb}, {self.budget()}))", "bool")
+        return Code(f"({fast} if {cheap} else _in_w({ta}, {tb}, {self.budget()}))", "bool")
 
     def index(self, node: A.Call) -> Code:
         a, b = (self.c(x) for x in node.args)
@@ -297,16 +292,16 @@ class Operators(_Base):
         if _bounded(b):
             if b.kind == "string":
                 # For a str key, Python's dict lookup is CEL's; on any other type it raises.
-                return _code(f"{a.expr}[{b.expr}]")
-            return _code(f"_index({a.expr}, {b.expr})")
+                return Code(f"{a.expr}[{b.expr}]")
+            return Code(f"_index({a.expr}, {b.expr})")
         ta, tb = self.tmp(), self.tmp()
         charged = f"_index_w({ta}, {tb}, {self.budget()})"
         if b.kind == "string":
-            return _code(
+            return Code(
                 f"({ta}[{tb}] if ({ta} := {a.expr}) is not _NOERR and "
                 f"len({tb} := {b.expr}) < {CHARS_PER_ITERATION} else {charged})"
             )
-        return _code(
+        return Code(
             f"(_index({ta}, {tb}) if ({ta} := {a.expr}) is not _NOERR and "
             f"(({tb} := {b.expr}).__class__ is not str or len({tb}) < {CHARS_PER_ITERATION}) "
             f"else {charged})"
@@ -326,9 +321,9 @@ class Operators(_Base):
         if node.fn != "_+_" and kind == "string":
             kind = None
         if fn != "add" or kind in ("int", "double", "uint") or _scalar(a, b, strings=False):
-            return _code(f"_{fn}({a.expr}, {b.expr})", kind)
+            return Code(f"_{fn}({a.expr}, {b.expr})", kind)
         if self.loops:
-            return _code(f"_add_w({a.expr}, {b.expr}, _budget)", kind)  # what it builds
+            return Code(f"_add_w({a.expr}, {b.expr}, _budget)", kind)  # what it builds
         # Elsewhere, charged when what it builds is a list or map or a long string.
         ta, tb = self.tmp(), self.tmp()
         cheap = (
@@ -336,9 +331,7 @@ class Operators(_Base):
             f"({ta}.__class__ in _NUM or {ta}.__class__ is str "
             f"and len({ta}) + len({tb}) < {CHARS_PER_ITERATION})"
         )
-        return _code(
-            f"(_add({ta}, {tb}) if {cheap} else _add_w({ta}, {tb}, {self.budget()}))", kind
-        )
+        return Code(f"(_add({ta}, {tb}) if {cheap} else _add_w({ta}, {tb}, {self.budget()}))", kind)
 
 
 _ORDER = {"_<_": "lt", "_<=_": "le", "_>_": "gt", "_>=_": "ge"}

@@ -71,7 +71,8 @@ TERMINALS: tuple[tuple[str, str], ...] = (
     ("IDENT", "[_a-zA-Z][_a-zA-Z0-9]*"),
 )
 _OPERAND = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in TERMINALS), re.M)
-_IDENT = re.compile("[_a-zA-Z][_a-zA-Z0-9]*")
+_IDENT = re.compile("(?P<IDENT>[_a-zA-Z][_a-zA-Z0-9]*)")
+_IDENT_START = frozenset("_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _IDENT_CHAR = frozenset("_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 # Ignored text: lark's WHITESPACE and COMMENT (`.` stops at "\n" only, so a "\r" is commented).
 _SKIP = re.compile(r"(?:[\t\n\f\r ]+|//.*)*")
@@ -179,7 +180,13 @@ class _Parser:
 
     def unary(self) -> _Value:
         c = self.skip()
-        m = _OPERAND.match(self.src, self.pos)
+        pos = self.pos
+        if c in _IDENT_START and not (c in "rRbB" and self.src[pos + 1 : pos + 2] in "'\"rR"):
+            # Only IDENT can start here (the other terminals start with a quote, a digit, `-`,
+            # `.`, or a string prefix): one small pattern instead of trying all seven.
+            m = _IDENT.match(self.src, pos)
+        else:
+            m = _OPERAND.match(self.src, pos)
         if m is None and (c == "!" or c == "-"):  # a literal such as `-1` wins over `-`
             fn = "!_" if c == "!" else "-_"
             line, col = self.at(self.pos)

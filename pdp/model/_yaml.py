@@ -114,16 +114,21 @@ if _CParser is not None:
             pass
 
         def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-            key = (kind, value, implicit)
-            tag = _RESOLVED.get(key)
+            # BaseResolver.resolve without path resolvers: only a plain scalar's text is
+            # matched against the implicit patterns; any other scalar is a string.
+            if kind is not ScalarNode:
+                return SEQ if kind is SequenceNode else MAP
+            if not implicit[0]:
+                return STR
+            tag = _RESOLVED.get(value)
             if tag is None:
                 tag = super().resolve(kind, value, implicit)
                 if len(_RESOLVED) >= _RESOLVED_MAX:
                     _RESOLVED.clear()
-                _RESOLVED[key] = tag
+                _RESOLVED[value] = tag
             return tag
 
-    _RESOLVED: dict[tuple[Any, Any, Any], str] = {}
+    _RESOLVED: dict[str, str] = {}  # a plain scalar's tag by its text
     _RESOLVED_MAX = 4096
 
 
