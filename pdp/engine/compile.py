@@ -425,6 +425,7 @@ def _compile_resource_policy(
         rule_refs.append(RuleRef(p.id, rule.id, "cross_tenant", p.file, rule.location.line))
 
     actions: dict[str, CompiledAction] = {}
+    no_rule = ActionDecision(effect=DENY, policy=p.id, reasons=(NO_MATCHING_RULE,))  # shared
     for name, spec in p.actions.items():
         guards = tuple(
             c
@@ -446,7 +447,7 @@ def _compile_resource_policy(
             denies=denies,
             allows=allows,
             uses_time=uses_time,
-            no_rule=ActionDecision(effect=DENY, policy=p.id, reasons=(NO_MATCHING_RULE,)),
+            no_rule=no_rule,
             cross_tenant_uses_time=any(_reads_clock(c) for c in ct),
         )
     return CompiledKind(

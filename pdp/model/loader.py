@@ -94,17 +94,25 @@ _DATA_SUFFIXES = (".json", ".yaml", ".yml")
 
 def classify(path: str) -> str | None:
     """`data`, `schema`, `test`, `policy`, or None for files the loader does not read."""
-    p = PurePosixPath(path)
-    suffix = p.suffix.lower()
-    if "data" in p.parts[:-1] and suffix in _DATA_SUFFIXES:
+    parts = _parts(path)
+    name = parts[-1].lower() if parts else ""
+    dot = name.rfind(".")
+    suffix = name[dot:] if 0 < dot < len(name) - 1 else ""  # PurePosixPath's `suffix`
+    if "data" in parts[:-1] and suffix in _DATA_SUFFIXES:
         return "data"
-    if "schemas" in p.parts[:-1] and suffix == ".json":
+    if "schemas" in parts[:-1] and suffix == ".json":
         return "schema"
-    if p.name.lower().endswith(("_test.yaml", "_test.yml")):
+    if name.endswith(("_test.yaml", "_test.yml")):
         return "test"
     if suffix in _YAML_SUFFIXES:
         return "policy"
     return None
+
+
+def _parts(path: str) -> list[str]:
+    """`PurePosixPath(path).parts` of a relative path, without building a path object (two
+    per file were ~7% of loading 10,000 files): empty and `.` components dropped."""
+    return [part for part in path.split("/") if part and part != "."]
 
 
 def load_policy_dir(path: str | Path) -> PolicySource:
@@ -143,7 +151,7 @@ def _load_policy_files(files: Mapping[str, bytes]) -> PolicySource:
         if kind is None:
             continue
         ctx = FileContext(path, errors)
-        if path.startswith("/") or ".." in PurePosixPath(path).parts or "\\" in path:
+        if path.startswith("/") or ".." in _parts(path) or "\\" in path:
             ctx.error(f"`{path}` is not a relative posix path")
             continue
         loader.files[path] = files[path]
