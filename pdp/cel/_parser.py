@@ -124,6 +124,11 @@ class _Parser:
         c = self.src[pos : pos + 1]
         if c not in _SKIP_START:  # most calls: no regex needed
             return c
+        if c == " ":  # the usual separator: one space, then a token
+            nxt = self.src[pos + 1 : pos + 2]
+            if nxt not in _SKIP_START:
+                self.pos = pos + 1
+                return nxt
         m = _SKIP.match(self.src, pos)
         pos = self.pos = m.end()  # type: ignore[union-attr]  # the pattern matches ""
         return self.src[pos : pos + 1]
