@@ -26,8 +26,10 @@ def bulk() -> Iterator[None]:
     """Pause the cyclic GC for a bulk build; its survivors go to the oldest generation unseen.
 
     Nested uses, and a caller's own `gc.disable()`, are left as they were: only the use that
-    found the collector running promotes and resumes it. Objects someone froze on purpose
-    (`gc.freeze()`, e.g. before a fork) stay frozen: then nothing is promoted.
+    found the collector running promotes and resumes it. Objects someone froze on purpose stay
+    frozen: then nothing is promoted (and resuming starts the young collection as before).
+    `pdp serve` freezes its heap at each engine swap (`pdp.cli.serve._HeapSettler`), so only
+    its first load and compile promote; a reload's objects are its next swap's to settle.
     """
     was_enabled = gc.isenabled()
     gc.disable()
