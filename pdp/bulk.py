@@ -6,7 +6,8 @@ garbage cycles to speak of. With the collector running, each full pass rescans e
 built so far; with it merely paused, the first allocation after it resumes starts a young
 collection over all of it (~0.3 s at 10,000 policies), and two more passes over the same
 objects follow as they age into the middle and then the oldest generation (~1.5 s more, spent
-on whatever runs next: a server's first requests). None of them frees anything.
+on whatever runs next, unless it freezes the heap first as `pdp serve` does). None of them
+frees anything.
 
 So `bulk()` pauses the collector and, at the end, moves every tracked object straight into
 the oldest generation (`gc.freeze()` then `gc.unfreeze()`: two list splices, no scan). They
