@@ -118,8 +118,8 @@ if _CParser is not None:
             # matched against the implicit patterns; any other scalar is a string.
             if kind is not ScalarNode:
                 return SEQ if kind is SequenceNode else MAP
-            if not implicit[0]:
-                return STR
+            if not implicit[0] or value[:1] not in _IMPLICIT_FIRST:
+                return STR  # quoted, or no implicit pattern starts with its first character
             tag = _RESOLVED.get(value)
             if tag is None:
                 tag = super().resolve(kind, value, implicit)
@@ -129,6 +129,7 @@ if _CParser is not None:
             return tag
 
     _RESOLVED: dict[str, str] = {}  # a plain scalar's tag by its text
+    _IMPLICIT_FIRST = frozenset(_CoreResolver.yaml_implicit_resolvers)  # first characters
     _RESOLVED_MAX = 4096
 
 

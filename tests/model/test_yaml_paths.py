@@ -17,6 +17,7 @@ TEXTS = [
     "a: !!str 1\nb: !!int '2'\nc: !custom 3\nd: ! 4\ne: !!map {x: 1}\nf: !!seq [1]\n",
     "- 1\n- [2, '2', 2.0, {three: 3}]\n- {? complex : key}\n- - nested\n  - 1_000\n",
     "plain text with: colon inside\n",
+    "a: tenant\nb: nullish\nc: Falsey\nd: 1x\ne: -x\nf: .x\ng: ~x\nh: +\ni: _1\nj: é\n",
     "k: 1e5\nl: 1E-5\nm: .NaN\nn: -.Inf\no: 1.\np: .5\nq: 12:30\nr: 2024-01-01\n",
 ]
 
