@@ -400,3 +400,12 @@ def test_every_error_of_every_file_in_one_raise() -> None:
         }
     )
     assert [e.split(":")[0] for e in found] == ["a.yaml", "b.yaml", "c/g.yaml", "t_test.yaml"]
+
+
+def test_paths_that_are_not_relative_posix_paths_are_refused() -> None:
+    good = policy()
+    bad = ["/abs/p.yaml", "a/../p.yaml", "../p.yaml", "a\\p.yaml", "./../x/p.yaml"]
+    got = errors({path: good for path in bad})
+    assert got == [f"{p}:1:1: `{p}` is not a relative posix path" for p in sorted(bad)]
+    # `.` components and doubled slashes are still relative paths inside the tree.
+    assert load_policy_files({"./a//p.yaml": good.encode(), "common.yaml": DEFS.encode()})
