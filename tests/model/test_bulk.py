@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
+
+import pytest
 
 from pdp.bulk import bulk
+
+
+@pytest.fixture(autouse=True)
+def _thawed() -> Iterator[None]:
+    # Another test in this process may have left its heap frozen (an in-process `pdp serve`
+    # freezes at each engine swap); then `bulk()` rightly promotes nothing.
+    gc.unfreeze()
+    yield
 
 
 class _Obj:
