@@ -8,13 +8,17 @@ merely paused, the first allocation after it resumes starts a young collection o
 the middle and then the oldest generation (~1.5 s more, on whatever runs next). None of them
 frees anything.
 
-So `bulk()` pauses the collector and, when the build succeeds, moves every tracked object out
-of the young generations without a scan: into the oldest generation (`gc.freeze()` then
-`gc.unfreeze()`: two list splices), where a garbage cycle among them is still found by the
-next full collection; or, when the heap is frozen already (`pdp serve` freezes what it
-imported before its policies load, and its heap at each engine swap), into the frozen set with
-the rest, for whoever froze it to thaw (serve's next swap unfreezes and collects). A build
-that raises (policy errors) leaves its objects young, for the usual passes to free.
+So `bulk()` pauses the collector and, when the build succeeds, moves every tracked object
+straight into the oldest generation (`gc.freeze()` then `gc.unfreeze()`: two list splices, no
+scan). They are still collected as usual: a garbage cycle among them is found by the next full
+collection, not lost. A build that raises (policy errors) leaves its objects young, for the
+usual passes to free.
+
+A heap someone froze on purpose is left as it is (unfreezing would thaw it): then the build's
+objects stay young too. `pdp serve` freezes what it imported before its policies load
+(`resume_gc`), so its load and compile still pay the young passes. Joining the frozen set
+instead would keep the cycles of a set nobody swaps in (the supervisor verifies reloads and
+keeps no engine) frozen for good.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from contextlib import contextmanager
 
 @contextmanager
 def bulk() -> Iterator[None]:
-    """Pause the cyclic GC for a bulk build; what it built leaves the young generations unseen.
+    """Pause the cyclic GC for a bulk build; what it built goes to the oldest generation unseen.
 
     Nested uses, and a caller's own `gc.disable()`, are left as they were: only the use that
-    found the collector running settles the build and resumes it.
+    found the collector running promotes and resumes it.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -39,14 +43,7 @@ def bulk() -> Iterator[None]:
         built = True
     finally:
         if was_enabled:
-            if built:
-                _settle()
+            if built and gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
-
-
-def _settle() -> None:
-    if gc.get_freeze_count():
-        gc.freeze()  # join the frozen heap; unfreezing here would thaw what someone froze
-    else:
-        gc.freeze()
-        gc.unfreeze()  # into the oldest generation
