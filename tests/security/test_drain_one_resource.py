@@ -54,13 +54,20 @@ def test_a_call_inside_one_heavy_resource_answers_unavailable_at_the_end_of_the_
     # A kind no policy governs: denied at once, without a rule.
     quick = {"kind": "memo", "id": "m-1", "tenant": "acme", "actions": ["read"]}
     marker = request_to_proto(ALICE, [quick], None).SerializeToString()
-    with pdp_serve(*serve_args(policies, port, tmp_path, "--grace", "2")) as served:
+    flags = ["--grace", "2", "--workers", "1"]
+    with pdp_serve(*serve_args(policies, port, tmp_path, *flags)) as served:
         wait_serving(port, served)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             check = ch.unary_unary(CHECK)
+            idle = _cpu_seconds(served.proc.pid)
             slow = check.future(body, timeout=300)
-            # Sent after the slow call on the same connection: once it is answered, the
-            # server has taken the slow call from the transport (test_drain.py).
+            # The event: the server is deciding it (half a second of CPU). Only then the
+            # marker, or the native transport may take both in one batch, decided in order:
+            # the marker answered after the slow call's 15 s, and the SIGTERM too late.
+            end = time.monotonic() + 120
+            while _cpu_seconds(served.proc.pid) < idle + 0.5:
+                assert time.monotonic() < end and not slow.done(), served.output()
+                time.sleep(0.05)
             answered = pb.CheckResponse.FromString(check(marker, timeout=120))
             served.proc.send_signal(signal.SIGTERM)
             err = slow.exception(timeout=300)
