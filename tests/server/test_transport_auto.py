@@ -24,9 +24,19 @@ WITHOUT_EXTENSION = (
     "from pdp.cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
+# An extension built by an older checkout (an editable install not rebuilt after a pull): one
+# the Python side calls a function of that it lacks.
+WITH_STALE_EXTENSION = (
+    "import sys, types; import pdp.server.native as package; "
+    "from pdp.server.native import _h2; stale = types.ModuleType(_h2.__name__); "
+    "stale.__dict__.update({k: v for k, v in vars(_h2).items() if k != 'reply'}); "
+    "sys.modules[_h2.__name__] = package._h2 = stale; "
+    "from pdp.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
 
-def _print_config(*args: str, without_extension: bool = False) -> str:
-    command = ["-c", WITHOUT_EXTENSION, "serve"] if without_extension else ["-m", "pdp.cli.main", "serve"]  # fmt: skip
+
+def _print_config(*args: str, without_extension: bool = False, run: str = WITHOUT_EXTENSION) -> str:
+    command = ["-c", run, "serve"] if without_extension else ["-m", "pdp.cli.main", "serve"]
     done = subprocess.run(
         [sys.executable, *command, *args, "--print-config"],
         capture_output=True,
@@ -77,6 +87,16 @@ def test_native_asked_for_without_the_extension_is_refused_by_name(policy_dir: P
     )
     assert done.returncode == 2, done.stderr
     assert "--transport native: the native transport is not built" in done.stderr, done.stderr
+
+
+def test_a_stale_extension_is_not_used_and_says_to_rebuild(policy_dir: Path) -> None:
+    config = _print_config(
+        "--policies", str(policy_dir), without_extension=True, run=WITH_STALE_EXTENSION
+    )
+    transport = _line(config, "transport")
+    assert transport.startswith('transport: "grpcio"'), transport
+    assert "older than this pdp (it lacks reply)" in transport, transport
+    assert "make native" in transport, transport
 
 
 def test_an_explicit_transport_is_kept(policy_dir: Path) -> None:

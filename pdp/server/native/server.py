@@ -92,6 +92,14 @@ _TAKE_WAIT_S = 0.25
 Reply = bytes | tuple[int, str, str | None]
 
 
+# What this Python side calls. An editable checkout keeps the extension it last built, which a
+# newer checkout's Python may outgrow: refused at start, not by decision threads dying later.
+_CALLS = (
+    "active", "answer", "call_id", "drain", "outstanding", "reply", "serve_streams", "start",
+    "stop", "stream_finish", "stream_send", "stream_take", "take", "use_tls",
+)  # fmt: skip
+
+
 def load_extension() -> Any:
     """The C extension, or ImportError saying how to get it."""
     try:
@@ -102,6 +110,11 @@ def load_extension() -> Any:
             "compiler when pdp is installed (`make` installs them; then `pip install -e .` "
             f"again) ({exc})"
         ) from exc
+    if missing := [name for name in _CALLS if not hasattr(_h2, name)]:
+        raise ImportError(
+            "the native transport's extension is older than this pdp (it lacks "
+            f"{', '.join(missing)}): rebuild it (`make native`, or `pip install -e .` again)"
+        )
     return _h2
 
 
