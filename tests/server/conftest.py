@@ -7,7 +7,7 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,6 +15,9 @@ from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.model.decision import BundleInfo
 from pdp.model.loader import load_policy_dir
 from pdp.server import PdpServer, ServerConfig, build_server
+
+if TYPE_CHECKING:
+    from pdp.server.native.server import NativeServer
 
 POLICIES = {
     "common.yaml": """
@@ -93,6 +96,21 @@ def running(
     holder: EngineHolder, config: ServerConfig | None = None, **kw: Any
 ) -> Iterator[PdpServer]:
     server = build_server(holder, config or ServerConfig(listen=("127.0.0.1:0",)), **kw)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(0)
+
+
+@contextmanager
+def running_native(
+    holder: EngineHolder, config: ServerConfig | None = None, **kw: Any
+) -> Iterator[NativeServer]:
+    """`running`'s twin on the native transport (pdp.server.native.server)."""
+    from pdp.server.native.server import NativeServer
+
+    server = NativeServer(holder, config or ServerConfig(listen=("127.0.0.1:0",)), **kw)
     server.start()
     try:
         yield server

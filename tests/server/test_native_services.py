@@ -35,6 +35,7 @@ from pdp.server.hooks import CheckObservation
 from tests.gateway.test_servicer import KEYS, _policy_dir, _request, _token
 from tests.limits.conftest import LIMITED
 
+from .conftest import running, running_native
 from .test_server import grpcurl_binary
 
 pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
@@ -81,13 +82,9 @@ def native(policies: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     holder, recorder = _holder(policies), Recorder()
     sock = tmp_path_factory.mktemp("sock") / "native.sock"
     config = ServerConfig(listen=("127.0.0.1:0", "127.0.0.1:0"), unix=(str(sock),), threads=2)
-    server = NativeServer(holder, config, extra_services=_extra(holder, recorder))
-    server.recorder = recorder  # type: ignore[attr-defined]
-    server.start()
-    try:
+    with running_native(holder, config, extra_services=_extra(holder, recorder)) as server:
+        server.recorder = recorder  # type: ignore[attr-defined]
         yield server
-    finally:
-        server.stop(0)
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +92,9 @@ def grpcio(policies: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     holder, recorder = _holder(policies), Recorder()
     sock = tmp_path_factory.mktemp("sock") / "grpcio.sock"
     config = ServerConfig(listen=("127.0.0.1:0",), unix=(str(sock),))
-    server = build_server(holder, config, extra_services=_extra(holder, recorder))
-    server.recorder = recorder  # type: ignore[attr-defined]
-    server.start()
-    try:
+    with running(holder, config, extra_services=_extra(holder, recorder)) as server:
+        server.recorder = recorder  # type: ignore[attr-defined]
         yield server
-    finally:
-        server.stop(0)
 
 
 def _authz(target: str, request: ext.CheckRequest | bytes) -> tuple[Any, ...]:

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from security.native_h2 import HEADERS, raw_call
 
 from pdp.engine import Engine, EngineHolder
-from pdp.server import PdpServer, ServerConfig
+from pdp.server import PdpServer
 
-from .conftest import running
+from .conftest import running, running_native
 from .test_server import grpcurl_binary
 
 pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
@@ -45,12 +45,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @pytest.fixture(scope="module")
 def native(engine: Engine) -> Iterator[NativeServer]:
-    server = NativeServer(EngineHolder(engine), ServerConfig(listen=("127.0.0.1:0",)))
-    server.start()
-    try:
+    with running_native(EngineHolder(engine)) as server:
         yield server
-    finally:
-        server.stop(0)
 
 
 @pytest.fixture(scope="module")

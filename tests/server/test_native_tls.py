@@ -34,7 +34,7 @@ from pdp.server import ServerConfig, TlsConfig
 from pdp.server.service import CHECK_RPC
 
 from .certs import CA, Pair
-from .conftest import ALICE, DOC, running
+from .conftest import ALICE, DOC, running, running_native
 from .test_server import Recorder, grpcurl_binary
 
 pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
@@ -104,12 +104,8 @@ def native(
     engine: Engine, tls: TlsConfig, observer: Any = None, **kw: Any
 ) -> Iterator[NativeServer]:
     config = ServerConfig(listen=("127.0.0.1:0",), tls=tls, **kw)
-    server = NativeServer(EngineHolder(engine), config, observer)
-    server.start()
-    try:
+    with running_native(EngineHolder(engine), config, observer=observer) as server:
         yield server
-    finally:
-        server.stop(0)
 
 
 @contextmanager

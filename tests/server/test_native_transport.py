@@ -32,7 +32,7 @@ from pdp.server import PdpServer, ServerConfig
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 from pdp.server.service import CHECK_RPC
 
-from .conftest import ALICE, BUNDLE, DOC, OTHER_DOC, running, write_policies
+from .conftest import ALICE, BUNDLE, DOC, OTHER_DOC, running, running_native, write_policies
 from .test_server import grpcurl_binary
 
 pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
@@ -54,12 +54,8 @@ def native(engine_heavy: Engine) -> Iterator[NativeServer]:
     # One decision thread: test_calls_of_a_vanished_client_are_not_decided queues calls behind
     # a slow one (several threads: tests/security/test_native_threads.py).
     config = ServerConfig(listen=("127.0.0.1:0",), threads=1)
-    server = NativeServer(EngineHolder(engine_heavy), config)
-    server.start()
-    try:
+    with running_native(EngineHolder(engine_heavy), config) as server:
         yield server
-    finally:
-        server.stop(0)
 
 
 @pytest.fixture(scope="module")
