@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -72,7 +73,8 @@ def listeners(workers: int) -> Iterator[tuple[int, int]]:
         other.accept()
         yield port, proc.pid
     finally:
-        subprocess.run(["pkill", "-s", str(proc.pid)], check=False)
+        with contextlib.suppress(ProcessLookupError):  # its own session: the leader's group
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
         other.close()
 

@@ -150,8 +150,12 @@ def test_workers_must_be_a_count_or_auto() -> None:
 
 
 def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    """From /proc, not `pgrep`: procps is not on a minimal Debian machine."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            children += [int(p) for p in (task / "children").read_text().split()]
+    return children
 
 
 def _decide(port: int) -> int:
