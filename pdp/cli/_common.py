@@ -14,10 +14,13 @@ from pdp.model.loader import load_policy_dir
 from pdp.model.policy import PolicySource
 
 
-def load_and_compile(directory: str | Path) -> tuple[PolicySource, PolicySet]:
-    """Load and compile; raises PolicyErrors with every problem, loader's and compiler's."""
+def load_and_compile(
+    directory: str | Path, *, tests: bool = True
+) -> tuple[PolicySource, PolicySet]:
+    """Load and compile; raises PolicyErrors with every problem, loader's and compiler's.
+    `tests=False`: without the test suites (`load_policy_dir`)."""
     try:
-        source = load_policy_dir(directory)
+        source = load_policy_dir(directory, tests=tests)
     except PolicyErrors as exc:
         if not isinstance(exc.partial, PolicySource):
             raise

@@ -366,7 +366,9 @@ def _load_policy_dir(directory: str):  # -> Engine; raises PolicyErrors, OSError
     # Decisions name the git revision of the directory, as a bundle's would: git runs while
     # the policies load.
     bundle_info = start_directory_bundle_info(directory)
-    source, policy_set = load_and_compile(directory)
+    # Without its test suites: nothing here runs them (`--watch` does, through its own load),
+    # and a broken test file does not stop the policies being served, as in Cerbos's server.
+    source, policy_set = load_and_compile(directory, tests=False)
     # A directory served directly gets the validator's verdict a bundle gets when it is built:
     # its errors refuse the set, its warnings are logged.
     if errors := validator_errors(source):
