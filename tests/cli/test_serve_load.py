@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pdp.cel import _ast
 from pdp.cli import serve
 from pdp.cli._common import load_and_compile
 from pdp.cli.main import main
@@ -60,3 +61,24 @@ def test_the_checking_verbs_still_read_and_report_the_test_files(
 
 def _args(directory: Path) -> argparse.Namespace:
     return argparse.Namespace(policies=str(directory), bundle=None, watch=False)
+
+
+def test_a_load_parses_each_cel_source_once_and_changes_no_tree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiler and the validator read the same trees (`pdp.cel.shared_parses`), and
+    neither changes one: each tree is still what a fresh parse of its source gives."""
+    trees: dict[str, list[_ast.Node]] = {}
+    parse = _ast._parse
+
+    def counted(source: str) -> _ast.Node:
+        tree = parse(source)
+        trees.setdefault(source, []).append(tree)
+        return tree
+
+    monkeypatch.setattr(_ast, "_parse", counted)
+    serve._load_policy_dir(str(EXAMPLES))
+    assert len(trees) > 40  # the example policies' expressions and variables
+    assert {s: len(t) for s, t in trees.items() if len(t) > 1} == {}
+    monkeypatch.setattr(_ast, "_parse", parse)
+    assert all(t == [_ast.parse(s)] for s, t in trees.items())
