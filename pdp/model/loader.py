@@ -61,12 +61,11 @@ from pdp.model.policy import (
     Rule,
     Schema,
     SchemaRefs,
-    TestSuite,
 )
-from pdp.model.schema import load_schema
 
 if TYPE_CHECKING:
     from pdp.model._suite import ExpectRef
+    from pdp.model.testsuite import TestSuite
 
 __all__ = [
     "MAX_DEPTH",
@@ -255,6 +254,8 @@ class _Loader:
         if name in self.schemas:
             ctx.error(f"duplicate schema name `{name}` (also `{self.schemas[name].file}`)")
             return
+        from pdp.model.schema import load_schema  # with fastjsonschema: only for schemas
+
         schema = load_schema(ctx, text)
         if schema is None:
             self.broken_schemas.add(name)  # reported where it is; not again where it is used

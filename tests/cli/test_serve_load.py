@@ -4,7 +4,10 @@ path), in process: the decisions are what a server makes, without a server to st
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,54 @@ def test_a_load_parses_each_cel_source_once_and_changes_no_tree(
     assert {s: len(t) for s, t in trees.items() if len(t) > 1} == {}
     monkeypatch.setattr(_ast, "_parse", parse)
     assert all(t == [_ast.parse(s)] for s, t in trees.items())
+
+
+# Run as `python -c PROBE DIR...`: each directory loaded as `pdp serve --policies` loads it and
+# decided once, then the modules imported so far, as JSON, one line per directory.
+PROBE = """
+import json, sys
+from pdp.cli import serve
+from pdp.model.request import parse_check_request
+request = {"principal": {"id": "p", "tenant": "t", "roles": ["user"]}, "resources": [
+    {"kind": "document", "id": "d", "tenant": "t", "actions": ["read"]}]}
+for directory in sys.argv[1:]:
+    serve._load_policy_dir(directory).check(parse_check_request(request))
+    print(json.dumps(sorted(sys.modules)))
+"""
+# Imported only where a policy set (or a request) needs it: test suites (never, serving a
+# directory), attribute schemas, `matches`, a named time zone, a hashed rate-limit key, a
+# misspelt name.
+NEVER = ("pdp.engine.suites", "pdp.model._suite", "pdp.model.testsuite", "re2", "zoneinfo")
+NEVER += ("hashlib", "difflib")
+WITH_SCHEMAS = ("fastjsonschema", "pdp.engine.schemas", "pdp.model.schema")
+
+
+def test_a_served_directory_imports_only_what_its_policies_use(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "document.yaml").write_text(DOCUMENT)
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, str(plain), str(EXAMPLES)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    without, examples = (set(json.loads(line)) for line in probe.stdout.splitlines())
+    assert "pdp.engine.engine" in without and "yaml" in without  # the probe's own trace
+    assert without.isdisjoint(NEVER + WITH_SCHEMAS), sorted(without & {*NEVER, *WITH_SCHEMAS})
+    assert examples.isdisjoint(NEVER), sorted(examples & set(NEVER))
+    assert set(WITH_SCHEMAS) <= examples  # what the first check looks for is named right
+
+
+DOCUMENT = """\
+apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {id: documents}
+spec:
+  resource: document
+  tenancy: global
+  actions: {read: {}}
+  rules:
+    - {id: readers, actions: [read], effect: allow, roles: [user], condition: "R.attr.open == true"}
+"""
