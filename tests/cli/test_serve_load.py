@@ -9,10 +9,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pdp.cel import _ast
+from pdp.cel import _ast, _checker
+from pdp.cel._checker import TypeEnv
 from pdp.cli import serve
 from pdp.cli._common import load_and_compile
 from pdp.cli.main import main
@@ -85,6 +87,32 @@ def test_a_load_parses_each_cel_source_once_and_changes_no_tree(
     assert {s: len(t) for s, t in trees.items() if len(t) > 1} == {}
     monkeypatch.setattr(_ast, "_parse", parse)
     assert all(t == [_ast.parse(s)] for s, t in trees.items())
+
+
+def test_the_validator_builds_each_environments_roots_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The activation's types (`TypeEnv.roots`) are built once per environment, not once per
+    expression and variable checked in it."""
+    built: list[TypeEnv] = []  # kept alive: their ids are not reused
+    build = TypeEnv._build_roots
+
+    def counted(env: TypeEnv) -> dict[str, Any]:
+        built.append(env)
+        return build(env)
+
+    monkeypatch.setattr(TypeEnv, "_build_roots", counted)
+    checkers: list[int] = []
+    init = _checker._Checker.__init__
+
+    def counted_init(checker: Any, env: TypeEnv, variable: str | None) -> None:
+        checkers.append(id(env))
+        init(checker, env, variable)
+
+    monkeypatch.setattr(_checker._Checker, "__init__", counted_init)
+    serve._load_policy_dir(str(EXAMPLES))
+    assert len(checkers) > 2 * len(built) > 0  # many checkers per environment
+    assert len({id(env) for env in built}) == len(built)
 
 
 # Run as `python -c PROBE DIR...`: each directory loaded as `pdp serve --policies` loads it and
