@@ -19,6 +19,7 @@ from pdp.cli import serve
 from pdp.cli._common import load_and_compile
 from pdp.cli.main import main
 from pdp.engine import EngineHolder, run_test_suites
+from pdp.model._yaml import FileContext
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -113,6 +114,27 @@ def test_the_validator_builds_each_environments_roots_once(
     serve._load_policy_dir(str(EXAMPLES))
     assert len(checkers) > 2 * len(built) > 0  # many checkers per environment
     assert len({id(env) for env in built}) == len(built)
+
+
+def test_a_valid_schema_is_read_as_json_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schema file is composed as YAML too only to place an error in it: the examples'
+    nine, all valid, are not."""
+    from pdp.model import schema
+
+    composed: list[str] = []
+    parse = schema.parse_yaml
+
+    def counted(ctx: Any, text: str) -> Any:
+        composed.append(ctx.file)
+        return parse(ctx, text)
+
+    monkeypatch.setattr(schema, "parse_yaml", counted)
+    serve._load_policy_dir(str(EXAMPLES))
+    assert composed == []
+    bad = FileContext("schemas/bad.json", [])
+    assert schema.load_schema(bad, '{\n  "type": "array"\n}') is None
+    assert composed == ["schemas/bad.json"]
+    assert [str(e.location) for e in bad.errors] == ["schemas/bad.json:2:11"]
 
 
 # Run as `python -c PROBE DIR...`: each directory loaded as `pdp serve --policies` loads it and
