@@ -21,8 +21,8 @@ from pdp.engine import Engine
 from pdp.engine.suites import iter_case_requests
 from pdp.errors import BundleError, PolicyErrors, RequestError
 from pdp.model.decision import ActionDecision, BundleInfo
-from pdp.model.policy import TestSuite
 from pdp.model.request import CheckRequest, parse_check_request
+from pdp.model.testsuite import TestSuite
 
 from .build import collect_files
 from .load import bundle_info, compile_files

@@ -47,21 +47,22 @@ class GitInfo:
 
 
 class PendingGitInfo:
-    """The three git commands `git_info` runs, started at once and side by side: a server on
+    """The two git commands `git_info` runs, started at once and side by side: a server on
     a policy directory starts them before it loads the policies and reads them after, so the
     ~20-60 ms git takes here (three processes in a row) overlap the loading instead of
-    following it (bench/RESULTS.md, session 23)."""
+    following it (bench/RESULTS.md, session 23). Two, not three: each start costs the server
+    a fork (~1-2 ms of its start-up CPU), and one `log` gives the revision and its time."""
 
     def __init__(self, directory: Path) -> None:
         self._deadline = time.monotonic() + GIT_TIMEOUT_SECONDS
         self._procs = [
-            _start(directory, "rev-parse", "HEAD"),
+            _start(directory, "log", "-1", "--format=%H %ct", "HEAD"),
             _start(directory, "status", "--porcelain", "--", "."),
-            _start(directory, "log", "-1", "--format=%ct", "HEAD"),
         ]
 
     def result(self) -> GitInfo:
-        revision, status, commit_time = (_output(p, self._deadline) for p in self._procs)
+        head, status = (_output(p, self._deadline) for p in self._procs)
+        revision, _, commit_time = (head or "").partition(" ")
         if not revision:
             return GitInfo("", False, None)
         return GitInfo(

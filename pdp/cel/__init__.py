@@ -23,6 +23,7 @@ or, in a long comprehension range, before its next stride of iterations.
 """
 
 from pdp.cel._api import CelEnv, CompiledCel, batch, compile_cel, compile_cel_bool
+from pdp.cel._ast import shared_parses
 from pdp.cel._budget import NEVER, STOP_AT, Deadline, Interrupted
 from pdp.cel._checker import (
     NOT_CONST,
@@ -63,6 +64,7 @@ __all__ = [
     "may_be",
     "may_be_list_of",
     "names_used",
+    "shared_parses",
     "type_from_schema",
     "untyped_attributes",
 ]

@@ -141,13 +141,15 @@ def batch() -> Iterator[None]:
 
     Policies repeat conditions (`R.attr.owner == P.id`); one that reads no constant,
     variable or data is the same function in every policy, so the batch keeps one compiled
-    object per source (an immutable value, shared) until the outermost batch ends.
+    object per source (an immutable value, shared) until the outermost batch ends. Each
+    source is parsed once (`_ast.shared_parses`): the policies importing a variable share
+    its tree.
     """
     outer = _batch.compiled
     if outer is None:
         _batch.compiled = {}
     try:
-        with bulk():
+        with bulk(), _ast.shared_parses():
             yield
     finally:
         _batch.compiled = outer

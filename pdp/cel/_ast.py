@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +142,40 @@ _FAST_MAX_LEN = 10_000
 
 
 def parse(source: str) -> Node:
+    """The tree of `source`; within `shared_parses()`, the one tree of each source (its
+    readers, the compiler and the checker, never change a tree)."""
+    trees = _shared.trees
+    if trees is None:
+        return _parse(source)
+    tree = trees.get(source)
+    if tree is None:
+        tree = trees[source] = _parse(source)  # an error is raised afresh each time
+    return tree
+
+
+class _Shared(threading.local):
+    # Within `shared_parses()` on this thread: the tree of each source parsed; else None.
+    trees: dict[str, Node] | None = None
+
+
+_shared = _Shared()
+
+
+@contextmanager
+def shared_parses() -> Iterator[None]:
+    """Parse each CEL source once until the outermost block ends. Loading a policy set parses
+    each expression in the compiler and again in the validator, and each variable again for
+    every policy that imports it: 326 parses of 56 sources for the example policies."""
+    outer = _shared.trees
+    if outer is None:
+        _shared.trees = {}
+    try:
+        yield
+    finally:
+        _shared.trees = outer
+
+
+def _parse(source: str) -> Node:
     if len(source) <= _FAST_MAX_LEN:
         try:
             return parse_fast(source)

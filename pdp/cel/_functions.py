@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from pdp.cel import _time
@@ -100,6 +99,8 @@ def _fmt_double(v: float) -> str:
         return "+Inf" if v > 0 else "-Inf"
     if v == 0.0:
         return "-0" if math.copysign(1.0, v) < 0 else "0"
+    from decimal import Decimal  # only for `string(double)`
+
     sign, digits, exponent = Decimal(repr(v)).normalize().as_tuple()
     ds = "".join(map(str, digits))
     exp10 = len(ds) + int(exponent) - 1

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import math
 import time
-from functools import lru_cache
-from typing import Any
-
-import re2
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
 
 from pdp.cel._budget import (
     CHARS_PER_ITERATION,
@@ -34,6 +32,9 @@ from pdp.cel._budget import (
     over_budget,
 )
 from pdp.cel._values import fail, no_overload
+
+if TYPE_CHECKING:
+    import re2
 
 # The most instructions a compiled pattern may have. `\p{L}` is ~1,200 and an e-mail pattern
 # a few dozen; `a.{999}b.{999}c` (~16,000) took about a second over a 64 KiB string.
@@ -50,7 +51,10 @@ MAX_SCAN_COST = 20_000_000
 _MAX_MEM = 200 << 10
 
 
+@cache
 def _options() -> re2.Options:
+    import re2
+
     options = re2.Options()
     # RE2 logs every refused pattern to stderr by default: a caller sending bad dynamic
     # patterns would write the server's log for it.
@@ -61,7 +65,6 @@ def _options() -> re2.Options:
     return options
 
 
-_OPTIONS = _options()
 # Up to here no string needs measuring in bytes: a character is at most 4 UTF-8 bytes.
 _MAX_SCAN_ASCII = MAX_SCAN_COST // 4
 _TOO_LARGE = (
@@ -79,8 +82,10 @@ class Regex:
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
+        import re2  # ~2 ms to import: only for a policy set or a request with a `matches`
+
         try:
-            compiled = re2.compile(pattern, _OPTIONS)
+            compiled = re2.compile(pattern, _options())
         except re2.error as e:
             reason = _reason(e)
             if reason.startswith("pattern too large"):

@@ -10,7 +10,6 @@ import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pdp.cel._values import CelUint, fail, no_overload
 
@@ -144,6 +143,8 @@ def zone(name: str) -> tzinfo:
     if m:
         sign = -1 if m.group(1) == "-" else 1
         return timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3))))
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only for a named zone
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):

@@ -5,19 +5,26 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pdp.engine import PolicySet, SuiteCheck, compile_policy_set
+from pdp.engine import PolicySet, compile_policy_set
 from pdp.errors import PolicyError, PolicyErrors
 from pdp.model.decision import BundleInfo
 from pdp.model.findings import Finding
 from pdp.model.loader import load_policy_dir
 from pdp.model.policy import PolicySource
 
+if TYPE_CHECKING:
+    from pdp.engine import SuiteCheck
 
-def load_and_compile(directory: str | Path) -> tuple[PolicySource, PolicySet]:
-    """Load and compile; raises PolicyErrors with every problem, loader's and compiler's."""
+
+def load_and_compile(
+    directory: str | Path, *, tests: bool = True
+) -> tuple[PolicySource, PolicySet]:
+    """Load and compile; raises PolicyErrors with every problem, loader's and compiler's.
+    `tests=False`: without the test suites (`load_policy_dir`)."""
     try:
-        source = load_policy_dir(directory)
+        source = load_policy_dir(directory, tests=tests)
     except PolicyErrors as exc:
         if not isinstance(exc.partial, PolicySource):
             raise

@@ -357,6 +357,7 @@ Stopper = Callable[[], None]
 
 
 def _load_policy_dir(directory: str):  # -> Engine; raises PolicyErrors, OSError, ValueError
+    from pdp.cel import shared_parses
     from pdp.engine import Engine
     from pdp.errors import PolicyErrors
     from pdp.lint import validator_errors
@@ -366,11 +367,15 @@ def _load_policy_dir(directory: str):  # -> Engine; raises PolicyErrors, OSError
     # Decisions name the git revision of the directory, as a bundle's would: git runs while
     # the policies load.
     bundle_info = start_directory_bundle_info(directory)
-    source, policy_set = load_and_compile(directory)
-    # A directory served directly gets the validator's verdict a bundle gets when it is built:
-    # its errors refuse the set, its warnings are logged.
-    if errors := validator_errors(source):
-        raise PolicyErrors(errors)
+    with shared_parses():  # the validator reads the trees the compiler parsed
+        # Without its test suites: nothing here runs them (`--watch` does, through its own
+        # load), and a broken test file does not stop the policies being served, as in
+        # Cerbos's server.
+        source, policy_set = load_and_compile(directory, tests=False)
+        # A directory served directly gets the validator's verdict a bundle gets when it is
+        # built: its errors refuse the set, its warnings are logged.
+        if errors := validator_errors(source):
+            raise PolicyErrors(errors)
     return Engine(policy_set, bundle_info())
 
 

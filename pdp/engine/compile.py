@@ -36,7 +36,6 @@ from .compiled import (
     RuleRef,
 )
 from .limits import CompiledLimit
-from .schemas import compile_kind_schemas
 
 
 class _Errors:
@@ -467,6 +466,8 @@ def _kind_schemas(p: ResourcePolicy, schemas: Mapping[str, Any], errors: _Errors
     refs = p.schemas
     if refs is None:
         return None
+    from .schemas import compile_kind_schemas  # with fastjsonschema: only for schemas
+
     try:
         return compile_kind_schemas(
             (refs.principal, refs.resource, refs.context), schemas, refs.enforcement == "reject"

@@ -37,7 +37,6 @@ from .compiled import (
 )
 from .counters import Counters, MemoryCounters, Take
 from .limits import LIMITS_LOG, apply_limits
-from .schemas import SCHEMA_VIOLATION, SchemaViolation
 
 Clock = Callable[[], datetime]
 
@@ -317,6 +316,9 @@ class Engine:
         bad = kind.schemas.violation(request.principal, res.resource, context, index)
         if bad is None:
             return None
+        # Imported by a policy set with schemas (with fastjsonschema), not by every server.
+        from .schemas import SCHEMA_VIOLATION, SchemaViolation
+
         if kind.schemas.reject:
             raise SchemaViolation(bad.field, bad.message)
         return ActionDecision(

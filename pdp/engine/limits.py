@@ -9,7 +9,6 @@ limits fail closed like everything else. When the counter store itself fails, ea
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -88,6 +87,8 @@ def bucket_key(limit: CompiledLimit, value: Any) -> str:
     text = _value(value)
     if len(text) <= _KEY_SHOWN:
         return f"{head}:{text}"
+    import hashlib  # ~3 ms to import (OpenSSL): only for a key too long to show
+
     digest = hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
     return f"{head}#{digest}"
 

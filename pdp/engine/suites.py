@@ -10,8 +10,9 @@ from typing import Any
 
 from pdp.errors import RequestError
 from pdp.model.decision import ActionDecision, BundleInfo
-from pdp.model.policy import Expectation, PolicySource, TestCase, TestSuite
+from pdp.model.policy import PolicySource
 from pdp.model.request import CheckRequest, parse_check_request
+from pdp.model.testsuite import Expectation, TestCase, TestSuite
 
 from .compiled import PolicySet, RuleRef
 from .counters import MemoryCounters

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from pdp.cel import shared_parses
 from pdp.lint._report import Reporter
 from pdp.lint.codes import CODES
 from pdp.lint.structure import check_structure, check_usage
@@ -23,9 +24,10 @@ __all__ = ["CODES", "Finding", "analyze", "blocking", "validator_errors"]
 
 def analyze(source: PolicySource) -> list[Finding]:
     out = Reporter(source.files)
-    check_structure(source, out)
-    check_usage(source, out)
-    check_types(source, out)
+    with shared_parses():  # each expression is read by several checks, each variable per use
+        check_structure(source, out)
+        check_usage(source, out)
+        check_types(source, out)
     _unused_suppressions(source, out)
     return out.result()
 

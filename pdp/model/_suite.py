@@ -16,8 +16,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from pdp.errors import RequestError, SourceLocation
 from pdp.model._limits import parse_period
 from pdp.model._yaml import INT, Fields, FileContext, did_you_mean, is_str, to_json, type_name
-from pdp.model.policy import Expectation, TestCase, TestSuite
 from pdp.model.request import id_problem, parse_time
+from pdp.model.testsuite import Expectation, TestCase, TestSuite
 
 
 @dataclass(frozen=True, slots=True)

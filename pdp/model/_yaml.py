@@ -8,7 +8,6 @@ avoids YAML 1.1 surprises such as `country: NO` becoming `false` or `on:` becomi
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Iterable
@@ -415,6 +414,8 @@ def to_json(ctx: FileContext, node: Node) -> Any:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    import difflib  # only for a misspelt name
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean `{close[0]}`?)" if close else ""
 

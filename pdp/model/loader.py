@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from pdp.bulk import bulk
 from pdp.errors import PolicyError, PolicyErrors, SourceLocation
-from pdp.model import _suite
 from pdp.model._limits import load_limit_policy
 from pdp.model._values import (
     condition,
@@ -62,9 +61,11 @@ from pdp.model.policy import (
     Rule,
     Schema,
     SchemaRefs,
-    TestSuite,
 )
-from pdp.model.schema import load_schema
+
+if TYPE_CHECKING:
+    from pdp.model._suite import ExpectRef
+    from pdp.model.testsuite import TestSuite
 
 __all__ = [
     "MAX_DEPTH",
@@ -115,8 +116,12 @@ def _parts(path: str) -> list[str]:
     return [part for part in path.split("/") if part and part != "."]
 
 
-def load_policy_dir(path: str | Path) -> PolicySource:
-    """Load every policy, test and data file under `path` (hidden entries are skipped)."""
+def load_policy_dir(path: str | Path, *, tests: bool = True) -> PolicySource:
+    """Load every policy, test and data file under `path` (hidden entries are skipped).
+
+    With `tests=False` the `*_test.yaml` files are not read at all (`pdp serve --policies`,
+    which never runs them, as Cerbos's server ignores `_test` files): `test_suites` is empty
+    and a broken test file is no error."""
     root = Path(path)
     if not root.is_dir():
         raise PolicyErrors([PolicyError(f"`{path}` is not a directory")])
@@ -125,30 +130,32 @@ def load_policy_dir(path: str | Path) -> PolicySource:
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
-        if classify(rel.as_posix()) is None:
+        kind = classify(rel.as_posix())
+        if kind is None or (kind == "test" and not tests):
             continue
         with p.open("rb") as f:
             # One byte over the limit is enough for the size check to report it.
             files[rel.as_posix()] = f.read(MAX_FILE_BYTES + 1)
-    return load_policy_files(files)
+    return load_policy_files(files, tests=tests)
 
 
-def load_policy_files(files: Mapping[str, bytes]) -> PolicySource:
-    """Load `{relative posix path: content}`; raise `PolicyErrors` listing every problem."""
+def load_policy_files(files: Mapping[str, bytes], *, tests: bool = True) -> PolicySource:
+    """Load `{relative posix path: content}`; raise `PolicyErrors` listing every problem.
+    `tests=False` skips the test files (`load_policy_dir`)."""
     # Loading builds many long-lived objects (YAML nodes, policy values) and no garbage
     # cycles to speak of: GC passes over them were ~10% of loading 10,000 files (`pdp.bulk`).
     with bulk():
-        return _load_policy_files(files)
+        return _load_policy_files(files, tests)
 
 
-def _load_policy_files(files: Mapping[str, bytes]) -> PolicySource:
+def _load_policy_files(files: Mapping[str, bytes], tests: bool) -> PolicySource:
     errors: list[PolicyError] = []
     loader = _Loader(errors)
     if len(files) > MAX_FILES:
         raise PolicyErrors([PolicyError(f"more than {MAX_FILES} files")])
     for path in sorted(files):
         kind = classify(path)
-        if kind is None:
+        if kind is None or (kind == "test" and not tests):
             continue
         ctx = FileContext(path, errors)
         if path.startswith("/") or ".." in _parts(path) or "\\" in path:
@@ -194,7 +201,7 @@ class _Loader:
         self.limit_policies: list[tuple[LimitPolicy, _Refs]] = []
         self.definitions: list[Definitions] = []
         self.suites: list[TestSuite] = []
-        self.expectations: list[_suite.ExpectRef] = []
+        self.expectations: list[ExpectRef] = []
         self.data: dict[str, Any] = {}
         self.data_files: dict[str, str] = {}
         self.route_mapping: dict[str, Any] | None = None
@@ -247,6 +254,8 @@ class _Loader:
         if name in self.schemas:
             ctx.error(f"duplicate schema name `{name}` (also `{self.schemas[name].file}`)")
             return
+        from pdp.model.schema import load_schema  # with fastjsonschema: only for schemas
+
         schema = load_schema(ctx, text)
         if schema is None:
             self.broken_schemas.add(name)  # reported where it is; not again where it is used
@@ -324,7 +333,9 @@ class _Loader:
         elif kind == "Definitions":
             self._definitions(ctx, spec, doc_id, description, location)
         else:
-            suite, refs = _suite.load_suite(ctx, spec, doc_id, description, location)
+            from pdp.model._suite import load_suite  # not imported by a server (no tests)
+
+            suite, refs = load_suite(ctx, spec, doc_id, description, location)
             if suite is not None:
                 self.suites.append(suite)
             self.expectations.extend(refs)

@@ -7,10 +7,12 @@ error, an undefined variable) still point at the text. See docs/POLICY_FORMAT.md
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pdp.errors import SourceLocation
+
+if TYPE_CHECKING:
+    from pdp.model.testsuite import TestSuite
 
 API_VERSION = "pdp/v1"
 WILDCARD = "*"
@@ -212,39 +214,6 @@ class Definitions:
     description: str = ""
     constant_locations: dict[str, SourceLocation] = field(default_factory=dict, compare=False)
     suppress: tuple[Suppression, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Expectation:
-    effect: RuleEffect
-    rule: str | None = None  # None = not checked
-    policy: str | None = None
-    reasons: tuple[str, ...] | None = None
-    obligations: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TestCase:
-    name: str
-    location: SourceLocation
-    principal: dict[str, Any]  # JSON-shaped, as a request would carry it
-    resource: dict[str, Any]  # JSON-shaped, without `actions`
-    expect: dict[str, Expectation]  # action -> expectation
-    context: dict[str, Any] = field(default_factory=dict)
-    now: datetime | None = None
-    # Rate limits: the same request made `calls` times, evenly over the `within` seconds before
-    # `now`, before the case itself is decided (a simulated clock; counters start empty).
-    after: tuple[int, float] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TestSuite:
-    id: str
-    file: str
-    location: SourceLocation
-    cases: tuple[TestCase, ...]
-    now: datetime | None = None
-    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)

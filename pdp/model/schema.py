@@ -34,13 +34,16 @@ def load_schema(ctx: FileContext, text: str) -> dict[str, Any] | None:
     value = load_json(ctx, text)
     if len(ctx.errors) > before:
         return None
-    # JSON is YAML 1.2: the position-keeping composer gives every value its line and column.
-    scratch = FileContext(ctx.file, [])
     raw = text.encode()
-    tree = parse_yaml(scratch, text)
+
+    @functools.cache
+    def tree() -> Node | None:
+        # JSON is YAML 1.2: the position-keeping composer gives every value its line and
+        # column. Composed for a schema with an error only (a served one has none).
+        return parse_yaml(FileContext(ctx.file, []), text)
 
     def report(message: str, path: list[str | int]) -> None:
-        node = _node_at(tree, path) if tree is not None else None
+        node = _node_at(tree(), path) if tree() is not None else None
         loc = (
             SourceLocation(ctx.file, node.start_mark.line + 1, node.start_mark.column + 1)
             if node is not None

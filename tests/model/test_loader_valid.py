@@ -11,10 +11,10 @@ from pdp.model.policy import (
     ActionSpec,
     ConditionGroup,
     DerivedRole,
-    Expectation,
     Expr,
     Rule,
 )
+from pdp.model.testsuite import Expectation
 
 VALID = Path(__file__).parent / "fixtures" / "valid"
 
