@@ -32,10 +32,9 @@ from .config import (  # noqa: F401  (the defaults: re-exported, where they were
     TlsConfig,
 )
 from .config import bind_error as _bind_error
+from .grpc_edge import AllowListInterceptor, DecodingServer
 from .hooks import Observer, ServiceRegistrar
-from .identity import AllowListInterceptor
 from .service import Activity, DecisionService, taken_while_draining
-from .status import DecodingServer
 from .streams import BoundedHealth, BoundedReflection, max_reflection_streams
 
 if TYPE_CHECKING:
