@@ -815,7 +815,9 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
     if not args.no_ext_authz:
         import pdp.gateway.servicer
     if not args.no_rate_limit_service:
-        import pdp.gateway.ratelimit  # noqa: F401
+        import pdp.gateway.ratelimit
+    if args.transport == "grpcio":  # grpc (the native transport serves without it)
+        import pdp.server.grpc_edge  # noqa: F401
     from .main import resume_gc
 
     resume_gc()  # frozen before the forks: the workers share those pages
