@@ -134,11 +134,6 @@ class _Metadatum(NamedTuple):
     value: str | bytes
 
 
-def _status_reply(status: Any) -> tuple[int, str, str | None]:
-    """(code, message, base64 grpc-status-details-bin or None) of a grpc.Status (or pdp's)."""
-    return _Aborted(Status(status.code, status.details, status.trailing_metadata or ())).reply
-
-
 def _metadata(packed: bytes) -> tuple[_Metadatum, ...]:
     """The call's metadata as grpcio's `invocation_metadata()` gives it, from the C side's
     `name\0value\0...` (request headers but the pseudo-headers, content-type, te and grpc-*;
@@ -234,7 +229,8 @@ class _Context:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
     def abort_with_status(self, status: Any) -> None:
-        raise _Aborted(_status_reply(status))
+        """`status`: a grpc.Status (a servicer of grpcio's) or pdp's `Status`."""
+        raise _Aborted(Status(status.code, status.details or "", status.trailing_metadata or ()))
 
     def abort(self, code: Any, details: str) -> None:
         if code.value[0] == 0:  # as grpcio: aborting with OK is a bug of the servicer
