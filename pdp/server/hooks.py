@@ -15,8 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from google.protobuf.message import DecodeError
+
 from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest
+
+from .status import Aborted, status_for
 
 if TYPE_CHECKING:
     import grpc
@@ -93,6 +97,27 @@ class Service(NamedTuple):
 
     name: str
     methods: Mapping[str, Unary]
+
+
+def on_bytes(method: Unary) -> Callable[[bytes, Any], Any]:
+    """`method` as bytes in, bytes out: decoded as grpcio's transport decodes it (an
+    undecodable request is INVALID_ARGUMENT naming `request`), the reply by its serializer."""
+    behaviour, parse, serialize = method
+    if parse is None and serialize is None:
+        return behaviour
+
+    def one(body: bytes, context: Any) -> Any:
+        if parse is None:
+            reply = behaviour(body, context)
+        else:
+            try:
+                request = parse(body)
+            except DecodeError as exc:
+                raise Aborted(status_for(exc)) from None
+            reply = behaviour(request, context)
+        return reply if serialize is None else serialize(reply)
+
+    return one
 
 
 class Registrar:

@@ -204,6 +204,9 @@ def build_server(
     )
     names = [decisions.register(server)]
     names += [register(server) for register in extra_services]
+    for register in extra_services:  # a servicer made on its first call: reflection needs it
+        if (load := getattr(register, "load", None)) is not None:
+            load()
 
     # Registered through `DecodingServer`: an undecodable request is INVALID_ARGUMENT there too.
     health_servicer = BoundedHealth()

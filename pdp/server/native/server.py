@@ -54,7 +54,7 @@ from ..config import (
     max_reflection_streams,
 )
 from ..config import bind_error as _bind_error
-from ..hooks import Registrar, Unary
+from ..hooks import Registrar, on_bytes
 from ..identity import AllowList
 from ..service import SERVICE_NAME, DecisionService, taken_while_draining
 from ..status import Aborted as _Aborted
@@ -347,12 +347,13 @@ class NativeServer(Readiness):
                 service = register.service()
                 names.append(service.name)
                 for name, method in service.methods.items():
-                    extra[f"/{service.name}/{name}"] = _method(method)
+                    extra[f"/{service.name}/{name}"] = on_bytes(method)
             else:
                 names.append(register(collected))  # type: ignore[arg-type]
                 collected_paths = collected.unary_paths(names[-1:])
                 extra.update({path: _unary(h) for path, h in collected_paths.items()})
         self.service_names = (SERVICE_NAME, *names)
+        self._extra_services = tuple(extra_services)
         self._drains: list[Callable[[float], None]] = [
             drain
             for register in extra_services
@@ -447,6 +448,9 @@ class NativeServer(Readiness):
         from ..grpc_edge import DecodingServer, guard_handler
         from ..streams import BoundedReflection
 
+        for register in self._extra_services:  # reflection describes their protos
+            if (load := getattr(register, "load", None)) is not None:
+                load()
         streamed = _Handlers()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, DecodingServer(streamed))  # type: ignore[arg-type]
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
@@ -672,29 +676,8 @@ def _method_table(
         elif path == f"/{SERVICE_NAME}/Check":
             table.append(decisions.check)
         else:  # KeyError: a path pdp does not serve
-            table.append(_method(methods[path.removeprefix(f"/{SERVICE_NAME}/")]))
+            table.append(on_bytes(methods[path.removeprefix(f"/{SERVICE_NAME}/")]))
     return table
-
-
-def _method(method: Unary) -> Callable[[bytes, Any], Reply]:
-    """A unary method as bytes in, bytes out: decoded as grpcio's transport decodes it (an
-    undecodable request is INVALID_ARGUMENT naming `request`), the reply by its serializer."""
-    behaviour, parse, serialize = method
-    if parse is None and serialize is None:
-        return behaviour
-
-    def one(body: bytes, context: Any) -> Reply:
-        if parse is None:
-            reply = behaviour(body, context)
-        else:
-            try:
-                request = parse(body)
-            except DecodeError as exc:
-                raise _Aborted(status_for(exc)) from None
-            reply = behaviour(request, context)
-        return reply if serialize is None else serialize(reply)
-
-    return one
 
 
 def _unary(handler: Any) -> Callable[[bytes, Any], Reply]:
