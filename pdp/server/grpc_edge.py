@@ -1,5 +1,6 @@
-"""Where pdp's services meet grpcio's server API: the only module of pdp.server's serving path
-that imports grpc, so the native transport (`pdp serve`'s default) serves without grpcio.
+"""Where pdp's services meet grpcio's server API. With grpcio's server (`server`) and the
+streaming servicers (`streams`), the only modules of pdp.server that import grpc: the native
+transport (`pdp serve`'s default) imports none of them for its unary calls.
 
 pdp's servicers fail a call by raising `status.Aborted` with a transport-neutral `Status`;
 here a behaviour is wrapped (`edge`) to hand that to grpc's `abort_with_status` with grpc's
