@@ -38,20 +38,13 @@ from pdp.server.native.server import load_extension  # noqa: E402
 POLICIES = HERE.parent / "peers" / "pdp"  # what bench/compare.py serves
 
 
-class Aborted(Exception):
-    def __init__(self, code: int, details: str) -> None:
-        self.code, self.details = code, details
-
-
 class Context:
     """What `DecisionService.check` reads of grpc's ServicerContext on the uninstrumented path:
-    the time left (no deadline here: the load driver sends none) and how to fail the call."""
+    the time left (no deadline here: the load driver sends none). It fails a call by raising
+    `pdp.server.status.Aborted`."""
 
     def time_remaining(self) -> float | None:
         return None
-
-    def abort_with_status(self, status: Any) -> None:
-        raise Aborted(status.code.value[0], status.details or "")
 
 
 def decision_handler(policies: Path) -> Any:
@@ -61,6 +54,7 @@ def decision_handler(policies: Path) -> Any:
     from pdp.limits import counters_from_url
     from pdp.server.cache import DecisionCache
     from pdp.server.service import DecisionService
+    from pdp.server.status import Aborted
     from pdp.telemetry.cli import options_from_args
 
     parser = argparse.ArgumentParser()
@@ -88,7 +82,7 @@ def decision_handler(policies: Path) -> Any:
         try:
             return check(body, context)
         except Aborted as exc:
-            return exc.code, exc.details, None
+            return exc.reply[0], exc.reply[1], None
 
     def handle(bodies: list[bytes]) -> list[bytes | tuple[int, str, None]]:
         return [one(b) for b in bodies]

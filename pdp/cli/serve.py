@@ -461,8 +461,23 @@ def _observer(args: argparse.Namespace, holder, cpus: frozenset[int]):  # -> Obs
     return observer
 
 
+def _ext_authz_eager(args: argparse.Namespace) -> bool:
+    """Whether ext_authz's servicer is made at start: on grpcio's transport, and where a flag
+    must be checked then (a bad one refuses to start). Else on its first call (the gateway's
+    modules, ~20 ms of a start, imported then: pdp.gateway.lazy)."""
+    return args.transport != "native" or bool(args.gateway_mapping or args.jwks)
+
+
 def _ext_authz(args: argparse.Namespace, holder, config, observer):  # -> ServiceRegistrar
     """Envoy's ext_authz servicer; its mapping and keys come from the bundle unless overridden."""
+    if not _ext_authz_eager(args):
+        from pdp.gateway.lazy import LazyExtAuthz
+
+        return LazyExtAuthz(lambda: _ext_authz_now(args, holder, config, observer))
+    return _ext_authz_now(args, holder, config, observer)
+
+
+def _ext_authz_now(args: argparse.Namespace, holder, config, observer):  # -> ExtAuthzRegistrar
     import json
 
     from pdp.gateway.servicer import GatewayOptions, ext_authz_registrar, load_mapping_file
@@ -818,9 +833,14 @@ def supervise(args: argparse.Namespace, *, recheck_eviction: bool = False) -> in
     from . import _common  # noqa: F401
 
     if not args.no_ext_authz:
-        import pdp.gateway.servicer
+        if _ext_authz_eager(args):
+            import pdp.gateway.servicer
+        else:
+            import pdp.gateway.lazy
     if not args.no_rate_limit_service:
-        import pdp.gateway.ratelimit  # noqa: F401
+        import pdp.gateway.ratelimit
+    if args.transport == "grpcio":  # grpc (the native transport serves without it)
+        import pdp.server.grpc_edge  # noqa: F401
     from .main import resume_gc
 
     resume_gc()  # frozen before the forks: the workers share those pages

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
@@ -50,7 +49,6 @@ from pdp.engine.limits import LIMITS_LOG, CompiledLimit, takes_for
 from pdp.errors import NoPoliciesError
 from pdp.gateway._gen.envoy.config.core.v3 import base_pb2
 from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
-from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2_grpc as rls_grpc
 from pdp.model.request import (
     MAX_KEY_LENGTH,
     canonical_ip,
@@ -59,6 +57,8 @@ from pdp.model.request import (
     is_ip_address,
 )
 from pdp.ratelog import printable
+from pdp.server.hooks import Registrar, Service, Unary
+from pdp.server.status import Aborted, Status, StatusCode
 
 if TYPE_CHECKING:
     from pdp.engine import EngineHolder
@@ -214,16 +214,16 @@ def _status(limit: CompiledLimit | None, outcome: Outcome, i: int, takes: list[T
     return status
 
 
-class RateLimitServicer(rls_grpc.RateLimitServiceServicer):
+class RateLimitServicer:
     def __init__(self, holder: EngineHolder, clock: Callable[[], datetime] | None = None) -> None:
         self._holder = holder
         self._clock = clock or (lambda: datetime.now(UTC))
 
-    def ShouldRateLimit(self, request: rls.RateLimitRequest, context: grpc.ServicerContext):
+    def ShouldRateLimit(self, request: rls.RateLimitRequest, context: Any):
         try:
             engine = self._holder.require()
         except NoPoliciesError as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            raise Aborted(Status(StatusCode.UNAVAILABLE, str(exc))) from None
         if len(request.descriptors) > MAX_DESCRIPTORS:
             return _invalid(request, f"descriptors: more than {MAX_DESCRIPTORS}")
         now = self._clock()
@@ -365,17 +365,21 @@ def _not_utf8(data: bytes) -> tuple[str, int]:
     return "request: is not a valid protobuf message", n
 
 
-def rate_limit_registrar(holder: EngineHolder) -> Callable[[grpc.Server], str]:
-    """For `pdp.server.build_server(..., extra_services=[rate_limit_registrar(holder)])`.
+class RateLimitRegistrar(Registrar):
+    """The rate-limit service for a server (`build_server`'s or `NativeServer`'s
+    `extra_services`; called with a grpc server, it registers there).
 
     The servicer reads its own request bytes: a request protobuf refuses must be answered
     OVER_LIMIT (module docstring), where the generated deserializer ends the call in an
-    error (INVALID_ARGUMENT from `DecodingServer`) that Envoy's default lets through."""
+    error (INVALID_ARGUMENT, as pdp's handlers decode) that Envoy's default lets through."""
 
-    def register(server: grpc.Server) -> str:
-        servicer = RateLimitServicer(holder)
+    def __init__(self, holder: EngineHolder) -> None:
+        self._holder = holder
 
-        def should_rate_limit(data: bytes, context: grpc.ServicerContext) -> Any:
+    def service(self) -> Service:
+        servicer = RateLimitServicer(self._holder)
+
+        def should_rate_limit(data: bytes, context: Any) -> Any:
             try:
                 request = rls.RateLimitRequest.FromString(data)
             except DecodeError:
@@ -384,12 +388,10 @@ def rate_limit_registrar(holder: EngineHolder) -> Callable[[grpc.Server], str]:
                 return _invalid(empty, message)
             return servicer.ShouldRateLimit(request, context)
 
-        handler = grpc.unary_unary_rpc_method_handler(
-            should_rate_limit, response_serializer=rls.RateLimitResponse.SerializeToString
-        )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, {"ShouldRateLimit": handler}),)
-        )
-        return SERVICE_NAME
+        serialize = rls.RateLimitResponse.SerializeToString
+        return Service(SERVICE_NAME, {"ShouldRateLimit": Unary(should_rate_limit, None, serialize)})
 
-    return register
+
+def rate_limit_registrar(holder: EngineHolder) -> RateLimitRegistrar:
+    """For `pdp.server.build_server(..., extra_services=[rate_limit_registrar(holder)])`."""
+    return RateLimitRegistrar(holder)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from google.protobuf import json_format
 
 from pdp.cel import Deadline
@@ -25,7 +24,6 @@ from pdp.engine import DeadlineExceeded, new_decision_id
 from pdp.errors import NoPoliciesError, PdpError
 from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr_pb2
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
-from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from pdp.gateway.mapping import RouteMapping, load_route_mapping
 from pdp.gateway.request import PARTIAL_BODY_HEADER, HttpAttributes, Verify, translate
 from pdp.gateway.response import (
@@ -39,12 +37,14 @@ from pdp.gateway.tokens import KeySetError, TokenVerifier, load_jwks
 from pdp.model.decision import CheckResponse
 from pdp.model.request import DEFAULT_LIMITS, CheckRequest, Limits
 from pdp.ratelog import RateLimitedLog, printable
-from pdp.server.hooks import CheckObservation, Observer, reply_weight
+from pdp.server.hooks import CheckObservation, Observer, Registrar, Service, Unary, reply_weight
 from pdp.server.identity import primary_identity
 from pdp.server.service import taken_while_draining
-from pdp.server.status import DecodingServer
+from pdp.server.status import StatusCode
 
 if TYPE_CHECKING:
+    import grpc
+
     from pdp.engine import Engine, EngineHolder
 
 SERVICE_NAME = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
@@ -52,7 +52,7 @@ log = logging.getLogger("pdp.gateway")
 
 
 EXT_AUTHZ_RPC = f"/{SERVICE_NAME}/Check"
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_CODE_NAMES = {code.value[0]: code.name for code in StatusCode}
 
 
 class GatewayConfigError(PdpError):
@@ -217,7 +217,7 @@ def attributes_from_proto(
 DecisionHook = Callable[[Outcome, CheckRequest | None, CheckResponse | None], None]
 
 
-class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
+class ExtAuthzServicer:
     def __init__(
         self,
         holder: EngineHolder,
@@ -249,7 +249,7 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
         for stop in list(self._deciding):
             stop.lower(deadline)
 
-    def Check(self, request: ext.CheckRequest, context: grpc.ServicerContext) -> ext.CheckResponse:
+    def Check(self, request: ext.CheckRequest, context: Any) -> ext.CheckResponse:
         if self._drain_at is not None and getattr(taken_while_draining, "value", False):
             # Taken by grpc once shutdown began: refused, not decided (nor logged), as a Check
             # is refused UNAVAILABLE, and closed: a denial, 503 to Envoy's client, which its
@@ -294,7 +294,7 @@ class ExtAuthzServicer(ext_grpc.AuthorizationServicer):
 
     def _observe(
         self,
-        context: grpc.ServicerContext,
+        context: Any,
         outcome: Outcome,
         seen: list[tuple[CheckRequest | None, CheckResponse | None]],
         start: float,
@@ -396,42 +396,29 @@ def add_ext_authz(
     observer: Observer | None = None,
 ) -> str:
     """Register the servicer on `server`; returns the full service name (for health/reflection)."""
-    _register(server, holder, options, limits=limits, on_decision=on_decision, observer=observer)
-    return SERVICE_NAME
+    return ext_authz_registrar(
+        holder, options, limits=limits, on_decision=on_decision, observer=observer
+    )(server)
 
 
-def _register(
-    server: grpc.Server,
-    holder: EngineHolder,
-    options: GatewayOptions | None = None,
-    *,
-    limits: Limits = DEFAULT_LIMITS,
-    on_decision: DecisionHook | None = None,
-    observer: Observer | None = None,
-) -> ExtAuthzServicer:
-    servicer = ExtAuthzServicer(
-        holder,
-        GatewayResolver(options),
-        limits=limits,
-        on_decision=on_decision,
-        observer=observer,
-    )
-    ext_grpc.add_AuthorizationServicer_to_server(servicer, DecodingServer(server))
-    return servicer
-
-
-class ExtAuthzRegistrar:
-    """Registers the servicer on a server (`build_server`'s `extra_services`), and passes the
-    server's drain on to it (`begin_drain`, which `PdpServer.begin_stop` calls)."""
+class ExtAuthzRegistrar(Registrar):
+    """The servicer for a server (`build_server`'s or `NativeServer`'s `extra_services`; called
+    with a grpc server, it registers there), and the server's drain passed on to it
+    (`begin_drain`, which the server's `begin_stop` calls)."""
 
     def __init__(self, holder: EngineHolder, options: GatewayOptions | None, **kwargs: Any):
         self._args = (holder, options)
         self._kwargs = kwargs
         self.servicers: list[ExtAuthzServicer] = []
 
-    def __call__(self, server: grpc.Server) -> str:
-        self.servicers.append(_register(server, *self._args, **self._kwargs))
-        return SERVICE_NAME
+    def service(self) -> Service:
+        holder, options = self._args
+        servicer = ExtAuthzServicer(holder, GatewayResolver(options), **self._kwargs)
+        self.servicers.append(servicer)
+        check = Unary(
+            servicer.Check, ext.CheckRequest.FromString, ext.CheckResponse.SerializeToString
+        )
+        return Service(SERVICE_NAME, {"Check": check})
 
     def begin_drain(self, deadline: float) -> None:
         for servicer in self.servicers:

@@ -1,10 +1,13 @@
 """The gRPC face of pdp: the decision service, health, reflection, and the server around them.
 
-The only grpc importer besides `pdp.client` and `pdp.gateway`; imports nothing from YAML.
+The only grpc importer besides `pdp.client`, `pdp.cli.health` and the generated `*_pb2_grpc`,
+in three modules: grpcio's server (`server`), its edge (`grpc_edge`: pdp's transport-neutral
+statuses and methods as grpcio's handlers) and the streaming servicers (`streams`); imports
+nothing from YAML.
 
 Names are resolved when first used (PEP 562): `from pdp.server import ServerConfig` must not
 import grpcio's server (`.server`), which the native transport, `pdp serve`'s default, never
-runs (tests/server/test_native_imports.py).
+runs (tests/server/test_serve_imports.py).
 """
 
 from __future__ import annotations

@@ -22,6 +22,16 @@ from .cache import DEFAULT_CACHE_ENTRIES
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
 
+# Open health Watch streams per server process (pdp.server.streams).
+MAX_WATCHERS = 100
+
+
+def max_reflection_streams(threads: int) -> int:
+    """Reflection streams a server with `threads` RPC threads keeps open at once: a quarter of
+    the threads (at least one), so most stay free for decisions."""
+    return max(1, threads // 4)
+
+
 # Largest request accepted; grpc refuses bigger ones (RESOURCE_EXHAUSTED) before parsing, which
 # bounds the memory and parse time one call can cost. A 1,000-check batch with attributes fits.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024

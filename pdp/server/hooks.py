@@ -3,18 +3,27 @@
 The telemetry package implements `Observer` and is injected by the CLI; the server never
 imports opentelemetry. The observer is called once after every Check (on success and on
 error) and closed once at shutdown, after in-flight calls have finished.
+
+An extra service (Envoy's ext_authz, the rate-limit service) is a `Registrar`: its `service()`
+describes its unary methods without grpc objects, which the native transport serves as they
+are; called with a grpc server, it registers them there (`pdp.server.grpc_edge`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-import grpc
+from google.protobuf.message import DecodeError
 
 from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest
+
+from .status import Aborted, status_for
+
+if TYPE_CHECKING:
+    import grpc
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,22 @@ class CheckObservation:
     request_size: int = 0
 
 
+class CallContext(Protocol):
+    """What pdp's servicers read of a call's context: grpcio's `ServicerContext`, or the
+    native transport's (`pdp.server.native.server._Context`). A servicer fails a call by
+    raising `pdp.server.status.Aborted`, which each transport answers."""
+
+    def time_remaining(self) -> float | None: ...
+
+    def is_active(self) -> bool: ...
+
+    def peer(self) -> str: ...
+
+    def auth_context(self) -> Mapping[str, list[bytes]]: ...
+
+    def invocation_metadata(self) -> Any: ...
+
+
 class Observer(Protocol):
     """An observer may set `wire_only = True` and offer `on_wire(item)`: it is then handed each
     Check as a wire item (`pdp.server.wire.hit_item` or `check_item`: the call's bytes and
@@ -51,8 +76,60 @@ class Observer(Protocol):
         ...
 
 
-# Registers a servicer on the server and returns its full service name (for health/reflection).
-ServiceRegistrar = Callable[[grpc.Server], str]
+# Registers a servicer on a grpc server and returns its full service name (for health and
+# reflection). The native transport calls it with a collector of handlers unless it is a
+# `Registrar`, whose `service()` it serves without grpc.
+ServiceRegistrar = Callable[["grpc.Server"], str]
+
+
+class Unary(NamedTuple):
+    """One unary method as both transports serve it: `behaviour(request, context)` answers the
+    reply, or raises `pdp.server.status.Aborted`."""
+
+    behaviour: Callable[[Any, Any], Any]
+    parse: Callable[[bytes], Any] | None = None  # None: the behaviour reads the request bytes
+    serialize: Callable[[Any], bytes] | None = None  # None: it answers bytes
+
+
+class Service(NamedTuple):
+    """A service's full name (`envoy.service.auth.v3.Authorization`) and its unary methods by
+    name (`Check`)."""
+
+    name: str
+    methods: Mapping[str, Unary]
+
+
+def on_bytes(method: Unary) -> Callable[[bytes, Any], Any]:
+    """`method` as bytes in, bytes out: decoded as grpcio's transport decodes it (an
+    undecodable request is INVALID_ARGUMENT naming `request`), the reply by its serializer."""
+    behaviour, parse, serialize = method
+    if parse is None and serialize is None:
+        return behaviour
+
+    def one(body: bytes, context: Any) -> Any:
+        if parse is None:
+            reply = behaviour(body, context)
+        else:
+            try:
+                request = parse(body)
+            except DecodeError as exc:
+                raise Aborted(status_for(exc)) from None
+            reply = behaviour(request, context)
+        return reply if serialize is None else serialize(reply)
+
+    return one
+
+
+class Registrar:
+    """A `ServiceRegistrar` that both transports serve: subclasses make `service()`."""
+
+    def service(self) -> Service:
+        raise NotImplementedError
+
+    def __call__(self, server: grpc.Server) -> str:
+        from .grpc_edge import register_service
+
+        return register_service(server, self.service())
 
 
 # What a decision weighs in a reply besides the texts it carries (effect, policy, rule, reasons),

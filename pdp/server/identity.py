@@ -17,9 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import grpc
-
-from .status import permission_denied
+from .status import Aborted, permission_denied
 
 # The health service stays open to any caller that completed the TLS handshake, so load
 # balancers and kubelets probe without being on the allow-list; it reveals nothing else.
@@ -120,42 +118,30 @@ def primary_identity(auth: Mapping[str, Sequence[bytes]]) -> str:
     return _decode(cn)[0] if cn else ""
 
 
-class AllowListInterceptor(grpc.ServerInterceptor):
+class AllowList:
     """Refuses (PERMISSION_DENIED) callers none of whose certificate identities is allowed,
-    each entry matching SANs of its own type only (`parse_allow_entry`; ValueError here)."""
+    each entry matching SANs of its own type only (`parse_allow_entry`; ValueError here). The
+    grpcio transport's interceptor is `pdp.server.grpc_edge.AllowListInterceptor`."""
 
     def __init__(self, allowed: Iterable[str]) -> None:
         self.allowed = parse_allow_list(allowed)
 
+    @staticmethod
+    def is_open(method: str) -> bool:
+        return method.startswith(_OPEN_SERVICES)
+
     def _guard(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         allowed = self.allowed
 
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        def guarded(request: Any, context: Any, *more: Any) -> Any:
             auth = context.auth_context()
             if allowed.isdisjoint(typed_identities(auth)):
-                context.abort_with_status(permission_denied(primary_identity(auth)))
-            return behaviour(request, context)
+                raise Aborted(permission_denied(primary_identity(auth)))
+            return behaviour(request, context, *more)
 
         return guarded
 
     def guard(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        """`behaviour(request, context)` for `method` with the same refusal, the open services
-        left open: the native transport's handlers (pdp.server.native.server)."""
-        return behaviour if method.startswith(_OPEN_SERVICES) else self._guard(behaviour)
-
-    def guard_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """`handler` (streaming or not) with each behaviour refusing as here, an open service's
-        as it is: grpcio's interception, and the native transport's streaming calls."""
-        if method.startswith(_OPEN_SERVICES):
-            return handler
-        kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-        replace = {k: self._guard(getattr(handler, k)) for k in kinds if getattr(handler, k)}
-        return handler._replace(**replace)  # type: ignore[attr-defined]
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        return None if handler is None else self.guard_handler(handler_call_details.method, handler)
+        """`behaviour(request, context)` for `method` with the refusal, the open services
+        left open."""
+        return behaviour if self.is_open(method) else self._guard(behaviour)

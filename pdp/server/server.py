@@ -32,10 +32,9 @@ from .config import (  # noqa: F401  (the defaults: re-exported, where they were
     TlsConfig,
 )
 from .config import bind_error as _bind_error
+from .grpc_edge import AllowListInterceptor, DecodingServer
 from .hooks import Observer, ServiceRegistrar
-from .identity import AllowListInterceptor
 from .service import Activity, DecisionService, taken_while_draining
-from .status import DecodingServer
 from .streams import BoundedHealth, BoundedReflection, max_reflection_streams
 
 if TYPE_CHECKING:
@@ -205,6 +204,9 @@ def build_server(
     )
     names = [decisions.register(server)]
     names += [register(server) for register in extra_services]
+    for register in extra_services:  # a servicer made on its first call: reflection needs it
+        if (load := getattr(register, "load", None)) is not None:
+            load()
 
     # Registered through `DecodingServer`: an undecodable request is INVALID_ARGUMENT there too.
     health_servicer = BoundedHealth()

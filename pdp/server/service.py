@@ -14,10 +14,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import grpc
-from google.rpc import status_pb2
-from grpc_status import rpc_status
-
 from pdp import __version__
 from pdp.cel import Deadline
 from pdp.engine.engine import DeadlineExceeded, new_decision_id
@@ -27,12 +23,14 @@ from pdp.model.request import CheckRequest, Limits, check_request_id
 from ._gen.pdp.v1 import decision_pb2 as _pb
 from .cache import CachedDecision, DecisionCache, cacheable, split_request_id
 from .convert import request_from_proto, response_to_proto, server_info_to_proto
-from .hooks import CheckObservation, Observer, reply_weight
+from .hooks import CallContext, CheckObservation, Observer, Service, Unary, reply_weight
 from .identity import primary_identity
-from .status import code_name, decoding, status_for
+from .status import Aborted, Status, StatusCode, code_name, rich, status_for
 from .wire import check_item, hit_item, propagation
 
 if TYPE_CHECKING:
+    import grpc
+
     from pdp.engine import Engine
     from pdp.engine.holder import EngineHolder
     from pdp.plan import PlanRefused
@@ -89,15 +87,14 @@ class CallStopped(Exception):
     shutting down. Carries the status the caller gets; no decision is returned. Shutdown's
     refusals are not observed (no decision-log record: the caller retries elsewhere)."""
 
-    def __init__(self, status: grpc.Status, *, observed: bool) -> None:
+    def __init__(self, status: Status, *, observed: bool) -> None:
         super().__init__(status.details)
         self.status = status
         self.observed = observed
 
 
-def _stopped(code: grpc.StatusCode, message: str) -> CallStopped:
-    status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message))
-    return CallStopped(status, observed=code != grpc.StatusCode.UNAVAILABLE)
+def _stopped(code: StatusCode, message: str) -> CallStopped:
+    return CallStopped(rich(code, message), observed=code != StatusCode.UNAVAILABLE)
 
 
 # Set on a serving thread while it runs a call grpc took from the transport after shutdown
@@ -112,11 +109,11 @@ def _expired(draining: bool, done: int, total: int) -> CallStopped:
     progress = f" (decided {done} of {total} resources)" if total else ""
     if draining:
         return _stopped(
-            grpc.StatusCode.UNAVAILABLE,
+            StatusCode.UNAVAILABLE,
             f"{SHUTTING_DOWN}: the call did not finish within the drain grace{progress}",
         )
     return _stopped(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
+        StatusCode.DEADLINE_EXCEEDED,
         f"deadline exceeded before the decision was complete{progress}",
     )
 
@@ -128,18 +125,16 @@ def _ids(decision_id: str, request_id: str, evaluated_at: str) -> bytes:
     ).SerializeToString()
 
 
-def _refused(exc: PlanRefused) -> grpc.Status:
+def _refused(exc: PlanRefused) -> Status:
     """A plan the policies cannot make exactly: FAILED_PRECONDITION, naming the rule."""
-    return rpc_status.to_status(
-        status_pb2.Status(code=grpc.StatusCode.FAILED_PRECONDITION.value[0], message=exc.message)
-    )
+    return rich(StatusCode.FAILED_PRECONDITION, exc.message)
 
 
-def _status(exc: BaseException) -> grpc.Status:
+def _status(exc: BaseException) -> Status:
     return exc.status if isinstance(exc, CallStopped) else status_for(exc, CHECK_RPC)
 
 
-def _status_fields(status: grpc.Status | None) -> tuple[str, str]:
+def _status_fields(status: Status | None) -> tuple[str, str]:
     """(gRPC code name, details) of a failed call for its observation; ("", "") on success."""
     return (code_name(status), status.details) if status else ("", "")
 
@@ -190,7 +185,7 @@ class _ObservedCheck:
         response: CheckResponse | None,
         error_code: str,
         error_message: str,
-        context: grpc.ServicerContext,
+        context: CallContext,
         metadata: tuple[tuple[str, str | bytes], ...],
         start_time: float,
         latency_s: float,
@@ -204,7 +199,7 @@ class _ObservedCheck:
         self._response = response
         self.error_code = error_code
         self.error_message = error_message
-        self._context: grpc.ServicerContext | None = context
+        self._context: CallContext | None = context
         self._peer: str | None = None
         self._identity = ""
         self._identities = identities
@@ -303,7 +298,7 @@ class DecisionService:
         )
         self._on_wire: Callable[[tuple[Any, ...]], None] | None = getattr(observer, "on_wire", None)
         # Chosen once: without an observer the per-call path stays bare.
-        self.check: Callable[[bytes, grpc.ServicerContext], bytes] = (
+        self.check: Callable[[bytes, CallContext], bytes] = (
             self._check_observed if observer is not None else self._check
         )
 
@@ -319,11 +314,11 @@ class DecisionService:
     def _draining_check(self, drain_at: float) -> None:
         """While shutting down: refuse a call taken since, or one past the drain deadline."""
         if getattr(taken_while_draining, "value", False):
-            raise _stopped(grpc.StatusCode.UNAVAILABLE, f"{SHUTTING_DOWN}: not taking new calls")
+            raise _stopped(StatusCode.UNAVAILABLE, f"{SHUTTING_DOWN}: not taking new calls")
         if time.monotonic() >= drain_at:
             raise _expired(True, 0, 0)
 
-    def _check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+    def _check(self, data: bytes, context: CallContext) -> bytes:
         self.activity.enter()
         try:
             out, _, response = self._decide(data, False, context)
@@ -333,13 +328,12 @@ class DecisionService:
                 self.holder.require().give_back(response)
             return out
         except Exception as exc:
-            context.abort_with_status(_status(exc))
-            raise  # unreachable: abort_with_status raises
+            raise Aborted(_status(exc)) from exc
         finally:
             self.activity.exit()
 
     def _decide(
-        self, data: bytes, observed: bool, context: grpc.ServicerContext
+        self, data: bytes, observed: bool, context: CallContext
     ) -> tuple[bytes, CheckRequest | _CacheHit | None, CheckResponse | None]:
         """The reply bytes, and (when observed, for the decision log) the request and response.
 
@@ -435,7 +429,7 @@ class DecisionService:
         self.cache.put(engine, key, entry)  # type: ignore[union-attr]
         return body + _ids(response.decision_id, response.request_id, response.evaluated_at)
 
-    def _check_observed(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+    def _check_observed(self, data: bytes, context: CallContext) -> bytes:
         self.activity.enter()
         try:
             start = time.time()
@@ -446,8 +440,7 @@ class DecisionService:
                 status = _status(exc)
                 if not isinstance(exc, CallStopped) or exc.observed:
                     self._observe(context, None, None, status, start, t0, data, None)
-                context.abort_with_status(status)
-                raise
+                raise Aborted(status) from exc
             if self._drain_at is None or context.is_active():
                 # (While draining, grpc may have cancelled the call past the grace: then the
                 # caller never gets this decision, and the log must not hold it, nor its
@@ -461,10 +454,10 @@ class DecisionService:
 
     def _observe_object(
         self,
-        context: grpc.ServicerContext,
+        context: CallContext,
         request: CheckRequest | _CacheHit | None,
         response: Any,
-        status: grpc.Status | None,
+        status: Status | None,
         start: float,
         t0: float,
         data: bytes,
@@ -493,10 +486,10 @@ class DecisionService:
 
     def _observe_wire(
         self,
-        context: grpc.ServicerContext,
+        context: CallContext,
         request: CheckRequest | _CacheHit | None,
         _response: Any,
-        status: grpc.Status | None,
+        status: Status | None,
         start: float,
         t0: float,
         data: bytes,
@@ -527,7 +520,7 @@ class DecisionService:
             log.exception("observer failed")
 
     def server_info(
-        self, _request: _pb.ServerInfoRequest, context: grpc.ServicerContext
+        self, _request: _pb.ServerInfoRequest, context: CallContext
     ) -> _pb.ServerInfoResponse:
         try:
             engine = self.holder.current
@@ -539,10 +532,9 @@ class DecisionService:
                 self.max_message_bytes,
             )
         except Exception as exc:
-            context.abort_with_status(status_for(exc, f"/{SERVICE_NAME}/ServerInfo"))
-            raise
+            raise Aborted(status_for(exc, f"/{SERVICE_NAME}/ServerInfo")) from exc
 
-    def plan(self, request: _pb.PlanRequest, context: grpc.ServicerContext) -> _pb.PlanResponse:
+    def plan(self, request: _pb.PlanRequest, context: CallContext) -> _pb.PlanResponse:
         """Plan RPC: convert, plan (pdp.plan), convert back; observed like a Check."""
         # Imported on the first plan, not at start-up: most deployments never ask for one.
         from pdp.plan import PlanRefused
@@ -573,8 +565,7 @@ class DecisionService:
                 status, observed = exc.status, exc.observed
             except Exception as exc:
                 status = status_for(exc, PLAN_RPC)
-            context.abort_with_status(status)
-            raise AssertionError("unreachable: abort_with_status raises")
+            raise Aborted(status)
         finally:
             if self.observer is not None and observed:
                 size = request.ByteSize()
@@ -622,26 +613,27 @@ class DecisionService:
         except Exception:
             log.exception("observer failed")
 
-    def register(self, server: grpc.Server) -> str:
-        handlers = {
-            "Check": grpc.unary_unary_rpc_method_handler(self.check),
-            "Plan": decoding(
-                grpc.unary_unary_rpc_method_handler(
-                    self.plan,
-                    request_deserializer=_pb.PlanRequest.FromString,
-                    response_serializer=_pb.PlanResponse.SerializeToString,
-                )
-            ),
-            "ServerInfo": decoding(
-                grpc.unary_unary_rpc_method_handler(
+    def service(self) -> Service:
+        """Its methods for either transport (`pdp.server.hooks.Service`): Check reads its request
+        bytes and answers bytes; Plan and ServerInfo decode their own (an undecodable request
+        is INVALID_ARGUMENT naming `request`)."""
+        return Service(
+            SERVICE_NAME,
+            {
+                "Check": Unary(self.check),
+                "Plan": Unary(
+                    self.plan, _pb.PlanRequest.FromString, _pb.PlanResponse.SerializeToString
+                ),
+                "ServerInfo": Unary(
                     self.server_info,
-                    request_deserializer=_pb.ServerInfoRequest.FromString,
-                    response_serializer=_pb.ServerInfoResponse.SerializeToString,
-                )
-            ),
-        }
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+                    _pb.ServerInfoRequest.FromString,
+                    _pb.ServerInfoResponse.SerializeToString,
+                ),
+            },
         )
-        server.add_registered_method_handlers(SERVICE_NAME, handlers)
-        return SERVICE_NAME
+
+    def register(self, server: grpc.Server) -> str:
+        """Register on grpcio's server (`pdp.server.server`)."""
+        from .grpc_edge import register_service
+
+        return register_service(server, self.service())

@@ -18,14 +18,10 @@ import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
-# Open health Watch streams per server process.
-MAX_WATCHERS = 100
+# The bounds, where the native transport reads them without importing grpc.
+from .config import MAX_WATCHERS, max_reflection_streams
 
-
-def max_reflection_streams(threads: int) -> int:
-    """Reflection streams a server with `threads` RPC threads keeps open at once: a quarter of
-    the threads (at least one), so most stay free for decisions."""
-    return max(1, threads // 4)
+__all__ = ["MAX_WATCHERS", "BoundedHealth", "BoundedReflection", "max_reflection_streams"]
 
 
 class _Slots:

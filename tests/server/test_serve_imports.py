@@ -14,9 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pdp.client import Client
+from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
+from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
 from .conftest import ALICE, DOC, free_port
 from .test_serve_cli import wait_serving
@@ -32,6 +38,20 @@ NOT_AT_START_UP = (
 # grpcio's server (pdp.server.server, and grpc's own server core under it): the native
 # transport, `pdp serve`'s default, serves without it, and importing it cost its start-up a tenth.
 GRPCIO_SERVER = ("pdp.server.server", "grpc._server")
+# grpcio's Python package (grpc, grpc.aio, its Cython core), its status helpers, reflection and
+# health servicers, and pdp's edge to them: the native transport serves its unary calls
+# without them, and importing them cost its start-up 30-45 ms. grpc_health.v1.health_pb2, the
+# messages alone, is protobuf and stays.
+GRPC = (
+    "grpc", "grpc_status", "grpc_reflection", "grpc_health.v1.health",
+    "grpc_health.v1.health_pb2_grpc", "pdp.server.grpc_edge", "pdp.server.streams",
+)  # fmt: skip
+# Envoy ext_authz's servicer, its route mapping, request translation and protos: made on its
+# first call on the native transport (pdp.gateway.lazy).
+GATEWAY = (
+    "pdp.gateway.servicer", "pdp.gateway.mapping", "pdp.gateway.request",
+    "pdp.gateway._gen.envoy.service.auth",
+)  # fmt: skip
 
 
 def imported(trace: str) -> set[str]:
@@ -72,14 +92,88 @@ def test_a_policy_directory_server_imports_no_unused_feature(
             proc.kill()
             proc.wait(10)
     modules = imported(log.read_text())
-    assert "pdp.server.service" in modules and "grpc" in modules  # the trace is the server's
-    unused = NOT_AT_START_UP + (GRPCIO_SERVER if transport == "native" else ())
+    assert "pdp.server.service" in modules  # the trace is the server's
+    unused = NOT_AT_START_UP + (GRPCIO_SERVER + GRPC + GATEWAY if transport == "native" else ())
     if transport == "native":
         assert "pdp.server.native.server" in modules
     else:
         assert set(GRPCIO_SERVER) <= modules  # what the native check looks for is named right
-    loaded = {m for m in modules for n in unused if m == n or m.startswith(f"{n}.")}
-    assert not loaded, json.dumps(sorted(loaded))
+    assert not named(modules, unused), json.dumps(sorted(named(modules, unused)))
+
+
+def named(modules: set[str], names: tuple[str, ...]) -> set[str]:
+    """The modules that are one of `names` or inside one."""
+    return {m for m in modules for n in names if m == n or m.startswith(f"{n}.")}
+
+
+def _first_calls(target: str) -> None:
+    """One of each unary call the native transport serves (answers and refusals alike): Check,
+    an undecodable Check, Plan, ServerInfo, health Check, Envoy's ext_authz and rate-limit
+    service, each on a connection of its own (so with workers, on either)."""
+    for method, body, ok in [
+        ("/pdp.v1.DecisionService/Check", b"\xff", False),  # INVALID_ARGUMENT, its details
+        ("/pdp.v1.DecisionService/Plan", pb.PlanRequest().SerializeToString(), False),
+        ("/pdp.v1.DecisionService/ServerInfo", b"", True),
+        ("/grpc.health.v1.Health/Check", b"", True),
+        ("/envoy.service.auth.v3.Authorization/Check", ext.CheckRequest().SerializeToString(), True),
+        ("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+         rls.RateLimitRequest(domain="pdp").SerializeToString(), True),
+    ]:  # fmt: skip
+        with grpc.insecure_channel(target) as ch:
+            call = ch.unary_unary(method)
+            if ok:
+                call(body, timeout=10)
+            else:
+                with pytest.raises(grpc.RpcError) as err:
+                    call(body, timeout=10)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_native_transport_answers_its_first_calls_without_grpc(
+    policy_dir: Path, tmp_path: Path, workers: str
+) -> None:
+    """`pdp serve --transport native`, alone (`--workers 1`) and as a supervisor forking two
+    workers: the first decisions of every unary service leave grpc unimported in every process
+    (the `-v` trace is all of theirs); the streaming calls then still answer, grpc imported
+    for them (which shows the trace would name it)."""
+    pytest.importorskip("pdp.server.native._h2", reason="the native extension is not built")
+    port = free_port()
+    serve = ["serve", "--workers", workers, "--listen", f"127.0.0.1:{port}", "--transport"]
+    serve += ["native", "--policies", str(policy_dir)]
+    log = tmp_path / "imports.txt"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-v", "-m", "pdp.cli.main", *serve],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    target = f"127.0.0.1:{port}"
+    try:
+        wait_serving(port, proc)
+        with Client(target, timeout=10) as client:
+            assert client.is_allowed(ALICE, DOC, "read")
+        _first_calls(target)
+        modules = imported(log.read_text())
+        assert "pdp.server.native.server" in modules and "pdp.server.service" in modules
+        assert not named(modules, GRPC), json.dumps(sorted(named(modules, GRPC)))
+        # Then a Watch and a reflection stream: their servicers (grpcio's) are made now.
+        with grpc.insecure_channel(target) as ch:
+            watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest())
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+            reflect = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+            )
+            listed = {s.name for r in reflect for s in r.list_services_response.service}
+        assert {"pdp.v1.DecisionService", "envoy.service.auth.v3.Authorization"} <= listed
+        assert "grpc" in imported(log.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 # Run as `python -c PROBE ASK ANSWER serve ...`: `pdp serve` through pdp.cli.main, with a thread

@@ -16,7 +16,8 @@ ext_authz and rate-limit service: `extra_services`, the registrars grpcio's buil
 their handlers collected here), on TCP listeners, plaintext or TLS (mTLS with client CAs,
 `_tls.c`; the allow-list as grpcio's interceptor refuses), and Unix sockets, several at once;
 the streaming health Watch and server reflection through `streams.StreamPump` (the grpcio
-transport's bounded servicers); each call observed by telemetry as on grpcio (the call's
+transport's bounded servicers, made on the first streaming call: until then nothing here
+imports grpc); each call observed by telemetry as on grpcio (the call's
 metadata and auth context come from the C side). Every other path is UNIMPLEMENTED, as on
 grpcio.
 
@@ -38,31 +39,39 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2  # the messages alone (protobuf), not grpc
 
 from ..cache import DecisionCache
-from ..config import DEFAULT_THREADS, DRAIN_QUIET_S, STOP_MARGIN_S, Readiness, ServerConfig
+from ..config import (
+    DEFAULT_THREADS,
+    DRAIN_QUIET_S,
+    MAX_WATCHERS,
+    STOP_MARGIN_S,
+    Readiness,
+    ServerConfig,
+    max_reflection_streams,
+)
 from ..config import bind_error as _bind_error
-from ..identity import AllowListInterceptor
+from ..hooks import Registrar, on_bytes
+from ..identity import AllowList
 from ..service import SERVICE_NAME, DecisionService, taken_while_draining
-from ..status import DecodingServer, status_for
-from ..streams import MAX_WATCHERS, BoundedHealth, BoundedReflection, max_reflection_streams
+from ..status import Aborted as _Aborted
+from ..status import Status, StatusCode, status_for
 from .auth import INSECURE, Auth, of_connection
-from .streams import Aborted as _Aborted
 from .streams import StreamPump
 
 if TYPE_CHECKING:
     from pdp.engine.holder import EngineHolder
     from pdp.server.hooks import Observer, ServiceRegistrar
+    from pdp.server.streams import BoundedHealth
 
 log = logging.getLogger("pdp.server")
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
+REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"  # grpc_reflection's name
 # Streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS), as grpcio's default.
 MAX_STREAMS = 100
 # The paths served, in the order of the method numbers _h2 hands calls with, each with whether
@@ -78,7 +87,7 @@ SERVED: tuple[tuple[str, bool], ...] = (
 # The streaming paths (_h2.serve_streams), served by the grpcio transport's own servicers.
 STREAMED: tuple[str, ...] = (
     f"/{HEALTH_SERVICE}/Watch",
-    f"/{reflection.SERVICE_NAME}/ServerReflectionInfo",
+    f"/{REFLECTION_SERVICE}/ServerReflectionInfo",
 )
 # Streaming calls open at once, all kinds together (the C side's bound, beyond each
 # servicer's own: the watchers', the reflection streams').
@@ -123,15 +132,6 @@ class _Metadatum(NamedTuple):
 
     key: str
     value: str | bytes
-
-
-def _status_reply(status: Any) -> tuple[int, str, str | None]:
-    """(code, message, base64 grpc-status-details-bin or None) of a grpc.Status."""
-    details = None
-    for key, value in status.trailing_metadata or ():
-        if key == "grpc-status-details-bin":
-            details = base64.b64encode(value).decode("ascii")
-    return status.code.value[0], status.details or "", details
 
 
 def _metadata(packed: bytes) -> tuple[_Metadatum, ...]:
@@ -198,7 +198,7 @@ class _Context:
         self._packed = packed
         self._auth = auth
         self._metadata: tuple[_Metadatum, ...] | None = None
-        self._code: grpc.StatusCode | None = None
+        self._code: Any = None  # pdp's StatusCode or grpc's (the same values)
         self._details = ""
         self._active = active
         self._index = index
@@ -229,14 +229,15 @@ class _Context:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
     def abort_with_status(self, status: Any) -> None:
-        raise _Aborted(_status_reply(status))
+        """`status`: a grpc.Status (a servicer of grpcio's) or pdp's `Status`."""
+        raise _Aborted(Status(status.code, status.details or "", status.trailing_metadata or ()))
 
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        if code == grpc.StatusCode.OK:  # as grpcio: aborting with OK is a bug of the servicer
-            code, details = grpc.StatusCode.UNKNOWN, ""
-        raise _Aborted((code.value[0], details or "", None))
+    def abort(self, code: Any, details: str) -> None:
+        if code.value[0] == 0:  # as grpcio: aborting with OK is a bug of the servicer
+            code, details = StatusCode.UNKNOWN, ""
+        raise _Aborted(Status(code, details or ""))
 
-    def set_code(self, code: grpc.StatusCode) -> None:
+    def set_code(self, code: Any) -> None:
         self._code = code
 
     def set_details(self, details: str) -> None:
@@ -247,7 +248,7 @@ class _Context:
 
     def error(self) -> tuple[int, str, str | None] | None:
         """What set_code and set_details made of the call (None: it answers its reply)."""
-        if self._code is None or self._code == grpc.StatusCode.OK:
+        if self._code is None or self._code.value[0] == 0:
             return None
         return self._code.value[0], self._details, None
 
@@ -336,57 +337,56 @@ class NativeServer(Readiness):
             client_identities=config.tls is not None and config.tls.client_ca_pem is not None,
         )
         self.activity = self.decisions.activity
+        # The extra services' unary methods, by path: a `Registrar` describes them without
+        # grpc; any other registrar registers grpc handlers on a collector.
+        names: list[str] = []
+        extra: dict[str, Callable[[bytes, Any], Reply]] = {}
         collected = _Handlers()
-        names = [register(collected) for register in extra_services]  # type: ignore[arg-type]
+        for register in extra_services:
+            if isinstance(register, Registrar):
+                service = register.service()
+                names.append(service.name)
+                for name, method in service.methods.items():
+                    extra[f"/{service.name}/{name}"] = on_bytes(method)
+            else:
+                names.append(register(collected))  # type: ignore[arg-type]
+                collected_paths = collected.unary_paths(names[-1:])
+                extra.update({path: _unary(h) for path, h in collected_paths.items()})
         self.service_names = (SERVICE_NAME, *names)
+        self._extra_services = tuple(extra_services)
         self._drains: list[Callable[[float], None]] = [
             drain
             for register in extra_services
             if (drain := getattr(register, "begin_drain", None))
         ]
         # The method number _h2 gives a call (its index in self._paths) -> what answers it.
-        extra = collected.unary_paths(names)
         self._paths = SERVED + tuple((path, False) for path in extra)
         self._methods = _method_table(
             [path for path, _ in SERVED], self.decisions, self._check_health
-        ) + [_unary(extra[path]) for path in extra]
+        ) + list(extra.values())
         # --allow-identity: refused as grpcio's interceptor refuses, health left open.
-        allow = AllowListInterceptor(config.allow_identities) if config.allow_identities else None
-        if allow is not None:
+        self._allow = AllowList(config.allow_identities) if config.allow_identities else None
+        if self._allow is not None:
             paths = [path for path, _ in self._paths]
-            self._methods = [allow.guard(p, m) for p, m in zip(paths, self._methods, strict=True)]
+            guard = self._allow.guard
+            self._methods = [guard(p, m) for p, m in zip(paths, self._methods, strict=True)]
         self._health: dict[str, int] = {}
-        # The streaming calls (Watch, reflection): the grpcio transport's servicers, bounded
-        # as there, registered through DecodingServer to get their decoding handlers.
-        self.health = BoundedHealth()
-        streamed = _Handlers()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, DecodingServer(streamed))  # type: ignore[arg-type]
+        self._health_servicer: BoundedHealth | None = None
+        self._health_lock = threading.Lock()
         # Reflection streams run on threads of their own here, not on the decision threads:
         # bounded as grpcio's transport bounds them with its default threads, or more.
-        reflection_streams = max_reflection_streams(max(config.threads, DEFAULT_THREADS))
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            BoundedReflection(
-                (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                reflection_streams,
-            ),
-            DecodingServer(streamed),  # type: ignore[arg-type]
-        )
+        self._reflection_streams = max_reflection_streams(max(config.threads, DEFAULT_THREADS))
         self._streams = StreamPump(
             self._h2,
-            [
-                streamed.handlers[path]
-                if allow is None
-                else allow.guard_handler(path, streamed.handlers[path])
-                for path in STREAMED
-            ],
-            reflection_streams + _STREAM_MARGIN,
+            self._stream_handlers,
+            self._reflection_streams + _STREAM_MARGIN,
             _metadata,
             self._cancelled,
         )
         # Unary calls being decided whose servicer registered callbacks, by their C id.
         self._cancellable: dict[int, _Context] = {}
         self._cancellable_lock = threading.Lock()
-        self._max_streams_open = MAX_WATCHERS + reflection_streams + _STREAM_MARGIN
+        self._max_streams_open = MAX_WATCHERS + self._reflection_streams + _STREAM_MARGIN
         self._draining = False
         self._held = False
         self._drain_deadline = 0.0
@@ -415,9 +415,55 @@ class NativeServer(Readiness):
     # -- health, as PdpServer --------------------------------------------------------------
 
     def _publish(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
-        self._health = {name: status for name in ("", *self.service_names)}
-        for name in self._health:  # the watchers hear it
-            self.health.set(name, status)
+        with self._health_lock:
+            self._health = {name: status for name in ("", *self.service_names)}
+            if self._health_servicer is not None:
+                for name in self._health:  # the watchers hear it
+                    self._health_servicer.set(name, status)
+
+    # -- the streaming calls, made on the first ----------------------------------------------
+
+    @property
+    def health(self) -> BoundedHealth:
+        """The health servicer Watch streams are served by (made, and grpc imported, when
+        first asked for), told of every status `_publish` sets."""
+        with self._health_lock:
+            if self._health_servicer is None:
+                from ..streams import BoundedHealth
+
+                servicer = BoundedHealth()
+                for name, status in self._health.items():
+                    servicer.set(name, status)
+                self._health_servicer = servicer
+            return self._health_servicer
+
+    def _stream_handlers(self) -> list[Any]:
+        """The streaming calls' handlers (Watch, reflection), in STREAMED's order: the grpcio
+        transport's servicers, bounded as there, registered through DecodingServer to get
+        their decoding handlers. Made by the stream pump when the first streaming call opens:
+        they are grpcio's, and most servers are never asked for one."""
+        from grpc_health.v1 import health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+        from ..grpc_edge import DecodingServer, guard_handler
+        from ..streams import BoundedReflection
+
+        for register in self._extra_services:  # reflection describes their protos
+            if (load := getattr(register, "load", None)) is not None:
+                load()
+        streamed = _Handlers()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, DecodingServer(streamed))  # type: ignore[arg-type]
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            BoundedReflection(
+                (*self.service_names, HEALTH_SERVICE, REFLECTION_SERVICE),
+                self._reflection_streams,
+            ),
+            DecodingServer(streamed),  # type: ignore[arg-type]
+        )
+        handlers = [streamed.handlers[path] for path in STREAMED]
+        if self._allow is not None:  # refused as grpcio's interceptor refuses
+            handlers = [guard_handler(self._allow, p, h) for p, h in zip(STREAMED, handlers)]
+        return handlers
 
     # -- the calls ---------------------------------------------------------------------------
 
@@ -425,10 +471,10 @@ class NativeServer(Readiness):
         try:
             request = health_pb2.HealthCheckRequest.FromString(body)
         except DecodeError as exc:
-            return _status_reply(status_for(exc))
+            return _Aborted(status_for(exc)).reply
         status = self._health.get(request.service)
         if status is None:  # as grpc's HealthServicer
-            return grpc.StatusCode.NOT_FOUND.value[0], "Unknown service", None
+            return StatusCode.NOT_FOUND.value[0], "Unknown service", None
         return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
     def _watch_cancel(self, context: _Context) -> None:
@@ -460,7 +506,7 @@ class NativeServer(Readiness):
             return exc.reply
         except Exception:  # the servicer answers its own failures; this is a bug here
             log.exception("native transport: a call failed")
-            return grpc.StatusCode.INTERNAL.value[0], "internal error", None
+            return StatusCode.INTERNAL.value[0], "internal error", None
         finally:
             if context._callbacks is not None:
                 with self._cancellable_lock:
@@ -622,16 +668,15 @@ def _method_table(
     `DecisionService.check` (bytes in, bytes out), Plan and ServerInfo through grpcio's
     handlers (decoding as they do: an undecodable request is INVALID_ARGUMENT naming
     `request`) and their serializer; Health here."""
-    grpc_side = _Handlers()
-    decisions.register(grpc_side)  # type: ignore[arg-type]
+    methods = decisions.service().methods
     table: list[Callable[[bytes, Any], Reply]] = []
     for path in paths:
         if path == HEALTH_CHECK:
             table.append(health)
         elif path == f"/{SERVICE_NAME}/Check":
             table.append(decisions.check)
-        else:
-            table.append(_unary(grpc_side.handlers[path]))  # KeyError: a path pdp does not serve
+        else:  # KeyError: a path pdp does not serve
+            table.append(on_bytes(methods[path.removeprefix(f"/{SERVICE_NAME}/")]))
     return table
 
 

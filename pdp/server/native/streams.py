@@ -1,6 +1,8 @@
 """The native transport's streaming calls: health `Watch` and server reflection, served by the
 very servicers the grpcio transport registers (`BoundedHealth`, `BoundedReflection`, through
-`DecodingServer`), so the same bounds hold (open watchers, open reflection streams).
+`DecodingServer`), so the same bounds hold (open watchers, open reflection streams). Those
+servicers are grpcio's: they are made (and grpc imported) when the first streaming call opens,
+not at start, so a server that is never asked for one never imports grpc.
 
 The C side (`_h2_stream.c`) hands each streaming call's events over as they arrive
 (`_h2.stream_take`: opened, a message, half-closed, gone) and takes messages and trailers back
@@ -20,8 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import grpc
-
+from ..status import Aborted, Status, StatusCode
 from .auth import INSECURE, Auth, of_connection
 
 log = logging.getLogger("pdp.server")
@@ -33,14 +34,9 @@ EV_OPEN, EV_MSG, EV_HALF, EV_GONE, EV_CANCEL = 1, 2, 3, 4, 5
 MAX_PENDING_BYTES = 4 << 20
 MAX_PENDING_MESSAGES = 1024
 # grpcio's words for the calls still open when the server stops.
-STOPPING = (grpc.StatusCode.UNAVAILABLE.value[0], "Cancelling all calls")
+STOPPING = (StatusCode.UNAVAILABLE.value[0], "Cancelling all calls")
 _WAIT_S = 0.25
-_INTERNAL = grpc.StatusCode.INTERNAL.value[0]
-
-
-class Aborted(Exception):
-    def __init__(self, reply: tuple[int, str, str | None]) -> None:
-        self.reply = reply
+_INTERNAL = StatusCode.INTERNAL.value[0]
 
 
 class _Gone(Exception):
@@ -89,11 +85,12 @@ class _Call:
     def is_active(self) -> bool:
         return self.active
 
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise Aborted((code.value[0], details, None))
+    def abort(self, code: Any, details: str) -> None:
+        """`code`: grpc's StatusCode (grpcio's servicers) or pdp's (the same values)."""
+        raise Aborted(Status(code, details))
 
     def abort_with_status(self, status: Any) -> None:
-        raise Aborted((status.code.value[0], status.details or "", None))
+        raise Aborted(Status(status.code, status.details or ""))
 
     def time_remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -170,22 +167,24 @@ class _Call:
 class StreamPump:
     """Takes the streaming calls' events from the C side and runs their handlers.
 
-    `handlers`: grpcio's method handlers (`grpc.RpcMethodHandler`), in the order of the paths
-    given to `_h2.serve_streams`: unary-stream ones answering through a callback
-    (`experimental_non_blocking`, grpc_health's `Watch`) run on this thread; the others in a
-    thread each, at most `max_threads` at once (more: RESOURCE_EXHAUSTED)."""
+    `handlers()`: grpcio's method handlers (`grpc.RpcMethodHandler`), in the order of the
+    paths given to `_h2.serve_streams`, made when the first streaming call opens: unary-stream
+    ones answering through a callback (`experimental_non_blocking`, grpc_health's `Watch`) run
+    on this thread; the others in a thread each, at most `max_threads` at once (more:
+    RESOURCE_EXHAUSTED)."""
 
     def __init__(
         self,
         h2: Any,
-        handlers: list[grpc.RpcMethodHandler],
+        handlers: Callable[[], list[Any]],
         max_threads: int,
         metadata: Callable[[bytes], tuple[tuple[str, str | bytes], ...]],
         on_cancel: Callable[[int], None] = lambda _seq: None,
     ) -> None:
         """`on_cancel(seq)`: a unary call being decided is gone (its client reset it)."""
         self.h2 = h2
-        self._handlers = handlers
+        self._make_handlers = handlers
+        self._handlers: list[Any] = []
         self._threads = threading.BoundedSemaphore(max_threads)
         self._max_threads = max_threads
         self._metadata = metadata
@@ -242,13 +241,20 @@ class StreamPump:
         with self._lock:
             late = [c for c in self._calls.values() if c.deadline is not None and now >= c.deadline]
         for call in late:
-            call.end(grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "Deadline Exceeded")
+            call.end(StatusCode.DEADLINE_EXCEEDED.value[0], "Deadline Exceeded")
 
     def _event(self, call_id: int, kind: int, a: Any, b: Any, c: Any, d: Any, e: Any) -> None:
         if kind == EV_CANCEL:
             self._on_cancel(call_id)
             return
         if kind == EV_OPEN:
+            if not self._handlers:
+                try:
+                    self._handlers = self._make_handlers()
+                except Exception:
+                    log.exception("native transport: the streaming services failed to start")
+                    self.h2.stream_finish(call_id, _INTERNAL, "internal error")
+                    return
             call = _Call(self, call_id, a, b, c, self._metadata(d), e)
             with self._lock:
                 self._calls[call_id] = call
@@ -267,7 +273,7 @@ class StreamPump:
                 call.end(_INTERNAL, "expected exactly one request message")
             elif not call.feed(a):
                 call.end(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                    StatusCode.RESOURCE_EXHAUSTED.value[0],
                     "too many request messages waiting: the client sends faster than the "
                     "server reads them",
                 )
@@ -304,7 +310,7 @@ class StreamPump:
     def _run_in_thread(self, call: _Call) -> None:
         if not self._threads.acquire(blocking=False):
             call.end(
-                grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                StatusCode.RESOURCE_EXHAUSTED.value[0],
                 f"{self._max_threads} streaming calls are running on this server; close one first",
             )
             return
