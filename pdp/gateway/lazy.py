@@ -1,9 +1,11 @@
-"""Envoy's ext_authz for `pdp serve`, its servicer made on the first call.
+"""Envoy's ext_authz and rate-limit services for `pdp serve`, each servicer made on its first
+call.
 
 The gateway's modules (route mapping, JWT verification, request translation, form bodies,
-Envoy's protos: ~20 ms of a start) are imported when the first ext_authz call arrives, not at
-start: many servers are never asked for one. `pdp serve` builds it eagerly when a flag must
-be checked at start (`--gateway-mapping`, `--jwks`: a bad one refuses to start).
+Envoy's protos: ~20 ms of a start for ext_authz, ~14 ms for the rate-limit service) are
+imported when the first call arrives, not at start: many servers are never asked for one.
+`pdp serve` builds ext_authz eagerly when a flag must be checked at start (`--gateway-mapping`,
+`--jwks`: a bad one refuses to start).
 """
 
 from __future__ import annotations
@@ -15,45 +17,72 @@ from typing import TYPE_CHECKING, Any
 from pdp.server.hooks import Registrar, Service, Unary, on_bytes
 
 if TYPE_CHECKING:
+    from pdp.gateway.ratelimit import RateLimitRegistrar
     from pdp.gateway.servicer import ExtAuthzRegistrar
 
-# envoy.service.auth.v3's (pdp.gateway.servicer.SERVICE_NAME; a test checks they agree).
+# The protos' names (pdp.gateway.servicer's and pdp.gateway.ratelimit's SERVICE_NAME; a test
+# checks they agree).
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+RATE_LIMIT_SERVICE_NAME = "envoy.service.ratelimit.v3.RateLimitService"
+
+Handler = Callable[[bytes, Any], bytes]
 
 
-class LazyExtAuthz(Registrar):
-    """A registrar whose servicer `make()` builds on the first call (once, whichever thread
-    is first), told of a drain that began before it."""
+class LazyRegistrar(Registrar):
+    """A registrar of service `name` whose unary `methods` `make()` builds on the first call
+    (once, whichever thread is first), told of a drain that began before it."""
 
-    def __init__(self, make: Callable[[], ExtAuthzRegistrar]) -> None:
+    def __init__(self, name: str, methods: tuple[str, ...], make: Callable[[], Registrar]) -> None:
+        self._name = name
+        self._methods = methods
         self._make = make
         self._lock = threading.Lock()
-        self._check: Callable[[bytes, Any], bytes] | None = None
-        self._made: ExtAuthzRegistrar | None = None
+        self._handlers: dict[str, Handler] | None = None
+        self._made: Registrar | None = None
         self._drain_at: float | None = None
 
     def service(self) -> Service:
-        return Service(SERVICE_NAME, {"Check": Unary(self._first)})
+        return Service(self._name, {m: Unary(self._first(m)) for m in self._methods})
 
-    def _first(self, data: bytes, context: Any) -> bytes:
-        check = self._check or self.load()
-        return check(data, context)
+    def _first(self, method: str) -> Handler:
+        def call(data: bytes, context: Any) -> bytes:
+            handlers = self._handlers or self.load()
+            return handlers[method](data, context)
 
-    def load(self) -> Callable[[bytes, Any], bytes]:
-        """The servicer's Check (bytes in, bytes out), made now if it was not. Also what a
-        server calls before reflection describes the service (its protos imported)."""
+        return call
+
+    def load(self) -> dict[str, Handler]:
+        """The servicer's methods (bytes in, bytes out), made now if they were not. Also what
+        a server calls before reflection describes the service (its protos imported)."""
         with self._lock:
-            if self._check is None:
+            if self._handlers is None:
                 made = self._make()
-                check = on_bytes(made.service().methods["Check"])  # the servicer, made
+                methods = made.service().methods  # the servicer, made
+                handlers = {m: on_bytes(methods[m]) for m in self._methods}
                 if self._drain_at is not None:
-                    made.begin_drain(self._drain_at)
-                self._made, self._check = made, check
-            return self._check
+                    self._drain(made, self._drain_at)
+                self._made, self._handlers = made, handlers
+            return self._handlers
 
     def begin_drain(self, deadline: float) -> None:
         with self._lock:
             self._drain_at = deadline
             made = self._made
         if made is not None:
-            made.begin_drain(deadline)
+            self._drain(made, deadline)
+
+    @staticmethod
+    def _drain(made: Registrar, deadline: float) -> None:
+        # ext_authz refuses calls taken while draining; the rate-limit service answers on.
+        if (begin := getattr(made, "begin_drain", None)) is not None:
+            begin(deadline)
+
+
+def lazy_ext_authz(make: Callable[[], ExtAuthzRegistrar]) -> LazyRegistrar:
+    """Envoy's ext_authz (`Check`), made by `make` on its first call."""
+    return LazyRegistrar(SERVICE_NAME, ("Check",), make)
+
+
+def lazy_rate_limit(make: Callable[[], RateLimitRegistrar]) -> LazyRegistrar:
+    """Envoy's rate-limit service (`ShouldRateLimit`), made by `make` on its first call."""
+    return LazyRegistrar(RATE_LIMIT_SERVICE_NAME, ("ShouldRateLimit",), make)

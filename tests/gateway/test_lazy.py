@@ -17,14 +17,25 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pdp.engine import Engine, EngineHolder, compile_policy_set
+from pdp.engine.counters import MemoryCounters
+from pdp.gateway._gen.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as rl
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
-from pdp.gateway.lazy import SERVICE_NAME, LazyExtAuthz
+from pdp.gateway._gen.envoy.service.ratelimit.v3 import rls_pb2 as rls
+from pdp.gateway.lazy import (
+    RATE_LIMIT_SERVICE_NAME,
+    SERVICE_NAME,
+    lazy_ext_authz,
+    lazy_rate_limit,
+)
+from pdp.gateway.ratelimit import SERVICE_NAME as RLS_SERVICE
+from pdp.gateway.ratelimit import rate_limit_registrar
 from pdp.gateway.servicer import SERVICE_NAME as EXT_SERVICE
 from pdp.gateway.servicer import ExtAuthzRegistrar, ext_authz_registrar
 from pdp.model.loader import load_policy_files
 from pdp.server.hooks import on_bytes
 from pdp.server.service import taken_while_draining
 from pdp.server.status import Aborted, StatusCode
+from tests.limits.conftest import LIMITED
 from tests.server.conftest import free_port
 from tests.server.test_serve_cli import wait_serving
 
@@ -56,12 +67,56 @@ def _answer(check, path: str = "/memos/m1") -> ext.CheckResponse:  # type: ignor
 
 def test_the_service_name_is_the_protos() -> None:
     assert SERVICE_NAME == EXT_SERVICE
+    assert RATE_LIMIT_SERVICE_NAME == RLS_SERVICE
+
+
+def test_the_rate_limit_service_made_on_its_first_call_answers_as_one_made_at_start() -> None:
+    """Six reads by one principal (the fifth is the limit's last) and an undecodable request,
+    to a lazy service and to one made at start, each with counters of its own."""
+    source = load_policy_files({k: v.encode() for k, v in LIMITED.items()})
+
+    def holder() -> EngineHolder:
+        made = EngineHolder(counters=MemoryCounters())
+        made.swap(Engine(compile_policy_set(source)))
+        return made
+
+    made: list[int] = []
+    lazy_holder = holder()
+    lazy = lazy_rate_limit(lambda: made.append(1) or rate_limit_registrar(lazy_holder))
+    ours = lazy.service().methods["ShouldRateLimit"].behaviour
+    assert made == []
+    theirs = on_bytes(rate_limit_registrar(holder()).service().methods["ShouldRateLimit"])
+    entries = {"kind": "note", "action": "read", "principal.id": "ann"}
+    read = rls.RateLimitRequest(
+        domain="pdp",
+        descriptors=[
+            rl.RateLimitDescriptor(
+                entries=[rl.RateLimitDescriptor.Entry(key=k, value=v) for k, v in entries.items()]
+            )
+        ],
+    ).SerializeToString()
+
+    def seen(reply: bytes) -> tuple[object, ...]:  # all but the time to the reset, which ticks
+        r = rls.RateLimitResponse.FromString(reply)
+        statuses = [
+            (s.code, s.limit_remaining, s.current_limit.requests_per_unit) for s in r.statuses
+        ]
+        return r.overall_code, statuses, r.raw_body
+
+    codes = []
+    for body in [read] * 6 + [b"\xff"]:
+        mine = seen(ours(body, None))
+        assert mine == seen(theirs(body, None))
+        codes.append(mine[0])
+    ok, over = rls.RateLimitResponse.OK, rls.RateLimitResponse.OVER_LIMIT
+    assert codes == [ok] * 5 + [over, over]
+    assert made == [1]
 
 
 def test_the_first_call_makes_the_servicer_and_answers_as_one_made_at_start() -> None:
     holder = _holder()
     make = _Counted(holder)
-    check = LazyExtAuthz(make).service().methods["Check"].behaviour
+    check = lazy_ext_authz(make).service().methods["Check"].behaviour
     assert make.made == 0
     eager = on_bytes(ext_authz_registrar(holder).service().methods["Check"])
     for path in ("/memos/m1", "/nowhere"):
@@ -77,7 +132,7 @@ def test_the_first_call_makes_the_servicer_and_answers_as_one_made_at_start() ->
 
 def test_concurrent_first_calls_make_the_servicer_once() -> None:
     make = _Counted(_holder(), pause=0.05)
-    check = LazyExtAuthz(make).service().methods["Check"].behaviour
+    check = lazy_ext_authz(make).service().methods["Check"].behaviour
     start = threading.Barrier(8)
     answers: list[int] = []
 
@@ -97,7 +152,7 @@ def test_concurrent_first_calls_make_the_servicer_once() -> None:
 def test_a_drain_begun_before_the_first_call_reaches_the_servicer() -> None:
     """A call taken once the drain began is refused (503 `shutting_down`), as by a servicer
     made at start (tests/gateway/test_ext_authz_drain.py)."""
-    lazy = LazyExtAuthz(_Counted(_holder()))
+    lazy = lazy_ext_authz(_Counted(_holder()))
     lazy.begin_drain(time.monotonic() + WAIT_CAP)
     taken_while_draining.value = True
     try:

@@ -46,11 +46,13 @@ GRPC = (
     "grpc", "grpc_status", "grpc_reflection", "grpc_health.v1.health",
     "grpc_health.v1.health_pb2_grpc", "pdp.server.grpc_edge", "pdp.server.streams",
 )  # fmt: skip
-# Envoy ext_authz's servicer, its route mapping, request translation and protos: made on its
-# first call on the native transport (pdp.gateway.lazy).
+# Envoy ext_authz's servicer, its route mapping, request translation and protos, and the
+# rate-limit service with its protos: each made on its first call on the native transport
+# (pdp.gateway.lazy).
 GATEWAY = (
     "pdp.gateway.servicer", "pdp.gateway.mapping", "pdp.gateway.request",
-    "pdp.gateway._gen.envoy.service.auth",
+    "pdp.gateway._gen.envoy.service.auth", "pdp.gateway.ratelimit",
+    "pdp.gateway._gen.envoy.service.ratelimit",
 )  # fmt: skip
 
 
