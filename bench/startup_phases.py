@@ -7,14 +7,15 @@ Reproduce:  .venv/bin/python bench/startup_phases.py                 (7 fresh in
 
 Each run is a fresh interpreter doing what `pdp serve --policies policies/ --workers 1` does,
 in order, timed with `time.process_time` (CPU, which a busy machine does not inflate as it
-does the wall clock): build `pdp serve`'s parser (which imports grpc, protobuf, the engine and
-the service); the imports the supervisor of `--workers N` adds before it forks (the gateway's
-ext_authz and rate-limit services); build and start the server (`--transport`: grpcio's, or the
-native one) on a free port; load, check, compile and validate the policies (`--policies`,
-`policies/` by default) and read their git revision. Prints the median of each phase and the
-modules imported by the end (a lazy import shows there). `--python` runs
-another interpreter (another checkout's venv: run from outside any checkout, with `-P`, so
-its own pdp is imported).
+does the wall clock), the collector paused during the imports as `pdp serve` pauses it: build
+`pdp serve`'s parser (which imports protobuf, the engine and, with `--transport grpcio`,
+grpc); the engine's own imports; build and start the server on a free port, with Envoy's
+ext_authz and rate-limit services as `pdp serve` makes them (on the native transport, on
+their first call); load, check, compile and validate the policies (`--policies`, `policies/`
+by default) and read their git revision. Prints the median of each phase and the modules
+imported by the end (a lazy import shows there). `--python` runs another interpreter
+(another checkout's venv: run from outside any checkout, with `-P`, so its own pdp is
+imported).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("parser and its imports", "supervisor's imports", "server", "policies")
+PHASES = ("parser and its imports", "the engine's imports", "server", "policies")
 
 CHILD = """
+import gc
 import sys
 import time
 c0 = time.process_time()
+gc.disable()  # as pdp.cli.main does for serve, until its imports are done (resume_gc)
 import pdp.cli.main as m
 argv = ["serve", "--policies", POLICIES, "--listen", "127.0.0.1:0", "--workers", "1",
         "--transport", TRANSPORT]
@@ -39,20 +42,19 @@ args = m.build_parser(argv).parse_args(argv)
 c1 = time.process_time()
 from pdp.engine import EngineHolder
 from pdp.cli import _common
-import pdp.gateway.servicer
-import pdp.gateway.ratelimit
 c2 = time.process_time()
-from pdp.cli.serve import _ext_authz, _start_policy_dir, server_config
-from pdp.gateway.ratelimit import rate_limit_registrar
+from pdp.cli.serve import _ext_authz, _rate_limit_service, _start_policy_dir, server_config
 holder = EngineHolder()
 config = server_config(args)
-extra = [_ext_authz(args, holder, config, None), rate_limit_registrar(holder)]
+extra = [_ext_authz(args, holder, config, None), _rate_limit_service(args, holder)]
 if TRANSPORT == "grpcio":
     from pdp.server import build_server
     server = build_server(holder, config, observer=None, extra_services=extra)
 else:
     from pdp.cli.serve import _native_server
     server = _native_server(holder, config, None, extra)
+gc.freeze()
+gc.enable()
 server.start()
 c3 = time.process_time()
 _start_policy_dir(POLICIES, holder)
