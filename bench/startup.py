@@ -80,6 +80,14 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def _give_up_if_failed(proc: subprocess.Popen[bytes], started: float, log, never: str) -> None:  # type: ignore[no-untyped-def]
+    """Raise, with the server's output, if it has exited or is past CAP_S."""
+    if proc.poll() is not None or time.perf_counter() - started > CAP_S:
+        log.seek(0)
+        tail = log.read()[-2000:].decode(errors="replace")
+        raise RuntimeError(f"{list(proc.args)[:4]} never {never}:\n{tail}")  # type: ignore[arg-type]
+
+
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], started: float, log) -> None:  # type: ignore[no-untyped-def]
     """Until a TCP connect to `port` succeeds (see the module's docstring: not a gRPC channel)."""
     while True:
@@ -88,10 +96,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], started: float, lo
             return
         except OSError:
             pass
-        if proc.poll() is not None or time.perf_counter() - started > CAP_S:
-            log.seek(0)
-            tail = log.read()[-2000:].decode(errors="replace")
-            raise RuntimeError(f"{proc.args!r} never listened:\n{tail}")
+        _give_up_if_failed(proc, started, log, "listened")
         time.sleep(POLL_S)
 
 
@@ -111,12 +116,9 @@ def first_decision(cmd: list[str], port: int, method: str, payload: bytes) -> tu
                         call(payload, timeout=1.0)
                         took = time.perf_counter() - started
                         return took, cpu_seconds(proc.pid)
-                    except grpc.RpcError:  # not listening yet, or no policies active yet
+                    except grpc.RpcError:  # no policies active yet
                         pass
-                    if proc.poll() is not None or time.perf_counter() - started > CAP_S:
-                        log.seek(0)
-                        tail = log.read()[-2000:].decode(errors="replace")
-                        raise RuntimeError(f"{cmd[:4]} never decided:\n{tail}")
+                    _give_up_if_failed(proc, started, log, "decided")
                     time.sleep(POLL_S)
         finally:
             if proc.poll() is None:
