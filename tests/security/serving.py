@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,16 @@ HEAVY_PRINCIPAL: dict[str, Any] = {
     "roles": ["user"],
     "attr": {"items": list(range(30)), "text": "a" * 250},
 }
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid`'s threads have started, from /proc (not `pgrep`: procps is not on a
+    minimal Debian machine). A thread may end while its list is read: it has none then."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return sorted(pids)
 
 
 def write_heavy_policies(root: Path) -> Path:

@@ -35,7 +35,7 @@ from bundle_helpers import make_bundle, serve_bundles
 from pdp.bundle.signing import generate_keypair, load_private_key
 from pdp.cli.serve import _MIN_WORKER_LIFETIME_S
 
-from .serving import health, wait_serving
+from .serving import children, health, wait_serving
 from .test_workers20_one_bundle import (
     FRESH,
     WAIT_CAP_S,
@@ -46,13 +46,6 @@ from .test_workers20_one_bundle import (
 )
 
 KILLS = 2
-
-
-def _workers(supervisor: int) -> list[int]:
-    pids: set[int] = set()
-    for task in Path(f"/proc/{supervisor}/task").iterdir():
-        pids.update(int(p) for p in (task / "children").read_text().split())
-    return sorted(pids)
 
 
 def _age(pid: int) -> float:
@@ -97,7 +90,7 @@ def test_a_worker_killed_while_the_poller_downloads_is_replaced_and_serves(
             wait_serving(port, served, timeout=WAIT_CAP_S)
             served.wait_for(f"all {WORKERS} workers serve things@2.0.0")
             (handoff,) = tmp.glob("pdp-bundles-*")
-            first = _workers(supervisor)
+            first = children(supervisor)
             assert len(first) == WORKERS
             # The first workers are forks: the supervisor's own command line.
             assert all(_cmdline(pid) == _cmdline(supervisor) for pid in first)
@@ -106,7 +99,7 @@ def test_a_worker_killed_while_the_poller_downloads_is_replaced_and_serves(
             source.set(make_bundle(3))
             _wait_requests(source, asked + 1)  # the poller is inside a download from now on
             for kill in range(KILLS):
-                victim = _workers(supervisor)[kill % WORKERS]
+                victim = children(supervisor)[kill % WORKERS]
                 _old_enough(victim)
                 os.kill(victim, signal.SIGKILL)
                 served.wait_for(f"worker {victim} replaced by worker", timeout=WAIT_CAP_S)
@@ -186,7 +179,7 @@ def test_a_worker_that_refuses_the_supervisors_bundle_holds_readiness(tmp_path: 
 
             # The team's trust file changes on disk; a worker started from now on reads it.
             trust_team.write_bytes(keys["other"][1].read_bytes())
-            victim = _workers(supervisor)[0]
+            victim = children(supervisor)[0]
             _old_enough(victim)
             os.kill(victim, signal.SIGKILL)
             served.wait_for(f"worker {victim} replaced by worker", timeout=WAIT_CAP_S)

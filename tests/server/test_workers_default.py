@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from security.serving import CHECK, Served, pdp_serve, wait_serving
+from security.serving import CHECK, Served, children, pdp_serve, wait_serving
 
 from pdp.cli.cpus import cgroup_quota, usable_cpus
 from pdp.cli.serve import resolve_workers
@@ -149,15 +149,6 @@ def test_workers_must_be_a_count_or_auto() -> None:
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no usage block
 
 
-def _children(pid: int) -> list[int]:
-    """From /proc, not `pgrep`: procps is not on a minimal Debian machine."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
-            children += [int(p) for p in (task / "children").read_text().split()]
-    return children
-
-
 def _decide(port: int) -> int:
     data = request_to_proto(ALICE, [{**DOC, "actions": ["read"]}], None).SerializeToString()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -198,7 +189,7 @@ def test_taskset_one_cpu_serves_in_one_process(tmp_path: Path) -> None:
         wait_serving(port, served)
         assert _decide(port) == pb.EFFECT_ALLOW
         assert "workers: 1 (auto: 1 usable CPU" in served.output()
-        assert _children(served.proc.pid) == []  # no supervisor: this process serves
+        assert children(served.proc.pid) == []  # no supervisor: this process serves
         assert os.sched_getaffinity(served.proc.pid) == {cpu}
 
 
@@ -211,8 +202,8 @@ def test_default_runs_one_worker_per_usable_cpu(tmp_path: Path) -> None:
         wait_serving(port, served)
         assert _decide(port) == pb.EFFECT_ALLOW
         assert f"workers: {expected} (auto: {expected} usable CPU" in served.output()
-        children = _children(served.proc.pid)
-        assert len(children) == (expected if expected > 1 else 0)
+        workers = children(served.proc.pid)
+        assert len(workers) == (expected if expected > 1 else 0)
 
 
 def _has_cap_bpf() -> bool:
@@ -314,7 +305,7 @@ def test_each_port_is_dealt_round_robin_on_its_own(tmp_path: Path) -> None:
             for _ in range(4):
                 sockets.append(socket.create_connection(("127.0.0.1", grpc_port)))
                 sockets.append(socket.create_connection(("127.0.0.1", http_port)))
-            pids = _children(served.proc.pid)
+            pids = children(served.proc.pid)
             assert len(pids) == 2
             deadline = time.monotonic() + 60  # a cap: accepted by the workers' pollers
             while True:
