@@ -65,7 +65,7 @@ class CompiledCel(Protocol):
     activation dict), carrying what the engine and tools read about it as attributes.
 
     A short expression's function compiles its Python on its first call
-    (`pdp.cel._compile._Lazy`).
+    (`pdp.cel._compile._lazy`).
     """
 
     source: str

@@ -13,6 +13,7 @@ import builtins
 import functools
 import itertools
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -720,12 +721,22 @@ def _exec(text: str, glb: dict[str, Any], source: str) -> Callable[[Any], Any]:
     limit = sys.getrecursionlimit()
     try:
         sys.setrecursionlimit(max(limit, 20000))
-        exec(_code_for(text), glb)
+        fn = _define(text, glb)
     except (SyntaxError, RecursionError, MemoryError, ValueError) as e:
         raise CelCompileError(f"expression too complex to compile ({e})", source, 1, 1) from None
     finally:
         sys.setrecursionlimit(limit)
-    fn: Callable[[Any], Any] = glb["_cel"]
+    return fn
+
+
+def _define(text: str, glb: dict[str, Any]) -> FunctionType:
+    """The function `_cel` that `text` defines, with `glb` as its globals but not kept in
+    them: a function held by its own globals is a reference cycle, which only the cyclic
+    collector frees, and `pdp serve` keeps its policies out of the collector's passes
+    (`pdp.cli.serve._HeapSettler`): a replaced policy set must go by reference counts alone."""
+    defined: dict[str, Any] = {}
+    exec(_code_for(text), glb, defined)
+    fn: FunctionType = defined["_cel"]
     return fn
 
 
@@ -737,34 +748,33 @@ def _failed(act: Any) -> Any:
     raise _compile_error  # type: ignore[name-defined]  # noqa: F821  # set with this code
 
 
-class _Lazy:
-    """The generated text of one expression, compiled on the first call of `fn`.
-
-    `fn` is a function of the expression's own globals whose code, until then, calls
-    `first_call`; that compiles the text into the same globals and gives `fn` the compiled
+def _lazy(text: str, glb: dict[str, Any]) -> FunctionType:
+    """A function of the expression's own globals `glb` whose code, until its first call,
+    calls `_first_call`; that compiles `text` (`_define`) and gives the function the compiled
     code, so every later call runs the generated code directly. Two threads racing here both
-    compile the same text, which is harmless. Should Python still refuse the text, `fn` raises
-    a CelEvalError from then on: a deny with a reason, never an allow.
-    """
+    compile the same text, which is harmless. Should Python still refuse the text, the
+    function raises a CelEvalError from then on: a deny with a reason, never an allow.
 
-    __slots__ = ("fn", "glb", "text")
+    `glb` holds the function only weakly (through `_first_call`): no reference cycle, see
+    `_define`."""
+    fn = FunctionType(_stub.__code__, glb, "_cel")
+    glb["_first_call"] = functools.partial(_compile_on_first_call, text, weakref.ref(fn))
+    return fn
 
-    def __init__(self, text: str, glb: dict[str, Any]) -> None:
-        self.text = text
-        self.glb = glb
-        glb["_first_call"] = self.first_call
-        self.fn = FunctionType(_stub.__code__, glb, "_cel")
 
-    def first_call(self, act: Any) -> Any:
-        try:
-            exec(_code_for(self.text), self.glb)
-            code = self.glb["_cel"].__code__
-        except Exception as e:  # not expected below the `_lazy_safe` bounds
-            name = e.__class__.__name__
-            self.glb["_compile_error"] = CelEvalError(f"expression could not be compiled ({name})")
-            code = _failed.__code__
-        self.fn.__code__ = code
-        return self.fn(act)
+def _compile_on_first_call(text: str, ref: weakref.ref[FunctionType], act: Any) -> Any:
+    fn = ref()
+    if fn is None:  # not expected: the function is the one calling
+        raise CelEvalError("expression could not be compiled (its function is gone)")
+    glb = fn.__globals__
+    try:
+        code = _define(text, glb).__code__
+    except Exception as e:  # not expected below the `_lazy_safe` bounds
+        name = e.__class__.__name__
+        glb["_compile_error"] = CelEvalError(f"expression could not be compiled ({name})")
+        code = _failed.__code__
+    fn.__code__ = code
+    return fn(act)
 
 
 def generate(
@@ -779,7 +789,7 @@ def generate(
     """Compile `ast` (parsed from `source`) to a Python function.
 
     With `lazy`, the function of a text Python cannot refuse compiles it on its first call
-    (`_Lazy`)."""
+    (`_lazy`)."""
     comp = Compiler(env, source, names)
     body = comp.lines
     try:
@@ -818,7 +828,7 @@ def generate(
     glb = comp.globals
     reads = frozenset(comp.loads)
     if lazy and _lazy_safe(text, comp.max_indent):
-        fn = _Lazy(text, glb).fn
+        fn = _lazy(text, glb)
     else:
         fn = _exec(text, glb, source)
     return Generated(fn, comp.uses_time, text, reads, comp.env_used, glb)

@@ -528,19 +528,27 @@ class _HeapSettler:
     """On each engine swap: freeze what the process holds then (`gc.freeze`), so the cyclic
     collector's passes walk only what calls allocate, never the modules and the policy set
     again. A full pass over them holds the GIL for every call in flight; with heavy cache
-    entries it took 25-230 ms on a serving worker (bench/RESULTS.md, session 23). A later swap
-    unfreezes and collects first, so the engine swapped out does not stay frozen: one pass per
-    swap. The first skips that pass (there is no engine before it, and a start-up pays for it)."""
+    entries it took 25-230 ms on a serving worker (bench/RESULTS.md, session 23).
+
+    A compiled policy set holds no reference cycles (`pdp.cel._compile._define`), so the
+    engine a swap replaces is freed by reference counts once its last call ends, frozen or
+    not, and a later swap only freezes the new one. Collecting at each swap instead held the
+    GIL for a pass over the whole heap: ~1 s at 10,000 policies (bench/swap_pause.py). Should
+    something still leave cycles behind, they stay frozen and the frozen heap grows: once it
+    holds more than twice what it held when last settled, a swap unfreezes and collects first.
+    """
 
     def __init__(self) -> None:
-        self._swapped = False
+        self._settled = 0  # objects frozen when last settled; 0: never
 
     def __call__(self, _engine: object) -> None:
-        if self._swapped:
+        if self._settled and gc.get_freeze_count() > 2 * self._settled:
             gc.unfreeze()
             gc.collect()
-        self._swapped = True
+            self._settled = 0
         gc.freeze()
+        if not self._settled:
+            self._settled = gc.get_freeze_count()
 
 
 def _raise_fd_limit(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from .compile import _Errors, _scope_for
 
 # Globals of every generated function (`_eq`, `_wrap`, ...): part of the runtime, not shown.
 _RUNTIME_PREFIXES = ("__",)
-_MACHINERY = frozenset({"_cel", "_first_call", "_compile_error"})  # see pdp.cel._compile._Lazy
+_MACHINERY = frozenset({"_cel", "_first_call", "_compile_error"})  # see pdp.cel._compile._lazy
 
 
 class ListedCondition(NamedTuple):

@@ -1,4 +1,4 @@
-"""A short condition's Python is compiled on its first call (`pdp.cel._compile._Lazy`).
+"""A short condition's Python is compiled on its first call (`pdp.cel._compile._lazy`).
 
 What must hold: the same results as compiling at once, the compiled function installed after
 the first call, errors Python could raise still reported when the expression is compiled, and a
@@ -13,7 +13,7 @@ import pytest
 
 from pdp.cel import CelCompileError, CelEnv, CelEvalError, compile_cel, compile_cel_bool
 from pdp.cel import _ast as A
-from pdp.cel._compile import _Lazy, _stub, generate
+from pdp.cel._compile import _lazy, _stub, generate
 
 SOURCES = [
     "principal.id == 'alice' && resource.attr.level > 2",
@@ -82,7 +82,7 @@ def test_a_chain_too_long_to_generate_is_a_compile_error_not_a_crash() -> None:
 
 
 def test_a_first_call_python_refuses_is_an_error_every_time() -> None:
-    fn = _Lazy("def _cel(act):\n    return (", {}).fn
+    fn = _lazy("def _cel(act):\n    return (", {})
     for _ in range(2):
         with pytest.raises(CelEvalError, match="could not be compiled"):
             fn({})
