@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING
 
 from cachetools import LRUCache
 
-from pdp.model.decision import CheckResponse
-from pdp.model.request import CheckRequest
-
 if TYPE_CHECKING:
     from pdp.engine import Engine
+    from pdp.model.decision import CheckResponse
+    from pdp.model.request import CheckRequest
 
 # Entries kept per engine; each holds a request's bytes and its response's, ~1-4 KB for a
 # typical gateway request, so the default bounds the cache to tens of MB.
@@ -41,12 +40,13 @@ DEFAULT_CACHE_ENTRIES = 10_000
 MAX_CACHED_REQUEST_BYTES = 16 * 1024
 # What the cache may hold, in entry weights (`_weight`): an entry weighs its key and body bytes
 # times `_OBJECT_FACTOR`, or an equal share of this budget if more. Entries are capped by count
-# alone while they are typical; batches of up to 16 KiB with large (explained) answers each
-# held ~0.4-0.9 MB (key, body, and the decoded request and response kept for the decision
-# log), so 10,000 distinct ones a caller sent took 4-9 GB. With the budget they take a few
-# hundred MB at most and evict each other.
+# alone while they are typical; batches of up to 16 KiB with large (explained) answers, when
+# entries also held their decoded request and response, took ~0.4-0.9 MB each, so 10,000
+# distinct ones a caller sent took 4-9 GB. With the budget they take a few hundred MB at most
+# and evict each other.
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
-# Roughly how much more memory an entry's decoded request and response take than its bytes.
+# An entry's weight per byte of its key and body: entries are bytes only now, so this is
+# generous headroom (kept from when they held decoded objects, ~8 times their bytes).
 _OBJECT_FACTOR = 8
 
 _REQUEST_ID_TAG = 0x0A  # field 1, length-delimited: CheckRequest.request_id
@@ -54,14 +54,13 @@ _REQUEST_ID_TAG = 0x0A  # field 1, length-delimited: CheckRequest.request_id
 
 @dataclass(frozen=True, slots=True)
 class CachedDecision:
+    """Bytes only: a hit's decision-log record is decoded from them when an observer wants it
+    (`pdp.server.wire.decoded_hit`). Kept decoded, an entry is dozens of objects the cyclic
+    collector walks again and again as entries come and go: on varied traffic that collector
+    was most of the one-call-in-flight p99 (bench/RESULTS.md, session 23)."""
+
     body: bytes  # the serialized CheckResponse without decision_id, request_id, evaluated_at
     evaluated_at: str  # "" = the call's own time (the decision did not depend on it)
-    # For an observer of objects (the thread writer) on a hit, None otherwise: the default
-    # writer process gets the entry's bytes. Kept decoded, an entry is dozens of objects the
-    # cyclic collector walks again and again as entries come and go: on varied traffic that
-    # collector was most of the one-call-in-flight p99 (bench/RESULTS.md, session 23).
-    request: CheckRequest | None
-    response: CheckResponse | None
     key: bytes = b""  # the request's bytes without its request id (this entry's cache key)
 
 

@@ -26,7 +26,7 @@ from .convert import request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CallContext, CheckObservation, Observer, Service, Unary, reply_weight
 from .identity import primary_identity
 from .status import Aborted, Status, StatusCode, code_name, rich, status_for
-from .wire import check_item, hit_item, propagation
+from .wire import check_item, decoded_hit, hit_item, propagation
 
 if TYPE_CHECKING:
     import grpc
@@ -218,14 +218,10 @@ class _ObservedCheck:
     def _expand_hit(self) -> None:
         hit = self._hit
         if hit is not None and self._request is None:
-            # An observer of objects makes entries keep them (`_cache_decoded`).
-            assert hit.entry.request is not None and hit.entry.response is not None
-            self._request = dataclasses.replace(hit.entry.request, request_id=hit.request_id)
-            self._response = dataclasses.replace(
-                hit.entry.response,
-                decision_id=hit.decision_id,
-                request_id=hit.request_id,
-                evaluated_at=hit.evaluated_at,
+            # Decoded from the entry's bytes, as the writer process decodes a hit.
+            entry = hit.entry
+            self._request, self._response = decoded_hit(
+                entry.key, entry.body, hit.decision_id, hit.request_id, hit.evaluated_at
             )
 
     @property
@@ -279,9 +275,6 @@ class DecisionService:
         self.max_message_bytes = max_message_bytes
         self.observer = observer
         self._wire_only = bool(getattr(observer, "wire_only", False))
-        # Whether cache entries keep the decoded request and response: only an observer of
-        # objects builds a hit's record from them (a wire-only one sends the entry's bytes).
-        self._cache_decoded = observer is not None and not self._wire_only
         self.cache = cache
         self._identities = client_identities
         self.activity = Activity()
@@ -422,11 +415,7 @@ class DecisionService:
             msg.ClearField(name)
         body = msg.SerializeToString()
         evaluated_at = response.evaluated_at if request.time is not None else ""
-        if self._cache_decoded:
-            entry = CachedDecision(body, evaluated_at, request, response, key)
-        else:
-            entry = CachedDecision(body, evaluated_at, None, None, key)
-        self.cache.put(engine, key, entry)  # type: ignore[union-attr]
+        self.cache.put(engine, key, CachedDecision(body, evaluated_at, key))  # type: ignore[union-attr]
         return body + _ids(response.decision_id, response.request_id, response.evaluated_at)
 
     def _check_observed(self, data: bytes, context: CallContext) -> bytes:

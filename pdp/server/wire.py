@@ -119,7 +119,7 @@ def _decoded(request: bytes, reply: bytes) -> tuple[CheckRequest, CheckResponse]
 _decoded_entry = functools.lru_cache(maxsize=1024)(_decoded)
 
 
-def _hit(
+def decoded_hit(
     key: bytes, body: bytes, decision_id: str, request_id: str, evaluated_at: str
 ) -> tuple[CheckRequest, CheckResponse]:
     """A call answered with a known decision (`key`: the request without its id, `body`: the
@@ -140,7 +140,7 @@ def decode_observation(item: tuple[Any, ...]) -> CheckObservation:
     if item[0] == _HIT:
         (_, rpc, key, body, decision_id, request_id, evaluated_at, peer, identity, metadata,
          start, latency) = item  # fmt: skip
-        request, response = _hit(key, body, decision_id, request_id, evaluated_at)
+        request, response = decoded_hit(key, body, decision_id, request_id, evaluated_at)
         code = message = ""
     else:
         _, rpc, data, reply, code, message, peer, identity, metadata, start, latency = item
@@ -154,7 +154,7 @@ def decode_observation(item: tuple[Any, ...]) -> CheckObservation:
             ids = (answer.decision_id, answer.request_id, answer.evaluated_at)
             for name in ("decision_id", "request_id", "evaluated_at"):
                 answer.ClearField(name)
-            request, response = _hit(split[0], answer.SerializeToString(), *ids)
+            request, response = decoded_hit(split[0], answer.SerializeToString(), *ids)
             request = dataclasses.replace(request, request_id=split[1])
         elif reply is not None:
             request, response = _decoded(data, reply)
