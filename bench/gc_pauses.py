@@ -4,6 +4,7 @@
 Reproduce:  .venv/bin/python bench/gc_pauses.py                     (this checkout, 3 rounds)
             .venv/bin/python bench/gc_pauses.py --baseline DIR        (and DIR, interleaved)
             .venv/bin/python bench/gc_pauses.py -c 4 -m 8 --seconds 10
+            .venv/bin/python bench/gc_pauses.py --pdp-flags "--telemetry-writer thread --decision-log {tmp}/d.jsonl"
 
 Each round starts default `pdp serve` on bench/compare.py's policies (bench/peers/pdp) with a
 `sitecustomize` on PYTHONPATH that records every collection pass of every pdp process
@@ -63,8 +64,9 @@ def one_round(checkout: Path, bodies: Path, first: bytes, args: argparse.Namespa
     env = {**os.environ, "PYTHONPATH": str(tmp), "PDP_GC_LOG": str(log)}
     port = grpcload.free_port()
     cmd = [sys.executable, "-m", "pdp.cli.main", "serve", "--policies", str(grpcload.PEERS / "pdp")]
+    flags = [f.replace("{tmp}", str(tmp)) for f in args.pdp_flags.split()]
     proc = subprocess.Popen(
-        [*cmd, "--listen", f"127.0.0.1:{port}"],
+        [*cmd, "--listen", f"127.0.0.1:{port}", *flags],
         cwd=checkout,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -103,6 +105,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("-c", type=int, default=1, help="connections (default 1)")
     ap.add_argument("-m", type=int, default=1, help="calls in flight per connection (default 1)")
+    ap.add_argument(
+        "--pdp-flags",
+        default="",
+        help="more `pdp serve` flags, e.g. '--telemetry-writer thread --decision-log "
+        "{tmp}/d.jsonl' ({tmp}: this run's temporary directory)",
+    )
     args = ap.parse_args()
     checkouts = {"this checkout": ROOT}
     if args.baseline:
