@@ -500,6 +500,7 @@ def _ext_authz_now(args: argparse.Namespace, holder, config, observer):  # -> Ex
 
     options = GatewayOptions(
         mapping=load_mapping_file(args.gateway_mapping) if args.gateway_mapping else None,
+        mapping_file=args.gateway_mapping or "mapping.yaml",
         jwks=json.loads(Path(args.jwks).read_text()) if args.jwks else None,
         issuer=tuple(args.jwt_issuer) if args.jwt_issuer else None,
         audience=tuple(args.jwt_audience) if args.jwt_audience else None,

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from pdp.cel import Deadline
 from pdp.engine import DeadlineExceeded, new_decision_id
-from pdp.errors import NoPoliciesError, PdpError
+from pdp.errors import NoPoliciesError, PdpError, PolicyError, PolicyErrors
 from pdp.gateway._gen.envoy.service.auth.v3 import attribute_context_pb2 as attr_pb2
 from pdp.gateway._gen.envoy.service.auth.v3 import external_auth_pb2 as ext
 from pdp.gateway.mapping import RouteMapping, load_route_mapping
@@ -97,10 +97,20 @@ def load_mapping_file(path: str | Path) -> dict[str, Any]:
     """A standalone mapping file (`--gateway-mapping`), read through the policy loader."""
     from pdp.model.loader import load_policy_files
 
-    source = load_policy_files({"mapping.yaml": Path(path).read_bytes()})
+    try:  # loaded under the name the loader knows a mapping by; errors name the file given
+        source = load_policy_files({"mapping.yaml": Path(path).read_bytes()})
+    except PolicyErrors as exc:
+        raise PolicyErrors([_located_in(str(path), err) for err in exc.errors]) from None
     if source.route_mapping is None:
         raise GatewayConfigError(f"`{path}` holds no `kind: RouteMapping` document")
     return source.route_mapping
+
+
+def _located_in(path: str, err: PolicyError) -> PolicyError:
+    if err.location is None or err.location.file != "mapping.yaml":
+        return err
+    where = dataclasses.replace(err.location, file=path)
+    return PolicyError(err.message, where, snippet=err.snippet)
 
 
 def build_gateway(

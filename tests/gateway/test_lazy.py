@@ -202,3 +202,4 @@ def test_a_bad_gateway_mapping_still_refuses_to_start(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=WAIT_CAP, check=False)
     assert done.returncode != 0
     assert "gateway:" in done.stderr and "missing required field `spec`" in done.stderr, done.stderr
+    assert f"{bad}:" in done.stderr and "mapping.yaml" not in done.stderr  # the file given
