@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import grpc
 
@@ -80,15 +81,19 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def _give_up_if_failed(proc: subprocess.Popen[bytes], started: float, log, never: str) -> None:  # type: ignore[no-untyped-def]
+def _give_up_if_failed(
+    proc: subprocess.Popen[bytes], started: float, log: IO[bytes], never: str
+) -> None:
     """Raise, with the server's output, if it has exited or is past CAP_S."""
     if proc.poll() is not None or time.perf_counter() - started > CAP_S:
         log.seek(0)
         tail = log.read()[-2000:].decode(errors="replace")
-        raise RuntimeError(f"{list(proc.args)[:4]} never {never}:\n{tail}")  # type: ignore[arg-type]
+        raise RuntimeError(f"{proc.args!r:.200} never {never}:\n{tail}")
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], started: float, log) -> None:  # type: ignore[no-untyped-def]
+def _wait_listening(
+    port: int, proc: subprocess.Popen[bytes], started: float, log: IO[bytes]
+) -> None:
     """Until a TCP connect to `port` succeeds (see the module's docstring: not a gRPC channel)."""
     while True:
         try:
