@@ -6,8 +6,8 @@ and the fuzz harness (`h2_fuzz.c`), with clang's libFuzzer or gcc's replay main.
     python pdp/server/native/fuzz/build.py extension DIR   # gcc + ASan/UBSan, DIR/_h2*.so
 
 The tests (tests/security/test_native_sanitized.py) and `make fuzz-native` share these
-commands. The harness #includes _h2.c and links libpython only so that the extension's Python
-functions resolve; it never starts Python.
+commands. The harness #includes _h2.c and links libpython: it starts an interpreter (isolated,
+on malloc) to play the Python side through the extension's own functions.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def harness(out: Path, kind: str) -> Path:
         cc, sanitize, extra = "gcc", "-fsanitize=address,undefined", [str(HERE / "replay.c")]
     else:
         raise ValueError(f"kind: fuzzer or replay, not {kind!r}")
-    cmd = [cc, *SANITIZE, sanitize, *WARN, *include, "-o", str(out), str(HERE / "h2_fuzz.c"),
+    home = f'-DH2_FUZZ_PYTHON_HOME="{sys.base_prefix}"'  # its standard library: this Python's
+    cmd = [cc, *SANITIZE, sanitize, *WARN, *include, home, "-o", str(out), str(HERE / "h2_fuzz.c"),
            *OTHERS, *extra, *LIBS, *link]  # fmt: skip
     subprocess.run(cmd, check=True)
     return out
