@@ -9,7 +9,8 @@ several connections, and the drain with a call in flight. Any sanitizer report i
 server's stderr, or the server dying, fails the test it happens in; the drain must exit 0.
 
 Then the fuzz harness (pdp/server/native/fuzz/h2_fuzz.c) built with gcc + ASan/UBSan and a
-replay main: its seed corpus and every crash regression replayed, leaks checked.
+replay main: its seed corpus (unary, streaming calls, early replies) and every crash
+regression replayed, leaks checked.
 """
 
 from __future__ import annotations
@@ -228,12 +229,17 @@ def test_the_fuzz_corpus_replays_clean(tmp_path: Path) -> None:
     replay = build.harness(tmp_path / "replay", "replay")
     inputs = [d for d in (FUZZ / "corpus", FUZZ / "crashes") if d.is_dir()]
     count = sum(1 for d in inputs for f in d.iterdir() if f.is_file() and f.name[0] != ".")
-    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1", "UBSAN_OPTIONS": UBSAN_OPTIONS}  # fmt: skip
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1", "UBSAN_OPTIONS": UBSAN_OPTIONS,
+           "H2_FUZZ_TRACE": "1"}  # fmt: skip
     done = subprocess.run(
         [str(replay), *map(str, inputs)], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0 and not REPORT.search(done.stderr), done.stderr[-5000:]
-    assert f"replayed {count} inputs" in done.stdout and count >= 20, done.stdout
+    assert f"replayed {count} inputs" in done.stdout and count >= 70, done.stdout
+    # The seeds reach the streaming calls (a message to Python, sends, a finish) and the
+    # early replies (reply() taken, and refused past the batch), as h2_fuzz.c's trace says.
+    for step in ("stream event 2 on", "stream_send(", "stream_finish(", ": ok\n", ": raised\n"):
+        assert step in done.stderr, step
 
 
 def _registered(text: str) -> set[str]:
@@ -247,6 +253,18 @@ def test_the_harness_sets_up_sessions_as_the_server_does() -> None:
     server = _registered((FUZZ.parent / "_h2.c").read_text())
     harness = _registered((FUZZ / "h2_fuzz.c").read_text())
     assert server and server == harness, server ^ harness
+
+
+def test_the_harness_plays_every_call_of_the_python_side() -> None:
+    """h2_fuzz.c calls every function of the extension the server's Python side calls (but
+    those that start, stop and configure it), so each is fuzzed: a new one must be played
+    there too. And it serves the server's streaming paths (server.STREAMED)."""
+    from pdp.server.native import server
+
+    harness = (FUZZ / "h2_fuzz.c").read_text()
+    played = set(re.findall(r"\bpy_(\w+)\(NULL", harness))
+    assert set(server._CALLS) - {"start", "stop", "use_tls"} <= played, played
+    assert all(f'"{path}"' in harness for path in server.STREAMED)
 
 
 def test_a_check_still_answers(served: Served) -> None:

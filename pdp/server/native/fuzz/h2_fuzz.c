@@ -1,7 +1,8 @@
 /* A fuzz harness for the native transport's C (../_h2.c, ../_h2_stream.c): arbitrary bytes as
  * one client connection's input, through the very nghttp2 session callbacks and request
  * judging the server runs, and the Python side played through the module's own functions
- * (take, reply, answer, active, call_id, drain; stream_take, stream_send, stream_finish),
+ * (take, reply, answer, active, call_id, drain, outstanding; stream_take, stream_send,
+ * stream_finish),
  * without the threads or sockets. libFuzzer's main (`make fuzz-native`, clang) or replay.c's
  * (the tests, gcc) drives LLVMFuzzerTestOneInput.
  *
@@ -526,10 +527,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 (void *)g_ev_head, (void *)g_op_head, g_nscalls, g_out_batches);
         abort();
     }
-    if (__atomic_load_n(&g_outstanding, __ATOMIC_RELAXED) != 0) {
+    PyObject *outstanding = py_outstanding(NULL, NULL); /* what the drain waits on */
+    if (!outstanding || PyLong_AsLong(outstanding) != 0) {
         fprintf(stderr, "h2_fuzz: %d calls still counted outstanding\n", g_outstanding);
         abort();
     }
+    Py_DECREF(outstanding);
     if (__atomic_load_n(&g_buffered, __ATOMIC_RELAXED) != 0) {
         fprintf(stderr, "h2_fuzz: %zu request bytes still counted held\n", g_buffered);
         abort();
