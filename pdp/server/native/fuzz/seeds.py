@@ -182,6 +182,13 @@ def seeds() -> dict[str, bytes]:
             framed,
         ),
         "gzip-flag": _one(HEADERS, frame(CHECK, flag=1)),
+        "check-gzip": _one(
+            [*HEADERS, ("grpc-encoding", "gzip")], frame(gzip.compress(CHECK, mtime=0), 1)
+        ),
+        "check-deflate": _one(
+            [*HEADERS, ("grpc-encoding", "deflate")], frame(zlib.compress(CHECK), 1)
+        ),
+        "check-bad-encoding-no-message": _one([*HEADERS, ("grpc-encoding", "br")]),
         "another-path": _one(with_header(":path", "/x.Y/Z"), framed),
         "get": _one(with_header(":method", "GET")),
         "text-plain": _one(with_header("content-type", "text/plain"), framed),
@@ -384,7 +391,7 @@ def streaming() -> dict[str, bytes]:
     c = Client()
     sid = c.open([*REFLECT, ("grpc-encoding", "gzip")])
     m = frame(LIST_SERVICES)
-    for chunk in (m[:3], m[3:] + m, frame(gzip.compress(LIST_SERVICES * 50), flag=1)):
+    for chunk in (m[:3], m[3:] + m, frame(gzip.compress(LIST_SERVICES * 50, mtime=0), flag=1)):
         c.conn.send_data(sid, chunk)
         c.py(STAKE, ssend(0, 60), SOPS, SEND)
     c.mark()
@@ -420,6 +427,23 @@ def streaming() -> dict[str, bytes]:
     c.call()
     c.mark()
     out["reflection-budget"] = bytes(c.out)
+    # The request-byte budget (4 messages of the maximum) held by three unary calls' unfinished
+    # messages: a reflection stream's message then finds too little left, as received or as
+    # inflated.
+    for name, headers, body in (
+        ("budget-streams", REFLECT, frame(b"\x0a" * (MAX_MESSAGE - 5))[:-1]),
+        ("budget-inflate", [*REFLECT, ("grpc-encoding", "gzip")],
+         frame(gzip.compress(b"\x0a" * (MAX_MESSAGE - 100), mtime=0), flag=1)),
+    ):  # fmt: skip
+        c = Client()
+        c.conn.receive_data(SERVER_WINDOWS)
+        for _ in range(3):
+            c.open(HEADERS, *_split(frame(b"\x0a" * (MAX_MESSAGE - 5))[:-1]))
+        for _ in range(2):
+            c.open(headers, *_split(body))
+        c.py(STAKE, ssend(0, 10), ssend(1, 10), SOPS, SEND)
+        c.mark()
+        out[name] = bytes(c.out)
     c = Client()  # a Watch beside unary calls: a reply early while the pump sends
     sid = c.open(WATCH, watch)
     c.call()
