@@ -24,6 +24,7 @@ imported).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -104,16 +105,24 @@ def main() -> int:
 # Wraps the two stdlib steps that a profile of the imports shows most of (the wrappers add
 # their own time, so these runs are kept apart from the phases above).
 TIMED = """
-import dataclasses, re._compiler, time
+import collections, dataclasses, json, re._compiler, sys, time
 spent = {"dataclass": [0.0, 0], "regex": [0.0, 0]}
+where = collections.Counter()  # (step, module) -> CPU seconds
+def caller():
+    f = sys._getframe(2)
+    while f.f_back and f.f_globals.get("__name__", "").partition(".")[0] in ("re", "sre_compile"):
+        f = f.f_back
+    return f.f_globals.get("__name__", "?")
 def timed(fn, what):
     def wrapper(*a, **k):
         t = time.process_time()
         try:
             return fn(*a, **k)
         finally:
-            spent[what][0] += time.process_time() - t
+            took = time.process_time() - t
+            spent[what][0] += took
             spent[what][1] += 1
+            where[what, a[0].__module__ if what == "dataclass" else caller()] += took
     return wrapper
 dataclasses._process_class = timed(dataclasses._process_class, "dataclass")
 re._compiler.compile = timed(re._compiler.compile, "regex")
@@ -124,16 +133,29 @@ def anatomy(args: argparse.Namespace, code: str) -> None:
     code = TIMED + code.replace(
         "print(c1 - c0,", 'print(*spent["dataclass"], *spent["regex"], c1 - c0,'
     )
+    code += "print(json.dumps([[k[0], k[1], v] for k, v in where.items()]))\n"
     rows = []
+    modules: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.runs):
         out = subprocess.run(
             [args.python, "-P", "-c", code], capture_output=True, text=True, check=True, cwd="/"
         )
-        rows.append([float(x) for x in out.stdout.split()])
+        numbers, by_module = out.stdout.splitlines()[-2:]
+        rows.append([float(x) for x in numbers.split()])
+        for step, module, took in json.loads(by_module):
+            modules.setdefault((step, module), []).append(took)
     med = [statistics.median(r[i] for r in rows) for i in range(4)]
     print(f"Of that CPU, in {args.runs} more runs with these two stdlib steps timed:")
-    print(f"  {int(med[1])} dataclasses built (`@dataclass`)   {med[0]:.3f}")
-    print(f"  {int(med[3])} regular expressions compiled      {med[2]:.3f}")
+    for step, label, total, count in (
+        ("dataclass", "dataclasses built (`@dataclass`)", med[0], med[1]),
+        ("regex", "regular expressions compiled", med[2], med[3]),
+    ):
+        top = sorted(
+            ((statistics.median(v), m) for (s, m), v in modules.items() if s == step),
+            reverse=True,
+        )[:4]
+        print(f"  {int(count)} {label:<34} {total:.3f}")
+        print("    most by: " + ", ".join(f"{m} {t:.3f}" for t, m in top))
 
 
 if __name__ == "__main__":
