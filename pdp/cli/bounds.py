@@ -103,6 +103,8 @@ BOUNDS: dict[str, Bound] = {
     "max_connections": Bound(1, 1_000_000, off="no limit"),
     "max_concurrent_rpcs": Bound(1, 100_000, off="no limit"),
     "grpc_idle_timeout": _seconds(0.1, 7 * DAY_S, off="never"),
+    "grpc_keepalive_time": _seconds(0.1, 7 * DAY_S, off="never"),
+    "grpc_keepalive_timeout": _seconds(0.1, DAY_S),
     # gateway
     "jwt_leeway": _seconds(0, 3600),
     "trusted_hops": Bound(0, 16),

@@ -127,6 +127,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     from pdp.server.config import (
         DEFAULT_IDLE_TIMEOUT_S,
+        DEFAULT_KEEPALIVE_TIME_S,
+        DEFAULT_KEEPALIVE_TIMEOUT_S,
         DEFAULT_MAX_CONCURRENT_RPCS,
         DEFAULT_MAX_CONNECTIONS,
     )
@@ -154,6 +156,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="close a gRPC connection that carries no call, or has not completed its "
         f"handshake, for this long; 0: never ({DEFAULT_IDLE_TIMEOUT_S:g})",
+    )
+    lim.add_argument(
+        "--grpc-keepalive-time",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIME_S,
+        metavar="SECONDS",
+        help="send a PING on a gRPC connection nothing has come from for this long, calls "
+        f"open or not; 0: never ({DEFAULT_KEEPALIVE_TIME_S:g}, as grpc)",
+    )
+    lim.add_argument(
+        "--grpc-keepalive-timeout",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close the connection, and its calls, when the PING is not answered within this "
+        f"({DEFAULT_KEEPALIVE_TIMEOUT_S:g})",
     )
     gw = p.add_argument_group("gateway (Envoy ext_authz, served on the same port)")
     gw.add_argument("--no-ext-authz", action="store_true", help="do not serve ext_authz")
@@ -346,6 +364,8 @@ def server_config(args: argparse.Namespace):  # -> ServerConfig, or str (an erro
         max_connections=args.max_connections,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         idle_timeout_s=args.grpc_idle_timeout,
+        keepalive_time_s=args.grpc_keepalive_time,
+        keepalive_timeout_s=args.grpc_keepalive_timeout,
     )
 
 

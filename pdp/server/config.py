@@ -52,6 +52,13 @@ DEFAULT_MAX_CONCURRENT_RPCS = 1_000
 # With the connection cap above, connections nobody uses must not keep their slots for ever:
 # a crashed client's, one behind a NAT that forgot it, or one opened only to hold a slot.
 DEFAULT_IDLE_TIMEOUT_S = 300.0
+# A connection nothing has come from for this long is sent a PING, and closed if its answer has
+# not come `DEFAULT_KEEPALIVE_TIMEOUT_S` later (`--grpc-keepalive-time`, `--grpc-keepalive-
+# timeout`; grpc's server defaults). The idle timeout spares a connection with a call open: a
+# client gone without closing it (its host powered off, a NAT that forgot it) would otherwise
+# keep it, and a health Watch that a grpc client holds open for its connection's life, for ever.
+DEFAULT_KEEPALIVE_TIME_S = 7200.0
+DEFAULT_KEEPALIVE_TIMEOUT_S = 20.0
 # Shutdown closes the listeners once no call has been taken or run for this long (see
 # `begin_stop`), or at the end of the grace.
 DRAIN_QUIET_S = 0.2
@@ -86,6 +93,8 @@ class ServerConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # per listening address; 0: no limit
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS  # 0: no limit
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S  # 0: idle connections stay open
+    keepalive_time_s: float = DEFAULT_KEEPALIVE_TIME_S  # 0: the server sends no PINGs
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
     extra_options: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
 

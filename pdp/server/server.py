@@ -183,6 +183,16 @@ def build_server(
     if config.idle_timeout_s > 0:
         # Counted from the connection's start too, so it also bounds a handshake.
         options.append(("grpc.max_connection_idle_ms", max(1, round(config.idle_timeout_s * 1000))))
+    if config.keepalive_time_s > 0:
+        options += [
+            ("grpc.keepalive_time_ms", max(1, round(config.keepalive_time_s * 1000))),
+            ("grpc.keepalive_timeout_ms", max(1, round(config.keepalive_timeout_s * 1000))),
+            # Without it grpc waits for the ACK its general ping timeout (60 s), whatever the
+            # one above says (tests/security/test_keepalive.py).
+            ("grpc.http2.ping_timeout_ms", max(1, round(config.keepalive_timeout_s * 1000))),
+        ]
+    else:  # grpc's spelling of never
+        options.append(("grpc.keepalive_time_ms", 2**31 - 1))
     interceptors = (
         [AllowListInterceptor(config.allow_identities)] if config.allow_identities else []
     )

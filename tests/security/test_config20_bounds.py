@@ -29,6 +29,8 @@ CASES = [
     ([], {"PDP_HTTP_TIMEOUT": "inf"}, "PDP_HTTP_TIMEOUT", "takes 0.1 to 3600 seconds"),
     ([], {"PDP_MAX_CONCURRENT_RPCS": "ten"}, "PDP_MAX_CONCURRENT_RPCS", "to 100000, not `ten`"),
     (["--grpc-idle-timeout", "-1"], {}, "--grpc-idle-timeout", "takes 0 (never) or 0.1 to"),
+    (["--grpc-keepalive-time", "nan"], {}, "--grpc-keepalive-time", "takes 0 (never) or 0.1"),
+    ([], {"PDP_GRPC_KEEPALIVE_TIMEOUT": "0"}, "PDP_GRPC_KEEPALIVE_TIMEOUT", "takes 0.1 to 86400"),
 ]
 
 

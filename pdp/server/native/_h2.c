@@ -152,6 +152,8 @@ struct conn {
     double last_active;
     double last_ping; /* the client's last PING, and the strikes it earned (on_ping) */
     int ping_strikes;
+    double last_read; /* when bytes last came in */
+    double ping_sent; /* our keepalive PING, unanswered since then (0: none out) */
     char peer[PEER_LEN];
     tls_t *tls;        /* NULL: plaintext */
     tls_auth_t *auth;  /* once the handshake is done */
@@ -172,6 +174,7 @@ static int g_npaths;
 static size_t g_max_message, g_budget;
 static int g_max_conns, g_max_calls;
 static double g_idle_s;
+static double g_keepalive_s, g_keepalive_timeout_s; /* keepalive(): 0 = no PINGs */
 static int g_epoll = -1, g_evfd = -1, g_running;
 /* The listening sockets (TCP and Unix, several at once); epoll data points at an entry. */
 static int g_lfds[MAX_LISTENERS], g_nlfds;
@@ -794,7 +797,7 @@ static void accept_all(int lfd) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* a Unix socket: EOPNOTSUPP */
         c->fd = fd;
-        c->last_active = now_s();
+        c->last_active = c->last_read = now_s();
         format_peer(&sa, salen, c->peer);
         if (nghttp2_session_server_new2(&c->session, g_cbs, c,
                                         sa.ss_family == AF_UNIX ? g_opt_unix : g_opt) != 0) {
@@ -824,7 +827,7 @@ static void read_conn(conn_t *c) {
                            : recv(c->fd, buf, sizeof buf, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
         if (n <= 0 || nghttp2_session_mem_recv(c->session, buf, (size_t)n) < 0) c->dead = 1;
-        else c->last_active = now_s();
+        else c->last_active = c->last_read = now_s();
         if (n < (ssize_t)sizeof buf && !c->tls) break; /* TLS: a record (16 KiB) at a time */
     }
     mark_dirty(c);
@@ -910,10 +913,38 @@ static void tls_event(conn_t *c) {
     mark_dirty(c);
 }
 
+/* The server's own keepalive PINGs, grpcio's (GRPC_ARG_KEEPALIVE_TIME_MS and _TIMEOUT_MS, 2
+ * hours and 20 s by default): a connection nothing has been read from for g_keepalive_s is
+ * sent a PING, and closed (GOAWAY first) if its ACK has not come g_keepalive_timeout_s later.
+ * The idle timeout spares a connection with a call open, so without these a client gone
+ * without a FIN (its host powered off, a NAT that forgot it) would keep its connection, and
+ * its call, for ever: a health Watch above all, which a grpc client doing client-side health
+ * checks holds open for its connection's life, and which takes one of the Watch slots.
+ * Called by the idle sweep, every half second; on_ping (_h2_stream.c) takes the ACK. */
+static void keepalive(conn_t *c, double now) {
+    if (g_keepalive_s <= 0 || c->dead || c->handshaking) return;
+    if (c->ping_sent > 0) {
+        if (now - c->ping_sent < g_keepalive_timeout_s) return;
+        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->session),
+                              NGHTTP2_NO_ERROR, (const uint8_t *)"keepalive_timeout", 17);
+        conn_write(c);
+        c->dead = 1;
+    } else if (now - c->last_read >= g_keepalive_s) {
+        if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, KEEPALIVE_OPAQUE) != 0) return;
+        c->ping_sent = now;
+    } else {
+        return;
+    }
+    mark_dirty(c);
+}
+
 /* Connections with nothing deciding and no bytes received for the idle timeout are closed
- * (GOAWAY first): a client that never completes its handshake or a call, or went away. */
+ * (GOAWAY first): a client that never completes its handshake or a call, or went away. Those
+ * with a call open are checked by keepalive() instead. */
 static void sweep_idle(double now) {
     for (conn_t *c = g_conns_list; c; c = c->next) {
+        keepalive(c, now);
         double limit = c->handshaking ? tls_handshake_limit() : g_idle_s;
         if (c->dead || c->deciding || limit <= 0 || now - c->last_active < limit) continue;
         nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
@@ -998,7 +1029,7 @@ static void *io_main(void *arg) {
             for (conn_t *c = g_conns_list; c; c = c->next) notice_drain(c);
         }
         double now = now_s();
-        if ((g_idle_s > 0 || tls_enabled()) && now - last_sweep >= 0.5) {
+        if ((g_idle_s > 0 || g_keepalive_s > 0 || tls_enabled()) && now - last_sweep >= 0.5) {
             last_sweep = now;
             sweep_idle(now);
         }
@@ -1095,25 +1126,29 @@ static int set_listeners(PyObject *fds) {
 static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *names[] = {"listen_fd", "max_message", "max_streams", "max_conns", "max_calls",
-                            "idle_timeout", "paths", NULL};
+                            "idle_timeout", "paths", "keepalive_time", "keepalive_timeout",
+                            NULL};
     int max_streams = 100, max_conns = 10000, max_calls = 1000;
     PyObject *lfds;
     Py_ssize_t max_message = 4 << 20;
-    double idle = 300;
+    double idle = 300, keepalive_time = 7200, keepalive_timeout = 20; /* grpcio's defaults */
     PyObject *paths = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|niiidO", names, &lfds, &max_message,
-                                     &max_streams, &max_conns, &max_calls, &idle, &paths))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|niiidOdd", names, &lfds, &max_message,
+                                     &max_streams, &max_conns, &max_calls, &idle, &paths,
+                                     &keepalive_time, &keepalive_timeout))
         return NULL;
     if (g_running) return PyErr_Format(PyExc_RuntimeError, "a native server is already running");
     if (set_paths(paths) < 0 || set_listeners(lfds) < 0) return NULL;
     if (max_message < 0 || max_message > (1 << 30) || max_streams < 1 || max_conns < 0 ||
-        max_calls < 0 || !(idle >= 0))
+        max_calls < 0 || !(idle >= 0) || !(keepalive_time >= 0) || !(keepalive_timeout > 0))
         return PyErr_Format(PyExc_ValueError, "a limit out of range");
     g_max_message = (size_t)max_message;
     g_budget = 4 * (g_max_message + 5) > MIN_BUDGET ? 4 * (g_max_message + 5) : MIN_BUDGET;
     g_max_conns = max_conns ? max_conns : 1000000;
     g_max_calls = max_calls;
     g_idle_s = idle;
+    g_keepalive_s = keepalive_time;
+    g_keepalive_timeout_s = keepalive_timeout;
     free(g_dirty);
     g_dirty = calloc((size_t)g_max_conns + 1, sizeof *g_dirty);
     if (!g_dirty) return PyErr_NoMemory();

@@ -570,15 +570,19 @@ static void stream_ops(void) {
  * after its last one while a call is open (2 hours while none is, as it does not permit
  * pings without calls) is a strike, unless the server has sent headers or data since; past
  * 2 strikes the connection gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings" and is closed
- * (grpcio acks that last PING first; nghttp2 acks none once the session is closing).
- * (grpcio's own keepalive PINGs, every 2 hours, are not sent: the idle timeout closes a
- * connection nothing is using.) */
+ * (grpcio acks that last PING first; nghttp2 acks none once the session is closing). */
 #define PING_INTERVAL_CALLS_S 300.0
 #define PING_INTERVAL_IDLE_S 7200.0
 #define MAX_PING_STRIKES 2
 
+static const uint8_t KEEPALIVE_OPAQUE[8] = {'p', 'd', 'p', '-', 'k', 'a', 'l', 'v'};
+
 static int on_ping(conn_t *c, const nghttp2_frame *f) {
-    if (f->hd.flags & NGHTTP2_FLAG_ACK) return 0;
+    if (f->hd.flags & NGHTTP2_FLAG_ACK) {
+        if (!memcmp(f->ping.opaque_data, KEEPALIVE_OPAQUE, sizeof KEEPALIVE_OPAQUE))
+            c->ping_sent = 0; /* our keepalive PING answered */
+        return 0;
+    }
     double now = now_s();
     double interval = c->deciding ? PING_INTERVAL_CALLS_S : PING_INTERVAL_IDLE_S;
     if (c->last_ping > 0 && now < c->last_ping + interval) c->ping_strikes++;

@@ -561,6 +561,8 @@ class NativeServer(Readiness):
             max_calls=c.max_concurrent_rpcs,
             idle_timeout=c.idle_timeout_s,
             paths=self._paths,
+            keepalive_time=c.keepalive_time_s,
+            keepalive_timeout=c.keepalive_timeout_s,
         )
         self._running = True
         self._threads = [
