@@ -35,6 +35,9 @@
  *   SSEND k hi lo       stream_send(call k, a message of (hi << 8 | lo) & 0x3fff bytes)
  *   SFINISH k code n .. stream_finish(call k, code (signed), a message of the next n & 15 bytes)
  *   SOPS                the I/O thread picks up the sends and finishes (its eventfd)
+ *   SWEEP t             the idle sweep and the keepalive PINGs, as if run t * 10 s from now
+ *                       (idle timeout 300 s; a PING after 60 s with nothing read, GOAWAY
+ *                       20 s later without its ACK)
  *
  * Call k is the k-th streaming call opened in this input (modulo their number; 255, or none
  * yet: an id no call has), gone or not: Python may send to a call the client has reset.
@@ -66,7 +69,7 @@
 #define H2_FUZZ_OUT_CAP 8192
 
 enum { FOP_TAKE, FOP_REPLY, FOP_ANSWER, FOP_ASK, FOP_PICKUP, FOP_SEND, FOP_STAKE, FOP_SSEND,
-       FOP_SFINISH, FOP_SOPS, FN_OPS };
+       FOP_SFINISH, FOP_SOPS, FOP_SWEEP, FN_OPS };
 
 static conn_t *g_conn;        /* the connection; NULL once freed */
 static PyObject *g_taken;     /* the batch out: take()'s list, until answer() */
@@ -113,6 +116,9 @@ static void setup(void) {
     g_budget = 4 * (g_max_message + 5);
     g_max_conns = 1;
     g_max_calls = 8;
+    g_idle_s = 300; /* the sweep's, reached by SWEEP only */
+    g_keepalive_s = 60;
+    g_keepalive_timeout_s = 20;
     g_dirty = calloc(2, sizeof *g_dirty);
     pthread_cond_init(&g_cv, NULL);
     g_settings[0] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100};
@@ -436,13 +442,18 @@ static void script(const uint8_t *p, const uint8_t *end) {
         case FOP_SOPS:
             ops_pickup();
             break;
+        case FOP_SWEEP: /* conn_write() in it fails on fd -1: what it had is dropped */
+            sweep_idle(now_s() + 10.0 * next_byte(&p, end));
+            break;
         }
     }
 }
 
 static void recv_bytes(const uint8_t *p, size_t len) {
     conn_t *c = g_conn;
-    if (len && c && !c->dead && nghttp2_session_mem_recv(c->session, p, len) < 0) c->dead = 1;
+    if (!len || !c || c->dead) return;
+    if (nghttp2_session_mem_recv(c->session, p, len) < 0) c->dead = 1;
+    else c->last_active = c->last_read = now_s(); /* as read_conn */
 }
 
 /* After the connection is gone: Python answers what it holds, takes what is left (all of it
@@ -466,7 +477,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     conn_t *c = calloc(1, sizeof *c);
     if (!c) abort();
     c->fd = -1;
-    c->last_active = now_s();
+    c->last_active = c->last_read = now_s();
     int unix_socket = size >= sizeof UNIX - 1 && memcmp(data, UNIX, sizeof UNIX - 1) == 0;
     if (unix_socket) {
         data += sizeof UNIX - 1;

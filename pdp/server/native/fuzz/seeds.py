@@ -31,7 +31,7 @@ NEXT, DRAIN, CLOSE = b"|pdp-next|", b"|pdp-drain|", b"|pdp-close|"
 UNIX = b"|pdp-unix|"  # first: a Unix socket's session, its header checks made by _h2.c
 PY = b"|pdp-py|"  # a length byte, then a script of that many bytes (h2_fuzz.c's ops)
 # h2_fuzz.c's ops, in its order (each a byte, then its arguments).
-TAKE, REPLY, ANSWER, ASK, PICKUP, SEND, STAKE, SSEND, SFINISH, SOPS = range(10)
+TAKE, REPLY, ANSWER, ASK, PICKUP, SEND, STAKE, SSEND, SFINISH, SOPS, SWEEP = range(11)
 # REPLY's kinds (the byte modulo 5; with bit 8: ERROR's details not base64, MALFORMED's
 # message an int).
 ECHO, SIZED, ERROR, NONE, MALFORMED = range(5)
@@ -452,6 +452,27 @@ def streaming() -> dict[str, bytes]:
     c.conn.end_stream(sid)
     c.mark()
     out["watch-and-check"] = bytes(c.out)
+    # The idle sweep and keepalive PINGs (SWEEP t: as if t * 10 s later): a PING to a Watch's
+    # connection after 60 s with nothing read, answered (its ACK, by its opaque data) or not
+    # (GOAWAY keepalive_timeout 20 s later), and the idle timeout once nothing is open.
+    ack = b"\x00\x00\x08\x06\x01\x00\x00\x00\x00pdp-kalv"  # PING ACK, the server's data
+    c = Client()
+    sid = c.open(WATCH, watch)
+    c.py(STAKE, SWEEP, 7, SEND)
+    c.out += ack
+    c.py(SWEEP, 3, SWEEP, 7, SEND)  # answered: a PING again, not the GOAWAY
+    c.out += ack
+    c.conn.reset_stream(sid)
+    c.py(SWEEP, 40, SEND, STAKE)  # nothing open: the idle timeout
+    c.mark()
+    out["keepalive-answered"] = bytes(c.out)
+    c = Client()
+    c.open(WATCH, watch)
+    c.call()
+    c.py(STAKE, take(), SWEEP, 7, SEND, SWEEP, 12, SEND, ssend(0, 10), reply(0, ECHO), SOPS,
+         PICKUP, SEND, STAKE)  # fmt: skip
+    c.mark()
+    out["keepalive-timeout"] = bytes(c.out)
     out["unix-watch"] = UNIX + out["watch"]
     out["unix-watch-sends"] = UNIX + out["watch-sends"]
     return out
