@@ -12,12 +12,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.security.native_h2 import HEADERS, frame
 from tests.security.serving import Served, pdp_serve, wait_serving
@@ -129,3 +130,26 @@ def test_a_client_gone_silent_is_closed_and_one_that_answers_is_kept(
     finally:
         alive.sock.close()
         gone.sock.close()
+
+
+def test_a_grpc_client_keeps_its_watch_through_the_pings(
+    served: tuple[Served, int, str],
+) -> None:
+    """grpc's own client answers the PINGs: its Watch stays open through several, paced by a
+    raw client on the same server counting the PINGs it gets."""
+    s, port, _ = served
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), timeout=CAP_S
+        )
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        clock = Client(port, answers=True)
+        end = time.monotonic() + CAP_S
+        try:
+            while clock.pings < 3:
+                assert time.monotonic() < end and not clock.closed, s.output()
+                clock.read()
+        finally:
+            clock.sock.close()
+        assert watch.is_active(), watch.code()
+        watch.cancel()
