@@ -19,6 +19,7 @@ import h2.events
 import h2.exceptions
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server.conftest import free_port
 
 from tests.security.native_h2 import HEADERS, frame
 from tests.security.serving import Served, pdp_serve, wait_serving
@@ -29,15 +30,9 @@ CHECK = [(n, "/grpc.health.v1.Health/Check" if n == ":path" else v) for n, v in 
 CAP_S = 30.0  # grpcio's own ping timeout, which our flag must override, is 60 s
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=["native", "grpcio"])
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[Served, int, str]]:
-    port = _free_port()
+    port = free_port()
     with pdp_serve(
         "--policies", POLICIES, "--listen", f"127.0.0.1:{port}", "--workers", "1",
         "--transport", request.param, "--grpc-idle-timeout", "0",

@@ -913,6 +913,16 @@ static void tls_event(conn_t *c) {
     mark_dirty(c);
 }
 
+/* GOAWAY (NO_ERROR, `why` as its debug data), one try to send it, and the connection closes. */
+static void goaway_close(conn_t *c, const char *why) {
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
+                          (const uint8_t *)why, strlen(why));
+    conn_write(c);
+    c->dead = 1;
+    mark_dirty(c);
+}
+
 /* The server's own keepalive PINGs, grpcio's (GRPC_ARG_KEEPALIVE_TIME_MS and _TIMEOUT_MS, 2
  * hours and 20 s by default): a connection nothing has been read from for g_keepalive_s is
  * sent a PING, and closed (GOAWAY first) if its ACK has not come g_keepalive_timeout_s later.
@@ -924,19 +934,12 @@ static void tls_event(conn_t *c) {
 static void keepalive(conn_t *c, double now) {
     if (g_keepalive_s <= 0 || c->dead || c->handshaking) return;
     if (c->ping_sent > 0) {
-        if (now - c->ping_sent < g_keepalive_timeout_s) return;
-        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->session),
-                              NGHTTP2_NO_ERROR, (const uint8_t *)"keepalive_timeout", 17);
-        conn_write(c);
-        c->dead = 1;
-    } else if (now - c->last_read >= g_keepalive_s) {
-        if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, KEEPALIVE_OPAQUE) != 0) return;
+        if (now - c->ping_sent >= g_keepalive_timeout_s) goaway_close(c, "keepalive_timeout");
+    } else if (now - c->last_read >= g_keepalive_s &&
+               nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, KEEPALIVE_OPAQUE) == 0) {
         c->ping_sent = now;
-    } else {
-        return;
+        mark_dirty(c);
     }
-    mark_dirty(c);
 }
 
 /* Connections with nothing deciding and no bytes received for the idle timeout are closed
@@ -947,12 +950,7 @@ static void sweep_idle(double now) {
         keepalive(c, now);
         double limit = c->handshaking ? tls_handshake_limit() : g_idle_s;
         if (c->dead || c->deciding || limit <= 0 || now - c->last_active < limit) continue;
-        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->session),
-                              NGHTTP2_NO_ERROR, NULL, 0);
-        conn_write(c);
-        c->dead = 1;
-        mark_dirty(c);
+        goaway_close(c, "");
     }
 }
 
