@@ -48,8 +48,13 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def native(policies: Path) -> Iterator[Served]:
-    flags = ["--transport", "native", "--workers", "1", "--threads", "2"]
+def unix_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("redteam26-sock") / "pdp.sock")
+
+
+@pytest.fixture(scope="module")
+def native(policies: Path, unix_path: str) -> Iterator[Served]:
+    flags = ["--transport", "native", "--workers", "1", "--threads", "2", "--unix", unix_path]
     with pdp_serve(policies, *flags, "--no-rate-limit-service") as s:
         yield s
 
@@ -72,7 +77,7 @@ def _rss_mib(s: Served) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _status(port: int, headers: list[tuple[str, str]], chunks: list[bytes]) -> str:
+def _status(port: int | str, headers: list[tuple[str, str]], chunks: list[bytes]) -> str:
     got = raw_call(port, headers, chunks, as_given=True)
     if "reset" in got:
         return "reset"
@@ -525,3 +530,38 @@ def test_a_client_that_never_reads_its_replies(native: Served) -> None:
         assert (3, 201) in seen or (7, 0) in seen, "the 101st stream was not refused"
         _answers(native)
         assert _rss_mib(native) - before < 200
+
+
+# -- a Unix socket: the header checks _h2.c makes in nghttp2's place ------------------------------
+
+_HEALTH = "/grpc.health.v1.Health/Check"
+_PSEUDO_TWICE = {
+    "a :path of Health, then one of Check": [*HEADERS[:3], (":path", _HEALTH), *HEADERS[3:]],
+    "a :path of Check, then one of Health": [*HEADERS, (":path", _HEALTH)],
+    ":method GET, then POST": [(":method", "GET"), *HEADERS],
+    ":path after a regular field": [*HEADERS[:3], *HEADERS[4:], (":path", CHECK)],
+    "two :authority": [*HEADERS, (":authority", "elsewhere")],
+}
+
+
+def test_pseudo_headers_twice_on_the_unix_socket_are_refused_as_on_tcp(
+    native: Served, unix_path: str
+) -> None:
+    """On a Unix socket nghttp2's HTTP checks are off (grpc-go's :authority) and _h2.c makes
+    them: it took a pseudo-header twice, the last one winning, so a :path of Health followed
+    by one of Check was decided as a Check (a filter reading the first saw a health check),
+    and a :method GET followed by POST was served. Now each is reset, as nghttp2 resets it on
+    TCP; so is a pseudo-header in trailers."""
+    framed = [frame(GOOD)]
+    unix = {n: _status(unix_path, h, framed) for n, h in _PSEUDO_TWICE.items()}
+    tcp = {n: _status(_port(native), h, framed) for n, h in _PSEUDO_TWICE.items()}
+    assert unix == tcp == dict.fromkeys(_PSEUDO_TWICE, "reset")
+    block = hpack.Encoder().encode(HEADERS)
+    trailers = hpack.Encoder().encode([(":path", _HEALTH)])
+    data = _frame(1, 4, 1, block) + _frame(0, 0, 1, frame(GOOD)) + _frame(1, 5, 1, trailers)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(unix_path)
+        sock.sendall(PREFACE + _frame(4, 0, 0, b"") + data)
+        assert _read_status(sock) == "reset"
+    assert _status(unix_path, HEADERS, framed) == "0"

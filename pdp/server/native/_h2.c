@@ -141,6 +141,7 @@ struct stream {
     struct scall *sc; /* a streaming call's state (_h2_stream.c), or NULL */
     stream_t *hold_prev, *hold_next; /* g_hold: holding request bytes (budget_claim) */
     int holding;
+    int fields_seen; /* on a Unix socket: relaxed_order_ok's */
 };
 
 struct conn {
@@ -469,13 +470,36 @@ static int relaxed_header_ok(const uint8_t *name, size_t namelen, const uint8_t 
            !is(name, namelen, "upgrade");
 }
 
+/* What nghttp2's checks also refuse on TCP, which relaxed_header_ok cannot see field by
+ * field: a pseudo-header twice, after a regular field, or in trailers (RFC 9113 8.3). Without
+ * this, on a Unix socket the last of two :path (or :method) was the call's: a :path of
+ * Health, then one of Check, was decided as a Check, while whatever read the first saw a
+ * health check. */
+static int relaxed_order_ok(stream_t *st, const nghttp2_frame *f, const uint8_t *name,
+                            size_t namelen) {
+    static const char *const pseudo[] = {":method", ":path", ":scheme", ":authority"};
+    enum { REGULAR = 1 << 4 };
+    if (!namelen || name[0] != ':') {
+        st->fields_seen |= REGULAR;
+        return 1;
+    }
+    if (f->headers.cat != NGHTTP2_HCAT_REQUEST || st->fields_seen & REGULAR) return 0;
+    for (int i = 0; i < 4; i++) {
+        if (!is(name, namelen, pseudo[i])) continue;
+        if (st->fields_seen & 1 << i) return 0;
+        st->fields_seen |= 1 << i;
+    }
+    return 1;
+}
+
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *u) {
     (void)flags;
     stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (!st) return 0;
-    if (is_unix_conn(u) && !relaxed_header_ok(name, namelen, value, valuelen))
+    if (is_unix_conn(u) && (!relaxed_header_ok(name, namelen, value, valuelen) ||
+                            !relaxed_order_ok(st, f, name, namelen)))
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset, as nghttp2 would */
     st->header_bytes += namelen + valuelen + 32;
     if (st->header_bytes > MAX_HEADER_BYTES) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;

@@ -284,6 +284,27 @@ def seeds() -> dict[str, bytes]:
         out[f"unix-{name}"] = UNIX + out[name]
     go = [(k, "/tmp/pdp.sock" if k == ":authority" else v) for k, v in HEADERS]
     out["unix-authority-path"] = UNIX + _one(go, frame(b""))
+    # Pseudo-headers twice, after a regular field, or in trailers (relaxed_order_ok): reset.
+    health = "/grpc.health.v1.Health/Check"
+    for name, fields, trailers in (
+        ("two-paths", [*HEADERS[:3], (":path", health), *HEADERS[3:]], None),
+        ("pseudo-after-regular", [*HEADERS[:3], *HEADERS[4:], (":path", health)], None),
+        ("pseudo-in-trailers", HEADERS, [(":path", health)]),
+    ):
+        c = Client()
+        c.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                      validate_outbound_headers=False,
+                                      normalize_outbound_headers=False)
+        )  # fmt: skip
+        c.conn.initiate_connection()
+        c.out = bytearray(c.conn.data_to_send())
+        sid = c.open(fields, frame(CHECK), end=trailers is None)
+        if trailers:
+            c.conn.send_headers(sid, trailers, end_stream=True)
+        c.call()
+        c.mark()
+        out[f"unix-{name}"] = UNIX + bytes(c.out)
     out.update(streaming())
     out.update(early_replies())
     return out
