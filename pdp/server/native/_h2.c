@@ -139,6 +139,9 @@ struct stream {
     uint8_t *out;  /* the framed reply being sent */
     size_t out_len, out_sent;
     struct scall *sc; /* a streaming call's state (_h2_stream.c), or NULL */
+    stream_t *hold_prev, *hold_next; /* g_hold: holding request bytes (budget_claim) */
+    int holding;
+    int fields_seen; /* on a Unix socket: relaxed_order_ok's */
 };
 
 struct conn {
@@ -265,6 +268,10 @@ static void call_cancelled(const call_t *c);
 static int unary_decompress(stream_t *st);
 static int on_ping(conn_t *c, const nghttp2_frame *f);
 static int encoding_of(const uint8_t *v, size_t n);
+/* Below: request bytes taken back from the requests holding them longest. */
+static int budget_claim(size_t n, const stream_t *self);
+static void hold_begin(stream_t *st);
+static void hold_end(stream_t *st);
 
 static void set_status(stream_t *st, int code, const char *why) {
     if (st->status > 0) return; /* the first reason stays */
@@ -287,6 +294,7 @@ static void drop_metadata(stream_t *st) {
 }
 
 static void stream_free(stream_t *st) {
+    hold_end(st);
     if (st->conn) {
         if (st->prev) st->prev->next = st->next;
         else st->conn->streams = st->next;
@@ -413,7 +421,7 @@ static void keep_metadata(stream_t *st, const uint8_t *name, size_t namelen,
         size_t cap = st->md_cap ? st->md_cap : 256;
         while (cap < need) cap *= 2;
         size_t extra = cap - st->md_cap;
-        if (!budget_take(extra)) {
+        if (!budget_claim(extra, st)) {
             set_status(st, RESOURCE_EXHAUSTED, "server busy: too many request bytes held");
             return drop_metadata(st);
         }
@@ -425,6 +433,7 @@ static void keep_metadata(stream_t *st, const uint8_t *name, size_t namelen,
         }
         st->md = md;
         st->md_cap = cap;
+        hold_begin(st);
     }
     memcpy(st->md + st->md_len, name, namelen);
     st->md[st->md_len + namelen] = 0;
@@ -461,13 +470,36 @@ static int relaxed_header_ok(const uint8_t *name, size_t namelen, const uint8_t 
            !is(name, namelen, "upgrade");
 }
 
+/* What nghttp2's checks also refuse on TCP, which relaxed_header_ok cannot see field by
+ * field: a pseudo-header twice, after a regular field, or in trailers (RFC 9113 8.3). Without
+ * this, on a Unix socket the last of two :path (or :method) was the call's: a :path of
+ * Health, then one of Check, was decided as a Check, while whatever read the first saw a
+ * health check. */
+static int relaxed_order_ok(stream_t *st, const nghttp2_frame *f, const uint8_t *name,
+                            size_t namelen) {
+    static const char *const pseudo[] = {":method", ":path", ":scheme", ":authority"};
+    enum { REGULAR = 1 << 4 };
+    if (!namelen || name[0] != ':') {
+        st->fields_seen |= REGULAR;
+        return 1;
+    }
+    if (f->headers.cat != NGHTTP2_HCAT_REQUEST || st->fields_seen & REGULAR) return 0;
+    for (int i = 0; i < 4; i++) {
+        if (!is(name, namelen, pseudo[i])) continue;
+        if (st->fields_seen & 1 << i) return 0;
+        st->fields_seen |= 1 << i;
+    }
+    return 1;
+}
+
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *u) {
     (void)flags;
     stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (!st) return 0;
-    if (is_unix_conn(u) && !relaxed_header_ok(name, namelen, value, valuelen))
+    if (is_unix_conn(u) && (!relaxed_header_ok(name, namelen, value, valuelen) ||
+                            !relaxed_order_ok(st, f, name, namelen)))
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset, as nghttp2 would */
     st->header_bytes += namelen + valuelen + 32;
     if (st->header_bytes > MAX_HEADER_BYTES) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -510,7 +542,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
         while (cap < st->in_len + len) cap *= 2;
         if (cap > 5 + g_max_message) cap = 5 + g_max_message;
         size_t extra = cap - st->in_cap;
-        if (!budget_take(extra)) {
+        if (!budget_claim(extra, st)) {
             set_status(st, RESOURCE_EXHAUSTED, "server busy: too many request bytes held");
             drop_input(st);
             return 0;
@@ -524,6 +556,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
         }
         st->in = in;
         st->in_cap = cap;
+        hold_begin(st);
     }
     memcpy(st->in + st->in_len, data, len);
     st->in_len += len;
@@ -693,6 +726,79 @@ static void answer_error(stream_t *st, int code, const char *why) {
 }
 
 #include "_h2_stream.c"
+
+/* ---- request bytes taken back from slow requests (I/O thread) -------------------------------- */
+
+/* The request-byte budget (g_budget) is the whole server's. A client sending requests' first
+ * bytes and never their last held all of it from one connection (16 streams of 2 MiB declared
+ * 4 MiB: 32 MiB sent), and every other client's call was refused RESOURCE_EXHAUSTED "server
+ * busy" for as long as it kept the connection alive (a byte within the idle timeout), where
+ * grpcio serves on. So a request that cannot get its bytes takes them back from the requests
+ * that have held theirs longest without completing, oldest first (grpc's own transport
+ * likewise cancels streams to reclaim memory under pressure): each is reset
+ * ENHANCE_YOUR_CALM (a grpc client sees RESOURCE_EXHAUSTED) and its bytes given back. Calls
+ * complete and queued or deciding are never taken back (--max-concurrent-rpcs bounds them).
+ * g_hold: streams holding a request's bytes (a unary request or a streaming call's message
+ * not yet whole, header metadata), oldest first; a stream whose bytes moved on leaves it when
+ * it is freed or met here. */
+static stream_t *g_hold_head, *g_hold_tail;
+
+static void hold_begin(stream_t *st) {
+    if (st->holding) return;
+    st->holding = 1;
+    st->hold_next = NULL;
+    st->hold_prev = g_hold_tail;
+    if (g_hold_tail) g_hold_tail->hold_next = st;
+    else g_hold_head = st;
+    g_hold_tail = st;
+}
+
+static void hold_end(stream_t *st) {
+    if (!st->holding) return;
+    st->holding = 0;
+    if (st->hold_prev) st->hold_prev->hold_next = st->hold_next;
+    else g_hold_head = st->hold_next;
+    if (st->hold_next) st->hold_next->hold_prev = st->hold_prev;
+    else g_hold_tail = st->hold_prev;
+    st->hold_prev = st->hold_next = NULL;
+}
+
+/* The stream's request bytes given back, the stream reset. */
+static void reclaim(stream_t *st) {
+    drop_input(st);
+    drop_metadata(st);
+    scall_t *sc = st->sc;
+    if (sc && sc->in) {
+        budget_give(sc->in_cap);
+        free(sc->in);
+        sc->in = NULL;
+        sc->in_len = sc->in_cap = 0;
+    }
+    if (sc && !sc->finished) {
+        sc->finished = 1;
+        post_simple(sc->id, EV_GONE);
+    }
+    if (!sc) {
+        st->done = 1; /* complete() never runs for it: nothing is answered but the reset */
+        set_status(st, RESOURCE_EXHAUSTED, "request bytes reclaimed");
+    }
+    nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_ENHANCE_YOUR_CALM);
+    mark_dirty(st->conn);
+}
+
+/* budget_take(n) for `self`'s request, taking the bytes back from the oldest other holders
+ * while the budget is short; 0 when none is left to take from. */
+static int budget_claim(size_t n, const stream_t *self) {
+    while (!budget_take(n)) {
+        stream_t *st = g_hold_head;
+        if (st == self) st = st->hold_next;
+        if (!st) return 0;
+        hold_end(st);
+        if (st->in || st->md || (st->sc && st->sc->in)) reclaim(st);
+    }
+    return 1;
+}
 
 /* Python's reply to `c` reaches its stream (if still there). */
 static void deliver(call_t *c) {

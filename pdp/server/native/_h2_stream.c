@@ -98,8 +98,9 @@ static int encoding_of(const uint8_t *v, size_t n) {
  * bytes taken from the budget, or NULL when the message was not compressed. -1, or a gRPC
  * status with *why (grpcio's words) when it cannot be read. The decompressed size is bounded
  * by max_message: a decompression bomb stops there. */
-static int inflate_message(int enc, uint8_t flag, const uint8_t *src, size_t n, uint8_t **out,
-                           size_t *out_len, size_t *out_cap, const char **why) {
+static int inflate_message(const stream_t *self, int enc, uint8_t flag, const uint8_t *src,
+                           size_t n, uint8_t **out, size_t *out_len, size_t *out_cap,
+                           const char **why) {
     *out = NULL;
     if (enc == ENC_UNKNOWN) {
         *why = "Error parsing 'grpc-encoding' metadata";
@@ -132,7 +133,7 @@ static int inflate_message(int enc, uint8_t flag, const uint8_t *src, size_t n, 
     z.avail_in = (uInt)n;
     for (;;) {
         if (cap > held) {
-            if (!budget_take(cap - held)) {
+            if (!budget_claim(cap - held, self)) {
                 code = RESOURCE_EXHAUSTED;
                 *why = "server busy: too many request bytes held";
                 break;
@@ -194,8 +195,8 @@ static int unary_decompress(stream_t *st) {
     uint8_t *out;
     size_t len, cap;
     const char *why = NULL;
-    int code = inflate_message(st->encoded, st->in[0], st->in + 5, st->in_len - 5, &out, &len,
-                               &cap, &why);
+    int code = inflate_message(st, st->encoded, st->in[0], st->in + 5, st->in_len - 5, &out,
+                               &len, &cap, &why);
     if (code >= 0) {
         set_status(st, code, why);
         return code;
@@ -371,7 +372,7 @@ static int stream_on_data(stream_t *st, const uint8_t *data, size_t len) {
             size_t cap = sc->in_cap ? sc->in_cap * 2 : 256;
             while (cap < sc->in_len + take) cap *= 2;
             if (cap > 5 + g_max_message) cap = 5 + g_max_message;
-            if (!budget_take(cap - sc->in_cap)) {
+            if (!budget_claim(cap - sc->in_cap, st)) {
                 stream_fail(sc, RESOURCE_EXHAUSTED, "server busy: too many request bytes held");
                 return 0;
             }
@@ -383,6 +384,7 @@ static int stream_on_data(stream_t *st, const uint8_t *data, size_t len) {
             }
             sc->in = in;
             sc->in_cap = cap;
+            hold_begin(st);
         }
         memcpy(sc->in + sc->in_len, data, take);
         sc->in_len += take;
@@ -405,7 +407,8 @@ static int stream_on_data(stream_t *st, const uint8_t *data, size_t len) {
         uint8_t *out;
         size_t olen, ocap;
         const char *why = NULL;
-        int code = inflate_message(st->encoded, sc->in[0], sc->in + 5, n, &out, &olen, &ocap, &why);
+        int code =
+            inflate_message(st, st->encoded, sc->in[0], sc->in + 5, n, &out, &olen, &ocap, &why);
         sevent_t *e = code < 0 ? calloc(1, sizeof *e) : NULL;
         if (code < 0 && !e) {
             code = RESOURCE_EXHAUSTED;
@@ -434,6 +437,7 @@ static int stream_on_data(stream_t *st, const uint8_t *data, size_t len) {
         }
         sc->in = NULL;
         sc->in_len = sc->in_cap = 0;
+        hold_end(st); /* the next message holds from when it begins */
         post_event(e);
     }
     return 0;

@@ -284,6 +284,27 @@ def seeds() -> dict[str, bytes]:
         out[f"unix-{name}"] = UNIX + out[name]
     go = [(k, "/tmp/pdp.sock" if k == ":authority" else v) for k, v in HEADERS]
     out["unix-authority-path"] = UNIX + _one(go, frame(b""))
+    # Pseudo-headers twice, after a regular field, or in trailers (relaxed_order_ok): reset.
+    health = "/grpc.health.v1.Health/Check"
+    for name, fields, trailers in (
+        ("two-paths", [*HEADERS[:3], (":path", health), *HEADERS[3:]], None),
+        ("pseudo-after-regular", [*HEADERS[:3], *HEADERS[4:], (":path", health)], None),
+        ("pseudo-in-trailers", HEADERS, [(":path", health)]),
+    ):
+        c = Client()
+        c.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                      validate_outbound_headers=False,
+                                      normalize_outbound_headers=False)
+        )  # fmt: skip
+        c.conn.initiate_connection()
+        c.out = bytearray(c.conn.data_to_send())
+        sid = c.open(fields, frame(CHECK), end=trailers is None)
+        if trailers:
+            c.conn.send_headers(sid, trailers, end_stream=True)
+        c.call()
+        c.mark()
+        out[f"unix-{name}"] = UNIX + bytes(c.out)
     out.update(streaming())
     out.update(early_replies())
     return out
@@ -444,6 +465,25 @@ def streaming() -> dict[str, bytes]:
         c.py(STAKE, ssend(0, 10), ssend(1, 10), SOPS, SEND)
         c.mark()
         out[name] = bytes(c.out)
+    # The budget taken back from the requests holding it longest (_h2.c, budget_claim): a
+    # Watch's unfinished message (the oldest) and three unary calls' hold it all; a call, then
+    # a compressed one as inflated, take it back, oldest first (each reset); the pump then
+    # sends to the reclaimed Watch, and the client ends the reclaimed calls (no answer).
+    unfinished = _split(frame(b"\x0a" * (MAX_MESSAGE - 5))[:-1])
+    c = Client()
+    c.conn.receive_data(SERVER_WINDOWS)
+    c.open(WATCH, *unfinished)
+    held = [c.open(HEADERS, *unfinished) for _ in range(3)]
+    c.call()
+    gz = gzip.compress(b"\x0a" * (MAX_MESSAGE - 100), mtime=0)
+    c.call([*HEADERS, ("grpc-encoding", "gzip")], (frame(gz, flag=1),))
+    c.py(STAKE, ssend(0, 10), SOPS, take(), SEND)
+    for sid in held[:2]:
+        c.conn.send_data(sid, b"\x0a", end_stream=True)
+    c.mark()
+    c.py(answer(), PICKUP, SEND)
+    c.mark()
+    out["budget-reclaimed"] = bytes(c.out)
     c = Client()  # a Watch beside unary calls: a reply early while the pump sends
     sid = c.open(WATCH, watch)
     c.call()
