@@ -200,8 +200,12 @@ REQUESTS = st.builds(
     PRINCIPALS,
     st.sampled_from(["t1", "t1", "t1", "t2"]),
     RESOURCE_ATTRS,
-    st.lists(st.sampled_from(["read", "edit", "read", "edit", "share"]), min_size=1, max_size=3,
-             unique=True),  # fmt: skip
+    st.lists(
+        st.sampled_from(["read", "edit", "read", "edit", "share"]),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ),
     CONTEXTS,
 )
 
@@ -436,7 +440,11 @@ def over_authzen(side: _Side, req: dict[str, Any]) -> dict[str, Outcome]:
         "id": p["id"],
         "properties": {**p["attr"], "tenant": p["tenant"], "roles": p["roles"]},
     }
-    resource = {"type": r["kind"], "id": r["id"], "properties": {**r["attr"], "tenant": r["tenant"]}}
+    resource = {
+        "type": r["kind"],
+        "id": r["id"],
+        "properties": {**r["attr"], "tenant": r["tenant"]},
+    }
     context = {**c["attr"], "ip": c["ip"]}
     body = {
         "subject": subject,
@@ -500,7 +508,9 @@ TIGHT_VALUES = st.recursive(
 TIGHT_REQUESTS = st.builds(
     lambda pid, pattr, rid, rattr, cattr: {
         "principal": {"id": pid, "tenant": "", "roles": [], "attr": pattr},
-        "resources": [{"kind": "doc", "id": rid, "tenant": "t1", "attr": rattr, "actions": ["read"]}],
+        "resources": [
+            {"kind": "doc", "id": rid, "tenant": "t1", "attr": rattr, "actions": ["read"]}
+        ],
         "context": {"ip": "", "attr": cattr},
     },
     st.sampled_from(["al", "alice", "alices", " al", "a\u0085"]),
