@@ -542,3 +542,63 @@ def test_the_protobuf_and_json_converters_agree_at_the_limits(req: dict[str, Any
     json_side = _converted(lambda r: parse_check_request({**r, "request_id": "rt26"}, TIGHT), req)
     proto_side = _converted(lambda m: request_from_proto(m, TIGHT), to_proto(req))
     assert proto_side == json_side, req
+
+
+# --- a request id given twice ----------------------------------------------------------------
+
+
+def test_a_request_id_given_twice_is_answered_as_protobuf_reads_it(
+    cached: _Side, uncached: _Side
+) -> None:
+    """The cache keys a request by its bytes after a leading request id, and answers a hit
+    with that leading id. A request carrying a second request id after it (protobuf: the last
+    one wins) was stored under a key holding that second id, so the same bytes behind another
+    leading id were answered as that id (or refused, when it is not a valid id) where every
+    decoder reads the second: the cache on and off answered differently."""
+    msg = to_proto(
+        {
+            "principal": {"id": "alice", "tenant": "t1", "roles": [], "attr": {}},
+            "resources": [
+                {"kind": "doc", "id": "d1", "tenant": "t1", "attr": {"owner": "alice"},
+                 "actions": ["read"]}
+            ],
+            "context": {"ip": "", "attr": {}},
+        }
+    )  # fmt: skip
+    msg.ClearField("request_id")
+    rest = _ld(1, b"second") + msg.SerializeToString()
+    sent = [_ld(1, b"second") + rest, _ld(1, b"first") + rest, _ld(1, b"bad\x00id") + rest]
+    for side in (uncached, cached):
+        for data in [sent[0], *sent]:  # the first twice: stored, then a hit
+            reply = pb.CheckResponse.FromString(side.check(data, timeout=30))
+            assert reply.request_id == "second", (side.pdp.grpc_address, data[:20])
+            assert reply.results[0].actions["read"].effect == pb.EFFECT_ALLOW
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(req=REQUESTS, at=st.integers(0, 3), rid=st.sampled_from(["", "r", "second"]))
+def test_holds_request_id_finds_a_request_id_among_the_top_level_fields(
+    req: dict[str, Any], at: int, rid: str
+) -> None:
+    """What a key may be stored under: no top-level field 1 (nested ones, the principal's id
+    among them, are other fields), wherever a second one is put."""
+    from pdp.server.cache import holds_request_id
+
+    msg = to_proto(req)
+    msg.ClearField("request_id")
+    fields = [f.SerializeToString() for f in _top_level(msg)]
+    assert not holds_request_id(b"".join(fields))
+    fields.insert(min(at, len(fields)), _ld(1, rid.encode()))
+    assert holds_request_id(b"".join(fields))
+    assert holds_request_id(b"".join(fields)[:-1])  # cut short: unsure
+
+
+def _top_level(msg: pb.CheckRequest) -> list[pb.CheckRequest]:
+    """`msg` as one message per top-level field value (their bytes concatenate to it)."""
+    out = [pb.CheckRequest(principal=msg.principal)]
+    out += [pb.CheckRequest(resources=[r]) for r in msg.resources]
+    if msg.HasField("context"):
+        out.append(pb.CheckRequest(context=msg.context))
+    if msg.explain:
+        out.append(pb.CheckRequest(explain=True))
+    return out
