@@ -65,6 +65,16 @@ spec:
       effect: deny
       condition: has(R.attr.q) && R.attr.n / R.attr.q > 2
       reason: ratio
+    - id: boom
+      actions: [edit]
+      effect: deny
+      condition: '"boom" in R.attr.tags && R.attr.tags.all(a, R.attr.tags.all(b, R.attr.tags.all(c, c == a)))'
+      reason: boom
+    - id: boom-allow
+      actions: [read]
+      effect: allow
+      condition: '"boom" in R.attr.tags && R.attr.tags.all(a, R.attr.tags.all(b, R.attr.tags.all(c, c == a)))'
+      reason: boom
     - id: owner
       actions: [read, edit]
       effect: allow
@@ -176,7 +186,9 @@ RESOURCE_ATTRS = _attrs(
     f=NUMBERS,
     q=NUMBERS,
     owner=st.sampled_from(["alice", "bob", NFC, NFD, ""]),
-    tags=st.one_of(st.lists(STRINGS, max_size=5), VALUES),
+    # 50 elements: three nested comprehensions over them pass the evaluation's work budget,
+    # an error inside a decision (a deny rule denies, an allow rule does not allow).
+    tags=st.one_of(st.lists(STRINGS, max_size=5), VALUES, st.just(["boom"] * 50)),
     m=VALUES,
 )
 CONTEXTS = st.fixed_dictionaries(
@@ -260,10 +272,16 @@ class _Side:
         self.pdp = pdp
         self.channel = grpc.insecure_channel(pdp.grpc_address)
         self.check = self.channel.unary_unary(CHECK)
+        # Requests compressed (the native transport inflates them before the cache sees them).
+        self.gzip_channel = grpc.insecure_channel(
+            pdp.grpc_address, compression=grpc.Compression.Gzip
+        )
+        self.gzip_check = self.gzip_channel.unary_unary(CHECK)
         self.http = _Http(pdp)
 
     def close(self) -> None:
         self.channel.close()
+        self.gzip_channel.close()
         if self.http.conn is not None:
             self.http.conn.close()
 
@@ -482,6 +500,7 @@ def test_every_path_decides_as_the_engine(
         "native, cached (miss)": over_grpc(cached.check, data, actions),
         "native, cached (hit)": over_grpc(cached.check, data, actions),
         "native, cached (re-encoded)": over_grpc(cached.check, reencoded(msg), actions),
+        "native, cached (gzip)": over_grpc(cached.gzip_check, data, actions),
         "grpcio, uncached": over_grpc(uncached.check, data, actions),
         "grpcio, uncached (re-encoded)": over_grpc(uncached.check, reencoded(msg), actions),
         "pdp.v1 JSON": over_mirror(cached, req),
