@@ -37,6 +37,7 @@ from authzen.support import Pdp, pdp_serve
 
 from pdp.engine import Engine, compile_policy_set
 from pdp.errors import RequestError
+from pdp.http.authzen import SEMANTICS
 from pdp.model.decision import BundleInfo
 from pdp.model.loader import load_policy_dir
 from pdp.model.request import Limits, parse_check_request
@@ -130,6 +131,11 @@ spec:
       effect: allow
       condition: context.attr.k != "" && context.attr.k == P.attr.k
       reason: same-key
+    - id: leveled
+      actions: [edit]
+      effect: allow
+      condition: context.attr.action.level == 1
+      reason: leveled
     - id: office
       actions: [edit]
       effect: allow
@@ -621,3 +627,89 @@ def _top_level(msg: pb.CheckRequest) -> list[pb.CheckRequest]:
     if msg.explain:
         out.append(pb.CheckRequest(explain=True))
     return out
+
+
+# --- AuthZEN batches against single evaluations ------------------------------------------------
+
+SUBJECTS = st.builds(
+    lambda pid, tenant, roles: {
+        "type": "user",
+        "id": pid,
+        "properties": {"tenant": tenant, "roles": roles},
+    },
+    st.sampled_from(["alice", "bob"]),
+    st.sampled_from(["t1", "t2"]),
+    st.lists(st.sampled_from(["admin", "user"]), max_size=1),
+)
+AZ_RESOURCES = st.builds(
+    lambda rid, owner, s: {
+        "type": "doc",
+        "id": rid,
+        "properties": {"tenant": "t1", "owner": owner, "s": s},
+    },
+    st.sampled_from(["d1", "d2"]),
+    st.sampled_from(["alice", "bob"]),
+    st.sampled_from(["adm", "blocked", "a"]),
+)
+AZ_ACTIONS = st.builds(
+    lambda name, props: {"name": name} if props is None else {"name": name, "properties": props},
+    st.sampled_from(["read", "edit", "share"]),
+    st.one_of(st.none(), st.just({}), st.fixed_dictionaries({"level": st.sampled_from([0, 1])})),
+)
+AZ_CONTEXTS = st.one_of(
+    st.just({}), st.fixed_dictionaries({"ip": st.sampled_from(["10.0.0.1", "10.1.0.1"])})
+)
+OVERRIDES = st.fixed_dictionaries(
+    {
+        "subject": _maybe(SUBJECTS),
+        "resource": _maybe(AZ_RESOURCES),
+        "action": _maybe(AZ_ACTIONS),
+        "context": _maybe(AZ_CONTEXTS),
+    }
+).map(lambda d: {k: v for k, v in d.items() if v is not ABSENT})
+BATCHES = st.fixed_dictionaries(
+    {
+        "subject": SUBJECTS,
+        "resource": AZ_RESOURCES,
+        "action": AZ_ACTIONS,
+        "context": _maybe(AZ_CONTEXTS),
+        "evaluations": st.lists(OVERRIDES, min_size=1, max_size=5),
+        "options": st.fixed_dictionaries(
+            {"evaluations_semantic": st.sampled_from(list(SEMANTICS))}
+        ),
+    }
+).map(lambda d: {k: v for k, v in d.items() if v is not ABSENT})
+
+
+def _decided(ev: dict[str, Any]) -> tuple[Any, ...]:
+    ctx = ev["context"]
+    return (ev["decision"], tuple(ctx.get("reasons", ())), ctx.get("rule"), ctx.get("policy"))
+
+
+@settings(
+    max_examples=int(__import__("os").environ.get("RT26_EXAMPLES", "40")),
+    deadline=None,
+    derandomize="RT26_SEED" not in __import__("os").environ,
+)
+@given(body=BATCHES)
+def test_an_authzen_batch_decides_each_evaluation_as_it_alone_is_decided(
+    body: dict[str, Any], uncached: _Side
+) -> None:
+    """Evaluations sharing their subject, context and action properties are decided in one
+    engine call (`group_key`), the first one's action properties in the context; the rest each
+    alone. Whatever the grouping and semantic, each answer is the single evaluation's."""
+    singles = []
+    for item in body["evaluations"]:
+        one = {k: item.get(k, body.get(k)) for k in ("subject", "resource", "action", "context")}
+        one = {k: v for k, v in one.items() if v is not None}
+        status, answer = uncached.http.post("/access/v1/evaluation", _json(one))
+        assert status == 200, (status, answer)
+        singles.append(_decided(answer))
+    semantic = body["options"]["evaluations_semantic"]
+    if semantic != "execute_all":
+        stop_on = semantic == "permit_on_first_permit"
+        cut = next((i + 1 for i, d in enumerate(singles) if d[0] is stop_on), len(singles))
+        singles = singles[:cut]
+    status, answer = uncached.http.post("/access/v1/evaluations", _json(body))
+    assert status == 200, (status, answer)
+    assert [_decided(ev) for ev in answer["evaluations"]] == singles, body
