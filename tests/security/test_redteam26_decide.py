@@ -207,15 +207,11 @@ CONTEXTS = st.fixed_dictionaries(
         "attr": _attrs(k=st.one_of(STRINGS, NUMBERS)),
     }
 )
-REQUESTS = st.builds(
-    lambda p, tenant, attr, actions, ctx: {
-        "principal": p,
-        "resources": [
-            {"kind": "doc", "id": "d1", "tenant": tenant, "attr": attr, "actions": actions}
-        ],
-        "context": ctx,
+RESOURCES = st.builds(
+    lambda rid, tenant, attr, actions: {
+        "kind": "doc", "id": rid, "tenant": tenant, "attr": attr, "actions": actions
     },
-    PRINCIPALS,
+    st.sampled_from(["d1", "d1", "d2"]),
     st.sampled_from(["t1", "t1", "t1", "t2"]),
     RESOURCE_ATTRS,
     st.lists(
@@ -224,6 +220,13 @@ REQUESTS = st.builds(
         max_size=3,
         unique=True,
     ),
+)  # fmt: skip
+# A batch of up to three resources (the same one twice, too): the batch path of the engine
+# and the server, and AuthZEN evaluations each overriding the resource.
+REQUESTS = st.builds(
+    lambda p, resources, ctx: {"principal": p, "resources": resources, "context": ctx},
+    PRINCIPALS,
+    st.lists(RESOURCES, min_size=1, max_size=3),
     CONTEXTS,
 )
 
@@ -417,25 +420,39 @@ def reencoded(msg: pb.CheckRequest) -> bytes:
 # --- the five answers -----------------------------------------------------------------------
 
 
-def oracle(engine: Engine, req: dict[str, Any]) -> dict[str, Outcome]:
-    actions = req["resources"][0]["actions"]
+def _asked(req: dict[str, Any]) -> list[tuple[int, str]]:
+    return [(i, a) for i, r in enumerate(req["resources"]) for a in r["actions"]]
+
+
+def _refused(req: dict[str, Any]) -> dict[tuple[int, str], Outcome]:
+    return dict.fromkeys(_asked(req), REFUSED)
+
+
+def oracle(engine: Engine, req: dict[str, Any]) -> dict[tuple[int, str], Outcome]:
     try:
         parsed = parse_check_request(req, Limits(allow_client_time=False))
     except RequestError:
-        return dict.fromkeys(actions, REFUSED)
-    d = engine.check(parsed).results[0].actions
-    return {a: (d[a].effect, *d[a].reasons, d[a].rule) for a in actions}
+        return _refused(req)
+    results = engine.check(parsed).results
+    out: dict[tuple[int, str], Outcome] = {}
+    for i, a in _asked(req):
+        d = results[i].actions[a]
+        out[i, a] = (d.effect, *d.reasons, d.rule)
+    return out
 
 
-def over_grpc(call: Any, data: bytes, actions: list[str]) -> dict[str, Outcome]:
+def over_grpc(call: Any, data: bytes, req: dict[str, Any]) -> dict[tuple[int, str], Outcome]:
     try:
         reply = pb.CheckResponse.FromString(call(data, timeout=30))
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (e.code(), e.details())
-        return dict.fromkeys(actions, REFUSED)
-    d = reply.results[0].actions
+        return _refused(req)
     effect = {pb.EFFECT_ALLOW: "allow", pb.EFFECT_DENY: "deny"}
-    return {a: (effect[d[a].effect], *d[a].reasons, d[a].rule) for a in actions}
+    out: dict[tuple[int, str], Outcome] = {}
+    for i, a in _asked(req):
+        d = reply.results[i].actions[a]
+        out[i, a] = (effect[d.effect], *d.reasons, d.rule)
+    return out
 
 
 def _json(req: dict[str, Any]) -> bytes:
@@ -443,48 +460,46 @@ def _json(req: dict[str, Any]) -> bytes:
     return json.dumps(req, ensure_ascii=False).encode()
 
 
-def over_mirror(side: _Side, req: dict[str, Any]) -> dict[str, Outcome]:
-    actions = req["resources"][0]["actions"]
+def over_mirror(side: _Side, req: dict[str, Any]) -> dict[tuple[int, str], Outcome]:
     status, body = side.http.post("/v1/check", _json(req))
     if status == 400:
-        return dict.fromkeys(actions, REFUSED)
+        return _refused(req)
     assert status == 200, (status, body)
-    d = body["results"][0]["actions"]
-    return {
-        a: (d[a]["effect"].removeprefix("EFFECT_").lower(), *d[a].get("reasons", ()),
-            d[a].get("rule", ""))
-        for a in actions
-    }  # fmt: skip
+    out: dict[tuple[int, str], Outcome] = {}
+    for i, a in _asked(req):
+        d = body["results"][i]["actions"][a]
+        effect = d["effect"].removeprefix("EFFECT_").lower()
+        out[i, a] = (effect, *d.get("reasons", ()), d.get("rule", ""))
+    return out
 
 
-def over_authzen(side: _Side, req: dict[str, Any]) -> dict[str, Outcome]:
-    p, r, c = req["principal"], req["resources"][0], req["context"]
+def over_authzen(side: _Side, req: dict[str, Any]) -> dict[tuple[int, str], Outcome]:
+    """One evaluation per resource and action, each overriding the resource."""
+    p, c = req["principal"], req["context"]
     subject = {
         "type": "user",
         "id": p["id"],
         "properties": {**p["attr"], "tenant": p["tenant"], "roles": p["roles"]},
     }
-    resource = {
-        "type": r["kind"],
-        "id": r["id"],
-        "properties": {**r["attr"], "tenant": r["tenant"]},
-    }
-    context = {**c["attr"], "ip": c["ip"]}
-    body = {
-        "subject": subject,
-        "resource": resource,
-        "context": context,
-        "evaluations": [{"action": {"name": a}} for a in r["actions"]],
-    }
+    evaluations = []
+    for i, a in _asked(req):
+        r = req["resources"][i]
+        resource = {
+            "type": r["kind"],
+            "id": r["id"],
+            "properties": {**r["attr"], "tenant": r["tenant"]},
+        }
+        evaluations.append({"resource": resource, "action": {"name": a}})
+    body = {"subject": subject, "context": {**c["attr"], "ip": c["ip"]}, "evaluations": evaluations}
     status, answer = side.http.post("/access/v1/evaluations", _json(body))
     if status == 400:
-        return dict.fromkeys(r["actions"], REFUSED)
+        return _refused(req)
     assert status == 200, (status, answer)
-    out: dict[str, Outcome] = {}
-    for a, ev in zip(r["actions"], answer["evaluations"]):
+    out: dict[tuple[int, str], Outcome] = {}
+    for key, ev in zip(_asked(req), answer["evaluations"]):
         ctx = ev["context"]
         effect = "allow" if ev["decision"] else "deny"
-        out[a] = (effect, *ctx.get("reasons", ()), ctx.get("rule", ""))
+        out[key] = (effect, *ctx.get("reasons", ()), ctx.get("rule", ""))
     return out
 
 
@@ -498,17 +513,16 @@ def over_authzen(side: _Side, req: dict[str, Any]) -> dict[str, Outcome]:
 def test_every_path_decides_as_the_engine(
     req: dict[str, Any], engine: Engine, cached: _Side, uncached: _Side
 ) -> None:
-    actions = req["resources"][0]["actions"]
     want = oracle(engine, req)
     msg = to_proto(req)
     data = msg.SerializeToString()
     answers = {
-        "native, cached (miss)": over_grpc(cached.check, data, actions),
-        "native, cached (hit)": over_grpc(cached.check, data, actions),
-        "native, cached (re-encoded)": over_grpc(cached.check, reencoded(msg), actions),
-        "native, cached (gzip)": over_grpc(cached.gzip_check, data, actions),
-        "grpcio, uncached": over_grpc(uncached.check, data, actions),
-        "grpcio, uncached (re-encoded)": over_grpc(uncached.check, reencoded(msg), actions),
+        "native, cached (miss)": over_grpc(cached.check, data, req),
+        "native, cached (hit)": over_grpc(cached.check, data, req),
+        "native, cached (re-encoded)": over_grpc(cached.check, reencoded(msg), req),
+        "native, cached (gzip)": over_grpc(cached.gzip_check, data, req),
+        "grpcio, uncached": over_grpc(uncached.check, data, req),
+        "grpcio, uncached (re-encoded)": over_grpc(uncached.check, reencoded(msg), req),
         "pdp.v1 JSON": over_mirror(cached, req),
         "AuthZEN": over_authzen(uncached, req),
     }
