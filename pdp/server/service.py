@@ -405,7 +405,9 @@ class DecisionService:
         self, entry: CachedDecision, request_id: str, observed: bool
     ) -> tuple[bytes, _CacheHit | None, None]:
         decision_id = new_decision_id()
-        evaluated_at = entry.evaluated_at or datetime.now(UTC).isoformat()
+        # The engine's clock writes milliseconds (`pdp.engine.engine._MillisecondClock`): a hit
+        # writes its time as a miss does.
+        evaluated_at = entry.evaluated_at or datetime.now(UTC).isoformat(timespec="milliseconds")
         out = entry.body + _ids(decision_id, request_id, evaluated_at)
         if not observed:
             return out, None, None

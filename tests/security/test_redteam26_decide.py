@@ -727,3 +727,25 @@ def test_an_authzen_batch_decides_each_evaluation_as_it_alone_is_decided(
     status, answer = uncached.http.post("/access/v1/evaluations", _json(body))
     assert status == 200, (status, answer)
     assert [_decided(ev) for ev in answer["evaluations"]] == singles, body
+
+
+def test_a_hit_writes_its_time_as_a_miss_does(cached: _Side) -> None:
+    """`evaluated_at` of a decision that did not read the clock: the server's time at
+    millisecond precision (the engine's clock), on a miss and on a hit alike; a hit wrote
+    microseconds, so a caller comparing or parsing the text saw the cache."""
+    import re
+
+    msg = to_proto(
+        {
+            "principal": {"id": "bob", "tenant": "t1", "roles": [], "attr": {}},
+            "resources": [
+                {"kind": "doc", "id": "d9", "tenant": "t1", "attr": {}, "actions": ["read"]}
+            ],
+            "context": {"ip": "", "attr": {}},
+        }
+    )
+    data = msg.SerializeToString()
+    stamps = [pb.CheckResponse.FromString(cached.check(data, timeout=30)).evaluated_at
+              for _ in range(3)]  # fmt: skip
+    for stamp in stamps:  # the first a miss, then hits
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", stamp), stamps
