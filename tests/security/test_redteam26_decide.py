@@ -749,3 +749,49 @@ def test_a_hit_writes_its_time_as_a_miss_does(cached: _Side) -> None:
               for _ in range(3)]  # fmt: skip
     for stamp in stamps:  # the first a miss, then hits
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", stamp), stamps
+
+
+# --- the example policies, every case a miss then a hit --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Engine, list[Any]]:
+    from pdp.cli._common import load_and_compile
+    from pdp.engine.suites import iter_case_requests
+    from tests.examples import examples_without_limits
+
+    root = examples_without_limits(tmp_path_factory.mktemp("rt26-examples"))
+    source, policy_set = load_and_compile(root)
+    cases = [
+        (f"{suite.id}/{case.name}", raw)
+        for suite, case, raw in iter_case_requests(source.test_suites)
+    ]
+    return root, Engine(policy_set), cases
+
+
+def test_every_example_case_is_answered_alike_from_the_cache(
+    examples: tuple[Path, Engine, list[Any]],
+) -> None:
+    """The example suites' cases (schemas, derived roles, guards, cross-tenant rules, scopes,
+    actors; each fixing its time, so each decision may be cached) against a native server
+    with the cache on: each case asked, then all asked again in reverse order (hits, each
+    answered from another entry than its neighbour's), then again under another request id.
+    Every answer is the in-process decision."""
+    from google.protobuf import json_format
+
+    from .test_one_answer import in_process, outcome, raw_grpc
+
+    root, engine, cases = examples
+    assert len(cases) >= 100
+    from .real_pdp import pdp_serve as serve_grpc
+
+    with serve_grpc(root, "--allow-client-time", "--transport", "native") as served:
+        want = {name: outcome(in_process(engine, json.dumps(obj))) for name, obj in cases}
+        order = [*cases, *reversed(cases)]
+        order += [
+            (name, {**obj, "request_id": f"again-{i}"}) for i, (name, obj) in enumerate(cases)
+        ]
+        for name, obj in order:
+            text = json.dumps(obj)
+            json_format.Parse(text, pb.CheckRequest())  # the case is a valid request
+            assert outcome(raw_grpc(served, text)) == want[name], name
