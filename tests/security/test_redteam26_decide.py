@@ -55,6 +55,7 @@ spec:
   actions:
     read: {}
     edit: {}
+    share: {scopes: ["doc:share"]}
   rules:
     - id: blocked
       actions: [read, edit]
@@ -131,6 +132,11 @@ spec:
       effect: allow
       condition: context.attr.k != "" && context.attr.k == P.attr.k
       reason: same-key
+    - id: sharer
+      actions: [share]
+      effect: allow
+      condition: R.attr.owner == P.id
+      reason: sharer
     - id: leveled
       actions: [edit]
       effect: allow
@@ -183,12 +189,23 @@ PRINCIPALS = st.fixed_dictionaries(
         "id": st.sampled_from(["alice", "bob", NFC, NFD, "adm"]),
         "tenant": st.sampled_from(["t1", "t1", "t1", "t1", "t2", ""]),
         "roles": st.lists(st.sampled_from(["admin", "user", "Admin"]), max_size=2, unique=True),
+        "scopes": st.lists(st.sampled_from(["doc:share", "doc:Share", "doc:read"]), max_size=2),
         "attr": _attrs(k=st.one_of(STRINGS, NUMBERS)),
+        # An acting agent: the action's scopes must be its too.
+        "actor": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {
+                    "id": st.sampled_from(["agent", "agent", "agent", "agent\u200b"]),
+                    "scopes": st.lists(st.sampled_from(["doc:share", "doc:read"]), max_size=1),
+                }
+            ),
+        ),
     }
 )
 RESOURCE_ATTRS = _attrs(
     s=STRINGS,
-    n=st.one_of(*[NUMBERS] * 8, STRINGS, st.none(), NAN),
+    n=st.one_of(*[NUMBERS] * 16, STRINGS, st.none(), NAN),
     f=NUMBERS,
     q=NUMBERS,
     owner=st.sampled_from(["alice", "bob", NFC, NFD, ""]),
@@ -349,7 +366,11 @@ def to_proto(req: dict[str, Any]) -> pb.CheckRequest:
     p = req["principal"]
     msg.principal.id, msg.principal.tenant = p["id"], p["tenant"]
     msg.principal.roles.extend(p["roles"])
+    msg.principal.scopes.extend(p.get("scopes", ()))
     _struct(msg.principal.attr, p["attr"])
+    if p.get("actor") is not None:
+        msg.principal.actor.id = p["actor"]["id"]
+        msg.principal.actor.scopes.extend(p["actor"]["scopes"])
     for r in req["resources"]:
         res = msg.resources.add(kind=r["kind"], id=r["id"], tenant=r["tenant"])
         res.actions.extend(r["actions"])
@@ -386,7 +407,8 @@ def reencoded(msg: pb.CheckRequest) -> bytes:
     """Other bytes that protobuf decodes to `msg`: the request id first (as every encoder
     writes it), then the principal given twice (a decoy id and no tenant first: embedded
     messages merge and the last scalar wins), the resources with their attribute maps in
-    reverse order, the context under a padded length, and an unknown field at the end."""
+    reverse order, each key given first with a decoy value (a map keeps a key's last entry),
+    the context under a padded length, and an unknown field at the end."""
     # The decoy carries only a scalar the real principal sets again (repeated fields would
     # be appended, not replaced).
     decoy = pb.Principal(id="mallory")
@@ -402,7 +424,10 @@ def reencoded(msg: pb.CheckRequest) -> bytes:
                 body += _ld(number, value.encode())
         if res.HasField("attr"):
             entries = b""
+            decoy = _value("blocked").SerializeToString()
             for key in reversed(list(res.attr.fields)):
+                # Each key first with a decoy value: a map keeps the last entry of a key.
+                entries += _ld(1, _ld(1, key.encode()) + _ld(2, decoy))
                 entry = _ld(1, key.encode()) + _ld(2, res.attr.fields[key].SerializeToString())
                 entries += _ld(1, entry)
             attr_number = pb.Resource.DESCRIPTOR.fields_by_name["attr"].number
@@ -479,8 +504,15 @@ def over_authzen(side: _Side, req: dict[str, Any]) -> dict[tuple[int, str], Outc
     subject = {
         "type": "user",
         "id": p["id"],
-        "properties": {**p["attr"], "tenant": p["tenant"], "roles": p["roles"]},
-    }
+        "properties": {
+            **p["attr"], "tenant": p["tenant"], "roles": p["roles"], "scopes": p["scopes"]
+        },
+    }  # fmt: skip
+    if p["actor"] is not None:
+        subject["properties"]["actor"] = {
+            "id": p["actor"]["id"],
+            "properties": {"scopes": p["actor"]["scopes"]},
+        }
     evaluations = []
     for i, a in _asked(req):
         r = req["resources"][i]
