@@ -827,3 +827,57 @@ def test_every_example_case_is_answered_alike_from_the_cache(
             text = json.dumps(obj)
             json_format.Parse(text, pb.CheckRequest())  # the case is a valid request
             assert outcome(raw_grpc(served, text)) == want[name], name
+
+
+# --- obligation numbers a gRPC answer cannot carry -------------------------------------------
+
+OBLIGED = """
+apiVersion: pdp/v1
+kind: ResourcePolicy
+metadata: {{id: obliged}}
+spec:
+  resource: doc
+  tenancy: global
+  actions:
+    read: {{}}
+  rules:
+    - id: r
+      actions: [read]
+      effect: allow
+      obligations: {{max_rows: {value}, nested: [{{at: 1}}]}}
+"""
+
+
+@pytest.mark.parametrize("value", ["9007199254740993", "-9007199254740993", "1234567890123456789"])
+def test_an_obligation_integer_past_2_53_is_a_load_error(value: str) -> None:
+    """An obligation travels in a protobuf Struct over gRPC, where every number is a double:
+    `max_rows: 9007199254740993` reached a gRPC caller as 9007199254740992 while AuthZEN, the
+    JSON mirror and `pdp check` said 9007199254740993 (one policy, two answers). Refused at
+    load with its position, as a number JSON cannot carry is."""
+    from pdp.errors import PolicyErrors
+    from pdp.model.loader import load_policy_files
+
+    with pytest.raises(PolicyErrors) as caught:
+        load_policy_files({"p.yaml": OBLIGED.format(value=value).encode()})
+    assert "p.yaml:14:31:" in str(caught.value), str(caught.value)  # the number itself
+    assert "2**53" in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["9007199254740992", "-9007199254740992", "3", "1e300", "0x10"])
+def test_an_obligation_number_a_double_carries_loads_and_reads_the_same_on_grpc(
+    value: str,
+) -> None:
+    from pdp.model.loader import load_policy_files
+    from pdp.server.convert import response_to_proto
+
+    policy_set = compile_policy_set(
+        load_policy_files({"p.yaml": OBLIGED.format(value=value).encode()})
+    )
+    engine = Engine(policy_set, BundleInfo("rt26", "1", "1"))
+    req = parse_check_request(
+        {"principal": {"id": "a"}, "resources": [{"kind": "doc", "id": "1", "actions": ["read"]}]}
+    )
+    response = engine.check(req)
+    want = response.results[0].actions["read"].obligations["max_rows"]
+    got = response_to_proto(response).results[0].actions["read"].obligations["max_rows"]
+    assert got == want
