@@ -881,3 +881,61 @@ def test_an_obligation_number_a_double_carries_loads_and_reads_the_same_on_grpc(
     want = response.results[0].actions["read"].obligations["max_rows"]
     got = response_to_proto(response).results[0].actions["read"].obligations["max_rows"]
     assert got == want
+
+
+# --- refusals: one status on both transports --------------------------------------------------
+
+
+def _refusals() -> dict[str, bytes]:
+    good = to_proto(
+        {
+            "principal": {"id": "alice", "tenant": "t1", "roles": [], "attr": {}},
+            "resources": [
+                {"kind": "doc", "id": "d1", "tenant": "t1", "attr": {}, "actions": ["read"]}
+            ],
+            "context": {"ip": "", "attr": {}},
+        }
+    )
+    out: dict[str, bytes] = {"undecodable": b"\x0a\xff", "truncated": good.SerializeToString()[:-3]}
+    out["invalid utf-8"] = _ld(1, b"\xc0\x80") + good.SerializeToString()[len(_ld(1, b"rt26")) :]
+    bad = pb.CheckRequest()
+    bad.CopyFrom(good)
+    bad.ClearField("principal")
+    out["no principal"] = bad.SerializeToString()
+    bad.CopyFrom(good)
+    bad.resources[0].attr.fields["n"].number_value = math.nan
+    out["NaN"] = bad.SerializeToString()
+    bad.CopyFrom(good)
+    bad.resources[0].id = "x" * 600
+    out["long id"] = bad.SerializeToString()
+    bad.CopyFrom(good)
+    for _ in range(600):
+        bad.resources.add().CopyFrom(good.resources[0])
+    out["too many resources"] = bad.SerializeToString()
+    bad.CopyFrom(good)
+    bad.context.ip = "10.0.0.01"
+    out["bad ip"] = bad.SerializeToString()
+    bad.CopyFrom(good)
+    bad.request_id = "id\n"
+    out["bad request id"] = bad.SerializeToString()
+    return out
+
+
+def test_a_refused_request_gets_the_same_status_on_both_transports(
+    cached: _Side, uncached: _Side
+) -> None:
+    """The same refusal, code and details, whichever transport (and cache) answers it, on
+    the first ask and the second (which the cache never holds: nothing refused is stored)."""
+    for name, data in _refusals().items():
+        seen = set()
+        for side in (cached, uncached, cached):
+            with pytest.raises(grpc.RpcError) as caught:
+                side.check(data, timeout=30)
+            seen.add((caught.value.code(), caught.value.details()))
+        assert len(seen) == 1, (name, seen)
+        [(code, details)] = seen
+        assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), (
+            name,
+            code,
+        )
+        assert details, name
