@@ -453,6 +453,7 @@ class _Loader:
             obligations = to_json(ctx, obligations_node) if obligations_node is not None else {}
             if obligations_node is not None:
                 _exact_numbers(ctx, obligations_node)
+                obligations = _json_numbers(obligations)
             rules.append(
                 Rule(
                     id=rid,
@@ -755,3 +756,16 @@ def _exact_numbers(ctx: FileContext, node: Node) -> None:
                 )
         else:  # a mapping: its values (its keys are strings)
             stack.extend(v for _, v in item.value)
+
+
+def _json_numbers(value: Any) -> Any:
+    """An obligations value with the requests' number rule (`pdp.model.request.number`):
+    `2.0` is the int 2, as every answer reads it back from JSON or a Struct, so one policy
+    gives one value on every path."""
+    if value.__class__ is float and value.is_integer() and abs(value) <= MAX_EXACT_INT:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    return value

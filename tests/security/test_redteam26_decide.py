@@ -39,7 +39,7 @@ from pdp.engine import Engine, compile_policy_set
 from pdp.errors import RequestError
 from pdp.http.authzen import SEMANTICS
 from pdp.model.decision import BundleInfo
-from pdp.model.loader import load_policy_dir
+from pdp.model.loader import load_policy_dir, load_policy_files
 from pdp.model.request import Limits, parse_check_request
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
 
@@ -939,3 +939,30 @@ def test_a_refused_request_gets_the_same_status_on_both_transports(
             code,
         )
         assert details, name
+
+
+def test_obligations_read_back_from_grpc_are_the_numbers_the_engine_gave() -> None:
+    """A gRPC answer's obligations go through a Struct (doubles); read back (pdp.client, and
+    the decision log of a gRPC call, both decode the reply) an integral number was a float:
+    `max_rows: 10` came back `10.0`, where AuthZEN, the JSON mirror and in process say 10. The
+    requests' number rule now applies to answers too, and to obligations as loaded: integral
+    within +-2**53 is an int."""
+    from pdp.server.convert import response_from_proto, response_to_proto
+
+    text = OBLIGED.format(value="10").replace(
+        "nested: [{at: 1}]", "nested: [{at: 1, half: 0.5}], big: 9007199254740992, f: 2.0"
+    )
+    engine = Engine(
+        compile_policy_set(load_policy_files({"p.yaml": text.encode()})),
+        BundleInfo("rt26", "1", "1"),
+    )
+    req = parse_check_request(
+        {"principal": {"id": "a"}, "resources": [{"kind": "doc", "id": "1", "actions": ["read"]}]}
+    )
+    response = engine.check(req)
+    here = dict(response.results[0].actions["read"].obligations)
+    back = response_from_proto(response_to_proto(response)).results[0].actions["read"]
+    # `f: 2.0` is the int 2 on every path (requests' rule: the spelling never decides).
+    want = {"max_rows": 10, "nested": [{"at": 1, "half": 0.5}], "big": 2**53, "f": 2}
+    assert json.dumps(here, sort_keys=True) == json.dumps(want, sort_keys=True)
+    assert json.dumps(dict(back.obligations), sort_keys=True) == json.dumps(want, sort_keys=True)
