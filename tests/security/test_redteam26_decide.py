@@ -966,3 +966,54 @@ def test_obligations_read_back_from_grpc_are_the_numbers_the_engine_gave() -> No
     want = {"max_rows": 10, "nested": [{"at": 1, "half": 0.5}], "big": 2**53, "f": 2}
     assert json.dumps(here, sort_keys=True) == json.dumps(want, sort_keys=True)
     assert json.dumps(dict(back.obligations), sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+# --- many callers at once ---------------------------------------------------------------------
+
+
+def test_concurrent_callers_each_get_their_own_answer_and_ids(
+    engine: Engine, cached: _Side
+) -> None:
+    """Eight callers at once against the cached native server (four decision threads), each
+    sending requests that differ from their neighbours' in one attribute byte, under its own
+    request ids, misses and hits interleaved: each reply is that request's decision and
+    carries that call's request id (a hit appends the ids of the call it answers)."""
+    import random
+    import threading
+
+    variants = []
+    for pid in ("alice", "alicf"):
+        for owner in ("alice", "alicf"):
+            for rid in range(5):
+                req = {
+                    "principal": {"id": pid, "tenant": "t1", "roles": [], "attr": {}},
+                    "resources": [
+                        {"kind": "doc", "id": f"d{rid}", "tenant": "t1",
+                         "attr": {"owner": owner}, "actions": ["read", "edit"]}
+                    ],
+                    "context": {"ip": "", "attr": {}},
+                }  # fmt: skip
+                variants.append((req, oracle(engine, req)))
+    failures: list[str] = []
+
+    def caller(n: int) -> None:
+        rng = random.Random(n)
+        for k in range(120):
+            req, want = rng.choice(variants)
+            msg = to_proto(req)
+            msg.request_id = f"c{n}-{k}"
+            reply = pb.CheckResponse.FromString(cached.check(msg.SerializeToString(), timeout=60))
+            got = {
+                (0, a): ("allow" if d.effect == pb.EFFECT_ALLOW else "deny", *d.reasons, d.rule)
+                for a, d in reply.results[0].actions.items()
+            }
+            if reply.request_id != msg.request_id or got != want:
+                failures.append(f"{msg.request_id}: {reply.request_id} {got} != {want}")
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert not failures, failures[:5]
