@@ -227,8 +227,10 @@ def to_duration(v: Any) -> timedelta:
         return parse_duration(v)
     if cv is timedelta:
         return v  # type: ignore[no-any-return]
-    if cv is int:
-        return check_duration(timedelta(seconds=v))
+    # No `duration(int)`: CEL's standard library has none (the reference engine and pdp's
+    # checker refuse it), and engines that add one disagree on its unit (cel-go reads
+    # nanoseconds). Read as seconds it made `duration(R.attr.ttl)` a value where every
+    # reference fails (a deny rule's error denies).
     no_overload("duration", v)
 
 

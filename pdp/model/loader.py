@@ -33,6 +33,9 @@ from pdp.model._values import (
 from pdp.model._values import suppressions as _suppressions
 from pdp.model._yaml import (
     BOOL,
+    INT,
+    INT64_MAX,
+    INT64_MIN,
     MAX_DEPTH,
     MAX_FILE_BYTES,
     NULL,
@@ -62,6 +65,7 @@ from pdp.model.policy import (
     Schema,
     SchemaRefs,
 )
+from pdp.model.request import MAX_EXACT_INT
 
 if TYPE_CHECKING:
     from pdp.model._suite import ExpectRef
@@ -447,6 +451,9 @@ class _Loader:
             reason = r.str("reason")
             obligations_node = r.mapping("obligations")
             obligations = to_json(ctx, obligations_node) if obligations_node is not None else {}
+            if obligations_node is not None:
+                _exact_numbers(ctx, obligations_node)
+                obligations = _json_numbers(obligations)
             rules.append(
                 Rule(
                     id=rid,
@@ -721,3 +728,44 @@ def _flag(ctx: FileContext, f: Fields, key: str) -> bool:
         ctx.error(f"`{key}` must be `true` or `false`, got {type_name(node)}", node)
         return False
     return node.value.lower() == "true"
+
+
+def _exact_numbers(ctx: FileContext, node: Node) -> None:
+    """An error for each integer of `node` (an obligations value) past +-2**53: a gRPC answer
+    carries obligations in a protobuf Struct, every number a double, so such an integer would
+    reach a gRPC caller as another number than AuthZEN, the JSON mirror and `pdp check` give
+    (`9007199254740993` as 9007199254740992). Iterative: a value nests as deep as YAML lets it."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, SequenceNode):
+            stack.extend(item.value)
+        elif isinstance(item, ScalarNode):
+            if item.tag != INT:
+                continue
+            text = item.value
+            try:
+                n = int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)
+            except ValueError:
+                continue  # reported by `to_json`
+            if abs(n) > MAX_EXACT_INT and INT64_MIN <= n <= INT64_MAX:
+                ctx.error(
+                    f"`{text[:64]}` is past +-2**53: a gRPC answer carries obligation numbers as "
+                    "doubles and would give another number; write it as a string",
+                    item,
+                )
+        else:  # a mapping: its values (its keys are strings)
+            stack.extend(v for _, v in item.value)
+
+
+def _json_numbers(value: Any) -> Any:
+    """An obligations value with the requests' number rule (`pdp.model.request.number`):
+    `2.0` is the int 2, as every answer reads it back from JSON or a Struct, so one policy
+    gives one value on every path."""
+    if value.__class__ is float and value.is_integer() and abs(value) <= MAX_EXACT_INT:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    return value

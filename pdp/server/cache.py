@@ -10,7 +10,9 @@ body is rewritten.
 Correctness rules:
 - The key is the request's serialized bytes without its `request_id` (field 1, which every
   protobuf encoder writes first), so two requests share an entry only if they carry the same
-  principal, resources, actions, context and explain flag, byte for byte.
+  principal, resources, actions, context and explain flag, byte for byte. A request whose
+  key holds another request id (protobuf reads the last one) is not stored
+  (`holds_request_id`): a hit answers with the leading id.
 - Entries belong to one engine: a bundle swap starts an empty cache (no decision outlives the
   bundle it was made under).
 - Memory is bounded by count and by weight (`DEFAULT_CACHE_BYTES`): large answers evict
@@ -89,6 +91,45 @@ def split_request_id(data: bytes) -> tuple[bytes, str] | None:
     except UnicodeDecodeError:
         return None
     return data[end:], request_id
+
+
+def holds_request_id(key: bytes) -> bool:
+    """Whether `key` (a request's bytes after its leading request id) has a request id of its
+    own: a top-level field 1, which protobuf reads in place of the leading one (the last value
+    wins). A hit answers with the leading id, so such a key must never be stored: another
+    leading id before the same bytes would be answered as itself where every decoder reads the
+    one inside. Walks the top-level fields only (a few: principal, resources, context,
+    explain); the bytes parsed already, so they are well formed. True when unsure."""
+    i, n = 0, len(key)
+    while i < n:
+        tag, i = _varint(key, i)
+        if tag >> 3 == 1:
+            return True
+        wire = tag & 7
+        if wire == 0:
+            _, i = _varint(key, i)
+        elif wire == 2:
+            length, i = _varint(key, i)
+            i += length
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:  # groups: not in pdp.v1's schema
+            return True
+    return i != n
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while i < len(data):
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+    return value, len(data) + 1  # cut short: the caller's walk ends unsure (`i != n`)
 
 
 class DecisionCache:

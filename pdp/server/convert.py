@@ -447,6 +447,12 @@ def value_to_python(v: Value) -> Any:
         return [value_to_python(x) for x in v.list_value.values]
     if kind in (None, "null_value"):
         return None
+    if kind == "number_value":
+        # The number rule of requests (`pdp.model.request.number`) for answers too: a Struct
+        # carries every number as a double, and `max_rows: 10` read back as 10.0 where AuthZEN,
+        # the JSON mirror and in process say 10.
+        n = v.number_value
+        return int(n) if n.is_integer() and -MAX_EXACT_INT <= n <= MAX_EXACT_INT else n
     return getattr(v, kind)
 
 

@@ -21,7 +21,7 @@ from pdp.model.decision import CheckResponse
 from pdp.model.request import CheckRequest, Limits, check_request_id
 
 from ._gen.pdp.v1 import decision_pb2 as _pb
-from .cache import CachedDecision, DecisionCache, cacheable, split_request_id
+from .cache import CachedDecision, DecisionCache, cacheable, holds_request_id, split_request_id
 from .convert import request_from_proto, response_to_proto, server_info_to_proto
 from .hooks import CallContext, CheckObservation, Observer, Service, Unary, reply_weight
 from .identity import primary_identity
@@ -376,8 +376,14 @@ class DecisionService:
             raise _expired(draining, exc.done, exc.total) from None
         finally:
             deciding.discard(stop)
-        # A request id that was not encoded first stays inside the key: not worth caching.
-        if split is not None and split[1] == request.request_id and cacheable(request, response):
+        # A request id that was not encoded first stays inside the key: not worth caching, and
+        # a key holding one would answer a hit with the wrong id (`holds_request_id`).
+        if (
+            split is not None
+            and split[1] == request.request_id
+            and cacheable(request, response)
+            and not holds_request_id(split[0])
+        ):
             return self._store(engine, split[0], request, response), request, response
         return response_to_proto(response).SerializeToString(), request, response
 
@@ -399,7 +405,9 @@ class DecisionService:
         self, entry: CachedDecision, request_id: str, observed: bool
     ) -> tuple[bytes, _CacheHit | None, None]:
         decision_id = new_decision_id()
-        evaluated_at = entry.evaluated_at or datetime.now(UTC).isoformat()
+        # The engine's clock writes milliseconds (`pdp.engine.engine._MillisecondClock`): a hit
+        # writes its time as a miss does.
+        evaluated_at = entry.evaluated_at or datetime.now(UTC).isoformat(timespec="milliseconds")
         out = entry.body + _ids(decision_id, request_id, evaluated_at)
         if not observed:
             return out, None, None
