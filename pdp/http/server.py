@@ -99,6 +99,9 @@ def _ssl_context(tls: HttpTls) -> ssl.SSLContext:
     if tls.client_ca_pem is not None:
         ctx.load_verify_locations(cadata=tls.client_ca_pem.decode())
         ctx.verify_mode = ssl.CERT_REQUIRED
+        # Every --client-ca certificate is a trust anchor, an intermediate too, as on gRPC
+        # (grpc's tsi and the native transport's _tls.c set the same OpenSSL flag).
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
 
 

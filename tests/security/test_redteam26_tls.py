@@ -26,9 +26,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
-from server.conftest import ALICE, DOC, free_port, write_policies
+from server.conftest import (
+    ALICE,
+    BUNDLE,
+    DOC,
+    free_port,
+    running,
+    running_native,
+    write_policies,
+)
 
 from pdp.client._convert import request_to_proto
+from pdp.engine import Engine, EngineHolder, compile_policy_set
+from pdp.http.server import HttpTls, _ssl_context
+from pdp.model.loader import load_policy_dir
+from pdp.server import ServerConfig, TlsConfig
 from pdp.server.service import CHECK_RPC
 
 from .serving import Served, pdp_serve
@@ -350,3 +362,74 @@ def test_allow_list_names(
     servers: Servers, pki: Pki, sans: tuple[x509.GeneralName, ...], cn: str, want: dict
 ) -> None:
     assert _all(servers, pki, issue(cn, pki.root, sans=sans)) == want
+
+
+# ---- a --client-ca file holding only an intermediate CA ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    policies = write_policies(tmp_path_factory.mktemp("redteam26-tls-engine"))
+    return Engine(compile_policy_set(load_policy_dir(policies)), BUNDLE)
+
+
+def _http_handshake(
+    server: ssl.SSLContext, ca_pem: bytes, chain: bytes, key: bytes, tmp: Path
+) -> str:
+    """The HTTP listener's context (pdp.http.server) against a client, in memory."""
+    (tmp / "c.pem").write_bytes(chain)
+    (tmp / "k.pem").write_bytes(key)
+    client = ssl.create_default_context(cadata=ca_pem.decode())
+    client.load_cert_chain(tmp / "c.pem", tmp / "k.pem")
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    srv = server.wrap_bio(bios[0], bios[1], server_side=True)
+    cli = client.wrap_bio(bios[2], bios[3], server_hostname="localhost")
+    done = {"srv": False, "cli": False}
+    for _ in range(10):
+        for name, end in (("cli", cli), ("srv", srv)):
+            try:
+                end.do_handshake()
+                done[name] = True
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                return "UNAVAILABLE"
+        bios[0].write(bios[3].read())
+        bios[2].write(bios[1].read())
+        if all(done.values()):
+            return "OK"
+    return "stalled"
+
+
+def test_a_client_ca_file_of_one_intermediate(engine: Engine, tmp_path: Path) -> None:
+    """--client-ca holding an intermediate CA and not its root: the clients it issued are
+    served, with or without the intermediate in their chain; those of a sibling intermediate
+    or of the root itself are refused. grpcio's tsi trusts a partial chain (it sets OpenSSL's
+    X509_V_FLAG_PARTIAL_CHAIN); the native transport and the HTTP listener refused every
+    client before session 26."""
+    ca = root()
+    sub, sibling = (issue(n, ca, ca=True, usage=CA_USAGE, eku=None, sans=()) for n in "AB")
+    server = issue("pdp", ca, eku=(SERVER_AUTH,), sans=(x509.DNSName("localhost"),))
+    cases = {
+        "leaf": (issue("gateway", sub), ()),
+        "leaf+intermediate": (issue("gateway", sub), (sub,)),
+        "sibling's": (issue("gateway", sibling), (sibling,)),
+        "root's": (issue("gateway", ca), ()),
+    }
+    want = {"leaf": "OK", "leaf+intermediate": "OK", "sibling's": "UNAVAILABLE",
+            "root's": "UNAVAILABLE"}  # fmt: skip
+    tls = TlsConfig(server.pem, server.key_pem, client_ca_pem=sub.pem)
+    config = ServerConfig(listen=("127.0.0.1:0",), tls=tls)
+    for run in (running, running_native):
+        with run(EngineHolder(engine), config) as s:
+            got = {
+                name: _call(s.port, ca.pem, leaf.pem + b"".join(c.pem for c in chain), leaf.key_pem)
+                for name, (leaf, chain) in cases.items()
+            }
+        assert got == want, run.__name__
+    http = _ssl_context(HttpTls(server.pem, server.key_pem, sub.pem))
+    got = {
+        name: _http_handshake(http, ca.pem, leaf.pem + b"".join(c.pem for c in chain), leaf.key_pem, tmp_path)
+        for name, (leaf, chain) in cases.items()
+    }  # fmt: skip
+    assert got == want, "http"
