@@ -97,11 +97,8 @@ def typed_identities(auth: Mapping[str, Sequence[bytes]]) -> frozenset[tuple[str
     the certificate; the untyped SAN list never does (its types are lost)."""
     pems = auth.get("x509_pem_cert", ())
     if pems:
-        uris, names = _cert_sans(pems[0])
-    else:
-        uris = tuple(_decode(auth.get("peer_uri", ())))
-        names = tuple(_decode(auth.get("peer_dns", ())))
-    return typed(uris, names)
+        return _cert_typed(pems[0])
+    return typed(_decode(auth.get("peer_uri", ())), _decode(auth.get("peer_dns", ())))
 
 
 def typed(uris: Iterable[str], names: Iterable[str]) -> frozenset[tuple[str, str]]:
@@ -125,6 +122,12 @@ def _cert_sans(pem: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
         tuple(sans.get_values_for_type(x509.UniformResourceIdentifier)),
         tuple(sans.get_values_for_type(x509.DNSName)),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _cert_typed(pem: bytes) -> frozenset[tuple[str, str]]:
+    """`typed` of the certificate's SANs, made once per certificate however many it holds."""
+    return typed(*_cert_sans(pem))
 
 
 def primary_identity(auth: Mapping[str, Sequence[bytes]]) -> str:

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
+import ipaddress
+import shutil
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -329,6 +333,16 @@ def test_a_good_chain_through_an_intermediate(servers: Servers, pki: Pki) -> Non
 # ---- the allow-list's name matching: the handshake passes, the call is refused -------------
 
 
+def test_an_ip_san_of_eight_bytes(servers: Servers, pki: Pki) -> None:
+    """An IP SAN holding an address and a mask (8 bytes, a name constraint's form): grpc's tsi
+    fails the handshake on it, the native transport closes the connection as its auth context
+    refuses it (`_tls.c`), and the HTTP listener (Python's ssl reads it as `<invalid>`)
+    refuses the call."""
+    sans = (x509.DNSName(HOST), x509.IPAddress(ipaddress.ip_network("10.0.0.0/8")))
+    got = _all(servers, pki, issue("gateway", pki.root, sans=sans))
+    assert got == {"native": "UNAVAILABLE", "grpcio": "UNAVAILABLE", "http": "OK"}
+
+
 @pytest.mark.parametrize(
     ("sans", "cn", "want"),
     [
@@ -433,3 +447,33 @@ def test_a_client_ca_file_of_one_intermediate(engine: Engine, tmp_path: Path) ->
         for name, (leaf, chain) in cases.items()
     }  # fmt: skip
     assert got == want, "http"
+
+
+# ---- handshake abuse ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl s_client")
+def test_a_client_asking_to_renegotiate(servers: Servers, pki: Pki, tmp_path: Path) -> None:
+    """A TLS 1.2 client with a good certificate asks to renegotiate (`R` to s_client) after
+    its handshake: neither transport renegotiates (no second ServerHello: the native one
+    answers no_renegotiation, and fails this with SSL_OP_ALLOW_CLIENT_RENEGOTIATION set), and
+    both serve afterwards."""
+    good = issue("gateway", pki.root)
+    for name, data in (("ca", pki.root.pem), ("c", good.pem), ("k", good.key_pem)):
+        (tmp_path / f"{name}.pem").write_bytes(data)
+    script = "import sys, time; time.sleep(1); print('R', flush=True); time.sleep(2)"
+    for transport in TRANSPORTS:
+        feed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        done = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{servers.ports[transport]}",
+             "-tls1_2", "-alpn", "h2", "-servername", "localhost", "-msg",
+             "-CAfile", str(tmp_path / "ca.pem"), "-cert", str(tmp_path / "c.pem"),
+             "-key", str(tmp_path / "k.pem")],
+            stdin=feed.stdout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+        )  # fmt: skip
+        feed.wait(30)
+        out = done.stdout.decode("latin-1")
+        assert "RENEGOTIATING" in out, (transport, out[-2000:])
+        assert "Verify return code: 0" in out, (transport, out[-2000:])
+        assert out.count("ServerHello\n") == 1, (transport, out[-2000:])  # no second one
+        assert _call(servers.ports[transport], pki.root.pem, good.pem, good.key_pem) == "OK"
