@@ -677,7 +677,16 @@ def serve(args: argparse.Namespace, *, recheck_eviction: bool = False, preloaded
         from .ready import gate_worker
 
         gate = gate_worker(args.ready_fds, server, holder)
-    server.start()
+    try:
+        server.start()
+    except ValueError as exc:
+        if not str(exc).startswith("TLS: "):
+            raise
+        # The native transport's OpenSSL refusing files tls_files passed (a chain signed with
+        # SHA-1 under Debian's security level 2, say): one line, not a traceback.
+        if observer is not None:
+            observer.close()
+        return _fail(f"{exc} (--tls-cert `{args.tls_cert}`, --tls-key `{args.tls_key}`)")
     how = f"{args.transport} transport; {getattr(args, 'transport_source', 'given')}"
     for address in server.addresses:
         log.info("listening on %s (%s)", address, how)

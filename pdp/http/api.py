@@ -31,6 +31,7 @@ from pdp.plan import PlanRefused
 from pdp.plan.api import Candidates, Trace, plan_json, search_resource
 from pdp.server.convert import request_from_proto, response_to_proto, server_info_to_proto
 from pdp.server.hooks import CheckObservation, Observer, reply_weight
+from pdp.server.identity import parse_allow_list
 
 from . import authzen
 from .body import BodyError, parse_json_object
@@ -181,6 +182,7 @@ class HttpApi:
         self.hide_reasons = hide_reasons
         self.public_url = public_url.rstrip("/")
         self.allow_identities = allow_identities
+        self._allowed = parse_allow_list(allow_identities)  # typed, as gRPC's AllowList
         self.strict = reject_unknown_fields
         self.routes: dict[str, dict[str, Route]] = {}
         self.add("POST", "/access/v1/evaluation", self.evaluation, "access_evaluation_endpoint")
@@ -576,8 +578,10 @@ class HttpApi:
             )
         return route
 
-    def authorize(self, call: Call, identities: tuple[str, ...]) -> None:
-        allowed = self.allow_identities
+    def authorize(self, call: Call, identities: frozenset[tuple[str, str]]) -> None:
+        """`identities`: the certificate's typed SANs (`pdp.http.server.cert_allow_keys`),
+        matched against the entries as on gRPC (`pdp.server.identity.AllowList`)."""
+        allowed = self._allowed
         if allowed and call.path not in PROBE_PATHS and allowed.isdisjoint(identities):
             who = f"`{call.identity}`" if call.identity else "an unidentified caller"
             raise HttpError(403, f"{who} is not allowed", "identity", "PERMISSION_DENIED")

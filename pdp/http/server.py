@@ -30,6 +30,7 @@ from aiohttp import web
 
 from pdp.cel import Deadline
 from pdp.ratelog import RateLimitedLog, printable
+from pdp.server.identity import typed
 
 from .api import Call, HttpApi, HttpError
 from .lowlevel import CappedServer, error_response, json_response
@@ -98,7 +99,17 @@ def _ssl_context(tls: HttpTls) -> ssl.SSLContext:
     if tls.client_ca_pem is not None:
         ctx.load_verify_locations(cadata=tls.client_ca_pem.decode())
         ctx.verify_mode = ssl.CERT_REQUIRED
+        # Every --client-ca certificate is a trust anchor, an intermediate too, as on gRPC
+        # (grpc's tsi and the native transport's _tls.c set the same OpenSSL flag).
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
+
+
+def cert_allow_keys(cert: dict[str, Any] | None) -> frozenset[tuple[str, str]]:
+    """What `--allow-identity` compares of a client certificate: its URI and DNS SANs, typed
+    as on gRPC (`pdp.server.identity`), never its common name."""
+    sans = cert.get("subjectAltName", ()) if cert else ()
+    return typed([v for k, v in sans if k == "URI"], [v for k, v in sans if k == "DNS"])
 
 
 def cert_identities(cert: dict[str, Any] | None) -> tuple[str, ...]:
@@ -231,7 +242,8 @@ class HttpServer:
         api = self.api
         request_id, bad_id = api.read_request_id(headers.get("X-Request-ID", ""), request.path)
         sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
-        identities = cert_identities(sslobj.getpeercert()) if sslobj is not None else ()
+        cert = sslobj.getpeercert() if sslobj is not None else None
+        identities = cert_identities(cert)
         host = headers.get("Host", "")
         call = Call(
             method=request.method,
@@ -250,7 +262,7 @@ class HttpServer:
         )
         try:
             route = api.route(call.method, call.path)
-            api.authorize(call, identities)
+            api.authorize(call, cert_allow_keys(cert))
             if bad_id is not None:
                 raise bad_id
             data = None

@@ -13,6 +13,7 @@ when the server starts, so a DNS SAN can never satisfy a SPIFFE entry nor a URI 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -31,9 +32,14 @@ def _decode(values: Iterable[bytes]) -> list[str]:
 def peer_identities(auth: Mapping[str, Sequence[bytes]]) -> tuple[str, ...]:
     """Every identity the client certificate proves: URI SANs (SPIFFE ids) first, then DNS SANs.
 
-    grpc core exposes URI and DNS SANs as `peer_uri`/`peer_dns`; older releases only as the
-    untyped `x509_subject_alternative_name` list, used as a fallback.
+    Read from the certificate itself (`x509_pem_cert`, `_cert_sans`) when the context has it;
+    else grpc core's `peer_uri`/`peer_dns`, or in older releases the untyped
+    `x509_subject_alternative_name` list.
     """
+    pems = auth.get("x509_pem_cert", ())
+    if pems:
+        uris, names = _cert_sans(pems[0])
+        return tuple(dict.fromkeys(uris + names))
     found = _decode(auth.get("peer_uri", ())) + _decode(auth.get("peer_dns", ()))
     if not found:
         found = _decode(auth.get("x509_subject_alternative_name", ()))
@@ -84,30 +90,44 @@ def parse_allow_list(entries: Iterable[str]) -> frozenset[tuple[str, str]]:
 def typed_identities(auth: Mapping[str, Sequence[bytes]]) -> frozenset[tuple[str, str]]:
     """The certificate's SANs as (`uri`, value) and (`dns`, lower-cased value) pairs.
 
-    From grpc core's typed `peer_uri`/`peer_dns`; when a grpc release lacks them, from the
-    certificate itself (never from the untyped SAN list, whose types are lost)."""
-    if "peer_uri" in auth or "peer_dns" in auth:
-        uris = _decode(auth.get("peer_uri", ()))
-        names = _decode(auth.get("peer_dns", ()))
-    else:
-        uris, names = _sans_of(auth.get("x509_pem_cert", ()))
+    From the certificate itself (`x509_pem_cert`) whenever the context carries it, never from
+    grpc core's `peer_uri`/`peer_dns`: grpcio's `auth_context()` cuts each value at its first
+    NUL byte, so a DNS SAN `billing.internal\0.evil.example` (or a URI SAN with a NUL) read
+    there would pass for `billing.internal`. The typed properties only serve a context without
+    the certificate; the untyped SAN list never does (its types are lost)."""
+    pems = auth.get("x509_pem_cert", ())
+    if pems:
+        return _cert_typed(pems[0])
+    return typed(_decode(auth.get("peer_uri", ())), _decode(auth.get("peer_dns", ())))
+
+
+def typed(uris: Iterable[str], names: Iterable[str]) -> frozenset[tuple[str, str]]:
+    """URI and DNS SANs as the allow-list compares them (`parse_allow_entry`'s pairs)."""
     return frozenset([(URI, u) for u in uris] + [(DNS, _dns_key(n)) for n in names])
 
 
-def _sans_of(pems: Sequence[bytes]) -> tuple[list[str], list[str]]:
+@functools.lru_cache(maxsize=256)
+def _cert_sans(pem: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(URI SANs, DNS SANs) of a PEM certificate, whole (a NUL byte kept), in its order; none
+    when it cannot be read, so an unreadable certificate proves no identity. Cached: a
+    connection's calls, and grpcio's per-call contexts, carry the same certificate."""
     from cryptography import x509
 
-    if not pems:
-        return [], []
     try:
-        cert = x509.load_pem_x509_certificate(pems[0])
+        cert = x509.load_pem_x509_certificate(pem)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound):
-        return [], []
+    except (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension):
+        return (), ()
     return (
-        list(sans.get_values_for_type(x509.UniformResourceIdentifier)),
-        list(sans.get_values_for_type(x509.DNSName)),
+        tuple(sans.get_values_for_type(x509.UniformResourceIdentifier)),
+        tuple(sans.get_values_for_type(x509.DNSName)),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _cert_typed(pem: bytes) -> frozenset[tuple[str, str]]:
+    """`typed` of the certificate's SANs, made once per certificate however many it holds."""
+    return typed(*_cert_sans(pem))
 
 
 def primary_identity(auth: Mapping[str, Sequence[bytes]]) -> str:

@@ -8,12 +8,15 @@ what is wrong with it, in one line.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import NameOID, PublicKeyAlgorithmOID
 
 from .config import TlsConfig
 
@@ -69,10 +72,37 @@ def _spki(key: object) -> bytes:
     )
 
 
+# What a grpc client handshakes with (grpcio's BoringSSL, and the native transport's OpenSSL
+# at Debian's security level 2): checked by hand in session 26 against both transports. RSA
+# below 2048 bits stopped the native transport with a traceback; DSA, RSA-PSS and secp256k1
+# keys stopped grpcio's with `cannot listen` (its `Failed to bind`); Ed25519, P-521 and the
+# rest started a server whose every handshake failed.
+_CURVES = ("secp256r1", "secp384r1")
+_KEYS = "an EC key on P-256 or P-384, or an RSA key of 2048 bits or more"
+
+
+def _served_key_problem(cert: x509.Certificate) -> str | None:
+    """Why grpc clients could not handshake with the server's key, or None."""
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return None if key.curve.name in _CURVES else f"an EC key on {key.curve.name}"
+    if isinstance(key, rsa.RSAPublicKey):
+        if cert.public_key_algorithm_oid != PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5:
+            return "an RSA-PSS key"
+        return None if key.key_size >= 2048 else f"an RSA key of {key.key_size} bits"
+    return f"a key of type {cert.public_key_algorithm_oid._name}"
+
+
 def load_tls_files(cert_path: str, key_path: str, client_ca_path: str | None) -> TlsConfig:
     """The server's TLS configuration from `--tls-cert`, `--tls-key` and `--client-ca`, each
-    checked: readable, PEM, in its validity period, key matching the certificate, client CAs
-    that are CAs. Raises `TlsFileError`."""
+    checked: readable, PEM, in its validity period, key matching the certificate and of a kind
+    grpc clients handshake with, client CAs that are CAs. Raises `TlsFileError`."""
+    with warnings.catch_warnings():  # a DSA key's deprecation: it is refused below anyway
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return _load(cert_path, key_path, client_ca_path)
+
+
+def _load(cert_path: str, key_path: str, client_ca_path: str | None) -> TlsConfig:
     cert_pem = _read("--tls-cert", cert_path)
     key_pem = _read("--tls-key", key_path)
     ca_pem = _read("--client-ca", client_ca_path) if client_ca_path else None
@@ -89,6 +119,12 @@ def load_tls_files(cert_path: str, key_path: str, client_ca_path: str | None) ->
         raise TlsFileError(
             f"--tls-key `{key_path}` does not match the certificate {_name(leaf)} in "
             f"--tls-cert `{cert_path}`"
+        )
+    problem = _served_key_problem(leaf)
+    if problem:
+        raise TlsFileError(
+            f"--tls-key `{key_path}`: {problem}, which grpc clients cannot handshake with: "
+            f"use {_KEYS}"
         )
     if ca_pem is not None:
         for cert in _certificates("--client-ca", client_ca_path or "", ca_pem):

@@ -8,8 +8,9 @@
  *   - ALPN: `h2` is selected when offered; a client that offers no `h2` completes the
  *     handshake without a protocol and is closed before any HTTP/2 byte, as grpc does.
  *   - with client CAs (`--client-ca`): a client certificate is required and verified against
- *     them (the CA names are sent in the CertificateRequest); no certificate, one from
- *     another CA or one out of its validity period fails the handshake.
+ *     them (the CA names are sent in the CertificateRequest), each a trust anchor (an
+ *     intermediate without its root too); no certificate, one from another CA or one out of
+ *     its validity period fails the handshake.
  *   - the auth context grpc's calls get (`auth_context()`), built once per connection with the
  *     OpenSSL calls grpc's tsi uses (subject RFC 2253, CN, PEM, SANs in certificate order,
  *     the peer's chain without the leaf) and handed to Python packed: "key\0" + 4-byte
@@ -106,6 +107,13 @@ static int use_key(SSL_CTX *ctx, const char *pem, Py_ssize_t len) {
     return ok ? 0 : fail("the private key (--tls-key)");
 }
 
+/* As grpc's tsi (X509_V_FLAG_PARTIAL_CHAIN): every --client-ca certificate is a trust anchor,
+ * an intermediate CA too, not only a self-signed root, so a --client-ca file holding only an
+ * intermediate accepts the clients it issued, as on grpcio (tls_files has refused non-CAs). */
+static void trust_partial_chains(X509_STORE *store) {
+    X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
+}
+
 static int use_client_cas(SSL_CTX *ctx, const char *pem, Py_ssize_t len) {
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
@@ -124,6 +132,7 @@ static int use_client_cas(SSL_CTX *ctx, const char *pem, Py_ssize_t len) {
         sk_X509_NAME_pop_free(names, X509_NAME_free);
         return fail("the client CAs (--client-ca)");
     }
+    trust_partial_chains(store);
     SSL_CTX_set_client_CA_list(ctx, names); /* owned by ctx */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     return 0;
