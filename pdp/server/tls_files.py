@@ -90,7 +90,7 @@ def _served_key_problem(cert: x509.Certificate) -> str | None:
         if cert.public_key_algorithm_oid != PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5:
             return "an RSA-PSS key"
         return None if key.key_size >= 2048 else f"an RSA key of {key.key_size} bits"
-    return f"a key of type {cert.public_key_algorithm_oid._name}"
+    return f"a key of type {type(key).__name__.removesuffix('PublicKey')}"
 
 
 def load_tls_files(cert_path: str, key_path: str, client_ca_path: str | None) -> TlsConfig:

@@ -48,8 +48,8 @@ def _self_signed(key: object, sign: object | None = None) -> tuple[bytes, bytes]
 
 KEYS = {
     "rsa1024": (lambda: rsa.generate_private_key(65537, 1024), "an RSA key of 1024 bits"),
-    "dsa": (lambda: dsa.generate_private_key(1024), "a key of type dsaEncryption"),
-    "ed25519": (ed25519.Ed25519PrivateKey.generate, "a key of type ed25519"),
+    "dsa": (lambda: dsa.generate_private_key(1024), "a key of type DSA"),
+    "ed25519": (ed25519.Ed25519PrivateKey.generate, "a key of type Ed25519"),
     "p521": (lambda: ec.generate_private_key(ec.SECP521R1()), "an EC key on secp521r1"),
     "secp256k1": (lambda: ec.generate_private_key(ec.SECP256K1()), "an EC key on secp256k1"),
     "p256": (lambda: ec.generate_private_key(ec.SECP256R1()), None),
@@ -123,7 +123,7 @@ def test_pdp_serve_says_one_line_on_both_transports(files: dict[str, Path], tmp_
         "rsa1024 native": ("native", f"{files['rsa1024']}.pem", f"{files['rsa1024']}.key",
                            "an RSA key of 1024 bits"),
         "dsa grpcio": ("grpcio", f"{files['dsa']}.pem", f"{files['dsa']}.key",
-                       "a key of type dsaEncryption"),
+                       "a key of type DSA"),
     }  # fmt: skip
     if shutil.which("openssl"):
         cases["sha1 native"] = ("native", *_sha1_chain(tmp_path), "ca md too weak")
