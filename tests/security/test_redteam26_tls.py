@@ -148,7 +148,10 @@ class Pki:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     dir_ = tmp_path_factory.mktemp("redteam26-tls")
     ca = root()
-    server = issue("pdp", ca, eku=(SERVER_AUTH,), sans=(x509.DNSName("localhost"),))
+    # 127.0.0.1 too: the HTTPS client connects to it (a minimal Debian has no /etc/hosts, so
+    # no `localhost`); the gRPC clients name `localhost` through their target override.
+    sans = (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    server = issue("pdp", ca, eku=(SERVER_AUTH,), sans=sans)
     files = {}
     for name, data in (("cert", server.pem), ("key", server.key_pem), ("ca", ca.pem)):
         (dir_ / f"{name}.pem").write_bytes(data)
@@ -176,7 +179,7 @@ def _https(port: int, ca_pem: bytes, chain: bytes, key: bytes, tmp: Path) -> str
     (tmp / "k.pem").write_bytes(key)
     ctx = ssl.create_default_context(cadata=ca_pem.decode())
     ctx.load_cert_chain(tmp / "c.pem", tmp / "k.pem")
-    conn = http.client.HTTPSConnection("localhost", port, timeout=10, context=ctx)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
     try:
         conn.request("GET", "/.well-known/authzen-configuration")
         status = conn.getresponse().status
