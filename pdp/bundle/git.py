@@ -23,7 +23,8 @@ GIT_TIMEOUT_SECONDS = 30
 # the hooks (post-index-change, when status refreshes the index). The filter drivers
 # (`.gitattributes` names one, the config gives its command) are found by `_filter_drivers`
 # and emptied; a promisor remote's transport is shut (`_env`). Submodules are not looked
-# into: their own configs are theirs.
+# into (their configs are theirs, filters included): a submodule at another commit than the
+# one recorded is dirty, edits inside its work tree are not seen.
 _SAFE_CONFIG = (
     ("core.fsmonitor", "false"),
     ("core.hooksPath", os.devnull),
@@ -138,7 +139,7 @@ class PendingGitInfo:
         drivers = _filter_drivers(directory, self._deadline)
         if drivers is None:
             return
-        args = ("status", "--porcelain", "--ignore-submodules=all", "--", ".")
+        args = ("status", "--porcelain", "--ignore-submodules=dirty", "--", ".")
         self._status = _output(_start(directory, *args, config=drivers), self._deadline)
 
     def result(self) -> GitInfo:

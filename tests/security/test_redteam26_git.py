@@ -199,3 +199,19 @@ def test_a_partial_clone_fetches_nothing(tmp_path: Path, url: str, config: tuple
     (repo / ".git" / "refs" / "heads" / branch).write_text("12" * 20 + "\n")
     assert git_info(policies).revision == ""
     assert sorted(os.listdir(marker)) == []
+
+
+def test_a_submodule_moved_to_another_commit_is_dirty(tmp_path: Path) -> None:
+    """What git reads without entering the submodule (its HEAD against the commit recorded)
+    still counts; edits inside its work tree do not (docs/BUNDLES.md)."""
+    inner, _ = make_repo(tmp_path / "inner")
+    repo, policies = make_repo(tmp_path)
+    add = ("-c", "protocol.file.allow=always", "submodule", "add", "-q")
+    git(repo, *add, str(inner), "policies/sub")
+    git(repo, "commit", "-q", "-m", "sub")
+    assert git_info(policies).dirty is False
+    sub = repo / "policies" / "sub"
+    (sub / "policies" / "things.yaml").write_text("# edited\n")
+    assert git_info(policies).dirty is False  # not looked into
+    git(sub, "-c", "user.email=a@example.com", "-c", "user.name=a", "commit", "-qam", "moved")
+    assert git_info(policies).dirty is True
