@@ -44,7 +44,8 @@ def make_repo(root: Path) -> tuple[Path, Path]:
     git(repo, "config", "user.name", "a")
     for name, content in policy_files(1).items():
         (repo / "policies" / name).write_bytes(content)
-    (repo / ".gitattributes").write_text("* filter=evil\n*.yaml filter=a=b.c\n")
+    attributes = "* filter=evil\n*.yaml filter=a=b.c\nthings_test.yaml filter=included\n"
+    (repo / ".gitattributes").write_text(attributes)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "one")
     return repo, repo / "policies"
@@ -62,6 +63,9 @@ def arm(repo: Path, marker: Path) -> None:
     git(repo, "config", "filter.evil.clean", run("clean"))
     git(repo, "config", "filter.evil.process", run("process"))
     git(repo, "config", "filter.a=b.c.clean", run("clean-odd-name"))
+    # A driver defined in a file the repository's config includes.
+    (repo / ".git" / "more.cfg").write_text(f'[filter "included"]\n\tclean = "{run("included")}"\n')
+    git(repo, "config", "include.path", "more.cfg")
     git(repo, "config", "log.showSignature", "true")
     git(repo, "config", "gpg.program", str(marker.parent / "gpg.sh"))
     gpg = marker.parent / "gpg.sh"
