@@ -139,7 +139,10 @@ class PendingGitInfo:
         drivers = _filter_drivers(directory, self._deadline)
         if drivers is None:
             return
-        args = ("status", "--porcelain", "--ignore-submodules=dirty", "--", ".")
+        # Options, not the repository's `status.*` settings: `status.showUntrackedFiles=no`
+        # hid a new policy file that the bundle carried.
+        options = ("--porcelain", "--untracked-files=normal", "--ignore-submodules=dirty")
+        args = ("status", *options, "--", ".")
         self._status = _output(_start(directory, *args, config=drivers), self._deadline)
 
     def result(self) -> GitInfo:

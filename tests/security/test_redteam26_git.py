@@ -219,3 +219,14 @@ def test_a_submodule_moved_to_another_commit_is_dirty(tmp_path: Path) -> None:
     assert git_info(policies).dirty is False  # not looked into
     git(sub, "-c", "user.email=a@example.com", "-c", "user.name=a", "commit", "-qam", "moved")
     assert git_info(policies).dirty is True
+
+
+def test_the_repositorys_status_settings_do_not_hide_an_untracked_policy_file(
+    tmp_path: Path,
+) -> None:
+    """`status.showUntrackedFiles=no` (set in many large repositories) hid a new policy file
+    that the bundle then carried under a clean revision."""
+    repo, policies = make_repo(tmp_path)
+    git(repo, "config", "status.showUntrackedFiles", "no")
+    (policies / "more.yaml").write_text("# not committed\n")
+    assert git_info(policies).dirty is True
