@@ -159,9 +159,9 @@ def test_a_served_directory_is_named_by_its_git_revision(repo: Path, tmp_path: P
 def test_the_git_commands_run_before_the_revision_is_asked_for(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """They run while the policies load (`serve --policies`): both are started by
-    `start_directory_bundle_info`, before its result is read. A `git` first on PATH notes
-    each start, then runs the real one."""
+    """They run while the policies load (`serve --policies`): all three (`log`; `config`
+    listing the filter drivers, then `status`) are started by `start_directory_bundle_info`,
+    before its result is read. A `git` first on PATH notes each start, then runs the real one."""
     import os
     import shutil
     import time
@@ -179,9 +179,9 @@ def test_the_git_commands_run_before_the_revision_is_asked_for(
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     pending = start_directory_bundle_info(repo / "policies")
     end = time.monotonic() + 30
-    while len(list(started.iterdir())) < 2 and time.monotonic() < end:
+    while len(list(started.iterdir())) < 3 and time.monotonic() < end:
         time.sleep(0.01)
-    assert len(list(started.iterdir())) == 2  # both running before the result is asked for
+    assert len(list(started.iterdir())) == 3  # all running before the result is asked for
     assert pending().revision == _git(repo, "rev-parse", "HEAD")
     from pdp.bundle.git import git_info
 
