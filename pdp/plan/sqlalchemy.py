@@ -95,7 +95,40 @@ def where_clause(plan: Plan | Mapping[str, Any], columns: ColumnMap) -> ColumnEl
     formula = _formula(plan)
     for name, col in columns.fields.items():
         _check_collation(name, col)
-    return _sql(formula, columns)
+    clause = _sql(formula, columns)
+    cut = [_no_escaped_nul(col) for col in _json_columns(formula, columns)]
+    return sa.and_(*cut, clause) if cut else clause
+
+
+# SQLite's JSON functions (3.40 at least) end a string at an escaped NUL: `json.dumps` writes
+# `"alice\u0000x"` and `json_extract` (and `json_each`) return `alice`, so `eq "alice"` held
+# on a row an application reads as owned by `alice\x00x`, and a key `carol\u0000` was `carol`
+# to `has_key`. A row whose JSON text holds the escape is not selected at all: a guard at the
+# top of the clause, outside every `NOT` (an atom cannot tell such a value from its prefix,
+# so neither reading of it can be trusted). Valid JSON writes U+0000 only as `\u0000`.
+_ESCAPED_NUL = "\\u0000"
+
+
+def _no_escaped_nul(col: Any) -> ColumnElement[bool]:
+    return sa.func.coalesce(sa.func.instr(col, _ESCAPED_NUL), 0) == 0
+
+
+def _json_columns(f: t.Formula, cols: ColumnMap) -> list[Any]:
+    found: dict[int, Any] = {}
+
+    def walk(g: t.Formula) -> None:
+        if isinstance(g, t.Not):
+            walk(g.item)
+        elif isinstance(g, t.And | t.Or):
+            for x in g.items:
+                walk(x)
+        elif isinstance(g, t.Atom):
+            how, col, _ = cols.resolve(g.path)
+            if how == "json":
+                found.setdefault(id(col), col)
+
+    walk(f)
+    return list(found.values())
 
 
 def _check_collation(name: str, col: Any) -> None:
@@ -258,6 +291,52 @@ def _stored_as_sqlite(element: _StoredAs, compiler: Any, **kw: Any) -> str:
     return str(compiler.process(sa.func.typeof(col).in_(classes), **kw))
 
 
+class _OnSqlite(FunctionElement[bool]):
+    """Its clause on SQLite, `false` elsewhere (where a column's values have its type)."""
+
+    type = sa.Boolean()
+    name = "on_sqlite"
+    inherit_cache = True
+
+
+@compiles(_OnSqlite)
+def _on_sqlite_typed(element: _OnSqlite, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(sa.false(), **kw))
+
+
+@compiles(_OnSqlite, "sqlite")
+def _on_sqlite(element: _OnSqlite, compiler: Any, **kw: Any) -> str:
+    (clause,) = element.clauses
+    return "(" + str(compiler.process(clause, **kw)) + ")"  # an operand of `NOT`, `= 0`...
+
+
+# The CEL type of a value SQLite stores in a plain column, by its storage class (`typeof`):
+# a Boolean column's integers are its flags.
+_CEL_OF_STORED = {"integer": "int", "real": "double", "text": "string"}
+
+
+def _stored_type(col: Any, ty: str, cel: str) -> ColumnElement[bool]:
+    """The column holds a value of CEL type `cel`."""
+    if ty == "bool":
+        classes = ["integer"] if cel == "bool" else ["text"] if cel == "string" else []
+    else:
+        classes = [c for c, of in _CEL_OF_STORED.items() if of == cel]
+    if cel == ty:
+        return sa.and_(col.is_not(None), _StoredAs(col, *map(sa.literal, classes)))
+    if not classes:
+        return sa.false()
+    return _OnSqlite(sa.and_(col.is_not(None), sa.func.typeof(col).in_(classes)))
+
+
+def _stored_text(col: Any, test: Callable[[Any], ColumnElement[bool]]) -> ColumnElement[bool]:
+    """`test` on a text kept in a column declared otherwise (SQLite keeps `'restricted'` in
+    an INTEGER column as text, which is what an application reads): a deny rule's
+    `R.attr.level == "restricted"` was `false` on it, so `NOT` of it listed the row Check
+    denies. Compared as text (the cast keeps the column's affinity off the constant)."""
+    text = sa.cast(col, sa.Text)
+    return _OnSqlite(sa.and_(col.is_not(None), sa.func.typeof(col) == "text", test(text)))
+
+
 def _plain(f: t.Atom, col: Any) -> ColumnElement[bool]:
     ty = _cel_type(col)
     if f.op == "exists":
@@ -265,19 +344,28 @@ def _plain(f: t.Atom, col: Any) -> ColumnElement[bool]:
     fam = _family(ty)
     present = sa.and_(col.is_not(None), _StoredAs(col, *map(sa.literal, _STORED[fam])))
     if f.op == "is":
-        return present if f.value == ty else sa.false()
+        return _stored_type(col, ty, f.value)
     if f.op in ("contains", "has_key", "subset"):
         return sa.false()  # a scalar column holds neither a list nor a map
+    v = f.value
+    if fam != "string" and (isinstance(v, str) or f.op == "in"):
+        strs = [x for x in v if isinstance(x, str)] if f.op == "in" else [v]
+        if f.op == "in":
+            as_text = _stored_text(col, lambda c: c.in_(strs)) if strs else sa.false()
+            vs = [_bind(x) for x in v if _value_family(x) == fam]
+            return sa.or_(sa.and_(present, col.in_(vs)), as_text) if vs else as_text
+        op = "__eq__" if f.op == "eq" else _SQL_OPS[f.op]
+        return _stored_text(col, lambda c: getattr(c, op)(v))
     if f.op == "eq":
-        if _value_family(f.value) != fam:
+        if _value_family(v) != fam:
             return sa.false()
-        return sa.and_(present, col == _bind(f.value))
+        return sa.and_(present, col == _bind(v))
     if f.op == "in":
-        vs = [_bind(v) for v in f.value if _value_family(v) == fam]
+        vs = [_bind(x) for x in v if _value_family(x) == fam]
         return sa.and_(present, col.in_(vs)) if vs else sa.false()
-    if _value_family(f.value) != fam or fam not in ("string", "number"):
+    if _value_family(v) != fam or fam not in ("string", "number"):
         return sa.false()
-    return sa.and_(present, getattr(col, _SQL_OPS[f.op])(_bind(f.value)))
+    return sa.and_(present, getattr(col, _SQL_OPS[f.op])(_bind(v)))
 
 
 # --- JSON columns ---------------------------------------------------------------------------

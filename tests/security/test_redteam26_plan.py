@@ -1,0 +1,271 @@
+"""Red-team sweep 26: the rows a plan's SQL selects are the rows Check allows, for values a
+real application stores.
+
+A differential test: one policy (allow the owner, allow whom the document is shared with,
+deny a blocked reader, deny a quarantined level), planned for a principal, the filter run by
+`pdp.plan.sqlalchemy.where_clause` on a real SQLite table (a JSON text column for `attr`, a
+plain `INTEGER` column for `level`), and Check on each row's resource as the oracle:
+the resource an application builds from the row (`json.loads` of the column, the plain
+column's value as SQLite returns it).
+
+Holes found:
+
+- SQLite's JSON functions (before 3.45) cut a string at an escaped NUL: `json.dumps` writes
+  `"alice\\u0000x"` and `json_extract` returns `alice`. A row owned by `alice\\x00x` (a name
+  an application stores as typed) was listed to `alice`; a row shared with `bob\\x00` was
+  listed to `bob`. A JSON column whose text holds `\\u0000` is now never selected (fail
+  closed: Check may allow such a row; the filter cannot compare it).
+- A plain `INTEGER` column keeps free text (`'restricted'`) as text, and the filter
+  compared it by its declared type only: `R.attr.level == "restricted"` was `false` on every
+  row, so the deny rule removed nothing and the row was listed. On SQLite a text stored in a
+  non-text column is now compared as the text it is.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pdp.engine import Engine, compile_policy_set
+from pdp.model.loader import load_policy_files
+from pdp.model.request import ResourceRequest, make_check_request, parse_check_request
+from pdp.plan import ALWAYS_DENIED, parse_plan_request, plan
+from pdp.plan.sqlalchemy import ColumnMap, where_clause
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from authzen.support import pdp_serve
+
+POLICY = textwrap.dedent("""\
+    apiVersion: pdp/v1
+    kind: ResourcePolicy
+    metadata: {id: docs}
+    spec:
+      resource: doc
+      actions: {read: {}}
+      rules:
+        - id: restricted-level
+          actions: [read]
+          effect: deny
+          condition: R.attr.level == "restricted"
+        - id: archived
+          actions: [read]
+          effect: deny
+          condition: R.attr.archived == true
+        - id: negative-score
+          actions: [read]
+          effect: deny
+          condition: has(R.attr.score) && R.attr.score < 0
+        - id: owner
+          actions: [read]
+          effect: allow
+          condition: R.attr.owner == P.id
+        - id: shared
+          actions: [read]
+          effect: allow
+          condition: P.id in R.attr.shared_with
+        - id: reviewers
+          actions: [read]
+          effect: allow
+          roles: [reviewer]
+          condition: R.attr.status in ["open", "review"] && R.attr.level < 100
+""")
+ENGINE = Engine(compile_policy_set(load_policy_files({"docs.yaml": POLICY.encode()})))
+
+# Names that differ from `alice` only where SQLite or a careless filter might not see it: an
+# escaped NUL (what `json.dumps` writes for U+0000), case, a trailing space, look-alikes,
+# NFC/NFD, LIKE's metacharacters.
+NAMES = ["alice", "Alice", "alice ", "alice\x00", "alice\x00x", "\x00alice", "\uff41lice", "al\u0456ce",
+         "\u00e9", "e\u0301", "%", "_", "\\", "ali%", ""]  # fmt: skip
+# The ones a principal id may be (no NUL, no surrounding space, not empty).
+PRINCIPAL_IDS = ["alice", "Alice", "\uff41lice", "al\u0456ce", "\u00e9", "e\u0301",
+                 "%", "_", "\\", "ali%"]  # fmt: skip
+SCALARS = st.one_of(
+    st.sampled_from(NAMES), st.sampled_from([True, False, None, 0, 1, -0.0, 1.5, 2**53 + 1]),
+    st.sampled_from(["true", "1", "open", "OPEN", "review", "restricted"]),
+)  # fmt: skip
+LEVELS = [None, 0, 3, 150, -0.0, 1.5, "restricted", "Restricted", "restricted ",
+          "restricted\x00", "5", "n/a", 2**53 + 1]  # fmt: skip
+
+
+def _attr(draw: st.DrawFn) -> dict[str, Any]:
+    keys = {
+        "owner": st.sampled_from(NAMES) | SCALARS,
+        "archived": st.sampled_from([True, False, 1, 0, "true", None]),
+        "score": st.sampled_from([-0.0, 0, -1, -1.5, 2**53 + 1, -(2**53) - 1, "5", "-1", None]),
+        "status": st.sampled_from(["open", "OPEN", "review", "review\x00", "open ", 1, None]),
+        "shared_with": st.one_of(
+            st.lists(SCALARS, max_size=3),
+            st.dictionaries(st.sampled_from(NAMES), SCALARS, max_size=2),
+            SCALARS,
+        ),
+    }
+    chosen = draw(st.sets(st.sampled_from(sorted(keys))))
+    return {k: draw(keys[k]) for k in sorted(chosen)}
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    out = []
+    for i in range(draw(st.integers(1, 8))):
+        attr = _attr(draw)
+        shared = attr.pop("shared_with", None) if draw(st.booleans()) else None
+        tenant = draw(st.sampled_from(["acme", "ACME", "acme ", "acm\u0435", "acme\x00"]))
+        level = draw(st.sampled_from(LEVELS))
+        out.append((f"d{i}", tenant, level, json.dumps(attr),
+                    None if shared is None else json.dumps(shared)))  # fmt: skip
+    return out
+
+
+def _create(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE docs (id TEXT PRIMARY KEY, tenant TEXT, level INTEGER, "
+               "attrs TEXT, shared TEXT)")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def table() -> Iterator[tuple[sa.Engine, ColumnMap]]:
+    db = sa.create_engine("sqlite://")
+    with db.begin() as conn:
+        _create(conn.connection.driver_connection)  # type: ignore[arg-type]
+    docs = sa.Table("docs", sa.MetaData(), autoload_with=db)
+    columns = ColumnMap(
+        fields={"resource.id": docs.c.id, "resource.tenant": docs.c.tenant,
+                "resource.attr.level": docs.c.level},
+        json={"resource.attr": docs.c.attrs, "resource.attr.shared_with": docs.c.shared},
+    )  # fmt: skip
+    yield db, columns
+    db.dispose()
+
+
+def _resource(row: tuple[Any, ...]) -> dict[str, Any]:
+    """What an application reads the row as, the way the column map says: the JSON object,
+    over it the plain column and the JSON attribute column when not NULL (as stored)."""
+    rid, tenant, level, attrs, shared = row
+    attr = {k: v for k, v in json.loads(attrs).items() if k not in ("level", "shared_with")}
+    if level is not None:
+        attr["level"] = level
+    if shared is not None:
+        attr["shared_with"] = json.loads(shared)
+    return {"kind": "doc", "id": rid, "tenant": tenant, "attr": attr}
+
+
+def _allowed(principal: dict[str, Any], stored: list[tuple[Any, ...]]) -> set[str]:
+    base = parse_check_request({"principal": principal, "resources": [
+        {"kind": "doc", "id": "x", "actions": ["read"]}]})  # fmt: skip
+    chunk = [ResourceRequest(resource=_resource(r), actions=("read",)) for r in stored]
+    results = ENGINE.check(make_check_request(base.principal, chunk, base.context)).results
+    return {res.id for res in results if res.actions["read"].allowed}
+
+
+def _selected(db: sa.Engine, columns: ColumnMap, principal: dict[str, Any]) -> set[str]:
+    p = plan(ENGINE, parse_plan_request({"principal": principal, "action": "read",
+                                         "resource": {"kind": "doc"}}))  # fmt: skip
+    if p.kind == ALWAYS_DENIED:
+        return set()
+    ids = columns.fields["resource.id"]
+    with db.connect() as conn:
+        return set(conn.scalars(sa.select(ids).where(where_clause(p, columns))))
+
+
+def _store(db: sa.Engine, table_rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Insert the rows and read them back as SQLite stores them (`'5'` in an INTEGER column
+    is the integer 5)."""
+    with db.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM docs")
+        conn.exec_driver_sql("INSERT INTO docs VALUES (?, ?, ?, ?, ?)", table_rows)
+        return [tuple(r) for r in conn.exec_driver_sql("SELECT * FROM docs ORDER BY id")]
+
+
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@given(table_rows=rows(), pid=st.sampled_from(PRINCIPAL_IDS),
+       roles=st.sampled_from([["user"], ["reviewer"]]))  # fmt: skip
+def test_the_rows_sql_selects_are_the_rows_check_allows(
+    table: tuple[sa.Engine, ColumnMap], table_rows: list[tuple[Any, ...]], pid: str,
+    roles: list[str],
+) -> None:  # fmt: skip
+    db, columns = table
+    stored = _store(db, table_rows)
+    principal = {"id": pid, "tenant": "acme", "roles": roles}
+    assert _selected(db, columns, principal) == _allowed(principal, stored), stored
+
+
+# The rows that leaked before the fixes, each to `alice` (a user) or `rita` (a reviewer).
+# (`archived: false` and a `level`: without them the deny rules' conditions fail, a deny.)
+def _doc(level: Any = 1, shared: Any = None, **attr: Any) -> tuple[Any, ...]:
+    attrs = json.dumps({"archived": False, **attr})
+    return ("d1", "acme", level, attrs, None if shared is None else json.dumps(shared))
+
+
+LEAKS = [
+    ("owned by alice\\x00x", _doc(owner="alice\x00x")),
+    ("shared with alice\\x00", _doc(shared=["alice\x00"])),
+    ("shared with {alice\\x00: ...}", _doc(shared={"alice\x00": 1})),
+    ("status open\\x00", _doc(status="open\x00")),
+    ("level 'restricted' in INTEGER", _doc("restricted", owner="alice", status="open")),
+]
+
+
+@pytest.mark.parametrize(("why", "row"), LEAKS, ids=[w for w, _ in LEAKS])
+def test_a_row_check_denies_is_not_selected(
+    table: tuple[sa.Engine, ColumnMap], why: str, row: tuple[Any, ...]
+) -> None:
+    db, columns = table
+    stored = _store(db, [row])
+    for principal in ({"id": "alice", "tenant": "acme", "roles": ["user"]},
+                      {"id": "rita", "tenant": "acme", "roles": ["reviewer"]}):  # fmt: skip
+        assert _allowed(principal, stored) == set()
+        assert _selected(db, columns, principal) == set(), (why, principal["id"])
+
+
+SEARCH_MAP = """\
+doc:
+  table: docs
+  id: id
+  tenant: tenant
+  attributes: {level: level}
+  json_attributes: {shared_with: shared}
+  json: attrs
+"""
+FINE = [("d0", "acme", 2, json.dumps({"archived": False, "owner": "alice", "status": "open"}),
+         json.dumps(["rita"]))]  # fmt: skip
+
+
+def test_resource_search_lists_what_evaluations_allow(tmp_path: Path) -> None:
+    """The same rows through a real `pdp serve --search-db`: the search lists what
+    `/access/v1/evaluations` allows on the rows' resources, and nothing else."""
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "docs.yaml").write_text(POLICY)
+    (tmp_path / "search.yaml").write_text(SEARCH_MAP)
+    table_rows = FINE + [(f"d{i}", *row[1:]) for i, (_, row) in enumerate(LEAKS, start=1)]
+    with sqlite3.connect(tmp_path / "docs.db") as db:
+        _create(db)
+        db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?)", table_rows)
+    flags = ["--search-db", f"sqlite:///{tmp_path / 'docs.db'}",
+             "--search-map", str(tmp_path / "search.yaml")]  # fmt: skip
+    with pdp_serve(*flags, policies=tmp_path / "policies") as pdp:
+        for sid, roles in (("alice", ["user"]), ("rita", ["reviewer"])):
+            body = {"subject": {"type": "user", "id": sid,
+                                "properties": {"tenant": "acme", "roles": roles}},
+                    "action": {"name": "read"}}  # fmt: skip
+            evaluations = [{"resource": {"type": "doc", "id": r["id"],
+                                         "properties": {"tenant": r["tenant"], **r["attr"]}}}
+                           for r in map(_resource, table_rows)]  # fmt: skip
+            checked = pdp.post("/access/v1/evaluations", {**body, "evaluations": evaluations})
+            assert checked.status == 200, checked.body[:300]
+            allowed = [r[0] for r, e in zip(table_rows, checked.json["evaluations"])
+                       if e["decision"]]  # fmt: skip
+            assert allowed == ["d0"], (sid, allowed)
+            reply = pdp.post("/access/v1/search/resource", {**body, "resource": {"type": "doc"}})
+            assert reply.status == 200, reply.body[:300]
+            assert [r["id"] for r in reply.json["results"]] == allowed, sid
