@@ -96,25 +96,23 @@ def where_clause(plan: Plan | Mapping[str, Any], columns: ColumnMap) -> ColumnEl
     for name, col in columns.fields.items():
         _check_collation(name, col)
     clause = _sql(formula, columns)
-    cut = [_no_escaped_nul(col) for col in _json_columns(formula, columns)]
+    cut = _no_escaped_nul(formula, columns)
     return sa.and_(*cut, clause) if cut else clause
 
 
 # SQLite's JSON functions (3.40 at least) end a string at an escaped NUL: `json.dumps` writes
 # `"alice\u0000x"` and `json_extract` (and `json_each`) return `alice`, so `eq "alice"` held
 # on a row an application reads as owned by `alice\x00x`, and a key `carol\u0000` was `carol`
-# to `has_key`. A row whose JSON text holds the escape is not selected at all: a guard at the
-# top of the clause, outside every `NOT` (an atom cannot tell such a value from its prefix,
-# so neither reading of it can be trusted). Valid JSON writes U+0000 only as `\u0000`.
+# to `has_key`. A row is not selected when an attribute the filter compares holds the escape
+# (in its JSON text, which `json_extract` with two paths returns as written): a guard at the
+# top of the clause, outside every `NOT`, since an atom cannot tell such a value from its
+# prefix. Valid JSON writes U+0000 only as `\u0000` (a literal `\\u0000` is left out too).
 _ESCAPED_NUL = "\\u0000"
+_COMPARES = frozenset({"eq", "in", "contains", "subset", "has_key", "lt", "le", "gt", "ge"})
 
 
-def _no_escaped_nul(col: Any) -> ColumnElement[bool]:
-    return sa.func.coalesce(sa.func.instr(col, _ESCAPED_NUL), 0) == 0
-
-
-def _json_columns(f: t.Formula, cols: ColumnMap) -> list[Any]:
-    found: dict[int, Any] = {}
+def _no_escaped_nul(f: t.Formula, cols: ColumnMap) -> list[ColumnElement[bool]]:
+    found: dict[tuple[int, str], ColumnElement[bool]] = {}
 
     def walk(g: t.Formula) -> None:
         if isinstance(g, t.Not):
@@ -122,10 +120,12 @@ def _json_columns(f: t.Formula, cols: ColumnMap) -> list[Any]:
         elif isinstance(g, t.And | t.Or):
             for x in g.items:
                 walk(x)
-        elif isinstance(g, t.Atom):
-            how, col, _ = cols.resolve(g.path)
-            if how == "json":
-                found.setdefault(id(col), col)
+        elif isinstance(g, t.Atom) and g.op in _COMPARES:
+            how, col, sub = cols.resolve(g.path)
+            path = _json_path(sub)
+            if how == "json" and (id(col), path) not in found:
+                text = sa.func.json_extract(col, path, path)
+                found[(id(col), path)] = sa.func.coalesce(sa.func.instr(text, _ESCAPED_NUL), 0) == 0
 
     walk(f)
     return list(found.values())
@@ -164,7 +164,11 @@ def _sql(f: t.Formula, cols: ColumnMap) -> ColumnElement[bool]:
     how, col, sub = cols.resolve(f.path)
     if how == "plain":
         return _plain(f, col)
-    return _json(f, col, "$" + "".join(f'."{k}"' for k in sub))
+    return _json(f, col, _json_path(sub))
+
+
+def _json_path(sub: t.Path) -> str:
+    return "$" + "".join(f'."{k}"' for k in sub)
 
 
 # --- wide conjunctions and disjunctions -----------------------------------------------------

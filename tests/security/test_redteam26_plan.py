@@ -24,6 +24,7 @@ Holes found:
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import sys
 import textwrap
@@ -31,16 +32,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import sqlalchemy as sa
+from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pdp.engine import Engine, compile_policy_set
+from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.model.loader import load_policy_files
 from pdp.model.request import ResourceRequest, make_check_request, parse_check_request
 from pdp.plan import ALWAYS_DENIED, parse_plan_request, plan
 from pdp.plan.sqlalchemy import ColumnMap, where_clause
+from pdp.server import ServerConfig, build_server
+from pdp.server._gen.pdp.v1 import decision_pb2 as pb
+from pdp.server._gen.pdp.v1 import decision_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,6 +80,10 @@ POLICY = textwrap.dedent("""\
           actions: [read]
           effect: allow
           condition: P.id in R.attr.shared_with
+        - id: delegates
+          actions: [read]
+          effect: allow
+          condition: R.attr.owner in P.attr.delegates
         - id: reviewers
           actions: [read]
           effect: allow
@@ -197,7 +207,15 @@ def test_the_rows_sql_selects_are_the_rows_check_allows(
     db, columns = table
     stored = _store(db, table_rows)
     principal = {"id": pid, "tenant": "acme", "roles": roles}
-    assert _selected(db, columns, principal) == _allowed(principal, stored), stored
+    _assert_agrees(_selected(db, columns, principal), _allowed(principal, stored), stored)
+
+
+def _assert_agrees(got: set[str], want: set[str], stored: list[tuple[Any, ...]]) -> None:
+    """Nothing Check denies is selected; what Check allows is, unless an attribute holds an
+    escaped NUL (which the filter leaves out, failing closed)."""
+    assert got <= want, ("selected, Check denies", sorted(got - want)[:5])
+    nul = {r[0] for r in stored if any("\\u0000" in (c or "") for c in r[3:])}
+    assert want - got <= nul, ("hidden, Check allows", sorted(want - got - nul)[:5])
 
 
 # The rows that leaked before the fixes, each to `alice` (a user) or `rita` (a reviewer).
@@ -241,31 +259,102 @@ FINE = [("d0", "acme", 2, json.dumps({"archived": False, "owner": "alice", "stat
          json.dumps(["rita"]))]  # fmt: skip
 
 
-def test_resource_search_lists_what_evaluations_allow(tmp_path: Path) -> None:
-    """The same rows through a real `pdp serve --search-db`: the search lists what
-    `/access/v1/evaluations` allows on the rows' resources, and nothing else."""
-    (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "docs.yaml").write_text(POLICY)
-    (tmp_path / "search.yaml").write_text(SEARCH_MAP)
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list[Any]]]:
+    """One `pdp serve` (native gRPC, HTTP, resource search over the rows below)."""
+    root = tmp_path_factory.mktemp("rt26plan")
+    (root / "policies").mkdir()
+    (root / "policies" / "docs.yaml").write_text(POLICY)
+    (root / "search.yaml").write_text(SEARCH_MAP)
     table_rows = FINE + [(f"d{i}", *row[1:]) for i, (_, row) in enumerate(LEAKS, start=1)]
-    with sqlite3.connect(tmp_path / "docs.db") as db:
+    with sqlite3.connect(root / "docs.db") as db:
         _create(db)
         db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?)", table_rows)
-    flags = ["--search-db", f"sqlite:///{tmp_path / 'docs.db'}",
-             "--search-map", str(tmp_path / "search.yaml")]  # fmt: skip
-    with pdp_serve(*flags, policies=tmp_path / "policies") as pdp:
-        for sid, roles in (("alice", ["user"]), ("rita", ["reviewer"])):
-            body = {"subject": {"type": "user", "id": sid,
-                                "properties": {"tenant": "acme", "roles": roles}},
-                    "action": {"name": "read"}}  # fmt: skip
-            evaluations = [{"resource": {"type": "doc", "id": r["id"],
-                                         "properties": {"tenant": r["tenant"], **r["attr"]}}}
-                           for r in map(_resource, table_rows)]  # fmt: skip
-            checked = pdp.post("/access/v1/evaluations", {**body, "evaluations": evaluations})
-            assert checked.status == 200, checked.body[:300]
-            allowed = [r[0] for r, e in zip(table_rows, checked.json["evaluations"])
-                       if e["decision"]]  # fmt: skip
-            assert allowed == ["d0"], (sid, allowed)
-            reply = pdp.post("/access/v1/search/resource", {**body, "resource": {"type": "doc"}})
-            assert reply.status == 200, reply.body[:300]
-            assert [r["id"] for r in reply.json["results"]] == allowed, sid
+    flags = ["--search-db", f"sqlite:///{root / 'docs.db'}",
+             "--search-map", str(root / "search.yaml")]  # fmt: skip
+    with pdp_serve(*flags, policies=root / "policies") as pdp:
+        yield pdp, table_rows
+
+
+def test_resource_search_lists_what_evaluations_allow(served: tuple[Any, list[Any]]) -> None:
+    """The same rows through a real `pdp serve --search-db`: the search lists what
+    `/access/v1/evaluations` allows on the rows' resources, and nothing else."""
+    pdp, table_rows = served
+    for sid, roles in (("alice", ["user"]), ("rita", ["reviewer"])):
+        body = {"subject": {"type": "user", "id": sid,
+                            "properties": {"tenant": "acme", "roles": roles}},
+                "action": {"name": "read"}}  # fmt: skip
+        evaluations = [{"resource": {"type": "doc", "id": r["id"],
+                                     "properties": {"tenant": r["tenant"], **r["attr"]}}}
+                       for r in map(_resource, table_rows)]  # fmt: skip
+        checked = pdp.post("/access/v1/evaluations", {**body, "evaluations": evaluations})
+        assert checked.status == 200, checked.body[:300]
+        allowed = [r[0] for r, e in zip(table_rows, checked.json["evaluations"], strict=True)
+                   if e["decision"]]  # fmt: skip
+        assert allowed == ["d0"], (sid, allowed)
+        reply = pdp.post("/access/v1/search/resource", {**body, "resource": {"type": "doc"}})
+        assert reply.status == 200, reply.body[:300]
+        assert [r["id"] for r in reply.json["results"]] == allowed, sid
+
+
+# Principals whose ids and delegate lists are the look-alikes and mixed types above: every
+# door must plan them alike (no door normalizes a name, turns `1` into `true`, drops `-0.0`).
+DOOR_PRINCIPALS = [
+    {"id": pid, "tenant": "acme", "roles": roles,
+     "attr": {"delegates": [*[n for n in NAMES if n != pid][:k], 1, True, -0.0, None, 1.5]}}
+    for k, (pid, roles) in enumerate(
+        [*[(p, ["user"]) for p in PRINCIPAL_IDS], ("rita", ["reviewer"])], start=2)
+]  # fmt: skip
+
+
+def _door_rows() -> list[tuple[Any, ...]]:
+    rng = random.Random(26)
+    values = [*NAMES, True, False, None, 0, 1, -0.0, 1.5, 2**53 + 1, "open", "review", "1"]
+    out = []
+    for i in range(400):
+        attr = {"archived": rng.choice([False, False, True, 0, None]),
+                "owner": rng.choice(values), "status": rng.choice(values)}  # fmt: skip
+        shared = rng.choice([None, [rng.choice(values)], {rng.choice(NAMES): 1}])
+        out.append((f"r{i:03}", rng.choice(["acme", "ACME", "acme "]), rng.choice(LEVELS),
+                    json.dumps(attr), None if shared is None else json.dumps(shared)))  # fmt: skip
+    return out
+
+
+def test_every_door_plans_the_same_rows(
+    served: tuple[Any, list[Any]], table: tuple[sa.Engine, ColumnMap]
+) -> None:
+    """The Python API, `POST /v1/plan`, the Plan RPC on the native transport and on grpcio:
+    each plan's filter (as received: a Struct's numbers are doubles) selects, on the same
+    adversarial table, exactly the rows Check allows."""
+    pdp, _ = served
+    db, columns = table
+    stored = _store(db, _door_rows())
+    grpcio = build_server(EngineHolder(ENGINE), ServerConfig(listen=("127.0.0.1:0",)))
+    grpcio.start()
+    try:
+        with (
+            grpc.insecure_channel(pdp.grpc_address) as native,
+            grpc.insecure_channel(grpcio.addresses[0]) as threaded,
+        ):
+            stubs = {"native": pb_grpc.DecisionServiceStub(native),
+                     "grpcio": pb_grpc.DecisionServiceStub(threaded)}  # fmt: skip
+            for principal in DOOR_PRINCIPALS:
+                body = {"principal": principal, "action": "read", "resource": {"kind": "doc"}}
+                filters = {"python": plan(ENGINE, parse_plan_request(body)).to_dict()["filter"]}
+                reply = pdp.post("/v1/plan", body)
+                assert reply.status == 200, reply.body[:300]
+                filters["http"] = reply.json["filter"]
+                msg = pb.PlanRequest(principal=json_format.ParseDict(principal, pb.Principal()),
+                                     resource_kind="doc", action="read")  # fmt: skip
+                for name, stub in stubs.items():
+                    resp = stub.Plan(msg, timeout=30)
+                    filters[name] = json_format.MessageToDict(resp.filter)
+                want = _allowed(principal, stored)
+                ids = columns.fields["resource.id"]
+                with db.connect() as conn:
+                    got = {door: set(conn.scalars(sa.select(ids).where(where_clause(f, columns))))
+                           for door, f in filters.items()}  # fmt: skip
+                assert all(g == got["python"] for g in got.values()), (principal, got)
+                _assert_agrees(got["python"], want, stored)
+    finally:
+        grpcio.stop(0)
