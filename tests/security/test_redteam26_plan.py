@@ -19,11 +19,21 @@ Holes found:
   compared it by its declared type only: `R.attr.level == "restricted"` was `false` on every
   row, so the deny rule removed nothing and the row was listed. On SQLite a text stored in a
   non-text column is now compared as the text it is.
+- One row whose JSON text SQLite does not parse (`json.dumps` writes `NaN`), in any tenant,
+  made every query of the table raise "malformed JSON": every search answered 503. The row
+  is now left out (failing closed) and the others are listed.
+
+Also: the same plan asked through every door (the Python API, `POST /v1/plan`, the Plan RPC
+on the native transport and on grpcio) selects the same rows; principals and values are
+look-alikes (case, trailing space, NFC/NFD, fullwidth and Cyrillic letters, LIKE's `%` `_`
+`\\`), `-0.0`, ints past 2^53, `true` vs `1` (SQLite stores a boolean as an int), `"5"` in an
+INTEGER column, lists and maps.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import sqlite3
 import sys
@@ -112,7 +122,21 @@ def _attr(draw: st.DrawFn) -> dict[str, Any]:
     keys = {
         "owner": st.sampled_from(NAMES) | SCALARS,
         "archived": st.sampled_from([True, False, 1, 0, "true", None]),
-        "score": st.sampled_from([-0.0, 0, -1, -1.5, 2**53 + 1, -(2**53) - 1, "5", "-1", None]),
+        "score": st.sampled_from(
+            [
+                -0.0,
+                0,
+                -1,
+                -1.5,
+                2**53 + 1,
+                -(2**53) - 1,
+                "5",
+                "-1",
+                None,
+                float("nan"),
+                float("-inf"),
+            ]
+        ),  # json.dumps: NaN, -Infinity
         "status": st.sampled_from(["open", "OPEN", "review", "review\x00", "open ", 1, None]),
         "shared_with": st.one_of(
             st.lists(SCALARS, max_size=3),
@@ -212,10 +236,12 @@ def test_the_rows_sql_selects_are_the_rows_check_allows(
 
 def _assert_agrees(got: set[str], want: set[str], stored: list[tuple[Any, ...]]) -> None:
     """Nothing Check denies is selected; what Check allows is, unless an attribute holds an
-    escaped NUL (which the filter leaves out, failing closed)."""
+    escaped NUL or the JSON text is not JSON to SQLite (`NaN`): the filter leaves those out,
+    failing closed."""
     assert got <= want, ("selected, Check denies", sorted(got - want)[:5])
-    nul = {r[0] for r in stored if any("\\u0000" in (c or "") for c in r[3:])}
-    assert want - got <= nul, ("hidden, Check allows", sorted(want - got - nul)[:5])
+    odd = ("\\u0000", "NaN", "Infinity")
+    unreadable = {r[0] for r in stored if any(o in (c or "") for c in r[3:] for o in odd)}
+    assert want - got <= unreadable, ("hidden, Check allows", sorted(want - got - unreadable))
 
 
 # The rows that leaked before the fixes, each to `alice` (a user) or `rita` (a reviewer).
@@ -232,6 +258,22 @@ LEAKS = [
     ("status open\\x00", _doc(status="open\x00")),
     ("level 'restricted' in INTEGER", _doc("restricted", owner="alice", status="open")),
 ]
+# Rows SQLite's JSON functions cannot read (`json.dumps` writes `NaN`, `Infinity`): one, in
+# any tenant, made every query of the table fail ("malformed JSON"), a 503 from every search.
+UNREADABLE = [
+    ("g1", "globex", 1, json.dumps({"archived": False, "owner": "mallory", "score": math.nan}),
+     None),
+    ("g2", "acme", 1, json.dumps({"archived": False, "owner": "alice", "score": math.inf}),
+     None),
+]  # fmt: skip
+
+
+def test_a_row_sqlite_cannot_read_fails_no_query(table: tuple[sa.Engine, ColumnMap]) -> None:
+    db, columns = table
+    stored = _store(db, [*UNREADABLE, _doc(owner="alice")])
+    principal = {"id": "alice", "tenant": "acme", "roles": ["user"]}
+    assert _allowed(principal, stored) == {"d1", "g2"}  # Check reads g2 (Python reads NaN)
+    assert _selected(db, columns, principal) == {"d1"}  # g2: left out, failing closed
 
 
 @pytest.mark.parametrize(("why", "row"), LEAKS, ids=[w for w, _ in LEAKS])
@@ -261,7 +303,8 @@ FINE = [("d0", "acme", 2, json.dumps({"archived": False, "owner": "alice", "stat
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list[Any]]]:
-    """One `pdp serve` (native gRPC, HTTP, resource search over the rows below)."""
+    """One `pdp serve` (native gRPC, HTTP, resource search over the rows above and a row of
+    another tenant whose JSON SQLite cannot read)."""
     root = tmp_path_factory.mktemp("rt26plan")
     (root / "policies").mkdir()
     (root / "policies" / "docs.yaml").write_text(POLICY)
@@ -269,6 +312,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list
     table_rows = FINE + [(f"d{i}", *row[1:]) for i, (_, row) in enumerate(LEAKS, start=1)]
     with sqlite3.connect(root / "docs.db") as db:
         _create(db)
+        db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?)", UNREADABLE[:1])
         db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?)", table_rows)
     flags = ["--search-db", f"sqlite:///{root / 'docs.db'}",
              "--search-map", str(root / "search.yaml")]  # fmt: skip
