@@ -32,6 +32,7 @@ INTEGER column, lists and maps.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -53,6 +54,7 @@ from pdp.engine import Engine, EngineHolder, compile_policy_set
 from pdp.model.loader import load_policy_files
 from pdp.model.request import ResourceRequest, make_check_request, parse_check_request
 from pdp.plan import ALWAYS_DENIED, parse_plan_request, plan
+from pdp.plan import tree as t
 from pdp.plan.sqlalchemy import ColumnMap, where_clause
 from pdp.server import ServerConfig, build_server
 from pdp.server._gen.pdp.v1 import decision_pb2 as pb
@@ -402,3 +404,40 @@ def test_every_door_plans_the_same_rows(
                 _assert_agrees(got["python"], want, stored)
     finally:
         grpcio.stop(0)
+
+
+def test_plain_columns_of_any_storage_class_match_the_reference_evaluator() -> None:
+    """Each atom and its negation over plain INTEGER, REAL and TEXT columns holding values of
+    every storage class (as SQLite keeps them: `'1'` in an INTEGER column is 1, `'n/a'` stays
+    text) selects the rows `pdp.plan.tree.holds` holds for on the values as stored."""
+    db = sa.create_engine("sqlite://")
+    values = [None, 1, -0.0, 1.5, "a", "n/a", "a\x00", "1", 2**53 + 1]
+    with db.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE r (id TEXT PRIMARY KEY, i INTEGER, f REAL, s TEXT)")
+        rows = [(f"r{n:04}", *v) for n, v in enumerate(itertools.product(values, repeat=3))]
+        conn.exec_driver_sql("INSERT INTO r VALUES (?, ?, ?, ?)", rows)
+        stored = [tuple(r) for r in conn.exec_driver_sql("SELECT * FROM r")]
+    r = sa.Table("r", sa.MetaData(), autoload_with=db)
+    columns = ColumnMap(fields={"resource.id": r.c.id, "resource.attr.i": r.c.i,
+                                "resource.attr.f": r.c.f, "resource.attr.s": r.c.s})  # fmt: skip
+    resources = [{"kind": "k", "id": row[0], "tenant": "",
+                  "attr": {k: v for k, v in zip("ifs", row[1:], strict=True) if v is not None}}
+                 for row in stored]  # fmt: skip
+    consts: list[Any] = [1, -0.0, 1.5, "a", "n/a", "1", "", True, None]
+    args: dict[str, list[Any]] = {
+        "exists": [()], "is": [("int",), ("double",), ("string",), ("bool",), ("list",)],
+        "eq": [(v,) for v in consts], "in": [([1, "n/a", None],), (["a", 1.5, True],)],
+        "lt": [(v,) for v in (1, 1.5, "a", "n/a")], "ge": [(v,) for v in (1, "a", "")],
+        "contains": [("a",)],
+    }  # fmt: skip
+    with db.connect() as conn:
+        for name, op in itertools.product("ifs", args):
+            for extra in args[op]:
+                node = {"op": op, "args": [{"field": f"resource.attr.{name}"},
+                                           *({"value": v} for v in extra)]}  # fmt: skip
+                for f in (t.from_json(node), t.from_json({"op": "not", "args": [node]})):
+                    got = set(
+                        conn.scalars(sa.select(r.c.id).where(where_clause(t.to_json(f), columns)))
+                    )
+                    want = {res["id"] for res in resources if t.holds(f, res)}
+                    assert got == want, (t.to_json(f), sorted(got ^ want)[:3])
