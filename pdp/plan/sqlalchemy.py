@@ -95,12 +95,11 @@ def where_clause(plan: Plan | Mapping[str, Any], columns: ColumnMap) -> ColumnEl
     formula = _formula(plan)
     for name, col in columns.fields.items():
         _check_collation(name, col)
-    valid = _valid_json(formula, columns)
-    if valid:  # read every JSON column through its guard below
+    cut = [*_valid_json(formula, columns), *_no_escaped_nul(formula, columns)]
+    if cut:  # read every JSON column through its guard below
         parsed = {name: _parsed(col) for name, col in columns.json.items()}
         columns = ColumnMap(fields=columns.fields, json=parsed)
     clause = _sql(formula, columns)
-    cut = [*valid, *_no_escaped_nul(formula, columns)]
     return sa.and_(*cut, clause) if cut else clause
 
 
@@ -142,14 +141,24 @@ _COMPARES = frozenset({"eq", "in", "contains", "subset", "has_key", "lt", "le", 
 
 
 def _no_escaped_nul(f: t.Formula, cols: ColumnMap) -> list[ColumnElement[bool]]:
-    found: dict[tuple[int, str], ColumnElement[bool]] = {}
+    paths: dict[int, tuple[Any, dict[str, None]]] = {}
     for atom in _atoms(f):
         how, col, sub = cols.resolve(atom.path)
-        path = _json_path(sub)
-        if atom.op in _COMPARES and how == "json" and (id(col), path) not in found:
-            text = sa.func.json_extract(col, path, path)
-            found[(id(col), path)] = sa.func.coalesce(sa.func.instr(text, _ESCAPED_NUL), 0) == 0
-    return list(found.values())
+        if atom.op in _COMPARES and how == "json":
+            paths.setdefault(id(col), (col, {}))[1][_json_path(sub)] = None
+    guards = []
+    for col, compared in paths.values():
+        # Most rows hold no escape at all: only theirs are the attributes' texts built.
+        inner = [
+            sa.func.coalesce(
+                sa.func.instr(sa.func.json_extract(_parsed(col), p, p), _ESCAPED_NUL), 0
+            )
+            == 0
+            for p in compared
+        ]
+        clean = sa.func.coalesce(sa.func.instr(col, _ESCAPED_NUL), 0) == 0
+        guards.append(sa.case((clean, sa.true()), else_=sa.and_(*inner)))
+    return guards
 
 
 def _check_collation(name: str, col: Any) -> None:

@@ -222,7 +222,7 @@ def _store(db: sa.Engine, table_rows: list[tuple[Any, ...]]) -> list[tuple[Any, 
         return [tuple(r) for r in conn.exec_driver_sql("SELECT * FROM docs ORDER BY id")]
 
 
-@settings(max_examples=150, deadline=None, database=None,
+@settings(max_examples=100, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 @given(table_rows=rows(), pid=st.sampled_from(PRINCIPAL_IDS),
        roles=st.sampled_from([["user"], ["reviewer"]]))  # fmt: skip
