@@ -95,7 +95,70 @@ def where_clause(plan: Plan | Mapping[str, Any], columns: ColumnMap) -> ColumnEl
     formula = _formula(plan)
     for name, col in columns.fields.items():
         _check_collation(name, col)
-    return _sql(formula, columns)
+    cut = [*_valid_json(formula, columns), *_no_escaped_nul(formula, columns)]
+    if cut:  # read every JSON column through its guard below
+        parsed = {name: _parsed(col) for name, col in columns.json.items()}
+        columns = ColumnMap(fields=columns.fields, json=parsed)
+    clause = _sql(formula, columns)
+    return sa.and_(*cut, clause) if cut else clause
+
+
+# A JSON column's text that SQLite does not parse (Python's `json.dumps` writes `NaN` and
+# `Infinity` by default) made every JSON function raise "malformed JSON", so one such row, in
+# any tenant, failed every search of the table (503). The row is not selected (the filter
+# cannot read it; Check may allow it: fail closed), and its text is read as NULL so that no
+# JSON function sees it, whatever order the database evaluates the conditions in.
+def _valid_json(f: t.Formula, cols: ColumnMap) -> list[ColumnElement[bool]]:
+    used: dict[int, Any] = {}
+    for atom in _atoms(f):
+        how, col, _ = cols.resolve(atom.path)
+        if how == "json":
+            used.setdefault(id(col), col)
+    return [sa.or_(col.is_(None), sa.func.json_valid(col) == 1) for col in used.values()]
+
+
+def _parsed(col: Any) -> Any:
+    return sa.case((sa.func.json_valid(col) == 1, col), else_=sa.null())
+
+
+def _atoms(f: t.Formula) -> list[t.Atom]:
+    if isinstance(f, t.Not):
+        return _atoms(f.item)
+    if isinstance(f, t.And | t.Or):
+        return [a for x in f.items for a in _atoms(x)]
+    return [f] if isinstance(f, t.Atom) else []
+
+
+# SQLite's JSON functions (3.40 at least) end a string at an escaped NUL: `json.dumps` writes
+# `"alice\u0000x"` and `json_extract` (and `json_each`) return `alice`, so `eq "alice"` held
+# on a row an application reads as owned by `alice\x00x`, and a key `carol\u0000` was `carol`
+# to `has_key`. A row is not selected when an attribute the filter compares holds the escape
+# (in its JSON text, which `json_extract` with two paths returns as written): a guard at the
+# top of the clause, outside every `NOT`, since an atom cannot tell such a value from its
+# prefix. Valid JSON writes U+0000 only as `\u0000` (a literal `\\u0000` is left out too).
+_ESCAPED_NUL = "\\u0000"
+_COMPARES = frozenset({"eq", "in", "contains", "subset", "has_key", "lt", "le", "gt", "ge"})
+
+
+def _no_escaped_nul(f: t.Formula, cols: ColumnMap) -> list[ColumnElement[bool]]:
+    paths: dict[int, tuple[Any, dict[str, None]]] = {}
+    for atom in _atoms(f):
+        how, col, sub = cols.resolve(atom.path)
+        if atom.op in _COMPARES and how == "json":
+            paths.setdefault(id(col), (col, {}))[1][_json_path(sub)] = None
+    guards = []
+    for col, compared in paths.values():
+        # Most rows hold no escape at all: only theirs are the attributes' texts built.
+        inner = [
+            sa.func.coalesce(
+                sa.func.instr(sa.func.json_extract(_parsed(col), p, p), _ESCAPED_NUL), 0
+            )
+            == 0
+            for p in compared
+        ]
+        clean = sa.func.coalesce(sa.func.instr(col, _ESCAPED_NUL), 0) == 0
+        guards.append(sa.case((clean, sa.true()), else_=sa.and_(*inner)))
+    return guards
 
 
 def _check_collation(name: str, col: Any) -> None:
@@ -131,7 +194,11 @@ def _sql(f: t.Formula, cols: ColumnMap) -> ColumnElement[bool]:
     how, col, sub = cols.resolve(f.path)
     if how == "plain":
         return _plain(f, col)
-    return _json(f, col, "$" + "".join(f'."{k}"' for k in sub))
+    return _json(f, col, _json_path(sub))
+
+
+def _json_path(sub: t.Path) -> str:
+    return "$" + "".join(f'."{k}"' for k in sub)
 
 
 # --- wide conjunctions and disjunctions -----------------------------------------------------
@@ -258,6 +325,52 @@ def _stored_as_sqlite(element: _StoredAs, compiler: Any, **kw: Any) -> str:
     return str(compiler.process(sa.func.typeof(col).in_(classes), **kw))
 
 
+class _OnSqlite(FunctionElement[bool]):
+    """Its clause on SQLite, `false` elsewhere (where a column's values have its type)."""
+
+    type = sa.Boolean()
+    name = "on_sqlite"
+    inherit_cache = True
+
+
+@compiles(_OnSqlite)
+def _on_sqlite_typed(element: _OnSqlite, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(sa.false(), **kw))
+
+
+@compiles(_OnSqlite, "sqlite")
+def _on_sqlite(element: _OnSqlite, compiler: Any, **kw: Any) -> str:
+    (clause,) = element.clauses
+    return "(" + str(compiler.process(clause, **kw)) + ")"  # an operand of `NOT`, `= 0`...
+
+
+# The CEL type of a value SQLite stores in a plain column, by its storage class (`typeof`):
+# a Boolean column's integers are its flags.
+_CEL_OF_STORED = {"integer": "int", "real": "double", "text": "string"}
+
+
+def _stored_type(col: Any, ty: str, cel: str) -> ColumnElement[bool]:
+    """The column holds a value of CEL type `cel`."""
+    if ty == "bool":
+        classes = ["integer"] if cel == "bool" else ["text"] if cel == "string" else []
+    else:
+        classes = [c for c, of in _CEL_OF_STORED.items() if of == cel]
+    if cel == ty:
+        return sa.and_(col.is_not(None), _StoredAs(col, *map(sa.literal, classes)))
+    if not classes:
+        return sa.false()
+    return _OnSqlite(sa.and_(col.is_not(None), sa.func.typeof(col).in_(classes)))
+
+
+def _stored_text(col: Any, test: Callable[[Any], ColumnElement[bool]]) -> ColumnElement[bool]:
+    """`test` on a text kept in a column declared otherwise (SQLite keeps `'restricted'` in
+    an INTEGER column as text, which is what an application reads): a deny rule's
+    `R.attr.level == "restricted"` was `false` on it, so `NOT` of it listed the row Check
+    denies. Compared as text (the cast keeps the column's affinity off the constant)."""
+    text = sa.cast(col, sa.Text)
+    return _OnSqlite(sa.and_(col.is_not(None), sa.func.typeof(col) == "text", test(text)))
+
+
 def _plain(f: t.Atom, col: Any) -> ColumnElement[bool]:
     ty = _cel_type(col)
     if f.op == "exists":
@@ -265,19 +378,28 @@ def _plain(f: t.Atom, col: Any) -> ColumnElement[bool]:
     fam = _family(ty)
     present = sa.and_(col.is_not(None), _StoredAs(col, *map(sa.literal, _STORED[fam])))
     if f.op == "is":
-        return present if f.value == ty else sa.false()
+        return _stored_type(col, ty, f.value)
     if f.op in ("contains", "has_key", "subset"):
         return sa.false()  # a scalar column holds neither a list nor a map
+    v = f.value
+    if fam != "string" and (isinstance(v, str) or f.op == "in"):
+        strs = [x for x in v if isinstance(x, str)] if f.op == "in" else [v]
+        if f.op == "in":
+            as_text = _stored_text(col, lambda c: c.in_(strs)) if strs else sa.false()
+            vs = [_bind(x) for x in v if _value_family(x) == fam]
+            return sa.or_(sa.and_(present, col.in_(vs)), as_text) if vs else as_text
+        op = "__eq__" if f.op == "eq" else _SQL_OPS[f.op]
+        return _stored_text(col, lambda c: getattr(c, op)(v))
     if f.op == "eq":
-        if _value_family(f.value) != fam:
+        if _value_family(v) != fam:
             return sa.false()
-        return sa.and_(present, col == _bind(f.value))
+        return sa.and_(present, col == _bind(v))
     if f.op == "in":
-        vs = [_bind(v) for v in f.value if _value_family(v) == fam]
+        vs = [_bind(x) for x in v if _value_family(x) == fam]
         return sa.and_(present, col.in_(vs)) if vs else sa.false()
-    if _value_family(f.value) != fam or fam not in ("string", "number"):
+    if _value_family(v) != fam or fam not in ("string", "number"):
         return sa.false()
-    return sa.and_(present, getattr(col, _SQL_OPS[f.op])(_bind(f.value)))
+    return sa.and_(present, getattr(col, _SQL_OPS[f.op])(_bind(v)))
 
 
 # --- JSON columns ---------------------------------------------------------------------------
