@@ -84,14 +84,17 @@ VARIABLES = st.sampled_from(
 )
 
 
+BINOPS = st.sampled_from(
+    ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "in"]
+)
+
+
 def _exprs(depth: int) -> st.SearchStrategy[str]:
     leaf = st.one_of(LITERALS, VARIABLES)
     if depth == 0:
         return leaf
     sub = _exprs(depth - 1)
-    binop = st.sampled_from(
-        ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "in"]
-    )
+    binop = BINOPS
     return st.one_of(
         leaf,
         st.builds(lambda a, op, b: f"({a} {op} {b})", sub, binop, sub),
@@ -245,9 +248,7 @@ def _spaced(depth: int) -> st.SearchStrategy[str]:
     if depth == 0:
         return leaf
     sub = _spaced(depth - 1)
-    binop = st.sampled_from(
-        ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "in"]
-    )
+    binop = BINOPS
     return st.one_of(
         leaf,
         st.builds(
