@@ -181,7 +181,6 @@ class HttpApi:
         self.observer = observer
         self.hide_reasons = hide_reasons
         self.public_url = public_url.rstrip("/")
-        self.allow_identities = allow_identities
         self._allowed = parse_allow_list(allow_identities)  # typed, as gRPC's AllowList
         self.strict = reject_unknown_fields
         self.routes: dict[str, dict[str, Route]] = {}
